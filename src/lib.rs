@@ -1,0 +1,14 @@
+//! lockstep: a distributed lock service whose whole protocol lives in pure, event-driven state
+//! machines (`node`), proven under faults by a seeded deterministic simulator (`sim`, `net`).
+//!
+//! The crate is laid out like the machine it tests:
+//! - [`node`]: servers (Raft roles), the client, the replicated lock table and the messages.
+//!   Pure: no sockets, threads, clocks or unseeded randomness. Time comes in as an argument and
+//!   effects go out as values.
+//! - [`net`]: network models. Today the seeded simulated network.
+//! - [`sim`]: event queue and clock, cluster, faults, workload, checkers, scenario files and the
+//!   runner behind `lockstep run`.
+
+pub mod net;
+pub mod node;
+pub mod sim;

@@ -1,0 +1,9 @@
+//! Network models.
+//!
+//! - [`sim`]: the seeded simulated network (latency with a long tail, drop, duplicate, reorder,
+//!   partitions, one-way cuts). It decides the fate of each message; the simulator's event queue
+//!   carries it out.
+
+pub mod sim;
+
+pub use sim::{Endpoint, LatencyTail, NetworkParams, SimNetwork, Transmission};

@@ -1,0 +1,293 @@
+//! The lock client: registers with the cluster, runs operations one at a time, retries on
+//! silence or refusal against the next server, and gives up after the operation's timeout.
+//!
+//! # Calling contract
+//! - Feed every input through [`Client::step`] with the current time; carry out the returned
+//!   [`ClientOutput`]s in order.
+//! - `SetTimer { timer, at }` replaces the previous deadline of that timer; late or spurious
+//!   timer inputs are harmless.
+//! - Operations run strictly one at a time, in invocation order. A retry reuses the operation's
+//!   sequence number, so the cluster applies it at most once and answers the retry with the
+//!   original outcome.
+//! - An operation that is not answered before its timeout completes with
+//!   [`ClientError::TimedOut`]: its effect is unknown, it may or may not have been applied.
+
+use super::messages::{
+    ClientId, ClientReply, ClientRequest, Operation, Outcome, ReplyBody, RequestBody, ServerId,
+};
+use super::time::Time;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Every server, in the order the client tries them.
+    pub servers: Vec<ServerId>,
+    /// The server tried first.
+    pub first_server: ServerId,
+    /// Default time an operation may take before it completes as unknown.
+    pub operation_timeout: Duration,
+    /// Silence after which a request is sent again, to the next server.
+    pub retry_interval: Duration,
+    /// Wait after an error reply before trying the next server.
+    pub error_backoff: Duration,
+    /// Operations queued behind the running one before new ones are refused.
+    pub queue_max: usize,
+}
+
+impl ClientConfig {
+    pub fn new(servers: Vec<ServerId>, first_server: ServerId) -> ClientConfig {
+        ClientConfig {
+            servers,
+            first_server,
+            operation_timeout: Duration::from_secs(5),
+            retry_interval: Duration::from_millis(500),
+            error_backoff: Duration::from_millis(100),
+            queue_max: 10_000,
+        }
+    }
+}
+
+/// Why an operation has no outcome.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, serde::Serialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientError {
+    /// No answer before the timeout: the operation may or may not have taken effect.
+    #[error("no answer before the operation's timeout; the effect is unknown")]
+    TimedOut,
+    /// The client's queue was full; the operation was never sent.
+    #[error("the client's operation queue is full")]
+    QueueFull,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientTimer {
+    /// Resend the in-flight request, to the next server.
+    Retry,
+    /// The running operation has used up its time.
+    OperationTimeout,
+}
+
+#[derive(Clone, Debug)]
+pub enum ClientInput {
+    /// Queue an operation. `tag` is the caller's name for it, echoed in `Started`/`Completed`.
+    Invoke { tag: u64, op: Operation, timeout: Option<Duration> },
+    Reply { from: ServerId, reply: ClientReply },
+    Timer(ClientTimer),
+}
+
+#[must_use = "a client's effects must be carried out by the driver"]
+#[derive(Clone, Debug)]
+pub enum ClientOutput {
+    Send { to: ServerId, request: ClientRequest },
+    SetTimer { timer: ClientTimer, at: Time },
+    /// The cluster assigned this client its id.
+    Registered { client: ClientId },
+    /// Operation `tag` was taken off the queue and its first request is on its way: its call
+    /// time, for histories.
+    Started { tag: u64, seq: u64 },
+    /// Operation `tag` finished. Its return time is now.
+    Completed { tag: u64, result: Result<Outcome, ClientError> },
+}
+
+#[derive(Clone, Debug)]
+struct Queued {
+    tag: u64,
+    op: Operation,
+    timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+struct Running {
+    tag: u64,
+    op: Operation,
+    seq: u64,
+    deadline: Time,
+}
+
+pub struct Client {
+    config: ClientConfig,
+    rng: ChaCha8Rng,
+    id: Option<ClientId>,
+    /// The nonce of the hello in flight, while registering.
+    hello_nonce: Option<u64>,
+    queue: VecDeque<Queued>,
+    running: Option<Running>,
+    /// Index into `config.servers` of the server currently talked to.
+    server_position: usize,
+    /// Last sequence number used; operations use 1, 2, ... and hello uses 0.
+    last_seq: u64,
+    retry_deadline: Option<Time>,
+    out: Vec<ClientOutput>,
+}
+
+impl Client {
+    /// `rng_seed` seeds the hello nonces; the driver derives it.
+    pub fn new(config: ClientConfig, rng_seed: u64) -> Client {
+        let server_position = config
+            .servers
+            .iter()
+            .position(|&s| s == config.first_server)
+            .expect("the first server is one of the servers");
+        Client {
+            rng: ChaCha8Rng::seed_from_u64(rng_seed),
+            id: None,
+            hello_nonce: None,
+            queue: VecDeque::new(),
+            running: None,
+            server_position,
+            last_seq: 0,
+            retry_deadline: None,
+            out: Vec::new(),
+            config,
+        }
+    }
+
+    #[must_use = "a client's effects must be carried out by the driver"]
+    pub fn step(&mut self, now: Time, input: ClientInput) -> Vec<ClientOutput> {
+        debug_assert!(self.out.is_empty(), "outputs left over from a previous step");
+        let seq_before = self.last_seq;
+        match input {
+            ClientInput::Invoke { tag, op, timeout } => {
+                let timeout = timeout.unwrap_or(self.config.operation_timeout);
+                if self.queue.len() >= self.config.queue_max {
+                    self.out.push(ClientOutput::Completed { tag, result: Err(ClientError::QueueFull) });
+                } else {
+                    self.queue.push_back(Queued { tag, op, timeout });
+                }
+            }
+            ClientInput::Reply { from, reply } => self.on_reply(now, from, reply),
+            ClientInput::Timer(ClientTimer::Retry) => {
+                if self.retry_deadline.is_some_and(|at| now >= at) {
+                    self.rotate_server();
+                    self.send_request(now);
+                }
+            }
+            ClientInput::Timer(ClientTimer::OperationTimeout) => {
+                if self.running.as_ref().is_some_and(|r| now >= r.deadline) {
+                    self.finish(Err(ClientError::TimedOut));
+                }
+            }
+        }
+        if self.running.is_none() {
+            self.start_next(now);
+        }
+        assert!(self.last_seq >= seq_before, "client: sequence numbers went backwards");
+        assert!(self.queue.len() <= self.config.queue_max, "client: queue beyond its bound");
+        assert!(
+            self.running.is_some() || self.queue.is_empty(),
+            "client: idle with operations queued"
+        );
+        std::mem::take(&mut self.out)
+    }
+
+    /// The id the cluster assigned, once registered.
+    pub fn id(&self) -> Option<ClientId> {
+        self.id
+    }
+
+    /// True while an operation runs or waits.
+    pub fn is_busy(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// The server this client currently talks to.
+    pub fn current_server(&self) -> ServerId {
+        self.config.servers[self.server_position]
+    }
+
+    fn on_reply(&mut self, now: Time, from: ServerId, reply: ClientReply) {
+        let _ = from; // Any server's answer is as good as the one we asked last.
+        let Some(running) = &self.running else {
+            return; // A late reply to an operation that already finished.
+        };
+        match reply.body {
+            ReplyBody::Welcome { nonce, client } => {
+                if self.id.is_none() && self.hello_nonce == Some(nonce) {
+                    self.id = Some(client);
+                    self.hello_nonce = None;
+                    self.out.push(ClientOutput::Registered { client });
+                    self.send_request(now);
+                }
+            }
+            ReplyBody::Outcome(outcome) => {
+                // An outcome that does not answer the operation (a preempt answered `free`) is a
+                // malformed reply: ignore it, the retry or the timeout follows.
+                if self.id.is_some() && reply.seq == running.seq && outcome_fits(&running.op, &outcome) {
+                    self.finish(Ok(outcome));
+                }
+            }
+            ReplyBody::Error(_) => {
+                let expected_seq = if self.id.is_some() { running.seq } else { 0 };
+                if reply.seq == expected_seq {
+                    // The server cannot serve us now: back off, then try the next one.
+                    self.rotate_server();
+                    let at = now + self.config.error_backoff;
+                    self.retry_deadline = Some(at);
+                    self.out.push(ClientOutput::SetTimer { timer: ClientTimer::Retry, at });
+                }
+            }
+        }
+    }
+
+    fn start_next(&mut self, now: Time) {
+        let Some(queued) = self.queue.pop_front() else {
+            return;
+        };
+        self.last_seq += 1;
+        let deadline = now + queued.timeout;
+        self.running = Some(Running { tag: queued.tag, op: queued.op, seq: self.last_seq, deadline });
+        self.out.push(ClientOutput::Started { tag: queued.tag, seq: self.last_seq });
+        self.out.push(ClientOutput::SetTimer { timer: ClientTimer::OperationTimeout, at: deadline });
+        self.send_request(now);
+    }
+
+    /// Sends the hello (while unregistered) or the running operation to the current server.
+    fn send_request(&mut self, now: Time) {
+        let Some(running) = &self.running else {
+            self.retry_deadline = None;
+            return;
+        };
+        let request = match self.id {
+            None => {
+                let nonce = *self.hello_nonce.get_or_insert_with(|| self.rng.random());
+                ClientRequest { seq: 0, body: RequestBody::Hello { nonce } }
+            }
+            Some(client) => ClientRequest {
+                seq: running.seq,
+                body: RequestBody::Op { client, op: running.op.clone() },
+            },
+        };
+        self.out.push(ClientOutput::Send { to: self.current_server(), request });
+        let at = now + self.config.retry_interval;
+        self.retry_deadline = Some(at);
+        self.out.push(ClientOutput::SetTimer { timer: ClientTimer::Retry, at });
+    }
+
+    fn finish(&mut self, result: Result<Outcome, ClientError>) {
+        let running = self.running.take().expect("finishing with an operation running");
+        self.retry_deadline = None;
+        if self.id.is_none() {
+            // The hello never came back; a later operation starts a fresh one.
+            self.hello_nonce = None;
+        }
+        self.out.push(ClientOutput::Completed { tag: running.tag, result });
+    }
+
+    fn rotate_server(&mut self) {
+        self.server_position = (self.server_position + 1) % self.config.servers.len();
+    }
+}
+
+/// True if `outcome` is a possible answer to `op`.
+pub fn outcome_fits(op: &Operation, outcome: &Outcome) -> bool {
+    matches!(
+        (op, outcome),
+        (Operation::Preempt { .. }, Outcome::Granted { .. } | Outcome::HeldBy { .. })
+            | (Operation::Release { .. }, Outcome::Released | Outcome::NotOwner)
+            | (Operation::Check { .. }, Outcome::Free | Outcome::Owner { .. })
+    )
+}

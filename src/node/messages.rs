@@ -1,0 +1,246 @@
+//! Everything that crosses a wire: identifiers, client requests and replies, peer (Raft)
+//! messages, and the commands stored in the replicated log.
+//!
+//! These types are plain data. They carry no behaviour that could differ between the simulator
+//! and a real deployment, so the same bytes mean the same thing in both.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::sync::Arc;
+
+/// A server's identity, `s1`, `s2`, ... Fixed for the life of the cluster.
+#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ServerId(pub u32);
+
+impl fmt::Display for ServerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s{}", self.0)
+    }
+}
+
+impl fmt::Debug for ServerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A cluster-unique client identity, assigned by the replicated state on `Hello`.
+#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ClientId(pub u64);
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "client#{}", self.0)
+    }
+}
+
+/// Where a server sends a reply to a client: an opaque handle chosen by the driver (a client
+/// index in the simulator, a connection id over TCP). Servers pass it along, never interpret it.
+#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ClientAddr(pub u64);
+
+/// A lock's name. Shared, because the same name travels through log entries, messages and the
+/// lock table many times.
+pub type LockName = Arc<str>;
+
+/// Raft term.
+pub type Term = u64;
+
+/// Position in the replicated log, starting at 1. Index 0 means "before the first entry".
+pub type LogIndex = u64;
+
+/// How fresh a `check` must be.
+#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    /// Answered from the receiving server's own replica: fast, may lag (the seed design).
+    #[default]
+    Local,
+    /// Answered only after the leader confirmed its leadership (read index) and the answering
+    /// server applied up to that index.
+    Linearizable,
+}
+
+/// What a client asks the lock service to do.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "op")]
+pub enum Operation {
+    Preempt { lock: LockName },
+    Release { lock: LockName },
+    Check { lock: LockName, consistency: Consistency },
+}
+
+impl Operation {
+    pub fn lock(&self) -> &LockName {
+        match self {
+            Operation::Preempt { lock } | Operation::Release { lock } => lock,
+            Operation::Check { lock, .. } => lock,
+        }
+    }
+
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Operation::Preempt { .. } => "preempt",
+            Operation::Release { .. } => "release",
+            Operation::Check { .. } => "check",
+        }
+    }
+}
+
+/// The answer to an operation, as the lock table decided it.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "result")]
+pub enum Outcome {
+    /// Preempt succeeded. `token` is the log index of the grant: a fencing token, strictly
+    /// increasing per lock.
+    Granted { token: LogIndex },
+    /// Preempt refused: another client holds the lock.
+    HeldBy { owner: ClientId },
+    /// Release succeeded.
+    Released,
+    /// Release refused: the caller does not hold the lock.
+    NotOwner,
+    /// Check: nobody holds the lock.
+    Free,
+    /// Check: `owner` holds the lock.
+    Owner { owner: ClientId },
+}
+
+/// A client request. `seq` is chosen by the client; replies echo it. A retry reuses the seq,
+/// which is what makes retries exactly-once.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ClientRequest {
+    pub seq: u64,
+    pub body: RequestBody,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestBody {
+    /// First contact: asks the cluster for a client id. `nonce` lets the client recognise the
+    /// answer; a retried hello may allocate a second id, which is harmless (it owns nothing).
+    Hello { nonce: u64 },
+    /// A lock operation by a registered client.
+    Op { client: ClientId, op: Operation },
+}
+
+/// A server's reply to a client request, echoing the request's `seq`.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ClientReply {
+    pub seq: u64,
+    pub body: ReplyBody,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplyBody {
+    Welcome { nonce: u64, client: ClientId },
+    Outcome(Outcome),
+    Error(ServiceError),
+}
+
+/// Why a server could not serve a request. All of these are retryable elsewhere or later.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceError {
+    #[error("this server does not know a leader right now")]
+    Unavailable,
+    #[error("the leader's queue of uncommitted work is full")]
+    Overloaded,
+    #[error("the request's sequence number is older than the client's latest applied one")]
+    StaleRequest,
+}
+
+/// A command in the replicated log.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    /// Appended by every new leader, so that it can commit entries of earlier terms (Raft §5.4.2)
+    /// and serve read-index reads.
+    Noop,
+    /// Allocates the next client id.
+    Register { nonce: u64 },
+    Preempt { client: ClientId, seq: u64, lock: LockName },
+    Release { client: ClientId, seq: u64, lock: LockName },
+}
+
+/// One log entry.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub struct Entry {
+    pub term: Term,
+    pub command: Command,
+}
+
+/// What applying a command produced.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyResult {
+    /// Noop: nothing to report.
+    Nothing,
+    Registered { client: ClientId },
+    Outcome { outcome: Outcome, duplicate: bool },
+    /// A request older than the client's latest applied one: it had no effect.
+    Stale,
+}
+
+/// Messages between servers. The `term` fields follow Raft (§5.1): a higher term seen anywhere
+/// makes the receiver a follower of that term.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerMessage {
+    /// Pre-vote (Raft thesis §9.6): "would you vote for me in `term`?" Changes no state.
+    PreVote { term: Term, last_log_index: LogIndex, last_log_term: Term },
+    PreVoteResponse { term: Term, granted: bool },
+    RequestVote { term: Term, last_log_index: LogIndex, last_log_term: Term },
+    VoteResponse { term: Term, granted: bool },
+    AppendEntries {
+        term: Term,
+        prev_log_index: LogIndex,
+        prev_log_term: Term,
+        entries: Vec<Entry>,
+        leader_commit: LogIndex,
+        /// Heartbeat round, echoed in the response. Read-index reads wait for a majority to
+        /// acknowledge a round started after the read arrived.
+        round: u64,
+    },
+    AppendResponse {
+        term: Term,
+        success: bool,
+        /// On success: the follower's log matches the leader's up to here.
+        match_index: LogIndex,
+        /// On failure: where the leader should try next (conflict optimisation, Raft §5.3).
+        conflict_index: LogIndex,
+        /// On failure: the term of the follower's conflicting entry, if it had one there.
+        conflict_term: Option<Term>,
+        round: u64,
+    },
+    /// A follower hands a client request to the leader. The reply comes back as `ForwardReply`.
+    Forward { client: ClientAddr, request: ClientRequest },
+    ForwardReply { client: ClientAddr, reply: ClientReply },
+    /// A follower asks the leader for a confirmed read index on behalf of a linearizable check.
+    ReadIndexRequest { id: u64 },
+    /// `index: None` means the leader could not confirm (it lost leadership); the follower
+    /// tells its client to retry.
+    ReadIndexResponse { id: u64, index: Option<LogIndex> },
+}
+
+impl PeerMessage {
+    /// A short name for traces and statistics.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            PeerMessage::PreVote { .. } => "pre_vote",
+            PeerMessage::PreVoteResponse { .. } => "pre_vote_response",
+            PeerMessage::RequestVote { .. } => "request_vote",
+            PeerMessage::VoteResponse { .. } => "vote_response",
+            PeerMessage::AppendEntries { .. } => "append_entries",
+            PeerMessage::AppendResponse { .. } => "append_response",
+            PeerMessage::Forward { .. } => "forward",
+            PeerMessage::ForwardReply { .. } => "forward_reply",
+            PeerMessage::ReadIndexRequest { .. } => "read_index_request",
+            PeerMessage::ReadIndexResponse { .. } => "read_index_response",
+        }
+    }
+}

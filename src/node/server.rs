@@ -1,0 +1,1124 @@
+//! A lock server: one Raft replica with pre-vote and check-quorum, serving client requests.
+//!
+//! # Calling contract
+//! - Build with [`Server::new`] from the durable state the driver recovered (empty on first
+//!   boot), then call [`Server::step`] once per input, passing the current time.
+//! - Both return a batch of [`ServerOutput`]s. The driver MUST carry them out in order, and MUST
+//!   make every `Persist` durable before carrying out anything after it in the batch: a vote or
+//!   an append acknowledgement must never leave before the state it promises is on disk.
+//! - `SetTimer { timer, at }` replaces the previous deadline for that timer. The driver delivers
+//!   `ServerInput::Timer(timer)` at or after `at`. Late, early or repeated timer inputs are
+//!   harmless: the server checks its own deadline.
+//! - A server never reads a clock or an unseeded random source; it must never block.
+//!
+//! # What it asserts
+//! After every step [`Server::step`] checks the Raft invariants it can see locally (commit and
+//! apply ordering, at most one vote per term, log terms, leader bookkeeping) and panics with the
+//! server id and term on a violation: that is a bug, not bad input.
+
+use super::lock_table::LockTable;
+use super::log::{DurableState, PersistOp, RaftLog};
+use super::messages::{
+    ApplyResult, ClientAddr, ClientReply, ClientRequest, Command, Entry, LockName, LogIndex,
+    Operation, PeerMessage, ReplyBody, RequestBody, ServerId, ServiceError, Term,
+};
+use super::time::Time;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+/// Static configuration of one server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub id: ServerId,
+    /// Every server of the cluster, this one included.
+    pub servers: Vec<ServerId>,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    pub heartbeat_interval: Duration,
+    /// Start as the term-1 leader (on first boot only), as the seed design does.
+    pub initial_leader: Option<ServerId>,
+    /// Entries carried by one AppendEntries message.
+    pub append_entries_max: usize,
+    /// Appended but uncommitted entries the leader accepts before answering `Overloaded`.
+    pub uncommitted_entries_max: u64,
+    /// Linearizable checks waiting at one server before new ones are refused.
+    pub pending_reads_max: usize,
+}
+
+impl ServerConfig {
+    /// A configuration with the default timing: election timeout 150-300 ms, heartbeat 50 ms.
+    pub fn new(id: ServerId, servers: Vec<ServerId>) -> ServerConfig {
+        ServerConfig {
+            id,
+            servers,
+            election_timeout_min: Duration::from_millis(150),
+            election_timeout_max: Duration::from_millis(300),
+            heartbeat_interval: Duration::from_millis(50),
+            initial_leader: None,
+            append_entries_max: 64,
+            uncommitted_entries_max: 4_096,
+            pending_reads_max: 1_024,
+        }
+    }
+}
+
+/// A server's Raft role.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Follower,
+    /// Asking for pre-votes; its term is not yet incremented.
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+/// The server's timers.
+#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerTimer {
+    /// Follower and candidates: start an election. Leader: run the check-quorum test.
+    Election,
+    /// Leader only: send AppendEntries to every peer.
+    Heartbeat,
+}
+
+/// Everything that can happen to a server.
+#[derive(Clone, Debug)]
+pub enum ServerInput {
+    Peer { from: ServerId, msg: PeerMessage },
+    Client { from: ClientAddr, request: ClientRequest },
+    Timer(ServerTimer),
+}
+
+/// An effect for the driver to carry out, in order. See the module's calling contract.
+#[must_use = "a server's effects must be carried out by the driver"]
+#[derive(Clone, Debug)]
+pub enum ServerOutput {
+    /// Make this change durable before carrying out any later output of the batch.
+    Persist(PersistOp),
+    Send { to: ServerId, msg: PeerMessage },
+    Reply { to: ClientAddr, reply: ClientReply },
+    SetTimer { timer: ServerTimer, at: Time },
+    /// The server applied a committed entry. Informational: checkers and logs use it.
+    Applied { index: LogIndex, entry: Entry, result: ApplyResult },
+}
+
+/// The leader's view of one follower.
+#[derive(Copy, Clone, Debug)]
+struct Progress {
+    /// Next index to send (optimistically advanced when sending: pipelining).
+    next_index: LogIndex,
+    /// Highest index known to match the leader's log.
+    match_index: LogIndex,
+    /// Highest heartbeat round the follower acknowledged in the current term.
+    acked_round: u64,
+}
+
+/// Where the answer to a write goes.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+enum ReplyRoute {
+    /// The client is connected to this server.
+    Direct(ClientAddr),
+    /// The client is connected to `server`, which forwarded its request.
+    Via { server: ServerId, client: ClientAddr },
+}
+
+/// A linearizable check waiting at the leader for leadership confirmation.
+#[derive(Clone, Debug)]
+enum ReadWaiter {
+    /// A check from a client of this server.
+    Local { client: ClientAddr, seq: u64, lock: LockName },
+    /// A read-index request from a follower.
+    Remote { server: ServerId, id: u64 },
+}
+
+/// Reads that wait for a majority to acknowledge heartbeat round `round`.
+#[derive(Clone, Debug)]
+struct ReadBatch {
+    round: u64,
+    read_index: LogIndex,
+    waiters: Vec<ReadWaiter>,
+}
+
+/// A confirmed linearizable check, answered once the server applied `read_index`.
+#[derive(Clone, Debug)]
+struct ConfirmedRead {
+    read_index: LogIndex,
+    client: ClientAddr,
+    seq: u64,
+    lock: LockName,
+}
+
+/// A follower's linearizable check waiting for the leader's read index.
+#[derive(Clone, Debug)]
+struct ForwardedRead {
+    client: ClientAddr,
+    seq: u64,
+    lock: LockName,
+}
+
+pub struct Server {
+    config: ServerConfig,
+    rng: ChaCha8Rng,
+
+    // Durable: mirrors what the driver has persisted, changed only together with a `Persist`.
+    term: Term,
+    voted_for: Option<ServerId>,
+    log: RaftLog,
+
+    // Volatile: rebuilt after a restart.
+    role: Role,
+    leader: Option<ServerId>,
+    commit_index: LogIndex,
+    table: LockTable,
+    election_deadline: Time,
+    heartbeat_deadline: Option<Time>,
+    /// When this server last heard from the leader of its current term: pre-votes and votes are
+    /// refused within an election timeout of it, so a partitioned server cannot disrupt.
+    last_leader_contact: Option<Time>,
+    /// Pre-votes or votes granted to this server in the current election.
+    votes: BTreeSet<ServerId>,
+    /// Leader only.
+    progress: BTreeMap<ServerId, Progress>,
+    /// Leader only: peers heard from since the last check-quorum test.
+    recently_active: BTreeSet<ServerId>,
+    /// Leader only: the current heartbeat round.
+    round: u64,
+    /// Leader only: where to send the result of the write at each log index, and the request
+    /// seq to echo.
+    pending_replies: BTreeMap<LogIndex, Vec<(ReplyRoute, u64)>>,
+    /// Leader only: reads that arrived before an entry of this term was committed.
+    reads_awaiting_commit: Vec<ReadWaiter>,
+    /// Leader only: reads waiting for a majority to acknowledge a round.
+    read_batches: VecDeque<ReadBatch>,
+    /// Reads whose index is confirmed, waiting for this server to apply up to it.
+    confirmed_reads: Vec<ConfirmedRead>,
+    /// Follower only: reads sent to the leader for a read index, by request id.
+    forwarded_reads: BTreeMap<u64, ForwardedRead>,
+    next_read_id: u64,
+
+    out: Vec<ServerOutput>,
+}
+
+impl Server {
+    /// Builds a server from the durable state recovered by the driver (empty on first boot).
+    ///
+    /// `rng_seed` seeds the election jitter; the driver derives it (in the simulator, from the
+    /// scenario seed, per server and per incarnation).
+    #[must_use = "a server's effects must be carried out by the driver"]
+    pub fn new(
+        config: ServerConfig,
+        durable: DurableState,
+        rng_seed: u64,
+        now: Time,
+    ) -> (Server, Vec<ServerOutput>) {
+        assert!(config.servers.contains(&config.id), "server {} is not in its own cluster", config.id);
+        assert!(
+            config.election_timeout_min <= config.election_timeout_max,
+            "election timeout range is inverted"
+        );
+        assert!(config.append_entries_max >= 1, "append_entries_max must be positive");
+        let first_boot = durable.term == 0 && durable.log.last_index() == 0;
+        let mut server = Server {
+            rng: ChaCha8Rng::seed_from_u64(rng_seed),
+            term: durable.term,
+            voted_for: durable.voted_for,
+            log: durable.log,
+            role: Role::Follower,
+            leader: None,
+            commit_index: 0,
+            table: LockTable::new(),
+            election_deadline: now,
+            heartbeat_deadline: None,
+            last_leader_contact: None,
+            votes: BTreeSet::new(),
+            progress: BTreeMap::new(),
+            recently_active: BTreeSet::new(),
+            round: 0,
+            pending_replies: BTreeMap::new(),
+            reads_awaiting_commit: Vec::new(),
+            read_batches: VecDeque::new(),
+            confirmed_reads: Vec::new(),
+            forwarded_reads: BTreeMap::new(),
+            next_read_id: 1,
+            out: Vec::new(),
+            config,
+        };
+        match server.config.initial_leader {
+            Some(leader) if first_boot => {
+                // The seed design's fixed leader: everyone starts in term 1 as if `leader` had
+                // won an election there.
+                server.term = 1;
+                server.voted_for = Some(leader);
+                server.persist_hard_state();
+                if leader == server.config.id {
+                    server.become_leader(now);
+                } else {
+                    server.leader = Some(leader);
+                    server.last_leader_contact = Some(now);
+                    server.reset_election_timer(now);
+                }
+            }
+            _ => server.reset_election_timer(now),
+        }
+        server.check_invariants();
+        let outputs = std::mem::take(&mut server.out);
+        (server, outputs)
+    }
+
+    /// Handles one input at time `now` and returns the effects, in the order they must be
+    /// carried out.
+    #[must_use = "a server's effects must be carried out by the driver"]
+    pub fn step(&mut self, now: Time, input: ServerInput) -> Vec<ServerOutput> {
+        debug_assert!(self.out.is_empty(), "outputs left over from a previous step");
+        let term_before = self.term;
+        let vote_before = self.voted_for;
+        let commit_before = self.commit_index;
+        match input {
+            ServerInput::Peer { from, msg } => self.on_peer_message(now, from, msg),
+            ServerInput::Client { from, request } => self.on_client_request(now, from, request),
+            ServerInput::Timer(ServerTimer::Election) => {
+                if now >= self.election_deadline {
+                    self.on_election_timer(now);
+                }
+            }
+            ServerInput::Timer(ServerTimer::Heartbeat) => {
+                if self.role == Role::Leader && self.heartbeat_deadline.is_some_and(|at| now >= at) {
+                    self.broadcast_append(now);
+                }
+            }
+        }
+        // At most one vote per term: within a term, a cast vote never changes.
+        if self.term == term_before && vote_before.is_some() {
+            assert_eq!(
+                self.voted_for, vote_before,
+                "{}: changed its vote within term {}",
+                self.config.id, self.term
+            );
+        }
+        assert!(self.term >= term_before, "{}: term went backwards", self.config.id);
+        assert!(self.commit_index >= commit_before, "{}: commit index went backwards", self.config.id);
+        self.check_invariants();
+        std::mem::take(&mut self.out)
+    }
+
+    // ----- observation, for drivers and checkers -----
+
+    pub fn id(&self) -> ServerId {
+        self.config.id
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn term(&self) -> Term {
+        self.term
+    }
+    pub fn voted_for(&self) -> Option<ServerId> {
+        self.voted_for
+    }
+    /// The leader this server believes in, if any (itself when leader).
+    pub fn leader(&self) -> Option<ServerId> {
+        self.leader
+    }
+    pub fn commit_index(&self) -> LogIndex {
+        self.commit_index
+    }
+    pub fn last_applied(&self) -> LogIndex {
+        self.table.applied_index()
+    }
+    pub fn lock_table(&self) -> &LockTable {
+        &self.table
+    }
+    pub fn log(&self) -> &RaftLog {
+        &self.log
+    }
+    /// Requests of any kind waiting inside this server for an answer.
+    pub fn pending_request_count(&self) -> usize {
+        self.pending_replies.values().map(Vec::len).sum::<usize>()
+            + self.reads_awaiting_commit.len()
+            + self.read_batches.iter().map(|batch| batch.waiters.len()).sum::<usize>()
+            + self.confirmed_reads.len()
+            + self.forwarded_reads.len()
+    }
+
+    // ----- peer messages -----
+
+    fn on_peer_message(&mut self, now: Time, from: ServerId, msg: PeerMessage) {
+        assert_ne!(from, self.config.id, "{}: message from itself", self.config.id);
+        match msg {
+            PeerMessage::PreVote { term, last_log_index, last_log_term } => {
+                self.on_pre_vote(now, from, term, last_log_index, last_log_term)
+            }
+            PeerMessage::PreVoteResponse { term, granted } => {
+                self.on_pre_vote_response(now, from, term, granted)
+            }
+            PeerMessage::RequestVote { term, last_log_index, last_log_term } => {
+                self.on_request_vote(now, from, term, last_log_index, last_log_term)
+            }
+            PeerMessage::VoteResponse { term, granted } => {
+                self.on_vote_response(now, from, term, granted)
+            }
+            PeerMessage::AppendEntries {
+                term,
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+                round,
+            } => self.on_append_entries(
+                now,
+                from,
+                term,
+                (prev_log_index, prev_log_term),
+                entries,
+                leader_commit,
+                round,
+            ),
+            PeerMessage::AppendResponse {
+                term,
+                success,
+                match_index,
+                conflict_index,
+                conflict_term,
+                round,
+            } => {
+                if success {
+                    self.on_append_success(now, from, term, match_index, round)
+                } else {
+                    self.on_append_failure(now, from, term, conflict_index, conflict_term, round)
+                }
+            }
+            PeerMessage::Forward { client, request } => self.on_forward(from, client, request),
+            PeerMessage::ForwardReply { client, reply } => {
+                self.out.push(ServerOutput::Reply { to: client, reply })
+            }
+            PeerMessage::ReadIndexRequest { id } => {
+                if self.role == Role::Leader {
+                    self.start_read(now, ReadWaiter::Remote { server: from, id });
+                } else {
+                    self.send(from, PeerMessage::ReadIndexResponse { id, index: None });
+                }
+            }
+            PeerMessage::ReadIndexResponse { id, index } => self.on_read_index_response(id, index),
+        }
+    }
+
+    /// True while this server believes a leader is alive: it then refuses to help anyone start
+    /// an election (the "leader stickiness" half of check-quorum, Raft thesis §4.2.3).
+    fn in_leader_lease(&self, now: Time) -> bool {
+        match self.role {
+            Role::Leader => true,
+            _ => self.leader.is_some()
+                && self
+                    .last_leader_contact
+                    .is_some_and(|at| now < at + self.config.election_timeout_min),
+        }
+    }
+
+    fn on_pre_vote(&mut self, now: Time, from: ServerId, term: Term, last_index: LogIndex, last_term: Term) {
+        // A pre-vote changes nothing here: not our term, not our vote, not our timer.
+        let granted = term > self.term
+            && self.log.is_up_to_date(last_index, last_term)
+            && !self.in_leader_lease(now);
+        let reply_term = if granted { term } else { self.term };
+        self.send(from, PeerMessage::PreVoteResponse { term: reply_term, granted });
+    }
+
+    fn on_pre_vote_response(&mut self, now: Time, from: ServerId, term: Term, granted: bool) {
+        if self.role != Role::PreCandidate {
+            return;
+        }
+        if granted && term == self.term + 1 {
+            self.votes.insert(from);
+            if self.has_quorum(self.votes.len()) {
+                self.become_candidate(now);
+            }
+        } else if !granted && term > self.term {
+            self.become_follower(now, term, None);
+        }
+    }
+
+    fn on_request_vote(&mut self, now: Time, from: ServerId, term: Term, last_index: LogIndex, last_term: Term) {
+        if term > self.term {
+            if self.in_leader_lease(now) {
+                // Ignore entirely, without adopting the term: a server that lost touch with a
+                // healthy leader must not depose it.
+                return;
+            }
+            self.become_follower(now, term, None);
+        }
+        let granted = term == self.term
+            && self.voted_for.is_none_or(|vote| vote == from)
+            && self.log.is_up_to_date(last_index, last_term);
+        if granted {
+            assert!(
+                self.voted_for.is_none_or(|vote| vote == from),
+                "{}: second vote in term {}",
+                self.config.id,
+                self.term
+            );
+            self.voted_for = Some(from);
+            self.persist_hard_state();
+            self.reset_election_timer(now);
+        }
+        self.send(from, PeerMessage::VoteResponse { term: self.term, granted });
+    }
+
+    fn on_vote_response(&mut self, now: Time, from: ServerId, term: Term, granted: bool) {
+        if term > self.term {
+            self.become_follower(now, term, None);
+            return;
+        }
+        if self.role != Role::Candidate || term != self.term || !granted {
+            return;
+        }
+        self.votes.insert(from);
+        if self.has_quorum(self.votes.len()) {
+            self.become_leader(now);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_append_entries(
+        &mut self,
+        now: Time,
+        from: ServerId,
+        term: Term,
+        (prev_index, prev_term): (LogIndex, Term),
+        entries: Vec<Entry>,
+        leader_commit: LogIndex,
+        round: u64,
+    ) {
+        if term < self.term {
+            // A stale leader: tell it the newer term so that it steps down.
+            self.send_append_response(from, false, 0, (self.log.last_index() + 1, None), round);
+            return;
+        }
+        if term > self.term || self.role != Role::Follower || self.leader != Some(from) {
+            assert!(
+                !(self.role == Role::Leader && term == self.term),
+                "{}: two leaders in term {term}: itself and {from}",
+                self.config.id
+            );
+            self.become_follower(now, term, Some(from));
+        }
+        self.last_leader_contact = Some(now);
+        self.reset_election_timer(now);
+
+        // Raft §5.3: the entry before the new ones must match.
+        match self.log.term_at(prev_index) {
+            None => {
+                let hint = (self.log.last_index() + 1, None);
+                self.send_append_response(from, false, 0, hint, round);
+                return;
+            }
+            Some(ours) if ours != prev_term => {
+                let hint = (self.log.first_index_of_term_at(prev_index), Some(ours));
+                self.send_append_response(from, false, 0, hint, round);
+                return;
+            }
+            Some(_) => {}
+        }
+        // Skip entries we already have; truncate at the first conflict and append the rest.
+        let mut first_new = entries.len();
+        for (offset, entry) in entries.iter().enumerate() {
+            let index = prev_index + 1 + offset as LogIndex;
+            if self.log.term_at(index) != Some(entry.term) {
+                first_new = offset;
+                break;
+            }
+        }
+        if first_new < entries.len() {
+            let first_index = prev_index + 1 + first_new as LogIndex;
+            assert!(
+                first_index > self.commit_index,
+                "{}: leader {from} would overwrite committed index {first_index}",
+                self.config.id
+            );
+            let new_entries = entries[first_new..].to_vec();
+            self.log.truncate_and_append(first_index, &new_entries);
+            self.out.push(ServerOutput::Persist(PersistOp::Append { first_index, entries: new_entries }));
+        }
+        let last_new = prev_index + entries.len() as LogIndex;
+        if leader_commit > self.commit_index {
+            self.commit_index = leader_commit.min(last_new).max(self.commit_index);
+            self.apply_committed();
+        }
+        self.send_append_response(from, true, last_new, (0, None), round);
+    }
+
+    fn send_append_response(
+        &mut self,
+        to: ServerId,
+        success: bool,
+        match_index: LogIndex,
+        (conflict_index, conflict_term): (LogIndex, Option<Term>),
+        round: u64,
+    ) {
+        let msg = PeerMessage::AppendResponse {
+            term: self.term,
+            success,
+            match_index,
+            conflict_index,
+            conflict_term,
+            round,
+        };
+        self.send(to, msg);
+    }
+
+    /// Common handling of an AppendResponse; returns false if it is stale or moot.
+    fn accept_append_response(&mut self, now: Time, from: ServerId, term: Term, round: u64) -> bool {
+        if term > self.term {
+            self.become_follower(now, term, None);
+            return false;
+        }
+        if self.role != Role::Leader || term != self.term {
+            return false;
+        }
+        self.recently_active.insert(from);
+        let progress = self.progress.get_mut(&from).expect("leader tracks every peer");
+        progress.acked_round = progress.acked_round.max(round);
+        true
+    }
+
+    fn on_append_success(&mut self, now: Time, from: ServerId, term: Term, match_index: LogIndex, round: u64) {
+        if !self.accept_append_response(now, from, term, round) {
+            return;
+        }
+        assert!(
+            match_index <= self.log.last_index(),
+            "{}: {from} claims to match {match_index}, beyond our last index",
+            self.config.id
+        );
+        let progress = self.progress.get_mut(&from).expect("leader tracks every peer");
+        progress.match_index = progress.match_index.max(match_index);
+        progress.next_index = progress.next_index.max(progress.match_index + 1);
+        let more_to_send = progress.next_index <= self.log.last_index();
+        self.advance_commit();
+        self.confirm_reads();
+        if more_to_send && self.role == Role::Leader {
+            self.send_append(from);
+        }
+    }
+
+    fn on_append_failure(
+        &mut self,
+        now: Time,
+        from: ServerId,
+        term: Term,
+        conflict_index: LogIndex,
+        conflict_term: Option<Term>,
+        round: u64,
+    ) {
+        if !self.accept_append_response(now, from, term, round) {
+            return;
+        }
+        // Raft §5.3 with the conflict-term optimisation: skip a whole term per round trip.
+        let mut next = match conflict_term.and_then(|t| self.log.last_index_of_term(t)) {
+            Some(last_of_term) => last_of_term + 1,
+            None => conflict_index,
+        };
+        let last_index = self.log.last_index();
+        let progress = self.progress.get_mut(&from).expect("leader tracks every peer");
+        next = next.clamp(progress.match_index + 1, last_index + 1);
+        progress.next_index = next;
+        self.confirm_reads();
+        self.send_append(from);
+    }
+
+    // ----- client requests -----
+
+    fn on_client_request(&mut self, now: Time, from: ClientAddr, request: ClientRequest) {
+        match &request.body {
+            RequestBody::Op { op: Operation::Check { lock, consistency }, .. } => {
+                let lock = lock.clone();
+                match consistency {
+                    super::messages::Consistency::Local => {
+                        let outcome = self.table.check(&lock);
+                        self.reply(ReplyRoute::Direct(from), request.seq, ReplyBody::Outcome(outcome));
+                    }
+                    super::messages::Consistency::Linearizable => {
+                        self.start_linearizable_check(now, from, request.seq, lock)
+                    }
+                }
+            }
+            RequestBody::Hello { .. } | RequestBody::Op { .. } => {
+                if self.role == Role::Leader {
+                    self.propose_request(ReplyRoute::Direct(from), request);
+                } else if let Some(leader) = self.leader {
+                    self.send(leader, PeerMessage::Forward { client: from, request });
+                } else {
+                    self.reply(ReplyRoute::Direct(from), request.seq, ReplyBody::Error(ServiceError::Unavailable));
+                }
+            }
+        }
+    }
+
+    fn on_forward(&mut self, from: ServerId, client: ClientAddr, request: ClientRequest) {
+        let route = ReplyRoute::Via { server: from, client };
+        let is_write = !matches!(request.body, RequestBody::Op { op: Operation::Check { .. }, .. });
+        if self.role == Role::Leader && is_write {
+            self.propose_request(route, request);
+        } else {
+            // Not the leader any more (or a malformed forward): let the client retry elsewhere.
+            self.reply(route, request.seq, ReplyBody::Error(ServiceError::Unavailable));
+        }
+    }
+
+    /// Leader: append a write to the log, or answer it at once from the deduplication table.
+    fn propose_request(&mut self, route: ReplyRoute, request: ClientRequest) {
+        assert_eq!(self.role, Role::Leader, "{}: proposing while not leader", self.config.id);
+        let command = match request.body {
+            RequestBody::Hello { nonce } => Command::Register { nonce },
+            RequestBody::Op { client, op } => {
+                if let Some(outcome) = self.table.cached_outcome(client, request.seq) {
+                    // Exactly-once: a retry of an applied request gets the original answer.
+                    self.reply(route, request.seq, ReplyBody::Outcome(outcome));
+                    return;
+                }
+                if self.table.is_stale(client, request.seq) {
+                    self.reply(route, request.seq, ReplyBody::Error(ServiceError::StaleRequest));
+                    return;
+                }
+                match op {
+                    Operation::Preempt { lock } => Command::Preempt { client, seq: request.seq, lock },
+                    Operation::Release { lock } => Command::Release { client, seq: request.seq, lock },
+                    Operation::Check { .. } => unreachable!("checks are never proposed"),
+                }
+            }
+        };
+        if self.log.last_index() - self.commit_index >= self.config.uncommitted_entries_max {
+            self.reply(route, request.seq, ReplyBody::Error(ServiceError::Overloaded));
+            return;
+        }
+        let index = self.append_as_leader(command);
+        self.pending_replies.entry(index).or_default().push((route, request.seq));
+        self.advance_commit();
+        if self.role == Role::Leader {
+            for peer in self.peers() {
+                if self.progress[&peer].next_index <= index {
+                    self.send_append(peer);
+                }
+            }
+        }
+    }
+
+    fn reply(&mut self, route: ReplyRoute, seq: u64, body: ReplyBody) {
+        let reply = ClientReply { seq, body };
+        match route {
+            ReplyRoute::Direct(client) => self.out.push(ServerOutput::Reply { to: client, reply }),
+            ReplyRoute::Via { server, client } => {
+                self.send(server, PeerMessage::ForwardReply { client, reply })
+            }
+        }
+    }
+
+    // ----- linearizable reads (read index, Raft thesis §6.4) -----
+
+    fn start_linearizable_check(&mut self, now: Time, client: ClientAddr, seq: u64, lock: LockName) {
+        if self.pending_read_count() >= self.config.pending_reads_max {
+            self.reply(ReplyRoute::Direct(client), seq, ReplyBody::Error(ServiceError::Overloaded));
+            return;
+        }
+        if self.role == Role::Leader {
+            self.start_read(now, ReadWaiter::Local { client, seq, lock });
+        } else if let Some(leader) = self.leader {
+            let id = self.next_read_id;
+            self.next_read_id += 1;
+            self.forwarded_reads.insert(id, ForwardedRead { client, seq, lock });
+            self.send(leader, PeerMessage::ReadIndexRequest { id });
+        } else {
+            self.reply(ReplyRoute::Direct(client), seq, ReplyBody::Error(ServiceError::Unavailable));
+        }
+    }
+
+    fn pending_read_count(&self) -> usize {
+        self.reads_awaiting_commit.len()
+            + self.read_batches.iter().map(|batch| batch.waiters.len()).sum::<usize>()
+            + self.confirmed_reads.len()
+            + self.forwarded_reads.len()
+    }
+
+    /// Leader: the read index is the commit index, once an entry of this term is committed
+    /// (before that the commit index may lag what earlier leaders acknowledged).
+    fn start_read(&mut self, now: Time, waiter: ReadWaiter) {
+        assert_eq!(self.role, Role::Leader);
+        if self.log.term_at(self.commit_index) != Some(self.term) {
+            if self.reads_awaiting_commit.len() >= self.config.pending_reads_max {
+                self.fail_read(waiter);
+            } else {
+                self.reads_awaiting_commit.push(waiter);
+            }
+            return;
+        }
+        self.round += 1;
+        self.read_batches.push_back(ReadBatch {
+            round: self.round,
+            read_index: self.commit_index,
+            waiters: vec![waiter],
+        });
+        // Start the confirming round now rather than at the next heartbeat.
+        self.broadcast_append(now);
+        self.confirm_reads();
+    }
+
+    /// The highest round acknowledged by a majority (this server counts as acknowledging all).
+    fn quorum_acked_round(&self) -> u64 {
+        let mut rounds: Vec<u64> = self.progress.values().map(|p| p.acked_round).collect();
+        rounds.push(self.round);
+        rounds.sort_unstable_by(|a, b| b.cmp(a));
+        rounds[self.quorum_size() - 1]
+    }
+
+    fn confirm_reads(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let confirmed_round = self.quorum_acked_round();
+        while self.read_batches.front().is_some_and(|batch| batch.round <= confirmed_round) {
+            let batch = self.read_batches.pop_front().expect("checked non-empty");
+            for waiter in batch.waiters {
+                match waiter {
+                    ReadWaiter::Local { client, seq, lock } => {
+                        self.confirmed_reads.push(ConfirmedRead { read_index: batch.read_index, client, seq, lock })
+                    }
+                    ReadWaiter::Remote { server, id } => self.send(
+                        server,
+                        PeerMessage::ReadIndexResponse { id, index: Some(batch.read_index) },
+                    ),
+                }
+            }
+        }
+        self.serve_confirmed_reads();
+    }
+
+    fn on_read_index_response(&mut self, id: u64, index: Option<LogIndex>) {
+        let Some(read) = self.forwarded_reads.remove(&id) else {
+            return; // Already given up on (leader change) or a duplicate.
+        };
+        match index {
+            Some(read_index) => {
+                self.confirmed_reads.push(ConfirmedRead {
+                    read_index,
+                    client: read.client,
+                    seq: read.seq,
+                    lock: read.lock,
+                });
+                self.serve_confirmed_reads();
+            }
+            None => self.reply(
+                ReplyRoute::Direct(read.client),
+                read.seq,
+                ReplyBody::Error(ServiceError::Unavailable),
+            ),
+        }
+    }
+
+    fn serve_confirmed_reads(&mut self) {
+        let applied = self.table.applied_index();
+        if self.confirmed_reads.iter().all(|read| read.read_index > applied) {
+            return;
+        }
+        let (ready, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.confirmed_reads).into_iter().partition(|r| r.read_index <= applied);
+        self.confirmed_reads = waiting;
+        for read in ready {
+            let outcome = self.table.check(&read.lock);
+            self.reply(ReplyRoute::Direct(read.client), read.seq, ReplyBody::Outcome(outcome));
+        }
+    }
+
+    fn fail_read(&mut self, waiter: ReadWaiter) {
+        match waiter {
+            ReadWaiter::Local { client, seq, .. } => {
+                self.reply(ReplyRoute::Direct(client), seq, ReplyBody::Error(ServiceError::Unavailable))
+            }
+            ReadWaiter::Remote { server, id } => {
+                self.send(server, PeerMessage::ReadIndexResponse { id, index: None })
+            }
+        }
+    }
+
+    // ----- timers and role changes -----
+
+    fn on_election_timer(&mut self, now: Time) {
+        match self.role {
+            Role::Leader => {
+                // Check-quorum: a leader that has not heard from a majority for a whole election
+                // timeout steps down, so that it stops acknowledging anything.
+                if self.has_quorum(self.recently_active.len() + 1) {
+                    self.recently_active.clear();
+                    self.election_deadline = now + self.config.election_timeout_min;
+                    self.set_timer(ServerTimer::Election, self.election_deadline);
+                } else {
+                    let term = self.term;
+                    self.become_follower(now, term, None);
+                }
+            }
+            Role::Follower | Role::PreCandidate | Role::Candidate => self.become_pre_candidate(now),
+        }
+    }
+
+    fn become_pre_candidate(&mut self, now: Time) {
+        self.abandon_leadership_state();
+        self.fail_forwarded_reads();
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.votes = BTreeSet::from([self.config.id]);
+        self.reset_election_timer(now);
+        if self.has_quorum(self.votes.len()) {
+            self.become_candidate(now);
+            return;
+        }
+        let msg = PeerMessage::PreVote {
+            term: self.term + 1,
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+        };
+        for peer in self.peers() {
+            self.send(peer, msg.clone());
+        }
+    }
+
+    fn become_candidate(&mut self, now: Time) {
+        self.role = Role::Candidate;
+        self.term += 1;
+        self.voted_for = Some(self.config.id);
+        self.persist_hard_state();
+        self.votes = BTreeSet::from([self.config.id]);
+        self.reset_election_timer(now);
+        if self.has_quorum(self.votes.len()) {
+            self.become_leader(now);
+            return;
+        }
+        let msg = PeerMessage::RequestVote {
+            term: self.term,
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+        };
+        for peer in self.peers() {
+            self.send(peer, msg.clone());
+        }
+    }
+
+    fn become_leader(&mut self, now: Time) {
+        assert_eq!(self.voted_for, Some(self.config.id), "{}: leader without its own vote", self.config.id);
+        self.role = Role::Leader;
+        self.leader = Some(self.config.id);
+        self.fail_forwarded_reads();
+        self.round = 0;
+        self.recently_active.clear();
+        let next_index = self.log.last_index() + 1;
+        self.progress = self
+            .peers()
+            .into_iter()
+            .map(|peer| (peer, Progress { next_index, match_index: 0, acked_round: 0 }))
+            .collect();
+        // Raft §5.4.2: a no-op of the new term lets earlier entries commit and reads start.
+        self.append_as_leader(Command::Noop);
+        self.election_deadline = now + self.config.election_timeout_min;
+        self.set_timer(ServerTimer::Election, self.election_deadline);
+        self.advance_commit();
+        self.broadcast_append(now);
+    }
+
+    /// Adopts `term` (persisting it, with no vote, if it is newer) and follows `leader`.
+    fn become_follower(&mut self, now: Time, term: Term, leader: Option<ServerId>) {
+        assert!(term >= self.term, "{}: following an older term", self.config.id);
+        if term > self.term {
+            self.term = term;
+            self.voted_for = None;
+            self.persist_hard_state();
+        }
+        self.abandon_leadership_state();
+        if self.leader != leader {
+            self.fail_forwarded_reads();
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.votes.clear();
+        self.heartbeat_deadline = None;
+        self.reset_election_timer(now);
+    }
+
+    /// Drops the leader-only bookkeeping, telling every waiting client to retry.
+    fn abandon_leadership_state(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        self.progress.clear();
+        self.recently_active.clear();
+        // Writes still pending may or may not commit later; their clients will retry and
+        // deduplication gives them the real answer.
+        self.pending_replies.clear();
+        let waiters: Vec<ReadWaiter> = std::mem::take(&mut self.reads_awaiting_commit)
+            .into_iter()
+            .chain(std::mem::take(&mut self.read_batches).into_iter().flat_map(|b| b.waiters))
+            .collect();
+        for waiter in waiters {
+            self.fail_read(waiter);
+        }
+    }
+
+    fn fail_forwarded_reads(&mut self) {
+        for (_, read) in std::mem::take(&mut self.forwarded_reads) {
+            self.reply(ReplyRoute::Direct(read.client), read.seq, ReplyBody::Error(ServiceError::Unavailable));
+        }
+    }
+
+    fn reset_election_timer(&mut self, now: Time) {
+        let min = self.config.election_timeout_min;
+        let max = self.config.election_timeout_max;
+        let jitter_nanos = super::time::duration_nanos(max - min);
+        let timeout = min + Duration::from_nanos(self.rng.random_range(0..=jitter_nanos));
+        self.election_deadline = now + timeout;
+        self.set_timer(ServerTimer::Election, self.election_deadline);
+    }
+
+    // ----- replication -----
+
+    fn append_as_leader(&mut self, command: Command) -> LogIndex {
+        let index = self.log.last_index() + 1;
+        let entry = Entry { term: self.term, command };
+        self.log.truncate_and_append(index, std::slice::from_ref(&entry));
+        self.out.push(ServerOutput::Persist(PersistOp::Append { first_index: index, entries: vec![entry] }));
+        index
+    }
+
+    fn broadcast_append(&mut self, now: Time) {
+        for peer in self.peers() {
+            self.send_append(peer);
+        }
+        let at = now + self.config.heartbeat_interval;
+        self.heartbeat_deadline = Some(at);
+        self.set_timer(ServerTimer::Heartbeat, at);
+    }
+
+    fn send_append(&mut self, peer: ServerId) {
+        let progress = self.progress.get_mut(&peer).expect("leader tracks every peer");
+        let prev_log_index = progress.next_index - 1;
+        let prev_log_term = self.log.term_at(prev_log_index).expect("next_index is within the log");
+        let entries = self.log.entries_from(progress.next_index, self.config.append_entries_max);
+        progress.next_index += entries.len() as LogIndex;
+        let msg = PeerMessage::AppendEntries {
+            term: self.term,
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit: self.commit_index,
+            round: self.round,
+        };
+        self.send(peer, msg);
+    }
+
+    /// Raft §5.3/§5.4.2: commit the highest index stored on a majority, but only by counting
+    /// replicas of an entry from the current term.
+    fn advance_commit(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let mut matches: Vec<LogIndex> = self.progress.values().map(|p| p.match_index).collect();
+        matches.push(self.log.last_index());
+        matches.sort_unstable_by(|a, b| b.cmp(a));
+        let majority_index = matches[self.quorum_size() - 1];
+        if majority_index > self.commit_index && self.log.term_at(majority_index) == Some(self.term) {
+            self.commit_index = majority_index;
+            self.apply_committed();
+            if !self.reads_awaiting_commit.is_empty() {
+                let waiters = std::mem::take(&mut self.reads_awaiting_commit);
+                self.round += 1;
+                self.read_batches.push_back(ReadBatch {
+                    round: self.round,
+                    read_index: self.commit_index,
+                    waiters,
+                });
+                // The new round goes out with the next AppendEntries to each peer.
+                for peer in self.peers() {
+                    self.send_append(peer);
+                }
+                self.confirm_reads();
+            }
+        }
+    }
+
+    fn apply_committed(&mut self) {
+        while self.table.applied_index() < self.commit_index {
+            let index = self.table.applied_index() + 1;
+            let entry = self.log.entry(index).expect("committed entries are in the log").clone();
+            let result = self.table.apply(index, &entry.command);
+            if let Some(routes) = self.pending_replies.remove(&index) {
+                let reply = match (&entry.command, result) {
+                    (Command::Register { nonce }, ApplyResult::Registered { client }) => {
+                        Some(ReplyBody::Welcome { nonce: *nonce, client })
+                    }
+                    (_, ApplyResult::Outcome { outcome, .. }) => Some(ReplyBody::Outcome(outcome)),
+                    (_, ApplyResult::Stale) => Some(ReplyBody::Error(ServiceError::StaleRequest)),
+                    _ => None,
+                };
+                if let Some(body) = reply {
+                    for (route, seq) in routes {
+                        self.reply(route, seq, body.clone());
+                    }
+                }
+            }
+            self.out.push(ServerOutput::Applied { index, entry, result });
+        }
+        self.serve_confirmed_reads();
+    }
+
+    // ----- helpers -----
+
+    fn peers(&self) -> Vec<ServerId> {
+        self.config.servers.iter().copied().filter(|&s| s != self.config.id).collect()
+    }
+
+    fn quorum_size(&self) -> usize {
+        self.config.servers.len() / 2 + 1
+    }
+
+    fn has_quorum(&self, count: usize) -> bool {
+        count >= self.quorum_size()
+    }
+
+    fn send(&mut self, to: ServerId, msg: PeerMessage) {
+        self.out.push(ServerOutput::Send { to, msg });
+    }
+
+    fn set_timer(&mut self, timer: ServerTimer, at: Time) {
+        self.out.push(ServerOutput::SetTimer { timer, at });
+    }
+
+    fn persist_hard_state(&mut self) {
+        self.out.push(ServerOutput::Persist(PersistOp::HardState { term: self.term, voted_for: self.voted_for }));
+    }
+
+    fn check_invariants(&self) {
+        let id = self.config.id;
+        assert!(self.commit_index <= self.log.last_index(), "{id}: commit index beyond the log");
+        assert!(self.table.applied_index() <= self.commit_index, "{id}: applied beyond the commit index");
+        assert!(self.log.last_term() <= self.term, "{id}: log holds a term from the future");
+        match self.role {
+            Role::Leader => {
+                assert_eq!(self.leader, Some(id), "{id}: leader that does not know it leads");
+                assert_eq!(self.voted_for, Some(id), "{id}: leader without its own vote");
+                assert_eq!(self.progress.len(), self.config.servers.len() - 1, "{id}: progress per peer");
+                for (peer, progress) in &self.progress {
+                    assert!(progress.match_index < progress.next_index, "{id}: {peer} match >= next");
+                    assert!(progress.next_index <= self.log.last_index() + 1, "{id}: {peer} next beyond log");
+                }
+            }
+            Role::Candidate => assert_eq!(self.voted_for, Some(id), "{id}: candidate without its own vote"),
+            Role::Follower | Role::PreCandidate => {
+                assert!(self.progress.is_empty(), "{id}: non-leader keeps leader progress");
+                assert!(self.pending_replies.is_empty(), "{id}: non-leader keeps pending writes");
+            }
+        }
+        assert!(
+            self.pending_read_count() <= self.config.pending_reads_max * 2,
+            "{id}: pending reads exceed their bound"
+        );
+    }
+}

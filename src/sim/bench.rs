@@ -1,0 +1,184 @@
+//! `lockstep bench`: how fast the simulator runs the standard workload, with every checker on.
+//!
+//! Speed is measured here, never asserted in tests: a timed test flakes on a busy machine.
+
+use super::runner::{self, RunOptions};
+use super::scenario::{ClusterSpec, Mix, Scenario, Timing, WorkloadSpec};
+use crate::net::NetworkParams;
+use crate::node::ServerId;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub simulated_seconds: u64,
+    pub servers: u32,
+    pub clients: u32,
+    pub locks: u32,
+    pub drop: f64,
+    pub repeat: u32,
+    pub seed: u64,
+}
+
+impl BenchOptions {
+    pub fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if !(1..=3_600).contains(&self.simulated_seconds) {
+            problems.push(format!("--seconds {} is outside 1..=3600", self.simulated_seconds));
+        }
+        if !(1..=15).contains(&self.servers) {
+            problems.push(format!("--servers {} is outside 1..=15", self.servers));
+        }
+        if !(1..=1_000).contains(&self.clients) {
+            problems.push(format!("--clients {} is outside 1..=1000", self.clients));
+        }
+        if !(1..=10_000).contains(&self.locks) {
+            problems.push(format!("--locks {} is outside 1..=10000", self.locks));
+        }
+        if !(0.0..=1.0).contains(&self.drop) {
+            problems.push(format!("--drop {} is outside [0, 1]", self.drop));
+        }
+        if !(1..=100).contains(&self.repeat) {
+            problems.push(format!("--repeat {} is outside 1..=100", self.repeat));
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+    }
+
+    /// The standard scenario: every client runs random operations over the locks for the whole
+    /// duration, on a lossy network.
+    pub fn scenario(&self, seed: u64) -> Scenario {
+        let connect: BTreeMap<u32, ServerId> =
+            (1..=self.clients).map(|c| (c, ServerId((c - 1) % self.servers + 1))).collect();
+        let duration = Duration::from_secs(self.simulated_seconds);
+        Scenario {
+            name: "bench-standard".into(),
+            description: format!(
+                "{} servers, {} clients, {} locks, {}% drop, {} s simulated",
+                self.servers,
+                self.clients,
+                self.locks,
+                self.drop * 100.0,
+                self.simulated_seconds
+            ),
+            seed,
+            duration,
+            settle: Duration::from_secs(10),
+            cluster: ClusterSpec { servers: self.servers, clients: self.clients, leader: None, connect },
+            network: NetworkParams {
+                latency_min: Duration::from_millis(1),
+                latency_max: Duration::from_millis(10),
+                tail: None,
+                drop: self.drop,
+                duplicate: 0.0,
+            },
+            timing: Timing::default(),
+            events: Vec::new(),
+            workload: Some(WorkloadSpec {
+                clients: (1..=self.clients).collect(),
+                // More than the clients can issue in the duration: they stay busy throughout.
+                ops: self.clients.saturating_mul(u32::try_from(self.simulated_seconds * 200).unwrap_or(u32::MAX)),
+                locks: self.locks,
+                mix: Mix { preempt: 0.4, release: 0.4, check: 0.2, linearizable: 0.25 },
+                think_min: Duration::from_millis(1),
+                think_max: Duration::from_millis(20),
+            }),
+            expect_final: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchRun {
+    pub seed: u64,
+    pub passed: bool,
+    pub wall_seconds: f64,
+    pub simulated_seconds: f64,
+    pub deliveries: u64,
+    pub events: u64,
+    pub operations: u64,
+    pub deliveries_per_second: f64,
+    pub events_per_second: f64,
+    /// Simulated time over wall time.
+    pub speedup: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchResult {
+    pub description: String,
+    pub runs: Vec<BenchRun>,
+    pub all_passed: bool,
+    pub best_deliveries_per_second: f64,
+    pub median_deliveries_per_second: f64,
+    pub median_speedup: f64,
+}
+
+/// Runs the standard scenario `repeat` times; `progress` gets a line after each run.
+pub fn run(options: &BenchOptions, mut progress: impl FnMut(String)) -> BenchResult {
+    let mut runs = Vec::new();
+    for offset in 0..u64::from(options.repeat) {
+        let seed = options.seed + offset;
+        let scenario = options.scenario(seed);
+        let report = runner::run(&scenario, RunOptions::default()).expect("no trace, so no I/O error");
+        let wall_seconds = report.wall_ms / 1e3;
+        let run = BenchRun {
+            seed,
+            passed: report.passed,
+            wall_seconds,
+            simulated_seconds: report.simulated_ms / 1e3,
+            deliveries: report.network.delivered,
+            events: report.events_processed,
+            operations: report.ops.issued,
+            deliveries_per_second: report.network.delivered as f64 / wall_seconds,
+            events_per_second: report.events_processed as f64 / wall_seconds,
+            speedup: report.simulated_ms / report.wall_ms,
+        };
+        progress(format!(
+            "run {}/{} (seed {seed}): {:.0} deliveries/s, {:.0}x real time{}",
+            offset + 1,
+            options.repeat,
+            run.deliveries_per_second,
+            run.speedup,
+            if run.passed { String::new() } else { format!(" -- FAILED: {}", report.verdict_line()) }
+        ));
+        runs.push(run);
+    }
+    let mut rates: Vec<f64> = runs.iter().map(|r| r.deliveries_per_second).collect();
+    rates.sort_by(f64::total_cmp);
+    let mut speedups: Vec<f64> = runs.iter().map(|r| r.speedup).collect();
+    speedups.sort_by(f64::total_cmp);
+    BenchResult {
+        description: options.scenario(options.seed).description,
+        all_passed: runs.iter().all(|r| r.passed),
+        best_deliveries_per_second: rates.last().copied().unwrap_or(0.0),
+        median_deliveries_per_second: rates[rates.len() / 2],
+        median_speedup: speedups[speedups.len() / 2],
+        runs,
+    }
+}
+
+impl BenchResult {
+    pub fn render(&self) -> String {
+        let mut out = format!("standard workload: {}\n", self.description);
+        for run in &self.runs {
+            let _ = writeln!(
+                out,
+                "  seed {:>3}: {:>10.0} deliveries/s  {:>8.0} events/s  {:>6.1}x real time  {} deliveries in {:.2}s wall{}",
+                run.seed,
+                run.deliveries_per_second,
+                run.events_per_second,
+                run.speedup,
+                run.deliveries,
+                run.wall_seconds,
+                if run.passed { "" } else { "  FAILED" }
+            );
+        }
+        let _ = writeln!(
+            out,
+            "best {:.0} deliveries/s, median {:.0} deliveries/s, median {:.1}x real time",
+            self.best_deliveries_per_second, self.median_deliveries_per_second, self.median_speedup
+        );
+        out
+    }
+}

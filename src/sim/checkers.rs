@@ -1,0 +1,1418 @@
+//! The safety checkers that watch every simulation: election safety (at most one leader per
+//! term), state machine safety (every server applies the same entry with the same result at each
+//! index, and equal applied indexes give equal lock maps), mutual exclusion (checked against an
+//! independent reference model of the locks, at commit time and again when clients learn their
+//! outcomes) and convergence (live replicas end with the same lock map).
+//!
+//! The runner feeds them what the nodes report; they never look inside a node.
+//!
+//! What they must never do: panic on a violation. A violation is a value, [`Violation`], that the
+//! runner puts in its report, with a message a human can read without the trace. Only misuse by
+//! the simulator (feeding committed indexes out of order, index 0) panics, because that is a bug
+//! in the simulator, not in the system under test. Nothing here iterates a hash map.
+
+use crate::node::{
+    ApplyResult, ClientId, Command, Entry, Holder, LockName, LockTable, LogIndex, Operation,
+    Outcome, Role, ServerId, Term, Time,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// At most one leader per term (Raft §5.2).
+pub const ELECTION_SAFETY: &str = "election_safety";
+/// Every server applies the same entry with the same result at each index (Raft §5.4.3).
+pub const STATE_MACHINE_SAFETY: &str = "state_machine_safety";
+/// At most one client holds a lock at a time, and fencing tokens only grow.
+pub const MUTUAL_EXCLUSION: &str = "mutual_exclusion";
+/// Live replicas that applied everything hold the same lock map.
+pub const CONVERGENCE: &str = "convergence";
+
+/// How many differing locks a convergence violation lists; the rest are only counted, so that a
+/// report stays readable when a replica diverged wholesale.
+pub const CONVERGENCE_DIFFERENCES_MAX: usize = 10;
+
+/// A broken invariant, found at simulated time `at`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Violation {
+    pub invariant: &'static str,
+    pub at: Time,
+    pub message: String,
+}
+
+impl Violation {
+    fn new(invariant: &'static str, at: Time, message: String) -> Violation {
+        debug_assert!(!message.is_empty(), "a violation needs a message");
+        Violation {
+            invariant,
+            at,
+            message,
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} violated at {}: {}",
+            self.invariant, self.at, self.message
+        )
+    }
+}
+
+/// Election safety: remembers the first leader seen in each term.
+///
+/// Calling contract: call [`ElectionSafety::observe`] after every server step with the server's
+/// role and term after that step.
+#[derive(Clone, Debug, Default)]
+pub struct ElectionSafety {
+    /// The first leader seen in each term, and when it was first seen.
+    leaders: BTreeMap<Term, (ServerId, Time)>,
+}
+
+impl ElectionSafety {
+    pub fn new() -> ElectionSafety {
+        ElectionSafety::default()
+    }
+
+    pub fn observe(
+        &mut self,
+        now: Time,
+        server: ServerId,
+        role: Role,
+        term: Term,
+    ) -> Result<(), Violation> {
+        if role != Role::Leader {
+            return Ok(());
+        }
+        let (first, since) = *self.leaders.entry(term).or_insert((server, now));
+        if first == server {
+            return Ok(());
+        }
+        debug_assert!(since <= now, "election safety: time went backwards");
+        Err(Violation::new(
+            ELECTION_SAFETY,
+            now,
+            format!(
+                "{first} and {server} were both leader in term {term}: {first} since {since}, \
+                 {server} at {now}"
+            ),
+        ))
+    }
+
+    /// How many terms had a leader (for statistics).
+    pub fn terms_with_leader(&self) -> usize {
+        self.leaders.len()
+    }
+}
+
+/// The first application of one log index: it defines what is committed there.
+#[derive(Clone, Debug)]
+struct CommittedEntry {
+    server: ServerId,
+    entry: Entry,
+    result: ApplyResult,
+}
+
+/// State machine safety: the first server to apply an index defines the committed entry there;
+/// every later application must match it, entry and result.
+///
+/// Calling contract: call [`StateMachineSafety::observe_applied`] for every
+/// `ServerOutput::Applied`, and [`StateMachineSafety::observe_lock_map`] whenever a server's
+/// lock map is sampled.
+#[derive(Clone, Debug, Default)]
+pub struct StateMachineSafety {
+    committed: BTreeMap<LogIndex, CommittedEntry>,
+    /// The first lock map digest seen at each applied index, and which server had it.
+    lock_map_digests: BTreeMap<LogIndex, (ServerId, u64)>,
+}
+
+impl StateMachineSafety {
+    pub fn new() -> StateMachineSafety {
+        StateMachineSafety::default()
+    }
+
+    /// Returns `Ok(true)` the first time `index` is applied anywhere: the runner then feeds it
+    /// to [`MutualExclusion::observe_committed`].
+    pub fn observe_applied(
+        &mut self,
+        now: Time,
+        server: ServerId,
+        index: LogIndex,
+        entry: &Entry,
+        result: &ApplyResult,
+    ) -> Result<bool, Violation> {
+        assert!(
+            index >= 1,
+            "state machine safety: {server} reported applying index 0"
+        );
+        let Some(first) = self.committed.get(&index) else {
+            let committed = CommittedEntry {
+                server,
+                entry: entry.clone(),
+                result: *result,
+            };
+            self.committed.insert(index, committed);
+            return Ok(true);
+        };
+        if first.entry != *entry {
+            let message = format!(
+                "index {index}: {} applied {}, but {server} applied {}",
+                first.server,
+                describe_entry(&first.entry),
+                describe_entry(entry)
+            );
+            return Err(Violation::new(STATE_MACHINE_SAFETY, now, message));
+        }
+        if first.result != *result {
+            let message = format!(
+                "index {index}: {} and {server} applied the same entry ({}) with different \
+                 results: {} got {}, {server} got {}",
+                first.server,
+                describe_entry(entry),
+                first.server,
+                describe_result(&first.result),
+                describe_result(result)
+            );
+            return Err(Violation::new(STATE_MACHINE_SAFETY, now, message));
+        }
+        Ok(false)
+    }
+
+    /// Lock maps are a pure function of the applied prefix, so equal applied indexes must give
+    /// equal digests.
+    pub fn observe_lock_map(
+        &mut self,
+        now: Time,
+        server: ServerId,
+        applied_index: LogIndex,
+        digest: u64,
+    ) -> Result<(), Violation> {
+        let (first_server, first_digest) = *self
+            .lock_map_digests
+            .entry(applied_index)
+            .or_insert((server, digest));
+        if first_digest == digest {
+            return Ok(());
+        }
+        debug_assert_ne!(
+            first_server, server,
+            "one server reported two maps for one index"
+        );
+        let message = format!(
+            "lock maps differ at applied index {applied_index}: {first_server} has digest \
+             {first_digest:#018x}, {server} has digest {digest:#018x}"
+        );
+        Err(Violation::new(STATE_MACHINE_SAFETY, now, message))
+    }
+
+    /// The committed entry at `index` and its result, if any server applied it.
+    pub fn committed(&self, index: LogIndex) -> Option<(&Entry, &ApplyResult)> {
+        self.committed
+            .get(&index)
+            .map(|committed| (&committed.entry, &committed.result))
+    }
+
+    pub fn committed_count(&self) -> usize {
+        self.committed.len()
+    }
+}
+
+/// Which of the two lock-changing requests a commit or an acknowledgement is about.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+enum RequestKind {
+    Preempt,
+    Release,
+}
+
+impl RequestKind {
+    fn name(self) -> &'static str {
+        match self {
+            RequestKind::Preempt => "preempt",
+            RequestKind::Release => "release",
+        }
+    }
+}
+
+/// The first committed answer to one client request `(client, seq)`.
+#[derive(Clone, Debug)]
+struct CommittedRequest {
+    index: LogIndex,
+    kind: RequestKind,
+    lock: LockName,
+    outcome: Outcome,
+}
+
+/// One grant in the reference model's history of a lock, keyed by its token.
+#[derive(Copy, Clone, Debug)]
+struct Grant {
+    owner: ClientId,
+    /// Index of the committed release that ended this grant.
+    released_at: Option<LogIndex>,
+}
+
+/// Mutual exclusion, checked against this checker's own reference model of the locks, which it
+/// builds from the committed commands alone (never from a server's lock table).
+///
+/// Calling contract: feed every committed index exactly once, in increasing order, to
+/// [`MutualExclusion::observe_committed`] (a simulator bug otherwise: it panics); feed every
+/// outcome a client learned to [`MutualExclusion::observe_ack`].
+#[derive(Clone, Debug, Default)]
+pub struct MutualExclusion {
+    /// The last committed index observed; 0 before the first.
+    last_index: LogIndex,
+    /// Reference model: who holds each lock now. Absent means free.
+    holders: BTreeMap<LockName, Holder>,
+    /// Every grant ever committed, per lock, by token.
+    grants: BTreeMap<LockName, BTreeMap<LogIndex, Grant>>,
+    /// The first committed outcome of every preempt and release, per `(client, seq)`.
+    requests: BTreeMap<(ClientId, u64), CommittedRequest>,
+    /// The last grant a client acknowledged, per lock, in acknowledgement order.
+    acknowledged_grants: BTreeMap<LockName, Holder>,
+    grants_acknowledged: usize,
+}
+
+impl MutualExclusion {
+    pub fn new() -> MutualExclusion {
+        MutualExclusion::default()
+    }
+
+    pub fn observe_committed(
+        &mut self,
+        now: Time,
+        index: LogIndex,
+        command: &Command,
+        result: &ApplyResult,
+    ) -> Result<(), Violation> {
+        assert!(
+            index > self.last_index,
+            "mutual exclusion: committed index {index} fed after index {}",
+            self.last_index
+        );
+        self.last_index = index;
+        let (client, seq, lock, kind) = match command {
+            Command::Preempt { client, seq, lock } => (*client, *seq, lock, RequestKind::Preempt),
+            Command::Release { client, seq, lock } => (*client, *seq, lock, RequestKind::Release),
+            Command::Noop | Command::Register { .. } => {
+                return check_bookkeeping(now, index, command, result);
+            }
+        };
+        let request = Request {
+            index,
+            client,
+            seq,
+            lock,
+            kind,
+        };
+        match *result {
+            // A stale request had no effect anywhere.
+            ApplyResult::Stale => Ok(()),
+            ApplyResult::Outcome {
+                outcome,
+                duplicate: true,
+            } => self.check_duplicate(now, &request, outcome),
+            ApplyResult::Outcome {
+                outcome,
+                duplicate: false,
+            } => self.check_fresh(now, &request, outcome),
+            ApplyResult::Nothing | ApplyResult::Registered { .. } => {
+                Err(mismatched_result(now, index, command, result))
+            }
+        }
+    }
+
+    /// A request applied for the first time: its outcome must agree with the model, which then
+    /// takes its effect.
+    fn check_fresh(
+        &mut self,
+        now: Time,
+        request: &Request<'_>,
+        outcome: Outcome,
+    ) -> Result<(), Violation> {
+        if let Some(first) = self.requests.get(&(request.client, request.seq)) {
+            // Exactly-once: a retry must be answered from the session, flagged duplicate.
+            let message = format!(
+                "{} seq {} was applied twice as new: at index {} ({}) and at index {} ({})",
+                request.client,
+                request.seq,
+                first.index,
+                describe_outcome(&first.outcome),
+                request.index,
+                describe_outcome(&outcome)
+            );
+            return Err(Violation::new(MUTUAL_EXCLUSION, now, message));
+        }
+        match request.kind {
+            RequestKind::Preempt => self.check_preempt(now, request, outcome)?,
+            RequestKind::Release => self.check_release(now, request, outcome)?,
+        }
+        let committed = CommittedRequest {
+            index: request.index,
+            kind: request.kind,
+            lock: request.lock.clone(),
+            outcome,
+        };
+        self.requests
+            .insert((request.client, request.seq), committed);
+        Ok(())
+    }
+
+    fn check_preempt(
+        &mut self,
+        now: Time,
+        request: &Request<'_>,
+        outcome: Outcome,
+    ) -> Result<(), Violation> {
+        let Request {
+            index,
+            client,
+            lock,
+            ..
+        } = *request;
+        let holder = self.holders.get(lock).copied();
+        let problem = match (outcome, holder) {
+            (Outcome::Granted { token }, None) if token == index => {
+                self.record_grant(lock, client, token);
+                return Ok(());
+            }
+            (Outcome::Granted { token }, None) => format!(
+                "lock `{lock}` granted to {client} at index {index} with token {token}: a new \
+                 grant's fencing token must be its log index"
+            ),
+            // Preempting a lock you hold is idempotent: it must return the same token.
+            (Outcome::Granted { token }, Some(held)) if held.owner == client => {
+                if token == held.token {
+                    return Ok(());
+                }
+                format!(
+                    "lock `{lock}` re-granted to its holder {client} at index {index} with token \
+                     {token}, but its grant has token {}",
+                    held.token
+                )
+            }
+            (Outcome::Granted { .. }, Some(held)) => format!(
+                "lock `{lock}` granted to {client} at index {index} while {} holds it since \
+                 index {} with no committed release",
+                held.owner, held.token
+            ),
+            (Outcome::HeldBy { owner }, Some(held)) if owner == held.owner && owner != client => {
+                return Ok(());
+            }
+            (Outcome::HeldBy { owner }, _) => format!(
+                "preempt of lock `{lock}` by {client} at index {index} answered held by {owner}, \
+                 but the reference model has it {}",
+                describe_model_holder(holder.as_ref())
+            ),
+            (other, _) => format!(
+                "preempt of lock `{lock}` by {client} at index {index} answered {}, which is not \
+                 an answer to preempt",
+                describe_outcome(&other)
+            ),
+        };
+        Err(Violation::new(MUTUAL_EXCLUSION, now, problem))
+    }
+
+    /// The model takes a new grant: `client` holds `lock` with fencing token `token`.
+    fn record_grant(&mut self, lock: &LockName, client: ClientId, token: LogIndex) {
+        assert!(
+            !self.holders.contains_key(lock),
+            "mutual exclusion: granting a held lock"
+        );
+        self.holders.insert(
+            lock.clone(),
+            Holder {
+                owner: client,
+                token,
+            },
+        );
+        let grant = Grant {
+            owner: client,
+            released_at: None,
+        };
+        let previous = self
+            .grants
+            .entry(lock.clone())
+            .or_default()
+            .insert(token, grant);
+        // Tokens are log indexes, which the runner feeds in increasing order.
+        assert!(
+            previous.is_none(),
+            "mutual exclusion: two grants of `{lock}` with token {token}"
+        );
+    }
+
+    fn check_release(
+        &mut self,
+        now: Time,
+        request: &Request<'_>,
+        outcome: Outcome,
+    ) -> Result<(), Violation> {
+        let Request {
+            index,
+            client,
+            lock,
+            ..
+        } = *request;
+        let holder = self.holders.get(lock).copied();
+        let holds = holder.is_some_and(|held| held.owner == client);
+        let problem = match outcome {
+            Outcome::Released if holds => {
+                let held = self
+                    .holders
+                    .remove(lock)
+                    .expect("the model holder was just read");
+                let grant = self
+                    .grants
+                    .get_mut(lock)
+                    .and_then(|grants| grants.get_mut(&held.token));
+                let grant = grant.expect("mutual exclusion: a held lock without its grant record");
+                assert_eq!(
+                    grant.owner, client,
+                    "mutual exclusion: grant record owner drifted"
+                );
+                grant.released_at = Some(index);
+                return Ok(());
+            }
+            Outcome::NotOwner if !holds => return Ok(()),
+            Outcome::Released | Outcome::NotOwner => format!(
+                "release of lock `{lock}` by {client} at index {index} answered {}, but the \
+                 reference model has it {}",
+                describe_outcome(&outcome),
+                describe_model_holder(holder.as_ref())
+            ),
+            other => format!(
+                "release of lock `{lock}` by {client} at index {index} answered {}, which is not \
+                 an answer to release",
+                describe_outcome(&other)
+            ),
+        };
+        Err(Violation::new(MUTUAL_EXCLUSION, now, problem))
+    }
+
+    /// A retry answered from the session must get exactly the outcome first committed.
+    fn check_duplicate(
+        &self,
+        now: Time,
+        request: &Request<'_>,
+        outcome: Outcome,
+    ) -> Result<(), Violation> {
+        let Request {
+            index,
+            client,
+            seq,
+            lock,
+            kind,
+        } = *request;
+        let Some(first) = self.requests.get(&(client, seq)) else {
+            let message = format!(
+                "index {index} answered {} {seq} ({} of lock `{lock}`) as a duplicate, but that \
+                 request was never committed before",
+                client,
+                kind.name()
+            );
+            return Err(Violation::new(MUTUAL_EXCLUSION, now, message));
+        };
+        if first.kind == kind && first.lock == *lock && first.outcome == outcome {
+            return Ok(());
+        }
+        let message = format!(
+            "index {index} answered the retry of {client} seq {seq} ({} of lock `{lock}`) with \
+             {}, but its first commit at index {} ({} of lock `{}`) answered {}",
+            kind.name(),
+            describe_outcome(&outcome),
+            first.index,
+            first.kind.name(),
+            first.lock,
+            describe_outcome(&first.outcome)
+        );
+        Err(Violation::new(MUTUAL_EXCLUSION, now, message))
+    }
+
+    /// A client learned the outcome of request `(client, seq)`.
+    pub fn observe_ack(
+        &mut self,
+        now: Time,
+        client: ClientId,
+        seq: u64,
+        op: &Operation,
+        outcome: &Outcome,
+    ) -> Result<(), Violation> {
+        let (kind, lock) = match op {
+            Operation::Preempt { lock } => (RequestKind::Preempt, lock),
+            Operation::Release { lock } => (RequestKind::Release, lock),
+            // Checks are reads, not in the log: the linearizability checker owns them.
+            Operation::Check { .. } => return Ok(()),
+        };
+        let acked = format!("{client} seq {seq} ({} of lock `{lock}`)", kind.name());
+        let Some(committed) = self.requests.get(&(client, seq)) else {
+            let message = format!(
+                "{acked} was acknowledged as {} before it was committed",
+                describe_outcome(outcome)
+            );
+            return Err(Violation::new(MUTUAL_EXCLUSION, now, message));
+        };
+        if committed.kind != kind || committed.lock != *lock || committed.outcome != *outcome {
+            let message = format!(
+                "{acked} was acknowledged as {}, but index {} committed {} of lock `{}` as {}",
+                describe_outcome(outcome),
+                committed.index,
+                committed.kind.name(),
+                committed.lock,
+                describe_outcome(&committed.outcome)
+            );
+            return Err(Violation::new(MUTUAL_EXCLUSION, now, message));
+        }
+        if let Outcome::Granted { token } = *outcome {
+            self.check_acknowledged_grant(now, client, lock, token)?;
+            self.grants_acknowledged += 1;
+        }
+        Ok(())
+    }
+
+    /// Acknowledged grants of one lock, in acknowledgement order: tokens grow from owner to
+    /// owner, and each new owner comes after a committed release by the previous one.
+    fn check_acknowledged_grant(
+        &mut self,
+        now: Time,
+        client: ClientId,
+        lock: &LockName,
+        token: LogIndex,
+    ) -> Result<(), Violation> {
+        let grant = self.grants.get(lock).and_then(|grants| grants.get(&token));
+        // Pair assertion with the commit-time check: the acked grant is one the model made.
+        assert!(
+            grant.is_some_and(|grant| grant.owner == client),
+            "mutual exclusion: acknowledged grant of `{lock}` token {token} is not in the model"
+        );
+        let acknowledged = Holder {
+            owner: client,
+            token,
+        };
+        let previous = self.acknowledged_grants.insert(lock.clone(), acknowledged);
+        let Some(previous) = previous else {
+            return Ok(());
+        };
+        // The same owner may be told about the same grant again (an idempotent re-preempt).
+        if previous == acknowledged {
+            return Ok(());
+        }
+        let problem = if token <= previous.token {
+            format!(
+                "fencing token of lock `{lock}` went backwards: {client} was acknowledged token \
+                 {token} after {} was acknowledged token {}",
+                previous.owner, previous.token
+            )
+        } else {
+            let ended = self
+                .grants
+                .get(lock)
+                .and_then(|grants| grants.get(&previous.token));
+            match ended.and_then(|grant| grant.released_at) {
+                Some(released_at) if released_at < token => return Ok(()),
+                _ => format!(
+                    "lock `{lock}` acknowledged to {client} with token {token} while {}'s grant \
+                     (token {}) had no committed release before index {token}",
+                    previous.owner, previous.token
+                ),
+            }
+        };
+        Err(Violation::new(MUTUAL_EXCLUSION, now, problem))
+    }
+
+    /// How many grants clients acknowledged (for statistics).
+    pub fn grants_acknowledged(&self) -> usize {
+        self.grants_acknowledged
+    }
+}
+
+/// One committed lock request, as `observe_committed` unpacked it.
+#[derive(Copy, Clone, Debug)]
+struct Request<'a> {
+    index: LogIndex,
+    client: ClientId,
+    seq: u64,
+    lock: &'a LockName,
+    kind: RequestKind,
+}
+
+/// Noops and registrations touch no lock; they only need the matching kind of result.
+fn check_bookkeeping(
+    now: Time,
+    index: LogIndex,
+    command: &Command,
+    result: &ApplyResult,
+) -> Result<(), Violation> {
+    match (command, result) {
+        (Command::Noop, ApplyResult::Nothing) => Ok(()),
+        (Command::Register { .. }, ApplyResult::Registered { .. }) => Ok(()),
+        _ => Err(mismatched_result(now, index, command, result)),
+    }
+}
+
+fn mismatched_result(
+    now: Time,
+    index: LogIndex,
+    command: &Command,
+    result: &ApplyResult,
+) -> Violation {
+    let message = format!(
+        "index {index}: {} produced {}, which is not a result of that command",
+        describe_command(command),
+        describe_result(result)
+    );
+    Violation::new(MUTUAL_EXCLUSION, now, message)
+}
+
+/// Convergence: every given live replica holds the same lock map. Call it only on replicas that
+/// should have caught up; the message shows their applied indexes in case they have not.
+pub fn check_convergence(now: Time, replicas: &[(ServerId, &LockTable)]) -> Result<(), Violation> {
+    let Some(((_, reference), others)) = replicas.split_first() else {
+        return Ok(());
+    };
+    if others
+        .iter()
+        .all(|(_, table)| table.locks() == reference.locks())
+    {
+        return Ok(());
+    }
+    let names: BTreeSet<&LockName> = replicas
+        .iter()
+        .flat_map(|(_, table)| table.locks().keys())
+        .collect();
+    let differing: Vec<&LockName> = names
+        .into_iter()
+        .filter(|name| {
+            let expected = reference.locks().get(*name);
+            others
+                .iter()
+                .any(|(_, table)| table.locks().get(*name) != expected)
+        })
+        .collect();
+    assert!(
+        !differing.is_empty(),
+        "convergence: unequal maps with no differing lock"
+    );
+    let listed: Vec<String> = differing
+        .iter()
+        .take(CONVERGENCE_DIFFERENCES_MAX)
+        .map(|name| describe_lock_across(name, replicas))
+        .collect();
+    let mut message = format!(
+        "replicas hold different lock maps ({} locks differ): {}",
+        differing.len(),
+        listed.join("; ")
+    );
+    if differing.len() > CONVERGENCE_DIFFERENCES_MAX {
+        let unlisted = differing.len() - CONVERGENCE_DIFFERENCES_MAX;
+        message.push_str(&format!("; and {unlisted} more"));
+    }
+    let applied: Vec<String> = replicas
+        .iter()
+        .map(|(server, table)| format!("{server} at {}", table.applied_index()))
+        .collect();
+    message.push_str(&format!(" (applied indexes: {})", applied.join(", ")));
+    Err(Violation::new(CONVERGENCE, now, message))
+}
+
+/// "lock `w3`: s1 has client#2 (token 40), s4 has free".
+fn describe_lock_across(name: &LockName, replicas: &[(ServerId, &LockTable)]) -> String {
+    let holders: Vec<String> = replicas
+        .iter()
+        .map(|(server, table)| {
+            let holder = table.locks().get(name);
+            let held = holder.map_or("free".to_string(), |held| {
+                format!("{} (token {})", held.owner, held.token)
+            });
+            format!("{server} has {held}")
+        })
+        .collect();
+    format!("lock `{name}`: {}", holders.join(", "))
+}
+
+/// "held by client#1 since index 4" or "free", for the reference model's view of a lock.
+fn describe_model_holder(holder: Option<&Holder>) -> String {
+    match holder {
+        Some(held) => format!("held by {} since index {}", held.owner, held.token),
+        None => "free".to_string(),
+    }
+}
+
+fn describe_outcome(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Granted { token } => format!("granted (token {token})"),
+        Outcome::HeldBy { owner } => format!("held by {owner}"),
+        Outcome::Released => "released".to_string(),
+        Outcome::NotOwner => "not owner".to_string(),
+        Outcome::Free => "free".to_string(),
+        Outcome::Owner { owner } => format!("owned by {owner}"),
+    }
+}
+
+fn describe_result(result: &ApplyResult) -> String {
+    match result {
+        ApplyResult::Nothing => "nothing".to_string(),
+        ApplyResult::Registered { client } => format!("registered {client}"),
+        ApplyResult::Outcome {
+            outcome,
+            duplicate: false,
+        } => describe_outcome(outcome),
+        ApplyResult::Outcome {
+            outcome,
+            duplicate: true,
+        } => {
+            format!("{} (duplicate)", describe_outcome(outcome))
+        }
+        ApplyResult::Stale => "stale (no effect)".to_string(),
+    }
+}
+
+fn describe_command(command: &Command) -> String {
+    match command {
+        Command::Noop => "noop".to_string(),
+        Command::Register { nonce } => format!("register (nonce {nonce})"),
+        Command::Preempt { client, seq, lock } => format!("preempt `{lock}` by {client} seq {seq}"),
+        Command::Release { client, seq, lock } => format!("release `{lock}` by {client} seq {seq}"),
+    }
+}
+
+fn describe_entry(entry: &Entry) -> String {
+    format!(
+        "{} in term {}",
+        describe_command(&entry.command),
+        entry.term
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S1: ServerId = ServerId(1);
+    const S2: ServerId = ServerId(2);
+    const S3: ServerId = ServerId(3);
+    const C1: ClientId = ClientId(1);
+    const C2: ClientId = ClientId(2);
+
+    fn at(millis: u64) -> Time {
+        Time::from_nanos(millis * 1_000_000)
+    }
+
+    fn lock(name: &str) -> LockName {
+        LockName::from(name)
+    }
+
+    fn preempt(client: ClientId, seq: u64, name: &str) -> Command {
+        Command::Preempt {
+            client,
+            seq,
+            lock: lock(name),
+        }
+    }
+
+    fn release(client: ClientId, seq: u64, name: &str) -> Command {
+        Command::Release {
+            client,
+            seq,
+            lock: lock(name),
+        }
+    }
+
+    fn fresh(outcome: Outcome) -> ApplyResult {
+        ApplyResult::Outcome {
+            outcome,
+            duplicate: false,
+        }
+    }
+
+    fn duplicate(outcome: Outcome) -> ApplyResult {
+        ApplyResult::Outcome {
+            outcome,
+            duplicate: true,
+        }
+    }
+
+    fn granted(token: LogIndex) -> Outcome {
+        Outcome::Granted { token }
+    }
+
+    fn held_by(owner: ClientId) -> Outcome {
+        Outcome::HeldBy { owner }
+    }
+
+    fn preempt_op(name: &str) -> Operation {
+        Operation::Preempt { lock: lock(name) }
+    }
+
+    fn release_op(name: &str) -> Operation {
+        Operation::Release { lock: lock(name) }
+    }
+
+    /// A mutual exclusion checker that has seen client#1 and client#2 register at indexes 1, 2.
+    fn two_registered_clients() -> MutualExclusion {
+        let mut checker = MutualExclusion::new();
+        commit(
+            &mut checker,
+            1,
+            Command::Register { nonce: 1 },
+            ApplyResult::Registered { client: C1 },
+        );
+        commit(
+            &mut checker,
+            2,
+            Command::Register { nonce: 2 },
+            ApplyResult::Registered { client: C2 },
+        );
+        checker
+    }
+
+    /// Commits `command` at `index` (at `index` milliseconds) and expects the checker to accept
+    /// `result`.
+    fn commit(
+        checker: &mut MutualExclusion,
+        index: LogIndex,
+        command: Command,
+        result: ApplyResult,
+    ) {
+        let verdict = checker.observe_committed(at(index), index, &command, &result);
+        assert_eq!(verdict, Ok(()), "commit at index {index}");
+    }
+
+    /// What the checker says about committing `command` at `index` with `result`.
+    fn try_commit(
+        checker: &mut MutualExclusion,
+        index: LogIndex,
+        command: Command,
+        result: ApplyResult,
+    ) -> Result<(), Violation> {
+        checker.observe_committed(at(index), index, &command, &result)
+    }
+
+    /// What the checker says about `client` learning `outcome` for request `seq` at `millis`.
+    fn ack(
+        checker: &mut MutualExclusion,
+        millis: u64,
+        (client, seq): (ClientId, u64),
+        op: Operation,
+        outcome: Outcome,
+    ) -> Result<(), Violation> {
+        checker.observe_ack(at(millis), client, seq, &op, &outcome)
+    }
+
+    fn expect_violation<T: fmt::Debug>(
+        verdict: Result<T, Violation>,
+        invariant: &str,
+        fragments: &[&str],
+    ) -> Violation {
+        let violation = verdict.expect_err("expected a violation");
+        assert_eq!(violation.invariant, invariant, "{violation}");
+        for fragment in fragments {
+            assert!(
+                violation.message.contains(fragment),
+                "{fragment:?} not in: {violation}"
+            );
+        }
+        violation
+    }
+
+    // Election safety (Raft §5.2): at most one leader per term.
+
+    #[test]
+    fn two_leaders_in_one_term_break_election_safety() {
+        let mut checker = ElectionSafety::new();
+        assert_eq!(checker.observe(at(10), S1, Role::Leader, 3), Ok(()));
+        assert_eq!(checker.observe(at(11), S2, Role::Follower, 3), Ok(()));
+        let violation = expect_violation(
+            checker.observe(at(12), S2, Role::Leader, 3),
+            ELECTION_SAFETY,
+            &["s1 and s2 were both leader in term 3", "s1 since 10.000ms"],
+        );
+        assert_eq!(violation.at, at(12));
+    }
+
+    #[test]
+    fn one_leader_seen_repeatedly_and_new_leaders_in_later_terms_are_fine() {
+        let mut checker = ElectionSafety::new();
+        assert_eq!(checker.observe(at(10), S1, Role::Leader, 1), Ok(()));
+        assert_eq!(checker.observe(at(20), S1, Role::Leader, 1), Ok(()));
+        assert_eq!(checker.observe(at(30), S2, Role::Candidate, 2), Ok(()));
+        assert_eq!(checker.observe(at(40), S2, Role::Leader, 2), Ok(()));
+        // An old leader that has not heard of term 2 yet still leads term 1: legitimate.
+        assert_eq!(checker.observe(at(41), S1, Role::Leader, 1), Ok(()));
+        assert_eq!(checker.observe(at(50), S3, Role::Leader, 3), Ok(()));
+        assert_eq!(checker.terms_with_leader(), 3);
+    }
+
+    // State machine safety (Raft §5.4.3): the same entry and result at every index, everywhere.
+
+    #[test]
+    fn two_servers_applying_different_commands_at_one_index_is_a_violation() {
+        let mut checker = StateMachineSafety::new();
+        let first = Entry {
+            term: 2,
+            command: preempt(C1, 1, "a"),
+        };
+        let second = Entry {
+            term: 3,
+            command: preempt(C2, 1, "a"),
+        };
+        let result = fresh(granted(7));
+        assert_eq!(
+            checker.observe_applied(at(5), S1, 7, &first, &result),
+            Ok(true)
+        );
+        expect_violation(
+            checker.observe_applied(at(6), S2, 7, &second, &result),
+            STATE_MACHINE_SAFETY,
+            &[
+                "index 7",
+                "s1 applied preempt `a` by client#1 seq 1 in term 2",
+                "s2 applied preempt `a` by client#2 seq 1 in term 3",
+            ],
+        );
+        assert_eq!(checker.committed(7), Some((&first, &result)));
+    }
+
+    #[test]
+    fn a_second_server_applying_the_same_entry_is_not_new() {
+        let mut checker = StateMachineSafety::new();
+        let entry = Entry {
+            term: 2,
+            command: preempt(C1, 1, "a"),
+        };
+        let result = fresh(granted(7));
+        assert_eq!(
+            checker.observe_applied(at(5), S1, 7, &entry, &result),
+            Ok(true)
+        );
+        assert_eq!(
+            checker.observe_applied(at(6), S2, 7, &entry, &result),
+            Ok(false)
+        );
+        assert_eq!(
+            checker.observe_applied(at(7), S3, 7, &entry, &result),
+            Ok(false)
+        );
+        assert_eq!(checker.committed_count(), 1);
+        assert_eq!(checker.committed(8), None);
+    }
+
+    #[test]
+    fn the_same_entry_with_a_different_result_is_a_violation() {
+        let mut checker = StateMachineSafety::new();
+        let entry = Entry {
+            term: 2,
+            command: preempt(C2, 1, "a"),
+        };
+        let refused = fresh(held_by(C1));
+        assert_eq!(
+            checker.observe_applied(at(5), S1, 7, &entry, &refused),
+            Ok(true)
+        );
+        expect_violation(
+            checker.observe_applied(at(6), S2, 7, &entry, &fresh(granted(7))),
+            STATE_MACHINE_SAFETY,
+            &[
+                "index 7",
+                "s1 got held by client#1",
+                "s2 got granted (token 7)",
+            ],
+        );
+    }
+
+    #[test]
+    fn different_lock_maps_at_one_applied_index_are_a_violation() {
+        let mut checker = StateMachineSafety::new();
+        assert_eq!(checker.observe_lock_map(at(1), S1, 9, 0xabc), Ok(()));
+        assert_eq!(checker.observe_lock_map(at(2), S2, 9, 0xabc), Ok(()));
+        assert_eq!(checker.observe_lock_map(at(3), S2, 10, 0xdef), Ok(()));
+        expect_violation(
+            checker.observe_lock_map(at(4), S3, 9, 0x123),
+            STATE_MACHINE_SAFETY,
+            &[
+                "applied index 9",
+                "s1 has digest 0x0000000000000abc",
+                "s3 has digest",
+            ],
+        );
+    }
+
+    // Mutual exclusion at commit time, against the reference model.
+
+    #[test]
+    fn granting_a_held_lock_without_a_committed_release_is_the_violation() {
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(3)));
+        commit(&mut checker, 4, Command::Noop, ApplyResult::Nothing);
+        expect_violation(
+            try_commit(&mut checker, 5, preempt(C2, 1, "a"), fresh(granted(5))),
+            MUTUAL_EXCLUSION,
+            &[
+                "lock `a` granted to client#2 at index 5",
+                "while client#1 holds it since index 3 with no committed release",
+            ],
+        );
+    }
+
+    #[test]
+    fn granting_a_lock_after_its_holder_released_it_is_fine() {
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(3)));
+        // client#2 asks while client#1 holds it: refused, naming the holder.
+        commit(&mut checker, 4, preempt(C2, 1, "a"), fresh(held_by(C1)));
+        commit(
+            &mut checker,
+            5,
+            release(C1, 2, "a"),
+            fresh(Outcome::Released),
+        );
+        commit(&mut checker, 6, preempt(C2, 2, "a"), fresh(granted(6)));
+        // client#2 preempting again while holding it gets its own token back.
+        commit(&mut checker, 7, preempt(C2, 3, "a"), fresh(granted(6)));
+        // A retry of client#1's release is answered from its session; a stale copy does nothing.
+        commit(
+            &mut checker,
+            8,
+            release(C1, 2, "a"),
+            duplicate(Outcome::Released),
+        );
+        commit(&mut checker, 9, preempt(C1, 1, "a"), ApplyResult::Stale);
+        // Releasing a free lock is refused, harmlessly.
+        commit(
+            &mut checker,
+            10,
+            release(C1, 3, "b"),
+            fresh(Outcome::NotOwner),
+        );
+    }
+
+    #[test]
+    fn a_fresh_grant_whose_token_is_not_its_index_is_a_violation() {
+        let mut checker = two_registered_clients();
+        expect_violation(
+            try_commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(2))),
+            MUTUAL_EXCLUSION,
+            &["lock `a` granted to client#1 at index 3 with token 2"],
+        );
+    }
+
+    #[test]
+    fn a_re_grant_to_the_holder_with_a_new_token_is_a_violation() {
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(3)));
+        expect_violation(
+            try_commit(&mut checker, 4, preempt(C1, 2, "a"), fresh(granted(4))),
+            MUTUAL_EXCLUSION,
+            &["re-granted to its holder client#1 at index 4 with token 4"],
+        );
+    }
+
+    #[test]
+    fn a_release_by_someone_who_does_not_hold_the_lock_is_a_violation() {
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(3)));
+        expect_violation(
+            try_commit(
+                &mut checker,
+                4,
+                release(C2, 1, "a"),
+                fresh(Outcome::Released),
+            ),
+            MUTUAL_EXCLUSION,
+            &[
+                "release of lock `a` by client#2 at index 4 answered released",
+                "held by client#1",
+            ],
+        );
+    }
+
+    #[test]
+    fn refusing_the_holders_release_or_naming_a_holder_of_a_free_lock_is_a_violation() {
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(3)));
+        expect_violation(
+            try_commit(
+                &mut checker,
+                4,
+                release(C1, 2, "a"),
+                fresh(Outcome::NotOwner),
+            ),
+            MUTUAL_EXCLUSION,
+            &["answered not owner", "held by client#1 since index 3"],
+        );
+        let mut checker = two_registered_clients();
+        expect_violation(
+            try_commit(&mut checker, 3, preempt(C2, 1, "b"), fresh(held_by(C1))),
+            MUTUAL_EXCLUSION,
+            &["answered held by client#1, but the reference model has it free"],
+        );
+    }
+
+    #[test]
+    fn a_retry_answered_differently_from_its_first_commit_is_a_violation() {
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(3)));
+        expect_violation(
+            try_commit(&mut checker, 4, preempt(C1, 1, "a"), duplicate(granted(4))),
+            MUTUAL_EXCLUSION,
+            &[
+                "retry of client#1 seq 1",
+                "granted (token 4)",
+                "index 3",
+                "granted (token 3)",
+            ],
+        );
+        // Applying the retry as new instead of answering it from the session breaks
+        // exactly-once.
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(3)));
+        expect_violation(
+            try_commit(&mut checker, 4, preempt(C1, 1, "a"), fresh(granted(3))),
+            MUTUAL_EXCLUSION,
+            &["client#1 seq 1 was applied twice as new"],
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "committed index 3 fed after index 3")]
+    fn feeding_a_committed_index_twice_is_a_simulator_bug_and_panics() {
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, Command::Noop, ApplyResult::Nothing);
+        let _ = try_commit(&mut checker, 3, Command::Noop, ApplyResult::Nothing);
+    }
+
+    // Mutual exclusion as clients learn it.
+
+    #[test]
+    fn an_acknowledgement_of_a_request_that_was_never_committed_is_a_violation() {
+        let mut checker = two_registered_clients();
+        expect_violation(
+            ack(&mut checker, 3, (C1, 1), preempt_op("a"), granted(3)),
+            MUTUAL_EXCLUSION,
+            &[
+                "client#1 seq 1 (preempt of lock `a`) was acknowledged as granted (token 3) \
+               before it was committed",
+            ],
+        );
+    }
+
+    #[test]
+    fn an_acknowledgement_that_differs_from_the_committed_outcome_is_a_violation() {
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(3)));
+        commit(&mut checker, 4, preempt(C2, 1, "a"), fresh(held_by(C1)));
+        expect_violation(
+            ack(&mut checker, 5, (C2, 1), preempt_op("a"), granted(4)),
+            MUTUAL_EXCLUSION,
+            &[
+                "acknowledged as granted (token 4)",
+                "index 4 committed preempt",
+                "held by client#1",
+            ],
+        );
+        assert_eq!(checker.grants_acknowledged(), 0);
+    }
+
+    #[test]
+    fn acknowledged_grants_whose_tokens_go_backwards_across_owners_are_a_violation() {
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(3)));
+        commit(
+            &mut checker,
+            4,
+            release(C1, 2, "a"),
+            fresh(Outcome::Released),
+        );
+        commit(&mut checker, 5, preempt(C2, 1, "a"), fresh(granted(5)));
+        // client#2 hears of its grant first; client#1's older grant is acknowledged after it.
+        assert_eq!(
+            ack(&mut checker, 6, (C2, 1), preempt_op("a"), granted(5)),
+            Ok(())
+        );
+        expect_violation(
+            ack(&mut checker, 7, (C1, 1), preempt_op("a"), granted(3)),
+            MUTUAL_EXCLUSION,
+            &[
+                "fencing token of lock `a` went backwards: client#1 was acknowledged token 3",
+                "after client#2 was acknowledged token 5",
+            ],
+        );
+    }
+
+    #[test]
+    fn an_honest_history_of_grants_releases_and_checks_passes_every_acknowledgement() {
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(3)));
+        assert_eq!(
+            ack(&mut checker, 4, (C1, 1), preempt_op("a"), granted(3)),
+            Ok(())
+        );
+        // client#1 preempts again while holding it: the same token, acknowledged again.
+        commit(&mut checker, 5, preempt(C1, 2, "a"), fresh(granted(3)));
+        assert_eq!(
+            ack(&mut checker, 6, (C1, 2), preempt_op("a"), granted(3)),
+            Ok(())
+        );
+        // client#1's release commits but its answer is lost: the grant still ended.
+        commit(
+            &mut checker,
+            7,
+            release(C1, 3, "a"),
+            fresh(Outcome::Released),
+        );
+        commit(&mut checker, 9, preempt(C2, 1, "a"), fresh(granted(9)));
+        assert_eq!(
+            ack(&mut checker, 10, (C2, 1), preempt_op("a"), granted(9)),
+            Ok(())
+        );
+        commit(
+            &mut checker,
+            11,
+            release(C2, 2, "a"),
+            fresh(Outcome::Released),
+        );
+        let released = ack(
+            &mut checker,
+            12,
+            (C2, 2),
+            release_op("a"),
+            Outcome::Released,
+        );
+        assert_eq!(released, Ok(()));
+        // Checks belong to the linearizability checker; this one lets them through.
+        let check = Operation::Check {
+            lock: lock("a"),
+            consistency: Default::default(),
+        };
+        assert_eq!(
+            ack(
+                &mut checker,
+                13,
+                (C1, 4),
+                check,
+                Outcome::Owner { owner: C2 }
+            ),
+            Ok(())
+        );
+        assert_eq!(checker.grants_acknowledged(), 3);
+    }
+
+    #[test]
+    fn a_grant_acknowledged_while_the_previous_grant_was_never_released_is_a_violation() {
+        // The commit-time check would have caught this history first; the acknowledgement check
+        // is its pair and must catch it on its own too.
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(3)));
+        assert_eq!(
+            ack(&mut checker, 4, (C1, 1), preempt_op("a"), granted(3)),
+            Ok(())
+        );
+        checker.holders.clear();
+        commit(&mut checker, 5, preempt(C2, 1, "a"), fresh(granted(5)));
+        expect_violation(
+            ack(&mut checker, 6, (C2, 1), preempt_op("a"), granted(5)),
+            MUTUAL_EXCLUSION,
+            &[
+                "lock `a` acknowledged to client#2 with token 5 while client#1's grant (token 3)",
+                "no committed release before index 5",
+            ],
+        );
+    }
+
+    #[test]
+    fn lockstep_s_own_lock_table_agrees_with_the_reference_model() {
+        // Pair check: the commit-time model and the replicated lock table decide alike.
+        let commands = [
+            Command::Register { nonce: 1 },
+            Command::Register { nonce: 2 },
+            preempt(C1, 1, "a"),
+            preempt(C2, 1, "a"),
+            release(C2, 2, "a"),
+            preempt(C2, 3, "a"),
+            release(C1, 2, "a"),
+            release(C1, 2, "a"),
+            preempt(C2, 4, "a"),
+            preempt(C1, 1, "b"),
+            preempt(C1, 3, "b"),
+        ];
+        let mut table = LockTable::new();
+        let mut checker = MutualExclusion::new();
+        for (position, command) in commands.into_iter().enumerate() {
+            let index = position as LogIndex + 1;
+            let result = table.apply(index, &command);
+            commit(&mut checker, index, command, result);
+        }
+        assert_eq!(
+            table.holder("a").map(|held| (held.owner, held.token)),
+            Some((C2, 9))
+        );
+        assert_eq!(
+            table.holder("b").map(|held| (held.owner, held.token)),
+            Some((C1, 11))
+        );
+    }
+
+    // Convergence.
+
+    /// A lock table where client#1 and client#2 registered, then `commands` were applied.
+    fn table_after(commands: &[Command]) -> LockTable {
+        let mut table = LockTable::new();
+        let registrations = [
+            Command::Register { nonce: 1 },
+            Command::Register { nonce: 2 },
+        ];
+        for (position, command) in registrations.iter().chain(commands).enumerate() {
+            let _ = table.apply(position as LogIndex + 1, command);
+        }
+        table
+    }
+
+    #[test]
+    fn replicas_with_different_lock_maps_do_not_converge() {
+        let ahead = table_after(&[preempt(C2, 1, "w3"), preempt(C1, 1, "w1")]);
+        let behind = table_after(&[Command::Noop, preempt(C1, 1, "w1")]);
+        expect_violation(
+            check_convergence(at(100), &[(S1, &ahead), (S2, &ahead), (S3, &behind)]),
+            CONVERGENCE,
+            &[
+                "1 locks differ",
+                "lock `w3`: s1 has client#2 (token 3), s2 has client#2 (token 3), s3 has free",
+                "applied indexes: s1 at 4, s2 at 4, s3 at 4",
+            ],
+        );
+    }
+
+    #[test]
+    fn replicas_with_equal_lock_maps_converge_and_trivial_clusters_always_do() {
+        let left = table_after(&[
+            preempt(C1, 1, "a"),
+            release(C1, 2, "a"),
+            preempt(C2, 1, "b"),
+        ]);
+        let right = table_after(&[Command::Noop, Command::Noop, preempt(C2, 1, "b")]);
+        assert_eq!(
+            check_convergence(at(100), &[(S1, &left), (S2, &right)]),
+            Ok(())
+        );
+        assert_eq!(check_convergence(at(100), &[(S1, &left)]), Ok(()));
+        assert_eq!(check_convergence(at(100), &[]), Ok(()));
+    }
+
+    #[test]
+    fn a_wholesale_divergence_lists_only_the_first_differences() {
+        let grants: Vec<Command> = (1..=12)
+            .map(|seq| preempt(C1, seq, &format!("lock{seq:02}")))
+            .collect();
+        let full = table_after(&grants);
+        let empty = table_after(&[]);
+        let violation = expect_violation(
+            check_convergence(at(100), &[(S1, &full), (S2, &empty)]),
+            CONVERGENCE,
+            &[
+                "12 locks differ",
+                "lock `lock10`: s1 has client#1 (token 12), s2 has free",
+            ],
+        );
+        assert!(violation.message.contains("; and 2 more"), "{violation}");
+        assert!(!violation.message.contains("lock `lock11`"), "{violation}");
+    }
+}

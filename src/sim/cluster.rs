@@ -1,0 +1,608 @@
+//! The simulated cluster: server and client state machines, their disks, the network between
+//! them, and the checkers watching every step.
+//!
+//! The cluster is the simulator's driver for `node`: it feeds inputs with the simulated time,
+//! carries out every effect in order (persist before send), routes messages through
+//! [`SimNetwork`], and schedules deliveries and timers on the event queue. It never decides
+//! anything the protocol should decide.
+
+use super::checkers::{self, ElectionSafety, MutualExclusion, StateMachineSafety, Violation};
+use super::queue::{EventQueue, QueueFull};
+use super::rng::{Stream, Streams};
+use super::trace::{Payload, Recorder, TraceEvent};
+use crate::net::{Endpoint, NetworkParams, SimNetwork, Transmission};
+use crate::node::{
+    ClientAddr, ClientConfig, ClientError, ClientId, ClientInput, ClientOutput, ClientTimer,
+    DurableState, Operation, Outcome, Role, Server, ServerConfig, ServerId, ServerInput,
+    ServerOutput, ServerTimer, Time,
+};
+use crate::node::client::Client;
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
+
+/// Everything that can be scheduled on the simulation's event queue.
+#[derive(Clone, Debug)]
+pub enum Event {
+    Deliver { from: Endpoint, to: Endpoint, incarnation: u32, payload: Payload },
+    ServerTimer { server: u32, timer: ServerTimer, incarnation: u32 },
+    ClientTimer { client: u32, timer: ClientTimer },
+    /// A scenario event, by position in `Scenario::events`.
+    Script(usize),
+    /// A workload client is ready for its next random operation.
+    WorkloadNext(u32),
+    /// The scenario's duration is over.
+    EndOfDuration,
+    /// Periodic check, after the duration, of whether the run has settled.
+    SettleCheck,
+}
+
+/// How the cluster is built.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    pub servers: u32,
+    pub clients: u32,
+    pub initial_leader: Option<ServerId>,
+    /// Client number -> first server. Must name every client.
+    pub connect: BTreeMap<u32, ServerId>,
+    pub network: NetworkParams,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    pub heartbeat_interval: Duration,
+    pub client_timeout: Duration,
+    pub client_retry: Duration,
+}
+
+/// Counters for the run summary.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct NetworkStats {
+    pub sent: u64,
+    pub delivered: u64,
+    /// Lost at random.
+    pub dropped: u64,
+    /// Stopped by a partition, isolation or cut (at send time or in flight).
+    pub blocked: u64,
+    /// Lost because the target crashed while they were in flight.
+    pub lost_to_crash: u64,
+    pub duplicated: u64,
+}
+
+/// What a client reported, for the runner to act on.
+#[derive(Clone, Debug)]
+pub enum ClientEvent {
+    Started { client: u32, tag: u64, seq: u64 },
+    Completed { client: u32, tag: u64, result: Result<Outcome, ClientError> },
+}
+
+struct ServerSlot {
+    config: ServerConfig,
+    node: Option<Server>,
+    disk: DurableState,
+    incarnation: u32,
+    /// Current deadline per timer (Election, Heartbeat); stale queue entries are skipped.
+    timers: [Option<Time>; 2],
+    last_role: Option<(Role, u64)>,
+}
+
+struct ClientSlot {
+    node: Client,
+    timers: [Option<Time>; 2],
+    /// The operation each running tag performs and its seq, to feed acknowledgements to the
+    /// mutual-exclusion checker.
+    running: Option<(u64, u64)>,
+    ops: BTreeMap<u64, Operation>,
+}
+
+pub struct Cluster {
+    pub queue: EventQueue<Event>,
+    streams: Streams,
+    network: SimNetwork,
+    servers: Vec<ServerSlot>,
+    clients: Vec<ClientSlot>,
+    election_safety: ElectionSafety,
+    state_machine_safety: StateMachineSafety,
+    mutual_exclusion: MutualExclusion,
+    pub recorder: Recorder,
+    pub network_stats: NetworkStats,
+    /// Observations fed to the checkers, for the summary.
+    pub checks_performed: BTreeMap<&'static str, u64>,
+    pub max_term: u64,
+    /// Leaders seen, in order of first appearance: (term, server).
+    pub leaders: Vec<(u64, ServerId)>,
+    client_numbers: BTreeMap<ClientId, u32>,
+    pub client_events: Vec<ClientEvent>,
+    violation: Option<Violation>,
+    pub events_processed: u64,
+}
+
+fn timer_slot(timer: ServerTimer) -> usize {
+    match timer {
+        ServerTimer::Election => 0,
+        ServerTimer::Heartbeat => 1,
+    }
+}
+
+fn client_timer_slot(timer: ClientTimer) -> usize {
+    match timer {
+        ClientTimer::Retry => 0,
+        ClientTimer::OperationTimeout => 1,
+    }
+}
+
+fn server_endpoint(number: u32) -> Endpoint {
+    Endpoint::Server(ServerId(number))
+}
+
+impl Cluster {
+    /// Builds and boots the cluster at time zero.
+    pub fn new(spec: &ClusterSpec, seed: u64, recorder: Recorder, queue_max: usize) -> Result<Cluster, QueueFull> {
+        let streams = Streams::new(seed);
+        let server_ids: Vec<ServerId> = (1..=spec.servers).map(ServerId).collect();
+        let servers = server_ids
+            .iter()
+            .map(|&id| {
+                let mut config = ServerConfig::new(id, server_ids.clone());
+                config.election_timeout_min = spec.election_timeout_min;
+                config.election_timeout_max = spec.election_timeout_max;
+                config.heartbeat_interval = spec.heartbeat_interval;
+                config.initial_leader = spec.initial_leader;
+                ServerSlot {
+                    config,
+                    node: None,
+                    disk: DurableState::default(),
+                    incarnation: 0,
+                    timers: [None; 2],
+                    last_role: None,
+                }
+            })
+            .collect();
+        let clients = (1..=spec.clients)
+            .map(|number| {
+                let mut config = ClientConfig::new(server_ids.clone(), spec.connect[&number]);
+                config.operation_timeout = spec.client_timeout;
+                config.retry_interval = spec.client_retry;
+                config.error_backoff = (spec.client_retry / 5).max(Duration::from_millis(1));
+                let seed = streams.seed_for(Stream::Client(number));
+                ClientSlot { node: Client::new(config, seed), timers: [None; 2], running: None, ops: BTreeMap::new() }
+            })
+            .collect();
+        let network = SimNetwork::new(spec.network, streams.seed_for(Stream::Network));
+        let mut cluster = Cluster {
+            queue: EventQueue::new(queue_max),
+            streams,
+            network,
+            servers,
+            clients,
+            election_safety: ElectionSafety::new(),
+            state_machine_safety: StateMachineSafety::new(),
+            mutual_exclusion: MutualExclusion::new(),
+            recorder,
+            network_stats: NetworkStats::default(),
+            checks_performed: BTreeMap::new(),
+            max_term: 0,
+            leaders: Vec::new(),
+            client_numbers: BTreeMap::new(),
+            client_events: Vec::new(),
+            violation: None,
+            events_processed: 0,
+        };
+        for number in 1..=spec.servers {
+            cluster.boot_server(number)?;
+        }
+        Ok(cluster)
+    }
+
+    /// The first safety violation seen, if any. The run stops at it.
+    pub fn violation(&self) -> Option<&Violation> {
+        self.violation.as_ref()
+    }
+
+    pub fn report_violation(&mut self, violation: Violation) {
+        if self.violation.is_none() {
+            self.violation = Some(violation);
+        }
+    }
+
+    pub fn now(&self) -> Time {
+        self.queue.now()
+    }
+
+    pub fn network(&mut self) -> &mut SimNetwork {
+        &mut self.network
+    }
+
+    pub fn server_count(&self) -> u32 {
+        self.servers.len() as u32
+    }
+
+    pub fn is_up(&self, number: u32) -> bool {
+        self.servers[(number - 1) as usize].node.is_some()
+    }
+
+    pub fn server(&self, number: u32) -> Option<&Server> {
+        self.servers[(number - 1) as usize].node.as_ref()
+    }
+
+    /// Live servers, in id order.
+    pub fn live_servers(&self) -> impl Iterator<Item = &Server> {
+        self.servers.iter().filter_map(|slot| slot.node.as_ref())
+    }
+
+    /// The live server that leads the highest term, if any.
+    pub fn current_leader(&self) -> Option<u32> {
+        self.live_servers()
+            .filter(|server| server.role() == Role::Leader)
+            .max_by_key(|server| server.term())
+            .map(|server| server.id().0)
+    }
+
+    /// The scenario name (`cN`) of a cluster-assigned client id, if known.
+    pub fn client_number(&self, id: ClientId) -> Option<u32> {
+        self.client_numbers.get(&id).copied()
+    }
+
+    pub fn client_is_busy(&self, client: u32) -> bool {
+        self.clients[(client - 1) as usize].node.is_busy()
+    }
+
+    pub fn stream_rng(&self, stream: Stream) -> rand_chacha::ChaCha8Rng {
+        self.streams.rng_for(stream)
+    }
+
+    fn count_check(&mut self, invariant: &'static str) {
+        *self.checks_performed.entry(invariant).or_insert(0) += 1;
+    }
+
+    // ----- faults -----
+
+    /// Crashes a server: its volatile state is gone, messages in flight to it will be dropped,
+    /// its disk stays.
+    pub fn crash(&mut self, number: u32) {
+        let slot = &mut self.servers[(number - 1) as usize];
+        if slot.node.take().is_some() {
+            slot.incarnation += 1;
+            slot.timers = [None; 2];
+            slot.last_role = None;
+        }
+    }
+
+    /// Restarts a crashed server from its disk. Returns false if it was running.
+    pub fn restart(&mut self, number: u32) -> Result<bool, QueueFull> {
+        if self.is_up(number) {
+            return Ok(false);
+        }
+        self.boot_server(number)?;
+        Ok(true)
+    }
+
+    fn boot_server(&mut self, number: u32) -> Result<(), QueueFull> {
+        let now = self.now();
+        let index = (number - 1) as usize;
+        let slot = &mut self.servers[index];
+        let seed = self.streams.seed_for(Stream::Server { number, incarnation: slot.incarnation });
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            Server::new(slot.config.clone(), slot.disk.clone(), seed, now)
+        }));
+        match result {
+            Ok((server, outputs)) => {
+                self.servers[index].node = Some(server);
+                self.carry_out_server_outputs(number, outputs)?;
+                self.observe_server(number);
+            }
+            Err(panic) => self.report_node_panic(Endpoint::Server(ServerId(number)), panic),
+        }
+        Ok(())
+    }
+
+    // ----- the event loop's work -----
+
+    /// Handles a delivery or timer event.
+    pub fn handle(&mut self, event: Event) -> Result<(), QueueFull> {
+        self.events_processed += 1;
+        match event {
+            Event::Deliver { from, to, incarnation, payload } => self.deliver(from, to, incarnation, payload),
+            Event::ServerTimer { server, timer, incarnation } => {
+                let now = self.now();
+                let slot = &mut self.servers[(server - 1) as usize];
+                if slot.incarnation != incarnation || slot.timers[timer_slot(timer)] != Some(now) {
+                    return Ok(()); // Superseded, or set by a previous incarnation.
+                }
+                slot.timers[timer_slot(timer)] = None;
+                let name = match timer {
+                    ServerTimer::Election => "election",
+                    ServerTimer::Heartbeat => "heartbeat",
+                };
+                self.recorder.record(now, TraceEvent::Timer { node: server_endpoint(server), timer: name }, None);
+                self.step_server(server, ServerInput::Timer(timer))
+            }
+            Event::ClientTimer { client, timer } => {
+                let now = self.now();
+                let slot = &mut self.clients[(client - 1) as usize];
+                if slot.timers[client_timer_slot(timer)] != Some(now) {
+                    return Ok(());
+                }
+                slot.timers[client_timer_slot(timer)] = None;
+                let name = match timer {
+                    ClientTimer::Retry => "retry",
+                    ClientTimer::OperationTimeout => "operation_timeout",
+                };
+                self.recorder.record(now, TraceEvent::Timer { node: Endpoint::Client(client), timer: name }, None);
+                self.step_client(client, ClientInput::Timer(timer))
+            }
+            Event::Script(_) | Event::WorkloadNext(_) | Event::EndOfDuration | Event::SettleCheck => {
+                unreachable!("the runner handles scenario events itself")
+            }
+        }
+    }
+
+    fn deliver(&mut self, from: Endpoint, to: Endpoint, incarnation: u32, payload: Payload) -> Result<(), QueueFull> {
+        let now = self.now();
+        let msg = payload.kind_name();
+        if !self.network.can_deliver(from, to) {
+            self.network_stats.blocked += 1;
+            let event = TraceEvent::LostInFlight { from, to, msg, reason: "partitioned" };
+            self.recorder.record(now, event, None);
+            return Ok(());
+        }
+        if let Endpoint::Server(id) = to {
+            let slot = &self.servers[(id.0 - 1) as usize];
+            if slot.node.is_none() || slot.incarnation != incarnation {
+                self.network_stats.lost_to_crash += 1;
+                let event = TraceEvent::LostInFlight { from, to, msg, reason: "target crashed" };
+                self.recorder.record(now, event, None);
+                return Ok(());
+            }
+        }
+        self.network_stats.delivered += 1;
+        let traced_payload = if self.recorder.is_writing() { Some(&payload) } else { None };
+        self.recorder.record(now, TraceEvent::Deliver { from, to, msg }, traced_payload);
+        match (to, payload) {
+            (Endpoint::Server(id), Payload::Peer(msg)) => {
+                let Endpoint::Server(sender) = from else { unreachable!("peer messages come from servers") };
+                self.step_server(id.0, ServerInput::Peer { from: sender, msg })
+            }
+            (Endpoint::Server(id), Payload::Request(request)) => {
+                let Endpoint::Client(client) = from else { unreachable!("requests come from clients") };
+                let input = ServerInput::Client { from: ClientAddr(u64::from(client)), request };
+                self.step_server(id.0, input)
+            }
+            (Endpoint::Client(client), Payload::Reply(reply)) => {
+                let Endpoint::Server(sender) = from else { unreachable!("replies come from servers") };
+                self.step_client(client, ClientInput::Reply { from: sender, reply })
+            }
+            (to, payload) => unreachable!("{} cannot be delivered to {to}", payload.kind_name()),
+        }
+    }
+
+    /// Hands `op` to client `client` (1-based), tagged `tag`.
+    pub fn invoke(&mut self, client: u32, tag: u64, op: Operation, timeout: Option<Duration>) -> Result<(), QueueFull> {
+        self.clients[(client - 1) as usize].ops.insert(tag, op.clone());
+        self.step_client(client, ClientInput::Invoke { tag, op, timeout })
+    }
+
+    fn step_server(&mut self, number: u32, input: ServerInput) -> Result<(), QueueFull> {
+        let now = self.now();
+        let index = (number - 1) as usize;
+        let Some(server) = self.servers[index].node.as_mut() else {
+            return Ok(());
+        };
+        match catch_unwind(AssertUnwindSafe(|| server.step(now, input))) {
+            Ok(outputs) => {
+                self.carry_out_server_outputs(number, outputs)?;
+                self.observe_server(number);
+            }
+            Err(panic) => {
+                self.servers[index].node = None;
+                self.report_node_panic(server_endpoint(number), panic);
+            }
+        }
+        Ok(())
+    }
+
+    fn report_node_panic(&mut self, node: Endpoint, panic: Box<dyn std::any::Any + Send>) {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".to_string());
+        self.report_violation(Violation {
+            invariant: "node_assertion",
+            at: self.now(),
+            message: format!("{node} failed an internal assertion: {message}"),
+        });
+    }
+
+    /// Carries out a server's effects in order: persist first, then whatever follows.
+    fn carry_out_server_outputs(&mut self, number: u32, outputs: Vec<ServerOutput>) -> Result<(), QueueFull> {
+        let index = (number - 1) as usize;
+        let from = server_endpoint(number);
+        for output in outputs {
+            match output {
+                ServerOutput::Persist(op) => self.servers[index].disk.apply(&op),
+                ServerOutput::Send { to, msg } => {
+                    self.transmit(from, Endpoint::Server(to), Payload::Peer(msg))?;
+                }
+                ServerOutput::Reply { to, reply } => {
+                    let client = u32::try_from(to.0).expect("simulated client addresses are client numbers");
+                    self.transmit(from, Endpoint::Client(client), Payload::Reply(reply))?;
+                }
+                ServerOutput::SetTimer { timer, at } => {
+                    let slot = &mut self.servers[index];
+                    slot.timers[timer_slot(timer)] = Some(at);
+                    let incarnation = slot.incarnation;
+                    self.queue.push(at, Event::ServerTimer { server: number, timer, incarnation })?;
+                }
+                ServerOutput::Applied { index: log_index, entry, result } => {
+                    let now = self.now();
+                    self.count_check(checkers::STATE_MACHINE_SAFETY);
+                    let id = ServerId(number);
+                    match self.state_machine_safety.observe_applied(now, id, log_index, &entry, &result) {
+                        Ok(true) => {
+                            self.count_check(checkers::MUTUAL_EXCLUSION);
+                            if let Err(violation) =
+                                self.mutual_exclusion.observe_committed(now, log_index, &entry.command, &result)
+                            {
+                                self.report_violation(violation);
+                            }
+                        }
+                        Ok(false) => {}
+                        Err(violation) => self.report_violation(violation),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds the checkers what a server's step changed.
+    fn observe_server(&mut self, number: u32) {
+        let now = self.now();
+        let index = (number - 1) as usize;
+        let Some(server) = self.servers[index].node.as_ref() else {
+            return;
+        };
+        let (role, term, id) = (server.role(), server.term(), server.id());
+        let (applied, digest) = (server.last_applied(), server.lock_table().locks_digest());
+        self.count_check(checkers::ELECTION_SAFETY);
+        if let Err(violation) = self.election_safety.observe(now, id, role, term) {
+            self.report_violation(violation);
+        }
+        self.count_check(checkers::STATE_MACHINE_SAFETY);
+        if let Err(violation) = self.state_machine_safety.observe_lock_map(now, id, applied, digest) {
+            self.report_violation(violation);
+        }
+        self.max_term = self.max_term.max(term);
+        if self.servers[index].last_role != Some((role, term)) {
+            self.servers[index].last_role = Some((role, term));
+            if role == Role::Leader {
+                self.leaders.push((term, id));
+            }
+            let role_name = match role {
+                Role::Follower => "follower",
+                Role::PreCandidate => "pre_candidate",
+                Role::Candidate => "candidate",
+                Role::Leader => "leader",
+            };
+            let event = TraceEvent::Role { server: Endpoint::Server(id), role: role_name, term };
+            self.recorder.record(now, event, None);
+        }
+    }
+
+    fn step_client(&mut self, client: u32, input: ClientInput) -> Result<(), QueueFull> {
+        let now = self.now();
+        let index = (client - 1) as usize;
+        let node = &mut self.clients[index].node;
+        let outputs = match catch_unwind(AssertUnwindSafe(|| node.step(now, input))) {
+            Ok(outputs) => outputs,
+            Err(panic) => {
+                self.report_node_panic(Endpoint::Client(client), panic);
+                return Ok(());
+            }
+        };
+        for output in outputs {
+            match output {
+                ClientOutput::Send { to, request } => {
+                    self.transmit(Endpoint::Client(client), Endpoint::Server(to), Payload::Request(request))?;
+                }
+                ClientOutput::SetTimer { timer, at } => {
+                    self.clients[index].timers[client_timer_slot(timer)] = Some(at);
+                    self.queue.push(at, Event::ClientTimer { client, timer })?;
+                }
+                ClientOutput::Registered { client: id } => {
+                    self.client_numbers.insert(id, client);
+                }
+                ClientOutput::Started { tag, seq } => {
+                    self.clients[index].running = Some((tag, seq));
+                    self.client_events.push(ClientEvent::Started { client, tag, seq });
+                }
+                ClientOutput::Completed { tag, result } => {
+                    self.acknowledge(client, tag, &result);
+                    self.client_events.push(ClientEvent::Completed { client, tag, result });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds a client's acknowledged outcome to the mutual-exclusion checker.
+    fn acknowledge(&mut self, client: u32, tag: u64, result: &Result<Outcome, ClientError>) {
+        let slot = &mut self.clients[(client - 1) as usize];
+        let op = slot.ops.remove(&tag);
+        // An operation refused from the queue (QueueFull) completes without ever running.
+        let seq = match slot.running {
+            Some((running_tag, seq)) if running_tag == tag => {
+                slot.running = None;
+                Some(seq)
+            }
+            _ => None,
+        };
+        let (Ok(outcome), Some(seq), Some(op), Some(id)) = (result, seq, op, slot.node.id()) else {
+            return;
+        };
+        self.count_check(checkers::MUTUAL_EXCLUSION);
+        let now = self.now();
+        if let Err(violation) = self.mutual_exclusion.observe_ack(now, id, seq, &op, outcome) {
+            self.report_violation(violation);
+        }
+    }
+
+    /// Hands a message to the network and schedules its deliveries.
+    fn transmit(&mut self, from: Endpoint, to: Endpoint, payload: Payload) -> Result<(), QueueFull> {
+        let now = self.now();
+        self.network_stats.sent += 1;
+        let msg = payload.kind_name();
+        let incarnation = match to {
+            Endpoint::Server(id) => self.servers[(id.0 - 1) as usize].incarnation,
+            Endpoint::Client(_) => 0,
+        };
+        let traced_payload = if self.recorder.is_writing() { Some(&payload) } else { None };
+        match self.network.transmit(from, to) {
+            Transmission::Blocked => {
+                self.network_stats.blocked += 1;
+                self.recorder.record(now, TraceEvent::Send { from, to, msg, fate: "blocked" }, traced_payload);
+            }
+            Transmission::Dropped => {
+                self.network_stats.dropped += 1;
+                self.recorder.record(now, TraceEvent::Send { from, to, msg, fate: "dropped" }, traced_payload);
+            }
+            Transmission::Delivered { delay, duplicate_delay } => {
+                let fate = if duplicate_delay.is_some() { "duplicated" } else { "in_flight" };
+                self.recorder.record(now, TraceEvent::Send { from, to, msg, fate }, traced_payload);
+                if let Some(duplicate_delay) = duplicate_delay {
+                    self.network_stats.duplicated += 1;
+                    let copy = Event::Deliver { from, to, incarnation, payload: payload.clone() };
+                    self.queue.push(now + duplicate_delay, copy)?;
+                }
+                self.queue.push(now + delay, Event::Deliver { from, to, incarnation, payload })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// All live replicas against each other, for the end of a run.
+    pub fn check_convergence(&mut self) -> Result<(), Violation> {
+        self.count_check(checkers::CONVERGENCE);
+        let now = self.now();
+        let replicas: Vec<(ServerId, &crate::node::LockTable)> =
+            self.live_servers().map(|server| (server.id(), server.lock_table())).collect();
+        checkers::check_convergence(now, &replicas)
+    }
+
+    /// True when every live replica has applied everything any of them committed and all hold
+    /// the same lock map.
+    pub fn is_converged(&self) -> bool {
+        let commit = self.live_servers().map(Server::commit_index).max().unwrap_or(0);
+        let mut digests = self.live_servers().map(|server| server.lock_table().locks_digest());
+        let first = digests.next();
+        self.live_servers().all(|server| server.last_applied() == commit)
+            && digests.all(|digest| Some(digest) == first)
+    }
+
+    pub fn election_terms_with_leader(&self) -> usize {
+        self.election_safety.terms_with_leader()
+    }
+
+    pub fn committed_count(&self) -> usize {
+        self.state_machine_safety.committed_count()
+    }
+}

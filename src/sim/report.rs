@@ -1,0 +1,176 @@
+//! What a run reports: the summary behind `lockstep run`'s table, its `--json` output and its
+//! PASS/FAIL line.
+
+use super::cluster::NetworkStats;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::time::Duration;
+use tabled::builder::Builder;
+use tabled::settings::Style;
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct OpStats {
+    /// Operations handed to clients (scripted and workload).
+    pub issued: u64,
+    /// Operations that got an answer.
+    pub completed: u64,
+    /// Answered operations the lock service refused (held_by, not_owner).
+    pub refused: u64,
+    /// Operations without an answer: timed out, or still running when the run ended.
+    pub unknown: u64,
+    /// Simulated latency of answered operations, from first send to answer.
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct InvariantResult {
+    pub name: String,
+    /// Observations checked against it.
+    pub checks: u64,
+    pub held: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ExpectationResult {
+    /// Where in the scenario file: `events[3]` or `expect_final.a`.
+    pub place: String,
+    pub what: String,
+    pub expected: String,
+    pub actual: String,
+    pub met: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ViolationReport {
+    pub invariant: String,
+    pub at_ms: f64,
+    pub message: String,
+    /// The last trace events before the violation, oldest first.
+    pub recent_events: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    pub name: String,
+    pub description: String,
+    pub seed: u64,
+    pub passed: bool,
+    pub simulated_ms: f64,
+    pub wall_ms: f64,
+    pub ops: OpStats,
+    pub network: NetworkStats,
+    pub events_processed: u64,
+    pub committed_entries: u64,
+    pub max_term: u64,
+    pub leaders_elected: u64,
+    pub faults: Vec<String>,
+    pub invariants: Vec<InvariantResult>,
+    pub expectations: Vec<ExpectationResult>,
+    pub violation: Option<ViolationReport>,
+    pub trace_events_written: u64,
+}
+
+/// The `p`-quantile (0..=1) of sorted durations, in milliseconds; 0 for none.
+pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1].as_secs_f64() * 1e3
+}
+
+impl RunReport {
+    pub fn expectations_met(&self) -> usize {
+        self.expectations.iter().filter(|e| e.met).count()
+    }
+
+    /// The one-line verdict, with what is needed to reproduce the run.
+    pub fn verdict_line(&self) -> String {
+        let verdict = if self.passed { "PASS" } else { "FAIL" };
+        let mut line = format!("{verdict} {} (seed {})", self.name, self.seed);
+        if let Some(violation) = &self.violation {
+            let _ = write!(line, ": {} violated at {:.3}ms", violation.invariant, violation.at_ms);
+        } else if !self.passed {
+            let failed = self.expectations.len() - self.expectations_met();
+            let _ = write!(line, ": {failed} expectation(s) not met");
+        }
+        line
+    }
+
+    /// The human-readable summary: a table of figures, then failures in detail.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "== {} (seed {})", self.name, self.seed);
+        let _ = writeln!(out, "   {}", self.description);
+        let ops = &self.ops;
+        let net = &self.network;
+        let invariants: Vec<String> = self
+            .invariants
+            .iter()
+            .map(|i| format!("{} {} ({} checks)", i.name, if i.held { "ok" } else { "VIOLATED" }, i.checks))
+            .collect();
+        let rows: Vec<(&str, String)> = vec![
+            ("simulated time", format!("{:.3}s in {:.0}ms wall", self.simulated_ms / 1e3, self.wall_ms)),
+            (
+                "operations",
+                format!(
+                    "{} issued, {} completed, {} refused, {} unknown",
+                    ops.issued, ops.completed, ops.refused, ops.unknown
+                ),
+            ),
+            ("latency (simulated)", format!("p50 {:.1}ms, p99 {:.1}ms", ops.latency_p50_ms, ops.latency_p99_ms)),
+            (
+                "messages",
+                format!(
+                    "{} sent, {} delivered, {} dropped, {} duplicated, {} blocked, {} lost to crashes",
+                    net.sent, net.delivered, net.dropped, net.duplicated, net.blocked, net.lost_to_crash
+                ),
+            ),
+            ("terms / leaders", format!("highest term {}, {} leaders elected", self.max_term, self.leaders_elected)),
+            ("log", format!("{} entries committed", self.committed_entries)),
+            ("faults applied", if self.faults.is_empty() { "none".into() } else { self.faults.len().to_string() }),
+            ("invariants", invariants.join("\n")),
+            ("expectations", format!("{} of {} met", self.expectations_met(), self.expectations.len())),
+        ];
+        let mut builder = Builder::default();
+        for (key, value) in rows {
+            builder.push_record([key.to_string(), value]);
+        }
+        let mut table = builder.build();
+        table.with(Style::rounded());
+        let _ = writeln!(out, "{table}");
+        for fault in &self.faults {
+            let _ = writeln!(out, "   fault  {fault}");
+        }
+        for expectation in self.expectations.iter().filter(|e| !e.met) {
+            let _ = writeln!(
+                out,
+                "   UNMET  {} ({}): expected {}, got {}",
+                expectation.place, expectation.what, expectation.expected, expectation.actual
+            );
+        }
+        if let Some(violation) = &self.violation {
+            let _ = writeln!(out, "   VIOLATION {} at {:.3}ms: {}", violation.invariant, violation.at_ms, violation.message);
+            let _ = writeln!(out, "   last events before it:");
+            for event in &violation.recent_events {
+                let _ = writeln!(out, "     {event}");
+            }
+            let _ = writeln!(out, "   reproduce: lockstep run <this file> --seed {} --trace trace.jsonl", self.seed);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_nearest_rank() {
+        let sorted: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile_ms(&sorted, 0.50), 50.0);
+        assert_eq!(percentile_ms(&sorted, 0.99), 99.0);
+        assert_eq!(percentile_ms(&[], 0.99), 0.0);
+    }
+}

@@ -1,0 +1,575 @@
+//! The scenario runner: plays one [`Scenario`] through the simulated cluster and says what
+//! happened.
+//!
+//! A run has three phases:
+//! 1. until `duration`: scripted events, faults and the random workload;
+//! 2. at `duration`: the network heals and the workload stops;
+//! 3. settling, for up to `settle`: pending operations finish and replicas converge. Then
+//!    convergence and `expect_final` are checked on every live replica.
+//!
+//! Safety checkers watch every step; the first violation stops the run.
+
+use super::checkers::{self, Violation};
+use super::cluster::{ClientEvent, Cluster, ClusterSpec, Event};
+use super::queue::QueueFull;
+use super::report::{
+    ExpectationResult, InvariantResult, OpStats, RunReport, ViolationReport, percentile_ms,
+};
+use super::rng::Stream;
+use super::scenario::{
+    Action, CrashTarget, Expect, FinalState, IsolateTarget, OpKind, RestartTarget, Scenario,
+};
+use super::trace::{self, Recorder, TraceEvent};
+use super::workload::WorkloadClient;
+use crate::net::Endpoint;
+use crate::node::{ClientError, Operation, Outcome, ServerId, Time};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// How often, after `duration`, the runner looks whether the run has settled.
+const SETTLE_POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Knobs of a run that are not part of the scenario.
+pub struct RunOptions {
+    /// Where to write every trace event as JSON Lines.
+    pub trace: Option<Box<dyn Write>>,
+    /// Bound on scheduled events (a run that exceeds it fails rather than exhausting memory).
+    pub queue_max: usize,
+    /// Bound on processed events.
+    pub events_max: u64,
+}
+
+impl Default for RunOptions {
+    fn default() -> RunOptions {
+        RunOptions { trace: None, queue_max: 5_000_000, events_max: 500_000_000 }
+    }
+}
+
+/// A run could not be completed for a reason outside the protocol.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot write the trace: {0}")]
+    Trace(#[from] std::io::Error),
+}
+
+/// Where an operation came from.
+#[derive(Clone, Debug)]
+enum Source {
+    Script { event_index: usize, expect: Option<Expect>, at: Duration },
+    Workload,
+}
+
+#[derive(Clone, Debug)]
+struct OpRecord {
+    client: u32,
+    op: Operation,
+    source: Source,
+    started_at: Option<Time>,
+    finished_at: Option<Time>,
+    result: Option<Result<Outcome, ClientError>>,
+}
+
+struct Runner<'a> {
+    scenario: &'a Scenario,
+    cluster: Cluster,
+    ops: Vec<OpRecord>,
+    workload: Vec<WorkloadClient>,
+    workload_open: bool,
+    faults: Vec<String>,
+    end_of_duration: Time,
+    settle_deadline: Time,
+    settled: bool,
+    options_events_max: u64,
+}
+
+/// Runs `scenario` with its own seed.
+pub fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, RunError> {
+    let wall_start = Instant::now();
+    let spec = ClusterSpec {
+        servers: scenario.cluster.servers,
+        clients: scenario.cluster.clients,
+        initial_leader: scenario.cluster.leader,
+        connect: scenario.cluster.connect.clone(),
+        network: scenario.network,
+        election_timeout_min: scenario.timing.election_timeout_min,
+        election_timeout_max: scenario.timing.election_timeout_max,
+        heartbeat_interval: scenario.timing.heartbeat_interval,
+        client_timeout: scenario.timing.client_timeout,
+        client_retry: scenario.timing.client_retry,
+    };
+    let recorder = Recorder::new(options.trace);
+    let end_of_duration = Time::from_duration(scenario.duration);
+    let mut runner = match Cluster::new(&spec, scenario.seed, recorder, options.queue_max) {
+        Ok(cluster) => Runner {
+            scenario,
+            workload: Vec::new(),
+            cluster,
+            ops: Vec::new(),
+            workload_open: true,
+            faults: Vec::new(),
+            end_of_duration,
+            settle_deadline: end_of_duration + scenario.settle,
+            settled: false,
+            options_events_max: options.events_max,
+        },
+        Err(full) => unreachable!("booting cannot fill a queue of {}", full.pending_max),
+    };
+    if let Err(full) = runner.play() {
+        runner.cluster.report_violation(Violation {
+            invariant: "simulation_bound",
+            at: runner.cluster.now(),
+            message: format!("{full}: the run generates events faster than it consumes them"),
+        });
+    }
+    let mut report = runner.report(wall_start);
+    report.trace_events_written = runner.cluster.recorder.finish()?;
+    Ok(report)
+}
+
+impl Runner<'_> {
+    fn play(&mut self) -> Result<(), QueueFull> {
+        for (position, event) in self.scenario.events.iter().enumerate() {
+            self.cluster.queue.push(Time::from_duration(event.at), Event::Script(position))?;
+        }
+        if let Some(spec) = &self.scenario.workload {
+            let cluster = &self.cluster;
+            self.workload = WorkloadClient::for_spec(spec, |client| cluster.stream_rng(Stream::Workload(client)));
+            for position in 0..self.workload.len() {
+                let at = Time::ZERO + self.workload[position].think();
+                let client = self.workload[position].client;
+                self.cluster.queue.push(at, Event::WorkloadNext(client))?;
+            }
+        }
+        self.cluster.queue.push(self.end_of_duration, Event::EndOfDuration)?;
+        while let Some((now, event)) = self.cluster.queue.pop() {
+            if now > self.settle_deadline || self.settled {
+                break;
+            }
+            match event {
+                Event::Script(position) => self.script_event(position)?,
+                Event::WorkloadNext(client) => self.workload_next(client)?,
+                Event::EndOfDuration => self.end_of_duration()?,
+                Event::SettleCheck => self.settle_check()?,
+                other => self.cluster.handle(other)?,
+            }
+            self.drain_client_events()?;
+            if self.cluster.violation().is_some() {
+                return Ok(());
+            }
+            if self.cluster.events_processed >= self.options_events_max {
+                self.cluster.report_violation(Violation {
+                    invariant: "simulation_bound",
+                    at: now,
+                    message: format!("the run processed {} events, its bound", self.options_events_max),
+                });
+                return Ok(());
+            }
+        }
+        self.final_checks();
+        Ok(())
+    }
+
+    fn record_fault(&mut self, description: String) {
+        let now = self.cluster.now();
+        self.faults.push(format!("{}: {description}", format_duration(now)));
+        self.cluster.recorder.record(now, TraceEvent::Fault { fault: description }, None);
+    }
+
+    fn script_event(&mut self, position: usize) -> Result<(), QueueFull> {
+        let event = &self.scenario.events[position];
+        match &event.action {
+            Action::ClientOp { client, op, lock, consistency, timeout, expect } => {
+                let operation = match op {
+                    OpKind::Preempt => Operation::Preempt { lock: lock.clone() },
+                    OpKind::Release => Operation::Release { lock: lock.clone() },
+                    OpKind::Check => Operation::Check { lock: lock.clone(), consistency: *consistency },
+                };
+                let source = Source::Script { event_index: event.index, expect: *expect, at: event.at };
+                self.invoke(*client, operation, source, *timeout)?;
+            }
+            Action::Crash(target) => self.crash(*target),
+            Action::Restart(target) => {
+                let numbers: Vec<u32> = match target {
+                    RestartTarget::Server(id) => vec![id.0],
+                    RestartTarget::All => (1..=self.cluster.server_count()).collect(),
+                };
+                for number in numbers {
+                    if self.cluster.restart(number)? {
+                        self.record_fault(format!("restart s{number}"));
+                    }
+                }
+            }
+            Action::Partition(groups) => {
+                self.cluster.network().partition(groups);
+                let text: Vec<String> = groups
+                    .iter()
+                    .map(|group| group.iter().map(Endpoint::to_string).collect::<Vec<_>>().join(" "))
+                    .collect();
+                self.record_fault(format!("partition [{}]", text.join("] | [")));
+            }
+            Action::Isolate(target) => {
+                let endpoint = match target {
+                    IsolateTarget::Node(endpoint) => Some(*endpoint),
+                    IsolateTarget::Leader => self.cluster.current_leader().map(|n| Endpoint::Server(ServerId(n))),
+                };
+                match endpoint {
+                    Some(endpoint) => {
+                        self.cluster.network().isolate(endpoint);
+                        let note = if *target == IsolateTarget::Leader { " (the leader)" } else { "" };
+                        self.record_fault(format!("isolate {endpoint}{note}"));
+                    }
+                    None => self.record_fault("isolate leader: no leader right now, skipped".into()),
+                }
+            }
+            Action::Cut { from, to } => {
+                self.cluster.network().cut(*from, to);
+                let targets: Vec<String> = to.iter().map(Endpoint::to_string).collect();
+                self.record_fault(format!("cut {from} -> {}", targets.join(", ")));
+            }
+            Action::Heal => {
+                self.cluster.network().heal();
+                self.record_fault("heal all".into());
+            }
+            Action::Network(change) => {
+                let params = change.apply_to(self.cluster.network().params());
+                self.cluster.network().set_params(params);
+                self.record_fault(format!(
+                    "network latency {:?}..{:?}, drop {}, duplicate {}",
+                    params.latency_min, params.latency_max, params.drop, params.duplicate
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn crash(&mut self, target: CrashTarget) {
+        let numbers: Vec<u32> = match target {
+            CrashTarget::Server(id) => vec![id.0],
+            CrashTarget::All => (1..=self.cluster.server_count()).collect(),
+            CrashTarget::Leader => match self.cluster.current_leader() {
+                Some(number) => vec![number],
+                None => {
+                    self.record_fault("crash leader: no leader right now, skipped".into());
+                    return;
+                }
+            },
+        };
+        for number in numbers {
+            if self.cluster.is_up(number) {
+                self.cluster.crash(number);
+                let note = if target == CrashTarget::Leader { " (the leader)" } else { "" };
+                self.record_fault(format!("crash s{number}{note}"));
+            }
+        }
+    }
+
+    fn invoke(&mut self, client: u32, op: Operation, source: Source, timeout: Option<Duration>) -> Result<(), QueueFull> {
+        let tag = self.ops.len() as u64;
+        self.ops.push(OpRecord { client, op: op.clone(), source, started_at: None, finished_at: None, result: None });
+        self.cluster.invoke(client, tag, op, timeout)
+    }
+
+    fn workload_next(&mut self, client: u32) -> Result<(), QueueFull> {
+        if !self.workload_open {
+            return Ok(());
+        }
+        let position = self.workload.iter().position(|w| w.client == client).expect("a workload client");
+        if let Some(op) = self.workload[position].next_op() {
+            self.invoke(client, op, Source::Workload, None)?;
+        }
+        Ok(())
+    }
+
+    fn drain_client_events(&mut self) -> Result<(), QueueFull> {
+        while !self.cluster.client_events.is_empty() {
+            let events = std::mem::take(&mut self.cluster.client_events);
+            for event in events {
+                self.client_event(event)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn client_event(&mut self, event: ClientEvent) -> Result<(), QueueFull> {
+        let now = self.cluster.now();
+        match event {
+            ClientEvent::Started { client, tag, seq } => {
+                let record = &mut self.ops[tag as usize];
+                record.started_at = Some(now);
+                let event = TraceEvent::OpStart {
+                    client: Endpoint::Client(client),
+                    tag,
+                    op: record.op.kind_name(),
+                    lock: record.op.lock().to_string(),
+                    seq,
+                };
+                self.cluster.recorder.record(now, event, None);
+            }
+            ClientEvent::Completed { client, tag, result } => {
+                let described = self.describe_result(&result);
+                let record = &mut self.ops[tag as usize];
+                record.finished_at = Some(now);
+                record.result = Some(result);
+                let event = TraceEvent::OpDone {
+                    client: Endpoint::Client(client),
+                    tag,
+                    op: record.op.kind_name(),
+                    lock: record.op.lock().to_string(),
+                    result: described,
+                };
+                self.cluster.recorder.record(now, event, None);
+                if matches!(record.source, Source::Workload) {
+                    let op = record.op.clone();
+                    let position = self.workload.iter().position(|w| w.client == client).expect("workload client");
+                    if let Ok(outcome) = &result {
+                        self.workload[position].observe(&op, outcome);
+                    }
+                    if self.workload_open && self.workload[position].remaining() > 0 {
+                        let at = now + self.workload[position].think();
+                        if at < self.end_of_duration {
+                            self.cluster.queue.push(at, Event::WorkloadNext(client))?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn describe_result(&self, result: &Result<Outcome, ClientError>) -> String {
+        match result {
+            Ok(outcome) => self.describe_outcome(outcome),
+            Err(ClientError::TimedOut) => "unknown".into(),
+            Err(ClientError::QueueFull) => "refused by the client (queue full)".into(),
+        }
+    }
+
+    /// An outcome with client ids replaced by scenario names (`held_by c1`).
+    fn describe_outcome(&self, outcome: &Outcome) -> String {
+        let name = |id| match self.cluster.client_number(id) {
+            Some(number) => format!("c{number}"),
+            None => id.to_string(),
+        };
+        match outcome {
+            Outcome::Granted { token } => format!("granted (token {token})"),
+            Outcome::HeldBy { owner } => format!("held_by {}", name(*owner)),
+            Outcome::Released => "released".into(),
+            Outcome::NotOwner => "not_owner".into(),
+            Outcome::Free => "free".into(),
+            Outcome::Owner { owner } => format!("owner {}", name(*owner)),
+        }
+    }
+
+    fn end_of_duration(&mut self) -> Result<(), QueueFull> {
+        self.workload_open = false;
+        let now = self.cluster.now();
+        self.cluster.recorder.record(now, TraceEvent::Phase { phase: "settle" }, None);
+        if !self.cluster.network().is_healed() {
+            self.cluster.network().heal();
+            self.record_fault("heal all (end of duration)".into());
+        }
+        self.settle_check()
+    }
+
+    fn settle_check(&mut self) -> Result<(), QueueFull> {
+        let clients_idle = (1..=self.scenario.cluster.clients).all(|c| !self.cluster.client_is_busy(c));
+        if clients_idle && self.cluster.is_converged() {
+            self.settled = true;
+            return Ok(());
+        }
+        let next = self.cluster.now() + SETTLE_POLL_INTERVAL;
+        if next <= self.settle_deadline {
+            self.cluster.queue.push(next, Event::SettleCheck)?;
+        }
+        Ok(())
+    }
+
+    fn final_checks(&mut self) {
+        if self.cluster.violation().is_some() {
+            return;
+        }
+        if let Err(violation) = self.cluster.check_convergence() {
+            self.cluster.report_violation(violation);
+            return;
+        }
+        if !self.cluster.is_converged() {
+            let applied: Vec<String> = self
+                .cluster
+                .live_servers()
+                .map(|s| format!("{} applied {} of commit {}", s.id(), s.last_applied(), s.commit_index()))
+                .collect();
+            self.cluster.report_violation(Violation {
+                invariant: checkers::CONVERGENCE,
+                at: self.cluster.now(),
+                message: format!(
+                    "replicas did not catch up within the settle time of {}: {}",
+                    format_duration(Time::from_duration(self.scenario.settle)),
+                    applied.join(", ")
+                ),
+            });
+        }
+    }
+
+    fn expectations(&self) -> Vec<ExpectationResult> {
+        let mut results = Vec::new();
+        for record in &self.ops {
+            let Source::Script { event_index, expect: Some(expect), at } = &record.source else {
+                continue;
+            };
+            let actual = match &record.result {
+                Some(result) => self.describe_result(result),
+                None => "unfinished (unknown)".into(),
+            };
+            results.push(ExpectationResult {
+                place: format!("events[{event_index}]"),
+                what: format!(
+                    "{} c{} {} {}",
+                    format_duration(Time::from_duration(*at)),
+                    record.client,
+                    record.op.kind_name(),
+                    record.op.lock()
+                ),
+                expected: describe_expect(*expect),
+                actual,
+                met: self.expect_met(*expect, record.result.as_ref()),
+            });
+        }
+        for (lock, state) in &self.scenario.expect_final {
+            let expected = match state {
+                FinalState::Free => "free".to_string(),
+                FinalState::HeldBy(n) => format!("held by c{n}"),
+            };
+            let mut seen = Vec::new();
+            let mut met = self.cluster.live_servers().next().is_some();
+            for server in self.cluster.live_servers() {
+                let holder = server.lock_table().holder(lock);
+                let actual_number = holder.map(|h| self.cluster.client_number(h.owner));
+                met &= match (state, actual_number) {
+                    (FinalState::Free, None) => true,
+                    (FinalState::HeldBy(n), Some(Some(number))) => *n == number,
+                    _ => false,
+                };
+                let text = match holder {
+                    None => "free".to_string(),
+                    Some(h) => match self.cluster.client_number(h.owner) {
+                        Some(number) => format!("c{number}"),
+                        None => h.owner.to_string(),
+                    },
+                };
+                seen.push(format!("{} {text}", server.id()));
+            }
+            if seen.is_empty() {
+                seen.push("no live replica".into());
+            }
+            results.push(ExpectationResult {
+                place: format!("expect_final.{lock}"),
+                what: format!("final state of {lock} on every live replica"),
+                expected,
+                actual: seen.join(", "),
+                met,
+            });
+        }
+        results
+    }
+
+    fn expect_met(&self, expect: Expect, result: Option<&Result<Outcome, ClientError>>) -> bool {
+        let owner_is = |owner, n: u32| self.cluster.client_number(owner) == Some(n);
+        match (expect, result) {
+            (Expect::Unknown, None | Some(Err(_))) => true,
+            (Expect::Granted, Some(Ok(Outcome::Granted { .. }))) => true,
+            (Expect::HeldBy(n), Some(Ok(Outcome::HeldBy { owner }))) => owner_is(*owner, n),
+            (Expect::Released, Some(Ok(Outcome::Released))) => true,
+            (Expect::NotOwner, Some(Ok(Outcome::NotOwner))) => true,
+            (Expect::Free, Some(Ok(Outcome::Free))) => true,
+            (Expect::Owner(n), Some(Ok(Outcome::Owner { owner }))) => owner_is(*owner, n),
+            _ => false,
+        }
+    }
+
+    fn op_stats(&self) -> OpStats {
+        let mut latencies: Vec<Duration> = Vec::new();
+        let mut stats = OpStats::default();
+        for record in &self.ops {
+            stats.issued += 1;
+            match &record.result {
+                Some(Ok(outcome)) => {
+                    stats.completed += 1;
+                    if matches!(outcome, Outcome::HeldBy { .. } | Outcome::NotOwner) {
+                        stats.refused += 1;
+                    }
+                    if let (Some(start), Some(end)) = (record.started_at, record.finished_at) {
+                        latencies.push(end.saturating_since(start));
+                    }
+                }
+                Some(Err(_)) | None => stats.unknown += 1,
+            }
+        }
+        latencies.sort_unstable();
+        stats.latency_p50_ms = percentile_ms(&latencies, 0.50);
+        stats.latency_p99_ms = percentile_ms(&latencies, 0.99);
+        stats
+    }
+
+    fn report(&self, wall_start: Instant) -> RunReport {
+        let expectations = self.expectations();
+        let violation = self.cluster.violation().map(|v| ViolationReport {
+            invariant: v.invariant.to_string(),
+            at_ms: v.at.as_nanos() as f64 / 1e6,
+            message: v.message.clone(),
+            recent_events: self.cluster.recorder.recent().map(|(at, e)| trace::describe(*at, e)).collect(),
+        });
+        let violated = violation.as_ref().map(|v| v.invariant.clone());
+        let invariants = [
+            checkers::ELECTION_SAFETY,
+            checkers::STATE_MACHINE_SAFETY,
+            checkers::MUTUAL_EXCLUSION,
+            checkers::CONVERGENCE,
+        ]
+        .iter()
+        .map(|&name| InvariantResult {
+            name: name.to_string(),
+            checks: self.cluster.checks_performed.get(name).copied().unwrap_or(0),
+            held: violated.as_deref() != Some(name),
+        })
+        .collect();
+        let simulated = self.cluster.now();
+        let passed = violation.is_none() && expectations.iter().all(|e| e.met);
+        RunReport {
+            name: self.scenario.name.clone(),
+            description: self.scenario.description.clone(),
+            seed: self.scenario.seed,
+            passed,
+            simulated_ms: simulated.as_nanos() as f64 / 1e6,
+            wall_ms: wall_start.elapsed().as_secs_f64() * 1e3,
+            ops: self.op_stats(),
+            network: self.cluster.network_stats.clone(),
+            events_processed: self.cluster.events_processed,
+            committed_entries: self.cluster.committed_count() as u64,
+            max_term: self.cluster.max_term,
+            leaders_elected: self.cluster.leaders.len() as u64,
+            faults: self.faults.clone(),
+            invariants,
+            expectations,
+            violation,
+            trace_events_written: 0,
+        }
+    }
+}
+
+fn describe_expect(expect: Expect) -> String {
+    match expect {
+        Expect::Granted => "granted".into(),
+        Expect::HeldBy(n) => format!("held_by c{n}"),
+        Expect::Released => "released".into(),
+        Expect::NotOwner => "not_owner".into(),
+        Expect::Free => "free".into(),
+        Expect::Owner(n) => format!("owner c{n}"),
+        Expect::Unknown => "unknown".into(),
+    }
+}
+
+/// `1.250s`-style simulated time for humans.
+pub fn format_duration(at: Time) -> String {
+    let millis = at.as_nanos() / 1_000_000;
+    format!("{}.{:03}s", millis / 1_000, millis % 1_000)
+}

@@ -1,0 +1,2159 @@
+//! Scenario files: what a simulation run does, loaded from YAML or JSON and validated.
+//!
+//! Loading has two stages. Serde reads the file into raw structs that reject unknown keys
+//! (syntax errors carry file:line:column). Validation then turns raw values into the typed
+//! [`Scenario`], collecting every semantic problem at once, each named by its place
+//! (`events[3].client`).
+//!
+//! Loading must never panic on any input: whatever a file holds becomes a [`ScenarioError`].
+//! A panic here means a bug in this module, never a bad file.
+
+use crate::net::{Endpoint, LatencyTail, NetworkParams};
+use crate::node::{Consistency, LockName, ServerId};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A validated scenario. Every name in it refers to a server or client that exists, every
+/// time lies within the run, every probability within [0, 1].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    pub seed: u64,
+    /// When faults and the random workload stop and the run starts to settle.
+    pub duration: Duration,
+    /// How long pending operations may take to finish, and replicas to converge, after
+    /// `duration` (default 10 s).
+    pub settle: Duration,
+    pub cluster: ClusterSpec,
+    pub network: NetworkParams,
+    pub timing: Timing,
+    /// Sorted by `at` (stable: file order among equal times).
+    pub events: Vec<ScheduledEvent>,
+    pub workload: Option<WorkloadSpec>,
+    /// Lock -> expected final state on every live replica.
+    pub expect_final: BTreeMap<LockName, FinalState>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterSpec {
+    pub servers: u32,
+    pub clients: u32,
+    /// Starts this server as the term-1 leader.
+    pub leader: Option<ServerId>,
+    /// Client number (1-based) -> the server it talks to first. Complete: every client has one.
+    pub connect: BTreeMap<u32, ServerId>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Timing {
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    pub heartbeat_interval: Duration,
+    /// Default per-operation timeout of clients (5 s).
+    pub client_timeout: Duration,
+    /// Silence after which a client resends to the next server.
+    pub client_retry: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        Timing {
+            election_timeout_min: Duration::from_millis(150),
+            election_timeout_max: Duration::from_millis(300),
+            heartbeat_interval: Duration::from_millis(50),
+            client_timeout: Duration::from_secs(5),
+            client_retry: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScheduledEvent {
+    pub at: Duration,
+    pub action: Action,
+    /// Position in the file's `events` list, for messages.
+    pub index: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    ClientOp {
+        /// 1-based client number.
+        client: u32,
+        op: OpKind,
+        lock: LockName,
+        consistency: Consistency,
+        timeout: Option<Duration>,
+        expect: Option<Expect>,
+    },
+    Crash(CrashTarget),
+    Restart(RestartTarget),
+    Partition(Vec<Vec<Endpoint>>),
+    Isolate(IsolateTarget),
+    Cut {
+        from: Endpoint,
+        to: Vec<Endpoint>,
+    },
+    Heal,
+    /// New network parameters from this moment on (unspecified fields keep their value).
+    Network(NetworkChange),
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    Preempt,
+    Release,
+    Check,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum CrashTarget {
+    Server(ServerId),
+    Leader,
+    All,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum RestartTarget {
+    Server(ServerId),
+    All,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum IsolateTarget {
+    Node(Endpoint),
+    Leader,
+}
+
+/// A partial update of [`NetworkParams`].
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct NetworkChange {
+    pub latency_min: Option<Duration>,
+    pub latency_max: Option<Duration>,
+    pub drop: Option<f64>,
+    pub duplicate: Option<f64>,
+}
+
+impl NetworkChange {
+    pub fn apply_to(&self, params: &NetworkParams) -> NetworkParams {
+        NetworkParams {
+            latency_min: self.latency_min.unwrap_or(params.latency_min),
+            latency_max: self.latency_max.unwrap_or(params.latency_max),
+            tail: params.tail,
+            drop: self.drop.unwrap_or(params.drop),
+            duplicate: self.duplicate.unwrap_or(params.duplicate),
+        }
+    }
+}
+
+/// What a scripted operation is expected to return. Client numbers are 1-based.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Expect {
+    Granted,
+    HeldBy(u32),
+    Released,
+    NotOwner,
+    Free,
+    Owner(u32),
+    /// No answer before the operation's timeout.
+    Unknown,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FinalState {
+    Free,
+    HeldBy(u32),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkloadSpec {
+    /// 1-based client numbers.
+    pub clients: Vec<u32>,
+    /// Total operations, shared among the clients.
+    pub ops: u32,
+    /// Locks w1..wK.
+    pub locks: u32,
+    pub mix: Mix,
+    pub think_min: Duration,
+    pub think_max: Duration,
+}
+
+/// Relative weights of the operation kinds (normalised at use).
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct Mix {
+    pub preempt: f64,
+    pub release: f64,
+    pub check: f64,
+    /// Fraction of checks that ask for linearizable consistency.
+    pub linearizable: f64,
+}
+
+/// Why a scenario could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        path: String,
+        line: u64,
+        column: u64,
+        message: String,
+    },
+    #[error("{path}: {}", list_problems(problems))]
+    Invalid { path: String, problems: Vec<String> },
+}
+
+/// "2 problem(s):" and one indented line per problem, for [`ScenarioError::Invalid`].
+fn list_problems(problems: &[String]) -> String {
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|problem| format!("  - {problem}"))
+        .collect();
+    format!("{} problem(s):\n{}", problems.len(), lines.join("\n"))
+}
+
+// Bounds. Every one is ours, not the protocol's, and every one is named in the error that
+// reports it, so a file author knows what to change.
+
+/// Most servers a cluster may have.
+pub const SERVERS_MAX: u32 = 15;
+/// Most clients a cluster may have.
+pub const CLIENTS_MAX: u32 = 1_000;
+/// Most scripted events in one scenario.
+pub const EVENTS_MAX: usize = 100_000;
+/// Longest `duration`, and longest any duration in a scenario may be.
+pub const DURATION_MAX: Duration = Duration::from_secs(60 * 60);
+/// Longest `settle`.
+pub const SETTLE_MAX: Duration = Duration::from_secs(10 * 60);
+/// Default `settle`.
+pub const SETTLE_DEFAULT: Duration = Duration::from_secs(10);
+/// Longest lock name, in bytes.
+pub const LOCK_NAME_BYTES_MAX: usize = 256;
+/// Most operations a random workload may issue.
+pub const WORKLOAD_OPS_MAX: u32 = 1_000_000;
+/// Most locks (`w1..wK`) a random workload may use.
+pub const WORKLOAD_LOCKS_MAX: u32 = 10_000;
+/// Largest scenario file read, so that a wrong path cannot make us read a disk image.
+pub const FILE_BYTES_MAX: u64 = 16 * 1024 * 1024;
+/// Most problems listed in one [`ScenarioError::Invalid`]; the rest are counted.
+const PROBLEMS_LISTED_MAX: usize = 200;
+
+const DURATION_HINT: &str = "(use a number with ms, s or m, e.g. 250ms)";
+
+/// The two scenario file formats. Both go through the same raw structs.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Format {
+    Yaml,
+    Json,
+}
+
+impl Format {
+    /// The format a file's extension names (`.yaml`, `.yml`, `.json`, any case), if any.
+    pub fn from_path(path: &Path) -> Option<Format> {
+        let extension = path.extension()?.to_str()?.to_ascii_lowercase();
+        match extension.as_str() {
+            "yaml" | "yml" => Some(Format::Yaml),
+            "json" => Some(Format::Json),
+            _ => None,
+        }
+    }
+}
+
+impl Scenario {
+    /// The same scenario under another seed (for `--seed`). Nothing else depends on the seed,
+    /// so the scenario stays valid.
+    #[must_use]
+    pub fn with_seed(mut self, seed: u64) -> Scenario {
+        self.seed = seed;
+        self
+    }
+}
+
+/// Reads and validates one scenario file; the extension picks the format.
+pub fn load_file(path: &Path) -> Result<Scenario, ScenarioError> {
+    let shown = path.display().to_string();
+    let Some(format) = Format::from_path(path) else {
+        let problem = match path.extension() {
+            Some(extension) => format!(
+                "extension: \".{}\" is not a scenario format (use .yaml, .yml or .json)",
+                extension.to_string_lossy()
+            ),
+            None => "extension: missing (use .yaml, .yml or .json)".to_owned(),
+        };
+        return Err(ScenarioError::Invalid {
+            path: shown,
+            problems: vec![problem],
+        });
+    };
+    let text = read_bounded(path, &shown)?;
+    parse_str(&text, format, &shown)
+}
+
+/// Parses and validates scenario text. `path` only names the source in errors.
+pub fn parse_str(text: &str, format: Format, path: &str) -> Result<Scenario, ScenarioError> {
+    let raw = match format {
+        Format::Yaml => parse_yaml(text, path)?,
+        Format::Json => parse_json(text, path)?,
+    };
+    validate(&raw, path)
+}
+
+/// The scenario files at `path`: a file is itself (whatever its extension, so that
+/// [`load_file`] can say what is wrong with it); a directory gives its `*.yaml`, `*.yml` and
+/// `*.json` files, not recursively, sorted by name.
+pub fn scenario_files(path: &Path) -> Result<Vec<PathBuf>, ScenarioError> {
+    let io_error = |source: std::io::Error| ScenarioError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let metadata = std::fs::metadata(path).map_err(io_error)?;
+    if !metadata.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(io_error)? {
+        let file = entry.map_err(io_error)?.path();
+        if Format::from_path(&file).is_some() && file.is_file() {
+            files.push(file);
+        }
+    }
+    // All entries share the directory, so path order is file-name order.
+    files.sort();
+    assert!(
+        files.windows(2).all(|pair| pair[0] < pair[1]),
+        "scenario files listed twice"
+    );
+    Ok(files)
+}
+
+fn read_bounded(path: &Path, shown: &str) -> Result<String, ScenarioError> {
+    let io_error = |source: std::io::Error| ScenarioError::Io {
+        path: shown.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io_error)?;
+    let mut text = String::new();
+    // One byte past the limit tells "exactly at the limit" from "above it".
+    file.take(FILE_BYTES_MAX + 1)
+        .read_to_string(&mut text)
+        .map_err(io_error)?;
+    if text.len() as u64 > FILE_BYTES_MAX {
+        let problem = format!("file: larger than the limit of {FILE_BYTES_MAX} bytes");
+        return Err(ScenarioError::Invalid {
+            path: shown.to_owned(),
+            problems: vec![problem],
+        });
+    }
+    Ok(text)
+}
+
+fn parse_yaml(text: &str, path: &str) -> Result<RawScenario, ScenarioError> {
+    serde_saphyr::from_str::<RawScenario>(text).map_err(|error| {
+        // Line and column are 0 when the parser could not place the error.
+        let (line, column) = error
+            .location()
+            .map_or((0, 0), |location| (location.line(), location.column()));
+        let rendered = error.without_snippet().to_string();
+        let message = strip_position(&rendered, &format!(" at line {line}, column {column}"));
+        ScenarioError::Syntax {
+            path: path.to_owned(),
+            line,
+            column,
+            message,
+        }
+    })
+}
+
+fn parse_json(text: &str, path: &str) -> Result<RawScenario, ScenarioError> {
+    serde_json::from_str::<RawScenario>(text).map_err(|error| {
+        let (line, column) = (error.line() as u64, error.column() as u64);
+        let rendered = error.to_string();
+        let message = strip_position(&rendered, &format!(" at line {line} column {column}"));
+        ScenarioError::Syntax {
+            path: path.to_owned(),
+            line,
+            column,
+            message,
+        }
+    })
+}
+
+/// The parser's message without the position it appends, since `Syntax` shows the position
+/// itself. Also drops a leading "error: line L column C: " should a renderer add one.
+fn strip_position(rendered: &str, suffix: &str) -> String {
+    let message = rendered.strip_suffix(suffix).unwrap_or(rendered);
+    let message = message.strip_prefix("error: ").unwrap_or(message);
+    let message = match message.strip_prefix("line ") {
+        Some(rest) => rest.split_once(": ").map_or(message, |(_, text)| text),
+        None => message,
+    };
+    message.trim().to_owned()
+}
+
+/// Parses a duration: a non-negative integer or decimal number followed by `ms`, `s` or `m`
+/// (`250ms`, `1.5s`, `2m`). Exact to the nanosecond (finer digits are dropped); `None` for
+/// anything else, including values beyond `u64` nanoseconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    const MILLISECOND_NANOS: u128 = 1_000_000;
+    const SECOND_NANOS: u128 = 1_000_000_000;
+    // Enough digits for any duration up to u64 nanoseconds in any unit, and small enough that
+    // the arithmetic below cannot overflow u128 before checked_mul catches it.
+    const DIGITS_MAX: usize = 30;
+    let (number, unit_nanos) = if let Some(number) = text.strip_suffix("ms") {
+        (number, MILLISECOND_NANOS)
+    } else if let Some(number) = text.strip_suffix('s') {
+        (number, SECOND_NANOS)
+    } else if let Some(number) = text.strip_suffix('m') {
+        (number, 60 * SECOND_NANOS)
+    } else {
+        return None;
+    };
+    let (whole, fraction) = match number.split_once('.') {
+        Some((whole, fraction)) if !fraction.is_empty() => (whole, fraction),
+        Some(_) => return None,
+        None => (number, ""),
+    };
+    let all_digits = |part: &str| part.bytes().all(|byte| byte.is_ascii_digit());
+    if whole.is_empty() || !all_digits(whole) || !all_digits(fraction) {
+        return None;
+    }
+    if whole.len() + fraction.len() > DIGITS_MAX {
+        return None;
+    }
+    let whole_value: u128 = whole.parse().ok()?;
+    let fraction_value: u128 = if fraction.is_empty() {
+        0
+    } else {
+        fraction.parse().ok()?
+    };
+    let fraction_scale = 10u128.checked_pow(u32::try_from(fraction.len()).ok()?)?;
+    let whole_nanos = whole_value.checked_mul(unit_nanos)?;
+    let fraction_nanos = fraction_value.checked_mul(unit_nanos)? / fraction_scale;
+    let nanos = u64::try_from(whole_nanos.checked_add(fraction_nanos)?).ok()?;
+    Some(Duration::from_nanos(nanos))
+}
+
+/// Shows a duration in the units a scenario file uses (`2m`, `25s`, `250ms`), falling back to
+/// `Duration`'s own form (`1.5s`) for anything finer.
+fn show(duration: Duration) -> String {
+    const MILLISECOND_NANOS: u128 = 1_000_000;
+    const SECOND_NANOS: u128 = 1_000_000_000;
+    let nanos = duration.as_nanos();
+    if nanos > 0 && nanos % (60 * SECOND_NANOS) == 0 {
+        format!("{}m", nanos / (60 * SECOND_NANOS))
+    } else if nanos % SECOND_NANOS == 0 {
+        format!("{}s", nanos / SECOND_NANOS)
+    } else if nanos % MILLISECOND_NANOS == 0 {
+        format!("{}ms", nanos / MILLISECOND_NANOS)
+    } else {
+        format!("{duration:?}")
+    }
+}
+
+// Raw structs: the file as written. Every field is optional so that a missing key becomes a
+// collected semantic problem ("name: missing") rather than a lone syntax error; unknown keys
+// are syntax errors with a position, because a misspelt key silently ignored would run a
+// different scenario from the one the author meant.
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: Option<String>,
+    description: Option<String>,
+    seed: Option<u64>,
+    duration: Option<RawDuration>,
+    settle: Option<RawDuration>,
+    cluster: Option<RawCluster>,
+    network: Option<RawNetwork>,
+    timing: Option<RawTiming>,
+    events: Option<Vec<RawEvent>>,
+    workload: Option<RawWorkload>,
+    expect_final: Option<BTreeMap<String, String>>,
+}
+
+/// Counts are signed and wide so that `servers: -1` or `servers: 99` reaches validation and
+/// gets a message with the bounds, instead of a bare "invalid u32".
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    servers: Option<i64>,
+    clients: Option<i64>,
+    leader: Option<String>,
+    connect: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    latency: Option<RawLatency>,
+    drop: Option<f64>,
+    duplicate: Option<f64>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawLatency {
+    min: Option<RawDuration>,
+    max: Option<RawDuration>,
+    tail: Option<RawTail>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawTail {
+    probability: Option<f64>,
+    max: Option<RawDuration>,
+}
+
+/// `{min, max}` of durations: election timeout, think time, a latency change.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawRange {
+    min: Option<RawDuration>,
+    max: Option<RawDuration>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawTiming {
+    election_timeout: Option<RawRange>,
+    heartbeat: Option<RawDuration>,
+    client_timeout: Option<RawDuration>,
+    client_retry: Option<RawDuration>,
+}
+
+/// One event with every action's keys, so that "two actions" and "no action" are problems
+/// this module words, not serde's "data did not match any variant".
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEvent {
+    at: Option<RawDuration>,
+    client: Option<String>,
+    op: Option<String>,
+    lock: Option<String>,
+    consistency: Option<String>,
+    timeout: Option<RawDuration>,
+    expect: Option<RawExpect>,
+    crash: Option<String>,
+    restart: Option<String>,
+    partition: Option<Vec<Vec<String>>>,
+    isolate: Option<String>,
+    cut: Option<RawCut>,
+    heal: Option<String>,
+    network: Option<RawNetworkChange>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawCut {
+    from: Option<String>,
+    to: Option<Vec<String>>,
+}
+
+/// No `tail`: [`NetworkChange`] cannot change it.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawNetworkChange {
+    latency: Option<RawRange>,
+    drop: Option<f64>,
+    duplicate: Option<f64>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawWorkload {
+    clients: Option<Vec<String>>,
+    ops: Option<i64>,
+    locks: Option<i64>,
+    mix: Option<RawMix>,
+    think: Option<RawRange>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawMix {
+    preempt: Option<f64>,
+    release: Option<f64>,
+    check: Option<f64>,
+    linearizable: Option<f64>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawExpectClient {
+    held_by: Option<String>,
+    owner: Option<String>,
+}
+
+/// `granted` or `{held_by: c1}`. Deserialized by hand rather than `untagged` so that an
+/// unknown key inside the map keeps serde's precise message and position.
+#[derive(Debug)]
+enum RawExpect {
+    Word(String),
+    Client(RawExpectClient),
+}
+
+impl<'de> Deserialize<'de> for RawExpect {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RawExpect, D::Error> {
+        struct ExpectVisitor;
+        impl<'de> Visitor<'de> for ExpectVisitor {
+            type Value = RawExpect;
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("an expectation such as granted or {held_by: c1}")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<RawExpect, E> {
+                Ok(RawExpect::Word(value.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawExpect, A::Error> {
+                let deserializer = de::value::MapAccessDeserializer::new(map);
+                RawExpectClient::deserialize(deserializer).map(RawExpect::Client)
+            }
+        }
+        deserializer.deserialize_any(ExpectVisitor)
+    }
+}
+
+/// A duration as written. Numbers are kept (as text, for the message) so that validation can
+/// say a unit is missing; other types are syntax errors.
+#[derive(Debug)]
+enum RawDuration {
+    Text(String),
+    Number(String),
+}
+
+impl<'de> Deserialize<'de> for RawDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RawDuration, D::Error> {
+        struct DurationVisitor;
+        impl Visitor<'_> for DurationVisitor {
+            type Value = RawDuration;
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a duration such as 250ms, 1.5s or 2m")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<RawDuration, E> {
+                Ok(RawDuration::Text(value.to_owned()))
+            }
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<RawDuration, E> {
+                Ok(RawDuration::Number(value.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<RawDuration, E> {
+                Ok(RawDuration::Number(value.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, value: f64) -> Result<RawDuration, E> {
+                Ok(RawDuration::Number(value.to_string()))
+            }
+        }
+        deserializer.deserialize_any(DurationVisitor)
+    }
+}
+
+// Names. A name is resolved against the cluster's size; when the size itself is invalid the
+// count is unknown and only the name's form is checked, so one bad `cluster.servers` does not
+// drown the report in "s3 is not in this cluster".
+
+#[derive(Copy, Clone, Debug)]
+struct Roster {
+    servers: Option<u32>,
+    clients: Option<u32>,
+}
+
+/// Which kinds of name a place accepts.
+#[derive(Copy, Clone, Debug)]
+struct Accept {
+    servers: bool,
+    clients: bool,
+    leader: bool,
+    all: bool,
+    free: bool,
+}
+
+const NOTHING: Accept = Accept {
+    servers: false,
+    clients: false,
+    leader: false,
+    all: false,
+    free: false,
+};
+const SERVER: Accept = Accept {
+    servers: true,
+    ..NOTHING
+};
+const CLIENT: Accept = Accept {
+    clients: true,
+    ..NOTHING
+};
+const ENDPOINT: Accept = Accept {
+    servers: true,
+    clients: true,
+    ..NOTHING
+};
+const CRASH_TARGET: Accept = Accept {
+    servers: true,
+    leader: true,
+    all: true,
+    ..NOTHING
+};
+const RESTART_TARGET: Accept = Accept {
+    servers: true,
+    all: true,
+    ..NOTHING
+};
+const ISOLATE_TARGET: Accept = Accept {
+    servers: true,
+    clients: true,
+    leader: true,
+    ..NOTHING
+};
+const FINAL_STATE: Accept = Accept {
+    clients: true,
+    free: true,
+    ..NOTHING
+};
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Name {
+    Node(Endpoint),
+    Leader,
+    All,
+    Free,
+}
+
+impl Roster {
+    fn resolve(&self, text: &str, accept: Accept) -> Result<Name, String> {
+        let keyword = match text {
+            "leader" if accept.leader => Some(Name::Leader),
+            "all" if accept.all => Some(Name::All),
+            "free" if accept.free => Some(Name::Free),
+            _ => None,
+        };
+        if let Some(name) = keyword {
+            return Ok(name);
+        }
+        let server = numbered(text, 's').filter(|_| accept.servers);
+        let client = numbered(text, 'c').filter(|_| accept.clients);
+        let (node, count) = match (server, client) {
+            (Some(number), _) => (Endpoint::Server(ServerId(number)), self.servers),
+            (None, Some(number)) => (Endpoint::Client(number), self.clients),
+            (None, None) => {
+                let expected = self.expected(accept);
+                return Err(format!(
+                    "{text:?} is not a valid name here (expected {expected})"
+                ));
+            }
+        };
+        let number = match node {
+            Endpoint::Server(ServerId(number)) | Endpoint::Client(number) => number,
+        };
+        if count.is_some_and(|count| number > count) {
+            let expected = self.expected(accept);
+            return Err(format!(
+                "{text:?} is not in this cluster (expected {expected})"
+            ));
+        }
+        Ok(Name::Node(node))
+    }
+
+    /// The accepted names in words: "s1..s5, leader or all".
+    fn expected(&self, accept: Accept) -> String {
+        let mut choices = Vec::new();
+        let mut range = |prefix: char, count: Option<u32>| match count {
+            None => choices.push(format!("{prefix}1..{prefix}N")),
+            Some(0) => {}
+            Some(1) => choices.push(format!("{prefix}1")),
+            Some(count) => choices.push(format!("{prefix}1..{prefix}{count}")),
+        };
+        if accept.servers {
+            range('s', self.servers);
+        }
+        if accept.clients {
+            range('c', self.clients);
+        }
+        for (accepted, word) in [
+            (accept.leader, "leader"),
+            (accept.all, "all"),
+            (accept.free, "free"),
+        ] {
+            if accepted {
+                choices.push(word.to_owned());
+            }
+        }
+        match choices.split_last() {
+            None => "a client, but this cluster has none".to_owned(),
+            Some((only, [])) => only.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        }
+    }
+}
+
+/// `s3` -> 3 for prefix `s`. Only the canonical form: no sign, no leading zero, not zero.
+fn numbered(text: &str, prefix: char) -> Option<u32> {
+    let digits = text.strip_prefix(prefix)?;
+    let canonical = !digits.is_empty()
+        && !digits.starts_with('0')
+        && digits.bytes().all(|byte| byte.is_ascii_digit());
+    if !canonical {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The server client `client` (1-based) talks to first when the file does not say: clients
+/// spread round-robin over the servers, starting after the leader so that the first clients
+/// exercise forwarding from a follower; with no leader named, starting at s1.
+fn default_server_for(client: u32, servers: u32, leader: Option<ServerId>) -> ServerId {
+    assert!(client >= 1, "clients are numbered from 1");
+    assert!(servers >= 1, "a cluster has at least one server");
+    let start = leader.map_or(0, |ServerId(leader)| leader % servers);
+    ServerId((start + client - 1) % servers + 1)
+}
+
+fn op_name(op: OpKind) -> &'static str {
+    match op {
+        OpKind::Preempt => "preempt",
+        OpKind::Release => "release",
+        OpKind::Check => "check",
+    }
+}
+
+/// Collects problems, each prefixed with its place.
+#[derive(Default)]
+struct Checker {
+    problems: Vec<String>,
+}
+
+impl Checker {
+    fn add(&mut self, place: &str, message: impl fmt::Display) {
+        assert!(!place.is_empty(), "every problem names its place");
+        self.problems.push(format!("{place}: {message}"));
+    }
+
+    fn name(&mut self, place: &str, text: &str, accept: Accept, roster: Roster) -> Option<Name> {
+        roster
+            .resolve(text, accept)
+            .map_err(|message| self.add(place, message))
+            .ok()
+    }
+
+    fn server(&mut self, place: &str, text: &str, roster: Roster) -> Option<ServerId> {
+        match self.name(place, text, SERVER, roster)? {
+            Name::Node(Endpoint::Server(id)) => Some(id),
+            other => unreachable!("{place}: resolved {other:?} where only servers are accepted"),
+        }
+    }
+
+    fn client(&mut self, place: &str, text: &str, roster: Roster) -> Option<u32> {
+        match self.name(place, text, CLIENT, roster)? {
+            Name::Node(Endpoint::Client(number)) => Some(number),
+            other => unreachable!("{place}: resolved {other:?} where only clients are accepted"),
+        }
+    }
+
+    fn endpoint(&mut self, place: &str, text: &str, roster: Roster) -> Option<Endpoint> {
+        match self.name(place, text, ENDPOINT, roster)? {
+            Name::Node(endpoint) => Some(endpoint),
+            other => unreachable!("{place}: resolved {other:?} where only nodes are accepted"),
+        }
+    }
+
+    fn required<'a, T>(&mut self, place: &str, value: Option<&'a T>) -> Option<&'a T> {
+        if value.is_none() {
+            self.add(place, "missing");
+        }
+        value
+    }
+
+    fn text(&mut self, place: &str, value: Option<&String>) -> String {
+        match value {
+            None => self.add(place, "missing"),
+            Some(text) if text.trim().is_empty() => self.add(place, "is empty"),
+            Some(text) => return text.clone(),
+        }
+        String::new()
+    }
+
+    fn lock_name(&mut self, place: &str, text: &str) -> Option<LockName> {
+        if text.is_empty() {
+            self.add(place, "a lock name cannot be empty");
+            return None;
+        }
+        if text.len() > LOCK_NAME_BYTES_MAX {
+            let message = format!(
+                "a lock name of {} bytes is above the limit of {LOCK_NAME_BYTES_MAX}",
+                text.len()
+            );
+            self.add(place, message);
+            return None;
+        }
+        Some(Arc::from(text))
+    }
+
+    /// A count in `min..=max`; the bounds are said in the message.
+    fn count(&mut self, place: &str, value: Option<i64>, min: u32, max: u32) -> Option<u32> {
+        let Some(value) = value else {
+            self.add(place, format!("missing (a whole number in {min}..={max})"));
+            return None;
+        };
+        let count = u32::try_from(value)
+            .ok()
+            .filter(|count| (min..=max).contains(count));
+        if count.is_none() {
+            self.add(place, format!("{value} is out of range ({min}..={max})"));
+        }
+        count
+    }
+
+    fn probability(&mut self, place: &str, value: f64) -> Option<f64> {
+        if (0.0..=1.0).contains(&value) {
+            return Some(value);
+        }
+        self.add(
+            place,
+            format!("{value} is not a probability (use a number in [0, 1])"),
+        );
+        None
+    }
+
+    /// Any duration in a scenario: well formed, and at most [`DURATION_MAX`].
+    fn duration(&mut self, place: &str, raw: &RawDuration) -> Option<Duration> {
+        let text = match raw {
+            RawDuration::Number(number) => {
+                self.add(place, format!("{number} needs a unit {DURATION_HINT}"));
+                return None;
+            }
+            RawDuration::Text(text) => text,
+        };
+        let Some(duration) = parse_duration(text) else {
+            self.add(place, format!("{text:?} is not a duration {DURATION_HINT}"));
+            return None;
+        };
+        if duration > DURATION_MAX {
+            let limit = show(DURATION_MAX);
+            self.add(
+                place,
+                format!("{text} is above the limit of {limit} for any duration"),
+            );
+            return None;
+        }
+        Some(duration)
+    }
+
+    /// A duration that must be above zero (timeouts, intervals).
+    fn positive_duration(&mut self, place: &str, raw: &RawDuration) -> Option<Duration> {
+        let duration = self.duration(place, raw)?;
+        if duration.is_zero() {
+            self.add(place, "must be above 0");
+            return None;
+        }
+        Some(duration)
+    }
+
+    /// `{min, max}` with either side defaulted; `None` after reporting a problem.
+    fn range(
+        &mut self,
+        place: &str,
+        min: Option<&RawDuration>,
+        max: Option<&RawDuration>,
+        default: (Duration, Duration),
+    ) -> Option<(Duration, Duration)> {
+        let min = match min {
+            None => Some(default.0),
+            Some(min) => self.duration(&format!("{place}.min"), min),
+        };
+        let max = match max {
+            None => Some(default.1),
+            Some(max) => self.duration(&format!("{place}.max"), max),
+        };
+        let (min, max) = (min?, max?);
+        if min > max {
+            self.add(
+                place,
+                format!("min {} is above max {}", show(min), show(max)),
+            );
+            return None;
+        }
+        Some((min, max))
+    }
+}
+
+/// Turns the raw file into a [`Scenario`], or lists every problem found.
+fn validate(raw: &RawScenario, path: &str) -> Result<Scenario, ScenarioError> {
+    let mut check = Checker::default();
+    let name = check.text("name", raw.name.as_ref());
+    let description = check.text("description", raw.description.as_ref());
+    let duration = check.scenario_duration(raw.duration.as_ref());
+    let settle = check.settle(raw.settle.as_ref());
+    let (cluster, roster) = check.cluster(raw.cluster.as_ref());
+    let network = check.network(raw.network.as_ref());
+    let timing = check.timing(raw.timing.as_ref());
+    let events = check.events(raw.events.as_deref(), roster, duration);
+    let workload = raw
+        .workload
+        .as_ref()
+        .and_then(|workload| check.workload(workload, roster));
+    let expect_final = check.expect_final(raw.expect_final.as_ref(), roster);
+    // Replaying network changes needs valid starting parameters and events; on an invalid file
+    // it would only report echoes of problems already listed.
+    if check.problems.is_empty() {
+        check.network_changes(&network, &events);
+    }
+    if !check.problems.is_empty() {
+        let mut problems = check.problems;
+        if problems.len() > PROBLEMS_LISTED_MAX {
+            let unlisted = problems.len() - PROBLEMS_LISTED_MAX;
+            problems.truncate(PROBLEMS_LISTED_MAX);
+            problems.push(format!("(and {unlisted} more problems not listed)"));
+        }
+        return Err(ScenarioError::Invalid {
+            path: path.to_owned(),
+            problems,
+        });
+    }
+    let scenario = Scenario {
+        name,
+        description,
+        seed: raw.seed.unwrap_or(0),
+        duration: duration.unwrap_or_default(),
+        settle,
+        cluster,
+        network,
+        timing,
+        events,
+        workload,
+        expect_final,
+    };
+    // Without problems, every listed event became a scheduled one.
+    assert_eq!(
+        scenario.events.len(),
+        raw.events.as_ref().map_or(0, Vec::len)
+    );
+    assert_valid(&scenario);
+    Ok(scenario)
+}
+
+/// What validation promises about a [`Scenario`]. A failure is a bug in this module.
+fn assert_valid(scenario: &Scenario) {
+    let cluster = &scenario.cluster;
+    assert!(
+        (1..=SERVERS_MAX).contains(&cluster.servers),
+        "servers out of bounds"
+    );
+    assert!(cluster.clients <= CLIENTS_MAX, "clients out of bounds");
+    assert!(
+        cluster.connect.keys().copied().eq(1..=cluster.clients),
+        "connect is not complete"
+    );
+    let servers = 1..=cluster.servers;
+    assert!(
+        cluster.connect.values().all(|id| servers.contains(&id.0)),
+        "connect to no server"
+    );
+    assert!(
+        cluster.leader.is_none_or(|id| servers.contains(&id.0)),
+        "leader is no server"
+    );
+    assert!(
+        scenario
+            .events
+            .windows(2)
+            .all(|pair| pair[0].at <= pair[1].at),
+        "events unsorted"
+    );
+    assert!(
+        scenario
+            .events
+            .iter()
+            .all(|event| event.at <= scenario.duration),
+        "late event"
+    );
+    let network = &scenario.network;
+    assert!(
+        network.latency_min <= network.latency_max,
+        "network latency min above max"
+    );
+    assert!(
+        (0.0..=1.0).contains(&network.drop),
+        "drop probability out of bounds"
+    );
+    assert!(
+        (0.0..=1.0).contains(&network.duplicate),
+        "duplicate probability out of bounds"
+    );
+    let timing = &scenario.timing;
+    assert!(
+        timing.heartbeat_interval < timing.election_timeout_min,
+        "heartbeat too slow"
+    );
+    assert!(
+        timing.election_timeout_min <= timing.election_timeout_max,
+        "election min above max"
+    );
+}
+
+impl Checker {
+    fn scenario_duration(&mut self, raw: Option<&RawDuration>) -> Option<Duration> {
+        let raw = self.required("duration", raw)?;
+        let duration = self.positive_duration("duration", raw)?;
+        assert!(duration <= DURATION_MAX, "duration() enforces the limit");
+        Some(duration)
+    }
+
+    fn settle(&mut self, raw: Option<&RawDuration>) -> Duration {
+        let Some(raw) = raw else {
+            return SETTLE_DEFAULT;
+        };
+        match self.duration("settle", raw) {
+            Some(settle) if settle > SETTLE_MAX => {
+                let message = format!(
+                    "{} is above the limit of {}",
+                    show(settle),
+                    show(SETTLE_MAX)
+                );
+                self.add("settle", message);
+            }
+            Some(settle) => return settle,
+            None => {}
+        }
+        SETTLE_DEFAULT
+    }
+
+    /// The cluster, with `connect` completed by [`default_server_for`], and the roster that
+    /// names in the rest of the file are resolved against.
+    fn cluster(&mut self, raw: Option<&RawCluster>) -> (ClusterSpec, Roster) {
+        let Some(raw) = raw else {
+            self.add("cluster", "missing (e.g. {servers: 3, clients: 2})");
+            let unknown = Roster {
+                servers: None,
+                clients: None,
+            };
+            let empty = ClusterSpec {
+                servers: 0,
+                clients: 0,
+                leader: None,
+                connect: BTreeMap::new(),
+            };
+            return (empty, unknown);
+        };
+        let servers = self.count("cluster.servers", raw.servers, 1, SERVERS_MAX);
+        let clients = self.count("cluster.clients", raw.clients, 0, CLIENTS_MAX);
+        let roster = Roster { servers, clients };
+        let leader = raw
+            .leader
+            .as_ref()
+            .and_then(|text| self.server("cluster.leader", text, roster));
+        let mut connect = BTreeMap::new();
+        for (client_text, server_text) in raw.connect.iter().flatten() {
+            let place = format!("cluster.connect.{client_text}");
+            let client = self.client(&place, client_text, roster);
+            let server = self.server(&place, server_text, roster);
+            if let (Some(client), Some(server)) = (client, server) {
+                connect.insert(client, server);
+            }
+        }
+        if let (Some(servers), Some(clients)) = (servers, clients) {
+            for client in 1..=clients {
+                connect
+                    .entry(client)
+                    .or_insert_with(|| default_server_for(client, servers, leader));
+            }
+        }
+        let spec = ClusterSpec {
+            servers: servers.unwrap_or(0),
+            clients: clients.unwrap_or(0),
+            leader,
+            connect,
+        };
+        (spec, roster)
+    }
+
+    fn network(&mut self, raw: Option<&RawNetwork>) -> NetworkParams {
+        let defaults = NetworkParams::default();
+        let Some(raw) = raw else {
+            return defaults;
+        };
+        let mut params = defaults;
+        if let Some(latency) = &raw.latency {
+            let bounds = (defaults.latency_min, defaults.latency_max);
+            let (min, max) = (latency.min.as_ref(), latency.max.as_ref());
+            if let Some((min, max)) = self.range("network.latency", min, max, bounds) {
+                params.latency_min = min;
+                params.latency_max = max;
+            }
+            params.tail = latency
+                .tail
+                .as_ref()
+                .and_then(|tail| self.tail(tail, params.latency_max));
+        }
+        if let Some(drop) = raw.drop {
+            params.drop = self
+                .probability("network.drop", drop)
+                .unwrap_or(defaults.drop);
+        }
+        if let Some(duplicate) = raw.duplicate {
+            let duplicate = self.probability("network.duplicate", duplicate);
+            params.duplicate = duplicate.unwrap_or(defaults.duplicate);
+        }
+        params
+    }
+}
+
+impl Checker {
+    fn tail(&mut self, raw: &RawTail, latency_max: Duration) -> Option<LatencyTail> {
+        let probability =
+            self.required("network.latency.tail.probability", raw.probability.as_ref());
+        let probability = probability
+            .and_then(|&value| self.probability("network.latency.tail.probability", value));
+        let max = self.required("network.latency.tail.max", raw.max.as_ref());
+        let max = max.and_then(|max| self.duration("network.latency.tail.max", max));
+        let (probability, max) = (probability?, max?);
+        if max < latency_max {
+            let message = format!(
+                "{} is below latency.max {}; the tail is the slow end",
+                show(max),
+                show(latency_max)
+            );
+            self.add("network.latency.tail.max", message);
+            return None;
+        }
+        Some(LatencyTail { probability, max })
+    }
+
+    fn timing(&mut self, raw: Option<&RawTiming>) -> Timing {
+        let defaults = Timing::default();
+        let Some(raw) = raw else {
+            return defaults;
+        };
+        let election_default = (defaults.election_timeout_min, defaults.election_timeout_max);
+        let election = match &raw.election_timeout {
+            None => Some(election_default),
+            Some(range) => {
+                let place = "timing.election_timeout";
+                let bounds = self.range(
+                    place,
+                    range.min.as_ref(),
+                    range.max.as_ref(),
+                    election_default,
+                );
+                if bounds.is_some_and(|(min, _)| min.is_zero()) {
+                    self.add("timing.election_timeout.min", "must be above 0");
+                }
+                bounds.filter(|(min, _)| !min.is_zero())
+            }
+        };
+        let mut positive = |place: &str, raw: Option<&RawDuration>, default: Duration| match raw {
+            None => Some(default),
+            Some(raw) => self.positive_duration(place, raw),
+        };
+        let heartbeat = positive(
+            "timing.heartbeat",
+            raw.heartbeat.as_ref(),
+            defaults.heartbeat_interval,
+        );
+        let client_timeout = positive(
+            "timing.client_timeout",
+            raw.client_timeout.as_ref(),
+            defaults.client_timeout,
+        );
+        let client_retry = positive(
+            "timing.client_retry",
+            raw.client_retry.as_ref(),
+            defaults.client_retry,
+        );
+        if let (Some(heartbeat), Some((election_min, _))) = (heartbeat, election) {
+            if heartbeat >= election_min {
+                let message = format!(
+                    "{} must be below election_timeout.min {}, or followers time out between \
+                     heartbeats",
+                    show(heartbeat),
+                    show(election_min)
+                );
+                self.add("timing.heartbeat", message);
+            }
+        }
+        let (election_timeout_min, election_timeout_max) = election.unwrap_or(election_default);
+        Timing {
+            election_timeout_min,
+            election_timeout_max,
+            heartbeat_interval: heartbeat.unwrap_or(defaults.heartbeat_interval),
+            client_timeout: client_timeout.unwrap_or(defaults.client_timeout),
+            client_retry: client_retry.unwrap_or(defaults.client_retry),
+        }
+    }
+
+    /// Scheduled events sorted stably by time; invalid events are reported and left out.
+    fn events(
+        &mut self,
+        raw: Option<&[RawEvent]>,
+        roster: Roster,
+        duration: Option<Duration>,
+    ) -> Vec<ScheduledEvent> {
+        let raw = raw.unwrap_or_default();
+        if raw.len() > EVENTS_MAX {
+            self.add(
+                "events",
+                format!("{} events are above the limit of {EVENTS_MAX}", raw.len()),
+            );
+            return Vec::new();
+        }
+        let mut events: Vec<ScheduledEvent> = raw
+            .iter()
+            .enumerate()
+            .filter_map(|(index, event)| self.event(index, event, roster, duration))
+            .collect();
+        // Stable, so events at the same time keep their file order.
+        events.sort_by_key(|event| event.at);
+        events
+    }
+
+    fn event(
+        &mut self,
+        index: usize,
+        raw: &RawEvent,
+        roster: Roster,
+        duration: Option<Duration>,
+    ) -> Option<ScheduledEvent> {
+        let place = format!("events[{index}]");
+        let at_place = format!("{place}.at");
+        let at = self
+            .required(&at_place, raw.at.as_ref())
+            .and_then(|at| self.duration(&at_place, at));
+        if let (Some(at), Some(duration)) = (at, duration) {
+            if at > duration {
+                let message = format!(
+                    "{} is after the scenario's duration {}",
+                    show(at),
+                    show(duration)
+                );
+                self.add(&at_place, message);
+            }
+        }
+        let action = self.action(&place, raw, roster);
+        let at = at.filter(|&at| duration.is_none_or(|duration| at <= duration));
+        Some(ScheduledEvent {
+            at: at?,
+            action: action?,
+            index,
+        })
+    }
+
+    /// Exactly one action per event; a client operation counts as one.
+    fn action(&mut self, place: &str, raw: &RawEvent, roster: Roster) -> Option<Action> {
+        let actions: Vec<&str> = [
+            ("client", raw.client.is_some()),
+            ("crash", raw.crash.is_some()),
+            ("restart", raw.restart.is_some()),
+            ("partition", raw.partition.is_some()),
+            ("isolate", raw.isolate.is_some()),
+            ("cut", raw.cut.is_some()),
+            ("heal", raw.heal.is_some()),
+            ("network", raw.network.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(action, present)| present.then_some(action))
+        .collect();
+        let op_fields: Vec<&str> = [
+            ("op", raw.op.is_some()),
+            ("lock", raw.lock.is_some()),
+            ("consistency", raw.consistency.is_some()),
+            ("timeout", raw.timeout.is_some()),
+            ("expect", raw.expect.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(field, present)| present.then_some(field))
+        .collect();
+        match actions.as_slice() {
+            [] if op_fields.is_empty() => self.add(
+                place,
+                "has no action (give one of client, crash, restart, partition, isolate, cut, \
+                 heal or network)",
+            ),
+            [] => {
+                for field in op_fields {
+                    self.add(&format!("{place}.{field}"), "given without client");
+                }
+            }
+            ["client"] => return self.client_op(place, raw, roster),
+            [action] => {
+                for field in op_fields {
+                    let message =
+                        format!("a {action} event takes no {field} (only client operations do)");
+                    self.add(&format!("{place}.{field}"), message);
+                }
+                return self.fault(place, raw, roster);
+            }
+            [first, second] => self.add(
+                place,
+                format!("has both {first} and {second}; an event takes exactly one action"),
+            ),
+            [rest @ .., last] => self.add(
+                place,
+                format!(
+                    "has {} and {last}; an event takes exactly one action",
+                    rest.join(", ")
+                ),
+            ),
+        }
+        None
+    }
+}
+
+impl Checker {
+    fn client_op(&mut self, place: &str, raw: &RawEvent, roster: Roster) -> Option<Action> {
+        let client_text = raw.client.as_deref().unwrap_or_default();
+        let client = self.client(&format!("{place}.client"), client_text, roster);
+        let op_place = format!("{place}.op");
+        let op = match raw.op.as_deref() {
+            Some("preempt") => Some(OpKind::Preempt),
+            Some("release") => Some(OpKind::Release),
+            Some("check") => Some(OpKind::Check),
+            Some(other) => {
+                let message = format!("{other:?} is not an operation (preempt, release or check)");
+                self.add(&op_place, message);
+                None
+            }
+            None => {
+                self.add(&op_place, "missing (preempt, release or check)");
+                None
+            }
+        };
+        let lock_place = format!("{place}.lock");
+        let lock = self
+            .required(&lock_place, raw.lock.as_ref())
+            .and_then(|lock| self.lock_name(&lock_place, lock));
+        let consistency = self.consistency(place, raw.consistency.as_deref(), op);
+        let timeout = match &raw.timeout {
+            None => Some(None),
+            Some(timeout) => self
+                .positive_duration(&format!("{place}.timeout"), timeout)
+                .map(Some),
+        };
+        let expect = match &raw.expect {
+            None => Some(None),
+            Some(expect) => self
+                .expect(&format!("{place}.expect"), expect, op, roster)
+                .map(Some),
+        };
+        Some(Action::ClientOp {
+            client: client?,
+            op: op?,
+            lock: lock?,
+            consistency: consistency?,
+            timeout: timeout?,
+            expect: expect?,
+        })
+    }
+
+    /// Only a check takes a consistency; the default is local.
+    fn consistency(
+        &mut self,
+        place: &str,
+        text: Option<&str>,
+        op: Option<OpKind>,
+    ) -> Option<Consistency> {
+        let place = format!("{place}.consistency");
+        match (text, op) {
+            (None, _) => Some(Consistency::Local),
+            (Some("local"), Some(OpKind::Check)) => Some(Consistency::Local),
+            (Some("linearizable"), Some(OpKind::Check)) => Some(Consistency::Linearizable),
+            (Some(other), Some(OpKind::Check)) => {
+                let message = format!("{other:?} is not a consistency (local or linearizable)");
+                self.add(&place, message);
+                None
+            }
+            (Some(_), Some(op)) => {
+                let message = format!(
+                    "only a check takes a consistency (this is a {})",
+                    op_name(op)
+                );
+                self.add(&place, message);
+                None
+            }
+            // The op is already reported; whether a consistency fits cannot be told.
+            (Some(_), None) => None,
+        }
+    }
+
+    fn expect(
+        &mut self,
+        place: &str,
+        raw: &RawExpect,
+        op: Option<OpKind>,
+        roster: Roster,
+    ) -> Option<Expect> {
+        let expect = match raw {
+            RawExpect::Word(word) => match word.as_str() {
+                "granted" => Expect::Granted,
+                "released" => Expect::Released,
+                "not_owner" => Expect::NotOwner,
+                "free" => Expect::Free,
+                "unknown" => Expect::Unknown,
+                other => {
+                    let message = format!(
+                        "{other:?} is not an expectation (granted, released, not_owner, free, \
+                         unknown, {{held_by: cN}} or {{owner: cN}})"
+                    );
+                    self.add(place, message);
+                    return None;
+                }
+            },
+            RawExpect::Client(client) => match (&client.held_by, &client.owner) {
+                (Some(text), None) => {
+                    Expect::HeldBy(self.client(&format!("{place}.held_by"), text, roster)?)
+                }
+                (None, Some(text)) => {
+                    Expect::Owner(self.client(&format!("{place}.owner"), text, roster)?)
+                }
+                (Some(_), Some(_)) => {
+                    self.add(place, "has both held_by and owner; give one");
+                    return None;
+                }
+                (None, None) => {
+                    self.add(place, "is an empty map; give {held_by: cN} or {owner: cN}");
+                    return None;
+                }
+            },
+        };
+        let op = op?;
+        let (fits, expected) = match op {
+            OpKind::Preempt => (
+                matches!(expect, Expect::Granted | Expect::HeldBy(_)),
+                "granted or {held_by: cN}",
+            ),
+            OpKind::Release => (
+                matches!(expect, Expect::Released | Expect::NotOwner),
+                "released or not_owner",
+            ),
+            OpKind::Check => (
+                matches!(expect, Expect::Free | Expect::Owner(_)),
+                "free or {owner: cN}",
+            ),
+        };
+        if fits || expect == Expect::Unknown {
+            return Some(expect);
+        }
+        let op = op_name(op);
+        let written = match raw {
+            RawExpect::Word(word) => word.clone(),
+            RawExpect::Client(client) if client.held_by.is_some() => "held_by".to_owned(),
+            RawExpect::Client(_) => "owner".to_owned(),
+        };
+        self.add(
+            place,
+            format!("a {op} cannot answer {written} (expect {expected} or unknown)"),
+        );
+        None
+    }
+}
+
+impl Checker {
+    /// The one fault action `raw` holds (the caller checked there is exactly one).
+    fn fault(&mut self, place: &str, raw: &RawEvent, roster: Roster) -> Option<Action> {
+        if let Some(text) = &raw.crash {
+            let target = match self.name(&format!("{place}.crash"), text, CRASH_TARGET, roster)? {
+                Name::Node(Endpoint::Server(id)) => CrashTarget::Server(id),
+                Name::Leader => CrashTarget::Leader,
+                Name::All => CrashTarget::All,
+                other => unreachable!("{place}: {other:?} accepted as a crash target"),
+            };
+            return Some(Action::Crash(target));
+        }
+        if let Some(text) = &raw.restart {
+            let place = format!("{place}.restart");
+            let target = match self.name(&place, text, RESTART_TARGET, roster)? {
+                Name::Node(Endpoint::Server(id)) => RestartTarget::Server(id),
+                Name::All => RestartTarget::All,
+                other => unreachable!("{place}: {other:?} accepted as a restart target"),
+            };
+            return Some(Action::Restart(target));
+        }
+        if let Some(groups) = &raw.partition {
+            return self.partition(&format!("{place}.partition"), groups, roster);
+        }
+        if let Some(text) = &raw.isolate {
+            let place = format!("{place}.isolate");
+            let target = match self.name(&place, text, ISOLATE_TARGET, roster)? {
+                Name::Node(node) => IsolateTarget::Node(node),
+                Name::Leader => IsolateTarget::Leader,
+                other => unreachable!("{place}: {other:?} accepted as an isolate target"),
+            };
+            return Some(Action::Isolate(target));
+        }
+        if let Some(cut) = &raw.cut {
+            return self.cut(&format!("{place}.cut"), cut, roster);
+        }
+        if let Some(text) = &raw.heal {
+            if text != "all" {
+                self.add(
+                    &format!("{place}.heal"),
+                    format!("{text:?} is not all (heal takes all)"),
+                );
+                return None;
+            }
+            return Some(Action::Heal);
+        }
+        if let Some(change) = &raw.network {
+            return self.network_change(&format!("{place}.network"), change);
+        }
+        unreachable!("{place}: fault() called on an event without a fault action")
+    }
+
+    fn partition(&mut self, place: &str, raw: &[Vec<String>], roster: Roster) -> Option<Action> {
+        if raw.is_empty() {
+            self.add(
+                place,
+                "has no groups (give lists of names, e.g. [[s1], [s2, s3]])",
+            );
+            return None;
+        }
+        let mut seen = BTreeSet::new();
+        let mut groups = Vec::with_capacity(raw.len());
+        let mut valid = true;
+        for (group_index, names) in raw.iter().enumerate() {
+            let group_place = format!("{place}[{group_index}]");
+            if names.is_empty() {
+                self.add(&group_place, "is an empty group");
+                valid = false;
+            }
+            let mut group = Vec::with_capacity(names.len());
+            for (name_index, text) in names.iter().enumerate() {
+                let name_place = format!("{group_place}[{name_index}]");
+                match self.endpoint(&name_place, text, roster) {
+                    Some(node) if !seen.insert(node) => {
+                        self.add(
+                            &name_place,
+                            format!("{node} is listed twice; a node is in one group"),
+                        );
+                        valid = false;
+                    }
+                    Some(node) => group.push(node),
+                    None => valid = false,
+                }
+            }
+            groups.push(group);
+        }
+        valid.then_some(Action::Partition(groups))
+    }
+
+    fn cut(&mut self, place: &str, raw: &RawCut, roster: Roster) -> Option<Action> {
+        let from_place = format!("{place}.from");
+        let from = self
+            .required(&from_place, raw.from.as_ref())
+            .and_then(|text| self.endpoint(&from_place, text, roster));
+        let to_place = format!("{place}.to");
+        let names = self.required(&to_place, raw.to.as_ref())?;
+        if names.is_empty() {
+            self.add(
+                &to_place,
+                "is empty (give the nodes that stop hearing from `from`)",
+            );
+            return None;
+        }
+        let mut to = Vec::with_capacity(names.len());
+        let mut valid = true;
+        for (index, text) in names.iter().enumerate() {
+            let name_place = format!("{to_place}[{index}]");
+            match self.endpoint(&name_place, text, roster) {
+                Some(node) if Some(node) == from => {
+                    self.add(
+                        &name_place,
+                        format!("{node} is also `from`; a node always hears itself"),
+                    );
+                    valid = false;
+                }
+                Some(node) if to.contains(&node) => {
+                    self.add(&name_place, format!("{node} is listed twice"));
+                    valid = false;
+                }
+                Some(node) => to.push(node),
+                None => valid = false,
+            }
+        }
+        let from = from?;
+        valid.then_some(Action::Cut { from, to })
+    }
+
+    fn network_change(&mut self, place: &str, raw: &RawNetworkChange) -> Option<Action> {
+        if raw.latency.is_none() && raw.drop.is_none() && raw.duplicate.is_none() {
+            self.add(place, "changes nothing (give latency, drop or duplicate)");
+            return None;
+        }
+        let mut valid = true;
+        let mut change = NetworkChange::default();
+        if let Some(latency) = &raw.latency {
+            let latency_place = format!("{place}.latency");
+            if latency.min.is_none() && latency.max.is_none() {
+                self.add(&latency_place, "changes nothing (give min, max or both)");
+                valid = false;
+            }
+            let min = latency
+                .min
+                .as_ref()
+                .map(|min| self.duration(&format!("{latency_place}.min"), min));
+            let max = latency
+                .max
+                .as_ref()
+                .map(|max| self.duration(&format!("{latency_place}.max"), max));
+            if let (Some(Some(min)), Some(Some(max))) = (min, max) {
+                if min > max {
+                    self.add(
+                        &latency_place,
+                        format!("min {} is above max {}", show(min), show(max)),
+                    );
+                    valid = false;
+                }
+            }
+            valid &= min.is_none_or(|min| min.is_some()) && max.is_none_or(|max| max.is_some());
+            change.latency_min = min.flatten();
+            change.latency_max = max.flatten();
+        }
+        if let Some(drop) = raw.drop {
+            change.drop = self.probability(&format!("{place}.drop"), drop);
+            valid &= change.drop.is_some();
+        }
+        if let Some(duplicate) = raw.duplicate {
+            change.duplicate = self.probability(&format!("{place}.duplicate"), duplicate);
+            valid &= change.duplicate.is_some();
+        }
+        valid.then_some(Action::Network(change))
+    }
+}
+
+impl Checker {
+    fn workload(&mut self, raw: &RawWorkload, roster: Roster) -> Option<WorkloadSpec> {
+        let clients = self.workload_clients(raw.clients.as_deref(), roster);
+        let ops = self.count("workload.ops", raw.ops, 1, WORKLOAD_OPS_MAX);
+        let locks = self.count("workload.locks", raw.locks, 1, WORKLOAD_LOCKS_MAX);
+        let mix = match &raw.mix {
+            None => Some(Mix {
+                preempt: 0.4,
+                release: 0.4,
+                check: 0.2,
+                linearizable: 0.0,
+            }),
+            Some(mix) => self.mix(mix),
+        };
+        let think_default = (Duration::from_millis(10), Duration::from_millis(100));
+        let think = match &raw.think {
+            None => Some(think_default),
+            Some(think) => {
+                let (min, max) = (think.min.as_ref(), think.max.as_ref());
+                self.range("workload.think", min, max, think_default)
+            }
+        };
+        let (think_min, think_max) = think?;
+        Some(WorkloadSpec {
+            clients: clients?,
+            ops: ops?,
+            locks: locks?,
+            mix: mix?,
+            think_min,
+            think_max,
+        })
+    }
+
+    fn workload_clients(&mut self, raw: Option<&[String]>, roster: Roster) -> Option<Vec<u32>> {
+        let Some(names) = raw else {
+            self.add("workload.clients", "missing (e.g. [c1, c2])");
+            return None;
+        };
+        if names.is_empty() {
+            self.add(
+                "workload.clients",
+                "is empty (give the clients that run the workload)",
+            );
+            return None;
+        }
+        let mut clients = Vec::with_capacity(names.len());
+        let mut valid = true;
+        for (index, text) in names.iter().enumerate() {
+            let place = format!("workload.clients[{index}]");
+            match self.client(&place, text, roster) {
+                Some(client) if clients.contains(&client) => {
+                    self.add(&place, format!("c{client} is listed twice"));
+                    valid = false;
+                }
+                Some(client) => clients.push(client),
+                None => valid = false,
+            }
+        }
+        valid.then_some(clients)
+    }
+
+    fn mix(&mut self, raw: &RawMix) -> Option<Mix> {
+        let mut weight = |kind: &str, value: Option<f64>| {
+            let place = format!("workload.mix.{kind}");
+            match value {
+                None => self.add(&place, "missing (a weight >= 0)"),
+                Some(value) if value.is_finite() && value >= 0.0 => return Some(value),
+                Some(value) => self.add(
+                    &place,
+                    format!("{value} is not a weight (use a number >= 0)"),
+                ),
+            }
+            None
+        };
+        let preempt = weight("preempt", raw.preempt);
+        let release = weight("release", raw.release);
+        let check = weight("check", raw.check);
+        let linearizable = match raw.linearizable {
+            None => Some(0.0),
+            Some(value) => self.probability("workload.mix.linearizable", value),
+        };
+        let (preempt, release, check) = (preempt?, release?, check?);
+        if preempt + release + check <= 0.0 {
+            self.add(
+                "workload.mix",
+                "weights sum to 0; at least one must be above 0",
+            );
+            return None;
+        }
+        Some(Mix {
+            preempt,
+            release,
+            check,
+            linearizable: linearizable?,
+        })
+    }
+
+    fn expect_final(
+        &mut self,
+        raw: Option<&BTreeMap<String, String>>,
+        roster: Roster,
+    ) -> BTreeMap<LockName, FinalState> {
+        let mut expect_final = BTreeMap::new();
+        for (lock, state) in raw.into_iter().flatten() {
+            let place = format!("expect_final.{lock}");
+            let lock = self.lock_name(&place, lock);
+            let state = match self.name(&place, state, FINAL_STATE, roster) {
+                Some(Name::Free) => Some(FinalState::Free),
+                Some(Name::Node(Endpoint::Client(client))) => Some(FinalState::HeldBy(client)),
+                Some(other) => unreachable!("{place}: {other:?} accepted as a final state"),
+                None => None,
+            };
+            if let (Some(lock), Some(state)) = (lock, state) {
+                expect_final.insert(lock, state);
+            }
+        }
+        expect_final
+    }
+
+    /// Replays the network changes in time order from `initial`, so that no change leaves
+    /// latency min above max (which the simulated network would refuse mid-run).
+    fn network_changes(&mut self, initial: &NetworkParams, events: &[ScheduledEvent]) {
+        let mut current = *initial;
+        for event in events {
+            let Action::Network(change) = &event.action else {
+                continue;
+            };
+            current = change.apply_to(&current);
+            if current.latency_min > current.latency_max {
+                let message = format!(
+                    "leaves latency min {} above max {} from {} on",
+                    show(current.latency_min),
+                    show(current.latency_max),
+                    show(event.at)
+                );
+                self.add(&format!("events[{}].network", event.index), message);
+                // Report each offending change once, judged against the file as written.
+                current.latency_max = current.latency_min;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEADER_CRASH_AFTER_GRANT: &str = r#"
+name: leader-crash-after-grant
+description: c1 takes lock a, the leader crashes, and the new leader still knows that c1 holds a.
+seed: 7
+duration: 20s
+cluster: {servers: 5, clients: 3}
+network: {latency: {min: 1ms, max: 15ms}, drop: 0.01, duplicate: 0.01}
+events:
+  - {at: 1s, client: c1, op: preempt, lock: a, expect: granted}
+  - {at: 2s, client: c2, op: preempt, lock: a, expect: {held_by: c1}}
+  - {at: 3s, crash: leader}
+  - {at: 6s, client: c2, op: check, lock: a, consistency: linearizable, expect: {owner: c1}}
+  - {at: 7s, client: c3, op: release, lock: a, expect: not_owner}
+  - {at: 8s, restart: all}
+  - {at: 9s, partition: [[s1, s2], [s3, s4, s5, c1, c2, c3]]}
+  - {at: 12s, heal: all}
+  - {at: 13s, client: c1, op: release, lock: a, expect: released}
+  - {at: 14s, client: c2, op: check, lock: a, consistency: linearizable, expect: free}
+workload: {clients: [c3], ops: 200, locks: 4, mix: {preempt: 0.4, release: 0.4, check: 0.2}}
+expect_final: {a: free}
+"#;
+
+    fn millis(value: u64) -> Duration {
+        Duration::from_millis(value)
+    }
+
+    fn minimal(cluster: &str) -> String {
+        format!("name: n\ndescription: d\nduration: 5s\ncluster: {cluster}\n")
+    }
+
+    fn load(text: &str) -> Scenario {
+        match parse_str(text, Format::Yaml, "test.yaml") {
+            Ok(scenario) => scenario,
+            Err(error) => panic!("scenario should load, got: {error}"),
+        }
+    }
+
+    #[test]
+    fn durations_take_ms_s_or_m_with_integer_or_decimal_numbers() {
+        assert_eq!(parse_duration("250ms"), Some(millis(250)));
+        assert_eq!(parse_duration("1.5s"), Some(millis(1_500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
+        assert_eq!(parse_duration("0.25ms"), Some(Duration::from_micros(250)));
+        assert_eq!(parse_duration("007s"), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn durations_without_a_known_unit_or_with_a_sign_are_refused() {
+        for text in [
+            "", "5", "s", "-1s", "+1s", "1h", "1 s", "1.s", ".5s", "1.5.5s", "1e3ms", "١s",
+        ] {
+            assert_eq!(parse_duration(text), None, "{text:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn durations_beyond_u64_nanoseconds_are_refused_not_wrapped() {
+        assert_eq!(parse_duration("99999999999999999999999999999m"), None);
+        assert_eq!(parse_duration("1000000000000000000000000000000000s"), None);
+        let largest = u64::MAX / 1_000_000_000;
+        assert!(parse_duration(&format!("{largest}s")).is_some());
+    }
+
+    #[test]
+    fn durations_are_shown_in_the_units_files_use() {
+        assert_eq!(show(Duration::from_secs(120)), "2m");
+        assert_eq!(show(Duration::from_secs(25)), "25s");
+        assert_eq!(show(millis(250)), "250ms");
+        assert_eq!(show(millis(1_500)), "1500ms");
+        assert_eq!(show(Duration::from_micros(1_500)), "1.5ms");
+        assert_eq!(show(Duration::ZERO), "0s");
+    }
+
+    #[test]
+    fn without_a_leader_clients_spread_round_robin_from_s1() {
+        let scenario = load(&minimal("{servers: 3, clients: 5}"));
+        let connect: Vec<u32> = scenario.cluster.connect.values().map(|id| id.0).collect();
+        assert_eq!(connect, vec![1, 2, 3, 1, 2]);
+        assert_eq!(
+            scenario.cluster.connect.keys().copied().collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5]
+        );
+    }
+
+    #[test]
+    fn with_a_leader_clients_start_at_the_follower_after_it_and_wrap() {
+        let scenario = load(&minimal("{servers: 3, clients: 4, leader: s3}"));
+        let connect: Vec<u32> = scenario.cluster.connect.values().map(|id| id.0).collect();
+        assert_eq!(connect, vec![1, 2, 3, 1]);
+        let scenario = load(&minimal("{servers: 3, clients: 4, leader: s1}"));
+        let connect: Vec<u32> = scenario.cluster.connect.values().map(|id| id.0).collect();
+        assert_eq!(connect, vec![2, 3, 1, 2]);
+        assert_eq!(scenario.cluster.leader, Some(ServerId(1)));
+    }
+
+    #[test]
+    fn an_explicit_connect_wins_and_the_rest_is_filled_in() {
+        let scenario = load(&minimal("{servers: 3, clients: 3, connect: {c2: s3}}"));
+        let connect: Vec<u32> = scenario.cluster.connect.values().map(|id| id.0).collect();
+        assert_eq!(connect, vec![1, 3, 3]);
+    }
+
+    #[test]
+    fn omitted_sections_take_their_defaults() {
+        let scenario = load(&minimal("{servers: 1, clients: 0}"));
+        assert_eq!(scenario.seed, 0);
+        assert_eq!(scenario.settle, SETTLE_DEFAULT);
+        assert_eq!(scenario.network, NetworkParams::default());
+        assert_eq!(scenario.timing, Timing::default());
+        assert!(scenario.events.is_empty());
+        assert_eq!(scenario.workload, None);
+        assert!(scenario.expect_final.is_empty());
+        assert!(scenario.cluster.connect.is_empty());
+    }
+
+    #[test]
+    fn the_leader_crash_story_loads_with_every_value_in_place() {
+        let scenario = load(LEADER_CRASH_AFTER_GRANT);
+        assert_eq!(scenario.name, "leader-crash-after-grant");
+        assert_eq!(scenario.seed, 7);
+        assert_eq!(scenario.duration, Duration::from_secs(20));
+        assert_eq!(scenario.settle, SETTLE_DEFAULT);
+        assert_eq!((scenario.cluster.servers, scenario.cluster.clients), (5, 3));
+        assert_eq!(scenario.network.latency_min, millis(1));
+        assert_eq!(scenario.network.latency_max, millis(15));
+        assert_eq!(
+            (scenario.network.drop, scenario.network.duplicate),
+            (0.01, 0.01)
+        );
+        assert_eq!(scenario.events.len(), 10);
+        let indexes: Vec<usize> = scenario.events.iter().map(|event| event.index).collect();
+        assert_eq!(indexes, (0..10).collect::<Vec<_>>());
+        let lock: LockName = Arc::from("a");
+        assert_eq!(
+            scenario.events[1].action,
+            Action::ClientOp {
+                client: 2,
+                op: OpKind::Preempt,
+                lock: lock.clone(),
+                consistency: Consistency::Local,
+                timeout: None,
+                expect: Some(Expect::HeldBy(1)),
+            }
+        );
+        assert_eq!(
+            scenario.events[2].action,
+            Action::Crash(CrashTarget::Leader)
+        );
+        assert_eq!(
+            scenario.events[3].action,
+            Action::ClientOp {
+                client: 2,
+                op: OpKind::Check,
+                lock: lock.clone(),
+                consistency: Consistency::Linearizable,
+                timeout: None,
+                expect: Some(Expect::Owner(1)),
+            }
+        );
+        assert_eq!(
+            scenario.events[5].action,
+            Action::Restart(RestartTarget::All)
+        );
+        let server = |n| Endpoint::Server(ServerId(n));
+        let client = Endpoint::Client;
+        let groups = vec![
+            vec![server(1), server(2)],
+            vec![
+                server(3),
+                server(4),
+                server(5),
+                client(1),
+                client(2),
+                client(3),
+            ],
+        ];
+        assert_eq!(scenario.events[6].action, Action::Partition(groups));
+        assert_eq!(scenario.events[7].action, Action::Heal);
+        assert_eq!(
+            scenario.expect_final,
+            BTreeMap::from([(lock, FinalState::Free)])
+        );
+        let workload = scenario
+            .workload
+            .as_ref()
+            .expect("the story has a workload");
+        assert_eq!(
+            (workload.clients.as_slice(), workload.ops, workload.locks),
+            (&[3][..], 200, 4)
+        );
+        assert_eq!(
+            workload.mix,
+            Mix {
+                preempt: 0.4,
+                release: 0.4,
+                check: 0.2,
+                linearizable: 0.0
+            }
+        );
+        assert_eq!(
+            (workload.think_min, workload.think_max),
+            (millis(10), millis(100))
+        );
+    }
+
+    #[test]
+    fn the_expectations_of_the_story_follow_the_file() {
+        let scenario = load(LEADER_CRASH_AFTER_GRANT);
+        let expects: Vec<Option<Expect>> = scenario
+            .events
+            .iter()
+            .filter_map(|event| match &event.action {
+                Action::ClientOp { expect, .. } => Some(*expect),
+                _ => None,
+            })
+            .collect();
+        let wanted = [
+            Expect::Granted,
+            Expect::HeldBy(1),
+            Expect::Owner(1),
+            Expect::NotOwner,
+            Expect::Released,
+            Expect::Free,
+        ];
+        assert_eq!(expects, wanted.map(Some).to_vec());
+    }
+
+    #[test]
+    fn events_are_sorted_by_time_keeping_file_order_among_equal_times() {
+        let events = "events:\n  - {at: 3s, heal: all}\n  - {at: 1s, crash: s1}\n  \
+                      - {at: 3s, restart: s1}\n";
+        let text = minimal("{servers: 3, clients: 1}") + events;
+        let scenario = load(&text);
+        let order: Vec<usize> = scenario.events.iter().map(|event| event.index).collect();
+        assert_eq!(order, vec![1, 0, 2]);
+    }
+
+    #[test]
+    fn the_same_story_in_json_loads_to_the_same_scenario() {
+        let json = r#"{"name": "n", "description": "d", "duration": "5s",
+            "cluster": {"servers": 3, "clients": 2},
+            "events": [{"at": "1s", "client": "c2", "op": "check", "lock": "x",
+                        "consistency": "linearizable", "expect": {"owner": "c1"}},
+                       {"at": "2s", "network": {"latency": {"max": "30ms"}, "drop": 0.5}}]}"#;
+        let yaml = minimal("{servers: 3, clients: 2}")
+            + "events:\n"
+            + "  - {at: 1s, client: c2, op: check, lock: x, consistency: linearizable, \
+               expect: {owner: c1}}\n"
+            + "  - {at: 2s, network: {latency: {max: 30ms}, drop: 0.5}}\n";
+        let from_json = parse_str(json, Format::Json, "test.json").expect("json loads");
+        assert_eq!(from_json, load(&yaml));
+        let change = NetworkChange {
+            latency_max: Some(millis(30)),
+            drop: Some(0.5),
+            ..NetworkChange::default()
+        };
+        assert_eq!(from_json.events[1].action, Action::Network(change));
+    }
+
+    #[test]
+    fn with_seed_replaces_only_the_seed() {
+        let scenario = load(LEADER_CRASH_AFTER_GRANT);
+        let reseeded = scenario.clone().with_seed(99);
+        assert_eq!(reseeded.seed, 99);
+        assert_eq!(
+            Scenario {
+                seed: 7,
+                ..reseeded
+            },
+            scenario
+        );
+    }
+
+    #[test]
+    fn extensions_pick_the_format_in_any_case() {
+        assert_eq!(Format::from_path(Path::new("a.yaml")), Some(Format::Yaml));
+        assert_eq!(Format::from_path(Path::new("a.YML")), Some(Format::Yaml));
+        assert_eq!(Format::from_path(Path::new("a.json")), Some(Format::Json));
+        assert_eq!(Format::from_path(Path::new("a.toml")), None);
+        assert_eq!(Format::from_path(Path::new("yaml")), None);
+    }
+}
