@@ -167,7 +167,7 @@ fn a_crash_cannot_carry_an_expectation() {
     assert_single_problem(
         &problems,
         "events[0].expect",
-        "a crash event takes no expect",
+        "crash events take no expect (only client operations do)",
     );
 }
 
@@ -421,4 +421,19 @@ fn a_directory_lists_its_scenario_files_sorted_and_skips_the_rest() {
         })
         .collect();
     assert_eq!(names, ["a.yaml", "b.yml", "c.json"]);
+}
+
+#[test]
+fn a_network_change_that_leaves_latency_min_above_max_is_refused_at_that_change() {
+    let text = format!(
+        "{VALID_HEAD}network: {{latency: {{min: 1ms, max: 10ms}}}}\nevents:\n  \
+         - {{at: 4s, network: {{latency: {{max: 30ms}}}}}}\n  \
+         - {{at: 2s, network: {{latency: {{min: 20ms}}}}}}\n"
+    );
+    let problems = problems_of(yaml(&text));
+    assert_single_problem(
+        &problems,
+        "events[1].network",
+        "leaves latency min 20ms above max 10ms from 2s on",
+    );
 }

@@ -122,9 +122,21 @@ struct CommittedEntry {
 /// lock map is sampled.
 #[derive(Clone, Debug, Default)]
 pub struct StateMachineSafety {
-    committed: BTreeMap<LogIndex, CommittedEntry>,
+    /// Indexed by log index (dense: position 0 is unused). Vectors rather than maps because
+    /// this is on the simulator's hottest path and committed indexes form a prefix.
+    committed: Vec<Option<CommittedEntry>>,
+    committed_count: usize,
     /// The first lock map digest seen at each applied index, and which server had it.
-    lock_map_digests: BTreeMap<LogIndex, (ServerId, u64)>,
+    lock_map_digests: Vec<Option<(ServerId, u64)>>,
+}
+
+/// The slot for `index` in a dense per-index vector, growing it as needed.
+fn slot_for<T: Clone>(slots: &mut Vec<Option<T>>, index: LogIndex) -> &mut Option<T> {
+    let position = usize::try_from(index).expect("log indexes fit in memory");
+    if slots.len() <= position {
+        slots.resize(position + 1, None);
+    }
+    &mut slots[position]
 }
 
 impl StateMachineSafety {
@@ -146,13 +158,14 @@ impl StateMachineSafety {
             index >= 1,
             "state machine safety: {server} reported applying index 0"
         );
-        let Some(first) = self.committed.get(&index) else {
-            let committed = CommittedEntry {
+        let slot = slot_for(&mut self.committed, index);
+        let Some(first) = slot else {
+            *slot = Some(CommittedEntry {
                 server,
                 entry: entry.clone(),
                 result: *result,
-            };
-            self.committed.insert(index, committed);
+            });
+            self.committed_count += 1;
             return Ok(true);
         };
         if first.entry != *entry {
@@ -188,10 +201,8 @@ impl StateMachineSafety {
         applied_index: LogIndex,
         digest: u64,
     ) -> Result<(), Violation> {
-        let (first_server, first_digest) = *self
-            .lock_map_digests
-            .entry(applied_index)
-            .or_insert((server, digest));
+        let (first_server, first_digest) =
+            *slot_for(&mut self.lock_map_digests, applied_index).get_or_insert((server, digest));
         if first_digest == digest {
             return Ok(());
         }
@@ -208,13 +219,15 @@ impl StateMachineSafety {
 
     /// The committed entry at `index` and its result, if any server applied it.
     pub fn committed(&self, index: LogIndex) -> Option<(&Entry, &ApplyResult)> {
+        let position = usize::try_from(index).ok()?;
         self.committed
-            .get(&index)
+            .get(position)?
+            .as_ref()
             .map(|committed| (&committed.entry, &committed.result))
     }
 
     pub fn committed_count(&self) -> usize {
-        self.committed.len()
+        self.committed_count
     }
 }
 

@@ -8,24 +8,21 @@ use crate::node::Time;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-struct Scheduled<E> {
+/// The heap holds only this small key; events wait in a slab, so that sifting the heap moves
+/// 24 bytes instead of a whole message.
+#[derive(PartialEq, Eq)]
+struct Scheduled {
     at: Time,
     sequence: u64,
-    event: E,
+    slot: u32,
 }
 
-impl<E> PartialEq for Scheduled<E> {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.sequence) == (other.at, other.sequence)
-    }
-}
-impl<E> Eq for Scheduled<E> {}
-impl<E> PartialOrd for Scheduled<E> {
+impl PartialOrd for Scheduled {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
-impl<E> Ord for Scheduled<E> {
+impl Ord for Scheduled {
     /// Reversed, so that the max-heap pops the earliest event first.
     fn cmp(&self, other: &Self) -> Ordering {
         (other.at, other.sequence).cmp(&(self.at, self.sequence))
@@ -34,7 +31,9 @@ impl<E> Ord for Scheduled<E> {
 
 /// A bounded priority queue of future events plus the simulated clock.
 pub struct EventQueue<E> {
-    heap: BinaryHeap<Scheduled<E>>,
+    heap: BinaryHeap<Scheduled>,
+    slab: Vec<Option<E>>,
+    free_slots: Vec<u32>,
     now: Time,
     next_sequence: u64,
     pending_max: usize,
@@ -49,7 +48,14 @@ pub struct QueueFull {
 
 impl<E> EventQueue<E> {
     pub fn new(pending_max: usize) -> EventQueue<E> {
-        EventQueue { heap: BinaryHeap::new(), now: Time::ZERO, next_sequence: 0, pending_max }
+        EventQueue {
+            heap: BinaryHeap::new(),
+            slab: Vec::new(),
+            free_slots: Vec::new(),
+            now: Time::ZERO,
+            next_sequence: 0,
+            pending_max,
+        }
     }
 
     pub fn now(&self) -> Time {
@@ -70,7 +76,17 @@ impl<E> EventQueue<E> {
         if self.heap.len() >= self.pending_max {
             return Err(QueueFull { pending_max: self.pending_max });
         }
-        self.heap.push(Scheduled { at, sequence: self.next_sequence, event });
+        let slot = match self.free_slots.pop() {
+            Some(slot) => {
+                self.slab[slot as usize] = Some(event);
+                slot
+            }
+            None => {
+                self.slab.push(Some(event));
+                u32::try_from(self.slab.len() - 1).expect("pending_max bounds the slab")
+            }
+        };
+        self.heap.push(Scheduled { at, sequence: self.next_sequence, slot });
         self.next_sequence += 1;
         Ok(())
     }
@@ -85,7 +101,9 @@ impl<E> EventQueue<E> {
         let scheduled = self.heap.pop()?;
         debug_assert!(scheduled.at >= self.now, "the clock never goes back");
         self.now = scheduled.at;
-        Some((scheduled.at, scheduled.event))
+        let event = self.slab[scheduled.slot as usize].take().expect("a scheduled slot holds its event");
+        self.free_slots.push(scheduled.slot);
+        Some((scheduled.at, event))
     }
 }
 

@@ -365,7 +365,9 @@ fn parse_yaml(text: &str, path: &str) -> Result<RawScenario, ScenarioError> {
             .location()
             .map_or((0, 0), |location| (location.line(), location.column()));
         let rendered = error.without_snippet().to_string();
-        let message = strip_position(&rendered, &format!(" at line {line}, column {column}"));
+        let suffix = format!(" at line {line}, column {column}");
+        let prefix = format!("error: line {line} column {column}: ");
+        let message = strip_position(&rendered, &prefix, &suffix);
         ScenarioError::Syntax {
             path: path.to_owned(),
             line,
@@ -379,7 +381,8 @@ fn parse_json(text: &str, path: &str) -> Result<RawScenario, ScenarioError> {
     serde_json::from_str::<RawScenario>(text).map_err(|error| {
         let (line, column) = (error.line() as u64, error.column() as u64);
         let rendered = error.to_string();
-        let message = strip_position(&rendered, &format!(" at line {line} column {column}"));
+        let suffix = format!(" at line {line} column {column}");
+        let message = strip_position(&rendered, "", &suffix);
         ScenarioError::Syntax {
             path: path.to_owned(),
             line,
@@ -389,15 +392,11 @@ fn parse_json(text: &str, path: &str) -> Result<RawScenario, ScenarioError> {
     })
 }
 
-/// The parser's message without the position it appends, since `Syntax` shows the position
-/// itself. Also drops a leading "error: line L column C: " should a renderer add one.
-fn strip_position(rendered: &str, suffix: &str) -> String {
+/// The parser's message without the position it adds before or after it, since `Syntax`
+/// shows the position itself.
+fn strip_position(rendered: &str, prefix: &str, suffix: &str) -> String {
     let message = rendered.strip_suffix(suffix).unwrap_or(rendered);
-    let message = message.strip_prefix("error: ").unwrap_or(message);
-    let message = match message.strip_prefix("line ") {
-        Some(rest) => rest.split_once(": ").map_or(message, |(_, text)| text),
-        None => message,
-    };
+    let message = message.strip_prefix(prefix).unwrap_or(message);
     message.trim().to_owned()
 }
 
@@ -445,16 +444,16 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 }
 
 /// Shows a duration in the units a scenario file uses (`2m`, `25s`, `250ms`), falling back to
-/// `Duration`'s own form (`1.5s`) for anything finer.
+/// `Duration`'s own form (`1.5ms`) for anything finer.
 fn show(duration: Duration) -> String {
     const MILLISECOND_NANOS: u128 = 1_000_000;
     const SECOND_NANOS: u128 = 1_000_000_000;
     let nanos = duration.as_nanos();
-    if nanos > 0 && nanos % (60 * SECOND_NANOS) == 0 {
+    if nanos > 0 && nanos.is_multiple_of(60 * SECOND_NANOS) {
         format!("{}m", nanos / (60 * SECOND_NANOS))
-    } else if nanos % SECOND_NANOS == 0 {
+    } else if nanos.is_multiple_of(SECOND_NANOS) {
         format!("{}s", nanos / SECOND_NANOS)
-    } else if nanos % MILLISECOND_NANOS == 0 {
+    } else if nanos.is_multiple_of(MILLISECOND_NANOS) {
         format!("{}ms", nanos / MILLISECOND_NANOS)
     } else {
         format!("{duration:?}")
@@ -1031,11 +1030,12 @@ fn validate(raw: &RawScenario, path: &str) -> Result<Scenario, ScenarioError> {
         workload,
         expect_final,
     };
-    // Without problems, every listed event became a scheduled one.
-    assert_eq!(
-        scenario.events.len(),
-        raw.events.as_ref().map_or(0, Vec::len)
-    );
+    // Without problems, nothing the file lists was dropped on the way.
+    let event_count = raw.events.as_ref().map_or(0, Vec::len);
+    assert_eq!(scenario.events.len(), event_count);
+    assert_eq!(scenario.workload.is_some(), raw.workload.is_some());
+    let final_count = raw.expect_final.as_ref().map_or(0, BTreeMap::len);
+    assert_eq!(scenario.expect_final.len(), final_count);
     assert_valid(&scenario);
     Ok(scenario)
 }
@@ -1268,16 +1268,16 @@ impl Checker {
             raw.client_retry.as_ref(),
             defaults.client_retry,
         );
-        if let (Some(heartbeat), Some((election_min, _))) = (heartbeat, election) {
-            if heartbeat >= election_min {
-                let message = format!(
-                    "{} must be below election_timeout.min {}, or followers time out between \
-                     heartbeats",
-                    show(heartbeat),
-                    show(election_min)
-                );
-                self.add("timing.heartbeat", message);
-            }
+        if let (Some(heartbeat), Some((election_min, _))) = (heartbeat, election)
+            && heartbeat >= election_min
+        {
+            let message = format!(
+                "{} must be below election_timeout.min {}, or followers time out between \
+                 heartbeats",
+                show(heartbeat),
+                show(election_min)
+            );
+            self.add("timing.heartbeat", message);
         }
         let (election_timeout_min, election_timeout_max) = election.unwrap_or(election_default);
         Timing {
@@ -1326,15 +1326,15 @@ impl Checker {
         let at = self
             .required(&at_place, raw.at.as_ref())
             .and_then(|at| self.duration(&at_place, at));
-        if let (Some(at), Some(duration)) = (at, duration) {
-            if at > duration {
-                let message = format!(
-                    "{} is after the scenario's duration {}",
-                    show(at),
-                    show(duration)
-                );
-                self.add(&at_place, message);
-            }
+        if let (Some(at), Some(duration)) = (at, duration)
+            && at > duration
+        {
+            let message = format!(
+                "{} is after the scenario's duration {}",
+                show(at),
+                show(duration)
+            );
+            self.add(&at_place, message);
         }
         let action = self.action(&place, raw, roster);
         let at = at.filter(|&at| duration.is_none_or(|duration| at <= duration));
@@ -1385,7 +1385,7 @@ impl Checker {
             [action] => {
                 for field in op_fields {
                     let message =
-                        format!("a {action} event takes no {field} (only client operations do)");
+                        format!("{action} events take no {field} (only client operations do)");
                     self.add(&format!("{place}.{field}"), message);
                 }
                 return self.fault(place, raw, roster);
@@ -1489,67 +1489,86 @@ impl Checker {
         op: Option<OpKind>,
         roster: Roster,
     ) -> Option<Expect> {
-        let expect = match raw {
-            RawExpect::Word(word) => match word.as_str() {
-                "granted" => Expect::Granted,
-                "released" => Expect::Released,
-                "not_owner" => Expect::NotOwner,
-                "free" => Expect::Free,
-                "unknown" => Expect::Unknown,
-                other => {
-                    let message = format!(
-                        "{other:?} is not an expectation (granted, released, not_owner, free, \
-                         unknown, {{held_by: cN}} or {{owner: cN}})"
-                    );
-                    self.add(place, message);
-                    return None;
-                }
-            },
-            RawExpect::Client(client) => match (&client.held_by, &client.owner) {
-                (Some(text), None) => {
-                    Expect::HeldBy(self.client(&format!("{place}.held_by"), text, roster)?)
-                }
-                (None, Some(text)) => {
-                    Expect::Owner(self.client(&format!("{place}.owner"), text, roster)?)
-                }
-                (Some(_), Some(_)) => {
-                    self.add(place, "has both held_by and owner; give one");
-                    return None;
-                }
-                (None, None) => {
-                    self.add(place, "is an empty map; give {held_by: cN} or {owner: cN}");
-                    return None;
-                }
-            },
-        };
+        let expect = self.expect_value(place, raw, roster)?;
+        // Without a valid op (already reported) whether the expectation fits cannot be told.
         let op = op?;
+        self.expect_fitting(place, expect, op)
+    }
+
+    fn expect_value(&mut self, place: &str, raw: &RawExpect, roster: Roster) -> Option<Expect> {
+        let client = match raw {
+            RawExpect::Word(word) => {
+                return match word.as_str() {
+                    "granted" => Some(Expect::Granted),
+                    "released" => Some(Expect::Released),
+                    "not_owner" => Some(Expect::NotOwner),
+                    "free" => Some(Expect::Free),
+                    "unknown" => Some(Expect::Unknown),
+                    other => {
+                        let message = format!(
+                            "{other:?} is not an expectation (granted, released, not_owner, \
+                             free, unknown, {{held_by: cN}} or {{owner: cN}})"
+                        );
+                        self.add(place, message);
+                        None
+                    }
+                };
+            }
+            RawExpect::Client(client) => client,
+        };
+        match (&client.held_by, &client.owner) {
+            (Some(text), None) => {
+                let held_by = self.client(&format!("{place}.held_by"), text, roster)?;
+                Some(Expect::HeldBy(held_by))
+            }
+            (None, Some(text)) => {
+                let owner = self.client(&format!("{place}.owner"), text, roster)?;
+                Some(Expect::Owner(owner))
+            }
+            (Some(_), Some(_)) => {
+                self.add(place, "has both held_by and owner; give one");
+                None
+            }
+            (None, None) => {
+                self.add(place, "is an empty map; give {held_by: cN} or {owner: cN}");
+                None
+            }
+        }
+    }
+
+    /// Each operation can only answer its own kinds of reply; `unknown` (no answer in time)
+    /// fits every operation.
+    fn expect_fitting(&mut self, place: &str, expect: Expect, op: OpKind) -> Option<Expect> {
         let (fits, expected) = match op {
             OpKind::Preempt => (
                 matches!(expect, Expect::Granted | Expect::HeldBy(_)),
-                "granted or {held_by: cN}",
+                "granted, {held_by: cN}",
             ),
             OpKind::Release => (
                 matches!(expect, Expect::Released | Expect::NotOwner),
-                "released or not_owner",
+                "released, not_owner",
             ),
             OpKind::Check => (
                 matches!(expect, Expect::Free | Expect::Owner(_)),
-                "free or {owner: cN}",
+                "free, {owner: cN}",
             ),
         };
         if fits || expect == Expect::Unknown {
             return Some(expect);
         }
-        let op = op_name(op);
-        let written = match raw {
-            RawExpect::Word(word) => word.clone(),
-            RawExpect::Client(client) if client.held_by.is_some() => "held_by".to_owned(),
-            RawExpect::Client(_) => "owner".to_owned(),
+        let written = match expect {
+            Expect::Granted => "granted",
+            Expect::HeldBy(_) => "held_by",
+            Expect::Released => "released",
+            Expect::NotOwner => "not_owner",
+            Expect::Free => "free",
+            Expect::Owner(_) => "owner",
+            Expect::Unknown => unreachable!("unknown fits every operation"),
         };
-        self.add(
-            place,
-            format!("a {op} cannot answer {written} (expect {expected} or unknown)"),
-        );
+        let op = op_name(op);
+        let message =
+            format!("a {op} cannot answer {written} (a {op} can expect {expected} or unknown)");
+        self.add(place, message);
         None
     }
 }
@@ -1702,14 +1721,12 @@ impl Checker {
                 .max
                 .as_ref()
                 .map(|max| self.duration(&format!("{latency_place}.max"), max));
-            if let (Some(Some(min)), Some(Some(max))) = (min, max) {
-                if min > max {
-                    self.add(
-                        &latency_place,
-                        format!("min {} is above max {}", show(min), show(max)),
-                    );
-                    valid = false;
-                }
+            if let (Some(Some(min)), Some(Some(max))) = (min, max)
+                && min > max
+            {
+                let message = format!("min {} is above max {}", show(min), show(max));
+                self.add(&latency_place, message);
+                valid = false;
             }
             valid &= min.is_none_or(|min| min.is_some()) && max.is_none_or(|max| max.is_some());
             change.latency_min = min.flatten();
@@ -1991,7 +2008,7 @@ expect_final: {a: free}
     }
 
     #[test]
-    fn the_leader_crash_story_loads_with_every_value_in_place() {
+    fn the_leader_crash_story_loads_its_settings_workload_and_final_expectations() {
         let scenario = load(LEADER_CRASH_AFTER_GRANT);
         assert_eq!(scenario.name, "leader-crash-after-grant");
         assert_eq!(scenario.seed, 7);
@@ -2004,7 +2021,39 @@ expect_final: {a: free}
             (scenario.network.drop, scenario.network.duplicate),
             (0.01, 0.01)
         );
+        assert_eq!(
+            scenario.expect_final,
+            BTreeMap::from([(Arc::from("a"), FinalState::Free)])
+        );
+        let workload = scenario
+            .workload
+            .as_ref()
+            .expect("the story has a workload");
+        assert_eq!(
+            (workload.clients.as_slice(), workload.ops, workload.locks),
+            (&[3][..], 200, 4)
+        );
+        assert_eq!(
+            workload.mix,
+            Mix {
+                preempt: 0.4,
+                release: 0.4,
+                check: 0.2,
+                linearizable: 0.0
+            }
+        );
+        assert_eq!(
+            (workload.think_min, workload.think_max),
+            (millis(10), millis(100))
+        );
+    }
+
+    #[test]
+    fn the_leader_crash_story_keeps_its_events_in_order_with_their_actions() {
+        let scenario = load(LEADER_CRASH_AFTER_GRANT);
         assert_eq!(scenario.events.len(), 10);
+        let times: Vec<Duration> = scenario.events.iter().map(|event| event.at).collect();
+        assert_eq!(times[..3], [millis(1_000), millis(2_000), millis(3_000)]);
         let indexes: Vec<usize> = scenario.events.iter().map(|event| event.index).collect();
         assert_eq!(indexes, (0..10).collect::<Vec<_>>());
         let lock: LockName = Arc::from("a");
@@ -2053,31 +2102,6 @@ expect_final: {a: free}
         ];
         assert_eq!(scenario.events[6].action, Action::Partition(groups));
         assert_eq!(scenario.events[7].action, Action::Heal);
-        assert_eq!(
-            scenario.expect_final,
-            BTreeMap::from([(lock, FinalState::Free)])
-        );
-        let workload = scenario
-            .workload
-            .as_ref()
-            .expect("the story has a workload");
-        assert_eq!(
-            (workload.clients.as_slice(), workload.ops, workload.locks),
-            (&[3][..], 200, 4)
-        );
-        assert_eq!(
-            workload.mix,
-            Mix {
-                preempt: 0.4,
-                release: 0.4,
-                check: 0.2,
-                linearizable: 0.0
-            }
-        );
-        assert_eq!(
-            (workload.think_min, workload.think_max),
-            (millis(10), millis(100))
-        );
     }
 
     #[test]
