@@ -437,3 +437,14 @@ fn a_network_change_that_leaves_latency_min_above_max_is_refused_at_that_change(
         "leaves latency min 20ms above max 10ms from 2s on",
     );
 }
+
+#[test]
+fn a_file_with_more_events_than_the_limit_is_refused_with_the_limit() {
+    let events = "  - {at: 1s, heal: all}\n".repeat(100_001);
+    let problems = problems_of(yaml(&with_events(&events)));
+    assert_single_problem(
+        &problems,
+        "events",
+        "100001 events are above the limit of 100000",
+    );
+}

@@ -107,8 +107,8 @@ pub struct Cluster {
     /// Observations fed to the checkers, for the summary.
     pub checks_performed: BTreeMap<&'static str, u64>,
     pub max_term: u64,
-    /// Leaders seen, in order of first appearance: (term, server).
-    pub leaders: Vec<(u64, ServerId)>,
+    /// Leaders seen, in order of first appearance: (when, term, server).
+    pub leaders: Vec<(Time, u64, ServerId)>,
     client_numbers: BTreeMap<ClientId, u32>,
     pub client_events: Vec<ClientEvent>,
     violation: Option<Violation>,
@@ -475,7 +475,7 @@ impl Cluster {
         if self.servers[index].last_role != Some((role, term)) {
             self.servers[index].last_role = Some((role, term));
             if role == Role::Leader {
-                self.leaders.push((term, id));
+                self.leaders.push((now, term, id));
             }
             let role_name = match role {
                 Role::Follower => "follower",

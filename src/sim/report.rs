@@ -64,6 +64,8 @@ pub struct RunReport {
     pub committed_entries: u64,
     pub max_term: u64,
     pub leaders_elected: u64,
+    /// Each leader as it was elected: `s3 (term 2) at 3.312s`.
+    pub leader_timeline: Vec<String>,
     pub faults: Vec<String>,
     pub invariants: Vec<InvariantResult>,
     pub expectations: Vec<ExpectationResult>,
@@ -140,8 +142,22 @@ impl RunReport {
         let mut table = builder.build();
         table.with(Style::rounded());
         let _ = writeln!(out, "{table}");
+        if !self.leader_timeline.is_empty() {
+            let _ = writeln!(out, "   leaders  {}", self.leader_timeline.join("  ->  "));
+        }
         for fault in &self.faults {
             let _ = writeln!(out, "   fault  {fault}");
+        }
+        if !self.expectations.is_empty() {
+            let mut builder = Builder::default();
+            builder.push_record(["", "where", "what", "expected", "got"]);
+            for e in &self.expectations {
+                let mark = if e.met { "ok" } else { "UNMET" };
+                builder.push_record([mark, &e.place, &e.what, &e.expected, &e.actual]);
+            }
+            let mut table = builder.build();
+            table.with(Style::psql());
+            let _ = writeln!(out, "{table}");
         }
         for expectation in self.expectations.iter().filter(|e| !e.met) {
             let _ = writeln!(

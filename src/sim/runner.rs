@@ -547,6 +547,12 @@ impl Runner<'_> {
             committed_entries: self.cluster.committed_count() as u64,
             max_term: self.cluster.max_term,
             leaders_elected: self.cluster.leaders.len() as u64,
+            leader_timeline: self
+                .cluster
+                .leaders
+                .iter()
+                .map(|(at, term, id)| format!("{id} (term {term}) at {}", format_duration(*at)))
+                .collect(),
             faults: self.faults.clone(),
             invariants,
             expectations,

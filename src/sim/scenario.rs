@@ -302,6 +302,13 @@ pub fn load_file(path: &Path) -> Result<Scenario, ScenarioError> {
 
 /// Parses and validates scenario text. `path` only names the source in errors.
 pub fn parse_str(text: &str, format: Format, path: &str) -> Result<Scenario, ScenarioError> {
+    if text.len() as u64 > FILE_BYTES_MAX {
+        let problem = format!("file: larger than the limit of {FILE_BYTES_MAX} bytes");
+        return Err(ScenarioError::Invalid {
+            path: path.to_owned(),
+            problems: vec![problem],
+        });
+    }
     let raw = match format {
         Format::Yaml => parse_yaml(text, path)?,
         Format::Json => parse_json(text, path)?,
@@ -343,23 +350,33 @@ fn read_bounded(path: &Path, shown: &str) -> Result<String, ScenarioError> {
         source,
     };
     let file = std::fs::File::open(path).map_err(io_error)?;
-    let mut text = String::new();
-    // One byte past the limit tells "exactly at the limit" from "above it".
+    let mut bytes = Vec::new();
+    // One byte past the limit tells "at the limit" from "above it".
     file.take(FILE_BYTES_MAX + 1)
-        .read_to_string(&mut text)
+        .read_to_end(&mut bytes)
         .map_err(io_error)?;
-    if text.len() as u64 > FILE_BYTES_MAX {
+    if bytes.len() as u64 > FILE_BYTES_MAX {
         let problem = format!("file: larger than the limit of {FILE_BYTES_MAX} bytes");
         return Err(ScenarioError::Invalid {
             path: shown.to_owned(),
             problems: vec![problem],
         });
     }
-    Ok(text)
+    String::from_utf8(bytes)
+        .map_err(|error| io_error(std::io::Error::new(std::io::ErrorKind::InvalidData, error)))
 }
 
 fn parse_yaml(text: &str, path: &str) -> Result<RawScenario, ScenarioError> {
-    serde_saphyr::from_str::<RawScenario>(text).map_err(|error| {
+    // The parser's default budget (250,000 nodes) would refuse files far below EVENTS_MAX
+    // events. The file size already bounds the work: a node takes at least two bytes ("a,"),
+    // and a parser event is the start or end of a node.
+    let node_count_max = usize::try_from(FILE_BYTES_MAX / 2).unwrap_or(usize::MAX);
+    let budget = serde_saphyr::budget! {
+        max_nodes: node_count_max,
+        max_events: node_count_max.saturating_mul(2),
+    };
+    let options = serde_saphyr::options! { budget: budget };
+    serde_saphyr::from_str_with_options::<RawScenario>(text, options).map_err(|error| {
         // Line and column are 0 when the parser could not place the error.
         let (line, column) = error
             .location()
