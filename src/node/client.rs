@@ -223,8 +223,8 @@ impl Client {
             ReplyBody::Error(_) => {
                 let expected_seq = if self.id.is_some() { running.seq } else { 0 };
                 if reply.seq == expected_seq {
-                    // The server cannot serve us now: back off, then try the next one.
-                    self.rotate_server();
+                    // The server cannot serve us now: back off, then try the next one (the
+                    // retry timer rotates, exactly as after silence, only sooner).
                     let at = now + self.config.error_backoff;
                     self.retry_deadline = Some(at);
                     self.out.push(ClientOutput::SetTimer { timer: ClientTimer::Retry, at });
@@ -290,4 +290,130 @@ pub fn outcome_fits(op: &Operation, outcome: &Outcome) -> bool {
             | (Operation::Release { .. }, Outcome::Released | Outcome::NotOwner)
             | (Operation::Check { .. }, Outcome::Free | Outcome::Owner { .. })
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::messages::{ClientId, ServiceError};
+
+    fn servers() -> Vec<ServerId> {
+        vec![ServerId(1), ServerId(2), ServerId(3)]
+    }
+
+    fn at_ms(ms: u64) -> Time {
+        Time::ZERO + Duration::from_millis(ms)
+    }
+
+    fn preempt(lock: &str) -> Operation {
+        Operation::Preempt { lock: lock.into() }
+    }
+
+    fn sends(outputs: &[ClientOutput]) -> Vec<(ServerId, ClientRequest)> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                ClientOutput::Send { to, request } => Some((*to, request.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn completed(outputs: &[ClientOutput]) -> Vec<(u64, Result<Outcome, ClientError>)> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                ClientOutput::Completed { tag, result } => Some((*tag, *result)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A client that has registered as client#9 through s2 and has operation 1 (`preempt a`)
+    /// in flight to s2.
+    fn registered_client_with_preempt_in_flight() -> Client {
+        let mut client = Client::new(ClientConfig::new(servers(), ServerId(2)), 5);
+        let outputs = client.step(at_ms(0), ClientInput::Invoke { tag: 1, op: preempt("a"), timeout: None });
+        let [(to, hello)] = &sends(&outputs)[..] else { panic!("one hello expected: {outputs:?}") };
+        assert_eq!(*to, ServerId(2), "the client starts with its first server");
+        let RequestBody::Hello { nonce } = hello.body else { panic!("registers first") };
+        let welcome = ClientReply { seq: 0, body: ReplyBody::Welcome { nonce, client: ClientId(9) } };
+        let outputs = client.step(at_ms(10), ClientInput::Reply { from: ServerId(2), reply: welcome });
+        assert!(outputs.iter().any(|o| matches!(o, ClientOutput::Registered { client: ClientId(9) })));
+        let [(_, request)] = &sends(&outputs)[..] else { panic!("the operation follows the welcome") };
+        assert_eq!(request.seq, 1);
+        assert_eq!(request.body, RequestBody::Op { client: ClientId(9), op: preempt("a") });
+        client
+    }
+
+    #[test]
+    fn a_new_client_registers_then_sends_its_operation_and_completes_on_the_answer() {
+        let mut client = registered_client_with_preempt_in_flight();
+        let answer = ClientReply { seq: 1, body: ReplyBody::Outcome(Outcome::Granted { token: 4 }) };
+        let outputs = client.step(at_ms(20), ClientInput::Reply { from: ServerId(2), reply: answer });
+        assert_eq!(completed(&outputs), vec![(1, Ok(Outcome::Granted { token: 4 }))]);
+        assert!(!client.is_busy());
+    }
+
+    #[test]
+    fn silence_makes_the_client_resend_the_same_seq_to_the_next_server() {
+        let mut client = registered_client_with_preempt_in_flight();
+        // Early (spurious) retry timer: nothing happens.
+        assert!(sends(&client.step(at_ms(100), ClientInput::Timer(ClientTimer::Retry))).is_empty());
+        let outputs = client.step(at_ms(510), ClientInput::Timer(ClientTimer::Retry));
+        let [(to, request)] = &sends(&outputs)[..] else { panic!("one resend expected") };
+        assert_eq!(*to, ServerId(3), "rotates to the next server");
+        assert_eq!(request.seq, 1, "a retry reuses the sequence number: exactly-once");
+    }
+
+    #[test]
+    fn an_error_reply_makes_the_client_back_off_and_try_the_next_server() {
+        let mut client = registered_client_with_preempt_in_flight();
+        let refusal = ClientReply { seq: 1, body: ReplyBody::Error(ServiceError::Unavailable) };
+        let outputs = client.step(at_ms(20), ClientInput::Reply { from: ServerId(2), reply: refusal });
+        assert!(sends(&outputs).is_empty(), "backs off before resending");
+        let outputs = client.step(at_ms(120), ClientInput::Timer(ClientTimer::Retry));
+        let [(to, request)] = &sends(&outputs)[..] else { panic!("one resend expected") };
+        assert_eq!(*to, ServerId(3), "the very next server, none skipped");
+        assert_eq!(request.seq, 1);
+    }
+
+    #[test]
+    fn no_answer_before_the_timeout_completes_as_unknown_and_the_next_operation_starts() {
+        let mut client = registered_client_with_preempt_in_flight();
+        let outputs = client.step(
+            at_ms(30),
+            ClientInput::Invoke { tag: 2, op: Operation::Release { lock: "a".into() }, timeout: None },
+        );
+        assert!(sends(&outputs).is_empty(), "one operation at a time: the release waits");
+        let outputs = client.step(at_ms(5_000), ClientInput::Timer(ClientTimer::OperationTimeout));
+        assert_eq!(completed(&outputs), vec![(1, Err(ClientError::TimedOut))]);
+        let [(_, request)] = &sends(&outputs)[..] else { panic!("the release starts") };
+        assert_eq!(request.seq, 2, "the next operation takes the next seq");
+        // A late answer to the abandoned preempt is ignored.
+        let late = ClientReply { seq: 1, body: ReplyBody::Outcome(Outcome::Granted { token: 4 }) };
+        let outputs = client.step(at_ms(5_001), ClientInput::Reply { from: ServerId(1), reply: late });
+        assert!(completed(&outputs).is_empty());
+        assert!(client.is_busy());
+    }
+
+    #[test]
+    fn a_reply_that_does_not_answer_the_operation_is_ignored() {
+        let mut client = registered_client_with_preempt_in_flight();
+        let nonsense = ClientReply { seq: 1, body: ReplyBody::Outcome(Outcome::Free) };
+        let outputs = client.step(at_ms(20), ClientInput::Reply { from: ServerId(2), reply: nonsense });
+        assert!(completed(&outputs).is_empty(), "`free` does not answer a preempt");
+        assert!(client.is_busy());
+    }
+
+    #[test]
+    fn a_full_queue_refuses_new_operations_without_sending_them() {
+        let mut config = ClientConfig::new(servers(), ServerId(1));
+        config.queue_max = 1;
+        let mut client = Client::new(config, 1);
+        let _ = client.step(at_ms(0), ClientInput::Invoke { tag: 1, op: preempt("a"), timeout: None });
+        let _ = client.step(at_ms(0), ClientInput::Invoke { tag: 2, op: preempt("b"), timeout: None });
+        let outputs = client.step(at_ms(0), ClientInput::Invoke { tag: 3, op: preempt("c"), timeout: None });
+        assert_eq!(completed(&outputs), vec![(3, Err(ClientError::QueueFull))]);
+    }
 }
