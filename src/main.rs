@@ -98,7 +98,10 @@ fn run(args: RunArgs) -> u8 {
     for path in &args.paths {
         match scenario::scenario_files(path) {
             Ok(files) if files.is_empty() => {
-                eprintln!("error: {}: no scenario files (*.yaml, *.yml, *.json) there", path.display());
+                eprintln!(
+                    "error: {}: no scenario files (*.yaml, *.yml, *.json) there",
+                    path.display()
+                );
                 bad_input = true;
             }
             Ok(files) => {
@@ -125,7 +128,10 @@ fn run(args: RunArgs) -> u8 {
         Some(path) => match File::create(path) {
             Ok(file) => Some((path.clone(), file)),
             Err(error) => {
-                eprintln!("error: {}: cannot create the trace file: {error}", path.display());
+                eprintln!(
+                    "error: {}: cannot create the trace file: {error}",
+                    path.display()
+                );
                 return EXIT_BAD_INPUT;
             }
         },
@@ -147,7 +153,10 @@ fn run(args: RunArgs) -> u8 {
             match cloned {
                 Ok(handle) => options.trace = Some(Box::new(BufWriter::new(handle))),
                 Err(error) => {
-                    eprintln!("error: {}: cannot write the trace: {error}", trace_path.display());
+                    eprintln!(
+                        "error: {}: cannot write the trace: {error}",
+                        trace_path.display()
+                    );
                     return EXIT_BAD_INPUT;
                 }
             }
@@ -168,7 +177,10 @@ fn run(args: RunArgs) -> u8 {
     let all_passed = reports.iter().all(|r| r.passed);
     if args.json {
         let summary = serde_json::json!({ "passed": all_passed, "scenarios": reports });
-        println!("{}", serde_json::to_string_pretty(&summary).expect("reports serialise"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).expect("reports serialise")
+        );
     } else if reports.len() > 1 {
         let passed = reports.iter().filter(|r| r.passed).count();
         println!("{passed} of {} scenarios passed", reports.len());
@@ -192,9 +204,16 @@ fn run_bench(args: BenchArgs) -> u8 {
     }
     let result = bench::run(&options, |line| eprintln!("{line}"));
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&result).expect("bench results serialise"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&result).expect("bench results serialise")
+        );
     } else {
         println!("{}", result.render());
     }
-    if result.all_passed { EXIT_PASS } else { EXIT_FAIL }
+    if result.all_passed {
+        EXIT_PASS
+    } else {
+        EXIT_FAIL
+    }
 }

@@ -28,7 +28,10 @@ impl Drop for Scratch {
 }
 
 fn lockstep(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lockstep")).args(args).output().expect("run lockstep")
+    Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args(args)
+        .output()
+        .expect("run lockstep")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -36,7 +39,11 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn shipped(file: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(file).display().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(file)
+        .display()
+        .to_string()
 }
 
 const PASSING: &str = "\
@@ -55,21 +62,41 @@ fn a_passing_scenario_prints_its_table_and_a_pass_line_and_exits_zero() {
     let file = scratch.file("tiny.yaml", PASSING);
     let output = lockstep(&["run", file.to_str().unwrap()]);
     let stdout = text(&output.stdout);
-    assert_eq!(output.status.code(), Some(0), "{stdout}{}", text(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        text(&output.stderr)
+    );
     assert!(stdout.contains("PASS tiny (seed 0)"), "{stdout}");
-    for row in ["operations", "latency (simulated)", "messages", "terms / leaders", "invariants"] {
-        assert!(stdout.contains(row), "the summary has a {row} row: {stdout}");
+    for row in [
+        "operations",
+        "latency (simulated)",
+        "messages",
+        "terms / leaders",
+        "invariants",
+    ] {
+        assert!(
+            stdout.contains(row),
+            "the summary has a {row} row: {stdout}"
+        );
     }
 }
 
 #[test]
 fn an_unmet_expectation_exits_one_with_a_fail_line_naming_the_seed() {
     let scratch = Scratch::new("fail");
-    let file = scratch.file("wrong.yaml", &PASSING.replace("expect_final: {a: c1}", "expect_final: {a: free}"));
+    let file = scratch.file(
+        "wrong.yaml",
+        &PASSING.replace("expect_final: {a: c1}", "expect_final: {a: free}"),
+    );
     let output = lockstep(&["run", file.to_str().unwrap(), "--seed", "42"]);
     let stdout = text(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("FAIL tiny (seed 42): 1 expectation(s) not met"), "{stdout}");
+    assert!(
+        stdout.contains("FAIL tiny (seed 42): 1 expectation(s) not met"),
+        "{stdout}"
+    );
     assert!(stdout.contains("UNMET  expect_final.a"), "{stdout}");
 }
 
@@ -125,13 +152,20 @@ fn bad_flags_exit_two_with_usage() {
 fn json_output_is_one_document_with_every_summary_figure() {
     let output = lockstep(&["run", &shipped("01-seed-walkthrough.yaml"), "--json"]);
     assert_eq!(output.status.code(), Some(0));
-    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).expect("stdout is JSON");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("stdout is JSON");
     assert_eq!(summary["passed"], true);
     let report = &summary["scenarios"][0];
     assert_eq!(report["name"], "seed-walkthrough");
     assert_eq!(report["ops"]["issued"], 13);
     assert!(report["network"]["delivered"].as_u64().unwrap() > 0);
-    assert!(report["invariants"].as_array().unwrap().iter().all(|i| i["held"] == true));
+    assert!(
+        report["invariants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["held"] == true)
+    );
 }
 
 #[test]

@@ -22,16 +22,24 @@ impl Write for SharedBuffer {
 }
 
 fn shipped(file: &str) -> Scenario {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(file);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(file);
     scenario::load_file(&path).unwrap_or_else(|error| panic!("{error}"))
 }
 
 /// Runs `scenario` with a full trace and returns the trace bytes.
 fn traced_run(scenario: &Scenario) -> Vec<u8> {
     let buffer = SharedBuffer::default();
-    let options = RunOptions { trace: Some(Box::new(buffer.clone())), ..RunOptions::default() };
+    let options = RunOptions {
+        trace: Some(Box::new(buffer.clone())),
+        ..RunOptions::default()
+    };
     let report = runner::run(scenario, options).expect("an in-memory trace cannot fail");
-    assert!(report.trace_events_written > 1_000, "the trace records every event");
+    assert!(
+        report.trace_events_written > 1_000,
+        "the trace records every event"
+    );
     buffer.0.take()
 }
 
@@ -39,14 +47,27 @@ fn traced_run(scenario: &Scenario) -> Vec<u8> {
 fn every_shipped_scenario_passes_with_every_expectation_met() {
     let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
     let files = scenario::scenario_files(&directory).expect("scenarios/ is readable");
-    assert!(files.len() >= 9, "nine scenarios ship, found {}", files.len());
+    assert!(
+        files.len() >= 9,
+        "nine scenarios ship, found {}",
+        files.len()
+    );
     for file in files {
         let loaded = scenario::load_file(&file).unwrap_or_else(|error| panic!("{error}"));
-        assert!(!loaded.description.trim().is_empty(), "{} says what it shows", file.display());
+        assert!(
+            !loaded.description.trim().is_empty(),
+            "{} says what it shows",
+            file.display()
+        );
         let report = runner::run(&loaded, RunOptions::default()).expect("no trace, no I/O");
         assert!(report.passed, "{}\n{}", file.display(), report.render());
         assert!(report.violation.is_none());
-        assert!(report.invariants.iter().all(|invariant| invariant.held && invariant.checks > 0));
+        assert!(
+            report
+                .invariants
+                .iter()
+                .all(|invariant| invariant.held && invariant.checks > 0)
+        );
         assert_eq!(report.expectations_met(), report.expectations.len());
     }
 }
@@ -75,11 +96,24 @@ fn the_trace_is_json_lines_with_deliveries_faults_timers_and_operations() {
     let mut kinds = std::collections::BTreeSet::new();
     for line in text.lines() {
         let event: serde_json::Value = serde_json::from_str(line).expect("every line is JSON");
-        assert!(event["t"].is_u64(), "every event has a simulated time: {line}");
-        kinds.insert(event["kind"].as_str().expect("every event has a kind").to_string());
+        assert!(
+            event["t"].is_u64(),
+            "every event has a simulated time: {line}"
+        );
+        kinds.insert(
+            event["kind"]
+                .as_str()
+                .expect("every event has a kind")
+                .to_string(),
+        );
     }
-    for kind in ["send", "deliver", "timer", "role", "fault", "op_start", "op_done"] {
-        assert!(kinds.contains(kind), "the trace has {kind} events: {kinds:?}");
+    for kind in [
+        "send", "deliver", "timer", "role", "fault", "op_start", "op_done",
+    ] {
+        assert!(
+            kinds.contains(kind),
+            "the trace has {kind} events: {kinds:?}"
+        );
     }
 }
 
@@ -101,5 +135,9 @@ fn a_broken_expectation_fails_the_run_and_names_the_event() {
     assert_eq!(unmet.len(), 1);
     assert_eq!(unmet[0].place, "events[1]");
     assert_eq!(unmet[0].actual, "held_by c1");
-    assert!(report.verdict_line().starts_with("FAIL seed-walkthrough (seed 1)"));
+    assert!(
+        report
+            .verdict_line()
+            .starts_with("FAIL seed-walkthrough (seed 1)")
+    );
 }

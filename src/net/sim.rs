@@ -88,7 +88,10 @@ pub enum Transmission {
     /// Lost at random.
     Dropped,
     /// Arrives after `delay`, and a duplicate after `duplicate_delay` if one was made.
-    Delivered { delay: Duration, duplicate_delay: Option<Duration> },
+    Delivered {
+        delay: Duration,
+        duplicate_delay: Option<Duration>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -132,7 +135,10 @@ impl SimNetwork {
         for (group, members) in groups.iter().enumerate() {
             for &member in members {
                 let previous = self.group_of.insert(member, group);
-                assert!(previous.is_none(), "{member} listed in two partition groups");
+                assert!(
+                    previous.is_none(),
+                    "{member} listed in two partition groups"
+                );
             }
         }
     }
@@ -191,12 +197,17 @@ impl SimNetwork {
         if lost {
             return Transmission::Dropped;
         }
-        Transmission::Delivered { delay, duplicate_delay: duplicated.then_some(duplicate_delay) }
+        Transmission::Delivered {
+            delay,
+            duplicate_delay: duplicated.then_some(duplicate_delay),
+        }
     }
 
     fn latency(&mut self) -> Duration {
         let params = self.params;
-        let in_tail = self.rng.random_bool(params.tail.map_or(0.0, |tail| tail.probability));
+        let in_tail = self
+            .rng
+            .random_bool(params.tail.map_or(0.0, |tail| tail.probability));
         let (low, high) = match params.tail {
             Some(tail) if in_tail => (params.latency_max, tail.max.max(params.latency_max)),
             _ => (params.latency_min, params.latency_max),
@@ -207,11 +218,23 @@ impl SimNetwork {
 }
 
 fn assert_valid(params: &NetworkParams) {
-    assert!(params.latency_min <= params.latency_max, "network: latency min above max");
-    assert!((0.0..=1.0).contains(&params.drop), "network: drop probability outside [0, 1]");
-    assert!((0.0..=1.0).contains(&params.duplicate), "network: duplicate probability outside [0, 1]");
+    assert!(
+        params.latency_min <= params.latency_max,
+        "network: latency min above max"
+    );
+    assert!(
+        (0.0..=1.0).contains(&params.drop),
+        "network: drop probability outside [0, 1]"
+    );
+    assert!(
+        (0.0..=1.0).contains(&params.duplicate),
+        "network: duplicate probability outside [0, 1]"
+    );
     if let Some(tail) = params.tail {
-        assert!((0.0..=1.0).contains(&tail.probability), "network: tail probability outside [0, 1]");
+        assert!(
+            (0.0..=1.0).contains(&tail.probability),
+            "network: tail probability outside [0, 1]"
+        );
     }
 }
 
@@ -235,7 +258,10 @@ mod tests {
         assert!(!net.can_deliver(s(1), s(3)));
         assert!(!net.can_deliver(c(1), s(2)));
         assert!(net.can_deliver(c(1), s(3)));
-        assert!(net.can_deliver(s(4), s(1)) && net.can_deliver(s(3), s(4)), "s4 is unlisted");
+        assert!(
+            net.can_deliver(s(4), s(1)) && net.can_deliver(s(3), s(4)),
+            "s4 is unlisted"
+        );
         net.heal();
         assert!(net.can_deliver(s(1), s(3)));
         assert!(net.is_healed());
@@ -246,7 +272,10 @@ mod tests {
         let mut net = SimNetwork::new(NetworkParams::default(), 1);
         net.cut(s(1), &[s(2), s(3)]);
         assert!(!net.can_deliver(s(1), s(2)));
-        assert!(net.can_deliver(s(2), s(1)), "the reverse direction still works");
+        assert!(
+            net.can_deliver(s(2), s(1)),
+            "the reverse direction still works"
+        );
         net.isolate(s(4));
         assert!(!net.can_deliver(s(4), s(5)) && !net.can_deliver(c(2), s(4)));
         assert_eq!(net.transmit(s(4), s(5)), Transmission::Blocked);
@@ -266,21 +295,33 @@ mod tests {
         for _ in 0..10_000 {
             match net.transmit(s(1), s(2)) {
                 Transmission::Dropped => dropped += 1,
-                Transmission::Delivered { delay, duplicate_delay } => {
+                Transmission::Delivered {
+                    delay,
+                    duplicate_delay,
+                } => {
                     assert!(delay >= params.latency_min && delay <= params.latency_max);
                     duplicated += usize::from(duplicate_delay.is_some());
                 }
                 Transmission::Blocked => panic!("nothing is partitioned"),
             }
         }
-        assert!((1_800..2_200).contains(&dropped), "dropped {dropped} of 10000 at p=0.2");
-        assert!((600..1_000).contains(&duplicated), "duplicated {duplicated} of ~8000 at p=0.1");
+        assert!(
+            (1_800..2_200).contains(&dropped),
+            "dropped {dropped} of 10000 at p=0.2"
+        );
+        assert!(
+            (600..1_000).contains(&duplicated),
+            "duplicated {duplicated} of ~8000 at p=0.1"
+        );
     }
 
     #[test]
     fn the_long_tail_stretches_some_latencies_beyond_the_maximum() {
         let params = NetworkParams {
-            tail: Some(LatencyTail { probability: 0.5, max: Duration::from_millis(500) }),
+            tail: Some(LatencyTail {
+                probability: 0.5,
+                max: Duration::from_millis(500),
+            }),
             ..NetworkParams::default()
         };
         let mut net = SimNetwork::new(params, 7);
@@ -290,12 +331,19 @@ mod tests {
                 _ => false,
             })
             .count();
-        assert!((350..650).contains(&slow), "{slow} of 1000 in the tail at p=0.5");
+        assert!(
+            (350..650).contains(&slow),
+            "{slow} of 1000 in the tail at p=0.5"
+        );
     }
 
     #[test]
     fn the_same_seed_gives_the_same_fates() {
-        let params = NetworkParams { drop: 0.3, duplicate: 0.3, ..NetworkParams::default() };
+        let params = NetworkParams {
+            drop: 0.3,
+            duplicate: 0.3,
+            ..NetworkParams::default()
+        };
         let mut a = SimNetwork::new(params, 9);
         let mut b = SimNetwork::new(params, 9);
         for _ in 0..100 {

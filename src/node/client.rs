@@ -74,23 +74,44 @@ pub enum ClientTimer {
 #[derive(Clone, Debug)]
 pub enum ClientInput {
     /// Queue an operation. `tag` is the caller's name for it, echoed in `Started`/`Completed`.
-    Invoke { tag: u64, op: Operation, timeout: Option<Duration> },
-    Reply { from: ServerId, reply: ClientReply },
+    Invoke {
+        tag: u64,
+        op: Operation,
+        timeout: Option<Duration>,
+    },
+    Reply {
+        from: ServerId,
+        reply: ClientReply,
+    },
     Timer(ClientTimer),
 }
 
 #[must_use = "a client's effects must be carried out by the driver"]
 #[derive(Clone, Debug)]
 pub enum ClientOutput {
-    Send { to: ServerId, request: ClientRequest },
-    SetTimer { timer: ClientTimer, at: Time },
+    Send {
+        to: ServerId,
+        request: ClientRequest,
+    },
+    SetTimer {
+        timer: ClientTimer,
+        at: Time,
+    },
     /// The cluster assigned this client its id.
-    Registered { client: ClientId },
+    Registered {
+        client: ClientId,
+    },
     /// Operation `tag` was taken off the queue and its first request is on its way: its call
     /// time, for histories.
-    Started { tag: u64, seq: u64 },
+    Started {
+        tag: u64,
+        seq: u64,
+    },
     /// Operation `tag` finished. Its return time is now.
-    Completed { tag: u64, result: Result<Outcome, ClientError> },
+    Completed {
+        tag: u64,
+        result: Result<Outcome, ClientError>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -148,13 +169,19 @@ impl Client {
 
     #[must_use = "a client's effects must be carried out by the driver"]
     pub fn step(&mut self, now: Time, input: ClientInput) -> Vec<ClientOutput> {
-        debug_assert!(self.out.is_empty(), "outputs left over from a previous step");
+        debug_assert!(
+            self.out.is_empty(),
+            "outputs left over from a previous step"
+        );
         let seq_before = self.last_seq;
         match input {
             ClientInput::Invoke { tag, op, timeout } => {
                 let timeout = timeout.unwrap_or(self.config.operation_timeout);
                 if self.queue.len() >= self.config.queue_max {
-                    self.out.push(ClientOutput::Completed { tag, result: Err(ClientError::QueueFull) });
+                    self.out.push(ClientOutput::Completed {
+                        tag,
+                        result: Err(ClientError::QueueFull),
+                    });
                 } else {
                     self.queue.push_back(Queued { tag, op, timeout });
                 }
@@ -175,8 +202,14 @@ impl Client {
         if self.running.is_none() {
             self.start_next(now);
         }
-        assert!(self.last_seq >= seq_before, "client: sequence numbers went backwards");
-        assert!(self.queue.len() <= self.config.queue_max, "client: queue beyond its bound");
+        assert!(
+            self.last_seq >= seq_before,
+            "client: sequence numbers went backwards"
+        );
+        assert!(
+            self.queue.len() <= self.config.queue_max,
+            "client: queue beyond its bound"
+        );
         assert!(
             self.running.is_some() || self.queue.is_empty(),
             "client: idle with operations queued"
@@ -216,7 +249,10 @@ impl Client {
             ReplyBody::Outcome(outcome) => {
                 // An outcome that does not answer the operation (a preempt answered `free`) is a
                 // malformed reply: ignore it, the retry or the timeout follows.
-                if self.id.is_some() && reply.seq == running.seq && outcome_fits(&running.op, &outcome) {
+                if self.id.is_some()
+                    && reply.seq == running.seq
+                    && outcome_fits(&running.op, &outcome)
+                {
                     self.finish(Ok(outcome));
                 }
             }
@@ -227,7 +263,10 @@ impl Client {
                     // retry timer rotates, exactly as after silence, only sooner).
                     let at = now + self.config.error_backoff;
                     self.retry_deadline = Some(at);
-                    self.out.push(ClientOutput::SetTimer { timer: ClientTimer::Retry, at });
+                    self.out.push(ClientOutput::SetTimer {
+                        timer: ClientTimer::Retry,
+                        at,
+                    });
                 }
             }
         }
@@ -239,9 +278,20 @@ impl Client {
         };
         self.last_seq += 1;
         let deadline = now + queued.timeout;
-        self.running = Some(Running { tag: queued.tag, op: queued.op, seq: self.last_seq, deadline });
-        self.out.push(ClientOutput::Started { tag: queued.tag, seq: self.last_seq });
-        self.out.push(ClientOutput::SetTimer { timer: ClientTimer::OperationTimeout, at: deadline });
+        self.running = Some(Running {
+            tag: queued.tag,
+            op: queued.op,
+            seq: self.last_seq,
+            deadline,
+        });
+        self.out.push(ClientOutput::Started {
+            tag: queued.tag,
+            seq: self.last_seq,
+        });
+        self.out.push(ClientOutput::SetTimer {
+            timer: ClientTimer::OperationTimeout,
+            at: deadline,
+        });
         self.send_request(now);
     }
 
@@ -254,27 +304,45 @@ impl Client {
         let request = match self.id {
             None => {
                 let nonce = *self.hello_nonce.get_or_insert_with(|| self.rng.random());
-                ClientRequest { seq: 0, body: RequestBody::Hello { nonce } }
+                ClientRequest {
+                    seq: 0,
+                    body: RequestBody::Hello { nonce },
+                }
             }
             Some(client) => ClientRequest {
                 seq: running.seq,
-                body: RequestBody::Op { client, op: running.op.clone() },
+                body: RequestBody::Op {
+                    client,
+                    op: running.op.clone(),
+                },
             },
         };
-        self.out.push(ClientOutput::Send { to: self.current_server(), request });
+        self.out.push(ClientOutput::Send {
+            to: self.current_server(),
+            request,
+        });
         let at = now + self.config.retry_interval;
         self.retry_deadline = Some(at);
-        self.out.push(ClientOutput::SetTimer { timer: ClientTimer::Retry, at });
+        self.out.push(ClientOutput::SetTimer {
+            timer: ClientTimer::Retry,
+            at,
+        });
     }
 
     fn finish(&mut self, result: Result<Outcome, ClientError>) {
-        let running = self.running.take().expect("finishing with an operation running");
+        let running = self
+            .running
+            .take()
+            .expect("finishing with an operation running");
         self.retry_deadline = None;
         if self.id.is_none() {
             // The hello never came back; a later operation starts a fresh one.
             self.hello_nonce = None;
         }
-        self.out.push(ClientOutput::Completed { tag: running.tag, result });
+        self.out.push(ClientOutput::Completed {
+            tag: running.tag,
+            result,
+        });
     }
 
     fn rotate_server(&mut self) {
@@ -286,9 +354,16 @@ impl Client {
 pub fn outcome_fits(op: &Operation, outcome: &Outcome) -> bool {
     matches!(
         (op, outcome),
-        (Operation::Preempt { .. }, Outcome::Granted { .. } | Outcome::HeldBy { .. })
-            | (Operation::Release { .. }, Outcome::Released | Outcome::NotOwner)
-            | (Operation::Check { .. }, Outcome::Free | Outcome::Owner { .. })
+        (
+            Operation::Preempt { .. },
+            Outcome::Granted { .. } | Outcome::HeldBy { .. }
+        ) | (
+            Operation::Release { .. },
+            Outcome::Released | Outcome::NotOwner
+        ) | (
+            Operation::Check { .. },
+            Outcome::Free | Outcome::Owner { .. }
+        )
     )
 }
 
@@ -333,25 +408,73 @@ mod tests {
     /// in flight to s2.
     fn registered_client_with_preempt_in_flight() -> Client {
         let mut client = Client::new(ClientConfig::new(servers(), ServerId(2)), 5);
-        let outputs = client.step(at_ms(0), ClientInput::Invoke { tag: 1, op: preempt("a"), timeout: None });
-        let [(to, hello)] = &sends(&outputs)[..] else { panic!("one hello expected: {outputs:?}") };
+        let outputs = client.step(
+            at_ms(0),
+            ClientInput::Invoke {
+                tag: 1,
+                op: preempt("a"),
+                timeout: None,
+            },
+        );
+        let [(to, hello)] = &sends(&outputs)[..] else {
+            panic!("one hello expected: {outputs:?}")
+        };
         assert_eq!(*to, ServerId(2), "the client starts with its first server");
-        let RequestBody::Hello { nonce } = hello.body else { panic!("registers first") };
-        let welcome = ClientReply { seq: 0, body: ReplyBody::Welcome { nonce, client: ClientId(9) } };
-        let outputs = client.step(at_ms(10), ClientInput::Reply { from: ServerId(2), reply: welcome });
-        assert!(outputs.iter().any(|o| matches!(o, ClientOutput::Registered { client: ClientId(9) })));
-        let [(_, request)] = &sends(&outputs)[..] else { panic!("the operation follows the welcome") };
+        let RequestBody::Hello { nonce } = hello.body else {
+            panic!("registers first")
+        };
+        let welcome = ClientReply {
+            seq: 0,
+            body: ReplyBody::Welcome {
+                nonce,
+                client: ClientId(9),
+            },
+        };
+        let outputs = client.step(
+            at_ms(10),
+            ClientInput::Reply {
+                from: ServerId(2),
+                reply: welcome,
+            },
+        );
+        assert!(outputs.iter().any(|o| matches!(
+            o,
+            ClientOutput::Registered {
+                client: ClientId(9)
+            }
+        )));
+        let [(_, request)] = &sends(&outputs)[..] else {
+            panic!("the operation follows the welcome")
+        };
         assert_eq!(request.seq, 1);
-        assert_eq!(request.body, RequestBody::Op { client: ClientId(9), op: preempt("a") });
+        assert_eq!(
+            request.body,
+            RequestBody::Op {
+                client: ClientId(9),
+                op: preempt("a")
+            }
+        );
         client
     }
 
     #[test]
     fn a_new_client_registers_then_sends_its_operation_and_completes_on_the_answer() {
         let mut client = registered_client_with_preempt_in_flight();
-        let answer = ClientReply { seq: 1, body: ReplyBody::Outcome(Outcome::Granted { token: 4 }) };
-        let outputs = client.step(at_ms(20), ClientInput::Reply { from: ServerId(2), reply: answer });
-        assert_eq!(completed(&outputs), vec![(1, Ok(Outcome::Granted { token: 4 }))]);
+        let answer = ClientReply {
+            seq: 1,
+            body: ReplyBody::Outcome(Outcome::Granted { token: 4 }),
+        };
+        let outputs = client.step(
+            at_ms(20),
+            ClientInput::Reply {
+                from: ServerId(2),
+                reply: answer,
+            },
+        );
+        assert_eq!(
+            completed(&outputs),
+            vec![(1, Ok(Outcome::Granted { token: 4 }))]
+        );
         assert!(!client.is_busy());
     }
 
@@ -361,19 +484,35 @@ mod tests {
         // Early (spurious) retry timer: nothing happens.
         assert!(sends(&client.step(at_ms(100), ClientInput::Timer(ClientTimer::Retry))).is_empty());
         let outputs = client.step(at_ms(510), ClientInput::Timer(ClientTimer::Retry));
-        let [(to, request)] = &sends(&outputs)[..] else { panic!("one resend expected") };
+        let [(to, request)] = &sends(&outputs)[..] else {
+            panic!("one resend expected")
+        };
         assert_eq!(*to, ServerId(3), "rotates to the next server");
-        assert_eq!(request.seq, 1, "a retry reuses the sequence number: exactly-once");
+        assert_eq!(
+            request.seq, 1,
+            "a retry reuses the sequence number: exactly-once"
+        );
     }
 
     #[test]
     fn an_error_reply_makes_the_client_back_off_and_try_the_next_server() {
         let mut client = registered_client_with_preempt_in_flight();
-        let refusal = ClientReply { seq: 1, body: ReplyBody::Error(ServiceError::Unavailable) };
-        let outputs = client.step(at_ms(20), ClientInput::Reply { from: ServerId(2), reply: refusal });
+        let refusal = ClientReply {
+            seq: 1,
+            body: ReplyBody::Error(ServiceError::Unavailable),
+        };
+        let outputs = client.step(
+            at_ms(20),
+            ClientInput::Reply {
+                from: ServerId(2),
+                reply: refusal,
+            },
+        );
         assert!(sends(&outputs).is_empty(), "backs off before resending");
         let outputs = client.step(at_ms(120), ClientInput::Timer(ClientTimer::Retry));
-        let [(to, request)] = &sends(&outputs)[..] else { panic!("one resend expected") };
+        let [(to, request)] = &sends(&outputs)[..] else {
+            panic!("one resend expected")
+        };
         assert_eq!(*to, ServerId(3), "the very next server, none skipped");
         assert_eq!(request.seq, 1);
     }
@@ -383,16 +522,37 @@ mod tests {
         let mut client = registered_client_with_preempt_in_flight();
         let outputs = client.step(
             at_ms(30),
-            ClientInput::Invoke { tag: 2, op: Operation::Release { lock: "a".into() }, timeout: None },
+            ClientInput::Invoke {
+                tag: 2,
+                op: Operation::Release { lock: "a".into() },
+                timeout: None,
+            },
         );
-        assert!(sends(&outputs).is_empty(), "one operation at a time: the release waits");
-        let outputs = client.step(at_ms(5_000), ClientInput::Timer(ClientTimer::OperationTimeout));
+        assert!(
+            sends(&outputs).is_empty(),
+            "one operation at a time: the release waits"
+        );
+        let outputs = client.step(
+            at_ms(5_000),
+            ClientInput::Timer(ClientTimer::OperationTimeout),
+        );
         assert_eq!(completed(&outputs), vec![(1, Err(ClientError::TimedOut))]);
-        let [(_, request)] = &sends(&outputs)[..] else { panic!("the release starts") };
+        let [(_, request)] = &sends(&outputs)[..] else {
+            panic!("the release starts")
+        };
         assert_eq!(request.seq, 2, "the next operation takes the next seq");
         // A late answer to the abandoned preempt is ignored.
-        let late = ClientReply { seq: 1, body: ReplyBody::Outcome(Outcome::Granted { token: 4 }) };
-        let outputs = client.step(at_ms(5_001), ClientInput::Reply { from: ServerId(1), reply: late });
+        let late = ClientReply {
+            seq: 1,
+            body: ReplyBody::Outcome(Outcome::Granted { token: 4 }),
+        };
+        let outputs = client.step(
+            at_ms(5_001),
+            ClientInput::Reply {
+                from: ServerId(1),
+                reply: late,
+            },
+        );
         assert!(completed(&outputs).is_empty());
         assert!(client.is_busy());
     }
@@ -400,9 +560,21 @@ mod tests {
     #[test]
     fn a_reply_that_does_not_answer_the_operation_is_ignored() {
         let mut client = registered_client_with_preempt_in_flight();
-        let nonsense = ClientReply { seq: 1, body: ReplyBody::Outcome(Outcome::Free) };
-        let outputs = client.step(at_ms(20), ClientInput::Reply { from: ServerId(2), reply: nonsense });
-        assert!(completed(&outputs).is_empty(), "`free` does not answer a preempt");
+        let nonsense = ClientReply {
+            seq: 1,
+            body: ReplyBody::Outcome(Outcome::Free),
+        };
+        let outputs = client.step(
+            at_ms(20),
+            ClientInput::Reply {
+                from: ServerId(2),
+                reply: nonsense,
+            },
+        );
+        assert!(
+            completed(&outputs).is_empty(),
+            "`free` does not answer a preempt"
+        );
         assert!(client.is_busy());
     }
 
@@ -411,9 +583,30 @@ mod tests {
         let mut config = ClientConfig::new(servers(), ServerId(1));
         config.queue_max = 1;
         let mut client = Client::new(config, 1);
-        let _ = client.step(at_ms(0), ClientInput::Invoke { tag: 1, op: preempt("a"), timeout: None });
-        let _ = client.step(at_ms(0), ClientInput::Invoke { tag: 2, op: preempt("b"), timeout: None });
-        let outputs = client.step(at_ms(0), ClientInput::Invoke { tag: 3, op: preempt("c"), timeout: None });
+        let _ = client.step(
+            at_ms(0),
+            ClientInput::Invoke {
+                tag: 1,
+                op: preempt("a"),
+                timeout: None,
+            },
+        );
+        let _ = client.step(
+            at_ms(0),
+            ClientInput::Invoke {
+                tag: 2,
+                op: preempt("b"),
+                timeout: None,
+            },
+        );
+        let outputs = client.step(
+            at_ms(0),
+            ClientInput::Invoke {
+                tag: 3,
+                op: preempt("c"),
+                timeout: None,
+            },
+        );
         assert_eq!(completed(&outputs), vec![(3, Err(ClientError::QueueFull))]);
     }
 }

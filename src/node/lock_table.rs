@@ -58,7 +58,9 @@ impl LockTable {
             Command::Noop => ApplyResult::Nothing,
             Command::Register { .. } => {
                 self.last_client_id += 1;
-                ApplyResult::Registered { client: ClientId(self.last_client_id) }
+                ApplyResult::Registered {
+                    client: ClientId(self.last_client_id),
+                }
             }
             Command::Preempt { client, seq, lock } => {
                 self.deduplicated(*client, *seq, |table| table.preempt(*client, lock, index))
@@ -85,24 +87,43 @@ impl LockTable {
     ) -> ApplyResult {
         if let Some(session) = self.sessions.get(&client) {
             if seq == session.last_seq {
-                return ApplyResult::Outcome { outcome: session.last_outcome, duplicate: true };
+                return ApplyResult::Outcome {
+                    outcome: session.last_outcome,
+                    duplicate: true,
+                };
             }
             if seq < session.last_seq {
                 return ApplyResult::Stale;
             }
         }
         let outcome = decide(self);
-        self.sessions.insert(client, Session { last_seq: seq, last_outcome: outcome });
-        ApplyResult::Outcome { outcome, duplicate: false }
+        self.sessions.insert(
+            client,
+            Session {
+                last_seq: seq,
+                last_outcome: outcome,
+            },
+        );
+        ApplyResult::Outcome {
+            outcome,
+            duplicate: false,
+        }
     }
 
     fn preempt(&mut self, client: ClientId, lock: &LockName, index: LogIndex) -> Outcome {
         match self.locks.get(lock) {
             // Preempting a lock you hold is idempotent: same token.
-            Some(holder) if holder.owner == client => Outcome::Granted { token: holder.token },
-            Some(holder) => Outcome::HeldBy { owner: holder.owner },
+            Some(holder) if holder.owner == client => Outcome::Granted {
+                token: holder.token,
+            },
+            Some(holder) => Outcome::HeldBy {
+                owner: holder.owner,
+            },
             None => {
-                let holder = Holder { owner: client, token: index };
+                let holder = Holder {
+                    owner: client,
+                    token: index,
+                };
                 self.locks_digest ^= holder_digest(lock, &holder);
                 self.locks.insert(lock.clone(), holder);
                 Outcome::Granted { token: index }
@@ -124,7 +145,10 @@ impl LockTable {
     /// Answers a check from this replica's applied state.
     pub fn check(&self, lock: &str) -> Outcome {
         match self.locks.get(lock) {
-            Some(holder) => Outcome::Owner { owner: holder.owner },
+            Some(holder) => Outcome::Owner {
+                owner: holder.owner,
+                token: holder.token,
+            },
             None => Outcome::Free,
         }
     }
@@ -143,7 +167,9 @@ impl LockTable {
 
     /// True if the client already had a newer request applied than `seq`.
     pub fn is_stale(&self, client: ClientId, seq: u64) -> bool {
-        self.sessions.get(&client).is_some_and(|session| seq < session.last_seq)
+        self.sessions
+            .get(&client)
+            .is_some_and(|session| seq < session.last_seq)
     }
 
     pub fn applied_index(&self) -> LogIndex {
@@ -182,7 +208,9 @@ impl LockTable {
         }
         debug_assert_eq!(
             self.locks_digest,
-            self.locks.iter().fold(0, |acc, (lock, holder)| acc ^ holder_digest(lock, holder)),
+            self.locks
+                .iter()
+                .fold(0, |acc, (lock, holder)| acc ^ holder_digest(lock, holder)),
             "lock table: incremental digest drifted from the map"
         );
     }
@@ -192,7 +220,10 @@ impl LockTable {
 /// runs and platforms, unlike `std`'s randomly keyed hasher.
 fn holder_digest(lock: &str, holder: &Holder) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let bytes = lock.bytes().chain(holder.owner.0.to_le_bytes()).chain(holder.token.to_le_bytes());
+    let bytes = lock
+        .bytes()
+        .chain(holder.owner.0.to_le_bytes())
+        .chain(holder.token.to_le_bytes());
     for byte in bytes {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
@@ -213,11 +244,19 @@ mod tests {
     }
 
     fn preempt(client: u64, seq: u64, name: &str) -> Command {
-        Command::Preempt { client: ClientId(client), seq, lock: lock(name) }
+        Command::Preempt {
+            client: ClientId(client),
+            seq,
+            lock: lock(name),
+        }
     }
 
     fn release(client: u64, seq: u64, name: &str) -> Command {
-        Command::Release { client: ClientId(client), seq, lock: lock(name) }
+        Command::Release {
+            client: ClientId(client),
+            seq,
+            lock: lock(name),
+        }
     }
 
     fn outcome(result: ApplyResult) -> Outcome {
@@ -230,50 +269,99 @@ mod tests {
     /// Two registered clients, c1 = client#1 and c2 = client#2, at indexes 1 and 2.
     fn table_with_two_clients() -> LockTable {
         let mut table = LockTable::new();
-        assert_eq!(table.apply(1, &Command::Register { nonce: 7 }), ApplyResult::Registered {
-            client: ClientId(1)
-        });
-        assert_eq!(table.apply(2, &Command::Register { nonce: 7 }), ApplyResult::Registered {
-            client: ClientId(2)
-        });
+        assert_eq!(
+            table.apply(1, &Command::Register { nonce: 7 }),
+            ApplyResult::Registered {
+                client: ClientId(1)
+            }
+        );
+        assert_eq!(
+            table.apply(2, &Command::Register { nonce: 7 }),
+            ApplyResult::Registered {
+                client: ClientId(2)
+            }
+        );
         table
     }
 
     #[test]
     fn preempt_grants_a_free_lock_with_its_log_index_as_token_and_refuses_others() {
         let mut table = table_with_two_clients();
-        assert_eq!(outcome(table.apply(3, &preempt(1, 1, "a"))), Outcome::Granted { token: 3 });
-        assert_eq!(outcome(table.apply(4, &preempt(2, 1, "a"))), Outcome::HeldBy {
-            owner: ClientId(1)
-        });
+        assert_eq!(
+            outcome(table.apply(3, &preempt(1, 1, "a"))),
+            Outcome::Granted { token: 3 }
+        );
+        assert_eq!(
+            outcome(table.apply(4, &preempt(2, 1, "a"))),
+            Outcome::HeldBy { owner: ClientId(1) }
+        );
         // c1 preempting again (a new request) succeeds idempotently with the same token.
-        assert_eq!(outcome(table.apply(5, &preempt(1, 2, "a"))), Outcome::Granted { token: 3 });
-        assert_eq!(table.check("a"), Outcome::Owner { owner: ClientId(1) });
+        assert_eq!(
+            outcome(table.apply(5, &preempt(1, 2, "a"))),
+            Outcome::Granted { token: 3 }
+        );
+        assert_eq!(
+            table.check("a"),
+            Outcome::Owner {
+                owner: ClientId(1),
+                token: 3
+            }
+        );
         assert_eq!(table.check("b"), Outcome::Free);
     }
 
     #[test]
     fn only_the_owner_can_release_and_the_next_grant_gets_a_larger_token() {
         let mut table = table_with_two_clients();
-        assert_eq!(outcome(table.apply(3, &preempt(1, 1, "a"))), Outcome::Granted { token: 3 });
-        assert_eq!(outcome(table.apply(4, &release(2, 1, "a"))), Outcome::NotOwner);
-        assert_eq!(outcome(table.apply(5, &release(1, 2, "a"))), Outcome::Released);
-        assert_eq!(outcome(table.apply(6, &release(1, 3, "a"))), Outcome::NotOwner);
-        assert_eq!(outcome(table.apply(7, &preempt(2, 2, "a"))), Outcome::Granted { token: 7 });
+        assert_eq!(
+            outcome(table.apply(3, &preempt(1, 1, "a"))),
+            Outcome::Granted { token: 3 }
+        );
+        assert_eq!(
+            outcome(table.apply(4, &release(2, 1, "a"))),
+            Outcome::NotOwner
+        );
+        assert_eq!(
+            outcome(table.apply(5, &release(1, 2, "a"))),
+            Outcome::Released
+        );
+        assert_eq!(
+            outcome(table.apply(6, &release(1, 3, "a"))),
+            Outcome::NotOwner
+        );
+        assert_eq!(
+            outcome(table.apply(7, &preempt(2, 2, "a"))),
+            Outcome::Granted { token: 7 }
+        );
     }
 
     #[test]
     fn a_retried_request_gets_the_original_answer_and_applies_once() {
         let mut table = table_with_two_clients();
-        assert_eq!(outcome(table.apply(3, &preempt(1, 1, "a"))), Outcome::Granted { token: 3 });
-        assert_eq!(outcome(table.apply(4, &release(1, 2, "a"))), Outcome::Released);
+        assert_eq!(
+            outcome(table.apply(3, &preempt(1, 1, "a"))),
+            Outcome::Granted { token: 3 }
+        );
+        assert_eq!(
+            outcome(table.apply(4, &release(1, 2, "a"))),
+            Outcome::Released
+        );
         // The release's retry arrives again: same answer, flagged duplicate, nothing changes.
         let retried = table.apply(5, &release(1, 2, "a"));
-        assert_eq!(retried, ApplyResult::Outcome { outcome: Outcome::Released, duplicate: true });
+        assert_eq!(
+            retried,
+            ApplyResult::Outcome {
+                outcome: Outcome::Released,
+                duplicate: true
+            }
+        );
         // A late copy of the first preempt is older than the last applied request: no effect.
         assert_eq!(table.apply(6, &preempt(1, 1, "a")), ApplyResult::Stale);
         assert_eq!(table.check("a"), Outcome::Free);
-        assert_eq!(table.cached_outcome(ClientId(1), 2), Some(Outcome::Released));
+        assert_eq!(
+            table.cached_outcome(ClientId(1), 2),
+            Some(Outcome::Released)
+        );
         assert!(table.is_stale(ClientId(1), 1));
     }
 
@@ -281,14 +369,23 @@ mod tests {
     fn equal_lock_maps_have_equal_digests_whatever_the_history() {
         let mut left = table_with_two_clients();
         let mut right = table_with_two_clients();
-        assert_eq!(outcome(left.apply(3, &preempt(1, 1, "a"))), Outcome::Granted { token: 3 });
-        assert_eq!(outcome(left.apply(4, &release(1, 2, "a"))), Outcome::Released);
+        assert_eq!(
+            outcome(left.apply(3, &preempt(1, 1, "a"))),
+            Outcome::Granted { token: 3 }
+        );
+        assert_eq!(
+            outcome(left.apply(4, &release(1, 2, "a"))),
+            Outcome::Released
+        );
         assert_eq!(left.apply(3 + 2, &Command::Noop), ApplyResult::Nothing);
         assert_eq!(right.apply(3, &Command::Noop), ApplyResult::Nothing);
         assert_eq!(right.apply(4, &Command::Noop), ApplyResult::Nothing);
         assert_eq!(right.apply(5, &Command::Noop), ApplyResult::Nothing);
         assert_eq!(left.locks_digest(), right.locks_digest());
-        assert_eq!(outcome(right.apply(6, &preempt(2, 1, "a"))), Outcome::Granted { token: 6 });
+        assert_eq!(
+            outcome(right.apply(6, &preempt(2, 1, "a"))),
+            Outcome::Granted { token: 6 }
+        );
         assert_ne!(left.locks_digest(), right.locks_digest());
     }
 

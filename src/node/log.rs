@@ -43,7 +43,9 @@ impl RaftLog {
     /// Up to `count_max` entries starting at `first`, cloned for sending.
     pub fn entries_from(&self, first: LogIndex, count_max: usize) -> Vec<Entry> {
         assert!(first >= 1, "log: entries are numbered from 1");
-        let start = usize::try_from(first - 1).unwrap_or(usize::MAX).min(self.entries.len());
+        let start = usize::try_from(first - 1)
+            .unwrap_or(usize::MAX)
+            .min(self.entries.len());
         let end = start.saturating_add(count_max).min(self.entries.len());
         self.entries[start..end].to_vec()
     }
@@ -62,7 +64,10 @@ impl RaftLog {
 
     /// The last index holding an entry of `term`, if any.
     pub fn last_index_of_term(&self, term: Term) -> Option<LogIndex> {
-        self.entries.iter().rposition(|entry| entry.term == term).map(|p| p as LogIndex + 1)
+        self.entries
+            .iter()
+            .rposition(|entry| entry.term == term)
+            .map(|p| p as LogIndex + 1)
     }
 
     /// Drops every entry at `first_index` and beyond, then appends `entries` there.
@@ -81,11 +86,15 @@ impl RaftLog {
 
     /// Raft §5.4.1: is a log ending at (`last_index`, `last_term`) at least as up to date as ours?
     pub fn is_up_to_date(&self, last_index: LogIndex, last_term: Term) -> bool {
-        last_term > self.last_term() || (last_term == self.last_term() && last_index >= self.last_index())
+        last_term > self.last_term()
+            || (last_term == self.last_term() && last_index >= self.last_index())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (LogIndex, &Entry)> {
-        self.entries.iter().enumerate().map(|(position, entry)| (position as LogIndex + 1, entry))
+        self.entries
+            .iter()
+            .enumerate()
+            .map(|(position, entry)| (position as LogIndex + 1, entry))
     }
 }
 
@@ -103,20 +112,33 @@ pub struct DurableState {
 #[serde(rename_all = "snake_case")]
 pub enum PersistOp {
     /// The current term and the vote cast in it.
-    HardState { term: Term, voted_for: Option<ServerId> },
+    HardState {
+        term: Term,
+        voted_for: Option<ServerId>,
+    },
     /// Truncate the log from `first_index` on, then append `entries` there.
-    Append { first_index: LogIndex, entries: Vec<Entry> },
+    Append {
+        first_index: LogIndex,
+        entries: Vec<Entry>,
+    },
 }
 
 impl DurableState {
     pub fn apply(&mut self, op: &PersistOp) {
         match op {
             PersistOp::HardState { term, voted_for } => {
-                assert!(*term >= self.term, "durable: term went back from {} to {term}", self.term);
+                assert!(
+                    *term >= self.term,
+                    "durable: term went back from {} to {term}",
+                    self.term
+                );
                 self.term = *term;
                 self.voted_for = *voted_for;
             }
-            PersistOp::Append { first_index, entries } => {
+            PersistOp::Append {
+                first_index,
+                entries,
+            } => {
                 self.log.truncate_and_append(*first_index, entries);
             }
         }
@@ -130,8 +152,13 @@ mod tests {
 
     fn log_of_terms(terms: &[Term]) -> RaftLog {
         let mut log = RaftLog::new();
-        let entries: Vec<Entry> =
-            terms.iter().map(|&term| Entry { term, command: Command::Noop }).collect();
+        let entries: Vec<Entry> = terms
+            .iter()
+            .map(|&term| Entry {
+                term,
+                command: Command::Noop,
+            })
+            .collect();
         log.truncate_and_append(1, &entries);
         log
     }
@@ -141,16 +168,34 @@ mod tests {
     fn up_to_date_compares_last_term_then_length() {
         let log = log_of_terms(&[1, 1, 2]);
         assert!(log.is_up_to_date(3, 2), "an identical log is up to date");
-        assert!(log.is_up_to_date(1, 3), "a shorter log with a later last term is up to date");
-        assert!(log.is_up_to_date(4, 2), "a longer log with the same last term is up to date");
-        assert!(!log.is_up_to_date(2, 2), "a shorter log with the same last term is behind");
-        assert!(!log.is_up_to_date(9, 1), "a longer log with an earlier last term is behind");
+        assert!(
+            log.is_up_to_date(1, 3),
+            "a shorter log with a later last term is up to date"
+        );
+        assert!(
+            log.is_up_to_date(4, 2),
+            "a longer log with the same last term is up to date"
+        );
+        assert!(
+            !log.is_up_to_date(2, 2),
+            "a shorter log with the same last term is behind"
+        );
+        assert!(
+            !log.is_up_to_date(9, 1),
+            "a longer log with an earlier last term is behind"
+        );
     }
 
     #[test]
     fn truncate_and_append_replaces_a_conflicting_suffix() {
         let mut log = log_of_terms(&[1, 1, 2, 2]);
-        log.truncate_and_append(3, &[Entry { term: 3, command: Command::Noop }]);
+        log.truncate_and_append(
+            3,
+            &[Entry {
+                term: 3,
+                command: Command::Noop,
+            }],
+        );
         assert_eq!(log.last_index(), 3);
         assert_eq!(log.term_at(3), Some(3));
         assert_eq!(log.term_at(4), None);
@@ -162,10 +207,16 @@ mod tests {
     #[test]
     fn durable_state_replays_persist_ops() {
         let mut disk = DurableState::default();
-        disk.apply(&PersistOp::HardState { term: 2, voted_for: Some(ServerId(3)) });
+        disk.apply(&PersistOp::HardState {
+            term: 2,
+            voted_for: Some(ServerId(3)),
+        });
         disk.apply(&PersistOp::Append {
             first_index: 1,
-            entries: vec![Entry { term: 2, command: Command::Noop }],
+            entries: vec![Entry {
+                term: 2,
+                command: Command::Noop,
+            }],
         });
         assert_eq!(disk.term, 2);
         assert_eq!(disk.voted_for, Some(ServerId(3)));

@@ -53,7 +53,9 @@ pub type Term = u64;
 pub type LogIndex = u64;
 
 /// How fresh a `check` must be.
-#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize)]
+#[derive(
+    Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Consistency {
     /// Answered from the receiving server's own replica: fast, may lag (the seed design).
@@ -68,9 +70,16 @@ pub enum Consistency {
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "op")]
 pub enum Operation {
-    Preempt { lock: LockName },
-    Release { lock: LockName },
-    Check { lock: LockName, consistency: Consistency },
+    Preempt {
+        lock: LockName,
+    },
+    Release {
+        lock: LockName,
+    },
+    Check {
+        lock: LockName,
+        consistency: Consistency,
+    },
 }
 
 impl Operation {
@@ -105,8 +114,8 @@ pub enum Outcome {
     NotOwner,
     /// Check: nobody holds the lock.
     Free,
-    /// Check: `owner` holds the lock.
-    Owner { owner: ClientId },
+    /// Check: `owner` holds the lock, granted with fencing token `token`.
+    Owner { owner: ClientId, token: LogIndex },
 }
 
 /// A client request. `seq` is chosen by the client; replies echo it. A retry reuses the seq,
@@ -163,8 +172,16 @@ pub enum Command {
     Noop,
     /// Allocates the next client id.
     Register { nonce: u64 },
-    Preempt { client: ClientId, seq: u64, lock: LockName },
-    Release { client: ClientId, seq: u64, lock: LockName },
+    Preempt {
+        client: ClientId,
+        seq: u64,
+        lock: LockName,
+    },
+    Release {
+        client: ClientId,
+        seq: u64,
+        lock: LockName,
+    },
 }
 
 /// One log entry.
@@ -180,8 +197,13 @@ pub struct Entry {
 pub enum ApplyResult {
     /// Noop: nothing to report.
     Nothing,
-    Registered { client: ClientId },
-    Outcome { outcome: Outcome, duplicate: bool },
+    Registered {
+        client: ClientId,
+    },
+    Outcome {
+        outcome: Outcome,
+        duplicate: bool,
+    },
     /// A request older than the client's latest applied one: it had no effect.
     Stale,
 }
@@ -192,10 +214,24 @@ pub enum ApplyResult {
 #[serde(rename_all = "snake_case")]
 pub enum PeerMessage {
     /// Pre-vote (Raft thesis §9.6): "would you vote for me in `term`?" Changes no state.
-    PreVote { term: Term, last_log_index: LogIndex, last_log_term: Term },
-    PreVoteResponse { term: Term, granted: bool },
-    RequestVote { term: Term, last_log_index: LogIndex, last_log_term: Term },
-    VoteResponse { term: Term, granted: bool },
+    PreVote {
+        term: Term,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+    },
+    PreVoteResponse {
+        term: Term,
+        granted: bool,
+    },
+    RequestVote {
+        term: Term,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+    },
+    VoteResponse {
+        term: Term,
+        granted: bool,
+    },
     AppendEntries {
         term: Term,
         prev_log_index: LogIndex,
@@ -218,13 +254,24 @@ pub enum PeerMessage {
         round: u64,
     },
     /// A follower hands a client request to the leader. The reply comes back as `ForwardReply`.
-    Forward { client: ClientAddr, request: ClientRequest },
-    ForwardReply { client: ClientAddr, reply: ClientReply },
+    Forward {
+        client: ClientAddr,
+        request: ClientRequest,
+    },
+    ForwardReply {
+        client: ClientAddr,
+        reply: ClientReply,
+    },
     /// A follower asks the leader for a confirmed read index on behalf of a linearizable check.
-    ReadIndexRequest { id: u64 },
+    ReadIndexRequest {
+        id: u64,
+    },
     /// `index: None` means the leader could not confirm (it lost leadership); the follower
     /// tells its client to retry.
-    ReadIndexResponse { id: u64, index: Option<LogIndex> },
+    ReadIndexResponse {
+        id: u64,
+        index: Option<LogIndex>,
+    },
 }
 
 impl PeerMessage {

@@ -88,8 +88,14 @@ pub enum ServerTimer {
 /// Everything that can happen to a server.
 #[derive(Clone, Debug)]
 pub enum ServerInput {
-    Peer { from: ServerId, msg: PeerMessage },
-    Client { from: ClientAddr, request: ClientRequest },
+    Peer {
+        from: ServerId,
+        msg: PeerMessage,
+    },
+    Client {
+        from: ClientAddr,
+        request: ClientRequest,
+    },
     Timer(ServerTimer),
 }
 
@@ -99,11 +105,24 @@ pub enum ServerInput {
 pub enum ServerOutput {
     /// Make this change durable before carrying out any later output of the batch.
     Persist(PersistOp),
-    Send { to: ServerId, msg: PeerMessage },
-    Reply { to: ClientAddr, reply: ClientReply },
-    SetTimer { timer: ServerTimer, at: Time },
+    Send {
+        to: ServerId,
+        msg: PeerMessage,
+    },
+    Reply {
+        to: ClientAddr,
+        reply: ClientReply,
+    },
+    SetTimer {
+        timer: ServerTimer,
+        at: Time,
+    },
     /// The server applied a committed entry. Informational: checkers and logs use it.
-    Applied { index: LogIndex, entry: Entry, result: ApplyResult },
+    Applied {
+        index: LogIndex,
+        entry: Entry,
+        result: ApplyResult,
+    },
 }
 
 /// The leader's view of one follower.
@@ -123,14 +142,21 @@ enum ReplyRoute {
     /// The client is connected to this server.
     Direct(ClientAddr),
     /// The client is connected to `server`, which forwarded its request.
-    Via { server: ServerId, client: ClientAddr },
+    Via {
+        server: ServerId,
+        client: ClientAddr,
+    },
 }
 
 /// A linearizable check waiting at the leader for leadership confirmation.
 #[derive(Clone, Debug)]
 enum ReadWaiter {
     /// A check from a client of this server.
-    Local { client: ClientAddr, seq: u64, lock: LockName },
+    Local {
+        client: ClientAddr,
+        seq: u64,
+        lock: LockName,
+    },
     /// A read-index request from a follower.
     Remote { server: ServerId, id: u64 },
 }
@@ -215,12 +241,19 @@ impl Server {
         rng_seed: u64,
         now: Time,
     ) -> (Server, Vec<ServerOutput>) {
-        assert!(config.servers.contains(&config.id), "server {} is not in its own cluster", config.id);
+        assert!(
+            config.servers.contains(&config.id),
+            "server {} is not in its own cluster",
+            config.id
+        );
         assert!(
             config.election_timeout_min <= config.election_timeout_max,
             "election timeout range is inverted"
         );
-        assert!(config.append_entries_max >= 1, "append_entries_max must be positive");
+        assert!(
+            config.append_entries_max >= 1,
+            "append_entries_max must be positive"
+        );
         let first_boot = durable.term == 0 && durable.log.last_index() == 0;
         let mut server = Server {
             rng: ChaCha8Rng::seed_from_u64(rng_seed),
@@ -273,7 +306,10 @@ impl Server {
     /// carried out.
     #[must_use = "a server's effects must be carried out by the driver"]
     pub fn step(&mut self, now: Time, input: ServerInput) -> Vec<ServerOutput> {
-        debug_assert!(self.out.is_empty(), "outputs left over from a previous step");
+        debug_assert!(
+            self.out.is_empty(),
+            "outputs left over from a previous step"
+        );
         let term_before = self.term;
         let vote_before = self.voted_for;
         let commit_before = self.commit_index;
@@ -286,7 +322,8 @@ impl Server {
                 }
             }
             ServerInput::Timer(ServerTimer::Heartbeat) => {
-                if self.role == Role::Leader && self.heartbeat_deadline.is_some_and(|at| now >= at) {
+                if self.role == Role::Leader && self.heartbeat_deadline.is_some_and(|at| now >= at)
+                {
                     self.broadcast_append(now);
                 }
             }
@@ -299,8 +336,16 @@ impl Server {
                 self.config.id, self.term
             );
         }
-        assert!(self.term >= term_before, "{}: term went backwards", self.config.id);
-        assert!(self.commit_index >= commit_before, "{}: commit index went backwards", self.config.id);
+        assert!(
+            self.term >= term_before,
+            "{}: term went backwards",
+            self.config.id
+        );
+        assert!(
+            self.commit_index >= commit_before,
+            "{}: commit index went backwards",
+            self.config.id
+        );
         self.check_invariants();
         std::mem::take(&mut self.out)
     }
@@ -339,7 +384,11 @@ impl Server {
     pub fn pending_request_count(&self) -> usize {
         self.pending_replies.values().map(Vec::len).sum::<usize>()
             + self.reads_awaiting_commit.len()
-            + self.read_batches.iter().map(|batch| batch.waiters.len()).sum::<usize>()
+            + self
+                .read_batches
+                .iter()
+                .map(|batch| batch.waiters.len())
+                .sum::<usize>()
             + self.confirmed_reads.len()
             + self.forwarded_reads.len()
     }
@@ -347,17 +396,24 @@ impl Server {
     // ----- peer messages -----
 
     fn on_peer_message(&mut self, now: Time, from: ServerId, msg: PeerMessage) {
-        assert_ne!(from, self.config.id, "{}: message from itself", self.config.id);
+        if from == self.config.id || !self.config.servers.contains(&from) {
+            // Bad input from the transport, not a broken invariant: drop it.
+            return;
+        }
         match msg {
-            PeerMessage::PreVote { term, last_log_index, last_log_term } => {
-                self.on_pre_vote(now, from, term, last_log_index, last_log_term)
-            }
+            PeerMessage::PreVote {
+                term,
+                last_log_index,
+                last_log_term,
+            } => self.on_pre_vote(now, from, term, last_log_index, last_log_term),
             PeerMessage::PreVoteResponse { term, granted } => {
                 self.on_pre_vote_response(now, from, term, granted)
             }
-            PeerMessage::RequestVote { term, last_log_index, last_log_term } => {
-                self.on_request_vote(now, from, term, last_log_index, last_log_term)
-            }
+            PeerMessage::RequestVote {
+                term,
+                last_log_index,
+                last_log_term,
+            } => self.on_request_vote(now, from, term, last_log_index, last_log_term),
             PeerMessage::VoteResponse { term, granted } => {
                 self.on_vote_response(now, from, term, granted)
             }
@@ -411,20 +467,35 @@ impl Server {
     fn in_leader_lease(&self, now: Time) -> bool {
         match self.role {
             Role::Leader => true,
-            _ => self.leader.is_some()
-                && self
-                    .last_leader_contact
-                    .is_some_and(|at| now < at + self.config.election_timeout_min),
+            _ => {
+                self.leader.is_some()
+                    && self
+                        .last_leader_contact
+                        .is_some_and(|at| now < at + self.config.election_timeout_min)
+            }
         }
     }
 
-    fn on_pre_vote(&mut self, now: Time, from: ServerId, term: Term, last_index: LogIndex, last_term: Term) {
+    fn on_pre_vote(
+        &mut self,
+        now: Time,
+        from: ServerId,
+        term: Term,
+        last_index: LogIndex,
+        last_term: Term,
+    ) {
         // A pre-vote changes nothing here: not our term, not our vote, not our timer.
         let granted = term > self.term
             && self.log.is_up_to_date(last_index, last_term)
             && !self.in_leader_lease(now);
         let reply_term = if granted { term } else { self.term };
-        self.send(from, PeerMessage::PreVoteResponse { term: reply_term, granted });
+        self.send(
+            from,
+            PeerMessage::PreVoteResponse {
+                term: reply_term,
+                granted,
+            },
+        );
     }
 
     fn on_pre_vote_response(&mut self, now: Time, from: ServerId, term: Term, granted: bool) {
@@ -441,7 +512,14 @@ impl Server {
         }
     }
 
-    fn on_request_vote(&mut self, now: Time, from: ServerId, term: Term, last_index: LogIndex, last_term: Term) {
+    fn on_request_vote(
+        &mut self,
+        now: Time,
+        from: ServerId,
+        term: Term,
+        last_index: LogIndex,
+        last_term: Term,
+    ) {
         if term > self.term {
             if self.in_leader_lease(now) {
                 // Ignore entirely, without adopting the term: a server that lost touch with a
@@ -464,7 +542,13 @@ impl Server {
             self.persist_hard_state();
             self.reset_election_timer(now);
         }
-        self.send(from, PeerMessage::VoteResponse { term: self.term, granted });
+        self.send(
+            from,
+            PeerMessage::VoteResponse {
+                term: self.term,
+                granted,
+            },
+        );
     }
 
     fn on_vote_response(&mut self, now: Time, from: ServerId, term: Term, granted: bool) {
@@ -540,7 +624,10 @@ impl Server {
             );
             let new_entries = entries[first_new..].to_vec();
             self.log.truncate_and_append(first_index, &new_entries);
-            self.out.push(ServerOutput::Persist(PersistOp::Append { first_index, entries: new_entries }));
+            self.out.push(ServerOutput::Persist(PersistOp::Append {
+                first_index,
+                entries: new_entries,
+            }));
         }
         let last_new = prev_index + entries.len() as LogIndex;
         if leader_commit > self.commit_index {
@@ -570,7 +657,13 @@ impl Server {
     }
 
     /// Common handling of an AppendResponse; returns false if it is stale or moot.
-    fn accept_append_response(&mut self, now: Time, from: ServerId, term: Term, round: u64) -> bool {
+    fn accept_append_response(
+        &mut self,
+        now: Time,
+        from: ServerId,
+        term: Term,
+        round: u64,
+    ) -> bool {
         if term > self.term {
             self.become_follower(now, term, None);
             return false;
@@ -579,12 +672,22 @@ impl Server {
             return false;
         }
         self.recently_active.insert(from);
-        let progress = self.progress.get_mut(&from).expect("leader tracks every peer");
+        let progress = self
+            .progress
+            .get_mut(&from)
+            .expect("leader tracks every peer");
         progress.acked_round = progress.acked_round.max(round);
         true
     }
 
-    fn on_append_success(&mut self, now: Time, from: ServerId, term: Term, match_index: LogIndex, round: u64) {
+    fn on_append_success(
+        &mut self,
+        now: Time,
+        from: ServerId,
+        term: Term,
+        match_index: LogIndex,
+        round: u64,
+    ) {
         if !self.accept_append_response(now, from, term, round) {
             return;
         }
@@ -593,7 +696,10 @@ impl Server {
             "{}: {from} claims to match {match_index}, beyond our last index",
             self.config.id
         );
-        let progress = self.progress.get_mut(&from).expect("leader tracks every peer");
+        let progress = self
+            .progress
+            .get_mut(&from)
+            .expect("leader tracks every peer");
         progress.match_index = progress.match_index.max(match_index);
         progress.next_index = progress.next_index.max(progress.match_index + 1);
         let more_to_send = progress.next_index <= self.log.last_index();
@@ -622,7 +728,10 @@ impl Server {
             None => conflict_index,
         };
         let last_index = self.log.last_index();
-        let progress = self.progress.get_mut(&from).expect("leader tracks every peer");
+        let progress = self
+            .progress
+            .get_mut(&from)
+            .expect("leader tracks every peer");
         next = next.clamp(progress.match_index + 1, last_index + 1);
         progress.next_index = next;
         self.confirm_reads();
@@ -633,12 +742,19 @@ impl Server {
 
     fn on_client_request(&mut self, now: Time, from: ClientAddr, request: ClientRequest) {
         match &request.body {
-            RequestBody::Op { op: Operation::Check { lock, consistency }, .. } => {
+            RequestBody::Op {
+                op: Operation::Check { lock, consistency },
+                ..
+            } => {
                 let lock = lock.clone();
                 match consistency {
                     super::messages::Consistency::Local => {
                         let outcome = self.table.check(&lock);
-                        self.reply(ReplyRoute::Direct(from), request.seq, ReplyBody::Outcome(outcome));
+                        self.reply(
+                            ReplyRoute::Direct(from),
+                            request.seq,
+                            ReplyBody::Outcome(outcome),
+                        );
                     }
                     super::messages::Consistency::Linearizable => {
                         self.start_linearizable_check(now, from, request.seq, lock)
@@ -649,28 +765,56 @@ impl Server {
                 if self.role == Role::Leader {
                     self.propose_request(ReplyRoute::Direct(from), request);
                 } else if let Some(leader) = self.leader {
-                    self.send(leader, PeerMessage::Forward { client: from, request });
+                    self.send(
+                        leader,
+                        PeerMessage::Forward {
+                            client: from,
+                            request,
+                        },
+                    );
                 } else {
-                    self.reply(ReplyRoute::Direct(from), request.seq, ReplyBody::Error(ServiceError::Unavailable));
+                    self.reply(
+                        ReplyRoute::Direct(from),
+                        request.seq,
+                        ReplyBody::Error(ServiceError::Unavailable),
+                    );
                 }
             }
         }
     }
 
     fn on_forward(&mut self, from: ServerId, client: ClientAddr, request: ClientRequest) {
-        let route = ReplyRoute::Via { server: from, client };
-        let is_write = !matches!(request.body, RequestBody::Op { op: Operation::Check { .. }, .. });
+        let route = ReplyRoute::Via {
+            server: from,
+            client,
+        };
+        let is_write = !matches!(
+            request.body,
+            RequestBody::Op {
+                op: Operation::Check { .. },
+                ..
+            }
+        );
         if self.role == Role::Leader && is_write {
             self.propose_request(route, request);
         } else {
             // Not the leader any more (or a malformed forward): let the client retry elsewhere.
-            self.reply(route, request.seq, ReplyBody::Error(ServiceError::Unavailable));
+            self.reply(
+                route,
+                request.seq,
+                ReplyBody::Error(ServiceError::Unavailable),
+            );
         }
     }
 
     /// Leader: append a write to the log, or answer it at once from the deduplication table.
     fn propose_request(&mut self, route: ReplyRoute, request: ClientRequest) {
-        assert_eq!(self.role, Role::Leader, "{}: proposing while not leader", self.config.id);
+        assert_eq!(
+            self.role,
+            Role::Leader,
+            "{}: proposing while not leader",
+            self.config.id
+        );
         let command = match request.body {
             RequestBody::Hello { nonce } => Command::Register { nonce },
             RequestBody::Op { client, op } => {
@@ -680,22 +824,41 @@ impl Server {
                     return;
                 }
                 if self.table.is_stale(client, request.seq) {
-                    self.reply(route, request.seq, ReplyBody::Error(ServiceError::StaleRequest));
+                    self.reply(
+                        route,
+                        request.seq,
+                        ReplyBody::Error(ServiceError::StaleRequest),
+                    );
                     return;
                 }
                 match op {
-                    Operation::Preempt { lock } => Command::Preempt { client, seq: request.seq, lock },
-                    Operation::Release { lock } => Command::Release { client, seq: request.seq, lock },
+                    Operation::Preempt { lock } => Command::Preempt {
+                        client,
+                        seq: request.seq,
+                        lock,
+                    },
+                    Operation::Release { lock } => Command::Release {
+                        client,
+                        seq: request.seq,
+                        lock,
+                    },
                     Operation::Check { .. } => unreachable!("checks are never proposed"),
                 }
             }
         };
         if self.log.last_index() - self.commit_index >= self.config.uncommitted_entries_max {
-            self.reply(route, request.seq, ReplyBody::Error(ServiceError::Overloaded));
+            self.reply(
+                route,
+                request.seq,
+                ReplyBody::Error(ServiceError::Overloaded),
+            );
             return;
         }
         let index = self.append_as_leader(command);
-        self.pending_replies.entry(index).or_default().push((route, request.seq));
+        self.pending_replies
+            .entry(index)
+            .or_default()
+            .push((route, request.seq));
         self.advance_commit();
         if self.role == Role::Leader {
             for peer in self.peers() {
@@ -718,9 +881,19 @@ impl Server {
 
     // ----- linearizable reads (read index, Raft thesis §6.4) -----
 
-    fn start_linearizable_check(&mut self, now: Time, client: ClientAddr, seq: u64, lock: LockName) {
+    fn start_linearizable_check(
+        &mut self,
+        now: Time,
+        client: ClientAddr,
+        seq: u64,
+        lock: LockName,
+    ) {
         if self.pending_read_count() >= self.config.pending_reads_max {
-            self.reply(ReplyRoute::Direct(client), seq, ReplyBody::Error(ServiceError::Overloaded));
+            self.reply(
+                ReplyRoute::Direct(client),
+                seq,
+                ReplyBody::Error(ServiceError::Overloaded),
+            );
             return;
         }
         if self.role == Role::Leader {
@@ -728,16 +901,25 @@ impl Server {
         } else if let Some(leader) = self.leader {
             let id = self.next_read_id;
             self.next_read_id += 1;
-            self.forwarded_reads.insert(id, ForwardedRead { client, seq, lock });
+            self.forwarded_reads
+                .insert(id, ForwardedRead { client, seq, lock });
             self.send(leader, PeerMessage::ReadIndexRequest { id });
         } else {
-            self.reply(ReplyRoute::Direct(client), seq, ReplyBody::Error(ServiceError::Unavailable));
+            self.reply(
+                ReplyRoute::Direct(client),
+                seq,
+                ReplyBody::Error(ServiceError::Unavailable),
+            );
         }
     }
 
     fn pending_read_count(&self) -> usize {
         self.reads_awaiting_commit.len()
-            + self.read_batches.iter().map(|batch| batch.waiters.len()).sum::<usize>()
+            + self
+                .read_batches
+                .iter()
+                .map(|batch| batch.waiters.len())
+                .sum::<usize>()
             + self.confirmed_reads.len()
             + self.forwarded_reads.len()
     }
@@ -778,16 +960,28 @@ impl Server {
             return;
         }
         let confirmed_round = self.quorum_acked_round();
-        while self.read_batches.front().is_some_and(|batch| batch.round <= confirmed_round) {
+        while self
+            .read_batches
+            .front()
+            .is_some_and(|batch| batch.round <= confirmed_round)
+        {
             let batch = self.read_batches.pop_front().expect("checked non-empty");
             for waiter in batch.waiters {
                 match waiter {
                     ReadWaiter::Local { client, seq, lock } => {
-                        self.confirmed_reads.push(ConfirmedRead { read_index: batch.read_index, client, seq, lock })
+                        self.confirmed_reads.push(ConfirmedRead {
+                            read_index: batch.read_index,
+                            client,
+                            seq,
+                            lock,
+                        })
                     }
                     ReadWaiter::Remote { server, id } => self.send(
                         server,
-                        PeerMessage::ReadIndexResponse { id, index: Some(batch.read_index) },
+                        PeerMessage::ReadIndexResponse {
+                            id,
+                            index: Some(batch.read_index),
+                        },
                     ),
                 }
             }
@@ -819,23 +1013,34 @@ impl Server {
 
     fn serve_confirmed_reads(&mut self) {
         let applied = self.table.applied_index();
-        if self.confirmed_reads.iter().all(|read| read.read_index > applied) {
+        if self
+            .confirmed_reads
+            .iter()
+            .all(|read| read.read_index > applied)
+        {
             return;
         }
-        let (ready, waiting): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.confirmed_reads).into_iter().partition(|r| r.read_index <= applied);
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.confirmed_reads)
+            .into_iter()
+            .partition(|r| r.read_index <= applied);
         self.confirmed_reads = waiting;
         for read in ready {
             let outcome = self.table.check(&read.lock);
-            self.reply(ReplyRoute::Direct(read.client), read.seq, ReplyBody::Outcome(outcome));
+            self.reply(
+                ReplyRoute::Direct(read.client),
+                read.seq,
+                ReplyBody::Outcome(outcome),
+            );
         }
     }
 
     fn fail_read(&mut self, waiter: ReadWaiter) {
         match waiter {
-            ReadWaiter::Local { client, seq, .. } => {
-                self.reply(ReplyRoute::Direct(client), seq, ReplyBody::Error(ServiceError::Unavailable))
-            }
+            ReadWaiter::Local { client, seq, .. } => self.reply(
+                ReplyRoute::Direct(client),
+                seq,
+                ReplyBody::Error(ServiceError::Unavailable),
+            ),
             ReadWaiter::Remote { server, id } => {
                 self.send(server, PeerMessage::ReadIndexResponse { id, index: None })
             }
@@ -905,7 +1110,12 @@ impl Server {
     }
 
     fn become_leader(&mut self, now: Time) {
-        assert_eq!(self.voted_for, Some(self.config.id), "{}: leader without its own vote", self.config.id);
+        assert_eq!(
+            self.voted_for,
+            Some(self.config.id),
+            "{}: leader without its own vote",
+            self.config.id
+        );
         self.role = Role::Leader;
         self.leader = Some(self.config.id);
         self.fail_forwarded_reads();
@@ -915,7 +1125,16 @@ impl Server {
         self.progress = self
             .peers()
             .into_iter()
-            .map(|peer| (peer, Progress { next_index, match_index: 0, acked_round: 0 }))
+            .map(|peer| {
+                (
+                    peer,
+                    Progress {
+                        next_index,
+                        match_index: 0,
+                        acked_round: 0,
+                    },
+                )
+            })
             .collect();
         // Raft §5.4.2: a no-op of the new term lets earlier entries commit and reads start.
         self.append_as_leader(Command::Noop);
@@ -927,7 +1146,11 @@ impl Server {
 
     /// Adopts `term` (persisting it, with no vote, if it is newer) and follows `leader`.
     fn become_follower(&mut self, now: Time, term: Term, leader: Option<ServerId>) {
-        assert!(term >= self.term, "{}: following an older term", self.config.id);
+        assert!(
+            term >= self.term,
+            "{}: following an older term",
+            self.config.id
+        );
         if term > self.term {
             self.term = term;
             self.voted_for = None;
@@ -956,7 +1179,11 @@ impl Server {
         self.pending_replies.clear();
         let waiters: Vec<ReadWaiter> = std::mem::take(&mut self.reads_awaiting_commit)
             .into_iter()
-            .chain(std::mem::take(&mut self.read_batches).into_iter().flat_map(|b| b.waiters))
+            .chain(
+                std::mem::take(&mut self.read_batches)
+                    .into_iter()
+                    .flat_map(|b| b.waiters),
+            )
             .collect();
         for waiter in waiters {
             self.fail_read(waiter);
@@ -965,7 +1192,11 @@ impl Server {
 
     fn fail_forwarded_reads(&mut self) {
         for (_, read) in std::mem::take(&mut self.forwarded_reads) {
-            self.reply(ReplyRoute::Direct(read.client), read.seq, ReplyBody::Error(ServiceError::Unavailable));
+            self.reply(
+                ReplyRoute::Direct(read.client),
+                read.seq,
+                ReplyBody::Error(ServiceError::Unavailable),
+            );
         }
     }
 
@@ -982,9 +1213,16 @@ impl Server {
 
     fn append_as_leader(&mut self, command: Command) -> LogIndex {
         let index = self.log.last_index() + 1;
-        let entry = Entry { term: self.term, command };
-        self.log.truncate_and_append(index, std::slice::from_ref(&entry));
-        self.out.push(ServerOutput::Persist(PersistOp::Append { first_index: index, entries: vec![entry] }));
+        let entry = Entry {
+            term: self.term,
+            command,
+        };
+        self.log
+            .truncate_and_append(index, std::slice::from_ref(&entry));
+        self.out.push(ServerOutput::Persist(PersistOp::Append {
+            first_index: index,
+            entries: vec![entry],
+        }));
         index
     }
 
@@ -998,10 +1236,18 @@ impl Server {
     }
 
     fn send_append(&mut self, peer: ServerId) {
-        let progress = self.progress.get_mut(&peer).expect("leader tracks every peer");
+        let progress = self
+            .progress
+            .get_mut(&peer)
+            .expect("leader tracks every peer");
         let prev_log_index = progress.next_index - 1;
-        let prev_log_term = self.log.term_at(prev_log_index).expect("next_index is within the log");
-        let entries = self.log.entries_from(progress.next_index, self.config.append_entries_max);
+        let prev_log_term = self
+            .log
+            .term_at(prev_log_index)
+            .expect("next_index is within the log");
+        let entries = self
+            .log
+            .entries_from(progress.next_index, self.config.append_entries_max);
         progress.next_index += entries.len() as LogIndex;
         let msg = PeerMessage::AppendEntries {
             term: self.term,
@@ -1024,7 +1270,8 @@ impl Server {
         matches.push(self.log.last_index());
         matches.sort_unstable_by(|a, b| b.cmp(a));
         let majority_index = matches[self.quorum_size() - 1];
-        if majority_index > self.commit_index && self.log.term_at(majority_index) == Some(self.term) {
+        if majority_index > self.commit_index && self.log.term_at(majority_index) == Some(self.term)
+        {
             self.commit_index = majority_index;
             self.apply_committed();
             if !self.reads_awaiting_commit.is_empty() {
@@ -1047,12 +1294,19 @@ impl Server {
     fn apply_committed(&mut self) {
         while self.table.applied_index() < self.commit_index {
             let index = self.table.applied_index() + 1;
-            let entry = self.log.entry(index).expect("committed entries are in the log").clone();
+            let entry = self
+                .log
+                .entry(index)
+                .expect("committed entries are in the log")
+                .clone();
             let result = self.table.apply(index, &entry.command);
             if let Some(routes) = self.pending_replies.remove(&index) {
                 let reply = match (&entry.command, result) {
                     (Command::Register { nonce }, ApplyResult::Registered { client }) => {
-                        Some(ReplyBody::Welcome { nonce: *nonce, client })
+                        Some(ReplyBody::Welcome {
+                            nonce: *nonce,
+                            client,
+                        })
                     }
                     (_, ApplyResult::Outcome { outcome, .. }) => Some(ReplyBody::Outcome(outcome)),
                     (_, ApplyResult::Stale) => Some(ReplyBody::Error(ServiceError::StaleRequest)),
@@ -1064,7 +1318,11 @@ impl Server {
                     }
                 }
             }
-            self.out.push(ServerOutput::Applied { index, entry, result });
+            self.out.push(ServerOutput::Applied {
+                index,
+                entry,
+                result,
+            });
         }
         self.serve_confirmed_reads();
     }
@@ -1072,7 +1330,12 @@ impl Server {
     // ----- helpers -----
 
     fn peers(&self) -> Vec<ServerId> {
-        self.config.servers.iter().copied().filter(|&s| s != self.config.id).collect()
+        self.config
+            .servers
+            .iter()
+            .copied()
+            .filter(|&s| s != self.config.id)
+            .collect()
     }
 
     fn quorum_size(&self) -> usize {
@@ -1092,28 +1355,68 @@ impl Server {
     }
 
     fn persist_hard_state(&mut self) {
-        self.out.push(ServerOutput::Persist(PersistOp::HardState { term: self.term, voted_for: self.voted_for }));
+        self.out.push(ServerOutput::Persist(PersistOp::HardState {
+            term: self.term,
+            voted_for: self.voted_for,
+        }));
     }
 
     fn check_invariants(&self) {
         let id = self.config.id;
-        assert!(self.commit_index <= self.log.last_index(), "{id}: commit index beyond the log");
-        assert!(self.table.applied_index() <= self.commit_index, "{id}: applied beyond the commit index");
-        assert!(self.log.last_term() <= self.term, "{id}: log holds a term from the future");
+        assert!(
+            self.commit_index <= self.log.last_index(),
+            "{id}: commit index beyond the log"
+        );
+        assert!(
+            self.table.applied_index() <= self.commit_index,
+            "{id}: applied beyond the commit index"
+        );
+        assert!(
+            self.log.last_term() <= self.term,
+            "{id}: log holds a term from the future"
+        );
         match self.role {
             Role::Leader => {
-                assert_eq!(self.leader, Some(id), "{id}: leader that does not know it leads");
-                assert_eq!(self.voted_for, Some(id), "{id}: leader without its own vote");
-                assert_eq!(self.progress.len(), self.config.servers.len() - 1, "{id}: progress per peer");
+                assert_eq!(
+                    self.leader,
+                    Some(id),
+                    "{id}: leader that does not know it leads"
+                );
+                assert_eq!(
+                    self.voted_for,
+                    Some(id),
+                    "{id}: leader without its own vote"
+                );
+                assert_eq!(
+                    self.progress.len(),
+                    self.config.servers.len() - 1,
+                    "{id}: progress per peer"
+                );
                 for (peer, progress) in &self.progress {
-                    assert!(progress.match_index < progress.next_index, "{id}: {peer} match >= next");
-                    assert!(progress.next_index <= self.log.last_index() + 1, "{id}: {peer} next beyond log");
+                    assert!(
+                        progress.match_index < progress.next_index,
+                        "{id}: {peer} match >= next"
+                    );
+                    assert!(
+                        progress.next_index <= self.log.last_index() + 1,
+                        "{id}: {peer} next beyond log"
+                    );
                 }
             }
-            Role::Candidate => assert_eq!(self.voted_for, Some(id), "{id}: candidate without its own vote"),
+            Role::Candidate => assert_eq!(
+                self.voted_for,
+                Some(id),
+                "{id}: candidate without its own vote"
+            ),
             Role::Follower | Role::PreCandidate => {
-                assert!(self.progress.is_empty(), "{id}: non-leader keeps leader progress");
-                assert!(self.pending_replies.is_empty(), "{id}: non-leader keeps pending writes");
+                assert!(
+                    self.progress.is_empty(),
+                    "{id}: non-leader keeps leader progress"
+                );
+                assert!(
+                    self.pending_replies.is_empty(),
+                    "{id}: non-leader keeps pending writes"
+                );
             }
         }
         assert!(
@@ -1122,3 +1425,7 @@ impl Server {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;

@@ -68,8 +68,14 @@ mod tests {
     fn adding_a_duration_moves_time_forward_and_saturates() {
         let t = Time::from_nanos(5) + Duration::from_nanos(10);
         assert_eq!(t.as_nanos(), 15);
-        assert_eq!((Time::from_nanos(u64::MAX) + Duration::from_secs(1)).as_nanos(), u64::MAX);
+        assert_eq!(
+            (Time::from_nanos(u64::MAX) + Duration::from_secs(1)).as_nanos(),
+            u64::MAX
+        );
         assert_eq!(t.saturating_since(Time::from_nanos(20)), Duration::ZERO);
-        assert_eq!(format!("{}", Time::from_duration(Duration::from_micros(1_234_567))), "1234.567ms");
+        assert_eq!(
+            format!("{}", Time::from_duration(Duration::from_micros(1_234_567))),
+            "1234.567ms"
+        );
     }
 }

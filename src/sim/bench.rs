@@ -26,7 +26,10 @@ impl BenchOptions {
     pub fn validate(&self) -> Result<(), String> {
         let mut problems = Vec::new();
         if !(1..=3_600).contains(&self.simulated_seconds) {
-            problems.push(format!("--seconds {} is outside 1..=3600", self.simulated_seconds));
+            problems.push(format!(
+                "--seconds {} is outside 1..=3600",
+                self.simulated_seconds
+            ));
         }
         if !(1..=15).contains(&self.servers) {
             problems.push(format!("--servers {} is outside 1..=15", self.servers));
@@ -43,14 +46,19 @@ impl BenchOptions {
         if !(1..=100).contains(&self.repeat) {
             problems.push(format!("--repeat {} is outside 1..=100", self.repeat));
         }
-        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
     }
 
     /// The standard scenario: every client runs random operations over the locks for the whole
     /// duration, on a lossy network.
     pub fn scenario(&self, seed: u64) -> Scenario {
-        let connect: BTreeMap<u32, ServerId> =
-            (1..=self.clients).map(|c| (c, ServerId((c - 1) % self.servers + 1))).collect();
+        let connect: BTreeMap<u32, ServerId> = (1..=self.clients)
+            .map(|c| (c, ServerId((c - 1) % self.servers + 1)))
+            .collect();
         let duration = Duration::from_secs(self.simulated_seconds);
         Scenario {
             name: "bench-standard".into(),
@@ -65,7 +73,12 @@ impl BenchOptions {
             seed,
             duration,
             settle: Duration::from_secs(10),
-            cluster: ClusterSpec { servers: self.servers, clients: self.clients, leader: None, connect },
+            cluster: ClusterSpec {
+                servers: self.servers,
+                clients: self.clients,
+                leader: None,
+                connect,
+            },
             network: NetworkParams {
                 latency_min: Duration::from_millis(1),
                 latency_max: Duration::from_millis(10),
@@ -78,9 +91,16 @@ impl BenchOptions {
             workload: Some(WorkloadSpec {
                 clients: (1..=self.clients).collect(),
                 // More than the clients can issue in the duration: they stay busy throughout.
-                ops: self.clients.saturating_mul(u32::try_from(self.simulated_seconds * 200).unwrap_or(u32::MAX)),
+                ops: self.clients.saturating_mul(
+                    u32::try_from(self.simulated_seconds * 200).unwrap_or(u32::MAX),
+                ),
                 locks: self.locks,
-                mix: Mix { preempt: 0.4, release: 0.4, check: 0.2, linearizable: 0.25 },
+                mix: Mix {
+                    preempt: 0.4,
+                    release: 0.4,
+                    check: 0.2,
+                    linearizable: 0.25,
+                },
                 think_min: Duration::from_millis(1),
                 think_max: Duration::from_millis(20),
             }),
@@ -120,7 +140,8 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(String)) -> BenchRes
     for offset in 0..u64::from(options.repeat) {
         let seed = options.seed + offset;
         let scenario = options.scenario(seed);
-        let report = runner::run(&scenario, RunOptions::default()).expect("no trace, so no I/O error");
+        let report =
+            runner::run(&scenario, RunOptions::default()).expect("no trace, so no I/O error");
         let wall_seconds = report.wall_ms / 1e3;
         let run = BenchRun {
             seed,
@@ -140,7 +161,11 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(String)) -> BenchRes
             options.repeat,
             run.deliveries_per_second,
             run.speedup,
-            if run.passed { String::new() } else { format!(" -- FAILED: {}", report.verdict_line()) }
+            if run.passed {
+                String::new()
+            } else {
+                format!(" -- FAILED: {}", report.verdict_line())
+            }
         ));
         runs.push(run);
     }

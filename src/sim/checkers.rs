@@ -757,7 +757,7 @@ fn describe_outcome(outcome: &Outcome) -> String {
         Outcome::Released => "released".to_string(),
         Outcome::NotOwner => "not owner".to_string(),
         Outcome::Free => "free".to_string(),
-        Outcome::Owner { owner } => format!("owned by {owner}"),
+        Outcome::Owner { owner, token } => format!("owned by {owner} (token {token})"),
     }
 }
 
@@ -1302,7 +1302,10 @@ mod tests {
                 13,
                 (C1, 4),
                 check,
-                Outcome::Owner { owner: C2 }
+                Outcome::Owner {
+                    owner: C2,
+                    token: 9
+                }
             ),
             Ok(())
         );

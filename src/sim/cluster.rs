@@ -11,12 +11,12 @@ use super::queue::{EventQueue, QueueFull};
 use super::rng::{Stream, Streams};
 use super::trace::{Payload, Recorder, TraceEvent};
 use crate::net::{Endpoint, NetworkParams, SimNetwork, Transmission};
+use crate::node::client::Client;
 use crate::node::{
     ClientAddr, ClientConfig, ClientError, ClientId, ClientInput, ClientOutput, ClientTimer,
     DurableState, Operation, Outcome, Role, Server, ServerConfig, ServerId, ServerInput,
     ServerOutput, ServerTimer, Time,
 };
-use crate::node::client::Client;
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
@@ -24,9 +24,21 @@ use std::time::Duration;
 /// Everything that can be scheduled on the simulation's event queue.
 #[derive(Clone, Debug)]
 pub enum Event {
-    Deliver { from: Endpoint, to: Endpoint, incarnation: u32, payload: Payload },
-    ServerTimer { server: u32, timer: ServerTimer, incarnation: u32 },
-    ClientTimer { client: u32, timer: ClientTimer },
+    Deliver {
+        from: Endpoint,
+        to: Endpoint,
+        incarnation: u32,
+        payload: Payload,
+    },
+    ServerTimer {
+        server: u32,
+        timer: ServerTimer,
+        incarnation: u32,
+    },
+    ClientTimer {
+        client: u32,
+        timer: ClientTimer,
+    },
     /// A scenario event, by position in `Scenario::events`.
     Script(usize),
     /// A workload client is ready for its next random operation.
@@ -70,8 +82,16 @@ pub struct NetworkStats {
 /// What a client reported, for the runner to act on.
 #[derive(Clone, Debug)]
 pub enum ClientEvent {
-    Started { client: u32, tag: u64, seq: u64 },
-    Completed { client: u32, tag: u64, result: Result<Outcome, ClientError> },
+    Started {
+        client: u32,
+        tag: u64,
+        seq: u64,
+    },
+    Completed {
+        client: u32,
+        tag: u64,
+        result: Result<Outcome, ClientError>,
+    },
 }
 
 struct ServerSlot {
@@ -135,7 +155,12 @@ fn server_endpoint(number: u32) -> Endpoint {
 
 impl Cluster {
     /// Builds and boots the cluster at time zero.
-    pub fn new(spec: &ClusterSpec, seed: u64, recorder: Recorder, queue_max: usize) -> Result<Cluster, QueueFull> {
+    pub fn new(
+        spec: &ClusterSpec,
+        seed: u64,
+        recorder: Recorder,
+        queue_max: usize,
+    ) -> Result<Cluster, QueueFull> {
         let streams = Streams::new(seed);
         let server_ids: Vec<ServerId> = (1..=spec.servers).map(ServerId).collect();
         let servers = server_ids
@@ -163,7 +188,12 @@ impl Cluster {
                 config.retry_interval = spec.client_retry;
                 config.error_backoff = (spec.client_retry / 5).max(Duration::from_millis(1));
                 let seed = streams.seed_for(Stream::Client(number));
-                ClientSlot { node: Client::new(config, seed), timers: [None; 2], running: None, ops: BTreeMap::new() }
+                ClientSlot {
+                    node: Client::new(config, seed),
+                    timers: [None; 2],
+                    running: None,
+                    ops: BTreeMap::new(),
+                }
             })
             .collect();
         let network = SimNetwork::new(spec.network, streams.seed_for(Stream::Network));
@@ -279,7 +309,10 @@ impl Cluster {
         let now = self.now();
         let index = (number - 1) as usize;
         let slot = &mut self.servers[index];
-        let seed = self.streams.seed_for(Stream::Server { number, incarnation: slot.incarnation });
+        let seed = self.streams.seed_for(Stream::Server {
+            number,
+            incarnation: slot.incarnation,
+        });
         let result = catch_unwind(AssertUnwindSafe(|| {
             Server::new(slot.config.clone(), slot.disk.clone(), seed, now)
         }));
@@ -300,8 +333,17 @@ impl Cluster {
     pub fn handle(&mut self, event: Event) -> Result<(), QueueFull> {
         self.events_processed += 1;
         match event {
-            Event::Deliver { from, to, incarnation, payload } => self.deliver(from, to, incarnation, payload),
-            Event::ServerTimer { server, timer, incarnation } => {
+            Event::Deliver {
+                from,
+                to,
+                incarnation,
+                payload,
+            } => self.deliver(from, to, incarnation, payload),
+            Event::ServerTimer {
+                server,
+                timer,
+                incarnation,
+            } => {
                 let now = self.now();
                 let slot = &mut self.servers[(server - 1) as usize];
                 if slot.incarnation != incarnation || slot.timers[timer_slot(timer)] != Some(now) {
@@ -312,7 +354,14 @@ impl Cluster {
                     ServerTimer::Election => "election",
                     ServerTimer::Heartbeat => "heartbeat",
                 };
-                self.recorder.record(now, TraceEvent::Timer { node: server_endpoint(server), timer: name }, None);
+                self.recorder.record(
+                    now,
+                    TraceEvent::Timer {
+                        node: server_endpoint(server),
+                        timer: name,
+                    },
+                    None,
+                );
                 self.step_server(server, ServerInput::Timer(timer))
             }
             Event::ClientTimer { client, timer } => {
@@ -326,21 +375,42 @@ impl Cluster {
                     ClientTimer::Retry => "retry",
                     ClientTimer::OperationTimeout => "operation_timeout",
                 };
-                self.recorder.record(now, TraceEvent::Timer { node: Endpoint::Client(client), timer: name }, None);
+                self.recorder.record(
+                    now,
+                    TraceEvent::Timer {
+                        node: Endpoint::Client(client),
+                        timer: name,
+                    },
+                    None,
+                );
                 self.step_client(client, ClientInput::Timer(timer))
             }
-            Event::Script(_) | Event::WorkloadNext(_) | Event::EndOfDuration | Event::SettleCheck => {
+            Event::Script(_)
+            | Event::WorkloadNext(_)
+            | Event::EndOfDuration
+            | Event::SettleCheck => {
                 unreachable!("the runner handles scenario events itself")
             }
         }
     }
 
-    fn deliver(&mut self, from: Endpoint, to: Endpoint, incarnation: u32, payload: Payload) -> Result<(), QueueFull> {
+    fn deliver(
+        &mut self,
+        from: Endpoint,
+        to: Endpoint,
+        incarnation: u32,
+        payload: Payload,
+    ) -> Result<(), QueueFull> {
         let now = self.now();
         let msg = payload.kind_name();
         if !self.network.can_deliver(from, to) {
             self.network_stats.blocked += 1;
-            let event = TraceEvent::LostInFlight { from, to, msg, reason: "partitioned" };
+            let event = TraceEvent::LostInFlight {
+                from,
+                to,
+                msg,
+                reason: "partitioned",
+            };
             self.recorder.record(now, event, None);
             return Ok(());
         }
@@ -348,35 +418,68 @@ impl Cluster {
             let slot = &self.servers[(id.0 - 1) as usize];
             if slot.node.is_none() || slot.incarnation != incarnation {
                 self.network_stats.lost_to_crash += 1;
-                let event = TraceEvent::LostInFlight { from, to, msg, reason: "target crashed" };
+                let event = TraceEvent::LostInFlight {
+                    from,
+                    to,
+                    msg,
+                    reason: "target crashed",
+                };
                 self.recorder.record(now, event, None);
                 return Ok(());
             }
         }
         self.network_stats.delivered += 1;
-        let traced_payload = if self.recorder.is_writing() { Some(&payload) } else { None };
-        self.recorder.record(now, TraceEvent::Deliver { from, to, msg }, traced_payload);
+        let traced_payload = if self.recorder.is_writing() {
+            Some(&payload)
+        } else {
+            None
+        };
+        self.recorder
+            .record(now, TraceEvent::Deliver { from, to, msg }, traced_payload);
         match (to, payload) {
             (Endpoint::Server(id), Payload::Peer(msg)) => {
-                let Endpoint::Server(sender) = from else { unreachable!("peer messages come from servers") };
+                let Endpoint::Server(sender) = from else {
+                    unreachable!("peer messages come from servers")
+                };
                 self.step_server(id.0, ServerInput::Peer { from: sender, msg })
             }
             (Endpoint::Server(id), Payload::Request(request)) => {
-                let Endpoint::Client(client) = from else { unreachable!("requests come from clients") };
-                let input = ServerInput::Client { from: ClientAddr(u64::from(client)), request };
+                let Endpoint::Client(client) = from else {
+                    unreachable!("requests come from clients")
+                };
+                let input = ServerInput::Client {
+                    from: ClientAddr(u64::from(client)),
+                    request,
+                };
                 self.step_server(id.0, input)
             }
             (Endpoint::Client(client), Payload::Reply(reply)) => {
-                let Endpoint::Server(sender) = from else { unreachable!("replies come from servers") };
-                self.step_client(client, ClientInput::Reply { from: sender, reply })
+                let Endpoint::Server(sender) = from else {
+                    unreachable!("replies come from servers")
+                };
+                self.step_client(
+                    client,
+                    ClientInput::Reply {
+                        from: sender,
+                        reply,
+                    },
+                )
             }
             (to, payload) => unreachable!("{} cannot be delivered to {to}", payload.kind_name()),
         }
     }
 
     /// Hands `op` to client `client` (1-based), tagged `tag`.
-    pub fn invoke(&mut self, client: u32, tag: u64, op: Operation, timeout: Option<Duration>) -> Result<(), QueueFull> {
-        self.clients[(client - 1) as usize].ops.insert(tag, op.clone());
+    pub fn invoke(
+        &mut self,
+        client: u32,
+        tag: u64,
+        op: Operation,
+        timeout: Option<Duration>,
+    ) -> Result<(), QueueFull> {
+        self.clients[(client - 1) as usize]
+            .ops
+            .insert(tag, op.clone());
         self.step_client(client, ClientInput::Invoke { tag, op, timeout })
     }
 
@@ -413,7 +516,11 @@ impl Cluster {
     }
 
     /// Carries out a server's effects in order: persist first, then whatever follows.
-    fn carry_out_server_outputs(&mut self, number: u32, outputs: Vec<ServerOutput>) -> Result<(), QueueFull> {
+    fn carry_out_server_outputs(
+        &mut self,
+        number: u32,
+        outputs: Vec<ServerOutput>,
+    ) -> Result<(), QueueFull> {
         let index = (number - 1) as usize;
         let from = server_endpoint(number);
         for output in outputs {
@@ -423,25 +530,43 @@ impl Cluster {
                     self.transmit(from, Endpoint::Server(to), Payload::Peer(msg))?;
                 }
                 ServerOutput::Reply { to, reply } => {
-                    let client = u32::try_from(to.0).expect("simulated client addresses are client numbers");
+                    let client =
+                        u32::try_from(to.0).expect("simulated client addresses are client numbers");
                     self.transmit(from, Endpoint::Client(client), Payload::Reply(reply))?;
                 }
                 ServerOutput::SetTimer { timer, at } => {
                     let slot = &mut self.servers[index];
                     slot.timers[timer_slot(timer)] = Some(at);
                     let incarnation = slot.incarnation;
-                    self.queue.push(at, Event::ServerTimer { server: number, timer, incarnation })?;
+                    self.queue.push(
+                        at,
+                        Event::ServerTimer {
+                            server: number,
+                            timer,
+                            incarnation,
+                        },
+                    )?;
                 }
-                ServerOutput::Applied { index: log_index, entry, result } => {
+                ServerOutput::Applied {
+                    index: log_index,
+                    entry,
+                    result,
+                } => {
                     let now = self.now();
                     self.count_check(checkers::STATE_MACHINE_SAFETY);
                     let id = ServerId(number);
-                    match self.state_machine_safety.observe_applied(now, id, log_index, &entry, &result) {
+                    match self
+                        .state_machine_safety
+                        .observe_applied(now, id, log_index, &entry, &result)
+                    {
                         Ok(true) => {
                             self.count_check(checkers::MUTUAL_EXCLUSION);
-                            if let Err(violation) =
-                                self.mutual_exclusion.observe_committed(now, log_index, &entry.command, &result)
-                            {
+                            if let Err(violation) = self.mutual_exclusion.observe_committed(
+                                now,
+                                log_index,
+                                &entry.command,
+                                &result,
+                            ) {
                                 self.report_violation(violation);
                             }
                         }
@@ -468,7 +593,10 @@ impl Cluster {
             self.report_violation(violation);
         }
         self.count_check(checkers::STATE_MACHINE_SAFETY);
-        if let Err(violation) = self.state_machine_safety.observe_lock_map(now, id, applied, digest) {
+        if let Err(violation) = self
+            .state_machine_safety
+            .observe_lock_map(now, id, applied, digest)
+        {
             self.report_violation(violation);
         }
         self.max_term = self.max_term.max(term);
@@ -483,7 +611,11 @@ impl Cluster {
                 Role::Candidate => "candidate",
                 Role::Leader => "leader",
             };
-            let event = TraceEvent::Role { server: Endpoint::Server(id), role: role_name, term };
+            let event = TraceEvent::Role {
+                server: Endpoint::Server(id),
+                role: role_name,
+                term,
+            };
             self.recorder.record(now, event, None);
         }
     }
@@ -502,7 +634,11 @@ impl Cluster {
         for output in outputs {
             match output {
                 ClientOutput::Send { to, request } => {
-                    self.transmit(Endpoint::Client(client), Endpoint::Server(to), Payload::Request(request))?;
+                    self.transmit(
+                        Endpoint::Client(client),
+                        Endpoint::Server(to),
+                        Payload::Request(request),
+                    )?;
                 }
                 ClientOutput::SetTimer { timer, at } => {
                     self.clients[index].timers[client_timer_slot(timer)] = Some(at);
@@ -513,11 +649,16 @@ impl Cluster {
                 }
                 ClientOutput::Started { tag, seq } => {
                     self.clients[index].running = Some((tag, seq));
-                    self.client_events.push(ClientEvent::Started { client, tag, seq });
+                    self.client_events
+                        .push(ClientEvent::Started { client, tag, seq });
                 }
                 ClientOutput::Completed { tag, result } => {
                     self.acknowledge(client, tag, &result);
-                    self.client_events.push(ClientEvent::Completed { client, tag, result });
+                    self.client_events.push(ClientEvent::Completed {
+                        client,
+                        tag,
+                        result,
+                    });
                 }
             }
         }
@@ -541,13 +682,21 @@ impl Cluster {
         };
         self.count_check(checkers::MUTUAL_EXCLUSION);
         let now = self.now();
-        if let Err(violation) = self.mutual_exclusion.observe_ack(now, id, seq, &op, outcome) {
+        if let Err(violation) = self
+            .mutual_exclusion
+            .observe_ack(now, id, seq, &op, outcome)
+        {
             self.report_violation(violation);
         }
     }
 
     /// Hands a message to the network and schedules its deliveries.
-    fn transmit(&mut self, from: Endpoint, to: Endpoint, payload: Payload) -> Result<(), QueueFull> {
+    fn transmit(
+        &mut self,
+        from: Endpoint,
+        to: Endpoint,
+        payload: Payload,
+    ) -> Result<(), QueueFull> {
         let now = self.now();
         self.network_stats.sent += 1;
         let msg = payload.kind_name();
@@ -555,25 +704,76 @@ impl Cluster {
             Endpoint::Server(id) => self.servers[(id.0 - 1) as usize].incarnation,
             Endpoint::Client(_) => 0,
         };
-        let traced_payload = if self.recorder.is_writing() { Some(&payload) } else { None };
+        let traced_payload = if self.recorder.is_writing() {
+            Some(&payload)
+        } else {
+            None
+        };
         match self.network.transmit(from, to) {
             Transmission::Blocked => {
                 self.network_stats.blocked += 1;
-                self.recorder.record(now, TraceEvent::Send { from, to, msg, fate: "blocked" }, traced_payload);
+                self.recorder.record(
+                    now,
+                    TraceEvent::Send {
+                        from,
+                        to,
+                        msg,
+                        fate: "blocked",
+                    },
+                    traced_payload,
+                );
             }
             Transmission::Dropped => {
                 self.network_stats.dropped += 1;
-                self.recorder.record(now, TraceEvent::Send { from, to, msg, fate: "dropped" }, traced_payload);
+                self.recorder.record(
+                    now,
+                    TraceEvent::Send {
+                        from,
+                        to,
+                        msg,
+                        fate: "dropped",
+                    },
+                    traced_payload,
+                );
             }
-            Transmission::Delivered { delay, duplicate_delay } => {
-                let fate = if duplicate_delay.is_some() { "duplicated" } else { "in_flight" };
-                self.recorder.record(now, TraceEvent::Send { from, to, msg, fate }, traced_payload);
+            Transmission::Delivered {
+                delay,
+                duplicate_delay,
+            } => {
+                let fate = if duplicate_delay.is_some() {
+                    "duplicated"
+                } else {
+                    "in_flight"
+                };
+                self.recorder.record(
+                    now,
+                    TraceEvent::Send {
+                        from,
+                        to,
+                        msg,
+                        fate,
+                    },
+                    traced_payload,
+                );
                 if let Some(duplicate_delay) = duplicate_delay {
                     self.network_stats.duplicated += 1;
-                    let copy = Event::Deliver { from, to, incarnation, payload: payload.clone() };
+                    let copy = Event::Deliver {
+                        from,
+                        to,
+                        incarnation,
+                        payload: payload.clone(),
+                    };
                     self.queue.push(now + duplicate_delay, copy)?;
                 }
-                self.queue.push(now + delay, Event::Deliver { from, to, incarnation, payload })?;
+                self.queue.push(
+                    now + delay,
+                    Event::Deliver {
+                        from,
+                        to,
+                        incarnation,
+                        payload,
+                    },
+                )?;
             }
         }
         Ok(())
@@ -583,18 +783,27 @@ impl Cluster {
     pub fn check_convergence(&mut self) -> Result<(), Violation> {
         self.count_check(checkers::CONVERGENCE);
         let now = self.now();
-        let replicas: Vec<(ServerId, &crate::node::LockTable)> =
-            self.live_servers().map(|server| (server.id(), server.lock_table())).collect();
+        let replicas: Vec<(ServerId, &crate::node::LockTable)> = self
+            .live_servers()
+            .map(|server| (server.id(), server.lock_table()))
+            .collect();
         checkers::check_convergence(now, &replicas)
     }
 
     /// True when every live replica has applied everything any of them committed and all hold
     /// the same lock map.
     pub fn is_converged(&self) -> bool {
-        let commit = self.live_servers().map(Server::commit_index).max().unwrap_or(0);
-        let mut digests = self.live_servers().map(|server| server.lock_table().locks_digest());
+        let commit = self
+            .live_servers()
+            .map(Server::commit_index)
+            .max()
+            .unwrap_or(0);
+        let mut digests = self
+            .live_servers()
+            .map(|server| server.lock_table().locks_digest());
         let first = digests.next();
-        self.live_servers().all(|server| server.last_applied() == commit)
+        self.live_servers()
+            .all(|server| server.last_applied() == commit)
             && digests.all(|digest| Some(digest) == first)
     }
 

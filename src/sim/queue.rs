@@ -72,9 +72,15 @@ impl<E> EventQueue<E> {
 
     /// Schedules `event` at `at`, which must not be in the past.
     pub fn push(&mut self, at: Time, event: E) -> Result<(), QueueFull> {
-        assert!(at >= self.now, "scheduling into the past: {at} < {}", self.now);
+        assert!(
+            at >= self.now,
+            "scheduling into the past: {at} < {}",
+            self.now
+        );
         if self.heap.len() >= self.pending_max {
-            return Err(QueueFull { pending_max: self.pending_max });
+            return Err(QueueFull {
+                pending_max: self.pending_max,
+            });
         }
         let slot = match self.free_slots.pop() {
             Some(slot) => {
@@ -86,7 +92,11 @@ impl<E> EventQueue<E> {
                 u32::try_from(self.slab.len() - 1).expect("pending_max bounds the slab")
             }
         };
-        self.heap.push(Scheduled { at, sequence: self.next_sequence, slot });
+        self.heap.push(Scheduled {
+            at,
+            sequence: self.next_sequence,
+            slot,
+        });
         self.next_sequence += 1;
         Ok(())
     }
@@ -101,7 +111,9 @@ impl<E> EventQueue<E> {
         let scheduled = self.heap.pop()?;
         debug_assert!(scheduled.at >= self.now, "the clock never goes back");
         self.now = scheduled.at;
-        let event = self.slab[scheduled.slot as usize].take().expect("a scheduled slot holds its event");
+        let event = self.slab[scheduled.slot as usize]
+            .take()
+            .expect("a scheduled slot holds its event");
         self.free_slots.push(scheduled.slot);
         Some((scheduled.at, event))
     }

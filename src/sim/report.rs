@@ -92,7 +92,11 @@ impl RunReport {
         let verdict = if self.passed { "PASS" } else { "FAIL" };
         let mut line = format!("{verdict} {} (seed {})", self.name, self.seed);
         if let Some(violation) = &self.violation {
-            let _ = write!(line, ": {} violated at {:.3}ms", violation.invariant, violation.at_ms);
+            let _ = write!(
+                line,
+                ": {} violated at {:.3}ms",
+                violation.invariant, violation.at_ms
+            );
         } else if !self.passed {
             let failed = self.expectations.len() - self.expectations_met();
             let _ = write!(line, ": {failed} expectation(s) not met");
@@ -110,10 +114,24 @@ impl RunReport {
         let invariants: Vec<String> = self
             .invariants
             .iter()
-            .map(|i| format!("{} {} ({} checks)", i.name, if i.held { "ok" } else { "VIOLATED" }, i.checks))
+            .map(|i| {
+                format!(
+                    "{} {} ({} checks)",
+                    i.name,
+                    if i.held { "ok" } else { "VIOLATED" },
+                    i.checks
+                )
+            })
             .collect();
         let rows: Vec<(&str, String)> = vec![
-            ("simulated time", format!("{:.3}s in {:.0}ms wall", self.simulated_ms / 1e3, self.wall_ms)),
+            (
+                "simulated time",
+                format!(
+                    "{:.3}s in {:.0}ms wall",
+                    self.simulated_ms / 1e3,
+                    self.wall_ms
+                ),
+            ),
             (
                 "operations",
                 format!(
@@ -121,19 +139,53 @@ impl RunReport {
                     ops.issued, ops.completed, ops.refused, ops.unknown
                 ),
             ),
-            ("latency (simulated)", format!("p50 {:.1}ms, p99 {:.1}ms", ops.latency_p50_ms, ops.latency_p99_ms)),
+            (
+                "latency (simulated)",
+                format!(
+                    "p50 {:.1}ms, p99 {:.1}ms",
+                    ops.latency_p50_ms, ops.latency_p99_ms
+                ),
+            ),
             (
                 "messages",
                 format!(
                     "{} sent, {} delivered, {} dropped, {} duplicated, {} blocked, {} lost to crashes",
-                    net.sent, net.delivered, net.dropped, net.duplicated, net.blocked, net.lost_to_crash
+                    net.sent,
+                    net.delivered,
+                    net.dropped,
+                    net.duplicated,
+                    net.blocked,
+                    net.lost_to_crash
                 ),
             ),
-            ("terms / leaders", format!("highest term {}, {} leaders elected", self.max_term, self.leaders_elected)),
-            ("log", format!("{} entries committed", self.committed_entries)),
-            ("faults applied", if self.faults.is_empty() { "none".into() } else { self.faults.len().to_string() }),
+            (
+                "terms / leaders",
+                format!(
+                    "highest term {}, {} leaders elected",
+                    self.max_term, self.leaders_elected
+                ),
+            ),
+            (
+                "log",
+                format!("{} entries committed", self.committed_entries),
+            ),
+            (
+                "faults applied",
+                if self.faults.is_empty() {
+                    "none".into()
+                } else {
+                    self.faults.len().to_string()
+                },
+            ),
             ("invariants", invariants.join("\n")),
-            ("expectations", format!("{} of {} met", self.expectations_met(), self.expectations.len())),
+            (
+                "expectations",
+                format!(
+                    "{} of {} met",
+                    self.expectations_met(),
+                    self.expectations.len()
+                ),
+            ),
         ];
         let mut builder = Builder::default();
         for (key, value) in rows {
@@ -167,12 +219,20 @@ impl RunReport {
             );
         }
         if let Some(violation) = &self.violation {
-            let _ = writeln!(out, "   VIOLATION {} at {:.3}ms: {}", violation.invariant, violation.at_ms, violation.message);
+            let _ = writeln!(
+                out,
+                "   VIOLATION {} at {:.3}ms: {}",
+                violation.invariant, violation.at_ms, violation.message
+            );
             let _ = writeln!(out, "   last events before it:");
             for event in &violation.recent_events {
                 let _ = writeln!(out, "     {event}");
             }
-            let _ = writeln!(out, "   reproduce: lockstep run <this file> --seed {} --trace trace.jsonl", self.seed);
+            let _ = writeln!(
+                out,
+                "   reproduce: lockstep run <this file> --seed {} --trace trace.jsonl",
+                self.seed
+            );
         }
         out
     }

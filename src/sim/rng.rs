@@ -16,7 +16,10 @@ pub enum Stream {
     /// The random workload of one client (1-based client number).
     Workload(u32),
     /// One server incarnation: election jitter. A restarted server gets a fresh stream.
-    Server { number: u32, incarnation: u32 },
+    Server {
+        number: u32,
+        incarnation: u32,
+    },
     /// One client: hello nonces.
     Client(u32),
 }
@@ -27,9 +30,10 @@ impl Stream {
             Stream::Network => 1,
             Stream::Faults => 2,
             Stream::Workload(client) => (3 << 48) | u64::from(client),
-            Stream::Server { number, incarnation } => {
-                (4 << 48) | (u64::from(number) << 24) | u64::from(incarnation)
-            }
+            Stream::Server {
+                number,
+                incarnation,
+            } => (4 << 48) | (u64::from(number) << 24) | u64::from(incarnation),
             Stream::Client(client) => (5 << 48) | u64::from(client),
         }
     }
@@ -43,7 +47,9 @@ pub struct Streams {
 
 impl Streams {
     pub fn new(seed: u64) -> Streams {
-        Streams { root: ChaCha8Rng::seed_from_u64(seed) }
+        Streams {
+            root: ChaCha8Rng::seed_from_u64(seed),
+        }
     }
 
     /// The seed of `stream`'s generator.
@@ -69,10 +75,22 @@ mod tests {
         let b = Streams::new(7);
         assert_eq!(a.seed_for(Stream::Network), b.seed_for(Stream::Network));
         assert_ne!(a.seed_for(Stream::Network), a.seed_for(Stream::Faults));
-        assert_ne!(a.seed_for(Stream::Workload(1)), a.seed_for(Stream::Workload(2)));
-        let first = Stream::Server { number: 1, incarnation: 0 };
-        let restarted = Stream::Server { number: 1, incarnation: 1 };
+        assert_ne!(
+            a.seed_for(Stream::Workload(1)),
+            a.seed_for(Stream::Workload(2))
+        );
+        let first = Stream::Server {
+            number: 1,
+            incarnation: 0,
+        };
+        let restarted = Stream::Server {
+            number: 1,
+            incarnation: 1,
+        };
         assert_ne!(a.seed_for(first), a.seed_for(restarted));
-        assert_ne!(Streams::new(8).seed_for(Stream::Network), a.seed_for(Stream::Network));
+        assert_ne!(
+            Streams::new(8).seed_for(Stream::Network),
+            a.seed_for(Stream::Network)
+        );
     }
 }

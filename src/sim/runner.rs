@@ -41,7 +41,11 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> RunOptions {
-        RunOptions { trace: None, queue_max: 5_000_000, events_max: 500_000_000 }
+        RunOptions {
+            trace: None,
+            queue_max: 5_000_000,
+            events_max: 500_000_000,
+        }
     }
 }
 
@@ -55,7 +59,11 @@ pub enum RunError {
 /// Where an operation came from.
 #[derive(Clone, Debug)]
 enum Source {
-    Script { event_index: usize, expect: Option<Expect>, at: Duration },
+    Script {
+        event_index: usize,
+        expect: Option<Expect>,
+        at: Duration,
+    },
     Workload,
 }
 
@@ -129,18 +137,24 @@ pub fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, RunErr
 impl Runner<'_> {
     fn play(&mut self) -> Result<(), QueueFull> {
         for (position, event) in self.scenario.events.iter().enumerate() {
-            self.cluster.queue.push(Time::from_duration(event.at), Event::Script(position))?;
+            self.cluster
+                .queue
+                .push(Time::from_duration(event.at), Event::Script(position))?;
         }
         if let Some(spec) = &self.scenario.workload {
             let cluster = &self.cluster;
-            self.workload = WorkloadClient::for_spec(spec, |client| cluster.stream_rng(Stream::Workload(client)));
+            self.workload = WorkloadClient::for_spec(spec, |client| {
+                cluster.stream_rng(Stream::Workload(client))
+            });
             for position in 0..self.workload.len() {
                 let at = Time::ZERO + self.workload[position].think();
                 let client = self.workload[position].client;
                 self.cluster.queue.push(at, Event::WorkloadNext(client))?;
             }
         }
-        self.cluster.queue.push(self.end_of_duration, Event::EndOfDuration)?;
+        self.cluster
+            .queue
+            .push(self.end_of_duration, Event::EndOfDuration)?;
         while let Some((now, event)) = self.cluster.queue.pop() {
             if now > self.settle_deadline || self.settled {
                 break;
@@ -160,7 +174,10 @@ impl Runner<'_> {
                 self.cluster.report_violation(Violation {
                     invariant: "simulation_bound",
                     at: now,
-                    message: format!("the run processed {} events, its bound", self.options_events_max),
+                    message: format!(
+                        "the run processed {} events, its bound",
+                        self.options_events_max
+                    ),
                 });
                 return Ok(());
             }
@@ -171,20 +188,37 @@ impl Runner<'_> {
 
     fn record_fault(&mut self, description: String) {
         let now = self.cluster.now();
-        self.faults.push(format!("{}: {description}", format_duration(now)));
-        self.cluster.recorder.record(now, TraceEvent::Fault { fault: description }, None);
+        self.faults
+            .push(format!("{}: {description}", format_duration(now)));
+        self.cluster
+            .recorder
+            .record(now, TraceEvent::Fault { fault: description }, None);
     }
 
     fn script_event(&mut self, position: usize) -> Result<(), QueueFull> {
         let event = &self.scenario.events[position];
         match &event.action {
-            Action::ClientOp { client, op, lock, consistency, timeout, expect } => {
+            Action::ClientOp {
+                client,
+                op,
+                lock,
+                consistency,
+                timeout,
+                expect,
+            } => {
                 let operation = match op {
                     OpKind::Preempt => Operation::Preempt { lock: lock.clone() },
                     OpKind::Release => Operation::Release { lock: lock.clone() },
-                    OpKind::Check => Operation::Check { lock: lock.clone(), consistency: *consistency },
+                    OpKind::Check => Operation::Check {
+                        lock: lock.clone(),
+                        consistency: *consistency,
+                    },
                 };
-                let source = Source::Script { event_index: event.index, expect: *expect, at: event.at };
+                let source = Source::Script {
+                    event_index: event.index,
+                    expect: *expect,
+                    at: event.at,
+                };
                 self.invoke(*client, operation, source, *timeout)?;
             }
             Action::Crash(target) => self.crash(*target),
@@ -203,22 +237,37 @@ impl Runner<'_> {
                 self.cluster.network().partition(groups);
                 let text: Vec<String> = groups
                     .iter()
-                    .map(|group| group.iter().map(Endpoint::to_string).collect::<Vec<_>>().join(" "))
+                    .map(|group| {
+                        group
+                            .iter()
+                            .map(Endpoint::to_string)
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
                     .collect();
                 self.record_fault(format!("partition [{}]", text.join("] | [")));
             }
             Action::Isolate(target) => {
                 let endpoint = match target {
                     IsolateTarget::Node(endpoint) => Some(*endpoint),
-                    IsolateTarget::Leader => self.cluster.current_leader().map(|n| Endpoint::Server(ServerId(n))),
+                    IsolateTarget::Leader => self
+                        .cluster
+                        .current_leader()
+                        .map(|n| Endpoint::Server(ServerId(n))),
                 };
                 match endpoint {
                     Some(endpoint) => {
                         self.cluster.network().isolate(endpoint);
-                        let note = if *target == IsolateTarget::Leader { " (the leader)" } else { "" };
+                        let note = if *target == IsolateTarget::Leader {
+                            " (the leader)"
+                        } else {
+                            ""
+                        };
                         self.record_fault(format!("isolate {endpoint}{note}"));
                     }
-                    None => self.record_fault("isolate leader: no leader right now, skipped".into()),
+                    None => {
+                        self.record_fault("isolate leader: no leader right now, skipped".into())
+                    }
                 }
             }
             Action::Cut { from, to } => {
@@ -257,15 +306,32 @@ impl Runner<'_> {
         for number in numbers {
             if self.cluster.is_up(number) {
                 self.cluster.crash(number);
-                let note = if target == CrashTarget::Leader { " (the leader)" } else { "" };
+                let note = if target == CrashTarget::Leader {
+                    " (the leader)"
+                } else {
+                    ""
+                };
                 self.record_fault(format!("crash s{number}{note}"));
             }
         }
     }
 
-    fn invoke(&mut self, client: u32, op: Operation, source: Source, timeout: Option<Duration>) -> Result<(), QueueFull> {
+    fn invoke(
+        &mut self,
+        client: u32,
+        op: Operation,
+        source: Source,
+        timeout: Option<Duration>,
+    ) -> Result<(), QueueFull> {
         let tag = self.ops.len() as u64;
-        self.ops.push(OpRecord { client, op: op.clone(), source, started_at: None, finished_at: None, result: None });
+        self.ops.push(OpRecord {
+            client,
+            op: op.clone(),
+            source,
+            started_at: None,
+            finished_at: None,
+            result: None,
+        });
         self.cluster.invoke(client, tag, op, timeout)
     }
 
@@ -273,7 +339,11 @@ impl Runner<'_> {
         if !self.workload_open {
             return Ok(());
         }
-        let position = self.workload.iter().position(|w| w.client == client).expect("a workload client");
+        let position = self
+            .workload
+            .iter()
+            .position(|w| w.client == client)
+            .expect("a workload client");
         if let Some(op) = self.workload[position].next_op() {
             self.invoke(client, op, Source::Workload, None)?;
         }
@@ -305,7 +375,11 @@ impl Runner<'_> {
                 };
                 self.cluster.recorder.record(now, event, None);
             }
-            ClientEvent::Completed { client, tag, result } => {
+            ClientEvent::Completed {
+                client,
+                tag,
+                result,
+            } => {
                 let described = self.describe_result(&result);
                 let record = &mut self.ops[tag as usize];
                 record.finished_at = Some(now);
@@ -320,7 +394,11 @@ impl Runner<'_> {
                 self.cluster.recorder.record(now, event, None);
                 if matches!(record.source, Source::Workload) {
                     let op = record.op.clone();
-                    let position = self.workload.iter().position(|w| w.client == client).expect("workload client");
+                    let position = self
+                        .workload
+                        .iter()
+                        .position(|w| w.client == client)
+                        .expect("workload client");
                     if let Ok(outcome) = &result {
                         self.workload[position].observe(&op, outcome);
                     }
@@ -356,14 +434,16 @@ impl Runner<'_> {
             Outcome::Released => "released".into(),
             Outcome::NotOwner => "not_owner".into(),
             Outcome::Free => "free".into(),
-            Outcome::Owner { owner } => format!("owner {}", name(*owner)),
+            Outcome::Owner { owner, token } => format!("owner {} (token {token})", name(*owner)),
         }
     }
 
     fn end_of_duration(&mut self) -> Result<(), QueueFull> {
         self.workload_open = false;
         let now = self.cluster.now();
-        self.cluster.recorder.record(now, TraceEvent::Phase { phase: "settle" }, None);
+        self.cluster
+            .recorder
+            .record(now, TraceEvent::Phase { phase: "settle" }, None);
         if !self.cluster.network().is_healed() {
             self.cluster.network().heal();
             self.record_fault("heal all (end of duration)".into());
@@ -372,7 +452,8 @@ impl Runner<'_> {
     }
 
     fn settle_check(&mut self) -> Result<(), QueueFull> {
-        let clients_idle = (1..=self.scenario.cluster.clients).all(|c| !self.cluster.client_is_busy(c));
+        let clients_idle =
+            (1..=self.scenario.cluster.clients).all(|c| !self.cluster.client_is_busy(c));
         if clients_idle && self.cluster.is_converged() {
             self.settled = true;
             return Ok(());
@@ -396,7 +477,14 @@ impl Runner<'_> {
             let applied: Vec<String> = self
                 .cluster
                 .live_servers()
-                .map(|s| format!("{} applied {} of commit {}", s.id(), s.last_applied(), s.commit_index()))
+                .map(|s| {
+                    format!(
+                        "{} applied {} of commit {}",
+                        s.id(),
+                        s.last_applied(),
+                        s.commit_index()
+                    )
+                })
                 .collect();
             self.cluster.report_violation(Violation {
                 invariant: checkers::CONVERGENCE,
@@ -413,7 +501,12 @@ impl Runner<'_> {
     fn expectations(&self) -> Vec<ExpectationResult> {
         let mut results = Vec::new();
         for record in &self.ops {
-            let Source::Script { event_index, expect: Some(expect), at } = &record.source else {
+            let Source::Script {
+                event_index,
+                expect: Some(expect),
+                at,
+            } = &record.source
+            else {
                 continue;
             };
             let actual = match &record.result {
@@ -481,7 +574,7 @@ impl Runner<'_> {
             (Expect::Released, Some(Ok(Outcome::Released))) => true,
             (Expect::NotOwner, Some(Ok(Outcome::NotOwner))) => true,
             (Expect::Free, Some(Ok(Outcome::Free))) => true,
-            (Expect::Owner(n), Some(Ok(Outcome::Owner { owner }))) => owner_is(*owner, n),
+            (Expect::Owner(n), Some(Ok(Outcome::Owner { owner, .. }))) => owner_is(*owner, n),
             _ => false,
         }
     }
@@ -516,7 +609,12 @@ impl Runner<'_> {
             invariant: v.invariant.to_string(),
             at_ms: v.at.as_nanos() as f64 / 1e6,
             message: v.message.clone(),
-            recent_events: self.cluster.recorder.recent().map(|(at, e)| trace::describe(*at, e)).collect(),
+            recent_events: self
+                .cluster
+                .recorder
+                .recent()
+                .map(|(at, e)| trace::describe(*at, e))
+                .collect(),
         });
         let violated = violation.as_ref().map(|v| v.invariant.clone());
         let invariants = [
@@ -528,7 +626,12 @@ impl Runner<'_> {
         .iter()
         .map(|&name| InvariantResult {
             name: name.to_string(),
-            checks: self.cluster.checks_performed.get(name).copied().unwrap_or(0),
+            checks: self
+                .cluster
+                .checks_performed
+                .get(name)
+                .copied()
+                .unwrap_or(0),
             held: violated.as_deref() != Some(name),
         })
         .collect();

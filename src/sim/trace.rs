@@ -34,16 +34,53 @@ impl Payload {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TraceEvent {
     /// A message was handed to the network; `fate` says what the network decided.
-    Send { from: Endpoint, to: Endpoint, msg: &'static str, fate: &'static str },
-    Deliver { from: Endpoint, to: Endpoint, msg: &'static str },
+    Send {
+        from: Endpoint,
+        to: Endpoint,
+        msg: &'static str,
+        fate: &'static str,
+    },
+    Deliver {
+        from: Endpoint,
+        to: Endpoint,
+        msg: &'static str,
+    },
     /// A message in flight was lost because its target crashed or got partitioned meanwhile.
-    LostInFlight { from: Endpoint, to: Endpoint, msg: &'static str, reason: &'static str },
-    Timer { node: Endpoint, timer: &'static str },
-    Role { server: Endpoint, role: &'static str, term: Term },
-    Fault { fault: String },
-    OpStart { client: Endpoint, tag: u64, op: &'static str, lock: String, seq: u64 },
-    OpDone { client: Endpoint, tag: u64, op: &'static str, lock: String, result: String },
-    Phase { phase: &'static str },
+    LostInFlight {
+        from: Endpoint,
+        to: Endpoint,
+        msg: &'static str,
+        reason: &'static str,
+    },
+    Timer {
+        node: Endpoint,
+        timer: &'static str,
+    },
+    Role {
+        server: Endpoint,
+        role: &'static str,
+        term: Term,
+    },
+    Fault {
+        fault: String,
+    },
+    OpStart {
+        client: Endpoint,
+        tag: u64,
+        op: &'static str,
+        lock: String,
+        seq: u64,
+    },
+    OpDone {
+        client: Endpoint,
+        tag: u64,
+        op: &'static str,
+        lock: String,
+        result: String,
+    },
+    Phase {
+        phase: &'static str,
+    },
 }
 
 #[derive(Serialize)]
@@ -66,7 +103,13 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn new(writer: Option<Box<dyn Write>>) -> Recorder {
-        Recorder { recent: VecDeque::new(), recent_max: 40, writer, write_error: None, written_count: 0 }
+        Recorder {
+            recent: VecDeque::new(),
+            recent_max: 40,
+            writer,
+            write_error: None,
+            written_count: 0,
+        }
     }
 
     /// True when every event is being written out, so callers can skip building payloads.
@@ -76,7 +119,11 @@ impl Recorder {
 
     pub fn record(&mut self, now: Time, event: TraceEvent, payload: Option<&Payload>) {
         if let Some(writer) = &mut self.writer {
-            let line = Line { t: now.as_nanos(), event: &event, payload };
+            let line = Line {
+                t: now.as_nanos(),
+                event: &event,
+                payload,
+            };
             let result = serde_json::to_writer(&mut *writer, &line)
                 .map_err(std::io::Error::from)
                 .and_then(|()| writer.write_all(b"\n"));
@@ -115,18 +162,40 @@ impl Recorder {
 /// Renders a recent event as one human-readable line for failure reports.
 pub fn describe(at: Time, event: &TraceEvent) -> String {
     let text = match event {
-        TraceEvent::Send { from, to, msg, fate } => format!("{from} -> {to} {msg} ({fate})"),
+        TraceEvent::Send {
+            from,
+            to,
+            msg,
+            fate,
+        } => format!("{from} -> {to} {msg} ({fate})"),
         TraceEvent::Deliver { from, to, msg } => format!("{from} -> {to} {msg} delivered"),
-        TraceEvent::LostInFlight { from, to, msg, reason } => {
+        TraceEvent::LostInFlight {
+            from,
+            to,
+            msg,
+            reason,
+        } => {
             format!("{from} -> {to} {msg} lost in flight ({reason})")
         }
         TraceEvent::Timer { node, timer } => format!("{node} timer {timer}"),
         TraceEvent::Role { server, role, term } => format!("{server} is {role} in term {term}"),
         TraceEvent::Fault { fault } => format!("fault: {fault}"),
-        TraceEvent::OpStart { client, op, lock, seq, .. } => {
+        TraceEvent::OpStart {
+            client,
+            op,
+            lock,
+            seq,
+            ..
+        } => {
             format!("{client} starts {op} {lock} (seq {seq})")
         }
-        TraceEvent::OpDone { client, op, lock, result, .. } => {
+        TraceEvent::OpDone {
+            client,
+            op,
+            lock,
+            result,
+            ..
+        } => {
             format!("{client} {op} {lock} -> {result}")
         }
         TraceEvent::Phase { phase } => format!("phase: {phase}"),

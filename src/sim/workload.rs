@@ -25,10 +25,15 @@ pub struct WorkloadClient {
 
 impl WorkloadClient {
     /// Splits `spec.ops` among its clients as evenly as possible, earlier clients first.
-    pub fn for_spec(spec: &WorkloadSpec, mut rng_for: impl FnMut(u32) -> ChaCha8Rng) -> Vec<WorkloadClient> {
+    pub fn for_spec(
+        spec: &WorkloadSpec,
+        mut rng_for: impl FnMut(u32) -> ChaCha8Rng,
+    ) -> Vec<WorkloadClient> {
         let count = spec.clients.len() as u32;
         assert!(count > 0, "a workload has at least one client");
-        let locks: Vec<LockName> = (1..=spec.locks).map(|k| LockName::from(format!("w{k}"))).collect();
+        let locks: Vec<LockName> = (1..=spec.locks)
+            .map(|k| LockName::from(format!("w{k}")))
+            .collect();
         spec.clients
             .iter()
             .enumerate()
@@ -51,7 +56,10 @@ impl WorkloadClient {
     pub fn think(&mut self) -> Duration {
         let min = self.spec.think_min;
         let max = self.spec.think_max;
-        min + Duration::from_nanos(self.rng.random_range(0..=crate::node::time::duration_nanos(max - min)))
+        min + Duration::from_nanos(
+            self.rng
+                .random_range(0..=crate::node::time::duration_nanos(max - min)),
+        )
     }
 
     /// The next operation, or `None` when this client's share is used up.
@@ -73,14 +81,19 @@ impl WorkloadClient {
                     self.held.iter().nth(position).cloned()
                 })
                 .flatten();
-            Operation::Release { lock: own.unwrap_or(random_lock) }
+            Operation::Release {
+                lock: own.unwrap_or(random_lock),
+            }
         } else {
             let consistency = if self.rng.random_bool(mix.linearizable.clamp(0.0, 1.0)) {
                 Consistency::Linearizable
             } else {
                 Consistency::Local
             };
-            Operation::Check { lock: random_lock, consistency }
+            Operation::Check {
+                lock: random_lock,
+                consistency,
+            }
         };
         Some(op)
     }
@@ -111,7 +124,12 @@ mod tests {
             clients,
             ops,
             locks: 3,
-            mix: Mix { preempt: 0.4, release: 0.4, check: 0.2, linearizable: 0.5 },
+            mix: Mix {
+                preempt: 0.4,
+                release: 0.4,
+                check: 0.2,
+                linearizable: 0.5,
+            },
             think_min: Duration::from_millis(10),
             think_max: Duration::from_millis(20),
         }
@@ -137,9 +155,12 @@ mod tests {
     #[test]
     fn a_client_draws_the_same_operations_from_the_same_stream() {
         let draw = || {
-            let mut client = WorkloadClient::for_spec(&spec(vec![1], 50), |_| ChaCha8Rng::seed_from_u64(9))
-                .remove(0);
-            (0..50).map(|_| client.next_op().unwrap()).collect::<Vec<_>>()
+            let mut client =
+                WorkloadClient::for_spec(&spec(vec![1], 50), |_| ChaCha8Rng::seed_from_u64(9))
+                    .remove(0);
+            (0..50)
+                .map(|_| client.next_op().unwrap())
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(), draw());
     }

@@ -1,0 +1,1750 @@
+//! Protocol tables for [`Server`]: each test drives one server by hand, or a few through the
+//! tiny in-test [`Network`], with explicit virtual time, and asserts on the effects the server
+//! returns and on its observers. Each test cites the rule it checks: a section of the Raft paper
+//! (§5.x) or of the Raft thesis (thesis §x.y).
+//!
+//! Like the code under test, these tests never read a clock and never iterate a hash map.
+
+use super::{Role, Server, ServerConfig, ServerInput, ServerOutput, ServerTimer};
+use crate::node::lock_table::Holder;
+use crate::node::log::{DurableState, PersistOp, RaftLog};
+use crate::node::messages::{
+    ApplyResult, ClientAddr, ClientId, ClientReply, ClientRequest, Command, Consistency, Entry,
+    LockName, LogIndex, Operation, Outcome, PeerMessage, ReplyBody, RequestBody, ServerId,
+    ServiceError, Term,
+};
+use crate::node::time::Time;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+const S1: ServerId = ServerId(1);
+const S2: ServerId = ServerId(2);
+const S3: ServerId = ServerId(3);
+
+/// The connection a test client talks through; servers only echo it.
+const CLIENT: ClientAddr = ClientAddr(7);
+/// A second connection of the same client, as after a reconnect.
+const CLIENT_AGAIN: ClientAddr = ClientAddr(8);
+
+/// A time by which any first election timer has expired: servers boot at zero and their
+/// election timeouts are 150-300 ms.
+const FIRST_ELECTION_MS: u64 = 300;
+
+// ----- time, servers and logs -----
+
+fn ms(millis: u64) -> Time {
+    Time::ZERO + Duration::from_millis(millis)
+}
+
+fn cluster(server_count: u32) -> Vec<ServerId> {
+    (1..=server_count).map(ServerId).collect()
+}
+
+fn config(id: ServerId, server_count: u32) -> ServerConfig {
+    ServerConfig::new(id, cluster(server_count))
+}
+
+/// Boots `id` at time zero from `durable`, as a driver does with the disk it recovered.
+fn boot_from(id: ServerId, server_count: u32, durable: DurableState) -> Server {
+    let seed = u64::from(id.0);
+    let (server, outputs) = Server::new(config(id, server_count), durable, seed, Time::ZERO);
+    assert_eq!(server.role(), Role::Follower, "{id} boots as a follower");
+    assert!(
+        timer_at(&outputs, ServerTimer::Election).is_some(),
+        "{id} arms its election timer"
+    );
+    server
+}
+
+/// Boots `id` for the first time, with an empty disk.
+fn boot(id: ServerId, server_count: u32) -> Server {
+    boot_from(id, server_count, DurableState::default())
+}
+
+fn noop(term: Term) -> Entry {
+    Entry {
+        term,
+        command: Command::Noop,
+    }
+}
+
+fn noops(terms: &[Term]) -> Vec<Entry> {
+    terms.iter().map(|&term| noop(term)).collect()
+}
+
+/// A disk holding `term`, `voted_for` and a log of no-ops of the given terms.
+fn disk(term: Term, voted_for: Option<ServerId>, log_terms: &[Term]) -> DurableState {
+    let mut log = RaftLog::new();
+    log.truncate_and_append(1, &noops(log_terms));
+    DurableState {
+        term,
+        voted_for,
+        log,
+    }
+}
+
+fn terms_of(server: &Server) -> Vec<Term> {
+    server.log().iter().map(|(_, entry)| entry.term).collect()
+}
+
+fn lock(name: &str) -> LockName {
+    LockName::from(name)
+}
+
+// ----- reading a batch of outputs -----
+
+fn sent(outputs: &[ServerOutput]) -> Vec<(ServerId, PeerMessage)> {
+    let pick = |output: &ServerOutput| match output {
+        ServerOutput::Send { to, msg } => Some((*to, msg.clone())),
+        _ => None,
+    };
+    outputs.iter().filter_map(pick).collect()
+}
+
+fn replies(outputs: &[ServerOutput]) -> Vec<(ClientAddr, ClientReply)> {
+    let pick = |output: &ServerOutput| match output {
+        ServerOutput::Reply { to, reply } => Some((*to, reply.clone())),
+        _ => None,
+    };
+    outputs.iter().filter_map(pick).collect()
+}
+
+fn persisted(outputs: &[ServerOutput]) -> Vec<PersistOp> {
+    let pick = |output: &ServerOutput| match output {
+        ServerOutput::Persist(op) => Some(op.clone()),
+        _ => None,
+    };
+    outputs.iter().filter_map(pick).collect()
+}
+
+fn applied(outputs: &[ServerOutput]) -> Vec<(LogIndex, ApplyResult)> {
+    let pick = |output: &ServerOutput| match output {
+        ServerOutput::Applied { index, result, .. } => Some((*index, *result)),
+        _ => None,
+    };
+    outputs.iter().filter_map(pick).collect()
+}
+
+/// The last deadline the batch set for `timer` (a later `SetTimer` replaces an earlier one).
+fn timer_at(outputs: &[ServerOutput], timer: ServerTimer) -> Option<Time> {
+    let pick = |output: &ServerOutput| match output {
+        ServerOutput::SetTimer { timer: set, at } if *set == timer => Some(*at),
+        _ => None,
+    };
+    outputs.iter().rev().find_map(pick)
+}
+
+/// Where in the batch the first output `wanted` accepts is.
+fn position_of(outputs: &[ServerOutput], wanted: impl Fn(&ServerOutput) -> bool) -> usize {
+    outputs
+        .iter()
+        .position(wanted)
+        .expect("the batch holds the expected output")
+}
+
+/// The heartbeat round of every AppendEntries in the batch, with its destination.
+fn append_rounds(outputs: &[ServerOutput]) -> Vec<(ServerId, u64)> {
+    let pick = |(to, msg): (ServerId, PeerMessage)| match msg {
+        PeerMessage::AppendEntries { round, .. } => Some((to, round)),
+        _ => None,
+    };
+    sent(outputs).into_iter().filter_map(pick).collect()
+}
+
+// ----- inputs -----
+
+fn peer(from: ServerId, msg: PeerMessage) -> ServerInput {
+    ServerInput::Peer { from, msg }
+}
+
+fn timer(timer: ServerTimer) -> ServerInput {
+    ServerInput::Timer(timer)
+}
+
+fn request_vote(term: Term, last_log_index: LogIndex, last_log_term: Term) -> PeerMessage {
+    PeerMessage::RequestVote {
+        term,
+        last_log_index,
+        last_log_term,
+    }
+}
+
+fn pre_vote(term: Term, last_log_index: LogIndex, last_log_term: Term) -> PeerMessage {
+    PeerMessage::PreVote {
+        term,
+        last_log_index,
+        last_log_term,
+    }
+}
+
+fn vote(term: Term, granted: bool) -> PeerMessage {
+    PeerMessage::VoteResponse { term, granted }
+}
+
+fn pre_vote_answer(term: Term, granted: bool) -> PeerMessage {
+    PeerMessage::PreVoteResponse { term, granted }
+}
+
+/// AppendEntries of heartbeat round 0 whose entries follow `(prev_log_index, prev_log_term)`.
+fn append(
+    term: Term,
+    (prev_log_index, prev_log_term): (LogIndex, Term),
+    entries: Vec<Entry>,
+    leader_commit: LogIndex,
+) -> PeerMessage {
+    PeerMessage::AppendEntries {
+        term,
+        prev_log_index,
+        prev_log_term,
+        entries,
+        leader_commit,
+        round: 0,
+    }
+}
+
+/// A follower's acknowledgement: its log matches the leader's up to `match_index`.
+fn append_ok(term: Term, match_index: LogIndex, round: u64) -> PeerMessage {
+    PeerMessage::AppendResponse {
+        term,
+        success: true,
+        match_index,
+        conflict_index: 0,
+        conflict_term: None,
+        round,
+    }
+}
+
+fn append_refused(
+    term: Term,
+    conflict_index: LogIndex,
+    conflict_term: Option<Term>,
+) -> PeerMessage {
+    PeerMessage::AppendResponse {
+        term,
+        success: false,
+        match_index: 0,
+        conflict_index,
+        conflict_term,
+        round: 0,
+    }
+}
+
+fn from_client(from: ClientAddr, request: ClientRequest) -> ServerInput {
+    ServerInput::Client { from, request }
+}
+
+fn hello(nonce: u64) -> ClientRequest {
+    ClientRequest {
+        seq: 0,
+        body: RequestBody::Hello { nonce },
+    }
+}
+
+fn op(client: ClientId, seq: u64, op: Operation) -> ClientRequest {
+    ClientRequest {
+        seq,
+        body: RequestBody::Op { client, op },
+    }
+}
+
+fn preempt(name: &str) -> Operation {
+    Operation::Preempt { lock: lock(name) }
+}
+
+fn release(name: &str) -> Operation {
+    Operation::Release { lock: lock(name) }
+}
+
+fn check(name: &str, consistency: Consistency) -> Operation {
+    Operation::Check {
+        lock: lock(name),
+        consistency,
+    }
+}
+
+fn outcome(seq: u64, outcome: Outcome) -> ClientReply {
+    ClientReply {
+        seq,
+        body: ReplyBody::Outcome(outcome),
+    }
+}
+
+fn refusal(seq: u64, error: ServiceError) -> ClientReply {
+    ClientReply {
+        seq,
+        body: ReplyBody::Error(error),
+    }
+}
+
+// ----- leaders, by hand -----
+
+/// Wins an election for `server` at `now`: its election timer fires, then its peers in id order
+/// grant the pre-vote and the vote until it holds a majority. Returns every output, in order.
+fn win_election(server: &mut Server, now: Time, server_count: u32) -> Vec<ServerOutput> {
+    let mut outputs = server.step(now, timer(ServerTimer::Election));
+    assert_eq!(
+        server.role(),
+        Role::PreCandidate,
+        "the election timer starts a pre-vote"
+    );
+    let term = server.term() + 1;
+    let peers: Vec<ServerId> = cluster(server_count)
+        .into_iter()
+        .filter(|&p| p != server.id())
+        .collect();
+    for &voter in &peers {
+        if server.role() == Role::PreCandidate {
+            outputs.extend(server.step(now, peer(voter, pre_vote_answer(term, true))));
+        }
+    }
+    assert_eq!(
+        server.role(),
+        Role::Candidate,
+        "a majority of pre-votes starts the election"
+    );
+    assert_eq!(server.term(), term);
+    for &voter in &peers {
+        if server.role() == Role::Candidate {
+            outputs.extend(server.step(now, peer(voter, vote(term, true))));
+        }
+    }
+    assert_eq!(
+        server.role(),
+        Role::Leader,
+        "a majority of votes makes a leader"
+    );
+    outputs
+}
+
+/// s1 as the term-1 leader of a three-server cluster, elected at `FIRST_ELECTION_MS`, with its
+/// no-op (index 1) committed by s2's acknowledgement of round 0.
+fn leader_of_three() -> Server {
+    let mut leader = boot(S1, 3);
+    let now = ms(FIRST_ELECTION_MS);
+    let election = win_election(&mut leader, now, 3);
+    assert_eq!(
+        persisted(&election).last(),
+        Some(&PersistOp::Append {
+            first_index: 1,
+            entries: vec![noop(1)]
+        })
+    );
+    let outputs = leader.step(now, peer(S2, append_ok(1, 1, 0)));
+    assert_eq!(leader.commit_index(), 1);
+    assert_eq!(applied(&outputs), vec![(1, ApplyResult::Nothing)]);
+    leader
+}
+
+/// s2 acknowledges everything up to `index` (round 0) to `leader`.
+fn commit_through(leader: &mut Server, index: LogIndex, now: Time) -> Vec<ServerOutput> {
+    let term = leader.term();
+    let outputs = leader.step(now, peer(S2, append_ok(term, index, 0)));
+    assert_eq!(
+        leader.commit_index(),
+        index,
+        "s1 and s2 are a majority of three"
+    );
+    outputs
+}
+
+/// Registers a client through `leader` and returns the id the replicated state handed out.
+fn register(leader: &mut Server, now: Time) -> ClientId {
+    let outputs = leader.step(now, from_client(CLIENT, hello(42)));
+    assert!(
+        replies(&outputs).is_empty(),
+        "a hello is answered once committed, not before"
+    );
+    let index = leader.log().last_index();
+    let outputs = commit_through(leader, index, now);
+    match replies(&outputs).as_slice() {
+        [
+            (
+                CLIENT,
+                ClientReply {
+                    seq: 0,
+                    body: ReplyBody::Welcome { nonce: 42, client },
+                },
+            ),
+        ] => *client,
+        other => panic!("expected one welcome, got {other:?}"),
+    }
+}
+
+// ----- a tiny network of servers, in the style of raft-rs's `Network` and quinn's `Pair` -----
+
+/// A message on its way from one server to another.
+#[derive(Clone, Debug)]
+struct Envelope {
+    from: ServerId,
+    to: ServerId,
+    msg: PeerMessage,
+}
+
+/// Messages one network may deliver before a test is declared stuck.
+const DELIVERIES_MAX: usize = 10_000;
+/// Timers one `run_until` may fire before a test is declared stuck.
+const TIMER_FIRINGS_MAX: usize = 1_000;
+
+/// Owns a few servers and their disks, carries out their outputs, and delivers their messages
+/// one at a time in FIFO order under virtual time. Timers fire only when a test asks.
+struct Network {
+    now: Time,
+    configs: BTreeMap<ServerId, ServerConfig>,
+    servers: BTreeMap<ServerId, Server>,
+    /// Each server's disk: its `Persist` outputs replayed through `DurableState::apply`.
+    disks: BTreeMap<ServerId, DurableState>,
+    timers: BTreeMap<(ServerId, ServerTimer), Time>,
+    in_flight: VecDeque<Envelope>,
+    /// Servers cut off from everyone: messages to or from them are dropped.
+    isolated: BTreeSet<ServerId>,
+    replies: Vec<(ClientAddr, ClientReply)>,
+    deliveries: usize,
+    boots: u64,
+}
+
+impl Network {
+    fn new(server_count: u32) -> Network {
+        let disks = (1..=server_count)
+            .map(|_| DurableState::default())
+            .collect();
+        Network::from_disks(disks, |_| {})
+    }
+
+    /// Servers s1, s2, ... booted at time zero from `disks`, each config adjusted by `tune`.
+    fn from_disks(disks: Vec<DurableState>, tune: impl Fn(&mut ServerConfig)) -> Network {
+        let server_count = u32::try_from(disks.len()).expect("a small cluster");
+        let mut network = Network {
+            now: Time::ZERO,
+            configs: BTreeMap::new(),
+            servers: BTreeMap::new(),
+            disks: BTreeMap::new(),
+            timers: BTreeMap::new(),
+            in_flight: VecDeque::new(),
+            isolated: BTreeSet::new(),
+            replies: Vec::new(),
+            deliveries: 0,
+            boots: 0,
+        };
+        for (id, disk) in cluster(server_count).into_iter().zip(disks) {
+            let mut config = config(id, server_count);
+            tune(&mut config);
+            network.configs.insert(id, config);
+            network.disks.insert(id, disk);
+            network.boot(id);
+        }
+        network
+    }
+
+    /// (Re)starts `id` from its disk, as after a crash: everything volatile is gone.
+    fn boot(&mut self, id: ServerId) {
+        self.boots += 1;
+        let config = self.configs[&id].clone();
+        let (server, outputs) = Server::new(config, self.disks[&id].clone(), self.boots, self.now);
+        self.timers.retain(|(owner, _), _| *owner != id);
+        self.servers.insert(id, server);
+        self.carry_out(id, &outputs);
+    }
+
+    fn server(&self, id: ServerId) -> &Server {
+        &self.servers[&id]
+    }
+
+    fn disk(&self, id: ServerId) -> &DurableState {
+        &self.disks[&id]
+    }
+
+    fn isolate(&mut self, id: ServerId) {
+        self.isolated.insert(id);
+    }
+
+    fn heal(&mut self) {
+        self.isolated.clear();
+    }
+
+    /// The servers that currently believe they lead, with their terms.
+    fn leaders(&self) -> Vec<(ServerId, Term)> {
+        let leading = self
+            .servers
+            .values()
+            .filter(|server| server.role() == Role::Leader);
+        leading.map(|server| (server.id(), server.term())).collect()
+    }
+
+    fn carry_out(&mut self, id: ServerId, outputs: &[ServerOutput]) {
+        for output in outputs {
+            match output {
+                ServerOutput::Persist(op) => self.disks.get_mut(&id).expect("a disk").apply(op),
+                ServerOutput::Send { to, msg } => {
+                    let envelope = Envelope {
+                        from: id,
+                        to: *to,
+                        msg: msg.clone(),
+                    };
+                    self.in_flight.push_back(envelope);
+                }
+                ServerOutput::Reply { to, reply } => self.replies.push((*to, reply.clone())),
+                ServerOutput::SetTimer { timer, at } => {
+                    self.timers.insert((id, *timer), *at);
+                }
+                ServerOutput::Applied { .. } => {}
+            }
+        }
+    }
+
+    fn step(&mut self, id: ServerId, input: ServerInput) -> Vec<ServerOutput> {
+        let now = self.now;
+        let outputs = self
+            .servers
+            .get_mut(&id)
+            .expect("a server of this network")
+            .step(now, input);
+        self.carry_out(id, &outputs);
+        outputs
+    }
+
+    /// Moves virtual time to `id`'s deadline for `which` (never backwards) and fires it.
+    /// The timer is disarmed as it fires; the server re-arms it if it still wants it.
+    fn fire(&mut self, id: ServerId, which: ServerTimer) -> Vec<ServerOutput> {
+        let at = self
+            .timers
+            .remove(&(id, which))
+            .expect("the timer is armed");
+        self.now = self.now.max(at);
+        self.step(id, timer(which))
+    }
+
+    /// Runs virtual time forward to `end`: fires every timer due by then in deadline order
+    /// (ties by server and timer), delivering all messages after each.
+    fn run_until(&mut self, end: Time) {
+        for _ in 0..TIMER_FIRINGS_MAX {
+            let due = self
+                .timers
+                .iter()
+                .filter(|(_, at)| **at <= end)
+                .min_by_key(|(key, at)| (**at, **key));
+            let Some((&(id, which), _)) = due else {
+                self.now = self.now.max(end);
+                return;
+            };
+            let _ = self.fire(id, which);
+            let _ = self.deliver_all();
+        }
+        panic!("network: more than {TIMER_FIRINGS_MAX} timers before {end}");
+    }
+
+    /// Delivers the oldest message in flight (dropping it if either end is isolated).
+    fn deliver_next(&mut self) -> Option<Envelope> {
+        let envelope = self.in_flight.pop_front()?;
+        self.deliveries += 1;
+        assert!(
+            self.deliveries <= DELIVERIES_MAX,
+            "network: busy after {DELIVERIES_MAX} messages"
+        );
+        if !self.isolated.contains(&envelope.from) && !self.isolated.contains(&envelope.to) {
+            let _ = self.step(envelope.to, peer(envelope.from, envelope.msg.clone()));
+        }
+        Some(envelope)
+    }
+
+    /// Delivers until nothing is in flight; returns the trace of what was delivered.
+    fn deliver_all(&mut self) -> Vec<Envelope> {
+        let mut trace = Vec::new();
+        while let Some(envelope) = self.deliver_next() {
+            trace.push(envelope);
+        }
+        trace
+    }
+
+    fn elect(&mut self, id: ServerId) {
+        let _ = self.fire(id, ServerTimer::Election);
+        let _ = self.deliver_all();
+        assert_eq!(
+            self.server(id).role(),
+            Role::Leader,
+            "{id} wins the election"
+        );
+    }
+
+    fn heartbeat(&mut self, leader: ServerId) {
+        let outputs = self.fire(leader, ServerTimer::Heartbeat);
+        assert!(!sent(&outputs).is_empty(), "{leader} heartbeats as leader");
+        let _ = self.deliver_all();
+    }
+
+    /// A client request to `id`, then every message it causes; returns the replies.
+    fn client(&mut self, id: ServerId, request: ClientRequest) -> Vec<(ClientAddr, ClientReply)> {
+        let _ = self.step(id, from_client(CLIENT, request));
+        let _ = self.deliver_all();
+        std::mem::take(&mut self.replies)
+    }
+}
+
+// ----- §5.2 and §5.4.1: votes -----
+
+/// Raft §5.2 and figure 2: a follower grants its vote to the first candidate of a term, and the
+/// vote reaches the disk before the answer leaves (the calling contract of `ServerOutput`).
+#[test]
+fn a_vote_is_granted_and_persisted_before_it_is_sent() {
+    let mut voter = boot(S3, 3);
+    let outputs = voter.step(ms(10), peer(S1, request_vote(1, 0, 0)));
+    assert_eq!(voter.term(), 1);
+    assert_eq!(voter.voted_for(), Some(S1));
+    assert_eq!(sent(&outputs), vec![(S1, vote(1, true))]);
+    let vote_persisted = position_of(&outputs, |output| {
+        let voted = PersistOp::HardState {
+            term: 1,
+            voted_for: Some(S1),
+        };
+        matches!(output, ServerOutput::Persist(op) if *op == voted)
+    });
+    let vote_sent = position_of(&outputs, |output| {
+        matches!(
+            output,
+            ServerOutput::Send {
+                msg: PeerMessage::VoteResponse { .. },
+                ..
+            }
+        )
+    });
+    assert!(
+        vote_persisted < vote_sent,
+        "the vote is durable before it is announced"
+    );
+    // Granting restarts the election timer, giving the candidate time to win.
+    assert!(timer_at(&outputs, ServerTimer::Election).is_some());
+}
+
+/// Raft §5.2: "each server will vote for at most one candidate in a given term". A second
+/// candidate is refused; the same candidate asking again (its answer lost) is granted again.
+#[test]
+fn a_second_candidate_in_the_same_term_is_refused() {
+    let mut voter = boot(S3, 3);
+    let first = voter.step(ms(10), peer(S1, request_vote(1, 0, 0)));
+    assert_eq!(sent(&first), vec![(S1, vote(1, true))]);
+
+    let second = voter.step(ms(11), peer(S2, request_vote(1, 0, 0)));
+    assert_eq!(sent(&second), vec![(S2, vote(1, false))]);
+    assert!(
+        persisted(&second).is_empty(),
+        "a refusal changes nothing durable"
+    );
+    assert_eq!(voter.voted_for(), Some(S1));
+
+    let repeated = voter.step(ms(12), peer(S1, request_vote(1, 0, 0)));
+    assert_eq!(sent(&repeated), vec![(S1, vote(1, true))]);
+    assert_eq!(voter.voted_for(), Some(S1));
+}
+
+/// Raft §5.1: a request from a stale term is refused, and the answer carries the newer term so
+/// that the stale candidate steps down.
+#[test]
+fn a_request_vote_from_a_stale_term_is_refused_with_the_newer_term() {
+    let mut voter = boot_from(S3, 3, disk(2, None, &[]));
+    let outputs = voter.step(ms(10), peer(S1, request_vote(1, 0, 0)));
+    assert_eq!(sent(&outputs), vec![(S1, vote(2, false))]);
+    assert!(persisted(&outputs).is_empty());
+    assert_eq!(voter.term(), 2);
+    assert_eq!(voter.voted_for(), None);
+}
+
+/// Raft §5.1: a higher term seen in a RequestVote makes the receiver adopt it (with no vote),
+/// whether or not it then grants the vote.
+#[test]
+fn a_higher_term_request_vote_makes_a_follower_adopt_the_term() {
+    let mut voter = boot_from(S3, 3, disk(1, Some(S1), &[1]));
+    let outputs = voter.step(ms(10), peer(S2, request_vote(2, 1, 1)));
+    assert_eq!(
+        persisted(&outputs),
+        vec![
+            PersistOp::HardState {
+                term: 2,
+                voted_for: None
+            },
+            PersistOp::HardState {
+                term: 2,
+                voted_for: Some(S2)
+            },
+        ]
+    );
+    assert_eq!(sent(&outputs), vec![(S2, vote(2, true))]);
+    assert_eq!((voter.term(), voter.voted_for()), (2, Some(S2)));
+
+    // A candidate of term 3 whose log is behind: the term is adopted, the vote refused.
+    let outputs = voter.step(ms(20), peer(S1, request_vote(3, 0, 0)));
+    assert_eq!(
+        persisted(&outputs),
+        vec![PersistOp::HardState {
+            term: 3,
+            voted_for: None
+        }]
+    );
+    assert_eq!(sent(&outputs), vec![(S1, vote(3, false))]);
+    assert_eq!((voter.term(), voter.voted_for()), (3, None));
+}
+
+/// Check-quorum's leader stickiness (thesis §4.2.3): a follower that heard from its leader
+/// within the minimum election timeout ignores a higher-term RequestVote entirely, without
+/// adopting the term; once that lease has passed, it adopts the term and votes.
+#[test]
+fn a_follower_in_its_leader_lease_ignores_a_higher_term_request_vote() {
+    let mut follower = boot(S2, 3);
+    let _ = follower.step(ms(10), peer(S1, append(1, (0, 0), noops(&[1]), 0)));
+    assert_eq!(follower.leader(), Some(S1));
+
+    // 90 ms after the leader's message: within the 150 ms lease.
+    let outputs = follower.step(ms(100), peer(S3, request_vote(2, 1, 1)));
+    assert!(
+        outputs.is_empty(),
+        "ignored: no answer, no persist, no timer: {outputs:?}"
+    );
+    assert_eq!((follower.term(), follower.voted_for()), (1, None));
+    assert_eq!(follower.leader(), Some(S1));
+
+    // 190 ms after: the leader is presumed gone.
+    let outputs = follower.step(ms(200), peer(S3, request_vote(2, 1, 1)));
+    assert_eq!(sent(&outputs), vec![(S3, vote(2, true))]);
+    assert_eq!((follower.term(), follower.voted_for()), (2, Some(S3)));
+    assert_eq!(follower.leader(), None);
+}
+
+/// Check-quorum: a leader does not let a higher-term candidate depose it while it leads.
+#[test]
+fn a_leader_ignores_a_higher_term_request_vote() {
+    let mut leader = leader_of_three();
+    let outputs = leader.step(ms(FIRST_ELECTION_MS + 10), peer(S3, request_vote(5, 9, 1)));
+    assert!(outputs.is_empty(), "ignored: {outputs:?}");
+    assert_eq!(leader.role(), Role::Leader);
+    assert_eq!(leader.term(), 1);
+}
+
+/// Thesis §9.6: granting a pre-vote changes nothing at the voter, neither term, vote nor
+/// election timer; so the real vote of that term is still free afterwards.
+#[test]
+fn a_pre_vote_is_granted_without_changing_term_vote_or_timer() {
+    let mut voter = boot(S2, 3);
+    let outputs = voter.step(ms(10), peer(S1, pre_vote(1, 0, 0)));
+    assert_eq!(sent(&outputs), vec![(S1, pre_vote_answer(1, true))]);
+    assert!(persisted(&outputs).is_empty());
+    assert_eq!(timer_at(&outputs, ServerTimer::Election), None);
+    assert_eq!((voter.term(), voter.voted_for()), (0, None));
+
+    let outputs = voter.step(ms(11), peer(S3, request_vote(1, 0, 0)));
+    assert_eq!(
+        sent(&outputs),
+        vec![(S3, vote(1, true))],
+        "the vote of term 1 is still free"
+    );
+}
+
+/// Thesis §9.6: a pre-vote is refused while the voter is in its leader lease, and for a
+/// candidate whose log is behind (§5.4.1); a refusal carries the voter's own term.
+#[test]
+fn a_pre_vote_is_refused_within_the_leader_lease_and_for_a_log_behind() {
+    let mut voter = boot(S2, 3);
+    let _ = voter.step(ms(10), peer(S1, append(1, (0, 0), noops(&[1]), 0)));
+
+    let in_lease = voter.step(ms(100), peer(S3, pre_vote(2, 1, 1)));
+    assert_eq!(sent(&in_lease), vec![(S3, pre_vote_answer(1, false))]);
+
+    let behind = voter.step(ms(200), peer(S3, pre_vote(2, 0, 0)));
+    assert_eq!(sent(&behind), vec![(S3, pre_vote_answer(1, false))]);
+
+    let after_lease = voter.step(ms(200), peer(S3, pre_vote(2, 1, 1)));
+    assert_eq!(sent(&after_lease), vec![(S3, pre_vote_answer(2, true))]);
+    assert_eq!(
+        (voter.term(), voter.voted_for()),
+        (1, None),
+        "pre-votes change no state"
+    );
+    assert_eq!(voter.leader(), Some(S1));
+}
+
+/// Raft §5.4.1: "if the logs have last entries with different terms, then the log with the later
+/// term is more up-to-date; if the logs end with the same term, the longer log is".
+#[test]
+fn a_vote_goes_only_to_a_candidate_whose_log_is_at_least_as_up_to_date() {
+    // The voter's log ends at index 3 with term 2.
+    let cases: [(&str, LogIndex, Term, bool); 5] = [
+        ("a later last term wins even with a shorter log", 1, 3, true),
+        ("an identical last entry wins", 3, 2, true),
+        ("the same last term and a longer log wins", 4, 2, true),
+        ("the same last term and a shorter log loses", 2, 2, false),
+        (
+            "an earlier last term loses even with a longer log",
+            9,
+            1,
+            false,
+        ),
+    ];
+    for (story, last_log_index, last_log_term, granted) in cases {
+        let mut voter = boot_from(S3, 3, disk(2, None, &[1, 1, 2]));
+        let outputs = voter.step(
+            ms(10),
+            peer(S1, request_vote(3, last_log_index, last_log_term)),
+        );
+        assert_eq!(sent(&outputs), vec![(S1, vote(3, granted))], "{story}");
+        assert_eq!(voter.voted_for(), granted.then_some(S1), "{story}");
+    }
+}
+
+// ----- §5.3: AppendEntries at the follower -----
+
+/// Raft §5.3: a follower refuses entries whose predecessor it does not have, and hints the
+/// leader to its first missing index.
+#[test]
+fn append_entries_beyond_the_log_is_refused_with_the_next_missing_index() {
+    let mut follower = boot_from(S2, 3, disk(1, None, &[1, 1]));
+    let outputs = follower.step(ms(10), peer(S1, append(1, (5, 1), noops(&[1]), 0)));
+    assert_eq!(sent(&outputs), vec![(S1, append_refused(1, 3, None))]);
+    assert!(persisted(&outputs).is_empty());
+    assert_eq!(terms_of(&follower), vec![1, 1]);
+    assert_eq!(
+        follower.leader(),
+        Some(S1),
+        "a refusal still recognises the leader"
+    );
+
+    // The same entry after a predecessor it has is accepted.
+    let outputs = follower.step(ms(11), peer(S1, append(1, (2, 1), noops(&[1]), 0)));
+    assert_eq!(sent(&outputs), vec![(S1, append_ok(1, 3, 0))]);
+    assert_eq!(terms_of(&follower), vec![1, 1, 1]);
+}
+
+/// Raft §5.3 with the conflict optimisation: when the term at `prev_log_index` differs, the
+/// follower names its conflicting term and the first index it holds of that term.
+#[test]
+fn append_entries_with_a_mismatched_prev_term_is_refused_with_the_conflicting_term() {
+    let mut follower = boot_from(S2, 3, disk(2, None, &[1, 2, 2, 2]));
+    let outputs = follower.step(ms(10), peer(S1, append(3, (4, 3), noops(&[3]), 0)));
+    assert_eq!(sent(&outputs), vec![(S1, append_refused(3, 2, Some(2)))]);
+    assert_eq!(
+        persisted(&outputs),
+        vec![PersistOp::HardState {
+            term: 3,
+            voted_for: None
+        }]
+    );
+    assert_eq!(
+        terms_of(&follower),
+        vec![1, 2, 2, 2],
+        "nothing is truncated on a refusal"
+    );
+
+    // A heartbeat whose predecessor matches is accepted and truncates nothing.
+    let outputs = follower.step(ms(11), peer(S1, append(3, (1, 1), Vec::new(), 0)));
+    assert_eq!(sent(&outputs), vec![(S1, append_ok(3, 1, 0))]);
+    assert_eq!(terms_of(&follower), vec![1, 2, 2, 2]);
+}
+
+/// Raft §5.3: "if an existing entry conflicts with a new one, delete the existing entry and all
+/// that follow it", then append; the change is persisted before it is acknowledged.
+#[test]
+fn a_conflicting_suffix_is_replaced_and_persisted_before_the_acknowledgement() {
+    let mut follower = boot_from(S2, 3, disk(2, None, &[1, 1, 2, 2]));
+    let outputs = follower.step(ms(10), peer(S1, append(3, (2, 1), noops(&[3, 3]), 0)));
+    let replaced = PersistOp::Append {
+        first_index: 3,
+        entries: noops(&[3, 3]),
+    };
+    assert_eq!(
+        persisted(&outputs),
+        vec![
+            PersistOp::HardState {
+                term: 3,
+                voted_for: None
+            },
+            replaced.clone(),
+        ]
+    );
+    assert_eq!(terms_of(&follower), vec![1, 1, 3, 3]);
+    assert_eq!(sent(&outputs), vec![(S1, append_ok(3, 4, 0))]);
+    let append_persisted = position_of(
+        &outputs,
+        |output| matches!(output, ServerOutput::Persist(op) if *op == replaced),
+    );
+    let acknowledged = position_of(&outputs, |output| {
+        matches!(output, ServerOutput::Send { .. })
+    });
+    assert!(
+        append_persisted < acknowledged,
+        "the entries are durable before the ack"
+    );
+}
+
+/// Raft §5.3: only a conflict truncates. A duplicated or delayed AppendEntries whose entries
+/// the follower already holds leaves the log (and the disk) alone, and only new entries are
+/// persisted.
+#[test]
+fn a_duplicate_or_old_append_entries_does_not_truncate_matching_entries() {
+    let mut follower = boot_from(S2, 3, disk(1, None, &[1, 1, 1, 1]));
+    let old = follower.step(ms(10), peer(S1, append(1, (0, 0), noops(&[1, 1]), 0)));
+    assert!(persisted(&old).is_empty(), "nothing to write: {old:?}");
+    assert_eq!(
+        terms_of(&follower),
+        vec![1, 1, 1, 1],
+        "the matching suffix survives"
+    );
+    assert_eq!(sent(&old), vec![(S1, append_ok(1, 2, 0))]);
+
+    // Overlapping: indexes 3 and 4 are already there, index 5 is new.
+    let overlapping = follower.step(ms(11), peer(S1, append(1, (2, 1), noops(&[1, 1, 1]), 0)));
+    assert_eq!(
+        persisted(&overlapping),
+        vec![PersistOp::Append {
+            first_index: 5,
+            entries: noops(&[1])
+        }]
+    );
+    assert_eq!(terms_of(&follower), vec![1, 1, 1, 1, 1]);
+    assert_eq!(sent(&overlapping), vec![(S1, append_ok(1, 5, 0))]);
+}
+
+/// Raft figure 2: "if leaderCommit > commitIndex, set commitIndex = min(leaderCommit, index of
+/// last new entry)". Entries past those the message vouches for are not committed, even when
+/// the follower holds them.
+#[test]
+fn the_follower_commit_index_is_the_leader_commit_capped_at_the_last_new_entry() {
+    let mut follower = boot_from(S2, 3, disk(1, None, &[1, 1, 1, 1]));
+    let outputs = follower.step(ms(10), peer(S1, append(1, (0, 0), noops(&[1, 1]), 1)));
+    assert_eq!(
+        follower.commit_index(),
+        1,
+        "the leader's commit is below the last new entry"
+    );
+    assert_eq!(applied(&outputs), vec![(1, ApplyResult::Nothing)]);
+
+    let outputs = follower.step(ms(11), peer(S1, append(1, (0, 0), noops(&[1, 1]), 4)));
+    assert_eq!(
+        follower.commit_index(),
+        2,
+        "capped at index 2, the last entry it vouches for"
+    );
+    assert_eq!(applied(&outputs), vec![(2, ApplyResult::Nothing)]);
+
+    let outputs = follower.step(ms(12), peer(S1, append(1, (4, 1), Vec::new(), 4)));
+    assert_eq!(follower.commit_index(), 4);
+    assert_eq!(follower.last_applied(), 4);
+    assert_eq!(applied(&outputs).len(), 2);
+
+    // A delayed message with an older leader commit never moves the commit index back.
+    let _ = follower.step(ms(13), peer(S1, append(1, (0, 0), noops(&[1]), 1)));
+    assert_eq!(follower.commit_index(), 4);
+}
+
+/// Raft §5.1: AppendEntries from a stale term is refused with the newer term, without taking
+/// the sender as leader; the stale leader learns the term from the answer and steps down.
+#[test]
+fn append_entries_from_a_stale_term_is_refused_and_its_leader_steps_down() {
+    let mut follower = boot_from(S2, 3, disk(2, None, &[]));
+    let outputs = follower.step(ms(10), peer(S1, append(1, (0, 0), noops(&[1]), 0)));
+    assert_eq!(sent(&outputs), vec![(S1, append_refused(2, 1, None))]);
+    assert_eq!(follower.leader(), None);
+    assert_eq!(follower.log().last_index(), 0);
+    assert_eq!(
+        timer_at(&outputs, ServerTimer::Election),
+        None,
+        "no election timer reset"
+    );
+
+    let mut stale_leader = leader_of_three();
+    let outputs = stale_leader.step(
+        ms(FIRST_ELECTION_MS + 10),
+        peer(S2, append_refused(2, 1, None)),
+    );
+    assert_eq!(stale_leader.role(), Role::Follower);
+    assert_eq!(stale_leader.term(), 2);
+    assert_eq!(
+        persisted(&outputs),
+        vec![PersistOp::HardState {
+            term: 2,
+            voted_for: None
+        }]
+    );
+}
+
+// ----- §5.3: log repair by the leader -----
+
+/// Raft §5.3: after a refusal the leader moves that follower's next index back, using the
+/// conflict hint (skipping a whole term it does not have, or jumping past the last entry of a
+/// term it does have), and resends at once.
+#[test]
+fn after_a_refusal_the_leader_moves_back_and_resends() {
+    /// One refusal and the AppendEntries it must cause.
+    struct BackOff {
+        story: &'static str,
+        conflict_index: LogIndex,
+        conflict_term: Option<Term>,
+        resend_prev: (LogIndex, Term),
+        resend_terms: &'static [Term],
+    }
+    // The leader's log: [1, 1, 3, 3, 4, 4], plus the no-op of term 5 at index 7.
+    let cases = [
+        BackOff {
+            story: "a short follower: resend from its first missing index",
+            conflict_index: 2,
+            conflict_term: None,
+            resend_prev: (1, 1),
+            resend_terms: &[1, 3, 3, 4, 4, 5],
+        },
+        BackOff {
+            story: "a conflicting term the leader lacks: skip it whole",
+            conflict_index: 3,
+            conflict_term: Some(2),
+            resend_prev: (2, 1),
+            resend_terms: &[3, 3, 4, 4, 5],
+        },
+        BackOff {
+            story: "a conflicting term the leader has: resume after its last entry",
+            conflict_index: 3,
+            conflict_term: Some(3),
+            resend_prev: (4, 3),
+            resend_terms: &[4, 4, 5],
+        },
+    ];
+    for BackOff {
+        story,
+        conflict_index,
+        conflict_term,
+        resend_prev,
+        resend_terms,
+    } in cases
+    {
+        let mut leader = boot_from(S1, 3, disk(4, None, &[1, 1, 3, 3, 4, 4]));
+        let election = win_election(&mut leader, ms(FIRST_ELECTION_MS), 3);
+        let first_try = append(5, (6, 4), noops(&[5]), 0);
+        assert!(
+            sent(&election).contains(&(S2, first_try)),
+            "{story}: first try"
+        );
+
+        let outputs = leader.step(
+            ms(FIRST_ELECTION_MS + 1),
+            peer(S2, append_refused(5, conflict_index, conflict_term)),
+        );
+        let resend = append(5, resend_prev, noops(resend_terms), 0);
+        assert_eq!(sent(&outputs), vec![(S2, resend)], "{story}");
+        assert_eq!(
+            leader.commit_index(),
+            0,
+            "{story}: a refusal commits nothing"
+        );
+    }
+}
+
+/// Raft §5.3, as a story: s2 led term 2 and wrote entries no one else has; s1 wins term 3
+/// without it. s2 refuses s1's first AppendEntries, s1 backs off past s2's term-2 entries, and
+/// s2's log, in memory and on disk, ends equal to the leader's.
+#[test]
+fn a_leader_repairs_a_follower_log_that_diverged_in_an_old_term() {
+    let disks = vec![
+        disk(2, None, &[1, 1, 1]),
+        disk(2, None, &[1, 1, 2, 2, 2]),
+        disk(2, None, &[1, 1, 1]),
+    ];
+    let mut network = Network::from_disks(disks, |_| {});
+    let _ = network.fire(S1, ServerTimer::Election);
+    let trace = network.deliver_all();
+    assert_eq!(
+        network.server(S1).role(),
+        Role::Leader,
+        "s3's vote elects s1"
+    );
+    assert_eq!(network.server(S1).term(), 3);
+
+    let refusal = trace
+        .iter()
+        .position(|envelope| envelope.from == S2 && envelope.msg == append_refused(3, 3, Some(2)))
+        .expect("s2 refuses at index 3, where it holds term 2");
+    let resend = trace[refusal..]
+        .iter()
+        .find(|envelope| envelope.to == S2)
+        .expect("s1 resends to s2 after the refusal");
+    // Whether s3's acknowledgement reached s1 before the refusal (and so the leader commit
+    // carried) depends only on delivery order; the repair does not.
+    let repair = match &resend.msg {
+        PeerMessage::AppendEntries {
+            prev_log_index,
+            prev_log_term,
+            entries,
+            ..
+        } => (*prev_log_index, *prev_log_term, entries.clone()),
+        other => panic!("expected AppendEntries, got {other:?}"),
+    };
+    assert_eq!(
+        repair,
+        (2, 1, noops(&[1, 3])),
+        "back past s2's term-2 entries"
+    );
+
+    let leader_log = network.server(S1).log().clone();
+    assert_eq!(terms_of(network.server(S1)), vec![1, 1, 1, 3]);
+    assert_eq!(
+        network.server(S2).log(),
+        &leader_log,
+        "s2's term-2 entries are gone"
+    );
+    assert_eq!(
+        network.disk(S2).log,
+        leader_log,
+        "and gone from its disk too"
+    );
+
+    network.heartbeat(S1);
+    assert_eq!(network.server(S2).commit_index(), 4);
+    assert_eq!(network.server(S3).commit_index(), 4);
+}
+
+// ----- §5.4.2: committing entries from previous terms -----
+
+/// Raft §5.4.2 and figure 8: "Raft never commits log entries from previous terms by counting
+/// replicas". s1 wrote a Register at index 2 in term 2; elected in term 3 (s3 cut off, one
+/// entry per AppendEntries), it replicates that entry to s2, a majority, and still does not
+/// commit it. Both commit together when s2 also holds s1's term-3 no-op.
+#[test]
+fn an_old_term_entry_on_a_majority_commits_only_with_a_current_term_entry() {
+    let mut leader_disk = disk(2, Some(S1), &[1]);
+    let register = Entry {
+        term: 2,
+        command: Command::Register { nonce: 5 },
+    };
+    leader_disk.log.truncate_and_append(2, &[register]);
+    let disks = vec![leader_disk, disk(2, Some(S1), &[1]), disk(2, None, &[1])];
+    let mut network = Network::from_disks(disks, |config| config.append_entries_max = 1);
+    network.isolate(S3);
+    let _ = network.fire(S1, ServerTimer::Election);
+
+    let mut old_entry_on_majority = false;
+    while let Some(envelope) = network.deliver_next() {
+        let old_entry_acknowledged = envelope.to == S1
+            && matches!(
+                envelope.msg,
+                PeerMessage::AppendResponse {
+                    success: true,
+                    match_index: 2,
+                    ..
+                }
+            );
+        if old_entry_acknowledged {
+            old_entry_on_majority = true;
+            let leader = network.server(S1);
+            assert_eq!(terms_of(leader), vec![1, 2, 3]);
+            assert_eq!(
+                leader.commit_index(),
+                0,
+                "index 2 is on s1 and s2 but from term 2"
+            );
+            assert_eq!(leader.lock_table().client_count(), 0);
+        }
+    }
+    assert!(
+        old_entry_on_majority,
+        "the story reaches the figure-8 state"
+    );
+    let leader = network.server(S1);
+    assert_eq!(leader.role(), Role::Leader);
+    assert_eq!(
+        leader.commit_index(),
+        3,
+        "the term-3 no-op commits, and index 2 with it"
+    );
+    assert_eq!(
+        leader.lock_table().client_count(),
+        1,
+        "the old Register is applied"
+    );
+    assert_eq!(terms_of(network.server(S2)), vec![1, 2, 3]);
+}
+
+/// Raft §5.3: an entry is committed once the leader stored it on a majority; one follower of
+/// four is not enough, and a repeated acknowledgement from it does not count twice.
+#[test]
+fn a_leader_commits_only_when_a_majority_holds_its_entry() {
+    let mut leader = boot(S1, 5);
+    let now = ms(FIRST_ELECTION_MS);
+    let _ = win_election(&mut leader, now, 5);
+    let _ = leader.step(now, peer(S2, append_ok(1, 1, 0)));
+    let _ = leader.step(now, peer(S2, append_ok(1, 1, 0)));
+    assert_eq!(leader.commit_index(), 0, "s1 and s2 are two of five");
+    let outputs = leader.step(now, peer(S3, append_ok(1, 1, 0)));
+    assert_eq!(leader.commit_index(), 1, "s1, s2 and s3 are three of five");
+    assert_eq!(applied(&outputs), vec![(1, ApplyResult::Nothing)]);
+}
+
+// ----- thesis §6.3: exactly-once client requests -----
+
+/// Thesis §6.3: a retry of a request already applied is answered from the session table with
+/// the original outcome and appends nothing; the client's next request is appended as usual.
+#[test]
+fn a_retry_after_commit_is_answered_from_the_session_without_a_new_entry() {
+    let mut leader = leader_of_three();
+    let now = ms(FIRST_ELECTION_MS);
+    let client = register(&mut leader, now);
+    let _ = leader.step(now, from_client(CLIENT, op(client, 1, preempt("a"))));
+    let outputs = commit_through(&mut leader, 3, now);
+    assert_eq!(
+        replies(&outputs),
+        vec![(CLIENT, outcome(1, Outcome::Granted { token: 3 }))]
+    );
+
+    // The reply was lost; the client retries the same seq over a new connection.
+    let retry = leader.step(now, from_client(CLIENT_AGAIN, op(client, 1, preempt("a"))));
+    assert_eq!(
+        replies(&retry),
+        vec![(CLIENT_AGAIN, outcome(1, Outcome::Granted { token: 3 }))]
+    );
+    assert!(persisted(&retry).is_empty(), "no new entry: {retry:?}");
+    assert!(sent(&retry).is_empty(), "nothing to replicate");
+    assert_eq!(leader.log().last_index(), 3);
+
+    let next = leader.step(now, from_client(CLIENT, op(client, 2, release("a"))));
+    let command = Command::Release {
+        client,
+        seq: 2,
+        lock: lock("a"),
+    };
+    assert_eq!(
+        persisted(&next),
+        vec![PersistOp::Append {
+            first_index: 4,
+            entries: vec![Entry { term: 1, command }]
+        }]
+    );
+}
+
+/// Thesis §6.3: a retry that arrives before the original committed is appended again; applying
+/// the second copy reports a duplicate with the same outcome, both connections get that same
+/// answer, and the lock is granted once.
+#[test]
+fn a_retry_before_commit_is_appended_again_but_applied_once() {
+    let mut leader = leader_of_three();
+    let now = ms(FIRST_ELECTION_MS);
+    let client = register(&mut leader, now);
+    let first = leader.step(now, from_client(CLIENT, op(client, 1, preempt("a"))));
+    let retry = leader.step(now, from_client(CLIENT_AGAIN, op(client, 1, preempt("a"))));
+    assert!(replies(&first).is_empty() && replies(&retry).is_empty());
+    assert!(matches!(
+        persisted(&retry).as_slice(),
+        [PersistOp::Append { first_index: 4, .. }]
+    ));
+
+    let outputs = commit_through(&mut leader, 4, now);
+    let granted = Outcome::Granted { token: 3 };
+    assert_eq!(
+        applied(&outputs),
+        vec![
+            (
+                3,
+                ApplyResult::Outcome {
+                    outcome: granted,
+                    duplicate: false
+                }
+            ),
+            (
+                4,
+                ApplyResult::Outcome {
+                    outcome: granted,
+                    duplicate: true
+                }
+            ),
+        ]
+    );
+    assert_eq!(
+        replies(&outputs),
+        vec![
+            (CLIENT, outcome(1, granted)),
+            (CLIENT_AGAIN, outcome(1, granted))
+        ]
+    );
+    assert_eq!(
+        leader.lock_table().holder("a"),
+        Some(Holder {
+            owner: client,
+            token: 3
+        })
+    );
+    assert_eq!(leader.lock_table().locks().len(), 1);
+}
+
+/// Thesis §6.3: a request older than the client's latest applied one had its chance; it gets
+/// `StaleRequest`, at once if the leader already knows, or when applied if it was appended
+/// after its successor (a delayed copy), in which case it has no effect.
+#[test]
+fn a_request_older_than_the_latest_applied_one_is_refused_as_stale() {
+    let mut leader = leader_of_three();
+    let now = ms(FIRST_ELECTION_MS);
+    let client = register(&mut leader, now);
+    // Seq 2 reaches the leader first; a delayed copy of seq 1 follows it into the log.
+    let _ = leader.step(now, from_client(CLIENT, op(client, 2, preempt("b"))));
+    let _ = leader.step(now, from_client(CLIENT_AGAIN, op(client, 1, preempt("a"))));
+    let outputs = commit_through(&mut leader, 4, now);
+    assert_eq!(
+        applied(&outputs),
+        vec![
+            (
+                3,
+                ApplyResult::Outcome {
+                    outcome: Outcome::Granted { token: 3 },
+                    duplicate: false
+                }
+            ),
+            (4, ApplyResult::Stale),
+        ]
+    );
+    assert_eq!(
+        replies(&outputs),
+        vec![
+            (CLIENT, outcome(2, Outcome::Granted { token: 3 })),
+            (CLIENT_AGAIN, refusal(1, ServiceError::StaleRequest)),
+        ]
+    );
+    assert_eq!(
+        leader.lock_table().holder("a"),
+        None,
+        "the stale preempt had no effect"
+    );
+
+    let late = leader.step(now, from_client(CLIENT, op(client, 1, preempt("a"))));
+    assert_eq!(
+        replies(&late),
+        vec![(CLIENT, refusal(1, ServiceError::StaleRequest))]
+    );
+    assert!(
+        persisted(&late).is_empty(),
+        "a known-stale request is not appended"
+    );
+    assert_eq!(leader.log().last_index(), 4);
+}
+
+// ----- thesis §6.4: read-index reads -----
+
+/// Thesis §6.4: a linearizable check at the leader is answered only once a majority has
+/// acknowledged a heartbeat round started after the check arrived; an acknowledgement of an
+/// earlier round does not confirm the leadership the read relies on.
+#[test]
+fn a_linearizable_check_at_the_leader_waits_for_a_majority_to_ack_a_later_round() {
+    let mut leader = leader_of_three();
+    let now = ms(FIRST_ELECTION_MS + 10);
+    let read = op(ClientId(1), 5, check("a", Consistency::Linearizable));
+    let outputs = leader.step(now, from_client(CLIENT, read));
+    assert!(
+        replies(&outputs).is_empty(),
+        "no answer before the round is acknowledged"
+    );
+    assert_eq!(
+        append_rounds(&outputs),
+        vec![(S2, 1), (S3, 1)],
+        "a new round starts at once"
+    );
+
+    let old_round = leader.step(now, peer(S2, append_ok(1, 1, 0)));
+    assert!(
+        replies(&old_round).is_empty(),
+        "round 0 began before the read"
+    );
+
+    let confirmed = leader.step(now, peer(S2, append_ok(1, 1, 1)));
+    assert_eq!(
+        replies(&confirmed),
+        vec![(CLIENT, outcome(5, Outcome::Free))]
+    );
+    assert_eq!(leader.pending_request_count(), 0);
+}
+
+/// Thesis §6.4: until it commits an entry of its own term, a new leader's commit index may lag
+/// what earlier leaders acknowledged, so reads wait; after its no-op commits, a confirming
+/// round starts and the read is answered once a majority acknowledges it.
+#[test]
+fn a_new_leader_defers_reads_until_it_commits_an_entry_of_its_term() {
+    let mut leader = boot(S1, 3);
+    let now = ms(FIRST_ELECTION_MS);
+    let _ = win_election(&mut leader, now, 3);
+    let read = op(ClientId(1), 3, check("a", Consistency::Linearizable));
+    let outputs = leader.step(now, from_client(CLIENT, read));
+    assert!(replies(&outputs).is_empty());
+    assert_eq!(leader.pending_request_count(), 1);
+
+    let committed = leader.step(now, peer(S2, append_ok(1, 1, 0)));
+    assert_eq!(leader.commit_index(), 1);
+    assert!(
+        replies(&committed).is_empty(),
+        "the commit alone does not confirm leadership"
+    );
+    assert_eq!(append_rounds(&committed), vec![(S2, 1), (S3, 1)]);
+
+    let confirmed = leader.step(now, peer(S3, append_ok(1, 1, 1)));
+    assert_eq!(
+        replies(&confirmed),
+        vec![(CLIENT, outcome(3, Outcome::Free))]
+    );
+}
+
+/// Thesis §6.4: a follower asks its leader for a read index and answers only once it has
+/// applied up to it; meanwhile a local check is answered at once from its lagging replica.
+#[test]
+fn a_follower_forwards_a_linearizable_check_and_answers_after_applying_the_read_index() {
+    let mut follower = boot(S2, 3);
+    let owner = ClientId(1);
+    let entries = vec![
+        noop(1),
+        Entry {
+            term: 1,
+            command: Command::Register { nonce: 9 },
+        },
+        Entry {
+            term: 1,
+            command: Command::Preempt {
+                client: owner,
+                seq: 1,
+                lock: lock("a"),
+            },
+        },
+    ];
+    let _ = follower.step(ms(10), peer(S1, append(1, (0, 0), entries, 0)));
+
+    let local = follower.step(
+        ms(11),
+        from_client(CLIENT, op(owner, 5, check("a", Consistency::Local))),
+    );
+    assert_eq!(
+        replies(&local),
+        vec![(CLIENT, outcome(5, Outcome::Free))],
+        "stale but fast"
+    );
+
+    let read = op(owner, 6, check("a", Consistency::Linearizable));
+    let outputs = follower.step(ms(12), from_client(CLIENT, read));
+    assert!(replies(&outputs).is_empty());
+    let id = match sent(&outputs).as_slice() {
+        [(S1, PeerMessage::ReadIndexRequest { id })] => *id,
+        other => panic!("expected one read-index request to s1, got {other:?}"),
+    };
+
+    let index = PeerMessage::ReadIndexResponse { id, index: Some(3) };
+    let outputs = follower.step(ms(13), peer(S1, index));
+    assert!(replies(&outputs).is_empty(), "nothing applied yet");
+    let outputs = follower.step(ms(14), peer(S1, append(1, (3, 1), Vec::new(), 2)));
+    assert!(replies(&outputs).is_empty(), "applied 2 of read index 3");
+    let outputs = follower.step(ms(15), peer(S1, append(1, (3, 1), Vec::new(), 3)));
+    assert_eq!(
+        replies(&outputs),
+        vec![(CLIENT, outcome(6, Outcome::Owner { owner, token: 3 }))]
+    );
+}
+
+/// Thesis §6.4: a follower that cannot get a read index tells its client to retry elsewhere:
+/// when it knows no leader, when the leader cannot confirm, and when the leader changes.
+#[test]
+fn a_follower_fails_a_linearizable_check_it_cannot_confirm() {
+    let mut follower = boot(S2, 3);
+    let read = |seq| op(ClientId(1), seq, check("a", Consistency::Linearizable));
+    let outputs = follower.step(ms(5), from_client(CLIENT, read(1)));
+    assert_eq!(
+        replies(&outputs),
+        vec![(CLIENT, refusal(1, ServiceError::Unavailable))]
+    );
+    assert!(sent(&outputs).is_empty(), "no leader to ask");
+
+    let _ = follower.step(ms(10), peer(S1, append(1, (0, 0), Vec::new(), 0)));
+    let id_of = |outputs: &[ServerOutput]| match sent(outputs).as_slice() {
+        [(S1, PeerMessage::ReadIndexRequest { id })] => *id,
+        other => panic!("expected one read-index request to s1, got {other:?}"),
+    };
+    let first = id_of(&follower.step(ms(11), from_client(CLIENT, read(2))));
+    let refused = PeerMessage::ReadIndexResponse {
+        id: first,
+        index: None,
+    };
+    let outputs = follower.step(ms(12), peer(S1, refused));
+    assert_eq!(
+        replies(&outputs),
+        vec![(CLIENT, refusal(2, ServiceError::Unavailable))]
+    );
+
+    let second = id_of(&follower.step(ms(13), from_client(CLIENT, read(3))));
+    let outputs = follower.step(ms(200), peer(S3, append(2, (0, 0), Vec::new(), 0)));
+    assert_eq!(
+        replies(&outputs),
+        vec![(CLIENT, refusal(3, ServiceError::Unavailable))]
+    );
+    let late = PeerMessage::ReadIndexResponse {
+        id: second,
+        index: Some(0),
+    };
+    let outputs = follower.step(ms(201), peer(S1, late));
+    assert!(
+        replies(&outputs).is_empty(),
+        "a late answer to an abandoned read is dropped"
+    );
+    assert_eq!(follower.pending_request_count(), 0);
+}
+
+/// Thesis §6.4: a leader deposed while reads wait for confirmation fails them: its own client
+/// gets `Unavailable` and a follower's read-index request gets `index: None`.
+#[test]
+fn a_deposed_leader_fails_waiting_reads_with_unavailable() {
+    let mut leader = leader_of_three();
+    let now = ms(FIRST_ELECTION_MS + 10);
+    let read = op(ClientId(1), 4, check("a", Consistency::Linearizable));
+    let waiting = leader.step(now, from_client(CLIENT, read));
+    let remote = leader.step(now, peer(S2, PeerMessage::ReadIndexRequest { id: 9 }));
+    assert!(replies(&waiting).is_empty());
+    assert!(
+        !sent(&remote)
+            .iter()
+            .any(|(_, msg)| matches!(msg, PeerMessage::ReadIndexResponse { .. }))
+    );
+    assert_eq!(leader.pending_request_count(), 2);
+
+    let outputs = leader.step(now, peer(S3, append(2, (0, 0), Vec::new(), 0)));
+    assert_eq!(leader.role(), Role::Follower);
+    assert_eq!(leader.leader(), Some(S3));
+    assert_eq!(
+        replies(&outputs),
+        vec![(CLIENT, refusal(4, ServiceError::Unavailable))]
+    );
+    let refused = PeerMessage::ReadIndexResponse { id: 9, index: None };
+    assert!(sent(&outputs).contains(&(S2, refused)));
+    assert_eq!(leader.pending_request_count(), 0);
+}
+
+/// A local check (the seed design's consistency) is answered at once from the receiving
+/// replica, even with no leader known; a linearizable one there cannot be.
+#[test]
+fn a_local_check_is_answered_at_once_from_the_replica() {
+    let mut server = boot(S3, 3);
+    let local = server.step(
+        ms(5),
+        from_client(CLIENT, op(ClientId(1), 1, check("a", Consistency::Local))),
+    );
+    assert_eq!(replies(&local), vec![(CLIENT, outcome(1, Outcome::Free))]);
+    assert!(sent(&local).is_empty(), "no leader involved");
+    let read = op(ClientId(1), 2, check("a", Consistency::Linearizable));
+    let linearizable = server.step(ms(6), from_client(CLIENT, read));
+    assert_eq!(
+        replies(&linearizable),
+        vec![(CLIENT, refusal(2, ServiceError::Unavailable))]
+    );
+}
+
+// ----- check-quorum -----
+
+/// Check-quorum (thesis §6.2): a leader that heard from a majority during an election timeout
+/// keeps leading; one that heard from no one for a whole timeout steps down on its timer.
+#[test]
+fn a_leader_that_hears_from_no_majority_for_an_election_timeout_steps_down() {
+    let mut leader = boot(S1, 3);
+    let election = win_election(&mut leader, ms(FIRST_ELECTION_MS), 3);
+    let first_check = timer_at(&election, ServerTimer::Election).expect("a check-quorum timer");
+    let _ = leader.step(ms(FIRST_ELECTION_MS + 10), peer(S2, append_ok(1, 1, 0)));
+
+    let outputs = leader.step(first_check, timer(ServerTimer::Election));
+    assert_eq!(
+        leader.role(),
+        Role::Leader,
+        "s2 answered: s1 and s2 are a majority"
+    );
+    let second_check = timer_at(&outputs, ServerTimer::Election).expect("the next check");
+    assert!(second_check > first_check);
+
+    let _ = leader.step(second_check, timer(ServerTimer::Election));
+    assert_eq!(
+        leader.role(),
+        Role::Follower,
+        "nobody answered for a whole timeout"
+    );
+    assert_eq!(leader.term(), 1, "stepping down is not a new term");
+    assert_eq!(leader.leader(), None);
+    let write = leader.step(
+        second_check,
+        from_client(CLIENT, op(ClientId(1), 1, preempt("a"))),
+    );
+    assert_eq!(
+        replies(&write),
+        vec![(CLIENT, refusal(1, ServiceError::Unavailable))]
+    );
+}
+
+/// Check-quorum, as a story under virtual time: a leader cut off from everyone steps down
+/// within two election timeouts, and the majority side elects a leader of the next term, which
+/// the old leader follows once the partition heals.
+#[test]
+fn an_isolated_leader_steps_down_and_the_majority_elects_another() {
+    let mut network = Network::new(3);
+    network.elect(S1);
+    network.isolate(S1);
+    let end = network.now + Duration::from_secs(1);
+    network.run_until(end);
+    assert_eq!(
+        network.server(S1).role(),
+        Role::PreCandidate,
+        "it stepped down, then timed out"
+    );
+    assert_eq!(network.server(S1).term(), 1, "its pre-votes went nowhere");
+    let [(new_leader, 2)] = network.leaders()[..] else {
+        panic!("expected one leader of term 2, got {:?}", network.leaders());
+    };
+    assert_ne!(new_leader, S1);
+
+    network.heal();
+    let end = network.now + Duration::from_millis(500);
+    network.run_until(end);
+    assert_eq!(network.leaders(), vec![(new_leader, 2)]);
+    assert_eq!(network.server(S1).leader(), Some(new_leader));
+    assert_eq!(network.server(S1).log(), network.server(new_leader).log());
+}
+
+/// Thesis §9.6: pre-vote keeps a partitioned server from raising its term, so when it rejoins
+/// it does not depose a healthy leader (whose followers refuse it within their lease).
+#[test]
+fn a_partitioned_server_does_not_raise_its_term_or_disrupt_the_leader_on_rejoining() {
+    let mut network = Network::new(3);
+    network.elect(S1);
+    network.isolate(S3);
+    let end = network.now + Duration::from_secs(2);
+    network.run_until(end);
+    assert_eq!(
+        network.server(S3).role(),
+        Role::PreCandidate,
+        "it keeps trying"
+    );
+    assert_eq!(network.server(S3).term(), 1, "but never won a pre-vote");
+    assert_eq!(network.leaders(), vec![(S1, 1)], "s1 and s2 carry on");
+
+    network.heal();
+    let end = network.now + Duration::from_secs(1);
+    network.run_until(end);
+    assert_eq!(network.leaders(), vec![(S1, 1)], "no election happened");
+    assert_eq!(network.server(S3).role(), Role::Follower);
+    assert_eq!(network.server(S3).leader(), Some(S1));
+}
+
+// ----- crash and restart -----
+
+/// Raft figure 2: term, vote and log are persistent; commit index and the state machine are
+/// volatile, rebuilt once the leader says again what is committed.
+#[test]
+fn a_restarted_server_keeps_term_vote_and_log_and_rebuilds_commit_and_locks() {
+    let mut network = Network::new(3);
+    network.elect(S1);
+    let client = ClientId(1);
+    let welcome = ClientReply {
+        seq: 0,
+        body: ReplyBody::Welcome { nonce: 42, client },
+    };
+    assert_eq!(network.client(S1, hello(42)), vec![(CLIENT, welcome)]);
+    let granted = outcome(1, Outcome::Granted { token: 3 });
+    assert_eq!(
+        network.client(S1, op(client, 1, preempt("a"))),
+        vec![(CLIENT, granted)]
+    );
+    network.heartbeat(S1);
+
+    let held = Some(Holder {
+        owner: client,
+        token: 3,
+    });
+    let before = network.server(S2);
+    assert_eq!(
+        (before.commit_index(), before.lock_table().holder("a")),
+        (3, held)
+    );
+    let (term, vote, log) = (before.term(), before.voted_for(), before.log().clone());
+    assert_eq!((term, vote), (1, Some(S1)));
+
+    network.boot(S2);
+    let after = network.server(S2);
+    assert_eq!(
+        (after.term(), after.voted_for(), after.log()),
+        (term, vote, &log)
+    );
+    assert_eq!(
+        (after.commit_index(), after.last_applied()),
+        (0, 0),
+        "volatile state is lost"
+    );
+    assert_eq!(after.lock_table().holder("a"), None);
+    assert_eq!(after.lock_table().client_count(), 0);
+
+    network.heartbeat(S1);
+    let rebuilt = network.server(S2);
+    assert_eq!(rebuilt.commit_index(), 3);
+    assert_eq!(
+        rebuilt.lock_table().holder("a"),
+        held,
+        "the same grant, the same token"
+    );
+    assert_eq!(rebuilt.lock_table(), network.server(S1).lock_table());
+}
+
+/// Raft figure 2: `votedFor` is persistent, so a voter that crashed after voting cannot vote
+/// for someone else in that term once restarted.
+#[test]
+fn a_vote_survives_a_crash() {
+    let mut voter = boot(S3, 3);
+    let outputs = voter.step(ms(10), peer(S1, request_vote(1, 0, 0)));
+    let mut recovered = DurableState::default();
+    for op in persisted(&outputs) {
+        recovered.apply(&op);
+    }
+    assert_eq!((recovered.term, recovered.voted_for), (1, Some(S1)));
+
+    let mut restarted = boot_from(S3, 3, recovered);
+    assert_eq!((restarted.term(), restarted.voted_for()), (1, Some(S1)));
+    let other = restarted.step(ms(20), peer(S2, request_vote(1, 0, 0)));
+    assert_eq!(sent(&other), vec![(S2, vote(1, false))]);
+    let same = restarted.step(ms(21), peer(S1, request_vote(1, 0, 0)));
+    assert_eq!(sent(&same), vec![(S1, vote(1, true))]);
+}
+
+// ----- timers -----
+
+/// The calling contract of `Server`: an early or spurious timer is harmless. An election timer
+/// before its deadline does nothing; at the deadline, the pre-vote starts.
+#[test]
+fn an_election_timer_before_its_deadline_changes_nothing() {
+    let (mut server, boot_outputs) =
+        Server::new(config(S1, 3), DurableState::default(), 1, Time::ZERO);
+    let deadline = timer_at(&boot_outputs, ServerTimer::Election).expect("an election timer");
+    let early = Time::from_nanos(deadline.as_nanos() - 1);
+
+    let outputs = server.step(early, timer(ServerTimer::Election));
+    assert!(outputs.is_empty(), "spurious: {outputs:?}");
+    assert_eq!((server.role(), server.term()), (Role::Follower, 0));
+
+    let outputs = server.step(deadline, timer(ServerTimer::Election));
+    assert_eq!(server.role(), Role::PreCandidate);
+    assert_eq!(
+        sent(&outputs),
+        vec![(S2, pre_vote(1, 0, 0)), (S3, pre_vote(1, 0, 0))]
+    );
+}
+
+/// The calling contract of `Server`: a leader's early check-quorum timer does not depose it
+/// even though nobody answered yet; heartbeat timers do nothing at a follower or before their
+/// deadline, and send AppendEntries at it.
+#[test]
+fn early_leader_timers_and_heartbeats_at_a_follower_are_harmless() {
+    let mut leader = boot(S1, 3);
+    let election = win_election(&mut leader, ms(FIRST_ELECTION_MS), 3);
+    let check_at = timer_at(&election, ServerTimer::Election).expect("a check-quorum timer");
+    let heartbeat_at = timer_at(&election, ServerTimer::Heartbeat).expect("a heartbeat timer");
+
+    let early_check = leader.step(
+        Time::from_nanos(check_at.as_nanos() - 1),
+        timer(ServerTimer::Election),
+    );
+    assert!(early_check.is_empty());
+    assert_eq!(leader.role(), Role::Leader);
+    let early_beat = leader.step(
+        Time::from_nanos(heartbeat_at.as_nanos() - 1),
+        timer(ServerTimer::Heartbeat),
+    );
+    assert!(early_beat.is_empty());
+    let beat = leader.step(heartbeat_at, timer(ServerTimer::Heartbeat));
+    assert_eq!(append_rounds(&beat), vec![(S2, 0), (S3, 0)]);
+
+    let mut follower = boot(S2, 3);
+    let outputs = follower.step(ms(1_000), timer(ServerTimer::Heartbeat));
+    assert!(outputs.is_empty(), "a follower has no heartbeat to send");
+    assert_eq!(follower.role(), Role::Follower);
+}
