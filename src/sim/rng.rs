@@ -22,6 +22,8 @@ pub enum Stream {
     },
     /// One client: hello nonces.
     Client(u32),
+    /// The explorer's choice of configuration and fault schedule for a seed.
+    Swarm,
 }
 
 impl Stream {
@@ -35,6 +37,7 @@ impl Stream {
                 incarnation,
             } => (4 << 48) | (u64::from(number) << 24) | u64::from(incarnation),
             Stream::Client(client) => (5 << 48) | u64::from(client),
+            Stream::Swarm => 6 << 48,
         }
     }
 }

@@ -569,6 +569,7 @@ impl Runner<'_> {
         let owner_is = |owner, n: u32| self.cluster.client_number(owner) == Some(n);
         match (expect, result) {
             (Expect::Unknown, None | Some(Err(_))) => true,
+            (Expect::Answered, Some(Ok(_))) => true,
             (Expect::Granted, Some(Ok(Outcome::Granted { .. }))) => true,
             (Expect::HeldBy(n), Some(Ok(Outcome::HeldBy { owner }))) => owner_is(*owner, n),
             (Expect::Released, Some(Ok(Outcome::Released))) => true,
@@ -674,6 +675,7 @@ fn describe_expect(expect: Expect) -> String {
         Expect::Free => "free".into(),
         Expect::Owner(n) => format!("owner c{n}"),
         Expect::Unknown => "unknown".into(),
+        Expect::Answered => "answered".into(),
     }
 }
 

@@ -164,6 +164,8 @@ pub enum Expect {
     Owner(u32),
     /// No answer before the operation's timeout.
     Unknown,
+    /// Any answer at all before the timeout: a liveness probe.
+    Answered,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -1521,10 +1523,11 @@ impl Checker {
                     "not_owner" => Some(Expect::NotOwner),
                     "free" => Some(Expect::Free),
                     "unknown" => Some(Expect::Unknown),
+                    "answered" => Some(Expect::Answered),
                     other => {
                         let message = format!(
                             "{other:?} is not an expectation (granted, released, not_owner, \
-                             free, unknown, {{held_by: cN}} or {{owner: cN}})"
+                             free, unknown, answered, {{held_by: cN}} or {{owner: cN}})"
                         );
                         self.add(place, message);
                         None
@@ -1554,7 +1557,7 @@ impl Checker {
     }
 
     /// Each operation can only answer its own kinds of reply; `unknown` (no answer in time)
-    /// fits every operation.
+    /// and `answered` (any answer) fit every operation.
     fn expect_fitting(&mut self, place: &str, expect: Expect, op: OpKind) -> Option<Expect> {
         let (fits, expected) = match op {
             OpKind::Preempt => (
@@ -1570,7 +1573,7 @@ impl Checker {
                 "free, {owner: cN}",
             ),
         };
-        if fits || expect == Expect::Unknown {
+        if fits || matches!(expect, Expect::Unknown | Expect::Answered) {
             return Some(expect);
         }
         let written = match expect {
@@ -1580,11 +1583,12 @@ impl Checker {
             Expect::NotOwner => "not_owner",
             Expect::Free => "free",
             Expect::Owner(_) => "owner",
-            Expect::Unknown => unreachable!("unknown fits every operation"),
+            Expect::Unknown | Expect::Answered => unreachable!("these fit every operation"),
         };
         let op = op_name(op);
-        let message =
-            format!("a {op} cannot answer {written} (a {op} can expect {expected} or unknown)");
+        let message = format!(
+            "a {op} cannot answer {written} (a {op} can expect {expected}, unknown or answered)"
+        );
         self.add(place, message);
         None
     }

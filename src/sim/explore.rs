@@ -1,0 +1,594 @@
+//! `lockstep explore`: swarm testing over many seeds, in parallel, with minimization of every
+//! failure down to a small scenario file that `lockstep run` replays.
+//!
+//! Each seed is one single-threaded, deterministic simulation; parallelism only runs several
+//! seeds at once. A seed's verdict never depends on which worker ran it.
+
+use super::report::RunReport;
+use super::runner::{self, RunOptions};
+use super::scenario::{self, Action, Expect, FinalState, Format, IsolateTarget, Scenario};
+use super::swarm::{Shape, SwarmBounds};
+use crate::net::Endpoint;
+use crate::node::ServerId;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Why a run failed: an invariant's name, `liveness` or `expectation`, and the details.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Failure {
+    pub kind: String,
+    pub message: String,
+}
+
+/// Runs `scenario` and judges it: safety invariants, liveness probes, expectations.
+pub fn judge(scenario: &Scenario) -> (RunReport, Option<Failure>) {
+    let report = runner::run(scenario, RunOptions::default()).expect("no trace, so no I/O error");
+    let failure = failure_of(&report);
+    (report, failure)
+}
+
+fn failure_of(report: &RunReport) -> Option<Failure> {
+    if let Some(violation) = &report.violation {
+        return Some(Failure {
+            kind: violation.invariant.clone(),
+            message: violation.message.clone(),
+        });
+    }
+    let unmet: Vec<_> = report.expectations.iter().filter(|e| !e.met).collect();
+    let first = unmet.first()?;
+    let kind = if first.expected == "answered" {
+        "liveness"
+    } else {
+        "expectation"
+    };
+    let message = format!(
+        "{} ({}): expected {}, got {}{}",
+        first.place,
+        first.what,
+        first.expected,
+        first.actual,
+        if unmet.len() > 1 {
+            format!(" (and {} more)", unmet.len() - 1)
+        } else {
+            String::new()
+        }
+    );
+    Some(Failure {
+        kind: kind.into(),
+        message,
+    })
+}
+
+/// The outcome of one seed.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SeedResult {
+    pub seed: u64,
+    pub description: String,
+    pub failure: Option<Failure>,
+    pub simulated_ms: f64,
+    pub events: u64,
+    pub wall_ms: f64,
+    /// Where the minimized failing scenario was written.
+    pub written_to: Option<PathBuf>,
+    /// Size of the failing scenario before and after minimization.
+    pub minimized: Option<(ScenarioSize, ScenarioSize)>,
+}
+
+/// How big a scenario is, for reporting what minimization achieved.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ScenarioSize {
+    pub events: usize,
+    pub servers: u32,
+    pub clients: u32,
+    pub workload_ops: u32,
+}
+
+impl ScenarioSize {
+    pub fn of(scenario: &Scenario) -> ScenarioSize {
+        ScenarioSize {
+            events: scenario.events.len(),
+            servers: scenario.cluster.servers,
+            clients: scenario.cluster.clients,
+            workload_ops: scenario.workload.as_ref().map_or(0, |w| w.ops),
+        }
+    }
+}
+
+impl std::fmt::Display for ScenarioSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} events, {} servers, {} clients, {} workload ops",
+            self.events, self.servers, self.clients, self.workload_ops
+        )
+    }
+}
+
+// ----- minimization -----
+
+/// Shrinks a failing scenario by delta debugging: removes events, workload operations,
+/// clients and servers, re-running each candidate and keeping it only if it still fails the
+/// same way. Stops after `runs_max` runs or when `stop` is set.
+pub fn minimize(
+    scenario: Scenario,
+    kind: &str,
+    runs_max: usize,
+    stop: &AtomicBool,
+) -> (Scenario, usize) {
+    let mut minimizer = Minimizer {
+        kind: kind.to_string(),
+        runs: 0,
+        runs_max,
+        stop,
+    };
+    let mut best = scenario;
+    loop {
+        let before = ScenarioSize::of(&best);
+        best = minimizer.events(best);
+        best = minimizer.workload(best);
+        best = minimizer.clients(best);
+        best = minimizer.servers(best);
+        if ScenarioSize::of(&best) == before || minimizer.exhausted() {
+            return (best, minimizer.runs);
+        }
+    }
+}
+
+struct Minimizer<'a> {
+    kind: String,
+    runs: usize,
+    runs_max: usize,
+    stop: &'a AtomicBool,
+}
+
+impl Minimizer<'_> {
+    fn exhausted(&self) -> bool {
+        self.runs >= self.runs_max || self.stop.load(Ordering::Relaxed)
+    }
+
+    /// True if `candidate` is a valid scenario that still fails the same way.
+    fn still_fails(&mut self, candidate: &Scenario) -> bool {
+        if self.exhausted() {
+            return false;
+        }
+        // Only scenarios that a file could express count: round-trip through the format.
+        let Ok(valid) = scenario::parse_str(&candidate.to_yaml(), Format::Yaml, "candidate") else {
+            return false;
+        };
+        self.runs += 1;
+        let (_, failure) = judge(&valid);
+        failure.is_some_and(|failure| failure.kind == self.kind)
+    }
+
+    /// ddmin over the event list: try dropping chunks, halving the chunk size on no progress.
+    ///
+    /// The liveness phase (the heal, the restarts and the probes from its start on) is never
+    /// removed: without it a liveness failure would "minimize" to a cluster that is simply
+    /// never repaired.
+    fn events(&mut self, mut best: Scenario) -> Scenario {
+        let has_probes = best.events.iter().any(|event| {
+            matches!(
+                event.action,
+                Action::ClientOp {
+                    expect: Some(Expect::Answered),
+                    ..
+                }
+            )
+        });
+        let protected_from = if has_probes {
+            best.duration.saturating_sub(super::swarm::LIVENESS_PHASE)
+        } else {
+            best.duration + Duration::from_nanos(1)
+        };
+        let protected: Vec<scenario::ScheduledEvent> = best
+            .events
+            .iter()
+            .filter(|e| e.at >= protected_from)
+            .cloned()
+            .collect();
+        best.events.retain(|e| e.at < protected_from);
+        let with_protected = |mut scenario: Scenario| {
+            scenario.events.extend(protected.iter().cloned());
+            scenario
+        };
+        let mut chunks = 2usize;
+        while !best.events.is_empty() && !self.exhausted() {
+            let length = best.events.len();
+            let chunk = length.div_ceil(chunks);
+            let mut progressed = false;
+            let mut start = 0;
+            while start < best.events.len() && !self.exhausted() {
+                let end = (start + chunk).min(best.events.len());
+                let mut candidate = best.clone();
+                candidate.events.drain(start..end);
+                if self.still_fails(&with_protected(candidate.clone())) {
+                    best = candidate;
+                    progressed = true;
+                } else {
+                    start = end;
+                }
+            }
+            if !progressed {
+                if chunk == 1 {
+                    break;
+                }
+                chunks = (chunks * 2).min(best.events.len().max(1));
+            }
+        }
+        with_protected(best)
+    }
+
+    fn workload(&mut self, mut best: Scenario) -> Scenario {
+        let mut without = best.clone();
+        without.workload = None;
+        if self.still_fails(&without) {
+            return without;
+        }
+        while let Some(ops) = best.workload.as_ref().map(|w| w.ops).filter(|&ops| ops > 1) {
+            let mut candidate = best.clone();
+            if let Some(workload) = &mut candidate.workload {
+                workload.ops = ops / 2;
+            }
+            if !self.still_fails(&candidate) {
+                break;
+            }
+            best = candidate;
+        }
+        best
+    }
+
+    fn clients(&mut self, mut best: Scenario) -> Scenario {
+        let mut client = best.cluster.clients;
+        while client >= 1 && best.cluster.clients > 1 && !self.exhausted() {
+            let candidate = without_client(&best, client);
+            if self.still_fails(&candidate) {
+                best = candidate;
+            }
+            client -= 1;
+        }
+        best
+    }
+
+    fn servers(&mut self, mut best: Scenario) -> Scenario {
+        let mut server = best.cluster.servers;
+        while server >= 1 && best.cluster.servers > 1 && !self.exhausted() {
+            let candidate = without_server(&best, server);
+            if self.still_fails(&candidate) {
+                best = candidate;
+            }
+            server -= 1;
+        }
+        best
+    }
+}
+
+/// Renumbers endpoints after removing `removed`; `None` for the removed one itself.
+fn renumber(endpoint: Endpoint, removed: Endpoint) -> Option<Endpoint> {
+    match (endpoint, removed) {
+        (a, b) if a == b => None,
+        (Endpoint::Client(n), Endpoint::Client(k)) if n > k => Some(Endpoint::Client(n - 1)),
+        (Endpoint::Server(ServerId(n)), Endpoint::Server(ServerId(k))) if n > k => {
+            Some(Endpoint::Server(ServerId(n - 1)))
+        }
+        (other, _) => Some(other),
+    }
+}
+
+fn renumber_all(endpoints: &[Endpoint], removed: Endpoint) -> Vec<Endpoint> {
+    endpoints
+        .iter()
+        .filter_map(|&e| renumber(e, removed))
+        .collect()
+}
+
+/// Rewrites the node-naming events after removing `removed`; `None` drops the event.
+fn renumber_action(action: &Action, removed: Endpoint) -> Option<Action> {
+    let server = |id: ServerId| match renumber(Endpoint::Server(id), removed)? {
+        Endpoint::Server(id) => Some(id),
+        Endpoint::Client(_) => None,
+    };
+    Some(match action {
+        Action::Crash(scenario::CrashTarget::Server(id)) => {
+            Action::Crash(scenario::CrashTarget::Server(server(*id)?))
+        }
+        Action::Restart(scenario::RestartTarget::Server(id)) => {
+            Action::Restart(scenario::RestartTarget::Server(server(*id)?))
+        }
+        Action::Partition(groups) => {
+            let groups: Vec<Vec<Endpoint>> = groups
+                .iter()
+                .map(|g| renumber_all(g, removed))
+                .filter(|g| !g.is_empty())
+                .collect();
+            if groups.is_empty() {
+                return None;
+            }
+            Action::Partition(groups)
+        }
+        Action::Isolate(IsolateTarget::Node(endpoint)) => {
+            Action::Isolate(IsolateTarget::Node(renumber(*endpoint, removed)?))
+        }
+        Action::Cut { from, to } => {
+            let to = renumber_all(to, removed);
+            if to.is_empty() {
+                return None;
+            }
+            Action::Cut {
+                from: renumber(*from, removed)?,
+                to,
+            }
+        }
+        other => other.clone(),
+    })
+}
+
+/// The scenario without client `k` (1-based): its events and references go, later clients move
+/// down by one.
+pub fn without_client(scenario: &Scenario, k: u32) -> Scenario {
+    let mut next = scenario.clone();
+    let removed = Endpoint::Client(k);
+    let shift = |n: u32| if n > k { n - 1 } else { n };
+    next.cluster.clients -= 1;
+    next.cluster.connect = scenario
+        .cluster
+        .connect
+        .iter()
+        .filter(|(client, _)| **client != k)
+        .map(|(client, server)| (shift(*client), *server))
+        .collect();
+    next.events = scenario
+        .events
+        .iter()
+        .filter_map(|event| {
+            let action = match &event.action {
+                Action::ClientOp { client, .. } if *client == k => return None,
+                Action::ClientOp {
+                    client,
+                    op,
+                    lock,
+                    consistency,
+                    timeout,
+                    expect,
+                } => {
+                    let expect = match expect {
+                        Some(Expect::HeldBy(n) | Expect::Owner(n)) if *n == k => None,
+                        Some(Expect::HeldBy(n)) => Some(Expect::HeldBy(shift(*n))),
+                        Some(Expect::Owner(n)) => Some(Expect::Owner(shift(*n))),
+                        other => *other,
+                    };
+                    Action::ClientOp {
+                        client: shift(*client),
+                        op: *op,
+                        lock: lock.clone(),
+                        consistency: *consistency,
+                        timeout: *timeout,
+                        expect,
+                    }
+                }
+                other => renumber_action(other, removed)?,
+            };
+            Some(scenario::ScheduledEvent {
+                at: event.at,
+                action,
+                index: event.index,
+            })
+        })
+        .collect();
+    if let Some(workload) = &mut next.workload {
+        workload.clients = workload
+            .clients
+            .iter()
+            .filter(|&&c| c != k)
+            .map(|&c| shift(c))
+            .collect();
+        if workload.clients.is_empty() {
+            next.workload = None;
+        }
+    }
+    next.expect_final = scenario
+        .expect_final
+        .iter()
+        .filter(|(_, state)| **state != FinalState::HeldBy(k))
+        .map(|(lock, state)| {
+            let state = match state {
+                FinalState::HeldBy(n) => FinalState::HeldBy(shift(*n)),
+                FinalState::Free => FinalState::Free,
+            };
+            (lock.clone(), state)
+        })
+        .collect();
+    next
+}
+
+/// The scenario without server `k` (1-based): events naming it go, clients connected to it move
+/// to s1, later servers move down by one.
+pub fn without_server(scenario: &Scenario, k: u32) -> Scenario {
+    let mut next = scenario.clone();
+    let removed = Endpoint::Server(ServerId(k));
+    let shift = |id: ServerId| if id.0 > k { ServerId(id.0 - 1) } else { id };
+    next.cluster.servers -= 1;
+    next.cluster.leader = scenario.cluster.leader.filter(|id| id.0 != k).map(shift);
+    next.cluster.connect = scenario
+        .cluster
+        .connect
+        .iter()
+        .map(|(client, server)| {
+            (
+                *client,
+                if server.0 == k {
+                    ServerId(1)
+                } else {
+                    shift(*server)
+                },
+            )
+        })
+        .collect();
+    next.events = scenario
+        .events
+        .iter()
+        .filter_map(|event| {
+            let action = renumber_action(&event.action, removed)?;
+            Some(scenario::ScheduledEvent {
+                at: event.at,
+                action,
+                index: event.index,
+            })
+        })
+        .collect();
+    next
+}
+
+// ----- the parallel explorer -----
+
+#[derive(Clone, Debug)]
+pub struct ExploreOptions {
+    pub seeds: u64,
+    pub from: u64,
+    pub jobs: usize,
+    pub bounds: SwarmBounds,
+    pub out_dir: PathBuf,
+    /// Runs a minimization may spend per failing seed.
+    pub minimize_runs_max: usize,
+}
+
+/// Totals over an exploration.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ExploreSummary {
+    pub seeds_run: u64,
+    pub seeds_failed: u64,
+    pub simulated_seconds: f64,
+    pub events: u64,
+    pub wall_seconds: f64,
+    /// (failure kind, count), most frequent first.
+    pub failures_by_kind: Vec<(String, u64)>,
+    /// (seed, wall ms) of the slowest seed.
+    pub slowest_seed: Option<(u64, f64)>,
+    pub interrupted: bool,
+    pub failures: Vec<SeedResult>,
+}
+
+/// Runs one seed: builds its shape, runs it, and on failure minimizes it and writes it out.
+pub fn run_seed(seed: u64, options: &ExploreOptions, stop: &AtomicBool) -> SeedResult {
+    let shape = Shape::random(seed, &options.bounds);
+    let scenario = shape.build();
+    let start = Instant::now();
+    let (report, failure) = judge(&scenario);
+    let wall_ms = start.elapsed().as_secs_f64() * 1e3;
+    let mut result = SeedResult {
+        seed,
+        description: shape.describe(),
+        failure: failure.clone(),
+        simulated_ms: report.simulated_ms,
+        events: report.events_processed,
+        wall_ms,
+        written_to: None,
+        minimized: None,
+    };
+    if let Some(failure) = failure {
+        let (minimized, runs) = minimize(
+            scenario.clone(),
+            &failure.kind,
+            options.minimize_runs_max,
+            stop,
+        );
+        result.minimized = Some((ScenarioSize::of(&scenario), ScenarioSize::of(&minimized)));
+        let path = options.out_dir.join(format!("{seed}.yaml"));
+        let header = format!(
+            "# lockstep explore: seed {seed} failed {}: {}\n# minimized in {runs} runs from {} to {}\n\
+             # replay: lockstep run {}\n",
+            failure.kind,
+            failure.message.lines().next().unwrap_or(""),
+            ScenarioSize::of(&scenario),
+            ScenarioSize::of(&minimized),
+            path.display()
+        );
+        let written = std::fs::create_dir_all(&options.out_dir)
+            .and_then(|()| std::fs::write(&path, format!("{header}{}", minimized.to_yaml())));
+        match written {
+            Ok(()) => result.written_to = Some(path),
+            Err(error) => {
+                result.failure = Some(Failure {
+                    kind: failure.kind,
+                    message: format!(
+                        "{} (and writing {} failed: {error})",
+                        failure.message,
+                        path.display()
+                    ),
+                })
+            }
+        }
+    }
+    result
+}
+
+/// Explores `options.seeds` seeds on `options.jobs` threads; `on_result` sees each result as
+/// it arrives (on the calling thread). Stops early, cleanly, when `stop` is set.
+pub fn explore(
+    options: &ExploreOptions,
+    stop: &AtomicBool,
+    mut on_result: impl FnMut(&SeedResult),
+) -> ExploreSummary {
+    let start = Instant::now();
+    let next_offset = AtomicU64::new(0);
+    let (sender, receiver) = mpsc::channel::<SeedResult>();
+    let mut summary = ExploreSummary::default();
+    let mut by_kind: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    std::thread::scope(|scope| {
+        for _ in 0..options.jobs.max(1) {
+            let sender = sender.clone();
+            let next_offset = &next_offset;
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let offset = next_offset.fetch_add(1, Ordering::Relaxed);
+                    if offset >= options.seeds {
+                        break;
+                    }
+                    let result = run_seed(options.from + offset, options, stop);
+                    if sender.send(result).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(sender);
+        for result in receiver {
+            summary.seeds_run += 1;
+            summary.simulated_seconds += result.simulated_ms / 1e3;
+            summary.events += result.events;
+            if summary
+                .slowest_seed
+                .is_none_or(|(_, ms)| result.wall_ms > ms)
+            {
+                summary.slowest_seed = Some((result.seed, result.wall_ms));
+            }
+            if let Some(failure) = &result.failure {
+                summary.seeds_failed += 1;
+                *by_kind.entry(failure.kind.clone()).or_insert(0) += 1;
+            }
+            on_result(&result);
+            if result.failure.is_some() {
+                summary.failures.push(result);
+            }
+        }
+    });
+    summary.failures.sort_by_key(|r| r.seed);
+    summary.failures_by_kind = by_kind.into_iter().collect();
+    summary
+        .failures_by_kind
+        .sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    summary.wall_seconds = start.elapsed().as_secs_f64();
+    summary.interrupted = stop.load(Ordering::Relaxed) && summary.seeds_run < options.seeds;
+    summary
+}
+
+/// A wall-clock duration for humans.
+pub fn human_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs_f64();
+    if seconds < 120.0 {
+        format!("{seconds:.1}s")
+    } else {
+        format!("{:.1}min", seconds / 60.0)
+    }
+}

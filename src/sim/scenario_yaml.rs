@@ -1,0 +1,263 @@
+//! Writing a [`Scenario`] back out as a scenario file.
+//!
+//! The explorer and the property tests print every failing case this way, so that
+//! `lockstep run` replays it exactly: the written file must load back into an equal scenario
+//! (the round-trip test below holds that for every shipped scenario).
+
+use super::scenario::{
+    Action, CrashTarget, Expect, FinalState, IsolateTarget, OpKind, RestartTarget, Scenario,
+};
+use crate::net::Endpoint;
+use crate::node::Consistency;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// A duration in the file syntax: whole milliseconds as `250ms`, anything finer as exact
+/// fractional seconds.
+pub fn duration_text(duration: Duration) -> String {
+    if duration.subsec_nanos() % 1_000_000 == 0 {
+        format!("{}ms", duration.as_millis())
+    } else {
+        format!("{}.{:09}s", duration.as_secs(), duration.subsec_nanos())
+    }
+}
+
+/// A string as a double-quoted scalar: JSON escaping is valid YAML.
+fn quoted(text: &str) -> String {
+    serde_json::to_string(text).expect("a string always serialises")
+}
+
+fn names(endpoints: &[Endpoint]) -> String {
+    endpoints
+        .iter()
+        .map(Endpoint::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn expect_text(expect: Expect) -> String {
+    match expect {
+        Expect::Granted => "granted".into(),
+        Expect::HeldBy(n) => format!("{{held_by: c{n}}}"),
+        Expect::Released => "released".into(),
+        Expect::NotOwner => "not_owner".into(),
+        Expect::Free => "free".into(),
+        Expect::Owner(n) => format!("{{owner: c{n}}}"),
+        Expect::Unknown => "unknown".into(),
+        Expect::Answered => "answered".into(),
+    }
+}
+
+fn action_text(action: &Action) -> String {
+    match action {
+        Action::ClientOp {
+            client,
+            op,
+            lock,
+            consistency,
+            timeout,
+            expect,
+        } => {
+            let op_name = match op {
+                OpKind::Preempt => "preempt",
+                OpKind::Release => "release",
+                OpKind::Check => "check",
+            };
+            let mut text = format!("client: c{client}, op: {op_name}, lock: {}", quoted(lock));
+            if *op == OpKind::Check {
+                let level = match consistency {
+                    Consistency::Local => "local",
+                    Consistency::Linearizable => "linearizable",
+                };
+                let _ = write!(text, ", consistency: {level}");
+            }
+            if let Some(timeout) = timeout {
+                let _ = write!(text, ", timeout: {}", duration_text(*timeout));
+            }
+            if let Some(expect) = expect {
+                let _ = write!(text, ", expect: {}", expect_text(*expect));
+            }
+            text
+        }
+        Action::Crash(CrashTarget::Server(id)) => format!("crash: {id}"),
+        Action::Crash(CrashTarget::Leader) => "crash: leader".into(),
+        Action::Crash(CrashTarget::All) => "crash: all".into(),
+        Action::Restart(RestartTarget::Server(id)) => format!("restart: {id}"),
+        Action::Restart(RestartTarget::All) => "restart: all".into(),
+        Action::Partition(groups) => {
+            let groups: Vec<String> = groups.iter().map(|g| format!("[{}]", names(g))).collect();
+            format!("partition: [{}]", groups.join(", "))
+        }
+        Action::Isolate(IsolateTarget::Node(endpoint)) => format!("isolate: {endpoint}"),
+        Action::Isolate(IsolateTarget::Leader) => "isolate: leader".into(),
+        Action::Cut { from, to } => format!("cut: {{from: {from}, to: [{}]}}", names(to)),
+        Action::Heal => "heal: all".into(),
+        Action::Network(change) => {
+            let mut parts = Vec::new();
+            let mut latency = Vec::new();
+            if let Some(min) = change.latency_min {
+                latency.push(format!("min: {}", duration_text(min)));
+            }
+            if let Some(max) = change.latency_max {
+                latency.push(format!("max: {}", duration_text(max)));
+            }
+            if !latency.is_empty() {
+                parts.push(format!("latency: {{{}}}", latency.join(", ")));
+            }
+            if let Some(drop) = change.drop {
+                parts.push(format!("drop: {drop}"));
+            }
+            if let Some(duplicate) = change.duplicate {
+                parts.push(format!("duplicate: {duplicate}"));
+            }
+            format!("network: {{{}}}", parts.join(", "))
+        }
+    }
+}
+
+impl Scenario {
+    /// The scenario as a YAML scenario file that loads back into an equal scenario.
+    pub fn to_yaml(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "name: {}", quoted(&self.name));
+        let _ = writeln!(out, "description: {}", quoted(&self.description));
+        let _ = writeln!(out, "seed: {}", self.seed);
+        let _ = writeln!(out, "duration: {}", duration_text(self.duration));
+        let _ = writeln!(out, "settle: {}", duration_text(self.settle));
+        let cluster = &self.cluster;
+        let connect: Vec<String> = cluster
+            .connect
+            .iter()
+            .map(|(c, s)| format!("c{c}: {s}"))
+            .collect();
+        let _ = write!(
+            out,
+            "cluster: {{servers: {}, clients: {}",
+            cluster.servers, cluster.clients
+        );
+        if let Some(leader) = cluster.leader {
+            let _ = write!(out, ", leader: {leader}");
+        }
+        if !connect.is_empty() {
+            let _ = write!(out, ", connect: {{{}}}", connect.join(", "));
+        }
+        let _ = writeln!(out, "}}");
+        let network = &self.network;
+        let _ = write!(
+            out,
+            "network: {{latency: {{min: {}, max: {}",
+            duration_text(network.latency_min),
+            duration_text(network.latency_max)
+        );
+        if let Some(tail) = network.tail {
+            let _ = write!(
+                out,
+                ", tail: {{probability: {}, max: {}}}",
+                tail.probability,
+                duration_text(tail.max)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "}}, drop: {}, duplicate: {}}}",
+            network.drop, network.duplicate
+        );
+        let timing = &self.timing;
+        let _ = writeln!(
+            out,
+            "timing: {{election_timeout: {{min: {}, max: {}}}, heartbeat: {}, client_timeout: {}, \
+             client_retry: {}}}",
+            duration_text(timing.election_timeout_min),
+            duration_text(timing.election_timeout_max),
+            duration_text(timing.heartbeat_interval),
+            duration_text(timing.client_timeout),
+            duration_text(timing.client_retry)
+        );
+        if self.events.is_empty() {
+            let _ = writeln!(out, "events: []");
+        } else {
+            let _ = writeln!(out, "events:");
+            for event in &self.events {
+                let _ = writeln!(
+                    out,
+                    "  - {{at: {}, {}}}",
+                    duration_text(event.at),
+                    action_text(&event.action)
+                );
+            }
+        }
+        if let Some(workload) = &self.workload {
+            let clients: Vec<String> = workload.clients.iter().map(|c| format!("c{c}")).collect();
+            let mix = workload.mix;
+            let _ = writeln!(
+                out,
+                "workload: {{clients: [{}], ops: {}, locks: {}, mix: {{preempt: {}, release: {}, \
+                 check: {}, linearizable: {}}}, think: {{min: {}, max: {}}}}}",
+                clients.join(", "),
+                workload.ops,
+                workload.locks,
+                mix.preempt,
+                mix.release,
+                mix.check,
+                mix.linearizable,
+                duration_text(workload.think_min),
+                duration_text(workload.think_max)
+            );
+        }
+        if !self.expect_final.is_empty() {
+            let finals: Vec<String> = self
+                .expect_final
+                .iter()
+                .map(|(lock, state)| match state {
+                    FinalState::Free => format!("{}: free", quoted(lock)),
+                    FinalState::HeldBy(n) => format!("{}: c{n}", quoted(lock)),
+                })
+                .collect();
+            let _ = writeln!(out, "expect_final: {{{}}}", finals.join(", "));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::scenario::{self, Format};
+    use std::path::Path;
+
+    /// Positions in the file are renumbered by writing (events come out sorted).
+    fn renumbered(mut scenario: Scenario) -> Scenario {
+        for (position, event) in scenario.events.iter_mut().enumerate() {
+            event.index = position;
+        }
+        scenario
+    }
+
+    #[test]
+    fn every_shipped_scenario_survives_a_round_trip_through_yaml() {
+        let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        for file in scenario::scenario_files(&directory).unwrap() {
+            let original = scenario::load_file(&file).unwrap();
+            let written = original.to_yaml();
+            let reloaded = scenario::parse_str(&written, Format::Yaml, "written.yaml")
+                .unwrap_or_else(|error| panic!("{}: {error}\n{written}", file.display()));
+            assert_eq!(
+                renumbered(reloaded),
+                renumbered(original),
+                "{}",
+                file.display()
+            );
+        }
+    }
+
+    #[test]
+    fn durations_are_written_exactly() {
+        assert_eq!(duration_text(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(
+            duration_text(Duration::from_nanos(1_000_000_001)),
+            "1.000000001s"
+        );
+        let fine = Duration::from_nanos(2_500_123);
+        assert_eq!(scenario::parse_duration(&duration_text(fine)), Some(fine));
+    }
+}

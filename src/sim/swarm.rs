@@ -1,0 +1,541 @@
+//! Random whole scenarios, for the explorer and the property tests (swarm testing: each seed
+//! switches fault kinds on and off and picks its own rates, as FoundationDB's simulator and
+//! TigerBeetle's VOPR do).
+//!
+//! A [`Shape`] is a scenario described by plain numbers. The explorer draws one from a seed;
+//! proptest generates and shrinks them. [`Shape::build`] turns it into a [`Scenario`] that goes
+//! through the scenario file format and back, so a failing case printed as YAML replays exactly.
+//!
+//! Every run has two phases. The safety phase (`safety_seconds`) runs the workload under the
+//! shape's faults. Then the network heals and calms down (no loss, no duplicates, base latency),
+//! every crashed server restarts, and each client sends a linearizable check that must be
+//! answered (`expect: answered`): the liveness phase. After `duration` the runner lets replicas
+//! settle and checks convergence.
+
+use super::rng::{Stream, Streams};
+use super::scenario::{self, Format, Scenario};
+use super::scenario_yaml::duration_text;
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// Length of the liveness phase that follows the safety phase.
+pub const LIVENESS_PHASE: Duration = Duration::from_secs(4);
+/// When, into the liveness phase, each client's probe starts.
+const PROBE_DELAY: Duration = Duration::from_millis(1_500);
+/// How long a probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(2_500);
+
+/// One fault, with node and server numbers taken modulo the cluster's size so that a shape
+/// stays valid when shrinking removes servers or clients.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FaultKind {
+    Crash {
+        server: u32,
+    },
+    CrashLeader,
+    Restart {
+        server: u32,
+    },
+    RestartAll,
+    /// Bit i set puts node i (servers first, then clients) in the second group.
+    Partition {
+        mask: u64,
+    },
+    Isolate {
+        node: u32,
+    },
+    IsolateLeader,
+    /// One-way: everything from `from` to the nodes whose bit is set is dropped.
+    Cut {
+        from: u32,
+        to_mask: u64,
+    },
+    Heal,
+    Network {
+        drop_permille: u32,
+        latency_max_ms: u32,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fault {
+    /// When, as a fraction of the safety phase in thousandths (0..1000).
+    pub at_permille: u32,
+    pub kind: FaultKind,
+}
+
+/// A scenario as plain numbers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Shape {
+    pub seed: u64,
+    pub servers: u32,
+    pub clients: u32,
+    pub safety_seconds: u32,
+    pub latency_min_ms: u32,
+    pub latency_spread_ms: u32,
+    /// (probability in thousandths, maximum in ms) of a long latency tail.
+    pub tail: Option<(u32, u32)>,
+    pub drop_permille: u32,
+    pub duplicate_permille: u32,
+    pub faults: Vec<Fault>,
+    pub workload_ops: u32,
+    pub locks: u32,
+    /// Weights of preempt, release and check.
+    pub mix: (u32, u32, u32),
+    pub linearizable_percent: u32,
+    pub think_max_ms: u32,
+}
+
+/// Bounds for the explorer's random shapes.
+#[derive(Clone, Debug)]
+pub struct SwarmBounds {
+    pub servers_min: u32,
+    pub servers_max: u32,
+    /// Length of the safety phase.
+    pub safety: Duration,
+}
+
+impl Default for SwarmBounds {
+    fn default() -> SwarmBounds {
+        SwarmBounds {
+            servers_min: 3,
+            servers_max: 5,
+            safety: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Shape {
+    /// The shape the explorer runs for `seed`: which fault kinds are on, their rate, the
+    /// network and the workload all come from the seed's own stream.
+    pub fn random(seed: u64, bounds: &SwarmBounds) -> Shape {
+        let mut rng: ChaCha8Rng = Streams::new(seed).rng_for(Stream::Swarm);
+        let servers = rng.random_range(bounds.servers_min..=bounds.servers_max);
+        let clients = rng.random_range(1..=8u32);
+        let safety_seconds = u32::try_from(bounds.safety.as_secs())
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let mut kinds_on: Vec<u32> = (0..5).filter(|_| rng.random_bool(0.5)).collect();
+        if kinds_on.is_empty() && rng.random_bool(0.8) {
+            kinds_on.push(rng.random_range(0..5));
+        }
+        let rate_per_second = rng.random_range(0.2..1.5);
+        let fault_count = if kinds_on.is_empty() {
+            0
+        } else {
+            (f64::from(safety_seconds) * rate_per_second).round() as u32
+        };
+        let nodes = servers + clients;
+        let faults = (0..fault_count)
+            .map(|_| {
+                let family = kinds_on[rng.random_range(0..kinds_on.len())];
+                let kind = random_fault(&mut rng, family, servers, nodes);
+                Fault {
+                    at_permille: rng.random_range(0..1000),
+                    kind,
+                }
+            })
+            .collect();
+        let think_max_ms = rng.random_range(5..=80);
+        Shape {
+            seed,
+            servers,
+            clients,
+            safety_seconds,
+            latency_min_ms: rng.random_range(0..=5),
+            latency_spread_ms: rng.random_range(1..=40),
+            tail: rng
+                .random_bool(0.3)
+                .then(|| (rng.random_range(5..=50), rng.random_range(100..=500))),
+            drop_permille: if rng.random_bool(0.5) {
+                rng.random_range(0..=100)
+            } else {
+                0
+            },
+            duplicate_permille: if rng.random_bool(0.5) {
+                rng.random_range(0..=100)
+            } else {
+                0
+            },
+            faults,
+            // Enough operations to keep every client busy through the safety phase.
+            workload_ops: clients * safety_seconds * 1_000 / (think_max_ms / 2 + 20),
+            locks: rng.random_range(1..=8),
+            mix: (
+                rng.random_range(1..=10),
+                rng.random_range(1..=10),
+                rng.random_range(0..=10),
+            ),
+            linearizable_percent: rng.random_range(0..=100),
+            think_max_ms,
+        }
+    }
+
+    /// Which fault families a shape uses, for its one-line description.
+    fn fault_families(&self) -> Vec<&'static str> {
+        let mut families: Vec<&'static str> = self
+            .faults
+            .iter()
+            .map(|fault| match fault.kind {
+                FaultKind::Crash { .. } | FaultKind::CrashLeader => "crash",
+                FaultKind::Restart { .. } | FaultKind::RestartAll => "restart",
+                FaultKind::Partition { .. } => "partition",
+                FaultKind::Isolate { .. } | FaultKind::IsolateLeader => "isolate",
+                FaultKind::Cut { .. } => "one-way cut",
+                FaultKind::Heal => "heal",
+                FaultKind::Network { .. } => "network change",
+            })
+            .collect();
+        families.sort_unstable();
+        families.dedup();
+        families
+    }
+
+    /// One line saying what this shape does.
+    pub fn describe(&self) -> String {
+        let mut text = format!(
+            "{} servers, {} clients, latency {}-{}ms",
+            self.servers,
+            self.clients,
+            self.latency_min_ms,
+            self.latency_min_ms + self.latency_spread_ms
+        );
+        if let Some((probability, max)) = self.tail {
+            let _ = write!(
+                text,
+                " (tail {:.1}% to {max}ms)",
+                f64::from(probability) / 10.0
+            );
+        }
+        let _ = write!(
+            text,
+            ", drop {:.1}%, duplicate {:.1}%",
+            f64::from(self.drop_permille) / 10.0,
+            f64::from(self.duplicate_permille) / 10.0
+        );
+        let families = self.fault_families();
+        if families.is_empty() {
+            text.push_str(", no faults");
+        } else {
+            let _ = write!(
+                text,
+                ", faults: {} ({} events)",
+                families.join(" + "),
+                self.faults.len()
+            );
+        }
+        let _ = write!(
+            text,
+            ", workload {} ops on {} locks (mix {}/{}/{}, {}% of checks linearizable)",
+            self.workload_ops,
+            self.locks,
+            self.mix.0,
+            self.mix.1,
+            self.mix.2,
+            self.linearizable_percent
+        );
+        text
+    }
+
+    /// The scenario, as the scenario file that `lockstep run` would load.
+    pub fn build(&self) -> Scenario {
+        let text = self.to_yaml();
+        match scenario::parse_str(&text, Format::Yaml, "swarm scenario") {
+            Ok(built) => built,
+            Err(error) => panic!("a swarm shape produced an invalid scenario: {error}\n{text}"),
+        }
+    }
+
+    fn to_yaml(&self) -> String {
+        let servers = self.servers.max(1);
+        let clients = self.clients.max(1);
+        let safety = Duration::from_secs(u64::from(self.safety_seconds.max(1)));
+        let duration = safety + LIVENESS_PHASE;
+        let latency_min = Duration::from_millis(u64::from(self.latency_min_ms));
+        let latency_max =
+            latency_min + Duration::from_millis(u64::from(self.latency_spread_ms.max(1)));
+        let mut out = String::new();
+        let _ = writeln!(out, "name: \"swarm-{}\"", self.seed);
+        let _ = writeln!(
+            out,
+            "description: {}",
+            serde_json::to_string(&self.describe()).expect("string")
+        );
+        let _ = writeln!(out, "seed: {}", self.seed);
+        let _ = writeln!(out, "duration: {}", duration_text(duration));
+        let _ = writeln!(out, "cluster: {{servers: {servers}, clients: {clients}}}");
+        let _ = write!(
+            out,
+            "network: {{latency: {{min: {}, max: {}",
+            duration_text(latency_min),
+            duration_text(latency_max)
+        );
+        if let Some((probability, max_ms)) = self.tail {
+            let tail_max = Duration::from_millis(u64::from(max_ms)).max(latency_max);
+            let _ = write!(
+                out,
+                ", tail: {{probability: {}, max: {}}}",
+                f64::from(probability.min(1000)) / 1000.0,
+                duration_text(tail_max)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "}}, drop: {}, duplicate: {}}}",
+            f64::from(self.drop_permille.min(1000)) / 1000.0,
+            f64::from(self.duplicate_permille.min(1000)) / 1000.0
+        );
+        let mut events: Vec<(Duration, String)> = self
+            .faults
+            .iter()
+            .filter_map(|fault| {
+                let at = safety.mul_f64(f64::from(fault.at_permille.min(999)) / 1000.0);
+                fault_text(&fault.kind, servers, clients, latency_min).map(|text| (at, text))
+            })
+            .collect();
+        // The liveness phase runs on a repaired cluster: no partitions, every server up, and
+        // a clean network at the shape's base latency.
+        events.push((safety, "heal: all".into()));
+        events.push((safety, "restart: all".into()));
+        let calm = format!(
+            "network: {{latency: {{min: {}, max: {}}}, drop: 0, duplicate: 0}}",
+            duration_text(latency_min),
+            duration_text(latency_max)
+        );
+        events.push((safety, calm));
+        for client in 1..=clients {
+            let probe = format!(
+                "client: c{client}, op: check, lock: w1, consistency: linearizable, timeout: {}, expect: answered",
+                duration_text(PROBE_TIMEOUT)
+            );
+            events.push((safety + PROBE_DELAY, probe));
+        }
+        events.sort_by_key(|(at, _)| *at);
+        let _ = writeln!(out, "events:");
+        for (at, text) in events {
+            let _ = writeln!(out, "  - {{at: {}, {text}}}", duration_text(at));
+        }
+        let client_list: Vec<String> = (1..=clients).map(|c| format!("c{c}")).collect();
+        let (preempt, release, check) = self.mix;
+        let weights = if preempt + release + check == 0 {
+            (1, 1, 1)
+        } else {
+            (preempt, release, check)
+        };
+        let _ = writeln!(
+            out,
+            "workload: {{clients: [{}], ops: {}, locks: {}, mix: {{preempt: {}, release: {}, check: {}, linearizable: {}}}, think: {{min: 1ms, max: {}}}}}",
+            client_list.join(", "),
+            self.workload_ops.clamp(1, scenario::WORKLOAD_OPS_MAX),
+            self.locks.clamp(1, 64),
+            weights.0,
+            weights.1,
+            weights.2,
+            f64::from(self.linearizable_percent.min(100)) / 100.0,
+            duration_text(Duration::from_millis(u64::from(self.think_max_ms.max(1))))
+        );
+        out
+    }
+}
+
+fn random_fault(rng: &mut ChaCha8Rng, family: u32, servers: u32, nodes: u32) -> FaultKind {
+    let all_nodes_mask = if nodes >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << nodes) - 1
+    };
+    match family {
+        0 => match rng.random_range(0..4) {
+            0 => FaultKind::CrashLeader,
+            1 => FaultKind::RestartAll,
+            2 => FaultKind::Restart {
+                server: rng.random_range(0..servers),
+            },
+            _ => FaultKind::Crash {
+                server: rng.random_range(0..servers),
+            },
+        },
+        1 => match rng.random_range(0..3) {
+            0 => FaultKind::Heal,
+            _ => FaultKind::Partition {
+                mask: rng.random::<u64>() & all_nodes_mask,
+            },
+        },
+        2 => FaultKind::Cut {
+            from: rng.random_range(0..nodes),
+            to_mask: rng.random::<u64>() & all_nodes_mask,
+        },
+        3 => match rng.random_range(0..3) {
+            0 => FaultKind::IsolateLeader,
+            1 => FaultKind::Heal,
+            _ => FaultKind::Isolate {
+                node: rng.random_range(0..nodes),
+            },
+        },
+        _ => FaultKind::Network {
+            drop_permille: rng.random_range(0..=150),
+            latency_max_ms: rng.random_range(1..=100),
+        },
+    }
+}
+
+/// Node `i` of a cluster: servers first, then clients.
+fn node_name(index: u32, servers: u32, clients: u32) -> String {
+    let index = index % (servers + clients);
+    if index < servers {
+        format!("s{}", index + 1)
+    } else {
+        format!("c{}", index - servers + 1)
+    }
+}
+
+/// A fault as an event action, or `None` where it would be empty (a partition with one side).
+fn fault_text(
+    kind: &FaultKind,
+    servers: u32,
+    clients: u32,
+    latency_min: Duration,
+) -> Option<String> {
+    let nodes = servers + clients;
+    let in_mask = |mask: u64, index: u32| index < 64 && mask & (1 << index) != 0;
+    Some(match kind {
+        FaultKind::Crash { server } => format!("crash: s{}", server % servers + 1),
+        FaultKind::CrashLeader => "crash: leader".into(),
+        FaultKind::Restart { server } => format!("restart: s{}", server % servers + 1),
+        FaultKind::RestartAll => "restart: all".into(),
+        FaultKind::Partition { mask } => {
+            let (second, first): (Vec<u32>, Vec<u32>) =
+                (0..nodes).partition(|&i| in_mask(*mask, i));
+            if first.is_empty() || second.is_empty() {
+                return None;
+            }
+            let group = |members: &[u32]| {
+                members
+                    .iter()
+                    .map(|&i| node_name(i, servers, clients))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            format!("partition: [[{}], [{}]]", group(&first), group(&second))
+        }
+        FaultKind::Isolate { node } => format!("isolate: {}", node_name(*node, servers, clients)),
+        FaultKind::IsolateLeader => "isolate: leader".into(),
+        FaultKind::Cut { from, to_mask } => {
+            let from = from % nodes;
+            let targets: Vec<String> = (0..nodes)
+                .filter(|&i| i != from && in_mask(*to_mask, i))
+                .map(|i| node_name(i, servers, clients))
+                .collect();
+            if targets.is_empty() {
+                return None;
+            }
+            format!(
+                "cut: {{from: {}, to: [{}]}}",
+                node_name(from, servers, clients),
+                targets.join(", ")
+            )
+        }
+        FaultKind::Heal => "heal: all".into(),
+        FaultKind::Network {
+            drop_permille,
+            latency_max_ms,
+        } => {
+            let max = Duration::from_millis(u64::from(*latency_max_ms)).max(latency_min);
+            format!(
+                "network: {{latency: {{max: {}}}, drop: {}}}",
+                duration_text(max),
+                f64::from((*drop_permille).min(1000)) / 1000.0
+            )
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::scenario::{Action, Expect};
+
+    #[test]
+    fn every_random_shape_builds_a_valid_scenario_with_a_liveness_phase() {
+        for seed in 0..200 {
+            let shape = Shape::random(seed, &SwarmBounds::default());
+            let scenario = shape.build();
+            assert_eq!(scenario.seed, seed);
+            assert_eq!(scenario.duration, Duration::from_secs(10) + LIVENESS_PHASE);
+            let probes = scenario
+                .events
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e.action,
+                        Action::ClientOp {
+                            expect: Some(Expect::Answered),
+                            ..
+                        }
+                    )
+                })
+                .count();
+            assert_eq!(
+                probes as u32, shape.clients,
+                "one liveness probe per client"
+            );
+            assert!(
+                scenario
+                    .events
+                    .iter()
+                    .any(|e| e.action == Action::Heal && e.at == Duration::from_secs(10))
+            );
+        }
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_shape_and_seeds_differ() {
+        let bounds = SwarmBounds::default();
+        assert_eq!(Shape::random(7, &bounds), Shape::random(7, &bounds));
+        let distinct: std::collections::BTreeSet<String> = (0..50)
+            .map(|seed| Shape::random(seed, &bounds).describe())
+            .collect();
+        assert!(distinct.len() > 45, "configurations vary per seed");
+    }
+
+    #[test]
+    fn node_numbers_wrap_so_a_shrunk_cluster_stays_valid() {
+        let mut shape = Shape::random(
+            3,
+            &SwarmBounds {
+                servers_min: 5,
+                servers_max: 5,
+                ..SwarmBounds::default()
+            },
+        );
+        shape.faults = vec![
+            Fault {
+                at_permille: 100,
+                kind: FaultKind::Crash { server: 4 },
+            },
+            Fault {
+                at_permille: 200,
+                kind: FaultKind::Cut {
+                    from: 9,
+                    to_mask: u64::MAX,
+                },
+            },
+            Fault {
+                at_permille: 300,
+                kind: FaultKind::Partition { mask: 0b1 },
+            },
+        ];
+        shape.servers = 1;
+        shape.clients = 1;
+        let scenario = shape.build();
+        assert_eq!(scenario.cluster.servers, 1);
+        assert!(
+            scenario
+                .events
+                .iter()
+                .any(|e| matches!(e.action, Action::Crash(_)))
+        );
+    }
+}
