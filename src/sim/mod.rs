@@ -9,11 +9,14 @@
 pub mod bench;
 pub mod checkers;
 pub mod cluster;
+pub mod explore;
 pub mod queue;
 pub mod report;
 pub mod rng;
 pub mod runner;
 pub mod scenario;
+pub mod scenario_yaml;
+pub mod swarm;
 pub mod trace;
 pub mod workload;
 
