@@ -132,6 +132,10 @@ struct RunArgs {
     /// Print the summary as JSON instead of tables.
     #[arg(long)]
     json: bool,
+    /// Write the history the clients observed as JSON Lines (format in README). With several
+    /// scenarios, each goes to FILE with the scenario's name before the extension.
+    #[arg(long, value_name = "FILE")]
+    history: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -214,6 +218,7 @@ fn run(args: RunArgs) -> u8 {
         None => None,
     };
     let mut reports: Vec<RunReport> = Vec::new();
+    let scenario_count = scenarios.len();
     for (path, loaded) in scenarios {
         let loaded = match args.seed {
             Some(seed) => loaded.with_seed(seed),
@@ -244,6 +249,16 @@ fn run(args: RunArgs) -> u8 {
                 return EXIT_BAD_INPUT;
             }
         };
+        if let Some(history_path) = &args.history {
+            let target = history_file(history_path, &report.name, scenario_count);
+            if let Err(error) = write_history(&target, &report) {
+                eprintln!(
+                    "error: {}: cannot write the history: {error}",
+                    target.display()
+                );
+                return EXIT_BAD_INPUT;
+            }
+        }
         if !args.json {
             println!("{}", report.render());
             println!("{}  [{}]\n", report.verdict_line(), path.display());
@@ -262,6 +277,27 @@ fn run(args: RunArgs) -> u8 {
         println!("{passed} of {} scenarios passed", reports.len());
     }
     if all_passed { EXIT_PASS } else { EXIT_FAIL }
+}
+
+/// `FILE` for one scenario; `FILE` with `.<scenario name>` before its extension for several.
+fn history_file(path: &std::path::Path, scenario: &str, scenario_count: usize) -> PathBuf {
+    if scenario_count <= 1 {
+        return path.to_path_buf();
+    }
+    let stem = path
+        .file_stem()
+        .map_or_else(|| "history".into(), |s| s.to_string_lossy().into_owned());
+    let name = match path.extension() {
+        Some(extension) => format!("{stem}.{scenario}.{}", extension.to_string_lossy()),
+        None => format!("{stem}.{scenario}"),
+    };
+    path.with_file_name(name)
+}
+
+fn write_history(path: &std::path::Path, report: &RunReport) -> std::io::Result<()> {
+    let mut out = BufWriter::new(File::create(path)?);
+    lockstep::sim::history::write_jsonl(&report.history, &mut out)?;
+    out.flush()
 }
 
 fn run_bench(args: BenchArgs) -> u8 {
@@ -439,6 +475,15 @@ fn render_explore_summary(summary: &lockstep::sim::explore::ExploreSummary) -> S
             .join("\n")
     };
     builder.push_record(["failures by invariant".to_string(), failures]);
+    if let Some(first) = &summary.first_failure {
+        builder.push_record([
+            "first failure".to_string(),
+            format!(
+                "seed {} after {} seeds, {:.1}s wall (minimizing included)",
+                first.seed, first.seeds_run, first.wall_seconds
+            ),
+        ]);
+    }
     if let Some((seed, wall_ms)) = summary.slowest_seed {
         builder.push_record([
             "slowest seed".to_string(),

@@ -13,7 +13,8 @@
 //!   [`ClientError::TimedOut`]: its effect is unknown, it may or may not have been applied.
 
 use super::messages::{
-    ClientId, ClientReply, ClientRequest, Operation, Outcome, ReplyBody, RequestBody, ServerId,
+    ClientId, ClientReply, ClientRequest, LogIndex, Operation, Outcome, ReplyBody, RequestBody,
+    ServerId,
 };
 use super::time::Time;
 use rand::{RngExt, SeedableRng};
@@ -141,6 +142,9 @@ pub struct Client {
     server_position: usize,
     /// Last sequence number used; operations use 1, 2, ... and hello uses 0.
     last_seq: u64,
+    /// The newest applied index of any answer this client accepted: sent with every request so
+    /// that local checks never read an older state (monotonic reads).
+    seen_index: LogIndex,
     retry_deadline: Option<Time>,
     out: Vec<ClientOutput>,
 }
@@ -161,6 +165,7 @@ impl Client {
             running: None,
             server_position,
             last_seq: 0,
+            seen_index: 0,
             retry_deadline: None,
             out: Vec::new(),
             config,
@@ -240,6 +245,7 @@ impl Client {
         match reply.body {
             ReplyBody::Welcome { nonce, client } => {
                 if self.id.is_none() && self.hello_nonce == Some(nonce) {
+                    self.seen_index = self.seen_index.max(reply.index);
                     self.id = Some(client);
                     self.hello_nonce = None;
                     self.out.push(ClientOutput::Registered { client });
@@ -253,6 +259,7 @@ impl Client {
                     && reply.seq == running.seq
                     && outcome_fits(&running.op, &outcome)
                 {
+                    self.seen_index = self.seen_index.max(reply.index);
                     self.finish(Ok(outcome));
                 }
             }
@@ -306,11 +313,13 @@ impl Client {
                 let nonce = *self.hello_nonce.get_or_insert_with(|| self.rng.random());
                 ClientRequest {
                     seq: 0,
+                    seen_index: self.seen_index,
                     body: RequestBody::Hello { nonce },
                 }
             }
             Some(client) => ClientRequest {
                 seq: running.seq,
+                seen_index: self.seen_index,
                 body: RequestBody::Op {
                     client,
                     op: running.op.clone(),
@@ -424,6 +433,7 @@ mod tests {
             panic!("registers first")
         };
         let welcome = ClientReply {
+            index: 0,
             seq: 0,
             body: ReplyBody::Welcome {
                 nonce,
@@ -461,6 +471,7 @@ mod tests {
     fn a_new_client_registers_then_sends_its_operation_and_completes_on_the_answer() {
         let mut client = registered_client_with_preempt_in_flight();
         let answer = ClientReply {
+            index: 0,
             seq: 1,
             body: ReplyBody::Outcome(Outcome::Granted { token: 4 }),
         };
@@ -476,6 +487,42 @@ mod tests {
             vec![(1, Ok(Outcome::Granted { token: 4 }))]
         );
         assert!(!client.is_busy());
+    }
+
+    #[test]
+    fn every_request_carries_the_newest_state_the_client_has_seen() {
+        let mut client = registered_client_with_preempt_in_flight();
+        let answer = ClientReply {
+            index: 12,
+            seq: 1,
+            body: ReplyBody::Outcome(Outcome::Granted { token: 12 }),
+        };
+        let _ = client.step(
+            at_ms(20),
+            ClientInput::Reply {
+                from: ServerId(2),
+                reply: answer,
+            },
+        );
+        let check = Operation::Check {
+            lock: "a".into(),
+            consistency: Default::default(),
+        };
+        let outputs = client.step(
+            at_ms(30),
+            ClientInput::Invoke {
+                tag: 2,
+                op: check,
+                timeout: None,
+            },
+        );
+        let [(_, request)] = &sends(&outputs)[..] else {
+            panic!("the check is sent")
+        };
+        assert_eq!(
+            request.seen_index, 12,
+            "a lagging replica must not answer from before 12"
+        );
     }
 
     #[test]
@@ -498,6 +545,7 @@ mod tests {
     fn an_error_reply_makes_the_client_back_off_and_try_the_next_server() {
         let mut client = registered_client_with_preempt_in_flight();
         let refusal = ClientReply {
+            index: 0,
             seq: 1,
             body: ReplyBody::Error(ServiceError::Unavailable),
         };
@@ -543,6 +591,7 @@ mod tests {
         assert_eq!(request.seq, 2, "the next operation takes the next seq");
         // A late answer to the abandoned preempt is ignored.
         let late = ClientReply {
+            index: 0,
             seq: 1,
             body: ReplyBody::Outcome(Outcome::Granted { token: 4 }),
         };
@@ -561,6 +610,7 @@ mod tests {
     fn a_reply_that_does_not_answer_the_operation_is_ignored() {
         let mut client = registered_client_with_preempt_in_flight();
         let nonsense = ClientReply {
+            index: 0,
             seq: 1,
             body: ReplyBody::Outcome(Outcome::Free),
         };

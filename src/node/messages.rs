@@ -123,6 +123,11 @@ pub enum Outcome {
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct ClientRequest {
     pub seq: u64,
+    /// The newest state (applied log index) this client has seen an answer from. A local check
+    /// is answered only from a replica that has applied at least this far, so a client that
+    /// moves to a lagging server never sees a lock's history go backwards (monotonic reads).
+    #[serde(default)]
+    pub seen_index: LogIndex,
     pub body: RequestBody,
 }
 
@@ -140,6 +145,9 @@ pub enum RequestBody {
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct ClientReply {
     pub seq: u64,
+    /// The applied log index the answer reflects (for a write, at least its own entry).
+    #[serde(default)]
+    pub index: LogIndex,
     pub body: ReplyBody,
 }
 

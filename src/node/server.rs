@@ -176,6 +176,9 @@ struct ConfirmedRead {
     client: ClientAddr,
     seq: u64,
     lock: LockName,
+    /// Local checks waiting for this replica to catch up to what their client has seen give
+    /// up at this time (answered `Unavailable`, so the client tries another server).
+    expires_at: Option<Time>,
 }
 
 /// A follower's linearizable check waiting for the leader's read index.
@@ -328,6 +331,7 @@ impl Server {
                 }
             }
         }
+        self.expire_local_checks(now);
         // At most one vote per term: within a term, a cast vote never changes.
         if self.term == term_before && vote_before.is_some() {
             assert_eq!(
@@ -749,12 +753,7 @@ impl Server {
                 let lock = lock.clone();
                 match consistency {
                     super::messages::Consistency::Local => {
-                        let outcome = self.table.check(&lock);
-                        self.reply(
-                            ReplyRoute::Direct(from),
-                            request.seq,
-                            ReplyBody::Outcome(outcome),
-                        );
+                        self.start_local_check(now, from, &request, lock)
                     }
                     super::messages::Consistency::Linearizable => {
                         self.start_linearizable_check(now, from, request.seq, lock)
@@ -870,7 +869,11 @@ impl Server {
     }
 
     fn reply(&mut self, route: ReplyRoute, seq: u64, body: ReplyBody) {
-        let reply = ClientReply { seq, body };
+        let reply = ClientReply {
+            seq,
+            index: self.table.applied_index(),
+            body,
+        };
         match route {
             ReplyRoute::Direct(client) => self.out.push(ServerOutput::Reply { to: client, reply }),
             ReplyRoute::Via { server, client } => {
@@ -910,6 +913,57 @@ impl Server {
                 seq,
                 ReplyBody::Error(ServiceError::Unavailable),
             );
+        }
+    }
+
+    /// A local check is answered from this replica at once, unless the replica is behind what
+    /// the client has already seen: then it waits (bounded in time) to catch up, so that the
+    /// client's reads never go backwards.
+    fn start_local_check(
+        &mut self,
+        now: Time,
+        client: ClientAddr,
+        request: &ClientRequest,
+        lock: LockName,
+    ) {
+        if self.table.applied_index() >= request.seen_index {
+            let outcome = self.table.check(&lock);
+            self.reply(
+                ReplyRoute::Direct(client),
+                request.seq,
+                ReplyBody::Outcome(outcome),
+            );
+        } else if self.pending_read_count() >= self.config.pending_reads_max {
+            let error = ReplyBody::Error(ServiceError::Overloaded);
+            self.reply(ReplyRoute::Direct(client), request.seq, error);
+        } else {
+            self.confirmed_reads.push(ConfirmedRead {
+                read_index: request.seen_index,
+                client,
+                seq: request.seq,
+                lock,
+                expires_at: Some(now + self.config.election_timeout_max),
+            });
+        }
+    }
+
+    /// Gives up on local checks whose replica did not catch up in time. Runs on every step;
+    /// a server with waiting reads steps at least every election timeout (its timer).
+    fn expire_local_checks(&mut self, now: Time) {
+        if self
+            .confirmed_reads
+            .iter()
+            .all(|read| read.expires_at.is_none_or(|at| now < at))
+        {
+            return;
+        }
+        let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.confirmed_reads)
+            .into_iter()
+            .partition(|read| read.expires_at.is_some_and(|at| now >= at));
+        self.confirmed_reads = kept;
+        for read in expired {
+            let error = ReplyBody::Error(ServiceError::Unavailable);
+            self.reply(ReplyRoute::Direct(read.client), read.seq, error);
         }
     }
 
@@ -974,6 +1028,7 @@ impl Server {
                             client,
                             seq,
                             lock,
+                            expires_at: None,
                         })
                     }
                     ReadWaiter::Remote { server, id } => self.send(
@@ -1000,6 +1055,7 @@ impl Server {
                     client: read.client,
                     seq: read.seq,
                     lock: read.lock,
+                    expires_at: None,
                 });
                 self.serve_confirmed_reads();
             }

@@ -101,9 +101,17 @@ fn sent(outputs: &[ServerOutput]) -> Vec<(ServerId, PeerMessage)> {
     outputs.iter().filter_map(pick).collect()
 }
 
+/// Replies with their `index` zeroed: most stories are about the answer, not the state index
+/// it reflects (`replies_reflect_the_state_they_answer_from` checks that).
 fn replies(outputs: &[ServerOutput]) -> Vec<(ClientAddr, ClientReply)> {
     let pick = |output: &ServerOutput| match output {
-        ServerOutput::Reply { to, reply } => Some((*to, reply.clone())),
+        ServerOutput::Reply { to, reply } => Some((
+            *to,
+            ClientReply {
+                index: 0,
+                ..reply.clone()
+            },
+        )),
         _ => None,
     };
     outputs.iter().filter_map(pick).collect()
@@ -236,6 +244,7 @@ fn from_client(from: ClientAddr, request: ClientRequest) -> ServerInput {
 fn hello(nonce: u64) -> ClientRequest {
     ClientRequest {
         seq: 0,
+        seen_index: 0,
         body: RequestBody::Hello { nonce },
     }
 }
@@ -243,6 +252,7 @@ fn hello(nonce: u64) -> ClientRequest {
 fn op(client: ClientId, seq: u64, op: Operation) -> ClientRequest {
     ClientRequest {
         seq,
+        seen_index: 0,
         body: RequestBody::Op { client, op },
     }
 }
@@ -265,6 +275,7 @@ fn check(name: &str, consistency: Consistency) -> Operation {
 fn outcome(seq: u64, outcome: Outcome) -> ClientReply {
     ClientReply {
         seq,
+        index: 0,
         body: ReplyBody::Outcome(outcome),
     }
 }
@@ -272,6 +283,7 @@ fn outcome(seq: u64, outcome: Outcome) -> ClientReply {
 fn refusal(seq: u64, error: ServiceError) -> ClientReply {
     ClientReply {
         seq,
+        index: 0,
         body: ReplyBody::Error(error),
     }
 }
@@ -363,6 +375,7 @@ fn register(leader: &mut Server, now: Time) -> ClientId {
                 ClientReply {
                     seq: 0,
                     body: ReplyBody::Welcome { nonce: 42, client },
+                    ..
                 },
             ),
         ] => *client,
@@ -1526,6 +1539,69 @@ fn a_local_check_is_answered_at_once_from_the_replica() {
     );
 }
 
+/// Monotonic reads: a client that has seen index 3 asks a replica that has applied only 1.
+/// The replica waits until it catches up rather than answer from the past; a replica that does
+/// not catch up in time refuses, so the client moves on instead of reading backwards.
+#[test]
+fn a_local_check_waits_for_the_replica_to_reach_what_its_client_has_seen() {
+    let mut follower = boot(S2, 3);
+    let owner = ClientId(1);
+    let entries = vec![
+        noop(1),
+        Entry {
+            term: 1,
+            command: Command::Register { nonce: 9 },
+        },
+        Entry {
+            term: 1,
+            command: Command::Preempt {
+                client: owner,
+                seq: 1,
+                lock: lock("a"),
+            },
+        },
+    ];
+    let _ = follower.step(ms(10), peer(S1, append(1, (0, 0), entries, 1)));
+    assert_eq!(follower.last_applied(), 1);
+
+    let mut behind = op(owner, 2, check("a", Consistency::Local));
+    behind.seen_index = 3;
+    let waiting = follower.step(ms(11), from_client(CLIENT, behind));
+    assert!(
+        replies(&waiting).is_empty(),
+        "applied 1, the client has seen 3: wait"
+    );
+
+    let caught_up = follower.step(ms(12), peer(S1, append(1, (3, 1), Vec::new(), 3)));
+    let answers: Vec<ClientReply> = caught_up
+        .iter()
+        .filter_map(|output| match output {
+            ServerOutput::Reply { reply, .. } => Some(reply.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answers.len(), 1);
+    assert_eq!(
+        answers[0].body,
+        ReplyBody::Outcome(Outcome::Owner { owner, token: 3 })
+    );
+    assert_eq!(
+        answers[0].index, 3,
+        "the reply says which state it reflects"
+    );
+
+    let mut far_ahead = op(owner, 3, check("a", Consistency::Local));
+    far_ahead.seen_index = 50;
+    assert!(replies(&follower.step(ms(20), from_client(CLIENT, far_ahead))).is_empty());
+    let still_behind = follower.step(ms(100), peer(S1, append(1, (3, 1), Vec::new(), 3)));
+    assert!(replies(&still_behind).is_empty(), "still within the wait");
+    let gave_up = follower.step(ms(400), peer(S1, append(1, (3, 1), Vec::new(), 3)));
+    assert_eq!(
+        replies(&gave_up),
+        vec![(CLIENT, refusal(3, ServiceError::Unavailable))]
+    );
+}
+
 // ----- check-quorum -----
 
 /// Check-quorum (thesis §6.2): a leader that heard from a majority during an election timeout
@@ -1627,12 +1703,17 @@ fn a_restarted_server_keeps_term_vote_and_log_and_rebuilds_commit_and_locks() {
     let mut network = Network::new(3);
     network.elect(S1);
     let client = ClientId(1);
+    // Replies carry the applied index they reflect: the registration is entry 2, the grant 3.
     let welcome = ClientReply {
         seq: 0,
+        index: 2,
         body: ReplyBody::Welcome { nonce: 42, client },
     };
     assert_eq!(network.client(S1, hello(42)), vec![(CLIENT, welcome)]);
-    let granted = outcome(1, Outcome::Granted { token: 3 });
+    let granted = ClientReply {
+        index: 3,
+        ..outcome(1, Outcome::Granted { token: 3 })
+    };
     assert_eq!(
         network.client(S1, op(client, 1, preempt("a"))),
         vec![(CLIENT, granted)]

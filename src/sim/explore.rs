@@ -453,6 +453,13 @@ pub struct ExploreOptions {
     pub minimize_runs_max: usize,
 }
 
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FirstFailure {
+    pub seed: u64,
+    pub seeds_run: u64,
+    pub wall_seconds: f64,
+}
+
 /// Totals over an exploration.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct ExploreSummary {
@@ -465,6 +472,9 @@ pub struct ExploreSummary {
     pub failures_by_kind: Vec<(String, u64)>,
     /// (seed, wall ms) of the slowest seed.
     pub slowest_seed: Option<(u64, f64)>,
+    /// The first failure to arrive: its seed, how many seeds had finished by then, and the
+    /// wall-clock seconds since the start (how quickly exploration finds a bug).
+    pub first_failure: Option<FirstFailure>,
     pub interrupted: bool,
     pub failures: Vec<SeedResult>,
 }
@@ -504,8 +514,15 @@ pub fn run_seed(seed: u64, options: &ExploreOptions, stop: &AtomicBool) -> SeedR
             ScenarioSize::of(&minimized),
             path.display()
         );
+        // The original run's client history too, for external checkers and timelines.
+        let history_path = options.out_dir.join(format!("{seed}.history.jsonl"));
         let written = std::fs::create_dir_all(&options.out_dir)
-            .and_then(|()| std::fs::write(&path, format!("{header}{}", minimized.to_yaml())));
+            .and_then(|()| std::fs::write(&path, format!("{header}{}", minimized.to_yaml())))
+            .and_then(|()| {
+                let mut out = std::io::BufWriter::new(std::fs::File::create(&history_path)?);
+                super::history::write_jsonl(&report.history, &mut out)?;
+                std::io::Write::flush(&mut out)
+            });
         match written {
             Ok(()) => result.written_to = Some(path),
             Err(error) => {
@@ -564,6 +581,13 @@ pub fn explore(
                 summary.slowest_seed = Some((result.seed, result.wall_ms));
             }
             if let Some(failure) = &result.failure {
+                if summary.first_failure.is_none() {
+                    summary.first_failure = Some(FirstFailure {
+                        seed: result.seed,
+                        seeds_run: summary.seeds_run,
+                        wall_seconds: start.elapsed().as_secs_f64(),
+                    });
+                }
                 summary.seeds_failed += 1;
                 *by_kind.entry(failure.kind.clone()).or_insert(0) += 1;
             }

@@ -10,6 +10,8 @@ pub mod bench;
 pub mod checkers;
 pub mod cluster;
 pub mod explore;
+pub mod history;
+pub mod linearizability;
 pub mod queue;
 pub mod report;
 pub mod rng;

@@ -71,6 +71,9 @@ pub struct RunReport {
     pub expectations: Vec<ExpectationResult>,
     pub violation: Option<ViolationReport>,
     pub trace_events_written: u64,
+    /// What the clients observed, for `--history` (not part of the JSON summary).
+    #[serde(skip)]
+    pub history: Vec<super::history::HistoryOp>,
 }
 
 /// The `p`-quantile (0..=1) of sorted durations, in milliseconds; 0 for none.

@@ -11,6 +11,8 @@
 
 use super::checkers::{self, Violation};
 use super::cluster::{ClientEvent, Cluster, ClusterSpec, Event};
+use super::history::{HistoryOp, HistoryOpKind, HistoryResult};
+use super::linearizability;
 use super::queue::QueueFull;
 use super::report::{
     ExpectationResult, InvariantResult, OpStats, RunReport, ViolationReport, percentile_ms,
@@ -22,7 +24,7 @@ use super::scenario::{
 use super::trace::{self, Recorder, TraceEvent};
 use super::workload::WorkloadClient;
 use crate::net::Endpoint;
-use crate::node::{ClientError, Operation, Outcome, ServerId, Time};
+use crate::node::{ClientError, Consistency, Operation, Outcome, ServerId, Time};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -37,6 +39,8 @@ pub struct RunOptions {
     pub queue_max: usize,
     /// Bound on processed events.
     pub events_max: u64,
+    /// Check the client-observed history for linearizability and monotonic reads at the end.
+    pub check_linearizability: bool,
 }
 
 impl Default for RunOptions {
@@ -45,6 +49,7 @@ impl Default for RunOptions {
             trace: None,
             queue_max: 5_000_000,
             events_max: 500_000_000,
+            check_linearizability: true,
         }
     }
 }
@@ -88,6 +93,9 @@ struct Runner<'a> {
     settle_deadline: Time,
     settled: bool,
     options_events_max: u64,
+    check_linearizability: bool,
+    /// Operations the history checks covered (linearizable ones, local reads), for the summary.
+    history_checks: Option<(u64, u64)>,
 }
 
 /// Runs `scenario` with its own seed.
@@ -119,6 +127,8 @@ pub fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, RunErr
             settle_deadline: end_of_duration + scenario.settle,
             settled: false,
             options_events_max: options.events_max,
+            check_linearizability: options.check_linearizability,
+            history_checks: None,
         },
         Err(full) => unreachable!("booting cannot fill a queue of {}", full.pending_max),
     };
@@ -131,6 +141,7 @@ pub fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, RunErr
     }
     let mut report = runner.report(wall_start);
     report.trace_events_written = runner.cluster.recorder.finish()?;
+    report.history = runner.history();
     Ok(report)
 }
 
@@ -469,6 +480,9 @@ impl Runner<'_> {
         if self.cluster.violation().is_some() {
             return;
         }
+        if self.check_linearizability && !self.check_history() {
+            return;
+        }
         if let Err(violation) = self.cluster.check_convergence() {
             self.cluster.report_violation(violation);
             return;
@@ -496,6 +510,93 @@ impl Runner<'_> {
                 ),
             });
         }
+    }
+
+    /// Checks the clients' history: linearizability (all but local checks) and monotonic reads
+    /// (local checks). Returns false after reporting a violation.
+    fn check_history(&mut self) -> bool {
+        let history = self.history();
+        let local_reads = history
+            .iter()
+            .filter(|op| op.consistency == Some(Consistency::Local))
+            .count();
+        let others = history.len() - local_reads;
+        self.history_checks = Some((others as u64, local_reads as u64));
+        let report = linearizability::check_history(&history);
+        let now = self.cluster.now();
+        if let Some(violation) = report.violations.first() {
+            self.cluster.report_violation(Violation {
+                invariant: violation.invariant(),
+                at: now,
+                message: violation.to_string(),
+            });
+            return false;
+        }
+        if let Some(lock) = report.inconclusive_locks.first() {
+            self.cluster.report_violation(Violation {
+                invariant: linearizability::LINEARIZABILITY,
+                at: now,
+                message: format!(
+                    "inconclusive: the search for lock `{lock}` exceeded its step bound \
+                     ({} lock(s) inconclusive)",
+                    report.inconclusive_locks.len()
+                ),
+            });
+            return false;
+        }
+        true
+    }
+
+    /// The history the clients observed: every operation that was sent, in invocation order.
+    pub fn history(&self) -> Vec<HistoryOp> {
+        // An id no client adopted (an orphan of a retried hello) owns nothing, so it cannot
+        // appear as an owner; should it ever, it gets a number no scenario client has.
+        let number = |id: crate::node::ClientId| {
+            self.cluster
+                .client_number(id)
+                .unwrap_or_else(|| u32::try_from(1_000_000 + id.0).unwrap_or(u32::MAX))
+        };
+        self.ops
+            .iter()
+            .filter_map(|record| {
+                let call = record.started_at?;
+                let (op, consistency) = match &record.op {
+                    Operation::Preempt { .. } => (HistoryOpKind::Preempt, None),
+                    Operation::Release { .. } => (HistoryOpKind::Release, None),
+                    Operation::Check { consistency, .. } => {
+                        (HistoryOpKind::Check, Some(*consistency))
+                    }
+                };
+                let (return_ns, result) = match &record.result {
+                    Some(Ok(outcome)) => {
+                        let result = match *outcome {
+                            Outcome::Granted { token } => HistoryResult::Granted { token },
+                            Outcome::HeldBy { owner } => HistoryResult::HeldBy {
+                                owner: number(owner),
+                            },
+                            Outcome::Released => HistoryResult::Released,
+                            Outcome::NotOwner => HistoryResult::NotOwner,
+                            Outcome::Free => HistoryResult::Free,
+                            Outcome::Owner { owner, token } => HistoryResult::Owner {
+                                owner: number(owner),
+                                token: Some(token),
+                            },
+                        };
+                        (record.finished_at.map(Time::as_nanos), result)
+                    }
+                    Some(Err(_)) | None => (None, HistoryResult::Unknown),
+                };
+                Some(HistoryOp {
+                    client: record.client,
+                    op,
+                    lock: record.op.lock().to_string(),
+                    consistency,
+                    call_ns: call.as_nanos(),
+                    return_ns,
+                    result,
+                })
+            })
+            .collect()
     }
 
     fn expectations(&self) -> Vec<ExpectationResult> {
@@ -618,7 +719,7 @@ impl Runner<'_> {
                 .collect(),
         });
         let violated = violation.as_ref().map(|v| v.invariant.clone());
-        let invariants = [
+        let mut invariants: Vec<InvariantResult> = [
             checkers::ELECTION_SAFETY,
             checkers::STATE_MACHINE_SAFETY,
             checkers::MUTUAL_EXCLUSION,
@@ -636,6 +737,18 @@ impl Runner<'_> {
             held: violated.as_deref() != Some(name),
         })
         .collect();
+        if let Some((linearizable_ops, local_reads)) = self.history_checks {
+            for (name, checks) in [
+                (linearizability::LINEARIZABILITY, linearizable_ops),
+                (linearizability::MONOTONIC_READS, local_reads),
+            ] {
+                invariants.push(InvariantResult {
+                    name: name.to_string(),
+                    checks,
+                    held: violated.as_deref() != Some(name),
+                });
+            }
+        }
         let simulated = self.cluster.now();
         let passed = violation.is_none() && expectations.iter().all(|e| e.met);
         RunReport {
@@ -662,6 +775,7 @@ impl Runner<'_> {
             expectations,
             violation,
             trace_events_written: 0,
+            history: Vec::new(),
         }
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 /// A duration in the file syntax: whole milliseconds as `250ms`, anything finer as exact
 /// fractional seconds.
 pub fn duration_text(duration: Duration) -> String {
-    if duration.subsec_nanos() % 1_000_000 == 0 {
+    if duration.subsec_nanos().is_multiple_of(1_000_000) {
         format!("{}ms", duration.as_millis())
     } else {
         format!("{}.{:09}s", duration.as_secs(), duration.subsec_nanos())

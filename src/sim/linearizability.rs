@@ -1,0 +1,2105 @@
+//! Judges a client-observed [history](super::history) against the sequential lock table: is
+//! there one order of the operations, consistent with real time, in which every answer is what
+//! a single lock table would have said? This is the Wing–Gong search with Lowe's just-in-time
+//! linearization, as Porcupine does it, checked lock by lock (P-compositionality), plus a
+//! per-client monotonic-reads check for `local` checks, which promise no linearizability.
+//!
+//! What it must never do: hang, or let hash-map iteration order decide a verdict. Every search
+//! has a step budget and a memo budget ([`CheckLimits`]); running out is reported as an
+//! inconclusive lock, never as a pass or a violation. The memo is a hash map that is only
+//! inserted into and probed, never iterated. Violations are values for a report, not panics; only
+//! an operation that breaks [`HistoryOp`]'s own invariants (a caller bug) panics.
+//!
+//! The sequential model, per lock. The state is free or held by `(owner, token)`, plus a lower
+//! bound for the next fencing token:
+//! - preempt of a free lock: `granted` with any token above every token granted before;
+//! - preempt of one's own lock: `granted` with the same token (an idempotent retry);
+//! - preempt of another's lock: `held_by` that owner;
+//! - release by the owner: `released`, the lock is free; by anyone else: `not_owner`;
+//! - check: `free`, or `owner` with the holder (and its token, when the answer carries one).
+//!
+//! An operation whose result is unknown may take effect at any time after its call, or never.
+//! An unknown preempt that takes a free lock gives its client the lock under a token nobody has
+//! seen; a later `granted` or `owner` answer naming that hold fixes the token.
+
+use super::history::{HistoryOp, HistoryOpKind, HistoryResult, milliseconds};
+use crate::node::Consistency;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::time::{Duration, Instant};
+
+/// Some order of the non-local operations on each lock, consistent with real time, explains
+/// every answer.
+pub const LINEARIZABILITY: &str = "linearizability";
+/// A client's `local` checks never show it a lock's history going backwards.
+pub const MONOTONIC_READS: &str = "monotonic_reads";
+
+/// Bounds on the search, per lock.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct CheckLimits {
+    /// Search steps for deciding one lock. Finding the smallest window of a lock that failed gets
+    /// the same number again, shared by all the searches it runs.
+    pub steps_max_per_lock: u64,
+    /// Memoised (state, linearized set) pairs one search may hold; bounds memory.
+    pub memo_entries_max_per_lock: usize,
+}
+
+impl Default for CheckLimits {
+    fn default() -> CheckLimits {
+        CheckLimits {
+            steps_max_per_lock: 50_000_000,
+            memo_entries_max_per_lock: 5_000_000,
+        }
+    }
+}
+
+/// The verdict on a whole history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinearizabilityReport {
+    /// Distinct locks in the history.
+    pub locks_checked: usize,
+    /// Every operation in the history: `local` checks go to the monotonic-reads check, the rest
+    /// to the linearizability search.
+    pub operations_checked: usize,
+    /// Violations, linearizability first (by lock name), then monotonic reads (by client, lock).
+    pub violations: Vec<LinearizabilityViolation>,
+    /// Locks whose search ran out of budget: neither proven linearizable nor proven not.
+    pub inconclusive_locks: Vec<String>,
+}
+
+impl LinearizabilityReport {
+    /// No violation and nothing inconclusive.
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty() && self.inconclusive_locks.is_empty()
+    }
+}
+
+/// One thing wrong with a history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinearizabilityViolation {
+    /// No order of `window` (a part of the lock's operations, see [`check_history`] for which)
+    /// consistent with real time explains every answer in it.
+    NotLinearizable {
+        lock: String,
+        window: Vec<HistoryOp>,
+        explanation: String,
+    },
+    /// `later`, a local check by `client`, reported a holder with an older fencing token than one
+    /// the client had already seen in `earlier`.
+    NonMonotonicRead {
+        client: u32,
+        lock: String,
+        earlier: HistoryOp,
+        later: HistoryOp,
+    },
+}
+
+impl LinearizabilityViolation {
+    /// The name of the property this breaks: [`LINEARIZABILITY`] or [`MONOTONIC_READS`].
+    pub fn invariant(&self) -> &'static str {
+        match self {
+            LinearizabilityViolation::NotLinearizable { .. } => LINEARIZABILITY,
+            LinearizabilityViolation::NonMonotonicRead { .. } => MONOTONIC_READS,
+        }
+    }
+}
+
+impl fmt::Display for LinearizabilityViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinearizabilityViolation::NotLinearizable {
+                lock,
+                window,
+                explanation,
+            } => {
+                write!(
+                    f,
+                    "{LINEARIZABILITY} violated on lock `{lock}`: {explanation}"
+                )?;
+                for op in window {
+                    write!(f, "\n    {op}")?;
+                }
+                Ok(())
+            }
+            LinearizabilityViolation::NonMonotonicRead {
+                client,
+                lock,
+                earlier,
+                later,
+            } => {
+                let seen = observed_token(earlier).map_or("?".into(), |token| token.to_string());
+                write!(
+                    f,
+                    "{MONOTONIC_READS} violated: c{client} saw lock `{lock}` go backwards. It had \
+                     seen token {seen} in\n    {earlier}\nand then its local check\n    {later}\n\
+                     reported a holder with an older token"
+                )
+            }
+        }
+    }
+}
+
+/// Checks `ops` with the default [`CheckLimits`].
+///
+/// The window of a non-linearizable lock is the smallest this finds, in this sense:
+/// 1. Its end: the earliest return time T such that the lock's operations that returned by T
+///    cannot be linearized. Operations called by T that had not returned by then may or may not
+///    have taken effect (with their real answers if they did). That is the first moment the
+///    history went wrong; the answer returned at T is the one that could not be placed, and it
+///    is always in the window. Failure is monotone in T, so T is found by binary search.
+/// 2. Its start: the latest call time S, at or before that answer's call, such that the
+///    operations called in [S, T] still cannot be linearized *from any state of the lock* (free,
+///    or held by any client named there, under any token). Operations called before S that were
+///    still running at S may or may not have taken effect (between their call and return), and
+///    so may operations with unknown results called before S, at any time. Failure is monotone
+///    in S too: binary search again. When no S after the first call fails, the window starts at
+///    the beginning, from the lock's real initial state (free).
+///
+/// Earlier unknown operations are why a window can reach back further than its answers seem to
+/// need: a later start could be explained by one of them taking effect late, the whole history
+/// cannot (it must have taken effect early). The explanation names them.
+///
+/// The window lists the answers that must be explained and the operations with unknown results
+/// called in it. Operations that merely might have taken effect are considered but not listed:
+/// leaving out what might have helped cannot make a failing window pass. So a window is a
+/// self-contained proof: as a history of its own, it fails.
+pub fn check_history(ops: &[HistoryOp]) -> LinearizabilityReport {
+    check_history_with(ops, &CheckLimits::default())
+}
+
+/// [`check_history`] with explicit limits.
+///
+/// # Panics
+/// If an operation breaks [`HistoryOp`]'s invariants ([`HistoryOp::validate`]): that is a bug in
+/// whoever built it; [`super::history::read_jsonl`] never produces one.
+pub fn check_history_with(ops: &[HistoryOp], limits: &CheckLimits) -> LinearizabilityReport {
+    assert!(
+        limits.steps_max_per_lock > 0,
+        "a search needs at least one step"
+    );
+    assert!(
+        limits.memo_entries_max_per_lock > 0,
+        "a search needs room to remember"
+    );
+    for (position, op) in ops.iter().enumerate() {
+        if let Err(problem) = op.validate() {
+            panic!("history operation {position} is malformed ({problem}): {op:?}");
+        }
+    }
+    let mut by_lock: BTreeMap<&str, Vec<&HistoryOp>> = BTreeMap::new();
+    for op in ops {
+        by_lock.entry(op.lock.as_str()).or_default().push(op);
+    }
+    let mut violations = Vec::new();
+    let mut inconclusive_locks = Vec::new();
+    for (lock, lock_ops) in &by_lock {
+        let history = LockHistory::new(lock_ops);
+        match history.check(limits) {
+            LockVerdict::Linearizable => {}
+            LockVerdict::Inconclusive => inconclusive_locks.push((*lock).to_string()),
+            LockVerdict::NotLinearizable {
+                window,
+                explanation,
+            } => {
+                violations.push(LinearizabilityViolation::NotLinearizable {
+                    lock: (*lock).to_string(),
+                    window,
+                    explanation,
+                });
+            }
+        }
+    }
+    violations.extend(monotonic_read_violations(ops));
+    LinearizabilityReport {
+        locks_checked: by_lock.len(),
+        operations_checked: ops.len(),
+        violations,
+        inconclusive_locks,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sequential model.
+
+/// The fencing token of a hold.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
+enum HoldToken {
+    Known(u64),
+    /// Granted by an operation whose result nobody learned: some token at least this.
+    AtLeast(u128),
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
+struct Hold {
+    owner: u32,
+    token: HoldToken,
+}
+
+/// One lock of the sequential lock table.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
+struct LockState {
+    holder: Option<Hold>,
+    /// Every token granted from here on is at least this. `u128`, so that a token of `u64::MAX`
+    /// still has a successor.
+    token_next_min: u128,
+}
+
+impl LockState {
+    /// A lock nobody ever touched.
+    const INITIAL: LockState = LockState {
+        holder: None,
+        token_next_min: 0,
+    };
+
+    /// Every state a lock could be in before a window that starts mid-history, up to
+    /// permissiveness: free, or held by one of `clients` under a token nobody has seen, with the
+    /// lowest possible token bounds. Holders not named in the window need no state of their own:
+    /// free allows everything such a holder would.
+    fn any(clients: &BTreeSet<u32>) -> Vec<LockState> {
+        let held = clients.iter().map(|&owner| LockState {
+            holder: Some(Hold {
+                owner,
+                token: HoldToken::AtLeast(0),
+            }),
+            token_next_min: 1,
+        });
+        std::iter::once(LockState::INITIAL).chain(held).collect()
+    }
+
+    fn held_by(self, client: u32) -> bool {
+        self.holder.is_some_and(|hold| hold.owner == client)
+    }
+
+    /// `token` names the current hold: fix an unseen token to it, or compare with the known one.
+    fn with_token(self, token: u64) -> Option<LockState> {
+        let hold = self.holder?;
+        match hold.token {
+            HoldToken::Known(known) => (known == token).then_some(self),
+            HoldToken::AtLeast(min) if u128::from(token) >= min => Some(LockState {
+                holder: Some(Hold {
+                    owner: hold.owner,
+                    token: HoldToken::Known(token),
+                }),
+                token_next_min: self.token_next_min.max(u128::from(token) + 1),
+            }),
+            HoldToken::AtLeast(_) => None,
+        }
+    }
+
+    /// The state after `client` performs `action`, or `None` if the lock table could not have
+    /// answered that way in this state.
+    fn step(self, client: u32, action: Action) -> Option<LockState> {
+        let free = LockState {
+            holder: None,
+            token_next_min: self.token_next_min,
+        };
+        match (action, self.holder) {
+            (Action::Grant { token }, None) => (u128::from(token) >= self.token_next_min)
+                .then_some(LockState {
+                    holder: Some(Hold {
+                        owner: client,
+                        token: HoldToken::Known(token),
+                    }),
+                    token_next_min: u128::from(token) + 1,
+                }),
+            (Action::Grant { token }, Some(hold)) if hold.owner == client => self.with_token(token),
+            (Action::Refuse { owner }, Some(hold)) => {
+                (hold.owner == owner && owner != client).then_some(self)
+            }
+            (Action::Release, Some(hold)) if hold.owner == client => Some(free),
+            (Action::NotOwner, _) => (!self.held_by(client)).then_some(self),
+            (Action::SeeFree, None) => Some(self),
+            (Action::SeeOwner { owner, token }, Some(hold)) if hold.owner == owner => match token {
+                Some(token) => self.with_token(token),
+                None => Some(self),
+            },
+            (Action::MaybePreempt, None) => Some(LockState {
+                holder: Some(Hold {
+                    owner: client,
+                    token: HoldToken::AtLeast(self.token_next_min),
+                }),
+                token_next_min: self.token_next_min + 1,
+            }),
+            (Action::MaybeRelease, Some(hold)) if hold.owner == client => Some(free),
+            (Action::MaybePreempt | Action::MaybeRelease, _) => Some(self),
+            (
+                Action::Grant { .. }
+                | Action::Refuse { .. }
+                | Action::Release
+                | Action::SeeFree
+                | Action::SeeOwner { .. },
+                _,
+            ) => None,
+        }
+    }
+}
+
+/// An operation with its answer, as the model sees it.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+enum Action {
+    Grant {
+        token: u64,
+    },
+    Refuse {
+        owner: u32,
+    },
+    Release,
+    NotOwner,
+    SeeFree,
+    SeeOwner {
+        owner: u32,
+        token: Option<u64>,
+    },
+    /// A preempt that may or may not have taken effect.
+    MaybePreempt,
+    /// A release that may or may not have taken effect.
+    MaybeRelease,
+}
+
+impl Action {
+    /// The answered operation; `None` for an unknown result.
+    fn answered(op: &HistoryOp) -> Option<Action> {
+        match (op.op, op.result) {
+            (HistoryOpKind::Preempt, HistoryResult::Granted { token }) => {
+                Some(Action::Grant { token })
+            }
+            (HistoryOpKind::Preempt, HistoryResult::HeldBy { owner }) => {
+                Some(Action::Refuse { owner })
+            }
+            (HistoryOpKind::Release, HistoryResult::Released) => Some(Action::Release),
+            (HistoryOpKind::Release, HistoryResult::NotOwner) => Some(Action::NotOwner),
+            (HistoryOpKind::Check, HistoryResult::Free) => Some(Action::SeeFree),
+            (HistoryOpKind::Check, HistoryResult::Owner { owner, token }) => {
+                Some(Action::SeeOwner { owner, token })
+            }
+            (_, HistoryResult::Unknown) => None,
+            (kind, result) => unreachable!("validated: {} never answers {kind:?}", result.name()),
+        }
+    }
+
+    /// The operation as one that may or may not have taken effect; `None` for a check, which
+    /// has no effect either way.
+    fn maybe(kind: HistoryOpKind) -> Option<Action> {
+        match kind {
+            HistoryOpKind::Preempt => Some(Action::MaybePreempt),
+            HistoryOpKind::Release => Some(Action::MaybeRelease),
+            HistoryOpKind::Check => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One lock's history, and the problems (which operations must or may be placed) built from it.
+
+/// What one operation is in a search problem.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+enum Role {
+    /// Its answer must be explained: it is placed between its call and return.
+    Required,
+    /// It may have taken effect, between its call and its return, or never. With its real answer
+    /// if it has one; an unknown one may take effect at any time after its call.
+    Optional,
+    /// Not part of the problem.
+    Excluded,
+}
+
+/// Where a search starts.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+enum Start {
+    /// The lock as nobody touched it.
+    Initial,
+    /// Any state ([`LockState::any`]): for windows that begin mid-history.
+    Any,
+}
+
+enum LockVerdict {
+    Linearizable,
+    NotLinearizable {
+        window: Vec<HistoryOp>,
+        explanation: String,
+    },
+    Inconclusive,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+enum Verdict {
+    Linearizable,
+    NotLinearizable,
+    Inconclusive,
+}
+
+/// The non-local operations on one lock, in call order.
+struct LockHistory<'a> {
+    ops: Vec<&'a HistoryOp>,
+}
+
+impl<'a> LockHistory<'a> {
+    fn new(lock_ops: &[&'a HistoryOp]) -> LockHistory<'a> {
+        let mut ops: Vec<&HistoryOp> = lock_ops
+            .iter()
+            .copied()
+            .filter(|op| op.consistency != Some(Consistency::Local))
+            .collect();
+        // Stable, and fully ordered on what matters, so equal inputs give equal problems.
+        ops.sort_by_key(|op| (op.call_ns, op.return_ns.unwrap_or(u64::MAX), op.client));
+        LockHistory { ops }
+    }
+
+    fn check(&self, limits: &CheckLimits) -> LockVerdict {
+        let roles = self.roles_as_of(u64::MAX);
+        let mut budget = Budget::new(limits);
+        match self.judge(&roles, Start::Initial, &mut budget) {
+            Verdict::Linearizable => LockVerdict::Linearizable,
+            Verdict::Inconclusive => LockVerdict::Inconclusive,
+            Verdict::NotLinearizable => {
+                let (window, explanation) = self.smallest_window(limits);
+                LockVerdict::NotLinearizable {
+                    window,
+                    explanation,
+                }
+            }
+        }
+    }
+
+    /// Operations that returned by `horizon_ns` must be explained; those called by then but not
+    /// returned may or may not have taken effect; later ones do not exist yet.
+    fn roles_as_of(&self, horizon_ns: u64) -> Vec<Role> {
+        self.ops
+            .iter()
+            .map(|op| match op.return_ns {
+                Some(return_ns) if return_ns <= horizon_ns => Role::Required,
+                _ if op.call_ns <= horizon_ns => Role::Optional,
+                _ => Role::Excluded,
+            })
+            .collect()
+    }
+
+    /// The operations of [`Self::roles_as_of`] called at or after `start_ns`. Operations called
+    /// before it and still running at `start_ns` may or may not have taken effect; those that
+    /// returned before it are gone (their effect is in the unknown starting state).
+    fn roles_window(&self, horizon_ns: u64, start_ns: u64) -> Vec<Role> {
+        let mut roles = self.roles_as_of(horizon_ns);
+        for (role, op) in roles.iter_mut().zip(&self.ops) {
+            if op.call_ns >= start_ns || *role == Role::Excluded {
+                continue;
+            }
+            *role = match op.return_ns {
+                Some(return_ns) if return_ns < start_ns => Role::Excluded,
+                _ => Role::Optional,
+            };
+        }
+        roles
+    }
+
+    /// Whether some order explains the problem `roles` describes, from some state of `start`.
+    fn judge(&self, roles: &[Role], start: Start, budget: &mut Budget) -> Verdict {
+        let problem = Problem::new(&self.ops, roles);
+        let initials = match start {
+            Start::Initial => vec![LockState::INITIAL],
+            Start::Any => LockState::any(&problem.clients()),
+        };
+        let mut verdict = Verdict::NotLinearizable;
+        for initial in initials {
+            match Search::new(&problem).run(initial, budget) {
+                Verdict::Linearizable => return Verdict::Linearizable,
+                Verdict::Inconclusive => verdict = Verdict::Inconclusive,
+                Verdict::NotLinearizable => {}
+            }
+        }
+        verdict
+    }
+
+    fn fails(&self, roles: &[Role], start: Start, budget: &mut Budget) -> bool {
+        self.judge(roles, start, budget) == Verdict::NotLinearizable
+    }
+
+    /// The window of a lock whose whole history failed; see [`check_history`] for what
+    /// "smallest" means. Searches that run out of budget count as not failing, so the window
+    /// only ever shrinks to something proven to fail.
+    fn smallest_window(&self, limits: &CheckLimits) -> (Vec<HistoryOp>, String) {
+        let mut budget = Budget::new(limits);
+        // 1. The first return time at which the history fails. The last one fails: operations
+        //    called after every return cannot help explain any answer.
+        let returns: Vec<u64> = self
+            .ops
+            .iter()
+            .filter_map(|op| op.return_ns)
+            .collect::<BTreeSet<u64>>()
+            .into_iter()
+            .collect();
+        assert!(
+            !returns.is_empty(),
+            "a failing lock has an answer that could not be placed"
+        );
+        let (mut low, mut high) = (0, returns.len() - 1);
+        while low < high {
+            let middle = (low + high) / 2;
+            if self.fails(
+                &self.roles_as_of(returns[middle]),
+                Start::Initial,
+                &mut budget,
+            ) {
+                high = middle;
+            } else {
+                low = middle + 1;
+            }
+        }
+        let horizon_ns = returns[high];
+        let culprit = (0..self.ops.len())
+            .rfind(|&index| self.ops[index].return_ns == Some(horizon_ns))
+            .expect("an operation returned at the failing time");
+
+        // 2. The latest start that still fails from any state. Index 0 is the beginning of the
+        //    history, which fails from the real initial state (step 1).
+        let starts: Vec<u64> = self.ops[..=culprit]
+            .iter()
+            .map(|op| op.call_ns)
+            .collect::<BTreeSet<u64>>()
+            .into_iter()
+            .collect();
+        let (mut low, mut high) = (0, starts.len() - 1);
+        while low < high {
+            let middle = (low + high).div_ceil(2);
+            let roles = self.roles_window(horizon_ns, starts[middle]);
+            if self.fails(&roles, Start::Any, &mut budget) {
+                low = middle;
+            } else {
+                high = middle - 1;
+            }
+        }
+        let (roles, start, start_ns) = if low == 0 {
+            (self.roles_as_of(horizon_ns), Start::Initial, starts[0])
+        } else {
+            let start_ns = starts[low];
+            (
+                self.roles_window(horizon_ns, start_ns),
+                Start::Any,
+                start_ns,
+            )
+        };
+        assert_eq!(
+            roles[culprit],
+            Role::Required,
+            "the window holds the answer it cannot place"
+        );
+        let late = match starts.get(low + 1) {
+            Some(&next_start_ns) if low > 0 => {
+                self.late_unknowns(horizon_ns, start_ns, next_start_ns, &mut budget)
+            }
+            _ => Vec::new(),
+        };
+        self.describe_window(&roles, start, start_ns, culprit, &late)
+    }
+
+    /// Why the window cannot start at `next_start_ns`, when the reason is operations with
+    /// unknown results called before `start_ns`: a smallest set of them that, taking effect
+    /// late, explains the window from `next_start_ns` on. Empty if they are not the reason, or
+    /// the budget ran out.
+    fn late_unknowns(
+        &self,
+        horizon_ns: u64,
+        start_ns: u64,
+        next_start_ns: u64,
+        budget: &mut Budget,
+    ) -> Vec<usize> {
+        let mut roles = self.roles_window(horizon_ns, next_start_ns);
+        let earlier: Vec<usize> = (0..roles.len())
+            .filter(|&index| roles[index] == Role::Optional && self.ops[index].call_ns < start_ns)
+            .filter(|&index| self.has_unknown_effect(index))
+            .collect();
+        let mut without = roles.clone();
+        earlier
+            .iter()
+            .for_each(|&index| without[index] = Role::Excluded);
+        if earlier.is_empty() || !self.fails(&without, Start::Any, budget) {
+            return Vec::new();
+        }
+        for &index in &earlier {
+            roles[index] = Role::Excluded;
+            if self.judge(&roles, Start::Any, budget) != Verdict::Linearizable {
+                roles[index] = Role::Optional;
+            }
+        }
+        let late: Vec<usize> = earlier
+            .into_iter()
+            .filter(|&index| roles[index] == Role::Optional)
+            .collect();
+        // Taken together they explained it; if the budget ran out while leaving them out one by
+        // one, the set may not be the smallest, but it is still a set that explains it.
+        late
+    }
+
+    /// A preempt or release whose result is unknown: something that may have changed the lock.
+    fn has_unknown_effect(&self, index: usize) -> bool {
+        let op = self.ops[index];
+        op.result == HistoryResult::Unknown && op.op != HistoryOpKind::Check
+    }
+
+    /// The window shown: the answers that must be explained, and the preempts and releases with
+    /// unknown results called in it. Operations that merely might have taken effect (still
+    /// running at the window's start or when the culprit returned, or unknown since before it)
+    /// are considered but not listed: leaving out what might have helped cannot make a failing
+    /// window pass. `late` are earlier unknown operations that would explain a later start.
+    fn describe_window(
+        &self,
+        roles: &[Role],
+        start: Start,
+        start_ns: u64,
+        culprit: usize,
+        late: &[usize],
+    ) -> (Vec<HistoryOp>, String) {
+        let shown = |index: usize| match roles[index] {
+            Role::Required => true,
+            Role::Optional => self.has_unknown_effect(index) && self.ops[index].call_ns >= start_ns,
+            Role::Excluded => false,
+        };
+        let window: Vec<HistoryOp> = (0..roles.len())
+            .filter(|&index| shown(index))
+            .map(|index| self.ops[index].clone())
+            .collect();
+        let from = match start {
+            Start::Initial => "from the lock's initial state (free)",
+            Start::Any => {
+                "from any state of the lock (free, or held by any client named here, under any token)"
+            }
+        };
+        let culprit = self.ops[culprit];
+        let mut explanation = format!(
+            "no order of these {} operations that respects real time explains every answer, \
+             starting {from}. The answer that cannot be placed: c{} {} at {}: {}.",
+            window.len(),
+            culprit.client,
+            culprit.op.name(),
+            culprit.return_ns.map_or("never".into(), milliseconds),
+            culprit.result,
+        );
+        if window.iter().any(|op| op.result == HistoryResult::Unknown) {
+            explanation
+                .push_str(" Operations with unknown results may or may not have taken effect.");
+        }
+        if !late.is_empty() {
+            let named: Vec<String> = late
+                .iter()
+                .map(|&index| {
+                    let op = self.ops[index];
+                    format!(
+                        "c{} {} called at {}",
+                        op.client,
+                        op.op.name(),
+                        milliseconds(op.call_ns)
+                    )
+                })
+                .collect();
+            explanation.push_str(&format!(
+                " It cannot start later: what follows its first call would be explained if {}, \
+                 whose result{} unknown, had taken effect late; the whole history cannot be \
+                 explained that way.",
+                named.join(" and "),
+                if named.len() == 1 { " is" } else { "s are" },
+            ));
+        }
+        (window, explanation)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The search.
+
+struct Budget {
+    steps_left: u64,
+    memo_entries_max: usize,
+}
+
+impl Budget {
+    fn new(limits: &CheckLimits) -> Budget {
+        Budget {
+            steps_left: limits.steps_max_per_lock,
+            memo_entries_max: limits.memo_entries_max_per_lock,
+        }
+    }
+}
+
+/// One operation of a search problem.
+#[derive(Copy, Clone, Debug)]
+struct ProblemOp {
+    client: u32,
+    action: Action,
+    call_ns: u64,
+    /// The latest time it can take effect; `None` for an operation whose client never learned
+    /// its result.
+    return_ns: Option<u64>,
+    /// It must be placed. Otherwise it may be placed (between call and return) or never.
+    required: bool,
+}
+
+/// Operations to place, in call order.
+struct Problem {
+    ops: Vec<ProblemOp>,
+}
+
+impl Problem {
+    fn new(ops: &[&HistoryOp], roles: &[Role]) -> Problem {
+        assert_eq!(ops.len(), roles.len(), "one role per operation");
+        let mut problem_ops = Vec::with_capacity(ops.len());
+        for (op, &role) in ops.iter().zip(roles) {
+            if role == Role::Excluded {
+                continue;
+            }
+            // An answered operation keeps its answer even when optional: if it takes effect in
+            // the problem, it does so as it really did. An unknown answer is never required.
+            let (action, required) = match Action::answered(op) {
+                Some(action) => (Some(action), role == Role::Required),
+                None => (Action::maybe(op.op), false),
+            };
+            if let Some(action) = action {
+                problem_ops.push(ProblemOp {
+                    client: op.client,
+                    action,
+                    call_ns: op.call_ns,
+                    return_ns: op.return_ns,
+                    required,
+                });
+            }
+        }
+        debug_assert!(
+            problem_ops.is_sorted_by_key(|op| op.call_ns),
+            "in call order"
+        );
+        Problem { ops: problem_ops }
+    }
+
+    /// Every client named in the problem, as caller or owner.
+    fn clients(&self) -> BTreeSet<u32> {
+        let mut clients = BTreeSet::new();
+        for op in &self.ops {
+            clients.insert(op.client);
+            match op.action {
+                Action::Refuse { owner } | Action::SeeOwner { owner, .. } => {
+                    clients.insert(owner);
+                }
+                _ => {}
+            }
+        }
+        clients
+    }
+}
+
+const HEAD: u32 = 0;
+const NONE: u32 = u32::MAX;
+
+/// A call or return of a required operation, in the search's linked list.
+#[derive(Copy, Clone, Debug)]
+struct Entry {
+    op: u32,
+    time_ns: u64,
+    is_call: bool,
+    /// The call's return entry, or the return's call entry.
+    partner: u32,
+}
+
+/// Which candidates the search is trying: required operations first, then optional ones, so
+/// that an operation that might not have happened is assumed only when nothing else works.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+enum Phase {
+    /// `cursor` is an entry of the linked list.
+    Required,
+    /// `cursor` is a position in [`Walk::candidates`].
+    Optional,
+}
+
+/// Where the search is: the lock's state, what has been placed, and the next candidate.
+struct Walk {
+    state: LockState,
+    stack: Vec<Frame>,
+    phase: Phase,
+    cursor: u32,
+    /// In the optional phase: calls after this cannot be placed yet (a required operation that
+    /// returned by then is still unplaced).
+    frontier_ns: u64,
+    /// In the optional phase: the optional operations worth trying ([`Search::optional_candidates`]).
+    candidates: Vec<u32>,
+}
+
+/// What one step of the search leads to.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+enum Next {
+    Go,
+    /// Nothing is left to take back: no order works.
+    Exhausted,
+    MemoFull,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+enum Placement {
+    Placed,
+    /// A configuration already visited allows everything this one would.
+    Dominated,
+    MemoFull,
+}
+
+/// A placed operation, and what to restore when it is taken back.
+#[derive(Copy, Clone, Debug)]
+struct Frame {
+    op: u32,
+    phase: Phase,
+    /// Where the walk was: the call entry (required) or the optional position.
+    cursor: u32,
+    frontier_ns: u64,
+    state_before: LockState,
+    first_open_before: u32,
+    end_before: u32,
+    placed_call_max_before: u64,
+    /// A free read: the operation left the state as it was and closed no optional operation's
+    /// window, so it is never worth taking back on its own.
+    read_only: bool,
+}
+
+/// The exact half of a memoised configuration: which required operations are placed, and who
+/// holds the lock. Required operations are numbered in call order; every one below
+/// `first_open` is placed, so only the bit words from `first_open` to the last placed one are
+/// stored.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+struct MemoKey {
+    first_open: u32,
+    required_words: Box<[u64]>,
+    /// The holder and its token, `None` for a token nobody has seen (its bound is in
+    /// [`MemoTail`]).
+    holder: Option<(u32, Option<u64>)>,
+}
+
+/// The ordered half of a memoised configuration. One configuration dominates another with the
+/// same [`MemoKey`] when it allows at least as much: token bounds no higher, and a subset of the
+/// optional operations placed (an optional operation never has to be placed, so placing fewer
+/// never hurts).
+#[derive(Clone, PartialEq, Eq, Debug)]
+struct MemoTail {
+    token_next_min: u128,
+    /// The bound of an unseen hold token; 0 otherwise.
+    token_at_least: u128,
+    /// Slots of the placed optional operations, sorted.
+    optional: Box<[u32]>,
+}
+
+impl MemoTail {
+    fn dominates(&self, other: &MemoTail) -> bool {
+        self.token_next_min <= other.token_next_min
+            && self.token_at_least <= other.token_at_least
+            && is_sorted_subset(&self.optional, &other.optional)
+    }
+}
+
+/// Whether every element of `small` is in `large`; both sorted ascending.
+fn is_sorted_subset(small: &[u32], large: &[u32]) -> bool {
+    if small.len() > large.len() {
+        return false;
+    }
+    let mut rest = large.iter();
+    small
+        .iter()
+        .all(|wanted| rest.by_ref().any(|candidate| candidate == wanted))
+}
+
+/// FxHash: fast, and the same on every run (the memo is never iterated, but equal runs should
+/// also take equal time).
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Lowe's just-in-time linearization over a doubly linked list of the required operations'
+/// calls and returns.
+///
+/// At each configuration the required candidates are the calls before the first return entry
+/// still in the list: placing one lifts its call and return out of the list; taking it back puts
+/// them back (dancing links). Optional operations are kept apart, in call order, so that the
+/// ones that may never happen (unknown results) do not lengthen every scan: one is a candidate
+/// when its call is not after that first return, and its window is open (nothing placed was
+/// called after it returned). Optional candidates are tried only when no required one works.
+///
+/// The memo skips every configuration that one already visited dominates ([`MemoTail`]): a
+/// visited configuration has either failed, or is an ancestor still being explored, which can
+/// then do without the detour (an unknown preempt, then its unknown release) that led back to a
+/// weaker copy of it. Two more prunings, sound for the same reason:
+/// - a free read (a required candidate that leaves the state unchanged and closes no optional
+///   operation's window) is never taken back in favour of another candidate: if the rest fails
+///   with the read placed now, it fails without it too, since everything that must precede the
+///   read already has been placed;
+/// - an optional operation that would not change the state is not placed (placing it never
+///   helps; it can always stay unplaced).
+struct Search<'p> {
+    ops: &'p [ProblemOp],
+    /// Per operation: its number among required or among optional operations.
+    slot: Vec<u32>,
+    entries: Vec<Entry>,
+    next: Vec<u32>,
+    prev: Vec<u32>,
+    /// Optional preempts with unknown results, per client, in call order.
+    maybe_preempts: BTreeMap<u32, Vec<u32>>,
+    /// Optional grants (answered, but maybe before the window), in call order.
+    optional_grants: Vec<u32>,
+    /// Optional operations that can change a lock their client holds (releases, and grants that
+    /// fix an unseen token), per client, in call order.
+    holder_changes: BTreeMap<u32, Vec<u32>>,
+    /// Optional owner answers with a token (they can fix an unseen token), in call order.
+    token_answers: Vec<u32>,
+    /// The optional operations with a return time (whose window can close).
+    windowed_ops: Vec<u32>,
+    /// Per operation: the client a required answer needs to be holding the lock.
+    needs_holder: Vec<Option<u32>>,
+    required_count: u32,
+    required_open: u32,
+    required_bits: Vec<u64>,
+    /// The lowest required slot not placed.
+    first_open: u32,
+    /// One past the highest required slot placed.
+    end: u32,
+    optional_placed: Vec<bool>,
+    /// Slots of placed optional operations, in placing order.
+    optional_linearized: Vec<u32>,
+    /// The latest call among placed operations: optional operations that returned before it
+    /// can no longer be placed.
+    placed_call_max: u64,
+    memo: HashMap<MemoKey, Vec<MemoTail>, BuildHasherDefault<FxHasher>>,
+    memo_entries: usize,
+}
+
+impl<'p> Search<'p> {
+    fn new(problem: &'p Problem) -> Search<'p> {
+        let ops = &problem.ops;
+        assert!(
+            ops.len() < (u32::MAX / 2) as usize,
+            "operation numbers fit in u32"
+        );
+        let mut slot = Vec::with_capacity(ops.len());
+        let mut maybe_preempts: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        let mut holder_changes: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        let (mut optional_grants, mut token_answers, mut windowed_ops) =
+            (Vec::new(), Vec::new(), Vec::new());
+        let (mut required_count, mut optional_count) = (0u32, 0u32);
+        // (time, return after call, op): calls before returns at the same instant, so that
+        // touching operations count as concurrent.
+        let mut timeline: Vec<(u64, bool, u32)> = Vec::with_capacity(2 * ops.len());
+        for (index, op) in ops.iter().enumerate() {
+            let index = index as u32;
+            if !op.required {
+                slot.push(optional_count);
+                optional_count += 1;
+                if op.return_ns.is_some() {
+                    windowed_ops.push(index);
+                }
+                match op.action {
+                    Action::MaybePreempt => {
+                        maybe_preempts.entry(op.client).or_default().push(index)
+                    }
+                    Action::Grant { .. } => {
+                        optional_grants.push(index);
+                        holder_changes.entry(op.client).or_default().push(index);
+                    }
+                    Action::Release | Action::MaybeRelease => {
+                        holder_changes.entry(op.client).or_default().push(index);
+                    }
+                    Action::SeeOwner { token: Some(_), .. } => token_answers.push(index),
+                    // Reads: they never change the state, so they are never worth placing.
+                    _ => {}
+                }
+                continue;
+            }
+            let return_ns = op.return_ns.expect("a required operation has returned");
+            debug_assert!(return_ns >= op.call_ns, "validated: returns follow calls");
+            timeline.push((op.call_ns, false, index));
+            timeline.push((return_ns, true, index));
+            slot.push(required_count);
+            required_count += 1;
+        }
+        timeline.sort_unstable();
+        let mut entries = Vec::with_capacity(timeline.len() + 1);
+        entries.push(Entry {
+            op: NONE,
+            time_ns: 0,
+            is_call: false,
+            partner: NONE,
+        });
+        let mut call_entry = vec![NONE; ops.len()];
+        for &(time_ns, is_return, op) in &timeline {
+            let entry = entries.len() as u32;
+            let partner = if is_return {
+                call_entry[op as usize]
+            } else {
+                NONE
+            };
+            if is_return {
+                assert_ne!(partner, NONE, "a call comes before its return");
+                entries[partner as usize].partner = entry;
+            } else {
+                call_entry[op as usize] = entry;
+            }
+            entries.push(Entry {
+                op,
+                time_ns,
+                is_call: !is_return,
+                partner,
+            });
+        }
+        let count = entries.len() as u32;
+        let next = (0..count)
+            .map(|entry| if entry + 1 < count { entry + 1 } else { NONE })
+            .collect();
+        let prev = (0..count).map(|entry| entry.saturating_sub(1)).collect();
+        Search {
+            ops,
+            slot,
+            entries,
+            next,
+            prev,
+            optional_placed: vec![false; optional_count as usize],
+            maybe_preempts,
+            optional_grants,
+            holder_changes,
+            token_answers,
+            windowed_ops,
+            needs_holder: ops
+                .iter()
+                .map(|op| match op.action {
+                    _ if !op.required => None,
+                    Action::Refuse { owner } | Action::SeeOwner { owner, .. } => Some(owner),
+                    Action::Release => Some(op.client),
+                    _ => None,
+                })
+                .collect(),
+            required_count,
+            required_open: required_count,
+            required_bits: vec![0; (required_count as usize).div_ceil(64)],
+            first_open: 0,
+            end: 0,
+            optional_linearized: Vec::new(),
+            placed_call_max: 0,
+            memo: HashMap::default(),
+            memo_entries: 0,
+        }
+    }
+
+    fn run(mut self, initial: LockState, budget: &mut Budget) -> Verdict {
+        let mut walk = Walk {
+            state: initial,
+            stack: Vec::new(),
+            phase: Phase::Required,
+            cursor: self.next[HEAD as usize],
+            frontier_ns: 0,
+            candidates: Vec::new(),
+        };
+        loop {
+            if self.required_open == 0 {
+                return Verdict::Linearizable;
+            }
+            if budget.steps_left == 0 {
+                return Verdict::Inconclusive;
+            }
+            budget.steps_left -= 1;
+            let next = match walk.phase {
+                Phase::Required => self.required_step(&mut walk, budget),
+                Phase::Optional => self.optional_step(&mut walk, budget),
+            };
+            match next {
+                Next::Go => {}
+                Next::Exhausted => return Verdict::NotLinearizable,
+                Next::MemoFull => return Verdict::Inconclusive,
+            }
+        }
+    }
+
+    /// Tries the required candidate under the cursor; at the first return entry, moves on to
+    /// the optional candidates.
+    fn required_step(&mut self, walk: &mut Walk, budget: &Budget) -> Next {
+        let entry = walk.cursor;
+        if entry == NONE || !self.entries[entry as usize].is_call {
+            // NONE only once every required operation is placed, which `run` checks first.
+            assert_ne!(
+                entry, NONE,
+                "an unplaced required operation has a return entry"
+            );
+            walk.phase = Phase::Optional;
+            walk.frontier_ns = self.entries[entry as usize].time_ns;
+            walk.candidates = self.optional_candidates(walk.state, walk.frontier_ns);
+            walk.cursor = 0;
+            return Next::Go;
+        }
+        let op_index = self.entries[entry as usize].op;
+        let op = self.ops[op_index as usize];
+        let Some(after) = walk.state.step(op.client, op.action) else {
+            walk.cursor = self.next[entry as usize];
+            return Next::Go;
+        };
+        let read_only = after == walk.state && !self.closes_a_window(op.call_ns);
+        match self.place(walk, budget, op_index, after, read_only) {
+            Placement::Placed => Next::Go,
+            Placement::MemoFull => Next::MemoFull,
+            Placement::Dominated if !read_only => {
+                walk.cursor = self.next[entry as usize];
+                Next::Go
+            }
+            // The read could be placed here and the rest fails (placing a required read changes
+            // the required set, so what dominates it is no ancestor: it failed). So does this.
+            Placement::Dominated => self.backtrack(walk),
+        }
+    }
+
+    /// Tries the optional candidate under the cursor; past the last one, backtracks.
+    fn optional_step(&mut self, walk: &mut Walk, budget: &Budget) -> Next {
+        let Some(&op_index) = walk.candidates.get(walk.cursor as usize) else {
+            return self.backtrack(walk);
+        };
+        walk.cursor += 1;
+        let op = self.ops[op_index as usize];
+        let Some(after) = walk.state.step(op.client, op.action) else {
+            return Next::Go;
+        };
+        if after == walk.state {
+            return Next::Go;
+        }
+        match self.place(walk, budget, op_index, after, false) {
+            Placement::Placed | Placement::Dominated => Next::Go,
+            Placement::MemoFull => Next::MemoFull,
+        }
+    }
+
+    /// The optional operations worth trying in `state` when calls up to `frontier_ns` may be
+    /// placed: unplaced, window open, and able to change the state. A preempt with an unknown
+    /// result counts only if a required candidate needs its client to hold the lock: otherwise
+    /// it can wait until one does (nothing placed meanwhile needs the lock held by its client,
+    /// so all of it works on a free lock too, and an unknown result has no window to close).
+    fn optional_candidates(&self, state: LockState, frontier_ns: u64) -> Vec<u32> {
+        let callable = |list: &[u32]| {
+            let end = list.partition_point(|&op| self.ops[op as usize].call_ns <= frontier_ns);
+            list[..end].to_vec()
+        };
+        let mut pool = Vec::new();
+        match state.holder {
+            None => {
+                pool.extend(callable(&self.optional_grants));
+                for client in self.holders_needed() {
+                    if let Some(list) = self.maybe_preempts.get(&client) {
+                        pool.extend(callable(list));
+                    }
+                }
+            }
+            Some(hold) => {
+                if let Some(list) = self.holder_changes.get(&hold.owner) {
+                    pool.extend(callable(list));
+                }
+                if matches!(hold.token, HoldToken::AtLeast(_)) {
+                    pool.extend(callable(&self.token_answers));
+                }
+            }
+        }
+        pool.retain(|&op| {
+            let problem_op = self.ops[op as usize];
+            let open = problem_op
+                .return_ns
+                .is_none_or(|ns| ns >= self.placed_call_max);
+            open && !self.optional_placed[self.slot[op as usize] as usize]
+        });
+        pool.sort_unstable();
+        pool.dedup();
+        pool
+    }
+
+    /// The clients that required candidates need to be holding the lock.
+    fn holders_needed(&self) -> BTreeSet<u32> {
+        let mut clients = BTreeSet::new();
+        let mut entry = self.next[HEAD as usize];
+        while entry != NONE && self.entries[entry as usize].is_call {
+            clients.extend(self.needs_holder[self.entries[entry as usize].op as usize]);
+            entry = self.next[entry as usize];
+        }
+        clients
+    }
+
+    /// Whether placing an operation called at `call_ns` would close the window of an optional
+    /// operation still open (one that returned before that call).
+    fn closes_a_window(&self, call_ns: u64) -> bool {
+        self.windowed_ops.iter().any(|&index| {
+            let op = self.ops[index as usize];
+            let return_ns = op.return_ns.expect("windowed operations have returned");
+            !self.optional_placed[self.slot[index as usize] as usize]
+                && return_ns >= self.placed_call_max
+                && return_ns < call_ns
+        })
+    }
+
+    /// Places `op`, leaving the lock in `after`, unless a configuration already visited
+    /// dominates the result. The walk then starts over from the first candidate.
+    fn place(
+        &mut self,
+        walk: &mut Walk,
+        budget: &Budget,
+        op: u32,
+        after: LockState,
+        read_only: bool,
+    ) -> Placement {
+        let frame = Frame {
+            op,
+            phase: walk.phase,
+            cursor: walk.cursor,
+            frontier_ns: walk.frontier_ns,
+            state_before: walk.state,
+            first_open_before: self.first_open,
+            end_before: self.end,
+            placed_call_max_before: self.placed_call_max,
+            read_only,
+        };
+        self.mark(op);
+        if !self.remember(after) {
+            self.unmark(&frame);
+            return Placement::Dominated;
+        }
+        if self.memo_entries > budget.memo_entries_max {
+            return Placement::MemoFull;
+        }
+        if walk.phase == Phase::Required {
+            self.lift(walk.cursor);
+        }
+        walk.stack.push(frame);
+        walk.state = after;
+        walk.phase = Phase::Required;
+        walk.cursor = self.next[HEAD as usize];
+        Placement::Placed
+    }
+
+    /// Takes back placed operations up to and including the latest one that changed the state
+    /// (the others are never worth taking back on their own), and moves the cursor past it.
+    fn backtrack(&mut self, walk: &mut Walk) -> Next {
+        while let Some(frame) = walk.stack.pop() {
+            if frame.phase == Phase::Required {
+                self.unlift(frame.cursor);
+            }
+            self.unmark(&frame);
+            walk.state = frame.state_before;
+            if frame.read_only {
+                continue;
+            }
+            walk.phase = frame.phase;
+            walk.frontier_ns = frame.frontier_ns;
+            walk.cursor = match frame.phase {
+                Phase::Required => self.next[frame.cursor as usize],
+                Phase::Optional => {
+                    // The configuration is back to what it was: so are the candidates. The
+                    // frame's cursor already points past its operation.
+                    walk.candidates = self.optional_candidates(walk.state, walk.frontier_ns);
+                    frame.cursor
+                }
+            };
+            return Next::Go;
+        }
+        Next::Exhausted
+    }
+
+    fn mark(&mut self, op: u32) {
+        let slot = self.slot[op as usize];
+        let problem_op = self.ops[op as usize];
+        self.placed_call_max = self.placed_call_max.max(problem_op.call_ns);
+        if !problem_op.required {
+            debug_assert!(!self.optional_placed[slot as usize], "placed once");
+            self.optional_placed[slot as usize] = true;
+            self.optional_linearized.push(slot);
+            return;
+        }
+        let (word, bit) = ((slot / 64) as usize, slot % 64);
+        debug_assert_eq!(self.required_bits[word] & (1 << bit), 0, "placed once");
+        self.required_bits[word] |= 1 << bit;
+        self.required_open -= 1;
+        self.end = self.end.max(slot + 1);
+        while self.first_open < self.required_count && self.is_marked(self.first_open) {
+            self.first_open += 1;
+        }
+    }
+
+    fn unmark(&mut self, frame: &Frame) {
+        let slot = self.slot[frame.op as usize];
+        self.placed_call_max = frame.placed_call_max_before;
+        if !self.ops[frame.op as usize].required {
+            let popped = self.optional_linearized.pop();
+            assert_eq!(
+                popped,
+                Some(slot),
+                "optional operations are taken back last-in first-out"
+            );
+            self.optional_placed[slot as usize] = false;
+            return;
+        }
+        debug_assert!(self.is_marked(slot), "taken back once");
+        self.required_bits[(slot / 64) as usize] &= !(1 << (slot % 64));
+        self.required_open += 1;
+        self.first_open = frame.first_open_before;
+        self.end = frame.end_before;
+    }
+
+    fn is_marked(&self, slot: u32) -> bool {
+        self.required_bits[(slot / 64) as usize] & (1 << (slot % 64)) != 0
+    }
+
+    /// Records the configuration reached by placing operations with `state` as the result,
+    /// unless one already visited dominates it. Returns whether it was new.
+    fn remember(&mut self, state: LockState) -> bool {
+        let (key, tail) = self.memo_key(state);
+        let tails = self.memo.entry(key).or_default();
+        if tails.iter().any(|seen| seen.dominates(&tail)) {
+            return false;
+        }
+        let before = tails.len();
+        tails.retain(|seen| !tail.dominates(seen));
+        let dropped = before - tails.len();
+        tails.push(tail);
+        self.memo_entries = self.memo_entries + 1 - dropped;
+        true
+    }
+
+    fn memo_key(&self, state: LockState) -> (MemoKey, MemoTail) {
+        let mut words = Vec::new();
+        if self.end > self.first_open {
+            let (low, high) = (
+                (self.first_open / 64) as usize,
+                ((self.end - 1) / 64) as usize,
+            );
+            words.extend_from_slice(&self.required_bits[low..=high]);
+        }
+        let mut optional = self.optional_linearized.clone();
+        optional.sort_unstable();
+        let (holder, token_at_least) = match state.holder {
+            None => (None, 0),
+            Some(Hold {
+                owner,
+                token: HoldToken::Known(token),
+            }) => (Some((owner, Some(token))), 0),
+            Some(Hold {
+                owner,
+                token: HoldToken::AtLeast(min),
+            }) => (Some((owner, None)), min),
+        };
+        let key = MemoKey {
+            first_open: self.first_open,
+            required_words: words.into(),
+            holder,
+        };
+        let tail = MemoTail {
+            token_next_min: state.token_next_min,
+            token_at_least,
+            optional: optional.into(),
+        };
+        (key, tail)
+    }
+
+    fn lift(&mut self, call: u32) {
+        self.unlink(call);
+        let partner = self.entries[call as usize].partner;
+        if partner != NONE {
+            self.unlink(partner);
+        }
+    }
+
+    /// Exactly undoes [`Self::lift`], in reverse order.
+    fn unlift(&mut self, call: u32) {
+        let partner = self.entries[call as usize].partner;
+        if partner != NONE {
+            self.relink(partner);
+        }
+        self.relink(call);
+    }
+
+    fn unlink(&mut self, entry: u32) {
+        let (before, after) = (self.prev[entry as usize], self.next[entry as usize]);
+        self.next[before as usize] = after;
+        if after != NONE {
+            self.prev[after as usize] = before;
+        }
+    }
+
+    fn relink(&mut self, entry: u32) {
+        let (before, after) = (self.prev[entry as usize], self.next[entry as usize]);
+        self.next[before as usize] = entry;
+        if after != NONE {
+            self.prev[after as usize] = entry;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Monotonic reads for local checks.
+
+/// The fencing token an operation showed its client: its own grant, or an owner answer.
+fn observed_token(op: &HistoryOp) -> Option<u64> {
+    match op.result {
+        HistoryResult::Granted { token } => Some(token),
+        HistoryResult::Owner { token, .. } => token,
+        _ => None,
+    }
+}
+
+/// Per client and lock: once the client has seen token t (and that answer had returned), a
+/// later local check must not report a holder with a token below t. Reports the first such read
+/// per client and lock, against the observation of the highest token seen before it.
+fn monotonic_read_violations(ops: &[HistoryOp]) -> Vec<LinearizabilityViolation> {
+    let mut by_client_lock: BTreeMap<(u32, &str), Vec<&HistoryOp>> = BTreeMap::new();
+    for op in ops {
+        by_client_lock
+            .entry((op.client, op.lock.as_str()))
+            .or_default()
+            .push(op);
+    }
+    let mut violations = Vec::new();
+    for ((client, lock), client_ops) in by_client_lock {
+        // (time, 0 = local read at its call / 1 = observation at its return, position): a read
+        // sees only observations that returned strictly before it was called.
+        let mut events: Vec<(u64, u8, usize)> = Vec::new();
+        for (position, op) in client_ops.iter().enumerate() {
+            if let (Some(return_ns), Some(_)) = (op.return_ns, observed_token(op)) {
+                events.push((return_ns, 1, position));
+            }
+            if op.consistency == Some(Consistency::Local) && op.return_ns.is_some() {
+                events.push((op.call_ns, 0, position));
+            }
+        }
+        events.sort_unstable();
+        let mut highest: Option<(u64, &HistoryOp)> = None;
+        for (_, kind, position) in events {
+            let op = client_ops[position];
+            let token = observed_token(op);
+            match (kind, token, highest) {
+                (0, Some(token), Some((seen, earlier))) if token < seen => {
+                    violations.push(LinearizabilityViolation::NonMonotonicRead {
+                        client,
+                        lock: lock.to_string(),
+                        earlier: earlier.clone(),
+                        later: op.clone(),
+                    });
+                    break;
+                }
+                (1, Some(token), _) if highest.is_none_or(|(seen, _)| token > seen) => {
+                    highest = Some((token, op));
+                }
+                _ => {}
+            }
+        }
+    }
+    violations
+}
+
+// ---------------------------------------------------------------------------------------------
+// Synthetic histories and the benchmark.
+
+/// Longest time from an operation's call to its effect, and from its effect to its return.
+const SYNTHETIC_SPAN_NS: u64 = 2_000_000;
+/// Longest pause between a client's operations.
+const SYNTHETIC_THINK_NS: u64 = 500_000;
+/// How long a client waits for an answer before giving up on it (the result is then unknown).
+const SYNTHETIC_TIMEOUT_NS: u64 = 5_000_000;
+const SYNTHETIC_UNKNOWN_PROBABILITY: f64 = 0.03;
+
+#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum SyntheticEvent {
+    Call { client: u32 },
+    Apply { op: usize },
+    Return { op: usize },
+}
+
+/// A valid, linearizable random history of `ops` operations over `locks` locks (`l1`, `l2`,
+/// ...) by `clients` clients, made by simulating one real lock table.
+///
+/// Each client runs one operation at a time; operations of different clients overlap freely.
+/// Every operation takes effect at a random point between its call and its return (its
+/// linearization point). About 3% time out: the client learns nothing, and half of those took
+/// effect anyway. Checks are half local, half linearizable; local ones read the real table, so
+/// they are monotonic too. Returned in call order.
+///
+/// # Panics
+/// If `locks` or `clients` is zero.
+pub fn synthetic_history(ops: usize, locks: usize, clients: u32, seed: u64) -> Vec<HistoryOp> {
+    assert!(locks > 0, "a synthetic history needs a lock");
+    assert!(clients > 0, "a synthetic history needs a client");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut table: Vec<Option<(u32, u64)>> = vec![None; locks];
+    let mut lock_of: Vec<usize> = Vec::with_capacity(ops);
+    let mut return_at: Vec<u64> = Vec::with_capacity(ops);
+    // Whether the client will learn the operation's answer (it does not time out).
+    let mut answered: Vec<bool> = Vec::with_capacity(ops);
+    let mut history: Vec<HistoryOp> = Vec::with_capacity(ops);
+    let mut token_next: u64 = 1;
+    let mut queue: BinaryHeap<Reverse<(u64, u64, SyntheticEvent)>> = BinaryHeap::new();
+    let mut sequence: u64 = 0;
+    let mut schedule = |queue: &mut BinaryHeap<_>, at: u64, event: SyntheticEvent| {
+        sequence += 1;
+        queue.push(Reverse((at, sequence, event)));
+    };
+    for client in 1..=clients {
+        let at = rng.random_range(0..=SYNTHETIC_THINK_NS);
+        schedule(&mut queue, at, SyntheticEvent::Call { client });
+    }
+    // Each operation schedules at most three events, so this bounds the loop.
+    let mut events_left = 3 * ops + clients as usize;
+    while let Some(Reverse((now, _, event))) = queue.pop() {
+        assert!(events_left > 0, "the synthetic simulation ends");
+        events_left -= 1;
+        match event {
+            SyntheticEvent::Call { client } => {
+                if history.len() == ops {
+                    continue;
+                }
+                let index = history.len();
+                let (op, lock) = synthetic_op(&mut rng, &table, client);
+                lock_of.push(lock);
+                history.push(HistoryOp {
+                    client,
+                    op: op.0,
+                    lock: format!("l{}", lock + 1),
+                    consistency: op.1,
+                    call_ns: now,
+                    return_ns: None,
+                    result: HistoryResult::Unknown,
+                });
+                let apply_at = now + rng.random_range(0..=SYNTHETIC_SPAN_NS);
+                return_at.push(apply_at + rng.random_range(0..=SYNTHETIC_SPAN_NS));
+                let think = rng.random_range(0..=SYNTHETIC_THINK_NS);
+                let times_out = rng.random_bool(SYNTHETIC_UNKNOWN_PROBABILITY);
+                answered.push(!times_out);
+                if times_out {
+                    if rng.random_bool(0.5) {
+                        schedule(&mut queue, apply_at, SyntheticEvent::Apply { op: index });
+                    }
+                    let next_call = now + SYNTHETIC_TIMEOUT_NS + think;
+                    schedule(&mut queue, next_call, SyntheticEvent::Call { client });
+                } else {
+                    schedule(&mut queue, apply_at, SyntheticEvent::Apply { op: index });
+                }
+            }
+            SyntheticEvent::Apply { op } => {
+                let lock = lock_of[op];
+                let result = synthetic_apply(&mut table[lock], &mut token_next, &history[op]);
+                if answered[op] {
+                    history[op].result = result;
+                    schedule(&mut queue, return_at[op], SyntheticEvent::Return { op });
+                }
+            }
+            SyntheticEvent::Return { op } => {
+                history[op].return_ns = Some(now);
+                let client = history[op].client;
+                let next_call = now + rng.random_range(0..=SYNTHETIC_THINK_NS);
+                schedule(&mut queue, next_call, SyntheticEvent::Call { client });
+            }
+        }
+    }
+    debug_assert!(
+        history.iter().all(|op| op.validate().is_ok()),
+        "every operation is valid"
+    );
+    history.sort_by_key(|op| (op.call_ns, op.client));
+    history
+}
+
+/// The next operation a synthetic client calls: preempt 40%, release 30% (of a lock it holds,
+/// mostly), check 30% (half local). Returns the operation and its lock's number.
+fn synthetic_op(
+    rng: &mut ChaCha8Rng,
+    table: &[Option<(u32, u64)>],
+    client: u32,
+) -> ((HistoryOpKind, Option<Consistency>), usize) {
+    let random_lock = rng.random_range(0..table.len());
+    let draw = rng.random_range(0..10);
+    if draw < 4 {
+        return ((HistoryOpKind::Preempt, None), random_lock);
+    }
+    if draw < 7 {
+        let held: Vec<usize> = (0..table.len())
+            .filter(|&lock| table[lock].is_some_and(|(owner, _)| owner == client))
+            .collect();
+        let lock = if !held.is_empty() && rng.random_bool(0.8) {
+            held[rng.random_range(0..held.len())]
+        } else {
+            random_lock
+        };
+        return ((HistoryOpKind::Release, None), lock);
+    }
+    let consistency = if rng.random_bool(0.5) {
+        Consistency::Local
+    } else {
+        Consistency::Linearizable
+    };
+    ((HistoryOpKind::Check, Some(consistency)), random_lock)
+}
+
+/// What the one real lock table answers to `op` at its linearization point.
+fn synthetic_apply(
+    entry: &mut Option<(u32, u64)>,
+    token_next: &mut u64,
+    op: &HistoryOp,
+) -> HistoryResult {
+    match (op.op, *entry) {
+        (HistoryOpKind::Preempt, None) => {
+            *entry = Some((op.client, *token_next));
+            *token_next += 1;
+            HistoryResult::Granted {
+                token: *token_next - 1,
+            }
+        }
+        (HistoryOpKind::Preempt, Some((owner, token))) if owner == op.client => {
+            HistoryResult::Granted { token }
+        }
+        (HistoryOpKind::Preempt, Some((owner, _))) => HistoryResult::HeldBy { owner },
+        (HistoryOpKind::Release, Some((owner, _))) if owner == op.client => {
+            *entry = None;
+            HistoryResult::Released
+        }
+        (HistoryOpKind::Release, _) => HistoryResult::NotOwner,
+        (HistoryOpKind::Check, None) => HistoryResult::Free,
+        (HistoryOpKind::Check, Some((owner, token))) => HistoryResult::Owner {
+            owner,
+            token: Some(token),
+        },
+    }
+}
+
+/// Generates [`synthetic_history`] (not timed) and times [`check_history`] on it, in wall-clock
+/// time. Speed is measured here, never asserted in a test.
+pub fn bench(
+    ops: usize,
+    locks: usize,
+    clients: u32,
+    seed: u64,
+) -> (LinearizabilityReport, Duration) {
+    let history = synthetic_history(ops, locks, clients, seed);
+    let started = Instant::now();
+    let report = check_history(&history);
+    (report, started.elapsed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(owner: Option<(u32, u64)>, token_next_min: u128) -> LockState {
+        LockState {
+            holder: owner.map(|(owner, token)| Hold {
+                owner,
+                token: HoldToken::Known(token),
+            }),
+            token_next_min,
+        }
+    }
+
+    /// The model, rule by rule, as the module documentation states it.
+    #[test]
+    fn the_model_answers_like_one_lock_table() {
+        let free = state(None, 5);
+        let held = state(Some((1, 4)), 5);
+        let table: [(LockState, u32, Action, Option<LockState>); 16] = [
+            (
+                free,
+                1,
+                Action::Grant { token: 5 },
+                Some(state(Some((1, 5)), 6)),
+            ),
+            (
+                free,
+                1,
+                Action::Grant { token: 9 },
+                Some(state(Some((1, 9)), 10)),
+            ),
+            (free, 1, Action::Grant { token: 4 }, None), // tokens only grow
+            (held, 1, Action::Grant { token: 4 }, Some(held)), // idempotent re-grant
+            (held, 1, Action::Grant { token: 7 }, None), // a re-grant keeps its token
+            (held, 2, Action::Grant { token: 7 }, None), // mutual exclusion
+            (held, 2, Action::Refuse { owner: 1 }, Some(held)),
+            (held, 1, Action::Refuse { owner: 1 }, None), // one's own lock is granted
+            (free, 2, Action::Refuse { owner: 1 }, None),
+            (held, 1, Action::Release, Some(free)),
+            (held, 2, Action::Release, None),
+            (held, 2, Action::NotOwner, Some(held)),
+            (held, 1, Action::NotOwner, None),
+            (
+                held,
+                3,
+                Action::SeeOwner {
+                    owner: 1,
+                    token: Some(4),
+                },
+                Some(held),
+            ),
+            (
+                held,
+                3,
+                Action::SeeOwner {
+                    owner: 1,
+                    token: Some(3),
+                },
+                None,
+            ),
+            (held, 3, Action::SeeFree, None),
+        ];
+        for (before, client, action, after) in table {
+            assert_eq!(
+                before.step(client, action),
+                after,
+                "c{client} {action:?} in {before:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unseen_token_is_fixed_by_the_first_answer_that_names_it() {
+        let taken = state(None, 5)
+            .step(2, Action::MaybePreempt)
+            .expect("takes a free lock");
+        assert_eq!(
+            taken.holder,
+            Some(Hold {
+                owner: 2,
+                token: HoldToken::AtLeast(5)
+            })
+        );
+        assert_eq!(
+            taken.step(2, Action::Grant { token: 4 }),
+            None,
+            "below earlier tokens"
+        );
+        assert_eq!(
+            taken.step(2, Action::Grant { token: 8 }),
+            Some(state(Some((2, 8)), 9))
+        );
+        let fixed = taken.step(
+            3,
+            Action::SeeOwner {
+                owner: 2,
+                token: Some(6),
+            },
+        );
+        assert_eq!(fixed, Some(state(Some((2, 6)), 7)));
+        assert_eq!(
+            taken.step(3, Action::MaybePreempt),
+            Some(taken),
+            "held: no effect"
+        );
+        assert_eq!(taken.step(2, Action::MaybeRelease), Some(state(None, 6)));
+    }
+
+    #[test]
+    fn the_memo_forgets_placement_order_and_skips_dominated_configurations() {
+        let ops: Vec<ProblemOp> = (0..3)
+            .map(|client| ProblemOp {
+                client: client + 1,
+                action: Action::MaybePreempt,
+                call_ns: 0,
+                return_ns: None,
+                required: false,
+            })
+            .collect();
+        let problem = Problem { ops };
+        let mut search = Search::new(&problem);
+        search.optional_linearized = vec![2, 0];
+        let one = search.memo_key(LockState::INITIAL);
+        search.optional_linearized = vec![0, 2];
+        assert!(one == search.memo_key(LockState::INITIAL));
+
+        // Free, nothing placed, dominates free after an unknown preempt and its release.
+        search.optional_linearized = vec![];
+        assert!(search.remember(LockState::INITIAL));
+        search.optional_linearized = vec![0, 2];
+        assert!(!search.remember(state(None, 1)), "dominated: skipped");
+        search.optional_linearized = vec![1];
+        assert!(
+            !search.remember(LockState::INITIAL),
+            "dominated by the empty set"
+        );
+        assert_eq!(search.memo_entries, 1);
+        assert!(is_sorted_subset(&[1, 4], &[0, 1, 3, 4]));
+        assert!(!is_sorted_subset(&[1, 5], &[0, 1, 3, 4]));
+    }
+
+    #[test]
+    fn a_tiny_budget_is_inconclusive_not_a_verdict() {
+        let history = synthetic_history(200, 1, 5, 3);
+        let limits = CheckLimits {
+            steps_max_per_lock: 10,
+            memo_entries_max_per_lock: 1_000,
+        };
+        let report = check_history_with(&history, &limits);
+        assert_eq!(report.inconclusive_locks, vec!["l1".to_string()]);
+        assert!(
+            report
+                .violations
+                .iter()
+                .all(|v| v.invariant() == MONOTONIC_READS)
+        );
+        assert!(!report.passed());
+    }
+
+    #[test]
+    fn synthetic_histories_are_deterministic_and_sized() {
+        let one = synthetic_history(500, 4, 6, 11);
+        assert_eq!(one, synthetic_history(500, 4, 6, 11));
+        assert_eq!(one.len(), 500);
+        assert!(one.is_sorted_by_key(|op| op.call_ns));
+        let unknown = one
+            .iter()
+            .filter(|op| op.result == HistoryResult::Unknown)
+            .count();
+        assert!(
+            (1..50).contains(&unknown),
+            "a few percent unknown: {unknown}"
+        );
+    }
+
+    #[test]
+    fn small_synthetic_histories_pass() {
+        for seed in 0..20 {
+            let report = check_history(&synthetic_history(300, 2, 6, seed));
+            assert!(report.passed(), "seed {seed}: {report:?}");
+        }
+    }
+
+    /// Every order of every subset that contains the required operations: the definition of
+    /// linearizability, for problems small enough to enumerate.
+    fn brute_force(problem: &Problem, initial: LockState) -> bool {
+        fn extend(ops: &[ProblemOp], placed: &mut Vec<bool>, state: LockState) -> bool {
+            if (0..ops.len()).all(|i| placed[i] || !ops[i].required) {
+                return true;
+            }
+            for candidate in 0..ops.len() {
+                let this = ops[candidate];
+                // Required operations that returned before this call must come before it, and
+                // nothing placed before it may have been called after it returned.
+                let ready = !placed[candidate]
+                    && (0..ops.len()).all(|other| {
+                        let must_precede = ops[other].required
+                            && ops[other].return_ns.is_some_and(|r| r < this.call_ns);
+                        let called_after = this.return_ns.is_some_and(|r| r < ops[other].call_ns);
+                        if placed[other] {
+                            !called_after
+                        } else {
+                            !must_precede
+                        }
+                    });
+                if !ready {
+                    continue;
+                }
+                if let Some(after) = state.step(this.client, this.action) {
+                    placed[candidate] = true;
+                    if extend(ops, placed, after) {
+                        return true;
+                    }
+                    placed[candidate] = false;
+                }
+            }
+            false
+        }
+        extend(&problem.ops, &mut vec![false; problem.ops.len()], initial)
+    }
+
+    /// A random, usually broken, history of one lock: short intervals, few clients, few tokens.
+    fn random_history(rng: &mut ChaCha8Rng, ops: usize) -> Vec<HistoryOp> {
+        (0..ops)
+            .map(|_| {
+                let client = rng.random_range(1..=3);
+                let call_ns = rng.random_range(0..20);
+                let kind = [
+                    HistoryOpKind::Preempt,
+                    HistoryOpKind::Release,
+                    HistoryOpKind::Check,
+                ][rng.random_range(0..3)];
+                let owner = rng.random_range(1..=3);
+                let token = rng.random_range(1..=3);
+                let result = match (kind, rng.random_range(0..5)) {
+                    (_, 0) => HistoryResult::Unknown,
+                    (HistoryOpKind::Preempt, 1 | 2) => HistoryResult::Granted { token },
+                    (HistoryOpKind::Preempt, _) => HistoryResult::HeldBy { owner },
+                    (HistoryOpKind::Release, 1 | 2) => HistoryResult::Released,
+                    (HistoryOpKind::Release, _) => HistoryResult::NotOwner,
+                    (HistoryOpKind::Check, 1) => HistoryResult::Free,
+                    (HistoryOpKind::Check, 2) => HistoryResult::Owner { owner, token: None },
+                    (HistoryOpKind::Check, _) => HistoryResult::Owner {
+                        owner,
+                        token: Some(token),
+                    },
+                };
+                let return_ns =
+                    (result != HistoryResult::Unknown).then(|| call_ns + rng.random_range(0..8));
+                let consistency =
+                    (kind == HistoryOpKind::Check).then_some(Consistency::Linearizable);
+                HistoryOp {
+                    client,
+                    op: kind,
+                    lock: "a".into(),
+                    consistency,
+                    call_ns,
+                    return_ns,
+                    result,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_search_agrees_with_brute_force_on_small_random_histories() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let (mut linearizable, mut not) = (0, 0);
+        for round in 0..3_000 {
+            let count = rng.random_range(1..=7);
+            let ops = random_history(&mut rng, count);
+            let refs: Vec<&HistoryOp> = ops.iter().collect();
+            let history = LockHistory::new(&refs);
+            let roles: Vec<Role> = (0..history.ops.len())
+                .map(|_| match rng.random_range(0..10) {
+                    0..6 => Role::Required,
+                    6..9 => Role::Optional,
+                    _ => Role::Excluded,
+                })
+                .collect();
+            let problem = Problem::new(&history.ops, &roles);
+            let unseen = LockState {
+                holder: Some(Hold {
+                    owner: 1,
+                    token: HoldToken::AtLeast(1),
+                }),
+                token_next_min: 2,
+            };
+            for initial in [LockState::INITIAL, state(Some((2, 2)), 3), unseen] {
+                let expected = brute_force(&problem, initial);
+                let mut budget = Budget::new(&CheckLimits::default());
+                let verdict = Search::new(&problem).run(initial, &mut budget);
+                let found = verdict == Verdict::Linearizable;
+                assert_ne!(verdict, Verdict::Inconclusive);
+                assert_eq!(
+                    found, expected,
+                    "round {round} from {initial:?}: {:#?}",
+                    problem.ops
+                );
+                if expected {
+                    linearizable += 1
+                } else {
+                    not += 1
+                }
+            }
+        }
+        assert!(
+            linearizable > 500 && not > 500,
+            "{linearizable} linearizable, {not} not"
+        );
+    }
+
+    #[test]
+    fn every_reported_window_fails_on_its_own() {
+        // (`smallest_window` itself asserts that the window holds the answer it cannot place.)
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let mut windows = 0;
+        for _ in 0..1_000 {
+            let count = rng.random_range(2..=12);
+            let ops = random_history(&mut rng, count);
+            for violation in check_history(&ops).violations {
+                let LinearizabilityViolation::NotLinearizable { window, .. } = violation else {
+                    continue;
+                };
+                windows += 1;
+                assert!(!window.is_empty());
+                let again = check_history(&window);
+                assert!(
+                    again
+                        .violations
+                        .iter()
+                        .any(|v| v.invariant() == LINEARIZABILITY),
+                    "the window alone must fail: {window:#?}"
+                );
+            }
+        }
+        assert!(windows > 100, "{windows} windows");
+    }
+
+    /// A read that could be placed first must still be taken back when placing it would close
+    /// the window of an optional operation that has to come before it.
+    #[test]
+    fn a_read_that_closes_an_optional_window_is_not_placed_for_good() {
+        let op = |client, action, call_ns, return_ns, required| ProblemOp {
+            client,
+            action,
+            call_ns,
+            return_ns: Some(return_ns),
+            required,
+        };
+        // c1 holds token 5. Its release may have happened (by 5), c1's new grant (token 6) needs
+        // it to have, and c2's read of owner c1 must then come after both.
+        let problem = Problem {
+            ops: vec![
+                op(1, Action::Release, 0, 5, false),
+                op(1, Action::Grant { token: 6 }, 1, 10, true),
+                op(
+                    2,
+                    Action::SeeOwner {
+                        owner: 1,
+                        token: None,
+                    },
+                    6,
+                    10,
+                    true,
+                ),
+            ],
+        };
+        let held = state(Some((1, 5)), 6);
+        assert!(brute_force(&problem, held), "release, grant, read");
+        let mut budget = Budget::new(&CheckLimits::default());
+        assert_eq!(
+            Search::new(&problem).run(held, &mut budget),
+            Verdict::Linearizable
+        );
+    }
+
+    /// Timings for the two performance targets; run with
+    /// `cargo test --release --lib linearizability -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a benchmark: prints timings, asserts only verdicts"]
+    fn benchmark_prints_timings() {
+        for (ops, locks, clients) in [(100_000, 100, 50), (2_000, 1, 20), (20_000, 1, 20)] {
+            for seed in 1..=3 {
+                let (report, elapsed) = bench(ops, locks, clients, seed);
+                println!(
+                    "{ops} ops, {locks} locks, {clients} clients, seed {seed}: {:.3}s",
+                    elapsed.as_secs_f64()
+                );
+                assert!(report.passed(), "{report:?}");
+            }
+        }
+        // A broken hot lock: the search must exhaust, then find the smallest window.
+        for seed in 1..=3 {
+            let mut history = synthetic_history(2_000, 1, 20, seed);
+            let position = (1_000..history.len())
+                .find(|&i| matches!(history[i].result, HistoryResult::HeldBy { .. }))
+                .expect("a refused preempt");
+            history[position].result = HistoryResult::HeldBy { owner: 21 };
+            let started = Instant::now();
+            let report = check_history(&history);
+            println!(
+                "2000 ops, 1 lock, 20 clients, seed {seed}, one answer broken: {:.3}s, window of {}",
+                started.elapsed().as_secs_f64(),
+                match &report.violations[..] {
+                    [LinearizabilityViolation::NotLinearizable { window, .. }] => window.len(),
+                    other => panic!("{other:?}"),
+                }
+            );
+        }
+    }
+}
