@@ -138,8 +138,26 @@ struct RunArgs {
     history: Option<PathBuf>,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchSuite {
+    /// Simulated message deliveries per second on the standard workload.
+    Simulator,
+    /// The linearizability checker on its two target histories.
+    Linearizability,
+    /// Explorer seeds per second (10 s simulated, 5 servers).
+    Explore,
+    /// All three.
+    All,
+}
+
 #[derive(Args)]
 struct BenchArgs {
+    /// Which measurement to run.
+    #[arg(long, value_enum, default_value_t = BenchSuite::All)]
+    suite: BenchSuite,
+    /// Seeds for the explore suite.
+    #[arg(long, default_value_t = 400)]
+    explore_seeds: u64,
     /// Simulated seconds per run.
     #[arg(long, default_value_t = 60)]
     seconds: u64,
@@ -301,6 +319,7 @@ fn write_history(path: &std::path::Path, report: &RunReport) -> std::io::Result<
 }
 
 fn run_bench(args: BenchArgs) -> u8 {
+    use lockstep::sim::bench::{explore_suite, linearizability_suite};
     let options = BenchOptions {
         simulated_seconds: args.seconds,
         servers: args.servers,
@@ -314,20 +333,84 @@ fn run_bench(args: BenchArgs) -> u8 {
         eprintln!("error: {problem}");
         return EXIT_BAD_INPUT;
     }
-    let result = bench::run(&options, |line| eprintln!("{line}"));
+    if args.explore_seeds == 0 {
+        eprintln!("error: --explore-seeds must be at least 1");
+        return EXIT_BAD_INPUT;
+    }
+    let wants = |suite| args.suite == suite || args.suite == BenchSuite::All;
+    let mut all_ok = true;
+    let mut json = serde_json::Map::new();
+    if wants(BenchSuite::Simulator) {
+        let result = bench::run(&options, |line| eprintln!("{line}"));
+        all_ok &= result.all_passed;
+        if !args.json {
+            println!("{}", result.render());
+        }
+        json.insert(
+            "simulator".into(),
+            serde_json::to_value(&result).expect("serialises"),
+        );
+    }
+    if wants(BenchSuite::Linearizability) {
+        let results = linearizability_suite(args.seed);
+        for result in &results {
+            all_ok &= result.verdict_ok;
+            if !args.json {
+                println!(
+                    "linearizability checker: {}: {:.3}s (target under {}s){}",
+                    result.case,
+                    result.seconds,
+                    result.target_seconds,
+                    if result.verdict_ok {
+                        ""
+                    } else {
+                        "  WRONG VERDICT"
+                    }
+                );
+            }
+        }
+        json.insert(
+            "linearizability".into(),
+            serde_json::to_value(&results).expect("serialises"),
+        );
+    }
+    if wants(BenchSuite::Explore) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut results = vec![explore_suite(args.explore_seeds, 1)];
+        if cores > 1 {
+            results.push(explore_suite(args.explore_seeds, cores));
+        }
+        for result in &results {
+            all_ok &= result.failures == 0;
+            if !args.json {
+                println!(
+                    "explore (10s simulated, 5 servers): {:.1} seeds/s on {} thread(s), \
+                     {:.0}x real time, {} seeds in {:.1}s{}",
+                    result.seeds_per_second,
+                    result.jobs,
+                    result.simulated_seconds_per_wall_second,
+                    result.seeds,
+                    result.wall_seconds,
+                    if result.failures == 0 {
+                        String::new()
+                    } else {
+                        format!(", {} FAILED", result.failures)
+                    }
+                );
+            }
+        }
+        json.insert(
+            "explore".into(),
+            serde_json::to_value(&results).expect("serialises"),
+        );
+    }
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&result).expect("bench results serialise")
+            serde_json::to_string_pretty(&json).expect("serialises")
         );
-    } else {
-        println!("{}", result.render());
     }
-    if result.all_passed {
-        EXIT_PASS
-    } else {
-        EXIT_FAIL
-    }
+    if all_ok { EXIT_PASS } else { EXIT_FAIL }
 }
 
 fn run_explore(args: ExploreArgs) -> u8 {

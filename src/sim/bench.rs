@@ -207,3 +207,79 @@ impl BenchResult {
         out
     }
 }
+
+/// One linearizability-checker measurement.
+#[derive(Clone, Debug, Serialize)]
+pub struct LinearizabilityBench {
+    pub case: String,
+    pub operations: usize,
+    pub locks: usize,
+    pub clients: u32,
+    pub seconds: f64,
+    pub verdict_ok: bool,
+    pub target_seconds: f64,
+}
+
+/// The two targets: 100,000 operations over 100 locks in under 1 s, and 2,000 operations on
+/// one hot lock with 20 clients in under 10 s. Both histories are valid, so the checker must
+/// search all the way to "linearizable".
+pub fn linearizability_suite(seed: u64) -> Vec<LinearizabilityBench> {
+    let cases = [
+        ("100k ops, 100 locks, 50 clients", 100_000, 100, 50, 1.0),
+        ("2k ops, 1 hot lock, 20 clients", 2_000, 1, 20, 10.0),
+    ];
+    cases
+        .iter()
+        .map(|&(case, operations, locks, clients, target_seconds)| {
+            let (report, elapsed) = super::linearizability::bench(operations, locks, clients, seed);
+            LinearizabilityBench {
+                case: case.to_string(),
+                operations,
+                locks,
+                clients,
+                seconds: elapsed.as_secs_f64(),
+                verdict_ok: report.passed(),
+                target_seconds,
+            }
+        })
+        .collect()
+}
+
+/// Explorer throughput: seeds per second for 10-second simulated runs of 5 servers.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExploreBench {
+    pub seeds: u64,
+    pub jobs: usize,
+    pub wall_seconds: f64,
+    pub seeds_per_second: f64,
+    pub simulated_seconds_per_wall_second: f64,
+    pub failures: u64,
+}
+
+pub fn explore_suite(seeds: u64, jobs: usize) -> ExploreBench {
+    use super::explore::{self, ExploreOptions};
+    use super::swarm::SwarmBounds;
+    let options = ExploreOptions {
+        seeds,
+        from: 1_000_000,
+        jobs,
+        bounds: SwarmBounds {
+            servers_min: 5,
+            servers_max: 5,
+            safety: Duration::from_secs(10),
+        },
+        out_dir: std::env::temp_dir().join("lockstep-bench-failures"),
+        minimize_runs_max: 0,
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let summary = explore::explore(&options, &stop, |_| {});
+    ExploreBench {
+        seeds: summary.seeds_run,
+        jobs,
+        wall_seconds: summary.wall_seconds,
+        seeds_per_second: summary.seeds_run as f64 / summary.wall_seconds.max(1e-9),
+        simulated_seconds_per_wall_second: summary.simulated_seconds
+            / summary.wall_seconds.max(1e-9),
+        failures: summary.seeds_failed,
+    }
+}
