@@ -403,30 +403,27 @@ impl Cluster {
     ) -> Result<(), QueueFull> {
         let now = self.now();
         let msg = payload.kind_name();
-        if !self.network.can_deliver(from, to) {
+        let lost_because = if !self.network.can_deliver(from, to) {
             self.network_stats.blocked += 1;
+            Some("partitioned")
+        } else if let Endpoint::Server(id) = to
+            && let slot = &self.servers[(id.0 - 1) as usize]
+            && (slot.node.is_none() || slot.incarnation != incarnation)
+        {
+            self.network_stats.lost_to_crash += 1;
+            Some("target crashed")
+        } else {
+            None
+        };
+        if let Some(reason) = lost_because {
             let event = TraceEvent::LostInFlight {
                 from,
                 to,
                 msg,
-                reason: "partitioned",
+                reason,
             };
             self.recorder.record(now, event, None);
             return Ok(());
-        }
-        if let Endpoint::Server(id) = to {
-            let slot = &self.servers[(id.0 - 1) as usize];
-            if slot.node.is_none() || slot.incarnation != incarnation {
-                self.network_stats.lost_to_crash += 1;
-                let event = TraceEvent::LostInFlight {
-                    from,
-                    to,
-                    msg,
-                    reason: "target crashed",
-                };
-                self.recorder.record(now, event, None);
-                return Ok(());
-            }
         }
         self.network_stats.delivered += 1;
         let traced_payload = if self.recorder.is_writing() {

@@ -623,7 +623,7 @@ impl Runner<'_> {
                     record.op.kind_name(),
                     record.op.lock()
                 ),
-                expected: describe_expect(*expect),
+                expected: super::scenario_yaml::expect_text(*expect),
                 actual,
                 met: self.expect_met(*expect, record.result.as_ref()),
             });
@@ -777,19 +777,6 @@ impl Runner<'_> {
             trace_events_written: 0,
             history: Vec::new(),
         }
-    }
-}
-
-fn describe_expect(expect: Expect) -> String {
-    match expect {
-        Expect::Granted => "granted".into(),
-        Expect::HeldBy(n) => format!("held_by c{n}"),
-        Expect::Released => "released".into(),
-        Expect::NotOwner => "not_owner".into(),
-        Expect::Free => "free".into(),
-        Expect::Owner(n) => format!("owner c{n}"),
-        Expect::Unknown => "unknown".into(),
-        Expect::Answered => "answered".into(),
     }
 }
 

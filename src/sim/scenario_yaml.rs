@@ -35,7 +35,8 @@ fn names(endpoints: &[Endpoint]) -> String {
         .join(", ")
 }
 
-fn expect_text(expect: Expect) -> String {
+/// An expectation as the file writes it (`{held_by: c1}`); reports show it the same way.
+pub fn expect_text(expect: Expect) -> String {
     match expect {
         Expect::Granted => "granted".into(),
         Expect::HeldBy(n) => format!("{{held_by: c{n}}}"),
