@@ -355,7 +355,7 @@ impl TryFrom<RawLine> for HistoryOp {
     fn try_from(raw: RawLine) -> Result<HistoryOp, HistoryProblem> {
         let client = parse_client(&raw.client)
             .ok_or_else(|| HistoryProblem::BadClient(raw.client.clone()))?;
-        let op = HistoryOpKind::parse(&raw.op).ok_or_else(|| HistoryProblem::UnknownOp(raw.op))?;
+        let op = HistoryOpKind::parse(&raw.op).ok_or(HistoryProblem::UnknownOp(raw.op))?;
         let consistency = match raw.consistency.as_deref() {
             None => None,
             Some("local") => Some(Consistency::Local),
@@ -519,85 +519,78 @@ mod tests {
         );
     }
 
+    /// A line by c1 on lock `a` with the given op, result, times and extra fields.
+    fn line(op: &str, result: &str, times: &str, extra: &str) -> String {
+        format!(r#"{{"client":"c1","op":"{op}","lock":"a",{times},"result":"{result}"{extra}}}"#)
+    }
+
     #[test]
     fn every_kind_of_bad_line_is_refused_with_its_reason() {
-        let base = |op: &str, result: &str| {
-            format!(
-                r#"{{"client":"c1","op":"{op}","lock":"a","call":5,"return":9,"result":"{result}"}}"#
-            )
-        };
-        assert_eq!(
-            problem_of(&base("grab", "released")),
-            HistoryProblem::UnknownOp("grab".into())
+        use HistoryProblem::*;
+        let done = r#""call":5,"return":9"#;
+        let cases = [
+            (line("grab", "released", done, ""), UnknownOp("grab".into())),
+            (line("release", "ok", done, ""), UnknownResult("ok".into())),
+            (
+                line("release", "free", done, ""),
+                ResultDoesNotFitOp {
+                    op: "release",
+                    result: "free".into(),
+                },
+            ),
+            (
+                line("preempt", "granted", done, ""),
+                MissingField {
+                    result: "granted",
+                    field: "token",
+                },
+            ),
+            (
+                line("preempt", "held_by", done, ""),
+                MissingField {
+                    result: "held_by",
+                    field: "owner",
+                },
+            ),
+            (line("check", "free", done, ""), MissingConsistency),
+            (
+                line("release", "released", done, r#","consistency":"local""#),
+                ConsistencyOnNonCheck("release"),
+            ),
+            (
+                line("release", "released", r#""call":9,"return":5"#, ""),
+                ReturnBeforeCall {
+                    call_ns: 9,
+                    return_ns: 5,
+                },
+            ),
+            (line("release", "unknown", done, ""), UnknownWithReturn(9)),
+            (
+                line("release", "released", r#""call":5,"return":null"#, ""),
+                KnownWithoutReturn("released"),
+            ),
+            (
+                line("release", "released", done, r#","token":3"#),
+                UnexpectedField {
+                    result: "released",
+                    field: "token",
+                },
+            ),
+            (
+                line("preempt", "held_by", done, r#","owner":"s2""#),
+                BadOwner("s2".into()),
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(problem_of(&text), expected, "{text}");
+        }
+        let server = line("release", "released", done, "").replace("c1", "s1");
+        assert_eq!(problem_of(&server), BadClient("s1".into()));
+        let extra = line("release", "released", done, r#","extra":1"#);
+        assert!(
+            matches!(problem_of(&extra), BadJson(_)),
+            "unknown fields are refused"
         );
-        assert_eq!(
-            problem_of(&base("release", "ok")),
-            HistoryProblem::UnknownResult("ok".into())
-        );
-        assert_eq!(
-            problem_of(&base("release", "free")),
-            HistoryProblem::ResultDoesNotFitOp {
-                op: "release",
-                result: "free".into()
-            }
-        );
-        assert_eq!(
-            problem_of(&base("preempt", "granted")),
-            HistoryProblem::MissingField {
-                result: "granted",
-                field: "token"
-            }
-        );
-        assert_eq!(
-            problem_of(&base("preempt", "held_by")),
-            HistoryProblem::MissingField {
-                result: "held_by",
-                field: "owner"
-            }
-        );
-        assert_eq!(
-            problem_of(&base("check", "free")),
-            HistoryProblem::MissingConsistency
-        );
-        let backwards =
-            r#"{"client":"c1","op":"release","lock":"a","call":9,"return":5,"result":"released"}"#;
-        assert_eq!(
-            problem_of(backwards),
-            HistoryProblem::ReturnBeforeCall {
-                call_ns: 9,
-                return_ns: 5
-            }
-        );
-        let unknown_returned =
-            r#"{"client":"c1","op":"release","lock":"a","call":5,"return":9,"result":"unknown"}"#;
-        assert_eq!(
-            problem_of(unknown_returned),
-            HistoryProblem::UnknownWithReturn(9)
-        );
-        let known_unreturned = r#"{"client":"c1","op":"release","lock":"a","call":5,"return":null,"result":"released"}"#;
-        assert_eq!(
-            problem_of(known_unreturned),
-            HistoryProblem::KnownWithoutReturn("released")
-        );
-        let bad_client =
-            r#"{"client":"s1","op":"release","lock":"a","call":5,"return":9,"result":"released"}"#;
-        assert_eq!(
-            problem_of(bad_client),
-            HistoryProblem::BadClient("s1".into())
-        );
-        let stray_token = r#"{"client":"c1","op":"release","lock":"a","call":5,"return":9,"result":"released","token":3}"#;
-        assert_eq!(
-            problem_of(stray_token),
-            HistoryProblem::UnexpectedField {
-                result: "released",
-                field: "token"
-            }
-        );
-        let unknown_field = r#"{"client":"c1","op":"release","lock":"a","call":5,"return":9,"result":"released","extra":1}"#;
-        assert!(matches!(
-            problem_of(unknown_field),
-            HistoryProblem::BadJson(_)
-        ));
     }
 
     #[test]

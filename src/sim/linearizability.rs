@@ -524,70 +524,48 @@ impl<'a> LockHistory<'a> {
         let mut budget = Budget::new(limits);
         // 1. The first return time at which the history fails. The last one fails: operations
         //    called after every return cannot help explain any answer.
-        let returns: Vec<u64> = self
-            .ops
-            .iter()
-            .filter_map(|op| op.return_ns)
-            .collect::<BTreeSet<u64>>()
-            .into_iter()
-            .collect();
+        let returns = distinct(self.ops.iter().filter_map(|op| op.return_ns));
         assert!(
             !returns.is_empty(),
             "a failing lock has an answer that could not be placed"
         );
-        let (mut low, mut high) = (0, returns.len() - 1);
-        while low < high {
-            let middle = (low + high) / 2;
-            if self.fails(
-                &self.roles_as_of(returns[middle]),
+        // The last return time is known to fail, so only the ones before it are searched.
+        let first_failing = boundary(returns.len() - 1, |index| {
+            !self.fails(
+                &self.roles_as_of(returns[index]),
                 Start::Initial,
                 &mut budget,
-            ) {
-                high = middle;
-            } else {
-                low = middle + 1;
-            }
-        }
-        let horizon_ns = returns[high];
+            )
+        });
+        let horizon_ns = returns[first_failing];
         let culprit = (0..self.ops.len())
             .rfind(|&index| self.ops[index].return_ns == Some(horizon_ns))
             .expect("an operation returned at the failing time");
 
         // 2. The latest start that still fails from any state. Index 0 is the beginning of the
         //    history, which fails from the real initial state (step 1).
-        let starts: Vec<u64> = self.ops[..=culprit]
-            .iter()
-            .map(|op| op.call_ns)
-            .collect::<BTreeSet<u64>>()
-            .into_iter()
-            .collect();
-        let (mut low, mut high) = (0, starts.len() - 1);
-        while low < high {
-            let middle = (low + high).div_ceil(2);
-            let roles = self.roles_window(horizon_ns, starts[middle]);
-            if self.fails(&roles, Start::Any, &mut budget) {
-                low = middle;
-            } else {
-                high = middle - 1;
-            }
-        }
-        let (roles, start, start_ns) = if low == 0 {
-            (self.roles_as_of(horizon_ns), Start::Initial, starts[0])
+        let starts = distinct(self.ops[..=culprit].iter().map(|op| op.call_ns));
+        let last_failing = boundary(starts.len(), |index| {
+            index == 0
+                || self.fails(
+                    &self.roles_window(horizon_ns, starts[index]),
+                    Start::Any,
+                    &mut budget,
+                )
+        }) - 1;
+        let start_ns = starts[last_failing];
+        let (roles, start) = if last_failing == 0 {
+            (self.roles_as_of(horizon_ns), Start::Initial)
         } else {
-            let start_ns = starts[low];
-            (
-                self.roles_window(horizon_ns, start_ns),
-                Start::Any,
-                start_ns,
-            )
+            (self.roles_window(horizon_ns, start_ns), Start::Any)
         };
         assert_eq!(
             roles[culprit],
             Role::Required,
             "the window holds the answer it cannot place"
         );
-        let late = match starts.get(low + 1) {
-            Some(&next_start_ns) if low > 0 => {
+        let late = match starts.get(last_failing + 1) {
+            Some(&next_start_ns) if last_failing > 0 => {
                 self.late_unknowns(horizon_ns, start_ns, next_start_ns, &mut budget)
             }
             _ => Vec::new(),
@@ -664,7 +642,8 @@ impl<'a> LockHistory<'a> {
         let from = match start {
             Start::Initial => "from the lock's initial state (free)",
             Start::Any => {
-                "from any state of the lock (free, or held by any client named here, under any token)"
+                "from any state of the lock (free, or held by any client named here, under any \
+                 token)"
             }
         };
         let culprit = self.ops[culprit];
@@ -704,6 +683,26 @@ impl<'a> LockHistory<'a> {
         }
         (window, explanation)
     }
+}
+
+/// The distinct values, ascending.
+fn distinct(values: impl Iterator<Item = u64>) -> Vec<u64> {
+    values.collect::<BTreeSet<u64>>().into_iter().collect()
+}
+
+/// How many leading indices of `0..count` satisfy `before`, by binary search: `before` must
+/// hold up to some index and not from there on.
+fn boundary(count: usize, mut before: impl FnMut(usize) -> bool) -> usize {
+    let (mut low, mut high) = (0, count);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if before(middle) {
+            low = middle + 1;
+        } else {
+            high = middle;
+        }
+    }
+    low
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -820,7 +819,8 @@ struct Walk {
     /// In the optional phase: calls after this cannot be placed yet (a required operation that
     /// returned by then is still unplaced).
     frontier_ns: u64,
-    /// In the optional phase: the optional operations worth trying ([`Search::optional_candidates`]).
+    /// In the optional phase: the optional operations worth trying
+    /// ([`Search::optional_candidates`]).
     candidates: Vec<u32>,
 }
 
@@ -926,6 +926,67 @@ impl Hasher for FxHasher {
     }
 }
 
+/// The optional operations of a problem, by what they can change. Reads are in none of the
+/// lists: they never change the state, so they are never worth placing.
+struct OptionalIndex {
+    /// Preempts with unknown results, per client, in call order.
+    maybe_preempts: BTreeMap<u32, Vec<u32>>,
+    /// Answered grants (that may have happened before the window), in call order.
+    grants: Vec<u32>,
+    /// Operations that can change a lock their client holds (releases, and grants that fix an
+    /// unseen token), per client, in call order.
+    holder_changes: BTreeMap<u32, Vec<u32>>,
+    /// Owner answers with a token (they can fix an unseen token), in call order.
+    token_answers: Vec<u32>,
+    /// Those with a return time (whose window can close).
+    windowed: Vec<u32>,
+}
+
+impl OptionalIndex {
+    fn new(ops: &[ProblemOp]) -> OptionalIndex {
+        let mut index = OptionalIndex {
+            maybe_preempts: BTreeMap::new(),
+            grants: Vec::new(),
+            holder_changes: BTreeMap::new(),
+            token_answers: Vec::new(),
+            windowed: Vec::new(),
+        };
+        for (position, op) in ops.iter().enumerate().filter(|(_, op)| !op.required) {
+            let position = position as u32;
+            if op.return_ns.is_some() {
+                index.windowed.push(position);
+            }
+            match op.action {
+                Action::MaybePreempt => {
+                    index
+                        .maybe_preempts
+                        .entry(op.client)
+                        .or_default()
+                        .push(position);
+                }
+                Action::Grant { .. } => {
+                    index.grants.push(position);
+                    index
+                        .holder_changes
+                        .entry(op.client)
+                        .or_default()
+                        .push(position);
+                }
+                Action::Release | Action::MaybeRelease => {
+                    index
+                        .holder_changes
+                        .entry(op.client)
+                        .or_default()
+                        .push(position);
+                }
+                Action::SeeOwner { token: Some(_), .. } => index.token_answers.push(position),
+                _ => {}
+            }
+        }
+        index
+    }
+}
+
 /// Lowe's just-in-time linearization over a doubly linked list of the required operations'
 /// calls and returns.
 ///
@@ -953,17 +1014,7 @@ struct Search<'p> {
     entries: Vec<Entry>,
     next: Vec<u32>,
     prev: Vec<u32>,
-    /// Optional preempts with unknown results, per client, in call order.
-    maybe_preempts: BTreeMap<u32, Vec<u32>>,
-    /// Optional grants (answered, but maybe before the window), in call order.
-    optional_grants: Vec<u32>,
-    /// Optional operations that can change a lock their client holds (releases, and grants that
-    /// fix an unseen token), per client, in call order.
-    holder_changes: BTreeMap<u32, Vec<u32>>,
-    /// Optional owner answers with a token (they can fix an unseen token), in call order.
-    token_answers: Vec<u32>,
-    /// The optional operations with a return time (whose window can close).
-    windowed_ops: Vec<u32>,
+    optional: OptionalIndex,
     /// Per operation: the client a required answer needs to be holding the lock.
     needs_holder: Vec<Option<u32>>,
     required_count: u32,
@@ -990,46 +1041,60 @@ impl<'p> Search<'p> {
             ops.len() < (u32::MAX / 2) as usize,
             "operation numbers fit in u32"
         );
-        let mut slot = Vec::with_capacity(ops.len());
-        let mut maybe_preempts: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-        let mut holder_changes: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-        let (mut optional_grants, mut token_answers, mut windowed_ops) =
-            (Vec::new(), Vec::new(), Vec::new());
-        let (mut required_count, mut optional_count) = (0u32, 0u32);
-        // (time, return after call, op): calls before returns at the same instant, so that
-        // touching operations count as concurrent.
+        let (mut slot, mut required_count, mut optional_count) = (Vec::new(), 0u32, 0u32);
+        for op in ops {
+            let count = if op.required {
+                &mut required_count
+            } else {
+                &mut optional_count
+            };
+            slot.push(*count);
+            *count += 1;
+        }
+        let entries = Search::entry_list(ops);
+        let count = entries.len() as u32;
+        let needs_holder = ops
+            .iter()
+            .map(|op| match op.action {
+                _ if !op.required => None,
+                Action::Refuse { owner } | Action::SeeOwner { owner, .. } => Some(owner),
+                Action::Release => Some(op.client),
+                _ => None,
+            })
+            .collect();
+        Search {
+            ops,
+            slot,
+            entries,
+            next: (0..count)
+                .map(|entry| if entry + 1 < count { entry + 1 } else { NONE })
+                .collect(),
+            prev: (0..count).map(|entry| entry.saturating_sub(1)).collect(),
+            optional: OptionalIndex::new(ops),
+            needs_holder,
+            required_count,
+            required_open: required_count,
+            required_bits: vec![0; (required_count as usize).div_ceil(64)],
+            first_open: 0,
+            end: 0,
+            optional_placed: vec![false; optional_count as usize],
+            optional_linearized: Vec::new(),
+            placed_call_max: 0,
+            memo: HashMap::default(),
+            memo_entries: 0,
+        }
+    }
+
+    /// The head sentinel, then the calls and returns of the required operations in time order;
+    /// calls before returns at the same instant, so that touching operations count as
+    /// concurrent.
+    fn entry_list(ops: &[ProblemOp]) -> Vec<Entry> {
         let mut timeline: Vec<(u64, bool, u32)> = Vec::with_capacity(2 * ops.len());
-        for (index, op) in ops.iter().enumerate() {
-            let index = index as u32;
-            if !op.required {
-                slot.push(optional_count);
-                optional_count += 1;
-                if op.return_ns.is_some() {
-                    windowed_ops.push(index);
-                }
-                match op.action {
-                    Action::MaybePreempt => {
-                        maybe_preempts.entry(op.client).or_default().push(index)
-                    }
-                    Action::Grant { .. } => {
-                        optional_grants.push(index);
-                        holder_changes.entry(op.client).or_default().push(index);
-                    }
-                    Action::Release | Action::MaybeRelease => {
-                        holder_changes.entry(op.client).or_default().push(index);
-                    }
-                    Action::SeeOwner { token: Some(_), .. } => token_answers.push(index),
-                    // Reads: they never change the state, so they are never worth placing.
-                    _ => {}
-                }
-                continue;
-            }
+        for (index, op) in ops.iter().enumerate().filter(|(_, op)| op.required) {
             let return_ns = op.return_ns.expect("a required operation has returned");
             debug_assert!(return_ns >= op.call_ns, "validated: returns follow calls");
-            timeline.push((op.call_ns, false, index));
-            timeline.push((return_ns, true, index));
-            slot.push(required_count);
-            required_count += 1;
+            timeline.push((op.call_ns, false, index as u32));
+            timeline.push((return_ns, true, index as u32));
         }
         timeline.sort_unstable();
         let mut entries = Vec::with_capacity(timeline.len() + 1);
@@ -1040,14 +1105,11 @@ impl<'p> Search<'p> {
             partner: NONE,
         });
         let mut call_entry = vec![NONE; ops.len()];
-        for &(time_ns, is_return, op) in &timeline {
+        for (time_ns, is_return, op) in timeline {
             let entry = entries.len() as u32;
-            let partner = if is_return {
-                call_entry[op as usize]
-            } else {
-                NONE
-            };
+            let mut partner = NONE;
             if is_return {
+                partner = call_entry[op as usize];
                 assert_ne!(partner, NONE, "a call comes before its return");
                 entries[partner as usize].partner = entry;
             } else {
@@ -1060,42 +1122,7 @@ impl<'p> Search<'p> {
                 partner,
             });
         }
-        let count = entries.len() as u32;
-        let next = (0..count)
-            .map(|entry| if entry + 1 < count { entry + 1 } else { NONE })
-            .collect();
-        let prev = (0..count).map(|entry| entry.saturating_sub(1)).collect();
-        Search {
-            ops,
-            slot,
-            entries,
-            next,
-            prev,
-            optional_placed: vec![false; optional_count as usize],
-            maybe_preempts,
-            optional_grants,
-            holder_changes,
-            token_answers,
-            windowed_ops,
-            needs_holder: ops
-                .iter()
-                .map(|op| match op.action {
-                    _ if !op.required => None,
-                    Action::Refuse { owner } | Action::SeeOwner { owner, .. } => Some(owner),
-                    Action::Release => Some(op.client),
-                    _ => None,
-                })
-                .collect(),
-            required_count,
-            required_open: required_count,
-            required_bits: vec![0; (required_count as usize).div_ceil(64)],
-            first_open: 0,
-            end: 0,
-            optional_linearized: Vec::new(),
-            placed_call_max: 0,
-            memo: HashMap::default(),
-            memo_entries: 0,
-        }
+        entries
     }
 
     fn run(mut self, initial: LockState, budget: &mut Budget) -> Verdict {
@@ -1183,44 +1210,59 @@ impl<'p> Search<'p> {
     }
 
     /// The optional operations worth trying in `state` when calls up to `frontier_ns` may be
-    /// placed: unplaced, window open, and able to change the state. A preempt with an unknown
-    /// result counts only if a required candidate needs its client to hold the lock: otherwise
-    /// it can wait until one does (nothing placed meanwhile needs the lock held by its client,
-    /// so all of it works on a free lock too, and an unknown result has no window to close).
+    /// placed: unplaced, window open, and able to change the state. Two more cuts, both sound:
+    /// - a preempt with an unknown result counts only if a required candidate needs its client
+    ///   to hold the lock: otherwise it can wait until one does (nothing placed meanwhile needs
+    ///   the lock held by its client, so all of it works on a free lock too, and an unknown
+    ///   result has no window to close);
+    /// - of a client's callable unknown preempts (or unknown releases), only the earliest is
+    ///   tried: they are interchangeable, and trying each would explore the same futures again.
     fn optional_candidates(&self, state: LockState, frontier_ns: u64) -> Vec<u32> {
         let callable = |list: &[u32]| {
             let end = list.partition_point(|&op| self.ops[op as usize].call_ns <= frontier_ns);
-            list[..end].to_vec()
+            let mut seen_unknown = [false; 2];
+            list[..end]
+                .iter()
+                .copied()
+                .filter(|&op| self.optional_is_open(op))
+                .filter(|&op| match self.ops[op as usize].action {
+                    Action::MaybePreempt => !std::mem::replace(&mut seen_unknown[0], true),
+                    Action::MaybeRelease => !std::mem::replace(&mut seen_unknown[1], true),
+                    _ => true,
+                })
+                .collect::<Vec<u32>>()
         };
         let mut pool = Vec::new();
         match state.holder {
             None => {
-                pool.extend(callable(&self.optional_grants));
+                pool.extend(callable(&self.optional.grants));
                 for client in self.holders_needed() {
-                    if let Some(list) = self.maybe_preempts.get(&client) {
+                    if let Some(list) = self.optional.maybe_preempts.get(&client) {
                         pool.extend(callable(list));
                     }
                 }
             }
             Some(hold) => {
-                if let Some(list) = self.holder_changes.get(&hold.owner) {
+                if let Some(list) = self.optional.holder_changes.get(&hold.owner) {
                     pool.extend(callable(list));
                 }
                 if matches!(hold.token, HoldToken::AtLeast(_)) {
-                    pool.extend(callable(&self.token_answers));
+                    pool.extend(callable(&self.optional.token_answers));
                 }
             }
         }
-        pool.retain(|&op| {
-            let problem_op = self.ops[op as usize];
-            let open = problem_op
-                .return_ns
-                .is_none_or(|ns| ns >= self.placed_call_max);
-            open && !self.optional_placed[self.slot[op as usize] as usize]
-        });
         pool.sort_unstable();
         pool.dedup();
         pool
+    }
+
+    /// Whether the optional operation `op` is unplaced and its window still open.
+    fn optional_is_open(&self, op: u32) -> bool {
+        let problem_op = self.ops[op as usize];
+        let open = problem_op
+            .return_ns
+            .is_none_or(|ns| ns >= self.placed_call_max);
+        open && !self.optional_placed[self.slot[op as usize] as usize]
     }
 
     /// The clients that required candidates need to be holding the lock.
@@ -1237,7 +1279,7 @@ impl<'p> Search<'p> {
     /// Whether placing an operation called at `call_ns` would close the window of an optional
     /// operation still open (one that returned before that call).
     fn closes_a_window(&self, call_ns: u64) -> bool {
-        self.windowed_ops.iter().any(|&index| {
+        self.optional.windowed.iter().any(|&index| {
             let op = self.ops[index as usize];
             let return_ns = op.return_ns.expect("windowed operations have returned");
             !self.optional_placed[self.slot[index as usize] as usize]
@@ -1535,83 +1577,116 @@ enum SyntheticEvent {
 pub fn synthetic_history(ops: usize, locks: usize, clients: u32, seed: u64) -> Vec<HistoryOp> {
     assert!(locks > 0, "a synthetic history needs a lock");
     assert!(clients > 0, "a synthetic history needs a client");
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut table: Vec<Option<(u32, u64)>> = vec![None; locks];
-    let mut lock_of: Vec<usize> = Vec::with_capacity(ops);
-    let mut return_at: Vec<u64> = Vec::with_capacity(ops);
-    // Whether the client will learn the operation's answer (it does not time out).
-    let mut answered: Vec<bool> = Vec::with_capacity(ops);
-    let mut history: Vec<HistoryOp> = Vec::with_capacity(ops);
-    let mut token_next: u64 = 1;
-    let mut queue: BinaryHeap<Reverse<(u64, u64, SyntheticEvent)>> = BinaryHeap::new();
-    let mut sequence: u64 = 0;
-    let mut schedule = |queue: &mut BinaryHeap<_>, at: u64, event: SyntheticEvent| {
-        sequence += 1;
-        queue.push(Reverse((at, sequence, event)));
+    let mut run = SyntheticRun {
+        ops_max: ops,
+        rng: ChaCha8Rng::seed_from_u64(seed),
+        table: vec![None; locks],
+        token_next: 1,
+        history: Vec::with_capacity(ops),
+        planned: Vec::with_capacity(ops),
+        queue: BinaryHeap::new(),
+        sequence: 0,
     };
     for client in 1..=clients {
-        let at = rng.random_range(0..=SYNTHETIC_THINK_NS);
-        schedule(&mut queue, at, SyntheticEvent::Call { client });
+        let at = run.rng.random_range(0..=SYNTHETIC_THINK_NS);
+        run.schedule(at, SyntheticEvent::Call { client });
     }
     // Each operation schedules at most three events, so this bounds the loop.
     let mut events_left = 3 * ops + clients as usize;
-    while let Some(Reverse((now, _, event))) = queue.pop() {
+    while let Some(Reverse((now, _, event))) = run.queue.pop() {
         assert!(events_left > 0, "the synthetic simulation ends");
         events_left -= 1;
         match event {
-            SyntheticEvent::Call { client } => {
-                if history.len() == ops {
-                    continue;
-                }
-                let index = history.len();
-                let (op, lock) = synthetic_op(&mut rng, &table, client);
-                lock_of.push(lock);
-                history.push(HistoryOp {
-                    client,
-                    op: op.0,
-                    lock: format!("l{}", lock + 1),
-                    consistency: op.1,
-                    call_ns: now,
-                    return_ns: None,
-                    result: HistoryResult::Unknown,
-                });
-                let apply_at = now + rng.random_range(0..=SYNTHETIC_SPAN_NS);
-                return_at.push(apply_at + rng.random_range(0..=SYNTHETIC_SPAN_NS));
-                let think = rng.random_range(0..=SYNTHETIC_THINK_NS);
-                let times_out = rng.random_bool(SYNTHETIC_UNKNOWN_PROBABILITY);
-                answered.push(!times_out);
-                if times_out {
-                    if rng.random_bool(0.5) {
-                        schedule(&mut queue, apply_at, SyntheticEvent::Apply { op: index });
-                    }
-                    let next_call = now + SYNTHETIC_TIMEOUT_NS + think;
-                    schedule(&mut queue, next_call, SyntheticEvent::Call { client });
-                } else {
-                    schedule(&mut queue, apply_at, SyntheticEvent::Apply { op: index });
-                }
-            }
-            SyntheticEvent::Apply { op } => {
-                let lock = lock_of[op];
-                let result = synthetic_apply(&mut table[lock], &mut token_next, &history[op]);
-                if answered[op] {
-                    history[op].result = result;
-                    schedule(&mut queue, return_at[op], SyntheticEvent::Return { op });
-                }
-            }
-            SyntheticEvent::Return { op } => {
-                history[op].return_ns = Some(now);
-                let client = history[op].client;
-                let next_call = now + rng.random_range(0..=SYNTHETIC_THINK_NS);
-                schedule(&mut queue, next_call, SyntheticEvent::Call { client });
-            }
+            SyntheticEvent::Call { client } => run.call(client, now),
+            SyntheticEvent::Apply { op } => run.apply(op),
+            SyntheticEvent::Return { op } => run.finish(op, now),
         }
     }
+    let mut history = run.history;
     debug_assert!(
         history.iter().all(|op| op.validate().is_ok()),
         "every operation is valid"
     );
     history.sort_by_key(|op| (op.call_ns, op.client));
     history
+}
+
+/// The simulation behind [`synthetic_history`]: one real lock table, and clients that call,
+/// take effect and return on a seeded schedule.
+struct SyntheticRun {
+    ops_max: usize,
+    rng: ChaCha8Rng,
+    /// Per lock: the holder and its token.
+    table: Vec<Option<(u32, u64)>>,
+    token_next: u64,
+    history: Vec<HistoryOp>,
+    /// Per operation: its lock, when it returns, and whether the client learns the answer.
+    planned: Vec<(usize, u64, bool)>,
+    /// (time, sequence, event): the sequence keeps equal times in scheduling order.
+    queue: BinaryHeap<Reverse<(u64, u64, SyntheticEvent)>>,
+    sequence: u64,
+}
+
+impl SyntheticRun {
+    fn schedule(&mut self, at: u64, event: SyntheticEvent) {
+        self.sequence += 1;
+        self.queue.push(Reverse((at, self.sequence, event)));
+    }
+
+    /// `client` calls its next operation, unless the history is complete.
+    fn call(&mut self, client: u32, now: u64) {
+        if self.history.len() == self.ops_max {
+            return;
+        }
+        let index = self.history.len();
+        let ((op, consistency), lock) = synthetic_op(&mut self.rng, &self.table, client);
+        self.history.push(HistoryOp {
+            client,
+            op,
+            lock: format!("l{}", lock + 1),
+            consistency,
+            call_ns: now,
+            return_ns: None,
+            result: HistoryResult::Unknown,
+        });
+        let apply_at = now + self.rng.random_range(0..=SYNTHETIC_SPAN_NS);
+        let return_at = apply_at + self.rng.random_range(0..=SYNTHETIC_SPAN_NS);
+        let think = self.rng.random_range(0..=SYNTHETIC_THINK_NS);
+        let times_out = self.rng.random_bool(SYNTHETIC_UNKNOWN_PROBABILITY);
+        self.planned.push((lock, return_at, !times_out));
+        if !times_out || self.rng.random_bool(0.5) {
+            self.schedule(apply_at, SyntheticEvent::Apply { op: index });
+        }
+        if times_out {
+            self.schedule(
+                now + SYNTHETIC_TIMEOUT_NS + think,
+                SyntheticEvent::Call { client },
+            );
+        }
+    }
+
+    /// The operation takes effect: its linearization point.
+    fn apply(&mut self, op: usize) {
+        let (lock, return_at, answered) = self.planned[op];
+        let result = synthetic_apply(
+            &mut self.table[lock],
+            &mut self.token_next,
+            &self.history[op],
+        );
+        if answered {
+            self.history[op].result = result;
+            self.schedule(return_at, SyntheticEvent::Return { op });
+        }
+    }
+
+    /// The client learns the answer and, after a pause, calls its next operation.
+    fn finish(&mut self, op: usize, now: u64) {
+        assert!(self.planned[op].2, "only answered operations return");
+        self.history[op].return_ns = Some(now);
+        let client = self.history[op].client;
+        let next_call = now + self.rng.random_range(0..=SYNTHETIC_THINK_NS);
+        self.schedule(next_call, SyntheticEvent::Call { client });
+    }
 }
 
 /// The next operation a synthetic client calls: preempt 40%, release 30% (of a lock it holds,
@@ -2030,6 +2105,20 @@ mod tests {
         assert!(windows > 100, "{windows} windows");
     }
 
+    #[test]
+    fn boundary_counts_the_leading_indices_that_hold() {
+        for count in 0..6 {
+            for holding in 0..=count {
+                assert_eq!(
+                    boundary(count, |index| index < holding),
+                    holding,
+                    "{holding} of {count}"
+                );
+            }
+        }
+        assert_eq!(distinct([5, 1, 5, 3].into_iter()), vec![1, 3, 5]);
+    }
+
     /// A read that could be placed first must still be taken back when placing it would close
     /// the window of an optional operation that has to come before it.
     #[test]
@@ -2093,7 +2182,8 @@ mod tests {
             let started = Instant::now();
             let report = check_history(&history);
             println!(
-                "2000 ops, 1 lock, 20 clients, seed {seed}, one answer broken: {:.3}s, window of {}",
+                "2000 ops, 1 lock, 20 clients, seed {seed}, one answer broken: {:.3}s, \
+                 window of {}",
                 started.elapsed().as_secs_f64(),
                 match &report.violations[..] {
                     [LinearizabilityViolation::NotLinearizable { window, .. }] => window.len(),
