@@ -4,6 +4,7 @@
 //!   partitions, one-way cuts). It decides the fate of each message; the simulator's event queue
 //!   carries it out.
 
+pub mod protocol;
 pub mod sim;
 
 pub use sim::{Endpoint, LatencyTail, NetworkParams, SimNetwork, Transmission};

@@ -1,0 +1,1165 @@
+//! The client wire protocol: newline-delimited JSON over TCP, one request per line and one
+//! response per line, as a pure codec.
+//!
+//! This module turns bytes into requests and replies into bytes, for servers and for Rust
+//! clients alike. It must never touch a socket, a clock or a thread, and bad input must never
+//! panic it: every line that breaks the protocol becomes a typed [`WireError`], which the
+//! server answers as a `bad_request` (or `unsupported_version`) response and then carries on.
+//! `docs/PROTOCOL.md` is the reference for the format; the two MUST change together.
+//!
+//! Server side, per connection:
+//! 1. [`LineDecoder::feed`] the bytes read; it yields [`LineEvent`]s with bounded memory.
+//! 2. [`decode_request`] each line, then [`WireRequest::into_client_request`] for the node.
+//! 3. [`encode_reply`] each `ClientReply` the node produces; [`encode_error`] the refusals the
+//!    front end decides itself (a bad line, a version mismatch, a redirect to the leader).
+//!
+//! Client side: [`encode_request`], then [`LineDecoder`] and [`decode_reply`] on what comes back.
+//!
+//! The client id travels in every lock request (`"client":7`) instead of being bound to the
+//! connection: locks belong to the client id, and a client that reconnects, or retries on
+//! another server after a timeout, must present the same (client, seq) pair for its retry to
+//! be exactly-once. Each line is therefore self-contained and a server keeps no session state
+//! per connection.
+
+use crate::node::{
+    ClientId, ClientReply, ClientRequest, Consistency, LockName, LogIndex, Operation, Outcome,
+    ReplyBody, RequestBody, ServerId, ServiceError,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// The protocol version this codec speaks. A request without `version` means version 1.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Longest line, in bytes, not counting its newline. Longer lines are refused and discarded.
+pub const LINE_BYTES_MAX: usize = 64 * 1024;
+
+/// Longest lock name, in bytes. The same limit as scenario files
+/// (`sim::scenario::LOCK_NAME_BYTES_MAX`); a unit test keeps the two equal.
+pub const LOCK_NAME_BYTES_MAX: usize = 256;
+
+/// Most bytes of one overlong line the [`LineDecoder`] skips while looking for its newline.
+/// A peer that sends more than this without a newline is not speaking the protocol, and the
+/// connection is not worth keeping.
+pub const OVERLONG_LINE_BYTES_MAX: u64 = 1024 * 1024;
+
+/// Most characters of the client's own text (a field name, an unknown op) quoted back in an
+/// error message, so that a reply stays short whatever the request held.
+const QUOTED_CHARS_MAX: usize = 48;
+
+// ----- requests -----
+
+/// One request line, decoded. Mirrors `ClientRequest`; see [`WireRequest::into_client_request`].
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct WireRequest {
+    /// Chosen by the client; the response echoes it. Reused for a retry.
+    pub seq: u64,
+    /// The highest `index` the client has seen in an `ok` response (0 if none).
+    pub seen_index: LogIndex,
+    pub op: WireOp,
+}
+
+/// What a request line asks for: the `op` field and the fields that go with it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum WireOp {
+    /// `"op":"hello"`: asks for a client id. `nonce` (default 0) is echoed in the welcome.
+    Hello {
+        nonce: u64,
+    },
+    Preempt {
+        client: ClientId,
+        lock: LockName,
+    },
+    Release {
+        client: ClientId,
+        lock: LockName,
+    },
+    Check {
+        client: ClientId,
+        lock: LockName,
+        consistency: Consistency,
+    },
+}
+
+impl WireOp {
+    /// The `op` field's value.
+    pub fn name(&self) -> &'static str {
+        match self {
+            WireOp::Hello { .. } => "hello",
+            WireOp::Preempt { .. } => "preempt",
+            WireOp::Release { .. } => "release",
+            WireOp::Check { .. } => "check",
+        }
+    }
+}
+
+impl WireRequest {
+    /// The node's request. The client id comes from the line itself, so the conversion needs
+    /// nothing from the connection.
+    pub fn into_client_request(self) -> ClientRequest {
+        let body = match self.op {
+            WireOp::Hello { nonce } => RequestBody::Hello { nonce },
+            WireOp::Preempt { client, lock } => RequestBody::Op {
+                client,
+                op: Operation::Preempt { lock },
+            },
+            WireOp::Release { client, lock } => RequestBody::Op {
+                client,
+                op: Operation::Release { lock },
+            },
+            WireOp::Check {
+                client,
+                lock,
+                consistency,
+            } => RequestBody::Op {
+                client,
+                op: Operation::Check { lock, consistency },
+            },
+        };
+        ClientRequest {
+            seq: self.seq,
+            seen_index: self.seen_index,
+            body,
+        }
+    }
+}
+
+impl From<WireRequest> for ClientRequest {
+    fn from(request: WireRequest) -> ClientRequest {
+        request.into_client_request()
+    }
+}
+
+impl From<ClientRequest> for WireRequest {
+    /// For a Rust client that runs the node's `Client` state machine over TCP.
+    fn from(request: ClientRequest) -> WireRequest {
+        let op = match request.body {
+            RequestBody::Hello { nonce } => WireOp::Hello { nonce },
+            RequestBody::Op { client, op } => match op {
+                Operation::Preempt { lock } => WireOp::Preempt { client, lock },
+                Operation::Release { lock } => WireOp::Release { client, lock },
+                Operation::Check { lock, consistency } => WireOp::Check {
+                    client,
+                    lock,
+                    consistency,
+                },
+            },
+        };
+        WireRequest {
+            seq: request.seq,
+            seen_index: request.seen_index,
+            op,
+        }
+    }
+}
+
+// ----- replies -----
+
+/// One response line, decoded.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum WireReply {
+    /// `"ok"`: the service decided. `index` is the applied log index the answer reflects.
+    Ok {
+        seq: u64,
+        index: LogIndex,
+        answer: Answer,
+    },
+    /// `"error"`: the request was not served; the code says what to do next.
+    Error(ErrorReply),
+}
+
+impl WireReply {
+    /// The echoed `seq`; `None` only for an error about a line whose seq could not be read.
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            WireReply::Ok { seq, .. } => Some(*seq),
+            WireReply::Error(error) => error.seq,
+        }
+    }
+}
+
+/// The body of an `ok` response.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub enum Answer {
+    /// `"ok":"welcome"`: the answer to hello.
+    Welcome { client: ClientId, nonce: u64 },
+    /// `"ok":"granted"`, `"held_by"`, `"released"`, `"not_owner"`, `"free"` or `"owner"`.
+    Outcome(Outcome),
+}
+
+/// An `error` response. `seq` is `None` only when the request's seq could not be read.
+///
+/// `message` and `NotLeader::leader_address` MUST keep the encoded line within
+/// [`LINE_BYTES_MAX`]; every constructor here does.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ErrorReply {
+    pub seq: Option<u64>,
+    pub code: ErrorCode,
+    /// For people: what went wrong and what to do. Clients act on `code`, never on this text.
+    pub message: String,
+}
+
+/// Every error code a response may carry, with the fields that go with it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum ErrorCode {
+    /// This server will not serve the request; `leader` will. Resend the same seq there.
+    NotLeader {
+        leader: ServerId,
+        /// `host:port` of the leader's client listener, when this server knows it.
+        leader_address: Option<String>,
+    },
+    /// No leader known, or this replica lags behind the request's `seen_index`.
+    Unavailable,
+    /// Too much work in flight: back off.
+    Overloaded,
+    /// A newer request of this client was already applied; this one never will be.
+    StaleRequest,
+    /// The line breaks the protocol: fix the request.
+    BadRequest,
+    /// The request asked for a protocol version this server does not speak.
+    UnsupportedVersion { supported: u32 },
+}
+
+impl ErrorCode {
+    /// The `error` field's value.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ErrorCode::NotLeader { .. } => "not_leader",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::StaleRequest => "stale_request",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnsupportedVersion { .. } => "unsupported_version",
+        }
+    }
+}
+
+impl ErrorReply {
+    /// The node's refusal, with a message that says what the client should do.
+    pub fn from_service_error(seq: u64, error: &ServiceError) -> ErrorReply {
+        // The node's own texts name one cause each; on the wire, say every cause the code
+        // covers and the client's next step.
+        let (code, message) = match error {
+            ServiceError::Unavailable => (
+                ErrorCode::Unavailable,
+                "this server cannot serve the request now (it knows no leader, or its replica \
+                 is behind your seen_index); retry the same seq after a pause, here or on \
+                 another server",
+            ),
+            ServiceError::Overloaded => (
+                ErrorCode::Overloaded,
+                "this server has too much work in flight; back off, then retry the same seq",
+            ),
+            ServiceError::StaleRequest => (
+                ErrorCode::StaleRequest,
+                "a newer request of this client was already applied, so this one never will \
+                 be; send new requests with a higher seq",
+            ),
+        };
+        ErrorReply {
+            seq: Some(seq),
+            code,
+            message: message.to_string(),
+        }
+    }
+
+    /// A redirect: `leader` leads the cluster, at `leader_address` when known.
+    pub fn not_leader(seq: u64, leader: ServerId, leader_address: Option<String>) -> ErrorReply {
+        let place = match &leader_address {
+            Some(address) => format!("server {} at {}", leader.0, quoted(address)),
+            None => format!("server {}", leader.0),
+        };
+        ErrorReply {
+            seq: Some(seq),
+            code: ErrorCode::NotLeader {
+                leader,
+                leader_address,
+            },
+            message: format!("this server is not the leader; send the same seq to {place}"),
+        }
+    }
+}
+
+impl From<WireError> for ErrorReply {
+    /// How a server answers a line that breaks the protocol.
+    fn from(error: WireError) -> ErrorReply {
+        let code = match error.kind {
+            WireErrorKind::Malformed => ErrorCode::BadRequest,
+            WireErrorKind::UnsupportedVersion => ErrorCode::UnsupportedVersion {
+                supported: PROTOCOL_VERSION,
+            },
+        };
+        ErrorReply {
+            seq: error.seq,
+            code,
+            message: error.message,
+        }
+    }
+}
+
+impl From<&ClientReply> for WireReply {
+    /// The node's reply as it goes on the wire. Error responses carry no `index`.
+    fn from(reply: &ClientReply) -> WireReply {
+        let answer = match &reply.body {
+            ReplyBody::Welcome { nonce, client } => Answer::Welcome {
+                client: *client,
+                nonce: *nonce,
+            },
+            ReplyBody::Outcome(outcome) => Answer::Outcome(*outcome),
+            ReplyBody::Error(error) => {
+                return WireReply::Error(ErrorReply::from_service_error(reply.seq, error));
+            }
+        };
+        WireReply::Ok {
+            seq: reply.seq,
+            index: reply.index,
+            answer,
+        }
+    }
+}
+
+// ----- decode errors -----
+
+/// A line that breaks the protocol. It never makes the connection unusable: lines are framed
+/// by newlines, so the next line starts afresh. A server answers it with
+/// `encode_error(&ErrorReply::from(error))`.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct WireError {
+    /// The line's seq, when it could be read; echoed in the error response.
+    pub seq: Option<u64>,
+    pub kind: WireErrorKind,
+    /// What is wrong, for people.
+    pub message: String,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub enum WireErrorKind {
+    /// Not JSON, not an object, an unknown op, a missing, mistyped or unknown field, a line too
+    /// long. Answered `bad_request`.
+    Malformed,
+    /// A version other than [`PROTOCOL_VERSION`]. Answered `unsupported_version`.
+    UnsupportedVersion,
+}
+
+impl WireError {
+    fn malformed(seq: Option<u64>, message: impl Into<String>) -> WireError {
+        WireError {
+            seq,
+            kind: WireErrorKind::Malformed,
+            message: message.into(),
+        }
+    }
+
+    /// For [`LineEvent::TooLong`].
+    pub fn line_too_long() -> WireError {
+        WireError::malformed(
+            None,
+            format!(
+                "a line is longer than {LINE_BYTES_MAX} bytes; it was discarded up to its \
+                 newline"
+            ),
+        )
+    }
+
+    /// For [`LineEvent::Abandoned`]: the last words before the server closes the connection.
+    pub fn line_abandoned() -> WireError {
+        WireError::malformed(
+            None,
+            format!(
+                "{OVERLONG_LINE_BYTES_MAX} bytes without a newline; this is not the lockstep \
+                 protocol, closing the connection"
+            ),
+        )
+    }
+}
+
+// ----- encoding -----
+
+/// Every field a request line may hold, in the order they are written. Absent ones are
+/// omitted. Requests are decoded field by field instead (`RequestReader`), for the messages.
+#[derive(Default, Serialize)]
+struct RequestFields {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    op: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lock: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    consistency: Option<Consistency>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seen_index: Option<u64>,
+}
+
+/// Every field a response line may hold, in the order they are written. Absent ones are
+/// omitted. Decoding ignores fields not listed here, so that a server may add fields within a
+/// version.
+#[derive(Default, Serialize, Deserialize)]
+struct ReplyFields {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ok: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leader: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leader_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<u64>,
+}
+
+/// One line: the JSON object and its newline.
+fn write_line(fields: &impl Serialize) -> Vec<u8> {
+    let mut line = serde_json::to_vec(fields).expect("a struct of numbers and strings serializes");
+    // Pair assertion with the line decoder: compact JSON escapes every newline in a string, so
+    // the only newline is the one that ends the line.
+    assert!(
+        !line.contains(&b'\n'),
+        "protocol: an encoded line holds a raw newline"
+    );
+    line.push(b'\n');
+    line
+}
+
+/// A request line for the server, with its trailing newline. Hello carries
+/// `"version":PROTOCOL_VERSION`; `seen_index` is written only when it is not 0.
+///
+/// The encoder does not check the request: a lock name over [`LOCK_NAME_BYTES_MAX`] is
+/// written as is, and the server answers `bad_request`.
+#[must_use]
+pub fn encode_request(request: &WireRequest) -> Vec<u8> {
+    let mut fields = RequestFields {
+        seq: Some(request.seq),
+        op: Some(request.op.name()),
+        seen_index: (request.seen_index != 0).then_some(request.seen_index),
+        ..RequestFields::default()
+    };
+    match &request.op {
+        WireOp::Hello { nonce } => {
+            fields.version = Some(PROTOCOL_VERSION);
+            fields.nonce = Some(*nonce);
+        }
+        WireOp::Preempt { client, lock } | WireOp::Release { client, lock } => {
+            fields.client = Some(client.0);
+            fields.lock = Some(lock.to_string());
+        }
+        WireOp::Check {
+            client,
+            lock,
+            consistency,
+        } => {
+            fields.client = Some(client.0);
+            fields.lock = Some(lock.to_string());
+            fields.consistency = Some(*consistency);
+        }
+    }
+    write_line(&fields)
+}
+
+/// The node's reply as a response line, with its trailing newline.
+#[must_use]
+pub fn encode_reply(reply: &ClientReply) -> Vec<u8> {
+    encode_wire_reply(&WireReply::from(reply))
+}
+
+/// A refusal as a response line, with its trailing newline.
+#[must_use]
+pub fn encode_error(error: &ErrorReply) -> Vec<u8> {
+    let mut fields = ReplyFields {
+        seq: error.seq,
+        error: Some(error.code.name().to_string()),
+        message: Some(error.message.clone()),
+        ..ReplyFields::default()
+    };
+    match &error.code {
+        ErrorCode::NotLeader {
+            leader,
+            leader_address,
+        } => {
+            fields.leader = Some(leader.0);
+            fields.leader_address = leader_address.clone();
+        }
+        ErrorCode::UnsupportedVersion { supported } => fields.version = Some(*supported),
+        ErrorCode::Unavailable
+        | ErrorCode::Overloaded
+        | ErrorCode::StaleRequest
+        | ErrorCode::BadRequest => {}
+    }
+    let line = write_line(&fields);
+    assert!(
+        line.len() <= LINE_BYTES_MAX,
+        "protocol: a {}-byte {} response is over the line limit",
+        line.len(),
+        error.code.name()
+    );
+    line
+}
+
+/// Any response line, with its trailing newline.
+#[must_use]
+pub fn encode_wire_reply(reply: &WireReply) -> Vec<u8> {
+    let (seq, index, answer) = match reply {
+        WireReply::Error(error) => return encode_error(error),
+        WireReply::Ok { seq, index, answer } => (*seq, *index, answer),
+    };
+    let mut fields = ReplyFields {
+        seq: Some(seq),
+        index: Some(index),
+        ..ReplyFields::default()
+    };
+    let ok = match *answer {
+        Answer::Welcome { client, nonce } => {
+            fields.client = Some(client.0);
+            fields.nonce = Some(nonce);
+            fields.version = Some(PROTOCOL_VERSION);
+            "welcome"
+        }
+        Answer::Outcome(outcome) => outcome_fields(&mut fields, outcome),
+    };
+    fields.ok = Some(ok.to_string());
+    write_line(&fields)
+}
+
+/// Fills in an outcome's fields; returns the `ok` value.
+fn outcome_fields(fields: &mut ReplyFields, outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Granted { token } => {
+            fields.token = Some(token);
+            "granted"
+        }
+        Outcome::HeldBy { owner } => {
+            fields.owner = Some(owner.0);
+            "held_by"
+        }
+        Outcome::Released => "released",
+        Outcome::NotOwner => "not_owner",
+        Outcome::Free => "free",
+        Outcome::Owner { owner, token } => {
+            fields.owner = Some(owner.0);
+            fields.token = Some(token);
+            "owner"
+        }
+    }
+}
+
+// ----- decoding requests -----
+
+/// Decodes one request line (with or without its newline).
+///
+/// Every problem is a [`WireError`] whose message names the field and what it should be, and
+/// which carries the seq whenever the line had a readable one. The version is checked right
+/// after the seq, so a client of another version hears about the version, not about a field
+/// it did not expect.
+pub fn decode_request(line: &[u8]) -> Result<WireRequest, WireError> {
+    let content = line.strip_suffix(b"\n").unwrap_or(line);
+    if content.len() > LINE_BYTES_MAX {
+        return Err(WireError::line_too_long());
+    }
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Err(WireError::malformed(
+            None,
+            r#"empty line: send one JSON object per line, like {"seq":1,"op":"hello"}"#,
+        ));
+    }
+    let value: Value = serde_json::from_slice(line)
+        .map_err(|error| WireError::malformed(None, format!("not valid JSON: {error}")))?;
+    let Value::Object(map) = value else {
+        return Err(WireError::malformed(
+            None,
+            format!(
+                r#"a request is one JSON object, like {{"seq":1,"op":"hello"}}; got {}"#,
+                describe(&value)
+            ),
+        ));
+    };
+    let mut reader = RequestReader { map, seq: None };
+    let seq = reader.seq()?;
+    reader.version()?;
+    let op = reader.op()?;
+    let seen_index = reader.whole_number("seen_index", "the highest index you have seen")?;
+    let request = WireRequest {
+        seq,
+        seen_index: seen_index.unwrap_or(0),
+        op,
+    };
+    reader.finish(&request.op)?;
+    Ok(request)
+}
+
+/// Reads a request's fields one by one, removing each, so that what is left is unknown.
+struct RequestReader {
+    map: Map<String, Value>,
+    /// Set once the seq is read; every later error echoes it.
+    seq: Option<u64>,
+}
+
+/// What each op takes besides the fields every request takes.
+fn op_fields(op: &str) -> &'static str {
+    match op {
+        "hello" => "nonce",
+        "check" => "client, lock, consistency",
+        _ => "client, lock",
+    }
+}
+
+const COMMON_FIELDS: &str = "seq, op, version, seen_index";
+const OP_NAMES: &str = "hello, preempt, release or check";
+
+impl RequestReader {
+    fn error(&self, message: String) -> WireError {
+        WireError::malformed(self.seq, message)
+    }
+
+    fn seq(&mut self) -> Result<u64, WireError> {
+        let seq = self.whole_number("seq", "the number the response echoes")?;
+        let seq = seq.ok_or_else(|| {
+            self.error(
+                "missing `seq` (a whole number of your choice; the response echoes it)".into(),
+            )
+        })?;
+        self.seq = Some(seq);
+        Ok(seq)
+    }
+
+    /// A missing version means version 1.
+    fn version(&mut self) -> Result<(), WireError> {
+        let version = self.whole_number("version", "the protocol version")?;
+        match version {
+            None => Ok(()),
+            Some(version) if version == u64::from(PROTOCOL_VERSION) => Ok(()),
+            Some(version) => Err(WireError {
+                seq: self.seq,
+                kind: WireErrorKind::UnsupportedVersion,
+                message: format!(
+                    "this server speaks version {PROTOCOL_VERSION} of the protocol, not version \
+                     {version}"
+                ),
+            }),
+        }
+    }
+
+    fn op(&mut self) -> Result<WireOp, WireError> {
+        let name = match self.map.remove("op") {
+            None => return Err(self.error(format!("missing `op` (one of {OP_NAMES})"))),
+            Some(Value::String(name)) => name,
+            Some(other) => {
+                let got = describe(&other);
+                return Err(self.error(format!("`op` must be one of {OP_NAMES}; got {got}")));
+            }
+        };
+        let op = match name.as_str() {
+            "hello" => {
+                let nonce = self.whole_number("nonce", "a number the welcome echoes")?;
+                return Ok(WireOp::Hello {
+                    nonce: nonce.unwrap_or(0),
+                });
+            }
+            "preempt" | "release" | "check" => name,
+            _ => {
+                let got = quoted(&name);
+                return Err(self.error(format!("unknown op {got} (expected {OP_NAMES})")));
+            }
+        };
+        let client = self.client(&op)?;
+        let lock = self.lock(&op)?;
+        Ok(match op.as_str() {
+            "preempt" => WireOp::Preempt { client, lock },
+            "release" => WireOp::Release { client, lock },
+            _ => WireOp::Check {
+                client,
+                lock,
+                consistency: self.consistency()?,
+            },
+        })
+    }
+
+    fn client(&mut self, op: &str) -> Result<ClientId, WireError> {
+        const WHAT: &str = "the id hello gave you, a whole number from 1";
+        match self.whole_number("client", WHAT)? {
+            None => Err(self.error(format!("{op} needs `client` ({WHAT})"))),
+            Some(0) => Err(self.error(format!("`client` must be {WHAT}; got 0"))),
+            Some(client) => Ok(ClientId(client)),
+        }
+    }
+
+    fn lock(&mut self, op: &str) -> Result<LockName, WireError> {
+        let name = match self.map.remove("lock") {
+            Some(Value::String(name)) => name,
+            None => {
+                return Err(self.error(format!(
+                    "{op} needs `lock` (the lock's name, a string of 1 to {LOCK_NAME_BYTES_MAX} \
+                     bytes)"
+                )));
+            }
+            Some(other) => {
+                let got = describe(&other);
+                return Err(self.error(format!("`lock` must be a string; got {got}")));
+            }
+        };
+        if name.is_empty() {
+            return Err(self.error("`lock` cannot be empty".into()));
+        }
+        if name.len() > LOCK_NAME_BYTES_MAX {
+            return Err(self.error(format!(
+                "`lock` is {} bytes, above the limit of {LOCK_NAME_BYTES_MAX}",
+                name.len()
+            )));
+        }
+        Ok(Arc::from(name))
+    }
+
+    /// A missing consistency means local, the node's default.
+    fn consistency(&mut self) -> Result<Consistency, WireError> {
+        match self.map.remove("consistency") {
+            None => Ok(Consistency::default()),
+            Some(Value::String(text)) if text == "local" => Ok(Consistency::Local),
+            Some(Value::String(text)) if text == "linearizable" => Ok(Consistency::Linearizable),
+            Some(other) => {
+                let got = describe(&other);
+                Err(self.error(format!(
+                    r#"`consistency` must be "local" or "linearizable"; got {got}"#
+                )))
+            }
+        }
+    }
+
+    /// An optional field holding a whole number in 0..=u64::MAX.
+    fn whole_number(&mut self, name: &str, what: &str) -> Result<Option<u64>, WireError> {
+        let Some(value) = self.map.remove(name) else {
+            return Ok(None);
+        };
+        match value.as_u64() {
+            Some(number) => Ok(Some(number)),
+            None => Err(self.error(format!(
+                "`{name}` must be {what}, a whole number from 0 to {}; got {}",
+                u64::MAX,
+                describe(&value)
+            ))),
+        }
+    }
+
+    /// Refuses fields nobody asked for: a typo (`consistancy`) must not pass silently.
+    fn finish(self, op: &WireOp) -> Result<(), WireError> {
+        let Some(unknown) = self.map.keys().next() else {
+            return Ok(());
+        };
+        let name = op.name();
+        Err(self.error(format!(
+            "unknown field {} for {name} (it takes {COMMON_FIELDS}, {})",
+            quoted(unknown),
+            op_fields(name)
+        )))
+    }
+}
+
+/// A JSON value as an error message names it.
+fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "null".to_string(),
+        Value::Bool(flag) => flag.to_string(),
+        Value::Number(number) if number.as_i64().is_some_and(|n| n < 0) => {
+            format!("the negative number {number}")
+        }
+        Value::Number(number) => format!("the number {number}"),
+        Value::String(text) => format!("the string {}", quoted(text)),
+        Value::Array(_) => "an array".to_string(),
+        Value::Object(_) => "an object".to_string(),
+    }
+}
+
+/// The client's own text, quoted and cut short.
+fn quoted(text: &str) -> String {
+    let mut shown: String = text.chars().take(QUOTED_CHARS_MAX).collect();
+    if shown.len() < text.len() {
+        shown.push('…');
+    }
+    format!("`{shown}`")
+}
+
+// ----- decoding replies -----
+
+/// Decodes one response line (with or without its newline), for a client.
+///
+/// A reply that breaks the protocol is a [`WireError`]; a welcome for another protocol
+/// version is one of kind `UnsupportedVersion`. Unknown fields are ignored, so that a server
+/// may add fields within a version.
+pub fn decode_reply(line: &[u8]) -> Result<WireReply, WireError> {
+    let fields: ReplyFields = serde_json::from_slice(line)
+        .map_err(|error| WireError::malformed(None, format!("malformed reply: {error}")))?;
+    match (fields.ok.as_deref(), fields.error.as_deref()) {
+        (Some(ok), None) => decode_ok(ok, &fields),
+        (None, Some(error)) => decode_error(error, &fields),
+        _ => Err(WireError::malformed(
+            fields.seq,
+            "malformed reply: it must hold exactly one of `ok` and `error`",
+        )),
+    }
+}
+
+fn decode_ok(ok: &str, fields: &ReplyFields) -> Result<WireReply, WireError> {
+    let missing = |name: &str| {
+        WireError::malformed(
+            fields.seq,
+            format!("malformed reply: {} needs `{name}`", quoted(ok)),
+        )
+    };
+    let seq = fields.seq.ok_or_else(|| missing("seq"))?;
+    let index = fields.index.ok_or_else(|| missing("index"))?;
+    let owner = || fields.owner.map(ClientId).ok_or_else(|| missing("owner"));
+    let token = || fields.token.ok_or_else(|| missing("token"));
+    let outcome = match ok {
+        "welcome" => return decode_welcome(seq, index, fields),
+        "granted" => Outcome::Granted { token: token()? },
+        "held_by" => Outcome::HeldBy { owner: owner()? },
+        "released" => Outcome::Released,
+        "not_owner" => Outcome::NotOwner,
+        "free" => Outcome::Free,
+        "owner" => Outcome::Owner {
+            owner: owner()?,
+            token: token()?,
+        },
+        _ => {
+            let message = format!("malformed reply: unknown ok value {}", quoted(ok));
+            return Err(WireError::malformed(Some(seq), message));
+        }
+    };
+    Ok(WireReply::Ok {
+        seq,
+        index,
+        answer: Answer::Outcome(outcome),
+    })
+}
+
+fn decode_welcome(seq: u64, index: LogIndex, fields: &ReplyFields) -> Result<WireReply, WireError> {
+    let missing = |name: &str| {
+        WireError::malformed(
+            Some(seq),
+            format!("malformed reply: welcome needs `{name}`"),
+        )
+    };
+    let version = fields.version.ok_or_else(|| missing("version"))?;
+    if version != PROTOCOL_VERSION {
+        return Err(WireError {
+            seq: Some(seq),
+            kind: WireErrorKind::UnsupportedVersion,
+            message: format!(
+                "the server speaks version {version} of the protocol; this client speaks \
+                 version {PROTOCOL_VERSION}"
+            ),
+        });
+    }
+    let client = fields.client.ok_or_else(|| missing("client"))?;
+    let nonce = fields.nonce.ok_or_else(|| missing("nonce"))?;
+    Ok(WireReply::Ok {
+        seq,
+        index,
+        answer: Answer::Welcome {
+            client: ClientId(client),
+            nonce,
+        },
+    })
+}
+
+fn decode_error(error: &str, fields: &ReplyFields) -> Result<WireReply, WireError> {
+    let missing = |name: &str| {
+        WireError::malformed(
+            fields.seq,
+            format!("malformed reply: error {} needs `{name}`", quoted(error)),
+        )
+    };
+    let code = match error {
+        "not_leader" => ErrorCode::NotLeader {
+            leader: ServerId(fields.leader.ok_or_else(|| missing("leader"))?),
+            leader_address: fields.leader_address.clone(),
+        },
+        "unavailable" => ErrorCode::Unavailable,
+        "overloaded" => ErrorCode::Overloaded,
+        "stale_request" => ErrorCode::StaleRequest,
+        "bad_request" => ErrorCode::BadRequest,
+        "unsupported_version" => ErrorCode::UnsupportedVersion {
+            supported: fields.version.ok_or_else(|| missing("version"))?,
+        },
+        _ => {
+            let message = format!("malformed reply: unknown error code {}", quoted(error));
+            return Err(WireError::malformed(fields.seq, message));
+        }
+    };
+    let message = fields.message.clone().ok_or_else(|| missing("message"))?;
+    Ok(WireReply::Error(ErrorReply {
+        seq: fields.seq,
+        code,
+        message,
+    }))
+}
+
+// ----- framing -----
+
+/// What the bytes fed to a [`LineDecoder`] amount to, in order.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum LineEvent {
+    /// A complete line, without its newline. Decode it.
+    Line(Vec<u8>),
+    /// A line went over [`LINE_BYTES_MAX`]. It is discarded up to its newline without being
+    /// buffered. Answer `ErrorReply::from(WireError::line_too_long())`; the connection stays
+    /// usable and the next line decodes normally. Emitted once per overlong line, as soon as
+    /// the limit is crossed.
+    TooLong,
+    /// An overlong line ran past [`OVERLONG_LINE_BYTES_MAX`] without a newline. The peer is not
+    /// speaking this protocol: answer `WireError::line_abandoned()` and close the connection.
+    /// The decoder ignores every later byte.
+    Abandoned,
+}
+
+/// Splits a byte stream into lines, with bounded memory: it never holds more than the line
+/// limit, however the bytes arrive. One per connection, in each direction that reads.
+///
+/// Contract: feed bytes in the order they were read. Events come out in stream order.
+#[derive(Clone, Debug)]
+pub struct LineDecoder {
+    line_bytes_max: usize,
+    overlong_line_bytes_max: u64,
+    /// The current line's bytes so far; never longer than `line_bytes_max`.
+    buffer: Vec<u8>,
+    state: FrameState,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+enum FrameState {
+    /// Collecting a line into the buffer.
+    Reading,
+    /// Skipping an overlong line up to its newline; `line_bytes` seen of it so far.
+    Discarding { line_bytes: u64 },
+    /// Gave up on the stream.
+    Abandoned,
+}
+
+impl Default for LineDecoder {
+    fn default() -> LineDecoder {
+        LineDecoder::new()
+    }
+}
+
+impl LineDecoder {
+    /// A decoder with the protocol's limits.
+    pub fn new() -> LineDecoder {
+        LineDecoder::with_limits(LINE_BYTES_MAX, OVERLONG_LINE_BYTES_MAX)
+    }
+
+    /// A decoder with other limits, for tests and tools. `overlong_line_bytes_max` MUST be
+    /// above `line_bytes_max`.
+    pub fn with_limits(line_bytes_max: usize, overlong_line_bytes_max: u64) -> LineDecoder {
+        assert!(line_bytes_max > 0, "line decoder: a line limit of 0 bytes");
+        assert!(
+            overlong_line_bytes_max > line_bytes_max as u64,
+            "line decoder: the overlong limit {overlong_line_bytes_max} is not above the line \
+             limit {line_bytes_max}"
+        );
+        LineDecoder {
+            line_bytes_max,
+            overlong_line_bytes_max,
+            buffer: Vec::new(),
+            state: FrameState::Reading,
+        }
+    }
+
+    /// Takes the next bytes of the stream; returns the events they complete.
+    #[must_use]
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Vec<LineEvent> {
+        let mut events = Vec::new();
+        // Bounded: every round consumes at least one byte.
+        while !bytes.is_empty() {
+            let (segment, ends_line, rest) = match bytes.iter().position(|&b| b == b'\n') {
+                Some(at) => (&bytes[..at], true, &bytes[at + 1..]),
+                None => (bytes, false, &bytes[bytes.len()..]),
+            };
+            self.take_segment(segment, ends_line, &mut events);
+            bytes = rest;
+        }
+        self.check_invariants();
+        events
+    }
+
+    /// A stretch of bytes without a newline, and whether a newline followed it.
+    fn take_segment(&mut self, segment: &[u8], ends_line: bool, events: &mut Vec<LineEvent>) {
+        let line_bytes = match self.state {
+            FrameState::Abandoned => return,
+            FrameState::Reading if self.buffer.len() + segment.len() <= self.line_bytes_max => {
+                self.extend_buffer(segment);
+                if ends_line {
+                    events.push(LineEvent::Line(std::mem::take(&mut self.buffer)));
+                }
+                return;
+            }
+            FrameState::Reading => {
+                // Crossing the limit: drop what was kept, free its memory, say so once.
+                let line_bytes = (self.buffer.len() + segment.len()) as u64;
+                self.buffer = Vec::new();
+                events.push(LineEvent::TooLong);
+                line_bytes
+            }
+            FrameState::Discarding { line_bytes } => line_bytes + segment.len() as u64,
+        };
+        self.state = if ends_line {
+            FrameState::Reading
+        } else if line_bytes > self.overlong_line_bytes_max {
+            events.push(LineEvent::Abandoned);
+            FrameState::Abandoned
+        } else {
+            FrameState::Discarding { line_bytes }
+        };
+    }
+
+    /// Appends without letting the allocation grow past the line limit (a plain extend may
+    /// double the capacity).
+    fn extend_buffer(&mut self, segment: &[u8]) {
+        let needed = self.buffer.len() + segment.len();
+        assert!(
+            needed <= self.line_bytes_max,
+            "line decoder: extending past the limit"
+        );
+        if needed > self.buffer.capacity() {
+            let target = (self.buffer.capacity() * 2).clamp(needed, self.line_bytes_max);
+            self.buffer.reserve_exact(target - self.buffer.len());
+        }
+        self.buffer.extend_from_slice(segment);
+    }
+
+    fn check_invariants(&self) {
+        assert!(
+            self.buffer.len() <= self.line_bytes_max,
+            "line decoder: {} bytes buffered, over the limit of {}",
+            self.buffer.len(),
+            self.line_bytes_max
+        );
+        if self.state != FrameState::Reading {
+            assert!(
+                self.buffer.is_empty(),
+                "line decoder: bytes buffered while {:?}",
+                self.state
+            );
+        }
+    }
+
+    /// False once the decoder gave up on the stream ([`LineEvent::Abandoned`]).
+    pub fn is_usable(&self) -> bool {
+        self.state != FrameState::Abandoned
+    }
+
+    /// True between a line's first byte and its newline. A request cut off by the end of the
+    /// stream is never answered: it was never a whole line.
+    pub fn is_mid_line(&self) -> bool {
+        !self.buffer.is_empty() || matches!(self.state, FrameState::Discarding { .. })
+    }
+
+    /// Bytes of the current line held in memory.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// Bytes allocated for the current line; never above the line limit.
+    pub fn buffer_capacity_bytes(&self) -> usize {
+        self.buffer.capacity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_name_limit_matches_scenario_files() {
+        assert_eq!(
+            LOCK_NAME_BYTES_MAX,
+            crate::sim::scenario::LOCK_NAME_BYTES_MAX
+        );
+    }
+
+    #[test]
+    fn quoting_cuts_long_client_text_short() {
+        assert_eq!(quoted("consistancy"), "`consistancy`");
+        let long = "x".repeat(10_000);
+        let shown = quoted(&long);
+        assert!(shown.chars().count() <= QUOTED_CHARS_MAX + 3, "{shown}");
+        assert!(shown.ends_with("…`"));
+        // Cutting counts characters, so a multi-byte name is never split inside a character.
+        assert_eq!(
+            quoted(&"é".repeat(100)).chars().count(),
+            QUOTED_CHARS_MAX + 3
+        );
+    }
+
+    #[test]
+    fn values_are_described_as_a_person_would() {
+        assert_eq!(describe(&serde_json::json!(-1)), "the negative number -1");
+        assert_eq!(describe(&serde_json::json!(1.5)), "the number 1.5");
+        assert_eq!(describe(&serde_json::json!("7")), "the string `7`");
+        assert_eq!(describe(&serde_json::json!(null)), "null");
+        assert_eq!(describe(&serde_json::json!([1])), "an array");
+        assert_eq!(describe(&serde_json::json!({})), "an object");
+    }
+
+    #[test]
+    fn the_buffer_allocation_never_outgrows_the_limit() {
+        let mut decoder = LineDecoder::with_limits(100, 1_000);
+        for _ in 0..99 {
+            let events = decoder.feed(b"x");
+            assert!(events.is_empty());
+            assert!(decoder.buffer_capacity_bytes() <= 100);
+        }
+        assert_eq!(decoder.feed(b"x\n"), vec![LineEvent::Line(vec![b'x'; 100])]);
+        assert!(!decoder.is_mid_line());
+    }
+
+    #[test]
+    fn a_line_of_exactly_the_limit_passes_and_one_byte_more_does_not() {
+        let mut decoder = LineDecoder::with_limits(4, 100);
+        assert_eq!(
+            decoder.feed(b"abcd\n"),
+            vec![LineEvent::Line(b"abcd".to_vec())]
+        );
+        assert_eq!(decoder.feed(b"abcde\n"), vec![LineEvent::TooLong]);
+        assert_eq!(decoder.state, FrameState::Reading);
+    }
+
+    #[test]
+    fn an_endless_line_is_abandoned_once_and_everything_after_is_ignored() {
+        let mut decoder = LineDecoder::with_limits(4, 10);
+        assert_eq!(decoder.feed(b"0123456"), vec![LineEvent::TooLong]);
+        assert!(decoder.is_usable());
+        assert!(decoder.is_mid_line());
+        assert_eq!(decoder.feed(b"789a"), vec![LineEvent::Abandoned]);
+        assert!(!decoder.is_usable());
+        assert!(decoder.feed(b"\n{}\n").is_empty());
+    }
+
+    #[test]
+    fn every_encoded_error_fits_on_a_line() {
+        let long_address = "h".repeat(1_000);
+        let reply = ErrorReply::not_leader(1, ServerId(2), Some(long_address));
+        let line = encode_error(&reply);
+        assert!(line.len() <= LINE_BYTES_MAX);
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+    }
+}

@@ -1,0 +1,799 @@
+//! The client wire protocol, told as what a client types and what comes back: every request
+//! and reply on the wire, every way a line can be wrong, the line framing under awkward reads,
+//! and the `nc` session printed in docs/PROTOCOL.md, checked line by line against the codec.
+
+use lockstep::net::protocol::{
+    Answer, ErrorCode, ErrorReply, LINE_BYTES_MAX, LOCK_NAME_BYTES_MAX, LineDecoder, LineEvent,
+    PROTOCOL_VERSION, WireError, WireErrorKind, WireOp, WireReply, WireRequest, decode_reply,
+    decode_request, encode_error, encode_reply, encode_request, encode_wire_reply,
+};
+use lockstep::node::{
+    ClientId, ClientReply, ClientRequest, Consistency, Operation, Outcome, ReplyBody, RequestBody,
+    ServerId, ServiceError,
+};
+
+const PROTOCOL_MD: &str = include_str!("../docs/PROTOCOL.md");
+
+fn text(line: &[u8]) -> &str {
+    std::str::from_utf8(line).expect("the codec writes UTF-8")
+}
+
+fn client_op(seq: u64, seen_index: u64, client: u64, op: Operation) -> ClientRequest {
+    ClientRequest {
+        seq,
+        seen_index,
+        body: RequestBody::Op {
+            client: ClientId(client),
+            op,
+        },
+    }
+}
+
+fn node_reply(seq: u64, index: u64, body: ReplyBody) -> ClientReply {
+    ClientReply { seq, index, body }
+}
+
+fn outcome(seq: u64, index: u64, outcome: Outcome) -> ClientReply {
+    node_reply(seq, index, ReplyBody::Outcome(outcome))
+}
+
+/// The error a server sends back for a line: the response a person would see.
+fn refusal(line: &str) -> String {
+    let error = decode_request(line.as_bytes()).expect_err("the line should be refused");
+    text(&encode_error(&ErrorReply::from(error))).to_string()
+}
+
+// ----- requests -----
+
+#[test]
+fn a_hello_goes_out_with_the_protocol_version_and_asks_the_node_for_an_id() {
+    let hello = WireRequest {
+        seq: 1,
+        seen_index: 0,
+        op: WireOp::Hello { nonce: 42 },
+    };
+    let line = encode_request(&hello);
+    assert_eq!(
+        text(&line),
+        "{\"seq\":1,\"op\":\"hello\",\"version\":1,\"nonce\":42}\n"
+    );
+    let decoded = decode_request(&line).expect("a hello decodes");
+    assert_eq!(decoded, hello);
+    assert_eq!(
+        decoded.into_client_request(),
+        ClientRequest {
+            seq: 1,
+            seen_index: 0,
+            body: RequestBody::Hello { nonce: 42 },
+        }
+    );
+}
+
+#[test]
+fn every_lock_request_round_trips_and_reaches_the_node_as_the_same_operation() {
+    let client = ClientId(7);
+    let cases = [
+        (
+            WireOp::Preempt {
+                client,
+                lock: "a".into(),
+            },
+            r#"{"seq":2,"op":"preempt","client":7,"lock":"a","seen_index":12}"#,
+            Operation::Preempt { lock: "a".into() },
+        ),
+        (
+            WireOp::Release {
+                client,
+                lock: "a".into(),
+            },
+            r#"{"seq":2,"op":"release","client":7,"lock":"a","seen_index":12}"#,
+            Operation::Release { lock: "a".into() },
+        ),
+        (
+            WireOp::Check {
+                client,
+                lock: "a".into(),
+                consistency: Consistency::Local,
+            },
+            r#"{"seq":2,"op":"check","client":7,"lock":"a","consistency":"local","seen_index":12}"#,
+            Operation::Check {
+                lock: "a".into(),
+                consistency: Consistency::Local,
+            },
+        ),
+        (
+            WireOp::Check {
+                client,
+                lock: "a".into(),
+                consistency: Consistency::Linearizable,
+            },
+            concat!(
+                r#"{"seq":2,"op":"check","client":7,"lock":"a","#,
+                r#""consistency":"linearizable","seen_index":12}"#
+            ),
+            Operation::Check {
+                lock: "a".into(),
+                consistency: Consistency::Linearizable,
+            },
+        ),
+    ];
+    for (op, expected_line, node_op) in cases {
+        let request = WireRequest {
+            seq: 2,
+            seen_index: 12,
+            op,
+        };
+        let line = encode_request(&request);
+        assert_eq!(text(&line), format!("{expected_line}\n"));
+        let decoded = decode_request(&line).expect("an encoded request decodes");
+        assert_eq!(decoded, request);
+        assert_eq!(
+            decoded.into_client_request(),
+            client_op(2, 12, 7, node_op),
+            "{expected_line}"
+        );
+    }
+}
+
+#[test]
+fn a_person_typing_leaves_out_what_has_a_default() {
+    let hello = decode_request(br#"{"seq":1,"op":"hello"}"#).expect("a bare hello is fine");
+    assert_eq!(
+        hello.into_client_request(),
+        ClientRequest {
+            seq: 1,
+            seen_index: 0,
+            body: RequestBody::Hello { nonce: 0 },
+        }
+    );
+    let check = decode_request(br#"{"op":"check","lock":"a","client":7,"seq":4}"#)
+        .expect("field order does not matter, consistency defaults to local");
+    let local = Operation::Check {
+        lock: "a".into(),
+        consistency: Consistency::Local,
+    };
+    assert_eq!(check.into_client_request(), client_op(4, 0, 7, local));
+    // Whitespace, and the carriage return a terminal may send, are JSON whitespace.
+    let spaced = b"  { \"seq\" : 5 , \"op\" : \"release\", \"client\": 7, \"lock\": \"a\" }\r\n";
+    let release = decode_request(spaced).expect("spaces and CRLF are fine");
+    assert_eq!(release.seq, 5);
+}
+
+#[test]
+fn the_node_clients_requests_survive_the_wire_unchanged() {
+    let requests = [
+        ClientRequest {
+            seq: 0,
+            seen_index: 0,
+            body: RequestBody::Hello { nonce: u64::MAX },
+        },
+        client_op(
+            u64::MAX,
+            u64::MAX,
+            u64::MAX,
+            Operation::Preempt { lock: "ü".into() },
+        ),
+        client_op(
+            3,
+            0,
+            1,
+            Operation::Release {
+                lock: "with \"quotes\"\nand a newline".into(),
+            },
+        ),
+    ];
+    for request in requests {
+        let line = encode_request(&WireRequest::from(request.clone()));
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+        let back = decode_request(&line).expect("decodes");
+        assert_eq!(ClientRequest::from(back), request);
+    }
+}
+
+// ----- replies -----
+
+#[test]
+fn every_reply_the_node_gives_encodes_to_the_documented_line() {
+    let cases = [
+        (
+            node_reply(
+                1,
+                3,
+                ReplyBody::Welcome {
+                    nonce: 0,
+                    client: ClientId(7),
+                },
+            ),
+            r#"{"seq":1,"ok":"welcome","client":7,"version":1,"nonce":0,"index":3}"#,
+        ),
+        (
+            outcome(2, 12, Outcome::Granted { token: 12 }),
+            r#"{"seq":2,"ok":"granted","token":12,"index":12}"#,
+        ),
+        (
+            outcome(2, 15, Outcome::HeldBy { owner: ClientId(9) }),
+            r#"{"seq":2,"ok":"held_by","owner":9,"index":15}"#,
+        ),
+        (
+            outcome(3, 16, Outcome::Released),
+            r#"{"seq":3,"ok":"released","index":16}"#,
+        ),
+        (
+            outcome(3, 16, Outcome::NotOwner),
+            r#"{"seq":3,"ok":"not_owner","index":16}"#,
+        ),
+        (
+            outcome(4, 16, Outcome::Free),
+            r#"{"seq":4,"ok":"free","index":16}"#,
+        ),
+        (
+            outcome(
+                4,
+                16,
+                Outcome::Owner {
+                    owner: ClientId(7),
+                    token: 12,
+                },
+            ),
+            r#"{"seq":4,"ok":"owner","owner":7,"token":12,"index":16}"#,
+        ),
+    ];
+    for (reply, expected) in cases {
+        let line = encode_reply(&reply);
+        assert_eq!(text(&line), format!("{expected}\n"));
+        let decoded = decode_reply(&line).expect("an encoded reply decodes");
+        assert_eq!(decoded, WireReply::from(&reply), "{expected}");
+        assert_eq!(decoded.seq(), Some(reply.seq));
+    }
+}
+
+#[test]
+fn the_nodes_refusals_say_what_to_do_and_carry_no_index() {
+    let cases = [
+        (
+            ServiceError::Unavailable,
+            "unavailable",
+            "retry the same seq",
+        ),
+        (ServiceError::Overloaded, "overloaded", "back off"),
+        (ServiceError::StaleRequest, "stale_request", "higher seq"),
+    ];
+    for (error, code, advice) in cases {
+        let line = encode_reply(&node_reply(6, 40, ReplyBody::Error(error)));
+        let line = text(&line);
+        assert!(
+            line.starts_with(&format!(r#"{{"seq":6,"error":"{code}","message":""#)),
+            "{line}"
+        );
+        assert!(line.contains(advice), "{line} should say {advice:?}");
+        assert!(!line.contains("\"index\""), "{line}");
+        let Ok(WireReply::Error(decoded)) = decode_reply(line.as_bytes()) else {
+            panic!("{line} decodes as an error");
+        };
+        assert_eq!(decoded.code.name(), code);
+        assert_eq!(decoded.seq, Some(6));
+    }
+    let unavailable = encode_reply(&node_reply(
+        6,
+        40,
+        ReplyBody::Error(ServiceError::Unavailable),
+    ));
+    assert_eq!(
+        text(&unavailable),
+        "{\"seq\":6,\"error\":\"unavailable\",\"message\":\"this server cannot serve the request \
+         now (it knows no leader, or its replica is behind your seen_index); retry the same seq \
+         after a pause, here or on another server\"}\n"
+    );
+}
+
+#[test]
+fn a_follower_that_will_not_serve_points_at_the_leader() {
+    let with_address = ErrorReply::not_leader(2, ServerId(3), Some("10.0.0.3:7100".into()));
+    assert_eq!(
+        text(&encode_error(&with_address)),
+        "{\"seq\":2,\"error\":\"not_leader\",\"leader\":3,\"leader_address\":\"10.0.0.3:7100\",\
+         \"message\":\"this server is not the leader; send the same seq to server 3 at \
+         `10.0.0.3:7100`\"}\n"
+    );
+    let without_address = ErrorReply::not_leader(2, ServerId(3), None);
+    let line = encode_error(&without_address);
+    assert!(!text(&line).contains("leader_address"));
+    for reply in [with_address, without_address] {
+        let decoded = decode_reply(&encode_error(&reply)).expect("a redirect decodes");
+        assert_eq!(decoded, WireReply::Error(reply));
+    }
+}
+
+#[test]
+fn every_response_kind_survives_a_round_trip() {
+    let replies = [
+        WireReply::Ok {
+            seq: u64::MAX,
+            index: u64::MAX,
+            answer: Answer::Welcome {
+                client: ClientId(u64::MAX),
+                nonce: u64::MAX,
+            },
+        },
+        WireReply::Ok {
+            seq: 0,
+            index: 0,
+            answer: Answer::Outcome(Outcome::Free),
+        },
+        WireReply::Error(ErrorReply {
+            seq: None,
+            code: ErrorCode::BadRequest,
+            message: "no seq to echo".into(),
+        }),
+        WireReply::Error(ErrorReply {
+            seq: Some(1),
+            code: ErrorCode::UnsupportedVersion { supported: 1 },
+            message: "versions".into(),
+        }),
+        WireReply::Error(ErrorReply {
+            seq: Some(1),
+            code: ErrorCode::StaleRequest,
+            message: "quotes \" and\nnewlines".into(),
+        }),
+    ];
+    for reply in replies {
+        let line = encode_wire_reply(&reply);
+        assert_eq!(decode_reply(&line), Ok(reply));
+    }
+}
+
+#[test]
+fn a_client_reads_past_fields_a_newer_server_adds_but_not_past_broken_replies() {
+    let extended = br#"{"seq":2,"ok":"granted","token":12,"index":12,"lease_ms":5000,"lock":[]}"#;
+    assert_eq!(
+        decode_reply(extended),
+        Ok(WireReply::Ok {
+            seq: 2,
+            index: 12,
+            answer: Answer::Outcome(Outcome::Granted { token: 12 }),
+        })
+    );
+    let broken: [(&[u8], &str); 7] = [
+        (b"granted", "malformed reply"),
+        (
+            br#"{"seq":2,"index":12}"#,
+            "exactly one of `ok` and `error`",
+        ),
+        (
+            br#"{"seq":2,"ok":"free","error":"overloaded"}"#,
+            "exactly one of",
+        ),
+        (
+            br#"{"seq":2,"ok":"granted","index":12}"#,
+            "`granted` needs `token`",
+        ),
+        (br#"{"seq":2,"ok":"free"}"#, "needs `index`"),
+        (
+            br#"{"seq":2,"ok":"maybe","index":1}"#,
+            "unknown ok value `maybe`",
+        ),
+        (
+            br#"{"seq":2,"error":"not_leader","message":"m"}"#,
+            "needs `leader`",
+        ),
+    ];
+    for (line, fragment) in broken {
+        let error = decode_reply(line).expect_err("a broken reply is refused");
+        assert_eq!(error.kind, WireErrorKind::Malformed);
+        assert!(error.message.contains(fragment), "{}", error.message);
+    }
+}
+
+// ----- bad requests -----
+
+#[test]
+fn every_bad_line_gets_a_bad_request_that_says_what_is_wrong() {
+    let long_lock = "x".repeat(LOCK_NAME_BYTES_MAX + 1);
+    let too_long_lock = format!(r#"{{"seq":9,"op":"preempt","client":7,"lock":"{long_lock}"}}"#);
+    // (what the client sent, the seq the error echoes, what the message must say)
+    let cases: Vec<(&str, Option<u64>, &str)> = vec![
+        ("", None, "empty line"),
+        ("   \r", None, "empty line"),
+        ("{\"seq\":1,", None, "not valid JSON: EOF while parsing"),
+        (
+            "hello",
+            None,
+            "not valid JSON: expected value at line 1 column 1",
+        ),
+        ("[1,2]", None, "a request is one JSON object"),
+        (r#"{"op":"hello"}"#, None, "missing `seq`"),
+        (
+            r#"{"seq":-1,"op":"hello"}"#,
+            None,
+            "got the negative number -1",
+        ),
+        (r#"{"seq":"1","op":"hello"}"#, None, "`seq` must be"),
+        (r#"{"seq":1.5,"op":"hello"}"#, None, "got the number 1.5"),
+        (
+            r#"{"seq":1e30,"op":"hello"}"#,
+            None,
+            "whole number from 0 to 18446744073709551615",
+        ),
+        (
+            r#"{"seq":3}"#,
+            Some(3),
+            "missing `op` (one of hello, preempt, release or check)",
+        ),
+        (r#"{"seq":3,"op":7}"#, Some(3), "`op` must be one of"),
+        (
+            r#"{"seq":3,"op":"lock","lock":"a"}"#,
+            Some(3),
+            "unknown op `lock`",
+        ),
+        (
+            r#"{"seq":3,"op":"preempt","client":7}"#,
+            Some(3),
+            "preempt needs `lock`",
+        ),
+        (
+            r#"{"seq":3,"op":"release","lock":"a"}"#,
+            Some(3),
+            "release needs `client`",
+        ),
+        (
+            r#"{"seq":3,"op":"preempt","client":"7","lock":"a"}"#,
+            Some(3),
+            "the string `7`",
+        ),
+        (
+            r#"{"seq":3,"op":"preempt","client":0,"lock":"a"}"#,
+            Some(3),
+            "got 0",
+        ),
+        (
+            r#"{"seq":3,"op":"preempt","client":7,"lock":5}"#,
+            Some(3),
+            "`lock` must be a string",
+        ),
+        (
+            r#"{"seq":3,"op":"preempt","client":7,"lock":""}"#,
+            Some(3),
+            "`lock` cannot be empty",
+        ),
+        (
+            &too_long_lock,
+            Some(9),
+            "`lock` is 257 bytes, above the limit of 256",
+        ),
+        (
+            r#"{"seq":3,"op":"check","client":7,"lock":"a","consistency":"strong"}"#,
+            Some(3),
+            r#"must be "local" or "linearizable"; got the string `strong`"#,
+        ),
+        (
+            r#"{"seq":3,"op":"check","client":7,"lock":"a","consistancy":"local"}"#,
+            Some(3),
+            "unknown field `consistancy` for check",
+        ),
+        (
+            r#"{"seq":3,"op":"preempt","client":7,"lock":"a","consistency":"local"}"#,
+            Some(3),
+            "unknown field `consistency` for preempt (it takes seq, op, version, seen_index, \
+             client, lock)",
+        ),
+        (
+            r#"{"seq":3,"op":"hello","client":7}"#,
+            Some(3),
+            "unknown field `client` for hello",
+        ),
+        (
+            r#"{"seq":3,"op":"hello","nonce":-5}"#,
+            Some(3),
+            "`nonce` must be",
+        ),
+        (
+            r#"{"seq":3,"op":"check","client":7,"lock":"a","seen_index":null}"#,
+            Some(3),
+            "`seen_index` must be the highest index you have seen",
+        ),
+    ];
+    for (line, seq, fragment) in cases {
+        let error = decode_request(line.as_bytes()).expect_err(line);
+        assert_eq!(error.kind, WireErrorKind::Malformed, "{line}");
+        assert_eq!(error.seq, seq, "{line}: {}", error.message);
+        assert!(
+            error.message.contains(fragment),
+            "{line}\n  message: {}\n  should say: {fragment}",
+            error.message
+        );
+        let response = decode_reply(&encode_error(&ErrorReply::from(error.clone())))
+            .expect("the refusal is itself a valid response");
+        assert_eq!(response.seq(), seq);
+    }
+    let exactly_the_limit = format!(
+        r#"{{"seq":9,"op":"preempt","client":7,"lock":"{}"}}"#,
+        "x".repeat(LOCK_NAME_BYTES_MAX)
+    );
+    assert!(decode_request(exactly_the_limit.as_bytes()).is_ok());
+}
+
+#[test]
+fn a_refusal_reads_as_one_flat_line() {
+    assert_eq!(
+        refusal(r#"{"seq":3,"op":"release","lock":"a"}"#),
+        "{\"seq\":3,\"error\":\"bad_request\",\"message\":\"release needs `client` (the id hello \
+         gave you, a whole number from 1)\"}\n"
+    );
+    assert_eq!(
+        refusal("{nope"),
+        "{\"error\":\"bad_request\",\"message\":\"not valid JSON: key must be a string at line \
+         1 column 2\"}\n"
+    );
+}
+
+#[test]
+fn the_client_own_text_is_quoted_back_short() {
+    let op = "z".repeat(5_000);
+    let line = format!(r#"{{"seq":1,"op":"{op}"}}"#);
+    let response = refusal(&line);
+    assert!(response.len() < 300, "{response}");
+    assert!(response.contains("unknown op `zzzz"), "{response}");
+}
+
+#[test]
+fn a_request_line_over_the_limit_is_refused_even_without_the_line_decoder() {
+    let line = vec![b' '; LINE_BYTES_MAX + 1];
+    assert_eq!(decode_request(&line), Err(WireError::line_too_long()));
+    // The newline does not count.
+    let mut at_the_limit = vec![b' '; LINE_BYTES_MAX - 22];
+    at_the_limit.extend_from_slice(b"{\"seq\":1,\"op\":\"hello\"}\n");
+    assert_eq!(at_the_limit.len(), LINE_BYTES_MAX + 1);
+    assert!(decode_request(&at_the_limit).is_ok());
+}
+
+// ----- versions -----
+
+#[test]
+fn a_client_of_another_version_is_told_which_version_the_server_speaks() {
+    let error = decode_request(br#"{"seq":1,"op":"hello","version":2,"shiny_v2_field":true}"#)
+        .expect_err("version 2 is refused");
+    assert_eq!(error.kind, WireErrorKind::UnsupportedVersion);
+    assert_eq!(error.seq, Some(1));
+    assert_eq!(
+        text(&encode_error(&ErrorReply::from(error))),
+        "{\"seq\":1,\"error\":\"unsupported_version\",\"version\":1,\"message\":\"this server \
+         speaks version 1 of the protocol, not version 2\"}\n"
+    );
+    // Any request may state its version; a lock request from version 0 is refused the same way.
+    let error = decode_request(br#"{"seq":4,"op":"free_all","version":0}"#).expect_err("v0");
+    assert_eq!(error.kind, WireErrorKind::UnsupportedVersion);
+    // Stating version 1 is the same as leaving it out.
+    let stated = decode_request(br#"{"seq":4,"op":"hello","version":1}"#).expect("v1");
+    assert_eq!(
+        stated,
+        decode_request(br#"{"seq":4,"op":"hello"}"#).expect("v1")
+    );
+    assert_eq!(PROTOCOL_VERSION, 1);
+}
+
+#[test]
+fn a_client_refuses_a_welcome_from_another_version() {
+    let line = br#"{"seq":1,"ok":"welcome","client":7,"nonce":0,"version":2,"index":3}"#;
+    let error = decode_reply(line).expect_err("a version 2 welcome");
+    assert_eq!(error.kind, WireErrorKind::UnsupportedVersion);
+    assert_eq!(error.seq, Some(1));
+    assert!(error.message.contains("version 2"), "{}", error.message);
+}
+
+// ----- framing -----
+
+const HELLO: &[u8] = b"{\"seq\":1,\"op\":\"hello\"}";
+const PREEMPT: &[u8] = b"{\"seq\":2,\"op\":\"preempt\",\"client\":7,\"lock\":\"a\"}";
+
+fn lines(events: &[LineEvent]) -> Vec<&[u8]> {
+    events
+        .iter()
+        .map(|event| match event {
+            LineEvent::Line(line) => line.as_slice(),
+            other => panic!("expected only lines, got {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn lines_arriving_a_byte_at_a_time_come_out_whole() {
+    let stream = [HELLO, b"\n", PREEMPT, b"\n"].concat();
+    let mut decoder = LineDecoder::new();
+    let mut events = Vec::new();
+    for byte in &stream {
+        events.extend(decoder.feed(std::slice::from_ref(byte)));
+    }
+    assert_eq!(lines(&events), [HELLO, PREEMPT]);
+    assert!(!decoder.is_mid_line());
+    for line in lines(&events) {
+        assert!(decode_request(line).is_ok());
+    }
+}
+
+#[test]
+fn several_lines_in_one_read_come_out_in_order_and_a_partial_one_waits() {
+    let stream = [HELLO, b"\n\n", PREEMPT, b"\n{\"seq\":3,"].concat();
+    let mut decoder = LineDecoder::new();
+    let events = decoder.feed(&stream);
+    assert_eq!(lines(&events), [HELLO, b"".as_slice(), PREEMPT]);
+    assert!(decoder.is_mid_line());
+    assert_eq!(decoder.buffered_bytes(), 9);
+    let rest = decoder.feed(b"\"op\":\"hello\"}\n");
+    assert_eq!(lines(&rest), [b"{\"seq\":3,\"op\":\"hello\"}".as_slice()]);
+    // The empty line in the middle is a bad request of its own, and nothing worse.
+    assert!(decode_request(b"").is_err());
+}
+
+#[test]
+fn a_100_kib_line_is_refused_once_with_bounded_memory_and_the_next_line_still_decodes() {
+    let mut huge = br#"{"seq":3,"op":"preempt","client":7,"lock":""#.to_vec();
+    huge.resize(100 * 1024, b'x');
+    huge.extend_from_slice(b"\"}");
+    let stream = [HELLO, b"\n", &huge, b"\n", PREEMPT, b"\n"].concat();
+    let chunk_bytes = 4096;
+    let mut decoder = LineDecoder::new();
+    let mut events = Vec::new();
+    for chunk in stream.chunks(chunk_bytes) {
+        events.extend(decoder.feed(chunk));
+        assert!(decoder.buffered_bytes() <= LINE_BYTES_MAX + chunk_bytes);
+        assert!(decoder.buffer_capacity_bytes() <= LINE_BYTES_MAX + chunk_bytes);
+        assert!(decoder.is_usable());
+    }
+    assert_eq!(
+        events,
+        [
+            LineEvent::Line(HELLO.to_vec()),
+            LineEvent::TooLong,
+            LineEvent::Line(PREEMPT.to_vec()),
+        ]
+    );
+    assert_eq!(
+        text(&encode_error(&ErrorReply::from(WireError::line_too_long()))),
+        "{\"error\":\"bad_request\",\"message\":\"a line is longer than 65536 bytes; it was \
+         discarded up to its newline\"}\n"
+    );
+    let after = decode_request(PREEMPT).expect("the line after the long one decodes");
+    assert_eq!(after.seq, 2);
+}
+
+#[test]
+fn a_peer_that_never_sends_a_newline_is_given_up_on_without_filling_memory() {
+    let mut decoder = LineDecoder::new();
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut events = Vec::new();
+    for _ in 0..32 {
+        events.extend(decoder.feed(&chunk));
+        assert!(decoder.buffer_capacity_bytes() <= LINE_BYTES_MAX);
+    }
+    assert_eq!(events, [LineEvent::TooLong, LineEvent::Abandoned]);
+    assert!(!decoder.is_usable());
+    assert!(decoder.feed(b"\n{\"seq\":1,\"op\":\"hello\"}\n").is_empty());
+    let last_words = ErrorReply::from(WireError::line_abandoned());
+    assert!(last_words.message.contains("closing the connection"));
+}
+
+// ----- the documented session -----
+
+/// What a person typed into `nc`, and what the server answered: either the node's reply, or
+/// the refusal the codec itself produces.
+struct Exchange {
+    typed: &'static str,
+    node: Option<ClientReply>,
+    printed: &'static str,
+}
+
+fn session() -> Vec<Exchange> {
+    let granted = |seq, token| outcome(seq, token, Outcome::Granted { token });
+    let welcome = ReplyBody::Welcome {
+        nonce: 0,
+        client: ClientId(7),
+    };
+    let unavailable = ReplyBody::Error(ServiceError::Unavailable);
+    let owner = Outcome::Owner {
+        owner: ClientId(7),
+        token: 12,
+    };
+    vec![
+        Exchange {
+            typed: r#"{"seq":1,"op":"hello"}"#,
+            node: Some(node_reply(1, 3, welcome)),
+            printed: r#"{"seq":1,"ok":"welcome","client":7,"version":1,"nonce":0,"index":3}"#,
+        },
+        Exchange {
+            typed: r#"{"seq":2,"op":"preempt","client":7,"lock":"printer","seen_index":3}"#,
+            node: Some(granted(2, 12)),
+            printed: r#"{"seq":2,"ok":"granted","token":12,"index":12}"#,
+        },
+        Exchange {
+            typed: r#"{"seq":2,"op":"preempt","client":7,"lock":"printer","seen_index":3}"#,
+            node: Some(granted(2, 12)),
+            printed: r#"{"seq":2,"ok":"granted","token":12,"index":12}"#,
+        },
+        Exchange {
+            typed: r#"{"seq":3,"op":"check","client":7,"lock":"printer","seen_index":12}"#,
+            node: Some(outcome(3, 12, owner)),
+            printed: r#"{"seq":3,"ok":"owner","owner":7,"token":12,"index":12}"#,
+        },
+        Exchange {
+            typed: concat!(
+                r#"{"seq":4,"op":"check","client":7,"lock":"scanner","#,
+                r#""consistency":"linearizable","seen_index":12}"#
+            ),
+            node: Some(outcome(4, 13, Outcome::Free)),
+            printed: r#"{"seq":4,"ok":"free","index":13}"#,
+        },
+        Exchange {
+            typed: r#"{"seq":5,"op":"release","client":7,"lock":"scanner","seen_index":13}"#,
+            node: Some(outcome(5, 14, Outcome::NotOwner)),
+            printed: r#"{"seq":5,"ok":"not_owner","index":14}"#,
+        },
+        Exchange {
+            typed: r#"{"seq":6,"op":"release","client":7,"lock":"printer","seen_index":14}"#,
+            node: Some(node_reply(6, 14, unavailable)),
+            printed: concat!(
+                r#"{"seq":6,"error":"unavailable","message":"this server cannot serve the "#,
+                r#"request now (it knows no leader, or its replica is behind your seen_index); "#,
+                r#"retry the same seq after a pause, here or on another server"}"#
+            ),
+        },
+        Exchange {
+            typed: r#"{"seq":6,"op":"release","client":7,"lock":"printer","seen_index":14}"#,
+            node: Some(outcome(6, 16, Outcome::Released)),
+            printed: r#"{"seq":6,"ok":"released","index":16}"#,
+        },
+        Exchange {
+            typed: r#"{"seq":7,"op":"preempt","lock":"printer"}"#,
+            node: None,
+            printed: concat!(
+                r#"{"seq":7,"error":"bad_request","message":"preempt needs `client` "#,
+                r#"(the id hello gave you, a whole number from 1)"}"#
+            ),
+        },
+        Exchange {
+            typed: r#"{"seq":7,"op":"check","client":7,"lock":"printer","consistency":"strong"}"#,
+            node: None,
+            printed: concat!(
+                r#"{"seq":7,"error":"bad_request","message":"`consistency` must be "#,
+                r#"\"local\" or \"linearizable\"; got the string `strong`"}"#
+            ),
+        },
+        Exchange {
+            typed: "hello",
+            node: None,
+            printed: concat!(
+                r#"{"error":"bad_request","message":"not valid JSON: "#,
+                r#"expected value at line 1 column 1"}"#
+            ),
+        },
+        Exchange {
+            typed: r#"{"seq":8,"op":"hello","version":2}"#,
+            node: None,
+            printed: concat!(
+                r#"{"seq":8,"error":"unsupported_version","version":1,"message":"this server "#,
+                r#"speaks version 1 of the protocol, not version 2"}"#
+            ),
+        },
+    ]
+}
+
+#[test]
+fn the_nc_session_in_the_protocol_reference_is_what_the_codec_says() {
+    let documented: Vec<&str> = PROTOCOL_MD.lines().collect();
+    for exchange in session() {
+        let printed = match (decode_request(exchange.typed.as_bytes()), exchange.node) {
+            (Ok(request), Some(reply)) => {
+                assert_eq!(reply.seq, request.seq, "the reply echoes the seq");
+                encode_reply(&reply)
+            }
+            (Err(error), None) => encode_error(&ErrorReply::from(error)),
+            (decoded, node) => panic!("{}: decoded {decoded:?}, node {node:?}", exchange.typed),
+        };
+        assert_eq!(text(&printed), format!("{}\n", exchange.printed));
+        for line in [exchange.typed, exchange.printed] {
+            assert!(
+                documented.contains(&line),
+                "docs/PROTOCOL.md's session should hold the line\n{line}"
+            );
+        }
+    }
+}
