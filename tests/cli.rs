@@ -190,3 +190,80 @@ fn trace_writes_json_lines_with_a_header_per_scenario() {
     assert_eq!(headers[1]["scenario"], "every-server-crashes-and-restarts");
     assert!(written.lines().count() > 1_000);
 }
+
+#[test]
+fn explore_runs_seeds_and_prints_a_summary_table() {
+    let scratch = Scratch::new("explore");
+    let out = scratch.0.join("failures");
+    let output = lockstep(&[
+        "explore",
+        "--seeds",
+        "3",
+        "--jobs",
+        "2",
+        "--duration",
+        "3s",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = text(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        text(&output.stderr)
+    );
+    assert!(stdout.contains("PASS: 3 seeds, no failure"), "{stdout}");
+    for row in [
+        "seeds run",
+        "simulated",
+        "failures by invariant",
+        "slowest seed",
+    ] {
+        assert!(
+            stdout.contains(row),
+            "the summary has a {row} row: {stdout}"
+        );
+    }
+    assert!(!out.exists(), "nothing failed, so nothing is written");
+}
+
+#[test]
+fn explore_refuses_bad_arguments_with_exit_two() {
+    for args in [
+        vec!["explore", "--seeds", "3", "--servers", "0..3"],
+        vec!["explore", "--seeds", "3", "--servers", "5..3"],
+        vec!["explore", "--seeds", "3", "--duration", "soon"],
+        vec!["explore", "--seeds", "0"],
+        vec!["explore"],
+    ] {
+        let output = lockstep(&args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+        assert!(!text(&output.stderr).is_empty());
+    }
+}
+
+#[test]
+fn a_seed_printed_as_a_scenario_replays_with_lockstep_run() {
+    let scratch = Scratch::new("print");
+    let output = lockstep(&[
+        "explore",
+        "--seeds",
+        "1",
+        "--from",
+        "11",
+        "--print-scenarios",
+    ]);
+    assert_eq!(output.status.code(), Some(0));
+    let yaml = text(&output.stdout);
+    let file = scratch.file("seed-11.yaml", yaml.trim_start_matches("---\n"));
+    let replay = lockstep(&["run", file.to_str().unwrap()]);
+    let stdout = text(&replay.stdout);
+    assert_eq!(replay.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("PASS swarm-11 (seed 11)"), "{stdout}");
+}

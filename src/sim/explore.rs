@@ -616,3 +616,99 @@ pub fn human_duration(duration: Duration) -> String {
         format!("{:.1}min", seconds / 60.0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::scenario::parse_str;
+
+    fn scenario(text: &str) -> Scenario {
+        parse_str(text, Format::Yaml, "test.yaml").unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// A scenario with one deliberately wrong expectation buried among harmless events.
+    const WRONG_AMONG_NOISE: &str = "\
+name: noisy
+description: c2 expects to be granted a lock c1 holds
+duration: 6s
+cluster: {servers: 5, clients: 3}
+events:
+  - {at: 500ms, client: c3, op: preempt, lock: x}
+  - {at: 1s, client: c1, op: preempt, lock: a}
+  - {at: 1200ms, isolate: s5}
+  - {at: 1500ms, client: c3, op: check, lock: x}
+  - {at: 2s, client: c2, op: preempt, lock: a, expect: granted}
+  - {at: 2500ms, heal: all}
+  - {at: 3s, client: c3, op: release, lock: x}
+workload: {clients: [c3], ops: 40, locks: 2}
+";
+
+    #[test]
+    fn minimizing_keeps_only_what_the_failure_needs() {
+        let original = scenario(WRONG_AMONG_NOISE);
+        let (_, failure) = judge(&original);
+        let failure = failure.expect("c2 cannot be granted a held lock");
+        assert_eq!(failure.kind, "expectation");
+        let stop = AtomicBool::new(false);
+        let (minimized, runs) = minimize(original.clone(), &failure.kind, 200, &stop);
+        assert!(runs > 0 && runs <= 200);
+        let (_, still) = judge(&minimized);
+        assert_eq!(
+            still.map(|f| f.kind),
+            Some("expectation".to_string()),
+            "it still fails"
+        );
+        // c1's grant and c2's wrong expectation are all the failure needs.
+        assert_eq!(minimized.events.len(), 2, "{}", minimized.to_yaml());
+        assert!(minimized.workload.is_none());
+        assert_eq!(minimized.cluster.clients, 2, "c3 only made noise");
+        assert_eq!(minimized.cluster.servers, 1);
+    }
+
+    #[test]
+    fn removing_a_client_renumbers_the_rest_and_drops_what_named_it() {
+        let original = scenario(WRONG_AMONG_NOISE);
+        let without_c1 = without_client(&original, 1);
+        assert_eq!(without_c1.cluster.clients, 2);
+        // c2's expectation is now c1's, c3's events are c2's, c1's preempt is gone.
+        let clients: Vec<u32> = without_c1
+            .events
+            .iter()
+            .filter_map(|e| match e.action {
+                Action::ClientOp { client, .. } => Some(client),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(clients, vec![2, 2, 1, 2]);
+        assert_eq!(without_c1.workload.as_ref().unwrap().clients, vec![2]);
+        let without_s5 = without_server(&original, 5);
+        assert_eq!(without_s5.cluster.servers, 4);
+        assert!(
+            !without_s5
+                .events
+                .iter()
+                .any(|e| matches!(e.action, Action::Isolate(_)))
+        );
+        assert!(without_s5.cluster.connect.values().all(|s| s.0 <= 4));
+    }
+
+    #[test]
+    fn a_passing_seed_writes_nothing_and_reports_its_configuration() {
+        let options = ExploreOptions {
+            seeds: 1,
+            from: 3,
+            jobs: 1,
+            bounds: SwarmBounds::default(),
+            out_dir: std::env::temp_dir().join("lockstep-explore-test-unused"),
+            minimize_runs_max: 10,
+        };
+        let result = run_seed(3, &options, &AtomicBool::new(false));
+        assert!(result.failure.is_none(), "{:?}", result.failure);
+        assert!(result.written_to.is_none());
+        assert!(result.description.contains("servers"));
+        assert!(
+            result.simulated_ms >= 14_000.0,
+            "safety and liveness phases both ran"
+        );
+    }
+}
