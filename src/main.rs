@@ -576,7 +576,10 @@ fn render_explore_summary(summary: &lockstep::sim::explore::ExploreSummary) -> S
     let mut table = builder.build();
     table.with(Style::rounded());
     let verdict = if summary.seeds_failed == 0 && summary.interrupted {
-        format!("PASS so far: {} seeds, no failure (interrupted)", summary.seeds_run)
+        format!(
+            "PASS so far: {} seeds, no failure (interrupted)",
+            summary.seeds_run
+        )
     } else if summary.seeds_failed == 0 {
         format!("PASS: {} seeds, no failure", summary.seeds_run)
     } else {
