@@ -8,7 +8,10 @@
 //! - [`net`]: network models. Today the seeded simulated network.
 //! - [`sim`]: event queue and clock, cluster, faults, workload, checkers, scenario files and the
 //!   runner behind `lockstep run`.
+//! - [`storage`]: the write-ahead log and snapshots that keep a real server's durable state on
+//!   disk (groundwork for the TCP deployment).
 
 pub mod net;
 pub mod node;
 pub mod sim;
+pub mod storage;
