@@ -163,7 +163,10 @@ pub enum ReplyBody {
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, thiserror::Error)]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceError {
-    #[error("this server does not know a leader right now")]
+    /// No leader could serve the request through this server right now: it knows no leader
+    /// (an election is under way), leadership changed while the request waited, or this replica
+    /// did not catch up in time for a local check. Retry, possibly on another server.
+    #[error("no leader could serve this request here right now; retry, possibly elsewhere")]
     Unavailable,
     #[error("the leader's queue of uncommitted work is full")]
     Overloaded,
