@@ -5,8 +5,9 @@
 //! failure message carries the case as a ready-to-run scenario file (seed included):
 //! save it and `lockstep run` replays it exactly.
 //!
-//! CI runs 64 cases. Set `LOCKSTEP_PROPTEST_CASES` (or proptest's own `PROPTEST_CASES`) for
-//! longer runs, e.g. `LOCKSTEP_PROPTEST_CASES=5000 cargo test --release --test properties`.
+//! CI runs the same 64 cases every time. Set `LOCKSTEP_PROPTEST_CASES` (or proptest's own
+//! `PROPTEST_CASES`) for longer runs and `LOCKSTEP_PROPTEST_SEED` for other cases, e.g.
+//! `LOCKSTEP_PROPTEST_CASES=5000 LOCKSTEP_PROPTEST_SEED=7 cargo test --release --test properties`.
 
 use lockstep::sim::explore;
 use lockstep::sim::swarm::{Fault, FaultKind, Shape};
@@ -23,6 +24,7 @@ fn fault_kind() -> impl Strategy<Value = FaultKind> {
         Just(FaultKind::IsolateLeader),
         (0..27u32, any::<u64>()).prop_map(|(from, to_mask)| FaultKind::Cut { from, to_mask }),
         Just(FaultKind::Heal),
+        (0..7u32, 1..50u32).prop_map(|(server, gap_ms)| FaultKind::Bounce { server, gap_ms }),
         (0..150u32, 1..100u32).prop_map(|(drop_permille, latency_max_ms)| FaultKind::Network {
             drop_permille,
             latency_max_ms
@@ -53,6 +55,8 @@ prop_compose! {
         mix in (1..10u32, 1..10u32, 0..10u32),
         linearizable_percent in 0..=100u32,
         think_max_ms in 1..60u32,
+        election_timeout_ms in prop_oneof![Just((150u32, 150u32)), (100..200u32, 1..20u32)],
+        append_batch in prop_oneof![Just(64u32), 1..4u32],
     ) -> Shape {
         Shape {
             seed,
@@ -70,8 +74,19 @@ prop_compose! {
             mix,
             linearizable_percent,
             think_max_ms,
+            election_timeout_ms,
+            append_batch,
         }
     }
+}
+
+/// The seed of the generated cases: fixed, so CI runs the same cases every time;
+/// `LOCKSTEP_PROPTEST_SEED` picks other ones for long runs.
+fn seed() -> u64 {
+    std::env::var("LOCKSTEP_PROPTEST_SEED")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(0x10c5)
 }
 
 fn cases() -> u32 {
@@ -84,8 +99,9 @@ fn cases() -> u32 {
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: cases(),
-        // Deterministic: the same cases on every run and machine.
+        // Deterministic: the same cases on every run and machine, unless a seed is asked for.
         rng_algorithm: proptest::test_runner::RngAlgorithm::ChaCha,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(seed()),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

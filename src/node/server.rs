@@ -216,6 +216,9 @@ pub struct Server {
     recently_active: BTreeSet<ServerId>,
     /// Leader only: the current heartbeat round.
     round: u64,
+    /// Leader only: the commit index when this server became leader. Past it, a leader may
+    /// only ever commit an entry of its own term (Raft §5.4.2).
+    commit_index_at_election: LogIndex,
     /// Leader only: where to send the result of the write at each log index, and the request
     /// seq to echo.
     pending_replies: BTreeMap<LogIndex, Vec<(ReplyRoute, u64)>>,
@@ -274,6 +277,7 @@ impl Server {
             progress: BTreeMap::new(),
             recently_active: BTreeSet::new(),
             round: 0,
+            commit_index_at_election: 0,
             pending_replies: BTreeMap::new(),
             reads_awaiting_commit: Vec::new(),
             read_batches: VecDeque::new(),
@@ -1176,6 +1180,7 @@ impl Server {
         self.leader = Some(self.config.id);
         self.fail_forwarded_reads();
         self.round = 0;
+        self.commit_index_at_election = self.commit_index;
         self.recently_active.clear();
         let next_index = self.log.last_index() + 1;
         self.progress = self
@@ -1447,6 +1452,15 @@ impl Server {
                     self.progress.len(),
                     self.config.servers.len() - 1,
                     "{id}: progress per peer"
+                );
+                // Raft §5.4.2: what a leader commits by counting replicas is of its own term.
+                assert!(
+                    self.commit_index <= self.commit_index_at_election
+                        || self.log.term_at(self.commit_index) == Some(self.term),
+                    "{id}: leader of term {} committed index {} of term {:?}",
+                    self.term,
+                    self.commit_index,
+                    self.log.term_at(self.commit_index)
                 );
                 for (peer, progress) in &self.progress {
                     assert!(

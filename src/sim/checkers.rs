@@ -26,6 +26,10 @@ pub const STATE_MACHINE_SAFETY: &str = "state_machine_safety";
 pub const MUTUAL_EXCLUSION: &str = "mutual_exclusion";
 /// Live replicas that applied everything hold the same lock map.
 pub const CONVERGENCE: &str = "convergence";
+/// Raft's leader completeness (§5.4): a leader's log holds every committed entry.
+pub const LEADER_COMPLETENESS: &str = "leader_completeness";
+/// A server casts at most one vote per term, across crashes and restarts.
+pub const ONE_VOTE_PER_TERM: &str = "one_vote_per_term";
 
 /// How many differing locks a convergence violation lists; the rest are only counted, so that a
 /// report stays readable when a replica diverged wholesale.
@@ -63,11 +67,14 @@ impl fmt::Display for Violation {
 /// Election safety: remembers the first leader seen in each term.
 ///
 /// Calling contract: call [`ElectionSafety::observe`] after every server step with the server's
-/// role and term after that step.
+/// role and term after that step, and [`ElectionSafety::observe_vote`] with its vote.
 #[derive(Clone, Debug, Default)]
 pub struct ElectionSafety {
     /// The first leader seen in each term, and when it was first seen.
     leaders: BTreeMap<Term, (ServerId, Time)>,
+    /// Each server's vote in each term, and when it was first seen. A restarted server that
+    /// forgot its vote shows up here as a second, different vote.
+    votes: BTreeMap<(ServerId, Term), (ServerId, Time)>,
 }
 
 impl ElectionSafety {
@@ -96,6 +103,32 @@ impl ElectionSafety {
             format!(
                 "{first} and {server} were both leader in term {term}: {first} since {since}, \
                  {server} at {now}"
+            ),
+        ))
+    }
+
+    /// A server's vote after a step. Votes are durable: the same server must never vote for two
+    /// candidates in one term, whatever crashes and restarts happen in between.
+    pub fn observe_vote(
+        &mut self,
+        now: Time,
+        server: ServerId,
+        term: Term,
+        voted_for: Option<ServerId>,
+    ) -> Result<(), Violation> {
+        let Some(candidate) = voted_for else {
+            return Ok(());
+        };
+        let (first, since) = *self.votes.entry((server, term)).or_insert((candidate, now));
+        if first == candidate {
+            return Ok(());
+        }
+        Err(Violation::new(
+            ONE_VOTE_PER_TERM,
+            now,
+            format!(
+                "{server} voted for {first} in term {term} at {since}, and for {candidate} in the \
+                 same term at {now} (a vote must survive restarts)"
             ),
         ))
     }
@@ -215,6 +248,36 @@ impl StateMachineSafety {
              {first_digest:#018x}, {server} has digest {digest:#018x}"
         );
         Err(Violation::new(STATE_MACHINE_SAFETY, now, message))
+    }
+
+    /// Leader completeness (Raft §5.4): a new leader's log must hold every entry any server has
+    /// applied, with the same term and command. Call when a server becomes leader.
+    pub fn check_leader_completeness(
+        &self,
+        now: Time,
+        leader: ServerId,
+        term: Term,
+        log: &crate::node::RaftLog,
+    ) -> Result<(), Violation> {
+        for (index, slot) in self.committed.iter().enumerate() {
+            let Some(committed) = slot else {
+                continue;
+            };
+            let index = index as LogIndex;
+            if log.entry(index) != Some(&committed.entry) {
+                let has = log
+                    .entry(index)
+                    .map_or("nothing".to_string(), describe_entry);
+                let message = format!(
+                    "{leader} became leader of term {term} without committed index {index}: {} \
+                     applied {} there, {leader}'s log has {has}",
+                    committed.server,
+                    describe_entry(&committed.entry)
+                );
+                return Err(Violation::new(LEADER_COMPLETENESS, now, message));
+            }
+        }
+        Ok(())
     }
 
     /// The committed entry at `index` and its result, if any server applied it.
@@ -953,6 +1016,80 @@ mod tests {
         assert_eq!(checker.observe(at(41), S1, Role::Leader, 1), Ok(()));
         assert_eq!(checker.observe(at(50), S3, Role::Leader, 3), Ok(()));
         assert_eq!(checker.terms_with_leader(), 3);
+    }
+
+    // One vote per term, across restarts (Raft figure 2: votedFor is persistent).
+
+    #[test]
+    fn a_server_that_votes_again_in_a_term_after_a_restart_is_caught() {
+        let mut checker = ElectionSafety::new();
+        assert_eq!(checker.observe_vote(at(10), S3, 4, Some(S1)), Ok(()));
+        assert_eq!(
+            checker.observe_vote(at(11), S3, 4, Some(S1)),
+            Ok(()),
+            "the same vote again"
+        );
+        // Restarted without its vote: no vote, then a vote for someone else, same term.
+        assert_eq!(checker.observe_vote(at(20), S3, 4, None), Ok(()));
+        expect_violation(
+            checker.observe_vote(at(21), S3, 4, Some(S2)),
+            ONE_VOTE_PER_TERM,
+            &["s3 voted for s1 in term 4", "for s2 in the same term"],
+        );
+        assert_eq!(
+            checker.observe_vote(at(30), S3, 5, Some(S2)),
+            Ok(()),
+            "a new term, a new vote"
+        );
+    }
+
+    // Leader completeness (Raft §5.4): every committed entry is in every later leader's log.
+
+    #[test]
+    fn a_leader_missing_a_committed_entry_is_caught() {
+        let mut checker = StateMachineSafety::new();
+        let old = Entry {
+            term: 1,
+            command: preempt(C1, 1, "a"),
+        };
+        assert_eq!(
+            checker.observe_applied(at(5), S1, 1, &old, &fresh(granted(1))),
+            Ok(true)
+        );
+        let mut complete = crate::node::RaftLog::new();
+        complete.truncate_and_append(
+            1,
+            &[
+                old.clone(),
+                Entry {
+                    term: 2,
+                    command: Command::Noop,
+                },
+            ],
+        );
+        assert_eq!(
+            checker.check_leader_completeness(at(6), S2, 2, &complete),
+            Ok(())
+        );
+        let mut overwritten = crate::node::RaftLog::new();
+        overwritten.truncate_and_append(
+            1,
+            &[Entry {
+                term: 2,
+                command: Command::Noop,
+            }],
+        );
+        expect_violation(
+            checker.check_leader_completeness(at(7), S3, 3, &overwritten),
+            LEADER_COMPLETENESS,
+            &["s3 became leader of term 3 without committed index 1"],
+        );
+        let empty = crate::node::RaftLog::new();
+        expect_violation(
+            checker.check_leader_completeness(at(8), S3, 3, &empty),
+            LEADER_COMPLETENESS,
+            &["log has nothing"],
+        );
     }
 
     // State machine safety (Raft §5.4.3): the same entry and result at every index, everywhere.

@@ -63,6 +63,7 @@ pub struct ClusterSpec {
     pub heartbeat_interval: Duration,
     pub client_timeout: Duration,
     pub client_retry: Duration,
+    pub append_batch: usize,
 }
 
 /// Counters for the run summary.
@@ -171,6 +172,7 @@ impl Cluster {
                 config.election_timeout_max = spec.election_timeout_max;
                 config.heartbeat_interval = spec.heartbeat_interval;
                 config.initial_leader = spec.initial_leader;
+                config.append_entries_max = spec.append_batch;
                 ServerSlot {
                     config,
                     node: None,
@@ -584,9 +586,14 @@ impl Cluster {
             return;
         };
         let (role, term, id) = (server.role(), server.term(), server.id());
+        let vote = server.voted_for();
         let (applied, digest) = (server.last_applied(), server.lock_table().locks_digest());
         self.count_check(checkers::ELECTION_SAFETY);
         if let Err(violation) = self.election_safety.observe(now, id, role, term) {
+            self.report_violation(violation);
+        }
+        self.count_check(checkers::ONE_VOTE_PER_TERM);
+        if let Err(violation) = self.election_safety.observe_vote(now, id, term, vote) {
             self.report_violation(violation);
         }
         self.count_check(checkers::STATE_MACHINE_SAFETY);
@@ -601,6 +608,17 @@ impl Cluster {
             self.servers[index].last_role = Some((role, term));
             if role == Role::Leader {
                 self.leaders.push((now, term, id));
+                self.count_check(checkers::LEADER_COMPLETENESS);
+                let server = self.servers[index].node.as_ref().expect("checked above");
+                let completeness = self.state_machine_safety.check_leader_completeness(
+                    now,
+                    id,
+                    term,
+                    server.log(),
+                );
+                if let Err(violation) = completeness {
+                    self.report_violation(violation);
+                }
             }
             let role_name = match role {
                 Role::Follower => "follower",

@@ -112,6 +112,7 @@ pub fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, RunErr
         heartbeat_interval: scenario.timing.heartbeat_interval,
         client_timeout: scenario.timing.client_timeout,
         client_retry: scenario.timing.client_retry,
+        append_batch: scenario.timing.append_batch,
     };
     let recorder = Recorder::new(options.trace);
     let end_of_duration = Time::from_duration(scenario.duration);
@@ -722,6 +723,8 @@ impl Runner<'_> {
         let mut invariants: Vec<InvariantResult> = [
             checkers::ELECTION_SAFETY,
             checkers::STATE_MACHINE_SAFETY,
+            checkers::ONE_VOTE_PER_TERM,
+            checkers::LEADER_COMPLETENESS,
             checkers::MUTUAL_EXCLUSION,
             checkers::CONVERGENCE,
         ]

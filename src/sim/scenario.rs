@@ -60,6 +60,9 @@ pub struct Timing {
     pub client_timeout: Duration,
     /// Silence after which a client resends to the next server.
     pub client_retry: Duration,
+    /// Log entries one AppendEntries message carries at most (1 to 1024, default 64). Small
+    /// batches make replication lag in steps, which exposes commit-rule bugs.
+    pub append_batch: usize,
 }
 
 impl Default for Timing {
@@ -70,6 +73,7 @@ impl Default for Timing {
             heartbeat_interval: Duration::from_millis(50),
             client_timeout: Duration::from_secs(5),
             client_retry: Duration::from_millis(500),
+            append_batch: 64,
         }
     }
 }
@@ -236,6 +240,8 @@ pub const CLIENTS_MAX: u32 = 1_000;
 pub const EVENTS_MAX: usize = 100_000;
 /// Longest `duration`, and longest any duration in a scenario may be.
 pub const DURATION_MAX: Duration = Duration::from_secs(60 * 60);
+/// Largest `timing.append_batch`.
+pub const APPEND_BATCH_MAX: usize = 1_024;
 /// Longest `settle`.
 pub const SETTLE_MAX: Duration = Duration::from_secs(10 * 60);
 /// Default `settle`.
@@ -549,6 +555,7 @@ struct RawTiming {
     heartbeat: Option<RawDuration>,
     client_timeout: Option<RawDuration>,
     client_retry: Option<RawDuration>,
+    append_batch: Option<u64>,
 }
 
 /// One event with every action's keys, so that "two actions" and "no action" are problems
@@ -1298,6 +1305,15 @@ impl Checker {
             );
             self.add("timing.heartbeat", message);
         }
+        let append_batch = match raw.append_batch {
+            None => defaults.append_batch,
+            Some(batch) if (1..=APPEND_BATCH_MAX as u64).contains(&batch) => batch as usize,
+            Some(batch) => {
+                let message = format!("{batch} is outside 1..={APPEND_BATCH_MAX}");
+                self.add("timing.append_batch", message);
+                defaults.append_batch
+            }
+        };
         let (election_timeout_min, election_timeout_max) = election.unwrap_or(election_default);
         Timing {
             election_timeout_min,
@@ -1305,6 +1321,7 @@ impl Checker {
             heartbeat_interval: heartbeat.unwrap_or(defaults.heartbeat_interval),
             client_timeout: client_timeout.unwrap_or(defaults.client_timeout),
             client_retry: client_retry.unwrap_or(defaults.client_retry),
+            append_batch,
         }
     }
 

@@ -57,6 +57,12 @@ pub enum FaultKind {
         drop_permille: u32,
         latency_max_ms: u32,
     },
+    /// Crash a server and restart it `gap_ms` later: the quick bounce that finds state a
+    /// server should have persisted and did not (a vote, a log entry).
+    Bounce {
+        server: u32,
+        gap_ms: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -86,6 +92,11 @@ pub struct Shape {
     pub mix: (u32, u32, u32),
     pub linearizable_percent: u32,
     pub think_max_ms: u32,
+    /// Election timeout (min, spread) in ms. A narrow spread makes split votes, and so
+    /// repeated elections in quick succession, common.
+    pub election_timeout_ms: (u32, u32),
+    /// Entries per AppendEntries: small batches make followers lag in steps.
+    pub append_batch: u32,
 }
 
 /// Bounds for the explorer's random shapes.
@@ -170,6 +181,16 @@ impl Shape {
             ),
             linearizable_percent: rng.random_range(0..=100),
             think_max_ms,
+            election_timeout_ms: if rng.random_bool(0.3) {
+                (rng.random_range(100..=200), rng.random_range(1..=20))
+            } else {
+                (150, 150)
+            },
+            append_batch: if rng.random_bool(0.5) {
+                rng.random_range(1..=4)
+            } else {
+                64
+            },
         }
     }
 
@@ -186,6 +207,7 @@ impl Shape {
                 FaultKind::Cut { .. } => "one-way cut",
                 FaultKind::Heal => "heal",
                 FaultKind::Network { .. } => "network change",
+                FaultKind::Bounce { .. } => "bounce",
             })
             .collect();
         families.sort_unstable();
@@ -235,6 +257,14 @@ impl Shape {
             self.mix.1,
             self.mix.2,
             self.linearizable_percent
+        );
+        let (election_min, election_spread) = self.election_timeout_ms;
+        let _ = write!(
+            text,
+            ", election timeout {}-{}ms, {} entries per append",
+            election_min,
+            election_min + election_spread,
+            self.append_batch
         );
         text
     }
@@ -287,14 +317,29 @@ impl Shape {
             f64::from(self.drop_permille.min(1000)) / 1000.0,
             f64::from(self.duplicate_permille.min(1000)) / 1000.0
         );
-        let mut events: Vec<(Duration, String)> = self
-            .faults
-            .iter()
-            .filter_map(|fault| {
-                let at = safety.mul_f64(f64::from(fault.at_permille.min(999)) / 1000.0);
-                fault_text(&fault.kind, servers, clients, latency_min).map(|text| (at, text))
-            })
-            .collect();
+        let election_min_ms = u64::from(self.election_timeout_ms.0.clamp(60, 2_000));
+        let election_min = Duration::from_millis(election_min_ms);
+        let election_max =
+            election_min + Duration::from_millis(u64::from(self.election_timeout_ms.1));
+        let _ = writeln!(
+            out,
+            "timing: {{election_timeout: {{min: {}, max: {}}}, heartbeat: 30ms, append_batch: {}}}",
+            duration_text(election_min),
+            duration_text(election_max),
+            self.append_batch.clamp(1, 1_024)
+        );
+        let mut events: Vec<(Duration, String)> = Vec::new();
+        for fault in &self.faults {
+            let at = safety.mul_f64(f64::from(fault.at_permille.min(999)) / 1000.0);
+            if let FaultKind::Bounce { server, gap_ms } = fault.kind {
+                let server = server % servers + 1;
+                let gap = Duration::from_millis(u64::from(gap_ms.clamp(1, 1_000)));
+                events.push((at, format!("crash: s{server}")));
+                events.push(((at + gap).min(safety), format!("restart: s{server}")));
+            } else if let Some(text) = fault_text(&fault.kind, servers, clients, latency_min) {
+                events.push((at, text));
+            }
+        }
         // The liveness phase runs on a repaired cluster: no partitions, every server up, and
         // a clean network at the shape's base latency.
         events.push((safety, "heal: all".into()));
@@ -347,9 +392,13 @@ fn random_fault(rng: &mut ChaCha8Rng, family: u32, servers: u32, nodes: u32) -> 
         (1u64 << nodes) - 1
     };
     match family {
-        0 => match rng.random_range(0..4) {
+        0 => match rng.random_range(0..5) {
             0 => FaultKind::CrashLeader,
             1 => FaultKind::RestartAll,
+            3 => FaultKind::Bounce {
+                server: rng.random_range(0..servers),
+                gap_ms: rng.random_range(1..=50),
+            },
             2 => FaultKind::Restart {
                 server: rng.random_range(0..servers),
             },
@@ -438,6 +487,7 @@ fn fault_text(
             )
         }
         FaultKind::Heal => "heal: all".into(),
+        FaultKind::Bounce { .. } => unreachable!("a bounce is two events, written by the caller"),
         FaultKind::Network {
             drop_permille,
             latency_max_ms,
