@@ -25,6 +25,13 @@ fn fault_kind() -> impl Strategy<Value = FaultKind> {
         (0..27u32, any::<u64>()).prop_map(|(from, to_mask)| FaultKind::Cut { from, to_mask }),
         Just(FaultKind::Heal),
         (0..7u32, 1..50u32).prop_map(|(server, gap_ms)| FaultKind::Bounce { server, gap_ms }),
+        (0..7u32, 0..100u32, 1..5u32).prop_map(|(server, delay_ms, gap_ms)| {
+            FaultKind::ElectionBounce {
+                server,
+                delay_ms,
+                gap_ms,
+            }
+        }),
         (0..150u32, 1..100u32).prop_map(|(drop_permille, latency_max_ms)| FaultKind::Network {
             drop_permille,
             latency_max_ms

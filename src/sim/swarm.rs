@@ -20,6 +20,8 @@ use rand_chacha::ChaCha8Rng;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+/// How often an election bounce crashes and restarts its server.
+const ELECTION_BOUNCES: u64 = 20;
 /// Length of the liveness phase that follows the safety phase.
 pub const LIVENESS_PHASE: Duration = Duration::from_secs(4);
 /// When, into the liveness phase, each client's probe starts.
@@ -61,6 +63,14 @@ pub enum FaultKind {
     /// server should have persisted and did not (a vote, a log entry).
     Bounce {
         server: u32,
+        gap_ms: u32,
+    },
+    /// Crash the leader; from `delay_ms` later, bounce `server` (down `gap_ms`) every 20 ms,
+    /// twenty times, all through the election the crash starts: every vote it casts must
+    /// survive its next restart.
+    ElectionBounce {
+        server: u32,
+        delay_ms: u32,
         gap_ms: u32,
     },
 }
@@ -207,7 +217,7 @@ impl Shape {
                 FaultKind::Cut { .. } => "one-way cut",
                 FaultKind::Heal => "heal",
                 FaultKind::Network { .. } => "network change",
-                FaultKind::Bounce { .. } => "bounce",
+                FaultKind::Bounce { .. } | FaultKind::ElectionBounce { .. } => "bounce",
             })
             .collect();
         families.sort_unstable();
@@ -331,7 +341,22 @@ impl Shape {
         let mut events: Vec<(Duration, String)> = Vec::new();
         for fault in &self.faults {
             let at = safety.mul_f64(f64::from(fault.at_permille.min(999)) / 1000.0);
-            if let FaultKind::Bounce { server, gap_ms } = fault.kind {
+            if let FaultKind::ElectionBounce {
+                server,
+                delay_ms,
+                gap_ms,
+            } = fault.kind
+            {
+                let server = server % servers + 1;
+                let gap = Duration::from_millis(u64::from(gap_ms.clamp(1, 15)));
+                events.push((at, "crash: leader".to_string()));
+                for bounce in 0..ELECTION_BOUNCES {
+                    let offset = u64::from(delay_ms.min(2_000)) + bounce * 20;
+                    let down = (at + Duration::from_millis(offset)).min(safety);
+                    events.push((down, format!("crash: s{server}")));
+                    events.push(((down + gap).min(safety), format!("restart: s{server}")));
+                }
+            } else if let FaultKind::Bounce { server, gap_ms } = fault.kind {
                 let server = server % servers + 1;
                 let gap = Duration::from_millis(u64::from(gap_ms.clamp(1, 1_000)));
                 events.push((at, format!("crash: s{server}")));
@@ -392,7 +417,12 @@ fn random_fault(rng: &mut ChaCha8Rng, family: u32, servers: u32, nodes: u32) -> 
         (1u64 << nodes) - 1
     };
     match family {
-        0 => match rng.random_range(0..5) {
+        0 => match rng.random_range(0..6) {
+            5 => FaultKind::ElectionBounce {
+                server: rng.random_range(0..servers),
+                delay_ms: rng.random_range(0..=100),
+                gap_ms: rng.random_range(1..=5),
+            },
             0 => FaultKind::CrashLeader,
             1 => FaultKind::RestartAll,
             3 => FaultKind::Bounce {
@@ -487,7 +517,9 @@ fn fault_text(
             )
         }
         FaultKind::Heal => "heal: all".into(),
-        FaultKind::Bounce { .. } => unreachable!("a bounce is two events, written by the caller"),
+        FaultKind::Bounce { .. } | FaultKind::ElectionBounce { .. } => {
+            unreachable!("a bounce is several events, written by the caller")
+        }
         FaultKind::Network {
             drop_permille,
             latency_max_ms,
