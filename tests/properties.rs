@@ -96,6 +96,25 @@ fn seed() -> u64 {
         .unwrap_or(0x10c5)
 }
 
+/// Writes a failing case's client history (the `--history` format) beside the build, and says
+/// where.
+fn write_history(report: &lockstep::sim::report::RunReport) -> String {
+    let directory = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("properties");
+    let path = directory.join(format!("{}.history.jsonl", report.seed));
+    let written = std::fs::create_dir_all(&directory).and_then(|()| {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        lockstep::sim::history::write_jsonl(&report.history, &mut out)?;
+        std::io::Write::flush(&mut out)
+    });
+    match written {
+        Ok(()) => format!("\nits client history: {}", path.display()),
+        Err(error) => format!(
+            "\n(could not write its history to {}: {error})",
+            path.display()
+        ),
+    }
+}
+
 fn cases() -> u32 {
     ["LOCKSTEP_PROPTEST_CASES", "PROPTEST_CASES"]
         .iter()
@@ -117,10 +136,14 @@ proptest! {
     fn every_invariant_holds_and_the_healed_cluster_serves_every_client(shape in shape()) {
         let scenario = shape.build();
         let (report, failure) = explore::judge(&scenario);
+        let history = match &failure {
+            Some(_) => write_history(&report),
+            None => String::new(),
+        };
         prop_assert!(
             failure.is_none(),
             "{}\n\nreplay it: save the scenario below as case.yaml and run \
-             `lockstep run case.yaml`\n\n{}\n{}",
+             `lockstep run case.yaml`{history}\n\n{}\n{}",
             failure.as_ref().map_or(String::new(), |f| format!("{}: {}", f.kind, f.message)),
             scenario.to_yaml(),
             report.render()
