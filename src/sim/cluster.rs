@@ -17,9 +17,41 @@ use crate::node::{
     DurableState, Operation, Outcome, Role, Server, ServerConfig, ServerId, ServerInput,
     ServerOutput, ServerTimer, Time,
 };
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Once;
 use std::time::Duration;
+
+thread_local! {
+    /// True while this thread runs a node step inside `catch_unwind`.
+    static IN_NODE_STEP: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs a node step, catching a failed invariant assertion so that the run reports it as a
+/// `node_assertion` violation instead of crashing.
+fn node_step<R>(step: impl FnOnce() -> R) -> std::thread::Result<R> {
+    install_quiet_node_panics();
+    IN_NODE_STEP.with(|flag| flag.set(true));
+    let result = catch_unwind(AssertUnwindSafe(step));
+    IN_NODE_STEP.with(|flag| flag.set(false));
+    result
+}
+
+/// A node's failed assertion is reported in the run's verdict, with its message; printing it
+/// to stderr as well (as the default panic hook does) would scatter it across progress output.
+/// Every other panic still goes to the previous hook.
+fn install_quiet_node_panics() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_NODE_STEP.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+}
 
 /// Everything that can be scheduled on the simulation's event queue.
 #[derive(Clone, Debug)]
@@ -315,9 +347,7 @@ impl Cluster {
             number,
             incarnation: slot.incarnation,
         });
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            Server::new(slot.config.clone(), slot.disk.clone(), seed, now)
-        }));
+        let result = node_step(|| Server::new(slot.config.clone(), slot.disk.clone(), seed, now));
         match result {
             Ok((server, outputs)) => {
                 self.servers[index].node = Some(server);
@@ -488,7 +518,7 @@ impl Cluster {
         let Some(server) = self.servers[index].node.as_mut() else {
             return Ok(());
         };
-        match catch_unwind(AssertUnwindSafe(|| server.step(now, input))) {
+        match node_step(|| server.step(now, input)) {
             Ok(outputs) => {
                 self.carry_out_server_outputs(number, outputs)?;
                 self.observe_server(number);
@@ -639,7 +669,7 @@ impl Cluster {
         let now = self.now();
         let index = (client - 1) as usize;
         let node = &mut self.clients[index].node;
-        let outputs = match catch_unwind(AssertUnwindSafe(|| node.step(now, input))) {
+        let outputs = match node_step(|| node.step(now, input)) {
             Ok(outputs) => outputs,
             Err(panic) => {
                 self.report_node_panic(Endpoint::Client(client), panic);
