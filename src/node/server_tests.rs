@@ -68,6 +68,23 @@ fn noop(term: Term) -> Entry {
     }
 }
 
+/// A term-1 log: the leader's no-op (1), `owner`'s registration (2), its grant of lock `a` (3).
+fn register_and_grant_a(owner: ClientId) -> Vec<Entry> {
+    let command = Command::Preempt {
+        client: owner,
+        seq: 1,
+        lock: lock("a"),
+    };
+    vec![
+        noop(1),
+        Entry {
+            term: 1,
+            command: Command::Register { nonce: 9 },
+        },
+        Entry { term: 1, command },
+    ]
+}
+
 fn noops(terms: &[Term]) -> Vec<Entry> {
     terms.iter().map(|&term| noop(term)).collect()
 }
@@ -1397,22 +1414,10 @@ fn a_new_leader_defers_reads_until_it_commits_an_entry_of_its_term() {
 fn a_follower_forwards_a_linearizable_check_and_answers_after_applying_the_read_index() {
     let mut follower = boot(S2, 3);
     let owner = ClientId(1);
-    let entries = vec![
-        noop(1),
-        Entry {
-            term: 1,
-            command: Command::Register { nonce: 9 },
-        },
-        Entry {
-            term: 1,
-            command: Command::Preempt {
-                client: owner,
-                seq: 1,
-                lock: lock("a"),
-            },
-        },
-    ];
-    let _ = follower.step(ms(10), peer(S1, append(1, (0, 0), entries, 0)));
+    let _ = follower.step(
+        ms(10),
+        peer(S1, append(1, (0, 0), register_and_grant_a(owner), 0)),
+    );
 
     let local = follower.step(
         ms(11),
@@ -1546,22 +1551,10 @@ fn a_local_check_is_answered_at_once_from_the_replica() {
 fn a_local_check_waits_for_the_replica_to_reach_what_its_client_has_seen() {
     let mut follower = boot(S2, 3);
     let owner = ClientId(1);
-    let entries = vec![
-        noop(1),
-        Entry {
-            term: 1,
-            command: Command::Register { nonce: 9 },
-        },
-        Entry {
-            term: 1,
-            command: Command::Preempt {
-                client: owner,
-                seq: 1,
-                lock: lock("a"),
-            },
-        },
-    ];
-    let _ = follower.step(ms(10), peer(S1, append(1, (0, 0), entries, 1)));
+    let _ = follower.step(
+        ms(10),
+        peer(S1, append(1, (0, 0), register_and_grant_a(owner), 1)),
+    );
     assert_eq!(follower.last_applied(), 1);
 
     let mut behind = op(owner, 2, check("a", Consistency::Local));

@@ -754,72 +754,56 @@ impl Cluster {
         } else {
             None
         };
-        match self.network.transmit(from, to) {
+        let transmission = self.network.transmit(from, to);
+        let fate = match &transmission {
             Transmission::Blocked => {
                 self.network_stats.blocked += 1;
-                self.recorder.record(
-                    now,
-                    TraceEvent::Send {
-                        from,
-                        to,
-                        msg,
-                        fate: "blocked",
-                    },
-                    traced_payload,
-                );
+                "blocked"
             }
             Transmission::Dropped => {
                 self.network_stats.dropped += 1;
-                self.recorder.record(
-                    now,
-                    TraceEvent::Send {
-                        from,
-                        to,
-                        msg,
-                        fate: "dropped",
-                    },
-                    traced_payload,
-                );
+                "dropped"
             }
             Transmission::Delivered {
-                delay,
-                duplicate_delay,
-            } => {
-                let fate = if duplicate_delay.is_some() {
-                    "duplicated"
-                } else {
-                    "in_flight"
+                duplicate_delay: Some(_),
+                ..
+            } => "duplicated",
+            Transmission::Delivered {
+                duplicate_delay: None,
+                ..
+            } => "in_flight",
+        };
+        let event = TraceEvent::Send {
+            from,
+            to,
+            msg,
+            fate,
+        };
+        self.recorder.record(now, event, traced_payload);
+        if let Transmission::Delivered {
+            delay,
+            duplicate_delay,
+        } = transmission
+        {
+            if let Some(duplicate_delay) = duplicate_delay {
+                self.network_stats.duplicated += 1;
+                let copy = Event::Deliver {
+                    from,
+                    to,
+                    incarnation,
+                    payload: payload.clone(),
                 };
-                self.recorder.record(
-                    now,
-                    TraceEvent::Send {
-                        from,
-                        to,
-                        msg,
-                        fate,
-                    },
-                    traced_payload,
-                );
-                if let Some(duplicate_delay) = duplicate_delay {
-                    self.network_stats.duplicated += 1;
-                    let copy = Event::Deliver {
-                        from,
-                        to,
-                        incarnation,
-                        payload: payload.clone(),
-                    };
-                    self.queue.push(now + duplicate_delay, copy)?;
-                }
-                self.queue.push(
-                    now + delay,
-                    Event::Deliver {
-                        from,
-                        to,
-                        incarnation,
-                        payload,
-                    },
-                )?;
+                self.queue.push(now + duplicate_delay, copy)?;
             }
+            self.queue.push(
+                now + delay,
+                Event::Deliver {
+                    from,
+                    to,
+                    incarnation,
+                    payload,
+                },
+            )?;
         }
         Ok(())
     }
