@@ -842,7 +842,8 @@ fn default_server_for(client: u32, servers: u32, leader: Option<ServerId>) -> Se
     ServerId((start + client - 1) % servers + 1)
 }
 
-fn op_name(op: OpKind) -> &'static str {
+/// An operation's name as scenario files write it.
+pub fn op_name(op: OpKind) -> &'static str {
     match op {
         OpKind::Preempt => "preempt",
         OpKind::Release => "release",

@@ -59,11 +59,7 @@ fn action_text(action: &Action) -> String {
             timeout,
             expect,
         } => {
-            let op_name = match op {
-                OpKind::Preempt => "preempt",
-                OpKind::Release => "release",
-                OpKind::Check => "check",
-            };
+            let op_name = super::scenario::op_name(*op);
             let mut text = format!("client: c{client}, op: {op_name}, lock: {}", quoted(lock));
             if *op == OpKind::Check {
                 let level = match consistency {
