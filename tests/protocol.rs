@@ -22,6 +22,7 @@ fn client_op(seq: u64, seen_index: u64, client: u64, op: Operation) -> ClientReq
     ClientRequest {
         seq,
         seen_index,
+        term: 0,
         body: RequestBody::Op {
             client: ClientId(client),
             op,
@@ -30,7 +31,12 @@ fn client_op(seq: u64, seen_index: u64, client: u64, op: Operation) -> ClientReq
 }
 
 fn node_reply(seq: u64, index: u64, body: ReplyBody) -> ClientReply {
-    ClientReply { seq, index, body }
+    ClientReply {
+        seq,
+        index,
+        term: 0,
+        body,
+    }
 }
 
 fn outcome(seq: u64, index: u64, outcome: Outcome) -> ClientReply {
@@ -64,6 +70,7 @@ fn a_hello_goes_out_with_the_protocol_version_and_asks_the_node_for_an_id() {
         ClientRequest {
             seq: 1,
             seen_index: 0,
+            term: 0,
             body: RequestBody::Hello { nonce: 42 },
         }
     );
@@ -143,6 +150,7 @@ fn a_person_typing_leaves_out_what_has_a_default() {
         ClientRequest {
             seq: 1,
             seen_index: 0,
+            term: 0,
             body: RequestBody::Hello { nonce: 0 },
         }
     );
@@ -165,6 +173,7 @@ fn the_node_clients_requests_survive_the_wire_unchanged() {
         ClientRequest {
             seq: 0,
             seen_index: 0,
+            term: 0,
             body: RequestBody::Hello { nonce: u64::MAX },
         },
         client_op(

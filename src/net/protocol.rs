@@ -120,6 +120,7 @@ impl WireRequest {
         ClientRequest {
             seq: self.seq,
             seen_index: self.seen_index,
+            term: 0,
             body,
         }
     }
@@ -256,6 +257,12 @@ impl ErrorReply {
                 "a newer request of this client was already applied, so this one never will \
                  be; send new requests with a higher seq",
             ),
+            // Placeholder mapping until the codec carries terms (issue 4 in progress).
+            ServiceError::NotLeader { .. } => (
+                ErrorCode::Unavailable,
+                "the request named another term than the current leader's; retry",
+            ),
+            ServiceError::BadRequest { .. } => (ErrorCode::BadRequest, "the request is malformed"),
         };
         ErrorReply {
             seq: Some(seq),

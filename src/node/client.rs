@@ -14,7 +14,7 @@
 
 use super::messages::{
     ClientId, ClientReply, ClientRequest, LogIndex, Operation, Outcome, ReplyBody, RequestBody,
-    ServerId,
+    ServerId, ServiceError, Term,
 };
 use super::time::Time;
 use rand::{RngExt, SeedableRng};
@@ -128,6 +128,8 @@ struct Running {
     op: Operation,
     seq: u64,
     deadline: Time,
+    /// The term the latest attempt carried.
+    sent_term: Term,
 }
 
 pub struct Client {
@@ -145,6 +147,9 @@ pub struct Client {
     /// The newest applied index of any answer this client accepted: sent with every request so
     /// that local checks never read an older state (monotonic reads).
     seen_index: LogIndex,
+    /// The highest server term seen in any reply. Writes carry it: only the leader of exactly
+    /// this term appends them (see `ClientRequest::term`).
+    term: Term,
     retry_deadline: Option<Time>,
     out: Vec<ClientOutput>,
 }
@@ -166,6 +171,7 @@ impl Client {
             server_position,
             last_seq: 0,
             seen_index: 0,
+            term: 0,
             retry_deadline: None,
             out: Vec::new(),
             config,
@@ -242,6 +248,15 @@ impl Client {
         let Some(running) = &self.running else {
             return; // A late reply to an operation that already finished.
         };
+        if self.id.is_some() && running.op.is_write() && reply.term < running.sent_term {
+            // An answer to an earlier attempt, sent before we knew of a newer term. Only the
+            // current attempt's answer may count: a leader refuses a preempt without a log
+            // entry only for a request of its own term, and an older attempt's refusal says
+            // nothing about whether the newer attempt was appended.
+            return;
+        }
+        let new_term = reply.term > self.term;
+        self.term = self.term.max(reply.term);
         match reply.body {
             ReplyBody::Welcome { nonce, client } => {
                 if self.id.is_none() && self.hello_nonce == Some(nonce) {
@@ -262,6 +277,17 @@ impl Client {
                     self.seen_index = self.seen_index.max(reply.index);
                     self.finish(Ok(outcome));
                 }
+            }
+            ReplyBody::Error(ServiceError::NotLeader { leader, .. })
+                if new_term && self.id.is_some() && reply.seq == running.seq =>
+            {
+                // We named an old term: resend at once with the new one, to its leader.
+                if let Some(position) =
+                    leader.and_then(|leader| self.config.servers.iter().position(|&s| s == leader))
+                {
+                    self.server_position = position;
+                }
+                self.send_request(now);
             }
             ReplyBody::Error(_) => {
                 let expected_seq = if self.id.is_some() { running.seq } else { 0 };
@@ -290,6 +316,7 @@ impl Client {
             op: queued.op,
             seq: self.last_seq,
             deadline,
+            sent_term: self.term,
         });
         self.out.push(ClientOutput::Started {
             tag: queued.tag,
@@ -304,22 +331,27 @@ impl Client {
 
     /// Sends the hello (while unregistered) or the running operation to the current server.
     fn send_request(&mut self, now: Time) {
-        let Some(running) = &self.running else {
+        let term = self.term;
+        let Some(running) = &mut self.running else {
             self.retry_deadline = None;
             return;
         };
+        running.sent_term = term;
+        let running = &*running;
         let request = match self.id {
             None => {
                 let nonce = *self.hello_nonce.get_or_insert_with(|| self.rng.random());
                 ClientRequest {
                     seq: 0,
                     seen_index: self.seen_index,
+                    term: self.term,
                     body: RequestBody::Hello { nonce },
                 }
             }
             Some(client) => ClientRequest {
                 seq: running.seq,
                 seen_index: self.seen_index,
+                term: self.term,
                 body: RequestBody::Op {
                     client,
                     op: running.op.clone(),
@@ -434,6 +466,7 @@ mod tests {
         };
         let welcome = ClientReply {
             index: 0,
+            term: 0,
             seq: 0,
             body: ReplyBody::Welcome {
                 nonce,
@@ -472,6 +505,7 @@ mod tests {
         let mut client = registered_client_with_preempt_in_flight();
         let answer = ClientReply {
             index: 0,
+            term: 0,
             seq: 1,
             body: ReplyBody::Outcome(Outcome::Granted { token: 4 }),
         };
@@ -494,6 +528,7 @@ mod tests {
         let mut client = registered_client_with_preempt_in_flight();
         let answer = ClientReply {
             index: 12,
+            term: 0,
             seq: 1,
             body: ReplyBody::Outcome(Outcome::Granted { token: 12 }),
         };
@@ -546,6 +581,7 @@ mod tests {
         let mut client = registered_client_with_preempt_in_flight();
         let refusal = ClientReply {
             index: 0,
+            term: 0,
             seq: 1,
             body: ReplyBody::Error(ServiceError::Unavailable),
         };
@@ -592,6 +628,7 @@ mod tests {
         // A late answer to the abandoned preempt is ignored.
         let late = ClientReply {
             index: 0,
+            term: 0,
             seq: 1,
             body: ReplyBody::Outcome(Outcome::Granted { token: 4 }),
         };
@@ -611,6 +648,7 @@ mod tests {
         let mut client = registered_client_with_preempt_in_flight();
         let nonsense = ClientReply {
             index: 0,
+            term: 0,
             seq: 1,
             body: ReplyBody::Outcome(Outcome::Free),
         };

@@ -5,12 +5,19 @@
 //! [`DurableState::apply`]; on restart the server is rebuilt from that storage. Keeping the two in
 //! one type means the simulator's "disk" and a real write-ahead log replay the same operations.
 
-use super::messages::{Entry, LogIndex, ServerId, Term};
+use super::messages::{Entry, LogIndex, ServerId, Snapshot, Term};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
-/// An in-memory Raft log with 1-based indexes.
+/// An in-memory Raft log with 1-based global indexes. Entries up to `base_index` were
+/// compacted into a snapshot: only their last position (`base_index`, `base_term`) is kept.
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 pub struct RaftLog {
+    #[serde(default)]
+    base_index: LogIndex,
+    #[serde(default)]
+    base_term: Term,
+    /// `entries[k]` is the entry at global index `base_index + 1 + k`.
     entries: Vec<Entry>,
 }
 
@@ -19,44 +26,99 @@ impl RaftLog {
         RaftLog::default()
     }
 
+    /// `log`'s entries (numbered from 1 there) placed after the compacted position
+    /// (`base_index`, `base_term`): how a driver rebuilds the log it replayed from a
+    /// write-ahead log that follows a snapshot.
+    pub fn rebased(base_index: LogIndex, base_term: Term, log: RaftLog) -> RaftLog {
+        assert_eq!(
+            log.base_index, 0,
+            "log: rebasing a log that already has a base"
+        );
+        RaftLog {
+            base_index,
+            base_term,
+            entries: log.entries,
+        }
+    }
+
+    /// The last index compacted into a snapshot (0 if none).
+    pub fn base_index(&self) -> LogIndex {
+        self.base_index
+    }
+
+    pub fn base_term(&self) -> Term {
+        self.base_term
+    }
+
+    /// The first index still held as an entry.
+    pub fn first_index(&self) -> LogIndex {
+        self.base_index + 1
+    }
+
     pub fn last_index(&self) -> LogIndex {
-        self.entries.len() as LogIndex
+        self.base_index + self.entries.len() as LogIndex
     }
 
     pub fn last_term(&self) -> Term {
-        self.entries.last().map_or(0, |entry| entry.term)
+        self.entries
+            .last()
+            .map_or(self.base_term, |entry| entry.term)
     }
 
-    /// The term of the entry at `index`; index 0 has term 0. `None` beyond the end.
+    /// Entries held (not compacted).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The term of the entry at `index`; the base (index 0 without a snapshot) has its term.
+    /// `None` beyond the end and before the base (compacted away).
     pub fn term_at(&self, index: LogIndex) -> Option<Term> {
-        if index == 0 {
-            return Some(0);
+        if index == self.base_index {
+            return Some(self.base_term);
         }
         self.entry(index).map(|entry| entry.term)
     }
 
+    /// The entry at `index`; `None` if compacted away or beyond the end.
     pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
-        let position = usize::try_from(index.checked_sub(1)?).ok()?;
+        let position = usize::try_from(index.checked_sub(self.base_index + 1)?).ok()?;
         self.entries.get(position)
     }
 
     /// Up to `count_max` entries starting at `first`, cloned for sending.
+    ///
+    /// Contract: `first` MUST be after the base (compacted entries cannot be sent).
     pub fn entries_from(&self, first: LogIndex, count_max: usize) -> Vec<Entry> {
-        assert!(first >= 1, "log: entries are numbered from 1");
-        let start = usize::try_from(first - 1)
+        assert!(
+            first > self.base_index,
+            "log: entries up to {} are compacted; cannot send from {first}",
+            self.base_index
+        );
+        let start = usize::try_from(first - self.base_index - 1)
             .unwrap_or(usize::MAX)
             .min(self.entries.len());
         let end = start.saturating_add(count_max).min(self.entries.len());
         self.entries[start..end].to_vec()
     }
 
-    /// The first index of the run of entries with the same term as the entry at `index`.
+    /// The entries after `index` (at most the uncommitted suffix a leader scans).
+    pub fn entries_after(&self, index: LogIndex) -> impl Iterator<Item = (LogIndex, &Entry)> {
+        let skip = usize::try_from(index.saturating_sub(self.base_index)).unwrap_or(usize::MAX);
+        self.iter().skip(skip)
+    }
+
+    /// The first index of the run of entries with the same term as the entry at `index`
+    /// (never before the first entry held).
     pub fn first_index_of_term_at(&self, index: LogIndex) -> LogIndex {
         let Some(term) = self.term_at(index) else {
             return index;
         };
         let mut first = index;
-        while first > 1 && self.term_at(first - 1) == Some(term) {
+        while first > self.first_index() && self.term_at(first - 1) == Some(term) {
             first -= 1;
         }
         first
@@ -67,21 +129,43 @@ impl RaftLog {
         self.entries
             .iter()
             .rposition(|entry| entry.term == term)
-            .map(|p| p as LogIndex + 1)
+            .map(|p| self.base_index + p as LogIndex + 1)
     }
 
     /// Drops every entry at `first_index` and beyond, then appends `entries` there.
     ///
-    /// Contract: `first_index` MUST be at most one past the last entry (no holes).
+    /// Contract: `first_index` MUST be after the base and at most one past the last entry.
     pub fn truncate_and_append(&mut self, first_index: LogIndex, entries: &[Entry]) {
-        assert!(first_index >= 1, "log: entries are numbered from 1");
+        assert!(
+            first_index > self.base_index,
+            "log: appending at {first_index} would rewrite compacted entries up to {}",
+            self.base_index
+        );
         assert!(
             first_index <= self.last_index() + 1,
             "log: appending at {first_index} would leave a hole after {}",
             self.last_index()
         );
-        self.entries.truncate((first_index - 1) as usize);
+        self.entries
+            .truncate((first_index - self.base_index - 1) as usize);
         self.entries.extend_from_slice(entries);
+    }
+
+    /// Raft §7: forgets everything up to (`index`, `term`), the last position a snapshot
+    /// covers. If the log holds that very entry, the entries after it are kept; otherwise the
+    /// whole log is discarded (it conflicts with, or is behind, the snapshot).
+    pub fn compact_to(&mut self, index: LogIndex, term: Term) {
+        if index <= self.base_index {
+            return;
+        }
+        if self.term_at(index) == Some(term) {
+            let drop = (index - self.base_index) as usize;
+            self.entries.drain(..drop);
+        } else {
+            self.entries.clear();
+        }
+        self.base_index = index;
+        self.base_term = term;
     }
 
     /// Raft §5.4.1: is a log ending at (`last_index`, `last_term`) at least as up to date as ours?
@@ -91,10 +175,11 @@ impl RaftLog {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (LogIndex, &Entry)> {
+        let base = self.base_index;
         self.entries
             .iter()
             .enumerate()
-            .map(|(position, entry)| (position as LogIndex + 1, entry))
+            .map(move |(position, entry)| (base + position as LogIndex + 1, entry))
     }
 }
 
@@ -103,7 +188,11 @@ impl RaftLog {
 pub struct DurableState {
     pub term: Term,
     pub voted_for: Option<ServerId>,
+    /// Entries after the snapshot (the log's base is the snapshot's last included entry).
     pub log: RaftLog,
+    /// The latest snapshot made durable, if any.
+    #[serde(default)]
+    pub snapshot: Option<Arc<Snapshot>>,
 }
 
 /// One change to durable state. The driver MUST make it durable before carrying out any effect
@@ -142,6 +231,20 @@ impl DurableState {
                 self.log.truncate_and_append(*first_index, entries);
             }
         }
+    }
+
+    /// Makes `snapshot` the durable snapshot and compacts the log behind it (Raft §7).
+    pub fn install_snapshot(&mut self, snapshot: Arc<Snapshot>) {
+        if self
+            .snapshot
+            .as_ref()
+            .is_some_and(|current| current.last_included_index >= snapshot.last_included_index)
+        {
+            return;
+        }
+        self.log
+            .compact_to(snapshot.last_included_index, snapshot.last_included_term);
+        self.snapshot = Some(snapshot);
     }
 }
 

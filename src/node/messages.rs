@@ -90,6 +90,11 @@ impl Operation {
         }
     }
 
+    /// True for the operations that go through the log: preempt and release.
+    pub fn is_write(&self) -> bool {
+        !matches!(self, Operation::Check { .. })
+    }
+
     pub fn kind_name(&self) -> &'static str {
         match self {
             Operation::Preempt { .. } => "preempt",
@@ -128,6 +133,13 @@ pub struct ClientRequest {
     /// moves to a lagging server never sees a lock's history go backwards (monotonic reads).
     #[serde(default)]
     pub seen_index: LogIndex,
+    /// The leader term this client believes current (the highest `term` it has seen in a
+    /// reply). A write is appended only by the leader of exactly this term; any other server
+    /// answers `NotLeader` with the current term, and the client resends with it. Together
+    /// with the client ignoring replies from terms older than its request, this is what lets a
+    /// leader refuse a preempt with a read instead of a log append (see `Server`).
+    #[serde(default)]
+    pub term: Term,
     pub body: RequestBody,
 }
 
@@ -148,6 +160,10 @@ pub struct ClientReply {
     /// The applied log index the answer reflects (for a write, at least its own entry).
     #[serde(default)]
     pub index: LogIndex,
+    /// The replying server's current term. A client ignores replies from a term older than
+    /// the `term` of its request: they answer an attempt it has already given up on.
+    #[serde(default)]
+    pub term: Term,
     pub body: ReplyBody,
 }
 
@@ -172,6 +188,17 @@ pub enum ServiceError {
     Overloaded,
     #[error("the request's sequence number is older than the client's latest applied one")]
     StaleRequest,
+    /// The write named another term than the current leader's. `leader` (when known) leads
+    /// in `term`: resend the same seq with this term, there or through any server.
+    #[error("the request's term is not the current leader's; resend with term {term}")]
+    NotLeader {
+        leader: Option<ServerId>,
+        term: Term,
+    },
+    /// The request breaks a limit the wire codec also enforces (an empty or overlong lock
+    /// name). Never retried: the request must change.
+    #[error("the request is malformed: {reason}")]
+    BadRequest { reason: String },
 }
 
 /// A command in the replicated log.
@@ -283,6 +310,25 @@ pub enum PeerMessage {
         id: u64,
         index: Option<LogIndex>,
     },
+    /// Raft §7: the leader no longer has the entries a follower needs, so it sends its
+    /// snapshot instead. Answered with an `AppendResponse` whose `match_index` is the
+    /// snapshot's last included index.
+    InstallSnapshot {
+        term: Term,
+        snapshot: Arc<Snapshot>,
+        round: u64,
+    },
+}
+
+/// The replicated state up to and including `last_included_index`: what a server keeps in
+/// place of the log entries it compacted away.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub last_included_index: LogIndex,
+    pub last_included_term: Term,
+    /// The lock table (locks, sessions, next client id) after applying every entry up to
+    /// `last_included_index`.
+    pub table: crate::node::LockTable,
 }
 
 impl PeerMessage {
@@ -299,6 +345,7 @@ impl PeerMessage {
             PeerMessage::ForwardReply { .. } => "forward_reply",
             PeerMessage::ReadIndexRequest { .. } => "read_index_request",
             PeerMessage::ReadIndexResponse { .. } => "read_index_response",
+            PeerMessage::InstallSnapshot { .. } => "install_snapshot",
         }
     }
 }

@@ -20,12 +20,13 @@ use super::lock_table::LockTable;
 use super::log::{DurableState, PersistOp, RaftLog};
 use super::messages::{
     ApplyResult, ClientAddr, ClientReply, ClientRequest, Command, Entry, LockName, LogIndex,
-    Operation, PeerMessage, ReplyBody, RequestBody, ServerId, ServiceError, Term,
+    Operation, PeerMessage, ReplyBody, RequestBody, ServerId, ServiceError, Snapshot, Term,
 };
 use super::time::Time;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Static configuration of one server.
@@ -45,6 +46,9 @@ pub struct ServerConfig {
     pub uncommitted_entries_max: u64,
     /// Linearizable checks waiting at one server before new ones are refused.
     pub pending_reads_max: usize,
+    /// Once this many applied entries are held in the log, the server snapshots its lock
+    /// table and compacts them away. `None` never compacts.
+    pub snapshot_entries_min: Option<u64>,
 }
 
 impl ServerConfig {
@@ -60,6 +64,7 @@ impl ServerConfig {
             append_entries_max: 64,
             uncommitted_entries_max: 4_096,
             pending_reads_max: 1_024,
+            snapshot_entries_min: None,
         }
     }
 }
@@ -105,6 +110,9 @@ pub enum ServerInput {
 pub enum ServerOutput {
     /// Make this change durable before carrying out any later output of the batch.
     Persist(PersistOp),
+    /// Make this snapshot durable and compact the durable log behind it (Raft §7:
+    /// `DurableState::install_snapshot`), before carrying out any later output of the batch.
+    PersistSnapshot(Arc<Snapshot>),
     Send {
         to: ServerId,
         msg: PeerMessage,
@@ -261,6 +269,27 @@ impl Server {
             "append_entries_max must be positive"
         );
         let first_boot = durable.term == 0 && durable.log.last_index() == 0;
+        // A snapshot is committed state: start from it rather than from an empty table.
+        let (table, commit_index) = match &durable.snapshot {
+            Some(snapshot) => {
+                assert_eq!(
+                    durable.log.base_index(),
+                    snapshot.last_included_index,
+                    "{}: the durable log does not follow the durable snapshot",
+                    config.id
+                );
+                (snapshot.table.clone(), snapshot.last_included_index)
+            }
+            None => {
+                assert_eq!(
+                    durable.log.base_index(),
+                    0,
+                    "{}: a compacted log without a snapshot",
+                    config.id
+                );
+                (LockTable::new(), 0)
+            }
+        };
         let mut server = Server {
             rng: ChaCha8Rng::seed_from_u64(rng_seed),
             term: durable.term,
@@ -268,8 +297,8 @@ impl Server {
             log: durable.log,
             role: Role::Follower,
             leader: None,
-            commit_index: 0,
-            table: LockTable::new(),
+            commit_index,
+            table,
             election_deadline: now,
             heartbeat_deadline: None,
             last_leader_contact: None,
@@ -467,6 +496,11 @@ impl Server {
                 }
             }
             PeerMessage::ReadIndexResponse { id, index } => self.on_read_index_response(id, index),
+            PeerMessage::InstallSnapshot {
+                term,
+                snapshot,
+                round,
+            } => self.on_install_snapshot(now, from, term, snapshot, round),
         }
     }
 
@@ -643,6 +677,18 @@ impl Server {
             self.apply_committed();
         }
         self.send_append_response(from, true, last_new, (0, None), round);
+    }
+
+    fn on_install_snapshot(
+        &mut self,
+        now: Time,
+        from: ServerId,
+        term: Term,
+        snapshot: Arc<Snapshot>,
+        round: u64,
+    ) {
+        let _ = (now, from, term, snapshot, round);
+        todo!("snapshot installation")
     }
 
     fn send_append_response(
@@ -876,6 +922,7 @@ impl Server {
         let reply = ClientReply {
             seq,
             index: self.table.applied_index(),
+            term: self.term,
             body,
         };
         match route {

@@ -97,6 +97,7 @@ fn disk(term: Term, voted_for: Option<ServerId>, log_terms: &[Term]) -> DurableS
         term,
         voted_for,
         log,
+        snapshot: None,
     }
 }
 
@@ -118,14 +119,16 @@ fn sent(outputs: &[ServerOutput]) -> Vec<(ServerId, PeerMessage)> {
     outputs.iter().filter_map(pick).collect()
 }
 
-/// Replies with their `index` zeroed: most stories are about the answer, not the state index
-/// it reflects (`replies_reflect_the_state_they_answer_from` checks that).
+/// Replies with their `index` and `term` zeroed: most stories are about the answer, not the
+/// state index and term it reflects (`replies_reflect_the_state_they_answer_from` and the
+/// term stories check those).
 fn replies(outputs: &[ServerOutput]) -> Vec<(ClientAddr, ClientReply)> {
     let pick = |output: &ServerOutput| match output {
         ServerOutput::Reply { to, reply } => Some((
             *to,
             ClientReply {
                 index: 0,
+                term: 0,
                 ..reply.clone()
             },
         )),
@@ -262,6 +265,7 @@ fn hello(nonce: u64) -> ClientRequest {
     ClientRequest {
         seq: 0,
         seen_index: 0,
+        term: 0,
         body: RequestBody::Hello { nonce },
     }
 }
@@ -270,6 +274,7 @@ fn op(client: ClientId, seq: u64, op: Operation) -> ClientRequest {
     ClientRequest {
         seq,
         seen_index: 0,
+        term: 0,
         body: RequestBody::Op { client, op },
     }
 }
@@ -293,6 +298,7 @@ fn outcome(seq: u64, outcome: Outcome) -> ClientReply {
     ClientReply {
         seq,
         index: 0,
+        term: 0,
         body: ReplyBody::Outcome(outcome),
     }
 }
@@ -301,6 +307,7 @@ fn refusal(seq: u64, error: ServiceError) -> ClientReply {
     ClientReply {
         seq,
         index: 0,
+        term: 0,
         body: ReplyBody::Error(error),
     }
 }
@@ -504,6 +511,11 @@ impl Network {
         for output in outputs {
             match output {
                 ServerOutput::Persist(op) => self.disks.get_mut(&id).expect("a disk").apply(op),
+                ServerOutput::PersistSnapshot(snapshot) => self
+                    .disks
+                    .get_mut(&id)
+                    .expect("a disk")
+                    .install_snapshot(snapshot.clone()),
                 ServerOutput::Send { to, msg } => {
                     let envelope = Envelope {
                         from: id,
@@ -1696,15 +1708,18 @@ fn a_restarted_server_keeps_term_vote_and_log_and_rebuilds_commit_and_locks() {
     let mut network = Network::new(3);
     network.elect(S1);
     let client = ClientId(1);
-    // Replies carry the applied index they reflect: the registration is entry 2, the grant 3.
+    // Replies carry the applied index they reflect (the registration is entry 2, the grant 3)
+    // and the term of the leader that answered.
     let welcome = ClientReply {
         seq: 0,
         index: 2,
+        term: 1,
         body: ReplyBody::Welcome { nonce: 42, client },
     };
     assert_eq!(network.client(S1, hello(42)), vec![(CLIENT, welcome)]);
     let granted = ClientReply {
         index: 3,
+        term: 1,
         ..outcome(1, Outcome::Granted { token: 3 })
     };
     assert_eq!(

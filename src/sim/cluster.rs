@@ -555,6 +555,9 @@ impl Cluster {
         for output in outputs {
             match output {
                 ServerOutput::Persist(op) => self.servers[index].disk.apply(&op),
+                ServerOutput::PersistSnapshot(snapshot) => {
+                    self.servers[index].disk.install_snapshot(snapshot)
+                }
                 ServerOutput::Send { to, msg } => {
                     self.transmit(from, Endpoint::Server(to), Payload::Peer(msg))?;
                 }

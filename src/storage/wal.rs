@@ -396,6 +396,7 @@ fn state_after_snapshot(
         term: state.term,
         voted_for: state.voted_for,
         log,
+        snapshot: None,
     };
     assert!(
         compacted.log.last_index() <= state.log.last_index(),
