@@ -42,6 +42,9 @@ impl fmt::Display for ClientId {
 #[serde(transparent)]
 pub struct ClientAddr(pub u64);
 
+/// Longest lock name, in bytes. The wire codec and scenario files use the same limit.
+pub const LOCK_NAME_BYTES_MAX: usize = 256;
+
 /// A lock's name. Shared, because the same name travels through log entries, messages and the
 /// lock table many times.
 pub type LockName = Arc<str>;

@@ -19,8 +19,9 @@
 use super::lock_table::LockTable;
 use super::log::{DurableState, PersistOp, RaftLog};
 use super::messages::{
-    ApplyResult, ClientAddr, ClientReply, ClientRequest, Command, Entry, LockName, LogIndex,
-    Operation, PeerMessage, ReplyBody, RequestBody, ServerId, ServiceError, Snapshot, Term,
+    ApplyResult, ClientAddr, ClientId, ClientReply, ClientRequest, Command, Entry,
+    LOCK_NAME_BYTES_MAX, LockName, LogIndex, Operation, Outcome, PeerMessage, ReplyBody,
+    RequestBody, ServerId, ServiceError, Snapshot, Term,
 };
 use super::time::Time;
 use rand::{RngExt, SeedableRng};
@@ -167,6 +168,22 @@ enum ReadWaiter {
     },
     /// A read-index request from a follower.
     Remote { server: ServerId, id: u64 },
+    /// A preempt of a lock that someone else holds (or will hold once the log's uncommitted
+    /// entries apply): refused with a confirmed read instead of a log append.
+    Preempt(Refusal),
+}
+
+/// A preempt the leader means to refuse without a log entry. It is answered once leadership
+/// is confirmed and the server has applied `serve_index`, after looking again: see
+/// `Server::serve_refusals`.
+#[derive(Clone, Debug)]
+struct Refusal {
+    route: ReplyRoute,
+    client: ClientId,
+    seq: u64,
+    lock: LockName,
+    /// The log's last index when the preempt arrived: the entries up to it decide the lock.
+    serve_index: LogIndex,
 }
 
 /// Reads that wait for a majority to acknowledge heartbeat round `round`.
@@ -238,6 +255,15 @@ pub struct Server {
     confirmed_reads: Vec<ConfirmedRead>,
     /// Follower only: reads sent to the leader for a read index, by request id.
     forwarded_reads: BTreeMap<u64, ForwardedRead>,
+    /// Leader only: confirmed refusals waiting for this server to apply their `serve_index`.
+    refusals: Vec<Refusal>,
+    /// Leader only: the latest preempt refused without a log entry, per client, with the owner
+    /// named. A copy of that request arriving later gets the same answer, and an older one is
+    /// stale: neither may be appended, or the client would hold a lock it was told it lost.
+    refused: BTreeMap<ClientId, (u64, ClientId)>,
+    /// The latest snapshot: the state behind the log's base, sent to followers that need
+    /// compacted entries.
+    snapshot: Option<Arc<Snapshot>>,
     next_read_id: u64,
 
     out: Vec<ServerOutput>,
@@ -312,6 +338,9 @@ impl Server {
             read_batches: VecDeque::new(),
             confirmed_reads: Vec::new(),
             forwarded_reads: BTreeMap::new(),
+            refusals: Vec::new(),
+            refused: BTreeMap::new(),
+            snapshot: durable.snapshot.clone(),
             next_read_id: 1,
             out: Vec::new(),
             config,
@@ -484,7 +513,7 @@ impl Server {
                     self.on_append_failure(now, from, term, conflict_index, conflict_term, round)
                 }
             }
-            PeerMessage::Forward { client, request } => self.on_forward(from, client, request),
+            PeerMessage::Forward { client, request } => self.on_forward(now, from, client, request),
             PeerMessage::ForwardReply { client, reply } => {
                 self.out.push(ServerOutput::Reply { to: client, reply })
             }
@@ -811,8 +840,23 @@ impl Server {
                 }
             }
             RequestBody::Hello { .. } | RequestBody::Op { .. } => {
-                if self.role == Role::Leader {
-                    self.propose_request(ReplyRoute::Direct(from), request);
+                if let Some(reason) = bad_lock_name(&request) {
+                    let body = ReplyBody::Error(ServiceError::BadRequest { reason });
+                    self.reply(ReplyRoute::Direct(from), request.seq, body);
+                } else if self.role == Role::Leader {
+                    self.propose_request(now, ReplyRoute::Direct(from), request);
+                } else if let Some(leader) = self.leader
+                    && is_write(&request)
+                    && request.term != self.term
+                {
+                    // The client names another term than the one this server follows: tell it
+                    // the leader and term now instead of forwarding a request the leader would
+                    // refuse.
+                    let body = ReplyBody::Error(ServiceError::NotLeader {
+                        leader: Some(leader),
+                        term: self.term,
+                    });
+                    self.reply(ReplyRoute::Direct(from), request.seq, body);
                 } else if let Some(leader) = self.leader {
                     self.send(
                         leader,
@@ -832,7 +876,13 @@ impl Server {
         }
     }
 
-    fn on_forward(&mut self, from: ServerId, client: ClientAddr, request: ClientRequest) {
+    fn on_forward(
+        &mut self,
+        now: Time,
+        from: ServerId,
+        client: ClientAddr,
+        request: ClientRequest,
+    ) {
         let route = ReplyRoute::Via {
             server: from,
             client,
@@ -844,8 +894,11 @@ impl Server {
                 ..
             }
         );
-        if self.role == Role::Leader && is_write {
-            self.propose_request(route, request);
+        if let Some(reason) = bad_lock_name(&request) {
+            let body = ReplyBody::Error(ServiceError::BadRequest { reason });
+            self.reply(route, request.seq, body);
+        } else if self.role == Role::Leader && is_write {
+            self.propose_request(now, route, request);
         } else {
             // Not the leader any more (or a malformed forward): let the client retry elsewhere.
             self.reply(
@@ -856,58 +909,217 @@ impl Server {
         }
     }
 
-    /// Leader: append a write to the log, or answer it at once from the deduplication table.
-    fn propose_request(&mut self, route: ReplyRoute, request: ClientRequest) {
+    /// Leader: answer a write from the deduplication table, refuse a preempt of a held lock
+    /// with a confirmed read, or append it to the log.
+    ///
+    /// Refusing by read is what keeps contended locks cheap: a refused preempt changes nothing,
+    /// so it needs no log entry and no fsync. It is exactly-once only because no copy of the
+    /// refused request can ever be appended later:
+    /// - copies already in this leader's log are found by the scan in `refusal_is_possible`;
+    /// - copies in other servers' logs from earlier terms died when this leader committed an
+    ///   entry of its own term at or below them (which every read waits for, Raft §5.4.2);
+    /// - copies arriving later at this leader get the same answer from `refused`;
+    /// - copies arriving at any later leader name an older term and are answered `NotLeader`
+    ///   (the term rule below), and the client ignores answers from older terms.
+    fn propose_request(&mut self, now: Time, route: ReplyRoute, request: ClientRequest) {
         assert_eq!(
             self.role,
             Role::Leader,
             "{}: proposing while not leader",
             self.config.id
         );
+        let seq = request.seq;
         let command = match request.body {
             RequestBody::Hello { nonce } => Command::Register { nonce },
             RequestBody::Op { client, op } => {
-                if let Some(outcome) = self.table.cached_outcome(client, request.seq) {
-                    // Exactly-once: a retry of an applied request gets the original answer.
-                    self.reply(route, request.seq, ReplyBody::Outcome(outcome));
+                if let Some(body) = self.settled_answer(client, seq) {
+                    self.reply(route, seq, body);
                     return;
                 }
-                if self.table.is_stale(client, request.seq) {
-                    self.reply(
-                        route,
-                        request.seq,
-                        ReplyBody::Error(ServiceError::StaleRequest),
-                    );
+                if request.term != self.term {
+                    let body = ReplyBody::Error(ServiceError::NotLeader {
+                        leader: Some(self.config.id),
+                        term: self.term,
+                    });
+                    self.reply(route, seq, body);
                     return;
                 }
                 match op {
-                    Operation::Preempt { lock } => Command::Preempt {
-                        client,
-                        seq: request.seq,
-                        lock,
-                    },
-                    Operation::Release { lock } => Command::Release {
-                        client,
-                        seq: request.seq,
-                        lock,
-                    },
+                    Operation::Preempt { lock } => {
+                        if self.refusal_is_possible(client, seq, &lock) {
+                            if self.pending_read_count() >= self.config.pending_reads_max {
+                                let body = ReplyBody::Error(ServiceError::Overloaded);
+                                self.reply(route, seq, body);
+                                return;
+                            }
+                            let refusal = Refusal {
+                                route,
+                                client,
+                                seq,
+                                lock,
+                                serve_index: self.log.last_index(),
+                            };
+                            self.start_read(now, ReadWaiter::Preempt(refusal));
+                            return;
+                        }
+                        Command::Preempt { client, seq, lock }
+                    }
+                    Operation::Release { lock } => Command::Release { client, seq, lock },
                     Operation::Check { .. } => unreachable!("checks are never proposed"),
                 }
             }
         };
+        self.append_request(route, seq, command);
+    }
+
+    /// The answer a request already has, if any: its applied outcome (exactly-once retries,
+    /// Raft thesis §6.3), a refusal by read, or staleness.
+    fn settled_answer(&self, client: ClientId, seq: u64) -> Option<ReplyBody> {
+        if let Some(outcome) = self.table.cached_outcome(client, seq) {
+            return Some(ReplyBody::Outcome(outcome));
+        }
+        if self.table.is_stale(client, seq) {
+            return Some(ReplyBody::Error(ServiceError::StaleRequest));
+        }
+        match self.refused.get(&client) {
+            Some(&(refused_seq, owner)) if seq == refused_seq => {
+                Some(ReplyBody::Outcome(Outcome::HeldBy { owner }))
+            }
+            // The client moved on past a refused request: this is an old copy.
+            Some(&(refused_seq, _)) if seq < refused_seq => {
+                Some(ReplyBody::Error(ServiceError::StaleRequest))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether a preempt might be refused by read: the lock is, or will be once the log's
+    /// uncommitted entries apply, held by another client, and no copy of this very request is
+    /// in the log already (that copy decides the answer).
+    fn refusal_is_possible(&self, client: ClientId, seq: u64, lock: &LockName) -> bool {
+        match self.projected_owner(client, seq, lock) {
+            Projection::Owner(owner) => owner != client,
+            Projection::Free | Projection::InLog(_) => false,
+        }
+    }
+
+    /// Who holds `lock` after every entry in the log applies, unless the request (`client`,
+    /// `seq`) is itself in the unapplied part of the log. Scans at most the uncommitted
+    /// entries, which `uncommitted_entries_max` bounds.
+    fn projected_owner(&self, client: ClientId, seq: u64, lock: &LockName) -> Projection {
+        let mut owner = self.table.holder(lock).map(|holder| holder.owner);
+        for (index, entry) in self.log.entries_after(self.table.applied_index()) {
+            match &entry.command {
+                Command::Preempt {
+                    client: c,
+                    seq: s,
+                    lock: l,
+                } => {
+                    if (*c, *s) == (client, seq) {
+                        return Projection::InLog(index);
+                    }
+                    if l == lock && owner.is_none() {
+                        owner = Some(*c);
+                    }
+                }
+                Command::Release {
+                    client: c,
+                    seq: s,
+                    lock: l,
+                } => {
+                    if (*c, *s) == (client, seq) {
+                        return Projection::InLog(index);
+                    }
+                    if l == lock && owner == Some(*c) {
+                        owner = None;
+                    }
+                }
+                Command::Noop | Command::Register { .. } => {}
+            }
+        }
+        owner.map_or(Projection::Free, Projection::Owner)
+    }
+
+    /// Leader: a confirmed refusal whose `serve_index` is applied. Looks again, because the log
+    /// moved while leadership was confirmed: refuses only if the lock is still held by another
+    /// client in the applied state, which is committed and so a linearizable answer.
+    fn decide_refusal(&mut self, refusal: Refusal) {
+        let Refusal {
+            route,
+            client,
+            seq,
+            lock,
+            ..
+        } = refusal;
+        if let Some(body) = self.settled_answer(client, seq) {
+            self.reply(route, seq, body);
+            return;
+        }
+        let holder = self.table.holder(&lock).map(|holder| holder.owner);
+        match self.projected_owner(client, seq, &lock) {
+            Projection::InLog(index) => {
+                // A copy was appended meanwhile: its result is the answer.
+                self.pending_replies
+                    .entry(index)
+                    .or_default()
+                    .push((route, seq));
+            }
+            _ if holder.is_some_and(|owner| owner != client)
+                && (self.refused.len() < REFUSED_CLIENTS_MAX
+                    || self.refused.contains_key(&client)) =>
+            {
+                let owner = holder.expect("checked just above");
+                self.refused.insert(client, (seq, owner));
+                self.reply(route, seq, ReplyBody::Outcome(Outcome::HeldBy { owner }));
+            }
+            Projection::Owner(owner) if owner != client && holder.is_none() => {
+                // Free now, but an unapplied entry grants it to someone else: wait for it.
+                let serve_index = self.log.last_index();
+                self.refusals.push(Refusal {
+                    route,
+                    client,
+                    seq,
+                    lock,
+                    serve_index,
+                });
+            }
+            _ => self.append_request(route, seq, Command::Preempt { client, seq, lock }),
+        }
+    }
+
+    /// Leader: serves the confirmed refusals whose `serve_index` this server has applied.
+    fn serve_refusals(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let applied = self.table.applied_index();
+        if self.refusals.iter().all(|r| r.serve_index > applied) {
+            return;
+        }
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.refusals)
+            .into_iter()
+            .partition(|r| r.serve_index <= applied);
+        self.refusals = waiting;
+        for refusal in ready {
+            if self.role != Role::Leader {
+                self.fail_read(ReadWaiter::Preempt(refusal));
+            } else {
+                self.decide_refusal(refusal);
+            }
+        }
+    }
+
+    /// Leader: appends a write and remembers where its answer goes.
+    fn append_request(&mut self, route: ReplyRoute, seq: u64, command: Command) {
         if self.log.last_index() - self.commit_index >= self.config.uncommitted_entries_max {
-            self.reply(
-                route,
-                request.seq,
-                ReplyBody::Error(ServiceError::Overloaded),
-            );
+            self.reply(route, seq, ReplyBody::Error(ServiceError::Overloaded));
             return;
         }
         let index = self.append_as_leader(command);
         self.pending_replies
             .entry(index)
             .or_default()
-            .push((route, request.seq));
+            .push((route, seq));
         self.advance_commit();
         if self.role == Role::Leader {
             for peer in self.peers() {
@@ -1027,6 +1239,7 @@ impl Server {
                 .sum::<usize>()
             + self.confirmed_reads.len()
             + self.forwarded_reads.len()
+            + self.refusals.len()
     }
 
     /// Leader: the read index is the commit index, once an entry of this term is committed
@@ -1089,10 +1302,15 @@ impl Server {
                             index: Some(batch.read_index),
                         },
                     ),
+                    ReadWaiter::Preempt(refusal) => self.refusals.push(Refusal {
+                        serve_index: refusal.serve_index.max(batch.read_index),
+                        ..refusal
+                    }),
                 }
             }
         }
         self.serve_confirmed_reads();
+        self.serve_refusals();
     }
 
     fn on_read_index_response(&mut self, id: u64, index: Option<LogIndex>) {
@@ -1151,6 +1369,11 @@ impl Server {
             ReadWaiter::Remote { server, id } => {
                 self.send(server, PeerMessage::ReadIndexResponse { id, index: None })
             }
+            ReadWaiter::Preempt(refusal) => self.reply(
+                refusal.route,
+                refusal.seq,
+                ReplyBody::Error(ServiceError::Unavailable),
+            ),
         }
     }
 
@@ -1285,8 +1508,16 @@ impl Server {
         // Writes still pending may or may not commit later; their clients will retry and
         // deduplication gives them the real answer.
         self.pending_replies.clear();
+        // Refusals by read are only ever remembered by the leader of their term: requests of
+        // that term are refused by every later leader (the term rule), so this can go.
+        self.refused.clear();
         let waiters: Vec<ReadWaiter> = std::mem::take(&mut self.reads_awaiting_commit)
             .into_iter()
+            .chain(
+                std::mem::take(&mut self.refusals)
+                    .into_iter()
+                    .map(ReadWaiter::Preempt),
+            )
             .chain(
                 std::mem::take(&mut self.read_batches)
                     .into_iter()
@@ -1433,6 +1664,7 @@ impl Server {
             });
         }
         self.serve_confirmed_reads();
+        self.serve_refusals();
     }
 
     // ----- helpers -----
@@ -1534,12 +1766,52 @@ impl Server {
                     self.pending_replies.is_empty(),
                     "{id}: non-leader keeps pending writes"
                 );
+                assert!(
+                    self.refusals.is_empty() && self.refused.is_empty(),
+                    "{id}: non-leader keeps refusals"
+                );
             }
         }
         assert!(
             self.pending_read_count() <= self.config.pending_reads_max * 2,
             "{id}: pending reads exceed their bound"
         );
+    }
+}
+
+/// Most clients a leader remembers a refusal by read for; past it, preempts of held locks go
+/// through the log (correct, only slower).
+const REFUSED_CLIENTS_MAX: usize = 65_536;
+
+/// Who will hold a lock once the log applies, as `Server::projected_owner` sees it.
+enum Projection {
+    Free,
+    Owner(ClientId),
+    /// The request itself is in the log at this index.
+    InLog(LogIndex),
+}
+
+/// True for preempt and release requests, which go through the log.
+fn is_write(request: &ClientRequest) -> bool {
+    matches!(&request.body, RequestBody::Op { op, .. } if op.is_write())
+}
+
+/// Why a request's lock name breaks the protocol's limit, if it does. The wire codec refuses
+/// these before they reach a server; this is the node's own guard.
+fn bad_lock_name(request: &ClientRequest) -> Option<String> {
+    let RequestBody::Op { op, .. } = &request.body else {
+        return None;
+    };
+    let name = op.lock();
+    if name.is_empty() {
+        Some("the lock name is empty".to_string())
+    } else if name.len() > LOCK_NAME_BYTES_MAX {
+        Some(format!(
+            "the lock name is {} bytes long; the limit is {LOCK_NAME_BYTES_MAX}",
+            name.len()
+        ))
+    } else {
+        None
     }
 }
 

@@ -10,8 +10,8 @@ use crate::node::lock_table::Holder;
 use crate::node::log::{DurableState, PersistOp, RaftLog};
 use crate::node::messages::{
     ApplyResult, ClientAddr, ClientId, ClientReply, ClientRequest, Command, Consistency, Entry,
-    LockName, LogIndex, Operation, Outcome, PeerMessage, ReplyBody, RequestBody, ServerId,
-    ServiceError, Term,
+    LOCK_NAME_BYTES_MAX, LockName, LogIndex, Operation, Outcome, PeerMessage, ReplyBody,
+    RequestBody, ServerId, ServiceError, Term,
 };
 use crate::node::time::Time;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -270,13 +270,20 @@ fn hello(nonce: u64) -> ClientRequest {
     }
 }
 
+/// A request of `client` that names term 1: the term of the leaders these stories elect,
+/// unless they say otherwise (see `in_term`).
 fn op(client: ClientId, seq: u64, op: Operation) -> ClientRequest {
     ClientRequest {
         seq,
         seen_index: 0,
-        term: 0,
+        term: 1,
         body: RequestBody::Op { client, op },
     }
+}
+
+/// `request`, naming `term` as the client's idea of the current term.
+fn in_term(term: Term, request: ClientRequest) -> ClientRequest {
+    ClientRequest { term, ..request }
 }
 
 fn preempt(name: &str) -> Operation {
@@ -1836,4 +1843,179 @@ fn early_leader_timers_and_heartbeats_at_a_follower_are_harmless() {
     let outputs = follower.step(ms(1_000), timer(ServerTimer::Heartbeat));
     assert!(outputs.is_empty(), "a follower has no heartbeat to send");
     assert_eq!(follower.role(), Role::Follower);
+}
+
+// ----- the term rule and refusals by read -----
+
+/// s1 leads term 1 of three servers; client 1 holds lock `a` (granted at index 3, committed)
+/// and client 2 is registered (index 4). Returns the leader and the two clients.
+fn leader_with_a_held_lock() -> (Server, ClientId, ClientId) {
+    let mut leader = leader_of_three();
+    let now = ms(FIRST_ELECTION_MS);
+    let holder = register(&mut leader, now);
+    let _ = leader.step(now, from_client(CLIENT, op(holder, 1, preempt("a"))));
+    let granted = commit_through(&mut leader, 3, now);
+    assert_eq!(
+        replies(&granted),
+        vec![(CLIENT, outcome(1, Outcome::Granted { token: 3 }))]
+    );
+    let contender = register(&mut leader, now);
+    (leader, holder, contender)
+}
+
+/// A write names the term its client believes current. The leader appends only writes of its
+/// own term: a write naming an older one may be a late copy of an attempt an earlier leader
+/// answered, so it is sent back with the current term and leader instead.
+#[test]
+fn a_write_naming_another_term_is_answered_not_leader_with_the_current_term() {
+    let (mut leader, holder, _) = leader_with_a_held_lock();
+    let now = ms(FIRST_ELECTION_MS + 5);
+    let stale = in_term(0, op(holder, 2, release("a")));
+    let outputs = leader.step(now, from_client(CLIENT, stale));
+    let not_leader = ServiceError::NotLeader {
+        leader: Some(S1),
+        term: 1,
+    };
+    assert_eq!(replies(&outputs), vec![(CLIENT, refusal(2, not_leader))]);
+    assert!(persisted(&outputs).is_empty(), "nothing appended");
+
+    // A follower says the same without bothering the leader.
+    let mut follower = boot(S2, 3);
+    let _ = follower.step(now, peer(S1, append(1, (0, 0), vec![noop(1)], 0)));
+    let outputs = follower.step(
+        now,
+        from_client(CLIENT, in_term(0, op(holder, 2, release("a")))),
+    );
+    let not_leader = ServiceError::NotLeader {
+        leader: Some(S1),
+        term: 1,
+    };
+    assert_eq!(replies(&outputs), vec![(CLIENT, refusal(2, not_leader))]);
+    assert!(sent(&outputs).is_empty(), "no forward to the leader");
+}
+
+/// The contended case: a preempt of a lock someone else holds changes nothing, so the leader
+/// answers it with a leadership-confirmed read (a heartbeat round acknowledged by a majority)
+/// and no log entry, hence no fsync.
+#[test]
+fn a_preempt_of_a_held_lock_is_refused_with_a_confirmed_read_and_no_log_entry() {
+    let (mut leader, holder, contender) = leader_with_a_held_lock();
+    let now = ms(FIRST_ELECTION_MS + 5);
+    let last_index = leader.log().last_index();
+    let outputs = leader.step(now, from_client(CLIENT, op(contender, 1, preempt("a"))));
+    assert!(persisted(&outputs).is_empty(), "no entry: {outputs:?}");
+    assert!(
+        replies(&outputs).is_empty(),
+        "not before leadership is confirmed"
+    );
+    let round = append_rounds(&outputs)[0].1;
+
+    let confirmed = leader.step(now, peer(S2, append_ok(1, last_index, round)));
+    assert_eq!(
+        replies(&confirmed),
+        vec![(CLIENT, outcome(1, Outcome::HeldBy { owner: holder }))]
+    );
+    assert!(persisted(&confirmed).is_empty());
+    assert_eq!(leader.log().last_index(), last_index, "the log never grew");
+
+    // A copy of the refused request gets the same answer, and an older one is stale: neither
+    // may ever be appended, or the contender would get the lock it was told it lost.
+    let copy = leader.step(
+        now,
+        from_client(CLIENT_AGAIN, op(contender, 1, preempt("a"))),
+    );
+    assert_eq!(
+        replies(&copy),
+        vec![(CLIENT_AGAIN, outcome(1, Outcome::HeldBy { owner: holder }))]
+    );
+    let _ = leader.step(now, from_client(CLIENT, op(contender, 3, preempt("a"))));
+    let confirmed = leader.step(now, peer(S2, append_ok(1, last_index, round + 1)));
+    assert_eq!(
+        replies(&confirmed),
+        vec![(CLIENT, outcome(3, Outcome::HeldBy { owner: holder }))]
+    );
+    let older = leader.step(now, from_client(CLIENT, op(contender, 2, preempt("a"))));
+    assert_eq!(
+        replies(&older),
+        vec![(CLIENT, refusal(2, ServiceError::StaleRequest))]
+    );
+    assert!(persisted(&older).is_empty());
+}
+
+/// A refusal is decided when it is served, not when the preempt arrived: if the holder's
+/// release committed meanwhile, the preempt goes through the log and is granted.
+#[test]
+fn a_refusal_looks_again_once_confirmed_and_appends_if_the_lock_came_free() {
+    let (mut leader, holder, contender) = leader_with_a_held_lock();
+    let now = ms(FIRST_ELECTION_MS + 5);
+    let outputs = leader.step(now, from_client(CLIENT, op(contender, 1, preempt("a"))));
+    let round = append_rounds(&outputs)[0].1;
+    let _ = leader.step(now, from_client(CLIENT_AGAIN, op(holder, 2, release("a"))));
+    let release_index = leader.log().last_index();
+
+    // s2 acknowledges the round and the release together.
+    let outputs = leader.step(now, peer(S2, append_ok(1, release_index, round)));
+    assert_eq!(
+        replies(&outputs),
+        vec![(CLIENT_AGAIN, outcome(2, Outcome::Released))]
+    );
+    let command = Command::Preempt {
+        client: contender,
+        seq: 1,
+        lock: lock("a"),
+    };
+    assert_eq!(
+        persisted(&outputs),
+        vec![PersistOp::Append {
+            first_index: release_index + 1,
+            entries: vec![Entry { term: 1, command }]
+        }],
+        "the lock is free now, so the preempt is appended"
+    );
+    let granted = commit_through(&mut leader, release_index + 1, now);
+    assert_eq!(
+        replies(&granted),
+        vec![(
+            CLIENT,
+            outcome(
+                1,
+                Outcome::Granted {
+                    token: release_index + 1
+                }
+            )
+        )]
+    );
+}
+
+/// A leader that loses its term before confirming a refusal tells the client to retry
+/// elsewhere; it never answers from a leadership it no longer has.
+#[test]
+fn a_refusal_not_yet_confirmed_when_the_leader_steps_down_is_answered_unavailable() {
+    let (mut leader, _, contender) = leader_with_a_held_lock();
+    let now = ms(FIRST_ELECTION_MS + 5);
+    let _ = leader.step(now, from_client(CLIENT, op(contender, 1, preempt("a"))));
+    let deposed = leader.step(now, peer(S2, append(2, (0, 0), vec![], 0)));
+    assert_eq!(leader.role(), Role::Follower);
+    assert_eq!(
+        replies(&deposed),
+        vec![(CLIENT, refusal(1, ServiceError::Unavailable))]
+    );
+}
+
+/// Lock names have a limit; the wire codec enforces it, and so does the node.
+#[test]
+fn a_lock_name_over_the_limit_is_a_bad_request() {
+    let mut leader = leader_of_three();
+    let now = ms(FIRST_ELECTION_MS);
+    let client = register(&mut leader, now);
+    let long = "x".repeat(LOCK_NAME_BYTES_MAX + 1);
+    let outputs = leader.step(now, from_client(CLIENT, op(client, 1, preempt(&long))));
+    let bad = ServiceError::BadRequest {
+        reason: format!(
+            "the lock name is {} bytes long; the limit is {LOCK_NAME_BYTES_MAX}",
+            LOCK_NAME_BYTES_MAX + 1
+        ),
+    };
+    assert_eq!(replies(&outputs), vec![(CLIENT, refusal(1, bad))]);
+    assert!(persisted(&outputs).is_empty());
 }

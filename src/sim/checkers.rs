@@ -346,6 +346,10 @@ pub struct MutualExclusion {
     /// The last grant a client acknowledged, per lock, in acknowledgement order.
     acknowledged_grants: BTreeMap<LockName, Holder>,
     grants_acknowledged: usize,
+    /// Preempts a client was told were refused (held by the named owner) with no committed
+    /// entry: the leader refused them with a read. None of them may ever commit as anything
+    /// else.
+    refused_by_read: BTreeMap<(ClientId, u64), ClientId>,
 }
 
 impl MutualExclusion {
@@ -413,6 +417,20 @@ impl MutualExclusion {
                 request.seq,
                 first.index,
                 describe_outcome(&first.outcome),
+                request.index,
+                describe_outcome(&outcome)
+            );
+            return Err(Violation::new(MUTUAL_EXCLUSION, now, message));
+        }
+        if let Some(&owner) = self.refused_by_read.get(&(request.client, request.seq))
+            && outcome != (Outcome::HeldBy { owner })
+        {
+            let message = format!(
+                "{} seq {} (preempt of lock `{}`) was acknowledged as held by {owner} without a \
+                 log entry, yet index {} applied it as {}",
+                request.client,
+                request.seq,
+                request.lock,
                 request.index,
                 describe_outcome(&outcome)
             );
@@ -620,6 +638,26 @@ impl MutualExclusion {
             Operation::Check { .. } => return Ok(()),
         };
         let acked = format!("{client} seq {seq} ({} of lock `{lock}`)", kind.name());
+        if let (RequestKind::Preempt, Outcome::HeldBy { owner }, None) =
+            (kind, outcome, self.requests.get(&(client, seq)))
+        {
+            // A refusal by read: the leader answered from committed state without a log entry.
+            // The owner it names must have been granted the lock (linearizability checks when),
+            // and the request must never commit as anything else (`check_fresh`).
+            let granted_to_owner = self
+                .grants
+                .get(lock)
+                .is_some_and(|grants| grants.values().any(|grant| grant.owner == *owner));
+            if *owner == client || !granted_to_owner {
+                let message = format!(
+                    "{acked} was refused without a log entry as held by {owner}, but no \
+                     committed entry ever granted lock `{lock}` to {owner}"
+                );
+                return Err(Violation::new(MUTUAL_EXCLUSION, now, message));
+            }
+            self.refused_by_read.insert((client, seq), *owner);
+            return Ok(());
+        }
         let Some(committed) = self.requests.get(&(client, seq)) else {
             let message = format!(
                 "{acked} was acknowledged as {} before it was committed",
@@ -1341,6 +1379,43 @@ mod tests {
             &[
                 "client#1 seq 1 (preempt of lock `a`) was acknowledged as granted (token 3) \
                before it was committed",
+            ],
+        );
+    }
+
+    /// A leader may refuse a preempt with a read, leaving no entry. That refusal is final: the
+    /// request committing later as a grant would give the client a lock it was told it lost.
+    #[test]
+    fn a_preempt_refused_by_read_that_later_commits_as_granted_is_a_violation() {
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(3)));
+        ack(&mut checker, 4, (C2, 1), preempt_op("a"), held_by(C1))
+            .expect("a refusal naming the holder is a fine answer without an entry");
+        commit(
+            &mut checker,
+            4,
+            release(C1, 2, "a"),
+            fresh(Outcome::Released),
+        );
+        expect_violation(
+            try_commit(&mut checker, 5, preempt(C2, 1, "a"), fresh(granted(5))),
+            MUTUAL_EXCLUSION,
+            &[
+                "client#2 seq 1 (preempt of lock `a`) was acknowledged as held by client#1 \
+                 without a log entry, yet index 5 applied it as granted (token 5)",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_refusal_by_read_naming_someone_never_granted_the_lock_is_a_violation() {
+        let mut checker = two_registered_clients();
+        expect_violation(
+            ack(&mut checker, 3, (C2, 1), preempt_op("a"), held_by(C1)),
+            MUTUAL_EXCLUSION,
+            &[
+                "refused without a log entry as held by client#1, but no committed entry ever \
+               granted lock `a` to client#1",
             ],
         );
     }
