@@ -64,6 +64,7 @@ prop_compose! {
         think_max_ms in 1..60u32,
         election_timeout_ms in prop_oneof![Just((150u32, 150u32)), (100..200u32, 1..20u32)],
         append_batch in prop_oneof![Just(64u32), 1..4u32],
+        snapshot_entries in proptest::option::of(2..40u32),
     ) -> Shape {
         Shape {
             seed,
@@ -83,6 +84,7 @@ prop_compose! {
             think_max_ms,
             election_timeout_ms,
             append_batch,
+            snapshot_entries,
         }
     }
 }

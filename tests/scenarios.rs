@@ -48,8 +48,8 @@ fn every_shipped_scenario_passes_with_every_expectation_met() {
     let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
     let files = scenario::scenario_files(&directory).expect("scenarios/ is readable");
     assert!(
-        files.len() >= 9,
-        "nine scenarios ship, found {}",
+        files.len() >= 10,
+        "ten scenarios ship, found {}",
         files.len()
     );
     for file in files {
@@ -153,4 +153,26 @@ fn a_broken_expectation_fails_the_run_and_names_the_event() {
             .verdict_line()
             .starts_with("FAIL seed-walkthrough (seed 1)")
     );
+}
+
+/// The snapshot scenario must really make the leader send a snapshot: the follower it isolates
+/// misses entries that every other log has compacted away by the time it returns.
+#[test]
+fn the_follower_behind_the_compaction_point_catches_up_by_snapshot() {
+    let scenario = shipped("10-follower-behind-snapshot.yaml");
+    let trace = String::from_utf8(traced_run(&scenario)).expect("traces are UTF-8");
+    let snapshots_delivered_to_s3 = trace
+        .lines()
+        .filter(|line| {
+            line.contains(r#""kind":"deliver""#)
+                && line.contains(r#""to":"s3""#)
+                && line.contains(r#""msg":"install_snapshot""#)
+        })
+        .count();
+    assert!(
+        snapshots_delivered_to_s3 >= 1,
+        "s3 rejoins behind the compaction point and must be sent a snapshot"
+    );
+    let report = runner::run(&scenario, RunOptions::default()).expect("runs");
+    assert!(report.passed, "{}", report.render());
 }

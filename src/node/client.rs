@@ -697,4 +697,69 @@ mod tests {
         );
         assert_eq!(completed(&outputs), vec![(3, Err(ClientError::QueueFull))]);
     }
+
+    /// A client learns the current term from replies. Told `not_leader` with a newer term, it
+    /// resends the same seq at once with that term, to the named leader; from then on an
+    /// answer from an older term is one for the attempt it gave up on, and is ignored.
+    #[test]
+    fn a_newer_term_is_adopted_and_answers_from_older_terms_are_ignored() {
+        let mut client = registered_client_with_preempt_in_flight();
+        let redirect = ClientReply {
+            index: 0,
+            term: 4,
+            seq: 1,
+            body: ReplyBody::Error(ServiceError::NotLeader {
+                leader: Some(ServerId(3)),
+                term: 4,
+            }),
+        };
+        let outputs = client.step(
+            at_ms(20),
+            ClientInput::Reply {
+                from: ServerId(2),
+                reply: redirect,
+            },
+        );
+        let [(to, resent)] = &sends(&outputs)[..] else {
+            panic!("the same request goes out again at once: {outputs:?}")
+        };
+        assert_eq!(*to, ServerId(3), "to the leader the refusal named");
+        assert_eq!((resent.seq, resent.term), (1, 4));
+
+        let late = ClientReply {
+            index: 6,
+            term: 3,
+            seq: 1,
+            body: ReplyBody::Outcome(Outcome::HeldBy { owner: ClientId(2) }),
+        };
+        let outputs = client.step(
+            at_ms(30),
+            ClientInput::Reply {
+                from: ServerId(1),
+                reply: late,
+            },
+        );
+        assert!(
+            completed(&outputs).is_empty(),
+            "term 3 answered an old attempt"
+        );
+
+        let current = ClientReply {
+            index: 7,
+            term: 4,
+            seq: 1,
+            body: ReplyBody::Outcome(Outcome::Granted { token: 7 }),
+        };
+        let outputs = client.step(
+            at_ms(40),
+            ClientInput::Reply {
+                from: ServerId(3),
+                reply: current,
+            },
+        );
+        assert_eq!(
+            completed(&outputs),
+            vec![(1, Ok(Outcome::Granted { token: 7 }))]
+        );
+    }
 }

@@ -332,4 +332,41 @@ mod tests {
         let mut log = log_of_terms(&[1]);
         log.truncate_and_append(3, &[]);
     }
+
+    /// Raft §7: compacting to an entry the log holds keeps what follows it; compacting to one it
+    /// does not hold (a snapshot from the leader that conflicts or runs ahead) drops everything.
+    #[test]
+    fn compaction_keeps_the_suffix_after_a_matching_entry_and_drops_a_conflicting_log() {
+        let mut log = log_of_terms(&[1, 1, 2, 2, 3]);
+        log.compact_to(3, 2);
+        assert_eq!((log.base_index(), log.base_term()), (3, 2));
+        assert_eq!((log.first_index(), log.last_index()), (4, 5));
+        assert_eq!(log.term_at(3), Some(2), "the base keeps its term");
+        assert_eq!(log.term_at(2), None, "compacted away");
+        assert_eq!(log.entry(4).map(|e| e.term), Some(2));
+        assert_eq!(log.entries_after(3).count(), 2);
+        assert_eq!(
+            log.first_index_of_term_at(4),
+            4,
+            "never before the first entry held"
+        );
+
+        let mut behind = log_of_terms(&[1, 1]);
+        behind.compact_to(5, 3);
+        assert_eq!((behind.base_index(), behind.last_index()), (5, 5));
+        assert_eq!(behind.last_term(), 3);
+        assert!(behind.is_empty());
+
+        let mut conflicting = log_of_terms(&[1, 1, 1, 1]);
+        conflicting.compact_to(3, 2);
+        assert_eq!(conflicting.last_index(), 3, "a conflicting suffix goes too");
+    }
+
+    #[test]
+    #[should_panic(expected = "would rewrite compacted entries")]
+    fn appending_into_the_snapshot_is_a_bug() {
+        let mut log = log_of_terms(&[1, 1, 1]);
+        log.compact_to(2, 1);
+        log.truncate_and_append(2, &[]);
+    }
 }

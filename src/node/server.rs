@@ -716,8 +716,70 @@ impl Server {
         snapshot: Arc<Snapshot>,
         round: u64,
     ) {
-        let _ = (now, from, term, snapshot, round);
-        todo!("snapshot installation")
+        if term < self.term {
+            self.send_append_response(from, false, 0, (self.log.last_index() + 1, None), round);
+            return;
+        }
+        if term > self.term || self.role != Role::Follower || self.leader != Some(from) {
+            assert!(
+                !(self.role == Role::Leader && term == self.term),
+                "{}: two leaders in term {term}: itself and {from}",
+                self.config.id
+            );
+            self.become_follower(now, term, Some(from));
+        }
+        self.last_leader_contact = Some(now);
+        self.reset_election_timer(now);
+        let index = snapshot.last_included_index;
+        if index > self.commit_index {
+            // Raft §7: keep the log after the snapshot if it holds the snapshot's last entry,
+            // otherwise drop it all; the state machine becomes the snapshot's.
+            assert!(
+                self.pending_replies.is_empty(),
+                "{}: a follower with pending writes",
+                self.config.id
+            );
+            assert_eq!(
+                snapshot.table.applied_index(),
+                index,
+                "{}: snapshot table applied to another index than it claims",
+                self.config.id
+            );
+            self.log.compact_to(index, snapshot.last_included_term);
+            self.table = snapshot.table.clone();
+            self.commit_index = index;
+            self.snapshot = Some(snapshot.clone());
+            self.out.push(ServerOutput::PersistSnapshot(snapshot));
+            self.serve_confirmed_reads();
+        }
+        // Everything up to the snapshot is committed, and committed prefixes agree: our log
+        // matches the leader's that far, whether we just installed it or already had it.
+        self.send_append_response(from, true, index, (0, None), round);
+    }
+
+    /// Snapshots the applied state and drops the log entries it covers, once enough of them
+    /// have piled up (`snapshot_entries_min`). Only applied, so committed, entries are ever
+    /// compacted; followers that still need them get the snapshot instead.
+    fn maybe_compact(&mut self) {
+        let Some(entries_min) = self.config.snapshot_entries_min else {
+            return;
+        };
+        let applied = self.table.applied_index();
+        if applied - self.log.base_index() < entries_min.max(1) {
+            return;
+        }
+        let term = self
+            .log
+            .term_at(applied)
+            .expect("applied entries are in the log or are its base");
+        let snapshot = Arc::new(Snapshot {
+            last_included_index: applied,
+            last_included_term: term,
+            table: self.table.clone(),
+        });
+        self.log.compact_to(applied, term);
+        self.snapshot = Some(snapshot.clone());
+        self.out.push(ServerOutput::PersistSnapshot(snapshot));
     }
 
     fn send_append_response(
@@ -1579,6 +1641,22 @@ impl Server {
             .progress
             .get_mut(&peer)
             .expect("leader tracks every peer");
+        if progress.next_index <= self.log.base_index() {
+            // Raft §7: the entries this follower needs are compacted away; send the snapshot,
+            // optimistically assuming it arrives (as pipelined appends do).
+            let snapshot = self
+                .snapshot
+                .clone()
+                .expect("a compacted log has a snapshot");
+            progress.next_index = snapshot.last_included_index + 1;
+            let msg = PeerMessage::InstallSnapshot {
+                term: self.term,
+                snapshot,
+                round: self.round,
+            };
+            self.send(peer, msg);
+            return;
+        }
         let prev_log_index = progress.next_index - 1;
         let prev_log_term = self
             .log
@@ -1665,6 +1743,7 @@ impl Server {
         }
         self.serve_confirmed_reads();
         self.serve_refusals();
+        self.maybe_compact();
     }
 
     // ----- helpers -----
@@ -1703,6 +1782,17 @@ impl Server {
 
     fn check_invariants(&self) {
         let id = self.config.id;
+        assert_eq!(
+            self.snapshot
+                .as_ref()
+                .map_or((0, 0), |s| (s.last_included_index, s.last_included_term)),
+            (self.log.base_index(), self.log.base_term()),
+            "{id}: the log's base is not the snapshot's last entry"
+        );
+        assert!(
+            self.log.base_index() <= self.table.applied_index(),
+            "{id}: compacted entries that were never applied"
+        );
         assert!(
             self.commit_index <= self.log.last_index(),
             "{id}: commit index beyond the log"

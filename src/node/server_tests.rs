@@ -2019,3 +2019,80 @@ fn a_lock_name_over_the_limit_is_a_bad_request() {
     assert_eq!(replies(&outputs), vec![(CLIENT, refusal(1, bad))]);
     assert!(persisted(&outputs).is_empty());
 }
+
+// ----- §7: snapshots and log compaction -----
+
+/// A leader that snapshots every 3 applied entries compacts its log and makes the snapshot
+/// durable; a follower whose next entry is compacted away is sent the snapshot, installs it,
+/// persists it before acknowledging, and ends with the leader's lock table.
+#[test]
+fn a_follower_behind_the_compaction_point_installs_the_leaders_snapshot() {
+    let mut network = Network::from_disks(vec![DurableState::default(); 3], |config| {
+        config.snapshot_entries_min = Some(3);
+    });
+    network.elect(S1);
+    network.isolate(S3);
+    let client = match network.client(S1, hello(42)).as_slice() {
+        [
+            (
+                _,
+                ClientReply {
+                    body: ReplyBody::Welcome { client, .. },
+                    ..
+                },
+            ),
+        ] => *client,
+        other => panic!("one welcome expected, got {other:?}"),
+    };
+    let granted = network.client(S1, op(client, 1, preempt("a")));
+    assert_eq!(
+        granted,
+        vec![(
+            CLIENT,
+            ClientReply {
+                index: 3,
+                term: 1,
+                ..outcome(1, Outcome::Granted { token: 3 })
+            }
+        )]
+    );
+    let _ = network.client(S1, op(client, 2, preempt("b")));
+    assert!(
+        network.server(S1).log().base_index() >= 3,
+        "the leader compacted its log"
+    );
+    assert_eq!(
+        network
+            .disk(S1)
+            .snapshot
+            .as_ref()
+            .map(|s| s.last_included_index),
+        Some(network.server(S1).log().base_index()),
+        "and made the snapshot durable"
+    );
+
+    network.heal();
+    network.heartbeat(S1);
+    let follower = network.server(S3);
+    assert_eq!(follower.lock_table(), network.server(S1).lock_table());
+    assert!(
+        follower.log().base_index() >= 3,
+        "s3 installed the snapshot"
+    );
+    assert_eq!(
+        network
+            .disk(S3)
+            .snapshot
+            .as_ref()
+            .map(|s| s.last_included_index),
+        Some(follower.log().base_index()),
+        "and persisted it"
+    );
+
+    // A restart rebuilds the state machine from the snapshot on disk.
+    network.boot(S3);
+    assert_eq!(
+        network.server(S3).lock_table().holder("a").map(|h| h.owner),
+        Some(client)
+    );
+}

@@ -264,6 +264,23 @@ impl StateMachineSafety {
                 continue;
             };
             let index = index as LogIndex;
+            // Entries compacted into the leader's snapshot are gone; its base keeps the term.
+            if index < log.base_index() {
+                continue;
+            }
+            if index == log.base_index() {
+                if log.base_term() != committed.entry.term {
+                    let message = format!(
+                        "{leader} became leader of term {term} with a snapshot ending at index \
+                         {index} of term {}, but {} applied an entry of term {} there",
+                        log.base_term(),
+                        committed.server,
+                        committed.entry.term
+                    );
+                    return Err(Violation::new(LEADER_COMPLETENESS, now, message));
+                }
+                continue;
+            }
             if log.entry(index) != Some(&committed.entry) {
                 let has = log
                     .entry(index)

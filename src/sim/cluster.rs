@@ -96,6 +96,8 @@ pub struct ClusterSpec {
     pub client_timeout: Duration,
     pub client_retry: Duration,
     pub append_batch: usize,
+    /// Applied entries a server keeps before it snapshots and compacts its log; `None` never.
+    pub snapshot_entries: Option<u64>,
 }
 
 /// Counters for the run summary.
@@ -205,6 +207,7 @@ impl Cluster {
                 config.heartbeat_interval = spec.heartbeat_interval;
                 config.initial_leader = spec.initial_leader;
                 config.append_entries_max = spec.append_batch;
+                config.snapshot_entries_min = spec.snapshot_entries;
                 ServerSlot {
                     config,
                     node: None,

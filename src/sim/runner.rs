@@ -113,6 +113,7 @@ pub fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, RunErr
         client_timeout: scenario.timing.client_timeout,
         client_retry: scenario.timing.client_retry,
         append_batch: scenario.timing.append_batch,
+        snapshot_entries: scenario.timing.snapshot_entries,
     };
     let recorder = Recorder::new(options.trace);
     let end_of_duration = Time::from_duration(scenario.duration);

@@ -63,6 +63,10 @@ pub struct Timing {
     /// Log entries one AppendEntries message carries at most (1 to 1024, default 64). Small
     /// batches make replication lag in steps, which exposes commit-rule bugs.
     pub append_batch: usize,
+    /// Applied log entries a server keeps before it snapshots its lock table and compacts them
+    /// away (1 to 1,000,000; default: never). Small values make lagging followers catch up by
+    /// snapshot (Raft §7).
+    pub snapshot_entries: Option<u64>,
 }
 
 impl Default for Timing {
@@ -74,6 +78,7 @@ impl Default for Timing {
             client_timeout: Duration::from_secs(5),
             client_retry: Duration::from_millis(500),
             append_batch: 64,
+            snapshot_entries: None,
         }
     }
 }
@@ -242,6 +247,8 @@ pub const EVENTS_MAX: usize = 100_000;
 pub const DURATION_MAX: Duration = Duration::from_secs(60 * 60);
 /// Largest `timing.append_batch`.
 pub const APPEND_BATCH_MAX: usize = 1_024;
+/// Largest `timing.snapshot_entries`.
+pub const SNAPSHOT_ENTRIES_MAX: u64 = 1_000_000;
 /// Longest `settle`.
 pub const SETTLE_MAX: Duration = Duration::from_secs(10 * 60);
 /// Default `settle`.
@@ -556,6 +563,7 @@ struct RawTiming {
     client_timeout: Option<RawDuration>,
     client_retry: Option<RawDuration>,
     append_batch: Option<u64>,
+    snapshot_entries: Option<u64>,
 }
 
 /// One event with every action's keys, so that "two actions" and "no action" are problems
@@ -1315,6 +1323,14 @@ impl Checker {
                 defaults.append_batch
             }
         };
+        let snapshot_entries = match raw.snapshot_entries {
+            Some(entries) if !(1..=SNAPSHOT_ENTRIES_MAX).contains(&entries) => {
+                let message = format!("{entries} is outside 1..={SNAPSHOT_ENTRIES_MAX}");
+                self.add("timing.snapshot_entries", message);
+                None
+            }
+            entries => entries,
+        };
         let (election_timeout_min, election_timeout_max) = election.unwrap_or(election_default);
         Timing {
             election_timeout_min,
@@ -1323,6 +1339,7 @@ impl Checker {
             client_timeout: client_timeout.unwrap_or(defaults.client_timeout),
             client_retry: client_retry.unwrap_or(defaults.client_retry),
             append_batch,
+            snapshot_entries,
         }
     }
 

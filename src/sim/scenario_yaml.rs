@@ -163,13 +163,18 @@ impl Scenario {
         let _ = writeln!(
             out,
             "timing: {{election_timeout: {{min: {}, max: {}}}, heartbeat: {}, client_timeout: {}, \
-             client_retry: {}, append_batch: {}}}",
+             client_retry: {}, append_batch: {}{}}}",
             duration_text(timing.election_timeout_min),
             duration_text(timing.election_timeout_max),
             duration_text(timing.heartbeat_interval),
             duration_text(timing.client_timeout),
             duration_text(timing.client_retry),
-            timing.append_batch
+            timing.append_batch,
+            timing
+                .snapshot_entries
+                .map_or(String::new(), |entries| format!(
+                    ", snapshot_entries: {entries}"
+                ))
         );
         if self.events.is_empty() {
             let _ = writeln!(out, "events: []");

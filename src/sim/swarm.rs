@@ -107,6 +107,9 @@ pub struct Shape {
     pub election_timeout_ms: (u32, u32),
     /// Entries per AppendEntries: small batches make followers lag in steps.
     pub append_batch: u32,
+    /// Applied entries kept before a snapshot compacts them (`None`: never). Small values
+    /// make lagging followers catch up by snapshot.
+    pub snapshot_entries: Option<u32>,
 }
 
 /// Bounds for the explorer's random shapes.
@@ -201,6 +204,9 @@ impl Shape {
             } else {
                 64
             },
+            // Drawn last, so that every other choice for a seed is what it was before
+            // snapshots existed.
+            snapshot_entries: rng.random_bool(0.3).then(|| rng.random_range(2..=40)),
         }
     }
 
@@ -276,6 +282,9 @@ impl Shape {
             election_min + election_spread,
             self.append_batch
         );
+        if let Some(entries) = self.snapshot_entries {
+            let _ = write!(text, ", snapshot every {entries} entries");
+        }
         text
     }
 
@@ -333,10 +342,15 @@ impl Shape {
             election_min + Duration::from_millis(u64::from(self.election_timeout_ms.1));
         let _ = writeln!(
             out,
-            "timing: {{election_timeout: {{min: {}, max: {}}}, heartbeat: 30ms, append_batch: {}}}",
+            "timing: {{election_timeout: {{min: {}, max: {}}}, heartbeat: 30ms, append_batch: {}{}}}",
             duration_text(election_min),
             duration_text(election_max),
-            self.append_batch.clamp(1, 1_024)
+            self.append_batch.clamp(1, 1_024),
+            self.snapshot_entries
+                .map_or(String::new(), |entries| format!(
+                    ", snapshot_entries: {}",
+                    entries.clamp(1, 1_000_000)
+                ))
         );
         let mut events: Vec<(Duration, String)> = Vec::new();
         for fault in &self.faults {
