@@ -192,6 +192,9 @@ struct ReadBatch {
     round: u64,
     read_index: LogIndex,
     waiters: Vec<ReadWaiter>,
+    /// When the round's AppendEntries were emitted. A read arriving at that same instant may
+    /// join the round: its messages leave no earlier than the read arrived.
+    started_at: Time,
 }
 
 /// A confirmed linearizable check, answered once the server applied `read_index`.
@@ -265,6 +268,9 @@ pub struct Server {
     /// compacted entries.
     snapshot: Option<Arc<Snapshot>>,
     next_read_id: u64,
+
+    /// The `now` of the step under way, for the few deep helpers that need it.
+    step_time: Time,
 
     out: Vec<ServerOutput>,
 }
@@ -342,6 +348,7 @@ impl Server {
             refused: BTreeMap::new(),
             snapshot: durable.snapshot.clone(),
             next_read_id: 1,
+            step_time: now,
             out: Vec::new(),
             config,
         };
@@ -375,6 +382,7 @@ impl Server {
             self.out.is_empty(),
             "outputs left over from a previous step"
         );
+        self.step_time = now;
         let term_before = self.term;
         let vote_before = self.voted_for;
         let commit_before = self.commit_index;
@@ -1316,11 +1324,23 @@ impl Server {
             }
             return;
         }
+        if let Some(batch) = self.read_batches.back_mut()
+            && batch.started_at == now
+            && batch.round == self.round
+        {
+            // Reads arriving together share one confirming round (a driver that steps a batch
+            // of inputs at one `now` sends one round for all of them). A larger read index is
+            // as good for the reads already waiting.
+            batch.read_index = batch.read_index.max(self.commit_index);
+            batch.waiters.push(waiter);
+            return;
+        }
         self.round += 1;
         self.read_batches.push_back(ReadBatch {
             round: self.round,
             read_index: self.commit_index,
             waiters: vec![waiter],
+            started_at: now,
         });
         // Start the confirming round now rather than at the next heartbeat.
         self.broadcast_append(now);
@@ -1698,6 +1718,7 @@ impl Server {
                     round: self.round,
                     read_index: self.commit_index,
                     waiters,
+                    started_at: self.step_time,
                 });
                 // The new round goes out with the next AppendEntries to each peer.
                 for peer in self.peers() {

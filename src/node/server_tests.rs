@@ -2096,3 +2096,32 @@ fn a_follower_behind_the_compaction_point_installs_the_leaders_snapshot() {
         Some(client)
     );
 }
+
+/// Reads that reach the leader at the same instant (a driver steps a batch of inputs at one
+/// `now`) share one confirming round instead of broadcasting one each; a read a moment later
+/// starts its own.
+#[test]
+fn reads_arriving_together_share_one_confirming_round() {
+    let mut leader = leader_of_three();
+    let now = ms(FIRST_ELECTION_MS + 10);
+    let read = |seq| op(ClientId(1), seq, check("a", Consistency::Linearizable));
+    let first = leader.step(now, from_client(CLIENT, read(1)));
+    assert_eq!(append_rounds(&first), vec![(S2, 1), (S3, 1)]);
+    let second = leader.step(now, from_client(CLIENT_AGAIN, read(2)));
+    assert!(
+        append_rounds(&second).is_empty(),
+        "joins round 1: {second:?}"
+    );
+
+    let confirmed = leader.step(now, peer(S2, append_ok(1, 1, 1)));
+    assert_eq!(
+        replies(&confirmed),
+        vec![
+            (CLIENT, outcome(1, Outcome::Free)),
+            (CLIENT_AGAIN, outcome(2, Outcome::Free))
+        ]
+    );
+
+    let later = leader.step(now + Duration::from_micros(1), from_client(CLIENT, read(3)));
+    assert_eq!(append_rounds(&later), vec![(S2, 2), (S3, 2)]);
+}
