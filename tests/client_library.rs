@@ -445,3 +445,284 @@ fn a_server_that_breaks_the_protocol_is_an_error_not_a_panic() {
         }
     }
 }
+
+// ----- the command line against a fake cluster of one -----
+
+/// A one-server fake cluster: an in-memory lock table behind the protocol, in term 1.
+fn lock_table_server() -> FakeServer {
+    let mut next_client = 1u64;
+    let mut index = 3u64;
+    let mut locks: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    FakeServer::start(move |request| {
+        index += 1;
+        let lock = request["lock"].as_str().unwrap_or("").to_string();
+        let client = request["client"].as_u64().unwrap_or(0);
+        let reply = match request["op"].as_str() {
+            Some("hello") => {
+                next_client += 1;
+                welcome(request, next_client - 1, 1)
+            }
+            Some("preempt") => match locks.get(&lock) {
+                Some(&(owner, _)) if owner != client => {
+                    answer(request, "held_by", 1, json!({"owner": owner}))
+                }
+                Some(&(_, token)) => answer(request, "granted", 1, json!({"token": token})),
+                None => {
+                    locks.insert(lock, (client, index));
+                    answer(request, "granted", 1, json!({"token": index}))
+                }
+            },
+            Some("release") => match locks.get(&lock) {
+                Some(&(owner, _)) if owner == client => {
+                    locks.remove(&lock);
+                    answer(request, "released", 1, json!({}))
+                }
+                _ => answer(request, "not_owner", 1, json!({})),
+            },
+            _ => match locks.get(&lock) {
+                Some(&(owner, token)) => {
+                    answer(request, "owner", 1, json!({"owner": owner, "token": token}))
+                }
+                None => answer(request, "free", 1, json!({})),
+            },
+        };
+        Act::Say(vec![reply])
+    })
+}
+
+fn lockstep(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn holder(server: &FakeServer, lock: &str) -> Check {
+    let mut checker = client(&[server], quick());
+    checker
+        .check(lock, Consistency::Local)
+        .expect("the fake answers checks")
+}
+
+#[test]
+fn the_client_command_says_what_happened_and_exits_0_1_or_2() {
+    let server = lock_table_server();
+    let at = server.address.as_str();
+    let taken = lockstep(&["client", "--servers", at, "preempt", "printer"]);
+    assert_eq!(taken.status.code(), Some(0), "{}", stderr(&taken));
+    let said = stdout(&taken);
+    assert!(
+        said.contains("granted: you hold `printer` with fencing token"),
+        "{said}"
+    );
+    assert!(said.contains("client id 1"), "{said}");
+    assert!(said.contains("--client-id 1 release printer"), "{said}");
+    let refused = lockstep(&["client", "--servers", at, "preempt", "printer"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stdout(&refused).contains("held: client 1 holds `printer`"));
+    let not_owner = lockstep(&["client", "--servers", at, "release", "printer"]);
+    assert_eq!(not_owner.status.code(), Some(1));
+    assert!(
+        stdout(&not_owner).contains("--client-id"),
+        "hints at the id"
+    );
+    let checked = lockstep(&["client", "--servers", at, "--json", "check", "printer"]);
+    assert_eq!(checked.status.code(), Some(0));
+    let object: Value = serde_json::from_str(&stdout(&checked)).expect("one JSON object");
+    assert_eq!(object["result"], "owner");
+    assert_eq!(object["owner"], 1);
+    let released = lockstep(&[
+        "client",
+        "--servers",
+        at,
+        "--client-id",
+        "1",
+        "--json",
+        "release",
+        "printer",
+    ]);
+    assert_eq!(released.status.code(), Some(0), "{}", stderr(&released));
+    let object: Value = serde_json::from_str(&stdout(&released)).expect("one JSON object");
+    assert_eq!(object["result"], "released");
+    assert_eq!(holder(&server, "printer"), Check::Free);
+}
+
+#[test]
+fn the_client_command_refuses_bad_input_with_exit_2() {
+    let long = "x".repeat(257);
+    for args in [
+        vec!["client", "--servers", "", "preempt", "a"],
+        vec!["client", "--servers", "localhost", "preempt", "a"],
+        vec!["client", "--servers", "127.0.0.1:1", "preempt", ""],
+        vec!["client", "--servers", "127.0.0.1:1", "preempt", &long],
+        vec![
+            "client",
+            "--servers",
+            "127.0.0.1:1",
+            "--client-id",
+            "0",
+            "release",
+            "a",
+        ],
+        vec![
+            "client",
+            "--servers",
+            "127.0.0.1:1",
+            "--timeout",
+            "soon",
+            "check",
+            "a",
+        ],
+    ] {
+        let output = lockstep(&args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&output).contains("error"),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
+fn lock_runs_the_command_with_the_token_and_releases_whatever_its_exit_status() {
+    let server = lock_table_server();
+    let at = server.address.as_str();
+    let script = r#"echo "$LOCKSTEP_FENCING_TOKEN $LOCKSTEP_LOCK $LOCKSTEP_CLIENT_ID"; exit 3"#;
+    let output = lockstep(&["lock", "job", "--servers", at, "--", "sh", "-c", script]);
+    assert_eq!(output.status.code(), Some(3), "the command's own exit code");
+    let said = stdout(&output);
+    let fields: Vec<&str> = said.split_whitespace().collect();
+    assert_eq!(fields.len(), 3, "{said}");
+    assert!(fields[0].parse::<u64>().is_ok(), "a fencing token: {said}");
+    assert_eq!(&fields[1..], ["job", "1"]);
+    assert_eq!(
+        holder(&server, "job"),
+        Check::Free,
+        "released after the command"
+    );
+    let missing = lockstep(&["lock", "job", "--servers", at, "--", "no-such-command-here"]);
+    assert_eq!(missing.status.code(), Some(127));
+    assert!(stderr(&missing).contains("command not found"));
+    assert_eq!(
+        holder(&server, "job"),
+        Check::Free,
+        "released after a failed start"
+    );
+}
+
+#[test]
+fn lock_gives_up_after_wait_naming_the_holder() {
+    let server = lock_table_server();
+    let mut other = client(&[&server], quick());
+    assert!(matches!(other.preempt("job"), Ok(Preempt::Granted { .. })));
+    let output = lockstep(&[
+        "lock",
+        "job",
+        "--servers",
+        &server.address,
+        "--wait",
+        "200ms",
+        "--",
+        "true",
+    ]);
+    assert_eq!(output.status.code(), Some(75), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("client 1 holds it"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn lock_releases_when_it_is_terminated_and_reports_the_signal() {
+    let server = lock_table_server();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args([
+            "lock",
+            "job",
+            "--servers",
+            &server.address,
+            "--",
+            "sleep",
+            "30",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the binary runs");
+    // Wait (bounded) until the command runs under the lock.
+    let mut held = false;
+    for _ in 0..500 {
+        if matches!(holder(&server, "job"), Check::Owner { .. }) {
+            held = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !held {
+        let _ = child.kill();
+        panic!("lockstep lock never took the lock");
+    }
+    // Let the child start before the signal arrives.
+    std::thread::sleep(Duration::from_millis(100));
+    let pid = libc::pid_t::try_from(child.id()).expect("a pid");
+    // SAFETY: kill(2) on a child we spawned and have not reaped.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let status = child.wait().expect("lockstep exits");
+    assert_eq!(
+        status.code(),
+        Some(128 + libc::SIGTERM),
+        "sleep died of SIGTERM"
+    );
+    assert_eq!(
+        holder(&server, "job"),
+        Check::Free,
+        "released on the way out"
+    );
+}
+
+#[test]
+fn the_tcp_bench_measures_pairs_against_a_cluster() {
+    let server = lock_table_server();
+    let output = lockstep(&[
+        "bench",
+        "--servers",
+        &server.address,
+        "--clients",
+        "2",
+        "--locks",
+        "2",
+        "--duration",
+        "1s",
+        "--json",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let figures: Value = serde_json::from_str(&stdout(&output)).expect("JSON figures");
+    assert!(figures["pairs_per_second"].as_f64().unwrap_or(0.0) > 0.0);
+    assert_eq!(
+        figures["latency"]["preempt_refused"]["count"], 0,
+        "uncontended"
+    );
+    let contended = lockstep(&[
+        "bench",
+        "--servers",
+        &server.address,
+        "--clients",
+        "3",
+        "--duration",
+        "1s",
+        "--contended",
+    ]);
+    assert_eq!(contended.status.code(), Some(0), "{}", stderr(&contended));
+    assert!(stdout(&contended).contains("hand-offs/s"));
+}
