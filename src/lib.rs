@@ -10,7 +10,10 @@
 //!   runner behind `lockstep run`.
 //! - [`storage`]: the write-ahead log and snapshots that keep a real server's durable state on
 //!   disk (groundwork for the TCP deployment).
+//! - [`client`]: a blocking TCP client for a real cluster, with the simulator client's retry
+//!   rules (used by `lockstep client`, `lockstep lock` and the TCP bench).
 
+pub mod client;
 pub mod net;
 pub mod node;
 pub mod sim;

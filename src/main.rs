@@ -1,5 +1,7 @@
 //! The `lockstep` command line.
 
+mod cli;
+
 use clap::{Args, Parser, Subcommand};
 use lockstep::sim::bench::{self, BenchOptions};
 use lockstep::sim::report::RunReport;
@@ -49,8 +51,19 @@ enum Command {
     /// Exit codes: 0 no seed failed, 1 some seed failed, 2 bad arguments.
     Explore(ExploreArgs),
     /// Measure simulator speed on the standard workload (5 servers, 50 clients, 100 locks,
-    /// 1% drop, 60 s simulated, checkers on).
+    /// 1% drop, 60 s simulated, checkers on), or, with `--servers HOST:PORT,...`, load a real
+    /// cluster over TCP.
+    ///
+    /// TCP load: `--clients` closed-loop clients (a thread and a connection each, spread across
+    /// the servers) preempt and, when granted, release for `--duration`. Uncontended, each
+    /// uses its own `--locks` locks in turn; `--contended` puts every client on one lock.
+    /// Example: lockstep bench --servers 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003
+    /// --clients 64 --duration 10s
     Bench(BenchArgs),
+    /// Preempt, release or check one lock on a real cluster.
+    Client(cli::client::ClientArgs),
+    /// Run a command while holding a lock (like flock), then release it.
+    Lock(cli::lock::LockArgs),
 }
 
 #[derive(Args)]
@@ -161,8 +174,10 @@ struct BenchArgs {
     /// Simulated seconds per run.
     #[arg(long, default_value_t = 60)]
     seconds: u64,
-    #[arg(long, default_value_t = 5)]
-    servers: u32,
+    /// Simulated servers (a number), or a real cluster's addresses (HOST:PORT,...) to load
+    /// over TCP.
+    #[arg(long, default_value = "5", value_parser = cli::loadgen::parse_bench_servers)]
+    servers: cli::loadgen::BenchServers,
     #[arg(long, default_value_t = 50)]
     clients: u32,
     #[arg(long, default_value_t = 100)]
@@ -178,6 +193,12 @@ struct BenchArgs {
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
+    /// TCP load: how long to measure.
+    #[arg(long, value_name = "D", default_value = "10s", value_parser = parse_duration_flag)]
+    duration: std::time::Duration,
+    /// TCP load: every client on one lock.
+    #[arg(long)]
+    contended: bool,
 }
 
 fn main() -> ExitCode {
@@ -186,6 +207,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Explore(args) => run_explore(args),
         Command::Bench(args) => run_bench(args),
+        Command::Client(args) => cli::client::run(args),
+        Command::Lock(args) => cli::lock::run(args),
     };
     ExitCode::from(code)
 }
@@ -320,9 +343,22 @@ fn write_history(path: &std::path::Path, report: &RunReport) -> std::io::Result<
 
 fn run_bench(args: BenchArgs) -> u8 {
     use lockstep::sim::bench::{explore_suite, linearizability_suite};
+    let servers = match &args.servers {
+        cli::loadgen::BenchServers::Simulated(count) => *count,
+        cli::loadgen::BenchServers::Tcp(list) => {
+            return cli::loadgen::run(&cli::loadgen::LoadOptions {
+                servers: list.0.clone(),
+                clients: args.clients,
+                duration: args.duration,
+                locks: args.locks,
+                contended: args.contended,
+                json: args.json,
+            });
+        }
+    };
     let options = BenchOptions {
         simulated_seconds: args.seconds,
-        servers: args.servers,
+        servers,
         clients: args.clients,
         locks: args.locks,
         drop: args.drop,

@@ -5,7 +5,8 @@
 use lockstep::net::protocol::{
     Answer, ErrorCode, ErrorReply, LINE_BYTES_MAX, LOCK_NAME_BYTES_MAX, LineDecoder, LineEvent,
     PROTOCOL_VERSION, WireError, WireErrorKind, WireOp, WireReply, WireRequest, decode_reply,
-    decode_request, encode_error, encode_reply, encode_request, encode_wire_reply,
+    decode_request, encode_error, encode_reply, encode_reply_with, encode_request,
+    encode_wire_reply,
 };
 use lockstep::node::{
     ClientId, ClientReply, ClientRequest, Consistency, Operation, Outcome, ReplyBody, RequestBody,
@@ -30,13 +31,25 @@ fn client_op(seq: u64, seen_index: u64, client: u64, op: Operation) -> ClientReq
     }
 }
 
+/// Replies in the tests come from a server in term 2, unless they say otherwise.
+const TERM: u64 = 2;
+
 fn node_reply(seq: u64, index: u64, body: ReplyBody) -> ClientReply {
     ClientReply {
         seq,
         index,
-        term: 0,
+        term: TERM,
         body,
     }
+}
+
+fn in_term(term: u64, reply: ClientReply) -> ClientReply {
+    ClientReply { term, ..reply }
+}
+
+/// The front end's lookup from server id to client address: it knows s1 only.
+fn addresses(id: ServerId) -> Option<String> {
+    (id == ServerId(1)).then(|| "10.0.0.1:7100".to_string())
 }
 
 fn outcome(seq: u64, index: u64, outcome: Outcome) -> ClientReply {
@@ -56,6 +69,7 @@ fn a_hello_goes_out_with_the_protocol_version_and_asks_the_node_for_an_id() {
     let hello = WireRequest {
         seq: 1,
         seen_index: 0,
+        term: 0,
         op: WireOp::Hello { nonce: 42 },
     };
     let line = encode_request(&hello);
@@ -128,6 +142,7 @@ fn every_lock_request_round_trips_and_reaches_the_node_as_the_same_operation() {
         let request = WireRequest {
             seq: 2,
             seen_index: 12,
+            term: 0,
             op,
         };
         let line = encode_request(&request);
@@ -140,6 +155,65 @@ fn every_lock_request_round_trips_and_reaches_the_node_as_the_same_operation() {
             "{expected_line}"
         );
     }
+}
+
+#[test]
+fn a_request_carries_the_highest_term_its_client_has_seen_to_the_node() {
+    let request = WireRequest {
+        seq: 2,
+        seen_index: 12,
+        term: 5,
+        op: WireOp::Release {
+            client: ClientId(7),
+            lock: "a".into(),
+        },
+    };
+    let line = encode_request(&request);
+    assert_eq!(
+        text(&line),
+        "{\"seq\":2,\"op\":\"release\",\"client\":7,\"lock\":\"a\",\"seen_index\":12,\"term\":5}\n"
+    );
+    let decoded = decode_request(&line).expect("a request with a term decodes");
+    assert_eq!(decoded, request);
+    let node = decoded.into_client_request();
+    assert_eq!(node.term, 5, "the node sees the term the client sent");
+    assert_eq!(WireRequest::from(node), request);
+    // Leaving the term out is term 0: a client that predates terms still parses.
+    let old = decode_request(br#"{"seq":2,"op":"release","client":7,"lock":"a"}"#)
+        .expect("no term is fine");
+    assert_eq!(old.term, 0);
+    // A term is a whole number like every other.
+    let error = decode_request(br#"{"seq":2,"op":"release","client":7,"lock":"a","term":-1}"#)
+        .expect_err("a negative term");
+    assert!(
+        error
+            .message
+            .contains("`term` must be the highest term you have seen"),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
+fn encoding_into_a_reused_buffer_appends_the_same_line() {
+    let request = WireRequest {
+        seq: 9,
+        seen_index: 0,
+        term: 3,
+        op: WireOp::Preempt {
+            client: ClientId(7),
+            lock: "printer".into(),
+        },
+    };
+    let mut buffer = b"left over".to_vec();
+    buffer.clear();
+    lockstep::net::protocol::encode_request_into(&request, &mut buffer);
+    assert_eq!(buffer, encode_request(&request));
+    lockstep::net::protocol::encode_request_into(&request, &mut buffer);
+    assert_eq!(
+        buffer,
+        [encode_request(&request), encode_request(&request)].concat()
+    );
 }
 
 #[test]
@@ -213,27 +287,27 @@ fn every_reply_the_node_gives_encodes_to_the_documented_line() {
                     client: ClientId(7),
                 },
             ),
-            r#"{"seq":1,"ok":"welcome","client":7,"version":1,"nonce":0,"index":3}"#,
+            r#"{"seq":1,"ok":"welcome","term":2,"client":7,"version":1,"nonce":0,"index":3}"#,
         ),
         (
             outcome(2, 12, Outcome::Granted { token: 12 }),
-            r#"{"seq":2,"ok":"granted","token":12,"index":12}"#,
+            r#"{"seq":2,"ok":"granted","term":2,"token":12,"index":12}"#,
         ),
         (
             outcome(2, 15, Outcome::HeldBy { owner: ClientId(9) }),
-            r#"{"seq":2,"ok":"held_by","owner":9,"index":15}"#,
+            r#"{"seq":2,"ok":"held_by","term":2,"owner":9,"index":15}"#,
         ),
         (
             outcome(3, 16, Outcome::Released),
-            r#"{"seq":3,"ok":"released","index":16}"#,
+            r#"{"seq":3,"ok":"released","term":2,"index":16}"#,
         ),
         (
             outcome(3, 16, Outcome::NotOwner),
-            r#"{"seq":3,"ok":"not_owner","index":16}"#,
+            r#"{"seq":3,"ok":"not_owner","term":2,"index":16}"#,
         ),
         (
             outcome(4, 16, Outcome::Free),
-            r#"{"seq":4,"ok":"free","index":16}"#,
+            r#"{"seq":4,"ok":"free","term":2,"index":16}"#,
         ),
         (
             outcome(
@@ -244,7 +318,7 @@ fn every_reply_the_node_gives_encodes_to_the_documented_line() {
                     token: 12,
                 },
             ),
-            r#"{"seq":4,"ok":"owner","owner":7,"token":12,"index":16}"#,
+            r#"{"seq":4,"ok":"owner","term":2,"owner":7,"token":12,"index":16}"#,
         ),
     ];
     for (reply, expected) in cases {
@@ -271,7 +345,9 @@ fn the_nodes_refusals_say_what_to_do_and_carry_no_index() {
         let line = encode_reply(&node_reply(6, 40, ReplyBody::Error(error)));
         let line = text(&line);
         assert!(
-            line.starts_with(&format!(r#"{{"seq":6,"error":"{code}","message":""#)),
+            line.starts_with(&format!(
+                r#"{{"seq":6,"error":"{code}","term":2,"message":""#
+            )),
             "{line}"
         );
         assert!(line.contains(advice), "{line} should say {advice:?}");
@@ -281,6 +357,11 @@ fn the_nodes_refusals_say_what_to_do_and_carry_no_index() {
         };
         assert_eq!(decoded.code.name(), code);
         assert_eq!(decoded.seq, Some(6));
+        assert_eq!(
+            decoded.term,
+            Some(TERM),
+            "the node's refusals carry its term"
+        );
     }
     let unavailable = encode_reply(&node_reply(
         6,
@@ -289,28 +370,103 @@ fn the_nodes_refusals_say_what_to_do_and_carry_no_index() {
     ));
     assert_eq!(
         text(&unavailable),
-        "{\"seq\":6,\"error\":\"unavailable\",\"message\":\"this server cannot serve the request \
+        "{\"seq\":6,\"error\":\"unavailable\",\"term\":2,\"message\":\"this server cannot serve \
+         the request \
          now (it knows no leader, or its replica is behind your seen_index); retry the same seq \
          after a pause, here or on another server\"}\n"
     );
 }
 
 #[test]
-fn a_follower_that_will_not_serve_points_at_the_leader() {
-    let with_address = ErrorReply::not_leader(2, ServerId(3), Some("10.0.0.3:7100".into()));
+fn a_write_with_an_old_term_is_told_the_new_term_and_where_its_leader_listens() {
+    let refusal = |leader| {
+        let error = ServiceError::NotLeader { leader, term: 5 };
+        in_term(5, node_reply(2, 0, ReplyBody::Error(error)))
+    };
+    let line = encode_reply_with(&refusal(Some(ServerId(1))), &addresses);
     assert_eq!(
-        text(&encode_error(&with_address)),
-        "{\"seq\":2,\"error\":\"not_leader\",\"leader\":3,\"leader_address\":\"10.0.0.3:7100\",\
-         \"message\":\"this server is not the leader; send the same seq to server 3 at \
-         `10.0.0.3:7100`\"}\n"
+        text(&line),
+        "{\"seq\":2,\"error\":\"not_leader\",\"term\":5,\"leader\":1,\"leader_address\":\
+         \"10.0.0.1:7100\",\"message\":\"the request did not name the current leader's term; \
+         resend the same seq with term 5 to server 1 at `10.0.0.1:7100`\"}\n"
     );
-    let without_address = ErrorReply::not_leader(2, ServerId(3), None);
-    let line = encode_error(&without_address);
+    let Ok(WireReply::Error(decoded)) = decode_reply(&line) else {
+        panic!("a not_leader decodes")
+    };
+    assert_eq!(decoded.term, Some(5));
+    assert_eq!(
+        decoded.code,
+        ErrorCode::NotLeader {
+            leader: Some(ServerId(1)),
+            leader_address: Some("10.0.0.1:7100".into()),
+        }
+    );
+    // A leader whose address the front end does not know: named by id only.
+    let line = encode_reply_with(&refusal(Some(ServerId(3))), &addresses);
+    assert!(
+        text(&line).contains(r#""leader":3,"message""#),
+        "{}",
+        text(&line)
+    );
     assert!(!text(&line).contains("leader_address"));
-    for reply in [with_address, without_address] {
+    // No leader known (an election under way): still `not_leader`, because the client must
+    // learn the term to make progress, but without `leader`.
+    let line = encode_reply_with(&refusal(None), &addresses);
+    assert!(!text(&line).contains(r#""leader""#), "{}", text(&line));
+    let Ok(WireReply::Error(decoded)) = decode_reply(&line) else {
+        panic!("a not_leader without a leader decodes")
+    };
+    assert_eq!(
+        decoded.code,
+        ErrorCode::NotLeader {
+            leader: None,
+            leader_address: None
+        }
+    );
+    assert!(decoded.message.contains("no leader is known here yet"));
+    // Without a lookup (plain `encode_reply`) the id is still named.
+    let plain = encode_reply(&refusal(Some(ServerId(1))));
+    assert!(!text(&plain).contains("leader_address"));
+    for reply in [
+        ErrorReply::not_leader(2, 5, Some(ServerId(3)), Some("10.0.0.3:7100".into())),
+        ErrorReply::not_leader(2, 5, None, None),
+    ] {
         let decoded = decode_reply(&encode_error(&reply)).expect("a redirect decodes");
         assert_eq!(decoded, WireReply::Error(reply));
     }
+}
+
+#[test]
+fn a_node_refusal_of_a_bad_request_says_why_in_few_words() {
+    let reason = "the lock name is 300 bytes, above the limit of 256";
+    let error = ServiceError::BadRequest {
+        reason: reason.into(),
+    };
+    let line = encode_reply(&node_reply(4, 0, ReplyBody::Error(error)));
+    let Ok(WireReply::Error(decoded)) = decode_reply(&line) else {
+        panic!("a bad_request decodes")
+    };
+    assert_eq!(decoded.code, ErrorCode::BadRequest);
+    assert_eq!(decoded.seq, Some(4));
+    assert!(decoded.message.contains(reason), "{}", decoded.message);
+    let long = ServiceError::BadRequest {
+        reason: "x".repeat(100_000),
+    };
+    let line = encode_reply(&node_reply(4, 0, ReplyBody::Error(long)));
+    assert!(line.len() < 1_000, "a long reason is cut short");
+}
+
+#[test]
+fn replies_without_a_term_come_from_servers_that_predate_terms_and_read_as_term_0() {
+    let reply = decode_reply(br#"{"seq":2,"ok":"granted","token":12,"index":12}"#)
+        .expect("no term is fine");
+    assert_eq!(reply.term(), 0);
+    let refusal =
+        decode_reply(br#"{"seq":2,"error":"overloaded","message":"m"}"#).expect("no term is fine");
+    assert_eq!(refusal.term(), 0);
+    // The front end's own refusals of a line carry no term: they never reached the node.
+    let front_end = encode_error(&ErrorReply::from(WireError::line_too_long()));
+    assert!(!text(&front_end).contains("term"));
 }
 
 #[test]
@@ -319,6 +475,7 @@ fn every_response_kind_survives_a_round_trip() {
         WireReply::Ok {
             seq: u64::MAX,
             index: u64::MAX,
+            term: u64::MAX,
             answer: Answer::Welcome {
                 client: ClientId(u64::MAX),
                 nonce: u64::MAX,
@@ -327,20 +484,24 @@ fn every_response_kind_survives_a_round_trip() {
         WireReply::Ok {
             seq: 0,
             index: 0,
+            term: 0,
             answer: Answer::Outcome(Outcome::Free),
         },
         WireReply::Error(ErrorReply {
             seq: None,
+            term: None,
             code: ErrorCode::BadRequest,
             message: "no seq to echo".into(),
         }),
         WireReply::Error(ErrorReply {
             seq: Some(1),
+            term: None,
             code: ErrorCode::UnsupportedVersion { supported: 1 },
             message: "versions".into(),
         }),
         WireReply::Error(ErrorReply {
             seq: Some(1),
+            term: Some(7),
             code: ErrorCode::StaleRequest,
             message: "quotes \" and\nnewlines".into(),
         }),
@@ -359,10 +520,15 @@ fn a_client_reads_past_fields_a_newer_server_adds_but_not_past_broken_replies() 
         Ok(WireReply::Ok {
             seq: 2,
             index: 12,
+            term: 0,
             answer: Answer::Outcome(Outcome::Granted { token: 12 }),
         })
     );
     let broken: [(&[u8], &str); 7] = [
+        (
+            br#"{"seq":2,"ok":"granted","token":12,"index":12,"term":-2}"#,
+            "malformed reply",
+        ),
         (b"granted", "malformed reply"),
         (
             br#"{"seq":2,"index":12}"#,
@@ -380,10 +546,6 @@ fn a_client_reads_past_fields_a_newer_server_adds_but_not_past_broken_replies() 
         (
             br#"{"seq":2,"ok":"maybe","index":1}"#,
             "unknown ok value `maybe`",
-        ),
-        (
-            br#"{"seq":2,"error":"not_leader","message":"m"}"#,
-            "needs `leader`",
         ),
     ];
     for (line, fragment) in broken {
@@ -483,7 +645,7 @@ fn every_bad_line_gets_a_bad_request_that_says_what_is_wrong() {
             r#"{"seq":3,"op":"preempt","client":7,"lock":"a","consistency":"local"}"#,
             Some(3),
             "unknown field `consistency` for preempt (it takes seq, op, version, seen_index, \
-             client, lock)",
+             term, client, lock)",
         ),
         (
             r#"{"seq":3,"op":"hello","client":7}"#,
@@ -698,6 +860,10 @@ fn session() -> Vec<Exchange> {
         client: ClientId(7),
     };
     let unavailable = ReplyBody::Error(ServiceError::Unavailable);
+    let not_leader = ReplyBody::Error(ServiceError::NotLeader {
+        leader: Some(ServerId(1)),
+        term: 3,
+    });
     let owner = Outcome::Owner {
         owner: ClientId(7),
         token: 12,
@@ -706,63 +872,78 @@ fn session() -> Vec<Exchange> {
         Exchange {
             typed: r#"{"seq":1,"op":"hello"}"#,
             node: Some(node_reply(1, 3, welcome)),
-            printed: r#"{"seq":1,"ok":"welcome","client":7,"version":1,"nonce":0,"index":3}"#,
+            printed: r#"{"seq":1,"ok":"welcome","term":2,"client":7,"version":1,"nonce":0,"index":3}"#,
         },
         Exchange {
-            typed: r#"{"seq":2,"op":"preempt","client":7,"lock":"printer","seen_index":3}"#,
+            typed: r#"{"seq":2,"op":"preempt","client":7,"lock":"printer","seen_index":3,"term":2}"#,
             node: Some(granted(2, 12)),
-            printed: r#"{"seq":2,"ok":"granted","token":12,"index":12}"#,
+            printed: r#"{"seq":2,"ok":"granted","term":2,"token":12,"index":12}"#,
         },
         Exchange {
-            typed: r#"{"seq":2,"op":"preempt","client":7,"lock":"printer","seen_index":3}"#,
+            typed: r#"{"seq":2,"op":"preempt","client":7,"lock":"printer","seen_index":3,"term":2}"#,
             node: Some(granted(2, 12)),
-            printed: r#"{"seq":2,"ok":"granted","token":12,"index":12}"#,
+            printed: r#"{"seq":2,"ok":"granted","term":2,"token":12,"index":12}"#,
         },
         Exchange {
-            typed: r#"{"seq":3,"op":"check","client":7,"lock":"printer","seen_index":12}"#,
+            typed: r#"{"seq":3,"op":"check","client":7,"lock":"printer","seen_index":12,"term":2}"#,
             node: Some(outcome(3, 12, owner)),
-            printed: r#"{"seq":3,"ok":"owner","owner":7,"token":12,"index":12}"#,
+            printed: r#"{"seq":3,"ok":"owner","term":2,"owner":7,"token":12,"index":12}"#,
         },
         Exchange {
             typed: concat!(
                 r#"{"seq":4,"op":"check","client":7,"lock":"scanner","#,
-                r#""consistency":"linearizable","seen_index":12}"#
+                r#""consistency":"linearizable","seen_index":12,"term":2}"#
             ),
             node: Some(outcome(4, 13, Outcome::Free)),
-            printed: r#"{"seq":4,"ok":"free","index":13}"#,
+            printed: r#"{"seq":4,"ok":"free","term":2,"index":13}"#,
         },
         Exchange {
-            typed: r#"{"seq":5,"op":"release","client":7,"lock":"scanner","seen_index":13}"#,
+            typed: r#"{"seq":5,"op":"release","client":7,"lock":"scanner","seen_index":13,"term":2}"#,
             node: Some(outcome(5, 14, Outcome::NotOwner)),
-            printed: r#"{"seq":5,"ok":"not_owner","index":14}"#,
+            printed: r#"{"seq":5,"ok":"not_owner","term":2,"index":14}"#,
         },
         Exchange {
-            typed: r#"{"seq":6,"op":"release","client":7,"lock":"printer","seen_index":14}"#,
-            node: Some(node_reply(6, 14, unavailable)),
+            typed: r#"{"seq":6,"op":"release","client":7,"lock":"printer","seen_index":14,"term":2}"#,
+            node: Some(in_term(3, node_reply(6, 14, unavailable))),
             printed: concat!(
-                r#"{"seq":6,"error":"unavailable","message":"this server cannot serve the "#,
-                r#"request now (it knows no leader, or its replica is behind your seen_index); "#,
-                r#"retry the same seq after a pause, here or on another server"}"#
+                r#"{"seq":6,"error":"unavailable","term":3,"message":"this server cannot serve "#,
+                r#"the request now (it knows no leader, or its replica is behind your "#,
+                r#"seen_index); retry the same seq after a pause, here or on another server"}"#
             ),
         },
         Exchange {
-            typed: r#"{"seq":6,"op":"release","client":7,"lock":"printer","seen_index":14}"#,
-            node: Some(outcome(6, 16, Outcome::Released)),
-            printed: r#"{"seq":6,"ok":"released","index":16}"#,
+            typed: r#"{"seq":6,"op":"release","client":7,"lock":"printer","seen_index":14,"term":3}"#,
+            node: Some(in_term(3, outcome(6, 16, Outcome::Released))),
+            printed: r#"{"seq":6,"ok":"released","term":3,"index":16}"#,
         },
         Exchange {
-            typed: r#"{"seq":7,"op":"preempt","lock":"printer"}"#,
+            typed: r#"{"seq":7,"op":"preempt","client":7,"lock":"printer","seen_index":16}"#,
+            node: Some(in_term(3, node_reply(7, 16, not_leader))),
+            printed: concat!(
+                r#"{"seq":7,"error":"not_leader","term":3,"leader":1,"#,
+                r#""leader_address":"10.0.0.1:7100","message":"the request did not name the "#,
+                r#"current leader's term; resend the same seq with term 3 to server 1 at "#,
+                r#"`10.0.0.1:7100`"}"#
+            ),
+        },
+        Exchange {
+            typed: r#"{"seq":7,"op":"preempt","client":7,"lock":"printer","seen_index":16,"term":3}"#,
+            node: Some(in_term(3, granted(7, 17))),
+            printed: r#"{"seq":7,"ok":"granted","term":3,"token":17,"index":17}"#,
+        },
+        Exchange {
+            typed: r#"{"seq":8,"op":"preempt","lock":"printer"}"#,
             node: None,
             printed: concat!(
-                r#"{"seq":7,"error":"bad_request","message":"preempt needs `client` "#,
+                r#"{"seq":8,"error":"bad_request","message":"preempt needs `client` "#,
                 r#"(the id hello gave you, a whole number from 1)"}"#
             ),
         },
         Exchange {
-            typed: r#"{"seq":7,"op":"check","client":7,"lock":"printer","consistency":"strong"}"#,
+            typed: r#"{"seq":8,"op":"check","client":7,"lock":"printer","consistency":"strong"}"#,
             node: None,
             printed: concat!(
-                r#"{"seq":7,"error":"bad_request","message":"`consistency` must be "#,
+                r#"{"seq":8,"error":"bad_request","message":"`consistency` must be "#,
                 r#"\"local\" or \"linearizable\"; got the string `strong`"}"#
             ),
         },
@@ -775,10 +956,10 @@ fn session() -> Vec<Exchange> {
             ),
         },
         Exchange {
-            typed: r#"{"seq":8,"op":"hello","version":2}"#,
+            typed: r#"{"seq":9,"op":"hello","version":2}"#,
             node: None,
             printed: concat!(
-                r#"{"seq":8,"error":"unsupported_version","version":1,"message":"this server "#,
+                r#"{"seq":9,"error":"unsupported_version","version":1,"message":"this server "#,
                 r#"speaks version 1 of the protocol, not version 2"}"#
             ),
         },
@@ -792,7 +973,7 @@ fn the_nc_session_in_the_protocol_reference_is_what_the_codec_says() {
         let printed = match (decode_request(exchange.typed.as_bytes()), exchange.node) {
             (Ok(request), Some(reply)) => {
                 assert_eq!(reply.seq, request.seq, "the reply echoes the seq");
-                encode_reply(&reply)
+                encode_reply_with(&reply, &addresses)
             }
             (Err(error), None) => encode_error(&ErrorReply::from(error)),
             (decoded, node) => panic!("{}: decoded {decoded:?}, node {node:?}", exchange.typed),

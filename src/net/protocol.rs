@@ -10,10 +10,18 @@
 //! Server side, per connection:
 //! 1. [`LineDecoder::feed`] the bytes read; it yields [`LineEvent`]s with bounded memory.
 //! 2. [`decode_request`] each line, then [`WireRequest::into_client_request`] for the node.
-//! 3. [`encode_reply`] each `ClientReply` the node produces; [`encode_error`] the refusals the
-//!    front end decides itself (a bad line, a version mismatch, a redirect to the leader).
+//! 3. [`encode_reply_with`] each `ClientReply` the node produces, with a lookup from server id
+//!    to client address so that a `not_leader` names where the leader listens;
+//!    [`encode_error`] the refusals the front end decides itself (a bad line, a version
+//!    mismatch).
 //!
-//! Client side: [`encode_request`], then [`LineDecoder`] and [`decode_reply`] on what comes back.
+//! Client side: [`encode_request`] (or [`encode_request_into`] a reused buffer), then
+//! [`LineDecoder`] and [`decode_reply`] on what comes back.
+//!
+//! Terms: a request carries the highest server term its client has seen (`"term"`, default 0)
+//! and every response the node produces carries the replying server's term. A write is
+//! appended only by the leader of exactly the request's term; see `ClientRequest::term` for why
+//! and docs/PROTOCOL.md for the client's side of the rule.
 //!
 //! The client id travels in every lock request (`"client":7`) instead of being bound to the
 //! connection: locks belong to the client id, and a client that reconnects, or retries on
@@ -23,7 +31,7 @@
 
 use crate::node::{
     ClientId, ClientReply, ClientRequest, Consistency, LockName, LogIndex, Operation, Outcome,
-    ReplyBody, RequestBody, ServerId, ServiceError,
+    ReplyBody, RequestBody, ServerId, ServiceError, Term,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -57,6 +65,8 @@ pub struct WireRequest {
     pub seq: u64,
     /// The highest `index` the client has seen in an `ok` response (0 if none).
     pub seen_index: LogIndex,
+    /// The highest `term` the client has seen in any response (0 if none).
+    pub term: Term,
     pub op: WireOp,
 }
 
@@ -120,7 +130,7 @@ impl WireRequest {
         ClientRequest {
             seq: self.seq,
             seen_index: self.seen_index,
-            term: 0,
+            term: self.term,
             body,
         }
     }
@@ -150,6 +160,7 @@ impl From<ClientRequest> for WireRequest {
         WireRequest {
             seq: request.seq,
             seen_index: request.seen_index,
+            term: request.term,
             op,
         }
     }
@@ -160,10 +171,12 @@ impl From<ClientRequest> for WireRequest {
 /// One response line, decoded.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum WireReply {
-    /// `"ok"`: the service decided. `index` is the applied log index the answer reflects.
+    /// `"ok"`: the service decided. `index` is the applied log index the answer reflects,
+    /// `term` the replying server's term (0 from a server that does not send terms).
     Ok {
         seq: u64,
         index: LogIndex,
+        term: Term,
         answer: Answer,
     },
     /// `"error"`: the request was not served; the code says what to do next.
@@ -176,6 +189,15 @@ impl WireReply {
         match self {
             WireReply::Ok { seq, .. } => Some(*seq),
             WireReply::Error(error) => error.seq,
+        }
+    }
+
+    /// The replying server's term: 0 when the response did not state one (a front-end refusal
+    /// such as `bad_request`, or a server that predates terms).
+    pub fn term(&self) -> Term {
+        match self {
+            WireReply::Ok { term, .. } => *term,
+            WireReply::Error(error) => error.term.unwrap_or(0),
         }
     }
 }
@@ -196,6 +218,10 @@ pub enum Answer {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct ErrorReply {
     pub seq: Option<u64>,
+    /// The replying server's term. Present on every refusal the node decides; absent on the
+    /// front end's own refusals of a line (`bad_request`, `unsupported_version`), which never
+    /// reached the node.
+    pub term: Option<Term>,
     pub code: ErrorCode,
     /// For people: what went wrong and what to do. Clients act on `code`, never on this text.
     pub message: String,
@@ -204,9 +230,11 @@ pub struct ErrorReply {
 /// Every error code a response may carry, with the fields that go with it.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum ErrorCode {
-    /// This server will not serve the request; `leader` will. Resend the same seq there.
+    /// The request named another term than the current leader's (the response's `term`).
+    /// Adopt that term and resend the same seq, to `leader` when it is named.
     NotLeader {
-        leader: ServerId,
+        /// The leader of the response's term, when this server knows it.
+        leader: Option<ServerId>,
         /// `host:port` of the leader's client listener, when this server knows it.
         leader_address: Option<String>,
     },
@@ -236,9 +264,23 @@ impl ErrorCode {
     }
 }
 
+/// How a server front end finds the client address (`host:port`) of a server id, to put it
+/// in a `not_leader` response. The node knows only ids; the front end knows the addresses.
+pub type AddressLookup<'a> = &'a dyn Fn(ServerId) -> Option<String>;
+
+/// Longest node-supplied reason (a `BadRequest`'s), in characters, quoted in a message.
+const REASON_CHARS_MAX: usize = 200;
+
 impl ErrorReply {
-    /// The node's refusal, with a message that says what the client should do.
-    pub fn from_service_error(seq: u64, error: &ServiceError) -> ErrorReply {
+    /// The node's refusal of request `seq`, from a server in `term`, with a message that says
+    /// what the client should do. `leader_address` names the leader's client listener in a
+    /// `not_leader`.
+    pub fn from_service_error(
+        seq: u64,
+        term: Term,
+        error: &ServiceError,
+        leader_address: AddressLookup<'_>,
+    ) -> ErrorReply {
         // The node's own texts name one cause each; on the wire, say every cause the code
         // covers and the client's next step.
         let (code, message) = match error {
@@ -246,44 +288,69 @@ impl ErrorReply {
                 ErrorCode::Unavailable,
                 "this server cannot serve the request now (it knows no leader, or its replica \
                  is behind your seen_index); retry the same seq after a pause, here or on \
-                 another server",
+                 another server"
+                    .to_string(),
             ),
             ServiceError::Overloaded => (
                 ErrorCode::Overloaded,
-                "this server has too much work in flight; back off, then retry the same seq",
+                "this server has too much work in flight; back off, then retry the same seq"
+                    .to_string(),
             ),
             ServiceError::StaleRequest => (
                 ErrorCode::StaleRequest,
                 "a newer request of this client was already applied, so this one never will \
-                 be; send new requests with a higher seq",
+                 be; send new requests with a higher seq"
+                    .to_string(),
             ),
-            // Placeholder mapping until the codec carries terms (issue 4 in progress).
-            ServiceError::NotLeader { .. } => (
-                ErrorCode::Unavailable,
-                "the request named another term than the current leader's; retry",
+            ServiceError::NotLeader {
+                leader,
+                term: leader_term,
+            } => {
+                let address = leader.and_then(leader_address);
+                return ErrorReply::not_leader(seq, *leader_term, *leader, address);
+            }
+            ServiceError::BadRequest { reason } => (
+                ErrorCode::BadRequest,
+                format!(
+                    "the request breaks a limit: {}; fix the request, do not retry it unchanged",
+                    cut(reason, REASON_CHARS_MAX)
+                ),
             ),
-            ServiceError::BadRequest { .. } => (ErrorCode::BadRequest, "the request is malformed"),
         };
         ErrorReply {
             seq: Some(seq),
+            term: Some(term),
             code,
-            message: message.to_string(),
+            message,
         }
     }
 
-    /// A redirect: `leader` leads the cluster, at `leader_address` when known.
-    pub fn not_leader(seq: u64, leader: ServerId, leader_address: Option<String>) -> ErrorReply {
-        let place = match &leader_address {
-            Some(address) => format!("server {} at {}", leader.0, quoted(address)),
-            None => format!("server {}", leader.0),
+    /// A write named another term than the current leader's: `term` is current, led by
+    /// `leader` (at `leader_address`) when known. The client adopts `term` and resends.
+    pub fn not_leader(
+        seq: u64,
+        term: Term,
+        leader: Option<ServerId>,
+        leader_address: Option<String>,
+    ) -> ErrorReply {
+        let place = match (leader, &leader_address) {
+            (Some(leader), Some(address)) => {
+                format!("to server {} at {}", leader.0, quoted(address))
+            }
+            (Some(leader), None) => format!("to server {} or through any server", leader.0),
+            (None, _) => "here or to another server; no leader is known here yet".to_string(),
         };
         ErrorReply {
             seq: Some(seq),
+            term: Some(term),
             code: ErrorCode::NotLeader {
                 leader,
-                leader_address,
+                leader_address: leader.and(leader_address),
             },
-            message: format!("this server is not the leader; send the same seq to {place}"),
+            message: format!(
+                "the request did not name the current leader's term; resend the same seq with \
+                 term {term} {place}"
+            ),
         }
     }
 }
@@ -299,6 +366,7 @@ impl From<WireError> for ErrorReply {
         };
         ErrorReply {
             seq: error.seq,
+            term: None,
             code,
             message: error.message,
         }
@@ -306,8 +374,17 @@ impl From<WireError> for ErrorReply {
 }
 
 impl From<&ClientReply> for WireReply {
-    /// The node's reply as it goes on the wire. Error responses carry no `index`.
+    /// The node's reply as it goes on the wire, without leader addresses
+    /// (see [`WireReply::from_node`]). Error responses carry no `index`.
     fn from(reply: &ClientReply) -> WireReply {
+        WireReply::from_node(reply, &|_| None)
+    }
+}
+
+impl WireReply {
+    /// The node's reply as it goes on the wire; a `not_leader` names the leader's client
+    /// address when `leader_address` knows it. Error responses carry no `index`.
+    pub fn from_node(reply: &ClientReply, leader_address: AddressLookup<'_>) -> WireReply {
         let answer = match &reply.body {
             ReplyBody::Welcome { nonce, client } => Answer::Welcome {
                 client: *client,
@@ -315,12 +392,18 @@ impl From<&ClientReply> for WireReply {
             },
             ReplyBody::Outcome(outcome) => Answer::Outcome(*outcome),
             ReplyBody::Error(error) => {
-                return WireReply::Error(ErrorReply::from_service_error(reply.seq, error));
+                return WireReply::Error(ErrorReply::from_service_error(
+                    reply.seq,
+                    reply.term,
+                    error,
+                    leader_address,
+                ));
             }
         };
         WireReply::Ok {
             seq: reply.seq,
             index: reply.index,
+            term: reply.term,
             answer,
         }
     }
@@ -387,7 +470,7 @@ impl WireError {
 /// Every field a request line may hold, in the order they are written. Absent ones are
 /// omitted. Requests are decoded field by field instead (`RequestReader`), for the messages.
 #[derive(Default, Serialize)]
-struct RequestFields {
+struct RequestFields<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     seq: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -395,7 +478,7 @@ struct RequestFields {
     #[serde(skip_serializing_if = "Option::is_none")]
     client: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    lock: Option<String>,
+    lock: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     consistency: Option<Consistency>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -404,6 +487,8 @@ struct RequestFields {
     nonce: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     seen_index: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    term: Option<u64>,
 }
 
 /// Every field a response line may hold, in the order they are written. Absent ones are
@@ -417,6 +502,8 @@ struct ReplyFields {
     ok: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    term: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     client: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -439,28 +526,44 @@ struct ReplyFields {
 
 /// One line: the JSON object and its newline.
 fn write_line(fields: &impl Serialize) -> Vec<u8> {
-    let mut line = serde_json::to_vec(fields).expect("a struct of numbers and strings serializes");
-    // Pair assertion with the line decoder: compact JSON escapes every newline in a string, so
-    // the only newline is the one that ends the line.
-    assert!(
-        !line.contains(&b'\n'),
-        "protocol: an encoded line holds a raw newline"
-    );
-    line.push(b'\n');
+    let mut line = Vec::new();
+    append_line(fields, &mut line);
     line
 }
 
+/// Appends one line, the JSON object and its newline, to `out`.
+fn append_line(fields: &impl Serialize, out: &mut Vec<u8>) {
+    let start = out.len();
+    serde_json::to_writer(&mut *out, fields).expect("a struct of numbers and strings serializes");
+    // Pair assertion with the line decoder: compact JSON escapes every newline in a string, so
+    // the only newline is the one that ends the line.
+    assert!(
+        !out[start..].contains(&b'\n'),
+        "protocol: an encoded line holds a raw newline"
+    );
+    out.push(b'\n');
+}
+
 /// A request line for the server, with its trailing newline. Hello carries
-/// `"version":PROTOCOL_VERSION`; `seen_index` is written only when it is not 0.
+/// `"version":PROTOCOL_VERSION`; `seen_index` and `term` are written only when they are not 0.
 ///
 /// The encoder does not check the request: a lock name over [`LOCK_NAME_BYTES_MAX`] is
 /// written as is, and the server answers `bad_request`.
 #[must_use]
 pub fn encode_request(request: &WireRequest) -> Vec<u8> {
+    let mut line = Vec::new();
+    encode_request_into(request, &mut line);
+    line
+}
+
+/// [`encode_request`] appended to `out`, so that a client can reuse one buffer for every
+/// request it sends.
+pub fn encode_request_into(request: &WireRequest, out: &mut Vec<u8>) {
     let mut fields = RequestFields {
         seq: Some(request.seq),
         op: Some(request.op.name()),
         seen_index: (request.seen_index != 0).then_some(request.seen_index),
+        term: (request.term != 0).then_some(request.term),
         ..RequestFields::default()
     };
     match &request.op {
@@ -470,7 +573,7 @@ pub fn encode_request(request: &WireRequest) -> Vec<u8> {
         }
         WireOp::Preempt { client, lock } | WireOp::Release { client, lock } => {
             fields.client = Some(client.0);
-            fields.lock = Some(lock.to_string());
+            fields.lock = Some(lock);
         }
         WireOp::Check {
             client,
@@ -478,17 +581,26 @@ pub fn encode_request(request: &WireRequest) -> Vec<u8> {
             consistency,
         } => {
             fields.client = Some(client.0);
-            fields.lock = Some(lock.to_string());
+            fields.lock = Some(lock);
             fields.consistency = Some(*consistency);
         }
     }
-    write_line(&fields)
+    append_line(&fields, out);
 }
 
-/// The node's reply as a response line, with its trailing newline.
+/// The node's reply as a response line, with its trailing newline. A `not_leader` names no
+/// leader address; a server front end uses [`encode_reply_with`].
 #[must_use]
 pub fn encode_reply(reply: &ClientReply) -> Vec<u8> {
     encode_wire_reply(&WireReply::from(reply))
+}
+
+/// The node's reply as a response line, with its trailing newline. A `not_leader` that names
+/// a leader gets `leader_address` from the lookup, for example
+/// `encode_reply_with(&reply, &|id| peers.get(&id).cloned())`.
+#[must_use]
+pub fn encode_reply_with(reply: &ClientReply, leader_address: AddressLookup<'_>) -> Vec<u8> {
+    encode_wire_reply(&WireReply::from_node(reply, leader_address))
 }
 
 /// A refusal as a response line, with its trailing newline.
@@ -496,6 +608,7 @@ pub fn encode_reply(reply: &ClientReply) -> Vec<u8> {
 pub fn encode_error(error: &ErrorReply) -> Vec<u8> {
     let mut fields = ReplyFields {
         seq: error.seq,
+        term: error.term,
         error: Some(error.code.name().to_string()),
         message: Some(error.message.clone()),
         ..ReplyFields::default()
@@ -505,7 +618,7 @@ pub fn encode_error(error: &ErrorReply) -> Vec<u8> {
             leader,
             leader_address,
         } => {
-            fields.leader = Some(leader.0);
+            fields.leader = leader.map(|leader| leader.0);
             fields.leader_address = leader_address.clone();
         }
         ErrorCode::UnsupportedVersion { supported } => fields.version = Some(*supported),
@@ -527,13 +640,19 @@ pub fn encode_error(error: &ErrorReply) -> Vec<u8> {
 /// Any response line, with its trailing newline.
 #[must_use]
 pub fn encode_wire_reply(reply: &WireReply) -> Vec<u8> {
-    let (seq, index, answer) = match reply {
+    let (seq, index, term, answer) = match reply {
         WireReply::Error(error) => return encode_error(error),
-        WireReply::Ok { seq, index, answer } => (*seq, *index, answer),
+        WireReply::Ok {
+            seq,
+            index,
+            term,
+            answer,
+        } => (*seq, *index, *term, answer),
     };
     let mut fields = ReplyFields {
         seq: Some(seq),
         index: Some(index),
+        term: Some(term),
         ..ReplyFields::default()
     };
     let ok = match *answer {
@@ -606,9 +725,11 @@ pub fn decode_request(line: &[u8]) -> Result<WireRequest, WireError> {
     reader.version()?;
     let op = reader.op()?;
     let seen_index = reader.whole_number("seen_index", "the highest index you have seen")?;
+    let term = reader.whole_number("term", "the highest term you have seen")?;
     let request = WireRequest {
         seq,
         seen_index: seen_index.unwrap_or(0),
+        term: term.unwrap_or(0),
         op,
     };
     reader.finish(&request.op)?;
@@ -631,7 +752,7 @@ fn op_fields(op: &str) -> &'static str {
     }
 }
 
-const COMMON_FIELDS: &str = "seq, op, version, seen_index";
+const COMMON_FIELDS: &str = "seq, op, version, seen_index, term";
 const OP_NAMES: &str = "hello, preempt, release or check";
 
 impl RequestReader {
@@ -796,6 +917,15 @@ fn describe(value: &Value) -> String {
     }
 }
 
+/// Text from elsewhere (the node's reason for a refusal), cut short.
+fn cut(text: &str, chars_max: usize) -> String {
+    let mut shown: String = text.chars().take(chars_max).collect();
+    if shown.len() < text.len() {
+        shown.push('…');
+    }
+    shown
+}
+
 /// The client's own text, quoted and cut short.
 fn quoted(text: &str) -> String {
     let mut shown: String = text.chars().take(QUOTED_CHARS_MAX).collect();
@@ -855,6 +985,7 @@ fn decode_ok(ok: &str, fields: &ReplyFields) -> Result<WireReply, WireError> {
     Ok(WireReply::Ok {
         seq,
         index,
+        term: fields.term.unwrap_or(0),
         answer: Answer::Outcome(outcome),
     })
 }
@@ -882,6 +1013,7 @@ fn decode_welcome(seq: u64, index: LogIndex, fields: &ReplyFields) -> Result<Wir
     Ok(WireReply::Ok {
         seq,
         index,
+        term: fields.term.unwrap_or(0),
         answer: Answer::Welcome {
             client: ClientId(client),
             nonce,
@@ -898,7 +1030,7 @@ fn decode_error(error: &str, fields: &ReplyFields) -> Result<WireReply, WireErro
     };
     let code = match error {
         "not_leader" => ErrorCode::NotLeader {
-            leader: ServerId(fields.leader.ok_or_else(|| missing("leader"))?),
+            leader: fields.leader.map(ServerId),
             leader_address: fields.leader_address.clone(),
         },
         "unavailable" => ErrorCode::Unavailable,
@@ -916,6 +1048,7 @@ fn decode_error(error: &str, fields: &ReplyFields) -> Result<WireReply, WireErro
     let message = fields.message.clone().ok_or_else(|| missing("message"))?;
     Ok(WireReply::Error(ErrorReply {
         seq: fields.seq,
+        term: fields.term,
         code,
         message,
     }))
@@ -1164,7 +1297,7 @@ mod tests {
     #[test]
     fn every_encoded_error_fits_on_a_line() {
         let long_address = "h".repeat(1_000);
-        let reply = ErrorReply::not_leader(1, ServerId(2), Some(long_address));
+        let reply = ErrorReply::not_leader(1, 3, Some(ServerId(2)), Some(long_address));
         let line = encode_error(&reply);
         assert!(line.len() <= LINE_BYTES_MAX);
         assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);

@@ -1,0 +1,292 @@
+//! `lockstep client`: one operation against a real cluster, answered in plain words or JSON,
+//! and the flag parsers that `lockstep lock` and the TCP bench share with it.
+//!
+//! Exit codes: 0 the operation succeeded (granted, released, checked), 1 it was refused (held
+//! by another client, not the owner), 2 an error (bad input, unreachable, timeout, refusal).
+
+use clap::{Args, Subcommand};
+use lockstep::client::{self, Check, Client, ClientOptions, Error, Preempt, Release};
+use lockstep::node::{ClientId, Consistency};
+use serde_json::json;
+use std::time::Duration;
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_REFUSED: u8 = 1;
+pub const EXIT_ERROR: u8 = 2;
+
+/// `--servers`: a checked, comma-separated `host:port` list.
+#[derive(Clone, Debug)]
+pub struct ServerList(pub Vec<String>);
+
+pub fn parse_server_list(text: &str) -> Result<ServerList, String> {
+    client::parse_servers(text).map(ServerList)
+}
+
+/// A lock name within the protocol's limits (1 to 256 bytes).
+pub fn parse_lock_name(text: &str) -> Result<String, String> {
+    client::validate_lock_name(text)?;
+    Ok(text.to_string())
+}
+
+/// A duration such as `500ms`, `5s` or `2m`; a bare `0` is zero.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    lockstep::sim::scenario::parse_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration (a number with ms, s or m: 5s)"))
+}
+
+/// A timeout: a duration of at least 1 ms.
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        duration if duration < Duration::from_millis(1) => {
+            Err(format!("{text:?} is too short: at least 1ms"))
+        }
+        duration => Ok(duration),
+    }
+}
+
+/// The connection flags every client-side command takes.
+#[derive(Args, Clone, Debug)]
+pub struct Connect {
+    /// The cluster's client addresses, comma-separated; tried in this order.
+    #[arg(long, value_name = "HOST:PORT,...", value_parser = parse_server_list)]
+    pub servers: ServerList,
+    /// Act as this existing client id (locks belong to client ids: to release a lock another
+    /// run took, pass the id it printed). Without it, a new id is registered.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub client_id: Option<u64>,
+    /// How long one operation may take, retries included.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
+    pub timeout: Duration,
+}
+
+impl Connect {
+    pub fn client(&self) -> Result<Client, Error> {
+        let options = ClientOptions {
+            operation_timeout: self.timeout,
+            client_id: self.client_id.map(ClientId),
+            ..ClientOptions::default()
+        };
+        Client::new(self.servers.0.clone(), options)
+    }
+}
+
+#[derive(Args)]
+#[command(after_help = "Examples:
+  lockstep client --servers 127.0.0.1:7001,127.0.0.1:7002 preempt printer
+  lockstep client --servers 127.0.0.1:7001 --client-id 7 release printer
+  lockstep client --servers 127.0.0.1:7001 check printer --linearizable
+  lockstep client --servers 127.0.0.1:7001 --json preempt printer
+
+Exit codes: 0 granted, released or checked; 1 refused (held by another client, not the owner);
+2 error (bad input, no server reachable, timeout, a refusal such as bad_request).")]
+pub struct ClientArgs {
+    #[command(flatten)]
+    pub connect: Connect,
+    /// Print one JSON object instead of a sentence.
+    #[arg(long)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub operation: ClientOperation,
+}
+
+#[derive(Subcommand)]
+pub enum ClientOperation {
+    /// Try to take a lock; prints the fencing token on a grant.
+    Preempt {
+        #[arg(value_parser = parse_lock_name)]
+        name: String,
+    },
+    /// Give a lock back (only its owner's client id can).
+    Release {
+        #[arg(value_parser = parse_lock_name)]
+        name: String,
+    },
+    /// Who holds a lock.
+    Check {
+        #[arg(value_parser = parse_lock_name)]
+        name: String,
+        /// Ask the leader to confirm the answer is current (slower); default: the answering
+        /// server's own replica.
+        #[arg(long)]
+        linearizable: bool,
+    },
+}
+
+impl ClientOperation {
+    fn name(&self) -> (&'static str, &str) {
+        match self {
+            ClientOperation::Preempt { name } => ("preempt", name),
+            ClientOperation::Release { name } => ("release", name),
+            ClientOperation::Check { name, .. } => ("check", name),
+        }
+    }
+}
+
+/// What the operation came to, for printing.
+struct Report {
+    code: u8,
+    sentence: String,
+    json: serde_json::Value,
+}
+
+pub fn run(args: ClientArgs) -> u8 {
+    let (op, lock) = args.operation.name();
+    let report = match args.connect.client() {
+        Ok(mut client) => perform(&mut client, &args),
+        Err(error) => error_report(&error),
+    };
+    if args.json {
+        let mut object = json!({"op": op, "lock": lock});
+        for (key, value) in report.json.as_object().expect("reports are objects") {
+            object[key] = value.clone();
+        }
+        println!("{object}");
+    } else if report.code == EXIT_ERROR {
+        eprintln!("error: {}", report.sentence);
+    } else {
+        println!("{}", report.sentence);
+    }
+    report.code
+}
+
+fn perform(client: &mut Client, args: &ClientArgs) -> Report {
+    let result = match &args.operation {
+        ClientOperation::Preempt { name } => client.preempt(name).map(|p| preempted(name, p)),
+        ClientOperation::Release { name } => client.release(name).map(|r| released(name, r)),
+        ClientOperation::Check { name, linearizable } => {
+            let consistency = if *linearizable {
+                Consistency::Linearizable
+            } else {
+                Consistency::Local
+            };
+            client.check(name, consistency).map(|c| checked(name, c))
+        }
+    };
+    let mut report = result.unwrap_or_else(|error| error_report(&error));
+    let id = client.client_id();
+    if let Some(id) = id {
+        report.json["client"] = json!(id.0);
+        if report.code != EXIT_ERROR {
+            report.sentence = format!("{} (client id {})", report.sentence, id.0);
+        }
+    }
+    if let (ClientOperation::Release { .. }, None) = (&args.operation, args.connect.client_id)
+        && report.code == EXIT_REFUSED
+    {
+        report.sentence.push_str(
+            "\nnote: without --client-id this run registered a new client id, which owns no \
+             locks; pass the id that took the lock",
+        );
+    }
+    if let (ClientOperation::Preempt { name }, Some(id)) = (&args.operation, id)
+        && report.code == EXIT_OK
+    {
+        report.sentence.push_str(&format!(
+            "\nrelease it with: lockstep client --servers {} --client-id {} release {name}",
+            args.connect.servers.0.join(","),
+            id.0
+        ));
+    }
+    report
+}
+
+fn preempted(name: &str, preempt: Preempt) -> Report {
+    match preempt {
+        Preempt::Granted { token } => Report {
+            code: EXIT_OK,
+            sentence: format!("granted: you hold `{name}` with fencing token {token}"),
+            json: json!({"result": "granted", "token": token}),
+        },
+        Preempt::HeldBy { owner } => Report {
+            code: EXIT_REFUSED,
+            sentence: format!(
+                "held: client {} holds `{name}`; you did not get it",
+                owner.0
+            ),
+            json: json!({"result": "held_by", "owner": owner.0}),
+        },
+    }
+}
+
+fn released(name: &str, release: Release) -> Report {
+    match release {
+        Release::Released => Report {
+            code: EXIT_OK,
+            sentence: format!("released: you no longer hold `{name}`"),
+            json: json!({"result": "released"}),
+        },
+        Release::NotOwner => Report {
+            code: EXIT_REFUSED,
+            sentence: format!("not owner: you did not hold `{name}`; nothing changed"),
+            json: json!({"result": "not_owner"}),
+        },
+    }
+}
+
+fn checked(name: &str, check: Check) -> Report {
+    match check {
+        Check::Free => Report {
+            code: EXIT_OK,
+            sentence: format!("free: nobody holds `{name}`"),
+            json: json!({"result": "free"}),
+        },
+        Check::Owner { owner, token } => Report {
+            code: EXIT_OK,
+            sentence: format!(
+                "held: client {} holds `{name}` with fencing token {token}",
+                owner.0
+            ),
+            json: json!({"result": "owner", "owner": owner.0, "token": token}),
+        },
+    }
+}
+
+/// A short machine name for each error, for `--json`.
+pub fn error_kind(error: &Error) -> &'static str {
+    match error {
+        Error::InvalidInput(_) => "invalid_input",
+        Error::NoServerReachable { .. } => "no_server_reachable",
+        Error::TimedOut { .. } => "timed_out",
+        Error::Rejected { .. } => "rejected",
+        Error::Protocol { .. } => "protocol",
+    }
+}
+
+fn error_report(error: &Error) -> Report {
+    let mut json = json!({"result": "error", "error": error_kind(error),
+                          "message": error.to_string()});
+    match error {
+        Error::TimedOut { effect_unknown, .. } => json["effect_unknown"] = json!(effect_unknown),
+        Error::Rejected { code, .. } => json["code"] = json!(code.name()),
+        _ => {}
+    }
+    Report {
+        code: EXIT_ERROR,
+        sentence: error.to_string(),
+        json,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_refuse_what_a_server_would_refuse() {
+        assert!(parse_server_list("").is_err());
+        assert!(parse_server_list("localhost").is_err());
+        assert_eq!(
+            parse_server_list("127.0.0.1:1,127.0.0.1:2").map(|list| list.0.len()),
+            Ok(2)
+        );
+        assert!(parse_lock_name("").is_err());
+        assert!(parse_lock_name(&"x".repeat(257)).is_err());
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1_500)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_timeout("0s").is_err());
+    }
+}

@@ -1,0 +1,146 @@
+//! One TCP connection to one server: connect with a timeout, write a request line, read
+//! response lines until a deadline. Blocking `std::net`, no threads.
+//!
+//! It knows lines, not requests: matching a line to an operation is the caller's job. It must
+//! never block past the deadline it is given, nor buffer more than one line's limit however
+//! the server behaves.
+
+use crate::net::protocol::{LineDecoder, LineEvent};
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+/// Bytes read from the socket at once. Responses are short; one read usually holds one.
+const READ_CHUNK_BYTES: usize = 8 * 1024;
+
+/// Shortest socket timeout set: a zero timeout means "block forever" to the OS.
+const TIMEOUT_MIN: Duration = Duration::from_millis(1);
+
+/// Complete lines queued but not yet taken. A server answers one line per request, so more
+/// than this many at once is a server that floods us.
+const QUEUED_LINES_MAX: usize = 1_024;
+
+/// Why a connection stopped being usable.
+#[derive(Debug)]
+pub(crate) enum ConnectionError {
+    /// The server closed the connection, or the socket failed. Reconnecting may help.
+    Broken(String),
+    /// The server broke the line framing (a line over the limit, a flood of lines).
+    Protocol(String),
+}
+
+pub(crate) struct Connection {
+    stream: TcpStream,
+    decoder: LineDecoder,
+    lines: VecDeque<Vec<u8>>,
+    read_buffer: Box<[u8]>,
+}
+
+impl Connection {
+    /// Connects to `address` (`host:port`), trying each address it resolves to, each within
+    /// `connect_timeout`. The socket gets `TCP_NODELAY`: a request is one small write that
+    /// must leave at once.
+    pub(crate) fn open(address: &str, connect_timeout: Duration) -> io::Result<Connection> {
+        assert!(
+            !connect_timeout.is_zero(),
+            "connection: a zero connect timeout"
+        );
+        let mut last_error = None;
+        for socket_address in address.to_socket_addrs()? {
+            match TcpStream::connect_timeout(&socket_address, connect_timeout) {
+                Ok(stream) => {
+                    stream.set_nodelay(true)?;
+                    return Ok(Connection {
+                        stream,
+                        decoder: LineDecoder::new(),
+                        lines: VecDeque::new(),
+                        read_buffer: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
+                    });
+                }
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "the name resolves to no address")
+        }))
+    }
+
+    /// Writes one whole line (one syscall for a short line) before `deadline`.
+    pub(crate) fn send(&mut self, line: &[u8], deadline: Instant) -> Result<(), ConnectionError> {
+        assert!(
+            line.ends_with(b"\n"),
+            "connection: a request without its newline"
+        );
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        self.stream
+            .set_write_timeout(Some(remaining.max(TIMEOUT_MIN)))
+            .and_then(|()| self.stream.write_all(line))
+            .map_err(|error| ConnectionError::Broken(format!("sending failed: {error}")))
+    }
+
+    /// The next response line, or `None` if none came before `deadline`.
+    pub(crate) fn receive(
+        &mut self,
+        deadline: Instant,
+    ) -> Result<Option<Vec<u8>>, ConnectionError> {
+        // Bounded by the deadline: every round either returns, or reads until the socket's
+        // timeout, which never reaches past the deadline.
+        loop {
+            if let Some(line) = self.lines.pop_front() {
+                return Ok(Some(line));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let remaining = (deadline - now).max(TIMEOUT_MIN);
+            if let Err(error) = self.stream.set_read_timeout(Some(remaining)) {
+                return Err(ConnectionError::Broken(format!("socket failed: {error}")));
+            }
+            let read = match self.stream.read(&mut self.read_buffer) {
+                Ok(0) => {
+                    return Err(ConnectionError::Broken(
+                        "the server closed the connection".into(),
+                    ));
+                }
+                Ok(read) => read,
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue;
+                }
+                Err(error) => {
+                    return Err(ConnectionError::Broken(format!(
+                        "receiving failed: {error}"
+                    )));
+                }
+            };
+            self.take(read)?;
+        }
+    }
+
+    fn take(&mut self, read: usize) -> Result<(), ConnectionError> {
+        for event in self.decoder.feed(&self.read_buffer[..read]) {
+            match event {
+                LineEvent::Line(line) => self.lines.push_back(line),
+                LineEvent::TooLong | LineEvent::Abandoned => {
+                    return Err(ConnectionError::Protocol(
+                        "the server sent a line over the protocol's 64 KiB limit".into(),
+                    ));
+                }
+            }
+        }
+        if self.lines.len() > QUEUED_LINES_MAX {
+            return Err(ConnectionError::Protocol(format!(
+                "the server sent over {QUEUED_LINES_MAX} lines that nobody asked for"
+            )));
+        }
+        Ok(())
+    }
+}

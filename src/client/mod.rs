@@ -1,0 +1,767 @@
+//! A blocking Rust client for a lockstep cluster over TCP: the wire protocol of
+//! docs/PROTOCOL.md with the retry rules of the simulator's client (`node::client`).
+//!
+//! ```no_run
+//! use lockstep::client::{Client, ClientOptions, Preempt};
+//! let servers = vec!["127.0.0.1:7001".to_string(), "127.0.0.1:7002".to_string()];
+//! let mut client = Client::new(servers, ClientOptions::default())?;
+//! if let Preempt::Granted { token } = client.preempt("printer")? {
+//!     println!("client {} holds printer with fencing token {token}", client.client_id().unwrap().0);
+//!     client.release("printer")?;
+//! }
+//! # Ok::<(), lockstep::client::Error>(())
+//! ```
+//!
+//! # Calling contract
+//! - One operation at a time: every method takes `&mut self` and returns once the operation
+//!   is answered, refused, or out of time. A process that wants concurrency uses one `Client`
+//!   per thread; each registers its own client id, and locks belong to client ids.
+//! - Each operation gets a new, higher seq; its retries reuse it, so the cluster applies it at
+//!   most once. Retries go to the next listed server after [`ClientOptions::attempt_timeout`]
+//!   of silence, a lost connection, or (after [`ClientOptions::error_backoff`]) an
+//!   `unavailable` or `overloaded`. A `not_leader` with a newer term makes the client adopt
+//!   the term and resend at once, to the leader's address when the reply names it.
+//! - Replies whose seq is not the running operation's are ignored (late answers to earlier
+//!   operations). For preempt and release, replies whose term is below the one the current
+//!   attempt carried are ignored too: they answer an earlier attempt (docs/PROTOCOL.md, Terms).
+//! - [`Error::TimedOut`] after [`ClientOptions::operation_timeout`]: for a preempt or release
+//!   that was sent, the effect is unknown. Retrying it is a *new* operation with a new seq.
+//!
+//! It must never panic on anything a server sends: a malformed response is
+//! [`Error::Protocol`].
+
+mod connection;
+
+use crate::net::protocol::{
+    Answer, ErrorCode, LOCK_NAME_BYTES_MAX, WireErrorKind, WireOp, WireReply, WireRequest,
+    decode_reply, encode_request_into,
+};
+use crate::node::{ClientId, Consistency, LockName, LogIndex, Outcome, Term};
+use connection::{Connection, ConnectionError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Most server addresses a client keeps: the listed ones plus leaders named by `not_leader`.
+pub const SERVERS_MAX: usize = 64;
+
+/// Timeouts and the identity to use. `Default` follows the simulator's client.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// How long one TCP connect may take.
+    pub connect_timeout: Duration,
+    /// Silence after which the request is sent again, to the next server.
+    pub attempt_timeout: Duration,
+    /// How long an operation (registration included) may take before it fails as
+    /// [`Error::TimedOut`].
+    pub operation_timeout: Duration,
+    /// Pause after `unavailable`, `overloaded` or a round of unreachable servers.
+    pub error_backoff: Duration,
+    /// Act as this existing client id instead of registering a new one (to release a lock an
+    /// earlier process took, say). Sequence numbers then start from the wall clock in
+    /// microseconds, so that they exceed every seq the id used before (see [`Client::new`]).
+    pub client_id: Option<ClientId>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(1),
+            attempt_timeout: Duration::from_millis(500),
+            operation_timeout: Duration::from_secs(5),
+            error_backoff: Duration::from_millis(100),
+            client_id: None,
+        }
+    }
+}
+
+/// The answer to a preempt.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub enum Preempt {
+    /// You hold the lock; `token` is its fencing token.
+    Granted { token: LogIndex },
+    /// Another client holds it.
+    HeldBy { owner: ClientId },
+}
+
+/// The answer to a release.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub enum Release {
+    Released,
+    /// You did not hold the lock; nothing changed.
+    NotOwner,
+}
+
+/// The answer to a check.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub enum Check {
+    Free,
+    Owner { owner: ClientId, token: LogIndex },
+}
+
+/// A server that could not be reached, and why.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Unreachable {
+    pub address: String,
+    pub reason: String,
+}
+
+/// Why an operation has no answer.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad arguments (a server address, a lock name); nothing was sent.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// No server accepted a connection before the operation's timeout; nothing was sent.
+    #[error("no server could be reached: {}", describe_unreachable(tried))]
+    NoServerReachable { tried: Vec<Unreachable> },
+    /// No answer before the operation's timeout. With `effect_unknown`, a preempt or release
+    /// was sent and may or may not have taken effect.
+    #[error(
+        "no answer within {timeout:?}; {}",
+        if *effect_unknown {
+            "the operation may or may not have taken effect"
+        } else {
+            "nothing was changed"
+        }
+    )]
+    TimedOut {
+        effect_unknown: bool,
+        timeout: Duration,
+    },
+    /// The cluster refused the request for good: `bad_request`, `stale_request` or
+    /// `unsupported_version`. Retrying it unchanged gets the same answer.
+    #[error("the server refused the request ({}): {message}", code.name())]
+    Rejected { code: ErrorCode, message: String },
+    /// A server broke the protocol (a malformed line, a welcome of another version).
+    #[error("protocol error from {server}: {message}")]
+    Protocol { server: String, message: String },
+}
+
+fn describe_unreachable(tried: &[Unreachable]) -> String {
+    let parts: Vec<String> = tried
+        .iter()
+        .map(|unreachable| format!("{} ({})", unreachable.address, unreachable.reason))
+        .collect();
+    parts.join(", ")
+}
+
+/// Checks a `host:port` address without resolving it.
+pub fn validate_address(address: &str) -> Result<(), String> {
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err(format!("{address:?} is not host:port (no port)"));
+    };
+    if host.is_empty() || host.chars().any(char::is_whitespace) {
+        return Err(format!("{address:?} is not host:port (bad host)"));
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(format!(
+            "{address:?}: write an IPv6 address in brackets, like [::1]:7001"
+        ));
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!(
+            "{address:?} is not host:port (the port must be 1 to 65535)"
+        )),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Splits a comma-separated `host:port` list (`127.0.0.1:7001,127.0.0.1:7002`), checking
+/// each address.
+pub fn parse_servers(text: &str) -> Result<Vec<String>, String> {
+    let servers: Vec<String> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(str::to_string)
+        .collect();
+    if servers.is_empty() {
+        return Err("no server addresses given (expected host:port,host:port,...)".into());
+    }
+    if servers.len() > SERVERS_MAX {
+        return Err(format!("{} servers; at most {SERVERS_MAX}", servers.len()));
+    }
+    for server in &servers {
+        validate_address(server)?;
+    }
+    Ok(servers)
+}
+
+/// Checks a lock name against the protocol's limits (1 to 256 bytes).
+pub fn validate_lock_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the lock name is empty".into());
+    }
+    if name.len() > LOCK_NAME_BYTES_MAX {
+        return Err(format!(
+            "the lock name is {} bytes, above the limit of {LOCK_NAME_BYTES_MAX}",
+            name.len()
+        ));
+    }
+    Ok(())
+}
+
+/// What a wait for the running attempt's answer came to.
+enum AttemptEnd {
+    Answered {
+        index: LogIndex,
+        answer: Answer,
+    },
+    /// Nothing before the attempt's deadline: next server.
+    Silence,
+    /// The connection broke: drop it; next server (or the same one if the connection was old).
+    Broken,
+    /// `not_leader` with a newer term, adopted: resend at once (the position may have moved).
+    Redirected,
+    /// `unavailable`, `overloaded`, or a `not_leader` that names no newer term: back off, then
+    /// the next server.
+    BackOff,
+}
+
+pub struct Client {
+    options: ClientOptions,
+    /// The listed servers, then leaders' addresses learnt from `not_leader`. At most
+    /// [`SERVERS_MAX`].
+    servers: Vec<String>,
+    /// One connection slot per entry of `servers`, reused across operations.
+    connections: Vec<Option<Connection>>,
+    /// Index into `servers` of the server talked to now.
+    position: usize,
+    id: Option<ClientId>,
+    /// Last sequence number used; every operation (hello included) takes the next.
+    last_seq: u64,
+    /// Highest `index` of any accepted `ok` answer: sent as `seen_index` (monotonic reads).
+    seen_index: LogIndex,
+    /// Highest `term` of any reply: sent as `term`.
+    term: Term,
+    /// The request line being sent, reused to avoid an allocation per attempt.
+    line: Vec<u8>,
+}
+
+impl Client {
+    /// A client for the cluster at `servers` (`host:port` each), tried in this order. Nothing
+    /// is connected yet: the first operation connects and, without
+    /// [`ClientOptions::client_id`], registers with `hello`.
+    ///
+    /// With `client_id`, seqs start at the wall clock in microseconds since 1970. The cluster
+    /// remembers the last write seq of every client id and answers a lower one
+    /// `stale_request` (or, for an equal one, the old answer). A process acting as an id that
+    /// an earlier process used cannot know that process's last seq, but the clock has moved on
+    /// since: microseconds exceed one seq per operation unless the earlier process ran over a
+    /// million operations a second, or the clock was set back.
+    pub fn new(servers: Vec<String>, options: ClientOptions) -> Result<Client, Error> {
+        if servers.is_empty() {
+            return Err(Error::InvalidInput("no server addresses given".into()));
+        }
+        if servers.len() > SERVERS_MAX {
+            return Err(Error::InvalidInput(format!(
+                "{} servers; at most {SERVERS_MAX}",
+                servers.len()
+            )));
+        }
+        for server in &servers {
+            validate_address(server).map_err(Error::InvalidInput)?;
+        }
+        for (name, value) in [
+            ("connect timeout", options.connect_timeout),
+            ("attempt timeout", options.attempt_timeout),
+            ("operation timeout", options.operation_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(Error::InvalidInput(format!("the {name} is zero")));
+            }
+        }
+        let last_seq = match options.client_id {
+            Some(ClientId(0)) => {
+                return Err(Error::InvalidInput("client ids start at 1".into()));
+            }
+            Some(_) => wall_clock_micros(),
+            None => 0,
+        };
+        Ok(Client {
+            connections: servers.iter().map(|_| None).collect(),
+            servers,
+            position: 0,
+            id: options.client_id,
+            last_seq,
+            seen_index: 0,
+            term: 0,
+            line: Vec::with_capacity(512),
+            options,
+        })
+    }
+
+    /// The client id, once registered (or as given in the options).
+    pub fn client_id(&self) -> Option<ClientId> {
+        self.id
+    }
+
+    /// The highest server term seen in any reply.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// The highest applied index seen in an `ok` answer.
+    pub fn seen_index(&self) -> LogIndex {
+        self.seen_index
+    }
+
+    /// The server addresses known: the listed ones, then leaders learnt from redirects.
+    pub fn servers(&self) -> &[String] {
+        &self.servers
+    }
+
+    /// The sequence number of the latest operation.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Registers now, if not yet registered, and returns the client id.
+    pub fn register(&mut self) -> Result<ClientId, Error> {
+        let deadline = Instant::now() + self.options.operation_timeout;
+        self.ensure_registered(deadline)
+    }
+
+    /// Tries to take lock `name`.
+    pub fn preempt(&mut self, name: &str) -> Result<Preempt, Error> {
+        match self.run(name, |client, lock| WireOp::Preempt { client, lock })? {
+            Outcome::Granted { token } => Ok(Preempt::Granted { token }),
+            Outcome::HeldBy { owner } => Ok(Preempt::HeldBy { owner }),
+            other => unreachable!("client: {other:?} was accepted as a preempt's answer"),
+        }
+    }
+
+    /// Gives lock `name` back.
+    pub fn release(&mut self, name: &str) -> Result<Release, Error> {
+        match self.run(name, |client, lock| WireOp::Release { client, lock })? {
+            Outcome::Released => Ok(Release::Released),
+            Outcome::NotOwner => Ok(Release::NotOwner),
+            other => unreachable!("client: {other:?} was accepted as a release's answer"),
+        }
+    }
+
+    /// Who holds lock `name`.
+    pub fn check(&mut self, name: &str, consistency: Consistency) -> Result<Check, Error> {
+        let op = |client, lock| WireOp::Check {
+            client,
+            lock,
+            consistency,
+        };
+        match self.run(name, op)? {
+            Outcome::Free => Ok(Check::Free),
+            Outcome::Owner { owner, token } => Ok(Check::Owner { owner, token }),
+            other => unreachable!("client: {other:?} was accepted as a check's answer"),
+        }
+    }
+
+    fn run(
+        &mut self,
+        name: &str,
+        make: impl FnOnce(ClientId, LockName) -> WireOp,
+    ) -> Result<Outcome, Error> {
+        validate_lock_name(name).map_err(Error::InvalidInput)?;
+        let deadline = Instant::now() + self.options.operation_timeout;
+        let client = self.ensure_registered(deadline)?;
+        let op = make(client, LockName::from(name));
+        let seq = self.next_seq();
+        match self.exchange(&op, seq, deadline)? {
+            (_, Answer::Outcome(outcome)) => Ok(outcome),
+            (_, Answer::Welcome { .. }) => unreachable!("client: a welcome accepted for {op:?}"),
+        }
+    }
+
+    fn ensure_registered(&mut self, deadline: Instant) -> Result<ClientId, Error> {
+        if let Some(id) = self.id {
+            return Ok(id);
+        }
+        let hello = WireOp::Hello {
+            nonce: rand::random(),
+        };
+        let seq = self.next_seq();
+        let (_, answer) = self.exchange(&hello, seq, deadline)?;
+        let Answer::Welcome { client, .. } = answer else {
+            unreachable!("client: an outcome accepted for a hello")
+        };
+        self.id = Some(client);
+        Ok(client)
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        let before = self.last_seq;
+        self.last_seq = self.last_seq.checked_add(1).expect("seq beyond u64");
+        assert!(self.last_seq > before, "client: seqs must increase");
+        self.last_seq
+    }
+
+    /// Sends `op` as `seq` until it is answered, refused, or `deadline` passes.
+    fn exchange(
+        &mut self,
+        op: &WireOp,
+        seq: u64,
+        deadline: Instant,
+    ) -> Result<(LogIndex, Answer), Error> {
+        let mut sent = false;
+        let mut unreachable: Vec<Unreachable> = Vec::new();
+        let mut failed_connects = 0usize;
+        // Bounded by the deadline: every round sends and waits, or sleeps, or (after a
+        // redirect or a broken old connection) resends at once, which happens at most once per
+        // newer term or per server connection.
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(self.gave_up(op, sent, unreachable));
+            }
+            let attempt_term = self.term;
+            let request = WireRequest {
+                seq,
+                seen_index: self.seen_index,
+                term: attempt_term,
+                op: op.clone(),
+            };
+            self.line.clear();
+            encode_request_into(&request, &mut self.line);
+            let position = self.position;
+            let reused = match self.send_line(position, deadline) {
+                Ok(reused) => reused,
+                Err(reason) => {
+                    note_unreachable(&mut unreachable, &self.servers[position], reason);
+                    self.rotate();
+                    failed_connects += 1;
+                    if failed_connects.is_multiple_of(self.servers.len()) {
+                        pause(self.options.error_backoff, deadline);
+                    }
+                    continue;
+                }
+            };
+            sent = true;
+            let attempt_deadline = deadline.min(now + self.options.attempt_timeout);
+            match self.await_answer(position, op, seq, attempt_term, attempt_deadline)? {
+                AttemptEnd::Answered { index, answer } => return Ok((index, answer)),
+                AttemptEnd::Redirected => failed_connects = 0,
+                AttemptEnd::Silence => {
+                    failed_connects = 0;
+                    self.rotate();
+                }
+                AttemptEnd::Broken => {
+                    self.connections[position] = None;
+                    // A reused connection the server had closed (idle timeout, restart):
+                    // retry the same server once on a fresh one. A fresh one that broke counts
+                    // as a failed connect, so that servers that all accept and hang up are
+                    // tried in rounds with a pause between, not in a busy loop.
+                    if !reused {
+                        note_unreachable(
+                            &mut unreachable,
+                            &self.servers[position],
+                            "the server closed the connection".into(),
+                        );
+                        self.rotate();
+                        failed_connects += 1;
+                        if failed_connects.is_multiple_of(self.servers.len()) {
+                            pause(self.options.error_backoff, deadline);
+                        }
+                    }
+                }
+                AttemptEnd::BackOff => {
+                    failed_connects = 0;
+                    pause(self.options.error_backoff, deadline);
+                    self.rotate();
+                }
+            }
+        }
+    }
+
+    fn gave_up(&self, op: &WireOp, sent: bool, tried: Vec<Unreachable>) -> Error {
+        if !sent && !tried.is_empty() {
+            return Error::NoServerReachable { tried };
+        }
+        let is_write = matches!(op, WireOp::Preempt { .. } | WireOp::Release { .. });
+        Error::TimedOut {
+            effect_unknown: sent && is_write,
+            timeout: self.options.operation_timeout,
+        }
+    }
+
+    /// Sends `self.line` to the server at `position`, connecting first if needed. Returns
+    /// whether an existing connection was reused.
+    fn send_line(&mut self, position: usize, deadline: Instant) -> Result<bool, String> {
+        let reused = self.connections[position].is_some();
+        if !reused {
+            let address = &self.servers[position];
+            let timeout = self
+                .options
+                .connect_timeout
+                .min(deadline.saturating_duration_since(Instant::now()))
+                .max(Duration::from_millis(1));
+            let connection = Connection::open(address, timeout).map_err(|e| e.to_string())?;
+            self.connections[position] = Some(connection);
+        }
+        let connection = self.connections[position]
+            .as_mut()
+            .expect("a connection was just opened");
+        match connection.send(&self.line, deadline) {
+            Ok(()) => Ok(reused),
+            Err(ConnectionError::Broken(reason) | ConnectionError::Protocol(reason)) => {
+                self.connections[position] = None;
+                Err(reason)
+            }
+        }
+    }
+
+    /// Reads the server at `position` until the attempt is answered or `attempt_deadline`.
+    fn await_answer(
+        &mut self,
+        position: usize,
+        op: &WireOp,
+        seq: u64,
+        attempt_term: Term,
+        attempt_deadline: Instant,
+    ) -> Result<AttemptEnd, Error> {
+        let is_write = matches!(op, WireOp::Preempt { .. } | WireOp::Release { .. });
+        // Bounded by the deadline (each receive waits at most until it) and by the
+        // connection's queue of lines.
+        loop {
+            let connection = self.connections[position]
+                .as_mut()
+                .expect("awaiting an answer on an open connection");
+            let line = match connection.receive(attempt_deadline) {
+                Ok(Some(line)) => line,
+                Ok(None) => return Ok(AttemptEnd::Silence),
+                Err(ConnectionError::Broken(_)) => return Ok(AttemptEnd::Broken),
+                Err(ConnectionError::Protocol(message)) => {
+                    self.connections[position] = None;
+                    return Err(self.protocol_error(position, message));
+                }
+            };
+            let reply = match decode_reply(&line) {
+                Ok(reply) => reply,
+                Err(error) => {
+                    self.connections[position] = None;
+                    let message = match error.kind {
+                        WireErrorKind::Malformed => error.message,
+                        WireErrorKind::UnsupportedVersion => error.message,
+                    };
+                    return Err(self.protocol_error(position, message));
+                }
+            };
+            match reply.seq() {
+                Some(reply_seq) if reply_seq == seq => {}
+                // A late answer to an earlier operation, or to another attempt of it that a
+                // server still held: not ours.
+                Some(_) => continue,
+                None => {
+                    let message = match &reply {
+                        WireReply::Error(error) => error.message.clone(),
+                        WireReply::Ok { .. } => String::new(),
+                    };
+                    return Err(self.protocol_error(
+                        position,
+                        format!("the server could not read a request line: {message}"),
+                    ));
+                }
+            }
+            if is_write && reply.term() < attempt_term {
+                // Answers an attempt sent before we knew of `attempt_term`: only the current
+                // attempt's answer counts (docs/PROTOCOL.md, Terms, rule 3).
+                continue;
+            }
+            let newer_term = reply.term() > attempt_term;
+            self.term = self.term.max(reply.term());
+            match reply {
+                WireReply::Ok { index, answer, .. } => {
+                    if !answer_fits(op, &answer) {
+                        // Does not answer this operation (a preempt answered `free`, a welcome
+                        // with another nonce): ignore it; the retry or the timeout follows.
+                        continue;
+                    }
+                    self.seen_index = self.seen_index.max(index);
+                    return Ok(AttemptEnd::Answered { index, answer });
+                }
+                WireReply::Error(error) => match error.code {
+                    ErrorCode::NotLeader { leader_address, .. } if newer_term => {
+                        if let Some(address) = leader_address {
+                            self.move_to(&address);
+                        }
+                        return Ok(AttemptEnd::Redirected);
+                    }
+                    ErrorCode::NotLeader { .. }
+                    | ErrorCode::Unavailable
+                    | ErrorCode::Overloaded => {
+                        return Ok(AttemptEnd::BackOff);
+                    }
+                    code @ (ErrorCode::StaleRequest
+                    | ErrorCode::BadRequest
+                    | ErrorCode::UnsupportedVersion { .. }) => {
+                        return Err(Error::Rejected {
+                            code,
+                            message: error.message,
+                        });
+                    }
+                },
+            }
+        }
+    }
+
+    fn protocol_error(&self, position: usize, message: String) -> Error {
+        Error::Protocol {
+            server: self.servers[position].clone(),
+            message,
+        }
+    }
+
+    /// Talks to `address` next: a listed server, or a leader learnt from a redirect (added if
+    /// there is room and the address is well-formed; otherwise the client stays put).
+    fn move_to(&mut self, address: &str) {
+        if let Some(position) = self.servers.iter().position(|s| s == address) {
+            self.position = position;
+            return;
+        }
+        if self.servers.len() < SERVERS_MAX && validate_address(address).is_ok() {
+            self.servers.push(address.to_string());
+            self.connections.push(None);
+            self.position = self.servers.len() - 1;
+        }
+        assert_eq!(self.servers.len(), self.connections.len());
+    }
+
+    fn rotate(&mut self) {
+        self.position = (self.position + 1) % self.servers.len();
+    }
+}
+
+/// True if `answer` answers `op` (the welcome with our nonce for a hello).
+fn answer_fits(op: &WireOp, answer: &Answer) -> bool {
+    match (op, answer) {
+        (WireOp::Hello { nonce }, Answer::Welcome { nonce: echoed, .. }) => nonce == echoed,
+        (WireOp::Preempt { .. }, Answer::Outcome(outcome)) => {
+            matches!(outcome, Outcome::Granted { .. } | Outcome::HeldBy { .. })
+        }
+        (WireOp::Release { .. }, Answer::Outcome(outcome)) => {
+            matches!(outcome, Outcome::Released | Outcome::NotOwner)
+        }
+        (WireOp::Check { .. }, Answer::Outcome(outcome)) => {
+            matches!(outcome, Outcome::Free | Outcome::Owner { .. })
+        }
+        _ => false,
+    }
+}
+
+/// Keeps one reason per address (the latest), in the order first seen.
+fn note_unreachable(tried: &mut Vec<Unreachable>, address: &str, reason: String) {
+    match tried.iter_mut().find(|u| u.address == address) {
+        Some(entry) => entry.reason = reason,
+        None => tried.push(Unreachable {
+            address: address.to_string(),
+            reason,
+        }),
+    }
+}
+
+/// Sleeps `duration`, but not past `deadline`.
+fn pause(duration: Duration, deadline: Instant) {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    std::thread::sleep(duration.min(remaining));
+}
+
+/// Microseconds since 1970: the first seq of a process acting as an existing client id.
+fn wall_clock_micros() -> u64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_host_and_port() {
+        assert!(validate_address("127.0.0.1:7001").is_ok());
+        assert!(validate_address("db-3.internal:80").is_ok());
+        assert!(validate_address("[::1]:7001").is_ok());
+        for bad in [
+            "127.0.0.1",
+            ":7001",
+            "host:",
+            "host:0",
+            "host:99999",
+            "::1:7001",
+            "a b:1",
+        ] {
+            assert!(validate_address(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_servers(" 127.0.0.1:1, 127.0.0.1:2 ,"),
+            Ok(vec!["127.0.0.1:1".to_string(), "127.0.0.1:2".to_string()])
+        );
+        assert!(parse_servers("").is_err());
+        assert!(parse_servers(",").is_err());
+        assert!(parse_servers("127.0.0.1:1,nope").is_err());
+    }
+
+    #[test]
+    fn lock_names_are_1_to_256_bytes() {
+        assert!(validate_lock_name("a").is_ok());
+        assert!(validate_lock_name(&"x".repeat(256)).is_ok());
+        assert!(validate_lock_name("").is_err());
+        assert!(validate_lock_name(&"x".repeat(257)).is_err());
+    }
+
+    #[test]
+    fn a_client_acting_as_an_existing_id_starts_its_seqs_at_the_clock() {
+        let options = ClientOptions {
+            client_id: Some(ClientId(7)),
+            ..ClientOptions::default()
+        };
+        let client = Client::new(vec!["127.0.0.1:1".into()], options).expect("valid");
+        // 2020-01-01 in microseconds: any seq an earlier process used is far below the clock.
+        assert!(client.last_seq() > 1_577_836_800_000_000);
+        assert_eq!(client.client_id(), Some(ClientId(7)));
+        let fresh =
+            Client::new(vec!["127.0.0.1:1".into()], ClientOptions::default()).expect("valid");
+        assert_eq!(fresh.last_seq(), 0);
+        assert_eq!(fresh.client_id(), None);
+    }
+
+    #[test]
+    fn bad_arguments_are_refused_before_anything_is_sent() {
+        assert!(matches!(
+            Client::new(vec![], ClientOptions::default()),
+            Err(Error::InvalidInput(_))
+        ));
+        assert!(matches!(
+            Client::new(vec!["nope".into()], ClientOptions::default()),
+            Err(Error::InvalidInput(_))
+        ));
+        let options = ClientOptions {
+            client_id: Some(ClientId(0)),
+            ..ClientOptions::default()
+        };
+        assert!(Client::new(vec!["127.0.0.1:1".into()], options).is_err());
+        let mut client =
+            Client::new(vec!["127.0.0.1:1".into()], ClientOptions::default()).expect("valid");
+        assert!(matches!(client.preempt(""), Err(Error::InvalidInput(_))));
+        let long = "x".repeat(257);
+        assert!(matches!(client.release(&long), Err(Error::InvalidInput(_))));
+    }
+
+    #[test]
+    fn answers_fit_only_their_operation() {
+        let lock: LockName = "a".into();
+        let preempt = WireOp::Preempt {
+            client: ClientId(1),
+            lock,
+        };
+        assert!(answer_fits(
+            &preempt,
+            &Answer::Outcome(Outcome::Granted { token: 1 })
+        ));
+        assert!(!answer_fits(&preempt, &Answer::Outcome(Outcome::Free)));
+        let hello = WireOp::Hello { nonce: 5 };
+        let welcome = |nonce| Answer::Welcome {
+            client: ClientId(1),
+            nonce,
+        };
+        assert!(answer_fits(&hello, &welcome(5)));
+        assert!(!answer_fits(&hello, &welcome(6)));
+    }
+}

@@ -1,0 +1,728 @@
+//! `lockstep::client` against fake servers: threads on 127.0.0.1 that speak NDJSON and answer
+//! from a script. Each test tells what the servers do and what the client must make of it:
+//! silence, redirects to a newer term's leader, stale answers, refusals, timeouts.
+//!
+//! The fake servers stop when dropped, also when a test panics. No test asserts on timing.
+
+use lockstep::client::{Check, Client, ClientOptions, Error, Preempt, Release};
+use lockstep::net::protocol::ErrorCode;
+use lockstep::node::{ClientId, Consistency};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// What a fake server does with one request line.
+enum Act {
+    /// Write these lines (each without its newline).
+    Say(Vec<Value>),
+    /// Answer nothing.
+    Silence,
+    /// Write this raw text (to break the protocol).
+    Raw(&'static str),
+}
+
+type Script = Box<dyn FnMut(&Value) -> Act + Send>;
+
+struct FakeServer {
+    address: String,
+    stop: Arc<AtomicBool>,
+    requests: Arc<Mutex<Vec<Value>>>,
+    connections: Arc<AtomicUsize>,
+    accept_thread: Option<JoinHandle<()>>,
+}
+
+impl FakeServer {
+    fn start(script: impl FnMut(&Value) -> Act + Send + 'static) -> FakeServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        listener.set_nonblocking(true).expect("nonblocking accept");
+        let address = listener.local_addr().expect("an address").to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let script: Arc<Mutex<Script>> = Arc::new(Mutex::new(Box::new(script)));
+        let accept_thread = {
+            let (stop, requests, connections) =
+                (stop.clone(), requests.clone(), connections.clone());
+            std::thread::spawn(move || {
+                let mut handles = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            connections.fetch_add(1, Ordering::Relaxed);
+                            let (stop, requests, script) =
+                                (stop.clone(), requests.clone(), script.clone());
+                            handles.push(std::thread::spawn(move || {
+                                serve(stream, &stop, &requests, &script)
+                            }));
+                        }
+                        Err(error) if error.kind() == ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                        Err(_) => break,
+                    }
+                }
+                for handle in handles {
+                    let _ = handle.join();
+                }
+            })
+        };
+        FakeServer {
+            address,
+            stop,
+            requests,
+            connections,
+            accept_thread: Some(accept_thread),
+        }
+    }
+
+    /// Every request line received so far, parsed.
+    fn requests(&self) -> Vec<Value> {
+        self.requests.lock().expect("not poisoned").clone()
+    }
+
+    fn ops(&self) -> Vec<(String, u64)> {
+        self.requests()
+            .iter()
+            .map(|r| (r["op"].as_str().unwrap_or("").to_string(), seq(r)))
+            .collect()
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.accept_thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn serve(
+    stream: TcpStream,
+    stop: &AtomicBool,
+    requests: &Mutex<Vec<Value>>,
+    script: &Mutex<Script>,
+) {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .expect("read timeout");
+    let mut writer = stream.try_clone().expect("clone the stream");
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    while !stop.load(Ordering::Relaxed) {
+        match reader.read_line(&mut line) {
+            Ok(0) => return,
+            Ok(_) if line.ends_with('\n') => {}
+            Ok(_) => continue,
+            Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                continue;
+            }
+            Err(_) => return,
+        }
+        let request: Value = serde_json::from_str(&line).expect("the client sends JSON");
+        line.clear();
+        requests.lock().expect("not poisoned").push(request.clone());
+        let act = (script.lock().expect("not poisoned"))(&request);
+        let written = match act {
+            Act::Say(replies) => replies
+                .iter()
+                .try_for_each(|reply| writeln!(writer, "{reply}")),
+            Act::Silence => Ok(()),
+            Act::Raw(text) => writer.write_all(text.as_bytes()),
+        };
+        if written.is_err() {
+            return;
+        }
+    }
+}
+
+fn seq(request: &Value) -> u64 {
+    request["seq"].as_u64().expect("every request has a seq")
+}
+
+fn term(request: &Value) -> u64 {
+    request["term"].as_u64().unwrap_or(0)
+}
+
+fn welcome(request: &Value, client: u64, term: u64) -> Value {
+    json!({"seq": seq(request), "ok": "welcome", "term": term, "client": client, "version": 1,
+           "nonce": request["nonce"], "index": 3})
+}
+
+fn answer(request: &Value, ok: &str, term: u64, extra: Value) -> Value {
+    let mut reply = json!({"seq": seq(request), "ok": ok, "term": term, "index": 10});
+    for (key, value) in extra.as_object().expect("an object") {
+        reply[key] = value.clone();
+    }
+    reply
+}
+
+fn refusal(request: &Value, code: &str, term: u64) -> Value {
+    json!({"seq": seq(request), "error": code, "term": term, "message": "scripted"})
+}
+
+/// Answers hello with client 7 in `term`; everything else with `then`.
+fn registering(
+    term: u64,
+    mut then: impl FnMut(&Value) -> Act + Send + 'static,
+) -> impl FnMut(&Value) -> Act + Send + 'static {
+    move |request| match request["op"].as_str() {
+        Some("hello") => Act::Say(vec![welcome(request, 7, term)]),
+        _ => then(request),
+    }
+}
+
+fn quick() -> ClientOptions {
+    ClientOptions {
+        connect_timeout: Duration::from_millis(500),
+        attempt_timeout: Duration::from_millis(100),
+        operation_timeout: Duration::from_secs(3),
+        error_backoff: Duration::from_millis(10),
+        client_id: None,
+    }
+}
+
+fn client(servers: &[&FakeServer], options: ClientOptions) -> Client {
+    let addresses = servers.iter().map(|s| s.address.clone()).collect();
+    Client::new(addresses, options).expect("valid servers")
+}
+
+#[test]
+fn a_client_registers_once_then_runs_operations_over_one_connection() {
+    let server = FakeServer::start(registering(2, |request| match request["op"].as_str() {
+        Some("preempt") => Act::Say(vec![answer(request, "granted", 2, json!({"token": 10}))]),
+        Some("release") => Act::Say(vec![answer(request, "released", 2, json!({}))]),
+        _ => Act::Say(vec![answer(request, "free", 2, json!({}))]),
+    }));
+    let mut client = client(&[&server], quick());
+    assert_eq!(client.client_id(), None, "registration is lazy");
+    assert_eq!(client.preempt("a"), Ok(Preempt::Granted { token: 10 }));
+    assert_eq!(client.client_id(), Some(ClientId(7)));
+    assert_eq!(client.release("a"), Ok(Release::Released));
+    assert_eq!(
+        client.check("a", Consistency::Linearizable),
+        Ok(Check::Free)
+    );
+    let requests = server.requests();
+    let ops: Vec<_> = requests.iter().map(|r| r["op"].as_str().unwrap()).collect();
+    assert_eq!(ops, ["hello", "preempt", "release", "check"]);
+    let seqs: Vec<u64> = requests.iter().map(seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seqs rise: {seqs:?}");
+    assert_eq!(requests[1]["client"], 7);
+    assert_eq!(requests[1]["term"], 2, "sends the highest term seen");
+    assert_eq!(requests[1]["seen_index"], 3, "and the highest index seen");
+    assert_eq!(requests[2]["seen_index"], 10);
+    assert_eq!(requests[3]["consistency"], "linearizable");
+    assert_eq!(
+        server.connections.load(Ordering::Relaxed),
+        1,
+        "one connection serves every operation"
+    );
+}
+
+#[test]
+fn silence_sends_the_same_seq_to_the_next_server() {
+    // s1 registers the client but never answers a preempt; s2 does.
+    let silent = FakeServer::start(registering(2, |_| Act::Silence));
+    let answering = FakeServer::start(|request| {
+        Act::Say(vec![answer(request, "granted", 2, json!({"token": 12}))])
+    });
+    let mut client = client(&[&silent, &answering], quick());
+    assert_eq!(client.preempt("a"), Ok(Preempt::Granted { token: 12 }));
+    let [hello, preempt] = &silent.ops()[..] else {
+        panic!("s1 saw {:?}", silent.ops())
+    };
+    assert_eq!(hello.0, "hello");
+    assert_eq!(preempt.0, "preempt");
+    assert_eq!(
+        answering.ops(),
+        [("preempt".to_string(), preempt.1)],
+        "the retry reuses the seq: exactly-once"
+    );
+}
+
+#[test]
+fn unavailable_and_overloaded_back_off_then_try_the_next_server_with_the_same_seq() {
+    let busy = FakeServer::start(registering(2, |request| {
+        Act::Say(vec![refusal(request, "overloaded", 2)])
+    }));
+    let electing = FakeServer::start(|request| Act::Say(vec![refusal(request, "unavailable", 3)]));
+    let fine =
+        FakeServer::start(|request| Act::Say(vec![answer(request, "released", 3, json!({}))]));
+    let mut client = client(&[&busy, &electing, &fine], quick());
+    assert_eq!(client.release("a"), Ok(Release::Released));
+    let seqs: Vec<u64> = [&busy, &electing, &fine]
+        .iter()
+        .flat_map(|s| s.requests())
+        .filter(|r| r["op"] == "release")
+        .map(|r| seq(&r))
+        .collect();
+    assert_eq!(seqs.len(), 3, "one attempt per server");
+    assert!(seqs.iter().all(|&s| s == seqs[0]));
+    assert_eq!(
+        term(&fine.requests()[0]),
+        3,
+        "the term of an unavailable counts as seen"
+    );
+}
+
+#[test]
+fn not_leader_with_a_newer_term_is_adopted_and_the_same_seq_goes_to_the_named_leader() {
+    let leader = FakeServer::start(|request| {
+        if term(request) == 5 {
+            Act::Say(vec![answer(request, "granted", 5, json!({"token": 40}))])
+        } else {
+            Act::Say(vec![refusal(request, "unavailable", 5)])
+        }
+    });
+    let leader_address = leader.address.clone();
+    // The follower knows term 5 and its leader; the client still believes in term 2.
+    let follower = FakeServer::start(registering(2, move |request| {
+        let mut redirect = refusal(request, "not_leader", 5);
+        redirect["leader"] = json!(3);
+        redirect["leader_address"] = json!(leader_address);
+        Act::Say(vec![redirect])
+    }));
+    // Only the follower is listed: the leader's address comes from the redirect.
+    let mut client = client(&[&follower], quick());
+    assert_eq!(client.preempt("a"), Ok(Preempt::Granted { token: 40 }));
+    assert_eq!(client.term(), 5);
+    assert_eq!(client.servers().len(), 2, "the leader's address was learnt");
+    let to_follower: Vec<_> = follower
+        .requests()
+        .into_iter()
+        .filter(|r| r["op"] == "preempt")
+        .collect();
+    let to_leader = leader.requests();
+    assert_eq!(to_follower.len(), 1);
+    assert_eq!(term(&to_follower[0]), 2);
+    assert_eq!(to_leader.len(), 1, "resent at once, without waiting");
+    assert_eq!(term(&to_leader[0]), 5, "with the adopted term");
+    assert_eq!(seq(&to_leader[0]), seq(&to_follower[0]), "and the same seq");
+}
+
+#[test]
+fn a_write_ignores_answers_from_a_term_older_than_its_attempt() {
+    // The server answers each preempt twice: first a stale `granted` from term 2 (an earlier
+    // attempt's answer, forwarded late), then the current attempt's `held_by` in term 3.
+    let server = FakeServer::start(registering(3, |request| {
+        Act::Say(vec![
+            answer(request, "granted", 2, json!({"token": 99})),
+            answer(request, "held_by", 3, json!({"owner": 9})),
+        ])
+    }));
+    let mut client = client(&[&server], quick());
+    assert_eq!(
+        client.preempt("a"),
+        Ok(Preempt::HeldBy { owner: ClientId(9) })
+    );
+}
+
+#[test]
+fn a_check_is_not_held_to_the_term_rule() {
+    let server = FakeServer::start(registering(3, |request| {
+        Act::Say(vec![answer(request, "free", 2, json!({}))])
+    }));
+    let mut client = client(&[&server], quick());
+    assert_eq!(client.check("a", Consistency::Local), Ok(Check::Free));
+    assert_eq!(client.term(), 3, "a lower term never lowers the client's");
+}
+
+#[test]
+fn answers_to_other_seqs_and_answers_that_do_not_fit_are_ignored() {
+    let server = FakeServer::start(registering(2, |request| {
+        let mut earlier = answer(request, "granted", 2, json!({"token": 1}));
+        earlier["seq"] = json!(seq(request) - 1);
+        let mut later = answer(request, "granted", 2, json!({"token": 2}));
+        later["seq"] = json!(seq(request) + 5);
+        Act::Say(vec![
+            earlier,
+            later,
+            answer(request, "free", 2, json!({})),
+            answer(request, "released", 2, json!({})),
+        ])
+    }));
+    let mut client = client(&[&server], quick());
+    assert_eq!(client.release("a"), Ok(Release::Released));
+}
+
+#[test]
+fn an_operation_with_no_answer_times_out_and_says_whether_its_effect_is_unknown() {
+    let silent = FakeServer::start(|_| Act::Silence);
+    let options = ClientOptions {
+        operation_timeout: Duration::from_millis(400),
+        client_id: Some(ClientId(7)),
+        ..quick()
+    };
+    let mut client = client(&[&silent], options);
+    let Err(Error::TimedOut { effect_unknown, .. }) = client.preempt("a") else {
+        panic!("a silent cluster times out")
+    };
+    assert!(
+        effect_unknown,
+        "a preempt was sent: it may have been applied"
+    );
+    let Err(Error::TimedOut { effect_unknown, .. }) = client.check("a", Consistency::Local) else {
+        panic!("a silent cluster times out")
+    };
+    assert!(!effect_unknown, "a check changes nothing");
+    assert!(silent.requests().iter().all(|r| r["op"] != "hello"));
+    let seqs: Vec<u64> = silent.requests().iter().map(seq).collect();
+    assert!(seqs.len() >= 2, "retried: {seqs:?}");
+    assert!(
+        seqs[0] > 1_577_836_800_000_000,
+        "an existing id's seqs start at the clock in microseconds"
+    );
+}
+
+#[test]
+fn no_listening_server_is_reported_with_every_address_tried() {
+    let closed = {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address").to_string()
+    };
+    let options = ClientOptions {
+        operation_timeout: Duration::from_millis(300),
+        ..quick()
+    };
+    let mut client = Client::new(vec![closed.clone()], options).expect("valid");
+    match client.preempt("a") {
+        Err(Error::NoServerReachable { tried }) => {
+            assert_eq!(tried.len(), 1);
+            assert_eq!(tried[0].address, closed);
+        }
+        other => panic!("expected NoServerReachable, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_request_and_stale_request_are_surfaced_not_retried() {
+    let server = FakeServer::start(registering(2, |request| match request["op"].as_str() {
+        Some("preempt") => Act::Say(vec![refusal(request, "bad_request", 2)]),
+        _ => Act::Say(vec![refusal(request, "stale_request", 2)]),
+    }));
+    let mut client = client(&[&server], quick());
+    match client.preempt("a") {
+        Err(Error::Rejected { code, message }) => {
+            assert_eq!(code, ErrorCode::BadRequest);
+            assert_eq!(message, "scripted");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert!(matches!(
+        client.release("a"),
+        Err(Error::Rejected {
+            code: ErrorCode::StaleRequest,
+            ..
+        })
+    ));
+    assert_eq!(
+        server.requests().len(),
+        3,
+        "hello, preempt, release: no retries"
+    );
+}
+
+#[test]
+fn a_server_that_breaks_the_protocol_is_an_error_not_a_panic() {
+    for raw in [
+        "not json\n",
+        "{\"seq\":2,\"ok\":\"granted\",\"index\":1}\n",
+        "[1,2,3]\n",
+        "{\"error\":\"bad_request\",\"message\":\"cannot read your line\"}\n",
+    ] {
+        let server = FakeServer::start(registering(2, move |_| Act::Raw(raw)));
+        let mut client = client(&[&server], quick());
+        match client.preempt("a") {
+            Err(Error::Protocol {
+                server: address, ..
+            }) => assert_eq!(address, server.address),
+            other => panic!("{raw:?}: expected a protocol error, got {other:?}"),
+        }
+    }
+}
+
+// ----- the command line against a fake cluster of one -----
+
+/// A one-server fake cluster: an in-memory lock table behind the protocol, in term 1.
+fn lock_table_server() -> FakeServer {
+    let mut next_client = 1u64;
+    let mut index = 3u64;
+    let mut locks: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    FakeServer::start(move |request| {
+        index += 1;
+        let lock = request["lock"].as_str().unwrap_or("").to_string();
+        let client = request["client"].as_u64().unwrap_or(0);
+        let reply = match request["op"].as_str() {
+            Some("hello") => {
+                next_client += 1;
+                welcome(request, next_client - 1, 1)
+            }
+            Some("preempt") => match locks.get(&lock) {
+                Some(&(owner, _)) if owner != client => {
+                    answer(request, "held_by", 1, json!({"owner": owner}))
+                }
+                Some(&(_, token)) => answer(request, "granted", 1, json!({"token": token})),
+                None => {
+                    locks.insert(lock, (client, index));
+                    answer(request, "granted", 1, json!({"token": index}))
+                }
+            },
+            Some("release") => match locks.get(&lock) {
+                Some(&(owner, _)) if owner == client => {
+                    locks.remove(&lock);
+                    answer(request, "released", 1, json!({}))
+                }
+                _ => answer(request, "not_owner", 1, json!({})),
+            },
+            _ => match locks.get(&lock) {
+                Some(&(owner, token)) => {
+                    answer(request, "owner", 1, json!({"owner": owner, "token": token}))
+                }
+                None => answer(request, "free", 1, json!({})),
+            },
+        };
+        Act::Say(vec![reply])
+    })
+}
+
+fn lockstep(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn holder(server: &FakeServer, lock: &str) -> Check {
+    let mut checker = client(&[server], quick());
+    checker
+        .check(lock, Consistency::Local)
+        .expect("the fake answers checks")
+}
+
+#[test]
+fn the_client_command_says_what_happened_and_exits_0_1_or_2() {
+    let server = lock_table_server();
+    let at = server.address.as_str();
+    let taken = lockstep(&["client", "--servers", at, "preempt", "printer"]);
+    assert_eq!(taken.status.code(), Some(0), "{}", stderr(&taken));
+    let said = stdout(&taken);
+    assert!(
+        said.contains("granted: you hold `printer` with fencing token"),
+        "{said}"
+    );
+    assert!(said.contains("client id 1"), "{said}");
+    assert!(said.contains("--client-id 1 release printer"), "{said}");
+    let refused = lockstep(&["client", "--servers", at, "preempt", "printer"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stdout(&refused).contains("held: client 1 holds `printer`"));
+    let not_owner = lockstep(&["client", "--servers", at, "release", "printer"]);
+    assert_eq!(not_owner.status.code(), Some(1));
+    assert!(
+        stdout(&not_owner).contains("--client-id"),
+        "hints at the id"
+    );
+    let checked = lockstep(&["client", "--servers", at, "--json", "check", "printer"]);
+    assert_eq!(checked.status.code(), Some(0));
+    let object: Value = serde_json::from_str(&stdout(&checked)).expect("one JSON object");
+    assert_eq!(object["result"], "owner");
+    assert_eq!(object["owner"], 1);
+    let released = lockstep(&[
+        "client",
+        "--servers",
+        at,
+        "--client-id",
+        "1",
+        "--json",
+        "release",
+        "printer",
+    ]);
+    assert_eq!(released.status.code(), Some(0), "{}", stderr(&released));
+    let object: Value = serde_json::from_str(&stdout(&released)).expect("one JSON object");
+    assert_eq!(object["result"], "released");
+    assert_eq!(holder(&server, "printer"), Check::Free);
+}
+
+#[test]
+fn the_client_command_refuses_bad_input_with_exit_2() {
+    let long = "x".repeat(257);
+    for args in [
+        vec!["client", "--servers", "", "preempt", "a"],
+        vec!["client", "--servers", "localhost", "preempt", "a"],
+        vec!["client", "--servers", "127.0.0.1:1", "preempt", ""],
+        vec!["client", "--servers", "127.0.0.1:1", "preempt", &long],
+        vec![
+            "client",
+            "--servers",
+            "127.0.0.1:1",
+            "--client-id",
+            "0",
+            "release",
+            "a",
+        ],
+        vec![
+            "client",
+            "--servers",
+            "127.0.0.1:1",
+            "--timeout",
+            "soon",
+            "check",
+            "a",
+        ],
+    ] {
+        let output = lockstep(&args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&output).contains("error"),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
+fn lock_runs_the_command_with_the_token_and_releases_whatever_its_exit_status() {
+    let server = lock_table_server();
+    let at = server.address.as_str();
+    let script = r#"echo "$LOCKSTEP_FENCING_TOKEN $LOCKSTEP_LOCK $LOCKSTEP_CLIENT_ID"; exit 3"#;
+    let output = lockstep(&["lock", "job", "--servers", at, "--", "sh", "-c", script]);
+    assert_eq!(output.status.code(), Some(3), "the command's own exit code");
+    let said = stdout(&output);
+    let fields: Vec<&str> = said.split_whitespace().collect();
+    assert_eq!(fields.len(), 3, "{said}");
+    assert!(fields[0].parse::<u64>().is_ok(), "a fencing token: {said}");
+    assert_eq!(&fields[1..], ["job", "1"]);
+    assert_eq!(
+        holder(&server, "job"),
+        Check::Free,
+        "released after the command"
+    );
+    let missing = lockstep(&["lock", "job", "--servers", at, "--", "no-such-command-here"]);
+    assert_eq!(missing.status.code(), Some(127));
+    assert!(stderr(&missing).contains("command not found"));
+    assert_eq!(
+        holder(&server, "job"),
+        Check::Free,
+        "released after a failed start"
+    );
+}
+
+#[test]
+fn lock_gives_up_after_wait_naming_the_holder() {
+    let server = lock_table_server();
+    let mut other = client(&[&server], quick());
+    assert!(matches!(other.preempt("job"), Ok(Preempt::Granted { .. })));
+    let output = lockstep(&[
+        "lock",
+        "job",
+        "--servers",
+        &server.address,
+        "--wait",
+        "200ms",
+        "--",
+        "true",
+    ]);
+    assert_eq!(output.status.code(), Some(75), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("client 1 holds it"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn lock_releases_when_it_is_terminated_and_reports_the_signal() {
+    let server = lock_table_server();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args([
+            "lock",
+            "job",
+            "--servers",
+            &server.address,
+            "--",
+            "sleep",
+            "30",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the binary runs");
+    // Wait (bounded) until the command runs under the lock.
+    let mut held = false;
+    for _ in 0..500 {
+        if matches!(holder(&server, "job"), Check::Owner { .. }) {
+            held = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !held {
+        let _ = child.kill();
+        panic!("lockstep lock never took the lock");
+    }
+    // Let the child start before the signal arrives.
+    std::thread::sleep(Duration::from_millis(100));
+    let pid = libc::pid_t::try_from(child.id()).expect("a pid");
+    // SAFETY: kill(2) on a child we spawned and have not reaped.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let status = child.wait().expect("lockstep exits");
+    assert_eq!(
+        status.code(),
+        Some(128 + libc::SIGTERM),
+        "sleep died of SIGTERM"
+    );
+    assert_eq!(
+        holder(&server, "job"),
+        Check::Free,
+        "released on the way out"
+    );
+}
+
+#[test]
+fn the_tcp_bench_measures_pairs_against_a_cluster() {
+    let server = lock_table_server();
+    let output = lockstep(&[
+        "bench",
+        "--servers",
+        &server.address,
+        "--clients",
+        "2",
+        "--locks",
+        "2",
+        "--duration",
+        "1s",
+        "--json",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let figures: Value = serde_json::from_str(&stdout(&output)).expect("JSON figures");
+    assert!(figures["pairs_per_second"].as_f64().unwrap_or(0.0) > 0.0);
+    assert_eq!(
+        figures["latency"]["preempt_refused"]["count"], 0,
+        "uncontended"
+    );
+    let contended = lockstep(&[
+        "bench",
+        "--servers",
+        &server.address,
+        "--clients",
+        "3",
+        "--duration",
+        "1s",
+        "--contended",
+    ]);
+    assert_eq!(contended.status.code(), Some(0), "{}", stderr(&contended));
+    assert!(stdout(&contended).contains("hand-offs/s"));
+}
