@@ -10,6 +10,8 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod cli;
+
 /// Exit codes, the same for every subcommand.
 const EXIT_PASS: u8 = 0;
 const EXIT_FAIL: u8 = 1;
@@ -51,6 +53,14 @@ enum Command {
     /// Measure simulator speed on the standard workload (5 servers, 50 clients, 100 locks,
     /// 1% drop, 60 s simulated, checkers on).
     Bench(BenchArgs),
+    /// Run one server of a real cluster: Raft over TCP, durable storage, clients on the same
+    /// port.
+    Server(cli::server::ServerArgs),
+    /// Manage a local cluster of server processes.
+    Cluster {
+        #[command(subcommand)]
+        command: cli::cluster::ClusterCommand,
+    },
 }
 
 #[derive(Args)]
@@ -186,6 +196,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Explore(args) => run_explore(args),
         Command::Bench(args) => run_bench(args),
+        Command::Server(args) => cli::server::run(args),
+        Command::Cluster { command } => cli::cluster::run(command),
     };
     ExitCode::from(code)
 }
