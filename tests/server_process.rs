@@ -377,3 +377,112 @@ fn bad_client_input_gets_errors_and_a_peer_of_another_cluster_is_refused() {
     drop(cluster);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Runs the binary to completion with a deadline; returns its exit code and stderr.
+fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = ServerProcess {
+        child: Command::new(env!("CARGO_BIN_EXE_lockstep"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    };
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{args:?} did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status.code(), stderr)
+}
+
+#[test]
+fn bad_flags_exit_2_and_name_the_flag() {
+    let (code, stderr) = run_to_exit(&["server", "--id", "s1", "--data-dir", "unused"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--listen"), "{stderr}");
+    let (code, stderr) = run_to_exit(&[
+        "server",
+        "--id",
+        "s1",
+        "--listen",
+        "127.0.0.1:1",
+        "--data-dir",
+        "unused",
+        "--peer",
+        "s1=127.0.0.1:2",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("own peer"), "{stderr}");
+}
+
+#[test]
+fn a_log_corrupt_in_the_middle_refuses_to_start_and_names_file_and_offset() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "corrupt-{}-{}",
+        std::process::id(),
+        unique_suffix()
+    ));
+    let data_dir = dir.join("s1");
+    let data_dir_text = data_dir.display().to_string();
+    // A one-server cluster elects itself and writes a few records.
+    let mut answered = false;
+    for _attempt in 0..5 {
+        let port = free_ports(1)[0];
+        let listen = format!("127.0.0.1:{port}");
+        let server = ServerProcess {
+            child: Command::new(env!("CARGO_BIN_EXE_lockstep"))
+                .args(["server", "--id", "s1", "--listen", &listen, "--data-dir"])
+                .arg(&data_dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        };
+        let deadline = Instant::now() + DEADLINE;
+        while Instant::now() < deadline && !answered {
+            let reply = Connection::open(port)
+                .and_then(|mut c| c.request(&json!({"seq": 1, "op": "hello"})));
+            answered = reply.is_ok_and(|r| r["ok"] == "welcome");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop(server);
+        if answered {
+            break;
+        }
+    }
+    assert!(answered, "a one-server cluster answers hello");
+    let wal = data_dir.join("wal");
+    let mut bytes = std::fs::read(&wal).unwrap();
+    // Header (32 bytes), then the first record's length and checksum (8): damage its payload.
+    assert!(bytes.len() > 100, "several records were written");
+    bytes[32 + 8 + 2] ^= 0xff;
+    std::fs::write(&wal, &bytes).unwrap();
+
+    let (code, stderr) = run_to_exit(&[
+        "server",
+        "--id",
+        "s1",
+        "--listen",
+        "127.0.0.1:1",
+        "--data-dir",
+        &data_dir_text,
+    ]);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains(&wal.display().to_string()), "{stderr}");
+    assert!(stderr.contains("offset 32"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -93,7 +93,6 @@ pub fn run(args: ServerArgs) -> u8 {
     let server = match runtime::start(config) {
         Ok(server) => server,
         Err(error) => {
-            tracing::error!("cannot start: {error}");
             eprintln!("error: {error}");
             return match error {
                 StartError::Storage(_) | StartError::Snapshot { .. } => EXIT_STORAGE_REFUSED,
@@ -107,9 +106,7 @@ pub fn run(args: ServerArgs) -> u8 {
             tracing::info!("stopped");
             EXIT_STOPPED
         }
-        Err(error) => {
-            eprintln!("error: {error}");
-            EXIT_FAILED
-        }
+        // The runtime already logged why, at error level.
+        Err(_) => EXIT_FAILED,
     }
 }
