@@ -486,3 +486,55 @@ fn a_log_corrupt_in_the_middle_refuses_to_start_and_names_file_and_offset() {
     assert!(stderr.contains("offset 32"), "{stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn an_idle_client_connection_is_closed_after_the_idle_timeout() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "idle-{}-{}",
+        std::process::id(),
+        unique_suffix()
+    ));
+    for _attempt in 0..5 {
+        let port = free_ports(1)[0];
+        let listen = format!("127.0.0.1:{port}");
+        let mut server = ServerProcess {
+            child: Command::new(env!("CARGO_BIN_EXE_lockstep"))
+                .args(["server", "--id", "s1", "--listen", &listen])
+                .args(["--client-idle-timeout", "1s", "--data-dir"])
+                .arg(dir.join("s1"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        };
+        let deadline = Instant::now() + DEADLINE;
+        let connection = loop {
+            if let Ok(connection) = Connection::open(port) {
+                break Some(connection);
+            }
+            if server.child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                break None; // lost the port race: try another port
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let Some(mut connection) = connection else {
+            continue;
+        };
+        // Send nothing: the server closes the connection (EOF), long before our deadline.
+        connection
+            .writer
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        let read = connection.reader.get_mut().read(&mut byte);
+        assert!(
+            matches!(read, Ok(0)),
+            "expected the server to close: {read:?}"
+        );
+        drop(server);
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    panic!("could not start a server on a free port after 5 attempts");
+}
