@@ -364,3 +364,79 @@ async fn serve_connection(
         tracing::info!(%remote, %reason, "peer connection closed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::{Command, Entry, LockTable, PersistOp, ServerId};
+    use std::collections::BTreeMap;
+
+    fn config_for(data_dir: PathBuf) -> ServerProcessConfig {
+        ServerProcessConfig {
+            id: ServerId(1),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            peers: BTreeMap::new(),
+            data_dir,
+            cluster_id: "lockstep".into(),
+            snapshot_entries_min: None,
+            client_idle_timeout: std::time::Duration::from_secs(300),
+        }
+    }
+
+    /// A data directory whose log holds two entries and whose snapshot (`bytes`) covers the
+    /// first.
+    fn directory_with_snapshot(name: &str, bytes: impl FnOnce(&Snapshot) -> Vec<u8>) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("lockstep-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (mut wal, _) = Wal::open(&dir).unwrap();
+        let entry = Entry {
+            term: 1,
+            command: Command::Noop,
+        };
+        wal.append(&[
+            PersistOp::HardState {
+                term: 1,
+                voted_for: Some(ServerId(1)),
+            },
+            PersistOp::Append {
+                first_index: 1,
+                entries: vec![entry.clone(), entry],
+            },
+        ])
+        .unwrap();
+        let snapshot = Snapshot {
+            last_included_index: 1,
+            last_included_term: 1,
+            table: LockTable::new(),
+        };
+        wal.write_snapshot(&bytes(&snapshot), 1, 1).unwrap();
+        dir
+    }
+
+    #[test]
+    fn recovery_rebuilds_the_log_after_the_snapshot() {
+        let dir = directory_with_snapshot("recover", |s| encode_snapshot(s));
+        let recovered = recover(&config_for(dir.clone())).unwrap();
+        let durable = recovered.durable;
+        assert_eq!(durable.term, 1);
+        assert_eq!(durable.log.base_index(), 1);
+        assert_eq!(durable.log.last_index(), 2);
+        assert_eq!(durable.snapshot.unwrap().last_included_index, 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_snapshot_that_does_not_decode_is_a_startup_error_naming_the_file() {
+        let dir = directory_with_snapshot("bad-snapshot", |_| b"not a snapshot".to_vec());
+        let Err(error) = recover(&config_for(dir.clone())) else {
+            panic!("an undecodable snapshot was accepted");
+        };
+        let text = error.to_string();
+        assert!(
+            text.contains(&dir.join(SNAPSHOT_FILE_NAME).display().to_string()),
+            "{text}"
+        );
+        assert!(matches!(error, StartError::Snapshot { .. }));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
