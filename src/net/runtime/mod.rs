@@ -415,7 +415,7 @@ mod tests {
 
     #[test]
     fn recovery_rebuilds_the_log_after_the_snapshot() {
-        let dir = directory_with_snapshot("recover", |s| encode_snapshot(s));
+        let dir = directory_with_snapshot("recover", encode_snapshot);
         let recovered = recover(&config_for(dir.clone())).unwrap();
         let durable = recovered.durable;
         assert_eq!(durable.term, 1);
