@@ -60,6 +60,14 @@ enum Command {
     /// Example: lockstep bench --servers 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003
     /// --clients 64 --duration 10s
     Bench(BenchArgs),
+    /// Run one server of a real cluster: Raft over TCP, durable storage, clients on the same
+    /// port.
+    Server(cli::server::ServerArgs),
+    /// Manage a local cluster of server processes.
+    Cluster {
+        #[command(subcommand)]
+        command: cli::cluster::ClusterCommand,
+    },
     /// Preempt, release or check one lock on a real cluster.
     Client(cli::client::ClientArgs),
     /// Run a command while holding a lock (like flock), then release it.
@@ -207,6 +215,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Explore(args) => run_explore(args),
         Command::Bench(args) => run_bench(args),
+        Command::Server(args) => cli::server::run(args),
+        Command::Cluster { command } => cli::cluster::run(command),
         Command::Client(args) => cli::client::run(args),
         Command::Lock(args) => cli::lock::run(args),
     };

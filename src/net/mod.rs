@@ -4,8 +4,13 @@
 //!   partitions, one-way cuts). It decides the fate of each message; the simulator's event queue
 //!   carries it out.
 //! - [`protocol`]: the client wire protocol (newline-delimited JSON), as a pure codec.
+//! - [`peer`]: server-to-server frames, handshake and the tokio peer transport.
+//! - [`runtime`]: the server process: the node and its write-ahead log on one thread, clients
+//!   and peers on tokio, all on one listening port.
 
+pub mod peer;
 pub mod protocol;
+pub mod runtime;
 pub mod sim;
 
 pub use sim::{Endpoint, LatencyTail, NetworkParams, SimNetwork, Transmission};

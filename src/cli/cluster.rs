@@ -1,0 +1,332 @@
+//! `lockstep cluster up`: a whole cluster of real `lockstep server` processes on this machine,
+//! for trying lockstep out and for benchmarks. It only starts, watches and stops children.
+
+use clap::{Args, Subcommand};
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const EXIT_STOPPED: u8 = 0;
+const EXIT_CHILD_DIED: u8 = 1;
+const EXIT_BAD_INPUT: u8 = 2;
+const SERVERS_MAX: u16 = 9;
+/// How long each server may take to accept connections.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long servers may take to stop after SIGTERM before they are killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Start a cluster of real server processes on 127.0.0.1 and watch over it until Ctrl-C.
+    ///
+    /// Each server is a `lockstep server` child process listening on BASE_PORT, BASE_PORT+1,
+    /// ... with its data in DIR/s1, DIR/s2, ... and its log in DIR/s1.log, DIR/s2.log, ...
+    /// Ctrl-C (or SIGTERM) stops every server and exits 0. If a server dies on its own, the
+    /// others are stopped and the exit code is 1. Exit code 2: bad flags, or a port is taken.
+    #[command(after_help = "\
+Examples:
+  lockstep cluster up                       # 3 servers on 7001-7003, data in a temp dir
+  lockstep cluster up --servers 5 --dir ./cluster --base-port 9001
+  RUST_LOG=debug lockstep cluster up        # the servers log at debug level")]
+    Up(UpArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// How many servers (1 to 9).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub servers: u16,
+    /// Directory for data (DIR/sN) and logs (DIR/sN.log) [default: a new directory under the
+    /// system temp dir].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Port of s1; sN listens on BASE_PORT+N-1.
+    #[arg(long, default_value_t = 7001, value_name = "PORT")]
+    pub base_port: u16,
+    /// Cluster id passed to every server.
+    #[arg(long, default_value = "lockstep", value_name = "NAME")]
+    pub cluster_id: String,
+    /// Passed to every server (see `lockstep server --help`).
+    #[arg(long, value_name = "N")]
+    pub snapshot_entries: Option<u64>,
+}
+
+pub fn run(command: ClusterCommand) -> u8 {
+    match command {
+        ClusterCommand::Up(args) => up(args),
+    }
+}
+
+/// One child server.
+struct Member {
+    name: String,
+    address: SocketAddr,
+    data_dir: PathBuf,
+    log: PathBuf,
+    child: Child,
+}
+
+fn up(args: UpArgs) -> u8 {
+    let addresses = match plan_addresses(&args) {
+        Ok(addresses) => addresses,
+        Err(problem) => {
+            eprintln!("error: {problem}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let dir = args.dir.clone().unwrap_or_else(|| {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        std::env::temp_dir().join(format!("lockstep-cluster-{stamp}-{}", std::process::id()))
+    });
+    if let Err(error) = std::fs::create_dir_all(&dir) {
+        eprintln!("error: {}: cannot create: {error}", dir.display());
+        return EXIT_BAD_INPUT;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let handler_stop = Arc::clone(&stop);
+    if let Err(error) = ctrlc::set_handler(move || handler_stop.store(true, Ordering::Relaxed)) {
+        eprintln!("warning: Ctrl-C will not stop the cluster cleanly: {error}");
+    }
+    let mut members = Vec::new();
+    for index in 0..addresses.len() {
+        match spawn_member(&args, &dir, &addresses, index) {
+            Ok(member) => members.push(member),
+            Err(problem) => {
+                eprintln!("error: {problem}");
+                stop_all(&mut members);
+                return EXIT_CHILD_DIED;
+            }
+        }
+    }
+    if let Err(problem) = wait_until_listening(&mut members, &stop) {
+        eprintln!("error: {problem}");
+        stop_all(&mut members);
+        return EXIT_CHILD_DIED;
+    }
+    print_summary(&members, &dir);
+    let code = watch(&mut members, &stop);
+    stop_all(&mut members);
+    code
+}
+
+/// The servers' addresses, each checked free now (a server started later may still lose a
+/// race for it; its log then says so).
+fn plan_addresses(args: &UpArgs) -> Result<Vec<SocketAddr>, String> {
+    if args.servers == 0 || args.servers > SERVERS_MAX {
+        return Err(format!(
+            "--servers {}: must be 1 to {SERVERS_MAX}",
+            args.servers
+        ));
+    }
+    let last = u32::from(args.base_port) + u32::from(args.servers) - 1;
+    if args.base_port == 0 || last > u32::from(u16::MAX) {
+        return Err(format!(
+            "--base-port {}: ports {}..={last} do not all exist",
+            args.base_port, args.base_port
+        ));
+    }
+    let mut addresses = Vec::new();
+    for offset in 0..args.servers {
+        let address = SocketAddr::from(([127, 0, 0, 1], args.base_port + offset));
+        if let Err(error) = TcpListener::bind(address) {
+            return Err(format!(
+                "port {} (for s{}) is taken: {error}; choose another --base-port",
+                address.port(),
+                offset + 1
+            ));
+        }
+        addresses.push(address);
+    }
+    Ok(addresses)
+}
+
+fn spawn_member(
+    args: &UpArgs,
+    dir: &Path,
+    addresses: &[SocketAddr],
+    index: usize,
+) -> Result<Member, String> {
+    let name = format!("s{}", index + 1);
+    let data_dir = dir.join(&name);
+    let log = dir.join(format!("{name}.log"));
+    let executable =
+        std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    let log_file = File::options()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(|e| format!("{}: cannot open the log: {e}", log.display()))?;
+    let mut command = Command::new(executable);
+    command
+        .arg("server")
+        .args(["--id", &name])
+        .args(["--listen", &addresses[index].to_string()])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["--cluster-id", &args.cluster_id]);
+    for (peer, address) in addresses.iter().enumerate() {
+        if peer != index {
+            command.args(["--peer", &format!("s{}={address}", peer + 1)]);
+        }
+    }
+    if let Some(entries) = args.snapshot_entries {
+        command.args(["--snapshot-entries", &entries.to_string()]);
+    }
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log_file));
+    // Their own process group: a terminal's Ctrl-C reaches only us, and we stop them in order.
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let child = command
+        .spawn()
+        .map_err(|e| format!("cannot start {name}: {e}"))?;
+    Ok(Member {
+        name,
+        address: addresses[index],
+        data_dir,
+        log,
+        child,
+    })
+}
+
+fn wait_until_listening(members: &mut [Member], stop: &AtomicBool) -> Result<(), String> {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    for member in members.iter_mut() {
+        // Bounded by the deadline.
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return Err("interrupted while starting".into());
+            }
+            if let Ok(Some(status)) = member.child.try_wait() {
+                return Err(format!(
+                    "{} exited during startup ({}); see {}",
+                    member.name,
+                    describe(status),
+                    member.log.display()
+                ));
+            }
+            if TcpStream::connect_timeout(&member.address, POLL_INTERVAL).is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} did not accept connections on {} within {STARTUP_TIMEOUT:?}; see {}",
+                    member.name,
+                    member.address,
+                    member.log.display()
+                ));
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+    Ok(())
+}
+
+fn print_summary(members: &[Member], dir: &Path) {
+    use tabled::builder::Builder;
+    use tabled::settings::Style;
+    let mut builder = Builder::default();
+    builder.push_record(["id", "address", "data dir", "pid"]);
+    for member in members {
+        builder.push_record([
+            member.name.clone(),
+            member.address.to_string(),
+            member.data_dir.display().to_string(),
+            member.child.id().to_string(),
+        ]);
+    }
+    let mut table = builder.build();
+    table.with(Style::rounded());
+    let servers: Vec<String> = members.iter().map(|m| m.address.to_string()).collect();
+    println!("{table}");
+    println!("logs: {}/sN.log (one per server)", dir.display());
+    println!(
+        "try:  lockstep client --servers {} preempt NAME",
+        servers.join(",")
+    );
+    println!("Ctrl-C stops the cluster.");
+}
+
+/// Waits for Ctrl-C (exit 0) or a child that dies on its own (exit 1).
+fn watch(members: &mut [Member], stop: &AtomicBool) -> u8 {
+    // Bounded by the signal or a child's death.
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            println!("stopping the cluster");
+            return EXIT_STOPPED;
+        }
+        for member in members.iter_mut() {
+            if let Ok(Some(status)) = member.child.try_wait() {
+                eprintln!(
+                    "error: {} (pid {}) exited on its own ({}); see {}. Stopping the others.",
+                    member.name,
+                    member.child.id(),
+                    describe(status),
+                    member.log.display()
+                );
+                return EXIT_CHILD_DIED;
+            }
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// SIGTERM to every running child, then SIGKILL after the grace period; waits for all.
+fn stop_all(members: &mut [Member]) {
+    for member in members.iter_mut() {
+        if matches!(member.child.try_wait(), Ok(None)) {
+            terminate(&member.child);
+        }
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    for member in members.iter_mut() {
+        // Bounded by the deadline, then a kill.
+        loop {
+            match member.child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() > deadline => {
+                    eprintln!(
+                        "{} did not stop within {STOP_GRACE:?}; killing it",
+                        member.name
+                    );
+                    let _ = member.child.kill();
+                    let _ = member.child.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+fn terminate(child: &Child) {
+    let Ok(pid) = libc::pid_t::try_from(child.id()) else {
+        return;
+    };
+    // SAFETY: kill(2) with a pid we spawned and have not yet reaped; it touches no memory.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+}
+
+#[cfg(not(unix))]
+fn terminate(child: &Child) {
+    let _ = child;
+}
+
+fn describe(status: ExitStatus) -> String {
+    match status.code() {
+        Some(code) => format!("exit code {code}"),
+        None => format!("{status}"),
+    }
+}

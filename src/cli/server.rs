@@ -1,0 +1,112 @@
+//! `lockstep server`: one server of a cluster, as one OS process.
+
+use clap::Args;
+use lockstep::net::runtime::config::{self, ConfigOverrides, parse_duration, parse_peer};
+use lockstep::net::runtime::{self, StartError};
+use lockstep::node::ServerId;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Exit codes of `lockstep server`.
+pub const EXIT_STOPPED: u8 = 0;
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_BAD_CONFIG: u8 = 2;
+pub const EXIT_STORAGE_REFUSED: u8 = 3;
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  # a three-server cluster on one machine, one terminal each
+  lockstep server --id s1 --listen 127.0.0.1:7001 --peer s2=127.0.0.1:7002 \\
+      --peer s3=127.0.0.1:7003 --data-dir data/s1
+  lockstep server --id s2 --listen 127.0.0.1:7002 --peer s1=127.0.0.1:7001 \\
+      --peer s3=127.0.0.1:7003 --data-dir data/s2
+  ...
+  # the same cluster from one shared file
+  lockstep server --config cluster.yaml --id s1
+
+Logs go to stderr; set the level with RUST_LOG (default info, e.g. RUST_LOG=debug).
+SIGINT or SIGTERM stops the server cleanly: everything it acknowledged is already on disk.
+
+Exit codes: 0 stopped by a signal, 1 failed while serving (a storage error), 2 bad flags or
+configuration (or the port is taken), 3 the data directory was refused at startup
+(corruption, another process holds it, an unreadable snapshot).")]
+pub struct ServerArgs {
+    /// This server's id: s1, S1 or 1. With --config, it picks this process's entry.
+    #[arg(long, value_name = "ID", value_parser = config::parse_server_id)]
+    pub id: ServerId,
+    /// IP:PORT to listen on, for peers and clients alike.
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Another server of the cluster, as ID=HOST:PORT. Repeat for each peer.
+    #[arg(long = "peer", value_name = "ID=HOST:PORT", value_parser = parse_peer)]
+    pub peers: Vec<(ServerId, String)>,
+    /// Where this server keeps its write-ahead log and snapshot (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Servers refuse peers of another cluster id [default: lockstep].
+    #[arg(long, value_name = "NAME")]
+    pub cluster_id: Option<String>,
+    /// Compact the log into a snapshot once this many applied entries are held; 0 never
+    /// [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub snapshot_entries: Option<u64>,
+    /// Close client connections that send nothing for this long [default: 300s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub client_idle_timeout: Option<Duration>,
+    /// A YAML file describing the cluster (see docs/operations.md). Flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// Sends `tracing` output to stderr, at the level RUST_LOG says (default info).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+pub fn run(args: ServerArgs) -> u8 {
+    init_logging();
+    let overrides = ConfigOverrides {
+        config_file: args.config,
+        id: Some(args.id),
+        listen: args.listen,
+        peers: args.peers,
+        data_dir: args.data_dir,
+        cluster_id: args.cluster_id,
+        snapshot_entries: args.snapshot_entries,
+        client_idle_timeout: args.client_idle_timeout,
+    };
+    let config = match config::resolve(&overrides) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return EXIT_BAD_CONFIG;
+        }
+    };
+    let server = match runtime::start(config) {
+        Ok(server) => server,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return match error {
+                StartError::Storage(_) | StartError::Snapshot { .. } => EXIT_STORAGE_REFUSED,
+                StartError::Listen { .. } => EXIT_BAD_CONFIG,
+                StartError::Runtime(_) => EXIT_FAILED,
+            };
+        }
+    };
+    match server.run() {
+        Ok(()) => {
+            tracing::info!("stopped");
+            EXIT_STOPPED
+        }
+        // The runtime already logged why, at error level.
+        Err(_) => EXIT_FAILED,
+    }
+}

@@ -1,0 +1,439 @@
+//! What one server process needs to know, from command-line flags and an optional YAML file.
+//!
+//! The file describes the whole cluster so that every server can share it; `--id` picks this
+//! process's entry, and flags override what the file says. Every problem is a [`ConfigError`]
+//! naming its place (a flag, or `FILE: servers.s4`) and what is wrong with it.
+//!
+//! ```yaml
+//! cluster_id: prod-locks        # default "lockstep"
+//! data_dir: /var/lib/lockstep   # root: each server uses <data_dir>/<id> unless it names its own
+//! snapshot_entries: 10000       # 0 never compacts
+//! client_idle_timeout: 300s
+//! servers:
+//!   s1: 10.0.0.1:7001
+//!   s2: 10.0.0.2:7001
+//!   s3: {address: 10.0.0.3:7001, data_dir: /srv/lockstep}
+//! ```
+
+use crate::node::ServerId;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const CLUSTER_ID_DEFAULT: &str = "lockstep";
+pub const SNAPSHOT_ENTRIES_DEFAULT: u64 = 10_000;
+pub const CLIENT_IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(300);
+/// Largest cluster a server accepts.
+pub const SERVERS_MAX: usize = 9;
+
+/// Everything a server process runs with, checked.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ServerProcessConfig {
+    pub id: ServerId,
+    /// The one port for peers and clients.
+    pub listen: SocketAddr,
+    /// Every other server and its `host:port`.
+    pub peers: BTreeMap<ServerId, String>,
+    pub data_dir: PathBuf,
+    pub cluster_id: String,
+    /// Applied entries kept in the log before compacting them into a snapshot; `None` never.
+    pub snapshot_entries_min: Option<u64>,
+    pub client_idle_timeout: Duration,
+}
+
+impl ServerProcessConfig {
+    /// Every server of the cluster, this one included, in order.
+    pub fn servers(&self) -> Vec<ServerId> {
+        let mut servers: Vec<ServerId> = self.peers.keys().copied().collect();
+        servers.push(self.id);
+        servers.sort();
+        servers
+    }
+}
+
+/// What the command line said; `None` and empty mean "not given".
+#[derive(Clone, Default, Debug)]
+pub struct ConfigOverrides {
+    pub config_file: Option<PathBuf>,
+    pub id: Option<ServerId>,
+    pub listen: Option<SocketAddr>,
+    pub peers: Vec<(ServerId, String)>,
+    pub data_dir: Option<PathBuf>,
+    pub cluster_id: Option<String>,
+    pub snapshot_entries: Option<u64>,
+    pub client_idle_timeout: Option<Duration>,
+}
+
+/// A configuration problem: where, and what.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ConfigError {
+    pub place: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.place, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn error(place: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        place: place.into(),
+        problem: problem.into(),
+    }
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    cluster_id: Option<String>,
+    data_dir: Option<PathBuf>,
+    snapshot_entries: Option<u64>,
+    client_idle_timeout: Option<String>,
+    servers: BTreeMap<String, ServerEntry>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum ServerEntry {
+    Address(String),
+    Detailed(DetailedEntry),
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct DetailedEntry {
+    address: String,
+    data_dir: Option<PathBuf>,
+}
+
+/// `s1`, `S1` or `1`.
+pub fn parse_server_id(text: &str) -> Result<ServerId, String> {
+    let digits = text
+        .strip_prefix('s')
+        .or_else(|| text.strip_prefix('S'))
+        .unwrap_or(text);
+    match digits.parse::<u32>() {
+        Ok(0) => Err(format!("{text:?}: server ids start at s1")),
+        Ok(number) => Ok(ServerId(number)),
+        Err(_) => Err(format!("{text:?} is not a server id (like s1, S1 or 1)")),
+    }
+}
+
+/// `s2=127.0.0.1:7002`.
+pub fn parse_peer(text: &str) -> Result<(ServerId, String), String> {
+    let Some((id, address)) = text.split_once('=') else {
+        return Err(format!(
+            "{text:?} is not ID=HOST:PORT (like s2=127.0.0.1:7002)"
+        ));
+    };
+    let id = parse_server_id(id)?;
+    check_address(address)?;
+    Ok((id, address.to_string()))
+}
+
+/// `300s`, `1500ms`, `5m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration (a number with ms, s or m, like 300s)");
+    let text_trimmed = text.trim();
+    let (number, unit_ms) = if let Some(n) = text_trimmed.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = text_trimmed.strip_suffix('s') {
+        (n, 1_000)
+    } else if let Some(n) = text_trimmed.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        return Err(bad());
+    };
+    let number: u64 = number.trim().parse().map_err(|_| bad())?;
+    let millis = number.checked_mul(unit_ms).ok_or_else(bad)?;
+    if millis == 0 {
+        return Err(format!("{text:?}: must be more than zero"));
+    }
+    Ok(Duration::from_millis(millis))
+}
+
+fn check_address(address: &str) -> Result<(), String> {
+    match address.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(())
+        }
+        _ => Err(format!(
+            "{address:?} is not HOST:PORT (like 127.0.0.1:7002)"
+        )),
+    }
+}
+
+/// Reads the file named in `overrides` (if any) and combines it with the flags.
+pub fn resolve(overrides: &ConfigOverrides) -> Result<ServerProcessConfig, ConfigError> {
+    let file = match &overrides.config_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| error(path.display().to_string(), format!("cannot read: {e}")))?;
+            Some((path.clone(), parse_file(path, &text)?))
+        }
+        None => None,
+    };
+    combine(
+        overrides,
+        file.as_ref().map(|(path, file)| (path.as_path(), file)),
+    )
+}
+
+fn parse_file(path: &Path, text: &str) -> Result<ConfigFile, ConfigError> {
+    serde_saphyr::from_str::<ConfigFile>(text)
+        .map_err(|e| error(path.display().to_string(), e.to_string()))
+}
+
+/// The file's servers with checked ids and addresses.
+fn file_servers(
+    path: &Path,
+    file: &ConfigFile,
+) -> Result<BTreeMap<ServerId, (String, Option<PathBuf>)>, ConfigError> {
+    let mut servers = BTreeMap::new();
+    for (key, entry) in &file.servers {
+        let place = format!("{}: servers.{key}", path.display());
+        let id = parse_server_id(key).map_err(|problem| error(&place, problem))?;
+        let (address, data_dir) = match entry {
+            ServerEntry::Address(address) => (address.clone(), None),
+            ServerEntry::Detailed(detailed) => {
+                (detailed.address.clone(), detailed.data_dir.clone())
+            }
+        };
+        check_address(&address).map_err(|problem| error(&place, problem))?;
+        if servers.insert(id, (address, data_dir)).is_some() {
+            return Err(error(place, format!("{id} is listed twice")));
+        }
+    }
+    Ok(servers)
+}
+
+fn combine(
+    overrides: &ConfigOverrides,
+    file: Option<(&Path, &ConfigFile)>,
+) -> Result<ServerProcessConfig, ConfigError> {
+    let id = overrides
+        .id
+        .ok_or_else(|| error("--id", "required: which server this process is (like s1)"))?;
+    let mut listen = overrides.listen;
+    let mut peers = BTreeMap::new();
+    let mut data_dir = overrides.data_dir.clone();
+    let mut cluster_id = overrides.cluster_id.clone();
+    let mut snapshot_entries = overrides.snapshot_entries;
+    let mut idle_timeout = overrides.client_idle_timeout;
+    if let Some((path, file)) = file {
+        let servers = file_servers(path, file)?;
+        let Some((own_address, own_data_dir)) = servers.get(&id) else {
+            return Err(error(
+                format!("{}: servers", path.display()),
+                format!("no entry for {id} (given by --id)"),
+            ));
+        };
+        let relative_to_file = |dir: &Path| path.parent().unwrap_or(Path::new(".")).join(dir);
+        if listen.is_none() {
+            let parsed = own_address.parse::<SocketAddr>().map_err(|_| {
+                error(
+                    format!("{}: servers.{id}", path.display()),
+                    format!("{own_address:?} must be IP:PORT to listen on (or pass --listen)"),
+                )
+            })?;
+            listen = Some(parsed);
+        }
+        for (&peer, (address, _)) in &servers {
+            if peer != id {
+                peers.insert(peer, address.clone());
+            }
+        }
+        data_dir = data_dir
+            .or_else(|| own_data_dir.as_deref().map(relative_to_file))
+            .or_else(|| {
+                file.data_dir
+                    .as_deref()
+                    .map(|root| relative_to_file(root).join(id.to_string()))
+            });
+        cluster_id = cluster_id.or_else(|| file.cluster_id.clone());
+        snapshot_entries = snapshot_entries.or(file.snapshot_entries);
+        if idle_timeout.is_none()
+            && let Some(text) = &file.client_idle_timeout
+        {
+            let place = format!("{}: client_idle_timeout", path.display());
+            idle_timeout = Some(parse_duration(text).map_err(|p| error(place, p))?);
+        }
+    }
+    for (peer, address) in &overrides.peers {
+        if *peer == id {
+            return Err(error(
+                format!("--peer {peer}={address}"),
+                "a server is not its own peer",
+            ));
+        }
+        peers.insert(*peer, address.clone());
+    }
+    let listen =
+        listen.ok_or_else(|| error("--listen", "required (or a --config entry for this --id)"))?;
+    let data_dir = data_dir
+        .ok_or_else(|| error("--data-dir", "required (or data_dir in the --config file)"))?;
+    let cluster_id = cluster_id.unwrap_or_else(|| CLUSTER_ID_DEFAULT.to_string());
+    if cluster_id.is_empty() || cluster_id.len() > crate::net::peer::handshake::CLUSTER_ID_BYTES_MAX
+    {
+        return Err(error("cluster id", "must be 1 to 128 bytes"));
+    }
+    if peers.len() + 1 > SERVERS_MAX {
+        return Err(error(
+            "peers",
+            format!("{} servers; at most {SERVERS_MAX}", peers.len() + 1),
+        ));
+    }
+    let snapshot_entries = snapshot_entries.unwrap_or(SNAPSHOT_ENTRIES_DEFAULT);
+    let config = ServerProcessConfig {
+        id,
+        listen,
+        peers,
+        data_dir,
+        cluster_id,
+        snapshot_entries_min: (snapshot_entries > 0).then_some(snapshot_entries),
+        client_idle_timeout: idle_timeout.unwrap_or(CLIENT_IDLE_TIMEOUT_DEFAULT),
+    };
+    assert!(
+        !config.peers.contains_key(&config.id),
+        "config: self as peer"
+    );
+    assert!(
+        config.client_idle_timeout > Duration::ZERO,
+        "config: zero idle timeout"
+    );
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "cluster_id: prod\n\
+        data_dir: /data\n\
+        snapshot_entries: 500\n\
+        client_idle_timeout: 30s\n\
+        servers:\n  s1: 127.0.0.1:7001\n  s2: 127.0.0.1:7002\n  \
+        s3: {address: 127.0.0.1:7003, data_dir: /srv/three}\n";
+
+    fn with_file(overrides: ConfigOverrides) -> Result<ServerProcessConfig, ConfigError> {
+        let path = Path::new("/etc/lockstep/cluster.yaml");
+        let file = parse_file(path, FILE).unwrap();
+        combine(&overrides, Some((path, &file)))
+    }
+
+    #[test]
+    fn server_ids_read_with_or_without_the_s() {
+        assert_eq!(parse_server_id("s1"), Ok(ServerId(1)));
+        assert_eq!(parse_server_id("S12"), Ok(ServerId(12)));
+        assert_eq!(parse_server_id("3"), Ok(ServerId(3)));
+        assert!(parse_server_id("s0").is_err());
+        assert!(parse_server_id("x1").is_err());
+        assert_eq!(
+            parse_peer("s2=127.0.0.1:7002"),
+            Ok((ServerId(2), "127.0.0.1:7002".into()))
+        );
+        assert!(parse_peer("s2:127.0.0.1:7002").is_err());
+        assert!(parse_peer("s2=127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn durations_need_a_unit() {
+        assert_eq!(parse_duration("300s"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("300").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn the_file_gives_each_server_its_entry_and_the_others_as_peers() {
+        let config = with_file(ConfigOverrides {
+            id: Some(ServerId(1)),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:7001".parse().unwrap());
+        assert_eq!(
+            config.peers.keys().copied().collect::<Vec<_>>(),
+            [ServerId(2), ServerId(3)]
+        );
+        assert_eq!(config.data_dir, PathBuf::from("/data/s1"));
+        assert_eq!(config.cluster_id, "prod");
+        assert_eq!(config.snapshot_entries_min, Some(500));
+        assert_eq!(config.client_idle_timeout, Duration::from_secs(30));
+        let third = with_file(ConfigOverrides {
+            id: Some(ServerId(3)),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(third.data_dir, PathBuf::from("/srv/three"));
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let config = with_file(ConfigOverrides {
+            id: Some(ServerId(2)),
+            listen: Some("0.0.0.0:9002".parse().unwrap()),
+            peers: vec![(ServerId(3), "10.0.0.3:9003".into())],
+            data_dir: Some("/tmp/two".into()),
+            cluster_id: Some("test".into()),
+            snapshot_entries: Some(0),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(config.listen, "0.0.0.0:9002".parse().unwrap());
+        assert_eq!(config.peers[&ServerId(3)], "10.0.0.3:9003");
+        assert_eq!(config.peers[&ServerId(1)], "127.0.0.1:7001");
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/two"));
+        assert_eq!(config.cluster_id, "test");
+        assert_eq!(config.snapshot_entries_min, None);
+    }
+
+    #[test]
+    fn problems_name_their_place() {
+        let missing = with_file(ConfigOverrides {
+            id: Some(ServerId(4)),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(missing.place, "/etc/lockstep/cluster.yaml: servers");
+        assert!(missing.problem.contains("s4"));
+        let path = Path::new("c.yaml");
+        let unknown_key = parse_file(path, "servers: {s1: 127.0.0.1:1}\nbogus: 1\n").unwrap_err();
+        assert!(
+            unknown_key.to_string().starts_with("c.yaml: "),
+            "{unknown_key}"
+        );
+        let bad_id = parse_file(path, "servers: {x: 127.0.0.1:1}\n").unwrap();
+        let bad_id = combine(
+            &ConfigOverrides {
+                id: Some(ServerId(1)),
+                ..Default::default()
+            },
+            Some((path, &bad_id)),
+        )
+        .unwrap_err();
+        assert_eq!(bad_id.place, "c.yaml: servers.x");
+        let self_peer = combine(
+            &ConfigOverrides {
+                id: Some(ServerId(1)),
+                listen: Some("127.0.0.1:1".parse().unwrap()),
+                data_dir: Some("d".into()),
+                peers: vec![(ServerId(1), "127.0.0.1:2".into())],
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap_err();
+        assert!(self_peer.place.starts_with("--peer"));
+        let no_id = combine(&ConfigOverrides::default(), None).unwrap_err();
+        assert_eq!(no_id.place, "--id");
+    }
+}

@@ -1,0 +1,448 @@
+//! The server process: one `lockstep::node::Server`, its write-ahead log, and the network
+//! around it, on one listening port shared by peers and clients.
+//!
+//! # Threads
+//! - The **node thread** ([`node_loop`]) owns the `Server` and the `Wal`. It alone steps the
+//!   node and writes the disk, in batches with one fsync each (group commit).
+//! - A **tokio runtime** runs the listener, one task per client connection (and one writer
+//!   each), and the peer transport. None of its tasks ever blocks on the disk.
+//! - The main thread waits for SIGINT/SIGTERM or for the node thread to end.
+//!
+//! Inputs reach the node through one bounded queue. Outputs leave through per-peer bounded
+//! queues and per-connection bounded queues, each fed without blocking.
+//!
+//! # Startup and shutdown
+//! [`start`] opens and recovers the data directory, decodes the snapshot, builds the node and
+//! binds the port before anything is served; every problem there is a [`StartError`]. A stop
+//! request lets the node thread finish its round (whose sync covers everything it answered)
+//! and returns.
+
+pub mod clients;
+pub mod config;
+pub mod node_loop;
+
+pub use config::{ConfigError, ConfigOverrides, ServerProcessConfig};
+
+use crate::net::peer::{self, PeerIdentity, Sniffed};
+use crate::node::{DurableState, RaftLog, Server, ServerConfig, ServerInput, Snapshot};
+use crate::storage::{SNAPSHOT_FILE_NAME, StorageError, Wal};
+use clients::{ClientContext, ClientRegistry};
+use node_loop::{Clock, NodeLoop};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+/// Inputs waiting for the node thread. A full queue answers clients `overloaded` and drops
+/// peer messages.
+pub const INPUT_QUEUE_MAX: usize = 16_384;
+/// Open connections, peers and clients together; more are closed on accept.
+pub const CONNECTIONS_MAX: usize = 8_192;
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory could not be opened or recovered (it names file and offset).
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// The snapshot file exists but is not a lockstep snapshot this build can read.
+    #[error("{}: {problem}", .path.display())]
+    Snapshot { path: PathBuf, problem: String },
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Why a running server stopped other than by request.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("storage failed, refusing to keep serving: {0}")]
+    Storage(#[from] StorageError),
+    #[error("the node thread panicked")]
+    NodePanicked,
+}
+
+/// The snapshot encoding in the data directory: `node::Snapshot` as JSON.
+pub fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
+    serde_json::to_vec(snapshot).expect("snapshots serialise")
+}
+
+/// What the data directory held, ready to build a node from.
+struct Recovered {
+    wal: Wal,
+    durable: DurableState,
+    created: bool,
+}
+
+/// Opens and recovers the data directory: logs every repair, checks the snapshot.
+fn recover(config: &ServerProcessConfig) -> Result<Recovered, StartError> {
+    let (wal, recovery) = Wal::open(&config.data_dir)?;
+    for warning in &recovery.warnings {
+        tracing::warn!("recovery: {warning}");
+    }
+    let snapshot = match &recovery.snapshot {
+        None => None,
+        Some(stored) => {
+            let path = config.data_dir.join(SNAPSHOT_FILE_NAME);
+            let decoded: Snapshot =
+                serde_json::from_slice(&stored.data).map_err(|e| StartError::Snapshot {
+                    path: path.clone(),
+                    problem: format!("does not decode as a lockstep snapshot: {e}"),
+                })?;
+            let position = (decoded.last_included_index, decoded.last_included_term);
+            let base = (recovery.log_base.index, recovery.log_base.term);
+            let stored_at = (stored.last_included.index, stored.last_included.term);
+            if position != base || position != stored_at {
+                return Err(StartError::Snapshot {
+                    path,
+                    problem: format!(
+                        "holds the state at (index, term) {position:?}, but the file header says \
+                         {stored_at:?} and the log starts after {base:?}"
+                    ),
+                });
+            }
+            Some(Arc::new(decoded))
+        }
+    };
+    if snapshot.is_none() {
+        assert_eq!(
+            recovery.log_base.index, 0,
+            "storage: a base without a snapshot"
+        );
+    }
+    let durable = DurableState {
+        term: recovery.state.term,
+        voted_for: recovery.state.voted_for,
+        log: RaftLog::rebased(
+            recovery.log_base.index,
+            recovery.log_base.term,
+            recovery.state.log,
+        ),
+        snapshot,
+    };
+    Ok(Recovered {
+        wal,
+        durable,
+        created: recovery.created,
+    })
+}
+
+/// A started server: recovered, bound, its node built. [`RunningServer::run`] serves.
+pub struct RunningServer {
+    config: ServerProcessConfig,
+    runtime: tokio::runtime::Runtime,
+    listener: std::net::TcpListener,
+    recovered: Recovered,
+}
+
+/// Recovers storage and binds the port. Nothing is served yet.
+pub fn start(config: ServerProcessConfig) -> Result<RunningServer, StartError> {
+    let recovered = recover(&config)?;
+    let listener =
+        std::net::TcpListener::bind(config.listen).map_err(|source| StartError::Listen {
+            address: config.listen,
+            source,
+        })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(StartError::Runtime)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("lockstep-net")
+        .build()
+        .map_err(StartError::Runtime)?;
+    Ok(RunningServer {
+        config,
+        runtime,
+        listener,
+        recovered,
+    })
+}
+
+impl RunningServer {
+    /// The bound address (useful with port 0).
+    pub fn local_address(&self) -> std::net::SocketAddr {
+        self.listener.local_addr().expect("a bound listener")
+    }
+
+    /// Serves until SIGINT/SIGTERM (`Ok`) or a storage failure (`Err`).
+    pub fn run(self) -> Result<(), RunError> {
+        let RunningServer {
+            config,
+            runtime,
+            listener,
+            recovered,
+        } = self;
+        let clock = Clock::start();
+        let durable = &recovered.durable;
+        tracing::info!(
+            id = %config.id,
+            listen = %config.listen,
+            peers = ?config.peers,
+            data_dir = %config.data_dir.display(),
+            cluster_id = %config.cluster_id,
+            fresh = recovered.created,
+            term = durable.term,
+            voted_for = ?durable.voted_for,
+            last_index = durable.log.last_index(),
+            snapshot_index = durable.snapshot.as_ref().map_or(0, |s| s.last_included_index),
+            "server starting"
+        );
+        let mut node_config = ServerConfig::new(config.id, config.servers());
+        node_config.snapshot_entries_min = config.snapshot_entries_min;
+        let (server, initial) = Server::new(
+            node_config,
+            recovered.durable,
+            rng_seed(&config),
+            clock.now(),
+        );
+        let (input_sender, input_receiver) = std::sync::mpsc::sync_channel(INPUT_QUEUE_MAX);
+        let stop = Arc::new(AtomicBool::new(false));
+        let registry = ClientRegistry::default();
+        let term = Arc::new(AtomicU64::new(server.term()));
+        let mut addresses = config.peers.clone();
+        addresses.insert(config.id, config.listen.to_string());
+        let identity = Arc::new(PeerIdentity {
+            cluster_id: config.cluster_id.clone(),
+            me: config.id,
+            servers: config.servers(),
+        });
+        let _guard = runtime.enter();
+        let peers = peer::spawn_outbound(&identity, &config.peers);
+        let node_loop = NodeLoop::new(
+            server,
+            recovered.wal,
+            input_receiver,
+            peers,
+            registry.clone(),
+            clock,
+            Arc::clone(&stop),
+            Arc::clone(&term),
+        );
+        let (done_sender, done_receiver) = tokio::sync::oneshot::channel();
+        let node_thread = std::thread::Builder::new()
+            .name("lockstep-node".into())
+            .spawn(move || {
+                let result = node_loop.run(initial);
+                let _ = done_sender.send(());
+                result
+            })
+            .expect("spawning the node thread");
+        let context = Arc::new(ClientContext {
+            inputs: input_sender.clone(),
+            registry,
+            idle_timeout: config.client_idle_timeout,
+            next_addr: AtomicU64::new(1),
+            overloaded_answers: AtomicU64::new(0),
+            term,
+            addresses,
+        });
+        let listener = TcpListener::from_std(listener).expect("inside the runtime");
+        runtime.spawn(accept_loop(listener, context, identity, input_sender));
+        let signalled = runtime.block_on(wait_for_stop(done_receiver));
+        if signalled {
+            tracing::info!("stopping on signal");
+        }
+        stop.store(true, Ordering::Relaxed);
+        let result = match node_thread.join() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => {
+                tracing::error!("storage failed, stopping: {error}");
+                Err(RunError::Storage(error))
+            }
+            Err(_) => Err(RunError::NodePanicked),
+        };
+        runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+        result
+    }
+}
+
+/// The driver owns randomness: election jitter differs per process and per start.
+fn rng_seed(config: &ServerProcessConfig) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32) ^ u64::from(config.id.0)
+}
+
+/// True on a signal, false when the node thread ended by itself.
+async fn wait_for_stop(node_done: tokio::sync::oneshot::Receiver<()>) -> bool {
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => true,
+        () = terminate => true,
+        _ = node_done => false,
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    context: Arc<ClientContext>,
+    identity: Arc<PeerIdentity>,
+    inputs: std::sync::mpsc::SyncSender<ServerInput>,
+) {
+    let connections = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    let peer_drops = Arc::new(AtomicU64::new(0));
+    // Bounded by the process's life.
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: pause rather than spin.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            tracing::warn!(%remote, "too many connections ({CONNECTIONS_MAX}); closing");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let context = Arc::clone(&context);
+        let identity = Arc::clone(&identity);
+        let inputs = inputs.clone();
+        let peer_drops = Arc::clone(&peer_drops);
+        tokio::spawn(async move {
+            let _permit = permit;
+            serve_connection(stream, remote, context, identity, inputs, peer_drops).await;
+        });
+    }
+}
+
+/// Reads the first bytes, then serves the connection as a peer or a client.
+async fn serve_connection(
+    mut stream: TcpStream,
+    remote: std::net::SocketAddr,
+    context: Arc<ClientContext>,
+    identity: Arc<PeerIdentity>,
+    inputs: std::sync::mpsc::SyncSender<ServerInput>,
+    peer_drops: Arc<AtomicU64>,
+) {
+    let mut first = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // Bounded: the magic is 9 bytes, and each round reads at least one.
+    let kind = loop {
+        match peer::sniff(&first) {
+            Sniffed::NeedMore => {}
+            kind => break kind,
+        }
+        let read = tokio::time::timeout(context.idle_timeout, stream.read(&mut chunk)).await;
+        match read {
+            Ok(Ok(read)) if read > 0 => first.extend_from_slice(&chunk[..read]),
+            _ => return,
+        }
+    };
+    if kind == Sniffed::Client {
+        clients::serve_client(stream, first, context).await;
+        return;
+    }
+    let deliver = move |from, msg| {
+        if inputs.try_send(ServerInput::Peer { from, msg }).is_err() {
+            // Raft tolerates loss; a full queue means the node is behind.
+            let dropped = peer_drops.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!(dropped, "node input queue full: dropping peer messages");
+            }
+        }
+    };
+    let reason = peer::serve_inbound(stream, first, identity, deliver).await;
+    if reason.starts_with("refused") {
+        tracing::warn!(%remote, %reason, "peer connection refused");
+    } else {
+        tracing::info!(%remote, %reason, "peer connection closed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::{Command, Entry, LockTable, PersistOp, ServerId};
+    use std::collections::BTreeMap;
+
+    fn config_for(data_dir: PathBuf) -> ServerProcessConfig {
+        ServerProcessConfig {
+            id: ServerId(1),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            peers: BTreeMap::new(),
+            data_dir,
+            cluster_id: "lockstep".into(),
+            snapshot_entries_min: None,
+            client_idle_timeout: std::time::Duration::from_secs(300),
+        }
+    }
+
+    /// A data directory whose log holds two entries and whose snapshot (`bytes`) covers the
+    /// first.
+    fn directory_with_snapshot(name: &str, bytes: impl FnOnce(&Snapshot) -> Vec<u8>) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("lockstep-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (mut wal, _) = Wal::open(&dir).unwrap();
+        let entry = Entry {
+            term: 1,
+            command: Command::Noop,
+        };
+        wal.append(&[
+            PersistOp::HardState {
+                term: 1,
+                voted_for: Some(ServerId(1)),
+            },
+            PersistOp::Append {
+                first_index: 1,
+                entries: vec![entry.clone(), entry],
+            },
+        ])
+        .unwrap();
+        let snapshot = Snapshot {
+            last_included_index: 1,
+            last_included_term: 1,
+            table: LockTable::new(),
+        };
+        wal.write_snapshot(&bytes(&snapshot), 1, 1).unwrap();
+        dir
+    }
+
+    #[test]
+    fn recovery_rebuilds_the_log_after_the_snapshot() {
+        let dir = directory_with_snapshot("recover", encode_snapshot);
+        let recovered = recover(&config_for(dir.clone())).unwrap();
+        let durable = recovered.durable;
+        assert_eq!(durable.term, 1);
+        assert_eq!(durable.log.base_index(), 1);
+        assert_eq!(durable.log.last_index(), 2);
+        assert_eq!(durable.snapshot.unwrap().last_included_index, 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_snapshot_that_does_not_decode_is_a_startup_error_naming_the_file() {
+        let dir = directory_with_snapshot("bad-snapshot", |_| b"not a snapshot".to_vec());
+        let Err(error) = recover(&config_for(dir.clone())) else {
+            panic!("an undecodable snapshot was accepted");
+        };
+        let text = error.to_string();
+        assert!(
+            text.contains(&dir.join(SNAPSHOT_FILE_NAME).display().to_string()),
+            "{text}"
+        );
+        assert!(matches!(error, StartError::Snapshot { .. }));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

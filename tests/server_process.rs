@@ -1,0 +1,540 @@
+//! Real server processes over real TCP: the built `lockstep` binary, three of them on free
+//! 127.0.0.1 ports, spoken to with raw NDJSON.
+//!
+//! Story: a client says hello through s1, takes lock `a` through s2 (a follower forwards it to
+//! the leader, or s2 leads), and a linearizable check through s3 sees the grant. The leader is
+//! killed with SIGKILL; a new leader answers and still knows the grant. The killed server
+//! restarts from its data directory and answers for the grant too.
+//!
+//! Every spawned process is killed and reaped by a guard, even when an assertion fails. The
+//! test never asserts on timing: every wait polls up to a generous deadline.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One server process; dropping it kills and reaps it.
+struct ServerProcess {
+    child: Child,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Cluster {
+    dir: PathBuf,
+    ports: Vec<u16>,
+    /// Index i is s(i+1); `None` while that server is down.
+    servers: Vec<Option<ServerProcess>>,
+}
+
+impl Cluster {
+    /// Starts three servers on free ports. A port taken between choosing and binding makes a
+    /// server exit at once; then the whole cluster is retried on new ports.
+    fn start(name: &str) -> Cluster {
+        for _attempt in 0..5 {
+            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+                "{name}-{}-{}",
+                std::process::id(),
+                unique_suffix()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut cluster = Cluster {
+                dir,
+                ports: free_ports(3),
+                servers: Vec::new(),
+            };
+            for index in 0..3 {
+                let process = cluster.spawn(index);
+                cluster.servers.push(Some(process));
+            }
+            if cluster.wait_until_listening() {
+                return cluster;
+            }
+        }
+        panic!("could not start a cluster on free ports after 5 attempts");
+    }
+
+    fn spawn(&self, index: usize) -> ServerProcess {
+        let id = format!("s{}", index + 1);
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path(index))
+            .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lockstep"));
+        command
+            .args(["server", "--id", &id])
+            .args(["--listen", &format!("127.0.0.1:{}", self.ports[index])])
+            .arg("--data-dir")
+            .arg(self.dir.join(&id))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        for (peer, port) in self.ports.iter().enumerate() {
+            if peer != index {
+                command.args(["--peer", &format!("s{}=127.0.0.1:{port}", peer + 1)]);
+            }
+        }
+        ServerProcess {
+            child: command.spawn().expect("the lockstep binary starts"),
+        }
+    }
+
+    fn log_path(&self, index: usize) -> PathBuf {
+        self.dir.join(format!("s{}.log", index + 1))
+    }
+
+    /// True once every running server accepts connections; false if one exited.
+    fn wait_until_listening(&mut self) -> bool {
+        let deadline = Instant::now() + DEADLINE;
+        for index in 0..self.servers.len() {
+            let Some(process) = self.servers[index].as_mut() else {
+                continue;
+            };
+            let address = SocketAddr::from(([127, 0, 0, 1], self.ports[index]));
+            loop {
+                if let Ok(Some(_)) = process.child.try_wait() {
+                    return false;
+                }
+                if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "s{} never listened", index + 1);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        true
+    }
+
+    /// The server that most recently logged winning an election (highest term).
+    fn latest_leader(&self) -> Option<usize> {
+        let mut best: Option<(u64, usize)> = None;
+        for index in 0..self.servers.len() {
+            let log = std::fs::read_to_string(self.log_path(index)).unwrap_or_default();
+            for line in log.lines().filter(|l| l.contains("is now the leader")) {
+                let term = line
+                    .split("term=")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .and_then(|t| t.parse::<u64>().ok());
+                if let Some(term) = term
+                    && best.is_none_or(|(t, _)| term > t)
+                {
+                    best = Some((term, index));
+                }
+            }
+        }
+        best.map(|(_, index)| index)
+    }
+
+    fn logs(&self) -> String {
+        (0..self.servers.len())
+            .map(|i| {
+                let log = std::fs::read_to_string(self.log_path(i)).unwrap_or_default();
+                format!("--- s{} ---\n{log}", i + 1)
+            })
+            .collect()
+    }
+}
+
+fn unique_suffix() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+}
+
+/// Ports that were free a moment ago (all bound at once, so they differ).
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// One NDJSON connection.
+struct Connection {
+    writer: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Connection {
+    fn open(port: u16) -> std::io::Result<Connection> {
+        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        let stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(READ_TIMEOUT))?;
+        Ok(Connection {
+            reader: BufReader::new(stream.try_clone()?),
+            writer: stream,
+        })
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.writer.write_all(bytes)
+    }
+
+    fn read_reply(&mut self) -> std::io::Result<Value> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        serde_json::from_str(&line).map_err(|e| std::io::Error::other(format!("{e}: {line}")))
+    }
+
+    fn request(&mut self, request: &Value) -> std::io::Result<Value> {
+        let mut line = serde_json::to_vec(request).unwrap();
+        line.push(b'\n');
+        self.send_raw(&line)?;
+        self.read_reply()
+    }
+}
+
+/// Sends `request` to `port` until it gets an `ok`, resending the same seq after errors,
+/// timeouts and refused connections. Adopts a `term` the cluster reports, when it does.
+fn until_ok(port: u16, mut request: Value, what: &str, cluster: &Cluster) -> Value {
+    let deadline = Instant::now() + DEADLINE;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match Connection::open(port).and_then(|mut c| c.request(&request)) {
+            Ok(reply) if reply.get("ok").is_some() => return reply,
+            Ok(reply) => {
+                if let Some(term) = reply.get("term").and_then(Value::as_u64)
+                    && term > 0
+                {
+                    request["term"] = json!(term);
+                }
+                last = reply.to_string();
+            }
+            Err(error) => last = error.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "{what}: no ok answer within {DEADLINE:?}; last: {last}\n{}",
+        cluster.logs()
+    );
+}
+
+#[test]
+fn three_servers_serve_survive_a_leader_kill_and_restart_from_disk() {
+    let mut cluster = Cluster::start("smoke");
+    let ports = cluster.ports.clone();
+
+    let welcome = until_ok(
+        ports[0],
+        json!({"seq": 1, "op": "hello"}),
+        "hello via s1",
+        &cluster,
+    );
+    assert_eq!(welcome["ok"], "welcome");
+    let client = welcome["client"].as_u64().expect("a client id");
+
+    let preempt = json!({"seq": 1, "op": "preempt", "client": client, "lock": "a"});
+    let granted = until_ok(ports[1], preempt, "preempt via s2", &cluster);
+    assert_eq!(granted["ok"], "granted", "{granted}");
+    let token = granted["token"].as_u64().expect("a fencing token");
+
+    let check = |seq: u64| {
+        json!({"seq": seq, "op": "check", "client": client, "lock": "a",
+               "consistency": "linearizable"})
+    };
+    let owner = until_ok(ports[2], check(2), "linearizable check via s3", &cluster);
+    assert_eq!(owner["ok"], "owner", "{owner}");
+    assert_eq!(owner["owner"].as_u64(), Some(client));
+    assert_eq!(owner["token"].as_u64(), Some(token));
+
+    // Kill the leader without warning.
+    let leader = cluster
+        .latest_leader()
+        .expect("some server logged winning an election");
+    cluster.servers[leader] = None;
+    let survivor = (leader + 1) % 3;
+
+    let after_kill = until_ok(
+        ports[survivor],
+        check(3),
+        "check after the leader died",
+        &cluster,
+    );
+    assert_eq!(after_kill["owner"].as_u64(), Some(client), "{after_kill}");
+    assert_eq!(after_kill["token"].as_u64(), Some(token));
+
+    // A write needs a new leader: a second client is refused the held lock.
+    let other = until_ok(
+        ports[survivor],
+        json!({"seq": 1, "op": "hello"}),
+        "hello 2",
+        &cluster,
+    );
+    let other = other["client"].as_u64().unwrap();
+    let preempt = json!({"seq": 1, "op": "preempt", "client": other, "lock": "a"});
+    let refused = until_ok(
+        ports[survivor],
+        preempt,
+        "preempt by another client",
+        &cluster,
+    );
+    assert_eq!(refused["ok"], "held_by", "{refused}");
+    assert_eq!(refused["owner"].as_u64(), Some(client));
+
+    // The killed server comes back from its data directory and answers for the grant.
+    let restarted = cluster.spawn(leader);
+    cluster.servers[leader] = Some(restarted);
+    assert!(
+        cluster.wait_until_listening(),
+        "the killed server restarts\n{}",
+        cluster.logs()
+    );
+    let from_disk = until_ok(
+        ports[leader],
+        check(4),
+        "check via the restarted server",
+        &cluster,
+    );
+    assert_eq!(from_disk["owner"].as_u64(), Some(client), "{from_disk}");
+    assert_eq!(from_disk["token"].as_u64(), Some(token));
+    let restart_log = std::fs::read_to_string(cluster.log_path(leader)).unwrap();
+    assert!(
+        restart_log.contains("fresh=false"),
+        "the restart recovered its data directory\n{restart_log}"
+    );
+
+    let dir = cluster.dir.clone();
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bad_client_input_gets_errors_and_a_peer_of_another_cluster_is_refused() {
+    let cluster = Cluster::start("bad-input");
+    let port = cluster.ports[0];
+    let mut connection = Connection::open(port).unwrap();
+
+    connection.send_raw(b"this is not json\n").unwrap();
+    let reply = connection.read_reply().unwrap();
+    assert_eq!(reply["error"], "bad_request", "{reply}");
+
+    connection
+        .send_raw(b"{\"seq\":5,\"op\":\"fly\"}\n")
+        .unwrap();
+    let reply = connection.read_reply().unwrap();
+    assert_eq!(reply["error"], "bad_request", "{reply}");
+    assert_eq!(reply["seq"], 5);
+
+    let mut long_line = vec![b'x'; 70 * 1024];
+    long_line.push(b'\n');
+    connection.send_raw(&long_line).unwrap();
+    let reply = connection.read_reply().unwrap();
+    assert_eq!(reply["error"], "bad_request", "{reply}");
+
+    // The same connection still serves a good request.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let reply = connection
+            .request(&json!({"seq": 9, "op": "hello"}))
+            .unwrap();
+        if reply["ok"] == "welcome" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no welcome: {reply}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A server of another cluster is told why it is refused.
+    use lockstep::net::peer::frame::{FrameDecoder, PeerFrame, decode_peer_frame};
+    use lockstep::net::peer::handshake::Handshake;
+    use lockstep::node::ServerId;
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let opening = Handshake::new("another-cluster", ServerId(2), ServerId(1)).encode_opening();
+    stream.write_all(&opening).unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let frames = FrameDecoder::new().feed(&answer).unwrap();
+    match decode_peer_frame(&frames[0]).unwrap() {
+        PeerFrame::Refused { reason } => assert!(reason.contains("cluster"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let _ = stream.shutdown(Shutdown::Both);
+
+    let dir = cluster.dir.clone();
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Runs the binary to completion with a deadline; returns its exit code and stderr.
+fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = ServerProcess {
+        child: Command::new(env!("CARGO_BIN_EXE_lockstep"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    };
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{args:?} did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status.code(), stderr)
+}
+
+#[test]
+fn bad_flags_exit_2_and_name_the_flag() {
+    let (code, stderr) = run_to_exit(&["server", "--id", "s1", "--data-dir", "unused"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--listen"), "{stderr}");
+    let (code, stderr) = run_to_exit(&[
+        "server",
+        "--id",
+        "s1",
+        "--listen",
+        "127.0.0.1:1",
+        "--data-dir",
+        "unused",
+        "--peer",
+        "s1=127.0.0.1:2",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("own peer"), "{stderr}");
+}
+
+#[test]
+fn a_log_corrupt_in_the_middle_refuses_to_start_and_names_file_and_offset() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "corrupt-{}-{}",
+        std::process::id(),
+        unique_suffix()
+    ));
+    let data_dir = dir.join("s1");
+    let data_dir_text = data_dir.display().to_string();
+    // A one-server cluster elects itself and writes a few records.
+    let mut answered = false;
+    for _attempt in 0..5 {
+        let port = free_ports(1)[0];
+        let listen = format!("127.0.0.1:{port}");
+        let server = ServerProcess {
+            child: Command::new(env!("CARGO_BIN_EXE_lockstep"))
+                .args(["server", "--id", "s1", "--listen", &listen, "--data-dir"])
+                .arg(&data_dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        };
+        let deadline = Instant::now() + DEADLINE;
+        while Instant::now() < deadline && !answered {
+            let reply = Connection::open(port)
+                .and_then(|mut c| c.request(&json!({"seq": 1, "op": "hello"})));
+            answered = reply.is_ok_and(|r| r["ok"] == "welcome");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop(server);
+        if answered {
+            break;
+        }
+    }
+    assert!(answered, "a one-server cluster answers hello");
+    let wal = data_dir.join("wal");
+    let mut bytes = std::fs::read(&wal).unwrap();
+    // Header (32 bytes), then the first record's length and checksum (8): damage its payload.
+    assert!(bytes.len() > 100, "several records were written");
+    bytes[32 + 8 + 2] ^= 0xff;
+    std::fs::write(&wal, &bytes).unwrap();
+
+    let (code, stderr) = run_to_exit(&[
+        "server",
+        "--id",
+        "s1",
+        "--listen",
+        "127.0.0.1:1",
+        "--data-dir",
+        &data_dir_text,
+    ]);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains(&wal.display().to_string()), "{stderr}");
+    assert!(stderr.contains("offset 32"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn an_idle_client_connection_is_closed_after_the_idle_timeout() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "idle-{}-{}",
+        std::process::id(),
+        unique_suffix()
+    ));
+    for _attempt in 0..5 {
+        let port = free_ports(1)[0];
+        let listen = format!("127.0.0.1:{port}");
+        let mut server = ServerProcess {
+            child: Command::new(env!("CARGO_BIN_EXE_lockstep"))
+                .args(["server", "--id", "s1", "--listen", &listen])
+                .args(["--client-idle-timeout", "1s", "--data-dir"])
+                .arg(dir.join("s1"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        };
+        let deadline = Instant::now() + DEADLINE;
+        let connection = loop {
+            if let Ok(connection) = Connection::open(port) {
+                break Some(connection);
+            }
+            if server.child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                break None; // lost the port race: try another port
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let Some(mut connection) = connection else {
+            continue;
+        };
+        // Send nothing: the server closes the connection (EOF), long before our deadline.
+        connection
+            .writer
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        let read = connection.reader.get_mut().read(&mut byte);
+        assert!(
+            matches!(read, Ok(0)),
+            "expected the server to close: {read:?}"
+        );
+        drop(server);
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    panic!("could not start a server on a free port after 5 attempts");
+}
