@@ -9,6 +9,8 @@
 //! Every spawned process is killed and reaped by a guard, even when an assertion fails. The
 //! test never asserts on timing: every wait polls up to a generous deadline.
 
+use lockstep::client::{Check, Client, ClientOptions, Preempt};
+use lockstep::node::Consistency;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -34,6 +36,8 @@ impl Drop for ServerProcess {
 struct Cluster {
     dir: PathBuf,
     ports: Vec<u16>,
+    /// Flags every server gets besides its identity, address, peers and data directory.
+    extra_args: Vec<String>,
     /// Index i is s(i+1); `None` while that server is down.
     servers: Vec<Option<ServerProcess>>,
 }
@@ -42,6 +46,11 @@ impl Cluster {
     /// Starts three servers on free ports. A port taken between choosing and binding makes a
     /// server exit at once; then the whole cluster is retried on new ports.
     fn start(name: &str) -> Cluster {
+        Cluster::start_with(name, &[])
+    }
+
+    /// Like `start`, with `extra_args` on every server's command line.
+    fn start_with(name: &str, extra_args: &[&str]) -> Cluster {
         for _attempt in 0..5 {
             let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
                 "{name}-{}-{}",
@@ -53,6 +62,7 @@ impl Cluster {
             let mut cluster = Cluster {
                 dir,
                 ports: free_ports(3),
+                extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
                 servers: Vec::new(),
             };
             for index in 0..3 {
@@ -79,6 +89,7 @@ impl Cluster {
             .args(["--listen", &format!("127.0.0.1:{}", self.ports[index])])
             .arg("--data-dir")
             .arg(self.dir.join(&id))
+            .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -138,6 +149,52 @@ impl Cluster {
             }
         }
         best.map(|(_, index)| index)
+    }
+
+    fn data_dir(&self, index: usize) -> PathBuf {
+        self.dir.join(format!("s{}", index + 1))
+    }
+
+    /// The client addresses, as `lockstep client --servers` takes them.
+    fn addresses(&self) -> String {
+        self.ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A library client talking to every server.
+    fn client(&self) -> Client {
+        let servers = self
+            .ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        let options = ClientOptions {
+            operation_timeout: DEADLINE,
+            ..ClientOptions::default()
+        };
+        Client::new(servers, options).expect("valid addresses")
+    }
+
+    /// Restarts server `index` from its data directory and waits until it listens.
+    fn restart(&mut self, index: usize) {
+        let process = self.spawn(index);
+        self.servers[index] = Some(process);
+        assert!(
+            self.wait_until_listening(),
+            "s{} restarts\n{}",
+            index + 1,
+            self.logs()
+        );
+    }
+
+    /// Removes the cluster's directory once the test passed (a failing test keeps the logs).
+    fn finish(self) {
+        let dir = self.dir.clone();
+        drop(self);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     fn logs(&self) -> String {
@@ -384,7 +441,7 @@ fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
         child: Command::new(env!("CARGO_BIN_EXE_lockstep"))
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
@@ -397,15 +454,24 @@ fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
         assert!(Instant::now() < deadline, "{args:?} did not exit");
         std::thread::sleep(Duration::from_millis(20));
     };
-    let mut stderr = String::new();
+    // Stdout, then stderr. Both are short, far below a pipe's buffer, so polling for the
+    // exit before reading cannot deadlock.
+    let mut output = String::new();
+    child
+        .child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut output)
+        .unwrap();
     child
         .child
         .stderr
         .take()
         .unwrap()
-        .read_to_string(&mut stderr)
+        .read_to_string(&mut output)
         .unwrap();
-    (status.code(), stderr)
+    (status.code(), output)
 }
 
 #[test]
@@ -537,4 +603,240 @@ fn an_idle_client_connection_is_closed_after_the_idle_timeout() {
         return;
     }
     panic!("could not start a server on a free port after 5 attempts");
+}
+
+/// Who holds `lock`, asked with a linearizable check through `client`.
+fn holder(client: &mut Client, lock: &str) -> Option<(u64, u64)> {
+    match client.check(lock, Consistency::Linearizable) {
+        Ok(Check::Owner { owner, token }) => Some((owner.0, token)),
+        Ok(Check::Free) => None,
+        Err(error) => panic!("check of {lock}: {error}"),
+    }
+}
+
+fn grant(client: &mut Client, lock: &str) -> u64 {
+    match client.preempt(lock) {
+        Ok(Preempt::Granted { token }) => token,
+        other => panic!("preempt of {lock}: {other:?}"),
+    }
+}
+
+/// Every server dies at once (SIGKILL, no warning) and comes back from its data directory:
+/// every acknowledged grant, its fencing token and the deduplication table survive, so a
+/// retry of an already applied request still gets its original answer.
+#[test]
+fn restarting_every_server_recovers_locks_and_sessions_from_disk() {
+    let mut cluster = Cluster::start("restart-all");
+    let mut alice = cluster.client();
+    let mut bob = cluster.client();
+    let a = grant(&mut alice, "a");
+    let b = grant(&mut bob, "b");
+    let bob_preempt_seq = bob.last_seq();
+    let c = grant(&mut alice, "c");
+    assert!(matches!(
+        alice.release("c"),
+        Ok(lockstep::client::Release::Released)
+    ));
+    let alice_id = alice.client_id().expect("registered").0;
+    let bob_id = bob.client_id().expect("registered").0;
+
+    for index in 0..3 {
+        cluster.servers[index] = None;
+    }
+    for index in 0..3 {
+        cluster.restart(index);
+    }
+
+    let mut observer = cluster.client();
+    assert_eq!(holder(&mut observer, "a"), Some((alice_id, a)));
+    assert_eq!(holder(&mut observer, "b"), Some((bob_id, b)));
+    assert_eq!(
+        holder(&mut observer, "c"),
+        None,
+        "c was released before the crash (token {c})"
+    );
+
+    // A late retry of Bob's preempt of `b` (his latest request) is answered from the
+    // recovered session table, with the original token and no second grant.
+    let retry = json!({"seq": bob_preempt_seq, "op": "preempt", "client": bob_id, "lock": "b"});
+    let answer = until_ok(
+        cluster.ports[0],
+        retry,
+        "retry of bob's first preempt",
+        &cluster,
+    );
+    assert_eq!(answer["ok"], "granted", "{answer}");
+    assert_eq!(answer["token"].as_u64(), Some(b));
+    for index in 0..3 {
+        let log = std::fs::read_to_string(cluster.log_path(index)).unwrap();
+        assert!(
+            log.contains("fresh=false"),
+            "s{} recovered\n{log}",
+            index + 1
+        );
+    }
+    cluster.finish();
+}
+
+/// A crash in the middle of an append leaves a torn record at the end of the log. On start
+/// the server finds it, truncates the log there with a warning naming the file and offset,
+/// and carries on: it catches up with the cluster and answers for the locks.
+#[test]
+fn a_torn_final_wal_record_is_truncated_on_start() {
+    let mut cluster = Cluster::start("torn-tail");
+    let mut client = cluster.client();
+    let token = grant(&mut client, "a");
+    let owner = client.client_id().expect("registered").0;
+    let leader = cluster.latest_leader().expect("a leader");
+    let victim = (leader + 1) % 3;
+    cluster.servers[victim] = None;
+
+    // Half a record: a length and a checksum promising 40 payload bytes, and 3 of them.
+    let wal_path = cluster.data_dir(victim).join("wal");
+    let length_before = std::fs::metadata(&wal_path).unwrap().len();
+    let mut wal = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&wal_path)
+        .unwrap();
+    wal.write_all(&[40, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef, b'{', b'"', b'h'])
+        .unwrap();
+    drop(wal);
+
+    cluster.restart(victim);
+    let log = std::fs::read_to_string(cluster.log_path(victim)).unwrap();
+    let warning = format!("torn tail at byte offset {length_before}");
+    assert!(log.contains(&warning), "the truncation is reported\n{log}");
+    assert!(log.contains("11 bytes dropped"), "{log}");
+    assert_eq!(std::fs::metadata(&wal_path).unwrap().len(), length_before);
+
+    // The restarted server serves: a local check through it alone sees the grant once it
+    // has caught up (the client's seen_index makes it wait until it has).
+    let mut through_victim = Client::new(
+        vec![format!("127.0.0.1:{}", cluster.ports[victim])],
+        ClientOptions {
+            client_id: Some(lockstep::node::ClientId(owner)),
+            operation_timeout: DEADLINE,
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match through_victim.check("a", Consistency::Local) {
+            Ok(Check::Owner { owner: o, token: t }) => {
+                assert_eq!((o.0, t), (owner, token));
+                break;
+            }
+            other => {
+                assert!(Instant::now() < deadline, "never caught up: {other:?}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    cluster.finish();
+}
+
+/// With compaction on, a server that was down while the cluster committed many entries
+/// comes back behind the compaction point: the leader sends it the snapshot, and it writes
+/// one of its own to disk.
+#[test]
+fn a_server_back_from_the_dead_catches_up_by_snapshot() {
+    let mut cluster = Cluster::start_with("snapshot", &["--snapshot-entries", "20"]);
+    let mut client = cluster.client();
+    let leader = cluster.latest_leader().unwrap_or(0);
+    let victim = (leader + 1) % 3;
+    cluster.servers[victim] = None;
+    let mut token = 0;
+    for round in 0..30 {
+        token = grant(&mut client, "a");
+        if round < 29 {
+            assert!(matches!(
+                client.release("a"),
+                Ok(lockstep::client::Release::Released)
+            ));
+        }
+    }
+    cluster.restart(victim);
+    let snapshot = cluster.data_dir(victim).join("snapshot");
+    let deadline = Instant::now() + DEADLINE;
+    while !snapshot.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot at {}\n{}",
+            snapshot.display(),
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let owner = client.client_id().unwrap().0;
+    let mut observer = cluster.client();
+    assert_eq!(holder(&mut observer, "a"), Some((owner, token)));
+    // And it serves from the installed state after a restart of its own.
+    cluster.servers[victim] = None;
+    cluster.restart(victim);
+    let log = std::fs::read_to_string(cluster.log_path(victim)).unwrap();
+    assert!(log.contains("snapshot_index="), "{log}");
+    cluster.finish();
+}
+
+/// `lockstep client` against a real cluster: a grant exits 0, a refusal 1.
+#[test]
+fn the_client_command_exits_0_for_a_grant_and_1_for_a_refusal() {
+    let cluster = Cluster::start("client-cli");
+    let servers = cluster.addresses();
+    let (code, output) = run_to_exit(&["client", "--servers", &servers, "preempt", "door"]);
+    assert_eq!(code, Some(0), "{output}");
+    assert!(output.contains("fencing token"), "{output}");
+    let (code, output) = run_to_exit(&["client", "--servers", &servers, "preempt", "door"]);
+    assert_eq!(code, Some(1), "another client is refused: {output}");
+    assert!(output.contains("held"), "{output}");
+    let (code, output) = run_to_exit(&["client", "--servers", &servers, "release", "door"]);
+    assert_eq!(code, Some(1), "a non-owner cannot release: {output}");
+    cluster.finish();
+}
+
+/// `lockstep lock` holds the lock while its command runs (the command sees the fencing token
+/// and, asking the cluster itself, finds the lock held), releases it afterwards even when
+/// the command fails, and exits with the command's code.
+#[test]
+fn the_lock_command_runs_a_command_under_the_lock_and_releases_it() {
+    let cluster = Cluster::start("lock-cli");
+    let servers = cluster.addresses();
+    let scratch = cluster.dir.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let script = format!(
+        "echo \"$LOCKSTEP_FENCING_TOKEN\" > {token}; \
+         {binary} client --servers {servers} check printer --linearizable > {inside}; exit 3",
+        token = scratch.join("token").display(),
+        inside = scratch.join("inside").display(),
+        binary = env!("CARGO_BIN_EXE_lockstep"),
+    );
+    let (code, output) = run_to_exit(&[
+        "lock",
+        "printer",
+        "--servers",
+        &servers,
+        "--wait",
+        "30s",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(code, Some(3), "the command's own exit code: {output}");
+    let token = std::fs::read_to_string(scratch.join("token")).unwrap();
+    let token: u64 = token.trim().parse().expect("a numeric fencing token");
+    let inside = std::fs::read_to_string(scratch.join("inside")).unwrap();
+    assert!(
+        inside.contains(&format!("fencing token {token}")),
+        "inside the command the lock is held with its token: {inside}"
+    );
+
+    let mut observer = cluster.client();
+    assert_eq!(
+        holder(&mut observer, "printer"),
+        None,
+        "released after the command failed"
+    );
+    cluster.finish();
 }

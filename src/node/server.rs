@@ -1134,6 +1134,11 @@ impl Server {
                     .or_default()
                     .push((route, seq));
             }
+            Projection::Free => {
+                // The holder's release is in the log: queue right behind it, so the lock
+                // changes hands in the release's own replication round.
+                self.append_request(route, seq, Command::Preempt { client, seq, lock });
+            }
             _ if holder.is_some_and(|owner| owner != client)
                 && (self.refused.len() < REFUSED_CLIENTS_MAX
                     || self.refused.contains_key(&client)) =>

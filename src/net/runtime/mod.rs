@@ -154,6 +154,7 @@ pub fn start(config: ServerProcessConfig) -> Result<RunningServer, StartError> {
         .set_nonblocking(true)
         .map_err(StartError::Runtime)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(network_threads())
         .enable_all()
         .thread_name("lockstep-net")
         .build()
@@ -369,6 +370,17 @@ async fn serve_connection(
     } else {
         tracing::info!(%remote, %reason, "peer connection closed");
     }
+}
+
+/// Network threads of the tokio runtime: `LOCKSTEP_NETWORK_THREADS`, or 1. Sockets are cheap
+/// to serve and the node thread does the real work; on a small machine running several
+/// servers, every extra thread only adds context switches.
+fn network_threads() -> usize {
+    std::env::var("LOCKSTEP_NETWORK_THREADS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .filter(|&threads| threads >= 1)
+        .unwrap_or(1)
 }
 
 #[cfg(test)]

@@ -17,9 +17,11 @@
 use super::clients::{ClientRegistry, Outgoing};
 use crate::net::peer::PeerSender;
 use crate::node::{
-    LogIndex, PersistOp, Role, Server, ServerId, ServerInput, ServerOutput, ServerTimer, Term, Time,
+    LogIndex, PeerMessage, PersistOp, Role, Server, ServerId, ServerInput, ServerOutput,
+    ServerTimer, Term, Time,
 };
 use crate::storage::{StorageError, Wal};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -100,6 +102,8 @@ pub struct NodeLoop {
     heartbeat_at: Option<Time>,
     pending_ops: Vec<PersistOp>,
     deferred: Vec<Deferred>,
+    /// Per peer, where in `deferred` the last message to it sits: see `defer_send`.
+    last_send_to: BTreeMap<ServerId, usize>,
     leadership: Leadership,
     stats: LoopStats,
 }
@@ -130,6 +134,7 @@ impl NodeLoop {
             heartbeat_at: None,
             pending_ops: Vec::new(),
             deferred: Vec::new(),
+            last_send_to: BTreeMap::new(),
             leadership,
             stats: LoopStats::default(),
         }
@@ -211,7 +216,7 @@ impl NodeLoop {
                     ServerTimer::Election => self.election_at = Some(at),
                     ServerTimer::Heartbeat => self.heartbeat_at = Some(at),
                 },
-                ServerOutput::Send { to, msg } => self.deferred.push(Deferred::Send { to, msg }),
+                ServerOutput::Send { to, msg } => self.defer_send(to, msg),
                 ServerOutput::Reply { to, reply } => {
                     self.deferred.push(Deferred::Reply { to, reply });
                 }
@@ -225,6 +230,56 @@ impl NodeLoop {
             }
         }
         Ok(())
+    }
+
+    /// Sends the batch's AppendEntries and InstallSnapshot at once, before the sync; every other
+    /// effect still waits for it.
+    ///
+    /// Raft thesis §10.2.1: a leader may write its log to disk in parallel with replicating it,
+    /// as long as it does not count itself toward a majority before its own write is durable.
+    /// That holds here without the node knowing: acknowledgements are stepped in a later batch,
+    /// which starts only after this batch's sync returned. Nothing else a leader sends depends
+    /// on state of this batch: the term in these messages was made durable in the batch that
+    /// made the server a candidate, before any vote for it could arrive. A follower's
+    /// acknowledgements and votes are not in this set and keep waiting. Messages to one peer
+    /// may change order; the protocol allows any order.
+    fn send_replication_before_sync(&mut self) {
+        if self.wal.unsynced_bytes() == 0 && self.pending_ops.is_empty() {
+            return; // Nothing to overlap with.
+        }
+        let mut kept = Vec::with_capacity(self.deferred.len());
+        for effect in self.deferred.drain(..) {
+            match effect {
+                Deferred::Send {
+                    to,
+                    msg:
+                        msg @ (PeerMessage::AppendEntries { .. } | PeerMessage::InstallSnapshot { .. }),
+                } => self.peers.send(to, msg),
+                other => kept.push(other),
+            }
+        }
+        self.deferred = kept;
+        self.last_send_to.clear();
+    }
+
+    /// Defers a message to a peer, merging an AppendEntries into the previous message to the
+    /// same peer when that is an AppendEntries of the same term that it continues.
+    ///
+    /// A leader steps one input at a time and replicates each new entry at once, so a batch
+    /// of client writes yields one AppendEntries per write and peer. Delivered in order, two
+    /// contiguous AppendEntries mean exactly what one carrying both runs of entries, the
+    /// later commit index and the later round means; merging them saves a frame, a follower
+    /// step and an acknowledgement per write. Only the last message to a peer is merged into,
+    /// so no other message to that peer changes its place.
+    fn defer_send(&mut self, to: ServerId, msg: PeerMessage) {
+        if let Some(&position) = self.last_send_to.get(&to)
+            && let Deferred::Send { msg: previous, .. } = &mut self.deferred[position]
+            && merge_append_entries(previous, &msg)
+        {
+            return;
+        }
+        self.last_send_to.insert(to, self.deferred.len());
+        self.deferred.push(Deferred::Send { to, msg });
     }
 
     fn append_pending(&mut self) -> Result<(), StorageError> {
@@ -266,6 +321,7 @@ impl NodeLoop {
     /// Group commit, then everything that waited for it, then a leadership report.
     fn finish_batch(&mut self) -> Result<(), StorageError> {
         self.append_pending()?;
+        self.send_replication_before_sync();
         if self.wal.unsynced_bytes() > 0 {
             self.wal.sync()?;
             self.stats.syncs += 1;
@@ -276,6 +332,7 @@ impl NodeLoop {
             "effects leave only after a sync"
         );
         self.stats.batches += 1;
+        self.last_send_to.clear();
         if !self.deferred.is_empty() {
             let clients = self.clients.lock();
             for effect in self.deferred.drain(..) {
@@ -319,5 +376,103 @@ impl NodeLoop {
                 tracing::debug!(term = now.term, ?role, leader = ?now.leader, "role changed");
             }
         }
+    }
+}
+
+/// Appends `next` to `previous` if both are AppendEntries of one term and `next` starts right
+/// after `previous` ends; returns whether it did.
+fn merge_append_entries(previous: &mut PeerMessage, next: &PeerMessage) -> bool {
+    let (
+        PeerMessage::AppendEntries {
+            term,
+            prev_log_index,
+            entries,
+            leader_commit,
+            round,
+            ..
+        },
+        PeerMessage::AppendEntries {
+            term: next_term,
+            prev_log_index: next_prev_log_index,
+            entries: next_entries,
+            leader_commit: next_leader_commit,
+            round: next_round,
+            ..
+        },
+    ) = (previous, next)
+    else {
+        return false;
+    };
+    let continues = *prev_log_index + entries.len() as LogIndex == *next_prev_log_index;
+    if *term != *next_term || !continues || entries.len() >= MERGED_ENTRIES_MAX {
+        return false;
+    }
+    entries.extend(next_entries.iter().cloned());
+    *leader_commit = (*leader_commit).max(*next_leader_commit);
+    *round = (*round).max(*next_round);
+    true
+}
+
+/// Most entries one merged AppendEntries carries, to bound a frame.
+const MERGED_ENTRIES_MAX: usize = 1_024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::{Command, Entry};
+
+    fn append(
+        prev_log_index: LogIndex,
+        count: usize,
+        leader_commit: LogIndex,
+        round: u64,
+    ) -> PeerMessage {
+        PeerMessage::AppendEntries {
+            term: 2,
+            prev_log_index,
+            prev_log_term: 2,
+            entries: vec![
+                Entry {
+                    term: 2,
+                    command: Command::Noop
+                };
+                count
+            ],
+            leader_commit,
+            round,
+        }
+    }
+
+    #[test]
+    fn contiguous_append_entries_of_one_term_merge_into_one() {
+        let mut first = append(10, 1, 9, 4);
+        assert!(merge_append_entries(&mut first, &append(11, 2, 10, 5)));
+        assert_eq!(first, append(10, 3, 10, 5));
+    }
+
+    #[test]
+    fn append_entries_that_leave_a_gap_overlap_or_change_term_stay_apart() {
+        let mut first = append(10, 1, 9, 4);
+        assert!(
+            !merge_append_entries(&mut first, &append(12, 1, 9, 4)),
+            "a gap"
+        );
+        assert!(
+            !merge_append_entries(&mut first, &append(10, 1, 9, 4)),
+            "a resend"
+        );
+        let PeerMessage::AppendEntries { term, .. } = &mut first else {
+            unreachable!()
+        };
+        *term = 1;
+        assert!(
+            !merge_append_entries(&mut first, &append(11, 1, 9, 4)),
+            "another term"
+        );
+        let vote = PeerMessage::VoteResponse {
+            term: 2,
+            granted: true,
+        };
+        assert!(!merge_append_entries(&mut first, &vote));
     }
 }
