@@ -98,6 +98,8 @@ pub struct NodeLoop {
     pub stop: Arc<AtomicBool>,
     /// Where the node's term is published for the client front end.
     pub term: Arc<AtomicU64>,
+    /// Servers in the cluster: with one, an append commits in its own step.
+    server_count: usize,
     election_at: Option<Time>,
     heartbeat_at: Option<Time>,
     pending_ops: Vec<PersistOp>,
@@ -121,6 +123,7 @@ impl NodeLoop {
         term: Arc<AtomicU64>,
     ) -> NodeLoop {
         let leadership = Leadership::of(&server);
+        let server_count = server.server_count();
         NodeLoop {
             server,
             wal,
@@ -130,6 +133,7 @@ impl NodeLoop {
             clock,
             stop,
             term,
+            server_count,
             election_at: None,
             heartbeat_at: None,
             pending_ops: Vec::new(),
@@ -232,34 +236,54 @@ impl NodeLoop {
         Ok(())
     }
 
-    /// Sends the batch's AppendEntries and InstallSnapshot at once, before the sync; every other
-    /// effect still waits for it.
+    /// Carries out, before the sync, every effect of the batch that does not depend on what
+    /// the sync makes durable; the rest waits for it. The node's contract is stricter (nothing
+    /// after a `Persist` leaves before it is durable); this driver may relax it only where it
+    /// can show why, since the node cannot see batches:
     ///
-    /// Raft thesis §10.2.1: a leader may write its log to disk in parallel with replicating it,
-    /// as long as it does not count itself toward a majority before its own write is durable.
-    /// That holds here without the node knowing: acknowledgements are stepped in a later batch,
-    /// which starts only after this batch's sync returned. Nothing else a leader sends depends
-    /// on state of this batch: the term in these messages was made durable in the batch that
-    /// made the server a candidate, before any vote for it could arrive. A follower's
-    /// acknowledgements and votes are not in this set and keep waiting. Messages to one peer
-    /// may change order; the protocol allows any order.
-    fn send_replication_before_sync(&mut self) {
+    /// - AppendEntries and InstallSnapshot: Raft thesis §10.2.1, a leader may write its log in
+    ///   parallel with replicating it, as long as it does not count itself toward a majority
+    ///   before its own write is durable. Acknowledgements are stepped only in a later batch,
+    ///   which starts after this batch's sync, so the leader never does. The term they carry
+    ///   was made durable when the server became a candidate, before any vote could arrive.
+    /// - Client replies and forwarded requests and replies: a write's answer comes from a
+    ///   committed entry, and with two or more servers no entry of this batch can be committed
+    ///   in this batch (its acknowledgements come later), so every answer reflects state made
+    ///   durable by a majority in an earlier batch. Reads are answered from applied, hence
+    ///   committed, state. With a single server an append commits at once, so then they wait.
+    /// - What waits: acknowledgements and votes (`AppendResponse`, `VoteResponse`) promise
+    ///   state of this batch; `RequestVote` carries the candidate's new term and self-vote;
+    ///   pre-votes are kept with them for simplicity.
+    ///
+    /// Messages to one peer may change order; the protocol allows any order.
+    fn send_before_sync(&mut self) {
         if self.wal.unsynced_bytes() == 0 && self.pending_ops.is_empty() {
-            return; // Nothing to overlap with.
+            return; // Nothing to overlap with: everything goes out in order after the batch.
         }
+        let replies_early = self.server_count > 1;
         let mut kept = Vec::with_capacity(self.deferred.len());
+        let mut replies = Vec::new();
         for effect in self.deferred.drain(..) {
             match effect {
-                Deferred::Send {
-                    to,
-                    msg:
-                        msg @ (PeerMessage::AppendEntries { .. } | PeerMessage::InstallSnapshot { .. }),
-                } => self.peers.send(to, msg),
+                Deferred::Send { to, msg } if leaves_before_sync(&msg, replies_early) => {
+                    self.peers.send(to, msg)
+                }
+                Deferred::Reply { to, reply } if replies_early => replies.push((to, reply)),
                 other => kept.push(other),
             }
         }
         self.deferred = kept;
         self.last_send_to.clear();
+        if !replies.is_empty() {
+            let clients = self.clients.lock();
+            for (to, reply) in replies {
+                if let Some(connection) = clients.get(&to)
+                    && connection.try_send(Outgoing::Reply(reply)).is_err()
+                {
+                    self.stats.replies_dropped += 1;
+                }
+            }
+        }
     }
 
     /// Defers a message to a peer, merging an AppendEntries into the previous message to the
@@ -321,7 +345,7 @@ impl NodeLoop {
     /// Group commit, then everything that waited for it, then a leadership report.
     fn finish_batch(&mut self) -> Result<(), StorageError> {
         self.append_pending()?;
-        self.send_replication_before_sync();
+        self.send_before_sync();
         if self.wal.unsynced_bytes() > 0 {
             self.wal.sync()?;
             self.stats.syncs += 1;
@@ -376,6 +400,22 @@ impl NodeLoop {
                 tracing::debug!(term = now.term, ?role, leader = ?now.leader, "role changed");
             }
         }
+    }
+}
+
+/// Whether a message may leave before the batch's sync (see `NodeLoop::send_before_sync`).
+fn leaves_before_sync(msg: &PeerMessage, replies_early: bool) -> bool {
+    match msg {
+        PeerMessage::AppendEntries { .. } | PeerMessage::InstallSnapshot { .. } => true,
+        PeerMessage::Forward { .. }
+        | PeerMessage::ForwardReply { .. }
+        | PeerMessage::ReadIndexRequest { .. }
+        | PeerMessage::ReadIndexResponse { .. } => replies_early,
+        PeerMessage::AppendResponse { .. }
+        | PeerMessage::VoteResponse { .. }
+        | PeerMessage::RequestVote { .. }
+        | PeerMessage::PreVote { .. }
+        | PeerMessage::PreVoteResponse { .. } => false,
     }
 }
 
