@@ -24,8 +24,12 @@ const EXIT_BAD_INPUT: u8 = 2;
     about = "A distributed lock service, proven in a seeded deterministic simulator",
     long_about = "lockstep is a Raft-replicated lock service (preempt, release, check, fencing \
 tokens, exactly-once retries) whose protocol is pure state machines. `lockstep run` plays \
-scenario files through a deterministic simulator with faults and checks safety at every step.\n\n\
-Exit codes: 0 all passed, 1 an invariant or expectation failed, 2 unusable input."
+scenario files through a deterministic simulator with faults and checks safety at every step; \
+`lockstep explore` hunts many seeds; `lockstep server`, `cluster up`, `client` and `lock` run \
+the same state machines as a real cluster over TCP.\n\n\
+Exit codes: 0 success, 1 a failure the command reports (an invariant or expectation failed, a \
+refused lock operation), 2 unusable input. `lock` exits with its command's code; each \
+subcommand's --help lists its own."
 )]
 struct Cli {
     #[command(subcommand)]

@@ -170,7 +170,7 @@ fn perform(client: &mut Client, args: &ClientArgs) -> Report {
     if let Some(id) = id {
         report.json["client"] = json!(id.0);
         if report.code != EXIT_ERROR {
-            report.sentence = format!("{} (client id {})", report.sentence, id.0);
+            report.sentence = format!("{} (you are client id {})", report.sentence, id.0);
         }
     }
     if let (ClientOperation::Release { .. }, None) = (&args.operation, args.connect.client_id)
