@@ -10,6 +10,7 @@ use lockstep::storage::format::{FILE_HEADER_BYTES, RECORD_HEADER_BYTES, RECORD_P
 use lockstep::storage::{
     Damage, LOG_FILE_NAME, LOG_TEMPORARY_FILE_NAME, LogPosition, OpViolation, Recovery,
     RecoveryWarning, SNAPSHOT_FILE_NAME, SNAPSHOT_TEMPORARY_FILE_NAME, StorageError, Wal,
+    WalOptions,
 };
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -661,5 +662,87 @@ fn measure_synced_appends_per_second() {
             f64::from(syncs) / seconds,
             seconds * 1000.0 / f64::from(syncs)
         );
+    }
+}
+
+// ----- preallocated space -----
+
+/// A server's log grows in preallocated zeroed chunks, so a sync writes only data. The zeros
+/// after the last record are free space: a reopen recovers every record with no warning, and
+/// later appends land right after the last record, not after the free space.
+#[test]
+fn a_preallocated_log_reopens_cleanly_and_appends_after_its_last_record() {
+    let directory = DataDirectory::new("preallocated");
+    let ops = a_followers_life();
+    let (first, rest) = ops.split_at(3);
+    let options = WalOptions::for_server();
+    {
+        let (mut wal, _) = Wal::open_with(&directory.path, options).unwrap();
+        wal.append(first).unwrap();
+        wal.sync().unwrap();
+    }
+    let path = directory.path.join(LOG_FILE_NAME);
+    assert_eq!(
+        file_length(&path),
+        options.preallocate_bytes,
+        "the file holds the records and zeros up to one chunk"
+    );
+    {
+        let (mut wal, recovery) = Wal::open_with(&directory.path, options).unwrap();
+        assert_eq!(recovery.warnings, vec![], "free space is not a torn tail");
+        assert_eq!(recovery.state, simulated_disk(first));
+        wal.append(rest).unwrap();
+        wal.sync().unwrap();
+    }
+    let (_, recovery) = Wal::open_with(&directory.path, options).unwrap();
+    assert_eq!(recovery.warnings, vec![]);
+    assert_eq!(
+        recovery.state,
+        simulated_disk(&ops),
+        "no record was lost or overwritten"
+    );
+    let (_, recovery) = open(&directory);
+    assert_eq!(
+        recovery.state,
+        simulated_disk(&ops),
+        "a log opened without preallocation reads the same"
+    );
+}
+
+/// A crash in the middle of an append into preallocated space leaves part of a record and
+/// then zeros: that is a torn tail, cut off with a warning like any other.
+#[test]
+fn a_torn_record_in_preallocated_space_is_cut_off_with_a_warning() {
+    let directory = DataDirectory::new("preallocated-torn");
+    let ops = a_followers_life();
+    let options = WalOptions::for_server();
+    {
+        let (mut wal, _) = Wal::open_with(&directory.path, options).unwrap();
+        wal.append(&ops).unwrap();
+        wal.sync().unwrap();
+    }
+    let path = directory.path.join(LOG_FILE_NAME);
+    let (_, recovery) = Wal::open_with(&directory.path, options).unwrap();
+    assert_eq!(recovery.warnings, vec![]);
+    drop(recovery);
+    // Find the end of the last record, then write half a record there.
+    let bytes = fs::read(&path).unwrap();
+    let mut end = FILE_HEADER_BYTES;
+    loop {
+        let length = u32::from_le_bytes(bytes[end..end + 4].try_into().unwrap()) as usize;
+        if length == 0 {
+            break;
+        }
+        end += RECORD_HEADER_BYTES + length;
+    }
+    let mut torn = bytes.clone();
+    torn[end..end + 6].copy_from_slice(&[50, 0, 0, 0, 7, 7]);
+    fs::write(&path, &torn).unwrap();
+
+    let (_, recovery) = Wal::open_with(&directory.path, options).unwrap();
+    assert_eq!(recovery.state, simulated_disk(&ops));
+    match recovery.warnings.as_slice() {
+        [RecoveryWarning::TruncatedTail { offset, .. }] => assert_eq!(*offset, end as u64),
+        other => panic!("one truncation expected, got {other:?}"),
     }
 }

@@ -52,6 +52,12 @@
 //! - A snapshot file holds exactly one record after its header: the opaque snapshot bytes. The
 //!   file must end right after it.
 //!
+//! # Preallocation
+//! With [`WalOptions::preallocate_bytes`] (servers use 4 MiB), the log file grows in zeroed
+//! chunks ahead of the records, so that a sync writes data only, not the file's new size. A
+//! zero length where a record would start, with nothing but zeros after it, is therefore the
+//! clean end of the log, not damage. A torn record followed by zeros is still a torn tail.
+//!
 //! # Recovery of the log
 //! Records are read in order and each is checked (length bound, checksum, JSON, and the same
 //! [`PersistOp`] rules that [`Wal::append`] checks) before it is applied. At the first record
@@ -99,7 +105,7 @@ mod test_directory;
 pub use error::{Damage, OpViolation, RecoveryWarning, SnapshotViolation, StorageError};
 pub use wal::{
     LOCK_FILE_NAME, LOG_FILE_NAME, LOG_TEMPORARY_FILE_NAME, Recovery, SNAPSHOT_FILE_NAME,
-    SNAPSHOT_TEMPORARY_FILE_NAME, Wal,
+    SNAPSHOT_TEMPORARY_FILE_NAME, Wal, WalOptions,
 };
 
 use crate::node::{LogIndex, Term};

@@ -26,7 +26,8 @@ pub(crate) struct Replayed {
     pub base: LogPosition,
     /// Term, vote and the entries after `base` (entry k is global index `base.index + k`).
     pub state: DurableState,
-    /// Where the last valid record ends: the file's length, unless `tail` is set.
+    /// Where the last valid record ends: the file's length, unless `tail` is set or the file
+    /// ends in space preallocated for appends (zero bytes up to its end).
     pub end_offset: u64,
     pub length_bytes: u64,
     /// A torn tail from `end_offset` to the end of the file, which the caller must truncate.
@@ -83,6 +84,10 @@ pub(crate) fn replay_log(path: &Path) -> Result<Replayed, StorageError> {
                 continue;
             }
         };
+        if only_zeros_from(path, &file, offset, length_bytes)? {
+            // Space preallocated for later appends, never written: the log ends cleanly here.
+            return Ok(replayed(base, state, offset, length_bytes, None));
+        }
         let next_valid = find_valid_record(path, &file, offset + 1, length_bytes)?;
         if let Some(next_valid_offset) = next_valid {
             return Err(StorageError::CorruptRecord {
@@ -97,6 +102,33 @@ pub(crate) fn replay_log(path: &Path) -> Result<Replayed, StorageError> {
     unreachable!("replay: more records than the file has room for");
 }
 
+/// Whether every byte of `file` from `offset` to `length_bytes` is zero: preallocated space a
+/// log grows into, rather than a torn record. Reads at most the preallocation's size.
+fn only_zeros_from(
+    path: &Path,
+    file: &File,
+    offset: u64,
+    length_bytes: u64,
+) -> Result<bool, StorageError> {
+    let mut reader = file;
+    reader
+        .seek(SeekFrom::Start(offset))
+        .map_err(io_error(path))?;
+    let mut remaining = length_bytes - offset;
+    let mut window = vec![0u8; SCAN_WINDOW_BYTES.min(remaining.max(1)) as usize];
+    while remaining > 0 {
+        let take = window.len().min(remaining as usize);
+        reader
+            .read_exact(&mut window[..take])
+            .map_err(io_error(path))?;
+        if window[..take].iter().any(|&byte| byte != 0) {
+            return Ok(false);
+        }
+        remaining -= take as u64;
+    }
+    Ok(true)
+}
+
 fn replayed(
     base: LogPosition,
     state: DurableState,
@@ -108,9 +140,8 @@ fn replayed(
         end_offset <= length_bytes,
         "replay: ended past the end of the file"
     );
-    assert_eq!(
-        tail.is_none(),
-        end_offset == length_bytes,
+    assert!(
+        tail.is_none() || end_offset < length_bytes,
         "replay: a tail is what is left"
     );
     Replayed {
@@ -307,8 +338,10 @@ mod tests {
         );
     }
 
+    /// Zeros after the last record are space preallocated for appends: the log ends cleanly
+    /// there, with no tail to truncate.
     #[test]
-    fn a_zero_filled_tail_is_a_torn_tail() {
+    fn a_zero_filled_tail_is_preallocated_space_not_a_torn_tail() {
         let directory = TestDirectory::new("zeros");
         let path = directory.path().join("wal");
         let (mut bytes, _) = three_records();
@@ -317,8 +350,24 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let replayed = replay_log(&path).unwrap();
         assert_eq!(replayed.end_offset, end_offset);
-        assert_eq!(replayed.tail, Some(Damage::ZeroLength));
+        assert_eq!(replayed.tail, None);
         assert_eq!(replayed.state.term, 3);
+    }
+
+    /// A torn record in preallocated space is still a torn tail: something non-zero follows
+    /// the last valid record.
+    #[test]
+    fn a_torn_record_followed_by_zeros_is_a_torn_tail() {
+        let directory = TestDirectory::new("torn-then-zeros");
+        let path = directory.path().join("wal");
+        let (mut bytes, _) = three_records();
+        let end_offset = bytes.len() as u64;
+        bytes.extend_from_slice(&[9, 0, 0, 0, 1, 2]);
+        bytes.extend_from_slice(&[0u8; 4096]);
+        std::fs::write(&path, &bytes).unwrap();
+        let replayed = replay_log(&path).unwrap();
+        assert_eq!(replayed.end_offset, end_offset);
+        assert!(replayed.tail.is_some());
     }
 
     #[test]

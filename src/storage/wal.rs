@@ -14,7 +14,7 @@ use super::snapshot::{read_snapshot_file, replace_file, sync_directory, write_sn
 use super::{LogPosition, Snapshot};
 use crate::node::{DurableState, LogIndex, PersistOp, RaftLog, Term};
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// The log file in the data directory.
@@ -62,6 +62,12 @@ pub struct Wal {
     /// What replaying the log file would give, in global indexes.
     shape: LogShape,
     log_bytes: u64,
+    /// The log file's length: `log_bytes` plus zeroed space preallocated for appends, so that
+    /// a sync need not also write the file's new size (an `fdatasync` of an append that grows
+    /// the file writes the inode too, roughly doubling its cost).
+    allocated_bytes: u64,
+    /// Zeroed space to grow the file by when an append needs room; 0 grows it by appending.
+    preallocate_bytes: u64,
     synced_bytes: u64,
     poisoned: bool,
     encode_buffer: Vec<u8>,
@@ -101,6 +107,14 @@ impl Wal {
     /// removes stray temporary files, truncates a torn tail, and finishes an interrupted
     /// compaction, reporting each as a warning. Corruption anywhere else is an error.
     pub fn open(directory: impl AsRef<Path>) -> Result<(Wal, Recovery), StorageError> {
+        Wal::open_with(directory, WalOptions::default())
+    }
+
+    /// [`Wal::open`] with options: see [`WalOptions`].
+    pub fn open_with(
+        directory: impl AsRef<Path>,
+        options: WalOptions,
+    ) -> Result<(Wal, Recovery), StorageError> {
         let directory = directory.as_ref().to_path_buf();
         fs::create_dir_all(&directory).map_err(io_error(&directory))?;
         let directory_lock = lock_directory(&directory)?;
@@ -118,9 +132,21 @@ impl Wal {
                 damage,
             });
         }
+        let replayed_base = replayed.base;
+        let replayed_end = replayed.end_offset;
         let (log_base, state) = reconcile(&directory, snapshot.as_ref(), replayed, &mut warnings)?;
-        let log = open_for_append(&log_path)?;
-        let log_bytes = log.metadata().map_err(io_error(&log_path))?.len();
+        let rewritten = log_base != replayed_base;
+        let (log, allocated_bytes) = open_for_writing(&log_path)?;
+        // A log rewritten by `reconcile` has no preallocated space; otherwise appends go right
+        // after the last valid record.
+        let log_bytes = if rewritten {
+            allocated_bytes
+        } else {
+            replayed_end
+        };
+        let mut log = log;
+        log.seek(SeekFrom::Start(log_bytes))
+            .map_err(io_error(&log_path))?;
         let wal = Wal {
             directory,
             log_path,
@@ -128,6 +154,8 @@ impl Wal {
             _directory_lock: directory_lock,
             shape: LogShape::of(log_base, &state),
             log_bytes,
+            allocated_bytes,
+            preallocate_bytes: options.preallocate_bytes,
             synced_bytes: log_bytes,
             poisoned: false,
             encode_buffer: Vec::new(),
@@ -158,6 +186,7 @@ impl Wal {
             }
         };
         if !buffer.is_empty() {
+            self.preallocate_for(buffer.len() as u64);
             if let Err(source) = self.log.write_all(&buffer) {
                 self.poisoned = true;
                 // Best effort: drop a partial record now rather than leave a tail to repair.
@@ -175,6 +204,24 @@ impl Wal {
             "wal: synced more than was written"
         );
         Ok(())
+    }
+
+    /// Makes sure the file has room for `length` more bytes after the log's end, growing it by
+    /// `preallocate_bytes` of zeros at a time. Best effort: where the file system cannot
+    /// preallocate, appends simply grow the file.
+    fn preallocate_for(&mut self, length: u64) {
+        let needed = self.log_bytes + length;
+        if needed <= self.allocated_bytes || self.preallocate_bytes == 0 {
+            return;
+        }
+        let target = needed.div_ceil(self.preallocate_bytes) * self.preallocate_bytes;
+        if allocate_zeros(
+            &self.log,
+            self.allocated_bytes,
+            target - self.allocated_bytes,
+        ) {
+            self.allocated_bytes = target;
+        }
     }
 
     /// Makes everything appended so far durable (`fdatasync`). Cheap when nothing is pending.
@@ -311,8 +358,13 @@ impl Wal {
         self.check_unchanged(&replayed)?;
         let (state, _) = state_after_snapshot(replayed.base, &replayed.state, at);
         write_log(directory, at, &state)?;
-        self.log = open_for_append(&self.log_path)?;
-        self.log_bytes = self.log.metadata().map_err(io_error(&self.log_path))?.len();
+        let (log, allocated_bytes) = open_for_writing(&self.log_path)?;
+        self.log = log;
+        self.log
+            .seek(SeekFrom::End(0))
+            .map_err(io_error(&self.log_path))?;
+        self.log_bytes = allocated_bytes;
+        self.allocated_bytes = allocated_bytes;
         self.synced_bytes = self.log_bytes;
         self.shape = LogShape::of(at, &state);
         Ok(())
@@ -322,6 +374,7 @@ impl Wal {
     fn check_unchanged(&self, replayed: &Replayed) -> Result<(), StorageError> {
         let found = LogShape::of(replayed.base, &replayed.state);
         if replayed.tail.is_some() || replayed.end_offset != self.log_bytes || found != self.shape {
+            // (Preallocated space after `end_offset` is zeros, which replay does not count.)
             return Err(StorageError::ChangedWhileOpen {
                 path: self.log_path.clone(),
                 detail: format!(
@@ -586,11 +639,52 @@ fn truncate_log(log_path: &Path, end_offset: u64) -> Result<(), StorageError> {
     file.sync_all().map_err(io_error(log_path))
 }
 
-fn open_for_append(log_path: &Path) -> Result<File, StorageError> {
-    OpenOptions::new()
-        .append(true)
+/// Opens the log for positional writes (not `O_APPEND`: the file may end in preallocated
+/// space) and returns it with its length.
+fn open_for_writing(log_path: &Path) -> Result<(File, u64), StorageError> {
+    let file = OpenOptions::new()
+        .write(true)
         .open(log_path)
-        .map_err(io_error(log_path))
+        .map_err(io_error(log_path))?;
+    let length = file.metadata().map_err(io_error(log_path))?.len();
+    Ok((file, length))
+}
+
+/// How a [`Wal`] manages its file.
+#[derive(Copy, Clone, PartialEq, Eq, Debug, Default)]
+pub struct WalOptions {
+    /// Grow the log file by this many zeroed bytes at a time, ahead of appends (0: grow it by
+    /// appending). An `fdatasync` after an append that grows the file must also write the
+    /// file's size; into preallocated space it writes only the data, about half the cost on
+    /// ext4. Replay treats zeros after the last record as free space, not as a torn record.
+    pub preallocate_bytes: u64,
+}
+
+impl WalOptions {
+    /// What a server uses: 4 MiB of preallocated space at a time.
+    pub fn for_server() -> WalOptions {
+        WalOptions {
+            preallocate_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Allocates `length` zero bytes at `offset` of `file` without writing them; true on success.
+#[cfg(unix)]
+fn allocate_zeros(file: &File, offset: u64, length: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(length)) = (libc::off_t::try_from(offset), libc::off_t::try_from(length))
+    else {
+        return false;
+    };
+    // SAFETY: the descriptor belongs to `file`, which outlives the call; posix_fallocate only
+    // reads its integer arguments.
+    unsafe { libc::posix_fallocate(file.as_raw_fd(), offset, length) == 0 }
+}
+
+#[cfg(not(unix))]
+fn allocate_zeros(_file: &File, _offset: u64, _length: u64) -> bool {
+    false
 }
 
 #[cfg(test)]

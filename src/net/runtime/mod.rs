@@ -25,7 +25,7 @@ pub use config::{ConfigError, ConfigOverrides, ServerProcessConfig};
 
 use crate::net::peer::{self, PeerIdentity, Sniffed};
 use crate::node::{DurableState, RaftLog, Server, ServerConfig, ServerInput, Snapshot};
-use crate::storage::{SNAPSHOT_FILE_NAME, StorageError, Wal};
+use crate::storage::{SNAPSHOT_FILE_NAME, StorageError, Wal, WalOptions};
 use clients::{ClientContext, ClientRegistry};
 use node_loop::{Clock, NodeLoop};
 use std::path::PathBuf;
@@ -83,7 +83,7 @@ struct Recovered {
 
 /// Opens and recovers the data directory: logs every repair, checks the snapshot.
 fn recover(config: &ServerProcessConfig) -> Result<Recovered, StartError> {
-    let (wal, recovery) = Wal::open(&config.data_dir)?;
+    let (wal, recovery) = Wal::open_with(&config.data_dir, WalOptions::for_server())?;
     for warning in &recovery.warnings {
         tracing::warn!("recovery: {warning}");
     }
