@@ -20,6 +20,8 @@ use rand_chacha::ChaCha8Rng;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+/// The election timeout (min, spread) in ms of shapes that do not draw a narrow one.
+const ELECTION_TIMEOUT_DEFAULT_MS: (u32, u32) = (150, 150);
 /// How often an election bounce crashes and restarts its server.
 const ELECTION_BOUNCES: u64 = 20;
 /// Length of the liveness phase that follows the safety phase.
@@ -178,7 +180,7 @@ impl Shape {
         let latency_min_ms = rng.random_range(0..=5);
         let latency_spread_ms = rng.random_range(1..=40);
         let spread_floor_ms = election_spread_floor_ms(latency_min_ms + latency_spread_ms);
-        Shape {
+        let mut shape = Shape {
             seed,
             servers,
             clients,
@@ -214,7 +216,7 @@ impl Shape {
                 let spread = rng.random_range(1..=20);
                 (min, spread.max(spread_floor_ms))
             } else {
-                (150, 150)
+                ELECTION_TIMEOUT_DEFAULT_MS
             },
             append_batch: if rng.random_bool(0.5) {
                 rng.random_range(1..=4)
@@ -224,7 +226,19 @@ impl Shape {
             // Drawn last, so that every other choice for a seed is what it was before
             // snapshots existed.
             snapshot_entries: rng.random_bool(0.3).then(|| rng.random_range(2..=40)),
+        };
+        // Drawn after everything else, for the same reason. The spread floor makes split
+        // votes rarer, and a split vote with a restart inside it is what shows a server
+        // forgetting its vote; half the narrow shapes get one more election bounce to win
+        // those chances back.
+        let narrow = shape.election_timeout_ms != ELECTION_TIMEOUT_DEFAULT_MS;
+        if narrow && rng.random_bool(0.5) {
+            shape.faults.push(Fault {
+                at_permille: rng.random_range(0..1000),
+                kind: random_election_bounce(&mut rng, servers),
+            });
         }
+        shape
     }
 
     /// Which fault families a shape uses, for its one-line description.
@@ -452,6 +466,14 @@ pub fn election_spread_floor_ms(latency_max_ms: u32) -> u32 {
     floor
 }
 
+fn random_election_bounce(rng: &mut ChaCha8Rng, servers: u32) -> FaultKind {
+    FaultKind::ElectionBounce {
+        server: rng.random_range(0..servers),
+        delay_ms: rng.random_range(0..=100),
+        gap_ms: rng.random_range(1..=5),
+    }
+}
+
 fn random_fault(rng: &mut ChaCha8Rng, family: u32, servers: u32, nodes: u32) -> FaultKind {
     let all_nodes_mask = if nodes >= 64 {
         u64::MAX
@@ -460,11 +482,7 @@ fn random_fault(rng: &mut ChaCha8Rng, family: u32, servers: u32, nodes: u32) -> 
     };
     match family {
         0 => match rng.random_range(0..6) {
-            5 => FaultKind::ElectionBounce {
-                server: rng.random_range(0..servers),
-                delay_ms: rng.random_range(0..=100),
-                gap_ms: rng.random_range(1..=5),
-            },
+            5 => random_election_bounce(rng, servers),
             0 => FaultKind::CrashLeader,
             1 => FaultKind::RestartAll,
             3 => FaultKind::Bounce {
@@ -636,7 +654,7 @@ mod tests {
                 "seed {seed}: {}",
                 shape.describe()
             );
-            if spread < 150 {
+            if shape.election_timeout_ms != ELECTION_TIMEOUT_DEFAULT_MS {
                 narrow += 1;
             }
         }
