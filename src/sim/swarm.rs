@@ -230,7 +230,7 @@ impl Shape {
         // Drawn after everything else, for the same reason. The spread floor makes split
         // votes rarer, and a split vote with a restart inside it is what shows a server
         // forgetting its vote; half the narrow shapes get one more election bounce to win
-        // those chances back.
+        // those chances back, whichever fault kinds they switched on.
         let narrow = shape.election_timeout_ms != ELECTION_TIMEOUT_DEFAULT_MS;
         if narrow && rng.random_bool(0.5) {
             shape.faults.push(Fault {
