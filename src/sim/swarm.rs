@@ -20,6 +20,8 @@ use rand_chacha::ChaCha8Rng;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+/// The election timeout (min, spread) in ms of shapes that do not draw a narrow one.
+const ELECTION_TIMEOUT_DEFAULT_MS: (u32, u32) = (150, 150);
 /// How often an election bounce crashes and restarts its server.
 const ELECTION_BOUNCES: u64 = 20;
 /// Length of the liveness phase that follows the safety phase.
@@ -28,6 +30,17 @@ pub const LIVENESS_PHASE: Duration = Duration::from_secs(4);
 const PROBE_DELAY: Duration = Duration::from_millis(1_500);
 /// How long a probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(2_500);
+/// The narrowest election timeout spread, as a multiple of the base latency's maximum.
+///
+/// Raft elects a leader only when the randomized timeouts spread the servers' candidacies
+/// further apart than a vote takes to travel (§5.2, §9.3): otherwise every server pre-votes,
+/// stands and votes for itself before any other candidate's request arrives, round after
+/// round. Seed 22333 (4 servers, 170-171ms, latency 5-6ms) split the vote for 77 terms that
+/// way. A spread of one round trip at the slowest base latency still splits many votes, which
+/// is what a narrow spread is for, but the first server to time out wins within a few rounds
+/// (median 2, at most 14 of 200 seeds on that configuration), well inside the liveness phase.
+/// The latency tail is left out: like loss, it is rare enough that Raft rides it out.
+const ELECTION_SPREAD_PER_LATENCY: u32 = 2;
 
 /// One fault, with node and server numbers taken modulo the cluster's size so that a shape
 /// stays valid when shrinking removes servers or clients.
@@ -103,7 +116,8 @@ pub struct Shape {
     pub linearizable_percent: u32,
     pub think_max_ms: u32,
     /// Election timeout (min, spread) in ms. A narrow spread makes split votes, and so
-    /// repeated elections in quick succession, common.
+    /// repeated elections in quick succession, common. Random shapes keep the spread at least
+    /// [`election_spread_floor_ms`] of their latency, so that the liveness phase can be won.
     pub election_timeout_ms: (u32, u32),
     /// Entries per AppendEntries: small batches make followers lag in steps.
     pub append_batch: u32,
@@ -163,13 +177,16 @@ impl Shape {
             })
             .collect();
         let think_max_ms = rng.random_range(5..=80);
-        Shape {
+        let latency_min_ms = rng.random_range(0..=5);
+        let latency_spread_ms = rng.random_range(1..=40);
+        let spread_floor_ms = election_spread_floor_ms(latency_min_ms + latency_spread_ms);
+        let mut shape = Shape {
             seed,
             servers,
             clients,
             safety_seconds,
-            latency_min_ms: rng.random_range(0..=5),
-            latency_spread_ms: rng.random_range(1..=40),
+            latency_min_ms,
+            latency_spread_ms,
             tail: rng
                 .random_bool(0.3)
                 .then(|| (rng.random_range(5..=50), rng.random_range(100..=500))),
@@ -195,9 +212,11 @@ impl Shape {
             linearizable_percent: rng.random_range(0..=100),
             think_max_ms,
             election_timeout_ms: if rng.random_bool(0.3) {
-                (rng.random_range(100..=200), rng.random_range(1..=20))
+                let min = rng.random_range(100..=200);
+                let spread = rng.random_range(1..=20);
+                (min, spread.max(spread_floor_ms))
             } else {
-                (150, 150)
+                ELECTION_TIMEOUT_DEFAULT_MS
             },
             append_batch: if rng.random_bool(0.5) {
                 rng.random_range(1..=4)
@@ -207,7 +226,19 @@ impl Shape {
             // Drawn last, so that every other choice for a seed is what it was before
             // snapshots existed.
             snapshot_entries: rng.random_bool(0.3).then(|| rng.random_range(2..=40)),
+        };
+        // Drawn after everything else, for the same reason. The spread floor makes split
+        // votes rarer, and a split vote with a restart inside it is what shows a server
+        // forgetting its vote; half the narrow shapes get one more election bounce to win
+        // those chances back, whichever fault kinds they switched on.
+        let narrow = shape.election_timeout_ms != ELECTION_TIMEOUT_DEFAULT_MS;
+        if narrow && rng.random_bool(0.5) {
+            shape.faults.push(Fault {
+                at_permille: rng.random_range(0..1000),
+                kind: random_election_bounce(&mut rng, servers),
+            });
         }
+        shape
     }
 
     /// Which fault families a shape uses, for its one-line description.
@@ -424,6 +455,25 @@ impl Shape {
     }
 }
 
+/// The narrowest election timeout spread that still lets a cluster whose messages take up to
+/// `latency_max_ms` elect a leader: see [`ELECTION_SPREAD_PER_LATENCY`].
+pub fn election_spread_floor_ms(latency_max_ms: u32) -> u32 {
+    let floor = latency_max_ms.saturating_mul(ELECTION_SPREAD_PER_LATENCY);
+    assert!(
+        floor >= latency_max_ms,
+        "the floor covers one trip at least"
+    );
+    floor
+}
+
+fn random_election_bounce(rng: &mut ChaCha8Rng, servers: u32) -> FaultKind {
+    FaultKind::ElectionBounce {
+        server: rng.random_range(0..servers),
+        delay_ms: rng.random_range(0..=100),
+        gap_ms: rng.random_range(1..=5),
+    }
+}
+
 fn random_fault(rng: &mut ChaCha8Rng, family: u32, servers: u32, nodes: u32) -> FaultKind {
     let all_nodes_mask = if nodes >= 64 {
         u64::MAX
@@ -432,11 +482,7 @@ fn random_fault(rng: &mut ChaCha8Rng, family: u32, servers: u32, nodes: u32) -> 
     };
     match family {
         0 => match rng.random_range(0..6) {
-            5 => FaultKind::ElectionBounce {
-                server: rng.random_range(0..servers),
-                delay_ms: rng.random_range(0..=100),
-                gap_ms: rng.random_range(1..=5),
-            },
+            5 => random_election_bounce(rng, servers),
             0 => FaultKind::CrashLeader,
             1 => FaultKind::RestartAll,
             3 => FaultKind::Bounce {
@@ -594,6 +640,48 @@ mod tests {
             .map(|seed| Shape::random(seed, &bounds).describe())
             .collect();
         assert!(distinct.len() > 45, "configurations vary per seed");
+    }
+
+    #[test]
+    fn every_random_election_timeout_spreads_wider_than_a_round_trip() {
+        let mut narrow = 0;
+        for seed in 0..2_000 {
+            let shape = Shape::random(seed, &SwarmBounds::default());
+            let latency_max_ms = shape.latency_min_ms + shape.latency_spread_ms;
+            let (_, spread) = shape.election_timeout_ms;
+            assert!(
+                spread >= 2 * latency_max_ms,
+                "seed {seed}: {}",
+                shape.describe()
+            );
+            if shape.election_timeout_ms != ELECTION_TIMEOUT_DEFAULT_MS {
+                narrow += 1;
+            }
+        }
+        assert!(narrow > 400, "narrow spreads are still drawn: {narrow}");
+    }
+
+    /// Seed 22333 drew 170-171ms on 4 servers with latency 5-6ms: every server timed out
+    /// within 1ms of the others and voted for itself, for 77 terms, so the liveness phase
+    /// failed a protocol that was never given the spread Raft needs. With the floor, the same
+    /// seed still draws a spread narrow enough to split votes, and its cluster serves every
+    /// client once repaired.
+    #[test]
+    fn seed_22333_elects_a_leader_in_the_liveness_phase() {
+        let shape = Shape::random(22_333, &SwarmBounds::default());
+        assert_eq!(shape.servers, 4);
+        assert_eq!((shape.latency_min_ms, shape.latency_spread_ms), (5, 1));
+        assert_eq!(shape.election_timeout_ms, (170, 12), "raised from (170, 1)");
+        let (report, failure) = crate::sim::explore::judge(&shape.build());
+        assert_eq!(failure, None, "{}", report.render());
+        let probes: Vec<_> = report
+            .expectations
+            .iter()
+            .filter(|expectation| expectation.expected == "answered")
+            .collect();
+        assert_eq!(probes.len(), shape.clients as usize);
+        assert!(probes.iter().all(|probe| probe.met));
+        assert!(report.leaders_elected >= 1);
     }
 
     #[test]
