@@ -49,7 +49,7 @@ pub struct ServerArgs {
     #[arg(long, value_name = "NAME")]
     pub cluster_id: Option<String>,
     /// Compact the log into a snapshot once this many applied entries are held; 0 never
-    /// [default: 10000].
+    /// [default: 100000].
     #[arg(long, value_name = "N")]
     pub snapshot_entries: Option<u64>,
     /// Close client connections that send nothing for this long [default: 300s].

@@ -107,8 +107,16 @@ impl RaftLog {
 
     /// The entries after `index` (at most the uncommitted suffix a leader scans).
     pub fn entries_after(&self, index: LogIndex) -> impl Iterator<Item = (LogIndex, &Entry)> {
-        let skip = usize::try_from(index.saturating_sub(self.base_index)).unwrap_or(usize::MAX);
-        self.iter().skip(skip)
+        // Sliced, not `iter().skip(..)`: skipping through a mapped iterator walks every entry
+        // before `index`, and leaders call this for every preempt.
+        let skip = usize::try_from(index.saturating_sub(self.base_index))
+            .unwrap_or(usize::MAX)
+            .min(self.entries.len());
+        let first = self.base_index + skip as LogIndex + 1;
+        self.entries[skip..]
+            .iter()
+            .enumerate()
+            .map(move |(offset, entry)| (first + offset as LogIndex, entry))
     }
 
     /// The first index of the run of entries with the same term as the entry at `index`

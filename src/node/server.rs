@@ -50,6 +50,11 @@ pub struct ServerConfig {
     /// Once this many applied entries are held in the log, the server snapshots its lock
     /// table and compacts them away. `None` never compacts.
     pub snapshot_entries_min: Option<u64>,
+    /// The driver makes `Persist` outputs durable in the background and reports progress with
+    /// `ServerInput::Persisted`. A leader then counts only its reported-durable entries toward
+    /// a majority (Raft thesis §10.2.1). Otherwise (the simulator) a `Persist` counts as
+    /// durable once the step that emitted it returns.
+    pub durability_reported: bool,
 }
 
 impl ServerConfig {
@@ -66,6 +71,7 @@ impl ServerConfig {
             uncommitted_entries_max: 4_096,
             pending_reads_max: 1_024,
             snapshot_entries_min: None,
+            durability_reported: false,
         }
     }
 }
@@ -103,6 +109,12 @@ pub enum ServerInput {
         request: ClientRequest,
     },
     Timer(ServerTimer),
+    /// Only with `ServerConfig::durability_reported`: the first `through` `Persist` and
+    /// `PersistSnapshot` outputs this server emitted (counting from `Server::new`'s) are
+    /// durable.
+    Persisted {
+        through: u64,
+    },
 }
 
 /// An effect for the driver to carry out, in order. See the module's calling contract.
@@ -271,6 +283,11 @@ pub struct Server {
 
     /// The `now` of the step under way, for the few deep helpers that need it.
     step_time: Time,
+    /// `Persist` and `PersistSnapshot` outputs emitted so far.
+    persist_count: u64,
+    /// With `durability_reported`: appends not yet reported durable, as (their number among
+    /// the persist outputs, their first index). Bounded by the driver's reporting.
+    unconfirmed_appends: VecDeque<(u64, LogIndex)>,
 
     out: Vec<ServerOutput>,
 }
@@ -349,6 +366,8 @@ impl Server {
             snapshot: durable.snapshot.clone(),
             next_read_id: 1,
             step_time: now,
+            persist_count: 0,
+            unconfirmed_appends: VecDeque::new(),
             out: Vec::new(),
             config,
         };
@@ -399,6 +418,16 @@ impl Server {
                 {
                     self.broadcast_append(now);
                 }
+            }
+            ServerInput::Persisted { through } => {
+                while self
+                    .unconfirmed_appends
+                    .front()
+                    .is_some_and(|&(number, _)| number <= through)
+                {
+                    self.unconfirmed_appends.pop_front();
+                }
+                self.advance_commit();
             }
         }
         self.expire_local_checks(now);
@@ -707,10 +736,10 @@ impl Server {
             );
             let new_entries = entries[first_new..].to_vec();
             self.log.truncate_and_append(first_index, &new_entries);
-            self.out.push(ServerOutput::Persist(PersistOp::Append {
+            self.persist(PersistOp::Append {
                 first_index,
                 entries: new_entries,
-            }));
+            });
         }
         let last_new = prev_index + entries.len() as LogIndex;
         if leader_commit > self.commit_index {
@@ -761,6 +790,7 @@ impl Server {
             self.table = snapshot.table.clone();
             self.commit_index = index;
             self.snapshot = Some(snapshot.clone());
+            self.persist_count += 1;
             self.out.push(ServerOutput::PersistSnapshot(snapshot));
             self.serve_confirmed_reads();
         }
@@ -791,6 +821,7 @@ impl Server {
         });
         self.log.compact_to(applied, term);
         self.snapshot = Some(snapshot.clone());
+        self.persist_count += 1;
         self.out.push(ServerOutput::PersistSnapshot(snapshot));
     }
 
@@ -1649,10 +1680,10 @@ impl Server {
         };
         self.log
             .truncate_and_append(index, std::slice::from_ref(&entry));
-        self.out.push(ServerOutput::Persist(PersistOp::Append {
+        self.persist(PersistOp::Append {
             first_index: index,
             entries: vec![entry],
-        }));
+        });
         index
     }
 
@@ -1713,7 +1744,8 @@ impl Server {
             return;
         }
         let mut matches: Vec<LogIndex> = self.progress.values().map(|p| p.match_index).collect();
-        matches.push(self.log.last_index());
+        // This server's own vote counts only for entries it has made durable (§10.2.1).
+        matches.push(self.durable_last_index());
         matches.sort_unstable_by(|a, b| b.cmp(a));
         let majority_index = matches[self.quorum_size() - 1];
         if majority_index > self.commit_index && self.log.term_at(majority_index) == Some(self.term)
@@ -1799,15 +1831,38 @@ impl Server {
         self.out.push(ServerOutput::Send { to, msg });
     }
 
+    fn persist(&mut self, op: PersistOp) {
+        self.persist_count += 1;
+        if let PersistOp::Append { first_index, .. } = op
+            && self.config.durability_reported
+        {
+            self.unconfirmed_appends
+                .push_back((self.persist_count, first_index));
+        }
+        self.out.push(ServerOutput::Persist(op));
+    }
+
+    /// The last index of this server's own log known durable: everything before the first
+    /// entry an unreported append wrote (an append may rewrite a suffix).
+    fn durable_last_index(&self) -> LogIndex {
+        self.unconfirmed_appends
+            .iter()
+            .map(|&(_, first_index)| first_index - 1)
+            .min()
+            .map_or(self.log.last_index(), |index| {
+                index.min(self.log.last_index())
+            })
+    }
+
     fn set_timer(&mut self, timer: ServerTimer, at: Time) {
         self.out.push(ServerOutput::SetTimer { timer, at });
     }
 
     fn persist_hard_state(&mut self) {
-        self.out.push(ServerOutput::Persist(PersistOp::HardState {
+        self.persist(PersistOp::HardState {
             term: self.term,
             voted_for: self.voted_for,
-        }));
+        });
     }
 
     fn check_invariants(&self) {

@@ -2125,3 +2125,42 @@ fn reads_arriving_together_share_one_confirming_round() {
     let later = leader.step(now + Duration::from_micros(1), from_client(CLIENT, read(3)));
     assert_eq!(append_rounds(&later), vec![(S2, 2), (S3, 2)]);
 }
+
+// ----- durability reported by the driver (Raft thesis §10.2.1) -----
+
+/// A driver that writes in the background tells the server what is durable. The leader then
+/// replicates before its own write is done but counts itself toward a majority only for
+/// entries reported durable: an entry one follower holds commits once the leader's copy is
+/// durable too, or once a second follower holds it.
+#[test]
+fn a_leader_counts_its_own_entries_toward_a_majority_only_once_they_are_durable() {
+    let mut config = config(S1, 3);
+    config.durability_reported = true;
+    let (mut leader, _) = Server::new(config, DurableState::default(), 1, Time::ZERO);
+    let now = ms(FIRST_ELECTION_MS);
+    let election = win_election(&mut leader, now, 3);
+    let persists = election
+        .iter()
+        .filter(|output| {
+            matches!(
+                output,
+                ServerOutput::Persist(_) | ServerOutput::PersistSnapshot(_)
+            )
+        })
+        .count() as u64;
+
+    let acked = leader.step(now, peer(S2, append_ok(1, 1, 0)));
+    assert_eq!(leader.commit_index(), 0, "only s2 holds the no-op durably");
+    assert!(applied(&acked).is_empty());
+
+    let durable = leader.step(now, ServerInput::Persisted { through: persists });
+    assert_eq!(leader.commit_index(), 1, "s1 and s2: a majority");
+    assert_eq!(applied(&durable), vec![(1, ApplyResult::Nothing)]);
+
+    // Without the leader's own report, two followers are a majority by themselves.
+    let _ = leader.step(now, from_client(CLIENT, hello(7)));
+    let _ = leader.step(now, peer(S2, append_ok(1, 2, 0)));
+    assert_eq!(leader.commit_index(), 1);
+    let _ = leader.step(now, peer(S3, append_ok(1, 2, 0)));
+    assert_eq!(leader.commit_index(), 2);
+}

@@ -7,7 +7,7 @@
 //! ```yaml
 //! cluster_id: prod-locks        # default "lockstep"
 //! data_dir: /var/lib/lockstep   # root: each server uses <data_dir>/<id> unless it names its own
-//! snapshot_entries: 10000       # 0 never compacts
+//! snapshot_entries: 100000      # 0 never compacts
 //! client_idle_timeout: 300s
 //! servers:
 //!   s1: 10.0.0.1:7001
@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const CLUSTER_ID_DEFAULT: &str = "lockstep";
-pub const SNAPSHOT_ENTRIES_DEFAULT: u64 = 10_000;
+pub const SNAPSHOT_ENTRIES_DEFAULT: u64 = 100_000;
 pub const CLIENT_IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(300);
 /// Largest cluster a server accepts.
 pub const SERVERS_MAX: usize = 9;

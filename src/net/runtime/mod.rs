@@ -198,6 +198,8 @@ impl RunningServer {
         );
         let mut node_config = ServerConfig::new(config.id, config.servers());
         node_config.snapshot_entries_min = config.snapshot_entries_min;
+        // The log thread writes in the background and reports what is durable.
+        node_config.durability_reported = true;
         let (server, initial) = Server::new(
             node_config,
             recovered.durable,
@@ -217,10 +219,11 @@ impl RunningServer {
         });
         let _guard = runtime.enter();
         let peers = peer::spawn_outbound(&identity, &config.peers);
-        let node_loop = NodeLoop::new(
+        let (node_loop, log_writer) = NodeLoop::new(
             server,
             recovered.wal,
             input_receiver,
+            input_sender.clone(),
             peers,
             registry.clone(),
             clock,
@@ -228,12 +231,15 @@ impl RunningServer {
             Arc::clone(&term),
         );
         let (done_sender, done_receiver) = tokio::sync::oneshot::channel();
+        let log_thread = std::thread::Builder::new()
+            .name("lockstep-log".into())
+            .spawn(move || log_writer.run())
+            .expect("spawning the log thread");
         let node_thread = std::thread::Builder::new()
             .name("lockstep-node".into())
             .spawn(move || {
-                let result = node_loop.run(initial);
+                node_loop.run(initial);
                 let _ = done_sender.send(());
-                result
             })
             .expect("spawning the node thread");
         let context = Arc::new(ClientContext {
@@ -252,13 +258,17 @@ impl RunningServer {
             tracing::info!("stopping on signal");
         }
         stop.store(true, Ordering::Relaxed);
-        let result = match node_thread.join() {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => {
+        // The node thread ends first; dropping its job queue lets the log thread finish what
+        // it holds and end too.
+        let node = node_thread.join();
+        let log = log_thread.join();
+        let result = match (node, log) {
+            (Err(_), _) | (_, Err(_)) => Err(RunError::NodePanicked),
+            (Ok(()), Ok(Err(error))) => {
                 tracing::error!("storage failed, stopping: {error}");
                 Err(RunError::Storage(error))
             }
-            Err(_) => Err(RunError::NodePanicked),
+            (Ok(()), Ok(Ok(()))) => Ok(()),
         };
         runtime.shutdown_timeout(std::time::Duration::from_millis(500));
         result

@@ -1,34 +1,43 @@
-//! The node thread: the one place where the `Server` state machine runs and its write-ahead log
-//! is written. fsync blocks, so this is a plain OS thread, never a tokio task.
+//! The node thread and the log thread: where the `Server` state machine runs and where its
+//! write-ahead log is written. fsync blocks, so both are plain OS threads, never tokio tasks.
 //!
-//! # One round
+//! # The node thread, one round
 //! 1. Wait for an input or the earliest timer deadline, then drain every input that is ready
-//!    (at most [`BATCH_INPUTS_MAX`]) into one batch.
-//! 2. Step the node once per input, then once per due timer. Each `Persist` is queued for the
-//!    log as it comes; `PersistSnapshot` flushes the queue and writes the snapshot at its place;
-//!    `SetTimer` updates the deadlines; `Send` and `Reply` are buffered.
-//! 3. Append the queued operations and `sync` once (group commit), and only then carry out the
-//!    buffered sends and replies, in order. That keeps the node's contract for the whole batch:
-//!    nothing leaves before the state it depends on is on disk.
+//!    (at most [`BATCH_INPUTS_MAX`]) into one batch, stepped at one instant.
+//! 2. Step the node once per input, then once per due timer. `Persist` and `PersistSnapshot`
+//!    are queued for the log; `SetTimer` updates the deadlines; `Send` and `Reply` are sorted
+//!    into what may leave now and what must wait for the batch to be durable (see
+//!    [`leaves_before_sync`]).
+//! 3. Carry out what may leave now, and hand the batch's log operations and waiting effects to
+//!    the log thread as one job. The node thread does not wait for the disk: the server runs
+//!    with `durability_reported`, so a leader counts itself toward a majority only for entries
+//!    the log thread has reported durable (`ServerInput::Persisted`).
 //!
-//! A storage error ends the loop: the `Wal` is poisoned, and a server that cannot persist must
-//! not keep answering. Nothing buffered in that round is sent.
+//! # The log thread
+//! Takes every job that is ready, appends their operations, syncs once (group commit across
+//! node rounds), carries out the jobs' waiting effects in order, and reports to the node how
+//! many persist outputs are now durable. Nothing a job holds leaves before its sync.
+//!
+//! A storage error ends both: the `Wal` is poisoned, and a server that cannot persist must not
+//! keep answering. Nothing the failed job held is sent.
 
 use super::clients::{ClientRegistry, Outgoing};
 use crate::net::peer::PeerSender;
 use crate::node::{
     LogIndex, PeerMessage, PersistOp, Role, Server, ServerId, ServerInput, ServerOutput,
-    ServerTimer, Term, Time,
+    ServerTimer, Snapshot, Term, Time,
 };
 use crate::storage::{StorageError, Wal};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::time::{Duration, Instant};
 
-/// Most inputs stepped between two syncs.
+/// Most inputs stepped in one round of the node thread.
 pub const BATCH_INPUTS_MAX: usize = 1_024;
+/// Most node rounds the log thread writes under one sync.
+const JOBS_PER_SYNC_MAX: usize = 64;
 /// Longest wait for input, so that a stop request is noticed promptly.
 const IDLE_WAIT_MAX: Duration = Duration::from_millis(50);
 
@@ -49,7 +58,7 @@ impl Clock {
     }
 }
 
-/// An effect that waits for the batch's sync.
+/// An effect of a round, before it is sorted into "now" and "after the sync".
 enum Deferred {
     Send {
         to: ServerId,
@@ -84,13 +93,26 @@ impl Leadership {
 struct LoopStats {
     batches: u64,
     inputs: u64,
-    syncs: u64,
-    replies_dropped: u64,
+    jobs: u64,
+}
+
+/// A change for the log, in the order the node emitted it.
+enum LogOp {
+    Persist(PersistOp),
+    Snapshot(Arc<Snapshot>),
+}
+
+/// One node round's work for the log thread.
+struct LogJob {
+    ops: Vec<LogOp>,
+    /// Effects that must not leave before `ops` are durable, in order.
+    held: Vec<Deferred>,
+    /// Persist outputs the node had emitted by the end of the round.
+    persisted_through: u64,
 }
 
 pub struct NodeLoop {
     pub server: Server,
-    pub wal: Wal,
     pub inputs: Receiver<ServerInput>,
     pub peers: PeerSender,
     pub clients: ClientRegistry,
@@ -98,11 +120,12 @@ pub struct NodeLoop {
     pub stop: Arc<AtomicBool>,
     /// Where the node's term is published for the client front end.
     pub term: Arc<AtomicU64>,
-    /// Servers in the cluster: with one, an append commits in its own step.
-    server_count: usize,
+    jobs: Sender<LogJob>,
+    /// Persist outputs seen so far (`ServerInput::Persisted` counts the same way).
+    persist_count: u64,
     election_at: Option<Time>,
     heartbeat_at: Option<Time>,
-    pending_ops: Vec<PersistOp>,
+    pending_ops: Vec<LogOp>,
     deferred: Vec<Deferred>,
     /// Per peer, where in `deferred` the last message to it sits: see `defer_send`.
     last_send_to: BTreeMap<ServerId, usize>,
@@ -111,29 +134,45 @@ pub struct NodeLoop {
 }
 
 impl NodeLoop {
+    /// The node loop and the log writer it hands its jobs to; run each on its own thread.
+    /// The server MUST have been built with `durability_reported`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         server: Server,
         wal: Wal,
         inputs: Receiver<ServerInput>,
+        input_sender: SyncSender<ServerInput>,
         peers: PeerSender,
         clients: ClientRegistry,
         clock: Clock,
         stop: Arc<AtomicBool>,
         term: Arc<AtomicU64>,
-    ) -> NodeLoop {
+    ) -> (NodeLoop, LogWriter) {
         let leadership = Leadership::of(&server);
-        let server_count = server.server_count();
-        NodeLoop {
-            server,
+        // Unbounded, so that the node thread never waits for the disk; the leader's
+        // `uncommitted_entries_max` bounds how far ahead of it the node can run.
+        let (jobs, job_receiver) = std::sync::mpsc::channel();
+        let writer = LogWriter {
             wal,
+            jobs: job_receiver,
+            inputs: input_sender,
+            peers: peers.clone(),
+            clients: clients.clone(),
+            stop: Arc::clone(&stop),
+            reported_through: 0,
+            syncs: 0,
+            replies_dropped: 0,
+        };
+        let node_loop = NodeLoop {
+            server,
             inputs,
             peers,
             clients,
             clock,
             stop,
             term,
-            server_count,
+            jobs,
+            persist_count: 0,
             election_at: None,
             heartbeat_at: None,
             pending_ops: Vec::new(),
@@ -141,14 +180,17 @@ impl NodeLoop {
             last_send_to: BTreeMap::new(),
             leadership,
             stats: LoopStats::default(),
-        }
+        };
+        (node_loop, writer)
     }
 
-    /// Runs until `stop` is set or every input sender is gone. `initial` are the outputs of
-    /// `Server::new`, carried out first like any batch.
-    pub fn run(mut self, initial: Vec<ServerOutput>) -> Result<(), StorageError> {
-        self.take_outputs(initial)?;
-        self.finish_batch()?;
+    /// Runs until `stop` is set, every input sender is gone, or the log thread failed.
+    /// `initial` are the outputs of `Server::new`, carried out first like any round.
+    pub fn run(mut self, initial: Vec<ServerOutput>) {
+        self.take_outputs(initial);
+        if !self.finish_round() {
+            return;
+        }
         let mut batch = Vec::with_capacity(BATCH_INPUTS_MAX);
         // Bounded by the process's life: every round waits at most IDLE_WAIT_MAX.
         while !self.stop.load(Ordering::Relaxed) {
@@ -158,25 +200,30 @@ impl NodeLoop {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            while batch.len() < BATCH_INPUTS_MAX {
-                match self.inputs.try_recv() {
-                    Ok(input) => batch.push(input),
-                    Err(_) => break,
-                }
-            }
+            self.drain_ready(&mut batch);
             self.stats.inputs += batch.len() as u64;
-            // One instant for the whole batch: its effects all leave after one sync, and reads
-            // stepped at one `now` share one confirming heartbeat round.
+            // One instant for the whole round: reads stepped at one `now` share one
+            // confirming heartbeat round.
             let now = self.clock.now();
             for input in batch.drain(..) {
                 let outputs = self.server.step(now, input);
-                self.take_outputs(outputs)?;
+                self.take_outputs(outputs);
             }
-            self.fire_due_timers()?;
-            self.finish_batch()?;
+            self.fire_due_timers();
+            if !self.finish_round() {
+                break;
+            }
         }
         tracing::debug!(stats = ?self.stats, "node loop stopped");
-        Ok(())
+    }
+
+    fn drain_ready(&mut self, batch: &mut Vec<ServerInput>) {
+        while batch.len() < BATCH_INPUTS_MAX {
+            match self.inputs.try_recv() {
+                Ok(input) => batch.push(input),
+                Err(_) => break,
+            }
+        }
     }
 
     fn time_to_next_deadline(&self) -> Duration {
@@ -188,7 +235,7 @@ impl NodeLoop {
             .map_or(IDLE_WAIT_MAX, |at| at.saturating_since(now))
     }
 
-    fn fire_due_timers(&mut self) -> Result<(), StorageError> {
+    fn fire_due_timers(&mut self) {
         let now = self.clock.now();
         for timer in [ServerTimer::Election, ServerTimer::Heartbeat] {
             let slot = match timer {
@@ -199,22 +246,22 @@ impl NodeLoop {
                 // Cleared before stepping: the step sets it again if the node wants it.
                 *slot = None;
                 let outputs = self.server.step(now, ServerInput::Timer(timer));
-                self.take_outputs(outputs)?;
+                self.take_outputs(outputs);
             }
         }
-        Ok(())
     }
 
-    /// Queues persistence, sets timers, and defers everything that leaves the process.
-    fn take_outputs(&mut self, outputs: Vec<ServerOutput>) -> Result<(), StorageError> {
+    /// Queues log operations, sets timers, and defers everything that leaves the process.
+    fn take_outputs(&mut self, outputs: Vec<ServerOutput>) {
         for output in outputs {
             match output {
-                ServerOutput::Persist(op) => self.pending_ops.push(op),
+                ServerOutput::Persist(op) => {
+                    self.persist_count += 1;
+                    self.pending_ops.push(LogOp::Persist(op));
+                }
                 ServerOutput::PersistSnapshot(snapshot) => {
-                    // The snapshot takes its place in the batch: what was persisted before it
-                    // goes first, and write_snapshot syncs it.
-                    self.append_pending()?;
-                    self.write_snapshot(&snapshot)?;
+                    self.persist_count += 1;
+                    self.pending_ops.push(LogOp::Snapshot(snapshot));
                 }
                 ServerOutput::SetTimer { timer, at } => match timer {
                     ServerTimer::Election => self.election_at = Some(at),
@@ -230,57 +277,6 @@ impl NodeLoop {
                     result,
                 } => {
                     tracing::trace!(index, command = ?entry.command, ?result, "applied");
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Carries out, before the sync, every effect of the batch that does not depend on what
-    /// the sync makes durable; the rest waits for it. The node's contract is stricter (nothing
-    /// after a `Persist` leaves before it is durable); this driver may relax it only where it
-    /// can show why, since the node cannot see batches:
-    ///
-    /// - AppendEntries and InstallSnapshot: Raft thesis §10.2.1, a leader may write its log in
-    ///   parallel with replicating it, as long as it does not count itself toward a majority
-    ///   before its own write is durable. Acknowledgements are stepped only in a later batch,
-    ///   which starts after this batch's sync, so the leader never does. The term they carry
-    ///   was made durable when the server became a candidate, before any vote could arrive.
-    /// - Client replies and forwarded requests and replies: a write's answer comes from a
-    ///   committed entry, and with two or more servers no entry of this batch can be committed
-    ///   in this batch (its acknowledgements come later), so every answer reflects state made
-    ///   durable by a majority in an earlier batch. Reads are answered from applied, hence
-    ///   committed, state. With a single server an append commits at once, so then they wait.
-    /// - What waits: acknowledgements and votes (`AppendResponse`, `VoteResponse`) promise
-    ///   state of this batch; `RequestVote` carries the candidate's new term and self-vote;
-    ///   pre-votes are kept with them for simplicity.
-    ///
-    /// Messages to one peer may change order; the protocol allows any order.
-    fn send_before_sync(&mut self) {
-        if self.wal.unsynced_bytes() == 0 && self.pending_ops.is_empty() {
-            return; // Nothing to overlap with: everything goes out in order after the batch.
-        }
-        let replies_early = self.server_count > 1;
-        let mut kept = Vec::with_capacity(self.deferred.len());
-        let mut replies = Vec::new();
-        for effect in self.deferred.drain(..) {
-            match effect {
-                Deferred::Send { to, msg } if leaves_before_sync(&msg, replies_early) => {
-                    self.peers.send(to, msg)
-                }
-                Deferred::Reply { to, reply } if replies_early => replies.push((to, reply)),
-                other => kept.push(other),
-            }
-        }
-        self.deferred = kept;
-        self.last_send_to.clear();
-        if !replies.is_empty() {
-            let clients = self.clients.lock();
-            for (to, reply) in replies {
-                if let Some(connection) = clients.get(&to)
-                    && connection.try_send(Outgoing::Reply(reply)).is_err()
-                {
-                    self.stats.replies_dropped += 1;
                 }
             }
         }
@@ -306,76 +302,38 @@ impl NodeLoop {
         self.deferred.push(Deferred::Send { to, msg });
     }
 
-    fn append_pending(&mut self) -> Result<(), StorageError> {
-        if !self.pending_ops.is_empty() {
-            self.wal.append(&self.pending_ops)?;
-            self.pending_ops.clear();
-        }
-        Ok(())
-    }
-
-    fn write_snapshot(&mut self, snapshot: &crate::node::Snapshot) -> Result<(), StorageError> {
-        let base: LogIndex = self.wal.log_base().index;
-        if snapshot.last_included_index <= base {
-            // Already covered (the node may hand over a snapshot equal to the durable one).
-            assert!(
-                snapshot.last_included_index < base
-                    || snapshot.last_included_term == self.wal.log_base().term,
-                "{}: a snapshot at the log base with another term",
-                self.server.id()
-            );
-            return Ok(());
-        }
-        let bytes = super::encode_snapshot(snapshot);
-        self.wal.write_snapshot(
-            &bytes,
-            snapshot.last_included_index,
-            snapshot.last_included_term,
-        )?;
-        assert_eq!(self.wal.log_base().index, snapshot.last_included_index);
-        tracing::info!(
-            index = snapshot.last_included_index,
-            term = snapshot.last_included_term,
-            bytes = bytes.len(),
-            "snapshot written, log compacted"
-        );
-        Ok(())
-    }
-
-    /// Group commit, then everything that waited for it, then a leadership report.
-    fn finish_batch(&mut self) -> Result<(), StorageError> {
-        self.append_pending()?;
-        self.send_before_sync();
-        if self.wal.unsynced_bytes() > 0 {
-            self.wal.sync()?;
-            self.stats.syncs += 1;
-        }
-        assert_eq!(
-            self.wal.unsynced_bytes(),
-            0,
-            "effects leave only after a sync"
-        );
+    /// Ends a round: carries out what may leave before the round is durable, hands the rest
+    /// and the round's log operations to the log thread, publishes the term and reports
+    /// leadership changes. False once the log thread is gone (it failed or stopped).
+    fn finish_round(&mut self) -> bool {
         self.stats.batches += 1;
         self.last_send_to.clear();
-        if !self.deferred.is_empty() {
-            let clients = self.clients.lock();
-            for effect in self.deferred.drain(..) {
-                match effect {
-                    Deferred::Send { to, msg } => self.peers.send(to, msg),
-                    Deferred::Reply { to, reply } => {
-                        // A closed connection is gone from the registry: drop its reply.
-                        if let Some(connection) = clients.get(&to)
-                            && connection.try_send(Outgoing::Reply(reply)).is_err()
-                        {
-                            self.stats.replies_dropped += 1;
-                        }
-                    }
-                }
+        let mut held = Vec::new();
+        let mut replies = Vec::new();
+        for effect in self.deferred.drain(..) {
+            match effect {
+                Deferred::Send { to, msg } if leaves_before_sync(&msg) => self.peers.send(to, msg),
+                Deferred::Reply { to, reply } => replies.push((to, reply)),
+                held_effect @ Deferred::Send { .. } => held.push(held_effect),
+            }
+        }
+        if !replies.is_empty() {
+            deliver_replies(&self.clients, replies);
+        }
+        if !self.pending_ops.is_empty() || !held.is_empty() {
+            let job = LogJob {
+                ops: std::mem::take(&mut self.pending_ops),
+                held,
+                persisted_through: self.persist_count,
+            };
+            self.stats.jobs += 1;
+            if self.jobs.send(job).is_err() {
+                return false;
             }
         }
         self.term.store(self.server.term(), Ordering::Relaxed);
         self.report_leadership();
-        Ok(())
+        true
     }
 
     fn report_leadership(&mut self) {
@@ -403,19 +361,169 @@ impl NodeLoop {
     }
 }
 
-/// Whether a message may leave before the batch's sync (see `NodeLoop::send_before_sync`).
-fn leaves_before_sync(msg: &PeerMessage, replies_early: bool) -> bool {
+/// Whether a message may leave before the state of its round is durable. Client replies
+/// always may; messages that promise this server's durable state may not.
+///
+/// - AppendEntries and InstallSnapshot: Raft thesis §10.2.1, a leader may write its log in
+///   parallel with replicating it, as long as it counts itself toward a majority only for
+///   entries already durable, which the node does with `durability_reported`. So the commit
+///   index they carry is made of entries a majority holds durably. Their term was made
+///   durable when the server became a candidate, before any vote for it could arrive.
+/// - Client replies, forwarded requests and replies, read-index messages: a write's answer
+///   comes from a committed entry (durable on a majority), a read's from applied, so
+///   committed, state; nothing in them depends on this server's own unsynced writes.
+/// - What waits: acknowledgements and votes (`AppendResponse`, `VoteResponse`) promise state
+///   of this round; `RequestVote` carries the candidate's new term and self-vote; pre-votes
+///   wait with them for simplicity.
+///
+/// Messages to one peer may change order; the protocol allows any order.
+fn leaves_before_sync(msg: &PeerMessage) -> bool {
     match msg {
-        PeerMessage::AppendEntries { .. } | PeerMessage::InstallSnapshot { .. } => true,
-        PeerMessage::Forward { .. }
+        PeerMessage::AppendEntries { .. }
+        | PeerMessage::InstallSnapshot { .. }
+        | PeerMessage::Forward { .. }
         | PeerMessage::ForwardReply { .. }
         | PeerMessage::ReadIndexRequest { .. }
-        | PeerMessage::ReadIndexResponse { .. } => replies_early,
+        | PeerMessage::ReadIndexResponse { .. } => true,
         PeerMessage::AppendResponse { .. }
         | PeerMessage::VoteResponse { .. }
         | PeerMessage::RequestVote { .. }
         | PeerMessage::PreVote { .. }
         | PeerMessage::PreVoteResponse { .. } => false,
+    }
+}
+
+/// Hands replies to their connections; a closed connection is gone from the registry and its
+/// reply is dropped (the client retries).
+fn deliver_replies(
+    clients: &ClientRegistry,
+    replies: Vec<(crate::node::ClientAddr, crate::node::ClientReply)>,
+) -> u64 {
+    let connections = clients.lock();
+    let mut dropped = 0;
+    for (to, reply) in replies {
+        if let Some(connection) = connections.get(&to)
+            && connection.try_send(Outgoing::Reply(reply)).is_err()
+        {
+            dropped += 1;
+        }
+    }
+    dropped
+}
+
+/// The log thread: see the module documentation.
+pub struct LogWriter {
+    wal: Wal,
+    jobs: Receiver<LogJob>,
+    /// The node's input queue, for `ServerInput::Persisted`.
+    inputs: SyncSender<ServerInput>,
+    peers: PeerSender,
+    clients: ClientRegistry,
+    stop: Arc<AtomicBool>,
+    reported_through: u64,
+    syncs: u64,
+    replies_dropped: u64,
+}
+
+impl LogWriter {
+    /// Runs until the node thread drops its end (then every job left is written and its
+    /// effects carried out) or a storage error, which also stops the node thread.
+    pub fn run(mut self) -> Result<(), StorageError> {
+        let result = self.write_jobs();
+        if result.is_err() {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+        tracing::debug!(
+            syncs = self.syncs,
+            replies_dropped = self.replies_dropped,
+            "log thread stopped"
+        );
+        result
+    }
+
+    fn write_jobs(&mut self) -> Result<(), StorageError> {
+        let mut jobs = Vec::with_capacity(JOBS_PER_SYNC_MAX);
+        while let Ok(first) = self.jobs.recv() {
+            jobs.push(first);
+            while jobs.len() < JOBS_PER_SYNC_MAX {
+                match self.jobs.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            let mut appends = Vec::new();
+            for job in &mut jobs {
+                for op in job.ops.drain(..) {
+                    match op {
+                        LogOp::Persist(op) => appends.push(op),
+                        LogOp::Snapshot(snapshot) => {
+                            // At its place: what was persisted before it goes first.
+                            self.wal.append(&appends)?;
+                            appends.clear();
+                            self.write_snapshot(&snapshot)?;
+                        }
+                    }
+                }
+            }
+            self.wal.append(&appends)?;
+            if self.wal.unsynced_bytes() > 0 {
+                self.wal.sync()?;
+                self.syncs += 1;
+            }
+            assert_eq!(
+                self.wal.unsynced_bytes(),
+                0,
+                "held effects leave only after a sync"
+            );
+            let mut through = self.reported_through;
+            let mut replies = Vec::new();
+            for job in jobs.drain(..) {
+                for effect in job.held {
+                    match effect {
+                        Deferred::Send { to, msg } => self.peers.send(to, msg),
+                        Deferred::Reply { to, reply } => replies.push((to, reply)),
+                    }
+                }
+                through = through.max(job.persisted_through);
+            }
+            if !replies.is_empty() {
+                self.replies_dropped += deliver_replies(&self.clients, replies);
+            }
+            if through > self.reported_through {
+                self.reported_through = through;
+                // Blocking is fine: the node thread never waits for this thread. A node that
+                // has stopped no longer needs the report.
+                let _ = self.inputs.send(ServerInput::Persisted { through });
+            }
+        }
+        Ok(())
+    }
+
+    fn write_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        let base: LogIndex = self.wal.log_base().index;
+        if snapshot.last_included_index <= base {
+            // Already covered (the node may hand over a snapshot equal to the durable one).
+            assert!(
+                snapshot.last_included_index < base
+                    || snapshot.last_included_term == self.wal.log_base().term,
+                "a snapshot at the log base with another term"
+            );
+            return Ok(());
+        }
+        let bytes = super::encode_snapshot(snapshot);
+        self.wal.write_snapshot(
+            &bytes,
+            snapshot.last_included_index,
+            snapshot.last_included_term,
+        )?;
+        assert_eq!(self.wal.log_base().index, snapshot.last_included_index);
+        tracing::info!(
+            index = snapshot.last_included_index,
+            term = snapshot.last_included_term,
+            bytes = bytes.len(),
+            "snapshot written, log compacted"
+        );
+        Ok(())
     }
 }
 
