@@ -329,8 +329,7 @@ fn three_servers_serve_survive_a_leader_kill_and_restart_from_disk() {
         "check after the leader died",
         &cluster,
     );
-    assert_eq!(after_kill["owner"].as_u64(), Some(client), "{after_kill}");
-    assert_eq!(after_kill["token"].as_u64(), Some(token));
+    assert_holds(&after_kill, client, token);
 
     // A write needs a new leader: a second client is refused the held lock.
     let other = until_ok(
@@ -364,17 +363,14 @@ fn three_servers_serve_survive_a_leader_kill_and_restart_from_disk() {
         "check via the restarted server",
         &cluster,
     );
-    assert_eq!(from_disk["owner"].as_u64(), Some(client), "{from_disk}");
-    assert_eq!(from_disk["token"].as_u64(), Some(token));
+    assert_holds(&from_disk, client, token);
     let restart_log = std::fs::read_to_string(cluster.log_path(leader)).unwrap();
     assert!(
         restart_log.contains("fresh=false"),
         "the restart recovered its data directory\n{restart_log}"
     );
 
-    let dir = cluster.dir.clone();
-    drop(cluster);
-    let _ = std::fs::remove_dir_all(dir);
+    cluster.finish();
 }
 
 #[test]
@@ -430,9 +426,7 @@ fn bad_client_input_gets_errors_and_a_peer_of_another_cluster_is_refused() {
     }
     let _ = stream.shutdown(Shutdown::Both);
 
-    let dir = cluster.dir.clone();
-    drop(cluster);
-    let _ = std::fs::remove_dir_all(dir);
+    cluster.finish();
 }
 
 /// Runs the binary to completion with a deadline; returns its exit code and stderr.
@@ -603,6 +597,12 @@ fn an_idle_client_connection_is_closed_after_the_idle_timeout() {
         return;
     }
     panic!("could not start a server on a free port after 5 attempts");
+}
+
+/// `reply` (an `owner` answer to a check) names `client` with fencing token `token`.
+fn assert_holds(reply: &Value, client: u64, token: u64) {
+    assert_eq!(reply["owner"].as_u64(), Some(client), "{reply}");
+    assert_eq!(reply["token"].as_u64(), Some(token), "{reply}");
 }
 
 /// Who holds `lock`, asked with a linearizable check through `client`.

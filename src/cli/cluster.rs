@@ -284,7 +284,7 @@ fn watch(members: &mut [Member], stop: &AtomicBool) -> u8 {
 fn stop_all(members: &mut [Member]) {
     for member in members.iter_mut() {
         if matches!(member.child.try_wait(), Ok(None)) {
-            terminate(&member.child);
+            super::terminate(&member.child);
         }
     }
     let deadline = Instant::now() + STOP_GRACE;
@@ -306,22 +306,6 @@ fn stop_all(members: &mut [Member]) {
             }
         }
     }
-}
-
-#[cfg(unix)]
-fn terminate(child: &Child) {
-    let Ok(pid) = libc::pid_t::try_from(child.id()) else {
-        return;
-    };
-    // SAFETY: kill(2) with a pid we spawned and have not yet reaped; it touches no memory.
-    unsafe {
-        libc::kill(pid, libc::SIGTERM);
-    }
-}
-
-#[cfg(not(unix))]
-fn terminate(child: &Child) {
-    let _ = child;
 }
 
 fn describe(status: ExitStatus) -> String {

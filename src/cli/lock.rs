@@ -253,7 +253,7 @@ fn wait_for(mut child: Child, interrupted: &AtomicBool) -> std::io::Result<ExitS
         if interrupted.load(Ordering::SeqCst) {
             match terminated_at {
                 None => {
-                    terminate(&child);
+                    super::terminate(&child);
                     terminated_at = Some(Instant::now());
                 }
                 Some(at) if at.elapsed() >= TERMINATE_GRACE => {
@@ -265,24 +265,6 @@ fn wait_for(mut child: Child, interrupted: &AtomicBool) -> std::io::Result<ExitS
         }
         std::thread::sleep(POLL_INTERVAL);
     }
-}
-
-#[cfg(unix)]
-fn terminate(child: &Child) {
-    let Ok(pid) = libc::pid_t::try_from(child.id()) else {
-        return;
-    };
-    // SAFETY: kill(2) with a pid we spawned and have not reaped yet, so it cannot name
-    // another process.
-    unsafe {
-        libc::kill(pid, libc::SIGTERM);
-    }
-}
-
-#[cfg(not(unix))]
-fn terminate(child: &Child) {
-    // No SIGTERM here: the grace period passes and the child is killed.
-    let _ = child;
 }
 
 /// The command's exit code, or 128 + the signal that killed it, as shells report it.

@@ -8,3 +8,24 @@ pub mod cluster;
 pub mod loadgen;
 pub mod lock;
 pub mod server;
+
+use std::process::Child;
+
+/// Asks a child process to stop (SIGTERM), so that it can clean up; callers kill it after a
+/// grace period. Without Unix signals this does nothing and the grace period simply passes.
+#[cfg(unix)]
+pub fn terminate(child: &Child) {
+    let Ok(pid) = libc::pid_t::try_from(child.id()) else {
+        return;
+    };
+    // SAFETY: kill(2) with a pid we spawned and have not reaped yet, so it cannot name another
+    // process; it touches no memory.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+}
+
+#[cfg(not(unix))]
+pub fn terminate(child: &Child) {
+    let _ = child;
+}

@@ -688,21 +688,9 @@ impl Server {
         leader_commit: LogIndex,
         round: u64,
     ) {
-        if term < self.term {
-            // A stale leader: tell it the newer term so that it steps down.
-            self.send_append_response(from, false, 0, (self.log.last_index() + 1, None), round);
+        if !self.accept_leader(now, from, term, round) {
             return;
         }
-        if term > self.term || self.role != Role::Follower || self.leader != Some(from) {
-            assert!(
-                !(self.role == Role::Leader && term == self.term),
-                "{}: two leaders in term {term}: itself and {from}",
-                self.config.id
-            );
-            self.become_follower(now, term, Some(from));
-        }
-        self.last_leader_contact = Some(now);
-        self.reset_election_timer(now);
 
         // Raft §5.3: the entry before the new ones must match.
         match self.log.term_at(prev_index) {
@@ -749,17 +737,13 @@ impl Server {
         self.send_append_response(from, true, last_new, (0, None), round);
     }
 
-    fn on_install_snapshot(
-        &mut self,
-        now: Time,
-        from: ServerId,
-        term: Term,
-        snapshot: Arc<Snapshot>,
-        round: u64,
-    ) {
+    /// What AppendEntries and InstallSnapshot share: a message from a stale leader is refused
+    /// with the newer term (so that it steps down, returns false); otherwise this server follows
+    /// `from` in `term` and restarts its election timer.
+    fn accept_leader(&mut self, now: Time, from: ServerId, term: Term, round: u64) -> bool {
         if term < self.term {
             self.send_append_response(from, false, 0, (self.log.last_index() + 1, None), round);
-            return;
+            return false;
         }
         if term > self.term || self.role != Role::Follower || self.leader != Some(from) {
             assert!(
@@ -771,6 +755,20 @@ impl Server {
         }
         self.last_leader_contact = Some(now);
         self.reset_election_timer(now);
+        true
+    }
+
+    fn on_install_snapshot(
+        &mut self,
+        now: Time,
+        from: ServerId,
+        term: Term,
+        snapshot: Arc<Snapshot>,
+        round: u64,
+    ) {
+        if !self.accept_leader(now, from, term, round) {
+            return;
+        }
         let index = snapshot.last_included_index;
         if index > self.commit_index {
             // Raft §7: keep the log after the snapshot if it holds the snapshot's last entry,
