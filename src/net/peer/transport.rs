@@ -43,7 +43,7 @@ pub struct PeerIdentity {
 
 /// Where the node's `Send` effects go: one bounded queue per peer.
 ///
-/// Contract: [`PeerSender::send`] never blocks, so the node thread may call it.
+/// Contract: [`PeerSender::send`] never blocks, so the node task and the log thread may call it.
 #[derive(Clone, Debug)]
 pub struct PeerSender {
     queues: BTreeMap<ServerId, mpsc::Sender<PeerMessage>>,

@@ -16,7 +16,6 @@ use crate::net::protocol::{
 use crate::node::{ClientAddr, ClientReply, ServerId, ServerInput, ServiceError};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -40,14 +39,14 @@ pub enum Outgoing {
     Line(Vec<u8>),
 }
 
-/// Open connections by address, for the node thread's replies.
+/// Open connections by address, for the node task's replies.
 #[derive(Clone, Default, Debug)]
 pub struct ClientRegistry {
     connections: Arc<Mutex<HashMap<ClientAddr, mpsc::Sender<Outgoing>>>>,
 }
 
 impl ClientRegistry {
-    /// The node thread takes this once per batch; connection tasks only briefly, to join or
+    /// The node task and the log thread take this once per batch; connection tasks only briefly, to join or
     /// leave.
     pub fn lock(&self) -> MutexGuard<'_, HashMap<ClientAddr, mpsc::Sender<Outgoing>>> {
         self.connections
@@ -59,12 +58,12 @@ impl ClientRegistry {
 /// What every client connection shares.
 #[derive(Debug)]
 pub struct ClientContext {
-    pub inputs: SyncSender<ServerInput>,
+    pub inputs: mpsc::Sender<ServerInput>,
     pub registry: ClientRegistry,
     pub idle_timeout: Duration,
     pub next_addr: AtomicU64,
     pub overloaded_answers: AtomicU64,
-    /// The node's current term, published by the node thread after every batch: the refusals
+    /// The node's current term, published by the node task after every batch: the refusals
     /// this front end makes itself carry it, so that clients do not ignore them as answers
     /// from an older term.
     pub term: Arc<AtomicU64>,
@@ -184,14 +183,14 @@ impl Connection {
         };
         let refusal = match self.context.inputs.try_send(input) {
             Ok(()) => return None,
-            Err(TrySendError::Full(_)) => {
+            Err(mpsc::error::TrySendError::Full(_)) => {
                 self.context
                     .overloaded_answers
                     .fetch_add(1, Ordering::Relaxed);
                 ServiceError::Overloaded
             }
             // The node loop is gone: the process is stopping.
-            Err(TrySendError::Disconnected(_)) => ServiceError::Unavailable,
+            Err(mpsc::error::TrySendError::Closed(_)) => ServiceError::Unavailable,
         };
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         let term = self.context.term.load(Ordering::Relaxed);

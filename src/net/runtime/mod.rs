@@ -2,11 +2,13 @@
 //! around it, on one listening port shared by peers and clients.
 //!
 //! # Threads
-//! - The **node thread** ([`node_loop`]) owns the `Server` and the `Wal`. It alone steps the
-//!   node and writes the disk, in batches with one fsync each (group commit).
-//! - A **tokio runtime** runs the listener, one task per client connection (and one writer
-//!   each), and the peer transport. None of its tasks ever blocks on the disk.
-//! - The main thread waits for SIGINT/SIGTERM or for the node thread to end.
+//! - The **network thread** (the main thread, driving a tokio current-thread runtime) runs the
+//!   listener, one task per client connection (and one writer each), the peer transport, and
+//!   the **node task** ([`node_loop`]), which owns the `Server` and steps it in rounds. None of
+//!   its tasks ever blocks on the disk. It also waits for SIGINT/SIGTERM.
+//! - The **log thread** ([`node_loop::LogWriter`]) owns the `Wal`. It alone writes the disk,
+//!   in batches with one fsync each (group commit), and carries out the effects that wait
+//!   for it.
 //!
 //! Inputs reach the node through one bounded queue. Outputs leave through per-peer bounded
 //! queues and per-connection bounded queues, each fed without blocking.
@@ -14,7 +16,7 @@
 //! # Startup and shutdown
 //! [`start`] opens and recovers the data directory, decodes the snapshot, builds the node and
 //! binds the port before anything is served; every problem there is a [`StartError`]. A stop
-//! request lets the node thread finish its round (whose sync covers everything it answered)
+//! request lets the node task finish its round (whose sync covers everything it answered)
 //! and returns.
 
 pub mod clients;
@@ -35,7 +37,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-/// Inputs waiting for the node thread. A full queue answers clients `overloaded` and drops
+/// Inputs waiting for the node task. A full queue answers clients `overloaded` and drops
 /// peer messages.
 pub const INPUT_QUEUE_MAX: usize = 16_384;
 /// Open connections, peers and clients together; more are closed on accept.
@@ -65,7 +67,7 @@ pub enum StartError {
 pub enum RunError {
     #[error("storage failed, refusing to keep serving: {0}")]
     Storage(#[from] StorageError),
-    #[error("the node thread panicked")]
+    #[error("the node task or the log thread panicked")]
     NodePanicked,
 }
 
@@ -153,10 +155,9 @@ pub fn start(config: ServerProcessConfig) -> Result<RunningServer, StartError> {
     listener
         .set_nonblocking(true)
         .map_err(StartError::Runtime)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(network_threads())
+    // One thread for the sockets and the node: see the module documentation.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("lockstep-net")
         .build()
         .map_err(StartError::Runtime)?;
     Ok(RunningServer {
@@ -206,7 +207,7 @@ impl RunningServer {
             rng_seed(&config),
             clock.now(),
         );
-        let (input_sender, input_receiver) = std::sync::mpsc::sync_channel(INPUT_QUEUE_MAX);
+        let (input_sender, input_receiver) = tokio::sync::mpsc::channel(INPUT_QUEUE_MAX);
         let stop = Arc::new(AtomicBool::new(false));
         let registry = ClientRegistry::default();
         let term = Arc::new(AtomicU64::new(server.term()));
@@ -230,18 +231,11 @@ impl RunningServer {
             Arc::clone(&stop),
             Arc::clone(&term),
         );
-        let (done_sender, done_receiver) = tokio::sync::oneshot::channel();
         let log_thread = std::thread::Builder::new()
             .name("lockstep-log".into())
             .spawn(move || log_writer.run())
             .expect("spawning the log thread");
-        let node_thread = std::thread::Builder::new()
-            .name("lockstep-node".into())
-            .spawn(move || {
-                node_loop.run(initial);
-                let _ = done_sender.send(());
-            })
-            .expect("spawning the node thread");
+        let mut node_task = runtime.spawn(node_loop.run(initial));
         let context = Arc::new(ClientContext {
             inputs: input_sender.clone(),
             registry,
@@ -253,14 +247,14 @@ impl RunningServer {
         });
         let listener = TcpListener::from_std(listener).expect("inside the runtime");
         runtime.spawn(accept_loop(listener, context, identity, input_sender));
-        let signalled = runtime.block_on(wait_for_stop(done_receiver));
+        let signalled = runtime.block_on(wait_for_stop(&mut node_task));
         if signalled {
             tracing::info!("stopping on signal");
         }
         stop.store(true, Ordering::Relaxed);
-        // The node thread ends first; dropping its job queue lets the log thread finish what
-        // it holds and end too.
-        let node = node_thread.join();
+        // The node task ends first (within one idle wait); dropping its job queue lets the log
+        // thread finish what it holds and end too.
+        let node = runtime.block_on(node_task);
         let log = log_thread.join();
         let result = match (node, log) {
             (Err(_), _) | (_, Err(_)) => Err(RunError::NodePanicked),
@@ -283,8 +277,8 @@ fn rng_seed(config: &ServerProcessConfig) -> u64 {
     nanos ^ (u64::from(std::process::id()) << 32) ^ u64::from(config.id.0)
 }
 
-/// True on a signal, false when the node thread ended by itself.
-async fn wait_for_stop(node_done: tokio::sync::oneshot::Receiver<()>) -> bool {
+/// True on a signal, false when the node task ended by itself.
+async fn wait_for_stop(node_task: &mut tokio::task::JoinHandle<()>) -> bool {
     #[cfg(unix)]
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -299,7 +293,7 @@ async fn wait_for_stop(node_done: tokio::sync::oneshot::Receiver<()>) -> bool {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => true,
         () = terminate => true,
-        _ = node_done => false,
+        _ = node_task => false,
     }
 }
 
@@ -307,7 +301,7 @@ async fn accept_loop(
     listener: TcpListener,
     context: Arc<ClientContext>,
     identity: Arc<PeerIdentity>,
-    inputs: std::sync::mpsc::SyncSender<ServerInput>,
+    inputs: tokio::sync::mpsc::Sender<ServerInput>,
 ) {
     let connections = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     let peer_drops = Arc::new(AtomicU64::new(0));
@@ -344,7 +338,7 @@ async fn serve_connection(
     remote: std::net::SocketAddr,
     context: Arc<ClientContext>,
     identity: Arc<PeerIdentity>,
-    inputs: std::sync::mpsc::SyncSender<ServerInput>,
+    inputs: tokio::sync::mpsc::Sender<ServerInput>,
     peer_drops: Arc<AtomicU64>,
 ) {
     let mut first = Vec::new();
@@ -380,17 +374,6 @@ async fn serve_connection(
     } else {
         tracing::info!(%remote, %reason, "peer connection closed");
     }
-}
-
-/// Network threads of the tokio runtime: `LOCKSTEP_NETWORK_THREADS`, or 1. Sockets are cheap
-/// to serve and the node thread does the real work; on a small machine running several
-/// servers, every extra thread only adds context switches.
-fn network_threads() -> usize {
-    std::env::var("LOCKSTEP_NETWORK_THREADS")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .filter(|&threads| threads >= 1)
-        .unwrap_or(1)
 }
 
 #[cfg(test)]

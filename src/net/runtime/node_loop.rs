@@ -1,7 +1,14 @@
-//! The node thread and the log thread: where the `Server` state machine runs and where its
-//! write-ahead log is written. fsync blocks, so both are plain OS threads, never tokio tasks.
+//! The node task and the log thread: where the `Server` state machine runs and where its
+//! write-ahead log is written.
 //!
-//! # The node thread, one round
+//! The node runs as a task on the one network thread (a tokio current-thread runtime), next to
+//! the socket tasks: handing an input from a socket to the node, or a message or reply from the
+//! node to a socket, is then a queue push on one thread, not a wake-up of another (on a small
+//! machine running several servers, cross-thread wake-ups were most of the cost). The node
+//! task never blocks: it never touches the disk and only ever sends without waiting. fsync
+//! blocks, so the log is written by a plain OS thread, never a tokio task.
+//!
+//! # The node task, one round
 //! 1. Wait for an input or the earliest timer deadline, then drain every input that is ready
 //!    (at most [`BATCH_INPUTS_MAX`]) into one batch, stepped at one instant.
 //! 2. Step the node once per input, then once per due timer. `Persist` and `PersistSnapshot`
@@ -9,9 +16,11 @@
 //!    into what may leave now and what must wait for the batch to be durable (see
 //!    [`leaves_before_sync`]).
 //! 3. Carry out what may leave now, and hand the batch's log operations and waiting effects to
-//!    the log thread as one job. The node thread does not wait for the disk: the server runs
+//!    the log thread as one job. The node task does not wait for the disk: the server runs
 //!    with `durability_reported`, so a leader counts itself toward a majority only for entries
 //!    the log thread has reported durable (`ServerInput::Persisted`).
+//! 4. Yield to the socket tasks, so that they write the round's messages and replies and read
+//!    what arrived meanwhile before the next round.
 //!
 //! # The log thread
 //! Takes every job that is ready, appends their operations, syncs once (group commit across
@@ -31,10 +40,11 @@ use crate::storage::{StorageError, Wal};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc as tokio_mpsc;
 
-/// Most inputs stepped in one round of the node thread.
+/// Most inputs stepped in one round of the node task.
 pub const BATCH_INPUTS_MAX: usize = 1_024;
 /// Most node rounds the log thread writes under one sync.
 const JOBS_PER_SYNC_MAX: usize = 64;
@@ -113,7 +123,7 @@ struct LogJob {
 
 pub struct NodeLoop {
     pub server: Server,
-    pub inputs: Receiver<ServerInput>,
+    pub inputs: tokio_mpsc::Receiver<ServerInput>,
     pub peers: PeerSender,
     pub clients: ClientRegistry,
     pub clock: Clock,
@@ -134,14 +144,15 @@ pub struct NodeLoop {
 }
 
 impl NodeLoop {
-    /// The node loop and the log writer it hands its jobs to; run each on its own thread.
-    /// The server MUST have been built with `durability_reported`.
+    /// The node loop and the log writer it hands its jobs to. Run the loop as a task on the
+    /// network runtime and the writer on its own OS thread. The server MUST have been built
+    /// with `durability_reported`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         server: Server,
         wal: Wal,
-        inputs: Receiver<ServerInput>,
-        input_sender: SyncSender<ServerInput>,
+        inputs: tokio_mpsc::Receiver<ServerInput>,
+        input_sender: tokio_mpsc::Sender<ServerInput>,
         peers: PeerSender,
         clients: ClientRegistry,
         clock: Clock,
@@ -149,7 +160,7 @@ impl NodeLoop {
         term: Arc<AtomicU64>,
     ) -> (NodeLoop, LogWriter) {
         let leadership = Leadership::of(&server);
-        // Unbounded, so that the node thread never waits for the disk; the leader's
+        // Unbounded, so that the node task never waits for the disk; the leader's
         // `uncommitted_entries_max` bounds how far ahead of it the node can run.
         let (jobs, job_receiver) = std::sync::mpsc::channel();
         let writer = LogWriter {
@@ -186,7 +197,10 @@ impl NodeLoop {
 
     /// Runs until `stop` is set, every input sender is gone, or the log thread failed.
     /// `initial` are the outputs of `Server::new`, carried out first like any round.
-    pub fn run(mut self, initial: Vec<ServerOutput>) {
+    ///
+    /// Contract: run it on the network runtime; it never blocks that thread for longer than
+    /// one round of stepping.
+    pub async fn run(mut self, initial: Vec<ServerOutput>) {
         self.take_outputs(initial);
         if !self.finish_round() {
             return;
@@ -195,10 +209,10 @@ impl NodeLoop {
         // Bounded by the process's life: every round waits at most IDLE_WAIT_MAX.
         while !self.stop.load(Ordering::Relaxed) {
             let wait = self.time_to_next_deadline().min(IDLE_WAIT_MAX);
-            match self.inputs.recv_timeout(wait) {
-                Ok(input) => batch.push(input),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+            match tokio::time::timeout(wait, self.inputs.recv()).await {
+                Ok(Some(input)) => batch.push(input),
+                Ok(None) => break,
+                Err(_elapsed) => {}
             }
             self.drain_ready(&mut batch);
             self.stats.inputs += batch.len() as u64;
@@ -213,6 +227,8 @@ impl NodeLoop {
             if !self.finish_round() {
                 break;
             }
+            // Let the socket tasks carry out this round and gather the next one's inputs.
+            tokio::task::yield_now().await;
         }
         tracing::debug!(stats = ?self.stats, "node loop stopped");
     }
@@ -416,7 +432,7 @@ pub struct LogWriter {
     wal: Wal,
     jobs: Receiver<LogJob>,
     /// The node's input queue, for `ServerInput::Persisted`.
-    inputs: SyncSender<ServerInput>,
+    inputs: tokio_mpsc::Sender<ServerInput>,
     peers: PeerSender,
     clients: ClientRegistry,
     stop: Arc<AtomicBool>,
@@ -426,8 +442,8 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
-    /// Runs until the node thread drops its end (then every job left is written and its
-    /// effects carried out) or a storage error, which also stops the node thread.
+    /// Runs until the node task drops its end (then every job left is written and its
+    /// effects carried out) or a storage error, which also stops the node task.
     pub fn run(mut self) -> Result<(), StorageError> {
         let result = self.write_jobs();
         if result.is_err() {
@@ -491,9 +507,11 @@ impl LogWriter {
             }
             if through > self.reported_through {
                 self.reported_through = through;
-                // Blocking is fine: the node thread never waits for this thread. A node that
+                // Blocking is fine: the node task never waits for this thread. A node that
                 // has stopped no longer needs the report.
-                let _ = self.inputs.send(ServerInput::Persisted { through });
+                let _ = self
+                    .inputs
+                    .blocking_send(ServerInput::Persisted { through });
             }
         }
         Ok(())
