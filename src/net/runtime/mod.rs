@@ -247,14 +247,19 @@ impl RunningServer {
         });
         let listener = TcpListener::from_std(listener).expect("inside the runtime");
         runtime.spawn(accept_loop(listener, context, identity, input_sender));
-        let signalled = runtime.block_on(wait_for_stop(&mut node_task));
-        if signalled {
-            tracing::info!("stopping on signal");
-        }
+        // A JoinHandle yields its result once: whoever sees the node task end keeps it.
+        let node = match runtime.block_on(wait_for_stop(&mut node_task)) {
+            Some(ended) => ended,
+            None => {
+                tracing::info!("stopping on signal");
+                stop.store(true, Ordering::Relaxed);
+                // The node task ends within one idle wait.
+                runtime.block_on(node_task)
+            }
+        };
         stop.store(true, Ordering::Relaxed);
-        // The node task ends first (within one idle wait); dropping its job queue lets the log
-        // thread finish what it holds and end too.
-        let node = runtime.block_on(node_task);
+        // The node task has ended; dropping its job queue lets the log thread finish what it
+        // holds and end too.
         let log = log_thread.join();
         let result = match (node, log) {
             (Err(_), _) | (_, Err(_)) => Err(RunError::NodePanicked),
@@ -277,8 +282,11 @@ fn rng_seed(config: &ServerProcessConfig) -> u64 {
     nanos ^ (u64::from(std::process::id()) << 32) ^ u64::from(config.id.0)
 }
 
-/// True on a signal, false when the node task ended by itself.
-async fn wait_for_stop(node_task: &mut tokio::task::JoinHandle<()>) -> bool {
+/// `None` on a signal; the node task's result when it ended by itself (a stop request from
+/// the log thread after a storage error, or a panic).
+async fn wait_for_stop(
+    node_task: &mut tokio::task::JoinHandle<()>,
+) -> Option<Result<(), tokio::task::JoinError>> {
     #[cfg(unix)]
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -291,9 +299,9 @@ async fn wait_for_stop(node_task: &mut tokio::task::JoinHandle<()>) -> bool {
     #[cfg(not(unix))]
     let terminate = std::future::pending::<()>();
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => true,
-        () = terminate => true,
-        _ = node_task => false,
+        _ = tokio::signal::ctrl_c() => None,
+        () = terminate => None,
+        ended = node_task => Some(ended),
     }
 }
 
