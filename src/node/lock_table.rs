@@ -310,6 +310,34 @@ mod tests {
         assert_eq!(table.check("b"), Outcome::Free);
     }
 
+    /// Leaders refuse most preempts of held locks with a read, so the log rarely carries one
+    /// and the simulator rarely applies one; this table is where that branch is pinned down:
+    /// however many preempts of a held lock are applied, at whatever index, none is granted.
+    #[test]
+    fn a_held_lock_refuses_every_other_preempt_whatever_its_index() {
+        let mut table = table_with_two_clients();
+        assert_eq!(
+            outcome(table.apply(3, &preempt(1, 1, "a"))),
+            Outcome::Granted { token: 3 }
+        );
+        let digest = table.locks_digest();
+        for (seq, index) in (4..=67).enumerate() {
+            assert_eq!(
+                outcome(table.apply(index, &preempt(2, seq as u64 + 1, "a"))),
+                Outcome::HeldBy { owner: ClientId(1) },
+                "preempt applied at index {index}"
+            );
+        }
+        assert_eq!(table.locks_digest(), digest, "the lock map never changed");
+        assert_eq!(
+            table.check("a"),
+            Outcome::Owner {
+                owner: ClientId(1),
+                token: 3
+            }
+        );
+    }
+
     #[test]
     fn only_the_owner_can_release_and_the_next_grant_gets_a_larger_token() {
         let mut table = table_with_two_clients();
