@@ -43,9 +43,8 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Longest line, in bytes, not counting its newline. Longer lines are refused and discarded.
 pub const LINE_BYTES_MAX: usize = 64 * 1024;
 
-/// Longest lock name, in bytes. The same limit as scenario files
-/// (`sim::scenario::LOCK_NAME_BYTES_MAX`); a unit test keeps the two equal.
-pub const LOCK_NAME_BYTES_MAX: usize = 256;
+/// Longest lock name, in bytes: the node's own limit, which scenario files share.
+pub use crate::node::LOCK_NAME_BYTES_MAX;
 
 /// Most bytes of one overlong line the [`LineDecoder`] skips while looking for its newline.
 /// A peer that sends more than this without a newline is not speaking the protocol, and the
@@ -1227,14 +1226,6 @@ impl LineDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_lock_name_limit_matches_scenario_files() {
-        assert_eq!(
-            LOCK_NAME_BYTES_MAX,
-            crate::sim::scenario::LOCK_NAME_BYTES_MAX
-        );
-    }
 
     #[test]
     fn quoting_cuts_long_client_text_short() {

@@ -183,11 +183,7 @@ impl RaftLog {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (LogIndex, &Entry)> {
-        let base = self.base_index;
-        self.entries
-            .iter()
-            .enumerate()
-            .map(move |(position, entry)| (base + position as LogIndex + 1, entry))
+        self.entries_after(self.base_index)
     }
 }
 

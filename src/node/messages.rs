@@ -42,7 +42,7 @@ impl fmt::Display for ClientId {
 #[serde(transparent)]
 pub struct ClientAddr(pub u64);
 
-/// Longest lock name, in bytes. The wire codec and scenario files use the same limit.
+/// Longest lock name, in bytes. The wire codec and scenario files use this very constant.
 pub const LOCK_NAME_BYTES_MAX: usize = 256;
 
 /// A lock's name. Shared, because the same name travels through log entries, messages and the

@@ -458,10 +458,6 @@ impl Server {
     pub fn id(&self) -> ServerId {
         self.config.id
     }
-    /// Servers in the cluster, this one included.
-    pub fn server_count(&self) -> usize {
-        self.config.servers.len()
-    }
     pub fn role(&self) -> Role {
         self.role
     }

@@ -253,8 +253,8 @@ pub const SNAPSHOT_ENTRIES_MAX: u64 = 1_000_000;
 pub const SETTLE_MAX: Duration = Duration::from_secs(10 * 60);
 /// Default `settle`.
 pub const SETTLE_DEFAULT: Duration = Duration::from_secs(10);
-/// Longest lock name, in bytes.
-pub const LOCK_NAME_BYTES_MAX: usize = 256;
+/// Longest lock name, in bytes: the node's own limit, which the wire protocol shares.
+pub use crate::node::LOCK_NAME_BYTES_MAX;
 /// Most operations a random workload may issue.
 pub const WORKLOAD_OPS_MAX: u32 = 1_000_000;
 /// Most locks (`w1..wK`) a random workload may use.
