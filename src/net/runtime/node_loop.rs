@@ -24,7 +24,7 @@
 //!
 //! # The log thread
 //! Takes every job that is ready, appends their operations, syncs once (group commit across
-//! node rounds), carries out the jobs' waiting effects in order, and reports to the node how
+//! node rounds), sends the jobs' waiting messages in order, and reports to the node how
 //! many persist outputs are now durable. Nothing a job holds leaves before its sync.
 //!
 //! A storage error ends both: the `Wal` is poisoned, and a server that cannot persist must not
@@ -104,6 +104,8 @@ struct LoopStats {
     batches: u64,
     inputs: u64,
     jobs: u64,
+    /// Replies whose connection's queue was full (the client retries).
+    replies_dropped: u64,
 }
 
 /// A change for the log, in the order the node emitted it.
@@ -115,8 +117,9 @@ enum LogOp {
 /// One node round's work for the log thread.
 struct LogJob {
     ops: Vec<LogOp>,
-    /// Effects that must not leave before `ops` are durable, in order.
-    held: Vec<Deferred>,
+    /// Messages that must not leave before `ops` are durable, in order (client replies never
+    /// wait: see `leaves_before_sync`).
+    held: Vec<(ServerId, PeerMessage)>,
     /// Persist outputs the node had emitted by the end of the round.
     persisted_through: u64,
 }
@@ -168,11 +171,9 @@ impl NodeLoop {
             jobs: job_receiver,
             inputs: input_sender,
             peers: peers.clone(),
-            clients: clients.clone(),
             stop: Arc::clone(&stop),
             reported_through: 0,
             syncs: 0,
-            replies_dropped: 0,
         };
         let node_loop = NodeLoop {
             server,
@@ -329,12 +330,12 @@ impl NodeLoop {
         for effect in self.deferred.drain(..) {
             match effect {
                 Deferred::Send { to, msg } if leaves_before_sync(&msg) => self.peers.send(to, msg),
+                Deferred::Send { to, msg } => held.push((to, msg)),
                 Deferred::Reply { to, reply } => replies.push((to, reply)),
-                held_effect @ Deferred::Send { .. } => held.push(held_effect),
             }
         }
         if !replies.is_empty() {
-            deliver_replies(&self.clients, replies);
+            self.stats.replies_dropped += deliver_replies(&self.clients, replies);
         }
         if !self.pending_ops.is_empty() || !held.is_empty() {
             let job = LogJob {
@@ -434,11 +435,9 @@ pub struct LogWriter {
     /// The node's input queue, for `ServerInput::Persisted`.
     inputs: tokio_mpsc::Sender<ServerInput>,
     peers: PeerSender,
-    clients: ClientRegistry,
     stop: Arc<AtomicBool>,
     reported_through: u64,
     syncs: u64,
-    replies_dropped: u64,
 }
 
 impl LogWriter {
@@ -449,11 +448,7 @@ impl LogWriter {
         if result.is_err() {
             self.stop.store(true, Ordering::Relaxed);
         }
-        tracing::debug!(
-            syncs = self.syncs,
-            replies_dropped = self.replies_dropped,
-            "log thread stopped"
-        );
+        tracing::debug!(syncs = self.syncs, "log thread stopped");
         result
     }
 
@@ -492,18 +487,11 @@ impl LogWriter {
                 "held effects leave only after a sync"
             );
             let mut through = self.reported_through;
-            let mut replies = Vec::new();
             for job in jobs.drain(..) {
-                for effect in job.held {
-                    match effect {
-                        Deferred::Send { to, msg } => self.peers.send(to, msg),
-                        Deferred::Reply { to, reply } => replies.push((to, reply)),
-                    }
+                for (to, msg) in job.held {
+                    self.peers.send(to, msg);
                 }
                 through = through.max(job.persisted_through);
-            }
-            if !replies.is_empty() {
-                self.replies_dropped += deliver_replies(&self.clients, replies);
             }
             if through > self.reported_through {
                 self.reported_through = through;
