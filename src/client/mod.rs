@@ -515,7 +515,6 @@ impl Client {
         attempt_term: Term,
         attempt_deadline: Instant,
     ) -> Result<AttemptEnd, Error> {
-        let is_write = matches!(op, WireOp::Preempt { .. } | WireOp::Release { .. });
         // Bounded by the deadline (each receive waits at most until it) and by the
         // connection's queue of lines.
         loop {
@@ -531,71 +530,41 @@ impl Client {
                     return Err(self.protocol_error(position, message));
                 }
             };
-            let reply = match decode_reply(&line) {
-                Ok(reply) => reply,
-                Err(error) => {
+            let verdict = match judge_line(&line, op, seq, attempt_term) {
+                Ok(verdict) => verdict,
+                Err(message) => {
                     self.connections[position] = None;
-                    let message = match error.kind {
-                        WireErrorKind::Malformed => error.message,
-                        WireErrorKind::UnsupportedVersion => error.message,
-                    };
                     return Err(self.protocol_error(position, message));
                 }
             };
-            match reply.seq() {
-                Some(reply_seq) if reply_seq == seq => {}
-                // A late answer to an earlier operation, or to another attempt of it that a
-                // server still held: not ours.
-                Some(_) => continue,
-                None => {
-                    let message = match &reply {
-                        WireReply::Error(error) => error.message.clone(),
-                        WireReply::Ok { .. } => String::new(),
-                    };
-                    return Err(self.protocol_error(
-                        position,
-                        format!("the server could not read a request line: {message}"),
-                    ));
-                }
-            }
-            if is_write && reply.term() < attempt_term {
-                // Answers an attempt sent before we knew of `attempt_term`: only the current
-                // attempt's answer counts (docs/PROTOCOL.md, Terms, rule 3).
-                continue;
-            }
-            let newer_term = reply.term() > attempt_term;
-            self.term = self.term.max(reply.term());
-            match reply {
-                WireReply::Ok { index, answer, .. } => {
-                    if !answer_fits(op, &answer) {
-                        // Does not answer this operation (a preempt answered `free`, a welcome
-                        // with another nonce): ignore it; the retry or the timeout follows.
-                        continue;
-                    }
+            match verdict {
+                Verdict::NotOurs => continue,
+                Verdict::Answered {
+                    index,
+                    answer,
+                    term,
+                } => {
+                    self.term = self.term.max(term);
                     self.seen_index = self.seen_index.max(index);
                     return Ok(AttemptEnd::Answered { index, answer });
                 }
-                WireReply::Error(error) => match error.code {
-                    ErrorCode::NotLeader { leader_address, .. } if newer_term => {
-                        if let Some(address) = leader_address {
-                            self.move_to(&address);
-                        }
-                        return Ok(AttemptEnd::Redirected);
+                Verdict::Redirect {
+                    term,
+                    leader_address,
+                } => {
+                    self.term = self.term.max(term);
+                    if let Some(address) = leader_address {
+                        self.move_to(&address);
                     }
-                    ErrorCode::NotLeader { .. }
-                    | ErrorCode::Unavailable
-                    | ErrorCode::Overloaded => {
-                        return Ok(AttemptEnd::BackOff);
-                    }
-                    code @ (ErrorCode::StaleRequest
-                    | ErrorCode::BadRequest
-                    | ErrorCode::UnsupportedVersion { .. }) => {
-                        return Err(Error::Rejected {
-                            code,
-                            message: error.message,
-                        });
-                    }
-                },
+                    return Ok(AttemptEnd::Redirected);
+                }
+                Verdict::BackOff { term } => {
+                    self.term = self.term.max(term);
+                    return Ok(AttemptEnd::BackOff);
+                }
+                Verdict::Rejected { code, message } => {
+                    return Err(Error::Rejected { code, message });
+                }
             }
         }
     }
@@ -625,6 +594,93 @@ impl Client {
     fn rotate(&mut self) {
         self.position = (self.position + 1) % self.servers.len();
     }
+}
+
+/// What one response line means to the attempt that sent `op` as `seq` with `attempt_term`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub(crate) enum Verdict {
+    /// A late answer to an earlier operation or attempt, or one that does not fit the
+    /// operation: ignore it and keep waiting.
+    NotOurs,
+    /// The operation's answer. Adopt `term` if newer and raise `seen_index` to `index`.
+    Answered {
+        index: LogIndex,
+        answer: Answer,
+        term: Term,
+    },
+    /// `not_leader` with a newer term: adopt it and resend the same seq at once, to
+    /// `leader_address` when named.
+    Redirect {
+        term: Term,
+        leader_address: Option<String>,
+    },
+    /// `unavailable`, `overloaded`, or a `not_leader` naming no newer term: adopt `term` if
+    /// newer, back off, then resend the same seq elsewhere.
+    BackOff { term: Term },
+    /// Refused for good (`stale_request`, `bad_request`, `unsupported_version`).
+    Rejected { code: ErrorCode, message: String },
+}
+
+/// Judges one response line for the running attempt: the retry rules of docs/PROTOCOL.md,
+/// shared by this client and the TCP load generator. `Err` is a protocol error: the line
+/// does not decode, or it reports that the server could not read our request line.
+pub(crate) fn judge_line(
+    line: &[u8],
+    op: &WireOp,
+    seq: u64,
+    attempt_term: Term,
+) -> Result<Verdict, String> {
+    let reply = decode_reply(line).map_err(|error| match error.kind {
+        WireErrorKind::Malformed | WireErrorKind::UnsupportedVersion => error.message,
+    })?;
+    match reply.seq() {
+        Some(reply_seq) if reply_seq == seq => {}
+        // A late answer to an earlier operation, or to another attempt of it that a server
+        // still held: not ours.
+        Some(_) => return Ok(Verdict::NotOurs),
+        None => {
+            let message = match &reply {
+                WireReply::Error(error) => error.message.clone(),
+                WireReply::Ok { .. } => String::new(),
+            };
+            return Err(format!(
+                "the server could not read a request line: {message}"
+            ));
+        }
+    }
+    let is_write = matches!(op, WireOp::Preempt { .. } | WireOp::Release { .. });
+    let term = reply.term();
+    if is_write && term < attempt_term {
+        // Answers an attempt sent before we knew of `attempt_term`: only the current
+        // attempt's answer counts (docs/PROTOCOL.md, Terms, rule 3).
+        return Ok(Verdict::NotOurs);
+    }
+    let newer_term = term > attempt_term;
+    Ok(match reply {
+        // Does not answer this operation (a preempt answered `free`, a welcome with another
+        // nonce): ignore it; the retry or the timeout follows.
+        WireReply::Ok { answer, .. } if !answer_fits(op, &answer) => Verdict::NotOurs,
+        WireReply::Ok { index, answer, .. } => Verdict::Answered {
+            index,
+            answer,
+            term,
+        },
+        WireReply::Error(error) => match error.code {
+            ErrorCode::NotLeader { leader_address, .. } if newer_term => Verdict::Redirect {
+                term,
+                leader_address,
+            },
+            ErrorCode::NotLeader { .. } | ErrorCode::Unavailable | ErrorCode::Overloaded => {
+                Verdict::BackOff { term }
+            }
+            code @ (ErrorCode::StaleRequest
+            | ErrorCode::BadRequest
+            | ErrorCode::UnsupportedVersion { .. }) => Verdict::Rejected {
+                code,
+                message: error.message,
+            },
+        },
+    })
 }
 
 /// True if `answer` answers `op` (the welcome with our nonce for a hello).

@@ -8,6 +8,7 @@
 //! - [`runtime`]: the server process: the node and its write-ahead log on one thread, clients
 //!   and peers on tokio, all on one listening port.
 
+pub mod load;
 pub mod peer;
 pub mod protocol;
 pub mod runtime;

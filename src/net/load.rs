@@ -1,0 +1,583 @@
+//! Closed-loop load over TCP, behind `lockstep bench --servers HOST:PORT,...`.
+//!
+//! Every client is a task with its own connection and client id, preempting and (when granted)
+//! releasing as fast as the cluster answers: one operation in flight per client. All tasks run
+//! on one thread of a current-thread tokio runtime. A thread per client (the blocking
+//! `lockstep::client`) would cost a context switch per operation; on the 2-core machine that
+//! runs the servers too, that CPU came out of the cluster being measured (the 64-client run
+//! spent a quarter of the machine in the load generator).
+//!
+//! The retry rules are the client library's: the same seq for every attempt of an operation,
+//! the reply judged by `client::judge_line`, a newer term adopted, `unavailable` backed off,
+//! silence retried at the next server, and an operation given up after its timeout.
+//!
+//! Latencies go into a fixed-size log-linear [`Histogram`] per client (at most 3% error,
+//! constant memory however long the run), merged at the end. No per-operation samples are
+//! kept.
+
+use crate::client::{ClientOptions, Verdict, judge_line};
+use crate::net::protocol::{
+    Answer, LineDecoder, LineEvent, WireOp, WireRequest, encode_request_into,
+};
+use crate::node::{ClientId, LockName, LogIndex, Outcome, Term};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Bytes read from a socket at once. Responses are short; one read usually holds one.
+const READ_CHUNK_BYTES: usize = 4 * 1024;
+/// Complete lines queued but not yet taken: one answer per request is expected.
+const QUEUED_LINES_MAX: usize = 1_024;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct LoadPlan {
+    /// `host:port` of every server; client `i` starts at server `i % len` and moves on from
+    /// there when one does not answer.
+    pub servers: Vec<String>,
+    pub clients: u32,
+    pub duration: Duration,
+    /// Uncontended: locks per client, used in turn. Ignored when contended.
+    pub locks: u32,
+    /// All clients on one lock.
+    pub contended: bool,
+}
+
+/// Counters every client bumps as it goes, for a progress display.
+#[derive(Default, Debug)]
+pub struct Progress {
+    pub pairs: AtomicU64,
+    pub refused: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// One client's results, or all clients' once merged.
+#[derive(Default, Clone, Debug)]
+pub struct Tally {
+    pub preempt_granted: Histogram,
+    pub preempt_refused: Histogram,
+    pub release: Histogram,
+    /// Releases answered `not_owner`: the lock was lost, which the bench never expects.
+    pub not_owner: u64,
+    /// Failed operations by error kind (`timed_out`, `rejected`, `protocol`, ...).
+    pub errors: BTreeMap<&'static str, u64>,
+}
+
+impl Tally {
+    pub fn merge(&mut self, other: &Tally) {
+        self.preempt_granted.merge(&other.preempt_granted);
+        self.preempt_refused.merge(&other.preempt_refused);
+        self.release.merge(&other.release);
+        self.not_owner += other.not_owner;
+        for (kind, count) in &other.errors {
+            *self.errors.entry(kind).or_default() += count;
+        }
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.errors.values().sum::<u64>() + self.not_owner
+    }
+}
+
+/// A finished run.
+#[derive(Debug)]
+pub struct LoadResult {
+    /// Every registered client's tally, merged.
+    pub total: Tally,
+    /// From the moment every client had registered to the end of the last operation.
+    pub measured: Duration,
+    /// How long registration took before the clock started.
+    pub setup: Duration,
+    /// Why each client that could not register failed.
+    pub registration_failures: Vec<String>,
+}
+
+/// Runs `plan` on a current-thread runtime in the calling thread. `on_start` is called once
+/// every client has registered (or failed to), when the measured period begins.
+pub fn run(
+    plan: &LoadPlan,
+    progress: Arc<Progress>,
+    on_start: impl FnOnce(Instant) + Send + 'static,
+) -> std::io::Result<LoadResult> {
+    assert!(!plan.servers.is_empty(), "load: no servers");
+    assert!(plan.clients > 0, "load: no clients");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let started = Instant::now();
+    runtime.block_on(async move {
+        let barrier = Arc::new(tokio::sync::Barrier::new(plan.clients as usize));
+        let (clock_sender, clock) = tokio::sync::watch::channel(None::<Instant>);
+        let clock_sender = Arc::new(clock_sender);
+        let mut tasks = tokio::task::JoinSet::new();
+        for index in 0..plan.clients {
+            let mut servers = plan.servers.clone();
+            servers.rotate_left(index as usize % plan.servers.len());
+            let names: Vec<LockName> = if plan.contended {
+                vec![LockName::from("bench-hot")]
+            } else {
+                (0..plan.locks)
+                    .map(|k| LockName::from(format!("bench-{index}-{k}").as_str()))
+                    .collect()
+            };
+            let (barrier, progress, mut clock, clock_sender) = (
+                barrier.clone(),
+                progress.clone(),
+                clock.clone(),
+                clock_sender.clone(),
+            );
+            let duration = plan.duration;
+            tasks.spawn(async move {
+                let mut session = Session::new(servers);
+                let registered = session.register().await;
+                // The first client through the barrier starts the clock for all.
+                if barrier.wait().await.is_leader() {
+                    let _ = clock_sender.send(Some(Instant::now()));
+                }
+                let start = loop {
+                    if let Some(start) = *clock.borrow_and_update() {
+                        break start;
+                    }
+                    if clock.changed().await.is_err() {
+                        unreachable!("load: the clock's sender lives as long as a client");
+                    }
+                };
+                match registered {
+                    Ok(()) => Ok(session
+                        .closed_loop(&names, start + duration, &progress)
+                        .await),
+                    Err(reason) => Err(reason),
+                }
+            });
+        }
+        let mut clock_seen = clock.clone();
+        let start = loop {
+            if let Some(start) = *clock_seen.borrow_and_update() {
+                break start;
+            }
+            if clock_seen.changed().await.is_err() {
+                unreachable!("load: every client waits for the clock");
+            }
+        };
+        on_start(start);
+        let mut total = Tally::default();
+        let mut registration_failures = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            match joined.expect("a load client panicked") {
+                Ok(tally) => total.merge(&tally),
+                Err(reason) => registration_failures.push(reason),
+            }
+        }
+        Ok(LoadResult {
+            total,
+            measured: start.elapsed(),
+            setup: start - started,
+            registration_failures,
+        })
+    })
+}
+
+/// Why an attempt ended without an answer.
+enum AttemptEnd {
+    Answered(LogIndex, Answer),
+    /// Nothing before the attempt's deadline, or the connection broke: next server.
+    Moved,
+    /// `not_leader` with a newer term: resend at once.
+    Redirected,
+    /// `unavailable`, `overloaded`: pause, then the next server.
+    BackOff,
+}
+
+/// One closed-loop client: its connection, id, seqs and term.
+struct Session {
+    options: ClientOptions,
+    servers: Vec<String>,
+    position: usize,
+    connection: Option<Connection>,
+    id: Option<ClientId>,
+    last_seq: u64,
+    seen_index: LogIndex,
+    term: Term,
+    line: Vec<u8>,
+}
+
+impl Session {
+    fn new(servers: Vec<String>) -> Session {
+        Session {
+            options: ClientOptions::default(),
+            servers,
+            position: 0,
+            connection: None,
+            id: None,
+            last_seq: 0,
+            seen_index: 0,
+            term: 0,
+            line: Vec::with_capacity(256),
+        }
+    }
+
+    async fn register(&mut self) -> Result<(), String> {
+        let hello = WireOp::Hello {
+            nonce: rand::random(),
+        };
+        match self.exchange(&hello).await {
+            Ok(Answer::Welcome { client, .. }) => {
+                self.id = Some(client);
+                Ok(())
+            }
+            Ok(Answer::Outcome(outcome)) => {
+                unreachable!("load: {outcome:?} accepted for a hello")
+            }
+            Err(kind) => Err(format!("registration failed: {kind}")),
+        }
+    }
+
+    /// Preempt, and release when granted, until `end`.
+    async fn closed_loop(
+        &mut self,
+        names: &[LockName],
+        end: Instant,
+        progress: &Progress,
+    ) -> Tally {
+        let client = self.id.expect("load: a registered session");
+        let mut tally = Tally::default();
+        let mut turn = 0usize;
+        // Bounded by `end`: every operation ends within its own timeout.
+        while Instant::now() < end {
+            let lock = names[turn % names.len()].clone();
+            turn = turn.wrapping_add(1);
+            let start = Instant::now();
+            let preempt = WireOp::Preempt {
+                client,
+                lock: lock.clone(),
+            };
+            match self.exchange(&preempt).await {
+                Ok(Answer::Outcome(Outcome::Granted { .. })) => {
+                    tally.preempt_granted.record(micros(start));
+                }
+                Ok(Answer::Outcome(Outcome::HeldBy { .. })) => {
+                    tally.preempt_refused.record(micros(start));
+                    progress.refused.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                Ok(other) => unreachable!("load: {other:?} accepted for a preempt"),
+                Err(kind) => {
+                    *tally.errors.entry(kind).or_default() += 1;
+                    progress.errors.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            }
+            let start = Instant::now();
+            match self.exchange(&WireOp::Release { client, lock }).await {
+                Ok(Answer::Outcome(Outcome::Released)) => {
+                    tally.release.record(micros(start));
+                    progress.pairs.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Answer::Outcome(Outcome::NotOwner)) => tally.not_owner += 1,
+                Ok(other) => unreachable!("load: {other:?} accepted for a release"),
+                Err(kind) => {
+                    *tally.errors.entry(kind).or_default() += 1;
+                    progress.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        tally
+    }
+
+    /// Sends `op` under a new seq until it is answered, refused, or out of time. The error is
+    /// a kind for the tally.
+    async fn exchange(&mut self, op: &WireOp) -> Result<Answer, &'static str> {
+        self.last_seq += 1;
+        let seq = self.last_seq;
+        let deadline = Instant::now() + self.options.operation_timeout;
+        // Bounded by the deadline: every round sends and waits, or pauses, or (after a
+        // redirect) resends at once, which a newer term allows only finitely often.
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err("timed_out");
+            }
+            let attempt_term = self.term;
+            self.line.clear();
+            encode_request_into(
+                &WireRequest {
+                    seq,
+                    seen_index: self.seen_index,
+                    term: attempt_term,
+                    op: op.clone(),
+                },
+                &mut self.line,
+            );
+            let attempt_deadline = deadline.min(now + self.options.attempt_timeout);
+            match self
+                .attempt(op, seq, attempt_term, attempt_deadline)
+                .await?
+            {
+                AttemptEnd::Answered(index, answer) => {
+                    self.seen_index = self.seen_index.max(index);
+                    return Ok(answer);
+                }
+                AttemptEnd::Redirected => {}
+                AttemptEnd::Moved => {
+                    self.connection = None;
+                    self.position = (self.position + 1) % self.servers.len();
+                }
+                AttemptEnd::BackOff => {
+                    let pause = self
+                        .options
+                        .error_backoff
+                        .min(deadline.saturating_duration_since(Instant::now()));
+                    tokio::time::sleep(pause).await;
+                    self.connection = None;
+                    self.position = (self.position + 1) % self.servers.len();
+                }
+            }
+        }
+    }
+
+    /// Sends `self.line` on the current server's connection (opening it if needed) and reads
+    /// until the attempt ends.
+    async fn attempt(
+        &mut self,
+        op: &WireOp,
+        seq: u64,
+        attempt_term: Term,
+        attempt_deadline: Instant,
+    ) -> Result<AttemptEnd, &'static str> {
+        let until = tokio::time::Instant::from_std(attempt_deadline);
+        if self.connection.is_none() {
+            let address = &self.servers[self.position];
+            match tokio::time::timeout_at(until, Connection::open(address)).await {
+                Ok(Ok(connection)) => self.connection = Some(connection),
+                // Unreachable or slow to accept: the next server, after a pause so that a
+                // cluster that is down is not dialled in a busy loop.
+                Ok(Err(_)) | Err(_) => return Ok(AttemptEnd::BackOff),
+            }
+        }
+        let connection = self.connection.as_mut().expect("opened above");
+        if connection.stream.write_all(&self.line).await.is_err() {
+            return Ok(AttemptEnd::Moved);
+        }
+        // Bounded by the attempt's deadline and the connection's queue of lines.
+        loop {
+            let line = match tokio::time::timeout_at(until, connection.receive()).await {
+                Err(_) => return Ok(AttemptEnd::Moved),
+                Ok(Err(ConnectionError::Broken)) => return Ok(AttemptEnd::Moved),
+                Ok(Err(ConnectionError::Protocol)) => return Err("protocol"),
+                Ok(Ok(line)) => line,
+            };
+            match judge_line(&line, op, seq, attempt_term).map_err(|_| "protocol")? {
+                Verdict::NotOurs => continue,
+                Verdict::Answered {
+                    index,
+                    answer,
+                    term,
+                } => {
+                    self.term = self.term.max(term);
+                    return Ok(AttemptEnd::Answered(index, answer));
+                }
+                // The server this client talks to forwards to the leader: stay, so that the
+                // load stays spread over the servers as planned.
+                Verdict::Redirect { term, .. } => {
+                    self.term = self.term.max(term);
+                    return Ok(AttemptEnd::Redirected);
+                }
+                Verdict::BackOff { term } => {
+                    self.term = self.term.max(term);
+                    return Ok(AttemptEnd::BackOff);
+                }
+                Verdict::Rejected { .. } => return Err("rejected"),
+            }
+        }
+    }
+}
+
+enum ConnectionError {
+    Broken,
+    Protocol,
+}
+
+struct Connection {
+    stream: TcpStream,
+    decoder: LineDecoder,
+    lines: VecDeque<Vec<u8>>,
+    buffer: Box<[u8]>,
+}
+
+impl Connection {
+    async fn open(address: &str) -> std::io::Result<Connection> {
+        let stream = TcpStream::connect(address).await?;
+        // A request is one small write that must leave at once.
+        stream.set_nodelay(true)?;
+        Ok(Connection {
+            stream,
+            decoder: LineDecoder::new(),
+            lines: VecDeque::new(),
+            buffer: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
+        })
+    }
+
+    async fn receive(&mut self) -> Result<Vec<u8>, ConnectionError> {
+        // Bounded by the caller's timeout: every round reads at least one byte or returns.
+        loop {
+            if let Some(line) = self.lines.pop_front() {
+                return Ok(line);
+            }
+            let read = match self.stream.read(&mut self.buffer).await {
+                Ok(0) | Err(_) => return Err(ConnectionError::Broken),
+                Ok(read) => read,
+            };
+            for event in self.decoder.feed(&self.buffer[..read]) {
+                match event {
+                    LineEvent::Line(line) => self.lines.push_back(line),
+                    LineEvent::TooLong | LineEvent::Abandoned => {
+                        return Err(ConnectionError::Protocol);
+                    }
+                }
+            }
+            if self.lines.len() > QUEUED_LINES_MAX {
+                return Err(ConnectionError::Protocol);
+            }
+        }
+    }
+}
+
+/// Sub-buckets per power of two: 32, so a bucket is at most 1/32 (3%) of its values wide.
+const SUB_BUCKET_BITS: u32 = 5;
+const SUB_BUCKETS: usize = 1 << SUB_BUCKET_BITS;
+/// Values below this are counted exactly.
+const EXACT_BELOW: u64 = 2 * SUB_BUCKETS as u64;
+const BUCKETS: usize = EXACT_BELOW as usize + (64 - 6) * SUB_BUCKETS;
+
+/// Latencies in microseconds, log-linear buckets, fixed memory.
+#[derive(Clone, Debug)]
+pub struct Histogram {
+    counts: Box<[u64]>,
+    count: u64,
+    max: u64,
+}
+
+impl Default for Histogram {
+    fn default() -> Histogram {
+        Histogram {
+            counts: vec![0; BUCKETS].into_boxed_slice(),
+            count: 0,
+            max: 0,
+        }
+    }
+}
+
+fn bucket_of(value: u64) -> usize {
+    if value < EXACT_BELOW {
+        return value as usize;
+    }
+    let top_bit = 63 - value.leading_zeros(); // 6 or more
+    let shift = top_bit - SUB_BUCKET_BITS;
+    let sub = ((value >> shift) as usize) & (SUB_BUCKETS - 1);
+    EXACT_BELOW as usize + (top_bit as usize - 6) * SUB_BUCKETS + sub
+}
+
+/// The highest value that falls in `bucket`.
+fn bucket_high(bucket: usize) -> u64 {
+    if bucket < EXACT_BELOW as usize {
+        return bucket as u64;
+    }
+    let past = bucket - EXACT_BELOW as usize;
+    let top_bit = (past / SUB_BUCKETS) as u32 + 6;
+    let sub = (past % SUB_BUCKETS) as u64;
+    let shift = top_bit - SUB_BUCKET_BITS;
+    // In u128: the top bucket's end is 2^64 - 1, and its next start would overflow u64.
+    let next_start = u128::from(SUB_BUCKETS as u64 + sub + 1) << shift;
+    u64::try_from(next_start - 1).unwrap_or(u64::MAX)
+}
+
+impl Histogram {
+    pub fn record(&mut self, micros: u64) {
+        self.counts[bucket_of(micros)] += 1;
+        self.count += 1;
+        self.max = self.max.max(micros);
+    }
+
+    pub fn merge(&mut self, other: &Histogram) {
+        for (mine, theirs) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *mine += theirs;
+        }
+        self.count += other.count;
+        self.max = self.max.max(other.max);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The value at quantile `q` (0..=1), as its bucket's upper end (never above the maximum).
+    pub fn quantile(&self, q: f64) -> u64 {
+        assert!((0.0..=1.0).contains(&q), "quantile {q} outside 0..=1");
+        if self.count == 0 {
+            return 0;
+        }
+        let rank = ((q * self.count as f64).ceil() as u64).clamp(1, self.count);
+        let mut seen = 0;
+        for (bucket, &count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return bucket_high(bucket).min(self.max);
+            }
+        }
+        self.max
+    }
+
+    pub fn max(&self) -> u64 {
+        self.max
+    }
+}
+
+fn micros(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_value_lands_in_a_bucket_whose_upper_end_is_within_3_percent() {
+        for value in (0..10_000u64).chain([u64::MAX / 2, u64::MAX]) {
+            let bucket = bucket_of(value);
+            assert!(bucket < BUCKETS, "{value}");
+            let high = bucket_high(bucket);
+            assert!(high >= value, "{value} above its bucket's end {high}");
+            assert!(
+                (high - value) as f64 <= value as f64 / 32.0 + 1.0,
+                "{value}: bucket end {high} too far"
+            );
+        }
+        let mut previous = 0;
+        for bucket in 1..BUCKETS {
+            assert!(bucket_high(bucket) > previous, "bucket {bucket}");
+            previous = bucket_high(bucket);
+        }
+    }
+
+    #[test]
+    fn quantiles_come_from_the_recorded_values() {
+        let mut histogram = Histogram::default();
+        assert_eq!(histogram.quantile(0.99), 0);
+        for micros in 1..=1_000 {
+            histogram.record(micros);
+        }
+        let p50 = histogram.quantile(0.5);
+        assert!((500..=516).contains(&p50), "{p50}");
+        let p99 = histogram.quantile(0.99);
+        assert!((990..=1_000).contains(&p99), "{p99}");
+        assert_eq!(histogram.quantile(1.0), 1_000);
+        let mut other = Histogram::default();
+        other.record(50_000);
+        histogram.merge(&other);
+        assert_eq!(histogram.max(), 50_000);
+        assert_eq!(histogram.count(), 1_001);
+    }
+}
