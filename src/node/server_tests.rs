@@ -1942,48 +1942,132 @@ fn a_preempt_of_a_held_lock_is_refused_with_a_confirmed_read_and_no_log_entry() 
     assert!(persisted(&older).is_empty());
 }
 
-/// A refusal is decided when it is served, not when the preempt arrived: if the holder's
-/// release committed meanwhile, the preempt goes through the log and is granted.
+/// A contender is nearly always waiting for its refusal's read round when the holder lets go.
+/// The release hands the lock straight to it: the grant is appended right behind the release,
+/// so both commit in one replication round (one fsync per hand-off, not two), and the round
+/// the contender waited for decides nothing any more.
 #[test]
-fn a_refusal_looks_again_once_confirmed_and_appends_if_the_lock_came_free() {
+fn a_release_hands_the_lock_to_a_contender_still_waiting_for_its_refusal() {
     let (mut leader, holder, contender) = leader_with_a_held_lock();
     let now = ms(FIRST_ELECTION_MS + 5);
     let outputs = leader.step(now, from_client(CLIENT, op(contender, 1, preempt("a"))));
     let round = append_rounds(&outputs)[0].1;
-    let _ = leader.step(now, from_client(CLIENT_AGAIN, op(holder, 2, release("a"))));
-    let release_index = leader.log().last_index();
+    assert!(persisted(&outputs).is_empty(), "refused by read so far");
 
-    // s2 acknowledges the round and the release together.
-    let outputs = leader.step(now, peer(S2, append_ok(1, release_index, round)));
-    assert_eq!(
-        replies(&outputs),
-        vec![(CLIENT_AGAIN, outcome(2, Outcome::Released))]
-    );
-    let command = Command::Preempt {
+    let outputs = leader.step(now, from_client(CLIENT_AGAIN, op(holder, 2, release("a"))));
+    let grant_index = leader.log().last_index();
+    let release = Command::Release {
+        client: holder,
+        seq: 2,
+        lock: lock("a"),
+    };
+    let grant = Command::Preempt {
         client: contender,
         seq: 1,
         lock: lock("a"),
     };
     assert_eq!(
         persisted(&outputs),
-        vec![PersistOp::Append {
-            first_index: release_index + 1,
-            entries: vec![Entry { term: 1, command }]
-        }],
-        "the lock is free now, so the preempt is appended"
+        vec![
+            PersistOp::Append {
+                first_index: grant_index - 1,
+                entries: vec![Entry {
+                    term: 1,
+                    command: release
+                }]
+            },
+            PersistOp::Append {
+                first_index: grant_index,
+                entries: vec![Entry {
+                    term: 1,
+                    command: grant
+                }]
+            }
+        ],
+        "the preempt is appended right behind the release"
     );
-    let granted = commit_through(&mut leader, release_index + 1, now);
+
+    // s2 acknowledges both entries and the round: the lock changes hands in one round.
+    let outputs = leader.step(now, peer(S2, append_ok(1, grant_index, round)));
     assert_eq!(
-        replies(&granted),
-        vec![(
-            CLIENT,
-            outcome(
-                1,
-                Outcome::Granted {
-                    token: release_index + 1
-                }
-            )
-        )]
+        replies(&outputs),
+        vec![
+            (CLIENT_AGAIN, outcome(2, Outcome::Released)),
+            (CLIENT, outcome(1, Outcome::Granted { token: grant_index }))
+        ]
+    );
+}
+
+/// With several contenders waiting, the one that asked first gets the lock; the others are
+/// refused once the grant commits, naming the new holder, and their refusals append nothing.
+#[test]
+fn a_release_hands_the_lock_to_the_earliest_contender_and_refuses_the_rest() {
+    const THIRD: ClientAddr = ClientAddr(9);
+    let (mut leader, holder, first) = leader_with_a_held_lock();
+    let now = ms(FIRST_ELECTION_MS);
+    let second = register(&mut leader, now);
+    let now = ms(FIRST_ELECTION_MS + 5);
+    let outputs = leader.step(now, from_client(CLIENT, op(first, 1, preempt("a"))));
+    let round = append_rounds(&outputs)[0].1;
+    let _ = leader.step(now, from_client(THIRD, op(second, 1, preempt("a"))));
+
+    let _ = leader.step(now, from_client(CLIENT_AGAIN, op(holder, 2, release("a"))));
+    let grant_index = leader.log().last_index();
+    let outputs = leader.step(now, peer(S2, append_ok(1, grant_index, round)));
+    assert_eq!(
+        replies(&outputs),
+        vec![
+            (CLIENT_AGAIN, outcome(2, Outcome::Released)),
+            (CLIENT, outcome(1, Outcome::Granted { token: grant_index })),
+            (THIRD, outcome(1, Outcome::HeldBy { owner: first }))
+        ]
+    );
+    assert_eq!(
+        leader.log().last_index(),
+        grant_index,
+        "the refusal appended nothing"
+    );
+}
+
+/// Reads that arrive while a confirming round is in flight cannot use it (its messages left
+/// before they arrived), so they gather for the next round, which starts once the round in
+/// flight is confirmed: one round at a time, however fast refused preempts arrive.
+#[test]
+fn reads_arriving_during_a_round_share_the_next_one() {
+    const THIRD: ClientAddr = ClientAddr(9);
+    let (mut leader, holder, first) = leader_with_a_held_lock();
+    let second = register(&mut leader, ms(FIRST_ELECTION_MS));
+    let last_index = leader.log().last_index();
+    let outputs = leader.step(
+        ms(FIRST_ELECTION_MS + 5),
+        from_client(CLIENT, op(first, 1, preempt("a"))),
+    );
+    let round = append_rounds(&outputs)[0].1;
+
+    let later = ms(FIRST_ELECTION_MS + 6);
+    let outputs = leader.step(later, from_client(THIRD, op(second, 1, preempt("a"))));
+    assert!(
+        append_rounds(&outputs).is_empty(),
+        "no second round while one is in flight"
+    );
+
+    // The first round is confirmed: its read is answered and the next round starts.
+    let outputs = leader.step(later, peer(S2, append_ok(1, last_index, round)));
+    assert_eq!(
+        replies(&outputs),
+        vec![(CLIENT, outcome(1, Outcome::HeldBy { owner: holder }))]
+    );
+    let next_rounds = append_rounds(&outputs);
+    assert_eq!(next_rounds.len(), 2, "one AppendEntries per peer");
+    assert!(next_rounds.iter().all(|&(_, r)| r == round + 1));
+
+    // An acknowledgement of the old round confirms nothing for the later read.
+    let outputs = leader.step(later, peer(S3, append_ok(1, last_index, round)));
+    assert!(replies(&outputs).is_empty());
+    let outputs = leader.step(later, peer(S3, append_ok(1, last_index, round + 1)));
+    assert_eq!(
+        replies(&outputs),
+        vec![(THIRD, outcome(1, Outcome::HeldBy { owner: holder }))]
     );
 }
 
