@@ -5,13 +5,14 @@
 //! - [`node`]: servers (Raft roles), the client, the replicated lock table and the messages.
 //!   Pure: no sockets, threads, clocks or unseeded randomness. Time comes in as an argument and
 //!   effects go out as values.
-//! - [`net`]: network models. Today the seeded simulated network.
+//! - [`net`]: network models and transports: the seeded simulated network, the client wire
+//!   protocol, the peer transport and server runtime over TCP, and the TCP load generator.
 //! - [`sim`]: event queue and clock, cluster, faults, workload, checkers, scenario files and the
 //!   runner behind `lockstep run`.
 //! - [`storage`]: the write-ahead log and snapshots that keep a real server's durable state on
-//!   disk (groundwork for the TCP deployment).
+//!   disk.
 //! - [`client`]: a blocking TCP client for a real cluster, with the simulator client's retry
-//!   rules (used by `lockstep client`, `lockstep lock` and the TCP bench).
+//!   rules (used by `lockstep client` and `lockstep lock`; the TCP bench shares its rules).
 
 pub mod client;
 pub mod net;

@@ -58,9 +58,11 @@ enum Command {
     /// 1% drop, 60 s simulated, checkers on), or, with `--servers HOST:PORT,...`, load a real
     /// cluster over TCP.
     ///
-    /// TCP load: `--clients` closed-loop clients (a thread and a connection each, spread across
-    /// the servers) preempt and, when granted, release for `--duration`. Uncontended, each
-    /// uses its own `--locks` locks in turn; `--contended` puts every client on one lock.
+    /// TCP load: `--clients` closed-loop clients (each with its own connection and client id,
+    /// spread across the servers, all driven from one thread so that the load generator takes
+    /// little of the machine) preempt and, when granted, release for `--duration`.
+    /// Uncontended, each uses its own `--locks` locks in turn; `--contended` puts every client
+    /// on one lock.
     /// Example: lockstep bench --servers 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003
     /// --clients 64 --duration 10s
     Bench(BenchArgs),

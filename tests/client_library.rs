@@ -726,3 +726,27 @@ fn the_tcp_bench_measures_pairs_against_a_cluster() {
     assert_eq!(contended.status.code(), Some(0), "{}", stderr(&contended));
     assert!(stdout(&contended).contains("hand-offs/s"));
 }
+
+#[test]
+fn the_tcp_bench_with_no_server_to_reach_exits_two_naming_the_address() {
+    // A port nobody listens on: bound, then closed.
+    let address = {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        listener.local_addr().expect("an address").to_string()
+    };
+    let output = lockstep(&[
+        "bench",
+        "--servers",
+        &address,
+        "--clients",
+        "2",
+        "--duration",
+        "1s",
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains("no client could register") && message.contains(&address),
+        "{message}"
+    );
+}

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lockstep::net::load::{self, Histogram, LoadPlan, LoadResult, Progress, Tally};
 use serde_json::json;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Most client threads.
@@ -77,18 +77,20 @@ pub fn run(options: &LoadOptions) -> u8 {
         contended: options.contended,
     };
     let progress = Arc::new(Progress::default());
+    let done = Arc::new(AtomicBool::new(false));
     let (start_sender, start) = std::sync::mpsc::channel();
     let display = {
-        let (progress, duration) = (progress.clone(), options.duration);
+        let (progress, done, duration) = (progress.clone(), done.clone(), options.duration);
         std::thread::spawn(move || {
             if let Ok(clock) = start.recv() {
-                show_progress(duration, &progress, clock);
+                show_progress(duration, &progress, &done, clock);
             }
         })
     };
     let result = load::run(&plan, progress, move |clock| {
         let _ = start_sender.send(clock);
     });
+    done.store(true, Ordering::Relaxed);
     let _ = display.join();
     let result = match result {
         Ok(result) => result,
@@ -117,15 +119,15 @@ pub fn run(options: &LoadOptions) -> u8 {
     }
 }
 
-fn show_progress(duration: Duration, progress: &Progress, clock: Instant) {
+fn show_progress(duration: Duration, progress: &Progress, done: &AtomicBool, clock: Instant) {
     let bar = ProgressBar::new(duration.as_secs().max(1));
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len}s {msg}")
             .expect("a valid template")
             .progress_chars("=> "),
     );
-    // Bounded by the run's duration.
-    while clock.elapsed() < duration {
+    // Bounded by the run's duration, or its end if sooner (no client could register).
+    while clock.elapsed() < duration && !done.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(200));
         let seconds = clock.elapsed().as_secs_f64().max(1e-9);
         let pairs = progress.pairs.load(Ordering::Relaxed);

@@ -202,6 +202,8 @@ struct Session {
     seen_index: LogIndex,
     term: Term,
     line: Vec<u8>,
+    /// What went wrong last with a server, for the report when registration fails.
+    last_problem: Option<String>,
 }
 
 impl Session {
@@ -216,6 +218,7 @@ impl Session {
             seen_index: 0,
             term: 0,
             line: Vec::with_capacity(256),
+            last_problem: None,
         }
     }
 
@@ -231,7 +234,10 @@ impl Session {
             Ok(Answer::Outcome(outcome)) => {
                 unreachable!("load: {outcome:?} accepted for a hello")
             }
-            Err(kind) => Err(format!("registration failed: {kind}")),
+            Err(kind) => Err(match &self.last_problem {
+                Some(problem) => format!("registration failed ({kind}); last problem: {problem}"),
+                None => format!("registration failed ({kind})"),
+            }),
         }
     }
 
@@ -354,18 +360,33 @@ impl Session {
                 Ok(Ok(connection)) => self.connection = Some(connection),
                 // Unreachable or slow to accept: the next server, after a pause so that a
                 // cluster that is down is not dialled in a busy loop.
-                Ok(Err(_)) | Err(_) => return Ok(AttemptEnd::BackOff),
+                Ok(Err(error)) => {
+                    self.last_problem = Some(format!("{address}: {error}"));
+                    return Ok(AttemptEnd::BackOff);
+                }
+                Err(_) => {
+                    self.last_problem = Some(format!("{address}: connecting timed out"));
+                    return Ok(AttemptEnd::BackOff);
+                }
             }
         }
+        let address = &self.servers[self.position];
         let connection = self.connection.as_mut().expect("opened above");
-        if connection.stream.write_all(&self.line).await.is_err() {
+        if let Err(error) = connection.stream.write_all(&self.line).await {
+            self.last_problem = Some(format!("{address}: sending failed: {error}"));
             return Ok(AttemptEnd::Moved);
         }
         // Bounded by the attempt's deadline and the connection's queue of lines.
         loop {
             let line = match tokio::time::timeout_at(until, connection.receive()).await {
-                Err(_) => return Ok(AttemptEnd::Moved),
-                Ok(Err(ConnectionError::Broken)) => return Ok(AttemptEnd::Moved),
+                Err(_) => {
+                    self.last_problem = Some(format!("{address}: no answer in time"));
+                    return Ok(AttemptEnd::Moved);
+                }
+                Ok(Err(ConnectionError::Broken)) => {
+                    self.last_problem = Some(format!("{address}: the connection closed"));
+                    return Ok(AttemptEnd::Moved);
+                }
                 Ok(Err(ConnectionError::Protocol)) => return Err("protocol"),
                 Ok(Ok(line)) => line,
             };

@@ -5,6 +5,7 @@
 //!   carries it out.
 //! - [`protocol`]: the client wire protocol (newline-delimited JSON), as a pure codec.
 //! - [`peer`]: server-to-server frames, handshake and the tokio peer transport.
+//! - [`load`]: the closed-loop TCP load generator behind `lockstep bench --servers`.
 //! - [`runtime`]: the server process: the node and its write-ahead log on one thread, clients
 //!   and peers on tokio, all on one listening port.
 
