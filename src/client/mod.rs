@@ -537,31 +537,20 @@ impl Client {
                     return Err(self.protocol_error(position, message));
                 }
             };
+            self.term = self.term.max(verdict.term().unwrap_or(0));
             match verdict {
                 Verdict::NotOurs => continue,
-                Verdict::Answered {
-                    index,
-                    answer,
-                    term,
-                } => {
-                    self.term = self.term.max(term);
+                Verdict::Answered { index, answer, .. } => {
                     self.seen_index = self.seen_index.max(index);
                     return Ok(AttemptEnd::Answered { index, answer });
                 }
-                Verdict::Redirect {
-                    term,
-                    leader_address,
-                } => {
-                    self.term = self.term.max(term);
+                Verdict::Redirect { leader_address, .. } => {
                     if let Some(address) = leader_address {
                         self.move_to(&address);
                     }
                     return Ok(AttemptEnd::Redirected);
                 }
-                Verdict::BackOff { term } => {
-                    self.term = self.term.max(term);
-                    return Ok(AttemptEnd::BackOff);
-                }
+                Verdict::BackOff { .. } => return Ok(AttemptEnd::BackOff),
                 Verdict::Rejected { code, message } => {
                     return Err(Error::Rejected { code, message });
                 }
@@ -619,6 +608,19 @@ pub(crate) enum Verdict {
     BackOff { term: Term },
     /// Refused for good (`stale_request`, `bad_request`, `unsupported_version`).
     Rejected { code: ErrorCode, message: String },
+}
+
+impl Verdict {
+    /// The replying server's term, for the client to adopt if newer: every verdict on a reply
+    /// that answers the running attempt carries one.
+    pub(crate) fn term(&self) -> Option<Term> {
+        match self {
+            Verdict::Answered { term, .. }
+            | Verdict::Redirect { term, .. }
+            | Verdict::BackOff { term } => Some(*term),
+            Verdict::NotOurs | Verdict::Rejected { .. } => None,
+        }
+    }
 }
 
 /// Judges one response line for the running attempt: the retry rules of docs/PROTOCOL.md,

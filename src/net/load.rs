@@ -390,28 +390,17 @@ impl Session {
                 Ok(Err(ConnectionError::Protocol)) => return Err("protocol"),
                 Ok(Ok(line)) => line,
             };
-            match judge_line(&line, op, seq, attempt_term).map_err(|_| "protocol")? {
+            let verdict = judge_line(&line, op, seq, attempt_term).map_err(|_| "protocol")?;
+            self.term = self.term.max(verdict.term().unwrap_or(0));
+            return match verdict {
                 Verdict::NotOurs => continue,
-                Verdict::Answered {
-                    index,
-                    answer,
-                    term,
-                } => {
-                    self.term = self.term.max(term);
-                    return Ok(AttemptEnd::Answered(index, answer));
-                }
+                Verdict::Answered { index, answer, .. } => Ok(AttemptEnd::Answered(index, answer)),
                 // The server this client talks to forwards to the leader: stay, so that the
                 // load stays spread over the servers as planned.
-                Verdict::Redirect { term, .. } => {
-                    self.term = self.term.max(term);
-                    return Ok(AttemptEnd::Redirected);
-                }
-                Verdict::BackOff { term } => {
-                    self.term = self.term.max(term);
-                    return Ok(AttemptEnd::BackOff);
-                }
-                Verdict::Rejected { .. } => return Err("rejected"),
-            }
+                Verdict::Redirect { .. } => Ok(AttemptEnd::Redirected),
+                Verdict::BackOff { .. } => Ok(AttemptEnd::BackOff),
+                Verdict::Rejected { .. } => Err("rejected"),
+            };
         }
     }
 }
