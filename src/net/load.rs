@@ -137,14 +137,7 @@ pub fn run(
                 if barrier.wait().await.is_leader() {
                     let _ = clock_sender.send(Some(Instant::now()));
                 }
-                let start = loop {
-                    if let Some(start) = *clock.borrow_and_update() {
-                        break start;
-                    }
-                    if clock.changed().await.is_err() {
-                        unreachable!("load: the clock's sender lives as long as a client");
-                    }
-                };
+                let start = clock_start(&mut clock).await;
                 match registered {
                     Ok(()) => Ok(session
                         .closed_loop(&names, start + duration, &progress)
@@ -153,15 +146,7 @@ pub fn run(
                 }
             });
         }
-        let mut clock_seen = clock.clone();
-        let start = loop {
-            if let Some(start) = *clock_seen.borrow_and_update() {
-                break start;
-            }
-            if clock_seen.changed().await.is_err() {
-                unreachable!("load: every client waits for the clock");
-            }
-        };
+        let start = clock_start(&mut clock.clone()).await;
         on_start(start);
         let mut total = Tally::default();
         let mut registration_failures = Vec::new();
@@ -180,6 +165,15 @@ pub fn run(
     })
 }
 
+/// When the measured period began: set once every client has registered. The sender lives
+/// until `run` returns, so the wait ends.
+async fn clock_start(clock: &mut tokio::sync::watch::Receiver<Option<Instant>>) -> Instant {
+    match clock.wait_for(Option::is_some).await {
+        Ok(start) => start.expect("waited for a start"),
+        Err(_) => unreachable!("load: the clock's sender outlives every waiter"),
+    }
+}
+
 /// Why an attempt ended without an answer.
 enum AttemptEnd {
     Answered(LogIndex, Answer),
@@ -187,7 +181,7 @@ enum AttemptEnd {
     Moved,
     /// `not_leader` with a newer term: resend at once.
     Redirected,
-    /// `unavailable`, `overloaded`: pause, then the next server.
+    /// `unavailable`, `overloaded`, or no connection: pause, then the next server.
     BackOff,
 }
 

@@ -1551,9 +1551,9 @@ impl Server {
         }
         if self.read_batches.is_empty() && !self.next_round_reads.is_empty() {
             let waiters = std::mem::take(&mut self.next_round_reads);
-            // Confirms at once only in a cluster of one, where no read ever waits here.
+            // Its own `confirm_reads` serves what this call confirmed, so nothing is left here.
             self.start_read_round(self.step_time, waiters);
-            return; // `start_read_round` confirmed and served what it could.
+            return;
         }
         self.serve_confirmed_reads();
         self.serve_refusals();
