@@ -77,7 +77,9 @@
 //! 2. writes `snapshot.tmp`, fsyncs it, renames it over `snapshot`, fsyncs the directory;
 //! 3. rewrites the log as `wal.tmp` with base (I, T), one `HardState` record (current term and
 //!    vote) and `Append` records for the entries after I, fsyncs it, renames it over `wal`, and
-//!    fsyncs the directory.
+//!    fsyncs the directory. Those entries come from the last entries the open `Wal` mirrors in
+//!    memory (a bounded window; a snapshot is taken at the applied index, so what follows it is
+//!    short), or, if the window does not reach back to I, from re-reading the log.
 //!
 //! Replay combines the two with the rule of Raft §7 for installing a snapshot: "if an existing
 //! log entry has the same index and term as the snapshot's last included entry, retain log
