@@ -30,10 +30,43 @@ pub(crate) enum ConnectionError {
     Protocol(String),
 }
 
-pub(crate) struct Connection {
-    stream: TcpStream,
+/// The response lines read from one connection and not yet taken, with the framing and the
+/// flood limit every client applies. Shared by this blocking client and the TCP load
+/// generator (`net::load`), which read their sockets differently.
+#[derive(Default)]
+pub(crate) struct ResponseLines {
     decoder: LineDecoder,
     lines: VecDeque<Vec<u8>>,
+}
+
+impl ResponseLines {
+    /// Takes bytes read from the socket. `Err` names how the server broke the framing.
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<(), String> {
+        for event in self.decoder.feed(bytes) {
+            match event {
+                LineEvent::Line(line) => self.lines.push_back(line),
+                LineEvent::TooLong | LineEvent::Abandoned => {
+                    return Err("the server sent a line over the protocol's 64 KiB limit".into());
+                }
+            }
+        }
+        if self.lines.len() > QUEUED_LINES_MAX {
+            return Err(format!(
+                "the server sent over {QUEUED_LINES_MAX} lines that nobody asked for"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The oldest complete line not yet taken.
+    pub(crate) fn pop(&mut self) -> Option<Vec<u8>> {
+        self.lines.pop_front()
+    }
+}
+
+pub(crate) struct Connection {
+    stream: TcpStream,
+    lines: ResponseLines,
     read_buffer: Box<[u8]>,
 }
 
@@ -53,8 +86,7 @@ impl Connection {
                     stream.set_nodelay(true)?;
                     return Ok(Connection {
                         stream,
-                        decoder: LineDecoder::new(),
-                        lines: VecDeque::new(),
+                        lines: ResponseLines::default(),
                         read_buffer: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
                     });
                 }
@@ -87,7 +119,7 @@ impl Connection {
         // Bounded by the deadline: every round either returns, or reads until the socket's
         // timeout, which never reaches past the deadline.
         loop {
-            if let Some(line) = self.lines.pop_front() {
+            if let Some(line) = self.lines.pop() {
                 return Ok(Some(line));
             }
             let now = Instant::now();
@@ -121,26 +153,9 @@ impl Connection {
                     )));
                 }
             };
-            self.take(read)?;
+            self.lines
+                .feed(&self.read_buffer[..read])
+                .map_err(ConnectionError::Protocol)?;
         }
-    }
-
-    fn take(&mut self, read: usize) -> Result<(), ConnectionError> {
-        for event in self.decoder.feed(&self.read_buffer[..read]) {
-            match event {
-                LineEvent::Line(line) => self.lines.push_back(line),
-                LineEvent::TooLong | LineEvent::Abandoned => {
-                    return Err(ConnectionError::Protocol(
-                        "the server sent a line over the protocol's 64 KiB limit".into(),
-                    ));
-                }
-            }
-        }
-        if self.lines.len() > QUEUED_LINES_MAX {
-            return Err(ConnectionError::Protocol(format!(
-                "the server sent over {QUEUED_LINES_MAX} lines that nobody asked for"
-            )));
-        }
-        Ok(())
     }
 }

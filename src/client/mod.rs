@@ -37,6 +37,7 @@ use crate::net::protocol::{
     decode_reply, encode_request_into,
 };
 use crate::node::{ClientId, Consistency, LockName, LogIndex, Outcome, Term};
+pub(crate) use connection::ResponseLines;
 use connection::{Connection, ConnectionError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

@@ -15,12 +15,10 @@
 //! constant memory however long the run), merged at the end. No per-operation samples are
 //! kept.
 
-use crate::client::{ClientOptions, Verdict, judge_line};
-use crate::net::protocol::{
-    Answer, LineDecoder, LineEvent, WireOp, WireRequest, encode_request_into,
-};
+use crate::client::{ClientOptions, ResponseLines, Verdict, judge_line};
+use crate::net::protocol::{Answer, WireOp, WireRequest, encode_request_into};
 use crate::node::{ClientId, LockName, LogIndex, Outcome, Term};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -29,8 +27,6 @@ use tokio::net::TcpStream;
 
 /// Bytes read from a socket at once. Responses are short; one read usually holds one.
 const READ_CHUNK_BYTES: usize = 4 * 1024;
-/// Complete lines queued but not yet taken: one answer per request is expected.
-const QUEUED_LINES_MAX: usize = 1_024;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -406,8 +402,7 @@ enum ConnectionError {
 
 struct Connection {
     stream: TcpStream,
-    decoder: LineDecoder,
-    lines: VecDeque<Vec<u8>>,
+    lines: ResponseLines,
     buffer: Box<[u8]>,
 }
 
@@ -418,8 +413,7 @@ impl Connection {
         stream.set_nodelay(true)?;
         Ok(Connection {
             stream,
-            decoder: LineDecoder::new(),
-            lines: VecDeque::new(),
+            lines: ResponseLines::default(),
             buffer: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
         })
     }
@@ -427,24 +421,16 @@ impl Connection {
     async fn receive(&mut self) -> Result<Vec<u8>, ConnectionError> {
         // Bounded by the caller's timeout: every round reads at least one byte or returns.
         loop {
-            if let Some(line) = self.lines.pop_front() {
+            if let Some(line) = self.lines.pop() {
                 return Ok(line);
             }
             let read = match self.stream.read(&mut self.buffer).await {
                 Ok(0) | Err(_) => return Err(ConnectionError::Broken),
                 Ok(read) => read,
             };
-            for event in self.decoder.feed(&self.buffer[..read]) {
-                match event {
-                    LineEvent::Line(line) => self.lines.push_back(line),
-                    LineEvent::TooLong | LineEvent::Abandoned => {
-                        return Err(ConnectionError::Protocol);
-                    }
-                }
-            }
-            if self.lines.len() > QUEUED_LINES_MAX {
-                return Err(ConnectionError::Protocol);
-            }
+            self.lines
+                .feed(&self.buffer[..read])
+                .map_err(|_| ConnectionError::Protocol)?;
         }
     }
 }
