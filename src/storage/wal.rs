@@ -367,7 +367,7 @@ impl Wal {
         // the snapshot (a snapshot is taken at the applied index, so it keeps only the short
         // unapplied suffix). Re-reading the whole file instead took about 100 ms per 100,000
         // entries, during which nothing the log thread held could leave.
-        let state = match self.tail.state_after(self.shape.base, at) {
+        let state = match self.tail.state_after(self.shape, at) {
             Some(state) => {
                 if cfg!(debug_assertions) {
                     let replayed = replay_log(&self.log_path)?;
@@ -445,12 +445,11 @@ fn encode_batch(
     Ok(shape)
 }
 
-/// The hard state and the last log entries of an open [`Wal`], mirrored in memory: exact for
-/// global indexes `from` through `from + entries.len() - 1`, the log's last index. At most
-/// [`TAIL_ENTRIES_MAX`] entries.
+/// What an open [`Wal`] mirrors of its log beyond its [`LogShape`] (which has the term and the
+/// base): the vote, and the last entries, exact for global indexes `from` through
+/// `from + entries.len() - 1`, the log's last index. At most [`TAIL_ENTRIES_MAX`] entries.
 #[derive(Debug)]
 struct LogTail {
-    term: Term,
     voted_for: Option<ServerId>,
     from: LogIndex,
     entries: VecDeque<Entry>,
@@ -465,7 +464,6 @@ impl LogTail {
             .min(TAIL_ENTRIES_MAX);
         let first = last + 1 - count as LogIndex;
         LogTail {
-            term: state.term,
             voted_for: state.voted_for,
             from: base.index + first,
             entries: state.log.entries_from(first, count).into(),
@@ -475,10 +473,7 @@ impl LogTail {
     /// Follows `op`, which the `Wal` has checked and written.
     fn apply(&mut self, op: &PersistOp) {
         match op {
-            PersistOp::HardState { term, voted_for } => {
-                self.term = *term;
-                self.voted_for = *voted_for;
-            }
+            PersistOp::HardState { voted_for, .. } => self.voted_for = *voted_for,
             PersistOp::Append {
                 first_index,
                 entries,
@@ -502,9 +497,10 @@ impl LogTail {
         }
     }
 
-    /// What `state_after_snapshot` gives for a snapshot at `cut` of the log following `base`,
-    /// if the mirrored entries reach back far enough to tell; otherwise `None`.
-    fn state_after(&self, base: LogPosition, cut: LogPosition) -> Option<DurableState> {
+    /// What `state_after_snapshot` gives for a snapshot at `cut` of the log shaped `shape`, if
+    /// the mirrored entries reach back far enough to tell; otherwise `None`.
+    fn state_after(&self, shape: LogShape, cut: LogPosition) -> Option<DurableState> {
+        let base = shape.base;
         let end = self.from + self.entries.len() as LogIndex; // One past the last index.
         let term_at_cut = if cut.index == base.index {
             if base.index + 1 < self.from {
@@ -525,7 +521,7 @@ impl LogTail {
             log.truncate_and_append(1, &after);
         }
         Some(DurableState {
-            term: self.term,
+            term: shape.term,
             voted_for: self.voted_for,
             log,
             snapshot: None,
@@ -873,7 +869,7 @@ mod tests {
                             index,
                             term: cut_term,
                         };
-                        match tail.state_after(base, cut) {
+                        match tail.state_after(LogShape::of(base, &state), cut) {
                             Some(mirrored) => {
                                 answered += 1;
                                 let (from_file, _) = state_after_snapshot(base, &state, cut);
@@ -904,8 +900,9 @@ mod tests {
             state.apply(&op);
         }
         assert_eq!(tail.entries.len(), TAIL_ENTRIES_MAX);
+        let shape = LogShape::of(base, &state);
         assert_eq!(
-            tail.state_after(base, LogPosition { index: 50, term: 1 }),
+            tail.state_after(shape, LogPosition { index: 50, term: 1 }),
             None
         );
         let recent = LogPosition {
@@ -913,7 +910,7 @@ mod tests {
             term: 1,
         };
         let mirrored = tail
-            .state_after(base, recent)
+            .state_after(shape, recent)
             .expect("recent cuts are mirrored");
         assert_eq!(mirrored.log.last_index(), 10);
         assert_eq!(mirrored, state_after_snapshot(base, &state, recent).0);
@@ -926,13 +923,14 @@ mod tests {
         tail.apply(&rewrite);
         state.apply(&rewrite);
         assert_eq!(tail.from, 10);
+        let shape = LogShape::of(base, &state);
         let cut = LogPosition { index: 10, term: 2 };
         assert_eq!(
-            tail.state_after(base, cut),
+            tail.state_after(shape, cut),
             Some(state_after_snapshot(base, &state, cut).0)
         );
         assert_eq!(
-            tail.state_after(base, LogPosition { index: 9, term: 1 }),
+            tail.state_after(shape, LogPosition { index: 9, term: 1 }),
             None
         );
     }
