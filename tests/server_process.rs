@@ -52,11 +52,7 @@ impl Cluster {
     /// Like `start`, with `extra_args` on every server's command line.
     fn start_with(name: &str, extra_args: &[&str]) -> Cluster {
         for _attempt in 0..5 {
-            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-                "{name}-{}-{}",
-                std::process::id(),
-                unique_suffix()
-            ));
+            let dir = scratch_dir(name);
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
             let mut cluster = Cluster {
@@ -207,11 +203,36 @@ impl Cluster {
     }
 }
 
-fn unique_suffix() -> u32 {
-    std::time::SystemTime::now()
+/// A directory of the test target's scratch space named after `name`, this process and the
+/// clock, so that tests and runs never share one.
+fn scratch_dir(name: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .subsec_nanos()
+        .subsec_nanos();
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}-{nanos}", std::process::id()))
+}
+
+/// A server of one, s1, on `port` with its data in `data_dir`, output discarded.
+fn lone_server(port: u16, data_dir: &Path, extra_args: &[&str]) -> ServerProcess {
+    ServerProcess {
+        child: Command::new(env!("CARGO_BIN_EXE_lockstep"))
+            .args([
+                "server",
+                "--id",
+                "s1",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .args(extra_args)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    }
 }
 
 /// Ports that were free a moment ago (all bound at once, so they differ).
@@ -490,28 +511,14 @@ fn bad_flags_exit_2_and_name_the_flag() {
 
 #[test]
 fn a_log_corrupt_in_the_middle_refuses_to_start_and_names_file_and_offset() {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "corrupt-{}-{}",
-        std::process::id(),
-        unique_suffix()
-    ));
+    let dir = scratch_dir("corrupt");
     let data_dir = dir.join("s1");
     let data_dir_text = data_dir.display().to_string();
     // A one-server cluster elects itself and writes a few records.
     let mut answered = false;
     for _attempt in 0..5 {
         let port = free_ports(1)[0];
-        let listen = format!("127.0.0.1:{port}");
-        let server = ServerProcess {
-            child: Command::new(env!("CARGO_BIN_EXE_lockstep"))
-                .args(["server", "--id", "s1", "--listen", &listen, "--data-dir"])
-                .arg(&data_dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        };
+        let server = lone_server(port, &data_dir, &[]);
         let deadline = Instant::now() + DEADLINE;
         while Instant::now() < deadline && !answered {
             let reply = Connection::open(port)
@@ -549,25 +556,10 @@ fn a_log_corrupt_in_the_middle_refuses_to_start_and_names_file_and_offset() {
 
 #[test]
 fn an_idle_client_connection_is_closed_after_the_idle_timeout() {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "idle-{}-{}",
-        std::process::id(),
-        unique_suffix()
-    ));
+    let dir = scratch_dir("idle");
     for _attempt in 0..5 {
         let port = free_ports(1)[0];
-        let listen = format!("127.0.0.1:{port}");
-        let mut server = ServerProcess {
-            child: Command::new(env!("CARGO_BIN_EXE_lockstep"))
-                .args(["server", "--id", "s1", "--listen", &listen])
-                .args(["--client-idle-timeout", "1s", "--data-dir"])
-                .arg(dir.join("s1"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        };
+        let mut server = lone_server(port, &dir.join("s1"), &["--client-idle-timeout", "1s"]);
         let deadline = Instant::now() + DEADLINE;
         let connection = loop {
             if let Ok(connection) = Connection::open(port) {
