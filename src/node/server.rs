@@ -487,18 +487,10 @@ impl Server {
     pub fn log(&self) -> &RaftLog {
         &self.log
     }
-    /// Requests of any kind waiting inside this server for an answer.
+    /// Requests of any kind waiting inside this server for an answer: writes waiting for
+    /// their entries, and every read (refusals by read included).
     pub fn pending_request_count(&self) -> usize {
-        self.pending_replies.values().map(Vec::len).sum::<usize>()
-            + self.reads_awaiting_commit.len()
-            + self
-                .read_batches
-                .iter()
-                .map(|batch| batch.waiters.len())
-                .sum::<usize>()
-            + self.next_round_reads.len()
-            + self.confirmed_reads.len()
-            + self.forwarded_reads.len()
+        self.pending_replies.values().map(Vec::len).sum::<usize>() + self.pending_read_count()
     }
 
     // ----- peer messages -----
