@@ -317,21 +317,23 @@ impl Session {
                     return Ok(answer);
                 }
                 AttemptEnd::Redirected => {}
-                AttemptEnd::Moved => {
-                    self.connection = None;
-                    self.position = (self.position + 1) % self.servers.len();
-                }
+                AttemptEnd::Moved => self.next_server(),
                 AttemptEnd::BackOff => {
                     let pause = self
                         .options
                         .error_backoff
                         .min(deadline.saturating_duration_since(Instant::now()));
                     tokio::time::sleep(pause).await;
-                    self.connection = None;
-                    self.position = (self.position + 1) % self.servers.len();
+                    self.next_server();
                 }
             }
         }
+    }
+
+    /// Drops the connection and moves to the next listed server.
+    fn next_server(&mut self) {
+        self.connection = None;
+        self.position = (self.position + 1) % self.servers.len();
     }
 
     /// Sends `self.line` on the current server's connection (opening it if needed) and reads
