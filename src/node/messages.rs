@@ -282,6 +282,13 @@ pub enum PeerMessage {
         /// Heartbeat round, echoed in the response. Read-index reads wait for a majority to
         /// acknowledge a round started after the read arrived.
         round: u64,
+        /// Whether the leader counts on this follower's acknowledgement to commit. A driver
+        /// may hold the durability (and so the acknowledgement) of a non-urgent append for a
+        /// short, bounded while, to share one disk flush with what follows; an urgent one is
+        /// flushed at once. Only timing depends on it: an acknowledgement still leaves only
+        /// once what it promises is durable. Absent (from an older peer) means urgent.
+        #[serde(default = "urgent_by_default")]
+        urgent: bool,
     },
     AppendResponse {
         term: Term,
@@ -332,6 +339,10 @@ pub struct Snapshot {
     /// The lock table (locks, sessions, next client id) after applying every entry up to
     /// `last_included_index`.
     pub table: crate::node::LockTable,
+}
+
+fn urgent_by_default() -> bool {
+    true
 }
 
 impl PeerMessage {

@@ -524,6 +524,8 @@ impl Server {
                 entries,
                 leader_commit,
                 round,
+                // A hint for the driver's disk, not for the protocol.
+                urgent: _,
             } => self.on_append_entries(
                 now,
                 from,
@@ -1850,8 +1852,27 @@ impl Server {
             entries,
             leader_commit: self.commit_index,
             round: self.round,
+            urgent: self.counts_on(peer),
         };
         self.send(peer, msg);
+    }
+
+    /// Whether `peer` is one of the followers this leader counts on to commit: the
+    /// `quorum_size() - 1` most caught up (highest match index, then lowest id), which with
+    /// the leader make a majority. Their appends are marked urgent; the others' may be made
+    /// durable a moment later, sparing the shared disk flushes no commit waits for. A follower
+    /// counted on that stops acknowledging falls behind in match index, and the next one to
+    /// acknowledge takes its place, so commits wait at most one driver's holding window.
+    fn counts_on(&self, peer: ServerId) -> bool {
+        let theirs = self.progress[&peer].match_index;
+        let ahead = self
+            .progress
+            .iter()
+            .filter(|&(&id, other)| {
+                other.match_index > theirs || (other.match_index == theirs && id < peer)
+            })
+            .count();
+        ahead < self.quorum_size() - 1
     }
 
     /// Raft §5.3/§5.4.2: commit the highest index stored on a majority, but only by counting

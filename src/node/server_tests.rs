@@ -227,6 +227,7 @@ fn append(
         entries,
         leader_commit,
         round: 0,
+        urgent: true,
     }
 }
 
@@ -1141,6 +1142,53 @@ fn a_leader_repairs_a_follower_log_that_diverged_in_an_old_term() {
     network.heartbeat(S1);
     assert_eq!(network.server(S2).commit_index(), 4);
     assert_eq!(network.server(S3).commit_index(), 4);
+}
+
+// ----- which followers a leader counts on -----
+
+/// Per peer, whether the AppendEntries in `outputs` were marked urgent.
+fn urgency(outputs: &[ServerOutput]) -> Vec<(ServerId, bool)> {
+    sent(outputs)
+        .into_iter()
+        .filter_map(|(to, msg)| match msg {
+            PeerMessage::AppendEntries { urgent, .. } => Some((to, urgent)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A leader of three needs one follower's acknowledgement besides its own. It marks urgent
+/// only the appends to the follower furthest along; when that one falls behind, the other
+/// takes its place, so a silent follower holds commits up only until the other answers.
+#[test]
+fn a_leader_marks_urgent_only_the_appends_of_the_followers_it_counts_on() {
+    let mut leader = leader_of_three();
+    let now = ms(FIRST_ELECTION_MS + 1);
+    // s2 acknowledged the no-op, s3 nothing yet: s2 is the one counted on.
+    let outputs = leader.step(now, from_client(CLIENT, hello(1)));
+    assert_eq!(urgency(&outputs), vec![(S2, true), (S3, false)]);
+
+    // s2 goes quiet; s3 answers (late, as a follower holding its flush does) and overtakes.
+    let outputs = leader.step(now, peer(S3, append_ok(1, 2, 0)));
+    assert_eq!(leader.commit_index(), 2, "s1 and s3 commit without s2");
+    let outputs = [
+        outputs,
+        leader.step(now, from_client(CLIENT_AGAIN, hello(2))),
+    ]
+    .concat();
+    assert_eq!(urgency(&outputs), vec![(S2, false), (S3, true)]);
+}
+
+/// A leader of five counts on two followers; on a tie in progress, the lower ids.
+#[test]
+fn a_leader_of_five_counts_on_two_followers() {
+    let mut leader = boot(S1, 5);
+    let outputs = win_election(&mut leader, ms(FIRST_ELECTION_MS), 5);
+    let urgent: Vec<ServerId> = urgency(&outputs)
+        .into_iter()
+        .filter_map(|(to, urgent)| urgent.then_some(to))
+        .collect();
+    assert_eq!(urgent, vec![S2, S3]);
 }
 
 // ----- §5.4.2: committing entries from previous terms -----

@@ -102,7 +102,7 @@ mod snapshot;
 mod wal;
 
 #[cfg(test)]
-mod test_directory;
+pub(crate) mod test_directory;
 
 pub use error::{Damage, OpViolation, RecoveryWarning, SnapshotViolation, StorageError};
 pub use wal::{

@@ -203,6 +203,7 @@ mod tests {
             entries: Vec::new(),
             leader_commit: 7,
             round: 11,
+            urgent: false,
         }
     }
 

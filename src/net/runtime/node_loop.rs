@@ -27,6 +27,10 @@
 //! node rounds), sends the jobs' waiting messages in order, and reports to the node how
 //! many persist outputs are now durable. Nothing a job holds leaves before its sync.
 //!
+//! When every job taken is non-urgent (appends from a leader that is not counting on this
+//! server to commit them), the sync first waits up to `LAZY_SYNC_WINDOW` for more work, and
+//! urgent work ends the wait: see `PeerMessage::AppendEntries::urgent`.
+//!
 //! A storage error ends both: the `Wal` is poisoned, and a server that cannot persist must not
 //! keep answering. Nothing the failed job held is sent.
 
@@ -50,6 +54,16 @@ pub const BATCH_INPUTS_MAX: usize = 1_024;
 const JOBS_PER_SYNC_MAX: usize = 64;
 /// Longest wait for input, so that a stop request is noticed promptly.
 const IDLE_WAIT_MAX: Duration = Duration::from_millis(50);
+/// Longest the log thread holds the sync of non-urgent work (appends from a leader that does
+/// not count on this server's acknowledgement to commit: `PeerMessage::AppendEntries::urgent`)
+/// waiting for more to share it. Urgent work ends the wait at once.
+///
+/// Three servers on one machine share its disk, and a flush costs more the more flushes run
+/// beside it. A follower a commit does not wait for flushing every append only slows the
+/// flushes a commit does wait for; holding its flush for a few milliseconds turns a flush per
+/// write into a few hundred per second. The window bounds how long a commit waits for this
+/// server if the follower the leader counted on stops answering.
+const LAZY_SYNC_WINDOW: Duration = Duration::from_millis(5);
 
 /// Monotonic process time as the node's `Time`.
 #[derive(Copy, Clone, Debug)]
@@ -116,6 +130,9 @@ enum LogOp {
 
 /// One node round's work for the log thread.
 struct LogJob {
+    /// Whether anything in the round wants its sync at once: everything but appends the leader
+    /// marked non-urgent (see [`LAZY_SYNC_WINDOW`]).
+    urgent: bool,
     ops: Vec<LogOp>,
     /// Messages that must not leave before `ops` are durable, in order (client replies never
     /// wait: see `leaves_before_sync`).
@@ -139,6 +156,10 @@ pub struct NodeLoop {
     election_at: Option<Time>,
     heartbeat_at: Option<Time>,
     pending_ops: Vec<LogOp>,
+    /// Whether this round produced log work that must not wait (see [`LogJob::urgent`]).
+    round_urgent: bool,
+    /// Whether the input being stepped is a non-urgent append, whose log work may wait.
+    stepping_lazy: bool,
     deferred: Vec<Deferred>,
     /// Per peer, where in `deferred` the last message to it sits: see `defer_send`.
     last_send_to: BTreeMap<ServerId, usize>,
@@ -174,6 +195,8 @@ impl NodeLoop {
             stop: Arc::clone(&stop),
             reported_through: 0,
             syncs: 0,
+            lazy_syncs: 0,
+            unwritten: Vec::new(),
         };
         let node_loop = NodeLoop {
             server,
@@ -188,6 +211,8 @@ impl NodeLoop {
             election_at: None,
             heartbeat_at: None,
             pending_ops: Vec::new(),
+            round_urgent: false,
+            stepping_lazy: false,
             deferred: Vec::new(),
             last_send_to: BTreeMap::new(),
             leadership,
@@ -221,8 +246,10 @@ impl NodeLoop {
             // confirming heartbeat round.
             let now = self.clock.now();
             for input in batch.drain(..) {
+                self.stepping_lazy = is_lazy_append(&input);
                 let outputs = self.server.step(now, input);
                 self.take_outputs(outputs);
+                self.stepping_lazy = false;
             }
             self.fire_due_timers();
             if !self.finish_round() {
@@ -274,17 +301,24 @@ impl NodeLoop {
             match output {
                 ServerOutput::Persist(op) => {
                     self.persist_count += 1;
+                    self.round_urgent |= !self.stepping_lazy;
                     self.pending_ops.push(LogOp::Persist(op));
                 }
                 ServerOutput::PersistSnapshot(snapshot) => {
                     self.persist_count += 1;
+                    self.round_urgent |= !self.stepping_lazy;
                     self.pending_ops.push(LogOp::Snapshot(snapshot));
                 }
                 ServerOutput::SetTimer { timer, at } => match timer {
                     ServerTimer::Election => self.election_at = Some(at),
                     ServerTimer::Heartbeat => self.heartbeat_at = Some(at),
                 },
-                ServerOutput::Send { to, msg } => self.defer_send(to, msg),
+                ServerOutput::Send { to, msg } => {
+                    // A message that waits for the sync (a vote, an acknowledgement) must not
+                    // wait longer because of an earlier non-urgent append.
+                    self.round_urgent |= !self.stepping_lazy && !leaves_before_sync(&msg);
+                    self.defer_send(to, msg);
+                }
                 ServerOutput::Reply { to, reply } => {
                     self.deferred.push(Deferred::Reply { to, reply });
                 }
@@ -339,6 +373,7 @@ impl NodeLoop {
         }
         if !self.pending_ops.is_empty() || !held.is_empty() {
             let job = LogJob {
+                urgent: std::mem::take(&mut self.round_urgent),
                 ops: std::mem::take(&mut self.pending_ops),
                 held,
                 persisted_through: self.persist_count,
@@ -410,6 +445,18 @@ fn leaves_before_sync(msg: &PeerMessage) -> bool {
     }
 }
 
+/// Whether `input` is an append its leader marked non-urgent: its log work may wait up to
+/// [`LAZY_SYNC_WINDOW`] to share a sync.
+fn is_lazy_append(input: &ServerInput) -> bool {
+    matches!(
+        input,
+        ServerInput::Peer {
+            msg: PeerMessage::AppendEntries { urgent: false, .. },
+            ..
+        }
+    )
+}
+
 /// Hands replies to their connections; a closed connection is gone from the registry and its
 /// reply is dropped (the client retries).
 fn deliver_replies(
@@ -438,6 +485,10 @@ pub struct LogWriter {
     stop: Arc<AtomicBool>,
     reported_through: u64,
     syncs: u64,
+    /// Syncs that first waited for more work (see [`LAZY_SYNC_WINDOW`]).
+    lazy_syncs: u64,
+    /// Appends taken from jobs and not yet written, so that a burst of jobs is one write.
+    unwritten: Vec<PersistOp>,
 }
 
 impl LogWriter {
@@ -448,35 +499,43 @@ impl LogWriter {
         if result.is_err() {
             self.stop.store(true, Ordering::Relaxed);
         }
-        tracing::debug!(syncs = self.syncs, "log thread stopped");
+        tracing::debug!(
+            syncs = self.syncs,
+            lazy_syncs = self.lazy_syncs,
+            "log thread stopped"
+        );
         result
     }
 
     fn write_jobs(&mut self) -> Result<(), StorageError> {
         let mut jobs = Vec::with_capacity(JOBS_PER_SYNC_MAX);
         while let Ok(first) = self.jobs.recv() {
-            jobs.push(first);
+            self.take_job(first, &mut jobs)?;
             while jobs.len() < JOBS_PER_SYNC_MAX {
                 match self.jobs.try_recv() {
-                    Ok(job) => jobs.push(job),
+                    Ok(job) => self.take_job(job, &mut jobs)?,
                     Err(_) => break,
                 }
             }
-            let mut appends = Vec::new();
-            for job in &mut jobs {
-                for op in job.ops.drain(..) {
-                    match op {
-                        LogOp::Persist(op) => appends.push(op),
-                        LogOp::Snapshot(snapshot) => {
-                            // At its place: what was persisted before it goes first.
-                            self.wal.append(&appends)?;
-                            appends.clear();
-                            self.write_snapshot(&snapshot)?;
-                        }
+            if !jobs.iter().any(|job| job.urgent) && self.has_unsynced() {
+                // Only non-urgent work to sync: wait for more to share the flush, until
+                // urgent work arrives or the window closes. Bounded by the window and by
+                // JOBS_PER_SYNC_MAX.
+                let deadline = Instant::now() + LAZY_SYNC_WINDOW;
+                while jobs.len() < JOBS_PER_SYNC_MAX {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let Ok(job) = self.jobs.recv_timeout(left) else {
+                        break;
+                    };
+                    let urgent = job.urgent;
+                    self.take_job(job, &mut jobs)?;
+                    if urgent {
+                        break;
                     }
                 }
+                self.lazy_syncs += 1;
             }
-            self.wal.append(&appends)?;
+            self.write_unwritten()?;
             if self.wal.unsynced_bytes() > 0 {
                 self.wal.sync()?;
                 self.syncs += 1;
@@ -488,6 +547,7 @@ impl LogWriter {
             );
             let mut through = self.reported_through;
             for job in jobs.drain(..) {
+                assert!(job.ops.is_empty(), "every operation was written");
                 for (to, msg) in job.held {
                     self.peers.send(to, msg);
                 }
@@ -501,6 +561,37 @@ impl LogWriter {
                     .inputs
                     .blocking_send(ServerInput::Persisted { through });
             }
+        }
+        Ok(())
+    }
+
+    /// Takes a job's operations in order (appends are gathered, to be written together
+    /// before the sync) and keeps the job for its held messages.
+    fn take_job(&mut self, mut job: LogJob, jobs: &mut Vec<LogJob>) -> Result<(), StorageError> {
+        for op in job.ops.drain(..) {
+            match op {
+                LogOp::Persist(op) => self.unwritten.push(op),
+                LogOp::Snapshot(snapshot) => {
+                    // At its place: what was persisted before it goes first.
+                    self.write_unwritten()?;
+                    self.write_snapshot(&snapshot)?;
+                }
+            }
+        }
+        jobs.push(job);
+        Ok(())
+    }
+
+    /// Whether anything taken is not yet durable.
+    fn has_unsynced(&self) -> bool {
+        !self.unwritten.is_empty() || self.wal.unsynced_bytes() > 0
+    }
+
+    /// Writes the gathered appends, in one go (not yet synced).
+    fn write_unwritten(&mut self) -> Result<(), StorageError> {
+        if !self.unwritten.is_empty() {
+            self.wal.append(&self.unwritten)?;
+            self.unwritten.clear();
         }
         Ok(())
     }
@@ -543,6 +634,7 @@ fn merge_append_entries(previous: &mut PeerMessage, next: &PeerMessage) -> bool 
             entries,
             leader_commit,
             round,
+            urgent,
             ..
         },
         PeerMessage::AppendEntries {
@@ -551,6 +643,7 @@ fn merge_append_entries(previous: &mut PeerMessage, next: &PeerMessage) -> bool 
             entries: next_entries,
             leader_commit: next_leader_commit,
             round: next_round,
+            urgent: next_urgent,
             ..
         },
     ) = (previous, next)
@@ -564,6 +657,7 @@ fn merge_append_entries(previous: &mut PeerMessage, next: &PeerMessage) -> bool 
     entries.extend(next_entries.iter().cloned());
     *leader_commit = (*leader_commit).max(*next_leader_commit);
     *round = (*round).max(*next_round);
+    *urgent |= *next_urgent;
     true
 }
 
@@ -594,7 +688,151 @@ mod tests {
             ],
             leader_commit,
             round,
+            urgent: true,
         }
+    }
+
+    fn lazy(mut msg: PeerMessage) -> PeerMessage {
+        if let PeerMessage::AppendEntries { urgent, .. } = &mut msg {
+            *urgent = false;
+        }
+        msg
+    }
+
+    #[test]
+    fn a_merged_append_is_urgent_if_either_part_was() {
+        let mut first = lazy(append(10, 1, 9, 4));
+        assert!(merge_append_entries(&mut first, &lazy(append(11, 1, 9, 4))));
+        assert_eq!(first, lazy(append(10, 2, 9, 4)), "two lazy parts stay lazy");
+        assert!(merge_append_entries(&mut first, &append(12, 1, 9, 4)));
+        assert_eq!(first, append(10, 3, 9, 4), "an urgent part makes it urgent");
+    }
+
+    #[test]
+    fn only_appends_marked_non_urgent_may_wait() {
+        let from = ServerId(1);
+        let lazy_input = ServerInput::Peer {
+            from,
+            msg: lazy(append(10, 1, 9, 4)),
+        };
+        let urgent_input = ServerInput::Peer {
+            from,
+            msg: append(10, 1, 9, 4),
+        };
+        assert!(is_lazy_append(&lazy_input));
+        assert!(!is_lazy_append(&urgent_input));
+        assert!(!is_lazy_append(&ServerInput::Timer(ServerTimer::Election)));
+    }
+
+    /// A log writer over a fresh log, with no peers; returns it with the job queue and the
+    /// node's input queue.
+    fn writer(
+        directory: &crate::storage::test_directory::TestDirectory,
+    ) -> (LogWriter, Sender<LogJob>, tokio_mpsc::Receiver<ServerInput>) {
+        let (wal, _recovery) = Wal::open(directory.path()).expect("test: open a log");
+        let (job_sender, jobs) = std::sync::mpsc::channel();
+        let (inputs, input_receiver) = tokio_mpsc::channel(16);
+        let identity = crate::net::peer::PeerIdentity {
+            cluster_id: "test".into(),
+            me: ServerId(1),
+            servers: vec![ServerId(1)],
+        };
+        let writer = LogWriter {
+            wal,
+            jobs,
+            inputs,
+            peers: crate::net::peer::spawn_outbound(&identity, &BTreeMap::new()),
+            stop: Arc::new(AtomicBool::new(false)),
+            reported_through: 0,
+            syncs: 0,
+            lazy_syncs: 0,
+            unwritten: Vec::new(),
+        };
+        (writer, job_sender, input_receiver)
+    }
+
+    fn job(urgent: bool, first_index: LogIndex, persisted_through: u64) -> LogJob {
+        LogJob {
+            urgent,
+            ops: vec![LogOp::Persist(PersistOp::Append {
+                first_index,
+                entries: vec![Entry {
+                    term: 0,
+                    command: Command::Noop,
+                }],
+            })],
+            held: Vec::new(),
+            persisted_through,
+        }
+    }
+
+    fn reports(inputs: &mut tokio_mpsc::Receiver<ServerInput>) -> Vec<u64> {
+        let mut through = Vec::new();
+        while let Ok(input) = inputs.try_recv() {
+            match input {
+                ServerInput::Persisted { through: count } => through.push(count),
+                other => panic!("the log thread sent {other:?}"),
+            }
+        }
+        through
+    }
+
+    #[test]
+    fn a_non_urgent_append_waits_for_urgent_work_and_shares_its_sync() {
+        let directory = crate::storage::test_directory::TestDirectory::new("lazy-then-urgent");
+        let (mut writer, jobs, mut inputs) = writer(&directory);
+        jobs.send(job(false, 1, 1)).unwrap();
+        jobs.send(job(true, 2, 2)).unwrap();
+        drop(jobs);
+        writer.write_jobs().expect("test: write");
+        assert_eq!(writer.syncs, 1, "one flush for both");
+        assert_eq!(
+            writer.lazy_syncs, 0,
+            "urgent work was already there: no wait"
+        );
+        assert_eq!(reports(&mut inputs), vec![2]);
+    }
+
+    #[test]
+    fn a_non_urgent_append_alone_still_becomes_durable_after_its_wait() {
+        let directory = crate::storage::test_directory::TestDirectory::new("lazy-alone");
+        let (mut writer, jobs, mut inputs) = writer(&directory);
+        jobs.send(job(false, 1, 1)).unwrap();
+        // The sender stays open, so the writer waits out its window for company.
+        let handle = std::thread::spawn(move || {
+            writer.write_jobs().expect("test: write");
+            writer
+        });
+        let first = inputs.blocking_recv();
+        assert!(
+            matches!(first, Some(ServerInput::Persisted { through: 1 })),
+            "reported durable: {first:?}"
+        );
+        drop(jobs);
+        let writer = handle.join().expect("test: the log thread");
+        assert_eq!((writer.syncs, writer.lazy_syncs), (1, 1));
+        let (_wal, recovery) = {
+            drop(writer);
+            Wal::open(directory.path()).expect("test: reopen")
+        };
+        assert_eq!(recovery.state.log.len(), 1, "the append is on disk");
+    }
+
+    #[test]
+    fn a_non_urgent_round_with_nothing_to_sync_does_not_wait() {
+        let directory = crate::storage::test_directory::TestDirectory::new("lazy-empty");
+        let (mut writer, jobs, mut inputs) = writer(&directory);
+        jobs.send(LogJob {
+            urgent: false,
+            ops: Vec::new(),
+            held: Vec::new(),
+            persisted_through: 0,
+        })
+        .unwrap();
+        drop(jobs);
+        writer.write_jobs().expect("test: write");
+        assert_eq!((writer.syncs, writer.lazy_syncs), (0, 0));
+        assert!(reports(&mut inputs).is_empty());
     }
 
     #[test]
