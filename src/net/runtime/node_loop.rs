@@ -835,6 +835,28 @@ mod tests {
         assert!(reports(&mut inputs).is_empty());
     }
 
+    /// A server that cannot persist must stop answering: the log thread's error stops the
+    /// node task too, and nothing is reported durable.
+    #[test]
+    fn a_storage_error_stops_the_server_and_reports_nothing_durable() {
+        let directory = crate::storage::test_directory::TestDirectory::new("storage-error");
+        let (writer, jobs, mut inputs) = writer(&directory);
+        let stop = Arc::clone(&writer.stop);
+        // Index 5 of an empty log: the log refuses the batch, as it would a failed write.
+        jobs.send(job(true, 5, 1)).unwrap();
+        drop(jobs);
+        let result = writer.run();
+        assert!(
+            matches!(result, Err(StorageError::OpRejected { .. })),
+            "{result:?}"
+        );
+        assert!(
+            stop.load(Ordering::Relaxed),
+            "the node task is told to stop"
+        );
+        assert!(reports(&mut inputs).is_empty(), "nothing reported durable");
+    }
+
     #[test]
     fn contiguous_append_entries_of_one_term_merge_into_one() {
         let mut first = append(10, 1, 9, 4);
