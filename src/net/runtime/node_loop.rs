@@ -158,8 +158,6 @@ pub struct NodeLoop {
     pending_ops: Vec<LogOp>,
     /// Whether this round produced log work that must not wait (see [`LogJob::urgent`]).
     round_urgent: bool,
-    /// Whether the input being stepped is a non-urgent append, whose log work may wait.
-    stepping_lazy: bool,
     deferred: Vec<Deferred>,
     /// Per peer, where in `deferred` the last message to it sits: see `defer_send`.
     last_send_to: BTreeMap<ServerId, usize>,
@@ -187,17 +185,13 @@ impl NodeLoop {
         // Unbounded, so that the node task never waits for the disk; the leader's
         // `uncommitted_entries_max` bounds how far ahead of it the node can run.
         let (jobs, job_receiver) = std::sync::mpsc::channel();
-        let writer = LogWriter {
+        let writer = LogWriter::new(
             wal,
-            jobs: job_receiver,
-            inputs: input_sender,
-            peers: peers.clone(),
-            stop: Arc::clone(&stop),
-            reported_through: 0,
-            syncs: 0,
-            lazy_syncs: 0,
-            unwritten: Vec::new(),
-        };
+            job_receiver,
+            input_sender,
+            peers.clone(),
+            Arc::clone(&stop),
+        );
         let node_loop = NodeLoop {
             server,
             inputs,
@@ -212,7 +206,6 @@ impl NodeLoop {
             heartbeat_at: None,
             pending_ops: Vec::new(),
             round_urgent: false,
-            stepping_lazy: false,
             deferred: Vec::new(),
             last_send_to: BTreeMap::new(),
             leadership,
@@ -227,7 +220,7 @@ impl NodeLoop {
     /// Contract: run it on the network runtime; it never blocks that thread for longer than
     /// one round of stepping.
     pub async fn run(mut self, initial: Vec<ServerOutput>) {
-        self.take_outputs(initial);
+        self.take_outputs(initial, false);
         if !self.finish_round() {
             return;
         }
@@ -246,10 +239,9 @@ impl NodeLoop {
             // confirming heartbeat round.
             let now = self.clock.now();
             for input in batch.drain(..) {
-                self.stepping_lazy = is_lazy_append(&input);
+                let may_wait = is_lazy_append(&input);
                 let outputs = self.server.step(now, input);
-                self.take_outputs(outputs);
-                self.stepping_lazy = false;
+                self.take_outputs(outputs, may_wait);
             }
             self.fire_due_timers();
             if !self.finish_round() {
@@ -290,23 +282,25 @@ impl NodeLoop {
                 // Cleared before stepping: the step sets it again if the node wants it.
                 *slot = None;
                 let outputs = self.server.step(now, ServerInput::Timer(timer));
-                self.take_outputs(outputs);
+                self.take_outputs(outputs, false);
             }
         }
     }
 
     /// Queues log operations, sets timers, and defers everything that leaves the process.
-    fn take_outputs(&mut self, outputs: Vec<ServerOutput>) {
+    /// `may_wait`: the outputs answer a non-urgent append, so their log work may wait to
+    /// share a sync (see [`LogJob::urgent`]).
+    fn take_outputs(&mut self, outputs: Vec<ServerOutput>, may_wait: bool) {
         for output in outputs {
             match output {
                 ServerOutput::Persist(op) => {
                     self.persist_count += 1;
-                    self.round_urgent |= !self.stepping_lazy;
+                    self.round_urgent |= !may_wait;
                     self.pending_ops.push(LogOp::Persist(op));
                 }
                 ServerOutput::PersistSnapshot(snapshot) => {
                     self.persist_count += 1;
-                    self.round_urgent |= !self.stepping_lazy;
+                    self.round_urgent |= !may_wait;
                     self.pending_ops.push(LogOp::Snapshot(snapshot));
                 }
                 ServerOutput::SetTimer { timer, at } => match timer {
@@ -316,7 +310,7 @@ impl NodeLoop {
                 ServerOutput::Send { to, msg } => {
                     // A message that waits for the sync (a vote, an acknowledgement) must not
                     // wait longer because of an earlier non-urgent append.
-                    self.round_urgent |= !self.stepping_lazy && !leaves_before_sync(&msg);
+                    self.round_urgent |= !may_wait && !leaves_before_sync(&msg);
                     self.defer_send(to, msg);
                 }
                 ServerOutput::Reply { to, reply } => {
@@ -492,6 +486,26 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
+    fn new(
+        wal: Wal,
+        jobs: Receiver<LogJob>,
+        inputs: tokio_mpsc::Sender<ServerInput>,
+        peers: PeerSender,
+        stop: Arc<AtomicBool>,
+    ) -> LogWriter {
+        LogWriter {
+            wal,
+            jobs,
+            inputs,
+            peers,
+            stop,
+            reported_through: 0,
+            syncs: 0,
+            lazy_syncs: 0,
+            unwritten: Vec::new(),
+        }
+    }
+
     /// Runs until the node task drops its end (then every job left is written and its
     /// effects carried out) or a storage error, which also stops the node task.
     pub fn run(mut self) -> Result<(), StorageError> {
@@ -737,17 +751,13 @@ mod tests {
             me: ServerId(1),
             servers: vec![ServerId(1)],
         };
-        let writer = LogWriter {
+        let writer = LogWriter::new(
             wal,
             jobs,
             inputs,
-            peers: crate::net::peer::spawn_outbound(&identity, &BTreeMap::new()),
-            stop: Arc::new(AtomicBool::new(false)),
-            reported_through: 0,
-            syncs: 0,
-            lazy_syncs: 0,
-            unwritten: Vec::new(),
-        };
+            crate::net::peer::spawn_outbound(&identity, &BTreeMap::new()),
+            Arc::new(AtomicBool::new(false)),
+        );
         (writer, job_sender, input_receiver)
     }
 
