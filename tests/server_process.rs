@@ -678,7 +678,8 @@ fn a_torn_final_wal_record_is_truncated_on_start() {
     let mut cluster = Cluster::start("torn-tail");
     let mut client = cluster.client();
     let token = grant(&mut client, "a");
-    let owner = client.client_id().expect("registered").0;
+    let credential = client.credential().expect("registered");
+    let owner = credential.id.0;
     let leader = cluster.latest_leader().expect("a leader");
     let victim = (leader + 1) % 3;
     cluster.servers[victim] = None;
@@ -713,7 +714,7 @@ fn a_torn_final_wal_record_is_truncated_on_start() {
     let mut through_victim = Client::new(
         vec![format!("127.0.0.1:{}", cluster.ports[victim])],
         ClientOptions {
-            client_id: Some(lockstep::node::ClientId(owner)),
+            credential: Some(credential),
             operation_timeout: DEADLINE,
             ..ClientOptions::default()
         },

@@ -6,7 +6,7 @@
 
 use clap::{Args, Subcommand};
 use lockstep::client::{self, Check, Client, ClientOptions, Error, Preempt, Release};
-use lockstep::node::{ClientId, Consistency};
+use lockstep::node::Consistency;
 use serde_json::json;
 use std::time::Duration;
 
@@ -37,6 +37,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{text:?} is not a duration (a number with ms, s or m: 5s)"))
 }
 
+/// `--client ID:SECRET`.
+pub fn parse_credential(text: &str) -> Result<client::Credential, String> {
+    text.parse()
+}
+
 /// A timeout: a duration of at least 1 ms.
 pub fn parse_timeout(text: &str) -> Result<Duration, String> {
     match parse_duration(text)? {
@@ -53,10 +58,11 @@ pub struct Connect {
     /// The cluster's client addresses, comma-separated; tried in this order.
     #[arg(long, value_name = "HOST:PORT,...", value_parser = parse_server_list)]
     pub servers: ServerList,
-    /// Act as this existing client id (locks belong to client ids: to release a lock another
-    /// run took, pass the id it printed). Without it, a new id is registered.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub client_id: Option<u64>,
+    /// Act as this existing client: its id and secret as registration printed them (locks
+    /// belong to clients: to release a lock another run took, pass the credential it
+    /// printed). Without it, a new client is registered.
+    #[arg(long, value_name = "ID:SECRET", value_parser = parse_credential)]
+    pub client: Option<client::Credential>,
     /// How long one operation may take, retries included.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
     pub timeout: Duration,
@@ -66,7 +72,7 @@ impl Connect {
     pub fn client(&self) -> Result<Client, Error> {
         let options = ClientOptions {
             operation_timeout: self.timeout,
-            client_id: self.client_id.map(ClientId),
+            credential: self.client,
             ..ClientOptions::default()
         };
         Client::new(self.servers.0.clone(), options)
@@ -76,7 +82,7 @@ impl Connect {
 #[derive(Args)]
 #[command(after_help = "Examples:
   lockstep client --servers 127.0.0.1:7001,127.0.0.1:7002 preempt printer
-  lockstep client --servers 127.0.0.1:7001 --client-id 7 release printer
+  lockstep client --servers 127.0.0.1:7001 --client 7:SECRET release printer
   lockstep client --servers 127.0.0.1:7001 check printer --linearizable
   lockstep client --servers 127.0.0.1:7001 --json preempt printer
 
@@ -173,21 +179,22 @@ fn perform(client: &mut Client, args: &ClientArgs) -> Report {
             report.sentence = format!("{} (you are client id {})", report.sentence, id.0);
         }
     }
-    if let (ClientOperation::Release { .. }, None) = (&args.operation, args.connect.client_id)
+    if let (ClientOperation::Release { .. }, None) = (&args.operation, args.connect.client)
         && report.code == EXIT_REFUSED
     {
         report.sentence.push_str(
-            "\nnote: without --client-id this run registered a new client id, which owns no \
-             locks; pass the id that took the lock",
+            "\nnote: without --client this run registered a new client, which owns no locks; \
+             pass the credential of the client that took the lock",
         );
     }
-    if let (ClientOperation::Preempt { name }, Some(id)) = (&args.operation, id)
+    if let (ClientOperation::Preempt { name }, Some(credential)) =
+        (&args.operation, client.credential())
         && report.code == EXIT_OK
     {
         report.sentence.push_str(&format!(
-            "\nrelease it with: lockstep client --servers {} --client-id {} release {name}",
+            "\nrelease it with: lockstep client --servers {} --client {} release {name}",
             args.connect.servers.0.join(","),
-            id.0
+            credential.to_argument()
         ));
     }
     report

@@ -36,7 +36,7 @@ use crate::net::protocol::{
     Answer, ErrorCode, LOCK_NAME_BYTES_MAX, WireErrorKind, WireOp, WireReply, WireRequest,
     decode_reply, encode_request_into,
 };
-use crate::node::{ClientId, Consistency, LockName, LogIndex, Outcome, Term};
+use crate::node::{ClientId, ClientSecret, Consistency, LockName, LogIndex, Outcome, Term};
 pub(crate) use connection::ResponseLines;
 use connection::{Connection, ConnectionError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -56,10 +56,55 @@ pub struct ClientOptions {
     pub operation_timeout: Duration,
     /// Pause after `unavailable`, `overloaded` or a round of unreachable servers.
     pub error_backoff: Duration,
-    /// Act as this existing client id instead of registering a new one (to release a lock an
+    /// Act as this existing client instead of registering a new one (to release a lock an
     /// earlier process took, say). Sequence numbers then start from the wall clock in
     /// microseconds, so that they exceed every seq the id used before (see [`Client::new`]).
-    pub client_id: Option<ClientId>,
+    pub credential: Option<Credential>,
+}
+
+/// A client's identity as the cluster issued it: the id and the secret that proves it. Written
+/// `ID:SECRET` (`7:3f0c...`, 32 hex digits after the colon) on command lines and in files.
+///
+/// `Debug` hides the secret; [`Credential::to_argument`] is the one way to show it.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub struct Credential {
+    pub id: ClientId,
+    pub secret: ClientSecret,
+}
+
+impl Credential {
+    /// `ID:SECRET`, as [`str::parse`] reads it back: for the one line that hands a new
+    /// credential to its operator.
+    pub fn to_argument(&self) -> String {
+        format!("{}:{}", self.id.0, self.secret.to_hex())
+    }
+}
+
+impl std::str::FromStr for Credential {
+    type Err = String;
+
+    /// Reads `ID:SECRET`. Errors say what is wrong without repeating the secret.
+    fn from_str(text: &str) -> Result<Credential, String> {
+        let text = text.trim();
+        let Some((id, secret)) = text.split_once(':') else {
+            return Err(
+                "a client credential is ID:SECRET, the id and the 32 hex digits that \
+                 registration printed, joined by a colon"
+                    .to_string(),
+            );
+        };
+        let id: u64 = id.parse().map_err(|_| {
+            format!("the client id before the colon must be a whole number from 1; got `{id}`")
+        })?;
+        if id == 0 {
+            return Err("client ids start at 1".to_string());
+        }
+        let secret = ClientSecret::parse_hex(secret)?;
+        Ok(Credential {
+            id: ClientId(id),
+            secret,
+        })
+    }
 }
 
 impl Default for ClientOptions {
@@ -69,7 +114,7 @@ impl Default for ClientOptions {
             attempt_timeout: Duration::from_millis(500),
             operation_timeout: Duration::from_secs(5),
             error_backoff: Duration::from_millis(100),
-            client_id: None,
+            credential: None,
         }
     }
 }
@@ -227,7 +272,8 @@ pub struct Client {
     connections: Vec<Option<Connection>>,
     /// Index into `servers` of the server talked to now.
     position: usize,
-    id: Option<ClientId>,
+    /// Who this client is, once registered (or as given in the options).
+    credential: Option<Credential>,
     /// Last sequence number used; every operation (hello included) takes the next.
     last_seq: u64,
     /// Highest `index` of any accepted `ok` answer: sent as `seen_index` (monotonic reads).
@@ -241,9 +287,9 @@ pub struct Client {
 impl Client {
     /// A client for the cluster at `servers` (`host:port` each), tried in this order. Nothing
     /// is connected yet: the first operation connects and, without
-    /// [`ClientOptions::client_id`], registers with `hello`.
+    /// [`ClientOptions::credential`], registers with `hello`.
     ///
-    /// With `client_id`, seqs start at the wall clock in microseconds since 1970. The cluster
+    /// With a credential, seqs start at the wall clock in microseconds since 1970. The cluster
     /// remembers the last write seq of every client id and answers a lower one
     /// `stale_request` (or, for an equal one, the old answer). A process acting as an id that
     /// an earlier process used cannot know that process's last seq, but the clock has moved on
@@ -271,8 +317,10 @@ impl Client {
                 return Err(Error::InvalidInput(format!("the {name} is zero")));
             }
         }
-        let last_seq = match options.client_id {
-            Some(ClientId(0)) => {
+        let last_seq = match options.credential {
+            Some(Credential {
+                id: ClientId(0), ..
+            }) => {
                 return Err(Error::InvalidInput("client ids start at 1".into()));
             }
             Some(_) => wall_clock_micros(),
@@ -282,7 +330,7 @@ impl Client {
             connections: servers.iter().map(|_| None).collect(),
             servers,
             position: 0,
-            id: options.client_id,
+            credential: options.credential,
             last_seq,
             seen_index: 0,
             term: 0,
@@ -293,7 +341,13 @@ impl Client {
 
     /// The client id, once registered (or as given in the options).
     pub fn client_id(&self) -> Option<ClientId> {
-        self.id
+        self.credential.map(|credential| credential.id)
+    }
+
+    /// The id and secret, once registered (or as given in the options). Keep the secret to
+    /// yourself: whoever has it can act as this client.
+    pub fn credential(&self) -> Option<Credential> {
+        self.credential
     }
 
     /// The highest server term seen in any reply.
@@ -320,11 +374,17 @@ impl Client {
     pub fn register(&mut self) -> Result<ClientId, Error> {
         let deadline = Instant::now() + self.options.operation_timeout;
         self.ensure_registered(deadline)
+            .map(|credential| credential.id)
     }
 
     /// Tries to take lock `name`.
     pub fn preempt(&mut self, name: &str) -> Result<Preempt, Error> {
-        match self.run(name, |client, lock| WireOp::Preempt { client, lock })? {
+        let op = |Credential { id, secret }, lock| WireOp::Preempt {
+            client: id,
+            secret: Some(secret),
+            lock,
+        };
+        match self.run(name, op)? {
             Outcome::Granted { token } => Ok(Preempt::Granted { token }),
             Outcome::HeldBy { owner } => Ok(Preempt::HeldBy { owner }),
             other => unreachable!("client: {other:?} was accepted as a preempt's answer"),
@@ -333,7 +393,12 @@ impl Client {
 
     /// Gives lock `name` back.
     pub fn release(&mut self, name: &str) -> Result<Release, Error> {
-        match self.run(name, |client, lock| WireOp::Release { client, lock })? {
+        let op = |Credential { id, secret }, lock| WireOp::Release {
+            client: id,
+            secret: Some(secret),
+            lock,
+        };
+        match self.run(name, op)? {
             Outcome::Released => Ok(Release::Released),
             Outcome::NotOwner => Ok(Release::NotOwner),
             other => unreachable!("client: {other:?} was accepted as a release's answer"),
@@ -342,8 +407,9 @@ impl Client {
 
     /// Who holds lock `name`.
     pub fn check(&mut self, name: &str, consistency: Consistency) -> Result<Check, Error> {
-        let op = |client, lock| WireOp::Check {
-            client,
+        let op = |Credential { id, secret }, lock| WireOp::Check {
+            client: id,
+            secret: Some(secret),
             lock,
             consistency,
         };
@@ -357,12 +423,12 @@ impl Client {
     fn run(
         &mut self,
         name: &str,
-        make: impl FnOnce(ClientId, LockName) -> WireOp,
+        make: impl FnOnce(Credential, LockName) -> WireOp,
     ) -> Result<Outcome, Error> {
         validate_lock_name(name).map_err(Error::InvalidInput)?;
         let deadline = Instant::now() + self.options.operation_timeout;
-        let client = self.ensure_registered(deadline)?;
-        let op = make(client, LockName::from(name));
+        let credential = self.ensure_registered(deadline)?;
+        let op = make(credential, LockName::from(name));
         let seq = self.next_seq();
         match self.exchange(&op, seq, deadline)? {
             (_, Answer::Outcome(outcome)) => Ok(outcome),
@@ -370,20 +436,21 @@ impl Client {
         }
     }
 
-    fn ensure_registered(&mut self, deadline: Instant) -> Result<ClientId, Error> {
-        if let Some(id) = self.id {
-            return Ok(id);
+    fn ensure_registered(&mut self, deadline: Instant) -> Result<Credential, Error> {
+        if let Some(credential) = self.credential {
+            return Ok(credential);
         }
         let hello = WireOp::Hello {
             nonce: rand::random(),
         };
         let seq = self.next_seq();
         let (_, answer) = self.exchange(&hello, seq, deadline)?;
-        let Answer::Welcome { client, .. } = answer else {
+        let Answer::Welcome { client, secret, .. } = answer else {
             unreachable!("client: an outcome accepted for a hello")
         };
-        self.id = Some(client);
-        Ok(client)
+        let credential = Credential { id: client, secret };
+        self.credential = Some(credential);
+        Ok(credential)
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -678,7 +745,10 @@ pub(crate) fn judge_line(
             }
             code @ (ErrorCode::StaleRequest
             | ErrorCode::BadRequest
-            | ErrorCode::UnsupportedVersion { .. }) => Verdict::Rejected {
+            | ErrorCode::UnsupportedVersion { .. }
+            | ErrorCode::UnknownClient
+            | ErrorCode::Unauthorized
+            | ErrorCode::SeqReused) => Verdict::Rejected {
                 code,
                 message: error.message,
             },
@@ -768,7 +838,10 @@ mod tests {
     #[test]
     fn a_client_acting_as_an_existing_id_starts_its_seqs_at_the_clock() {
         let options = ClientOptions {
-            client_id: Some(ClientId(7)),
+            credential: Some(Credential {
+                id: ClientId(7),
+                secret: ClientSecret::from_bytes([7; 16]),
+            }),
             ..ClientOptions::default()
         };
         let client = Client::new(vec!["127.0.0.1:1".into()], options).expect("valid");
@@ -792,7 +865,10 @@ mod tests {
             Err(Error::InvalidInput(_))
         ));
         let options = ClientOptions {
-            client_id: Some(ClientId(0)),
+            credential: Some(Credential {
+                id: ClientId(0),
+                secret: ClientSecret::from_bytes([7; 16]),
+            }),
             ..ClientOptions::default()
         };
         assert!(Client::new(vec!["127.0.0.1:1".into()], options).is_err());
@@ -804,10 +880,39 @@ mod tests {
     }
 
     #[test]
+    fn a_credential_reads_as_id_colon_secret_and_never_shows_its_secret_in_debug() {
+        let credential: Credential = "7:000102030405060708090a0b0c0d0e0f".parse().expect("valid");
+        assert_eq!(credential.id, ClientId(7));
+        assert_eq!(
+            credential.to_argument(),
+            "7:000102030405060708090a0b0c0d0e0f"
+        );
+        assert!(!format!("{credential:?}").contains("0a0b0c"));
+        for bad in [
+            "7",
+            "0:000102030405060708090a0b0c0d0e0f",
+            "x:00",
+            "7:xyz",
+            "7:0001",
+        ] {
+            let error = bad.parse::<Credential>().expect_err(bad);
+            assert!(!error.is_empty());
+        }
+        let error = "7:zz0102030405060708090a0b0c0d0e0f"
+            .parse::<Credential>()
+            .unwrap_err();
+        assert!(
+            !error.contains("zz01"),
+            "the error never repeats the secret: {error}"
+        );
+    }
+
+    #[test]
     fn answers_fit_only_their_operation() {
         let lock: LockName = "a".into();
         let preempt = WireOp::Preempt {
             client: ClientId(1),
+            secret: None,
             lock,
         };
         assert!(answer_fits(
@@ -819,6 +924,7 @@ mod tests {
         let welcome = |nonce| Answer::Welcome {
             client: ClientId(1),
             nonce,
+            secret: ClientSecret::from_bytes([1; 16]),
         };
         assert!(answer_fits(&hello, &welcome(5)));
         assert!(!answer_fits(&hello, &welcome(6)));

@@ -15,9 +15,9 @@
 //! constant memory however long the run), merged at the end. No per-operation samples are
 //! kept.
 
-use crate::client::{ClientOptions, ResponseLines, Verdict, judge_line};
+use crate::client::{ClientOptions, Credential, ResponseLines, Verdict, judge_line};
 use crate::net::protocol::{Answer, WireOp, WireRequest, encode_request_into};
-use crate::node::{ClientId, LockName, LogIndex, Outcome, Term};
+use crate::node::{LockName, LogIndex, Outcome, Term};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -187,7 +187,7 @@ struct Session {
     servers: Vec<String>,
     position: usize,
     connection: Option<Connection>,
-    id: Option<ClientId>,
+    credential: Option<Credential>,
     last_seq: u64,
     seen_index: LogIndex,
     term: Term,
@@ -203,7 +203,7 @@ impl Session {
             servers,
             position: 0,
             connection: None,
-            id: None,
+            credential: None,
             last_seq: 0,
             seen_index: 0,
             term: 0,
@@ -217,8 +217,8 @@ impl Session {
             nonce: rand::random(),
         };
         match self.exchange(&hello).await {
-            Ok(Answer::Welcome { client, .. }) => {
-                self.id = Some(client);
+            Ok(Answer::Welcome { client, secret, .. }) => {
+                self.credential = Some(Credential { id: client, secret });
                 Ok(())
             }
             Ok(Answer::Outcome(outcome)) => {
@@ -238,7 +238,9 @@ impl Session {
         end: Instant,
         progress: &Progress,
     ) -> Tally {
-        let client = self.id.expect("load: a registered session");
+        let Credential { id: client, secret } =
+            self.credential.expect("load: a registered session");
+        let secret = Some(secret);
         let mut tally = Tally::default();
         let mut turn = 0usize;
         // Bounded by `end`: every operation ends within its own timeout.
@@ -248,6 +250,7 @@ impl Session {
             let start = Instant::now();
             let preempt = WireOp::Preempt {
                 client,
+                secret,
                 lock: lock.clone(),
             };
             match self.exchange(&preempt).await {
@@ -267,7 +270,12 @@ impl Session {
                 }
             }
             let start = Instant::now();
-            match self.exchange(&WireOp::Release { client, lock }).await {
+            let release = WireOp::Release {
+                client,
+                secret,
+                lock,
+            };
+            match self.exchange(&release).await {
                 Ok(Answer::Outcome(Outcome::Released)) => {
                     tally.release.record(micros(start));
                     progress.pairs.fetch_add(1, Ordering::Relaxed);

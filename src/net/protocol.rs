@@ -30,15 +30,16 @@
 //! per connection.
 
 use crate::node::{
-    ClientId, ClientReply, ClientRequest, Consistency, LockName, LogIndex, Operation, Outcome,
-    ReplyBody, RequestBody, ServerId, ServiceError, Term,
+    ClientId, ClientReply, ClientRequest, ClientSecret, Consistency, LockName, LogIndex, Operation,
+    Outcome, ReplyBody, RequestBody, ServerId, ServiceError, Term,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
-/// The protocol version this codec speaks. A request without `version` means version 1.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version this codec speaks. A request without `version` means version 1, which
+/// is refused: version 2 added the client secret.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Longest line, in bytes, not counting its newline. Longer lines are refused and discarded.
 pub const LINE_BYTES_MAX: usize = 64 * 1024;
@@ -73,19 +74,20 @@ pub struct WireRequest {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum WireOp {
     /// `"op":"hello"`: asks for a client id. `nonce` (default 0) is echoed in the welcome.
-    Hello {
-        nonce: u64,
-    },
+    Hello { nonce: u64 },
     Preempt {
         client: ClientId,
+        secret: Option<ClientSecret>,
         lock: LockName,
     },
     Release {
         client: ClientId,
+        secret: Option<ClientSecret>,
         lock: LockName,
     },
     Check {
         client: ClientId,
+        secret: Option<ClientSecret>,
         lock: LockName,
         consistency: Consistency,
     },
@@ -109,20 +111,32 @@ impl WireRequest {
     pub fn into_client_request(self) -> ClientRequest {
         let body = match self.op {
             WireOp::Hello { nonce } => RequestBody::Hello { nonce },
-            WireOp::Preempt { client, lock } => RequestBody::Op {
+            WireOp::Preempt {
                 client,
+                secret,
+                lock,
+            } => RequestBody::Op {
+                client,
+                secret,
                 op: Operation::Preempt { lock },
             },
-            WireOp::Release { client, lock } => RequestBody::Op {
+            WireOp::Release {
                 client,
+                secret,
+                lock,
+            } => RequestBody::Op {
+                client,
+                secret,
                 op: Operation::Release { lock },
             },
             WireOp::Check {
                 client,
+                secret,
                 lock,
                 consistency,
             } => RequestBody::Op {
                 client,
+                secret,
                 op: Operation::Check { lock, consistency },
             },
         };
@@ -146,11 +160,20 @@ impl From<ClientRequest> for WireRequest {
     fn from(request: ClientRequest) -> WireRequest {
         let op = match request.body {
             RequestBody::Hello { nonce } => WireOp::Hello { nonce },
-            RequestBody::Op { client, op } => match op {
-                Operation::Preempt { lock } => WireOp::Preempt { client, lock },
-                Operation::Release { lock } => WireOp::Release { client, lock },
+            RequestBody::Op { client, secret, op } => match op {
+                Operation::Preempt { lock } => WireOp::Preempt {
+                    client,
+                    secret,
+                    lock,
+                },
+                Operation::Release { lock } => WireOp::Release {
+                    client,
+                    secret,
+                    lock,
+                },
                 Operation::Check { lock, consistency } => WireOp::Check {
                     client,
+                    secret,
                     lock,
                     consistency,
                 },
@@ -204,8 +227,12 @@ impl WireReply {
 /// The body of an `ok` response.
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 pub enum Answer {
-    /// `"ok":"welcome"`: the answer to hello.
-    Welcome { client: ClientId, nonce: u64 },
+    /// `"ok":"welcome"`: the answer to hello, with the secret every later request carries.
+    Welcome {
+        client: ClientId,
+        nonce: u64,
+        secret: ClientSecret,
+    },
     /// `"ok":"granted"`, `"held_by"`, `"released"`, `"not_owner"`, `"free"` or `"owner"`.
     Outcome(Outcome),
 }
@@ -247,6 +274,13 @@ pub enum ErrorCode {
     BadRequest,
     /// The request asked for a protocol version this server does not speak.
     UnsupportedVersion { supported: u32 },
+    /// No hello issued the request's client id. Nothing was applied: say hello.
+    UnknownClient,
+    /// The request's secret is missing or wrong for its client id. Nothing was applied.
+    Unauthorized,
+    /// The client already used this seq for another operation or lock. Nothing was applied:
+    /// a retry repeats its operation exactly, a new operation takes a new seq.
+    SeqReused,
 }
 
 impl ErrorCode {
@@ -259,6 +293,9 @@ impl ErrorCode {
             ErrorCode::StaleRequest => "stale_request",
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::UnsupportedVersion { .. } => "unsupported_version",
+            ErrorCode::UnknownClient => "unknown_client",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::SeqReused => "seq_reused",
         }
     }
 }
@@ -313,6 +350,28 @@ impl ErrorReply {
                 format!(
                     "the request breaks a limit: {}; fix the request, do not retry it unchanged",
                     cut(reason, REASON_CHARS_MAX)
+                ),
+            ),
+            ServiceError::UnknownClient { client } => (
+                ErrorCode::UnknownClient,
+                format!(
+                    "no hello issued client id {}; nothing was done. Say hello to get an id and \
+                     its secret",
+                    client.0
+                ),
+            ),
+            ServiceError::Unauthorized => (
+                ErrorCode::Unauthorized,
+                "the request's `secret` is missing or is not the one issued with its client id; \
+                 nothing was done. Send the secret your welcome gave"
+                    .to_string(),
+            ),
+            ServiceError::SeqReused { seq } => (
+                ErrorCode::SeqReused,
+                format!(
+                    "seq {seq} was already used by this client for another operation or lock; \
+                     nothing was done. A retry repeats its operation exactly; a new operation \
+                     takes a new, higher seq"
                 ),
             ),
         };
@@ -385,9 +444,14 @@ impl WireReply {
     /// address when `leader_address` knows it. Error responses carry no `index`.
     pub fn from_node(reply: &ClientReply, leader_address: AddressLookup<'_>) -> WireReply {
         let answer = match &reply.body {
-            ReplyBody::Welcome { nonce, client } => Answer::Welcome {
+            ReplyBody::Welcome {
+                nonce,
+                client,
+                secret,
+            } => Answer::Welcome {
                 client: *client,
                 nonce: *nonce,
+                secret: *secret,
             },
             ReplyBody::Outcome(outcome) => Answer::Outcome(*outcome),
             ReplyBody::Error(error) => {
@@ -477,6 +541,8 @@ struct RequestFields<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     client: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<ClientSecret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     lock: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     consistency: Option<Consistency>,
@@ -505,6 +571,8 @@ struct ReplyFields {
     term: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     client: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<ClientSecret>,
     #[serde(skip_serializing_if = "Option::is_none")]
     owner: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -543,7 +611,7 @@ fn append_line(fields: &impl Serialize, out: &mut Vec<u8>) {
     out.push(b'\n');
 }
 
-/// A request line for the server, with its trailing newline. Hello carries
+/// A request line for the server, with its trailing newline. Every request carries
 /// `"version":PROTOCOL_VERSION`; `seen_index` and `term` are written only when they are not 0.
 ///
 /// The encoder does not check the request: a lock name over [`LOCK_NAME_BYTES_MAX`] is
@@ -563,23 +631,35 @@ pub fn encode_request_into(request: &WireRequest, out: &mut Vec<u8>) {
         op: Some(request.op.name()),
         seen_index: (request.seen_index != 0).then_some(request.seen_index),
         term: (request.term != 0).then_some(request.term),
+        version: Some(PROTOCOL_VERSION),
         ..RequestFields::default()
     };
     match &request.op {
         WireOp::Hello { nonce } => {
-            fields.version = Some(PROTOCOL_VERSION);
             fields.nonce = Some(*nonce);
         }
-        WireOp::Preempt { client, lock } | WireOp::Release { client, lock } => {
+        WireOp::Preempt {
+            client,
+            secret,
+            lock,
+        }
+        | WireOp::Release {
+            client,
+            secret,
+            lock,
+        } => {
             fields.client = Some(client.0);
+            fields.secret = *secret;
             fields.lock = Some(lock);
         }
         WireOp::Check {
             client,
+            secret,
             lock,
             consistency,
         } => {
             fields.client = Some(client.0);
+            fields.secret = *secret;
             fields.lock = Some(lock);
             fields.consistency = Some(*consistency);
         }
@@ -624,7 +704,10 @@ pub fn encode_error(error: &ErrorReply) -> Vec<u8> {
         ErrorCode::Unavailable
         | ErrorCode::Overloaded
         | ErrorCode::StaleRequest
-        | ErrorCode::BadRequest => {}
+        | ErrorCode::BadRequest
+        | ErrorCode::UnknownClient
+        | ErrorCode::Unauthorized
+        | ErrorCode::SeqReused => {}
     }
     let line = write_line(&fields);
     assert!(
@@ -655,9 +738,14 @@ pub fn encode_wire_reply(reply: &WireReply) -> Vec<u8> {
         ..ReplyFields::default()
     };
     let ok = match *answer {
-        Answer::Welcome { client, nonce } => {
+        Answer::Welcome {
+            client,
+            nonce,
+            secret,
+        } => {
             fields.client = Some(client.0);
             fields.nonce = Some(nonce);
+            fields.secret = Some(secret);
             fields.version = Some(PROTOCOL_VERSION);
             "welcome"
         }
@@ -708,16 +796,23 @@ pub fn decode_request(line: &[u8]) -> Result<WireRequest, WireError> {
             r#"empty line: send one JSON object per line, like {"seq":1,"op":"hello"}"#,
         ));
     }
-    let value: Value = serde_json::from_slice(line)
-        .map_err(|error| WireError::malformed(None, format!("not valid JSON: {error}")))?;
-    let Value::Object(map) = value else {
-        return Err(WireError::malformed(
-            None,
-            format!(
-                r#"a request is one JSON object, like {{"seq":1,"op":"hello"}}; got {}"#,
-                describe(&value)
-            ),
-        ));
+    let map = match serde_json::from_slice::<UniqueKeys>(line) {
+        Ok(UniqueKeys(map)) => map,
+        Err(error) => {
+            // Say what the line is instead, when it is JSON but not an object.
+            let value: Value = serde_json::from_slice(line)
+                .map_err(|error| WireError::malformed(None, format!("not valid JSON: {error}")))?;
+            if !value.is_object() {
+                return Err(WireError::malformed(
+                    None,
+                    format!(
+                        r#"a request is one JSON object, like {{"seq":1,"op":"hello"}}; got {}"#,
+                        describe(&value)
+                    ),
+                ));
+            }
+            return Err(WireError::malformed(None, error.to_string()));
+        }
     };
     let mut reader = RequestReader { map, seq: None };
     let seq = reader.seq()?;
@@ -735,6 +830,44 @@ pub fn decode_request(line: &[u8]) -> Result<WireRequest, WireError> {
     Ok(request)
 }
 
+/// A request's top-level object, refused if a field appears twice: JSON parsers disagree on
+/// which copy wins (serde_json keeps the last), so a line that says two things is refused
+/// rather than read one way here and another way by whoever logged or checked it.
+struct UniqueKeys(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<UniqueKeys, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = UniqueKeys;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<UniqueKeys, A::Error> {
+                let mut map = Map::new();
+                // Bounded by the line limit: every key costs bytes of the line.
+                while let Some(key) = access.next_key::<String>()? {
+                    if map.contains_key(&key) {
+                        return Err(serde::de::Error::custom(format!(
+                            "the field {} appears twice; send each field once",
+                            quoted(&key)
+                        )));
+                    }
+                    let value: Value = access.next_value()?;
+                    map.insert(key, value);
+                }
+                Ok(UniqueKeys(map))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
 /// Reads a request's fields one by one, removing each, so that what is left is unknown.
 struct RequestReader {
     map: Map<String, Value>,
@@ -746,8 +879,8 @@ struct RequestReader {
 fn op_fields(op: &str) -> &'static str {
     match op {
         "hello" => "nonce",
-        "check" => "client, lock, consistency",
-        _ => "client, lock",
+        "check" => "client, secret, lock, consistency",
+        _ => "client, secret, lock",
     }
 }
 
@@ -770,12 +903,22 @@ impl RequestReader {
         Ok(seq)
     }
 
-    /// A missing version means version 1.
+    /// A missing version means version 1, which is no longer served.
     fn version(&mut self) -> Result<(), WireError> {
         let version = self.whole_number("version", "the protocol version")?;
         match version {
-            None => Ok(()),
             Some(version) if version == u64::from(PROTOCOL_VERSION) => Ok(()),
+            None | Some(1) => Err(WireError {
+                seq: self.seq,
+                kind: WireErrorKind::UnsupportedVersion,
+                message: format!(
+                    "this server speaks version {PROTOCOL_VERSION} of the protocol, not version 1 \
+                     (a request without `version` is version 1). Version 2 proves who a client \
+                     is: the welcome to hello carries a `secret`, and every later request must \
+                     carry it in a `secret` field. Send \"version\":{PROTOCOL_VERSION} on every \
+                     request"
+                ),
+            }),
             Some(version) => Err(WireError {
                 seq: self.seq,
                 kind: WireErrorKind::UnsupportedVersion,
@@ -810,16 +953,40 @@ impl RequestReader {
             }
         };
         let client = self.client(&op)?;
+        let secret = self.secret()?;
         let lock = self.lock(&op)?;
         Ok(match op.as_str() {
-            "preempt" => WireOp::Preempt { client, lock },
-            "release" => WireOp::Release { client, lock },
+            "preempt" => WireOp::Preempt {
+                client,
+                secret,
+                lock,
+            },
+            "release" => WireOp::Release {
+                client,
+                secret,
+                lock,
+            },
             _ => WireOp::Check {
                 client,
+                secret,
                 lock,
                 consistency: self.consistency()?,
             },
         })
+    }
+
+    /// The client's secret: 32 hex digits. A missing one is left to the server, which answers
+    /// `unauthorized` as it does a wrong one. The message never quotes what was sent: it may be
+    /// somebody's secret with a typo.
+    fn secret(&mut self) -> Result<Option<ClientSecret>, WireError> {
+        const WHAT: &str = "the 32 hex digits of the secret your welcome gave";
+        match self.map.remove("secret") {
+            None => Ok(None),
+            Some(Value::String(text)) => ClientSecret::parse_hex(&text)
+                .map(Some)
+                .map_err(|problem| self.error(format!("`secret` must be {WHAT}: {problem}"))),
+            Some(_) => Err(self.error(format!("`secret` must be a string, {WHAT}"))),
+        }
     }
 
     fn client(&mut self, op: &str) -> Result<ClientId, WireError> {
@@ -1009,6 +1176,7 @@ fn decode_welcome(seq: u64, index: LogIndex, fields: &ReplyFields) -> Result<Wir
     }
     let client = fields.client.ok_or_else(|| missing("client"))?;
     let nonce = fields.nonce.ok_or_else(|| missing("nonce"))?;
+    let secret = fields.secret.ok_or_else(|| missing("secret"))?;
     Ok(WireReply::Ok {
         seq,
         index,
@@ -1016,6 +1184,7 @@ fn decode_welcome(seq: u64, index: LogIndex, fields: &ReplyFields) -> Result<Wir
         answer: Answer::Welcome {
             client: ClientId(client),
             nonce,
+            secret,
         },
     })
 }
@@ -1036,6 +1205,9 @@ fn decode_error(error: &str, fields: &ReplyFields) -> Result<WireReply, WireErro
         "overloaded" => ErrorCode::Overloaded,
         "stale_request" => ErrorCode::StaleRequest,
         "bad_request" => ErrorCode::BadRequest,
+        "unknown_client" => ErrorCode::UnknownClient,
+        "unauthorized" => ErrorCode::Unauthorized,
+        "seq_reused" => ErrorCode::SeqReused,
         "unsupported_version" => ErrorCode::UnsupportedVersion {
             supported: fields.version.ok_or_else(|| missing("version"))?,
         },
@@ -1160,11 +1332,14 @@ impl LineDecoder {
             }
             FrameState::Discarding { line_bytes } => line_bytes + segment.len() as u64,
         };
-        self.state = if ends_line {
-            FrameState::Reading
-        } else if line_bytes > self.overlong_line_bytes_max {
+        // The overlong limit is judged before the newline: a line past it is abandoned
+        // whether its newline came in the same read or a later one, so that the verdict never
+        // depends on how the bytes were split.
+        self.state = if line_bytes > self.overlong_line_bytes_max {
             events.push(LineEvent::Abandoned);
             FrameState::Abandoned
+        } else if ends_line {
+            FrameState::Reading
         } else {
             FrameState::Discarding { line_bytes }
         };

@@ -13,8 +13,8 @@
 //!   [`ClientError::TimedOut`]: its effect is unknown, it may or may not have been applied.
 
 use super::messages::{
-    ClientId, ClientReply, ClientRequest, LogIndex, Operation, Outcome, ReplyBody, RequestBody,
-    ServerId, ServiceError, Term,
+    ClientId, ClientReply, ClientRequest, ClientSecret, LogIndex, Operation, Outcome, ReplyBody,
+    RequestBody, ServerId, ServiceError, Term,
 };
 use super::time::Time;
 use rand::{RngExt, SeedableRng};
@@ -61,6 +61,39 @@ pub enum ClientError {
     /// The client's queue was full; the operation was never sent.
     #[error("the client's operation queue is full")]
     QueueFull,
+    /// The cluster refused the request for good: retrying it cannot help. It had no effect.
+    #[error("the cluster refused the request: {0}")]
+    Refused(Refused),
+}
+
+/// Why the cluster refused a request for good (the errors a client must not retry).
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, serde::Serialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+pub enum Refused {
+    #[error("bad request")]
+    BadRequest,
+    #[error("unknown client id")]
+    UnknownClient,
+    #[error("wrong or missing secret")]
+    Unauthorized,
+    #[error("seq reused for another operation")]
+    SeqReused,
+}
+
+impl Refused {
+    /// The permanent refusal `error` is, if it is one.
+    pub fn of(error: &ServiceError) -> Option<Refused> {
+        match error {
+            ServiceError::BadRequest { .. } => Some(Refused::BadRequest),
+            ServiceError::UnknownClient { .. } => Some(Refused::UnknownClient),
+            ServiceError::Unauthorized => Some(Refused::Unauthorized),
+            ServiceError::SeqReused { .. } => Some(Refused::SeqReused),
+            ServiceError::Unavailable
+            | ServiceError::Overloaded
+            | ServiceError::StaleRequest
+            | ServiceError::NotLeader { .. } => None,
+        }
+    }
 }
 
 #[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, serde::Serialize)]
@@ -136,6 +169,8 @@ pub struct Client {
     config: ClientConfig,
     rng: ChaCha8Rng,
     id: Option<ClientId>,
+    /// The secret the welcome gave, sent with every request after it.
+    secret: Option<ClientSecret>,
     /// The nonce of the hello in flight, while registering.
     hello_nonce: Option<u64>,
     queue: VecDeque<Queued>,
@@ -165,6 +200,7 @@ impl Client {
         Client {
             rng: ChaCha8Rng::seed_from_u64(rng_seed),
             id: None,
+            secret: None,
             hello_nonce: None,
             queue: VecDeque::new(),
             running: None,
@@ -258,10 +294,15 @@ impl Client {
         let new_term = reply.term > self.term;
         self.term = self.term.max(reply.term);
         match reply.body {
-            ReplyBody::Welcome { nonce, client } => {
+            ReplyBody::Welcome {
+                nonce,
+                client,
+                secret,
+            } => {
                 if self.id.is_none() && self.hello_nonce == Some(nonce) {
                     self.seen_index = self.seen_index.max(reply.index);
                     self.id = Some(client);
+                    self.secret = Some(secret);
                     self.hello_nonce = None;
                     self.out.push(ClientOutput::Registered { client });
                     self.send_request(now);
@@ -288,6 +329,14 @@ impl Client {
                     self.server_position = position;
                 }
                 self.send_request(now);
+            }
+            ReplyBody::Error(error)
+                if self.id.is_some()
+                    && reply.seq == running.seq
+                    && Refused::of(&error).is_some() =>
+            {
+                let refused = Refused::of(&error).expect("matched just above");
+                self.finish(Err(ClientError::Refused(refused)));
             }
             ReplyBody::Error(_) => {
                 let expected_seq = if self.id.is_some() { running.seq } else { 0 };
@@ -354,6 +403,7 @@ impl Client {
                 term: self.term,
                 body: RequestBody::Op {
                     client,
+                    secret: self.secret,
                     op: running.op.clone(),
                 },
             },
@@ -471,6 +521,7 @@ mod tests {
             body: ReplyBody::Welcome {
                 nonce,
                 client: ClientId(9),
+                secret: SECRET,
             },
         };
         let outputs = client.step(
@@ -494,11 +545,16 @@ mod tests {
             request.body,
             RequestBody::Op {
                 client: ClientId(9),
+                secret: Some(SECRET),
                 op: preempt("a")
-            }
+            },
+            "every request after the welcome carries its secret"
         );
         client
     }
+
+    /// The secret the test cluster's welcome hands out.
+    const SECRET: crate::node::ClientSecret = crate::node::ClientSecret::from_bytes([9; 16]);
 
     #[test]
     fn a_new_client_registers_then_sends_its_operation_and_completes_on_the_answer() {

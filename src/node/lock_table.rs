@@ -5,7 +5,10 @@
 //! is a pure function of the applied log prefix. It must never read anything but its input:
 //! no time, no randomness, no server-local state.
 
-use super::messages::{ApplyResult, ClientId, Command, LockName, LogIndex, Outcome};
+use super::messages::{
+    ApplyResult, ClientId, ClientSecret, Command, LOCK_NAME_BYTES_MAX, LockName, LogIndex, Outcome,
+    Rejection, ServiceError,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -17,18 +20,55 @@ pub struct Holder {
     pub token: LogIndex,
 }
 
+/// Which write a request was: what a retry must repeat exactly.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteKind {
+    Preempt,
+    Release,
+}
+
 /// The last request applied for one client. Clients run one operation at a time, so the last
 /// one is all that deduplication needs (Raft thesis §6.3).
-#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
-pub struct Session {
-    pub last_seq: u64,
-    pub last_outcome: Outcome,
+///
+/// The serialized names are those of the first snapshot format, so that old snapshots still
+/// load; the fields added since default to "not recorded".
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub struct LastRequest {
+    #[serde(rename = "last_seq")]
+    pub seq: u64,
+    #[serde(rename = "last_outcome")]
+    pub outcome: Outcome,
+    /// The operation and lock of that seq. A request reusing the seq for anything else is
+    /// refused (`SeqReused`) instead of being told this outcome. `None` in old snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write: Option<(WriteKind, LockName)>,
+    /// The log index the outcome was decided at: a replayed answer carries this index, as the
+    /// original did. 0 in old snapshots.
+    #[serde(default)]
+    pub index: LogIndex,
+}
+
+/// What the table already decided for a request `(client, seq, write)`, if anything.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub enum Settled {
+    /// The same request was applied: its outcome, decided at `index`.
+    Answered { outcome: Outcome, index: LogIndex },
+    /// The client's last applied request is newer: this one is an old copy.
+    Stale,
+    /// The client's last applied request had this seq with another operation or lock.
+    SeqReused,
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 pub struct LockTable {
     locks: BTreeMap<LockName, Holder>,
-    sessions: BTreeMap<ClientId, Session>,
+    #[serde(rename = "sessions")]
+    last_requests: BTreeMap<ClientId, LastRequest>,
+    /// The secret each client was registered with. Clients registered before secrets existed
+    /// have none here, and can never authenticate.
+    #[serde(default)]
+    secrets: BTreeMap<ClientId, ClientSecret>,
     /// The highest client id handed out so far; ids start at 1.
     last_client_id: u64,
     applied_index: LogIndex,
@@ -46,6 +86,12 @@ impl LockTable {
     ///
     /// Contract: `index` MUST be exactly one past the last applied index. Applying out of order
     /// is a bug in the caller and panics.
+    ///
+    /// Apply is total: whatever the command holds (a client id never issued, a reused seq, a
+    /// lock name over the limit), it applies to a deterministic result on every replica, at
+    /// worst [`ApplyResult::Rejected`] with nothing changed. A panic here would be an outage
+    /// that every restart replays. Leaders keep such commands out of the log; this is the
+    /// second line, for logs written by older or faulty leaders.
     pub fn apply(&mut self, index: LogIndex, command: &Command) -> ApplyResult {
         assert_eq!(
             index,
@@ -56,17 +102,19 @@ impl LockTable {
         self.applied_index = index;
         let result = match command {
             Command::Noop => ApplyResult::Nothing,
-            Command::Register { .. } => {
+            Command::Register { secret, .. } => {
                 self.last_client_id += 1;
-                ApplyResult::Registered {
-                    client: ClientId(self.last_client_id),
+                let client = ClientId(self.last_client_id);
+                if let Some(secret) = secret {
+                    self.secrets.insert(client, *secret);
                 }
+                ApplyResult::Registered { client }
             }
             Command::Preempt { client, seq, lock } => {
-                self.deduplicated(*client, *seq, |table| table.preempt(*client, lock, index))
+                self.apply_write(*client, *seq, (WriteKind::Preempt, lock), index)
             }
             Command::Release { client, seq, lock } => {
-                self.deduplicated(*client, *seq, |table| table.release(*client, lock))
+                self.apply_write(*client, *seq, (WriteKind::Release, lock), index)
             }
         };
         let touched = match command {
@@ -77,31 +125,52 @@ impl LockTable {
         result
     }
 
-    /// Runs `decide` only for a request newer than the client's last applied one, and remembers
-    /// its outcome; a retry of the last request gets that same outcome back.
-    fn deduplicated(
+    /// Refuses what no leader may append, then runs the write once: only for a request newer
+    /// than the client's last applied one, remembering its outcome; a retry of the last
+    /// request gets that same outcome back.
+    fn apply_write(
         &mut self,
         client: ClientId,
         seq: u64,
-        decide: impl FnOnce(&mut LockTable) -> Outcome,
+        (kind, lock): (WriteKind, &LockName),
+        index: LogIndex,
     ) -> ApplyResult {
-        if let Some(session) = self.sessions.get(&client) {
-            if seq == session.last_seq {
+        if !self.is_registered(client) {
+            return ApplyResult::Rejected {
+                rejection: Rejection::UnknownClient,
+            };
+        }
+        if lock.is_empty() || lock.len() > LOCK_NAME_BYTES_MAX {
+            return ApplyResult::Rejected {
+                rejection: Rejection::BadLockName,
+            };
+        }
+        match self.settled(client, seq, kind, lock) {
+            Some(Settled::Answered { outcome, .. }) => {
                 return ApplyResult::Outcome {
-                    outcome: session.last_outcome,
+                    outcome,
                     duplicate: true,
                 };
             }
-            if seq < session.last_seq {
-                return ApplyResult::Stale;
+            Some(Settled::Stale) => return ApplyResult::Stale,
+            Some(Settled::SeqReused) => {
+                return ApplyResult::Rejected {
+                    rejection: Rejection::SeqReused,
+                };
             }
+            None => {}
         }
-        let outcome = decide(self);
-        self.sessions.insert(
+        let outcome = match kind {
+            WriteKind::Preempt => self.preempt(client, lock, index),
+            WriteKind::Release => self.release(client, lock),
+        };
+        self.last_requests.insert(
             client,
-            Session {
-                last_seq: seq,
-                last_outcome: outcome,
+            LastRequest {
+                seq,
+                outcome,
+                write: Some((kind, lock.clone())),
+                index,
             },
         );
         ApplyResult::Outcome {
@@ -157,19 +226,54 @@ impl LockTable {
         self.locks.get(lock).copied()
     }
 
-    /// The outcome already decided for `(client, seq)`, if that was the client's last request.
-    pub fn cached_outcome(&self, client: ClientId, seq: u64) -> Option<Outcome> {
-        self.sessions
-            .get(&client)
-            .filter(|session| session.last_seq == seq)
-            .map(|session| session.last_outcome)
+    /// What was already decided for the write `(client, seq, kind, lock)`, judged by the
+    /// client's last applied request.
+    pub fn settled(
+        &self,
+        client: ClientId,
+        seq: u64,
+        kind: WriteKind,
+        lock: &str,
+    ) -> Option<Settled> {
+        let last = self.last_requests.get(&client)?;
+        if seq < last.seq {
+            return Some(Settled::Stale);
+        }
+        if seq > last.seq {
+            return None;
+        }
+        match &last.write {
+            // Recorded before operations were: the seq alone identifies it, as it did then.
+            None => {}
+            Some((last_kind, last_lock)) if *last_kind == kind && **last_lock == *lock => {}
+            Some(_) => return Some(Settled::SeqReused),
+        }
+        Some(Settled::Answered {
+            outcome: last.outcome,
+            index: last.index,
+        })
     }
 
-    /// True if the client already had a newer request applied than `seq`.
-    pub fn is_stale(&self, client: ClientId, seq: u64) -> bool {
-        self.sessions
-            .get(&client)
-            .is_some_and(|session| seq < session.last_seq)
+    /// Whether a committed registration issued `client`.
+    pub fn is_registered(&self, client: ClientId) -> bool {
+        client.0 >= 1 && client.0 <= self.last_client_id
+    }
+
+    /// Checks that `secret` is the one `client` was registered with, in constant time.
+    /// `UnknownClient` if no applied registration issued the id; `Unauthorized` if the secret
+    /// is missing or wrong, or the client was registered without one.
+    pub fn authenticate(
+        &self,
+        client: ClientId,
+        secret: Option<ClientSecret>,
+    ) -> Result<(), ServiceError> {
+        if !self.is_registered(client) {
+            return Err(ServiceError::UnknownClient { client });
+        }
+        match (self.secrets.get(&client), secret) {
+            (Some(issued), Some(given)) if *issued == given => Ok(()),
+            _ => Err(ServiceError::Unauthorized),
+        }
     }
 
     pub fn applied_index(&self) -> LogIndex {
@@ -266,17 +370,28 @@ mod tests {
         }
     }
 
+    fn secret(client: u64) -> ClientSecret {
+        ClientSecret::from_bytes([client as u8; 16])
+    }
+
+    fn register(client: u64) -> Command {
+        Command::Register {
+            nonce: 7,
+            secret: Some(secret(client)),
+        }
+    }
+
     /// Two registered clients, c1 = client#1 and c2 = client#2, at indexes 1 and 2.
     fn table_with_two_clients() -> LockTable {
         let mut table = LockTable::new();
         assert_eq!(
-            table.apply(1, &Command::Register { nonce: 7 }),
+            table.apply(1, &register(1)),
             ApplyResult::Registered {
                 client: ClientId(1)
             }
         );
         assert_eq!(
-            table.apply(2, &Command::Register { nonce: 7 }),
+            table.apply(2, &register(2)),
             ApplyResult::Registered {
                 client: ClientId(2)
             }
@@ -387,10 +502,175 @@ mod tests {
         assert_eq!(table.apply(6, &preempt(1, 1, "a")), ApplyResult::Stale);
         assert_eq!(table.check("a"), Outcome::Free);
         assert_eq!(
-            table.cached_outcome(ClientId(1), 2),
-            Some(Outcome::Released)
+            table.settled(ClientId(1), 2, WriteKind::Release, "a"),
+            Some(Settled::Answered {
+                outcome: Outcome::Released,
+                index: 4
+            }),
+            "the answer is remembered with the index it was decided at"
         );
-        assert!(table.is_stale(ClientId(1), 1));
+        assert_eq!(
+            table.settled(ClientId(1), 1, WriteKind::Preempt, "a"),
+            Some(Settled::Stale)
+        );
+    }
+
+    /// The poison line of issue 10: a preempt by a client id no hello issued, committed by a
+    /// leader that did not check it. Every replica refuses it the same way, holds nothing for
+    /// it, and applies what follows: no panic, so no outage that replay repeats.
+    #[test]
+    fn a_write_by_a_client_id_never_issued_is_rejected_and_changes_nothing() {
+        let mut table = table_with_two_clients();
+        let digest = table.locks_digest();
+        for (index, client) in [(3, 999_999), (4, 0), (5, 3)] {
+            assert_eq!(
+                table.apply(index, &preempt(client, 1, "ghost")),
+                ApplyResult::Rejected {
+                    rejection: Rejection::UnknownClient
+                },
+                "client#{client} at index {index}"
+            );
+        }
+        assert_eq!(
+            table.apply(6, &release(42, 1, "a")),
+            ApplyResult::Rejected {
+                rejection: Rejection::UnknownClient
+            }
+        );
+        assert_eq!(table.locks_digest(), digest);
+        assert_eq!(table.check("ghost"), Outcome::Free);
+        assert_eq!(
+            outcome(table.apply(7, &preempt(1, 1, "ghost"))),
+            Outcome::Granted { token: 7 },
+            "the table keeps serving"
+        );
+        // Once registered, the same id is served like any other.
+        assert_eq!(
+            table.apply(8, &register(3)),
+            ApplyResult::Registered {
+                client: ClientId(3)
+            }
+        );
+        assert_eq!(
+            outcome(table.apply(9, &preempt(3, 1, "b"))),
+            Outcome::Granted { token: 9 }
+        );
+    }
+
+    #[test]
+    fn a_lock_name_over_the_limit_or_empty_is_rejected_at_apply() {
+        let mut table = table_with_two_clients();
+        let long = "x".repeat(LOCK_NAME_BYTES_MAX + 1);
+        for (index, name) in [(3, long.as_str()), (4, "")] {
+            assert_eq!(
+                table.apply(index, &preempt(1, index, name)),
+                ApplyResult::Rejected {
+                    rejection: Rejection::BadLockName
+                }
+            );
+        }
+        let longest = "x".repeat(LOCK_NAME_BYTES_MAX);
+        assert_eq!(
+            outcome(table.apply(5, &preempt(1, 5, &longest))),
+            Outcome::Granted { token: 5 }
+        );
+    }
+
+    /// Issue 10, item 3: the same client reusing seq 10 for a release once got `granted` back
+    /// and released nothing. A seq names one request: reused for another operation or lock it
+    /// is refused, and the lock stays held.
+    #[test]
+    fn a_seq_reused_for_another_operation_or_lock_is_refused_not_answered_from_the_cache() {
+        let mut table = table_with_two_clients();
+        assert_eq!(
+            outcome(table.apply(3, &preempt(1, 10, "a"))),
+            Outcome::Granted { token: 3 }
+        );
+        let seq_reused = ApplyResult::Rejected {
+            rejection: Rejection::SeqReused,
+        };
+        assert_eq!(table.apply(4, &release(1, 10, "a")), seq_reused);
+        assert_eq!(table.apply(5, &preempt(1, 10, "b")), seq_reused);
+        assert_eq!(
+            table.check("a"),
+            Outcome::Owner {
+                owner: ClientId(1),
+                token: 3
+            },
+            "the lock is still held"
+        );
+        assert_eq!(table.check("b"), Outcome::Free);
+        // The true retry still gets its answer.
+        assert_eq!(
+            table.apply(6, &preempt(1, 10, "a")),
+            ApplyResult::Outcome {
+                outcome: Outcome::Granted { token: 3 },
+                duplicate: true
+            }
+        );
+        assert_eq!(
+            table.settled(ClientId(1), 10, WriteKind::Release, "a"),
+            Some(Settled::SeqReused)
+        );
+    }
+
+    #[test]
+    fn a_client_authenticates_only_with_the_secret_it_was_registered_with() {
+        let mut table = table_with_two_clients();
+        assert_eq!(table.authenticate(ClientId(1), Some(secret(1))), Ok(()));
+        assert_eq!(
+            table.authenticate(ClientId(1), Some(secret(2))),
+            Err(ServiceError::Unauthorized),
+            "another client's secret"
+        );
+        assert_eq!(
+            table.authenticate(ClientId(1), None),
+            Err(ServiceError::Unauthorized),
+            "no secret"
+        );
+        assert_eq!(
+            table.authenticate(ClientId(3), Some(secret(3))),
+            Err(ServiceError::UnknownClient {
+                client: ClientId(3)
+            })
+        );
+        // A registration from before secrets existed can never authenticate.
+        let legacy = Command::Register {
+            nonce: 1,
+            secret: None,
+        };
+        assert_eq!(
+            table.apply(3, &legacy),
+            ApplyResult::Registered {
+                client: ClientId(3)
+            }
+        );
+        assert_eq!(
+            table.authenticate(ClientId(3), None),
+            Err(ServiceError::Unauthorized)
+        );
+    }
+
+    /// Snapshots written before secrets and seq checks still load: the new fields default.
+    #[test]
+    fn a_table_serialized_by_the_first_format_still_loads() {
+        let old = r#"{"locks":{"a":{"owner":1,"token":3}},"sessions":{"1":{"last_seq":4,
+            "last_outcome":{"result":"granted","token":3}}},"last_client_id":2,
+            "applied_index":5,"locks_digest":0}"#;
+        let table: LockTable = serde_json::from_str(old).expect("the old format loads");
+        assert!(table.is_registered(ClientId(2)));
+        assert_eq!(
+            table.settled(ClientId(1), 4, WriteKind::Release, "b"),
+            Some(Settled::Answered {
+                outcome: Outcome::Granted { token: 3 },
+                index: 0
+            }),
+            "an old record names no operation, so its seq alone identifies it, as it did"
+        );
+        assert_eq!(
+            table.authenticate(ClientId(1), None),
+            Err(ServiceError::Unauthorized)
+        );
     }
 
     #[test]

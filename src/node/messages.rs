@@ -42,6 +42,83 @@ impl fmt::Display for ClientId {
 #[serde(transparent)]
 pub struct ClientAddr(pub u64);
 
+/// A registered client's secret: 128 bits that the leader draws from its seeded RNG when it
+/// appends the client's registration, replicated with it so that every later leader can check
+/// it. Every request after `hello` must carry it.
+///
+/// The value travels in the log, in snapshots and in peer frames, so it serializes (as 32
+/// lowercase hex digits). It never shows in `Debug` or `Display`, so that no log line or panic
+/// message can leak it, and it compares in constant time ([`subtle`]), so that a wrong guess
+/// takes as long as a nearly right one.
+#[derive(Copy, Clone, Eq)]
+pub struct ClientSecret([u8; CLIENT_SECRET_BYTES]);
+
+/// Bytes in a [`ClientSecret`].
+pub const CLIENT_SECRET_BYTES: usize = 16;
+
+impl ClientSecret {
+    pub const fn from_bytes(bytes: [u8; CLIENT_SECRET_BYTES]) -> ClientSecret {
+        ClientSecret(bytes)
+    }
+
+    /// The secret as 32 lowercase hex digits: the one way to show it, for the wire and for the
+    /// single line that hands it to its client's operator.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+
+    /// Reads 32 hex digits (either case). The error says what is wrong, never echoing the text.
+    pub fn parse_hex(text: &str) -> Result<ClientSecret, String> {
+        if text.len() != 2 * CLIENT_SECRET_BYTES {
+            return Err(format!(
+                "a client secret is {} hex digits; this one has {} characters",
+                2 * CLIENT_SECRET_BYTES,
+                text.chars().count()
+            ));
+        }
+        let mut bytes = [0u8; CLIENT_SECRET_BYTES];
+        for (at, byte) in bytes.iter_mut().enumerate() {
+            let pair = text.get(2 * at..2 * at + 2).unwrap_or("");
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| {
+                "a client secret is made of hex digits 0-9 and a-f only".to_string()
+            })?;
+        }
+        Ok(ClientSecret(bytes))
+    }
+}
+
+impl PartialEq for ClientSecret {
+    fn eq(&self, other: &ClientSecret) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl std::hash::Hash for ClientSecret {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl fmt::Debug for ClientSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientSecret(<redacted>)")
+    }
+}
+
+impl Serialize for ClientSecret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for ClientSecret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ClientSecret, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        ClientSecret::parse_hex(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Longest lock name, in bytes. The wire codec and scenario files use this very constant.
 pub const LOCK_NAME_BYTES_MAX: usize = 256;
 
@@ -152,8 +229,15 @@ pub enum RequestBody {
     /// First contact: asks the cluster for a client id. `nonce` lets the client recognise the
     /// answer; a retried hello may allocate a second id, which is harmless (it owns nothing).
     Hello { nonce: u64 },
-    /// A lock operation by a registered client.
-    Op { client: ClientId, op: Operation },
+    /// A lock operation by a registered client, which proves who it is with the secret its
+    /// welcome gave it. `None` (a request that carries none) is answered `Unauthorized`, as a
+    /// wrong one is.
+    Op {
+        client: ClientId,
+        #[serde(default)]
+        secret: Option<ClientSecret>,
+        op: Operation,
+    },
 }
 
 /// A server's reply to a client request, echoing the request's `seq`.
@@ -173,7 +257,12 @@ pub struct ClientReply {
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReplyBody {
-    Welcome { nonce: u64, client: ClientId },
+    /// The client's id, and the secret every later request of it must carry.
+    Welcome {
+        nonce: u64,
+        client: ClientId,
+        secret: ClientSecret,
+    },
     Outcome(Outcome),
     Error(ServiceError),
 }
@@ -202,6 +291,18 @@ pub enum ServiceError {
     /// name). Never retried: the request must change.
     #[error("the request is malformed: {reason}")]
     BadRequest { reason: String },
+    /// No `hello` ever issued this client id. Nothing was applied. Never retried: say hello.
+    #[error("no hello issued {client}; say hello to get a client id")]
+    UnknownClient { client: ClientId },
+    /// The request's secret is missing, or is not the one its client id was issued with.
+    /// Nothing was applied. Never retried: use the secret the welcome gave.
+    #[error("the request's secret is missing or is not the one issued with its client id")]
+    Unauthorized,
+    /// This client already used `seq` for another operation or another lock. A retry must
+    /// repeat its operation exactly; a new operation needs a new, higher seq. Nothing was
+    /// applied.
+    #[error("seq {seq} was already used by this client for another operation")]
+    SeqReused { seq: u64 },
 }
 
 /// A command in the replicated log.
@@ -211,8 +312,13 @@ pub enum Command {
     /// Appended by every new leader, so that it can commit entries of earlier terms (Raft §5.4.2)
     /// and serve read-index reads.
     Noop,
-    /// Allocates the next client id.
-    Register { nonce: u64 },
+    /// Allocates the next client id, issued with `secret`. `None` only in entries written
+    /// before secrets existed: such a client can never prove who it is.
+    Register {
+        nonce: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secret: Option<ClientSecret>,
+    },
     Preempt {
         client: ClientId,
         seq: u64,
@@ -247,6 +353,37 @@ pub enum ApplyResult {
     },
     /// A request older than the client's latest applied one: it had no effect.
     Stale,
+    /// A request no leader should have appended (an unknown client, a reused seq, a lock name
+    /// over the limit), found in the log all the same: it is refused here too, identically on
+    /// every replica, and changes nothing. Apply is total: a committed entry never panics.
+    Rejected {
+        rejection: Rejection,
+    },
+}
+
+/// Why applying a command refused it. See [`ApplyResult::Rejected`].
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rejection {
+    /// The client id was never issued by a committed registration.
+    UnknownClient,
+    /// The client's last applied request had this seq, with another operation or lock.
+    SeqReused,
+    /// The lock name is empty or longer than [`LOCK_NAME_BYTES_MAX`].
+    BadLockName,
+}
+
+impl Rejection {
+    /// The error a client hears for a request its entry was rejected for.
+    pub fn service_error(self, client: ClientId, seq: u64) -> ServiceError {
+        match self {
+            Rejection::UnknownClient => ServiceError::UnknownClient { client },
+            Rejection::SeqReused => ServiceError::SeqReused { seq },
+            Rejection::BadLockName => ServiceError::BadRequest {
+                reason: format!("the lock name must be 1 to {LOCK_NAME_BYTES_MAX} bytes long"),
+            },
+        }
+    }
 }
 
 /// Messages between servers. The `term` fields follow Raft (§5.1): a higher term seen anywhere

@@ -13,8 +13,10 @@ pub mod messages;
 pub mod server;
 pub mod time;
 
-pub use client::{Client, ClientConfig, ClientError, ClientInput, ClientOutput, ClientTimer};
-pub use lock_table::{Holder, LockTable};
+pub use client::{
+    Client, ClientConfig, ClientError, ClientInput, ClientOutput, ClientTimer, Refused,
+};
+pub use lock_table::{Holder, LastRequest, LockTable, Settled, WriteKind};
 pub use log::{DurableState, PersistOp, RaftLog};
 pub use messages::*;
 pub use server::{Role, Server, ServerConfig, ServerInput, ServerOutput, ServerTimer};

@@ -16,12 +16,12 @@
 //! apply ordering, at most one vote per term, log terms, leader bookkeeping) and panics with the
 //! server id and term on a violation: that is a bug, not bad input.
 
-use super::lock_table::LockTable;
+use super::lock_table::{LockTable, Settled, WriteKind};
 use super::log::{DurableState, PersistOp, RaftLog};
 use super::messages::{
-    ApplyResult, ClientAddr, ClientId, ClientReply, ClientRequest, Command, Entry,
-    LOCK_NAME_BYTES_MAX, LockName, LogIndex, Operation, Outcome, PeerMessage, ReplyBody,
-    RequestBody, ServerId, ServiceError, Snapshot, Term,
+    ApplyResult, CLIENT_SECRET_BYTES, ClientAddr, ClientId, ClientReply, ClientRequest,
+    ClientSecret, Command, Entry, LOCK_NAME_BYTES_MAX, LockName, LogIndex, Operation, Outcome,
+    PeerMessage, ReplyBody, RequestBody, ServerId, ServiceError, Snapshot, Term,
 };
 use super::time::Time;
 use rand::{RngExt, SeedableRng};
@@ -176,6 +176,7 @@ enum ReadWaiter {
     Local {
         client: ClientAddr,
         seq: u64,
+        credential: Credential,
         lock: LockName,
     },
     /// A read-index request from a follower.
@@ -215,6 +216,7 @@ struct ConfirmedRead {
     read_index: LogIndex,
     client: ClientAddr,
     seq: u64,
+    credential: Credential,
     lock: LockName,
     /// Local checks waiting for this replica to catch up to what their client has seen give
     /// up at this time (answered `Unavailable`, so the client tries another server).
@@ -226,12 +228,26 @@ struct ConfirmedRead {
 struct ForwardedRead {
     client: ClientAddr,
     seq: u64,
+    credential: Credential,
     lock: LockName,
+}
+
+/// Who a check claims to come from. Checked when the check is answered, against the replica
+/// it is answered from: by then that replica has applied at least what the client has seen,
+/// its own registration included.
+#[derive(Copy, Clone, Debug)]
+struct Credential {
+    client: ClientId,
+    secret: Option<ClientSecret>,
 }
 
 pub struct Server {
     config: ServerConfig,
+    /// Election jitter.
     rng: ChaCha8Rng,
+    /// Client secrets: a stream of its own, so that registrations do not shift the election
+    /// jitter (and so every simulated schedule) of the seed that drew them.
+    secret_rng: ChaCha8Rng,
 
     // Durable: mirrors what the driver has persisted, changed only together with a `Persist`.
     term: Term,
@@ -275,10 +291,10 @@ pub struct Server {
     forwarded_reads: BTreeMap<u64, ForwardedRead>,
     /// Leader only: confirmed refusals waiting for this server to apply their `serve_index`.
     refusals: Vec<Refusal>,
-    /// Leader only: the latest preempt refused without a log entry, per client, with the owner
-    /// named. A copy of that request arriving later gets the same answer, and an older one is
-    /// stale: neither may be appended, or the client would hold a lock it was told it lost.
-    refused: BTreeMap<ClientId, (u64, ClientId)>,
+    /// Leader only: the latest preempt refused without a log entry, per client. A copy of
+    /// that request arriving later gets the same answer, and an older one is stale: neither may
+    /// be appended, or the client would hold a lock it was told it lost.
+    refused: BTreeMap<ClientId, RefusedByRead>,
     /// The latest snapshot: the state behind the log's base, sent to followers that need
     /// compacted entries.
     snapshot: Option<Arc<Snapshot>>,
@@ -298,13 +314,38 @@ pub struct Server {
 impl Server {
     /// Builds a server from the durable state recovered by the driver (empty on first boot).
     ///
-    /// `rng_seed` seeds the election jitter; the driver derives it (in the simulator, from the
-    /// scenario seed, per server and per incarnation).
+    /// `rng_seed` seeds the election jitter and the client secrets; the driver derives it (in
+    /// the simulator, from the scenario seed, per server and per incarnation). A 64-bit seed is
+    /// for tests and the simulator only: a real deployment MUST use [`Server::with_seed`] and
+    /// 256 bits from the operating system, or client secrets could be guessed.
     #[must_use = "a server's effects must be carried out by the driver"]
     pub fn new(
         config: ServerConfig,
         durable: DurableState,
         rng_seed: u64,
+        now: Time,
+    ) -> (Server, Vec<ServerOutput>) {
+        let rng = ChaCha8Rng::seed_from_u64(rng_seed);
+        Server::build(config, durable, rng, now)
+    }
+
+    /// [`Server::new`] with a full 256-bit seed, which also makes the client secrets it issues
+    /// as unpredictable as the seed is.
+    #[must_use = "a server's effects must be carried out by the driver"]
+    pub fn with_seed(
+        config: ServerConfig,
+        durable: DurableState,
+        seed: [u8; 32],
+        now: Time,
+    ) -> (Server, Vec<ServerOutput>) {
+        Server::build(config, durable, ChaCha8Rng::from_seed(seed), now)
+    }
+
+    /// Election jitter comes from `rng`; client secrets from another stream of the same seed.
+    fn build(
+        config: ServerConfig,
+        durable: DurableState,
+        rng: ChaCha8Rng,
         now: Time,
     ) -> (Server, Vec<ServerOutput>) {
         assert!(
@@ -342,8 +383,12 @@ impl Server {
                 (LockTable::new(), 0)
             }
         };
+        let mut secret_rng = rng.clone();
+        secret_rng.set_stream(1);
+        secret_rng.set_word_pos(0);
         let mut server = Server {
-            rng: ChaCha8Rng::seed_from_u64(rng_seed),
+            rng,
+            secret_rng,
             term: durable.term,
             voted_for: durable.voted_for,
             log: durable.log,
@@ -925,15 +970,25 @@ impl Server {
         match &request.body {
             RequestBody::Op {
                 op: Operation::Check { lock, consistency },
-                ..
+                client,
+                secret,
             } => {
                 let lock = lock.clone();
+                let credential = Credential {
+                    client: *client,
+                    secret: *secret,
+                };
+                if let Some(reason) = bad_lock_name(&request) {
+                    let body = ReplyBody::Error(ServiceError::BadRequest { reason });
+                    self.reply(ReplyRoute::Direct(from), request.seq, body);
+                    return;
+                }
                 match consistency {
                     super::messages::Consistency::Local => {
-                        self.start_local_check(now, from, &request, lock)
+                        self.start_local_check(now, from, &request, credential, lock)
                     }
                     super::messages::Consistency::Linearizable => {
-                        self.start_linearizable_check(now, from, request.seq, lock)
+                        self.start_linearizable_check(now, from, request.seq, credential, lock)
                     }
                 }
             }
@@ -1027,61 +1082,143 @@ impl Server {
             self.config.id
         );
         let seq = request.seq;
-        let command = match request.body {
-            RequestBody::Hello { nonce } => Command::Register { nonce },
-            RequestBody::Op { client, op } => {
-                if let Some(body) = self.settled_answer(client, seq) {
-                    self.reply(route, seq, body);
-                    return;
-                }
-                if request.term != self.term {
-                    let body = ReplyBody::Error(ServiceError::NotLeader {
-                        leader: Some(self.config.id),
-                        term: self.term,
-                    });
-                    self.reply(route, seq, body);
-                    return;
-                }
-                match op {
-                    Operation::Preempt { lock } => {
-                        if self.refusal_is_possible(client, seq, &lock) {
-                            if self.pending_read_count() >= self.config.pending_reads_max {
-                                let body = ReplyBody::Error(ServiceError::Overloaded);
-                                self.reply(route, seq, body);
-                                return;
-                            }
-                            let refusal = Refusal {
-                                route,
-                                client,
-                                seq,
-                                lock,
-                                serve_index: self.log.last_index(),
-                            };
-                            self.start_read(now, ReadWaiter::Preempt(refusal));
-                            return;
-                        }
-                        Command::Preempt { client, seq, lock }
-                    }
-                    Operation::Release { lock } => {
-                        self.append_request(
-                            route,
-                            seq,
-                            Command::Release {
-                                client,
-                                seq,
-                                lock: lock.clone(),
-                            },
-                        );
-                        if self.role == Role::Leader {
-                            self.hand_over_to_waiter(&lock);
-                        }
+        let (client, secret, op) = match request.body {
+            RequestBody::Hello { nonce } => {
+                let secret = self.draw_client_secret();
+                self.append_request(
+                    route,
+                    seq,
+                    Command::Register {
+                        nonce,
+                        secret: Some(secret),
+                    },
+                );
+                return;
+            }
+            RequestBody::Op { client, secret, op } => (client, secret, op),
+        };
+        let (kind, lock) = match op {
+            Operation::Preempt { lock } => (WriteKind::Preempt, lock),
+            Operation::Release { lock } => (WriteKind::Release, lock),
+            Operation::Check { .. } => unreachable!("checks are never proposed"),
+        };
+        // Who asks comes first: a request that cannot prove it is its client learns nothing,
+        // not even that client's last answer, and nothing of it reaches the log.
+        if let Err(error) = self.authenticate(client, secret) {
+            self.reply(route, seq, ReplyBody::Error(error));
+            return;
+        }
+        if let Some((body, index)) = self.settled_answer(client, seq, kind, &lock) {
+            self.reply_at(route, seq, body, index);
+            return;
+        }
+        if request.term != self.term {
+            let body = ReplyBody::Error(ServiceError::NotLeader {
+                leader: Some(self.config.id),
+                term: self.term,
+            });
+            self.reply(route, seq, body);
+            return;
+        }
+        if self.seq_reused_in_log(client, seq, kind, &lock) {
+            let body = ReplyBody::Error(ServiceError::SeqReused { seq });
+            self.reply(route, seq, body);
+            return;
+        }
+        match kind {
+            WriteKind::Preempt => {
+                if self.refusal_is_possible(client, seq, &lock) {
+                    if self.pending_read_count() >= self.config.pending_reads_max {
+                        let body = ReplyBody::Error(ServiceError::Overloaded);
+                        self.reply(route, seq, body);
                         return;
                     }
-                    Operation::Check { .. } => unreachable!("checks are never proposed"),
+                    let refusal = Refusal {
+                        route,
+                        client,
+                        seq,
+                        lock,
+                        serve_index: self.log.last_index(),
+                    };
+                    self.start_read(now, ReadWaiter::Preempt(refusal));
+                    return;
+                }
+                self.append_request(route, seq, Command::Preempt { client, seq, lock });
+            }
+            WriteKind::Release => {
+                self.append_request(
+                    route,
+                    seq,
+                    Command::Release {
+                        client,
+                        seq,
+                        lock: lock.clone(),
+                    },
+                );
+                if self.role == Role::Leader {
+                    self.hand_over_to_waiter(&lock);
                 }
             }
-        };
-        self.append_request(route, seq, command);
+        }
+    }
+
+    /// A fresh client secret, from this server's seeded secret stream.
+    fn draw_client_secret(&mut self) -> ClientSecret {
+        let mut bytes = [0u8; CLIENT_SECRET_BYTES];
+        for chunk in bytes.chunks_mut(8) {
+            let word: u64 = self.secret_rng.random();
+            chunk.copy_from_slice(&word.to_le_bytes()[..chunk.len()]);
+        }
+        ClientSecret::from_bytes(bytes)
+    }
+
+    /// Leader: checks a write's credential against the applied registrations and, for a
+    /// client whose registration is in the log but not yet applied (a new leader that has not
+    /// committed its first entry), against that entry. Registrations that never committed
+    /// issued no id anyone could know, so accepting their secret changes nothing.
+    fn authenticate(
+        &self,
+        client: ClientId,
+        secret: Option<ClientSecret>,
+    ) -> Result<(), ServiceError> {
+        if self.table.is_registered(client) {
+            return self.table.authenticate(client, secret);
+        }
+        // Bounded by the uncommitted entries (`uncommitted_entries_max`) and the applied lag.
+        let mut next_id = self.table.client_count();
+        for (_, entry) in self.log.entries_after(self.table.applied_index()) {
+            if let Command::Register { secret: issued, .. } = &entry.command {
+                next_id += 1;
+                if next_id == client.0 {
+                    return match (issued, secret) {
+                        (Some(issued), Some(given)) if *issued == given => Ok(()),
+                        _ => Err(ServiceError::Unauthorized),
+                    };
+                }
+            }
+        }
+        Err(ServiceError::UnknownClient { client })
+    }
+
+    /// Whether the log's unapplied part holds this client's `seq` with another operation or
+    /// lock. Such a request must not be appended next to it: the first to apply would answer
+    /// both.
+    fn seq_reused_in_log(&self, client: ClientId, seq: u64, kind: WriteKind, lock: &str) -> bool {
+        self.log
+            .entries_after(self.table.applied_index())
+            .any(|(_, entry)| match &entry.command {
+                Command::Preempt {
+                    client: c,
+                    seq: s,
+                    lock: l,
+                } => (*c, *s) == (client, seq) && (kind != WriteKind::Preempt || **l != *lock),
+                Command::Release {
+                    client: c,
+                    seq: s,
+                    lock: l,
+                } => (*c, *s) == (client, seq) && (kind != WriteKind::Release || **l != *lock),
+                Command::Noop | Command::Register { .. } => false,
+            })
     }
 
     /// Leader, right after appending a release of `lock`: if a preempt of `lock` is waiting to
@@ -1115,7 +1252,9 @@ impl Server {
             }
         }
         for (client, seq) in candidates {
-            let settled = self.settled_answer(client, seq).is_some();
+            let settled = self
+                .settled_answer(client, seq, WriteKind::Preempt, lock)
+                .is_some();
             if !settled {
                 match self.projected_owner(client, seq, lock) {
                     Projection::Free => {}
@@ -1169,25 +1308,46 @@ impl Server {
         );
     }
 
-    /// The answer a request already has, if any: its applied outcome (exactly-once retries,
-    /// Raft thesis §6.3), a refusal by read, or staleness.
-    fn settled_answer(&self, client: ClientId, seq: u64) -> Option<ReplyBody> {
-        if let Some(outcome) = self.table.cached_outcome(client, seq) {
-            return Some(ReplyBody::Outcome(outcome));
-        }
-        if self.table.is_stale(client, seq) {
-            return Some(ReplyBody::Error(ServiceError::StaleRequest));
-        }
-        match self.refused.get(&client) {
-            Some(&(refused_seq, owner)) if seq == refused_seq => {
-                Some(ReplyBody::Outcome(Outcome::HeldBy { owner }))
+    /// The answer a write already has, if any, with the index it reflects: its applied
+    /// outcome (exactly-once retries, Raft thesis §6.3), a refusal by read, staleness, or a
+    /// refusal of its seq reused for another write.
+    fn settled_answer(
+        &self,
+        client: ClientId,
+        seq: u64,
+        kind: WriteKind,
+        lock: &str,
+    ) -> Option<(ReplyBody, LogIndex)> {
+        let applied = self.table.applied_index();
+        match self.table.settled(client, seq, kind, lock) {
+            Some(Settled::Answered { outcome, index }) => {
+                return Some((ReplyBody::Outcome(outcome), index));
             }
+            Some(Settled::Stale) => {
+                return Some((ReplyBody::Error(ServiceError::StaleRequest), applied));
+            }
+            Some(Settled::SeqReused) => {
+                let body = ReplyBody::Error(ServiceError::SeqReused { seq });
+                return Some((body, applied));
+            }
+            None => {}
+        }
+        let refused = self.refused.get(&client)?;
+        if seq < refused.seq {
             // The client moved on past a refused request: this is an old copy.
-            Some(&(refused_seq, _)) if seq < refused_seq => {
-                Some(ReplyBody::Error(ServiceError::StaleRequest))
-            }
-            _ => None,
+            return Some((ReplyBody::Error(ServiceError::StaleRequest), applied));
         }
+        if seq > refused.seq {
+            return None;
+        }
+        if kind != WriteKind::Preempt || *refused.lock != *lock {
+            let body = ReplyBody::Error(ServiceError::SeqReused { seq });
+            return Some((body, applied));
+        }
+        let body = ReplyBody::Outcome(Outcome::HeldBy {
+            owner: refused.owner,
+        });
+        Some((body, refused.index))
     }
 
     /// Whether a preempt might be refused by read: the lock is, or will be once the log's
@@ -1248,8 +1408,8 @@ impl Server {
             lock,
             ..
         } = refusal;
-        if let Some(body) = self.settled_answer(client, seq) {
-            self.reply(route, seq, body);
+        if let Some((body, index)) = self.settled_answer(client, seq, WriteKind::Preempt, &lock) {
+            self.reply_at(route, seq, body, index);
             return;
         }
         let holder = self.table.holder(&lock).map(|holder| holder.owner);
@@ -1271,7 +1431,14 @@ impl Server {
                     || self.refused.contains_key(&client)) =>
             {
                 let owner = holder.expect("checked just above");
-                self.refused.insert(client, (seq, owner));
+                let index = self.table.applied_index();
+                let refused = RefusedByRead {
+                    seq,
+                    lock,
+                    owner,
+                    index,
+                };
+                self.refused.insert(client, refused);
                 self.reply(route, seq, ReplyBody::Outcome(Outcome::HeldBy { owner }));
             }
             Projection::Owner(owner) if owner != client && holder.is_none() => {
@@ -1332,10 +1499,23 @@ impl Server {
         }
     }
 
+    /// Answers from the state this replica has applied.
     fn reply(&mut self, route: ReplyRoute, seq: u64, body: ReplyBody) {
+        self.reply_at(route, seq, body, self.table.applied_index());
+    }
+
+    /// Answers with the applied index `index` the answer reflects: for a replayed answer, the
+    /// index of the original, so that a retry hears exactly what the first attempt would have.
+    fn reply_at(&mut self, route: ReplyRoute, seq: u64, body: ReplyBody, index: LogIndex) {
+        assert!(
+            index <= self.table.applied_index(),
+            "{}: an answer reflecting index {index}, beyond applied {}",
+            self.config.id,
+            self.table.applied_index()
+        );
         let reply = ClientReply {
             seq,
-            index: self.table.applied_index(),
+            index,
             term: self.term,
             body,
         };
@@ -1354,6 +1534,7 @@ impl Server {
         now: Time,
         client: ClientAddr,
         seq: u64,
+        credential: Credential,
         lock: LockName,
     ) {
         if self.pending_read_count() >= self.config.pending_reads_max {
@@ -1365,12 +1546,23 @@ impl Server {
             return;
         }
         if self.role == Role::Leader {
-            self.start_read(now, ReadWaiter::Local { client, seq, lock });
+            let waiter = ReadWaiter::Local {
+                client,
+                seq,
+                credential,
+                lock,
+            };
+            self.start_read(now, waiter);
         } else if let Some(leader) = self.leader {
             let id = self.next_read_id;
             self.next_read_id += 1;
-            self.forwarded_reads
-                .insert(id, ForwardedRead { client, seq, lock });
+            let read = ForwardedRead {
+                client,
+                seq,
+                credential,
+                lock,
+            };
+            self.forwarded_reads.insert(id, read);
             self.send(leader, PeerMessage::ReadIndexRequest { id });
         } else {
             self.reply(
@@ -1389,15 +1581,11 @@ impl Server {
         now: Time,
         client: ClientAddr,
         request: &ClientRequest,
+        credential: Credential,
         lock: LockName,
     ) {
         if self.table.applied_index() >= request.seen_index {
-            let outcome = self.table.check(&lock);
-            self.reply(
-                ReplyRoute::Direct(client),
-                request.seq,
-                ReplyBody::Outcome(outcome),
-            );
+            self.answer_check(client, request.seq, credential, &lock);
         } else if self.pending_read_count() >= self.config.pending_reads_max {
             let error = ReplyBody::Error(ServiceError::Overloaded);
             self.reply(ReplyRoute::Direct(client), request.seq, error);
@@ -1406,6 +1594,7 @@ impl Server {
                 read_index: request.seen_index,
                 client,
                 seq: request.seq,
+                credential,
                 lock,
                 expires_at: Some(now + self.config.election_timeout_max),
             });
@@ -1520,15 +1709,19 @@ impl Server {
             let batch = self.read_batches.pop_front().expect("checked non-empty");
             for waiter in batch.waiters {
                 match waiter {
-                    ReadWaiter::Local { client, seq, lock } => {
-                        self.confirmed_reads.push(ConfirmedRead {
-                            read_index: batch.read_index,
-                            client,
-                            seq,
-                            lock,
-                            expires_at: None,
-                        })
-                    }
+                    ReadWaiter::Local {
+                        client,
+                        seq,
+                        credential,
+                        lock,
+                    } => self.confirmed_reads.push(ConfirmedRead {
+                        read_index: batch.read_index,
+                        client,
+                        seq,
+                        credential,
+                        lock,
+                        expires_at: None,
+                    }),
                     ReadWaiter::Remote { server, id } => self.send(
                         server,
                         PeerMessage::ReadIndexResponse {
@@ -1563,6 +1756,7 @@ impl Server {
                     read_index,
                     client: read.client,
                     seq: read.seq,
+                    credential: read.credential,
                     lock: read.lock,
                     expires_at: None,
                 });
@@ -1590,13 +1784,22 @@ impl Server {
             .partition(|r| r.read_index <= applied);
         self.confirmed_reads = waiting;
         for read in ready {
-            let outcome = self.table.check(&read.lock);
-            self.reply(
-                ReplyRoute::Direct(read.client),
-                read.seq,
-                ReplyBody::Outcome(outcome),
-            );
+            self.answer_check(read.client, read.seq, read.credential, &read.lock);
         }
+    }
+
+    /// Answers a check from this replica, to a client that proves who it is. The replica has
+    /// applied at least what the client has seen (its own registration included), so an id it
+    /// does not know was never issued to this client.
+    fn answer_check(&mut self, to: ClientAddr, seq: u64, credential: Credential, lock: &str) {
+        let body = match self
+            .table
+            .authenticate(credential.client, credential.secret)
+        {
+            Ok(()) => ReplyBody::Outcome(self.table.check(lock)),
+            Err(error) => ReplyBody::Error(error),
+        };
+        self.reply(ReplyRoute::Direct(to), seq, body);
     }
 
     fn fail_read(&mut self, waiter: ReadWaiter) {
@@ -1918,20 +2121,10 @@ impl Server {
                 .clone();
             let result = self.table.apply(index, &entry.command);
             if let Some(routes) = self.pending_replies.remove(&index) {
-                let reply = match (&entry.command, result) {
-                    (Command::Register { nonce }, ApplyResult::Registered { client }) => {
-                        Some(ReplyBody::Welcome {
-                            nonce: *nonce,
-                            client,
-                        })
-                    }
-                    (_, ApplyResult::Outcome { outcome, .. }) => Some(ReplyBody::Outcome(outcome)),
-                    (_, ApplyResult::Stale) => Some(ReplyBody::Error(ServiceError::StaleRequest)),
-                    _ => None,
-                };
+                let (reply, reply_index) = self.answer_for(index, &entry.command, result);
                 if let Some(body) = reply {
                     for (route, seq) in routes {
-                        self.reply(route, seq, body.clone());
+                        self.reply_at(route, seq, body.clone(), reply_index);
                     }
                 }
             }
@@ -1944,6 +2137,58 @@ impl Server {
         self.serve_confirmed_reads();
         self.serve_refusals();
         self.maybe_compact();
+    }
+
+    /// What the clients waiting on the entry applied at `index` hear, and the index it
+    /// reflects: a replayed outcome reflects the index it was first decided at.
+    fn answer_for(
+        &self,
+        index: LogIndex,
+        command: &Command,
+        result: ApplyResult,
+    ) -> (Option<ReplyBody>, LogIndex) {
+        let body = match (command, result) {
+            (
+                Command::Register {
+                    nonce,
+                    secret: Some(secret),
+                },
+                ApplyResult::Registered { client },
+            ) => ReplyBody::Welcome {
+                nonce: *nonce,
+                client,
+                secret: *secret,
+            },
+            (
+                Command::Preempt { client, seq, lock } | Command::Release { client, seq, lock },
+                ApplyResult::Outcome {
+                    outcome,
+                    duplicate: true,
+                },
+            ) => {
+                let kind = match command {
+                    Command::Preempt { .. } => WriteKind::Preempt,
+                    _ => WriteKind::Release,
+                };
+                return match self.table.settled(*client, *seq, kind, lock) {
+                    Some(Settled::Answered { index, .. }) => {
+                        (Some(ReplyBody::Outcome(outcome)), index)
+                    }
+                    other => unreachable!(
+                        "{}: a duplicate applied at {index} is not settled as answered: {other:?}",
+                        self.config.id
+                    ),
+                };
+            }
+            (_, ApplyResult::Outcome { outcome, .. }) => ReplyBody::Outcome(outcome),
+            (_, ApplyResult::Stale) => ReplyBody::Error(ServiceError::StaleRequest),
+            (
+                Command::Preempt { client, seq, .. } | Command::Release { client, seq, .. },
+                ApplyResult::Rejected { rejection },
+            ) => ReplyBody::Error(rejection.service_error(*client, *seq)),
+            _ => return (None, index),
+        };
+        (Some(body), index)
     }
 
     // ----- helpers -----
@@ -2103,6 +2348,17 @@ impl Server {
 /// Most clients a leader remembers a refusal by read for; past it, preempts of held locks go
 /// through the log (correct, only slower).
 const REFUSED_CLIENTS_MAX: usize = 65_536;
+
+/// A preempt the leader refused with a confirmed read, remembered so that its copies get the
+/// same answer (see `Server::refused`).
+#[derive(Clone, Debug)]
+struct RefusedByRead {
+    seq: u64,
+    lock: LockName,
+    owner: ClientId,
+    /// The applied index the refusal reflected.
+    index: LogIndex,
+}
 
 /// Who will hold a lock once the log applies, as `Server::projected_owner` sees it.
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]

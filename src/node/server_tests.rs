@@ -9,13 +9,45 @@ use super::{Role, Server, ServerConfig, ServerInput, ServerOutput, ServerTimer};
 use crate::node::lock_table::Holder;
 use crate::node::log::{DurableState, PersistOp, RaftLog};
 use crate::node::messages::{
-    ApplyResult, ClientAddr, ClientId, ClientReply, ClientRequest, Command, Consistency, Entry,
-    LOCK_NAME_BYTES_MAX, LockName, LogIndex, Operation, Outcome, PeerMessage, ReplyBody,
-    RequestBody, ServerId, ServiceError, Term,
+    ApplyResult, ClientAddr, ClientId, ClientReply, ClientRequest, ClientSecret, Command,
+    Consistency, Entry, LOCK_NAME_BYTES_MAX, LockName, LogIndex, Operation, Outcome, PeerMessage,
+    ReplyBody, RequestBody, ServerId, ServiceError, Term,
 };
 use crate::node::time::Time;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
+
+// ----- client secrets -----
+//
+// Every request after hello proves its client with the secret its welcome gave. The stories
+// below are about other rules, so the helpers carry secrets for them: every welcome a test sees
+// is remembered here, and `op` sends the remembered secret of its client. A story about
+// secrets themselves builds its requests by hand.
+
+thread_local! {
+    static SECRETS: RefCell<BTreeMap<ClientId, ClientSecret>> = const { RefCell::new(BTreeMap::new()) };
+}
+
+/// The secret a hand-written log registers client `id` with (and remembers for `op`).
+fn secret_for(id: ClientId) -> ClientSecret {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&id.0.to_le_bytes());
+    bytes[8] = 0x5e;
+    let secret = ClientSecret::from_bytes(bytes);
+    SECRETS.with(|secrets| secrets.borrow_mut().insert(id, secret));
+    secret
+}
+
+fn remember_welcome(reply: &ClientReply) {
+    if let ReplyBody::Welcome { client, secret, .. } = &reply.body {
+        SECRETS.with(|secrets| secrets.borrow_mut().insert(*client, *secret));
+    }
+}
+
+fn known_secret(client: ClientId) -> Option<ClientSecret> {
+    SECRETS.with(|secrets| secrets.borrow().get(&client).copied())
+}
 
 const S1: ServerId = ServerId(1);
 const S2: ServerId = ServerId(2);
@@ -79,7 +111,10 @@ fn register_and_grant_a(owner: ClientId) -> Vec<Entry> {
         noop(1),
         Entry {
             term: 1,
-            command: Command::Register { nonce: 9 },
+            command: Command::Register {
+                nonce: 9,
+                secret: Some(secret_for(owner)),
+            },
         },
         Entry { term: 1, command },
     ]
@@ -125,7 +160,10 @@ fn sent(outputs: &[ServerOutput]) -> Vec<(ServerId, PeerMessage)> {
 fn replies(outputs: &[ServerOutput]) -> Vec<(ClientAddr, ClientReply)> {
     let pick = |output: &ServerOutput| match output {
         ServerOutput::Reply { to, reply } => Some((
-            *to,
+            {
+                remember_welcome(reply);
+                *to
+            },
             ClientReply {
                 index: 0,
                 term: 0,
@@ -278,7 +316,11 @@ fn op(client: ClientId, seq: u64, op: Operation) -> ClientRequest {
         seq,
         seen_index: 0,
         term: 1,
-        body: RequestBody::Op { client, op },
+        body: RequestBody::Op {
+            client,
+            secret: known_secret(client),
+            op,
+        },
     }
 }
 
@@ -406,7 +448,10 @@ fn register(leader: &mut Server, now: Time) -> ClientId {
                 CLIENT,
                 ClientReply {
                     seq: 0,
-                    body: ReplyBody::Welcome { nonce: 42, client },
+                    body:
+                        ReplyBody::Welcome {
+                            nonce: 42, client, ..
+                        },
                     ..
                 },
             ),
@@ -532,7 +577,10 @@ impl Network {
                     };
                     self.in_flight.push_back(envelope);
                 }
-                ServerOutput::Reply { to, reply } => self.replies.push((*to, reply.clone())),
+                ServerOutput::Reply { to, reply } => {
+                    remember_welcome(reply);
+                    self.replies.push((*to, reply.clone()))
+                }
                 ServerOutput::SetTimer { timer, at } => {
                     self.timers.insert((id, *timer), *at);
                 }
@@ -1202,7 +1250,10 @@ fn an_old_term_entry_on_a_majority_commits_only_with_a_current_term_entry() {
     let mut leader_disk = disk(2, Some(S1), &[1]);
     let register = Entry {
         term: 2,
-        command: Command::Register { nonce: 5 },
+        command: Command::Register {
+            nonce: 5,
+            secret: Some(secret_for(ClientId(1))),
+        },
     };
     leader_disk.log.truncate_and_append(2, &[register]);
     let disks = vec![leader_disk, disk(2, Some(S1), &[1]), disk(2, None, &[1])];
@@ -1765,13 +1816,19 @@ fn a_restarted_server_keeps_term_vote_and_log_and_rebuilds_commit_and_locks() {
     let client = ClientId(1);
     // Replies carry the applied index they reflect (the registration is entry 2, the grant 3)
     // and the term of the leader that answered.
+    let answers = network.client(S1, hello(42));
+    let secret = known_secret(client).expect("the welcome gave client#1 a secret");
     let welcome = ClientReply {
         seq: 0,
         index: 2,
         term: 1,
-        body: ReplyBody::Welcome { nonce: 42, client },
+        body: ReplyBody::Welcome {
+            nonce: 42,
+            client,
+            secret,
+        },
     };
-    assert_eq!(network.client(S1, hello(42)), vec![(CLIENT, welcome)]);
+    assert_eq!(answers, vec![(CLIENT, welcome)]);
     let granted = ClientReply {
         index: 3,
         term: 1,

@@ -12,8 +12,8 @@
 //! in the simulator, not in the system under test. Nothing here iterates a hash map.
 
 use crate::node::{
-    ApplyResult, ClientId, Command, Entry, Holder, LockName, LockTable, LogIndex, Operation,
-    Outcome, Role, ServerId, Term, Time,
+    ApplyResult, ClientId, Command, Entry, Holder, LOCK_NAME_BYTES_MAX, LockName, LockTable,
+    LogIndex, Operation, Outcome, Rejection, Role, ServerId, Term, Time,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -367,6 +367,8 @@ pub struct MutualExclusion {
     /// entry: the leader refused them with a read. None of them may ever commit as anything
     /// else.
     refused_by_read: BTreeMap<(ClientId, u64), ClientId>,
+    /// Registrations committed so far: client ids 1 to this were issued.
+    registered_clients: u64,
 }
 
 impl MutualExclusion {
@@ -390,7 +392,17 @@ impl MutualExclusion {
         let (client, seq, lock, kind) = match command {
             Command::Preempt { client, seq, lock } => (*client, *seq, lock, RequestKind::Preempt),
             Command::Release { client, seq, lock } => (*client, *seq, lock, RequestKind::Release),
-            Command::Noop | Command::Register { .. } => {
+            Command::Register { .. } => {
+                self.registered_clients += 1;
+                let expected = ApplyResult::Registered {
+                    client: ClientId(self.registered_clients),
+                };
+                if *result != expected {
+                    return Err(mismatched_result(now, index, command, result));
+                }
+                return Ok(());
+            }
+            Command::Noop => {
                 return check_bookkeeping(now, index, command, result);
             }
         };
@@ -401,7 +413,27 @@ impl MutualExclusion {
             lock,
             kind,
         };
+        if let Some(rejection) = self.expected_rejection(&request) {
+            // Whatever the log holds, apply refuses it, the same way everywhere.
+            if *result != (ApplyResult::Rejected { rejection }) {
+                let message = format!(
+                    "index {index}: {} must be rejected ({rejection:?}), yet it produced {}",
+                    describe_command(command),
+                    describe_result(result)
+                );
+                return Err(Violation::new(MUTUAL_EXCLUSION, now, message));
+            }
+            return Ok(());
+        }
         match *result {
+            ApplyResult::Rejected { rejection } => {
+                let message = format!(
+                    "index {index}: {} was rejected ({rejection:?}), but nothing about it is \
+                     wrong",
+                    describe_command(command)
+                );
+                Err(Violation::new(MUTUAL_EXCLUSION, now, message))
+            }
             // A stale request had no effect anywhere.
             ApplyResult::Stale => Ok(()),
             ApplyResult::Outcome {
@@ -416,6 +448,26 @@ impl MutualExclusion {
                 Err(mismatched_result(now, index, command, result))
             }
         }
+    }
+
+    /// The rejection the model expects for a write, judged independently of the lock table:
+    /// an id no committed registration issued, a bad lock name, or a seq whose first commit
+    /// was another operation or lock and is still the client's latest.
+    fn expected_rejection(&self, request: &Request<'_>) -> Option<Rejection> {
+        if request.client.0 == 0 || request.client.0 > self.registered_clients {
+            return Some(Rejection::UnknownClient);
+        }
+        if request.lock.is_empty() || request.lock.len() > LOCK_NAME_BYTES_MAX {
+            return Some(Rejection::BadLockName);
+        }
+        let first = self.requests.get(&(request.client, request.seq))?;
+        let newer_exists = self
+            .requests
+            .range((request.client, request.seq + 1)..=(request.client, u64::MAX))
+            .next()
+            .is_some();
+        let same = first.kind == request.kind && first.lock == *request.lock;
+        (!same && !newer_exists).then_some(Rejection::SeqReused)
     }
 
     /// A request applied for the first time: its outcome must agree with the model, which then
@@ -894,13 +946,14 @@ fn describe_result(result: &ApplyResult) -> String {
             format!("{} (duplicate)", describe_outcome(outcome))
         }
         ApplyResult::Stale => "stale (no effect)".to_string(),
+        ApplyResult::Rejected { rejection } => format!("rejected ({rejection:?}, no effect)"),
     }
 }
 
 fn describe_command(command: &Command) -> String {
     match command {
         Command::Noop => "noop".to_string(),
-        Command::Register { nonce } => format!("register (nonce {nonce})"),
+        Command::Register { nonce, .. } => format!("register (nonce {nonce})"),
         Command::Preempt { client, seq, lock } => format!("preempt `{lock}` by {client} seq {seq}"),
         Command::Release { client, seq, lock } => format!("release `{lock}` by {client} seq {seq}"),
     }
@@ -984,13 +1037,19 @@ mod tests {
         commit(
             &mut checker,
             1,
-            Command::Register { nonce: 1 },
+            Command::Register {
+                nonce: 1,
+                secret: None,
+            },
             ApplyResult::Registered { client: C1 },
         );
         commit(
             &mut checker,
             2,
-            Command::Register { nonce: 2 },
+            Command::Register {
+                nonce: 2,
+                secret: None,
+            },
             ApplyResult::Registered { client: C2 },
         );
         checker
@@ -1567,8 +1626,14 @@ mod tests {
     fn lockstep_s_own_lock_table_agrees_with_the_reference_model() {
         // Pair check: the commit-time model and the replicated lock table decide alike.
         let commands = [
-            Command::Register { nonce: 1 },
-            Command::Register { nonce: 2 },
+            Command::Register {
+                nonce: 1,
+                secret: None,
+            },
+            Command::Register {
+                nonce: 2,
+                secret: None,
+            },
             preempt(C1, 1, "a"),
             preempt(C2, 1, "a"),
             release(C2, 2, "a"),
@@ -1602,8 +1667,14 @@ mod tests {
     fn table_after(commands: &[Command]) -> LockTable {
         let mut table = LockTable::new();
         let registrations = [
-            Command::Register { nonce: 1 },
-            Command::Register { nonce: 2 },
+            Command::Register {
+                nonce: 1,
+                secret: None,
+            },
+            Command::Register {
+                nonce: 2,
+                secret: None,
+            },
         ];
         for (position, command) in registrations.iter().chain(commands).enumerate() {
             let _ = table.apply(position as LogIndex + 1, command);

@@ -432,6 +432,7 @@ impl Runner<'_> {
             Ok(outcome) => self.describe_outcome(outcome),
             Err(ClientError::TimedOut) => "unknown".into(),
             Err(ClientError::QueueFull) => "refused by the client (queue full)".into(),
+            Err(ClientError::Refused(refused)) => format!("refused for good ({refused})"),
         }
     }
 

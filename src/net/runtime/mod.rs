@@ -201,12 +201,8 @@ impl RunningServer {
         node_config.snapshot_entries_min = config.snapshot_entries_min;
         // The log thread writes in the background and reports what is durable.
         node_config.durability_reported = true;
-        let (server, initial) = Server::new(
-            node_config,
-            recovered.durable,
-            rng_seed(&config),
-            clock.now(),
-        );
+        let (server, initial) =
+            Server::with_seed(node_config, recovered.durable, node_seed(), clock.now());
         let (input_sender, input_receiver) = tokio::sync::mpsc::channel(INPUT_QUEUE_MAX);
         let stop = Arc::new(AtomicBool::new(false));
         let registry = ClientRegistry::default();
@@ -274,12 +270,12 @@ impl RunningServer {
     }
 }
 
-/// The driver owns randomness: election jitter differs per process and per start.
-fn rng_seed(config: &ServerProcessConfig) -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    nanos ^ (u64::from(std::process::id()) << 32) ^ u64::from(config.id.0)
+/// The driver owns randomness. The node's seed draws election jitter and the secrets of the
+/// clients it registers, so it comes from the operating system's generator (through rand's
+/// thread generator, a CSPRNG seeded from it), 256 bits, fresh at every start: a seed anyone
+/// could guess (a clock, a process id) would let them compute other clients' secrets.
+fn node_seed() -> [u8; 32] {
+    rand::random()
 }
 
 /// `None` on a signal; the node task's result when it ended by itself (a stop request from
