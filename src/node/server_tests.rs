@@ -120,6 +120,31 @@ fn register_and_grant_a(owner: ClientId) -> Vec<Entry> {
     ]
 }
 
+/// A disk whose snapshot (index 1, term 1) holds `owner`'s registration, and no leader known:
+/// a replica that knows the client but cannot reach anyone.
+fn disk_with_registered(owner: ClientId) -> DurableState {
+    let mut table = crate::node::LockTable::new();
+    let register = Command::Register {
+        nonce: 9,
+        secret: Some(secret_for(owner)),
+    };
+    assert_eq!(
+        table.apply(1, &register),
+        ApplyResult::Registered { client: owner }
+    );
+    let snapshot = crate::node::Snapshot {
+        last_included_index: 1,
+        last_included_term: 1,
+        table,
+    };
+    DurableState {
+        term: 1,
+        voted_for: None,
+        log: RaftLog::rebased(1, 1, RaftLog::new()),
+        snapshot: Some(std::sync::Arc::new(snapshot)),
+    }
+}
+
 fn noops(terms: &[Term]) -> Vec<Entry> {
     terms.iter().map(|&term| noop(term)).collect()
 }
@@ -1472,7 +1497,8 @@ fn a_request_older_than_the_latest_applied_one_is_refused_as_stale() {
 fn a_linearizable_check_at_the_leader_waits_for_a_majority_to_ack_a_later_round() {
     let mut leader = leader_of_three();
     let now = ms(FIRST_ELECTION_MS + 10);
-    let read = op(ClientId(1), 5, check("a", Consistency::Linearizable));
+    let client = register(&mut leader, now);
+    let read = op(client, 5, check("a", Consistency::Linearizable));
     let outputs = leader.step(now, from_client(CLIENT, read));
     assert!(
         replies(&outputs).is_empty(),
@@ -1503,7 +1529,8 @@ fn a_linearizable_check_at_the_leader_waits_for_a_majority_to_ack_a_later_round(
 /// round starts and the read is answered once a majority acknowledges it.
 #[test]
 fn a_new_leader_defers_reads_until_it_commits_an_entry_of_its_term() {
-    let mut leader = boot(S1, 3);
+    // Its disk holds client#1's registration (index 1, term 1); it wins term 2.
+    let mut leader = boot_from(S1, 3, disk_with_registered(ClientId(1)));
     let now = ms(FIRST_ELECTION_MS);
     let _ = win_election(&mut leader, now, 3);
     let read = op(ClientId(1), 3, check("a", Consistency::Linearizable));
@@ -1511,15 +1538,15 @@ fn a_new_leader_defers_reads_until_it_commits_an_entry_of_its_term() {
     assert!(replies(&outputs).is_empty());
     assert_eq!(leader.pending_request_count(), 1);
 
-    let committed = leader.step(now, peer(S2, append_ok(1, 1, 0)));
-    assert_eq!(leader.commit_index(), 1);
+    let committed = leader.step(now, peer(S2, append_ok(2, 2, 0)));
+    assert_eq!(leader.commit_index(), 2, "its term-2 no-op");
     assert!(
         replies(&committed).is_empty(),
         "the commit alone does not confirm leadership"
     );
     assert_eq!(append_rounds(&committed), vec![(S2, 1), (S3, 1)]);
 
-    let confirmed = leader.step(now, peer(S3, append_ok(1, 1, 1)));
+    let confirmed = leader.step(now, peer(S3, append_ok(2, 2, 1)));
     assert_eq!(
         replies(&confirmed),
         vec![(CLIENT, outcome(3, Outcome::Free))]
@@ -1532,9 +1559,10 @@ fn a_new_leader_defers_reads_until_it_commits_an_entry_of_its_term() {
 fn a_follower_forwards_a_linearizable_check_and_answers_after_applying_the_read_index() {
     let mut follower = boot(S2, 3);
     let owner = ClientId(1);
+    // The registration (index 2) is committed; the grant (index 3) is not, yet.
     let _ = follower.step(
         ms(10),
-        peer(S1, append(1, (0, 0), register_and_grant_a(owner), 0)),
+        peer(S1, append(1, (0, 0), register_and_grant_a(owner), 2)),
     );
 
     let local = follower.step(
@@ -1647,7 +1675,7 @@ fn a_deposed_leader_fails_waiting_reads_with_unavailable() {
 /// replica, even with no leader known; a linearizable one there cannot be.
 #[test]
 fn a_local_check_is_answered_at_once_from_the_replica() {
-    let mut server = boot(S3, 3);
+    let mut server = boot_from(S3, 3, disk_with_registered(ClientId(1)));
     let local = server.step(
         ms(5),
         from_client(CLIENT, op(ClientId(1), 1, check("a", Consistency::Local))),
@@ -2293,7 +2321,8 @@ fn a_follower_behind_the_compaction_point_installs_the_leaders_snapshot() {
 fn reads_arriving_together_share_one_confirming_round() {
     let mut leader = leader_of_three();
     let now = ms(FIRST_ELECTION_MS + 10);
-    let read = |seq| op(ClientId(1), seq, check("a", Consistency::Linearizable));
+    let client = register(&mut leader, now);
+    let read = |seq| op(client, seq, check("a", Consistency::Linearizable));
     let first = leader.step(now, from_client(CLIENT, read(1)));
     assert_eq!(append_rounds(&first), vec![(S2, 1), (S3, 1)]);
     let second = leader.step(now, from_client(CLIENT_AGAIN, read(2)));
