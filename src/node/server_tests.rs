@@ -2382,3 +2382,188 @@ fn a_leader_counts_its_own_entries_toward_a_majority_only_once_they_are_durable(
     let _ = leader.step(now, peer(S3, append_ok(1, 2, 0)));
     assert_eq!(leader.commit_index(), 2);
 }
+
+// ----- hostile clients (issue 10): refused before the log, and nothing changes -----
+
+/// `request` carrying `secret` instead of the one its client was issued.
+fn with_secret(secret: Option<ClientSecret>, request: ClientRequest) -> ClientRequest {
+    let RequestBody::Op { client, op, .. } = request.body else {
+        panic!("only operations carry secrets")
+    };
+    ClientRequest {
+        body: RequestBody::Op { client, secret, op },
+        ..request
+    }
+}
+
+/// A leader of three that registered a client and granted it lock `a` (committed); returns
+/// the leader, the client and the grant's index.
+fn leader_with_a_granted_lock(now: Time) -> (Server, ClientId, LogIndex) {
+    let mut leader = leader_of_three();
+    let owner = register(&mut leader, now);
+    let _ = leader.step(now, from_client(CLIENT, op(owner, 1, preempt("a"))));
+    let grant = leader.log().last_index();
+    let outputs = commit_through(&mut leader, grant, now);
+    assert_eq!(
+        replies(&outputs),
+        vec![(CLIENT, outcome(1, Outcome::Granted { token: grant }))]
+    );
+    (leader, owner, grant)
+}
+
+/// The poison line of issue 10: a preempt naming a client id no hello issued. The leader
+/// answers `unknown_client` and appends nothing, so no replica ever applies it.
+#[test]
+fn a_write_by_a_client_id_no_hello_issued_is_refused_before_the_log() {
+    let now = ms(FIRST_ELECTION_MS + 10);
+    let (mut leader, _, grant) = leader_with_a_granted_lock(now);
+    let guessed = Some(ClientSecret::from_bytes([0x42; 16]));
+    for ghost in [ClientId(999_999), ClientId(0), ClientId(2)] {
+        let poison = with_secret(guessed, op(ghost, 2, preempt("ghost")));
+        let outputs = leader.step(now, from_client(CLIENT, poison));
+        assert_eq!(
+            replies(&outputs),
+            vec![(
+                CLIENT,
+                refusal(2, ServiceError::UnknownClient { client: ghost })
+            )]
+        );
+        assert!(persisted(&outputs).is_empty(), "nothing reaches the log");
+    }
+    assert_eq!(leader.log().last_index(), grant);
+}
+
+/// Issue 10, item 2: a release naming another client's id, with a wrong secret or none, is
+/// `unauthorized`; the lock stays with its owner. So is a check: it learns nothing.
+#[test]
+fn a_request_with_a_wrong_or_missing_secret_is_unauthorized_and_changes_nothing() {
+    let now = ms(FIRST_ELECTION_MS + 10);
+    let (mut leader, owner, grant) = leader_with_a_granted_lock(now);
+    let forged = [None, Some(ClientSecret::from_bytes([0; 16]))];
+    for (seq, secret) in (2..).zip(forged) {
+        let release = with_secret(secret, op(owner, seq, release("a")));
+        let outputs = leader.step(now, from_client(CLIENT, release));
+        assert_eq!(
+            replies(&outputs),
+            vec![(CLIENT, refusal(seq, ServiceError::Unauthorized))]
+        );
+        assert!(persisted(&outputs).is_empty(), "nothing reaches the log");
+        let peek = with_secret(secret, op(owner, seq, check("a", Consistency::Local)));
+        let outputs = leader.step(now, from_client(CLIENT, peek));
+        assert_eq!(
+            replies(&outputs),
+            vec![(CLIENT, refusal(seq, ServiceError::Unauthorized))]
+        );
+    }
+    assert_eq!(leader.log().last_index(), grant);
+    assert_eq!(
+        leader.lock_table().holder("a"),
+        Some(Holder {
+            owner,
+            token: grant
+        })
+    );
+    // The owner's own secret still works.
+    let outputs = leader.step(now, from_client(CLIENT, op(owner, 4, release("a"))));
+    assert!(
+        replies(&outputs).is_empty(),
+        "appended, answered once committed"
+    );
+    assert_eq!(leader.log().last_index(), grant + 1);
+}
+
+/// Issue 10, item 3: a client reusing seq 10 for a release was answered `granted` and nothing
+/// was released. A seq names one request, whether it is still in the log or already applied.
+#[test]
+fn a_seq_reused_for_another_operation_is_refused_in_the_log_and_after_it() {
+    let now = ms(FIRST_ELECTION_MS + 10);
+    let mut leader = leader_of_three();
+    let owner = register(&mut leader, now);
+    let _ = leader.step(now, from_client(CLIENT, op(owner, 10, preempt("a"))));
+    let grant = leader.log().last_index();
+    let reused = leader.step(now, from_client(CLIENT, op(owner, 10, release("a"))));
+    assert_eq!(
+        replies(&reused),
+        vec![(CLIENT, refusal(10, ServiceError::SeqReused { seq: 10 }))],
+        "while the preempt is still in the log"
+    );
+    assert_eq!(leader.log().last_index(), grant, "not appended next to it");
+    let _ = commit_through(&mut leader, grant, now);
+    for reuse in [release("a"), preempt("b")] {
+        let outputs = leader.step(now, from_client(CLIENT, op(owner, 10, reuse)));
+        assert_eq!(
+            replies(&outputs),
+            vec![(CLIENT, refusal(10, ServiceError::SeqReused { seq: 10 }))],
+            "once applied"
+        );
+    }
+    assert_eq!(
+        leader.lock_table().holder("a"),
+        Some(Holder {
+            owner,
+            token: grant
+        })
+    );
+    assert_eq!(leader.lock_table().holder("b"), None);
+}
+
+/// Issue 10, item 7: a replayed answer is exactly the original, index included.
+#[test]
+fn a_retry_is_answered_with_the_index_of_the_original_answer() {
+    let now = ms(FIRST_ELECTION_MS + 10);
+    let (mut leader, owner, grant) = leader_with_a_granted_lock(now);
+    // The log moves on: another client registers.
+    let _ = register(&mut leader, now);
+    assert!(leader.last_applied() > grant);
+    let retry = leader.step(now, from_client(CLIENT, op(owner, 1, preempt("a"))));
+    let answers: Vec<&ClientReply> = retry
+        .iter()
+        .filter_map(|output| match output {
+            ServerOutput::Reply { reply, .. } => Some(reply),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        vec![&ClientReply {
+            seq: 1,
+            index: grant,
+            term: 1,
+            body: ReplyBody::Outcome(Outcome::Granted { token: grant }),
+        }]
+    );
+}
+
+/// Secrets come from the server's own seeded stream: the same seed issues the same secrets
+/// (determinism), another seed others, and two registrations never share one.
+#[test]
+fn each_registration_gets_its_own_secret_from_the_seeded_stream() {
+    let now = ms(FIRST_ELECTION_MS + 10);
+    let secrets_of = |seed: [u8; 32]| {
+        let (mut leader, _) =
+            Server::with_seed(config(S1, 1), DurableState::default(), seed, Time::ZERO);
+        let _ = leader.step(now, timer(ServerTimer::Election));
+        assert_eq!(leader.role(), Role::Leader, "a lone server elects itself");
+        (1..=2)
+            .map(|nonce| {
+                let outputs = leader.step(now, from_client(CLIENT, hello(nonce)));
+                match replies(&outputs).as_slice() {
+                    [
+                        (
+                            _,
+                            ClientReply {
+                                body: ReplyBody::Welcome { secret, .. },
+                                ..
+                            },
+                        ),
+                    ] => *secret,
+                    other => panic!("expected a welcome, got {other:?}"),
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    let first = secrets_of([1; 32]);
+    assert_ne!(first[0], first[1]);
+    assert_eq!(secrets_of([1; 32]), first);
+    assert_ne!(secrets_of([2; 32]), first);
+}

@@ -89,7 +89,41 @@ struct Line<'a> {
     #[serde(flatten)]
     event: &'a TraceEvent,
     #[serde(skip_serializing_if = "Option::is_none")]
-    payload: Option<&'a Payload>,
+    payload: Option<serde_json::Value>,
+}
+
+/// What a trace shows in place of a client secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// A payload as the trace shows it: every client secret replaced by [`REDACTED`]. Secrets
+/// travel in welcomes, requests, registrations in the log and snapshot tables; a trace is a
+/// file people share, so none of them may reach it.
+fn redacted(payload: &Payload) -> serde_json::Value {
+    let mut value = serde_json::to_value(payload).expect("payloads serialize");
+    redact_secrets(&mut value);
+    value
+}
+
+/// Replaces the value of every `secret` field, and every value of a `secrets` map, in place.
+/// The recursion follows the payload's own nesting, which its types bound.
+fn redact_secrets(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, field) in map.iter_mut() {
+                match (key.as_str(), &mut *field) {
+                    ("secret", serde_json::Value::String(text)) => *text = REDACTED.to_string(),
+                    ("secrets", serde_json::Value::Object(secrets)) => {
+                        for secret in secrets.values_mut() {
+                            *secret = serde_json::Value::String(REDACTED.to_string());
+                        }
+                    }
+                    _ => redact_secrets(field),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_secrets),
+        _ => {}
+    }
 }
 
 /// Records trace events: the ring of recent ones, and optionally every one as JSON Lines.
@@ -122,7 +156,7 @@ impl Recorder {
             let line = Line {
                 t: now.as_nanos(),
                 event: &event,
-                payload,
+                payload: payload.map(redacted),
             };
             let result = serde_json::to_writer(&mut *writer, &line)
                 .map_err(std::io::Error::from)
@@ -201,4 +235,100 @@ pub fn describe(at: Time, event: &TraceEvent) -> String {
         TraceEvent::Phase { phase } => format!("phase: {phase}"),
     };
     format!("{at:>14}  {text}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::{
+        ClientId, ClientSecret, Command, Entry, LockTable, ReplyBody, RequestBody, Snapshot,
+    };
+    use std::sync::{Arc, Mutex};
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn no_client_secret_reaches_the_trace_file() {
+        let secret = ClientSecret::from_bytes([0xab; 16]);
+        let hex = secret.to_hex();
+        let register = Command::Register {
+            nonce: 1,
+            secret: Some(secret),
+        };
+        let mut table = LockTable::new();
+        let _ = table.apply(1, &register);
+        let payloads = [
+            Payload::Reply(ClientReply {
+                seq: 0,
+                index: 1,
+                term: 1,
+                body: ReplyBody::Welcome {
+                    nonce: 1,
+                    client: ClientId(1),
+                    secret,
+                },
+            }),
+            Payload::Request(ClientRequest {
+                seq: 1,
+                seen_index: 1,
+                term: 1,
+                body: RequestBody::Op {
+                    client: ClientId(1),
+                    secret: Some(secret),
+                    op: crate::node::Operation::Release { lock: "a".into() },
+                },
+            }),
+            Payload::Peer(PeerMessage::AppendEntries {
+                term: 1,
+                prev_log_index: 0,
+                prev_log_term: 0,
+                entries: vec![Entry {
+                    term: 1,
+                    command: register,
+                }],
+                leader_commit: 0,
+                round: 0,
+                urgent: true,
+            }),
+            Payload::Peer(PeerMessage::InstallSnapshot {
+                term: 1,
+                snapshot: Arc::new(Snapshot {
+                    last_included_index: 1,
+                    last_included_term: 1,
+                    table,
+                }),
+                round: 0,
+            }),
+        ];
+        let out = Shared::default();
+        let mut recorder = Recorder::new(Some(Box::new(out.clone())));
+        for payload in &payloads {
+            let event = TraceEvent::Phase { phase: "test" };
+            recorder.record(Time::ZERO, event, Some(payload));
+        }
+        recorder.finish().expect("written");
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), payloads.len());
+        assert!(
+            !text.contains(&hex),
+            "a secret leaked into the trace:\n{text}"
+        );
+        assert_eq!(
+            text.matches(REDACTED).count(),
+            payloads.len(),
+            "each payload shows where its secret was:\n{text}"
+        );
+    }
 }
