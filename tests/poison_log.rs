@@ -223,7 +223,11 @@ fn assert_serves(servers: &Servers, lock: &str) {
         },
         "the old grant stands: the reused seq released nothing"
     );
-    assert_eq!(check("ghost"), Check::Free, "the unknown client got nothing");
+    assert_eq!(
+        check("ghost"),
+        Check::Free,
+        "the unknown client got nothing"
+    );
 }
 
 fn client_check(client: &mut Client, name: &str) -> Check {

@@ -632,6 +632,50 @@ mod tests {
         );
     }
 
+    /// A refusal no retry can change (a forged or forgotten identity, a reused seq, a bad
+    /// request) ends the operation at once, with no effect, instead of retrying to the timeout.
+    #[test]
+    fn a_permanent_refusal_ends_the_operation_without_a_retry() {
+        let refusals = [
+            (ServiceError::Unauthorized, Refused::Unauthorized),
+            (
+                ServiceError::UnknownClient {
+                    client: ClientId(9),
+                },
+                Refused::UnknownClient,
+            ),
+            (ServiceError::SeqReused { seq: 1 }, Refused::SeqReused),
+            (
+                ServiceError::BadRequest {
+                    reason: "too long".into(),
+                },
+                Refused::BadRequest,
+            ),
+        ];
+        for (error, refused) in refusals {
+            let mut client = registered_client_with_preempt_in_flight();
+            let reply = ClientReply {
+                index: 0,
+                term: 0,
+                seq: 1,
+                body: ReplyBody::Error(error),
+            };
+            let outputs = client.step(
+                at_ms(20),
+                ClientInput::Reply {
+                    from: ServerId(2),
+                    reply,
+                },
+            );
+            assert_eq!(
+                completed(&outputs),
+                vec![(1, Err(ClientError::Refused(refused)))]
+            );
+            assert!(sends(&outputs).is_empty(), "no retry");
+            assert!(!client.is_busy());
+        }
+    }
+
     #[test]
     fn an_error_reply_makes_the_client_back_off_and_try_the_next_server() {
         let mut client = registered_client_with_preempt_in_flight();
