@@ -1104,6 +1104,89 @@ mod tests {
         violation
     }
 
+    // Mutual exclusion, rejections: the model decides on its own which writes apply must
+    // refuse (apply is total, docs/design.md), and fails a run whose table decides otherwise.
+
+    fn rejected(rejection: Rejection) -> ApplyResult {
+        ApplyResult::Rejected { rejection }
+    }
+
+    #[test]
+    fn a_write_by_a_client_never_registered_that_applies_breaks_mutual_exclusion() {
+        let mut checker = two_registered_clients();
+        expect_violation(
+            try_commit(
+                &mut checker,
+                3,
+                preempt(ClientId(999), 1, "a"),
+                fresh(granted(3)),
+            ),
+            MUTUAL_EXCLUSION,
+            &["index 3", "must be rejected (UnknownClient)", "granted"],
+        );
+        let mut checker = two_registered_clients();
+        commit(
+            &mut checker,
+            3,
+            preempt(ClientId(999), 1, "a"),
+            rejected(Rejection::UnknownClient),
+        );
+    }
+
+    #[test]
+    fn a_good_write_rejected_at_apply_breaks_mutual_exclusion() {
+        let mut checker = two_registered_clients();
+        expect_violation(
+            try_commit(
+                &mut checker,
+                3,
+                preempt(C1, 1, "a"),
+                rejected(Rejection::UnknownClient),
+            ),
+            MUTUAL_EXCLUSION,
+            &["was rejected (UnknownClient)", "nothing about it is wrong"],
+        );
+    }
+
+    #[test]
+    fn a_reused_seq_answered_from_the_cache_breaks_mutual_exclusion() {
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, preempt(C1, 10, "a"), fresh(granted(3)));
+        // The same seq, for a release: the table must refuse it, not replay `granted`.
+        expect_violation(
+            try_commit(&mut checker, 4, release(C1, 10, "a"), duplicate(granted(3))),
+            MUTUAL_EXCLUSION,
+            &["must be rejected (SeqReused)"],
+        );
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, preempt(C1, 10, "a"), fresh(granted(3)));
+        commit(
+            &mut checker,
+            4,
+            release(C1, 10, "a"),
+            rejected(Rejection::SeqReused),
+        );
+        // A later request makes seq 10 merely stale, whatever it names.
+        commit(
+            &mut checker,
+            5,
+            release(C1, 11, "a"),
+            fresh(Outcome::Released),
+        );
+        commit(&mut checker, 6, preempt(C1, 10, "b"), ApplyResult::Stale);
+    }
+
+    #[test]
+    fn an_overlong_lock_name_that_applies_breaks_mutual_exclusion() {
+        let mut checker = two_registered_clients();
+        let long = "x".repeat(LOCK_NAME_BYTES_MAX + 1);
+        expect_violation(
+            try_commit(&mut checker, 3, preempt(C1, 1, &long), fresh(granted(3))),
+            MUTUAL_EXCLUSION,
+            &["must be rejected (BadLockName)"],
+        );
+    }
+
     // Election safety (Raft §5.2): at most one leader per term.
 
     #[test]
