@@ -33,7 +33,8 @@ pub enum ClusterCommand {
     /// Peers authenticate with the cluster secret in DIR/cluster-secret, generated (mode 0600)
     /// on the first start and reused after.
     /// Ctrl-C (or SIGTERM) stops every server and exits 0. If a server dies on its own, the
-    /// others are stopped and the exit code is 1. Exit code 2: bad flags, or a port is taken.
+    /// others are stopped and the exit code is 1. Exit code 2: bad flags, a port is taken, or
+    /// the cluster secret cannot be written.
     #[command(after_help = "\
 Examples:
   lockstep cluster up                       # 3 servers on 7001-7003, data in a temp dir
