@@ -38,6 +38,8 @@ struct Cluster {
     ports: Vec<u16>,
     /// Flags every server gets besides its identity, address, peers and data directory.
     extra_args: Vec<String>,
+    /// Flags only server i gets, after `extra_args` (empty for most tests).
+    server_args: Vec<Vec<String>>,
     /// Index i is s(i+1); `None` while that server is down.
     servers: Vec<Option<ServerProcess>>,
 }
@@ -51,6 +53,11 @@ impl Cluster {
 
     /// Like `start`, with `extra_args` on every server's command line.
     fn start_with(name: &str, extra_args: &[&str]) -> Cluster {
+        Cluster::start_each(name, extra_args, &[])
+    }
+
+    /// Like `start_with`, and `server_args[i]` on the command line of server i as well.
+    fn start_each(name: &str, extra_args: &[&str], server_args: &[&[&str]]) -> Cluster {
         for _attempt in 0..5 {
             let dir = scratch_dir(name);
             let _ = std::fs::remove_dir_all(&dir);
@@ -59,6 +66,10 @@ impl Cluster {
                 dir,
                 ports: free_ports(3),
                 extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
+                server_args: server_args
+                    .iter()
+                    .map(|args| args.iter().map(|arg| arg.to_string()).collect())
+                    .collect(),
                 servers: Vec::new(),
             };
             for index in 0..3 {
@@ -86,6 +97,7 @@ impl Cluster {
             .arg("--data-dir")
             .arg(self.dir.join(&id))
             .args(&self.extra_args)
+            .args(self.server_args.get(index).into_iter().flatten())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -839,4 +851,249 @@ fn the_lock_command_runs_a_command_under_the_lock_and_releases_it() {
         "released after the command failed"
     );
     cluster.finish();
+}
+
+/// A cluster secret file with `content`, readable by its owner only, in a scratch directory
+/// of its own (so that `Cluster::start_with` may remove and remake the cluster's).
+fn secret_file(name: &str, content: &str) -> PathBuf {
+    let dir = scratch_dir(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("cluster-secret");
+    std::fs::write(&path, content).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    path
+}
+
+const SECRET: &str = "c2VjcmV0IG9mIHRoZSBjbHVzdGVyIHVuZGVyIHRlc3QsIDMyKyBieXRlcw==\n";
+const OTHER_SECRET: &str = "b3RoZXIgY2x1c3RlcidzIHNlY3JldCwgYWxzbyAzMiBieXRlcyBvciBtb3Jl\n";
+
+/// Polls server `index`'s log until it holds `needle`; panics with every log at the deadline.
+fn wait_for_log(cluster: &Cluster, index: usize, needle: &str) -> String {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let log = std::fs::read_to_string(cluster.log_path(index)).unwrap_or_default();
+        if log.contains(needle) {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "s{} never logged {needle:?}\n{}",
+            index + 1,
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Three servers sharing a cluster secret prove it to each other, elect a leader and serve.
+#[test]
+fn a_cluster_with_a_shared_secret_elects_a_leader_and_serves() {
+    let secret = secret_file("shared-secret-file", SECRET);
+    let secret_arg = secret.display().to_string();
+    let cluster = Cluster::start_with("shared-secret", &["--cluster-secret-file", &secret_arg]);
+    let mut client = cluster.client();
+    let token = grant(&mut client, "door");
+    let owner = client.client_id().expect("registered").0;
+    assert!(cluster.latest_leader().is_some(), "{}", cluster.logs());
+    let mut observer = cluster.client();
+    assert_eq!(holder(&mut observer, "door"), Some((owner, token)));
+    for index in 0..3 {
+        let log = wait_for_log(&cluster, index, "accepted a connection from peer");
+        assert!(
+            log.contains("peer_authentication=\"cluster secret\""),
+            "s{} runs authenticated\n{log}",
+            index + 1
+        );
+        assert!(!log.contains("UNAUTHENTICATED"), "{log}");
+        assert!(!log.contains("peer connection refused"), "{log}");
+        assert!(!log.contains("refused our handshake"), "{log}");
+    }
+    let _ = std::fs::remove_dir_all(secret.parent().unwrap());
+    cluster.finish();
+}
+
+/// Opens a raw peer connection to `port` and sends `opening`; returns the stream.
+fn raw_peer(port: u16, opening: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    stream.write_all(opening).unwrap();
+    stream
+}
+
+/// Reads one frame from a raw peer connection.
+fn read_frame(stream: &mut TcpStream) -> lockstep::net::peer::PeerFrame {
+    use lockstep::net::peer::frame::{FrameDecoder, decode_peer_frame};
+    let mut decoder = FrameDecoder::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let read = stream.read(&mut chunk).unwrap();
+        assert!(read > 0, "the server closed without a frame");
+        if let Some(payload) = decoder.feed(&chunk[..read]).unwrap().first() {
+            return decode_peer_frame(payload).unwrap();
+        }
+    }
+}
+
+/// A process without the secret claims to be s2, with no proof and with a wrong one. s1
+/// refuses it both times, says why, logs it at WARN with the caller's address, and the
+/// cluster keeps serving with its lock intact.
+#[test]
+fn a_forged_peer_without_the_secret_is_refused_and_the_cluster_keeps_serving() {
+    use lockstep::net::peer::PeerFrame;
+    use lockstep::net::peer::handshake::{Handshake, Nonce, PROOF_BYTES, Proof};
+    use lockstep::node::ServerId;
+    let secret = secret_file("forged-peer-secret", SECRET);
+    let secret_arg = secret.display().to_string();
+    let cluster = Cluster::start_with("forged-peer", &["--cluster-secret-file", &secret_arg]);
+    let mut client = cluster.client();
+    let token = grant(&mut client, "vault");
+    let owner = client.client_id().expect("registered").0;
+    let port = cluster.ports[0];
+
+    // No proof at all: the old, unauthenticated handshake.
+    let unauthenticated = Handshake::new("lockstep", ServerId(2), ServerId(1));
+    let mut stream = raw_peer(port, &unauthenticated.encode_opening());
+    let caller = stream.local_addr().unwrap();
+    match read_frame(&mut stream) {
+        PeerFrame::Refused { reason } => assert!(reason.contains("requires"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let log = wait_for_log(&cluster, 0, &caller.to_string());
+    let line = log
+        .lines()
+        .find(|l| l.contains(&caller.to_string()))
+        .unwrap();
+    assert!(line.contains("WARN") && line.contains("refused"), "{line}");
+    let _ = stream.shutdown(Shutdown::Both);
+
+    // A challenge answered with a made-up proof.
+    let mut forged = Handshake::new("lockstep", ServerId(2), ServerId(1));
+    forged.nonce = Some(Nonce([7; 32]));
+    let mut stream = raw_peer(port, &forged.encode_opening());
+    let caller = stream.local_addr().unwrap();
+    assert!(matches!(
+        read_frame(&mut stream),
+        PeerFrame::Challenge { .. }
+    ));
+    let mut proof_frame = Vec::new();
+    lockstep::net::peer::frame::encode_peer_frame(
+        &PeerFrame::Proof {
+            proof: Proof([0x5a; PROOF_BYTES]),
+        },
+        &mut proof_frame,
+    )
+    .unwrap();
+    stream.write_all(&proof_frame).unwrap();
+    match read_frame(&mut stream) {
+        PeerFrame::Refused { reason } => {
+            assert!(reason.contains("failed to prove"), "{reason}");
+            assert!(!reason.contains(SECRET.trim()), "the secret never leaks");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // And the connection is closed after the refusal.
+    let mut rest = Vec::new();
+    assert!(matches!(stream.read_to_end(&mut rest), Ok(0)), "{rest:?}");
+    let log = wait_for_log(&cluster, 0, &caller.to_string());
+    let line = log
+        .lines()
+        .find(|l| l.contains(&caller.to_string()))
+        .unwrap();
+    assert!(
+        line.contains("WARN") && line.contains("failed to prove"),
+        "{line}"
+    );
+
+    // The cluster serves on, with the lock where it was.
+    let mut observer = cluster.client();
+    assert_eq!(holder(&mut observer, "vault"), Some((owner, token)));
+    assert!(grant(&mut observer, "another") > token);
+    let _ = std::fs::remove_dir_all(secret.parent().unwrap());
+    cluster.finish();
+}
+
+/// s3 holds another cluster's secret. s1 and s2 refuse it and serve without it; s3 refuses
+/// them too, never follows a leader, and its log receives no entry.
+#[test]
+fn a_server_with_a_different_secret_never_joins() {
+    let secret = secret_file("split-secret", SECRET);
+    let other = secret_file("split-other-secret", OTHER_SECRET);
+    let secret_arg = secret.display().to_string();
+    let other_arg = other.display().to_string();
+    let right: &[&str] = &["--cluster-secret-file", &secret_arg];
+    let wrong: &[&str] = &["--cluster-secret-file", &other_arg];
+    let cluster = Cluster::start_each("split-secret", &[], &[right, right, wrong]);
+
+    // s1 and s2 are a majority: they serve.
+    let majority = vec![
+        format!("127.0.0.1:{}", cluster.ports[0]),
+        format!("127.0.0.1:{}", cluster.ports[1]),
+    ];
+    let options = ClientOptions {
+        operation_timeout: DEADLINE,
+        ..ClientOptions::default()
+    };
+    let mut client = Client::new(majority, options).unwrap();
+    let token = grant(&mut client, "gate");
+    let owner = client.client_id().expect("registered").0;
+
+    // Both sides of both directions say why.
+    for index in 0..2 {
+        let log = wait_for_log(&cluster, index, "s3 failed to prove the cluster secret");
+        assert!(log.contains("WARN"), "{log}");
+    }
+    wait_for_log(&cluster, 2, "s1 failed to prove the cluster secret");
+    wait_for_log(&cluster, 2, "s2 failed to prove the cluster secret");
+    wait_for_log(&cluster, 2, "refused our handshake");
+
+    let mut observer = Client::new(
+        vec![format!("127.0.0.1:{}", cluster.ports[1])],
+        ClientOptions {
+            operation_timeout: DEADLINE,
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(holder(&mut observer, "gate"), Some((owner, token)));
+    let outsider = std::fs::read_to_string(cluster.log_path(2)).unwrap();
+    assert!(!outsider.contains("follows leader"), "{outsider}");
+    assert!(!outsider.contains("is now the leader"), "{outsider}");
+    assert!(
+        !outsider.contains("accepted a connection from peer"),
+        "{outsider}"
+    );
+    for path in [&secret, &other] {
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+    cluster.finish();
+}
+
+/// A secret file that is missing or too short stops the server at start with exit code 2,
+/// naming the file.
+#[test]
+fn a_bad_cluster_secret_file_exits_2_and_names_the_file() {
+    let short = secret_file("short-secret", "too short\n");
+    let short_arg = short.display().to_string();
+    let missing_arg = short.with_file_name("missing").display().to_string();
+    for (path, problem) in [(&short_arg, "at least 32"), (&missing_arg, "cannot read")] {
+        let (code, stderr) = run_to_exit(&[
+            "server",
+            "--id",
+            "s1",
+            "--listen",
+            "127.0.0.1:1",
+            "--data-dir",
+            "unused",
+            "--cluster-secret-file",
+            path,
+        ]);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(path.as_str()), "{stderr}");
+        assert!(stderr.contains(problem), "{stderr}");
+    }
+    let _ = std::fs::remove_dir_all(short.parent().unwrap());
 }

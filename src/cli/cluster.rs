@@ -19,6 +19,10 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long servers may take to stop after SIGTERM before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// The cluster secret every server is given, in the cluster's directory.
+const SECRET_FILE_NAME: &str = "cluster-secret";
+/// Random bytes in a generated secret; written as twice as many hex digits.
+const SECRET_RANDOM_BYTES: usize = 32;
 
 #[derive(Subcommand, Debug)]
 pub enum ClusterCommand {
@@ -26,8 +30,11 @@ pub enum ClusterCommand {
     ///
     /// Each server is a `lockstep server` child process listening on BASE_PORT, BASE_PORT+1,
     /// ... with its data in DIR/s1, DIR/s2, ... and its log in DIR/s1.log, DIR/s2.log, ...
+    /// Peers authenticate with the cluster secret in DIR/cluster-secret, generated (mode 0600)
+    /// on the first start and reused after.
     /// Ctrl-C (or SIGTERM) stops every server and exits 0. If a server dies on its own, the
-    /// others are stopped and the exit code is 1. Exit code 2: bad flags, or a port is taken.
+    /// others are stopped and the exit code is 1. Exit code 2: bad flags, a port is taken, or
+    /// the cluster secret cannot be written.
     #[command(after_help = "\
 Examples:
   lockstep cluster up                       # 3 servers on 7001-7003, data in a temp dir
@@ -41,8 +48,8 @@ pub struct UpArgs {
     /// How many servers (1 to 9).
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub servers: u16,
-    /// Directory for data (DIR/sN) and logs (DIR/sN.log) [default: a new directory under the
-    /// system temp dir].
+    /// Directory for data (DIR/sN), logs (DIR/sN.log) and the cluster secret
+    /// (DIR/cluster-secret) [default: a new directory under the system temp dir].
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// Port of s1; sN listens on BASE_PORT+N-1.
@@ -89,6 +96,13 @@ fn up(args: UpArgs) -> u8 {
         eprintln!("error: {}: cannot create: {error}", dir.display());
         return EXIT_BAD_INPUT;
     }
+    let secret = match ensure_secret(&dir) {
+        Ok(secret) => secret,
+        Err(problem) => {
+            eprintln!("error: {problem}");
+            return EXIT_BAD_INPUT;
+        }
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let handler_stop = Arc::clone(&stop);
     if let Err(error) = ctrlc::set_handler(move || handler_stop.store(true, Ordering::Relaxed)) {
@@ -96,7 +110,7 @@ fn up(args: UpArgs) -> u8 {
     }
     let mut members = Vec::new();
     for index in 0..addresses.len() {
-        match spawn_member(&args, &dir, &addresses, index) {
+        match spawn_member(&args, &dir, &secret, &addresses, index) {
             Ok(member) => members.push(member),
             Err(problem) => {
                 eprintln!("error: {problem}");
@@ -110,10 +124,34 @@ fn up(args: UpArgs) -> u8 {
         stop_all(&mut members);
         return EXIT_CHILD_DIED;
     }
-    print_summary(&members, &dir);
+    print_summary(&members, &dir, &secret);
     let code = watch(&mut members, &stop);
     stop_all(&mut members);
     code
+}
+
+/// The cluster secret file in `dir`: the one already there (a restart of the same cluster),
+/// or a new random one, readable by this user only. The servers check its content.
+fn ensure_secret(dir: &Path) -> Result<PathBuf, String> {
+    use std::io::Write;
+    let path = dir.join(SECRET_FILE_NAME);
+    if path.exists() {
+        return Ok(path);
+    }
+    let mut random = [0u8; SECRET_RANDOM_BYTES];
+    rand::fill(&mut random[..]);
+    let mut text: String = random.iter().map(|byte| format!("{byte:02x}")).collect();
+    text.push('\n');
+    let mut options = File::options();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let cannot =
+        |e: std::io::Error| format!("{}: cannot write the cluster secret: {e}", path.display());
+    let mut file = options.open(&path).map_err(cannot)?;
+    file.write_all(text.as_bytes()).map_err(cannot)?;
+    file.sync_all().map_err(cannot)?;
+    Ok(path)
 }
 
 /// The servers' addresses, each checked free now (a server started later may still lose a
@@ -150,6 +188,7 @@ fn plan_addresses(args: &UpArgs) -> Result<Vec<SocketAddr>, String> {
 fn spawn_member(
     args: &UpArgs,
     dir: &Path,
+    secret: &Path,
     addresses: &[SocketAddr],
     index: usize,
 ) -> Result<Member, String> {
@@ -170,7 +209,9 @@ fn spawn_member(
         .args(["--listen", &addresses[index].to_string()])
         .arg("--data-dir")
         .arg(&data_dir)
-        .args(["--cluster-id", &args.cluster_id]);
+        .args(["--cluster-id", &args.cluster_id])
+        .arg("--cluster-secret-file")
+        .arg(secret);
     for (peer, address) in addresses.iter().enumerate() {
         if peer != index {
             command.args(["--peer", &format!("s{}={address}", peer + 1)]);
@@ -231,7 +272,7 @@ fn wait_until_listening(members: &mut [Member], stop: &AtomicBool) -> Result<(),
     Ok(())
 }
 
-fn print_summary(members: &[Member], dir: &Path) {
+fn print_summary(members: &[Member], dir: &Path, secret: &Path) {
     use tabled::builder::Builder;
     use tabled::settings::Style;
     let mut builder = Builder::default();
@@ -249,6 +290,10 @@ fn print_summary(members: &[Member], dir: &Path) {
     let servers: Vec<String> = members.iter().map(|m| m.address.to_string()).collect();
     println!("{table}");
     println!("logs: {}/sN.log (one per server)", dir.display());
+    println!(
+        "peers authenticate with the cluster secret in {}",
+        secret.display()
+    );
     println!(
         "try:  lockstep client --servers {} preempt NAME",
         servers.join(",")

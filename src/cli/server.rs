@@ -25,6 +25,9 @@ Examples:
   ...
   # the same cluster from one shared file
   lockstep server --config cluster.yaml --id s1
+  # peers authenticated by a shared secret (give every server the same file)
+  head -c 32 /dev/urandom | base64 > secret && chmod 600 secret
+  lockstep server --config cluster.yaml --id s1 --cluster-secret-file secret
 
 Logs go to stderr; set the level with RUST_LOG (default info, e.g. RUST_LOG=debug).
 SIGINT or SIGTERM stops the server cleanly: everything it acknowledged is already on disk.
@@ -55,6 +58,12 @@ pub struct ServerArgs {
     /// Close client connections that send nothing for this long [default: 300s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub client_idle_timeout: Option<Duration>,
+    /// A file holding the cluster secret (at least 32 bytes after trimming whitespace; e.g.
+    /// `head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE`). Every server of the
+    /// cluster needs the same one: peers prove it to each other in the handshake, and a
+    /// server with a secret refuses peers without it. Without one, peers are unauthenticated.
+    #[arg(long, value_name = "FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
     /// A YAML file describing the cluster (see docs/operations.md). Flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -82,6 +91,7 @@ pub fn run(args: ServerArgs) -> u8 {
         cluster_id: args.cluster_id,
         snapshot_entries: args.snapshot_entries,
         client_idle_timeout: args.client_idle_timeout,
+        cluster_secret_file: args.cluster_secret_file,
     };
     let config = match config::resolve(&overrides) {
         Ok(config) => config,

@@ -6,7 +6,7 @@
 //! as soon as its four length bytes have arrived, and the decoder only ever holds bytes it was
 //! actually given.
 
-use crate::net::peer::handshake::Handshake;
+use crate::net::peer::handshake::{Handshake, Nonce, Proof};
 use crate::node::PeerMessage;
 use serde::{Deserialize, Serialize};
 
@@ -23,8 +23,13 @@ pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
 pub enum PeerFrame {
     /// Connector to acceptor, first frame: who is calling and whom it means to reach.
     Handshake(Handshake),
-    /// Acceptor to connector: the handshake passed; `Message` frames may follow.
-    Accepted,
+    /// Acceptor to connector, when both hold a cluster secret: the acceptor's fresh nonce.
+    Challenge { nonce: Nonce },
+    /// Connector to acceptor, answering a challenge: the connector's proof of the secret.
+    Proof { proof: Proof },
+    /// Acceptor to connector: the handshake passed; `Message` frames may follow. With a
+    /// cluster secret it carries the acceptor's proof, which the connector checks first.
+    Accepted { proof: Option<Proof> },
     /// Acceptor to connector: the handshake failed, and why. The acceptor closes next.
     Refused { reason: String },
     /// A Raft message, connector to acceptor.
@@ -111,7 +116,7 @@ impl FrameDecoder {
         FrameDecoder::with_limit(FRAME_BYTES_MAX)
     }
 
-    /// A decoder with another payload limit, for tests.
+    /// A decoder with another payload limit: small while a handshake is read, for tests.
     pub fn with_limit(frame_bytes_max: usize) -> FrameDecoder {
         assert!(frame_bytes_max > 0, "frame decoder: a limit of 0 bytes");
         FrameDecoder {
@@ -119,6 +124,16 @@ impl FrameDecoder {
             buffer: Vec::new(),
             failed: false,
         }
+    }
+
+    /// Raises the payload limit, for the frames after a handshake. Frames whose length was
+    /// already checked stay checked: raising never lets through what the old limit refused.
+    pub fn raise_limit(&mut self, frame_bytes_max: usize) {
+        assert!(
+            frame_bytes_max >= self.frame_bytes_max,
+            "frame decoder: the limit only rises"
+        );
+        self.frame_bytes_max = frame_bytes_max;
     }
 
     /// Takes the next bytes of the stream; returns the payloads of the frames they complete.
@@ -211,7 +226,16 @@ mod tests {
     fn frames_round_trip_whole_and_byte_by_byte() {
         let frames = [
             PeerFrame::Message(heartbeat()),
-            PeerFrame::Accepted,
+            PeerFrame::Accepted { proof: None },
+            PeerFrame::Accepted {
+                proof: Some(Proof([7; 32])),
+            },
+            PeerFrame::Challenge {
+                nonce: Nonce([9; 32]),
+            },
+            PeerFrame::Proof {
+                proof: Proof([8; 32]),
+            },
             PeerFrame::Refused {
                 reason: "wrong cluster".into(),
             },
@@ -270,6 +294,25 @@ mod tests {
             FrameDecoder::with_limit(16).feed(&over),
             Err(FrameError::TooLong { .. })
         ));
+    }
+
+    #[test]
+    fn a_raised_limit_lets_larger_frames_through_after_a_partial_one() {
+        let mut stream = Vec::new();
+        encode_frame(&[b'x'; 8], &mut stream);
+        encode_frame(&[b'y'; 64], &mut stream);
+        let mut decoder = FrameDecoder::with_limit(16);
+        // The first frame, and only the prefix of the second, under the handshake's limit.
+        assert_eq!(
+            decoder.feed(&stream[..12 + 2]).unwrap(),
+            vec![vec![b'x'; 8]]
+        );
+        decoder.raise_limit(64);
+        assert_eq!(
+            decoder.feed(&stream[12 + 2..]).unwrap(),
+            vec![vec![b'y'; 64]]
+        );
+        decoder.finish().unwrap();
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! - [`frame`]: length-prefixed frames and what they carry, as a pure codec.
 //! - [`handshake`]: the preamble that tells peers from clients on a shared port, and the
-//!   handshake that keeps servers of other clusters, versions or ids out. Pure.
+//!   handshake that keeps servers of other clusters, versions or ids out and, with a cluster
+//!   secret, authenticates both sides by mutual HMAC challenge-response. Pure.
 //! - [`transport`]: the tokio tasks that carry the node's peer messages.
 
 pub mod frame;

@@ -10,10 +10,16 @@
 //! This module must never call into the node: inbound messages leave through the `deliver`
 //! callback the driver gives it.
 
-use super::frame::{FrameDecoder, PeerFrame, decode_peer_frame, encode_peer_frame};
-use super::handshake::{Handshake, PREAMBLE_BYTES, Refusal, decode_preamble};
+use super::frame::{
+    FRAME_BYTES_MAX, FrameDecoder, PeerFrame, decode_peer_frame, encode_peer_frame,
+};
+use super::handshake::{
+    AcceptorHandshake, AcceptorStep, ClusterSecret, ConnectorFailure, ConnectorHandshake,
+    ConnectorStep, NONCE_BYTES, Nonce, PEER_PROTOCOL_VERSION, PREAMBLE_BYTES, Refusal,
+    decode_preamble,
+};
 use crate::node::{PeerMessage, ServerId};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -31,6 +37,12 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes encoded into one write before it is flushed, so one burst cannot hold a huge buffer.
 const WRITE_BATCH_BYTES_MAX: usize = 1024 * 1024;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Largest frame either side reads before the handshake is done: a handshake, challenge,
+/// proof or answer is a few hundred bytes, and an unauthenticated caller gets no more.
+const HANDSHAKE_FRAME_BYTES_MAX: usize = 4096;
+/// Frames a handshake takes from the other side at most: the handshake and the proof (the
+/// acceptor), or the challenge and the acceptance (the connector).
+const HANDSHAKE_FRAMES_MAX: usize = 2;
 
 /// Who this server is among its peers: what a handshake is checked against.
 #[derive(Clone, Debug)]
@@ -39,6 +51,17 @@ pub struct PeerIdentity {
     pub me: ServerId,
     /// Every server of the cluster, this one included.
     pub servers: Vec<ServerId>,
+    /// The cluster secret both sides of every handshake must prove; `None` runs
+    /// unauthenticated (and refuses peers that have one).
+    pub secret: Option<Arc<ClusterSecret>>,
+}
+
+/// A fresh handshake nonce from `rand`'s thread RNG: a ChaCha12 CSPRNG seeded, and
+/// periodically reseeded, from the operating system.
+fn fresh_nonce() -> Nonce {
+    let mut bytes = [0u8; NONCE_BYTES];
+    rand::fill(&mut bytes[..]);
+    Nonce(bytes)
 }
 
 /// Where the node's `Send` effects go: one bounded queue per peer.
@@ -85,7 +108,8 @@ pub fn spawn_outbound(identity: &PeerIdentity, peers: &BTreeMap<ServerId, String
         let (sender, receiver) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
         queues.insert(peer, sender);
         let connector = Connector {
-            handshake: Handshake::new(&identity.cluster_id, identity.me, peer),
+            identity: identity.clone(),
+            peer,
             address: address.clone(),
             queue: receiver,
             dropped: Arc::clone(&dropped),
@@ -97,7 +121,8 @@ pub fn spawn_outbound(identity: &PeerIdentity, peers: &BTreeMap<ServerId, String
 
 /// One peer's outbound side.
 struct Connector {
-    handshake: Handshake,
+    identity: PeerIdentity,
+    peer: ServerId,
     address: String,
     queue: mpsc::Receiver<PeerMessage>,
     dropped: Arc<BTreeMap<ServerId, AtomicU64>>,
@@ -105,7 +130,7 @@ struct Connector {
 
 impl Connector {
     async fn run(mut self) {
-        let peer = self.handshake.to;
+        let peer = self.peer;
         let mut delay = RECONNECT_DELAY_MIN;
         let mut failures_in_a_row: u64 = 0;
         loop {
@@ -121,7 +146,11 @@ impl Connector {
                 }
                 Err(ConnectError::Refused(reason)) => {
                     tracing::warn!(peer = %peer, address = %self.address, %reason,
-                        "peer refused our handshake");
+                        "peer refused our handshake; retrying with backoff");
+                }
+                Err(ConnectError::Distrusted(reason)) => {
+                    tracing::warn!(peer = %peer, address = %self.address, %reason,
+                        "refusing the peer: it failed the handshake; retrying with backoff");
                 }
                 Err(ConnectError::Failed(reason)) => {
                     failures_in_a_row += 1;
@@ -153,28 +182,48 @@ impl Connector {
                 Err(mpsc::error::TryRecvError::Disconnected) => return false,
             }
         }
-        self.dropped[&self.handshake.to].fetch_add(dropped, Ordering::Relaxed);
+        self.dropped[&self.peer].fetch_add(dropped, Ordering::Relaxed);
         true
     }
 
     async fn connect(&self) -> Result<TcpStream, ConnectError> {
+        let failed = |error: std::io::Error| ConnectError::Failed(error.to_string());
         let attempt = async {
-            let mut stream = TcpStream::connect(&self.address)
-                .await
-                .map_err(|error| ConnectError::Failed(error.to_string()))?;
+            let mut stream = TcpStream::connect(&self.address).await.map_err(failed)?;
             let _ = stream.set_nodelay(true);
+            let mut handshake = ConnectorHandshake::new(
+                &self.identity.cluster_id,
+                self.identity.me,
+                self.peer,
+                self.identity.secret.clone(),
+                fresh_nonce(),
+            );
             stream
-                .write_all(&self.handshake.encode_opening())
+                .write_all(&handshake.opening())
                 .await
-                .map_err(|error| ConnectError::Failed(error.to_string()))?;
-            match read_one_frame(&mut stream).await {
-                Ok(PeerFrame::Accepted) => Ok(stream),
-                Ok(PeerFrame::Refused { reason }) => Err(ConnectError::Refused(reason)),
-                Ok(other) => Err(ConnectError::Failed(format!(
-                    "unexpected answer to the handshake: {other:?}"
-                ))),
-                Err(reason) => Err(ConnectError::Failed(reason)),
+                .map_err(failed)?;
+            let mut reader = HandshakeReader::new(Vec::new());
+            for _ in 0..HANDSHAKE_FRAMES_MAX {
+                let frame = reader
+                    .next_frame(&mut stream)
+                    .await
+                    .map_err(ConnectError::Failed)?;
+                match handshake.on_frame(frame) {
+                    Ok(ConnectorStep::Send(frame)) => {
+                        write_frame(&mut stream, &frame).await.map_err(failed)?
+                    }
+                    // The acceptor sends nothing after its acceptance, so the reader holds
+                    // nothing that is lost here.
+                    Ok(ConnectorStep::Established) => return Ok(stream),
+                    Err(ConnectorFailure::Refused(reason)) => {
+                        return Err(ConnectError::Refused(reason));
+                    }
+                    Err(failure) => return Err(ConnectError::Distrusted(failure.to_string())),
+                }
             }
+            Err(ConnectError::Distrusted(format!(
+                "no verdict after {HANDSHAKE_FRAMES_MAX} frames"
+            )))
         };
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt).await {
             Ok(result) => result,
@@ -222,8 +271,8 @@ impl Connector {
     fn encode(&self, message: PeerMessage, buffer: &mut Vec<u8>) {
         let kind = message.kind_name();
         if let Err(error) = encode_peer_frame(&PeerFrame::Message(message), buffer) {
-            tracing::warn!(peer = %self.handshake.to, kind, %error, "dropped a message too large to send");
-            self.dropped[&self.handshake.to].fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(peer = %self.peer, kind, %error, "dropped a message too large to send");
+            self.dropped[&self.peer].fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -231,74 +280,100 @@ impl Connector {
 enum ConnectError {
     /// The peer answered and said no: a configuration problem, logged at warn.
     Refused(String),
+    /// The peer failed our side of the handshake (no proof, or a wrong one): logged at warn.
+    Distrusted(String),
     /// No connection or no answer.
     Failed(String),
 }
 
-/// Reads exactly one frame (the handshake's answer). The acceptor sends nothing after it, so
-/// reading a little past it loses nothing.
-async fn read_one_frame(stream: &mut TcpStream) -> Result<PeerFrame, String> {
-    let mut decoder = FrameDecoder::new();
-    let mut chunk = [0u8; 1024];
-    // Bounded by the handshake timeout around the caller.
-    loop {
-        let read = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|error| error.to_string())?;
-        if read == 0 {
-            return Err("the peer closed the connection during the handshake".into());
+/// Reads the frames of a handshake, from either side, under [`HANDSHAKE_FRAME_BYTES_MAX`].
+struct HandshakeReader {
+    decoder: FrameDecoder,
+    /// Bytes read but not yet fed to the decoder (the first bytes the listener sniffed).
+    unfed: Vec<u8>,
+    /// Frames decoded but not yet taken.
+    frames: VecDeque<Vec<u8>>,
+}
+
+impl HandshakeReader {
+    fn new(unfed: Vec<u8>) -> HandshakeReader {
+        HandshakeReader {
+            decoder: FrameDecoder::with_limit(HANDSHAKE_FRAME_BYTES_MAX),
+            unfed,
+            frames: VecDeque::new(),
         }
-        let mut frames = decoder.feed(&chunk[..read]).map_err(|e| e.to_string())?;
-        if !frames.is_empty() {
-            return decode_peer_frame(&frames.remove(0)).map_err(|e| e.to_string());
+    }
+
+    /// The next frame. Bounded by the handshake timeout around the caller and the frame
+    /// limit: every round reads at least one byte or ends.
+    async fn next_frame(&mut self, stream: &mut TcpStream) -> Result<PeerFrame, String> {
+        let mut chunk = [0u8; 1024];
+        loop {
+            if !self.unfed.is_empty() {
+                let frames = self
+                    .decoder
+                    .feed(&self.unfed)
+                    .map_err(|error| error.to_string())?;
+                self.unfed.clear();
+                self.frames.extend(frames);
+            }
+            if let Some(payload) = self.frames.pop_front() {
+                return decode_peer_frame(&payload).map_err(|error| error.to_string());
+            }
+            let read = stream
+                .read(&mut chunk)
+                .await
+                .map_err(|error| error.to_string())?;
+            if read == 0 {
+                return Err("the peer closed the connection during the handshake".into());
+            }
+            self.unfed.extend_from_slice(&chunk[..read]);
         }
     }
 }
 
+async fn write_frame(stream: &mut TcpStream, frame: &PeerFrame) -> std::io::Result<()> {
+    let mut bytes = Vec::new();
+    encode_peer_frame(frame, &mut bytes).expect("handshake frames are small");
+    stream.write_all(&bytes).await
+}
+
 /// Serves an inbound peer connection whose first bytes (`already_read`, at least the magic)
-/// the listener consumed: checks the handshake, answers it, then hands every message to
-/// `deliver` until the connection ends. Returns why it ended, for the log.
+/// the listener consumed: runs the acceptor's side of the handshake, then hands every message
+/// to `deliver` until the connection ends. Returns why it ended, for the log; a refused
+/// handshake's reason starts with `refused`.
 pub async fn serve_inbound(
     mut stream: TcpStream,
     already_read: Vec<u8>,
     identity: Arc<PeerIdentity>,
     deliver: impl Fn(ServerId, PeerMessage),
 ) -> String {
-    let (handshake, leftover) =
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_handshake(&mut stream, already_read))
-            .await
-        {
-            Ok(Ok(found)) => found,
-            Ok(Err(refusal)) => return refuse(&mut stream, refusal.to_string()).await,
-            Err(_) => return format!("no handshake within {HANDSHAKE_TIMEOUT:?}"),
-        };
-    if let Err(refusal) = handshake.check(&identity.cluster_id, identity.me, &identity.servers) {
-        return refuse(&mut stream, refusal.to_string()).await;
-    }
-    let from = handshake.from;
-    let mut answer = Vec::new();
-    encode_peer_frame(&PeerFrame::Accepted, &mut answer).expect("small");
-    if let Err(error) = stream.write_all(&answer).await {
-        return format!("{from}: {error}");
-    }
+    let handshake = AcceptorHandshake::new(
+        &identity.cluster_id,
+        identity.me,
+        &identity.servers,
+        identity.secret.clone(),
+        fresh_nonce(),
+    );
+    let accepted = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        accept_handshake(&mut stream, already_read, handshake),
+    )
+    .await;
+    let (from, mut decoder) = match accepted {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(AcceptEnd::Refused(refusal))) => {
+            return refuse(&mut stream, refusal.to_string()).await;
+        }
+        Ok(Err(AcceptEnd::Failed(reason))) => return reason,
+        Err(_) => return format!("no handshake within {HANDSHAKE_TIMEOUT:?}"),
+    };
     tracing::info!(peer = %from, "accepted a connection from peer");
-    let mut decoder = FrameDecoder::new();
+    // Authenticated (or, without a secret, as trusted as it gets): now the full frame size.
+    decoder.raise_limit(FRAME_BYTES_MAX);
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
-    let mut pending = leftover;
     // Bounded by the connection's life; every round reads at least one byte or ends.
     loop {
-        let payloads = match decoder.feed(&pending) {
-            Ok(payloads) => payloads,
-            Err(error) => return format!("{from}: {error}"),
-        };
-        for payload in payloads {
-            match decode_peer_frame(&payload) {
-                Ok(PeerFrame::Message(message)) => deliver(from, message),
-                Ok(other) => return format!("{from}: unexpected frame {other:?}"),
-                Err(error) => return format!("{from}: {error}"),
-            }
-        }
         let read = match stream.read(&mut chunk).await {
             Ok(0) => {
                 return match decoder.finish() {
@@ -309,67 +384,90 @@ pub async fn serve_inbound(
             Ok(read) => read,
             Err(error) => return format!("{from}: {error}"),
         };
-        pending.clear();
-        pending.extend_from_slice(&chunk[..read]);
+        let payloads = match decoder.feed(&chunk[..read]) {
+            Ok(payloads) => payloads,
+            Err(error) => return format!("{from}: {error}"),
+        };
+        for payload in payloads {
+            match decode_peer_frame(&payload) {
+                Ok(PeerFrame::Message(message)) => deliver(from, message),
+                Ok(other) => return format!("{from}: unexpected frame {other:?}"),
+                Err(error) => return format!("{from}: {error}"),
+            }
+        }
     }
 }
 
-/// Reads the preamble and the handshake frame. Returns the handshake and any bytes after it.
-async fn read_handshake(
+/// How an acceptor's handshake ended other than in acceptance.
+enum AcceptEnd {
+    /// Tell the connector why, and log it at warn.
+    Refused(Refusal),
+    /// The connection broke: nobody to tell.
+    Failed(String),
+}
+
+/// Checks the preamble and runs the acceptor's side of the handshake. Returns the accepted
+/// peer, and the decoder holding whatever partial frame followed the handshake.
+async fn accept_handshake(
     stream: &mut TcpStream,
     mut bytes: Vec<u8>,
-) -> Result<(Handshake, Vec<u8>), Refusal> {
-    let mut chunk = [0u8; 4096];
-    let mut decoder = FrameDecoder::with_limit(4096);
-    let mut preamble_checked = false;
-    // Bounded by the handshake timeout around the caller and the decoder's limit.
-    loop {
-        if !preamble_checked && bytes.len() >= PREAMBLE_BYTES {
-            let preamble: [u8; PREAMBLE_BYTES] = bytes[..PREAMBLE_BYTES].try_into().expect("len");
-            let version = decode_preamble(&preamble).ok_or(Refusal::BadMagic)?;
-            if version != super::handshake::PEER_PROTOCOL_VERSION {
-                return Err(Refusal::Version {
-                    ours: super::handshake::PEER_PROTOCOL_VERSION,
-                    theirs: version,
-                });
-            }
-            preamble_checked = true;
-            bytes.drain(..PREAMBLE_BYTES);
-        }
-        if preamble_checked {
-            // The handshake is the one frame the connector sends before our answer, so a
-            // frame decoded here is it, and nothing can follow it yet.
-            let frames = decoder
-                .feed(&bytes)
-                .map_err(|error| Refusal::Malformed(error.to_string()))?;
-            bytes.clear();
-            if let Some(payload) = frames.first() {
-                return match decode_peer_frame(payload) {
-                    Ok(PeerFrame::Handshake(handshake)) => Ok((handshake, Vec::new())),
-                    Ok(other) => Err(Refusal::Malformed(format!("{other:?} before a handshake"))),
-                    Err(error) => Err(Refusal::Malformed(error.to_string())),
-                };
-            }
-        }
+    mut handshake: AcceptorHandshake,
+) -> Result<(ServerId, FrameDecoder), AcceptEnd> {
+    let mut chunk = [0u8; PREAMBLE_BYTES];
+    // Bounded: each round reads at least one byte, and the preamble is 13 bytes.
+    while bytes.len() < PREAMBLE_BYTES {
         let read = stream
             .read(&mut chunk)
             .await
-            .map_err(|error| Refusal::Malformed(error.to_string()))?;
+            .map_err(|error| AcceptEnd::Failed(error.to_string()))?;
         if read == 0 {
-            return Err(Refusal::Malformed("closed during the handshake".into()));
+            return Err(AcceptEnd::Failed("closed during the preamble".into()));
         }
         bytes.extend_from_slice(&chunk[..read]);
     }
+    let preamble: [u8; PREAMBLE_BYTES] = bytes[..PREAMBLE_BYTES].try_into().expect("len");
+    let version = decode_preamble(&preamble).ok_or(AcceptEnd::Refused(Refusal::BadMagic))?;
+    if version != PEER_PROTOCOL_VERSION {
+        return Err(AcceptEnd::Refused(Refusal::Version {
+            ours: PEER_PROTOCOL_VERSION,
+            theirs: version,
+        }));
+    }
+    let mut reader = HandshakeReader::new(bytes.split_off(PREAMBLE_BYTES));
+    for _ in 0..HANDSHAKE_FRAMES_MAX {
+        let frame = reader
+            .next_frame(stream)
+            .await
+            .map_err(|reason| AcceptEnd::Refused(Refusal::Malformed(reason)))?;
+        // The connector waits for each answer before it sends again, so a frame already
+        // queued behind this one broke the protocol.
+        if !reader.frames.is_empty() {
+            return Err(AcceptEnd::Refused(Refusal::Malformed(
+                "a frame sent before the previous one was answered".into(),
+            )));
+        }
+        match handshake.on_frame(frame) {
+            AcceptorStep::Send(frame) => write_frame(stream, &frame)
+                .await
+                .map_err(|error| AcceptEnd::Failed(error.to_string()))?,
+            AcceptorStep::Accept { answer, from } => {
+                write_frame(stream, &answer)
+                    .await
+                    .map_err(|error| AcceptEnd::Failed(format!("{from}: {error}")))?;
+                return Ok((from, reader.decoder));
+            }
+            AcceptorStep::Refuse(refusal) => return Err(AcceptEnd::Refused(refusal)),
+        }
+    }
+    unreachable!("an acceptor handshake reaches a verdict within {HANDSHAKE_FRAMES_MAX} frames")
 }
 
 /// Says why, politely, and closes. Returns the reason for the log.
 async fn refuse(stream: &mut TcpStream, reason: String) -> String {
-    let mut answer = Vec::new();
     let frame = PeerFrame::Refused {
         reason: reason.clone(),
     };
-    encode_peer_frame(&frame, &mut answer).expect("small");
-    let _ = stream.write_all(&answer).await;
+    let _ = write_frame(stream, &frame).await;
     let _ = stream.shutdown().await;
     format!("refused: {reason}")
 }

@@ -9,18 +9,21 @@
 //! data_dir: /var/lib/lockstep   # root: each server uses <data_dir>/<id> unless it names its own
 //! snapshot_entries: 100000      # 0 never compacts
 //! client_idle_timeout: 300s
+//! cluster_secret_file: secret   # relative to this file; every server needs the same secret
 //! servers:
 //!   s1: 10.0.0.1:7001
 //!   s2: 10.0.0.2:7001
 //!   s3: {address: 10.0.0.3:7001, data_dir: /srv/lockstep}
 //! ```
 
+use crate::net::peer::handshake::{CLUSTER_SECRET_BYTES_MAX, ClusterSecret};
 use crate::node::ServerId;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const CLUSTER_ID_DEFAULT: &str = "lockstep";
@@ -42,6 +45,81 @@ pub struct ServerProcessConfig {
     /// Applied entries kept in the log before compacting them into a snapshot; `None` never.
     pub snapshot_entries_min: Option<u64>,
     pub client_idle_timeout: Duration,
+    /// The secret peers must prove in the handshake; `None` leaves peers unauthenticated.
+    pub cluster_secret: Option<LoadedSecret>,
+}
+
+/// A cluster secret read from its file.
+#[derive(Clone, Debug)]
+pub struct LoadedSecret {
+    pub path: PathBuf,
+    pub secret: Arc<ClusterSecret>,
+    /// The file's permission bits when group or others may read it (worth a warning), else
+    /// `None`.
+    pub readable_by_others: Option<u32>,
+}
+
+/// Compares where the secrets came from, never the secrets themselves.
+impl PartialEq for LoadedSecret {
+    fn eq(&self, other: &LoadedSecret) -> bool {
+        self.path == other.path && self.readable_by_others == other.readable_by_others
+    }
+}
+
+impl Eq for LoadedSecret {}
+
+/// Reads the cluster secret in `path` (see [`ClusterSecret::from_file_content`] for the
+/// format). Every problem names the file.
+pub fn load_cluster_secret(path: &Path) -> Result<LoadedSecret, ConfigError> {
+    use std::io::Read;
+    let place = || path.display().to_string();
+    let file = std::fs::File::open(path)
+        .map_err(|e| error(place(), format!("cannot read the cluster secret file: {e}")))?;
+    let metadata = file
+        .metadata()
+        .map_err(|e| error(place(), format!("cannot read the cluster secret file: {e}")))?;
+    if !metadata.is_file() {
+        return Err(error(
+            place(),
+            "the cluster secret file is not a regular file",
+        ));
+    }
+    // Read one byte past the longest secret plus generous whitespace, so that a huge file is
+    // refused without reading it all.
+    let bytes_max = 2 * CLUSTER_SECRET_BYTES_MAX as u64;
+    let mut content = Vec::new();
+    file.take(bytes_max + 1)
+        .read_to_end(&mut content)
+        .map_err(|e| error(place(), format!("cannot read the cluster secret file: {e}")))?;
+    if content.len() as u64 > bytes_max {
+        return Err(error(
+            place(),
+            format!("the cluster secret file is larger than {bytes_max} bytes"),
+        ));
+    }
+    let secret = ClusterSecret::from_file_content(&content).map_err(|problem| {
+        error(
+            place(),
+            format!("not a usable cluster secret: it {problem}"),
+        )
+    })?;
+    Ok(LoadedSecret {
+        path: path.to_path_buf(),
+        secret: Arc::new(secret),
+        readable_by_others: group_or_other_readable(&metadata),
+    })
+}
+
+#[cfg(unix)]
+fn group_or_other_readable(metadata: &std::fs::Metadata) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = metadata.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
+#[cfg(not(unix))]
+fn group_or_other_readable(_metadata: &std::fs::Metadata) -> Option<u32> {
+    None
 }
 
 impl ServerProcessConfig {
@@ -65,6 +143,7 @@ pub struct ConfigOverrides {
     pub cluster_id: Option<String>,
     pub snapshot_entries: Option<u64>,
     pub client_idle_timeout: Option<Duration>,
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 /// A configuration problem: where, and what.
@@ -96,6 +175,7 @@ struct ConfigFile {
     data_dir: Option<PathBuf>,
     snapshot_entries: Option<u64>,
     client_idle_timeout: Option<String>,
+    cluster_secret_file: Option<PathBuf>,
     servers: BTreeMap<String, ServerEntry>,
 }
 
@@ -227,6 +307,7 @@ fn combine(
     let mut cluster_id = overrides.cluster_id.clone();
     let mut snapshot_entries = overrides.snapshot_entries;
     let mut idle_timeout = overrides.client_idle_timeout;
+    let mut secret_file = overrides.cluster_secret_file.clone();
     if let Some((path, file)) = file {
         let servers = file_servers(path, file)?;
         let Some((own_address, own_data_dir)) = servers.get(&id) else {
@@ -258,6 +339,8 @@ fn combine(
                     .map(|root| relative_to_file(root).join(id.to_string()))
             });
         cluster_id = cluster_id.or_else(|| file.cluster_id.clone());
+        secret_file =
+            secret_file.or_else(|| file.cluster_secret_file.as_deref().map(relative_to_file));
         snapshot_entries = snapshot_entries.or(file.snapshot_entries);
         if idle_timeout.is_none()
             && let Some(text) = &file.client_idle_timeout
@@ -291,6 +374,10 @@ fn combine(
         ));
     }
     let snapshot_entries = snapshot_entries.unwrap_or(SNAPSHOT_ENTRIES_DEFAULT);
+    let cluster_secret = match &secret_file {
+        Some(path) => Some(load_cluster_secret(path)?),
+        None => None,
+    };
     let config = ServerProcessConfig {
         id,
         listen,
@@ -299,6 +386,7 @@ fn combine(
         cluster_id,
         snapshot_entries_min: (snapshot_entries > 0).then_some(snapshot_entries),
         client_idle_timeout: idle_timeout.unwrap_or(CLIENT_IDLE_TIMEOUT_DEFAULT),
+        cluster_secret,
     };
     assert!(
         !config.peers.contains_key(&config.id),
@@ -435,5 +523,91 @@ mod tests {
         assert!(self_peer.place.starts_with("--peer"));
         let no_id = combine(&ConfigOverrides::default(), None).unwrap_err();
         assert_eq!(no_id.place, "--id");
+    }
+
+    fn write_secret(directory: &Path, name: &str, content: &str, mode: u32) -> PathBuf {
+        let path = directory.join(name);
+        std::fs::write(&path, content).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        path
+    }
+
+    fn minimal(secret_file: Option<PathBuf>) -> ConfigOverrides {
+        ConfigOverrides {
+            id: Some(ServerId(1)),
+            listen: Some("127.0.0.1:1".parse().unwrap()),
+            data_dir: Some("d".into()),
+            cluster_secret_file: secret_file,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_cluster_secret_comes_from_the_flag_or_the_file_relative_to_it() {
+        let directory = crate::storage::test_directory::TestDirectory::new("config-secret");
+        let secret = "k".repeat(44);
+        write_secret(directory.path(), "secret", &format!("{secret}\n"), 0o600);
+        let flag_path = write_secret(directory.path(), "flag-secret", &secret, 0o600);
+        let config_path = directory.path().join("cluster.yaml");
+        let text = "cluster_secret_file: secret\nservers: {s1: 127.0.0.1:7001}\n";
+        let file = parse_file(&config_path, text).unwrap();
+        let overrides = ConfigOverrides {
+            id: Some(ServerId(1)),
+            data_dir: Some("d".into()),
+            ..Default::default()
+        };
+        let from_file = combine(&overrides, Some((&config_path, &file))).unwrap();
+        let loaded = from_file.cluster_secret.expect("a secret");
+        assert_eq!(loaded.path, directory.path().join("secret"));
+        assert_eq!(loaded.readable_by_others, None);
+        let flag_wins = combine(
+            &ConfigOverrides {
+                cluster_secret_file: Some(flag_path.clone()),
+                ..overrides
+            },
+            Some((&config_path, &file)),
+        )
+        .unwrap();
+        assert_eq!(flag_wins.cluster_secret.unwrap().path, flag_path);
+        assert_eq!(combine(&minimal(None), None).unwrap().cluster_secret, None);
+    }
+
+    #[test]
+    fn a_bad_cluster_secret_file_is_a_config_error_naming_the_file() {
+        let directory = crate::storage::test_directory::TestDirectory::new("config-bad-secret");
+        let missing = directory.path().join("nowhere");
+        let problem = combine(&minimal(Some(missing.clone())), None).unwrap_err();
+        assert_eq!(problem.place, missing.display().to_string());
+        assert!(problem.problem.contains("cannot read"), "{problem}");
+
+        let short = write_secret(directory.path(), "short", "too short\n", 0o600);
+        let problem = combine(&minimal(Some(short.clone())), None).unwrap_err();
+        assert_eq!(problem.place, short.display().to_string());
+        assert!(problem.problem.contains("at least 32"), "{problem}");
+
+        let huge = write_secret(directory.path(), "huge", &"k".repeat(1_000_000), 0o600);
+        let problem = combine(&minimal(Some(huge)), None).unwrap_err();
+        assert!(problem.problem.contains("larger than"), "{problem}");
+
+        let problem = combine(&minimal(Some(directory.path().to_path_buf())), None).unwrap_err();
+        assert!(problem.problem.contains("not a regular file"), "{problem}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_cluster_secret_readable_by_others_is_loaded_and_flagged() {
+        let directory = crate::storage::test_directory::TestDirectory::new("config-open-secret");
+        let open = write_secret(directory.path(), "open", &"k".repeat(32), 0o644);
+        let config = combine(&minimal(Some(open)), None).unwrap();
+        assert_eq!(
+            config.cluster_secret.unwrap().readable_by_others,
+            Some(0o644)
+        );
     }
 }

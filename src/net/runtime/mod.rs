@@ -195,8 +195,10 @@ impl RunningServer {
             voted_for = ?durable.voted_for,
             last_index = durable.log.last_index(),
             snapshot_index = durable.snapshot.as_ref().map_or(0, |s| s.last_included_index),
+            peer_authentication = if config.cluster_secret.is_some() { "cluster secret" } else { "none" },
             "server starting"
         );
+        warn_about_peer_authentication(&config);
         let mut node_config = ServerConfig::new(config.id, config.servers());
         node_config.snapshot_entries_min = config.snapshot_entries_min;
         // The log thread writes in the background and reports what is durable.
@@ -213,6 +215,10 @@ impl RunningServer {
             cluster_id: config.cluster_id.clone(),
             me: config.id,
             servers: config.servers(),
+            secret: config
+                .cluster_secret
+                .as_ref()
+                .map(|loaded| Arc::clone(&loaded.secret)),
         });
         let _guard = runtime.enter();
         let peers = peer::spawn_outbound(&identity, &config.peers);
@@ -267,6 +273,31 @@ impl RunningServer {
         };
         runtime.shutdown_timeout(std::time::Duration::from_millis(500));
         result
+    }
+}
+
+/// Says loudly what a missing or exposed cluster secret means. Neither stops the server: a
+/// cluster without a secret is a choice (a laptop, a test), and `ssh`-style strictness about
+/// file modes would turn a warning into an outage.
+fn warn_about_peer_authentication(config: &ServerProcessConfig) {
+    match &config.cluster_secret {
+        None => tracing::warn!(
+            listen = %config.listen,
+            "PEER CONNECTIONS ARE UNAUTHENTICATED: no --cluster-secret-file, so anyone who can \
+             reach this port can join the cluster as a member (any server id) and vote, \
+             append and overwrite locks; give every server the same secret \
+             (see docs/operations.md)"
+        ),
+        Some(loaded) => {
+            if let Some(mode) = loaded.readable_by_others {
+                tracing::warn!(
+                    file = %loaded.path.display(),
+                    mode = format!("{mode:04o}"),
+                    "the cluster secret file is readable by group or others; \
+                     chmod 600 it"
+                );
+            }
+        }
     }
 }
 
@@ -395,6 +426,7 @@ mod tests {
             cluster_id: "lockstep".into(),
             snapshot_entries_min: None,
             client_idle_timeout: std::time::Duration::from_secs(300),
+            cluster_secret: None,
         }
     }
 

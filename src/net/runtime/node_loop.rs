@@ -750,6 +750,7 @@ mod tests {
             cluster_id: "test".into(),
             me: ServerId(1),
             servers: vec![ServerId(1)],
+            secret: None,
         };
         let writer = LogWriter::new(
             wal,
