@@ -76,6 +76,11 @@ impl ClientSecret {
                 text.chars().count()
             ));
         }
+        // Digits only: `from_str_radix` alone would take "+f" as 15, so that two spellings
+        // would name one secret.
+        if !text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+            return Err("a client secret is made of hex digits 0-9 and a-f only".to_string());
+        }
         let mut bytes = [0u8; CLIENT_SECRET_BYTES];
         for (at, byte) in bytes.iter_mut().enumerate() {
             let pair = text.get(2 * at..2 * at + 2).unwrap_or("");
@@ -497,6 +502,46 @@ impl PeerMessage {
             PeerMessage::ReadIndexRequest { .. } => "read_index_request",
             PeerMessage::ReadIndexResponse { .. } => "read_index_response",
             PeerMessage::InstallSnapshot { .. } => "install_snapshot",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_reads_back_from_its_hex_and_never_shows_in_debug() {
+        let secret = ClientSecret::from_bytes([0xa5; CLIENT_SECRET_BYTES]);
+        let hex = secret.to_hex();
+        assert_eq!(hex.len(), 2 * CLIENT_SECRET_BYTES);
+        assert_eq!(ClientSecret::parse_hex(&hex), Ok(secret));
+        assert_eq!(
+            ClientSecret::parse_hex(&hex.to_uppercase()),
+            Ok(secret),
+            "either case"
+        );
+        assert!(!format!("{secret:?}").contains("a5a5"));
+        let json = serde_json::to_string(&secret).unwrap();
+        assert_eq!(json, format!("\"{hex}\""));
+        assert_eq!(serde_json::from_str::<ClientSecret>(&json).unwrap(), secret);
+    }
+
+    #[test]
+    fn only_32_hex_digits_make_a_secret() {
+        let refused = [
+            String::new(),
+            "0".repeat(31),
+            "0".repeat(33),
+            format!("+f{}", "0".repeat(30)),
+            format!("-0{}", "0".repeat(30)),
+            format!("0x{}", "0".repeat(30)),
+            format!("zz{}", "0".repeat(30)),
+            format!("é{}", "0".repeat(30)),
+        ];
+        for text in refused {
+            let error = ClientSecret::parse_hex(&text).expect_err(&text);
+            assert!(!error.contains(&text) || text.is_empty(), "{error}");
         }
     }
 }
