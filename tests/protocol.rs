@@ -9,14 +9,21 @@ use lockstep::net::protocol::{
     encode_wire_reply,
 };
 use lockstep::node::{
-    ClientId, ClientReply, ClientRequest, Consistency, Operation, Outcome, ReplyBody, RequestBody,
-    ServerId, ServiceError,
+    ClientId, ClientReply, ClientRequest, ClientSecret, Consistency, Operation, Outcome, ReplyBody,
+    RequestBody, ServerId, ServiceError,
 };
 
 const PROTOCOL_MD: &str = include_str!("../docs/PROTOCOL.md");
 
 fn text(line: &[u8]) -> &str {
     std::str::from_utf8(line).expect("the codec writes UTF-8")
+}
+
+/// The secret the welcome of these tests hands out, as it reads on the wire.
+const SECRET_HEX: &str = "5f3a9c0e7b2d4186a1c3e5f7092b4d6e";
+
+fn secret() -> ClientSecret {
+    ClientSecret::parse_hex(SECRET_HEX).expect("32 hex digits")
 }
 
 fn client_op(seq: u64, seen_index: u64, client: u64, op: Operation) -> ClientRequest {
@@ -26,6 +33,7 @@ fn client_op(seq: u64, seen_index: u64, client: u64, op: Operation) -> ClientReq
         term: 0,
         body: RequestBody::Op {
             client: ClientId(client),
+            secret: Some(secret()),
             op,
         },
     }
@@ -75,7 +83,7 @@ fn a_hello_goes_out_with_the_protocol_version_and_asks_the_node_for_an_id() {
     let line = encode_request(&hello);
     assert_eq!(
         text(&line),
-        "{\"seq\":1,\"op\":\"hello\",\"version\":1,\"nonce\":42}\n"
+        "{\"seq\":1,\"op\":\"hello\",\"version\":2,\"nonce\":42}\n"
     );
     let decoded = decode_request(&line).expect("a hello decodes");
     assert_eq!(decoded, hello);
@@ -97,26 +105,38 @@ fn every_lock_request_round_trips_and_reaches_the_node_as_the_same_operation() {
         (
             WireOp::Preempt {
                 client,
+                secret: Some(secret()),
                 lock: "a".into(),
             },
-            r#"{"seq":2,"op":"preempt","client":7,"lock":"a","seen_index":12}"#,
+            concat!(
+                r#"{"seq":2,"op":"preempt","client":7,"secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","#,
+                r#""lock":"a","version":2,"seen_index":12}"#
+            ),
             Operation::Preempt { lock: "a".into() },
         ),
         (
             WireOp::Release {
                 client,
+                secret: Some(secret()),
                 lock: "a".into(),
             },
-            r#"{"seq":2,"op":"release","client":7,"lock":"a","seen_index":12}"#,
+            concat!(
+                r#"{"seq":2,"op":"release","client":7,"secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","#,
+                r#""lock":"a","version":2,"seen_index":12}"#
+            ),
             Operation::Release { lock: "a".into() },
         ),
         (
             WireOp::Check {
                 client,
+                secret: Some(secret()),
                 lock: "a".into(),
                 consistency: Consistency::Local,
             },
-            r#"{"seq":2,"op":"check","client":7,"lock":"a","consistency":"local","seen_index":12}"#,
+            concat!(
+                r#"{"seq":2,"op":"check","client":7,"secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","#,
+                r#""lock":"a","consistency":"local","version":2,"seen_index":12}"#
+            ),
             Operation::Check {
                 lock: "a".into(),
                 consistency: Consistency::Local,
@@ -125,12 +145,13 @@ fn every_lock_request_round_trips_and_reaches_the_node_as_the_same_operation() {
         (
             WireOp::Check {
                 client,
+                secret: Some(secret()),
                 lock: "a".into(),
                 consistency: Consistency::Linearizable,
             },
             concat!(
-                r#"{"seq":2,"op":"check","client":7,"lock":"a","#,
-                r#""consistency":"linearizable","seen_index":12}"#
+                r#"{"seq":2,"op":"check","client":7,"secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","#,
+                r#""lock":"a","consistency":"linearizable","version":2,"seen_index":12}"#
             ),
             Operation::Check {
                 lock: "a".into(),
@@ -165,13 +186,17 @@ fn a_request_carries_the_highest_term_its_client_has_seen_to_the_node() {
         term: 5,
         op: WireOp::Release {
             client: ClientId(7),
+            secret: Some(secret()),
             lock: "a".into(),
         },
     };
     let line = encode_request(&request);
     assert_eq!(
         text(&line),
-        "{\"seq\":2,\"op\":\"release\",\"client\":7,\"lock\":\"a\",\"seen_index\":12,\"term\":5}\n"
+        format!(
+            "{{\"seq\":2,\"op\":\"release\",\"client\":7,\"secret\":\"{SECRET_HEX}\",\"lock\":\"a\",\
+             \"version\":2,\"seen_index\":12,\"term\":5}}\n"
+        )
     );
     let decoded = decode_request(&line).expect("a request with a term decodes");
     assert_eq!(decoded, request);
@@ -179,12 +204,14 @@ fn a_request_carries_the_highest_term_its_client_has_seen_to_the_node() {
     assert_eq!(node.term, 5, "the node sees the term the client sent");
     assert_eq!(WireRequest::from(node), request);
     // Leaving the term out is term 0: a client that predates terms still parses.
-    let old = decode_request(br#"{"seq":2,"op":"release","client":7,"lock":"a"}"#)
+    let old = decode_request(br#"{"seq":2,"op":"release","client":7,"lock":"a","version":2}"#)
         .expect("no term is fine");
     assert_eq!(old.term, 0);
     // A term is a whole number like every other.
-    let error = decode_request(br#"{"seq":2,"op":"release","client":7,"lock":"a","term":-1}"#)
-        .expect_err("a negative term");
+    let error = decode_request(
+        br#"{"seq":2,"op":"release","client":7,"lock":"a","version":2,"term":-1}"#,
+    )
+    .expect_err("a negative term");
     assert!(
         error
             .message
@@ -202,6 +229,7 @@ fn encoding_into_a_reused_buffer_appends_the_same_line() {
         term: 3,
         op: WireOp::Preempt {
             client: ClientId(7),
+            secret: Some(secret()),
             lock: "printer".into(),
         },
     };
@@ -218,7 +246,8 @@ fn encoding_into_a_reused_buffer_appends_the_same_line() {
 
 #[test]
 fn a_person_typing_leaves_out_what_has_a_default() {
-    let hello = decode_request(br#"{"seq":1,"op":"hello"}"#).expect("a bare hello is fine");
+    let hello =
+        decode_request(br#"{"seq":1,"op":"hello","version":2}"#).expect("a bare hello is fine");
     assert_eq!(
         hello.into_client_request(),
         ClientRequest {
@@ -228,7 +257,10 @@ fn a_person_typing_leaves_out_what_has_a_default() {
             body: RequestBody::Hello { nonce: 0 },
         }
     );
-    let check = decode_request(br#"{"op":"check","lock":"a","client":7,"seq":4}"#)
+    let check = format!(
+        r#"{{"op":"check","lock":"a","secret":"{SECRET_HEX}","version":2,"client":7,"seq":4}}"#
+    );
+    let check = decode_request(check.as_bytes())
         .expect("field order does not matter, consistency defaults to local");
     let local = Operation::Check {
         lock: "a".into(),
@@ -236,7 +268,8 @@ fn a_person_typing_leaves_out_what_has_a_default() {
     };
     assert_eq!(check.into_client_request(), client_op(4, 0, 7, local));
     // Whitespace, and the carriage return a terminal may send, are JSON whitespace.
-    let spaced = b"  { \"seq\" : 5 , \"op\" : \"release\", \"client\": 7, \"lock\": \"a\" }\r\n";
+    let spaced =
+        b"  { \"seq\" : 5 , \"op\" : \"release\", \"client\": 7, \"lock\": \"a\", \"version\": 2 }\r\n";
     let release = decode_request(spaced).expect("spaces and CRLF are fine");
     assert_eq!(release.seq, 5);
 }
@@ -285,9 +318,13 @@ fn every_reply_the_node_gives_encodes_to_the_documented_line() {
                 ReplyBody::Welcome {
                     nonce: 0,
                     client: ClientId(7),
+                    secret: secret(),
                 },
             ),
-            r#"{"seq":1,"ok":"welcome","term":2,"client":7,"version":1,"nonce":0,"index":3}"#,
+            concat!(
+                r#"{"seq":1,"ok":"welcome","term":2,"client":7,"secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","#,
+                r#""version":2,"nonce":0,"index":3}"#
+            ),
         ),
         (
             outcome(2, 12, Outcome::Granted { token: 12 }),
@@ -479,6 +516,7 @@ fn every_response_kind_survives_a_round_trip() {
             answer: Answer::Welcome {
                 client: ClientId(u64::MAX),
                 nonce: u64::MAX,
+                secret: ClientSecret::from_bytes([0xff; 16]),
             },
         },
         WireReply::Ok {
@@ -496,7 +534,7 @@ fn every_response_kind_survives_a_round_trip() {
         WireReply::Error(ErrorReply {
             seq: Some(1),
             term: None,
-            code: ErrorCode::UnsupportedVersion { supported: 1 },
+            code: ErrorCode::UnsupportedVersion { supported: 2 },
             message: "versions".into(),
         }),
         WireReply::Error(ErrorReply {
@@ -560,7 +598,7 @@ fn a_client_reads_past_fields_a_newer_server_adds_but_not_past_broken_replies() 
 #[test]
 fn every_bad_line_gets_a_bad_request_that_says_what_is_wrong() {
     let long_lock = "x".repeat(LOCK_NAME_BYTES_MAX + 1);
-    let too_long_lock = format!(r#"{{"seq":9,"op":"preempt","client":7,"lock":"{long_lock}"}}"#);
+    let too_long_lock = format!(r#"{{"seq":9,"version":2,"op":"preempt","client":7,"lock":"{long_lock}"}}"#);
     // (what the client sent, the seq the error echoes, what the message must say)
     let cases: Vec<(&str, Option<u64>, &str)> = vec![
         ("", None, "empty line"),
@@ -586,43 +624,43 @@ fn every_bad_line_gets_a_bad_request_that_says_what_is_wrong() {
             "whole number from 0 to 18446744073709551615",
         ),
         (
-            r#"{"seq":3}"#,
+            r#"{"seq":3,"version":2}"#,
             Some(3),
             "missing `op` (one of hello, preempt, release or check)",
         ),
-        (r#"{"seq":3,"op":7}"#, Some(3), "`op` must be one of"),
+        (r#"{"seq":3,"version":2,"op":7}"#, Some(3), "`op` must be one of"),
         (
-            r#"{"seq":3,"op":"lock","lock":"a"}"#,
+            r#"{"seq":3,"version":2,"op":"lock","lock":"a"}"#,
             Some(3),
             "unknown op `lock`",
         ),
         (
-            r#"{"seq":3,"op":"preempt","client":7}"#,
+            r#"{"seq":3,"version":2,"op":"preempt","client":7}"#,
             Some(3),
             "preempt needs `lock`",
         ),
         (
-            r#"{"seq":3,"op":"release","lock":"a"}"#,
+            r#"{"seq":3,"version":2,"op":"release","lock":"a"}"#,
             Some(3),
             "release needs `client`",
         ),
         (
-            r#"{"seq":3,"op":"preempt","client":"7","lock":"a"}"#,
+            r#"{"seq":3,"version":2,"op":"preempt","client":"7","lock":"a"}"#,
             Some(3),
             "the string `7`",
         ),
         (
-            r#"{"seq":3,"op":"preempt","client":0,"lock":"a"}"#,
+            r#"{"seq":3,"version":2,"op":"preempt","client":0,"lock":"a"}"#,
             Some(3),
             "got 0",
         ),
         (
-            r#"{"seq":3,"op":"preempt","client":7,"lock":5}"#,
+            r#"{"seq":3,"version":2,"op":"preempt","client":7,"lock":5}"#,
             Some(3),
             "`lock` must be a string",
         ),
         (
-            r#"{"seq":3,"op":"preempt","client":7,"lock":""}"#,
+            r#"{"seq":3,"version":2,"op":"preempt","client":7,"lock":""}"#,
             Some(3),
             "`lock` cannot be empty",
         ),
@@ -632,33 +670,33 @@ fn every_bad_line_gets_a_bad_request_that_says_what_is_wrong() {
             "`lock` is 257 bytes, above the limit of 256",
         ),
         (
-            r#"{"seq":3,"op":"check","client":7,"lock":"a","consistency":"strong"}"#,
+            r#"{"seq":3,"version":2,"op":"check","client":7,"lock":"a","consistency":"strong"}"#,
             Some(3),
             r#"must be "local" or "linearizable"; got the string `strong`"#,
         ),
         (
-            r#"{"seq":3,"op":"check","client":7,"lock":"a","consistancy":"local"}"#,
+            r#"{"seq":3,"version":2,"op":"check","client":7,"lock":"a","consistancy":"local"}"#,
             Some(3),
             "unknown field `consistancy` for check",
         ),
         (
-            r#"{"seq":3,"op":"preempt","client":7,"lock":"a","consistency":"local"}"#,
+            r#"{"seq":3,"version":2,"op":"preempt","client":7,"lock":"a","consistency":"local"}"#,
             Some(3),
             "unknown field `consistency` for preempt (it takes seq, op, version, seen_index, \
-             term, client, lock)",
+             term, client, secret, lock)",
         ),
         (
-            r#"{"seq":3,"op":"hello","client":7}"#,
+            r#"{"seq":3,"version":2,"op":"hello","client":7}"#,
             Some(3),
             "unknown field `client` for hello",
         ),
         (
-            r#"{"seq":3,"op":"hello","nonce":-5}"#,
+            r#"{"seq":3,"version":2,"op":"hello","nonce":-5}"#,
             Some(3),
             "`nonce` must be",
         ),
         (
-            r#"{"seq":3,"op":"check","client":7,"lock":"a","seen_index":null}"#,
+            r#"{"seq":3,"version":2,"op":"check","client":7,"lock":"a","seen_index":null}"#,
             Some(3),
             "`seen_index` must be the highest index you have seen",
         ),
@@ -677,7 +715,7 @@ fn every_bad_line_gets_a_bad_request_that_says_what_is_wrong() {
         assert_eq!(response.seq(), seq);
     }
     let exactly_the_limit = format!(
-        r#"{{"seq":9,"op":"preempt","client":7,"lock":"{}"}}"#,
+        r#"{{"seq":9,"version":2,"op":"preempt","client":7,"lock":"{}"}}"#,
         "x".repeat(LOCK_NAME_BYTES_MAX)
     );
     assert!(decode_request(exactly_the_limit.as_bytes()).is_ok());
@@ -686,7 +724,7 @@ fn every_bad_line_gets_a_bad_request_that_says_what_is_wrong() {
 #[test]
 fn a_refusal_reads_as_one_flat_line() {
     assert_eq!(
-        refusal(r#"{"seq":3,"op":"release","lock":"a"}"#),
+        refusal(r#"{"seq":3,"version":2,"op":"release","lock":"a"}"#),
         "{\"seq\":3,\"error\":\"bad_request\",\"message\":\"release needs `client` (the id hello \
          gave you, a whole number from 1)\"}\n"
     );
@@ -700,7 +738,7 @@ fn a_refusal_reads_as_one_flat_line() {
 #[test]
 fn the_client_own_text_is_quoted_back_short() {
     let op = "z".repeat(5_000);
-    let line = format!(r#"{{"seq":1,"op":"{op}"}}"#);
+    let line = format!(r#"{{"seq":1,"version":2,"op":"{op}"}}"#);
     let response = refusal(&line);
     assert!(response.len() < 300, "{response}");
     assert!(response.contains("unknown op `zzzz"), "{response}");
@@ -711,8 +749,9 @@ fn a_request_line_over_the_limit_is_refused_even_without_the_line_decoder() {
     let line = vec![b' '; LINE_BYTES_MAX + 1];
     assert_eq!(decode_request(&line), Err(WireError::line_too_long()));
     // The newline does not count.
-    let mut at_the_limit = vec![b' '; LINE_BYTES_MAX - 22];
-    at_the_limit.extend_from_slice(b"{\"seq\":1,\"op\":\"hello\"}\n");
+    let hello = b"{\"seq\":1,\"op\":\"hello\",\"version\":2}\n";
+    let mut at_the_limit = vec![b' '; LINE_BYTES_MAX + 1 - hello.len()];
+    at_the_limit.extend_from_slice(hello);
     assert_eq!(at_the_limit.len(), LINE_BYTES_MAX + 1);
     assert!(decode_request(&at_the_limit).is_ok());
 }
@@ -720,41 +759,95 @@ fn a_request_line_over_the_limit_is_refused_even_without_the_line_decoder() {
 // ----- versions -----
 
 #[test]
+fn a_version_1_client_is_told_that_version_2_needs_the_secret() {
+    // Leaving `version` out means version 1, as it always did; stating 1 is the same.
+    let lines: [&[u8]; 3] = [
+        br#"{"seq":1,"op":"hello"}"#,
+        br#"{"seq":1,"op":"hello","version":1}"#,
+        br#"{"seq":1,"op":"preempt","client":7,"lock":"a"}"#,
+    ];
+    for line in lines {
+        let error = decode_request(line).expect_err("version 1 is refused");
+        assert_eq!(error.kind, WireErrorKind::UnsupportedVersion);
+        assert_eq!(error.seq, Some(1));
+        for fragment in ["version 2", "not version 1", "`secret`", "\"version\":2"] {
+            assert!(error.message.contains(fragment), "{}", error.message);
+        }
+        let reply = decode_reply(&encode_error(&ErrorReply::from(error)))
+            .expect("the refusal is a valid response");
+        let WireReply::Error(reply) = reply else {
+            panic!("an error response")
+        };
+        assert_eq!(reply.code, ErrorCode::UnsupportedVersion { supported: 2 });
+        assert_eq!(reply.term, None, "decided before the node");
+    }
+    assert_eq!(
+        refusal(r#"{"seq":1,"op":"hello"}"#),
+        "{\"seq\":1,\"error\":\"unsupported_version\",\"version\":2,\"message\":\"this server \
+         speaks version 2 of the protocol, not version 1 (a request without `version` is version \
+         1). Version 2 proves who a client is: the welcome to hello carries a `secret`, and every \
+         later request must carry it in a `secret` field. Send \\\"version\\\":2 on every \
+         request\"}\n"
+    );
+    // The version is judged before anything else, so a version 1 line that version 2 would
+    // also refuse hears about the version.
+    let error = decode_request(br#"{"seq":4,"op":"free_all"}"#).expect_err("v1");
+    assert_eq!(error.kind, WireErrorKind::UnsupportedVersion);
+}
+
+#[test]
 fn a_client_of_another_version_is_told_which_version_the_server_speaks() {
-    let error = decode_request(br#"{"seq":1,"op":"hello","version":2,"shiny_v2_field":true}"#)
-        .expect_err("version 2 is refused");
+    assert_eq!(PROTOCOL_VERSION, 2);
+    let error = decode_request(br#"{"seq":1,"op":"hello","version":3,"shiny_v3_field":true}"#)
+        .expect_err("version 3 is refused");
     assert_eq!(error.kind, WireErrorKind::UnsupportedVersion);
     assert_eq!(error.seq, Some(1));
     assert_eq!(
         text(&encode_error(&ErrorReply::from(error))),
-        "{\"seq\":1,\"error\":\"unsupported_version\",\"version\":1,\"message\":\"this server \
-         speaks version 1 of the protocol, not version 2\"}\n"
+        "{\"seq\":1,\"error\":\"unsupported_version\",\"version\":2,\"message\":\"this server \
+         speaks version 2 of the protocol, not version 3\"}\n"
     );
     // Any request may state its version; a lock request from version 0 is refused the same way.
     let error = decode_request(br#"{"seq":4,"op":"free_all","version":0}"#).expect_err("v0");
     assert_eq!(error.kind, WireErrorKind::UnsupportedVersion);
-    // Stating version 1 is the same as leaving it out.
-    let stated = decode_request(br#"{"seq":4,"op":"hello","version":1}"#).expect("v1");
-    assert_eq!(
-        stated,
-        decode_request(br#"{"seq":4,"op":"hello"}"#).expect("v1")
-    );
-    assert_eq!(PROTOCOL_VERSION, 1);
+    // A version that is not a whole number is a bad request, not a version.
+    let error = decode_request(br#"{"seq":4,"op":"hello","version":"2"}"#).expect_err("a string");
+    assert_eq!(error.kind, WireErrorKind::Malformed);
 }
 
 #[test]
-fn a_client_refuses_a_welcome_from_another_version() {
-    let line = br#"{"seq":1,"ok":"welcome","client":7,"nonce":0,"version":2,"index":3}"#;
-    let error = decode_reply(line).expect_err("a version 2 welcome");
+fn a_client_refuses_a_welcome_from_another_version_or_without_a_secret() {
+    let old = br#"{"seq":1,"ok":"welcome","client":7,"nonce":0,"version":1,"index":3}"#;
+    let error = decode_reply(old).expect_err("a version 1 welcome");
     assert_eq!(error.kind, WireErrorKind::UnsupportedVersion);
     assert_eq!(error.seq, Some(1));
-    assert!(error.message.contains("version 2"), "{}", error.message);
+    assert!(error.message.contains("version 1"), "{}", error.message);
+    let newer = format!(
+        r#"{{"seq":1,"ok":"welcome","client":7,"secret":"{SECRET_HEX}","nonce":0,"version":3,"index":3}}"#
+    );
+    let error = decode_reply(newer.as_bytes()).expect_err("a version 3 welcome");
+    assert_eq!(error.kind, WireErrorKind::UnsupportedVersion);
+    let secretless = br#"{"seq":1,"ok":"welcome","client":7,"nonce":0,"version":2,"index":3}"#;
+    let error = decode_reply(secretless).expect_err("a welcome must hand out a secret");
+    assert_eq!(error.kind, WireErrorKind::Malformed);
+    assert!(
+        error.message.contains("welcome needs `secret`"),
+        "{}",
+        error.message
+    );
+    let short = br#"{"seq":1,"ok":"welcome","client":7,"secret":"abc","nonce":0,"version":2,"index":3}"#;
+    let error = decode_reply(short).expect_err("a secret is 32 hex digits");
+    assert_eq!(error.kind, WireErrorKind::Malformed);
 }
 
 // ----- framing -----
 
-const HELLO: &[u8] = b"{\"seq\":1,\"op\":\"hello\"}";
-const PREEMPT: &[u8] = b"{\"seq\":2,\"op\":\"preempt\",\"client\":7,\"lock\":\"a\"}";
+const HELLO: &[u8] = br#"{"seq":1,"op":"hello","version":2}"#;
+const PREEMPT: &[u8] = concat!(
+    r#"{"seq":2,"op":"preempt","client":7,"secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","#,
+    r#""lock":"a","version":2}"#
+)
+.as_bytes();
 
 fn lines(events: &[LineEvent]) -> Vec<&[u8]> {
     events
@@ -858,52 +951,78 @@ fn session() -> Vec<Exchange> {
     let welcome = ReplyBody::Welcome {
         nonce: 0,
         client: ClientId(7),
+        secret: secret(),
     };
     let unavailable = ReplyBody::Error(ServiceError::Unavailable);
     let not_leader = ReplyBody::Error(ServiceError::NotLeader {
         leader: Some(ServerId(1)),
         term: 3,
     });
+    let refused = |seq, index, error| in_term(3, node_reply(seq, index, ReplyBody::Error(error)));
     let owner = Outcome::Owner {
         owner: ClientId(7),
         token: 12,
     };
     vec![
         Exchange {
-            typed: r#"{"seq":1,"op":"hello"}"#,
+            typed: r#"{"seq":1,"op":"hello","version":2}"#,
             node: Some(node_reply(1, 3, welcome)),
-            printed: r#"{"seq":1,"ok":"welcome","term":2,"client":7,"version":1,"nonce":0,"index":3}"#,
+            printed: concat!(
+                r#"{"seq":1,"ok":"welcome","term":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","version":2,"nonce":0,"index":3}"#
+            ),
         },
         Exchange {
-            typed: r#"{"seq":2,"op":"preempt","client":7,"lock":"printer","seen_index":3,"term":2}"#,
+            typed: concat!(
+                r#"{"seq":2,"op":"preempt","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"printer","#,
+                r#""seen_index":3,"term":2}"#
+            ),
             node: Some(granted(2, 12)),
             printed: r#"{"seq":2,"ok":"granted","term":2,"token":12,"index":12}"#,
         },
         Exchange {
-            typed: r#"{"seq":2,"op":"preempt","client":7,"lock":"printer","seen_index":3,"term":2}"#,
+            typed: concat!(
+                r#"{"seq":2,"op":"preempt","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"printer","#,
+                r#""seen_index":3,"term":2}"#
+            ),
             node: Some(granted(2, 12)),
             printed: r#"{"seq":2,"ok":"granted","term":2,"token":12,"index":12}"#,
         },
         Exchange {
-            typed: r#"{"seq":3,"op":"check","client":7,"lock":"printer","seen_index":12,"term":2}"#,
+            typed: concat!(
+                r#"{"seq":3,"op":"check","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"printer","#,
+                r#""seen_index":12,"term":2}"#
+            ),
             node: Some(outcome(3, 12, owner)),
             printed: r#"{"seq":3,"ok":"owner","term":2,"owner":7,"token":12,"index":12}"#,
         },
         Exchange {
             typed: concat!(
-                r#"{"seq":4,"op":"check","client":7,"lock":"scanner","#,
+                r#"{"seq":4,"op":"check","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"scanner","#,
                 r#""consistency":"linearizable","seen_index":12,"term":2}"#
             ),
             node: Some(outcome(4, 13, Outcome::Free)),
             printed: r#"{"seq":4,"ok":"free","term":2,"index":13}"#,
         },
         Exchange {
-            typed: r#"{"seq":5,"op":"release","client":7,"lock":"scanner","seen_index":13,"term":2}"#,
+            typed: concat!(
+                r#"{"seq":5,"op":"release","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"scanner","#,
+                r#""seen_index":13,"term":2}"#
+            ),
             node: Some(outcome(5, 14, Outcome::NotOwner)),
             printed: r#"{"seq":5,"ok":"not_owner","term":2,"index":14}"#,
         },
         Exchange {
-            typed: r#"{"seq":6,"op":"release","client":7,"lock":"printer","seen_index":14,"term":2}"#,
+            typed: concat!(
+                r#"{"seq":6,"op":"release","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"printer","#,
+                r#""seen_index":14,"term":2}"#
+            ),
             node: Some(in_term(3, node_reply(6, 14, unavailable))),
             printed: concat!(
                 r#"{"seq":6,"error":"unavailable","term":3,"message":"this server cannot serve "#,
@@ -912,12 +1031,20 @@ fn session() -> Vec<Exchange> {
             ),
         },
         Exchange {
-            typed: r#"{"seq":6,"op":"release","client":7,"lock":"printer","seen_index":14,"term":3}"#,
+            typed: concat!(
+                r#"{"seq":6,"op":"release","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"printer","#,
+                r#""seen_index":14,"term":3}"#
+            ),
             node: Some(in_term(3, outcome(6, 16, Outcome::Released))),
             printed: r#"{"seq":6,"ok":"released","term":3,"index":16}"#,
         },
         Exchange {
-            typed: r#"{"seq":7,"op":"preempt","client":7,"lock":"printer","seen_index":16}"#,
+            typed: concat!(
+                r#"{"seq":7,"op":"preempt","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"printer","#,
+                r#""seen_index":16}"#
+            ),
             node: Some(in_term(3, node_reply(7, 16, not_leader))),
             printed: concat!(
                 r#"{"seq":7,"error":"not_leader","term":3,"leader":1,"#,
@@ -927,12 +1054,60 @@ fn session() -> Vec<Exchange> {
             ),
         },
         Exchange {
-            typed: r#"{"seq":7,"op":"preempt","client":7,"lock":"printer","seen_index":16,"term":3}"#,
+            typed: concat!(
+                r#"{"seq":7,"op":"preempt","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"printer","#,
+                r#""seen_index":16,"term":3}"#
+            ),
             node: Some(in_term(3, granted(7, 17))),
             printed: r#"{"seq":7,"ok":"granted","term":3,"token":17,"index":17}"#,
         },
         Exchange {
-            typed: r#"{"seq":8,"op":"preempt","lock":"printer"}"#,
+            typed: concat!(
+                r#"{"seq":7,"op":"release","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"printer","#,
+                r#""seen_index":17,"term":3}"#
+            ),
+            node: Some(refused(7, 17, ServiceError::SeqReused { seq: 7 })),
+            printed: concat!(
+                r#"{"seq":7,"error":"seq_reused","term":3,"message":"seq 7 was already used "#,
+                r#"by this client for another operation or lock; nothing was done. A retry "#,
+                r#"repeats its operation exactly; a new operation takes a new, higher seq"}"#
+            ),
+        },
+        Exchange {
+            typed: concat!(
+                r#"{"seq":8,"op":"release","version":2,"client":9,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"door","#,
+                r#""seen_index":17,"term":3}"#
+            ),
+            node: Some(refused(8, 17, ServiceError::Unauthorized)),
+            printed: concat!(
+                r#"{"seq":8,"error":"unauthorized","term":3,"message":"the request's `secret` "#,
+                r#"is missing or is not the one issued with its client id; nothing was done. "#,
+                r#"Send the secret your welcome gave"}"#
+            ),
+        },
+        Exchange {
+            typed: concat!(
+                r#"{"seq":8,"op":"preempt","version":2,"client":70,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"printer","#,
+                r#""seen_index":17,"term":3}"#
+            ),
+            node: Some(refused(
+                8,
+                17,
+                ServiceError::UnknownClient {
+                    client: ClientId(70),
+                },
+            )),
+            printed: concat!(
+                r#"{"seq":8,"error":"unknown_client","term":3,"message":"no hello issued "#,
+                r#"client id 70; nothing was done. Say hello to get an id and its secret"}"#
+            ),
+        },
+        Exchange {
+            typed: r#"{"seq":8,"op":"preempt","version":2,"lock":"printer"}"#,
             node: None,
             printed: concat!(
                 r#"{"seq":8,"error":"bad_request","message":"preempt needs `client` "#,
@@ -940,11 +1115,38 @@ fn session() -> Vec<Exchange> {
             ),
         },
         Exchange {
-            typed: r#"{"seq":8,"op":"check","client":7,"lock":"printer","consistency":"strong"}"#,
+            typed: concat!(
+                r#"{"seq":8,"op":"check","version":2,"client":7,"secret":"5f3a9c0e","#,
+                r#""lock":"printer"}"#
+            ),
+            node: None,
+            printed: concat!(
+                r#"{"seq":8,"error":"bad_request","message":"`secret` must be the 32 hex "#,
+                r#"digits of the secret your welcome gave: a client secret is 32 hex digits; "#,
+                r#"this one has 8 characters"}"#
+            ),
+        },
+        Exchange {
+            typed: concat!(
+                r#"{"seq":8,"op":"check","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"printer","#,
+                r#""consistency":"strong"}"#
+            ),
             node: None,
             printed: concat!(
                 r#"{"seq":8,"error":"bad_request","message":"`consistency` must be "#,
                 r#"\"local\" or \"linearizable\"; got the string `strong`"}"#
+            ),
+        },
+        Exchange {
+            typed: concat!(
+                r#"{"seq":8,"op":"check","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"printer","lock":"scanner"}"#
+            ),
+            node: None,
+            printed: concat!(
+                r#"{"error":"bad_request","message":"the field `lock` appears twice; send "#,
+                r#"each field once"}"#
             ),
         },
         Exchange {
@@ -956,19 +1158,45 @@ fn session() -> Vec<Exchange> {
             ),
         },
         Exchange {
-            typed: r#"{"seq":9,"op":"hello","version":2}"#,
+            typed: r#"{"seq":9,"op":"hello"}"#,
             node: None,
             printed: concat!(
-                r#"{"seq":9,"error":"unsupported_version","version":1,"message":"this server "#,
-                r#"speaks version 1 of the protocol, not version 2"}"#
+                r#"{"seq":9,"error":"unsupported_version","version":2,"message":"this server "#,
+                r#"speaks version 2 of the protocol, not version 1 (a request without `version` "#,
+                r#"is version 1). Version 2 proves who a client is: the welcome to hello carries "#,
+                r#"a `secret`, and every later request must carry it in a `secret` field. Send "#,
+                r#"\"version\":2 on every request"}"#
             ),
         },
     ]
 }
 
+/// The lines of docs/PROTOCOL.md's session transcript: the code block after "## An nc
+/// session", without its `$ nc` line.
+fn documented_session() -> Vec<&'static str> {
+    let section = PROTOCOL_MD
+        .split_once("\n## An nc session\n")
+        .expect("docs/PROTOCOL.md has an nc session section")
+        .1;
+    let block = section
+        .split_once("```\n")
+        .expect("the session is a code block")
+        .1
+        .split_once("\n```")
+        .expect("the code block ends")
+        .0;
+    let mut lines: Vec<&str> = block.lines().collect();
+    assert!(
+        lines.first().is_some_and(|line| line.starts_with("$ nc ")),
+        "the session starts with the nc command: {lines:?}"
+    );
+    lines.remove(0);
+    lines
+}
+
 #[test]
 fn the_nc_session_in_the_protocol_reference_is_what_the_codec_says() {
-    let documented: Vec<&str> = PROTOCOL_MD.lines().collect();
+    let mut expected = Vec::new();
     for exchange in session() {
         let printed = match (decode_request(exchange.typed.as_bytes()), exchange.node) {
             (Ok(request), Some(reply)) => {
@@ -979,11 +1207,32 @@ fn the_nc_session_in_the_protocol_reference_is_what_the_codec_says() {
             (decoded, node) => panic!("{}: decoded {decoded:?}, node {node:?}", exchange.typed),
         };
         assert_eq!(text(&printed), format!("{}\n", exchange.printed));
-        for line in [exchange.typed, exchange.printed] {
-            assert!(
-                documented.contains(&line),
-                "docs/PROTOCOL.md's session should hold the line\n{line}"
-            );
-        }
+        expected.push(exchange.typed);
+        expected.push(exchange.printed);
+    }
+    let documented = documented_session();
+    for (at, (documented, expected)) in documented.iter().zip(&expected).enumerate() {
+        assert_eq!(
+            documented,
+            expected,
+            "line {} of docs/PROTOCOL.md's session differs from what the codec says",
+            at + 1
+        );
+    }
+    assert_eq!(
+        documented.len(),
+        expected.len(),
+        "docs/PROTOCOL.md's session and the test's have as many lines"
+    );
+}
+
+#[test]
+fn the_reference_shows_the_codecs_lines_wherever_it_shows_a_welcome_or_a_version_refusal() {
+    // Outside the session, the reference quotes lines too: the welcome and the version 1
+    // refusal must be the codec's own.
+    let session = session();
+    for line in [session[0].printed, session.last().expect("a session").printed] {
+        let copies = PROTOCOL_MD.lines().filter(|&shown| shown == line).count();
+        assert!(copies >= 2, "docs/PROTOCOL.md should show\n{line}\nbeyond its session");
     }
 }
