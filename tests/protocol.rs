@@ -208,10 +208,9 @@ fn a_request_carries_the_highest_term_its_client_has_seen_to_the_node() {
         .expect("no term is fine");
     assert_eq!(old.term, 0);
     // A term is a whole number like every other.
-    let error = decode_request(
-        br#"{"seq":2,"op":"release","client":7,"lock":"a","version":2,"term":-1}"#,
-    )
-    .expect_err("a negative term");
+    let error =
+        decode_request(br#"{"seq":2,"op":"release","client":7,"lock":"a","version":2,"term":-1}"#)
+            .expect_err("a negative term");
     assert!(
         error
             .message
@@ -598,7 +597,8 @@ fn a_client_reads_past_fields_a_newer_server_adds_but_not_past_broken_replies() 
 #[test]
 fn every_bad_line_gets_a_bad_request_that_says_what_is_wrong() {
     let long_lock = "x".repeat(LOCK_NAME_BYTES_MAX + 1);
-    let too_long_lock = format!(r#"{{"seq":9,"version":2,"op":"preempt","client":7,"lock":"{long_lock}"}}"#);
+    let too_long_lock =
+        format!(r#"{{"seq":9,"version":2,"op":"preempt","client":7,"lock":"{long_lock}"}}"#);
     // (what the client sent, the seq the error echoes, what the message must say)
     let cases: Vec<(&str, Option<u64>, &str)> = vec![
         ("", None, "empty line"),
@@ -628,7 +628,11 @@ fn every_bad_line_gets_a_bad_request_that_says_what_is_wrong() {
             Some(3),
             "missing `op` (one of hello, preempt, release or check)",
         ),
-        (r#"{"seq":3,"version":2,"op":7}"#, Some(3), "`op` must be one of"),
+        (
+            r#"{"seq":3,"version":2,"op":7}"#,
+            Some(3),
+            "`op` must be one of",
+        ),
         (
             r#"{"seq":3,"version":2,"op":"lock","lock":"a"}"#,
             Some(3),
@@ -835,7 +839,8 @@ fn a_client_refuses_a_welcome_from_another_version_or_without_a_secret() {
         "{}",
         error.message
     );
-    let short = br#"{"seq":1,"ok":"welcome","client":7,"secret":"abc","nonce":0,"version":2,"index":3}"#;
+    let short =
+        br#"{"seq":1,"ok":"welcome","client":7,"secret":"abc","nonce":0,"version":2,"index":3}"#;
     let error = decode_reply(short).expect_err("a secret is 32 hex digits");
     assert_eq!(error.kind, WireErrorKind::Malformed);
 }
@@ -934,6 +939,408 @@ fn a_peer_that_never_sends_a_newline_is_given_up_on_without_filling_memory() {
     assert!(decoder.feed(b"\n{\"seq\":1,\"op\":\"hello\"}\n").is_empty());
     let last_words = ErrorReply::from(WireError::line_abandoned());
     assert!(last_words.message.contains("closing the connection"));
+}
+
+// ----- hostile lines (issue 10) -----
+
+#[test]
+fn a_line_that_gives_a_field_twice_is_refused_whatever_the_field() {
+    let lines = [
+        (r#"{"seq":1,"seq":2,"op":"hello","version":2}"#, "seq"),
+        (
+            r#"{"seq":1,"op":"hello","version":2,"version":2}"#,
+            "version",
+        ),
+        (
+            r#"{"seq":2,"op":"preempt","version":2,"client":7,"client":9,"lock":"a"}"#,
+            "client",
+        ),
+        (
+            r#"{"seq":2,"op":"preempt","version":2,"client":7,"lock":"a","lock":"b"}"#,
+            "lock",
+        ),
+        // The same value twice is refused as well: the rule is about the line, not the values.
+        (
+            r#"{"seq":2,"op":"release","version":2,"client":7,"lock":"a","lock":"a"}"#,
+            "lock",
+        ),
+        (
+            concat!(
+                r#"{"seq":2,"op":"release","version":2,"client":7,"lock":"a","#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","#,
+                r#""secret":"00000000000000000000000000000000"}"#
+            ),
+            "secret",
+        ),
+        (
+            r#"{"seq":2,"op":"preempt","op":"release","version":2,"client":7,"lock":"a"}"#,
+            "op",
+        ),
+    ];
+    for (line, field) in lines {
+        let error = decode_request(line.as_bytes()).expect_err(line);
+        assert_eq!(error.kind, WireErrorKind::Malformed, "{line}");
+        assert_eq!(error.seq, None, "{line}: which seq would it echo?");
+        assert_eq!(
+            error.message,
+            format!("the field `{field}` appears twice; send each field once"),
+            "{line}"
+        );
+        assert!(
+            !error.message.contains("5f3a9c0e"),
+            "never quotes a secret: {}",
+            error.message
+        );
+        let response = text(&encode_error(&ErrorReply::from(error))).to_string();
+        assert!(
+            response.starts_with(r#"{"error":"bad_request","#),
+            "{response}"
+        );
+    }
+    // A line that repeats a field and is not JSON either is called not JSON.
+    let error = decode_request(br#"{"seq":1,"seq":2,"op":"#).expect_err("cut short");
+    assert!(
+        error.message.starts_with("not valid JSON"),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
+fn a_malformed_secret_is_a_bad_request_that_never_quotes_it() {
+    let cases: [(&str, &str); 7] = [
+        (
+            r#""5f3a9c0e7b2d4186a1c3e5f7092b4d6""#,
+            "this one has 31 characters",
+        ),
+        (
+            r#""5f3a9c0e7b2d4186a1c3e5f7092b4d6e0""#,
+            "this one has 33 characters",
+        ),
+        (r#""""#, "this one has 0 characters"),
+        (
+            r#""5f3a9c0e7b2d4186a1c3e5f7092b4dzz""#,
+            "hex digits 0-9 and a-f only",
+        ),
+        (
+            r#""+f3a9c0e7b2d4186a1c3e5f7092b4d6e""#,
+            "hex digits 0-9 and a-f only",
+        ),
+        // 32 bytes of UTF-8 that are not 32 hex digits: no slicing inside a character.
+        (r#""éééééééééééééééé""#, "hex digits 0-9 and a-f only"),
+        ("5039201938475629", "`secret` must be a string"),
+    ];
+    for (value, fragment) in cases {
+        let line = format!(
+            r#"{{"seq":4,"op":"check","version":2,"client":7,"secret":{value},"lock":"a"}}"#
+        );
+        let error = decode_request(line.as_bytes()).expect_err(&line);
+        assert_eq!(error.kind, WireErrorKind::Malformed, "{line}");
+        assert_eq!(error.seq, Some(4), "{line}");
+        assert!(
+            error.message.contains(fragment),
+            "{line}\n  message: {}\n  should say: {fragment}",
+            error.message
+        );
+        let shown = value.trim_matches('"');
+        if !shown.is_empty() {
+            let response = text(&encode_error(&ErrorReply::from(error))).to_string();
+            assert!(
+                !response.contains(shown),
+                "the refusal quotes the secret: {response}"
+            );
+        }
+    }
+    for value in ["null", "true", "[]", "{}"] {
+        let line = format!(
+            r#"{{"seq":4,"op":"release","version":2,"client":7,"secret":{value},"lock":"a"}}"#
+        );
+        let error = decode_request(line.as_bytes()).expect_err(&line);
+        assert!(
+            error.message.contains("`secret` must be a string"),
+            "{}",
+            error.message
+        );
+    }
+    // Upper-case hex is the same secret; a missing one is left to the node (`unauthorized`).
+    let upper = format!(
+        r#"{{"seq":4,"op":"check","version":2,"client":7,"secret":"{}","lock":"a"}}"#,
+        SECRET_HEX.to_uppercase()
+    );
+    let decoded = decode_request(upper.as_bytes()).expect("upper-case hex is fine");
+    let WireOp::Check { secret: given, .. } = decoded.op else {
+        panic!("a check")
+    };
+    assert_eq!(given, Some(secret()));
+    let missing = decode_request(br#"{"seq":4,"op":"check","version":2,"client":7,"lock":"a"}"#)
+        .expect("a missing secret decodes");
+    assert!(matches!(missing.op, WireOp::Check { secret: None, .. }));
+    // A hello takes no secret.
+    let error = decode_request(
+        br#"{"seq":1,"op":"hello","version":2,"secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e"}"#,
+    )
+    .expect_err("hello has no secret yet");
+    assert!(
+        error.message.contains("unknown field `secret` for hello"),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
+fn a_decoded_request_never_shows_its_secret_in_debug_output() {
+    let line = format!(
+        r#"{{"seq":2,"op":"preempt","version":2,"client":7,"secret":"{SECRET_HEX}","lock":"a"}}"#
+    );
+    let request = decode_request(line.as_bytes()).expect("decodes");
+    let shown = format!("{request:?} {:?}", request.clone().into_client_request());
+    assert!(!shown.contains(SECRET_HEX), "{shown}");
+    assert!(shown.contains("redacted"), "{shown}");
+}
+
+#[test]
+fn the_welcome_round_trips_with_its_secret() {
+    for bytes in [[0u8; 16], [0xff; 16], [0xa5; 16]] {
+        let secret = ClientSecret::from_bytes(bytes);
+        let reply = node_reply(
+            1,
+            3,
+            ReplyBody::Welcome {
+                nonce: 9,
+                client: ClientId(7),
+                secret,
+            },
+        );
+        let line = encode_reply(&reply);
+        let shown: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+        assert!(
+            text(&line).contains(&format!(r#""secret":"{shown}""#)),
+            "{}",
+            text(&line)
+        );
+        assert_eq!(
+            decode_reply(&line),
+            Ok(WireReply::Ok {
+                seq: 1,
+                index: 3,
+                term: TERM,
+                answer: Answer::Welcome {
+                    client: ClientId(7),
+                    nonce: 9,
+                    secret,
+                },
+            })
+        );
+    }
+}
+
+#[test]
+fn the_three_refusals_of_version_2_encode_decode_and_say_what_to_do() {
+    let cases = [
+        (
+            ServiceError::UnknownClient {
+                client: ClientId(999_999),
+            },
+            ErrorCode::UnknownClient,
+            "unknown_client",
+            "no hello issued client id 999999; nothing was done",
+        ),
+        (
+            ServiceError::Unauthorized,
+            ErrorCode::Unauthorized,
+            "unauthorized",
+            "Send the secret your welcome gave",
+        ),
+        (
+            ServiceError::SeqReused { seq: 6 },
+            ErrorCode::SeqReused,
+            "seq_reused",
+            "a new operation takes a new, higher seq",
+        ),
+    ];
+    for (error, code, name, advice) in cases {
+        assert_eq!(code.name(), name);
+        let line = encode_reply(&node_reply(6, 40, ReplyBody::Error(error)));
+        let shown = text(&line).to_string();
+        assert!(
+            shown.starts_with(&format!(
+                r#"{{"seq":6,"error":"{name}","term":2,"message":""#
+            )),
+            "{shown}"
+        );
+        assert!(shown.contains(advice), "{shown} should say {advice:?}");
+        assert!(
+            !shown.contains("\"index\""),
+            "refusals carry no index: {shown}"
+        );
+        let Ok(WireReply::Error(decoded)) = decode_reply(&line) else {
+            panic!("{shown} decodes as an error")
+        };
+        assert_eq!(decoded.code, code);
+        assert_eq!(decoded.seq, Some(6));
+        assert_eq!(decoded.term, Some(TERM));
+        // And as a front end or a test would write it directly.
+        let direct = WireReply::Error(ErrorReply {
+            seq: Some(1),
+            term: Some(4),
+            code,
+            message: "m".into(),
+        });
+        assert_eq!(decode_reply(&encode_wire_reply(&direct)), Ok(direct));
+    }
+}
+
+// ----- the 1 MiB rule, however the bytes arrive -----
+
+/// Feeds `stream` to a fresh decoder in the pieces that `cuts` (sorted offsets) make, and
+/// returns every event in order and whether the decoder is still usable.
+fn feed_in_pieces(stream: &[u8], cuts: &[usize]) -> (Vec<LineEvent>, bool) {
+    let mut decoder = LineDecoder::new();
+    let mut events = Vec::new();
+    let mut start = 0;
+    for &cut in cuts.iter().chain(std::iter::once(&stream.len())) {
+        let cut = cut.clamp(start, stream.len());
+        events.extend(decoder.feed(&stream[start..cut]));
+        assert!(decoder.buffer_capacity_bytes() <= LINE_BYTES_MAX);
+        start = cut;
+    }
+    (events, decoder.is_usable())
+}
+
+/// Every cut from `from` to `to`, one byte apart.
+fn byte_by_byte(from: usize, to: usize) -> Vec<usize> {
+    (from..to).collect()
+}
+
+/// splitmix64: a fixed, seeded stream of split points, the same on every run.
+fn split_points(seed: u64, count: usize, len: usize) -> Vec<usize> {
+    let mut state = seed;
+    let mut points: Vec<usize> = (0..count)
+        .map(|_| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            (z % (len as u64 + 1)) as usize
+        })
+        .collect();
+    points.sort_unstable();
+    points
+}
+
+/// The ways a stream whose first line is `line_bytes` long (then its newline, then `after`)
+/// can arrive: named, for the failure message.
+fn splittings(line_bytes: usize, total: usize) -> Vec<(String, Vec<usize>)> {
+    const KIB64: usize = LINE_BYTES_MAX;
+    const MIB: usize = 1024 * 1024;
+    let newline = line_bytes;
+    let mut ways: Vec<(String, Vec<usize>)> = vec![
+        ("one write".into(), vec![]),
+        (
+            "the newline alone in the last write".into(),
+            vec![newline, newline + 1],
+        ),
+        ("the newline starting the last write".into(), vec![newline]),
+        ("the newline ending a write".into(), vec![newline + 1]),
+        ("cut at 64 KiB".into(), vec![KIB64]),
+        ("cut at 64 KiB - 1".into(), vec![KIB64 - 1]),
+        ("cut at 64 KiB + 1".into(), vec![KIB64 + 1]),
+        ("cut at 1 MiB".into(), vec![MIB]),
+        ("cut at 1 MiB - 1".into(), vec![MIB - 1]),
+        ("cut at 1 MiB + 1".into(), vec![MIB + 1]),
+        ("cut at 64 KiB and 1 MiB".into(), vec![KIB64, MIB]),
+        (
+            "byte by byte across 64 KiB".into(),
+            byte_by_byte(KIB64 - 8, KIB64 + 8),
+        ),
+        (
+            "byte by byte over the line's tail and the rest".into(),
+            byte_by_byte(newline.saturating_sub(40), total),
+        ),
+        (
+            "byte by byte across 1 MiB".into(),
+            byte_by_byte(MIB - 8, (MIB + 8).min(total)),
+        ),
+        (
+            "4 KiB reads".into(),
+            (1..=total / 4096).map(|n| n * 4096).collect(),
+        ),
+        (
+            "64 KiB + 1 reads".into(),
+            (1..=total / (KIB64 + 1)).map(|n| n * (KIB64 + 1)).collect(),
+        ),
+        (
+            "7 byte reads over the first 64 KiB".into(),
+            (1..KIB64 / 7 + 2).map(|n| n * 7).collect(),
+        ),
+    ];
+    for seed in 0..8 {
+        ways.push((
+            format!("random cuts, seed {seed}"),
+            split_points(seed, 64, total),
+        ));
+    }
+    ways
+}
+
+fn overlong_stream(line_bytes: usize) -> Vec<u8> {
+    let mut stream = vec![b'x'; line_bytes];
+    stream.push(b'\n');
+    stream.extend_from_slice(HELLO);
+    stream.push(b'\n');
+    stream
+}
+
+#[test]
+fn the_1_mib_rule_holds_however_the_bytes_arrive() {
+    const MIB: usize = 1024 * 1024;
+    let cases: [(usize, Vec<LineEvent>, bool); 5] = [
+        // The line the issue found accepted when its newline came in the same read.
+        (
+            MIB + 10,
+            vec![LineEvent::TooLong, LineEvent::Abandoned],
+            false,
+        ),
+        (
+            MIB + 1,
+            vec![LineEvent::TooLong, LineEvent::Abandoned],
+            false,
+        ),
+        // Exactly 1 MiB is an overlong line, discarded; the connection stays.
+        (
+            MIB,
+            vec![LineEvent::TooLong, LineEvent::Line(HELLO.to_vec())],
+            true,
+        ),
+        (
+            LINE_BYTES_MAX + 1,
+            vec![LineEvent::TooLong, LineEvent::Line(HELLO.to_vec())],
+            true,
+        ),
+        (
+            LINE_BYTES_MAX,
+            vec![
+                LineEvent::Line(vec![b'x'; LINE_BYTES_MAX]),
+                LineEvent::Line(HELLO.to_vec()),
+            ],
+            true,
+        ),
+    ];
+    for (line_bytes, expected, usable) in cases {
+        let stream = overlong_stream(line_bytes);
+        for (way, cuts) in splittings(line_bytes, stream.len()) {
+            let (events, still_usable) = feed_in_pieces(&stream, &cuts);
+            assert_eq!(
+                events, expected,
+                "a {line_bytes}-byte line fed as {way}: events differ"
+            );
+            assert_eq!(
+                still_usable, usable,
+                "a {line_bytes}-byte line fed as {way}: usable?"
+            );
+        }
+    }
 }
 
 // ----- the documented session -----
@@ -1231,8 +1638,14 @@ fn the_reference_shows_the_codecs_lines_wherever_it_shows_a_welcome_or_a_version
     // Outside the session, the reference quotes lines too: the welcome and the version 1
     // refusal must be the codec's own.
     let session = session();
-    for line in [session[0].printed, session.last().expect("a session").printed] {
+    for line in [
+        session[0].printed,
+        session.last().expect("a session").printed,
+    ] {
         let copies = PROTOCOL_MD.lines().filter(|&shown| shown == line).count();
-        assert!(copies >= 2, "docs/PROTOCOL.md should show\n{line}\nbeyond its session");
+        assert!(
+            copies >= 2,
+            "docs/PROTOCOL.md should show\n{line}\nbeyond its session"
+        );
     }
 }

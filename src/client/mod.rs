@@ -99,7 +99,7 @@ impl std::str::FromStr for Credential {
         if id == 0 {
             return Err("client ids start at 1".to_string());
         }
-        let secret = ClientSecret::parse_hex(secret)?;
+        let secret = crate::net::protocol::parse_secret(secret)?;
         Ok(Credential {
             id: ClientId(id),
             secret,

@@ -999,7 +999,7 @@ impl RequestReader {
         const WHAT: &str = "the 32 hex digits of the secret your welcome gave";
         match self.map.remove("secret") {
             None => Ok(None),
-            Some(Value::String(text)) => ClientSecret::parse_hex(&text)
+            Some(Value::String(text)) => parse_secret(&text)
                 .map(Some)
                 .map_err(|problem| self.error(format!("`secret` must be {WHAT}: {problem}"))),
             Some(_) => Err(self.error(format!("`secret` must be a string, {WHAT}"))),
@@ -1083,6 +1083,17 @@ impl RequestReader {
             op_fields(name)
         )))
     }
+}
+
+/// Reads a client secret as the protocol writes it: exactly 32 hex digits, nothing else (no
+/// sign: `u8::from_str_radix` alone would take `+f` for `0f`, so that two texts would name one
+/// secret). The error says what is wrong without repeating the text.
+pub fn parse_secret(text: &str) -> Result<ClientSecret, String> {
+    let secret = ClientSecret::parse_hex(text)?;
+    if !text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        return Err("a client secret is made of hex digits 0-9 and a-f only".to_string());
+    }
+    Ok(secret)
 }
 
 /// A JSON value as an error message names it.
