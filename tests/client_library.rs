@@ -2,9 +2,14 @@
 //! from a script. Each test tells what the servers do and what the client must make of it:
 //! silence, redirects to a newer term's leader, stale answers, refusals, timeouts.
 //!
+//! Every fake server holds the client to protocol version 2 as a real one does: a request
+//! without `"version":2` is answered `unsupported_version`, and a lock request whose `secret`
+//! is not its client's (see [`secret_of`]) is answered `unauthorized`, before the script sees
+//! it.
+//!
 //! The fake servers stop when dropped, also when a test panics. No test asserts on timing.
 
-use lockstep::client::{Check, Client, ClientOptions, Error, Preempt, Release};
+use lockstep::client::{Check, Client, ClientOptions, Credential, Error, Preempt, Release};
 use lockstep::net::protocol::ErrorCode;
 use lockstep::node::{ClientId, Consistency};
 use serde_json::{Value, json};
@@ -126,7 +131,10 @@ fn serve(
         let request: Value = serde_json::from_str(&line).expect("the client sends JSON");
         line.clear();
         requests.lock().expect("not poisoned").push(request.clone());
-        let act = (script.lock().expect("not poisoned"))(&request);
+        let act = match version_2_refusal(&request) {
+            Some(refusal) => Act::Say(vec![refusal]),
+            None => (script.lock().expect("not poisoned"))(&request),
+        };
         let written = match act {
             Act::Say(replies) => replies
                 .iter()
@@ -144,13 +152,43 @@ fn seq(request: &Value) -> u64 {
     request["seq"].as_u64().expect("every request has a seq")
 }
 
+/// The secret the fake cluster issues with client id `client`: 32 hex digits that differ from
+/// client to client.
+fn secret_of(client: u64) -> String {
+    format!(
+        "{:032x}",
+        u128::from(client).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)
+    )
+}
+
+fn credential_of(client: u64) -> Credential {
+    format!("{client}:{}", secret_of(client))
+        .parse()
+        .expect("a well-formed credential")
+}
+
+/// What a version 2 server says to a request that a version 2 client must never send: one
+/// without `"version":2`, or a lock request without its client's secret.
+fn version_2_refusal(request: &Value) -> Option<Value> {
+    if request["version"] != 2 {
+        let mut refusal = refusal(request, "unsupported_version", 0);
+        refusal["version"] = json!(2);
+        return Some(refusal);
+    }
+    if request["op"] == "hello" {
+        return None;
+    }
+    let client = request["client"].as_u64().unwrap_or(0);
+    (request["secret"] != json!(secret_of(client))).then(|| refusal(request, "unauthorized", 1))
+}
+
 fn term(request: &Value) -> u64 {
     request["term"].as_u64().unwrap_or(0)
 }
 
 fn welcome(request: &Value, client: u64, term: u64) -> Value {
-    json!({"seq": seq(request), "ok": "welcome", "term": term, "client": client, "version": 1,
-           "nonce": request["nonce"], "index": 3})
+    json!({"seq": seq(request), "ok": "welcome", "term": term, "client": client,
+           "secret": secret_of(client), "version": 2, "nonce": request["nonce"], "index": 3})
 }
 
 fn answer(request: &Value, ok: &str, term: u64, extra: Value) -> Value {
@@ -182,7 +220,7 @@ fn quick() -> ClientOptions {
         attempt_timeout: Duration::from_millis(100),
         operation_timeout: Duration::from_secs(3),
         error_backoff: Duration::from_millis(10),
-        client_id: None,
+        credential: None,
     }
 }
 
@@ -202,6 +240,11 @@ fn a_client_registers_once_then_runs_operations_over_one_connection() {
     assert_eq!(client.client_id(), None, "registration is lazy");
     assert_eq!(client.preempt("a"), Ok(Preempt::Granted { token: 10 }));
     assert_eq!(client.client_id(), Some(ClientId(7)));
+    assert_eq!(
+        client.credential(),
+        Some(credential_of(7)),
+        "keeps the secret"
+    );
     assert_eq!(client.release("a"), Ok(Release::Released));
     assert_eq!(
         client.check("a", Consistency::Linearizable),
@@ -213,6 +256,18 @@ fn a_client_registers_once_then_runs_operations_over_one_connection() {
     let seqs: Vec<u64> = requests.iter().map(seq).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seqs rise: {seqs:?}");
     assert_eq!(requests[1]["client"], 7);
+    for request in &requests {
+        assert_eq!(request["version"], 2, "every request states version 2");
+    }
+    for request in &requests[1..] {
+        assert_eq!(request["client"], 7);
+        assert_eq!(
+            request["secret"],
+            json!(secret_of(7)),
+            "every lock request carries the welcome's secret"
+        );
+    }
+    assert_eq!(requests[0].get("secret"), None, "hello has none to send");
     assert_eq!(requests[1]["term"], 2, "sends the highest term seen");
     assert_eq!(requests[1]["seen_index"], 3, "and the highest index seen");
     assert_eq!(requests[2]["seen_index"], 10);
@@ -355,7 +410,7 @@ fn an_operation_with_no_answer_times_out_and_says_whether_its_effect_is_unknown(
     let silent = FakeServer::start(|_| Act::Silence);
     let options = ClientOptions {
         operation_timeout: Duration::from_millis(400),
-        client_id: Some(ClientId(7)),
+        credential: Some(credential_of(7)),
         ..quick()
     };
     let mut client = client(&[&silent], options);
@@ -371,6 +426,13 @@ fn an_operation_with_no_answer_times_out_and_says_whether_its_effect_is_unknown(
     };
     assert!(!effect_unknown, "a check changes nothing");
     assert!(silent.requests().iter().all(|r| r["op"] != "hello"));
+    assert!(
+        silent
+            .requests()
+            .iter()
+            .all(|r| r["secret"] == json!(secret_of(7))),
+        "a given credential's secret goes with every request"
+    );
     let seqs: Vec<u64> = silent.requests().iter().map(seq).collect();
     assert!(seqs.len() >= 2, "retried: {seqs:?}");
     assert!(
@@ -446,6 +508,126 @@ fn a_server_that_breaks_the_protocol_is_an_error_not_a_panic() {
     }
 }
 
+/// One client operation, its answer dropped.
+type Operation = Box<dyn Fn(&mut Client) -> Result<(), Error>>;
+
+#[test]
+fn refusals_of_who_is_asking_and_of_a_reused_seq_are_surfaced_with_advice_not_retried() {
+    let cases = [
+        (
+            "unknown_client",
+            ErrorCode::UnknownClient,
+            "never issued this client id",
+        ),
+        (
+            "unauthorized",
+            ErrorCode::Unauthorized,
+            "pass the ID:SECRET",
+        ),
+        (
+            "seq_reused",
+            ErrorCode::SeqReused,
+            "give every process its own client",
+        ),
+    ];
+    for (name, code, advice) in cases {
+        // Three servers: a permanent refusal from the first must not be tried on the others.
+        let refusing = FakeServer::start(registering(2, move |request| {
+            let mut refusal = refusal(request, name, 2);
+            refusal["message"] = json!(format!("{name} from the fake"));
+            Act::Say(vec![refusal])
+        }));
+        let others: Vec<FakeServer> = (0..2)
+            .map(|_| {
+                FakeServer::start(|request| {
+                    Act::Say(vec![answer(request, "released", 2, json!({}))])
+                })
+            })
+            .collect();
+        let mut client = client(&[&refusing, &others[0], &others[1]], quick());
+        let operations: [(&str, Operation); 3] = [
+            (
+                "preempt",
+                Box::new(|c: &mut Client| c.preempt("a").map(drop)),
+            ),
+            (
+                "release",
+                Box::new(|c: &mut Client| c.release("a").map(drop)),
+            ),
+            (
+                "check",
+                Box::new(|c: &mut Client| c.check("a", Consistency::Linearizable).map(drop)),
+            ),
+        ];
+        for (op, operation) in operations {
+            let error = operation(&mut client).expect_err("refused for good");
+            let Error::Rejected {
+                code: ref got,
+                ref message,
+            } = error
+            else {
+                panic!("{name} on {op}: expected a rejection, got {error:?}")
+            };
+            assert_eq!(*got, code, "{op}");
+            assert_eq!(message, &format!("{name} from the fake"));
+            let shown = error.to_string();
+            assert!(
+                shown.contains(&format!("refused the request ({name})")) && shown.contains(advice),
+                "{name} on {op}: the error should say what to do: {shown}"
+            );
+            assert!(
+                !shown.contains(&secret_of(7)),
+                "never shows the secret: {shown}"
+            );
+        }
+        let sent: Vec<String> = refusing.ops().into_iter().map(|(op, _)| op).collect();
+        assert_eq!(
+            sent,
+            ["hello", "preempt", "release", "check"],
+            "{name}: one attempt per operation, no retries"
+        );
+        for other in &others {
+            assert!(other.requests().is_empty(), "{name}: not retried elsewhere");
+        }
+    }
+}
+
+#[test]
+fn a_client_acting_as_a_given_credential_sends_its_secret_and_no_hello() {
+    let server = FakeServer::start(|request| {
+        Act::Say(vec![answer(request, "granted", 1, json!({"token": 4}))])
+    });
+    let options = ClientOptions {
+        credential: Some(credential_of(12)),
+        ..quick()
+    };
+    let mut acting = client(&[&server], options);
+    assert_eq!(acting.client_id(), Some(ClientId(12)));
+    assert_eq!(acting.preempt("a"), Ok(Preempt::Granted { token: 4 }));
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1, "no hello: {requests:?}");
+    assert_eq!(requests[0]["client"], 12);
+    assert_eq!(requests[0]["secret"], json!(secret_of(12)));
+    // Another client's secret with this id is what a forger would send: the fake refuses it
+    // as a real server does, and the client says so instead of retrying.
+    let forged: Credential = format!("12:{}", secret_of(13))
+        .parse()
+        .expect("well-formed");
+    let options = ClientOptions {
+        credential: Some(forged),
+        ..quick()
+    };
+    let mut forger = client(&[&server], options);
+    assert!(matches!(
+        forger.release("a"),
+        Err(Error::Rejected {
+            code: ErrorCode::Unauthorized,
+            ..
+        })
+    ));
+    assert_eq!(server.requests().len(), 2, "one attempt, not retried");
+}
+
 // ----- the command line against a fake cluster of one -----
 
 /// A one-server fake cluster: an in-memory lock table behind the protocol, in term 1.
@@ -491,8 +673,16 @@ fn lock_table_server() -> FakeServer {
 }
 
 fn lockstep(args: &[&str]) -> std::process::Output {
+    lockstep_with_env(args, &[])
+}
+
+/// Runs the binary with `env` added to an environment without any `LOCKSTEP_CLIENT` the test
+/// runner may have, so that every run starts from the same place.
+fn lockstep_with_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_lockstep"))
         .args(args)
+        .env_remove("LOCKSTEP_CLIENT")
+        .envs(env.iter().copied())
         .output()
         .expect("the binary runs")
 }
@@ -512,6 +702,38 @@ fn holder(server: &FakeServer, lock: &str) -> Check {
         .expect("the fake answers checks")
 }
 
+/// A scratch file removed when the test ends, pass or fail.
+struct ScratchFile(std::path::PathBuf);
+
+impl ScratchFile {
+    fn new(name: &str, text: &str, mode: u32) -> ScratchFile {
+        let path = std::env::temp_dir().join(format!(
+            "lockstep-client-library-{name}-{}",
+            std::process::id()
+        ));
+        std::fs::write(&path, text).expect("write a scratch file");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .expect("chmod the scratch file");
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        ScratchFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temp path")
+    }
+}
+
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 #[test]
 fn the_client_command_says_what_happened_and_exits_0_1_or_2() {
     let server = lock_table_server();
@@ -524,27 +746,47 @@ fn the_client_command_says_what_happened_and_exits_0_1_or_2() {
         "{said}"
     );
     assert!(said.contains("client id 1"), "{said}");
-    assert!(said.contains("--client-id 1 release printer"), "{said}");
+    assert!(
+        said.contains("--client 1:SECRET release printer"),
+        "names the id, not the secret: {said}"
+    );
+    assert!(!said.contains(&secret_of(1)), "no secret on stdout: {said}");
+    // The credential is handed over once, on stderr, with the way to use it.
+    let told = stderr(&taken);
+    let credential = format!("1:{}", secret_of(1));
+    assert_eq!(told.matches(&credential).count(), 2, "{told}");
+    assert!(told.contains(&format!("--client {credential}")), "{told}");
+    assert!(
+        told.contains(&format!("LOCKSTEP_CLIENT={credential}")),
+        "{told}"
+    );
+    assert!(told.contains("Keep it secret"), "{told}");
     let refused = lockstep(&["client", "--servers", at, "preempt", "printer"]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(stdout(&refused).contains("held: client 1 holds `printer`"));
     let not_owner = lockstep(&["client", "--servers", at, "release", "printer"]);
     assert_eq!(not_owner.status.code(), Some(1));
     assert!(
-        stdout(&not_owner).contains("--client-id"),
-        "hints at the id"
+        stdout(&not_owner).contains("pass the credential of the client that took the lock"),
+        "hints at the credential: {}",
+        stdout(&not_owner)
     );
     let checked = lockstep(&["client", "--servers", at, "--json", "check", "printer"]);
     assert_eq!(checked.status.code(), Some(0));
     let object: Value = serde_json::from_str(&stdout(&checked)).expect("one JSON object");
     assert_eq!(object["result"], "owner");
     assert_eq!(object["owner"], 1);
+    assert!(
+        !stdout(&checked).contains(&secret_of(object["client"].as_u64().unwrap_or(0))),
+        "--json never carries the secret: {}",
+        stdout(&checked)
+    );
     let released = lockstep(&[
         "client",
         "--servers",
         at,
-        "--client-id",
-        "1",
+        "--client",
+        &credential,
         "--json",
         "release",
         "printer",
@@ -552,7 +794,93 @@ fn the_client_command_says_what_happened_and_exits_0_1_or_2() {
     assert_eq!(released.status.code(), Some(0), "{}", stderr(&released));
     let object: Value = serde_json::from_str(&stdout(&released)).expect("one JSON object");
     assert_eq!(object["result"], "released");
+    assert_eq!(object["client"], 1);
+    assert!(!stdout(&released).contains(&secret_of(1)));
+    assert!(
+        !stderr(&released).contains(&secret_of(1)),
+        "a run given its credential does not print it again: {}",
+        stderr(&released)
+    );
     assert_eq!(holder(&server, "printer"), Check::Free);
+}
+
+#[test]
+fn the_credential_comes_from_the_flag_the_environment_or_a_file() {
+    let server = lock_table_server();
+    let at = server.address.as_str();
+    let mut owner = client(&[&server], quick());
+    assert!(matches!(owner.preempt("a"), Ok(Preempt::Granted { .. })));
+    assert!(matches!(owner.preempt("b"), Ok(Preempt::Granted { .. })));
+    assert!(matches!(owner.preempt("c"), Ok(Preempt::Granted { .. })));
+    let id = owner.client_id().expect("registered").0;
+    let credential = format!("{id}:{}", secret_of(id));
+    // The environment.
+    let by_env = lockstep_with_env(
+        &["client", "--servers", at, "release", "a"],
+        &[("LOCKSTEP_CLIENT", &credential)],
+    );
+    assert_eq!(by_env.status.code(), Some(0), "{}", stderr(&by_env));
+    assert!(
+        !stderr(&by_env).contains("registered"),
+        "{}",
+        stderr(&by_env)
+    );
+    // A file of one line, its newline included.
+    let file = ScratchFile::new("credential", &format!("{credential}\n"), 0o600);
+    let by_file = lockstep(&[
+        "client",
+        "--servers",
+        at,
+        "--client-file",
+        file.path(),
+        "release",
+        "b",
+    ]);
+    assert_eq!(by_file.status.code(), Some(0), "{}", stderr(&by_file));
+    assert!(stderr(&by_file).is_empty(), "{}", stderr(&by_file));
+    // The flag wins over the environment.
+    let stranger = format!("{}:{}", id + 50, secret_of(id + 50));
+    let by_flag = lockstep_with_env(
+        &[
+            "client",
+            "--servers",
+            at,
+            "--client",
+            &credential,
+            "release",
+            "c",
+        ],
+        &[("LOCKSTEP_CLIENT", &stranger)],
+    );
+    assert_eq!(by_flag.status.code(), Some(0), "{}", stderr(&by_flag));
+    for lock in ["a", "b", "c"] {
+        assert_eq!(holder(&server, lock), Check::Free, "{lock} released");
+    }
+    // An empty variable counts as unset: a new client is registered.
+    let empty = lockstep_with_env(
+        &["client", "--servers", at, "check", "a"],
+        &[("LOCKSTEP_CLIENT", "")],
+    );
+    assert_eq!(empty.status.code(), Some(0), "{}", stderr(&empty));
+    assert!(
+        stderr(&empty).contains("registered as client"),
+        "{}",
+        stderr(&empty)
+    );
+    // A file others can read still works, with a warning.
+    let open_file = ScratchFile::new("open-credential", &credential, 0o644);
+    let warned = lockstep(&[
+        "client",
+        "--servers",
+        at,
+        "--client-file",
+        open_file.path(),
+        "check",
+        "a",
+    ]);
+    assert_eq!(warned.status.code(), Some(0), "{}", stderr(&warned));
+    #[cfg(unix)]
+    assert!(stderr(&warned).contains("chmod 600"), "{}", stderr(&warned));
 }
 
 #[test]
@@ -567,18 +895,19 @@ fn the_client_command_refuses_bad_input_with_exit_2() {
             "client",
             "--servers",
             "127.0.0.1:1",
-            "--client-id",
-            "0",
-            "release",
+            "--timeout",
+            "soon",
+            "check",
             "a",
         ],
+        // The old flag is gone: a credential has a secret.
         vec![
             "client",
             "--servers",
             "127.0.0.1:1",
-            "--timeout",
-            "soon",
-            "check",
+            "--client-id",
+            "7",
+            "release",
             "a",
         ],
     ] {
@@ -589,6 +918,148 @@ fn the_client_command_refuses_bad_input_with_exit_2() {
             "{args:?}: {}",
             stderr(&output)
         );
+    }
+}
+
+/// Flags, environment, and what the refusal must say.
+type CredentialCase = (Vec<String>, Vec<(&'static str, String)>, &'static str);
+
+#[test]
+fn a_malformed_credential_is_refused_with_exit_2_naming_where_it_came_from_but_not_its_secret() {
+    let secret = "9c0ffee5deadbeef0123456789abcdzz";
+    let cases: Vec<CredentialCase> = vec![
+        (
+            vec!["--client".into(), "7".into()],
+            vec![],
+            "--client: a client credential is ID:SECRET",
+        ),
+        (
+            vec!["--client".into(), format!("0:{}", secret_of(1))],
+            vec![],
+            "--client: client ids start at 1",
+        ),
+        (
+            vec!["--client".into(), format!("seven:{}", secret_of(1))],
+            vec![],
+            "--client: the client id before the colon must be a whole number",
+        ),
+        (
+            vec!["--client".into(), format!("7:{secret}")],
+            vec![],
+            "--client: a client secret is made of hex digits",
+        ),
+        (
+            vec!["--client".into(), "7:9c0ffee5".into()],
+            vec![],
+            "--client: a client secret is 32 hex digits; this one has 8 characters",
+        ),
+        (
+            vec![],
+            vec![("LOCKSTEP_CLIENT", format!("7:{secret}"))],
+            "LOCKSTEP_CLIENT: a client secret is made of hex digits",
+        ),
+        (
+            vec![
+                "--client-file".into(),
+                "/nonexistent/lockstep-credential".into(),
+            ],
+            vec![],
+            "--client-file /nonexistent/lockstep-credential: cannot open it",
+        ),
+    ];
+    for (flags, env, fragment) in cases {
+        let mut args: Vec<&str> = vec!["client", "--servers", "127.0.0.1:1"];
+        args.extend(flags.iter().map(String::as_str));
+        args.extend(["release", "a"]);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        for json in [false, true] {
+            let mut args = args.clone();
+            if json {
+                args.insert(3, "--json");
+            }
+            let output = lockstep_with_env(&args, &env);
+            assert_eq!(output.status.code(), Some(2), "{args:?}");
+            let said = format!("{}{}", stdout(&output), stderr(&output));
+            assert!(
+                said.contains(fragment),
+                "{args:?}: {said}\nshould say: {fragment}"
+            );
+            assert!(
+                !said.contains("deadbeef"),
+                "{args:?} quotes the secret: {said}"
+            );
+            assert!(!said.contains("panicked"), "{said}");
+        }
+    }
+    let files = [
+        (
+            "two-lines",
+            format!("7:{}\n8:{}\n", secret_of(7), secret_of(8)),
+            "holds 2 lines",
+        ),
+        ("empty", "\n".to_string(), "it is empty"),
+        ("bad-secret", format!("7:{secret}\n"), "hex digits"),
+    ];
+    for (name, text, fragment) in files {
+        let file = ScratchFile::new(name, &text, 0o600);
+        let output = lockstep(&[
+            "client",
+            "--servers",
+            "127.0.0.1:1",
+            "--client-file",
+            file.path(),
+            "release",
+            "a",
+        ]);
+        assert_eq!(output.status.code(), Some(2), "{name}");
+        let said = stderr(&output);
+        assert!(
+            said.contains("--client-file") && said.contains(fragment),
+            "{name}: {said}"
+        );
+        assert!(
+            !said.contains("deadbeef") && !said.contains(&secret_of(7)),
+            "{said}"
+        );
+    }
+    // Both flags at once is a usage error.
+    let both = lockstep(&[
+        "client",
+        "--servers",
+        "127.0.0.1:1",
+        "--client",
+        &format!("7:{}", secret_of(7)),
+        "--client-file",
+        "/dev/null",
+        "release",
+        "a",
+    ]);
+    assert_eq!(both.status.code(), Some(2));
+    assert!(
+        stderr(&both).contains("cannot be used with"),
+        "{}",
+        stderr(&both)
+    );
+}
+
+#[test]
+fn the_help_says_where_a_credential_may_come_from_and_why_not_the_command_line() {
+    for command in ["client", "lock"] {
+        let output = lockstep(&[command, "--help"]);
+        assert_eq!(output.status.code(), Some(0));
+        let help = stdout(&output);
+        for fragment in [
+            "--client <ID:SECRET>",
+            "--client-file <PATH>",
+            "LOCKSTEP_CLIENT",
+            "visible to other users in `ps`",
+        ] {
+            assert!(
+                help.contains(fragment),
+                "{command} --help lacks {fragment}:\n{help}"
+            );
+        }
+        assert!(!help.contains("--client-id"), "{help}");
     }
 }
 
@@ -605,6 +1076,14 @@ fn lock_runs_the_command_with_the_token_and_releases_whatever_its_exit_status() 
     assert!(fields[0].parse::<u64>().is_ok(), "a fencing token: {said}");
     assert_eq!(&fields[1..], ["job", "1"]);
     assert_eq!(
+        stderr(&output)
+            .matches(&format!("--client 1:{}", secret_of(1)))
+            .count(),
+        1,
+        "the new credential, once: {}",
+        stderr(&output)
+    );
+    assert_eq!(
         holder(&server, "job"),
         Check::Free,
         "released after the command"
@@ -617,6 +1096,28 @@ fn lock_runs_the_command_with_the_token_and_releases_whatever_its_exit_status() 
         Check::Free,
         "released after a failed start"
     );
+}
+
+#[test]
+fn lock_keeps_the_secret_from_the_command() {
+    let server = lock_table_server();
+    let at = server.address.as_str();
+    let mut registrar = client(&[&server], quick());
+    let id = registrar.register().expect("registers").0;
+    let credential = format!("{id}:{}", secret_of(id));
+    let script = r#"echo "id=$LOCKSTEP_CLIENT_ID credential=${LOCKSTEP_CLIENT:-none}""#;
+    let output = lockstep_with_env(
+        &["lock", "job", "--servers", at, "--", "sh", "-c", script],
+        &[("LOCKSTEP_CLIENT", &credential)],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output).trim(), format!("id={id} credential=none"));
+    assert!(
+        !stderr(&output).contains(&secret_of(id)),
+        "a given credential is not printed: {}",
+        stderr(&output)
+    );
+    assert_eq!(holder(&server, "job"), Check::Free);
 }
 
 #[test]
@@ -655,7 +1156,9 @@ fn lock_releases_when_it_is_terminated_and_reports_the_signal() {
             "sleep",
             "30",
         ])
+        .env_remove("LOCKSTEP_CLIENT")
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .expect("the binary runs");
     // Wait (bounded) until the command runs under the lock.

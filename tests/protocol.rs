@@ -9,14 +9,21 @@ use lockstep::net::protocol::{
     encode_wire_reply,
 };
 use lockstep::node::{
-    ClientId, ClientReply, ClientRequest, Consistency, Operation, Outcome, ReplyBody, RequestBody,
-    ServerId, ServiceError,
+    ClientId, ClientReply, ClientRequest, ClientSecret, Consistency, Operation, Outcome, ReplyBody,
+    RequestBody, ServerId, ServiceError,
 };
 
 const PROTOCOL_MD: &str = include_str!("../docs/PROTOCOL.md");
 
 fn text(line: &[u8]) -> &str {
     std::str::from_utf8(line).expect("the codec writes UTF-8")
+}
+
+/// The secret the welcome of these tests hands out, as it reads on the wire.
+const SECRET_HEX: &str = "5f3a9c0e7b2d4186a1c3e5f7092b4d6e";
+
+fn secret() -> ClientSecret {
+    ClientSecret::parse_hex(SECRET_HEX).expect("32 hex digits")
 }
 
 fn client_op(seq: u64, seen_index: u64, client: u64, op: Operation) -> ClientRequest {
@@ -26,6 +33,7 @@ fn client_op(seq: u64, seen_index: u64, client: u64, op: Operation) -> ClientReq
         term: 0,
         body: RequestBody::Op {
             client: ClientId(client),
+            secret: Some(secret()),
             op,
         },
     }
@@ -75,7 +83,7 @@ fn a_hello_goes_out_with_the_protocol_version_and_asks_the_node_for_an_id() {
     let line = encode_request(&hello);
     assert_eq!(
         text(&line),
-        "{\"seq\":1,\"op\":\"hello\",\"version\":1,\"nonce\":42}\n"
+        "{\"seq\":1,\"op\":\"hello\",\"version\":2,\"nonce\":42}\n"
     );
     let decoded = decode_request(&line).expect("a hello decodes");
     assert_eq!(decoded, hello);
@@ -97,26 +105,38 @@ fn every_lock_request_round_trips_and_reaches_the_node_as_the_same_operation() {
         (
             WireOp::Preempt {
                 client,
+                secret: Some(secret()),
                 lock: "a".into(),
             },
-            r#"{"seq":2,"op":"preempt","client":7,"lock":"a","seen_index":12}"#,
+            concat!(
+                r#"{"seq":2,"op":"preempt","client":7,"secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","#,
+                r#""lock":"a","version":2,"seen_index":12}"#
+            ),
             Operation::Preempt { lock: "a".into() },
         ),
         (
             WireOp::Release {
                 client,
+                secret: Some(secret()),
                 lock: "a".into(),
             },
-            r#"{"seq":2,"op":"release","client":7,"lock":"a","seen_index":12}"#,
+            concat!(
+                r#"{"seq":2,"op":"release","client":7,"secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","#,
+                r#""lock":"a","version":2,"seen_index":12}"#
+            ),
             Operation::Release { lock: "a".into() },
         ),
         (
             WireOp::Check {
                 client,
+                secret: Some(secret()),
                 lock: "a".into(),
                 consistency: Consistency::Local,
             },
-            r#"{"seq":2,"op":"check","client":7,"lock":"a","consistency":"local","seen_index":12}"#,
+            concat!(
+                r#"{"seq":2,"op":"check","client":7,"secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","#,
+                r#""lock":"a","consistency":"local","version":2,"seen_index":12}"#
+            ),
             Operation::Check {
                 lock: "a".into(),
                 consistency: Consistency::Local,
@@ -125,12 +145,13 @@ fn every_lock_request_round_trips_and_reaches_the_node_as_the_same_operation() {
         (
             WireOp::Check {
                 client,
+                secret: Some(secret()),
                 lock: "a".into(),
                 consistency: Consistency::Linearizable,
             },
             concat!(
-                r#"{"seq":2,"op":"check","client":7,"lock":"a","#,
-                r#""consistency":"linearizable","seen_index":12}"#
+                r#"{"seq":2,"op":"check","client":7,"secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","#,
+                r#""lock":"a","consistency":"linearizable","version":2,"seen_index":12}"#
             ),
             Operation::Check {
                 lock: "a".into(),
@@ -165,13 +186,17 @@ fn a_request_carries_the_highest_term_its_client_has_seen_to_the_node() {
         term: 5,
         op: WireOp::Release {
             client: ClientId(7),
+            secret: Some(secret()),
             lock: "a".into(),
         },
     };
     let line = encode_request(&request);
     assert_eq!(
         text(&line),
-        "{\"seq\":2,\"op\":\"release\",\"client\":7,\"lock\":\"a\",\"seen_index\":12,\"term\":5}\n"
+        format!(
+            "{{\"seq\":2,\"op\":\"release\",\"client\":7,\"secret\":\"{SECRET_HEX}\",\"lock\":\"a\",\
+             \"version\":2,\"seen_index\":12,\"term\":5}}\n"
+        )
     );
     let decoded = decode_request(&line).expect("a request with a term decodes");
     assert_eq!(decoded, request);
@@ -179,12 +204,13 @@ fn a_request_carries_the_highest_term_its_client_has_seen_to_the_node() {
     assert_eq!(node.term, 5, "the node sees the term the client sent");
     assert_eq!(WireRequest::from(node), request);
     // Leaving the term out is term 0: a client that predates terms still parses.
-    let old = decode_request(br#"{"seq":2,"op":"release","client":7,"lock":"a"}"#)
+    let old = decode_request(br#"{"seq":2,"op":"release","client":7,"lock":"a","version":2}"#)
         .expect("no term is fine");
     assert_eq!(old.term, 0);
     // A term is a whole number like every other.
-    let error = decode_request(br#"{"seq":2,"op":"release","client":7,"lock":"a","term":-1}"#)
-        .expect_err("a negative term");
+    let error =
+        decode_request(br#"{"seq":2,"op":"release","client":7,"lock":"a","version":2,"term":-1}"#)
+            .expect_err("a negative term");
     assert!(
         error
             .message
@@ -202,6 +228,7 @@ fn encoding_into_a_reused_buffer_appends_the_same_line() {
         term: 3,
         op: WireOp::Preempt {
             client: ClientId(7),
+            secret: Some(secret()),
             lock: "printer".into(),
         },
     };
@@ -218,7 +245,8 @@ fn encoding_into_a_reused_buffer_appends_the_same_line() {
 
 #[test]
 fn a_person_typing_leaves_out_what_has_a_default() {
-    let hello = decode_request(br#"{"seq":1,"op":"hello"}"#).expect("a bare hello is fine");
+    let hello =
+        decode_request(br#"{"seq":1,"op":"hello","version":2}"#).expect("a bare hello is fine");
     assert_eq!(
         hello.into_client_request(),
         ClientRequest {
@@ -228,7 +256,10 @@ fn a_person_typing_leaves_out_what_has_a_default() {
             body: RequestBody::Hello { nonce: 0 },
         }
     );
-    let check = decode_request(br#"{"op":"check","lock":"a","client":7,"seq":4}"#)
+    let check = format!(
+        r#"{{"op":"check","lock":"a","secret":"{SECRET_HEX}","version":2,"client":7,"seq":4}}"#
+    );
+    let check = decode_request(check.as_bytes())
         .expect("field order does not matter, consistency defaults to local");
     let local = Operation::Check {
         lock: "a".into(),
@@ -236,7 +267,8 @@ fn a_person_typing_leaves_out_what_has_a_default() {
     };
     assert_eq!(check.into_client_request(), client_op(4, 0, 7, local));
     // Whitespace, and the carriage return a terminal may send, are JSON whitespace.
-    let spaced = b"  { \"seq\" : 5 , \"op\" : \"release\", \"client\": 7, \"lock\": \"a\" }\r\n";
+    let spaced =
+        b"  { \"seq\" : 5 , \"op\" : \"release\", \"client\": 7, \"lock\": \"a\", \"version\": 2 }\r\n";
     let release = decode_request(spaced).expect("spaces and CRLF are fine");
     assert_eq!(release.seq, 5);
 }
@@ -285,9 +317,13 @@ fn every_reply_the_node_gives_encodes_to_the_documented_line() {
                 ReplyBody::Welcome {
                     nonce: 0,
                     client: ClientId(7),
+                    secret: secret(),
                 },
             ),
-            r#"{"seq":1,"ok":"welcome","term":2,"client":7,"version":1,"nonce":0,"index":3}"#,
+            concat!(
+                r#"{"seq":1,"ok":"welcome","term":2,"client":7,"secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","#,
+                r#""version":2,"nonce":0,"index":3}"#
+            ),
         ),
         (
             outcome(2, 12, Outcome::Granted { token: 12 }),
@@ -479,6 +515,7 @@ fn every_response_kind_survives_a_round_trip() {
             answer: Answer::Welcome {
                 client: ClientId(u64::MAX),
                 nonce: u64::MAX,
+                secret: ClientSecret::from_bytes([0xff; 16]),
             },
         },
         WireReply::Ok {
@@ -496,7 +533,7 @@ fn every_response_kind_survives_a_round_trip() {
         WireReply::Error(ErrorReply {
             seq: Some(1),
             term: None,
-            code: ErrorCode::UnsupportedVersion { supported: 1 },
+            code: ErrorCode::UnsupportedVersion { supported: 2 },
             message: "versions".into(),
         }),
         WireReply::Error(ErrorReply {
@@ -560,7 +597,8 @@ fn a_client_reads_past_fields_a_newer_server_adds_but_not_past_broken_replies() 
 #[test]
 fn every_bad_line_gets_a_bad_request_that_says_what_is_wrong() {
     let long_lock = "x".repeat(LOCK_NAME_BYTES_MAX + 1);
-    let too_long_lock = format!(r#"{{"seq":9,"op":"preempt","client":7,"lock":"{long_lock}"}}"#);
+    let too_long_lock =
+        format!(r#"{{"seq":9,"version":2,"op":"preempt","client":7,"lock":"{long_lock}"}}"#);
     // (what the client sent, the seq the error echoes, what the message must say)
     let cases: Vec<(&str, Option<u64>, &str)> = vec![
         ("", None, "empty line"),
@@ -586,43 +624,47 @@ fn every_bad_line_gets_a_bad_request_that_says_what_is_wrong() {
             "whole number from 0 to 18446744073709551615",
         ),
         (
-            r#"{"seq":3}"#,
+            r#"{"seq":3,"version":2}"#,
             Some(3),
             "missing `op` (one of hello, preempt, release or check)",
         ),
-        (r#"{"seq":3,"op":7}"#, Some(3), "`op` must be one of"),
         (
-            r#"{"seq":3,"op":"lock","lock":"a"}"#,
+            r#"{"seq":3,"version":2,"op":7}"#,
+            Some(3),
+            "`op` must be one of",
+        ),
+        (
+            r#"{"seq":3,"version":2,"op":"lock","lock":"a"}"#,
             Some(3),
             "unknown op `lock`",
         ),
         (
-            r#"{"seq":3,"op":"preempt","client":7}"#,
+            r#"{"seq":3,"version":2,"op":"preempt","client":7}"#,
             Some(3),
             "preempt needs `lock`",
         ),
         (
-            r#"{"seq":3,"op":"release","lock":"a"}"#,
+            r#"{"seq":3,"version":2,"op":"release","lock":"a"}"#,
             Some(3),
             "release needs `client`",
         ),
         (
-            r#"{"seq":3,"op":"preempt","client":"7","lock":"a"}"#,
+            r#"{"seq":3,"version":2,"op":"preempt","client":"7","lock":"a"}"#,
             Some(3),
             "the string `7`",
         ),
         (
-            r#"{"seq":3,"op":"preempt","client":0,"lock":"a"}"#,
+            r#"{"seq":3,"version":2,"op":"preempt","client":0,"lock":"a"}"#,
             Some(3),
             "got 0",
         ),
         (
-            r#"{"seq":3,"op":"preempt","client":7,"lock":5}"#,
+            r#"{"seq":3,"version":2,"op":"preempt","client":7,"lock":5}"#,
             Some(3),
             "`lock` must be a string",
         ),
         (
-            r#"{"seq":3,"op":"preempt","client":7,"lock":""}"#,
+            r#"{"seq":3,"version":2,"op":"preempt","client":7,"lock":""}"#,
             Some(3),
             "`lock` cannot be empty",
         ),
@@ -632,33 +674,33 @@ fn every_bad_line_gets_a_bad_request_that_says_what_is_wrong() {
             "`lock` is 257 bytes, above the limit of 256",
         ),
         (
-            r#"{"seq":3,"op":"check","client":7,"lock":"a","consistency":"strong"}"#,
+            r#"{"seq":3,"version":2,"op":"check","client":7,"lock":"a","consistency":"strong"}"#,
             Some(3),
             r#"must be "local" or "linearizable"; got the string `strong`"#,
         ),
         (
-            r#"{"seq":3,"op":"check","client":7,"lock":"a","consistancy":"local"}"#,
+            r#"{"seq":3,"version":2,"op":"check","client":7,"lock":"a","consistancy":"local"}"#,
             Some(3),
             "unknown field `consistancy` for check",
         ),
         (
-            r#"{"seq":3,"op":"preempt","client":7,"lock":"a","consistency":"local"}"#,
+            r#"{"seq":3,"version":2,"op":"preempt","client":7,"lock":"a","consistency":"local"}"#,
             Some(3),
             "unknown field `consistency` for preempt (it takes seq, op, version, seen_index, \
-             term, client, lock)",
+             term, client, secret, lock)",
         ),
         (
-            r#"{"seq":3,"op":"hello","client":7}"#,
+            r#"{"seq":3,"version":2,"op":"hello","client":7}"#,
             Some(3),
             "unknown field `client` for hello",
         ),
         (
-            r#"{"seq":3,"op":"hello","nonce":-5}"#,
+            r#"{"seq":3,"version":2,"op":"hello","nonce":-5}"#,
             Some(3),
             "`nonce` must be",
         ),
         (
-            r#"{"seq":3,"op":"check","client":7,"lock":"a","seen_index":null}"#,
+            r#"{"seq":3,"version":2,"op":"check","client":7,"lock":"a","seen_index":null}"#,
             Some(3),
             "`seen_index` must be the highest index you have seen",
         ),
@@ -677,7 +719,7 @@ fn every_bad_line_gets_a_bad_request_that_says_what_is_wrong() {
         assert_eq!(response.seq(), seq);
     }
     let exactly_the_limit = format!(
-        r#"{{"seq":9,"op":"preempt","client":7,"lock":"{}"}}"#,
+        r#"{{"seq":9,"version":2,"op":"preempt","client":7,"lock":"{}"}}"#,
         "x".repeat(LOCK_NAME_BYTES_MAX)
     );
     assert!(decode_request(exactly_the_limit.as_bytes()).is_ok());
@@ -686,7 +728,7 @@ fn every_bad_line_gets_a_bad_request_that_says_what_is_wrong() {
 #[test]
 fn a_refusal_reads_as_one_flat_line() {
     assert_eq!(
-        refusal(r#"{"seq":3,"op":"release","lock":"a"}"#),
+        refusal(r#"{"seq":3,"version":2,"op":"release","lock":"a"}"#),
         "{\"seq\":3,\"error\":\"bad_request\",\"message\":\"release needs `client` (the id hello \
          gave you, a whole number from 1)\"}\n"
     );
@@ -700,7 +742,7 @@ fn a_refusal_reads_as_one_flat_line() {
 #[test]
 fn the_client_own_text_is_quoted_back_short() {
     let op = "z".repeat(5_000);
-    let line = format!(r#"{{"seq":1,"op":"{op}"}}"#);
+    let line = format!(r#"{{"seq":1,"version":2,"op":"{op}"}}"#);
     let response = refusal(&line);
     assert!(response.len() < 300, "{response}");
     assert!(response.contains("unknown op `zzzz"), "{response}");
@@ -711,8 +753,9 @@ fn a_request_line_over_the_limit_is_refused_even_without_the_line_decoder() {
     let line = vec![b' '; LINE_BYTES_MAX + 1];
     assert_eq!(decode_request(&line), Err(WireError::line_too_long()));
     // The newline does not count.
-    let mut at_the_limit = vec![b' '; LINE_BYTES_MAX - 22];
-    at_the_limit.extend_from_slice(b"{\"seq\":1,\"op\":\"hello\"}\n");
+    let hello = b"{\"seq\":1,\"op\":\"hello\",\"version\":2}\n";
+    let mut at_the_limit = vec![b' '; LINE_BYTES_MAX + 1 - hello.len()];
+    at_the_limit.extend_from_slice(hello);
     assert_eq!(at_the_limit.len(), LINE_BYTES_MAX + 1);
     assert!(decode_request(&at_the_limit).is_ok());
 }
@@ -720,41 +763,96 @@ fn a_request_line_over_the_limit_is_refused_even_without_the_line_decoder() {
 // ----- versions -----
 
 #[test]
+fn a_version_1_client_is_told_that_version_2_needs_the_secret() {
+    // Leaving `version` out means version 1, as it always did; stating 1 is the same.
+    let lines: [&[u8]; 3] = [
+        br#"{"seq":1,"op":"hello"}"#,
+        br#"{"seq":1,"op":"hello","version":1}"#,
+        br#"{"seq":1,"op":"preempt","client":7,"lock":"a"}"#,
+    ];
+    for line in lines {
+        let error = decode_request(line).expect_err("version 1 is refused");
+        assert_eq!(error.kind, WireErrorKind::UnsupportedVersion);
+        assert_eq!(error.seq, Some(1));
+        for fragment in ["version 2", "not version 1", "`secret`", "\"version\":2"] {
+            assert!(error.message.contains(fragment), "{}", error.message);
+        }
+        let reply = decode_reply(&encode_error(&ErrorReply::from(error)))
+            .expect("the refusal is a valid response");
+        let WireReply::Error(reply) = reply else {
+            panic!("an error response")
+        };
+        assert_eq!(reply.code, ErrorCode::UnsupportedVersion { supported: 2 });
+        assert_eq!(reply.term, None, "decided before the node");
+    }
+    assert_eq!(
+        refusal(r#"{"seq":1,"op":"hello"}"#),
+        "{\"seq\":1,\"error\":\"unsupported_version\",\"version\":2,\"message\":\"this server \
+         speaks version 2 of the protocol, not version 1 (a request without `version` is version \
+         1). Version 2 proves who a client is: the welcome to hello carries a `secret`, and every \
+         later request must carry it in a `secret` field. Send \\\"version\\\":2 on every \
+         request\"}\n"
+    );
+    // The version is judged before anything else, so a version 1 line that version 2 would
+    // also refuse hears about the version.
+    let error = decode_request(br#"{"seq":4,"op":"free_all"}"#).expect_err("v1");
+    assert_eq!(error.kind, WireErrorKind::UnsupportedVersion);
+}
+
+#[test]
 fn a_client_of_another_version_is_told_which_version_the_server_speaks() {
-    let error = decode_request(br#"{"seq":1,"op":"hello","version":2,"shiny_v2_field":true}"#)
-        .expect_err("version 2 is refused");
+    assert_eq!(PROTOCOL_VERSION, 2);
+    let error = decode_request(br#"{"seq":1,"op":"hello","version":3,"shiny_v3_field":true}"#)
+        .expect_err("version 3 is refused");
     assert_eq!(error.kind, WireErrorKind::UnsupportedVersion);
     assert_eq!(error.seq, Some(1));
     assert_eq!(
         text(&encode_error(&ErrorReply::from(error))),
-        "{\"seq\":1,\"error\":\"unsupported_version\",\"version\":1,\"message\":\"this server \
-         speaks version 1 of the protocol, not version 2\"}\n"
+        "{\"seq\":1,\"error\":\"unsupported_version\",\"version\":2,\"message\":\"this server \
+         speaks version 2 of the protocol, not version 3\"}\n"
     );
     // Any request may state its version; a lock request from version 0 is refused the same way.
     let error = decode_request(br#"{"seq":4,"op":"free_all","version":0}"#).expect_err("v0");
     assert_eq!(error.kind, WireErrorKind::UnsupportedVersion);
-    // Stating version 1 is the same as leaving it out.
-    let stated = decode_request(br#"{"seq":4,"op":"hello","version":1}"#).expect("v1");
-    assert_eq!(
-        stated,
-        decode_request(br#"{"seq":4,"op":"hello"}"#).expect("v1")
-    );
-    assert_eq!(PROTOCOL_VERSION, 1);
+    // A version that is not a whole number is a bad request, not a version.
+    let error = decode_request(br#"{"seq":4,"op":"hello","version":"2"}"#).expect_err("a string");
+    assert_eq!(error.kind, WireErrorKind::Malformed);
 }
 
 #[test]
-fn a_client_refuses_a_welcome_from_another_version() {
-    let line = br#"{"seq":1,"ok":"welcome","client":7,"nonce":0,"version":2,"index":3}"#;
-    let error = decode_reply(line).expect_err("a version 2 welcome");
+fn a_client_refuses_a_welcome_from_another_version_or_without_a_secret() {
+    let old = br#"{"seq":1,"ok":"welcome","client":7,"nonce":0,"version":1,"index":3}"#;
+    let error = decode_reply(old).expect_err("a version 1 welcome");
     assert_eq!(error.kind, WireErrorKind::UnsupportedVersion);
     assert_eq!(error.seq, Some(1));
-    assert!(error.message.contains("version 2"), "{}", error.message);
+    assert!(error.message.contains("version 1"), "{}", error.message);
+    let newer = format!(
+        r#"{{"seq":1,"ok":"welcome","client":7,"secret":"{SECRET_HEX}","nonce":0,"version":3,"index":3}}"#
+    );
+    let error = decode_reply(newer.as_bytes()).expect_err("a version 3 welcome");
+    assert_eq!(error.kind, WireErrorKind::UnsupportedVersion);
+    let secretless = br#"{"seq":1,"ok":"welcome","client":7,"nonce":0,"version":2,"index":3}"#;
+    let error = decode_reply(secretless).expect_err("a welcome must hand out a secret");
+    assert_eq!(error.kind, WireErrorKind::Malformed);
+    assert!(
+        error.message.contains("welcome needs `secret`"),
+        "{}",
+        error.message
+    );
+    let short =
+        br#"{"seq":1,"ok":"welcome","client":7,"secret":"abc","nonce":0,"version":2,"index":3}"#;
+    let error = decode_reply(short).expect_err("a secret is 32 hex digits");
+    assert_eq!(error.kind, WireErrorKind::Malformed);
 }
 
 // ----- framing -----
 
-const HELLO: &[u8] = b"{\"seq\":1,\"op\":\"hello\"}";
-const PREEMPT: &[u8] = b"{\"seq\":2,\"op\":\"preempt\",\"client\":7,\"lock\":\"a\"}";
+const HELLO: &[u8] = br#"{"seq":1,"op":"hello","version":2}"#;
+const PREEMPT: &[u8] = concat!(
+    r#"{"seq":2,"op":"preempt","client":7,"secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","#,
+    r#""lock":"a","version":2}"#
+)
+.as_bytes();
 
 fn lines(events: &[LineEvent]) -> Vec<&[u8]> {
     events
@@ -843,6 +941,408 @@ fn a_peer_that_never_sends_a_newline_is_given_up_on_without_filling_memory() {
     assert!(last_words.message.contains("closing the connection"));
 }
 
+// ----- hostile lines (issue 10) -----
+
+#[test]
+fn a_line_that_gives_a_field_twice_is_refused_whatever_the_field() {
+    let lines = [
+        (r#"{"seq":1,"seq":2,"op":"hello","version":2}"#, "seq"),
+        (
+            r#"{"seq":1,"op":"hello","version":2,"version":2}"#,
+            "version",
+        ),
+        (
+            r#"{"seq":2,"op":"preempt","version":2,"client":7,"client":9,"lock":"a"}"#,
+            "client",
+        ),
+        (
+            r#"{"seq":2,"op":"preempt","version":2,"client":7,"lock":"a","lock":"b"}"#,
+            "lock",
+        ),
+        // The same value twice is refused as well: the rule is about the line, not the values.
+        (
+            r#"{"seq":2,"op":"release","version":2,"client":7,"lock":"a","lock":"a"}"#,
+            "lock",
+        ),
+        (
+            concat!(
+                r#"{"seq":2,"op":"release","version":2,"client":7,"lock":"a","#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","#,
+                r#""secret":"00000000000000000000000000000000"}"#
+            ),
+            "secret",
+        ),
+        (
+            r#"{"seq":2,"op":"preempt","op":"release","version":2,"client":7,"lock":"a"}"#,
+            "op",
+        ),
+    ];
+    for (line, field) in lines {
+        let error = decode_request(line.as_bytes()).expect_err(line);
+        assert_eq!(error.kind, WireErrorKind::Malformed, "{line}");
+        assert_eq!(error.seq, None, "{line}: which seq would it echo?");
+        assert_eq!(
+            error.message,
+            format!("the field `{field}` appears twice; send each field once"),
+            "{line}"
+        );
+        assert!(
+            !error.message.contains("5f3a9c0e"),
+            "never quotes a secret: {}",
+            error.message
+        );
+        let response = text(&encode_error(&ErrorReply::from(error))).to_string();
+        assert!(
+            response.starts_with(r#"{"error":"bad_request","#),
+            "{response}"
+        );
+    }
+    // A line that repeats a field and is not JSON either is called not JSON.
+    let error = decode_request(br#"{"seq":1,"seq":2,"op":"#).expect_err("cut short");
+    assert!(
+        error.message.starts_with("not valid JSON"),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
+fn a_malformed_secret_is_a_bad_request_that_never_quotes_it() {
+    let cases: [(&str, &str); 7] = [
+        (
+            r#""5f3a9c0e7b2d4186a1c3e5f7092b4d6""#,
+            "this one has 31 characters",
+        ),
+        (
+            r#""5f3a9c0e7b2d4186a1c3e5f7092b4d6e0""#,
+            "this one has 33 characters",
+        ),
+        (r#""""#, "this one has 0 characters"),
+        (
+            r#""5f3a9c0e7b2d4186a1c3e5f7092b4dzz""#,
+            "hex digits 0-9 and a-f only",
+        ),
+        (
+            r#""+f3a9c0e7b2d4186a1c3e5f7092b4d6e""#,
+            "hex digits 0-9 and a-f only",
+        ),
+        // 32 bytes of UTF-8 that are not 32 hex digits: no slicing inside a character.
+        (r#""éééééééééééééééé""#, "hex digits 0-9 and a-f only"),
+        ("5039201938475629", "`secret` must be a string"),
+    ];
+    for (value, fragment) in cases {
+        let line = format!(
+            r#"{{"seq":4,"op":"check","version":2,"client":7,"secret":{value},"lock":"a"}}"#
+        );
+        let error = decode_request(line.as_bytes()).expect_err(&line);
+        assert_eq!(error.kind, WireErrorKind::Malformed, "{line}");
+        assert_eq!(error.seq, Some(4), "{line}");
+        assert!(
+            error.message.contains(fragment),
+            "{line}\n  message: {}\n  should say: {fragment}",
+            error.message
+        );
+        let shown = value.trim_matches('"');
+        if !shown.is_empty() {
+            let response = text(&encode_error(&ErrorReply::from(error))).to_string();
+            assert!(
+                !response.contains(shown),
+                "the refusal quotes the secret: {response}"
+            );
+        }
+    }
+    for value in ["null", "true", "[]", "{}"] {
+        let line = format!(
+            r#"{{"seq":4,"op":"release","version":2,"client":7,"secret":{value},"lock":"a"}}"#
+        );
+        let error = decode_request(line.as_bytes()).expect_err(&line);
+        assert!(
+            error.message.contains("`secret` must be a string"),
+            "{}",
+            error.message
+        );
+    }
+    // Upper-case hex is the same secret; a missing one is left to the node (`unauthorized`).
+    let upper = format!(
+        r#"{{"seq":4,"op":"check","version":2,"client":7,"secret":"{}","lock":"a"}}"#,
+        SECRET_HEX.to_uppercase()
+    );
+    let decoded = decode_request(upper.as_bytes()).expect("upper-case hex is fine");
+    let WireOp::Check { secret: given, .. } = decoded.op else {
+        panic!("a check")
+    };
+    assert_eq!(given, Some(secret()));
+    let missing = decode_request(br#"{"seq":4,"op":"check","version":2,"client":7,"lock":"a"}"#)
+        .expect("a missing secret decodes");
+    assert!(matches!(missing.op, WireOp::Check { secret: None, .. }));
+    // A hello takes no secret.
+    let error = decode_request(
+        br#"{"seq":1,"op":"hello","version":2,"secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e"}"#,
+    )
+    .expect_err("hello has no secret yet");
+    assert!(
+        error.message.contains("unknown field `secret` for hello"),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
+fn a_decoded_request_never_shows_its_secret_in_debug_output() {
+    let line = format!(
+        r#"{{"seq":2,"op":"preempt","version":2,"client":7,"secret":"{SECRET_HEX}","lock":"a"}}"#
+    );
+    let request = decode_request(line.as_bytes()).expect("decodes");
+    let shown = format!("{request:?} {:?}", request.clone().into_client_request());
+    assert!(!shown.contains(SECRET_HEX), "{shown}");
+    assert!(shown.contains("redacted"), "{shown}");
+}
+
+#[test]
+fn the_welcome_round_trips_with_its_secret() {
+    for bytes in [[0u8; 16], [0xff; 16], [0xa5; 16]] {
+        let secret = ClientSecret::from_bytes(bytes);
+        let reply = node_reply(
+            1,
+            3,
+            ReplyBody::Welcome {
+                nonce: 9,
+                client: ClientId(7),
+                secret,
+            },
+        );
+        let line = encode_reply(&reply);
+        let shown: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+        assert!(
+            text(&line).contains(&format!(r#""secret":"{shown}""#)),
+            "{}",
+            text(&line)
+        );
+        assert_eq!(
+            decode_reply(&line),
+            Ok(WireReply::Ok {
+                seq: 1,
+                index: 3,
+                term: TERM,
+                answer: Answer::Welcome {
+                    client: ClientId(7),
+                    nonce: 9,
+                    secret,
+                },
+            })
+        );
+    }
+}
+
+#[test]
+fn the_three_refusals_of_version_2_encode_decode_and_say_what_to_do() {
+    let cases = [
+        (
+            ServiceError::UnknownClient {
+                client: ClientId(999_999),
+            },
+            ErrorCode::UnknownClient,
+            "unknown_client",
+            "no hello issued client id 999999; nothing was done",
+        ),
+        (
+            ServiceError::Unauthorized,
+            ErrorCode::Unauthorized,
+            "unauthorized",
+            "Send the secret your welcome gave",
+        ),
+        (
+            ServiceError::SeqReused { seq: 6 },
+            ErrorCode::SeqReused,
+            "seq_reused",
+            "a new operation takes a new, higher seq",
+        ),
+    ];
+    for (error, code, name, advice) in cases {
+        assert_eq!(code.name(), name);
+        let line = encode_reply(&node_reply(6, 40, ReplyBody::Error(error)));
+        let shown = text(&line).to_string();
+        assert!(
+            shown.starts_with(&format!(
+                r#"{{"seq":6,"error":"{name}","term":2,"message":""#
+            )),
+            "{shown}"
+        );
+        assert!(shown.contains(advice), "{shown} should say {advice:?}");
+        assert!(
+            !shown.contains("\"index\""),
+            "refusals carry no index: {shown}"
+        );
+        let Ok(WireReply::Error(decoded)) = decode_reply(&line) else {
+            panic!("{shown} decodes as an error")
+        };
+        assert_eq!(decoded.code, code);
+        assert_eq!(decoded.seq, Some(6));
+        assert_eq!(decoded.term, Some(TERM));
+        // And as a front end or a test would write it directly.
+        let direct = WireReply::Error(ErrorReply {
+            seq: Some(1),
+            term: Some(4),
+            code,
+            message: "m".into(),
+        });
+        assert_eq!(decode_reply(&encode_wire_reply(&direct)), Ok(direct));
+    }
+}
+
+// ----- the 1 MiB rule, however the bytes arrive -----
+
+/// Feeds `stream` to a fresh decoder in the pieces that `cuts` (sorted offsets) make, and
+/// returns every event in order and whether the decoder is still usable.
+fn feed_in_pieces(stream: &[u8], cuts: &[usize]) -> (Vec<LineEvent>, bool) {
+    let mut decoder = LineDecoder::new();
+    let mut events = Vec::new();
+    let mut start = 0;
+    for &cut in cuts.iter().chain(std::iter::once(&stream.len())) {
+        let cut = cut.clamp(start, stream.len());
+        events.extend(decoder.feed(&stream[start..cut]));
+        assert!(decoder.buffer_capacity_bytes() <= LINE_BYTES_MAX);
+        start = cut;
+    }
+    (events, decoder.is_usable())
+}
+
+/// Every cut from `from` to `to`, one byte apart.
+fn byte_by_byte(from: usize, to: usize) -> Vec<usize> {
+    (from..to).collect()
+}
+
+/// splitmix64: a fixed, seeded stream of split points, the same on every run.
+fn split_points(seed: u64, count: usize, len: usize) -> Vec<usize> {
+    let mut state = seed;
+    let mut points: Vec<usize> = (0..count)
+        .map(|_| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            (z % (len as u64 + 1)) as usize
+        })
+        .collect();
+    points.sort_unstable();
+    points
+}
+
+/// The ways a stream whose first line is `line_bytes` long (then its newline, then `after`)
+/// can arrive: named, for the failure message.
+fn splittings(line_bytes: usize, total: usize) -> Vec<(String, Vec<usize>)> {
+    const KIB64: usize = LINE_BYTES_MAX;
+    const MIB: usize = 1024 * 1024;
+    let newline = line_bytes;
+    let mut ways: Vec<(String, Vec<usize>)> = vec![
+        ("one write".into(), vec![]),
+        (
+            "the newline alone in the last write".into(),
+            vec![newline, newline + 1],
+        ),
+        ("the newline starting the last write".into(), vec![newline]),
+        ("the newline ending a write".into(), vec![newline + 1]),
+        ("cut at 64 KiB".into(), vec![KIB64]),
+        ("cut at 64 KiB - 1".into(), vec![KIB64 - 1]),
+        ("cut at 64 KiB + 1".into(), vec![KIB64 + 1]),
+        ("cut at 1 MiB".into(), vec![MIB]),
+        ("cut at 1 MiB - 1".into(), vec![MIB - 1]),
+        ("cut at 1 MiB + 1".into(), vec![MIB + 1]),
+        ("cut at 64 KiB and 1 MiB".into(), vec![KIB64, MIB]),
+        (
+            "byte by byte across 64 KiB".into(),
+            byte_by_byte(KIB64 - 8, KIB64 + 8),
+        ),
+        (
+            "byte by byte over the line's tail and the rest".into(),
+            byte_by_byte(newline.saturating_sub(40), total),
+        ),
+        (
+            "byte by byte across 1 MiB".into(),
+            byte_by_byte(MIB - 8, (MIB + 8).min(total)),
+        ),
+        (
+            "4 KiB reads".into(),
+            (1..=total / 4096).map(|n| n * 4096).collect(),
+        ),
+        (
+            "64 KiB + 1 reads".into(),
+            (1..=total / (KIB64 + 1)).map(|n| n * (KIB64 + 1)).collect(),
+        ),
+        (
+            "7 byte reads over the first 64 KiB".into(),
+            (1..KIB64 / 7 + 2).map(|n| n * 7).collect(),
+        ),
+    ];
+    for seed in 0..8 {
+        ways.push((
+            format!("random cuts, seed {seed}"),
+            split_points(seed, 64, total),
+        ));
+    }
+    ways
+}
+
+fn overlong_stream(line_bytes: usize) -> Vec<u8> {
+    let mut stream = vec![b'x'; line_bytes];
+    stream.push(b'\n');
+    stream.extend_from_slice(HELLO);
+    stream.push(b'\n');
+    stream
+}
+
+#[test]
+fn the_1_mib_rule_holds_however_the_bytes_arrive() {
+    const MIB: usize = 1024 * 1024;
+    let cases: [(usize, Vec<LineEvent>, bool); 5] = [
+        // The line the issue found accepted when its newline came in the same read.
+        (
+            MIB + 10,
+            vec![LineEvent::TooLong, LineEvent::Abandoned],
+            false,
+        ),
+        (
+            MIB + 1,
+            vec![LineEvent::TooLong, LineEvent::Abandoned],
+            false,
+        ),
+        // Exactly 1 MiB is an overlong line, discarded; the connection stays.
+        (
+            MIB,
+            vec![LineEvent::TooLong, LineEvent::Line(HELLO.to_vec())],
+            true,
+        ),
+        (
+            LINE_BYTES_MAX + 1,
+            vec![LineEvent::TooLong, LineEvent::Line(HELLO.to_vec())],
+            true,
+        ),
+        (
+            LINE_BYTES_MAX,
+            vec![
+                LineEvent::Line(vec![b'x'; LINE_BYTES_MAX]),
+                LineEvent::Line(HELLO.to_vec()),
+            ],
+            true,
+        ),
+    ];
+    for (line_bytes, expected, usable) in cases {
+        let stream = overlong_stream(line_bytes);
+        for (way, cuts) in splittings(line_bytes, stream.len()) {
+            let (events, still_usable) = feed_in_pieces(&stream, &cuts);
+            assert_eq!(
+                events, expected,
+                "a {line_bytes}-byte line fed as {way}: events differ"
+            );
+            assert_eq!(
+                still_usable, usable,
+                "a {line_bytes}-byte line fed as {way}: usable?"
+            );
+        }
+    }
+}
+
 // ----- the documented session -----
 
 /// What a person typed into `nc`, and what the server answered: either the node's reply, or
@@ -858,52 +1358,78 @@ fn session() -> Vec<Exchange> {
     let welcome = ReplyBody::Welcome {
         nonce: 0,
         client: ClientId(7),
+        secret: secret(),
     };
     let unavailable = ReplyBody::Error(ServiceError::Unavailable);
     let not_leader = ReplyBody::Error(ServiceError::NotLeader {
         leader: Some(ServerId(1)),
         term: 3,
     });
+    let refused = |seq, index, error| in_term(3, node_reply(seq, index, ReplyBody::Error(error)));
     let owner = Outcome::Owner {
         owner: ClientId(7),
         token: 12,
     };
     vec![
         Exchange {
-            typed: r#"{"seq":1,"op":"hello"}"#,
+            typed: r#"{"seq":1,"op":"hello","version":2}"#,
             node: Some(node_reply(1, 3, welcome)),
-            printed: r#"{"seq":1,"ok":"welcome","term":2,"client":7,"version":1,"nonce":0,"index":3}"#,
+            printed: concat!(
+                r#"{"seq":1,"ok":"welcome","term":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","version":2,"nonce":0,"index":3}"#
+            ),
         },
         Exchange {
-            typed: r#"{"seq":2,"op":"preempt","client":7,"lock":"printer","seen_index":3,"term":2}"#,
+            typed: concat!(
+                r#"{"seq":2,"op":"preempt","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"printer","#,
+                r#""seen_index":3,"term":2}"#
+            ),
             node: Some(granted(2, 12)),
             printed: r#"{"seq":2,"ok":"granted","term":2,"token":12,"index":12}"#,
         },
         Exchange {
-            typed: r#"{"seq":2,"op":"preempt","client":7,"lock":"printer","seen_index":3,"term":2}"#,
+            typed: concat!(
+                r#"{"seq":2,"op":"preempt","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"printer","#,
+                r#""seen_index":3,"term":2}"#
+            ),
             node: Some(granted(2, 12)),
             printed: r#"{"seq":2,"ok":"granted","term":2,"token":12,"index":12}"#,
         },
         Exchange {
-            typed: r#"{"seq":3,"op":"check","client":7,"lock":"printer","seen_index":12,"term":2}"#,
+            typed: concat!(
+                r#"{"seq":3,"op":"check","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"printer","#,
+                r#""seen_index":12,"term":2}"#
+            ),
             node: Some(outcome(3, 12, owner)),
             printed: r#"{"seq":3,"ok":"owner","term":2,"owner":7,"token":12,"index":12}"#,
         },
         Exchange {
             typed: concat!(
-                r#"{"seq":4,"op":"check","client":7,"lock":"scanner","#,
+                r#"{"seq":4,"op":"check","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"scanner","#,
                 r#""consistency":"linearizable","seen_index":12,"term":2}"#
             ),
             node: Some(outcome(4, 13, Outcome::Free)),
             printed: r#"{"seq":4,"ok":"free","term":2,"index":13}"#,
         },
         Exchange {
-            typed: r#"{"seq":5,"op":"release","client":7,"lock":"scanner","seen_index":13,"term":2}"#,
+            typed: concat!(
+                r#"{"seq":5,"op":"release","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"scanner","#,
+                r#""seen_index":13,"term":2}"#
+            ),
             node: Some(outcome(5, 14, Outcome::NotOwner)),
             printed: r#"{"seq":5,"ok":"not_owner","term":2,"index":14}"#,
         },
         Exchange {
-            typed: r#"{"seq":6,"op":"release","client":7,"lock":"printer","seen_index":14,"term":2}"#,
+            typed: concat!(
+                r#"{"seq":6,"op":"release","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"printer","#,
+                r#""seen_index":14,"term":2}"#
+            ),
             node: Some(in_term(3, node_reply(6, 14, unavailable))),
             printed: concat!(
                 r#"{"seq":6,"error":"unavailable","term":3,"message":"this server cannot serve "#,
@@ -912,12 +1438,20 @@ fn session() -> Vec<Exchange> {
             ),
         },
         Exchange {
-            typed: r#"{"seq":6,"op":"release","client":7,"lock":"printer","seen_index":14,"term":3}"#,
+            typed: concat!(
+                r#"{"seq":6,"op":"release","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"printer","#,
+                r#""seen_index":14,"term":3}"#
+            ),
             node: Some(in_term(3, outcome(6, 16, Outcome::Released))),
             printed: r#"{"seq":6,"ok":"released","term":3,"index":16}"#,
         },
         Exchange {
-            typed: r#"{"seq":7,"op":"preempt","client":7,"lock":"printer","seen_index":16}"#,
+            typed: concat!(
+                r#"{"seq":7,"op":"preempt","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"printer","#,
+                r#""seen_index":16}"#
+            ),
             node: Some(in_term(3, node_reply(7, 16, not_leader))),
             printed: concat!(
                 r#"{"seq":7,"error":"not_leader","term":3,"leader":1,"#,
@@ -927,12 +1461,60 @@ fn session() -> Vec<Exchange> {
             ),
         },
         Exchange {
-            typed: r#"{"seq":7,"op":"preempt","client":7,"lock":"printer","seen_index":16,"term":3}"#,
+            typed: concat!(
+                r#"{"seq":7,"op":"preempt","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"printer","#,
+                r#""seen_index":16,"term":3}"#
+            ),
             node: Some(in_term(3, granted(7, 17))),
             printed: r#"{"seq":7,"ok":"granted","term":3,"token":17,"index":17}"#,
         },
         Exchange {
-            typed: r#"{"seq":8,"op":"preempt","lock":"printer"}"#,
+            typed: concat!(
+                r#"{"seq":7,"op":"release","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"printer","#,
+                r#""seen_index":17,"term":3}"#
+            ),
+            node: Some(refused(7, 17, ServiceError::SeqReused { seq: 7 })),
+            printed: concat!(
+                r#"{"seq":7,"error":"seq_reused","term":3,"message":"seq 7 was already used "#,
+                r#"by this client for another operation or lock; nothing was done. A retry "#,
+                r#"repeats its operation exactly; a new operation takes a new, higher seq"}"#
+            ),
+        },
+        Exchange {
+            typed: concat!(
+                r#"{"seq":8,"op":"release","version":2,"client":9,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"door","#,
+                r#""seen_index":17,"term":3}"#
+            ),
+            node: Some(refused(8, 17, ServiceError::Unauthorized)),
+            printed: concat!(
+                r#"{"seq":8,"error":"unauthorized","term":3,"message":"the request's `secret` "#,
+                r#"is missing or is not the one issued with its client id; nothing was done. "#,
+                r#"Send the secret your welcome gave"}"#
+            ),
+        },
+        Exchange {
+            typed: concat!(
+                r#"{"seq":8,"op":"preempt","version":2,"client":70,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"printer","#,
+                r#""seen_index":17,"term":3}"#
+            ),
+            node: Some(refused(
+                8,
+                17,
+                ServiceError::UnknownClient {
+                    client: ClientId(70),
+                },
+            )),
+            printed: concat!(
+                r#"{"seq":8,"error":"unknown_client","term":3,"message":"no hello issued "#,
+                r#"client id 70; nothing was done. Say hello to get an id and its secret"}"#
+            ),
+        },
+        Exchange {
+            typed: r#"{"seq":8,"op":"preempt","version":2,"lock":"printer"}"#,
             node: None,
             printed: concat!(
                 r#"{"seq":8,"error":"bad_request","message":"preempt needs `client` "#,
@@ -940,11 +1522,38 @@ fn session() -> Vec<Exchange> {
             ),
         },
         Exchange {
-            typed: r#"{"seq":8,"op":"check","client":7,"lock":"printer","consistency":"strong"}"#,
+            typed: concat!(
+                r#"{"seq":8,"op":"check","version":2,"client":7,"secret":"5f3a9c0e","#,
+                r#""lock":"printer"}"#
+            ),
+            node: None,
+            printed: concat!(
+                r#"{"seq":8,"error":"bad_request","message":"`secret` must be the 32 hex "#,
+                r#"digits of the secret your welcome gave: a client secret is 32 hex digits; "#,
+                r#"this one has 8 characters"}"#
+            ),
+        },
+        Exchange {
+            typed: concat!(
+                r#"{"seq":8,"op":"check","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"printer","#,
+                r#""consistency":"strong"}"#
+            ),
             node: None,
             printed: concat!(
                 r#"{"seq":8,"error":"bad_request","message":"`consistency` must be "#,
                 r#"\"local\" or \"linearizable\"; got the string `strong`"}"#
+            ),
+        },
+        Exchange {
+            typed: concat!(
+                r#"{"seq":8,"op":"check","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"printer","lock":"scanner"}"#
+            ),
+            node: None,
+            printed: concat!(
+                r#"{"error":"bad_request","message":"the field `lock` appears twice; send "#,
+                r#"each field once"}"#
             ),
         },
         Exchange {
@@ -956,19 +1565,45 @@ fn session() -> Vec<Exchange> {
             ),
         },
         Exchange {
-            typed: r#"{"seq":9,"op":"hello","version":2}"#,
+            typed: r#"{"seq":9,"op":"hello"}"#,
             node: None,
             printed: concat!(
-                r#"{"seq":9,"error":"unsupported_version","version":1,"message":"this server "#,
-                r#"speaks version 1 of the protocol, not version 2"}"#
+                r#"{"seq":9,"error":"unsupported_version","version":2,"message":"this server "#,
+                r#"speaks version 2 of the protocol, not version 1 (a request without `version` "#,
+                r#"is version 1). Version 2 proves who a client is: the welcome to hello carries "#,
+                r#"a `secret`, and every later request must carry it in a `secret` field. Send "#,
+                r#"\"version\":2 on every request"}"#
             ),
         },
     ]
 }
 
+/// The lines of docs/PROTOCOL.md's session transcript: the code block after "## An nc
+/// session", without its `$ nc` line.
+fn documented_session() -> Vec<&'static str> {
+    let section = PROTOCOL_MD
+        .split_once("\n## An nc session\n")
+        .expect("docs/PROTOCOL.md has an nc session section")
+        .1;
+    let block = section
+        .split_once("```\n")
+        .expect("the session is a code block")
+        .1
+        .split_once("\n```")
+        .expect("the code block ends")
+        .0;
+    let mut lines: Vec<&str> = block.lines().collect();
+    assert!(
+        lines.first().is_some_and(|line| line.starts_with("$ nc ")),
+        "the session starts with the nc command: {lines:?}"
+    );
+    lines.remove(0);
+    lines
+}
+
 #[test]
 fn the_nc_session_in_the_protocol_reference_is_what_the_codec_says() {
-    let documented: Vec<&str> = PROTOCOL_MD.lines().collect();
+    let mut expected = Vec::new();
     for exchange in session() {
         let printed = match (decode_request(exchange.typed.as_bytes()), exchange.node) {
             (Ok(request), Some(reply)) => {
@@ -979,11 +1614,38 @@ fn the_nc_session_in_the_protocol_reference_is_what_the_codec_says() {
             (decoded, node) => panic!("{}: decoded {decoded:?}, node {node:?}", exchange.typed),
         };
         assert_eq!(text(&printed), format!("{}\n", exchange.printed));
-        for line in [exchange.typed, exchange.printed] {
-            assert!(
-                documented.contains(&line),
-                "docs/PROTOCOL.md's session should hold the line\n{line}"
-            );
-        }
+        expected.push(exchange.typed);
+        expected.push(exchange.printed);
+    }
+    let documented = documented_session();
+    for (at, (documented, expected)) in documented.iter().zip(&expected).enumerate() {
+        assert_eq!(
+            documented,
+            expected,
+            "line {} of docs/PROTOCOL.md's session differs from what the codec says",
+            at + 1
+        );
+    }
+    assert_eq!(
+        documented.len(),
+        expected.len(),
+        "docs/PROTOCOL.md's session and the test's have as many lines"
+    );
+}
+
+#[test]
+fn the_reference_shows_the_codecs_lines_wherever_it_shows_a_welcome_or_a_version_refusal() {
+    // Outside the session, the reference quotes lines too: the welcome and the version 1
+    // refusal must be the codec's own.
+    let session = session();
+    for line in [
+        session[0].printed,
+        session.last().expect("a session").printed,
+    ] {
+        let copies = PROTOCOL_MD.lines().filter(|&shown| shown == line).count();
+        assert!(
+            copies >= 2,
+            "docs/PROTOCOL.md should show\n{line}\nbeyond its session"
+        );
     }
 }

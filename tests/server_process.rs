@@ -328,21 +328,23 @@ fn three_servers_serve_survive_a_leader_kill_and_restart_from_disk() {
 
     let welcome = until_ok(
         ports[0],
-        json!({"seq": 1, "op": "hello"}),
+        json!({"seq": 1, "op": "hello", "version": 2}),
         "hello via s1",
         &cluster,
     );
     assert_eq!(welcome["ok"], "welcome");
     let client = welcome["client"].as_u64().expect("a client id");
+    let secret = welcome["secret"].clone();
 
-    let preempt = json!({"seq": 1, "op": "preempt", "client": client, "lock": "a"});
+    let preempt = json!({"seq": 1, "op": "preempt", "version": 2, "client": client,
+                         "secret": secret, "lock": "a"});
     let granted = until_ok(ports[1], preempt, "preempt via s2", &cluster);
     assert_eq!(granted["ok"], "granted", "{granted}");
     let token = granted["token"].as_u64().expect("a fencing token");
 
     let check = |seq: u64| {
-        json!({"seq": seq, "op": "check", "client": client, "lock": "a",
-               "consistency": "linearizable"})
+        json!({"seq": seq, "op": "check", "version": 2, "client": client, "secret": secret,
+               "lock": "a", "consistency": "linearizable"})
     };
     let owner = until_ok(ports[2], check(2), "linearizable check via s3", &cluster);
     assert_eq!(owner["ok"], "owner", "{owner}");
@@ -367,12 +369,14 @@ fn three_servers_serve_survive_a_leader_kill_and_restart_from_disk() {
     // A write needs a new leader: a second client is refused the held lock.
     let other = until_ok(
         ports[survivor],
-        json!({"seq": 1, "op": "hello"}),
+        json!({"seq": 1, "op": "hello", "version": 2}),
         "hello 2",
         &cluster,
     );
+    let other_secret = other["secret"].clone();
     let other = other["client"].as_u64().unwrap();
-    let preempt = json!({"seq": 1, "op": "preempt", "client": other, "lock": "a"});
+    let preempt = json!({"seq": 1, "op": "preempt", "version": 2, "client": other,
+                         "secret": other_secret, "lock": "a"});
     let refused = until_ok(
         ports[survivor],
         preempt,
@@ -417,7 +421,7 @@ fn bad_client_input_gets_errors_and_a_peer_of_another_cluster_is_refused() {
     assert_eq!(reply["error"], "bad_request", "{reply}");
 
     connection
-        .send_raw(b"{\"seq\":5,\"op\":\"fly\"}\n")
+        .send_raw(b"{\"seq\":5,\"op\":\"fly\",\"version\":2}\n")
         .unwrap();
     let reply = connection.read_reply().unwrap();
     assert_eq!(reply["error"], "bad_request", "{reply}");
@@ -433,7 +437,7 @@ fn bad_client_input_gets_errors_and_a_peer_of_another_cluster_is_refused() {
     let deadline = Instant::now() + DEADLINE;
     loop {
         let reply = connection
-            .request(&json!({"seq": 9, "op": "hello"}))
+            .request(&json!({"seq": 9, "op": "hello", "version": 2}))
             .unwrap();
         if reply["ok"] == "welcome" {
             break;
@@ -534,7 +538,7 @@ fn a_log_corrupt_in_the_middle_refuses_to_start_and_names_file_and_offset() {
         let deadline = Instant::now() + DEADLINE;
         while Instant::now() < deadline && !answered {
             let reply = Connection::open(port)
-                .and_then(|mut c| c.request(&json!({"seq": 1, "op": "hello"})));
+                .and_then(|mut c| c.request(&json!({"seq": 1, "op": "hello", "version": 2})));
             answered = reply.is_ok_and(|r| r["ok"] == "welcome");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -662,7 +666,9 @@ fn restarting_every_server_recovers_locks_and_sessions_from_disk() {
 
     // A late retry of Bob's preempt of `b` (his latest request) is answered from the
     // recovered session table, with the original token and no second grant.
-    let retry = json!({"seq": bob_preempt_seq, "op": "preempt", "client": bob_id, "lock": "b"});
+    let bob_secret = bob.credential().expect("registered").secret.to_hex();
+    let retry = json!({"seq": bob_preempt_seq, "op": "preempt", "version": 2, "client": bob_id,
+                       "secret": bob_secret, "lock": "b"});
     let answer = until_ok(
         cluster.ports[0],
         retry,
@@ -1096,4 +1102,330 @@ fn a_bad_cluster_secret_file_exits_2_and_names_the_file() {
         assert!(stderr.contains(problem), "{stderr}");
     }
     let _ = std::fs::remove_dir_all(short.parent().unwrap());
+}
+
+// ----- hostile clients (issue 10) -----
+
+/// Sends the raw line (as `nc` would) that `line` writes for a term to `port`, starting with
+/// `term`, until the answer is decided: it waits out `unavailable` and `overloaded` (an
+/// election under way) and adopts the newer term a `not_leader` names, as a client must.
+fn until_decided_raw(
+    port: u16,
+    line: &dyn Fn(u64) -> String,
+    mut term: u64,
+    what: &str,
+    cluster: &Cluster,
+) -> Value {
+    let deadline = Instant::now() + DEADLINE;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let mut bytes = line(term).into_bytes();
+        bytes.push(b'\n');
+        let reply = Connection::open(port).and_then(|mut connection| {
+            connection.send_raw(&bytes)?;
+            connection.read_reply()
+        });
+        match reply {
+            Ok(reply) => match reply["error"].as_str() {
+                Some("unavailable" | "overloaded") => last = reply.to_string(),
+                Some("not_leader") if reply["term"].as_u64().unwrap_or(0) > term => {
+                    term = reply["term"].as_u64().unwrap_or(0);
+                    continue;
+                }
+                Some("not_leader") => last = reply.to_string(),
+                _ => return reply,
+            },
+            Err(error) => last = error.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "{what}: no decided answer within {DEADLINE:?}; last: {last}\n{}",
+        cluster.logs()
+    );
+}
+
+/// Like `until_decided_raw` for a request built as JSON (its `term` is where it starts).
+fn until_decided(port: u16, request: Value, what: &str, cluster: &Cluster) -> Value {
+    let start = request["term"].as_u64().unwrap_or(0);
+    let line = move |term: u64| {
+        let mut request = request.clone();
+        request["term"] = json!(term);
+        request.to_string()
+    };
+    until_decided_raw(port, &line, start, what, cluster)
+}
+
+/// A client that talks to server `index` only, acting as `credential`.
+fn client_of_one(
+    cluster: &Cluster,
+    index: usize,
+    credential: lockstep::client::Credential,
+) -> Client {
+    Client::new(
+        vec![format!("127.0.0.1:{}", cluster.ports[index])],
+        ClientOptions {
+            credential: Some(credential),
+            operation_timeout: DEADLINE,
+            ..ClientOptions::default()
+        },
+    )
+    .expect("a valid address")
+}
+
+/// No server exited, and none wrote a secret it was handed to its log.
+fn assert_alive_and_discreet(cluster: &mut Cluster, secrets: &[String]) {
+    for (index, server) in cluster.servers.iter_mut().enumerate() {
+        let server = server.as_mut().expect("every server is up");
+        assert!(
+            matches!(server.child.try_wait(), Ok(None)),
+            "s{} exited\n{}",
+            index + 1,
+            cluster_logs(&cluster.dir)
+        );
+    }
+    let logs = cluster.logs();
+    for secret in secrets {
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a secret in the logs\n{logs}"
+        );
+    }
+}
+
+/// The logs of the cluster in `dir`, for a message written while the cluster is borrowed.
+fn cluster_logs(dir: &Path) -> String {
+    (1..=3)
+        .map(|n| {
+            let log = std::fs::read_to_string(dir.join(format!("s{n}.log"))).unwrap_or_default();
+            format!("--- s{n} ---\n{log}")
+        })
+        .collect()
+}
+
+/// The line that killed every server of a version 1 cluster, for good: a preempt by a client
+/// id no hello issued. Each server now answers `unknown_client`, keeps serving, and a full
+/// restart replays nothing harmful: every lock is where it was.
+#[test]
+fn the_poison_line_is_refused_everywhere_and_the_cluster_restarts_with_every_lock() {
+    let mut cluster = Cluster::start("poison");
+    let mut alice = cluster.client();
+    let a = grant(&mut alice, "a");
+    let b = grant(&mut alice, "b");
+    let credential = alice.credential().expect("registered");
+    let alice_id = credential.id.0;
+    let term = alice.term();
+    let poison = |term: u64| {
+        format!(
+            r#"{{"seq":2,"op":"preempt","client":999999,"lock":"ghost","term":{term},"version":2,"secret":"{}"}}"#,
+            "0123456789abcdef0123456789abcdef"
+        )
+    };
+    for index in 0..3 {
+        let port = cluster.ports[index];
+        let reply = until_decided_raw(port, &poison, term, "the poison line", &cluster);
+        assert_eq!(
+            reply["error"],
+            "unknown_client",
+            "via s{}: {reply}",
+            index + 1
+        );
+        assert_eq!(reply["seq"], 2, "{reply}");
+    }
+    // Every server still serves, each on its own.
+    for index in 0..3 {
+        let mut through = client_of_one(&cluster, index, credential);
+        assert_eq!(
+            holder(&mut through, "a"),
+            Some((alice_id, a)),
+            "via s{}",
+            index + 1
+        );
+        assert_eq!(holder(&mut through, "ghost"), None, "via s{}", index + 1);
+    }
+    assert_alive_and_discreet(&mut cluster, &[credential.secret.to_hex()]);
+
+    for index in 0..3 {
+        cluster.servers[index] = None;
+    }
+    for index in 0..3 {
+        cluster.restart(index);
+    }
+    let mut observer = cluster.client();
+    assert_eq!(holder(&mut observer, "a"), Some((alice_id, a)));
+    assert_eq!(holder(&mut observer, "b"), Some((alice_id, b)));
+    assert_eq!(holder(&mut observer, "ghost"), None);
+    // Writes too: the restarted cluster grants, and refuses the poison again.
+    let ghost = grant(&mut observer, "ghost");
+    assert!(ghost > b, "a new grant after the restart: {ghost} > {b}");
+    let port = cluster.ports[0];
+    let reply = until_decided_raw(port, &poison, term, "the poison line again", &cluster);
+    assert_eq!(reply["error"], "unknown_client", "{reply}");
+    for index in 0..3 {
+        let log = std::fs::read_to_string(cluster.log_path(index)).unwrap();
+        assert!(
+            log.contains("fresh=false"),
+            "s{} recovered\n{log}",
+            index + 1
+        );
+    }
+    assert_alive_and_discreet(&mut cluster, &[credential.secret.to_hex()]);
+    cluster.finish();
+}
+
+/// A release in another client's name, a seq reused for another operation or lock, and a
+/// line with a field given twice: each is refused with its code, and no lock moves.
+#[test]
+fn forged_releases_reused_seqs_and_duplicated_fields_change_nothing() {
+    let mut cluster = Cluster::start("hostile");
+    let ports = cluster.ports.clone();
+    let mut alice = cluster.client();
+    let a = grant(&mut alice, "a");
+    let alice_credential = alice.credential().expect("registered");
+    let alice_id = alice_credential.id.0;
+    let term = alice.term();
+
+    // (b) Mallory, a client of her own, releases Alice's lock with her own secret, with a
+    // made-up one, and with none.
+    let mut mallory = cluster.client();
+    mallory.register().expect("mallory registers");
+    let mallory_secret = mallory.credential().expect("registered").secret.to_hex();
+    let forged_secrets = [
+        Some(mallory_secret.clone()),
+        Some("00000000000000000000000000000000".to_string()),
+        None,
+    ];
+    for (at, secret) in forged_secrets.iter().enumerate() {
+        let mut release = json!({"seq": 100 + at, "op": "release", "version": 2,
+                                 "client": alice_id, "lock": "a", "term": term});
+        if let Some(secret) = secret {
+            release["secret"] = json!(secret);
+        }
+        let reply = until_decided(ports[at % 3], release, "a forged release", &cluster);
+        assert_eq!(reply["error"], "unauthorized", "{reply}");
+        assert_eq!(
+            holder(&mut alice, "a"),
+            Some((alice_id, a)),
+            "after {reply}"
+        );
+    }
+    // The library says the same, and does not retry.
+    let forged: lockstep::client::Credential = format!("{alice_id}:{mallory_secret}")
+        .parse()
+        .expect("well-formed");
+    let mut forger = Client::new(
+        cluster
+            .ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect(),
+        ClientOptions {
+            credential: Some(forged),
+            operation_timeout: DEADLINE,
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap();
+    match forger.release("a") {
+        Err(lockstep::client::Error::Rejected { code, .. }) => {
+            assert_eq!(code, lockstep::net::protocol::ErrorCode::Unauthorized);
+        }
+        other => panic!("a forged release through the library: {other:?}"),
+    }
+    assert_eq!(holder(&mut alice, "a"), Some((alice_id, a)));
+
+    // (c) Carol, speaking raw lines, takes `c` under seq 2, then reuses seq 2.
+    let welcome = until_ok(
+        ports[0],
+        json!({"seq": 1, "op": "hello", "version": 2}),
+        "carol's hello",
+        &cluster,
+    );
+    let carol = welcome["client"].as_u64().expect("an id");
+    let carol_secret = welcome["secret"].as_str().expect("a secret").to_string();
+    let carol_op = |op: &str, lock: &str| {
+        json!({"seq": 2, "op": op, "version": 2, "client": carol, "secret": carol_secret,
+               "lock": lock, "term": term})
+    };
+    let granted = until_ok(
+        ports[1],
+        carol_op("preempt", "c"),
+        "carol's preempt",
+        &cluster,
+    );
+    assert_eq!(granted["ok"], "granted", "{granted}");
+    // The same request again is answered exactly as the first time, index included.
+    let replayed = until_ok(
+        ports[2],
+        carol_op("preempt", "c"),
+        "carol's retry",
+        &cluster,
+    );
+    assert_eq!(
+        (&replayed["ok"], &replayed["token"], &replayed["index"]),
+        (&granted["ok"], &granted["token"], &granted["index"]),
+        "{replayed} replays {granted}"
+    );
+    let token = granted["token"].as_u64().expect("a token");
+    let mut observer = cluster.client();
+    for (op, lock) in [("release", "c"), ("preempt", "d"), ("release", "d")] {
+        let reply = until_decided(ports[0], carol_op(op, lock), "a reused seq", &cluster);
+        assert_eq!(reply["error"], "seq_reused", "{op} {lock}: {reply}");
+        assert_eq!(reply["seq"], 2, "{reply}");
+        assert_eq!(
+            holder(&mut observer, "c"),
+            Some((carol, token)),
+            "after {op} {lock}"
+        );
+        assert_eq!(holder(&mut observer, "d"), None, "after {op} {lock}");
+    }
+
+    // (d) A field given twice: a lock named twice in Carol's release, and a seq twice.
+    let doubled = [
+        format!(
+            r#"{{"seq":3,"op":"release","version":2,"client":{carol},"secret":"{carol_secret}","lock":"d","lock":"c","term":{term}}}"#
+        ),
+        format!(
+            r#"{{"seq":3,"op":"release","version":2,"client":{carol},"client":{alice_id},"secret":"{carol_secret}","lock":"a","term":{term}}}"#
+        ),
+        r#"{"seq":3,"seq":4,"op":"hello","version":2}"#.to_string(),
+    ];
+    for line in &doubled {
+        let mut connection = Connection::open(ports[1]).unwrap();
+        let mut bytes = line.as_bytes().to_vec();
+        bytes.push(b'\n');
+        connection.send_raw(&bytes).unwrap();
+        let reply = connection.read_reply().unwrap();
+        assert_eq!(reply["error"], "bad_request", "{line}: {reply}");
+        assert!(
+            reply["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("appears twice"),
+            "{reply}"
+        );
+        assert!(!reply.to_string().contains(&carol_secret), "{reply}");
+        // The connection stays usable.
+        let reply = connection
+            .request(
+                &json!({"seq": 7, "op": "check", "version": 2, "client": carol,
+                             "secret": carol_secret, "lock": "c", "seen_index": token}),
+            )
+            .unwrap();
+        assert!(
+            reply["ok"] == "owner" || reply["error"] == "unavailable",
+            "{reply}"
+        );
+    }
+    assert_eq!(holder(&mut observer, "c"), Some((carol, token)));
+    assert_eq!(holder(&mut observer, "a"), Some((alice_id, a)));
+    assert_alive_and_discreet(
+        &mut cluster,
+        &[
+            alice_credential.secret.to_hex(),
+            mallory_secret,
+            carol_secret.clone(),
+        ],
+    );
+    cluster.finish();
 }

@@ -5,10 +5,20 @@
 //! by another client, not the owner), 2 an error (bad input, unreachable, timeout, refusal).
 
 use clap::{Args, Subcommand};
-use lockstep::client::{self, Check, Client, ClientOptions, Error, Preempt, Release};
+use lockstep::client::{self, Check, Client, ClientOptions, Credential, Error, Preempt, Release};
 use lockstep::node::Consistency;
 use serde_json::json;
+use std::io::Read;
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// The environment variable that holds a credential, `ID:SECRET`, when neither `--client` nor
+/// `--client-file` is given.
+pub const CLIENT_ENV: &str = "LOCKSTEP_CLIENT";
+
+/// Most bytes read from a `--client-file` (a credential is under 64): a path such as
+/// `/dev/zero` must not fill memory.
+const CLIENT_FILE_BYTES_MAX: u64 = 4096;
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_REFUSED: u8 = 1;
@@ -37,9 +47,89 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{text:?} is not a duration (a number with ms, s or m: 5s)"))
 }
 
-/// `--client ID:SECRET`.
-pub fn parse_credential(text: &str) -> Result<client::Credential, String> {
-    text.parse()
+/// The text of `--client`, kept as given until [`Connect::credential`] reads it: a value
+/// parser's error would be printed by clap with the value in it, and the value holds a secret.
+/// `Debug` hides it.
+#[derive(Clone)]
+pub struct CredentialText(String);
+
+impl std::fmt::Debug for CredentialText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CredentialText(<redacted>)")
+    }
+}
+
+/// `--client ID:SECRET`: taken as it is; read by [`Connect::credential`].
+pub fn credential_text(text: &str) -> Result<CredentialText, String> {
+    Ok(CredentialText(text.to_string()))
+}
+
+/// Where a run's credential came from.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub enum CredentialSource {
+    Flag,
+    File,
+    Environment,
+}
+
+/// The first line of a credential file, refusing anything that is not one `ID:SECRET` line.
+fn read_credential_file(path: &std::path::Path) -> Result<Credential, String> {
+    let shown = path.display();
+    let file = std::fs::File::open(path).map_err(|error| format!("cannot open it: {error}"))?;
+    warn_if_others_can_read(&file, path);
+    let mut bytes = Vec::new();
+    file.take(CLIENT_FILE_BYTES_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|error| format!("cannot read it: {error}"))?;
+    if bytes.len() as u64 > CLIENT_FILE_BYTES_MAX {
+        return Err(format!(
+            "it is over {CLIENT_FILE_BYTES_MAX} bytes; it must hold one line, ID:SECRET"
+        ));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_string())?;
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .collect();
+    match lines.as_slice() {
+        [line] => line.parse(),
+        [] => Err("it is empty; it must hold one line, ID:SECRET".to_string()),
+        more => Err(format!(
+            "it holds {} lines; it must hold one line, ID:SECRET (in {shown})",
+            more.len()
+        )),
+    }
+}
+
+/// A credential file that other users can read gives the client away: say so (as ssh does for
+/// keys), but go on.
+#[cfg(unix)]
+fn warn_if_others_can_read(file: &std::fs::File, path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(metadata) = file.metadata()
+        && metadata.permissions().mode() & 0o077 != 0
+    {
+        eprintln!(
+            "lockstep: warning: {} can be read by other users, who can then act as its \
+             client; chmod 600 it",
+            path.display()
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_others_can_read(_file: &std::fs::File, _path: &std::path::Path) {}
+
+/// The one line that hands a newly registered client's credential to its operator, on stderr
+/// and never again in the run: stdout (and `--json`) may be logged or piped on.
+pub fn announce_registration(credential: &Credential) {
+    let argument = credential.to_argument();
+    eprintln!(
+        "lockstep: registered as client {id}; to act as it again (to release its locks), pass \
+         --client {argument} or set {CLIENT_ENV}={argument}. Keep it secret: whoever has it can \
+         act as this client. It is not shown again.",
+        id = credential.id.0
+    );
 }
 
 /// A timeout: a duration of at least 1 ms.
@@ -58,36 +148,100 @@ pub struct Connect {
     /// The cluster's client addresses, comma-separated; tried in this order.
     #[arg(long, value_name = "HOST:PORT,...", value_parser = parse_server_list)]
     pub servers: ServerList,
-    /// Act as this existing client: its id and secret as registration printed them (locks
+    /// Act as this existing client: its id and secret, as registration printed them (locks
     /// belong to clients: to release a lock another run took, pass the credential it
-    /// printed). Without it, a new client is registered.
-    #[arg(long, value_name = "ID:SECRET", value_parser = parse_credential)]
-    pub client: Option<client::Credential>,
+    /// printed). Other users can see command-line arguments (in `ps`): prefer
+    /// LOCKSTEP_CLIENT=ID:SECRET in the environment, or --client-file. Without any of the
+    /// three, a new client is registered and its credential printed once, on stderr.
+    #[arg(
+        long,
+        value_name = "ID:SECRET",
+        value_parser = credential_text,
+        conflicts_with = "client_file"
+    )]
+    pub client: Option<CredentialText>,
+    /// Act as the client whose credential this file holds: one line, ID:SECRET. Keep the
+    /// file readable by you only (chmod 600).
+    #[arg(long, value_name = "PATH")]
+    pub client_file: Option<PathBuf>,
     /// How long one operation may take, retries included.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
     pub timeout: Duration,
 }
 
 impl Connect {
+    /// The credential to act as: `--client`, else `--client-file`, else `LOCKSTEP_CLIENT` (an
+    /// empty one counts as unset); `None` registers a new client. Errors name where the bad
+    /// credential came from, never its secret.
+    pub fn credential(&self) -> Result<Option<(Credential, CredentialSource)>, String> {
+        if let Some(CredentialText(text)) = &self.client {
+            let credential = text
+                .parse()
+                .map_err(|problem| format!("--client: {problem}"))?;
+            return Ok(Some((credential, CredentialSource::Flag)));
+        }
+        if let Some(path) = &self.client_file {
+            let credential = read_credential_file(path)
+                .map_err(|problem| format!("--client-file {}: {problem}", path.display()))?;
+            return Ok(Some((credential, CredentialSource::File)));
+        }
+        match std::env::var_os(CLIENT_ENV) {
+            None => Ok(None),
+            Some(value) if value.is_empty() => Ok(None),
+            Some(value) => {
+                let credential = value
+                    .to_str()
+                    .ok_or_else(|| "it is not UTF-8 text".to_string())
+                    .and_then(str::parse)
+                    .map_err(|problem| format!("{CLIENT_ENV}: {problem}"))?;
+                Ok(Some((credential, CredentialSource::Environment)))
+            }
+        }
+    }
+
+    /// A client for `--servers`, acting as the given credential if any. Call
+    /// [`register_if_new`] before its first operation.
     pub fn client(&self) -> Result<Client, Error> {
+        let credential = self.credential().map_err(Error::InvalidInput)?;
         let options = ClientOptions {
             operation_timeout: self.timeout,
-            credential: self.client,
+            credential: credential.map(|(credential, _)| credential),
             ..ClientOptions::default()
         };
         Client::new(self.servers.0.clone(), options)
     }
 }
 
+/// Registers `client` if it has no credential yet, and hands the new credential to the
+/// operator, once, on stderr.
+pub fn register_if_new(client: &mut Client) -> Result<(), Error> {
+    if client.credential().is_some() {
+        return Ok(());
+    }
+    client.register()?;
+    let credential = client
+        .credential()
+        .expect("a registered client has a credential");
+    announce_registration(&credential);
+    Ok(())
+}
+
 #[derive(Args)]
 #[command(after_help = "Examples:
   lockstep client --servers 127.0.0.1:7001,127.0.0.1:7002 preempt printer
-  lockstep client --servers 127.0.0.1:7001 --client 7:SECRET release printer
+  LOCKSTEP_CLIENT=7:SECRET lockstep client --servers 127.0.0.1:7001 release printer
+  lockstep client --servers 127.0.0.1:7001 --client-file ~/.lockstep-client release printer
   lockstep client --servers 127.0.0.1:7001 check printer --linearizable
   lockstep client --servers 127.0.0.1:7001 --json preempt printer
 
+Without a credential (--client ID:SECRET, --client-file PATH or LOCKSTEP_CLIENT=ID:SECRET),
+each run registers a new client and prints its credential once, on stderr: keep it to act
+as that client again. The secret never appears on stdout, --json included. Command-line
+arguments are visible to other users in `ps`: prefer LOCKSTEP_CLIENT or --client-file.
+
 Exit codes: 0 granted, released or checked; 1 refused (held by another client, not the owner);
-2 error (bad input, no server reachable, timeout, a refusal such as bad_request).")]
+2 error (bad input such as a malformed credential, no server reachable, timeout, a refusal
+such as bad_request, unknown_client or unauthorized).")]
 pub struct ClientArgs {
     #[command(flatten)]
     pub connect: Connect,
@@ -159,6 +313,9 @@ pub fn run(args: ClientArgs) -> u8 {
 }
 
 fn perform(client: &mut Client, args: &ClientArgs) -> Report {
+    if let Err(error) = register_if_new(client) {
+        return error_report(&error);
+    }
     let result = match &args.operation {
         ClientOperation::Preempt { name } => client.preempt(name).map(|p| preempted(name, p)),
         ClientOperation::Release { name } => client.release(name).map(|r| released(name, r)),
@@ -179,22 +336,27 @@ fn perform(client: &mut Client, args: &ClientArgs) -> Report {
             report.sentence = format!("{} (you are client id {})", report.sentence, id.0);
         }
     }
-    if let (ClientOperation::Release { .. }, None) = (&args.operation, args.connect.client)
+    let given = matches!(args.connect.credential(), Ok(Some(_)));
+    if let ClientOperation::Release { .. } = &args.operation
+        && !given
         && report.code == EXIT_REFUSED
     {
         report.sentence.push_str(
-            "\nnote: without --client this run registered a new client, which owns no locks; \
-             pass the credential of the client that took the lock",
+            "\nnote: without a credential this run registered a new client, which owns no \
+             locks; pass the credential of the client that took the lock (--client ID:SECRET, \
+             --client-file or LOCKSTEP_CLIENT)",
         );
     }
-    if let (ClientOperation::Preempt { name }, Some(credential)) =
-        (&args.operation, client.credential())
+    if let (ClientOperation::Preempt { name }, Some(id)) = (&args.operation, client.client_id())
         && report.code == EXIT_OK
     {
+        // The secret is not repeated here: stdout may be logged.
         report.sentence.push_str(&format!(
-            "\nrelease it with: lockstep client --servers {} --client {} release {name}",
+            "\nrelease it with: lockstep client --servers {} --client {}:SECRET release {name} \
+             (SECRET: client {}'s secret, as registration printed it)",
             args.connect.servers.0.join(","),
-            credential.to_argument()
+            id.0,
+            id.0
         ));
     }
     report

@@ -7,7 +7,9 @@
 //! interrupted. It must never leave the lock held behind it while it can still reach the
 //! cluster: every path out after a grant goes through [`HeldLock`], whose `Drop` releases.
 
-use super::client::{Connect, EXIT_ERROR, parse_duration, parse_lock_name};
+use super::client::{
+    CLIENT_ENV, Connect, EXIT_ERROR, parse_duration, parse_lock_name, register_if_new,
+};
 use clap::Args;
 use lockstep::client::{Client, Error, Preempt, Release};
 use rand::RngExt;
@@ -38,16 +40,24 @@ const TERMINATE_GRACE: Duration = Duration::from_secs(10);
 #[command(after_help = "Examples:
   lockstep lock backup --servers 127.0.0.1:7001,127.0.0.1:7002 -- ./backup.sh --full
   lockstep lock deploy --servers 10.0.0.1:7100 --wait 30s -- make deploy
+  LOCKSTEP_CLIENT=7:SECRET lockstep lock deploy --servers 10.0.0.1:7100 -- make deploy
+
+Without a credential (--client ID:SECRET, --client-file PATH or LOCKSTEP_CLIENT=ID:SECRET),
+lockstep registers a new client and prints its credential once, on stderr, before it waits
+for the lock: keep it to release the lock by hand if lockstep is killed. Command-line
+arguments are visible to other users in `ps`: prefer LOCKSTEP_CLIENT or --client-file.
 
 The command sees LOCKSTEP_FENCING_TOKEN (the grant's fencing token: pass it to every resource
-the lock protects), LOCKSTEP_LOCK and LOCKSTEP_CLIENT_ID. The lock is released when the command
-exits, whatever its status. On SIGINT or SIGTERM, lockstep sends the command SIGTERM, waits
-for it (SIGKILL after 10s), releases the lock and exits.
+the lock protects), LOCKSTEP_LOCK and LOCKSTEP_CLIENT_ID, but not LOCKSTEP_CLIENT: the secret
+stays with lockstep. The lock is released when the command exits, whatever its status. On
+SIGINT or SIGTERM, lockstep sends the command SIGTERM, waits for it (SIGKILL after 10s),
+releases the lock and exits.
 
 Exit codes: the command's own; 128+N if a signal N killed it; 75 the lock was not acquired
 within --wait (the message names the holder); 126 the command cannot be executed; 127 the
 command was not found; 130 interrupted while waiting for the lock; 2 any other error (bad
-input, no server reachable, timeout).")]
+input such as a malformed credential, no server reachable, timeout, a refusal such as
+unauthorized).")]
 pub struct LockArgs {
     /// The lock to hold while the command runs.
     #[arg(value_parser = parse_lock_name)]
@@ -103,7 +113,8 @@ impl HeldLock<'_> {
             ),
             Err(error) => eprintln!(
                 "lockstep: warning: could not release `{}` ({error}); release it with: lockstep \
-                 client --servers {} --client-id {id} release {}",
+                 client --servers {} --client {id}:SECRET release {} (SECRET: client {id}'s \
+                 secret, as registration printed it)",
                 self.name,
                 self.client.servers().join(","),
                 self.name
@@ -131,6 +142,12 @@ pub fn run(args: LockArgs) -> u8 {
             return EXIT_ERROR;
         }
     };
+    // Before the wait, so that the operator has the credential even if lockstep is killed
+    // while it holds the lock.
+    if let Err(error) = register_if_new(&mut client) {
+        eprintln!("lockstep: error: registering a client: {error}");
+        return EXIT_ERROR;
+    }
     let acquired = acquire(&mut client, &args.name, args.wait, &interrupted);
     let token = match acquired {
         Acquired::Granted { token } => token,
@@ -216,6 +233,8 @@ fn run_command(args: &LockArgs, token: u64, client_id: u64, interrupted: &Atomic
         .env("LOCKSTEP_FENCING_TOKEN", token.to_string())
         .env("LOCKSTEP_LOCK", &args.name)
         .env("LOCKSTEP_CLIENT_ID", client_id.to_string())
+        // The credential stays with lockstep: the command acts through the fencing token.
+        .env_remove(CLIENT_ENV)
         .spawn();
     let child = match spawned {
         Ok(child) => child,

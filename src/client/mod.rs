@@ -173,13 +173,47 @@ pub enum Error {
         effect_unknown: bool,
         timeout: Duration,
     },
-    /// The cluster refused the request for good: `bad_request`, `stale_request` or
-    /// `unsupported_version`. Retrying it unchanged gets the same answer.
-    #[error("the server refused the request ({}): {message}", code.name())]
+    /// The cluster refused the request for good: `bad_request`, `stale_request`,
+    /// `unsupported_version`, or one of the refusals of who is asking (`unknown_client`,
+    /// `unauthorized`) and of a reused seq (`seq_reused`). Retrying it unchanged gets the same
+    /// answer, so the client never does. The message is the server's, followed for the last
+    /// three by what to do about it on this side ([`rejection_advice`]).
+    #[error(
+        "the server refused the request ({}): {message}{}",
+        code.name(),
+        rejection_advice(code)
+    )]
     Rejected { code: ErrorCode, message: String },
     /// A server broke the protocol (a malformed line, a welcome of another version).
     #[error("protocol error from {server}: {message}")]
     Protocol { server: String, message: String },
+}
+
+/// What a user of this client does about a refusal the server's message can only describe
+/// from its side: the server cannot know where the credential came from.
+pub fn rejection_advice(code: &ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::UnknownClient => {
+            ". This cluster never issued this client id: a credential is only valid on the \
+             cluster that registered it (check the id for a typo, and that the cluster's data \
+             was not wiped), or register a new client by leaving the credential out"
+        }
+        ErrorCode::Unauthorized => {
+            ". The secret is not the one this client id was registered with: pass the ID:SECRET \
+             that registration printed, unchanged, or register a new client by leaving the \
+             credential out"
+        }
+        ErrorCode::SeqReused => {
+            ". Another process is probably acting as this client at the same time, with seqs \
+             that collide with this one's: give every process its own client"
+        }
+        ErrorCode::NotLeader { .. }
+        | ErrorCode::Unavailable
+        | ErrorCode::Overloaded
+        | ErrorCode::StaleRequest
+        | ErrorCode::BadRequest
+        | ErrorCode::UnsupportedVersion { .. } => "",
+    }
 }
 
 fn describe_unreachable(tried: &[Unreachable]) -> String {
@@ -674,7 +708,8 @@ pub(crate) enum Verdict {
     /// `unavailable`, `overloaded`, or a `not_leader` naming no newer term: adopt `term` if
     /// newer, back off, then resend the same seq elsewhere.
     BackOff { term: Term },
-    /// Refused for good (`stale_request`, `bad_request`, `unsupported_version`).
+    /// Refused for good (`stale_request`, `bad_request`, `unsupported_version`,
+    /// `unknown_client`, `unauthorized`, `seq_reused`): never retried.
     Rejected { code: ErrorCode, message: String },
 }
 

@@ -797,7 +797,19 @@ pub fn decode_request(line: &[u8]) -> Result<WireRequest, WireError> {
         ));
     }
     let map = match serde_json::from_slice::<UniqueKeys>(line) {
-        Ok(UniqueKeys(map)) => map,
+        Ok(UniqueKeys {
+            duplicate: Some(key),
+            ..
+        }) => {
+            return Err(WireError::malformed(
+                None,
+                format!(
+                    "the field {} appears twice; send each field once",
+                    quoted(&key)
+                ),
+            ));
+        }
+        Ok(UniqueKeys { map, .. }) => map,
         Err(error) => {
             // Say what the line is instead, when it is JSON but not an object.
             let value: Value = serde_json::from_slice(line)
@@ -833,7 +845,12 @@ pub fn decode_request(line: &[u8]) -> Result<WireRequest, WireError> {
 /// A request's top-level object, refused if a field appears twice: JSON parsers disagree on
 /// which copy wins (serde_json keeps the last), so a line that says two things is refused
 /// rather than read one way here and another way by whoever logged or checked it.
-struct UniqueKeys(Map<String, Value>);
+/// `duplicate` names the first field seen twice; the line is read to its end all the same, so
+/// that a line that is not JSON is still called that.
+struct UniqueKeys {
+    map: Map<String, Value>,
+    duplicate: Option<String>,
+}
 
 impl<'de> Deserialize<'de> for UniqueKeys {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<UniqueKeys, D::Error> {
@@ -850,18 +867,18 @@ impl<'de> Deserialize<'de> for UniqueKeys {
                 mut access: A,
             ) -> Result<UniqueKeys, A::Error> {
                 let mut map = Map::new();
+                let mut duplicate = None;
                 // Bounded by the line limit: every key costs bytes of the line.
                 while let Some(key) = access.next_key::<String>()? {
                     if map.contains_key(&key) {
-                        return Err(serde::de::Error::custom(format!(
-                            "the field {} appears twice; send each field once",
-                            quoted(&key)
-                        )));
+                        access.next_value::<serde::de::IgnoredAny>()?;
+                        duplicate.get_or_insert(key);
+                        continue;
                     }
                     let value: Value = access.next_value()?;
                     map.insert(key, value);
                 }
-                Ok(UniqueKeys(map))
+                Ok(UniqueKeys { map, duplicate })
             }
         }
         deserializer.deserialize_map(Visitor)
