@@ -7,5 +7,7 @@
 
 #[path = "fuzz/harness.rs"]
 mod harness;
+#[path = "fuzz/peer_frame.rs"]
+mod peer_frame;
 #[path = "fuzz/storage.rs"]
 mod storage;
