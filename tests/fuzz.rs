@@ -9,5 +9,7 @@
 mod harness;
 #[path = "fuzz/peer_frame.rs"]
 mod peer_frame;
+#[path = "fuzz/protocol.rs"]
+mod protocol;
 #[path = "fuzz/storage.rs"]
 mod storage;
