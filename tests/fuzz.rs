@@ -11,5 +11,7 @@ mod harness;
 mod peer_frame;
 #[path = "fuzz/protocol.rs"]
 mod protocol;
+#[path = "fuzz/scenario.rs"]
+mod scenario;
 #[path = "fuzz/storage.rs"]
 mod storage;
