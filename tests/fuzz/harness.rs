@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 /// Cases per target in CI: enough to try every mutation kind on every corpus entry many times,
 /// few enough that the whole file stays well under 30 s in a debug build.
-pub const CASES_DEFAULT: u32 = 256;
+pub const CASES_DEFAULT: u32 = 1024;
 
 /// One edit of a valid input. Positions are proptest [`Index`]es, which fit any length and
 /// shrink towards the start.
