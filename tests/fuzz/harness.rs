@@ -351,7 +351,8 @@ pub fn fuzz(target: &Target<'_>, check: impl Fn(&Case, &Materialized) -> Result<
     let elapsed = started.elapsed().as_secs_f64();
     let total = (chunk - first_chunk) * u64::from(cases);
     println!(
-        "fuzz {}: {total} cases clean in {elapsed:.1} s ({:.0} cases/s), chunks {first_chunk} to {}",
+        "fuzz {}: {total} cases clean in {elapsed:.1} s ({:.0} cases/s), chunks {first_chunk} \
+         to {}",
         target.name,
         total as f64 / elapsed.max(1e-9),
         chunk - 1
