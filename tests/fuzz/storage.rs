@@ -73,8 +73,10 @@ struct ValidLog {
     bytes: Vec<u8>,
     /// `offsets[k]` is where record `k` starts; the last element is the file's length.
     offsets: Vec<usize>,
-    /// `prefix_states[k]`: the simulator's disk after the first `k` operations.
+    /// `prefix_states[k]`: the state after the first `k` records.
     prefix_states: Vec<DurableState>,
+    /// The snapshot file the log follows, if its base is not 0.
+    snapshot: Option<Vec<u8>>,
 }
 
 impl ValidLog {
@@ -102,14 +104,7 @@ fn write_valid_log(directory: &Path, ops: &[PersistOp]) -> ValidLog {
     wal.sync().expect("fuzz: sync");
     drop(wal);
     let bytes = fs::read(directory.join(LOG_FILE_NAME)).expect("fuzz: read the log back");
-    let mut offsets = vec![FILE_HEADER_BYTES];
-    while *offsets.last().unwrap() < bytes.len() {
-        let at = *offsets.last().unwrap();
-        let header = bytes[at..at + RECORD_HEADER_BYTES].try_into().unwrap();
-        let (length, _) = decode_record_header(header);
-        offsets.push(at + RECORD_HEADER_BYTES + length as usize);
-    }
-    assert_eq!(*offsets.last().unwrap(), bytes.len(), "fuzz: whole records");
+    let offsets = record_offsets(&bytes);
     assert_eq!(offsets.len() - 1, ops.len(), "fuzz: one record per append");
     let mut prefix_states = vec![DurableState::default()];
     for op in ops {
@@ -121,6 +116,65 @@ fn write_valid_log(directory: &Path, ops: &[PersistOp]) -> ValidLog {
         bytes,
         offsets,
         prefix_states,
+        snapshot: None,
+    }
+}
+
+/// Where each record of a valid log file starts, and its length at the end.
+fn record_offsets(bytes: &[u8]) -> Vec<usize> {
+    let mut offsets = vec![FILE_HEADER_BYTES];
+    while *offsets.last().unwrap() < bytes.len() {
+        let at = *offsets.last().unwrap();
+        let header = bytes[at..at + RECORD_HEADER_BYTES].try_into().unwrap();
+        let (length, _) = decode_record_header(header);
+        offsets.push(at + RECORD_HEADER_BYTES + length as usize);
+    }
+    assert_eq!(*offsets.last().unwrap(), bytes.len(), "fuzz: whole records");
+    offsets
+}
+
+/// A log compacted after a snapshot at index 5 (its base), with entries appended after it.
+/// The state after each prefix of its records is what opening that clean prefix beside the
+/// snapshot gives; the whole log's state is checked against the entries written.
+fn write_valid_log_after_snapshot(directory: &Path) -> ValidLog {
+    let (snapshot, _, _, _) = write_valid_snapshot(directory);
+    let (mut wal, _) = Wal::open(directory).expect("fuzz: reopen after the snapshot");
+    let later: Vec<Entry> = (9..=12).map(|client| entry(3, client, "after")).collect();
+    wal.append(&[vote(3, 2), append(9, later.clone())])
+        .expect("fuzz: appends after the snapshot");
+    wal.append(&[append(12, vec![noop(3)])])
+        .expect("fuzz: a suffix replaced after the snapshot");
+    wal.sync().expect("fuzz: sync");
+    drop(wal);
+    let bytes = fs::read(directory.join(LOG_FILE_NAME)).expect("fuzz: read the log back");
+    let offsets = record_offsets(&bytes);
+    let prefix_states: Vec<DurableState> = offsets
+        .iter()
+        .map(|&end| {
+            let (_, recovery) = open_with_files(directory, &bytes[..end], Some(&snapshot))
+                .expect("fuzz: a clean prefix of the log opens");
+            assert!(recovery.warnings.is_empty(), "fuzz: a clean prefix warns");
+            recovery.state
+        })
+        .collect();
+    let whole = prefix_states.last().unwrap();
+    let after_base: Vec<Entry> = whole.log.iter().map(|(_, entry)| entry.clone()).collect();
+    let expected: Vec<Entry> = [
+        entry(2, 6, "lock"),
+        entry(2, 7, "lock"),
+        entry(2, 8, "lock"),
+    ]
+    .into_iter()
+    .chain(later[..3].iter().cloned())
+    .chain([noop(3)])
+    .collect();
+    assert_eq!(after_base, expected, "fuzz: the entries after the snapshot");
+    assert_eq!((whole.term, whole.voted_for), (3, Some(ServerId(2))));
+    ValidLog {
+        bytes,
+        offsets,
+        prefix_states,
+        snapshot: Some(snapshot),
     }
 }
 
@@ -193,7 +247,7 @@ fn check_mutated_log(
     let log_path = directory.join(LOG_FILE_NAME);
     let mutated = &materialized.bytes;
     let changed_at = first_difference(&valid.bytes, mutated);
-    let result = open_with_files(directory, mutated, None);
+    let result = open_with_files(directory, mutated, valid.snapshot.as_deref());
     if changed_at < FILE_HEADER_BYTES {
         return match result {
             Ok((_, recovery)) => Err(format!("a damaged header was accepted: {recovery:?}")),
@@ -305,9 +359,14 @@ fn check_single_edit(
 
 /// Any log at all: no panic, an error names the log, and whatever is recovered holds only
 /// entries that some valid log holds, and reopens as itself.
-fn check_any_log(directory: &Path, valid_entries: &[Entry], bytes: &[u8]) -> Result<(), String> {
+fn check_any_log(
+    directory: &Path,
+    valid_entries: &[Entry],
+    bytes: &[u8],
+    snapshot: Option<&[u8]>,
+) -> Result<(), String> {
     let log_path = directory.join(LOG_FILE_NAME);
-    match open_with_files(directory, bytes, None) {
+    match open_with_files(directory, bytes, snapshot) {
         Ok((wal, recovery)) => {
             drop(wal);
             for (index, entry) in recovery.state.log.iter() {
@@ -326,10 +385,11 @@ fn check_any_log(directory: &Path, valid_entries: &[Entry], bytes: &[u8]) -> Res
 #[test]
 fn wal_reader() {
     let directory = ScratchDirectory::new("wal");
-    let valid: Vec<ValidLog> = histories()
+    let mut valid: Vec<ValidLog> = histories()
         .iter()
         .map(|ops| write_valid_log(directory.path(), ops))
         .collect();
+    valid.push(write_valid_log_after_snapshot(directory.path()));
     let corpus: Vec<Vec<u8>> = valid.iter().map(|log| log.bytes.clone()).collect();
     let valid_entries: Vec<Entry> = valid
         .iter()
@@ -345,7 +405,15 @@ fn wal_reader() {
         dictionary: &[],
     };
     harness::fuzz(&target, |_, materialized| {
-        check_any_log(directory.path(), &valid_entries, &materialized.bytes)?;
+        let snapshot = materialized
+            .base
+            .and_then(|base| valid[base].snapshot.as_deref());
+        check_any_log(
+            directory.path(),
+            &valid_entries,
+            &materialized.bytes,
+            snapshot,
+        )?;
         let Some(base) = materialized.base else {
             return Ok(());
         };
@@ -354,7 +422,8 @@ fn wal_reader() {
         }
         check_mutated_log(directory.path(), &valid[base], materialized)?;
         if let Some(applied) = materialized.single() {
-            let result = open_with_files(directory.path(), &materialized.bytes, None)
+            let snapshot = valid[base].snapshot.as_deref();
+            let result = open_with_files(directory.path(), &materialized.bytes, snapshot)
                 .map(|(_, recovery)| recovery)
                 .map_err(|error| error.to_string());
             check_single_edit(&valid[base], applied, &result)?;
@@ -374,9 +443,10 @@ fn check_every_truncation(directory: &Path, valid: &[ValidLog]) {
                 applied: vec![Applied::Truncate { at }],
             };
             let outcome = check_mutated_log(directory, log, &materialized).and_then(|()| {
-                let result = open_with_files(directory, &materialized.bytes, None)
-                    .map(|(_, recovery)| recovery)
-                    .map_err(|error| error.to_string());
+                let result =
+                    open_with_files(directory, &materialized.bytes, log.snapshot.as_deref())
+                        .map(|(_, recovery)| recovery)
+                        .map_err(|error| error.to_string());
                 check_single_edit(log, Applied::Truncate { at }, &result)
             });
             if let Err(failure) = outcome {
