@@ -60,7 +60,10 @@ fn valid_frames() -> Vec<Vec<PeerFrame>> {
         PeerFrame::Message(PeerMessage::ReadIndexResponse { id: 1, index: None }),
     ];
     vec![
-        vec![PeerFrame::Accepted, PeerFrame::Message(append)],
+        vec![
+            PeerFrame::Message(PeerMessage::ReadIndexRequest { id: 1 }),
+            PeerFrame::Message(append),
+        ],
         vec![
             PeerFrame::Refused {
                 reason: "wrong cluster \u{e9}\n".into(),
