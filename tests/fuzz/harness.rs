@@ -438,3 +438,54 @@ impl Drop for ScratchDirectory {
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
+
+/// The cases a chunk of a target generates, as text, for the determinism test.
+fn chunk_cases(target: &Target<'_>, chunk: u64, cases: usize) -> Vec<String> {
+    use proptest::strategy::ValueTree;
+    let seed = chunk_seed(target.name, chunk);
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &seed);
+    let mut runner = TestRunner::new_with_rng(Config::default(), rng);
+    let strategy = case_strategy(target);
+    (0..cases)
+        .map(|_| {
+            let case = strategy
+                .new_tree(&mut runner)
+                .expect("harness: a case")
+                .current();
+            let materialized = materialize(target, &case);
+            format!("{case:?} {}", hex(&materialized.bytes))
+        })
+        .collect()
+}
+
+/// Same target and chunk, same cases, on every run; another chunk or target, other cases.
+#[test]
+fn the_same_chunk_gives_the_same_cases() {
+    let corpus = vec![b"{\"seq\":1}".to_vec(), b"LSTEPWAL".to_vec()];
+    let target = |name| Target {
+        name,
+        corpus: &corpus,
+        random_bytes_max: 64,
+        random_prefix: b"prefix",
+        dictionary: &["token"],
+    };
+    let first = chunk_cases(&target("a"), 3, 50);
+    assert_eq!(first, chunk_cases(&target("a"), 3, 50));
+    assert_ne!(first, chunk_cases(&target("a"), 4, 50));
+    assert_ne!(first, chunk_cases(&target("b"), 3, 50));
+    let kinds = [
+        "Random",
+        "FlipBit",
+        "Overwrite",
+        "Truncate",
+        "Insert",
+        "Delete",
+        "Splice",
+    ];
+    for kind in kinds {
+        assert!(
+            first.iter().any(|case| case.contains(kind)),
+            "50 cases hold no {kind}"
+        );
+    }
+}
