@@ -22,9 +22,30 @@ pub fn duration_text(duration: Duration) -> String {
     }
 }
 
-/// A string as a double-quoted scalar: JSON escaping is valid YAML.
+/// A string as a double-quoted scalar. JSON escaping is valid YAML, but JSON leaves raw some
+/// characters that YAML does not allow in a document (DEL, the C1 controls but NEL, U+FFFE,
+/// U+FFFF; and a byte order mark, allowed only before a document): those become `\u` escapes,
+/// or a name from a JSON scenario would make `to_yaml` write a file that does not load.
 fn quoted(text: &str) -> String {
-    serde_json::to_string(text).expect("a string always serialises")
+    let json = serde_json::to_string(text).expect("a string always serialises");
+    let mut out = String::with_capacity(json.len());
+    for character in json.chars() {
+        if yaml_printable(character) {
+            out.push(character);
+        } else {
+            let _ = write!(out, "\\u{:04X}", u32::from(character));
+        }
+    }
+    out
+}
+
+/// Whether YAML 1.2 lets `character` stand for itself in a double-quoted scalar (its
+/// `c-printable`, less the byte order mark). JSON escaping has already removed the C0 controls.
+fn yaml_printable(character: char) -> bool {
+    matches!(character,
+        '\t' | '\n' | '\r' | ' '..='~' | '\u{85}' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}'
+        | '\u{10000}'..)
+        && character != '\u{feff}'
 }
 
 fn names(endpoints: &[Endpoint]) -> String {
@@ -113,7 +134,9 @@ fn action_text(action: &Action) -> String {
 }
 
 impl Scenario {
-    /// The scenario as a YAML scenario file that loads back into an equal scenario.
+    /// The scenario as a YAML scenario file that loads back into an equal scenario, except for
+    /// each event's `index` (its position in the file, kept for messages): events are written
+    /// in the order they run, so a file that lists them out of time order is renumbered.
     pub fn to_yaml(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "name: {}", quoted(&self.name));
@@ -251,6 +274,35 @@ mod tests {
                 file.display()
             );
         }
+    }
+
+    /// Found by the scenario fuzz target: a JSON scenario whose description held a DEL
+    /// character loaded, but its YAML rendering did not.
+    #[test]
+    fn characters_yaml_does_not_print_are_escaped_and_survive_a_round_trip() {
+        let awkward =
+            "del \u{7f} c1 \u{80}\u{9f} nel \u{85} bom \u{feff} \u{fffe}\u{ffff} \u{1} \u{1f600}";
+        let json = format!(
+            r#"{{"name": {name}, "description": {name}, "duration": "1s",
+                "cluster": {{"servers": 3, "clients": 1}},
+                "events": [{{"at": "1ms", "client": "c1", "op": "preempt", "lock": {name}}}],
+                "expect_final": {{{name}: "c1"}}}}"#,
+            name = serde_json::to_string(awkward).unwrap()
+        );
+        let original = scenario::parse_str(&json, Format::Json, "awkward.json").unwrap();
+        assert_eq!(original.name, awkward);
+        let written = original.to_yaml();
+        for character in [
+            '\u{7f}', '\u{80}', '\u{9f}', '\u{feff}', '\u{fffe}', '\u{ffff}',
+        ] {
+            assert!(
+                !written.contains(character),
+                "{character:?} written raw:\n{written}"
+            );
+        }
+        let reloaded = scenario::parse_str(&written, Format::Yaml, "written.yaml")
+            .unwrap_or_else(|error| panic!("{error}\n{written}"));
+        assert_eq!(renumbered(reloaded), renumbered(original));
     }
 
     #[test]
