@@ -260,12 +260,10 @@ fn client_protocol_codec() {
     });
 }
 
-/// Issue 10, item 5: "the 1 MiB rule holds however the bytes arrive". Today a line that runs
-/// past the overlong limit is abandoned only if a read ends inside it after the limit; with its
-/// newline in the same read it is merely too long. Ignored until the fix in protocol.rs lands
-/// (it is being made on another branch); then remove the `ignore`.
+/// Issue 10, item 5: "the 1 MiB rule holds however the bytes arrive". A line that ran past the
+/// overlong limit used to be abandoned only if a read ended inside it after the limit; with its
+/// newline in the same read it was merely too long. The codec target checked strictly.
 #[test]
-#[ignore = "fails until LineDecoder abandons an overlong line however it is split (issue 10)"]
 fn issue_10_overlong_line_is_abandoned_however_it_arrives() {
     let mut stream = vec![b'x'; OVERLONG_LINE_BYTES_MAX as usize + 10];
     stream.push(b'\n');
