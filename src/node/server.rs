@@ -1259,7 +1259,7 @@ impl Server {
                 match self.projected_owner(client, seq, lock) {
                     Projection::Free => {}
                     // A copy of this request is in the log already: that copy answers it.
-                    Projection::InLog(_) => continue,
+                    Projection::InLog(_) | Projection::SeqReused => continue,
                     // Still held: the release was not the holder's.
                     Projection::Owner(_) => return,
                 }
@@ -1356,13 +1356,14 @@ impl Server {
     fn refusal_is_possible(&self, client: ClientId, seq: u64, lock: &LockName) -> bool {
         match self.projected_owner(client, seq, lock) {
             Projection::Owner(owner) => owner != client,
-            Projection::Free | Projection::InLog(_) => false,
+            Projection::Free | Projection::InLog(_) | Projection::SeqReused => false,
         }
     }
 
-    /// Who holds `lock` after every entry in the log applies, unless the request (`client`,
-    /// `seq`) is itself in the unapplied part of the log. Scans at most the uncommitted
-    /// entries, which `uncommitted_entries_max` bounds.
+    /// Who holds `lock` after every entry in the log applies, unless the preempt (`client`,
+    /// `seq`, `lock`) is itself in the unapplied part of the log, or its seq is there with
+    /// another operation or lock. Scans at most the uncommitted entries, which
+    /// `uncommitted_entries_max` bounds.
     fn projected_owner(&self, client: ClientId, seq: u64, lock: &LockName) -> Projection {
         let mut owner = self.table.holder(lock).map(|holder| holder.owner);
         for (index, entry) in self.log.entries_after(self.table.applied_index()) {
@@ -1372,8 +1373,11 @@ impl Server {
                     seq: s,
                     lock: l,
                 } => {
-                    if (*c, *s) == (client, seq) {
+                    if (*c, *s) == (client, seq) && l == lock {
                         return Projection::InLog(index);
+                    }
+                    if (*c, *s) == (client, seq) {
+                        return Projection::SeqReused;
                     }
                     if l == lock && owner.is_none() {
                         owner = Some(*c);
@@ -1385,7 +1389,7 @@ impl Server {
                     lock: l,
                 } => {
                     if (*c, *s) == (client, seq) {
-                        return Projection::InLog(index);
+                        return Projection::SeqReused;
                     }
                     if l == lock && owner == Some(*c) {
                         owner = None;
@@ -1420,6 +1424,12 @@ impl Server {
                     .entry(index)
                     .or_default()
                     .push((route, seq));
+            }
+            Projection::SeqReused => {
+                // While this preempt waited, its client used the seq for another write, which
+                // was appended: that entry's answer is not this request's.
+                let body = ReplyBody::Error(ServiceError::SeqReused { seq });
+                self.reply(route, seq, body);
             }
             Projection::Free => {
                 // The holder's release is in the log: queue right behind it, so the lock
@@ -2367,6 +2377,8 @@ enum Projection {
     Owner(ClientId),
     /// The request itself is in the log at this index.
     InLog(LogIndex),
+    /// The request's (client, seq) is in the log with another operation or lock.
+    SeqReused,
 }
 
 /// True for preempt and release requests, which go through the log.

@@ -2567,3 +2567,37 @@ fn each_registration_gets_its_own_secret_from_the_seeded_stream() {
     assert_eq!(secrets_of([1; 32]), first);
     assert_ne!(secrets_of([2; 32]), first);
 }
+
+/// A preempt of a held lock waits for a read round to be refused without a log entry. Its
+/// client, meanwhile, sends a release under the same seq, which is appended. The preempt's
+/// answer is then `seq_reused`, not the release's outcome.
+#[test]
+fn a_preempt_waiting_to_be_refused_whose_seq_was_reused_meanwhile_hears_seq_reused() {
+    let now = ms(FIRST_ELECTION_MS + 10);
+    let (mut leader, _, _) = leader_with_a_granted_lock(now);
+    let bob = register(&mut leader, now);
+    let waiting = leader.step(now, from_client(CLIENT, op(bob, 5, preempt("a"))));
+    assert!(replies(&waiting).is_empty(), "waits for a confirming round");
+    let round = match append_rounds(&waiting).as_slice() {
+        [(S2, round), (S3, _)] => *round,
+        other => panic!("expected a read round to both followers, got {other:?}"),
+    };
+    let reused = leader.step(now, from_client(CLIENT_AGAIN, op(bob, 5, release("a"))));
+    assert!(
+        replies(&reused).is_empty(),
+        "appended: nothing says it is reused yet"
+    );
+    let release_index = leader.log().last_index();
+    // The round is confirmed before the release commits: the release is still in the log.
+    let confirmed = leader.step(now, peer(S2, append_ok(1, release_index - 1, round)));
+    assert_eq!(
+        replies(&confirmed),
+        vec![(CLIENT, refusal(5, ServiceError::SeqReused { seq: 5 }))]
+    );
+    let committed = leader.step(now, peer(S2, append_ok(1, release_index, round)));
+    assert_eq!(
+        replies(&committed),
+        vec![(CLIENT_AGAIN, outcome(5, Outcome::NotOwner))],
+        "the release answers only itself"
+    );
+}
