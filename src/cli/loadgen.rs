@@ -44,6 +44,8 @@ pub struct LoadOptions {
     /// All clients on one lock.
     pub contended: bool,
     pub json: bool,
+    /// `--tls-ca` and `--tls-server-name`.
+    pub tls: super::client::TlsFlags,
 }
 
 impl LoadOptions {
@@ -69,12 +71,20 @@ pub fn run(options: &LoadOptions) -> u8 {
         eprintln!("error: {problem}");
         return 2;
     }
+    let tls = match options.tls.load() {
+        Ok(tls) => tls,
+        Err(problem) => {
+            eprintln!("error: {problem}");
+            return 2;
+        }
+    };
     let plan = LoadPlan {
         servers: options.servers.clone(),
         clients: options.clients,
         duration: options.duration,
         locks: options.locks,
         contended: options.contended,
+        tls,
     };
     let progress = Arc::new(Progress::default());
     let done = Arc::new(AtomicBool::new(false));

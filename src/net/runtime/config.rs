@@ -662,4 +662,158 @@ mod tests {
             Some(0o644)
         );
     }
+
+    /// A CA, two server certificates it signed and one from another CA, as files.
+    struct TlsFiles {
+        directory: crate::storage::test_directory::TestDirectory,
+    }
+
+    impl TlsFiles {
+        fn new(name: &str) -> TlsFiles {
+            use crate::net::tls::generate::GeneratedCa;
+            let directory = crate::storage::test_directory::TestDirectory::new(name);
+            let ca = GeneratedCa::new("config test CA").unwrap();
+            let other = GeneratedCa::new("another CA").unwrap();
+            let names = ["127.0.0.1".to_string()];
+            let write = |file: &str, text: &str| {
+                std::fs::write(directory.path().join(file), text).unwrap();
+            };
+            write("ca.pem", ca.cert_pem());
+            for (stem, issuer) in [("s1", &ca), ("s2", &ca), ("alien", &other)] {
+                let issued = issuer.issue_server(stem, &names).unwrap();
+                write(&format!("{stem}.pem"), &issued.cert_pem);
+                write(&format!("{stem}.key"), &issued.key_pem);
+            }
+            write("garbage.pem", "this is not PEM at all\n");
+            TlsFiles { directory }
+        }
+
+        fn path(&self, file: &str) -> PathBuf {
+            self.directory.path().join(file)
+        }
+
+        fn overrides(&self, cert: &str, key: &str, ca: &str) -> ConfigOverrides {
+            ConfigOverrides {
+                tls_cert: Some(self.path(cert)),
+                tls_key: Some(self.path(key)),
+                tls_ca: Some(self.path(ca)),
+                ..minimal(None)
+            }
+        }
+    }
+
+    #[test]
+    fn tls_comes_from_the_flags_or_the_file_relative_to_it() {
+        let files = TlsFiles::new("config-tls");
+        let config = combine(&files.overrides("s1.pem", "s1.key", "ca.pem"), None).unwrap();
+        let tls = config.tls.expect("TLS configured");
+        assert_eq!(tls.cert_path, files.path("s1.pem"));
+        assert_eq!(combine(&minimal(None), None).unwrap().tls, None);
+
+        let config_path = files.path("cluster.yaml");
+        let text = "tls_cert: s1.pem\ntls_key: s1.key\ntls_ca: ca.pem\n\
+                    servers: {s1: 127.0.0.1:7001}\n";
+        let file = parse_file(&config_path, text).unwrap();
+        let overrides = ConfigOverrides {
+            id: Some(ServerId(1)),
+            data_dir: Some("d".into()),
+            ..Default::default()
+        };
+        let from_file = combine(&overrides, Some((&config_path, &file))).unwrap();
+        assert_eq!(from_file.tls.unwrap().key_path, files.path("s1.key"));
+        // A flag overrides its key alone.
+        let flag_wins = combine(
+            &ConfigOverrides {
+                tls_cert: Some(files.path("s2.pem")),
+                tls_key: Some(files.path("s2.key")),
+                ..overrides
+            },
+            Some((&config_path, &file)),
+        )
+        .unwrap();
+        let tls = flag_wins.tls.unwrap();
+        assert_eq!(tls.cert_path, files.path("s2.pem"));
+        assert_eq!(tls.ca_path, files.path("ca.pem"));
+    }
+
+    #[test]
+    fn tls_needs_all_three_files_and_says_which_are_missing() {
+        let files = TlsFiles::new("config-tls-partial");
+        let only_cert = ConfigOverrides {
+            tls_cert: Some(files.path("s1.pem")),
+            ..minimal(None)
+        };
+        let problem = combine(&only_cert, None).unwrap_err();
+        assert_eq!(problem.place, "TLS");
+        assert!(problem.problem.contains("--tls-key"), "{problem}");
+        assert!(problem.problem.contains("--tls-ca"), "{problem}");
+        let no_ca = ConfigOverrides {
+            tls_ca: None,
+            ..files.overrides("s1.pem", "s1.key", "ca.pem")
+        };
+        let problem = combine(&no_ca, None).unwrap_err();
+        assert!(problem.problem.contains("missing --tls-ca"), "{problem}");
+        assert!(!problem.problem.contains("missing --tls-cert"), "{problem}");
+    }
+
+    #[test]
+    fn a_bad_tls_file_is_a_config_error_naming_the_file() {
+        let files = TlsFiles::new("config-tls-bad");
+        let check = |overrides: ConfigOverrides, file: &str, words: &str| {
+            let problem = combine(&overrides, None).unwrap_err();
+            assert_eq!(problem.place, files.path(file).display().to_string(), "{problem}");
+            assert!(problem.problem.contains(words), "{problem}");
+        };
+        check(
+            files.overrides("missing.pem", "s1.key", "ca.pem"),
+            "missing.pem",
+            "cannot read",
+        );
+        check(
+            files.overrides("s1.pem", "s1.key", "missing.pem"),
+            "missing.pem",
+            "cannot read",
+        );
+        check(
+            files.overrides("garbage.pem", "s1.key", "ca.pem"),
+            "garbage.pem",
+            "no PEM certificate",
+        );
+        check(
+            files.overrides("s1.pem", "garbage.pem", "ca.pem"),
+            "garbage.pem",
+            "no PEM private key",
+        );
+        check(
+            files.overrides("s1.pem", "s1.key", "garbage.pem"),
+            "garbage.pem",
+            "no PEM certificate",
+        );
+        // A key given as the certificate, and a certificate as the key.
+        check(
+            files.overrides("s1.key", "s1.key", "ca.pem"),
+            "s1.key",
+            "no PEM certificate",
+        );
+        check(
+            files.overrides("s1.pem", "s1.pem", "ca.pem"),
+            "s1.pem",
+            "no PEM private key",
+        );
+        check(
+            files.overrides("s1.pem", "s2.key", "ca.pem"),
+            "s2.key",
+            "does not match the certificate",
+        );
+        check(
+            files.overrides("alien.pem", "alien.key", "ca.pem"),
+            "alien.pem",
+            "does not verify against the CA",
+        );
+        check(
+            files.overrides("s1.pem", "s1.key", "."),
+            ".",
+            "not a regular file",
+        );
+    }
 }

@@ -15,6 +15,7 @@
 //! Only the `ring` provider is compiled in; it is named explicitly, so no process-wide default
 //! provider is needed. Nothing here does I/O on sockets: [`stream`] holds the tokio side.
 
+pub mod generate;
 pub mod stream;
 
 use rustls::client::WebPkiServerVerifier;
