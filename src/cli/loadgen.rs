@@ -192,6 +192,13 @@ impl Report<'_> {
             format!("{} ({})", options.servers.len(), options.servers.join(", ")),
         ]);
         summary.push_record([
+            "TLS".to_string(),
+            match &options.tls.tls_ca {
+                Some(ca) => format!("on (CA {})", ca.display()),
+                None => "off".to_string(),
+            },
+        ]);
+        summary.push_record([
             "measured".to_string(),
             format!(
                 "{:.1}s (registration took {:.1}s before)",
@@ -276,6 +283,7 @@ impl Report<'_> {
         json!({
             "servers": options.servers, "clients": options.clients,
             "contended": options.contended, "locks": options.locks,
+            "tls": options.tls.tls_ca.is_some(),
             "seconds": self.result.measured.as_secs_f64(),
             "pairs_per_second": self.rate(total.release.count()),
             "grants_per_second": self.rate(total.preempt_granted.count()),
