@@ -1235,7 +1235,13 @@ fn a_tls_cluster_elects_a_leader_and_serves_clients_that_trust_its_ca() {
     let servers = cluster.addresses();
     let ca = pki.path("ca.pem");
     let (code, output) = run_to_exit(&[
-        "client", "--servers", &servers, "--tls-ca", &ca, "preempt", "window",
+        "client",
+        "--servers",
+        &servers,
+        "--tls-ca",
+        &ca,
+        "preempt",
+        "window",
     ]);
     assert_eq!(code, Some(0), "{output}");
     assert!(output.contains("fencing token"), "{output}");
@@ -1259,7 +1265,14 @@ fn a_tls_cluster_elects_a_leader_and_serves_clients_that_trust_its_ca() {
     // The wrong CA, and a name the certificates do not carry: clear errors, exit 2.
     let other_ca = pki.path("other-ca.pem");
     let (code, output) = run_to_exit(&[
-        "client", "--servers", &servers, "--tls-ca", &other_ca, "--timeout", "2s", "check",
+        "client",
+        "--servers",
+        &servers,
+        "--tls-ca",
+        &other_ca,
+        "--timeout",
+        "2s",
+        "check",
         "door",
     ]);
     assert_eq!(code, Some(2), "{output}");
@@ -1347,7 +1360,10 @@ fn a_tls_cluster_refuses_plaintext_and_peers_without_a_certificate_from_its_ca()
     );
     assert!(plain.read_reply().is_err(), "one line, then the end");
     let line = log_line_naming(&cluster, caller);
-    assert!(line.contains("WARN") && line.contains("plaintext"), "{line}");
+    assert!(
+        line.contains("WARN") && line.contains("plaintext"),
+        "{line}"
+    );
 
     // A plaintext peer.
     let opening = Handshake::new("lockstep", ServerId(2), ServerId(1)).encode_opening();
@@ -1358,7 +1374,10 @@ fn a_tls_cluster_refuses_plaintext_and_peers_without_a_certificate_from_its_ca()
         other => panic!("expected a refusal, got {other:?}"),
     }
     let line = log_line_naming(&cluster, caller);
-    assert!(line.contains("WARN") && line.contains("plaintext peer"), "{line}");
+    assert!(
+        line.contains("WARN") && line.contains("plaintext peer"),
+        "{line}"
+    );
 
     // A TLS peer without a client certificate.
     let mut tls = pki.raw_tls(port, None);
@@ -1381,7 +1400,10 @@ fn a_tls_cluster_refuses_plaintext_and_peers_without_a_certificate_from_its_ca()
         other => panic!("expected a refusal, got {other:?}"),
     }
     let line = log_line_naming(&cluster, caller);
-    assert!(line.contains("WARN") && line.contains("no client certificate"), "{line}");
+    assert!(
+        line.contains("WARN") && line.contains("no client certificate"),
+        "{line}"
+    );
 
     // A TLS peer whose certificate another CA signed: the TLS handshake fails, so not a
     // byte of the peer protocol is read or answered.
@@ -1391,13 +1413,17 @@ fn a_tls_cluster_refuses_plaintext_and_peers_without_a_certificate_from_its_ca()
     let mut rest = Vec::new();
     match tls.read_to_end(&mut rest) {
         Err(error) => assert!(
-            error.to_string().contains("alert") || error.kind() == std::io::ErrorKind::ConnectionReset,
+            error.to_string().contains("alert")
+                || error.kind() == std::io::ErrorKind::ConnectionReset,
             "{error}"
         ),
         Ok(_) => assert!(rest.is_empty(), "{rest:?}"),
     }
     let line = log_line_naming(&cluster, caller);
-    assert!(line.contains("WARN") && line.contains("TLS handshake failed"), "{line}");
+    assert!(
+        line.contains("WARN") && line.contains("TLS handshake failed"),
+        "{line}"
+    );
 
     // The cluster serves on, with the lock where it was.
     let mut observer = tls_client(&cluster, &pki);
@@ -1478,7 +1504,14 @@ fn bad_tls_flags_exit_2_and_name_the_file() {
     let cases: [(Vec<&str>, &str, &str); 3] = [
         (vec!["--tls-cert", &cert], "--tls-key", "missing"),
         (
-            vec!["--tls-cert", &cert, "--tls-key", &other_key, "--tls-ca", &ca],
+            vec![
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &other_key,
+                "--tls-ca",
+                &ca,
+            ],
             &other_key,
             "does not match",
         ),

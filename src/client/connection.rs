@@ -118,9 +118,7 @@ fn handshake(
         if remaining.is_zero() {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!(
-                    "no TLS handshake within {timeout:?} (does the server run with TLS?)"
-                ),
+                format!("no TLS handshake within {timeout:?} (does the server run with TLS?)"),
             ));
         }
         socket.set_read_timeout(Some(remaining.max(TIMEOUT_MIN)))?;
@@ -130,7 +128,9 @@ fn handshake(
             Err(error)
                 if matches!(
                     error.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) => {}
             Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
                 return Err(io::Error::new(

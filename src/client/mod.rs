@@ -36,8 +36,8 @@ use crate::net::protocol::{
     Answer, ErrorCode, LOCK_NAME_BYTES_MAX, WireErrorKind, WireOp, WireReply, WireRequest,
     decode_reply, encode_request_into,
 };
-use crate::node::{ClientId, ClientSecret, Consistency, LockName, LogIndex, Outcome, Term};
 pub use crate::net::tls::ClientTls;
+use crate::node::{ClientId, ClientSecret, Consistency, LockName, LogIndex, Outcome, Term};
 pub(crate) use connection::ResponseLines;
 use connection::{Connection, ConnectionError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

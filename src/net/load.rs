@@ -17,13 +17,13 @@
 
 use crate::client::{ClientOptions, Credential, ResponseLines, Verdict, judge_line};
 use crate::net::protocol::{Answer, WireOp, WireRequest, encode_request_into};
+use crate::net::tls::ClientTls;
+use crate::net::tls::stream::NetStream;
 use crate::node::{LockName, LogIndex, Outcome, Term};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use crate::net::tls::ClientTls;
-use crate::net::tls::stream::NetStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -437,9 +437,9 @@ impl Connection {
         let stream = match tls {
             None => NetStream::Plain(stream),
             Some(tls) => {
-                let name = tls
-                    .server_name_for(address)
-                    .map_err(|problem| std::io::Error::new(std::io::ErrorKind::InvalidInput, problem))?;
+                let name = tls.server_name_for(address).map_err(|problem| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, problem)
+                })?;
                 let connector = tokio_rustls::TlsConnector::from(Arc::clone(tls.config()));
                 let stream = connector.connect(name, stream).await.map_err(|error| {
                     std::io::Error::new(error.kind(), format!("TLS handshake failed: {error}"))

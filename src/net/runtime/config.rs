@@ -761,7 +761,11 @@ mod tests {
         let files = TlsFiles::new("config-tls-bad");
         let check = |overrides: ConfigOverrides, file: &str, words: &str| {
             let problem = combine(&overrides, None).unwrap_err();
-            assert_eq!(problem.place, files.path(file).display().to_string(), "{problem}");
+            assert_eq!(
+                problem.place,
+                files.path(file).display().to_string(),
+                "{problem}"
+            );
             assert!(problem.problem.contains(words), "{problem}");
         };
         check(

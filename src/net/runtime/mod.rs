@@ -471,7 +471,8 @@ async fn serve_tls_connection(
         refuse_plaintext(stream, remote).await;
         return;
     }
-    let mut stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+    let mut stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+        .await
     {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {

@@ -62,7 +62,10 @@ fn read_pem_file(path: &Path, what: &str) -> Result<Vec<u8>, TlsFileError> {
     let file = std::fs::File::open(path).map_err(cannot)?;
     let metadata = file.metadata().map_err(cannot)?;
     if !metadata.is_file() {
-        return Err(file_error(path, format!("the {what} is not a regular file")));
+        return Err(file_error(
+            path,
+            format!("the {what} is not a regular file"),
+        ));
     }
     let mut bytes = Vec::new();
     file.take(PEM_FILE_BYTES_MAX + 1)
@@ -82,9 +85,8 @@ pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Tl
     let bytes = read_pem_file(path, "certificate file")?;
     let mut certificates = Vec::new();
     for item in CertificateDer::pem_slice_iter(&bytes) {
-        let certificate = item.map_err(|e| {
-            file_error(path, format!("not a PEM certificate file: {e}"))
-        })?;
+        let certificate =
+            item.map_err(|e| file_error(path, format!("not a PEM certificate file: {e}")))?;
         certificates.push(certificate);
     }
     if certificates.is_empty() {
@@ -117,7 +119,10 @@ pub fn load_roots(path: &Path) -> Result<Arc<RootCertStore>, TlsFileError> {
         roots.add(certificate).map_err(|e| {
             file_error(
                 path,
-                format!("certificate {} is not a usable CA certificate: {e}", index + 1),
+                format!(
+                    "certificate {} is not a usable CA certificate: {e}",
+                    index + 1
+                ),
             )
         })?;
     }
@@ -162,7 +167,11 @@ impl ServerTls {
     /// Reads and checks the three files: the key must match the certificate, and the
     /// certificate must chain to the CA and be usable as a client certificate too (its peers
     /// verify it as one), so that a mistake shows at start-up rather than as refused peers.
-    pub fn load(cert_path: &Path, key_path: &Path, ca_path: &Path) -> Result<ServerTls, TlsFileError> {
+    pub fn load(
+        cert_path: &Path,
+        key_path: &Path,
+        ca_path: &Path,
+    ) -> Result<ServerTls, TlsFileError> {
         let chain = load_certificates(cert_path)?;
         let key = load_private_key(key_path)?;
         let roots = load_roots(ca_path)?;
@@ -325,9 +334,7 @@ mod tests {
             ServerName::IpAddress(std::net::Ipv6Addr::LOCALHOST.into())
         );
         assert_eq!(
-            server_name_of("locks.example.com:7001")
-                .unwrap()
-                .to_str(),
+            server_name_of("locks.example.com:7001").unwrap().to_str(),
             "locks.example.com"
         );
         assert!(server_name_of("nohost").is_err());
