@@ -213,6 +213,9 @@ struct BenchArgs {
     /// TCP load: every client on one lock.
     #[arg(long)]
     contended: bool,
+    /// TCP load against a cluster with TLS.
+    #[command(flatten)]
+    tls: cli::client::TlsFlags,
 }
 
 fn main() -> ExitCode {
@@ -369,6 +372,7 @@ fn run_bench(args: BenchArgs) -> u8 {
                 locks: args.locks,
                 contended: args.contended,
                 json: args.json,
+                tls: args.tls.clone(),
             });
         }
     };

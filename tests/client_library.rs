@@ -221,6 +221,7 @@ fn quick() -> ClientOptions {
         operation_timeout: Duration::from_secs(3),
         error_backoff: Duration::from_millis(10),
         credential: None,
+        tls: None,
     }
 }
 

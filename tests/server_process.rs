@@ -1429,3 +1429,438 @@ fn forged_releases_reused_seqs_and_duplicated_fields_change_nothing() {
     );
     cluster.finish();
 }
+
+// ----- TLS (issue 10) -----
+
+/// A CA made for one test, the certificates it signed, and where their PEM files are: in a
+/// scratch directory of their own (so that `Cluster::start_each` may remove and remake the
+/// cluster's). `sN.pem`/`sN.key` are server N's, for 127.0.0.1 and localhost.
+struct TestPki {
+    dir: PathBuf,
+}
+
+impl TestPki {
+    fn new(name: &str, servers: usize) -> TestPki {
+        use lockstep::net::tls::generate::GeneratedCa;
+        let dir = scratch_dir(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |file: &str, text: &str| std::fs::write(dir.join(file), text).unwrap();
+        let names = ["127.0.0.1".to_string(), "localhost".to_string()];
+        let ca = GeneratedCa::new("lockstep test CA").unwrap();
+        write("ca.pem", ca.cert_pem());
+        for index in 1..=servers {
+            let issued = ca.issue_server(&format!("s{index}"), &names).unwrap();
+            write(&format!("s{index}.pem"), &issued.cert_pem);
+            write(&format!("s{index}.key"), &issued.key_pem);
+        }
+        // Another CA, and a server certificate it signed for the same names.
+        let other = GeneratedCa::new("another CA").unwrap();
+        write("other-ca.pem", other.cert_pem());
+        let alien = other.issue_server("s2", &names).unwrap();
+        write("alien.pem", &alien.cert_pem);
+        write("alien.key", &alien.key_pem);
+        TestPki { dir }
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).display().to_string()
+    }
+
+    /// `--tls-cert`, `--tls-key` and `--tls-ca` for server `index` (0-based).
+    fn server_flags(&self, index: usize) -> Vec<String> {
+        let id = format!("s{}", index + 1);
+        vec![
+            "--tls-cert".into(),
+            self.path(&format!("{id}.pem")),
+            "--tls-key".into(),
+            self.path(&format!("{id}.key")),
+            "--tls-ca".into(),
+            self.path("ca.pem"),
+        ]
+    }
+
+    fn client_tls(&self) -> lockstep::client::ClientTls {
+        lockstep::client::ClientTls::from_ca_file(&self.dir.join("ca.pem")).unwrap()
+    }
+
+    /// A raw TLS connection to `port` that trusts the test CA, presenting `client_cert` (a
+    /// `(cert, key)` pair of file stems) or no certificate.
+    fn raw_tls(
+        &self,
+        port: u16,
+        client_cert: Option<(&str, &str)>,
+    ) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+        use lockstep::net::tls::{load_certificates, load_private_key, load_roots, provider};
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(load_roots(&self.dir.join("ca.pem")).unwrap());
+        let config = match client_cert {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => builder
+                .with_client_auth_cert(
+                    load_certificates(&self.dir.join(cert)).unwrap(),
+                    load_private_key(&self.dir.join(key)).unwrap(),
+                )
+                .unwrap(),
+        };
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        let socket = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        socket.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        rustls::StreamOwned::new(connection, socket)
+    }
+
+    fn remove(self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts three servers with TLS (and a cluster secret: TLS does not replace it).
+fn tls_cluster(name: &str, pki: &TestPki) -> Cluster {
+    let secret = secret_file(&format!("{name}-secret"), SECRET);
+    let secret_arg = secret.display().to_string();
+    let flags: Vec<Vec<String>> = (0..3).map(|index| pki.server_flags(index)).collect();
+    let flags: Vec<Vec<&str>> = flags
+        .iter()
+        .map(|each| each.iter().map(String::as_str).collect())
+        .collect();
+    let flags: Vec<&[&str]> = flags.iter().map(Vec::as_slice).collect();
+    let cluster = Cluster::start_each(name, &["--cluster-secret-file", &secret_arg], &flags);
+    let _ = std::fs::remove_dir_all(secret.parent().unwrap());
+    cluster
+}
+
+/// A library client speaking TLS to every server of `cluster`.
+fn tls_client(cluster: &Cluster, pki: &TestPki) -> Client {
+    let servers = cluster
+        .ports
+        .iter()
+        .map(|port| format!("127.0.0.1:{port}"))
+        .collect();
+    let options = ClientOptions {
+        operation_timeout: DEADLINE,
+        tls: Some(pki.client_tls()),
+        ..ClientOptions::default()
+    };
+    Client::new(servers, options).expect("valid addresses")
+}
+
+/// Three servers with TLS, mutual between peers, elect a leader and serve the library and
+/// `lockstep client --tls-ca`; a client that trusts another CA, or verifies another name,
+/// fails with an error that says so.
+#[test]
+fn a_tls_cluster_elects_a_leader_and_serves_clients_that_trust_its_ca() {
+    let pki = TestPki::new("tls-cluster-pki", 3);
+    let cluster = tls_cluster("tls-cluster", &pki);
+    let mut client = tls_client(&cluster, &pki);
+    let token = grant(&mut client, "door");
+    let owner = client.client_id().expect("registered").0;
+    assert!(cluster.latest_leader().is_some(), "{}", cluster.logs());
+    for index in 0..3 {
+        let log = wait_for_log(&cluster, index, "accepted a connection from peer");
+        assert!(log.contains("tls=\"on (mutual for peers)\""), "{log}");
+        assert!(!log.contains("TLS handshake failed"), "{log}");
+        assert!(!log.contains("peer connection refused"), "{log}");
+    }
+
+    let servers = cluster.addresses();
+    let ca = pki.path("ca.pem");
+    let (code, output) = run_to_exit(&[
+        "client",
+        "--servers",
+        &servers,
+        "--tls-ca",
+        &ca,
+        "preempt",
+        "window",
+    ]);
+    assert_eq!(code, Some(0), "{output}");
+    assert!(output.contains("fencing token"), "{output}");
+    // Certificates name localhost too.
+    let (code, output) = run_to_exit(&[
+        "client",
+        "--servers",
+        &servers,
+        "--tls-ca",
+        &ca,
+        "--tls-server-name",
+        "localhost",
+        "--json",
+        "check",
+        "door",
+        "--linearizable",
+    ]);
+    assert_eq!(code, Some(0), "{output}");
+    assert!(output.contains(&format!("\"owner\":{owner}")), "{output}");
+
+    // The wrong CA, and a name the certificates do not carry: clear errors, exit 2.
+    let other_ca = pki.path("other-ca.pem");
+    let (code, output) = run_to_exit(&[
+        "client",
+        "--servers",
+        &servers,
+        "--tls-ca",
+        &other_ca,
+        "--timeout",
+        "2s",
+        "check",
+        "door",
+    ]);
+    assert_eq!(code, Some(2), "{output}");
+    assert!(
+        output.contains("TLS handshake failed") && output.contains("UnknownIssuer"),
+        "{output}"
+    );
+    let (code, output) = run_to_exit(&[
+        "client",
+        "--servers",
+        &servers,
+        "--tls-ca",
+        &ca,
+        "--tls-server-name",
+        "locks.example.com",
+        "--timeout",
+        "2s",
+        "check",
+        "door",
+    ]);
+    assert_eq!(code, Some(2), "{output}");
+    assert!(output.contains("not valid for name"), "{output}");
+    // A CA file that is not one.
+    let (code, output) = run_to_exit(&[
+        "client",
+        "--servers",
+        &servers,
+        "--tls-ca",
+        &pki.path("s1.key"),
+        "check",
+        "door",
+    ]);
+    assert_eq!(code, Some(2), "{output}");
+    assert!(
+        output.contains("s1.key") && output.contains("no PEM certificate"),
+        "{output}"
+    );
+
+    let mut observer = tls_client(&cluster, &pki);
+    assert_eq!(holder(&mut observer, "door"), Some((owner, token)));
+    pki.remove();
+    cluster.finish();
+}
+
+/// The caller's address once `cluster`'s s1 logged it, and that line.
+fn log_line_naming(cluster: &Cluster, caller: SocketAddr) -> String {
+    let log = wait_for_log(cluster, 0, &caller.to_string());
+    log.lines()
+        .find(|line| line.contains(&caller.to_string()))
+        .unwrap()
+        .to_string()
+}
+
+/// On a TLS server: a plaintext client line gets one error line and changes nothing; a
+/// plaintext peer is told TLS is required; a TLS peer without a client certificate, or with
+/// one from another CA, is refused. Each is logged at WARN with its address, and the cluster
+/// serves on with its lock intact.
+#[test]
+fn a_tls_cluster_refuses_plaintext_and_peers_without_a_certificate_from_its_ca() {
+    use lockstep::net::peer::PeerFrame;
+    use lockstep::net::peer::frame::{FrameDecoder, decode_peer_frame};
+    use lockstep::net::peer::handshake::Handshake;
+    use lockstep::node::ServerId;
+    let pki = TestPki::new("tls-refusals-pki", 3);
+    let cluster = tls_cluster("tls-refusals", &pki);
+    let mut client = tls_client(&cluster, &pki);
+    let token = grant(&mut client, "vault");
+    let owner = client.client_id().expect("registered").0;
+    let port = cluster.ports[0];
+
+    // A plaintext client: a hello and a preempt in one write.
+    let mut plain = Connection::open(port).unwrap();
+    let caller = plain.writer.local_addr().unwrap();
+    plain
+        .send_raw(
+            b"{\"version\":2,\"seq\":1,\"op\":\"hello\"}\n\
+              {\"version\":2,\"seq\":2,\"op\":\"preempt\",\"client\":1,\"lock\":\"vault\",\"term\":1}\n",
+        )
+        .unwrap();
+    let reply = plain.read_reply().unwrap();
+    assert_eq!(reply["error"], "bad_request", "{reply}");
+    assert!(
+        reply["message"].as_str().unwrap().contains("requires TLS"),
+        "{reply}"
+    );
+    assert!(plain.read_reply().is_err(), "one line, then the end");
+    let line = log_line_naming(&cluster, caller);
+    assert!(
+        line.contains("WARN") && line.contains("plaintext"),
+        "{line}"
+    );
+
+    // A plaintext peer.
+    let opening = Handshake::new("lockstep", ServerId(2), ServerId(1)).encode_opening();
+    let mut stream = raw_peer(port, &opening);
+    let caller = stream.local_addr().unwrap();
+    match read_frame(&mut stream) {
+        PeerFrame::Refused { reason } => assert!(reason.contains("requires TLS"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let line = log_line_naming(&cluster, caller);
+    assert!(
+        line.contains("WARN") && line.contains("plaintext peer"),
+        "{line}"
+    );
+
+    // A TLS peer without a client certificate.
+    let mut tls = pki.raw_tls(port, None);
+    tls.write_all(&opening).unwrap();
+    tls.flush().unwrap();
+    let caller = tls.sock.local_addr().unwrap();
+    let mut decoder = FrameDecoder::new();
+    let mut chunk = [0u8; 4096];
+    let frame = loop {
+        let read = tls.read(&mut chunk).unwrap();
+        assert!(read > 0, "the server closed without a frame");
+        if let Some(payload) = decoder.feed(&chunk[..read]).unwrap().first() {
+            break decode_peer_frame(payload).unwrap();
+        }
+    };
+    match frame {
+        PeerFrame::Refused { reason } => {
+            assert!(reason.contains("client certificate"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let line = log_line_naming(&cluster, caller);
+    assert!(
+        line.contains("WARN") && line.contains("no client certificate"),
+        "{line}"
+    );
+
+    // A TLS peer whose certificate another CA signed: the TLS handshake fails, so not a
+    // byte of the peer protocol is read or answered.
+    let mut tls = pki.raw_tls(port, Some(("alien.pem", "alien.key")));
+    let caller = tls.sock.local_addr().unwrap();
+    let _ = tls.write_all(&opening).and_then(|()| tls.flush());
+    let mut rest = Vec::new();
+    match tls.read_to_end(&mut rest) {
+        Err(error) => assert!(
+            error.to_string().contains("alert")
+                || error.kind() == std::io::ErrorKind::ConnectionReset,
+            "{error}"
+        ),
+        Ok(_) => assert!(rest.is_empty(), "{rest:?}"),
+    }
+    let line = log_line_naming(&cluster, caller);
+    assert!(
+        line.contains("WARN") && line.contains("TLS handshake failed"),
+        "{line}"
+    );
+
+    // The cluster serves on, with the lock where it was.
+    let mut observer = tls_client(&cluster, &pki);
+    assert_eq!(holder(&mut observer, "vault"), Some((owner, token)));
+    assert!(grant(&mut observer, "another") > token);
+    for index in 0..3 {
+        let log = std::fs::read_to_string(cluster.log_path(index)).unwrap();
+        assert!(!log.contains("panicked"), "{log}");
+    }
+    pki.remove();
+    cluster.finish();
+}
+
+/// s3's certificate is signed by another CA: s1 and s2 refuse it in TLS and serve without
+/// it, and it never follows a leader.
+#[test]
+fn a_tls_server_with_a_certificate_from_another_ca_never_joins() {
+    let pki = TestPki::new("tls-alien-pki", 2);
+    let secret = secret_file("tls-alien-secret", SECRET);
+    let secret_arg = secret.display().to_string();
+    let alien = [
+        "--tls-cert".to_string(),
+        pki.path("alien.pem"),
+        "--tls-key".into(),
+        pki.path("alien.key"),
+        "--tls-ca".into(),
+        pki.path("other-ca.pem"),
+    ];
+    let flags: Vec<Vec<String>> = vec![pki.server_flags(0), pki.server_flags(1), alien.to_vec()];
+    let flags: Vec<Vec<&str>> = flags
+        .iter()
+        .map(|each| each.iter().map(String::as_str).collect())
+        .collect();
+    let flags: Vec<&[&str]> = flags.iter().map(Vec::as_slice).collect();
+    let cluster = Cluster::start_each("tls-alien", &["--cluster-secret-file", &secret_arg], &flags);
+    let majority = vec![
+        format!("127.0.0.1:{}", cluster.ports[0]),
+        format!("127.0.0.1:{}", cluster.ports[1]),
+    ];
+    let options = ClientOptions {
+        operation_timeout: DEADLINE,
+        tls: Some(pki.client_tls()),
+        ..ClientOptions::default()
+    };
+    let mut client = Client::new(majority, options).unwrap();
+    grant(&mut client, "gate");
+    for index in 0..2 {
+        wait_for_log(&cluster, index, "TLS handshake failed");
+    }
+    wait_for_log(&cluster, 2, "TLS with the peer failed");
+    let outsider = std::fs::read_to_string(cluster.log_path(2)).unwrap();
+    assert!(!outsider.contains("follows leader"), "{outsider}");
+    assert!(
+        !outsider.contains("accepted a connection from peer"),
+        "{outsider}"
+    );
+    let _ = std::fs::remove_dir_all(secret.parent().unwrap());
+    pki.remove();
+    cluster.finish();
+}
+
+/// TLS flags that do not go together, or files that cannot be used, stop the server at start
+/// with exit code 2, naming what is missing or the file.
+#[test]
+fn bad_tls_flags_exit_2_and_name_the_file() {
+    let pki = TestPki::new("tls-bad-flags", 2);
+    let base = [
+        "server",
+        "--id",
+        "s1",
+        "--listen",
+        "127.0.0.1:1",
+        "--data-dir",
+        "unused",
+    ];
+    let (cert, key, ca) = (pki.path("s1.pem"), pki.path("s1.key"), pki.path("ca.pem"));
+    let other_key = pki.path("s2.key");
+    let cases: [(Vec<&str>, &str, &str); 3] = [
+        (vec!["--tls-cert", &cert], "--tls-key", "missing"),
+        (
+            vec![
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &other_key,
+                "--tls-ca",
+                &ca,
+            ],
+            &other_key,
+            "does not match",
+        ),
+        (
+            vec!["--tls-cert", &key, "--tls-key", &key, "--tls-ca", &ca],
+            &key,
+            "no PEM certificate",
+        ),
+    ];
+    for (flags, names, problem) in cases {
+        let mut args = base.to_vec();
+        args.extend(flags);
+        let (code, stderr) = run_to_exit(&args);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(names), "{stderr}");
+        assert!(stderr.contains(problem), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    pki.remove();
+}

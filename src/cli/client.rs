@@ -167,6 +167,39 @@ pub struct Connect {
     /// How long one operation may take, retries included.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
     pub timeout: Duration,
+    #[command(flatten)]
+    pub tls: TlsFlags,
+}
+
+/// `--tls-ca` and `--tls-server-name`, shared with the TCP bench.
+#[derive(Args, Clone, Debug)]
+pub struct TlsFlags {
+    /// Speak TLS, trusting server certificates signed by the CA(s) in this PEM file, for
+    /// servers whose --tls-cert it signed. Each certificate is verified for the host of the
+    /// address dialled (an IP or DNS name it must carry) unless --tls-server-name is given.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// With --tls-ca: verify every server's certificate for this DNS name or IP instead of
+    /// the host of its address.
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    pub tls_server_name: Option<String>,
+}
+
+impl TlsFlags {
+    /// The TLS the flags ask for; `Err` names the unusable file or name.
+    pub fn load(&self) -> Result<Option<client::ClientTls>, String> {
+        let Some(ca) = &self.tls_ca else {
+            return Ok(None);
+        };
+        let tls = client::ClientTls::from_ca_file(ca).map_err(|e| format!("--tls-ca {e}"))?;
+        match &self.tls_server_name {
+            None => Ok(Some(tls)),
+            Some(name) => tls
+                .with_server_name(name)
+                .map(Some)
+                .map_err(|e| format!("--tls-server-name: {e}")),
+        }
+    }
 }
 
 impl Connect {
@@ -206,6 +239,7 @@ impl Connect {
         let options = ClientOptions {
             operation_timeout: self.timeout,
             credential: credential.map(|(credential, _)| credential),
+            tls: self.tls.load().map_err(Error::InvalidInput)?,
             ..ClientOptions::default()
         };
         Client::new(self.servers.0.clone(), options)

@@ -23,6 +23,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const SECRET_FILE_NAME: &str = "cluster-secret";
 /// Random bytes in a generated secret; written as twice as many hex digits.
 const SECRET_RANDOM_BYTES: usize = 32;
+/// With `--tls`: the directory (in the cluster's) of the CA certificate and the servers'.
+const TLS_DIR_NAME: &str = "tls";
 
 #[derive(Subcommand, Debug)]
 pub enum ClusterCommand {
@@ -32,13 +34,17 @@ pub enum ClusterCommand {
     /// ... with its data in DIR/s1, DIR/s2, ... and its log in DIR/s1.log, DIR/s2.log, ...
     /// Peers authenticate with the cluster secret in DIR/cluster-secret, generated (mode 0600)
     /// on the first start and reused after.
+    /// With --tls, every connection is TLS: a new CA (its key kept in memory only) signs a
+    /// certificate for each server, written with its key to DIR/tls/sN.pem and DIR/tls/sN.key
+    /// at every start; clients pass --tls-ca DIR/tls/ca.pem.
     /// Ctrl-C (or SIGTERM) stops every server and exits 0. If a server dies on its own, the
     /// others are stopped and the exit code is 1. Exit code 2: bad flags, a port is taken, or
-    /// the cluster secret cannot be written.
+    /// the cluster secret or the TLS files cannot be written.
     #[command(after_help = "\
 Examples:
   lockstep cluster up                       # 3 servers on 7001-7003, data in a temp dir
   lockstep cluster up --servers 5 --dir ./cluster --base-port 9001
+  lockstep cluster up --tls --dir ./cluster # TLS everywhere; CA in ./cluster/tls/ca.pem
   RUST_LOG=debug lockstep cluster up        # the servers log at debug level")]
     Up(UpArgs),
 }
@@ -61,6 +67,9 @@ pub struct UpArgs {
     /// Passed to every server (see `lockstep server --help`).
     #[arg(long, value_name = "N")]
     pub snapshot_entries: Option<u64>,
+    /// Serve TLS (mutual for peers) with certificates made for this run in DIR/tls.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 pub fn run(command: ClusterCommand) -> u8 {
@@ -103,6 +112,17 @@ fn up(args: UpArgs) -> u8 {
             return EXIT_BAD_INPUT;
         }
     };
+    let tls = if args.tls {
+        match write_tls_files(&dir, &addresses) {
+            Ok(tls) => Some(tls),
+            Err(problem) => {
+                eprintln!("error: {problem}");
+                return EXIT_BAD_INPUT;
+            }
+        }
+    } else {
+        None
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let handler_stop = Arc::clone(&stop);
     if let Err(error) = ctrlc::set_handler(move || handler_stop.store(true, Ordering::Relaxed)) {
@@ -110,7 +130,7 @@ fn up(args: UpArgs) -> u8 {
     }
     let mut members = Vec::new();
     for index in 0..addresses.len() {
-        match spawn_member(&args, &dir, &secret, &addresses, index) {
+        match spawn_member(&args, &dir, &secret, tls.as_deref(), &addresses, index) {
             Ok(member) => members.push(member),
             Err(problem) => {
                 eprintln!("error: {problem}");
@@ -124,7 +144,7 @@ fn up(args: UpArgs) -> u8 {
         stop_all(&mut members);
         return EXIT_CHILD_DIED;
     }
-    print_summary(&members, &dir, &secret);
+    print_summary(&members, &dir, &secret, tls.as_deref());
     let code = watch(&mut members, &stop);
     stop_all(&mut members);
     code
@@ -152,6 +172,41 @@ fn ensure_secret(dir: &Path) -> Result<PathBuf, String> {
     file.write_all(text.as_bytes()).map_err(cannot)?;
     file.sync_all().map_err(cannot)?;
     Ok(path)
+}
+
+/// Makes a CA and a certificate per server (for its IP and `localhost`) in `dir/tls`, fresh
+/// at every start: `ca.pem`, and `sN.pem` with `sN.key` (mode 0600). The CA's key is never
+/// written, so nothing else can be signed by it later. Returns the directory.
+fn write_tls_files(dir: &Path, addresses: &[SocketAddr]) -> Result<PathBuf, String> {
+    use lockstep::net::tls::generate::GeneratedCa;
+    let tls_dir = dir.join(TLS_DIR_NAME);
+    let cannot = |path: &Path, e: std::io::Error| format!("{}: cannot write: {e}", path.display());
+    std::fs::create_dir_all(&tls_dir).map_err(|e| cannot(&tls_dir, e))?;
+    let ca = GeneratedCa::new("lockstep cluster up CA")?;
+    let write = |name: &str, text: &str, private: bool| -> Result<(), String> {
+        use std::io::Write;
+        let path = tls_dir.join(name);
+        let _ = std::fs::remove_file(&path);
+        let mut options = File::options();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, if private { 0o600 } else { 0o644 });
+        #[cfg(not(unix))]
+        let _ = private;
+        let mut file = options.open(&path).map_err(|e| cannot(&path, e))?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| cannot(&path, e))
+    };
+    write("ca.pem", ca.cert_pem(), false)?;
+    for (index, address) in addresses.iter().enumerate() {
+        let name = format!("s{}", index + 1);
+        let names = [address.ip().to_string(), "localhost".to_string()];
+        let issued = ca.issue_server(&name, &names)?;
+        write(&format!("{name}.pem"), &issued.cert_pem, false)?;
+        write(&format!("{name}.key"), &issued.key_pem, true)?;
+    }
+    Ok(tls_dir)
 }
 
 /// The servers' addresses, each checked free now (a server started later may still lose a
@@ -189,6 +244,7 @@ fn spawn_member(
     args: &UpArgs,
     dir: &Path,
     secret: &Path,
+    tls: Option<&Path>,
     addresses: &[SocketAddr],
     index: usize,
 ) -> Result<Member, String> {
@@ -219,6 +275,15 @@ fn spawn_member(
     }
     if let Some(entries) = args.snapshot_entries {
         command.args(["--snapshot-entries", &entries.to_string()]);
+    }
+    if let Some(tls) = tls {
+        command
+            .arg("--tls-cert")
+            .arg(tls.join(format!("{name}.pem")))
+            .arg("--tls-key")
+            .arg(tls.join(format!("{name}.key")))
+            .arg("--tls-ca")
+            .arg(tls.join("ca.pem"));
     }
     command
         .stdin(Stdio::null())
@@ -272,7 +337,7 @@ fn wait_until_listening(members: &mut [Member], stop: &AtomicBool) -> Result<(),
     Ok(())
 }
 
-fn print_summary(members: &[Member], dir: &Path, secret: &Path) {
+fn print_summary(members: &[Member], dir: &Path, secret: &Path, tls: Option<&Path>) {
     use tabled::builder::Builder;
     use tabled::settings::Style;
     let mut builder = Builder::default();
@@ -294,10 +359,24 @@ fn print_summary(members: &[Member], dir: &Path, secret: &Path) {
         "peers authenticate with the cluster secret in {}",
         secret.display()
     );
-    println!(
-        "try:  lockstep client --servers {} preempt NAME",
-        servers.join(",")
-    );
+    match tls {
+        None => println!(
+            "try:  lockstep client --servers {} preempt NAME",
+            servers.join(",")
+        ),
+        Some(tls) => {
+            let ca = tls.join("ca.pem");
+            println!(
+                "every connection is TLS (mutual for peers); the CA is {}",
+                ca.display()
+            );
+            println!(
+                "try:  lockstep client --servers {} --tls-ca {} preempt NAME",
+                servers.join(","),
+                ca.display()
+            );
+        }
+    }
     println!("Ctrl-C stops the cluster.");
 }
 

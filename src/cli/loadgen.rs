@@ -44,6 +44,8 @@ pub struct LoadOptions {
     /// All clients on one lock.
     pub contended: bool,
     pub json: bool,
+    /// `--tls-ca` and `--tls-server-name`.
+    pub tls: super::client::TlsFlags,
 }
 
 impl LoadOptions {
@@ -69,12 +71,20 @@ pub fn run(options: &LoadOptions) -> u8 {
         eprintln!("error: {problem}");
         return 2;
     }
+    let tls = match options.tls.load() {
+        Ok(tls) => tls,
+        Err(problem) => {
+            eprintln!("error: {problem}");
+            return 2;
+        }
+    };
     let plan = LoadPlan {
         servers: options.servers.clone(),
         clients: options.clients,
         duration: options.duration,
         locks: options.locks,
         contended: options.contended,
+        tls,
     };
     let progress = Arc::new(Progress::default());
     let done = Arc::new(AtomicBool::new(false));
@@ -182,6 +192,13 @@ impl Report<'_> {
             format!("{} ({})", options.servers.len(), options.servers.join(", ")),
         ]);
         summary.push_record([
+            "TLS".to_string(),
+            match &options.tls.tls_ca {
+                Some(ca) => format!("on (CA {})", ca.display()),
+                None => "off".to_string(),
+            },
+        ]);
+        summary.push_record([
             "measured".to_string(),
             format!(
                 "{:.1}s (registration took {:.1}s before)",
@@ -266,6 +283,7 @@ impl Report<'_> {
         json!({
             "servers": options.servers, "clients": options.clients,
             "contended": options.contended, "locks": options.locks,
+            "tls": options.tls.tls_ca.is_some(),
             "seconds": self.result.measured.as_secs_f64(),
             "pairs_per_second": self.rate(total.release.count()),
             "grants_per_second": self.rate(total.preempt_granted.count()),

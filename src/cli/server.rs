@@ -28,6 +28,9 @@ Examples:
   # peers authenticated by a shared secret (give every server the same file)
   head -c 32 /dev/urandom | base64 > secret && chmod 600 secret
   lockstep server --config cluster.yaml --id s1 --cluster-secret-file secret
+  # TLS on every connection, mutual for peers (see docs/operations.md, TLS)
+  lockstep server --config cluster.yaml --id s1 --cluster-secret-file secret \\
+      --tls-cert tls/s1.pem --tls-key tls/s1.key --tls-ca tls/ca.pem
 
 Logs go to stderr; set the level with RUST_LOG (default info, e.g. RUST_LOG=debug).
 SIGINT or SIGTERM stops the server cleanly: everything it acknowledged is already on disk.
@@ -64,6 +67,20 @@ pub struct ServerArgs {
     /// server with a secret refuses peers without it. Without one, peers are unauthenticated.
     #[arg(long, value_name = "FILE")]
     pub cluster_secret_file: Option<PathBuf>,
+    /// TLS: this server's certificate chain (PEM). With --tls-key and --tls-ca (all three or
+    /// none), the port speaks only TLS. The certificate must name the host that clients and
+    /// peers dial (an IP or DNS subject alternative name), chain to --tls-ca, and allow the
+    /// serverAuth and clientAuth key usages (it is also this server's client certificate
+    /// towards its peers).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// TLS: the CA certificate(s) (PEM) that peers' certificates must chain to. Peers must
+    /// present a certificate from it; clients need none, but one they present must verify.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
     /// A YAML file describing the cluster (see docs/operations.md). Flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -92,6 +109,9 @@ pub fn run(args: ServerArgs) -> u8 {
         snapshot_entries: args.snapshot_entries,
         client_idle_timeout: args.client_idle_timeout,
         cluster_secret_file: args.cluster_secret_file,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        tls_ca: args.tls_ca,
     };
     let config = match config::resolve(&overrides) {
         Ok(config) => config,

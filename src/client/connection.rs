@@ -1,11 +1,13 @@
-//! One TCP connection to one server: connect with a timeout, write a request line, read
-//! response lines until a deadline. Blocking `std::net`, no threads.
+//! One TCP connection to one server, plain or inside TLS: connect (and finish the TLS
+//! handshake) with a timeout, write a request line, read response lines until a deadline.
+//! Blocking `std::net` and `rustls::StreamOwned`, no threads.
 //!
 //! It knows lines, not requests: matching a line to an operation is the caller's job. It must
 //! never block past the deadline it is given, nor buffer more than one line's limit however
 //! the server behaves.
 
 use crate::net::protocol::{LineDecoder, LineEvent};
+use crate::net::tls::ClientTls;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -64,17 +66,107 @@ impl ResponseLines {
     }
 }
 
+/// The socket, plain or inside TLS. Timeouts are set on the TCP socket under either.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(socket) => socket,
+            Stream::Tls(tls) => &tls.sock,
+        }
+    }
+
+    /// Writes all of `bytes`; under TLS, flushes the records out too.
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Stream::Plain(socket) => socket.write_all(bytes),
+            Stream::Tls(tls) => {
+                tls.write_all(bytes)?;
+                tls.flush()
+            }
+        }
+    }
+
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(socket) => socket.read(buffer),
+            Stream::Tls(tls) => tls.read(buffer),
+        }
+    }
+}
+
+/// Runs the client side of a TLS handshake on `socket` within `timeout`.
+fn handshake(
+    tls: &ClientTls,
+    address: &str,
+    mut socket: TcpStream,
+    timeout: Duration,
+) -> io::Result<Stream> {
+    let name = tls
+        .server_name_for(address)
+        .map_err(|problem| io::Error::new(io::ErrorKind::InvalidInput, problem))?;
+    let mut connection = rustls::ClientConnection::new(std::sync::Arc::clone(tls.config()), name)
+        .map_err(|error| io::Error::other(format!("TLS: {error}")))?;
+    let deadline = Instant::now() + timeout;
+    // Bounded by the deadline: every round blocks at most until it.
+    while connection.is_handshaking() {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no TLS handshake within {timeout:?} (does the server run with TLS?)"),
+            ));
+        }
+        socket.set_read_timeout(Some(remaining.max(TIMEOUT_MIN)))?;
+        socket.set_write_timeout(Some(remaining.max(TIMEOUT_MIN)))?;
+        match connection.complete_io(&mut socket) {
+            Ok(_) => {}
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(io::Error::new(
+                    error.kind(),
+                    "the server closed the connection during the TLS handshake",
+                ));
+            }
+            Err(error) => {
+                return Err(io::Error::new(
+                    error.kind(),
+                    format!("TLS handshake failed: {error}"),
+                ));
+            }
+        }
+    }
+    Ok(Stream::Tls(Box::new(rustls::StreamOwned::new(
+        connection, socket,
+    ))))
+}
+
 pub(crate) struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     lines: ResponseLines,
     read_buffer: Box<[u8]>,
 }
 
 impl Connection {
     /// Connects to `address` (`host:port`), trying each address it resolves to, each within
-    /// `connect_timeout`. The socket gets `TCP_NODELAY`: a request is one small write that
-    /// must leave at once.
-    pub(crate) fn open(address: &str, connect_timeout: Duration) -> io::Result<Connection> {
+    /// `connect_timeout`; with `tls`, then runs the TLS handshake, within `connect_timeout`
+    /// again. The socket gets `TCP_NODELAY`: a request is one small write that must leave at
+    /// once.
+    pub(crate) fn open(
+        address: &str,
+        connect_timeout: Duration,
+        tls: Option<&ClientTls>,
+    ) -> io::Result<Connection> {
         assert!(
             !connect_timeout.is_zero(),
             "connection: a zero connect timeout"
@@ -84,6 +176,10 @@ impl Connection {
             match TcpStream::connect_timeout(&socket_address, connect_timeout) {
                 Ok(stream) => {
                     stream.set_nodelay(true)?;
+                    let stream = match tls {
+                        None => Stream::Plain(stream),
+                        Some(tls) => handshake(tls, address, stream, connect_timeout)?,
+                    };
                     return Ok(Connection {
                         stream,
                         lines: ResponseLines::default(),
@@ -106,6 +202,7 @@ impl Connection {
         );
         let remaining = deadline.saturating_duration_since(Instant::now());
         self.stream
+            .socket()
             .set_write_timeout(Some(remaining.max(TIMEOUT_MIN)))
             .and_then(|()| self.stream.write_all(line))
             .map_err(|error| ConnectionError::Broken(format!("sending failed: {error}")))
@@ -127,7 +224,7 @@ impl Connection {
                 return Ok(None);
             }
             let remaining = (deadline - now).max(TIMEOUT_MIN);
-            if let Err(error) = self.stream.set_read_timeout(Some(remaining)) {
+            if let Err(error) = self.stream.socket().set_read_timeout(Some(remaining)) {
                 return Err(ConnectionError::Broken(format!("socket failed: {error}")));
             }
             let read = match self.stream.read(&mut self.read_buffer) {

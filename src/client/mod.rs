@@ -36,6 +36,7 @@ use crate::net::protocol::{
     Answer, ErrorCode, LOCK_NAME_BYTES_MAX, WireErrorKind, WireOp, WireReply, WireRequest,
     decode_reply, encode_request_into,
 };
+pub use crate::net::tls::ClientTls;
 use crate::node::{ClientId, ClientSecret, Consistency, LockName, LogIndex, Outcome, Term};
 pub(crate) use connection::ResponseLines;
 use connection::{Connection, ConnectionError};
@@ -60,6 +61,9 @@ pub struct ClientOptions {
     /// earlier process took, say). Sequence numbers then start from the wall clock in
     /// microseconds, so that they exceed every seq the id used before (see [`Client::new`]).
     pub credential: Option<Credential>,
+    /// Speak TLS to every server, verifying its certificate against this CA (see
+    /// [`ClientTls`]); `None` speaks plain TCP.
+    pub tls: Option<ClientTls>,
 }
 
 /// A client's identity as the cluster issued it: the id and the secret that proves it. Written
@@ -115,6 +119,7 @@ impl Default for ClientOptions {
             operation_timeout: Duration::from_secs(5),
             error_backoff: Duration::from_millis(100),
             credential: None,
+            tls: None,
         }
     }
 }
@@ -593,7 +598,8 @@ impl Client {
                 .connect_timeout
                 .min(deadline.saturating_duration_since(Instant::now()))
                 .max(Duration::from_millis(1));
-            let connection = Connection::open(address, timeout).map_err(|e| e.to_string())?;
+            let connection = Connection::open(address, timeout, self.options.tls.as_ref())
+                .map_err(|e| e.to_string())?;
             self.connections[position] = Some(connection);
         }
         let connection = self.connections[position]

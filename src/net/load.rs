@@ -17,6 +17,8 @@
 
 use crate::client::{ClientOptions, Credential, ResponseLines, Verdict, judge_line};
 use crate::net::protocol::{Answer, WireOp, WireRequest, encode_request_into};
+use crate::net::tls::ClientTls;
+use crate::net::tls::stream::NetStream;
 use crate::node::{LockName, LogIndex, Outcome, Term};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,6 +42,8 @@ pub struct LoadPlan {
     pub locks: u32,
     /// All clients on one lock.
     pub contended: bool,
+    /// Speak TLS to the servers (each client its own TLS connection); `None` plain TCP.
+    pub tls: Option<ClientTls>,
 }
 
 /// Counters every client bumps as it goes, for a progress display.
@@ -126,8 +130,9 @@ pub fn run(
                 clock_sender.clone(),
             );
             let duration = plan.duration;
+            let tls = plan.tls.clone();
             tasks.spawn(async move {
-                let mut session = Session::new(servers);
+                let mut session = Session::new(servers, tls);
                 let registered = session.register().await;
                 // The first client through the barrier starts the clock for all.
                 if barrier.wait().await.is_leader() {
@@ -197,9 +202,12 @@ struct Session {
 }
 
 impl Session {
-    fn new(servers: Vec<String>) -> Session {
+    fn new(servers: Vec<String>, tls: Option<ClientTls>) -> Session {
         Session {
-            options: ClientOptions::default(),
+            options: ClientOptions {
+                tls,
+                ..ClientOptions::default()
+            },
             servers,
             position: 0,
             connection: None,
@@ -356,7 +364,8 @@ impl Session {
         let until = tokio::time::Instant::from_std(attempt_deadline);
         if self.connection.is_none() {
             let address = &self.servers[self.position];
-            match tokio::time::timeout_at(until, Connection::open(address)).await {
+            let opening = Connection::open(address, self.options.tls.as_ref());
+            match tokio::time::timeout_at(until, opening).await {
                 Ok(Ok(connection)) => self.connection = Some(connection),
                 // Unreachable or slow to accept: the next server, after a pause so that a
                 // cluster that is down is not dialled in a busy loop.
@@ -372,7 +381,11 @@ impl Session {
         }
         let address = &self.servers[self.position];
         let connection = self.connection.as_mut().expect("opened above");
-        if let Err(error) = connection.stream.write_all(&self.line).await {
+        let written = match connection.stream.write_all(&self.line).await {
+            Ok(()) => connection.stream.flush().await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = written {
             self.last_problem = Some(format!("{address}: sending failed: {error}"));
             return Ok(AttemptEnd::Moved);
         }
@@ -411,16 +424,29 @@ enum ConnectionError {
 }
 
 struct Connection {
-    stream: TcpStream,
+    stream: NetStream,
     lines: ResponseLines,
     buffer: Box<[u8]>,
 }
 
 impl Connection {
-    async fn open(address: &str) -> std::io::Result<Connection> {
+    async fn open(address: &str, tls: Option<&ClientTls>) -> std::io::Result<Connection> {
         let stream = TcpStream::connect(address).await?;
         // A request is one small write that must leave at once.
         stream.set_nodelay(true)?;
+        let stream = match tls {
+            None => NetStream::Plain(stream),
+            Some(tls) => {
+                let name = tls.server_name_for(address).map_err(|problem| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, problem)
+                })?;
+                let connector = tokio_rustls::TlsConnector::from(Arc::clone(tls.config()));
+                let stream = connector.connect(name, stream).await.map_err(|error| {
+                    std::io::Error::new(error.kind(), format!("TLS handshake failed: {error}"))
+                })?;
+                NetStream::TlsClient(Box::new(stream))
+            }
+        };
         Ok(Connection {
             stream,
             lines: ResponseLines::default(),

@@ -6,6 +6,8 @@
 //! - [`protocol`]: the client wire protocol (newline-delimited JSON), as a pure codec.
 //! - [`peer`]: server-to-server frames, handshake and the tokio peer transport.
 //! - [`load`]: the closed-loop TCP load generator behind `lockstep bench --servers`.
+//! - [`tls`]: optional TLS (rustls): PEM files, the server's, peers' and clients'
+//!   configurations, and a tokio stream with or without TLS.
 //! - [`runtime`]: the server process: the node and its write-ahead log on one thread, clients
 //!   and peers on tokio, all on one listening port.
 
@@ -14,5 +16,6 @@ pub mod peer;
 pub mod protocol;
 pub mod runtime;
 pub mod sim;
+pub mod tls;
 
 pub use sim::{Endpoint, LatencyTail, NetworkParams, SimNetwork, Transmission};

@@ -7,6 +7,11 @@
 //! Connections are one-way after the handshake: the connector writes frames, the acceptor
 //! reads them. A pair of servers therefore holds two connections, one in each direction.
 //!
+//! With TLS ([`PeerIdentity::tls`]), the connector runs TLS over the TCP connection before the
+//! handshake, presenting this server's certificate and verifying the peer's for the host of its
+//! address; the acceptor's side of TLS is the listener's (`net::runtime`), which hands
+//! [`serve_inbound`] the decrypted stream. The handshake runs inside TLS either way.
+//!
 //! This module must never call into the node: inbound messages leave through the `deliver`
 //! callback the driver gives it.
 
@@ -18,12 +23,13 @@ use super::handshake::{
     ConnectorStep, NONCE_BYTES, Nonce, PEER_PROTOCOL_VERSION, PREAMBLE_BYTES, Refusal,
     decode_preamble,
 };
+use crate::net::tls::stream::NetStream;
 use crate::node::{PeerMessage, ServerId};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -54,6 +60,9 @@ pub struct PeerIdentity {
     /// The cluster secret both sides of every handshake must prove; `None` runs
     /// unauthenticated (and refuses peers that have one).
     pub secret: Option<Arc<ClusterSecret>>,
+    /// Connect to peers over TLS with this configuration (which presents this server's
+    /// certificate); `None` connects in plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// A fresh handshake nonce from `rand`'s thread RNG: a ChaCha12 CSPRNG seeded, and
@@ -152,6 +161,10 @@ impl Connector {
                     tracing::warn!(peer = %peer, address = %self.address, %reason,
                         "refusing the peer: it failed the handshake; retrying with backoff");
                 }
+                Err(ConnectError::Tls(reason)) => {
+                    tracing::warn!(peer = %peer, address = %self.address, %reason,
+                        "TLS with the peer failed; retrying with backoff");
+                }
                 Err(ConnectError::Failed(reason)) => {
                     failures_in_a_row += 1;
                     // The first failure is news; the rest of an outage is noise.
@@ -186,11 +199,27 @@ impl Connector {
         true
     }
 
-    async fn connect(&self) -> Result<TcpStream, ConnectError> {
+    async fn connect(&self) -> Result<NetStream, ConnectError> {
         let failed = |error: std::io::Error| ConnectError::Failed(error.to_string());
         let attempt = async {
-            let mut stream = TcpStream::connect(&self.address).await.map_err(failed)?;
+            let stream = TcpStream::connect(&self.address).await.map_err(failed)?;
             let _ = stream.set_nodelay(true);
+            let mut stream = match &self.identity.tls {
+                None => NetStream::Plain(stream),
+                Some(config) => {
+                    let name = crate::net::tls::server_name_of(&self.address)
+                        .map_err(ConnectError::Failed)?;
+                    let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
+                    match connector.connect(name, stream).await {
+                        Ok(tls) => NetStream::TlsClient(Box::new(tls)),
+                        // A certificate or an alert: a configuration problem, worth a warning.
+                        Err(error) if error.kind() == std::io::ErrorKind::InvalidData => {
+                            return Err(ConnectError::Tls(error.to_string()));
+                        }
+                        Err(error) => return Err(failed(error)),
+                    }
+                }
+            };
             let mut handshake = ConnectorHandshake::new(
                 &self.identity.cluster_id,
                 self.identity.me,
@@ -202,6 +231,7 @@ impl Connector {
                 .write_all(&handshake.opening())
                 .await
                 .map_err(failed)?;
+            stream.flush().await.map_err(failed)?;
             let mut reader = HandshakeReader::new(Vec::new());
             for _ in 0..HANDSHAKE_FRAMES_MAX {
                 let frame = reader
@@ -235,8 +265,8 @@ impl Connector {
 
     /// Writes queued messages until the connection fails (`Some(reason)`) or the node is gone
     /// (`None`). Writes everything that is ready in one go: one syscall per burst.
-    async fn pump(&mut self, stream: TcpStream) -> Option<String> {
-        let (mut reader, mut writer) = stream.into_split();
+    async fn pump(&mut self, stream: NetStream) -> Option<String> {
+        let (mut reader, mut writer) = tokio::io::split(stream);
         let mut buffer = Vec::with_capacity(64 * 1024);
         let mut probe = [0u8; 64];
         loop {
@@ -261,6 +291,9 @@ impl Connector {
             if let Err(error) = writer.write_all(&buffer).await {
                 return Some(error.to_string());
             }
+            if let Err(error) = writer.flush().await {
+                return Some(error.to_string());
+            }
             buffer.clear();
             if buffer.capacity() > 4 * WRITE_BATCH_BYTES_MAX {
                 buffer = Vec::with_capacity(64 * 1024);
@@ -282,6 +315,8 @@ enum ConnectError {
     Refused(String),
     /// The peer failed our side of the handshake (no proof, or a wrong one): logged at warn.
     Distrusted(String),
+    /// TLS failed: a certificate the other side or we did not accept. Logged at warn.
+    Tls(String),
     /// No connection or no answer.
     Failed(String),
 }
@@ -306,7 +341,10 @@ impl HandshakeReader {
 
     /// The next frame. Bounded by the handshake timeout around the caller and the frame
     /// limit: every round reads at least one byte or ends.
-    async fn next_frame(&mut self, stream: &mut TcpStream) -> Result<PeerFrame, String> {
+    async fn next_frame<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+    ) -> Result<PeerFrame, String> {
         let mut chunk = [0u8; 1024];
         loop {
             if !self.unfed.is_empty() {
@@ -332,18 +370,22 @@ impl HandshakeReader {
     }
 }
 
-async fn write_frame(stream: &mut TcpStream, frame: &PeerFrame) -> std::io::Result<()> {
+async fn write_frame<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    frame: &PeerFrame,
+) -> std::io::Result<()> {
     let mut bytes = Vec::new();
     encode_peer_frame(frame, &mut bytes).expect("handshake frames are small");
-    stream.write_all(&bytes).await
+    stream.write_all(&bytes).await?;
+    stream.flush().await
 }
 
 /// Serves an inbound peer connection whose first bytes (`already_read`, at least the magic)
 /// the listener consumed: runs the acceptor's side of the handshake, then hands every message
 /// to `deliver` until the connection ends. Returns why it ended, for the log; a refused
 /// handshake's reason starts with `refused`.
-pub async fn serve_inbound(
-    mut stream: TcpStream,
+pub async fn serve_inbound<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     already_read: Vec<u8>,
     identity: Arc<PeerIdentity>,
     deliver: impl Fn(ServerId, PeerMessage),
@@ -363,7 +405,7 @@ pub async fn serve_inbound(
     let (from, mut decoder) = match accepted {
         Ok(Ok(accepted)) => accepted,
         Ok(Err(AcceptEnd::Refused(refusal))) => {
-            return refuse(&mut stream, refusal.to_string()).await;
+            return refuse_inbound(&mut stream, refusal.to_string()).await;
         }
         Ok(Err(AcceptEnd::Failed(reason))) => return reason,
         Err(_) => return format!("no handshake within {HANDSHAKE_TIMEOUT:?}"),
@@ -408,8 +450,8 @@ enum AcceptEnd {
 
 /// Checks the preamble and runs the acceptor's side of the handshake. Returns the accepted
 /// peer, and the decoder holding whatever partial frame followed the handshake.
-async fn accept_handshake(
-    stream: &mut TcpStream,
+async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     mut bytes: Vec<u8>,
     mut handshake: AcceptorHandshake,
 ) -> Result<(ServerId, FrameDecoder), AcceptEnd> {
@@ -463,7 +505,7 @@ async fn accept_handshake(
 }
 
 /// Says why, politely, and closes. Returns the reason for the log.
-async fn refuse(stream: &mut TcpStream, reason: String) -> String {
+pub async fn refuse_inbound<S: AsyncWrite + Unpin>(stream: &mut S, reason: String) -> String {
     let frame = PeerFrame::Refused {
         reason: reason.clone(),
     };

@@ -18,9 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 /// Replies and error lines waiting for one connection's writer.
@@ -77,10 +75,18 @@ impl ClientContext {
     }
 }
 
-/// Serves one client connection whose first bytes the listener already read.
-pub async fn serve_client(stream: TcpStream, already_read: Vec<u8>, context: Arc<ClientContext>) {
+/// Serves one client connection, given as its two halves (a TCP stream's own halves, or a TLS
+/// stream split in two), whose first bytes the listener already read.
+pub async fn serve_client<R, W>(
+    reader: R,
+    writer: W,
+    already_read: Vec<u8>,
+    context: Arc<ClientContext>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let addr = ClientAddr(context.next_addr.fetch_add(1, Ordering::Relaxed));
-    let (reader, writer) = stream.into_split();
     let (sender, receiver) = mpsc::channel(REPLY_QUEUE_MAX);
     let in_flight = Arc::new(AtomicUsize::new(0));
     let previous = context.registry.lock().insert(addr, sender.clone());
@@ -130,7 +136,7 @@ struct Connection {
 }
 
 impl Connection {
-    async fn read_requests(&mut self, mut reader: OwnedReadHalf, first: Vec<u8>) -> End {
+    async fn read_requests<R: AsyncRead + Unpin>(&mut self, mut reader: R, first: Vec<u8>) -> End {
         let mut decoder = LineDecoder::new();
         let mut chunk = vec![0u8; READ_CHUNK_BYTES];
         let mut bytes = first;
@@ -208,8 +214,8 @@ impl Connection {
 }
 
 /// Writes everything that is ready in one go, then flushes when the queue is momentarily empty.
-async fn write_replies(
-    mut writer: OwnedWriteHalf,
+async fn write_replies<W: AsyncWrite + Unpin>(
+    mut writer: W,
     mut receiver: mpsc::Receiver<Outgoing>,
     in_flight: Arc<AtomicUsize>,
     context: Arc<ClientContext>,
@@ -232,7 +238,8 @@ async fn write_replies(
                 next = receiver.try_recv().ok();
             }
         }
-        if writer.write_all(&buffer).await.is_err() {
+        // The flush pushes out what TLS still holds; on plain TCP it does nothing.
+        if writer.write_all(&buffer).await.is_err() || writer.flush().await.is_err() {
             // The client is gone; the reader notices on its own.
             return;
         }

@@ -10,6 +10,9 @@
 //! snapshot_entries: 100000      # 0 never compacts
 //! client_idle_timeout: 300s
 //! cluster_secret_file: secret   # relative to this file; every server needs the same secret
+//! tls_cert: tls/s1.pem          # TLS: all three or none, relative to this file; usually
+//! tls_key: tls/s1.key           # given per server with --tls-cert and --tls-key instead
+//! tls_ca: tls/ca.pem
 //! servers:
 //!   s1: 10.0.0.1:7001
 //!   s2: 10.0.0.2:7001
@@ -17,6 +20,7 @@
 //! ```
 
 use crate::net::peer::handshake::{CLUSTER_SECRET_BYTES_MAX, ClusterSecret};
+use crate::net::tls::ServerTls;
 use crate::node::ServerId;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -47,6 +51,8 @@ pub struct ServerProcessConfig {
     pub client_idle_timeout: Duration,
     /// The secret peers must prove in the handshake; `None` leaves peers unauthenticated.
     pub cluster_secret: Option<LoadedSecret>,
+    /// TLS on every connection (mutual for peers); `None` serves plain TCP.
+    pub tls: Option<ServerTls>,
 }
 
 /// A cluster secret read from its file.
@@ -144,6 +150,9 @@ pub struct ConfigOverrides {
     pub snapshot_entries: Option<u64>,
     pub client_idle_timeout: Option<Duration>,
     pub cluster_secret_file: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// A configuration problem: where, and what.
@@ -176,6 +185,9 @@ struct ConfigFile {
     snapshot_entries: Option<u64>,
     client_idle_timeout: Option<String>,
     cluster_secret_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
     servers: BTreeMap<String, ServerEntry>,
 }
 
@@ -294,6 +306,38 @@ fn file_servers(
     Ok(servers)
 }
 
+/// TLS needs all three files or none: one or two alone is a mistake, never a silent plain TCP.
+fn load_tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+) -> Result<Option<ServerTls>, ConfigError> {
+    match (cert, key, ca) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), Some(ca)) => ServerTls::load(&cert, &key, &ca)
+            .map(Some)
+            .map_err(|e| error(e.path.display().to_string(), e.problem)),
+        (cert, key, ca) => {
+            let missing: Vec<&str> = [
+                (cert.is_none(), "--tls-cert (tls_cert)"),
+                (key.is_none(), "--tls-key (tls_key)"),
+                (ca.is_none(), "--tls-ca (tls_ca)"),
+            ]
+            .into_iter()
+            .filter_map(|(missing, name)| missing.then_some(name))
+            .collect();
+            Err(error(
+                "TLS",
+                format!(
+                    "--tls-cert, --tls-key and --tls-ca go together (flags or config keys); \
+                     missing {}",
+                    missing.join(" and ")
+                ),
+            ))
+        }
+    }
+}
+
 fn combine(
     overrides: &ConfigOverrides,
     file: Option<(&Path, &ConfigFile)>,
@@ -308,6 +352,9 @@ fn combine(
     let mut snapshot_entries = overrides.snapshot_entries;
     let mut idle_timeout = overrides.client_idle_timeout;
     let mut secret_file = overrides.cluster_secret_file.clone();
+    let mut tls_cert = overrides.tls_cert.clone();
+    let mut tls_key = overrides.tls_key.clone();
+    let mut tls_ca = overrides.tls_ca.clone();
     if let Some((path, file)) = file {
         let servers = file_servers(path, file)?;
         let Some((own_address, own_data_dir)) = servers.get(&id) else {
@@ -341,6 +388,9 @@ fn combine(
         cluster_id = cluster_id.or_else(|| file.cluster_id.clone());
         secret_file =
             secret_file.or_else(|| file.cluster_secret_file.as_deref().map(relative_to_file));
+        tls_cert = tls_cert.or_else(|| file.tls_cert.as_deref().map(relative_to_file));
+        tls_key = tls_key.or_else(|| file.tls_key.as_deref().map(relative_to_file));
+        tls_ca = tls_ca.or_else(|| file.tls_ca.as_deref().map(relative_to_file));
         snapshot_entries = snapshot_entries.or(file.snapshot_entries);
         if idle_timeout.is_none()
             && let Some(text) = &file.client_idle_timeout
@@ -378,6 +428,7 @@ fn combine(
         Some(path) => Some(load_cluster_secret(path)?),
         None => None,
     };
+    let tls = load_tls(tls_cert, tls_key, tls_ca)?;
     let config = ServerProcessConfig {
         id,
         listen,
@@ -387,6 +438,7 @@ fn combine(
         snapshot_entries_min: (snapshot_entries > 0).then_some(snapshot_entries),
         client_idle_timeout: idle_timeout.unwrap_or(CLIENT_IDLE_TIMEOUT_DEFAULT),
         cluster_secret,
+        tls,
     };
     assert!(
         !config.peers.contains_key(&config.id),
@@ -608,6 +660,164 @@ mod tests {
         assert_eq!(
             config.cluster_secret.unwrap().readable_by_others,
             Some(0o644)
+        );
+    }
+
+    /// A CA, two server certificates it signed and one from another CA, as files.
+    struct TlsFiles {
+        directory: crate::storage::test_directory::TestDirectory,
+    }
+
+    impl TlsFiles {
+        fn new(name: &str) -> TlsFiles {
+            use crate::net::tls::generate::GeneratedCa;
+            let directory = crate::storage::test_directory::TestDirectory::new(name);
+            let ca = GeneratedCa::new("config test CA").unwrap();
+            let other = GeneratedCa::new("another CA").unwrap();
+            let names = ["127.0.0.1".to_string()];
+            let write = |file: &str, text: &str| {
+                std::fs::write(directory.path().join(file), text).unwrap();
+            };
+            write("ca.pem", ca.cert_pem());
+            for (stem, issuer) in [("s1", &ca), ("s2", &ca), ("alien", &other)] {
+                let issued = issuer.issue_server(stem, &names).unwrap();
+                write(&format!("{stem}.pem"), &issued.cert_pem);
+                write(&format!("{stem}.key"), &issued.key_pem);
+            }
+            write("garbage.pem", "this is not PEM at all\n");
+            TlsFiles { directory }
+        }
+
+        fn path(&self, file: &str) -> PathBuf {
+            self.directory.path().join(file)
+        }
+
+        fn overrides(&self, cert: &str, key: &str, ca: &str) -> ConfigOverrides {
+            ConfigOverrides {
+                tls_cert: Some(self.path(cert)),
+                tls_key: Some(self.path(key)),
+                tls_ca: Some(self.path(ca)),
+                ..minimal(None)
+            }
+        }
+    }
+
+    #[test]
+    fn tls_comes_from_the_flags_or_the_file_relative_to_it() {
+        let files = TlsFiles::new("config-tls");
+        let config = combine(&files.overrides("s1.pem", "s1.key", "ca.pem"), None).unwrap();
+        let tls = config.tls.expect("TLS configured");
+        assert_eq!(tls.cert_path, files.path("s1.pem"));
+        assert_eq!(combine(&minimal(None), None).unwrap().tls, None);
+
+        let config_path = files.path("cluster.yaml");
+        let text = "tls_cert: s1.pem\ntls_key: s1.key\ntls_ca: ca.pem\n\
+                    servers: {s1: 127.0.0.1:7001}\n";
+        let file = parse_file(&config_path, text).unwrap();
+        let overrides = ConfigOverrides {
+            id: Some(ServerId(1)),
+            data_dir: Some("d".into()),
+            ..Default::default()
+        };
+        let from_file = combine(&overrides, Some((&config_path, &file))).unwrap();
+        assert_eq!(from_file.tls.unwrap().key_path, files.path("s1.key"));
+        // A flag overrides its key alone.
+        let flag_wins = combine(
+            &ConfigOverrides {
+                tls_cert: Some(files.path("s2.pem")),
+                tls_key: Some(files.path("s2.key")),
+                ..overrides
+            },
+            Some((&config_path, &file)),
+        )
+        .unwrap();
+        let tls = flag_wins.tls.unwrap();
+        assert_eq!(tls.cert_path, files.path("s2.pem"));
+        assert_eq!(tls.ca_path, files.path("ca.pem"));
+    }
+
+    #[test]
+    fn tls_needs_all_three_files_and_says_which_are_missing() {
+        let files = TlsFiles::new("config-tls-partial");
+        let only_cert = ConfigOverrides {
+            tls_cert: Some(files.path("s1.pem")),
+            ..minimal(None)
+        };
+        let problem = combine(&only_cert, None).unwrap_err();
+        assert_eq!(problem.place, "TLS");
+        assert!(problem.problem.contains("--tls-key"), "{problem}");
+        assert!(problem.problem.contains("--tls-ca"), "{problem}");
+        let no_ca = ConfigOverrides {
+            tls_ca: None,
+            ..files.overrides("s1.pem", "s1.key", "ca.pem")
+        };
+        let problem = combine(&no_ca, None).unwrap_err();
+        assert!(problem.problem.contains("missing --tls-ca"), "{problem}");
+        assert!(!problem.problem.contains("missing --tls-cert"), "{problem}");
+    }
+
+    #[test]
+    fn a_bad_tls_file_is_a_config_error_naming_the_file() {
+        let files = TlsFiles::new("config-tls-bad");
+        let check = |overrides: ConfigOverrides, file: &str, words: &str| {
+            let problem = combine(&overrides, None).unwrap_err();
+            assert_eq!(
+                problem.place,
+                files.path(file).display().to_string(),
+                "{problem}"
+            );
+            assert!(problem.problem.contains(words), "{problem}");
+        };
+        check(
+            files.overrides("missing.pem", "s1.key", "ca.pem"),
+            "missing.pem",
+            "cannot read",
+        );
+        check(
+            files.overrides("s1.pem", "s1.key", "missing.pem"),
+            "missing.pem",
+            "cannot read",
+        );
+        check(
+            files.overrides("garbage.pem", "s1.key", "ca.pem"),
+            "garbage.pem",
+            "no PEM certificate",
+        );
+        check(
+            files.overrides("s1.pem", "garbage.pem", "ca.pem"),
+            "garbage.pem",
+            "no PEM private key",
+        );
+        check(
+            files.overrides("s1.pem", "s1.key", "garbage.pem"),
+            "garbage.pem",
+            "no PEM certificate",
+        );
+        // A key given as the certificate, and a certificate as the key.
+        check(
+            files.overrides("s1.key", "s1.key", "ca.pem"),
+            "s1.key",
+            "no PEM certificate",
+        );
+        check(
+            files.overrides("s1.pem", "s1.pem", "ca.pem"),
+            "s1.pem",
+            "no PEM private key",
+        );
+        check(
+            files.overrides("s1.pem", "s2.key", "ca.pem"),
+            "s2.key",
+            "does not match the certificate",
+        );
+        check(
+            files.overrides("alien.pem", "alien.key", "ca.pem"),
+            "alien.pem",
+            "does not verify against the CA",
+        );
+        check(
+            files.overrides("s1.pem", "s1.key", "."),
+            ".",
+            "not a regular file",
         );
     }
 }

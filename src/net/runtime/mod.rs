@@ -25,7 +25,8 @@ pub mod node_loop;
 
 pub use config::{ConfigError, ConfigOverrides, ServerProcessConfig};
 
-use crate::net::peer::{self, PeerIdentity, Sniffed};
+use crate::net::peer::{self, PeerFrame, PeerIdentity, Sniffed};
+use crate::net::protocol::{ErrorCode, ErrorReply, encode_error};
 use crate::node::{DurableState, RaftLog, Server, ServerConfig, ServerInput, Snapshot};
 use crate::storage::{SNAPSHOT_FILE_NAME, StorageError, Wal, WalOptions};
 use clients::{ClientContext, ClientRegistry};
@@ -33,15 +34,24 @@ use node_loop::{Clock, NodeLoop};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use tokio::io::AsyncReadExt;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 
 /// Inputs waiting for the node task. A full queue answers clients `overloaded` and drops
 /// peer messages.
 pub const INPUT_QUEUE_MAX: usize = 16_384;
 /// Open connections, peers and clients together; more are closed on accept.
 pub const CONNECTIONS_MAX: usize = 8_192;
+/// With TLS: how long an inbound connection may take to complete the TLS handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// With TLS: how long a plaintext connection is read, to tell a peer from a client and say why
+/// it is refused, before it is closed.
+const PLAINTEXT_REFUSAL_TIME: Duration = Duration::from_secs(2);
+/// The first byte of every TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +206,7 @@ impl RunningServer {
             last_index = durable.log.last_index(),
             snapshot_index = durable.snapshot.as_ref().map_or(0, |s| s.last_included_index),
             peer_authentication = if config.cluster_secret.is_some() { "cluster secret" } else { "none" },
+            tls = if config.tls.is_some() { "on (mutual for peers)" } else { "off" },
             "server starting"
         );
         warn_about_peer_authentication(&config);
@@ -219,6 +230,10 @@ impl RunningServer {
                 .cluster_secret
                 .as_ref()
                 .map(|loaded| Arc::clone(&loaded.secret)),
+            tls: config
+                .tls
+                .as_ref()
+                .map(|tls| Arc::clone(&tls.peer_connector)),
         });
         let _guard = runtime.enter();
         let peers = peer::spawn_outbound(&identity, &config.peers);
@@ -248,7 +263,17 @@ impl RunningServer {
             addresses,
         });
         let listener = TcpListener::from_std(listener).expect("inside the runtime");
-        runtime.spawn(accept_loop(listener, context, identity, input_sender));
+        let acceptor = config
+            .tls
+            .as_ref()
+            .map(|tls| TlsAcceptor::from(Arc::clone(&tls.acceptor)));
+        runtime.spawn(accept_loop(
+            listener,
+            context,
+            identity,
+            input_sender,
+            acceptor,
+        ));
         // A JoinHandle yields its result once: whoever sees the node task end keeps it.
         let node = match runtime.block_on(wait_for_stop(&mut node_task)) {
             Some(ended) => ended,
@@ -337,6 +362,7 @@ async fn accept_loop(
     context: Arc<ClientContext>,
     identity: Arc<PeerIdentity>,
     inputs: tokio::sync::mpsc::Sender<ServerInput>,
+    acceptor: Option<TlsAcceptor>,
 ) {
     let connections = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     let peer_drops = Arc::new(AtomicU64::new(0));
@@ -360,40 +386,187 @@ async fn accept_loop(
         let identity = Arc::clone(&identity);
         let inputs = inputs.clone();
         let peer_drops = Arc::clone(&peer_drops);
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            serve_connection(stream, remote, context, identity, inputs, peer_drops).await;
+            let peer = PeerSide {
+                identity,
+                inputs,
+                peer_drops,
+            };
+            match acceptor {
+                None => serve_connection(stream, remote, context, peer).await,
+                Some(acceptor) => {
+                    serve_tls_connection(stream, remote, context, peer, acceptor).await;
+                }
+            }
         });
     }
 }
 
-/// Reads the first bytes, then serves the connection as a peer or a client.
+/// What serving an inbound peer connection needs.
+struct PeerSide {
+    identity: Arc<PeerIdentity>,
+    inputs: tokio::sync::mpsc::Sender<ServerInput>,
+    peer_drops: Arc<AtomicU64>,
+}
+
+/// Reads until the first bytes tell a peer from a client, within `timeout` per read. `None`
+/// if the connection closed, failed or stayed silent first.
+async fn sniff_connection<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    timeout: Duration,
+) -> Option<(Sniffed, Vec<u8>)> {
+    let mut first = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // Bounded: the magic is 9 bytes, and each round reads at least one.
+    loop {
+        match peer::sniff(&first) {
+            Sniffed::NeedMore => {}
+            kind => return Some((kind, first)),
+        }
+        match tokio::time::timeout(timeout, stream.read(&mut chunk)).await {
+            Ok(Ok(read)) if read > 0 => first.extend_from_slice(&chunk[..read]),
+            _ => return None,
+        }
+    }
+}
+
+/// Serves a plain TCP connection (a server without TLS) as a peer or a client.
 async fn serve_connection(
     mut stream: TcpStream,
     remote: std::net::SocketAddr,
     context: Arc<ClientContext>,
-    identity: Arc<PeerIdentity>,
-    inputs: tokio::sync::mpsc::Sender<ServerInput>,
-    peer_drops: Arc<AtomicU64>,
+    peer: PeerSide,
 ) {
-    let mut first = Vec::new();
-    let mut chunk = [0u8; 4096];
-    // Bounded: the magic is 9 bytes, and each round reads at least one.
-    let kind = loop {
-        match peer::sniff(&first) {
-            Sniffed::NeedMore => {}
-            kind => break kind,
-        }
-        let read = tokio::time::timeout(context.idle_timeout, stream.read(&mut chunk)).await;
-        match read {
-            Ok(Ok(read)) if read > 0 => first.extend_from_slice(&chunk[..read]),
-            _ => return,
-        }
+    let Some((kind, first)) = sniff_connection(&mut stream, context.idle_timeout).await else {
+        return;
     };
     if kind == Sniffed::Client {
-        clients::serve_client(stream, first, context).await;
+        let (reader, writer) = stream.into_split();
+        clients::serve_client(reader, writer, first, context).await;
         return;
     }
+    serve_peer(stream, first, remote, peer).await;
+}
+
+/// Serves a connection to a server with TLS: only TLS is spoken. A plaintext connection is
+/// refused (see [`refuse_plaintext`]); after the TLS handshake, the first bytes inside it tell a
+/// peer from a client, and a peer must have presented a certificate that verified against the
+/// CA (the TLS handshake already failed for one that did not).
+async fn serve_tls_connection(
+    stream: TcpStream,
+    remote: std::net::SocketAddr,
+    context: Arc<ClientContext>,
+    peer: PeerSide,
+    acceptor: TlsAcceptor,
+) {
+    let mut first_byte = [0u8; 1];
+    match tokio::time::timeout(context.idle_timeout, stream.peek(&mut first_byte)).await {
+        Ok(Ok(1)) => {}
+        // Closed, failed or silent before a byte: a port probe, nothing to say.
+        _ => return,
+    }
+    if first_byte[0] != TLS_HANDSHAKE_RECORD {
+        refuse_plaintext(stream, remote).await;
+        return;
+    }
+    let mut stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+        .await
+    {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tracing::warn!(%remote, %error, "TLS handshake failed; connection refused");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%remote, "no TLS handshake within {TLS_HANDSHAKE_TIMEOUT:?}; closing");
+            return;
+        }
+    };
+    // The verifier accepted any certificate presented: present means verified.
+    let certified = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .is_some_and(|chain| !chain.is_empty());
+    let Some((kind, first)) = sniff_connection(&mut stream, context.idle_timeout).await else {
+        return;
+    };
+    if kind == Sniffed::Client {
+        let (reader, writer) = tokio::io::split(stream);
+        clients::serve_client(reader, writer, first, context).await;
+        return;
+    }
+    if !certified {
+        let reason = peer::refuse_inbound(
+            &mut stream,
+            "this server takes peers only with a client certificate signed by its CA: give \
+             the connecting server --tls-cert, --tls-key and --tls-ca"
+                .into(),
+        )
+        .await;
+        tracing::warn!(%remote, %reason, "peer connection refused: no client certificate");
+        return;
+    }
+    serve_peer(stream, first, remote, peer).await;
+}
+
+/// A plaintext connection to a server with TLS: logged at warn and closed, after one line that
+/// says why (a peer frame to a peer, an error line to a client).
+async fn refuse_plaintext(mut stream: TcpStream, remote: std::net::SocketAddr) {
+    let reason = "this server requires TLS on every connection";
+    let kind = sniff_connection(&mut stream, PLAINTEXT_REFUSAL_TIME).await;
+    let answer = match kind {
+        Some((Sniffed::Peer, _)) => {
+            tracing::warn!(%remote, "plaintext peer connection refused: this server requires TLS");
+            let mut bytes = Vec::new();
+            let frame = PeerFrame::Refused {
+                reason: format!(
+                    "{reason}: give the connecting server --tls-cert, --tls-key and --tls-ca"
+                ),
+            };
+            peer::frame::encode_peer_frame(&frame, &mut bytes).expect("a short frame");
+            bytes
+        }
+        _ => {
+            tracing::warn!(%remote, "plaintext client connection refused: this server requires TLS");
+            encode_error(&ErrorReply {
+                seq: None,
+                term: None,
+                code: ErrorCode::BadRequest,
+                message: format!(
+                    "{reason}: connect with TLS (lockstep client --tls-ca CA.pem); nothing \
+                     was done"
+                ),
+            })
+        }
+    };
+    let _ = tokio::time::timeout(PLAINTEXT_REFUSAL_TIME, async {
+        stream.write_all(&answer).await?;
+        stream.shutdown().await?;
+        // Read what the other side still sends until it closes, so that closing with unread
+        // bytes does not reset the connection before the answer is read. Bounded by the
+        // timeout around it.
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+}
+
+/// Serves an inbound peer connection, plain or TLS, whose first bytes `first` were read.
+async fn serve_peer<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    first: Vec<u8>,
+    remote: std::net::SocketAddr,
+    peer: PeerSide,
+) {
+    let PeerSide {
+        identity,
+        inputs,
+        peer_drops,
+    } = peer;
     let deliver = move |from, msg| {
         if inputs.try_send(ServerInput::Peer { from, msg }).is_err() {
             // Raft tolerates loss; a full queue means the node is behind.
@@ -427,6 +600,7 @@ mod tests {
             snapshot_entries_min: None,
             client_idle_timeout: std::time::Duration::from_secs(300),
             cluster_secret: None,
+            tls: None,
         }
     }
 

@@ -751,6 +751,7 @@ mod tests {
             me: ServerId(1),
             servers: vec![ServerId(1)],
             secret: None,
+            tls: None,
         };
         let writer = LogWriter::new(
             wal,
