@@ -12,8 +12,9 @@
 //! in the simulator, not in the system under test. Nothing here iterates a hash map.
 
 use crate::node::{
-    ApplyResult, ClientId, Command, Entry, Holder, LOCK_NAME_BYTES_MAX, LockName, LockTable,
-    LogIndex, Operation, Outcome, Rejection, Role, ServerId, Term, Time,
+    ApplyResult, ClientId, ClientReply, ClientRequest, ClientSecret, Command, Entry, Holder,
+    LOCK_NAME_BYTES_MAX, LockName, LockTable, LogIndex, Operation, Outcome, Rejection, ReplyBody,
+    RequestBody, Role, ServerId, Term, Time,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -30,6 +31,9 @@ pub const CONVERGENCE: &str = "convergence";
 pub const LEADER_COMPLETENESS: &str = "leader_completeness";
 /// A server casts at most one vote per term, across crashes and restarts.
 pub const ONE_VOTE_PER_TERM: &str = "one_vote_per_term";
+/// Rogue clients change no one else's locks, are never answered as if a request they cannot
+/// make had succeeded, and never make a server stop.
+pub const ROGUE_ISOLATION: &str = "rogue_isolation";
 
 /// How many differing locks a convergence violation lists; the rest are only counted, so that a
 /// report stays readable when a replica diverged wholesale.
@@ -312,7 +316,7 @@ impl StateMachineSafety {
 }
 
 /// Which of the two lock-changing requests a commit or an acknowledgement is about.
-#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum RequestKind {
     Preempt,
     Release,
@@ -844,6 +848,297 @@ fn mismatched_result(
         describe_result(result)
     );
     Violation::new(MUTUAL_EXCLUSION, now, message)
+}
+
+/// How a rogue's request proved who it is.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+enum Credential {
+    /// A hello: it claims no one.
+    Hello,
+    /// An id and secret that a welcome gave this very rogue.
+    Own,
+    /// An id with no secret.
+    Missing,
+    /// An id with a secret that is not the one this rogue was given for it.
+    Wrong,
+}
+
+/// What the checker keeps of one rogue request: enough to judge its answers.
+#[derive(Clone, Debug)]
+struct RogueRequest {
+    credential: Credential,
+    client: ClientId,
+    seq: u64,
+    /// The operation's name, and its lock when the name is within the limit; a malformed
+    /// name is not kept (it may be long), only the fact.
+    op: &'static str,
+    write: Option<RequestKind>,
+    lock: Option<LockName>,
+}
+
+impl RogueRequest {
+    fn describe(&self, rogue: u32, connection: u32) -> String {
+        let lock = match &self.lock {
+            Some(lock) => format!("`{lock}`"),
+            None => "a malformed lock name".to_string(),
+        };
+        let who = match self.credential {
+            Credential::Hello => return format!("r{rogue}'s hello (connection {connection})"),
+            Credential::Own => format!("as {}, its own identity", self.client),
+            Credential::Missing => format!("as {} with no secret", self.client),
+            Credential::Wrong => format!("as {} with a wrong secret", self.client),
+        };
+        format!(
+            "r{rogue}'s {} of {lock} seq {} {who} (connection {connection})",
+            self.op, self.seq
+        )
+    }
+}
+
+/// Rogue isolation: a rogue client, which sends hostile requests straight to servers, changes
+/// no other client's lock, is never answered with an outcome where it must be refused, and
+/// learns no cached answer for another operation under a reused seq.
+///
+/// It tracks the writes sent by whoever holds their credential (honest clients, and rogues
+/// under identities their own welcomes gave them): every write that commits with an effect must
+/// be one of them, so a forged or altered request that reaches the lock table is caught even
+/// if its answer is lost. Answers to rogues are judged against what each request could prove.
+///
+/// Calling contract: feed every write an honest client sends
+/// ([`RogueIsolation::observe_honest_request`]), every welcome a rogue receives, every rogue
+/// request when it is sent and every answer when it arrives (each request has its own
+/// connection number), and every committed index exactly once, in increasing order.
+#[derive(Clone, Debug, Default)]
+pub struct RogueIsolation {
+    /// Writes sent with a credential their sender holds.
+    authentic_writes: BTreeSet<(ClientId, u64, RequestKind, LockName)>,
+    /// The identities each rogue's welcomes gave it.
+    rogue_credentials: BTreeMap<u32, Vec<(ClientId, ClientSecret)>>,
+    /// Every rogue request, by (rogue, connection).
+    rogue_requests: BTreeMap<(u32, u32), RogueRequest>,
+    /// The first write committed with an effect per (client, seq), and its index.
+    first_commits: BTreeMap<(ClientId, u64), (RequestKind, LockName, LogIndex)>,
+    registered_clients: u64,
+    last_index: LogIndex,
+}
+
+impl RogueIsolation {
+    pub fn new() -> RogueIsolation {
+        RogueIsolation::default()
+    }
+
+    /// An honest client sent `request` (carrying its own secret, which is not looked at).
+    pub fn observe_honest_request(&mut self, request: &ClientRequest) {
+        if let RequestBody::Op { client, op, .. } = &request.body
+            && let Some(kind) = write_kind(op)
+        {
+            let key = (*client, request.seq, kind, op.lock().clone());
+            self.authentic_writes.insert(key);
+        }
+    }
+
+    /// Rogue `rogue` received a welcome: from now on it holds this identity.
+    pub fn observe_rogue_welcome(&mut self, rogue: u32, client: ClientId, secret: ClientSecret) {
+        let identities = self.rogue_credentials.entry(rogue).or_default();
+        if !identities.iter().any(|(id, _)| *id == client) {
+            identities.push((client, secret));
+        }
+    }
+
+    /// Rogue `rogue` sent `request` on `connection`, which no earlier request used.
+    pub fn observe_rogue_request(&mut self, rogue: u32, connection: u32, request: &ClientRequest) {
+        let entry = match &request.body {
+            RequestBody::Hello { .. } => RogueRequest {
+                credential: Credential::Hello,
+                client: ClientId(0),
+                seq: request.seq,
+                op: "hello",
+                write: None,
+                lock: None,
+            },
+            RequestBody::Op { client, secret, op } => {
+                let owned = self
+                    .rogue_credentials
+                    .get(&rogue)
+                    .is_some_and(|identities| {
+                        identities
+                            .iter()
+                            .any(|(id, issued)| id == client && Some(*issued) == *secret)
+                    });
+                let credential = match (owned, secret) {
+                    (true, _) => Credential::Own,
+                    (false, None) => Credential::Missing,
+                    (false, Some(_)) => Credential::Wrong,
+                };
+                let name = op.lock();
+                let well_formed = !name.is_empty() && name.len() <= LOCK_NAME_BYTES_MAX;
+                let write = write_kind(op);
+                if let (Credential::Own, true, Some(kind)) = (credential, well_formed, write) {
+                    let key = (*client, request.seq, kind, name.clone());
+                    self.authentic_writes.insert(key);
+                }
+                RogueRequest {
+                    credential,
+                    client: *client,
+                    seq: request.seq,
+                    op: op.kind_name(),
+                    write,
+                    lock: well_formed.then(|| name.clone()),
+                }
+            }
+        };
+        let previous = self.rogue_requests.insert((rogue, connection), entry);
+        assert!(
+            previous.is_none(),
+            "rogue isolation: r{rogue} reused connection {connection} (a simulator bug)"
+        );
+    }
+
+    /// Rogue `rogue` received `reply` on `connection`.
+    pub fn observe_rogue_reply(
+        &self,
+        now: Time,
+        rogue: u32,
+        connection: u32,
+        reply: &ClientReply,
+    ) -> Result<(), Violation> {
+        let sent = self
+            .rogue_requests
+            .get(&(rogue, connection))
+            .unwrap_or_else(|| {
+                panic!(
+                    "rogue isolation: r{rogue} answered on connection {connection}, never opened"
+                )
+            });
+        let outcome = match (&reply.body, sent.credential) {
+            (ReplyBody::Error(_), _) => return Ok(()),
+            (ReplyBody::Welcome { .. }, Credential::Hello) => return Ok(()),
+            (ReplyBody::Welcome { client, .. }, _) => {
+                let message = format!(
+                    "{} was answered with a welcome (as {client})",
+                    sent.describe(rogue, connection)
+                );
+                return Err(Violation::new(ROGUE_ISOLATION, now, message));
+            }
+            (ReplyBody::Outcome(outcome), _) => *outcome,
+        };
+        let request = sent.describe(rogue, connection);
+        let answered = describe_outcome(&outcome);
+        let problem = match sent.credential {
+            Credential::Hello => Some("a hello is answered with a welcome or an error".to_string()),
+            Credential::Missing | Credential::Wrong if !self.is_issued(sent.client) => {
+                Some(format!(
+                    "no hello issued {} then, so it must be refused (unknown_client)",
+                    sent.client
+                ))
+            }
+            Credential::Missing | Credential::Wrong => Some(format!(
+                "it cannot prove it is {}, so it must be refused (unauthorized)",
+                sent.client
+            )),
+            Credential::Own if sent.lock.is_none() => {
+                Some("its lock name breaks the limit, so it must be refused (bad_request)".into())
+            }
+            Credential::Own => self.own_outcome_problem(sent, &outcome),
+        };
+        match problem {
+            None => Ok(()),
+            Some(problem) => {
+                let message = format!("{request} was answered {answered}: {problem}");
+                Err(Violation::new(ROGUE_ISOLATION, now, message))
+            }
+        }
+    }
+
+    /// What is wrong with `outcome` as the answer to a rogue's request under its own identity:
+    /// an answer of another operation's kind, or the cached answer of another write that used
+    /// the same seq first.
+    fn own_outcome_problem(&self, sent: &RogueRequest, outcome: &Outcome) -> Option<String> {
+        let fits = match (sent.op, outcome) {
+            ("preempt", Outcome::Granted { .. } | Outcome::HeldBy { .. }) => true,
+            ("release", Outcome::Released | Outcome::NotOwner) => true,
+            ("check", Outcome::Free | Outcome::Owner { .. }) => true,
+            _ => false,
+        };
+        if !fits {
+            return Some(format!("that is no answer to a {}", sent.op));
+        }
+        let (kind, lock) = (sent.write?, sent.lock.as_ref()?);
+        match self.first_commits.get(&(sent.client, sent.seq)) {
+            Some((first_kind, first_lock, index)) if (first_kind, first_lock) != (&kind, lock) => {
+                Some(format!(
+                    "seq {} was first committed at index {index} as a {} of `{first_lock}`, so \
+                     this other write must be refused (seq_reused), not given its answer",
+                    sent.seq,
+                    first_kind.name()
+                ))
+            }
+            Some(_) => None,
+            // A preempt refused by a leader's read has no entry; anything else does.
+            None if matches!(outcome, Outcome::HeldBy { .. }) => None,
+            None => Some("no entry for its seq was committed, yet it has an outcome".into()),
+        }
+    }
+
+    fn is_issued(&self, client: ClientId) -> bool {
+        client.0 >= 1 && client.0 <= self.registered_clients
+    }
+
+    /// The entry committed at `index`. A write that took effect must have been sent by
+    /// someone holding its client's credential.
+    pub fn observe_committed(
+        &mut self,
+        now: Time,
+        index: LogIndex,
+        command: &Command,
+        result: &ApplyResult,
+    ) -> Result<(), Violation> {
+        assert!(
+            index > self.last_index,
+            "rogue isolation: committed index {index} fed after index {}",
+            self.last_index
+        );
+        self.last_index = index;
+        let (client, seq, lock, kind) = match command {
+            Command::Register { .. } => {
+                self.registered_clients += 1;
+                return Ok(());
+            }
+            Command::Noop => return Ok(()),
+            Command::Preempt { client, seq, lock } => (*client, *seq, lock, RequestKind::Preempt),
+            Command::Release { client, seq, lock } => (*client, *seq, lock, RequestKind::Release),
+        };
+        let ApplyResult::Outcome { outcome, duplicate } = result else {
+            // Rejected or stale: no effect on any lock.
+            return Ok(());
+        };
+        if !duplicate {
+            self.first_commits
+                .entry((client, seq))
+                .or_insert_with(|| (kind, lock.clone(), index));
+        }
+        if self
+            .authentic_writes
+            .contains(&(client, seq, kind, lock.clone()))
+        {
+            return Ok(());
+        }
+        let message = format!(
+            "index {index} committed {} as {}, but nobody holding {client}'s secret sent that \
+             request: someone else acted as {client}",
+            describe_command(command),
+            describe_outcome(outcome)
+        );
+        Err(Violation::new(ROGUE_ISOLATION, now, message))
+    }
+}
+
+fn write_kind(op: &Operation) -> Option<RequestKind> {
+    match op {
+        Operation::Preempt { .. } => Some(RequestKind::Preempt),
+        Operation::Release { .. } => Some(RequestKind::Release),
+        Operation::Check { .. } => None,
+    }
 }
 
 /// Convergence: every given live replica holds the same lock map. Call it only on replicas that

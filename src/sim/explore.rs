@@ -287,7 +287,7 @@ fn renumber_all(endpoints: &[Endpoint], removed: Endpoint) -> Vec<Endpoint> {
 fn renumber_action(action: &Action, removed: Endpoint) -> Option<Action> {
     let server = |id: ServerId| match renumber(Endpoint::Server(id), removed)? {
         Endpoint::Server(id) => Some(id),
-        Endpoint::Client(_) => None,
+        Endpoint::Client(_) | Endpoint::Rogue(_) => None,
     };
     Some(match action {
         Action::Crash(scenario::CrashTarget::Server(id)) => {
