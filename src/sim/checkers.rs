@@ -2026,4 +2026,228 @@ mod tests {
         assert!(violation.message.contains("; and 2 more"), "{violation}");
         assert!(!violation.message.contains("lock `lock11`"), "{violation}");
     }
+
+    // Rogue isolation: rogues change no one else's locks and are never answered as if a
+    // request they cannot make had succeeded.
+
+    const R1: u32 = 1;
+    const SECRET_ONE: ClientSecret = ClientSecret::from_bytes([1; 16]);
+    const SECRET_TWO: ClientSecret = ClientSecret::from_bytes([2; 16]);
+    /// The rogue's own identity: client#3.
+    const C3: ClientId = ClientId(3);
+
+    fn request(
+        client: ClientId,
+        secret: Option<ClientSecret>,
+        seq: u64,
+        op: Operation,
+    ) -> ClientRequest {
+        ClientRequest {
+            seq,
+            seen_index: 0,
+            term: 1,
+            body: RequestBody::Op { client, secret, op },
+        }
+    }
+
+    fn reply(seq: u64, body: ReplyBody) -> ClientReply {
+        ClientReply {
+            seq,
+            index: 5,
+            term: 1,
+            body,
+        }
+    }
+
+    /// Three registrations committed (client#1 and #2 honest, client#3 the rogue's), c1's
+    /// preempt of `a` seq 1 sent and committed as granted at index 4.
+    fn isolation_with_a_rogue() -> RogueIsolation {
+        let mut checker = RogueIsolation::new();
+        for index in 1..=3 {
+            let register = Command::Register {
+                nonce: index,
+                secret: None,
+            };
+            let registered = ApplyResult::Registered {
+                client: ClientId(index),
+            };
+            assert_eq!(
+                checker.observe_committed(at(index), index, &register, &registered),
+                Ok(())
+            );
+        }
+        checker.observe_rogue_welcome(R1, C3, SECRET_ONE);
+        checker.observe_honest_request(&request(C1, Some(SECRET_TWO), 1, preempt_op("a")));
+        let verdict = checker.observe_committed(at(4), 4, &preempt(C1, 1, "a"), &fresh(granted(4)));
+        assert_eq!(verdict, Ok(()), "c1 sent what committed");
+        checker
+    }
+
+    #[test]
+    fn a_committed_release_of_an_honest_lock_that_its_client_never_sent_is_caught() {
+        let mut checker = isolation_with_a_rogue();
+        // The rogue sent it as client#1 without the secret; a server let it through.
+        checker.observe_rogue_request(R1, 0, &request(C1, None, 2, release_op("a")));
+        let verdict =
+            checker.observe_committed(at(6), 5, &release(C1, 2, "a"), &fresh(Outcome::Released));
+        expect_violation(
+            verdict,
+            ROGUE_ISOLATION,
+            &[
+                "index 5",
+                "release `a` by client#1 seq 2",
+                "someone else acted as client#1",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_committed_write_with_an_honest_seq_but_another_lock_is_caught() {
+        let mut checker = isolation_with_a_rogue();
+        let verdict = checker.observe_committed(at(6), 5, &preempt(C1, 1, "b"), &fresh(granted(5)));
+        expect_violation(verdict, ROGUE_ISOLATION, &["preempt `b` by client#1 seq 1"]);
+        // Rejected or stale entries change nothing: no violation, whoever sent them.
+        let mut checker = isolation_with_a_rogue();
+        let rejected = ApplyResult::Rejected {
+            rejection: Rejection::SeqReused,
+        };
+        assert_eq!(
+            checker.observe_committed(at(6), 5, &preempt(C1, 1, "b"), &rejected),
+            Ok(())
+        );
+        assert_eq!(
+            checker.observe_committed(at(6), 6, &release(C2, 9, "a"), &ApplyResult::Stale),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_rogue_acting_under_its_own_identity_may_change_its_own_locks() {
+        let mut checker = isolation_with_a_rogue();
+        checker.observe_rogue_request(R1, 0, &request(C3, Some(SECRET_ONE), 1, preempt_op("r1.a")));
+        let verdict =
+            checker.observe_committed(at(6), 5, &preempt(C3, 1, "r1.a"), &fresh(granted(5)));
+        assert_eq!(verdict, Ok(()));
+        let answer = reply(1, ReplyBody::Outcome(granted(5)));
+        assert_eq!(checker.observe_rogue_reply(at(7), R1, 0, &answer), Ok(()));
+        // Errors are always acceptable answers.
+        let error = reply(1, ReplyBody::Error(crate::node::ServiceError::Overloaded));
+        assert_eq!(checker.observe_rogue_reply(at(8), R1, 0, &error), Ok(()));
+    }
+
+    #[test]
+    fn a_forged_request_answered_with_an_outcome_is_caught_with_or_without_a_secret() {
+        let mut checker = isolation_with_a_rogue();
+        checker.observe_rogue_request(R1, 0, &request(C1, None, 1, preempt_op("a")));
+        checker.observe_rogue_request(R1, 1, &request(C2, Some(SECRET_ONE), 1, release_op("a")));
+        let check = Operation::Check {
+            lock: lock("a"),
+            consistency: crate::node::Consistency::Linearizable,
+        };
+        checker.observe_rogue_request(R1, 2, &request(C2, Some(SECRET_TWO), 7, check));
+        let granted_again = reply(1, ReplyBody::Outcome(granted(4)));
+        expect_violation(
+            checker.observe_rogue_reply(at(7), R1, 0, &granted_again),
+            ROGUE_ISOLATION,
+            &[
+                "as client#1 with no secret",
+                "must be refused (unauthorized)",
+            ],
+        );
+        let released = reply(1, ReplyBody::Outcome(Outcome::Released));
+        expect_violation(
+            checker.observe_rogue_reply(at(7), R1, 1, &released),
+            ROGUE_ISOLATION,
+            &["as client#2 with a wrong secret", "unauthorized"],
+        );
+        let owner = reply(
+            7,
+            ReplyBody::Outcome(Outcome::Owner {
+                owner: C1,
+                token: 4,
+            }),
+        );
+        expect_violation(
+            checker.observe_rogue_reply(at(7), R1, 2, &owner),
+            ROGUE_ISOLATION,
+            &["check of `a`", "unauthorized"],
+        );
+    }
+
+    #[test]
+    fn an_id_no_hello_issued_answered_with_an_outcome_is_caught() {
+        let mut checker = isolation_with_a_rogue();
+        let ghost = ClientId(999_999);
+        checker.observe_rogue_request(R1, 0, &request(ghost, None, 2, preempt_op("ghost")));
+        let answer = reply(2, ReplyBody::Outcome(granted(5)));
+        expect_violation(
+            checker.observe_rogue_reply(at(7), R1, 0, &answer),
+            ROGUE_ISOLATION,
+            &["client#999999", "no hello issued", "unknown_client"],
+        );
+    }
+
+    #[test]
+    fn a_reused_seq_answered_with_another_writes_cached_outcome_is_caught() {
+        let mut checker = isolation_with_a_rogue();
+        checker.observe_rogue_request(R1, 0, &request(C3, Some(SECRET_ONE), 4, preempt_op("r1.a")));
+        let first =
+            checker.observe_committed(at(6), 5, &preempt(C3, 4, "r1.a"), &fresh(granted(5)));
+        assert_eq!(first, Ok(()));
+        // The same seq, now for a release of the same lock, then a preempt of another lock.
+        checker.observe_rogue_request(R1, 1, &request(C3, Some(SECRET_ONE), 4, release_op("r1.a")));
+        checker.observe_rogue_request(R1, 2, &request(C3, Some(SECRET_ONE), 4, preempt_op("r1.b")));
+        let cached = reply(4, ReplyBody::Outcome(granted(5)));
+        expect_violation(
+            checker.observe_rogue_reply(at(7), R1, 1, &cached),
+            ROGUE_ISOLATION,
+            &["that is no answer to a release"],
+        );
+        expect_violation(
+            checker.observe_rogue_reply(at(7), R1, 2, &cached),
+            ROGUE_ISOLATION,
+            &[
+                "seq 4 was first committed at index 5 as a preempt of `r1.a`",
+                "seq_reused",
+            ],
+        );
+        // The original request's retry may hear its own answer again.
+        assert_eq!(checker.observe_rogue_reply(at(8), R1, 0, &cached), Ok(()));
+    }
+
+    #[test]
+    fn a_malformed_lock_name_or_a_misplaced_welcome_answered_as_success_is_caught() {
+        let mut checker = isolation_with_a_rogue();
+        let long = "x".repeat(LOCK_NAME_BYTES_MAX + 1);
+        checker.observe_rogue_request(R1, 0, &request(C3, Some(SECRET_ONE), 9, preempt_op(&long)));
+        let answer = reply(9, ReplyBody::Outcome(granted(5)));
+        expect_violation(
+            checker.observe_rogue_reply(at(7), R1, 0, &answer),
+            ROGUE_ISOLATION,
+            &["a malformed lock name", "bad_request"],
+        );
+        checker.observe_rogue_request(R1, 1, &request(C1, None, 3, release_op("a")));
+        let welcome = ReplyBody::Welcome {
+            nonce: 1,
+            client: C1,
+            secret: SECRET_TWO,
+        };
+        expect_violation(
+            checker.observe_rogue_reply(at(7), R1, 1, &reply(3, welcome)),
+            ROGUE_ISOLATION,
+            &["answered with a welcome"],
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "never opened")]
+    fn an_answer_on_a_connection_never_opened_is_a_simulator_bug() {
+        let checker = isolation_with_a_rogue();
+        let _ = checker.observe_rogue_reply(
+            at(7),
+            R1,
+            42,
+            &reply(1, ReplyBody::Outcome(Outcome::Free)),
+        );
+    }
 }

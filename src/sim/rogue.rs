@@ -641,3 +641,131 @@ impl Rogue {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::ServiceError;
+    use rand::SeedableRng;
+
+    fn rogue(seed: u64, mix: [f64; AttackKind::ALL.len()]) -> Rogue {
+        let spec = RogueSpec {
+            clients: 1,
+            rate_per_second: 20.0,
+            mix,
+        };
+        Rogue::new(1, 3, &spec, ChaCha8Rng::seed_from_u64(seed))
+    }
+
+    fn welcome(rogue: &mut Rogue, client: u64) {
+        let nonce = *rogue.hello_nonces.last().expect("a hello was sent");
+        rogue.on_reply(&ClientReply {
+            seq: 1,
+            index: 3,
+            term: 2,
+            body: ReplyBody::Welcome {
+                nonce,
+                client: ClientId(client),
+                secret: ClientSecret::from_bytes([client as u8; CLIENT_SECRET_BYTES]),
+            },
+        });
+    }
+
+    #[test]
+    fn a_rogue_says_hello_first_and_then_attacks_with_what_it_learned() {
+        let mut rogue = rogue(5, RogueSpec::EVEN_MIX);
+        let first = rogue.next_attack();
+        assert!(first.kind.is_none(), "the first request is a hello");
+        assert!(matches!(first.request.body, RequestBody::Hello { .. }));
+        welcome(&mut rogue, 7);
+        rogue.sniff(
+            ClientId(2),
+            11,
+            2,
+            9,
+            &Operation::Release {
+                lock: Arc::from("w3"),
+            },
+        );
+        let mut kinds = std::collections::BTreeSet::new();
+        for _ in 0..400 {
+            let attack = rogue.next_attack();
+            assert!((1..=3).contains(&attack.to.0));
+            kinds.insert(attack.kind);
+            if let RequestBody::Op { client, secret, .. } = &attack.request.body
+                && *client == ClientId(2)
+            {
+                let own = ClientSecret::from_bytes([7; CLIENT_SECRET_BYTES]);
+                assert!(secret.is_none_or(|s| s != ClientSecret::from_bytes([2; 16])));
+                let _ = own;
+            }
+        }
+        assert!(
+            kinds.len() >= AttackKind::ALL.len(),
+            "every kind is drawn: {kinds:?}"
+        );
+    }
+
+    #[test]
+    fn huge_seqs_and_bad_names_are_what_they_say() {
+        let mut huge = rogue(1, {
+            let mut mix = [0.0; AttackKind::ALL.len()];
+            mix[4] = 1.0;
+            mix
+        });
+        let _ = huge.next_attack();
+        welcome(&mut huge, 4);
+        for _ in 0..50 {
+            let attack = huge.next_attack();
+            if attack.kind == Some(AttackKind::HugeSeq) {
+                assert!(attack.request.seq >= 1 << 63, "{}", attack.request.seq);
+            }
+        }
+        let mut names = rogue(2, {
+            let mut mix = [0.0; AttackKind::ALL.len()];
+            mix[6] = 1.0;
+            mix
+        });
+        let _ = names.next_attack();
+        welcome(&mut names, 4);
+        let mut lengths = std::collections::BTreeSet::new();
+        for _ in 0..100 {
+            if let RequestBody::Op { op, .. } = names.next_attack().request.body {
+                lengths.insert(op.lock().len());
+            }
+        }
+        for length in [0, LOCK_NAME_BYTES_MAX, LOCK_NAME_BYTES_MAX + 1] {
+            assert!(lengths.contains(&length), "{length} not among {lengths:?}");
+        }
+    }
+
+    #[test]
+    fn answers_teach_terms_indexes_and_ids_but_not_other_clients_welcomes() {
+        let mut rogue = rogue(3, RogueSpec::EVEN_MIX);
+        let _ = rogue.next_attack();
+        rogue.on_reply(&ClientReply {
+            seq: 1,
+            index: 40,
+            term: 6,
+            body: ReplyBody::Welcome {
+                nonce: 12345,
+                client: ClientId(9),
+                secret: ClientSecret::from_bytes([9; CLIENT_SECRET_BYTES]),
+            },
+        });
+        assert!(
+            rogue.identities.is_empty(),
+            "not its nonce, not its identity"
+        );
+        rogue.on_reply(&ClientReply {
+            seq: 2,
+            index: 41,
+            term: 7,
+            body: ReplyBody::Error(ServiceError::Unauthorized),
+        });
+        assert_eq!(
+            (rogue.term_seen, rogue.index_seen, rogue.client_id_seen),
+            (7, 41, 9)
+        );
+    }
+}
