@@ -465,11 +465,13 @@ impl MutualExclusion {
             return Some(Rejection::BadLockName);
         }
         let first = self.requests.get(&(request.client, request.seq))?;
-        let newer_exists = self
-            .requests
-            .range((request.client, request.seq + 1)..=(request.client, u64::MAX))
-            .next()
-            .is_some();
+        // Nothing is newer than seq u64::MAX, which a hostile client may well use.
+        let newer_exists = request.seq.checked_add(1).is_some_and(|next| {
+            self.requests
+                .range((request.client, next)..=(request.client, u64::MAX))
+                .next()
+                .is_some()
+        });
         let same = first.kind == request.kind && first.lock == *request.lock;
         (!same && !newer_exists).then_some(Rejection::SeqReused)
     }
@@ -1054,12 +1056,12 @@ impl RogueIsolation {
     /// an answer of another operation's kind, or the cached answer of another write that used
     /// the same seq first.
     fn own_outcome_problem(&self, sent: &RogueRequest, outcome: &Outcome) -> Option<String> {
-        let fits = match (sent.op, outcome) {
-            ("preempt", Outcome::Granted { .. } | Outcome::HeldBy { .. }) => true,
-            ("release", Outcome::Released | Outcome::NotOwner) => true,
-            ("check", Outcome::Free | Outcome::Owner { .. }) => true,
-            _ => false,
-        };
+        let fits = matches!(
+            (sent.op, outcome),
+            ("preempt", Outcome::Granted { .. } | Outcome::HeldBy { .. })
+                | ("release", Outcome::Released | Outcome::NotOwner)
+                | ("check", Outcome::Free | Outcome::Owner { .. })
+        );
         if !fits {
             return Some(format!("that is no answer to a {}", sent.op));
         }
@@ -2025,6 +2027,31 @@ mod tests {
         );
         assert!(violation.message.contains("; and 2 more"), "{violation}");
         assert!(!violation.message.contains("lock `lock11`"), "{violation}");
+    }
+
+    #[test]
+    fn a_write_at_seq_u64_max_reused_for_another_lock_must_be_rejected_without_overflow() {
+        let mut checker = two_registered_clients();
+        commit(
+            &mut checker,
+            3,
+            preempt(C1, u64::MAX, "a"),
+            fresh(granted(3)),
+        );
+        let rejected = ApplyResult::Rejected {
+            rejection: Rejection::SeqReused,
+        };
+        commit(&mut checker, 4, preempt(C1, u64::MAX, "b"), rejected);
+        expect_violation(
+            try_commit(
+                &mut checker,
+                5,
+                release(C1, u64::MAX, "a"),
+                fresh(Outcome::Released),
+            ),
+            MUTUAL_EXCLUSION,
+            &["must be rejected (SeqReused)"],
+        );
     }
 
     // Rogue isolation: rogues change no one else's locks and are never answered as if a

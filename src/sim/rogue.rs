@@ -22,11 +22,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// Most rogues a scenario may have.
-pub const ROGUES_MAX: u32 = 64;
+pub const ROGUES_MAX: u32 = 16;
 /// Highest attack rate of one rogue, in requests per second.
 pub const ROGUE_RATE_MAX: f64 = 1_000.0;
 /// Most requests one rogue sends in a run; it falls silent after that.
-pub const ROGUE_REQUESTS_MAX: u64 = 200_000;
+pub const ROGUE_REQUESTS_MAX: u64 = 100_000;
 /// Identities a rogue registers for itself: one for its ordinary requests, one it burns on
 /// huge seqs (after `u64::MAX` every later seq of that identity is stale).
 const IDENTITIES_WANTED: usize = 2;
