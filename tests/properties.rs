@@ -10,7 +10,7 @@
 //! `LOCKSTEP_PROPTEST_CASES=5000 LOCKSTEP_PROPTEST_SEED=7 cargo test --release --test properties`.
 
 use lockstep::sim::explore;
-use lockstep::sim::swarm::{Fault, FaultKind, Shape, election_spread_floor_ms};
+use lockstep::sim::swarm::{Fault, FaultKind, RogueShape, Shape, election_spread_floor_ms};
 use proptest::prelude::*;
 
 fn fault_kind() -> impl Strategy<Value = FaultKind> {
@@ -65,6 +65,7 @@ prop_compose! {
         election_timeout_ms in prop_oneof![Just((150u32, 150u32)), (100..200u32, 1..20u32)],
         append_batch in prop_oneof![Just(64u32), 1..4u32],
         snapshot_entries in proptest::option::of(2..40u32),
+        rogues in proptest::option::of((1..3u32, 1..40u32)),
     ) -> Shape {
         // As in the explorer: a spread below a round trip can split the vote for good, and
         // then the liveness phase would fail a protocol Raft promises nothing for.
@@ -93,6 +94,12 @@ prop_compose! {
             ),
             append_batch,
             snapshot_entries,
+            // Rogues with every attack kind on; shrinking tries first without them.
+            rogues: rogues.map(|(count, rate_per_second)| RogueShape {
+                count,
+                rate_per_second,
+                mix: [1; 8],
+            }),
         }
     }
 }

@@ -448,3 +448,51 @@ fn a_file_with_more_events_than_the_limit_is_refused_with_the_limit() {
         "100001 events are above the limit of 100000",
     );
 }
+
+#[test]
+fn a_rogue_mix_with_an_unknown_attack_kind_names_the_kinds_that_exist() {
+    let text = format!("{VALID_HEAD}rogues: {{clients: 2, rate: 20/s, mix: {{forge: 1}}}}\n");
+    let problems = problems_of(yaml(&text));
+    assert_single_problem(&problems, "rogues.mix.forge", "is not an attack kind");
+    assert!(problems[0].contains("forged_id"), "{problems:?}");
+}
+
+#[test]
+fn a_rogue_rate_without_per_second_or_out_of_range_is_refused_at_its_place() {
+    let text = format!("{VALID_HEAD}rogues: {{clients: 2, rate: 20}}\n");
+    assert_single_problem(&problems_of(yaml(&text)), "rogues.rate", "is not a rate");
+    let text = format!("{VALID_HEAD}rogues: {{clients: 2, rate: 0/s}}\n");
+    assert_single_problem(&problems_of(yaml(&text)), "rogues.rate", "out of range");
+    let text = format!("{VALID_HEAD}rogues: {{clients: 99, rate: 5/s}}\n");
+    assert_single_problem(&problems_of(yaml(&text)), "rogues.clients", "out of range");
+}
+
+#[test]
+fn an_unknown_key_in_rogues_is_a_syntax_error_and_all_zero_weights_are_refused() {
+    let text = format!("{VALID_HEAD}rogues: {{clients: 1, rate: 5/s, burst: 3}}\n");
+    let (line, _, message) = syntax_of(yaml(&text));
+    assert_eq!(line, 5);
+    assert!(message.contains("unknown field `burst`"), "{message:?}");
+    let text = format!("{VALID_HEAD}rogues: {{clients: 1, rate: 5/s, mix: {{huge_seq: 0}}}}\n");
+    assert_single_problem(&problems_of(yaml(&text)), "rogues.mix", "sum to 0");
+}
+
+#[test]
+fn a_rogue_may_be_partitioned_but_only_the_rogues_that_exist() {
+    let text = format!(
+        "{VALID_HEAD}rogues: {{clients: 2, rate: 5/s}}\nevents:\n  - {{at: 1s, partition: [[s1, r2], [s2, r3]]}}\n"
+    );
+    let problems = problems_of(yaml(&text));
+    assert_single_problem(
+        &problems,
+        "events[0].partition[1][1]",
+        "not in this cluster",
+    );
+    assert!(problems[0].contains("r1..r2"), "{problems:?}");
+    let without = with_events("  - {at: 1s, isolate: r1}\n");
+    assert_single_problem(
+        &problems_of(yaml(&without)),
+        "events[0].isolate",
+        "not in this cluster",
+    );
+}

@@ -176,3 +176,64 @@ fn the_follower_behind_the_compaction_point_catches_up_by_snapshot() {
     let report = runner::run(&scenario, RunOptions::default()).expect("runs");
     assert!(report.passed, "{}", report.render());
 }
+
+#[test]
+fn rogue_clients_attacking_through_a_crash_and_a_partition_leave_honest_locks_intact() {
+    let scenario = shipped("11-rogue-clients.yaml");
+    let report = runner::run(&scenario, RunOptions::default()).expect("no trace");
+    assert!(report.passed, "{}", report.render());
+    let rogues = report.rogues.as_ref().expect("the scenario has rogues");
+    let sent: u64 = rogues.sent.values().sum();
+    assert!(sent > 500, "two rogues at 25/s for 20s: {sent}");
+    assert!(
+        rogues.sent.len() >= 9,
+        "every attack kind and hello: {rogues:?}"
+    );
+    assert!(
+        rogues.errors > sent / 2,
+        "most hostile requests are refused"
+    );
+    let isolation = report
+        .invariants
+        .iter()
+        .find(|invariant| invariant.name == "rogue_isolation")
+        .expect("listed when there are rogues");
+    assert!(isolation.held && isolation.checks > 500);
+    // Rogue operations are not client operations: the history holds the honest ones only.
+    assert!(report.history.iter().all(|op| op.client <= 3));
+}
+
+#[test]
+fn a_run_with_rogues_is_byte_identical_for_one_seed() {
+    let scenario = shipped("11-rogue-clients.yaml");
+    let first = traced_run(&scenario);
+    assert!(
+        first == traced_run(&scenario),
+        "two runs of one seed diverged"
+    );
+    let text = String::from_utf8(first).expect("UTF-8");
+    assert!(text.contains("\"from\":\"r1\""), "rogue traffic is traced");
+}
+
+#[test]
+fn adding_rogues_leaves_the_honest_workload_and_the_first_honest_messages_as_they_were() {
+    // Rogues draw from their own streams. Until the first rogue message, a run with rogues
+    // is the run without them, message for message.
+    let with = shipped("11-rogue-clients.yaml");
+    let mut without = with.clone();
+    without.rogues = None;
+    let lines = |scenario: &Scenario| {
+        let trace = String::from_utf8(traced_run(scenario)).expect("UTF-8");
+        trace.lines().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let (with_lines, without_lines) = (lines(&with), lines(&without));
+    let first_rogue = with_lines
+        .iter()
+        .position(|line| line.contains("\"r1\"") || line.contains("\"r2\""))
+        .expect("rogues sent something");
+    assert!(
+        first_rogue > 5,
+        "the rogues start after a gap: {first_rogue}"
+    );
+    assert_eq!(with_lines[..first_rogue], without_lines[..first_rogue]);
+}

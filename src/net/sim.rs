@@ -16,12 +16,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
-/// A node on the simulated network: a server, or a scenario client `cN` (1-based).
+/// A node on the simulated network: a server, a scenario client `cN` or a rogue client `rN`
+/// (both 1-based). A rogue bypasses `node::Client` and sends hostile requests straight to the
+/// servers (`sim::rogue`).
 #[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(into = "String")]
 pub enum Endpoint {
     Server(ServerId),
     Client(u32),
+    Rogue(u32),
 }
 
 impl fmt::Display for Endpoint {
@@ -29,6 +32,7 @@ impl fmt::Display for Endpoint {
         match self {
             Endpoint::Server(id) => write!(f, "{id}"),
             Endpoint::Client(n) => write!(f, "c{n}"),
+            Endpoint::Rogue(n) => write!(f, "r{n}"),
         }
     }
 }
@@ -187,34 +191,49 @@ impl SimNetwork {
     /// Draws the same number of random values whatever the connectivity, so that a partition
     /// does not reshuffle the fate of every later message.
     pub fn transmit(&mut self, from: Endpoint, to: Endpoint) -> Transmission {
-        let lost = self.rng.random_bool(self.params.drop);
-        let duplicated = self.rng.random_bool(self.params.duplicate);
-        let delay = self.latency();
-        let duplicate_delay = self.latency();
-        if !self.can_deliver(from, to) {
-            return Transmission::Blocked;
-        }
-        if lost {
-            return Transmission::Dropped;
-        }
-        Transmission::Delivered {
-            delay,
-            duplicate_delay: duplicated.then_some(duplicate_delay),
-        }
+        let deliverable = self.can_deliver(from, to);
+        fate(&mut self.rng, &self.params, deliverable)
     }
 
-    fn latency(&mut self) -> Duration {
-        let params = self.params;
-        let in_tail = self
-            .rng
-            .random_bool(params.tail.map_or(0.0, |tail| tail.probability));
-        let (low, high) = match params.tail {
-            Some(tail) if in_tail => (params.latency_max, tail.max.max(params.latency_max)),
-            _ => (params.latency_min, params.latency_max),
-        };
-        let span = crate::node::time::duration_nanos(high - low);
-        low + Duration::from_nanos(self.rng.random_range(0..=span))
+    /// [`SimNetwork::transmit`] with the fate drawn from `rng` instead of the network's own
+    /// stream: the same parameters and connectivity, but traffic the caller keeps apart (rogue
+    /// clients') leaves the fates of every other message exactly as they were.
+    pub fn transmit_drawing_from(
+        &self,
+        rng: &mut ChaCha8Rng,
+        from: Endpoint,
+        to: Endpoint,
+    ) -> Transmission {
+        fate(rng, &self.params, self.can_deliver(from, to))
     }
+}
+
+/// One message's fate. Draws the same values whether or not it can be delivered.
+fn fate(rng: &mut ChaCha8Rng, params: &NetworkParams, deliverable: bool) -> Transmission {
+    let lost = rng.random_bool(params.drop);
+    let duplicated = rng.random_bool(params.duplicate);
+    let delay = latency(rng, params);
+    let duplicate_delay = latency(rng, params);
+    if !deliverable {
+        return Transmission::Blocked;
+    }
+    if lost {
+        return Transmission::Dropped;
+    }
+    Transmission::Delivered {
+        delay,
+        duplicate_delay: duplicated.then_some(duplicate_delay),
+    }
+}
+
+fn latency(rng: &mut ChaCha8Rng, params: &NetworkParams) -> Duration {
+    let in_tail = rng.random_bool(params.tail.map_or(0.0, |tail| tail.probability));
+    let (low, high) = match params.tail {
+        Some(tail) if in_tail => (params.latency_max, tail.max.max(params.latency_max)),
+        _ => (params.latency_min, params.latency_max),
+    };
+    let span = crate::node::time::duration_nanos(high - low);
+    low + Duration::from_nanos(rng.random_range(0..=span))
 }
 
 fn assert_valid(params: &NetworkParams) {

@@ -104,6 +104,7 @@ impl BenchOptions {
                 think_min: Duration::from_millis(1),
                 think_max: Duration::from_millis(20),
             }),
+            rogues: None,
             expect_final: BTreeMap::new(),
         }
     }

@@ -12,8 +12,9 @@
 //! in the simulator, not in the system under test. Nothing here iterates a hash map.
 
 use crate::node::{
-    ApplyResult, ClientId, Command, Entry, Holder, LOCK_NAME_BYTES_MAX, LockName, LockTable,
-    LogIndex, Operation, Outcome, Rejection, Role, ServerId, Term, Time,
+    ApplyResult, ClientId, ClientReply, ClientRequest, ClientSecret, Command, Entry, Holder,
+    LOCK_NAME_BYTES_MAX, LockName, LockTable, LogIndex, Operation, Outcome, Rejection, ReplyBody,
+    RequestBody, Role, ServerId, Term, Time,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -30,6 +31,9 @@ pub const CONVERGENCE: &str = "convergence";
 pub const LEADER_COMPLETENESS: &str = "leader_completeness";
 /// A server casts at most one vote per term, across crashes and restarts.
 pub const ONE_VOTE_PER_TERM: &str = "one_vote_per_term";
+/// Rogue clients change no one else's locks, are never answered as if a request they cannot
+/// make had succeeded, and never make a server stop.
+pub const ROGUE_ISOLATION: &str = "rogue_isolation";
 
 /// How many differing locks a convergence violation lists; the rest are only counted, so that a
 /// report stays readable when a replica diverged wholesale.
@@ -312,7 +316,7 @@ impl StateMachineSafety {
 }
 
 /// Which of the two lock-changing requests a commit or an acknowledgement is about.
-#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum RequestKind {
     Preempt,
     Release,
@@ -461,11 +465,13 @@ impl MutualExclusion {
             return Some(Rejection::BadLockName);
         }
         let first = self.requests.get(&(request.client, request.seq))?;
-        let newer_exists = self
-            .requests
-            .range((request.client, request.seq + 1)..=(request.client, u64::MAX))
-            .next()
-            .is_some();
+        // Nothing is newer than seq u64::MAX, which a hostile client may well use.
+        let newer_exists = request.seq.checked_add(1).is_some_and(|next| {
+            self.requests
+                .range((request.client, next)..=(request.client, u64::MAX))
+                .next()
+                .is_some()
+        });
         let same = first.kind == request.kind && first.lock == *request.lock;
         (!same && !newer_exists).then_some(Rejection::SeqReused)
     }
@@ -844,6 +850,297 @@ fn mismatched_result(
         describe_result(result)
     );
     Violation::new(MUTUAL_EXCLUSION, now, message)
+}
+
+/// How a rogue's request proved who it is.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+enum Credential {
+    /// A hello: it claims no one.
+    Hello,
+    /// An id and secret that a welcome gave this very rogue.
+    Own,
+    /// An id with no secret.
+    Missing,
+    /// An id with a secret that is not the one this rogue was given for it.
+    Wrong,
+}
+
+/// What the checker keeps of one rogue request: enough to judge its answers.
+#[derive(Clone, Debug)]
+struct RogueRequest {
+    credential: Credential,
+    client: ClientId,
+    seq: u64,
+    /// The operation's name, and its lock when the name is within the limit; a malformed
+    /// name is not kept (it may be long), only the fact.
+    op: &'static str,
+    write: Option<RequestKind>,
+    lock: Option<LockName>,
+}
+
+impl RogueRequest {
+    fn describe(&self, rogue: u32, connection: u32) -> String {
+        let lock = match &self.lock {
+            Some(lock) => format!("`{lock}`"),
+            None => "a malformed lock name".to_string(),
+        };
+        let who = match self.credential {
+            Credential::Hello => return format!("r{rogue}'s hello (connection {connection})"),
+            Credential::Own => format!("as {}, its own identity", self.client),
+            Credential::Missing => format!("as {} with no secret", self.client),
+            Credential::Wrong => format!("as {} with a wrong secret", self.client),
+        };
+        format!(
+            "r{rogue}'s {} of {lock} seq {} {who} (connection {connection})",
+            self.op, self.seq
+        )
+    }
+}
+
+/// Rogue isolation: a rogue client, which sends hostile requests straight to servers, changes
+/// no other client's lock, is never answered with an outcome where it must be refused, and
+/// learns no cached answer for another operation under a reused seq.
+///
+/// It tracks the writes sent by whoever holds their credential (honest clients, and rogues
+/// under identities their own welcomes gave them): every write that commits with an effect must
+/// be one of them, so a forged or altered request that reaches the lock table is caught even
+/// if its answer is lost. Answers to rogues are judged against what each request could prove.
+///
+/// Calling contract: feed every write an honest client sends
+/// ([`RogueIsolation::observe_honest_request`]), every welcome a rogue receives, every rogue
+/// request when it is sent and every answer when it arrives (each request has its own
+/// connection number), and every committed index exactly once, in increasing order.
+#[derive(Clone, Debug, Default)]
+pub struct RogueIsolation {
+    /// Writes sent with a credential their sender holds.
+    authentic_writes: BTreeSet<(ClientId, u64, RequestKind, LockName)>,
+    /// The identities each rogue's welcomes gave it.
+    rogue_credentials: BTreeMap<u32, Vec<(ClientId, ClientSecret)>>,
+    /// Every rogue request, by (rogue, connection).
+    rogue_requests: BTreeMap<(u32, u32), RogueRequest>,
+    /// The first write committed with an effect per (client, seq), and its index.
+    first_commits: BTreeMap<(ClientId, u64), (RequestKind, LockName, LogIndex)>,
+    registered_clients: u64,
+    last_index: LogIndex,
+}
+
+impl RogueIsolation {
+    pub fn new() -> RogueIsolation {
+        RogueIsolation::default()
+    }
+
+    /// An honest client sent `request` (carrying its own secret, which is not looked at).
+    pub fn observe_honest_request(&mut self, request: &ClientRequest) {
+        if let RequestBody::Op { client, op, .. } = &request.body
+            && let Some(kind) = write_kind(op)
+        {
+            let key = (*client, request.seq, kind, op.lock().clone());
+            self.authentic_writes.insert(key);
+        }
+    }
+
+    /// Rogue `rogue` received a welcome: from now on it holds this identity.
+    pub fn observe_rogue_welcome(&mut self, rogue: u32, client: ClientId, secret: ClientSecret) {
+        let identities = self.rogue_credentials.entry(rogue).or_default();
+        if !identities.iter().any(|(id, _)| *id == client) {
+            identities.push((client, secret));
+        }
+    }
+
+    /// Rogue `rogue` sent `request` on `connection`, which no earlier request used.
+    pub fn observe_rogue_request(&mut self, rogue: u32, connection: u32, request: &ClientRequest) {
+        let entry = match &request.body {
+            RequestBody::Hello { .. } => RogueRequest {
+                credential: Credential::Hello,
+                client: ClientId(0),
+                seq: request.seq,
+                op: "hello",
+                write: None,
+                lock: None,
+            },
+            RequestBody::Op { client, secret, op } => {
+                let owned = self
+                    .rogue_credentials
+                    .get(&rogue)
+                    .is_some_and(|identities| {
+                        identities
+                            .iter()
+                            .any(|(id, issued)| id == client && Some(*issued) == *secret)
+                    });
+                let credential = match (owned, secret) {
+                    (true, _) => Credential::Own,
+                    (false, None) => Credential::Missing,
+                    (false, Some(_)) => Credential::Wrong,
+                };
+                let name = op.lock();
+                let well_formed = !name.is_empty() && name.len() <= LOCK_NAME_BYTES_MAX;
+                let write = write_kind(op);
+                if let (Credential::Own, true, Some(kind)) = (credential, well_formed, write) {
+                    let key = (*client, request.seq, kind, name.clone());
+                    self.authentic_writes.insert(key);
+                }
+                RogueRequest {
+                    credential,
+                    client: *client,
+                    seq: request.seq,
+                    op: op.kind_name(),
+                    write,
+                    lock: well_formed.then(|| name.clone()),
+                }
+            }
+        };
+        let previous = self.rogue_requests.insert((rogue, connection), entry);
+        assert!(
+            previous.is_none(),
+            "rogue isolation: r{rogue} reused connection {connection} (a simulator bug)"
+        );
+    }
+
+    /// Rogue `rogue` received `reply` on `connection`.
+    pub fn observe_rogue_reply(
+        &self,
+        now: Time,
+        rogue: u32,
+        connection: u32,
+        reply: &ClientReply,
+    ) -> Result<(), Violation> {
+        let sent = self
+            .rogue_requests
+            .get(&(rogue, connection))
+            .unwrap_or_else(|| {
+                panic!(
+                    "rogue isolation: r{rogue} answered on connection {connection}, never opened"
+                )
+            });
+        let outcome = match (&reply.body, sent.credential) {
+            (ReplyBody::Error(_), _) => return Ok(()),
+            (ReplyBody::Welcome { .. }, Credential::Hello) => return Ok(()),
+            (ReplyBody::Welcome { client, .. }, _) => {
+                let message = format!(
+                    "{} was answered with a welcome (as {client})",
+                    sent.describe(rogue, connection)
+                );
+                return Err(Violation::new(ROGUE_ISOLATION, now, message));
+            }
+            (ReplyBody::Outcome(outcome), _) => *outcome,
+        };
+        let request = sent.describe(rogue, connection);
+        let answered = describe_outcome(&outcome);
+        let problem = match sent.credential {
+            Credential::Hello => Some("a hello is answered with a welcome or an error".to_string()),
+            Credential::Missing | Credential::Wrong if !self.is_issued(sent.client) => {
+                Some(format!(
+                    "no hello issued {} then, so it must be refused (unknown_client)",
+                    sent.client
+                ))
+            }
+            Credential::Missing | Credential::Wrong => Some(format!(
+                "it cannot prove it is {}, so it must be refused (unauthorized)",
+                sent.client
+            )),
+            Credential::Own if sent.lock.is_none() => {
+                Some("its lock name breaks the limit, so it must be refused (bad_request)".into())
+            }
+            Credential::Own => self.own_outcome_problem(sent, &outcome),
+        };
+        match problem {
+            None => Ok(()),
+            Some(problem) => {
+                let message = format!("{request} was answered {answered}: {problem}");
+                Err(Violation::new(ROGUE_ISOLATION, now, message))
+            }
+        }
+    }
+
+    /// What is wrong with `outcome` as the answer to a rogue's request under its own identity:
+    /// an answer of another operation's kind, or the cached answer of another write that used
+    /// the same seq first.
+    fn own_outcome_problem(&self, sent: &RogueRequest, outcome: &Outcome) -> Option<String> {
+        let fits = matches!(
+            (sent.op, outcome),
+            ("preempt", Outcome::Granted { .. } | Outcome::HeldBy { .. })
+                | ("release", Outcome::Released | Outcome::NotOwner)
+                | ("check", Outcome::Free | Outcome::Owner { .. })
+        );
+        if !fits {
+            return Some(format!("that is no answer to a {}", sent.op));
+        }
+        let (kind, lock) = (sent.write?, sent.lock.as_ref()?);
+        match self.first_commits.get(&(sent.client, sent.seq)) {
+            Some((first_kind, first_lock, index)) if (first_kind, first_lock) != (&kind, lock) => {
+                Some(format!(
+                    "seq {} was first committed at index {index} as a {} of `{first_lock}`, so \
+                     this other write must be refused (seq_reused), not given its answer",
+                    sent.seq,
+                    first_kind.name()
+                ))
+            }
+            Some(_) => None,
+            // A preempt refused by a leader's read has no entry; anything else does.
+            None if matches!(outcome, Outcome::HeldBy { .. }) => None,
+            None => Some("no entry for its seq was committed, yet it has an outcome".into()),
+        }
+    }
+
+    fn is_issued(&self, client: ClientId) -> bool {
+        client.0 >= 1 && client.0 <= self.registered_clients
+    }
+
+    /// The entry committed at `index`. A write that took effect must have been sent by
+    /// someone holding its client's credential.
+    pub fn observe_committed(
+        &mut self,
+        now: Time,
+        index: LogIndex,
+        command: &Command,
+        result: &ApplyResult,
+    ) -> Result<(), Violation> {
+        assert!(
+            index > self.last_index,
+            "rogue isolation: committed index {index} fed after index {}",
+            self.last_index
+        );
+        self.last_index = index;
+        let (client, seq, lock, kind) = match command {
+            Command::Register { .. } => {
+                self.registered_clients += 1;
+                return Ok(());
+            }
+            Command::Noop => return Ok(()),
+            Command::Preempt { client, seq, lock } => (*client, *seq, lock, RequestKind::Preempt),
+            Command::Release { client, seq, lock } => (*client, *seq, lock, RequestKind::Release),
+        };
+        let ApplyResult::Outcome { outcome, duplicate } = result else {
+            // Rejected or stale: no effect on any lock.
+            return Ok(());
+        };
+        if !duplicate {
+            self.first_commits
+                .entry((client, seq))
+                .or_insert_with(|| (kind, lock.clone(), index));
+        }
+        if self
+            .authentic_writes
+            .contains(&(client, seq, kind, lock.clone()))
+        {
+            return Ok(());
+        }
+        let message = format!(
+            "index {index} committed {} as {}, but nobody holding {client}'s secret sent that \
+             request: someone else acted as {client}",
+            describe_command(command),
+            describe_outcome(outcome)
+        );
+        Err(Violation::new(ROGUE_ISOLATION, now, message))
+    }
+}
+
+fn write_kind(op: &Operation) -> Option<RequestKind> {
+    match op {
+        Operation::Preempt { .. } => Some(RequestKind::Preempt),
+        Operation::Release { .. } => Some(RequestKind::Release),
+        Operation::Check { .. } => None,
+    }
 }
 
 /// Convergence: every given live replica holds the same lock map. Call it only on replicas that
@@ -1813,5 +2110,254 @@ mod tests {
         );
         assert!(violation.message.contains("; and 2 more"), "{violation}");
         assert!(!violation.message.contains("lock `lock11`"), "{violation}");
+    }
+
+    #[test]
+    fn a_write_at_seq_u64_max_reused_for_another_lock_must_be_rejected_without_overflow() {
+        let mut checker = two_registered_clients();
+        commit(
+            &mut checker,
+            3,
+            preempt(C1, u64::MAX, "a"),
+            fresh(granted(3)),
+        );
+        let rejected = ApplyResult::Rejected {
+            rejection: Rejection::SeqReused,
+        };
+        commit(&mut checker, 4, preempt(C1, u64::MAX, "b"), rejected);
+        expect_violation(
+            try_commit(
+                &mut checker,
+                5,
+                release(C1, u64::MAX, "a"),
+                fresh(Outcome::Released),
+            ),
+            MUTUAL_EXCLUSION,
+            &["must be rejected (SeqReused)"],
+        );
+    }
+
+    // Rogue isolation: rogues change no one else's locks and are never answered as if a
+    // request they cannot make had succeeded.
+
+    const R1: u32 = 1;
+    const SECRET_ONE: ClientSecret = ClientSecret::from_bytes([1; 16]);
+    const SECRET_TWO: ClientSecret = ClientSecret::from_bytes([2; 16]);
+    /// The rogue's own identity: client#3.
+    const C3: ClientId = ClientId(3);
+
+    fn request(
+        client: ClientId,
+        secret: Option<ClientSecret>,
+        seq: u64,
+        op: Operation,
+    ) -> ClientRequest {
+        ClientRequest {
+            seq,
+            seen_index: 0,
+            term: 1,
+            body: RequestBody::Op { client, secret, op },
+        }
+    }
+
+    fn reply(seq: u64, body: ReplyBody) -> ClientReply {
+        ClientReply {
+            seq,
+            index: 5,
+            term: 1,
+            body,
+        }
+    }
+
+    /// Three registrations committed (client#1 and #2 honest, client#3 the rogue's), c1's
+    /// preempt of `a` seq 1 sent and committed as granted at index 4.
+    fn isolation_with_a_rogue() -> RogueIsolation {
+        let mut checker = RogueIsolation::new();
+        for index in 1..=3 {
+            let register = Command::Register {
+                nonce: index,
+                secret: None,
+            };
+            let registered = ApplyResult::Registered {
+                client: ClientId(index),
+            };
+            assert_eq!(
+                checker.observe_committed(at(index), index, &register, &registered),
+                Ok(())
+            );
+        }
+        checker.observe_rogue_welcome(R1, C3, SECRET_ONE);
+        checker.observe_honest_request(&request(C1, Some(SECRET_TWO), 1, preempt_op("a")));
+        let verdict = checker.observe_committed(at(4), 4, &preempt(C1, 1, "a"), &fresh(granted(4)));
+        assert_eq!(verdict, Ok(()), "c1 sent what committed");
+        checker
+    }
+
+    #[test]
+    fn a_committed_release_of_an_honest_lock_that_its_client_never_sent_is_caught() {
+        let mut checker = isolation_with_a_rogue();
+        // The rogue sent it as client#1 without the secret; a server let it through.
+        checker.observe_rogue_request(R1, 0, &request(C1, None, 2, release_op("a")));
+        let verdict =
+            checker.observe_committed(at(6), 5, &release(C1, 2, "a"), &fresh(Outcome::Released));
+        expect_violation(
+            verdict,
+            ROGUE_ISOLATION,
+            &[
+                "index 5",
+                "release `a` by client#1 seq 2",
+                "someone else acted as client#1",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_committed_write_with_an_honest_seq_but_another_lock_is_caught() {
+        let mut checker = isolation_with_a_rogue();
+        let verdict = checker.observe_committed(at(6), 5, &preempt(C1, 1, "b"), &fresh(granted(5)));
+        expect_violation(verdict, ROGUE_ISOLATION, &["preempt `b` by client#1 seq 1"]);
+        // Rejected or stale entries change nothing: no violation, whoever sent them.
+        let mut checker = isolation_with_a_rogue();
+        let rejected = ApplyResult::Rejected {
+            rejection: Rejection::SeqReused,
+        };
+        assert_eq!(
+            checker.observe_committed(at(6), 5, &preempt(C1, 1, "b"), &rejected),
+            Ok(())
+        );
+        assert_eq!(
+            checker.observe_committed(at(6), 6, &release(C2, 9, "a"), &ApplyResult::Stale),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_rogue_acting_under_its_own_identity_may_change_its_own_locks() {
+        let mut checker = isolation_with_a_rogue();
+        checker.observe_rogue_request(R1, 0, &request(C3, Some(SECRET_ONE), 1, preempt_op("r1.a")));
+        let verdict =
+            checker.observe_committed(at(6), 5, &preempt(C3, 1, "r1.a"), &fresh(granted(5)));
+        assert_eq!(verdict, Ok(()));
+        let answer = reply(1, ReplyBody::Outcome(granted(5)));
+        assert_eq!(checker.observe_rogue_reply(at(7), R1, 0, &answer), Ok(()));
+        // Errors are always acceptable answers.
+        let error = reply(1, ReplyBody::Error(crate::node::ServiceError::Overloaded));
+        assert_eq!(checker.observe_rogue_reply(at(8), R1, 0, &error), Ok(()));
+    }
+
+    #[test]
+    fn a_forged_request_answered_with_an_outcome_is_caught_with_or_without_a_secret() {
+        let mut checker = isolation_with_a_rogue();
+        checker.observe_rogue_request(R1, 0, &request(C1, None, 1, preempt_op("a")));
+        checker.observe_rogue_request(R1, 1, &request(C2, Some(SECRET_ONE), 1, release_op("a")));
+        let check = Operation::Check {
+            lock: lock("a"),
+            consistency: crate::node::Consistency::Linearizable,
+        };
+        checker.observe_rogue_request(R1, 2, &request(C2, Some(SECRET_TWO), 7, check));
+        let granted_again = reply(1, ReplyBody::Outcome(granted(4)));
+        expect_violation(
+            checker.observe_rogue_reply(at(7), R1, 0, &granted_again),
+            ROGUE_ISOLATION,
+            &[
+                "as client#1 with no secret",
+                "must be refused (unauthorized)",
+            ],
+        );
+        let released = reply(1, ReplyBody::Outcome(Outcome::Released));
+        expect_violation(
+            checker.observe_rogue_reply(at(7), R1, 1, &released),
+            ROGUE_ISOLATION,
+            &["as client#2 with a wrong secret", "unauthorized"],
+        );
+        let owner = reply(
+            7,
+            ReplyBody::Outcome(Outcome::Owner {
+                owner: C1,
+                token: 4,
+            }),
+        );
+        expect_violation(
+            checker.observe_rogue_reply(at(7), R1, 2, &owner),
+            ROGUE_ISOLATION,
+            &["check of `a`", "unauthorized"],
+        );
+    }
+
+    #[test]
+    fn an_id_no_hello_issued_answered_with_an_outcome_is_caught() {
+        let mut checker = isolation_with_a_rogue();
+        let ghost = ClientId(999_999);
+        checker.observe_rogue_request(R1, 0, &request(ghost, None, 2, preempt_op("ghost")));
+        let answer = reply(2, ReplyBody::Outcome(granted(5)));
+        expect_violation(
+            checker.observe_rogue_reply(at(7), R1, 0, &answer),
+            ROGUE_ISOLATION,
+            &["client#999999", "no hello issued", "unknown_client"],
+        );
+    }
+
+    #[test]
+    fn a_reused_seq_answered_with_another_writes_cached_outcome_is_caught() {
+        let mut checker = isolation_with_a_rogue();
+        checker.observe_rogue_request(R1, 0, &request(C3, Some(SECRET_ONE), 4, preempt_op("r1.a")));
+        let first =
+            checker.observe_committed(at(6), 5, &preempt(C3, 4, "r1.a"), &fresh(granted(5)));
+        assert_eq!(first, Ok(()));
+        // The same seq, now for a release of the same lock, then a preempt of another lock.
+        checker.observe_rogue_request(R1, 1, &request(C3, Some(SECRET_ONE), 4, release_op("r1.a")));
+        checker.observe_rogue_request(R1, 2, &request(C3, Some(SECRET_ONE), 4, preempt_op("r1.b")));
+        let cached = reply(4, ReplyBody::Outcome(granted(5)));
+        expect_violation(
+            checker.observe_rogue_reply(at(7), R1, 1, &cached),
+            ROGUE_ISOLATION,
+            &["that is no answer to a release"],
+        );
+        expect_violation(
+            checker.observe_rogue_reply(at(7), R1, 2, &cached),
+            ROGUE_ISOLATION,
+            &[
+                "seq 4 was first committed at index 5 as a preempt of `r1.a`",
+                "seq_reused",
+            ],
+        );
+        // The original request's retry may hear its own answer again.
+        assert_eq!(checker.observe_rogue_reply(at(8), R1, 0, &cached), Ok(()));
+    }
+
+    #[test]
+    fn a_malformed_lock_name_or_a_misplaced_welcome_answered_as_success_is_caught() {
+        let mut checker = isolation_with_a_rogue();
+        let long = "x".repeat(LOCK_NAME_BYTES_MAX + 1);
+        checker.observe_rogue_request(R1, 0, &request(C3, Some(SECRET_ONE), 9, preempt_op(&long)));
+        let answer = reply(9, ReplyBody::Outcome(granted(5)));
+        expect_violation(
+            checker.observe_rogue_reply(at(7), R1, 0, &answer),
+            ROGUE_ISOLATION,
+            &["a malformed lock name", "bad_request"],
+        );
+        checker.observe_rogue_request(R1, 1, &request(C1, None, 3, release_op("a")));
+        let welcome = ReplyBody::Welcome {
+            nonce: 1,
+            client: C1,
+            secret: SECRET_TWO,
+        };
+        expect_violation(
+            checker.observe_rogue_reply(at(7), R1, 1, &reply(3, welcome)),
+            ROGUE_ISOLATION,
+            &["answered with a welcome"],
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "never opened")]
+    fn an_answer_on_a_connection_never_opened_is_a_simulator_bug() {
+        let checker = isolation_with_a_rogue();
+        let _ = checker.observe_rogue_reply(
+            at(7),
+            R1,
+            42,
+            &reply(1, ReplyBody::Outcome(Outcome::Free)),
+        );
     }
 }

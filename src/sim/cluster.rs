@@ -6,17 +6,21 @@
 //! [`SimNetwork`], and schedules deliveries and timers on the event queue. It never decides
 //! anything the protocol should decide.
 
-use super::checkers::{self, ElectionSafety, MutualExclusion, StateMachineSafety, Violation};
+use super::checkers::{
+    self, ElectionSafety, MutualExclusion, RogueIsolation, StateMachineSafety, Violation,
+};
 use super::queue::{EventQueue, QueueFull};
 use super::rng::{Stream, Streams};
+use super::rogue::{AttackKind, Rogue, RogueSpec};
 use super::trace::{Payload, Recorder, TraceEvent};
 use crate::net::{Endpoint, NetworkParams, SimNetwork, Transmission};
 use crate::node::client::Client;
 use crate::node::{
-    ClientAddr, ClientConfig, ClientError, ClientId, ClientInput, ClientOutput, ClientTimer,
-    DurableState, Operation, Outcome, Role, Server, ServerConfig, ServerId, ServerInput,
-    ServerOutput, ServerTimer, Time,
+    ClientAddr, ClientConfig, ClientError, ClientId, ClientInput, ClientOutput, ClientReply,
+    ClientTimer, DurableState, Operation, Outcome, ReplyBody, RequestBody, Role, Server,
+    ServerConfig, ServerId, ServerInput, ServerOutput, ServerTimer, Time,
 };
+use rand_chacha::ChaCha8Rng;
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -60,8 +64,13 @@ pub enum Event {
         from: Endpoint,
         to: Endpoint,
         incarnation: u32,
+        /// The rogue connection a rogue's request came from or a reply goes back to: each
+        /// rogue request has its own, as if it opened a connection per request.
+        connection: Option<u32>,
         payload: Payload,
     },
+    /// A rogue client sends its next hostile request.
+    RogueAttack(u32),
     ServerTimer {
         server: u32,
         timer: ServerTimer,
@@ -98,6 +107,48 @@ pub struct ClusterSpec {
     pub append_batch: usize,
     /// Applied entries a server keeps before it snapshots and compacts its log; `None` never.
     pub snapshot_entries: Option<u64>,
+    /// Rogue clients `r1..rN`, which attack once [`Cluster::start_rogues`] is called.
+    pub rogues: Option<RogueSpec>,
+}
+
+/// Client addresses of rogue requests have this bit set, the rogue number in bits 32..63 and
+/// the connection number below: honest clients' addresses are their small client numbers.
+const ROGUE_ADDRESS_BIT: u64 = 1 << 63;
+
+fn rogue_address(rogue: u32, connection: u32) -> ClientAddr {
+    ClientAddr(ROGUE_ADDRESS_BIT | (u64::from(rogue) << 32) | u64::from(connection))
+}
+
+/// The (rogue, connection) of a rogue address, `None` for an honest client's.
+fn rogue_of(address: ClientAddr) -> Option<(u32, u32)> {
+    if address.0 & ROGUE_ADDRESS_BIT == 0 {
+        return None;
+    }
+    let rogue = ((address.0 & !ROGUE_ADDRESS_BIT) >> 32) as u32;
+    Some((rogue, address.0 as u32))
+}
+
+/// What the rogues did, for the summary.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RogueStats {
+    /// Requests sent, per attack kind (`hello` for their own registrations).
+    pub sent: BTreeMap<&'static str, u64>,
+    /// Answers received: refusals and other errors, welcomes, outcomes.
+    pub errors: u64,
+    pub welcomes: u64,
+    pub outcomes: u64,
+}
+
+/// The rogues and what watches them.
+struct Rogues {
+    spec: RogueSpec,
+    rogues: Vec<Rogue>,
+    /// Fates of rogue traffic, apart from the network's own stream.
+    network_rng: ChaCha8Rng,
+    /// Rogues send nothing from this time on.
+    until: Time,
+    isolation: RogueIsolation,
+    stats: RogueStats,
 }
 
 /// Counters for the run summary.
@@ -168,6 +219,7 @@ pub struct Cluster {
     pub client_events: Vec<ClientEvent>,
     violation: Option<Violation>,
     pub events_processed: u64,
+    rogues: Option<Rogues>,
 }
 
 fn timer_slot(timer: ServerTimer) -> usize {
@@ -234,6 +286,23 @@ impl Cluster {
             })
             .collect();
         let network = SimNetwork::new(spec.network, streams.seed_for(Stream::Network));
+        let rogues = spec.rogues.as_ref().map(|rogue_spec| Rogues {
+            spec: rogue_spec.clone(),
+            rogues: (1..=rogue_spec.clients)
+                .map(|n| {
+                    Rogue::new(
+                        n,
+                        spec.servers,
+                        rogue_spec,
+                        streams.rng_for(Stream::Rogue(n)),
+                    )
+                })
+                .collect(),
+            network_rng: streams.rng_for(Stream::RogueNetwork),
+            until: Time::ZERO,
+            isolation: RogueIsolation::new(),
+            stats: RogueStats::default(),
+        });
         let mut cluster = Cluster {
             queue: EventQueue::new(queue_max),
             streams,
@@ -252,6 +321,7 @@ impl Cluster {
             client_events: Vec::new(),
             violation: None,
             events_processed: 0,
+            rogues,
         };
         for number in 1..=spec.servers {
             cluster.boot_server(number)?;
@@ -316,6 +386,98 @@ impl Cluster {
         self.streams.rng_for(stream)
     }
 
+    /// What the rogues sent and heard, if the cluster has any.
+    pub fn rogue_stats(&self) -> Option<&RogueStats> {
+        self.rogues.as_ref().map(|rogues| &rogues.stats)
+    }
+
+    /// Lets the rogues attack, each from a gap drawn from its own stream, until `until`.
+    pub fn start_rogues(&mut self, until: Time) -> Result<(), QueueFull> {
+        let Some(rogues) = self.rogues.as_mut() else {
+            return Ok(());
+        };
+        rogues.until = until;
+        let rate = rogues.spec.rate_per_second;
+        let mut starts = Vec::with_capacity(rogues.rogues.len());
+        for rogue in &mut rogues.rogues {
+            starts.push((rogue.number(), rogue.gap_nanos(rate)));
+        }
+        for (number, gap) in starts {
+            let at = self.now() + Duration::from_nanos(gap);
+            self.queue.push(at, Event::RogueAttack(number))?;
+        }
+        Ok(())
+    }
+
+    /// Rogue `number` sends its next request and schedules the one after.
+    fn rogue_attack(&mut self, number: u32) -> Result<(), QueueFull> {
+        let now = self.now();
+        let Some(rogues) = self.rogues.as_mut() else {
+            unreachable!("a rogue attack is scheduled only for a cluster with rogues");
+        };
+        let rate = rogues.spec.rate_per_second;
+        let rogue = &mut rogues.rogues[(number - 1) as usize];
+        if now >= rogues.until || rogue.is_spent() {
+            return Ok(());
+        }
+        let connection = u32::try_from(rogue.sent()).expect("bounded by ROGUE_REQUESTS_MAX");
+        let attack = rogue.next_attack();
+        let next = now + Duration::from_nanos(rogue.gap_nanos(rate));
+        let kind = attack.kind.map_or("hello", AttackKind::name);
+        *rogues.stats.sent.entry(kind).or_insert(0) += 1;
+        rogues
+            .isolation
+            .observe_rogue_request(number, connection, &attack.request);
+        self.transmit(
+            Endpoint::Rogue(number),
+            Endpoint::Server(attack.to),
+            Payload::Request(attack.request),
+            Some(connection),
+        )?;
+        self.queue.push(next, Event::RogueAttack(number))
+    }
+
+    /// A reply reached rogue `number` on `connection`: the rogue learns from it, the checker
+    /// judges it.
+    fn rogue_reply(&mut self, number: u32, connection: u32, reply: ClientReply) {
+        let now = self.now();
+        let Some(rogues) = self.rogues.as_mut() else {
+            unreachable!("replies reach rogues only in a cluster with rogues");
+        };
+        match &reply.body {
+            ReplyBody::Welcome { client, secret, .. } => {
+                rogues.stats.welcomes += 1;
+                rogues
+                    .isolation
+                    .observe_rogue_welcome(number, *client, *secret);
+            }
+            ReplyBody::Outcome(_) => rogues.stats.outcomes += 1,
+            ReplyBody::Error(_) => rogues.stats.errors += 1,
+        }
+        rogues.rogues[(number - 1) as usize].on_reply(&reply);
+        let verdict = rogues
+            .isolation
+            .observe_rogue_reply(now, number, connection, &reply);
+        self.count_check(checkers::ROGUE_ISOLATION);
+        if let Err(violation) = verdict {
+            self.report_violation(violation);
+        }
+    }
+
+    /// An honest client sent `request`: every rogue sees it, without its secret, and the
+    /// checker notes who sent which write.
+    fn sniff(&mut self, request: &crate::node::ClientRequest) {
+        let Some(rogues) = self.rogues.as_mut() else {
+            return;
+        };
+        rogues.isolation.observe_honest_request(request);
+        if let RequestBody::Op { client, op, .. } = &request.body {
+            for rogue in &mut rogues.rogues {
+                rogue.sniff(*client, request.seq, request.term, request.seen_index, op);
+            }
+        }
+    }
+
     fn count_check(&mut self, invariant: &'static str) {
         *self.checks_performed.entry(invariant).or_insert(0) += 1;
     }
@@ -372,8 +534,10 @@ impl Cluster {
                 from,
                 to,
                 incarnation,
+                connection,
                 payload,
-            } => self.deliver(from, to, incarnation, payload),
+            } => self.deliver(from, to, incarnation, connection, payload),
+            Event::RogueAttack(number) => self.rogue_attack(number),
             Event::ServerTimer {
                 server,
                 timer,
@@ -434,6 +598,7 @@ impl Cluster {
         from: Endpoint,
         to: Endpoint,
         incarnation: u32,
+        connection: Option<u32>,
         payload: Payload,
     ) -> Result<(), QueueFull> {
         let now = self.now();
@@ -475,15 +640,27 @@ impl Cluster {
                 };
                 self.step_server(id.0, ServerInput::Peer { from: sender, msg })
             }
-            (Endpoint::Server(id), Payload::Request(request)) => {
-                let Endpoint::Client(client) = from else {
-                    unreachable!("requests come from clients")
-                };
-                let input = ServerInput::Client {
-                    from: ClientAddr(u64::from(client)),
-                    request,
-                };
-                self.step_server(id.0, input)
+            (Endpoint::Server(id), Payload::Request(request)) => match (from, connection) {
+                (Endpoint::Client(client), None) => {
+                    let input = ServerInput::Client {
+                        from: ClientAddr(u64::from(client)),
+                        request,
+                    };
+                    self.step_server(id.0, input)
+                }
+                (Endpoint::Rogue(rogue), Some(connection)) => {
+                    let input = ServerInput::Client {
+                        from: rogue_address(rogue, connection),
+                        request,
+                    };
+                    self.step_server_as(id.0, input, Some(rogue))
+                }
+                _ => unreachable!("requests come from clients, and rogues' on a connection"),
+            },
+            (Endpoint::Rogue(rogue), Payload::Reply(reply)) => {
+                let connection = connection.expect("a reply to a rogue names its connection");
+                self.rogue_reply(rogue, connection, reply);
+                Ok(())
             }
             (Endpoint::Client(client), Payload::Reply(reply)) => {
                 let Endpoint::Server(sender) = from else {
@@ -516,6 +693,17 @@ impl Cluster {
     }
 
     fn step_server(&mut self, number: u32, input: ServerInput) -> Result<(), QueueFull> {
+        self.step_server_as(number, input, None)
+    }
+
+    /// Steps a server; `rogue` names the rogue whose request `input` carries, if one does, so
+    /// that a server stopped by a rogue's request is reported as rogue isolation broken.
+    fn step_server_as(
+        &mut self,
+        number: u32,
+        input: ServerInput,
+        rogue: Option<u32>,
+    ) -> Result<(), QueueFull> {
         let now = self.now();
         let index = (number - 1) as usize;
         let Some(server) = self.servers[index].node.as_mut() else {
@@ -528,18 +716,28 @@ impl Cluster {
             }
             Err(panic) => {
                 self.servers[index].node = None;
-                self.report_node_panic(server_endpoint(number), panic);
+                match rogue {
+                    None => self.report_node_panic(server_endpoint(number), panic),
+                    Some(rogue) => {
+                        let message = format!(
+                            "s{number} stopped on a failed assertion while handling a request \
+                             of r{rogue}: {}",
+                            panic_message(panic.as_ref())
+                        );
+                        self.report_violation(Violation {
+                            invariant: checkers::ROGUE_ISOLATION,
+                            at: now,
+                            message,
+                        });
+                    }
+                }
             }
         }
         Ok(())
     }
 
     fn report_node_panic(&mut self, node: Endpoint, panic: Box<dyn std::any::Any + Send>) {
-        let message = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "unknown panic".to_string());
+        let message = panic_message(panic.as_ref());
         self.report_violation(Violation {
             invariant: "node_assertion",
             at: self.now(),
@@ -562,13 +760,20 @@ impl Cluster {
                     self.servers[index].disk.install_snapshot(snapshot)
                 }
                 ServerOutput::Send { to, msg } => {
-                    self.transmit(from, Endpoint::Server(to), Payload::Peer(msg))?;
+                    self.transmit(from, Endpoint::Server(to), Payload::Peer(msg), None)?;
                 }
-                ServerOutput::Reply { to, reply } => {
-                    let client =
-                        u32::try_from(to.0).expect("simulated client addresses are client numbers");
-                    self.transmit(from, Endpoint::Client(client), Payload::Reply(reply))?;
-                }
+                ServerOutput::Reply { to, reply } => match rogue_of(to) {
+                    Some((rogue, connection)) => {
+                        let to = Endpoint::Rogue(rogue);
+                        self.transmit(from, to, Payload::Reply(reply), Some(connection))?;
+                    }
+                    None => {
+                        let client = u32::try_from(to.0)
+                            .expect("simulated client addresses are client numbers");
+                        let to = Endpoint::Client(client);
+                        self.transmit(from, to, Payload::Reply(reply), None)?;
+                    }
+                },
                 ServerOutput::SetTimer { timer, at } => {
                     let slot = &mut self.servers[index];
                     slot.timers[timer_slot(timer)] = Some(at);
@@ -603,6 +808,18 @@ impl Cluster {
                                 &result,
                             ) {
                                 self.report_violation(violation);
+                            }
+                            if let Some(rogues) = self.rogues.as_mut() {
+                                let verdict = rogues.isolation.observe_committed(
+                                    now,
+                                    log_index,
+                                    &entry.command,
+                                    &result,
+                                );
+                                self.count_check(checkers::ROGUE_ISOLATION);
+                                if let Err(violation) = verdict {
+                                    self.report_violation(violation);
+                                }
                             }
                         }
                         Ok(false) => {}
@@ -685,10 +902,12 @@ impl Cluster {
         for output in outputs {
             match output {
                 ClientOutput::Send { to, request } => {
+                    self.sniff(&request);
                     self.transmit(
                         Endpoint::Client(client),
                         Endpoint::Server(to),
                         Payload::Request(request),
+                        None,
                     )?;
                 }
                 ClientOutput::SetTimer { timer, at } => {
@@ -741,26 +960,34 @@ impl Cluster {
         }
     }
 
-    /// Hands a message to the network and schedules its deliveries.
+    /// Hands a message to the network and schedules its deliveries. Rogue traffic (to or from
+    /// a rogue, on `connection`) draws its fate from its own stream.
     fn transmit(
         &mut self,
         from: Endpoint,
         to: Endpoint,
         payload: Payload,
+        connection: Option<u32>,
     ) -> Result<(), QueueFull> {
         let now = self.now();
         self.network_stats.sent += 1;
         let msg = payload.kind_name();
         let incarnation = match to {
             Endpoint::Server(id) => self.servers[(id.0 - 1) as usize].incarnation,
-            Endpoint::Client(_) => 0,
+            Endpoint::Client(_) | Endpoint::Rogue(_) => 0,
         };
         let traced_payload = if self.recorder.is_writing() {
             Some(&payload)
         } else {
             None
         };
-        let transmission = self.network.transmit(from, to);
+        let transmission = match (&mut self.rogues, connection) {
+            (Some(rogues), Some(_)) => {
+                self.network
+                    .transmit_drawing_from(&mut rogues.network_rng, from, to)
+            }
+            _ => self.network.transmit(from, to),
+        };
         let fate = match &transmission {
             Transmission::Blocked => {
                 self.network_stats.blocked += 1;
@@ -797,6 +1024,7 @@ impl Cluster {
                     from,
                     to,
                     incarnation,
+                    connection,
                     payload: payload.clone(),
                 };
                 self.queue.push(now + duplicate_delay, copy)?;
@@ -807,6 +1035,7 @@ impl Cluster {
                     from,
                     to,
                     incarnation,
+                    connection,
                     payload,
                 },
             )?;
@@ -849,4 +1078,13 @@ impl Cluster {
     pub fn committed_count(&self) -> usize {
         self.state_machine_safety.committed_count()
     }
+}
+
+/// The text of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".to_string())
 }

@@ -83,6 +83,7 @@ pub struct ScenarioSize {
     pub servers: u32,
     pub clients: u32,
     pub workload_ops: u32,
+    pub rogues: u32,
 }
 
 impl ScenarioSize {
@@ -92,6 +93,7 @@ impl ScenarioSize {
             servers: scenario.cluster.servers,
             clients: scenario.cluster.clients,
             workload_ops: scenario.workload.as_ref().map_or(0, |w| w.ops),
+            rogues: scenario.rogues.as_ref().map_or(0, |r| r.clients),
         }
     }
 }
@@ -100,8 +102,8 @@ impl std::fmt::Display for ScenarioSize {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} events, {} servers, {} clients, {} workload ops",
-            self.events, self.servers, self.clients, self.workload_ops
+            "{} events, {} servers, {} clients, {} workload ops, {} rogues",
+            self.events, self.servers, self.clients, self.workload_ops, self.rogues
         )
     }
 }
@@ -129,6 +131,7 @@ pub fn minimize(
         best = minimizer.events(best);
         best = minimizer.workload(best);
         best = minimizer.clients(best);
+        best = minimizer.rogues(best);
         best = minimizer.servers(best);
         if ScenarioSize::of(&best) == before || minimizer.exhausted() {
             return (best, minimizer.runs);
@@ -251,6 +254,21 @@ impl Minimizer<'_> {
         best
     }
 
+    /// Drops the rogues, or some of them. Events naming a rogue that goes are dropped too.
+    fn rogues(&mut self, mut best: Scenario) -> Scenario {
+        while let Some(count) = best.rogues.as_ref().map(|r| r.clients) {
+            if self.exhausted() {
+                break;
+            }
+            let candidate = with_rogues(&best, count - 1);
+            if !self.still_fails(&candidate) {
+                break;
+            }
+            best = candidate;
+        }
+        best
+    }
+
     fn servers(&mut self, mut best: Scenario) -> Scenario {
         let mut server = best.cluster.servers;
         while server >= 1 && best.cluster.servers > 1 && !self.exhausted() {
@@ -287,7 +305,7 @@ fn renumber_all(endpoints: &[Endpoint], removed: Endpoint) -> Vec<Endpoint> {
 fn renumber_action(action: &Action, removed: Endpoint) -> Option<Action> {
     let server = |id: ServerId| match renumber(Endpoint::Server(id), removed)? {
         Endpoint::Server(id) => Some(id),
-        Endpoint::Client(_) => None,
+        Endpoint::Client(_) | Endpoint::Rogue(_) => None,
     };
     Some(match action {
         Action::Crash(scenario::CrashTarget::Server(id)) => {
@@ -322,6 +340,24 @@ fn renumber_action(action: &Action, removed: Endpoint) -> Option<Action> {
         }
         other => other.clone(),
     })
+}
+
+/// The scenario with only rogues `r1..r{count}` (none at 0); events naming the others go.
+fn with_rogues(scenario: &Scenario, count: u32) -> Scenario {
+    let mut next = scenario.clone();
+    let gone = |endpoint: &Endpoint| matches!(endpoint, Endpoint::Rogue(n) if *n > count);
+    next.events.retain(|event| match &event.action {
+        Action::Partition(groups) => !groups.iter().flatten().any(gone),
+        Action::Isolate(IsolateTarget::Node(endpoint)) => !gone(endpoint),
+        Action::Cut { from, to } => !gone(from) && !to.iter().any(gone),
+        _ => true,
+    });
+    match (&mut next.rogues, count) {
+        (_, 0) => next.rogues = None,
+        (Some(rogues), _) => rogues.clients = count,
+        (None, _) => unreachable!("only a scenario with rogues loses some"),
+    }
+    next
 }
 
 /// The scenario without client `k` (1-based): its events and references go, later clients move

@@ -15,6 +15,7 @@ pub mod linearizability;
 pub mod queue;
 pub mod report;
 pub mod rng;
+pub mod rogue;
 pub mod runner;
 pub mod scenario;
 pub mod scenario_yaml;

@@ -67,6 +67,9 @@ pub struct RunReport {
     /// Each leader as it was elected: `s3 (term 2) at 3.312s`.
     pub leader_timeline: Vec<String>,
     pub faults: Vec<String>,
+    /// What rogue clients sent and heard; absent without rogues.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rogues: Option<super::cluster::RogueStats>,
     pub invariants: Vec<InvariantResult>,
     pub expectations: Vec<ExpectationResult>,
     pub violation: Option<ViolationReport>,
@@ -126,7 +129,7 @@ impl RunReport {
                 )
             })
             .collect();
-        let rows: Vec<(&str, String)> = vec![
+        let mut rows: Vec<(&str, String)> = vec![
             (
                 "simulated time",
                 format!(
@@ -190,6 +193,23 @@ impl RunReport {
                 ),
             ),
         ];
+        if let Some(rogues) = &self.rogues {
+            let sent: Vec<String> = rogues
+                .sent
+                .iter()
+                .map(|(kind, count)| format!("{count} {kind}"))
+                .collect();
+            let mut text = String::new();
+            for line in sent.chunks(4) {
+                let _ = writeln!(text, "{}", line.join(", "));
+            }
+            let _ = write!(
+                text,
+                "answered: {} errors, {} welcomes, {} outcomes",
+                rogues.errors, rogues.welcomes, rogues.outcomes
+            );
+            rows.insert(rows.len() - 2, ("rogue requests", text));
+        }
         let mut builder = Builder::default();
         for (key, value) in rows {
             builder.push_record([key.to_string(), value]);

@@ -24,6 +24,11 @@ pub enum Stream {
     Client(u32),
     /// The explorer's choice of configuration and fault schedule for a seed.
     Swarm,
+    /// One rogue client (1-based): its attacks, their timing and their targets.
+    Rogue(u32),
+    /// The fates (loss, duplication, latency) of rogue traffic, both ways, so that adding
+    /// rogues leaves every honest message's fate as it was.
+    RogueNetwork,
 }
 
 impl Stream {
@@ -38,6 +43,8 @@ impl Stream {
             } => (4 << 48) | (u64::from(number) << 24) | u64::from(incarnation),
             Stream::Client(client) => (5 << 48) | u64::from(client),
             Stream::Swarm => 6 << 48,
+            Stream::Rogue(rogue) => (7 << 48) | u64::from(rogue),
+            Stream::RogueNetwork => 8 << 48,
         }
     }
 }
@@ -91,6 +98,12 @@ mod tests {
             incarnation: 1,
         };
         assert_ne!(a.seed_for(first), a.seed_for(restarted));
+        assert_ne!(a.seed_for(Stream::Rogue(1)), a.seed_for(Stream::Rogue(2)));
+        assert_ne!(a.seed_for(Stream::Rogue(1)), a.seed_for(Stream::Client(1)));
+        assert_ne!(
+            a.seed_for(Stream::RogueNetwork),
+            a.seed_for(Stream::Network)
+        );
         assert_ne!(
             Streams::new(8).seed_for(Stream::Network),
             a.seed_for(Stream::Network)

@@ -114,6 +114,7 @@ pub fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, RunErr
         client_retry: scenario.timing.client_retry,
         append_batch: scenario.timing.append_batch,
         snapshot_entries: scenario.timing.snapshot_entries,
+        rogues: scenario.rogues.clone(),
     };
     let recorder = Recorder::new(options.trace);
     let end_of_duration = Time::from_duration(scenario.duration);
@@ -165,6 +166,8 @@ impl Runner<'_> {
                 self.cluster.queue.push(at, Event::WorkloadNext(client))?;
             }
         }
+        // Rogues attack until the end of the duration, like the faults and the workload.
+        self.cluster.start_rogues(self.end_of_duration)?;
         self.cluster
             .queue
             .push(self.end_of_duration, Event::EndOfDuration)?;
@@ -742,6 +745,19 @@ impl Runner<'_> {
             held: violated.as_deref() != Some(name),
         })
         .collect();
+        if self.scenario.rogues.is_some() {
+            let name = checkers::ROGUE_ISOLATION;
+            invariants.push(InvariantResult {
+                name: name.to_string(),
+                checks: self
+                    .cluster
+                    .checks_performed
+                    .get(name)
+                    .copied()
+                    .unwrap_or(0),
+                held: violated.as_deref() != Some(name),
+            });
+        }
         if let Some((linearizable_ops, local_reads)) = self.history_checks {
             for (name, checks) in [
                 (linearizability::LINEARIZABILITY, linearizable_ops),
@@ -776,6 +792,7 @@ impl Runner<'_> {
                 .map(|(at, term, id)| format!("{id} (term {term}) at {}", format_duration(*at)))
                 .collect(),
             faults: self.faults.clone(),
+            rogues: self.cluster.rogue_stats().cloned(),
             invariants,
             expectations,
             violation,

@@ -8,6 +8,7 @@
 //! Loading must never panic on any input: whatever a file holds becomes a [`ScenarioError`].
 //! A panic here means a bug in this module, never a bad file.
 
+use super::rogue::{AttackKind, ROGUE_RATE_MAX, ROGUES_MAX, RogueSpec};
 use crate::net::{Endpoint, LatencyTail, NetworkParams};
 use crate::node::{Consistency, LockName, ServerId};
 use serde::Deserialize;
@@ -37,6 +38,8 @@ pub struct Scenario {
     /// Sorted by `at` (stable: file order among equal times).
     pub events: Vec<ScheduledEvent>,
     pub workload: Option<WorkloadSpec>,
+    /// Rogue clients `r1..rN` attacking from the start until `duration`.
+    pub rogues: Option<RogueSpec>,
     /// Lock -> expected final state on every live replica.
     pub expect_final: BTreeMap<LockName, FinalState>,
 }
@@ -510,7 +513,18 @@ struct RawScenario {
     timing: Option<RawTiming>,
     events: Option<Vec<RawEvent>>,
     workload: Option<RawWorkload>,
+    rogues: Option<RawRogues>,
     expect_final: Option<BTreeMap<String, String>>,
+}
+
+/// `rogues: {clients: 2, rate: 20/s, mix: {forged_id: 2, huge_seq: 1}}`. The mix's keys are
+/// attack kinds, checked by validation so that an unknown one is named with the known ones.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawRogues {
+    clients: Option<i64>,
+    rate: Option<String>,
+    mix: Option<BTreeMap<String, f64>>,
 }
 
 /// Counts are signed and wide so that `servers: -1` or `servers: 99` reaches validation and
@@ -698,6 +712,8 @@ impl<'de> Deserialize<'de> for RawDuration {
 struct Roster {
     servers: Option<u32>,
     clients: Option<u32>,
+    /// Rogues `r1..rN`; 0 without a `rogues` section.
+    rogues: Option<u32>,
 }
 
 /// Which kinds of name a place accepts.
@@ -705,6 +721,7 @@ struct Roster {
 struct Accept {
     servers: bool,
     clients: bool,
+    rogues: bool,
     leader: bool,
     all: bool,
     free: bool,
@@ -713,6 +730,7 @@ struct Accept {
 const NOTHING: Accept = Accept {
     servers: false,
     clients: false,
+    rogues: false,
     leader: false,
     all: false,
     free: false,
@@ -728,6 +746,7 @@ const CLIENT: Accept = Accept {
 const ENDPOINT: Accept = Accept {
     servers: true,
     clients: true,
+    rogues: true,
     ..NOTHING
 };
 const CRASH_TARGET: Accept = Accept {
@@ -744,6 +763,7 @@ const RESTART_TARGET: Accept = Accept {
 const ISOLATE_TARGET: Accept = Accept {
     servers: true,
     clients: true,
+    rogues: true,
     leader: true,
     ..NOTHING
 };
@@ -774,10 +794,12 @@ impl Roster {
         }
         let server = numbered(text, 's').filter(|_| accept.servers);
         let client = numbered(text, 'c').filter(|_| accept.clients);
-        let (node, count) = match (server, client) {
-            (Some(number), _) => (Endpoint::Server(ServerId(number)), self.servers),
-            (None, Some(number)) => (Endpoint::Client(number), self.clients),
-            (None, None) => {
+        let rogue = numbered(text, 'r').filter(|_| accept.rogues);
+        let (node, count) = match (server, client, rogue) {
+            (Some(number), _, _) => (Endpoint::Server(ServerId(number)), self.servers),
+            (None, Some(number), _) => (Endpoint::Client(number), self.clients),
+            (None, None, Some(number)) => (Endpoint::Rogue(number), self.rogues),
+            (None, None, None) => {
                 let expected = self.expected(accept);
                 return Err(format!(
                     "{text:?} is not a valid name here (expected {expected})"
@@ -785,7 +807,9 @@ impl Roster {
             }
         };
         let number = match node {
-            Endpoint::Server(ServerId(number)) | Endpoint::Client(number) => number,
+            Endpoint::Server(ServerId(number))
+            | Endpoint::Client(number)
+            | Endpoint::Rogue(number) => number,
         };
         if count.is_some_and(|count| number > count) {
             let expected = self.expected(accept);
@@ -810,6 +834,9 @@ impl Roster {
         }
         if accept.clients {
             range('c', self.clients);
+        }
+        if accept.rogues && self.rogues != Some(0) {
+            range('r', self.rogues);
         }
         for (accepted, word) in [
             (accept.leader, "leader"),
@@ -1026,7 +1053,12 @@ fn validate(raw: &RawScenario, path: &str) -> Result<Scenario, ScenarioError> {
     let description = check.text("description", raw.description.as_ref());
     let duration = check.scenario_duration(raw.duration.as_ref());
     let settle = check.settle(raw.settle.as_ref());
-    let (cluster, roster) = check.cluster(raw.cluster.as_ref());
+    let (cluster, mut roster) = check.cluster(raw.cluster.as_ref());
+    let rogues = raw.rogues.as_ref().and_then(|rogues| check.rogues(rogues));
+    roster.rogues = match &raw.rogues {
+        None => Some(0),
+        Some(_) => rogues.as_ref().map(|rogues| rogues.clients),
+    };
     let network = check.network(raw.network.as_ref());
     let timing = check.timing(raw.timing.as_ref());
     let events = check.events(raw.events.as_deref(), roster, duration);
@@ -1063,12 +1095,14 @@ fn validate(raw: &RawScenario, path: &str) -> Result<Scenario, ScenarioError> {
         timing,
         events,
         workload,
+        rogues,
         expect_final,
     };
     // Without problems, nothing the file lists was dropped on the way.
     let event_count = raw.events.as_ref().map_or(0, Vec::len);
     assert_eq!(scenario.events.len(), event_count);
     assert_eq!(scenario.workload.is_some(), raw.workload.is_some());
+    assert_eq!(scenario.rogues.is_some(), raw.rogues.is_some());
     let final_count = raw.expect_final.as_ref().map_or(0, BTreeMap::len);
     assert_eq!(scenario.expect_final.len(), final_count);
     assert_valid(&scenario);
@@ -1169,6 +1203,7 @@ impl Checker {
             let unknown = Roster {
                 servers: None,
                 clients: None,
+                rogues: None,
             };
             let empty = ClusterSpec {
                 servers: 0,
@@ -1180,7 +1215,11 @@ impl Checker {
         };
         let servers = self.count("cluster.servers", raw.servers, 1, SERVERS_MAX);
         let clients = self.count("cluster.clients", raw.clients, 0, CLIENTS_MAX);
-        let roster = Roster { servers, clients };
+        let roster = Roster {
+            servers,
+            clients,
+            rogues: None,
+        };
         let leader = raw
             .leader
             .as_ref()
@@ -1895,6 +1934,88 @@ impl Checker {
             check,
             linearizable: linearizable?,
         })
+    }
+
+    fn rogues(&mut self, raw: &RawRogues) -> Option<RogueSpec> {
+        let clients = self.count("rogues.clients", raw.clients, 1, ROGUES_MAX);
+        let rate = match raw.rate.as_deref() {
+            None => {
+                self.add("rogues.rate", "missing (requests per second, e.g. 20/s)");
+                None
+            }
+            Some(text) => self.rate("rogues.rate", text),
+        };
+        let mix = match &raw.mix {
+            None => Some(RogueSpec::EVEN_MIX),
+            Some(mix) => self.attack_mix(mix),
+        };
+        Some(RogueSpec {
+            clients: clients?,
+            rate_per_second: rate?,
+            mix: mix?,
+        })
+    }
+
+    /// `20/s`: requests per second, above 0 and at most [`ROGUE_RATE_MAX`].
+    fn rate(&mut self, place: &str, text: &str) -> Option<f64> {
+        let number = text
+            .strip_suffix("/s")
+            .and_then(|n| n.trim().parse::<f64>().ok());
+        match number {
+            Some(rate) if rate.is_finite() && rate > 0.0 && rate <= ROGUE_RATE_MAX => Some(rate),
+            Some(rate) => {
+                let message =
+                    format!("{rate}/s is out of range (above 0, at most {ROGUE_RATE_MAX}/s)");
+                self.add(place, message);
+                None
+            }
+            None => {
+                self.add(
+                    place,
+                    format!("{text:?} is not a rate (write requests per second, e.g. 20/s)"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Weights by attack kind; the kinds left out get 0, unknown kinds are named.
+    fn attack_mix(&mut self, raw: &BTreeMap<String, f64>) -> Option<[f64; AttackKind::ALL.len()]> {
+        let mut mix = [0.0; AttackKind::ALL.len()];
+        let mut valid = true;
+        for (name, &weight) in raw {
+            let place = format!("rogues.mix.{name}");
+            let Some(kind) = AttackKind::from_name(name) else {
+                let known: Vec<&str> = AttackKind::ALL.iter().map(|k| k.name()).collect();
+                self.add(
+                    &place,
+                    format!("is not an attack kind (use {})", known.join(", ")),
+                );
+                valid = false;
+                continue;
+            };
+            if !(weight.is_finite() && weight >= 0.0) {
+                self.add(
+                    &place,
+                    format!("{weight} is not a weight (use a number >= 0)"),
+                );
+                valid = false;
+                continue;
+            }
+            let position = AttackKind::ALL
+                .iter()
+                .position(|k| *k == kind)
+                .expect("listed");
+            mix[position] = weight;
+        }
+        if valid && mix.iter().all(|weight| *weight <= 0.0) {
+            self.add(
+                "rogues.mix",
+                "weights sum to 0; at least one must be above 0",
+            );
+            valid = false;
+        }
+        valid.then_some(mix)
     }
 
     fn expect_final(

@@ -4,6 +4,7 @@
 //! `lockstep run` replays it exactly: the written file must load back into an equal scenario
 //! (the round-trip test below holds that for every shipped scenario).
 
+use super::rogue::{AttackKind, RogueSpec};
 use super::scenario::{
     Action, CrashTarget, Expect, FinalState, IsolateTarget, OpKind, RestartTarget, Scenario,
 };
@@ -68,6 +69,22 @@ pub fn expect_text(expect: Expect) -> String {
         Expect::Unknown => "unknown".into(),
         Expect::Answered => "answered".into(),
     }
+}
+
+/// The `rogues` line: clients, rate and every attack kind's weight, so that it loads back
+/// into an equal spec.
+pub fn rogues_text(rogues: &RogueSpec) -> String {
+    let weights: Vec<String> = AttackKind::ALL
+        .iter()
+        .zip(rogues.mix)
+        .map(|(kind, weight)| format!("{}: {weight}", kind.name()))
+        .collect();
+    format!(
+        "rogues: {{clients: {}, rate: {}/s, mix: {{{}}}}}",
+        rogues.clients,
+        rogues.rate_per_second,
+        weights.join(", ")
+    )
 }
 
 fn action_text(action: &Action) -> String {
@@ -229,6 +246,9 @@ impl Scenario {
                 duration_text(workload.think_min),
                 duration_text(workload.think_max)
             );
+        }
+        if let Some(rogues) = &self.rogues {
+            let _ = writeln!(out, "{}", rogues_text(rogues));
         }
         if !self.expect_final.is_empty() {
             let finals: Vec<String> = self

@@ -13,8 +13,9 @@
 //! settle and checks convergence.
 
 use super::rng::{Stream, Streams};
+use super::rogue::{AttackKind, ROGUES_MAX, RogueSpec};
 use super::scenario::{self, Format, Scenario};
-use super::scenario_yaml::duration_text;
+use super::scenario_yaml::{duration_text, rogues_text};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use std::fmt::Write as _;
@@ -124,7 +125,21 @@ pub struct Shape {
     /// Applied entries kept before a snapshot compacts them (`None`: never). Small values
     /// make lagging followers catch up by snapshot.
     pub snapshot_entries: Option<u32>,
+    /// Rogue clients attacking the servers directly (`None`: none).
+    pub rogues: Option<RogueShape>,
 }
+
+/// Rogue clients as plain numbers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RogueShape {
+    pub count: u32,
+    pub rate_per_second: u32,
+    /// Weight per attack kind, in `AttackKind::ALL` order.
+    pub mix: [u32; AttackKind::ALL.len()],
+}
+
+/// The share of seeds the explorer gives rogue clients.
+const ROGUE_SEED_PROBABILITY: f64 = 0.3;
 
 /// Bounds for the explorer's random shapes.
 #[derive(Clone, Debug)]
@@ -226,6 +241,7 @@ impl Shape {
             // Drawn last, so that every other choice for a seed is what it was before
             // snapshots existed.
             snapshot_entries: rng.random_bool(0.3).then(|| rng.random_range(2..=40)),
+            rogues: None,
         };
         // Drawn after everything else, for the same reason. The spread floor makes split
         // votes rarer, and a split vote with a restart inside it is what shows a server
@@ -236,6 +252,29 @@ impl Shape {
             shape.faults.push(Fault {
                 at_permille: rng.random_range(0..1000),
                 kind: random_election_bounce(&mut rng, servers),
+            });
+        }
+        // Drawn after everything else, so that every other choice for a seed is what it was
+        // before rogues existed. Half the rogue seeds attack with every kind, the other half
+        // with a few kinds, so that a rare kind is not always drowned by the common ones.
+        if rng.random_bool(ROGUE_SEED_PROBABILITY) {
+            let mut mix = [1; AttackKind::ALL.len()];
+            if rng.random_bool(0.5) {
+                for weight in &mut mix {
+                    *weight = if rng.random_bool(0.4) {
+                        rng.random_range(1..=5)
+                    } else {
+                        0
+                    };
+                }
+                if mix.iter().all(|weight| *weight == 0) {
+                    mix[rng.random_range(0..AttackKind::ALL.len())] = 1;
+                }
+            }
+            shape.rogues = Some(RogueShape {
+                count: rng.random_range(1..=3),
+                rate_per_second: rng.random_range(5..=60),
+                mix,
             });
         }
         shape
@@ -315,6 +354,21 @@ impl Shape {
         );
         if let Some(entries) = self.snapshot_entries {
             let _ = write!(text, ", snapshot every {entries} entries");
+        }
+        if let Some(rogues) = &self.rogues {
+            let kinds: Vec<&str> = AttackKind::ALL
+                .iter()
+                .zip(rogues.mix)
+                .filter(|(_, weight)| *weight > 0)
+                .map(|(kind, _)| kind.name())
+                .collect();
+            let _ = write!(
+                text,
+                ", {} rogue(s) at {}/s ({})",
+                rogues.count,
+                rogues.rate_per_second,
+                kinds.join(", ")
+            );
         }
         text
     }
@@ -451,6 +505,18 @@ impl Shape {
             f64::from(self.linearizable_percent.min(100)) / 100.0,
             duration_text(Duration::from_millis(u64::from(self.think_max_ms.max(1))))
         );
+        if let Some(rogues) = &self.rogues {
+            let mut mix = rogues.mix.map(f64::from);
+            if mix.iter().all(|weight| *weight <= 0.0) {
+                mix = RogueSpec::EVEN_MIX;
+            }
+            let spec = RogueSpec {
+                clients: rogues.count.clamp(1, ROGUES_MAX),
+                rate_per_second: f64::from(rogues.rate_per_second.clamp(1, 1_000)),
+                mix,
+            };
+            let _ = writeln!(out, "{}", rogues_text(&spec));
+        }
         out
     }
 }
