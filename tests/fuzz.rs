@@ -15,5 +15,7 @@ mod peer_frame;
 mod protocol;
 #[path = "fuzz/scenario.rs"]
 mod scenario;
+#[path = "fuzz/server_step.rs"]
+mod server_step;
 #[path = "fuzz/storage.rs"]
 mod storage;
