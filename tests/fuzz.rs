@@ -5,6 +5,8 @@
 //! `cargo test --test fuzz` runs a short, fixed set of cases per target; see `harness` for
 //! the knobs that run them for as long as you like, and README's "Fuzzing" for the commands.
 
+#[path = "fuzz/handshake.rs"]
+mod handshake;
 #[path = "fuzz/harness.rs"]
 mod harness;
 #[path = "fuzz/peer_frame.rs"]
@@ -13,5 +15,7 @@ mod peer_frame;
 mod protocol;
 #[path = "fuzz/scenario.rs"]
 mod scenario;
+#[path = "fuzz/server_step.rs"]
+mod server_step;
 #[path = "fuzz/storage.rs"]
 mod storage;

@@ -289,6 +289,66 @@ pub fn pieces<'b>(case: &Case, bytes: &'b [u8]) -> Vec<&'b [u8]> {
     pieces
 }
 
+/// A case's bytes read as a program, for targets whose inputs are sequences of events (frames
+/// of a handshake, requests to a cluster) rather than one byte string. Reading past the end
+/// gives zeros, so every byte string is a program, and mutating the bytes mutates the events.
+pub struct Script<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Script<'a> {
+    pub fn new(bytes: &'a [u8]) -> Script<'a> {
+        Script { bytes, at: 0 }
+    }
+
+    /// Whether every byte has been read.
+    pub fn is_done(&self) -> bool {
+        self.at >= self.bytes.len()
+    }
+
+    pub fn byte(&mut self) -> u8 {
+        let byte = self.bytes.get(self.at).copied().unwrap_or(0);
+        self.at = self.at.saturating_add(1);
+        byte
+    }
+
+    pub fn bool(&mut self) -> bool {
+        self.byte() & 1 == 1
+    }
+
+    /// One of `choices`, by the next byte.
+    pub fn pick<'c, T>(&mut self, choices: &'c [T]) -> &'c T {
+        &choices[usize::from(self.byte()) % choices.len()]
+    }
+
+    pub fn u32(&mut self) -> u32 {
+        u32::from_le_bytes([self.byte(), self.byte(), self.byte(), self.byte()])
+    }
+
+    pub fn u64(&mut self) -> u64 {
+        u64::from(self.u32()) | (u64::from(self.u32()) << 32)
+    }
+
+    /// The next `length` bytes (zeros past the end).
+    pub fn bytes(&mut self, length: usize) -> Vec<u8> {
+        (0..length).map(|_| self.byte()).collect()
+    }
+
+    /// A string of up to `chars_max` characters: ASCII, control characters, Latin-1 and a
+    /// four-byte character, so that byte and character limits differ.
+    pub fn text(&mut self, chars_max: usize) -> String {
+        let length = usize::from(self.byte()) * chars_max / 255;
+        (0..length)
+            .map(|_| match self.byte() {
+                byte @ 0..=0xbf => char::from(byte),
+                0xc0..=0xdf => '\u{e9}',
+                _ => '\u{1f512}',
+            })
+            .collect()
+    }
+}
+
 /// Lowercase hex, for failure reports.
 pub fn hex(bytes: &[u8]) -> String {
     let mut text = String::with_capacity(bytes.len() * 2);
