@@ -504,12 +504,54 @@ async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     unreachable!("an acceptor handshake reaches a verdict within {HANDSHAKE_FRAMES_MAX} frames")
 }
 
+/// Longest refusal reason sent or logged, in characters. A reason may quote what the caller
+/// sent (a decoder's error does), which is the caller's text up to a whole handshake frame.
+pub const REFUSAL_CHARS_MAX: usize = 512;
+
 /// Says why, politely, and closes. Returns the reason for the log.
 pub async fn refuse_inbound<S: AsyncWrite + Unpin>(stream: &mut S, reason: String) -> String {
+    let reason = if reason.chars().count() > REFUSAL_CHARS_MAX {
+        let mut cut: String = reason.chars().take(REFUSAL_CHARS_MAX).collect();
+        cut.push('…');
+        cut
+    } else {
+        reason
+    };
     let frame = PeerFrame::Refused {
         reason: reason.clone(),
     };
     let _ = write_frame(stream, &frame).await;
     let _ = stream.shutdown().await;
     format!("refused: {reason}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::peer::frame::{FrameDecoder, decode_peer_frame};
+    use tokio::io::AsyncReadExt;
+
+    /// A refusal that quotes a caller's whole frame is cut short before it is sent or logged.
+    #[test]
+    fn a_refusal_reason_is_cut_to_its_bound_before_it_is_sent() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (mut ours, mut theirs) = tokio::io::duplex(64 * 1024);
+            let quoted = "x".repeat(4096);
+            let logged = refuse_inbound(&mut ours, format!("bad frame: {quoted}")).await;
+            assert!(logged.chars().count() <= REFUSAL_CHARS_MAX + "refused: …".len());
+            let mut sent = Vec::new();
+            theirs.read_to_end(&mut sent).await.unwrap();
+            let frames = FrameDecoder::new().feed(&sent).unwrap();
+            match decode_peer_frame(&frames[0]).unwrap() {
+                PeerFrame::Refused { reason } => {
+                    assert_eq!(reason.chars().count(), REFUSAL_CHARS_MAX + 1);
+                    assert!(reason.starts_with("bad frame: xxx") && reason.ends_with('…'));
+                }
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        });
+    }
 }
