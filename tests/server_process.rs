@@ -58,6 +58,17 @@ impl Cluster {
 
     /// Like `start_with`, and `server_args[i]` on the command line of server i as well.
     fn start_each(name: &str, extra_args: &[&str], server_args: &[&[&str]]) -> Cluster {
+        Cluster::start_prepared(name, extra_args, server_args, &|_| {})
+    }
+
+    /// Like `start_each`, with `prepare` run on the new cluster's directories before any server
+    /// starts (to lay down data directories as an earlier cluster left them, say).
+    fn start_prepared(
+        name: &str,
+        extra_args: &[&str],
+        server_args: &[&[&str]],
+        prepare: &dyn Fn(&Cluster),
+    ) -> Cluster {
         for _attempt in 0..5 {
             let dir = scratch_dir(name);
             let _ = std::fs::remove_dir_all(&dir);
@@ -72,6 +83,7 @@ impl Cluster {
                     .collect(),
                 servers: Vec::new(),
             };
+            prepare(&cluster);
             for index in 0..3 {
                 let process = cluster.spawn(index);
                 cluster.servers.push(Some(process));
@@ -1863,4 +1875,98 @@ fn bad_tls_flags_exit_2_and_name_the_file() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
     pki.remove();
+}
+
+// ----- apply is total (issue 10) -----
+
+/// The log a cluster of the old code could have written in term 1 under leader s1: a no-op,
+/// client#1's registration and its grant of `held` (index 3), then three entries no leader
+/// appends any more: a preempt by a client id no hello issued (the poison line), a lock name
+/// over the limit, and client#1's seq 1 again for another operation.
+fn poisoned_log() -> Vec<lockstep::node::Entry> {
+    use lockstep::node::{ClientId, ClientSecret, Command as Cmd, Entry};
+    let at_term_1 = |command| Entry { term: 1, command };
+    vec![
+        at_term_1(Cmd::Noop),
+        at_term_1(Cmd::Register {
+            nonce: 1,
+            secret: Some(ClientSecret::from_bytes([0x11; 16])),
+        }),
+        at_term_1(Cmd::Preempt {
+            client: ClientId(1),
+            seq: 1,
+            lock: "held".into(),
+        }),
+        at_term_1(Cmd::Preempt {
+            client: ClientId(999_999),
+            seq: 2,
+            lock: "ghost".into(),
+        }),
+        at_term_1(Cmd::Preempt {
+            client: ClientId(1),
+            seq: 2,
+            lock: "x".repeat(300).into(),
+        }),
+        at_term_1(Cmd::Release {
+            client: ClientId(1),
+            seq: 1,
+            lock: "held".into(),
+        }),
+    ]
+}
+
+/// Writes `poisoned_log` into the data directory `dir` with the storage API.
+fn write_poisoned_data_dir(dir: &Path) {
+    use lockstep::node::{PersistOp, ServerId};
+    std::fs::create_dir_all(dir).unwrap();
+    let (mut wal, _) = lockstep::storage::Wal::open(dir).expect("a fresh data directory opens");
+    wal.append(&[
+        PersistOp::HardState {
+            term: 1,
+            voted_for: Some(ServerId(1)),
+        },
+        PersistOp::Append {
+            first_index: 1,
+            entries: poisoned_log(),
+        },
+    ])
+    .expect("the storage API appends");
+    wal.sync().expect("and syncs");
+}
+
+/// A new client takes `lock` after the poisoned entries; `held` keeps its owner and token (the
+/// reused seq released nothing) and `ghost` is free (the unknown client got nothing).
+fn assert_serves_after_the_poison(cluster: &Cluster, lock: &str) {
+    let mut client = cluster.client();
+    let token = grant(&mut client, lock);
+    assert!(token > 6, "granted after the poisoned entries, at {token}");
+    assert_eq!(holder(&mut client, "held"), Some((1, 3)));
+    assert_eq!(holder(&mut client, "ghost"), None);
+}
+
+/// Apply is total: before lockstep checked its inputs, one line from any client,
+/// `{"op":"preempt","client":999999,...}`, was appended, committed, and panicked every server
+/// that applied it, at every restart. Three real servers start from data directories holding
+/// such entries (written with the storage API), elect a leader, apply them as refusals, and
+/// serve, before and after all of them restart.
+#[test]
+fn a_cluster_whose_logs_hold_poisoned_entries_applies_them_as_refusals_and_serves() {
+    let prepare = |cluster: &Cluster| {
+        for index in 0..3 {
+            write_poisoned_data_dir(&cluster.data_dir(index));
+        }
+    };
+    let mut cluster = Cluster::start_prepared("poisoned-log", &[], &[], &prepare);
+    assert_serves_after_the_poison(&cluster, "fresh");
+    // Replay repeats the poison at every start: it must be harmless every time.
+    for index in 0..3 {
+        cluster.servers[index] = None;
+    }
+    for index in 0..3 {
+        cluster.restart(index);
+    }
+    assert_serves_after_the_poison(&cluster, "fresh-after-restart");
+    let logs = cluster.logs();
+    assert!(!logs.contains("panicked"), "{logs}");
+    cluster.finish();
 }
