@@ -293,7 +293,7 @@ pub enum ClientOperation {
         #[arg(value_parser = parse_lock_name)]
         name: String,
     },
-    /// Give a lock back (only its owner's client id can).
+    /// Give a lock back (only the client holding it can).
     Release {
         #[arg(value_parser = parse_lock_name)]
         name: String,
