@@ -53,7 +53,7 @@ enum Command {
     /// replica converge. Ctrl-C stops cleanly and still prints the summary.
     ///
     /// Exit codes: 0 no seed failed, 1 some seed failed, 2 bad arguments.
-    Explore(ExploreArgs),
+    Explore(cli::explore::ExploreArgs),
     /// Measure simulator speed on the standard workload (5 servers, 50 clients, 100 locks,
     /// 1% drop, 60 s simulated, checkers on), or, with `--servers HOST:PORT,...`, load a real
     /// cluster over TCP.
@@ -78,61 +78,6 @@ enum Command {
     Client(cli::client::ClientArgs),
     /// Run a command while holding a lock (like flock), then release it.
     Lock(cli::lock::LockArgs),
-}
-
-#[derive(Args)]
-struct ExploreArgs {
-    /// How many seeds to run.
-    #[arg(long, value_name = "N")]
-    seeds: u64,
-    /// The first seed.
-    #[arg(long, value_name = "S", default_value_t = 0)]
-    from: u64,
-    /// Worker threads (default: every core). Each simulation stays single-threaded.
-    #[arg(long, value_name = "J")]
-    jobs: Option<usize>,
-    /// Range of cluster sizes, e.g. 3..5 or 5.
-    #[arg(long, value_name = "A..B", default_value = "3..5", value_parser = parse_server_range)]
-    servers: (u32, u32),
-    /// Length of the safety phase under faults (the liveness phase adds 4s).
-    #[arg(long, value_name = "D", default_value = "10s", value_parser = parse_duration_flag)]
-    duration: std::time::Duration,
-    /// Where to write each failing seed's minimized scenario, as <seed>.yaml.
-    #[arg(long, value_name = "DIR", default_value = "failures")]
-    out: PathBuf,
-    /// Re-runs a minimization may spend on one failing seed.
-    #[arg(long, value_name = "RUNS", default_value_t = 300)]
-    minimize_runs: usize,
-    /// Print every seed's configuration and verdict, not only failures.
-    #[arg(long)]
-    verbose: bool,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    json: bool,
-    /// Print each seed's scenario as YAML instead of running it (to see what a seed does, or
-    /// to keep it as a scenario file).
-    #[arg(long)]
-    print_scenarios: bool,
-}
-
-fn parse_server_range(text: &str) -> Result<(u32, u32), String> {
-    let (low, high) = match text.split_once("..") {
-        Some((low, high)) => (low, high.trim_start_matches('=')),
-        None => (text, text),
-    };
-    let number = |part: &str| {
-        part.trim()
-            .parse::<u32>()
-            .map_err(|_| format!("{text:?} is not a range like 3..5"))
-    };
-    let (low, high) = (number(low)?, number(high)?);
-    if low == 0 || high > lockstep::sim::scenario::SERVERS_MAX || low > high {
-        return Err(format!(
-            "{text:?}: servers must be within 1..{} and low <= high",
-            lockstep::sim::scenario::SERVERS_MAX
-        ));
-    }
-    Ok((low, high))
 }
 
 fn parse_duration_flag(text: &str) -> Result<std::time::Duration, String> {
@@ -222,7 +167,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Run(args) => run(args),
-        Command::Explore(args) => run_explore(args),
+        Command::Explore(args) => cli::explore::run(args),
         Command::Bench(args) => run_bench(args),
         Command::Server(args) => cli::server::run(args),
         Command::Cluster { command } => cli::cluster::run(command),
@@ -467,182 +412,4 @@ fn run_bench(args: BenchArgs) -> u8 {
         );
     }
     if all_ok { EXIT_PASS } else { EXIT_FAIL }
-}
-
-fn run_explore(args: ExploreArgs) -> u8 {
-    use indicatif::{ProgressBar, ProgressStyle};
-    use lockstep::sim::explore::{self, ExploreOptions};
-    use lockstep::sim::swarm::SwarmBounds;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    if args.seeds == 0 {
-        eprintln!("error: --seeds must be at least 1");
-        return EXIT_BAD_INPUT;
-    }
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if jobs == 0 || jobs > 1_024 {
-        eprintln!("error: --jobs {jobs} is outside 1..=1024");
-        return EXIT_BAD_INPUT;
-    }
-    let options = ExploreOptions {
-        seeds: args.seeds,
-        from: args.from,
-        jobs,
-        bounds: SwarmBounds {
-            servers_min: args.servers.0,
-            servers_max: args.servers.1,
-            safety: args.duration,
-        },
-        out_dir: args.out.clone(),
-        minimize_runs_max: args.minimize_runs,
-    };
-    if args.print_scenarios {
-        for seed in args.from..args.from.saturating_add(args.seeds) {
-            let shape = lockstep::sim::swarm::Shape::random(seed, &options.bounds);
-            println!("---\n{}", shape.build().to_yaml());
-        }
-        return EXIT_PASS;
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let handler_stop = Arc::clone(&stop);
-    if let Err(error) = ctrlc::set_handler(move || handler_stop.store(true, Ordering::Relaxed)) {
-        eprintln!("warning: Ctrl-C will not stop cleanly: {error}");
-    }
-    let bar = ProgressBar::new(args.seeds);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} seeds, {per_sec}, {msg} (eta {eta})",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_message("0 failed");
-    let mut failed = 0u64;
-    let summary = explore::explore(&options, &stop, |result| {
-        bar.inc(1);
-        match &result.failure {
-            Some(failure) => {
-                failed += 1;
-                bar.set_message(format!("{failed} failed"));
-                let written = result.written_to.as_ref().map_or(String::new(), |path| {
-                    format!("\n         replay: lockstep run {}", path.display())
-                });
-                let sizes = result
-                    .minimized
-                    .as_ref()
-                    .map_or(String::new(), |(from, to)| {
-                        format!("\n         minimized from {from} to {to}")
-                    });
-                say(
-                    &bar,
-                    format!(
-                        "FAIL seed {}: {}: {}\n         config: {}{sizes}{written}",
-                        result.seed, failure.kind, failure.message, result.description
-                    ),
-                );
-            }
-            None if args.verbose => {
-                say(
-                    &bar,
-                    format!("ok   seed {}: {}", result.seed, result.description),
-                );
-            }
-            None => {}
-        }
-    });
-    bar.finish_and_clear();
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&summary).expect("the summary serialises")
-        );
-    } else {
-        println!("{}", render_explore_summary(&summary));
-    }
-    if summary.seeds_failed > 0 {
-        EXIT_FAIL
-    } else {
-        EXIT_PASS
-    }
-}
-
-/// Prints above the progress bar, or plainly where the bar is hidden (not a terminal).
-fn say(bar: &indicatif::ProgressBar, line: String) {
-    if bar.is_hidden() {
-        println!("{line}");
-    } else {
-        bar.println(line);
-    }
-}
-
-fn render_explore_summary(summary: &lockstep::sim::explore::ExploreSummary) -> String {
-    use tabled::builder::Builder;
-    use tabled::settings::Style;
-    let mut builder = Builder::default();
-    let rate = summary.seeds_run as f64 / summary.wall_seconds.max(1e-9);
-    builder.push_record([
-        "seeds run".to_string(),
-        format!(
-            "{}{} in {:.1}s wall ({rate:.1} seeds/s)",
-            summary.seeds_run,
-            if summary.interrupted {
-                " (interrupted)"
-            } else {
-                ""
-            },
-            summary.wall_seconds
-        ),
-    ]);
-    builder.push_record([
-        "simulated".to_string(),
-        format!(
-            "{:.0}s, {} events",
-            summary.simulated_seconds, summary.events
-        ),
-    ]);
-    let failures = if summary.failures_by_kind.is_empty() {
-        "none".to_string()
-    } else {
-        summary
-            .failures_by_kind
-            .iter()
-            .map(|(kind, count)| format!("{kind}: {count}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    builder.push_record(["failures by invariant".to_string(), failures]);
-    if let Some(first) = &summary.first_failure {
-        builder.push_record([
-            "first failure".to_string(),
-            format!(
-                "seed {} after {} seeds, {:.1}s wall (minimizing included)",
-                first.seed, first.seeds_run, first.wall_seconds
-            ),
-        ]);
-    }
-    if let Some((seed, wall_ms)) = summary.slowest_seed {
-        builder.push_record([
-            "slowest seed".to_string(),
-            format!("{seed} ({wall_ms:.0}ms wall)"),
-        ]);
-    }
-    let mut table = builder.build();
-    table.with(Style::rounded());
-    let verdict = if summary.seeds_failed == 0 && summary.interrupted {
-        format!(
-            "PASS so far: {} seeds, no failure (interrupted)",
-            summary.seeds_run
-        )
-    } else if summary.seeds_failed == 0 {
-        format!("PASS: {} seeds, no failure", summary.seeds_run)
-    } else {
-        format!(
-            "FAIL: {} of {} seeds failed",
-            summary.seeds_failed, summary.seeds_run
-        )
-    };
-    format!("{table}\n{verdict}")
 }

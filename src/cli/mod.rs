@@ -1,10 +1,13 @@
-//! The subcommands of a real deployment. They only parse flags and call the library: the
-//! server lives in `lockstep::net::runtime`, the client in `lockstep::client`.
+//! The subcommands, moving here one by one from `main.rs`. They only parse flags, print, and
+//! call the library: the server lives in `lockstep::net::runtime`, the client in
+//! `lockstep::client`, the explorer in `lockstep::sim`.
 //! - `server`, `cluster up`: run servers.
 //! - `client`, `lock`, and `bench --servers`: talk to them.
+//! - `explore`: flags and tables around `lockstep::sim::explore` and `lockstep::sim::shard`.
 
 pub mod client;
 pub mod cluster;
+pub mod explore;
 pub mod loadgen;
 pub mod lock;
 pub mod server;

@@ -68,6 +68,8 @@ pub struct SeedResult {
     pub description: String,
     pub failure: Option<Failure>,
     pub simulated_ms: f64,
+    /// The simulated time exactly, so that totals do not depend on the order seeds finish in.
+    pub simulated_ns: u64,
     pub events: u64,
     pub wall_ms: f64,
     /// Where the minimized failing scenario was written.
@@ -77,7 +79,8 @@ pub struct SeedResult {
 }
 
 /// How big a scenario is, for reporting what minimization achieved.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ScenarioSize {
     pub events: usize,
     pub servers: u32,
@@ -501,6 +504,8 @@ pub struct FirstFailure {
 pub struct ExploreSummary {
     pub seeds_run: u64,
     pub seeds_failed: u64,
+    /// Exact total of simulated time; `simulated_seconds` is derived from it at the end.
+    pub simulated_ns: u64,
     pub simulated_seconds: f64,
     pub events: u64,
     pub wall_seconds: f64,
@@ -527,6 +532,7 @@ pub fn run_seed(seed: u64, options: &ExploreOptions, stop: &AtomicBool) -> SeedR
         description: shape.describe(),
         failure: failure.clone(),
         simulated_ms: report.simulated_ms,
+        simulated_ns: report.simulated_ns,
         events: report.events_processed,
         wall_ms,
         written_to: None,
@@ -608,7 +614,7 @@ pub fn explore(
         drop(sender);
         for result in receiver {
             summary.seeds_run += 1;
-            summary.simulated_seconds += result.simulated_ms / 1e3;
+            summary.simulated_ns = summary.simulated_ns.saturating_add(result.simulated_ns);
             summary.events += result.events;
             if summary
                 .slowest_seed
@@ -638,7 +644,16 @@ pub fn explore(
     summary
         .failures_by_kind
         .sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    summary.simulated_seconds = summary.simulated_ns as f64 / 1e9;
     summary.wall_seconds = start.elapsed().as_secs_f64();
+    // Every offset a worker took below `seeds` was run to the end and reported, so the seeds
+    // run are exactly `from..from + seeds_run`, even when interrupted: a shard result relies
+    // on it to say which seeds an interrupted shard left out.
+    assert_eq!(
+        summary.seeds_run,
+        next_offset.load(Ordering::Relaxed).min(options.seeds),
+        "seeds run form a prefix of the range"
+    );
     summary.interrupted = stop.load(Ordering::Relaxed) && summary.seeds_run < options.seeds;
     summary
 }

@@ -19,6 +19,7 @@ pub mod rogue;
 pub mod runner;
 pub mod scenario;
 pub mod scenario_yaml;
+pub mod shard;
 pub mod swarm;
 pub mod trace;
 pub mod workload;

@@ -57,6 +57,8 @@ pub struct RunReport {
     pub seed: u64,
     pub passed: bool,
     pub simulated_ms: f64,
+    /// The same simulated time, exact: sums of it do not depend on the order of addition.
+    pub simulated_ns: u64,
     pub wall_ms: f64,
     pub ops: OpStats,
     pub network: NetworkStats,

@@ -778,6 +778,7 @@ impl Runner<'_> {
             seed: self.scenario.seed,
             passed,
             simulated_ms: simulated.as_nanos() as f64 / 1e6,
+            simulated_ns: simulated.as_nanos(),
             wall_ms: wall_start.elapsed().as_secs_f64() * 1e3,
             ops: self.op_stats(),
             network: self.cluster.network_stats.clone(),

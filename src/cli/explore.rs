@@ -1,0 +1,544 @@
+//! `lockstep explore`: flags, progress and tables. The explorer itself is
+//! `lockstep::sim::explore`; slicing, the shard result file and merging are
+//! `lockstep::sim::shard`. This file only parses flags, prints, and picks the exit code.
+
+use crate::{EXIT_BAD_INPUT, EXIT_FAIL, EXIT_PASS};
+use clap::Args;
+use lockstep::sim::explore::{self, ExploreOptions, ExploreSummary};
+use lockstep::sim::shard::{self, ExploreConfig, MergedSummary, SeedRange, Shard, ShardContext};
+use lockstep::sim::swarm::SwarmBounds;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct ExploreArgs {
+    /// How many seeds to run (with --shard: in all shards together).
+    #[arg(long, value_name = "N", required_unless_present = "merge")]
+    seeds: Option<u64>,
+    /// The first seed.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    from: u64,
+    /// Run only shard K of N equal slices of the range, K counting from 0 (0/4 to 3/4), as
+    /// Kubernetes numbers JOB_COMPLETION_INDEX.
+    #[arg(long, value_name = "K/N", value_parser = Shard::parse)]
+    shard: Option<Shard>,
+    /// Combine shard results written by `explore --json` into one summary instead of
+    /// running seeds. Exit 0 no failure, 1 failures, 2 unusable or incomplete input.
+    #[arg(
+        long,
+        value_name = "FILE",
+        num_args = 1..,
+        conflicts_with_all = [
+            "seeds", "from", "shard", "jobs", "servers", "duration", "out", "minimize_runs",
+            "print_scenarios"
+        ]
+    )]
+    merge: Vec<PathBuf>,
+    /// Worker threads (default: every core). Each simulation stays single-threaded.
+    #[arg(long, value_name = "J")]
+    jobs: Option<usize>,
+    /// Range of cluster sizes, e.g. 3..5 or 5.
+    #[arg(long, value_name = "A..B", default_value = "3..5", value_parser = parse_server_range)]
+    servers: (u32, u32),
+    /// Length of the safety phase under faults (the liveness phase adds 4s).
+    #[arg(long, value_name = "D", default_value = "10s", value_parser = crate::parse_duration_flag)]
+    duration: std::time::Duration,
+    /// Where to write each failing seed's minimized scenario, as <seed>.yaml.
+    #[arg(long, value_name = "DIR", default_value = "failures")]
+    out: PathBuf,
+    /// Re-runs a minimization may spend on one failing seed.
+    #[arg(long, value_name = "RUNS", default_value_t = 300)]
+    minimize_runs: usize,
+    /// Print every seed's configuration and verdict, not only failures.
+    #[arg(long)]
+    verbose: bool,
+    /// Print the result as JSON (the shard result format in README) on stdout; per-seed
+    /// lines go to stderr.
+    #[arg(long)]
+    json: bool,
+    /// Print each seed's scenario as YAML instead of running it (to see what a seed does, or
+    /// to keep it as a scenario file).
+    #[arg(long)]
+    print_scenarios: bool,
+}
+
+fn parse_server_range(text: &str) -> Result<(u32, u32), String> {
+    let (low, high) = match text.split_once("..") {
+        Some((low, high)) => (low, high.trim_start_matches('=')),
+        None => (text, text),
+    };
+    let number = |part: &str| {
+        part.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("{text:?} is not a range like 3..5"))
+    };
+    let (low, high) = (number(low)?, number(high)?);
+    if low == 0 || high > lockstep::sim::scenario::SERVERS_MAX || low > high {
+        return Err(format!(
+            "{text:?}: servers must be within 1..{} and low <= high",
+            lockstep::sim::scenario::SERVERS_MAX
+        ));
+    }
+    Ok((low, high))
+}
+
+pub fn run(args: ExploreArgs) -> u8 {
+    if !args.merge.is_empty() {
+        return run_merge(&args.merge, args.json);
+    }
+    let seeds = args.seeds.expect("clap requires --seeds without --merge");
+    match plan(&args, seeds) {
+        Ok((options, context)) => run_seeds(&args, options, context),
+        Err(problem) => {
+            eprintln!("error: {problem}");
+            EXIT_BAD_INPUT
+        }
+    }
+}
+
+/// Checks the flags and works out this process's slice of seeds.
+fn plan(args: &ExploreArgs, seeds: u64) -> Result<(ExploreOptions, ShardContext), String> {
+    if seeds == 0 {
+        return Err("--seeds must be at least 1".into());
+    }
+    if args.from.checked_add(seeds).is_none() {
+        return Err(format!(
+            "--from {} --seeds {seeds} runs past the last seed",
+            args.from
+        ));
+    }
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if jobs == 0 || jobs > 1_024 {
+        return Err(format!("--jobs {jobs} is outside 1..=1024"));
+    }
+    let shard = args.shard.unwrap_or(Shard::WHOLE);
+    if shard.count > seeds {
+        return Err(format!(
+            "--shard {shard}: {} shards for {seeds} seeds would leave some empty; use at most \
+             {seeds}",
+            shard.count
+        ));
+    }
+    let slice = shard.slice(SeedRange {
+        from: args.from,
+        seeds,
+    });
+    let out_dir = std::path::absolute(&args.out)
+        .map_err(|error| format!("--out {}: {error}", args.out.display()))?;
+    let bounds = SwarmBounds {
+        servers_min: args.servers.0,
+        servers_max: args.servers.1,
+        safety: args.duration,
+    };
+    let context = ShardContext {
+        config: ExploreConfig {
+            version: env!("CARGO_PKG_VERSION").into(),
+            from: args.from,
+            seeds,
+            servers_min: args.servers.0,
+            servers_max: args.servers.1,
+            duration_ns: u64::try_from(args.duration.as_nanos()).expect("at most an hour"),
+        },
+        shard,
+        host: shard::host_name(),
+        out_dir: out_dir.clone(),
+        jobs: jobs as u64,
+    };
+    let options = ExploreOptions {
+        seeds: slice.seeds,
+        from: slice.from,
+        jobs,
+        bounds,
+        out_dir,
+        minimize_runs_max: args.minimize_runs,
+    };
+    Ok((options, context))
+}
+
+fn run_seeds(args: &ExploreArgs, options: ExploreOptions, context: ShardContext) -> u8 {
+    use indicatif::{ProgressBar, ProgressStyle};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    if args.print_scenarios {
+        for seed in options.from..options.from + options.seeds {
+            let shape = lockstep::sim::swarm::Shape::random(seed, &options.bounds);
+            println!("---\n{}", shape.build().to_yaml());
+        }
+        return EXIT_PASS;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let handler_stop = Arc::clone(&stop);
+    if let Err(error) = ctrlc::set_handler(move || handler_stop.store(true, Ordering::Relaxed)) {
+        eprintln!("warning: Ctrl-C will not stop cleanly: {error}");
+    }
+    let bar = ProgressBar::new(options.seeds);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} seeds, {per_sec}, {msg} (eta {eta})",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message("0 failed");
+    // With --json, stdout carries only the JSON document, so that it can go to a file.
+    let say = |line: String| {
+        if !bar.is_hidden() {
+            bar.println(line);
+        } else if args.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    let mut failed = 0u64;
+    let summary = explore::explore(&options, &stop, |result| {
+        bar.inc(1);
+        match &result.failure {
+            Some(failure) => {
+                failed += 1;
+                bar.set_message(format!("{failed} failed"));
+                let written = result.written_to.as_ref().map_or(String::new(), |path| {
+                    format!("\n         replay: lockstep run {}", path.display())
+                });
+                let sizes = result
+                    .minimized
+                    .as_ref()
+                    .map_or(String::new(), |(from, to)| {
+                        format!("\n         minimized from {from} to {to}")
+                    });
+                say(format!(
+                    "FAIL seed {}: {}: {}\n         config: {}{sizes}{written}",
+                    result.seed, failure.kind, failure.message, result.description
+                ));
+            }
+            None if args.verbose => {
+                say(format!("ok   seed {}: {}", result.seed, result.description));
+            }
+            None => {}
+        }
+    });
+    bar.finish_and_clear();
+    let sharded = args.shard.map(|shard| (shard, context.config.seeds));
+    if args.json {
+        let result = shard::ShardResult::from_summary(context, &summary);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&result).expect("the result serialises")
+        );
+    } else {
+        println!("{}", render_summary(&summary, &options, sharded));
+    }
+    if summary.seeds_failed > 0 {
+        EXIT_FAIL
+    } else {
+        EXIT_PASS
+    }
+}
+
+fn render_summary(
+    summary: &ExploreSummary,
+    options: &ExploreOptions,
+    sharded: Option<(Shard, u64)>,
+) -> String {
+    use tabled::builder::Builder;
+    use tabled::settings::Style;
+    let mut builder = Builder::default();
+    if let Some((shard, seeds_all)) = sharded {
+        let slice = SeedRange {
+            from: options.from,
+            seeds: options.seeds,
+        };
+        builder.push_record([
+            "shard".to_string(),
+            format!("{shard}: {slice} of {seeds_all}"),
+        ]);
+    }
+    let rate = summary.seeds_run as f64 / summary.wall_seconds.max(1e-9);
+    builder.push_record([
+        "seeds run".to_string(),
+        format!(
+            "{}{} in {:.1}s wall ({rate:.1} seeds/s)",
+            summary.seeds_run,
+            if summary.interrupted {
+                " (interrupted)"
+            } else {
+                ""
+            },
+            summary.wall_seconds
+        ),
+    ]);
+    builder.push_record([
+        "simulated".to_string(),
+        format!(
+            "{:.0}s, {} events",
+            summary.simulated_seconds, summary.events
+        ),
+    ]);
+    let failures = if summary.failures_by_kind.is_empty() {
+        "none".to_string()
+    } else {
+        summary
+            .failures_by_kind
+            .iter()
+            .map(|(kind, count)| format!("{kind}: {count}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    builder.push_record(["failures by invariant".to_string(), failures]);
+    if let Some(first) = &summary.first_failure {
+        builder.push_record([
+            "first failure".to_string(),
+            format!(
+                "seed {} after {} seeds, {:.1}s wall (minimizing included)",
+                first.seed, first.seeds_run, first.wall_seconds
+            ),
+        ]);
+    }
+    if let Some((seed, wall_ms)) = summary.slowest_seed {
+        builder.push_record([
+            "slowest seed".to_string(),
+            format!("{seed} ({wall_ms:.0}ms wall)"),
+        ]);
+    }
+    let mut table = builder.build();
+    table.with(Style::rounded());
+    let verdict = if summary.seeds_failed == 0 && summary.interrupted {
+        format!(
+            "PASS so far: {} seeds, no failure (interrupted)",
+            summary.seeds_run
+        )
+    } else if summary.seeds_failed == 0 {
+        format!("PASS: {} seeds, no failure", summary.seeds_run)
+    } else {
+        format!(
+            "FAIL: {} of {} seeds failed",
+            summary.seeds_failed, summary.seeds_run
+        )
+    };
+    format!("{table}\n{verdict}")
+}
+
+// ----- --merge -----
+
+fn run_merge(files: &[PathBuf], json: bool) -> u8 {
+    let merged = match shard::merge(files) {
+        Ok(merged) => merged,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&merged).expect("the summary serialises")
+        );
+    } else {
+        println!("{}", render_merged(&merged));
+    }
+    if merged.incomplete {
+        // Exit 2 even when failures were found: a partial set must never pass for a run.
+        eprintln!(
+            "error: incomplete: no shard result covers {} ({} of {} seeds); {}",
+            shard::describe_ranges(&merged.missing),
+            merged.seeds_expected - merged.seeds_run,
+            merged.seeds_expected,
+            rerun_advice(&merged)
+        );
+        return EXIT_BAD_INPUT;
+    }
+    if merged.seeds_failed > 0 {
+        EXIT_FAIL
+    } else {
+        EXIT_PASS
+    }
+}
+
+/// Which shards to run again, for the incomplete-merge error.
+fn rerun_advice(merged: &MergedSummary) -> String {
+    const SHOWN_MAX: usize = 20;
+    if merged.missing_shards.is_empty() {
+        return "run the seeds again with the same flags and merge again".into();
+    }
+    let mut shards: Vec<String> = merged
+        .missing_shards
+        .iter()
+        .take(SHOWN_MAX)
+        .map(|s| s.to_string())
+        .collect();
+    if merged.missing_shards.len() > SHOWN_MAX {
+        shards.push(format!(
+            "and {} more",
+            merged.missing_shards.len() - SHOWN_MAX
+        ));
+    }
+    format!("run --shard {} again and merge again", shards.join(", "))
+}
+
+fn render_merged(merged: &MergedSummary) -> String {
+    use tabled::builder::Builder;
+    use tabled::settings::Style;
+    let mut builder = Builder::default();
+    let whole = SeedRange {
+        from: merged.config.from,
+        seeds: merged.config.seeds,
+    };
+    builder.push_record([
+        "range".to_string(),
+        format!(
+            "{whole}, servers {}..{}, {}s safety phase, build {}",
+            merged.config.servers_min,
+            merged.config.servers_max,
+            merged.config.duration_ns as f64 / 1e9,
+            merged.config.version
+        ),
+    ]);
+    let completeness = if merged.incomplete {
+        format!(
+            " of {} - INCOMPLETE, missing {}",
+            merged.seeds_expected,
+            shard::describe_ranges(&merged.missing)
+        )
+    } else {
+        format!(" of {}", merged.seeds_expected)
+    };
+    builder.push_record([
+        "seeds run".to_string(),
+        format!("{}{completeness}", merged.seeds_run),
+    ]);
+    builder.push_record([
+        "simulated".to_string(),
+        format!(
+            "{:.0}s, {} events",
+            merged.simulated_ns as f64 / 1e9,
+            merged.events
+        ),
+    ]);
+    builder.push_record([
+        "wall time".to_string(),
+        format!(
+            "{:.1}s longest shard, {:.1}s all {} shards together",
+            merged.wall_seconds_longest_shard,
+            merged.wall_seconds_sum,
+            merged.shards.len()
+        ),
+    ]);
+    builder.push_record([
+        "seeds/s".to_string(),
+        format!(
+            "{:.1} (seeds over the longest shard's wall time); shards' own rates sum to {:.1}",
+            merged.seeds_per_second, merged.seeds_per_second_sum
+        ),
+    ]);
+    let failures = if merged.failures_by_invariant.is_empty() {
+        "none".to_string()
+    } else {
+        let counts: Vec<String> = merged
+            .failures_by_invariant
+            .iter()
+            .map(|count| format!("{}: {}", count.invariant, count.count))
+            .collect();
+        counts.join("\n")
+    };
+    builder.push_record(["failures by invariant".to_string(), failures]);
+    if let Some(first) = merged.failures.first() {
+        builder.push_record([
+            "first failure".to_string(),
+            format!(
+                "seed {} ({}), by seed order",
+                first.failure.seed, first.failure.invariant
+            ),
+        ]);
+    }
+    if let Some(slowest) = &merged.slowest_seed {
+        builder.push_record([
+            "slowest seed".to_string(),
+            format!(
+                "{} ({:.0}ms wall, shard {})",
+                slowest.seed, slowest.wall_ms, slowest.shard
+            ),
+        ]);
+    }
+    let mut table = builder.build();
+    table.with(Style::rounded());
+    format!(
+        "{table}\n{}{}{}",
+        render_shards(merged),
+        render_failures(merged),
+        merged_verdict(merged)
+    )
+}
+
+fn render_shards(merged: &MergedSummary) -> String {
+    use tabled::builder::Builder;
+    use tabled::settings::Style;
+    let mut builder = Builder::default();
+    builder.push_record([
+        "shard", "seeds", "run", "failed", "wall", "seeds/s", "host", "file",
+    ]);
+    for line in &merged.shards {
+        builder.push_record([
+            line.shard.to_string(),
+            line.range.to_string(),
+            format!(
+                "{}{}",
+                line.seeds_run,
+                if line.interrupted {
+                    " (interrupted)"
+                } else {
+                    ""
+                }
+            ),
+            line.seeds_failed.to_string(),
+            format!("{:.1}s", line.wall_seconds),
+            format!("{:.1}", line.seeds_per_second),
+            line.host.clone().unwrap_or_else(|| "?".into()),
+            line.file.display().to_string(),
+        ]);
+    }
+    let mut table = builder.build();
+    table.with(Style::rounded());
+    format!("{table}\n")
+}
+
+fn render_failures(merged: &MergedSummary) -> String {
+    let mut text = String::new();
+    for failure in &merged.failures {
+        let host = failure.host.as_deref().unwrap_or("?");
+        let place = failure.failure.written_to.as_ref().map_or_else(
+            || "not written".to_string(),
+            |path| format!("{host}:{}", path.display()),
+        );
+        text.push_str(&format!(
+            "FAIL seed {} (shard {}): {}: {}\n         config: {}\n         written to {place}\n",
+            failure.failure.seed,
+            failure.shard,
+            failure.failure.invariant,
+            failure.failure.message.lines().next().unwrap_or(""),
+            failure.failure.configuration,
+        ));
+    }
+    text
+}
+
+fn merged_verdict(merged: &MergedSummary) -> String {
+    let shards = merged.shards.len();
+    if merged.incomplete {
+        format!(
+            "INCOMPLETE: {} of {} seeds run in {shards} shard(s), {} failed; seeds are missing",
+            merged.seeds_run, merged.seeds_expected, merged.seeds_failed
+        )
+    } else if merged.seeds_failed == 0 {
+        format!(
+            "PASS: {} seeds in {shards} shard(s), no failure",
+            merged.seeds_run
+        )
+    } else {
+        format!(
+            "FAIL: {} of {} seeds failed in {shards} shard(s)",
+            merged.seeds_failed, merged.seeds_run
+        )
+    }
+}
