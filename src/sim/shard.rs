@@ -771,3 +771,290 @@ fn summarize(
         failures,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(from: u64, seeds: u64) -> SeedRange {
+        SeedRange { from, seeds }
+    }
+
+    #[test]
+    fn slices_cover_the_range_exactly_once_when_n_does_not_divide_it() {
+        for (from, seeds) in [(0, 90), (7, 10), (1_000, 1), (3, 101), (u64::MAX - 50, 50)] {
+            for count in 1..=seeds.min(13) {
+                let slices: Vec<SeedRange> = (0..count)
+                    .map(|index| Shard { index, count }.slice(range(from, seeds)))
+                    .collect();
+                assert_eq!(slices[0].from, from);
+                assert_eq!(slices.last().unwrap().end(), from + seeds);
+                for pair in slices.windows(2) {
+                    assert_eq!(pair[0].end(), pair[1].from, "no gap, no overlap");
+                }
+                let sizes: Vec<u64> = slices.iter().map(|s| s.seeds).collect();
+                let (low, high) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+                assert!(high - low <= 1, "equal slices: {sizes:?}");
+                assert!(*low >= 1, "N <= seeds leaves no slice empty");
+            }
+        }
+        // 10 seeds in 3 shards: 3, 3, 4.
+        let sizes: Vec<u64> = (0..3)
+            .map(|index| Shard { index, count: 3 }.slice(range(0, 10)).seeds)
+            .collect();
+        assert_eq!(sizes, vec![3, 3, 4]);
+        // A huge range does not overflow.
+        let last = Shard { index: 6, count: 7 }.slice(range(0, u64::MAX));
+        assert_eq!(last.end(), u64::MAX);
+    }
+
+    #[test]
+    fn shard_flags_parse_from_zero_and_refuse_the_rest_with_reasons() {
+        assert_eq!(Shard::parse("0/1"), Ok(Shard::WHOLE));
+        assert_eq!(Shard::parse("2/3"), Ok(Shard { index: 2, count: 3 }));
+        let refusals = [
+            ("3/3", "K counts from 0"),
+            ("0/0", "N must be within"),
+            ("0/100001", "N must be within"),
+            ("a/3", "K \"a\" is not a whole number"),
+            ("1/x", "N \"x\" is not a whole number"),
+            ("-1/3", "is not a whole number"),
+            (" 1/3", "is not a whole number"),
+            ("1/3/4", "is not a whole number"),
+            ("2", "is not K/N"),
+            ("", "is not K/N"),
+        ];
+        for (text, reason) in refusals {
+            let problem = Shard::parse(text).expect_err(text);
+            assert!(problem.contains(reason), "{text}: {problem}");
+        }
+    }
+
+    fn config() -> ExploreConfig {
+        ExploreConfig {
+            version: "0.1.0".into(),
+            from: 100,
+            seeds: 90,
+            servers_min: 3,
+            servers_max: 5,
+            duration_ns: 1_000_000_000,
+        }
+    }
+
+    fn failure(seed: u64, invariant: &str) -> ShardFailure {
+        ShardFailure {
+            seed,
+            invariant: invariant.into(),
+            message: format!("seed {seed} broke {invariant}"),
+            configuration: "3 servers".into(),
+            simulated_ns: 5,
+            events: 7,
+            wall_ms: 1.0,
+            written_to: Some(PathBuf::from(format!("/out/{seed}.yaml"))),
+            minimized_from: None,
+            minimized_to: None,
+        }
+    }
+
+    /// A consistent result of shard `index/count` of [`config`] in which `failing` failed.
+    fn result(index: u64, count: u64, failing: &[(u64, &str)]) -> ShardResult {
+        let shard = Shard { index, count };
+        let config = config();
+        let range = shard.slice(range(config.from, config.seeds));
+        let mut by_invariant: BTreeMap<String, u64> = BTreeMap::new();
+        for (_, invariant) in failing {
+            *by_invariant.entry(invariant.to_string()).or_default() += 1;
+        }
+        ShardResult {
+            format: SHARD_FORMAT.into(),
+            config,
+            shard,
+            range,
+            host: Some(format!("node-{index}")),
+            out_dir: PathBuf::from("/out"),
+            jobs: 2,
+            seeds_run: range.seeds,
+            seeds_failed: failing.len() as u64,
+            interrupted: false,
+            simulated_ns: range.seeds * 1_000,
+            events: range.seeds * 10,
+            wall_seconds: (index + 1) as f64,
+            seeds_per_second: range.seeds as f64 / (index + 1) as f64,
+            failures_by_invariant: by_invariant
+                .into_iter()
+                .map(|(invariant, count)| InvariantCount { invariant, count })
+                .collect(),
+            first_failure_arrived: None,
+            slowest_seed: Some(SlowestSeed {
+                seed: range.from,
+                wall_ms: 10.0 * (index + 1) as f64,
+            }),
+            failures: failing
+                .iter()
+                .map(|(seed, inv)| failure(*seed, inv))
+                .collect(),
+        }
+    }
+
+    fn files(results: Vec<ShardResult>) -> Vec<(PathBuf, ShardResult)> {
+        let named = results.into_iter().enumerate();
+        named
+            .map(|(i, r)| (PathBuf::from(format!("shard-{i}.json")), r))
+            .collect()
+    }
+
+    #[test]
+    fn a_merge_adds_up_the_shards_and_orders_failures_by_seed() {
+        let results = vec![
+            result(2, 3, &[(181, "mutual_exclusion"), (170, "liveness")]),
+            result(0, 3, &[(105, "mutual_exclusion")]),
+            result(1, 3, &[]),
+        ];
+        let merged = merge_results(files(results)).expect("three shards of one run");
+        assert!(!merged.incomplete);
+        assert!(merged.missing.is_empty() && merged.missing_shards.is_empty());
+        assert_eq!((merged.seeds_expected, merged.seeds_run), (90, 90));
+        assert_eq!(merged.seeds_failed, 3);
+        assert_eq!(merged.simulated_ns, 90_000);
+        assert_eq!(merged.events, 900);
+        let seeds: Vec<u64> = merged.failures.iter().map(|f| f.failure.seed).collect();
+        assert_eq!(seeds, vec![105, 170, 181]);
+        assert_eq!(merged.first_failure_seed, Some(105));
+        assert_eq!(merged.failures[0].shard, Shard { index: 0, count: 3 });
+        assert_eq!(merged.failures[0].host.as_deref(), Some("node-0"));
+        assert_eq!(
+            merged.failures_by_invariant[0].invariant,
+            "mutual_exclusion"
+        );
+        assert_eq!(merged.failures_by_invariant[0].count, 2);
+        assert_eq!(merged.failures_by_invariant[1].invariant, "liveness");
+        // Shard k took k+1 seconds for 30 seeds.
+        assert_eq!(merged.wall_seconds_longest_shard, 3.0);
+        assert_eq!(merged.wall_seconds_sum, 6.0);
+        assert_eq!(merged.seeds_per_second, 30.0);
+        assert_eq!(merged.seeds_per_second_sum, 30.0 + 15.0 + 10.0);
+        let slowest = merged.slowest_seed.expect("every shard has one");
+        assert_eq!((slowest.seed, slowest.shard.index), (160, 2));
+        let order: Vec<u64> = merged.shards.iter().map(|s| s.shard.index).collect();
+        assert_eq!(order, vec![0, 1, 2], "shards listed by range");
+    }
+
+    #[test]
+    fn a_missing_or_interrupted_shard_makes_the_merge_incomplete_and_names_it() {
+        let merged = merge_results(files(vec![result(0, 3, &[]), result(2, 3, &[])])).unwrap();
+        assert!(merged.incomplete);
+        assert_eq!(merged.missing, vec![range(130, 30)]);
+        assert_eq!(merged.missing_shards, vec![Shard { index: 1, count: 3 }]);
+        assert_eq!(merged.seeds_run, 60);
+
+        let mut cut_short = result(1, 3, &[]);
+        cut_short.interrupted = true;
+        cut_short.seeds_run = 12;
+        let merged =
+            merge_results(files(vec![result(0, 3, &[]), cut_short, result(2, 3, &[])])).unwrap();
+        assert_eq!(merged.missing, vec![range(142, 18)]);
+        assert_eq!(merged.missing_shards, vec![Shard { index: 1, count: 3 }]);
+
+        let merged = merge_results(files(vec![result(1, 3, &[])])).unwrap();
+        assert_eq!(merged.missing, vec![range(100, 30), range(160, 30)]);
+        assert_eq!(
+            describe_ranges(&merged.missing),
+            "seeds 100 to 129, seeds 160 to 189"
+        );
+    }
+
+    #[test]
+    fn results_of_another_configuration_or_build_are_refused() {
+        let mut other_build = result(1, 3, &[]);
+        other_build.config.version = "0.2.0".into();
+        let mut other_duration = result(1, 3, &[]);
+        other_duration.config.duration_ns = 2_000_000_000;
+        let mut other_servers = result(1, 3, &[]);
+        other_servers.config.servers_max = 7;
+        let cases = [
+            (other_build, "version: 0.1.0 vs 0.2.0"),
+            (other_duration, "duration: 1s vs 2s"),
+            (other_servers, "servers: 3..5 vs 3..7"),
+        ];
+        for (odd, difference) in cases {
+            let error = merge_results(files(vec![result(0, 3, &[]), odd])).expect_err(difference);
+            assert!(
+                matches!(&error, MergeError::DifferentConfig { difference: d, .. } if d == difference),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_is_read_only_if_it_is_a_consistent_shard_result() {
+        let good = serde_json::to_string(&result(1, 3, &[(140, "liveness")])).unwrap();
+        assert_eq!(
+            parse_shard_result(&good),
+            Ok(result(1, 3, &[(140, "liveness")]))
+        );
+        let cut = &good[..good.len() / 2];
+        assert!(parse_shard_result(cut).unwrap_err().starts_with("not JSON"));
+        let value = |edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut value: serde_json::Value = serde_json::from_str(&good).unwrap();
+            edit(&mut value);
+            parse_shard_result(&value.to_string())
+        };
+        let refusals: [(&dyn Fn(&mut serde_json::Value), &str); 7] = [
+            (&|v| v["format"] = MERGED_FORMAT.into(), "a merged summary"),
+            (
+                &|v| v["format"] = "lockstep-explore-shard/9".into(),
+                "this build reads",
+            ),
+            (
+                &|v| drop(v.as_object_mut().unwrap().remove("format")),
+                "no \"format\"",
+            ),
+            (
+                &|v| drop(v.as_object_mut().unwrap().remove("events")),
+                "missing field `events`",
+            ),
+            (
+                &|v| v["range"]["from"] = 131.into(),
+                "should hold seeds 130 to 159",
+            ),
+            (
+                &|v| v["seeds_run"] = 29.into(),
+                "29 of 30 seeds run, yet not interrupted",
+            ),
+            (
+                &|v| v["seeds_failed"] = 0.into(),
+                "seeds_failed is 0 but 1 failures",
+            ),
+        ];
+        for (edit, reason) in refusals {
+            let problem = value(edit).expect_err(reason);
+            assert!(problem.contains(reason), "{reason}: {problem}");
+        }
+        let stray = value(&|v| v["failures"][0]["seed"] = 170.into());
+        assert!(stray.unwrap_err().contains("failing seed 170 is outside"));
+    }
+
+    #[test]
+    fn overlapping_shards_are_refused_with_the_seeds_they_share() {
+        let twice = merge_results(files(vec![result(1, 3, &[]), result(1, 3, &[])]));
+        assert!(
+            matches!(twice, Err(MergeError::Overlap { overlap, .. }) if overlap == range(130, 30)),
+            "{twice:?}"
+        );
+        // Shards of different N may tile the range, but not overlap it.
+        let tiles = vec![result(0, 2, &[]), result(3, 6, &[]), result(5, 6, &[])];
+        let merged = merge_results(files(tiles)).expect("0/2, 3/6 and 5/6 tile all but 4/6");
+        assert_eq!(merged.missing, vec![range(160, 15)]);
+        assert!(
+            merged.missing_shards.is_empty(),
+            "no single N to name shards by"
+        );
+        let overlapping = vec![result(1, 3, &[]), result(0, 2, &[])];
+        let error = merge_results(files(overlapping)).expect_err("0/2 and 1/3 share seeds");
+        assert_eq!(
+            error.to_string(),
+            "shard-1.json (shard 0/2) and shard-0.json (shard 1/3) both ran seeds 130 to \
+             144; a merge would count them twice"
+        );
+    }
+}
