@@ -999,7 +999,8 @@ mod tests {
             edit(&mut value);
             parse_shard_result(&value.to_string())
         };
-        let refusals: [(&dyn Fn(&mut serde_json::Value), &str); 7] = [
+        type Edit<'a> = &'a dyn Fn(&mut serde_json::Value);
+        let refusals: [(Edit, &str); 7] = [
             (&|v| v["format"] = MERGED_FORMAT.into(), "a merged summary"),
             (
                 &|v| v["format"] = "lockstep-explore-shard/9".into(),
