@@ -375,3 +375,157 @@ fn a_shard_prints_only_its_own_slice_of_scenarios() {
         .collect();
     assert_eq!(names, ["swarm-106", "swarm-107", "swarm-108", "swarm-109"]);
 }
+
+// ----- the batch-system files in docs/, run locally as their pods and tasks would -----
+
+fn docs_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs")
+        .join(name)
+}
+
+/// PATH with this build's `lockstep` first, as the image or the cluster nodes would have it.
+fn path_with_lockstep() -> String {
+    let binary = Path::new(env!("CARGO_BIN_EXE_lockstep"));
+    let dir = binary.parent().expect("the binary's directory");
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// Runs `program args` with `env`, and returns its exit code and output.
+fn run_script(program: &str, args: &[&str], env: &[(&str, String)]) -> Output {
+    let mut command = Command::new(program);
+    command.args(args).env("PATH", path_with_lockstep());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().expect("run a docs script")
+}
+
+/// The small range the docs scripts run here: 3 shards of 10 seeds.
+fn small_range(results: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("SHARDS", "3".into()),
+        ("SEEDS", "30".into()),
+        ("FROM", "500".into()),
+        ("DURATION", "1s".into()),
+        ("RESULTS", results.display().to_string()),
+    ]
+}
+
+fn assert_complete_summary(results: &Path, merge: &Output) {
+    let stdout = text(&merge.stdout);
+    assert_eq!(
+        merge.status.code(),
+        Some(0),
+        "{stdout}{}",
+        text(&merge.stderr)
+    );
+    assert!(
+        stdout.contains("PASS: 30 seeds in 3 shard(s), no failure"),
+        "{stdout}"
+    );
+    let summary = read_json(&results.join("summary.json"));
+    assert_eq!(summary["seeds_run"], 30);
+    assert_eq!(summary["config"]["from"], 500);
+    assert_eq!(summary["incomplete"], false);
+    let leftovers = std::fs::read_dir(results)
+        .expect("list results")
+        .filter(|entry| {
+            let name = entry.as_ref().expect("an entry").file_name();
+            name.to_string_lossy().ends_with(".partial")
+        });
+    assert_eq!(
+        leftovers.count(),
+        0,
+        "every shard moved its result into place"
+    );
+}
+
+#[test]
+fn the_slurm_script_runs_its_array_tasks_and_merges_them() {
+    let results = scratch("slurm");
+    let script = docs_file("explore-slurm.sh");
+    let script = path_text(&script);
+    // An array written 1-3: the script counts K from the array's first index.
+    for task in 1..=3 {
+        let mut env = small_range(&results);
+        env.push(("SLURM_ARRAY_TASK_ID", task.to_string()));
+        env.push(("SLURM_ARRAY_TASK_MIN", "1".into()));
+        let output = run_script("bash", &[script], &env);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "task {task}: {}",
+            text(&output.stderr)
+        );
+        assert!(results.join(format!("shard-{}.json", task - 1)).exists());
+    }
+    let merge = run_script("bash", &[script, "merge"], &small_range(&results));
+    assert_complete_summary(&results, &merge);
+    let _ = std::fs::remove_dir_all(results);
+}
+
+/// The `sh -c` script of the container in the manifest's Job named `job`, and its env.
+fn pod_script(manifest: &[Value], job: &str) -> (String, Vec<(String, String)>) {
+    let found = manifest
+        .iter()
+        .find(|doc| doc["kind"] == "Job" && doc["metadata"]["name"] == job);
+    let spec = &found.unwrap_or_else(|| panic!("a Job named {job}"))["spec"];
+    let container = &spec["template"]["spec"]["containers"][0];
+    assert_eq!(container["command"][0], "/bin/sh");
+    assert_eq!(container["command"][1], "-c");
+    let script = container["command"][2]
+        .as_str()
+        .expect("a script")
+        .to_string();
+    let env = container["env"].as_array().expect("env").iter();
+    let env = env.map(|variable| {
+        let name = variable["name"].as_str().expect("a name").to_string();
+        (
+            name,
+            variable["value"].as_str().expect("a value").to_string(),
+        )
+    });
+    (script, env.collect())
+}
+
+#[test]
+fn the_kubernetes_indexed_job_runs_its_pods_scripts_and_merges_them() {
+    let text_of_manifest =
+        std::fs::read_to_string(docs_file("explore-kubernetes.yaml")).expect("the manifest");
+    let manifest: Vec<Value> =
+        serde_saphyr::from_multiple(&text_of_manifest).expect("the manifest is YAML");
+    let (shard_script, shard_env) = pod_script(&manifest, "lockstep-explore");
+    let shards = manifest
+        .iter()
+        .find(|doc| doc["spec"]["completionMode"] == "Indexed");
+    let completions = &shards.expect("an Indexed Job")["spec"]["completions"];
+    let shards_env = shard_env.iter().find(|(name, _)| name == "SHARDS");
+    assert_eq!(
+        shards_env.map(|(_, value)| value.parse::<u64>().expect("a number")),
+        completions.as_u64(),
+        "SHARDS must equal completions"
+    );
+    let (merge_script, _) = pod_script(&manifest, "lockstep-explore-merge");
+    // The pods' scripts as written, with the small range instead of the manifest's.
+    let results = scratch("kubernetes");
+    std::fs::create_dir_all(&results).expect("the volume");
+    for index in 0..3 {
+        let mut env = small_range(&results);
+        env.push(("JOB_COMPLETION_INDEX", index.to_string()));
+        let output = run_script("sh", &["-c", &shard_script], &env);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "pod {index}: {}",
+            text(&output.stderr)
+        );
+    }
+    let merge = run_script("sh", &["-c", &merge_script], &small_range(&results));
+    assert_complete_summary(&results, &merge);
+    let _ = std::fs::remove_dir_all(results);
+}
