@@ -683,65 +683,38 @@ fn summarize(
     missing: Vec<SeedRange>,
     results: Vec<(PathBuf, ShardResult)>,
 ) -> MergedSummary {
-    let mut by_invariant: BTreeMap<String, u64> = BTreeMap::new();
-    let mut failures = Vec::new();
-    let mut shards = Vec::new();
-    let mut slowest_seed: Option<MergedSlowestSeed> = None;
-    let (mut seeds_run, mut seeds_failed, mut simulated_ns, mut events) = (0u64, 0u64, 0u64, 0u64);
-    let (mut wall_seconds_longest_shard, mut wall_seconds_sum, mut seeds_per_second_sum) =
-        (0f64, 0f64, 0f64);
-    for (file, result) in results {
-        seeds_run += result.seeds_run;
-        seeds_failed += result.seeds_failed;
-        simulated_ns = simulated_ns.saturating_add(result.simulated_ns);
-        events = events.saturating_add(result.events);
-        wall_seconds_longest_shard = wall_seconds_longest_shard.max(result.wall_seconds);
-        wall_seconds_sum += result.wall_seconds;
-        seeds_per_second_sum += rate(result.seeds_run, result.wall_seconds);
-        for count in &result.failures_by_invariant {
-            *by_invariant.entry(count.invariant.clone()).or_insert(0) += count.count;
-        }
-        if let Some(slowest) = &result.slowest_seed
-            && slowest_seed
-                .as_ref()
-                .is_none_or(|s| slowest.wall_ms > s.wall_ms)
-        {
-            slowest_seed = Some(MergedSlowestSeed {
-                seed: slowest.seed,
-                wall_ms: slowest.wall_ms,
+    let sum = |field: fn(&ShardResult) -> u64| {
+        let values = results.iter().map(|(_, result)| field(result));
+        values.fold(0u64, u64::saturating_add)
+    };
+    let (seeds_run, seeds_failed) = (sum(|r| r.seeds_run), sum(|r| r.seeds_failed));
+    let (simulated_ns, events) = (sum(|r| r.simulated_ns), sum(|r| r.events));
+    let walls = results.iter().map(|(_, result)| result.wall_seconds);
+    let wall_seconds_longest_shard = walls.clone().fold(0f64, f64::max);
+    let wall_seconds_sum: f64 = walls.sum();
+    let rates = results
+        .iter()
+        .map(|(_, r)| rate(r.seeds_run, r.wall_seconds));
+    let seeds_per_second_sum: f64 = rates.sum();
+    let failures_by_invariant = invariant_counts(&results);
+    let slowest_seed = slowest_of(&results);
+    let mut failures: Vec<MergedFailure> = results
+        .iter()
+        .flat_map(|(_, result)| {
+            result.failures.iter().map(|failure| MergedFailure {
                 shard: result.shard,
-            });
-        }
-        failures.extend(result.failures.iter().map(|failure| MergedFailure {
-            shard: result.shard,
-            host: result.host.clone(),
-            failure: failure.clone(),
-        }));
-        shards.push(ShardLine {
-            file,
-            shard: result.shard,
-            range: result.range,
-            host: result.host,
-            out_dir: result.out_dir,
-            jobs: result.jobs,
-            seeds_run: result.seeds_run,
-            seeds_failed: result.seeds_failed,
-            interrupted: result.interrupted,
-            wall_seconds: result.wall_seconds,
-            seeds_per_second: result.seeds_per_second,
-        });
-    }
+                host: result.host.clone(),
+                failure: failure.clone(),
+            })
+        })
+        .collect();
     failures.sort_by_key(|f| f.failure.seed);
     assert_eq!(
         seeds_failed,
         failures.len() as u64,
         "each shard was checked"
     );
-    let mut failures_by_invariant: Vec<InvariantCount> = by_invariant
-        .into_iter()
-        .map(|(invariant, count)| InvariantCount { invariant, count })
-        .collect();
-    failures_by_invariant.sort_by(|a, b| b.count.cmp(&a.count).then(a.invariant.cmp(&b.invariant)));
+    let shards: Vec<ShardLine> = results.into_iter().map(ShardLine::of).collect();
     let missing_shards = shards_to_rerun(&shards, &missing);
     let seeds_missing: u64 = missing.iter().map(|range| range.seeds).sum();
     assert_eq!(
@@ -769,6 +742,57 @@ fn summarize(
         slowest_seed,
         shards,
         failures,
+    }
+}
+
+/// Failures by invariant over all shards, most frequent first, then by name.
+fn invariant_counts(results: &[(PathBuf, ShardResult)]) -> Vec<InvariantCount> {
+    let mut by_invariant: BTreeMap<String, u64> = BTreeMap::new();
+    for count in results.iter().flat_map(|(_, r)| &r.failures_by_invariant) {
+        *by_invariant.entry(count.invariant.clone()).or_insert(0) += count.count;
+    }
+    let mut counts: Vec<InvariantCount> = by_invariant
+        .into_iter()
+        .map(|(invariant, count)| InvariantCount { invariant, count })
+        .collect();
+    counts.sort_by(|a, b| b.count.cmp(&a.count).then(a.invariant.cmp(&b.invariant)));
+    counts
+}
+
+/// The seed with the largest wall time in any shard; the earlier shard wins a tie.
+fn slowest_of(results: &[(PathBuf, ShardResult)]) -> Option<MergedSlowestSeed> {
+    let mut slowest_seed: Option<MergedSlowestSeed> = None;
+    for (_, result) in results {
+        if let Some(slowest) = &result.slowest_seed
+            && slowest_seed
+                .as_ref()
+                .is_none_or(|s| slowest.wall_ms > s.wall_ms)
+        {
+            slowest_seed = Some(MergedSlowestSeed {
+                seed: slowest.seed,
+                wall_ms: slowest.wall_ms,
+                shard: result.shard,
+            });
+        }
+    }
+    slowest_seed
+}
+
+impl ShardLine {
+    fn of((file, result): (PathBuf, ShardResult)) -> ShardLine {
+        ShardLine {
+            file,
+            shard: result.shard,
+            range: result.range,
+            host: result.host,
+            out_dir: result.out_dir,
+            jobs: result.jobs,
+            seeds_run: result.seeds_run,
+            seeds_failed: result.seeds_failed,
+            interrupted: result.interrupted,
+            wall_seconds: result.wall_seconds,
+            seeds_per_second: result.seeds_per_second,
+        }
     }
 }
 
