@@ -220,7 +220,11 @@ fn run_seeds(args: &ExploreArgs, options: ExploreOptions, context: ShardContext)
         }
     });
     bar.finish_and_clear();
-    let sharded = args.shard.map(|shard| (shard, context.config.seeds));
+    let whole = SeedRange {
+        from: context.config.from,
+        seeds: context.config.seeds,
+    };
+    let sharded = args.shard.map(|shard| (shard, whole));
     if args.json {
         let result = shard::ShardResult::from_summary(context, &summary);
         println!(
@@ -240,20 +244,17 @@ fn run_seeds(args: &ExploreArgs, options: ExploreOptions, context: ShardContext)
 fn render_summary(
     summary: &ExploreSummary,
     options: &ExploreOptions,
-    sharded: Option<(Shard, u64)>,
+    sharded: Option<(Shard, SeedRange)>,
 ) -> String {
     use tabled::builder::Builder;
     use tabled::settings::Style;
     let mut builder = Builder::default();
-    if let Some((shard, seeds_all)) = sharded {
+    if let Some((shard, whole)) = sharded {
         let slice = SeedRange {
             from: options.from,
             seeds: options.seeds,
         };
-        builder.push_record([
-            "shard".to_string(),
-            format!("{shard}: {slice} of {seeds_all}"),
-        ]);
+        builder.push_record(["shard".to_string(), format!("{shard}: {slice}, of {whole}")]);
     }
     let rate = summary.seeds_run as f64 / summary.wall_seconds.max(1e-9);
     builder.push_record([
