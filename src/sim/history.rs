@@ -129,7 +129,7 @@ impl fmt::Display for Named<'_, HistoryResult> {
 impl fmt::Display for HistoryResult {
     /// With the simulator's names (`c3` for client 3).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.named(&ClientNames::SIMULATOR).fmt(f)
+        self.named(ClientNames::simulator()).fmt(f)
     }
 }
 
@@ -150,9 +150,12 @@ pub struct ClientNames {
 
 impl ClientNames {
     /// The simulator's names only: client N is `cN`.
-    pub const SIMULATOR: ClientNames = ClientNames {
-        foreign: BTreeMap::new(),
-    };
+    pub fn simulator() -> &'static ClientNames {
+        static SIMULATOR: ClientNames = ClientNames {
+            foreign: BTreeMap::new(),
+        };
+        &SIMULATOR
+    }
 
     /// The name client `number` had in its history.
     pub fn name(&self, number: u32) -> Cow<'_, str> {
@@ -279,7 +282,7 @@ impl fmt::Display for Named<'_, HistoryOp> {
 impl fmt::Display for HistoryOp {
     /// With the simulator's names (`c3` for client 3).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.named(&ClientNames::SIMULATOR).fmt(f)
+        self.named(ClientNames::simulator()).fmt(f)
     }
 }
 
@@ -416,7 +419,9 @@ pub fn read_history(text: &str) -> Result<History, HistoryError> {
         }
         let line_number = index + 1;
         let op = parse_line(line, &mut names, |field| {
-            unknown_fields.entry(field.to_string()).or_insert(line_number);
+            unknown_fields
+                .entry(field.to_string())
+                .or_insert(line_number);
         })
         .map_err(|problem| HistoryError {
             line: line_number,
@@ -629,7 +634,7 @@ impl RawLine {
 
 impl From<HistoryOp> for RawLine {
     fn from(op: HistoryOp) -> RawLine {
-        RawLine::new(op, &ClientNames::SIMULATOR)
+        RawLine::new(op, ClientNames::simulator())
     }
 }
 
@@ -842,8 +847,14 @@ mod tests {
                     expected: "a whole number of nanoseconds, 0 or more",
                 },
             ),
-            (line("release", "released", r#""return":9"#, ""), Missing("call")),
-            (line("release", "released", r#""call":5"#, ""), Missing("return")),
+            (
+                line("release", "released", r#""return":9"#, ""),
+                Missing("call"),
+            ),
+            (
+                line("release", "released", r#""call":5"#, ""),
+                Missing("return"),
+            ),
             (
                 line("release", "released", done, "").replace(r#""c1""#, r#""""#),
                 EmptyClient,
@@ -887,7 +898,11 @@ mod tests {
 "#;
         let history = read_history(text).expect("foreign names are accepted");
         let numbers: Vec<u32> = history.ops.iter().map(|op| op.client).collect();
-        assert_eq!(numbers, vec![2, 1, 3, 4], "c1 keeps 1; the others take 2, 3, 4");
+        assert_eq!(
+            numbers,
+            vec![2, 1, 3, 4],
+            "c1 keeps 1; the others take 2, 3, 4"
+        );
         assert_eq!(history.ops[1].result, HistoryResult::HeldBy { owner: 2 });
         assert_eq!(history.clients.name(2), "alice");
         assert_eq!(history.clients.name(3), "node-7");
@@ -907,8 +922,18 @@ mod tests {
     #[test]
     fn unknown_fields_are_listed_with_their_first_line_not_refused() {
         let text = [
-            line("release", "released", r#""call":1,"return":2"#, r#","node":"s1""#),
-            line("release", "released", r#""call":3,"return":4"#, r#","node":"s2","why":1"#),
+            line(
+                "release",
+                "released",
+                r#""call":1,"return":2"#,
+                r#","node":"s1""#,
+            ),
+            line(
+                "release",
+                "released",
+                r#""call":3,"return":4"#,
+                r#","node":"s2","why":1"#,
+            ),
             line("release", "released", r#""call":5,"return":6"#, ""),
         ]
         .join("\n");

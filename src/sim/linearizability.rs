@@ -24,7 +24,7 @@
 //! An unknown preempt that takes a free lock gives its client the lock under a token nobody has
 //! seen; a later `granted` or `owner` answer naming that hold fixes the token.
 
-use super::history::{HistoryOp, HistoryOpKind, HistoryResult, milliseconds};
+use super::history::{ClientNames, HistoryOp, HistoryOpKind, HistoryResult, milliseconds};
 use crate::node::Consistency;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -125,22 +125,21 @@ impl LinearizabilityViolation {
     }
 }
 
-impl fmt::Display for LinearizabilityViolation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl LinearizabilityViolation {
+    /// The violation as the simulator prints it, with clients by their names in `names`.
+    pub fn render(&self, names: &ClientNames) -> String {
         match self {
             LinearizabilityViolation::NotLinearizable {
                 lock,
                 window,
                 explanation,
             } => {
-                write!(
-                    f,
-                    "{LINEARIZABILITY} violated on lock `{lock}`: {explanation}"
-                )?;
+                let mut text =
+                    format!("{LINEARIZABILITY} violated on lock `{lock}`: {explanation}");
                 for op in window {
-                    write!(f, "\n    {op}")?;
+                    text.push_str(&format!("\n    {}", op.named(names)));
                 }
-                Ok(())
+                text
             }
             LinearizabilityViolation::NonMonotonicRead {
                 client,
@@ -149,14 +148,23 @@ impl fmt::Display for LinearizabilityViolation {
                 later,
             } => {
                 let seen = observed_token(earlier).map_or("?".into(), |token| token.to_string());
-                write!(
-                    f,
-                    "{MONOTONIC_READS} violated: c{client} saw lock `{lock}` go backwards. It had \
-                     seen token {seen} in\n    {earlier}\nand then its local check\n    {later}\n\
-                     reported a holder with an older token"
+                format!(
+                    "{MONOTONIC_READS} violated: {} saw lock `{lock}` go backwards. It had seen \
+                     token {seen} in\n    {}\nand then its local check\n    {}\nreported a holder \
+                     with an older token",
+                    names.name(*client),
+                    earlier.named(names),
+                    later.named(names),
                 )
             }
         }
+    }
+}
+
+impl fmt::Display for LinearizabilityViolation {
+    /// With the simulator's names (`c3` for client 3).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render(ClientNames::simulator()))
     }
 }
 
@@ -194,6 +202,19 @@ pub fn check_history(ops: &[HistoryOp]) -> LinearizabilityReport {
 /// If an operation breaks [`HistoryOp`]'s invariants ([`HistoryOp::validate`]): that is a bug in
 /// whoever built it; [`super::history::read_jsonl`] never produces one.
 pub fn check_history_with(ops: &[HistoryOp], limits: &CheckLimits) -> LinearizabilityReport {
+    check_named_history(ops, ClientNames::simulator(), limits)
+}
+
+/// [`check_history_with`] for a history whose clients have names of their own: explanations
+/// name clients by `names`.
+///
+/// # Panics
+/// As [`check_history_with`].
+pub fn check_named_history(
+    ops: &[HistoryOp],
+    names: &ClientNames,
+    limits: &CheckLimits,
+) -> LinearizabilityReport {
     assert!(
         limits.steps_max_per_lock > 0,
         "a search needs at least one step"
@@ -220,7 +241,7 @@ pub fn check_history_with(ops: &[HistoryOp], limits: &CheckLimits) -> Linearizab
             inconclusive_locks.push((*lock).to_string());
             continue;
         }
-        let history = LockHistory::new(lock_ops);
+        let history = LockHistory::new(lock_ops, names);
         match history.check(limits) {
             LockVerdict::Linearizable => {}
             LockVerdict::Inconclusive => {
@@ -465,10 +486,12 @@ enum Verdict {
 /// The non-local operations on one lock, in call order.
 struct LockHistory<'a> {
     ops: Vec<&'a HistoryOp>,
+    /// For explanations only.
+    names: &'a ClientNames,
 }
 
 impl<'a> LockHistory<'a> {
-    fn new(lock_ops: &[&'a HistoryOp]) -> LockHistory<'a> {
+    fn new(lock_ops: &[&'a HistoryOp], names: &'a ClientNames) -> LockHistory<'a> {
         let mut ops: Vec<&HistoryOp> = lock_ops
             .iter()
             .copied()
@@ -476,7 +499,7 @@ impl<'a> LockHistory<'a> {
             .collect();
         // Stable, and fully ordered on what matters, so equal inputs give equal problems.
         ops.sort_by_key(|op| (op.call_ns, op.return_ns.unwrap_or(u64::MAX), op.client));
-        LockHistory { ops }
+        LockHistory { ops, names }
     }
 
     fn check(&self, limits: &CheckLimits) -> LockVerdict {
@@ -679,12 +702,12 @@ impl<'a> LockHistory<'a> {
         let culprit = self.ops[culprit];
         let mut explanation = format!(
             "no order of these {} operations that respects real time explains every answer, \
-             starting {from}. The answer that cannot be placed: c{} {} at {}: {}.",
+             starting {from}. The answer that cannot be placed: {} {} at {}: {}.",
             window.len(),
-            culprit.client,
+            self.names.name(culprit.client),
             culprit.op.name(),
             culprit.return_ns.map_or("never".into(), milliseconds),
-            culprit.result,
+            culprit.result.named(self.names),
         );
         if window.iter().any(|op| op.result == HistoryResult::Unknown) {
             explanation
@@ -696,8 +719,8 @@ impl<'a> LockHistory<'a> {
                 .map(|&index| {
                     let op = self.ops[index];
                     format!(
-                        "c{} {} called at {}",
-                        op.client,
+                        "{} {} called at {}",
+                        self.names.name(op.client),
                         op.op.name(),
                         milliseconds(op.call_ns)
                     )
@@ -2174,7 +2197,7 @@ mod tests {
             let count = rng.random_range(1..=7);
             let ops = random_history(&mut rng, count);
             let refs: Vec<&HistoryOp> = ops.iter().collect();
-            let history = LockHistory::new(&refs);
+            let history = LockHistory::new(&refs, ClientNames::simulator());
             let roles: Vec<Role> = (0..history.ops.len())
                 .map(|_| match rng.random_range(0..10) {
                     0..6 => Role::Required,
