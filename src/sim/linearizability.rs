@@ -787,7 +787,9 @@ impl Budget {
             return false;
         }
         if let Some(deadline) = self.deadline
-            && self.steps_taken % DEADLINE_CHECK_INTERVAL_STEPS == 0
+            && self
+                .steps_taken
+                .is_multiple_of(DEADLINE_CHECK_INTERVAL_STEPS)
             && Instant::now() >= deadline
         {
             // Spent, so that every later search sharing this budget stops at once too.
