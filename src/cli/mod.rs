@@ -2,7 +2,9 @@
 //! server lives in `lockstep::net::runtime`, the client in `lockstep::client`.
 //! - `server`, `cluster up`: run servers.
 //! - `client`, `lock`, and `bench --servers`: talk to them.
+//! - `check`: judge a history, from the simulator or from anywhere else.
 
+pub mod check;
 pub mod client;
 pub mod cluster;
 pub mod loadgen;
