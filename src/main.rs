@@ -25,10 +25,12 @@ const EXIT_BAD_INPUT: u8 = 2;
     long_about = "lockstep is a Raft-replicated lock service (preempt, release, check, fencing \
 tokens, exactly-once retries) whose protocol is pure state machines. `lockstep run` plays \
 scenario files through a deterministic simulator with faults and checks safety at every step; \
-`lockstep explore` hunts many seeds; `lockstep server`, `cluster up`, `client` and `lock` run \
+`lockstep explore` hunts many seeds; `lockstep check` judges any history for linearizability; \
+`lockstep server`, `cluster up`, `client` and `lock` run \
 the same state machines as a real cluster over TCP.\n\n\
 Exit codes: 0 success, 1 a failure the command reports (an invariant or expectation failed, a \
-refused lock operation), 2 unusable input. `lock` exits with its command's code; each \
+refused lock operation), 2 unusable input. `lock` exits with its command's code, and `check` \
+with 3 when it cannot decide in time; each \
 subcommand's --help lists its own."
 )]
 struct Cli {
@@ -78,6 +80,12 @@ enum Command {
     Client(cli::client::ClientArgs),
     /// Run a command while holding a lock (like flock), then release it.
     Lock(cli::lock::LockArgs),
+    /// Check a history (JSON Lines, from `run --history` or any other tool) for
+    /// linearizability and monotonic reads.
+    ///
+    /// Exit codes: 0 linearizable, 1 not (the lock and the smallest failing window are printed),
+    /// 2 bad input (the line and field are named), 3 unknown (--timeout or the search bound).
+    Check(cli::check::CheckArgs),
 }
 
 fn parse_duration_flag(text: &str) -> Result<std::time::Duration, String> {
@@ -173,6 +181,7 @@ fn main() -> ExitCode {
         Command::Cluster { command } => cli::cluster::run(command),
         Command::Client(args) => cli::client::run(args),
         Command::Lock(args) => cli::lock::run(args),
+        Command::Check(args) => cli::check::run(args),
     };
     ExitCode::from(code)
 }

@@ -4,7 +4,9 @@
 //! - `server`, `cluster up`: run servers.
 //! - `client`, `lock`, and `bench --servers`: talk to them.
 //! - `explore`: flags and tables around `lockstep::sim::explore` and `lockstep::sim::shard`.
+//! - `check`: judge a history, from the simulator or from anywhere else.
 
+pub mod check;
 pub mod client;
 pub mod cluster;
 pub mod explore;

@@ -12,12 +12,19 @@
 //! `"return": null` with `"result": "unknown"` marks an operation whose outcome the client never
 //! learned (timeout, crash, or still running at the end): it may or may not have taken effect.
 //!
+//! The simulator names its clients `c1`, `c2`, ...; histories written by other tools may name
+//! them any way they like (`alice`, `node-7`): [`read_history`] accepts any non-empty name and
+//! numbers it ([`ClientNames`]), and it reports fields it does not know instead of refusing them.
+//!
 //! What this module must never do: panic on input. A bad line is a [`HistoryError`] naming the
-//! line and the problem. Writing checks every operation with the same rules as reading (a pair
-//! assertion), so whatever [`write_jsonl`] accepts, [`read_jsonl`] reads back unchanged.
+//! line, the field and the problem. Writing checks every operation with the same rules as reading
+//! (a pair assertion), so whatever [`write_jsonl`] accepts, [`read_jsonl`] reads back unchanged.
 
 use crate::node::Consistency;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 /// What a client asked for.
@@ -47,7 +54,7 @@ impl HistoryOpKind {
     }
 }
 
-/// What the client learned. Owners are client numbers (`c3` is 3), as in [`HistoryOp::client`].
+/// What the client learned. Owners are client numbers, as in [`HistoryOp::client`].
 #[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
 pub enum HistoryResult {
     /// Preempt: the client holds the lock under fencing token `token`.
@@ -92,20 +99,75 @@ impl HistoryResult {
     }
 }
 
-impl fmt::Display for HistoryResult {
+impl HistoryResult {
+    /// The result as people read it, with owners by their names in `names`.
+    pub fn named<'a>(&'a self, names: &'a ClientNames) -> Named<'a, HistoryResult> {
+        Named { item: self, names }
+    }
+}
+
+impl fmt::Display for Named<'_, HistoryResult> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        let names = self.names;
+        match *self.item {
             HistoryResult::Granted { token } => write!(f, "granted (token {token})"),
-            HistoryResult::HeldBy { owner } => write!(f, "held_by c{owner}"),
+            HistoryResult::HeldBy { owner } => write!(f, "held_by {}", names.name(owner)),
             HistoryResult::Owner {
                 owner,
                 token: Some(token),
             } => {
-                write!(f, "owner c{owner} (token {token})")
+                write!(f, "owner {} (token {token})", names.name(owner))
             }
-            HistoryResult::Owner { owner, token: None } => write!(f, "owner c{owner}"),
+            HistoryResult::Owner { owner, token: None } => {
+                write!(f, "owner {}", names.name(owner))
+            }
             other => f.write_str(other.name()),
         }
+    }
+}
+
+impl fmt::Display for HistoryResult {
+    /// With the simulator's names (`c3` for client 3).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.named(ClientNames::simulator()).fmt(f)
+    }
+}
+
+/// Something shown with clients by their names ([`HistoryOp::named`], [`HistoryResult::named`]).
+pub struct Named<'a, T> {
+    item: &'a T,
+    names: &'a ClientNames,
+}
+
+/// Who the client numbers of a history stand for. A client named `c<N>` the way the simulator
+/// names them (no leading zero, N at least 1) is number N; any other name gets a number no such
+/// name uses, and is kept here so that it can be shown as it was written.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientNames {
+    /// Number to name, for names not of the form `c<N>`.
+    foreign: BTreeMap<u32, String>,
+}
+
+impl ClientNames {
+    /// The simulator's names only: client N is `cN`.
+    pub fn simulator() -> &'static ClientNames {
+        static SIMULATOR: ClientNames = ClientNames {
+            foreign: BTreeMap::new(),
+        };
+        &SIMULATOR
+    }
+
+    /// The name client `number` had in its history.
+    pub fn name(&self, number: u32) -> Cow<'_, str> {
+        match self.foreign.get(&number) {
+            Some(name) => Cow::Borrowed(name),
+            None => Cow::Owned(format!("c{number}")),
+        }
+    }
+
+    /// How many clients have names not of the form `c<N>`.
+    pub fn foreign_count(&self) -> usize {
+        self.foreign.len()
     }
 }
 
@@ -115,8 +177,8 @@ impl fmt::Display for HistoryResult {
 /// the op; `consistency` is set on checks and only on checks; `return_ns` is `None` exactly when
 /// the result is `Unknown`, and otherwise not before `call_ns`; `client` and owners are at least 1;
 /// the lock name is not empty.
-#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
-#[serde(into = "RawLine", try_from = "RawLine")]
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize)]
+#[serde(into = "RawLine")]
 pub struct HistoryOp {
     /// The client's number: `c1` is 1.
     pub client: u32,
@@ -137,6 +199,16 @@ impl HistoryOp {
         if self.client == 0 {
             return Err(HistoryProblem::BadClient("c0".into()));
         }
+        if let HistoryResult::HeldBy { owner: 0 } | HistoryResult::Owner { owner: 0, .. } =
+            self.result
+        {
+            return Err(HistoryProblem::BadOwner("c0".into()));
+        }
+        self.validate_shape()
+    }
+
+    /// Every invariant but the client numbers: what a line says, whoever its clients are.
+    fn validate_shape(&self) -> Result<(), HistoryProblem> {
         if self.lock.is_empty() {
             return Err(HistoryProblem::EmptyLock);
         }
@@ -152,11 +224,6 @@ impl HistoryOp {
                 op: self.op.name(),
                 result: self.result.name().into(),
             });
-        }
-        if let HistoryResult::HeldBy { owner: 0 } | HistoryResult::Owner { owner: 0, .. } =
-            self.result
-        {
-            return Err(HistoryProblem::BadOwner("c0".into()));
         }
         match (self.result, self.return_ns) {
             (HistoryResult::Unknown, Some(return_ns)) => {
@@ -175,27 +242,47 @@ impl HistoryOp {
     }
 }
 
-impl fmt::Display for HistoryOp {
+impl HistoryOp {
+    /// The operation as people read it, with clients by their names in `names`.
+    pub fn named<'a>(&'a self, names: &'a ClientNames) -> Named<'a, HistoryOp> {
+        Named { item: self, names }
+    }
+
+    /// The operation as one line of the history format, with clients by their names in `names`.
+    pub fn to_json(&self, names: &ClientNames) -> Value {
+        serde_json::to_value(RawLine::new(self.clone(), names)).expect("a line serialises")
+    }
+}
+
+impl fmt::Display for Named<'_, HistoryOp> {
     /// `6.000ms .. 7.100ms  c2 check a (linearizable): owner c1 (token 12)`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let call = milliseconds(self.call_ns);
-        let ret = match self.return_ns {
+        let op = self.item;
+        let call = milliseconds(op.call_ns);
+        let ret = match op.return_ns {
             Some(return_ns) => milliseconds(return_ns),
             None => "never".into(),
         };
         write!(
             f,
-            "{call:>12} .. {ret:<12} c{} {} {}",
-            self.client,
-            self.op.name(),
-            self.lock
+            "{call:>12} .. {ret:<12} {} {} {}",
+            self.names.name(op.client),
+            op.op.name(),
+            op.lock
         )?;
-        match self.consistency {
+        match op.consistency {
             Some(Consistency::Linearizable) => f.write_str(" (linearizable)")?,
             Some(Consistency::Local) => f.write_str(" (local)")?,
             None => {}
         }
-        write!(f, ": {}", self.result)
+        write!(f, ": {}", op.result.named(self.names))
+    }
+}
+
+impl fmt::Display for HistoryOp {
+    /// With the simulator's names (`c3` for client 3).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.named(ClientNames::simulator()).fmt(f)
     }
 }
 
@@ -204,47 +291,64 @@ pub fn milliseconds(nanos: u64) -> String {
     format!("{}.{:03}ms", nanos / 1_000_000, nanos % 1_000_000 / 1_000)
 }
 
-/// Why a line is not a history operation.
+/// Why a line is not a history operation. Every problem but the first two names its field.
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
 pub enum HistoryProblem {
-    #[error("not a history line: {0}")]
+    #[error("not JSON: {0}")]
     BadJson(String),
-    #[error("client `{0}` is not a client name (c1, c2, ...)")]
+    #[error("not a JSON object (each line is one operation, an object of fields)")]
+    NotAnObject,
+    #[error("field `{0}`: missing")]
+    Missing(&'static str),
+    #[error("field `{field}`: expected {expected}")]
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+    },
+    #[error("field `client`: the client's name is empty")]
+    EmptyClient,
+    #[error("field `owner`: the owner's name is empty")]
+    EmptyOwner,
+    /// Writing only: client numbers start at 1.
+    #[error("field `client`: `{0}` is not a client (numbers start at 1)")]
     BadClient(String),
-    #[error("owner `{0}` is not a client name (c1, c2, ...)")]
+    /// Writing only: owner numbers start at 1.
+    #[error("field `owner`: `{0}` is not a client (numbers start at 1)")]
     BadOwner(String),
-    #[error("unknown op `{0}` (expected preempt, release or check)")]
+    #[error("field `op`: unknown op `{0}` (expected preempt, release or check)")]
     UnknownOp(String),
     #[error(
-        "unknown result `{0}` (expected granted, held_by, released, not_owner, free, owner or \
-         unknown)"
+        "field `result`: unknown result `{0}` (expected granted, held_by, released, not_owner, \
+         free, owner or unknown)"
     )]
     UnknownResult(String),
-    #[error("unknown consistency `{0}` (expected local or linearizable)")]
+    #[error("field `consistency`: unknown consistency `{0}` (expected local or linearizable)")]
     UnknownConsistency(String),
-    #[error("result `{result}` does not fit op `{op}`")]
+    #[error("field `result`: result `{result}` does not fit op `{op}`")]
     ResultDoesNotFitOp { op: &'static str, result: String },
-    #[error("result `{result}` needs the field `{field}`")]
+    #[error("field `{field}`: missing, and result `{result}` needs it")]
     MissingField {
         result: &'static str,
         field: &'static str,
     },
-    #[error("the field `{field}` does not belong to result `{result}`")]
+    #[error("field `{field}`: does not belong to result `{result}`")]
     UnexpectedField {
         result: &'static str,
         field: &'static str,
     },
-    #[error("a check needs `consistency` (local or linearizable)")]
+    #[error("field `consistency`: missing, and a check needs it (local or linearizable)")]
     MissingConsistency,
-    #[error("`consistency` belongs to checks, not to `{0}`")]
+    #[error("field `consistency`: belongs to checks, not to `{0}`")]
     ConsistencyOnNonCheck(&'static str),
-    #[error("return {return_ns} comes before call {call_ns}")]
+    #[error("field `return`: return {return_ns} comes before call {call_ns}")]
     ReturnBeforeCall { call_ns: u64, return_ns: u64 },
-    #[error("result `unknown` needs `\"return\": null`, not {0}")]
+    #[error("field `return`: result `unknown` needs `\"return\": null`, not {0}")]
     UnknownWithReturn(u64),
-    #[error("result `{0}` needs a return time (only `unknown` has `\"return\": null`)")]
+    #[error(
+        "field `return`: result `{0}` needs a return time (only `unknown` has `\"return\": null`)"
+    )]
     KnownWithoutReturn(&'static str),
-    #[error("the lock name is empty")]
+    #[error("field `lock`: the lock name is empty")]
     EmptyLock,
 }
 
@@ -256,7 +360,8 @@ pub struct HistoryError {
     pub problem: HistoryProblem,
 }
 
-/// Writes one JSON object per operation, each followed by a newline.
+/// Writes one JSON object per operation, each followed by a newline, with the simulator's client
+/// names (`c1`, ...).
 ///
 /// An operation that breaks [`HistoryOp`]'s invariants is refused with
 /// [`std::io::ErrorKind::InvalidInput`] before anything of it is written, so that a file this
@@ -276,26 +381,131 @@ pub fn write_jsonl(ops: &[HistoryOp], out: &mut impl std::io::Write) -> std::io:
     Ok(())
 }
 
-/// Reads a JSON Lines history. Blank lines are skipped; every other line must be one operation.
-/// Stops at the first bad line.
-pub fn read_jsonl(text: &str) -> Result<Vec<HistoryOp>, HistoryError> {
+/// A history as [`read_history`] read it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct History {
+    /// In file order.
+    pub ops: Vec<HistoryOp>,
+    /// Who the client numbers in `ops` stand for.
+    pub clients: ClientNames,
+    /// Fields the format does not define, each with the first line it is on. They were ignored.
+    pub unknown_fields: BTreeMap<String, usize>,
+}
+
+/// The fields of the format, in the order [`write_jsonl`] writes them.
+pub const FIELDS: [&str; 9] = [
+    "client",
+    "op",
+    "lock",
+    "consistency",
+    "call",
+    "return",
+    "result",
+    "owner",
+    "token",
+];
+
+/// Reads a JSON Lines history written by anyone: blank lines are skipped, every other line must
+/// be one operation. Clients may have any non-empty name ([`ClientNames`]); fields the format
+/// does not define are ignored and listed in [`History::unknown_fields`]. Stops at the first bad
+/// line.
+pub fn read_history(text: &str) -> Result<History, HistoryError> {
     let mut ops = Vec::new();
+    let mut names = NameTable::default();
+    let mut unknown_fields = BTreeMap::new();
     for (index, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let op = parse_line(line).map_err(|problem| HistoryError {
-            line: index + 1,
+        let line_number = index + 1;
+        let op = parse_line(line, &mut names, |field| {
+            unknown_fields
+                .entry(field.to_string())
+                .or_insert(line_number);
+        })
+        .map_err(|problem| HistoryError {
+            line: line_number,
             problem,
         })?;
-        debug_assert!(op.validate().is_ok(), "a parsed operation is valid");
         ops.push(op);
     }
-    Ok(ops)
+    let (numbers, clients) = names.settle();
+    for op in &mut ops {
+        op.client = numbers[op.client as usize];
+        match &mut op.result {
+            HistoryResult::HeldBy { owner } | HistoryResult::Owner { owner, .. } => {
+                *owner = numbers[*owner as usize];
+            }
+            _ => {}
+        }
+        assert!(op.validate().is_ok(), "a parsed operation is valid: {op:?}");
+    }
+    Ok(History {
+        ops,
+        clients,
+        unknown_fields,
+    })
 }
 
-fn parse_line(line: &str) -> Result<HistoryOp, HistoryProblem> {
-    let raw: RawLine = serde_json::from_str(line).map_err(|error| {
+/// [`read_history`], keeping only the operations: for histories whose clients have the
+/// simulator's names, which are then exactly their numbers (`c7` is 7).
+pub fn read_jsonl(text: &str) -> Result<Vec<HistoryOp>, HistoryError> {
+    read_history(text).map(|history| history.ops)
+}
+
+/// Names as they are met, numbered provisionally in order of first appearance (from 0).
+#[derive(Default)]
+struct NameTable {
+    /// Only inserted into and probed, never iterated.
+    numbers: HashMap<String, u32>,
+    names: Vec<String>,
+}
+
+impl NameTable {
+    fn number(&mut self, name: &str) -> u32 {
+        if let Some(&number) = self.numbers.get(name) {
+            return number;
+        }
+        let number = u32::try_from(self.names.len()).expect("fewer names than lines");
+        self.numbers.insert(name.to_string(), number);
+        self.names.push(name.to_string());
+        number
+    }
+
+    /// The final number of each provisional one: `c<N>` is N, and every other name gets the
+    /// lowest number no `c<N>` has, in order of first appearance. Deterministic: it depends only
+    /// on the order names appear in.
+    fn settle(self) -> (Vec<u32>, ClientNames) {
+        let simulator: Vec<Option<u32>> =
+            self.names.iter().map(|name| parse_client(name)).collect();
+        let taken: std::collections::BTreeSet<u32> = simulator.iter().flatten().copied().collect();
+        let mut free = (1..=u32::MAX).filter(|number| !taken.contains(number));
+        let mut clients = ClientNames::default();
+        let numbers = self
+            .names
+            .into_iter()
+            .zip(simulator)
+            .map(|(name, simulator)| {
+                simulator.unwrap_or_else(|| {
+                    // There are fewer names than lines, far fewer than u32::MAX.
+                    let number = free.next().expect("a free client number");
+                    clients.foreign.insert(number, name);
+                    number
+                })
+            })
+            .collect();
+        (numbers, clients)
+    }
+}
+
+/// One line into an operation, with clients by provisional number. `unknown` hears every field
+/// the format does not define.
+fn parse_line(
+    line: &str,
+    names: &mut NameTable,
+    mut unknown: impl FnMut(&str),
+) -> Result<HistoryOp, HistoryProblem> {
+    let value: Value = serde_json::from_str(line).map_err(|error| {
         // serde_json says "at line 1 column N"; within one line only the column means anything.
         let text = error.to_string();
         let message = text
@@ -303,30 +513,105 @@ fn parse_line(line: &str) -> Result<HistoryOp, HistoryProblem> {
             .map_or(text.as_str(), |end| &text[..end]);
         HistoryProblem::BadJson(format!("{message} (column {})", error.column()))
     })?;
-    HistoryOp::try_from(raw)
+    let Value::Object(fields) = value else {
+        return Err(HistoryProblem::NotAnObject);
+    };
+    fields
+        .keys()
+        .filter(|key| !FIELDS.contains(&key.as_str()))
+        .for_each(|key| unknown(key));
+    let client_name = text_field(&fields, "client")?.ok_or(HistoryProblem::Missing("client"))?;
+    if client_name.is_empty() {
+        return Err(HistoryProblem::EmptyClient);
+    }
+    let op_name = text_field(&fields, "op")?.ok_or(HistoryProblem::Missing("op"))?;
+    let op = HistoryOpKind::parse(op_name).ok_or(HistoryProblem::UnknownOp(op_name.into()))?;
+    let lock = text_field(&fields, "lock")?.ok_or(HistoryProblem::Missing("lock"))?;
+    let consistency = match text_field(&fields, "consistency")? {
+        None => None,
+        Some("local") => Some(Consistency::Local),
+        Some("linearizable") => Some(Consistency::Linearizable),
+        Some(other) => return Err(HistoryProblem::UnknownConsistency(other.into())),
+    };
+    let call_ns = time_field(&fields, "call")?.ok_or(HistoryProblem::Missing("call"))?;
+    if !fields.contains_key("return") {
+        return Err(HistoryProblem::Missing("return"));
+    }
+    let return_ns = time_field(&fields, "return")?;
+    let result_name = text_field(&fields, "result")?.ok_or(HistoryProblem::Missing("result"))?;
+    let owner = match text_field(&fields, "owner")? {
+        Some("") => return Err(HistoryProblem::EmptyOwner),
+        Some(name) => Some(name),
+        None => None,
+    };
+    let token = time_field(&fields, "token").map_err(|_| HistoryProblem::WrongType {
+        field: "token",
+        expected: "a whole number, 0 or more",
+    })?;
+    let result = parse_result(result_name, owner.map(|name| names.number(name)), token)?;
+    let history_op = HistoryOp {
+        client: names.number(client_name),
+        op,
+        lock: lock.to_string(),
+        consistency,
+        call_ns,
+        return_ns,
+        result,
+    };
+    // Provisional numbers start at 0: the final ones are checked once they are settled.
+    history_op.validate_shape()?;
+    Ok(history_op)
+}
+
+/// A string field; `null` or absent is `None`.
+fn text_field<'a>(
+    fields: &'a Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<&'a str>, HistoryProblem> {
+    match fields.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(_) => Err(HistoryProblem::WrongType {
+            field,
+            expected: "a string",
+        }),
+    }
+}
+
+/// A time in nanoseconds (or a token): a whole number, 0 or more; `null` or absent is `None`.
+fn time_field(
+    fields: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<u64>, HistoryProblem> {
+    match fields.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value.as_u64().map(Some).ok_or(HistoryProblem::WrongType {
+            field,
+            expected: "a whole number of nanoseconds, 0 or more",
+        }),
+    }
 }
 
 /// One line exactly as it is written: field order here is the order in the file.
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Serialize)]
 struct RawLine {
     client: String,
-    op: String,
+    op: &'static str,
     lock: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    consistency: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    consistency: Option<&'static str>,
     call: u64,
     #[serde(rename = "return")]
     return_ns: Option<u64>,
-    result: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
     owner: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<u64>,
 }
 
-impl From<HistoryOp> for RawLine {
-    fn from(op: HistoryOp) -> RawLine {
+impl RawLine {
+    fn new(op: HistoryOp, names: &ClientNames) -> RawLine {
         let (owner, token) = match op.result {
             HistoryResult::Granted { token } => (None, Some(token)),
             HistoryResult::HeldBy { owner } => (Some(owner), None),
@@ -334,53 +619,29 @@ impl From<HistoryOp> for RawLine {
             _ => (None, None),
         };
         RawLine {
-            client: format!("c{}", op.client),
-            op: op.op.name().into(),
+            client: names.name(op.client).into_owned(),
+            op: op.op.name(),
             lock: op.lock,
-            consistency: op
-                .consistency
-                .map(|consistency| consistency_name(consistency).into()),
+            consistency: op.consistency.map(consistency_name),
             call: op.call_ns,
             return_ns: op.return_ns,
-            result: op.result.name().into(),
-            owner: owner.map(|owner| format!("c{owner}")),
+            result: op.result.name(),
+            owner: owner.map(|owner| names.name(owner).into_owned()),
             token,
         }
     }
 }
 
-impl TryFrom<RawLine> for HistoryOp {
-    type Error = HistoryProblem;
-
-    fn try_from(raw: RawLine) -> Result<HistoryOp, HistoryProblem> {
-        let client = parse_client(&raw.client)
-            .ok_or_else(|| HistoryProblem::BadClient(raw.client.clone()))?;
-        let op = HistoryOpKind::parse(&raw.op).ok_or(HistoryProblem::UnknownOp(raw.op))?;
-        let consistency = match raw.consistency.as_deref() {
-            None => None,
-            Some("local") => Some(Consistency::Local),
-            Some("linearizable") => Some(Consistency::Linearizable),
-            Some(other) => return Err(HistoryProblem::UnknownConsistency(other.into())),
-        };
-        let result = parse_result(&raw.result, raw.owner.as_deref(), raw.token)?;
-        let history_op = HistoryOp {
-            client,
-            op,
-            lock: raw.lock,
-            consistency,
-            call_ns: raw.call,
-            return_ns: raw.return_ns,
-            result,
-        };
-        history_op.validate()?;
-        Ok(history_op)
+impl From<HistoryOp> for RawLine {
+    fn from(op: HistoryOp) -> RawLine {
+        RawLine::new(op, ClientNames::simulator())
     }
 }
 
 /// The result named `name`, with exactly the fields that result carries.
 fn parse_result(
     name: &str,
-    owner: Option<&str>,
+    owner: Option<u32>,
     token: Option<u64>,
 ) -> Result<HistoryResult, HistoryProblem> {
     let (result, takes_owner, takes_token): (&'static str, bool, bool) = match name {
@@ -405,18 +666,12 @@ fn parse_result(
             field: "token",
         });
     }
-    let owner = match owner {
-        Some(name) => {
-            Some(parse_client(name).ok_or_else(|| HistoryProblem::BadOwner(name.into()))?)
-        }
-        None if takes_owner => {
-            return Err(HistoryProblem::MissingField {
-                result,
-                field: "owner",
-            });
-        }
-        None => None,
-    };
+    if owner.is_none() && takes_owner {
+        return Err(HistoryProblem::MissingField {
+            result,
+            field: "owner",
+        });
+    }
     Ok(match (result, owner, token) {
         ("granted", _, Some(token)) => HistoryResult::Granted { token },
         ("granted", _, None) => {
@@ -434,7 +689,8 @@ fn parse_result(
     })
 }
 
-/// `c7` is 7. Rejects `c0`, leading zeros and anything else, so that names round-trip.
+/// `c7` is 7. Rejects `c0`, leading zeros and anything else, so that names round-trip: every
+/// other name is a foreign one ([`ClientNames`]).
 fn parse_client(name: &str) -> Option<u32> {
     let digits = name.strip_prefix('c')?;
     if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -513,10 +769,7 @@ mod tests {
             matches!(error.problem, HistoryProblem::BadJson(_)),
             "{error}"
         );
-        assert!(
-            error.to_string().starts_with("line 7: not a history line"),
-            "{error}"
-        );
+        assert!(error.to_string().starts_with("line 7: not JSON"), "{error}");
     }
 
     /// A line by c1 on lock `a` with the given op, result, times and extra fields.
@@ -577,20 +830,121 @@ mod tests {
                 },
             ),
             (
-                line("preempt", "held_by", done, r#","owner":"s2""#),
-                BadOwner("s2".into()),
+                line("preempt", "held_by", done, r#","owner":"""#),
+                EmptyOwner,
             ),
+            (
+                line("release", "released", r#""call":"5","return":9"#, ""),
+                WrongType {
+                    field: "call",
+                    expected: "a whole number of nanoseconds, 0 or more",
+                },
+            ),
+            (
+                line("release", "released", r#""call":-5,"return":9"#, ""),
+                WrongType {
+                    field: "call",
+                    expected: "a whole number of nanoseconds, 0 or more",
+                },
+            ),
+            (
+                line("release", "released", r#""return":9"#, ""),
+                Missing("call"),
+            ),
+            (
+                line("release", "released", r#""call":5"#, ""),
+                Missing("return"),
+            ),
+            (
+                line("release", "released", done, "").replace(r#""c1""#, r#""""#),
+                EmptyClient,
+            ),
+            (
+                line("release", "released", done, "").replace(r#""c1""#, "7"),
+                WrongType {
+                    field: "client",
+                    expected: "a string",
+                },
+            ),
+            ("[1, 2]".to_string(), NotAnObject),
         ];
         for (text, expected) in cases {
             assert_eq!(problem_of(&text), expected, "{text}");
         }
-        let server = line("release", "released", done, "").replace("c1", "s1");
-        assert_eq!(problem_of(&server), BadClient("s1".into()));
-        let extra = line("release", "released", done, r#","extra":1"#);
+    }
+
+    #[test]
+    fn every_problem_after_the_json_names_its_field() {
+        let problem = HistoryProblem::Missing("call");
+        assert_eq!(problem.to_string(), "field `call`: missing");
+        let problem = HistoryProblem::UnknownOp("grab".into());
+        assert!(problem.to_string().starts_with("field `op`: "), "{problem}");
+        let problem = HistoryProblem::ReturnBeforeCall {
+            call_ns: 9,
+            return_ns: 5,
+        };
         assert!(
-            matches!(problem_of(&extra), BadJson(_)),
-            "unknown fields are refused"
+            problem.to_string().starts_with("field `return`: "),
+            "{problem}"
         );
+    }
+
+    #[test]
+    fn foreign_client_names_get_numbers_no_simulator_name_uses() {
+        let text = r#"{"client":"alice","op":"preempt","lock":"a","call":1,"return":2,"result":"granted","token":1}
+{"client":"c1","op":"preempt","lock":"a","call":3,"return":4,"result":"held_by","owner":"alice"}
+{"client":"node-7","op":"check","lock":"a","consistency":"local","call":5,"return":6,"result":"owner","owner":"alice","token":1}
+{"client":"c01","op":"release","lock":"a","call":7,"return":null,"result":"unknown"}
+"#;
+        let history = read_history(text).expect("foreign names are accepted");
+        let numbers: Vec<u32> = history.ops.iter().map(|op| op.client).collect();
+        assert_eq!(
+            numbers,
+            vec![2, 1, 3, 4],
+            "c1 keeps 1; the others take 2, 3, 4"
+        );
+        assert_eq!(history.ops[1].result, HistoryResult::HeldBy { owner: 2 });
+        assert_eq!(history.clients.name(2), "alice");
+        assert_eq!(history.clients.name(3), "node-7");
+        assert_eq!(history.clients.name(4), "c01");
+        assert_eq!(history.clients.name(1), "c1");
+        assert_eq!(history.clients.foreign_count(), 3);
+        let shown = history.ops[2].named(&history.clients).to_string();
+        assert!(
+            shown.ends_with("node-7 check a (local): owner alice (token 1)"),
+            "{shown}"
+        );
+        let line = history.ops[1].to_json(&history.clients);
+        assert_eq!(line["owner"], "alice");
+        assert_eq!(line["client"], "c1");
+    }
+
+    #[test]
+    fn unknown_fields_are_listed_with_their_first_line_not_refused() {
+        let text = [
+            line(
+                "release",
+                "released",
+                r#""call":1,"return":2"#,
+                r#","node":"s1""#,
+            ),
+            line(
+                "release",
+                "released",
+                r#""call":3,"return":4"#,
+                r#","node":"s2","why":1"#,
+            ),
+            line("release", "released", r#""call":5,"return":6"#, ""),
+        ]
+        .join("\n");
+        let history = read_history(&text).expect("unknown fields are ignored");
+        assert_eq!(history.ops.len(), 3);
+        let unknown: Vec<(&str, usize)> = history
+            .unknown_fields
+            .iter()
+            .map(|(field, &line)| (field.as_str(), line))
+            .collect();
+        assert_eq!(unknown, vec![("node", 1), ("why", 2)]);
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! per-client monotonic-reads check for `local` checks, which promise no linearizability.
 //!
 //! What it must never do: hang, or let hash-map iteration order decide a verdict. Every search
-//! has a step budget and a memo budget ([`CheckLimits`]); running out is reported as an
-//! inconclusive lock, never as a pass or a violation. The memo is a hash map that is only
+//! has a step budget and a memo budget ([`CheckLimits`]), and may have a wall-clock deadline;
+//! running out of any is reported as an inconclusive lock, never as a pass or a violation. The
+//! deadline is the only input that reads a clock, and it can only stop a search, never steer
+//! one: without it, or before it passes, the same history always gets the same verdict. The memo is a hash map that is only
 //! inserted into and probed, never iterated. Violations are values for a report, not panics; only
 //! an operation that breaks [`HistoryOp`]'s own invariants (a caller bug) panics.
 //!
@@ -22,7 +24,7 @@
 //! An unknown preempt that takes a free lock gives its client the lock under a token nobody has
 //! seen; a later `granted` or `owner` answer naming that hold fixes the token.
 
-use super::history::{HistoryOp, HistoryOpKind, HistoryResult, milliseconds};
+use super::history::{ClientNames, HistoryOp, HistoryOpKind, HistoryResult, milliseconds};
 use crate::node::Consistency;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -38,7 +40,7 @@ pub const LINEARIZABILITY: &str = "linearizability";
 /// A client's `local` checks never show it a lock's history going backwards.
 pub const MONOTONIC_READS: &str = "monotonic_reads";
 
-/// Bounds on the search, per lock.
+/// Bounds on the search: two per lock, and one wall-clock deadline for the whole history.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct CheckLimits {
     /// Search steps for deciding one lock. Finding the smallest window of a lock that failed gets
@@ -46,6 +48,11 @@ pub struct CheckLimits {
     pub steps_max_per_lock: u64,
     /// Memoised (state, linearized set) pairs one search may hold; bounds memory.
     pub memo_entries_max_per_lock: usize,
+    /// When to give up on the whole history. Every search looks at the clock once per
+    /// [`DEADLINE_CHECK_INTERVAL_STEPS`] steps (and at its first), so it stops within that many
+    /// steps of the deadline; the locks not decided by then are inconclusive and
+    /// [`LinearizabilityReport::timed_out`] is set. `None`: no deadline, and no clock is read.
+    pub deadline: Option<Instant>,
 }
 
 impl Default for CheckLimits {
@@ -53,9 +60,15 @@ impl Default for CheckLimits {
         CheckLimits {
             steps_max_per_lock: 50_000_000,
             memo_entries_max_per_lock: 5_000_000,
+            deadline: None,
         }
     }
 }
+
+/// How many search steps pass between two looks at the clock when there is a deadline: rare
+/// enough that reading the clock costs nothing measurable (a step is tens of nanoseconds), often
+/// enough that a search overruns its deadline by well under a millisecond.
+pub const DEADLINE_CHECK_INTERVAL_STEPS: u64 = 1_024;
 
 /// The verdict on a whole history.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,8 +80,12 @@ pub struct LinearizabilityReport {
     pub operations_checked: usize,
     /// Violations, linearizability first (by lock name), then monotonic reads (by client, lock).
     pub violations: Vec<LinearizabilityViolation>,
-    /// Locks whose search ran out of budget: neither proven linearizable nor proven not.
+    /// Locks whose search ran out of budget or time: neither proven linearizable nor proven
+    /// not. By name, like every list here.
     pub inconclusive_locks: Vec<String>,
+    /// The deadline ([`CheckLimits::deadline`]) passed before every lock was decided. The locks
+    /// left are in `inconclusive_locks`; violations found before it are still reported.
+    pub timed_out: bool,
 }
 
 impl LinearizabilityReport {
@@ -108,22 +125,21 @@ impl LinearizabilityViolation {
     }
 }
 
-impl fmt::Display for LinearizabilityViolation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl LinearizabilityViolation {
+    /// The violation as the simulator prints it, with clients by their names in `names`.
+    pub fn render(&self, names: &ClientNames) -> String {
         match self {
             LinearizabilityViolation::NotLinearizable {
                 lock,
                 window,
                 explanation,
             } => {
-                write!(
-                    f,
-                    "{LINEARIZABILITY} violated on lock `{lock}`: {explanation}"
-                )?;
+                let mut text =
+                    format!("{LINEARIZABILITY} violated on lock `{lock}`: {explanation}");
                 for op in window {
-                    write!(f, "\n    {op}")?;
+                    text.push_str(&format!("\n    {}", op.named(names)));
                 }
-                Ok(())
+                text
             }
             LinearizabilityViolation::NonMonotonicRead {
                 client,
@@ -132,14 +148,23 @@ impl fmt::Display for LinearizabilityViolation {
                 later,
             } => {
                 let seen = observed_token(earlier).map_or("?".into(), |token| token.to_string());
-                write!(
-                    f,
-                    "{MONOTONIC_READS} violated: c{client} saw lock `{lock}` go backwards. It had \
-                     seen token {seen} in\n    {earlier}\nand then its local check\n    {later}\n\
-                     reported a holder with an older token"
+                format!(
+                    "{MONOTONIC_READS} violated: {} saw lock `{lock}` go backwards. It had seen \
+                     token {seen} in\n    {}\nand then its local check\n    {}\nreported a holder \
+                     with an older token",
+                    names.name(*client),
+                    earlier.named(names),
+                    later.named(names),
                 )
             }
         }
+    }
+}
+
+impl fmt::Display for LinearizabilityViolation {
+    /// With the simulator's names (`c3` for client 3).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render(ClientNames::simulator()))
     }
 }
 
@@ -177,6 +202,19 @@ pub fn check_history(ops: &[HistoryOp]) -> LinearizabilityReport {
 /// If an operation breaks [`HistoryOp`]'s invariants ([`HistoryOp::validate`]): that is a bug in
 /// whoever built it; [`super::history::read_jsonl`] never produces one.
 pub fn check_history_with(ops: &[HistoryOp], limits: &CheckLimits) -> LinearizabilityReport {
+    check_named_history(ops, ClientNames::simulator(), limits)
+}
+
+/// [`check_history_with`] for a history whose clients have names of their own: explanations
+/// name clients by `names`.
+///
+/// # Panics
+/// As [`check_history_with`].
+pub fn check_named_history(
+    ops: &[HistoryOp],
+    names: &ClientNames,
+    limits: &CheckLimits,
+) -> LinearizabilityReport {
     assert!(
         limits.steps_max_per_lock > 0,
         "a search needs at least one step"
@@ -196,11 +234,23 @@ pub fn check_history_with(ops: &[HistoryOp], limits: &CheckLimits) -> Linearizab
     }
     let mut violations = Vec::new();
     let mut inconclusive_locks = Vec::new();
+    let mut timed_out = false;
     for (lock, lock_ops) in &by_lock {
-        let history = LockHistory::new(lock_ops);
+        // Once the deadline has passed, no search could take a step: the rest are undecided.
+        if timed_out {
+            inconclusive_locks.push((*lock).to_string());
+            continue;
+        }
+        let history = LockHistory::new(lock_ops, names);
         match history.check(limits) {
             LockVerdict::Linearizable => {}
-            LockVerdict::Inconclusive => inconclusive_locks.push((*lock).to_string()),
+            LockVerdict::Inconclusive => {
+                // Out of steps or memo, or out of time: only the clock can tell which.
+                timed_out = limits
+                    .deadline
+                    .is_some_and(|deadline| Instant::now() >= deadline);
+                inconclusive_locks.push((*lock).to_string());
+            }
             LockVerdict::NotLinearizable {
                 window,
                 explanation,
@@ -219,6 +269,7 @@ pub fn check_history_with(ops: &[HistoryOp], limits: &CheckLimits) -> Linearizab
         operations_checked: ops.len(),
         violations,
         inconclusive_locks,
+        timed_out,
     }
 }
 
@@ -435,10 +486,12 @@ enum Verdict {
 /// The non-local operations on one lock, in call order.
 struct LockHistory<'a> {
     ops: Vec<&'a HistoryOp>,
+    /// For explanations only.
+    names: &'a ClientNames,
 }
 
 impl<'a> LockHistory<'a> {
-    fn new(lock_ops: &[&'a HistoryOp]) -> LockHistory<'a> {
+    fn new(lock_ops: &[&'a HistoryOp], names: &'a ClientNames) -> LockHistory<'a> {
         let mut ops: Vec<&HistoryOp> = lock_ops
             .iter()
             .copied()
@@ -446,7 +499,7 @@ impl<'a> LockHistory<'a> {
             .collect();
         // Stable, and fully ordered on what matters, so equal inputs give equal problems.
         ops.sort_by_key(|op| (op.call_ns, op.return_ns.unwrap_or(u64::MAX), op.client));
-        LockHistory { ops }
+        LockHistory { ops, names }
     }
 
     fn check(&self, limits: &CheckLimits) -> LockVerdict {
@@ -649,12 +702,12 @@ impl<'a> LockHistory<'a> {
         let culprit = self.ops[culprit];
         let mut explanation = format!(
             "no order of these {} operations that respects real time explains every answer, \
-             starting {from}. The answer that cannot be placed: c{} {} at {}: {}.",
+             starting {from}. The answer that cannot be placed: {} {} at {}: {}.",
             window.len(),
-            culprit.client,
+            self.names.name(culprit.client),
             culprit.op.name(),
             culprit.return_ns.map_or("never".into(), milliseconds),
-            culprit.result,
+            culprit.result.named(self.names),
         );
         if window.iter().any(|op| op.result == HistoryResult::Unknown) {
             explanation
@@ -666,8 +719,8 @@ impl<'a> LockHistory<'a> {
                 .map(|&index| {
                     let op = self.ops[index];
                     format!(
-                        "c{} {} called at {}",
-                        op.client,
+                        "{} {} called at {}",
+                        self.names.name(op.client),
                         op.op.name(),
                         milliseconds(op.call_ns)
                     )
@@ -711,6 +764,9 @@ fn boundary(count: usize, mut before: impl FnMut(usize) -> bool) -> usize {
 struct Budget {
     steps_left: u64,
     memo_entries_max: usize,
+    deadline: Option<Instant>,
+    /// Steps taken, for spacing looks at the clock.
+    steps_taken: u64,
 }
 
 impl Budget {
@@ -718,7 +774,31 @@ impl Budget {
         Budget {
             steps_left: limits.steps_max_per_lock,
             memo_entries_max: limits.memo_entries_max_per_lock,
+            deadline: limits.deadline,
+            steps_taken: 0,
         }
+    }
+
+    /// Takes one step, or says why none is left. Reads the clock only with a deadline, and then
+    /// only every [`DEADLINE_CHECK_INTERVAL_STEPS`] steps: the verdict of a search that finishes
+    /// before its deadline does not depend on the clock at all.
+    fn take_step(&mut self) -> bool {
+        if self.steps_left == 0 {
+            return false;
+        }
+        if let Some(deadline) = self.deadline
+            && self
+                .steps_taken
+                .is_multiple_of(DEADLINE_CHECK_INTERVAL_STEPS)
+            && Instant::now() >= deadline
+        {
+            // Spent, so that every later search sharing this budget stops at once too.
+            self.steps_left = 0;
+            return false;
+        }
+        self.steps_left -= 1;
+        self.steps_taken += 1;
+        true
     }
 }
 
@@ -1138,10 +1218,9 @@ impl<'p> Search<'p> {
             if self.required_open == 0 {
                 return Verdict::Linearizable;
             }
-            if budget.steps_left == 0 {
+            if !budget.take_step() {
                 return Verdict::Inconclusive;
             }
-            budget.steps_left -= 1;
             let next = match walk.phase {
                 Phase::Required => self.required_step(&mut walk, budget),
                 Phase::Optional => self.optional_step(&mut walk, budget),
@@ -1913,6 +1992,7 @@ mod tests {
         let limits = CheckLimits {
             steps_max_per_lock: 10,
             memo_entries_max_per_lock: 1_000,
+            deadline: None,
         };
         let report = check_history_with(&history, &limits);
         assert_eq!(report.inconclusive_locks, vec!["l1".to_string()]);
@@ -1923,6 +2003,87 @@ mod tests {
                 .all(|v| v.invariant() == MONOTONIC_READS)
         );
         assert!(!report.passed());
+    }
+
+    /// Client `clients + 1` is seen holding the lock but never asked for it, while every other
+    /// client may have taken and given it back, in any order: proving that no order works means
+    /// trying every subset of the other clients' reads, 2^clients configurations.
+    fn exponential_history(clients: u32) -> Vec<HistoryOp> {
+        let op = |client, op, result, return_ns| HistoryOp {
+            client,
+            op,
+            lock: "hot".into(),
+            consistency: (op == HistoryOpKind::Check).then_some(Consistency::Linearizable),
+            call_ns: 0,
+            return_ns,
+            result,
+        };
+        let mut history = Vec::new();
+        for client in 1..=clients + 1 {
+            let owner = HistoryResult::Owner {
+                owner: client,
+                token: None,
+            };
+            history.push(op(client, HistoryOpKind::Check, owner, Some(1_000)));
+            if client <= clients {
+                history.push(op(
+                    client,
+                    HistoryOpKind::Preempt,
+                    HistoryResult::Unknown,
+                    None,
+                ));
+                history.push(op(
+                    client,
+                    HistoryOpKind::Release,
+                    HistoryResult::Unknown,
+                    None,
+                ));
+            }
+        }
+        history
+    }
+
+    #[test]
+    fn a_passed_deadline_leaves_every_lock_inconclusive_and_says_so() {
+        let history = synthetic_history(300, 3, 6, 5);
+        let limits = CheckLimits {
+            deadline: Some(Instant::now()),
+            ..CheckLimits::default()
+        };
+        let report = check_history_with(&history, &limits);
+        assert!(report.timed_out);
+        assert_eq!(report.inconclusive_locks, vec!["l1", "l2", "l3"]);
+        assert!(report.violations.is_empty(), "{report:?}");
+    }
+
+    #[test]
+    fn a_deadline_that_does_not_pass_changes_no_verdict() {
+        let far = CheckLimits {
+            deadline: Some(Instant::now() + Duration::from_secs(3_600)),
+            ..CheckLimits::default()
+        };
+        let small = exponential_history(4);
+        for history in [synthetic_history(2_000, 3, 8, 9), small] {
+            let with = check_history_with(&history, &far);
+            assert!(!with.timed_out);
+            assert_eq!(with, check_history(&history));
+        }
+    }
+
+    #[test]
+    fn the_exponential_history_is_refused_when_small_and_stops_at_a_deadline_when_large() {
+        let small = check_history(&exponential_history(4));
+        assert_eq!(small.violations.len(), 1, "{small:?}");
+        assert_eq!(small.violations[0].invariant(), LINEARIZABILITY);
+        let limits = CheckLimits {
+            deadline: Some(Instant::now() + Duration::from_millis(1)),
+            ..CheckLimits::default()
+        };
+        // 2^40 configurations: no machine gets through them in a millisecond, nor through the
+        // step budget first.
+        let report = check_history_with(&exponential_history(40), &limits);
+        assert!(report.timed_out, "{report:?}");
+        assert_eq!(report.inconclusive_locks, vec!["hot"]);
     }
 
     #[test]
@@ -2038,7 +2199,7 @@ mod tests {
             let count = rng.random_range(1..=7);
             let ops = random_history(&mut rng, count);
             let refs: Vec<&HistoryOp> = ops.iter().collect();
-            let history = LockHistory::new(&refs);
+            let history = LockHistory::new(&refs, ClientNames::simulator());
             let roles: Vec<Role> = (0..history.ops.len())
                 .map(|_| match rng.random_range(0..10) {
                     0..6 => Role::Required,
