@@ -4,7 +4,9 @@
 
 use crate::{EXIT_BAD_INPUT, EXIT_FAIL, EXIT_PASS};
 use clap::Args;
-use lockstep::sim::explore::{self, ExploreOptions, ExploreSummary};
+use lockstep::sim::explore::{
+    self, ExploreOptions, ExploreSummary, FirstFailure, MinimizeBudget, Progress, SeedResult,
+};
 use lockstep::sim::shard::{self, ExploreConfig, MergedSummary, SeedRange, Shard, ShardContext};
 use lockstep::sim::swarm::SwarmBounds;
 use std::path::PathBuf;
@@ -29,7 +31,7 @@ pub struct ExploreArgs {
         num_args = 1..,
         conflicts_with_all = [
             "seeds", "from", "shard", "jobs", "servers", "duration", "out", "minimize_runs",
-            "print_scenarios"
+            "minimize_time", "print_scenarios"
         ]
     )]
     merge: Vec<PathBuf>,
@@ -48,6 +50,11 @@ pub struct ExploreArgs {
     /// Re-runs a minimization may spend on one failing seed.
     #[arg(long, value_name = "RUNS", default_value_t = 300)]
     minimize_runs: usize,
+    /// Wall time a minimization may spend on one failing seed (0s: one candidate). Whichever
+    /// of this and --minimize-runs runs out first stops it; the smallest failing scenario so
+    /// far is written.
+    #[arg(long, value_name = "D", default_value = "30s", value_parser = parse_minimize_time)]
+    minimize_time: std::time::Duration,
     /// Print every seed's configuration and verdict, not only failures.
     #[arg(long)]
     verbose: bool,
@@ -79,6 +86,18 @@ fn parse_server_range(text: &str) -> Result<(u32, u32), String> {
         ));
     }
     Ok((low, high))
+}
+
+/// A minimization budget: any duration from 0 up to a day (longer is surely a typo).
+fn parse_minimize_time(text: &str) -> Result<std::time::Duration, String> {
+    const MINIMIZE_TIME_MAX: std::time::Duration = std::time::Duration::from_secs(24 * 3_600);
+    match lockstep::sim::scenario::parse_duration(text) {
+        Some(duration) if duration <= MINIMIZE_TIME_MAX => Ok(duration),
+        Some(_) => Err(format!("{text:?} is longer than a day")),
+        None => Err(format!(
+            "{text:?} is not a duration (use a number with ms, s or m)"
+        )),
+    }
 }
 
 pub fn run(args: ExploreArgs) -> u8 {
@@ -151,7 +170,11 @@ fn plan(args: &ExploreArgs, seeds: u64) -> Result<(ExploreOptions, ShardContext)
         jobs,
         bounds,
         out_dir,
-        minimize_runs_max: args.minimize_runs,
+        minimize: MinimizeBudget {
+            runs_max: args.minimize_runs,
+            wall_max: args.minimize_time,
+        },
+        scenario_of: explore::swarm_scenario,
     };
     Ok((options, context))
 }
@@ -193,30 +216,27 @@ fn run_seeds(args: &ExploreArgs, options: ExploreOptions, context: ShardContext)
         }
     };
     let mut failed = 0u64;
-    let summary = explore::explore(&options, &stop, |result| {
-        bar.inc(1);
-        match &result.failure {
-            Some(failure) => {
-                failed += 1;
-                bar.set_message(format!("{failed} failed"));
-                let written = result.written_to.as_ref().map_or(String::new(), |path| {
-                    format!("\n         replay: lockstep run {}", path.display())
-                });
-                let sizes = result
-                    .minimized
-                    .as_ref()
-                    .map_or(String::new(), |(from, to)| {
-                        format!("\n         minimized from {from} to {to}")
-                    });
-                say(format!(
-                    "FAIL seed {}: {}: {}\n         config: {}{sizes}{written}",
-                    result.seed, failure.kind, failure.message, result.description
-                ));
-            }
-            None if args.verbose => {
+    let summary = explore::explore(&options, &stop, |progress| match progress {
+        // A failure is printed when found; minimizing it may take up to the budget.
+        Progress::Found {
+            seed,
+            description,
+            failure,
+        } => {
+            failed += 1;
+            bar.set_message(format!("{failed} failed"));
+            say(format!(
+                "FAIL seed {seed}: {}: {}\n         config: {description}",
+                failure.kind, failure.message
+            ));
+        }
+        Progress::Finished(result) => {
+            bar.inc(1);
+            if result.failure.is_some() {
+                say(render_minimized(result));
+            } else if args.verbose {
                 say(format!("ok   seed {}: {}", result.seed, result.description));
             }
-            None => {}
         }
     });
     bar.finish_and_clear();
@@ -239,6 +259,39 @@ fn run_seeds(args: &ExploreArgs, options: ExploreOptions, context: ShardContext)
     } else {
         EXIT_PASS
     }
+}
+
+/// The lines that follow a failure once it is minimized and written.
+fn render_minimized(result: &SeedResult) -> String {
+    let mut text = format!("     seed {}:", result.seed);
+    if let (Some((from, to)), Some(spent)) = (&result.minimized, &result.minimization) {
+        text.push_str(&format!(
+            " minimized in {} runs, {:.1}s, from {from} to {to}",
+            spent.runs, spent.wall_seconds
+        ));
+        if let Some(why) = spent.cut_short {
+            text.push_str(&format!("\n         minimizing cut short by {why}"));
+        }
+    }
+    match &result.written_to {
+        Some(path) => text.push_str(&format!(
+            "\n         replay: lockstep run {}",
+            path.display()
+        )),
+        None => {
+            let failure = result.failure.as_ref().expect("only failures are rendered");
+            text.push_str(&format!("\n         not written: {}", failure.message));
+        }
+    }
+    text
+}
+
+/// A first-failure line: where it was and how long finding it took, minimizing excluded.
+fn render_first(first: &FirstFailure, order: &str) -> String {
+    format!(
+        "seed {} {order}, after {} seeds, {:.1}s wall",
+        first.seed, first.seeds_run, first.wall_seconds
+    )
 }
 
 fn render_summary(
@@ -288,12 +341,27 @@ fn render_summary(
             .join("\n")
     };
     builder.push_record(["failures by invariant".to_string(), failures]);
-    if let Some(first) = &summary.first_failure {
+    if let (Some(by_seed), Some(found)) =
+        (&summary.first_failure_by_seed, &summary.first_failure_found)
+    {
         builder.push_record([
-            "first failure".to_string(),
+            "first failure\n(minimizing excluded)".to_string(),
             format!(
-                "seed {} after {} seeds, {:.1}s wall (minimizing included)",
-                first.seed, first.seeds_run, first.wall_seconds
+                "{}\n{}",
+                render_first(by_seed, "by seed order"),
+                render_first(found, "by wall time")
+            ),
+        ]);
+        let cut_short = summary
+            .failures
+            .iter()
+            .filter(|r| r.minimization.is_some_and(|m| m.cut_short.is_some()))
+            .count();
+        builder.push_record([
+            "minimizing".to_string(),
+            format!(
+                "{:.1}s wall over {} failure(s), {cut_short} cut short by a budget",
+                summary.minimize_wall_seconds, summary.seeds_failed
             ),
         ]);
     }

@@ -270,7 +270,11 @@ pub fn explore_suite(seeds: u64, jobs: usize) -> ExploreBench {
             safety: Duration::from_secs(10),
         },
         out_dir: std::env::temp_dir().join("lockstep-bench-failures"),
-        minimize_runs_max: 0,
+        minimize: explore::MinimizeBudget {
+            runs_max: 0,
+            wall_max: Duration::ZERO,
+        },
+        scenario_of: explore::swarm_scenario,
     };
     let stop = std::sync::atomic::AtomicBool::new(false);
     let summary = explore::explore(&options, &stop, |_| {});

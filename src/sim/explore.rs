@@ -76,6 +76,18 @@ pub struct SeedResult {
     pub written_to: Option<PathBuf>,
     /// Size of the failing scenario before and after minimization.
     pub minimized: Option<(ScenarioSize, ScenarioSize)>,
+    /// What minimizing it spent, and whether a budget cut it short.
+    pub minimization: Option<Minimization>,
+}
+
+/// What one failure's minimization spent.
+#[derive(Copy, Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Minimization {
+    pub runs: u64,
+    pub wall_seconds: f64,
+    /// Which budget stopped it while it still had candidates to try; `None` if none did.
+    pub cut_short: Option<CutShort>,
 }
 
 /// How big a scenario is, for reporting what minimization achieved.
@@ -113,19 +125,67 @@ impl std::fmt::Display for ScenarioSize {
 
 // ----- minimization -----
 
+/// What one failure's minimization may spend. Whichever runs out first stops it, and the
+/// smallest scenario that still failed so far is kept.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct MinimizeBudget {
+    /// Candidate runs (0: the failing scenario is written as it is).
+    pub runs_max: usize,
+    /// Wall time. It is looked at between candidates and a candidate in progress is never cut,
+    /// so a minimization overruns it by at most one candidate's run, and the first candidate
+    /// always runs (with 0: exactly one). A message storm that hits the simulator's event
+    /// bound makes every candidate as slow as the seed itself, which is why this exists.
+    pub wall_max: Duration,
+}
+
+/// Why a minimization stopped while it still had candidates to try.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CutShort {
+    /// `--minimize-runs` ran out.
+    Runs,
+    /// `--minimize-time` ran out.
+    Time,
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+}
+
+impl std::fmt::Display for CutShort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CutShort::Runs => "the run budget (--minimize-runs)",
+            CutShort::Time => "the time budget (--minimize-time)",
+            CutShort::Interrupted => "an interrupt",
+        })
+    }
+}
+
+/// The outcome of [`minimize`].
+#[derive(Clone, Debug)]
+pub struct Minimized {
+    /// The smallest scenario found that still fails the same way (the original if none).
+    pub scenario: Scenario,
+    pub runs: usize,
+    pub wall: Duration,
+    /// `None` when minimization ran until nothing smaller failed.
+    pub cut_short: Option<CutShort>,
+}
+
 /// Shrinks a failing scenario by delta debugging: removes events, workload operations,
 /// clients and servers, re-running each candidate and keeping it only if it still fails the
-/// same way. Stops after `runs_max` runs or when `stop` is set.
+/// same way. Stops when `budget` runs out or `stop` is set, keeping the best so far.
 pub fn minimize(
     scenario: Scenario,
     kind: &str,
-    runs_max: usize,
+    budget: MinimizeBudget,
     stop: &AtomicBool,
-) -> (Scenario, usize) {
+) -> Minimized {
     let mut minimizer = Minimizer {
         kind: kind.to_string(),
         runs: 0,
-        runs_max,
+        budget,
+        start: Instant::now(),
+        cut_short: None,
         stop,
     };
     let mut best = scenario;
@@ -136,8 +196,16 @@ pub fn minimize(
         best = minimizer.clients(best);
         best = minimizer.rogues(best);
         best = minimizer.servers(best);
+        // A pass that shrank nothing ends it; otherwise another pass may shrink more, and a
+        // budget spent here did cut it short.
         if ScenarioSize::of(&best) == before || minimizer.exhausted() {
-            return (best, minimizer.runs);
+            assert!(minimizer.runs <= budget.runs_max, "the run budget holds");
+            return Minimized {
+                scenario: best,
+                runs: minimizer.runs,
+                wall: minimizer.start.elapsed(),
+                cut_short: minimizer.cut_short,
+            };
         }
     }
 }
@@ -145,13 +213,29 @@ pub fn minimize(
 struct Minimizer<'a> {
     kind: String,
     runs: usize,
-    runs_max: usize,
+    budget: MinimizeBudget,
+    start: Instant,
+    /// Set by the first [`Minimizer::exhausted`] that found a budget spent.
+    cut_short: Option<CutShort>,
     stop: &'a AtomicBool,
 }
 
 impl Minimizer<'_> {
-    fn exhausted(&self) -> bool {
-        self.runs >= self.runs_max || self.stop.load(Ordering::Relaxed)
+    /// True once a budget is spent. It is asked only where a candidate is about to be tried,
+    /// so the first budget it finds spent is the one that cut minimization short.
+    fn exhausted(&mut self) -> bool {
+        if self.cut_short.is_none() {
+            self.cut_short = if self.stop.load(Ordering::Relaxed) {
+                Some(CutShort::Interrupted)
+            } else if self.runs >= self.budget.runs_max {
+                Some(CutShort::Runs)
+            } else if self.runs > 0 && self.start.elapsed() >= self.budget.wall_max {
+                Some(CutShort::Time)
+            } else {
+                None
+            };
+        }
+        self.cut_short.is_some()
     }
 
     /// True if `candidate` is a valid scenario that still fails the same way.
@@ -481,6 +565,15 @@ pub fn without_server(scenario: &Scenario, k: u32) -> Scenario {
 
 // ----- the parallel explorer -----
 
+/// Builds seed `seed`'s scenario and its configuration line from `bounds`.
+pub type ScenarioOf = fn(seed: u64, bounds: &SwarmBounds) -> (Scenario, String);
+
+/// The swarm's scenario for a seed: what every real exploration runs.
+pub fn swarm_scenario(seed: u64, bounds: &SwarmBounds) -> (Scenario, String) {
+    let shape = Shape::random(seed, bounds);
+    (shape.build(), shape.describe())
+}
+
 #[derive(Clone, Debug)]
 pub struct ExploreOptions {
     pub seeds: u64,
@@ -488,14 +581,19 @@ pub struct ExploreOptions {
     pub jobs: usize,
     pub bounds: SwarmBounds,
     pub out_dir: PathBuf,
-    /// Runs a minimization may spend per failing seed.
-    pub minimize_runs_max: usize,
+    /// What a minimization may spend per failing seed.
+    pub minimize: MinimizeBudget,
+    /// [`swarm_scenario`], except in tests that need a chosen seed to fail.
+    pub scenario_of: ScenarioOf,
 }
 
-#[derive(Clone, Debug, serde::Serialize)]
+/// When a failure was found, not counting time spent minimizing it or any other failure.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct FirstFailure {
     pub seed: u64,
+    /// Seeds finished by then, this one included.
     pub seeds_run: u64,
+    /// Wall-clock seconds from the start of the exploration.
     pub wall_seconds: f64,
 }
 
@@ -511,89 +609,254 @@ pub struct ExploreSummary {
     pub wall_seconds: f64,
     /// (failure kind, count), most frequent first.
     pub failures_by_kind: Vec<(String, u64)>,
-    /// (seed, wall ms) of the slowest seed.
+    /// (seed, wall ms) of the slowest seed, its run only (minimizing excluded).
     pub slowest_seed: Option<(u64, f64)>,
-    /// The first failure to arrive: its seed, how many seeds had finished by then, and the
-    /// wall-clock seconds since the start (how quickly exploration finds a bug).
-    pub first_failure: Option<FirstFailure>,
+    /// The first failure found in wall time: how quickly exploration finds a bug. Seeds and
+    /// seconds up to the moment its run ended, before minimizing it. No minimization can be
+    /// counted in it: every minimization starts after a failure is found, so after this one.
+    pub first_failure_found: Option<FirstFailure>,
+    /// The failure with the lowest seed: `seeds_run` is its place in the range (how many seeds
+    /// a run with one job would need), `wall_seconds` when it was found, before minimizing.
+    pub first_failure_by_seed: Option<FirstFailure>,
+    /// The first failure to be reported finished, minimizing included (its own and earlier
+    /// ones'), as `first_failure_arrived` has always said in the shard result.
+    pub first_failure_arrived: Option<FirstFailure>,
+    /// Wall time spent minimizing, summed over failures (they may overlap with `jobs` > 1).
+    pub minimize_wall_seconds: f64,
     pub interrupted: bool,
     pub failures: Vec<SeedResult>,
 }
 
-/// Runs one seed: builds its shape, runs it, and on failure minimizes it and writes it out.
-pub fn run_seed(seed: u64, options: &ExploreOptions, stop: &AtomicBool) -> SeedResult {
-    let shape = Shape::random(seed, &options.bounds);
-    let scenario = shape.build();
+/// What [`explore`] tells its caller as seeds run.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    /// A seed failed. Reported at once, before it is minimized (which may take up to the
+    /// budget), so that a slow failure such as a `simulation_bound` storm is seen without
+    /// waiting; a [`Progress::Finished`] for the same seed follows.
+    Found {
+        seed: u64,
+        description: &'a str,
+        failure: &'a Failure,
+    },
+    /// A seed is done: run, and if it failed minimized and written.
+    Finished(&'a SeedResult),
+}
+
+/// A seed's run and verdict, before any minimization.
+struct Verdict {
+    scenario: Scenario,
+    report: RunReport,
+    result: SeedResult,
+}
+
+fn run_unminimized(seed: u64, options: &ExploreOptions) -> Verdict {
+    let (scenario, description) = (options.scenario_of)(seed, &options.bounds);
     let start = Instant::now();
     let (report, failure) = judge(&scenario);
     let wall_ms = start.elapsed().as_secs_f64() * 1e3;
-    let mut result = SeedResult {
+    let result = SeedResult {
         seed,
-        description: shape.describe(),
-        failure: failure.clone(),
+        description,
+        failure,
         simulated_ms: report.simulated_ms,
         simulated_ns: report.simulated_ns,
         events: report.events_processed,
         wall_ms,
         written_to: None,
         minimized: None,
+        minimization: None,
     };
-    if let Some(failure) = failure {
-        let (minimized, runs) = minimize(
-            scenario.clone(),
-            &failure.kind,
-            options.minimize_runs_max,
-            stop,
-        );
-        result.minimized = Some((ScenarioSize::of(&scenario), ScenarioSize::of(&minimized)));
-        let path = options.out_dir.join(format!("{seed}.yaml"));
-        let header = format!(
-            "# lockstep explore: seed {seed} failed {}: {}\n# minimized in {runs} runs from {} to {}\n\
-             # replay: lockstep run {}\n",
-            failure.kind,
-            failure.message.lines().next().unwrap_or(""),
-            ScenarioSize::of(&scenario),
-            ScenarioSize::of(&minimized),
-            path.display()
-        );
-        // The original run's client history too, for external checkers and timelines.
-        let history_path = options.out_dir.join(format!("{seed}.history.jsonl"));
-        let written = std::fs::create_dir_all(&options.out_dir)
-            .and_then(|()| std::fs::write(&path, format!("{header}{}", minimized.to_yaml())))
-            .and_then(|()| {
-                let mut out = std::io::BufWriter::new(std::fs::File::create(&history_path)?);
-                super::history::write_jsonl(&report.history, &mut out)?;
-                std::io::Write::flush(&mut out)
-            });
-        match written {
-            Ok(()) => result.written_to = Some(path),
-            Err(error) => {
-                result.failure = Some(Failure {
-                    kind: failure.kind,
-                    message: format!(
-                        "{} (and writing {} failed: {error})",
-                        failure.message,
-                        path.display()
-                    ),
-                })
-            }
+    Verdict {
+        scenario,
+        report,
+        result,
+    }
+}
+
+/// Runs one seed: builds its scenario and runs it; on failure calls `on_found` at once, then
+/// minimizes the scenario within the budget and writes it out.
+pub fn run_seed(
+    seed: u64,
+    options: &ExploreOptions,
+    stop: &AtomicBool,
+    on_found: impl FnOnce(&SeedResult),
+) -> SeedResult {
+    let Verdict {
+        scenario,
+        report,
+        mut result,
+    } = run_unminimized(seed, options);
+    let Some(failure) = result.failure.clone() else {
+        return result;
+    };
+    on_found(&result);
+    let minimized = minimize(scenario.clone(), &failure.kind, options.minimize, stop);
+    assert!(minimized.runs <= options.minimize.runs_max);
+    let (from, to) = (
+        ScenarioSize::of(&scenario),
+        ScenarioSize::of(&minimized.scenario),
+    );
+    result.minimized = Some((from, to));
+    result.minimization = Some(Minimization {
+        runs: minimized.runs as u64,
+        wall_seconds: minimized.wall.as_secs_f64(),
+        cut_short: minimized.cut_short,
+    });
+    let path = options.out_dir.join(format!("{seed}.yaml"));
+    let cut_short = minimized.cut_short.map_or(String::new(), |why| {
+        format!(" (cut short by {why}: smaller may still fail)")
+    });
+    let header = format!(
+        "# lockstep explore: seed {seed} failed {}: {}\n\
+         # minimized in {} runs, {}, from {from} to {to}{cut_short}\n\
+         # replay: lockstep run {}\n",
+        failure.kind,
+        failure.message.lines().next().unwrap_or(""),
+        minimized.runs,
+        human_duration(minimized.wall),
+        path.display()
+    );
+    // The original run's client history too, for external checkers and timelines.
+    let history_path = options.out_dir.join(format!("{seed}.history.jsonl"));
+    let written = std::fs::create_dir_all(&options.out_dir)
+        .and_then(|()| {
+            let text = format!("{header}{}", minimized.scenario.to_yaml());
+            std::fs::write(&path, text)
+        })
+        .and_then(|()| {
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&history_path)?);
+            super::history::write_jsonl(&report.history, &mut out)?;
+            std::io::Write::flush(&mut out)
+        });
+    match written {
+        Ok(()) => result.written_to = Some(path),
+        Err(error) => {
+            result.failure = Some(Failure {
+                kind: failure.kind,
+                message: format!(
+                    "{} (and writing {} failed: {error})",
+                    failure.message,
+                    path.display()
+                ),
+            })
         }
     }
     result
 }
 
-/// Explores `options.seeds` seeds on `options.jobs` threads; `on_result` sees each result as
-/// it arrives (on the calling thread). Stops early, cleanly, when `stop` is set.
+/// What a worker sends the thread that keeps the totals.
+enum Message {
+    Found {
+        result: SeedResult,
+        found_at: Duration,
+    },
+    Finished(SeedResult),
+}
+
+/// The totals, kept on the calling thread as messages arrive.
+struct Tally {
+    from: u64,
+    summary: ExploreSummary,
+    by_kind: std::collections::BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn new(from: u64) -> Tally {
+        Tally {
+            from,
+            summary: ExploreSummary::default(),
+            by_kind: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// A seed failed `found_at` after the start; it is not yet minimized, nor finished.
+    fn found(&mut self, seed: u64, found_at: Duration) {
+        assert!(seed >= self.from, "seed {seed} is in the range");
+        // Seeds finished before its run ended, and itself. Seeds that finish while it (or any
+        // later failure) is being minimized arrive after this and are not counted.
+        let first = FirstFailure {
+            seed,
+            seeds_run: self.summary.seeds_run + 1,
+            wall_seconds: found_at.as_secs_f64(),
+        };
+        let summary = &mut self.summary;
+        if summary
+            .first_failure_found
+            .as_ref()
+            .is_none_or(|f| first.wall_seconds < f.wall_seconds)
+        {
+            summary.first_failure_found = Some(first.clone());
+        }
+        if summary
+            .first_failure_by_seed
+            .as_ref()
+            .is_none_or(|f| seed < f.seed)
+        {
+            summary.first_failure_by_seed = Some(FirstFailure {
+                seeds_run: seed - self.from + 1,
+                ..first
+            });
+        }
+    }
+
+    /// A seed is done, `arrived_at` after the start.
+    fn finished(&mut self, result: SeedResult, arrived_at: Duration) {
+        let summary = &mut self.summary;
+        summary.seeds_run += 1;
+        summary.simulated_ns = summary.simulated_ns.saturating_add(result.simulated_ns);
+        summary.events += result.events;
+        if summary
+            .slowest_seed
+            .is_none_or(|(_, ms)| result.wall_ms > ms)
+        {
+            summary.slowest_seed = Some((result.seed, result.wall_ms));
+        }
+        let Some(failure) = &result.failure else {
+            return;
+        };
+        assert!(
+            summary.first_failure_found.is_some(),
+            "seed {} was reported found before finished",
+            result.seed
+        );
+        if summary.first_failure_arrived.is_none() {
+            summary.first_failure_arrived = Some(FirstFailure {
+                seed: result.seed,
+                seeds_run: summary.seeds_run,
+                wall_seconds: arrived_at.as_secs_f64(),
+            });
+        }
+        summary.seeds_failed += 1;
+        summary.minimize_wall_seconds += result.minimization.map_or(0.0, |m| m.wall_seconds);
+        *self.by_kind.entry(failure.kind.clone()).or_insert(0) += 1;
+        summary.failures.push(result);
+    }
+
+    fn into_summary(self) -> ExploreSummary {
+        let mut summary = self.summary;
+        summary.failures.sort_by_key(|r| r.seed);
+        summary.failures_by_kind = self.by_kind.into_iter().collect();
+        summary
+            .failures_by_kind
+            .sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        summary.simulated_seconds = summary.simulated_ns as f64 / 1e9;
+        assert_eq!(summary.seeds_failed, summary.failures.len() as u64);
+        summary
+    }
+}
+
+/// Explores `options.seeds` seeds on `options.jobs` threads; `on_progress` sees each failure
+/// as it is found and each result as it arrives (on the calling thread). Stops early, cleanly,
+/// when `stop` is set.
 pub fn explore(
     options: &ExploreOptions,
     stop: &AtomicBool,
-    mut on_result: impl FnMut(&SeedResult),
+    mut on_progress: impl FnMut(Progress<'_>),
 ) -> ExploreSummary {
     let start = Instant::now();
     let next_offset = AtomicU64::new(0);
-    let (sender, receiver) = mpsc::channel::<SeedResult>();
-    let mut summary = ExploreSummary::default();
-    let mut by_kind: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    let (sender, receiver) = mpsc::channel::<Message>();
+    let mut tally = Tally::new(options.from);
     std::thread::scope(|scope| {
         for _ in 0..options.jobs.max(1) {
             let sender = sender.clone();
@@ -604,47 +867,39 @@ pub fn explore(
                     if offset >= options.seeds {
                         break;
                     }
-                    let result = run_seed(options.from + offset, options, stop);
-                    if sender.send(result).is_err() {
+                    let result = run_seed(options.from + offset, options, stop, |found| {
+                        // Should the receiver be gone, the send of the result below says so.
+                        let _ = sender.send(Message::Found {
+                            result: found.clone(),
+                            found_at: start.elapsed(),
+                        });
+                    });
+                    if sender.send(Message::Finished(result)).is_err() {
                         break;
                     }
                 }
             });
         }
         drop(sender);
-        for result in receiver {
-            summary.seeds_run += 1;
-            summary.simulated_ns = summary.simulated_ns.saturating_add(result.simulated_ns);
-            summary.events += result.events;
-            if summary
-                .slowest_seed
-                .is_none_or(|(_, ms)| result.wall_ms > ms)
-            {
-                summary.slowest_seed = Some((result.seed, result.wall_ms));
-            }
-            if let Some(failure) = &result.failure {
-                if summary.first_failure.is_none() {
-                    summary.first_failure = Some(FirstFailure {
+        for message in receiver {
+            match message {
+                Message::Found { result, found_at } => {
+                    let failure = result.failure.as_ref().expect("a found seed failed");
+                    tally.found(result.seed, found_at);
+                    on_progress(Progress::Found {
                         seed: result.seed,
-                        seeds_run: summary.seeds_run,
-                        wall_seconds: start.elapsed().as_secs_f64(),
+                        description: &result.description,
+                        failure,
                     });
                 }
-                summary.seeds_failed += 1;
-                *by_kind.entry(failure.kind.clone()).or_insert(0) += 1;
-            }
-            on_result(&result);
-            if result.failure.is_some() {
-                summary.failures.push(result);
+                Message::Finished(result) => {
+                    on_progress(Progress::Finished(&result));
+                    tally.finished(result, start.elapsed());
+                }
             }
         }
     });
-    summary.failures.sort_by_key(|r| r.seed);
-    summary.failures_by_kind = by_kind.into_iter().collect();
-    summary
-        .failures_by_kind
-        .sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    summary.simulated_seconds = summary.simulated_ns as f64 / 1e9;
+    let mut summary = tally.into_summary();
     summary.wall_seconds = start.elapsed().as_secs_f64();
     // Every offset a worker took below `seeds` was run to the end and reported, so the seeds
     // run are exactly `from..from + seeds_run`, even when interrupted: a shard result relies
@@ -701,8 +956,18 @@ workload: {clients: [c3], ops: 40, locks: 2}
         let failure = failure.expect("c2 cannot be granted a held lock");
         assert_eq!(failure.kind, "expectation");
         let stop = AtomicBool::new(false);
-        let (minimized, runs) = minimize(original.clone(), &failure.kind, 200, &stop);
+        let budget = MinimizeBudget {
+            runs_max: 200,
+            wall_max: Duration::from_secs(3_600),
+        };
+        let Minimized {
+            scenario: minimized,
+            runs,
+            cut_short,
+            ..
+        } = minimize(original.clone(), &failure.kind, budget, &stop);
         assert!(runs > 0 && runs <= 200);
+        assert_eq!(cut_short, None, "it ran until nothing smaller failed");
         let (_, still) = judge(&minimized);
         assert_eq!(
             still.map(|f| f.kind),
@@ -751,9 +1016,15 @@ workload: {clients: [c3], ops: 40, locks: 2}
             jobs: 1,
             bounds: SwarmBounds::default(),
             out_dir: std::env::temp_dir().join("lockstep-explore-test-unused"),
-            minimize_runs_max: 10,
+            minimize: MinimizeBudget {
+                runs_max: 10,
+                wall_max: Duration::from_secs(30),
+            },
+            scenario_of: swarm_scenario,
         };
-        let result = run_seed(3, &options, &AtomicBool::new(false));
+        let result = run_seed(3, &options, &AtomicBool::new(false), |found| {
+            panic!("seed 3 passes, yet {found:?} was reported")
+        });
         assert!(result.failure.is_none(), "{:?}", result.failure);
         assert!(result.written_to.is_none());
         assert!(result.description.contains("servers"));

@@ -8,7 +8,7 @@
 //! come from different configurations or builds, or that overlap are refused
 //! ([`MergeError`]); seeds nobody ran are reported as missing ([`MergedSummary::missing`]).
 
-use super::explore::{ExploreSummary, ScenarioSize, SeedResult};
+use super::explore::{ExploreSummary, FirstFailure, Minimization, ScenarioSize, SeedResult};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -153,6 +153,9 @@ pub struct ShardFailure {
     /// The scenario's size before and after minimization.
     pub minimized_from: Option<ScenarioSize>,
     pub minimized_to: Option<ScenarioSize>,
+    /// `{runs, wall_seconds, cut_short}`; absent in files written before it was added.
+    #[serde(default)]
+    pub minimization: Option<Minimization>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -176,6 +179,16 @@ pub struct ArrivalOfFirstFailure {
     /// Seeds finished when it arrived (minimizing of earlier failures included).
     pub seeds_run: u64,
     pub wall_seconds: f64,
+}
+
+impl ArrivalOfFirstFailure {
+    fn of(first: &FirstFailure) -> ArrivalOfFirstFailure {
+        ArrivalOfFirstFailure {
+            seed: first.seed,
+            seeds_run: first.seeds_run,
+            wall_seconds: first.wall_seconds,
+        }
+    }
 }
 
 /// What `lockstep explore --json` prints: the result of one shard (or of a whole run, which is
@@ -206,8 +219,20 @@ pub struct ShardResult {
     pub seeds_per_second: f64,
     /// Most frequent first.
     pub failures_by_invariant: Vec<InvariantCount>,
-    /// The first failure to arrive (by wall time, not by seed).
+    /// The first failure to arrive (by wall time, not by seed), minimizing included: its own
+    /// and that of failures before it. Kept as it always was; the two below exclude it.
     pub first_failure_arrived: Option<ArrivalOfFirstFailure>,
+    /// The first failure found in wall time, counted up to the end of its run, before any
+    /// minimizing. Fields added after `lockstep-explore-shard/1` first shipped: absent (and
+    /// read as null) in older files.
+    #[serde(default)]
+    pub first_failure_found: Option<ArrivalOfFirstFailure>,
+    /// The failure with the lowest seed; `seeds_run` is its place in `range`.
+    #[serde(default)]
+    pub first_failure_by_seed: Option<ArrivalOfFirstFailure>,
+    /// Wall time spent minimizing, summed over failures.
+    #[serde(default)]
+    pub minimize_wall_seconds: f64,
     pub slowest_seed: Option<SlowestSeed>,
     /// In seed order.
     pub failures: Vec<ShardFailure>,
@@ -258,13 +283,19 @@ impl ShardResult {
                     count: *count,
                 })
                 .collect(),
-            first_failure_arrived: summary.first_failure.as_ref().map(|first| {
-                ArrivalOfFirstFailure {
-                    seed: first.seed,
-                    seeds_run: first.seeds_run,
-                    wall_seconds: first.wall_seconds,
-                }
-            }),
+            first_failure_arrived: summary
+                .first_failure_arrived
+                .as_ref()
+                .map(ArrivalOfFirstFailure::of),
+            first_failure_found: summary
+                .first_failure_found
+                .as_ref()
+                .map(ArrivalOfFirstFailure::of),
+            first_failure_by_seed: summary
+                .first_failure_by_seed
+                .as_ref()
+                .map(ArrivalOfFirstFailure::of),
+            minimize_wall_seconds: summary.minimize_wall_seconds,
             slowest_seed: summary
                 .slowest_seed
                 .map(|(seed, wall_ms)| SlowestSeed { seed, wall_ms }),
@@ -320,6 +351,16 @@ impl ShardResult {
                 self.failures.len()
             ));
         }
+        // Pair check: the explorer chose the lowest failing seed as it ran; the list must agree.
+        let lowest = self.failures.iter().map(|f| f.seed).min();
+        if let Some(first) = &self.first_failure_by_seed
+            && Some(first.seed) != lowest
+        {
+            return Err(format!(
+                "first_failure_by_seed is seed {}, but the lowest failing seed is {lowest:?}",
+                first.seed
+            ));
+        }
         let ran = SeedRange {
             from: self.range.from,
             seeds: self.seeds_run,
@@ -355,6 +396,7 @@ impl ShardFailure {
             written_to: result.written_to.clone(),
             minimized_from: result.minimized.map(|(from, _)| from),
             minimized_to: result.minimized.map(|(_, to)| to),
+            minimization: result.minimization,
         }
     }
 }
@@ -877,6 +919,7 @@ mod tests {
             written_to: Some(PathBuf::from(format!("/out/{seed}.yaml"))),
             minimized_from: None,
             minimized_to: None,
+            minimization: None,
         }
     }
 
@@ -909,6 +952,9 @@ mod tests {
                 .map(|(invariant, count)| InvariantCount { invariant, count })
                 .collect(),
             first_failure_arrived: None,
+            first_failure_found: None,
+            first_failure_by_seed: None,
+            minimize_wall_seconds: 0.0,
             slowest_seed: Some(SlowestSeed {
                 seed: range.from,
                 wall_ms: 10.0 * (index + 1) as f64,
