@@ -235,6 +235,8 @@ fn explore_refuses_bad_arguments_with_exit_two() {
         vec!["explore", "--seeds", "3", "--servers", "5..3"],
         vec!["explore", "--seeds", "3", "--duration", "soon"],
         vec!["explore", "--seeds", "0"],
+        vec!["explore", "--seeds", "3", "--minimize-time", "soon"],
+        vec!["explore", "--seeds", "3", "--minimize-time", "1500m"],
         vec!["explore"],
     ] {
         let output = lockstep(&args);

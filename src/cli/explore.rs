@@ -264,14 +264,17 @@ fn run_seeds(args: &ExploreArgs, options: ExploreOptions, context: ShardContext)
 /// The lines that follow a failure once it is minimized and written.
 fn render_minimized(result: &SeedResult) -> String {
     let mut text = format!("     seed {}:", result.seed);
-    if let (Some((from, to)), Some(spent)) = (&result.minimized, &result.minimization) {
+    if let Some(spent) = &result.minimization {
         text.push_str(&format!(
-            " minimized in {} runs, {:.1}s, from {from} to {to}",
+            " minimized in {} runs, {:.1}s",
             spent.runs, spent.wall_seconds
         ));
-        if let Some(why) = spent.cut_short {
-            text.push_str(&format!("\n         minimizing cut short by {why}"));
-        }
+    }
+    if let Some((from, to)) = &result.minimized {
+        text.push_str(&format!(", from {from} to {to}"));
+    }
+    if let Some(why) = result.minimization.and_then(|spent| spent.cut_short) {
+        text.push_str(&format!("\n         minimizing cut short by {why}"));
     }
     match &result.written_to {
         Some(path) => text.push_str(&format!(
@@ -609,5 +612,79 @@ fn merged_verdict(merged: &MergedSummary) -> String {
             "FAIL: {} of {} seeds failed in {shards} shard(s)",
             merged.seeds_failed, merged.seeds_run
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lockstep::sim::explore::{CutShort, Failure, Minimization};
+
+    #[test]
+    fn the_summary_gives_the_first_failure_both_ways_and_what_minimizing_spent() {
+        let failing = SeedResult {
+            seed: 102,
+            description: "3 servers".into(),
+            failure: Some(Failure {
+                kind: "liveness".into(),
+                message: "c1 was not answered".into(),
+            }),
+            simulated_ms: 1.0,
+            simulated_ns: 1_000_000,
+            events: 10,
+            wall_ms: 2.0,
+            written_to: Some(PathBuf::from("/out/102.yaml")),
+            minimized: None,
+            minimization: Some(Minimization {
+                runs: 4,
+                wall_seconds: 30.5,
+                cut_short: Some(CutShort::Time),
+            }),
+        };
+        let first = |seed, seeds_run, wall_seconds| FirstFailure {
+            seed,
+            seeds_run,
+            wall_seconds,
+        };
+        let summary = ExploreSummary {
+            seeds_run: 10,
+            seeds_failed: 1,
+            wall_seconds: 40.0,
+            first_failure_found: Some(first(102, 2, 1.5)),
+            first_failure_by_seed: Some(first(102, 3, 1.5)),
+            first_failure_arrived: Some(first(102, 9, 32.0)),
+            minimize_wall_seconds: 30.5,
+            failures: vec![failing.clone()],
+            ..ExploreSummary::default()
+        };
+        let options = plan_for_test();
+        let table = render_summary(&summary, &options, None);
+        assert!(table.contains("(minimizing excluded)"), "{table}");
+        assert!(table.contains("seed 102 by seed order, after 3 seeds, 1.5s wall"));
+        assert!(table.contains("seed 102 by wall time, after 2 seeds, 1.5s wall"));
+        assert!(table.contains("30.5s wall over 1 failure(s), 1 cut short by a budget"));
+        assert!(
+            !table.contains("after 9 seeds"),
+            "the arrival figure is JSON only"
+        );
+        let lines = render_minimized(&failing);
+        assert!(lines.contains("minimized in 4 runs, 30.5s"), "{lines}");
+        assert!(lines.contains("cut short by the time budget (--minimize-time)"));
+        assert!(lines.contains("replay: lockstep run /out/102.yaml"));
+    }
+
+    fn plan_for_test() -> ExploreOptions {
+        ExploreOptions {
+            seeds: 10,
+            from: 100,
+            jobs: 1,
+            bounds: SwarmBounds::default(),
+            out_dir: PathBuf::from("/out"),
+            minimize: MinimizeBudget {
+                runs_max: 300,
+                wall_max: std::time::Duration::from_secs(30),
+            },
+            scenario_of: explore::swarm_scenario,
+        }
     }
 }

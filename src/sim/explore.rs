@@ -1033,4 +1033,204 @@ workload: {clients: [c3], ops: 40, locks: 2}
             "safety and liveness phases both ran"
         );
     }
+
+    fn noisy_failure() -> (Scenario, String) {
+        let original = scenario(WRONG_AMONG_NOISE);
+        let (_, failure) = judge(&original);
+        (
+            original,
+            failure.expect("c2 cannot be granted a held lock").kind,
+        )
+    }
+
+    fn budget(runs_max: usize, wall_max: Duration) -> MinimizeBudget {
+        MinimizeBudget { runs_max, wall_max }
+    }
+
+    #[test]
+    fn a_run_budget_of_zero_or_one_stops_minimizing_there_and_says_so() {
+        let (original, kind) = noisy_failure();
+        let stop = AtomicBool::new(false);
+        let hour = Duration::from_secs(3_600);
+        let none = minimize(original.clone(), &kind, budget(0, hour), &stop);
+        assert_eq!(none.runs, 0);
+        assert_eq!(none.cut_short, Some(CutShort::Runs));
+        assert_eq!(
+            none.scenario.to_yaml(),
+            original.to_yaml(),
+            "written as it failed"
+        );
+        let one = minimize(original.clone(), &kind, budget(1, hour), &stop);
+        assert_eq!(one.runs, 1);
+        assert_eq!(one.cut_short, Some(CutShort::Runs));
+        let (_, still) = judge(&one.scenario);
+        assert_eq!(
+            still.map(|f| f.kind),
+            Some(kind),
+            "the best so far still fails"
+        );
+    }
+
+    #[test]
+    fn a_time_budget_of_zero_stops_after_the_first_candidate() {
+        let (original, kind) = noisy_failure();
+        let stop = AtomicBool::new(false);
+        let minimized = minimize(original.clone(), &kind, budget(300, Duration::ZERO), &stop);
+        assert_eq!(minimized.runs, 1, "the run budget had 299 more");
+        assert_eq!(minimized.cut_short, Some(CutShort::Time));
+        // ddmin's first candidate drops the first half of the events, c1's grant among them,
+        // so it passes and the original is what is kept.
+        assert_eq!(minimized.scenario.to_yaml(), original.to_yaml());
+        let (_, still) = judge(&minimized.scenario);
+        assert_eq!(still.map(|f| f.kind), Some(kind));
+    }
+
+    #[test]
+    fn an_interrupt_stops_minimizing_before_any_run() {
+        let (original, kind) = noisy_failure();
+        let stop = AtomicBool::new(true);
+        let minimized = minimize(original, &kind, budget(300, Duration::from_secs(60)), &stop);
+        assert_eq!(minimized.runs, 0);
+        assert_eq!(minimized.cut_short, Some(CutShort::Interrupted));
+    }
+
+    fn finished(seed: u64, failure: Option<&str>) -> SeedResult {
+        SeedResult {
+            seed,
+            description: "test".into(),
+            failure: failure.map(|kind| Failure {
+                kind: kind.into(),
+                message: "broken".into(),
+            }),
+            simulated_ms: 1.0,
+            simulated_ns: 1_000_000,
+            events: 10,
+            wall_ms: 1.0,
+            written_to: None,
+            minimized: None,
+            minimization: failure.map(|_| Minimization {
+                runs: 300,
+                wall_seconds: 30.0,
+                cut_short: Some(CutShort::Time),
+            }),
+        }
+    }
+
+    #[test]
+    fn the_first_failure_figures_exclude_seeds_finished_while_it_is_minimized() {
+        let seconds = Duration::from_secs;
+        let mut tally = Tally::new(100);
+        tally.finished(finished(100, None), seconds(1));
+        tally.finished(finished(101, None), seconds(1));
+        // Seed 103 fails at 2s; its worker minimizes it for 30s while the others finish
+        // three seeds, and then seed 102 fails too.
+        tally.found(103, seconds(2));
+        tally.finished(finished(104, None), seconds(3));
+        tally.finished(finished(105, None), seconds(4));
+        tally.found(102, seconds(5));
+        tally.finished(finished(106, None), seconds(6));
+        tally.finished(finished(103, Some("liveness")), seconds(32));
+        tally.finished(finished(102, Some("mutual_exclusion")), seconds(35));
+        let summary = tally.into_summary();
+        let found = summary.first_failure_found.expect("found");
+        assert_eq!(
+            (found.seed, found.seeds_run, found.wall_seconds),
+            (103, 3, 2.0)
+        );
+        let by_seed = summary.first_failure_by_seed.expect("found");
+        assert_eq!(
+            (by_seed.seed, by_seed.seeds_run),
+            (102, 3),
+            "102 is third of the range"
+        );
+        assert_eq!(
+            by_seed.wall_seconds, 5.0,
+            "found at 5s, not when written at 35s"
+        );
+        // The old figure, kept in the shard result, counts what minimizing let finish.
+        let arrived = summary.first_failure_arrived.expect("arrived");
+        assert_eq!((arrived.seed, arrived.seeds_run), (103, 6));
+        assert_eq!(summary.seeds_failed, 2);
+        assert_eq!(summary.minimize_wall_seconds, 60.0);
+        let seeds: Vec<u64> = summary.failures.iter().map(|r| r.seed).collect();
+        assert_eq!(seeds, vec![102, 103]);
+    }
+
+    const QUIET: &str = "\
+name: quiet
+description: one client takes one free lock
+duration: 1s
+cluster: {servers: 1, clients: 1}
+events:
+  - {at: 200ms, client: c1, op: preempt, lock: a, expect: granted}
+";
+
+    /// Seed 2 fails (an expectation); every other seed passes quickly.
+    fn seed_two_fails(seed: u64, _: &SwarmBounds) -> (Scenario, String) {
+        match seed {
+            2 => (scenario(WRONG_AMONG_NOISE), "noisy".into()),
+            _ => (scenario(QUIET), "quiet".into()),
+        }
+    }
+
+    #[test]
+    fn a_failure_is_reported_when_found_and_written_when_its_budget_runs_out() {
+        let out_dir =
+            std::env::temp_dir().join(format!("lockstep-explore-found-{}", std::process::id()));
+        let options = ExploreOptions {
+            seeds: 5,
+            from: 0,
+            jobs: 1,
+            bounds: SwarmBounds::default(),
+            out_dir: out_dir.clone(),
+            minimize: budget(300, Duration::ZERO),
+            scenario_of: seed_two_fails,
+        };
+        let mut seen = Vec::new();
+        let summary = explore(&options, &AtomicBool::new(false), |progress| {
+            seen.push(match progress {
+                Progress::Found { seed, failure, .. } => format!("found {seed} {}", failure.kind),
+                Progress::Finished(result) => format!("finished {}", result.seed),
+            })
+        });
+        let expected = [
+            "finished 0",
+            "finished 1",
+            "found 2 expectation",
+            "finished 2",
+            "finished 3",
+            "finished 4",
+        ];
+        assert_eq!(seen, expected, "found before it is minimized, once");
+        assert_eq!((summary.seeds_run, summary.seeds_failed), (5, 1));
+        let found = summary.first_failure_found.clone().expect("seed 2 failed");
+        let by_seed = summary
+            .first_failure_by_seed
+            .clone()
+            .expect("seed 2 failed");
+        let arrived = summary
+            .first_failure_arrived
+            .clone()
+            .expect("seed 2 failed");
+        assert_eq!((found.seed, found.seeds_run), (2, 3));
+        assert_eq!((by_seed.seed, by_seed.seeds_run), (2, 3));
+        // Found, then minimized, then arrived: an order, not a timing.
+        let minimization = summary.failures[0].minimization.expect("minimized");
+        assert_eq!(minimization.runs, 1);
+        assert_eq!(minimization.cut_short, Some(CutShort::Time));
+        assert!(found.wall_seconds + minimization.wall_seconds <= arrived.wall_seconds);
+        let written = summary.failures[0].written_to.clone().expect("written");
+        let text = std::fs::read_to_string(&written).expect("the failure file");
+        assert!(text.contains("in 1 runs"), "{text}");
+        assert!(
+            text.contains("cut short by the time budget (--minimize-time)"),
+            "{text}"
+        );
+        let replayed = scenario(&text);
+        assert_eq!(
+            judge(&replayed).1.map(|f| f.kind).as_deref(),
+            Some("expectation")
+        );
+        let _ = std::fs::remove_dir_all(out_dir);
+    }
 }

@@ -1101,6 +1101,31 @@ mod tests {
             let problem = value(edit).expect_err(reason);
             assert!(problem.contains(reason), "{reason}: {problem}");
         }
+        let wrong_first = value(&|v| {
+            v["first_failure_by_seed"] =
+                serde_json::json!({"seed": 141, "seeds_run": 12, "wall_seconds": 1.0});
+        });
+        assert!(
+            wrong_first
+                .unwrap_err()
+                .contains("first_failure_by_seed is seed 141, but the lowest failing seed")
+        );
+        // Files written before the minimization fields existed still read, as unknown.
+        let older = value(&|v| {
+            let object = v.as_object_mut().unwrap();
+            for added in [
+                "first_failure_found",
+                "first_failure_by_seed",
+                "minimize_wall_seconds",
+            ] {
+                assert!(object.remove(added).is_some(), "{added} is written");
+            }
+            let failure = v["failures"][0].as_object_mut().unwrap();
+            assert!(failure.remove("minimization").is_some());
+        });
+        let older = older.expect("an older file reads");
+        assert_eq!(older.first_failure_by_seed, None);
+        assert_eq!(older.failures[0].minimization, None);
         let stray = value(&|v| v["failures"][0]["seed"] = 170.into());
         assert!(stray.unwrap_err().contains("failing seed 170 is outside"));
     }
