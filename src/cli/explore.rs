@@ -297,6 +297,34 @@ fn render_first(first: &FirstFailure, order: &str) -> String {
     )
 }
 
+/// The first failure, both ways, and what minimizing spent; nothing when nothing failed.
+fn push_first_failure_rows(builder: &mut tabled::builder::Builder, summary: &ExploreSummary) {
+    if let (Some(by_seed), Some(found)) =
+        (&summary.first_failure_by_seed, &summary.first_failure_found)
+    {
+        builder.push_record([
+            "first failure\n(minimizing excluded)".to_string(),
+            format!(
+                "{}\n{}",
+                render_first(by_seed, "by seed order"),
+                render_first(found, "by wall time")
+            ),
+        ]);
+        let cut_short = summary
+            .failures
+            .iter()
+            .filter(|r| r.minimization.is_some_and(|m| m.cut_short.is_some()))
+            .count();
+        builder.push_record([
+            "minimizing".to_string(),
+            format!(
+                "{:.1}s wall over {} failure(s), {cut_short} cut short by a budget",
+                summary.minimize_wall_seconds, summary.seeds_failed
+            ),
+        ]);
+    }
+}
+
 fn render_summary(
     summary: &ExploreSummary,
     options: &ExploreOptions,
@@ -344,30 +372,7 @@ fn render_summary(
             .join("\n")
     };
     builder.push_record(["failures by invariant".to_string(), failures]);
-    if let (Some(by_seed), Some(found)) =
-        (&summary.first_failure_by_seed, &summary.first_failure_found)
-    {
-        builder.push_record([
-            "first failure\n(minimizing excluded)".to_string(),
-            format!(
-                "{}\n{}",
-                render_first(by_seed, "by seed order"),
-                render_first(found, "by wall time")
-            ),
-        ]);
-        let cut_short = summary
-            .failures
-            .iter()
-            .filter(|r| r.minimization.is_some_and(|m| m.cut_short.is_some()))
-            .count();
-        builder.push_record([
-            "minimizing".to_string(),
-            format!(
-                "{:.1}s wall over {} failure(s), {cut_short} cut short by a budget",
-                summary.minimize_wall_seconds, summary.seeds_failed
-            ),
-        ]);
-    }
+    push_first_failure_rows(&mut builder, summary);
     if let Some((seed, wall_ms)) = summary.slowest_seed {
         builder.push_record([
             "slowest seed".to_string(),
