@@ -4,6 +4,7 @@
 //! - `server`, `cluster up`: run servers.
 //! - `client`, `lock`, and `bench --servers`: talk to them.
 //! - `explore`: flags and tables around `lockstep::sim::explore` and `lockstep::sim::shard`.
+//! - `run`: play scenario files through the simulator (`lockstep::sim::runner`).
 //! - `check`: judge a history, from the simulator or from anywhere else.
 
 pub mod check;
@@ -12,6 +13,7 @@ pub mod cluster;
 pub mod explore;
 pub mod loadgen;
 pub mod lock;
+pub mod run;
 pub mod server;
 
 use std::process::Child;
