@@ -1,15 +1,10 @@
-//! The `lockstep` command line.
+//! The `lockstep` command line: it parses the arguments and dispatches to the subcommand's
+//! module in `cli`, and nothing else. The exit codes and the duration flag parser below are
+//! shared by those modules.
 
 mod cli;
 
-use clap::{Args, Parser, Subcommand};
-use lockstep::sim::bench::{self, BenchOptions};
-use lockstep::sim::report::RunReport;
-use lockstep::sim::runner::{self, RunOptions};
-use lockstep::sim::scenario::{self, Scenario};
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Exit codes, the same for every subcommand.
@@ -45,7 +40,7 @@ enum Command {
     /// Each scenario prints a summary table and a PASS or FAIL line with its seed. A failure
     /// shows the violated invariant, the simulated time and the last events before it; rerun
     /// with the same --seed and --trace to see every event.
-    Run(RunArgs),
+    Run(cli::run::RunArgs),
     /// Swarm-test many random seeds in parallel, minimize every failure, and write each as a
     /// scenario file that `lockstep run` replays.
     ///
@@ -67,7 +62,7 @@ enum Command {
     /// on one lock.
     /// Example: lockstep bench --servers 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003
     /// --clients 64 --duration 10s
-    Bench(BenchArgs),
+    Bench(cli::bench::BenchArgs),
     /// Run one server of a real cluster: Raft over TCP, durable storage, clients on the same
     /// port.
     Server(cli::server::ServerArgs),
@@ -88,6 +83,7 @@ enum Command {
     Check(cli::check::CheckArgs),
 }
 
+/// A `--duration` flag (`bench`, `explore`): a number with ms, s or m, at least 1 s.
 fn parse_duration_flag(text: &str) -> Result<std::time::Duration, String> {
     match lockstep::sim::scenario::parse_duration(text) {
         Some(duration) if duration >= std::time::Duration::from_secs(1) => Ok(duration),
@@ -98,85 +94,12 @@ fn parse_duration_flag(text: &str) -> Result<std::time::Duration, String> {
     }
 }
 
-#[derive(Args)]
-struct RunArgs {
-    /// Scenario files, or directories whose *.yaml, *.yml and *.json files are run in name order.
-    #[arg(required = true, value_name = "PATH")]
-    paths: Vec<PathBuf>,
-    /// Override every scenario's seed.
-    #[arg(long, value_name = "N")]
-    seed: Option<u64>,
-    /// Write every simulation event as JSON Lines to FILE (one header line per scenario).
-    #[arg(long, value_name = "FILE")]
-    trace: Option<PathBuf>,
-    /// Print the summary as JSON instead of tables.
-    #[arg(long)]
-    json: bool,
-    /// Write the history the clients observed as JSON Lines (format in README). With several
-    /// scenarios, each goes to FILE with the scenario's name before the extension.
-    #[arg(long, value_name = "FILE")]
-    history: Option<PathBuf>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum BenchSuite {
-    /// Simulated message deliveries per second on the standard workload.
-    Simulator,
-    /// The linearizability checker on its two target histories.
-    Linearizability,
-    /// Explorer seeds per second (10 s simulated, 5 servers).
-    Explore,
-    /// All three.
-    All,
-}
-
-#[derive(Args)]
-struct BenchArgs {
-    /// Which measurement to run.
-    #[arg(long, value_enum, default_value_t = BenchSuite::All)]
-    suite: BenchSuite,
-    /// Seeds for the explore suite.
-    #[arg(long, default_value_t = 400)]
-    explore_seeds: u64,
-    /// Simulated seconds per run.
-    #[arg(long, default_value_t = 60)]
-    seconds: u64,
-    /// Simulated servers (a number), or a real cluster's addresses (HOST:PORT,...) to load
-    /// over TCP.
-    #[arg(long, default_value = "5", value_parser = cli::loadgen::parse_bench_servers)]
-    servers: cli::loadgen::BenchServers,
-    #[arg(long, default_value_t = 50)]
-    clients: u32,
-    #[arg(long, default_value_t = 100)]
-    locks: u32,
-    /// Message drop probability.
-    #[arg(long, default_value_t = 0.01)]
-    drop: f64,
-    /// Runs, each with the next seed; the best and median are reported.
-    #[arg(long, default_value_t = 3)]
-    repeat: u32,
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Print the figures as JSON.
-    #[arg(long)]
-    json: bool,
-    /// TCP load: how long to measure.
-    #[arg(long, value_name = "D", default_value = "10s", value_parser = parse_duration_flag)]
-    duration: std::time::Duration,
-    /// TCP load: every client on one lock.
-    #[arg(long)]
-    contended: bool,
-    /// TCP load against a cluster with TLS.
-    #[command(flatten)]
-    tls: cli::client::TlsFlags,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => cli::run::run(args),
         Command::Explore(args) => cli::explore::run(args),
-        Command::Bench(args) => run_bench(args),
+        Command::Bench(args) => cli::bench::run(args),
         Command::Server(args) => cli::server::run(args),
         Command::Cluster { command } => cli::cluster::run(command),
         Command::Client(args) => cli::client::run(args),
@@ -184,241 +107,4 @@ fn main() -> ExitCode {
         Command::Check(args) => cli::check::run(args),
     };
     ExitCode::from(code)
-}
-
-fn run(args: RunArgs) -> u8 {
-    let mut scenarios: Vec<(PathBuf, Scenario)> = Vec::new();
-    let mut bad_input = false;
-    for path in &args.paths {
-        match scenario::scenario_files(path) {
-            Ok(files) if files.is_empty() => {
-                eprintln!(
-                    "error: {}: no scenario files (*.yaml, *.yml, *.json) there",
-                    path.display()
-                );
-                bad_input = true;
-            }
-            Ok(files) => {
-                for file in files {
-                    match scenario::load_file(&file) {
-                        Ok(loaded) => scenarios.push((file, loaded)),
-                        Err(error) => {
-                            eprintln!("error: {error}");
-                            bad_input = true;
-                        }
-                    }
-                }
-            }
-            Err(error) => {
-                eprintln!("error: {error}");
-                bad_input = true;
-            }
-        }
-    }
-    if bad_input {
-        return EXIT_BAD_INPUT;
-    }
-    let mut trace_file = match &args.trace {
-        Some(path) => match File::create(path) {
-            Ok(file) => Some((path.clone(), file)),
-            Err(error) => {
-                eprintln!(
-                    "error: {}: cannot create the trace file: {error}",
-                    path.display()
-                );
-                return EXIT_BAD_INPUT;
-            }
-        },
-        None => None,
-    };
-    let mut reports: Vec<RunReport> = Vec::new();
-    let scenario_count = scenarios.len();
-    for (path, loaded) in scenarios {
-        let loaded = match args.seed {
-            Some(seed) => loaded.with_seed(seed),
-            None => loaded,
-        };
-        let mut options = RunOptions::default();
-        if let Some((trace_path, file)) = &mut trace_file {
-            let header = serde_json::json!({
-                "t": 0, "kind": "run", "scenario": loaded.name, "file": path.display().to_string(),
-                "seed": loaded.seed,
-            });
-            let cloned = writeln!(file, "{header}").and_then(|()| file.try_clone());
-            match cloned {
-                Ok(handle) => options.trace = Some(Box::new(BufWriter::new(handle))),
-                Err(error) => {
-                    eprintln!(
-                        "error: {}: cannot write the trace: {error}",
-                        trace_path.display()
-                    );
-                    return EXIT_BAD_INPUT;
-                }
-            }
-        }
-        let report = match runner::run(&loaded, options) {
-            Ok(report) => report,
-            Err(error) => {
-                eprintln!("error: {}: {error}", path.display());
-                return EXIT_BAD_INPUT;
-            }
-        };
-        if let Some(history_path) = &args.history {
-            let target = history_file(history_path, &report.name, scenario_count);
-            if let Err(error) = write_history(&target, &report) {
-                eprintln!(
-                    "error: {}: cannot write the history: {error}",
-                    target.display()
-                );
-                return EXIT_BAD_INPUT;
-            }
-        }
-        if !args.json {
-            println!("{}", report.render());
-            println!("{}  [{}]\n", report.verdict_line(), path.display());
-        }
-        reports.push(report);
-    }
-    let all_passed = reports.iter().all(|r| r.passed);
-    if args.json {
-        let summary = serde_json::json!({ "passed": all_passed, "scenarios": reports });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&summary).expect("reports serialise")
-        );
-    } else if reports.len() > 1 {
-        let passed = reports.iter().filter(|r| r.passed).count();
-        println!("{passed} of {} scenarios passed", reports.len());
-    }
-    if all_passed { EXIT_PASS } else { EXIT_FAIL }
-}
-
-/// `FILE` for one scenario; `FILE` with `.<scenario name>` before its extension for several.
-fn history_file(path: &std::path::Path, scenario: &str, scenario_count: usize) -> PathBuf {
-    if scenario_count <= 1 {
-        return path.to_path_buf();
-    }
-    let stem = path
-        .file_stem()
-        .map_or_else(|| "history".into(), |s| s.to_string_lossy().into_owned());
-    let name = match path.extension() {
-        Some(extension) => format!("{stem}.{scenario}.{}", extension.to_string_lossy()),
-        None => format!("{stem}.{scenario}"),
-    };
-    path.with_file_name(name)
-}
-
-fn write_history(path: &std::path::Path, report: &RunReport) -> std::io::Result<()> {
-    let mut out = BufWriter::new(File::create(path)?);
-    lockstep::sim::history::write_jsonl(&report.history, &mut out)?;
-    out.flush()
-}
-
-fn run_bench(args: BenchArgs) -> u8 {
-    use lockstep::sim::bench::{explore_suite, linearizability_suite};
-    let servers = match &args.servers {
-        cli::loadgen::BenchServers::Simulated(count) => *count,
-        cli::loadgen::BenchServers::Tcp(list) => {
-            return cli::loadgen::run(&cli::loadgen::LoadOptions {
-                servers: list.0.clone(),
-                clients: args.clients,
-                duration: args.duration,
-                locks: args.locks,
-                contended: args.contended,
-                json: args.json,
-                tls: args.tls.clone(),
-            });
-        }
-    };
-    let options = BenchOptions {
-        simulated_seconds: args.seconds,
-        servers,
-        clients: args.clients,
-        locks: args.locks,
-        drop: args.drop,
-        repeat: args.repeat,
-        seed: args.seed,
-    };
-    if let Err(problem) = options.validate() {
-        eprintln!("error: {problem}");
-        return EXIT_BAD_INPUT;
-    }
-    if args.explore_seeds == 0 {
-        eprintln!("error: --explore-seeds must be at least 1");
-        return EXIT_BAD_INPUT;
-    }
-    let wants = |suite| args.suite == suite || args.suite == BenchSuite::All;
-    let mut all_ok = true;
-    let mut json = serde_json::Map::new();
-    if wants(BenchSuite::Simulator) {
-        let result = bench::run(&options, |line| eprintln!("{line}"));
-        all_ok &= result.all_passed;
-        if !args.json {
-            println!("{}", result.render());
-        }
-        json.insert(
-            "simulator".into(),
-            serde_json::to_value(&result).expect("serialises"),
-        );
-    }
-    if wants(BenchSuite::Linearizability) {
-        let results = linearizability_suite(args.seed);
-        for result in &results {
-            all_ok &= result.verdict_ok;
-            if !args.json {
-                println!(
-                    "linearizability checker: {}: {:.3}s (target under {}s){}",
-                    result.case,
-                    result.seconds,
-                    result.target_seconds,
-                    if result.verdict_ok {
-                        ""
-                    } else {
-                        "  WRONG VERDICT"
-                    }
-                );
-            }
-        }
-        json.insert(
-            "linearizability".into(),
-            serde_json::to_value(&results).expect("serialises"),
-        );
-    }
-    if wants(BenchSuite::Explore) {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut results = vec![explore_suite(args.explore_seeds, 1)];
-        if cores > 1 {
-            results.push(explore_suite(args.explore_seeds, cores));
-        }
-        for result in &results {
-            all_ok &= result.failures == 0;
-            if !args.json {
-                println!(
-                    "explore (10s simulated, 5 servers): {:.1} seeds/s on {} thread(s), \
-                     {:.0}x real time, {} seeds in {:.1}s{}",
-                    result.seeds_per_second,
-                    result.jobs,
-                    result.simulated_seconds_per_wall_second,
-                    result.seeds,
-                    result.wall_seconds,
-                    if result.failures == 0 {
-                        String::new()
-                    } else {
-                        format!(", {} FAILED", result.failures)
-                    }
-                );
-            }
-        }
-        json.insert(
-            "explore".into(),
-            serde_json::to_value(&results).expect("serialises"),
-        );
-    }
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json).expect("serialises")
-        );
-    }
-    if all_ok { EXIT_PASS } else { EXIT_FAIL }
 }

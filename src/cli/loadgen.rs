@@ -8,7 +8,7 @@
 
 use super::client::{ServerList, parse_server_list};
 use indicatif::{ProgressBar, ProgressStyle};
-use lockstep::net::load::{self, Histogram, LoadPlan, LoadResult, Progress, Tally};
+use lockstep::loadgen::{self, Histogram, LoadPlan, LoadResult, Progress, Tally};
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,7 +97,7 @@ pub fn run(options: &LoadOptions) -> u8 {
             }
         })
     };
-    let result = load::run(&plan, progress, move |clock| {
+    let result = loadgen::run(&plan, progress, move |clock| {
         let _ = start_sender.send(clock);
     });
     done.store(true, Ordering::Relaxed);

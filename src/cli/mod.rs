@@ -1,17 +1,23 @@
-//! The subcommands, moving here one by one from `main.rs`. They only parse flags, print, and
-//! call the library: the server lives in `lockstep::net::runtime`, the client in
-//! `lockstep::client`, the explorer in `lockstep::sim`.
+//! Every subcommand, one module each; `main.rs` only parses the command line and dispatches
+//! here. They only parse flags, print, and call the library: the server lives in
+//! `lockstep::net::runtime`, the client in `lockstep::client`, the TCP load generator in
+//! `lockstep::loadgen`, the simulator and explorer in `lockstep::sim`.
 //! - `server`, `cluster up`: run servers.
-//! - `client`, `lock`, and `bench --servers`: talk to them.
+//! - `client`, `lock`: talk to them.
+//! - `bench`: measure the simulator's suites, or (`bench --servers`, in `loadgen`) load a real
+//!   cluster.
+//! - `run`: play scenario files through the simulator (`lockstep::sim::runner`).
 //! - `explore`: flags and tables around `lockstep::sim::explore` and `lockstep::sim::shard`.
 //! - `check`: judge a history, from the simulator or from anywhere else.
 
+pub mod bench;
 pub mod check;
 pub mod client;
 pub mod cluster;
 pub mod explore;
 pub mod loadgen;
 pub mod lock;
+pub mod run;
 pub mod server;
 
 use std::process::Child;

@@ -34,7 +34,7 @@ pub(crate) enum ConnectionError {
 
 /// The response lines read from one connection and not yet taken, with the framing and the
 /// flood limit every client applies. Shared by this blocking client and the TCP load
-/// generator (`net::load`), which read their sockets differently.
+/// generator (`lockstep::loadgen`), which read their sockets differently.
 #[derive(Default)]
 pub(crate) struct ResponseLines {
     decoder: LineDecoder,

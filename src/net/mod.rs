@@ -5,13 +5,11 @@
 //!   carries it out.
 //! - [`protocol`]: the client wire protocol (newline-delimited JSON), as a pure codec.
 //! - [`peer`]: server-to-server frames, handshake and the tokio peer transport.
-//! - [`load`]: the closed-loop TCP load generator behind `lockstep bench --servers`.
 //! - [`tls`]: optional TLS (rustls): PEM files, the server's, peers' and clients'
 //!   configurations, and a tokio stream with or without TLS.
 //! - [`runtime`]: the server process: the node and its write-ahead log on one thread, clients
 //!   and peers on tokio, all on one listening port.
 
-pub mod load;
 pub mod peer;
 pub mod protocol;
 pub mod runtime;

@@ -1,5 +1,9 @@
 //! Closed-loop load over TCP, behind `lockstep bench --servers HOST:PORT,...`.
 //!
+//! A bench tool, and a client of the cluster: it lives beside `client` rather than in `net`,
+//! which holds the servers' side and must never depend on `client`. It must never be used by a
+//! server or the simulator.
+//!
 //! Every client is a task with its own connection and client id, preempting and (when granted)
 //! releasing as fast as the cluster answers: one operation in flight per client. All tasks run
 //! on one thread of a current-thread tokio runtime. A thread per client (the blocking
