@@ -1068,7 +1068,7 @@ impl Server {
     /// Refusing by read is what keeps contended locks cheap: a refused preempt changes nothing,
     /// so it needs no log entry and no fsync. It is exactly-once only because no copy of the
     /// refused request can ever be appended later:
-    /// - copies already in this leader's log are found by the scan in `refusal_is_possible`;
+    /// - copies already in this leader's log are found by the scan in `projected_owner`;
     /// - copies in other servers' logs from earlier terms died when this leader committed an
     ///   entry of its own term at or below them (which every read waits for, Raft §5.4.2);
     /// - copies arriving later at this leader get the same answer from `refused`;
@@ -1120,14 +1120,14 @@ impl Server {
             self.reply(route, seq, body);
             return;
         }
-        if self.seq_reused_in_log(client, seq, kind, &lock) {
-            let body = ReplyBody::Error(ServiceError::SeqReused { seq });
-            self.reply(route, seq, body);
-            return;
-        }
+        let seq_reused = ReplyBody::Error(ServiceError::SeqReused { seq });
         match kind {
-            WriteKind::Preempt => {
-                if self.refusal_is_possible(client, seq, &lock) {
+            // One scan of the unapplied log answers both questions: is this seq there with
+            // another write, and who will hold the lock once it applies.
+            WriteKind::Preempt => match self.projected_owner(client, seq, &lock) {
+                Projection::SeqReused => self.reply(route, seq, seq_reused),
+                // Held, or about to be, by another client: refuse by read.
+                Projection::Owner(owner) if owner != client => {
                     if self.pending_read_count() >= self.config.pending_reads_max {
                         let body = ReplyBody::Error(ServiceError::Overloaded);
                         self.reply(route, seq, body);
@@ -1141,9 +1141,15 @@ impl Server {
                         serve_index: self.log.last_index(),
                     };
                     self.start_read(now, ReadWaiter::Preempt(refusal));
-                    return;
                 }
-                self.append_request(route, seq, Command::Preempt { client, seq, lock });
+                // Free, already its own, or a copy of this very request is in the log (that
+                // copy decides the answer).
+                Projection::Free | Projection::Owner(_) | Projection::InLog(_) => {
+                    self.append_request(route, seq, Command::Preempt { client, seq, lock });
+                }
+            },
+            WriteKind::Release if self.seq_reused_in_log(client, seq, &lock) => {
+                self.reply(route, seq, seq_reused);
             }
             WriteKind::Release => {
                 self.append_request(
@@ -1200,23 +1206,21 @@ impl Server {
         Err(ServiceError::UnknownClient { client })
     }
 
-    /// Whether the log's unapplied part holds this client's `seq` with another operation or
-    /// lock. Such a request must not be appended next to it: the first to apply would answer
-    /// both.
-    fn seq_reused_in_log(&self, client: ClientId, seq: u64, kind: WriteKind, lock: &str) -> bool {
+    /// Whether the log's unapplied part holds this client's `seq` with another write than a
+    /// release of `lock`. A release must not be appended next to it: the first to apply would
+    /// answer both. (A preempt learns the same from `projected_owner`, in the same scan.)
+    fn seq_reused_in_log(&self, client: ClientId, seq: u64, lock: &str) -> bool {
         self.log
             .entries_after(self.table.applied_index())
             .any(|(_, entry)| match &entry.command {
                 Command::Preempt {
-                    client: c,
-                    seq: s,
-                    lock: l,
-                } => (*c, *s) == (client, seq) && (kind != WriteKind::Preempt || **l != *lock),
+                    client: c, seq: s, ..
+                } => (*c, *s) == (client, seq),
                 Command::Release {
                     client: c,
                     seq: s,
                     lock: l,
-                } => (*c, *s) == (client, seq) && (kind != WriteKind::Release || **l != *lock),
+                } => (*c, *s) == (client, seq) && **l != *lock,
                 Command::Noop | Command::Register { .. } => false,
             })
     }
@@ -1348,16 +1352,6 @@ impl Server {
             owner: refused.owner,
         });
         Some((body, refused.index))
-    }
-
-    /// Whether a preempt might be refused by read: the lock is, or will be once the log's
-    /// uncommitted entries apply, held by another client, and no copy of this very request is
-    /// in the log already (that copy decides the answer).
-    fn refusal_is_possible(&self, client: ClientId, seq: u64, lock: &LockName) -> bool {
-        match self.projected_owner(client, seq, lock) {
-            Projection::Owner(owner) => owner != client,
-            Projection::Free | Projection::InLog(_) | Projection::SeqReused => false,
-        }
     }
 
     /// Who holds `lock` after every entry in the log applies, unless the preempt (`client`,
