@@ -270,9 +270,11 @@ impl LockTable {
         if !self.is_registered(client) {
             return Err(ServiceError::UnknownClient { client });
         }
-        match (self.secrets.get(&client), secret) {
-            (Some(issued), Some(given)) if *issued == given => Ok(()),
-            _ => Err(ServiceError::Unauthorized),
+        let issued = self.secrets.get(&client).copied();
+        if ClientSecret::proves(secret, issued) {
+            Ok(())
+        } else {
+            Err(ServiceError::Unauthorized)
         }
     }
 
@@ -305,7 +307,7 @@ impl LockTable {
                 self.applied_index
             );
             assert!(
-                holder.owner.0 >= 1 && holder.owner.0 <= self.last_client_id,
+                self.is_registered(holder.owner),
                 "lock table: {lock} is owned by unregistered {}",
                 holder.owner
             );

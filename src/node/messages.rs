@@ -92,6 +92,15 @@ impl ClientSecret {
     }
 }
 
+impl ClientSecret {
+    /// Whether a request carrying `given` proves the identity registered with `issued`: both
+    /// present and equal, compared in constant time. A registration without a secret (from
+    /// before secrets existed) is proved by nothing.
+    pub fn proves(given: Option<ClientSecret>, issued: Option<ClientSecret>) -> bool {
+        matches!((given, issued), (Some(given), Some(issued)) if given == issued)
+    }
+}
+
 impl PartialEq for ClientSecret {
     fn eq(&self, other: &ClientSecret) -> bool {
         use subtle::ConstantTimeEq;

@@ -1196,9 +1196,10 @@ impl Server {
             if let Command::Register { secret: issued, .. } = &entry.command {
                 next_id += 1;
                 if next_id == client.0 {
-                    return match (issued, secret) {
-                        (Some(issued), Some(given)) if *issued == given => Ok(()),
-                        _ => Err(ServiceError::Unauthorized),
+                    return if ClientSecret::proves(secret, *issued) {
+                        Ok(())
+                    } else {
+                        Err(ServiceError::Unauthorized)
                     };
                 }
             }
