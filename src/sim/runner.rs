@@ -725,6 +725,12 @@ impl Runner<'_> {
                 .collect(),
         });
         let violated = violation.as_ref().map(|v| v.invariant.clone());
+        // Rogue isolation is checked, and listed, only in runs that have rogues.
+        let rogue_isolation = self
+            .scenario
+            .rogues
+            .is_some()
+            .then_some(checkers::ROGUE_ISOLATION);
         let mut invariants: Vec<InvariantResult> = [
             checkers::ELECTION_SAFETY,
             checkers::STATE_MACHINE_SAFETY,
@@ -733,8 +739,9 @@ impl Runner<'_> {
             checkers::MUTUAL_EXCLUSION,
             checkers::CONVERGENCE,
         ]
-        .iter()
-        .map(|&name| InvariantResult {
+        .into_iter()
+        .chain(rogue_isolation)
+        .map(|name| InvariantResult {
             name: name.to_string(),
             checks: self
                 .cluster
@@ -745,19 +752,6 @@ impl Runner<'_> {
             held: violated.as_deref() != Some(name),
         })
         .collect();
-        if self.scenario.rogues.is_some() {
-            let name = checkers::ROGUE_ISOLATION;
-            invariants.push(InvariantResult {
-                name: name.to_string(),
-                checks: self
-                    .cluster
-                    .checks_performed
-                    .get(name)
-                    .copied()
-                    .unwrap_or(0),
-                held: violated.as_deref() != Some(name),
-            });
-        }
         if let Some((linearizable_ops, local_reads)) = self.history_checks {
             for (name, checks) in [
                 (linearizability::LINEARIZABILITY, linearizable_ops),
