@@ -2,40 +2,11 @@
 //! hand-written histories that do not, histories from other tools with their own client names
 //! and fields, bad input named by line and field, and a history too hard for its timeout.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-/// A scratch directory removed when the test ends, pass or fail.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir =
-            std::env::temp_dir().join(format!("lockstep-check-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create scratch dir");
-        Scratch(dir)
-    }
-
-    fn file(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).expect("write scratch file");
-        path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn lockstep(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lockstep"))
-        .args(args)
-        .output()
-        .expect("run lockstep")
-}
+use common::{Scratch, lockstep};
+use std::path::Path;
+use std::process::Output;
 
 /// `lockstep check` on `history` written to a scratch file, plus `flags`.
 fn check(scratch: &Scratch, history: &str, flags: &[&str]) -> (Output, String, String) {

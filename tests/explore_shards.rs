@@ -4,6 +4,9 @@
 //! The shards of one fixture run once per test binary (a `OnceLock`); each test copies what
 //! it needs into its own directory, so tests stay independent of each other's edits.
 
+mod common;
+
+use common::{lockstep, text};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -13,17 +16,6 @@ use std::sync::OnceLock;
 const SEEDS: &str = "90";
 const DURATION: &str = "1s";
 const SHARDS: u64 = 3;
-
-fn lockstep(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lockstep"))
-        .args(args)
-        .output()
-        .expect("run lockstep")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 fn path_text(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 temporary path")

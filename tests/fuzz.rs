@@ -5,6 +5,7 @@
 //! `cargo test --test fuzz` runs a short, fixed set of cases per target; see `harness` for
 //! the knobs that run them for as long as you like, and README's "Fuzzing" for the commands.
 
+mod common;
 #[path = "fuzz/handshake.rs"]
 mod handshake;
 #[path = "fuzz/harness.rs"]

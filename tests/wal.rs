@@ -5,7 +5,10 @@
 //! Each story runs in its own scratch directory under `std::env::temp_dir()`, removed when the
 //! story ends, also when it fails.
 
-use lockstep::node::{ClientId, Command, DurableState, Entry, PersistOp, ServerId, Term};
+mod common;
+
+use common::{append, noop, preempt, vote};
+use lockstep::node::{DurableState, PersistOp, ServerId};
 use lockstep::storage::format::{FILE_HEADER_BYTES, RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX};
 use lockstep::storage::{
     Damage, LOG_FILE_NAME, LOG_TEMPORARY_FILE_NAME, LogPosition, OpViolation, Recovery,
@@ -40,38 +43,6 @@ impl DataDirectory {
 impl Drop for DataDirectory {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.path);
-    }
-}
-
-fn preempt(term: Term, client: u64, lock: &str) -> Entry {
-    Entry {
-        term,
-        command: Command::Preempt {
-            client: ClientId(client),
-            seq: client * 10,
-            lock: lock.into(),
-        },
-    }
-}
-
-fn noop(term: Term) -> Entry {
-    Entry {
-        term,
-        command: Command::Noop,
-    }
-}
-
-fn vote(term: Term, server: u32) -> PersistOp {
-    PersistOp::HardState {
-        term,
-        voted_for: Some(ServerId(server)),
-    }
-}
-
-fn append(first_index: u64, entries: Vec<Entry>) -> PersistOp {
-    PersistOp::Append {
-        first_index,
-        entries,
     }
 }
 

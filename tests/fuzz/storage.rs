@@ -5,46 +5,15 @@
 //! so every byte offset of every record is known, and so is the state each prefix of the log
 //! replays to.
 
+use crate::common::{append, noop, preempt as entry, vote};
 use crate::harness::{self, Applied, Materialized, ScratchDirectory, Target};
-use lockstep::node::{ClientId, Command, DurableState, Entry, PersistOp, ServerId, Term};
+use lockstep::node::{DurableState, Entry, PersistOp, ServerId};
 use lockstep::storage::format::{FILE_HEADER_BYTES, RECORD_HEADER_BYTES, decode_record_header};
 use lockstep::storage::{
     LOG_FILE_NAME, Recovery, RecoveryWarning, SNAPSHOT_FILE_NAME, Snapshot, StorageError, Wal,
 };
 use std::fs;
 use std::path::Path;
-
-fn entry(term: Term, client: u64, lock: &str) -> Entry {
-    Entry {
-        term,
-        command: Command::Preempt {
-            client: ClientId(client),
-            seq: client * 10,
-            lock: lock.into(),
-        },
-    }
-}
-
-fn noop(term: Term) -> Entry {
-    Entry {
-        term,
-        command: Command::Noop,
-    }
-}
-
-fn vote(term: Term, server: u32) -> PersistOp {
-    PersistOp::HardState {
-        term,
-        voted_for: Some(ServerId(server)),
-    }
-}
-
-fn append(first_index: u64, entries: Vec<Entry>) -> PersistOp {
-    PersistOp::Append {
-        first_index,
-        entries,
-    }
-}
 
 /// The operation sequences of the valid logs: a follower whose suffix a new leader replaces
 /// (Raft §5.3), a lone vote, and a run of one-entry appends.

@@ -1,0 +1,86 @@
+//! Helpers that several integration-test binaries share: running the built `lockstep`, scratch
+//! directories that remove themselves, and the log entries storage stories write.
+//!
+//! Each test binary compiles this module and uses only a part of it, hence the `allow` below.
+#![allow(dead_code)]
+
+use lockstep::node::{ClientId, Command, Entry, PersistOp, ServerId, Term};
+use std::path::PathBuf;
+use std::process::{Command as Process, Output};
+
+/// Runs the built binary with `args` and waits for it.
+pub fn lockstep(args: &[&str]) -> Output {
+    Process::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args(args)
+        .output()
+        .expect("run lockstep")
+}
+
+/// Output bytes as text, for assertions and failure messages.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A scratch directory removed when the test ends, pass or fail. Named after the test binary,
+/// the story and this process, so that test binaries and runs never share one.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let crate_name = env!("CARGO_CRATE_NAME");
+        let dir = std::env::temp_dir().join(format!(
+            "lockstep-{crate_name}-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        Scratch(dir)
+    }
+
+    /// Writes `text` to the file `name` in the directory and returns its path.
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write scratch file");
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A preempt of `lock` by `client` (seq `client * 10`), in `term`.
+pub fn preempt(term: Term, client: u64, lock: &str) -> Entry {
+    Entry {
+        term,
+        command: Command::Preempt {
+            client: ClientId(client),
+            seq: client * 10,
+            lock: lock.into(),
+        },
+    }
+}
+
+pub fn noop(term: Term) -> Entry {
+    Entry {
+        term,
+        command: Command::Noop,
+    }
+}
+
+/// The hard state of a server that voted for `s<server>` in `term`.
+pub fn vote(term: Term, server: u32) -> PersistOp {
+    PersistOp::HardState {
+        term,
+        voted_for: Some(ServerId(server)),
+    }
+}
+
+pub fn append(first_index: u64, entries: Vec<Entry>) -> PersistOp {
+    PersistOp::Append {
+        first_index,
+        entries,
+    }
+}
