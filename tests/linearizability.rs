@@ -29,6 +29,7 @@ fn op(
         call_ns: call_ms * MS,
         return_ns: return_ms.map(|ms| ms * MS),
         result,
+        index: None,
     }
 }
 
@@ -188,6 +189,96 @@ fn a_local_check_that_shows_its_client_an_older_token_breaks_monotonic_reads() {
     let shown = violation.to_string();
     assert!(shown.contains("c2 saw lock `a` go backwards"), "{shown}");
     assert!(shown.contains("token 9"), "{shown}");
+}
+
+/// `op` as answered at log index `index`.
+fn at(index: u64, op: HistoryOp) -> HistoryOp {
+    HistoryOp {
+        index: Some(index),
+        ..op
+    }
+}
+
+#[test]
+fn a_stale_free_after_the_clients_own_grant_breaks_read_your_writes() {
+    // c1 takes the lock at index 7, then asks a lagging replica, which answers from index 5:
+    // `free` has no token to compare, so only the index shows the read went backwards.
+    let history = [
+        at(7, preempt(1, 0, 1, granted(7))),
+        at(5, local_check(1, 2, 3, FREE)),
+    ];
+    let report = check_history(&history);
+    assert_eq!(report.violations.len(), 1, "{:#?}", report.violations);
+    let violation = &report.violations[0];
+    assert_eq!(violation.invariant(), MONOTONIC_READS);
+    assert_eq!(
+        violation,
+        &LinearizabilityViolation::StaleRead {
+            client: 1,
+            earlier: history[0].clone(),
+            later: history[1].clone(),
+        }
+    );
+    let shown = violation.to_string();
+    assert!(shown.contains("c1 read a state older"), "{shown}");
+    assert!(
+        shown.contains("log index 7") && shown.contains("index 5"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn without_indexes_the_same_stale_free_goes_unseen() {
+    // What the checker could see before histories carried `index`: nothing.
+    let history = [preempt(1, 0, 1, granted(7)), local_check(1, 2, 3, FREE)];
+    assert!(check_history(&history).passed());
+}
+
+#[test]
+fn a_local_check_older_than_what_its_client_saw_on_another_lock_is_stale() {
+    // c2 saw index 9 on lock `b`; a later local check of `a` answered at index 4 is older.
+    let mut seen = at(9, preempt(2, 0, 1, granted(9)));
+    seen.lock = "b".into();
+    let history = [seen, at(4, local_check(2, 2, 3, owner(1, 3)))];
+    let report = check_history(&history);
+    assert_eq!(report.violations.len(), 1, "{:#?}", report.violations);
+    assert!(matches!(
+        report.violations[0],
+        LinearizabilityViolation::StaleRead { client: 2, .. }
+    ));
+}
+
+#[test]
+fn reads_that_keep_up_with_what_their_client_saw_pass() {
+    let history = [
+        at(7, preempt(1, 0, 1, granted(7))),
+        at(7, local_check(1, 2, 3, owner(1, 7))),
+        at(8, release(1, 4, 5, RELEASED)),
+        at(8, local_check(1, 6, 7, FREE)),
+        // Another client's older view is its own business.
+        at(6, local_check(2, 6, 7, FREE)),
+        // A read overlapping the release is not held to the release's index.
+        at(7, local_check(1, 4, 9, owner(1, 7))),
+    ];
+    let report = check_history(&history);
+    assert!(report.passed(), "{:#?}", report.violations);
+}
+
+#[test]
+fn a_read_stale_by_both_token_and_index_is_reported_once() {
+    let history = [
+        at(7, preempt(1, 0, 1, granted(7))),
+        at(8, release(1, 2, 3, RELEASED)),
+        at(9, preempt(3, 4, 5, granted(9))),
+        at(9, check(2, 6, 7, owner(3, 9))),
+        at(7, local_check(2, 8, 9, owner(1, 7))),
+    ];
+    let report = check_history(&history);
+    assert_eq!(report.violations.len(), 1, "{:#?}", report.violations);
+    assert!(matches!(
+        report.violations[0],
+        LinearizabilityViolation::NonMonotonicRead { .. }
+    ));
 }
 
 #[test]
@@ -377,6 +468,28 @@ fn bad_history_lines_are_errors_with_their_line_numbers() {
             return_ns: 8
         }
     );
+}
+
+#[test]
+fn the_optional_index_round_trips_and_is_refused_where_it_cannot_be() {
+    let line = r#"{"client":"c1","op":"check","lock":"a","consistency":"local","call":1,"return":2,"result":"free","index":41}"#;
+    let ops = read_jsonl(line).expect("an index reads");
+    assert_eq!(ops[0].index, Some(41));
+    let mut written = Vec::new();
+    write_jsonl(&ops, &mut written).expect("writes");
+    assert_eq!(
+        String::from_utf8(written).expect("utf-8"),
+        format!("{line}\n")
+    );
+
+    let unanswered = r#"{"client":"c1","op":"release","lock":"a","call":1,"return":null,"result":"unknown","index":3}"#;
+    let error = read_jsonl(unanswered).expect_err("an unknown result reflects no index");
+    assert_eq!(error.problem, HistoryProblem::IndexWithoutAnswer(3));
+    assert!(error.to_string().contains("field `index`"), "{error}");
+
+    let negative = r#"{"client":"c1","op":"release","lock":"a","call":1,"return":2,"result":"released","index":-1}"#;
+    let error = read_jsonl(negative).expect_err("a negative index");
+    assert!(error.to_string().contains("field `index`"), "{error}");
 }
 
 #[test]

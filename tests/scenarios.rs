@@ -81,6 +81,15 @@ fn every_shipped_scenario_passes_with_every_expectation_met() {
         }
         let names: Vec<&str> = report.invariants.iter().map(|i| i.name.as_str()).collect();
         assert!(names.contains(&"linearizability") && names.contains(&"monotonic_reads"));
+        // Every answer carries the log index it reflects, which sharpens monotonic reads.
+        assert!(
+            report
+                .history
+                .iter()
+                .all(|op| op.index.is_some() == op.return_ns.is_some()),
+            "{}: an answered operation without its index",
+            file.display()
+        );
         assert_eq!(report.expectations_met(), report.expectations.len());
     }
 }

@@ -385,6 +385,18 @@ fn json_violation(violation: &LinearizabilityViolation, names: &ClientNames) -> 
             "later": later.to_json(names),
             "message": violation.render(names),
         }),
+        LinearizabilityViolation::StaleRead {
+            client,
+            earlier,
+            later,
+        } => json!({
+            "invariant": violation.invariant(),
+            "lock": later.lock,
+            "client": names.name(*client),
+            "earlier": earlier.to_json(names),
+            "later": later.to_json(names),
+            "message": violation.render(names),
+        }),
     }
 }
 

@@ -145,6 +145,10 @@ pub enum ClientOutput {
     Completed {
         tag: u64,
         result: Result<Outcome, ClientError>,
+        /// The log index the answer reflects (the reply's `index`: a write's own entry, or the
+        /// applied index a check was answered at); `None` when there is no answer. Histories
+        /// record it so that a checker can see a read older than what its client had seen.
+        index: Option<LogIndex>,
     },
 }
 
@@ -228,6 +232,7 @@ impl Client {
                     self.out.push(ClientOutput::Completed {
                         tag,
                         result: Err(ClientError::QueueFull),
+                        index: None,
                     });
                 } else {
                     self.queue.push_back(Queued { tag, op, timeout });
@@ -242,7 +247,7 @@ impl Client {
             }
             ClientInput::Timer(ClientTimer::OperationTimeout) => {
                 if self.running.as_ref().is_some_and(|r| now >= r.deadline) {
-                    self.finish(Err(ClientError::TimedOut));
+                    self.finish(Err(ClientError::TimedOut), None);
                 }
             }
         }
@@ -316,7 +321,7 @@ impl Client {
                     && outcome_fits(&running.op, &outcome)
                 {
                     self.seen_index = self.seen_index.max(reply.index);
-                    self.finish(Ok(outcome));
+                    self.finish(Ok(outcome), Some(reply.index));
                 }
             }
             ReplyBody::Error(ServiceError::NotLeader { leader, .. })
@@ -336,7 +341,7 @@ impl Client {
                     && Refused::of(&error).is_some() =>
             {
                 let refused = Refused::of(&error).expect("matched just above");
-                self.finish(Err(ClientError::Refused(refused)));
+                self.finish(Err(ClientError::Refused(refused)), None);
             }
             ReplyBody::Error(_) => {
                 let expected_seq = if self.id.is_some() { running.seq } else { 0 };
@@ -420,7 +425,7 @@ impl Client {
         });
     }
 
-    fn finish(&mut self, result: Result<Outcome, ClientError>) {
+    fn finish(&mut self, result: Result<Outcome, ClientError>, index: Option<LogIndex>) {
         let running = self
             .running
             .take()
@@ -433,6 +438,7 @@ impl Client {
         self.out.push(ClientOutput::Completed {
             tag: running.tag,
             result,
+            index,
         });
     }
 
@@ -489,7 +495,7 @@ mod tests {
         outputs
             .iter()
             .filter_map(|o| match o {
-                ClientOutput::Completed { tag, result } => Some((*tag, *result)),
+                ClientOutput::Completed { tag, result, .. } => Some((*tag, *result)),
                 _ => None,
             })
             .collect()

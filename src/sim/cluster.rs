@@ -17,7 +17,7 @@ use crate::net::{Endpoint, NetworkParams, SimNetwork, Transmission};
 use crate::node::client::Client;
 use crate::node::{
     ClientAddr, ClientConfig, ClientError, ClientId, ClientInput, ClientOutput, ClientReply,
-    ClientTimer, DurableState, Operation, Outcome, ReplyBody, RequestBody, Role, Server,
+    ClientTimer, DurableState, LogIndex, Operation, Outcome, ReplyBody, RequestBody, Role, Server,
     ServerConfig, ServerId, ServerInput, ServerOutput, ServerTimer, Time,
 };
 use rand_chacha::ChaCha8Rng;
@@ -177,6 +177,8 @@ pub enum ClientEvent {
         client: u32,
         tag: u64,
         result: Result<Outcome, ClientError>,
+        /// The log index the answer reflects, if there was an answer.
+        index: Option<LogIndex>,
     },
 }
 
@@ -922,12 +924,13 @@ impl Cluster {
                     self.client_events
                         .push(ClientEvent::Started { client, tag, seq });
                 }
-                ClientOutput::Completed { tag, result } => {
+                ClientOutput::Completed { tag, result, index } => {
                     self.acknowledge(client, tag, &result);
                     self.client_events.push(ClientEvent::Completed {
                         client,
                         tag,
                         result,
+                        index,
                     });
                 }
             }

@@ -191,6 +191,11 @@ pub struct HistoryOp {
     /// When the client learned the result; `None` if it never did.
     pub return_ns: Option<u64>,
     pub result: HistoryResult,
+    /// Optional: the log index the answer reflects (a write's own entry, or the applied index a
+    /// check was answered at). With it, `monotonic_reads` also catches a read older than
+    /// anything its client had already seen (a stale `free` included). Only answered
+    /// operations carry one.
+    pub index: Option<u64>,
 }
 
 impl HistoryOp {
@@ -224,6 +229,9 @@ impl HistoryOp {
                 op: self.op.name(),
                 result: self.result.name().into(),
             });
+        }
+        if let (HistoryResult::Unknown, Some(index)) = (self.result, self.index) {
+            return Err(HistoryProblem::IndexWithoutAnswer(index));
         }
         match (self.result, self.return_ns) {
             (HistoryResult::Unknown, Some(return_ns)) => {
@@ -344,6 +352,8 @@ pub enum HistoryProblem {
     ReturnBeforeCall { call_ns: u64, return_ns: u64 },
     #[error("field `return`: result `unknown` needs `\"return\": null`, not {0}")]
     UnknownWithReturn(u64),
+    #[error("field `index`: result `unknown` reflects no log index, but the line gives {0}")]
+    IndexWithoutAnswer(u64),
     #[error(
         "field `return`: result `{0}` needs a return time (only `unknown` has `\"return\": null`)"
     )]
@@ -393,7 +403,7 @@ pub struct History {
 }
 
 /// The fields of the format, in the order [`write_jsonl`] writes them.
-pub const FIELDS: [&str; 9] = [
+pub const FIELDS: [&str; 10] = [
     "client",
     "op",
     "lock",
@@ -403,6 +413,7 @@ pub const FIELDS: [&str; 9] = [
     "result",
     "owner",
     "token",
+    "index",
 ];
 
 /// Reads a JSON Lines history written by anyone: blank lines are skipped, every other line must
@@ -549,6 +560,10 @@ fn parse_line(
         expected: "a whole number, 0 or more",
     })?;
     let result = parse_result(result_name, owner.map(|name| names.number(name)), token)?;
+    let index = time_field(&fields, "index").map_err(|_| HistoryProblem::WrongType {
+        field: "index",
+        expected: "a whole number, 0 or more",
+    })?;
     let history_op = HistoryOp {
         client: names.number(client_name),
         op,
@@ -557,6 +572,7 @@ fn parse_line(
         call_ns,
         return_ns,
         result,
+        index,
     };
     // Provisional numbers start at 0: the final ones are checked once they are settled.
     history_op.validate_shape()?;
@@ -608,6 +624,8 @@ struct RawLine {
     owner: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<u64>,
 }
 
 impl RawLine {
@@ -628,6 +646,7 @@ impl RawLine {
             result: op.result.name(),
             owner: owner.map(|owner| names.name(owner).into_owned()),
             token,
+            index: op.index,
         }
     }
 }
@@ -966,6 +985,7 @@ mod tests {
             call_ns: 1,
             return_ns: Some(2),
             result: HistoryResult::Free,
+            index: None,
         };
         let mut written = Vec::new();
         let error = write_jsonl(&[op], &mut written).expect_err("free does not answer a release");

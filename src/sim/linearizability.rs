@@ -113,6 +113,15 @@ pub enum LinearizabilityViolation {
         earlier: HistoryOp,
         later: HistoryOp,
     },
+    /// `later`, a local check by `client`, was answered at an older log index than the client
+    /// had already seen answered in `earlier` (on any lock; its own write makes this
+    /// read-your-writes). Only histories with the optional `index` field can show it; it catches
+    /// a stale `free`, which has no token to compare.
+    StaleRead {
+        client: u32,
+        earlier: HistoryOp,
+        later: HistoryOp,
+    },
 }
 
 impl LinearizabilityViolation {
@@ -120,7 +129,8 @@ impl LinearizabilityViolation {
     pub fn invariant(&self) -> &'static str {
         match self {
             LinearizabilityViolation::NotLinearizable { .. } => LINEARIZABILITY,
-            LinearizabilityViolation::NonMonotonicRead { .. } => MONOTONIC_READS,
+            LinearizabilityViolation::NonMonotonicRead { .. }
+            | LinearizabilityViolation::StaleRead { .. } => MONOTONIC_READS,
         }
     }
 }
@@ -155,6 +165,23 @@ impl LinearizabilityViolation {
                     names.name(*client),
                     earlier.named(names),
                     later.named(names),
+                )
+            }
+            LinearizabilityViolation::StaleRead {
+                client,
+                earlier,
+                later,
+            } => {
+                let index = |op: &HistoryOp| op.index.map_or("?".into(), |i| i.to_string());
+                format!(
+                    "{MONOTONIC_READS} violated: {} read a state older than one it had seen. \
+                     It had seen log index {} in\n    {}\nand then its local check\n    {}\nwas \
+                     answered at index {}",
+                    names.name(*client),
+                    index(earlier),
+                    earlier.named(names),
+                    later.named(names),
+                    index(later),
                 )
             }
         }
@@ -1575,10 +1602,79 @@ fn observed_token(op: &HistoryOp) -> Option<u64> {
     }
 }
 
+/// Both monotonic-read rules: fencing tokens per client and lock, then log indexes per client.
+fn monotonic_read_violations(ops: &[HistoryOp]) -> Vec<LinearizabilityViolation> {
+    let mut violations = token_read_violations(ops);
+    let already: Vec<&HistoryOp> = violations
+        .iter()
+        .filter_map(|violation| match violation {
+            LinearizabilityViolation::NonMonotonicRead { later, .. } => Some(later),
+            _ => None,
+        })
+        .collect();
+    let stale: Vec<LinearizabilityViolation> = stale_read_violations(ops)
+        .into_iter()
+        .filter(|violation| match violation {
+            LinearizabilityViolation::StaleRead { later, .. } => !already.contains(&later),
+            _ => true,
+        })
+        .collect();
+    violations.extend(stale);
+    violations
+}
+
+/// Per client, across locks, for operations that carry the optional `index`: once the client
+/// has seen an answer at log index i (and that answer had returned), a later local check must
+/// be answered at index i or later. The servers promise this (a local check carries the
+/// highest index its client has seen, and a replica behind it waits), so a read older than
+/// that is a stale read even when it shows no token, as a stale `free` does. Reports the first
+/// such read per client, against the answer with the highest index seen before it.
+fn stale_read_violations(ops: &[HistoryOp]) -> Vec<LinearizabilityViolation> {
+    let mut by_client: BTreeMap<u32, Vec<&HistoryOp>> = BTreeMap::new();
+    for op in ops.iter().filter(|op| op.index.is_some()) {
+        by_client.entry(op.client).or_default().push(op);
+    }
+    let mut violations = Vec::new();
+    for (client, client_ops) in by_client {
+        // (time, 0 = local read at its call / 1 = observation at its return, position), as in
+        // `token_read_violations`: a read sees only answers that returned strictly before it.
+        let mut events: Vec<(u64, u8, usize)> = Vec::new();
+        for (position, op) in client_ops.iter().enumerate() {
+            if let Some(return_ns) = op.return_ns {
+                events.push((return_ns, 1, position));
+                if op.consistency == Some(Consistency::Local) {
+                    events.push((op.call_ns, 0, position));
+                }
+            }
+        }
+        events.sort_unstable();
+        let mut highest: Option<(u64, &HistoryOp)> = None;
+        for (_, kind, position) in events {
+            let op = client_ops[position];
+            let index = op.index.expect("only operations with an index");
+            match (kind, highest) {
+                (0, Some((seen, earlier))) if index < seen => {
+                    violations.push(LinearizabilityViolation::StaleRead {
+                        client,
+                        earlier: earlier.clone(),
+                        later: op.clone(),
+                    });
+                    break;
+                }
+                (1, _) if highest.is_none_or(|(seen, _)| index > seen) => {
+                    highest = Some((index, op));
+                }
+                _ => {}
+            }
+        }
+    }
+    violations
+}
+
 /// Per client and lock: once the client has seen token t (and that answer had returned), a
 /// later local check must not report a holder with a token below t. Reports the first such read
 /// per client and lock, against the observation of the highest token seen before it.
-fn monotonic_read_violations(ops: &[HistoryOp]) -> Vec<LinearizabilityViolation> {
+fn token_read_violations(ops: &[HistoryOp]) -> Vec<LinearizabilityViolation> {
     let mut by_client_lock: BTreeMap<(u32, &str), Vec<&HistoryOp>> = BTreeMap::new();
     for op in ops {
         by_client_lock
@@ -1727,6 +1823,7 @@ impl SyntheticRun {
             call_ns: now,
             return_ns: None,
             result: HistoryResult::Unknown,
+            index: None,
         });
         let apply_at = now + self.rng.random_range(0..=SYNTHETIC_SPAN_NS);
         let return_at = apply_at + self.rng.random_range(0..=SYNTHETIC_SPAN_NS);
@@ -2017,6 +2114,7 @@ mod tests {
             call_ns: 0,
             return_ns,
             result,
+            index: None,
         };
         let mut history = Vec::new();
         for client in 1..=clients + 1 {
@@ -2186,6 +2284,7 @@ mod tests {
                     call_ns,
                     return_ns,
                     result,
+                    index: None,
                 }
             })
             .collect()

@@ -24,7 +24,7 @@ use super::scenario::{
 use super::trace::{self, Recorder, TraceEvent};
 use super::workload::WorkloadClient;
 use crate::net::Endpoint;
-use crate::node::{ClientError, Consistency, Operation, Outcome, ServerId, Time};
+use crate::node::{ClientError, Consistency, LogIndex, Operation, Outcome, ServerId, Time};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -80,6 +80,8 @@ struct OpRecord {
     started_at: Option<Time>,
     finished_at: Option<Time>,
     result: Option<Result<Outcome, ClientError>>,
+    /// The log index the answer reflected, when there was one.
+    index: Option<LogIndex>,
 }
 
 struct Runner<'a> {
@@ -347,6 +349,7 @@ impl Runner<'_> {
             started_at: None,
             finished_at: None,
             result: None,
+            index: None,
         });
         self.cluster.invoke(client, tag, op, timeout)
     }
@@ -395,11 +398,13 @@ impl Runner<'_> {
                 client,
                 tag,
                 result,
+                index,
             } => {
                 let described = self.describe_result(&result);
                 let record = &mut self.ops[tag as usize];
                 record.finished_at = Some(now);
                 record.result = Some(result);
+                record.index = index;
                 let event = TraceEvent::OpDone {
                     client: Endpoint::Client(client),
                     tag,
@@ -600,6 +605,7 @@ impl Runner<'_> {
                     call_ns: call.as_nanos(),
                     return_ns,
                     result,
+                    index: record.index.filter(|_| return_ns.is_some()),
                 })
             })
             .collect()
