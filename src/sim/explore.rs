@@ -4,6 +4,8 @@
 //! Each seed is one single-threaded, deterministic simulation; parallelism only runs several
 //! seeds at once. A seed's verdict never depends on which worker ran it.
 
+use super::history::HistoryOp;
+use super::linearizability::{self, LINEARIZABILITY, LinearizabilityViolation, MONOTONIC_READS};
 use super::report::RunReport;
 use super::runner::{self, RunOptions};
 use super::scenario::{self, Action, Expect, FinalState, Format, IsolateTarget, Scenario};
@@ -171,9 +173,10 @@ pub struct Minimized {
     pub cut_short: Option<CutShort>,
 }
 
-/// Shrinks a failing scenario by delta debugging: removes events, workload operations,
-/// clients and servers, re-running each candidate and keeping it only if it still fails the
-/// same way. Stops when `budget` runs out or `stop` is set, keeping the best so far.
+/// Shrinks a failing scenario: first ends it just after the failure ([`Minimizer::truncate`]),
+/// then delta debugging removes events, workload operations, clients and servers, re-running
+/// each candidate and keeping it only if it still fails the same way. Stops when `budget` runs
+/// out or `stop` is set, keeping the best so far.
 pub fn minimize(
     scenario: Scenario,
     kind: &str,
@@ -188,7 +191,7 @@ pub fn minimize(
         cut_short: None,
         stop,
     };
-    let mut best = scenario;
+    let mut best = minimizer.truncate(scenario);
     loop {
         let before = ScenarioSize::of(&best);
         best = minimizer.events(best);
@@ -240,16 +243,49 @@ impl Minimizer<'_> {
 
     /// True if `candidate` is a valid scenario that still fails the same way.
     fn still_fails(&mut self, candidate: &Scenario) -> bool {
+        self.failing_report(candidate).is_some()
+    }
+
+    /// The report of `candidate` if it is a valid scenario that still fails the same way.
+    fn failing_report(&mut self, candidate: &Scenario) -> Option<RunReport> {
         if self.exhausted() {
-            return false;
+            return None;
         }
         // Only scenarios that a file could express count: round-trip through the format.
-        let Ok(valid) = scenario::parse_str(&candidate.to_yaml(), Format::Yaml, "candidate") else {
-            return false;
-        };
+        let valid = scenario::parse_str(&candidate.to_yaml(), Format::Yaml, "candidate").ok()?;
         self.runs += 1;
-        let (_, failure) = judge(&valid);
-        failure.is_some_and(|failure| failure.kind == self.kind)
+        let (report, failure) = judge(&valid);
+        failure
+            .is_some_and(|failure| failure.kind == self.kind)
+            .then_some(report)
+    }
+
+    /// Ends the scenario just after its failure, when the failure has a moment: a safety
+    /// invariant breaks at one step, and a history checker's verdict is sealed once the last
+    /// answer of its failing window has returned. Nothing before that moment depends on the
+    /// duration (the heal at its end, the end of the workload and rogues, the settle phase and
+    /// the liveness probes all come later), so the cut run fails the same way; what came after
+    /// is gone from the file, and the failing window is where the run ends. This is what makes a
+    /// linearizability failure small: delta debugging then works on the events up to it only.
+    /// Liveness and expectation failures have no such moment and are left whole.
+    fn truncate(&mut self, best: Scenario) -> Scenario {
+        if matches!(self.kind.as_str(), "liveness" | "expectation") {
+            return best; // No moment to cut at: spend no run on finding one.
+        }
+        let Some(report) = self.failing_report(&best) else {
+            return best;
+        };
+        let Some(moment) = failure_moment(&report, &self.kind) else {
+            return best;
+        };
+        let Some(candidate) = truncated(&best, moment) else {
+            return best;
+        };
+        if self.still_fails(&candidate) {
+            candidate
+        } else {
+            best
+        }
     }
 
     /// ddmin over the event list: try dropping chunks, halving the chunk size on no progress.
@@ -367,6 +403,50 @@ impl Minimizer<'_> {
         }
         best
     }
+}
+
+/// When the failure of kind `kind` in `report` was sealed: the violation's step for a safety
+/// invariant, the last return in the failing window for the history checkers; `None` for
+/// liveness and expectations.
+fn failure_moment(report: &RunReport, kind: &str) -> Option<Duration> {
+    match kind {
+        "liveness" | "expectation" => None,
+        LINEARIZABILITY | MONOTONIC_READS => history_failure_moment(&report.history, kind),
+        _ => {
+            let at_ms = report.violation.as_ref()?.at_ms;
+            (at_ms.is_finite() && at_ms >= 0.0).then(|| Duration::from_secs_f64(at_ms / 1e3))
+        }
+    }
+}
+
+/// The last return time among the answers that make `history` fail `kind`: its first violation
+/// of that kind, as the checker reports it.
+pub fn history_failure_moment(history: &[HistoryOp], kind: &str) -> Option<Duration> {
+    let report = linearizability::check_history(history);
+    let violation = report.violations.iter().find(|v| v.invariant() == kind)?;
+    let last_return = match violation {
+        LinearizabilityViolation::NotLinearizable { window, .. } => {
+            window.iter().filter_map(|op| op.return_ns).max()
+        }
+        LinearizabilityViolation::NonMonotonicRead { later, .. }
+        | LinearizabilityViolation::StaleRead { later, .. } => later.return_ns,
+    }?;
+    Some(Duration::from_nanos(last_return))
+}
+
+/// `scenario` ended at the first whole millisecond after `moment` (one more millisecond of
+/// margin, since a violation's time is reported in fractional milliseconds), without the events
+/// from then on; `None` if that is not shorter.
+pub fn truncated(scenario: &Scenario, moment: Duration) -> Option<Scenario> {
+    let whole_ms = u64::try_from(moment.as_millis()).ok()?;
+    let end = Duration::from_millis(whole_ms.checked_add(2)?);
+    if end >= scenario.duration {
+        return None;
+    }
+    let mut cut = scenario.clone();
+    cut.duration = end;
+    cut.events.retain(|event| event.at < end);
+    Some(cut)
 }
 
 /// Renumbers endpoints after removing `removed`; `None` for the removed one itself.
@@ -979,6 +1059,51 @@ workload: {clients: [c3], ops: 40, locks: 2}
         assert!(minimized.workload.is_none());
         assert_eq!(minimized.cluster.clients, 2, "c3 only made noise");
         assert_eq!(minimized.cluster.servers, 1);
+    }
+
+    #[test]
+    fn a_scenario_is_cut_just_after_the_moment_of_its_failure() {
+        let original = scenario(WRONG_AMONG_NOISE);
+        let cut = truncated(&original, Duration::from_micros(1_999_500)).expect("shorter");
+        assert_eq!(cut.duration, Duration::from_millis(2_001));
+        let times: Vec<u64> = cut.events.iter().map(|e| e.at.as_millis() as u64).collect();
+        assert_eq!(times, vec![500, 1_000, 1_200, 1_500, 2_000]);
+        assert!(
+            truncated(&original, Duration::from_millis(5_999)).is_none(),
+            "not shorter"
+        );
+        // The cut scenario is one a file can express.
+        scenario::parse_str(&cut.to_yaml(), Format::Yaml, "cut").expect("valid");
+    }
+
+    #[test]
+    fn a_history_failure_is_sealed_when_the_last_answer_of_its_window_returns() {
+        use crate::sim::history::{HistoryOpKind, HistoryResult};
+        let op = |client, call_ns, return_ns, token| HistoryOp {
+            client,
+            op: HistoryOpKind::Preempt,
+            lock: "a".into(),
+            consistency: None,
+            call_ns,
+            return_ns: Some(return_ns),
+            result: HistoryResult::Granted { token },
+            index: None,
+        };
+        // Two overlapping grants to different clients: the window is both, ending at 9 ms; a
+        // later, unrelated grant on another lock does not move the moment.
+        let mut later = op(3, 20_000_000, 21_000_000, 5);
+        later.lock = "b".into();
+        let history = [
+            op(1, 0, 5_000_000, 1),
+            op(2, 1_000_000, 9_000_000, 2),
+            later,
+        ];
+        assert_eq!(
+            history_failure_moment(&history, LINEARIZABILITY),
+            Some(Duration::from_millis(9))
+        );
+        assert_eq!(history_failure_moment(&history, MONOTONIC_READS), None);
+        assert_eq!(history_failure_moment(&history[2..], LINEARIZABILITY), None);
     }
 
     #[test]
