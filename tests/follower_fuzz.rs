@@ -277,8 +277,7 @@ proptest! {
     #[test]
     fn a_follower_applies_only_what_the_leaders_log_holds(case in case()) {
         let applied = run(&case);
-        let mut expected_index = 1;
-        for (index, entry) in &applied {
+        for (expected_index, (index, entry)) in (1..).zip(applied.iter()) {
             prop_assert_eq!(*index, expected_index, "applied in order, without gaps");
             prop_assert!(
                 *index <= case.leader_terms.len() as LogIndex,
@@ -292,7 +291,6 @@ proptest! {
                 "the entry applied at {} is not the leader's",
                 index
             );
-            expected_index += 1;
         }
         // Nothing beyond what some leader announced as committed: the new leader's commit, or
         // the old one's, which lies within the shared prefix.
