@@ -7,6 +7,7 @@
 //! the very code that serves real clients.
 
 pub mod client;
+pub mod coverage;
 pub mod lock_table;
 pub mod log;
 pub mod messages;

@@ -16,6 +16,7 @@
 //! apply ordering, at most one vote per term, log terms, leader bookkeeping) and panics with the
 //! server id and term on a violation: that is a bug, not bad input.
 
+use super::coverage::{Branch, Coverage};
 use super::lock_table::{LockTable, Settled, WriteKind};
 use super::log::{DurableState, PersistOp, RaftLog};
 use super::messages::{
@@ -302,6 +303,8 @@ pub struct Server {
 
     /// The `now` of the step under way, for the few deep helpers that need it.
     step_time: Time,
+    /// Which handler branches this incarnation took, for the explorer's coverage report.
+    coverage: Coverage,
     /// `Persist` and `PersistSnapshot` outputs emitted so far.
     persist_count: u64,
     /// With `durability_reported`: appends not yet reported durable, as (their number among
@@ -415,6 +418,7 @@ impl Server {
             snapshot: durable.snapshot.clone(),
             next_read_id: 1,
             step_time: now,
+            coverage: Coverage::default(),
             persist_count: 0,
             unconfirmed_appends: VecDeque::new(),
             out: Vec::new(),
@@ -529,6 +533,11 @@ impl Server {
     pub fn lock_table(&self) -> &LockTable {
         &self.table
     }
+    /// The handler branches this server took since it was built (one incarnation).
+    pub fn coverage(&self) -> &Coverage {
+        &self.coverage
+    }
+
     pub fn log(&self) -> &RaftLog {
         &self.log
     }
@@ -602,6 +611,7 @@ impl Server {
                 if self.role == Role::Leader {
                     self.start_read(now, ReadWaiter::Remote { server: from, id });
                 } else {
+                    self.coverage.hit(Branch::ReadIndexRefusedNotLeader);
                     self.send(from, PeerMessage::ReadIndexResponse { id, index: None });
                 }
             }
@@ -640,6 +650,15 @@ impl Server {
         let granted = term > self.term
             && self.log.is_up_to_date(last_index, last_term)
             && !self.in_leader_lease(now);
+        self.coverage.hit(if granted {
+            Branch::PreVoteGranted
+        } else if term <= self.term {
+            Branch::PreVoteRefusedStaleTerm
+        } else if !self.log.is_up_to_date(last_index, last_term) {
+            Branch::PreVoteRefusedLogBehind
+        } else {
+            Branch::PreVoteRefusedLeaderLease
+        });
         let reply_term = if granted { term } else { self.term };
         self.send(
             from,
@@ -657,9 +676,11 @@ impl Server {
         if granted && term == self.term + 1 {
             self.votes.insert(from);
             if self.has_quorum(self.votes.len()) {
+                self.coverage.hit(Branch::PreVoteResponseWon);
                 self.become_candidate(now);
             }
         } else if !granted && term > self.term {
+            self.coverage.hit(Branch::PreVoteResponseNewerTerm);
             self.become_follower(now, term, None);
         }
     }
@@ -676,6 +697,7 @@ impl Server {
             if self.in_leader_lease(now) {
                 // Ignore entirely, without adopting the term: a server that lost touch with a
                 // healthy leader must not depose it.
+                self.coverage.hit(Branch::VoteIgnoredLeaderLease);
                 return;
             }
             self.become_follower(now, term, None);
@@ -683,6 +705,15 @@ impl Server {
         let granted = term == self.term
             && self.voted_for.is_none_or(|vote| vote == from)
             && self.log.is_up_to_date(last_index, last_term);
+        self.coverage.hit(if granted {
+            Branch::VoteGranted
+        } else if term != self.term {
+            Branch::VoteRefusedStaleTerm
+        } else if self.voted_for.is_some_and(|vote| vote != from) {
+            Branch::VoteRefusedAlreadyVoted
+        } else {
+            Branch::VoteRefusedLogBehind
+        });
         if granted {
             assert!(
                 self.voted_for.is_none_or(|vote| vote == from),
@@ -705,6 +736,7 @@ impl Server {
 
     fn on_vote_response(&mut self, now: Time, from: ServerId, term: Term, granted: bool) {
         if term > self.term {
+            self.coverage.hit(Branch::VoteResponseNewerTerm);
             self.become_follower(now, term, None);
             return;
         }
@@ -713,6 +745,7 @@ impl Server {
         }
         self.votes.insert(from);
         if self.has_quorum(self.votes.len()) {
+            self.coverage.hit(Branch::VoteResponseWon);
             self.become_leader(now);
         }
     }
@@ -735,11 +768,14 @@ impl Server {
         // Raft §5.3: the entry before the new ones must match.
         match self.log.term_at(prev_index) {
             None => {
+                self.coverage.hit(Branch::AppendEntriesRefusedMissingPrev);
                 let hint = (self.log.last_index() + 1, None);
                 self.send_append_response(from, false, 0, hint, round);
                 return;
             }
             Some(ours) if ours != prev_term => {
+                self.coverage
+                    .hit(Branch::AppendEntriesRefusedPrevTermConflict);
                 let hint = (self.log.first_index_of_term_at(prev_index), Some(ours));
                 self.send_append_response(from, false, 0, hint, round);
                 return;
@@ -755,6 +791,15 @@ impl Server {
                 break;
             }
         }
+        self.coverage.hit(if entries.is_empty() {
+            Branch::AppendEntriesHeartbeat
+        } else if first_new == entries.len() {
+            Branch::AppendEntriesAllDuplicates
+        } else if prev_index + 1 + (first_new as LogIndex) <= self.log.last_index() {
+            Branch::AppendEntriesConflictTruncated
+        } else {
+            Branch::AppendEntriesAppended
+        });
         if first_new < entries.len() {
             let first_index = prev_index + 1 + first_new as LogIndex;
             assert!(
@@ -771,7 +816,11 @@ impl Server {
         }
         let last_new = prev_index + entries.len() as LogIndex;
         if leader_commit > self.commit_index {
+            let commit_before = self.commit_index;
             self.commit_index = leader_commit.min(last_new).max(self.commit_index);
+            if self.commit_index > commit_before {
+                self.coverage.hit(Branch::AppendEntriesCommitAdvanced);
+            }
             self.apply_committed();
         }
         self.send_append_response(from, true, last_new, (0, None), round);
@@ -782,6 +831,7 @@ impl Server {
     /// `from` in `term` and restarts its election timer.
     fn accept_leader(&mut self, now: Time, from: ServerId, term: Term, round: u64) -> bool {
         if term < self.term {
+            self.coverage.hit(Branch::LeaderMessageRefusedStaleTerm);
             self.send_append_response(from, false, 0, (self.log.last_index() + 1, None), round);
             return false;
         }
@@ -810,6 +860,11 @@ impl Server {
             return;
         }
         let index = snapshot.last_included_index;
+        self.coverage.hit(if index > self.commit_index {
+            Branch::InstallSnapshotInstalled
+        } else {
+            Branch::InstallSnapshotAlreadyCovered
+        });
         if index > self.commit_index {
             // Raft §7: keep the log after the snapshot if it holds the snapshot's last entry,
             // otherwise drop it all; the state machine becomes the snapshot's.
@@ -857,6 +912,7 @@ impl Server {
             last_included_term: term,
             table: self.table.clone(),
         });
+        self.coverage.hit(Branch::SnapshotCompacted);
         self.log.compact_to(applied, term);
         self.snapshot = Some(snapshot.clone());
         self.persist_count += 1;
@@ -891,10 +947,12 @@ impl Server {
         round: u64,
     ) -> bool {
         if term > self.term {
+            self.coverage.hit(Branch::AppendResponseNewerTerm);
             self.become_follower(now, term, None);
             return false;
         }
         if self.role != Role::Leader || term != self.term {
+            self.coverage.hit(Branch::AppendResponseStale);
             return false;
         }
         self.recently_active.insert(from);
@@ -922,6 +980,7 @@ impl Server {
             "{}: {from} claims to match {match_index}, beyond our last index",
             self.config.id
         );
+        self.coverage.hit(Branch::AppendResponseSuccess);
         let progress = self
             .progress
             .get_mut(&from)
@@ -950,8 +1009,14 @@ impl Server {
         }
         // Raft §5.3 with the conflict-term optimisation: skip a whole term per round trip.
         let mut next = match conflict_term.and_then(|t| self.log.last_index_of_term(t)) {
-            Some(last_of_term) => last_of_term + 1,
-            None => conflict_index,
+            Some(last_of_term) => {
+                self.coverage.hit(Branch::AppendResponseBackOffByTerm);
+                last_of_term + 1
+            }
+            None => {
+                self.coverage.hit(Branch::AppendResponseBackOffToIndex);
+                conflict_index
+            }
         };
         let last_index = self.log.last_index();
         let progress = self
@@ -979,29 +1044,35 @@ impl Server {
                     secret: *secret,
                 };
                 if let Some(reason) = bad_lock_name(&request) {
+                    self.coverage.hit(Branch::CheckBadLockName);
                     let body = ReplyBody::Error(ServiceError::BadRequest { reason });
                     self.reply(ReplyRoute::Direct(from), request.seq, body);
                     return;
                 }
                 match consistency {
                     super::messages::Consistency::Local => {
+                        self.coverage.hit(Branch::CheckLocal);
                         self.start_local_check(now, from, &request, credential, lock)
                     }
                     super::messages::Consistency::Linearizable => {
+                        self.coverage.hit(Branch::CheckLinearizable);
                         self.start_linearizable_check(now, from, request.seq, credential, lock)
                     }
                 }
             }
             RequestBody::Hello { .. } | RequestBody::Op { .. } => {
                 if let Some(reason) = bad_lock_name(&request) {
+                    self.coverage.hit(Branch::WriteBadLockName);
                     let body = ReplyBody::Error(ServiceError::BadRequest { reason });
                     self.reply(ReplyRoute::Direct(from), request.seq, body);
                 } else if self.role == Role::Leader {
+                    self.coverage.hit(Branch::WriteAtLeader);
                     self.propose_request(now, ReplyRoute::Direct(from), request);
                 } else if let Some(leader) = self.leader
                     && is_write(&request)
                     && request.term != self.term
                 {
+                    self.coverage.hit(Branch::WriteNotLeaderTermMismatch);
                     // The client names another term than the one this server follows: tell it
                     // the leader and term now instead of forwarding a request the leader would
                     // refuse.
@@ -1011,6 +1082,7 @@ impl Server {
                     });
                     self.reply(ReplyRoute::Direct(from), request.seq, body);
                 } else if let Some(leader) = self.leader {
+                    self.coverage.hit(Branch::WriteForwarded);
                     self.send(
                         leader,
                         PeerMessage::Forward {
@@ -1019,6 +1091,7 @@ impl Server {
                         },
                     );
                 } else {
+                    self.coverage.hit(Branch::WriteNoLeader);
                     self.reply(
                         ReplyRoute::Direct(from),
                         request.seq,
@@ -1051,9 +1124,11 @@ impl Server {
             let body = ReplyBody::Error(ServiceError::BadRequest { reason });
             self.reply(route, request.seq, body);
         } else if self.role == Role::Leader && is_write {
+            self.coverage.hit(Branch::ForwardProposed);
             self.propose_request(now, route, request);
         } else {
             // Not the leader any more (or a malformed forward): let the client retry elsewhere.
+            self.coverage.hit(Branch::ForwardRefusedNotLeader);
             self.reply(
                 route,
                 request.seq,
@@ -1084,6 +1159,7 @@ impl Server {
         let seq = request.seq;
         let (client, secret, op) = match request.body {
             RequestBody::Hello { nonce } => {
+                self.coverage.hit(Branch::ProposeHello);
                 let secret = self.draw_client_secret();
                 self.append_request(
                     route,
@@ -1105,14 +1181,17 @@ impl Server {
         // Who asks comes first: a request that cannot prove it is its client learns nothing,
         // not even that client's last answer, and nothing of it reaches the log.
         if let Err(error) = self.authenticate(client, secret) {
+            self.coverage.hit(Branch::ProposeUnauthenticated);
             self.reply(route, seq, ReplyBody::Error(error));
             return;
         }
         if let Some((body, index)) = self.settled_answer(client, seq, kind, &lock) {
+            self.coverage.hit(Branch::ProposeReplayedAnswer);
             self.reply_at(route, seq, body, index);
             return;
         }
         if request.term != self.term {
+            self.coverage.hit(Branch::ProposeStaleTerm);
             let body = ReplyBody::Error(ServiceError::NotLeader {
                 leader: Some(self.config.id),
                 term: self.term,
@@ -1125,10 +1204,14 @@ impl Server {
             // One scan of the unapplied log answers both questions: is this seq there with
             // another write, and who will hold the lock once it applies.
             WriteKind::Preempt => match self.projected_owner(client, seq, &lock) {
-                Projection::SeqReused => self.reply(route, seq, seq_reused),
+                Projection::SeqReused => {
+                    self.coverage.hit(Branch::ProposeSeqReused);
+                    self.reply(route, seq, seq_reused)
+                }
                 // Held, or about to be, by another client: refuse by read.
                 Projection::Owner(owner) if owner != client => {
                     if self.pending_read_count() >= self.config.pending_reads_max {
+                        self.coverage.hit(Branch::ProposeOverloaded);
                         let body = ReplyBody::Error(ServiceError::Overloaded);
                         self.reply(route, seq, body);
                         return;
@@ -1140,18 +1223,22 @@ impl Server {
                         lock,
                         serve_index: self.log.last_index(),
                     };
+                    self.coverage.hit(Branch::ProposePreemptRefusedByRead);
                     self.start_read(now, ReadWaiter::Preempt(refusal));
                 }
                 // Free, already its own, or a copy of this very request is in the log (that
                 // copy decides the answer).
                 Projection::Free | Projection::Owner(_) | Projection::InLog(_) => {
+                    self.coverage.hit(Branch::ProposePreemptAppended);
                     self.append_request(route, seq, Command::Preempt { client, seq, lock });
                 }
             },
             WriteKind::Release if self.seq_reused_in_log(client, seq, &lock) => {
+                self.coverage.hit(Branch::ProposeSeqReused);
                 self.reply(route, seq, seq_reused);
             }
             WriteKind::Release => {
+                self.coverage.hit(Branch::ProposeReleaseAppended);
                 self.append_request(
                     route,
                     seq,
@@ -1275,6 +1362,7 @@ impl Server {
                 self.decide_refusal(refusal);
                 continue;
             }
+            self.coverage.hit(Branch::HandOverBehindRelease);
             self.append_request(
                 refusal.route,
                 seq,
@@ -1408,12 +1496,14 @@ impl Server {
             ..
         } = refusal;
         if let Some((body, index)) = self.settled_answer(client, seq, WriteKind::Preempt, &lock) {
+            self.coverage.hit(Branch::RefusalReplayed);
             self.reply_at(route, seq, body, index);
             return;
         }
         let holder = self.table.holder(&lock).map(|holder| holder.owner);
         match self.projected_owner(client, seq, &lock) {
             Projection::InLog(index) => {
+                self.coverage.hit(Branch::RefusalCopyInLog);
                 // A copy was appended meanwhile: its result is the answer.
                 self.pending_replies
                     .entry(index)
@@ -1423,12 +1513,14 @@ impl Server {
             Projection::SeqReused => {
                 // While this preempt waited, its client used the seq for another write, which
                 // was appended: that entry's answer is not this request's.
+                self.coverage.hit(Branch::RefusalSeqReused);
                 let body = ReplyBody::Error(ServiceError::SeqReused { seq });
                 self.reply(route, seq, body);
             }
             Projection::Free => {
                 // The holder's release is in the log: queue right behind it, so the lock
                 // changes hands in the release's own replication round.
+                self.coverage.hit(Branch::RefusalFreeAppended);
                 self.append_request(route, seq, Command::Preempt { client, seq, lock });
             }
             _ if holder.is_some_and(|owner| owner != client)
@@ -1444,10 +1536,12 @@ impl Server {
                     index,
                 };
                 self.refused.insert(client, refused);
+                self.coverage.hit(Branch::RefusalHeld);
                 self.reply(route, seq, ReplyBody::Outcome(Outcome::HeldBy { owner }));
             }
             Projection::Owner(owner) if owner != client && holder.is_none() => {
                 // Free now, but an unapplied entry grants it to someone else: wait for it.
+                self.coverage.hit(Branch::RefusalWaitsForUnappliedGrant);
                 let serve_index = self.log.last_index();
                 self.refusals.push(Refusal {
                     route,
@@ -1457,7 +1551,10 @@ impl Server {
                     serve_index,
                 });
             }
-            _ => self.append_request(route, seq, Command::Preempt { client, seq, lock }),
+            _ => {
+                self.coverage.hit(Branch::RefusalAppendedOwn);
+                self.append_request(route, seq, Command::Preempt { client, seq, lock })
+            }
         }
     }
 
@@ -1559,6 +1656,7 @@ impl Server {
             };
             self.start_read(now, waiter);
         } else if let Some(leader) = self.leader {
+            self.coverage.hit(Branch::ReadForwardedToLeader);
             let id = self.next_read_id;
             self.next_read_id += 1;
             let read = ForwardedRead {
@@ -1590,11 +1688,13 @@ impl Server {
         lock: LockName,
     ) {
         if self.table.applied_index() >= request.seen_index {
+            self.coverage.hit(Branch::LocalCheckAnsweredAtOnce);
             self.answer_check(client, request.seq, credential, &lock);
         } else if self.pending_read_count() >= self.config.pending_reads_max {
             let error = ReplyBody::Error(ServiceError::Overloaded);
             self.reply(ReplyRoute::Direct(client), request.seq, error);
         } else {
+            self.coverage.hit(Branch::LocalCheckWaited);
             self.confirmed_reads.push(ConfirmedRead {
                 read_index: request.seen_index,
                 client,
@@ -1621,6 +1721,7 @@ impl Server {
             .partition(|read| read.expires_at.is_some_and(|at| now >= at));
         self.confirmed_reads = kept;
         for read in expired {
+            self.coverage.hit(Branch::LocalCheckExpired);
             let error = ReplyBody::Error(ServiceError::Unavailable);
             self.reply(ReplyRoute::Direct(read.client), read.seq, error);
         }
@@ -1644,6 +1745,7 @@ impl Server {
     fn start_read(&mut self, now: Time, waiter: ReadWaiter) {
         assert_eq!(self.role, Role::Leader);
         if self.log.term_at(self.commit_index) != Some(self.term) {
+            self.coverage.hit(Branch::ReadAwaitingOwnTermCommit);
             if self.reads_awaiting_commit.len() >= self.config.pending_reads_max {
                 self.fail_read(waiter);
             } else {
@@ -1660,6 +1762,7 @@ impl Server {
             // as good for the reads already waiting.
             batch.read_index = batch.read_index.max(self.commit_index);
             batch.waiters.push(waiter);
+            self.coverage.hit(Branch::ReadJoinedRound);
             return;
         }
         if !self.read_batches.is_empty() {
@@ -1668,6 +1771,7 @@ impl Server {
             // are confirmed: one round in flight at a time, however many reads arrive (under a
             // flood of refused preempts, a round per arrival was most of the leader's work).
             self.next_round_reads.push(waiter);
+            self.coverage.hit(Branch::ReadNextRound);
             return;
         }
         self.start_read_round(now, vec![waiter]);
@@ -1681,6 +1785,7 @@ impl Server {
             "{}: an empty read round",
             self.config.id
         );
+        self.coverage.hit(Branch::ReadStartedRound);
         self.round += 1;
         self.read_batches.push_back(ReadBatch {
             round: self.round,
@@ -1808,6 +1913,7 @@ impl Server {
     }
 
     fn fail_read(&mut self, waiter: ReadWaiter) {
+        self.coverage.hit(Branch::ReadFailed);
         match waiter {
             ReadWaiter::Local { client, seq, .. } => self.reply(
                 ReplyRoute::Direct(client),
@@ -1833,15 +1939,20 @@ impl Server {
                 // Check-quorum: a leader that has not heard from a majority for a whole election
                 // timeout steps down, so that it stops acknowledging anything.
                 if self.has_quorum(self.recently_active.len() + 1) {
+                    self.coverage.hit(Branch::ElectionCheckQuorumHeld);
                     self.recently_active.clear();
                     self.election_deadline = now + self.config.election_timeout_min;
                     self.set_timer(ServerTimer::Election, self.election_deadline);
                 } else {
+                    self.coverage.hit(Branch::ElectionCheckQuorumLost);
                     let term = self.term;
                     self.become_follower(now, term, None);
                 }
             }
-            Role::Follower | Role::PreCandidate | Role::Candidate => self.become_pre_candidate(now),
+            Role::Follower | Role::PreCandidate | Role::Candidate => {
+                self.coverage.hit(Branch::ElectionTimeout);
+                self.become_pre_candidate(now)
+            }
         }
     }
 
@@ -1894,6 +2005,7 @@ impl Server {
             "{}: leader without its own vote",
             self.config.id
         );
+        self.coverage.hit(Branch::LeaderElected);
         self.role = Role::Leader;
         self.leader = Some(self.config.id);
         self.fail_forwarded_reads();
@@ -2125,6 +2237,9 @@ impl Server {
                 .expect("committed entries are in the log")
                 .clone();
             let result = self.table.apply(index, &entry.command);
+            if matches!(result, ApplyResult::Rejected { .. }) {
+                self.coverage.hit(Branch::ApplyRejected);
+            }
             if let Some(routes) = self.pending_replies.remove(&index) {
                 let (reply, reply_index) = self.answer_for(index, &entry.command, result);
                 if let Some(body) = reply {
