@@ -113,6 +113,11 @@ branches! {
     ElectionTimeout => "election.timeout",
     LeaderElected => "leader.elected",
     ApplyRejected => "apply.rejected",
+    BuggifyShortBatch => "buggify.short_batch",
+    BuggifySpuriousElectionTimer => "buggify.spurious_election_timer",
+    BuggifySkippedHeartbeat => "buggify.skipped_heartbeat",
+    BuggifyOddSnapshot => "buggify.odd_snapshot",
+    BuggifyResent => "buggify.resent",
 }
 
 const BRANCH_COUNT: usize = Branch::ALL.len();

@@ -56,6 +56,28 @@ pub struct ServerConfig {
     /// a majority (Raft thesis §10.2.1). Otherwise (the simulator) a `Persist` counts as
     /// durable once the step that emitted it returns.
     pub durability_reported: bool,
+    /// Simulator only: take rare but legal paths now and then ([`Buggify`]). `None` in every
+    /// real deployment.
+    pub buggify: Option<Buggify>,
+}
+
+/// Perturbations inside the node, in the manner of FoundationDB's BUGGIFY: at each of a few
+/// decision points the server, drawing from its own seeded stream, sometimes takes a path that
+/// is legal but rare in a healthy run, so that the explorer reaches the states behind it:
+/// - an AppendEntries batch cut to a random size (tiny or uneven batches);
+/// - an election timeout shorter than the configured minimum (a spurious election timer);
+/// - a heartbeat round skipped (as if all its messages were lost);
+/// - a snapshot of the applied state at an odd moment;
+/// - a message sent twice (a resend, as a network may duplicate it anyway).
+///
+/// None of these changes what a correct protocol may do: each is something a slow disk, a
+/// lossy network or an unlucky timer could cause. The stream is separate from the server's
+/// election jitter, so turning it on changes nothing else a seed draws.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct Buggify {
+    pub seed: u64,
+    /// Probability of the rare path at each decision point, in 0..=1.
+    pub chance: f64,
 }
 
 impl ServerConfig {
@@ -73,6 +95,7 @@ impl ServerConfig {
             pending_reads_max: 1_024,
             snapshot_entries_min: None,
             durability_reported: false,
+            buggify: None,
         }
     }
 }
@@ -305,6 +328,8 @@ pub struct Server {
     step_time: Time,
     /// Which handler branches this incarnation took, for the explorer's coverage report.
     coverage: Coverage,
+    /// The stream [`Buggify`] draws from; `None` when it is off.
+    buggify_rng: Option<ChaCha8Rng>,
     /// `Persist` and `PersistSnapshot` outputs emitted so far.
     persist_count: u64,
     /// With `durability_reported`: appends not yet reported durable, as (their number among
@@ -389,9 +414,20 @@ impl Server {
         let mut secret_rng = rng.clone();
         secret_rng.set_stream(1);
         secret_rng.set_word_pos(0);
+        if let Some(buggify) = config.buggify {
+            assert!(
+                (0.0..=1.0).contains(&buggify.chance),
+                "buggify chance {} is not a probability",
+                buggify.chance
+            );
+        }
+        let buggify_rng = config
+            .buggify
+            .map(|buggify| ChaCha8Rng::seed_from_u64(buggify.seed));
         let mut server = Server {
             rng,
             secret_rng,
+            buggify_rng,
             term: durable.term,
             voted_for: durable.voted_for,
             log: durable.log,
@@ -469,7 +505,13 @@ impl Server {
             ServerInput::Timer(ServerTimer::Heartbeat) => {
                 if self.role == Role::Leader && self.heartbeat_deadline.is_some_and(|at| now >= at)
                 {
-                    self.broadcast_append(now);
+                    if self.buggify(Branch::BuggifySkippedHeartbeat) {
+                        let at = now + self.config.heartbeat_interval;
+                        self.heartbeat_deadline = Some(at);
+                        self.set_timer(ServerTimer::Heartbeat, at);
+                    } else {
+                        self.broadcast_append(now);
+                    }
                 }
             }
             ServerInput::Persisted { through } => {
@@ -896,11 +938,14 @@ impl Server {
     /// have piled up (`snapshot_entries_min`). Only applied, so committed, entries are ever
     /// compacted; followers that still need them get the snapshot instead.
     fn maybe_compact(&mut self) {
-        let Some(entries_min) = self.config.snapshot_entries_min else {
-            return;
-        };
         let applied = self.table.applied_index();
-        if applied - self.log.base_index() < entries_min.max(1) {
+        let due = self
+            .config
+            .snapshot_entries_min
+            .is_some_and(|entries_min| applied - self.log.base_index() >= entries_min.max(1));
+        let odd_moment =
+            !due && applied > self.log.base_index() && self.buggify(Branch::BuggifyOddSnapshot);
+        if !due && !odd_moment {
             return;
         }
         let term = self
@@ -2104,7 +2149,14 @@ impl Server {
         let min = self.config.election_timeout_min;
         let max = self.config.election_timeout_max;
         let jitter_nanos = super::time::duration_nanos(max - min);
-        let timeout = min + Duration::from_nanos(self.rng.random_range(0..=jitter_nanos));
+        let mut timeout = min + Duration::from_nanos(self.rng.random_range(0..=jitter_nanos));
+        if self.buggify(Branch::BuggifySpuriousElectionTimer) {
+            // Anywhere from one heartbeat to the configured minimum.
+            let floor = self.config.heartbeat_interval.min(min);
+            let spread = super::time::duration_nanos(min - floor);
+            let rng = self.buggify_rng.as_mut().expect("buggify is on");
+            timeout = floor + Duration::from_nanos(rng.random_range(0..=spread));
+        }
         self.election_deadline = now + timeout;
         self.set_timer(ServerTimer::Election, self.election_deadline);
     }
@@ -2161,9 +2213,16 @@ impl Server {
             .log
             .term_at(prev_log_index)
             .expect("next_index is within the log");
-        let entries = self
-            .log
-            .entries_from(progress.next_index, self.config.append_entries_max);
+        let mut batch_max = self.config.append_entries_max;
+        if self.buggify(Branch::BuggifyShortBatch) {
+            let rng = self.buggify_rng.as_mut().expect("buggify is on");
+            batch_max = rng.random_range(1..=batch_max);
+        }
+        let progress = self
+            .progress
+            .get_mut(&peer)
+            .expect("leader tracks every peer");
+        let entries = self.log.entries_from(progress.next_index, batch_max);
         progress.next_index += entries.len() as LogIndex;
         let msg = PeerMessage::AppendEntries {
             term: self.term,
@@ -2331,7 +2390,26 @@ impl Server {
     }
 
     fn send(&mut self, to: ServerId, msg: PeerMessage) {
+        if self.buggify(Branch::BuggifyResent) {
+            self.out.push(ServerOutput::Send {
+                to,
+                msg: msg.clone(),
+            });
+        }
         self.out.push(ServerOutput::Send { to, msg });
+    }
+
+    /// Whether to take the rare path `branch` names, drawn from the [`Buggify`] stream; always
+    /// false, and drawing nothing, when it is off. Counts the branch when it fires.
+    fn buggify(&mut self, branch: Branch) -> bool {
+        let (Some(rng), Some(buggify)) = (self.buggify_rng.as_mut(), self.config.buggify) else {
+            return false;
+        };
+        let fires = rng.random_bool(buggify.chance);
+        if fires {
+            self.coverage.hit(branch);
+        }
+        fires
     }
 
     fn persist(&mut self, op: PersistOp) {

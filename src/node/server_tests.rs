@@ -2601,3 +2601,64 @@ fn a_preempt_waiting_to_be_refused_whose_seq_was_reused_meanwhile_hears_seq_reus
         "the release answers only itself"
     );
 }
+
+// ----- buggify and coverage -----
+
+/// A server booted at time zero from an empty disk, with buggify at `chance`.
+fn boot_buggified(id: ServerId, chance: f64) -> Server {
+    let mut config = config(id, 3);
+    config.buggify = Some(super::Buggify { seed: 11, chance });
+    let (server, _) = Server::new(config, DurableState::default(), u64::from(id.0), Time::ZERO);
+    server
+}
+
+/// Buggify at chance 0 takes no rare path: the same seed gives the same effects as without it.
+#[test]
+fn buggify_that_never_fires_changes_nothing() {
+    let mut plain = boot(S2, 3);
+    let mut quiet = boot_buggified(S2, 0.0);
+    for (at, input) in [
+        (10, peer(S1, append(1, (0, 0), noops(&[1, 1]), 1))),
+        (20, peer(S3, request_vote(2, 2, 1))),
+        (FIRST_ELECTION_MS * 3, timer(ServerTimer::Election)),
+    ] {
+        let ours = format!("{:?}", plain.step(ms(at), input.clone()));
+        let theirs = format!("{:?}", quiet.step(ms(at), input));
+        assert_eq!(ours, theirs);
+    }
+    assert_eq!(
+        quiet
+            .coverage()
+            .count(crate::node::coverage::Branch::BuggifyResent),
+        0
+    );
+}
+
+/// At chance 1 every message goes out twice, as a network may duplicate it anyway, and the
+/// coverage counters say so.
+#[test]
+fn buggify_that_always_fires_resends_every_message() {
+    let mut follower = boot_buggified(S2, 1.0);
+    let outputs = follower.step(ms(10), peer(S1, append(1, (0, 0), noops(&[1]), 0)));
+    let messages = sent(&outputs);
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert_eq!(messages[0], messages[1]);
+    let coverage = follower.coverage();
+    use crate::node::coverage::Branch;
+    assert_eq!(coverage.count(Branch::BuggifyResent), 1);
+    assert_eq!(coverage.count(Branch::AppendEntriesAppended), 1);
+    assert_eq!(coverage.count(Branch::AppendEntriesHeartbeat), 0);
+}
+
+/// The coverage counters name the situation: a refused vote for a stale log is counted as
+/// such, not as any refusal.
+#[test]
+fn coverage_counts_a_vote_refused_for_a_log_behind() {
+    use crate::node::coverage::Branch;
+    let mut voter = boot_from(S2, 3, disk(1, None, &[1, 1, 1]));
+    let _ = voter.step(ms(500), peer(S3, request_vote(2, 1, 1)));
+    assert_eq!(voter.coverage().count(Branch::VoteRefusedLogBehind), 1);
+    assert_eq!(voter.coverage().count(Branch::VoteGranted), 0);
+    let _ = voter.step(ms(501), peer(S1, request_vote(2, 3, 1)));
+    assert_eq!(voter.coverage().count(Branch::VoteGranted), 1);
+}
