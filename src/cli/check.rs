@@ -365,11 +365,24 @@ fn json_violation(violation: &LinearizabilityViolation, names: &ClientNames) -> 
             lock,
             window,
             explanation,
+            culprit,
+            furthest,
         } => json!({
             "invariant": violation.invariant(),
             "lock": lock,
             "explanation": explanation,
             "window": lines(window),
+            "culprit": culprit,
+            "furthest": json!({
+                "start": furthest.start.render(names),
+                "steps": furthest.steps.iter().map(|step| json!({
+                    "op": step.op.to_json(names),
+                    "required": step.required,
+                    "after": step.after.render(names),
+                })).collect::<Vec<Value>>(),
+                "unplaced": lines(&furthest.unplaced),
+                "cut_short": furthest.cut_short,
+            }),
             "message": violation.render(names),
         }),
         LinearizabilityViolation::NonMonotonicRead {

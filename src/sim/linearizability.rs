@@ -104,6 +104,12 @@ pub enum LinearizabilityViolation {
         lock: String,
         window: Vec<HistoryOp>,
         explanation: String,
+        /// Where in `window` the answer that cannot be placed is: the operation whose return
+        /// ends the window.
+        culprit: usize,
+        /// How far the search of the window got before it had to give up, as Porcupine shows
+        /// it: the longest order it found that explains a prefix of the window's answers.
+        furthest: PartialLinearization,
     },
     /// `later`, a local check by `client`, reported a holder with an older fencing token than one
     /// the client had already seen in `earlier`.
@@ -135,6 +141,70 @@ impl LinearizabilityViolation {
     }
 }
 
+/// What a lock looks like to a partial linearization: free, or held by a client under a token
+/// (`None`: a token nobody saw, granted by a preempt whose result is unknown).
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub enum LockView {
+    Free,
+    Held { owner: u32, token: Option<u64> },
+}
+
+impl LockView {
+    fn of(state: LockState) -> LockView {
+        match state.holder {
+            None => LockView::Free,
+            Some(Hold { owner, token }) => LockView::Held {
+                owner,
+                token: match token {
+                    HoldToken::Known(token) => Some(token),
+                    HoldToken::AtLeast(_) => None,
+                },
+            },
+        }
+    }
+
+    /// `free`, `held by c1 (token 4)`, `held by c1 (token unseen)`, with names from `names`.
+    pub fn render(self, names: &ClientNames) -> String {
+        match self {
+            LockView::Free => "free".into(),
+            LockView::Held {
+                owner,
+                token: Some(token),
+            } => format!("held by {} (token {token})", names.name(owner)),
+            LockView::Held { owner, token: None } => {
+                format!("held by {} (token unseen)", names.name(owner))
+            }
+        }
+    }
+}
+
+/// One operation placed by a partial linearization, and the lock after it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct LinearizedStep {
+    pub op: HistoryOp,
+    /// False for an operation that only may have taken effect (its result is unknown, or it was
+    /// still running at the window's edge): the search assumed it did, here.
+    pub required: bool,
+    pub after: LockView,
+}
+
+/// The furthest a search for a linearization of a failing window got: the order of operations
+/// that explained the most of the window's answers before no next answer could be placed, from
+/// the starting state it tried that got furthest. Porcupine shows the same thing, to say where
+/// explaining the history breaks down. Deterministic: the same window always gives the same one.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct PartialLinearization {
+    /// The state the search started from: free at the beginning of a history, or the state
+    /// (among those a mid-history window may start from) that got furthest.
+    pub start: LockView,
+    /// Placed operations, in linearization order.
+    pub steps: Vec<LinearizedStep>,
+    /// The answers of the window left unexplained, in call order: none of them can come next.
+    pub unplaced: Vec<HistoryOp>,
+    /// The search ran out of budget before it had tried every order: a longer one may exist.
+    pub cut_short: bool,
+}
+
 impl LinearizabilityViolation {
     /// The violation as the simulator prints it, with clients by their names in `names`.
     pub fn render(&self, names: &ClientNames) -> String {
@@ -143,6 +213,7 @@ impl LinearizabilityViolation {
                 lock,
                 window,
                 explanation,
+                ..
             } => {
                 let mut text =
                     format!("{LINEARIZABILITY} violated on lock `{lock}`: {explanation}");
@@ -278,14 +349,13 @@ pub fn check_named_history(
                     .is_some_and(|deadline| Instant::now() >= deadline);
                 inconclusive_locks.push((*lock).to_string());
             }
-            LockVerdict::NotLinearizable {
-                window,
-                explanation,
-            } => {
+            LockVerdict::NotLinearizable(found) => {
                 violations.push(LinearizabilityViolation::NotLinearizable {
                     lock: (*lock).to_string(),
-                    window,
-                    explanation,
+                    window: found.window,
+                    explanation: found.explanation,
+                    culprit: found.culprit,
+                    furthest: found.furthest,
                 });
             }
         }
@@ -496,11 +566,17 @@ enum Start {
 
 enum LockVerdict {
     Linearizable,
-    NotLinearizable {
-        window: Vec<HistoryOp>,
-        explanation: String,
-    },
+    NotLinearizable(WindowFound),
     Inconclusive,
+}
+
+/// The smallest failing window of a lock, and what to show about it.
+struct WindowFound {
+    window: Vec<HistoryOp>,
+    explanation: String,
+    /// Position in `window` of the answer that cannot be placed.
+    culprit: usize,
+    furthest: PartialLinearization,
 }
 
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
@@ -535,13 +611,7 @@ impl<'a> LockHistory<'a> {
         match self.judge(&roles, Start::Initial, &mut budget) {
             Verdict::Linearizable => LockVerdict::Linearizable,
             Verdict::Inconclusive => LockVerdict::Inconclusive,
-            Verdict::NotLinearizable => {
-                let (window, explanation) = self.smallest_window(limits);
-                LockVerdict::NotLinearizable {
-                    window,
-                    explanation,
-                }
-            }
+            Verdict::NotLinearizable => LockVerdict::NotLinearizable(self.smallest_window(limits)),
         }
     }
 
@@ -600,7 +670,7 @@ impl<'a> LockHistory<'a> {
     /// The window of a lock whose whole history failed; see [`check_history`] for what
     /// "smallest" means. Searches that run out of budget count as not failing, so the window
     /// only ever shrinks to something proven to fail.
-    fn smallest_window(&self, limits: &CheckLimits) -> (Vec<HistoryOp>, String) {
+    fn smallest_window(&self, limits: &CheckLimits) -> WindowFound {
         let mut budget = Budget::new(limits);
         // 1. The first return time at which the history fails. The last one fails: operations
         //    called after every return cannot help explain any answer.
@@ -650,7 +720,68 @@ impl<'a> LockHistory<'a> {
             }
             _ => Vec::new(),
         };
-        self.describe_window(&roles, start, start_ns, culprit, &late)
+        let (window, explanation) = self.describe_window(&roles, start, start_ns, culprit, &late);
+        let culprit_op = self.ops[culprit];
+        let culprit = window
+            .iter()
+            .position(|op| op == culprit_op)
+            .expect("the window holds the answer it cannot place");
+        // A budget of its own: the window is small, and what the searches above spent must not
+        // leave it with nothing to show.
+        let furthest = self.furthest(&roles, start, &mut Budget::new(limits));
+        WindowFound {
+            window,
+            explanation,
+            culprit,
+            furthest,
+        }
+    }
+
+    /// The partial linearization of the problem `roles` describes that explains the most
+    /// required answers, over every state `start` allows (the first of equals, in the order
+    /// [`LockState::any`] lists them).
+    fn furthest(&self, roles: &[Role], start: Start, budget: &mut Budget) -> PartialLinearization {
+        let problem = Problem::new(&self.ops, roles);
+        let initials = match start {
+            Start::Initial => vec![LockState::INITIAL],
+            Start::Any => LockState::any(&problem.clients()),
+        };
+        let mut best: Option<(LockState, Furthest)> = None;
+        let mut cut_short = false;
+        for initial in initials {
+            let mut search = Search::new(&problem);
+            search.furthest = Some(Furthest::default());
+            let verdict = search.run(initial, budget);
+            cut_short |= verdict == Verdict::Inconclusive;
+            let found = search.furthest.take().expect("recording");
+            if best
+                .as_ref()
+                .is_none_or(|(_, seen)| found.required_placed > seen.required_placed)
+            {
+                best = Some((initial, found));
+            }
+        }
+        let (initial, found) = best.expect("at least one starting state");
+        let placed: BTreeSet<u32> = found.steps.iter().map(|&(op, _)| op).collect();
+        let steps = found
+            .steps
+            .iter()
+            .map(|&(op, after)| LinearizedStep {
+                op: self.ops[problem.origins[op as usize]].clone(),
+                required: problem.ops[op as usize].required,
+                after: LockView::of(after),
+            })
+            .collect();
+        let unplaced = (0..problem.ops.len())
+            .filter(|&op| problem.ops[op].required && !placed.contains(&(op as u32)))
+            .map(|op| self.ops[problem.origins[op]].clone())
+            .collect();
+        PartialLinearization {
+            start: LockView::of(initial),
+            steps,
+            unplaced,
+            cut_short,
+        }
     }
 
     /// Why the window cannot start at `next_start_ns`, when the reason is operations with
@@ -845,13 +976,16 @@ struct ProblemOp {
 /// Operations to place, in call order.
 struct Problem {
     ops: Vec<ProblemOp>,
+    /// Per operation: its position in the lock's history it was built from.
+    origins: Vec<usize>,
 }
 
 impl Problem {
     fn new(ops: &[&HistoryOp], roles: &[Role]) -> Problem {
         assert_eq!(ops.len(), roles.len(), "one role per operation");
         let mut problem_ops = Vec::with_capacity(ops.len());
-        for (op, &role) in ops.iter().zip(roles) {
+        let mut origins = Vec::with_capacity(ops.len());
+        for (origin, (op, &role)) in ops.iter().zip(roles).enumerate() {
             if role == Role::Excluded {
                 continue;
             }
@@ -869,13 +1003,17 @@ impl Problem {
                     return_ns: op.return_ns,
                     required,
                 });
+                origins.push(origin);
             }
         }
         debug_assert!(
             problem_ops.is_sorted_by_key(|op| op.call_ns),
             "in call order"
         );
-        Problem { ops: problem_ops }
+        Problem {
+            ops: problem_ops,
+            origins,
+        }
     }
 
     /// Every client named in the problem, as caller or owner.
@@ -1139,6 +1277,18 @@ struct Search<'p> {
     placed_call_max: u64,
     memo: HashMap<MemoKey, Vec<MemoTail>, BuildHasherDefault<FxHasher>>,
     memo_entries: usize,
+    /// When set, the search keeps the configuration that placed the most required operations
+    /// (for [`PartialLinearization`]). Off in every search but the one that describes a window:
+    /// copying the stack at each new best would cost the big searches time.
+    furthest: Option<Furthest>,
+}
+
+/// The deepest configuration a recording search reached: placed operations (problem
+/// positions), each with the state after it.
+#[derive(Default)]
+struct Furthest {
+    required_placed: u32,
+    steps: Vec<(u32, LockState)>,
 }
 
 impl<'p> Search<'p> {
@@ -1189,6 +1339,7 @@ impl<'p> Search<'p> {
             placed_call_max: 0,
             memo: HashMap::default(),
             memo_entries: 0,
+            furthest: None,
         }
     }
 
@@ -1232,7 +1383,7 @@ impl<'p> Search<'p> {
         entries
     }
 
-    fn run(mut self, initial: LockState, budget: &mut Budget) -> Verdict {
+    fn run(&mut self, initial: LockState, budget: &mut Budget) -> Verdict {
         let mut walk = Walk {
             state: initial,
             stack: Vec::new(),
@@ -1430,7 +1581,30 @@ impl<'p> Search<'p> {
         walk.state = after;
         walk.phase = Phase::Required;
         walk.cursor = self.next[HEAD as usize];
+        self.record_furthest(walk);
         Placement::Placed
+    }
+
+    /// With recording on, keeps the walk's placements if they explain more required answers
+    /// than any configuration before: the first such configuration wins, so the result depends
+    /// only on the problem.
+    fn record_furthest(&mut self, walk: &Walk) {
+        let required_placed = self.required_count - self.required_open;
+        let Some(furthest) = &mut self.furthest else {
+            return;
+        };
+        if required_placed <= furthest.required_placed {
+            return;
+        }
+        furthest.required_placed = required_placed;
+        furthest.steps.clear();
+        for (position, frame) in walk.stack.iter().enumerate() {
+            let after = walk
+                .stack
+                .get(position + 1)
+                .map_or(walk.state, |next| next.state_before);
+            furthest.steps.push((frame.op, after));
+        }
     }
 
     /// Takes back placed operations up to and including the latest one that changed the state
@@ -2061,7 +2235,10 @@ mod tests {
                 required: false,
             })
             .collect();
-        let problem = Problem { ops };
+        let problem = Problem {
+            origins: (0..ops.len()).collect(),
+            ops,
+        };
         let mut search = Search::new(&problem);
         search.optional_linearized = vec![2, 0];
         let one = search.memo_key(LockState::INITIAL);
@@ -2365,6 +2542,174 @@ mod tests {
         assert!(windows > 100, "{windows} windows");
     }
 
+    fn answered(
+        client: u32,
+        op: HistoryOpKind,
+        call_ns: u64,
+        return_ns: u64,
+        result: HistoryResult,
+    ) -> HistoryOp {
+        HistoryOp {
+            client,
+            op,
+            lock: "a".into(),
+            consistency: (op == HistoryOpKind::Check).then_some(Consistency::Linearizable),
+            call_ns,
+            return_ns: Some(return_ns),
+            result,
+        }
+    }
+
+    /// c1 is granted `a`, and later c2 is granted it too, with nobody releasing it between:
+    /// the search gets as far as c1's grant, and c2's cannot follow.
+    #[test]
+    fn the_furthest_partial_linearization_stops_before_the_answer_that_cannot_be_placed() {
+        let history = vec![
+            answered(
+                1,
+                HistoryOpKind::Preempt,
+                10,
+                20,
+                HistoryResult::Granted { token: 1 },
+            ),
+            answered(
+                2,
+                HistoryOpKind::Check,
+                30,
+                40,
+                HistoryResult::Owner {
+                    owner: 1,
+                    token: Some(1),
+                },
+            ),
+            answered(
+                2,
+                HistoryOpKind::Preempt,
+                50,
+                60,
+                HistoryResult::Granted { token: 2 },
+            ),
+        ];
+        let report = check_history(&history);
+        let [
+            LinearizabilityViolation::NotLinearizable {
+                window,
+                culprit,
+                furthest,
+                ..
+            },
+        ] = &report.violations[..]
+        else {
+            panic!("one violation: {report:?}");
+        };
+        assert_eq!(
+            window[*culprit], history[2],
+            "c2's grant is what cannot be placed"
+        );
+        let placed: Vec<(&HistoryOp, LockView)> = furthest
+            .steps
+            .iter()
+            .map(|step| (&step.op, step.after))
+            .collect();
+        let held = LockView::Held {
+            owner: 1,
+            token: Some(1),
+        };
+        // The window starts mid-history (c2's check needs no earlier grant): from c1 holding
+        // `a` under a token nobody saw, the check fixes the token.
+        assert_eq!(
+            furthest.start,
+            LockView::Held {
+                owner: 1,
+                token: None
+            }
+        );
+        assert_eq!(placed, vec![(&history[1], held)]);
+        assert_eq!(furthest.unplaced, vec![history[2].clone()]);
+        assert!(!furthest.cut_short);
+        assert_eq!(
+            furthest.start.render(ClientNames::simulator()),
+            "held by c1 (token unseen)"
+        );
+        assert_eq!(
+            held.render(ClientNames::simulator()),
+            "held by c1 (token 1)"
+        );
+    }
+
+    /// The lock state a [`LockView`] start stands for, as [`LockState::any`] builds it.
+    fn state_of_start(view: LockView) -> LockState {
+        match view {
+            LockView::Free => LockState::INITIAL,
+            LockView::Held { owner, token: None } => LockState {
+                holder: Some(Hold {
+                    owner,
+                    token: HoldToken::AtLeast(0),
+                }),
+                token_next_min: 1,
+            },
+            LockView::Held { token: Some(_), .. } => panic!("a search starts from unseen tokens"),
+        }
+    }
+
+    /// A pair assertion on what the search records: replaying the furthest partial
+    /// linearization through the model gives the states it reports, and none of the answers it
+    /// left unexplained could have come next (else the search would have got further).
+    #[test]
+    fn every_furthest_partial_linearization_replays_and_cannot_be_extended() {
+        let mut rng = ChaCha8Rng::seed_from_u64(13);
+        let mut checked = 0;
+        let mut extended_somewhere = 0;
+        for _ in 0..1_000 {
+            let count = rng.random_range(2..=12);
+            let ops = random_history(&mut rng, count);
+            for violation in check_history(&ops).violations {
+                let LinearizabilityViolation::NotLinearizable {
+                    window, furthest, ..
+                } = violation
+                else {
+                    continue;
+                };
+                assert!(!furthest.cut_short);
+                let mut state = state_of_start(furthest.start);
+                for step in &furthest.steps {
+                    let action = Action::answered(&step.op)
+                        .or_else(|| Action::maybe(step.op.op))
+                        .expect("a placed operation acts");
+                    state = state
+                        .step(step.op.client, action)
+                        .unwrap_or_else(|| panic!("step {step:?} fails to replay: {window:#?}"));
+                    assert_eq!(LockView::of(state), step.after, "{window:#?}");
+                }
+                assert!(
+                    !furthest.unplaced.is_empty(),
+                    "a failing window has an answer left"
+                );
+                let first_return = furthest
+                    .unplaced
+                    .iter()
+                    .filter_map(|op| op.return_ns)
+                    .min()
+                    .expect("unplaced answers have returned");
+                for op in &furthest.unplaced {
+                    assert!(window.contains(op), "unplaced answers are the window's");
+                    if op.call_ns <= first_return {
+                        let action = Action::answered(op).expect("an answer");
+                        assert_eq!(
+                            state.step(op.client, action),
+                            None,
+                            "{op:?} could come next after {furthest:#?}"
+                        );
+                    }
+                }
+                extended_somewhere += usize::from(!furthest.steps.is_empty());
+                checked += 1;
+            }
+        }
+        assert!(checked > 100, "{checked} windows");
+        assert!(extended_somewhere > 50, "{extended_somewhere} with steps");
+    }
+
     #[test]
     fn boundary_counts_the_leading_indices_that_hold() {
         for count in 0..6 {
@@ -2407,6 +2752,7 @@ mod tests {
                     true,
                 ),
             ],
+            origins: vec![0, 1, 2],
         };
         let held = state(Some((1, 5)), 6);
         assert!(brute_force(&problem, held), "release, grant, read");
