@@ -14,6 +14,7 @@ use lockstep::sim::history::{self, ClientNames, History, HistoryOp};
 use lockstep::sim::linearizability::{
     self, CheckLimits, LinearizabilityReport, LinearizabilityViolation,
 };
+use lockstep::sim::timeline;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::io::{BufWriter, Read, Write};
@@ -63,6 +64,7 @@ Examples:
   lockstep run scenarios/02-leader-crash-after-grant.yaml --history run.jsonl
   lockstep check run.jsonl
   lockstep check --timeout 30s --json jepsen-export.jsonl
+  lockstep check --html run.html run.jsonl                   # and draw it
   lockstep check --generate 100000 --locks 100 > big.jsonl   # a linearizable history to time"
 )]
 pub struct CheckArgs {
@@ -76,6 +78,12 @@ pub struct CheckArgs {
     /// Print the verdict as one JSON document on stdout.
     #[arg(long)]
     json: bool,
+    /// Also write the history's timeline to FILE: one self-contained HTML page with a lane per
+    /// client, operations coloured by result, and for a violation the failing step, the
+    /// smallest window that cannot be linearized and the furthest partial linearization. A
+    /// history has no servers or messages, so it shows none.
+    #[arg(long, value_name = "FILE", conflicts_with = "generate")]
+    html: Option<PathBuf>,
     /// Instead of checking, write a random linearizable history of N operations to stdout
     /// (seeded; about 3% unknown results, half the checks local), to measure the checker.
     #[arg(long, value_name = "N", conflicts_with = "history")]
@@ -137,6 +145,14 @@ pub fn run(args: CheckArgs) -> u8 {
     let report = linearizability::check_named_history(&history.ops, &history.clients, &limits);
     let verdict = Verdict::of(&report);
     let summary = Summary::of(&history, &report, started.elapsed(), read_seconds);
+    if let Some(html) = &args.html {
+        let title = format!("lockstep check: {shown}");
+        let page = timeline::from_history(&title, &history.ops, &history.clients, &report);
+        if let Err(error) = timeline::write_html(html, &page) {
+            let message = format!("{}: cannot write the timeline: {error}", html.display());
+            return bad_input(&message, args.json);
+        }
+    }
     if args.json {
         let document = json_verdict(&shown, verdict, &summary, &report, &history, args.timeout);
         println!("{document:#}");

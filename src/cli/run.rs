@@ -9,6 +9,7 @@ use clap::Args;
 use lockstep::sim::report::RunReport;
 use lockstep::sim::runner::{self, RunOptions};
 use lockstep::sim::scenario::{self, Scenario};
+use lockstep::sim::timeline;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -31,6 +32,14 @@ pub struct RunArgs {
     /// scenarios, each goes to FILE with the scenario's name before the extension.
     #[arg(long, value_name = "FILE")]
     history: Option<PathBuf>,
+    /// Write each scenario's timeline as one self-contained HTML page: servers and clients
+    /// against simulated time, messages, roles and terms, faults, operations by result, and
+    /// the failing step highlighted. A PATH ending in .html is the file (with several
+    /// scenarios, each gets its name before the extension); any other PATH is a directory,
+    /// created if needed, holding <scenario name>.html. Keeps every event in memory while the
+    /// scenario runs (up to two million), so only a run that asks for it pays.
+    #[arg(long, value_name = "DIR_OR_FILE")]
+    html: Option<PathBuf>,
 }
 
 pub fn run(args: RunArgs) -> u8 {
@@ -86,6 +95,9 @@ pub fn run(args: RunArgs) -> u8 {
             None => loaded,
         };
         let mut options = RunOptions::default();
+        if args.html.is_some() {
+            options.keep_trace_events = Some(timeline::EVENTS_MAX);
+        }
         if let Some((trace_path, file)) = &mut trace_file {
             let header = serde_json::json!({
                 "t": 0, "kind": "run", "scenario": loaded.name, "file": path.display().to_string(),
@@ -118,6 +130,19 @@ pub fn run(args: RunArgs) -> u8 {
                     target.display()
                 );
                 return EXIT_BAD_INPUT;
+            }
+        }
+        if let Some(html_path) = &args.html {
+            let target = html_file(html_path, &report.name, scenario_count);
+            if let Err(error) = write_timeline(&target, &loaded, &report) {
+                eprintln!(
+                    "error: {}: cannot write the timeline: {error}",
+                    target.display()
+                );
+                return EXIT_BAD_INPUT;
+            }
+            if !args.json {
+                println!("timeline: {}", target.display());
             }
         }
         if !args.json {
@@ -159,4 +184,31 @@ fn write_history(path: &std::path::Path, report: &RunReport) -> std::io::Result<
     let mut out = BufWriter::new(File::create(path)?);
     lockstep::sim::history::write_jsonl(&report.history, &mut out)?;
     out.flush()
+}
+
+/// Where `--html PATH` puts one scenario's page: PATH itself when it ends in `.html` (or
+/// `.htm`), with the scenario's name before the extension when there are several; otherwise
+/// `PATH/<scenario name>.html`.
+fn html_file(path: &std::path::Path, scenario: &str, scenario_count: usize) -> PathBuf {
+    let is_file = path
+        .extension()
+        .is_some_and(|extension| extension == "html" || extension == "htm");
+    if is_file {
+        history_file(path, scenario, scenario_count)
+    } else {
+        path.join(format!("{scenario}.html"))
+    }
+}
+
+fn write_timeline(
+    path: &std::path::Path,
+    scenario: &Scenario,
+    report: &RunReport,
+) -> std::io::Result<()> {
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)?;
+    }
+    timeline::write_html(path, &timeline::from_run(scenario, report))
 }

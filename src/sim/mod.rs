@@ -21,6 +21,7 @@ pub mod scenario;
 pub mod scenario_yaml;
 pub mod shard;
 pub mod swarm;
+pub mod timeline;
 pub mod trace;
 pub mod workload;
 

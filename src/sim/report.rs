@@ -79,6 +79,10 @@ pub struct RunReport {
     /// What the clients observed, for `--history` (not part of the JSON summary).
     #[serde(skip)]
     pub history: Vec<super::history::HistoryOp>,
+    /// Every trace event, when [`super::runner::RunOptions::keep_trace_events`] asked for them
+    /// (for `--html`; not part of the JSON summary).
+    #[serde(skip)]
+    pub trace: Option<super::trace::KeptTrace>,
 }
 
 /// The `p`-quantile (0..=1) of sorted durations, in milliseconds; 0 for none.

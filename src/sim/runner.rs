@@ -41,6 +41,9 @@ pub struct RunOptions {
     pub events_max: u64,
     /// Check the client-observed history for linearizability and monotonic reads at the end.
     pub check_linearizability: bool,
+    /// Keep up to this many trace events in memory for a timeline ([`RunReport::trace`]).
+    /// `None`, the default, keeps none and costs nothing.
+    pub keep_trace_events: Option<usize>,
 }
 
 impl Default for RunOptions {
@@ -50,6 +53,7 @@ impl Default for RunOptions {
             queue_max: 5_000_000,
             events_max: 500_000_000,
             check_linearizability: true,
+            keep_trace_events: None,
         }
     }
 }
@@ -118,7 +122,10 @@ pub fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, RunErr
         snapshot_entries: scenario.timing.snapshot_entries,
         rogues: scenario.rogues.clone(),
     };
-    let recorder = Recorder::new(options.trace);
+    let mut recorder = Recorder::new(options.trace);
+    if let Some(events_max) = options.keep_trace_events {
+        recorder.keep_events(events_max);
+    }
     let end_of_duration = Time::from_duration(scenario.duration);
     let mut runner = match Cluster::new(&spec, scenario.seed, recorder, options.queue_max) {
         Ok(cluster) => Runner {
@@ -147,6 +154,7 @@ pub fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, RunErr
     let mut report = runner.report(wall_start);
     report.trace_events_written = runner.cluster.recorder.finish()?;
     report.history = runner.history();
+    report.trace = runner.cluster.recorder.take_kept();
     Ok(report)
 }
 
@@ -799,6 +807,7 @@ impl Runner<'_> {
             violation,
             trace_events_written: 0,
             history: Vec::new(),
+            trace: None,
         }
     }
 }

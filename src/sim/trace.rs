@@ -126,13 +126,26 @@ fn redact_secrets(value: &mut serde_json::Value) {
     }
 }
 
-/// Records trace events: the ring of recent ones, and optionally every one as JSON Lines.
+/// Every event of a run, kept in memory for a timeline (`--html`), up to a bound.
+#[derive(Clone, Debug, Default)]
+pub struct KeptTrace {
+    /// In the order they happened.
+    pub events: Vec<(Time, TraceEvent)>,
+    /// Events past the bound, not kept.
+    pub dropped: u64,
+}
+
+/// Records trace events: the ring of recent ones, optionally every one as JSON Lines, and
+/// optionally every one in memory ([`Recorder::keep_events`]).
 pub struct Recorder {
     recent: VecDeque<(Time, TraceEvent)>,
     recent_max: usize,
     writer: Option<Box<dyn Write>>,
     write_error: Option<std::io::Error>,
     written_count: u64,
+    /// `None` unless a timeline asked for the events: a run without one pays a branch.
+    kept: Option<KeptTrace>,
+    kept_max: usize,
 }
 
 impl Recorder {
@@ -143,7 +156,21 @@ impl Recorder {
             writer,
             write_error: None,
             written_count: 0,
+            kept: None,
+            kept_max: 0,
         }
+    }
+
+    /// Keeps every event from now on in memory, up to `events_max` of them (later ones are
+    /// counted, not kept), for [`Recorder::take_kept`].
+    pub fn keep_events(&mut self, events_max: usize) {
+        self.kept = Some(KeptTrace::default());
+        self.kept_max = events_max;
+    }
+
+    /// The events kept since [`Recorder::keep_events`]; `None` if it was never called.
+    pub fn take_kept(&mut self) -> Option<KeptTrace> {
+        self.kept.take()
     }
 
     /// True when every event is being written out, so callers can skip building payloads.
@@ -168,6 +195,13 @@ impl Recorder {
                     self.write_error = Some(error);
                     self.writer = None;
                 }
+            }
+        }
+        if let Some(kept) = &mut self.kept {
+            if kept.events.len() < self.kept_max {
+                kept.events.push((now, event.clone()));
+            } else {
+                kept.dropped += 1;
             }
         }
         if self.recent.len() == self.recent_max {
