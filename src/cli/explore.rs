@@ -44,7 +44,9 @@ pub struct ExploreArgs {
     /// Length of the safety phase under faults (the liveness phase adds 4s).
     #[arg(long, value_name = "D", default_value = "10s", value_parser = crate::parse_duration_flag)]
     duration: std::time::Duration,
-    /// Where to write each failing seed's minimized scenario, as <seed>.yaml.
+    /// Where to write each failing seed's minimized scenario, as <seed>.yaml, with the
+    /// original run's history (<seed>.history.jsonl) and the minimized run's timeline, a
+    /// self-contained HTML page with the failing step highlighted (<seed>.html).
     #[arg(long, value_name = "DIR", default_value = "failures")]
     out: PathBuf,
     /// Re-runs a minimization may spend on one failing seed.
@@ -278,8 +280,9 @@ fn render_minimized(result: &SeedResult) -> String {
     }
     match &result.written_to {
         Some(path) => text.push_str(&format!(
-            "\n         replay: lockstep run {}",
-            path.display()
+            "\n         replay: lockstep run {}\n         timeline: {}",
+            path.display(),
+            path.with_extension("html").display()
         )),
         None => {
             let failure = result.failure.as_ref().expect("only failures are rendered");
@@ -676,6 +679,7 @@ mod tests {
         assert!(lines.contains("minimized in 4 runs, 30.5s"), "{lines}");
         assert!(lines.contains("cut short by the time budget (--minimize-time)"));
         assert!(lines.contains("replay: lockstep run /out/102.yaml"));
+        assert!(lines.contains("timeline: /out/102.html"));
     }
 
     fn plan_for_test() -> ExploreOptions {

@@ -798,6 +798,7 @@ pub fn run_seed(
     );
     // The original run's client history too, for external checkers and timelines.
     let history_path = options.out_dir.join(format!("{seed}.history.jsonl"));
+    let html_path = options.out_dir.join(format!("{seed}.html"));
     let written = std::fs::create_dir_all(&options.out_dir)
         .and_then(|()| {
             let text = format!("{header}{}", minimized.scenario.to_yaml());
@@ -807,7 +808,8 @@ pub fn run_seed(
             let mut out = std::io::BufWriter::new(std::fs::File::create(&history_path)?);
             super::history::write_jsonl(&report.history, &mut out)?;
             std::io::Write::flush(&mut out)
-        });
+        })
+        .and_then(|()| write_timeline(&minimized.scenario, &html_path));
     match written {
         Ok(()) => result.written_to = Some(path),
         Err(error) => {
@@ -822,6 +824,17 @@ pub fn run_seed(
         }
     }
     result
+}
+
+/// The timeline of the minimized scenario, the run `lockstep run <seed>.yaml` replays: one
+/// more run of a small scenario, keeping its events this time.
+fn write_timeline(scenario: &Scenario, path: &std::path::Path) -> std::io::Result<()> {
+    let options = RunOptions {
+        keep_trace_events: Some(super::timeline::EVENTS_MAX),
+        ..RunOptions::default()
+    };
+    let report = runner::run(scenario, options).expect("no trace file, so no I/O error");
+    super::timeline::write_html(path, &super::timeline::from_run(scenario, &report))
 }
 
 /// What a worker sends the thread that keeps the totals.
@@ -1355,6 +1368,12 @@ events:
         assert_eq!(
             judge(&replayed).1.map(|f| f.kind).as_deref(),
             Some("expectation")
+        );
+        // Its timeline beside it, with the failing step marked.
+        let page = std::fs::read_to_string(written.with_extension("html")).expect("the timeline");
+        assert!(
+            page.contains("\"invariant\":\"expectation\""),
+            "the failing step is marked"
         );
         let _ = std::fs::remove_dir_all(out_dir);
     }
