@@ -411,22 +411,25 @@ pub fn build(input: TimelineInput<'_>) -> Timeline {
         .collect();
     // Stable: messages sent at the same instant keep the caller's order.
     messages.sort_by_key(|row| row.0);
-    let (role_names, role_index) = table(input.roles.iter().map(|r| r.role.clone()));
-    let mut roles: Vec<RoleRow> = input
-        .roles
+    let role_changes = roles_with_crashes(&input);
+    let (role_names, role_index) = table(role_changes.iter().map(|(r, _)| r.role.clone()));
+    let mut roles: Vec<(RoleRow, bool)> = role_changes
         .iter()
-        .filter_map(|change| {
+        .filter_map(|(change, reported)| {
             let lane = lanes.get(&change.server)?;
-            Some(RoleRow(
+            let row = RoleRow(
                 at(change.at_ns),
                 lane,
                 role_index[&change.role],
                 change.term,
-            ))
+            );
+            Some((row, *reported))
         })
         .collect();
-    roles.sort_by_key(|row| row.0);
-    let faults = input
+    // At one instant, what the server reported comes after what a fault implies.
+    roles.sort_by_key(|(row, reported)| (row.0, *reported));
+    let roles: Vec<RoleRow> = roles.into_iter().map(|(row, _)| row).collect();
+    let mut faults: Vec<FaultRow> = input
         .faults
         .iter()
         .map(|fault| FaultRow {
@@ -437,7 +440,8 @@ pub fn build(input: TimelineInput<'_>) -> Timeline {
             lanes: fault.nodes.iter().filter_map(|n| lanes.get(n)).collect(),
         })
         .collect();
-    let markers = input
+    faults.sort_by_key(|fault| fault.start_ns);
+    let mut markers: Vec<MarkerRow> = input
         .markers
         .iter()
         .map(|marker| MarkerRow {
@@ -446,6 +450,7 @@ pub fn build(input: TimelineInput<'_>) -> Timeline {
             label: marker.label.clone(),
         })
         .collect();
+    markers.sort_by_key(|marker| marker.at_ns);
     let ids = OpIds::new(input.history, &ops.order);
     let window = window_mark(&input, &ids, origin_ns);
     let failure = failure_mark(&input, &ids, &lanes, origin_ns);
@@ -472,6 +477,45 @@ pub fn build(input: TimelineInput<'_>) -> Timeline {
         window,
         notes: input.notes,
     }
+}
+
+/// The role changes given (marked `true`), and those a crash implies (`false`): a crashed
+/// server is `down` from its crash, and a follower in its last term when it restarts (Raft
+/// restarts every server as a follower; a role it reports at that instant overrides this).
+fn roles_with_crashes(input: &TimelineInput<'_>) -> Vec<(RoleChange, bool)> {
+    let mut changes: Vec<(RoleChange, bool)> = input
+        .roles
+        .iter()
+        .map(|change| (change.clone(), true))
+        .collect();
+    let term_before = |server: &str, at_ns: u64| {
+        input
+            .roles
+            .iter()
+            .filter(|change| change.server == server && change.at_ns <= at_ns)
+            .max_by_key(|change| change.at_ns)
+            .map_or(0, |change| change.term)
+    };
+    for fault in input.faults.iter().filter(|fault| fault.kind == "crash") {
+        for server in fault
+            .nodes
+            .iter()
+            .filter(|node| input.servers.contains(node))
+        {
+            let term = term_before(server, fault.start_ns);
+            let implied = |at_ns: u64, role: &str| RoleChange {
+                at_ns,
+                server: server.clone(),
+                role: role.into(),
+                term,
+            };
+            changes.push((implied(fault.start_ns, "down"), false));
+            if let Some(end_ns) = fault.end_ns {
+                changes.push((implied(end_ns, "follower"), false));
+            }
+        }
+    }
+    changes
 }
 
 /// Every time the input holds, to find the origin and the end.

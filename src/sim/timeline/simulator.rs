@@ -52,7 +52,7 @@ pub fn from_run(scenario: &Scenario, report: &RunReport) -> Timeline {
     input.end_ns = Some(end_ns);
     match &report.trace {
         Some(kept) => {
-            let events = from_trace(&kept.events, end_ns);
+            let events = from_trace(&kept.events);
             input.messages = events.messages;
             input.roles = events.roles;
             input.faults = events.faults;
@@ -102,7 +102,7 @@ pub(super) struct FromTrace {
     unpaired: u64,
 }
 
-pub(super) fn from_trace(events: &[(Time, TraceEvent)], end_ns: u64) -> FromTrace {
+pub(super) fn from_trace(events: &[(Time, TraceEvent)]) -> FromTrace {
     let mut messages: Vec<Message> = Vec::new();
     // Per (from, to, kind): the messages sent and not yet arrived, oldest first.
     let mut pending: BTreeMap<(String, String, &str), VecDeque<usize>> = BTreeMap::new();
@@ -183,7 +183,7 @@ pub(super) fn from_trace(events: &[(Time, TraceEvent)], end_ns: u64) -> FromTrac
             message.fate = Fate::InFlight;
         }
     }
-    let (faults, fault_markers) = parse_faults(&fault_texts, end_ns);
+    let (faults, fault_markers) = parse_faults(&fault_texts);
     markers.extend(fault_markers);
     FromTrace {
         messages,
@@ -197,10 +197,10 @@ pub(super) fn from_trace(events: &[(Time, TraceEvent)], end_ns: u64) -> FromTrac
 /// Turns the runner's fault lines (`crash s2 (the leader)`, `restart s2`, `partition [s1] |
 /// [s2 s3]`, `isolate c1`, `cut s1 -> s2, s3`, `heal all`, `pause s2`, `resume s2`) into spans:
 /// a crash lasts until its restart, a pause until its resume, and a partition, isolation or
-/// cut until the next heal (a new partition replaces the one before). Spans still open at
-/// `end_ns` last to the end. Any other line (a network change, a skipped fault, a fault kind
+/// cut until the next heal (a new partition replaces the one before). Spans still open at the
+/// end have no end (they last to the end of the run). Any other line (a network change, a skipped fault, a fault kind
 /// this does not know) becomes a marker at its instant, so nothing is left out.
-pub fn parse_faults(lines: &[(u64, String)], end_ns: u64) -> (Vec<FaultSpan>, Vec<Marker>) {
+pub fn parse_faults(lines: &[(u64, String)]) -> (Vec<FaultSpan>, Vec<Marker>) {
     let mut spans: Vec<FaultSpan> = Vec::new();
     let mut markers = Vec::new();
     // Open spans: per node for crashes and pauses; network ones in order.
@@ -269,11 +269,6 @@ pub fn parse_faults(lines: &[(u64, String)], end_ns: u64) -> (Vec<FaultSpan>, Ve
                 markers.push(fault_marker(at, line));
             }
             _ => markers.push(fault_marker(at, line)),
-        }
-    }
-    for span in &mut spans {
-        if span.end_ns.is_none() {
-            span.end_ns = Some(end_ns.max(span.start_ns));
         }
     }
     (spans, markers)

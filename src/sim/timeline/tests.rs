@@ -272,7 +272,7 @@ fn fault_lines_become_spans_until_their_end_and_anything_else_a_marker() {
     .iter()
     .map(|(at, line)| (*at, line.to_string()))
     .collect();
-    let (spans, markers) = parse_faults(&lines, 100);
+    let (spans, markers) = parse_faults(&lines);
     let summary: Vec<(&str, u64, Option<u64>, Vec<&str>)> = spans
         .iter()
         .map(|span| {
@@ -286,7 +286,7 @@ fn fault_lines_become_spans_until_their_end_and_anything_else_a_marker() {
             ("crash", 10, Some(50), vec!["s2"]),
             ("partition", 20, Some(40), vec![]),
             ("isolate", 30, Some(40), vec!["c1"]),
-            ("pause", 80, Some(100), vec!["s3"]),
+            ("pause", 80, None, vec!["s3"]),
         ]
     );
     let marked: Vec<u64> = markers.iter().map(|marker| marker.at_ns).collect();
@@ -332,7 +332,7 @@ fn arrivals_pair_with_the_oldest_send_on_their_link_and_every_fate_is_kept() {
         ),
         (Time::from_nanos(8), send("in_flight")),
     ];
-    let from = simulator::from_trace(&events, 10).messages;
+    let from = simulator::from_trace(&events).messages;
     let rows: Vec<(u64, Option<u64>, Fate)> = from
         .iter()
         .map(|m| (m.send_ns, m.arrive_ns, m.fate))
@@ -374,5 +374,59 @@ fn overlapping_operations_of_one_client_stack_in_rows() {
         drawn_until,
         [10, 8, 12, 13],
         "the unknown release is drawn until the client's next call"
+    );
+}
+
+#[test]
+fn a_crashed_server_is_down_until_it_restarts_as_a_follower() {
+    let names = crate::sim::history::ClientNames::simulator();
+    let mut input = TimelineInput::new("crash", &[], names);
+    input.servers = vec!["s1".into(), "s2".into()];
+    let role = |at_ns, server: &str, role: &str, term| RoleChange {
+        at_ns,
+        server: server.into(),
+        role: role.into(),
+        term,
+    };
+    input.roles = vec![
+        role(0, "s1", "leader", 1),
+        role(0, "s2", "follower", 1),
+        // What s2 reports at the instant it restarts wins over what the restart implies.
+        role(40, "s2", "candidate", 2),
+    ];
+    let crash = |server: &str, start_ns, end_ns| FaultSpan {
+        kind: "crash".into(),
+        label: format!("crash {server}"),
+        start_ns,
+        end_ns,
+        nodes: vec![server.into()],
+    };
+    input.faults = vec![crash("s1", 10, Some(20)), crash("s2", 30, Some(40))];
+    input.origin_ns = Some(0);
+    let timeline = build(input);
+    let roles: Vec<(u64, &str, &str, u64)> = timeline
+        .roles
+        .iter()
+        .map(|row| {
+            let lane = timeline.lanes[row.1 as usize].name.as_str();
+            (
+                row.0,
+                lane,
+                timeline.role_names[row.2 as usize].as_str(),
+                row.3,
+            )
+        })
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            (0, "s1", "leader", 1),
+            (0, "s2", "follower", 1),
+            (10, "s1", "down", 1),
+            (20, "s1", "follower", 1),
+            (30, "s2", "down", 1),
+            (40, "s2", "follower", 1),
+            (40, "s2", "candidate", 2),
+        ]
     );
 }

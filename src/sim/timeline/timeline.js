@@ -14,7 +14,8 @@
 //
 // Interaction: wheel zooms around the pointer, drag pans, buttons and keys (+ - 0 f, arrows)
 // zoom, fit and jump to the failure; filters hide lanes, message kinds and fates, and show
-// one lock's operations. A click shows an item's details below the chart.
+// one lock's operations. A click shows an item's details below the chart. The page opens on
+// the failing step, or on the whole run; #view=FROM,TO in the URL (nanoseconds) opens it there.
 //
 // For tests and measurements it leaves attributes on <html>: data-timeline-ready,
 // data-lanes, data-first-render-ms, data-render-mode, data-render-count, and with
@@ -47,7 +48,8 @@
     leader: '#2e7d32',
     candidate: '#f9a825',
     pre_candidate: '#fbc02d',
-    follower: '#90a4ae'
+    follower: '#90a4ae',
+    down: '#37474f'
   };
   var RESULT_COLORS = {
     granted: '#43a047',
@@ -671,7 +673,8 @@
           g.fillRect(span[0], box.top + 12, width, box.height - 13);
           g.globalAlpha = 1;
         }
-        label(g, role + ' \u00b7 term ' + change[2], span[0] + 3, box.top + 24, width - 6, '#37474f');
+        label(g, role === 'down' ? 'down' : role + ' \u00b7 term ' + change[2], span[0] + 3,
+          box.top + 24, width - 6, '#37474f');
       }
     });
   }
@@ -919,6 +922,7 @@
       g.fillText(formatTime(tick), x + 3, TICK_LABEL_Y);
     }
     var labelEnd = -Infinity;
+    markerLabels.sort(function (a, b) { return a[0] - b[0]; });
     markerLabels.forEach(function (marker) {
       if (marker[0] < labelEnd) { return; }
       g.strokeStyle = '#8d6e63';
@@ -1146,7 +1150,10 @@
 
   // ----- start: lay out, draw once at once (not on a frame), show the failing step -----
   layoutLanes();
-  if (failure) {
+  var asked = /^#view=(-?[0-9.e+]+),(-?[0-9.e+]+)$/.exec(window.location.hash);
+  if (asked) {
+    setView(Number(asked[1]), Number(asked[2]));
+  } else if (failure) {
     focusFailure();
   } else {
     fitAll();
