@@ -227,16 +227,12 @@ pub fn parse_faults(lines: &[(u64, String)]) -> (Vec<FaultSpan>, Vec<Marker>) {
             "crash" | "pause" if !skipped && !node.is_empty() => {
                 let kind = if verb == "crash" { "crash" } else { "pause" };
                 let label = if kind == "crash" { "crashed" } else { "paused" };
-                let key = (node.clone(), kind);
-                if !down.contains_key(&key) {
-                    let index = open(
-                        &mut spans,
-                        kind,
-                        &format!("{label}: {line}"),
-                        at,
-                        vec![node],
-                    );
-                    down.insert(key, index);
+                // A second crash of a node already down changes nothing.
+                if let std::collections::btree_map::Entry::Vacant(entry) =
+                    down.entry((node.clone(), kind))
+                {
+                    let text = format!("{label}: {line}");
+                    entry.insert(open(&mut spans, kind, &text, at, vec![node]));
                 }
             }
             "restart" | "resume" if !node.is_empty() => {
