@@ -39,7 +39,8 @@ enum Command {
     ///
     /// Each scenario prints a summary table and a PASS or FAIL line with its seed. A failure
     /// shows the violated invariant, the simulated time and the last events before it; rerun
-    /// with the same --seed and --trace to see every event.
+    /// with the same --seed and --trace to see every event, or --html to see the run as a
+    /// timeline (one self-contained page, opening on the failing step).
     Run(cli::run::RunArgs),
     /// Swarm-test many random seeds in parallel, minimize every failure, and write each as a
     /// scenario file that `lockstep run` replays.
@@ -80,6 +81,7 @@ enum Command {
     ///
     /// Exit codes: 0 linearizable, 1 not (the lock and the smallest failing window are printed),
     /// 2 bad input (the line and field are named), 3 unknown (--timeout or the search bound).
+    /// --html FILE also draws the history as a timeline.
     Check(cli::check::CheckArgs),
 }
 
