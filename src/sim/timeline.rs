@@ -239,6 +239,9 @@ pub struct Timeline {
     pub ops: Vec<OpRow>,
     pub failure: Option<FailureMark>,
     pub window: Option<WindowMark>,
+    /// Locks the history checkers could not decide (out of time or steps): with no failure,
+    /// the page says the verdict is unknown rather than clean.
+    pub undecided_locks: Vec<String>,
     pub notes: Vec<String>,
 }
 
@@ -475,6 +478,9 @@ pub fn build(input: TimelineInput<'_>) -> Timeline {
         ops: ops.rows,
         failure,
         window,
+        undecided_locks: input
+            .verdict
+            .map_or_else(Vec::new, |verdict| verdict.inconclusive_locks.clone()),
         notes: input.notes,
     }
 }

@@ -430,3 +430,25 @@ fn a_crashed_server_is_down_until_it_restarts_as_a_follower() {
         ]
     );
 }
+
+#[test]
+fn an_undecided_history_is_not_drawn_as_a_clean_one() {
+    use crate::sim::linearizability::{CheckLimits, check_history_with, synthetic_history};
+    let history = synthetic_history(200, 1, 5, 3);
+    let limits = CheckLimits {
+        steps_max_per_lock: 10,
+        ..CheckLimits::default()
+    };
+    let verdict = check_history_with(&history, &limits);
+    assert!(verdict.violations.is_empty() && !verdict.passed());
+    let names = crate::sim::history::ClientNames::simulator();
+    let model = blob(&render_html(&from_history(
+        "undecided",
+        &history,
+        names,
+        &verdict,
+    )));
+    assert!(model["failure"].is_null());
+    assert_eq!(model["undecided_locks"], serde_json::json!(["l1"]));
+    assert!(model["subtitle"].as_str().unwrap().contains("undecided"));
+}

@@ -236,6 +236,12 @@
   }
 
   function buildFailurePanel() {
+    if (!failure && data.undecided_locks.length > 0) {
+      return element('section', { class: 'failure', id: 'verdict' }, [
+        element('h2', { text: '? Unknown: no violation found, but the search stopped before deciding ' +
+          data.undecided_locks.length + ' lock(s): ' + data.undecided_locks.slice(0, 10).join(', ') })
+      ]);
+    }
     if (!failure) {
       return element('section', { class: 'failure passed', id: 'verdict' }, [
         element('h2', { text: '\u2713 No violation: every checker held.' })
