@@ -2557,6 +2557,7 @@ mod tests {
             call_ns,
             return_ns: Some(return_ns),
             result,
+            index: None,
         }
     }
 

@@ -750,7 +750,8 @@ fn failure_mark(
                 LinearizabilityViolation::NotLinearizable {
                     window, culprit, ..
                 } => (&window[*culprit], vec![]),
-                LinearizabilityViolation::NonMonotonicRead { earlier, later, .. } => {
+                LinearizabilityViolation::NonMonotonicRead { earlier, later, .. }
+                | LinearizabilityViolation::StaleRead { earlier, later, .. } => {
                     (later, vec![earlier])
                 }
             };

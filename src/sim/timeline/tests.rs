@@ -182,6 +182,7 @@ fn op(
         call_ns,
         return_ns,
         result,
+        index: None,
     }
 }
 
