@@ -98,6 +98,12 @@ fn parse_duration_flag(text: &str) -> Result<std::time::Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Explore(_) | Command::Check(_)
+    ) {
+        end_quietly_on_a_closed_pipe();
+    }
     let code = match cli.command {
         Command::Run(args) => cli::run::run(args),
         Command::Explore(args) => cli::explore::run(args),
@@ -109,4 +115,18 @@ fn main() -> ExitCode {
         Command::Check(args) => cli::check::run(args),
     };
     ExitCode::from(code)
+}
+
+/// `lockstep run scenarios/ | head` closes the pipe early; a report-printing command then ends
+/// as any Unix filter does, silently, instead of panicking in `println!` on EPIPE (Rust ignores
+/// SIGPIPE by default). Only for commands that print reports and own no sockets, child
+/// processes or files in flight: a server or a `lock` running a command keeps SIGPIPE ignored,
+/// so a closed peer is an error it handles, not its death.
+fn end_quietly_on_a_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called before any thread starts; restoring a signal's default disposition has no
+    // other effect on this process's state.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

@@ -236,3 +236,26 @@ fn a_seed_printed_as_a_scenario_replays_with_lockstep_run() {
     assert_eq!(replay.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("PASS swarm-11 (seed 11)"), "{stdout}");
 }
+
+/// `lockstep check --generate ... | head -c 16`: the reader goes away long before the 12 MB
+/// end, and the writer ends quietly, as any Unix filter does, never with a panic about a broken
+/// pipe. (`run`, `explore` and `check` share the rule.)
+#[test]
+fn a_reader_that_stops_early_ends_the_output_without_a_panic() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args(["check", "--generate", "100000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("lockstep starts");
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut first = [0u8; 16];
+    stdout.read_exact(&mut first).expect("the report starts");
+    drop(stdout); // The reader closes the pipe, like `head`.
+    let output = child.wait_with_output().expect("lockstep ends");
+    let stderr = text(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
+}
