@@ -79,9 +79,6 @@ enum Command {
     Lock(cli::lock::LockArgs),
     /// Show each server of a real cluster in a table: role, term, leader, commit and applied
     /// index, log entries, lag behind the leader, uptime (--json for JSON).
-    ///
-    /// Exit codes: 0 every server answered and one leads, 1 a server did not answer (its row
-    /// says unreachable), 2 bad flags, 3 every server answered but none leads.
     Status(cli::status::StatusArgs),
     /// Check a history (JSON Lines, from `run --history` or any other tool) for
     /// linearizability and monotonic reads.
