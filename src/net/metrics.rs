@@ -367,6 +367,21 @@ impl ServerMetrics {
         if state == publisher.last {
             return;
         }
+        // Pair assertions with the status decoder (`protocol::decode_status`), which refuses
+        // a reply that breaks either: what is published must be what one server can be.
+        assert!(
+            state.snapshot_index <= state.applied_index
+                && state.applied_index <= state.commit_index
+                && state.commit_index <= state.last_index,
+            "metrics: {} published indexes out of order: {state:?}",
+            self.published.server
+        );
+        assert!(
+            state.role != Role::Leader || state.leader == Some(self.published.server),
+            "metrics: {} leads but names {:?} as leader",
+            self.published.server,
+            state.leader
+        );
         if let Some(leader) = state.leader
             && publisher.leader_known != Some((leader, state.term))
         {
@@ -502,70 +517,9 @@ struct StateCollector {
 impl Collector for StateCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let state = self.published.state();
-        let mut role = encoder.encode_descriptor(
-            "role",
-            "This server's Raft role: 1 for the role it has, 0 for the others.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for candidate in [
-            Role::Follower,
-            Role::PreCandidate,
-            Role::Candidate,
-            Role::Leader,
-        ] {
-            let labels = [("role", role_name(candidate))];
-            ConstGauge::new(i64::from(candidate == state.role))
-                .encode(role.encode_family(&labels)?)?;
-        }
-        let leader = state.leader.map_or(0, |leader| leader.0);
+        encode_role(&mut encoder, state.role)?;
         let log_bytes = self.published.log_bytes.load(Ordering::Relaxed);
-        let gauges: [(&str, &str, Option<Unit>, u64); 8] = [
-            ("term", "This server's current term.", None, state.term),
-            (
-                "leader_id",
-                "The number of the leader this server knows (2 for s2), 0 if none.",
-                None,
-                u64::from(leader),
-            ),
-            (
-                "commit_index",
-                "The highest log index this server knows to be committed.",
-                None,
-                state.commit_index,
-            ),
-            (
-                "applied_index",
-                "The highest log index this server has applied to its lock table.",
-                None,
-                state.applied_index,
-            ),
-            (
-                "log_last_index",
-                "The index of the last entry in this server's log, committed or not.",
-                None,
-                state.last_index,
-            ),
-            (
-                "log_entries",
-                "Entries held in this server's log after its snapshot.",
-                None,
-                state.last_index.saturating_sub(state.snapshot_index),
-            ),
-            (
-                "snapshot_index",
-                "The last log index this server's snapshot covers, 0 without one.",
-                None,
-                state.snapshot_index,
-            ),
-            (
-                "log",
-                "The size of this server's write-ahead log file.",
-                Some(Unit::Bytes),
-                log_bytes,
-            ),
-        ];
-        for (name, help, unit, value) in gauges {
+        for (name, help, unit, value) in state_gauges(&state, log_bytes) {
             let metric = encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?;
             ConstGauge::new(value).encode(metric)?;
         }
@@ -587,6 +541,79 @@ impl Collector for StateCollector {
         }
         Ok(())
     }
+}
+
+/// `lockstep_role{role}`: 1 for the role the server has, 0 for the others, so that
+/// `lockstep_role{role="leader"} == 1` selects the leader.
+fn encode_role(encoder: &mut DescriptorEncoder, role: Role) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(
+        "role",
+        "This server's Raft role: 1 for the role it has, 0 for the others.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for candidate in [
+        Role::Follower,
+        Role::PreCandidate,
+        Role::Candidate,
+        Role::Leader,
+    ] {
+        let labels = [("role", role_name(candidate))];
+        ConstGauge::new(i64::from(candidate == role)).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// Every unlabelled gauge of the node's state: name (after the prefix), help, unit, value.
+fn state_gauges(
+    state: &NodeState,
+    log_bytes: u64,
+) -> [(&'static str, &'static str, Option<Unit>, u64); 8] {
+    [
+        ("term", "This server's current term.", None, state.term),
+        (
+            "leader_id",
+            "The number of the leader this server knows (2 for s2), 0 if none.",
+            None,
+            state.leader.map_or(0, |leader| u64::from(leader.0)),
+        ),
+        (
+            "commit_index",
+            "The highest log index this server knows to be committed.",
+            None,
+            state.commit_index,
+        ),
+        (
+            "applied_index",
+            "The highest log index this server has applied to its lock table.",
+            None,
+            state.applied_index,
+        ),
+        (
+            "log_last_index",
+            "The index of the last entry in this server's log, committed or not.",
+            None,
+            state.last_index,
+        ),
+        (
+            "log_entries",
+            "Entries held in this server's log after its snapshot.",
+            None,
+            state.last_index.saturating_sub(state.snapshot_index),
+        ),
+        (
+            "snapshot_index",
+            "The last log index this server's snapshot covers, 0 without one.",
+            None,
+            state.snapshot_index,
+        ),
+        (
+            "log",
+            "The size of this server's write-ahead log file.",
+            Some(Unit::Bytes),
+            log_bytes,
+        ),
+    ]
 }
 
 /// `lockstep_peer_connected{peer}` and `lockstep_peer_messages_dropped_total{peer}`.
