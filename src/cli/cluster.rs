@@ -493,3 +493,64 @@ fn describe(status: ExitStatus) -> String {
         None => format!("{status}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(base_port: u16, metrics_base_port: Option<u16>) -> UpArgs {
+        UpArgs {
+            servers: 3,
+            dir: None,
+            base_port,
+            cluster_id: "lockstep".into(),
+            snapshot_entries: None,
+            tls: false,
+            metrics_base_port,
+        }
+    }
+
+    /// A port that was free a moment ago, with two more free after it.
+    fn free_base() -> u16 {
+        // Bounded: a handful of tries finds three free ports in a row on any test machine.
+        for _ in 0..50 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            if port < 60_000 && free_ports(port, 6, "test").is_ok() {
+                return port;
+            }
+        }
+        panic!("no six free ports in a row");
+    }
+
+    #[test]
+    fn metrics_ports_follow_their_own_base_and_may_not_overlap_the_servers() {
+        let base = free_base();
+        let plan = plan_addresses(&args(base, Some(base + 3))).expect("six free ports");
+        assert_eq!(plan.addresses[2].port(), base + 2);
+        assert_eq!(
+            plan.metrics
+                .iter()
+                .map(SocketAddr::port)
+                .collect::<Vec<_>>(),
+            [base + 3, base + 4, base + 5]
+        );
+        assert!(
+            plan_addresses(&args(base, None))
+                .unwrap()
+                .metrics
+                .is_empty()
+        );
+        let Err(problem) = plan_addresses(&args(base, Some(base + 1))) else {
+            panic!("overlapping ports were planned");
+        };
+        assert!(problem.contains("is also a server's port"), "{problem}");
+        let Err(problem) = plan_addresses(&args(base, Some(0))) else {
+            panic!("port 0 was planned");
+        };
+        assert!(problem.starts_with("--metrics-base-port 0:"), "{problem}");
+    }
+}

@@ -560,6 +560,38 @@ mod tests {
     }
 
     #[test]
+    fn a_server_entry_may_name_its_metrics_address_and_the_flag_overrides_it() {
+        let text = "servers:\n  s1: {address: 127.0.0.1:7001, metrics: 127.0.0.1:9101}\n  \
+                    s2: 127.0.0.1:7002\n";
+        let path = Path::new("/etc/lockstep/cluster.yaml");
+        let file = parse_file(path, text).unwrap();
+        let for_server = |id: u32, metrics: Option<&str>| {
+            let overrides = ConfigOverrides {
+                id: Some(ServerId(id)),
+                data_dir: Some("/tmp/data".into()),
+                metrics: metrics.map(|text| text.parse().unwrap()),
+                ..Default::default()
+            };
+            combine(&overrides, Some((path, &file))).unwrap().metrics
+        };
+        assert_eq!(for_server(1, None), Some("127.0.0.1:9101".parse().unwrap()));
+        assert_eq!(for_server(2, None), None, "s2 serves no metrics");
+        assert_eq!(
+            for_server(1, Some("127.0.0.1:9999")),
+            Some("127.0.0.1:9999".parse().unwrap())
+        );
+        let bad = "servers:\n  s1: {address: 127.0.0.1:7001, metrics: localhost:9101}\n";
+        let Err(error) = parse_file(path, bad).and_then(|file| file_servers(path, &file)) else {
+            panic!("a host name was taken as a metrics address");
+        };
+        assert_eq!(
+            error.place,
+            "/etc/lockstep/cluster.yaml: servers.s1.metrics"
+        );
+        assert!(error.problem.contains("is not IP:PORT"), "{error}");
+    }
+
+    #[test]
     fn flags_override_the_file() {
         let config = with_file(ConfigOverrides {
             id: Some(ServerId(2)),
