@@ -233,8 +233,8 @@ impl Session {
                 self.credential = Some(Credential { id: client, secret });
                 Ok(())
             }
-            Ok(Answer::Outcome(outcome)) => {
-                unreachable!("load: {outcome:?} accepted for a hello")
+            Ok(answer @ (Answer::Outcome(_) | Answer::Status(_))) => {
+                unreachable!("load: {answer:?} accepted for a hello")
             }
             Err(kind) => Err(match &self.last_problem {
                 Some(problem) => format!("registration failed ({kind}); last problem: {problem}"),

@@ -22,11 +22,13 @@ tokens, exactly-once retries) whose protocol is pure state machines. `lockstep r
 scenario files through a deterministic simulator with faults and checks safety at every step; \
 `lockstep explore` hunts many seeds; `lockstep check` judges any history for linearizability; \
 `lockstep server`, `cluster up`, `client` and `lock` run \
-the same state machines as a real cluster over TCP.\n\n\
+the same state machines as a real cluster over TCP, and `lockstep status` shows how its servers \
+are doing.\n\n\
 Exit codes: 0 success, 1 a failure the command reports (an invariant or expectation failed, a \
-refused lock operation), 2 unusable input. `lock` exits with its command's code, and `check` \
-with 3 when it cannot decide in time; each \
-subcommand's --help lists its own."
+refused lock operation, a server that did not answer), 2 unusable input. `lock` exits with \
+its command's code, `check` with 3 when it cannot decide in time, `status` with 3 when no \
+server leads, and `server` with 3 and 4 when its data directory or metrics address is \
+refused; each subcommand's --help lists its own."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -76,6 +78,9 @@ enum Command {
     Client(cli::client::ClientArgs),
     /// Run a command while holding a lock (like flock), then release it.
     Lock(cli::lock::LockArgs),
+    /// Show each server of a real cluster in a table: role, term, leader, commit and applied
+    /// index, log entries, lag behind the leader, uptime (--json for JSON).
+    Status(cli::status::StatusArgs),
     /// Check a history (JSON Lines, from `run --history` or any other tool) for
     /// linearizability and monotonic reads.
     ///
@@ -113,6 +118,7 @@ fn main() -> ExitCode {
         Command::Client(args) => cli::client::run(args),
         Command::Lock(args) => cli::lock::run(args),
         Command::Check(args) => cli::check::run(args),
+        Command::Status(args) => cli::status::run(args),
     };
     ExitCode::from(code)
 }

@@ -1,16 +1,17 @@
 //! The client wire protocol, told as what a client types and what comes back: every request
 //! and reply on the wire, every way a line can be wrong, the line framing under awkward reads,
-//! and the `nc` session printed in docs/PROTOCOL.md, checked line by line against the codec.
+//! the `nc` session printed in docs/PROTOCOL.md, checked line by line against the codec, and
+//! the `status` request a server answers about itself.
 
 use lockstep::net::protocol::{
     Answer, ErrorCode, ErrorReply, LINE_BYTES_MAX, LOCK_NAME_BYTES_MAX, LineDecoder, LineEvent,
-    PROTOCOL_VERSION, WireError, WireErrorKind, WireOp, WireReply, WireRequest, decode_reply,
-    decode_request, encode_error, encode_reply, encode_reply_with, encode_request,
-    encode_wire_reply,
+    PROTOCOL_VERSION, ServerStatus, WireError, WireErrorKind, WireOp, WireReply, WireRequest,
+    decode_reply, decode_request, encode_error, encode_reply, encode_reply_with, encode_request,
+    encode_wire_reply, parse_role, role_name,
 };
 use lockstep::node::{
     ClientId, ClientReply, ClientRequest, ClientSecret, Consistency, Operation, Outcome, ReplyBody,
-    RequestBody, ServerId, ServiceError,
+    RequestBody, Role, ServerId, ServiceError,
 };
 
 const PROTOCOL_MD: &str = include_str!("../docs/PROTOCOL.md");
@@ -89,12 +90,12 @@ fn a_hello_goes_out_with_the_protocol_version_and_asks_the_node_for_an_id() {
     assert_eq!(decoded, hello);
     assert_eq!(
         decoded.into_client_request(),
-        ClientRequest {
+        Some(ClientRequest {
             seq: 1,
             seen_index: 0,
             term: 0,
             body: RequestBody::Hello { nonce: 42 },
-        }
+        })
     );
 }
 
@@ -172,7 +173,7 @@ fn every_lock_request_round_trips_and_reaches_the_node_as_the_same_operation() {
         assert_eq!(decoded, request);
         assert_eq!(
             decoded.into_client_request(),
-            client_op(2, 12, 7, node_op),
+            Some(client_op(2, 12, 7, node_op)),
             "{expected_line}"
         );
     }
@@ -200,7 +201,9 @@ fn a_request_carries_the_highest_term_its_client_has_seen_to_the_node() {
     );
     let decoded = decode_request(&line).expect("a request with a term decodes");
     assert_eq!(decoded, request);
-    let node = decoded.into_client_request();
+    let node = decoded
+        .into_client_request()
+        .expect("a release is for the node");
     assert_eq!(node.term, 5, "the node sees the term the client sent");
     assert_eq!(WireRequest::from(node), request);
     // Leaving the term out is term 0: a client that predates terms still parses.
@@ -249,12 +252,12 @@ fn a_person_typing_leaves_out_what_has_a_default() {
         decode_request(br#"{"seq":1,"op":"hello","version":2}"#).expect("a bare hello is fine");
     assert_eq!(
         hello.into_client_request(),
-        ClientRequest {
+        Some(ClientRequest {
             seq: 1,
             seen_index: 0,
             term: 0,
             body: RequestBody::Hello { nonce: 0 },
-        }
+        })
     );
     let check = format!(
         r#"{{"op":"check","lock":"a","secret":"{SECRET_HEX}","version":2,"client":7,"seq":4}}"#
@@ -265,7 +268,7 @@ fn a_person_typing_leaves_out_what_has_a_default() {
         lock: "a".into(),
         consistency: Consistency::Local,
     };
-    assert_eq!(check.into_client_request(), client_op(4, 0, 7, local));
+    assert_eq!(check.into_client_request(), Some(client_op(4, 0, 7, local)));
     // Whitespace, and the carriage return a terminal may send, are JSON whitespace.
     let spaced =
         b"  { \"seq\" : 5 , \"op\" : \"release\", \"client\": 7, \"lock\": \"a\", \"version\": 2 }\r\n";
@@ -301,7 +304,7 @@ fn the_node_clients_requests_survive_the_wire_unchanged() {
         let line = encode_request(&WireRequest::from(request.clone()));
         assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
         let back = decode_request(&line).expect("decodes");
-        assert_eq!(ClientRequest::from(back), request);
+        assert_eq!(back.into_client_request(), Some(request));
     }
 }
 
@@ -626,7 +629,7 @@ fn every_bad_line_gets_a_bad_request_that_says_what_is_wrong() {
         (
             r#"{"seq":3,"version":2}"#,
             Some(3),
-            "missing `op` (one of hello, preempt, release or check)",
+            "missing `op` (one of hello, preempt, release, check or status)",
         ),
         (
             r#"{"seq":3,"version":2,"op":7}"#,
@@ -1646,6 +1649,163 @@ fn the_reference_shows_the_codecs_lines_wherever_it_shows_a_welcome_or_a_version
         assert!(
             copies >= 2,
             "docs/PROTOCOL.md should show\n{line}\nbeyond its session"
+        );
+    }
+}
+
+// ----- status -----
+
+/// What s2, a follower of s1 in term 3, says about itself in the reference's example.
+fn follower_status() -> ServerStatus {
+    ServerStatus {
+        server: ServerId(2),
+        role: Role::Follower,
+        leader: Some(ServerId(1)),
+        commit_index: 57,
+        last_index: 58,
+        snapshot_index: 40,
+        log_bytes: 5_312,
+        uptime_ms: 3_725_114,
+    }
+}
+
+const STATUS_REQUEST: &str = r#"{"seq":1,"op":"status","version":2}"#;
+const STATUS_REPLY: &str = r#"{"seq":1,"ok":"status","term":3,"leader":1,"index":56,"server":2,"role":"follower","commit_index":57,"last_index":58,"snapshot_index":40,"log_bytes":5312,"uptime_ms":3725114}"#;
+
+#[test]
+fn a_status_request_takes_only_the_common_fields_and_never_reaches_the_node() {
+    let status = WireRequest {
+        seq: 1,
+        seen_index: 0,
+        term: 0,
+        op: WireOp::Status,
+    };
+    let line = encode_request(&status);
+    assert_eq!(text(&line), format!("{STATUS_REQUEST}\n"));
+    let decoded = decode_request(&line).expect("a status request decodes");
+    assert_eq!(decoded, status);
+    assert_eq!(
+        decoded.into_client_request(),
+        None,
+        "the front end answers it"
+    );
+    // A client that sends its seen_index and term with every request may send them here too.
+    let generic = decode_request(br#"{"seq":4,"op":"status","version":2,"seen_index":9,"term":3}"#)
+        .expect("the common fields are accepted");
+    assert_eq!(generic.op, WireOp::Status);
+}
+
+#[test]
+fn a_status_request_with_anything_else_or_without_its_version_is_refused() {
+    let with_client = refusal(&format!(
+        r#"{{"seq":5,"op":"status","version":2,"client":7,"secret":"{SECRET_HEX}"}}"#
+    ));
+    assert!(
+        with_client.contains(
+            "unknown field `client` for status (it takes seq, op, version, seen_index, term, \
+             nothing else)"
+        ) || with_client.contains("unknown field `secret` for status"),
+        "{with_client}"
+    );
+    assert!(with_client.contains("\"seq\":5"), "{with_client}");
+    assert!(!with_client.contains(SECRET_HEX), "{with_client}");
+    let old = refusal(r#"{"seq":5,"op":"status"}"#);
+    assert!(
+        old.contains("\"error\":\"unsupported_version\""),
+        "a version 1 line is refused for its version: {old}"
+    );
+    let twice = refusal(r#"{"seq":5,"op":"status","op":"status","version":2}"#);
+    assert!(twice.contains("the field `op` appears twice"), "{twice}");
+    let capital = refusal(r#"{"seq":5,"op":"Status","version":2}"#);
+    assert!(
+        capital.contains("unknown op `Status` (expected hello, preempt, release, check or status)"),
+        "{capital}"
+    );
+}
+
+#[test]
+fn a_status_reply_reads_as_the_reference_shows_it_and_round_trips() {
+    let reply = WireReply::status(1, 3, 56, follower_status());
+    let line = encode_wire_reply(&reply);
+    assert_eq!(text(&line), format!("{STATUS_REPLY}\n"));
+    assert_eq!(decode_reply(&line), Ok(reply));
+    // A server that knows no leader leaves `leader` out.
+    let lost = WireReply::status(
+        2,
+        4,
+        56,
+        ServerStatus {
+            role: Role::Candidate,
+            leader: None,
+            ..follower_status()
+        },
+    );
+    let line = encode_wire_reply(&lost);
+    assert!(!text(&line).contains("leader"), "{}", text(&line));
+    assert!(text(&line).contains("\"role\":\"candidate\""));
+    assert_eq!(decode_reply(&line), Ok(lost));
+    assert_eq!(follower_status().log_entries(), 18);
+    for role in [
+        Role::Follower,
+        Role::PreCandidate,
+        Role::Candidate,
+        Role::Leader,
+    ] {
+        assert_eq!(parse_role(role_name(role)), Some(role));
+    }
+}
+
+#[test]
+fn a_status_reply_that_cannot_be_true_of_one_server_is_refused() {
+    let broken = |from: &str, to: &str, fragment: &str| {
+        assert!(STATUS_REPLY.contains(from), "{from}");
+        let line = STATUS_REPLY.replace(from, to);
+        let error = decode_reply(line.as_bytes()).expect_err("a broken status is refused");
+        assert_eq!(error.kind, WireErrorKind::Malformed, "{line}");
+        assert!(
+            error.message.contains(fragment),
+            "{line}: {}",
+            error.message
+        );
+    };
+    broken("\"role\":\"follower\",", "", "status needs `role`");
+    broken("\"server\":2,", "", "status needs `server`");
+    broken(
+        "\"uptime_ms\":3725114",
+        "\"uptime\":3725114",
+        "status needs `uptime_ms`",
+    );
+    broken("\"term\":3,", "", "status needs `term`");
+    broken("\"follower\"", "\"boss\"", "unknown role `boss`");
+    broken("\"index\":56", "\"index\":60", "indexes out of order");
+    broken(
+        "\"last_index\":58",
+        "\"last_index\":50",
+        "indexes out of order",
+    );
+    broken(
+        "\"snapshot_index\":40",
+        "\"snapshot_index\":57",
+        "indexes out of order",
+    );
+    broken(
+        "\"commit_index\":57",
+        "\"commit_index\":-1",
+        "malformed reply",
+    );
+    broken(
+        "\"role\":\"follower\"",
+        "\"role\":\"leader\"",
+        "says the server leads but names another leader",
+    );
+}
+
+#[test]
+fn the_reference_shows_the_codecs_status_lines() {
+    for line in [STATUS_REQUEST, STATUS_REPLY] {
+        assert!(
+            PROTOCOL_MD.lines().any(|shown| shown == line),
+            "docs/PROTOCOL.md should show\n{line}"
         );
     }
 }

@@ -1970,3 +1970,399 @@ fn a_cluster_whose_logs_hold_poisoned_entries_applies_them_as_refusals_and_serve
     assert!(!logs.contains("panicked"), "{logs}");
     cluster.finish();
 }
+
+// ----- metrics and status -----
+
+/// The metrics address server `index` logged (its `--metrics 127.0.0.1:0` picked a port).
+fn metrics_address(cluster: &Cluster, index: usize) -> SocketAddr {
+    let needle = "serving metrics at http://";
+    let log = wait_for_log(cluster, index, needle);
+    let after = log.split(needle).nth(1).expect("the needle is in the log");
+    let address = after.split("/metrics").next().expect("a path follows");
+    address
+        .parse()
+        .unwrap_or_else(|_| panic!("s{} logged {address:?} as its metrics address", index + 1))
+}
+
+/// `GET /metrics` over a plain TCP connection; the body of a 200 answer.
+fn scrape(address: SocketAddr) -> String {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))
+        .unwrap_or_else(|error| panic!("cannot connect to the metrics at {address}: {error}"));
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not HTTP: {answer}"));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
+    assert!(body.ends_with("# EOF\n"), "a whole exposition:\n{body}");
+    body.to_string()
+}
+
+/// The value of `sample` (its name and labels exactly as the exposition writes them) in a
+/// scrape; 0 when it is absent.
+fn sample(scrape: &str, sample: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.parse().expect("a number"))
+}
+
+/// Scrapes every server until `settled` holds of all the scrapes together; returns them.
+fn scrape_until(
+    addresses: &[SocketAddr],
+    what: &str,
+    cluster: &Cluster,
+    settled: &dyn Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let scrapes: Vec<String> = addresses.iter().map(|&address| scrape(address)).collect();
+        if settled(&scrapes) {
+            return scrapes;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: never settled\n{}\n{}",
+            scrapes.join("\n"),
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A raw NDJSON client with one connection per server that never gives up on a line it sent:
+/// it reads each answer (waiting up to the test's deadline), so every answer a server sends is
+/// read exactly once and counted here by kind, to be compared with what the servers counted.
+struct CountingClient {
+    connections: std::collections::BTreeMap<u16, Connection>,
+    /// By `ok` value or `error` code.
+    answers: std::collections::BTreeMap<String, u64>,
+}
+
+impl CountingClient {
+    fn new() -> CountingClient {
+        CountingClient {
+            connections: Default::default(),
+            answers: Default::default(),
+        }
+    }
+
+    fn ask(&mut self, port: u16, request: &Value) -> Value {
+        let connection = self.connections.entry(port).or_insert_with(|| {
+            let connection = Connection::open(port).expect("the server listens");
+            connection.writer.set_read_timeout(Some(DEADLINE)).unwrap();
+            connection
+        });
+        let reply = connection
+            .request(request)
+            .unwrap_or_else(|error| panic!("no answer to {request} from port {port}: {error}"));
+        let kind = reply["ok"]
+            .as_str()
+            .or(reply["error"].as_str())
+            .unwrap_or("?");
+        *self.answers.entry(kind.to_string()).or_default() += 1;
+        reply
+    }
+
+    /// Sends `request` until it is decided, starting at `port`: after `unavailable` or
+    /// `overloaded` it waits and resends there; after `not_leader` it adopts the term and
+    /// resends to the leader's port when the answer names it. Returns the decided answer and
+    /// the port that gave it.
+    fn until_decided(&mut self, mut port: u16, mut request: Value) -> (Value, u16) {
+        let deadline = Instant::now() + DEADLINE;
+        while Instant::now() < deadline {
+            let reply = self.ask(port, &request);
+            match reply["error"].as_str() {
+                None => return (reply, port),
+                Some("unavailable" | "overloaded") => {}
+                Some("not_leader") => {
+                    request["term"] = reply["term"].clone();
+                    if let Some(address) = reply["leader_address"].as_str() {
+                        port = address.rsplit(':').next().unwrap().parse().unwrap();
+                    }
+                    continue;
+                }
+                Some(_) => return (reply, port),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{request}: not decided within {DEADLINE:?}");
+    }
+
+    fn count(&self, kind: &str) -> f64 {
+        self.answers.get(kind).copied().unwrap_or(0) as f64
+    }
+}
+
+/// What the servers counted, summed over every scrape.
+fn total(scrapes: &[String], name: &str) -> f64 {
+    scrapes.iter().map(|scrape| sample(scrape, name)).sum()
+}
+
+/// The one server whose role gauge says leader, if exactly one does and every server names it.
+fn agreed_leader(scrapes: &[String]) -> Option<usize> {
+    let leaders: Vec<usize> = (0..scrapes.len())
+        .filter(|&at| sample(&scrapes[at], "lockstep_role{role=\"leader\"}") == 1.0)
+        .collect();
+    let [leader] = leaders[..] else {
+        return None;
+    };
+    let id = (leader + 1) as f64;
+    scrapes
+        .iter()
+        .all(|scrape| sample(scrape, "lockstep_leader_id") == id)
+        .then_some(leader)
+}
+
+/// Story: three servers serve metrics. Once a leader is agreed, every scrape says so (role,
+/// leader id, term, peers connected, a leader change seen). A client takes five locks, releases
+/// two, is refused a held one and releases one it does not hold; the servers' counters of
+/// grants, releases and refusals grow by exactly the answers the client read, the request
+/// histograms count them, fsyncs were timed, and small snapshots were taken. `lockstep status`
+/// then shows the same leader in its table and JSON with equal commit indexes once settled,
+/// and after a follower is killed it shows that server unreachable and exits 1, while the
+/// leader's metrics show the peer link down.
+#[test]
+fn metrics_and_status_show_what_the_cluster_does() {
+    let mut cluster = Cluster::start_with(
+        "metrics",
+        &["--metrics", "127.0.0.1:0", "--snapshot-entries", "8"],
+    );
+    let ports = cluster.ports.clone();
+    let metrics: Vec<SocketAddr> = (0..3).map(|i| metrics_address(&cluster, i)).collect();
+    let settled = scrape_until(
+        &metrics,
+        "a leader every server agrees on",
+        &cluster,
+        &|s| {
+            agreed_leader(s).is_some()
+                && s.iter().all(|scrape| {
+                    sample(scrape, "lockstep_peer_connected{peer=\"s1\"}")
+                        + sample(scrape, "lockstep_peer_connected{peer=\"s2\"}")
+                        + sample(scrape, "lockstep_peer_connected{peer=\"s3\"}")
+                        == 2.0
+                })
+        },
+    );
+    let leader = agreed_leader(&settled).unwrap();
+    for scrape in &settled {
+        assert!(
+            sample(scrape, "lockstep_leader_changes_total") >= 1.0,
+            "{scrape}"
+        );
+        assert_eq!(
+            sample(scrape, "lockstep_term"),
+            sample(&settled[leader], "lockstep_term")
+        );
+        assert!(sample(scrape, "lockstep_start_time_seconds") > 1.0e9);
+    }
+
+    let mut client = CountingClient::new();
+    let hello = json!({"seq": 1, "op": "hello", "version": 2});
+    let (welcome, _) = client.until_decided(ports[leader], hello.clone());
+    let (owner, secret) = (welcome["client"].clone(), welcome["secret"].clone());
+    let op = |seq: u64, op: &str, lock: &str| {
+        json!({"seq": seq, "op": op, "version": 2, "client": owner, "secret": secret,
+               "lock": lock, "term": welcome["term"]})
+    };
+    let mut port = ports[leader];
+    let mut seq = 1;
+    let mut step = |client: &mut CountingClient, request: Value, expected: &str| {
+        let (reply, answered_by) = client.until_decided(port, request);
+        assert_eq!(reply["ok"], expected, "{reply}");
+        port = answered_by;
+    };
+    for lock in ["a", "b", "c", "d", "e"] {
+        seq += 1;
+        step(&mut client, op(seq, "preempt", lock), "granted");
+    }
+    for lock in ["a", "b"] {
+        seq += 1;
+        step(&mut client, op(seq, "release", lock), "released");
+    }
+    seq += 1;
+    step(&mut client, op(seq, "release", "zzz"), "not_owner");
+    let (other, _) = client.until_decided(ports[leader], hello);
+    let refused = json!({"seq": 2, "op": "preempt", "version": 2, "client": other["client"],
+                         "secret": other["secret"], "lock": "c", "term": welcome["term"]});
+    step(&mut client, refused, "held_by");
+
+    // Every server has compacted (8 entries per snapshot) and applied what was committed.
+    let after = scrape_until(&metrics, "snapshots and equal indexes", &cluster, &|s| {
+        s.iter().all(|scrape| {
+            sample(scrape, "lockstep_snapshots_total") >= 1.0
+                && sample(scrape, "lockstep_applied_index")
+                    == sample(&s[0], "lockstep_commit_index")
+                && sample(scrape, "lockstep_commit_index") == sample(&s[0], "lockstep_commit_index")
+        })
+    });
+    let grew = |name: &str| total(&after, name) - total(&settled, name);
+    assert_eq!(grew("lockstep_grants_total"), client.count("granted"));
+    assert_eq!(client.count("granted"), 5.0);
+    assert_eq!(grew("lockstep_releases_total"), 2.0);
+    for reason in [
+        "held_by",
+        "not_owner",
+        "not_leader",
+        "unavailable",
+        "overloaded",
+    ] {
+        let name = format!("lockstep_refusals_total{{reason=\"{reason}\"}}");
+        assert_eq!(grew(&name), client.count(reason), "{name}");
+    }
+    assert_eq!(grew("lockstep_refusals_total{reason=\"held_by\"}"), 1.0);
+    assert!(
+        grew("lockstep_client_request_duration_seconds_count{op=\"preempt\"}") >= 6.0,
+        "every preempt answered was timed"
+    );
+    assert!(grew("lockstep_client_request_duration_seconds_count{op=\"hello\"}") >= 2.0);
+    for scrape in &after {
+        assert!(sample(scrape, "lockstep_fsync_duration_seconds_count") >= 1.0);
+        assert!(sample(scrape, "lockstep_snapshot_index") >= 8.0, "{scrape}");
+        assert!(sample(scrape, "lockstep_log_bytes") > 0.0);
+        assert_eq!(
+            sample(scrape, "lockstep_log_entries"),
+            sample(scrape, "lockstep_log_last_index") - sample(scrape, "lockstep_snapshot_index")
+        );
+    }
+    let leader_id = format!("s{}", leader + 1);
+
+    // The table: a row per server, one leader, the one the metrics name.
+    let servers = cluster.addresses();
+    let (code, table) = run_to_exit(&["status", "--servers", &servers]);
+    assert_eq!(code, Some(0), "{table}");
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|line| line.contains("127.0.0.1:"))
+        .collect();
+    assert_eq!(rows.len(), 3, "{table}");
+    assert_eq!(
+        rows.iter().filter(|row| row.contains(" leader ")).count(),
+        1,
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!("leader: {leader_id} (term ")),
+        "{table}"
+    );
+    for (index, row) in rows.iter().enumerate() {
+        assert!(row.contains(&format!("s{}", index + 1)), "{table}");
+        assert!(
+            row.contains(&format!("127.0.0.1:{}", ports[index])),
+            "{table}"
+        );
+    }
+
+    // The JSON, once settled: every server answered, names the same leader, and has applied
+    // everything the leader committed.
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        let (code, output) = run_to_exit(&["status", "--servers", &servers, "--json"]);
+        assert_eq!(code, Some(0), "{output}");
+        let status: Value = serde_json::from_str(output.trim()).expect("one JSON object");
+        let rows = status["servers"].as_array().expect("servers").clone();
+        let commit = &rows[leader]["commit_index"];
+        if rows
+            .iter()
+            .all(|row| &row["commit_index"] == commit && row["lag"] == 0)
+        {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "never settled: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status["leader"], leader_id.as_str(), "{status}");
+    for (index, row) in status["servers"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(row["id"], format!("s{}", index + 1));
+        assert_eq!(row["reachable"], true);
+        assert_eq!(row["leader"], leader_id.as_str(), "{status}");
+        assert_eq!(row["applied_index"], row["commit_index"], "{status}");
+        assert_eq!(
+            row["role"],
+            if index == leader {
+                "leader"
+            } else {
+                "follower"
+            },
+            "{status}"
+        );
+    }
+
+    // A follower dies: status still answers, with a row saying so and exit code 1.
+    let victim = (leader + 1) % 3;
+    cluster.servers[victim] = None;
+    let (code, table) = run_to_exit(&["status", "--servers", &servers]);
+    assert_eq!(code, Some(1), "{table}");
+    let row = table
+        .lines()
+        .find(|line| line.contains(&format!("127.0.0.1:{} ", ports[victim])))
+        .unwrap_or_else(|| panic!("a row for the dead server\n{table}"));
+    assert!(row.contains("unreachable"), "{table}");
+    assert!(
+        table.contains(&format!("unreachable: 127.0.0.1:{}: ", ports[victim])),
+        "{table}"
+    );
+    assert!(table.contains(&format!("leader: {leader_id} ")), "{table}");
+    let link = format!("lockstep_peer_connected{{peer=\"s{}\"}}", victim + 1);
+    scrape_until(
+        &metrics[leader..=leader],
+        "the leader sees the link down",
+        &cluster,
+        &|s| sample(&s[0], &link) == 0.0,
+    );
+    cluster.finish();
+}
+
+#[test]
+fn a_metrics_address_that_cannot_be_served_exits_4_and_a_malformed_one_exits_2() {
+    let dir = scratch_dir("metrics-taken");
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_address = taken.local_addr().unwrap().to_string();
+    let port = free_ports(1)[0];
+    let (code, output) = run_to_exit(&[
+        "server",
+        "--id",
+        "s1",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+        dir.join("s1").to_str().unwrap(),
+        "--metrics",
+        &taken_address,
+    ]);
+    assert_eq!(code, Some(4), "{output}");
+    assert!(
+        output.contains(&format!(
+            "cannot serve metrics on {taken_address} (--metrics)"
+        )),
+        "{output}"
+    );
+    let (code, output) = run_to_exit(&[
+        "server",
+        "--id",
+        "s1",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+        dir.join("s1").to_str().unwrap(),
+        "--metrics",
+        "localhost:9101",
+    ]);
+    assert_eq!(code, Some(2), "{output}");
+    assert!(output.contains("--metrics"), "{output}");
+    assert!(
+        output.contains("is not IP:PORT to serve metrics on"),
+        "{output}"
+    );
+    drop(taken);
+    let _ = std::fs::remove_dir_all(dir);
+}

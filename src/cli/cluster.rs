@@ -37,6 +37,8 @@ pub enum ClusterCommand {
     /// With --tls, every connection is TLS: a new CA (its key kept in memory only) signs a
     /// certificate for each server, written with its key to DIR/tls/sN.pem and DIR/tls/sN.key
     /// at every start; clients pass --tls-ca DIR/tls/ca.pem.
+    /// With --metrics-base-port, sN serves Prometheus metrics at
+    /// http://127.0.0.1:METRICS_BASE_PORT+N-1/metrics.
     /// Ctrl-C (or SIGTERM) stops every server and exits 0. If a server dies on its own, the
     /// others are stopped and the exit code is 1. Exit code 2: bad flags, a port is taken, or
     /// the cluster secret or the TLS files cannot be written.
@@ -45,6 +47,7 @@ Examples:
   lockstep cluster up                       # 3 servers on 7001-7003, data in a temp dir
   lockstep cluster up --servers 5 --dir ./cluster --base-port 9001
   lockstep cluster up --tls --dir ./cluster # TLS everywhere; CA in ./cluster/tls/ca.pem
+  lockstep cluster up --metrics-base-port 9101   # s1's metrics on 127.0.0.1:9101/metrics
   RUST_LOG=debug lockstep cluster up        # the servers log at debug level")]
     Up(UpArgs),
 }
@@ -70,6 +73,10 @@ pub struct UpArgs {
     /// Serve TLS (mutual for peers) with certificates made for this run in DIR/tls.
     #[arg(long)]
     pub tls: bool,
+    /// Serve each server's Prometheus metrics: sN on 127.0.0.1:PORT+N-1 (`--metrics` of
+    /// `lockstep server`) [default: no metrics].
+    #[arg(long, value_name = "PORT")]
+    pub metrics_base_port: Option<u16>,
 }
 
 pub fn run(command: ClusterCommand) -> u8 {
@@ -78,18 +85,26 @@ pub fn run(command: ClusterCommand) -> u8 {
     }
 }
 
+/// Where the servers listen: for clients and peers, and for metrics if asked.
+struct Plan {
+    addresses: Vec<SocketAddr>,
+    /// Empty without `--metrics-base-port`.
+    metrics: Vec<SocketAddr>,
+}
+
 /// One child server.
 struct Member {
     name: String,
     address: SocketAddr,
+    metrics: Option<SocketAddr>,
     data_dir: PathBuf,
     log: PathBuf,
     child: Child,
 }
 
 fn up(args: UpArgs) -> u8 {
-    let addresses = match plan_addresses(&args) {
-        Ok(addresses) => addresses,
+    let plan = match plan_addresses(&args) {
+        Ok(plan) => plan,
         Err(problem) => {
             eprintln!("error: {problem}");
             return EXIT_BAD_INPUT;
@@ -113,7 +128,7 @@ fn up(args: UpArgs) -> u8 {
         }
     };
     let tls = if args.tls {
-        match write_tls_files(&dir, &addresses) {
+        match write_tls_files(&dir, &plan.addresses) {
             Ok(tls) => Some(tls),
             Err(problem) => {
                 eprintln!("error: {problem}");
@@ -129,8 +144,8 @@ fn up(args: UpArgs) -> u8 {
         eprintln!("warning: Ctrl-C will not stop the cluster cleanly: {error}");
     }
     let mut members = Vec::new();
-    for index in 0..addresses.len() {
-        match spawn_member(&args, &dir, &secret, tls.as_deref(), &addresses, index) {
+    for index in 0..plan.addresses.len() {
+        match spawn_member(&args, &dir, &secret, tls.as_deref(), &plan, index) {
             Ok(member) => members.push(member),
             Err(problem) => {
                 eprintln!("error: {problem}");
@@ -209,28 +224,46 @@ fn write_tls_files(dir: &Path, addresses: &[SocketAddr]) -> Result<PathBuf, Stri
     Ok(tls_dir)
 }
 
-/// The servers' addresses, each checked free now (a server started later may still lose a
-/// race for it; its log then says so).
-fn plan_addresses(args: &UpArgs) -> Result<Vec<SocketAddr>, String> {
+/// The servers' addresses, and their metrics addresses if asked, each checked free now (a
+/// server started later may still lose a race for it; its log then says so).
+fn plan_addresses(args: &UpArgs) -> Result<Plan, String> {
     if args.servers == 0 || args.servers > SERVERS_MAX {
         return Err(format!(
             "--servers {}: must be 1 to {SERVERS_MAX}",
             args.servers
         ));
     }
-    let last = u32::from(args.base_port) + u32::from(args.servers) - 1;
-    if args.base_port == 0 || last > u32::from(u16::MAX) {
+    let addresses = free_ports(args.base_port, args.servers, "--base-port")?;
+    let metrics = match args.metrics_base_port {
+        None => Vec::new(),
+        Some(base) => {
+            let metrics = free_ports(base, args.servers, "--metrics-base-port")?;
+            if let Some(both) = metrics.iter().find(|address| addresses.contains(address)) {
+                return Err(format!(
+                    "--metrics-base-port {base}: port {} is also a server's port",
+                    both.port()
+                ));
+            }
+            metrics
+        }
+    };
+    Ok(Plan { addresses, metrics })
+}
+
+/// `count` ports on 127.0.0.1 from `base`, each free now; `flag` names where `base` came from.
+fn free_ports(base: u16, count: u16, flag: &str) -> Result<Vec<SocketAddr>, String> {
+    let last = u32::from(base) + u32::from(count) - 1;
+    if base == 0 || last > u32::from(u16::MAX) {
         return Err(format!(
-            "--base-port {}: ports {}..={last} do not all exist",
-            args.base_port, args.base_port
+            "{flag} {base}: ports {base}..={last} do not all exist"
         ));
     }
     let mut addresses = Vec::new();
-    for offset in 0..args.servers {
-        let address = SocketAddr::from(([127, 0, 0, 1], args.base_port + offset));
+    for offset in 0..count {
+        let address = SocketAddr::from(([127, 0, 0, 1], base + offset));
         if let Err(error) = TcpListener::bind(address) {
             return Err(format!(
-                "port {} (for s{}) is taken: {error}; choose another --base-port",
+                "port {} (for s{}) is taken: {error}; choose another {flag}",
                 address.port(),
                 offset + 1
             ));
@@ -245,9 +278,11 @@ fn spawn_member(
     dir: &Path,
     secret: &Path,
     tls: Option<&Path>,
-    addresses: &[SocketAddr],
+    plan: &Plan,
     index: usize,
 ) -> Result<Member, String> {
+    let addresses = &plan.addresses;
+    let metrics = plan.metrics.get(index).copied();
     let name = format!("s{}", index + 1);
     let data_dir = dir.join(&name);
     let log = dir.join(format!("{name}.log"));
@@ -276,6 +311,9 @@ fn spawn_member(
     if let Some(entries) = args.snapshot_entries {
         command.args(["--snapshot-entries", &entries.to_string()]);
     }
+    if let Some(metrics) = metrics {
+        command.args(["--metrics", &metrics.to_string()]);
+    }
     if let Some(tls) = tls {
         command
             .arg("--tls-cert")
@@ -298,6 +336,7 @@ fn spawn_member(
     Ok(Member {
         name,
         address: addresses[index],
+        metrics,
         data_dir,
         log,
         child,
@@ -340,19 +379,31 @@ fn wait_until_listening(members: &mut [Member], stop: &AtomicBool) -> Result<(),
 fn print_summary(members: &[Member], dir: &Path, secret: &Path, tls: Option<&Path>) {
     use tabled::builder::Builder;
     use tabled::settings::Style;
+    let with_metrics = members.iter().any(|member| member.metrics.is_some());
     let mut builder = Builder::default();
-    builder.push_record(["id", "address", "data dir", "pid"]);
+    let mut header = vec!["id", "address", "data dir", "pid"];
+    if with_metrics {
+        header.push("metrics");
+    }
+    builder.push_record(header);
     for member in members {
-        builder.push_record([
+        let mut row = vec![
             member.name.clone(),
             member.address.to_string(),
             member.data_dir.display().to_string(),
             member.child.id().to_string(),
-        ]);
+        ];
+        if let Some(metrics) = member.metrics {
+            row.push(format!("http://{metrics}/metrics"));
+        }
+        builder.push_record(row);
     }
     let mut table = builder.build();
     table.with(Style::rounded());
     let servers: Vec<String> = members.iter().map(|m| m.address.to_string()).collect();
+    let ca_flag = tls.map_or_else(String::new, |tls| {
+        format!(" --tls-ca {}", tls.join("ca.pem").display())
+    });
     println!("{table}");
     println!("logs: {}/sN.log (one per server)", dir.display());
     println!(
@@ -377,6 +428,10 @@ fn print_summary(members: &[Member], dir: &Path, secret: &Path, tls: Option<&Pat
             );
         }
     }
+    println!(
+        "status: lockstep status --servers {}{ca_flag}",
+        servers.join(",")
+    );
     println!("Ctrl-C stops the cluster.");
 }
 
@@ -436,5 +491,66 @@ fn describe(status: ExitStatus) -> String {
     match status.code() {
         Some(code) => format!("exit code {code}"),
         None => format!("{status}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(base_port: u16, metrics_base_port: Option<u16>) -> UpArgs {
+        UpArgs {
+            servers: 3,
+            dir: None,
+            base_port,
+            cluster_id: "lockstep".into(),
+            snapshot_entries: None,
+            tls: false,
+            metrics_base_port,
+        }
+    }
+
+    /// A port that was free a moment ago, with two more free after it.
+    fn free_base() -> u16 {
+        // Bounded: a handful of tries finds three free ports in a row on any test machine.
+        for _ in 0..50 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            if port < 60_000 && free_ports(port, 6, "test").is_ok() {
+                return port;
+            }
+        }
+        panic!("no six free ports in a row");
+    }
+
+    #[test]
+    fn metrics_ports_follow_their_own_base_and_may_not_overlap_the_servers() {
+        let base = free_base();
+        let plan = plan_addresses(&args(base, Some(base + 3))).expect("six free ports");
+        assert_eq!(plan.addresses[2].port(), base + 2);
+        assert_eq!(
+            plan.metrics
+                .iter()
+                .map(SocketAddr::port)
+                .collect::<Vec<_>>(),
+            [base + 3, base + 4, base + 5]
+        );
+        assert!(
+            plan_addresses(&args(base, None))
+                .unwrap()
+                .metrics
+                .is_empty()
+        );
+        let Err(problem) = plan_addresses(&args(base, Some(base + 1))) else {
+            panic!("overlapping ports were planned");
+        };
+        assert!(problem.contains("is also a server's port"), "{problem}");
+        let Err(problem) = plan_addresses(&args(base, Some(0))) else {
+            panic!("port 0 was planned");
+        };
+        assert!(problem.starts_with("--metrics-base-port 0:"), "{problem}");
     }
 }

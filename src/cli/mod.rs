@@ -9,6 +9,7 @@
 //! - `run`: play scenario files through the simulator (`lockstep::sim::runner`).
 //! - `explore`: flags and tables around `lockstep::sim::explore` and `lockstep::sim::shard`.
 //! - `check`: judge a history, from the simulator or from anywhere else.
+//! - `status`: ask every server of a cluster how it is doing (`lockstep::client::server_status`).
 
 pub mod bench;
 pub mod check;
@@ -19,6 +20,7 @@ pub mod loadgen;
 pub mod lock;
 pub mod run;
 pub mod server;
+pub mod status;
 
 use std::process::Child;
 

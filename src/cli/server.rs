@@ -13,6 +13,7 @@ pub const EXIT_STOPPED: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_BAD_CONFIG: u8 = 2;
 pub const EXIT_STORAGE_REFUSED: u8 = 3;
+pub const EXIT_METRICS_UNAVAILABLE: u8 = 4;
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -31,13 +32,16 @@ Examples:
   # TLS on every connection, mutual for peers (see docs/operations.md, TLS)
   lockstep server --config cluster.yaml --id s1 --cluster-secret-file secret \\
       --tls-cert tls/s1.pem --tls-key tls/s1.key --tls-ca tls/ca.pem
+  # Prometheus metrics at http://127.0.0.1:9101/metrics (see docs/operations.md, Metrics)
+  lockstep server --config cluster.yaml --id s1 --metrics 127.0.0.1:9101
 
 Logs go to stderr; set the level with RUST_LOG (default info, e.g. RUST_LOG=debug).
 SIGINT or SIGTERM stops the server cleanly: everything it acknowledged is already on disk.
 
 Exit codes: 0 stopped by a signal, 1 failed while serving (a storage error), 2 bad flags or
 configuration (or the port is taken), 3 the data directory was refused at startup
-(corruption, another process holds it, an unreadable snapshot).")]
+(corruption, another process holds it, an unreadable snapshot), 4 the --metrics address
+cannot be served (its port is taken, or it is not an address of this machine).")]
 pub struct ServerArgs {
     /// This server's id: s1, S1 or 1. With --config, it picks this process's entry.
     #[arg(long, value_name = "ID", value_parser = config::parse_server_id)]
@@ -81,6 +85,13 @@ pub struct ServerArgs {
     /// present a certificate from it; clients need none, but one they present must verify.
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
+    /// Serve Prometheus metrics (OpenMetrics text) at http://IP:PORT/metrics: role, term,
+    /// indexes, log size, snapshots, grants, releases, refusals by reason, request and fsync
+    /// latency histograms, peer connections, leader changes. Plain HTTP with no
+    /// authentication: listen on loopback or a private interface. Port 0 picks a free port,
+    /// which the server logs.
+    #[arg(long, value_name = "IP:PORT", value_parser = config::parse_metrics_address)]
+    pub metrics: Option<SocketAddr>,
     /// A YAML file describing the cluster (see docs/operations.md). Flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -112,6 +123,7 @@ pub fn run(args: ServerArgs) -> u8 {
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
         tls_ca: args.tls_ca,
+        metrics: args.metrics,
     };
     let config = match config::resolve(&overrides) {
         Ok(config) => config,
@@ -127,6 +139,7 @@ pub fn run(args: ServerArgs) -> u8 {
             return match error {
                 StartError::Storage(_) | StartError::Snapshot { .. } => EXIT_STORAGE_REFUSED,
                 StartError::Listen { .. } => EXIT_BAD_CONFIG,
+                StartError::Metrics { .. } => EXIT_METRICS_UNAVAILABLE,
                 StartError::Runtime(_) => EXIT_FAILED,
             };
         }

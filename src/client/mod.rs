@@ -31,6 +31,7 @@
 //! [`Error::Protocol`].
 
 mod connection;
+mod status;
 
 use crate::net::protocol::{
     Answer, ErrorCode, LOCK_NAME_BYTES_MAX, WireErrorKind, WireOp, WireReply, WireRequest,
@@ -40,6 +41,7 @@ pub use crate::net::tls::ClientTls;
 use crate::node::{ClientId, ClientSecret, Consistency, LockName, LogIndex, Outcome, Term};
 pub(crate) use connection::ResponseLines;
 use connection::{Connection, ConnectionError};
+pub use status::{StatusReport, server_status};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Most server addresses a client keeps: the listed ones plus leaders named by `not_leader`.
@@ -471,7 +473,9 @@ impl Client {
         let seq = self.next_seq();
         match self.exchange(&op, seq, deadline)? {
             (_, Answer::Outcome(outcome)) => Ok(outcome),
-            (_, Answer::Welcome { .. }) => unreachable!("client: a welcome accepted for {op:?}"),
+            (_, answer @ (Answer::Welcome { .. } | Answer::Status(_))) => {
+                unreachable!("client: {answer:?} accepted for {op:?}")
+            }
         }
     }
 
@@ -810,6 +814,7 @@ fn answer_fits(op: &WireOp, answer: &Answer) -> bool {
         (WireOp::Check { .. }, Answer::Outcome(outcome)) => {
             matches!(outcome, Outcome::Free | Outcome::Owner { .. })
         }
+        (WireOp::Status, Answer::Status(_)) => true,
         _ => false,
     }
 }

@@ -7,9 +7,12 @@
 //! - [`peer`]: server-to-server frames, handshake and the tokio peer transport.
 //! - [`tls`]: optional TLS (rustls): PEM files, the server's, peers' and clients'
 //!   configurations, and a tokio stream with or without TLS.
+//! - [`metrics`]: what a server tells operators: Prometheus metrics over HTTP (`--metrics`)
+//!   and the state a `status` request reports.
 //! - [`runtime`]: the server process: the node and its write-ahead log on one thread, clients
 //!   and peers on tokio, all on one listening port.
 
+pub mod metrics;
 pub mod peer;
 pub mod protocol;
 pub mod runtime;

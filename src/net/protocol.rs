@@ -18,6 +18,11 @@
 //! Client side: [`encode_request`] (or [`encode_request_into`] a reused buffer), then
 //! [`LineDecoder`] and [`decode_reply`] on what comes back.
 //!
+//! One request never reaches the node: `status` ([`WireOp::Status`]) asks the answering server
+//! about itself (role, term, indexes, uptime), and the server's front end answers it from what
+//! the node task last published ([`WireReply::status`]). It needs no client id or secret: it
+//! tells nothing about locks or clients.
+//!
 //! Terms: a request carries the highest server term its client has seen (`"term"`, default 0)
 //! and every response the node produces carries the replying server's term. A write is
 //! appended only by the leader of exactly the request's term; see `ClientRequest::term` for why
@@ -31,7 +36,7 @@
 
 use crate::node::{
     ClientId, ClientReply, ClientRequest, ClientSecret, Consistency, LockName, LogIndex, Operation,
-    Outcome, ReplyBody, RequestBody, ServerId, ServiceError, Term,
+    Outcome, ReplyBody, RequestBody, Role, ServerId, ServiceError, Term,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -91,6 +96,10 @@ pub enum WireOp {
         lock: LockName,
         consistency: Consistency,
     },
+    /// `"op":"status"`: how the answering server is doing. It takes no other field (`seen_index`
+    /// and `term` are accepted and ignored) and is answered by the server itself, never
+    /// forwarded and never seen by the node.
+    Status,
 }
 
 impl WireOp {
@@ -101,15 +110,18 @@ impl WireOp {
             WireOp::Preempt { .. } => "preempt",
             WireOp::Release { .. } => "release",
             WireOp::Check { .. } => "check",
+            WireOp::Status => "status",
         }
     }
 }
 
 impl WireRequest {
-    /// The node's request. The client id comes from the line itself, so the conversion needs
-    /// nothing from the connection.
-    pub fn into_client_request(self) -> ClientRequest {
+    /// The node's request, or `None` for a `status`, which the server's front end answers
+    /// itself. The client id comes from the line itself, so the conversion needs nothing from
+    /// the connection.
+    pub fn into_client_request(self) -> Option<ClientRequest> {
         let body = match self.op {
+            WireOp::Status => return None,
             WireOp::Hello { nonce } => RequestBody::Hello { nonce },
             WireOp::Preempt {
                 client,
@@ -140,18 +152,12 @@ impl WireRequest {
                 op: Operation::Check { lock, consistency },
             },
         };
-        ClientRequest {
+        Some(ClientRequest {
             seq: self.seq,
             seen_index: self.seen_index,
             term: self.term,
             body,
-        }
-    }
-}
-
-impl From<WireRequest> for ClientRequest {
-    fn from(request: WireRequest) -> ClientRequest {
-        request.into_client_request()
+        })
     }
 }
 
@@ -235,6 +241,64 @@ pub enum Answer {
     },
     /// `"ok":"granted"`, `"held_by"`, `"released"`, `"not_owner"`, `"free"` or `"owner"`.
     Outcome(Outcome),
+    /// `"ok":"status"`: the answer to status. The reply's `term` is the server's term and its
+    /// `index` the server's applied index.
+    Status(ServerStatus),
+}
+
+/// What a server says about itself in answer to `status`, besides its term and applied index
+/// (the reply's `term` and `index`). A snapshot of one moment: every field comes from the same
+/// round of the node task.
+///
+/// Decoding checks what always holds of one server: `snapshot_index <= applied <= commit_index
+/// <= last_index`, where applied is the reply's `index`.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub struct ServerStatus {
+    /// Which server answered.
+    pub server: ServerId,
+    pub role: Role,
+    /// The leader of the server's term, when it knows one (itself, if it leads).
+    pub leader: Option<ServerId>,
+    /// The highest log index the server knows to be committed.
+    pub commit_index: LogIndex,
+    /// The index of the last entry in the server's log, committed or not.
+    pub last_index: LogIndex,
+    /// The last index the server's snapshot covers (0 without one); its log holds the entries
+    /// after it, `last_index - snapshot_index` of them.
+    pub snapshot_index: LogIndex,
+    /// The size of the server's write-ahead log file, in bytes.
+    pub log_bytes: u64,
+    /// How long the server process has been serving, in milliseconds.
+    pub uptime_ms: u64,
+}
+
+impl ServerStatus {
+    /// Entries held in the log after the snapshot.
+    pub fn log_entries(&self) -> u64 {
+        self.last_index.saturating_sub(self.snapshot_index)
+    }
+}
+
+/// A role as the `role` field of a status reply writes it.
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Follower => "follower",
+        Role::PreCandidate => "pre_candidate",
+        Role::Candidate => "candidate",
+        Role::Leader => "leader",
+    }
+}
+
+/// The role a `role` field names, if any.
+pub fn parse_role(name: &str) -> Option<Role> {
+    [
+        Role::Follower,
+        Role::PreCandidate,
+        Role::Candidate,
+        Role::Leader,
+    ]
+    .into_iter()
+    .find(|&role| role_name(role) == name)
 }
 
 /// An `error` response. `seq` is `None` only when the request's seq could not be read.
@@ -440,6 +504,22 @@ impl From<&ClientReply> for WireReply {
 }
 
 impl WireReply {
+    /// A server's answer to `status` request `seq`: it is in `term` and has applied everything
+    /// up to `applied_index`.
+    pub fn status(
+        seq: u64,
+        term: Term,
+        applied_index: LogIndex,
+        status: ServerStatus,
+    ) -> WireReply {
+        WireReply::Ok {
+            seq,
+            index: applied_index,
+            term,
+            answer: Answer::Status(status),
+        }
+    }
+
     /// The node's reply as it goes on the wire; a `not_leader` names the leader's client
     /// address when `leader_address` knows it. Error responses carry no `index`.
     pub fn from_node(reply: &ClientReply, leader_address: AddressLookup<'_>) -> WireReply {
@@ -589,6 +669,20 @@ struct ReplyFields {
     message: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     index: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    commit_index: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_index: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshot_index: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uptime_ms: Option<u64>,
 }
 
 /// One line: the JSON object and its newline.
@@ -635,6 +729,7 @@ pub fn encode_request_into(request: &WireRequest, out: &mut Vec<u8>) {
         ..RequestFields::default()
     };
     match &request.op {
+        WireOp::Status => {}
         WireOp::Hello { nonce } => {
             fields.nonce = Some(*nonce);
         }
@@ -750,6 +845,17 @@ pub fn encode_wire_reply(reply: &WireReply) -> Vec<u8> {
             "welcome"
         }
         Answer::Outcome(outcome) => outcome_fields(&mut fields, outcome),
+        Answer::Status(status) => {
+            fields.server = Some(status.server.0);
+            fields.role = Some(role_name(status.role).to_string());
+            fields.leader = status.leader.map(|leader| leader.0);
+            fields.commit_index = Some(status.commit_index);
+            fields.last_index = Some(status.last_index);
+            fields.snapshot_index = Some(status.snapshot_index);
+            fields.log_bytes = Some(status.log_bytes);
+            fields.uptime_ms = Some(status.uptime_ms);
+            "status"
+        }
     };
     fields.ok = Some(ok.to_string());
     write_line(&fields)
@@ -897,12 +1003,13 @@ fn op_fields(op: &str) -> &'static str {
     match op {
         "hello" => "nonce",
         "check" => "client, secret, lock, consistency",
+        "status" => "nothing else",
         _ => "client, secret, lock",
     }
 }
 
 const COMMON_FIELDS: &str = "seq, op, version, seen_index, term";
-const OP_NAMES: &str = "hello, preempt, release or check";
+const OP_NAMES: &str = "hello, preempt, release, check or status";
 
 impl RequestReader {
     fn error(&self, message: String) -> WireError {
@@ -963,6 +1070,7 @@ impl RequestReader {
                     nonce: nonce.unwrap_or(0),
                 });
             }
+            "status" => return Ok(WireOp::Status),
             "preempt" | "release" | "check" => name,
             _ => {
                 let got = quoted(&name);
@@ -1151,6 +1259,7 @@ fn decode_ok(ok: &str, fields: &ReplyFields) -> Result<WireReply, WireError> {
     let token = || fields.token.ok_or_else(|| missing("token"));
     let outcome = match ok {
         "welcome" => return decode_welcome(seq, index, fields),
+        "status" => return decode_status(seq, index, fields),
         "granted" => Outcome::Granted { token: token()? },
         "held_by" => Outcome::HeldBy { owner: owner()? },
         "released" => Outcome::Released,
@@ -1204,6 +1313,47 @@ fn decode_welcome(seq: u64, index: LogIndex, fields: &ReplyFields) -> Result<Wir
             secret,
         },
     })
+}
+
+/// A status reply: every field present, a known role, and indexes in the order one server's
+/// always are.
+fn decode_status(seq: u64, index: LogIndex, fields: &ReplyFields) -> Result<WireReply, WireError> {
+    let malformed = |problem: String| {
+        WireError::malformed(Some(seq), format!("malformed reply: status {problem}"))
+    };
+    let missing = |name: &str| malformed(format!("needs `{name}`"));
+    let role_text = fields.role.as_deref().ok_or_else(|| missing("role"))?;
+    let role = parse_role(role_text)
+        .ok_or_else(|| malformed(format!("names an unknown role {}", quoted(role_text))))?;
+    let status = ServerStatus {
+        server: ServerId(fields.server.ok_or_else(|| missing("server"))?),
+        role,
+        leader: fields.leader.map(ServerId),
+        commit_index: fields.commit_index.ok_or_else(|| missing("commit_index"))?,
+        last_index: fields.last_index.ok_or_else(|| missing("last_index"))?,
+        snapshot_index: fields
+            .snapshot_index
+            .ok_or_else(|| missing("snapshot_index"))?,
+        log_bytes: fields.log_bytes.ok_or_else(|| missing("log_bytes"))?,
+        uptime_ms: fields.uptime_ms.ok_or_else(|| missing("uptime_ms"))?,
+    };
+    let term = fields.term.ok_or_else(|| missing("term"))?;
+    let ordered = status.snapshot_index <= index
+        && index <= status.commit_index
+        && status.commit_index <= status.last_index;
+    if !ordered {
+        return Err(malformed(format!(
+            "has indexes out of order: snapshot {} <= applied {index} <= commit {} <= last {} \
+             does not hold",
+            status.snapshot_index, status.commit_index, status.last_index
+        )));
+    }
+    if role == Role::Leader && status.leader != Some(status.server) {
+        return Err(malformed(
+            "says the server leads but names another leader".to_string(),
+        ));
+    }
+    Ok(WireReply::status(seq, term, index, status))
 }
 
 fn decode_error(error: &str, fields: &ReplyFields) -> Result<WireReply, WireError> {

@@ -305,6 +305,11 @@ impl Wal {
         self.shape.last_index
     }
 
+    /// The log file's bytes of records (its preallocated tail not counted).
+    pub fn log_bytes(&self) -> u64 {
+        self.log_bytes
+    }
+
     /// Bytes appended but not yet covered by a [`Wal::sync`].
     pub fn unsynced_bytes(&self) -> u64 {
         self.log_bytes - self.synced_bytes

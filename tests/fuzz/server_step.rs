@@ -14,7 +14,7 @@
 //! - lock names empty, at and over `LOCK_NAME_BYTES_MAX` in bytes, non-ASCII, random;
 //! - hellos with random nonces, and verbatim replays of an honest client's earlier requests;
 //! - request lines (mutated, or random bytes) through `decode_request` and
-//!   `into_client_request`.
+//!   `into_client_request` (a `status` line never reaches the node, so it is dropped).
 //!
 //! What must hold after every step, besides never panicking (the servers assert their own
 //! invariants on every step):
@@ -700,7 +700,7 @@ fn hostile_line(cluster: &Cluster, script: &mut Script<'_>) -> Option<ClientRequ
     }
     decode_request(&line)
         .ok()
-        .map(|request| request.into_client_request())
+        .and_then(|request| request.into_client_request())
 }
 
 /// An honest client's next operation.

@@ -27,7 +27,7 @@ use crate::net::tls::stream::NetStream;
 use crate::node::{PeerMessage, ServerId};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -80,6 +80,37 @@ fn fresh_nonce() -> Nonce {
 pub struct PeerSender {
     queues: BTreeMap<ServerId, mpsc::Sender<PeerMessage>>,
     dropped: Arc<BTreeMap<ServerId, AtomicU64>>,
+    /// Per peer, whether its outbound connection is up (handshake done).
+    connected: Arc<BTreeMap<ServerId, AtomicBool>>,
+}
+
+/// What the outbound side of each peer link is doing, for operators (metrics): read-only, and
+/// holding no queue, so it keeps no connector task alive.
+#[derive(Clone, Debug)]
+pub struct PeerLinks {
+    dropped: Arc<BTreeMap<ServerId, AtomicU64>>,
+    connected: Arc<BTreeMap<ServerId, AtomicBool>>,
+}
+
+impl PeerLinks {
+    /// Every configured peer, in order.
+    pub fn peers(&self) -> impl Iterator<Item = ServerId> + '_ {
+        self.connected.keys().copied()
+    }
+
+    /// Whether this server's connection to `peer` is up: connected, and the handshake done.
+    pub fn is_connected(&self, peer: ServerId) -> bool {
+        self.connected
+            .get(&peer)
+            .is_some_and(|up| up.load(Ordering::Relaxed))
+    }
+
+    /// Messages to `peer` dropped so far (queue full or peer unreachable).
+    pub fn dropped(&self, peer: ServerId) -> u64 {
+        self.dropped
+            .get(&peer)
+            .map_or(0, |count| count.load(Ordering::Relaxed))
+    }
 }
 
 impl PeerSender {
@@ -101,6 +132,14 @@ impl PeerSender {
             .get(&peer)
             .map_or(0, |count| count.load(Ordering::Relaxed))
     }
+
+    /// The links' state, without the queues.
+    pub fn links(&self) -> PeerLinks {
+        PeerLinks {
+            dropped: Arc::clone(&self.dropped),
+            connected: Arc::clone(&self.connected),
+        }
+    }
 }
 
 /// Starts one connector task per peer on the current tokio runtime and returns the sender the
@@ -112,6 +151,12 @@ pub fn spawn_outbound(identity: &PeerIdentity, peers: &BTreeMap<ServerId, String
     );
     let dropped: Arc<BTreeMap<ServerId, AtomicU64>> =
         Arc::new(peers.keys().map(|&id| (id, AtomicU64::new(0))).collect());
+    let connected: Arc<BTreeMap<ServerId, AtomicBool>> = Arc::new(
+        peers
+            .keys()
+            .map(|&id| (id, AtomicBool::new(false)))
+            .collect(),
+    );
     let mut queues = BTreeMap::new();
     for (&peer, address) in peers {
         let (sender, receiver) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
@@ -122,10 +167,15 @@ pub fn spawn_outbound(identity: &PeerIdentity, peers: &BTreeMap<ServerId, String
             address: address.clone(),
             queue: receiver,
             dropped: Arc::clone(&dropped),
+            connected: Arc::clone(&connected),
         };
         tokio::spawn(connector.run());
     }
-    PeerSender { queues, dropped }
+    PeerSender {
+        queues,
+        dropped,
+        connected,
+    }
 }
 
 /// One peer's outbound side.
@@ -135,6 +185,7 @@ struct Connector {
     address: String,
     queue: mpsc::Receiver<PeerMessage>,
     dropped: Arc<BTreeMap<ServerId, AtomicU64>>,
+    connected: Arc<BTreeMap<ServerId, AtomicBool>>,
 }
 
 impl Connector {
@@ -148,7 +199,9 @@ impl Connector {
                     tracing::info!(peer = %peer, address = %self.address, "connected to peer");
                     delay = RECONNECT_DELAY_MIN;
                     failures_in_a_row = 0;
+                    self.connected[&peer].store(true, Ordering::Relaxed);
                     let reason = self.pump(stream).await;
+                    self.connected[&peer].store(false, Ordering::Relaxed);
                     let Some(reason) = reason else { return };
                     tracing::info!(peer = %peer, address = %self.address, %reason,
                         "lost the connection to peer");

@@ -6,15 +6,25 @@
 //! structured error and the connection stays open while the line decoder says it is usable.
 //! A connection that sends nothing for the idle timeout is closed.
 //!
+//! A `status` request never reaches the node: the reader answers it from what the node task
+//! last published ([`ServerMetrics`]).
+//!
+//! Every answer is counted ([`ServerMetrics::record_outcome`], `record_refusal`), and every
+//! request the node serves is timed from its line being read to its answer reaching the
+//! writer; the two tasks share a small per-connection table of request times for that.
+//!
 //! Everything is bounded: the node's input queue (a full one answers `overloaded` at once),
 //! each connection's reply queue (a reply that does not fit is dropped; the client times out
-//! and retries the same seq, which is exactly-once), and the number of connections.
+//! and retries the same seq, which is exactly-once), the table of request times, and the
+//! number of connections.
 
+use crate::net::metrics::{Refusal, RequestKind, ServerMetrics};
 use crate::net::protocol::{
-    ErrorReply, LineDecoder, LineEvent, WireError, decode_request, encode_error, encode_reply_with,
+    ErrorReply, LineDecoder, LineEvent, WireError, WireReply, decode_request, encode_error,
+    encode_reply_with, encode_wire_reply,
 };
-use crate::node::{ClientAddr, ClientReply, ServerId, ServerInput, ServiceError};
-use std::collections::{BTreeMap, HashMap};
+use crate::node::{ClientAddr, ClientReply, ReplyBody, ServerId, ServerInput, ServiceError};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -26,6 +36,9 @@ pub const REPLY_QUEUE_MAX: usize = 4_096;
 /// After a client closes its sending side, how long its answers may still take to come back.
 const HALF_CLOSED_GRACE: Duration = Duration::from_secs(10);
 const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Requests of one connection whose read time is kept for the latency histogram. A request the
+/// node never answers (a forward lost between servers) stays until newer ones push it out.
+const TIMED_REQUESTS_MAX: usize = 1_024;
 const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;
 
 /// What a connection's writer sends.
@@ -67,6 +80,46 @@ pub struct ClientContext {
     pub term: Arc<AtomicU64>,
     /// Every server's client address (its one listening address), for `not_leader` redirects.
     pub addresses: BTreeMap<ServerId, String>,
+    /// Answers counted, requests timed, and the state `status` answers from.
+    pub metrics: Arc<ServerMetrics>,
+}
+
+/// When each of a connection's requests handed to the node was read, oldest first, until its
+/// answer reaches the writer. The reader pushes and the writer takes; both are tasks on the
+/// network thread, so its lock is never contended.
+#[derive(Default, Debug)]
+struct RequestTimes {
+    waiting: VecDeque<(u64, RequestKind, Instant)>,
+}
+
+impl RequestTimes {
+    fn push(&mut self, seq: u64, kind: RequestKind, read_at: Instant) {
+        if self.waiting.len() >= TIMED_REQUESTS_MAX {
+            self.waiting.pop_front();
+        }
+        self.waiting.push_back((seq, kind, read_at));
+        assert!(self.waiting.len() <= TIMED_REQUESTS_MAX);
+    }
+
+    /// The earliest request with `seq` still waiting. Answers come nearly in order, so the
+    /// search nearly always stops at the front.
+    fn take(&mut self, seq: u64) -> Option<(RequestKind, Instant)> {
+        let at = self
+            .waiting
+            .iter()
+            .position(|&(waiting, ..)| waiting == seq)?;
+        self.waiting
+            .remove(at)
+            .map(|(_, kind, read_at)| (kind, read_at))
+    }
+}
+
+type SharedTimes = Arc<Mutex<RequestTimes>>;
+
+fn lock_times(times: &SharedTimes) -> MutexGuard<'_, RequestTimes> {
+    times
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl ClientContext {
@@ -89,12 +142,14 @@ pub async fn serve_client<R, W>(
     let addr = ClientAddr(context.next_addr.fetch_add(1, Ordering::Relaxed));
     let (sender, receiver) = mpsc::channel(REPLY_QUEUE_MAX);
     let in_flight = Arc::new(AtomicUsize::new(0));
+    let times = SharedTimes::default();
     let previous = context.registry.lock().insert(addr, sender.clone());
     assert!(previous.is_none(), "client address {addr:?} reused");
     let writer_task = tokio::spawn(write_replies(
         writer,
         receiver,
         Arc::clone(&in_flight),
+        Arc::clone(&times),
         Arc::clone(&context),
     ));
     let mut connection = Connection {
@@ -102,6 +157,7 @@ pub async fn serve_client<R, W>(
         sender,
         context: Arc::clone(&context),
         in_flight: Arc::clone(&in_flight),
+        times,
     };
     let end = connection.read_requests(reader, already_read).await;
     tracing::debug!(client = addr.0, ?end, "client connection ending");
@@ -133,6 +189,7 @@ struct Connection {
     context: Arc<ClientContext>,
     /// Requests handed to the node and not yet answered.
     in_flight: Arc<AtomicUsize>,
+    times: SharedTimes,
 }
 
 impl Connection {
@@ -177,18 +234,29 @@ impl Connection {
                 return Some(End::Abandoned);
             }
         };
+        let read_at = Instant::now();
         let request = match decode_request(&line) {
-            Ok(request) => request.into_client_request(),
+            Ok(request) => request,
             Err(error) => return self.answer(&ErrorReply::from(error)).await,
         };
         let seq = request.seq;
+        let kind = RequestKind::of(&request.op);
+        let Some(request) = request.into_client_request() else {
+            return self.answer_status(seq).await;
+        };
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let input = ServerInput::Client {
             from: self.addr,
             request,
         };
         let refusal = match self.context.inputs.try_send(input) {
-            Ok(()) => return None,
+            Ok(()) => {
+                // No await since the send: the answer cannot have been written yet.
+                if let Some(kind) = kind {
+                    lock_times(&self.times).push(seq, kind, read_at);
+                }
+                return None;
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.context
                     .overloaded_answers
@@ -206,10 +274,37 @@ impl Connection {
     }
 
     async fn answer(&self, error: &ErrorReply) -> Option<End> {
-        match self.sender.send(Outgoing::Line(encode_error(error))).await {
+        self.context
+            .metrics
+            .record_refusal(Refusal::of_code(&error.code));
+        self.send_line(encode_error(error)).await
+    }
+
+    /// Answers `status` request `seq` from what the node task last published.
+    async fn answer_status(&self, seq: u64) -> Option<End> {
+        let metrics = &self.context.metrics;
+        let state = metrics.state();
+        let reply = WireReply::status(seq, state.term, state.applied_index, metrics.status(&state));
+        self.send_line(encode_wire_reply(&reply)).await
+    }
+
+    async fn send_line(&self, line: Vec<u8>) -> Option<End> {
+        match self.sender.send(Outgoing::Line(line)).await {
             Ok(()) => None,
             Err(_) => Some(End::WriterGone),
         }
+    }
+}
+
+/// Counts a node reply by what it says, and times the request it answers.
+fn record_reply(metrics: &ServerMetrics, times: &SharedTimes, reply: &ClientReply) {
+    match &reply.body {
+        ReplyBody::Outcome(outcome) => metrics.record_outcome(outcome),
+        ReplyBody::Error(error) => metrics.record_refusal(Refusal::of_service_error(error)),
+        ReplyBody::Welcome { .. } => {}
+    }
+    if let Some((kind, read_at)) = lock_times(times).take(reply.seq) {
+        metrics.record_request(kind, read_at.elapsed());
     }
 }
 
@@ -218,6 +313,7 @@ async fn write_replies<W: AsyncWrite + Unpin>(
     mut writer: W,
     mut receiver: mpsc::Receiver<Outgoing>,
     in_flight: Arc<AtomicUsize>,
+    times: SharedTimes,
     context: Arc<ClientContext>,
 ) {
     let lookup = |server| context.address_of(server);
@@ -230,6 +326,7 @@ async fn write_replies<W: AsyncWrite + Unpin>(
                     // Saturating: a reply the node sends twice must not wrap the count.
                     let _ = in_flight
                         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+                    record_reply(&context.metrics, &times, &reply);
                     buffer.extend_from_slice(&encode_reply_with(&reply, &lookup));
                 }
                 Outgoing::Line(line) => buffer.extend_from_slice(&line),

@@ -16,7 +16,7 @@
 //! servers:
 //!   s1: 10.0.0.1:7001
 //!   s2: 10.0.0.2:7001
-//!   s3: {address: 10.0.0.3:7001, data_dir: /srv/lockstep}
+//!   s3: {address: 10.0.0.3:7001, data_dir: /srv/lockstep, metrics: 10.0.0.3:9101}
 //! ```
 
 use crate::net::peer::handshake::{CLUSTER_SECRET_BYTES_MAX, ClusterSecret};
@@ -53,6 +53,8 @@ pub struct ServerProcessConfig {
     pub cluster_secret: Option<LoadedSecret>,
     /// TLS on every connection (mutual for peers); `None` serves plain TCP.
     pub tls: Option<ServerTls>,
+    /// Where to serve Prometheus metrics over HTTP (`GET /metrics`); `None` serves none.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A cluster secret read from its file.
@@ -153,6 +155,7 @@ pub struct ConfigOverrides {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_ca: Option<PathBuf>,
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A configuration problem: where, and what.
@@ -203,6 +206,15 @@ enum ServerEntry {
 struct DetailedEntry {
     address: String,
     data_dir: Option<PathBuf>,
+    /// `IP:PORT` to serve this server's metrics on.
+    metrics: Option<String>,
+}
+
+/// One server's entry in the file, checked.
+struct FileServer {
+    address: String,
+    data_dir: Option<PathBuf>,
+    metrics: Option<SocketAddr>,
 }
 
 /// `s1`, `S1` or `1`.
@@ -228,6 +240,17 @@ pub fn parse_peer(text: &str) -> Result<(ServerId, String), String> {
     let id = parse_server_id(id)?;
     check_address(address)?;
     Ok((id, address.to_string()))
+}
+
+/// `--metrics` and a server entry's `metrics`: `IP:PORT` to listen on (port 0 picks a free
+/// one, which the server logs).
+pub fn parse_metrics_address(text: &str) -> Result<SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!(
+            "{text:?} is not IP:PORT to serve metrics on (like 127.0.0.1:9101; a host name \
+             will not do)"
+        )
+    })
 }
 
 /// `300s`, `1500ms`, `5m`.
@@ -287,19 +310,31 @@ fn parse_file(path: &Path, text: &str) -> Result<ConfigFile, ConfigError> {
 fn file_servers(
     path: &Path,
     file: &ConfigFile,
-) -> Result<BTreeMap<ServerId, (String, Option<PathBuf>)>, ConfigError> {
+) -> Result<BTreeMap<ServerId, FileServer>, ConfigError> {
     let mut servers = BTreeMap::new();
     for (key, entry) in &file.servers {
         let place = format!("{}: servers.{key}", path.display());
         let id = parse_server_id(key).map_err(|problem| error(&place, problem))?;
-        let (address, data_dir) = match entry {
-            ServerEntry::Address(address) => (address.clone(), None),
-            ServerEntry::Detailed(detailed) => {
-                (detailed.address.clone(), detailed.data_dir.clone())
-            }
+        let server = match entry {
+            ServerEntry::Address(address) => FileServer {
+                address: address.clone(),
+                data_dir: None,
+                metrics: None,
+            },
+            ServerEntry::Detailed(detailed) => FileServer {
+                address: detailed.address.clone(),
+                data_dir: detailed.data_dir.clone(),
+                metrics: match &detailed.metrics {
+                    None => None,
+                    Some(text) => Some(
+                        parse_metrics_address(text)
+                            .map_err(|problem| error(format!("{place}.metrics"), problem))?,
+                    ),
+                },
+            },
         };
-        check_address(&address).map_err(|problem| error(&place, problem))?;
-        if servers.insert(id, (address, data_dir)).is_some() {
+        check_address(&server.address).map_err(|problem| error(&place, problem))?;
+        if servers.insert(id, server).is_some() {
             return Err(error(place, format!("{id} is listed twice")));
         }
     }
@@ -355,9 +390,15 @@ fn combine(
     let mut tls_cert = overrides.tls_cert.clone();
     let mut tls_key = overrides.tls_key.clone();
     let mut tls_ca = overrides.tls_ca.clone();
+    let mut metrics = overrides.metrics;
     if let Some((path, file)) = file {
         let servers = file_servers(path, file)?;
-        let Some((own_address, own_data_dir)) = servers.get(&id) else {
+        let Some(FileServer {
+            address: own_address,
+            data_dir: own_data_dir,
+            metrics: own_metrics,
+        }) = servers.get(&id)
+        else {
             return Err(error(
                 format!("{}: servers", path.display()),
                 format!("no entry for {id} (given by --id)"),
@@ -373,11 +414,12 @@ fn combine(
             })?;
             listen = Some(parsed);
         }
-        for (&peer, (address, _)) in &servers {
+        for (&peer, server) in &servers {
             if peer != id {
-                peers.insert(peer, address.clone());
+                peers.insert(peer, server.address.clone());
             }
         }
+        metrics = metrics.or(*own_metrics);
         data_dir = data_dir
             .or_else(|| own_data_dir.as_deref().map(relative_to_file))
             .or_else(|| {
@@ -439,6 +481,7 @@ fn combine(
         client_idle_timeout: idle_timeout.unwrap_or(CLIENT_IDLE_TIMEOUT_DEFAULT),
         cluster_secret,
         tls,
+        metrics,
     };
     assert!(
         !config.peers.contains_key(&config.id),
@@ -514,6 +557,38 @@ mod tests {
         })
         .unwrap();
         assert_eq!(third.data_dir, PathBuf::from("/srv/three"));
+    }
+
+    #[test]
+    fn a_server_entry_may_name_its_metrics_address_and_the_flag_overrides_it() {
+        let text = "servers:\n  s1: {address: 127.0.0.1:7001, metrics: 127.0.0.1:9101}\n  \
+                    s2: 127.0.0.1:7002\n";
+        let path = Path::new("/etc/lockstep/cluster.yaml");
+        let file = parse_file(path, text).unwrap();
+        let for_server = |id: u32, metrics: Option<&str>| {
+            let overrides = ConfigOverrides {
+                id: Some(ServerId(id)),
+                data_dir: Some("/tmp/data".into()),
+                metrics: metrics.map(|text| text.parse().unwrap()),
+                ..Default::default()
+            };
+            combine(&overrides, Some((path, &file))).unwrap().metrics
+        };
+        assert_eq!(for_server(1, None), Some("127.0.0.1:9101".parse().unwrap()));
+        assert_eq!(for_server(2, None), None, "s2 serves no metrics");
+        assert_eq!(
+            for_server(1, Some("127.0.0.1:9999")),
+            Some("127.0.0.1:9999".parse().unwrap())
+        );
+        let bad = "servers:\n  s1: {address: 127.0.0.1:7001, metrics: localhost:9101}\n";
+        let Err(error) = parse_file(path, bad).and_then(|file| file_servers(path, &file)) else {
+            panic!("a host name was taken as a metrics address");
+        };
+        assert_eq!(
+            error.place,
+            "/etc/lockstep/cluster.yaml: servers.s1.metrics"
+        );
+        assert!(error.problem.contains("is not IP:PORT"), "{error}");
     }
 
     #[test]

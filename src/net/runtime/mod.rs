@@ -10,6 +10,10 @@
 //!   in batches with one fsync each (group commit), and carries out the effects that wait
 //!   for it.
 //!
+//! With `--metrics`, the network thread also serves Prometheus metrics over HTTP
+//! (`net::metrics`). The node task, the log thread and the client connections record into one
+//! shared `ServerMetrics` whether or not anyone scrapes it: `status` requests read the same.
+//!
 //! Inputs reach the node through one bounded queue. Outputs leave through per-peer bounded
 //! queues and per-connection bounded queues, each fed without blocking.
 //!
@@ -25,6 +29,7 @@ pub mod node_loop;
 
 pub use config::{ConfigError, ConfigOverrides, ServerProcessConfig};
 
+use crate::net::metrics::{NodeState, ServerMetrics};
 use crate::net::peer::{self, PeerFrame, PeerIdentity, Sniffed};
 use crate::net::protocol::{ErrorCode, ErrorReply, encode_error};
 use crate::node::{DurableState, RaftLog, Server, ServerConfig, ServerInput, Snapshot};
@@ -64,6 +69,13 @@ pub enum StartError {
     Snapshot { path: PathBuf, problem: String },
     #[error("cannot listen on {address}: {source}")]
     Listen {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The `--metrics` address could not be bound (taken, or not an address of this machine).
+    #[error("cannot serve metrics on {address} (--metrics): {source}")]
+    Metrics {
         address: std::net::SocketAddr,
         #[source]
         source: std::io::Error,
@@ -151,10 +163,12 @@ pub struct RunningServer {
     config: ServerProcessConfig,
     runtime: tokio::runtime::Runtime,
     listener: std::net::TcpListener,
+    /// Bound when `config.metrics` names an address.
+    metrics_listener: Option<std::net::TcpListener>,
     recovered: Recovered,
 }
 
-/// Recovers storage and binds the port. Nothing is served yet.
+/// Recovers storage and binds the port (and the metrics port). Nothing is served yet.
 pub fn start(config: ServerProcessConfig) -> Result<RunningServer, StartError> {
     let recovered = recover(&config)?;
     let listener =
@@ -165,6 +179,15 @@ pub fn start(config: ServerProcessConfig) -> Result<RunningServer, StartError> {
     listener
         .set_nonblocking(true)
         .map_err(StartError::Runtime)?;
+    let metrics_listener = match config.metrics {
+        None => None,
+        Some(address) => {
+            let bound = std::net::TcpListener::bind(address)
+                .and_then(|bound| bound.set_nonblocking(true).map(|()| bound))
+                .map_err(|source| StartError::Metrics { address, source })?;
+            Some(bound)
+        }
+    };
     // One thread for the sockets and the node: see the module documentation.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -174,6 +197,7 @@ pub fn start(config: ServerProcessConfig) -> Result<RunningServer, StartError> {
         config,
         runtime,
         listener,
+        metrics_listener,
         recovered,
     })
 }
@@ -184,12 +208,21 @@ impl RunningServer {
         self.listener.local_addr().expect("a bound listener")
     }
 
+    /// The bound metrics address, if metrics are served.
+    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .map(|listener| listener.local_addr().expect("a bound listener"))
+    }
+
     /// Serves until SIGINT/SIGTERM (`Ok`) or a storage failure (`Err`).
     pub fn run(self) -> Result<(), RunError> {
+        let metrics_address = self.metrics_address();
         let RunningServer {
             config,
             runtime,
             listener,
+            metrics_listener,
             recovered,
         } = self;
         let clock = Clock::start();
@@ -207,6 +240,7 @@ impl RunningServer {
             snapshot_index = durable.snapshot.as_ref().map_or(0, |s| s.last_included_index),
             peer_authentication = if config.cluster_secret.is_some() { "cluster secret" } else { "none" },
             tls = if config.tls.is_some() { "on (mutual for peers)" } else { "off" },
+            metrics = ?metrics_address,
             "server starting"
         );
         warn_about_peer_authentication(&config);
@@ -216,6 +250,7 @@ impl RunningServer {
         node_config.durability_reported = true;
         let (server, initial) =
             Server::with_seed(node_config, recovered.durable, node_seed(), clock.now());
+        let metrics = Arc::new(ServerMetrics::new(config.id, NodeState::of(&server)));
         let (input_sender, input_receiver) = tokio::sync::mpsc::channel(INPUT_QUEUE_MAX);
         let stop = Arc::new(AtomicBool::new(false));
         let registry = ClientRegistry::default();
@@ -237,6 +272,7 @@ impl RunningServer {
         });
         let _guard = runtime.enter();
         let peers = peer::spawn_outbound(&identity, &config.peers);
+        metrics.watch_peers(peers.links());
         let (node_loop, log_writer) = NodeLoop::new(
             server,
             recovered.wal,
@@ -247,6 +283,7 @@ impl RunningServer {
             clock,
             Arc::clone(&stop),
             Arc::clone(&term),
+            Arc::clone(&metrics),
         );
         let log_thread = std::thread::Builder::new()
             .name("lockstep-log".into())
@@ -261,7 +298,13 @@ impl RunningServer {
             overloaded_answers: AtomicU64::new(0),
             term,
             addresses,
+            metrics: Arc::clone(&metrics),
         });
+        if let (Some(listener), Some(address)) = (metrics_listener, metrics_address) {
+            let listener = TcpListener::from_std(listener).expect("inside the runtime");
+            tracing::info!(%address, "serving metrics at http://{address}/metrics");
+            runtime.spawn(crate::net::metrics::serve(listener, Arc::clone(&metrics)));
+        }
         let listener = TcpListener::from_std(listener).expect("inside the runtime");
         let acceptor = config
             .tls
@@ -601,6 +644,7 @@ mod tests {
             client_idle_timeout: std::time::Duration::from_secs(300),
             cluster_secret: None,
             tls: None,
+            metrics: None,
         }
     }
 

@@ -35,6 +35,7 @@
 //! keep answering. Nothing the failed job held is sent.
 
 use super::clients::{ClientRegistry, Outgoing};
+use crate::net::metrics::{NodeState, Publisher, ServerMetrics};
 use crate::net::peer::PeerSender;
 use crate::node::{
     LogIndex, PeerMessage, PersistOp, Role, Server, ServerId, ServerInput, ServerOutput,
@@ -162,6 +163,9 @@ pub struct NodeLoop {
     /// Per peer, where in `deferred` the last message to it sits: see `defer_send`.
     last_send_to: BTreeMap<ServerId, usize>,
     leadership: Leadership,
+    /// What was last published to `metrics` (status requests and scrapes read it there).
+    published: Publisher,
+    metrics: Arc<ServerMetrics>,
     stats: LoopStats,
 }
 
@@ -180,6 +184,7 @@ impl NodeLoop {
         clock: Clock,
         stop: Arc<AtomicBool>,
         term: Arc<AtomicU64>,
+        metrics: Arc<ServerMetrics>,
     ) -> (NodeLoop, LogWriter) {
         let leadership = Leadership::of(&server);
         // Unbounded, so that the node task never waits for the disk; the leader's
@@ -191,6 +196,7 @@ impl NodeLoop {
             input_sender,
             peers.clone(),
             Arc::clone(&stop),
+            Arc::clone(&metrics),
         );
         let node_loop = NodeLoop {
             server,
@@ -209,6 +215,8 @@ impl NodeLoop {
             deferred: Vec::new(),
             last_send_to: BTreeMap::new(),
             leadership,
+            published: Publisher::new(metrics.state()),
+            metrics,
             stats: LoopStats::default(),
         };
         (node_loop, writer)
@@ -379,6 +387,8 @@ impl NodeLoop {
         }
         self.term.store(self.server.term(), Ordering::Relaxed);
         self.report_leadership();
+        self.metrics
+            .publish(&mut self.published, NodeState::of(&self.server));
         true
     }
 
@@ -483,6 +493,8 @@ pub struct LogWriter {
     lazy_syncs: u64,
     /// Appends taken from jobs and not yet written, so that a burst of jobs is one write.
     unwritten: Vec<PersistOp>,
+    /// fsync times, snapshots and the log's size go here.
+    metrics: Arc<ServerMetrics>,
 }
 
 impl LogWriter {
@@ -492,7 +504,9 @@ impl LogWriter {
         inputs: tokio_mpsc::Sender<ServerInput>,
         peers: PeerSender,
         stop: Arc<AtomicBool>,
+        metrics: Arc<ServerMetrics>,
     ) -> LogWriter {
+        metrics.publish_log_bytes(wal.log_bytes());
         LogWriter {
             wal,
             jobs,
@@ -503,6 +517,7 @@ impl LogWriter {
             syncs: 0,
             lazy_syncs: 0,
             unwritten: Vec::new(),
+            metrics,
         }
     }
 
@@ -551,7 +566,10 @@ impl LogWriter {
             }
             self.write_unwritten()?;
             if self.wal.unsynced_bytes() > 0 {
+                let started = Instant::now();
                 self.wal.sync()?;
+                self.metrics.record_fsync(started.elapsed());
+                self.metrics.publish_log_bytes(self.wal.log_bytes());
                 self.syncs += 1;
             }
             assert_eq!(
@@ -628,6 +646,8 @@ impl LogWriter {
             snapshot.last_included_term,
         )?;
         assert_eq!(self.wal.log_base().index, snapshot.last_included_index);
+        self.metrics.record_snapshot();
+        self.metrics.publish_log_bytes(self.wal.log_bytes());
         tracing::info!(
             index = snapshot.last_included_index,
             term = snapshot.last_included_term,
@@ -753,12 +773,22 @@ mod tests {
             secret: None,
             tls: None,
         };
+        let initial = NodeState {
+            role: crate::node::Role::Follower,
+            term: 0,
+            leader: None,
+            commit_index: 0,
+            applied_index: 0,
+            last_index: 0,
+            snapshot_index: 0,
+        };
         let writer = LogWriter::new(
             wal,
             jobs,
             inputs,
             crate::net::peer::spawn_outbound(&identity, &BTreeMap::new()),
             Arc::new(AtomicBool::new(false)),
+            Arc::new(ServerMetrics::new(ServerId(1), initial)),
         );
         (writer, job_sender, input_receiver)
     }
