@@ -214,6 +214,7 @@ impl RunningServer {
         node_config.snapshot_entries_min = config.snapshot_entries_min;
         // The log thread writes in the background and reports what is durable.
         node_config.durability_reported = true;
+        let peer_timing = peer::PeerTiming::for_heartbeat(node_config.heartbeat_interval);
         let (server, initial) =
             Server::with_seed(node_config, recovered.durable, node_seed(), clock.now());
         let (input_sender, input_receiver) = tokio::sync::mpsc::channel(INPUT_QUEUE_MAX);
@@ -234,6 +235,7 @@ impl RunningServer {
                 .tls
                 .as_ref()
                 .map(|tls| Arc::clone(&tls.peer_connector)),
+            timing: peer_timing,
         });
         let _guard = runtime.enter();
         let peers = peer::spawn_outbound(&identity, &config.peers);

@@ -752,6 +752,7 @@ mod tests {
             servers: vec![ServerId(1)],
             secret: None,
             tls: None,
+            timing: crate::net::peer::PeerTiming::default(),
         };
         let writer = LogWriter::new(
             wal,
