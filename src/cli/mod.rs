@@ -9,8 +9,11 @@
 //! - `run`: play scenario files through the simulator (`lockstep::sim::runner`).
 //! - `explore`: flags and tables around `lockstep::sim::explore` and `lockstep::sim::shard`.
 //! - `check`: judge a history, from the simulator or from anywhere else.
+//! - `chaos`: a real cluster under a nemesis, its history checked (`lockstep::chaos`).
 
 pub mod bench;
+#[cfg(unix)]
+pub mod chaos;
 pub mod check;
 pub mod client;
 pub mod cluster;
