@@ -951,7 +951,8 @@ mod tests {
             entries: entries(&[1, 1, 1]),
         }])
         .unwrap();
-        wal.write_snapshot(b"the leader's lock table", 10, 2).unwrap();
+        wal.write_snapshot(b"the leader's lock table", 10, 2)
+            .unwrap();
         for conflicting in [false, true] {
             let first_index = wal.last_index() + 1;
             wal.append(&[PersistOp::Append {
@@ -961,7 +962,8 @@ mod tests {
             .unwrap();
             if conflicting {
                 // And one that conflicts with the log at its index discards it all too.
-                wal.write_snapshot(b"another table", first_index, 3).unwrap();
+                wal.write_snapshot(b"another table", first_index, 3)
+                    .unwrap();
             } else {
                 wal.write_snapshot(b"own table", first_index, 2).unwrap();
             }

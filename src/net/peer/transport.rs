@@ -741,7 +741,10 @@ mod tests {
     }
 
     /// Reads frames from `stream` until one arrives, through `decoder`.
-    async fn next_frame(stream: &mut tokio::io::DuplexStream, decoder: &mut FrameDecoder) -> PeerFrame {
+    async fn next_frame(
+        stream: &mut tokio::io::DuplexStream,
+        decoder: &mut FrameDecoder,
+    ) -> PeerFrame {
         let mut chunk = [0u8; 1024];
         loop {
             let read = stream.read(&mut chunk).await.unwrap();
@@ -762,7 +765,8 @@ mod tests {
             // A slow heartbeat, so that a busy machine cannot make a talking link look silent.
             let s1 = Arc::new(identity(1, 200));
             let served = tokio::spawn(serve_inbound(acceptor_end, Vec::new(), s1, |_, _| {}));
-            let connector = ConnectorHandshake::new("lockstep", ServerId(2), ServerId(1), None, fresh_nonce());
+            let connector =
+                ConnectorHandshake::new("lockstep", ServerId(2), ServerId(1), None, fresh_nonce());
             connector_end.write_all(&connector.opening()).await.unwrap();
             let mut decoder = FrameDecoder::new();
             assert!(matches!(
@@ -777,11 +781,18 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             assert!(!served.is_finished(), "s1 dropped a link that kept talking");
-            assert_eq!(next_frame(&mut connector_end, &mut decoder).await, PeerFrame::Keepalive);
+            assert_eq!(
+                next_frame(&mut connector_end, &mut decoder).await,
+                PeerFrame::Keepalive
+            );
             // Silence. Keep reading so that s1's keepalives never fill the pipe.
             let drained = tokio::spawn(async move {
                 let mut sink = [0u8; 1024];
-                while connector_end.read(&mut sink).await.is_ok_and(|read| read > 0) {}
+                while connector_end
+                    .read(&mut sink)
+                    .await
+                    .is_ok_and(|read| read > 0)
+                {}
             });
             let reason = tokio::time::timeout(Duration::from_secs(30), served)
                 .await
@@ -808,13 +819,8 @@ mod tests {
             for _ in 0..2 {
                 let accepted = tokio::time::timeout(Duration::from_secs(30), listener.accept());
                 let (mut stream, _) = accepted.await.expect("s2 never dialled (again)").unwrap();
-                let handshake = AcceptorHandshake::new(
-                    &s1.cluster_id,
-                    s1.me,
-                    &s1.servers,
-                    None,
-                    fresh_nonce(),
-                );
+                let handshake =
+                    AcceptorHandshake::new(&s1.cluster_id, s1.me, &s1.servers, None, fresh_nonce());
                 let Ok((from, _)) = accept_handshake(&mut stream, Vec::new(), handshake).await
                 else {
                     panic!("s2's handshake failed");
