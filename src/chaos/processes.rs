@@ -179,8 +179,9 @@ impl Servers {
 
     /// Asks every running server to stop (SIGCONT first for a paused one, then SIGTERM) and
     /// waits up to `grace` for each, then kills what is left. Servers stopped this way flushed
-    /// everything they acknowledged.
-    pub fn stop_all(&mut self, grace: Duration) {
+    /// everything they acknowledged. Returns the servers that did not stop cleanly (exit code
+    /// 0) on their own: the status they ended with, or that they had to be killed.
+    pub fn stop_all(&mut self, grace: Duration) -> Vec<UnexpectedExit> {
         for member in &mut self.members {
             if let Some(child) = &member.child {
                 if member.state == ServerState::Paused {
@@ -190,23 +191,30 @@ impl Servers {
             }
         }
         let deadline = Instant::now() + grace;
-        for member in &mut self.members {
+        let mut unclean = Vec::new();
+        for (server, member) in self.members.iter_mut().enumerate() {
             if let Some(mut child) = member.child.take() {
                 // Bounded by the deadline, then a kill.
-                loop {
+                let status = loop {
                     match child.try_wait() {
-                        Ok(Some(_)) | Err(_) => break,
+                        Ok(Some(status)) if status.success() => break None,
+                        Ok(Some(status)) => break Some(describe(status)),
+                        Err(error) => break Some(error.to_string()),
                         Ok(None) if Instant::now() >= deadline => {
                             signal(&child, libc::SIGKILL);
                             let _ = child.wait();
-                            break;
+                            break Some(format!("still running {grace:?} after SIGTERM; killed"));
                         }
                         Ok(None) => std::thread::sleep(Duration::from_millis(10)),
                     }
+                };
+                if let Some(status) = status {
+                    unclean.push(UnexpectedExit { server, status });
                 }
             }
             member.state = ServerState::Down;
         }
+        unclean
     }
 
     /// Servers chaos believes alive that have exited: each is reaped and marked down.
@@ -219,10 +227,7 @@ impl Servers {
             if let Ok(Some(status)) = child.try_wait() {
                 exits.push(UnexpectedExit {
                     server,
-                    status: match status.code() {
-                        Some(code) => format!("exit code {code}"),
-                        None => status.to_string(),
-                    },
+                    status: describe(status),
                 });
                 member.child = None;
                 member.state = ServerState::Down;
@@ -268,6 +273,13 @@ impl Drop for Servers {
         for server in 0..self.members.len() {
             self.kill(server);
         }
+    }
+}
+
+fn describe(status: std::process::ExitStatus) -> String {
+    match status.code() {
+        Some(code) => format!("exit code {code}"),
+        None => status.to_string(),
     }
 }
 

@@ -128,6 +128,9 @@ pub enum ChaosError {
     /// The servers did not start, elect a leader or register the clients in time.
     #[error("the cluster did not start: {0}")]
     ClusterStart(String),
+    /// `stop` was set before the clients were registered: nothing ran.
+    #[error("interrupted while starting the cluster")]
+    Interrupted,
 }
 
 /// Where the run stands, for a progress display.
@@ -430,7 +433,8 @@ pub fn run(
         rejoins: Vec::new(),
         active: None,
         finder: None,
-        finder_seq: 0,
+        // Above the seq of the finder's registration, whatever the client library uses.
+        finder_seq: 1_000,
         probes: Vec::new(),
         unexpected_restarts: vec![0; config.servers],
     };
@@ -453,7 +457,7 @@ pub fn run(
     } else {
         run.final_restart_and_reads(&identities.readers)
     };
-    run.servers.stop_all(STOP_GRACE);
+    run.stop_servers(interrupted);
     run.observer.phase("checking");
     Ok(run.conclude(
         recorded,
@@ -509,6 +513,7 @@ impl Run<'_> {
             .map(|s| self.servers.address(s).to_string())
             .collect();
         let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let stop = self.stop;
         let register = |first: usize, options: ClientOptions| -> Result<Client, ChaosError> {
             let mut servers = all.clone();
             servers.rotate_left(first % all.len());
@@ -517,6 +522,9 @@ impl Run<'_> {
             })?;
             // Bounded by the deadline: each attempt waits at most an operation timeout.
             loop {
+                if stop.load(Ordering::Relaxed) {
+                    return Err(ChaosError::Interrupted);
+                }
                 match client.register() {
                     Ok(_) => return Ok(client),
                     Err(error) if Instant::now() >= deadline => {
@@ -664,6 +672,33 @@ impl Run<'_> {
             active: self.active.clone(),
         };
         self.observer.progress(&progress);
+    }
+
+    /// Stops every server with SIGTERM; one that does not stop cleanly, or had already died
+    /// on its own, is a finding (unless the run was interrupted, when anything goes).
+    fn stop_servers(&mut self, interrupted: bool) {
+        let mut unclean: Vec<String> = self
+            .servers
+            .reap_unexpected()
+            .into_iter()
+            .map(|exit| {
+                format!(
+                    "{} exited on its own ({})",
+                    server_name(exit.server),
+                    exit.status
+                )
+            })
+            .collect();
+        unclean.extend(self.servers.stop_all(STOP_GRACE).into_iter().map(|exit| {
+            format!(
+                "{} did not stop cleanly on SIGTERM ({})",
+                server_name(exit.server),
+                exit.status
+            )
+        }));
+        if !interrupted {
+            self.findings.unexpected_exits.extend(unclean);
+        }
     }
 
     fn restart(&mut self, server: usize, why: &str) {
@@ -870,7 +905,7 @@ impl Run<'_> {
     fn final_restart_and_reads(&mut self, readers: &[Credential]) -> Vec<Recorded> {
         self.observer.phase("restarting every server");
         self.proxy.heal();
-        self.servers.stop_all(STOP_GRACE);
+        self.stop_servers(false);
         let everyone: Vec<usize> = (0..self.servers.len()).collect();
         let event = self.event(
             "final_restart",

@@ -173,6 +173,10 @@ pub fn run(args: ChaosArgs) -> u8 {
             eprintln!("error: {error}");
             EXIT_CLUSTER_FAILED
         }
+        Err(error @ ChaosError::Interrupted) => {
+            eprintln!("{error}");
+            EXIT_INTERRUPTED
+        }
         Ok(report) => {
             if args.json {
                 let json = serde_json::to_string_pretty(&report).expect("a report serialises");
