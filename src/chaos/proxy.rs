@@ -56,8 +56,8 @@ pub struct LinkRules {
 
 impl LinkRules {
     /// The rules that carry out a network fault among `servers` servers; `None` for an action
-    /// that is not about the network (kills, pauses). `leader` resolves an isolation of the
-    /// leader.
+    /// that is not about the network (kills, pauses). `isolated` is the server an isolation
+    /// cuts off, resolved by the caller (it may name the leader).
     pub fn for_action(
         action: &Action,
         servers: usize,

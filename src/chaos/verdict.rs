@@ -11,7 +11,7 @@
 //!   their own, servers that never rejoined or never answered the final reads, operations the
 //!   cluster refused for good).
 
-use crate::sim::history::{self, ClientNames, HistoryOp, HistoryOpKind, HistoryResult};
+use crate::sim::history::{self, ClientNames, HistoryOp, HistoryResult};
 use crate::sim::linearizability::{self, CheckLimits};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -259,11 +259,6 @@ fn bounded(mut lines: Vec<String>) -> Vec<String> {
         lines.push(format!("... and {more} more"));
     }
     lines
-}
-
-/// Whether `op` is a write (for the summary).
-pub fn is_write(op: HistoryOpKind) -> bool {
-    matches!(op, HistoryOpKind::Preempt | HistoryOpKind::Release)
 }
 
 #[cfg(test)]

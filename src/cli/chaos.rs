@@ -397,7 +397,7 @@ fn summary_rows(report: &ChaosReport) -> Vec<(&'static str, String)> {
         .collect();
     let availability = |a: &lockstep::chaos::run::Availability| match a.percent() {
         Some(percent) => format!(
-            "{percent:.1}% of {} ops answered (slowest answer {:.3}s)",
+            "{percent:.2}% of {} ops answered (slowest answer {:.3}s)",
             a.total,
             a.longest_answer_ms as f64 / 1000.0
         ),
