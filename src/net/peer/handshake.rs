@@ -1225,7 +1225,8 @@ mod tests {
         };
         let mut message = Vec::new();
         message.extend_from_slice(b"lockstep peer handshake\0");
-        message.extend_from_slice(&2u32.to_be_bytes());
+        // The peer protocol version.
+        message.extend_from_slice(&3u32.to_be_bytes());
         message.push(1);
         message.extend_from_slice(&8u32.to_be_bytes());
         message.extend_from_slice(b"lockstep");
