@@ -16,7 +16,11 @@
 //!   rules (used by `lockstep client` and `lockstep lock`).
 //! - [`loadgen`]: the closed-loop TCP load generator behind `lockstep bench --servers`, a bench
 //!   tool built on the wire protocol and judging replies with [`client`]'s rules.
+//! - [`chaos`]: `lockstep chaos`, Jepsen for lockstep: real server processes, real clients
+//!   through [`client`], a nemesis of kills, pauses and network faults, and a checked history.
 
+#[cfg(unix)]
+pub mod chaos;
 pub mod client;
 pub mod loadgen;
 pub mod net;

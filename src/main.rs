@@ -22,13 +22,14 @@ tokens, exactly-once retries) whose protocol is pure state machines. `lockstep r
 scenario files through a deterministic simulator with faults and checks safety at every step; \
 `lockstep explore` hunts many seeds; `lockstep check` judges any history for linearizability; \
 `lockstep server`, `cluster up`, `client` and `lock` run \
-the same state machines as a real cluster over TCP, and `lockstep status` shows how its servers \
-are doing.\n\n\
+the same state machines as a real cluster over TCP, `lockstep status` shows how its servers \
+are doing, and `lockstep chaos` runs a cluster under a nemesis and checks what its clients saw.\n\n\
 Exit codes: 0 success, 1 a failure the command reports (an invariant or expectation failed, a \
-refused lock operation, a server that did not answer), 2 unusable input. `lock` exits with \
-its command's code, `check` with 3 when it cannot decide in time, `status` with 3 when no \
-server leads, and `server` with 3 and 4 when its data directory or metrics address is \
-refused; each subcommand's --help lists its own."
+refused lock operation, a server that did not answer, an anomaly), 2 unusable input. `lock` exits \
+with its command's code, `check` with 3 when it cannot decide in time, `status` with 3 when no \
+server leads, `server` with 3 and 4 when its data directory or metrics address is refused, and \
+`chaos` with 3 when the cluster did not start and 4 when interrupted; each subcommand's --help \
+lists its own."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -88,6 +89,18 @@ enum Command {
     /// 2 bad input (the line and field are named), 3 unknown (--timeout or the search bound).
     /// --html FILE also draws the history as a timeline.
     Check(cli::check::CheckArgs),
+    /// Jepsen for lockstep: run a real local cluster under a seeded nemesis (SIGKILL, SIGSTOP,
+    /// partitions and one-way cuts through proxies on the peer links, delays, losses) with
+    /// concurrent clients, then check their history, the fencing tokens and the server logs.
+    ///
+    /// Prints a summary (operations by result, faults by kind, availability with and without
+    /// faults, how long each healed server took to rejoin) and writes the history, the fault
+    /// log and the server logs to --out.
+    ///
+    /// Exit codes: 0 clean, 1 an anomaly, 2 bad flags, 3 the cluster did not start,
+    /// 4 interrupted.
+    #[cfg(unix)]
+    Chaos(cli::chaos::ChaosArgs),
 }
 
 /// A `--duration` flag (`bench`, `explore`): a number with ms, s or m, at least 1 s.
@@ -119,6 +132,8 @@ fn main() -> ExitCode {
         Command::Lock(args) => cli::lock::run(args),
         Command::Check(args) => cli::check::run(args),
         Command::Status(args) => cli::status::run(args),
+        #[cfg(unix)]
+        Command::Chaos(args) => cli::chaos::run(args),
     };
     ExitCode::from(code)
 }

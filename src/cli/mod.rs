@@ -10,8 +10,11 @@
 //! - `explore`: flags and tables around `lockstep::sim::explore` and `lockstep::sim::shard`.
 //! - `check`: judge a history, from the simulator or from anywhere else.
 //! - `status`: ask every server of a cluster how it is doing (`lockstep::client::server_status`).
+//! - `chaos`: a real cluster under a nemesis, its history checked (`lockstep::chaos`).
 
 pub mod bench;
+#[cfg(unix)]
+pub mod chaos;
 pub mod check;
 pub mod client;
 pub mod cluster;

@@ -319,6 +319,8 @@ pub struct Client {
     last_seq: u64,
     /// Highest `index` of any accepted `ok` answer: sent as `seen_index` (monotonic reads).
     seen_index: LogIndex,
+    /// The `index` of the last `ok` answer: the state that answer reflects.
+    last_answer_index: Option<LogIndex>,
     /// Highest `term` of any reply: sent as `term`.
     term: Term,
     /// The request line being sent, reused to avoid an allocation per attempt.
@@ -374,6 +376,7 @@ impl Client {
             credential: options.credential,
             last_seq,
             seen_index: 0,
+            last_answer_index: None,
             term: 0,
             line: Vec::with_capacity(512),
             options,
@@ -399,6 +402,13 @@ impl Client {
     /// The highest applied index seen in an `ok` answer.
     pub fn seen_index(&self) -> LogIndex {
         self.seen_index
+    }
+
+    /// The `index` of the last `ok` answer (the log index its state reflects): what a history
+    /// records as the answer's `index`. Unlike [`Client::seen_index`] it can go down, which is
+    /// exactly what a checker of stale reads must see.
+    pub fn last_answer_index(&self) -> Option<LogIndex> {
+        self.last_answer_index
     }
 
     /// The server addresses known: the listed ones, then leaders learnt from redirects.
@@ -654,6 +664,7 @@ impl Client {
                 Verdict::NotOurs => continue,
                 Verdict::Answered { index, answer, .. } => {
                     self.seen_index = self.seen_index.max(index);
+                    self.last_answer_index = Some(index);
                     return Ok(AttemptEnd::Answered { index, answer });
                 }
                 Verdict::Redirect { leader_address, .. } => {

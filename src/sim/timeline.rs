@@ -487,7 +487,8 @@ pub fn build(input: TimelineInput<'_>) -> Timeline {
 
 /// The role changes given (marked `true`), and those a crash implies (`false`): a crashed
 /// server is `down` from its crash, and a follower in its last term when it restarts (Raft
-/// restarts every server as a follower; a role it reports at that instant overrides this).
+/// restarts every server as a follower; a role it reports at that instant overrides this), or
+/// just `up` for a server that never reports a role (chaos sees a real cluster from outside).
 fn roles_with_crashes(input: &TimelineInput<'_>) -> Vec<(RoleChange, bool)> {
     let mut changes: Vec<(RoleChange, bool)> = input
         .roles
@@ -517,7 +518,11 @@ fn roles_with_crashes(input: &TimelineInput<'_>) -> Vec<(RoleChange, bool)> {
             };
             changes.push((implied(fault.start_ns, "down"), false));
             if let Some(end_ns) = fault.end_ns {
-                changes.push((implied(end_ns, "follower"), false));
+                // Without any reported role (a real cluster seen from outside), only that it
+                // is up again is known, not its role or term.
+                let reported = input.roles.iter().any(|change| &change.server == server);
+                let role = if reported { "follower" } else { "up" };
+                changes.push((implied(end_ns, role), false));
             }
         }
     }

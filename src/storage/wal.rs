@@ -401,6 +401,10 @@ impl Wal {
         self.allocated_bytes = allocated_bytes;
         self.synced_bytes = self.log_bytes;
         self.shape = LogShape::of(at, &state);
+        // The mirror follows the compacted log: a snapshot beyond the log, or one that
+        // conflicts with it, discarded entries the old mirror still held, and the next append
+        // would have found a hole after them.
+        self.tail = LogTail::of(at, &state);
         Ok(())
     }
 
@@ -938,6 +942,49 @@ mod tests {
             tail.state_after(shape, LogPosition { index: 9, term: 1 }),
             None
         );
+    }
+
+    /// Found by `lockstep chaos`: a follower that fell behind was sent the leader's snapshot,
+    /// beyond its own log, and its log thread panicked ("an append leaves a hole") on the
+    /// next append, because the mirrored tail still ended where the discarded log had.
+    #[test]
+    fn appends_after_a_snapshot_beyond_the_log_continue_from_the_snapshot() {
+        let directory = crate::storage::test_directory::TestDirectory::new("wal-beyond");
+        let (mut wal, _) = Wal::open(directory.path()).unwrap();
+        wal.append(&[PersistOp::Append {
+            first_index: 1,
+            entries: entries(&[1, 1, 1]),
+        }])
+        .unwrap();
+        wal.write_snapshot(b"the leader's lock table", 10, 2)
+            .unwrap();
+        for conflicting in [false, true] {
+            let first_index = wal.last_index() + 1;
+            wal.append(&[PersistOp::Append {
+                first_index,
+                entries: entries(&[2, 2]),
+            }])
+            .unwrap();
+            if conflicting {
+                // And one that conflicts with the log at its index discards it all too.
+                wal.write_snapshot(b"another table", first_index, 3)
+                    .unwrap();
+            } else {
+                wal.write_snapshot(b"own table", first_index, 2).unwrap();
+            }
+        }
+        let first_index = wal.last_index() + 1;
+        wal.append(&[PersistOp::Append {
+            first_index,
+            entries: entries(&[3]),
+        }])
+        .unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        let (reopened, recovery) = Wal::open(directory.path()).unwrap();
+        assert_eq!(reopened.log_base(), LogPosition { index: 13, term: 3 });
+        assert_eq!(reopened.last_index(), 14);
+        assert_eq!(recovery.state.log.entries_from(1, 10), entries(&[3]));
     }
 
     /// Raft §7: a snapshot matching the log keeps the entries after it.

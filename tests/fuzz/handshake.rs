@@ -302,7 +302,7 @@ fn flip(bytes: &mut [u8], script: &mut Script<'_>) {
 }
 
 fn random_frame(script: &mut Script<'_>) -> PeerFrame {
-    match script.byte() % 6 {
+    match script.byte() % 7 {
         0 => PeerFrame::Handshake(Handshake {
             version: if script.bool() {
                 PEER_PROTOCOL_VERSION
@@ -326,6 +326,8 @@ fn random_frame(script: &mut Script<'_>) -> PeerFrame {
         4 => PeerFrame::Refused {
             reason: script.text(3 * REFUSAL_REASON_CHARS_MAX / 2),
         },
+        // Only after a handshake: during one it is as out of place as a Raft message.
+        5 => PeerFrame::Keepalive,
         _ => PeerFrame::Message(PeerMessage::VoteResponse {
             term: script.u64(),
             granted: script.bool(),
@@ -356,7 +358,7 @@ fn mutate(frame: &PeerFrame, script: &mut Script<'_>) -> PeerFrame {
             _ => *proof = Some(random_proof(script)),
         },
         PeerFrame::Refused { reason } => *reason = script.text(REFUSAL_REASON_CHARS_MAX),
-        PeerFrame::Message(_) => {}
+        PeerFrame::Message(_) | PeerFrame::Keepalive => {}
     }
     frame
 }

@@ -34,6 +34,10 @@ pub enum PeerFrame {
     Refused { reason: String },
     /// A Raft message, connector to acceptor.
     Message(PeerMessage),
+    /// Either way, after the handshake: "still here". Each side sends one whenever it has had
+    /// nothing else to write for a keepalive interval, so that a link that carries nothing for
+    /// longer is known dead (`transport::PeerTiming`). Added in peer protocol version 3.
+    Keepalive,
 }
 
 /// Why a byte stream is not a sequence of frames. Any of these ends the connection.
@@ -240,6 +244,7 @@ mod tests {
                 reason: "wrong cluster".into(),
             },
             PeerFrame::Handshake(Handshake::new("lockstep", ServerId(1), ServerId(2))),
+            PeerFrame::Keepalive,
         ];
         let mut stream = Vec::new();
         for frame in &frames {

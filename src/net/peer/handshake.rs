@@ -50,8 +50,10 @@ use std::sync::Arc;
 pub const PEER_MAGIC: &[u8; 9] = b"LSTEPPEER";
 
 /// The peer protocol version this build speaks. Change it whenever frames change meaning.
-/// Version 2 added the nonce, the challenge and the proofs of the cluster secret.
-pub const PEER_PROTOCOL_VERSION: u32 = 2;
+/// Version 2 added the nonce, the challenge and the proofs of the cluster secret; version 3
+/// added keepalives both ways after the handshake (`PeerFrame::Keepalive`), which a version 2
+/// server would take for a broken connection.
+pub const PEER_PROTOCOL_VERSION: u32 = 3;
 
 /// Bytes of the preamble: the magic and the version.
 pub const PREAMBLE_BYTES: usize = PEER_MAGIC.len() + 4;
@@ -714,6 +716,7 @@ fn frame_kind(frame: &PeerFrame) -> &'static str {
         PeerFrame::Accepted { .. } => "an acceptance",
         PeerFrame::Refused { .. } => "a refusal",
         PeerFrame::Message(_) => "a Raft message",
+        PeerFrame::Keepalive => "a keepalive",
     }
 }
 
@@ -1222,7 +1225,8 @@ mod tests {
         };
         let mut message = Vec::new();
         message.extend_from_slice(b"lockstep peer handshake\0");
-        message.extend_from_slice(&2u32.to_be_bytes());
+        // The peer protocol version.
+        message.extend_from_slice(&3u32.to_be_bytes());
         message.push(1);
         message.extend_from_slice(&8u32.to_be_bytes());
         message.extend_from_slice(b"lockstep");

@@ -12,4 +12,6 @@ pub mod transport;
 
 pub use frame::{FRAME_BYTES_MAX, FrameDecoder, FrameError, PeerFrame};
 pub use handshake::{Handshake, PEER_MAGIC, PEER_PROTOCOL_VERSION, Refusal, Sniffed, sniff};
-pub use transport::{PeerIdentity, PeerSender, refuse_inbound, serve_inbound, spawn_outbound};
+pub use transport::{
+    PeerIdentity, PeerSender, PeerTiming, refuse_inbound, serve_inbound, spawn_outbound,
+};

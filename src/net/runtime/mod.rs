@@ -248,6 +248,7 @@ impl RunningServer {
         node_config.snapshot_entries_min = config.snapshot_entries_min;
         // The log thread writes in the background and reports what is durable.
         node_config.durability_reported = true;
+        let peer_timing = peer::PeerTiming::for_heartbeat(node_config.heartbeat_interval);
         let (server, initial) =
             Server::with_seed(node_config, recovered.durable, node_seed(), clock.now());
         let metrics = Arc::new(ServerMetrics::new(config.id, NodeState::of(&server)));
@@ -269,6 +270,7 @@ impl RunningServer {
                 .tls
                 .as_ref()
                 .map(|tls| Arc::clone(&tls.peer_connector)),
+            timing: peer_timing,
         });
         let _guard = runtime.enter();
         let peers = peer::spawn_outbound(&identity, &config.peers);

@@ -772,6 +772,7 @@ mod tests {
             servers: vec![ServerId(1)],
             secret: None,
             tls: None,
+            timing: crate::net::peer::PeerTiming::default(),
         };
         let initial = NodeState {
             role: crate::node::Role::Follower,

@@ -49,7 +49,8 @@
     candidate: '#f9a825',
     pre_candidate: '#fbc02d',
     follower: '#90a4ae',
-    down: '#37474f'
+    down: '#37474f',
+    up: '#cfd8dc'
   };
   var RESULT_COLORS = {
     granted: '#43a047',
@@ -679,8 +680,9 @@
           g.fillRect(span[0], box.top + 12, width, box.height - 13);
           g.globalAlpha = 1;
         }
-        label(g, role === 'down' ? 'down' : role + ' \u00b7 term ' + change[2], span[0] + 3,
-          box.top + 24, width - 6, '#37474f');
+        // `down` and `up` (a restart whose role nobody reported, as in chaos) have no term.
+        var text = role === 'down' || role === 'up' ? role : role + ' \u00b7 term ' + change[2];
+        label(g, text, span[0] + 3, box.top + 24, width - 6, '#37474f');
       }
     });
   }
