@@ -401,6 +401,17 @@ fn renumber_action(action: &Action, removed: Endpoint) -> Option<Action> {
         Action::Restart(scenario::RestartTarget::Server(id)) => {
             Action::Restart(scenario::RestartTarget::Server(server(*id)?))
         }
+        Action::CrashInStep {
+            server: id,
+            after_effects,
+        } => Action::CrashInStep {
+            server: server(*id)?,
+            after_effects: *after_effects,
+        },
+        Action::Corrupt { server: id, entry } => Action::Corrupt {
+            server: server(*id)?,
+            entry: *entry,
+        },
         Action::Partition(groups) => {
             let groups: Vec<Vec<Endpoint>> = groups
                 .iter()

@@ -117,6 +117,11 @@ fn action_text(action: &Action) -> String {
         Action::Crash(CrashTarget::Server(id)) => format!("crash: {id}"),
         Action::Crash(CrashTarget::Leader) => "crash: leader".into(),
         Action::Crash(CrashTarget::All) => "crash: all".into(),
+        Action::CrashInStep {
+            server,
+            after_effects,
+        } => format!("crash: {{node: {server}, after_effects: {after_effects}}}"),
+        Action::Corrupt { server, entry } => format!("corrupt: {{node: {server}, entry: {entry}}}"),
         Action::Restart(RestartTarget::Server(id)) => format!("restart: {id}"),
         Action::Restart(RestartTarget::All) => "restart: all".into(),
         Action::Partition(groups) => {
@@ -199,6 +204,13 @@ impl Scenario {
             "}}, drop: {}, duplicate: {}}}",
             network.drop, network.duplicate
         );
+        if self.disk.any() {
+            let _ = writeln!(
+                out,
+                "disk: {{torn_write: {}, corrupt: {}}}",
+                self.disk.torn_write, self.disk.corrupt
+            );
+        }
         let timing = &self.timing;
         let _ = writeln!(
             out,
