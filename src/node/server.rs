@@ -2125,19 +2125,24 @@ impl Server {
                 .expect("committed entries are in the log")
                 .clone();
             let result = self.table.apply(index, &entry.command);
-            if let Some(routes) = self.pending_replies.remove(&index) {
-                let (reply, reply_index) = self.answer_for(index, &entry.command, result);
+            let answer = self
+                .pending_replies
+                .remove(&index)
+                .map(|routes| (routes, self.answer_for(index, &entry.command, result)));
+            // `Applied` before the answers it justifies: a driver that stops between two
+            // effects must never have answered for an entry it did not report applied.
+            self.out.push(ServerOutput::Applied {
+                index,
+                entry,
+                result,
+            });
+            if let Some((routes, (reply, reply_index))) = answer {
                 if let Some(body) = reply {
                     for (route, seq) in routes {
                         self.reply_at(route, seq, body.clone(), reply_index);
                     }
                 }
             }
-            self.out.push(ServerOutput::Applied {
-                index,
-                entry,
-                result,
-            });
         }
         self.serve_confirmed_reads();
         self.serve_refusals();

@@ -36,7 +36,15 @@ fn failure_of(report: &RunReport) -> Option<Failure> {
             message: violation.message.clone(),
         });
     }
-    let unmet: Vec<_> = report.expectations.iter().filter(|e| !e.met).collect();
+    // Raft promises progress only while a majority can run. When disk corruption has left
+    // more than a minority unable to start, the liveness probes cannot be answered and are
+    // not judged; safety still is.
+    let majority_lost = report.refused_to_start.len() as u32 > report.servers.saturating_sub(1) / 2;
+    let unmet: Vec<_> = report
+        .expectations
+        .iter()
+        .filter(|e| !e.met && !(majority_lost && e.expected == "answered"))
+        .collect();
     let first = unmet.first()?;
     let kind = if first.expected == "answered" {
         "liveness"

@@ -543,6 +543,18 @@ impl Runner<'_> {
         if self.check_linearizability && !self.check_history() {
             return;
         }
+        let refused = self.cluster.refused_servers();
+        if refused.len() as u32 > self.cluster.server_count().saturating_sub(1) / 2 {
+            // Raft makes progress only while a majority can run: with more than a minority
+            // down for good, the rest cannot elect a leader to catch up with. Whether equal
+            // applied indexes hold equal lock maps was checked all along.
+            let names: Vec<String> = refused.iter().map(|(n, _)| format!("s{n}")).collect();
+            self.record_fault(format!(
+                "convergence not judged: {} refused to start, and the rest are no majority",
+                names.join(", ")
+            ));
+            return;
+        }
         if let Err(violation) = self.cluster.check_convergence() {
             self.cluster.report_violation(violation);
             return;
@@ -841,6 +853,13 @@ impl Runner<'_> {
                 .map(|(at, term, id)| format!("{id} (term {term}) at {}", format_duration(*at)))
                 .collect(),
             faults: self.faults.clone(),
+            servers: self.cluster.server_count(),
+            refused_to_start: self
+                .cluster
+                .refused_servers()
+                .into_iter()
+                .map(|(number, reason)| format!("s{number}: {reason}"))
+                .collect(),
             rogues: self.cluster.rogue_stats().cloned(),
             invariants,
             expectations,
