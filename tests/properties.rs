@@ -36,19 +36,22 @@ fn fault_kind() -> impl Strategy<Value = FaultKind> {
             drop_permille,
             latency_max_ms
         }),
-        (0..7u32, 0..6u32, 5..300u32).prop_map(|(server, after_effects, window_ms)| {
+        (0..7u32, 0..6u32, 1..300u32).prop_map(|(server, after_effects, restart_ms)| {
             FaultKind::StepCrash {
                 server,
                 after_effects,
-                window_ms,
+                restart_ms,
             }
         }),
-        (0..7u32, 0..100u32, 0..6u32, 2..15u32).prop_map(
-            |(server, delay_ms, after_effects, window_ms)| FaultKind::ElectionStepCrash {
-                server,
-                delay_ms,
-                after_effects,
-                window_ms,
+        (0..7u32, 1..30u32, 0..100u32, 0..6u32, 1..15u32).prop_map(
+            |(server, leader_down_ms, delay_ms, after_effects, restart_ms)| {
+                FaultKind::ElectionStepCrash {
+                    server,
+                    leader_down_ms,
+                    delay_ms,
+                    after_effects,
+                    restart_ms,
+                }
             }
         ),
     ]

@@ -506,7 +506,26 @@ fn a_crash_inside_a_step_loads_with_its_server_and_effect_count() {
         lockstep::sim::scenario::Action::CrashInStep {
             server: lockstep::node::ServerId(2),
             after_effects: 2,
+            restart_after: None,
         }
+    );
+    let text =
+        with_events("  - {at: 3s, crash: {node: s2, after_effects: 0, restart_after: 5ms}}\n");
+    let scenario = yaml(&text).expect("a crash inside a step with its restart");
+    assert_eq!(
+        scenario.events[0].action,
+        lockstep::sim::scenario::Action::CrashInStep {
+            server: lockstep::node::ServerId(2),
+            after_effects: 0,
+            restart_after: Some(std::time::Duration::from_millis(5)),
+        }
+    );
+    let unitless =
+        with_events("  - {at: 3s, crash: {node: s2, after_effects: 0, restart_after: 5}}\n");
+    assert_single_problem(
+        &problems_of(yaml(&unitless)),
+        "events[0].crash.restart_after",
+        "5 needs a unit",
     );
 }
 

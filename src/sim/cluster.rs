@@ -92,6 +92,12 @@ pub enum Event {
     },
     /// A scenario event, by position in `Scenario::events`.
     Script(usize),
+    /// Restart a server that a crash inside a step took down, if it is still down from that
+    /// crash (`incarnation` is the one the crash ended).
+    RestartAfterCrash {
+        server: u32,
+        incarnation: u32,
+    },
     /// A workload client is ready for its next random operation.
     WorkloadNext(u32),
     /// The scenario's duration is over.
@@ -200,12 +206,19 @@ struct ServerSlot {
     /// Current deadline per timer (Election, Heartbeat); stale queue entries are skipped.
     timers: [Option<Time>; 2],
     last_role: Option<(Role, u64)>,
-    /// An armed crash inside a step: the next step with more than this many effects is cut
-    /// after exactly this many.
-    crash_in_step: Option<u32>,
+    /// An armed crash inside a step.
+    crash_in_step: Option<ArmedCrash>,
     /// Why the server refused to start from its disk (corruption in the middle of its log).
     /// It stays down for good.
     refused: Option<String>,
+}
+
+/// A crash inside a step waiting for its step: the next one with more than `after_effects`
+/// effects is cut after exactly that many; the server restarts `restart_after` later, if set.
+#[derive(Copy, Clone, Debug)]
+struct ArmedCrash {
+    after_effects: u32,
+    restart_after: Option<Duration>,
 }
 
 /// What [`Cluster::restart`] did.
@@ -567,14 +580,23 @@ impl Cluster {
     }
 
     /// Arms a crash inside a step: the next step of server `number` with more than
-    /// `after_effects` effects is cut after exactly that many. Returns false, arming nothing,
-    /// if the server is down.
-    pub fn arm_crash_in_step(&mut self, number: u32, after_effects: u32) -> bool {
+    /// `after_effects` effects is cut after exactly that many, and the server restarts
+    /// `restart_after` later if that is set. Replaces a crash already armed. Returns false,
+    /// arming nothing, if the server is down.
+    pub fn arm_crash_in_step(
+        &mut self,
+        number: u32,
+        after_effects: u32,
+        restart_after: Option<Duration>,
+    ) -> bool {
         let slot = &mut self.servers[(number - 1) as usize];
         if slot.node.is_none() {
             return false;
         }
-        slot.crash_in_step = Some(after_effects);
+        slot.crash_in_step = Some(ArmedCrash {
+            after_effects,
+            restart_after,
+        });
         true
     }
 
@@ -590,10 +612,11 @@ impl Cluster {
     /// it either way.
     pub fn restart(&mut self, number: u32) -> Result<Restart, QueueFull> {
         let slot = &mut self.servers[(number - 1) as usize];
-        if let Some(after_effects) = slot.crash_in_step.take() {
+        if let Some(armed) = slot.crash_in_step.take() {
             self.note_fault(format!(
                 "crash of s{number} inside a step cancelled by its restart: no step with more \
-                 than {after_effects} effect(s) came"
+                 than {} effect(s) came",
+                armed.after_effects
             ));
         }
         if self.is_up(number) {
@@ -664,6 +687,21 @@ impl Cluster {
                 payload,
             } => self.deliver(from, to, incarnation, connection, payload),
             Event::RogueAttack(number) => self.rogue_attack(number),
+            Event::RestartAfterCrash {
+                server,
+                incarnation,
+            } => {
+                let slot = &self.servers[(server - 1) as usize];
+                // Restarted, and perhaps crashed again, by something else meanwhile: that
+                // restart was this one.
+                if slot.node.is_some() || slot.incarnation != incarnation {
+                    return Ok(());
+                }
+                if self.restart(server)? == Restart::Started {
+                    self.note_fault(format!("restart s{server} after its crash inside a step"));
+                }
+                Ok(())
+            }
             Event::ServerTimer {
                 server,
                 timer,
@@ -883,9 +921,9 @@ impl Cluster {
         outputs: Vec<ServerOutput>,
     ) -> Result<bool, QueueFull> {
         let index = (number - 1) as usize;
-        let cut = self.servers[index]
-            .crash_in_step
-            .map(|after_effects| after_effects as usize)
+        let armed = self.servers[index].crash_in_step;
+        let cut = armed
+            .map(|armed| armed.after_effects as usize)
             .filter(|&after_effects| outputs.len() > after_effects);
         let cut_description = cut.map(|carried| describe_cut(number, &outputs, carried));
         if cut.is_some() {
@@ -901,6 +939,14 @@ impl Cluster {
         if let Some(description) = cut_description {
             self.note_fault(description);
             self.crash(number);
+            if let Some(after) = armed.and_then(|armed| armed.restart_after) {
+                let incarnation = self.servers[index].incarnation;
+                let event = Event::RestartAfterCrash {
+                    server: number,
+                    incarnation,
+                };
+                self.queue.push(self.now() + after, event)?;
+            }
             return Ok(true);
         }
         self.sync_disk(index);

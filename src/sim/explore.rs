@@ -412,9 +412,11 @@ fn renumber_action(action: &Action, removed: Endpoint) -> Option<Action> {
         Action::CrashInStep {
             server: id,
             after_effects,
+            restart_after,
         } => Action::CrashInStep {
             server: server(*id)?,
             after_effects: *after_effects,
+            restart_after: *restart_after,
         },
         Action::Corrupt { server: id, entry } => Action::Corrupt {
             server: server(*id)?,

@@ -272,12 +272,22 @@ impl Runner<'_> {
             Action::CrashInStep {
                 server,
                 after_effects,
+                restart_after,
             } => {
                 let number = server.0;
-                let description = if self.cluster.arm_crash_in_step(number, *after_effects) {
+                let armed = self
+                    .cluster
+                    .arm_crash_in_step(number, *after_effects, *restart_after);
+                let description = if armed {
+                    let restart = restart_after.map_or(String::new(), |after| {
+                        format!(
+                            ", restart {} later",
+                            format_duration(Time::from_duration(after))
+                        )
+                    });
                     format!(
                         "crash s{number} inside its next step of more than {after_effects} \
-                         effect(s) (armed)"
+                         effect(s) (armed{restart})"
                     )
                 } else {
                     format!("crash s{number} inside a step: s{number} is down, skipped")

@@ -110,11 +110,13 @@ pub enum Action {
     },
     Crash(CrashTarget),
     /// Crash `server` inside its first step, at or after the event's time, that has more than
-    /// `after_effects` effects: exactly the first `after_effects` are carried out. A restart
-    /// of the server before such a step comes cancels it.
+    /// `after_effects` effects: exactly the first `after_effects` are carried out. With
+    /// `restart_after`, the server restarts that long after the crash. A restart or crash of
+    /// the server before such a step comes cancels it.
     CrashInStep {
         server: ServerId,
         after_effects: u32,
+        restart_after: Option<Duration>,
     },
     /// Damage the record of `server`'s log that holds log entry `entry` now; it shows when
     /// the server next starts.
@@ -644,6 +646,7 @@ enum RawCrash {
 struct RawCrashInStep {
     node: Option<String>,
     after_effects: Option<i64>,
+    restart_after: Option<RawDuration>,
 }
 
 impl<'de> Deserialize<'de> for RawCrash {
@@ -1837,9 +1840,16 @@ impl Checker {
             0,
             AFTER_EFFECTS_MAX,
         );
+        let restart_after = match &in_step.restart_after {
+            None => Some(None),
+            Some(raw) => self
+                .duration(&format!("{place}.restart_after"), raw)
+                .map(Some),
+        };
         Some(Action::CrashInStep {
             server: server?,
             after_effects: after_effects?,
+            restart_after: restart_after?,
         })
     }
 

@@ -120,7 +120,15 @@ fn action_text(action: &Action) -> String {
         Action::CrashInStep {
             server,
             after_effects,
-        } => format!("crash: {{node: {server}, after_effects: {after_effects}}}"),
+            restart_after,
+        } => {
+            let mut text = format!("crash: {{node: {server}, after_effects: {after_effects}");
+            if let Some(after) = restart_after {
+                let _ = write!(text, ", restart_after: {}", duration_text(*after));
+            }
+            text.push('}');
+            text
+        }
         Action::Corrupt { server, entry } => format!("corrupt: {{node: {server}, entry: {entry}}}"),
         Action::Restart(RestartTarget::Server(id)) => format!("restart: {id}"),
         Action::Restart(RestartTarget::All) => "restart: all".into(),
