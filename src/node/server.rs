@@ -2136,11 +2136,9 @@ impl Server {
                 entry,
                 result,
             });
-            if let Some((routes, (reply, reply_index))) = answer {
-                if let Some(body) = reply {
-                    for (route, seq) in routes {
-                        self.reply_at(route, seq, body.clone(), reply_index);
-                    }
+            if let Some((routes, (Some(body), reply_index))) = answer {
+                for (route, seq) in routes {
+                    self.reply_at(route, seq, body.clone(), reply_index);
                 }
             }
         }
