@@ -49,9 +49,10 @@ enum Command {
     /// scenario file that `lockstep run` replays.
     ///
     /// Each seed derives its own configuration (cluster size, network, which fault kinds are on
-    /// and how often, workload mix), runs a safety phase under faults, then a liveness phase on
-    /// a healed, restarted cluster in which every client's probe must be answered and every
-    /// replica converge. Ctrl-C stops cleanly and still prints the summary.
+    /// and how often, crashes inside a step and faulty disks for a share of seeds, workload
+    /// mix), runs a safety phase under faults, then a liveness phase on a healed, restarted
+    /// cluster in which every client's probe must be answered and every replica converge.
+    /// Ctrl-C stops cleanly and still prints the summary.
     ///
     /// Exit codes: 0 no seed failed, 1 some seed failed, 2 bad arguments.
     Explore(cli::explore::ExploreArgs),

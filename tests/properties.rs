@@ -36,6 +36,24 @@ fn fault_kind() -> impl Strategy<Value = FaultKind> {
             drop_permille,
             latency_max_ms
         }),
+        (0..7u32, 0..6u32, 1..300u32).prop_map(|(server, after_effects, restart_ms)| {
+            FaultKind::StepCrash {
+                server,
+                after_effects,
+                restart_ms,
+            }
+        }),
+        (0..7u32, 1..30u32, 0..100u32, 0..6u32, 1..15u32).prop_map(
+            |(server, leader_down_ms, delay_ms, after_effects, restart_ms)| {
+                FaultKind::ElectionStepCrash {
+                    server,
+                    leader_down_ms,
+                    delay_ms,
+                    after_effects,
+                    restart_ms,
+                }
+            }
+        ),
     ]
 }
 
@@ -45,8 +63,8 @@ fn fault() -> impl Strategy<Value = Fault> {
 
 prop_compose! {
     /// 1 to 7 servers, 1 to 20 clients, a random network, up to 12 faults of every kind
-    /// (symmetric and one-way partitions, isolating the leader, crashes and restarts, network
-    /// changes) and a random workload.
+    /// (symmetric and one-way partitions, isolating the leader, crashes and restarts, crashes
+    /// inside a step, network changes), perhaps faulty disks, and a random workload.
     fn shape()(
         seed in any::<u64>(),
         servers in 1..=7u32,
@@ -66,6 +84,7 @@ prop_compose! {
         append_batch in prop_oneof![Just(64u32), 1..4u32],
         snapshot_entries in proptest::option::of(2..40u32),
         rogues in proptest::option::of((1..3u32, 1..40u32)),
+        disk in proptest::option::of((0..=1000u32, 0..500u32)),
     ) -> Shape {
         // As in the explorer: a spread below a round trip can split the vote for good, and
         // then the liveness phase would fail a protocol Raft promises nothing for.
@@ -100,6 +119,7 @@ prop_compose! {
                 rate_per_second,
                 mix: [1; 8],
             }),
+            disk,
         }
     }
 }

@@ -496,3 +496,126 @@ fn a_rogue_may_be_partitioned_but_only_the_rogues_that_exist() {
         "not in this cluster",
     );
 }
+
+#[test]
+fn a_crash_inside_a_step_loads_with_its_server_and_effect_count() {
+    let text = with_events("  - {at: 3s, crash: {node: s2, after_effects: 2}}\n");
+    let scenario = yaml(&text).expect("a valid crash inside a step");
+    assert_eq!(
+        scenario.events[0].action,
+        lockstep::sim::scenario::Action::CrashInStep {
+            server: lockstep::node::ServerId(2),
+            after_effects: 2,
+            restart_after: None,
+        }
+    );
+    let text =
+        with_events("  - {at: 3s, crash: {node: s2, after_effects: 0, restart_after: 5ms}}\n");
+    let scenario = yaml(&text).expect("a crash inside a step with its restart");
+    assert_eq!(
+        scenario.events[0].action,
+        lockstep::sim::scenario::Action::CrashInStep {
+            server: lockstep::node::ServerId(2),
+            after_effects: 0,
+            restart_after: Some(std::time::Duration::from_millis(5)),
+        }
+    );
+    let unitless =
+        with_events("  - {at: 3s, crash: {node: s2, after_effects: 0, restart_after: 5}}\n");
+    assert_single_problem(
+        &problems_of(yaml(&unitless)),
+        "events[0].crash.restart_after",
+        "5 needs a unit",
+    );
+}
+
+#[test]
+fn a_crash_inside_a_step_with_a_negative_count_or_an_unknown_server_is_refused() {
+    let negative = with_events("  - {at: 3s, crash: {node: s2, after_effects: -1}}\n");
+    assert_single_problem(
+        &problems_of(yaml(&negative)),
+        "events[0].crash.after_effects",
+        "-1 is out of range (0..=100000)",
+    );
+    let unknown = with_events("  - {at: 3s, crash: {node: s9, after_effects: 1}}\n");
+    let problems = problems_of(yaml(&unknown));
+    assert_single_problem(
+        &problems,
+        "events[0].crash.node",
+        "\"s9\" is not in this cluster",
+    );
+    assert!(problems[0].contains("s1..s5"), "{problems:?}");
+    let leader = with_events("  - {at: 3s, crash: {node: leader, after_effects: 1}}\n");
+    assert_single_problem(
+        &problems_of(yaml(&leader)),
+        "events[0].crash.node",
+        "\"leader\" is not a valid name here (expected s1..s5)",
+    );
+    let missing = with_events("  - {at: 3s, crash: {node: s1}}\n");
+    assert_single_problem(
+        &problems_of(yaml(&missing)),
+        "events[0].crash.after_effects",
+        "missing",
+    );
+}
+
+#[test]
+fn an_unknown_key_in_a_crash_inside_a_step_is_a_syntax_error_at_its_place() {
+    let text = with_events("  - {at: 3s, crash: {node: s2, after: 2}}\n");
+    let (line, _, message) = syntax_of(yaml(&text));
+    assert_eq!(line, 6);
+    assert!(message.contains("unknown field `after`"), "{message:?}");
+}
+
+#[test]
+fn a_corrupt_event_needs_a_server_and_an_entry_from_one() {
+    let valid = with_events("  - {at: 3s, corrupt: {node: s2, entry: 120}}\n");
+    let scenario = yaml(&valid).expect("a valid corrupt event");
+    assert_eq!(
+        scenario.events[0].action,
+        lockstep::sim::scenario::Action::Corrupt {
+            server: lockstep::node::ServerId(2),
+            entry: 120,
+        }
+    );
+    let zero = with_events("  - {at: 3s, corrupt: {node: s2, entry: 0}}\n");
+    assert_single_problem(
+        &problems_of(yaml(&zero)),
+        "events[0].corrupt.entry",
+        "0 is not a log index (entries are numbered from 1)",
+    );
+    let client = with_events("  - {at: 3s, corrupt: {node: c1, entry: 4}}\n");
+    assert_single_problem(
+        &problems_of(yaml(&client)),
+        "events[0].corrupt.node",
+        "\"c1\" is not a valid name here",
+    );
+    let bare = with_events("  - {at: 3s, corrupt: {entry: 4}}\n");
+    assert_single_problem(
+        &problems_of(yaml(&bare)),
+        "events[0].corrupt.node",
+        "missing",
+    );
+    let both = with_events("  - {at: 3s, corrupt: {node: s1, entry: 4}, crash: s1}\n");
+    assert_single_problem(
+        &problems_of(yaml(&both)),
+        "events[0]",
+        "has both crash and corrupt",
+    );
+}
+
+#[test]
+fn disk_fault_probabilities_must_lie_in_zero_to_one() {
+    let text = format!("{VALID_HEAD}disk: {{torn_write: 1.5, corrupt: -0.001}}\n");
+    let problems = problems_of(yaml(&text));
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert!(problems[0].starts_with("disk.torn_write: 1.5 is not a probability"));
+    assert!(problems[1].starts_with("disk.corrupt: -0.001 is not a probability"));
+    let unknown = format!("{VALID_HEAD}disk: {{torn: 0.1}}\n");
+    let (line, _, message) = syntax_of(yaml(&unknown));
+    assert_eq!(line, 5);
+    assert!(message.contains("unknown field `torn`"), "{message:?}");
+    let valid = format!("{VALID_HEAD}disk: {{torn_write: 0.01, corrupt: 0.001}}\n");
+    let disk = yaml(&valid).expect("valid disk faults").disk;
+    assert_eq!((disk.torn_write, disk.corrupt), (0.01, 0.001));
+}

@@ -2299,19 +2299,22 @@ impl Server {
             if matches!(result, ApplyResult::Rejected { .. }) {
                 self.coverage.hit(Branch::ApplyRejected);
             }
-            if let Some(routes) = self.pending_replies.remove(&index) {
-                let (reply, reply_index) = self.answer_for(index, &entry.command, result);
-                if let Some(body) = reply {
-                    for (route, seq) in routes {
-                        self.reply_at(route, seq, body.clone(), reply_index);
-                    }
-                }
-            }
+            let answer = self
+                .pending_replies
+                .remove(&index)
+                .map(|routes| (routes, self.answer_for(index, &entry.command, result)));
+            // `Applied` before the answers it justifies: a driver that stops between two
+            // effects must never have answered for an entry it did not report applied.
             self.out.push(ServerOutput::Applied {
                 index,
                 entry,
                 result,
             });
+            if let Some((routes, (Some(body), reply_index))) = answer {
+                for (route, seq) in routes {
+                    self.reply_at(route, seq, body.clone(), reply_index);
+                }
+            }
         }
         self.serve_confirmed_reads();
         self.serve_refusals();

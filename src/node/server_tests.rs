@@ -1343,6 +1343,31 @@ fn a_leader_commits_only_when_a_majority_holds_its_entry() {
     assert_eq!(applied(&outputs), vec![(1, ApplyResult::Nothing)]);
 }
 
+/// The calling contract lets a driver stop between any two effects. A grant's answer must
+/// come after the `Applied` that reports its entry applied, or a driver that stops between
+/// them (the simulator's crash inside a step) has told a client about an entry that, as far
+/// as anyone watching the effects knows, was never committed. Found by the explorer: the
+/// mutual-exclusion checker saw an acknowledgement before its commit.
+#[test]
+fn an_entry_is_reported_applied_before_the_answer_it_justifies() {
+    let mut leader = leader_of_three();
+    let now = ms(FIRST_ELECTION_MS);
+    let client = register(&mut leader, now);
+    let _ = leader.step(now, from_client(CLIENT, op(client, 1, preempt("a"))));
+    let outputs = commit_through(&mut leader, 3, now);
+    let reported = position_of(&outputs, |output| {
+        matches!(output, ServerOutput::Applied { index: 3, .. })
+    });
+    let answered = position_of(
+        &outputs,
+        |output| matches!(output, ServerOutput::Reply { to, .. } if *to == CLIENT),
+    );
+    assert!(
+        reported < answered,
+        "Applied at {reported}, the answer at {answered}: {outputs:?}"
+    );
+}
+
 // ----- thesis §6.3: exactly-once client requests -----
 
 /// Thesis §6.3: a retry of a request already applied is answered from the session table with

@@ -86,6 +86,7 @@ impl BenchOptions {
                 drop: self.drop,
                 duplicate: 0.0,
             },
+            disk: crate::sim::disk::DiskFaults::default(),
             timing: Timing::default(),
             events: Vec::new(),
             workload: Some(WorkloadSpec {

@@ -5,10 +5,20 @@
 //! carries out every effect in order (persist before send), routes messages through
 //! [`SimNetwork`], and schedules deliveries and timers on the event queue. It never decides
 //! anything the protocol should decide.
+//!
+//! It follows the node contract to the letter and no further: effects are carried out one at a
+//! time, in order, and a crash may fall between any two of them ([`Action::CrashInStep`]). A
+//! `Persist` is written to the server's [`SimDisk`] when it is carried out and synced before the
+//! first later effect that is not a persist (group commit); a message leaves only when its
+//! `Send` is carried out. Whatever the protocol sends before the state it depends on is durable,
+//! a crash here can lose.
+//!
+//! [`Action::CrashInStep`]: super::scenario::Action::CrashInStep
 
 use super::checkers::{
     self, ElectionSafety, MutualExclusion, RogueIsolation, StateMachineSafety, Violation,
 };
+use super::disk::{DiskFaults, Recovery, SimDisk};
 use super::queue::{EventQueue, QueueFull};
 use super::rng::{Stream, Streams};
 use super::rogue::{AttackKind, Rogue, RogueSpec};
@@ -17,8 +27,8 @@ use crate::net::{Endpoint, NetworkParams, SimNetwork, Transmission};
 use crate::node::client::Client;
 use crate::node::{
     ClientAddr, ClientConfig, ClientError, ClientId, ClientInput, ClientOutput, ClientReply,
-    ClientTimer, DurableState, LogIndex, Operation, Outcome, ReplyBody, RequestBody, Role, Server,
-    ServerConfig, ServerId, ServerInput, ServerOutput, ServerTimer, Time,
+    ClientTimer, LogIndex, Operation, Outcome, PeerMessage, PersistOp, ReplyBody, RequestBody,
+    Role, Server, ServerConfig, ServerId, ServerInput, ServerOutput, ServerTimer, Time,
 };
 use rand_chacha::ChaCha8Rng;
 use std::cell::Cell;
@@ -82,6 +92,12 @@ pub enum Event {
     },
     /// A scenario event, by position in `Scenario::events`.
     Script(usize),
+    /// Restart a server that a crash inside a step took down, if it is still down from that
+    /// crash (`incarnation` is the one the crash ended).
+    RestartAfterCrash {
+        server: u32,
+        incarnation: u32,
+    },
     /// A workload client is ready for its next random operation.
     WorkloadNext(u32),
     /// The scenario's duration is over.
@@ -109,6 +125,8 @@ pub struct ClusterSpec {
     pub snapshot_entries: Option<u64>,
     /// Rogue clients `r1..rN`, which attack once [`Cluster::start_rogues`] is called.
     pub rogues: Option<RogueSpec>,
+    /// How the servers' disks misbehave.
+    pub disk: DiskFaults,
 }
 
 /// Client addresses of rogue requests have this bit set, the rogue number in bits 32..63 and
@@ -185,11 +203,35 @@ pub enum ClientEvent {
 struct ServerSlot {
     config: ServerConfig,
     node: Option<Server>,
-    disk: DurableState,
+    disk: SimDisk,
     incarnation: u32,
     /// Current deadline per timer (Election, Heartbeat); stale queue entries are skipped.
     timers: [Option<Time>; 2],
     last_role: Option<(Role, u64)>,
+    /// An armed crash inside a step.
+    crash_in_step: Option<ArmedCrash>,
+    /// Why the server refused to start from its disk (corruption in the middle of its log).
+    /// It stays down for good.
+    refused: Option<String>,
+}
+
+/// A crash inside a step waiting for its step: the next one with more than `after_effects`
+/// effects is cut after exactly that many; the server restarts `restart_after` later, if set.
+#[derive(Copy, Clone, Debug)]
+struct ArmedCrash {
+    after_effects: u32,
+    restart_after: Option<Duration>,
+}
+
+/// What [`Cluster::restart`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Restart {
+    /// The server was down and started from its disk.
+    Started,
+    /// The server was running; nothing happened.
+    Running,
+    /// The server's disk is corrupt in the middle of its log: it does not start, now or later.
+    Refused(String),
 }
 
 struct ClientSlot {
@@ -222,6 +264,12 @@ pub struct Cluster {
     violation: Option<Violation>,
     pub events_processed: u64,
     rogues: Option<Rogues>,
+    disk_faults: DiskFaults,
+    /// Tears and corruption, apart from every other stream.
+    disk_rng: ChaCha8Rng,
+    /// Faults the cluster applied on its own (a crash inside a step firing, what a recovery
+    /// repaired or refused), for the runner's fault list. Already in the trace.
+    fault_notes: Vec<(Time, String)>,
 }
 
 fn timer_slot(timer: ServerTimer) -> usize {
@@ -265,10 +313,12 @@ impl Cluster {
                 ServerSlot {
                     config,
                     node: None,
-                    disk: DurableState::default(),
+                    disk: SimDisk::default(),
                     incarnation: 0,
                     timers: [None; 2],
                     last_role: None,
+                    crash_in_step: None,
+                    refused: None,
                 }
             })
             .collect();
@@ -305,6 +355,7 @@ impl Cluster {
             isolation: RogueIsolation::new(),
             stats: RogueStats::default(),
         });
+        let disk_rng = streams.rng_for(Stream::Disk);
         let mut cluster = Cluster {
             queue: EventQueue::new(queue_max),
             streams,
@@ -324,6 +375,9 @@ impl Cluster {
             violation: None,
             events_processed: 0,
             rogues,
+            disk_faults: spec.disk,
+            disk_rng,
+            fault_notes: Vec::new(),
         };
         for number in 1..=spec.servers {
             cluster.boot_server(number)?;
@@ -356,6 +410,31 @@ impl Cluster {
 
     pub fn is_up(&self, number: u32) -> bool {
         self.servers[(number - 1) as usize].node.is_some()
+    }
+
+    /// Servers that refused to start from a corrupt disk, with the reason, in id order.
+    pub fn refused_servers(&self) -> Vec<(u32, String)> {
+        (1..=self.server_count())
+            .filter_map(|number| {
+                let reason = self.servers[(number - 1) as usize].refused.clone()?;
+                Some((number, reason))
+            })
+            .collect()
+    }
+
+    /// Faults the cluster applied on its own since the last call, with their times.
+    pub fn take_fault_notes(&mut self) -> Vec<(Time, String)> {
+        std::mem::take(&mut self.fault_notes)
+    }
+
+    /// Records a fault the cluster applied on its own: in the trace now, and for the runner.
+    fn note_fault(&mut self, description: String) {
+        let now = self.now();
+        let event = TraceEvent::Fault {
+            fault: description.clone(),
+        };
+        self.recorder.record(now, event, None);
+        self.fault_notes.push((now, description));
     }
 
     pub fn server(&self, number: u32) -> Option<&Server> {
@@ -487,38 +566,108 @@ impl Cluster {
     // ----- faults -----
 
     /// Crashes a server: its volatile state is gone, messages in flight to it will be dropped,
-    /// its disk stays.
+    /// its disk stays, less what a torn write loses. A crash inside a step still armed for it
+    /// is cancelled.
     pub fn crash(&mut self, number: u32) {
         let slot = &mut self.servers[(number - 1) as usize];
+        slot.crash_in_step = None;
         if slot.node.take().is_some() {
             slot.incarnation += 1;
             slot.timers = [None; 2];
             slot.last_role = None;
+            if let Some(tear) = slot.disk.crash(self.disk_faults, &mut self.disk_rng) {
+                self.note_fault(format!("s{number}'s disk: {tear}"));
+            }
         }
     }
 
-    /// Restarts a crashed server from its disk. Returns false if it was running.
-    pub fn restart(&mut self, number: u32) -> Result<bool, QueueFull> {
+    /// Arms a crash inside a step: the next step of server `number` with more than
+    /// `after_effects` effects is cut after exactly that many, and the server restarts
+    /// `restart_after` later if that is set. Replaces a crash already armed. Returns false,
+    /// arming nothing, if the server is down.
+    pub fn arm_crash_in_step(
+        &mut self,
+        number: u32,
+        after_effects: u32,
+        restart_after: Option<Duration>,
+    ) -> bool {
+        let slot = &mut self.servers[(number - 1) as usize];
+        if slot.node.is_none() {
+            return false;
+        }
+        slot.crash_in_step = Some(ArmedCrash {
+            after_effects,
+            restart_after,
+        });
+        true
+    }
+
+    /// Damages the record of server `number`'s log that holds entry `entry`: which record, or
+    /// why none holds it.
+    pub fn corrupt(&mut self, number: u32, entry: u64) -> Result<String, String> {
+        self.servers[(number - 1) as usize]
+            .disk
+            .corrupt_entry(entry)
+    }
+
+    /// Restarts a crashed server from its disk; cancels a crash inside a step still armed for
+    /// it either way.
+    pub fn restart(&mut self, number: u32) -> Result<Restart, QueueFull> {
+        let slot = &mut self.servers[(number - 1) as usize];
+        if let Some(armed) = slot.crash_in_step.take() {
+            self.note_fault(format!(
+                "crash of s{number} inside a step cancelled by its restart: no step with more \
+                 than {} effect(s) came",
+                armed.after_effects
+            ));
+        }
         if self.is_up(number) {
-            return Ok(false);
+            return Ok(Restart::Running);
+        }
+        if let Some(reason) = &self.servers[(number - 1) as usize].refused {
+            return Ok(Restart::Refused(reason.clone()));
         }
         self.boot_server(number)?;
-        Ok(true)
+        match &self.servers[(number - 1) as usize].refused {
+            Some(reason) => Ok(Restart::Refused(reason.clone())),
+            None => Ok(Restart::Started),
+        }
     }
 
+    /// Starts a server from what its disk recovers, as `Wal::open` would, or leaves it down
+    /// for good if the disk is corrupt in the middle of its log.
     fn boot_server(&mut self, number: u32) -> Result<(), QueueFull> {
         let now = self.now();
         let index = (number - 1) as usize;
+        let recovery = self.servers[index]
+            .disk
+            .recover(self.disk_faults, &mut self.disk_rng);
+        let state = match recovery {
+            Recovery::Started { state, repairs } => {
+                for repair in repairs {
+                    self.note_fault(format!("s{number} recovered its disk: {repair}"));
+                }
+                state
+            }
+            Recovery::Refused { reason } => {
+                self.note_fault(format!(
+                    "s{number} refuses to start and stays down: {reason}"
+                ));
+                self.servers[index].refused = Some(reason);
+                return Ok(());
+            }
+        };
         let slot = &mut self.servers[index];
         let seed = self.streams.seed_for(Stream::Server {
             number,
             incarnation: slot.incarnation,
         });
-        let result = node_step(|| Server::new(slot.config.clone(), slot.disk.clone(), seed, now));
+        let result = node_step(|| Server::new(slot.config.clone(), state, seed, now));
         match result {
             Ok((server, outputs)) => {
                 self.servers[index].node = Some(server);
-                self.carry_out_server_outputs(number, outputs)?;
+                let crashed = self.carry_out_server_outputs(number, outputs)?;
+                assert!(!crashed, "a restart cancels any crash armed inside a step");
                 self.observe_server(number);
             }
             Err(panic) => self.report_node_panic(Endpoint::Server(ServerId(number)), panic),
@@ -540,6 +689,21 @@ impl Cluster {
                 payload,
             } => self.deliver(from, to, incarnation, connection, payload),
             Event::RogueAttack(number) => self.rogue_attack(number),
+            Event::RestartAfterCrash {
+                server,
+                incarnation,
+            } => {
+                let slot = &self.servers[(server - 1) as usize];
+                // Restarted, and perhaps crashed again, by something else meanwhile: that
+                // restart was this one.
+                if slot.node.is_some() || slot.incarnation != incarnation {
+                    return Ok(());
+                }
+                if self.restart(server)? == Restart::Started {
+                    self.note_fault(format!("restart s{server} after its crash inside a step"));
+                }
+                Ok(())
+            }
             Event::ServerTimer {
                 server,
                 timer,
@@ -713,8 +877,9 @@ impl Cluster {
         };
         match node_step(|| server.step(now, input)) {
             Ok(outputs) => {
-                self.carry_out_server_outputs(number, outputs)?;
-                self.observe_server(number);
+                if !self.carry_out_server_outputs(number, outputs)? {
+                    self.observe_server(number);
+                }
             }
             Err(panic) => {
                 self.servers[index].node = None;
@@ -747,90 +912,176 @@ impl Cluster {
         });
     }
 
-    /// Carries out a server's effects in order: persist first, then whatever follows.
+    /// Carries out a server's effects in order, as the node contract says: each `Persist` is
+    /// written, and the disk syncs before the first later effect that is not a persist (and at
+    /// the end of the step). With a crash inside a step armed and more effects than it lets
+    /// through, carries out exactly that many and crashes the server there. Returns true if
+    /// it crashed.
     fn carry_out_server_outputs(
         &mut self,
         number: u32,
         outputs: Vec<ServerOutput>,
+    ) -> Result<bool, QueueFull> {
+        let index = (number - 1) as usize;
+        let armed = self.servers[index].crash_in_step;
+        let cut = armed
+            .map(|armed| armed.after_effects as usize)
+            .filter(|&after_effects| outputs.len() > after_effects);
+        let cut_description = cut.map(|carried| describe_cut(number, &outputs, carried));
+        if cut.is_some() {
+            self.servers[index].crash_in_step = None;
+        }
+        let carried_max = cut.unwrap_or(outputs.len());
+        for output in outputs.into_iter().take(carried_max) {
+            if cut.is_some() {
+                self.observe_sent(number, &output);
+            }
+            self.carry_out_server_output(number, output)?;
+        }
+        if let Some(description) = cut_description {
+            self.note_fault(description);
+            self.crash(number);
+            if let Some(after) = armed.and_then(|armed| armed.restart_after) {
+                let incarnation = self.servers[index].incarnation;
+                let event = Event::RestartAfterCrash {
+                    server: number,
+                    incarnation,
+                };
+                self.queue.push(self.now() + after, event)?;
+            }
+            return Ok(true);
+        }
+        self.sync_disk(index);
+        Ok(false)
+    }
+
+    fn sync_disk(&mut self, index: usize) {
+        self.servers[index].disk.sync();
+    }
+
+    /// A step cut short is not observed through the server's state, which dies with it; what
+    /// it sent is what the world saw. A granted vote that left is a vote cast, and an append
+    /// that left came from a leader of its term.
+    fn observe_sent(&mut self, number: u32, output: &ServerOutput) {
+        let ServerOutput::Send { to, msg } = output else {
+            return;
+        };
+        let (now, id) = (self.now(), ServerId(number));
+        let verdict = match msg {
+            PeerMessage::VoteResponse {
+                term,
+                granted: true,
+            } => {
+                self.count_check(checkers::ONE_VOTE_PER_TERM);
+                self.election_safety.observe_vote(now, id, *term, Some(*to))
+            }
+            PeerMessage::AppendEntries { term, .. } | PeerMessage::InstallSnapshot { term, .. } => {
+                self.count_check(checkers::ELECTION_SAFETY);
+                self.election_safety.observe(now, id, Role::Leader, *term)
+            }
+            _ => Ok(()),
+        };
+        if let Err(violation) = verdict {
+            self.report_violation(violation);
+        }
+    }
+
+    fn carry_out_server_output(
+        &mut self,
+        number: u32,
+        output: ServerOutput,
     ) -> Result<(), QueueFull> {
         let index = (number - 1) as usize;
         let from = server_endpoint(number);
-        for output in outputs {
-            match output {
-                ServerOutput::Persist(op) => self.servers[index].disk.apply(&op),
-                ServerOutput::PersistSnapshot(snapshot) => {
-                    self.servers[index].disk.install_snapshot(snapshot)
+        match output {
+            ServerOutput::Persist(op) => {
+                self.servers[index].disk.write(op);
+                return Ok(());
+            }
+            ServerOutput::PersistSnapshot(snapshot) => {
+                self.servers[index].disk.install_snapshot(snapshot);
+                return Ok(());
+            }
+            _ => self.sync_disk(index),
+        }
+        match output {
+            ServerOutput::Persist(_) | ServerOutput::PersistSnapshot(_) => {
+                unreachable!("persists were carried out above")
+            }
+            ServerOutput::Send { to, msg } => {
+                self.transmit(from, Endpoint::Server(to), Payload::Peer(msg), None)?;
+            }
+            ServerOutput::Reply { to, reply } => match rogue_of(to) {
+                Some((rogue, connection)) => {
+                    let to = Endpoint::Rogue(rogue);
+                    self.transmit(from, to, Payload::Reply(reply), Some(connection))?;
                 }
-                ServerOutput::Send { to, msg } => {
-                    self.transmit(from, Endpoint::Server(to), Payload::Peer(msg), None)?;
+                None => {
+                    let client =
+                        u32::try_from(to.0).expect("simulated client addresses are client numbers");
+                    let to = Endpoint::Client(client);
+                    self.transmit(from, to, Payload::Reply(reply), None)?;
                 }
-                ServerOutput::Reply { to, reply } => match rogue_of(to) {
-                    Some((rogue, connection)) => {
-                        let to = Endpoint::Rogue(rogue);
-                        self.transmit(from, to, Payload::Reply(reply), Some(connection))?;
-                    }
-                    None => {
-                        let client = u32::try_from(to.0)
-                            .expect("simulated client addresses are client numbers");
-                        let to = Endpoint::Client(client);
-                        self.transmit(from, to, Payload::Reply(reply), None)?;
-                    }
-                },
-                ServerOutput::SetTimer { timer, at } => {
-                    let slot = &mut self.servers[index];
-                    slot.timers[timer_slot(timer)] = Some(at);
-                    let incarnation = slot.incarnation;
-                    self.queue.push(
-                        at,
-                        Event::ServerTimer {
-                            server: number,
-                            timer,
-                            incarnation,
-                        },
-                    )?;
+            },
+            ServerOutput::SetTimer { timer, at } => {
+                let slot = &mut self.servers[index];
+                slot.timers[timer_slot(timer)] = Some(at);
+                let incarnation = slot.incarnation;
+                self.queue.push(
+                    at,
+                    Event::ServerTimer {
+                        server: number,
+                        timer,
+                        incarnation,
+                    },
+                )?;
+            }
+            ServerOutput::Applied {
+                index: log_index,
+                entry,
+                result,
+            } => self.observe_applied(number, log_index, &entry, &result),
+        }
+        Ok(())
+    }
+
+    /// Feeds an applied entry to the checkers that judge committed entries.
+    fn observe_applied(
+        &mut self,
+        number: u32,
+        log_index: u64,
+        entry: &crate::node::Entry,
+        result: &crate::node::ApplyResult,
+    ) {
+        let now = self.now();
+        self.count_check(checkers::STATE_MACHINE_SAFETY);
+        let id = ServerId(number);
+        match self
+            .state_machine_safety
+            .observe_applied(now, id, log_index, entry, result)
+        {
+            Ok(true) => {
+                self.count_check(checkers::MUTUAL_EXCLUSION);
+                if let Err(violation) =
+                    self.mutual_exclusion
+                        .observe_committed(now, log_index, &entry.command, result)
+                {
+                    self.report_violation(violation);
                 }
-                ServerOutput::Applied {
-                    index: log_index,
-                    entry,
-                    result,
-                } => {
-                    let now = self.now();
-                    self.count_check(checkers::STATE_MACHINE_SAFETY);
-                    let id = ServerId(number);
-                    match self
-                        .state_machine_safety
-                        .observe_applied(now, id, log_index, &entry, &result)
-                    {
-                        Ok(true) => {
-                            self.count_check(checkers::MUTUAL_EXCLUSION);
-                            if let Err(violation) = self.mutual_exclusion.observe_committed(
-                                now,
-                                log_index,
-                                &entry.command,
-                                &result,
-                            ) {
-                                self.report_violation(violation);
-                            }
-                            if let Some(rogues) = self.rogues.as_mut() {
-                                let verdict = rogues.isolation.observe_committed(
-                                    now,
-                                    log_index,
-                                    &entry.command,
-                                    &result,
-                                );
-                                self.count_check(checkers::ROGUE_ISOLATION);
-                                if let Err(violation) = verdict {
-                                    self.report_violation(violation);
-                                }
-                            }
-                        }
-                        Ok(false) => {}
-                        Err(violation) => self.report_violation(violation),
+                if let Some(rogues) = self.rogues.as_mut() {
+                    let verdict =
+                        rogues
+                            .isolation
+                            .observe_committed(now, log_index, &entry.command, result);
+                    self.count_check(checkers::ROGUE_ISOLATION);
+                    if let Err(violation) = verdict {
+                        self.report_violation(violation);
                     }
                 }
             }
+            Ok(false) => {}
+            Err(violation) => self.report_violation(violation),
         }
-        Ok(())
     }
 
     /// Feeds the checkers what a server's step changed.
@@ -1080,6 +1331,62 @@ impl Cluster {
 
     pub fn committed_count(&self) -> usize {
         self.state_machine_safety.committed_count()
+    }
+}
+
+/// What a crash inside a step did: which effects were carried out and which were lost.
+fn describe_cut(number: u32, outputs: &[ServerOutput], carried: usize) -> String {
+    /// Effects named per list; longer lists end with a count.
+    const NAMED_MAX: usize = 6;
+    let list = |effects: &[ServerOutput]| {
+        let mut names: Vec<String> = effects.iter().take(NAMED_MAX).map(effect_name).collect();
+        if effects.len() > NAMED_MAX {
+            names.push(format!("{} more", effects.len() - NAMED_MAX));
+        }
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    };
+    let (done, lost) = outputs.split_at(carried);
+    format!(
+        "s{number} crashed inside a step, after {carried} of its {} effects (carried out: {}; \
+         lost: {})",
+        outputs.len(),
+        list(done),
+        list(lost)
+    )
+}
+
+/// One effect in a few words, for the fault list and the trace.
+fn effect_name(output: &ServerOutput) -> String {
+    match output {
+        ServerOutput::Persist(PersistOp::HardState { term, voted_for }) => match voted_for {
+            Some(vote) => format!("persist term {term} vote {vote}"),
+            None => format!("persist term {term}"),
+        },
+        ServerOutput::Persist(PersistOp::Append {
+            first_index,
+            entries,
+        }) => match entries.len() {
+            0 => format!("persist truncation at {first_index}"),
+            1 => format!("persist entry {first_index}"),
+            count => format!(
+                "persist entries {first_index}-{}",
+                first_index + count as u64 - 1
+            ),
+        },
+        ServerOutput::PersistSnapshot(snapshot) => {
+            format!("persist snapshot to {}", snapshot.last_included_index)
+        }
+        ServerOutput::Send { to, msg } => format!("send {} to {to}", msg.kind_name()),
+        ServerOutput::Reply { .. } => "reply to a client".to_string(),
+        ServerOutput::SetTimer { timer, .. } => match timer {
+            ServerTimer::Election => "set election timer".to_string(),
+            ServerTimer::Heartbeat => "set heartbeat timer".to_string(),
+        },
+        ServerOutput::Applied { index, .. } => format!("apply entry {index}"),
     }
 }
 

@@ -6,7 +6,7 @@
 
 use super::history::HistoryOp;
 use super::linearizability::{self, LINEARIZABILITY, LinearizabilityViolation, MONOTONIC_READS};
-use super::report::RunReport;
+use super::report::{ExpectationResult, RunReport};
 use super::runner::{self, RunOptions};
 use super::scenario::{self, Action, Expect, FinalState, Format, IsolateTarget, Scenario};
 use super::swarm::{Shape, SwarmBounds};
@@ -38,7 +38,16 @@ fn failure_of(report: &RunReport) -> Option<Failure> {
             message: violation.message.clone(),
         });
     }
-    let unmet: Vec<_> = report.expectations.iter().filter(|e| !e.met).collect();
+    // Raft promises progress only while a majority can run. When disk corruption has left
+    // more than a minority unable to start, the liveness probes cannot be answered and are
+    // not judged; safety still is.
+    let majority_lost = report.refused_to_start.len() as u32 > report.servers.saturating_sub(1) / 2;
+    let excused = |e: &&ExpectationResult| majority_lost && e.expected == "answered";
+    let unmet: Vec<_> = report
+        .expectations
+        .iter()
+        .filter(|e| !e.met && !excused(e))
+        .collect();
     let first = unmet.first()?;
     let kind = if first.expected == "answered" {
         "liveness"
@@ -481,6 +490,19 @@ fn renumber_action(action: &Action, removed: Endpoint) -> Option<Action> {
         Action::Restart(scenario::RestartTarget::Server(id)) => {
             Action::Restart(scenario::RestartTarget::Server(server(*id)?))
         }
+        Action::CrashInStep {
+            server: id,
+            after_effects,
+            restart_after,
+        } => Action::CrashInStep {
+            server: server(*id)?,
+            after_effects: *after_effects,
+            restart_after: *restart_after,
+        },
+        Action::Corrupt { server: id, entry } => Action::Corrupt {
+            server: server(*id)?,
+            entry: *entry,
+        },
         Action::Partition(groups) => {
             let groups: Vec<Vec<Endpoint>> = groups
                 .iter()
@@ -1041,6 +1063,55 @@ events:
   - {at: 3s, client: c3, op: release, lock: x}
 workload: {clients: [c3], ops: 40, locks: 2}
 ";
+
+    /// Three servers whose logs are damaged in the middle at entry 2 on `damaged`, crashed and
+    /// restarted, then a liveness probe.
+    fn with_damaged_logs(damaged: &[u32]) -> Scenario {
+        let mut lines = vec![
+            "name: damaged".to_string(),
+            "description: logs damaged in the middle".to_string(),
+            "duration: 8s".to_string(),
+            "cluster: {servers: 3, clients: 1, leader: s1}".to_string(),
+            "workload: {clients: [c1], ops: 20, locks: 2}".to_string(),
+            "events:".to_string(),
+        ];
+        for server in damaged {
+            lines.push(format!(
+                "  - {{at: 2s, corrupt: {{node: s{server}, entry: 2}}}}"
+            ));
+            lines.push(format!("  - {{at: 2s, crash: s{server}}}"));
+        }
+        lines.push("  - {at: 3s, restart: all}".to_string());
+        lines.push(
+            "  - {at: 4s, client: c1, op: check, lock: a, consistency: linearizable, \
+             timeout: 2s, expect: answered}"
+                .to_string(),
+        );
+        scenario(&lines.join("\n"))
+    }
+
+    /// Raft promises progress only with a majority running. One server of three refusing its
+    /// damaged log leaves a majority, and the probe must be answered; two leave none, and the
+    /// explorer does not judge the probe, while the same run fails `lockstep run`'s
+    /// expectation as written.
+    #[test]
+    fn liveness_is_judged_only_while_a_majority_can_start() {
+        let (report, failure) = judge(&with_damaged_logs(&[3]));
+        assert_eq!(report.refused_to_start.len(), 1, "{:?}", report.faults);
+        assert_eq!(failure, None, "{}", report.render());
+        let (report, failure) = judge(&with_damaged_logs(&[2, 3]));
+        assert_eq!(report.refused_to_start.len(), 2, "{:?}", report.faults);
+        assert!(!report.passed, "the probe itself went unanswered");
+        assert_eq!(failure, None, "{}", report.render());
+        assert!(
+            report
+                .faults
+                .iter()
+                .any(|f| f.contains("convergence not judged")),
+            "{:?}",
+            report.faults
+        );
+    }
 
     #[test]
     fn minimizing_keeps_only_what_the_failure_needs() {

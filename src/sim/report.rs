@@ -69,6 +69,11 @@ pub struct RunReport {
     /// Each leader as it was elected: `s3 (term 2) at 3.312s`.
     pub leader_timeline: Vec<String>,
     pub faults: Vec<String>,
+    /// Servers in the cluster.
+    pub servers: u32,
+    /// Servers that refused to start from a disk corrupt in the middle of its log, and stayed
+    /// down: `s2: record 3 (entries 5-9) of 40 is corrupt ...`.
+    pub refused_to_start: Vec<String>,
     /// What rogue clients sent and heard; absent without rogues.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rogues: Option<super::cluster::RogueStats>,

@@ -29,6 +29,9 @@ pub enum Stream {
     /// The fates (loss, duplication, latency) of rogue traffic, both ways, so that adding
     /// rogues leaves every honest message's fate as it was.
     RogueNetwork,
+    /// The servers' disks: which unsynced batches tear at a crash and where, which records
+    /// read back corrupt.
+    Disk,
 }
 
 impl Stream {
@@ -45,6 +48,7 @@ impl Stream {
             Stream::Swarm => 6 << 48,
             Stream::Rogue(rogue) => (7 << 48) | u64::from(rogue),
             Stream::RogueNetwork => 8 << 48,
+            Stream::Disk => 9 << 48,
         }
     }
 }
@@ -104,6 +108,7 @@ mod tests {
             a.seed_for(Stream::RogueNetwork),
             a.seed_for(Stream::Network)
         );
+        assert_ne!(a.seed_for(Stream::Disk), a.seed_for(Stream::Faults));
         assert_ne!(
             Streams::new(8).seed_for(Stream::Network),
             a.seed_for(Stream::Network)

@@ -10,7 +10,7 @@
 //! Safety checkers watch every step; the first violation stops the run.
 
 use super::checkers::{self, Violation};
-use super::cluster::{ClientEvent, Cluster, ClusterSpec, Event};
+use super::cluster::{ClientEvent, Cluster, ClusterSpec, Event, Restart};
 use super::history::{HistoryOp, HistoryOpKind, HistoryResult};
 use super::linearizability;
 use super::queue::QueueFull;
@@ -121,6 +121,7 @@ pub fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, RunErr
         append_batch: scenario.timing.append_batch,
         snapshot_entries: scenario.timing.snapshot_entries,
         rogues: scenario.rogues.clone(),
+        disk: scenario.disk,
     };
     let mut recorder = Recorder::new(options.trace);
     if let Some(events_max) = options.keep_trace_events {
@@ -192,6 +193,7 @@ impl Runner<'_> {
                 Event::SettleCheck => self.settle_check()?,
                 other => self.cluster.handle(other)?,
             }
+            self.take_cluster_faults();
             self.drain_client_events()?;
             if self.cluster.violation().is_some() {
                 return Ok(());
@@ -212,7 +214,36 @@ impl Runner<'_> {
         Ok(())
     }
 
+    /// Restarts one server, saying so in the fault list if it was down.
+    fn restart(&mut self, number: u32) -> Result<(), QueueFull> {
+        let refused_before = self
+            .cluster
+            .refused_servers()
+            .iter()
+            .any(|(refused, _)| *refused == number);
+        match self.cluster.restart(number)? {
+            Restart::Started => self.record_fault(format!("restart s{number}")),
+            Restart::Running => {}
+            // The cluster noted the first refusal, with its reason.
+            Restart::Refused(_) if !refused_before => {}
+            Restart::Refused(_) => self.record_fault(format!(
+                "restart s{number}: refused again, its log is corrupt in the middle"
+            )),
+        }
+        Ok(())
+    }
+
+    /// Moves the faults the cluster applied on its own into the fault list (they are in the
+    /// trace already).
+    fn take_cluster_faults(&mut self) {
+        for (at, description) in self.cluster.take_fault_notes() {
+            self.faults
+                .push(format!("{}: {description}", format_duration(at)));
+        }
+    }
+
     fn record_fault(&mut self, description: String) {
+        self.take_cluster_faults();
         let now = self.cluster.now();
         self.faults
             .push(format!("{}: {description}", format_duration(now)));
@@ -248,15 +279,48 @@ impl Runner<'_> {
                 self.invoke(*client, operation, source, *timeout)?;
             }
             Action::Crash(target) => self.crash(*target),
+            Action::CrashInStep {
+                server,
+                after_effects,
+                restart_after,
+            } => {
+                let number = server.0;
+                let armed = self
+                    .cluster
+                    .arm_crash_in_step(number, *after_effects, *restart_after);
+                let description = if armed {
+                    let restart = restart_after.map_or(String::new(), |after| {
+                        format!(
+                            ", restart {} later",
+                            format_duration(Time::from_duration(after))
+                        )
+                    });
+                    format!(
+                        "crash s{number} inside its next step of more than {after_effects} \
+                         effect(s) (armed{restart})"
+                    )
+                } else {
+                    format!("crash s{number} inside a step: s{number} is down, skipped")
+                };
+                self.record_fault(description);
+            }
+            Action::Corrupt { server, entry } => {
+                let number = server.0;
+                let description = match self.cluster.corrupt(number, *entry) {
+                    Ok(record) => {
+                        format!("corrupt entry {entry} of s{number}: its {record} is damaged")
+                    }
+                    Err(reason) => format!("corrupt entry {entry} of s{number}: {reason}, skipped"),
+                };
+                self.record_fault(description);
+            }
             Action::Restart(target) => {
                 let numbers: Vec<u32> = match target {
                     RestartTarget::Server(id) => vec![id.0],
                     RestartTarget::All => (1..=self.cluster.server_count()).collect(),
                 };
                 for number in numbers {
-                    if self.cluster.restart(number)? {
-                        self.record_fault(format!("restart s{number}"));
-                    }
+                    self.restart(number)?;
                 }
             }
             Action::Partition(groups) => {
@@ -500,6 +564,18 @@ impl Runner<'_> {
             return;
         }
         if self.check_linearizability && !self.check_history() {
+            return;
+        }
+        let refused = self.cluster.refused_servers();
+        if refused.len() as u32 > self.cluster.server_count().saturating_sub(1) / 2 {
+            // Raft makes progress only while a majority can run: with more than a minority
+            // down for good, the rest cannot elect a leader to catch up with. Whether equal
+            // applied indexes hold equal lock maps was checked all along.
+            let names: Vec<String> = refused.iter().map(|(n, _)| format!("s{n}")).collect();
+            self.record_fault(format!(
+                "convergence not judged: {} refused to start, and the rest are no majority",
+                names.join(", ")
+            ));
             return;
         }
         if let Err(violation) = self.cluster.check_convergence() {
@@ -801,6 +877,13 @@ impl Runner<'_> {
                 .map(|(at, term, id)| format!("{id} (term {term}) at {}", format_duration(*at)))
                 .collect(),
             faults: self.faults.clone(),
+            servers: self.cluster.server_count(),
+            refused_to_start: self
+                .cluster
+                .refused_servers()
+                .into_iter()
+                .map(|(number, reason)| format!("s{number}: {reason}"))
+                .collect(),
             rogues: self.cluster.rogue_stats().cloned(),
             invariants,
             expectations,

@@ -8,6 +8,7 @@
 //! Loading must never panic on any input: whatever a file holds becomes a [`ScenarioError`].
 //! A panic here means a bug in this module, never a bad file.
 
+use super::disk::DiskFaults;
 use super::rogue::{AttackKind, ROGUE_RATE_MAX, ROGUES_MAX, RogueSpec};
 use crate::net::{Endpoint, LatencyTail, NetworkParams};
 use crate::node::{Consistency, LockName, ServerId};
@@ -34,6 +35,8 @@ pub struct Scenario {
     pub settle: Duration,
     pub cluster: ClusterSpec,
     pub network: NetworkParams,
+    /// How the servers' disks misbehave: torn writes and corrupt records (none by default).
+    pub disk: DiskFaults,
     pub timing: Timing,
     /// Sorted by `at` (stable: file order among equal times).
     pub events: Vec<ScheduledEvent>,
@@ -106,6 +109,21 @@ pub enum Action {
         expect: Option<Expect>,
     },
     Crash(CrashTarget),
+    /// Crash `server` inside its first step, at or after the event's time, that has more than
+    /// `after_effects` effects: exactly the first `after_effects` are carried out. With
+    /// `restart_after`, the server restarts that long after the crash. A restart or crash of
+    /// the server before such a step comes cancels it.
+    CrashInStep {
+        server: ServerId,
+        after_effects: u32,
+        restart_after: Option<Duration>,
+    },
+    /// Damage the record of `server`'s log that holds log entry `entry` now; it shows when
+    /// the server next starts.
+    Corrupt {
+        server: ServerId,
+        entry: u64,
+    },
     Restart(RestartTarget),
     Partition(Vec<Vec<Endpoint>>),
     Isolate(IsolateTarget),
@@ -262,6 +280,8 @@ pub use crate::node::LOCK_NAME_BYTES_MAX;
 pub const WORKLOAD_OPS_MAX: u32 = 1_000_000;
 /// Most locks (`w1..wK`) a random workload may use.
 pub const WORKLOAD_LOCKS_MAX: u32 = 10_000;
+/// Largest `after_effects` of a crash inside a step.
+pub const AFTER_EFFECTS_MAX: u32 = 100_000;
 /// Largest scenario file read, so that a wrong path cannot make us read a disk image.
 pub const FILE_BYTES_MAX: u64 = 16 * 1024 * 1024;
 /// Most problems listed in one [`ScenarioError::Invalid`]; the rest are counted.
@@ -510,6 +530,7 @@ struct RawScenario {
     settle: Option<RawDuration>,
     cluster: Option<RawCluster>,
     network: Option<RawNetwork>,
+    disk: Option<RawDisk>,
     timing: Option<RawTiming>,
     events: Option<Vec<RawEvent>>,
     workload: Option<RawWorkload>,
@@ -544,6 +565,14 @@ struct RawNetwork {
     latency: Option<RawLatency>,
     drop: Option<f64>,
     duplicate: Option<f64>,
+}
+
+/// `disk: {torn_write: 0.01, corrupt: 0.001}`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawDisk {
+    torn_write: Option<f64>,
+    corrupt: Option<f64>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -592,13 +621,60 @@ struct RawEvent {
     consistency: Option<String>,
     timeout: Option<RawDuration>,
     expect: Option<RawExpect>,
-    crash: Option<String>,
+    crash: Option<RawCrash>,
+    corrupt: Option<RawCorrupt>,
     restart: Option<String>,
     partition: Option<Vec<Vec<String>>>,
     isolate: Option<String>,
     cut: Option<RawCut>,
     heal: Option<String>,
     network: Option<RawNetworkChange>,
+}
+
+/// `crash: s2` (or `leader`, `all`), or `crash: {node: s2, after_effects: 2}` inside a step.
+/// Deserialized by hand, like [`RawExpect`], so that an unknown key inside the map keeps
+/// serde's message and position.
+#[derive(Debug)]
+enum RawCrash {
+    Name(String),
+    InStep(RawCrashInStep),
+}
+
+/// Signed and wide, so that `after_effects: -1` reaches validation and gets its bounds.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawCrashInStep {
+    node: Option<String>,
+    after_effects: Option<i64>,
+    restart_after: Option<RawDuration>,
+}
+
+impl<'de> Deserialize<'de> for RawCrash {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RawCrash, D::Error> {
+        struct CrashVisitor;
+        impl<'de> Visitor<'de> for CrashVisitor {
+            type Value = RawCrash;
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a server, leader, all or {node: sN, after_effects: K}")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<RawCrash, E> {
+                Ok(RawCrash::Name(value.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawCrash, A::Error> {
+                let deserializer = de::value::MapAccessDeserializer::new(map);
+                RawCrashInStep::deserialize(deserializer).map(RawCrash::InStep)
+            }
+        }
+        deserializer.deserialize_any(CrashVisitor)
+    }
+}
+
+/// `corrupt: {node: s2, entry: 120}`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawCorrupt {
+    node: Option<String>,
+    entry: Option<i64>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -1060,6 +1136,10 @@ fn validate(raw: &RawScenario, path: &str) -> Result<Scenario, ScenarioError> {
         Some(_) => rogues.as_ref().map(|rogues| rogues.clients),
     };
     let network = check.network(raw.network.as_ref());
+    let disk = raw
+        .disk
+        .as_ref()
+        .map_or_else(DiskFaults::default, |disk| check.disk(disk));
     let timing = check.timing(raw.timing.as_ref());
     let events = check.events(raw.events.as_deref(), roster, duration);
     let workload = raw
@@ -1092,6 +1172,7 @@ fn validate(raw: &RawScenario, path: &str) -> Result<Scenario, ScenarioError> {
         settle,
         cluster,
         network,
+        disk,
         timing,
         events,
         workload,
@@ -1281,6 +1362,17 @@ impl Checker {
 }
 
 impl Checker {
+    /// `disk: {torn_write, corrupt}`: probabilities, 0 when left out.
+    fn disk(&mut self, raw: &RawDisk) -> DiskFaults {
+        let mut probability = |place: &str, value: Option<f64>| {
+            value.map_or(0.0, |value| self.probability(place, value).unwrap_or(0.0))
+        };
+        DiskFaults {
+            torn_write: probability("disk.torn_write", raw.torn_write),
+            corrupt: probability("disk.corrupt", raw.corrupt),
+        }
+    }
+
     fn tail(&mut self, raw: &RawTail, latency_max: Duration) -> Option<LatencyTail> {
         let probability =
             self.required("network.latency.tail.probability", raw.probability.as_ref());
@@ -1443,6 +1535,7 @@ impl Checker {
         let actions: Vec<&str> = [
             ("client", raw.client.is_some()),
             ("crash", raw.crash.is_some()),
+            ("corrupt", raw.corrupt.is_some()),
             ("restart", raw.restart.is_some()),
             ("partition", raw.partition.is_some()),
             ("isolate", raw.isolate.is_some()),
@@ -1466,8 +1559,8 @@ impl Checker {
         match actions.as_slice() {
             [] if op_fields.is_empty() => self.add(
                 place,
-                "has no action (give one of client, crash, restart, partition, isolate, cut, \
-                 heal or network)",
+                "has no action (give one of client, crash, corrupt, restart, partition, \
+                 isolate, cut, heal or network)",
             ),
             [] => {
                 for field in op_fields {
@@ -1671,14 +1764,11 @@ impl Checker {
 impl Checker {
     /// The one fault action `raw` holds (the caller checked there is exactly one).
     fn fault(&mut self, place: &str, raw: &RawEvent, roster: Roster) -> Option<Action> {
-        if let Some(text) = &raw.crash {
-            let target = match self.name(&format!("{place}.crash"), text, CRASH_TARGET, roster)? {
-                Name::Node(Endpoint::Server(id)) => CrashTarget::Server(id),
-                Name::Leader => CrashTarget::Leader,
-                Name::All => CrashTarget::All,
-                other => unreachable!("{place}: {other:?} accepted as a crash target"),
-            };
-            return Some(Action::Crash(target));
+        if let Some(crash) = &raw.crash {
+            return self.crash(&format!("{place}.crash"), crash, roster);
+        }
+        if let Some(corrupt) = &raw.corrupt {
+            return self.corrupt(&format!("{place}.corrupt"), corrupt, roster);
         }
         if let Some(text) = &raw.restart {
             let place = format!("{place}.restart");
@@ -1718,6 +1808,83 @@ impl Checker {
             return self.network_change(&format!("{place}.network"), change);
         }
         unreachable!("{place}: fault() called on an event without a fault action")
+    }
+
+    fn crash(&mut self, place: &str, raw: &RawCrash, roster: Roster) -> Option<Action> {
+        let in_step = match raw {
+            RawCrash::Name(text) => {
+                let target = match self.name(place, text, CRASH_TARGET, roster)? {
+                    Name::Node(Endpoint::Server(id)) => CrashTarget::Server(id),
+                    Name::Leader => CrashTarget::Leader,
+                    Name::All => CrashTarget::All,
+                    other => unreachable!("{place}: {other:?} accepted as a crash target"),
+                };
+                return Some(Action::Crash(target));
+            }
+            RawCrash::InStep(in_step) => in_step,
+        };
+        let node_place = format!("{place}.node");
+        let server = match &in_step.node {
+            None => {
+                self.add(
+                    &node_place,
+                    "missing (the server whose step is cut, e.g. s2)",
+                );
+                None
+            }
+            Some(text) => self.server(&node_place, text, roster),
+        };
+        let after_effects = self.count(
+            &format!("{place}.after_effects"),
+            in_step.after_effects,
+            0,
+            AFTER_EFFECTS_MAX,
+        );
+        let restart_after = match &in_step.restart_after {
+            None => Some(None),
+            Some(raw) => self
+                .duration(&format!("{place}.restart_after"), raw)
+                .map(Some),
+        };
+        Some(Action::CrashInStep {
+            server: server?,
+            after_effects: after_effects?,
+            restart_after: restart_after?,
+        })
+    }
+
+    fn corrupt(&mut self, place: &str, raw: &RawCorrupt, roster: Roster) -> Option<Action> {
+        let node_place = format!("{place}.node");
+        let server = match &raw.node {
+            None => {
+                self.add(
+                    &node_place,
+                    "missing (the server whose disk is damaged, e.g. s2)",
+                );
+                None
+            }
+            Some(text) => self.server(&node_place, text, roster),
+        };
+        let entry_place = format!("{place}.entry");
+        let entry = match raw.entry {
+            None => {
+                self.add(
+                    &entry_place,
+                    "missing (the log index of the damaged entry, 1 or more)",
+                );
+                None
+            }
+            Some(entry) if entry < 1 => {
+                let message = format!("{entry} is not a log index (entries are numbered from 1)");
+                self.add(&entry_place, message);
+                None
+            }
+            Some(entry) => u64::try_from(entry).ok(),
+        };
+        Some(Action::Corrupt {
+            server: server?,
+            entry: entry?,
+        })
     }
 
     fn partition(&mut self, place: &str, raw: &[Vec<String>], roster: Roster) -> Option<Action> {

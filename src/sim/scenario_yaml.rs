@@ -117,6 +117,19 @@ fn action_text(action: &Action) -> String {
         Action::Crash(CrashTarget::Server(id)) => format!("crash: {id}"),
         Action::Crash(CrashTarget::Leader) => "crash: leader".into(),
         Action::Crash(CrashTarget::All) => "crash: all".into(),
+        Action::CrashInStep {
+            server,
+            after_effects,
+            restart_after,
+        } => {
+            let mut text = format!("crash: {{node: {server}, after_effects: {after_effects}");
+            if let Some(after) = restart_after {
+                let _ = write!(text, ", restart_after: {}", duration_text(*after));
+            }
+            text.push('}');
+            text
+        }
+        Action::Corrupt { server, entry } => format!("corrupt: {{node: {server}, entry: {entry}}}"),
         Action::Restart(RestartTarget::Server(id)) => format!("restart: {id}"),
         Action::Restart(RestartTarget::All) => "restart: all".into(),
         Action::Partition(groups) => {
@@ -199,6 +212,13 @@ impl Scenario {
             "}}, drop: {}, duplicate: {}}}",
             network.drop, network.duplicate
         );
+        if self.disk.any() {
+            let _ = writeln!(
+                out,
+                "disk: {{torn_write: {}, corrupt: {}}}",
+                self.disk.torn_write, self.disk.corrupt
+            );
+        }
         let timing = &self.timing;
         let _ = writeln!(
             out,

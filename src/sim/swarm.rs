@@ -87,6 +87,26 @@ pub enum FaultKind {
         delay_ms: u32,
         gap_ms: u32,
     },
+    /// Crash `server` inside its next step of more than `after_effects` effects, and restart
+    /// it `restart_ms` after that crash.
+    StepCrash {
+        server: u32,
+        after_effects: u32,
+        restart_ms: u32,
+    },
+    /// Crash the leader and restart every crashed server `leader_down_ms` later, so that an
+    /// election follows with every server in it; from `delay_ms` after the crash, every 20 ms
+    /// ten times, arm a crash of `server` inside its next step of more than `after_effects`
+    /// effects, restarting it `restart_ms` after it fires. Cuts the vote steps an election is
+    /// made of between two of their effects, and brings the voter back while the election
+    /// still runs.
+    ElectionStepCrash {
+        server: u32,
+        leader_down_ms: u32,
+        delay_ms: u32,
+        after_effects: u32,
+        restart_ms: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -127,6 +147,9 @@ pub struct Shape {
     pub snapshot_entries: Option<u32>,
     /// Rogue clients attacking the servers directly (`None`: none).
     pub rogues: Option<RogueShape>,
+    /// Disk faults: (torn writes in thousandths, corrupt records in millionths), `None` for a
+    /// disk that keeps what it is given.
+    pub disk: Option<(u32, u32)>,
 }
 
 /// Rogue clients as plain numbers.
@@ -140,6 +163,19 @@ pub struct RogueShape {
 
 /// The share of seeds the explorer gives rogue clients.
 const ROGUE_SEED_PROBABILITY: f64 = 0.3;
+/// The share of seeds the explorer gives crashes inside a step.
+pub const STEP_CRASH_SEED_PROBABILITY: f64 = 0.5;
+/// The share of the seeds with crashes inside a step that also get election step crashes.
+const ELECTION_STEP_CRASH_SHARE: f64 = 0.7;
+/// The share of seeds the explorer gives faulty disks.
+pub const DISK_SEED_PROBABILITY: f64 = 0.3;
+/// How often an election step crash arms its crash inside a step.
+const ELECTION_STEP_CRASHES: u64 = 10;
+/// The effect counts an election step crash cuts after. A vote that moves its voter to a new
+/// term is five effects (persist the term, set the timer, persist the vote, set the timer,
+/// send the answer: in some order) and one in a term already known three: 1 to 4 cut each of
+/// them strictly inside (0 would be a crash before the step, which bounces do already).
+const ELECTION_STEP_CRASH_EFFECTS: std::ops::RangeInclusive<u32> = 1..=4;
 
 /// Bounds for the explorer's random shapes.
 #[derive(Clone, Debug)]
@@ -242,6 +278,7 @@ impl Shape {
             // snapshots existed.
             snapshot_entries: rng.random_bool(0.3).then(|| rng.random_range(2..=40)),
             rogues: None,
+            disk: None,
         };
         // Drawn after everything else, for the same reason. The spread floor makes split
         // votes rarer, and a split vote with a restart inside it is what shows a server
@@ -277,6 +314,14 @@ impl Shape {
                 mix,
             });
         }
+        // Drawn after everything else, so that every other choice for a seed is what it was
+        // before crashes inside a step and faulty disks existed.
+        if rng.random_bool(STEP_CRASH_SEED_PROBABILITY) {
+            draw_step_crashes(&mut rng, &mut shape);
+        }
+        if rng.random_bool(DISK_SEED_PROBABILITY) {
+            shape.disk = Some((rng.random_range(100..=1000), rng.random_range(10..=500)));
+        }
         shape
     }
 
@@ -294,6 +339,9 @@ impl Shape {
                 FaultKind::Heal => "heal",
                 FaultKind::Network { .. } => "network change",
                 FaultKind::Bounce { .. } | FaultKind::ElectionBounce { .. } => "bounce",
+                FaultKind::StepCrash { .. } | FaultKind::ElectionStepCrash { .. } => {
+                    "crash inside a step"
+                }
             })
             .collect();
         families.sort_unstable();
@@ -354,6 +402,14 @@ impl Shape {
         );
         if let Some(entries) = self.snapshot_entries {
             let _ = write!(text, ", snapshot every {entries} entries");
+        }
+        if let Some((torn_permille, corrupt_per_million)) = self.disk {
+            let _ = write!(
+                text,
+                ", disk: {:.1}% of cut batches torn, {:.3}% of records corrupt",
+                f64::from(torn_permille.min(1000)) / 10.0,
+                f64::from(corrupt_per_million.min(1_000_000)) / 10_000.0
+            );
         }
         if let Some(rogues) = &self.rogues {
             let kinds: Vec<&str> = AttackKind::ALL
@@ -437,6 +493,14 @@ impl Shape {
                     entries.clamp(1, 1_000_000)
                 ))
         );
+        if let Some((torn_permille, corrupt_per_million)) = self.disk {
+            let _ = writeln!(
+                out,
+                "disk: {{torn_write: {}, corrupt: {}}}",
+                f64::from(torn_permille.min(1000)) / 1000.0,
+                f64::from(corrupt_per_million.min(1_000_000)) / 1_000_000.0
+            );
+        }
         let mut events: Vec<(Duration, String)> = Vec::new();
         for fault in &self.faults {
             let at = safety.mul_f64(f64::from(fault.at_permille.min(999)) / 1000.0);
@@ -455,6 +519,31 @@ impl Shape {
                     events.push((down, format!("crash: s{server}")));
                     events.push(((down + gap).min(safety), format!("restart: s{server}")));
                 }
+            } else if let FaultKind::ElectionStepCrash {
+                server,
+                leader_down_ms,
+                delay_ms,
+                after_effects,
+                restart_ms,
+            } = fault.kind
+            {
+                let server = server % servers + 1;
+                let leader_down = Duration::from_millis(u64::from(leader_down_ms.clamp(1, 1_000)));
+                events.push((at, "crash: leader".to_string()));
+                events.push(((at + leader_down).min(safety), "restart: all".to_string()));
+                for round in 0..ELECTION_STEP_CRASHES {
+                    let offset = u64::from(delay_ms.min(2_000)) + round * 20;
+                    let armed = (at + Duration::from_millis(offset)).min(safety);
+                    events.push((armed, step_crash_text(server, after_effects, restart_ms)));
+                }
+            } else if let FaultKind::StepCrash {
+                server,
+                after_effects,
+                restart_ms,
+            } = fault.kind
+            {
+                let server = server % servers + 1;
+                events.push((at, step_crash_text(server, after_effects, restart_ms)));
             } else if let FaultKind::Bounce { server, gap_ms } = fault.kind {
                 let server = server % servers + 1;
                 let gap = Duration::from_millis(u64::from(gap_ms.clamp(1, 1_000)));
@@ -530,6 +619,51 @@ pub fn election_spread_floor_ms(latency_max_ms: u32) -> u32 {
         "the floor covers one trip at least"
     );
     floor
+}
+
+/// An event that arms a crash of `server` inside its next step of more than `after_effects`
+/// effects, and restarts it `restart_ms` after the crash.
+fn step_crash_text(server: u32, after_effects: u32, restart_ms: u32) -> String {
+    format!(
+        "crash: {{node: s{server}, after_effects: {}, restart_after: {}}}",
+        after_effects.min(scenario::AFTER_EFFECTS_MAX),
+        duration_text(Duration::from_millis(u64::from(restart_ms.clamp(1, 1_000))))
+    )
+}
+
+/// One to three crashes inside a step at random times, and, for seven seeds in ten, one to
+/// three election step crashes: a vote sent before its persist is lost only by a cut inside
+/// a vote step, during an election, whose voter is back before the election is over.
+fn draw_step_crashes(rng: &mut ChaCha8Rng, shape: &mut Shape) {
+    let servers = shape.servers;
+    for _ in 0..rng.random_range(1..=3) {
+        shape.faults.push(Fault {
+            at_permille: rng.random_range(0..1000),
+            kind: FaultKind::StepCrash {
+                server: rng.random_range(0..servers),
+                after_effects: rng.random_range(0..=5),
+                restart_ms: rng.random_range(1..=300),
+            },
+        });
+    }
+    if rng.random_bool(ELECTION_STEP_CRASH_SHARE) {
+        for _ in 0..rng.random_range(1..=3) {
+            shape.faults.push(Fault {
+                at_permille: rng.random_range(0..1000),
+                kind: random_election_step_crash(rng, servers),
+            });
+        }
+    }
+}
+
+fn random_election_step_crash(rng: &mut ChaCha8Rng, servers: u32) -> FaultKind {
+    FaultKind::ElectionStepCrash {
+        server: rng.random_range(0..servers),
+        leader_down_ms: rng.random_range(1..=30),
+        delay_ms: rng.random_range(0..=100),
+        after_effects: rng.random_range(ELECTION_STEP_CRASH_EFFECTS),
+        restart_ms: rng.random_range(1..=5),
+    }
 }
 
 fn random_election_bounce(rng: &mut ChaCha8Rng, servers: u32) -> FaultKind {
@@ -643,8 +777,11 @@ fn fault_text(
             )
         }
         FaultKind::Heal => "heal: all".into(),
-        FaultKind::Bounce { .. } | FaultKind::ElectionBounce { .. } => {
-            unreachable!("a bounce is several events, written by the caller")
+        FaultKind::Bounce { .. }
+        | FaultKind::ElectionBounce { .. }
+        | FaultKind::StepCrash { .. }
+        | FaultKind::ElectionStepCrash { .. } => {
+            unreachable!("a bounce or crash inside a step is several events, written by the caller")
         }
         FaultKind::Network {
             drop_permille,
@@ -748,6 +885,42 @@ mod tests {
         assert_eq!(probes.len(), shape.clients as usize);
         assert!(probes.iter().all(|probe| probe.met));
         assert!(report.leaders_elected >= 1);
+    }
+
+    /// The shares the README states: crashes inside a step for half the seeds, seven in ten
+    /// of them inside elections too, and faulty disks for about three in ten.
+    #[test]
+    fn crashes_inside_a_step_and_faulty_disks_are_drawn_for_their_share_of_seeds() {
+        let seeds = 4_000;
+        let (mut step_crashes, mut in_elections, mut disks) = (0, 0, 0);
+        for seed in 0..seeds {
+            let shape = Shape::random(seed, &SwarmBounds::default());
+            let kinds = || shape.faults.iter().map(|fault| &fault.kind);
+            if kinds().any(|kind| matches!(kind, FaultKind::StepCrash { .. })) {
+                step_crashes += 1;
+            }
+            if kinds().any(|kind| matches!(kind, FaultKind::ElectionStepCrash { .. })) {
+                in_elections += 1;
+            }
+            if shape.disk.is_some() {
+                disks += 1;
+                // Building is slow in a debug build: a few show the disk reaches the scenario.
+                if disks <= 10 {
+                    let scenario = shape.build();
+                    assert!(scenario.disk.any(), "seed {seed}: {}", shape.describe());
+                }
+            }
+        }
+        let share = |count: u32| f64::from(count) / seeds as f64;
+        assert!(
+            (0.47..0.53).contains(&share(step_crashes)),
+            "{step_crashes}"
+        );
+        assert!(
+            (0.32..0.38).contains(&share(in_elections)),
+            "{in_elections}"
+        );
+        assert!((0.27..0.33).contains(&share(disks)), "{disks}");
     }
 
     #[test]
