@@ -64,7 +64,8 @@ fn fault() -> impl Strategy<Value = Fault> {
 prop_compose! {
     /// 1 to 7 servers, 1 to 20 clients, a random network, up to 12 faults of every kind
     /// (symmetric and one-way partitions, isolating the leader, crashes and restarts, crashes
-    /// inside a step, network changes), perhaps faulty disks, and a random workload.
+    /// inside a step, network changes), perhaps faulty disks, perhaps BUGGIFY, and a random
+    /// workload.
     fn shape()(
         seed in any::<u64>(),
         servers in 1..=7u32,
@@ -85,6 +86,7 @@ prop_compose! {
         snapshot_entries in proptest::option::of(2..40u32),
         rogues in proptest::option::of((1..3u32, 1..40u32)),
         disk in proptest::option::of((0..=1000u32, 0..500u32)),
+        buggify_permille in proptest::option::of(1..=100u32),
     ) -> Shape {
         // As in the explorer: a spread below a round trip can split the vote for good, and
         // then the liveness phase would fail a protocol Raft promises nothing for.
@@ -120,6 +122,7 @@ prop_compose! {
                 mix: [1; 8],
             }),
             disk,
+            buggify_permille,
         }
     }
 }

@@ -619,3 +619,17 @@ fn disk_fault_probabilities_must_lie_in_zero_to_one() {
     let disk = yaml(&valid).expect("valid disk faults").disk;
     assert_eq!((disk.torn_write, disk.corrupt), (0.01, 0.001));
 }
+
+#[test]
+fn buggify_is_a_probability_too() {
+    let text = format!("{VALID_HEAD}buggify: 2\n");
+    assert_single_problem(
+        &problems_of(yaml(&text)),
+        "buggify",
+        "2 is not a probability",
+    );
+    let valid = format!("{VALID_HEAD}buggify: 0.05\n");
+    assert_eq!(yaml(&valid).expect("valid buggify").buggify, Some(0.05));
+    let absent = yaml(VALID_HEAD).expect("valid without it");
+    assert_eq!(absent.buggify, None, "off unless asked for");
+}

@@ -341,3 +341,47 @@ events:
     );
     assert!(violation.message.contains("without committed index 3"));
 }
+
+/// The protocol coverage a run reports sums every server incarnation: a leader elected before
+/// everyone crashed still counts after the restart, beside the one elected after it.
+#[test]
+fn coverage_counts_what_crashed_servers_did_before_they_crashed() {
+    use lockstep::node::coverage::Branch;
+    let report = runner::run(&shipped("07-crash-all-restart.yaml"), RunOptions::default())
+        .expect("no trace, no I/O");
+    assert!(report.passed, "{}", report.render());
+    let elected = report.coverage.count(Branch::LeaderElected);
+    assert!(
+        elected >= 2,
+        "leaders elected before and after the crash: {elected}"
+    );
+    assert!(report.coverage.count(Branch::VoteGranted) >= 2);
+    assert_eq!(
+        report.coverage.count(Branch::BuggifyResent),
+        0,
+        "no BUGGIFY unless the scenario asks for it"
+    );
+}
+
+/// `buggify: P` makes every server take rare but legal paths, and the run still passes: the
+/// walkthrough's expectations all hold with its servers resending, skipping heartbeats,
+/// cutting batches short and timing out early.
+#[test]
+fn a_buggified_walkthrough_still_meets_every_expectation() {
+    use lockstep::node::coverage::Branch;
+    let mut scenario = shipped("01-seed-walkthrough.yaml");
+    scenario.buggify = Some(0.2);
+    // Through the file format too: the key reads back.
+    let reread = scenario::parse_str(&scenario.to_yaml(), scenario::Format::Yaml, "buggified")
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(reread.buggify, Some(0.2));
+    let report = runner::run(&reread, RunOptions::default()).expect("no trace, no I/O");
+    assert!(report.passed, "{}", report.render());
+    for branch in [
+        Branch::BuggifyResent,
+        Branch::BuggifySkippedHeartbeat,
+        Branch::BuggifySpuriousElectionTimer,
+    ] {
+        assert!(report.coverage.count(branch) > 0, "{}", branch.name());
+    }
+}

@@ -39,7 +39,7 @@ pub struct ExploreArgs {
     #[arg(long, value_name = "J")]
     jobs: Option<usize>,
     /// Range of cluster sizes, e.g. 3..5 or 5.
-    #[arg(long, value_name = "A..B", default_value = "3..5", value_parser = parse_server_range)]
+    #[arg(long, value_name = "A..B", default_value = "1..7", value_parser = parse_server_range)]
     servers: (u32, u32),
     /// Length of the safety phase under faults (the liveness phase adds 4s).
     #[arg(long, value_name = "D", default_value = "10s", value_parser = crate::parse_duration_flag)]
@@ -382,6 +382,7 @@ fn render_summary(
             format!("{seed} ({wall_ms:.0}ms wall)"),
         ]);
     }
+    builder.push_record(["protocol coverage".to_string(), coverage_text(summary)]);
     let mut table = builder.build();
     table.with(Style::rounded());
     let verdict = if summary.seeds_failed == 0 && summary.interrupted {
@@ -398,6 +399,25 @@ fn render_summary(
         )
     };
     format!("{table}\n{verdict}")
+}
+
+/// `64 of 76 branches reached; never: a.b, c.d, ...`: the node's coverage counters summed over
+/// every seed, naming each branch no seed took (README lists the ones believed unreachable).
+fn coverage_text(summary: &ExploreSummary) -> String {
+    let total = lockstep::node::coverage::Branch::ALL.len();
+    if summary.seeds_run == 0 {
+        return format!("no seed run ({total} branches counted)");
+    }
+    let unreached = summary.coverage.unreached();
+    let reached = total - unreached.len();
+    if unreached.is_empty() {
+        return format!("all {total} branches reached");
+    }
+    let names: Vec<&str> = unreached.iter().map(|branch| branch.name()).collect();
+    format!(
+        "{reached} of {total} branches reached; never:\n{}",
+        names.join("\n")
+    )
 }
 
 // ----- --merge -----
@@ -648,6 +668,7 @@ mod tests {
                 wall_seconds: 30.5,
                 cut_short: Some(CutShort::Time),
             }),
+            coverage: Default::default(),
         };
         let first = |seed, seeds_run, wall_seconds| FirstFailure {
             seed,
@@ -680,6 +701,34 @@ mod tests {
         assert!(lines.contains("cut short by the time budget (--minimize-time)"));
         assert!(lines.contains("replay: lockstep run /out/102.yaml"));
         assert!(lines.contains("timeline: /out/102.html"));
+    }
+
+    #[test]
+    fn the_summary_names_every_protocol_branch_no_seed_reached() {
+        use lockstep::node::coverage::Branch;
+        let mut summary = ExploreSummary {
+            seeds_run: 3,
+            ..ExploreSummary::default()
+        };
+        for &branch in Branch::ALL {
+            if branch != Branch::ProposeOverloaded && branch != Branch::ApplyRejected {
+                summary.coverage.hit(branch);
+            }
+        }
+        let text = coverage_text(&summary);
+        let total = Branch::ALL.len();
+        assert!(
+            text.starts_with(&format!("{} of {total} branches reached", total - 2)),
+            "{text}"
+        );
+        assert!(text.contains("propose.overloaded") && text.contains("apply.rejected"));
+        assert!(!text.contains("vote.granted"), "{text}");
+        summary.coverage.hit(Branch::ProposeOverloaded);
+        summary.coverage.hit(Branch::ApplyRejected);
+        assert_eq!(
+            coverage_text(&summary),
+            format!("all {total} branches reached")
+        );
     }
 
     fn plan_for_test() -> ExploreOptions {

@@ -2687,3 +2687,28 @@ fn coverage_counts_a_vote_refused_for_a_log_behind() {
     let _ = voter.step(ms(501), peer(S1, request_vote(2, 3, 1)));
     assert_eq!(voter.coverage().count(Branch::VoteGranted), 1);
 }
+
+/// The leader's bound on reads waiting to be confirmed: past `pending_reads_max`, a preempt it
+/// would refuse by read is answered `overloaded` at once (the client backs off and retries)
+/// instead of growing the queue. The explorer never queues that many (see README's coverage
+/// table), so this story is where the branch runs.
+#[test]
+fn past_the_pending_reads_bound_a_preempt_of_a_held_lock_is_answered_overloaded() {
+    use crate::node::coverage::Branch;
+    let now = ms(FIRST_ELECTION_MS + 10);
+    let (mut leader, _, _) = leader_with_a_granted_lock(now);
+    let bob = register(&mut leader, now);
+    let bound = leader.config.pending_reads_max as u64;
+    for seq in 2..2 + bound {
+        let waiting = leader.step(now, from_client(CLIENT, op(bob, seq, preempt("a"))));
+        assert!(replies(&waiting).is_empty(), "seq {seq} waits for its read");
+    }
+    let over = 2 + bound;
+    let outputs = leader.step(now, from_client(CLIENT, op(bob, over, preempt("a"))));
+    assert_eq!(
+        replies(&outputs),
+        vec![(CLIENT, refusal(over, ServiceError::Overloaded))]
+    );
+    assert!(persisted(&outputs).is_empty(), "nothing reaches the log");
+    assert_eq!(leader.coverage().count(Branch::ProposeOverloaded), 1);
+}

@@ -87,6 +87,7 @@ impl BenchOptions {
                 duplicate: 0.0,
             },
             disk: crate::sim::disk::DiskFaults::default(),
+            buggify: None,
             timing: Timing::default(),
             events: Vec::new(),
             workload: Some(WorkloadSpec {

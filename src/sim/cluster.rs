@@ -25,6 +25,8 @@ use super::rogue::{AttackKind, Rogue, RogueSpec};
 use super::trace::{Payload, Recorder, TraceEvent};
 use crate::net::{Endpoint, NetworkParams, SimNetwork, Transmission};
 use crate::node::client::Client;
+use crate::node::coverage::Coverage;
+use crate::node::server::Buggify;
 use crate::node::{
     ClientAddr, ClientConfig, ClientError, ClientId, ClientInput, ClientOutput, ClientReply,
     ClientTimer, LogIndex, Operation, Outcome, PeerMessage, PersistOp, ReplyBody, RequestBody,
@@ -127,6 +129,8 @@ pub struct ClusterSpec {
     pub rogues: Option<RogueSpec>,
     /// How the servers' disks misbehave.
     pub disk: DiskFaults,
+    /// BUGGIFY's chance per decision point in every server; `None`: off.
+    pub buggify: Option<f64>,
 }
 
 /// Client addresses of rogue requests have this bit set, the rogue number in bits 32..63 and
@@ -267,9 +271,14 @@ pub struct Cluster {
     disk_faults: DiskFaults,
     /// Tears and corruption, apart from every other stream.
     disk_rng: ChaCha8Rng,
+    /// BUGGIFY's chance per decision point in every server incarnation; `None`: off.
+    buggify: Option<f64>,
     /// Faults the cluster applied on its own (a crash inside a step firing, what a recovery
     /// repaired or refused), for the runner's fault list. Already in the trace.
     fault_notes: Vec<(Time, String)>,
+    /// The protocol branches taken by server incarnations that are gone (crashed); see
+    /// [`Cluster::coverage`].
+    coverage_of_the_gone: Coverage,
 }
 
 fn timer_slot(timer: ServerTimer) -> usize {
@@ -378,11 +387,25 @@ impl Cluster {
             disk_faults: spec.disk,
             disk_rng,
             fault_notes: Vec::new(),
+            coverage_of_the_gone: Coverage::default(),
+            buggify: spec.buggify,
         };
         for number in 1..=spec.servers {
             cluster.boot_server(number)?;
         }
         Ok(cluster)
+    }
+
+    /// Every protocol branch taken so far, summed over every server incarnation, the crashed
+    /// ones included (a server that panicked took its counts with it).
+    pub fn coverage(&self) -> Coverage {
+        let mut total = self.coverage_of_the_gone.clone();
+        for slot in &self.servers {
+            if let Some(node) = &slot.node {
+                total.add(node.coverage());
+            }
+        }
+        total
     }
 
     /// The first safety violation seen, if any. The run stops at it.
@@ -571,7 +594,8 @@ impl Cluster {
     pub fn crash(&mut self, number: u32) {
         let slot = &mut self.servers[(number - 1) as usize];
         slot.crash_in_step = None;
-        if slot.node.take().is_some() {
+        if let Some(node) = slot.node.take() {
+            self.coverage_of_the_gone.add(node.coverage());
             slot.incarnation += 1;
             slot.timers = [None; 2];
             slot.last_role = None;
@@ -662,7 +686,15 @@ impl Cluster {
             number,
             incarnation: slot.incarnation,
         });
-        let result = node_step(|| Server::new(slot.config.clone(), state, seed, now));
+        let mut config = slot.config.clone();
+        if let Some(chance) = self.buggify {
+            let seed = self.streams.seed_for(Stream::Buggify {
+                number,
+                incarnation: slot.incarnation,
+            });
+            config.buggify = Some(Buggify { seed, chance });
+        }
+        let result = node_step(|| Server::new(config, state, seed, now));
         match result {
             Ok((server, outputs)) => {
                 self.servers[index].node = Some(server);

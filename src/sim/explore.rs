@@ -12,6 +12,7 @@ use super::scenario::{self, Action, Expect, FinalState, Format, IsolateTarget, S
 use super::swarm::{Shape, SwarmBounds};
 use crate::net::Endpoint;
 use crate::node::ServerId;
+use crate::node::coverage::Coverage;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -89,6 +90,9 @@ pub struct SeedResult {
     pub minimized: Option<(ScenarioSize, ScenarioSize)>,
     /// What minimizing it spent, and whether a budget cut it short.
     pub minimization: Option<Minimization>,
+    /// The protocol branches its run took (not in the JSON: summed into the summary).
+    #[serde(skip)]
+    pub coverage: Coverage,
 }
 
 /// What one failure's minimization spent.
@@ -727,6 +731,9 @@ pub struct ExploreSummary {
     pub minimize_wall_seconds: f64,
     pub interrupted: bool,
     pub failures: Vec<SeedResult>,
+    /// The protocol branches taken, summed over every seed run.
+    #[serde(skip)]
+    pub coverage: Coverage,
 }
 
 /// What [`explore`] tells its caller as seeds run.
@@ -767,6 +774,7 @@ fn run_unminimized(seed: u64, options: &ExploreOptions) -> Verdict {
         written_to: None,
         minimized: None,
         minimization: None,
+        coverage: report.coverage.clone(),
     };
     Verdict {
         scenario,
@@ -918,6 +926,7 @@ impl Tally {
     fn finished(&mut self, result: SeedResult, arrived_at: Duration) {
         let summary = &mut self.summary;
         summary.seeds_run += 1;
+        summary.coverage.add(&result.coverage);
         summary.simulated_ns = summary.simulated_ns.saturating_add(result.simulated_ns);
         summary.events += result.events;
         if summary
@@ -1322,6 +1331,7 @@ workload: {clients: [c3], ops: 40, locks: 2}
                 wall_seconds: 30.0,
                 cut_short: Some(CutShort::Time),
             }),
+            coverage: Coverage::default(),
         }
     }
 

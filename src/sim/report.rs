@@ -84,6 +84,10 @@ pub struct RunReport {
     /// What the clients observed, for `--history` (not part of the JSON summary).
     #[serde(skip)]
     pub history: Vec<super::history::HistoryOp>,
+    /// The protocol branches every server took, summed (not part of the JSON summary: the
+    /// explorer sums it over seeds and names what no seed reached).
+    #[serde(skip)]
+    pub coverage: crate::node::coverage::Coverage,
     /// Every trace event, when [`super::runner::RunOptions::keep_trace_events`] asked for them
     /// (for `--html`; not part of the JSON summary).
     #[serde(skip)]

@@ -32,6 +32,12 @@ pub enum Stream {
     /// The servers' disks: which unsynced batches tear at a crash and where, which records
     /// read back corrupt.
     Disk,
+    /// One server incarnation's BUGGIFY decisions (`node::server::Buggify`), apart from its
+    /// election jitter so that turning BUGGIFY on changes nothing else.
+    Buggify {
+        number: u32,
+        incarnation: u32,
+    },
 }
 
 impl Stream {
@@ -49,6 +55,10 @@ impl Stream {
             Stream::Rogue(rogue) => (7 << 48) | u64::from(rogue),
             Stream::RogueNetwork => 8 << 48,
             Stream::Disk => 9 << 48,
+            Stream::Buggify {
+                number,
+                incarnation,
+            } => (10 << 48) | (u64::from(number) << 24) | u64::from(incarnation),
         }
     }
 }

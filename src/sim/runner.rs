@@ -122,6 +122,7 @@ pub fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, RunErr
         snapshot_entries: scenario.timing.snapshot_entries,
         rogues: scenario.rogues.clone(),
         disk: scenario.disk,
+        buggify: scenario.buggify,
     };
     let mut recorder = Recorder::new(options.trace);
     if let Some(events_max) = options.keep_trace_events {
@@ -857,6 +858,7 @@ impl Runner<'_> {
         let simulated = self.cluster.now();
         let passed = violation.is_none() && expectations.iter().all(|e| e.met);
         RunReport {
+            coverage: self.cluster.coverage(),
             name: self.scenario.name.clone(),
             description: self.scenario.description.clone(),
             seed: self.scenario.seed,

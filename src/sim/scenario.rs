@@ -37,6 +37,9 @@ pub struct Scenario {
     pub network: NetworkParams,
     /// How the servers' disks misbehave: torn writes and corrupt records (none by default).
     pub disk: DiskFaults,
+    /// `buggify: P`: each server takes rare but legal paths with probability P at each of its
+    /// decision points (`node::server::Buggify`); `None` (the default) never.
+    pub buggify: Option<f64>,
     pub timing: Timing,
     /// Sorted by `at` (stable: file order among equal times).
     pub events: Vec<ScheduledEvent>,
@@ -531,6 +534,7 @@ struct RawScenario {
     cluster: Option<RawCluster>,
     network: Option<RawNetwork>,
     disk: Option<RawDisk>,
+    buggify: Option<f64>,
     timing: Option<RawTiming>,
     events: Option<Vec<RawEvent>>,
     workload: Option<RawWorkload>,
@@ -1140,6 +1144,9 @@ fn validate(raw: &RawScenario, path: &str) -> Result<Scenario, ScenarioError> {
         .disk
         .as_ref()
         .map_or_else(DiskFaults::default, |disk| check.disk(disk));
+    let buggify = raw
+        .buggify
+        .and_then(|chance| check.probability("buggify", chance));
     let timing = check.timing(raw.timing.as_ref());
     let events = check.events(raw.events.as_deref(), roster, duration);
     let workload = raw
@@ -1173,6 +1180,7 @@ fn validate(raw: &RawScenario, path: &str) -> Result<Scenario, ScenarioError> {
         cluster,
         network,
         disk,
+        buggify,
         timing,
         events,
         workload,

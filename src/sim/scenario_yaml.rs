@@ -219,6 +219,9 @@ impl Scenario {
                 self.disk.torn_write, self.disk.corrupt
             );
         }
+        if let Some(chance) = self.buggify {
+            let _ = writeln!(out, "buggify: {chance}");
+        }
         let timing = &self.timing;
         let _ = writeln!(
             out,

@@ -150,6 +150,9 @@ pub struct Shape {
     /// Disk faults: (torn writes in thousandths, corrupt records in millionths), `None` for a
     /// disk that keeps what it is given.
     pub disk: Option<(u32, u32)>,
+    /// BUGGIFY's chance per decision point in thousandths, `None` for a server that takes
+    /// only the paths a healthy run makes likely.
+    pub buggify_permille: Option<u32>,
 }
 
 /// Rogue clients as plain numbers.
@@ -169,6 +172,8 @@ pub const STEP_CRASH_SEED_PROBABILITY: f64 = 0.5;
 const ELECTION_STEP_CRASH_SHARE: f64 = 0.7;
 /// The share of seeds the explorer gives faulty disks.
 pub const DISK_SEED_PROBABILITY: f64 = 0.3;
+/// The share of seeds whose servers BUGGIFY (`node::server::Buggify`).
+pub const BUGGIFY_SEED_PROBABILITY: f64 = 0.3;
 /// How often an election step crash arms its crash inside a step.
 const ELECTION_STEP_CRASHES: u64 = 10;
 /// The effect counts an election step crash cuts after. A vote that moves its voter to a new
@@ -189,8 +194,8 @@ pub struct SwarmBounds {
 impl Default for SwarmBounds {
     fn default() -> SwarmBounds {
         SwarmBounds {
-            servers_min: 3,
-            servers_max: 5,
+            servers_min: 1,
+            servers_max: 7,
             safety: Duration::from_secs(10),
         }
     }
@@ -279,6 +284,7 @@ impl Shape {
             snapshot_entries: rng.random_bool(0.3).then(|| rng.random_range(2..=40)),
             rogues: None,
             disk: None,
+            buggify_permille: None,
         };
         // Drawn after everything else, for the same reason. The spread floor makes split
         // votes rarer, and a split vote with a restart inside it is what shows a server
@@ -321,6 +327,11 @@ impl Shape {
         }
         if rng.random_bool(DISK_SEED_PROBABILITY) {
             shape.disk = Some((rng.random_range(100..=1000), rng.random_range(10..=500)));
+        }
+        // Drawn last, so that every other choice is what it was before BUGGIFY existed: from
+        // a rare nudge (0.5% of decisions) to a server that misbehaves often (10%).
+        if rng.random_bool(BUGGIFY_SEED_PROBABILITY) {
+            shape.buggify_permille = Some(rng.random_range(5..=100));
         }
         shape
     }
@@ -409,6 +420,13 @@ impl Shape {
                 ", disk: {:.1}% of cut batches torn, {:.3}% of records corrupt",
                 f64::from(torn_permille.min(1000)) / 10.0,
                 f64::from(corrupt_per_million.min(1_000_000)) / 10_000.0
+            );
+        }
+        if let Some(permille) = self.buggify_permille {
+            let _ = write!(
+                text,
+                ", buggify {:.1}%",
+                f64::from(permille.min(1000)) / 10.0
             );
         }
         if let Some(rogues) = &self.rogues {
@@ -500,6 +518,9 @@ impl Shape {
                 f64::from(torn_permille.min(1000)) / 1000.0,
                 f64::from(corrupt_per_million.min(1_000_000)) / 1_000_000.0
             );
+        }
+        if let Some(permille) = self.buggify_permille {
+            let _ = writeln!(out, "buggify: {}", f64::from(permille.min(1000)) / 1000.0);
         }
         let mut events: Vec<(Duration, String)> = Vec::new();
         for fault in &self.faults {
