@@ -242,7 +242,7 @@ fn a_shard_of_another_configuration_is_refused_and_named() {
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("different explore configurations (servers: 3..5 vs 3..3)"),
+        stderr.contains("different explore configurations (servers: 1..7 vs 3..3)"),
         "{stderr}"
     );
     assert!(stderr.contains("shard-1-smaller.json"), "{stderr}");
