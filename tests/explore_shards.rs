@@ -150,9 +150,19 @@ fn three_shard_processes_merge_to_exactly_what_one_unsharded_run_finds() {
         "simulated_ns",
         "events",
         "failures_by_invariant",
+        "coverage",
     ] {
         assert_eq!(merged[field], whole[field], "{field}");
     }
+    // Protocol coverage adds up across shards exactly as over one run: leaders were elected.
+    assert!(
+        merged["coverage"]["leader.elected"]
+            .as_u64()
+            .expect("counted")
+            >= 90,
+        "{}",
+        merged["coverage"]
+    );
     assert_eq!(merged["seeds_run"], 90);
     assert!(merged["events"].as_u64().expect("events") > 90 * 1_000);
     let seeds_and_invariants = |failures: &Value| -> Vec<(Value, Value)> {
@@ -184,6 +194,7 @@ fn three_shard_processes_merge_to_exactly_what_one_unsharded_run_finds() {
         "{stdout}"
     );
     assert!(stdout.contains("90 of 90"), "{stdout}");
+    assert!(stdout.contains("protocol coverage"), "{stdout}");
     for shard in ["0/3", "1/3", "2/3"] {
         assert!(stdout.contains(shard), "a row for shard {shard}: {stdout}");
     }

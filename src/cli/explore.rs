@@ -382,7 +382,10 @@ fn render_summary(
             format!("{seed} ({wall_ms:.0}ms wall)"),
         ]);
     }
-    builder.push_record(["protocol coverage".to_string(), coverage_text(summary)]);
+    builder.push_record([
+        "protocol coverage".to_string(),
+        coverage_text(&summary.coverage, summary.seeds_run),
+    ]);
     let mut table = builder.build();
     table.with(Style::rounded());
     let verdict = if summary.seeds_failed == 0 && summary.interrupted {
@@ -403,12 +406,12 @@ fn render_summary(
 
 /// `64 of 76 branches reached; never: a.b, c.d, ...`: the node's coverage counters summed over
 /// every seed, naming each branch no seed took (README lists the ones believed unreachable).
-fn coverage_text(summary: &ExploreSummary) -> String {
+fn coverage_text(coverage: &lockstep::node::coverage::Coverage, seeds_run: u64) -> String {
     let total = lockstep::node::coverage::Branch::ALL.len();
-    if summary.seeds_run == 0 {
+    if seeds_run == 0 {
         return format!("no seed run ({total} branches counted)");
     }
-    let unreached = summary.coverage.unreached();
+    let unreached = coverage.unreached();
     let reached = total - unreached.len();
     if unreached.is_empty() {
         return format!("all {total} branches reached");
@@ -561,6 +564,10 @@ fn render_merged(merged: &MergedSummary) -> String {
             ),
         ]);
     }
+    builder.push_record([
+        "protocol coverage".to_string(),
+        coverage_text(&merged.coverage, merged.seeds_run),
+    ]);
     let mut table = builder.build();
     table.with(Style::rounded());
     format!(
@@ -715,7 +722,7 @@ mod tests {
                 summary.coverage.hit(branch);
             }
         }
-        let text = coverage_text(&summary);
+        let text = coverage_text(&summary.coverage, summary.seeds_run);
         let total = Branch::ALL.len();
         assert!(
             text.starts_with(&format!("{} of {total} branches reached", total - 2)),
@@ -726,7 +733,7 @@ mod tests {
         summary.coverage.hit(Branch::ProposeOverloaded);
         summary.coverage.hit(Branch::ApplyRejected);
         assert_eq!(
-            coverage_text(&summary),
+            coverage_text(&summary.coverage, summary.seeds_run),
             format!("all {total} branches reached")
         );
     }

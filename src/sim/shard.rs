@@ -9,6 +9,7 @@
 //! ([`MergeError`]); seeds nobody ran are reported as missing ([`MergedSummary::missing`]).
 
 use super::explore::{ExploreSummary, FirstFailure, Minimization, ScenarioSize, SeedResult};
+use crate::node::coverage::Coverage;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -236,6 +237,10 @@ pub struct ShardResult {
     pub slowest_seed: Option<SlowestSeed>,
     /// In seed order.
     pub failures: Vec<ShardFailure>,
+    /// How often each protocol branch was taken over the shard's seeds, by name. Added after
+    /// the format first shipped: absent (and read as nothing reached) in older files.
+    #[serde(default)]
+    pub coverage: Coverage,
 }
 
 /// Where a shard ran and what it ran, for [`ShardResult::from_summary`].
@@ -300,6 +305,7 @@ impl ShardResult {
                 .slowest_seed
                 .map(|(seed, wall_ms)| SlowestSeed { seed, wall_ms }),
             failures: summary.failures.iter().map(ShardFailure::of).collect(),
+            coverage: summary.coverage.clone(),
         }
     }
 
@@ -520,6 +526,9 @@ pub struct MergedSummary {
     pub shards: Vec<ShardLine>,
     /// In seed order.
     pub failures: Vec<MergedFailure>,
+    /// Every shard's protocol coverage added up.
+    #[serde(default)]
+    pub coverage: Coverage,
 }
 
 /// The shards `K/N` whose slices hold missing seeds, when every shard has the same N.
@@ -740,6 +749,10 @@ fn summarize(
     let seeds_per_second_sum: f64 = rates.sum();
     let failures_by_invariant = invariant_counts(&results);
     let slowest_seed = slowest_of(&results);
+    let mut coverage = Coverage::default();
+    for (_, result) in &results {
+        coverage.add(&result.coverage);
+    }
     let mut failures: Vec<MergedFailure> = results
         .iter()
         .flat_map(|(_, result)| {
@@ -784,6 +797,7 @@ fn summarize(
         slowest_seed,
         shards,
         failures,
+        coverage,
     }
 }
 
@@ -955,6 +969,7 @@ mod tests {
             first_failure_found: None,
             first_failure_by_seed: None,
             minimize_wall_seconds: 0.0,
+            coverage: Coverage::default(),
             slowest_seed: Some(SlowestSeed {
                 seed: range.from,
                 wall_ms: 10.0 * (index + 1) as f64,
