@@ -186,12 +186,14 @@ pub struct Minimized {
     pub cut_short: Option<CutShort>,
 }
 
-/// Shrinks a failing scenario: first ends it just after the failure ([`Minimizer::truncate`]),
+/// Shrinks a failing scenario: first ends it just after its failure ([`Minimizer::truncate`]),
 /// then delta debugging removes events, workload operations, clients and servers, re-running
 /// each candidate and keeping it only if it still fails the same way. Stops when `budget` runs
-/// out or `stop` is set, keeping the best so far.
+/// out or `stop` is set, keeping the best so far. `failing` is the report of `scenario`'s own
+/// run, which says where its failure was sealed without running it again.
 pub fn minimize(
     scenario: Scenario,
+    failing: &RunReport,
     kind: &str,
     budget: MinimizeBudget,
     stop: &AtomicBool,
@@ -204,7 +206,7 @@ pub fn minimize(
         cut_short: None,
         stop,
     };
-    let mut best = minimizer.truncate(scenario);
+    let mut best = minimizer.truncate(scenario, failing);
     loop {
         let before = ScenarioSize::of(&best);
         best = minimizer.events(best);
@@ -256,21 +258,16 @@ impl Minimizer<'_> {
 
     /// True if `candidate` is a valid scenario that still fails the same way.
     fn still_fails(&mut self, candidate: &Scenario) -> bool {
-        self.failing_report(candidate).is_some()
-    }
-
-    /// The report of `candidate` if it is a valid scenario that still fails the same way.
-    fn failing_report(&mut self, candidate: &Scenario) -> Option<RunReport> {
         if self.exhausted() {
-            return None;
+            return false;
         }
         // Only scenarios that a file could express count: round-trip through the format.
-        let valid = scenario::parse_str(&candidate.to_yaml(), Format::Yaml, "candidate").ok()?;
+        let Ok(valid) = scenario::parse_str(&candidate.to_yaml(), Format::Yaml, "candidate") else {
+            return false;
+        };
         self.runs += 1;
-        let (report, failure) = judge(&valid);
-        failure
-            .is_some_and(|failure| failure.kind == self.kind)
-            .then_some(report)
+        let (_, failure) = judge(&valid);
+        failure.is_some_and(|failure| failure.kind == self.kind)
     }
 
     /// Ends the scenario just after its failure, when the failure has a moment: a safety
@@ -281,14 +278,8 @@ impl Minimizer<'_> {
     /// is gone from the file, and the failing window is where the run ends. This is what makes a
     /// linearizability failure small: delta debugging then works on the events up to it only.
     /// Liveness and expectation failures have no such moment and are left whole.
-    fn truncate(&mut self, best: Scenario) -> Scenario {
-        if matches!(self.kind.as_str(), "liveness" | "expectation") {
-            return best; // No moment to cut at: spend no run on finding one.
-        }
-        let Some(report) = self.failing_report(&best) else {
-            return best;
-        };
-        let Some(moment) = failure_moment(&report, &self.kind) else {
+    fn truncate(&mut self, best: Scenario, failing: &RunReport) -> Scenario {
+        let Some(moment) = failure_moment(failing, &self.kind) else {
             return best;
         };
         let Some(candidate) = truncated(&best, moment) else {
@@ -800,7 +791,13 @@ pub fn run_seed(
         return result;
     };
     on_found(&result);
-    let minimized = minimize(scenario.clone(), &failure.kind, options.minimize, stop);
+    let minimized = minimize(
+        scenario.clone(),
+        &report,
+        &failure.kind,
+        options.minimize,
+        stop,
+    );
     assert!(minimized.runs <= options.minimize.runs_max);
     let (from, to) = (
         ScenarioSize::of(&scenario),
@@ -1125,7 +1122,7 @@ workload: {clients: [c3], ops: 40, locks: 2}
     #[test]
     fn minimizing_keeps_only_what_the_failure_needs() {
         let original = scenario(WRONG_AMONG_NOISE);
-        let (_, failure) = judge(&original);
+        let (report, failure) = judge(&original);
         let failure = failure.expect("c2 cannot be granted a held lock");
         assert_eq!(failure.kind, "expectation");
         let stop = AtomicBool::new(false);
@@ -1138,7 +1135,7 @@ workload: {clients: [c3], ops: 40, locks: 2}
             runs,
             cut_short,
             ..
-        } = minimize(original.clone(), &failure.kind, budget, &stop);
+        } = minimize(original.clone(), &report, &failure.kind, budget, &stop);
         assert!(runs > 0 && runs <= 200);
         assert_eq!(cut_short, None, "it ran until nothing smaller failed");
         let (_, still) = judge(&minimized);
@@ -1252,13 +1249,11 @@ workload: {clients: [c3], ops: 40, locks: 2}
         );
     }
 
-    fn noisy_failure() -> (Scenario, String) {
+    fn noisy_failure() -> (Scenario, RunReport, String) {
         let original = scenario(WRONG_AMONG_NOISE);
-        let (_, failure) = judge(&original);
-        (
-            original,
-            failure.expect("c2 cannot be granted a held lock").kind,
-        )
+        let (report, failure) = judge(&original);
+        let kind = failure.expect("c2 cannot be granted a held lock").kind;
+        (original, report, kind)
     }
 
     fn budget(runs_max: usize, wall_max: Duration) -> MinimizeBudget {
@@ -1267,10 +1262,10 @@ workload: {clients: [c3], ops: 40, locks: 2}
 
     #[test]
     fn a_run_budget_of_zero_or_one_stops_minimizing_there_and_says_so() {
-        let (original, kind) = noisy_failure();
+        let (original, report, kind) = noisy_failure();
         let stop = AtomicBool::new(false);
         let hour = Duration::from_secs(3_600);
-        let none = minimize(original.clone(), &kind, budget(0, hour), &stop);
+        let none = minimize(original.clone(), &report, &kind, budget(0, hour), &stop);
         assert_eq!(none.runs, 0);
         assert_eq!(none.cut_short, Some(CutShort::Runs));
         assert_eq!(
@@ -1278,7 +1273,7 @@ workload: {clients: [c3], ops: 40, locks: 2}
             original.to_yaml(),
             "written as it failed"
         );
-        let one = minimize(original.clone(), &kind, budget(1, hour), &stop);
+        let one = minimize(original.clone(), &report, &kind, budget(1, hour), &stop);
         assert_eq!(one.runs, 1);
         assert_eq!(one.cut_short, Some(CutShort::Runs));
         let (_, still) = judge(&one.scenario);
@@ -1291,9 +1286,10 @@ workload: {clients: [c3], ops: 40, locks: 2}
 
     #[test]
     fn a_time_budget_of_zero_stops_after_the_first_candidate() {
-        let (original, kind) = noisy_failure();
+        let (original, report, kind) = noisy_failure();
         let stop = AtomicBool::new(false);
-        let minimized = minimize(original.clone(), &kind, budget(300, Duration::ZERO), &stop);
+        let zero = budget(300, Duration::ZERO);
+        let minimized = minimize(original.clone(), &report, &kind, zero, &stop);
         assert_eq!(minimized.runs, 1, "the run budget had 299 more");
         assert_eq!(minimized.cut_short, Some(CutShort::Time));
         // ddmin's first candidate drops the first half of the events, c1's grant among them,
@@ -1305,9 +1301,10 @@ workload: {clients: [c3], ops: 40, locks: 2}
 
     #[test]
     fn an_interrupt_stops_minimizing_before_any_run() {
-        let (original, kind) = noisy_failure();
+        let (original, report, kind) = noisy_failure();
         let stop = AtomicBool::new(true);
-        let minimized = minimize(original, &kind, budget(300, Duration::from_secs(60)), &stop);
+        let minute = budget(300, Duration::from_secs(60));
+        let minimized = minimize(original, &report, &kind, minute, &stop);
         assert_eq!(minimized.runs, 0);
         assert_eq!(minimized.cut_short, Some(CutShort::Interrupted));
     }
