@@ -18,6 +18,8 @@
 //! Like `tests/properties.rs`: CI runs the same cases every time (`LOCKSTEP_PROPTEST_CASES`,
 //! default 1,000 here, since a case is one server and microseconds; `LOCKSTEP_PROPTEST_SEED`).
 
+mod common;
+
 use lockstep::node::{
     Command, DurableState, Entry, LogIndex, PeerMessage, RaftLog, Server, ServerConfig, ServerId,
     ServerInput, ServerOutput, Term, Time,
@@ -251,28 +253,8 @@ fn run(case: &Case) -> Vec<(LogIndex, Entry)> {
     all
 }
 
-fn cases() -> u32 {
-    ["LOCKSTEP_PROPTEST_CASES", "PROPTEST_CASES"]
-        .iter()
-        .find_map(|name| std::env::var(name).ok()?.parse().ok())
-        .unwrap_or(1_000)
-}
-
-fn seed() -> u64 {
-    std::env::var("LOCKSTEP_PROPTEST_SEED")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(0xf011)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: cases(),
-        rng_algorithm: proptest::test_runner::RngAlgorithm::ChaCha,
-        rng_seed: proptest::test_runner::RngSeed::Fixed(seed()),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::proptest_config(1_000, 0xf011))]
 
     #[test]
     fn a_follower_applies_only_what_the_leaders_log_holds(case in case()) {

@@ -9,6 +9,8 @@
 //! `PROPTEST_CASES`) for longer runs and `LOCKSTEP_PROPTEST_SEED` for other cases, e.g.
 //! `LOCKSTEP_PROPTEST_CASES=5000 LOCKSTEP_PROPTEST_SEED=7 cargo test --release --test properties`.
 
+mod common;
+
 use lockstep::sim::explore;
 use lockstep::sim::swarm::{Fault, FaultKind, RogueShape, Shape, election_spread_floor_ms};
 use proptest::prelude::*;
@@ -127,15 +129,6 @@ prop_compose! {
     }
 }
 
-/// The seed of the generated cases: fixed, so CI runs the same cases every time;
-/// `LOCKSTEP_PROPTEST_SEED` picks other ones for long runs.
-fn seed() -> u64 {
-    std::env::var("LOCKSTEP_PROPTEST_SEED")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(0x10c5)
-}
-
 /// Writes a failing case's client history (the `--history` format) beside the build, and says
 /// where.
 fn write_history(report: &lockstep::sim::report::RunReport) -> String {
@@ -155,22 +148,9 @@ fn write_history(report: &lockstep::sim::report::RunReport) -> String {
     }
 }
 
-fn cases() -> u32 {
-    ["LOCKSTEP_PROPTEST_CASES", "PROPTEST_CASES"]
-        .iter()
-        .find_map(|name| std::env::var(name).ok()?.parse().ok())
-        .unwrap_or(64)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: cases(),
-        // Deterministic: the same cases on every run and machine, unless a seed is asked for.
-        rng_algorithm: proptest::test_runner::RngAlgorithm::ChaCha,
-        rng_seed: proptest::test_runner::RngSeed::Fixed(seed()),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    // Deterministic: the same 64 cases on every run and machine, unless asked otherwise.
+    #![proptest_config(common::proptest_config(64, 0x10c5))]
 
     #[test]
     fn every_invariant_holds_and_the_healed_cluster_serves_every_client(shape in shape()) {

@@ -22,7 +22,7 @@ use super::Clock;
 use super::probe::{self, pinned_client};
 use super::processes::{ServerSpec, ServerState, Servers};
 use super::proxy::{LinkProxy, LinkRules};
-use super::schedule::{self, Action, NemesisKind, PlannedFault, Target, server_name};
+use super::schedule::{self, Action, NemesisKind, PlannedFault, Target, names, server_name};
 use super::verdict::{self, CheckOutcome, RunFindings};
 use super::workload::{self, ClientPlan, LiveCounters, Observed, Recorded};
 use crate::client::{Client, ClientOptions, Credential};
@@ -1161,14 +1161,6 @@ fn worker_options() -> ClientOptions {
         credential: None,
         tls: None,
     }
-}
-
-fn names(servers: &[usize]) -> String {
-    servers
-        .iter()
-        .map(|&s| server_name(s))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The servers a network fault cuts off from a majority: whose rejoin is worth measuring.

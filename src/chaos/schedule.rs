@@ -319,7 +319,8 @@ pub fn server_name(index: usize) -> String {
     format!("s{}", index + 1)
 }
 
-fn names(servers: &[usize]) -> String {
+/// `s1 s3` for server indexes 0 and 2.
+pub(super) fn names(servers: &[usize]) -> String {
     servers
         .iter()
         .map(|&s| server_name(s))

@@ -84,3 +84,25 @@ pub fn append(first_index: u64, entries: Vec<Entry>) -> PersistOp {
         entries,
     }
 }
+
+/// The proptest configuration of the property binaries: the same cases on every run and machine
+/// (a fixed ChaCha seed, no failure files), `default_cases` of them unless
+/// `LOCKSTEP_PROPTEST_CASES` (or proptest's own `PROPTEST_CASES`) asks for more, and other
+/// cases when `LOCKSTEP_PROPTEST_SEED` names another seed.
+pub fn proptest_config(default_cases: u32, default_seed: u64) -> proptest::test_runner::Config {
+    let cases = ["LOCKSTEP_PROPTEST_CASES", "PROPTEST_CASES"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok()?.parse().ok())
+        .unwrap_or(default_cases);
+    let seed = std::env::var("LOCKSTEP_PROPTEST_SEED")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(default_seed);
+    proptest::test_runner::Config {
+        cases,
+        rng_algorithm: proptest::test_runner::RngAlgorithm::ChaCha,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}
