@@ -1808,41 +1808,17 @@ fn stale_read_violations(ops: &[HistoryOp]) -> Vec<LinearizabilityViolation> {
     for op in ops.iter().filter(|op| op.index.is_some()) {
         by_client.entry(op.client).or_default().push(op);
     }
-    let mut violations = Vec::new();
-    for (client, client_ops) in by_client {
-        // (time, 0 = local read at its call / 1 = observation at its return, position), as in
-        // `token_read_violations`: a read sees only answers that returned strictly before it.
-        let mut events: Vec<(u64, u8, usize)> = Vec::new();
-        for (position, op) in client_ops.iter().enumerate() {
-            if let Some(return_ns) = op.return_ns {
-                events.push((return_ns, 1, position));
-                if op.consistency == Some(Consistency::Local) {
-                    events.push((op.call_ns, 0, position));
-                }
-            }
-        }
-        events.sort_unstable();
-        let mut highest: Option<(u64, &HistoryOp)> = None;
-        for (_, kind, position) in events {
-            let op = client_ops[position];
-            let index = op.index.expect("only operations with an index");
-            match (kind, highest) {
-                (0, Some((seen, earlier))) if index < seen => {
-                    violations.push(LinearizabilityViolation::StaleRead {
-                        client,
-                        earlier: earlier.clone(),
-                        later: op.clone(),
-                    });
-                    break;
-                }
-                (1, _) if highest.is_none_or(|(seen, _)| index > seen) => {
-                    highest = Some((index, op));
-                }
-                _ => {}
-            }
-        }
-    }
-    violations
+    by_client
+        .into_iter()
+        .filter_map(|(client, client_ops)| {
+            let (earlier, later) = first_backwards_read(&client_ops, |op| op.index)?;
+            Some(LinearizabilityViolation::StaleRead {
+                client,
+                earlier: earlier.clone(),
+                later: later.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Per client and lock: once the client has seen token t (and that answer had returned), a
@@ -1856,42 +1832,55 @@ fn token_read_violations(ops: &[HistoryOp]) -> Vec<LinearizabilityViolation> {
             .or_default()
             .push(op);
     }
-    let mut violations = Vec::new();
-    for ((client, lock), client_ops) in by_client_lock {
-        // (time, 0 = local read at its call / 1 = observation at its return, position): a read
-        // sees only observations that returned strictly before it was called.
-        let mut events: Vec<(u64, u8, usize)> = Vec::new();
-        for (position, op) in client_ops.iter().enumerate() {
-            if let (Some(return_ns), Some(_)) = (op.return_ns, observed_token(op)) {
-                events.push((return_ns, 1, position));
-            }
-            if op.consistency == Some(Consistency::Local) && op.return_ns.is_some() {
-                events.push((op.call_ns, 0, position));
-            }
+    by_client_lock
+        .into_iter()
+        .filter_map(|((client, lock), client_ops)| {
+            let (earlier, later) = first_backwards_read(&client_ops, observed_token)?;
+            Some(LinearizabilityViolation::NonMonotonicRead {
+                client,
+                lock: lock.to_string(),
+                earlier: earlier.clone(),
+                later: later.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The first local check among one client's `ops` whose `value` (a token, a log index) is below
+/// the highest `value` of an answer that returned strictly before the check was called, with
+/// that answer: `(earlier, later)`. Operations without a value neither raise the bar nor are
+/// judged.
+fn first_backwards_read<'a>(
+    ops: &[&'a HistoryOp],
+    value: impl Fn(&HistoryOp) -> Option<u64>,
+) -> Option<(&'a HistoryOp, &'a HistoryOp)> {
+    // (time, 0 = local read at its call / 1 = observation at its return, position): at equal
+    // times a read comes first, so it sees only observations that returned strictly before it.
+    let mut events: Vec<(u64, u8, usize)> = Vec::new();
+    for (position, op) in ops.iter().enumerate() {
+        let Some(return_ns) = op.return_ns else {
+            continue;
+        };
+        if value(op).is_some() {
+            events.push((return_ns, 1, position));
         }
-        events.sort_unstable();
-        let mut highest: Option<(u64, &HistoryOp)> = None;
-        for (_, kind, position) in events {
-            let op = client_ops[position];
-            let token = observed_token(op);
-            match (kind, token, highest) {
-                (0, Some(token), Some((seen, earlier))) if token < seen => {
-                    violations.push(LinearizabilityViolation::NonMonotonicRead {
-                        client,
-                        lock: lock.to_string(),
-                        earlier: earlier.clone(),
-                        later: op.clone(),
-                    });
-                    break;
-                }
-                (1, Some(token), _) if highest.is_none_or(|(seen, _)| token > seen) => {
-                    highest = Some((token, op));
-                }
-                _ => {}
-            }
+        if op.consistency == Some(Consistency::Local) {
+            events.push((op.call_ns, 0, position));
         }
     }
-    violations
+    events.sort_unstable();
+    let mut highest: Option<(u64, &'a HistoryOp)> = None;
+    for (_, kind, position) in events {
+        let op = ops[position];
+        match (kind, value(op), highest) {
+            (0, Some(read), Some((seen, earlier))) if read < seen => return Some((earlier, op)),
+            (1, Some(seen_now), _) if highest.is_none_or(|(seen, _)| seen_now > seen) => {
+                highest = Some((seen_now, op));
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 // ---------------------------------------------------------------------------------------------
