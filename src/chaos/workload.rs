@@ -185,12 +185,10 @@ fn perform(client: &mut Client, number: u32, roll: u32, lock: String, clock: &Cl
         }
     };
     let return_ns = clock.now_ns();
-    let answered = result.is_ok();
     let (observed, error) = match result {
         Ok(observed) => (observed, None),
         Err(error) => (unanswered(&error), Some(error.to_string())),
     };
-    let index = client.last_answer_index().filter(|_| answered);
     Recorded {
         client: number,
         op,
@@ -200,7 +198,8 @@ fn perform(client: &mut Client, number: u32, roll: u32, lock: String, clock: &Cl
         return_ns: observed.is_answer().then_some(return_ns),
         observed,
         error: error.filter(|_| observed == Observed::Failed),
-        index: index.filter(|_| observed.is_answer()),
+        // The answer's own index: only an answered operation has one.
+        index: client.last_answer_index().filter(|_| observed.is_answer()),
     }
 }
 

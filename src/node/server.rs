@@ -689,14 +689,13 @@ impl Server {
         last_term: Term,
     ) {
         // A pre-vote changes nothing here: not our term, not our vote, not our timer.
-        let granted = term > self.term
-            && self.log.is_up_to_date(last_index, last_term)
-            && !self.in_leader_lease(now);
+        let log_ok = self.log.is_up_to_date(last_index, last_term);
+        let granted = term > self.term && log_ok && !self.in_leader_lease(now);
         self.coverage.hit(if granted {
             Branch::PreVoteGranted
         } else if term <= self.term {
             Branch::PreVoteRefusedStaleTerm
-        } else if !self.log.is_up_to_date(last_index, last_term) {
+        } else if !log_ok {
             Branch::PreVoteRefusedLogBehind
         } else {
             Branch::PreVoteRefusedLeaderLease
