@@ -633,3 +633,52 @@ fn buggify_is_a_probability_too() {
     let absent = yaml(VALID_HEAD).expect("valid without it");
     assert_eq!(absent.buggify, None, "off unless asked for");
 }
+
+#[test]
+fn a_clock_drift_beyond_one_half_is_refused_with_its_bounds() {
+    let text = format!("{VALID_HEAD}clock: {{drift: 0.7}}\n");
+    let problems = problems_of(yaml(&text));
+    assert_single_problem(&problems, "clock.drift", "use a fraction in [0, 0.5]");
+}
+
+#[test]
+fn a_clock_without_its_drift_is_refused() {
+    let text = format!("{VALID_HEAD}clock: {{}}\n");
+    let problems = problems_of(yaml(&text));
+    assert_single_problem(&problems, "clock.drift", "missing");
+}
+
+#[test]
+fn a_clock_rate_of_three_is_refused_with_the_range_of_rates() {
+    let text = with_events("  - {at: 1s, clock: {node: s2, rate: 3}}\n");
+    let problems = problems_of(yaml(&text));
+    assert_single_problem(
+        &problems,
+        "events[0].clock.rate",
+        "use a number in [0.5, 2]",
+    );
+}
+
+#[test]
+fn a_pause_of_nothing_and_a_pause_of_a_rogue_are_refused_each_at_its_place() {
+    let text = format!(
+        "{VALID_HEAD}rogues: {{clients: 1, rate: 5/s}}\nevents:\n  - {{at: 1s, pause: {{node: s1, for: 0ms}}}}\n  \
+         - {{at: 2s, pause: {{node: r1, for: 1s}}}}\n"
+    );
+    let problems = problems_of(yaml(&text));
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert!(problems[0].starts_with("events[0].pause.for: 0ms pauses nothing"));
+    assert!(
+        problems[1].starts_with("events[1].pause.node: ") && problems[1].contains("r1"),
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn a_pause_needs_a_node_and_a_length() {
+    let text = with_events("  - {at: 1s, pause: {}}\n");
+    let problems = problems_of(yaml(&text));
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert!(problems[0].starts_with("events[0].pause.node: missing"));
+    assert!(problems[1].starts_with("events[0].pause.for: missing"));
+}

@@ -88,6 +88,7 @@ impl BenchOptions {
             },
             disk: crate::sim::disk::DiskFaults::default(),
             buggify: None,
+            clock_drift: None,
             timing: Timing::default(),
             events: Vec::new(),
             workload: Some(WorkloadSpec {

@@ -18,6 +18,7 @@
 use super::checkers::{
     self, ElectionSafety, MutualExclusion, RogueIsolation, StateMachineSafety, Violation,
 };
+use super::clock::{NodeClock, RATE_ONE_PPB};
 use super::disk::{DiskFaults, Recovery, SimDisk};
 use super::queue::{EventQueue, QueueFull};
 use super::rng::{Stream, Streams};
@@ -32,9 +33,10 @@ use crate::node::{
     ClientTimer, LogIndex, Operation, Outcome, PeerMessage, PersistOp, ReplyBody, RequestBody,
     Role, Server, ServerConfig, ServerId, ServerInput, ServerOutput, ServerTimer, Time,
 };
+use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Once;
 use std::time::Duration;
@@ -102,6 +104,8 @@ pub enum Event {
     },
     /// A workload client is ready for its next random operation.
     WorkloadNext(u32),
+    /// A paused node's pause may be over: it acts on what waited for it.
+    Resume(Endpoint),
     /// The scenario's duration is over.
     EndOfDuration,
     /// Periodic check, after the duration, of whether the run has settled.
@@ -131,6 +135,10 @@ pub struct ClusterSpec {
     pub disk: DiskFaults,
     /// BUGGIFY's chance per decision point in every server; `None`: off.
     pub buggify: Option<f64>,
+    /// `clock: {drift: D}`: every server and client reads its own clock, at a rate drawn
+    /// within 1 ± D and from an offset drawn within the first hour. `None`: every node reads
+    /// true time, as before clocks existed.
+    pub clock_drift: Option<f64>,
 }
 
 /// Client addresses of rogue requests have this bit set, the rogue number in bits 32..63 and
@@ -210,7 +218,10 @@ struct ServerSlot {
     disk: SimDisk,
     incarnation: u32,
     /// Current deadline per timer (Election, Heartbeat); stale queue entries are skipped.
-    timers: [Option<Time>; 2],
+    timers: [Option<Deadline>; 2],
+    /// What the server believes the time is; it survives crashes, as a machine's clock does.
+    clock: NodeClock,
+    pause: Pause,
     last_role: Option<(Role, u64)>,
     /// An armed crash inside a step.
     crash_in_step: Option<ArmedCrash>,
@@ -227,6 +238,49 @@ struct ArmedCrash {
     restart_after: Option<Duration>,
 }
 
+/// A timer's deadline on its node's own clock, and the true time its clock reaches it (which
+/// a rate change moves).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct Deadline {
+    local: Time,
+    at: Time,
+}
+
+/// A node frozen the way a GC pause or SIGSTOP freezes a process: it takes no steps, its
+/// timers do not fire, and what arrives for it waits, in order, until `until`.
+#[derive(Clone, Debug, Default)]
+struct Pause {
+    until: Option<Time>,
+    held: VecDeque<Held>,
+}
+
+/// Something that arrived for a paused node.
+#[derive(Clone, Debug)]
+enum Held {
+    Message {
+        from: Endpoint,
+        incarnation: u32,
+        connection: Option<u32>,
+        payload: Payload,
+    },
+    /// An operation the application handed a paused client.
+    Invoke {
+        tag: u64,
+        op: Operation,
+        timeout: Option<Duration>,
+    },
+}
+
+/// Most messages and operations that wait for one paused node; more are dropped, as a full
+/// socket buffer drops them, and counted.
+const HELD_MAX: usize = 100_000;
+
+impl Pause {
+    fn is_paused(&self, now: Time) -> bool {
+        self.until.is_some_and(|until| now < until)
+    }
+}
+
 /// What [`Cluster::restart`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Restart {
@@ -240,7 +294,9 @@ pub enum Restart {
 
 struct ClientSlot {
     node: Client,
-    timers: [Option<Time>; 2],
+    timers: [Option<Deadline>; 2],
+    clock: NodeClock,
+    pause: Pause,
     /// The operation each running tag performs and its seq, to feed acknowledgements to the
     /// mutual-exclusion checker.
     running: Option<(u64, u64)>,
@@ -295,6 +351,24 @@ fn client_timer_slot(timer: ClientTimer) -> usize {
     }
 }
 
+/// Every server's clock, then every client's: perfect ones without `clock_drift`; with it,
+/// rates within 1 ± drift and offsets within the first hour, from their own stream.
+fn draw_clocks(spec: &ClusterSpec, streams: &Streams) -> Vec<NodeClock> {
+    let nodes = (spec.servers + spec.clients) as usize;
+    let Some(drift) = spec.clock_drift else {
+        return vec![NodeClock::default(); nodes];
+    };
+    let mut rng = streams.rng_for(Stream::Clock);
+    let spread_ppb = (drift * RATE_ONE_PPB as f64).round() as u64;
+    (0..nodes)
+        .map(|_| {
+            let rate_ppb = rng.random_range(RATE_ONE_PPB - spread_ppb..=RATE_ONE_PPB + spread_ppb);
+            let offset = Duration::from_nanos(rng.random_range(0..3_600_000_000_000));
+            NodeClock::new(offset, rate_ppb)
+        })
+        .collect()
+}
+
 fn server_endpoint(number: u32) -> Endpoint {
     Endpoint::Server(ServerId(number))
 }
@@ -308,6 +382,7 @@ impl Cluster {
         queue_max: usize,
     ) -> Result<Cluster, QueueFull> {
         let streams = Streams::new(seed);
+        let mut clocks = draw_clocks(spec, &streams).into_iter();
         let server_ids: Vec<ServerId> = (1..=spec.servers).map(ServerId).collect();
         let servers = server_ids
             .iter()
@@ -325,6 +400,8 @@ impl Cluster {
                     disk: SimDisk::default(),
                     incarnation: 0,
                     timers: [None; 2],
+                    clock: clocks.next().expect("a clock per server"),
+                    pause: Pause::default(),
                     last_role: None,
                     crash_in_step: None,
                     refused: None,
@@ -341,6 +418,8 @@ impl Cluster {
                 ClientSlot {
                     node: Client::new(config, seed),
                     timers: [None; 2],
+                    clock: clocks.next().expect("a clock per client"),
+                    pause: Pause::default(),
                     running: None,
                     ops: BTreeMap::new(),
                 }
@@ -598,6 +677,8 @@ impl Cluster {
             self.coverage_of_the_gone.add(node.coverage());
             slot.incarnation += 1;
             slot.timers = [None; 2];
+            // What waited for it dies with the process; a stale Resume finds nothing to do.
+            slot.pause = Pause::default();
             slot.last_role = None;
             if let Some(tear) = slot.disk.crash(self.disk_faults, &mut self.disk_rng) {
                 self.note_fault(format!("s{number}'s disk: {tear}"));
@@ -661,7 +742,7 @@ impl Cluster {
     /// Starts a server from what its disk recovers, as `Wal::open` would, or leaves it down
     /// for good if the disk is corrupt in the middle of its log.
     fn boot_server(&mut self, number: u32) -> Result<(), QueueFull> {
-        let now = self.now();
+        let now = self.server_now(number);
         let index = (number - 1) as usize;
         let recovery = self.servers[index]
             .disk
@@ -742,46 +823,26 @@ impl Cluster {
                 incarnation,
             } => {
                 let now = self.now();
-                let slot = &mut self.servers[(server - 1) as usize];
-                if slot.incarnation != incarnation || slot.timers[timer_slot(timer)] != Some(now) {
+                let slot = &self.servers[(server - 1) as usize];
+                let armed = slot.timers[timer_slot(timer)];
+                if slot.incarnation != incarnation || armed.is_none_or(|armed| armed.at != now) {
                     return Ok(()); // Superseded, or set by a previous incarnation.
                 }
-                slot.timers[timer_slot(timer)] = None;
-                let name = match timer {
-                    ServerTimer::Election => "election",
-                    ServerTimer::Heartbeat => "heartbeat",
-                };
-                self.recorder.record(
-                    now,
-                    TraceEvent::Timer {
-                        node: server_endpoint(server),
-                        timer: name,
-                    },
-                    None,
-                );
-                self.step_server(server, ServerInput::Timer(timer))
+                if slot.pause.is_paused(now) {
+                    return Ok(()); // It stays armed, and fires when the server resumes.
+                }
+                self.fire_server_timer(server, timer)
             }
             Event::ClientTimer { client, timer } => {
                 let now = self.now();
-                let slot = &mut self.clients[(client - 1) as usize];
-                if slot.timers[client_timer_slot(timer)] != Some(now) {
+                let slot = &self.clients[(client - 1) as usize];
+                let armed = slot.timers[client_timer_slot(timer)];
+                if armed.is_none_or(|armed| armed.at != now) || slot.pause.is_paused(now) {
                     return Ok(());
                 }
-                slot.timers[client_timer_slot(timer)] = None;
-                let name = match timer {
-                    ClientTimer::Retry => "retry",
-                    ClientTimer::OperationTimeout => "operation_timeout",
-                };
-                self.recorder.record(
-                    now,
-                    TraceEvent::Timer {
-                        node: Endpoint::Client(client),
-                        timer: name,
-                    },
-                    None,
-                );
-                self.step_client(client, ClientInput::Timer(timer))
+                self.fire_client_timer(client, timer)
             }
+            Event::Resume(node) => self.resume(node),
             Event::Script(_)
             | Event::WorkloadNext(_)
             | Event::EndOfDuration
@@ -789,6 +850,194 @@ impl Cluster {
                 unreachable!("the runner handles scenario events itself")
             }
         }
+    }
+
+    fn fire_server_timer(&mut self, server: u32, timer: ServerTimer) -> Result<(), QueueFull> {
+        self.servers[(server - 1) as usize].timers[timer_slot(timer)] = None;
+        let name = match timer {
+            ServerTimer::Election => "election",
+            ServerTimer::Heartbeat => "heartbeat",
+        };
+        let event = TraceEvent::Timer {
+            node: server_endpoint(server),
+            timer: name,
+        };
+        self.recorder.record(self.now(), event, None);
+        self.step_server(server, ServerInput::Timer(timer))
+    }
+
+    fn fire_client_timer(&mut self, client: u32, timer: ClientTimer) -> Result<(), QueueFull> {
+        self.clients[(client - 1) as usize].timers[client_timer_slot(timer)] = None;
+        let name = match timer {
+            ClientTimer::Retry => "retry",
+            ClientTimer::OperationTimeout => "operation_timeout",
+        };
+        let event = TraceEvent::Timer {
+            node: Endpoint::Client(client),
+            timer: name,
+        };
+        self.recorder.record(self.now(), event, None);
+        self.step_client(client, ClientInput::Timer(timer))
+    }
+
+    // ----- time faults: pauses and clock rates -----
+
+    fn pause_of(&mut self, node: Endpoint) -> &mut Pause {
+        match node {
+            Endpoint::Server(id) => &mut self.servers[(id.0 - 1) as usize].pause,
+            Endpoint::Client(number) => &mut self.clients[(number - 1) as usize].pause,
+            Endpoint::Rogue(_) => unreachable!("rogues are never paused"),
+        }
+    }
+
+    /// Freezes `node` (a server or client) for `length` from now, or longer if it is already
+    /// paused past that. A server that is down stays down; the pause is skipped and says so.
+    pub fn pause(&mut self, node: Endpoint, length: Duration) -> Result<String, QueueFull> {
+        if let Endpoint::Server(id) = node
+            && !self.is_up(id.0)
+        {
+            return Ok(format!("pause {node}: it is down, skipped"));
+        }
+        let until = self.now() + length;
+        let pause = self.pause_of(node);
+        let until = pause.until.map_or(until, |earlier| earlier.max(until));
+        pause.until = Some(until);
+        self.queue.push(until, Event::Resume(node))?;
+        Ok(format!(
+            "pause {node} for {} (until {})",
+            super::runner::format_duration(Time::from_duration(length)),
+            super::runner::format_duration(until)
+        ))
+    }
+
+    /// Ends `node`'s pause if it is due (a longer pause may have replaced it): the node's
+    /// timers that passed fire first, the way a thread frozen mid-work carries on before it
+    /// reads its sockets; then what arrived for it, in order.
+    fn resume(&mut self, node: Endpoint) -> Result<(), QueueFull> {
+        let now = self.now();
+        let pause = self.pause_of(node);
+        if pause.until.is_none_or(|until| until > now) {
+            return Ok(());
+        }
+        pause.until = None;
+        let held = std::mem::take(&mut pause.held);
+        self.note_fault(format!(
+            "{node} resumes from its pause: {} message(s) and operation(s) waited",
+            held.len()
+        ));
+        match node {
+            Endpoint::Server(id) => {
+                for timer in [ServerTimer::Election, ServerTimer::Heartbeat] {
+                    let slot = &self.servers[(id.0 - 1) as usize];
+                    if slot.timers[timer_slot(timer)].is_some_and(|armed| armed.at <= now) {
+                        self.fire_server_timer(id.0, timer)?;
+                    }
+                }
+            }
+            Endpoint::Client(number) => {
+                for timer in [ClientTimer::Retry, ClientTimer::OperationTimeout] {
+                    let slot = &self.clients[(number - 1) as usize];
+                    if slot.timers[client_timer_slot(timer)].is_some_and(|armed| armed.at <= now) {
+                        self.fire_client_timer(number, timer)?;
+                    }
+                }
+            }
+            Endpoint::Rogue(_) => unreachable!("rogues are never paused"),
+        }
+        for item in held {
+            match item {
+                Held::Message {
+                    from,
+                    incarnation,
+                    connection,
+                    payload,
+                } => self.deliver_now(from, node, incarnation, connection, payload)?,
+                Held::Invoke { tag, op, timeout } => {
+                    let Endpoint::Client(client) = node else {
+                        unreachable!("operations are handed to clients")
+                    };
+                    self.step_client(client, ClientInput::Invoke { tag, op, timeout })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `node` is paused now (rogues never are).
+    fn is_paused(&self, node: Endpoint) -> bool {
+        let now = self.now();
+        match node {
+            Endpoint::Server(id) => self.servers[(id.0 - 1) as usize].pause.is_paused(now),
+            Endpoint::Client(number) => self.clients[(number - 1) as usize].pause.is_paused(now),
+            Endpoint::Rogue(_) => false,
+        }
+    }
+
+    /// Holds `item` for paused `node` until it resumes. Beyond [`HELD_MAX`] items the newest
+    /// is dropped, as a full socket buffer drops it.
+    fn hold(&mut self, node: Endpoint, item: Held) {
+        let pause = self.pause_of(node);
+        if pause.held.len() < HELD_MAX {
+            pause.held.push_back(item);
+        } else {
+            self.network_stats.dropped += 1;
+        }
+    }
+
+    /// From now on `node`'s clock runs at `rate_ppb` parts per billion; its armed timers move
+    /// to when its clock now reaches them. Returns what happened, for the fault list.
+    pub fn set_clock_rate(&mut self, node: Endpoint, rate_ppb: u64) -> Result<String, QueueFull> {
+        let now = self.now();
+        match node {
+            Endpoint::Server(id) => {
+                let slot = &mut self.servers[(id.0 - 1) as usize];
+                slot.clock.set_rate(now, rate_ppb);
+                for timer in [ServerTimer::Election, ServerTimer::Heartbeat] {
+                    let slot = &mut self.servers[(id.0 - 1) as usize];
+                    let Some(armed) = slot.timers[timer_slot(timer)].as_mut() else {
+                        continue;
+                    };
+                    armed.at = slot.clock.true_time_of(armed.local, now);
+                    let event = Event::ServerTimer {
+                        server: id.0,
+                        timer,
+                        incarnation: slot.incarnation,
+                    };
+                    self.queue.push(armed.at, event)?;
+                }
+            }
+            Endpoint::Client(number) => {
+                let slot = &mut self.clients[(number - 1) as usize];
+                slot.clock.set_rate(now, rate_ppb);
+                for timer in [ClientTimer::Retry, ClientTimer::OperationTimeout] {
+                    let slot = &mut self.clients[(number - 1) as usize];
+                    let Some(armed) = slot.timers[client_timer_slot(timer)].as_mut() else {
+                        continue;
+                    };
+                    armed.at = slot.clock.true_time_of(armed.local, now);
+                    let event = Event::ClientTimer {
+                        client: number,
+                        timer,
+                    };
+                    self.queue.push(armed.at, event)?;
+                }
+            }
+            Endpoint::Rogue(_) => unreachable!("rogues have no clock of their own"),
+        }
+        Ok(format!(
+            "{node}'s clock runs at {} of true time",
+            rate_ppb as f64 / RATE_ONE_PPB as f64
+        ))
+    }
+
+    /// What server `number`'s own clock reads now.
+    fn server_now(&self, number: u32) -> Time {
+        self.servers[(number - 1) as usize].clock.local(self.now())
+    }
+
+    /// What client `number`'s own clock reads now.
+    pub fn client_now(&self, number: u32) -> Time {
+        self.clients[(number - 1) as usize].clock.local(self.now())
     }
 
     fn deliver(
@@ -799,12 +1048,43 @@ impl Cluster {
         connection: Option<u32>,
         payload: Payload,
     ) -> Result<(), QueueFull> {
+        if !self.network.can_deliver(from, to) {
+            self.network_stats.blocked += 1;
+            let event = TraceEvent::LostInFlight {
+                from,
+                to,
+                msg: payload.kind_name(),
+                reason: "partitioned",
+            };
+            self.recorder.record(self.now(), event, None);
+            return Ok(());
+        }
+        if self.is_paused(to) {
+            let held = Held::Message {
+                from,
+                incarnation,
+                connection,
+                payload,
+            };
+            self.hold(to, held);
+            return Ok(());
+        }
+        self.deliver_now(from, to, incarnation, connection, payload)
+    }
+
+    /// Hands a message that got through the network to its target, unless the target crashed
+    /// since it was sent.
+    fn deliver_now(
+        &mut self,
+        from: Endpoint,
+        to: Endpoint,
+        incarnation: u32,
+        connection: Option<u32>,
+        payload: Payload,
+    ) -> Result<(), QueueFull> {
         let now = self.now();
         let msg = payload.kind_name();
-        let lost_because = if !self.network.can_deliver(from, to) {
-            self.network_stats.blocked += 1;
-            Some("partitioned")
-        } else if let Endpoint::Server(id) = to
+        let lost_because = if let Endpoint::Server(id) = to
             && let slot = &self.servers[(id.0 - 1) as usize]
             && (slot.node.is_none() || slot.incarnation != incarnation)
         {
@@ -887,6 +1167,10 @@ impl Cluster {
         self.clients[(client - 1) as usize]
             .ops
             .insert(tag, op.clone());
+        if self.is_paused(Endpoint::Client(client)) {
+            self.hold(Endpoint::Client(client), Held::Invoke { tag, op, timeout });
+            return Ok(());
+        }
         self.step_client(client, ClientInput::Invoke { tag, op, timeout })
     }
 
@@ -902,7 +1186,7 @@ impl Cluster {
         input: ServerInput,
         rogue: Option<u32>,
     ) -> Result<(), QueueFull> {
-        let now = self.now();
+        let now = self.server_now(number);
         let index = (number - 1) as usize;
         let Some(server) = self.servers[index].node.as_mut() else {
             return Ok(());
@@ -925,7 +1209,7 @@ impl Cluster {
                         );
                         self.report_violation(Violation {
                             invariant: checkers::ROGUE_ISOLATION,
-                            at: now,
+                            at: self.now(),
                             message,
                         });
                     }
@@ -1055,9 +1339,11 @@ impl Cluster {
                     self.transmit(from, to, Payload::Reply(reply), None)?;
                 }
             },
-            ServerOutput::SetTimer { timer, at } => {
+            ServerOutput::SetTimer { timer, at: local } => {
+                let now = self.now();
                 let slot = &mut self.servers[index];
-                slot.timers[timer_slot(timer)] = Some(at);
+                let at = slot.clock.true_time_of(local, now);
+                slot.timers[timer_slot(timer)] = Some(Deadline { local, at });
                 let incarnation = slot.incarnation;
                 self.queue.push(
                     at,
@@ -1174,7 +1460,7 @@ impl Cluster {
     }
 
     fn step_client(&mut self, client: u32, input: ClientInput) -> Result<(), QueueFull> {
-        let now = self.now();
+        let now = self.client_now(client);
         let index = (client - 1) as usize;
         let node = &mut self.clients[index].node;
         let outputs = match node_step(|| node.step(now, input)) {
@@ -1195,8 +1481,10 @@ impl Cluster {
                         None,
                     )?;
                 }
-                ClientOutput::SetTimer { timer, at } => {
-                    self.clients[index].timers[client_timer_slot(timer)] = Some(at);
+                ClientOutput::SetTimer { timer, at: local } => {
+                    let slot = &mut self.clients[index];
+                    let at = slot.clock.true_time_of(local, self.queue.now());
+                    slot.timers[client_timer_slot(timer)] = Some(Deadline { local, at });
                     self.queue.push(at, Event::ClientTimer { client, timer })?;
                 }
                 ClientOutput::Registered { client: id } => {

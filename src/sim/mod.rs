@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod checkers;
+pub mod clock;
 pub mod cluster;
 pub mod disk;
 pub mod explore;

@@ -38,6 +38,8 @@ pub enum Stream {
         number: u32,
         incarnation: u32,
     },
+    /// Every node's clock rate and offset (`clock: {drift}`), drawn once at the start.
+    Clock,
 }
 
 impl Stream {
@@ -59,6 +61,7 @@ impl Stream {
                 number,
                 incarnation,
             } => (10 << 48) | (u64::from(number) << 24) | u64::from(incarnation),
+            Stream::Clock => 11 << 48,
         }
     }
 }

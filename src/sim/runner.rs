@@ -123,6 +123,7 @@ pub fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, RunErr
         rogues: scenario.rogues.clone(),
         disk: scenario.disk,
         buggify: scenario.buggify,
+        clock_drift: scenario.clock_drift,
     };
     let mut recorder = Recorder::new(options.trace);
     if let Some(events_max) = options.keep_trace_events {
@@ -369,6 +370,14 @@ impl Runner<'_> {
             Action::Heal => {
                 self.cluster.network().heal();
                 self.record_fault("heal all".into());
+            }
+            Action::Pause { node, length } => {
+                let description = self.cluster.pause(*node, *length)?;
+                self.record_fault(description);
+            }
+            Action::ClockRate { node, rate_ppb } => {
+                let description = self.cluster.set_clock_rate(*node, *rate_ppb)?;
+                self.record_fault(description);
             }
             Action::Network(change) => {
                 let params = change.apply_to(self.cluster.network().params());

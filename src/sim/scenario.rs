@@ -40,6 +40,10 @@ pub struct Scenario {
     /// `buggify: P`: each server takes rare but legal paths with probability P at each of its
     /// decision points (`node::server::Buggify`); `None` (the default) never.
     pub buggify: Option<f64>,
+    /// `clock: {drift: D}`: every server and client reads its own clock, running at a rate
+    /// drawn within 1 ± D from an offset drawn within the first hour. `None` (the default):
+    /// every node reads true time.
+    pub clock_drift: Option<f64>,
     pub timing: Timing,
     /// Sorted by `at` (stable: file order among equal times).
     pub events: Vec<ScheduledEvent>,
@@ -137,6 +141,17 @@ pub enum Action {
     Heal,
     /// New network parameters from this moment on (unspecified fields keep their value).
     Network(NetworkChange),
+    /// Freeze a server or client for `length`, as a GC pause or SIGSTOP does: no steps, no
+    /// timers; what arrives for it waits. It resumes with its clock moved on.
+    Pause {
+        node: Endpoint,
+        length: Duration,
+    },
+    /// From now on `node`'s clock runs at `rate_ppb` parts per billion of true time.
+    ClockRate {
+        node: Endpoint,
+        rate_ppb: u64,
+    },
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -285,6 +300,8 @@ pub const WORKLOAD_OPS_MAX: u32 = 1_000_000;
 pub const WORKLOAD_LOCKS_MAX: u32 = 10_000;
 /// Largest `after_effects` of a crash inside a step.
 pub const AFTER_EFFECTS_MAX: u32 = 100_000;
+/// Largest `clock.drift`: clocks between half and one and a half times true speed.
+pub const CLOCK_DRIFT_MAX: f64 = 0.5;
 /// Largest scenario file read, so that a wrong path cannot make us read a disk image.
 pub const FILE_BYTES_MAX: u64 = 16 * 1024 * 1024;
 /// Most problems listed in one [`ScenarioError::Invalid`]; the rest are counted.
@@ -535,6 +552,7 @@ struct RawScenario {
     network: Option<RawNetwork>,
     disk: Option<RawDisk>,
     buggify: Option<f64>,
+    clock: Option<RawClock>,
     timing: Option<RawTiming>,
     events: Option<Vec<RawEvent>>,
     workload: Option<RawWorkload>,
@@ -569,6 +587,29 @@ struct RawNetwork {
     latency: Option<RawLatency>,
     drop: Option<f64>,
     duplicate: Option<f64>,
+}
+
+/// `clock: {drift: 0.01}`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawClock {
+    drift: Option<f64>,
+}
+
+/// The event `clock: {node: s2, rate: 1.03}`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawClockChange {
+    node: Option<String>,
+    rate: Option<f64>,
+}
+
+/// The event `pause: {node: c1, for: 4s}`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawPause {
+    node: Option<String>,
+    r#for: Option<RawDuration>,
 }
 
 /// `disk: {torn_write: 0.01, corrupt: 0.001}`.
@@ -633,6 +674,8 @@ struct RawEvent {
     cut: Option<RawCut>,
     heal: Option<String>,
     network: Option<RawNetworkChange>,
+    pause: Option<RawPause>,
+    clock: Option<RawClockChange>,
 }
 
 /// `crash: s2` (or `leader`, `all`), or `crash: {node: s2, after_effects: 2}` inside a step.
@@ -845,6 +888,12 @@ const ISOLATE_TARGET: Accept = Accept {
     clients: true,
     rogues: true,
     leader: true,
+    ..NOTHING
+};
+/// What a pause or a clock change may name: a server or a client.
+const NODE: Accept = Accept {
+    servers: true,
+    clients: true,
     ..NOTHING
 };
 const FINAL_STATE: Accept = Accept {
@@ -1147,6 +1196,7 @@ fn validate(raw: &RawScenario, path: &str) -> Result<Scenario, ScenarioError> {
     let buggify = raw
         .buggify
         .and_then(|chance| check.probability("buggify", chance));
+    let clock_drift = raw.clock.as_ref().and_then(|clock| check.clock(clock));
     let timing = check.timing(raw.timing.as_ref());
     let events = check.events(raw.events.as_deref(), roster, duration);
     let workload = raw
@@ -1181,6 +1231,7 @@ fn validate(raw: &RawScenario, path: &str) -> Result<Scenario, ScenarioError> {
         network,
         disk,
         buggify,
+        clock_drift,
         timing,
         events,
         workload,
@@ -1550,6 +1601,8 @@ impl Checker {
             ("cut", raw.cut.is_some()),
             ("heal", raw.heal.is_some()),
             ("network", raw.network.is_some()),
+            ("pause", raw.pause.is_some()),
+            ("clock", raw.clock.is_some()),
         ]
         .into_iter()
         .filter_map(|(action, present)| present.then_some(action))
@@ -1568,7 +1621,7 @@ impl Checker {
             [] if op_fields.is_empty() => self.add(
                 place,
                 "has no action (give one of client, crash, corrupt, restart, partition, \
-                 isolate, cut, heal or network)",
+                 isolate, cut, heal, network, pause or clock)",
             ),
             [] => {
                 for field in op_fields {
@@ -1815,6 +1868,12 @@ impl Checker {
         if let Some(change) = &raw.network {
             return self.network_change(&format!("{place}.network"), change);
         }
+        if let Some(pause) = &raw.pause {
+            return self.pause(&format!("{place}.pause"), pause, roster);
+        }
+        if let Some(change) = &raw.clock {
+            return self.clock_change(&format!("{place}.clock"), change, roster);
+        }
         unreachable!("{place}: fault() called on an event without a fault action")
     }
 
@@ -1858,6 +1917,95 @@ impl Checker {
             server: server?,
             after_effects: after_effects?,
             restart_after: restart_after?,
+        })
+    }
+
+    /// `clock: {drift: D}` at the top level: D within 0..=[`CLOCK_DRIFT_MAX`].
+    fn clock(&mut self, raw: &RawClock) -> Option<f64> {
+        let Some(drift) = raw.drift else {
+            self.add(
+                "clock.drift",
+                "missing (how far clock rates may stray from true time, e.g. 0.01 for 1%)",
+            );
+            return None;
+        };
+        if !(0.0..=CLOCK_DRIFT_MAX).contains(&drift) {
+            let message = format!(
+                "{drift} is not a drift (use a fraction in [0, {CLOCK_DRIFT_MAX}], e.g. 0.01 for \
+                 clocks within 1% of true time)"
+            );
+            self.add("clock.drift", message);
+            return None;
+        }
+        Some(drift)
+    }
+
+    /// The server or client a pause or clock change names, at `{place}.node`.
+    fn node(&mut self, place: &str, text: Option<&String>, roster: Roster) -> Option<Endpoint> {
+        let place = format!("{place}.node");
+        let Some(text) = text else {
+            self.add(&place, "missing (a server or client, e.g. s2 or c1)");
+            return None;
+        };
+        match self.name(&place, text, NODE, roster)? {
+            Name::Node(node) => Some(node),
+            other => unreachable!("{place}: resolved {other:?} where only nodes are accepted"),
+        }
+    }
+
+    fn pause(&mut self, place: &str, raw: &RawPause, roster: Roster) -> Option<Action> {
+        let node = self.node(place, raw.node.as_ref(), roster);
+        let for_place = format!("{place}.for");
+        let length = match &raw.r#for {
+            None => {
+                self.add(&for_place, "missing (how long the node is frozen, e.g. 4s)");
+                None
+            }
+            Some(raw) => self.duration(&for_place, raw),
+        };
+        let length = length.filter(|length| {
+            let positive = !length.is_zero();
+            if !positive {
+                self.add(&for_place, "0ms pauses nothing (use a positive duration)");
+            }
+            positive
+        });
+        Some(Action::Pause {
+            node: node?,
+            length: length?,
+        })
+    }
+
+    fn clock_change(
+        &mut self,
+        place: &str,
+        raw: &RawClockChange,
+        roster: Roster,
+    ) -> Option<Action> {
+        let node = self.node(place, raw.node.as_ref(), roster);
+        let rate_place = format!("{place}.rate");
+        let rate_ppb = match raw.rate {
+            None => {
+                self.add(
+                    &rate_place,
+                    "missing (the clock's new speed, e.g. 1.03 for 3% fast)",
+                );
+                None
+            }
+            Some(rate) => {
+                let ppb = crate::sim::clock::rate_ppb_of(rate);
+                if ppb.is_none() {
+                    let message = format!(
+                        "{rate} is not a clock rate (use a number in [0.5, 2], 1 being true time)"
+                    );
+                    self.add(&rate_place, message);
+                }
+                ppb
+            }
+        };
+        Some(Action::ClockRate {
+            node: node?,
+            rate_ppb: rate_ppb?,
         })
     }
 

@@ -160,6 +160,13 @@ fn action_text(action: &Action) -> String {
             }
             format!("network: {{{}}}", parts.join(", "))
         }
+        Action::Pause { node, length } => {
+            format!("pause: {{node: {node}, for: {}}}", duration_text(*length))
+        }
+        Action::ClockRate { node, rate_ppb } => format!(
+            "clock: {{node: {node}, rate: {}}}",
+            *rate_ppb as f64 / crate::sim::clock::RATE_ONE_PPB as f64
+        ),
     }
 }
 
@@ -221,6 +228,9 @@ impl Scenario {
         }
         if let Some(chance) = self.buggify {
             let _ = writeln!(out, "buggify: {chance}");
+        }
+        if let Some(drift) = self.clock_drift {
+            let _ = writeln!(out, "clock: {{drift: {drift}}}");
         }
         let timing = &self.timing;
         let _ = writeln!(
