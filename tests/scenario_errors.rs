@@ -682,3 +682,16 @@ fn a_pause_needs_a_node_and_a_length() {
     assert!(problems[0].starts_with("events[0].pause.node: missing"));
     assert!(problems[1].starts_with("events[0].pause.for: missing"));
 }
+
+#[test]
+fn expect_violations_names_only_known_checkers_each_once() {
+    let text = format!("{VALID_HEAD}expect_violations: [convergence, lease_safty, convergence]\n");
+    let problems = problems_of(yaml(&text));
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert!(
+        problems[0].starts_with("expect_violations[1]: \"lease_safty\" is not a checker")
+            && problems[0].contains("mutual_exclusion"),
+        "{problems:#?}"
+    );
+    assert!(problems[1].starts_with("expect_violations[2]: convergence is listed twice"));
+}

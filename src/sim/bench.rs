@@ -109,6 +109,7 @@ impl BenchOptions {
             }),
             rogues: None,
             expect_final: BTreeMap::new(),
+            expect_violations: Default::default(),
         }
     }
 }

@@ -35,6 +35,21 @@ pub const ONE_VOTE_PER_TERM: &str = "one_vote_per_term";
 /// make had succeeded, and never make a server stop.
 pub const ROGUE_ISOLATION: &str = "rogue_isolation";
 
+/// The checkers a scenario may name in `expect_violations`: every checker of the protocol's
+/// safety and of the clients' history. Not the harness's own outcomes (`node_assertion`,
+/// `simulation_bound`), which are never a scenario's point.
+pub const EXPECTABLE: &[&str] = &[
+    ELECTION_SAFETY,
+    STATE_MACHINE_SAFETY,
+    ONE_VOTE_PER_TERM,
+    LEADER_COMPLETENESS,
+    MUTUAL_EXCLUSION,
+    CONVERGENCE,
+    ROGUE_ISOLATION,
+    crate::sim::linearizability::LINEARIZABILITY,
+    crate::sim::linearizability::MONOTONIC_READS,
+];
+
 /// How many differing locks a convergence violation lists; the rest are only counted, so that a
 /// report stays readable when a replica diverged wholesale.
 pub const CONVERGENCE_DIFFERENCES_MAX: usize = 10;

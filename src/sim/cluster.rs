@@ -36,7 +36,7 @@ use crate::node::{
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use std::cell::Cell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Once;
 use std::time::Duration;
@@ -139,6 +139,8 @@ pub struct ClusterSpec {
     /// within 1 ± D and from an offset drawn within the first hour. `None`: every node reads
     /// true time, as before clocks existed.
     pub clock_drift: Option<f64>,
+    /// Checkers whose violations the scenario expects: recorded, and the run goes on.
+    pub expected_violations: BTreeSet<&'static str>,
 }
 
 /// Client addresses of rogue requests have this bit set, the rogue number in bits 32..63 and
@@ -322,6 +324,10 @@ pub struct Cluster {
     client_numbers: BTreeMap<ClientId, u32>,
     pub client_events: Vec<ClientEvent>,
     violation: Option<Violation>,
+    /// See [`ClusterSpec::expected_violations`].
+    expected_violations: BTreeSet<&'static str>,
+    /// The first violation of each expected checker, in the order they came.
+    expected_seen: BTreeMap<&'static str, Violation>,
     pub events_processed: u64,
     rogues: Option<Rogues>,
     disk_faults: DiskFaults,
@@ -461,6 +467,8 @@ impl Cluster {
             client_numbers: BTreeMap::new(),
             client_events: Vec::new(),
             violation: None,
+            expected_violations: spec.expected_violations.clone(),
+            expected_seen: BTreeMap::new(),
             events_processed: 0,
             rogues,
             disk_faults: spec.disk,
@@ -487,12 +495,26 @@ impl Cluster {
         total
     }
 
-    /// The first safety violation seen, if any. The run stops at it.
+    /// The first safety violation seen that the scenario did not expect, if any. The run
+    /// stops at it.
     pub fn violation(&self) -> Option<&Violation> {
         self.violation.as_ref()
     }
 
+    /// The first violation of each checker the scenario expects to fail, by checker name.
+    pub fn expected_violations_seen(&self) -> &BTreeMap<&'static str, Violation> {
+        &self.expected_seen
+    }
+
+    /// Records a violation. One of a checker the scenario expects to fail is kept apart and
+    /// does not stop the run; any other stops it (the first one is kept).
     pub fn report_violation(&mut self, violation: Violation) {
+        if self.expected_violations.contains(violation.invariant) {
+            self.expected_seen
+                .entry(violation.invariant)
+                .or_insert(violation);
+            return;
+        }
         if self.violation.is_none() {
             self.violation = Some(violation);
         }

@@ -29,6 +29,18 @@ pub struct InvariantResult {
     /// Observations checked against it.
     pub checks: u64,
     pub held: bool,
+    /// The scenario expects this checker to fail (`expect_violations`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub expected_to_fail: bool,
+}
+
+/// A checker the scenario expects to fail, and whether and how it did.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExpectedViolation {
+    pub invariant: String,
+    /// When it first failed, if it did.
+    pub at_ms: Option<f64>,
+    pub message: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -78,6 +90,10 @@ pub struct RunReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rogues: Option<super::cluster::RogueStats>,
     pub invariants: Vec<InvariantResult>,
+    /// The checkers the scenario expects to fail (`expect_violations`), each with its first
+    /// violation if it came. The run passes only if every one came.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expected_violations: Vec<ExpectedViolation>,
     pub expectations: Vec<ExpectationResult>,
     pub violation: Option<ViolationReport>,
     pub trace_events_written: u64,
@@ -120,7 +136,23 @@ impl RunReport {
             );
         } else if !self.passed {
             let failed = self.expectations.len() - self.expectations_met();
-            let _ = write!(line, ": {failed} expectation(s) not met");
+            let missing: Vec<&str> = self
+                .expected_violations
+                .iter()
+                .filter(|expected| expected.at_ms.is_none())
+                .map(|expected| expected.invariant.as_str())
+                .collect();
+            let mut reasons = Vec::new();
+            if failed > 0 {
+                reasons.push(format!("{failed} expectation(s) not met"));
+            }
+            if !missing.is_empty() {
+                reasons.push(format!(
+                    "{} held but the scenario expects a violation",
+                    missing.join(", ")
+                ));
+            }
+            let _ = write!(line, ": {}", reasons.join("; "));
         }
         line
     }
@@ -136,12 +168,13 @@ impl RunReport {
             .invariants
             .iter()
             .map(|i| {
-                format!(
-                    "{} {} ({} checks)",
-                    i.name,
-                    if i.held { "ok" } else { "VIOLATED" },
-                    i.checks
-                )
+                let verdict = match (i.held, i.expected_to_fail) {
+                    (true, false) => "ok",
+                    (false, false) => "VIOLATED",
+                    (false, true) => "violated, as the scenario expects",
+                    (true, true) => "HELD, but the scenario expects it to fail",
+                };
+                format!("{} {verdict} ({} checks)", i.name, i.checks)
             })
             .collect();
         let mut rows: Vec<(&str, String)> = vec![
@@ -255,6 +288,25 @@ impl RunReport {
                 "   UNMET  {} ({}): expected {}, got {}",
                 expectation.place, expectation.what, expectation.expected, expectation.actual
             );
+        }
+        for expected in &self.expected_violations {
+            match (&expected.at_ms, &expected.message) {
+                (Some(at_ms), Some(message)) => {
+                    let name = &expected.invariant;
+                    let _ = writeln!(
+                        out,
+                        "   expected violation {name} at {at_ms:.3}ms: {message}"
+                    );
+                }
+                _ => {
+                    let _ = writeln!(
+                        out,
+                        "   EXPECTED VIOLATION MISSING  {} held, but the scenario expects it to \
+                         fail (expect_violations)",
+                        expected.invariant
+                    );
+                }
+            }
         }
         if let Some(violation) = &self.violation {
             let _ = writeln!(

@@ -15,7 +15,8 @@ use super::history::{HistoryOp, HistoryOpKind, HistoryResult};
 use super::linearizability;
 use super::queue::QueueFull;
 use super::report::{
-    ExpectationResult, InvariantResult, OpStats, RunReport, ViolationReport, percentile_ms,
+    ExpectationResult, ExpectedViolation, InvariantResult, OpStats, RunReport, ViolationReport,
+    percentile_ms,
 };
 use super::rng::Stream;
 use super::scenario::{
@@ -124,6 +125,7 @@ pub fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, RunErr
         disk: scenario.disk,
         buggify: scenario.buggify,
         clock_drift: scenario.clock_drift,
+        expected_violations: scenario.expect_violations.clone(),
     };
     let mut recorder = Recorder::new(options.trace);
     if let Some(events_max) = options.keep_trace_events {
@@ -811,6 +813,11 @@ impl Runner<'_> {
         stats
     }
 
+    /// Whether checker `name` held: it is not the run's violation, nor one it expected.
+    fn held(&self, violated: Option<&str>, name: &str) -> bool {
+        violated != Some(name) && !self.cluster.expected_violations_seen().contains_key(name)
+    }
+
     fn report(&self, wall_start: Instant) -> RunReport {
         let expectations = self.expectations();
         let violation = self.cluster.violation().map(|v| ViolationReport {
@@ -849,7 +856,8 @@ impl Runner<'_> {
                 .get(name)
                 .copied()
                 .unwrap_or(0),
-            held: violated.as_deref() != Some(name),
+            held: self.held(violated.as_deref(), name),
+            expected_to_fail: self.scenario.expect_violations.contains(name),
         })
         .collect();
         if let Some((linearizable_ops, local_reads)) = self.history_checks {
@@ -860,12 +868,26 @@ impl Runner<'_> {
                 invariants.push(InvariantResult {
                     name: name.to_string(),
                     checks,
-                    held: violated.as_deref() != Some(name),
+                    held: self.held(violated.as_deref(), name),
+                    expected_to_fail: self.scenario.expect_violations.contains(name),
                 });
             }
         }
         let simulated = self.cluster.now();
-        let passed = violation.is_none() && expectations.iter().all(|e| e.met);
+        let seen = self.cluster.expected_violations_seen();
+        let expected_violations: Vec<ExpectedViolation> = self
+            .scenario
+            .expect_violations
+            .iter()
+            .map(|name| ExpectedViolation {
+                invariant: name.to_string(),
+                at_ms: seen.get(name).map(|v| v.at.as_nanos() as f64 / 1e6),
+                message: seen.get(name).map(|v| v.message.clone()),
+            })
+            .collect();
+        let passed = violation.is_none()
+            && expectations.iter().all(|e| e.met)
+            && expected_violations.iter().all(|e| e.at_ms.is_some());
         RunReport {
             coverage: self.cluster.coverage(),
             name: self.scenario.name.clone(),
@@ -897,6 +919,7 @@ impl Runner<'_> {
                 .collect(),
             rogues: self.cluster.rogue_stats().cloned(),
             invariants,
+            expected_violations,
             expectations,
             violation,
             trace_events_written: 0,

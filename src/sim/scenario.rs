@@ -52,6 +52,10 @@ pub struct Scenario {
     pub rogues: Option<RogueSpec>,
     /// Lock -> expected final state on every live replica.
     pub expect_final: BTreeMap<LockName, FinalState>,
+    /// `expect_violations: [lease_safety]`: the checkers this scenario shows failing. The run
+    /// passes only if exactly these fail; it goes on past their violations, so that every
+    /// other checker is still judged. Empty: every checker must hold.
+    pub expect_violations: BTreeSet<&'static str>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -558,6 +562,7 @@ struct RawScenario {
     workload: Option<RawWorkload>,
     rogues: Option<RawRogues>,
     expect_final: Option<BTreeMap<String, String>>,
+    expect_violations: Option<Vec<String>>,
 }
 
 /// `rogues: {clients: 2, rate: 20/s, mix: {forged_id: 2, huge_seq: 1}}`. The mix's keys are
@@ -1204,6 +1209,7 @@ fn validate(raw: &RawScenario, path: &str) -> Result<Scenario, ScenarioError> {
         .as_ref()
         .and_then(|workload| check.workload(workload, roster));
     let expect_final = check.expect_final(raw.expect_final.as_ref(), roster);
+    let expect_violations = check.expect_violations(raw.expect_violations.as_deref());
     // Replaying network changes needs valid starting parameters and events; on an invalid file
     // it would only report echoes of problems already listed.
     if check.problems.is_empty() {
@@ -1237,6 +1243,7 @@ fn validate(raw: &RawScenario, path: &str) -> Result<Scenario, ScenarioError> {
         workload,
         rogues,
         expect_final,
+        expect_violations,
     };
     // Without problems, nothing the file lists was dropped on the way.
     let event_count = raw.events.as_ref().map_or(0, Vec::len);
@@ -2339,6 +2346,32 @@ impl Checker {
             valid = false;
         }
         valid.then_some(mix)
+    }
+
+    /// `expect_violations: [name, ...]`: known checkers, each once.
+    fn expect_violations(&mut self, raw: Option<&[String]>) -> BTreeSet<&'static str> {
+        let mut names = BTreeSet::new();
+        for (position, text) in raw.unwrap_or_default().iter().enumerate() {
+            let place = format!("expect_violations[{position}]");
+            match super::checkers::EXPECTABLE
+                .iter()
+                .find(|name| **name == text)
+            {
+                None => self.add(
+                    &place,
+                    format!(
+                        "{text:?} is not a checker (use one of {})",
+                        super::checkers::EXPECTABLE.join(", ")
+                    ),
+                ),
+                Some(name) => {
+                    if !names.insert(*name) {
+                        self.add(&place, format!("{name} is listed twice"));
+                    }
+                }
+            }
+        }
+        names
     }
 
     fn expect_final(

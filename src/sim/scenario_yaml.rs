@@ -294,6 +294,10 @@ impl Scenario {
                 .collect();
             let _ = writeln!(out, "expect_final: {{{}}}", finals.join(", "));
         }
+        if !self.expect_violations.is_empty() {
+            let names: Vec<&str> = self.expect_violations.iter().copied().collect();
+            let _ = writeln!(out, "expect_violations: [{}]", names.join(", "));
+        }
         out
     }
 }
