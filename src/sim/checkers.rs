@@ -34,6 +34,9 @@ pub const ONE_VOTE_PER_TERM: &str = "one_vote_per_term";
 /// Rogue clients change no one else's locks, are never answered as if a request they cannot
 /// make had succeeded, and never make a server stop.
 pub const ROGUE_ISOLATION: &str = "rogue_isolation";
+/// The fenced resource never accepts a write with a token lower than one it accepted for the
+/// lock, and every accepted write came from the client granted its token (`sim::resource`).
+pub const FENCED_WRITES: &str = "fenced_writes";
 
 /// The checkers a scenario may name in `expect_violations`: every checker of the protocol's
 /// safety and of the clients' history. Not the harness's own outcomes (`node_assertion`,
@@ -46,6 +49,7 @@ pub const EXPECTABLE: &[&str] = &[
     MUTUAL_EXCLUSION,
     CONVERGENCE,
     ROGUE_ISOLATION,
+    FENCED_WRITES,
     crate::sim::linearizability::LINEARIZABILITY,
     crate::sim::linearizability::MONOTONIC_READS,
 ];

@@ -21,6 +21,7 @@ use super::checkers::{
 use super::clock::{NodeClock, RATE_ONE_PPB};
 use super::disk::{DiskFaults, Recovery, SimDisk};
 use super::queue::{EventQueue, QueueFull};
+use super::resource::{FencedResource, FencedWrites, ResourceWrite, WriteVerdict};
 use super::rng::{Stream, Streams};
 use super::rogue::{AttackKind, Rogue, RogueSpec};
 use super::trace::{Payload, Recorder, TraceEvent};
@@ -30,8 +31,9 @@ use crate::node::coverage::Coverage;
 use crate::node::server::Buggify;
 use crate::node::{
     ClientAddr, ClientConfig, ClientError, ClientId, ClientInput, ClientOutput, ClientReply,
-    ClientTimer, LogIndex, Operation, Outcome, PeerMessage, PersistOp, ReplyBody, RequestBody,
-    Role, Server, ServerConfig, ServerId, ServerInput, ServerOutput, ServerTimer, Time,
+    ClientTimer, LockName, LogIndex, Operation, Outcome, PeerMessage, PersistOp, ReplyBody,
+    RequestBody, Role, Server, ServerConfig, ServerId, ServerInput, ServerOutput, ServerTimer,
+    Time,
 };
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
@@ -106,6 +108,8 @@ pub enum Event {
     WorkloadNext(u32),
     /// A paused node's pause may be over: it acts on what waited for it.
     Resume(Endpoint),
+    /// A client's write reaches the fenced resource.
+    ResourceWrite(ResourceWrite),
     /// The scenario's duration is over.
     EndOfDuration,
     /// Periodic check, after the duration, of whether the run has settled.
@@ -265,6 +269,9 @@ enum Held {
         connection: Option<u32>,
         payload: Payload,
     },
+    /// A write to the fenced resource that a paused client was about to send: it leaves when
+    /// the client wakes, with the token it held before it slept.
+    Write { lock: LockName, token: LogIndex },
     /// An operation the application handed a paused client.
     Invoke {
         tag: u64,
@@ -341,6 +348,11 @@ pub struct Cluster {
     /// The protocol branches taken by server incarnations that are gone (crashed); see
     /// [`Cluster::coverage`].
     coverage_of_the_gone: Coverage,
+    /// What the locks protect, and the checker that judges it.
+    pub resource: FencedResource,
+    fenced_writes: FencedWrites,
+    /// Latencies of writes to the resource, apart from every other stream.
+    resource_rng: ChaCha8Rng,
 }
 
 fn timer_slot(timer: ServerTimer) -> usize {
@@ -450,6 +462,7 @@ impl Cluster {
             stats: RogueStats::default(),
         });
         let disk_rng = streams.rng_for(Stream::Disk);
+        let resource_rng = streams.rng_for(Stream::Resource);
         let mut cluster = Cluster {
             queue: EventQueue::new(queue_max),
             streams,
@@ -476,6 +489,9 @@ impl Cluster {
             fault_notes: Vec::new(),
             coverage_of_the_gone: Coverage::default(),
             buggify: spec.buggify,
+            resource: FencedResource::default(),
+            fenced_writes: FencedWrites::default(),
+            resource_rng,
         };
         for number in 1..=spec.servers {
             cluster.boot_server(number)?;
@@ -865,6 +881,10 @@ impl Cluster {
                 self.fire_client_timer(client, timer)
             }
             Event::Resume(node) => self.resume(node),
+            Event::ResourceWrite(write) => {
+                self.resource_write_arrives(&write);
+                Ok(())
+            }
             Event::Script(_)
             | Event::WorkloadNext(_)
             | Event::EndOfDuration
@@ -944,7 +964,7 @@ impl Cluster {
         pause.until = None;
         let held = std::mem::take(&mut pause.held);
         self.note_fault(format!(
-            "{node} resumes from its pause: {} message(s) and operation(s) waited",
+            "resume {node}: {} message(s), write(s) and operation(s) waited for it",
             held.len()
         ));
         match node {
@@ -974,6 +994,12 @@ impl Cluster {
                     connection,
                     payload,
                 } => self.deliver_now(from, node, incarnation, connection, payload)?,
+                Held::Write { lock, token } => {
+                    let Endpoint::Client(client) = node else {
+                        unreachable!("clients write to the resource")
+                    };
+                    self.write_resource(client, lock, token)?;
+                }
                 Held::Invoke { tag, op, timeout } => {
                     let Endpoint::Client(client) = node else {
                         unreachable!("operations are handed to clients")
@@ -1050,6 +1076,63 @@ impl Cluster {
             "{node}'s clock runs at {} of true time",
             rate_ppb as f64 / RATE_ONE_PPB as f64
         ))
+    }
+
+    // ----- the fenced resource -----
+
+    /// Client `client` (1-based), believing it holds `lock` with fencing token `token`, writes
+    /// to the resource. The write travels for a latency within the network's range (it is not
+    /// subject to partitions: the resource is another service). A paused client sends it when
+    /// it wakes. A client that never registered has no identity to write with, and writes
+    /// nothing.
+    pub fn write_resource(
+        &mut self,
+        client: u32,
+        lock: LockName,
+        token: LogIndex,
+    ) -> Result<(), QueueFull> {
+        if self.is_paused(Endpoint::Client(client)) {
+            self.hold(Endpoint::Client(client), Held::Write { lock, token });
+            return Ok(());
+        }
+        let Some(id) = self.clients[(client - 1) as usize].node.id() else {
+            return Ok(());
+        };
+        let params = self.network.params();
+        let spread = crate::node::time::duration_nanos(params.latency_max - params.latency_min);
+        let latency =
+            params.latency_min + Duration::from_nanos(self.resource_rng.random_range(0..=spread));
+        let write = ResourceWrite {
+            client: id,
+            lock,
+            token,
+        };
+        self.queue
+            .push(self.now() + latency, Event::ResourceWrite(write))
+    }
+
+    fn resource_write_arrives(&mut self, write: &ResourceWrite) {
+        let now = self.now();
+        let verdict = self.resource.write(write);
+        let writer = self.client_numbers.get(&write.client).copied();
+        let event = TraceEvent::ResourceWrite {
+            client: Endpoint::Client(writer.unwrap_or(0)),
+            lock: write.lock.to_string(),
+            token: write.token,
+            verdict: match verdict {
+                WriteVerdict::Accepted => "accepted".to_string(),
+                WriteVerdict::Rejected { highest } => {
+                    format!("rejected, token {highest} was accepted before")
+                }
+            },
+        };
+        self.recorder.record(now, event, None);
+        if verdict == WriteVerdict::Accepted {
+            self.count_check(checkers::FENCED_WRITES);
+            if let Err(violation) = self.fenced_writes.observe_accepted(now, write) {
+                self.report_violation(violation);
+            }
+        }
     }
 
     /// What server `number`'s own clock reads now.
@@ -1408,6 +1491,8 @@ impl Cluster {
                 {
                     self.report_violation(violation);
                 }
+                self.fenced_writes
+                    .observe_committed(log_index, &entry.command, result);
                 if let Some(rogues) = self.rogues.as_mut() {
                     let verdict =
                         rogues

@@ -16,6 +16,7 @@ pub mod history;
 pub mod linearizability;
 pub mod queue;
 pub mod report;
+pub mod resource;
 pub mod rng;
 pub mod rogue;
 pub mod runner;

@@ -34,6 +34,14 @@ pub struct InvariantResult {
     pub expected_to_fail: bool,
 }
 
+/// What the fenced resource did with the writes that reached it.
+#[derive(Copy, Clone, Debug, Default, Serialize)]
+pub struct ResourceWrites {
+    pub accepted: u64,
+    /// Turned away because a higher token had been accepted for the lock: fencing at work.
+    pub rejected: u64,
+}
+
 /// A checker the scenario expects to fail, and whether and how it did.
 #[derive(Clone, Debug, Serialize)]
 pub struct ExpectedViolation {
@@ -90,6 +98,8 @@ pub struct RunReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rogues: Option<super::cluster::RogueStats>,
     pub invariants: Vec<InvariantResult>,
+    /// Writes that reached the fenced resource (`sim::resource`).
+    pub resource_writes: ResourceWrites,
     /// The checkers the scenario expects to fail (`expect_violations`), each with its first
     /// violation if it came. The run passes only if every one came.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -230,6 +240,13 @@ impl RunReport {
                 } else {
                     self.faults.len().to_string()
                 },
+            ),
+            (
+                "fenced resource",
+                format!(
+                    "{} writes accepted, {} rejected as stale",
+                    self.resource_writes.accepted, self.resource_writes.rejected
+                ),
             ),
             ("invariants", invariants.join("\n")),
             (

@@ -40,6 +40,9 @@ pub enum Stream {
     },
     /// Every node's clock rate and offset (`clock: {drift}`), drawn once at the start.
     Clock,
+    /// The latency of writes to the fenced resource, apart from the network's stream so that
+    /// the writes change no message's fate.
+    Resource,
 }
 
 impl Stream {
@@ -62,6 +65,7 @@ impl Stream {
                 incarnation,
             } => (10 << 48) | (u64::from(number) << 24) | u64::from(incarnation),
             Stream::Clock => 11 << 48,
+            Stream::Resource => 12 << 48,
         }
     }
 }

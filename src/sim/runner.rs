@@ -15,8 +15,8 @@ use super::history::{HistoryOp, HistoryOpKind, HistoryResult};
 use super::linearizability;
 use super::queue::QueueFull;
 use super::report::{
-    ExpectationResult, ExpectedViolation, InvariantResult, OpStats, RunReport, ViolationReport,
-    percentile_ms,
+    ExpectationResult, ExpectedViolation, InvariantResult, OpStats, ResourceWrites, RunReport,
+    ViolationReport, percentile_ms,
 };
 use super::rng::Stream;
 use super::scenario::{
@@ -25,7 +25,9 @@ use super::scenario::{
 use super::trace::{self, Recorder, TraceEvent};
 use super::workload::WorkloadClient;
 use crate::net::Endpoint;
-use crate::node::{ClientError, Consistency, LogIndex, Operation, Outcome, ServerId, Time};
+use crate::node::{
+    ClientError, Consistency, LockName, LogIndex, Operation, Outcome, ServerId, Time,
+};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -447,6 +449,15 @@ impl Runner<'_> {
             .iter()
             .position(|w| w.client == client)
             .expect("a workload client");
+        // Work under the lock: before its next operation, the client writes to the fenced
+        // resource under every lock it believes it holds, with that grant's token.
+        let held: Vec<(LockName, LogIndex)> = self.workload[position]
+            .held()
+            .map(|(lock, token)| (lock.clone(), token))
+            .collect();
+        for (lock, token) in held {
+            self.cluster.write_resource(client, lock, token)?;
+        }
         if let Some(op) = self.workload[position].next_op() {
             self.invoke(client, op, Source::Workload, None)?;
         }
@@ -844,6 +855,7 @@ impl Runner<'_> {
             checkers::ONE_VOTE_PER_TERM,
             checkers::LEADER_COMPLETENESS,
             checkers::MUTUAL_EXCLUSION,
+            checkers::FENCED_WRITES,
             checkers::CONVERGENCE,
         ]
         .into_iter()
@@ -919,6 +931,10 @@ impl Runner<'_> {
                 .collect(),
             rogues: self.cluster.rogue_stats().cloned(),
             invariants,
+            resource_writes: ResourceWrites {
+                accepted: self.cluster.resource.accepted,
+                rejected: self.cluster.resource.rejected,
+            },
             expected_violations,
             expectations,
             violation,

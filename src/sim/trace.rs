@@ -81,6 +81,13 @@ pub enum TraceEvent {
     Phase {
         phase: &'static str,
     },
+    /// A write reached the fenced resource (`sim::resource`), which accepted or rejected it.
+    ResourceWrite {
+        client: Endpoint,
+        lock: String,
+        token: u64,
+        verdict: String,
+    },
 }
 
 #[derive(Serialize)]
@@ -267,6 +274,12 @@ pub fn describe(at: Time, event: &TraceEvent) -> String {
             format!("{client} {op} {lock} -> {result}")
         }
         TraceEvent::Phase { phase } => format!("phase: {phase}"),
+        TraceEvent::ResourceWrite {
+            client,
+            lock,
+            token,
+            verdict,
+        } => format!("{client} writes {lock} with token {token} to the resource: {verdict}"),
     };
     format!("{at:>14}  {text}")
 }

@@ -3,10 +3,10 @@
 //! client.
 
 use super::scenario::WorkloadSpec;
-use crate::node::{Consistency, LockName, Operation, Outcome};
+use crate::node::{Consistency, LockName, LogIndex, Operation, Outcome};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Probability that a release targets a lock the client believes it holds (otherwise a random
@@ -18,7 +18,8 @@ pub struct WorkloadClient {
     pub client: u32,
     remaining: u32,
     rng: ChaCha8Rng,
-    held: BTreeSet<LockName>,
+    /// The locks this client believes it holds, with the fencing token of each grant.
+    held: BTreeMap<LockName, LogIndex>,
     locks: Vec<LockName>,
     spec: WorkloadSpec,
 }
@@ -41,11 +42,17 @@ impl WorkloadClient {
                 client,
                 remaining: spec.ops / count + u32::from((position as u32) < spec.ops % count),
                 rng: rng_for(client),
-                held: BTreeSet::new(),
+                held: BTreeMap::new(),
                 locks: locks.clone(),
                 spec: spec.clone(),
             })
             .collect()
+    }
+
+    /// The locks this client believes it holds, with their fencing tokens: what it writes to
+    /// the fenced resource with.
+    pub fn held(&self) -> impl Iterator<Item = (&LockName, LogIndex)> {
+        self.held.iter().map(|(lock, token)| (lock, *token))
     }
 
     pub fn remaining(&self) -> u32 {
@@ -78,7 +85,7 @@ impl WorkloadClient {
             let own = (!self.held.is_empty() && self.rng.random_bool(RELEASE_OWN_LOCK_PROBABILITY))
                 .then(|| {
                     let position = self.rng.random_range(0..self.held.len());
-                    self.held.iter().nth(position).cloned()
+                    self.held.keys().nth(position).cloned()
                 })
                 .flatten();
             Operation::Release {
@@ -101,8 +108,8 @@ impl WorkloadClient {
     /// Learns from an outcome which locks the client holds.
     pub fn observe(&mut self, op: &Operation, outcome: &Outcome) {
         match (op, outcome) {
-            (Operation::Preempt { lock }, Outcome::Granted { .. }) => {
-                self.held.insert(lock.clone());
+            (Operation::Preempt { lock }, Outcome::Granted { token }) => {
+                self.held.insert(lock.clone(), *token);
             }
             (Operation::Release { lock }, Outcome::Released | Outcome::NotOwner)
             | (Operation::Preempt { lock }, Outcome::HeldBy { .. }) => {

@@ -173,6 +173,19 @@ pub(super) fn from_trace(events: &[(Time, TraceEvent)]) -> FromTrace {
                 kind: "phase".into(),
                 label: format!("phase: {phase}"),
             }),
+            // A write the fenced resource turned away is a moment worth seeing; accepted ones
+            // are the ordinary work under a lock.
+            TraceEvent::ResourceWrite {
+                client,
+                lock,
+                token,
+                verdict,
+            } if verdict.starts_with("rejected") => markers.push(Marker {
+                at_ns,
+                kind: "resource".into(),
+                label: format!("{client}'s write to {lock} with token {token} {verdict}"),
+            }),
+            TraceEvent::ResourceWrite { .. } => {}
             // Timers are the server's own business; operations come from the history.
             TraceEvent::Timer { .. } | TraceEvent::OpStart { .. } | TraceEvent::OpDone { .. } => {}
         }
