@@ -37,6 +37,9 @@ pub const ROGUE_ISOLATION: &str = "rogue_isolation";
 /// The fenced resource never accepts a write with a token lower than one it accepted for the
 /// lock, and every accepted write came from the client granted its token (`sim::resource`).
 pub const FENCED_WRITES: &str = "fenced_writes";
+/// At no true instant do two clients both believe they hold the same lock, each by its own
+/// clock and the client's lease rule (`sim::lease`).
+pub const LEASE_SAFETY: &str = "lease_safety";
 
 /// The checkers a scenario may name in `expect_violations`: every checker of the protocol's
 /// safety and of the clients' history. Not the harness's own outcomes (`node_assertion`,
@@ -50,6 +53,7 @@ pub const EXPECTABLE: &[&str] = &[
     CONVERGENCE,
     ROGUE_ISOLATION,
     FENCED_WRITES,
+    LEASE_SAFETY,
     crate::sim::linearizability::LINEARIZABILITY,
     crate::sim::linearizability::MONOTONIC_READS,
 ];

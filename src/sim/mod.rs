@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod disk;
 pub mod explore;
 pub mod history;
+pub mod lease;
 pub mod linearizability;
 pub mod queue;
 pub mod report;

@@ -12,6 +12,7 @@
 use super::checkers::{self, Violation};
 use super::cluster::{ClientEvent, Cluster, ClusterSpec, Event, Restart};
 use super::history::{HistoryOp, HistoryOpKind, HistoryResult};
+use super::lease::LeaseSafety;
 use super::linearizability;
 use super::queue::QueueFull;
 use super::report::{
@@ -105,6 +106,8 @@ struct Runner<'a> {
     check_linearizability: bool,
     /// Operations the history checks covered (linearizable ones, local reads), for the summary.
     history_checks: Option<(u64, u64)>,
+    /// What each client believes it holds (`lease_safety`).
+    lease_safety: LeaseSafety,
 }
 
 /// Runs `scenario` with its own seed.
@@ -148,6 +151,7 @@ pub fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, RunErr
             options_events_max: options.events_max,
             check_linearizability: options.check_linearizability,
             history_checks: None,
+            lease_safety: LeaseSafety::default(),
         },
         Err(full) => unreachable!("booting cannot fill a queue of {}", full.pending_max),
     };
@@ -488,6 +492,10 @@ impl Runner<'_> {
                     seq,
                 };
                 self.cluster.recorder.record(now, event, None);
+                // A client that sends a release has let go of the lock, whatever the answer.
+                if let Operation::Release { lock } = &record.op {
+                    self.lease_safety.forget(client, lock);
+                }
             }
             ClientEvent::Completed {
                 client,
@@ -495,6 +503,10 @@ impl Runner<'_> {
                 result,
                 index,
             } => {
+                if let Ok(outcome) = &result {
+                    let op = self.ops[tag as usize].op.clone();
+                    self.observe_belief(client, &op, outcome);
+                }
                 let described = self.describe_result(&result);
                 let record = &mut self.ops[tag as usize];
                 record.finished_at = Some(now);
@@ -528,6 +540,32 @@ impl Runner<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Feeds `lease_safety` what an answer made client `client` believe about its locks.
+    fn observe_belief(&mut self, client: u32, op: &Operation, outcome: &Outcome) {
+        match (op, outcome) {
+            (Operation::Preempt { lock }, Outcome::Granted { token }) => {
+                *self
+                    .cluster
+                    .checks_performed
+                    .entry(checkers::LEASE_SAFETY)
+                    .or_default() += 1;
+                let cluster = &self.cluster;
+                let verdict =
+                    self.lease_safety
+                        .observe_grant(cluster.now(), client, lock, *token, |other| {
+                            cluster.client_believes_in_session(other)
+                        });
+                if let Err(violation) = verdict {
+                    self.cluster.report_violation(violation);
+                }
+            }
+            (Operation::Preempt { lock }, Outcome::HeldBy { .. }) => {
+                self.lease_safety.forget(client, lock);
+            }
+            _ => {}
+        }
     }
 
     fn describe_result(&self, result: &Result<Outcome, ClientError>) -> String {
@@ -856,6 +894,7 @@ impl Runner<'_> {
             checkers::LEADER_COMPLETENESS,
             checkers::MUTUAL_EXCLUSION,
             checkers::FENCED_WRITES,
+            checkers::LEASE_SAFETY,
             checkers::CONVERGENCE,
         ]
         .into_iter()
