@@ -79,7 +79,10 @@ fn a_hello_goes_out_with_the_protocol_version_and_asks_the_node_for_an_id() {
         seq: 1,
         seen_index: 0,
         term: 0,
-        op: WireOp::Hello { nonce: 42 },
+        op: WireOp::Hello {
+            nonce: 42,
+            ttl_ms: None,
+        },
     };
     let line = encode_request(&hello);
     assert_eq!(
@@ -94,7 +97,10 @@ fn a_hello_goes_out_with_the_protocol_version_and_asks_the_node_for_an_id() {
             seq: 1,
             seen_index: 0,
             term: 0,
-            body: RequestBody::Hello { nonce: 42 },
+            body: RequestBody::Hello {
+                nonce: 42,
+                ttl_ms: None
+            },
         })
     );
 }
@@ -256,7 +262,10 @@ fn a_person_typing_leaves_out_what_has_a_default() {
             seq: 1,
             seen_index: 0,
             term: 0,
-            body: RequestBody::Hello { nonce: 0 },
+            body: RequestBody::Hello {
+                nonce: 0,
+                ttl_ms: None
+            },
         })
     );
     let check = format!(
@@ -283,7 +292,10 @@ fn the_node_clients_requests_survive_the_wire_unchanged() {
             seq: 0,
             seen_index: 0,
             term: 0,
-            body: RequestBody::Hello { nonce: u64::MAX },
+            body: RequestBody::Hello {
+                nonce: u64::MAX,
+                ttl_ms: None,
+            },
         },
         client_op(
             u64::MAX,

@@ -1891,6 +1891,7 @@ fn poisoned_log() -> Vec<lockstep::node::Entry> {
         at_term_1(Cmd::Register {
             nonce: 1,
             secret: Some(ClientSecret::from_bytes([0x11; 16])),
+            ttl_ms: None,
         }),
         at_term_1(Cmd::Preempt {
             client: ClientId(1),

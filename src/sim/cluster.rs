@@ -240,7 +240,7 @@ pub enum Restart {
 
 struct ClientSlot {
     node: Client,
-    timers: [Option<Time>; 2],
+    timers: [Option<Time>; 4],
     /// The operation each running tag performs and its seq, to feed acknowledgements to the
     /// mutual-exclusion checker.
     running: Option<(u64, u64)>,
@@ -292,6 +292,8 @@ fn client_timer_slot(timer: ClientTimer) -> usize {
     match timer {
         ClientTimer::Retry => 0,
         ClientTimer::OperationTimeout => 1,
+        ClientTimer::Keepalive => 2,
+        ClientTimer::LeaseEnd => 3,
     }
 }
 
@@ -340,7 +342,7 @@ impl Cluster {
                 let seed = streams.seed_for(Stream::Client(number));
                 ClientSlot {
                     node: Client::new(config, seed),
-                    timers: [None; 2],
+                    timers: [None; 4],
                     running: None,
                     ops: BTreeMap::new(),
                 }
@@ -555,7 +557,7 @@ impl Cluster {
                     .isolation
                     .observe_rogue_welcome(number, *client, *secret);
             }
-            ReplyBody::Outcome(_) => rogues.stats.outcomes += 1,
+            ReplyBody::Outcome(_) | ReplyBody::KeptAlive { .. } => rogues.stats.outcomes += 1,
             ReplyBody::Error(_) => rogues.stats.errors += 1,
         }
         rogues.rogues[(number - 1) as usize].on_reply(&reply);
@@ -771,6 +773,8 @@ impl Cluster {
                 let name = match timer {
                     ClientTimer::Retry => "retry",
                     ClientTimer::OperationTimeout => "operation_timeout",
+                    ClientTimer::Keepalive => "keepalive",
+                    ClientTimer::LeaseEnd => "lease_end",
                 };
                 self.recorder.record(
                     now,
@@ -1216,6 +1220,10 @@ impl Cluster {
                         index,
                     });
                 }
+                // Sessions are not configured in the simulator yet: these never occur there.
+                ClientOutput::LeaseRenewed { .. }
+                | ClientOutput::Jeopardy { .. }
+                | ClientOutput::Expired { .. } => {}
             }
         }
         Ok(())
