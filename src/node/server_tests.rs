@@ -2718,3 +2718,6 @@ fn past_the_pending_reads_bound_a_preempt_of_a_held_lock_is_answered_overloaded(
     assert!(persisted(&outputs).is_empty(), "nothing reaches the log");
     assert_eq!(leader.coverage().count(Branch::ProposeOverloaded), 1);
 }
+
+#[path = "session_tests.rs"]
+mod sessions;
