@@ -1186,4 +1186,226 @@ mod tests {
             vec![(1, Ok(Outcome::Granted { token: 7 }))]
         );
     }
+
+    // ----- sessions: the client's own lease -----
+
+    const TTL: Duration = Duration::from_secs(3);
+
+    fn lease_events(outputs: &[ClientOutput]) -> Vec<ClientOutput> {
+        outputs
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    ClientOutput::LeaseRenewed { .. }
+                        | ClientOutput::Jeopardy { .. }
+                        | ClientOutput::Expired { .. }
+                )
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn lease_renewed_until(outputs: &[ClientOutput]) -> Option<Time> {
+        outputs.iter().find_map(|o| match o {
+            ClientOutput::LeaseRenewed { valid_until, .. } => Some(*valid_until),
+            _ => None,
+        })
+    }
+
+    fn reply(step: &mut Client, at: u64, reply: ClientReply) -> Vec<ClientOutput> {
+        step.step(
+            at_ms(at),
+            ClientInput::Reply {
+                from: ServerId(2),
+                reply,
+            },
+        )
+    }
+
+    fn kept_alive(seq: u64) -> ClientReply {
+        ClientReply {
+            seq,
+            index: 0,
+            term: 0,
+            body: ReplyBody::KeptAlive {
+                ttl_ms: Some(3_000),
+            },
+        }
+    }
+
+    /// A client with a 3 s session, whose hello left at 0 ms and was welcomed at 40 ms as
+    /// client#9, with no operation left to run.
+    fn client_with_session() -> (Client, Vec<ClientOutput>) {
+        let mut config = ClientConfig::new(servers(), ServerId(2));
+        config.session_ttl = Some(TTL);
+        let mut client = Client::new(config, 5);
+        let invoke = ClientInput::Invoke {
+            tag: 1,
+            op: Operation::Check {
+                lock: "a".into(),
+                consistency: crate::node::Consistency::Local,
+            },
+            timeout: None,
+        };
+        let outputs = client.step(at_ms(0), invoke);
+        let [(_, hello)] = &sends(&outputs)[..] else {
+            panic!("one hello expected")
+        };
+        let RequestBody::Hello { nonce, ttl_ms } = hello.body else {
+            panic!("registers first")
+        };
+        assert_eq!(ttl_ms, Some(3_000), "the hello asks for the TTL");
+        let welcome = ClientReply {
+            index: 1,
+            term: 1,
+            seq: 0,
+            body: ReplyBody::Welcome {
+                nonce,
+                client: ClientId(9),
+                secret: SECRET,
+            },
+        };
+        let outputs = reply(&mut client, 40, welcome);
+        let answer = ClientReply {
+            index: 1,
+            term: 1,
+            seq: 1,
+            body: ReplyBody::Outcome(Outcome::Free),
+        };
+        let _ = reply(&mut client, 45, answer);
+        (client, outputs)
+    }
+
+    /// `LeaseRule`: the lease of an acknowledged renewal counts from its send, shortened by
+    /// the drift bound and the margin: 3 s × 0.99 − 100 ms = 2,870 ms after the send.
+    #[test]
+    fn the_lease_counts_from_the_send_of_the_acknowledged_request_not_from_its_answer() {
+        let (mut client, outputs) = client_with_session();
+        assert_eq!(
+            lease_renewed_until(&outputs),
+            Some(at_ms(2_870)),
+            "the welcome's lease counts from the hello's send at 0 ms, not the answer at 40"
+        );
+        assert_eq!(client.lease_valid_until(), Some(at_ms(2_870)));
+        // The first renewal is due TTL/3 after that send.
+        let outputs = client.step(at_ms(1_000), ClientInput::Timer(ClientTimer::Keepalive));
+        let [(_, request)] = &sends(&outputs)[..] else {
+            panic!("a keepalive at TTL/3: {outputs:?}")
+        };
+        assert_eq!(
+            request.body,
+            RequestBody::Keepalive {
+                client: ClientId(9),
+                secret: Some(SECRET)
+            }
+        );
+        // Answered 400 ms later: the lease runs from 1,000 ms, the send.
+        let outputs = reply(&mut client, 1_400, kept_alive(request.seq));
+        assert_eq!(lease_renewed_until(&outputs), Some(at_ms(3_870)));
+        assert!(client.believes_session_alive(at_ms(3_869)));
+        assert!(!client.believes_session_alive(at_ms(3_870)));
+        // The next renewal is due TTL/3 after this one's send.
+        assert!(outputs.iter().any(|o| matches!(
+            o,
+            ClientOutput::SetTimer { timer: ClientTimer::Keepalive, at } if *at == at_ms(2_000)
+        )));
+    }
+
+    /// Renewals that fail put the client in jeopardy (once) while its lease holds; when the
+    /// lease runs out it reports `Expired`, forgets its id, and its next operation says hello.
+    #[test]
+    fn failing_renewals_bring_jeopardy_then_expiry_and_a_new_hello() {
+        let (mut client, _) = client_with_session();
+        let outputs = client.step(at_ms(1_000), ClientInput::Timer(ClientTimer::Keepalive));
+        assert_eq!(sends(&outputs).len(), 1);
+        // Silence for a retry interval (500 ms): jeopardy, and a keepalive to the next server.
+        let outputs = client.step(at_ms(1_500), ClientInput::Timer(ClientTimer::Keepalive));
+        assert_eq!(
+            lease_events(&outputs)
+                .iter()
+                .map(|o| format!("{o:?}"))
+                .collect::<Vec<_>>(),
+            vec![format!(
+                "{:?}",
+                ClientOutput::Jeopardy {
+                    client: ClientId(9),
+                    valid_until: at_ms(2_870)
+                }
+            )]
+        );
+        assert_eq!(sends(&outputs)[0].0, ServerId(3), "the next server");
+        let outputs = client.step(at_ms(2_000), ClientInput::Timer(ClientTimer::Keepalive));
+        assert!(lease_events(&outputs).is_empty(), "jeopardy once per spell");
+        let outputs = client.step(at_ms(2_870), ClientInput::Timer(ClientTimer::LeaseEnd));
+        assert!(matches!(
+            lease_events(&outputs)[..],
+            [ClientOutput::Expired {
+                client: ClientId(9)
+            }]
+        ));
+        assert_eq!(client.id(), None);
+        assert!(!client.believes_session_alive(at_ms(2_870)));
+        let outputs = client.step(
+            at_ms(2_900),
+            ClientInput::Invoke {
+                tag: 2,
+                op: preempt("a"),
+                timeout: None,
+            },
+        );
+        assert!(matches!(
+            sends(&outputs)[..],
+            [(_, ClientRequest {
+                body: RequestBody::Hello { .. },
+                ..
+            })]
+        ));
+    }
+
+    /// A server's `session_expired` ends the session at once, whatever the lease says, and
+    /// the running operation is refused for good.
+    #[test]
+    fn session_expired_from_the_cluster_ends_the_session_at_once() {
+        let (mut client, _) = client_with_session();
+        let outputs = client.step(
+            at_ms(100),
+            ClientInput::Invoke {
+                tag: 2,
+                op: preempt("a"),
+                timeout: None,
+            },
+        );
+        let seq = sends(&outputs)[0].1.seq;
+        let expired = ClientReply {
+            seq,
+            index: 0,
+            term: 1,
+            body: ReplyBody::Error(ServiceError::SessionExpired {
+                client: ClientId(9),
+            }),
+        };
+        let outputs = reply(&mut client, 120, expired);
+        assert_eq!(
+            completed(&outputs),
+            vec![(2, Err(ClientError::Refused(Refused::SessionExpired)))]
+        );
+        assert!(matches!(
+            lease_events(&outputs)[..],
+            [ClientOutput::Expired {
+                client: ClientId(9)
+            }]
+        ));
+        assert_eq!(client.lease_valid_until(), None);
+    }
+
+    /// A client without a TTL sends no keepalives and keeps no lease: exactly as before.
+    #[test]
+    fn a_client_without_a_ttl_has_no_lease_and_sends_no_keepalive() {
+        let mut client = registered_client_with_preempt_in_flight();
+        assert_eq!(client.lease_valid_until(), None);
+        let outputs = client.step(at_ms(5_000), ClientInput::Timer(ClientTimer::Keepalive));
+        assert!(sends(&outputs).is_empty());
+        assert!(lease_events(&outputs).is_empty());
+    }
 }
