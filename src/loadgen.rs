@@ -227,13 +227,14 @@ impl Session {
     async fn register(&mut self) -> Result<(), String> {
         let hello = WireOp::Hello {
             nonce: rand::random(),
+            ttl_ms: None,
         };
         match self.exchange(&hello).await {
             Ok(Answer::Welcome { client, secret, .. }) => {
                 self.credential = Some(Credential { id: client, secret });
                 Ok(())
             }
-            Ok(answer @ (Answer::Outcome(_) | Answer::Status(_))) => {
+            Ok(answer @ (Answer::Outcome(_) | Answer::Status(_) | Answer::KeptAlive { .. })) => {
                 unreachable!("load: {answer:?} accepted for a hello")
             }
             Err(kind) => Err(match &self.last_problem {

@@ -220,8 +220,7 @@ fn quick() -> ClientOptions {
         attempt_timeout: Duration::from_millis(100),
         operation_timeout: Duration::from_secs(3),
         error_backoff: Duration::from_millis(10),
-        credential: None,
-        tls: None,
+        ..ClientOptions::default()
     }
 }
 

@@ -79,7 +79,10 @@ fn a_hello_goes_out_with_the_protocol_version_and_asks_the_node_for_an_id() {
         seq: 1,
         seen_index: 0,
         term: 0,
-        op: WireOp::Hello { nonce: 42 },
+        op: WireOp::Hello {
+            nonce: 42,
+            ttl_ms: None,
+        },
     };
     let line = encode_request(&hello);
     assert_eq!(
@@ -94,7 +97,10 @@ fn a_hello_goes_out_with_the_protocol_version_and_asks_the_node_for_an_id() {
             seq: 1,
             seen_index: 0,
             term: 0,
-            body: RequestBody::Hello { nonce: 42 },
+            body: RequestBody::Hello {
+                nonce: 42,
+                ttl_ms: None
+            },
         })
     );
 }
@@ -256,7 +262,10 @@ fn a_person_typing_leaves_out_what_has_a_default() {
             seq: 1,
             seen_index: 0,
             term: 0,
-            body: RequestBody::Hello { nonce: 0 },
+            body: RequestBody::Hello {
+                nonce: 0,
+                ttl_ms: None
+            },
         })
     );
     let check = format!(
@@ -283,7 +292,10 @@ fn the_node_clients_requests_survive_the_wire_unchanged() {
             seq: 0,
             seen_index: 0,
             term: 0,
-            body: RequestBody::Hello { nonce: u64::MAX },
+            body: RequestBody::Hello {
+                nonce: u64::MAX,
+                ttl_ms: None,
+            },
         },
         client_op(
             u64::MAX,
@@ -629,7 +641,7 @@ fn every_bad_line_gets_a_bad_request_that_says_what_is_wrong() {
         (
             r#"{"seq":3,"version":2}"#,
             Some(3),
-            "missing `op` (one of hello, preempt, release, check or status)",
+            "missing `op` (one of hello, keepalive, preempt, release, check or status)",
         ),
         (
             r#"{"seq":3,"version":2,"op":7}"#,
@@ -1808,4 +1820,120 @@ fn the_reference_shows_the_codecs_status_lines() {
             "docs/PROTOCOL.md should show\n{line}"
         );
     }
+}
+
+// ----- sessions -----
+
+/// Sessions are additive to version 2: a hello may carry `ttl_ms`, `keepalive` is a new op,
+/// and its answer and the two new refusals read back as what the node said.
+#[test]
+fn sessions_travel_as_a_ttl_on_hello_a_keepalive_and_two_new_refusals() {
+    let hello = decode_request(br#"{"seq":1,"op":"hello","version":2,"nonce":4,"ttl_ms":10000}"#)
+        .expect("a hello with a TTL");
+    assert_eq!(
+        hello.clone().into_client_request().map(|r| r.body),
+        Some(RequestBody::Hello {
+            nonce: 4,
+            ttl_ms: Some(10_000)
+        })
+    );
+    assert_eq!(
+        text(&encode_request(&hello)),
+        "{\"seq\":1,\"op\":\"hello\",\"version\":2,\"nonce\":4,\"ttl_ms\":10000}\n"
+    );
+    let line =
+        format!(r#"{{"seq":5,"op":"keepalive","version":2,"client":7,"secret":"{SECRET_HEX}"}}"#);
+    let keepalive = decode_request(line.as_bytes()).expect("a keepalive");
+    assert_eq!(
+        keepalive.op,
+        WireOp::Keepalive {
+            client: ClientId(7),
+            secret: Some(secret())
+        }
+    );
+    assert_eq!(
+        WireRequest::from(
+            keepalive
+                .clone()
+                .into_client_request()
+                .expect("for the node")
+        ),
+        keepalive,
+        "round trip through the node's request"
+    );
+    assert!(
+        refusal(r#"{"seq":5,"op":"keepalive","version":2,"client":7,"lock":"a"}"#)
+            .contains("unknown field `lock` for keepalive"),
+        "a keepalive takes no lock"
+    );
+    assert!(
+        refusal(r#"{"seq":1,"op":"hello","version":2,"ttl_ms":-1}"#)
+            .contains("`ttl_ms` must be the session's TTL in milliseconds")
+    );
+
+    let kept = node_reply(
+        5,
+        16,
+        ReplyBody::KeptAlive {
+            ttl_ms: Some(10_000),
+        },
+    );
+    let line = encode_reply(&kept);
+    assert_eq!(
+        text(&line),
+        "{\"seq\":5,\"ok\":\"kept_alive\",\"term\":2,\"index\":16,\"ttl_ms\":10000}\n"
+    );
+    assert_eq!(
+        decode_reply(&line).expect("decodes"),
+        WireReply::Ok {
+            seq: 5,
+            index: 16,
+            term: TERM,
+            answer: Answer::KeptAlive {
+                ttl_ms: Some(10_000)
+            }
+        }
+    );
+    let expired = node_reply(
+        6,
+        0,
+        ReplyBody::Error(ServiceError::SessionExpired {
+            client: ClientId(7),
+        }),
+    );
+    let WireReply::Error(error) = decode_reply(&encode_reply(&expired)).expect("decodes") else {
+        panic!("an error")
+    };
+    assert_eq!(error.code, ErrorCode::SessionExpired);
+    assert!(
+        error.message.contains("Say hello again"),
+        "{}",
+        error.message
+    );
+    let delayed = node_reply(
+        7,
+        0,
+        ReplyBody::Error(ServiceError::LockDelayed {
+            retry_after_ms: 1_500,
+        }),
+    );
+    let line = encode_reply(&delayed);
+    assert!(
+        text(&line).contains("\"retry_after_ms\":1500"),
+        "{}",
+        text(&line)
+    );
+    let WireReply::Error(error) = decode_reply(&line).expect("decodes") else {
+        panic!("an error")
+    };
+    assert_eq!(
+        error.code,
+        ErrorCode::LockDelayed {
+            retry_after_ms: 1_500
+        }
+    );
+    assert!(
+        decode_reply(br#"{"seq":7,"error":"lock_delayed","term":2,"message":"m"}"#).is_err(),
+        "a lock_delayed without retry_after_ms is malformed"
+    );
 }

@@ -1891,6 +1891,7 @@ fn poisoned_log() -> Vec<lockstep::node::Entry> {
         at_term_1(Cmd::Register {
             nonce: 1,
             secret: Some(ClientSecret::from_bytes([0x11; 16])),
+            ttl_ms: None,
         }),
         at_term_1(Cmd::Preempt {
             client: ClientId(1),
@@ -2365,4 +2366,63 @@ fn a_metrics_address_that_cannot_be_served_exits_4_and_a_malformed_one_exits_2()
     );
     drop(taken);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Sessions over real TCP, on the servers' monotonic clocks. A client registered with a 1 s
+/// TTL takes lock `a`, renews once, and dies (it never renews again). The leader expires its
+/// session by a replicated entry; another client polling for `a` gets it with a larger fencing
+/// token, and the dead client's id is refused `session_expired` from then on.
+#[test]
+fn a_dead_clients_session_expires_and_another_client_takes_its_lock_with_a_larger_token() {
+    let cluster = Cluster::start("session-expiry");
+    let servers: Vec<String> = cluster
+        .ports
+        .iter()
+        .map(|port| format!("127.0.0.1:{port}"))
+        .collect();
+    let options = ClientOptions {
+        operation_timeout: DEADLINE,
+        session_ttl: Some(Duration::from_secs(1)),
+        ..ClientOptions::default()
+    };
+    let mut doomed = Client::new(servers.clone(), options).expect("valid addresses");
+    let first_token = grant(&mut doomed, "a");
+    let kept = doomed.keepalive().expect("a live session is kept alive");
+    assert_eq!(kept.ttl, Some(Duration::from_secs(1)));
+    assert!(kept.valid_until.is_some(), "a lease with a TTL");
+    let credential = doomed.credential().expect("registered");
+    drop(doomed); // dies: no more keepalives
+
+    let mut other = cluster.client();
+    let started = Instant::now();
+    let second_token = loop {
+        match other.preempt("a") {
+            Ok(Preempt::Granted { token }) => break token,
+            Ok(Preempt::HeldBy { owner }) => assert_eq!(owner, credential.id),
+            Err(error) => panic!("preempt of a: {error}"),
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the dead client's lock never came free\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        second_token > first_token,
+        "fencing token {second_token} after {first_token}"
+    );
+    let as_dead = ClientOptions {
+        operation_timeout: DEADLINE,
+        credential: Some(credential),
+        ..ClientOptions::default()
+    };
+    let mut ghost = Client::new(servers, as_dead).expect("valid addresses");
+    match ghost.keepalive() {
+        Err(lockstep::client::Error::Rejected { code, .. }) => {
+            assert_eq!(code.name(), "session_expired");
+        }
+        other => panic!("the dead client's keepalive: {other:?}"),
+    }
+    cluster.finish();
 }

@@ -92,7 +92,7 @@ pub fn pinned_client(address: SocketAddr, credential: Credential) -> Client {
         operation_timeout: Duration::from_millis(500),
         error_backoff: Duration::from_millis(20),
         credential: Some(credential),
-        tls: None,
+        ..ClientOptions::default()
     };
     Client::new(vec![address.to_string()], options).expect("a loopback address and a credential")
 }

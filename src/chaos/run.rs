@@ -1158,8 +1158,7 @@ fn worker_options() -> ClientOptions {
         attempt_timeout: Duration::from_millis(300),
         operation_timeout: Duration::from_secs(3),
         error_backoff: Duration::from_millis(50),
-        credential: None,
-        tls: None,
+        ..ClientOptions::default()
     }
 }
 

@@ -92,6 +92,22 @@ pub struct ServerArgs {
     /// which the server logs.
     #[arg(long, value_name = "IP:PORT", value_parser = config::parse_metrics_address)]
     pub metrics: Option<SocketAddr>,
+    /// Sessions: the shortest TTL a client's hello may ask for [default: 1s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub session_ttl_min: Option<Duration>,
+    /// Sessions: the longest TTL a client's hello may ask for [default: 3600s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub session_ttl_max: Option<Duration>,
+    /// Sessions: after a client's session expires, grant the locks it held to nobody for this
+    /// long (Chubby's and Consul's lock-delay; a lock released explicitly is never delayed).
+    /// Clients then hear `lock_delayed` [default: 0s, off].
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_delay)]
+    pub lock_delay: Option<Duration>,
+    /// Sessions: the bound on every clock's rate error, as a fraction (0.01) or a percentage
+    /// (1%). Session deadlines are stretched by it; clients must assume the same bound for
+    /// their leases [default: 0.01].
+    #[arg(long, value_name = "FRACTION", value_parser = config::parse_clock_drift)]
+    pub max_clock_drift: Option<u32>,
     /// A YAML file describing the cluster (see docs/operations.md). Flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -124,6 +140,10 @@ pub fn run(args: ServerArgs) -> u8 {
         tls_key: args.tls_key,
         tls_ca: args.tls_ca,
         metrics: args.metrics,
+        session_ttl_min: args.session_ttl_min,
+        session_ttl_max: args.session_ttl_max,
+        lock_delay: args.lock_delay,
+        max_clock_drift_ppm: args.max_clock_drift,
     };
     let config = match config::resolve(&overrides) {
         Ok(config) => config,

@@ -66,6 +66,15 @@ pub struct ClientOptions {
     /// Speak TLS to every server, verifying its certificate against this CA (see
     /// [`ClientTls`]); `None` speaks plain TCP.
     pub tls: Option<ClientTls>,
+    /// Register with a session of this TTL: the cluster releases this client's locks once it
+    /// has heard no renewal for that long. Keep it alive with [`Client::keepalive`] every
+    /// TTL/3 (any write renews it on the server too, but only a keepalive's answer extends
+    /// [`Client::lease`]). `None` (the default): a session that never expires.
+    pub session_ttl: Option<Duration>,
+    /// The clock drift bound the lease is shortened by (`ClientConfig::max_clock_drift`).
+    pub max_clock_drift: f64,
+    /// Taken off the lease besides the drift (`ClientConfig::lease_margin`).
+    pub lease_margin: Duration,
 }
 
 /// A client's identity as the cluster issued it: the id and the secret that proves it. Written
@@ -122,8 +131,22 @@ impl Default for ClientOptions {
             error_backoff: Duration::from_millis(100),
             credential: None,
             tls: None,
+            session_ttl: None,
+            max_clock_drift: 0.01,
+            lease_margin: Duration::from_millis(100),
         }
     }
+}
+
+/// The answer to a keepalive: the session lives, and this client may believe so until
+/// `valid_until` on its own clock (the lease rule of `node::client::LeaseRule`, counted from
+/// when the keepalive was first sent).
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub struct KeptAlive {
+    /// The session's TTL; `None` for a session that never expires.
+    pub ttl: Option<Duration>,
+    /// `None` for a session that never expires.
+    pub valid_until: Option<Instant>,
 }
 
 /// The answer to a preempt.
@@ -214,7 +237,13 @@ pub fn rejection_advice(code: &ErrorCode) -> &'static str {
             ". Another process is probably acting as this client at the same time, with seqs \
              that collide with this one's: give every process its own client"
         }
+        ErrorCode::SessionExpired => {
+            ". The cluster heard no keepalive within the session's TTL and released this \
+             client's locks: register a new client (leave the credential out) and take them \
+             again; their new fencing tokens will be larger"
+        }
         ErrorCode::NotLeader { .. }
+        | ErrorCode::LockDelayed { .. }
         | ErrorCode::Unavailable
         | ErrorCode::Overloaded
         | ErrorCode::StaleRequest
@@ -323,6 +352,8 @@ pub struct Client {
     last_answer_index: Option<LogIndex>,
     /// Highest `term` of any reply: sent as `term`.
     term: Term,
+    /// Until when the session is believed alive (see [`Client::lease`]).
+    lease: Option<Instant>,
     /// The request line being sent, reused to avoid an allocation per attempt.
     line: Vec<u8>,
 }
@@ -378,6 +409,7 @@ impl Client {
             seen_index: 0,
             last_answer_index: None,
             term: 0,
+            lease: None,
             line: Vec::with_capacity(512),
             options,
         })
@@ -392,6 +424,41 @@ impl Client {
     /// yourself: whoever has it can act as this client.
     pub fn credential(&self) -> Option<Credential> {
         self.credential
+    }
+
+    /// Renews this client's session (registering first if needed) and returns the lease the
+    /// answer grants, counted from when the keepalive was first sent, not from the answer.
+    /// `session_expired` is an [`Error::Rejected`]: say hello again with a new `Client`.
+    pub fn keepalive(&mut self) -> Result<KeptAlive, Error> {
+        let deadline = Instant::now() + self.options.operation_timeout;
+        let credential = self.ensure_registered(deadline)?;
+        let op = WireOp::Keepalive {
+            client: credential.id,
+            secret: Some(credential.secret),
+        };
+        let seq = self.next_seq();
+        let sent_at = Instant::now();
+        let (_, answer) = self.exchange(&op, seq, deadline)?;
+        let Answer::KeptAlive { ttl_ms } = answer else {
+            unreachable!("client: {answer:?} accepted for a keepalive")
+        };
+        let ttl = ttl_ms.map(Duration::from_millis);
+        let valid_until = ttl.map(|ttl| {
+            let lease = crate::node::client::LeaseRule {
+                ttl,
+                max_clock_drift: self.options.max_clock_drift,
+                margin: self.options.lease_margin,
+            };
+            sent_at + lease.believed_for()
+        });
+        self.lease = valid_until.or(self.lease);
+        Ok(KeptAlive { ttl, valid_until })
+    }
+
+    /// Until when this client may believe its session lives, by its last acknowledged
+    /// keepalive (or registration); `None` before any, or without a TTL.
+    pub fn lease(&self) -> Option<Instant> {
+        self.lease
     }
 
     /// The highest server term seen in any reply.
@@ -483,7 +550,10 @@ impl Client {
         let seq = self.next_seq();
         match self.exchange(&op, seq, deadline)? {
             (_, Answer::Outcome(outcome)) => Ok(outcome),
-            (_, answer @ (Answer::Welcome { .. } | Answer::Status(_))) => {
+            (
+                _,
+                answer @ (Answer::Welcome { .. } | Answer::Status(_) | Answer::KeptAlive { .. }),
+            ) => {
                 unreachable!("client: {answer:?} accepted for {op:?}")
             }
         }
@@ -493,11 +563,22 @@ impl Client {
         if let Some(credential) = self.credential {
             return Ok(credential);
         }
+        let ttl = self.options.session_ttl;
         let hello = WireOp::Hello {
             nonce: rand::random(),
+            ttl_ms: ttl.map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
         };
         let seq = self.next_seq();
+        let sent_at = Instant::now();
         let (_, answer) = self.exchange(&hello, seq, deadline)?;
+        if let Some(ttl) = ttl {
+            let lease = crate::node::client::LeaseRule {
+                ttl,
+                max_clock_drift: self.options.max_clock_drift,
+                margin: self.options.lease_margin,
+            };
+            self.lease = Some(sent_at + lease.believed_for());
+        }
         let Answer::Welcome { client, secret, .. } = answer else {
             unreachable!("client: an outcome accepted for a hello")
         };
@@ -796,14 +877,18 @@ pub(crate) fn judge_line(
                 term,
                 leader_address,
             },
-            ErrorCode::NotLeader { .. } | ErrorCode::Unavailable | ErrorCode::Overloaded => {
-                Verdict::BackOff { term }
-            }
+            // Lock-delay ends in `retry_after_ms`; backing off and retrying the same seq until
+            // then costs a request per backoff, within the operation's timeout.
+            ErrorCode::NotLeader { .. }
+            | ErrorCode::Unavailable
+            | ErrorCode::Overloaded
+            | ErrorCode::LockDelayed { .. } => Verdict::BackOff { term },
             code @ (ErrorCode::StaleRequest
             | ErrorCode::BadRequest
             | ErrorCode::UnsupportedVersion { .. }
             | ErrorCode::UnknownClient
             | ErrorCode::Unauthorized
+            | ErrorCode::SessionExpired
             | ErrorCode::SeqReused) => Verdict::Rejected {
                 code,
                 message: error.message,
@@ -815,7 +900,8 @@ pub(crate) fn judge_line(
 /// True if `answer` answers `op` (the welcome with our nonce for a hello).
 fn answer_fits(op: &WireOp, answer: &Answer) -> bool {
     match (op, answer) {
-        (WireOp::Hello { nonce }, Answer::Welcome { nonce: echoed, .. }) => nonce == echoed,
+        (WireOp::Hello { nonce, .. }, Answer::Welcome { nonce: echoed, .. }) => nonce == echoed,
+        (WireOp::Keepalive { .. }, Answer::KeptAlive { .. }) => true,
         (WireOp::Preempt { .. }, Answer::Outcome(outcome)) => {
             matches!(outcome, Outcome::Granted { .. } | Outcome::HeldBy { .. })
         }
@@ -977,7 +1063,10 @@ mod tests {
             &Answer::Outcome(Outcome::Granted { token: 1 })
         ));
         assert!(!answer_fits(&preempt, &Answer::Outcome(Outcome::Free)));
-        let hello = WireOp::Hello { nonce: 5 };
+        let hello = WireOp::Hello {
+            nonce: 5,
+            ttl_ms: None,
+        };
         let welcome = |nonce| Answer::Welcome {
             client: ClientId(1),
             nonce,

@@ -100,10 +100,12 @@ pub enum Refusal {
     UnknownClient,
     Unauthorized,
     SeqReused,
+    SessionExpired,
+    LockDelayed,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 11] = [
+    pub const ALL: [Refusal; 13] = [
         Refusal::HeldBy,
         Refusal::NotOwner,
         Refusal::NotLeader,
@@ -115,6 +117,8 @@ impl Refusal {
         Refusal::UnknownClient,
         Refusal::Unauthorized,
         Refusal::SeqReused,
+        Refusal::SessionExpired,
+        Refusal::LockDelayed,
     ];
 
     /// The label value: the outcome's or error code's name on the wire.
@@ -131,6 +135,8 @@ impl Refusal {
             Refusal::UnknownClient => "unknown_client",
             Refusal::Unauthorized => "unauthorized",
             Refusal::SeqReused => "seq_reused",
+            Refusal::SessionExpired => "session_expired",
+            Refusal::LockDelayed => "lock_delayed",
         }
     }
 
@@ -146,6 +152,8 @@ impl Refusal {
             ErrorCode::UnknownClient => Refusal::UnknownClient,
             ErrorCode::Unauthorized => Refusal::Unauthorized,
             ErrorCode::SeqReused => Refusal::SeqReused,
+            ErrorCode::SessionExpired => Refusal::SessionExpired,
+            ErrorCode::LockDelayed { .. } => Refusal::LockDelayed,
         }
     }
 
@@ -160,6 +168,8 @@ impl Refusal {
             ServiceError::UnknownClient { .. } => Refusal::UnknownClient,
             ServiceError::Unauthorized => Refusal::Unauthorized,
             ServiceError::SeqReused { .. } => Refusal::SeqReused,
+            ServiceError::SessionExpired { .. } => Refusal::SessionExpired,
+            ServiceError::LockDelayed { .. } => Refusal::LockDelayed,
         }
     }
 }
@@ -174,15 +184,17 @@ pub enum RequestKind {
     Release,
     CheckLocal,
     CheckLinearizable,
+    Keepalive,
 }
 
 impl RequestKind {
-    pub const ALL: [RequestKind; 5] = [
+    pub const ALL: [RequestKind; 6] = [
         RequestKind::Hello,
         RequestKind::Preempt,
         RequestKind::Release,
         RequestKind::CheckLocal,
         RequestKind::CheckLinearizable,
+        RequestKind::Keepalive,
     ];
 
     pub fn name(self) -> &'static str {
@@ -192,6 +204,7 @@ impl RequestKind {
             RequestKind::Release => "release",
             RequestKind::CheckLocal => "check_local",
             RequestKind::CheckLinearizable => "check_linearizable",
+            RequestKind::Keepalive => "keepalive",
         }
     }
 
@@ -200,6 +213,7 @@ impl RequestKind {
     pub fn of(op: &WireOp) -> Option<RequestKind> {
         match op {
             WireOp::Hello { .. } => Some(RequestKind::Hello),
+            WireOp::Keepalive { .. } => Some(RequestKind::Keepalive),
             WireOp::Preempt { .. } => Some(RequestKind::Preempt),
             WireOp::Release { .. } => Some(RequestKind::Release),
             WireOp::Check {

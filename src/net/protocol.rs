@@ -79,7 +79,13 @@ pub struct WireRequest {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum WireOp {
     /// `"op":"hello"`: asks for a client id. `nonce` (default 0) is echoed in the welcome.
-    Hello { nonce: u64 },
+    /// `ttl_ms` (optional) asks for a session that expires without renewals.
+    Hello { nonce: u64, ttl_ms: Option<u64> },
+    /// `"op":"keepalive"`: renews the client's session.
+    Keepalive {
+        client: ClientId,
+        secret: Option<ClientSecret>,
+    },
     Preempt {
         client: ClientId,
         secret: Option<ClientSecret>,
@@ -107,6 +113,7 @@ impl WireOp {
     pub fn name(&self) -> &'static str {
         match self {
             WireOp::Hello { .. } => "hello",
+            WireOp::Keepalive { .. } => "keepalive",
             WireOp::Preempt { .. } => "preempt",
             WireOp::Release { .. } => "release",
             WireOp::Check { .. } => "check",
@@ -122,7 +129,8 @@ impl WireRequest {
     pub fn into_client_request(self) -> Option<ClientRequest> {
         let body = match self.op {
             WireOp::Status => return None,
-            WireOp::Hello { nonce } => RequestBody::Hello { nonce },
+            WireOp::Hello { nonce, ttl_ms } => RequestBody::Hello { nonce, ttl_ms },
+            WireOp::Keepalive { client, secret } => RequestBody::Keepalive { client, secret },
             WireOp::Preempt {
                 client,
                 secret,
@@ -165,7 +173,8 @@ impl From<ClientRequest> for WireRequest {
     /// For a Rust client that runs the node's `Client` state machine over TCP.
     fn from(request: ClientRequest) -> WireRequest {
         let op = match request.body {
-            RequestBody::Hello { nonce } => WireOp::Hello { nonce },
+            RequestBody::Hello { nonce, ttl_ms } => WireOp::Hello { nonce, ttl_ms },
+            RequestBody::Keepalive { client, secret } => WireOp::Keepalive { client, secret },
             RequestBody::Op { client, secret, op } => match op {
                 Operation::Preempt { lock } => WireOp::Preempt {
                     client,
@@ -244,6 +253,9 @@ pub enum Answer {
     /// `"ok":"status"`: the answer to status. The reply's `term` is the server's term and its
     /// `index` the server's applied index.
     Status(ServerStatus),
+    /// `"ok":"kept_alive"`: the answer to keepalive, with the session's `ttl_ms` (absent for a
+    /// session that never expires).
+    KeptAlive { ttl_ms: Option<u64> },
 }
 
 /// What a server says about itself in answer to `status`, besides its term and applied index
@@ -345,6 +357,12 @@ pub enum ErrorCode {
     /// The client already used this seq for another operation or lock. Nothing was applied:
     /// a retry repeats its operation exactly, a new operation takes a new seq.
     SeqReused,
+    /// The client's session expired and its locks were released. Nothing was applied: say
+    /// hello again for a new id.
+    SessionExpired,
+    /// The lock was freed by an expired session less than the server's lock-delay ago.
+    /// Nothing was applied: retry the same seq after `retry_after_ms`.
+    LockDelayed { retry_after_ms: u64 },
 }
 
 impl ErrorCode {
@@ -360,6 +378,8 @@ impl ErrorCode {
             ErrorCode::UnknownClient => "unknown_client",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::SeqReused => "seq_reused",
+            ErrorCode::SessionExpired => "session_expired",
+            ErrorCode::LockDelayed { .. } => "lock_delayed",
         }
     }
 }
@@ -436,6 +456,23 @@ impl ErrorReply {
                     "seq {seq} was already used by this client for another operation or lock; \
                      nothing was done. A retry repeats its operation exactly; a new operation \
                      takes a new, higher seq"
+                ),
+            ),
+            ServiceError::SessionExpired { client } => (
+                ErrorCode::SessionExpired,
+                format!(
+                    "the session of client id {} expired and its locks were released; nothing \
+                     was done. Say hello again for a new id",
+                    client.0
+                ),
+            ),
+            ServiceError::LockDelayed { retry_after_ms } => (
+                ErrorCode::LockDelayed {
+                    retry_after_ms: *retry_after_ms,
+                },
+                format!(
+                    "the lock was freed by an expired session and is held back for the server's \
+                     lock-delay; nothing was done. Retry the same seq in {retry_after_ms} ms"
                 ),
             ),
         };
@@ -534,6 +571,7 @@ impl WireReply {
                 secret: *secret,
             },
             ReplyBody::Outcome(outcome) => Answer::Outcome(*outcome),
+            ReplyBody::KeptAlive { ttl_ms } => Answer::KeptAlive { ttl_ms: *ttl_ms },
             ReplyBody::Error(error) => {
                 return WireReply::Error(ErrorReply::from_service_error(
                     reply.seq,
@@ -631,6 +669,8 @@ struct RequestFields<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     nonce: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    ttl_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     seen_index: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     term: Option<u64>,
@@ -683,6 +723,10 @@ struct ReplyFields {
     log_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     uptime_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttl_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
 }
 
 /// One line: the JSON object and its newline.
@@ -730,8 +774,13 @@ pub fn encode_request_into(request: &WireRequest, out: &mut Vec<u8>) {
     };
     match &request.op {
         WireOp::Status => {}
-        WireOp::Hello { nonce } => {
+        WireOp::Hello { nonce, ttl_ms } => {
             fields.nonce = Some(*nonce);
+            fields.ttl_ms = *ttl_ms;
+        }
+        WireOp::Keepalive { client, secret } => {
+            fields.client = Some(client.0);
+            fields.secret = *secret;
         }
         WireOp::Preempt {
             client,
@@ -796,7 +845,9 @@ pub fn encode_error(error: &ErrorReply) -> Vec<u8> {
             fields.leader_address = leader_address.clone();
         }
         ErrorCode::UnsupportedVersion { supported } => fields.version = Some(*supported),
-        ErrorCode::Unavailable
+        ErrorCode::LockDelayed { retry_after_ms } => fields.retry_after_ms = Some(*retry_after_ms),
+        ErrorCode::SessionExpired
+        | ErrorCode::Unavailable
         | ErrorCode::Overloaded
         | ErrorCode::StaleRequest
         | ErrorCode::BadRequest
@@ -855,6 +906,10 @@ pub fn encode_wire_reply(reply: &WireReply) -> Vec<u8> {
             fields.log_bytes = Some(status.log_bytes);
             fields.uptime_ms = Some(status.uptime_ms);
             "status"
+        }
+        Answer::KeptAlive { ttl_ms } => {
+            fields.ttl_ms = ttl_ms;
+            "kept_alive"
         }
     };
     fields.ok = Some(ok.to_string());
@@ -1001,7 +1056,8 @@ struct RequestReader {
 /// What each op takes besides the fields every request takes.
 fn op_fields(op: &str) -> &'static str {
     match op {
-        "hello" => "nonce",
+        "hello" => "nonce, ttl_ms",
+        "keepalive" => "client, secret",
         "check" => "client, secret, lock, consistency",
         "status" => "nothing else",
         _ => "client, secret, lock",
@@ -1009,7 +1065,7 @@ fn op_fields(op: &str) -> &'static str {
 }
 
 const COMMON_FIELDS: &str = "seq, op, version, seen_index, term";
-const OP_NAMES: &str = "hello, preempt, release, check or status";
+const OP_NAMES: &str = "hello, keepalive, preempt, release, check or status";
 
 impl RequestReader {
     fn error(&self, message: String) -> WireError {
@@ -1066,9 +1122,16 @@ impl RequestReader {
         let op = match name.as_str() {
             "hello" => {
                 let nonce = self.whole_number("nonce", "a number the welcome echoes")?;
+                let ttl_ms = self.whole_number("ttl_ms", "the session's TTL in milliseconds")?;
                 return Ok(WireOp::Hello {
                     nonce: nonce.unwrap_or(0),
+                    ttl_ms,
                 });
+            }
+            "keepalive" => {
+                let client = self.client("keepalive")?;
+                let secret = self.secret()?;
+                return Ok(WireOp::Keepalive { client, secret });
             }
             "status" => return Ok(WireOp::Status),
             "preempt" | "release" | "check" => name,
@@ -1259,6 +1322,16 @@ fn decode_ok(ok: &str, fields: &ReplyFields) -> Result<WireReply, WireError> {
     let token = || fields.token.ok_or_else(|| missing("token"));
     let outcome = match ok {
         "welcome" => return decode_welcome(seq, index, fields),
+        "kept_alive" => {
+            return Ok(WireReply::Ok {
+                seq,
+                index,
+                term: fields.term.unwrap_or(0),
+                answer: Answer::KeptAlive {
+                    ttl_ms: fields.ttl_ms,
+                },
+            });
+        }
         "status" => return decode_status(seq, index, fields),
         "granted" => Outcome::Granted { token: token()? },
         "held_by" => Outcome::HeldBy { owner: owner()? },
@@ -1375,6 +1448,12 @@ fn decode_error(error: &str, fields: &ReplyFields) -> Result<WireReply, WireErro
         "unknown_client" => ErrorCode::UnknownClient,
         "unauthorized" => ErrorCode::Unauthorized,
         "seq_reused" => ErrorCode::SeqReused,
+        "session_expired" => ErrorCode::SessionExpired,
+        "lock_delayed" => ErrorCode::LockDelayed {
+            retry_after_ms: fields
+                .retry_after_ms
+                .ok_or_else(|| missing("retry_after_ms"))?,
+        },
         "unsupported_version" => ErrorCode::UnsupportedVersion {
             supported: fields.version.ok_or_else(|| missing("version"))?,
         },

@@ -11,6 +11,13 @@
 //!   original outcome.
 //! - An operation that is not answered before its timeout completes with
 //!   [`ClientError::TimedOut`]: its effect is unknown, it may or may not have been applied.
+//! - With `ClientConfig::session_ttl`, the client registers a session with that TTL, renews
+//!   it on its own with a keepalive every TTL/3 (timer `Keepalive`), and keeps its own lease
+//!   by [`LeaseRule`]: `LeaseRenewed` when an acknowledged keepalive extends it, `Jeopardy`
+//!   when a renewal failed while the lease still holds, `Expired` when the lease ran out
+//!   (timer `LeaseEnd`) or a server answered `session_expired`. After `Expired` the client
+//!   forgets its id and the next operation says hello again. Without a TTL none of this
+//!   happens: the client behaves exactly as it did before sessions.
 
 use super::messages::{
     ClientId, ClientReply, ClientRequest, ClientSecret, LogIndex, Operation, Outcome, ReplyBody,
@@ -36,6 +43,51 @@ pub struct ClientConfig {
     pub error_backoff: Duration,
     /// Operations queued behind the running one before new ones are refused.
     pub queue_max: usize,
+    /// Register with a session of this TTL and keep it alive; `None`: a session that never
+    /// expires (the default, and every client before sessions).
+    pub session_ttl: Option<Duration>,
+    /// The bound on clock rate error the lease allows for (0.01: 1%). See [`LeaseRule`].
+    pub max_clock_drift: f64,
+    /// Taken off the lease besides the drift. See [`LeaseRule`].
+    pub lease_margin: Duration,
+}
+
+/// The client's lease rule: how long a client may believe its session lives, on its own
+/// clock. The simulator's `lease_safety` checker evaluates exactly this rule.
+///
+/// **A client believes its session lives at its own time `t` iff `t < s + ttl × (1 −
+/// max_clock_drift) − margin`, where `s` is the time, on its own clock, at which it sent the
+/// latest request whose acknowledgement renewed the session: a keepalive answered
+/// `kept_alive`, or the hello answered with the welcome that created the session.** It counts
+/// from the *send*, not from the answer: the server may have renewed the session the moment the
+/// request arrived, so everything after the send is already spent. Each keepalive is sent with
+/// a new seq, so an answer names exactly one send.
+///
+/// Why it is safe: a server expires a session no earlier than `ttl` of true time after it
+/// received the renewal (it stretches its wait by `1 + max_clock_drift`), and it received it
+/// after `s`. A client clock running at most `max_clock_drift` slow measures those `ttl` of
+/// true time as at least `ttl × (1 − max_clock_drift)`. So while the rule holds, the session
+/// has not expired on the server, provided every clock's rate stays within the bound.
+/// Other requests (writes) renew the session on the server too, but do not extend this
+/// lease: a write may be answered from a deduplication cache without any confirmation.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct LeaseRule {
+    pub ttl: Duration,
+    pub max_clock_drift: f64,
+    pub margin: Duration,
+}
+
+impl LeaseRule {
+    /// How long after the send of an acknowledged renewal the client believes its session.
+    pub fn believed_for(&self) -> Duration {
+        let shrunk = self.ttl.as_secs_f64() * (1.0 - self.max_clock_drift);
+        Duration::from_secs_f64(shrunk.max(0.0)).saturating_sub(self.margin)
+    }
+
+    /// The end of the lease granted by an acknowledged renewal sent at `sent_at`.
+    pub fn valid_until(&self, sent_at: Time) -> Time {
+        sent_at + self.believed_for()
+    }
 }
 
 impl ClientConfig {
@@ -47,7 +99,19 @@ impl ClientConfig {
             retry_interval: Duration::from_millis(500),
             error_backoff: Duration::from_millis(100),
             queue_max: 10_000,
+            session_ttl: None,
+            max_clock_drift: 0.01,
+            lease_margin: Duration::from_millis(100),
         }
+    }
+
+    /// The lease rule of this client, when it has a session TTL.
+    pub fn lease_rule(&self) -> Option<LeaseRule> {
+        self.session_ttl.map(|ttl| LeaseRule {
+            ttl,
+            max_clock_drift: self.max_clock_drift,
+            margin: self.lease_margin,
+        })
     }
 }
 
@@ -64,6 +128,10 @@ pub enum ClientError {
     /// The cluster refused the request for good: retrying it cannot help. It had no effect.
     #[error("the cluster refused the request: {0}")]
     Refused(Refused),
+    /// The client's own lease ran out while the operation ran: it may or may not have taken
+    /// effect, and the client no longer holds a session to find out with.
+    #[error("the client's lease ran out while the operation ran; the effect is unknown")]
+    LeaseExpired,
 }
 
 /// Why the cluster refused a request for good (the errors a client must not retry).
@@ -78,6 +146,8 @@ pub enum Refused {
     Unauthorized,
     #[error("seq reused for another operation")]
     SeqReused,
+    #[error("the client's session expired")]
+    SessionExpired,
 }
 
 impl Refused {
@@ -88,7 +158,9 @@ impl Refused {
             ServiceError::UnknownClient { .. } => Some(Refused::UnknownClient),
             ServiceError::Unauthorized => Some(Refused::Unauthorized),
             ServiceError::SeqReused { .. } => Some(Refused::SeqReused),
-            ServiceError::Unavailable
+            ServiceError::SessionExpired { .. } => Some(Refused::SessionExpired),
+            ServiceError::LockDelayed { .. }
+            | ServiceError::Unavailable
             | ServiceError::Overloaded
             | ServiceError::StaleRequest
             | ServiceError::NotLeader { .. } => None,
@@ -103,6 +175,10 @@ pub enum ClientTimer {
     Retry,
     /// The running operation has used up its time.
     OperationTimeout,
+    /// Sessions: send the next keepalive, or resend one that went unanswered.
+    Keepalive,
+    /// Sessions: the lease ends now, unless renewed since.
+    LeaseEnd,
 }
 
 #[derive(Clone, Debug)]
@@ -150,7 +226,36 @@ pub enum ClientOutput {
         /// record it so that a checker can see a read older than what its client had seen.
         index: Option<LogIndex>,
     },
+    /// Sessions: an acknowledged renewal extended the lease; the client believes its session
+    /// lives until `valid_until` on its own clock ([`LeaseRule`]).
+    LeaseRenewed {
+        client: ClientId,
+        valid_until: Time,
+    },
+    /// Sessions: a renewal failed (no answer within the retry interval, or an error) while the
+    /// lease still holds, until `valid_until`. Once per failing spell; the next renewal ends it.
+    Jeopardy {
+        client: ClientId,
+        valid_until: Time,
+    },
+    /// Sessions: the client no longer believes in its session: its lease ran out, or a server
+    /// answered `session_expired`. The locks it held are lost (the cluster frees them); the
+    /// next operation registers a new client.
+    Expired {
+        client: ClientId,
+    },
 }
+
+/// A keepalive on its way: answers are matched to their send by seq.
+#[derive(Copy, Clone, Debug)]
+struct KeepaliveSent {
+    seq: u64,
+    sent_at: Time,
+}
+
+/// Most recent keepalive sends remembered, so that a late answer still extends the lease from
+/// its own send.
+const KEEPALIVES_REMEMBERED_MAX: usize = 4;
 
 #[derive(Clone, Debug)]
 struct Queued {
@@ -190,6 +295,18 @@ pub struct Client {
     /// this term appends them (see `ClientRequest::term`).
     term: Term,
     retry_deadline: Option<Time>,
+    /// Sessions: when the current hello nonce was first sent (the lease of its welcome counts
+    /// from there).
+    hello_sent_at: Option<Time>,
+    /// Sessions: the lease's end by [`LeaseRule`], while registered with a TTL.
+    lease_until: Option<Time>,
+    /// Sessions: when the keepalive timer is due.
+    keepalive_at: Option<Time>,
+    /// Sessions: recent keepalive sends, newest last; the last is in flight if `awaiting`.
+    keepalives: VecDeque<KeepaliveSent>,
+    awaiting_keepalive: bool,
+    /// Sessions: `Jeopardy` was emitted and no renewal came since.
+    in_jeopardy: bool,
     out: Vec<ClientOutput>,
 }
 
@@ -213,6 +330,12 @@ impl Client {
             seen_index: 0,
             term: 0,
             retry_deadline: None,
+            hello_sent_at: None,
+            lease_until: None,
+            keepalive_at: None,
+            keepalives: VecDeque::new(),
+            awaiting_keepalive: false,
+            in_jeopardy: false,
             out: Vec::new(),
             config,
         }
@@ -250,6 +373,12 @@ impl Client {
                     self.finish(Err(ClientError::TimedOut), None);
                 }
             }
+            ClientInput::Timer(ClientTimer::Keepalive) => self.on_keepalive_timer(now),
+            ClientInput::Timer(ClientTimer::LeaseEnd) => {
+                if self.lease_until.is_some_and(|until| now >= until) {
+                    self.lose_session(Err(ClientError::LeaseExpired));
+                }
+            }
         }
         if self.running.is_none() {
             self.start_next(now);
@@ -266,7 +395,26 @@ impl Client {
             self.running.is_some() || self.queue.is_empty(),
             "client: idle with operations queued"
         );
+        assert!(
+            self.lease_until.is_none() || (self.id.is_some() && self.config.session_ttl.is_some()),
+            "client: a lease without a registered session"
+        );
+        assert!(
+            self.keepalives.len() <= KEEPALIVES_REMEMBERED_MAX,
+            "client: remembered keepalives beyond their bound"
+        );
         std::mem::take(&mut self.out)
+    }
+
+    /// Sessions: until when this client believes its session lives ([`LeaseRule`]); `None`
+    /// without a session TTL or before registering.
+    pub fn lease_valid_until(&self) -> Option<Time> {
+        self.lease_until
+    }
+
+    /// Sessions: whether, at `now` on its own clock, this client believes its session lives.
+    pub fn believes_session_alive(&self, now: Time) -> bool {
+        self.lease_until.is_some_and(|until| now < until)
     }
 
     /// The id the cluster assigned, once registered.
@@ -286,6 +434,11 @@ impl Client {
 
     fn on_reply(&mut self, now: Time, from: ServerId, reply: ClientReply) {
         let _ = from; // Any server's answer is as good as the one we asked last.
+        if self.id.is_some() && self.keepalives.iter().any(|k| k.seq == reply.seq) {
+            self.term = self.term.max(reply.term);
+            self.on_keepalive_reply(now, reply);
+            return;
+        }
         let Some(running) = &self.running else {
             return; // A late reply to an operation that already finished.
         };
@@ -310,8 +463,18 @@ impl Client {
                     self.secret = Some(secret);
                     self.hello_nonce = None;
                     self.out.push(ClientOutput::Registered { client });
+                    if let Some(sent_at) = self.hello_sent_at.take() {
+                        self.start_lease(now, sent_at);
+                    }
                     self.send_request(now);
                 }
+            }
+            // A keepalive's answer whose send was forgotten (or a stray one): nothing to learn.
+            ReplyBody::KeptAlive { .. } => {}
+            ReplyBody::Error(ServiceError::SessionExpired { .. })
+                if self.id.is_some() && reply.seq == running.seq =>
+            {
+                self.lose_session(Err(ClientError::Refused(Refused::SessionExpired)));
             }
             ReplyBody::Outcome(outcome) => {
                 // An outcome that does not answer the operation (a preempt answered `free`) is a
@@ -394,12 +557,20 @@ impl Client {
         let running = &*running;
         let request = match self.id {
             None => {
+                if self.hello_nonce.is_none() {
+                    // A new hello: its welcome's lease counts from this first send.
+                    self.hello_sent_at = Some(now);
+                }
                 let nonce = *self.hello_nonce.get_or_insert_with(|| self.rng.random());
+                let ttl_ms = self
+                    .config
+                    .session_ttl
+                    .map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
                 ClientRequest {
                     seq: 0,
                     seen_index: self.seen_index,
                     term: self.term,
-                    body: RequestBody::Hello { nonce },
+                    body: RequestBody::Hello { nonce, ttl_ms },
                 }
             }
             Some(client) => ClientRequest {
@@ -434,6 +605,7 @@ impl Client {
         if self.id.is_none() {
             // The hello never came back; a later operation starts a fresh one.
             self.hello_nonce = None;
+            self.hello_sent_at = None;
         }
         self.out.push(ClientOutput::Completed {
             tag: running.tag,
@@ -444,6 +616,152 @@ impl Client {
 
     fn rotate_server(&mut self) {
         self.server_position = (self.server_position + 1) % self.config.servers.len();
+    }
+
+    // ----- sessions -----
+
+    /// A welcome created the session: the lease counts from the hello's first send.
+    fn start_lease(&mut self, now: Time, hello_sent_at: Time) {
+        let (Some(rule), Some(client)) = (self.config.lease_rule(), self.id) else {
+            return;
+        };
+        self.keepalives.clear();
+        self.awaiting_keepalive = false;
+        self.in_jeopardy = false;
+        self.extend_lease(client, rule.valid_until(hello_sent_at));
+        self.schedule_keepalive(hello_sent_at + rule.ttl / 3, now);
+    }
+
+    fn extend_lease(&mut self, client: ClientId, valid_until: Time) {
+        let until = self
+            .lease_until
+            .map_or(valid_until, |at| at.max(valid_until));
+        self.lease_until = Some(until);
+        self.out.push(ClientOutput::LeaseRenewed {
+            client,
+            valid_until: until,
+        });
+        self.out.push(ClientOutput::SetTimer {
+            timer: ClientTimer::LeaseEnd,
+            at: until,
+        });
+    }
+
+    /// The keepalive timer at `at`, but not before `now`.
+    fn schedule_keepalive(&mut self, at: Time, now: Time) {
+        let at = at.max(now);
+        self.keepalive_at = Some(at);
+        self.out.push(ClientOutput::SetTimer {
+            timer: ClientTimer::Keepalive,
+            at,
+        });
+    }
+
+    fn on_keepalive_timer(&mut self, now: Time) {
+        if self.keepalive_at.is_none_or(|at| now < at) || self.lease_until.is_none() {
+            return;
+        }
+        if self.awaiting_keepalive {
+            // The last keepalive went unanswered for a retry interval: the next server.
+            self.renewal_failed(now);
+            self.rotate_server();
+        }
+        self.send_keepalive(now);
+    }
+
+    /// Sends a keepalive with a fresh seq, so that its answer names this very send.
+    fn send_keepalive(&mut self, now: Time) {
+        let Some(client) = self.id else {
+            return;
+        };
+        self.last_seq += 1;
+        let seq = self.last_seq;
+        if self.keepalives.len() >= KEEPALIVES_REMEMBERED_MAX {
+            self.keepalives.pop_front();
+        }
+        self.keepalives
+            .push_back(KeepaliveSent { seq, sent_at: now });
+        self.awaiting_keepalive = true;
+        let request = ClientRequest {
+            seq,
+            seen_index: self.seen_index,
+            term: self.term,
+            body: RequestBody::Keepalive {
+                client,
+                secret: self.secret,
+            },
+        };
+        self.out.push(ClientOutput::Send {
+            to: self.current_server(),
+            request,
+        });
+        self.schedule_keepalive(now + self.config.retry_interval, now);
+    }
+
+    fn on_keepalive_reply(&mut self, now: Time, reply: ClientReply) {
+        let sent = *self
+            .keepalives
+            .iter()
+            .find(|k| k.seq == reply.seq)
+            .expect("matched by the caller");
+        let (Some(rule), Some(client)) = (self.config.lease_rule(), self.id) else {
+            return;
+        };
+        let newest = self.keepalives.back().is_some_and(|k| k.seq == sent.seq);
+        match reply.body {
+            ReplyBody::KeptAlive { .. } => {
+                self.in_jeopardy = false;
+                self.extend_lease(client, rule.valid_until(sent.sent_at));
+                if newest {
+                    self.awaiting_keepalive = false;
+                    self.schedule_keepalive(sent.sent_at + rule.ttl / 3, now);
+                }
+            }
+            ReplyBody::Error(ServiceError::SessionExpired { .. }) => {
+                self.lose_session(Err(ClientError::Refused(Refused::SessionExpired)));
+            }
+            ReplyBody::Error(_) if newest && self.awaiting_keepalive => {
+                // Refused for now (no leader, overloaded): the next server after a pause.
+                self.awaiting_keepalive = false;
+                self.renewal_failed(now);
+                self.rotate_server();
+                self.schedule_keepalive(now + self.config.error_backoff, now);
+            }
+            ReplyBody::Error(_) | ReplyBody::Welcome { .. } | ReplyBody::Outcome(_) => {}
+        }
+    }
+
+    /// A renewal failed: `Jeopardy` once, while the lease still holds.
+    fn renewal_failed(&mut self, now: Time) {
+        let (Some(client), Some(until)) = (self.id, self.lease_until) else {
+            return;
+        };
+        if !self.in_jeopardy && now < until {
+            self.in_jeopardy = true;
+            self.out.push(ClientOutput::Jeopardy {
+                client,
+                valid_until: until,
+            });
+        }
+    }
+
+    /// The session is over for this client: its lease ran out or a server said it expired.
+    /// It forgets its identity (the next operation says hello again); a running operation ends
+    /// with `result` unless it is only a hello.
+    fn lose_session(&mut self, result: Result<Outcome, ClientError>) {
+        let Some(client) = self.id.take() else {
+            return;
+        };
+        self.secret = None;
+        self.lease_until = None;
+        self.keepalive_at = None;
+        self.keepalives.clear();
+        self.awaiting_keepalive = false;
+        self.in_jeopardy = false;
+        self.out.push(ClientOutput::Expired { client });
+        if self.running.is_some() {
+            self.finish(result, None);
+        }
     }
 }
 
@@ -517,7 +835,7 @@ mod tests {
             panic!("one hello expected: {outputs:?}")
         };
         assert_eq!(*to, ServerId(2), "the client starts with its first server");
-        let RequestBody::Hello { nonce } = hello.body else {
+        let RequestBody::Hello { nonce, .. } = hello.body else {
             panic!("registers first")
         };
         let welcome = ClientReply {
@@ -867,5 +1185,230 @@ mod tests {
             completed(&outputs),
             vec![(1, Ok(Outcome::Granted { token: 7 }))]
         );
+    }
+
+    // ----- sessions: the client's own lease -----
+
+    const TTL: Duration = Duration::from_secs(3);
+
+    fn lease_events(outputs: &[ClientOutput]) -> Vec<ClientOutput> {
+        outputs
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    ClientOutput::LeaseRenewed { .. }
+                        | ClientOutput::Jeopardy { .. }
+                        | ClientOutput::Expired { .. }
+                )
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn lease_renewed_until(outputs: &[ClientOutput]) -> Option<Time> {
+        outputs.iter().find_map(|o| match o {
+            ClientOutput::LeaseRenewed { valid_until, .. } => Some(*valid_until),
+            _ => None,
+        })
+    }
+
+    fn reply(step: &mut Client, at: u64, reply: ClientReply) -> Vec<ClientOutput> {
+        step.step(
+            at_ms(at),
+            ClientInput::Reply {
+                from: ServerId(2),
+                reply,
+            },
+        )
+    }
+
+    fn kept_alive(seq: u64) -> ClientReply {
+        ClientReply {
+            seq,
+            index: 0,
+            term: 0,
+            body: ReplyBody::KeptAlive {
+                ttl_ms: Some(3_000),
+            },
+        }
+    }
+
+    /// A client with a 3 s session, whose hello left at 0 ms and was welcomed at 40 ms as
+    /// client#9, with no operation left to run.
+    fn client_with_session() -> (Client, Vec<ClientOutput>) {
+        let mut config = ClientConfig::new(servers(), ServerId(2));
+        config.session_ttl = Some(TTL);
+        let mut client = Client::new(config, 5);
+        let invoke = ClientInput::Invoke {
+            tag: 1,
+            op: Operation::Check {
+                lock: "a".into(),
+                consistency: crate::node::Consistency::Local,
+            },
+            timeout: None,
+        };
+        let outputs = client.step(at_ms(0), invoke);
+        let [(_, hello)] = &sends(&outputs)[..] else {
+            panic!("one hello expected")
+        };
+        let RequestBody::Hello { nonce, ttl_ms } = hello.body else {
+            panic!("registers first")
+        };
+        assert_eq!(ttl_ms, Some(3_000), "the hello asks for the TTL");
+        let welcome = ClientReply {
+            index: 1,
+            term: 1,
+            seq: 0,
+            body: ReplyBody::Welcome {
+                nonce,
+                client: ClientId(9),
+                secret: SECRET,
+            },
+        };
+        let outputs = reply(&mut client, 40, welcome);
+        let answer = ClientReply {
+            index: 1,
+            term: 1,
+            seq: 1,
+            body: ReplyBody::Outcome(Outcome::Free),
+        };
+        let _ = reply(&mut client, 45, answer);
+        (client, outputs)
+    }
+
+    /// `LeaseRule`: the lease of an acknowledged renewal counts from its send, shortened by
+    /// the drift bound and the margin: 3 s × 0.99 − 100 ms = 2,870 ms after the send.
+    #[test]
+    fn the_lease_counts_from_the_send_of_the_acknowledged_request_not_from_its_answer() {
+        let (mut client, outputs) = client_with_session();
+        assert_eq!(
+            lease_renewed_until(&outputs),
+            Some(at_ms(2_870)),
+            "the welcome's lease counts from the hello's send at 0 ms, not the answer at 40"
+        );
+        assert_eq!(client.lease_valid_until(), Some(at_ms(2_870)));
+        // The first renewal is due TTL/3 after that send.
+        let outputs = client.step(at_ms(1_000), ClientInput::Timer(ClientTimer::Keepalive));
+        let [(_, request)] = &sends(&outputs)[..] else {
+            panic!("a keepalive at TTL/3: {outputs:?}")
+        };
+        assert_eq!(
+            request.body,
+            RequestBody::Keepalive {
+                client: ClientId(9),
+                secret: Some(SECRET)
+            }
+        );
+        // Answered 400 ms later: the lease runs from 1,000 ms, the send.
+        let outputs = reply(&mut client, 1_400, kept_alive(request.seq));
+        assert_eq!(lease_renewed_until(&outputs), Some(at_ms(3_870)));
+        assert!(client.believes_session_alive(at_ms(3_869)));
+        assert!(!client.believes_session_alive(at_ms(3_870)));
+        // The next renewal is due TTL/3 after this one's send.
+        assert!(outputs.iter().any(|o| matches!(
+            o,
+            ClientOutput::SetTimer { timer: ClientTimer::Keepalive, at } if *at == at_ms(2_000)
+        )));
+    }
+
+    /// Renewals that fail put the client in jeopardy (once) while its lease holds; when the
+    /// lease runs out it reports `Expired`, forgets its id, and its next operation says hello.
+    #[test]
+    fn failing_renewals_bring_jeopardy_then_expiry_and_a_new_hello() {
+        let (mut client, _) = client_with_session();
+        let outputs = client.step(at_ms(1_000), ClientInput::Timer(ClientTimer::Keepalive));
+        assert_eq!(sends(&outputs).len(), 1);
+        // Silence for a retry interval (500 ms): jeopardy, and a keepalive to the next server.
+        let outputs = client.step(at_ms(1_500), ClientInput::Timer(ClientTimer::Keepalive));
+        assert_eq!(
+            lease_events(&outputs)
+                .iter()
+                .map(|o| format!("{o:?}"))
+                .collect::<Vec<_>>(),
+            vec![format!(
+                "{:?}",
+                ClientOutput::Jeopardy {
+                    client: ClientId(9),
+                    valid_until: at_ms(2_870)
+                }
+            )]
+        );
+        assert_eq!(sends(&outputs)[0].0, ServerId(3), "the next server");
+        let outputs = client.step(at_ms(2_000), ClientInput::Timer(ClientTimer::Keepalive));
+        assert!(lease_events(&outputs).is_empty(), "jeopardy once per spell");
+        let outputs = client.step(at_ms(2_870), ClientInput::Timer(ClientTimer::LeaseEnd));
+        assert!(matches!(
+            lease_events(&outputs)[..],
+            [ClientOutput::Expired {
+                client: ClientId(9)
+            }]
+        ));
+        assert_eq!(client.id(), None);
+        assert!(!client.believes_session_alive(at_ms(2_870)));
+        let outputs = client.step(
+            at_ms(2_900),
+            ClientInput::Invoke {
+                tag: 2,
+                op: preempt("a"),
+                timeout: None,
+            },
+        );
+        assert!(matches!(
+            sends(&outputs)[..],
+            [(
+                _,
+                ClientRequest {
+                    body: RequestBody::Hello { .. },
+                    ..
+                }
+            )]
+        ));
+    }
+
+    /// A server's `session_expired` ends the session at once, whatever the lease says, and
+    /// the running operation is refused for good.
+    #[test]
+    fn session_expired_from_the_cluster_ends_the_session_at_once() {
+        let (mut client, _) = client_with_session();
+        let outputs = client.step(
+            at_ms(100),
+            ClientInput::Invoke {
+                tag: 2,
+                op: preempt("a"),
+                timeout: None,
+            },
+        );
+        let seq = sends(&outputs)[0].1.seq;
+        let expired = ClientReply {
+            seq,
+            index: 0,
+            term: 1,
+            body: ReplyBody::Error(ServiceError::SessionExpired {
+                client: ClientId(9),
+            }),
+        };
+        let outputs = reply(&mut client, 120, expired);
+        assert_eq!(
+            completed(&outputs),
+            vec![(2, Err(ClientError::Refused(Refused::SessionExpired)))]
+        );
+        assert!(matches!(
+            lease_events(&outputs)[..],
+            [ClientOutput::Expired {
+                client: ClientId(9)
+            }]
+        ));
+        assert_eq!(client.lease_valid_until(), None);
+    }
+
+    /// A client without a TTL sends no keepalives and keeps no lease: exactly as before.
+    #[test]
+    fn a_client_without_a_ttl_has_no_lease_and_sends_no_keepalive() {
+        let mut client = registered_client_with_preempt_in_flight();
+        assert_eq!(client.lease_valid_until(), None);
+        let outputs = client.step(at_ms(5_000), ClientInput::Timer(ClientTimer::Keepalive));
+        assert!(sends(&outputs).is_empty());
+        assert!(lease_events(&outputs).is_empty());
     }
 }

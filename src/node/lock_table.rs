@@ -60,6 +60,36 @@ pub enum Settled {
     SeqReused,
 }
 
+/// A client's session, kept for clients registered with a TTL (a client without one has no
+/// record: its session never expires). Only replicated facts live here; deadlines are the
+/// leader's volatile business (`Server`), because they depend on clocks.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub struct Session {
+    pub ttl_ms: u64,
+    /// Set by the expire that ended the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired: Option<ExpiredSession>,
+    /// The latest `MarkSilent` of this session that no `Revive` followed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silent: Option<SilentMark>,
+}
+
+/// How a session ended: the index of its expire entry and the locks that expire released, in
+/// name order, so that histories and operators can say what an expiry freed.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub struct ExpiredSession {
+    pub index: LogIndex,
+    pub released: Vec<LockName>,
+}
+
+/// A silent mark in force: the index of its `MarkSilent` entry, and how long (true time) the
+/// marking leader had heard nothing from the session.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub struct SilentMark {
+    pub index: LogIndex,
+    pub silent_ms: u64,
+}
+
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 pub struct LockTable {
     locks: BTreeMap<LockName, Holder>,
@@ -72,6 +102,15 @@ pub struct LockTable {
     /// The highest client id handed out so far; ids start at 1.
     last_client_id: u64,
     applied_index: LogIndex,
+    /// Sessions of the clients registered with a TTL. Absent in snapshots from before
+    /// sessions (and empty, so not written, in every table that never had one).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    session_records: BTreeMap<ClientId, Session>,
+    /// Free locks whose last holder lost them to an expiry, with the expire's index. The
+    /// leader keeps them from being granted for `lock_delay` (its own gate, before the log;
+    /// apply grants whatever reaches it). A grant removes the lock from here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    freed_by_expiry: BTreeMap<LockName, LogIndex>,
     /// Order-independent digest of `locks`, kept up to date on every change so that replicas can
     /// be compared in O(1).
     locks_digest: u64,
@@ -102,13 +141,40 @@ impl LockTable {
         self.applied_index = index;
         let result = match command {
             Command::Noop => ApplyResult::Nothing,
-            Command::Register { secret, .. } => {
+            Command::Register { secret, ttl_ms, .. } => {
                 self.last_client_id += 1;
                 let client = ClientId(self.last_client_id);
                 if let Some(secret) = secret {
                     self.secrets.insert(client, *secret);
                 }
+                if let Some(ttl_ms) = *ttl_ms {
+                    let session = Session {
+                        ttl_ms,
+                        expired: None,
+                        silent: None,
+                    };
+                    self.session_records.insert(client, session);
+                }
                 ApplyResult::Registered { client }
+            }
+            Command::Expire { client } => self.expire(*client, index),
+            Command::MarkSilent { sessions } => {
+                // Bounded by the entry's own length. Unknown or ended sessions are skipped.
+                for silent in sessions {
+                    if let Some(session) = self.live_session_mut(silent.client) {
+                        session.silent = Some(SilentMark {
+                            index,
+                            silent_ms: silent.silent_ms,
+                        });
+                    }
+                }
+                ApplyResult::Nothing
+            }
+            Command::Revive { client } => {
+                if let Some(session) = self.live_session_mut(*client) {
+                    session.silent = None;
+                }
+                ApplyResult::Nothing
             }
             Command::Preempt { client, seq, lock } => {
                 self.apply_write(*client, *seq, (WriteKind::Preempt, lock), index)
@@ -119,7 +185,11 @@ impl LockTable {
         };
         let touched = match command {
             Command::Preempt { lock, .. } | Command::Release { lock, .. } => Some(lock),
-            Command::Noop | Command::Register { .. } => None,
+            Command::Noop
+            | Command::Register { .. }
+            | Command::Expire { .. }
+            | Command::MarkSilent { .. }
+            | Command::Revive { .. } => None,
         };
         self.check_invariants(touched);
         result
@@ -143,6 +213,14 @@ impl LockTable {
         if lock.is_empty() || lock.len() > LOCK_NAME_BYTES_MAX {
             return ApplyResult::Rejected {
                 rejection: Rejection::BadLockName,
+            };
+        }
+        if self.session_expired(client) {
+            // After its expire, a client is granted nothing and releases nothing (what it held
+            // was released by the expire): the "granted after its session expired" bug of
+            // etcd 3.4 cannot happen here, whatever a leader appended.
+            return ApplyResult::Rejected {
+                rejection: Rejection::SessionExpired,
             };
         }
         match self.settled(client, seq, kind, lock) {
@@ -195,6 +273,7 @@ impl LockTable {
                 };
                 self.locks_digest ^= holder_digest(lock, &holder);
                 self.locks.insert(lock.clone(), holder);
+                self.freed_by_expiry.remove(lock);
                 Outcome::Granted { token: index }
             }
         }
@@ -209,6 +288,69 @@ impl LockTable {
             }
             _ => Outcome::NotOwner,
         }
+    }
+
+    /// Ends `client`'s session: releases every lock it holds and records them. A client that is
+    /// unknown, has no TTL or has already expired is left as it is (apply is total). Scans the
+    /// lock map once: O(locks) per expiry.
+    fn expire(&mut self, client: ClientId, index: LogIndex) -> ApplyResult {
+        if self.live_session_mut(client).is_none() {
+            return ApplyResult::Nothing;
+        }
+        let released: Vec<LockName> = self
+            .locks
+            .iter()
+            .filter(|(_, holder)| holder.owner == client)
+            .map(|(lock, _)| lock.clone())
+            .collect();
+        for lock in &released {
+            let holder = self.locks.remove(lock).expect("collected from the map");
+            self.locks_digest ^= holder_digest(lock, &holder);
+            self.freed_by_expiry.insert(lock.clone(), index);
+        }
+        let count = u32::try_from(released.len()).unwrap_or(u32::MAX);
+        let session = self
+            .session_records
+            .get_mut(&client)
+            .expect("a live session was found above");
+        session.silent = None;
+        session.expired = Some(ExpiredSession { index, released });
+        assert!(
+            self.locks.values().all(|holder| holder.owner != client),
+            "lock table: {client} still holds a lock after its expire at {index}"
+        );
+        ApplyResult::Expired {
+            client,
+            released: count,
+        }
+    }
+
+    fn live_session_mut(&mut self, client: ClientId) -> Option<&mut Session> {
+        self.session_records
+            .get_mut(&client)
+            .filter(|session| session.expired.is_none())
+    }
+
+    /// The session of a client registered with a TTL (`None`: no TTL, or not registered).
+    pub fn session(&self, client: ClientId) -> Option<&Session> {
+        self.session_records.get(&client)
+    }
+
+    /// Every session with a TTL, live or expired, in client order.
+    pub fn sessions(&self) -> &BTreeMap<ClientId, Session> {
+        &self.session_records
+    }
+
+    /// Whether an applied expire ended `client`'s session.
+    pub fn session_expired(&self, client: ClientId) -> bool {
+        self.session_records
+            .get(&client)
+            .is_some_and(|session| session.expired.is_some())
+    }
+
+    /// The locks an expire freed that nobody was granted since, with the expire's index.
+    pub fn freed_by_expiry(&self) -> &BTreeMap<LockName, LogIndex> {
+        &self.freed_by_expiry
     }
 
     /// Answers a check from this replica's applied state.
@@ -311,6 +453,16 @@ impl LockTable {
                 "lock table: {lock} is owned by unregistered {}",
                 holder.owner
             );
+            // Pair assertion with `expire`: an expired client holds nothing.
+            assert!(
+                !self.session_expired(holder.owner),
+                "lock table: {lock} is owned by {}, whose session expired",
+                holder.owner
+            );
+            assert!(
+                !self.freed_by_expiry.contains_key(lock),
+                "lock table: held lock {lock} is still listed as freed by expiry"
+            );
         }
         debug_assert_eq!(
             self.locks_digest,
@@ -380,6 +532,7 @@ mod tests {
         Command::Register {
             nonce: 7,
             secret: Some(secret(client)),
+            ttl_ms: None,
         }
     }
 
@@ -640,6 +793,7 @@ mod tests {
         let legacy = Command::Register {
             nonce: 1,
             secret: None,
+            ttl_ms: None,
         };
         assert_eq!(
             table.apply(3, &legacy),

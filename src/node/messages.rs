@@ -242,7 +242,20 @@ pub struct ClientRequest {
 pub enum RequestBody {
     /// First contact: asks the cluster for a client id. `nonce` lets the client recognise the
     /// answer; a retried hello may allocate a second id, which is harmless (it owns nothing).
-    Hello { nonce: u64 },
+    /// `ttl_ms` asks for a session that expires after that long without a renewal (within the
+    /// server's `session_ttl_min..=session_ttl_max`); `None` is a session that never expires.
+    Hello {
+        nonce: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_ms: Option<u64>,
+    },
+    /// Renews the client's session. Costs no log entry in the common case: the leader answers
+    /// it after a heartbeat round confirms it still leads (see `Server`), with `KeptAlive`.
+    Keepalive {
+        client: ClientId,
+        #[serde(default)]
+        secret: Option<ClientSecret>,
+    },
     /// A lock operation by a registered client, which proves who it is with the secret its
     /// welcome gave it. `None` (a request that carries none) is answered `Unauthorized`, as a
     /// wrong one is.
@@ -278,6 +291,12 @@ pub enum ReplyBody {
         secret: ClientSecret,
     },
     Outcome(Outcome),
+    /// The answer to a keepalive: the session lives, and lived when the leader that answered
+    /// was still the leader after it received the keepalive. `ttl_ms` is the session's TTL
+    /// (`None`: the session never expires).
+    KeptAlive {
+        ttl_ms: Option<u64>,
+    },
     Error(ServiceError),
 }
 
@@ -317,6 +336,15 @@ pub enum ServiceError {
     /// applied.
     #[error("seq {seq} was already used by this client for another operation")]
     SeqReused { seq: u64 },
+    /// The client's session expired (a replicated decision: its locks were released). Nothing
+    /// was applied. Never retried with this id: say hello again for a new one.
+    #[error("the session of {client} expired; its locks were released; say hello again")]
+    SessionExpired { client: ClientId },
+    /// The lock was freed by a session's expiry less than the server's `lock_delay` ago, and
+    /// is not granted to anyone until the delay has passed. Nothing was applied. Retry the same
+    /// seq after `retry_after_ms`.
+    #[error("the lock was freed by an expired session; retry after {retry_after_ms} ms")]
+    LockDelayed { retry_after_ms: u64 },
 }
 
 /// A command in the replicated log.
@@ -332,6 +360,9 @@ pub enum Command {
         nonce: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         secret: Option<ClientSecret>,
+        /// The session's TTL; `None` (and every entry from before sessions) never expires.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_ms: Option<u64>,
     },
     Preempt {
         client: ClientId,
@@ -343,6 +374,27 @@ pub enum Command {
         seq: u64,
         lock: LockName,
     },
+    /// The leader decided that `client`'s session expired: applying it releases every lock the
+    /// client holds and refuses the client's later requests (`SessionExpired`). An expire for
+    /// a client that is unknown, has no TTL or has already expired changes nothing.
+    Expire { client: ClientId },
+    /// The leader heard no renewal from these sessions for at least `silent_ms` each (true
+    /// time, converted down for clock drift). Every server notes, in volatile memory, its own
+    /// clock when it appended this entry; a later leader counts such a session's deadline
+    /// from there instead of from its own takeover. See docs/design.md, "Sessions".
+    MarkSilent { sessions: Vec<SilentSession> },
+    /// A renewal of a session marked silent. A leader acknowledges such a renewal only once
+    /// this entry is committed, so that a later leader never trusts a mark an acknowledged
+    /// renewal came after.
+    Revive { client: ClientId },
+}
+
+/// One session in a [`Command::MarkSilent`].
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub struct SilentSession {
+    pub client: ClientId,
+    /// No renewal reached the marking leader for at least this long, in true time.
+    pub silent_ms: u64,
 }
 
 /// One log entry.
@@ -373,6 +425,12 @@ pub enum ApplyResult {
     Rejected {
         rejection: Rejection,
     },
+    /// An expire ended `client`'s session and released `released` locks (their names are in
+    /// the table: `LockTable::expired_session`). Every replica computes the same list.
+    Expired {
+        client: ClientId,
+        released: u32,
+    },
 }
 
 /// Why applying a command refused it. See [`ApplyResult::Rejected`].
@@ -385,6 +443,8 @@ pub enum Rejection {
     SeqReused,
     /// The lock name is empty or longer than [`LOCK_NAME_BYTES_MAX`].
     BadLockName,
+    /// The client's session expired earlier in the log.
+    SessionExpired,
 }
 
 impl Rejection {
@@ -396,6 +456,7 @@ impl Rejection {
             Rejection::BadLockName => ServiceError::BadRequest {
                 reason: format!("the lock name must be 1 to {LOCK_NAME_BYTES_MAX} bytes long"),
             },
+            Rejection::SessionExpired => ServiceError::SessionExpired { client },
         }
     }
 }

@@ -27,6 +27,7 @@ use super::messages::{
 use super::time::Time;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use sessions::{KeepaliveWaiter, SessionState};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +60,16 @@ pub struct ServerConfig {
     /// Simulator only: take rare but legal paths now and then ([`Buggify`]). `None` in every
     /// real deployment.
     pub buggify: Option<Buggify>,
+    /// The shortest and longest session TTL a hello may ask for; outside them it is refused
+    /// `bad_request`, naming the bounds.
+    pub session_ttl_min: Duration,
+    pub session_ttl_max: Duration,
+    /// How long a lock freed by a session's expiry (not by a release) is not granted to
+    /// anyone (Chubby's and Consul's lock-delay). Zero turns it off.
+    pub lock_delay: Duration,
+    /// The bound on every clock's rate error, as a fraction (0.01: each clock runs within 1%
+    /// of true time). Session deadlines are stretched by it and measured silences shrunk.
+    pub max_clock_drift: f64,
 }
 
 /// Perturbations inside the node, in the manner of FoundationDB's BUGGIFY: at each of a few
@@ -96,6 +107,10 @@ impl ServerConfig {
             snapshot_entries_min: None,
             durability_reported: false,
             buggify: None,
+            session_ttl_min: Duration::from_secs(1),
+            session_ttl_max: Duration::from_secs(3_600),
+            lock_delay: Duration::ZERO,
+            max_clock_drift: 0.01,
         }
     }
 }
@@ -208,6 +223,8 @@ enum ReadWaiter {
     /// A preempt of a lock that someone else holds (or will hold once the log's uncommitted
     /// entries apply): refused with a confirmed read instead of a log append.
     Preempt(Refusal),
+    /// A keepalive: acknowledged only by a leader confirmed after it arrived.
+    Keepalive(KeepaliveWaiter),
 }
 
 /// A preempt the leader means to refuse without a log entry. It is answered once leadership
@@ -324,6 +341,9 @@ pub struct Server {
     snapshot: Option<Arc<Snapshot>>,
     next_read_id: u64,
 
+    /// Sessions: deadlines and keepalives (leader), silent-mark receipts (every server).
+    sessions: SessionState,
+
     /// The `now` of the step under way, for the few deep helpers that need it.
     step_time: Time,
     /// Which handler branches this incarnation took, for the explorer's coverage report.
@@ -389,6 +409,15 @@ impl Server {
             config.append_entries_max >= 1,
             "append_entries_max must be positive"
         );
+        assert!(
+            config.session_ttl_min <= config.session_ttl_max,
+            "session TTL range is inverted"
+        );
+        assert!(
+            (0.0..1.0).contains(&config.max_clock_drift),
+            "max_clock_drift {} is not within 0..1",
+            config.max_clock_drift
+        );
         let first_boot = durable.term == 0 && durable.log.last_index() == 0;
         // A snapshot is committed state: start from it rather than from an empty table.
         let (table, commit_index) = match &durable.snapshot {
@@ -453,6 +482,7 @@ impl Server {
             refused: BTreeMap::new(),
             snapshot: durable.snapshot.clone(),
             next_read_id: 1,
+            sessions: SessionState::default(),
             step_time: now,
             coverage: Coverage::default(),
             persist_count: 0,
@@ -505,6 +535,9 @@ impl Server {
             ServerInput::Timer(ServerTimer::Heartbeat) => {
                 if self.role == Role::Leader && self.heartbeat_deadline.is_some_and(|at| now >= at)
                 {
+                    // Session deadlines are checked on the leader's heartbeat, so that they
+                    // fire in every driver without a timer of their own.
+                    self.tick_sessions(now);
                     if self.buggify(Branch::BuggifySkippedHeartbeat) {
                         let at = now + self.config.heartbeat_interval;
                         self.heartbeat_deadline = Some(at);
@@ -850,6 +883,10 @@ impl Server {
             );
             let new_entries = entries[first_new..].to_vec();
             self.log.truncate_and_append(first_index, &new_entries);
+            self.forget_receipts_from(first_index);
+            for (offset, entry) in new_entries.iter().enumerate() {
+                self.note_appended(first_index + offset as LogIndex, &entry.command, now);
+            }
             self.persist(PersistOp::Append {
                 first_index,
                 entries: new_entries,
@@ -920,6 +957,9 @@ impl Server {
                 "{}: snapshot table applied to another index than it claims",
                 self.config.id
             );
+            if self.log.term_at(index) != Some(snapshot.last_included_term) {
+                self.forget_all_receipts();
+            }
             self.log.compact_to(index, snapshot.last_included_term);
             self.table = snapshot.table.clone();
             self.commit_index = index;
@@ -1104,9 +1144,9 @@ impl Server {
                     }
                 }
             }
-            RequestBody::Hello { .. } | RequestBody::Op { .. } => {
-                if let Some(reason) = bad_lock_name(&request) {
-                    self.coverage.hit(Branch::WriteBadLockName);
+            RequestBody::Hello { .. } | RequestBody::Op { .. } | RequestBody::Keepalive { .. } => {
+                if let Some((branch, reason)) = self.request_problem(&request) {
+                    self.coverage.hit(branch);
                     let body = ReplyBody::Error(ServiceError::BadRequest { reason });
                     self.reply(ReplyRoute::Direct(from), request.seq, body);
                 } else if self.role == Role::Leader {
@@ -1164,7 +1204,7 @@ impl Server {
                 ..
             }
         );
-        if let Some(reason) = bad_lock_name(&request) {
+        if let Some((_, reason)) = self.request_problem(&request) {
             let body = ReplyBody::Error(ServiceError::BadRequest { reason });
             self.reply(route, request.seq, body);
         } else if self.role == Role::Leader && is_write {
@@ -1202,7 +1242,7 @@ impl Server {
         );
         let seq = request.seq;
         let (client, secret, op) = match request.body {
-            RequestBody::Hello { nonce } => {
+            RequestBody::Hello { nonce, ttl_ms } => {
                 self.coverage.hit(Branch::ProposeHello);
                 let secret = self.draw_client_secret();
                 self.append_request(
@@ -1211,8 +1251,13 @@ impl Server {
                     Command::Register {
                         nonce,
                         secret: Some(secret),
+                        ttl_ms,
                     },
                 );
+                return;
+            }
+            RequestBody::Keepalive { client, secret } => {
+                self.on_keepalive(now, route, seq, client, secret);
                 return;
             }
             RequestBody::Op { client, secret, op } => (client, secret, op),
@@ -1229,6 +1274,14 @@ impl Server {
             self.reply(route, seq, ReplyBody::Error(error));
             return;
         }
+        if self.table.session_expired(client) {
+            self.coverage.hit(Branch::ProposeSessionExpired);
+            let body = ReplyBody::Error(ServiceError::SessionExpired { client });
+            self.reply(route, seq, body);
+            return;
+        }
+        // Any write renews its client's session on this leader (volatile only).
+        self.renew_session(client, now);
         if let Some((body, index)) = self.settled_answer(client, seq, kind, &lock) {
             self.coverage.hit(Branch::ProposeReplayedAnswer);
             self.reply_at(route, seq, body, index);
@@ -1269,6 +1322,10 @@ impl Server {
                     };
                     self.coverage.hit(Branch::ProposePreemptRefusedByRead);
                     self.start_read(now, ReadWaiter::Preempt(refusal));
+                }
+                Projection::Free if let Some(remaining) = self.lock_delay_remaining(&lock, now) => {
+                    let body = self.lock_delayed(remaining);
+                    self.reply(route, seq, body);
                 }
                 // Free, already its own, or a copy of this very request is in the log (that
                 // copy decides the answer).
@@ -1353,7 +1410,11 @@ impl Server {
                     seq: s,
                     lock: l,
                 } => (*c, *s) == (client, seq) && **l != *lock,
-                Command::Noop | Command::Register { .. } => false,
+                Command::Noop
+                | Command::Register { .. }
+                | Command::Expire { .. }
+                | Command::MarkSilent { .. }
+                | Command::Revive { .. } => false,
             })
     }
 
@@ -1393,6 +1454,12 @@ impl Server {
                 .is_some();
             if !settled {
                 match self.projected_owner(client, seq, lock) {
+                    // Freed by an expiry still in its lock-delay: nobody gets it yet.
+                    Projection::Free
+                        if self.lock_delay_remaining(lock, self.step_time).is_some() =>
+                    {
+                        return;
+                    }
                     Projection::Free => {}
                     // A copy of this request is in the log already: that copy answers it.
                     Projection::InLog(_) | Projection::SeqReused => continue,
@@ -1522,7 +1589,13 @@ impl Server {
                         owner = None;
                     }
                 }
-                Command::Noop | Command::Register { .. } => {}
+                // An unapplied expire leaves the lock looking held: a preempt then waits for a
+                // read, and is decided once the expire is applied (and lock-delay known).
+                Command::Noop
+                | Command::Register { .. }
+                | Command::Expire { .. }
+                | Command::MarkSilent { .. }
+                | Command::Revive { .. } => {}
             }
         }
         owner.map_or(Projection::Free, Projection::Owner)
@@ -1559,6 +1632,12 @@ impl Server {
                 // was appended: that entry's answer is not this request's.
                 self.coverage.hit(Branch::RefusalSeqReused);
                 let body = ReplyBody::Error(ServiceError::SeqReused { seq });
+                self.reply(route, seq, body);
+            }
+            Projection::Free
+                if let Some(remaining) = self.lock_delay_remaining(&lock, self.step_time) =>
+            {
+                let body = self.lock_delayed(remaining);
                 self.reply(route, seq, body);
             }
             Projection::Free => {
@@ -1782,6 +1861,7 @@ impl Server {
             + self.confirmed_reads.len()
             + self.forwarded_reads.len()
             + self.refusals.len()
+            + self.sessions.keepalives.len()
     }
 
     /// Leader: the read index is the commit index, once an entry of this term is committed
@@ -1887,6 +1967,12 @@ impl Server {
                         serve_index: refusal.serve_index.max(batch.read_index),
                         ..refusal
                     }),
+                    ReadWaiter::Keepalive(keepalive) => {
+                        self.sessions.keepalives.push(KeepaliveWaiter {
+                            serve_index: keepalive.serve_index.max(batch.read_index),
+                            ..keepalive
+                        })
+                    }
                 }
             }
         }
@@ -1898,6 +1984,7 @@ impl Server {
         }
         self.serve_confirmed_reads();
         self.serve_refusals();
+        self.serve_keepalives();
     }
 
     fn on_read_index_response(&mut self, id: u64, index: Option<LogIndex>) {
@@ -1950,6 +2037,11 @@ impl Server {
             .table
             .authenticate(credential.client, credential.secret)
         {
+            Ok(()) if self.table.session_expired(credential.client) => {
+                ReplyBody::Error(ServiceError::SessionExpired {
+                    client: credential.client,
+                })
+            }
             Ok(()) => ReplyBody::Outcome(self.table.check(lock)),
             Err(error) => ReplyBody::Error(error),
         };
@@ -1970,6 +2062,11 @@ impl Server {
             ReadWaiter::Preempt(refusal) => self.reply(
                 refusal.route,
                 refusal.seq,
+                ReplyBody::Error(ServiceError::Unavailable),
+            ),
+            ReadWaiter::Keepalive(keepalive) => self.reply(
+                keepalive.route,
+                keepalive.seq,
                 ReplyBody::Error(ServiceError::Unavailable),
             ),
         }
@@ -2072,7 +2169,8 @@ impl Server {
             })
             .collect();
         // Raft §5.4.2: a no-op of the new term lets earlier entries commit and reads start.
-        self.append_as_leader(Command::Noop);
+        let noop_index = self.append_as_leader(Command::Noop);
+        self.sessions_on_leadership(now, noop_index);
         self.election_deadline = now + self.config.election_timeout_min;
         self.set_timer(ServerTimer::Election, self.election_deadline);
         self.advance_commit();
@@ -2128,6 +2226,11 @@ impl Server {
                     .flat_map(|b| b.waiters),
             )
             .chain(std::mem::take(&mut self.next_round_reads))
+            .chain(
+                self.sessions_on_abdication()
+                    .into_iter()
+                    .map(ReadWaiter::Keepalive),
+            )
             .collect();
         for waiter in waiters {
             self.fail_read(waiter);
@@ -2170,6 +2273,7 @@ impl Server {
         };
         self.log
             .truncate_and_append(index, std::slice::from_ref(&entry));
+        self.note_appended(index, &entry.command, self.step_time);
         self.persist(PersistOp::Append {
             first_index: index,
             entries: vec![entry],
@@ -2298,6 +2402,10 @@ impl Server {
             if matches!(result, ApplyResult::Rejected { .. }) {
                 self.coverage.hit(Branch::ApplyRejected);
             }
+            if matches!(result, ApplyResult::Expired { .. }) {
+                self.coverage.hit(Branch::ApplyExpired);
+            }
+            self.on_session_entry_applied(&entry.command, self.step_time);
             let answer = self
                 .pending_replies
                 .remove(&index)
@@ -2315,8 +2423,11 @@ impl Server {
                 }
             }
         }
+        self.maybe_ready_sessions(self.step_time);
         self.serve_confirmed_reads();
         self.serve_refusals();
+        self.serve_keepalives();
+        self.prune_receipts();
         self.maybe_compact();
     }
 
@@ -2333,6 +2444,7 @@ impl Server {
                 Command::Register {
                     nonce,
                     secret: Some(secret),
+                    ..
                 },
                 ApplyResult::Registered { client },
             ) => ReplyBody::Welcome {
@@ -2542,6 +2654,7 @@ impl Server {
             self.pending_read_count() <= self.config.pending_reads_max * 2,
             "{id}: pending reads exceed their bound"
         );
+        self.check_session_invariants();
     }
 }
 
@@ -2576,6 +2689,19 @@ fn is_write(request: &ClientRequest) -> bool {
     matches!(&request.body, RequestBody::Op { op, .. } if op.is_write())
 }
 
+impl Server {
+    /// Why a request breaks a limit the node enforces itself: a lock name's length, a hello's
+    /// TTL outside this server's bounds.
+    /// The coverage branch that names the problem comes with it.
+    fn request_problem(&self, request: &ClientRequest) -> Option<(Branch, String)> {
+        if let RequestBody::Hello { ttl_ms, .. } = &request.body {
+            return sessions::bad_ttl(*ttl_ms, &self.config)
+                .map(|reason| (Branch::HelloBadTtl, reason));
+        }
+        bad_lock_name(request).map(|reason| (Branch::WriteBadLockName, reason))
+    }
+}
+
 /// Why a request's lock name breaks the protocol's limit, if it does. The wire codec refuses
 /// these before they reach a server; this is the node's own guard.
 fn bad_lock_name(request: &ClientRequest) -> Option<String> {
@@ -2594,6 +2720,11 @@ fn bad_lock_name(request: &ClientRequest) -> Option<String> {
         None
     }
 }
+
+#[path = "server_sessions.rs"]
+mod sessions;
+
+pub use sessions::{shrink, stretch};
 
 #[cfg(test)]
 #[path = "server_tests.rs"]

@@ -114,6 +114,7 @@ fn register_and_grant_a(owner: ClientId) -> Vec<Entry> {
             command: Command::Register {
                 nonce: 9,
                 secret: Some(secret_for(owner)),
+                ttl_ms: None,
             },
         },
         Entry { term: 1, command },
@@ -127,6 +128,7 @@ fn disk_with_registered(owner: ClientId) -> DurableState {
     let register = Command::Register {
         nonce: 9,
         secret: Some(secret_for(owner)),
+        ttl_ms: None,
     };
     assert_eq!(
         table.apply(1, &register),
@@ -330,7 +332,10 @@ fn hello(nonce: u64) -> ClientRequest {
         seq: 0,
         seen_index: 0,
         term: 0,
-        body: RequestBody::Hello { nonce },
+        body: RequestBody::Hello {
+            nonce,
+            ttl_ms: None,
+        },
     }
 }
 
@@ -1278,6 +1283,7 @@ fn an_old_term_entry_on_a_majority_commits_only_with_a_current_term_entry() {
         command: Command::Register {
             nonce: 5,
             secret: Some(secret_for(ClientId(1))),
+            ttl_ms: None,
         },
     };
     leader_disk.log.truncate_and_append(2, &[register]);
@@ -2712,3 +2718,6 @@ fn past_the_pending_reads_bound_a_preempt_of_a_held_lock_is_answered_overloaded(
     assert!(persisted(&outputs).is_empty(), "nothing reaches the log");
     assert_eq!(leader.coverage().count(Branch::ProposeOverloaded), 1);
 }
+
+#[path = "session_tests.rs"]
+mod sessions;

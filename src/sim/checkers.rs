@@ -396,6 +396,8 @@ pub struct MutualExclusion {
     refused_by_read: BTreeMap<(ClientId, u64), ClientId>,
     /// Registrations committed so far: client ids 1 to this were issued.
     registered_clients: u64,
+    /// Clients registered with a session TTL, and whether an expire ended the session.
+    sessions: BTreeMap<ClientId, bool>,
 }
 
 impl MutualExclusion {
@@ -419,17 +421,20 @@ impl MutualExclusion {
         let (client, seq, lock, kind) = match command {
             Command::Preempt { client, seq, lock } => (*client, *seq, lock, RequestKind::Preempt),
             Command::Release { client, seq, lock } => (*client, *seq, lock, RequestKind::Release),
-            Command::Register { .. } => {
+            Command::Register { ttl_ms, .. } => {
                 self.registered_clients += 1;
-                let expected = ApplyResult::Registered {
-                    client: ClientId(self.registered_clients),
-                };
+                let client = ClientId(self.registered_clients);
+                if ttl_ms.is_some() {
+                    self.sessions.insert(client, false);
+                }
+                let expected = ApplyResult::Registered { client };
                 if *result != expected {
                     return Err(mismatched_result(now, index, command, result));
                 }
                 return Ok(());
             }
-            Command::Noop => {
+            Command::Expire { client } => return self.check_expire(now, index, *client, result),
+            Command::Noop | Command::MarkSilent { .. } | Command::Revive { .. } => {
                 return check_bookkeeping(now, index, command, result);
             }
         };
@@ -471,7 +476,7 @@ impl MutualExclusion {
                 outcome,
                 duplicate: false,
             } => self.check_fresh(now, &request, outcome),
-            ApplyResult::Nothing | ApplyResult::Registered { .. } => {
+            ApplyResult::Nothing | ApplyResult::Registered { .. } | ApplyResult::Expired { .. } => {
                 Err(mismatched_result(now, index, command, result))
             }
         }
@@ -486,6 +491,9 @@ impl MutualExclusion {
         }
         if request.lock.is_empty() || request.lock.len() > LOCK_NAME_BYTES_MAX {
             return Some(Rejection::BadLockName);
+        }
+        if self.sessions.get(&request.client) == Some(&true) {
+            return Some(Rejection::SessionExpired);
         }
         let first = self.requests.get(&(request.client, request.seq))?;
         // Nothing is newer than seq u64::MAX, which a hostile client may well use.
@@ -681,6 +689,58 @@ impl MutualExclusion {
         Err(Violation::new(MUTUAL_EXCLUSION, now, problem))
     }
 
+    /// An expire of a live session releases every lock the model has its client holding, and
+    /// says how many; an expire of anything else changes nothing.
+    fn check_expire(
+        &mut self,
+        now: Time,
+        index: LogIndex,
+        client: ClientId,
+        result: &ApplyResult,
+    ) -> Result<(), Violation> {
+        if self.sessions.get(&client) != Some(&false) {
+            if *result == ApplyResult::Nothing {
+                return Ok(());
+            }
+            let message = format!(
+                "index {index}: expire of {client}, which has no live session, produced {}",
+                describe_result(result)
+            );
+            return Err(Violation::new(MUTUAL_EXCLUSION, now, message));
+        }
+        self.sessions.insert(client, true);
+        let held: Vec<LockName> = self
+            .holders
+            .iter()
+            .filter(|(_, holder)| holder.owner == client)
+            .map(|(lock, _)| lock.clone())
+            .collect();
+        for lock in &held {
+            let holder = self.holders.remove(lock).expect("collected from the model");
+            if let Some(grant) = self
+                .grants
+                .get_mut(lock)
+                .and_then(|grants| grants.get_mut(&holder.token))
+            {
+                grant.released_at = Some(index);
+            }
+        }
+        let expected = ApplyResult::Expired {
+            client,
+            released: u32::try_from(held.len()).unwrap_or(u32::MAX),
+        };
+        if *result == expected {
+            return Ok(());
+        }
+        let message = format!(
+            "index {index}: expire of {client} produced {}, but the reference model has it \
+             release {} lock(s)",
+            describe_result(result),
+            held.len()
+        );
+        Err(Violation::new(MUTUAL_EXCLUSION, now, message))
+    }
+
     /// A retry answered from the session must get exactly the outcome first committed.
     fn check_duplicate(
         &self,
@@ -856,6 +916,7 @@ fn check_bookkeeping(
 ) -> Result<(), Violation> {
     match (command, result) {
         (Command::Noop, ApplyResult::Nothing) => Ok(()),
+        (Command::MarkSilent { .. } | Command::Revive { .. }, ApplyResult::Nothing) => Ok(()),
         (Command::Register { .. }, ApplyResult::Registered { .. }) => Ok(()),
         _ => Err(mismatched_result(now, index, command, result)),
     }
@@ -973,7 +1034,7 @@ impl RogueIsolation {
     /// Rogue `rogue` sent `request` on `connection`, which no earlier request used.
     pub fn observe_rogue_request(&mut self, rogue: u32, connection: u32, request: &ClientRequest) {
         let entry = match &request.body {
-            RequestBody::Hello { .. } => RogueRequest {
+            RequestBody::Hello { .. } | RequestBody::Keepalive { .. } => RogueRequest {
                 credential: Credential::Hello,
                 client: ClientId(0),
                 seq: request.seq,
@@ -1046,6 +1107,8 @@ impl RogueIsolation {
                 return Err(Violation::new(ROGUE_ISOLATION, now, message));
             }
             (ReplyBody::Outcome(outcome), _) => *outcome,
+            // Rogues send no keepalives; a keepalive answer names no lock.
+            (ReplyBody::KeptAlive { .. }, _) => return Ok(()),
         };
         let request = sent.describe(rogue, connection);
         let answered = describe_outcome(&outcome);
@@ -1129,7 +1192,10 @@ impl RogueIsolation {
                 self.registered_clients += 1;
                 return Ok(());
             }
-            Command::Noop => return Ok(()),
+            Command::Noop
+            | Command::Expire { .. }
+            | Command::MarkSilent { .. }
+            | Command::Revive { .. } => return Ok(()),
             Command::Preempt { client, seq, lock } => (*client, *seq, lock, RequestKind::Preempt),
             Command::Release { client, seq, lock } => (*client, *seq, lock, RequestKind::Release),
         };
@@ -1267,6 +1333,9 @@ fn describe_result(result: &ApplyResult) -> String {
         }
         ApplyResult::Stale => "stale (no effect)".to_string(),
         ApplyResult::Rejected { rejection } => format!("rejected ({rejection:?}, no effect)"),
+        ApplyResult::Expired { client, released } => {
+            format!("expired {client}, releasing {released} lock(s)")
+        }
     }
 }
 
@@ -1276,6 +1345,9 @@ fn describe_command(command: &Command) -> String {
         Command::Register { nonce, .. } => format!("register (nonce {nonce})"),
         Command::Preempt { client, seq, lock } => format!("preempt `{lock}` by {client} seq {seq}"),
         Command::Release { client, seq, lock } => format!("release `{lock}` by {client} seq {seq}"),
+        Command::Expire { client } => format!("expire {client}"),
+        Command::MarkSilent { sessions } => format!("mark {} session(s) silent", sessions.len()),
+        Command::Revive { client } => format!("revive {client}"),
     }
 }
 
@@ -1360,6 +1432,7 @@ mod tests {
             Command::Register {
                 nonce: 1,
                 secret: None,
+                ttl_ms: None,
             },
             ApplyResult::Registered { client: C1 },
         );
@@ -1369,6 +1442,7 @@ mod tests {
             Command::Register {
                 nonce: 2,
                 secret: None,
+                ttl_ms: None,
             },
             ApplyResult::Registered { client: C2 },
         );
@@ -2032,10 +2106,12 @@ mod tests {
             Command::Register {
                 nonce: 1,
                 secret: None,
+                ttl_ms: None,
             },
             Command::Register {
                 nonce: 2,
                 secret: None,
+                ttl_ms: None,
             },
             preempt(C1, 1, "a"),
             preempt(C2, 1, "a"),
@@ -2073,10 +2149,12 @@ mod tests {
             Command::Register {
                 nonce: 1,
                 secret: None,
+                ttl_ms: None,
             },
             Command::Register {
                 nonce: 2,
                 secret: None,
+                ttl_ms: None,
             },
         ];
         for (position, command) in registrations.iter().chain(commands).enumerate() {
@@ -2200,6 +2278,7 @@ mod tests {
             let register = Command::Register {
                 nonce: index,
                 secret: None,
+                ttl_ms: None,
             };
             let registered = ApplyResult::Registered {
                 client: ClientId(index),

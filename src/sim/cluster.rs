@@ -303,7 +303,7 @@ pub enum Restart {
 
 struct ClientSlot {
     node: Client,
-    timers: [Option<Deadline>; 2],
+    timers: [Option<Deadline>; 4],
     clock: NodeClock,
     pause: Pause,
     /// The operation each running tag performs and its seq, to feed acknowledgements to the
@@ -366,6 +366,8 @@ fn client_timer_slot(timer: ClientTimer) -> usize {
     match timer {
         ClientTimer::Retry => 0,
         ClientTimer::OperationTimeout => 1,
+        ClientTimer::Keepalive => 2,
+        ClientTimer::LeaseEnd => 3,
     }
 }
 
@@ -435,7 +437,7 @@ impl Cluster {
                 let seed = streams.seed_for(Stream::Client(number));
                 ClientSlot {
                     node: Client::new(config, seed),
-                    timers: [None; 2],
+                    timers: [None; 4],
                     clock: clocks.next().expect("a clock per client"),
                     pause: Pause::default(),
                     running: None,
@@ -672,7 +674,7 @@ impl Cluster {
                     .isolation
                     .observe_rogue_welcome(number, *client, *secret);
             }
-            ReplyBody::Outcome(_) => rogues.stats.outcomes += 1,
+            ReplyBody::Outcome(_) | ReplyBody::KeptAlive { .. } => rogues.stats.outcomes += 1,
             ReplyBody::Error(_) => rogues.stats.errors += 1,
         }
         rogues.rogues[(number - 1) as usize].on_reply(&reply);
@@ -913,6 +915,8 @@ impl Cluster {
         let name = match timer {
             ClientTimer::Retry => "retry",
             ClientTimer::OperationTimeout => "operation_timeout",
+            ClientTimer::Keepalive => "keepalive",
+            ClientTimer::LeaseEnd => "lease_end",
         };
         let event = TraceEvent::Timer {
             node: Endpoint::Client(client),
@@ -977,7 +981,12 @@ impl Cluster {
                 }
             }
             Endpoint::Client(number) => {
-                for timer in [ClientTimer::Retry, ClientTimer::OperationTimeout] {
+                for timer in [
+                    ClientTimer::Retry,
+                    ClientTimer::OperationTimeout,
+                    ClientTimer::Keepalive,
+                    ClientTimer::LeaseEnd,
+                ] {
                     let slot = &self.clients[(number - 1) as usize];
                     if slot.timers[client_timer_slot(timer)].is_some_and(|armed| armed.at <= now) {
                         self.fire_client_timer(number, timer)?;
@@ -1057,7 +1066,12 @@ impl Cluster {
             Endpoint::Client(number) => {
                 let slot = &mut self.clients[(number - 1) as usize];
                 slot.clock.set_rate(now, rate_ppb);
-                for timer in [ClientTimer::Retry, ClientTimer::OperationTimeout] {
+                for timer in [
+                    ClientTimer::Retry,
+                    ClientTimer::OperationTimeout,
+                    ClientTimer::Keepalive,
+                    ClientTimer::LeaseEnd,
+                ] {
                     let slot = &mut self.clients[(number - 1) as usize];
                     let Some(armed) = slot.timers[client_timer_slot(timer)].as_mut() else {
                         continue;
@@ -1617,6 +1631,10 @@ impl Cluster {
                         index,
                     });
                 }
+                // Sessions are not configured in the simulator yet: these never occur there.
+                ClientOutput::LeaseRenewed { .. }
+                | ClientOutput::Jeopardy { .. }
+                | ClientOutput::Expired { .. } => {}
             }
         }
         Ok(())

@@ -264,7 +264,7 @@ impl Rogue {
             ReplyBody::Outcome(Outcome::HeldBy { owner } | Outcome::Owner { owner, .. }) => {
                 self.client_id_seen = self.client_id_seen.max(owner.0);
             }
-            ReplyBody::Outcome(_) | ReplyBody::Error(_) => {}
+            ReplyBody::Outcome(_) | ReplyBody::KeptAlive { .. } | ReplyBody::Error(_) => {}
         }
     }
 
@@ -327,7 +327,13 @@ impl Rogue {
             self.hello_nonces.push(nonce);
         }
         let seq = self.rng_seq();
-        self.request(seq, RequestBody::Hello { nonce })
+        self.request(
+            seq,
+            RequestBody::Hello {
+                nonce,
+                ttl_ms: None,
+            },
+        )
     }
 
     fn unknown_id(&mut self) -> Option<ClientRequest> {

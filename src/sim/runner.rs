@@ -574,6 +574,7 @@ impl Runner<'_> {
             Err(ClientError::TimedOut) => "unknown".into(),
             Err(ClientError::QueueFull) => "refused by the client (queue full)".into(),
             Err(ClientError::Refused(refused)) => format!("refused for good ({refused})"),
+            Err(ClientError::LeaseExpired) => "unknown (the client's lease ran out)".into(),
         }
     }
 

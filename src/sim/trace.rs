@@ -313,6 +313,7 @@ mod tests {
         let register = Command::Register {
             nonce: 1,
             secret: Some(secret),
+            ttl_ms: None,
         };
         let mut table = LockTable::new();
         let _ = table.apply(1, &register);

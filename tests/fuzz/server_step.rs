@@ -251,7 +251,7 @@ impl Cluster {
         }
         let holder = match &outstanding.request.body {
             RequestBody::Op { op, .. } => self.servers[&from].lock_table().holder(op.lock()),
-            RequestBody::Hello { .. } => None,
+            RequestBody::Hello { .. } | RequestBody::Keepalive { .. } => None,
         };
         outstanding.answer = Some((reply, from, holder));
         Ok(())
@@ -306,7 +306,11 @@ impl Cluster {
                 Command::Release { client, seq, lock } => self
                     .honest_id(*client)
                     .is_some_and(|honest| honest.sent(*seq, WriteKind::Release, lock)),
-                Command::Noop | Command::Register { .. } => false,
+                Command::Noop
+                | Command::Register { .. }
+                | Command::Expire { .. }
+                | Command::MarkSilent { .. }
+                | Command::Revive { .. } => false,
             };
             if !by_its_client {
                 return Err(format!(
@@ -523,6 +527,7 @@ impl Cluster {
                 term: cluster.term(),
                 body: RequestBody::Hello {
                     nonce: cluster.next_nonce,
+                    ttl_ms: None,
                 },
             };
             let reply = cluster.ask(client, leader, request.clone())?;
@@ -617,6 +622,7 @@ fn hostile_request(cluster: &Cluster, script: &mut Script<'_>) -> ClientRequest 
             term,
             body: RequestBody::Hello {
                 nonce: script.u64(),
+                ttl_ms: None,
             },
         };
     }

@@ -301,7 +301,7 @@ fn record_reply(metrics: &ServerMetrics, times: &SharedTimes, reply: &ClientRepl
     match &reply.body {
         ReplyBody::Outcome(outcome) => metrics.record_outcome(outcome),
         ReplyBody::Error(error) => metrics.record_refusal(Refusal::of_service_error(error)),
-        ReplyBody::Welcome { .. } => {}
+        ReplyBody::Welcome { .. } | ReplyBody::KeptAlive { .. } => {}
     }
     if let Some((kind, read_at)) = lock_times(times).take(reply.seq) {
         metrics.record_request(kind, read_at.elapsed());

@@ -55,6 +55,57 @@ pub struct ServerProcessConfig {
     pub tls: Option<ServerTls>,
     /// Where to serve Prometheus metrics over HTTP (`GET /metrics`); `None` serves none.
     pub metrics: Option<SocketAddr>,
+    /// Session settings, checked.
+    pub sessions: SessionSettings,
+}
+
+/// The server's session settings (docs/design.md, "Sessions and leases").
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub struct SessionSettings {
+    /// The TTLs a hello may ask for.
+    pub ttl_min: Duration,
+    pub ttl_max: Duration,
+    /// How long a lock freed by an expiry is granted to nobody.
+    pub lock_delay: Duration,
+    /// The clock drift bound, in parts per million (10,000 is 1%).
+    pub max_clock_drift_ppm: u32,
+}
+
+impl Default for SessionSettings {
+    fn default() -> SessionSettings {
+        SessionSettings {
+            ttl_min: Duration::from_secs(1),
+            ttl_max: Duration::from_secs(3_600),
+            lock_delay: Duration::ZERO,
+            max_clock_drift_ppm: 10_000,
+        }
+    }
+}
+
+impl SessionSettings {
+    /// Sets them on a node configuration.
+    pub fn apply_to(&self, config: &mut crate::node::ServerConfig) {
+        config.session_ttl_min = self.ttl_min;
+        config.session_ttl_max = self.ttl_max;
+        config.lock_delay = self.lock_delay;
+        config.max_clock_drift = f64::from(self.max_clock_drift_ppm) / 1_000_000.0;
+    }
+}
+
+/// Reads a drift bound written as a fraction (`0.01`) or a percentage (`1%`), below 10%.
+pub fn parse_clock_drift(text: &str) -> Result<u32, String> {
+    let bad = || format!("{text:?} is not a drift bound (a fraction like 0.01, or 1%)");
+    let trimmed = text.trim();
+    let fraction = match trimmed.strip_suffix('%') {
+        Some(percent) => percent.trim().parse::<f64>().map_err(|_| bad())? / 100.0,
+        None => trimmed.parse::<f64>().map_err(|_| bad())?,
+    };
+    if !(0.0..0.1).contains(&fraction) {
+        return Err(format!(
+            "{text:?}: the drift bound must be at least 0 and below 0.1 (10%)"
+        ));
+    }
+    Ok((fraction * 1_000_000.0).round() as u32)
 }
 
 /// A cluster secret read from its file.
@@ -156,6 +207,11 @@ pub struct ConfigOverrides {
     pub tls_key: Option<PathBuf>,
     pub tls_ca: Option<PathBuf>,
     pub metrics: Option<SocketAddr>,
+    pub session_ttl_min: Option<Duration>,
+    pub session_ttl_max: Option<Duration>,
+    pub lock_delay: Option<Duration>,
+    /// Parts per million, from [`parse_clock_drift`].
+    pub max_clock_drift_ppm: Option<u32>,
 }
 
 /// A configuration problem: where, and what.
@@ -251,6 +307,14 @@ pub fn parse_metrics_address(text: &str) -> Result<SocketAddr, String> {
              will not do)"
         )
     })
+}
+
+/// Like [`parse_duration`], and zero (`0`, `0s`, `0ms`) too: for a delay that may be off.
+pub fn parse_delay(text: &str) -> Result<Duration, String> {
+    match text.trim() {
+        "0" | "0s" | "0ms" | "0m" => Ok(Duration::ZERO),
+        _ => parse_duration(text),
+    }
 }
 
 /// `300s`, `1500ms`, `5m`.
@@ -471,6 +535,7 @@ fn combine(
         None => None,
     };
     let tls = load_tls(tls_cert, tls_key, tls_ca)?;
+    let sessions = resolve_sessions(overrides)?;
     let config = ServerProcessConfig {
         id,
         listen,
@@ -482,6 +547,7 @@ fn combine(
         cluster_secret,
         tls,
         metrics,
+        sessions,
     };
     assert!(
         !config.peers.contains_key(&config.id),
@@ -492,6 +558,32 @@ fn combine(
         "config: zero idle timeout"
     );
     Ok(config)
+}
+
+/// The session flags over their defaults; the TTL range must not be empty.
+fn resolve_sessions(overrides: &ConfigOverrides) -> Result<SessionSettings, ConfigError> {
+    let defaults = SessionSettings::default();
+    let settings = SessionSettings {
+        ttl_min: overrides.session_ttl_min.unwrap_or(defaults.ttl_min),
+        ttl_max: overrides.session_ttl_max.unwrap_or(defaults.ttl_max),
+        lock_delay: overrides.lock_delay.unwrap_or(defaults.lock_delay),
+        max_clock_drift_ppm: overrides
+            .max_clock_drift_ppm
+            .unwrap_or(defaults.max_clock_drift_ppm),
+    };
+    if settings.ttl_min.is_zero() {
+        return Err(error("--session-ttl-min", "must be above 0"));
+    }
+    if settings.ttl_min > settings.ttl_max {
+        return Err(error(
+            "--session-ttl-min",
+            format!(
+                "{:?} is above --session-ttl-max {:?}",
+                settings.ttl_min, settings.ttl_max
+            ),
+        ));
+    }
+    Ok(settings)
 }
 
 #[cfg(test)]

@@ -246,6 +246,7 @@ impl RunningServer {
         warn_about_peer_authentication(&config);
         let mut node_config = ServerConfig::new(config.id, config.servers());
         node_config.snapshot_entries_min = config.snapshot_entries_min;
+        config.sessions.apply_to(&mut node_config);
         // The log thread writes in the background and reports what is durable.
         node_config.durability_reported = true;
         let peer_timing = peer::PeerTiming::for_heartbeat(node_config.heartbeat_interval);
@@ -647,6 +648,7 @@ mod tests {
             cluster_secret: None,
             tls: None,
             metrics: None,
+            sessions: Default::default(),
         }
     }
 
