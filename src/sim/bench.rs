@@ -89,6 +89,7 @@ impl BenchOptions {
             disk: crate::sim::disk::DiskFaults::default(),
             buggify: None,
             clock_drift: None,
+            sessions: None,
             timing: Timing::default(),
             events: Vec::new(),
             workload: Some(WorkloadSpec {

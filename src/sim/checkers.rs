@@ -401,6 +401,15 @@ pub struct MutualExclusion {
 }
 
 impl MutualExclusion {
+    /// The locks the reference model has `client` holding now, in name order.
+    pub fn locks_held_by(&self, client: ClientId) -> Vec<LockName> {
+        self.holders
+            .iter()
+            .filter(|(_, holder)| holder.owner == client)
+            .map(|(lock, _)| lock.clone())
+            .collect()
+    }
+
     pub fn new() -> MutualExclusion {
         MutualExclusion::default()
     }

@@ -145,6 +145,10 @@ pub struct ClusterSpec {
     pub clock_drift: Option<f64>,
     /// Checkers whose violations the scenario expects: recorded, and the run goes on.
     pub expected_violations: BTreeSet<&'static str>,
+    /// Every client's session TTL (`sessions.ttl`); `None`: sessions never expire.
+    pub session_ttl: Option<Duration>,
+    /// Every server's lock-delay (`sessions.lock_delay`).
+    pub lock_delay: Duration,
 }
 
 /// Client addresses of rogue requests have this bit set, the rogue number in bits 32..63 and
@@ -209,6 +213,11 @@ pub enum ClientEvent {
         tag: u64,
         seq: u64,
     },
+    /// The client stopped believing in its session (its lease ran out, or a server said
+    /// `session_expired`): it believes it holds nothing any more.
+    SessionLost {
+        client: u32,
+    },
     Completed {
         client: u32,
         tag: u64,
@@ -272,6 +281,8 @@ enum Held {
     /// A write to the fenced resource that a paused client was about to send: it leaves when
     /// the client wakes, with the token it held before it slept.
     Write { lock: LockName, token: LogIndex },
+    /// A keepalive the scenario asked a paused client for.
+    Keepalive,
     /// An operation the application handed a paused client.
     Invoke {
         tag: u64,
@@ -342,12 +353,16 @@ pub struct Cluster {
     disk_rng: ChaCha8Rng,
     /// BUGGIFY's chance per decision point in every server incarnation; `None`: off.
     buggify: Option<f64>,
+    session_ttl: Option<Duration>,
     /// Faults the cluster applied on its own (a crash inside a step firing, what a recovery
     /// repaired or refused), for the runner's fault list. Already in the trace.
     fault_notes: Vec<(Time, String)>,
     /// The protocol branches taken by server incarnations that are gone (crashed); see
     /// [`Cluster::coverage`].
     coverage_of_the_gone: Coverage,
+    /// Sessions the cluster expired, as first committed: when, whose, and the locks each
+    /// expiry freed (by the reference model), for the history.
+    pub expiries: Vec<(Time, ClientId, Vec<LockName>)>,
     /// What the locks protect, and the checker that judges it.
     pub resource: FencedResource,
     fenced_writes: FencedWrites,
@@ -414,6 +429,11 @@ impl Cluster {
                 config.initial_leader = spec.initial_leader;
                 config.append_entries_max = spec.append_batch;
                 config.snapshot_entries_min = spec.snapshot_entries;
+                config.lock_delay = spec.lock_delay;
+                // The drift bound the protocol allows for is the one the scenario states.
+                if let Some(drift) = spec.clock_drift {
+                    config.max_clock_drift = drift;
+                }
                 ServerSlot {
                     config,
                     node: None,
@@ -434,6 +454,10 @@ impl Cluster {
                 config.operation_timeout = spec.client_timeout;
                 config.retry_interval = spec.client_retry;
                 config.error_backoff = (spec.client_retry / 5).max(Duration::from_millis(1));
+                config.session_ttl = spec.session_ttl;
+                if let Some(drift) = spec.clock_drift {
+                    config.max_clock_drift = drift;
+                }
                 let seed = streams.seed_for(Stream::Client(number));
                 ClientSlot {
                     node: Client::new(config, seed),
@@ -491,6 +515,8 @@ impl Cluster {
             fault_notes: Vec::new(),
             coverage_of_the_gone: Coverage::default(),
             buggify: spec.buggify,
+            session_ttl: spec.session_ttl,
+            expiries: Vec::new(),
             resource: FencedResource::default(),
             fenced_writes: FencedWrites::default(),
             resource_rng,
@@ -1009,6 +1035,12 @@ impl Cluster {
                     };
                     self.write_resource(client, lock, token)?;
                 }
+                Held::Keepalive => {
+                    let Endpoint::Client(client) = node else {
+                        unreachable!("clients keep their sessions alive")
+                    };
+                    self.keepalive(client)?;
+                }
                 Held::Invoke { tag, op, timeout } => {
                     let Endpoint::Client(client) = node else {
                         unreachable!("operations are handed to clients")
@@ -1149,10 +1181,21 @@ impl Cluster {
         }
     }
 
-    /// Whether client `client` believes, now and by its own clock, that its session lives.
-    /// Without sessions every client believes so for ever.
-    pub fn client_believes_in_session(&self, _client: u32) -> bool {
-        true
+    /// Whether client `client` believes, now and by its own clock and its lease rule, that
+    /// its session lives. Without a session TTL every client believes so for ever.
+    pub fn client_believes_in_session(&self, client: u32) -> bool {
+        let slot = &self.clients[(client - 1) as usize];
+        self.session_ttl.is_none() || slot.node.believes_session_alive(self.client_now(client))
+    }
+
+    /// Client `client` renews its session now, besides the renewals it sends on its own; a
+    /// paused client does so when it wakes.
+    pub fn keepalive(&mut self, client: u32) -> Result<(), QueueFull> {
+        if self.is_paused(Endpoint::Client(client)) {
+            self.hold(Endpoint::Client(client), Held::Keepalive);
+            return Ok(());
+        }
+        self.step_client(client, ClientInput::Timer(ClientTimer::Keepalive))
     }
 
     /// What server `number`'s own clock reads now.
@@ -1504,6 +1547,10 @@ impl Cluster {
             .observe_applied(now, id, log_index, entry, result)
         {
             Ok(true) => {
+                if let crate::node::Command::Expire { client } = &entry.command {
+                    let freed = self.mutual_exclusion.locks_held_by(*client);
+                    self.expiries.push((now, *client, freed));
+                }
                 self.count_check(checkers::MUTUAL_EXCLUSION);
                 if let Err(violation) =
                     self.mutual_exclusion
@@ -1632,9 +1679,10 @@ impl Cluster {
                     });
                 }
                 // Sessions are not configured in the simulator yet: these never occur there.
-                ClientOutput::LeaseRenewed { .. }
-                | ClientOutput::Jeopardy { .. }
-                | ClientOutput::Expired { .. } => {}
+                ClientOutput::LeaseRenewed { .. } | ClientOutput::Jeopardy { .. } => {}
+                ClientOutput::Expired { .. } => {
+                    self.client_events.push(ClientEvent::SessionLost { client });
+                }
             }
         }
         Ok(())

@@ -7,6 +7,7 @@
 //! {"client":"c1","op":"preempt","lock":"a","call":1000000,"return":4200000,"result":"granted","token":12}
 //! {"client":"c2","op":"check","lock":"a","consistency":"linearizable","call":6000000,"return":7100000,"result":"owner","owner":"c1","token":12}
 //! {"client":"c1","op":"release","lock":"a","call":8000000,"return":null,"result":"unknown"}
+//! {"client":"c1","op":"expire","lock":"a","call":9100000,"return":9100000,"result":"expired"}
 //! ```
 //!
 //! `"return": null` with `"result": "unknown"` marks an operation whose outcome the client never
@@ -33,6 +34,9 @@ pub enum HistoryOpKind {
     Preempt,
     Release,
     Check,
+    /// Not a client's call: the cluster expired the session of `client`, freeing `lock` if that
+    /// session held it. Its `call` and `return` bound when the expiry took effect.
+    Expire,
 }
 
 impl HistoryOpKind {
@@ -41,6 +45,7 @@ impl HistoryOpKind {
             HistoryOpKind::Preempt => "preempt",
             HistoryOpKind::Release => "release",
             HistoryOpKind::Check => "check",
+            HistoryOpKind::Expire => "expire",
         }
     }
 
@@ -49,6 +54,7 @@ impl HistoryOpKind {
             "preempt" => Some(HistoryOpKind::Preempt),
             "release" => Some(HistoryOpKind::Release),
             "check" => Some(HistoryOpKind::Check),
+            "expire" => Some(HistoryOpKind::Expire),
             _ => None,
         }
     }
@@ -71,6 +77,8 @@ pub enum HistoryResult {
     Owner { owner: u32, token: Option<u64> },
     /// The client never learned the result: the operation may or may not have taken effect.
     Unknown,
+    /// Expire: the session ended; the lock is free if that session held it.
+    Expired,
 }
 
 impl HistoryResult {
@@ -83,6 +91,7 @@ impl HistoryResult {
             HistoryResult::Free => "free",
             HistoryResult::Owner { .. } => "owner",
             HistoryResult::Unknown => "unknown",
+            HistoryResult::Expired => "expired",
         }
     }
 
@@ -94,7 +103,9 @@ impl HistoryResult {
             }
             HistoryResult::Released | HistoryResult::NotOwner => kind == HistoryOpKind::Release,
             HistoryResult::Free | HistoryResult::Owner { .. } => kind == HistoryOpKind::Check,
-            HistoryResult::Unknown => true,
+            HistoryResult::Expired => kind == HistoryOpKind::Expire,
+            // The cluster decided an expiry: it is never unknown.
+            HistoryResult::Unknown => kind != HistoryOpKind::Expire,
         }
     }
 }
@@ -219,7 +230,7 @@ impl HistoryOp {
         }
         match (self.op, self.consistency) {
             (HistoryOpKind::Check, None) => return Err(HistoryProblem::MissingConsistency),
-            (HistoryOpKind::Preempt | HistoryOpKind::Release, Some(_)) => {
+            (HistoryOpKind::Preempt | HistoryOpKind::Release | HistoryOpKind::Expire, Some(_)) => {
                 return Err(HistoryProblem::ConsistencyOnNonCheck(self.op.name()));
             }
             _ => {}
@@ -323,11 +334,11 @@ pub enum HistoryProblem {
     /// Writing only: owner numbers start at 1.
     #[error("field `owner`: `{0}` is not a client (numbers start at 1)")]
     BadOwner(String),
-    #[error("field `op`: unknown op `{0}` (expected preempt, release or check)")]
+    #[error("field `op`: unknown op `{0}` (expected preempt, release, check or expire)")]
     UnknownOp(String),
     #[error(
         "field `result`: unknown result `{0}` (expected granted, held_by, released, not_owner, \
-         free, owner or unknown)"
+         free, owner, expired or unknown)"
     )]
     UnknownResult(String),
     #[error("field `consistency`: unknown consistency `{0}` (expected local or linearizable)")]
@@ -671,6 +682,7 @@ fn parse_result(
         "free" => ("free", false, false),
         "owner" => ("owner", true, true),
         "unknown" => ("unknown", false, false),
+        "expired" => ("expired", false, false),
         other => return Err(HistoryProblem::UnknownResult(other.into())),
     };
     if owner.is_some() && !takes_owner {
@@ -704,6 +716,7 @@ fn parse_result(
         ("released", ..) => HistoryResult::Released,
         ("not_owner", ..) => HistoryResult::NotOwner,
         ("free", ..) => HistoryResult::Free,
+        ("expired", ..) => HistoryResult::Expired,
         _ => HistoryResult::Unknown,
     })
 }
@@ -735,7 +748,26 @@ mod tests {
 {"client":"c2","op":"check","lock":"a","consistency":"linearizable","call":6000000,"return":7100000,"result":"owner","owner":"c1","token":12}
 {"client":"c3","op":"check","lock":"a","consistency":"local","call":6100000,"return":6300000,"result":"free"}
 {"client":"c1","op":"release","lock":"a","call":8000000,"return":null,"result":"unknown"}
+{"client":"c1","op":"expire","lock":"a","call":9100000,"return":9100000,"result":"expired"}
 "#;
+
+    #[test]
+    fn an_expiry_is_never_unknown_and_only_an_expire_is_expired() {
+        let unknown = problem_of(
+            r#"{"client":"c1","op":"expire","lock":"a","call":1,"return":null,"result":"unknown"}"#,
+        );
+        assert!(
+            matches!(unknown, HistoryProblem::ResultDoesNotFitOp { .. }),
+            "{unknown}"
+        );
+        let misplaced = problem_of(
+            r#"{"client":"c1","op":"release","lock":"a","call":1,"return":2,"result":"expired"}"#,
+        );
+        assert!(
+            matches!(misplaced, HistoryProblem::ResultDoesNotFitOp { .. }),
+            "{misplaced}"
+        );
+    }
 
     fn problem_of(line: &str) -> HistoryProblem {
         match read_jsonl(line) {
@@ -750,8 +782,9 @@ mod tests {
     #[test]
     fn the_example_reads_and_writes_back_byte_for_byte() {
         let ops = read_jsonl(EXAMPLE).expect("the example reads");
-        assert_eq!(ops.len(), 5);
+        assert_eq!(ops.len(), 6);
         assert_eq!(ops[0].result, HistoryResult::Granted { token: 12 });
+        assert_eq!(ops[5].op, HistoryOpKind::Expire);
         assert_eq!(
             ops[2].result,
             HistoryResult::Owner {
@@ -783,12 +816,12 @@ mod tests {
     fn bad_lines_name_their_line_and_problem() {
         let text = format!("{EXAMPLE}\n{{\"client\":\"c1\"");
         let error = read_jsonl(&text).expect_err("a truncated line");
-        assert_eq!(error.line, 7, "the blank line 6 is skipped but counted");
+        assert_eq!(error.line, 8, "the blank line 7 is skipped but counted");
         assert!(
             matches!(error.problem, HistoryProblem::BadJson(_)),
             "{error}"
         );
-        assert!(error.to_string().starts_with("line 7: not JSON"), "{error}");
+        assert!(error.to_string().starts_with("line 8: not JSON"), "{error}");
     }
 
     /// A line by c1 on lock `a` with the given op, result, times and extra fields.

@@ -473,6 +473,9 @@ impl LockState {
                 token_next_min: self.token_next_min + 1,
             }),
             (Action::MaybeRelease, Some(hold)) if hold.owner == client => Some(free),
+            // An expiry frees what the expired session held, and nothing else.
+            (Action::Expire, Some(hold)) if hold.owner == client => Some(free),
+            (Action::Expire, _) => Some(self),
             (Action::MaybePreempt | Action::MaybeRelease, _) => Some(self),
             (
                 Action::Grant { .. }
@@ -506,6 +509,8 @@ enum Action {
     MaybePreempt,
     /// A release that may or may not have taken effect.
     MaybeRelease,
+    /// The cluster expired the client's session.
+    Expire,
 }
 
 impl Action {
@@ -524,6 +529,7 @@ impl Action {
             (HistoryOpKind::Check, HistoryResult::Owner { owner, token }) => {
                 Some(Action::SeeOwner { owner, token })
             }
+            (HistoryOpKind::Expire, HistoryResult::Expired) => Some(Action::Expire),
             (_, HistoryResult::Unknown) => None,
             (kind, result) => unreachable!("validated: {} never answers {kind:?}", result.name()),
         }
@@ -536,6 +542,7 @@ impl Action {
             HistoryOpKind::Preempt => Some(Action::MaybePreempt),
             HistoryOpKind::Release => Some(Action::MaybeRelease),
             HistoryOpKind::Check => None,
+            HistoryOpKind::Expire => unreachable!("validated: an expiry is never unknown"),
         }
     }
 }
@@ -2087,6 +2094,11 @@ fn synthetic_apply(
             owner,
             token: Some(token),
         },
+        (HistoryOpKind::Expire, Some((owner, _))) if owner == op.client => {
+            *entry = None;
+            HistoryResult::Expired
+        }
+        (HistoryOpKind::Expire, _) => HistoryResult::Expired,
     }
 }
 
@@ -2107,6 +2119,67 @@ pub fn bench(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn expiry_story(expire_at_ns: u64) -> Vec<HistoryOp> {
+        let op = |client, kind, call_ns, return_ns, result| HistoryOp {
+            client,
+            op: kind,
+            lock: "a".into(),
+            consistency: None,
+            call_ns,
+            return_ns: Some(return_ns),
+            result,
+            index: None,
+        };
+        vec![
+            op(
+                1,
+                HistoryOpKind::Preempt,
+                0,
+                10,
+                HistoryResult::Granted { token: 1 },
+            ),
+            op(
+                2,
+                HistoryOpKind::Preempt,
+                20,
+                30,
+                HistoryResult::Granted { token: 5 },
+            ),
+            op(
+                1,
+                HistoryOpKind::Expire,
+                expire_at_ns,
+                expire_at_ns,
+                HistoryResult::Expired,
+            ),
+        ]
+    }
+
+    #[test]
+    fn an_expiry_frees_the_expired_sessions_lock_so_the_next_grant_is_explained() {
+        let report = check_history(&expiry_story(15));
+        assert!(report.violations.is_empty(), "{:?}", report.violations);
+    }
+
+    #[test]
+    fn a_grant_before_the_expiry_that_freed_the_lock_is_caught() {
+        let report = check_history(&expiry_story(40));
+        assert_eq!(
+            report.violations.len(),
+            1,
+            "c2 was granted a while c1 held it"
+        );
+    }
+
+    #[test]
+    fn an_expiry_of_a_session_that_holds_nothing_changes_nothing() {
+        let free = state(None, 5);
+        let held = state(Some((1, 4)), 5);
+        assert_eq!(free.step(1, Action::Expire), Some(free));
+        assert_eq!(held.step(2, Action::Expire), Some(held));
+        assert_eq!(held.step(1, Action::Expire), Some(state(None, 5)));
+    }
 
     fn state(owner: Option<(u32, u64)>, token_next_min: u128) -> LockState {
         LockState {
@@ -2437,6 +2510,7 @@ mod tests {
                         owner,
                         token: Some(token),
                     },
+                    (HistoryOpKind::Expire, _) => unreachable!("not drawn"),
                 };
                 let return_ns =
                     (result != HistoryResult::Unknown).then(|| call_ns + rng.random_range(0..8));

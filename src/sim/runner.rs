@@ -27,7 +27,7 @@ use super::trace::{self, Recorder, TraceEvent};
 use super::workload::WorkloadClient;
 use crate::net::Endpoint;
 use crate::node::{
-    ClientError, Consistency, LockName, LogIndex, Operation, Outcome, ServerId, Time,
+    ClientError, Consistency, LockName, LogIndex, Operation, Outcome, Refused, ServerId, Time,
 };
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -130,6 +130,10 @@ pub fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, RunErr
         disk: scenario.disk,
         buggify: scenario.buggify,
         clock_drift: scenario.clock_drift,
+        session_ttl: scenario.sessions.map(|sessions| sessions.ttl),
+        lock_delay: scenario
+            .sessions
+            .map_or(Duration::ZERO, |sessions| sessions.lock_delay),
         expected_violations: scenario.expect_violations.clone(),
     };
     let mut recorder = Recorder::new(options.trace);
@@ -288,6 +292,7 @@ impl Runner<'_> {
                 };
                 self.invoke(*client, operation, source, *timeout)?;
             }
+            Action::Keepalive { client } => self.cluster.keepalive(*client)?,
             Action::Crash(target) => self.crash(*target),
             Action::CrashInStep {
                 server,
@@ -455,8 +460,10 @@ impl Runner<'_> {
             .expect("a workload client");
         // Work under the lock: before its next operation, the client writes to the fenced
         // resource under every lock it believes it holds, with that grant's token.
+        let believes = self.cluster.client_believes_in_session(client);
         let held: Vec<(LockName, LogIndex)> = self.workload[position]
             .held()
+            .filter(|_| believes)
             .map(|(lock, token)| (lock.clone(), token))
             .collect();
         for (lock, token) in held {
@@ -495,6 +502,12 @@ impl Runner<'_> {
                 // A client that sends a release has let go of the lock, whatever the answer.
                 if let Operation::Release { lock } = &record.op {
                     self.lease_safety.forget(client, lock);
+                }
+            }
+            ClientEvent::SessionLost { client } => {
+                self.lease_safety.forget_client(client);
+                if let Some(workload) = self.workload.iter_mut().find(|w| w.client == client) {
+                    workload.forget_all();
                 }
             }
             ClientEvent::Completed {
@@ -754,7 +767,36 @@ impl Runner<'_> {
                     index: record.index.filter(|_| return_ns.is_some()),
                 })
             })
+            .chain(self.expiry_history(number))
             .collect()
+    }
+
+    /// One `expire` operation per lock each expiry freed, at the instant it was first applied
+    /// (its commit is no later; every operation that could see it came after). No index: the
+    /// client did not see it.
+    fn expiry_history(
+        &self,
+        number: impl Fn(crate::node::ClientId) -> u32,
+    ) -> impl Iterator<Item = HistoryOp> + '_ {
+        let ops: Vec<HistoryOp> = self
+            .cluster
+            .expiries
+            .iter()
+            .flat_map(|(at, client, freed)| {
+                let client = number(*client);
+                freed.iter().map(move |lock| HistoryOp {
+                    client,
+                    op: HistoryOpKind::Expire,
+                    lock: lock.to_string(),
+                    consistency: None,
+                    call_ns: at.as_nanos(),
+                    return_ns: Some(at.as_nanos()),
+                    result: HistoryResult::Expired,
+                    index: None,
+                })
+            })
+            .collect();
+        ops.into_iter()
     }
 
     fn expectations(&self) -> Vec<ExpectationResult> {
@@ -829,6 +871,9 @@ impl Runner<'_> {
         match (expect, result) {
             (Expect::Unknown, None | Some(Err(_))) => true,
             (Expect::Answered, Some(Ok(_))) => true,
+            (Expect::SessionExpired, Some(Err(ClientError::Refused(Refused::SessionExpired)))) => {
+                true
+            }
             (Expect::Granted, Some(Ok(Outcome::Granted { .. }))) => true,
             (Expect::HeldBy(n), Some(Ok(Outcome::HeldBy { owner }))) => owner_is(*owner, n),
             (Expect::Released, Some(Ok(Outcome::Released))) => true,

@@ -44,6 +44,9 @@ pub struct Scenario {
     /// drawn within 1 ± D from an offset drawn within the first hour. `None` (the default):
     /// every node reads true time.
     pub clock_drift: Option<f64>,
+    /// `sessions: {ttl, lock_delay}`: every client registers with a session of this TTL and
+    /// keeps it alive; `None` (the default): sessions never expire, as before sessions.
+    pub sessions: Option<SessionsSpec>,
     pub timing: Timing,
     /// Sorted by `at` (stable: file order among equal times).
     pub events: Vec<ScheduledEvent>,
@@ -56,6 +59,15 @@ pub struct Scenario {
     /// passes only if exactly these fail; it goes on past their violations, so that every
     /// other checker is still judged. Empty: every checker must hold.
     pub expect_violations: BTreeSet<&'static str>,
+}
+
+/// `sessions: {ttl: 3s, lock_delay: 0s}`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct SessionsSpec {
+    /// Every client's session TTL.
+    pub ttl: Duration,
+    /// How long a lock freed by an expiry is granted to nobody (every server's `lock_delay`).
+    pub lock_delay: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -118,6 +130,11 @@ pub enum Action {
         consistency: Consistency,
         timeout: Option<Duration>,
         expect: Option<Expect>,
+    },
+    /// The client renews its session now (`{client: c1, op: keepalive}`), besides the renewals
+    /// it sends on its own. Nothing to expect: its lease, not an answer, is what it changes.
+    Keepalive {
+        client: u32,
     },
     Crash(CrashTarget),
     /// Crash `server` inside its first step, at or after the event's time, that has more than
@@ -218,6 +235,8 @@ pub enum Expect {
     Unknown,
     /// Any answer at all before the timeout: a liveness probe.
     Answered,
+    /// Refused because the client's session ended (`session_expired`).
+    SessionExpired,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -557,6 +576,7 @@ struct RawScenario {
     disk: Option<RawDisk>,
     buggify: Option<f64>,
     clock: Option<RawClock>,
+    sessions: Option<RawSessions>,
     timing: Option<RawTiming>,
     events: Option<Vec<RawEvent>>,
     workload: Option<RawWorkload>,
@@ -592,6 +612,14 @@ struct RawNetwork {
     latency: Option<RawLatency>,
     drop: Option<f64>,
     duplicate: Option<f64>,
+}
+
+/// `sessions: {ttl: 3s, lock_delay: 0s}`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawSessions {
+    ttl: Option<RawDuration>,
+    lock_delay: Option<RawDuration>,
 }
 
 /// `clock: {drift: 0.01}`.
@@ -1202,6 +1230,10 @@ fn validate(raw: &RawScenario, path: &str) -> Result<Scenario, ScenarioError> {
         .buggify
         .and_then(|chance| check.probability("buggify", chance));
     let clock_drift = raw.clock.as_ref().and_then(|clock| check.clock(clock));
+    let sessions = raw
+        .sessions
+        .as_ref()
+        .and_then(|sessions| check.sessions(sessions));
     let timing = check.timing(raw.timing.as_ref());
     let events = check.events(raw.events.as_deref(), roster, duration);
     let workload = raw
@@ -1238,6 +1270,7 @@ fn validate(raw: &RawScenario, path: &str) -> Result<Scenario, ScenarioError> {
         disk,
         buggify,
         clock_drift,
+        sessions,
         timing,
         events,
         workload,
@@ -1664,18 +1697,36 @@ impl Checker {
     fn client_op(&mut self, place: &str, raw: &RawEvent, roster: Roster) -> Option<Action> {
         let client_text = raw.client.as_deref().unwrap_or_default();
         let client = self.client(&format!("{place}.client"), client_text, roster);
+        if raw.op.as_deref() == Some("keepalive") {
+            for (field, present) in [
+                ("lock", raw.lock.is_some()),
+                ("consistency", raw.consistency.is_some()),
+                ("timeout", raw.timeout.is_some()),
+                ("expect", raw.expect.is_some()),
+            ] {
+                if present {
+                    let message = "a keepalive takes no {field} (it renews the client's session)";
+                    self.add(
+                        &format!("{place}.{field}"),
+                        message.replace("{field}", field),
+                    );
+                }
+            }
+            return Some(Action::Keepalive { client: client? });
+        }
         let op_place = format!("{place}.op");
         let op = match raw.op.as_deref() {
             Some("preempt") => Some(OpKind::Preempt),
             Some("release") => Some(OpKind::Release),
             Some("check") => Some(OpKind::Check),
             Some(other) => {
-                let message = format!("{other:?} is not an operation (preempt, release or check)");
+                let message =
+                    format!("{other:?} is not an operation (preempt, release, check or keepalive)");
                 self.add(&op_place, message);
                 None
             }
             None => {
-                self.add(&op_place, "missing (preempt, release or check)");
+                self.add(&op_place, "missing (preempt, release, check or keepalive)");
                 None
             }
         };
@@ -1759,10 +1810,12 @@ impl Checker {
                     "free" => Some(Expect::Free),
                     "unknown" => Some(Expect::Unknown),
                     "answered" => Some(Expect::Answered),
+                    "session_expired" => Some(Expect::SessionExpired),
                     other => {
                         let message = format!(
                             "{other:?} is not an expectation (granted, released, not_owner, \
-                             free, unknown, answered, {{held_by: cN}} or {{owner: cN}})"
+                             free, unknown, answered, session_expired, {{held_by: cN}} or \
+                             {{owner: cN}})"
                         );
                         self.add(place, message);
                         None
@@ -1808,7 +1861,12 @@ impl Checker {
                 "free, {owner: cN}",
             ),
         };
-        if fits || matches!(expect, Expect::Unknown | Expect::Answered) {
+        if fits
+            || matches!(
+                expect,
+                Expect::Unknown | Expect::Answered | Expect::SessionExpired
+            )
+        {
             return Some(expect);
         }
         let written = match expect {
@@ -1818,7 +1876,9 @@ impl Checker {
             Expect::NotOwner => "not_owner",
             Expect::Free => "free",
             Expect::Owner(_) => "owner",
-            Expect::Unknown | Expect::Answered => unreachable!("these fit every operation"),
+            Expect::Unknown | Expect::Answered | Expect::SessionExpired => {
+                unreachable!("these fit every operation")
+            }
         };
         let op = op_name(op);
         let message = format!(
@@ -1924,6 +1984,38 @@ impl Checker {
             server: server?,
             after_effects: after_effects?,
             restart_after: restart_after?,
+        })
+    }
+
+    /// `sessions: {ttl, lock_delay}`: a TTL within the servers' bounds (1 s to 1 h), a
+    /// lock-delay of at most an hour (0 when left out).
+    fn sessions(&mut self, raw: &RawSessions) -> Option<SessionsSpec> {
+        let ttl = match &raw.ttl {
+            None => {
+                self.add(
+                    "sessions.ttl",
+                    "missing (every client's session TTL, e.g. 3s)",
+                );
+                None
+            }
+            Some(raw) => self.duration("sessions.ttl", raw),
+        };
+        let (ttl_min, ttl_max) = (Duration::from_secs(1), Duration::from_secs(60 * 60));
+        let ttl = ttl.filter(|ttl| {
+            let within = (ttl_min..=ttl_max).contains(ttl);
+            if !within {
+                let message = format!("{} is outside the servers' bounds of 1s to 1h", show(*ttl));
+                self.add("sessions.ttl", message);
+            }
+            within
+        });
+        let lock_delay = match &raw.lock_delay {
+            None => Some(Duration::ZERO),
+            Some(raw) => self.duration("sessions.lock_delay", raw),
+        };
+        Some(SessionsSpec {
+            ttl: ttl?,
+            lock_delay: lock_delay?,
         })
     }
 

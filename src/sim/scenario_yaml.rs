@@ -68,6 +68,7 @@ pub fn expect_text(expect: Expect) -> String {
         Expect::Owner(n) => format!("{{owner: c{n}}}"),
         Expect::Unknown => "unknown".into(),
         Expect::Answered => "answered".into(),
+        Expect::SessionExpired => "session_expired".into(),
     }
 }
 
@@ -89,6 +90,7 @@ pub fn rogues_text(rogues: &RogueSpec) -> String {
 
 fn action_text(action: &Action) -> String {
     match action {
+        Action::Keepalive { client } => format!("client: c{client}, op: keepalive"),
         Action::ClientOp {
             client,
             op,
@@ -228,6 +230,14 @@ impl Scenario {
         }
         if let Some(chance) = self.buggify {
             let _ = writeln!(out, "buggify: {chance}");
+        }
+        if let Some(sessions) = self.sessions {
+            let _ = writeln!(
+                out,
+                "sessions: {{ttl: {}, lock_delay: {}}}",
+                duration_text(sessions.ttl),
+                duration_text(sessions.lock_delay)
+            );
         }
         if let Some(drift) = self.clock_drift {
             let _ = writeln!(out, "clock: {{drift: {drift}}}");

@@ -37,10 +37,10 @@ pub const FORMAT: u32 = 1;
 const OP_ROWS_MAX: u32 = 4;
 
 /// Operation kinds as the page names them; [`OpRow`] refers to them by position.
-const OP_KINDS: [&str; 4] = ["preempt", "release", "check", "check (local)"];
+const OP_KINDS: [&str; 5] = ["preempt", "release", "check", "check (local)", "expire"];
 
 /// Results as the page names (and colours) them; [`OpRow`] refers to them by position.
-const RESULTS: [&str; 7] = [
+const RESULTS: [&str; 8] = [
     "granted",
     "held_by",
     "released",
@@ -48,6 +48,7 @@ const RESULTS: [&str; 7] = [
     "free",
     "owner",
     "unknown",
+    "expired",
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -603,6 +604,7 @@ fn op_rows(input: &TimelineInput<'_>, lanes: &Lanes, origin_ns: u64) -> OpRows {
                 (HistoryOpKind::Release, _) => 1,
                 (HistoryOpKind::Check, Some(Consistency::Local)) => 3,
                 (HistoryOpKind::Check, _) => 2,
+                (HistoryOpKind::Expire, _) => 4,
             };
             OpRow(
                 lane,

@@ -55,6 +55,11 @@ impl WorkloadClient {
         self.held.iter().map(|(lock, token)| (lock, *token))
     }
 
+    /// The client's session ended: it believes it holds nothing.
+    pub fn forget_all(&mut self) {
+        self.held.clear();
+    }
+
     pub fn remaining(&self) -> u32 {
         self.remaining
     }

@@ -59,7 +59,8 @@
     not_owner: '#e65100',
     free: '#26a69a',
     owner: '#00897b',
-    unknown: '#b0bec5'
+    unknown: '#b0bec5',
+    expired: '#8d6e63'
   };
   var KIND_PALETTE = [
     '#3f6fb5', '#7b4fb3', '#2a9d8f', '#b5651d', '#c2185b', '#5d7d2a', '#6d4c41',
