@@ -280,7 +280,12 @@ enum Held {
     },
     /// A write to the fenced resource that a paused client was about to send: it leaves when
     /// the client wakes, with the token it held before it slept.
-    Write { lock: LockName, token: LogIndex },
+    Write {
+        id: ClientId,
+        lock: LockName,
+        token: LogIndex,
+        script: Option<usize>,
+    },
     /// A keepalive the scenario asked a paused client for.
     Keepalive,
     /// An operation the application handed a paused client.
@@ -365,6 +370,8 @@ pub struct Cluster {
     pub expiries: Vec<(Time, ClientId, Vec<LockName>)>,
     /// What the locks protect, and the checker that judges it.
     pub resource: FencedResource,
+    /// What the resource said to each scripted write that reached it, by its number.
+    pub scripted_write_verdicts: BTreeMap<usize, WriteVerdict>,
     fenced_writes: FencedWrites,
     /// Latencies of writes to the resource, apart from every other stream.
     resource_rng: ChaCha8Rng,
@@ -518,6 +525,7 @@ impl Cluster {
             session_ttl: spec.session_ttl,
             expiries: Vec::new(),
             resource: FencedResource::default(),
+            scripted_write_verdicts: BTreeMap::new(),
             fenced_writes: FencedWrites::default(),
             resource_rng,
         };
@@ -1029,12 +1037,12 @@ impl Cluster {
                     connection,
                     payload,
                 } => self.deliver_now(from, node, incarnation, connection, payload)?,
-                Held::Write { lock, token } => {
-                    let Endpoint::Client(client) = node else {
-                        unreachable!("clients write to the resource")
-                    };
-                    self.write_resource(client, lock, token)?;
-                }
+                Held::Write {
+                    id,
+                    lock,
+                    token,
+                    script,
+                } => self.send_write(id, lock, token, script)?,
                 Held::Keepalive => {
                     let Endpoint::Client(client) = node else {
                         unreachable!("clients keep their sessions alive")
@@ -1136,14 +1144,33 @@ impl Cluster {
         client: u32,
         lock: LockName,
         token: LogIndex,
+        script: Option<usize>,
     ) -> Result<(), QueueFull> {
-        if self.is_paused(Endpoint::Client(client)) {
-            self.hold(Endpoint::Client(client), Held::Write { lock, token });
-            return Ok(());
-        }
         let Some(id) = self.clients[(client - 1) as usize].node.id() else {
             return Ok(());
         };
+        if self.is_paused(Endpoint::Client(client)) {
+            // It leaves when the client wakes, under the identity it was decided with, even if
+            // the client learns then that its session is gone: it was decided before.
+            let held = Held::Write {
+                id,
+                lock,
+                token,
+                script,
+            };
+            self.hold(Endpoint::Client(client), held);
+            return Ok(());
+        }
+        self.send_write(id, lock, token, script)
+    }
+
+    fn send_write(
+        &mut self,
+        id: ClientId,
+        lock: LockName,
+        token: LogIndex,
+        script: Option<usize>,
+    ) -> Result<(), QueueFull> {
         let params = self.network.params();
         let spread = crate::node::time::duration_nanos(params.latency_max - params.latency_min);
         let latency =
@@ -1152,6 +1179,7 @@ impl Cluster {
             client: id,
             lock,
             token,
+            script,
         };
         self.queue
             .push(self.now() + latency, Event::ResourceWrite(write))
@@ -1160,6 +1188,9 @@ impl Cluster {
     fn resource_write_arrives(&mut self, write: &ResourceWrite) {
         let now = self.now();
         let verdict = self.resource.write(write);
+        if let Some(script) = write.script {
+            self.scripted_write_verdicts.insert(script, verdict);
+        }
         let writer = self.client_numbers.get(&write.client).copied();
         let event = TraceEvent::ResourceWrite {
             client: Endpoint::Client(writer.unwrap_or(0)),

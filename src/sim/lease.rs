@@ -77,6 +77,12 @@ impl LeaseSafety {
             .retain(|(_, believer), _| *believer != client);
     }
 
+    /// The token of the grant of `lock` that `client` believes it holds, if it believes so
+    /// (its session aside, which the driver asks the client about).
+    pub fn token_of(&self, client: u32, lock: &LockName) -> Option<LogIndex> {
+        self.believers.get(&(lock.clone(), client)).copied()
+    }
+
     /// How many (client, lock) beliefs are held now.
     pub fn beliefs(&self) -> usize {
         self.believers.len()

@@ -25,6 +25,8 @@ pub struct ResourceWrite {
     pub client: ClientId,
     pub lock: LockName,
     pub token: LogIndex,
+    /// A scripted write's number, to report its verdict against its expectation.
+    pub script: Option<usize>,
 }
 
 /// What the resource answered.
@@ -168,6 +170,7 @@ mod tests {
             client: ClientId(client),
             lock: LockName::from(lock),
             token,
+            script: None,
         }
     }
 

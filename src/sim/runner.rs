@@ -19,9 +19,11 @@ use super::report::{
     ExpectationResult, ExpectedViolation, InvariantResult, OpStats, ResourceWrites, RunReport,
     ViolationReport, percentile_ms,
 };
+use super::resource::WriteVerdict;
 use super::rng::Stream;
 use super::scenario::{
     Action, CrashTarget, Expect, FinalState, IsolateTarget, OpKind, RestartTarget, Scenario,
+    WriteExpect,
 };
 use super::trace::{self, Recorder, TraceEvent};
 use super::workload::WorkloadClient;
@@ -108,6 +110,18 @@ struct Runner<'a> {
     history_checks: Option<(u64, u64)>,
     /// What each client believes it holds (`lease_safety`).
     lease_safety: LeaseSafety,
+    /// The scenario's writes, by number: (event index, time, client, lock, expectation, whether
+    /// the client believed it held the lock and wrote).
+    scripted_writes: Vec<ScriptedWrite>,
+}
+
+struct ScriptedWrite {
+    event_index: usize,
+    at: Duration,
+    client: u32,
+    lock: LockName,
+    expect: Option<WriteExpect>,
+    written: bool,
 }
 
 /// Runs `scenario` with its own seed.
@@ -156,6 +170,7 @@ pub fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, RunErr
             check_linearizability: options.check_linearizability,
             history_checks: None,
             lease_safety: LeaseSafety::default(),
+            scripted_writes: Vec::new(),
         },
         Err(full) => unreachable!("booting cannot fill a queue of {}", full.pending_max),
     };
@@ -293,6 +308,29 @@ impl Runner<'_> {
                 self.invoke(*client, operation, source, *timeout)?;
             }
             Action::Keepalive { client } => self.cluster.keepalive(*client)?,
+            Action::Write {
+                client,
+                lock,
+                expect,
+            } => {
+                let token = self
+                    .lease_safety
+                    .token_of(*client, lock)
+                    .filter(|_| self.cluster.client_believes_in_session(*client));
+                let number = self.scripted_writes.len();
+                self.scripted_writes.push(ScriptedWrite {
+                    event_index: event.index,
+                    at: event.at,
+                    client: *client,
+                    lock: lock.clone(),
+                    expect: *expect,
+                    written: token.is_some(),
+                });
+                if let Some(token) = token {
+                    self.cluster
+                        .write_resource(*client, lock.clone(), token, Some(number))?;
+                }
+            }
             Action::Crash(target) => self.crash(*target),
             Action::CrashInStep {
                 server,
@@ -467,7 +505,7 @@ impl Runner<'_> {
             .map(|(lock, token)| (lock.clone(), token))
             .collect();
         for (lock, token) in held {
-            self.cluster.write_resource(client, lock, token)?;
+            self.cluster.write_resource(client, lock, token, None)?;
         }
         if let Some(op) = self.workload[position].next_op() {
             self.invoke(client, op, Source::Workload, None)?;
@@ -826,6 +864,42 @@ impl Runner<'_> {
                 expected: super::scenario_yaml::expect_text(*expect),
                 actual,
                 met: self.expect_met(*expect, record.result.as_ref()),
+            });
+        }
+        for (number, write) in self.scripted_writes.iter().enumerate() {
+            let Some(expect) = write.expect else {
+                continue;
+            };
+            let verdict = self.cluster.scripted_write_verdicts.get(&number);
+            let actual = match (write.written, verdict) {
+                (false, _) => "not_written (the client did not believe it held the lock)".into(),
+                (true, None) => "still on its way at the end".into(),
+                (true, Some(WriteVerdict::Accepted)) => "accepted".to_string(),
+                (true, Some(WriteVerdict::Rejected { highest })) => {
+                    format!("rejected (token {highest} was accepted before)")
+                }
+            };
+            let met = matches!(
+                (expect, write.written, verdict),
+                (WriteExpect::NotWritten, false, _)
+                    | (WriteExpect::Accepted, true, Some(WriteVerdict::Accepted))
+                    | (
+                        WriteExpect::Rejected,
+                        true,
+                        Some(WriteVerdict::Rejected { .. })
+                    )
+            );
+            results.push(ExpectationResult {
+                place: format!("events[{}]", write.event_index),
+                what: format!(
+                    "{} c{} write {}",
+                    format_duration(Time::from_duration(write.at)),
+                    write.client,
+                    write.lock
+                ),
+                expected: expect.name().to_string(),
+                actual,
+                met,
             });
         }
         for (lock, state) in &self.scenario.expect_final {

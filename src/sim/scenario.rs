@@ -136,6 +136,16 @@ pub enum Action {
     Keepalive {
         client: u32,
     },
+    /// `{client: c1, op: write, lock: a}`: the application writes to the fenced resource under
+    /// `lock`, with the token of its client's grant, if the client believes at this moment
+    /// that it holds the lock (acknowledged grant, not released, session believed alive by its
+    /// own clock). A paused client's write leaves when it wakes, unchecked: the application
+    /// had decided to write before it froze.
+    Write {
+        client: u32,
+        lock: LockName,
+        expect: Option<WriteExpect>,
+    },
     Crash(CrashTarget),
     /// Crash `server` inside its first step, at or after the event's time, that has more than
     /// `after_effects` effects: exactly the first `after_effects` are carried out. With
@@ -237,6 +247,27 @@ pub enum Expect {
     Answered,
     /// Refused because the client's session ended (`session_expired`).
     SessionExpired,
+}
+
+/// What a scripted write is expected to come to.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum WriteExpect {
+    /// The resource accepted it.
+    Accepted,
+    /// The resource rejected it: a higher token had been accepted for the lock.
+    Rejected,
+    /// The client did not believe it held the lock, so nothing was written.
+    NotWritten,
+}
+
+impl WriteExpect {
+    pub fn name(self) -> &'static str {
+        match self {
+            WriteExpect::Accepted => "accepted",
+            WriteExpect::Rejected => "rejected",
+            WriteExpect::NotWritten => "not_written",
+        }
+    }
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -1714,19 +1745,26 @@ impl Checker {
             }
             return Some(Action::Keepalive { client: client? });
         }
+        if raw.op.as_deref() == Some("write") {
+            return self.write_op(place, raw, client);
+        }
         let op_place = format!("{place}.op");
         let op = match raw.op.as_deref() {
             Some("preempt") => Some(OpKind::Preempt),
             Some("release") => Some(OpKind::Release),
             Some("check") => Some(OpKind::Check),
             Some(other) => {
-                let message =
-                    format!("{other:?} is not an operation (preempt, release, check or keepalive)");
+                let message = format!(
+                    "{other:?} is not an operation (preempt, release, check, keepalive or write)"
+                );
                 self.add(&op_place, message);
                 None
             }
             None => {
-                self.add(&op_place, "missing (preempt, release, check or keepalive)");
+                self.add(
+                    &op_place,
+                    "missing (preempt, release, check, keepalive or write)",
+                );
                 None
             }
         };
@@ -1753,6 +1791,44 @@ impl Checker {
             lock: lock?,
             consistency: consistency?,
             timeout: timeout?,
+            expect: expect?,
+        })
+    }
+
+    /// `{client, op: write, lock, expect}`: a lock, and optionally accepted, rejected or
+    /// not_written.
+    fn write_op(&mut self, place: &str, raw: &RawEvent, client: Option<u32>) -> Option<Action> {
+        for (field, present) in [
+            ("consistency", raw.consistency.is_some()),
+            ("timeout", raw.timeout.is_some()),
+        ] {
+            if present {
+                let message = format!("a write takes no {field}");
+                self.add(&format!("{place}.{field}"), message);
+            }
+        }
+        let lock_place = format!("{place}.lock");
+        let lock = self
+            .required(&lock_place, raw.lock.as_ref())
+            .and_then(|lock| self.lock_name(&lock_place, lock));
+        let expect = match &raw.expect {
+            None => Some(None),
+            Some(RawExpect::Word(word)) if word == "accepted" => Some(Some(WriteExpect::Accepted)),
+            Some(RawExpect::Word(word)) if word == "rejected" => Some(Some(WriteExpect::Rejected)),
+            Some(RawExpect::Word(word)) if word == "not_written" => {
+                Some(Some(WriteExpect::NotWritten))
+            }
+            Some(_) => {
+                self.add(
+                    &format!("{place}.expect"),
+                    "a write can expect accepted, rejected or not_written",
+                );
+                None
+            }
+        };
+        Some(Action::Write {
+            client: client?,
+            lock: lock?,
             expect: expect?,
         })
     }

@@ -91,6 +91,17 @@ pub fn rogues_text(rogues: &RogueSpec) -> String {
 fn action_text(action: &Action) -> String {
     match action {
         Action::Keepalive { client } => format!("client: c{client}, op: keepalive"),
+        Action::Write {
+            client,
+            lock,
+            expect,
+        } => {
+            let mut text = format!("client: c{client}, op: write, lock: {}", quoted(lock));
+            if let Some(expect) = expect {
+                let _ = write!(text, ", expect: {}", expect.name());
+            }
+            text
+        }
         Action::ClientOp {
             client,
             op,
