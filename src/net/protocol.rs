@@ -639,15 +639,16 @@ struct RequestFields<'a> {
 
 /// Every field a response line may hold, in the order they are written. Absent ones are
 /// omitted. Decoding ignores fields not listed here, so that a server may add fields within a
-/// version.
+/// version. Text borrows from the reply being encoded, or from the line being decoded where it
+/// holds no escapes: every answer passes through here, at both ends.
 #[derive(Default, Serialize, Deserialize)]
-struct ReplyFields {
+struct ReplyFields<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     seq: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ok: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    ok: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    error: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     term: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -660,20 +661,20 @@ struct ReplyFields {
     token: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     leader: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    leader_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    leader_address: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     version: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     nonce: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    message: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     index: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     server: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    role: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    role: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     commit_index: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -784,8 +785,8 @@ pub fn encode_error(error: &ErrorReply) -> Vec<u8> {
     let mut fields = ReplyFields {
         seq: error.seq,
         term: error.term,
-        error: Some(error.code.name().to_string()),
-        message: Some(error.message.clone()),
+        error: Some(Cow::Borrowed(error.code.name())),
+        message: Some(Cow::Borrowed(&error.message)),
         ..ReplyFields::default()
     };
     match &error.code {
@@ -794,7 +795,7 @@ pub fn encode_error(error: &ErrorReply) -> Vec<u8> {
             leader_address,
         } => {
             fields.leader = leader.map(|leader| leader.0);
-            fields.leader_address = leader_address.clone();
+            fields.leader_address = leader_address.as_deref().map(Cow::Borrowed);
         }
         ErrorCode::UnsupportedVersion { supported } => fields.version = Some(*supported),
         ErrorCode::Unavailable
@@ -848,7 +849,7 @@ pub fn encode_wire_reply(reply: &WireReply) -> Vec<u8> {
         Answer::Outcome(outcome) => outcome_fields(&mut fields, outcome),
         Answer::Status(status) => {
             fields.server = Some(status.server.0);
-            fields.role = Some(role_name(status.role).to_string());
+            fields.role = Some(Cow::Borrowed(role_name(status.role)));
             fields.leader = status.leader.map(|leader| leader.0);
             fields.commit_index = Some(status.commit_index);
             fields.last_index = Some(status.last_index);
@@ -858,7 +859,7 @@ pub fn encode_wire_reply(reply: &WireReply) -> Vec<u8> {
             "status"
         }
     };
-    fields.ok = Some(ok.to_string());
+    fields.ok = Some(Cow::Borrowed(ok));
     write_line(&fields)
 }
 
@@ -1605,7 +1606,7 @@ fn decode_error(error: &str, fields: &ReplyFields) -> Result<WireReply, WireErro
     let code = match error {
         "not_leader" => ErrorCode::NotLeader {
             leader: fields.leader.map(ServerId),
-            leader_address: fields.leader_address.clone(),
+            leader_address: fields.leader_address.as_deref().map(str::to_string),
         },
         "unavailable" => ErrorCode::Unavailable,
         "overloaded" => ErrorCode::Overloaded,
@@ -1622,7 +1623,8 @@ fn decode_error(error: &str, fields: &ReplyFields) -> Result<WireReply, WireErro
             return Err(WireError::malformed(fields.seq, message));
         }
     };
-    let message = fields.message.clone().ok_or_else(|| missing("message"))?;
+    let message = fields.message.as_deref().map(str::to_string);
+    let message = message.ok_or_else(|| missing("message"))?;
     Ok(WireReply::Error(ErrorReply {
         seq: fields.seq,
         term: fields.term,

@@ -159,9 +159,22 @@ impl Serialize for ClientSecret {
 }
 
 impl<'de> Deserialize<'de> for ClientSecret {
+    /// Reads the digits where the deserializer holds them, without copying them into a
+    /// `String` first: every request a follower forwards carries a secret.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ClientSecret, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        ClientSecret::parse_hex(&text).map_err(serde::de::Error::custom)
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ClientSecret;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a string")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<ClientSecret, E> {
+                ClientSecret::parse_hex(text).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Visitor)
     }
 }
 
@@ -566,6 +579,11 @@ mod tests {
         let json = serde_json::to_string(&secret).unwrap();
         assert_eq!(json, format!("\"{hex}\""));
         assert_eq!(serde_json::from_str::<ClientSecret>(&json).unwrap(), secret);
+        // An escaped digit is still the digit; a number is no secret.
+        let escaped = format!("\"\\u00{:x}{}\"", hex.as_bytes()[0], &hex[1..]);
+        assert_eq!(serde_json::from_str::<ClientSecret>(&escaped).unwrap(), secret);
+        let error = serde_json::from_str::<ClientSecret>("7").unwrap_err();
+        assert!(error.to_string().contains("expected a string"), "{error}");
     }
 
     #[test]
