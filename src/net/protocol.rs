@@ -2053,7 +2053,7 @@ mod tests {
         let numbers = |numbers: &[&str]| -> Vec<String> {
             numbers.iter().map(|number| number.to_string()).collect()
         };
-        let secrets = vec![
+        let secrets = [
             SECRET_HEX.to_string(),
             SECRET_HEX.to_uppercase(),
             SECRET_HEX[1..].to_string(),

@@ -581,7 +581,10 @@ mod tests {
         assert_eq!(serde_json::from_str::<ClientSecret>(&json).unwrap(), secret);
         // An escaped digit is still the digit; a number is no secret.
         let escaped = format!("\"\\u00{:x}{}\"", hex.as_bytes()[0], &hex[1..]);
-        assert_eq!(serde_json::from_str::<ClientSecret>(&escaped).unwrap(), secret);
+        assert_eq!(
+            serde_json::from_str::<ClientSecret>(&escaped).unwrap(),
+            secret
+        );
         let error = serde_json::from_str::<ClientSecret>("7").unwrap_err();
         assert!(error.to_string().contains("expected a string"), "{error}");
     }
