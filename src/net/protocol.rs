@@ -645,9 +645,19 @@ struct RequestFields<'a> {
 struct ReplyFields<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     seq: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        borrow,
+        deserialize_with = "borrowed_text"
+    )]
     ok: Option<Cow<'a, str>>,
-    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        borrow,
+        deserialize_with = "borrowed_text"
+    )]
     error: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     term: Option<u64>,
@@ -661,19 +671,34 @@ struct ReplyFields<'a> {
     token: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     leader: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        borrow,
+        deserialize_with = "borrowed_text"
+    )]
     leader_address: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     version: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     nonce: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        borrow,
+        deserialize_with = "borrowed_text"
+    )]
     message: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     index: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     server: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        borrow,
+        deserialize_with = "borrowed_text"
+    )]
     role: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     commit_index: Option<u64>,
@@ -1156,6 +1181,14 @@ fn fill_text<'de, A: serde::de::MapAccess<'de>>(
     }
     *slot = Some(access.next_value::<Text<'de>>()?.0);
     Ok(())
+}
+
+/// An optional string field, borrowed from the line when it holds no escapes. (serde's own
+/// `#[serde(borrow)]` borrows a `Cow<str>` field, but not an `Option<Cow<str>>` one.)
+fn borrowed_text<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Cow<'de, str>>, D::Error> {
+    Ok(Option::<Text<'de>>::deserialize(deserializer)?.map(|text| text.0))
 }
 
 /// A JSON string, borrowed when the deserializer can lend it. (`Cow<str>`'s own `Deserialize`
@@ -2140,6 +2173,19 @@ mod tests {
             }
             proptest::prop_assert_eq!(decode_request(line.as_bytes()), careful, "{}", line);
         }
+    }
+
+    #[test]
+    fn reply_text_is_borrowed_from_the_line_unless_escaped() {
+        let line = br#"{"seq":1,"error":"bad_request","message":"a \"quoted\" word"}"#;
+        let fields: ReplyFields<'_> = serde_json::from_slice(line).expect("a reply");
+        assert!(matches!(fields.error, Some(Cow::Borrowed("bad_request"))));
+        assert!(
+            matches!(fields.message, Some(Cow::Owned(ref text)) if text == r#"a "quoted" word"#)
+        );
+        assert!(fields.ok.is_none() && fields.role.is_none());
+        let error = serde_json::from_slice::<ReplyFields<'_>>(br#"{"ok":7}"#).err();
+        assert!(error.is_some_and(|error| error.to_string().contains("expected a string")));
     }
 
     #[test]
