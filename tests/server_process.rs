@@ -1924,6 +1924,7 @@ fn write_poisoned_data_dir(dir: &Path) {
         PersistOp::HardState {
             term: 1,
             voted_for: Some(ServerId(1)),
+            recovering: false,
         },
         PersistOp::Append {
             first_index: 1,

@@ -1394,7 +1394,9 @@ fn describe_cut(number: u32, outputs: &[ServerOutput], carried: usize) -> String
 /// One effect in a few words, for the fault list and the trace.
 fn effect_name(output: &ServerOutput) -> String {
     match output {
-        ServerOutput::Persist(PersistOp::HardState { term, voted_for }) => match voted_for {
+        ServerOutput::Persist(PersistOp::HardState {
+            term, voted_for, ..
+        }) => match voted_for {
             Some(vote) => format!("persist term {term} vote {vote}"),
             None => format!("persist term {term}"),
         },

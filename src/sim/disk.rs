@@ -404,6 +404,7 @@ mod tests {
         PersistOp::HardState {
             term,
             voted_for: Some(ServerId(candidate)),
+            recovering: false,
         }
     }
 

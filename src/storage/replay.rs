@@ -298,6 +298,7 @@ mod tests {
         PersistOp::HardState {
             term,
             voted_for: None,
+            recovering: false,
         }
     }
 

@@ -460,6 +460,7 @@ fn encode_batch(
 #[derive(Debug)]
 struct LogTail {
     voted_for: Option<ServerId>,
+    recovering: bool,
     from: LogIndex,
     entries: VecDeque<Entry>,
 }
@@ -474,6 +475,7 @@ impl LogTail {
         let first = last + 1 - count as LogIndex;
         LogTail {
             voted_for: state.voted_for,
+            recovering: state.recovering,
             from: base.index + first,
             entries: state.log.entries_from(first, count).into(),
         }
@@ -482,7 +484,14 @@ impl LogTail {
     /// Follows `op`, which the `Wal` has checked and written.
     fn apply(&mut self, op: &PersistOp) {
         match op {
-            PersistOp::HardState { voted_for, .. } => self.voted_for = *voted_for,
+            PersistOp::HardState {
+                voted_for,
+                recovering,
+                ..
+            } => {
+                self.voted_for = *voted_for;
+                self.recovering = *recovering;
+            }
             PersistOp::Append {
                 first_index,
                 entries,
@@ -534,6 +543,7 @@ impl LogTail {
             voted_for: self.voted_for,
             log,
             snapshot: None,
+            recovering: self.recovering,
         })
     }
 }
@@ -572,6 +582,7 @@ fn state_after_snapshot(
         voted_for: state.voted_for,
         log,
         snapshot: None,
+        recovering: state.recovering,
     };
     assert!(
         compacted.log.last_index() <= state.log.last_index(),
@@ -634,6 +645,7 @@ fn write_log(
     let hard_state = PersistOp::HardState {
         term: state.term,
         voted_for: state.voted_for,
+        recovering: state.recovering,
     };
     replace_file(
         directory,
@@ -643,7 +655,7 @@ fn write_log(
             writer.write_all(&header)?;
             let mut buffer = Vec::new();
             // A fresh log holds only its header: the default hard state needs no record.
-            if state.term != 0 || state.voted_for.is_some() {
+            if state.term != 0 || state.voted_for.is_some() || state.recovering {
                 encode_op_record(&hard_state, &mut buffer);
                 writer.write_all(&buffer)?;
             }
@@ -855,6 +867,7 @@ mod tests {
                     PersistOp::HardState {
                         term,
                         voted_for: None,
+                        recovering: false,
                     }
                 } else {
                     let last = state.log.last_index();

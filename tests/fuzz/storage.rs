@@ -29,6 +29,7 @@ fn histories() -> Vec<Vec<PersistOp>> {
     let lone_vote = vec![PersistOp::HardState {
         term: 7,
         voted_for: None,
+        recovering: false,
     }];
     let mut appends = vec![vote(2, 1)];
     for index in 1..=8 {

@@ -150,6 +150,7 @@ fn recover(config: &ServerProcessConfig) -> Result<Recovered, StartError> {
             recovery.state.log,
         ),
         snapshot,
+        recovering: recovery.state.recovering,
     };
     Ok(Recovered {
         wal,
@@ -664,6 +665,7 @@ mod tests {
             PersistOp::HardState {
                 term: 1,
                 voted_for: Some(ServerId(1)),
+                recovering: false,
             },
             PersistOp::Append {
                 first_index: 1,
