@@ -2510,7 +2510,12 @@ impl Server {
 
     /// Starts repairing a damaged log: one term up, no vote, persisted before anything leaves.
     fn start_repair(&mut self) {
-        assert_eq!(self.role, Role::Follower, "{}: repair starts", self.config.id);
+        assert_eq!(
+            self.role,
+            Role::Follower,
+            "{}: repair starts",
+            self.config.id
+        );
         self.coverage.hit(Branch::RecoveryStarted);
         self.term += 1;
         self.voted_for = None;
@@ -2555,7 +2560,8 @@ impl Server {
             self.role
         );
         assert!(
-            self.recovering.is_none_or(|repair_term| repair_term <= self.term),
+            self.recovering
+                .is_none_or(|repair_term| repair_term <= self.term),
             "{id}: repairing from a term it has not reached"
         );
         assert_eq!(

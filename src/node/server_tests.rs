@@ -2746,7 +2746,10 @@ fn a_server_repairing_a_damaged_log_starts_a_term_up_and_refuses_every_vote() {
         recovering: true,
     };
     assert_eq!(persisted(&outputs), vec![raised]);
-    assert_eq!(position_of(&outputs, |o| matches!(o, ServerOutput::Persist(_))), 0);
+    assert_eq!(
+        position_of(&outputs, |o| matches!(o, ServerOutput::Persist(_))),
+        0
+    );
     assert!((s3.term(), s3.is_recovering()) == (3, true));
 
     // A candidate whose log is ahead of everything s3 holds still gets nothing.
@@ -2759,12 +2762,19 @@ fn a_server_repairing_a_damaged_log_starts_a_term_up_and_refuses_every_vote() {
         voted_for: None,
         recovering: true,
     };
-    assert_eq!(persisted(&outputs), vec![adopted], "the term, still repairing");
+    assert_eq!(
+        persisted(&outputs),
+        vec![adopted],
+        "the term, still repairing"
+    );
 
     let outputs = s3.step(ms(2_000), timer(ServerTimer::Election));
     assert!(sent(&outputs).is_empty(), "no pre-vote asked for");
     assert_eq!(s3.role(), Role::Follower);
-    assert!(timer_at(&outputs, ServerTimer::Election).is_some(), "waits on");
+    assert!(
+        timer_at(&outputs, ServerTimer::Election).is_some(),
+        "waits on"
+    );
     for branch in [
         Branch::RecoveryStarted,
         Branch::PreVoteRefusedRecovering,
@@ -2789,13 +2799,19 @@ fn a_repair_ends_once_an_entry_of_a_term_after_the_damage_commits() {
     let outputs = s3.step(ms(20), peer(S1, append(4, (2, 1), noops(&[2, 4]), 3)));
     assert_eq!(sent(&outputs), vec![(S1, append_ok(4, 4, 0))]);
     assert_eq!(s3.commit_index(), 3);
-    assert!(s3.is_recovering(), "index 3 is of term 2, before the damage");
+    assert!(
+        s3.is_recovering(),
+        "index 3 is of term 2, before the damage"
+    );
     // Out of s1's lease, s2 asks for a vote in term 5 with a log like s1's.
     let outputs = s3.step(ms(400), peer(S2, request_vote(5, 4, 4)));
     assert_eq!(sent(&outputs), vec![(S2, vote(5, false))]);
 
     let outputs = s3.step(ms(410), peer(S1, append(4, (4, 4), vec![], 4)));
-    assert!(s3.is_recovering(), "a stale term-4 message after term 5: no leader yet");
+    assert!(
+        s3.is_recovering(),
+        "a stale term-4 message after term 5: no leader yet"
+    );
     assert_eq!(sent(&outputs), vec![(S1, append_refused(5, 5, None))]);
     let outputs = s3.step(ms(420), peer(S2, append(5, (4, 4), noops(&[5]), 5)));
     assert!(!s3.is_recovering());
