@@ -97,6 +97,7 @@
 
 mod error;
 pub mod format;
+pub mod hard_state;
 mod replay;
 mod snapshot;
 mod wal;
