@@ -878,11 +878,42 @@ fn a_damaged_log_with_both_hard_state_slots_damaged_refuses_to_start() {
     let log = directory.log();
     let (middle, _) = records_of(&log)[2];
     flip_byte(&log, middle + RECORD_HEADER_BYTES as u64 + 2);
-    let error = open_with_peers(&directory).unwrap_err();
-    assert!(
-        matches!(&error, StorageError::HardStateLost { offset, .. } if *offset == middle),
-        "{error}"
+    for _ in 0..2 {
+        let error = open_with_peers(&directory).unwrap_err();
+        assert!(
+            matches!(&error, StorageError::HardStateLost { offset, .. } if *offset == middle),
+            "{error} (a refusal leaves both files as they were, so it refuses again)"
+        );
+    }
+}
+
+/// A crash between the two writes of a sync leaves the log's copy of a vote newer than the
+/// file's: the newer one wins, and the file catches up.
+#[test]
+fn a_vote_the_log_has_and_the_hard_state_file_missed_is_recovered_from_the_log() {
+    let directory = DataDirectory::new("hard-state-behind");
+    let hard_state = directory.path.join(HARD_STATE_FILE_NAME);
+    let (mut wal, _) = open(&directory);
+    wal.append(&[vote(1, 2)]).unwrap();
+    wal.sync().unwrap();
+    let before_second_vote = fs::read(&hard_state).unwrap();
+    wal.append(&[vote(2, 3)]).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    fs::write(&hard_state, &before_second_vote).unwrap();
+
+    let (_, recovery) = open_with_peers(&directory).unwrap();
+    assert_eq!(
+        (recovery.state.term, recovery.state.voted_for),
+        (2, Some(ServerId(3)))
     );
+    assert!(!recovery.state.recovering);
+    match read_hard_state(&directory.path).unwrap() {
+        HardStateRead::Valid { state, .. } => {
+            assert_eq!((state.term, state.voted_for), (2, Some(ServerId(3))))
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 /// A data directory written before the hard-state file existed has only the log's copy of the

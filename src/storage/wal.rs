@@ -142,17 +142,18 @@ impl Wal {
         // A repair cuts records that may hold the latest vote: it needs the file that keeps it.
         let repair = options.repair_from_peers && hard_state_read != HardStateRead::Missing;
         let replayed = replay_log(&log_path, repair)?;
+        if replayed.tail.is_some() && repair && hard_state_read == HardStateRead::Damaged {
+            // Checked before anything is written: the damaged file stays as it was found.
+            return Err(StorageError::HardStateLost {
+                path: directory.join(HARD_STATE_FILE_NAME),
+                log_path,
+                offset: replayed.end_offset,
+            });
+        }
         let log_state = HardState::of(&replayed.state);
         let mut hard_state =
             open_hard_state(&directory, hard_state_read, log_state, &mut warnings)?;
         if let Some(damage) = replayed.tail {
-            if repair && hard_state_read == HardStateRead::Damaged {
-                return Err(StorageError::HardStateLost {
-                    path: directory.join(HARD_STATE_FILE_NAME),
-                    log_path,
-                    offset: replayed.end_offset,
-                });
-            }
             if repair {
                 // The flag is durable before the log loses anything: a crash from here on
                 // starts the repair again.
@@ -205,6 +206,10 @@ impl Wal {
             wal.append(std::slice::from_ref(&op))?;
             wal.sync()?;
             state.apply(&op);
+        }
+        if wal.hard_state.state() != merged {
+            // The log is ahead of the file (a crash between the two writes of a sync).
+            wal.hard_state.write(merged)?;
         }
         let recovery = Recovery {
             state,
