@@ -30,8 +30,7 @@ use super::replay::{io_error, read_up_to};
 use super::snapshot::replace_file;
 use crate::node::{ServerId, Term};
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// The hard-state file in the data directory.
@@ -226,7 +225,8 @@ impl HardStateFile {
         let offset = ((sequence - 1) % 2) * SLOT_BYTES as u64;
         let slot = encode_slot(sequence, state);
         self.file
-            .write_all_at(&slot, offset)
+            .seek(SeekFrom::Start(offset))
+            .and_then(|_| self.file.write_all(&slot))
             .map_err(io_error(&self.path))?;
         self.file.sync_data().map_err(io_error(&self.path))?;
         self.sequence = sequence;
