@@ -19,6 +19,7 @@ use super::checkers::{
     self, ElectionSafety, MutualExclusion, RogueIsolation, StateMachineSafety, Violation,
 };
 use super::disk::{DiskFaults, Recovery, SimDisk};
+use super::durability::{ACKNOWLEDGED_WRITES_SURVIVE, AcknowledgedWrites, FinalReplica};
 use super::queue::{EventQueue, QueueFull};
 use super::rng::{Stream, Streams};
 use super::rogue::{AttackKind, Rogue, RogueSpec};
@@ -131,6 +132,8 @@ pub struct ClusterSpec {
     pub disk: DiskFaults,
     /// BUGGIFY's chance per decision point in every server; `None`: off.
     pub buggify: Option<f64>,
+    /// Tests only: servers repairing a damaged log vote anyway (see `RunOptions`).
+    pub unsafe_recovering_votes: bool,
 }
 
 /// Client addresses of rogue requests have this bit set, the rogue number in bits 32..63 and
@@ -256,6 +259,7 @@ pub struct Cluster {
     election_safety: ElectionSafety,
     state_machine_safety: StateMachineSafety,
     mutual_exclusion: MutualExclusion,
+    acknowledged_writes: AcknowledgedWrites,
     pub recorder: Recorder,
     pub network_stats: NetworkStats,
     /// Observations fed to the checkers, for the summary.
@@ -319,10 +323,11 @@ impl Cluster {
                 config.initial_leader = spec.initial_leader;
                 config.append_entries_max = spec.append_batch;
                 config.snapshot_entries_min = spec.snapshot_entries;
+                config.unsafe_recovering_votes = spec.unsafe_recovering_votes;
                 ServerSlot {
                     config,
                     node: None,
-                    disk: SimDisk::default(),
+                    disk: SimDisk::new(spec.servers > 1),
                     incarnation: 0,
                     timers: [None; 2],
                     last_role: None,
@@ -374,6 +379,7 @@ impl Cluster {
             election_safety: ElectionSafety::new(),
             state_machine_safety: StateMachineSafety::new(),
             mutual_exclusion: MutualExclusion::new(),
+            acknowledged_writes: AcknowledgedWrites::new(),
             recorder,
             network_stats: NetworkStats::default(),
             checks_performed: BTreeMap::new(),
@@ -667,10 +673,16 @@ impl Cluster {
             .disk
             .recover(self.disk_faults, &mut self.disk_rng);
         let state = match recovery {
-            Recovery::Started { state, repairs } => {
+            Recovery::Started {
+                state,
+                repairs,
+                dropped,
+            } => {
                 for repair in repairs {
                     self.note_fault(format!("s{number} recovered its disk: {repair}"));
                 }
+                self.acknowledged_writes
+                    .observe_damage(ServerId(number), &dropped);
                 state
             }
             Recovery::Refused { reason } => {
@@ -1243,7 +1255,60 @@ impl Cluster {
             .observe_ack(now, id, seq, &op, outcome)
         {
             self.report_violation(violation);
+            return;
         }
+        // A write's outcome comes from its committed entry (a refusal by read has none).
+        let committed = self.mutual_exclusion.committed_index(id, seq);
+        let is_write = !matches!(op, Operation::Check { .. });
+        if let (true, Some(index)) = (is_write, committed) {
+            let (entry, _) = self
+                .state_machine_safety
+                .committed(index)
+                .expect("a committed request was applied");
+            let term = entry.term;
+            self.acknowledged_writes.observe_ack(id, seq, index, term);
+        }
+    }
+
+    /// Judges the acknowledged writes against the servers' logs now (the end of a run).
+    pub fn check_acknowledged_writes(&mut self) -> Result<(), Violation> {
+        let now = self.now();
+        let replicas: Vec<FinalReplica> = (1..=self.server_count())
+            .map(|number| {
+                let slot = &self.servers[(number - 1) as usize];
+                match &slot.node {
+                    Some(node) => FinalReplica {
+                        id: ServerId(number),
+                        log: node.log(),
+                        commit_index: Some(node.commit_index()),
+                    },
+                    None => FinalReplica {
+                        id: ServerId(number),
+                        log: &slot.disk.state().log,
+                        commit_index: None,
+                    },
+                }
+            })
+            .collect();
+        let judged = self
+            .acknowledged_writes
+            .check(now, self.servers.len(), &replicas)?;
+        // One check per acknowledged write judged (the excused are not checks).
+        *self
+            .checks_performed
+            .entry(ACKNOWLEDGED_WRITES_SURVIVE)
+            .or_insert(0) += judged.checked;
+        Ok(())
+    }
+
+    /// Servers whose disk says they are still repairing a damaged log, in id order.
+    pub fn unrepaired_servers(&self) -> Vec<u32> {
+        (1..=self.server_count())
+            .filter(|&number| {
+                let slot = &self.servers[(number - 1) as usize];
+                slot.refused.is_none() && slot.disk.state().recovering
+            })
+            .collect()
     }
 
     /// Hands a message to the network and schedules its deliveries. Rogue traffic (to or from
@@ -1394,7 +1459,9 @@ fn describe_cut(number: u32, outputs: &[ServerOutput], carried: usize) -> String
 /// One effect in a few words, for the fault list and the trace.
 fn effect_name(output: &ServerOutput) -> String {
     match output {
-        ServerOutput::Persist(PersistOp::HardState { term, voted_for }) => match voted_for {
+        ServerOutput::Persist(PersistOp::HardState {
+            term, voted_for, ..
+        }) => match voted_for {
             Some(vote) => format!("persist term {term} vote {vote}"),
             None => format!("persist term {term}"),
         },

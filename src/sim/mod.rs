@@ -10,6 +10,7 @@ pub mod bench;
 pub mod checkers;
 pub mod cluster;
 pub mod disk;
+pub mod durability;
 pub mod explore;
 pub mod history;
 pub mod linearizability;
