@@ -128,6 +128,7 @@ impl Case {
             voted_for: None,
             log,
             snapshot: None,
+            recovering: false,
         }
     }
 }

@@ -257,10 +257,11 @@ fn adding_rogues_leaves_the_honest_workload_and_the_first_honest_messages_as_the
 }
 
 /// Scenario 12 must really do what it says: the leader's append is cut after its write and the
-/// tear loses it, a voter is cut after writing its new term, and s4 refuses a log damaged in
-/// the middle and stays down, all in a run that is byte-identical for its seed.
+/// tear loses it, a voter is cut after writing its new term, and s4 cuts a log damaged in the
+/// middle and is repaired by a leader, all in a run that is byte-identical for its seed.
 #[test]
 fn crashes_inside_steps_and_a_damaged_log_do_what_scenario_12_says() {
+    use lockstep::node::coverage::Branch;
     let scenario = shipped("12-crash-inside-step.yaml");
     let first = traced_run(&scenario);
     assert!(
@@ -290,16 +291,17 @@ fn crashes_inside_steps_and_a_damaged_log_do_what_scenario_12_says() {
     ]));
     assert!(fault(&["s3 recovered its disk: truncated a torn tail"]));
     assert!(fault(&[
-        "s4 refuses to start and stays down",
+        "s4 recovered its disk: cut the log before damage",
         "record 3 (entry 3)"
     ]));
-    assert_eq!(
-        report.refused_to_start.len(),
-        1,
+    assert!(fault(&["s4 recovered its disk: repairing from peers"]));
+    assert!(
+        report.refused_to_start.is_empty(),
         "{:?}",
         report.refused_to_start
     );
-    assert!(report.refused_to_start[0].starts_with("s4: "));
+    assert!(report.repairing_at_end.is_empty(), "s4 was repaired");
+    assert!(report.coverage.count(Branch::RecoveryCompleted) >= 1);
     let text = String::from_utf8(first).expect("UTF-8");
     assert!(
         text.contains(r#""kind":"fault","fault":"s1 crashed inside a step"#),
@@ -307,16 +309,14 @@ fn crashes_inside_steps_and_a_damaged_log_do_what_scenario_12_says() {
     );
 }
 
-/// What the disk model's random `corrupt` spares, and why: the real log cannot tell a damaged
-/// last record from a torn one and truncates it. When that record was synced, a promise is
-/// gone. Here s2's last record is the grant c1 was told about, committed by s1 and s2 alone;
-/// truncated, it lets s2 win an election without the grant, and the checkers say so. Raft
-/// survives no lost synced write; only repair from peers could (issue 14, section 1).
-#[test]
-fn a_damaged_last_record_truncated_as_torn_loses_an_acknowledged_grant() {
-    let text = "\
+/// s2's last record is the grant c1 was told about, committed by s1 and s2 alone (s3 is cut
+/// off), and it rots on s2's disk. The real log cannot tell a rotted last record from a torn
+/// one; truncated as torn, it would let s2 vote for a log without the grant. Instead s2 cuts
+/// its log and repairs it from peers, voting for no one meanwhile: s3 cannot be elected
+/// without the grant, and once s1 is back it leads, repairs s2, and the grant survives.
+const DAMAGED_TAIL: &str = "\
 name: damaged-tail
-description: s2's last record, the grant c1 heard, is damaged and truncated as if torn.
+description: s2's last record, the grant c1 heard, rots; s2 repairs it from peers.
 seed: 1
 duration: 8s
 cluster: {servers: 3, clients: 2, leader: s1, connect: {c1: s1, c2: s1}}
@@ -329,18 +329,47 @@ events:
   - {at: 3100ms, corrupt: {node: s2, entry: 3}}
   - {at: 3200ms, heal: all}
   - {at: 3200ms, restart: s2}
+  - {at: 5s, restart: s1}
+  - {at: 7s, client: c2, op: check, lock: a, consistency: linearizable, expect: {owner: c1}}
 ";
-    let scenario = scenario::parse_str(text, scenario::Format::Yaml, "damaged-tail.yaml")
+
+#[test]
+fn a_damaged_last_record_is_repaired_from_peers_and_the_acknowledged_grant_survives() {
+    use lockstep::node::coverage::Branch;
+    let scenario = scenario::parse_str(DAMAGED_TAIL, scenario::Format::Yaml, "damaged-tail.yaml")
         .unwrap_or_else(|error| panic!("{error}"));
     let report = runner::run(&scenario, RunOptions::default()).expect("no trace");
+    assert!(report.passed, "{}", report.render());
     assert!(
         report
             .faults
             .iter()
-            .any(|fault| fault.contains("s2 recovered its disk: truncated a damaged tail")),
+            .any(|fault| fault.contains("s2 recovered its disk: cut the log before damage")),
         "{:#?}",
         report.faults
     );
+    assert!(report.coverage.count(Branch::VoteRefusedRecovering) >= 1);
+    assert!(report.coverage.count(Branch::RecoveryCompleted) >= 1);
+    let survive = report
+        .invariants
+        .iter()
+        .find(|invariant| invariant.name == "acknowledged_writes_survive")
+        .expect("the checker ran");
+    assert!(survive.checks > 0, "{}", report.render());
+}
+
+/// The same run with the repair rule switched off (a test-only switch): s2 votes with a log
+/// that lost the grant, a leader without it is elected, and the grant is gone. The first
+/// checker to see it is leader completeness, at the election.
+#[test]
+fn with_the_repair_rule_off_the_same_damage_loses_the_acknowledged_grant() {
+    let scenario = scenario::parse_str(DAMAGED_TAIL, scenario::Format::Yaml, "damaged-tail.yaml")
+        .unwrap_or_else(|error| panic!("{error}"));
+    let options = RunOptions {
+        unsafe_recovering_votes: true,
+        ..RunOptions::default()
+    };
+    let report = runner::run(&scenario, options).expect("no trace");
     let violation = report.violation.as_ref().expect("the lost grant is seen");
     assert_eq!(
         violation.invariant,

@@ -701,8 +701,9 @@ fn restarting_every_server_recovers_locks_and_sessions_from_disk() {
 }
 
 /// A crash in the middle of an append leaves a torn record at the end of the log. On start
-/// the server finds it, truncates the log there with a warning naming the file and offset,
-/// and carries on: it catches up with the cluster and answers for the locks.
+/// the server finds it, cuts the log there with a warning naming the file and offset, and,
+/// since it cannot tell a torn record from a rotted one that it had acknowledged, repairs its
+/// log from its peers: it catches up with the cluster and answers for the locks.
 #[test]
 fn a_torn_final_wal_record_is_truncated_on_start() {
     let mut cluster = Cluster::start("torn-tail");
@@ -736,8 +737,9 @@ fn a_torn_final_wal_record_is_truncated_on_start() {
 
     cluster.restart(victim);
     let log = std::fs::read_to_string(cluster.log_path(victim)).unwrap();
-    let warning = format!("torn tail at byte offset {end}");
-    assert!(log.contains(&warning), "the truncation is reported\n{log}");
+    let warning = format!("damaged record at byte offset {end}");
+    assert!(log.contains(&warning), "the cut is reported\n{log}");
+    assert!(log.contains("repairing from peers"), "{log}");
 
     // The restarted server serves: a local check through it alone sees the grant once it
     // has caught up (the client's seen_index makes it wait until it has).
@@ -755,6 +757,82 @@ fn a_torn_final_wal_record_is_truncated_on_start() {
         match through_victim.check("a", Consistency::Local) {
             Ok(Check::Owner { owner: o, token: t }) => {
                 assert_eq!((o.0, t), (owner, token));
+                break;
+            }
+            other => {
+                assert!(Instant::now() < deadline, "never caught up: {other:?}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    cluster.finish();
+}
+
+/// Protocol-aware recovery, for real: a follower's log rots in the middle, in a record of
+/// entries the cluster committed. Where a lone server must refuse to start, this one cuts its
+/// log before the damage, says at WARN what it dropped (file, offset, indexes), votes for no
+/// one while a leader gives back what it lost, and says so when it is repaired. The cluster
+/// keeps every lock throughout, and the server serves them again.
+#[test]
+fn a_followers_wal_corrupt_in_the_middle_is_repaired_from_its_peers() {
+    let mut cluster = Cluster::start("repair-middle");
+    let mut alice = cluster.client();
+    let a = grant(&mut alice, "a");
+    let b = grant(&mut alice, "b");
+    let c = grant(&mut alice, "c");
+    let credential = alice.credential().expect("registered");
+    let owner = credential.id.0;
+    let leader = cluster.latest_leader().expect("a leader");
+    let victim = (leader + 1) % 3;
+    cluster.servers[victim] = None;
+
+    // Damage the payload of the log's second record (an append, the grants are after it).
+    let wal_path = cluster.data_dir(victim).join("wal");
+    let mut bytes = std::fs::read(&wal_path).unwrap();
+    let first_length = u32::from_le_bytes(bytes[32..36].try_into().unwrap()) as usize;
+    let second = 32 + 8 + first_length;
+    let second_length = u32::from_le_bytes(bytes[second..second + 4].try_into().unwrap()) as usize;
+    assert!(
+        bytes[second + 8 + second_length..]
+            .iter()
+            .any(|&byte| byte != 0),
+        "records follow the damaged one: it is in the middle"
+    );
+    bytes[second + 8 + 1] ^= 0xff;
+    std::fs::write(&wal_path, &bytes).unwrap();
+
+    cluster.restart(victim);
+    let log = std::fs::read_to_string(cluster.log_path(victim)).unwrap();
+    let cut = format!("damaged record at byte offset {second}");
+    assert!(log.contains(&cut), "the cut is reported\n{log}");
+    assert!(log.contains(&wal_path.display().to_string()), "{log}");
+    assert!(
+        log.contains("a valid record followed at byte offset"),
+        "{log}"
+    );
+    assert!(log.contains("votes for no one"), "{log}");
+
+    let mut observer = cluster.client();
+    assert_eq!(holder(&mut observer, "a"), Some((owner, a)));
+    assert_eq!(holder(&mut observer, "b"), Some((owner, b)));
+    assert_eq!(holder(&mut observer, "c"), Some((owner, c)));
+    wait_for_log(&cluster, victim, "repaired its damaged log");
+
+    // Repaired, it serves the locks itself: a local check through it alone sees the grants.
+    let mut through_victim = Client::new(
+        vec![format!("127.0.0.1:{}", cluster.ports[victim])],
+        ClientOptions {
+            credential: Some(credential),
+            operation_timeout: DEADLINE,
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match through_victim.check("c", Consistency::Local) {
+            Ok(Check::Owner { owner: o, token: t }) => {
+                assert_eq!((o.0, t), (owner, c));
                 break;
             }
             other => {
@@ -1925,6 +2003,7 @@ fn write_poisoned_data_dir(dir: &Path) {
         PersistOp::HardState {
             term: 1,
             voted_for: Some(ServerId(1)),
+            recovering: false,
         },
         PersistOp::Append {
             first_index: 1,

@@ -1,6 +1,8 @@
 //! Stories of a server's write-ahead log: what a restart remembers, what a crash at a bad moment
-//! leaves behind, and how damage is told apart (a torn tail is cut off with a warning, damage in
-//! the middle refuses to start and says where).
+//! leaves behind, and how damage is told apart. A server alone (`Wal::open`, no peers): a torn
+//! tail is cut off with a warning, damage in the middle refuses to start and says where. A
+//! server with peers (`WalOptions::for_server(3)`): any damage cuts the log and starts a repair
+//! from peers, with the vote kept in the hard-state file.
 //!
 //! Each story runs in its own scratch directory under `std::env::temp_dir()`, removed when the
 //! story ends, also when it fails.
@@ -10,6 +12,7 @@ mod common;
 use common::{append, noop, preempt, vote};
 use lockstep::node::{DurableState, PersistOp, ServerId};
 use lockstep::storage::format::{FILE_HEADER_BYTES, RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX};
+use lockstep::storage::hard_state::{HARD_STATE_FILE_NAME, HardStateRead, read_hard_state};
 use lockstep::storage::{
     Damage, LOG_FILE_NAME, LOG_TEMPORARY_FILE_NAME, LogPosition, OpViolation, Recovery,
     RecoveryWarning, SNAPSHOT_FILE_NAME, SNAPSHOT_TEMPORARY_FILE_NAME, StorageError, Wal,
@@ -646,7 +649,7 @@ fn a_preallocated_log_reopens_cleanly_and_appends_after_its_last_record() {
     let directory = DataDirectory::new("preallocated");
     let ops = a_followers_life();
     let (first, rest) = ops.split_at(3);
-    let options = WalOptions::for_server();
+    let options = WalOptions::for_server(3);
     {
         let (mut wal, _) = Wal::open_with(&directory.path, options).unwrap();
         wal.append(first).unwrap();
@@ -686,7 +689,8 @@ fn a_preallocated_log_reopens_cleanly_and_appends_after_its_last_record() {
 fn a_torn_record_in_preallocated_space_is_cut_off_with_a_warning() {
     let directory = DataDirectory::new("preallocated-torn");
     let ops = a_followers_life();
-    let options = WalOptions::for_server();
+    // A server alone: nobody to repair from, so a damaged tail can only be cut off.
+    let options = WalOptions::for_server(1);
     {
         let (mut wal, _) = Wal::open_with(&directory.path, options).unwrap();
         wal.append(&ops).unwrap();
@@ -716,4 +720,215 @@ fn a_torn_record_in_preallocated_space_is_cut_off_with_a_warning() {
         [RecoveryWarning::TruncatedTail { offset, .. }] => assert_eq!(*offset, end as u64),
         other => panic!("one truncation expected, got {other:?}"),
     }
+}
+
+// ----- repair from peers (issue 14): a server with peers cuts damage and repairs -----
+
+fn open_with_peers(directory: &DataDirectory) -> Result<(Wal, Recovery), StorageError> {
+    Wal::open_with(&directory.path, WalOptions::for_server(3))
+}
+
+fn hard_state_sequence(directory: &DataDirectory) -> u64 {
+    match read_hard_state(&directory.path).unwrap() {
+        HardStateRead::Valid { sequence, .. } => sequence,
+        other => panic!("expected a valid hard-state file, found {other:?}"),
+    }
+}
+
+/// Record 2 of a follower's life (its vote for s3 in term 2) rots. With peers, the server does
+/// not refuse: it cuts the log there, keeps entries 1-3, names what it dropped, and starts
+/// repairing, durably. The vote of term 3, cut from the log, is still in the hard-state file.
+/// Once the server clears the flag (its repair done), the next start is an ordinary one.
+#[test]
+fn with_peers_a_damaged_middle_record_cuts_the_log_and_starts_a_repair_keeping_the_vote() {
+    let directory = DataDirectory::new("repair-middle");
+    let ops = a_followers_life();
+    run_and_stop(&directory, &ops);
+    let log = directory.log();
+    let records = records_of(&log);
+    flip_byte(&log, records[2].0 + RECORD_HEADER_BYTES as u64 + 2);
+
+    let (wal, recovery) = open_with_peers(&directory).unwrap();
+    let warning = match recovery.warnings.as_slice() {
+        [
+            warning @ RecoveryWarning::CutForRepair {
+                offset,
+                kept_through_index: 3,
+                dropped_through_index: Some(5),
+                next_valid_offset: Some(next),
+                ..
+            },
+        ] if *offset == records[2].0 && *next == records[3].0 => warning.to_string(),
+        other => panic!("one cut for repair expected, got {other:?}"),
+    };
+    assert!(warning.contains(&log.display().to_string()), "{warning}");
+    assert!(warning.contains("entries 4 to 5 dropped"), "{warning}");
+    assert!(warning.contains("repairing from peers"), "{warning}");
+    let expected = DurableState {
+        term: 3,
+        voted_for: Some(ServerId(1)),
+        recovering: true,
+        ..simulated_disk(&ops[..2])
+    };
+    assert_eq!(recovery.state, expected);
+    drop(wal);
+
+    let (mut wal, again) = open_with_peers(&directory).unwrap();
+    assert_eq!(again.warnings, vec![], "the cut log is whole now");
+    assert_eq!(
+        again.state, expected,
+        "a crash during the repair keeps repairing"
+    );
+    let repaired = PersistOp::HardState {
+        term: 4,
+        voted_for: None,
+        recovering: false,
+    };
+    wal.append(std::slice::from_ref(&repaired)).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let (_, after) = open_with_peers(&directory).unwrap();
+    assert!(!after.state.recovering);
+    assert_eq!((after.state.term, after.state.voted_for), (4, None));
+}
+
+/// The real log cannot tell a rotted last record from a torn one. Alone, it must cut it off
+/// and hope it was never synced; with peers it need not guess: both start a repair.
+#[test]
+fn with_peers_a_damaged_last_record_starts_a_repair_instead_of_passing_for_torn() {
+    let directory = DataDirectory::new("repair-last");
+    let ops = a_followers_life();
+    run_and_stop(&directory, &ops);
+    let log = directory.log();
+    let (last_offset, _) = *records_of(&log).last().unwrap();
+    flip_byte(&log, last_offset + RECORD_HEADER_BYTES as u64 + 5);
+
+    let (_, recovery) = open_with_peers(&directory).unwrap();
+    assert!(
+        matches!(
+            recovery.warnings.as_slice(),
+            [RecoveryWarning::CutForRepair { offset, next_valid_offset: None, .. }]
+                if *offset == last_offset
+        ),
+        "{:?}",
+        recovery.warnings
+    );
+    assert!(recovery.state.recovering);
+    assert_eq!(
+        recovery.state.log,
+        simulated_disk(&ops[..ops.len() - 1]).log
+    );
+}
+
+/// The second copy of term and vote costs appends nothing: only a sync that covers a
+/// `HardState` record writes the hard-state file.
+#[test]
+fn only_a_sync_covering_a_term_or_vote_writes_the_hard_state_file() {
+    let directory = DataDirectory::new("hard-state-writes");
+    let (mut wal, _) = open(&directory);
+    let created = hard_state_sequence(&directory);
+    wal.append(&[vote(1, 2)]).unwrap();
+    assert_eq!(
+        hard_state_sequence(&directory),
+        created,
+        "not before the sync"
+    );
+    wal.sync().unwrap();
+    let voted = hard_state_sequence(&directory);
+    assert_eq!(voted, created + 1);
+    for index in 1..=50 {
+        wal.append(&[append(index, vec![noop(1)])]).unwrap();
+        wal.sync().unwrap();
+    }
+    assert_eq!(
+        hard_state_sequence(&directory),
+        voted,
+        "appends leave it alone"
+    );
+}
+
+/// Both copies of the vote gone at once is the one damage a repair cannot get past: the log is
+/// damaged and neither slot of the hard-state file is valid, so the latest vote is unknown and
+/// the server refuses rather than vote twice. With the log intact, the file is rewritten from
+/// it, with a warning.
+#[test]
+fn a_damaged_log_with_both_hard_state_slots_damaged_refuses_to_start() {
+    let directory = DataDirectory::new("hard-state-lost");
+    run_and_stop(&directory, &a_followers_life());
+    let hard_state = directory.path.join(HARD_STATE_FILE_NAME);
+    let mut bytes = fs::read(&hard_state).unwrap();
+    bytes[20] ^= 0x01;
+    bytes[64 + 20] ^= 0x01;
+    fs::write(&hard_state, &bytes).unwrap();
+    let (_, recovery) = open_with_peers(&directory).unwrap();
+    assert!(
+        matches!(
+            recovery.warnings.as_slice(),
+            [RecoveryWarning::RewroteHardState { .. }]
+        ),
+        "{:?}",
+        recovery.warnings
+    );
+    assert_eq!(
+        (recovery.state.term, recovery.state.voted_for),
+        (3, Some(ServerId(1)))
+    );
+
+    fs::write(&hard_state, &bytes).unwrap();
+    let log = directory.log();
+    let (middle, _) = records_of(&log)[2];
+    flip_byte(&log, middle + RECORD_HEADER_BYTES as u64 + 2);
+    for _ in 0..2 {
+        let error = open_with_peers(&directory).unwrap_err();
+        assert!(
+            matches!(&error, StorageError::HardStateLost { offset, .. } if *offset == middle),
+            "{error} (a refusal leaves both files as they were, so it refuses again)"
+        );
+    }
+}
+
+/// A crash between the two writes of a sync leaves the log's copy of a vote newer than the
+/// file's: the newer one wins, and the file catches up.
+#[test]
+fn a_vote_the_log_has_and_the_hard_state_file_missed_is_recovered_from_the_log() {
+    let directory = DataDirectory::new("hard-state-behind");
+    let hard_state = directory.path.join(HARD_STATE_FILE_NAME);
+    let (mut wal, _) = open(&directory);
+    wal.append(&[vote(1, 2)]).unwrap();
+    wal.sync().unwrap();
+    let before_second_vote = fs::read(&hard_state).unwrap();
+    wal.append(&[vote(2, 3)]).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    fs::write(&hard_state, &before_second_vote).unwrap();
+
+    let (_, recovery) = open_with_peers(&directory).unwrap();
+    assert_eq!(
+        (recovery.state.term, recovery.state.voted_for),
+        (2, Some(ServerId(3)))
+    );
+    assert!(!recovery.state.recovering);
+    match read_hard_state(&directory.path).unwrap() {
+        HardStateRead::Valid { state, .. } => {
+            assert_eq!((state.term, state.voted_for), (2, Some(ServerId(3))))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A data directory written before the hard-state file existed has only the log's copy of the
+/// vote: its first open repairs nothing and refuses damage in the middle as before.
+#[test]
+fn without_a_hard_state_file_damage_in_the_middle_is_still_refused() {
+    let directory = DataDirectory::new("no-hard-state");
+    run_and_stop(&directory, &a_followers_life());
+    fs::remove_file(directory.path.join(HARD_STATE_FILE_NAME)).unwrap();
+    let log = directory.log();
+    let (middle, _) = records_of(&log)[3];
+    flip_byte(&log, middle + RECORD_HEADER_BYTES as u64 + 2);
+    let error = open_with_peers(&directory).unwrap_err();
+    assert!(
+        matches!(&error, StorageError::CorruptRecord { offset, .. } if *offset == middle),
+        "{error}"
+    );
 }

@@ -37,10 +37,13 @@ Examples:
 
 Logs go to stderr; set the level with RUST_LOG (default info, e.g. RUST_LOG=debug).
 SIGINT or SIGTERM stops the server cleanly: everything it acknowledged is already on disk.
+A server with peers whose log is damaged (a record that fails its checksum) cuts the log
+there, says at WARN what it dropped, and repairs it from its peers, voting for no one until
+a leader has (docs/operations.md, Data directory); a server alone refuses to start instead.
 
 Exit codes: 0 stopped by a signal, 1 failed while serving (a storage error), 2 bad flags or
-configuration (or the port is taken), 3 the data directory was refused at startup
-(corruption, another process holds it, an unreadable snapshot), 4 the --metrics address
+configuration (or the port is taken), 3 the data directory was refused at startup (damage
+it cannot repair, another process holds it, an unreadable snapshot), 4 the --metrics address
 cannot be served (its port is taken, or it is not an address of this machine).")]
 pub struct ServerArgs {
     /// This server's id: s1, S1 or 1. With --config, it picks this process's entry.

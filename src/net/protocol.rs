@@ -40,6 +40,7 @@ use crate::node::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// The protocol version this codec speaks. A request without `version` means version 1, which
@@ -678,15 +679,26 @@ struct RequestFields<'a> {
 
 /// Every field a response line may hold, in the order they are written. Absent ones are
 /// omitted. Decoding ignores fields not listed here, so that a server may add fields within a
-/// version.
+/// version. Text borrows from the reply being encoded, or from the line being decoded where it
+/// holds no escapes: every answer passes through here, at both ends.
 #[derive(Default, Serialize, Deserialize)]
-struct ReplyFields {
+struct ReplyFields<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     seq: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ok: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        borrow,
+        deserialize_with = "borrowed_text"
+    )]
+    ok: Option<Cow<'a, str>>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        borrow,
+        deserialize_with = "borrowed_text"
+    )]
+    error: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     term: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -699,20 +711,35 @@ struct ReplyFields {
     token: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     leader: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    leader_address: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        borrow,
+        deserialize_with = "borrowed_text"
+    )]
+    leader_address: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     version: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     nonce: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        borrow,
+        deserialize_with = "borrowed_text"
+    )]
+    message: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     index: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     server: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    role: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        borrow,
+        deserialize_with = "borrowed_text"
+    )]
+    role: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     commit_index: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -832,8 +859,8 @@ pub fn encode_error(error: &ErrorReply) -> Vec<u8> {
     let mut fields = ReplyFields {
         seq: error.seq,
         term: error.term,
-        error: Some(error.code.name().to_string()),
-        message: Some(error.message.clone()),
+        error: Some(Cow::Borrowed(error.code.name())),
+        message: Some(Cow::Borrowed(&error.message)),
         ..ReplyFields::default()
     };
     match &error.code {
@@ -842,7 +869,7 @@ pub fn encode_error(error: &ErrorReply) -> Vec<u8> {
             leader_address,
         } => {
             fields.leader = leader.map(|leader| leader.0);
-            fields.leader_address = leader_address.clone();
+            fields.leader_address = leader_address.as_deref().map(Cow::Borrowed);
         }
         ErrorCode::UnsupportedVersion { supported } => fields.version = Some(*supported),
         ErrorCode::LockDelayed { retry_after_ms } => fields.retry_after_ms = Some(*retry_after_ms),
@@ -898,7 +925,7 @@ pub fn encode_wire_reply(reply: &WireReply) -> Vec<u8> {
         Answer::Outcome(outcome) => outcome_fields(&mut fields, outcome),
         Answer::Status(status) => {
             fields.server = Some(status.server.0);
-            fields.role = Some(role_name(status.role).to_string());
+            fields.role = Some(Cow::Borrowed(role_name(status.role)));
             fields.leader = status.leader.map(|leader| leader.0);
             fields.commit_index = Some(status.commit_index);
             fields.last_index = Some(status.last_index);
@@ -912,7 +939,7 @@ pub fn encode_wire_reply(reply: &WireReply) -> Vec<u8> {
             "kept_alive"
         }
     };
-    fields.ok = Some(ok.to_string());
+    fields.ok = Some(Cow::Borrowed(ok));
     write_line(&fields)
 }
 
@@ -946,7 +973,32 @@ fn outcome_fields(fields: &mut ReplyFields, outcome: Outcome) -> &'static str {
 /// which carries the seq whenever the line had a readable one. The version is checked right
 /// after the seq, so a client of another version hears about the version, not about a field
 /// it did not expect.
+///
+/// Two decoders share the work. Every line goes first through a typed one
+/// ([`decode_well_formed`]) that reads the fields straight into place and only says yes or no;
+/// a line it does not take goes through the careful one ([`decode_with_reasons`]), which
+/// decides again from scratch and says what is wrong. The careful one alone decides every
+/// refusal, so the messages are its own; the typed one is the fast path every well-formed
+/// request takes. The two MUST agree on every line the typed one takes (a test feeds both
+/// generated lines); a field the typed one does not know sends its line down the careful path.
 pub fn decode_request(line: &[u8]) -> Result<WireRequest, WireError> {
+    check_line(line)?;
+    match decode_well_formed(line) {
+        Some(request) => Ok(request),
+        None => decode_with_reasons(line),
+    }
+}
+
+/// [`decode_request`] through the careful decoder alone. For tests and fuzz targets that check
+/// that the fast path changes no answer: both functions MUST return the same for every line.
+#[doc(hidden)]
+pub fn decode_request_carefully(line: &[u8]) -> Result<WireRequest, WireError> {
+    check_line(line)?;
+    decode_with_reasons(line)
+}
+
+/// What both decoders refuse before reading any JSON: a line over the limit, an empty line.
+fn check_line(line: &[u8]) -> Result<(), WireError> {
     let content = line.strip_suffix(b"\n").unwrap_or(line);
     if content.len() > LINE_BYTES_MAX {
         return Err(WireError::line_too_long());
@@ -957,6 +1009,13 @@ pub fn decode_request(line: &[u8]) -> Result<WireRequest, WireError> {
             r#"empty line: send one JSON object per line, like {"seq":1,"op":"hello"}"#,
         ));
     }
+    Ok(())
+}
+
+/// The careful decoder: the line as a JSON object of `Value`s, read field by field so that
+/// every refusal names its field. Slower than [`decode_well_formed`] (a map of owned values per
+/// line), and taken only by lines that one refused.
+fn decode_with_reasons(line: &[u8]) -> Result<WireRequest, WireError> {
     let map = match serde_json::from_slice::<UniqueKeys>(line) {
         Ok(UniqueKeys {
             duplicate: Some(key),
@@ -1001,6 +1060,234 @@ pub fn decode_request(line: &[u8]) -> Result<WireRequest, WireError> {
     };
     reader.finish(&request.op)?;
     Ok(request)
+}
+
+// ----- the typed request decoder -----
+
+/// The fast path of [`decode_request`]: the request if the line is one well-formed request,
+/// `None` for anything else, without saying why (the careful decoder says that).
+///
+/// It takes a line only if [`decode_with_reasons`] would decode it to the very same request:
+/// one JSON object, each field at most once and known, of the right JSON type (never `null`),
+/// `version` 2, and exactly the fields its op takes with the values they allow.
+fn decode_well_formed(line: &[u8]) -> Option<WireRequest> {
+    let fields: TypedFields<'_> = serde_json::from_slice(line).ok()?;
+    fields.into_request()
+}
+
+/// Every field a request may hold. To add one: a variant here, a slot in [`TypedFields`] and a
+/// rule in [`TypedFields::into_request`], besides the careful decoder's `RequestReader`.
+#[derive(Copy, Clone, Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum TypedField {
+    Seq,
+    Op,
+    Version,
+    Client,
+    Secret,
+    Lock,
+    Consistency,
+    Nonce,
+    TtlMs,
+    SeenIndex,
+    Term,
+}
+
+/// A request's fields as the line holds them, borrowed from it where the JSON has no escapes.
+/// Only the typed decoder fills this: refused on an unknown or doubled field, or a value of
+/// another JSON type (serde_json's own errors, which nobody reads: the line goes to the
+/// careful decoder).
+#[derive(Default)]
+struct TypedFields<'a> {
+    seq: Option<u64>,
+    op: Option<Cow<'a, str>>,
+    version: Option<u64>,
+    client: Option<u64>,
+    secret: Option<Cow<'a, str>>,
+    lock: Option<Cow<'a, str>>,
+    consistency: Option<Cow<'a, str>>,
+    nonce: Option<u64>,
+    ttl_ms: Option<u64>,
+    seen_index: Option<u64>,
+    term: Option<u64>,
+}
+
+impl<'a> TypedFields<'a> {
+    /// The request these fields make, by the careful decoder's rules, or `None` if it would
+    /// refuse them.
+    fn into_request(self) -> Option<WireRequest> {
+        if self.version? != u64::from(PROTOCOL_VERSION) {
+            return None;
+        }
+        let lock_fields = self.client.is_some()
+            || self.secret.is_some()
+            || self.lock.is_some()
+            || self.consistency.is_some();
+        let hello_fields = self.nonce.is_some() || self.ttl_ms.is_some();
+        let op = match self.op.as_deref()? {
+            "hello" if !lock_fields => WireOp::Hello {
+                nonce: self.nonce.unwrap_or(0),
+                ttl_ms: self.ttl_ms,
+            },
+            "status" if !lock_fields && !hello_fields => WireOp::Status,
+            "keepalive" if !hello_fields && self.lock.is_none() && self.consistency.is_none() => {
+                WireOp::Keepalive {
+                    client: ClientId(self.client.filter(|&client| client != 0)?),
+                    secret: match self.secret.as_deref() {
+                        None => None,
+                        Some(text) => Some(ClientSecret::parse_hex(text).ok()?),
+                    },
+                }
+            }
+            name @ ("preempt" | "release" | "check") if !hello_fields => {
+                let client = ClientId(self.client.filter(|&client| client != 0)?);
+                let secret = match self.secret.as_deref() {
+                    None => None,
+                    Some(text) => Some(ClientSecret::parse_hex(text).ok()?),
+                };
+                let lock = self.lock.as_deref()?;
+                if lock.is_empty() || lock.len() > LOCK_NAME_BYTES_MAX {
+                    return None;
+                }
+                let lock = LockName::from(lock);
+                match name {
+                    "preempt" if self.consistency.is_none() => WireOp::Preempt {
+                        client,
+                        secret,
+                        lock,
+                    },
+                    "release" if self.consistency.is_none() => WireOp::Release {
+                        client,
+                        secret,
+                        lock,
+                    },
+                    "check" => WireOp::Check {
+                        client,
+                        secret,
+                        lock,
+                        consistency: match self.consistency.as_deref() {
+                            None => Consistency::default(),
+                            Some("local") => Consistency::Local,
+                            Some("linearizable") => Consistency::Linearizable,
+                            Some(_) => return None,
+                        },
+                    },
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        };
+        Some(WireRequest {
+            seq: self.seq?,
+            seen_index: self.seen_index.unwrap_or(0),
+            term: self.term.unwrap_or(0),
+            op,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for TypedFields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = TypedFields<'de>;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("a request object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<TypedFields<'de>, A::Error> {
+                let mut fields = TypedFields::default();
+                // Bounded: a field seen twice ends the loop with an error, so at most one round
+                // per field.
+                while let Some(field) = access.next_key::<TypedField>()? {
+                    match field {
+                        TypedField::Seq => fill(&mut fields.seq, &mut access)?,
+                        TypedField::Op => fill_text(&mut fields.op, &mut access)?,
+                        TypedField::Version => fill(&mut fields.version, &mut access)?,
+                        TypedField::Client => fill(&mut fields.client, &mut access)?,
+                        TypedField::Secret => fill_text(&mut fields.secret, &mut access)?,
+                        TypedField::Lock => fill_text(&mut fields.lock, &mut access)?,
+                        TypedField::Consistency => {
+                            fill_text(&mut fields.consistency, &mut access)?;
+                        }
+                        TypedField::Nonce => fill(&mut fields.nonce, &mut access)?,
+                        TypedField::TtlMs => fill(&mut fields.ttl_ms, &mut access)?,
+                        TypedField::SeenIndex => fill(&mut fields.seen_index, &mut access)?,
+                        TypedField::Term => fill(&mut fields.term, &mut access)?,
+                    }
+                }
+                Ok(fields)
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// Reads a whole number into an empty slot. A `null`, a second copy, or any other JSON type
+/// is an error: the careful decoder refuses each of them.
+fn fill<'de, A: serde::de::MapAccess<'de>>(
+    slot: &mut Option<u64>,
+    access: &mut A,
+) -> Result<(), A::Error> {
+    if slot.is_some() {
+        return Err(serde::de::Error::custom("a field appears twice"));
+    }
+    *slot = Some(access.next_value()?);
+    Ok(())
+}
+
+/// Reads a string into an empty slot, borrowed from the line when it holds no escapes.
+fn fill_text<'de, A: serde::de::MapAccess<'de>>(
+    slot: &mut Option<Cow<'de, str>>,
+    access: &mut A,
+) -> Result<(), A::Error> {
+    if slot.is_some() {
+        return Err(serde::de::Error::custom("a field appears twice"));
+    }
+    *slot = Some(access.next_value::<Text<'de>>()?.0);
+    Ok(())
+}
+
+/// An optional string field, borrowed from the line when it holds no escapes. (serde's own
+/// `#[serde(borrow)]` borrows a `Cow<str>` field, but not an `Option<Cow<str>>` one.)
+fn borrowed_text<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Cow<'de, str>>, D::Error> {
+    Ok(Option::<Text<'de>>::deserialize(deserializer)?.map(|text| text.0))
+}
+
+/// A JSON string, borrowed when the deserializer can lend it. (`Cow<str>`'s own `Deserialize`
+/// always copies.)
+struct Text<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Text<'de>;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(text)))
+            }
+
+            fn visit_str<E>(self, text: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(text.to_string())))
+            }
+
+            fn visit_string<E>(self, text: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(text)))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
 }
 
 /// A request's top-level object, refused if a field appears twice: JSON parsers disagree on
@@ -1439,7 +1726,7 @@ fn decode_error(error: &str, fields: &ReplyFields) -> Result<WireReply, WireErro
     let code = match error {
         "not_leader" => ErrorCode::NotLeader {
             leader: fields.leader.map(ServerId),
-            leader_address: fields.leader_address.clone(),
+            leader_address: fields.leader_address.as_deref().map(str::to_string),
         },
         "unavailable" => ErrorCode::Unavailable,
         "overloaded" => ErrorCode::Overloaded,
@@ -1462,7 +1749,8 @@ fn decode_error(error: &str, fields: &ReplyFields) -> Result<WireReply, WireErro
             return Err(WireError::malformed(fields.seq, message));
         }
     };
-    let message = fields.message.clone().ok_or_else(|| missing("message"))?;
+    let message = fields.message.as_deref().map(str::to_string);
+    let message = message.ok_or_else(|| missing("message"))?;
     Ok(WireReply::Error(ErrorReply {
         seq: fields.seq,
         term: fields.term,
@@ -1704,6 +1992,310 @@ mod tests {
         assert_eq!(decoder.feed(b"789a"), vec![LineEvent::Abandoned]);
         assert!(!decoder.is_usable());
         assert!(decoder.feed(b"\n{}\n").is_empty());
+    }
+
+    /// A secret's digits, for lines written by hand.
+    const SECRET_HEX: &str = "00112233445566778899aabbccddeeff";
+
+    #[test]
+    fn well_formed_requests_take_the_typed_path_and_read_the_same_there() {
+        let secret = ClientSecret::parse_hex(SECRET_HEX).ok();
+        let lock = LockName::from("printer");
+        let (client, seq) = (ClientId(7), 12);
+        let ops = [
+            WireOp::Hello {
+                nonce: 0,
+                ttl_ms: None,
+            },
+            WireOp::Hello {
+                nonce: u64::MAX,
+                ttl_ms: Some(3_000),
+            },
+            WireOp::Keepalive { client, secret },
+            WireOp::Status,
+            WireOp::Preempt {
+                client,
+                secret,
+                lock: lock.clone(),
+            },
+            WireOp::Release {
+                client,
+                secret: None,
+                lock: lock.clone(),
+            },
+            WireOp::Check {
+                client,
+                secret,
+                lock: LockName::from("x".repeat(LOCK_NAME_BYTES_MAX)),
+                consistency: Consistency::Linearizable,
+            },
+        ];
+        for op in ops {
+            let request = WireRequest {
+                seq,
+                seen_index: 40,
+                term: 3,
+                op,
+            };
+            let line = encode_request(&request);
+            assert_eq!(decode_well_formed(&line), Some(request.clone()), "{line:?}");
+            assert_eq!(decode_with_reasons(&line), Ok(request));
+        }
+        // Escapes, upper-case digits, spaces and a CRLF: still well formed, still typed.
+        let line = format!(
+            "{{ \"s\\u0065q\" : 5, \"op\":\"check\", \"client\":7, \"lock\":\"a\\nb\", \
+             \"secret\":\"{}\", \"consistency\":\"local\", \"version\":2 }}\r\n",
+            SECRET_HEX.to_uppercase()
+        );
+        let typed = decode_well_formed(line.as_bytes()).expect("typed");
+        assert_eq!(decode_with_reasons(line.as_bytes()), Ok(typed.clone()));
+        assert_eq!(typed.seq, 5);
+        assert!(matches!(typed.op, WireOp::Check { ref lock, .. } if &**lock == "a\nb"));
+    }
+
+    #[test]
+    fn the_typed_path_leaves_every_refusal_to_the_careful_one() {
+        let lines = [
+            // Each field at most once, known, of its type, never null.
+            r#"{"seq":1,"seq":1,"op":"hello","version":2}"#,
+            r#"{"seq":1,"op":"hello","version":2,"nonce":null}"#,
+            r#"{"seq":1,"op":"hello","version":2,"extra":1}"#,
+            r#"{"seq":"1","op":"hello","version":2}"#,
+            r#"{"seq":1.0,"op":"hello","version":2}"#,
+            r#"{"seq":-0,"op":"hello","version":2}"#,
+            r#"{"seq":18446744073709551616,"op":"hello","version":2}"#,
+            // Version 2 only, and present.
+            r#"{"seq":1,"op":"hello"}"#,
+            r#"{"seq":1,"op":"hello","version":3}"#,
+            // Exactly the fields the op takes.
+            r#"{"seq":1,"op":"hello","version":2,"client":7}"#,
+            r#"{"seq":1,"op":"status","version":2,"nonce":1}"#,
+            r#"{"seq":1,"op":"preempt","version":2,"client":7,"lock":"a","nonce":1}"#,
+            r#"{"seq":1,"op":"release","version":2,"client":7,"lock":"a","consistency":"local"}"#,
+            r#"{"seq":1,"op":"check","version":2,"client":7,"lock":"a","consistency":"fresh"}"#,
+            r#"{"seq":1,"op":"grab","version":2,"client":7,"lock":"a"}"#,
+            r#"{"op":"status","version":2}"#,
+            // The values they allow.
+            r#"{"seq":1,"op":"preempt","version":2,"client":0,"lock":"a"}"#,
+            r#"{"seq":1,"op":"preempt","version":2,"lock":"a"}"#,
+            r#"{"seq":1,"op":"preempt","version":2,"client":7,"lock":""}"#,
+            r#"{"seq":1,"op":"preempt","version":2,"client":7}"#,
+            r#"{"seq":1,"op":"preempt","version":2,"client":7,"lock":"a","secret":"+f"}"#,
+            r#"{"seq":1,"op":"preempt","version":2,"client":7,"lock":"a","secret":7}"#,
+            // Not one object.
+            r#"[{"seq":1,"op":"hello","version":2}]"#,
+            r#"{"seq":1,"op":"hello","version":2} {}"#,
+            r#"{"seq":1,"op":"hello","version":2"#,
+        ];
+        for line in lines {
+            assert_eq!(decode_well_formed(line.as_bytes()), None, "{line}");
+            let error = decode_request(line.as_bytes()).expect_err(line);
+            assert_eq!(Err(error), decode_with_reasons(line.as_bytes()), "{line}");
+        }
+        let long = format!(
+            r#"{{"seq":1,"op":"preempt","version":2,"client":7,"lock":"{}"}}"#,
+            "x".repeat(LOCK_NAME_BYTES_MAX + 1)
+        );
+        assert_eq!(decode_well_formed(long.as_bytes()), None);
+    }
+
+    /// Keys and values, right and wrong, for lines made of them.
+    fn field_strategy() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let keys = prop::sample::select(vec![
+            "seq",
+            "op",
+            "version",
+            "client",
+            "secret",
+            "lock",
+            "consistency",
+            "nonce",
+            "ttl_ms",
+            "seen_index",
+            "term",
+            "s\\u0065q",
+            "Seq",
+            "ttl",
+            "",
+        ]);
+        let long_lock = format!("\"{}\"", "y".repeat(LOCK_NAME_BYTES_MAX));
+        let longer_lock = format!("\"{}\"", "y".repeat(LOCK_NAME_BYTES_MAX + 1));
+        let values = prop::sample::select(vec![
+            "0".to_string(),
+            "1".into(),
+            "2".into(),
+            "7".into(),
+            "18446744073709551615".into(),
+            "18446744073709551616".into(),
+            "-1".into(),
+            "-0".into(),
+            "2.0".into(),
+            "1e1".into(),
+            "null".into(),
+            "true".into(),
+            "[]".into(),
+            "{\"seq\":1}".into(),
+            "\"hello\"".into(),
+            "\"status\"".into(),
+            "\"preempt\"".into(),
+            "\"release\"".into(),
+            "\"check\"".into(),
+            "\"Hello\"".into(),
+            "\"local\"".into(),
+            "\"linearizable\"".into(),
+            "\"a\"".into(),
+            "\"l\\u006fck\"".into(),
+            "\"\"".into(),
+            "\"é\"".into(),
+            format!("\"{SECRET_HEX}\""),
+            format!("\"{}\"", SECRET_HEX.to_uppercase()),
+            format!("\"{}\"", &SECRET_HEX[1..]),
+            format!("\"+{}\"", &SECRET_HEX[1..]),
+            long_lock,
+            longer_lock,
+        ]);
+        (keys, values).prop_map(|(key, value)| format!("\"{key}\":{value}"))
+    }
+
+    /// One known field, present with probability `present`, with its valid value most of the
+    /// time and otherwise one of the values at the edge of what it allows.
+    fn known_field(
+        key: &'static str,
+        present: f64,
+        values: Vec<String>,
+    ) -> impl proptest::strategy::Strategy<Value = Option<String>> {
+        use proptest::prelude::*;
+        let valid = values[0].clone();
+        let value = prop_oneof![
+            3 => Just(valid),
+            1 => prop::sample::select(values),
+        ];
+        prop::option::weighted(
+            present,
+            value.prop_map(move |value| format!("\"{key}\":{value}")),
+        )
+    }
+
+    /// A request line: every known field maybe, with valid or edge values, and then a few
+    /// fields more (unknown, doubled, of the wrong type), in a shuffled order.
+    fn line_strategy() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let text = |texts: &[&str]| -> Vec<String> {
+            texts.iter().map(|text| format!("\"{text}\"")).collect()
+        };
+        let numbers = |numbers: &[&str]| -> Vec<String> {
+            numbers.iter().map(|number| number.to_string()).collect()
+        };
+        let secrets = [
+            SECRET_HEX.to_string(),
+            SECRET_HEX.to_uppercase(),
+            SECRET_HEX[1..].to_string(),
+            format!("+{}", &SECRET_HEX[1..]),
+        ];
+        let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        let locks = [
+            "a".to_string(),
+            String::new(),
+            "l\\u006fck".to_string(),
+            "y".repeat(LOCK_NAME_BYTES_MAX),
+            "y".repeat(LOCK_NAME_BYTES_MAX + 1),
+        ];
+        let locks: Vec<&str> = locks.iter().map(String::as_str).collect();
+        let ops = text(&[
+            "preempt",
+            "hello",
+            "status",
+            "release",
+            "check",
+            "keepalive",
+            "Hello",
+            "grab",
+        ]);
+        let big = ["18446744073709551615", "18446744073709551616"];
+        let known = (
+            known_field(
+                "seq",
+                0.95,
+                numbers(&["3", "0", big[0], big[1], "-1", "2.0"]),
+            ),
+            known_field("op", 0.95, ops),
+            known_field("version", 0.95, numbers(&["2", "1", "3", "null"])),
+            known_field("client", 0.6, numbers(&["7", "0", big[0], "\"7\""])),
+            known_field("secret", 0.6, text(&secrets)),
+            known_field("lock", 0.6, text(&locks)),
+            known_field(
+                "consistency",
+                0.3,
+                text(&["linearizable", "local", "fresh"]),
+            ),
+            known_field("nonce", 0.3, numbers(&["9", "0", "null", "-0"])),
+            known_field("ttl_ms", 0.3, numbers(&["3000", "0", "null", big[0]])),
+            known_field("seen_index", 0.3, numbers(&["4", big[0], "1e1"])),
+            known_field("term", 0.3, numbers(&["2", "0", "[]"])),
+        );
+        let extra = proptest::collection::vec(field_strategy(), 0..2);
+        let fields = (known, extra)
+            .prop_map(|(known, extra)| {
+                let (seq, op, version, client, secret, lock, consistency, nonce, ttl, seen, term) =
+                    known;
+                [
+                    seq,
+                    op,
+                    version,
+                    client,
+                    secret,
+                    lock,
+                    consistency,
+                    nonce,
+                    ttl,
+                    seen,
+                    term,
+                ]
+                .into_iter()
+                .flatten()
+                .chain(extra)
+                .collect::<Vec<String>>()
+            })
+            .prop_shuffle();
+        (fields, any::<bool>()).prop_map(|(fields, newline)| {
+            let end = if newline { "\n" } else { "" };
+            format!("{{{}}}{end}", fields.join(","))
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 4_000,
+            rng_algorithm: proptest::test_runner::RngAlgorithm::ChaCha,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(10),
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        })]
+
+        /// Whatever the typed decoder takes, the careful one reads the same, and the answer of
+        /// `decode_request` is the careful decoder's on every line.
+        #[test]
+        fn both_decoders_agree_on_generated_lines(line in line_strategy()) {
+            let careful = decode_with_reasons(line.as_bytes());
+            if let Some(typed) = decode_well_formed(line.as_bytes()) {
+                proptest::prop_assert_eq!(Ok(typed), careful.clone(), "{}", line);
+            }
+            proptest::prop_assert_eq!(decode_request(line.as_bytes()), careful, "{}", line);
+        }
+    }
+
+    #[test]
+    fn reply_text_is_borrowed_from_the_line_unless_escaped() {
+        let line = br#"{"seq":1,"error":"bad_request","message":"a \"quoted\" word"}"#;
+        let fields: ReplyFields<'_> = serde_json::from_slice(line).expect("a reply");
+        assert!(matches!(fields.error, Some(Cow::Borrowed("bad_request"))));
+        assert!(
+            matches!(fields.message, Some(Cow::Owned(ref text)) if text == r#"a "quoted" word"#)
+        );
+        assert!(fields.ok.is_none() && fields.role.is_none());
+        let error = serde_json::from_slice::<ReplyFields<'_>>(br#"{"ok":7}"#).err();
+        assert!(error.is_some_and(|error| error.to_string().contains("expected a string")));
     }
 
     #[test]

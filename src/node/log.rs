@@ -197,6 +197,11 @@ pub struct DurableState {
     /// The latest snapshot made durable, if any.
     #[serde(default)]
     pub snapshot: Option<Arc<Snapshot>>,
+    /// The log was found damaged and cut short at a start, and no leader has repaired it yet:
+    /// the server must not vote or stand for election (see `Server`, "Repair of a damaged
+    /// log"). Set by the driver's storage when it finds the damage, cleared by the server.
+    #[serde(default)]
+    pub recovering: bool,
 }
 
 /// One change to durable state. The driver MUST make it durable before carrying out any effect
@@ -204,10 +209,14 @@ pub struct DurableState {
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PersistOp {
-    /// The current term and the vote cast in it.
+    /// The current term, the vote cast in it, and whether the server is still repairing a
+    /// damaged log (`DurableState::recovering`; written only when true, so a log without
+    /// damage reads the same as before the field existed).
     HardState {
         term: Term,
         voted_for: Option<ServerId>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        recovering: bool,
     },
     /// Truncate the log from `first_index` on, then append `entries` there.
     Append {
@@ -219,7 +228,11 @@ pub enum PersistOp {
 impl DurableState {
     pub fn apply(&mut self, op: &PersistOp) {
         match op {
-            PersistOp::HardState { term, voted_for } => {
+            PersistOp::HardState {
+                term,
+                voted_for,
+                recovering,
+            } => {
                 assert!(
                     *term >= self.term,
                     "durable: term went back from {} to {term}",
@@ -227,6 +240,7 @@ impl DurableState {
                 );
                 self.term = *term;
                 self.voted_for = *voted_for;
+                self.recovering = *recovering;
             }
             PersistOp::Append {
                 first_index,
@@ -317,6 +331,7 @@ mod tests {
         disk.apply(&PersistOp::HardState {
             term: 2,
             voted_for: Some(ServerId(3)),
+            recovering: false,
         });
         disk.apply(&PersistOp::Append {
             first_index: 1,

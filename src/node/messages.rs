@@ -64,7 +64,19 @@ impl ClientSecret {
     /// The secret as 32 lowercase hex digits: the one way to show it, for the wire and for the
     /// single line that hands it to its client's operator.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|byte| format!("{byte:02x}")).collect()
+        self.hex_digits().as_str().to_string()
+    }
+
+    /// The 32 lowercase hex digits on the stack: every forwarded request serializes the
+    /// secret, so this path allocates nothing.
+    fn hex_digits(&self) -> HexDigits {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut digits = [0u8; 2 * CLIENT_SECRET_BYTES];
+        for (pair, byte) in digits.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0x0f)];
+        }
+        HexDigits(digits)
     }
 
     /// Reads 32 hex digits (either case). The error says what is wrong, never echoing the text.
@@ -76,19 +88,39 @@ impl ClientSecret {
                 text.chars().count()
             ));
         }
-        // Digits only: `from_str_radix` alone would take "+f" as 15, so that two spellings
-        // would name one secret.
-        if !text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
-            return Err("a client secret is made of hex digits 0-9 and a-f only".to_string());
-        }
+        // Digits only, byte by byte: a sign or a space is no digit, so that no two spellings
+        // (other than the letters' case) name one secret.
         let mut bytes = [0u8; CLIENT_SECRET_BYTES];
-        for (at, byte) in bytes.iter_mut().enumerate() {
-            let pair = text.get(2 * at..2 * at + 2).unwrap_or("");
-            *byte = u8::from_str_radix(pair, 16).map_err(|_| {
-                "a client secret is made of hex digits 0-9 and a-f only".to_string()
-            })?;
+        for (byte, pair) in bytes.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
+            match (hex_value(pair[0]), hex_value(pair[1])) {
+                (Some(high), Some(low)) => *byte = (high << 4) | low,
+                _ => {
+                    return Err(
+                        "a client secret is made of hex digits 0-9 and a-f only".to_string()
+                    );
+                }
+            }
         }
         Ok(ClientSecret(bytes))
+    }
+}
+
+/// A secret's 32 hex digits, ASCII by construction.
+struct HexDigits([u8; 2 * CLIENT_SECRET_BYTES]);
+
+impl HexDigits {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
+    }
+}
+
+/// The value of one hex digit (either case), or `None` for any other byte.
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
     }
 }
 
@@ -122,14 +154,27 @@ impl fmt::Debug for ClientSecret {
 
 impl Serialize for ClientSecret {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.to_hex())
+        serializer.serialize_str(self.hex_digits().as_str())
     }
 }
 
 impl<'de> Deserialize<'de> for ClientSecret {
+    /// Reads the digits where the deserializer holds them, without copying them into a
+    /// `String` first: every request a follower forwards carries a secret.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ClientSecret, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        ClientSecret::parse_hex(&text).map_err(serde::de::Error::custom)
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ClientSecret;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a string")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<ClientSecret, E> {
+                ClientSecret::parse_hex(text).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Visitor)
     }
 }
 
@@ -595,6 +640,27 @@ mod tests {
         let json = serde_json::to_string(&secret).unwrap();
         assert_eq!(json, format!("\"{hex}\""));
         assert_eq!(serde_json::from_str::<ClientSecret>(&json).unwrap(), secret);
+        // An escaped digit is still the digit; a number is no secret.
+        let escaped = format!("\"\\u00{:x}{}\"", hex.as_bytes()[0], &hex[1..]);
+        assert_eq!(
+            serde_json::from_str::<ClientSecret>(&escaped).unwrap(),
+            secret
+        );
+        let error = serde_json::from_str::<ClientSecret>("7").unwrap_err();
+        assert!(error.to_string().contains("expected a string"), "{error}");
+    }
+
+    #[test]
+    fn every_byte_value_spells_as_two_lowercase_digits_and_reads_back() {
+        for first in (0..=255u8).step_by(16) {
+            let bytes: [u8; CLIENT_SECRET_BYTES] =
+                std::array::from_fn(|at| first.wrapping_add(at as u8));
+            let secret = ClientSecret::from_bytes(bytes);
+            let spelled: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+            assert_eq!(secret.to_hex(), spelled);
+            assert_eq!(ClientSecret::parse_hex(&spelled), Ok(secret));
+            assert_eq!(ClientSecret::parse_hex(&spelled.to_uppercase()), Ok(secret));
+        }
     }
 
     #[test]
@@ -608,6 +674,13 @@ mod tests {
             format!("0x{}", "0".repeat(30)),
             format!("zz{}", "0".repeat(30)),
             format!("é{}", "0".repeat(30)),
+            // The bytes either side of each digit range.
+            format!("0{}/", "0".repeat(30)),
+            format!("0{}:", "0".repeat(30)),
+            format!("0{}@", "0".repeat(30)),
+            format!("0{}G", "0".repeat(30)),
+            format!("0{}`", "0".repeat(30)),
+            format!("0{}g", "0".repeat(30)),
         ];
         for text in refused {
             let error = ClientSecret::parse_hex(&text).expect_err(&text);

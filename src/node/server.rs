@@ -11,6 +11,26 @@
 //!   harmless: the server checks its own deadline.
 //! - A server never reads a clock or an unseeded random source; it must never block.
 //!
+//! # Repair of a damaged log (protocol-aware recovery)
+//! A driver whose storage finds the log damaged (a record that fails its checksum, in the
+//! middle or at the end) keeps the valid records before it, drops the rest, and builds the
+//! server from a [`DurableState`] with `recovering` set. Such a server may have lost entries
+//! it acknowledged, so its log no longer speaks for them. It therefore, until repaired:
+//! - starts one term above the term it had ([`Server::new`] persists that before anything
+//!   leaves), so that a leader it may have acknowledged entries to steps down when it hears
+//!   from it, and counts nothing on its old acknowledgements any more;
+//! - grants no pre-vote and no vote, and never stands for election;
+//! - accepts AppendEntries and snapshots as any follower does.
+//!
+//! It is repaired once its commit index reaches an entry of a term at least that raised term:
+//! that entry was committed by a leader elected after the damage, whose log held every entry
+//! committed before (Leader Completeness, with only undamaged servers voting), and a follower's
+//! commit index only covers entries it has verified against its leader's log. So everything
+//! it might have acknowledged and that counted toward a commit is back, copied from the
+//! leader's log, whose committed prefix is the same on every server. Then it persists the
+//! cleared flag and votes again. Liveness needs a majority of undamaged servers: a cluster of
+//! one has nobody to repair from, and its driver MUST NOT ask for repair (it refuses instead).
+//!
 //! # What it asserts
 //! After every step [`Server::step`] checks the Raft invariants it can see locally (commit and
 //! apply ordering, at most one vote per term, log terms, leader bookkeeping) and panics with the
@@ -70,6 +90,11 @@ pub struct ServerConfig {
     /// The bound on every clock's rate error, as a fraction (0.01: each clock runs within 1%
     /// of true time). Session deadlines are stretched by it and measured silences shrunk.
     pub max_clock_drift: f64,
+    /// Tests only, and unsafe: a server repairing a damaged log votes and stands for election
+    /// as if its log were whole. This is the bug the repair rule exists to prevent (module
+    /// docs); the simulator's `acknowledged_writes_survive` checker must catch it. Always
+    /// false in a deployment.
+    pub unsafe_recovering_votes: bool,
 }
 
 /// Perturbations inside the node, in the manner of FoundationDB's BUGGIFY: at each of a few
@@ -111,6 +136,7 @@ impl ServerConfig {
             session_ttl_max: Duration::from_secs(3_600),
             lock_delay: Duration::ZERO,
             max_clock_drift: 0.01,
+            unsafe_recovering_votes: false,
         }
     }
 }
@@ -294,6 +320,9 @@ pub struct Server {
     term: Term,
     voted_for: Option<ServerId>,
     log: RaftLog,
+    /// Repairing a damaged log (module docs): the term it started this repair in. Durable as
+    /// `DurableState::recovering`.
+    recovering: Option<Term>,
 
     // Volatile: rebuilt after a restart.
     role: Role,
@@ -418,7 +447,12 @@ impl Server {
             "max_clock_drift {} is not within 0..1",
             config.max_clock_drift
         );
-        let first_boot = durable.term == 0 && durable.log.last_index() == 0;
+        let first_boot = durable.term == 0 && durable.log.last_index() == 0 && !durable.recovering;
+        assert!(
+            !durable.recovering || config.servers.len() > 1,
+            "{}: a cluster of one has no peer to repair a damaged log from",
+            config.id
+        );
         // A snapshot is committed state: start from it rather than from an empty table.
         let (table, commit_index) = match &durable.snapshot {
             Some(snapshot) => {
@@ -460,6 +494,7 @@ impl Server {
             term: durable.term,
             voted_for: durable.voted_for,
             log: durable.log,
+            recovering: None,
             role: Role::Follower,
             leader: None,
             commit_index,
@@ -490,6 +525,9 @@ impl Server {
             out: Vec::new(),
             config,
         };
+        if durable.recovering {
+            server.start_repair();
+        }
         match server.config.initial_leader {
             Some(leader) if first_boot => {
                 // The seed design's fixed leader: everyone starts in term 1 as if `leader` had
@@ -559,6 +597,7 @@ impl Server {
             }
         }
         self.expire_local_checks(now);
+        self.finish_repair_if_done();
         // At most one vote per term: within a term, a cast vote never changes.
         if self.term == term_before && vote_before.is_some() {
             assert_eq!(
@@ -591,6 +630,10 @@ impl Server {
     }
     pub fn term(&self) -> Term {
         self.term
+    }
+    /// Whether this server is repairing a damaged log (module docs).
+    pub fn is_recovering(&self) -> bool {
+        self.recovering.is_some()
     }
     pub fn voted_for(&self) -> Option<ServerId> {
         self.voted_for
@@ -723,15 +766,18 @@ impl Server {
     ) {
         // A pre-vote changes nothing here: not our term, not our vote, not our timer.
         let log_ok = self.log.is_up_to_date(last_index, last_term);
-        let granted = term > self.term && log_ok && !self.in_leader_lease(now);
+        let lease = self.in_leader_lease(now);
+        let granted = term > self.term && log_ok && !lease && !self.repair_forbids_votes();
         self.coverage.hit(if granted {
             Branch::PreVoteGranted
         } else if term <= self.term {
             Branch::PreVoteRefusedStaleTerm
         } else if !log_ok {
             Branch::PreVoteRefusedLogBehind
-        } else {
+        } else if lease {
             Branch::PreVoteRefusedLeaderLease
+        } else {
+            Branch::PreVoteRefusedRecovering
         });
         let reply_term = if granted { term } else { self.term };
         self.send(
@@ -776,17 +822,21 @@ impl Server {
             }
             self.become_follower(now, term, None);
         }
+        let log_ok = self.log.is_up_to_date(last_index, last_term);
         let granted = term == self.term
             && self.voted_for.is_none_or(|vote| vote == from)
-            && self.log.is_up_to_date(last_index, last_term);
+            && log_ok
+            && !self.repair_forbids_votes();
         self.coverage.hit(if granted {
             Branch::VoteGranted
         } else if term != self.term {
             Branch::VoteRefusedStaleTerm
         } else if self.voted_for.is_some_and(|vote| vote != from) {
             Branch::VoteRefusedAlreadyVoted
-        } else {
+        } else if !log_ok {
             Branch::VoteRefusedLogBehind
+        } else {
+            Branch::VoteRefusedRecovering
         });
         if granted {
             assert!(
@@ -2091,6 +2141,13 @@ impl Server {
                 }
             }
             Role::Follower | Role::PreCandidate | Role::Candidate => {
+                if self.repair_forbids_votes() {
+                    // A log that may have lost acknowledged entries must not lead: wait for a
+                    // leader to repair it.
+                    self.coverage.hit(Branch::ElectionSkippedRecovering);
+                    self.reset_election_timer(now);
+                    return;
+                }
                 self.coverage.hit(Branch::ElectionTimeout);
                 self.become_pre_candidate(now)
             }
@@ -2557,11 +2614,68 @@ impl Server {
         self.persist(PersistOp::HardState {
             term: self.term,
             voted_for: self.voted_for,
+            recovering: self.recovering.is_some(),
         });
+    }
+
+    // ----- repair of a damaged log (module docs) -----
+
+    /// Starts repairing a damaged log: one term up, no vote, persisted before anything leaves.
+    fn start_repair(&mut self) {
+        assert_eq!(
+            self.role,
+            Role::Follower,
+            "{}: repair starts",
+            self.config.id
+        );
+        self.coverage.hit(Branch::RecoveryStarted);
+        self.term += 1;
+        self.voted_for = None;
+        self.recovering = Some(self.term);
+        self.persist_hard_state();
+    }
+
+    /// Whether this server must refuse votes and not stand: it is repairing its log, unless
+    /// a test disabled the rule.
+    fn repair_forbids_votes(&self) -> bool {
+        self.recovering.is_some() && !self.config.unsafe_recovering_votes
+    }
+
+    /// Ends the repair once the commit index covers an entry of the repair's term or later:
+    /// everything committed before it is then in this server's log (module docs).
+    fn finish_repair_if_done(&mut self) {
+        let Some(repair_term) = self.recovering else {
+            return;
+        };
+        let committed_term = self
+            .log
+            .term_at(self.commit_index)
+            .expect("the commit index is in the log or is its base");
+        if committed_term < repair_term {
+            return;
+        }
+        assert!(
+            self.term >= repair_term,
+            "{}: repaired by a leader of an older term",
+            self.config.id
+        );
+        self.coverage.hit(Branch::RecoveryCompleted);
+        self.recovering = None;
+        self.persist_hard_state();
     }
 
     fn check_invariants(&self) {
         let id = self.config.id;
+        assert!(
+            !self.repair_forbids_votes() || self.role == Role::Follower,
+            "{id}: repairing a damaged log, yet {:?}",
+            self.role
+        );
+        assert!(
+            self.recovering
+                .is_none_or(|repair_term| repair_term <= self.term),
+            "{id}: repairing from a term it has not reached"
+        );
         assert_eq!(
             self.snapshot
                 .as_ref()

@@ -144,6 +144,7 @@ fn disk_with_registered(owner: ClientId) -> DurableState {
         voted_for: None,
         log: RaftLog::rebased(1, 1, RaftLog::new()),
         snapshot: Some(std::sync::Arc::new(snapshot)),
+        recovering: false,
     }
 }
 
@@ -160,6 +161,7 @@ fn disk(term: Term, voted_for: Option<ServerId>, log_terms: &[Term]) -> DurableS
         voted_for,
         log,
         snapshot: None,
+        recovering: false,
     }
 }
 
@@ -722,6 +724,7 @@ fn a_vote_is_granted_and_persisted_before_it_is_sent() {
         let voted = PersistOp::HardState {
             term: 1,
             voted_for: Some(S1),
+            recovering: false,
         };
         matches!(output, ServerOutput::Persist(op) if *op == voted)
     });
@@ -786,11 +789,13 @@ fn a_higher_term_request_vote_makes_a_follower_adopt_the_term() {
         vec![
             PersistOp::HardState {
                 term: 2,
-                voted_for: None
+                voted_for: None,
+                recovering: false,
             },
             PersistOp::HardState {
                 term: 2,
-                voted_for: Some(S2)
+                voted_for: Some(S2),
+                recovering: false,
             },
         ]
     );
@@ -803,7 +808,8 @@ fn a_higher_term_request_vote_makes_a_follower_adopt_the_term() {
         persisted(&outputs),
         vec![PersistOp::HardState {
             term: 3,
-            voted_for: None
+            voted_for: None,
+            recovering: false,
         }]
     );
     assert_eq!(sent(&outputs), vec![(S1, vote(3, false))]);
@@ -949,7 +955,8 @@ fn append_entries_with_a_mismatched_prev_term_is_refused_with_the_conflicting_te
         persisted(&outputs),
         vec![PersistOp::HardState {
             term: 3,
-            voted_for: None
+            voted_for: None,
+            recovering: false,
         }]
     );
     assert_eq!(
@@ -979,7 +986,8 @@ fn a_conflicting_suffix_is_replaced_and_persisted_before_the_acknowledgement() {
         vec![
             PersistOp::HardState {
                 term: 3,
-                voted_for: None
+                voted_for: None,
+                recovering: false,
             },
             replaced.clone(),
         ]
@@ -1085,7 +1093,8 @@ fn append_entries_from_a_stale_term_is_refused_and_its_leader_steps_down() {
         persisted(&outputs),
         vec![PersistOp::HardState {
             term: 2,
-            voted_for: None
+            voted_for: None,
+            recovering: false,
         }]
     );
 }
@@ -2719,5 +2728,120 @@ fn past_the_pending_reads_bound_a_preempt_of_a_held_lock_is_answered_overloaded(
     assert_eq!(leader.coverage().count(Branch::ProposeOverloaded), 1);
 }
 
+// ----- repair of a damaged log (protocol-aware recovery) -----
+
+/// A disk whose log was found damaged and cut short: term 2, a vote for s1, entries of terms
+/// [1, 1] left of what was [1, 1, 2].
+fn damaged_disk() -> DurableState {
+    DurableState {
+        recovering: true,
+        ..disk(2, Some(S1), &[1, 1])
+    }
+}
+
+/// A server whose log was damaged may have lost entries it acknowledged, so its log no longer
+/// speaks for them: it starts a term up (persisted before anything else), grants no pre-vote
+/// and no vote, and never stands for election.
+#[test]
+fn a_server_repairing_a_damaged_log_starts_a_term_up_and_refuses_every_vote() {
+    use crate::node::coverage::Branch;
+    let (mut s3, outputs) = Server::new(config(S3, 3), damaged_disk(), 3, Time::ZERO);
+    let raised = PersistOp::HardState {
+        term: 3,
+        voted_for: None,
+        recovering: true,
+    };
+    assert_eq!(persisted(&outputs), vec![raised]);
+    assert_eq!(
+        position_of(&outputs, |o| matches!(o, ServerOutput::Persist(_))),
+        0
+    );
+    assert!((s3.term(), s3.is_recovering()) == (3, true));
+
+    // A candidate whose log is ahead of everything s3 holds still gets nothing.
+    let outputs = s3.step(ms(400), peer(S1, pre_vote(4, 9, 3)));
+    assert_eq!(sent(&outputs), vec![(S1, pre_vote_answer(3, false))]);
+    let outputs = s3.step(ms(400), peer(S1, request_vote(4, 9, 3)));
+    assert_eq!(sent(&outputs), vec![(S1, vote(4, false))]);
+    let adopted = PersistOp::HardState {
+        term: 4,
+        voted_for: None,
+        recovering: true,
+    };
+    assert_eq!(
+        persisted(&outputs),
+        vec![adopted],
+        "the term, still repairing"
+    );
+
+    let outputs = s3.step(ms(2_000), timer(ServerTimer::Election));
+    assert!(sent(&outputs).is_empty(), "no pre-vote asked for");
+    assert_eq!(s3.role(), Role::Follower);
+    assert!(
+        timer_at(&outputs, ServerTimer::Election).is_some(),
+        "waits on"
+    );
+    for branch in [
+        Branch::RecoveryStarted,
+        Branch::PreVoteRefusedRecovering,
+        Branch::VoteRefusedRecovering,
+        Branch::ElectionSkippedRecovering,
+    ] {
+        assert_eq!(s3.coverage().count(branch), 1, "{}", branch.name());
+    }
+}
+
+/// The repair ends when the commit index reaches an entry of the repair's term or later: a
+/// leader elected after the damage held every entry committed before it, and a follower only
+/// commits what it verified against that leader's log. Until then, entries of older terms
+/// arriving and committing do not end it.
+#[test]
+fn a_repair_ends_once_an_entry_of_a_term_after_the_damage_commits() {
+    use crate::node::coverage::Branch;
+    let (mut s3, _) = Server::new(config(S3, 3), damaged_disk(), 3, Time::ZERO);
+    // s1 leads term 4 with [1, 1, 2, 4]; its first try does not match s3's shorter log.
+    let outputs = s3.step(ms(10), peer(S1, append(4, (3, 2), noops(&[4]), 4)));
+    assert_eq!(sent(&outputs), vec![(S1, append_refused(4, 3, None))]);
+    let outputs = s3.step(ms(20), peer(S1, append(4, (2, 1), noops(&[2, 4]), 3)));
+    assert_eq!(sent(&outputs), vec![(S1, append_ok(4, 4, 0))]);
+    assert_eq!(s3.commit_index(), 3);
+    assert!(
+        s3.is_recovering(),
+        "index 3 is of term 2, before the damage"
+    );
+    // Out of s1's lease, s2 asks for a vote in term 5 with a log like s1's.
+    let outputs = s3.step(ms(400), peer(S2, request_vote(5, 4, 4)));
+    assert_eq!(sent(&outputs), vec![(S2, vote(5, false))]);
+
+    let outputs = s3.step(ms(410), peer(S1, append(4, (4, 4), vec![], 4)));
+    assert!(
+        s3.is_recovering(),
+        "a stale term-4 message after term 5: no leader yet"
+    );
+    assert_eq!(sent(&outputs), vec![(S1, append_refused(5, 5, None))]);
+    let outputs = s3.step(ms(420), peer(S2, append(5, (4, 4), noops(&[5]), 5)));
+    assert!(!s3.is_recovering());
+    assert_eq!(terms_of(&s3), vec![1, 1, 2, 4, 5]);
+    let cleared = PersistOp::HardState {
+        term: 5,
+        voted_for: None,
+        recovering: false,
+    };
+    assert_eq!(persisted(&outputs).last(), Some(&cleared));
+    assert_eq!(s3.coverage().count(Branch::RecoveryCompleted), 1);
+    let outputs = s3.step(ms(1_000), peer(S1, request_vote(6, 5, 5)));
+    assert_eq!(sent(&outputs), vec![(S1, vote(6, true))], "votes again");
+}
+
+/// The test-only switch turns the rule off: the same damaged server votes at once. The
+/// simulator's `acknowledged_writes_survive` test uses it to show what the rule prevents.
+#[test]
+fn with_the_unsafe_switch_a_repairing_server_votes_as_if_its_log_were_whole() {
+    let mut unsafe_config = config(S3, 3);
+    unsafe_config.unsafe_recovering_votes = true;
+    let (mut s3, _) = Server::new(unsafe_config, damaged_disk(), 3, Time::ZERO);
+    let outputs = s3.step(ms(400), peer(S1, request_vote(4, 2, 1)));
+    assert_eq!(sent(&outputs), vec![(S1, vote(4, true))]);
+}
 #[path = "session_tests.rs"]
 mod sessions;

@@ -71,7 +71,7 @@ pub struct Violation {
 }
 
 impl Violation {
-    fn new(invariant: &'static str, at: Time, message: String) -> Violation {
+    pub(crate) fn new(invariant: &'static str, at: Time, message: String) -> Violation {
         debug_assert!(!message.is_empty(), "a violation needs a message");
         Violation {
             invariant,
@@ -898,6 +898,13 @@ impl MutualExclusion {
             }
         };
         Err(Violation::new(MUTUAL_EXCLUSION, now, problem))
+    }
+
+    /// The log index at which request `(client, seq)` first committed, if it did.
+    pub fn committed_index(&self, client: ClientId, seq: u64) -> Option<LogIndex> {
+        self.requests
+            .get(&(client, seq))
+            .map(|request| request.index)
     }
 
     /// How many grants clients acknowledged (for statistics).

@@ -20,6 +20,7 @@ use super::checkers::{
 };
 use super::clock::{NodeClock, RATE_ONE_PPB};
 use super::disk::{DiskFaults, Recovery, SimDisk};
+use super::durability::{ACKNOWLEDGED_WRITES_SURVIVE, AcknowledgedWrites, FinalReplica};
 use super::queue::{EventQueue, QueueFull};
 use super::resource::{FencedResource, FencedWrites, ResourceWrite, WriteVerdict};
 use super::rng::{Stream, Streams};
@@ -149,6 +150,8 @@ pub struct ClusterSpec {
     pub session_ttl: Option<Duration>,
     /// Every server's lock-delay (`sessions.lock_delay`).
     pub lock_delay: Duration,
+    /// Tests only: servers repairing a damaged log vote anyway (see `RunOptions`).
+    pub unsafe_recovering_votes: bool,
 }
 
 /// Client addresses of rogue requests have this bit set, the rogue number in bits 32..63 and
@@ -337,6 +340,7 @@ pub struct Cluster {
     election_safety: ElectionSafety,
     state_machine_safety: StateMachineSafety,
     mutual_exclusion: MutualExclusion,
+    acknowledged_writes: AcknowledgedWrites,
     pub recorder: Recorder,
     pub network_stats: NetworkStats,
     /// Observations fed to the checkers, for the summary.
@@ -441,10 +445,11 @@ impl Cluster {
                 if let Some(drift) = spec.clock_drift {
                     config.max_clock_drift = drift;
                 }
+                config.unsafe_recovering_votes = spec.unsafe_recovering_votes;
                 ServerSlot {
                     config,
                     node: None,
-                    disk: SimDisk::default(),
+                    disk: SimDisk::new(spec.servers > 1),
                     incarnation: 0,
                     timers: [None; 2],
                     clock: clocks.next().expect("a clock per server"),
@@ -505,6 +510,7 @@ impl Cluster {
             election_safety: ElectionSafety::new(),
             state_machine_safety: StateMachineSafety::new(),
             mutual_exclusion: MutualExclusion::new(),
+            acknowledged_writes: AcknowledgedWrites::new(),
             recorder,
             network_stats: NetworkStats::default(),
             checks_performed: BTreeMap::new(),
@@ -822,10 +828,16 @@ impl Cluster {
             .disk
             .recover(self.disk_faults, &mut self.disk_rng);
         let state = match recovery {
-            Recovery::Started { state, repairs } => {
+            Recovery::Started {
+                state,
+                repairs,
+                dropped,
+            } => {
                 for repair in repairs {
                     self.note_fault(format!("s{number} recovered its disk: {repair}"));
                 }
+                self.acknowledged_writes
+                    .observe_damage(ServerId(number), &dropped);
                 state
             }
             Recovery::Refused { reason } => {
@@ -1741,7 +1753,60 @@ impl Cluster {
             .observe_ack(now, id, seq, &op, outcome)
         {
             self.report_violation(violation);
+            return;
         }
+        // A write's outcome comes from its committed entry (a refusal by read has none).
+        let committed = self.mutual_exclusion.committed_index(id, seq);
+        let is_write = !matches!(op, Operation::Check { .. });
+        if let (true, Some(index)) = (is_write, committed) {
+            let (entry, _) = self
+                .state_machine_safety
+                .committed(index)
+                .expect("a committed request was applied");
+            let term = entry.term;
+            self.acknowledged_writes.observe_ack(id, seq, index, term);
+        }
+    }
+
+    /// Judges the acknowledged writes against the servers' logs now (the end of a run).
+    pub fn check_acknowledged_writes(&mut self) -> Result<(), Violation> {
+        let now = self.now();
+        let replicas: Vec<FinalReplica> = (1..=self.server_count())
+            .map(|number| {
+                let slot = &self.servers[(number - 1) as usize];
+                match &slot.node {
+                    Some(node) => FinalReplica {
+                        id: ServerId(number),
+                        log: node.log(),
+                        commit_index: Some(node.commit_index()),
+                    },
+                    None => FinalReplica {
+                        id: ServerId(number),
+                        log: &slot.disk.state().log,
+                        commit_index: None,
+                    },
+                }
+            })
+            .collect();
+        let judged = self
+            .acknowledged_writes
+            .check(now, self.servers.len(), &replicas)?;
+        // One check per acknowledged write judged (the excused are not checks).
+        *self
+            .checks_performed
+            .entry(ACKNOWLEDGED_WRITES_SURVIVE)
+            .or_insert(0) += judged.checked;
+        Ok(())
+    }
+
+    /// Servers whose disk says they are still repairing a damaged log, in id order.
+    pub fn unrepaired_servers(&self) -> Vec<u32> {
+        (1..=self.server_count())
+            .filter(|&number| {
+                let slot = &self.servers[(number - 1) as usize];
+                slot.refused.is_none() && slot.disk.state().recovering
+            })
+            .collect()
     }
 
     /// Hands a message to the network and schedules its deliveries. Rogue traffic (to or from
@@ -1892,7 +1957,9 @@ fn describe_cut(number: u32, outputs: &[ServerOutput], carried: usize) -> String
 /// One effect in a few words, for the fault list and the trace.
 fn effect_name(output: &ServerOutput) -> String {
     match output {
-        ServerOutput::Persist(PersistOp::HardState { term, voted_for }) => match voted_for {
+        ServerOutput::Persist(PersistOp::HardState {
+            term, voted_for, ..
+        }) => match voted_for {
             Some(vote) => format!("persist term {term} vote {vote}"),
             None => format!("persist term {term}"),
         },

@@ -11,18 +11,27 @@
 //!   drawn at random (from none of it to all but its last record), and the record after the
 //!   prefix is left half written. Otherwise the batch survives whole, as it does when only the
 //!   process dies and the operating system keeps its page cache.
-//! - Each time the log is read back, at a start, every record but the last reads back corrupt
-//!   with probability `corrupt` (latent damage, found when read). The scenario event `corrupt`
+//! - Each time the log is read back, at a start, every record reads back corrupt with
+//!   probability `corrupt` (latent damage, found when read). The scenario event `corrupt`
 //!   damages the record that holds a given log entry, whichever it is; it too shows at the
 //!   server's next start.
-//! - Recovery does what `Wal::open` does: damage with no intact record after it is a torn tail,
-//!   truncated with a warning (the records it drops are gone from the disk); damage with an
-//!   intact record after it is corruption in the middle, and the server refuses to start.
+//! - Term, vote and the repair flag are also kept in a small hard-state file, as `Wal` keeps
+//!   them (`storage::hard_state`), written when a sync covers a `HardState` record. It is never
+//!   damaged here: `Wal::open` refuses a log damaged while both of the file's slots are, and
+//!   the simulator does not draw that double fault.
+//! - Recovery does what `Wal::open` does. In a cluster of more than one server (the disk is
+//!   told so: [`SimDisk::new`]), any damage, torn or corrupt, in the middle or at the end,
+//!   keeps the records before it, drops the rest, and starts the server repairing its log
+//!   (`DurableState::recovering`), with the newer of the log's and the file's hard state. The
+//!   node then votes no more until a leader has repaired it (see `Server`, "Repair of a
+//!   damaged log"). A cluster of one has nobody to repair from: damage with no intact record
+//!   after it is truncated as a torn tail, damage with an intact record after it refuses to
+//!   start.
 //!
-//! Why `corrupt` spares the last record: the real log cannot tell a damaged last record from a
-//! torn one and truncates it, so a damaged last record that had been synced is a durable write
-//! lost, which the node contract does not allow and Raft does not survive (a vote cast twice, an
-//! acknowledged entry gone). The `corrupt` event can still damage it, to show exactly that.
+//! Why, in a cluster of one, `corrupt` spares the last record: the real log cannot tell a
+//! damaged last record from a torn one and truncates it, so a damaged last record that had
+//! been synced is a durable write lost, which no single copy survives. The `corrupt` event can
+//! still damage it, to show exactly that.
 //! - A snapshot is written as `Wal::write_snapshot` writes it: pending records are synced first,
 //!   then the log is rewritten as one hard-state record and the entries after the snapshot, at
 //!   most [`COMPACTION_ENTRIES_PER_RECORD_MAX`] per record. The snapshot file itself is never
@@ -46,7 +55,8 @@ pub const COMPACTION_ENTRIES_PER_RECORD_MAX: usize = 4096;
 pub struct DiskFaults {
     /// The chance that a crash tears the batch of records written but not yet synced.
     pub torn_write: f64,
-    /// The chance that a record other than the last reads back corrupt, at each start.
+    /// The chance that a record reads back corrupt, at each start (in a cluster of one, any
+    /// record but the last).
     pub corrupt: f64,
 }
 
@@ -77,6 +87,7 @@ enum Undo {
     HardState {
         term: Term,
         voted_for: Option<ServerId>,
+        recovering: bool,
     },
     /// Drop the entries from `first_index` on, then put back those the record replaced.
     Append {
@@ -113,9 +124,12 @@ impl Record {
 #[derive(Clone, Debug)]
 pub enum Recovery {
     /// The state to start from, and what recovery repaired on the way (for the fault list).
+    /// `dropped` names the log entries (index, term) that damage took from this disk: the
+    /// copies the `acknowledged_writes_survive` checker counts as damaged.
     Started {
         state: DurableState,
         repairs: Vec<String>,
+        dropped: Vec<(LogIndex, Term)>,
     },
     /// Corruption in the middle of the log: the server refuses to start, as `Wal::open` does.
     Refused { reason: String },
@@ -128,6 +142,10 @@ pub enum Recovery {
 /// [`SimDisk::recover`] when it starts again.
 #[derive(Clone, Debug, Default)]
 pub struct SimDisk {
+    /// Peers can repair a damaged log (the cluster has more than one server).
+    repair_from_peers: bool,
+    /// The hard-state file: term, vote and repair flag as of the last sync that covered one.
+    hard_state_file: HardStateCopy,
     /// Every complete record applied: what a recovery reads when nothing is damaged.
     state: DurableState,
     /// Records written since the last sync, in order. Empty between steps.
@@ -138,7 +156,53 @@ pub struct SimDisk {
     torn_tail: bool,
 }
 
+/// Term, vote and the repair flag, as the hard-state file holds them.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+struct HardStateCopy {
+    term: Term,
+    voted_for: Option<ServerId>,
+    recovering: bool,
+}
+
+impl HardStateCopy {
+    fn of(state: &DurableState) -> HardStateCopy {
+        HardStateCopy {
+            term: state.term,
+            voted_for: state.voted_for,
+            recovering: state.recovering,
+        }
+    }
+
+    /// Hard states only grow in this order: a term, then a vote in it. (The repair flag is
+    /// raised with a new term and cleared within one; `Wal::open` merges it the same way.)
+    fn age(&self) -> (Term, bool) {
+        (self.term, self.voted_for.is_some())
+    }
+
+    /// The newer of two copies; of two equally new, the one still repairing if either is (a
+    /// cleared flag that reached only one copy is cleared again after the next repair).
+    fn newer(self, other: HardStateCopy) -> HardStateCopy {
+        match self.age().cmp(&other.age()) {
+            std::cmp::Ordering::Greater => self,
+            std::cmp::Ordering::Less => other,
+            std::cmp::Ordering::Equal => HardStateCopy {
+                recovering: self.recovering || other.recovering,
+                ..self
+            },
+        }
+    }
+}
+
 impl SimDisk {
+    /// An empty disk. `repair_from_peers`: the cluster has more than one server, so damage
+    /// starts a repair instead of a truncation or a refusal (module docs).
+    pub fn new(repair_from_peers: bool) -> SimDisk {
+        SimDisk {
+            repair_from_peers,
+            ..SimDisk::default()
+        }
+    }
+
     /// The state a recovery would start from if nothing were damaged.
     pub fn state(&self) -> &DurableState {
         &self.state
@@ -154,10 +218,16 @@ impl SimDisk {
         self.unsynced.push(op);
     }
 
-    /// Makes every record written so far durable (group commit).
+    /// Makes every record written so far durable (group commit), and the hard-state file
+    /// with them if a hard state was among them.
     pub fn sync(&mut self) {
+        let mut hard_state_written = false;
         for op in std::mem::take(&mut self.unsynced) {
+            hard_state_written |= matches!(op, PersistOp::HardState { .. });
             self.append_record(op);
+        }
+        if hard_state_written {
+            self.hard_state_file = HardStateCopy::of(&self.state);
         }
     }
 
@@ -235,52 +305,104 @@ impl SimDisk {
         Ok(self.records[position].describe(position))
     }
 
-    /// Reads the disk back at a start, as `Wal::open` does: truncates a torn or damaged tail,
-    /// refuses damage in the middle. A truncated tail is gone from the disk afterwards.
+    /// Reads the disk back at a start, as `Wal::open` does (module docs): with peers to repair
+    /// from, cuts the log before any damage and starts repairing; alone, truncates a damaged
+    /// tail and refuses damage in the middle. What a recovery cuts is gone from the disk.
     pub fn recover(&mut self, faults: DiskFaults, rng: &mut ChaCha8Rng) -> Recovery {
         assert!(self.unsynced.is_empty(), "recovering a disk in mid-step");
         self.find_latent_damage(faults, rng);
-        let mut repairs = Vec::new();
-        if let Some(first) = self.records.iter().position(|record| record.corrupt) {
-            if let Some(intact) = self.records[first..].iter().position(|r| !r.corrupt) {
-                let intact = first + intact;
-                return Recovery::Refused {
-                    reason: format!(
-                        "{} of {} is corrupt and {} after it is intact: corruption in the \
-                         middle of the log",
-                        self.records[first].describe(first),
-                        self.records.len(),
-                        self.records[intact].describe(intact)
-                    ),
-                };
-            }
-            let dropped = self.records.len() - first;
-            let description = self.records[first].describe(first);
-            while self.records.len() > first {
-                let record = self.records.pop().expect("checked by the loop");
-                self.undo(record.undo);
-            }
-            repairs.push(format!(
-                "truncated a damaged tail: {description} and {} record(s) after it",
-                dropped - 1
-            ));
-            self.torn_tail = false;
+        let first_corrupt = self.records.iter().position(|record| record.corrupt);
+        if !self.repair_from_peers
+            && let Some(first) = first_corrupt
+            && let Some(intact) = self.records[first..].iter().position(|r| !r.corrupt)
+        {
+            let intact = first + intact;
+            return Recovery::Refused {
+                reason: format!(
+                    "{} of {} is corrupt and {} after it is intact: corruption in the middle \
+                     of the log",
+                    self.records[first].describe(first),
+                    self.records.len(),
+                    self.records[intact].describe(intact)
+                ),
+            };
         }
-        if self.torn_tail {
-            self.torn_tail = false;
+        let mut repairs = Vec::new();
+        let mut dropped = Vec::new();
+        if let Some(first) = first_corrupt {
+            let count = self.records.len() - first;
+            let description = self.records[first].describe(first);
+            dropped = self.drop_records_from(first);
+            let what = if self.repair_from_peers {
+                "cut the log before damage"
+            } else {
+                "truncated a damaged tail"
+            };
+            repairs.push(format!(
+                "{what}: {description} and {} record(s) after it",
+                count - 1
+            ));
+        }
+        let torn = std::mem::take(&mut self.torn_tail);
+        if torn {
             repairs.push("truncated a torn tail: a half-written record".to_string());
+        }
+        let file = self.hard_state_file;
+        let merged = HardStateCopy::of(&self.state).newer(file);
+        let damaged = first_corrupt.is_some() || torn;
+        if self.repair_from_peers && damaged {
+            // As `Wal::open`: the flag reaches the hard-state file and the log before the server
+            // starts, so a crash during the repair starts it again.
+            let flagged = PersistOp::HardState {
+                term: merged.term,
+                voted_for: merged.voted_for,
+                recovering: true,
+            };
+            self.append_record(flagged);
+            self.hard_state_file = HardStateCopy::of(&self.state);
+            repairs.push(format!(
+                "repairing from peers: term {}, {} entries kept",
+                merged.term,
+                self.state.log.last_index()
+            ));
+        } else {
+            self.state.term = merged.term;
+            self.state.voted_for = merged.voted_for;
+            self.state.recovering = merged.recovering;
         }
         Recovery::Started {
             state: self.state.clone(),
             repairs,
+            dropped,
         }
     }
 
-    /// Marks the first record, but the last, that reads back corrupt this time: each does with
-    /// probability `faults.corrupt`, so the first is geometrically distributed and one draw
-    /// finds it. Damage already marked stays.
+    /// Drops the records from position `first` on, restoring the state before them. Returns
+    /// the log entries (index, term) they held that the log no longer holds.
+    fn drop_records_from(&mut self, first: usize) -> Vec<(LogIndex, Term)> {
+        let mut held = Vec::new();
+        while self.records.len() > first {
+            let record = self.records.pop().expect("checked by the loop");
+            if let Content::Entries { first, last } = record.content {
+                for index in first..=last {
+                    let term = self.state.log.term_at(index).expect("the record's entries");
+                    held.push((index, term));
+                }
+            }
+            self.undo(record.undo);
+        }
+        held.sort_unstable();
+        held.dedup();
+        held.retain(|&(index, term)| self.state.log.term_at(index) != Some(term));
+        held
+    }
+
+    /// Marks the first record that reads back corrupt this time (in a cluster of one, the last
+    /// record is spared: module docs): each does with probability `faults.corrupt`, so the
+    /// first is geometrically distributed and one draw finds it. Damage already marked stays.
     fn find_latent_damage(&mut self, faults: DiskFaults, rng: &mut ChaCha8Rng) {
-        let candidates = self.records.len().saturating_sub(1);
+        let spared = usize::from(!self.repair_from_peers);
+        let candidates = self.records.len().saturating_sub(spared);
         if faults.corrupt <= 0.0 || candidates == 0 {
             return;
         }
@@ -300,6 +422,7 @@ impl SimDisk {
                 Undo::HardState {
                     term: self.state.term,
                     voted_for: self.state.voted_for,
+                    recovering: self.state.recovering,
                 },
             ),
             PersistOp::Append {
@@ -349,6 +472,7 @@ impl SimDisk {
         let before = Undo::HardState {
             term: 0,
             voted_for: None,
+            recovering: false,
         };
         self.push_record(hard_state, before);
         let log = &self.state.log;
@@ -371,9 +495,14 @@ impl SimDisk {
 
     fn undo(&mut self, undo: Undo) {
         match undo {
-            Undo::HardState { term, voted_for } => {
+            Undo::HardState {
+                term,
+                voted_for,
+                recovering,
+            } => {
                 self.state.term = term;
                 self.state.voted_for = voted_for;
+                self.state.recovering = recovering;
             }
             Undo::Append {
                 first_index,
@@ -404,6 +533,7 @@ mod tests {
         PersistOp::HardState {
             term,
             voted_for: Some(ServerId(candidate)),
+            recovering: false,
         }
     }
 
@@ -422,7 +552,7 @@ mod tests {
 
     fn started(recovery: Recovery) -> (DurableState, Vec<String>) {
         match recovery {
-            Recovery::Started { state, repairs } => (state, repairs),
+            Recovery::Started { state, repairs, .. } => (state, repairs),
             Recovery::Refused { reason } => panic!("refused to start: {reason}"),
         }
     }
@@ -629,6 +759,94 @@ mod tests {
         assert!(repairs.is_empty(), "the rewrite dropped the damaged record");
         assert_eq!((state.log.base_index(), state.log.last_index()), (6, 10));
         assert_eq!(state.term, 3);
+    }
+
+    fn dropped(recovery: Recovery) -> (DurableState, Vec<(LogIndex, Term)>) {
+        match recovery {
+            Recovery::Started { state, dropped, .. } => (state, dropped),
+            Recovery::Refused { reason } => panic!("refused to start: {reason}"),
+        }
+    }
+
+    /// With peers to repair from, corruption in the middle no longer refuses: the log keeps
+    /// the records before the damage, the vote comes back from the hard-state file although
+    /// its log record was cut, and the server starts repairing, durably: it stays so at the
+    /// next start, with nothing more to drop.
+    #[test]
+    fn with_peers_damage_in_the_middle_cuts_the_log_and_starts_a_durable_repair() {
+        let mut disk = SimDisk::new(true);
+        let mut rng = rng();
+        disk.write(vote(1, 1));
+        disk.write(append(1, 4));
+        disk.write(vote(2, 2));
+        disk.write(append(5, 3));
+        disk.sync();
+        assert_eq!(
+            disk.corrupt_entry(2),
+            Ok("record 1 (entries 1-4)".to_string())
+        );
+        let (state, lost) = dropped(disk.recover(NO_FAULTS, &mut rng));
+        assert_eq!(state.log.last_index(), 0);
+        assert_eq!((state.term, state.voted_for), (2, Some(ServerId(2))));
+        assert!(state.recovering);
+        let every_entry: Vec<(LogIndex, Term)> = (1..=7).map(|index| (index, 1)).collect();
+        assert_eq!(lost, every_entry);
+        let (again, lost_again) = dropped(disk.recover(NO_FAULTS, &mut rng));
+        assert!(
+            again.recovering,
+            "a crash during the repair keeps repairing"
+        );
+        assert_eq!((again.term, again.voted_for), (2, Some(ServerId(2))));
+        assert!(lost_again.is_empty());
+    }
+
+    /// The real log cannot tell a damaged last record from a torn one, and with peers it need
+    /// not: both start a repair. Latent damage then reaches the last record too.
+    #[test]
+    fn with_peers_a_damaged_last_record_and_a_torn_tail_both_start_a_repair() {
+        let always = DiskFaults {
+            torn_write: 0.0,
+            corrupt: 1.0,
+        };
+        let mut alone = SimDisk::new(true);
+        alone.write(append(1, 4));
+        alone.sync();
+        let (state, lost) = dropped(alone.recover(always, &mut rng()));
+        assert!(state.recovering);
+        assert_eq!(lost.len(), 4, "the only record was the last");
+
+        let mut torn = SimDisk::new(true);
+        let mut rng = rng();
+        torn.write(append(1, 2));
+        torn.sync();
+        torn.write(append(3, 1));
+        torn.crash(ALWAYS_TORN, &mut rng).expect("torn");
+        let (state, lost) = dropped(torn.recover(NO_FAULTS, &mut rng));
+        assert!(state.recovering);
+        assert_eq!(state.log.last_index(), 2);
+        assert!(
+            lost.is_empty(),
+            "a torn record was never complete, never acknowledged"
+        );
+    }
+
+    /// A cleared repair flag that reached the log but not the hard-state file (a crash between
+    /// the two writes of one sync) is not lost either way: the two copies merge.
+    #[test]
+    fn a_hard_state_written_to_the_log_but_not_the_file_is_recovered_from_the_log() {
+        let mut disk = SimDisk::new(true);
+        let mut rng = rng();
+        disk.write(vote(1, 1));
+        disk.sync();
+        disk.write(vote(2, 3));
+        assert_eq!(
+            disk.crash(NO_FAULTS, &mut rng),
+            None,
+            "the batch survives whole"
+        );
+        let (state, _) = dropped(disk.recover(NO_FAULTS, &mut rng));
+        assert_eq!((state.term, state.voted_for), (2, Some(ServerId(3))));
+        assert!(!state.recovering);
     }
 
     #[test]

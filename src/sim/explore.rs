@@ -39,10 +39,12 @@ fn failure_of(report: &RunReport) -> Option<Failure> {
             message: violation.message.clone(),
         });
     }
-    // Raft promises progress only while a majority can run. When disk corruption has left
-    // more than a minority unable to start, the liveness probes cannot be answered and are
-    // not judged; safety still is.
-    let majority_lost = report.refused_to_start.len() as u32 > report.servers.saturating_sub(1) / 2;
+    // Raft promises progress only while a majority can vote. When disk damage has left more
+    // than a minority unable to start or still repairing a log (which needs a leader the rest
+    // cannot elect), the liveness probes cannot be answered and are not judged; safety still
+    // is.
+    let unable = report.refused_to_start.len() + report.repairing_at_end.len();
+    let majority_lost = unable as u32 > report.servers.saturating_sub(1) / 2;
     let excused = |e: &&ExpectationResult| majority_lost && e.expected == "answered";
     let unmet: Vec<_> = report
         .expectations
@@ -1096,17 +1098,20 @@ workload: {clients: [c3], ops: 40, locks: 2}
         scenario(&lines.join("\n"))
     }
 
-    /// Raft promises progress only with a majority running. One server of three refusing its
-    /// damaged log leaves a majority, and the probe must be answered; two leave none, and the
+    /// Raft promises progress only with a majority that can vote. One server of three
+    /// repairing its damaged log leaves a majority, which elects a leader that repairs it, and
+    /// the probe must be answered; two leave none (a repairing server does not vote), and the
     /// explorer does not judge the probe, while the same run fails `lockstep run`'s
     /// expectation as written.
     #[test]
-    fn liveness_is_judged_only_while_a_majority_can_start() {
+    fn liveness_is_judged_only_while_a_majority_can_vote() {
+        use crate::node::coverage::Branch;
         let (report, failure) = judge(&with_damaged_logs(&[3]));
-        assert_eq!(report.refused_to_start.len(), 1, "{:?}", report.faults);
         assert_eq!(failure, None, "{}", report.render());
+        assert!(report.repairing_at_end.is_empty(), "{:?}", report.faults);
+        assert_eq!(report.coverage.count(Branch::RecoveryCompleted), 1);
         let (report, failure) = judge(&with_damaged_logs(&[2, 3]));
-        assert_eq!(report.refused_to_start.len(), 2, "{:?}", report.faults);
+        assert_eq!(report.repairing_at_end, ["s2", "s3"], "{:?}", report.faults);
         assert!(!report.passed, "the probe itself went unanswered");
         assert_eq!(failure, None, "{}", report.render());
         assert!(

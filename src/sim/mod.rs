@@ -11,6 +11,7 @@ pub mod checkers;
 pub mod clock;
 pub mod cluster;
 pub mod disk;
+pub mod durability;
 pub mod explore;
 pub mod history;
 pub mod lease;

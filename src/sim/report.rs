@@ -94,6 +94,10 @@ pub struct RunReport {
     /// Servers that refused to start from a disk corrupt in the middle of its log, and stayed
     /// down: `s2: record 3 (entries 5-9) of 40 is corrupt ...`.
     pub refused_to_start: Vec<String>,
+    /// Servers still repairing a damaged log at the end (`s2`): they do not vote until a
+    /// leader has repaired them, so with the refused they may leave no majority to elect one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repairing_at_end: Vec<String>,
     /// What rogue clients sent and heard; absent without rogues.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rogues: Option<super::cluster::RogueStats>,

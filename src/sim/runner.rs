@@ -11,6 +11,7 @@
 
 use super::checkers::{self, Violation};
 use super::cluster::{ClientEvent, Cluster, ClusterSpec, Event, Restart};
+use super::durability;
 use super::history::{HistoryOp, HistoryOpKind, HistoryResult};
 use super::lease::LeaseSafety;
 use super::linearizability;
@@ -50,6 +51,9 @@ pub struct RunOptions {
     /// Keep up to this many trace events in memory for a timeline ([`RunReport::trace`]).
     /// `None`, the default, keeps none and costs nothing.
     pub keep_trace_events: Option<usize>,
+    /// Tests only, and unsafe: servers repairing a damaged log vote anyway
+    /// (`ServerConfig::unsafe_recovering_votes`), to show what the repair rule prevents.
+    pub unsafe_recovering_votes: bool,
 }
 
 impl Default for RunOptions {
@@ -60,6 +64,7 @@ impl Default for RunOptions {
             events_max: 500_000_000,
             check_linearizability: true,
             keep_trace_events: None,
+            unsafe_recovering_votes: false,
         }
     }
 }
@@ -149,6 +154,7 @@ pub fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, RunErr
             .sessions
             .map_or(Duration::ZERO, |sessions| sessions.lock_delay),
         expected_violations: scenario.expect_violations.clone(),
+        unsafe_recovering_votes: options.unsafe_recovering_votes,
     };
     let mut recorder = Recorder::new(options.trace);
     if let Some(events_max) = options.keep_trace_events {
@@ -679,14 +685,28 @@ impl Runner<'_> {
         if self.check_linearizability && !self.check_history() {
             return;
         }
+        if let Err(violation) = self.cluster.check_acknowledged_writes() {
+            self.cluster.report_violation(violation);
+            return;
+        }
         let refused = self.cluster.refused_servers();
-        if refused.len() as u32 > self.cluster.server_count().saturating_sub(1) / 2 {
-            // Raft makes progress only while a majority can run: with more than a minority
-            // down for good, the rest cannot elect a leader to catch up with. Whether equal
-            // applied indexes hold equal lock maps was checked all along.
-            let names: Vec<String> = refused.iter().map(|(n, _)| format!("s{n}")).collect();
+        let repairing = self.cluster.unrepaired_servers();
+        let unable = refused.len() + repairing.len();
+        if unable as u32 > self.cluster.server_count().saturating_sub(1) / 2 {
+            // Raft makes progress only while a majority can vote: with more than a minority
+            // down for good or waiting for a leader to repair its log, the rest cannot elect
+            // one. Whether equal applied indexes hold equal lock maps was checked all along.
+            let names: Vec<String> = refused
+                .iter()
+                .map(|(n, _)| format!("s{n} refused to start"))
+                .chain(
+                    repairing
+                        .iter()
+                        .map(|n| format!("s{n} is repairing its log")),
+                )
+                .collect();
             self.record_fault(format!(
-                "convergence not judged: {} refused to start, and the rest are no majority",
+                "convergence not judged: {}, and the rest are no majority",
                 names.join(", ")
             ));
             return;
@@ -1016,6 +1036,7 @@ impl Runner<'_> {
             checkers::FENCED_WRITES,
             checkers::LEASE_SAFETY,
             checkers::CONVERGENCE,
+            durability::ACKNOWLEDGED_WRITES_SURVIVE,
         ]
         .into_iter()
         .chain(rogue_isolation)
@@ -1087,6 +1108,12 @@ impl Runner<'_> {
                 .refused_servers()
                 .into_iter()
                 .map(|(number, reason)| format!("s{number}: {reason}"))
+                .collect(),
+            repairing_at_end: self
+                .cluster
+                .unrepaired_servers()
+                .into_iter()
+                .map(|number| format!("s{number}"))
                 .collect(),
             rogues: self.cluster.rogue_stats().cloned(),
             invariants,

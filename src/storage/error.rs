@@ -100,6 +100,16 @@ pub enum StorageError {
         snapshot: LogPosition,
         log_base: LogPosition,
     },
+    #[error(
+        "{}: both slots of the hard-state file are damaged, and the log {} is damaged at byte \
+         offset {offset}: the latest term and vote cannot be known, refusing to start",
+        .path.display(), .log_path.display()
+    )]
+    HardStateLost {
+        path: PathBuf,
+        log_path: PathBuf,
+        offset: u64,
+    },
     #[error("{}: a snapshot exists but the log file is missing", .path.display())]
     LogMissing { path: PathBuf },
     #[error("{}: the log changed under an open Wal: {detail}", .path.display())]
@@ -136,6 +146,9 @@ pub enum Damage {
     PastEndOfFile { length_bytes: u64 },
     /// The checksum over length and payload does not match.
     ChecksumMismatch { stored: u32, computed: u32 },
+    /// A length above the maximum record, which is never written: reported as damage only
+    /// when the log can be repaired from peers (otherwise [`StorageError::RecordTooLong`]).
+    LengthTooLong { length_bytes: u64 },
 }
 
 impl fmt::Display for Damage {
@@ -150,6 +163,9 @@ impl fmt::Display for Damage {
                     f,
                     "record length {length_bytes} runs past the end of the file"
                 )
+            }
+            Damage::LengthTooLong { length_bytes } => {
+                write!(f, "record length {length_bytes} is above the maximum")
             }
             Damage::ChecksumMismatch { stored, computed } => {
                 write!(
@@ -221,6 +237,22 @@ pub enum RecoveryWarning {
         bytes_dropped: u64,
         damage: Damage,
     },
+    /// A damaged record, with peers to repair from: the log was cut at `offset`, dropping
+    /// `bytes_dropped` bytes, and the server starts repairing its log (it votes for no one until
+    /// a leader has given back what it lost). Entries up to `kept_through_index` were kept;
+    /// valid records after the damage named entries up to `dropped_through_index`.
+    CutForRepair {
+        path: PathBuf,
+        offset: u64,
+        bytes_dropped: u64,
+        damage: Damage,
+        kept_through_index: LogIndex,
+        dropped_through_index: Option<LogIndex>,
+        next_valid_offset: Option<u64>,
+    },
+    /// Both slots of the hard-state file were damaged while the log was intact: the file was
+    /// written afresh from the log's hard state.
+    RewroteHardState { path: PathBuf },
     /// A half-written replacement file left by a crash before its rename was removed.
     RemovedTemporaryFile { path: PathBuf, length_bytes: u64 },
     /// A snapshot newer than the log's base was found (a crash between writing the snapshot and
@@ -245,6 +277,43 @@ impl fmt::Display for RecoveryWarning {
                 f,
                 "{}: torn tail at byte offset {offset} ({damage}): truncated, {bytes_dropped} \
                  bytes dropped",
+                path.display()
+            ),
+            RecoveryWarning::CutForRepair {
+                path,
+                offset,
+                bytes_dropped,
+                damage,
+                kept_through_index,
+                dropped_through_index,
+                next_valid_offset,
+            } => {
+                write!(
+                    f,
+                    "{}: damaged record at byte offset {offset} ({damage}): log cut there, \
+                     {bytes_dropped} bytes dropped, entries kept through index \
+                     {kept_through_index}",
+                    path.display()
+                )?;
+                if let Some(next) = next_valid_offset {
+                    write!(f, ", a valid record followed at byte offset {next}")?;
+                }
+                if let Some(dropped) = dropped_through_index.filter(|d| d > kept_through_index) {
+                    write!(
+                        f,
+                        ", entries {} to {dropped} dropped",
+                        kept_through_index + 1
+                    )?;
+                }
+                write!(
+                    f,
+                    "; repairing from peers: this server votes for no one until a leader has \
+                     given back what it lost"
+                )
+            }
+            RecoveryWarning::RewroteHardState { path } => write!(
+                f,
+                "{}: both slots damaged, the log intact: rewrote it from the log's term and vote",
                 path.display()
             ),
             RecoveryWarning::RemovedTemporaryFile { path, length_bytes } => write!(

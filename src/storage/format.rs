@@ -357,6 +357,7 @@ mod tests {
         let back = PersistOp::HardState {
             term: 2,
             voted_for: None,
+            recovering: false,
         };
         assert_eq!(
             shape.check(&back),

@@ -5,8 +5,8 @@
 //! [`PersistOp`]s and replays them with [`DurableState::apply`], so a record means exactly what
 //! the simulator means by it. It must never spawn threads, never read a clock, never allocate
 //! more than a record's bounded size on the word of a file, and never panic on a bad file: every
-//! damage is a [`StorageError`] naming the file and the byte offset, or, for a torn tail, a
-//! [`RecoveryWarning`] saying what was dropped.
+//! damage is a [`StorageError`] naming the file and the byte offset, or, for a torn tail or a
+//! damaged log repaired from peers, a [`RecoveryWarning`] saying what was dropped.
 //!
 //! # Calling contract
 //! See [`Wal`]: [`Wal::open`] once per process (it locks the directory), then any number of
@@ -20,6 +20,7 @@
 //! | `lock`         | empty; holds an exclusive `flock` while a [`Wal`] is open                 |
 //! | `wal`          | the write-ahead log: a header, then records                               |
 //! | `snapshot`     | the latest snapshot, if one was ever written                              |
+//! | `hardstate`    | term, vote and repair flag again, in two checksummed slots ([`hard_state`]) |
 //! | `*.tmp`        | half-written replacements; a crash may leave one, [`Wal::open`] removes it |
 //!
 //! # File format, version 1
@@ -71,6 +72,26 @@
 //!   is in the middle, and [`StorageError::CorruptRecord`] refuses to start, naming the file, the
 //!   damaged record's offset and the offset of the valid record after it.
 //!
+//! # Repair from peers
+//! With [`WalOptions::repair_from_peers`] (a server with peers; [`WalOptions::for_server`]),
+//! damage is not refused: any damaged record, in the middle or at the end, torn or rotted, or a
+//! length above the maximum, is where the log is cut. [`Wal::open`] first raises the repair
+//! flag (`DurableState::recovering`) in the hard-state file and `fdatasync`s it, then truncates
+//! the log there, then appends the merged hard state (flag raised) to the log, and reports a
+//! [`RecoveryWarning::CutForRepair`] naming the file, the offset, the entries kept and the
+//! highest index a valid record after the damage named. The server then votes for no one until
+//! a leader has repaired its log (`node::Server`, "Repair of a damaged log"). A record with a
+//! valid checksum that does not decode or does not follow its state is still refused: that is
+//! not rot. Repair needs the hard-state file, since a cut may drop the log's newest vote: a
+//! directory without one (written by an older build) refuses or truncates as without peers on
+//! its first open, which creates the file; one whose two slots are both damaged while the log
+//! is damaged too is refused ([`StorageError::HardStateLost`]).
+//!
+//! Term and vote are recovered as the newer of the log's last `HardState` record and the
+//! hard-state file (by term, then vote); of two equally new, the repair flag is raised if
+//! either has it. When the file is the newer, the log gets a `HardState` record of it, so the
+//! two agree after every open.
+//!
 //! # Snapshots and compaction
 //! [`Wal::write_snapshot`] at (index I, term T):
 //! 1. makes pending appends durable;
@@ -97,6 +118,7 @@
 
 mod error;
 pub mod format;
+pub mod hard_state;
 mod replay;
 mod snapshot;
 mod wal;

@@ -1,5 +1,6 @@
 //! Reads a log file back into a `DurableState`, classifying damage as a torn tail (reported,
-//! for the caller to truncate) or corruption in the middle (refused).
+//! for the caller to truncate) or corruption in the middle (refused, or, when the caller can
+//! repair the log from peers, reported with what follows it, for the caller to cut).
 //!
 //! Reading only: this module never writes, truncates or deletes. Memory is bounded by the
 //! recovered state plus one record of at most `RECORD_PAYLOAD_BYTES_MAX`.
@@ -10,7 +11,7 @@ use super::format::{
     FILE_HEADER_BYTES, LogShape, RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX, WAL_MAGIC,
     apply_at_base, decode_file_header, decode_op, decode_record_header, record_checksum,
 };
-use crate::node::DurableState;
+use crate::node::{DurableState, LogIndex, PersistOp};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -30,8 +31,15 @@ pub(crate) struct Replayed {
     /// ends in space preallocated for appends (zero bytes up to its end).
     pub end_offset: u64,
     pub length_bytes: u64,
-    /// A torn tail from `end_offset` to the end of the file, which the caller must truncate.
+    /// Damage at `end_offset`: the caller must cut the file there. Without `repair`, only a
+    /// torn tail (nothing valid after it) comes back here.
     pub tail: Option<Damage>,
+    /// With `tail`: where the first valid record after the damage starts, if one does (the
+    /// damage is in the middle of the log, not a torn tail).
+    pub next_valid_offset: Option<u64>,
+    /// With `tail`: the highest log index a valid record after the damage names, if any: the
+    /// entries from `state`'s last up to it are what cutting the file drops.
+    pub dropped_through_index: Option<LogIndex>,
 }
 
 /// One attempt to read the record at an offset.
@@ -41,9 +49,11 @@ enum RecordRead {
     Damaged(Damage),
 }
 
-/// Replays the log at `path`. A torn tail is returned in [`Replayed::tail`]; everything else
-/// that is wrong with the file is an error naming the file and, for records, the offset.
-pub(crate) fn replay_log(path: &Path) -> Result<Replayed, StorageError> {
+/// Replays the log at `path`. A torn tail is returned in [`Replayed::tail`]; so is any damaged
+/// record (a checksum that fails, a length out of bounds) when `repair` is set, for a caller
+/// that can repair the log from peers. Everything else that is wrong with the file is an error
+/// naming the file and, for records, the offset.
+pub(crate) fn replay_log(path: &Path, repair: bool) -> Result<Replayed, StorageError> {
     let file = File::open(path).map_err(io_error(path))?;
     let length_bytes = file.metadata().map_err(io_error(path))?.len();
     let mut reader = BufReader::with_capacity(REPLAY_BUFFER_BYTES, &file);
@@ -57,7 +67,13 @@ pub(crate) fn replay_log(path: &Path) -> Result<Replayed, StorageError> {
     // Every record takes at least one byte more than its header, which bounds the loop.
     let records_max = length_bytes / (RECORD_HEADER_BYTES as u64 + 1) + 1;
     for _ in 0..=records_max {
-        let damage = match read_record(path, &mut reader, offset, length_bytes)? {
+        let read = match read_record(path, &mut reader, offset, length_bytes) {
+            Err(StorageError::RecordTooLong { length_bytes, .. }) if repair => {
+                RecordRead::Damaged(Damage::LengthTooLong { length_bytes })
+            }
+            other => other?,
+        };
+        let damage = match read {
             RecordRead::EndOfFile => return Ok(replayed(base, state, offset, length_bytes, None)),
             RecordRead::Damaged(damage) => damage,
             RecordRead::Valid { payload } => {
@@ -89,7 +105,7 @@ pub(crate) fn replay_log(path: &Path) -> Result<Replayed, StorageError> {
             return Ok(replayed(base, state, offset, length_bytes, None));
         }
         let next_valid = find_valid_record(path, &file, offset + 1, length_bytes)?;
-        if let Some(next_valid_offset) = next_valid {
+        if let (Some(next_valid_offset), false) = (next_valid, repair) {
             return Err(StorageError::CorruptRecord {
                 path: path.to_path_buf(),
                 offset,
@@ -97,7 +113,13 @@ pub(crate) fn replay_log(path: &Path) -> Result<Replayed, StorageError> {
                 next_valid_offset,
             });
         }
-        return Ok(replayed(base, state, offset, length_bytes, Some(damage)));
+        let mut replayed = replayed(base, state, offset, length_bytes, Some(damage));
+        replayed.next_valid_offset = next_valid;
+        if let Some(from) = next_valid {
+            replayed.dropped_through_index =
+                last_index_named_from(path, &file, from, length_bytes)?;
+        }
+        return Ok(replayed);
     }
     unreachable!("replay: more records than the file has room for");
 }
@@ -150,7 +172,48 @@ fn replayed(
         end_offset,
         length_bytes,
         tail,
+        next_valid_offset: None,
+        dropped_through_index: None,
     }
+}
+
+/// The highest log index any valid `Append` record from `from` on names, skipping damage the
+/// way [`find_valid_record`] does: what a cut at damage before `from` drops, for the warning.
+fn last_index_named_from(
+    path: &Path,
+    file: &File,
+    from: u64,
+    length_bytes: u64,
+) -> Result<Option<LogIndex>, StorageError> {
+    let mut highest = None;
+    let mut next = Some(from);
+    // Each pass moves past one valid record, at least one header and a byte.
+    let records_max = length_bytes / (RECORD_HEADER_BYTES as u64 + 1) + 1;
+    for _ in 0..records_max {
+        let Some(at) = next else {
+            return Ok(highest);
+        };
+        let header = read_at(path, file, at, RECORD_HEADER_BYTES as u64)?;
+        let header: [u8; RECORD_HEADER_BYTES] = header.try_into().expect("a header's bytes");
+        let (length, _) = decode_record_header(header);
+        let payload = read_at(
+            path,
+            file,
+            at + RECORD_HEADER_BYTES as u64,
+            u64::from(length),
+        )?;
+        if let Ok(PersistOp::Append {
+            first_index,
+            entries,
+        }) = decode_op(&payload)
+        {
+            let last = (first_index - 1).saturating_add(entries.len() as LogIndex);
+            highest = highest.max(Some(last));
+        }
+        let after = at + (RECORD_HEADER_BYTES as u64) + u64::from(length);
+        next = find_valid_record(path, file, after, length_bytes)?;
+    }
+    unreachable!("replay: more valid records than the file has room for");
 }
 
 /// Reads the record at `offset`, the reader's position. A length above the maximum is an error
@@ -298,6 +361,7 @@ mod tests {
         PersistOp::HardState {
             term,
             voted_for: None,
+            recovering: false,
         }
     }
 
@@ -330,12 +394,52 @@ mod tests {
             None
         );
 
-        let error = replay_log(&path).unwrap_err();
+        let error = replay_log(&path, false).unwrap_err();
         assert!(
             matches!(error, StorageError::CorruptRecord { offset, next_valid_offset, .. }
                 if offset == offsets[1] && next_valid_offset == offsets[2]),
             "{error}"
         );
+    }
+
+    /// A caller that can repair from peers gets damage in the middle back as a cut, with where
+    /// the next valid record starts, instead of a refusal.
+    #[test]
+    fn with_repair_damage_in_the_middle_is_reported_for_a_cut_not_refused() {
+        let directory = TestDirectory::new("repair-cut");
+        let path = directory.path().join("wal");
+        let (mut bytes, offsets) = three_records();
+        let append = PersistOp::Append {
+            first_index: 1,
+            entries: vec![
+                crate::node::Entry {
+                    term: 3,
+                    command: crate::node::Command::Noop
+                };
+                4
+            ],
+        };
+        encode_op_record(&append, &mut bytes);
+        bytes[offsets[1] as usize + RECORD_HEADER_BYTES] ^= 0x20;
+        std::fs::write(&path, &bytes).unwrap();
+        let replayed = replay_log(&path, true).unwrap();
+        assert_eq!(replayed.end_offset, offsets[1]);
+        assert!(matches!(
+            replayed.tail,
+            Some(Damage::ChecksumMismatch { .. })
+        ));
+        assert_eq!(replayed.next_valid_offset, Some(offsets[2]));
+        assert_eq!(replayed.dropped_through_index, Some(4));
+        assert_eq!(replayed.state.term, 1, "the state before the damage");
+        // A length beyond the maximum is damage too, when it can be repaired.
+        bytes[offsets[1] as usize..offsets[1] as usize + 4].copy_from_slice(&[0xff; 4]);
+        std::fs::write(&path, &bytes).unwrap();
+        let replayed = replay_log(&path, true).unwrap();
+        assert!(matches!(replayed.tail, Some(Damage::LengthTooLong { .. })));
+        assert!(matches!(
+            replay_log(&path, false).unwrap_err(),
+            StorageError::RecordTooLong { .. }
+        ));
     }
 
     /// Zeros after the last record are space preallocated for appends: the log ends cleanly
@@ -348,7 +452,7 @@ mod tests {
         let end_offset = bytes.len() as u64;
         bytes.extend_from_slice(&[0u8; 4096]);
         std::fs::write(&path, &bytes).unwrap();
-        let replayed = replay_log(&path).unwrap();
+        let replayed = replay_log(&path, false).unwrap();
         assert_eq!(replayed.end_offset, end_offset);
         assert_eq!(replayed.tail, None);
         assert_eq!(replayed.state.term, 3);
@@ -365,7 +469,7 @@ mod tests {
         bytes.extend_from_slice(&[9, 0, 0, 0, 1, 2]);
         bytes.extend_from_slice(&[0u8; 4096]);
         std::fs::write(&path, &bytes).unwrap();
-        let replayed = replay_log(&path).unwrap();
+        let replayed = replay_log(&path, false).unwrap();
         assert_eq!(replayed.end_offset, end_offset);
         assert!(replayed.tail.is_some());
     }
@@ -378,7 +482,7 @@ mod tests {
         let offset = bytes.len() as u64;
         encode_record(b"{\"not\":\"an op\"}", &mut bytes);
         std::fs::write(&path, &bytes).unwrap();
-        let error = replay_log(&path).unwrap_err();
+        let error = replay_log(&path, false).unwrap_err();
         assert!(
             matches!(error, StorageError::UndecodableRecord { offset: at, .. } if at == offset),
             "{error}"

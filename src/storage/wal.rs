@@ -4,10 +4,15 @@
 //! replaced atomically (`snapshot::replace_file`); the only file it changes in place is the log,
 //! and only by appending to it or truncating a torn tail on open.
 
+use super::Damage;
 use super::error::{RecoveryWarning, SnapshotViolation, StorageError};
 use super::format::{
     LogShape, RECORD_PAYLOAD_BYTES_MAX, SNAPSHOT_PAYLOAD_BYTES_MAX, WAL_MAGIC, encode_file_header,
     encode_op_record,
+};
+use super::hard_state::{
+    HARD_STATE_FILE_NAME, HARD_STATE_TEMPORARY_FILE_NAME, HardState, HardStateFile, HardStateRead,
+    read_hard_state,
 };
 use super::replay::{Replayed, io_error, replay_log};
 use super::snapshot::{read_snapshot_file, replace_file, sync_directory, write_snapshot_file};
@@ -78,6 +83,10 @@ pub struct Wal {
     /// The hard state and the log's last entries, so that a compaction need not re-read the
     /// file.
     tail: LogTail,
+    /// Term, vote and repair flag kept beside the log (`hard_state` module).
+    hard_state: HardStateFile,
+    /// A hard state appended but not yet synced: the next sync writes it to the file too.
+    hard_state_pending: Option<HardState>,
 }
 
 /// What [`Wal::open`] found. Log every warning: recovery never repairs anything silently.
@@ -129,19 +138,38 @@ impl Wal {
         let snapshot = read_snapshot_file(&directory.join(SNAPSHOT_FILE_NAME))?;
         let log_path = directory.join(LOG_FILE_NAME);
         let created = create_log_if_missing(&directory, snapshot.is_some())?;
-        let replayed = replay_log(&log_path)?;
-        if let Some(damage) = replayed.tail {
-            truncate_log(&log_path, replayed.end_offset)?;
-            warnings.push(RecoveryWarning::TruncatedTail {
-                path: log_path.clone(),
+        let hard_state_read = read_hard_state(&directory)?;
+        // A repair cuts records that may hold the latest vote: it needs the file that keeps it.
+        let repair = options.repair_from_peers && hard_state_read != HardStateRead::Missing;
+        let replayed = replay_log(&log_path, repair)?;
+        if replayed.tail.is_some() && repair && hard_state_read == HardStateRead::Damaged {
+            // Checked before anything is written: the damaged file stays as it was found.
+            return Err(StorageError::HardStateLost {
+                path: directory.join(HARD_STATE_FILE_NAME),
+                log_path,
                 offset: replayed.end_offset,
-                bytes_dropped: replayed.length_bytes - replayed.end_offset,
-                damage,
             });
+        }
+        let log_state = HardState::of(&replayed.state);
+        let mut hard_state =
+            open_hard_state(&directory, hard_state_read, log_state, &mut warnings)?;
+        if let Some(damage) = replayed.tail {
+            if repair {
+                // The flag is durable before the log loses anything: a crash from here on
+                // starts the repair again.
+                let flagged = HardState {
+                    recovering: true,
+                    ..hard_state.state().newer(log_state)
+                };
+                hard_state.write(flagged)?;
+            }
+            truncate_log(&log_path, replayed.end_offset)?;
+            warnings.push(cut_warning(&log_path, &replayed, damage, repair));
         }
         let replayed_base = replayed.base;
         let replayed_end = replayed.end_offset;
-        let (log_base, state) = reconcile(&directory, snapshot.as_ref(), replayed, &mut warnings)?;
+        let (log_base, mut state) =
+            reconcile(&directory, snapshot.as_ref(), replayed, &mut warnings)?;
         let rewritten = log_base != replayed_base;
         let (log, allocated_bytes) = open_for_writing(&log_path)?;
         // A log rewritten by `reconcile` has no preallocated space; otherwise appends go right
@@ -154,7 +182,8 @@ impl Wal {
         let mut log = log;
         log.seek(SeekFrom::Start(log_bytes))
             .map_err(io_error(&log_path))?;
-        let wal = Wal {
+        let merged = hard_state.state().newer(HardState::of(&state));
+        let mut wal = Wal {
             directory,
             log_path,
             log,
@@ -167,7 +196,21 @@ impl Wal {
             poisoned: false,
             encode_buffer: Vec::new(),
             tail: LogTail::of(log_base, &state),
+            hard_state,
+            hard_state_pending: None,
         };
+        if merged != HardState::of(&state) {
+            // The file is ahead of the log (a cut took the log's newest hard state, or the
+            // repair flag was just raised): the log gets it too, so both copies agree.
+            let op = merged.as_op();
+            wal.append(std::slice::from_ref(&op))?;
+            wal.sync()?;
+            state.apply(&op);
+        }
+        if wal.hard_state.state() != merged {
+            // The log is ahead of the file (a crash between the two writes of a sync).
+            wal.hard_state.write(merged)?;
+        }
         let recovery = Recovery {
             state,
             log_base,
@@ -176,6 +219,7 @@ impl Wal {
             created,
         };
         assert_eq!(wal.shape, LogShape::of(recovery.log_base, &recovery.state));
+        assert_eq!(wal.hard_state.state(), HardState::of(&recovery.state));
         Ok((wal, recovery))
     }
 
@@ -206,6 +250,18 @@ impl Wal {
         self.shape = shape;
         for op in ops {
             self.tail.apply(op);
+            if let PersistOp::HardState {
+                term,
+                voted_for,
+                recovering,
+            } = op
+            {
+                self.hard_state_pending = Some(HardState {
+                    term: *term,
+                    voted_for: *voted_for,
+                    recovering: *recovering,
+                });
+            }
         }
         if buffer.capacity() <= ENCODE_BUFFER_RETAINED_BYTES_MAX {
             self.encode_buffer = buffer;
@@ -235,7 +291,9 @@ impl Wal {
         }
     }
 
-    /// Makes everything appended so far durable (`fdatasync`). Cheap when nothing is pending.
+    /// Makes everything appended so far durable (`fdatasync`), and a hard state among it in
+    /// the hard-state file too (a second write and `fdatasync`, only when a term or vote
+    /// changed). Cheap when nothing is pending.
     pub fn sync(&mut self) -> Result<(), StorageError> {
         self.check_healthy()?;
         if self.synced_bytes == self.log_bytes {
@@ -246,6 +304,12 @@ impl Wal {
             return Err(io_error(&self.log_path)(source));
         }
         self.synced_bytes = self.log_bytes;
+        if let Some(state) = self.hard_state_pending.take()
+            && let Err(error) = self.hard_state.write(state)
+        {
+            self.poisoned = true;
+            return Err(error);
+        }
         Ok(())
     }
 
@@ -375,7 +439,7 @@ impl Wal {
         let state = match self.tail.state_after(self.shape, at) {
             Some(state) => {
                 if cfg!(debug_assertions) {
-                    let replayed = replay_log(&self.log_path)?;
+                    let replayed = replay_log(&self.log_path, false)?;
                     self.check_unchanged(&replayed)?;
                     let (from_file, _) = state_after_snapshot(replayed.base, &replayed.state, at);
                     assert_eq!(
@@ -386,7 +450,7 @@ impl Wal {
                 state
             }
             None => {
-                let replayed = replay_log(&self.log_path)?;
+                let replayed = replay_log(&self.log_path, false)?;
                 self.check_unchanged(&replayed)?;
                 state_after_snapshot(replayed.base, &replayed.state, at).0
             }
@@ -460,6 +524,7 @@ fn encode_batch(
 #[derive(Debug)]
 struct LogTail {
     voted_for: Option<ServerId>,
+    recovering: bool,
     from: LogIndex,
     entries: VecDeque<Entry>,
 }
@@ -474,6 +539,7 @@ impl LogTail {
         let first = last + 1 - count as LogIndex;
         LogTail {
             voted_for: state.voted_for,
+            recovering: state.recovering,
             from: base.index + first,
             entries: state.log.entries_from(first, count).into(),
         }
@@ -482,7 +548,14 @@ impl LogTail {
     /// Follows `op`, which the `Wal` has checked and written.
     fn apply(&mut self, op: &PersistOp) {
         match op {
-            PersistOp::HardState { voted_for, .. } => self.voted_for = *voted_for,
+            PersistOp::HardState {
+                voted_for,
+                recovering,
+                ..
+            } => {
+                self.voted_for = *voted_for;
+                self.recovering = *recovering;
+            }
             PersistOp::Append {
                 first_index,
                 entries,
@@ -534,6 +607,7 @@ impl LogTail {
             voted_for: self.voted_for,
             log,
             snapshot: None,
+            recovering: self.recovering,
         })
     }
 }
@@ -572,6 +646,7 @@ fn state_after_snapshot(
         voted_for: state.voted_for,
         log,
         snapshot: None,
+        recovering: state.recovering,
     };
     assert!(
         compacted.log.last_index() <= state.log.last_index(),
@@ -634,6 +709,7 @@ fn write_log(
     let hard_state = PersistOp::HardState {
         term: state.term,
         voted_for: state.voted_for,
+        recovering: state.recovering,
     };
     replace_file(
         directory,
@@ -643,7 +719,7 @@ fn write_log(
             writer.write_all(&header)?;
             let mut buffer = Vec::new();
             // A fresh log holds only its header: the default hard state needs no record.
-            if state.term != 0 || state.voted_for.is_some() {
+            if state.term != 0 || state.voted_for.is_some() || state.recovering {
                 encode_op_record(&hard_state, &mut buffer);
                 writer.write_all(&buffer)?;
             }
@@ -683,7 +759,8 @@ fn write_log(
 
 /// Pair assertion for tests and debug builds: the log just written replays to `state`.
 fn verify_log(directory: &Path, base: LogPosition, state: &DurableState) {
-    let replayed = replay_log(&directory.join(LOG_FILE_NAME)).expect("wal: re-read the new log");
+    let replayed =
+        replay_log(&directory.join(LOG_FILE_NAME), false).expect("wal: re-read the new log");
     assert_eq!(replayed.base, base, "wal: the rewritten log's base");
     assert_eq!(
         &replayed.state, state,
@@ -712,10 +789,57 @@ fn lock_directory(directory: &Path) -> Result<File, StorageError> {
     }
 }
 
+/// Opens the hard-state file, creating it from the log's hard state if there is none (a new
+/// directory, or one written before the file existed) or if both its slots are damaged (with
+/// a warning; `Wal::open` refuses that if the log is damaged too).
+fn open_hard_state(
+    directory: &Path,
+    read: HardStateRead,
+    log_state: HardState,
+    warnings: &mut Vec<RecoveryWarning>,
+) -> Result<HardStateFile, StorageError> {
+    match read {
+        HardStateRead::Valid { sequence, state } => HardStateFile::open(directory, sequence, state),
+        HardStateRead::Missing => HardStateFile::create(directory, log_state),
+        HardStateRead::Damaged => {
+            warnings.push(RecoveryWarning::RewroteHardState {
+                path: directory.join(HARD_STATE_FILE_NAME),
+            });
+            HardStateFile::create(directory, log_state)
+        }
+    }
+}
+
+/// What cutting the log at damage reports: a torn tail, or, with a repair, any damage.
+fn cut_warning(path: &Path, replayed: &Replayed, damage: Damage, repair: bool) -> RecoveryWarning {
+    let bytes_dropped = replayed.length_bytes - replayed.end_offset;
+    if !repair {
+        return RecoveryWarning::TruncatedTail {
+            path: path.to_path_buf(),
+            offset: replayed.end_offset,
+            bytes_dropped,
+            damage,
+        };
+    }
+    RecoveryWarning::CutForRepair {
+        path: path.to_path_buf(),
+        offset: replayed.end_offset,
+        bytes_dropped,
+        damage,
+        kept_through_index: replayed.base.index + replayed.state.log.last_index(),
+        dropped_through_index: replayed.dropped_through_index,
+        next_valid_offset: replayed.next_valid_offset,
+    }
+}
+
 /// Removes what a crash before a rename left behind; the file it was to replace is intact.
 fn remove_temporary_files(directory: &Path) -> Result<Vec<RecoveryWarning>, StorageError> {
     let mut warnings = Vec::new();
-    for name in [LOG_TEMPORARY_FILE_NAME, SNAPSHOT_TEMPORARY_FILE_NAME] {
+    for name in [
+        LOG_TEMPORARY_FILE_NAME,
+        SNAPSHOT_TEMPORARY_FILE_NAME,
+        HARD_STATE_TEMPORARY_FILE_NAME,
+    ] {
         let path = directory.join(name);
         let length_bytes = match fs::metadata(&path) {
             Ok(metadata) => metadata.len(),
@@ -780,13 +904,20 @@ pub struct WalOptions {
     /// file's size; into preallocated space it writes only the data, about half the cost on
     /// ext4. Replay treats zeros after the last record as free space, not as a torn record.
     pub preallocate_bytes: u64,
+    /// Peers can repair a damaged log (the cluster has more than one server): any damaged
+    /// record, in the middle or at the end, cuts the log there and sets
+    /// `DurableState::recovering` instead of refusing to start (module docs, "Repair from
+    /// peers"). Off, damage in the middle is refused and a damaged tail truncated.
+    pub repair_from_peers: bool,
 }
 
 impl WalOptions {
-    /// What a server uses: 4 MiB of preallocated space at a time.
-    pub fn for_server() -> WalOptions {
+    /// What a server of a cluster of `servers` uses: 4 MiB of preallocated space at a time,
+    /// and repair from peers when it has any.
+    pub fn for_server(servers: usize) -> WalOptions {
         WalOptions {
             preallocate_bytes: 4 * 1024 * 1024,
+            repair_from_peers: servers > 1,
         }
     }
 }
@@ -855,6 +986,7 @@ mod tests {
                     PersistOp::HardState {
                         term,
                         voted_for: None,
+                        recovering: false,
                     }
                 } else {
                     let last = state.log.last_index();

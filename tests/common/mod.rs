@@ -75,6 +75,7 @@ pub fn vote(term: Term, server: u32) -> PersistOp {
     PersistOp::HardState {
         term,
         voted_for: Some(ServerId(server)),
+        recovering: false,
     }
 }
 

@@ -2,14 +2,15 @@
 //! client port can send it, and what a server can send a client.
 //!
 //! Written against the codec's public API only (`decode_request`, `decode_reply`,
-//! `LineDecoder`), with the session lines of docs/PROTOCOL.md as the valid inputs, so that it
-//! follows the protocol document when the protocol changes.
+//! `LineDecoder`, and `decode_request_carefully` to check that the fast path changes no
+//! answer), with the session lines of docs/PROTOCOL.md as the valid inputs, so that it follows
+//! the protocol document when the protocol changes.
 
 use crate::harness::{self, Case, Target};
 use lockstep::net::protocol::{
     ErrorReply, LINE_BYTES_MAX, LOCK_NAME_BYTES_MAX, LineDecoder, LineEvent,
-    OVERLONG_LINE_BYTES_MAX, WireReply, decode_reply, decode_request, encode_error, encode_request,
-    encode_wire_reply,
+    OVERLONG_LINE_BYTES_MAX, WireReply, decode_reply, decode_request, decode_request_carefully,
+    encode_error, encode_request, encode_wire_reply,
 };
 
 const PROTOCOL_MD: &str = include_str!("../../docs/PROTOCOL.md");
@@ -32,7 +33,15 @@ fn document_lines() -> Vec<&'static str> {
 /// A request that decodes re-encodes to a line that decodes to the same request; a refusal
 /// becomes an error reply a client can read back, with the same seq and message.
 fn check_request_line(line: &[u8]) -> Result<(), String> {
-    match decode_request(line) {
+    // The fast path changes no answer: the careful decoder alone says the same.
+    let decoded = decode_request(line);
+    let carefully = decode_request_carefully(line);
+    if decoded != carefully {
+        return Err(format!(
+            "decode_request said {decoded:?}, the careful decoder alone {carefully:?}"
+        ));
+    }
+    match decoded {
         Ok(request) => {
             let encoded = encode_request(&request);
             let newlines = encoded.iter().filter(|&&byte| byte == b'\n').count();

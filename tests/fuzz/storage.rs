@@ -9,6 +9,7 @@ use crate::common::{append, noop, preempt as entry, vote};
 use crate::harness::{self, Applied, Materialized, ScratchDirectory, Target};
 use lockstep::node::{DurableState, Entry, PersistOp, ServerId};
 use lockstep::storage::format::{FILE_HEADER_BYTES, RECORD_HEADER_BYTES, decode_record_header};
+use lockstep::storage::hard_state::HARD_STATE_FILE_NAME;
 use lockstep::storage::{
     LOG_FILE_NAME, Recovery, RecoveryWarning, SNAPSHOT_FILE_NAME, Snapshot, StorageError, Wal,
 };
@@ -29,6 +30,7 @@ fn histories() -> Vec<Vec<PersistOp>> {
     let lone_vote = vec![PersistOp::HardState {
         term: 7,
         voted_for: None,
+        recovering: false,
     }];
     let mut appends = vec![vote(2, 1)];
     for index in 1..=8 {
@@ -65,6 +67,7 @@ impl ValidLog {
 /// Writes `ops` through [`Wal`], one append each, and reads the file back.
 fn write_valid_log(directory: &Path, ops: &[PersistOp]) -> ValidLog {
     let _ = fs::remove_file(directory.join(LOG_FILE_NAME));
+    let _ = fs::remove_file(directory.join(HARD_STATE_FILE_NAME));
     let (mut wal, _) = Wal::open(directory).expect("fuzz: open a fresh log");
     for op in ops {
         wal.append(std::slice::from_ref(op))
@@ -147,13 +150,16 @@ fn write_valid_log_after_snapshot(directory: &Path) -> ValidLog {
     }
 }
 
-/// Opens `directory` after writing `log` (and `snapshot`, or removing it) as its files.
+/// Opens `directory` after writing `log` (and `snapshot`, or removing it) as its files. The
+/// hard-state file is removed, so that what is judged is the log reader alone (its second copy
+/// of term and vote, and its merge with the log's, are `tests/wal.rs`'s stories).
 fn open_with_files(
     directory: &Path,
     log: &[u8],
     snapshot: Option<&[u8]>,
 ) -> Result<(Wal, Recovery), StorageError> {
     fs::write(directory.join(LOG_FILE_NAME), log).expect("fuzz: write the log");
+    let _ = fs::remove_file(directory.join(HARD_STATE_FILE_NAME));
     let snapshot_path = directory.join(SNAPSHOT_FILE_NAME);
     match snapshot {
         Some(bytes) => fs::write(&snapshot_path, bytes).expect("fuzz: write the snapshot"),
@@ -432,6 +438,7 @@ fn check_every_truncation(directory: &Path, valid: &[ValidLog]) {
 fn write_valid_snapshot(directory: &Path) -> (Vec<u8>, Vec<u8>, Snapshot, DurableState) {
     let _ = fs::remove_file(directory.join(LOG_FILE_NAME));
     let _ = fs::remove_file(directory.join(SNAPSHOT_FILE_NAME));
+    let _ = fs::remove_file(directory.join(HARD_STATE_FILE_NAME));
     let (mut wal, _) = Wal::open(directory).expect("fuzz: open a fresh log");
     for op in &histories()[2] {
         wal.append(std::slice::from_ref(op))

@@ -107,9 +107,19 @@ struct Recovered {
 
 /// Opens and recovers the data directory: logs every repair, checks the snapshot.
 fn recover(config: &ServerProcessConfig) -> Result<Recovered, StartError> {
-    let (wal, recovery) = Wal::open_with(&config.data_dir, WalOptions::for_server())?;
+    let (wal, recovery) = Wal::open_with(
+        &config.data_dir,
+        WalOptions::for_server(config.peers.len() + 1),
+    )?;
     for warning in &recovery.warnings {
         tracing::warn!("recovery: {warning}");
+    }
+    if recovery.state.recovering {
+        tracing::warn!(
+            term = recovery.state.term,
+            "recovery: the log is being repaired from peers: this server votes for no one and \
+             stands for no election until a leader has given back what the damage took"
+        );
     }
     let snapshot = match &recovery.snapshot {
         None => None,
@@ -150,6 +160,7 @@ fn recover(config: &ServerProcessConfig) -> Result<Recovered, StartError> {
             recovery.state.log,
         ),
         snapshot,
+        recovering: recovery.state.recovering,
     };
     Ok(Recovered {
         wal,
@@ -666,6 +677,7 @@ mod tests {
             PersistOp::HardState {
                 term: 1,
                 voted_for: Some(ServerId(1)),
+                recovering: false,
             },
             PersistOp::Append {
                 first_index: 1,

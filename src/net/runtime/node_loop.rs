@@ -101,6 +101,8 @@ struct Leadership {
     role: Role,
     term: Term,
     leader: Option<ServerId>,
+    /// Repairing a damaged log: no votes until a leader has repaired it.
+    repairing: bool,
 }
 
 impl Leadership {
@@ -109,6 +111,7 @@ impl Leadership {
             role: server.role(),
             term: server.term(),
             leader: server.leader(),
+            repairing: server.is_recovering(),
         }
     }
 }
@@ -399,6 +402,13 @@ impl NodeLoop {
         }
         let before = std::mem::replace(&mut self.leadership, now);
         let id = self.server.id();
+        if before.repairing && !now.repairing {
+            tracing::warn!(
+                term = now.term,
+                commit_index = self.server.commit_index(),
+                "{id} repaired its damaged log from the leader: it votes again"
+            );
+        }
         match now.role {
             Role::Leader if before.role != Role::Leader || before.term != now.term => {
                 tracing::info!(term = now.term, "{id} is now the leader");
