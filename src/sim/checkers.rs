@@ -40,6 +40,9 @@ pub const FENCED_WRITES: &str = "fenced_writes";
 /// At no true instant do two clients both believe they hold the same lock, each by its own
 /// clock and the client's lease rule (`sim::lease`).
 pub const LEASE_SAFETY: &str = "lease_safety";
+/// A session never expires before TTL after the send of its last acknowledged renewal, and a
+/// silent one expires within the stated bound once faults stop (`sim::session_expiry`).
+pub const SESSION_EXPIRY: &str = "session_expiry";
 
 /// The checkers a scenario may name in `expect_violations`: every checker of the protocol's
 /// safety and of the clients' history. Not the harness's own outcomes (`node_assertion`,
@@ -54,6 +57,7 @@ pub const EXPECTABLE: &[&str] = &[
     ROGUE_ISOLATION,
     FENCED_WRITES,
     LEASE_SAFETY,
+    SESSION_EXPIRY,
     crate::sim::linearizability::LINEARIZABILITY,
     crate::sim::linearizability::MONOTONIC_READS,
 ];

@@ -25,6 +25,7 @@ use super::queue::{EventQueue, QueueFull};
 use super::resource::{FencedResource, FencedWrites, ResourceWrite, WriteVerdict};
 use super::rng::{Stream, Streams};
 use super::rogue::{AttackKind, Rogue, RogueSpec};
+use super::session_expiry::SessionExpiry;
 use super::trace::{Payload, Recorder, TraceEvent};
 use crate::net::{Endpoint, NetworkParams, SimNetwork, Transmission};
 use crate::node::client::Client;
@@ -363,6 +364,8 @@ pub struct Cluster {
     /// BUGGIFY's chance per decision point in every server incarnation; `None`: off.
     buggify: Option<f64>,
     session_ttl: Option<Duration>,
+    /// `session_expiry`, in runs with sessions.
+    session_expiry: Option<SessionExpiry>,
     /// Faults the cluster applied on its own (a crash inside a step firing, what a recovery
     /// repaired or refused), for the runner's fault list. Already in the trace.
     fault_notes: Vec<(Time, String)>,
@@ -529,6 +532,7 @@ impl Cluster {
             coverage_of_the_gone: Coverage::default(),
             buggify: spec.buggify,
             session_ttl: spec.session_ttl,
+            session_expiry: spec.session_ttl.map(SessionExpiry::new),
             expiries: Vec::new(),
             resource: FencedResource::default(),
             scripted_write_verdicts: BTreeMap::new(),
@@ -1224,6 +1228,58 @@ impl Cluster {
         }
     }
 
+    /// Feeds `session_expiry` a request a client sends: renewals by seq, and the last request
+    /// of each session.
+    fn observe_client_request(&mut self, client: u32, request: &crate::node::ClientRequest) {
+        let now = self.now();
+        let Some(checker) = self.session_expiry.as_mut() else {
+            return;
+        };
+        match &request.body {
+            RequestBody::Hello { .. } => {
+                checker.observe_renewal_sent(now, client, request.seq, None);
+            }
+            RequestBody::Keepalive { client: id, .. } => {
+                checker.observe_renewal_sent(now, client, request.seq, Some(*id));
+                checker.observe_request(now, *id);
+            }
+            RequestBody::Op { client: id, .. } => checker.observe_request(now, *id),
+        }
+    }
+
+    /// Whether client `client` is still renewing session `session`: it runs (not paused),
+    /// the session is its current one, and it believes in it.
+    pub fn client_renewing(&self, client: u32, session: ClientId) -> bool {
+        let slot = &self.clients[(client - 1) as usize];
+        !slot.pause.is_paused(self.now())
+            && slot.node.id() == Some(session)
+            && self.client_believes_in_session(client)
+    }
+
+    /// Whether some session nobody renews any more has yet to expire (the run should not
+    /// settle before it does).
+    pub fn sessions_await_expiry(&self) -> bool {
+        self.session_expiry.as_ref().is_some_and(|checker| {
+            checker.awaits_expiry(|client, session| self.client_renewing(client, session))
+        })
+    }
+
+    /// `session_expiry`'s liveness half, at the end of a settled run: see
+    /// [`SessionExpiry::check_liveness`].
+    pub fn check_sessions_expired(&mut self, faults_stopped: Time, bound: Duration) {
+        let now = self.now();
+        let Some(checker) = self.session_expiry.as_ref() else {
+            return;
+        };
+        let verdict = checker.check_liveness(now, faults_stopped, bound, |client, session| {
+            self.client_renewing(client, session)
+        });
+        self.count_check(checkers::SESSION_EXPIRY);
+        if let Err(violation) = verdict {
+            self.report_violation(violation);
+        }
+    }
+
     /// Whether client `client` believes, now and by its own clock and its lease rule, that
     /// its session lives. Without a session TTL every client believes so for ever.
     pub fn client_believes_in_session(&self, client: u32) -> bool {
@@ -1355,6 +1411,17 @@ impl Cluster {
                 let Endpoint::Server(sender) = from else {
                     unreachable!("replies come from servers")
                 };
+                if let Some(checker) = self.session_expiry.as_mut() {
+                    match &reply.body {
+                        ReplyBody::Welcome { client: id, .. } => {
+                            checker.observe_renewal_acknowledged(client, reply.seq, Some(*id));
+                        }
+                        ReplyBody::KeptAlive { .. } => {
+                            checker.observe_renewal_acknowledged(client, reply.seq, None);
+                        }
+                        _ => {}
+                    }
+                }
                 self.step_client(
                     client,
                     ClientInput::Reply {
@@ -1590,9 +1657,18 @@ impl Cluster {
             .observe_applied(now, id, log_index, entry, result)
         {
             Ok(true) => {
-                if let crate::node::Command::Expire { client } = &entry.command {
+                if let crate::node::Command::Expire { client } = &entry.command
+                    && matches!(result, crate::node::ApplyResult::Expired { .. })
+                {
                     let freed = self.mutual_exclusion.locks_held_by(*client);
                     self.expiries.push((now, *client, freed));
+                    if let Some(checker) = self.session_expiry.as_mut() {
+                        let verdict = checker.observe_expired(now, *client);
+                        self.count_check(checkers::SESSION_EXPIRY);
+                        if let Err(violation) = verdict {
+                            self.report_violation(violation);
+                        }
+                    }
                 }
                 self.count_check(checkers::MUTUAL_EXCLUSION);
                 if let Err(violation) =
@@ -1691,6 +1767,7 @@ impl Cluster {
             match output {
                 ClientOutput::Send { to, request } => {
                     self.sniff(&request);
+                    self.observe_client_request(client, &request);
                     self.transmit(
                         Endpoint::Client(client),
                         Endpoint::Server(to),

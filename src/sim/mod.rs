@@ -24,6 +24,7 @@ pub mod rogue;
 pub mod runner;
 pub mod scenario;
 pub mod scenario_yaml;
+pub mod session_expiry;
 pub mod shard;
 pub mod swarm;
 pub mod timeline;

@@ -667,7 +667,7 @@ impl Runner<'_> {
     fn settle_check(&mut self) -> Result<(), QueueFull> {
         let clients_idle =
             (1..=self.scenario.cluster.clients).all(|c| !self.cluster.client_is_busy(c));
-        if clients_idle && self.cluster.is_converged() {
+        if clients_idle && self.cluster.is_converged() && !self.cluster.sessions_await_expiry() {
             self.settled = true;
             return Ok(());
         }
@@ -715,6 +715,11 @@ impl Runner<'_> {
             self.cluster.report_violation(violation);
             return;
         }
+        if let Some(sessions) = self.scenario.sessions {
+            let bound = self.session_expiry_bound(sessions.ttl);
+            self.cluster
+                .check_sessions_expired(self.end_of_duration, bound);
+        }
         if !self.cluster.is_converged() {
             let applied: Vec<String> = self
                 .cluster
@@ -738,6 +743,20 @@ impl Runner<'_> {
                 ),
             });
         }
+    }
+
+    /// The stated bound on how late a session nobody renews expires (`docs/design.md`,
+    /// "Sessions and leases"): TTL stretched by the drift bound, plus two heartbeats, two
+    /// commits and an election, from when the client fell silent or the faults stopped.
+    /// A commit is taken as a heartbeat and a round trip at the network's longest latency; an
+    /// election as the longest election timeout and a commit.
+    fn session_expiry_bound(&self, ttl: Duration) -> Duration {
+        let timing = &self.scenario.timing;
+        let drift = self.scenario.clock_drift.unwrap_or(0.01);
+        let heartbeat = timing.heartbeat_interval;
+        let commit = heartbeat + self.scenario.network.latency_max * 2;
+        let election = timing.election_timeout_max + commit;
+        ttl.mul_f64(1.0 + drift) + heartbeat * 2 + commit * 2 + election
     }
 
     /// Checks the clients' history: linearizability (all but local checks) and monotonic reads
@@ -1021,6 +1040,12 @@ impl Runner<'_> {
                 .collect(),
         });
         let violated = violation.as_ref().map(|v| v.invariant.clone());
+        // Session expiry is checked, and listed, only in runs with sessions.
+        let session_expiry = self
+            .scenario
+            .sessions
+            .is_some()
+            .then_some(checkers::SESSION_EXPIRY);
         // Rogue isolation is checked, and listed, only in runs that have rogues.
         let rogue_isolation = self
             .scenario
@@ -1039,6 +1064,7 @@ impl Runner<'_> {
             durability::ACKNOWLEDGED_WRITES_SURVIVE,
         ]
         .into_iter()
+        .chain(session_expiry)
         .chain(rogue_isolation)
         .map(|name| InvariantResult {
             name: name.to_string(),
