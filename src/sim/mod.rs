@@ -11,6 +11,7 @@ pub mod checkers;
 pub mod cluster;
 pub mod disk;
 pub mod explore;
+pub mod guidance;
 pub mod history;
 pub mod linearizability;
 pub mod queue;

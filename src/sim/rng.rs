@@ -38,6 +38,9 @@ pub enum Stream {
         number: u32,
         incarnation: u32,
     },
+    /// The explorer's coverage guidance for a seed: whether it is guided, and how
+    /// (`sim::guidance`), apart from `Swarm` so that a seed's own draw stays what it was.
+    Guidance,
 }
 
 impl Stream {
@@ -59,6 +62,7 @@ impl Stream {
                 number,
                 incarnation,
             } => (10 << 48) | (u64::from(number) << 24) | u64::from(incarnation),
+            Stream::Guidance => 11 << 48,
         }
     }
 }
