@@ -2712,3 +2712,8 @@ fn past_the_pending_reads_bound_a_preempt_of_a_held_lock_is_answered_overloaded(
     assert!(persisted(&outputs).is_empty(), "nothing reaches the log");
     assert_eq!(leader.coverage().count(Branch::ProposeOverloaded), 1);
 }
+
+/// Stories written to kill mutants that cargo-mutants found surviving (README, "Mutation
+/// testing"), kept apart so that they read as one list.
+#[path = "server_mutation_tests.rs"]
+mod mutation_kills;
