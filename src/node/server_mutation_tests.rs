@@ -2,6 +2,7 @@
 //! "Mutation testing"). Each says which rule it pins and cites the mutant it was written for.
 
 use super::*;
+use crate::node::coverage::Branch;
 
 /// A pre-candidate in term 0 asks for pre-votes for term 1 at its election deadline.
 fn pre_candidate_of_three() -> Server {
@@ -28,4 +29,99 @@ fn a_pre_vote_refusal_from_one_term_ahead_is_not_counted_as_a_vote() {
             .any(|(_, msg)| matches!(msg, PeerMessage::RequestVote { .. })),
         "no election on a refusal: {outputs:?}"
     );
+}
+
+/// A follower of three holding the term-1 log that registers `owner` and grants it `a`, all
+/// committed and applied (index 3).
+fn follower_with_committed_grant(owner: ClientId) -> Server {
+    let mut follower = boot(S2, 3);
+    let _ = follower.step(
+        ms(10),
+        peer(S1, append(1, (0, 0), register_and_grant_a(owner), 3)),
+    );
+    assert_eq!((follower.commit_index(), follower.last_applied()), (3, 3));
+    follower
+}
+
+/// Coverage names the situation exactly (README, "Protocol coverage"): a refusal because the
+/// voter already voted for another candidate this term is `vote.refused_already_voted`, and
+/// one because the candidate's log is behind is `vote.refused_log_behind`, never the other.
+/// (Mutant: `vote != from` in the refusal's classification made `==`.)
+#[test]
+fn a_vote_refused_for_an_earlier_vote_is_counted_as_already_voted() {
+    let mut voter = boot(S1, 3);
+    let _ = voter.step(ms(10), peer(S2, request_vote(1, 0, 0)));
+    assert_eq!(voter.voted_for(), Some(S2));
+    let outputs = voter.step(ms(11), peer(S3, request_vote(1, 0, 0)));
+    assert_eq!(sent(&outputs), vec![(S3, vote(1, false))]);
+    let coverage = voter.coverage();
+    assert_eq!(coverage.count(Branch::VoteGranted), 1);
+    assert_eq!(coverage.count(Branch::VoteRefusedAlreadyVoted), 1);
+    assert_eq!(coverage.count(Branch::VoteRefusedLogBehind), 0);
+}
+
+/// Raft §5.3, counted: entries that extend the log past its end are `appended`, even when the
+/// message repeats entries the follower already holds first; only a new entry at an index
+/// the log already holds is `conflict_truncated`. (Mutant: `prev_index + 1 + first_new` in the
+/// classification made `- first_new`.)
+#[test]
+fn entries_past_a_duplicate_prefix_count_as_appended_not_as_a_conflict() {
+    let mut follower = boot(S2, 3);
+    let _ = follower.step(ms(10), peer(S1, append(1, (0, 0), noops(&[1]), 0)));
+    let _ = follower.step(ms(20), peer(S1, append(1, (0, 0), noops(&[1, 1]), 0)));
+    assert_eq!(terms_of(&follower), vec![1, 1]);
+    let coverage = follower.coverage();
+    assert_eq!(coverage.count(Branch::AppendEntriesAppended), 2);
+    assert_eq!(coverage.count(Branch::AppendEntriesConflictTruncated), 0);
+}
+
+/// Raft §7: a snapshot that ends exactly at the follower's commit index brings nothing new;
+/// it is counted `install_snapshot.already_covered` and acknowledged, not installed. (Mutant:
+/// `index > self.commit_index` in the classification made `>=`.)
+#[test]
+fn a_snapshot_ending_at_the_commit_index_is_already_covered() {
+    let owner = ClientId(1);
+    let mut follower = follower_with_committed_grant(owner);
+    let snapshot = crate::node::messages::Snapshot {
+        last_included_index: 3,
+        last_included_term: 1,
+        table: follower.table.clone(),
+    };
+    let install = PeerMessage::InstallSnapshot {
+        term: 1,
+        snapshot: std::sync::Arc::new(snapshot),
+        round: 1,
+    };
+    let outputs = follower.step(ms(30), peer(S1, install));
+    assert!(
+        !outputs
+            .iter()
+            .any(|output| matches!(output, ServerOutput::PersistSnapshot(_))),
+        "nothing to install: {outputs:?}"
+    );
+    let coverage = follower.coverage();
+    assert_eq!(coverage.count(Branch::InstallSnapshotAlreadyCovered), 1);
+    assert_eq!(coverage.count(Branch::InstallSnapshotInstalled), 0);
+}
+
+/// Monotonic reads, at the boundary: a local check waiting for its replica to catch up is
+/// refused at the very instant its wait (one maximum election timeout) ends, not a step
+/// later. (Mutant: `now < at` in `expire_local_checks`'s early return made `<=`.)
+#[test]
+fn a_waiting_local_check_is_refused_exactly_when_its_wait_ends() {
+    let owner = ClientId(1);
+    let mut follower = follower_with_committed_grant(owner);
+    let mut ahead = op(owner, 2, check("a", Consistency::Local));
+    ahead.seen_index = 50;
+    let asked_at = ms(40);
+    assert!(replies(&follower.step(asked_at, from_client(CLIENT, ahead))).is_empty());
+    let wait_end = asked_at + follower.config.election_timeout_max;
+    let heartbeat = || peer(S1, append(1, (3, 1), Vec::new(), 3));
+    let just_before = Time::from_nanos(wait_end.as_nanos() - 1);
+    assert!(replies(&follower.step(just_before, heartbeat())).is_empty());
+    assert_eq!(
+        replies(&follower.step(wait_end, heartbeat())),
+        vec![(CLIENT, refusal(2, ServiceError::Unavailable))]
+    );
+    assert_eq!(follower.coverage().count(Branch::LocalCheckExpired), 1);
 }
