@@ -125,3 +125,72 @@ fn a_waiting_local_check_is_refused_exactly_when_its_wait_ends() {
     );
     assert_eq!(follower.coverage().count(Branch::LocalCheckExpired), 1);
 }
+
+/// How many `Persist` and `PersistSnapshot` outputs `outputs` holds: what a driver counts for
+/// `ServerInput::Persisted`.
+fn persist_outputs(outputs: &[ServerOutput]) -> u64 {
+    outputs
+        .iter()
+        .filter(|output| {
+            matches!(
+                output,
+                ServerOutput::Persist(_) | ServerOutput::PersistSnapshot(_)
+            )
+        })
+        .count() as u64
+}
+
+/// Durability reported by the driver (thesis §10.2.1) counts every `Persist` and
+/// `PersistSnapshot` output, snapshots included. s1 installs s2's snapshot as a follower, then
+/// leads term 2 and appends its no-op; a report that stops just before the no-op's write does
+/// not make it durable, so s2's acknowledgement alone commits nothing, and the report that
+/// covers it does. (Mutant: `persist_count += 1` for an installed snapshot made `-= 1`, which
+/// numbers later writes too low and lets an earlier report cover them.)
+#[test]
+fn a_durability_report_counts_an_installed_snapshot_among_the_writes() {
+    let mut config = config(S1, 3);
+    config.durability_reported = true;
+    let (mut s1, mut outputs) = Server::new(config, DurableState::default(), 1, Time::ZERO);
+    let table = follower_with_committed_grant(ClientId(1)).table.clone();
+    let snapshot = crate::node::messages::Snapshot {
+        last_included_index: 3,
+        last_included_term: 1,
+        table,
+    };
+    let install = PeerMessage::InstallSnapshot {
+        term: 1,
+        snapshot: std::sync::Arc::new(snapshot),
+        round: 0,
+    };
+    outputs.extend(s1.step(ms(10), peer(S2, install)));
+    assert_eq!(s1.commit_index(), 3);
+    let election = win_election(&mut s1, ms(1_000), 3);
+    let noop_at = position_of(&election, |output| {
+        matches!(output, ServerOutput::Persist(PersistOp::Append { .. }))
+    });
+    outputs.extend_from_slice(&election[..noop_at]);
+    let before_noop = persist_outputs(&outputs);
+    let _ = s1.step(
+        ms(1_000),
+        ServerInput::Persisted {
+            through: before_noop,
+        },
+    );
+    let _ = s1.step(ms(1_001), peer(S2, append_ok(2, 4, 0)));
+    assert_eq!(
+        s1.commit_index(),
+        3,
+        "only s2's copy of the no-op is durable"
+    );
+    let _ = s1.step(
+        ms(1_002),
+        ServerInput::Persisted {
+            through: before_noop + 1,
+        },
+    );
+    assert_eq!(
+        s1.commit_index(),
+        4,
+        "s1's own copy is durable now: a majority"
+    );
+}
