@@ -194,3 +194,23 @@ fn a_durability_report_counts_an_installed_snapshot_among_the_writes() {
         "s1's own copy is durable now: a majority"
     );
 }
+
+/// Raft §5.1: a server that sees a higher term adopts it, even from the leader it already
+/// follows. s2 follows s1 in term 1; s1 wins term 2 without s2's vote and sends its first
+/// AppendEntries of term 2: s2 moves to term 2, makes that durable, and answers in term 2.
+/// (Mutant: `term > self.term || ...` in `accept_leader` made `&&`, which kept s2 in term 1.)
+#[test]
+fn a_follower_adopts_the_new_term_of_the_leader_it_already_follows() {
+    let mut follower = boot(S2, 3);
+    let _ = follower.step(ms(10), peer(S1, append(1, (0, 0), noops(&[1]), 0)));
+    assert_eq!((follower.term(), follower.leader()), (1, Some(S1)));
+    let outputs = follower.step(ms(20), peer(S1, append(2, (1, 1), noops(&[2]), 0)));
+    assert_eq!(follower.term(), 2);
+    assert!(
+        persisted(&outputs)
+            .iter()
+            .any(|op| matches!(op, PersistOp::HardState { term: 2, .. })),
+        "the new term is made durable: {outputs:?}"
+    );
+    assert_eq!(sent(&outputs), vec![(S1, append_ok(2, 2, 0))]);
+}
