@@ -214,3 +214,29 @@ fn a_follower_adopts_the_new_term_of_the_leader_it_already_follows() {
     );
     assert_eq!(sent(&outputs), vec![(S1, append_ok(2, 2, 0))]);
 }
+
+/// Monotonic reads: a local check waiting for its replica is answered as soon as the replica
+/// has applied at least what the client has seen, also when one step carries the replica past
+/// it. The client saw index 2; the replica has applied 1, then learns in one heartbeat that 3
+/// is committed, applies 2 and 3, and answers from index 3. (Mutant: `read_index > applied`
+/// in `serve_confirmed_reads`'s early return made `<`, which answered only a read that the
+/// replica reaches exactly.)
+#[test]
+fn a_waiting_local_check_is_answered_when_its_replica_moves_past_what_was_seen() {
+    let owner = ClientId(1);
+    let mut follower = boot(S2, 3);
+    let _ = follower.step(
+        ms(10),
+        peer(S1, append(1, (0, 0), register_and_grant_a(owner), 1)),
+    );
+    assert_eq!(follower.last_applied(), 1);
+    let mut seen_two = op(owner, 2, check("a", Consistency::Local));
+    seen_two.seen_index = 2;
+    assert!(replies(&follower.step(ms(11), from_client(CLIENT, seen_two))).is_empty());
+    let caught_up = follower.step(ms(12), peer(S1, append(1, (3, 1), Vec::new(), 3)));
+    assert_eq!(follower.last_applied(), 3);
+    assert_eq!(
+        replies(&caught_up),
+        vec![(CLIENT, outcome(2, Outcome::Owner { owner, token: 3 }))]
+    );
+}
