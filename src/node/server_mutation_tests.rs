@@ -240,3 +240,26 @@ fn a_waiting_local_check_is_answered_when_its_replica_moves_past_what_was_seen()
         vec![(CLIENT, outcome(2, Outcome::Owner { owner, token: 3 }))]
     );
 }
+
+/// Thesis §6.3, with the index every reply carries: a retry appended again before the original
+/// committed is answered from the write it repeats. Both connections learn index 3, where the
+/// grant was applied, not the index of the copy that changed nothing, so that a client's view
+/// of the log (monotonic reads) is the state its answer reflects. (Mutant: the match arm of
+/// `answer_for` for a duplicate write deleted, which answered the copy with its own index.)
+#[test]
+fn a_retry_applied_as_a_duplicate_is_answered_with_the_index_of_the_original() {
+    let mut leader = leader_of_three();
+    let now = ms(FIRST_ELECTION_MS);
+    let client = register(&mut leader, now);
+    let _ = leader.step(now, from_client(CLIENT, op(client, 1, preempt("a"))));
+    let _ = leader.step(now, from_client(CLIENT_AGAIN, op(client, 1, preempt("a"))));
+    let outputs = commit_through(&mut leader, 4, now);
+    let indexes: Vec<(ClientAddr, LogIndex)> = outputs
+        .iter()
+        .filter_map(|output| match output {
+            ServerOutput::Reply { to, reply } => Some((*to, reply.index)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(indexes, vec![(CLIENT, 3), (CLIENT_AGAIN, 3)]);
+}
