@@ -263,3 +263,29 @@ fn a_retry_applied_as_a_duplicate_is_answered_with_the_index_of_the_original() {
         .collect();
     assert_eq!(indexes, vec![(CLIENT, 3), (CLIENT_AGAIN, 3)]);
 }
+
+/// Raft §5.3, counted: a follower's commit index advances only to the last entry it verified
+/// against the leader, and `append_entries.commit_advanced` counts exactly the messages that
+/// moved it. A heartbeat naming a higher leader commit that this follower cannot verify yet
+/// moves nothing and counts nothing. (Mutant: `self.commit_index > commit_before` made `==`.)
+#[test]
+fn commit_advanced_counts_only_the_messages_that_moved_the_commit_index() {
+    let mut follower = boot(S2, 3);
+    let _ = follower.step(ms(10), peer(S1, append(1, (0, 0), noops(&[1]), 1)));
+    assert_eq!(
+        (follower.commit_index(), follower_commit_advances(&follower)),
+        (1, 1)
+    );
+    // Entries 2 and 3 exist at the leader, but this heartbeat only verifies entry 1.
+    let _ = follower.step(ms(20), peer(S1, append(1, (1, 1), Vec::new(), 3)));
+    assert_eq!(
+        (follower.commit_index(), follower_commit_advances(&follower)),
+        (1, 1)
+    );
+}
+
+fn follower_commit_advances(follower: &Server) -> u64 {
+    follower
+        .coverage()
+        .count(Branch::AppendEntriesCommitAdvanced)
+}
