@@ -289,3 +289,23 @@ fn follower_commit_advances(follower: &Server) -> u64 {
         .coverage()
         .count(Branch::AppendEntriesCommitAdvanced)
 }
+
+/// BUGGIFY's odd snapshot: with chance 1, a server that has applied entries past its snapshot
+/// takes a snapshot after applying them, though no `snapshot_entries` bound asked for one.
+/// (Mutant: `applied > self.log.base_index()` for the odd moment made `==`, which only ever
+/// tried a snapshot of nothing.)
+#[test]
+fn buggify_at_chance_one_snapshots_what_was_just_applied() {
+    let mut follower = boot_buggified(S2, 1.0);
+    let outputs = follower.step(ms(10), peer(S1, append(1, (0, 0), noops(&[1]), 1)));
+    assert_eq!(follower.last_applied(), 1);
+    let snapshots: Vec<LogIndex> = outputs
+        .iter()
+        .filter_map(|output| match output {
+            ServerOutput::PersistSnapshot(snapshot) => Some(snapshot.last_included_index),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(snapshots, vec![1]);
+    assert_eq!(follower.coverage().count(Branch::BuggifyOddSnapshot), 1);
+}

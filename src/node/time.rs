@@ -78,4 +78,12 @@ mod tests {
             "1234.567ms"
         );
     }
+
+    /// Traces and assertion messages print times with `{:?}`: the same milliseconds as
+    /// `Display`, never an opaque tuple or nothing.
+    #[test]
+    fn debug_prints_time_as_display_does() {
+        let time = Time::from_duration(Duration::from_micros(1_234_567));
+        assert_eq!(format!("{time:?}"), "1234.567ms");
+    }
 }
