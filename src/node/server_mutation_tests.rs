@@ -309,3 +309,30 @@ fn buggify_at_chance_one_snapshots_what_was_just_applied() {
     assert_eq!(snapshots, vec![1]);
     assert_eq!(follower.coverage().count(Branch::BuggifyOddSnapshot), 1);
 }
+
+/// Thesis §6.3 for refusals: a seq answered `held by` is that preempt's, of that lock. A
+/// request that reuses the seq for a preempt of another lock, or for a release of the same
+/// one, is another operation under a used seq: `seq reused`, never the stored refusal.
+/// (Mutant: `kind != WriteKind::Preempt || *refused.lock != *lock` in `settled_answer` made
+/// `&&`, which replayed the refusal to either.)
+#[test]
+fn a_refused_seq_reused_for_another_lock_or_a_release_is_refused_as_reused() {
+    let (mut leader, holder, contender) = leader_with_a_held_lock();
+    let now = ms(FIRST_ELECTION_MS + 5);
+    let last_index = leader.log().last_index();
+    let outputs = leader.step(now, from_client(CLIENT, op(contender, 1, preempt("a"))));
+    let round = append_rounds(&outputs)[0].1;
+    let confirmed = leader.step(now, peer(S2, append_ok(1, last_index, round)));
+    assert_eq!(
+        replies(&confirmed),
+        vec![(CLIENT, outcome(1, Outcome::HeldBy { owner: holder }))]
+    );
+    for reuse in [preempt("b"), release("a")] {
+        let outputs = leader.step(now, from_client(CLIENT, op(contender, 1, reuse)));
+        assert_eq!(
+            replies(&outputs),
+            vec![(CLIENT, refusal(1, ServiceError::SeqReused { seq: 1 }))]
+        );
+        assert!(persisted(&outputs).is_empty(), "nothing reaches the log");
+    }
+}
