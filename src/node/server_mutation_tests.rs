@@ -336,3 +336,18 @@ fn a_refused_seq_reused_for_another_lock_or_a_release_is_refused_as_reused() {
         assert!(persisted(&outputs).is_empty(), "nothing reaches the log");
     }
 }
+
+/// Raft §5.2 with the leader lease (thesis §4.2.3): the lease ignores only a candidate of a
+/// newer term. A candidate of the term this follower is already in is answered: s2 learned
+/// term 1 from s1's appends without voting in it, so it may grant (one vote per term), and it
+/// does not forget its leader for it. (Mutant: `term > self.term` at the top of
+/// `on_request_vote` made `>=`, which silenced the answer inside the lease.)
+#[test]
+fn a_vote_request_of_the_current_term_is_answered_inside_the_lease() {
+    let mut follower = boot(S2, 3);
+    let _ = follower.step(ms(10), peer(S1, append(1, (0, 0), noops(&[1]), 1)));
+    assert_eq!((follower.term(), follower.leader()), (1, Some(S1)));
+    let outputs = follower.step(ms(20), peer(S3, request_vote(1, 1, 1)));
+    assert_eq!(sent(&outputs), vec![(S3, vote(1, true))]);
+    assert_eq!((follower.term(), follower.leader()), (1, Some(S1)));
+}
