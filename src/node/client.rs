@@ -1411,4 +1411,44 @@ mod tests {
         assert!(sends(&outputs).is_empty());
         assert!(lease_events(&outputs).is_empty());
     }
+
+    /// A leader that has stepped down answers `not leader` in the term the client already
+    /// knows: that is not news of a new leader, so the client backs off and rotates as after
+    /// any error, instead of hammering the same answer at once (only a newer term redirects).
+    #[test]
+    fn not_leader_in_a_term_already_known_backs_off_instead_of_resending_at_once() {
+        let mut client = registered_client_with_preempt_in_flight();
+        let redirect = |term| ClientReply {
+            index: 0,
+            term,
+            seq: 1,
+            body: ReplyBody::Error(ServiceError::NotLeader {
+                leader: Some(ServerId(1)),
+                term,
+            }),
+        };
+        let outputs = client.step(
+            at_ms(20),
+            ClientInput::Reply {
+                from: ServerId(2),
+                reply: redirect(4),
+            },
+        );
+        assert_eq!(sends(&outputs).len(), 1, "term 4 is news: resent at once");
+        let outputs = client.step(
+            at_ms(30),
+            ClientInput::Reply {
+                from: ServerId(1),
+                reply: redirect(4),
+            },
+        );
+        assert!(sends(&outputs).is_empty(), "term 4 again: {outputs:?}");
+        assert!(outputs.iter().any(|o| matches!(
+            o,
+            ClientOutput::SetTimer {
+                timer: ClientTimer::Retry,
+                ..
+            }
+        )));
+    }
 }

@@ -278,4 +278,15 @@ mod tests {
         let error = serde_json::from_str::<Coverage>(r#"{"vote.maybe":1}"#).expect_err("unknown");
         assert!(error.to_string().contains("vote.maybe"), "{error}");
     }
+
+    /// A failing test prints coverage with `{:?}`: only the branches taken, with their counts,
+    /// so that the few that matter are not lost among seventy zeros.
+    #[test]
+    fn debug_output_names_only_the_branches_taken() {
+        let mut coverage = Coverage::default();
+        coverage.hit(Branch::LeaderElected);
+        coverage.hit(Branch::LeaderElected);
+        assert_eq!(format!("{coverage:?}"), r#"{"leader.elected": 2}"#);
+        assert_eq!(format!("{:?}", Coverage::default()), "{}");
+    }
 }

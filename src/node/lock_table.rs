@@ -859,4 +859,21 @@ mod tests {
         let mut table = table_with_two_clients();
         let _ = table.apply(5, &Command::Noop);
     }
+
+    /// Replicas of different builds and machines compare digests, so the digest is FNV-1a over
+    /// the lock name, the owner and the token (little-endian), then SplitMix64's finaliser,
+    /// exactly. The expected values were computed apart from this code, from those two
+    /// definitions.
+    #[test]
+    fn the_holder_digest_is_fnv_1a_then_splitmix_as_documented() {
+        let holder = |owner, token| Holder {
+            owner: ClientId(owner),
+            token,
+        };
+        assert_eq!(holder_digest("a", &holder(1, 1)), 0x1828_4fce_2a16_cc6d);
+        assert_eq!(
+            holder_digest("lock-17", &holder(42, 9_000)),
+            0x1e53_34e4_ed03_4059
+        );
+    }
 }

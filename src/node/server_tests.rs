@@ -2845,3 +2845,7 @@ fn with_the_unsafe_switch_a_repairing_server_votes_as_if_its_log_were_whole() {
 }
 #[path = "session_tests.rs"]
 mod sessions;
+/// Stories written to kill mutants that cargo-mutants found surviving (README, "Mutation
+/// testing"), kept apart so that they read as one list.
+#[path = "server_mutation_tests.rs"]
+mod mutation_kills;

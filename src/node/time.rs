@@ -78,4 +78,23 @@ mod tests {
             "1234.567ms"
         );
     }
+
+    /// The time between two instants, and zero (not a panic) when they come in the wrong order.
+    #[test]
+    fn time_since_an_earlier_instant_is_the_gap_between_them() {
+        let later = Time::from_nanos(30);
+        assert_eq!(
+            later.saturating_since(Time::from_nanos(20)),
+            Duration::from_nanos(10)
+        );
+        assert_eq!(Time::from_nanos(20).saturating_since(later), Duration::ZERO);
+    }
+
+    /// Traces and assertion messages print times with `{:?}`: the same milliseconds as
+    /// `Display`, never an opaque tuple or nothing.
+    #[test]
+    fn debug_prints_time_as_display_does() {
+        let time = Time::from_duration(Duration::from_micros(1_234_567));
+        assert_eq!(format!("{time:?}"), "1234.567ms");
+    }
 }

@@ -280,6 +280,7 @@ pub fn explore_suite(seeds: u64, jobs: usize) -> ExploreBench {
             wall_max: Duration::ZERO,
         },
         scenario_of: explore::swarm_scenario,
+        guidance: None,
     };
     let stop = std::sync::atomic::AtomicBool::new(false);
     let summary = explore::explore(&options, &stop, |_| {});

@@ -4,6 +4,7 @@
 //! Each seed is one single-threaded, deterministic simulation; parallelism only runs several
 //! seeds at once. A seed's verdict never depends on which worker ran it.
 
+use super::guidance::{Corpus, FirstReaches, GuidanceSettings, Guided};
 use super::history::HistoryOp;
 use super::linearizability::{self, LINEARIZABILITY, LinearizabilityViolation, MONOTONIC_READS};
 use super::report::{ExpectationResult, RunReport};
@@ -95,6 +96,12 @@ pub struct SeedResult {
     /// The protocol branches its run took (not in the JSON: summed into the summary).
     #[serde(skip)]
     pub coverage: Coverage,
+    /// Set when coverage guidance chose this seed's configuration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guided: Option<Guided>,
+    /// The swarm shape the seed ran, when its scenario came from one: what guidance keeps.
+    #[serde(skip)]
+    pub shape: Option<Shape>,
 }
 
 /// What one failure's minimization spent.
@@ -664,13 +671,54 @@ pub fn without_server(scenario: &Scenario, k: u32) -> Scenario {
 
 // ----- the parallel explorer -----
 
-/// Builds seed `seed`'s scenario and its configuration line from `bounds`.
-pub type ScenarioOf = fn(seed: u64, bounds: &SwarmBounds) -> (Scenario, String);
+/// A seed's configuration, ready to run.
+#[derive(Clone, Debug)]
+pub struct Drawn {
+    pub scenario: Scenario,
+    /// The configuration line printed for it.
+    pub description: String,
+    /// The swarm shape it was built from; `None` for a scenario made another way, which
+    /// guidance can count but not mutate.
+    pub shape: Option<Shape>,
+    pub guided: Option<Guided>,
+}
+
+impl Drawn {
+    /// The scenario of `shape`, described.
+    pub fn of_shape(shape: Shape, guided: Option<Guided>) -> Drawn {
+        let mut description = shape.describe();
+        if let Some(guided) = &guided {
+            description.push_str(&format!(
+                "; guided: seed {}'s configuration mutated, toward {}",
+                guided.parent, guided.target
+            ));
+        }
+        Drawn {
+            scenario: shape.build(),
+            description,
+            shape: Some(shape),
+            guided,
+        }
+    }
+}
+
+/// Builds seed `seed`'s own (unguided) configuration from `bounds`.
+pub type ScenarioOf = fn(seed: u64, bounds: &SwarmBounds) -> Drawn;
 
 /// The swarm's scenario for a seed: what every real exploration runs.
-pub fn swarm_scenario(seed: u64, bounds: &SwarmBounds) -> (Scenario, String) {
-    let shape = Shape::random(seed, bounds);
-    (shape.build(), shape.describe())
+pub fn swarm_scenario(seed: u64, bounds: &SwarmBounds) -> Drawn {
+    Drawn::of_shape(Shape::random(seed, bounds), None)
+}
+
+/// The configuration `seed` runs: guidance's, if `corpus` guides it, else its own draw.
+pub fn draw(seed: u64, options: &ExploreOptions, corpus: &Corpus) -> Drawn {
+    let guided = options
+        .guidance
+        .and_then(|settings| corpus.guide(seed, settings, &options.bounds));
+    match guided {
+        Some((shape, guided)) => Drawn::of_shape(shape, Some(guided)),
+        None => (options.scenario_of)(seed, &options.bounds),
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -684,6 +732,9 @@ pub struct ExploreOptions {
     pub minimize: MinimizeBudget,
     /// [`swarm_scenario`], except in tests that need a chosen seed to fail.
     pub scenario_of: ScenarioOf,
+    /// Coverage guidance (`sim::guidance`); `None` runs every seed's own draw, with no
+    /// barrier between batches.
+    pub guidance: Option<GuidanceSettings>,
 }
 
 /// When a failure was found, not counting time spent minimizing it or any other failure.
@@ -727,6 +778,13 @@ pub struct ExploreSummary {
     /// The protocol branches taken, summed over every seed run.
     #[serde(skip)]
     pub coverage: Coverage,
+    /// How the run was guided (`None`: it was not).
+    pub guidance: Option<GuidanceSettings>,
+    /// Seeds whose configuration guidance chose.
+    pub seeds_guided: u64,
+    /// The lowest seed that took each branch, and whether it was guided.
+    #[serde(skip)]
+    pub first_reaches: FirstReaches,
 }
 
 /// What [`explore`] tells its caller as seeds run.
@@ -751,8 +809,13 @@ struct Verdict {
     result: SeedResult,
 }
 
-fn run_unminimized(seed: u64, options: &ExploreOptions) -> Verdict {
-    let (scenario, description) = (options.scenario_of)(seed, &options.bounds);
+fn run_unminimized(seed: u64, drawn: Drawn) -> Verdict {
+    let Drawn {
+        scenario,
+        description,
+        shape,
+        guided,
+    } = drawn;
     let start = Instant::now();
     let (report, failure) = judge(&scenario);
     let wall_ms = start.elapsed().as_secs_f64() * 1e3;
@@ -768,6 +831,8 @@ fn run_unminimized(seed: u64, options: &ExploreOptions) -> Verdict {
         minimized: None,
         minimization: None,
         coverage: report.coverage.clone(),
+        guided,
+        shape,
     };
     Verdict {
         scenario,
@@ -776,10 +841,22 @@ fn run_unminimized(seed: u64, options: &ExploreOptions) -> Verdict {
     }
 }
 
-/// Runs one seed: builds its scenario and runs it; on failure calls `on_found` at once, then
-/// minimizes the scenario within the budget and writes it out.
+/// Runs one seed's own draw (unguided): see [`run_drawn`].
 pub fn run_seed(
     seed: u64,
+    options: &ExploreOptions,
+    stop: &AtomicBool,
+    on_found: impl FnOnce(&SeedResult),
+) -> SeedResult {
+    let drawn = (options.scenario_of)(seed, &options.bounds);
+    run_drawn(seed, drawn, options, stop, on_found)
+}
+
+/// Runs one seed's configuration; on failure calls `on_found` at once, then minimizes the
+/// scenario within the budget and writes it out.
+pub fn run_drawn(
+    seed: u64,
+    drawn: Drawn,
     options: &ExploreOptions,
     stop: &AtomicBool,
     on_found: impl FnOnce(&SeedResult),
@@ -788,7 +865,7 @@ pub fn run_seed(
         scenario,
         report,
         mut result,
-    } = run_unminimized(seed, options);
+    } = run_unminimized(seed, drawn);
     let Some(failure) = result.failure.clone() else {
         return result;
     };
@@ -926,6 +1003,10 @@ impl Tally {
         let summary = &mut self.summary;
         summary.seeds_run += 1;
         summary.coverage.add(&result.coverage);
+        summary
+            .first_reaches
+            .note(result.seed, &result.coverage, result.guided.as_ref());
+        summary.seeds_guided += u64::from(result.guided.is_some());
         summary.simulated_ns = summary.simulated_ns.saturating_add(result.simulated_ns);
         summary.events += result.events;
         if summary
@@ -971,26 +1052,105 @@ impl Tally {
 /// Explores `options.seeds` seeds on `options.jobs` threads; `on_progress` sees each failure
 /// as it is found and each result as it arrives (on the calling thread). Stops early, cleanly,
 /// when `stop` is set.
+///
+/// With guidance the range runs in batches of `batch_seeds`: every seed of a batch finishes
+/// before the next batch starts, and only then does the corpus learn the batch's outcomes, in
+/// seed order. So which configuration a seed runs never depends on `jobs` or on timing.
 pub fn explore(
     options: &ExploreOptions,
     stop: &AtomicBool,
     mut on_progress: impl FnMut(Progress<'_>),
 ) -> ExploreSummary {
     let start = Instant::now();
-    let next_offset = AtomicU64::new(0);
-    let (sender, receiver) = mpsc::channel::<Message>();
     let mut tally = Tally::new(options.from);
+    let mut corpus = Corpus::default();
+    let batch_seeds = options
+        .guidance
+        .map_or(options.seeds, |settings| settings.batch_seeds)
+        .max(1);
+    let mut seeds_taken = 0u64;
+    let mut batch_from = 0u64;
+    while batch_from < options.seeds && !stop.load(Ordering::Relaxed) {
+        let batch = batch_from..(batch_from.saturating_add(batch_seeds)).min(options.seeds);
+        let batch_length = batch.end - batch.start;
+        let run = run_batch(
+            options,
+            batch,
+            &corpus,
+            stop,
+            start,
+            &mut tally,
+            &mut on_progress,
+        );
+        seeds_taken += run.seeds_taken;
+        if options.guidance.is_some() {
+            let mut outcomes = run.outcomes;
+            outcomes.sort_by_key(|outcome| outcome.seed);
+            for outcome in &outcomes {
+                corpus.record(outcome.seed, &outcome.coverage, outcome.shape.as_ref());
+            }
+        }
+        if run.seeds_taken < batch_length {
+            break;
+        }
+        batch_from = batch_from.saturating_add(batch_seeds);
+    }
+    let mut summary = tally.into_summary();
+    summary.wall_seconds = start.elapsed().as_secs_f64();
+    summary.guidance = options.guidance;
+    // Every offset a worker took was run to the end and reported, and a batch starts only
+    // once the one before it was whole, so the seeds run are exactly `from..from + seeds_run`,
+    // even when interrupted: a shard result relies on it to say which seeds an interrupted
+    // shard left out.
+    assert_eq!(
+        summary.seeds_run, seeds_taken,
+        "seeds run form a prefix of the range"
+    );
+    summary.interrupted = stop.load(Ordering::Relaxed) && summary.seeds_run < options.seeds;
+    summary
+}
+
+/// What guidance learns from one seed at the barrier.
+struct Outcome {
+    seed: u64,
+    coverage: Coverage,
+    shape: Option<Shape>,
+}
+
+/// One batch's run: how many of its seeds were taken (all, unless interrupted), and what
+/// each finished seed reached.
+struct BatchRun {
+    seeds_taken: u64,
+    outcomes: Vec<Outcome>,
+}
+
+/// Runs the offsets `batch` of the range on `options.jobs` threads, drawing configurations
+/// from `corpus`, which stays as it is until every one of them is done.
+fn run_batch(
+    options: &ExploreOptions,
+    batch: std::ops::Range<u64>,
+    corpus: &Corpus,
+    stop: &AtomicBool,
+    start: Instant,
+    tally: &mut Tally,
+    on_progress: &mut impl FnMut(Progress<'_>),
+) -> BatchRun {
+    let next_offset = AtomicU64::new(batch.start);
+    let (sender, receiver) = mpsc::channel::<Message>();
+    let mut outcomes = Vec::new();
     std::thread::scope(|scope| {
         for _ in 0..options.jobs.max(1) {
             let sender = sender.clone();
-            let next_offset = &next_offset;
+            let (next_offset, batch_end) = (&next_offset, batch.end);
             scope.spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let offset = next_offset.fetch_add(1, Ordering::Relaxed);
-                    if offset >= options.seeds {
+                    if offset >= batch_end {
                         break;
                     }
-                    let result = run_seed(options.from + offset, options, stop, |found| {
+                    let seed = options.from + offset;
+                    let drawn = draw(seed, options, corpus);
+                    let result = run_drawn(seed, drawn, options, stop, |found| {
                         // Should the receiver be gone, the send of the result below says so.
                         let _ = sender.send(Message::Found {
                             result: found.clone(),
@@ -1015,25 +1175,25 @@ pub fn explore(
                         failure,
                     });
                 }
-                Message::Finished(result) => {
+                Message::Finished(mut result) => {
                     on_progress(Progress::Finished(&result));
+                    if options.guidance.is_some() {
+                        outcomes.push(Outcome {
+                            seed: result.seed,
+                            coverage: result.coverage.clone(),
+                            shape: result.shape.take(),
+                        });
+                    }
                     tally.finished(result, start.elapsed());
                 }
             }
         }
     });
-    let mut summary = tally.into_summary();
-    summary.wall_seconds = start.elapsed().as_secs_f64();
-    // Every offset a worker took below `seeds` was run to the end and reported, so the seeds
-    // run are exactly `from..from + seeds_run`, even when interrupted: a shard result relies
-    // on it to say which seeds an interrupted shard left out.
-    assert_eq!(
-        summary.seeds_run,
-        next_offset.load(Ordering::Relaxed).min(options.seeds),
-        "seeds run form a prefix of the range"
-    );
-    summary.interrupted = stop.load(Ordering::Relaxed) && summary.seeds_run < options.seeds;
-    summary
+    let seeds_taken = next_offset.load(Ordering::Relaxed).min(batch.end) - batch.start;
+    BatchRun {
+        seeds_taken,
+        outcomes,
+    }
 }
 
 /// A wall-clock duration for humans.
@@ -1241,6 +1401,7 @@ workload: {clients: [c3], ops: 40, locks: 2}
                 wall_max: Duration::from_secs(30),
             },
             scenario_of: swarm_scenario,
+            guidance: None,
         };
         let result = run_seed(3, &options, &AtomicBool::new(false), |found| {
             panic!("seed 3 passes, yet {found:?} was reported")
@@ -1334,6 +1495,8 @@ workload: {clients: [c3], ops: 40, locks: 2}
                 cut_short: Some(CutShort::Time),
             }),
             coverage: Coverage::default(),
+            guided: None,
+            shape: None,
         }
     }
 
@@ -1387,10 +1550,16 @@ events:
 ";
 
     /// Seed 2 fails (an expectation); every other seed passes quickly.
-    fn seed_two_fails(seed: u64, _: &SwarmBounds) -> (Scenario, String) {
-        match seed {
-            2 => (scenario(WRONG_AMONG_NOISE), "noisy".into()),
-            _ => (scenario(QUIET), "quiet".into()),
+    fn seed_two_fails(seed: u64, _: &SwarmBounds) -> Drawn {
+        let (scenario, description) = match seed {
+            2 => (scenario(WRONG_AMONG_NOISE), "noisy"),
+            _ => (scenario(QUIET), "quiet"),
+        };
+        Drawn {
+            scenario,
+            description: description.into(),
+            shape: None,
+            guided: None,
         }
     }
 
@@ -1406,6 +1575,7 @@ events:
             out_dir: out_dir.clone(),
             minimize: budget(300, Duration::ZERO),
             scenario_of: seed_two_fails,
+            guidance: None,
         };
         let mut seen = Vec::new();
         let summary = explore(&options, &AtomicBool::new(false), |progress| {

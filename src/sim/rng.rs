@@ -43,6 +43,9 @@ pub enum Stream {
     /// The latency of writes to the fenced resource, apart from the network's stream so that
     /// the writes change no message's fate.
     Resource,
+    /// The explorer's coverage guidance for a seed: whether it is guided, and how
+    /// (`sim::guidance`), apart from `Swarm` so that a seed's own draw stays what it was.
+    Guidance,
 }
 
 impl Stream {
@@ -66,6 +69,7 @@ impl Stream {
             } => (10 << 48) | (u64::from(number) << 24) | u64::from(incarnation),
             Stream::Clock => 11 << 48,
             Stream::Resource => 12 << 48,
+            Stream::Guidance => 13 << 48,
         }
     }
 }

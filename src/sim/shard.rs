@@ -9,6 +9,7 @@
 //! ([`MergeError`]); seeds nobody ran are reported as missing ([`MergedSummary::missing`]).
 
 use super::explore::{ExploreSummary, FirstFailure, Minimization, ScenarioSize, SeedResult};
+use super::guidance::{FirstReach, GuidanceSettings};
 use crate::node::coverage::Coverage;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -134,6 +135,11 @@ pub struct ExploreConfig {
     pub servers_max: u32,
     /// Length of the safety phase, exactly.
     pub duration_ns: u64,
+    /// Coverage guidance, `null` when off. Absent in files written before guidance existed,
+    /// which were unguided. With guidance a shard guides itself from its own slice: a shard's
+    /// result depends on the whole command line, `--shard` included, never on `--jobs`.
+    #[serde(default)]
+    pub guidance: Option<GuidanceSettings>,
 }
 
 /// One failing seed, as a shard writes it.
@@ -241,6 +247,13 @@ pub struct ShardResult {
     /// the format first shipped: absent (and read as nothing reached) in older files.
     #[serde(default)]
     pub coverage: Coverage,
+    /// Seeds whose configuration coverage guidance chose (0 when off or in older files).
+    #[serde(default)]
+    pub seeds_guided: u64,
+    /// Per branch reached, the lowest seed of the slice that took it, and whether guidance
+    /// chose that seed's configuration (absent in older files).
+    #[serde(default)]
+    pub first_reached: Vec<FirstReach>,
 }
 
 /// Where a shard ran and what it ran, for [`ShardResult::from_summary`].
@@ -306,6 +319,8 @@ impl ShardResult {
                 .map(|(seed, wall_ms)| SlowestSeed { seed, wall_ms }),
             failures: summary.failures.iter().map(ShardFailure::of).collect(),
             coverage: summary.coverage.clone(),
+            seeds_guided: summary.seeds_guided,
+            first_reached: summary.first_reaches.list(),
         }
     }
 
@@ -529,6 +544,12 @@ pub struct MergedSummary {
     /// Every shard's protocol coverage added up.
     #[serde(default)]
     pub coverage: Coverage,
+    /// Seeds guided, over every shard.
+    #[serde(default)]
+    pub seeds_guided: u64,
+    /// Per branch, the lowest seed of any shard that took it.
+    #[serde(default)]
+    pub first_reached: Vec<FirstReach>,
 }
 
 /// The shards `K/N` whose slices hold missing seeds, when every shard has the same N.
@@ -625,9 +646,24 @@ fn config_difference(a: &ExploreConfig, b: &ExploreConfig) -> Option<String> {
             format!("{:?}", std::time::Duration::from_nanos(a.duration_ns)),
             format!("{:?}", std::time::Duration::from_nanos(b.duration_ns)),
         ),
+        (
+            "guidance",
+            guidance_text(a.guidance),
+            guidance_text(b.guidance),
+        ),
     ];
     let difference = fields.into_iter().find(|(_, x, y)| x != y);
     difference.map(|(name, x, y)| format!("{name}: {x} vs {y}"))
+}
+
+/// Guidance settings as a configuration difference names them.
+fn guidance_text(guidance: Option<GuidanceSettings>) -> String {
+    guidance.map_or("off".into(), |settings| {
+        format!(
+            "{}% of batches of {}",
+            settings.guided_percent, settings.batch_seeds
+        )
+    })
 }
 
 /// Merges shard results read from `files`. Refuses unreadable files, mixed configurations and
@@ -753,6 +789,8 @@ fn summarize(
     for (_, result) in &results {
         coverage.add(&result.coverage);
     }
+    let seeds_guided = sum(|r| r.seeds_guided);
+    let first_reached = earliest_reaches(&results);
     let mut failures: Vec<MergedFailure> = results
         .iter()
         .flat_map(|(_, result)| {
@@ -798,7 +836,25 @@ fn summarize(
         shards,
         failures,
         coverage,
+        seeds_guided,
+        first_reached,
     }
+}
+
+/// Per branch, the lowest seed over every shard that took it, in the order branches are
+/// declared (the order each shard lists them in).
+fn earliest_reaches(results: &[(PathBuf, ShardResult)]) -> Vec<FirstReach> {
+    let mut earliest: BTreeMap<String, FirstReach> = BTreeMap::new();
+    for reach in results.iter().flat_map(|(_, r)| &r.first_reached) {
+        let known = earliest.get(&reach.branch);
+        if known.is_none_or(|known| reach.seed < known.seed) {
+            earliest.insert(reach.branch.clone(), reach.clone());
+        }
+    }
+    crate::node::coverage::Branch::ALL
+        .iter()
+        .filter_map(|branch| earliest.remove(branch.name()))
+        .collect()
 }
 
 /// Failures by invariant over all shards, most frequent first, then by name.
@@ -918,6 +974,7 @@ mod tests {
             servers_min: 3,
             servers_max: 5,
             duration_ns: 1_000_000_000,
+            guidance: None,
         }
     }
 
@@ -970,6 +1027,8 @@ mod tests {
             first_failure_by_seed: None,
             minimize_wall_seconds: 0.0,
             coverage: Coverage::default(),
+            seeds_guided: 0,
+            first_reached: Vec::new(),
             slowest_seed: Some(SlowestSeed {
                 seed: range.from,
                 wall_ms: 10.0 * (index + 1) as f64,

@@ -1,0 +1,353 @@
+//! Stories that kill mutants of `src/node/server.rs` which survived the other tests (README,
+//! "Mutation testing"). Each says which rule it pins and cites the mutant it was written for.
+
+use super::*;
+use crate::node::coverage::Branch;
+
+/// A pre-candidate in term 0 asks for pre-votes for term 1 at its election deadline.
+fn pre_candidate_of_three() -> Server {
+    let (mut server, boot_outputs) =
+        Server::new(config(S1, 3), DurableState::default(), 1, Time::ZERO);
+    let deadline = timer_at(&boot_outputs, ServerTimer::Election).expect("an election timer");
+    let _ = server.step(deadline, timer(ServerTimer::Election));
+    assert_eq!((server.role(), server.term()), (Role::PreCandidate, 0));
+    server
+}
+
+/// Pre-vote (thesis §9.6): a refusal is never a vote, whatever term it names. A refusal from a
+/// server already in term 1 tells the pre-candidate it is behind: it follows term 1 instead of
+/// counting the refusal toward a quorum and standing. (Mutant: `granted && term == ...` in
+/// `on_pre_vote_response` made `||`.)
+#[test]
+fn a_pre_vote_refusal_from_one_term_ahead_is_not_counted_as_a_vote() {
+    let mut server = pre_candidate_of_three();
+    let outputs = server.step(ms(400), peer(S2, pre_vote_answer(1, false)));
+    assert_eq!((server.role(), server.term()), (Role::Follower, 1));
+    assert!(
+        !sent(&outputs)
+            .iter()
+            .any(|(_, msg)| matches!(msg, PeerMessage::RequestVote { .. })),
+        "no election on a refusal: {outputs:?}"
+    );
+}
+
+/// A follower of three holding the term-1 log that registers `owner` and grants it `a`, all
+/// committed and applied (index 3).
+fn follower_with_committed_grant(owner: ClientId) -> Server {
+    let mut follower = boot(S2, 3);
+    let _ = follower.step(
+        ms(10),
+        peer(S1, append(1, (0, 0), register_and_grant_a(owner), 3)),
+    );
+    assert_eq!((follower.commit_index(), follower.last_applied()), (3, 3));
+    follower
+}
+
+/// Coverage names the situation exactly (README, "Protocol coverage"): a refusal because the
+/// voter already voted for another candidate this term is `vote.refused_already_voted`, and
+/// one because the candidate's log is behind is `vote.refused_log_behind`, never the other.
+/// (Mutant: `vote != from` in the refusal's classification made `==`.)
+#[test]
+fn a_vote_refused_for_an_earlier_vote_is_counted_as_already_voted() {
+    let mut voter = boot(S1, 3);
+    let _ = voter.step(ms(10), peer(S2, request_vote(1, 0, 0)));
+    assert_eq!(voter.voted_for(), Some(S2));
+    let outputs = voter.step(ms(11), peer(S3, request_vote(1, 0, 0)));
+    assert_eq!(sent(&outputs), vec![(S3, vote(1, false))]);
+    let coverage = voter.coverage();
+    assert_eq!(coverage.count(Branch::VoteGranted), 1);
+    assert_eq!(coverage.count(Branch::VoteRefusedAlreadyVoted), 1);
+    assert_eq!(coverage.count(Branch::VoteRefusedLogBehind), 0);
+}
+
+/// Raft §5.3, counted: entries that extend the log past its end are `appended`, even when the
+/// message repeats entries the follower already holds first; only a new entry at an index
+/// the log already holds is `conflict_truncated`. (Mutant: `prev_index + 1 + first_new` in the
+/// classification made `- first_new`.)
+#[test]
+fn entries_past_a_duplicate_prefix_count_as_appended_not_as_a_conflict() {
+    let mut follower = boot(S2, 3);
+    let _ = follower.step(ms(10), peer(S1, append(1, (0, 0), noops(&[1]), 0)));
+    let _ = follower.step(ms(20), peer(S1, append(1, (0, 0), noops(&[1, 1]), 0)));
+    assert_eq!(terms_of(&follower), vec![1, 1]);
+    let coverage = follower.coverage();
+    assert_eq!(coverage.count(Branch::AppendEntriesAppended), 2);
+    assert_eq!(coverage.count(Branch::AppendEntriesConflictTruncated), 0);
+}
+
+/// Raft §7: a snapshot that ends exactly at the follower's commit index brings nothing new;
+/// it is counted `install_snapshot.already_covered` and acknowledged, not installed. (Mutant:
+/// `index > self.commit_index` in the classification made `>=`.)
+#[test]
+fn a_snapshot_ending_at_the_commit_index_is_already_covered() {
+    let owner = ClientId(1);
+    let mut follower = follower_with_committed_grant(owner);
+    let snapshot = crate::node::messages::Snapshot {
+        last_included_index: 3,
+        last_included_term: 1,
+        table: follower.table.clone(),
+    };
+    let install = PeerMessage::InstallSnapshot {
+        term: 1,
+        snapshot: std::sync::Arc::new(snapshot),
+        round: 1,
+    };
+    let outputs = follower.step(ms(30), peer(S1, install));
+    assert!(
+        !outputs
+            .iter()
+            .any(|output| matches!(output, ServerOutput::PersistSnapshot(_))),
+        "nothing to install: {outputs:?}"
+    );
+    let coverage = follower.coverage();
+    assert_eq!(coverage.count(Branch::InstallSnapshotAlreadyCovered), 1);
+    assert_eq!(coverage.count(Branch::InstallSnapshotInstalled), 0);
+}
+
+/// Monotonic reads, at the boundary: a local check waiting for its replica to catch up is
+/// refused at the very instant its wait (one maximum election timeout) ends, not a step
+/// later. (Mutant: `now < at` in `expire_local_checks`'s early return made `<=`.)
+#[test]
+fn a_waiting_local_check_is_refused_exactly_when_its_wait_ends() {
+    let owner = ClientId(1);
+    let mut follower = follower_with_committed_grant(owner);
+    let mut ahead = op(owner, 2, check("a", Consistency::Local));
+    ahead.seen_index = 50;
+    let asked_at = ms(40);
+    assert!(replies(&follower.step(asked_at, from_client(CLIENT, ahead))).is_empty());
+    let wait_end = asked_at + follower.config.election_timeout_max;
+    let heartbeat = || peer(S1, append(1, (3, 1), Vec::new(), 3));
+    let just_before = Time::from_nanos(wait_end.as_nanos() - 1);
+    assert!(replies(&follower.step(just_before, heartbeat())).is_empty());
+    assert_eq!(
+        replies(&follower.step(wait_end, heartbeat())),
+        vec![(CLIENT, refusal(2, ServiceError::Unavailable))]
+    );
+    assert_eq!(follower.coverage().count(Branch::LocalCheckExpired), 1);
+}
+
+/// How many `Persist` and `PersistSnapshot` outputs `outputs` holds: what a driver counts for
+/// `ServerInput::Persisted`.
+fn persist_outputs(outputs: &[ServerOutput]) -> u64 {
+    outputs
+        .iter()
+        .filter(|output| {
+            matches!(
+                output,
+                ServerOutput::Persist(_) | ServerOutput::PersistSnapshot(_)
+            )
+        })
+        .count() as u64
+}
+
+/// Durability reported by the driver (thesis §10.2.1) counts every `Persist` and
+/// `PersistSnapshot` output, snapshots included. s1 installs s2's snapshot as a follower, then
+/// leads term 2 and appends its no-op; a report that stops just before the no-op's write does
+/// not make it durable, so s2's acknowledgement alone commits nothing, and the report that
+/// covers it does. (Mutant: `persist_count += 1` for an installed snapshot made `-= 1`, which
+/// numbers later writes too low and lets an earlier report cover them.)
+#[test]
+fn a_durability_report_counts_an_installed_snapshot_among_the_writes() {
+    let mut config = config(S1, 3);
+    config.durability_reported = true;
+    let (mut s1, mut outputs) = Server::new(config, DurableState::default(), 1, Time::ZERO);
+    let table = follower_with_committed_grant(ClientId(1)).table.clone();
+    let snapshot = crate::node::messages::Snapshot {
+        last_included_index: 3,
+        last_included_term: 1,
+        table,
+    };
+    let install = PeerMessage::InstallSnapshot {
+        term: 1,
+        snapshot: std::sync::Arc::new(snapshot),
+        round: 0,
+    };
+    outputs.extend(s1.step(ms(10), peer(S2, install)));
+    assert_eq!(s1.commit_index(), 3);
+    let election = win_election(&mut s1, ms(1_000), 3);
+    let noop_at = position_of(&election, |output| {
+        matches!(output, ServerOutput::Persist(PersistOp::Append { .. }))
+    });
+    outputs.extend_from_slice(&election[..noop_at]);
+    let before_noop = persist_outputs(&outputs);
+    let _ = s1.step(
+        ms(1_000),
+        ServerInput::Persisted {
+            through: before_noop,
+        },
+    );
+    let _ = s1.step(ms(1_001), peer(S2, append_ok(2, 4, 0)));
+    assert_eq!(
+        s1.commit_index(),
+        3,
+        "only s2's copy of the no-op is durable"
+    );
+    let _ = s1.step(
+        ms(1_002),
+        ServerInput::Persisted {
+            through: before_noop + 1,
+        },
+    );
+    assert_eq!(
+        s1.commit_index(),
+        4,
+        "s1's own copy is durable now: a majority"
+    );
+}
+
+/// Raft §5.1: a server that sees a higher term adopts it, even from the leader it already
+/// follows. s2 follows s1 in term 1; s1 wins term 2 without s2's vote and sends its first
+/// AppendEntries of term 2: s2 moves to term 2, makes that durable, and answers in term 2.
+/// (Mutant: `term > self.term || ...` in `accept_leader` made `&&`, which kept s2 in term 1.)
+#[test]
+fn a_follower_adopts_the_new_term_of_the_leader_it_already_follows() {
+    let mut follower = boot(S2, 3);
+    let _ = follower.step(ms(10), peer(S1, append(1, (0, 0), noops(&[1]), 0)));
+    assert_eq!((follower.term(), follower.leader()), (1, Some(S1)));
+    let outputs = follower.step(ms(20), peer(S1, append(2, (1, 1), noops(&[2]), 0)));
+    assert_eq!(follower.term(), 2);
+    assert!(
+        persisted(&outputs)
+            .iter()
+            .any(|op| matches!(op, PersistOp::HardState { term: 2, .. })),
+        "the new term is made durable: {outputs:?}"
+    );
+    assert_eq!(sent(&outputs), vec![(S1, append_ok(2, 2, 0))]);
+}
+
+/// Monotonic reads: a local check waiting for its replica is answered as soon as the replica
+/// has applied at least what the client has seen, also when one step carries the replica past
+/// it. The client saw index 2; the replica has applied 1, then learns in one heartbeat that 3
+/// is committed, applies 2 and 3, and answers from index 3. (Mutant: `read_index > applied`
+/// in `serve_confirmed_reads`'s early return made `<`, which answered only a read that the
+/// replica reaches exactly.)
+#[test]
+fn a_waiting_local_check_is_answered_when_its_replica_moves_past_what_was_seen() {
+    let owner = ClientId(1);
+    let mut follower = boot(S2, 3);
+    let _ = follower.step(
+        ms(10),
+        peer(S1, append(1, (0, 0), register_and_grant_a(owner), 1)),
+    );
+    assert_eq!(follower.last_applied(), 1);
+    let mut seen_two = op(owner, 2, check("a", Consistency::Local));
+    seen_two.seen_index = 2;
+    assert!(replies(&follower.step(ms(11), from_client(CLIENT, seen_two))).is_empty());
+    let caught_up = follower.step(ms(12), peer(S1, append(1, (3, 1), Vec::new(), 3)));
+    assert_eq!(follower.last_applied(), 3);
+    assert_eq!(
+        replies(&caught_up),
+        vec![(CLIENT, outcome(2, Outcome::Owner { owner, token: 3 }))]
+    );
+}
+
+/// Thesis §6.3, with the index every reply carries: a retry appended again before the original
+/// committed is answered from the write it repeats. Both connections learn index 3, where the
+/// grant was applied, not the index of the copy that changed nothing, so that a client's view
+/// of the log (monotonic reads) is the state its answer reflects. (Mutant: the match arm of
+/// `answer_for` for a duplicate write deleted, which answered the copy with its own index.)
+#[test]
+fn a_retry_applied_as_a_duplicate_is_answered_with_the_index_of_the_original() {
+    let mut leader = leader_of_three();
+    let now = ms(FIRST_ELECTION_MS);
+    let client = register(&mut leader, now);
+    let _ = leader.step(now, from_client(CLIENT, op(client, 1, preempt("a"))));
+    let _ = leader.step(now, from_client(CLIENT_AGAIN, op(client, 1, preempt("a"))));
+    let outputs = commit_through(&mut leader, 4, now);
+    let indexes: Vec<(ClientAddr, LogIndex)> = outputs
+        .iter()
+        .filter_map(|output| match output {
+            ServerOutput::Reply { to, reply } => Some((*to, reply.index)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(indexes, vec![(CLIENT, 3), (CLIENT_AGAIN, 3)]);
+}
+
+/// Raft §5.3, counted: a follower's commit index advances only to the last entry it verified
+/// against the leader, and `append_entries.commit_advanced` counts exactly the messages that
+/// moved it. A heartbeat naming a higher leader commit that this follower cannot verify yet
+/// moves nothing and counts nothing. (Mutant: `self.commit_index > commit_before` made `==`.)
+#[test]
+fn commit_advanced_counts_only_the_messages_that_moved_the_commit_index() {
+    let mut follower = boot(S2, 3);
+    let _ = follower.step(ms(10), peer(S1, append(1, (0, 0), noops(&[1]), 1)));
+    assert_eq!(
+        (follower.commit_index(), follower_commit_advances(&follower)),
+        (1, 1)
+    );
+    // Entries 2 and 3 exist at the leader, but this heartbeat only verifies entry 1.
+    let _ = follower.step(ms(20), peer(S1, append(1, (1, 1), Vec::new(), 3)));
+    assert_eq!(
+        (follower.commit_index(), follower_commit_advances(&follower)),
+        (1, 1)
+    );
+}
+
+fn follower_commit_advances(follower: &Server) -> u64 {
+    follower
+        .coverage()
+        .count(Branch::AppendEntriesCommitAdvanced)
+}
+
+/// BUGGIFY's odd snapshot: with chance 1, a server that has applied entries past its snapshot
+/// takes a snapshot after applying them, though no `snapshot_entries` bound asked for one.
+/// (Mutant: `applied > self.log.base_index()` for the odd moment made `==`, which only ever
+/// tried a snapshot of nothing.)
+#[test]
+fn buggify_at_chance_one_snapshots_what_was_just_applied() {
+    let mut follower = boot_buggified(S2, 1.0);
+    let outputs = follower.step(ms(10), peer(S1, append(1, (0, 0), noops(&[1]), 1)));
+    assert_eq!(follower.last_applied(), 1);
+    let snapshots: Vec<LogIndex> = outputs
+        .iter()
+        .filter_map(|output| match output {
+            ServerOutput::PersistSnapshot(snapshot) => Some(snapshot.last_included_index),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(snapshots, vec![1]);
+    assert_eq!(follower.coverage().count(Branch::BuggifyOddSnapshot), 1);
+}
+
+/// Thesis §6.3 for refusals: a seq answered `held by` is that preempt's, of that lock. A
+/// request that reuses the seq for a preempt of another lock, or for a release of the same
+/// one, is another operation under a used seq: `seq reused`, never the stored refusal.
+/// (Mutant: `kind != WriteKind::Preempt || *refused.lock != *lock` in `settled_answer` made
+/// `&&`, which replayed the refusal to either.)
+#[test]
+fn a_refused_seq_reused_for_another_lock_or_a_release_is_refused_as_reused() {
+    let (mut leader, holder, contender) = leader_with_a_held_lock();
+    let now = ms(FIRST_ELECTION_MS + 5);
+    let last_index = leader.log().last_index();
+    let outputs = leader.step(now, from_client(CLIENT, op(contender, 1, preempt("a"))));
+    let round = append_rounds(&outputs)[0].1;
+    let confirmed = leader.step(now, peer(S2, append_ok(1, last_index, round)));
+    assert_eq!(
+        replies(&confirmed),
+        vec![(CLIENT, outcome(1, Outcome::HeldBy { owner: holder }))]
+    );
+    for reuse in [preempt("b"), release("a")] {
+        let outputs = leader.step(now, from_client(CLIENT, op(contender, 1, reuse)));
+        assert_eq!(
+            replies(&outputs),
+            vec![(CLIENT, refusal(1, ServiceError::SeqReused { seq: 1 }))]
+        );
+        assert!(persisted(&outputs).is_empty(), "nothing reaches the log");
+    }
+}
+
+/// Raft §5.2 with the leader lease (thesis §4.2.3): the lease ignores only a candidate of a
+/// newer term. A candidate of the term this follower is already in is answered: s2 learned
+/// term 1 from s1's appends without voting in it, so it may grant (one vote per term), and it
+/// does not forget its leader for it. (Mutant: `term > self.term` at the top of
+/// `on_request_vote` made `>=`, which silenced the answer inside the lease.)
+#[test]
+fn a_vote_request_of_the_current_term_is_answered_inside_the_lease() {
+    let mut follower = boot(S2, 3);
+    let _ = follower.step(ms(10), peer(S1, append(1, (0, 0), noops(&[1]), 1)));
+    assert_eq!((follower.term(), follower.leader()), (1, Some(S1)));
+    let outputs = follower.step(ms(20), peer(S3, request_vote(1, 1, 1)));
+    assert_eq!(sent(&outputs), vec![(S3, vote(1, true))]);
+    assert_eq!((follower.term(), follower.leader()), (1, Some(S1)));
+}
