@@ -349,12 +349,11 @@ impl Server {
                 return;
             }
             self.coverage.hit(Branch::SessionsExpireAppended);
-            let session = self
-                .sessions
-                .leaders
-                .get_mut(&client)
-                .expect("collected above");
-            session.expire_appended = true;
+            // A cluster of one commits and applies the expire as it appends it, and applying
+            // it ends the session: then there is nothing left to mark.
+            if let Some(session) = self.sessions.leaders.get_mut(&client) {
+                session.expire_appended = true;
+            }
         }
         let silent: Vec<SilentSession> = self
             .sessions
@@ -377,12 +376,10 @@ impl Server {
         {
             self.coverage.hit(Branch::SessionsMarkedSilent);
             for client in clients {
-                let session = self
-                    .sessions
-                    .leaders
-                    .get_mut(&client)
-                    .expect("collected above");
-                session.marked = true;
+                // As above: a mark a cluster of one applied at once may have changed the map.
+                if let Some(session) = self.sessions.leaders.get_mut(&client) {
+                    session.marked = true;
+                }
             }
         }
     }

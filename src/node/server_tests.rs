@@ -2843,9 +2843,9 @@ fn with_the_unsafe_switch_a_repairing_server_votes_as_if_its_log_were_whole() {
     let outputs = s3.step(ms(400), peer(S1, request_vote(4, 2, 1)));
     assert_eq!(sent(&outputs), vec![(S1, vote(4, true))]);
 }
-#[path = "session_tests.rs"]
-mod sessions;
 /// Stories written to kill mutants that cargo-mutants found surviving (README, "Mutation
 /// testing"), kept apart so that they read as one list.
 #[path = "server_mutation_tests.rs"]
 mod mutation_kills;
+#[path = "session_tests.rs"]
+mod sessions;

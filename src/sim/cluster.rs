@@ -155,6 +155,10 @@ pub struct ClusterSpec {
     pub unsafe_recovering_votes: bool,
 }
 
+/// A client's later sessions are named in histories by its number plus this, once per
+/// session before: above every scenario client number ([`super::scenario::CLIENTS_MAX`]).
+pub const SESSION_NAME_STRIDE: u32 = 1_000;
+
 /// Client addresses of rogue requests have this bit set, the rogue number in bits 32..63 and
 /// the connection number below: honest clients' addresses are their small client numbers.
 const ROGUE_ADDRESS_BIT: u64 = 1 << 63;
@@ -350,6 +354,11 @@ pub struct Cluster {
     /// Leaders seen, in order of first appearance: (when, term, server).
     pub leaders: Vec<(Time, u64, ServerId)>,
     client_numbers: BTreeMap<ClientId, u32>,
+    /// Per cluster-assigned id: which of its client's sessions it is (0 for the first).
+    session_ordinals: BTreeMap<ClientId, u32>,
+    /// The id each client's requests carried, by (client, seq): an operation is the act of
+    /// the session it was sent under.
+    request_identity: BTreeMap<(u32, u64), ClientId>,
     pub client_events: Vec<ClientEvent>,
     violation: Option<Violation>,
     /// See [`ClusterSpec::expected_violations`].
@@ -520,6 +529,8 @@ impl Cluster {
             max_term: 0,
             leaders: Vec::new(),
             client_numbers: BTreeMap::new(),
+            session_ordinals: BTreeMap::new(),
+            request_identity: BTreeMap::new(),
             client_events: Vec::new(),
             violation: None,
             expected_violations: spec.expected_violations.clone(),
@@ -1247,6 +1258,23 @@ impl Cluster {
         }
     }
 
+    /// The session (cluster-assigned id) client `client`'s request `seq` was sent under, if
+    /// it was ever sent.
+    pub fn request_identity(&self, client: u32, seq: u64) -> Option<ClientId> {
+        self.request_identity.get(&(client, seq)).copied()
+    }
+
+    /// The name a session has in the history: its client's number for the client's first
+    /// session, plus [`SESSION_NAME_STRIDE`] for each later one (c1's second session is
+    /// c1001), so that the history tells a client's sessions apart as the cluster does.
+    pub fn history_client(&self, id: ClientId) -> Option<u32> {
+        let number = self.client_numbers.get(&id)?;
+        let ordinal = self.session_ordinals.get(&id).copied().unwrap_or(0);
+        ordinal
+            .checked_mul(SESSION_NAME_STRIDE)
+            .and_then(|offset| offset.checked_add(*number))
+    }
+
     /// Whether client `client` is still renewing session `session`: it runs (not paused),
     /// the session is its current one, and it believes in it.
     pub fn client_renewing(&self, client: u32, session: ClientId) -> bool {
@@ -1768,6 +1796,9 @@ impl Cluster {
                 ClientOutput::Send { to, request } => {
                     self.sniff(&request);
                     self.observe_client_request(client, &request);
+                    if let RequestBody::Op { client: id, .. } = &request.body {
+                        self.request_identity.insert((client, request.seq), *id);
+                    }
                     self.transmit(
                         Endpoint::Client(client),
                         Endpoint::Server(to),
@@ -1782,7 +1813,15 @@ impl Cluster {
                     self.queue.push(at, Event::ClientTimer { client, timer })?;
                 }
                 ClientOutput::Registered { client: id } => {
-                    self.client_numbers.insert(id, client);
+                    if self.client_numbers.insert(id, client).is_none() {
+                        let ordinal = self
+                            .client_numbers
+                            .values()
+                            .filter(|&&number| number == client)
+                            .count()
+                            - 1;
+                        self.session_ordinals.insert(id, ordinal as u32);
+                    }
                 }
                 ClientOutput::Started { tag, seq } => {
                     self.clients[index].running = Some((tag, seq));

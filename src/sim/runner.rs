@@ -97,6 +97,8 @@ struct OpRecord {
     result: Option<Result<Outcome, ClientError>>,
     /// The log index the answer reflected, when there was one.
     index: Option<LogIndex>,
+    /// The seq the client sent it under, once started.
+    seq: Option<u64>,
 }
 
 struct Runner<'a> {
@@ -489,6 +491,7 @@ impl Runner<'_> {
             finished_at: None,
             result: None,
             index: None,
+            seq: None,
         });
         self.cluster.invoke(client, tag, op, timeout)
     }
@@ -535,6 +538,7 @@ impl Runner<'_> {
             ClientEvent::Started { client, tag, seq } => {
                 let record = &mut self.ops[tag as usize];
                 record.started_at = Some(now);
+                record.seq = Some(seq);
                 let event = TraceEvent::OpStart {
                     client: Endpoint::Client(client),
                     tag,
@@ -800,13 +804,16 @@ impl Runner<'_> {
         // appear as an owner; should it ever, it gets a number no scenario client has.
         let number = |id: crate::node::ClientId| {
             self.cluster
-                .client_number(id)
+                .history_client(id)
                 .unwrap_or_else(|| u32::try_from(1_000_000 + id.0).unwrap_or(u32::MAX))
         };
         self.ops
             .iter()
             .filter_map(|record| {
                 let call = record.started_at?;
+                // An operation is the act of the session it was sent under; one never sent
+                // took no effect and is not in the history.
+                let client = number(self.cluster.request_identity(record.client, record.seq?)?);
                 let (op, consistency) = match &record.op {
                     Operation::Preempt { .. } => (HistoryOpKind::Preempt, None),
                     Operation::Release { .. } => (HistoryOpKind::Release, None),
@@ -834,7 +841,7 @@ impl Runner<'_> {
                     Some(Err(_)) | None => (None, HistoryResult::Unknown),
                 };
                 Some(HistoryOp {
-                    client: record.client,
+                    client,
                     op,
                     lock: record.op.lock().to_string(),
                     consistency,

@@ -153,9 +153,23 @@ pub struct Shape {
     /// BUGGIFY's chance per decision point in thousandths, `None` for a server that takes
     /// only the paths a healthy run makes likely.
     pub buggify_permille: Option<u32>,
+    /// Time faults and sessions (`None`: perfect clocks, no pauses, sessions that never
+    /// expire).
+    pub time: Option<TimeShape>,
 }
 
-/// Rogue clients as plain numbers.
+/// Time faults and sessions as plain numbers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimeShape {
+    /// Clock drift bound in ten-thousandths (`clock: {drift}`): every node's rate is drawn
+    /// within it, and the protocol is configured for it.
+    pub drift_per_10k: u32,
+    /// Session TTL and lock-delay in ms (`sessions`), if sessions expire at all.
+    pub sessions_ms: Option<(u32, u32)>,
+    /// Pauses: (when, in thousandths of the safety phase; which node, servers first then
+    /// clients, modulo their count; how long in ms). Each ends by the end of the safety phase.
+    pub pauses: Vec<(u32, u32, u32)>,
+}
 #[derive(Clone, Debug, PartialEq)]
 pub struct RogueShape {
     pub count: u32,
@@ -174,6 +188,8 @@ const ELECTION_STEP_CRASH_SHARE: f64 = 0.7;
 pub const DISK_SEED_PROBABILITY: f64 = 0.3;
 /// The share of seeds whose servers BUGGIFY (`node::server::Buggify`).
 pub const BUGGIFY_SEED_PROBABILITY: f64 = 0.3;
+/// The share of seeds with drifting clocks, pauses and expiring sessions.
+pub const TIME_SEED_PROBABILITY: f64 = 0.3;
 /// How often an election step crash arms its crash inside a step.
 const ELECTION_STEP_CRASHES: u64 = 10;
 /// The effect counts an election step crash cuts after. A vote that moves its voter to a new
@@ -285,6 +301,7 @@ impl Shape {
             rogues: None,
             disk: None,
             buggify_permille: None,
+            time: None,
         };
         // Drawn after everything else, for the same reason. The spread floor makes split
         // votes rarer, and a split vote with a restart inside it is what shows a server
@@ -332,6 +349,10 @@ impl Shape {
         // a rare nudge (0.5% of decisions) to a server that misbehaves often (10%).
         if rng.random_bool(BUGGIFY_SEED_PROBABILITY) {
             shape.buggify_permille = Some(rng.random_range(5..=100));
+        }
+        // Drawn after BUGGIFY, for the same reason.
+        if rng.random_bool(TIME_SEED_PROBABILITY) {
+            shape.time = Some(draw_time(&mut rng));
         }
         shape
     }
@@ -429,6 +450,22 @@ impl Shape {
                 f64::from(permille.min(1000)) / 10.0
             );
         }
+        if let Some(time) = &self.time {
+            let _ = write!(
+                text,
+                ", clocks within {:.2}%",
+                f64::from(time.drift_per_10k) / 100.0
+            );
+            if let Some((ttl_ms, lock_delay_ms)) = time.sessions_ms {
+                let _ = write!(
+                    text,
+                    ", sessions of {ttl_ms}ms (lock-delay {lock_delay_ms}ms)"
+                );
+            }
+            if !time.pauses.is_empty() {
+                let _ = write!(text, ", {} pause(s)", time.pauses.len());
+            }
+        }
         if let Some(rogues) = &self.rogues {
             let kinds: Vec<&str> = AttackKind::ALL
                 .iter()
@@ -523,6 +560,9 @@ impl Shape {
             let _ = writeln!(out, "buggify: {}", f64::from(permille.min(1000)) / 1000.0);
         }
         let mut events: Vec<(Duration, String)> = Vec::new();
+        if let Some(time) = &self.time {
+            time.write(&mut out, &mut events, servers, clients, safety);
+        }
         for fault in &self.faults {
             let at = safety.mul_f64(f64::from(fault.at_permille.min(999)) / 1000.0);
             if let FaultKind::ElectionBounce {
@@ -655,6 +695,69 @@ fn step_crash_text(server: u32, after_effects: u32, restart_ms: u32) -> String {
 /// One to three crashes inside a step at random times, and, for seven seeds in ten, one to
 /// three election step crashes: a vote sent before its persist is lost only by a cut inside
 /// a vote step, during an election, whose voter is back before the election is over.
+/// Time faults for a seed: a drift bound up to 2% (nodes' rates drawn within it), sessions
+/// of 1 to 4 s with a lock-delay up to 1 s in most, and up to three pauses of a server or
+/// client for up to 4 s.
+fn draw_time(rng: &mut ChaCha8Rng) -> TimeShape {
+    let sessions_ms = rng
+        .random_bool(0.8)
+        .then(|| (rng.random_range(1_000..=4_000), rng.random_range(0..=1_000)));
+    let pauses = (0..rng.random_range(0..=3))
+        .map(|_| {
+            (
+                rng.random_range(0..1000),
+                rng.random_range(0..64),
+                rng.random_range(100..=4_000),
+            )
+        })
+        .collect();
+    TimeShape {
+        drift_per_10k: rng.random_range(0..=200),
+        sessions_ms,
+        pauses,
+    }
+}
+
+impl TimeShape {
+    /// Its top-level keys into `out`, its pauses into `events`.
+    fn write(
+        &self,
+        out: &mut String,
+        events: &mut Vec<(Duration, String)>,
+        servers: u32,
+        clients: u32,
+        safety: Duration,
+    ) {
+        let drift = f64::from(self.drift_per_10k.min(5_000)) / 10_000.0;
+        let _ = writeln!(out, "clock: {{drift: {drift}}}");
+        if let Some((ttl_ms, lock_delay_ms)) = self.sessions_ms {
+            let _ = writeln!(
+                out,
+                "sessions: {{ttl: {}ms, lock_delay: {}ms}}",
+                ttl_ms.clamp(1_000, 3_600_000),
+                lock_delay_ms.min(3_600_000)
+            );
+        }
+        for &(at_permille, node, for_ms) in &self.pauses {
+            let at = safety.mul_f64(f64::from(at_permille.min(999)) / 1000.0);
+            // A pause ends by the end of the safety phase, so that the liveness phase runs
+            // with every node awake.
+            let length = Duration::from_millis(u64::from(for_ms.max(1))).min(safety - at);
+            if length.is_zero() {
+                continue;
+            }
+            let node = node % (servers + clients);
+            let name = if node < servers {
+                format!("s{}", node + 1)
+            } else {
+                format!("c{}", node - servers + 1)
+            };
+            let pause = format!("pause: {{node: {name}, for: {}}}", duration_text(length));
+            events.push((at, pause));
+        }
+    }
+}
+
 fn draw_step_crashes(rng: &mut ChaCha8Rng, shape: &mut Shape) {
     let servers = shape.servers;
     for _ in 0..rng.random_range(1..=3) {
