@@ -1841,9 +1841,8 @@ fn sessions_travel_as_a_ttl_on_hello_a_keepalive_and_two_new_refusals() {
         text(&encode_request(&hello)),
         "{\"seq\":1,\"op\":\"hello\",\"version\":2,\"nonce\":4,\"ttl_ms\":10000}\n"
     );
-    let line = format!(
-        r#"{{"seq":5,"op":"keepalive","version":2,"client":7,"secret":"{SECRET_HEX}"}}"#
-    );
+    let line =
+        format!(r#"{{"seq":5,"op":"keepalive","version":2,"client":7,"secret":"{SECRET_HEX}"}}"#);
     let keepalive = decode_request(line.as_bytes()).expect("a keepalive");
     assert_eq!(
         keepalive.op,
@@ -1853,7 +1852,12 @@ fn sessions_travel_as_a_ttl_on_hello_a_keepalive_and_two_new_refusals() {
         }
     );
     assert_eq!(
-        WireRequest::from(keepalive.clone().into_client_request().expect("for the node")),
+        WireRequest::from(
+            keepalive
+                .clone()
+                .into_client_request()
+                .expect("for the node")
+        ),
         keepalive,
         "round trip through the node's request"
     );
@@ -1867,7 +1871,13 @@ fn sessions_travel_as_a_ttl_on_hello_a_keepalive_and_two_new_refusals() {
             .contains("`ttl_ms` must be the session's TTL in milliseconds")
     );
 
-    let kept = node_reply(5, 16, ReplyBody::KeptAlive { ttl_ms: Some(10_000) });
+    let kept = node_reply(
+        5,
+        16,
+        ReplyBody::KeptAlive {
+            ttl_ms: Some(10_000),
+        },
+    );
     let line = encode_reply(&kept);
     assert_eq!(
         text(&line),
@@ -1895,7 +1905,11 @@ fn sessions_travel_as_a_ttl_on_hello_a_keepalive_and_two_new_refusals() {
         panic!("an error")
     };
     assert_eq!(error.code, ErrorCode::SessionExpired);
-    assert!(error.message.contains("Say hello again"), "{}", error.message);
+    assert!(
+        error.message.contains("Say hello again"),
+        "{}",
+        error.message
+    );
     let delayed = node_reply(
         7,
         0,
@@ -1904,7 +1918,11 @@ fn sessions_travel_as_a_ttl_on_hello_a_keepalive_and_two_new_refusals() {
         }),
     );
     let line = encode_reply(&delayed);
-    assert!(text(&line).contains("\"retry_after_ms\":1500"), "{}", text(&line));
+    assert!(
+        text(&line).contains("\"retry_after_ms\":1500"),
+        "{}",
+        text(&line)
+    );
     let WireReply::Error(error) = decode_reply(&line).expect("decodes") else {
         panic!("an error")
     };

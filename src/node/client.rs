@@ -1356,10 +1356,13 @@ mod tests {
         );
         assert!(matches!(
             sends(&outputs)[..],
-            [(_, ClientRequest {
-                body: RequestBody::Hello { .. },
-                ..
-            })]
+            [(
+                _,
+                ClientRequest {
+                    body: RequestBody::Hello { .. },
+                    ..
+                }
+            )]
         ));
     }
 

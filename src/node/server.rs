@@ -535,9 +535,6 @@ impl Server {
             ServerInput::Timer(ServerTimer::Heartbeat) => {
                 if self.role == Role::Leader && self.heartbeat_deadline.is_some_and(|at| now >= at)
                 {
-                    // Session deadlines are checked on the leader's heartbeat, so that they
-                    // fire in every driver without a timer of their own.
-                    self.tick_sessions(now);
                     if self.buggify(Branch::BuggifySkippedHeartbeat) {
                         let at = now + self.config.heartbeat_interval;
                         self.heartbeat_deadline = Some(at);
@@ -559,6 +556,9 @@ impl Server {
             }
         }
         self.expire_local_checks(now);
+        // Session deadlines are looked at on the leader's steps (its heartbeat timer at least),
+        // so that they fire in every driver without a timer of their own.
+        self.tick_sessions(now);
         // At most one vote per term: within a term, a cast vote never changes.
         if self.term == term_before && vote_before.is_some() {
             assert_eq!(
