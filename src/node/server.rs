@@ -1274,17 +1274,19 @@ impl Server {
             self.reply(route, seq, ReplyBody::Error(error));
             return;
         }
+        // Any write renews its client's session on this leader (volatile only).
+        self.renew_session(client, now);
+        if let Some((body, index)) = self.settled_answer(client, seq, kind, &lock) {
+            // Even after the session expired: a retry of a write that took effect hears what
+            // the write did, not that nothing was done.
+            self.coverage.hit(Branch::ProposeReplayedAnswer);
+            self.reply_at(route, seq, body, index);
+            return;
+        }
         if self.table.session_expired(client) {
             self.coverage.hit(Branch::ProposeSessionExpired);
             let body = ReplyBody::Error(ServiceError::SessionExpired { client });
             self.reply(route, seq, body);
-            return;
-        }
-        // Any write renews its client's session on this leader (volatile only).
-        self.renew_session(client, now);
-        if let Some((body, index)) = self.settled_answer(client, seq, kind, &lock) {
-            self.coverage.hit(Branch::ProposeReplayedAnswer);
-            self.reply_at(route, seq, body, index);
             return;
         }
         if request.term != self.term {
@@ -2690,9 +2692,8 @@ fn is_write(request: &ClientRequest) -> bool {
 }
 
 impl Server {
-    /// Why a request breaks a limit the node enforces itself: a lock name's length, a hello's
-    /// TTL outside this server's bounds.
-    /// The coverage branch that names the problem comes with it.
+    /// Why a request breaks a limit the node enforces itself (a lock name's length, a hello's
+    /// TTL outside this server's bounds), with the coverage branch that names the problem.
     fn request_problem(&self, request: &ClientRequest) -> Option<(Branch, String)> {
         if let RequestBody::Hello { ttl_ms, .. } = &request.body {
             return sessions::bad_ttl(*ttl_ms, &self.config)

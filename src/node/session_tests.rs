@@ -291,6 +291,11 @@ fn after_expiry_the_client_hears_session_expired_and_must_say_hello_again() {
         vec![expired],
         "a follower answers checks from its replica, and knows too"
     );
+    assert_eq!(
+        bodies(&network.client(S1, op(client, 1, preempt("a")))),
+        vec![ReplyBody::Outcome(Outcome::Granted { token: first_token })],
+        "a retry of a write that took effect still hears what it did"
+    );
     let again = register_with_ttl(&mut network, S1, TTL_MS);
     assert_ne!(again, client);
     let answers = network.client(S1, op(again, 1, preempt("a")));
