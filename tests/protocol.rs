@@ -1730,7 +1730,9 @@ fn a_status_request_with_anything_else_or_without_its_version_is_refused() {
     assert!(twice.contains("the field `op` appears twice"), "{twice}");
     let capital = refusal(r#"{"seq":5,"op":"Status","version":2}"#);
     assert!(
-        capital.contains("unknown op `Status` (expected hello, preempt, release, check or status)"),
+        capital.contains(
+            "unknown op `Status` (expected hello, keepalive, preempt, release, check or status)"
+        ),
         "{capital}"
     );
 }

@@ -573,9 +573,6 @@ impl Server {
             ServerInput::Timer(ServerTimer::Heartbeat) => {
                 if self.role == Role::Leader && self.heartbeat_deadline.is_some_and(|at| now >= at)
                 {
-                    // Session deadlines are checked on the leader's heartbeat, so that they
-                    // fire in every driver without a timer of their own.
-                    self.tick_sessions(now);
                     if self.buggify(Branch::BuggifySkippedHeartbeat) {
                         let at = now + self.config.heartbeat_interval;
                         self.heartbeat_deadline = Some(at);
@@ -598,6 +595,9 @@ impl Server {
         }
         self.expire_local_checks(now);
         self.finish_repair_if_done();
+        // Session deadlines are looked at on the leader's steps (its heartbeat timer at least),
+        // so that they fire in every driver without a timer of their own.
+        self.tick_sessions(now);
         // At most one vote per term: within a term, a cast vote never changes.
         if self.term == term_before && vote_before.is_some() {
             assert_eq!(
@@ -1324,17 +1324,19 @@ impl Server {
             self.reply(route, seq, ReplyBody::Error(error));
             return;
         }
+        // Any write renews its client's session on this leader (volatile only).
+        self.renew_session(client, now);
+        if let Some((body, index)) = self.settled_answer(client, seq, kind, &lock) {
+            // Even after the session expired: a retry of a write that took effect hears what
+            // the write did, not that nothing was done.
+            self.coverage.hit(Branch::ProposeReplayedAnswer);
+            self.reply_at(route, seq, body, index);
+            return;
+        }
         if self.table.session_expired(client) {
             self.coverage.hit(Branch::ProposeSessionExpired);
             let body = ReplyBody::Error(ServiceError::SessionExpired { client });
             self.reply(route, seq, body);
-            return;
-        }
-        // Any write renews its client's session on this leader (volatile only).
-        self.renew_session(client, now);
-        if let Some((body, index)) = self.settled_answer(client, seq, kind, &lock) {
-            self.coverage.hit(Branch::ProposeReplayedAnswer);
-            self.reply_at(route, seq, body, index);
             return;
         }
         if request.term != self.term {
@@ -2804,9 +2806,8 @@ fn is_write(request: &ClientRequest) -> bool {
 }
 
 impl Server {
-    /// Why a request breaks a limit the node enforces itself: a lock name's length, a hello's
-    /// TTL outside this server's bounds.
-    /// The coverage branch that names the problem comes with it.
+    /// Why a request breaks a limit the node enforces itself (a lock name's length, a hello's
+    /// TTL outside this server's bounds), with the coverage branch that names the problem.
     fn request_problem(&self, request: &ClientRequest) -> Option<(Branch, String)> {
         if let RequestBody::Hello { ttl_ms, .. } = &request.body {
             return sessions::bad_ttl(*ttl_ms, &self.config)

@@ -67,6 +67,8 @@ pub(super) struct SessionState {
     noop_index: LogIndex,
     /// Leader only: when each lock freed by expiry may be granted again (its clock).
     lock_delay_until: BTreeMap<LockName, Time>,
+    /// Leader only: when deadlines and silences are next looked at.
+    next_tick: Time,
     /// Leader only: keepalives confirmed by a round, waiting for their serve index.
     pub(super) keepalives: Vec<KeepaliveWaiter>,
     /// Every server: its own clock when it appended each `MarkSilent` entry to its log.
@@ -321,14 +323,21 @@ impl Server {
 
     // ----- the heartbeat's work: marks and expiries -----
 
-    /// Leader, at each heartbeat: appends an expire for every session past its deadline, and
-    /// one silent mark for the sessions that went silent for half their TTL (longer than a
-    /// healthy client's renewal interval of TTL/3, so that marks, and the revives they cost,
-    /// are rare).
+    /// Leader, at every step but at most once per heartbeat interval: appends an expire for
+    /// every session past its deadline, and one silent mark for the sessions that went silent
+    /// for half their TTL (longer than a healthy client's renewal interval of TTL/3, so that
+    /// marks, and the revives they cost, are rare). Every step, not only the heartbeat timer:
+    /// a leader busy with read rounds keeps pushing its heartbeat deadline back, and a flood
+    /// of keepalives must not starve expiry.
     pub(super) fn tick_sessions(&mut self, now: Time) {
-        if self.role != Role::Leader || !self.sessions.ready || self.sessions.leaders.is_empty() {
+        if self.role != Role::Leader
+            || !self.sessions.ready
+            || self.sessions.leaders.is_empty()
+            || now < self.sessions.next_tick
+        {
             return;
         }
+        self.sessions.next_tick = now + self.config.heartbeat_interval;
         let drift = self.config.max_clock_drift;
         self.sessions
             .lock_delay_until

@@ -291,6 +291,11 @@ fn after_expiry_the_client_hears_session_expired_and_must_say_hello_again() {
         vec![expired],
         "a follower answers checks from its replica, and knows too"
     );
+    assert_eq!(
+        bodies(&network.client(S1, op(client, 1, preempt("a")))),
+        vec![ReplyBody::Outcome(Outcome::Granted { token: first_token })],
+        "a retry of a write that took effect still hears what it did"
+    );
     let again = register_with_ttl(&mut network, S1, TTL_MS);
     assert_ne!(again, client);
     let answers = network.client(S1, op(again, 1, preempt("a")));
@@ -345,6 +350,38 @@ fn a_ttl_outside_the_servers_bounds_is_refused_naming_them() {
         assert!(reason.contains("1000 to 3600000"), "{reason}");
     }
     assert_eq!(network.server(S1).lock_table().client_count(), 0);
+}
+
+/// Read rounds push the leader's heartbeat timer back, so a flood of keepalives keeps it from
+/// ever firing. Deadlines are looked at on every step of the leader, not only on that timer:
+/// a dead client's session expires on time while a live one renews every 30 ms.
+#[test]
+fn a_flood_of_keepalives_does_not_starve_expiry() {
+    let mut network = Network::new(3);
+    network.elect(S1);
+    let dead = register_with_ttl(&mut network, S1, TTL_MS);
+    let last_renewal = network.now;
+    let live = register_with_ttl(&mut network, S1, TTL_MS);
+    let mut seq = 0;
+    let end = last_renewal + Duration::from_secs(5);
+    while network.now < end && !network.server(S1).lock_table().session_expired(dead) {
+        seq += 1;
+        let answers = bodies(&network.client(S1, keepalive(live, seq)));
+        assert_eq!(
+            answers,
+            vec![ReplyBody::KeptAlive {
+                ttl_ms: Some(TTL_MS)
+            }]
+        );
+        network.run_until(network.now + Duration::from_millis(30));
+    }
+    let expired_at = network.now;
+    assert!(
+        network.server(S1).lock_table().session_expired(dead),
+        "the dead session never expired under {seq} keepalives"
+    );
+    assert!(expired_at <= last_renewal + stretched(TTL_MS) + Duration::from_millis(100));
+    assert!(!network.server(S1).lock_table().session_expired(live));
 }
 
 // ----- leader changes -----
