@@ -1440,14 +1440,17 @@ impl Cluster {
                     unreachable!("replies come from servers")
                 };
                 if let Some(checker) = self.session_expiry.as_mut() {
-                    match &reply.body {
+                    let verdict = match &reply.body {
                         ReplyBody::Welcome { client: id, .. } => {
-                            checker.observe_renewal_acknowledged(client, reply.seq, Some(*id));
+                            checker.observe_renewal_acknowledged(client, reply.seq, Some(*id))
                         }
                         ReplyBody::KeptAlive { .. } => {
-                            checker.observe_renewal_acknowledged(client, reply.seq, None);
+                            checker.observe_renewal_acknowledged(client, reply.seq, None)
                         }
-                        _ => {}
+                        _ => Ok(()),
+                    };
+                    if let Err(violation) = verdict {
+                        self.report_violation(violation);
                     }
                 }
                 self.step_client(

@@ -37,6 +37,9 @@ pub struct SessionExpiry {
     /// session is named by its welcome).
     pending: BTreeMap<(u32, u64), (Time, Option<ClientId>)>,
     sessions: BTreeMap<ClientId, SessionRecord>,
+    /// Expiries committed before any acknowledgement of their session reached its client (a
+    /// welcome delayed past the end of the session it created): judged when one does.
+    expired_early_seen: BTreeMap<ClientId, Time>,
 }
 
 /// Requests remembered while they wait for an answer, per run. Old ones are forgotten first:
@@ -49,6 +52,7 @@ impl SessionExpiry {
             ttl,
             pending: BTreeMap::new(),
             sessions: BTreeMap::new(),
+            expired_early_seen: BTreeMap::new(),
         }
     }
 
@@ -82,12 +86,12 @@ impl SessionExpiry {
         client: u32,
         seq: u64,
         welcomed: Option<ClientId>,
-    ) {
+    ) -> Result<(), Violation> {
         let Some(&(sent_at, renewed)) = self.pending.get(&(client, seq)) else {
-            return;
+            return Ok(());
         };
         let Some(session) = welcomed.or(renewed) else {
-            return;
+            return Ok(());
         };
         let record = self.sessions.entry(session).or_insert(SessionRecord {
             client,
@@ -97,12 +101,19 @@ impl SessionExpiry {
         });
         record.renewed_sent_at = record.renewed_sent_at.max(sent_at);
         record.last_request_at = record.last_request_at.max(sent_at);
+        // The session may have ended before this answer arrived: judge that expiry now.
+        match self.expired_early_seen.remove(&session) {
+            Some(expired_at) => self.observe_expired(expired_at, session),
+            None => Ok(()),
+        }
     }
 
     /// The cluster committed the expiry of `session` at `now`.
     pub fn observe_expired(&mut self, now: Time, session: ClientId) -> Result<(), Violation> {
         let Some(record) = self.sessions.get_mut(&session) else {
-            return Ok(()); // No renewal of it was ever acknowledged: nobody relied on it.
+            // No acknowledgement of it has reached its client yet; one may still come.
+            self.expired_early_seen.entry(session).or_insert(now);
+            return Ok(());
         };
         if record.expired_at.is_some() {
             return Ok(());
@@ -183,7 +194,9 @@ mod tests {
     fn checker_with_renewal_sent_at(sent_ms: u64) -> SessionExpiry {
         let mut checker = SessionExpiry::new(Duration::from_secs(3));
         checker.observe_renewal_sent(ms(sent_ms), 1, 7, None);
-        checker.observe_renewal_acknowledged(1, 7, Some(ClientId(4)));
+        checker
+            .observe_renewal_acknowledged(1, 7, Some(ClientId(4)))
+            .unwrap();
         checker
     }
 
@@ -211,6 +224,24 @@ mod tests {
         let mut checker = checker_with_renewal_sent_at(1_000);
         checker.observe_renewal_sent(ms(2_000), 1, 8, Some(ClientId(4))); // never answered
         checker.observe_expired(ms(4_000), ClientId(4)).unwrap();
+    }
+
+    #[test]
+    fn a_welcome_that_arrives_after_its_session_ended_is_judged_then() {
+        let mut checker = SessionExpiry::new(Duration::from_secs(3));
+        checker.observe_renewal_sent(ms(1_000), 1, 7, None);
+        checker.observe_expired(ms(3_500), ClientId(4)).unwrap();
+        let violation = checker
+            .observe_renewal_acknowledged(1, 7, Some(ClientId(4)))
+            .expect_err("expired 0.5 s before its guarantee");
+        assert!(
+            violation.message.contains("before its guarantee"),
+            "{violation:?}"
+        );
+        let never_renewed = |_, _| false;
+        checker
+            .check_liveness(ms(60_000), ms(0), Duration::from_secs(4), never_renewed)
+            .expect("it did expire");
     }
 
     #[test]
