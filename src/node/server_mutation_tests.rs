@@ -395,3 +395,20 @@ fn a_heartbeat_from_the_followed_leader_sets_the_election_timer_once() {
     assert!(persisted(&outputs).is_empty());
     assert_eq!(sent(&outputs), vec![(S1, append_ok(1, 1, 0))]);
 }
+
+/// The lock name limit is inclusive: a name of exactly `LOCK_NAME_BYTES_MAX` bytes is a lock
+/// like any other and is appended; one byte more is a bad request (the story beside it in the
+/// protocol tables). (Mutant: `name.len() > LOCK_NAME_BYTES_MAX` made `>=`.)
+#[test]
+fn a_lock_name_of_exactly_the_limit_is_accepted() {
+    let mut leader = leader_of_three();
+    let now = ms(FIRST_ELECTION_MS);
+    let client = register(&mut leader, now);
+    let longest = "x".repeat(LOCK_NAME_BYTES_MAX);
+    let outputs = leader.step(now, from_client(CLIENT, op(client, 1, preempt(&longest))));
+    assert!(
+        replies(&outputs).is_empty(),
+        "appended, not refused: {outputs:?}"
+    );
+    assert_eq!(persisted(&outputs).len(), 1);
+}
