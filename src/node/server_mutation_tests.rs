@@ -351,3 +351,64 @@ fn a_vote_request_of_the_current_term_is_answered_inside_the_lease() {
     assert_eq!(sent(&outputs), vec![(S3, vote(1, true))]);
     assert_eq!((follower.term(), follower.leader()), (1, Some(S1)));
 }
+
+/// A hello goes through the log like a write, but it names no term a client could have got
+/// wrong: a follower forwards it to its leader whatever term it carries, and only a preempt or
+/// release naming another term is sent back `not leader`. (Mutant: `is_write` made `true`.)
+#[test]
+fn a_follower_forwards_a_hello_whatever_term_it_names() {
+    let mut follower = boot(S2, 3);
+    let _ = follower.step(ms(10), peer(S1, append(1, (0, 0), noops(&[1]), 1)));
+    let outputs = follower.step(ms(20), from_client(CLIENT, hello(5)));
+    assert!(
+        replies(&outputs).is_empty(),
+        "no answer from s2: {outputs:?}"
+    );
+    assert!(matches!(
+        sent(&outputs).as_slice(),
+        [(S1, PeerMessage::Forward { .. })]
+    ));
+}
+
+/// A heartbeat from the leader a follower already follows restarts its election timer once:
+/// one `SetTimer`, from one draw of its jitter, and nothing else changes (no new term, no
+/// write). (Mutant: `self.role != Role::Follower` in `accept_leader` made `==`, which ran the
+/// whole of `become_follower` again for every message from the leader it follows.)
+#[test]
+fn a_heartbeat_from_the_followed_leader_sets_the_election_timer_once() {
+    let mut follower = boot(S2, 3);
+    let _ = follower.step(ms(10), peer(S1, append(1, (0, 0), noops(&[1]), 1)));
+    let outputs = follower.step(ms(20), peer(S1, append(1, (1, 1), Vec::new(), 1)));
+    let election_timers = outputs
+        .iter()
+        .filter(|output| {
+            matches!(
+                output,
+                ServerOutput::SetTimer {
+                    timer: ServerTimer::Election,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(election_timers, 1, "{outputs:?}");
+    assert!(persisted(&outputs).is_empty());
+    assert_eq!(sent(&outputs), vec![(S1, append_ok(1, 1, 0))]);
+}
+
+/// The lock name limit is inclusive: a name of exactly `LOCK_NAME_BYTES_MAX` bytes is a lock
+/// like any other and is appended; one byte more is a bad request (the story beside it in the
+/// protocol tables). (Mutant: `name.len() > LOCK_NAME_BYTES_MAX` made `>=`.)
+#[test]
+fn a_lock_name_of_exactly_the_limit_is_accepted() {
+    let mut leader = leader_of_three();
+    let now = ms(FIRST_ELECTION_MS);
+    let client = register(&mut leader, now);
+    let longest = "x".repeat(LOCK_NAME_BYTES_MAX);
+    let outputs = leader.step(now, from_client(CLIENT, op(client, 1, preempt(&longest))));
+    assert!(
+        replies(&outputs).is_empty(),
+        "appended, not refused: {outputs:?}"
+    );
+    assert_eq!(persisted(&outputs).len(), 1);
+}
