@@ -1147,7 +1147,7 @@ impl RogueIsolation {
             Credential::Own if sent.lock.is_none() => {
                 Some("its lock name breaks the limit, so it must be refused (bad_request)".into())
             }
-            Credential::Own => self.own_outcome_problem(sent, &outcome),
+            Credential::Own => self.own_outcome_problem(sent, &outcome, reply.index),
         };
         match problem {
             None => Ok(()),
@@ -1158,10 +1158,15 @@ impl RogueIsolation {
         }
     }
 
-    /// What is wrong with `outcome` as the answer to a rogue's request under its own identity:
-    /// an answer of another operation's kind, or the cached answer of another write that used
-    /// the same seq first.
-    fn own_outcome_problem(&self, sent: &RogueRequest, outcome: &Outcome) -> Option<String> {
+    /// What is wrong with `outcome`, answered at log index `answered_at`, as the answer to a
+    /// rogue's request under its own identity: an answer of another operation's kind, or the
+    /// cached answer of another write that used the same seq first.
+    fn own_outcome_problem(
+        &self,
+        sent: &RogueRequest,
+        outcome: &Outcome,
+        answered_at: LogIndex,
+    ) -> Option<String> {
         let fits = matches!(
             (sent.op, outcome),
             ("preempt", Outcome::Granted { .. } | Outcome::HeldBy { .. })
@@ -1173,6 +1178,15 @@ impl RogueIsolation {
         }
         let (kind, lock) = (sent.write?, sent.lock.as_ref()?);
         match self.first_commits.get(&(sent.client, sent.seq)) {
+            // A refusal by read reflecting a state before the other write was committed: the
+            // replayed answer of this very request, refused then, before the seq was reused
+            // (a leader that slept through the reuse answers a retry from its cache, with the
+            // original answer and index, as the protocol says a replay must).
+            Some((_, _, index))
+                if matches!(outcome, Outcome::HeldBy { .. }) && answered_at < *index =>
+            {
+                None
+            }
             Some((first_kind, first_lock, index)) if (first_kind, first_lock) != (&kind, lock) => {
                 Some(format!(
                     "seq {} was first committed at index {index} as a {} of `{first_lock}`, so \
@@ -2445,6 +2459,38 @@ mod tests {
         );
         // The original request's retry may hear its own answer again.
         assert_eq!(checker.observe_rogue_reply(at(8), R1, 0, &cached), Ok(()));
+    }
+
+    /// Found by the explorer once servers could be paused: a leader that slept through the
+    /// commit of a release under seq 4 answers a retry of the preempt it had refused by read
+    /// under that seq from its cache, with the original answer and its index. That answer
+    /// reflects the state before the reuse, so it is no violation; the same refusal answered
+    /// at or after the reuse's index is one.
+    #[test]
+    fn a_refusal_replayed_from_before_its_seq_was_reused_is_no_violation() {
+        let mut checker = isolation_with_a_rogue();
+        checker.observe_rogue_request(R1, 0, &request(C3, Some(SECRET_ONE), 4, preempt_op("r1.a")));
+        checker.observe_rogue_request(R1, 1, &request(C3, Some(SECRET_ONE), 4, release_op("r1.a")));
+        let not_owner = fresh(Outcome::NotOwner);
+        let committed = checker.observe_committed(at(6), 9, &release(C3, 4, "r1.a"), &not_owner);
+        assert_eq!(committed, Ok(()));
+        checker.observe_rogue_request(R1, 2, &request(C3, Some(SECRET_ONE), 4, preempt_op("r1.a")));
+        let refusal = |index| ClientReply {
+            index,
+            ..reply(4, ReplyBody::Outcome(Outcome::HeldBy { owner: C1 }))
+        };
+        assert_eq!(
+            checker.observe_rogue_reply(at(8), R1, 2, &refusal(5)),
+            Ok(())
+        );
+        expect_violation(
+            checker.observe_rogue_reply(at(8), R1, 2, &refusal(9)),
+            ROGUE_ISOLATION,
+            &[
+                "seq 4 was first committed at index 9 as a release",
+                "seq_reused",
+            ],
+        );
     }
 
     #[test]
