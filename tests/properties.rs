@@ -12,7 +12,9 @@
 mod common;
 
 use lockstep::sim::explore;
-use lockstep::sim::swarm::{Fault, FaultKind, RogueShape, Shape, election_spread_floor_ms};
+use lockstep::sim::swarm::{
+    Fault, FaultKind, RogueShape, Shape, TimeShape, election_spread_floor_ms,
+};
 use proptest::prelude::*;
 
 fn fault_kind() -> impl Strategy<Value = FaultKind> {
@@ -89,6 +91,11 @@ prop_compose! {
         rogues in proptest::option::of((1..3u32, 1..40u32)),
         disk in proptest::option::of((0..=1000u32, 0..500u32)),
         buggify_permille in proptest::option::of(1..=100u32),
+        time in proptest::option::of((
+            0..=200u32,
+            proptest::option::of((1_000..=4_000u32, 0..=1_000u32)),
+            proptest::collection::vec((0..1000u32, 0..64u32, 100..=4_000u32), 0..3),
+        )),
     ) -> Shape {
         // As in the explorer: a spread below a round trip can split the vote for good, and
         // then the liveness phase would fail a protocol Raft promises nothing for.
@@ -125,6 +132,12 @@ prop_compose! {
             }),
             disk,
             buggify_permille,
+            // Drifting clocks, sessions and pauses, as in the explorer's swarm.
+            time: time.map(|(drift_per_10k, sessions_ms, pauses)| TimeShape {
+                drift_per_10k,
+                sessions_ms,
+                pauses,
+            }),
         }
     }
 }
