@@ -393,6 +393,16 @@ pub struct Cluster {
     resource_rng: ChaCha8Rng,
 }
 
+/// Every server timer, in slot order: what a wake-up or a clock change walks through.
+const SERVER_TIMERS: [ServerTimer; 2] = [ServerTimer::Election, ServerTimer::Heartbeat];
+/// Every client timer, in slot order.
+const CLIENT_TIMERS: [ClientTimer; 4] = [
+    ClientTimer::Retry,
+    ClientTimer::OperationTimeout,
+    ClientTimer::Keepalive,
+    ClientTimer::LeaseEnd,
+];
+
 fn timer_slot(timer: ServerTimer) -> usize {
     match timer {
         ServerTimer::Election => 0,
@@ -1034,7 +1044,7 @@ impl Cluster {
         ));
         match node {
             Endpoint::Server(id) => {
-                for timer in [ServerTimer::Election, ServerTimer::Heartbeat] {
+                for timer in SERVER_TIMERS {
                     let slot = &self.servers[(id.0 - 1) as usize];
                     if slot.timers[timer_slot(timer)].is_some_and(|armed| armed.at <= now) {
                         self.fire_server_timer(id.0, timer)?;
@@ -1042,12 +1052,7 @@ impl Cluster {
                 }
             }
             Endpoint::Client(number) => {
-                for timer in [
-                    ClientTimer::Retry,
-                    ClientTimer::OperationTimeout,
-                    ClientTimer::Keepalive,
-                    ClientTimer::LeaseEnd,
-                ] {
+                for timer in CLIENT_TIMERS {
                     let slot = &self.clients[(number - 1) as usize];
                     if slot.timers[client_timer_slot(timer)].is_some_and(|armed| armed.at <= now) {
                         self.fire_client_timer(number, timer)?;
@@ -1116,7 +1121,7 @@ impl Cluster {
             Endpoint::Server(id) => {
                 let slot = &mut self.servers[(id.0 - 1) as usize];
                 slot.clock.set_rate(now, rate_ppb);
-                for timer in [ServerTimer::Election, ServerTimer::Heartbeat] {
+                for timer in SERVER_TIMERS {
                     let slot = &mut self.servers[(id.0 - 1) as usize];
                     let Some(armed) = slot.timers[timer_slot(timer)].as_mut() else {
                         continue;
@@ -1133,12 +1138,7 @@ impl Cluster {
             Endpoint::Client(number) => {
                 let slot = &mut self.clients[(number - 1) as usize];
                 slot.clock.set_rate(now, rate_ppb);
-                for timer in [
-                    ClientTimer::Retry,
-                    ClientTimer::OperationTimeout,
-                    ClientTimer::Keepalive,
-                    ClientTimer::LeaseEnd,
-                ] {
+                for timer in CLIENT_TIMERS {
                     let slot = &mut self.clients[(number - 1) as usize];
                     let Some(armed) = slot.timers[client_timer_slot(timer)].as_mut() else {
                         continue;
@@ -1239,10 +1239,14 @@ impl Cluster {
         }
     }
 
-    /// Feeds `session_expiry` a request a client sends: renewals by seq, and the last request
-    /// of each session.
+    /// Notes a request a client sends: the session an operation is sent under (for the
+    /// history), and for `session_expiry` renewals by seq and the last request of each
+    /// session.
     fn observe_client_request(&mut self, client: u32, request: &crate::node::ClientRequest) {
         let now = self.now();
+        if let RequestBody::Op { client: id, .. } = &request.body {
+            self.request_identity.insert((client, request.seq), *id);
+        }
         let Some(checker) = self.session_expiry.as_mut() else {
             return;
         };
@@ -1799,9 +1803,6 @@ impl Cluster {
                 ClientOutput::Send { to, request } => {
                     self.sniff(&request);
                     self.observe_client_request(client, &request);
-                    if let RequestBody::Op { client: id, .. } = &request.body {
-                        self.request_identity.insert((client, request.seq), *id);
-                    }
                     self.transmit(
                         Endpoint::Client(client),
                         Endpoint::Server(to),

@@ -858,12 +858,8 @@ impl Runner<'_> {
     /// One `expire` operation per lock each expiry freed, at the instant it was first applied
     /// (its commit is no later; every operation that could see it came after). No index: the
     /// client did not see it.
-    fn expiry_history(
-        &self,
-        number: impl Fn(crate::node::ClientId) -> u32,
-    ) -> impl Iterator<Item = HistoryOp> + '_ {
-        let ops: Vec<HistoryOp> = self
-            .cluster
+    fn expiry_history(&self, number: impl Fn(crate::node::ClientId) -> u32) -> Vec<HistoryOp> {
+        self.cluster
             .expiries
             .iter()
             .flat_map(|(at, client, freed)| {
@@ -879,8 +875,7 @@ impl Runner<'_> {
                     index: None,
                 })
             })
-            .collect();
-        ops.into_iter()
+            .collect()
     }
 
     fn expectations(&self) -> Vec<ExpectationResult> {
