@@ -2,24 +2,9 @@
 
 use lockstep::sim::runner::{self, RunOptions};
 use lockstep::sim::scenario::{self, Scenario};
-use std::cell::RefCell;
-use std::io::Write;
 use std::path::Path;
-use std::rc::Rc;
 
-/// A trace sink the test can read back after the run.
-#[derive(Clone, Default)]
-struct SharedBuffer(Rc<RefCell<Vec<u8>>>);
-
-impl Write for SharedBuffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.borrow_mut().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+mod common;
 
 fn shipped(file: &str) -> Scenario {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -30,17 +15,12 @@ fn shipped(file: &str) -> Scenario {
 
 /// Runs `scenario` with a full trace and returns the trace bytes.
 fn traced_run(scenario: &Scenario) -> Vec<u8> {
-    let buffer = SharedBuffer::default();
-    let options = RunOptions {
-        trace: Some(Box::new(buffer.clone())),
-        ..RunOptions::default()
-    };
-    let report = runner::run(scenario, options).expect("an in-memory trace cannot fail");
+    let (report, trace) = common::run_traced(scenario);
     assert!(
         report.trace_events_written > 1_000,
         "the trace records every event"
     );
-    buffer.0.take()
+    trace
 }
 
 #[test]

@@ -2,25 +2,10 @@
 //! clocks that change speed, and nodes frozen by a pause (a GC pause, SIGSTOP) that wake up and
 //! act on what they believed before.
 
-use lockstep::sim::runner::{self, RunOptions};
 use lockstep::sim::scenario::{self, Format, Scenario};
-use std::cell::RefCell;
-use std::io::Write;
 use std::path::Path;
-use std::rc::Rc;
 
-#[derive(Clone, Default)]
-struct SharedBuffer(Rc<RefCell<Vec<u8>>>);
-
-impl Write for SharedBuffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.borrow_mut().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+mod common;
 
 fn yaml(text: &str) -> Scenario {
     scenario::parse_str(text, Format::Yaml, "story.yaml").unwrap_or_else(|error| panic!("{error}"))
@@ -28,14 +13,8 @@ fn yaml(text: &str) -> Scenario {
 
 /// Runs `scenario` with a full trace, returning the report and the trace as text.
 fn traced_run(scenario: &Scenario) -> (lockstep::sim::report::RunReport, String) {
-    let buffer = SharedBuffer::default();
-    let options = RunOptions {
-        trace: Some(Box::new(buffer.clone())),
-        ..RunOptions::default()
-    };
-    let report = runner::run(scenario, options).expect("an in-memory trace cannot fail");
-    let text = String::from_utf8(buffer.0.take()).expect("UTF-8");
-    (report, text)
+    let (report, trace) = common::run_traced(scenario);
+    (report, String::from_utf8(trace).expect("UTF-8"))
 }
 
 /// The trace lines of `kind` (e.g. `"timer"`) that mention every one of `words`.

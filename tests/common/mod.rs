@@ -1,5 +1,6 @@
 //! Helpers that several integration-test binaries share: running the built `lockstep`, scratch
-//! directories that remove themselves, and the log entries storage stories write.
+//! directories that remove themselves, the log entries storage stories write, and simulator
+//! runs traced to memory.
 //!
 //! Each test binary compiles this module and uses only a part of it, hence the `allow` below.
 #![allow(dead_code)]
@@ -106,4 +107,33 @@ pub fn proptest_config(default_cases: u32, default_seed: u64) -> proptest::test_
         failure_persistence: None,
         ..proptest::test_runner::Config::default()
     }
+}
+
+/// A trace sink a test can read back after the run.
+#[derive(Clone, Default)]
+struct SharedBuffer(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+
+impl std::io::Write for SharedBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs `scenario` in the simulator with every event traced to memory: its report and the
+/// trace's JSON Lines.
+pub fn run_traced(
+    scenario: &lockstep::sim::scenario::Scenario,
+) -> (lockstep::sim::report::RunReport, Vec<u8>) {
+    let buffer = SharedBuffer::default();
+    let options = lockstep::sim::runner::RunOptions {
+        trace: Some(Box::new(buffer.clone())),
+        ..lockstep::sim::runner::RunOptions::default()
+    };
+    let report =
+        lockstep::sim::runner::run(scenario, options).expect("an in-memory trace cannot fail");
+    (report, buffer.0.take())
 }
