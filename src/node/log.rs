@@ -266,23 +266,25 @@ impl DurableState {
     }
 }
 
+/// Tests only: a log of no-ops of these terms, from index 1.
+#[cfg(test)]
+pub(crate) fn log_of_terms(terms: &[Term]) -> RaftLog {
+    let mut log = RaftLog::new();
+    let entries: Vec<Entry> = terms
+        .iter()
+        .map(|&term| Entry {
+            term,
+            command: crate::node::messages::Command::Noop,
+        })
+        .collect();
+    log.truncate_and_append(1, &entries);
+    log
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::node::messages::Command;
-
-    fn log_of_terms(terms: &[Term]) -> RaftLog {
-        let mut log = RaftLog::new();
-        let entries: Vec<Entry> = terms
-            .iter()
-            .map(|&term| Entry {
-                term,
-                command: Command::Noop,
-            })
-            .collect();
-        log.truncate_and_append(1, &entries);
-        log
-    }
 
     /// Raft §5.4.1: compare last terms first, then lengths.
     #[test]

@@ -148,24 +148,11 @@ fn describe_damage(damaged: &[ServerId], servers_total: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::{Command, Entry};
+    use crate::node::log::log_of_terms;
 
     const S1: ServerId = ServerId(1);
     const S2: ServerId = ServerId(2);
     const S3: ServerId = ServerId(3);
-
-    fn log_of_terms(terms: &[Term]) -> RaftLog {
-        let mut log = RaftLog::new();
-        let entries: Vec<Entry> = terms
-            .iter()
-            .map(|&term| Entry {
-                term,
-                command: Command::Noop,
-            })
-            .collect();
-        log.truncate_and_append(1, &entries);
-        log
-    }
 
     /// c1's write at index 3 of term 2: acknowledged, then s2's copy is damaged.
     fn one_write_damaged_on(servers: &[ServerId]) -> AcknowledgedWrites {
