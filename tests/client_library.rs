@@ -635,6 +635,8 @@ fn lock_table_server() -> FakeServer {
     let mut next_client = 1u64;
     let mut index = 3u64;
     let mut locks: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    // Each client's session TTL as its hello asked (`lockstep lock` keeps it alive).
+    let mut ttls: std::collections::BTreeMap<u64, Value> = Default::default();
     FakeServer::start(move |request| {
         index += 1;
         let lock = request["lock"].as_str().unwrap_or("").to_string();
@@ -642,7 +644,16 @@ fn lock_table_server() -> FakeServer {
         let reply = match request["op"].as_str() {
             Some("hello") => {
                 next_client += 1;
+                ttls.insert(next_client - 1, request["ttl_ms"].clone());
                 welcome(request, next_client - 1, 1)
+            }
+            Some("keepalive") => {
+                let ttl_ms = ttls.get(&client).cloned().unwrap_or(Value::Null);
+                let mut reply = answer(request, "kept_alive", 1, json!({}));
+                if !ttl_ms.is_null() {
+                    reply["ttl_ms"] = ttl_ms;
+                }
+                reply
             }
             Some("preempt") => match locks.get(&lock) {
                 Some(&(owner, _)) if owner != client => {

@@ -6,6 +6,7 @@
 
 use clap::{Args, Subcommand};
 use lockstep::client::{self, Check, Client, ClientOptions, Credential, Error, Preempt, Release};
+use lockstep::net::protocol::ErrorCode;
 use lockstep::node::Consistency;
 use serde_json::json;
 use std::io::Read;
@@ -142,6 +143,51 @@ pub fn parse_timeout(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// `--ttl`: the TTL of the session a new client registers with, or none.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub enum Ttl {
+    /// The cluster releases the client's locks once it has heard no renewal for this long.
+    Expires(Duration),
+    /// A session that never expires: the locks stay until released.
+    Never,
+}
+
+impl Ttl {
+    pub fn duration(self) -> Option<Duration> {
+        match self {
+            Ttl::Expires(ttl) => Some(ttl),
+            Ttl::Never => None,
+        }
+    }
+}
+
+/// `--ttl DURATION` (`15s`, `2m`) or `--ttl none`.
+pub fn parse_ttl(text: &str) -> Result<Ttl, String> {
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(Ttl::Never);
+    }
+    let duration = parse_duration(text)
+        .map_err(|problem| format!("{problem}, or `none` for a session that never expires"))?;
+    if duration < Duration::from_millis(1) {
+        return Err(format!(
+            "{text:?} is too short: a session TTL is at least 1ms (servers accept 1s to 1h \
+             unless configured otherwise); `none` asks for a session that never expires"
+        ));
+    }
+    Ok(Ttl::Expires(duration))
+}
+
+impl CredentialSource {
+    /// Where the credential came from, as the operator wrote it.
+    pub fn flag(self) -> &'static str {
+        match self {
+            CredentialSource::Flag => "--client",
+            CredentialSource::File => "--client-file",
+            CredentialSource::Environment => CLIENT_ENV,
+        }
+    }
+}
+
 /// The connection flags every client-side command takes.
 #[derive(Args, Clone, Debug)]
 pub struct Connect {
@@ -232,14 +278,31 @@ impl Connect {
         }
     }
 
-    /// A client for `--servers`, acting as the given credential if any. Call
-    /// [`register_if_new`] before its first operation.
-    pub fn client(&self) -> Result<Client, Error> {
+    /// A client for `--servers`, acting as the given credential if any; call
+    /// [`register_if_new`] before its first operation. Without a credential it registers with
+    /// the session TTL `ttl` asks for, or `default` without `--ttl`. A `--ttl` given with a credential is refused: nothing is
+    /// registered then, and the session keeps the TTL it was registered with.
+    pub fn client_with_session(&self, ttl: Option<Ttl>, default: Ttl) -> Result<Client, Error> {
         let credential = self.credential().map_err(Error::InvalidInput)?;
+        if let (Some(ttl), Some((credential, source))) = (ttl, credential) {
+            let shown = match ttl {
+                Ttl::Expires(duration) => shown(duration),
+                Ttl::Never => "none".to_string(),
+            };
+            return Err(Error::InvalidInput(format!(
+                "--ttl {shown}: the TTL is chosen when a new client registers, but this run \
+                 acts as existing client {} (its credential came from {}), whose session \
+                 keeps the TTL it was registered with. Leave --ttl out, or leave the \
+                 credential out to register a new client with this TTL",
+                credential.id.0,
+                source.flag()
+            )));
+        }
         let options = ClientOptions {
             operation_timeout: self.timeout,
             credential: credential.map(|(credential, _)| credential),
             tls: self.tls.load().map_err(Error::InvalidInput)?,
+            session_ttl: ttl.unwrap_or(default).duration(),
             ..ClientOptions::default()
         };
         Client::new(self.servers.0.clone(), options)
@@ -247,12 +310,22 @@ impl Connect {
 }
 
 /// Registers `client` if it has no credential yet, and hands the new credential to the
-/// operator, once, on stderr.
+/// operator, once, on stderr. A `bad_request` to the hello is the TTL (the only thing in a
+/// hello a server judges): the refusal then names `--ttl`.
 pub fn register_if_new(client: &mut Client) -> Result<(), Error> {
     if client.credential().is_some() {
         return Ok(());
     }
-    client.register()?;
+    client.register().map_err(|error| match error {
+        Error::Rejected {
+            code: code @ ErrorCode::BadRequest,
+            message,
+        } => Error::Rejected {
+            code,
+            message: format!("--ttl: {message}"),
+        },
+        other => other,
+    })?;
     let credential = client
         .credential()
         .expect("a registered client has a credential");
@@ -267,18 +340,30 @@ pub fn register_if_new(client: &mut Client) -> Result<(), Error> {
   lockstep client --servers 127.0.0.1:7001 --client-file ~/.lockstep-client release printer
   lockstep client --servers 127.0.0.1:7001 check printer --linearizable
   lockstep client --servers 127.0.0.1:7001 --json preempt printer
+  lockstep client --servers 127.0.0.1:7001 --ttl 30s preempt printer
+  LOCKSTEP_CLIENT=7:SECRET lockstep client --servers 127.0.0.1:7001 keepalive
 
 Without a credential (--client ID:SECRET, --client-file PATH or LOCKSTEP_CLIENT=ID:SECRET),
 each run registers a new client and prints its credential once, on stderr: keep it to act
 as that client again. The secret never appears on stdout, --json included. Command-line
 arguments are visible to other users in `ps`: prefer LOCKSTEP_CLIENT or --client-file.
 
-Exit codes: 0 granted, released or checked; 1 refused (held by another client, not the owner);
+Sessions: by default a new client's session never expires, because a script that takes a lock
+with one command and releases it with another has nobody renewing in between. With --ttl 30s
+the cluster releases the client's locks once it has heard nothing from it for 30s: renew with
+`keepalive` (every TTL/3) for as long as the locks are needed.
+
+Exit codes: 0 granted, released, checked or kept alive; 1 refused (held by another client, not the owner);
 2 error (bad input such as a malformed credential, no server reachable, timeout, a refusal
-such as bad_request, unknown_client or unauthorized).")]
+such as bad_request, unknown_client, unauthorized or session_expired).")]
 pub struct ClientArgs {
     #[command(flatten)]
     pub connect: Connect,
+    /// Register the new client with a session of this TTL (`30s`, `2m`): once the cluster
+    /// hears nothing from it for that long, its locks are released. `none`, the default: a
+    /// session that never expires. Only for a new client: refused with a credential.
+    #[arg(long, value_name = "DURATION|none", value_parser = parse_ttl)]
+    pub ttl: Option<Ttl>,
     /// Print one JSON object instead of a sentence.
     #[arg(long)]
     pub json: bool,
@@ -307,14 +392,19 @@ pub enum ClientOperation {
         #[arg(long)]
         linearizable: bool,
     },
+    /// Renew the client's session; prints its TTL and how long this client may believe it
+    /// lives (counted from the keepalive's send, shortened by the 1% clock drift bound and a
+    /// 100ms margin).
+    Keepalive,
 }
 
 impl ClientOperation {
-    fn name(&self) -> (&'static str, &str) {
+    fn name(&self) -> (&'static str, Option<&str>) {
         match self {
-            ClientOperation::Preempt { name } => ("preempt", name),
-            ClientOperation::Release { name } => ("release", name),
-            ClientOperation::Check { name, .. } => ("check", name),
+            ClientOperation::Preempt { name } => ("preempt", Some(name)),
+            ClientOperation::Release { name } => ("release", Some(name)),
+            ClientOperation::Check { name, .. } => ("check", Some(name)),
+            ClientOperation::Keepalive => ("keepalive", None),
         }
     }
 }
@@ -328,12 +418,15 @@ struct Report {
 
 pub fn run(args: ClientArgs) -> u8 {
     let (op, lock) = args.operation.name();
-    let report = match args.connect.client() {
+    let report = match args.connect.client_with_session(args.ttl, Ttl::Never) {
         Ok(mut client) => perform(&mut client, &args),
         Err(error) => error_report(&error),
     };
     if args.json {
-        let mut object = json!({"op": op, "lock": lock});
+        let mut object = json!({"op": op});
+        if let Some(lock) = lock {
+            object["lock"] = json!(lock);
+        }
         for (key, value) in report.json.as_object().expect("reports are objects") {
             object[key] = value.clone();
         }
@@ -361,6 +454,9 @@ fn perform(client: &mut Client, args: &ClientArgs) -> Report {
             };
             client.check(name, consistency).map(|c| checked(name, c))
         }
+        ClientOperation::Keepalive => client
+            .keepalive()
+            .map(|kept| kept_alive(kept, std::time::Instant::now())),
     };
     let mut report = result.unwrap_or_else(|error| error_report(&error));
     let id = client.client_id();
@@ -426,6 +522,41 @@ fn released(name: &str, release: Release) -> Report {
             sentence: format!("not owner: you did not hold `{name}`; nothing changed"),
             json: json!({"result": "not_owner"}),
         },
+    }
+}
+
+/// The answer to a keepalive: the TTL, and for how long from `now` the lease may be believed.
+fn kept_alive(kept: client::KeptAlive, now: std::time::Instant) -> Report {
+    let (Some(ttl), Some(until)) = (kept.ttl, kept.valid_until) else {
+        return Report {
+            code: EXIT_OK,
+            sentence: "kept alive: the session has no TTL; it never expires".to_string(),
+            json: json!({"result": "kept_alive", "ttl_ms": null, "lease_ms": null}),
+        };
+    };
+    let lease = until.saturating_duration_since(now);
+    Report {
+        code: EXIT_OK,
+        sentence: format!(
+            "kept alive: the session's TTL is {}; believe it alive for {} more, until the next \
+             keepalive (counted from this one's send, less the clock drift bound and a margin)",
+            shown(ttl),
+            shown(lease)
+        ),
+        json: json!({"result": "kept_alive", "ttl_ms": ttl.as_millis(),
+                     "lease_ms": lease.as_millis()}),
+    }
+}
+
+/// A duration the way an operator writes one: `15s`, `1.5s`, `250ms`.
+pub fn shown(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis >= 1_000 && millis.is_multiple_of(1_000) {
+        format!("{}s", millis / 1_000)
+    } else if millis >= 1_000 {
+        format!("{:.3}s", duration.as_secs_f64())
+    } else {
+        format!("{millis}ms")
     }
 }
 

@@ -6,12 +6,21 @@
 //! environment, and releases the lock when the command ends, fails, or lockstep is
 //! interrupted. It must never leave the lock held behind it while it can still reach the
 //! cluster: every path out after a grant goes through [`HeldLock`], whose `Drop` releases.
+//!
+//! A new client registers with a session (15 s TTL by default) that a [`SessionKeeper`] renews
+//! in the background, so that a `lockstep lock` killed with SIGKILL frees its lock once the
+//! cluster expires the session. When the lease is lost (it ran out by the client's own rule
+//! without a renewal, or the cluster answered `session_expired`), it says why, stops the
+//! command (`--on-lost`, `--kill-after`) and exits [`EXIT_LEASE_LOST`] without releasing:
+//! the lock may already be someone else's.
 
 use super::client::{
-    CLIENT_ENV, Connect, EXIT_ERROR, parse_duration, parse_lock_name, register_if_new,
+    CLIENT_ENV, Connect, EXIT_ERROR, Ttl, parse_duration, parse_lock_name, parse_ttl,
+    register_if_new, shown,
 };
-use clap::Args;
-use lockstep::client::{Client, Error, Preempt, Release};
+use clap::{Args, ValueEnum};
+use lockstep::client::{Client, Error, LeaseState, Lost, Preempt, Release, SessionKeeper};
+use lockstep::net::protocol::ErrorCode;
 use rand::RngExt;
 use std::ffi::OsString;
 use std::process::{Child, Command, ExitStatus};
@@ -21,6 +30,9 @@ use std::time::{Duration, Instant};
 
 /// The lock was not acquired within `--wait` (EX_TEMPFAIL from sysexits.h: try again later).
 pub const EXIT_NOT_ACQUIRED: u8 = 75;
+/// The session's lease was lost (while waiting for the lock or while the command ran): the
+/// command was stopped and the lock not released.
+pub const EXIT_LEASE_LOST: u8 = 76;
 /// The command exists but cannot be run (as shells do).
 pub const EXIT_CANNOT_EXECUTE: u8 = 126;
 /// The command was not found (as shells do).
@@ -33,8 +45,19 @@ const RETRY_PAUSE_MIN: Duration = Duration::from_millis(25);
 const RETRY_PAUSE_MAX: Duration = Duration::from_secs(1);
 /// How often the waits look at the interrupt flag and the child.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
-/// After an interrupt, how long the command has to exit after SIGTERM before SIGKILL.
-const TERMINATE_GRACE: Duration = Duration::from_secs(10);
+/// The session TTL of a new client without `--ttl`: Consul's `consul lock` session is 15 s;
+/// short enough that a killed run frees its lock soon, long enough to ride out a leader
+/// election and a loaded machine.
+const TTL_DEFAULT: Duration = Duration::from_secs(15);
+
+/// What to do to the command when the lease is lost.
+#[derive(Copy, Clone, PartialEq, Eq, Debug, ValueEnum)]
+pub enum OnLost {
+    /// SIGTERM, then SIGKILL after --kill-after: the command may clean up.
+    Term,
+    /// SIGKILL at once: nothing more happens under a lock that may be someone else's.
+    Kill,
+}
 
 #[derive(Args)]
 #[command(after_help = "Examples:
@@ -44,20 +67,32 @@ const TERMINATE_GRACE: Duration = Duration::from_secs(10);
 
 Without a credential (--client ID:SECRET, --client-file PATH or LOCKSTEP_CLIENT=ID:SECRET),
 lockstep registers a new client and prints its credential once, on stderr, before it waits
-for the lock: keep it to release the lock by hand if lockstep is killed. Command-line
+for the lock: keep it to release the lock by hand if lockstep is killed and its session
+never expires (--ttl none). Command-line
 arguments are visible to other users in `ps`: prefer LOCKSTEP_CLIENT or --client-file.
 
 The command sees LOCKSTEP_FENCING_TOKEN (the grant's fencing token: pass it to every resource
 the lock protects), LOCKSTEP_LOCK and LOCKSTEP_CLIENT_ID, but not LOCKSTEP_CLIENT: the secret
 stays with lockstep. The lock is released when the command exits, whatever its status. On
-SIGINT or SIGTERM, lockstep sends the command SIGTERM, waits for it (SIGKILL after 10s),
-releases the lock and exits.
+SIGINT or SIGTERM, lockstep sends the command SIGTERM, waits for it (SIGKILL after
+--kill-after), releases the lock and exits.
+
+Sessions: a new client registers with a session of --ttl (15s by default) that lockstep renews
+every TTL/3 while it waits and while the command runs. If lockstep is killed (SIGKILL, a
+crash, a dead machine), the cluster expires the session about one TTL later and frees the lock
+for the next client, with a larger fencing token. If the lease is lost while the command runs
+(no renewal acknowledged before the lease ran out by lockstep's own clock, or the cluster
+answered session_expired), lockstep says why on stderr, stops the command (--on-lost: SIGTERM
+then SIGKILL after --kill-after, or SIGKILL at once), does not release the lock (it may already
+be another client's) and exits 76. --ttl none: a session that never expires (a killed run then
+holds the lock until someone releases it with its credential).
 
 Exit codes: the command's own; 128+N if a signal N killed it; 75 the lock was not acquired
-within --wait (the message names the holder); 126 the command cannot be executed; 127 the
-command was not found; 130 interrupted while waiting for the lock; 2 any other error (bad
-input such as a malformed credential, no server reachable, timeout, a refusal such as
-unauthorized).")]
+within --wait (the message names the holder); 76 the session's lease was lost (the command was
+stopped, the lock not released); 126 the command cannot be executed; 127 the command was not
+found; 130 interrupted while waiting for the lock; 2 any other error (bad input such as a
+malformed credential or --ttl, no server reachable, timeout, a refusal such as unauthorized
+or a TTL outside the servers' bounds).")]
 pub struct LockArgs {
     /// The lock to hold while the command runs.
     #[arg(value_parser = parse_lock_name)]
@@ -68,6 +103,18 @@ pub struct LockArgs {
     /// Default: wait forever, like flock.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub wait: Option<Duration>,
+    /// The TTL of the new client's session (`15s`, `2m`), or `none` for a session that never
+    /// expires. Default: 15s. Only for a new client: refused with a credential, whose session
+    /// keeps the TTL it was registered with (and is kept alive all the same).
+    #[arg(long, value_name = "DURATION|none", value_parser = parse_ttl)]
+    pub ttl: Option<Ttl>,
+    /// What to do to the command when the session's lease is lost.
+    #[arg(long, value_enum, value_name = "ACTION", default_value = "term")]
+    pub on_lost: OnLost,
+    /// How long the command has, after SIGTERM (on SIGINT/SIGTERM to lockstep, or a lost
+    /// lease with --on-lost term), to exit before SIGKILL.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub kill_after: Duration,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -83,7 +130,18 @@ enum Acquired {
         holder: u64,
     },
     Interrupted,
+    /// The session's lease was lost while waiting.
+    LeaseLost(Lost),
     Failed(Error),
+}
+
+/// How the command ended.
+enum CommandEnd {
+    /// It ended (or could not start): exit with this code and release the lock.
+    Exited(u8),
+    /// The lease was lost while it ran (the reason is on stderr already); it was stopped
+    /// and ended with `status`.
+    LeaseLost { status: ExitStatus },
 }
 
 /// A granted lock. Dropping it releases the lock (best effort, within the operation timeout).
@@ -97,6 +155,12 @@ impl HeldLock<'_> {
     /// Releases now and says what happened on stderr if it did not work.
     fn release(mut self) {
         self.release_once();
+    }
+
+    /// Leaves the lock to the cluster: after a lost lease it may already be another client's,
+    /// and a release could only fail or, worse, look like it succeeded.
+    fn abandon(mut self) {
+        self.released = true;
     }
 
     fn release_once(&mut self) {
@@ -135,7 +199,10 @@ pub fn run(args: LockArgs) -> u8 {
     if let Err(error) = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)) {
         eprintln!("lockstep: warning: signals will not release the lock: {error}");
     }
-    let mut client = match args.connect.client() {
+    let mut client = match args
+        .connect
+        .client_with_session(args.ttl, Ttl::Expires(TTL_DEFAULT))
+    {
         Ok(client) => client,
         Err(error) => {
             eprintln!("lockstep: error: {error}");
@@ -148,7 +215,15 @@ pub fn run(args: LockArgs) -> u8 {
         eprintln!("lockstep: error: registering a client: {error}");
         return EXIT_ERROR;
     }
-    let acquired = acquire(&mut client, &args.name, args.wait, &interrupted);
+    // From before the wait: a long wait must not let the session lapse.
+    let keeper = match client.keep_session_alive() {
+        Ok(keeper) => keeper,
+        Err(error) => {
+            eprintln!("lockstep: error: keeping the session alive: {error}");
+            return EXIT_ERROR;
+        }
+    };
+    let acquired = acquire(&mut client, &args.name, args.wait, &interrupted, &keeper);
     let token = match acquired {
         Acquired::Granted { token } => token,
         Acquired::NotWithin { holder } => {
@@ -162,6 +237,13 @@ pub fn run(args: LockArgs) -> u8 {
         Acquired::Interrupted => {
             eprintln!("lockstep: interrupted while waiting for `{}`", args.name);
             return EXIT_INTERRUPTED;
+        }
+        Acquired::LeaseLost(lost) => {
+            eprintln!(
+                "lockstep: the session's lease was lost while waiting for `{}`: {lost}",
+                args.name
+            );
+            return EXIT_LEASE_LOST;
         }
         Acquired::Failed(error) => {
             if let Error::TimedOut {
@@ -186,29 +268,53 @@ pub fn run(args: LockArgs) -> u8 {
         name: &args.name,
         released: false,
     };
-    let code = run_command(&args, token, client_id, &interrupted);
-    held.release();
-    code
+    match run_command(&args, token, client_id, &interrupted, &keeper) {
+        CommandEnd::Exited(code) => {
+            // Released while the keeper still renews: the session is alive for the release.
+            held.release();
+            code
+        }
+        CommandEnd::LeaseLost { status } => {
+            held.abandon();
+            // Why was said when it happened (`Watch::say_lost`); this is how it ended.
+            eprintln!(
+                "lockstep: the command ended ({status}) after the lease was lost; `{}` was not \
+                 released (the cluster frees it when it expires the session); exiting \
+                 {EXIT_LEASE_LOST}",
+                args.name
+            );
+            EXIT_LEASE_LOST
+        }
+    }
 }
 
-/// Preempts with a new seq each round until granted, `wait` runs out, or an interrupt.
+/// Preempts with a new seq each round until granted, `wait` runs out, an interrupt, or the
+/// session's lease is lost.
 fn acquire(
     client: &mut Client,
     name: &str,
     wait: Option<Duration>,
     interrupted: &AtomicBool,
+    keeper: &SessionKeeper,
 ) -> Acquired {
     let give_up_at = wait.map(|wait| Instant::now() + wait);
     let mut pause = RETRY_PAUSE_MIN;
     let mut rng = rand::rng();
-    // Bounded by `wait` (forever without it, like flock) and by the interrupt flag.
+    // Bounded by `wait` (forever without it, like flock), the interrupt flag and the lease.
     loop {
         if interrupted.load(Ordering::SeqCst) {
             return Acquired::Interrupted;
         }
+        if let LeaseState::Lost(lost) = keeper.state() {
+            return Acquired::LeaseLost(lost);
+        }
         let holder = match client.preempt(name) {
             Ok(Preempt::Granted { token }) => return Acquired::Granted { token },
             Ok(Preempt::HeldBy { owner }) => owner.0,
+            Err(Error::Rejected {
+                code: ErrorCode::SessionExpired,
+                ..
+            }) => return Acquired::LeaseLost(Lost::SessionExpired),
             Err(error) => return Acquired::Failed(error),
         };
         let now = Instant::now();
@@ -225,8 +331,23 @@ fn acquire(
     }
 }
 
-/// Runs the command to its end; returns the exit code lockstep should exit with.
-fn run_command(args: &LockArgs, token: u64, client_id: u64, interrupted: &AtomicBool) -> u8 {
+/// Runs the command to its end, unless the lease is already lost at the grant.
+fn run_command(
+    args: &LockArgs,
+    token: u64,
+    client_id: u64,
+    interrupted: &AtomicBool,
+    keeper: &SessionKeeper,
+) -> CommandEnd {
+    if let LeaseState::Lost(lost) = keeper.state() {
+        // Granted just as the lease ran out: nothing may run under it.
+        eprintln!(
+            "lockstep: the session's lease was lost as `{}` was granted: {lost}; the command \
+             was not started",
+            args.name
+        );
+        return CommandEnd::Exited(EXIT_LEASE_LOST);
+    }
     let (program, arguments) = args.command.split_first().expect("clap requires a command");
     let spawned = Command::new(program)
         .args(arguments)
@@ -240,7 +361,7 @@ fn run_command(args: &LockArgs, token: u64, client_id: u64, interrupted: &Atomic
         Ok(child) => child,
         Err(error) => {
             let shown = program.to_string_lossy();
-            return match error.kind() {
+            return CommandEnd::Exited(match error.kind() {
                 std::io::ErrorKind::NotFound => {
                     eprintln!("lockstep: {shown}: command not found");
                     EXIT_NOT_FOUND
@@ -249,40 +370,92 @@ fn run_command(args: &LockArgs, token: u64, client_id: u64, interrupted: &Atomic
                     eprintln!("lockstep: {shown}: cannot execute: {error}");
                     EXIT_CANNOT_EXECUTE
                 }
-            };
+            });
         }
     };
-    match wait_for(child, interrupted) {
-        Ok(status) => exit_code(status),
+    let watch = Watch {
+        interrupted,
+        keeper,
+        on_lost: args.on_lost,
+        kill_after: args.kill_after,
+        lock: &args.name,
+    };
+    match watch.wait_for(child) {
+        Ok(end) => end,
         Err(error) => {
             eprintln!("lockstep: waiting for the command failed: {error}");
-            EXIT_ERROR
+            CommandEnd::Exited(EXIT_ERROR)
         }
     }
 }
 
-/// Waits for the child; after an interrupt, terminates it (SIGTERM, then SIGKILL after the
-/// grace period) and still waits, so that the lock is released only once it is gone.
-fn wait_for(mut child: Child, interrupted: &AtomicBool) -> std::io::Result<ExitStatus> {
-    let mut terminated_at: Option<Instant> = None;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(status);
-        }
-        if interrupted.load(Ordering::SeqCst) {
+/// What the wait for the command watches besides the command itself.
+struct Watch<'a> {
+    interrupted: &'a AtomicBool,
+    keeper: &'a SessionKeeper,
+    on_lost: OnLost,
+    kill_after: Duration,
+    lock: &'a str,
+}
+
+impl Watch<'_> {
+    /// Waits for the child. After an interrupt it terminates it (SIGTERM, then SIGKILL after
+    /// `kill_after`) and still waits, so that the lock is released only once it is gone. After
+    /// a lost lease it stops it as `on_lost` says, and the lock is not released.
+    fn wait_for(&self, mut child: Child) -> std::io::Result<CommandEnd> {
+        let mut terminated_at: Option<Instant> = None;
+        let mut lost: Option<Lost> = None;
+        // Bounded by the child: once terminated, SIGKILL follows after `kill_after`.
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(match lost {
+                    Some(_) => CommandEnd::LeaseLost { status },
+                    None => CommandEnd::Exited(exit_code(status)),
+                });
+            }
+            if lost.is_none()
+                && let LeaseState::Lost(now_lost) = self.keeper.state()
+            {
+                self.say_lost(&now_lost);
+                lost = Some(now_lost);
+                if self.on_lost == OnLost::Kill {
+                    child.kill()?;
+                    continue;
+                }
+            }
+            let stop = lost.is_some() || self.interrupted.load(Ordering::SeqCst);
             match terminated_at {
-                None => {
+                None if stop => {
                     super::terminate(&child);
                     terminated_at = Some(Instant::now());
                 }
-                Some(at) if at.elapsed() >= TERMINATE_GRACE => {
+                Some(at) if at.elapsed() >= self.kill_after => {
                     child.kill()?;
-                    return child.wait();
+                    let status = child.wait()?;
+                    return Ok(match lost {
+                        Some(_) => CommandEnd::LeaseLost { status },
+                        None => CommandEnd::Exited(exit_code(status)),
+                    });
                 }
-                Some(_) => {}
+                _ => {}
             }
+            std::thread::sleep(POLL_INTERVAL);
         }
-        std::thread::sleep(POLL_INTERVAL);
+    }
+
+    fn say_lost(&self, lost: &Lost) {
+        let action = match self.on_lost {
+            OnLost::Term => format!(
+                "sending the command SIGTERM (SIGKILL after {})",
+                shown(self.kill_after)
+            ),
+            OnLost::Kill => "killing the command (SIGKILL)".to_string(),
+        };
+        eprintln!(
+            "lockstep: lost the lease on `{}`: {lost}; {action}. The lock is not released: it \
+             may already be another client's",
+            self.lock
+        );
     }
 }
 

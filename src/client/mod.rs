@@ -31,6 +31,7 @@
 //! [`Error::Protocol`].
 
 mod connection;
+mod keepalive;
 mod status;
 
 use crate::net::protocol::{
@@ -41,6 +42,7 @@ pub use crate::net::tls::ClientTls;
 use crate::node::{ClientId, ClientSecret, Consistency, LockName, LogIndex, Outcome, Term};
 pub(crate) use connection::ResponseLines;
 use connection::{Connection, ConnectionError};
+pub use keepalive::{LeaseState, Lost, SessionKeeper};
 pub use status::{StatusReport, server_status};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -453,6 +455,19 @@ impl Client {
         });
         self.lease = valid_until.or(self.lease);
         Ok(KeptAlive { ttl, valid_until })
+    }
+
+    /// Renews the session now (registering first if needed) and starts a [`SessionKeeper`]
+    /// that keeps renewing it from a thread of its own, as this same client, while this
+    /// `Client` goes on with one operation at a time. The first renewal's refusal
+    /// (`session_expired`, `unauthorized`) is returned here. For a session without a TTL the
+    /// keeper starts no thread and reports [`LeaseState::Unbounded`].
+    pub fn keep_session_alive(&mut self) -> Result<SessionKeeper, Error> {
+        let kept = self.keepalive()?;
+        let credential = self
+            .credential
+            .expect("a keepalive is answered only to a registered client");
+        SessionKeeper::start(self.servers.clone(), &self.options, credential, kept)
     }
 
     /// Until when this client may believe its session lives, by its last acknowledged
