@@ -538,8 +538,9 @@ fn kept_alive(kept: client::KeptAlive, now: std::time::Instant) -> Report {
     Report {
         code: EXIT_OK,
         sentence: format!(
-            "kept alive: the session's TTL is {}; believe it alive for {} more, until the next \
-             keepalive (counted from this one's send, less the clock drift bound and a margin)",
+            "kept alive: the session's TTL is {}; you may believe it alive for {} more \
+             (counted from this keepalive's send, less the clock drift bound and a margin): \
+             renew before then",
             shown(ttl),
             shown(lease)
         ),

@@ -218,6 +218,17 @@ pub fn run(args: LockArgs) -> u8 {
     // From before the wait: a long wait must not let the session lapse.
     let keeper = match client.keep_session_alive() {
         Ok(keeper) => keeper,
+        Err(Error::Rejected {
+            code: ErrorCode::SessionExpired,
+            ..
+        }) => {
+            eprintln!(
+                "lockstep: the session's lease was lost before waiting for `{}`: {}",
+                args.name,
+                Lost::SessionExpired
+            );
+            return EXIT_LEASE_LOST;
+        }
         Err(error) => {
             eprintln!("lockstep: error: keeping the session alive: {error}");
             return EXIT_ERROR;
@@ -405,6 +416,7 @@ impl Watch<'_> {
     fn wait_for(&self, mut child: Child) -> std::io::Result<CommandEnd> {
         let mut terminated_at: Option<Instant> = None;
         let mut lost: Option<Lost> = None;
+        let mut in_jeopardy = false;
         // Bounded by the child: once terminated, SIGKILL follows after `kill_after`.
         loop {
             if let Some(status) = child.try_wait()? {
@@ -413,8 +425,10 @@ impl Watch<'_> {
                     None => CommandEnd::Exited(exit_code(status)),
                 });
             }
+            let state = self.keeper.state();
+            self.say_jeopardy(&state, &mut in_jeopardy);
             if lost.is_none()
-                && let LeaseState::Lost(now_lost) = self.keeper.state()
+                && let LeaseState::Lost(now_lost) = state
             {
                 self.say_lost(&now_lost);
                 lost = Some(now_lost);
@@ -440,6 +454,30 @@ impl Watch<'_> {
                 _ => {}
             }
             std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Warns once when renewals start failing, and says so when one gets through again: the
+    /// operator sees trouble coming before the command is stopped.
+    fn say_jeopardy(&self, state: &LeaseState, in_jeopardy: &mut bool) {
+        match state {
+            LeaseState::Jeopardy { until, failure } if !*in_jeopardy => {
+                *in_jeopardy = true;
+                eprintln!(
+                    "lockstep: warning: renewing the session failed ({failure}); the lease on \
+                     `{}` holds for {} more, and lockstep keeps trying",
+                    self.lock,
+                    shown(until.saturating_duration_since(Instant::now()))
+                );
+            }
+            LeaseState::Alive { .. } if *in_jeopardy => {
+                *in_jeopardy = false;
+                eprintln!(
+                    "lockstep: the session was renewed again; the lease on `{}` holds",
+                    self.lock
+                );
+            }
+            _ => {}
         }
     }
 
