@@ -624,4 +624,18 @@ mod tests {
         assert!(parse_duration("5").is_err());
         assert!(parse_timeout("0s").is_err());
     }
+
+    #[test]
+    fn a_ttl_is_a_duration_of_at_least_a_millisecond_or_none() {
+        assert_eq!(parse_ttl("15s"), Ok(Ttl::Expires(Duration::from_secs(15))));
+        assert_eq!(parse_ttl("none"), Ok(Ttl::Never));
+        assert_eq!(parse_ttl("NONE"), Ok(Ttl::Never));
+        for bad in ["0", "0s", "0.5ms", "15", "forever", ""] {
+            let error = parse_ttl(bad).expect_err(bad);
+            assert!(error.contains("none"), "{bad}: {error}");
+        }
+        assert_eq!(shown(Duration::from_secs(15)), "15s");
+        assert_eq!(shown(Duration::from_millis(2_500)), "2.500s");
+        assert_eq!(shown(Duration::from_millis(250)), "250ms");
+    }
 }
