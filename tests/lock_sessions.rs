@@ -399,7 +399,10 @@ fn a_lock_command_killed_with_sigkill_frees_its_lock_for_the_next_with_a_larger_
         cluster.logs()
     );
     // A figure for the reader, not an assertion: TTL × 1.01 plus a heartbeat and a commit.
-    eprintln!("the lock came free {:?} after the kill", killed_at.elapsed());
+    eprintln!(
+        "the lock came free {:?} after the kill",
+        killed_at.elapsed()
+    );
     let second_token: u64 = text(&second.stdout).trim().parse().expect("a token");
     assert!(
         second_token > first_token,

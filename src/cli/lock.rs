@@ -199,80 +199,25 @@ pub fn run(args: LockArgs) -> u8 {
     if let Err(error) = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)) {
         eprintln!("lockstep: warning: signals will not release the lock: {error}");
     }
-    let mut client = match args
-        .connect
-        .client_with_session(args.ttl, Ttl::Expires(TTL_DEFAULT))
-    {
-        Ok(client) => client,
-        Err(error) => {
-            eprintln!("lockstep: error: {error}");
-            return EXIT_ERROR;
-        }
-    };
-    // Before the wait, so that the operator has the credential even if lockstep is killed
-    // while it holds the lock.
-    if let Err(error) = register_if_new(&mut client) {
-        eprintln!("lockstep: error: registering a client: {error}");
-        return EXIT_ERROR;
-    }
-    // From before the wait: a long wait must not let the session lapse.
-    let keeper = match client.keep_session_alive() {
-        Ok(keeper) => keeper,
-        Err(Error::Rejected {
-            code: ErrorCode::SessionExpired,
-            ..
-        }) => {
-            eprintln!(
-                "lockstep: the session's lease was lost before waiting for `{}`: {}",
-                args.name,
-                Lost::SessionExpired
-            );
-            return EXIT_LEASE_LOST;
-        }
-        Err(error) => {
-            eprintln!("lockstep: error: keeping the session alive: {error}");
-            return EXIT_ERROR;
-        }
+    let (mut client, keeper) = match start_session(&args) {
+        Ok(started) => started,
+        Err(code) => return code,
     };
     let acquired = acquire(&mut client, &args.name, args.wait, &interrupted, &keeper);
-    let token = match acquired {
-        Acquired::Granted { token } => token,
-        Acquired::NotWithin { holder } => {
-            eprintln!(
-                "lockstep: `{}` not acquired within {:?}: client {holder} holds it",
-                args.name,
-                args.wait.unwrap_or_default()
-            );
-            return EXIT_NOT_ACQUIRED;
-        }
-        Acquired::Interrupted => {
-            eprintln!("lockstep: interrupted while waiting for `{}`", args.name);
-            return EXIT_INTERRUPTED;
-        }
-        Acquired::LeaseLost(lost) => {
-            eprintln!(
-                "lockstep: the session's lease was lost while waiting for `{}`: {lost}",
-                args.name
-            );
-            return EXIT_LEASE_LOST;
-        }
-        Acquired::Failed(error) => {
-            if let Error::TimedOut {
-                effect_unknown: true,
-                ..
-            } = error
-            {
-                // The last preempt may have been granted: give the lock back to be sure.
-                drop(HeldLock {
-                    client: &mut client,
-                    name: &args.name,
-                    released: false,
-                });
-            }
-            eprintln!("lockstep: error: taking `{}`: {error}", args.name);
-            return EXIT_ERROR;
-        }
+    let token = match granted_token(acquired, &mut client, &args) {
+        Ok(token) => token,
+        Err(code) => return code,
     };
+    if let LeaseState::Lost(lost) = keeper.state() {
+        // Granted just as the lease ran out: nothing may run under it, and the lock may be
+        // someone else's by now, so it is not released either.
+        eprintln!(
+            "lockstep: the session's lease was lost as `{}` was granted: {lost}; the command \
+             was not started and the lock not released",
+            args.name
+        );
+        return EXIT_LEASE_LOST;
+    }
     let client_id = client.client_id().map_or(0, |id| id.0);
     let held = HeldLock {
         client: &mut client,
@@ -295,6 +240,85 @@ pub fn run(args: LockArgs) -> u8 {
                 args.name
             );
             EXIT_LEASE_LOST
+        }
+    }
+}
+
+/// The grant's fencing token, or the exit code after saying on stderr why there is none.
+fn granted_token(acquired: Acquired, client: &mut Client, args: &LockArgs) -> Result<u64, u8> {
+    match acquired {
+        Acquired::Granted { token } => Ok(token),
+        Acquired::NotWithin { holder } => {
+            eprintln!(
+                "lockstep: `{}` not acquired within {:?}: client {holder} holds it",
+                args.name,
+                args.wait.unwrap_or_default()
+            );
+            Err(EXIT_NOT_ACQUIRED)
+        }
+        Acquired::Interrupted => {
+            eprintln!("lockstep: interrupted while waiting for `{}`", args.name);
+            Err(EXIT_INTERRUPTED)
+        }
+        Acquired::LeaseLost(lost) => {
+            eprintln!(
+                "lockstep: the session's lease was lost while waiting for `{}`: {lost}",
+                args.name
+            );
+            Err(EXIT_LEASE_LOST)
+        }
+        Acquired::Failed(error) => {
+            if let Error::TimedOut {
+                effect_unknown: true,
+                ..
+            } = error
+            {
+                // The last preempt may have been granted: give the lock back to be sure.
+                drop(HeldLock {
+                    client,
+                    name: &args.name,
+                    released: false,
+                });
+            }
+            eprintln!("lockstep: error: taking `{}`: {error}", args.name);
+            Err(EXIT_ERROR)
+        }
+    }
+}
+
+/// Registers a new client (with `--ttl`, 15 s by default), or takes the credential given, and
+/// starts keeping its session alive. `Err` is the exit code, after saying why on stderr.
+fn start_session(args: &LockArgs) -> Result<(Client, SessionKeeper), u8> {
+    let mut client = args
+        .connect
+        .client_with_session(args.ttl, Ttl::Expires(TTL_DEFAULT))
+        .map_err(|error| {
+            eprintln!("lockstep: error: {error}");
+            EXIT_ERROR
+        })?;
+    // Before the wait, so that the operator has the credential even if lockstep is killed
+    // while it holds the lock.
+    if let Err(error) = register_if_new(&mut client) {
+        eprintln!("lockstep: error: registering a client: {error}");
+        return Err(EXIT_ERROR);
+    }
+    // From before the wait: a long wait must not let the session lapse.
+    match client.keep_session_alive() {
+        Ok(keeper) => Ok((client, keeper)),
+        Err(Error::Rejected {
+            code: ErrorCode::SessionExpired,
+            ..
+        }) => {
+            eprintln!(
+                "lockstep: the session's lease was lost before waiting for `{}`: {}",
+                args.name,
+                Lost::SessionExpired
+            );
+            Err(EXIT_LEASE_LOST)
+        }
+        Err(error) => {
+            eprintln!("lockstep: error: keeping the session alive: {error}");
+            Err(EXIT_ERROR)
         }
     }
 }
@@ -342,7 +366,7 @@ fn acquire(
     }
 }
 
-/// Runs the command to its end, unless the lease is already lost at the grant.
+/// Runs the command to its end, watching the lease and the interrupt flag.
 fn run_command(
     args: &LockArgs,
     token: u64,
@@ -350,15 +374,6 @@ fn run_command(
     interrupted: &AtomicBool,
     keeper: &SessionKeeper,
 ) -> CommandEnd {
-    if let LeaseState::Lost(lost) = keeper.state() {
-        // Granted just as the lease ran out: nothing may run under it.
-        eprintln!(
-            "lockstep: the session's lease was lost as `{}` was granted: {lost}; the command \
-             was not started",
-            args.name
-        );
-        return CommandEnd::Exited(EXIT_LEASE_LOST);
-    }
     let (program, arguments) = args.command.split_first().expect("clap requires a command");
     let spawned = Command::new(program)
         .args(arguments)
