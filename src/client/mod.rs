@@ -70,8 +70,9 @@ pub struct ClientOptions {
     pub tls: Option<ClientTls>,
     /// Register with a session of this TTL: the cluster releases this client's locks once it
     /// has heard no renewal for that long. Keep it alive with [`Client::keepalive`] every
-    /// TTL/3 (any write renews it on the server too, but only a keepalive's answer extends
-    /// [`Client::lease`]). `None` (the default): a session that never expires.
+    /// TTL/3, or in the background with [`Client::keep_session_alive`] (any write renews it
+    /// on the server too, but only a keepalive's answer extends [`Client::lease`]). `None`
+    /// (the default): a session that never expires.
     pub session_ttl: Option<Duration>,
     /// The clock drift bound the lease is shortened by (`ClientConfig::max_clock_drift`).
     pub max_clock_drift: f64,
