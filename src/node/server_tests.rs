@@ -567,6 +567,10 @@ impl Network {
         self.carry_out(id, &outputs);
     }
 
+    fn server_mut(&mut self, id: ServerId) -> &mut Server {
+        self.servers.get_mut(&id).expect("a server of the network")
+    }
+
     fn server(&self, id: ServerId) -> &Server {
         &self.servers[&id]
     }

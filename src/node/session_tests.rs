@@ -156,6 +156,47 @@ fn a_keepalive_costs_no_log_entry_and_no_fsync() {
     }
 }
 
+/// A leader pairs its tracked deadlines with the table after every step, 64 of them per step
+/// once it tracks more, in a window that wraps around: the check costs the same whatever the
+/// number of sessions. With 200 sessions, keepalives are answered as ever; a deadline tracked
+/// for a client with no live session, planted after the last of them, is still caught within a
+/// few steps.
+#[test]
+#[should_panic(expected = "which has no live session")]
+fn among_many_sessions_a_deadline_tracked_for_no_live_session_is_still_caught() {
+    let mut network = Network::new(3);
+    network.elect(S1);
+    let clients: Vec<ClientId> = (0..200)
+        .map(|nonce| {
+            let replies = network.client(S1, hello_with_ttl(1_000 + nonce, TTL_MS));
+            match bodies(&replies)[..] {
+                [ReplyBody::Welcome { client, .. }] => client,
+                ref other => panic!("a welcome expected, got {other:?}"),
+            }
+        })
+        .collect();
+    for (seq, client) in (1..).zip(clients.iter().step_by(20)) {
+        network.step(S1, from_client(CLIENT, keepalive(*client, seq)));
+        network.deliver_all();
+    }
+    let answers = bodies(&std::mem::take(&mut network.replies));
+    assert_eq!(
+        answers.len(),
+        10,
+        "every keepalive among 200 sessions answered"
+    );
+    let now = network.now;
+    network.server_mut(S1).track_session_unchecked(
+        ClientId(1_000_000),
+        Duration::from_millis(TTL_MS),
+        now,
+    );
+    for seq in 100..110 {
+        network.step(S1, from_client(CLIENT, keepalive(clients[0], seq)));
+        network.deliver_all();
+    }
+}
+
 /// A keepalive must only be acknowledged by a leader that still leads after it received it.
 /// s1, cut off, still believes it leads; a keepalive that reaches it starts a round nobody
 /// answers, and when s1 learns of the new leader it answers `unavailable`, never `kept_alive`.
