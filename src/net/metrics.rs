@@ -566,7 +566,7 @@ impl Collector for StateCollector {
 
 /// CPU seconds (user and system) the whole process has used so far, read at scrape time: what
 /// `lockstep bench --metrics` divides by the operations it had answered. 0 if the OS will not say.
-fn process_cpu_seconds() -> f64 {
+pub fn process_cpu_seconds() -> f64 {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: getrusage(2) writes a whole `rusage` into the pointer it is given, which points
     // at one, and reads nothing from it.
