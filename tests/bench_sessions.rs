@@ -113,7 +113,7 @@ struct Cluster {
 impl Cluster {
     /// A port taken between choosing and binding makes a server exit at once; then the whole
     /// cluster is started again on new ports.
-    fn start(scratch: &Scratch) -> Cluster {
+    fn start(scratch: &Scratch, extra_args: &[&str]) -> Cluster {
         for attempt in 0..5 {
             let ports = free_ports(6);
             let (client_ports, metrics_ports) = (ports[..3].to_vec(), ports[3..].to_vec());
@@ -125,6 +125,7 @@ impl Cluster {
                         &client_ports,
                         metrics_ports[index],
                         data,
+                        extra_args,
                     ))
                 })
                 .collect();
@@ -150,6 +151,7 @@ fn spawn_server(
     client_ports: &[u16],
     metrics_port: u16,
     data: std::path::PathBuf,
+    extra_args: &[&str],
 ) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_lockstep"));
     command
@@ -158,6 +160,7 @@ fn spawn_server(
         .args(["--metrics", &format!("127.0.0.1:{metrics_port}")])
         .arg("--data-dir")
         .arg(data)
+        .args(extra_args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -209,7 +212,7 @@ fn count(report: &Value, field: &str) -> u64 {
 #[test]
 fn two_hundred_sessions_renewing_every_second_are_all_answered_and_add_nothing_to_the_log() {
     let scratch = Scratch::new("keepalive-run");
-    let cluster = Cluster::start(&scratch);
+    let cluster = Cluster::start(&scratch, &[]);
     let output = lockstep(&[
         "bench",
         "--servers",
@@ -276,7 +279,7 @@ fn two_hundred_sessions_renewing_every_second_are_all_answered_and_add_nothing_t
 #[test]
 fn the_lock_load_with_sessions_on_renews_them_and_says_so() {
     let scratch = Scratch::new("load-with-sessions");
-    let cluster = Cluster::start(&scratch);
+    let cluster = Cluster::start(&scratch, &[]);
     let output = lockstep(&[
         "bench",
         "--servers",
@@ -304,5 +307,28 @@ fn the_lock_load_with_sessions_on_renews_them_and_says_so() {
         report["cpu_per_pair"]["servers"],
         Value::Null,
         "no --metrics, no servers' CPU"
+    );
+}
+
+#[test]
+fn sessions_the_servers_refuse_are_reported_with_the_refusal_and_exit_2() {
+    let scratch = Scratch::new("ttl-refused");
+    let cluster = Cluster::start(&scratch, &["--session-ttl-max", "2s"]);
+    let output = lockstep(&[
+        "bench",
+        "--servers",
+        &Cluster::list(&cluster.client_ports),
+        "--keepalive-sessions",
+        "5",
+        "--ttl",
+        "3s",
+        "--duration",
+        "1s",
+    ]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no session could register") && stderr.contains("bad_request"),
+        "{stderr}"
     );
 }
