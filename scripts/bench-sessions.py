@@ -17,7 +17,8 @@ exactly the renewal phase or the measured load, not start-up or registration.
 
 keepalive: SESSIONS sessions with TTL, renewing every TTL/3 for DURATION; prints keepalives/s,
   p50/p99, refusals, sessions expired, the entries the leader's log gained during the renewal
-  phase, and the servers' CPU per keepalive.
+  phase, and the servers' CPU per keepalive. Then the same with one session, for the idle
+  cluster's CPU over DURATION (heartbeats, timers), which the net figure subtracts.
 tcp: per round and workload (uncontended: 64 clients, 4 locks each; contended: 16 clients on
   one lock), sessions off then on in odd rounds, on then off in even ones, so that neither
   always goes first. Records pairs/s, preempt p99, and the servers' and the load generator's
@@ -95,8 +96,8 @@ def record(line):
     print(json.dumps(line), flush=True)
 
 
-def keepalive_run():
-    sessions = os.environ.get("SESSIONS", "10000")
+def keepalive_run(sessions=None):
+    sessions = sessions or os.environ.get("SESSIONS", "10000")
     ttl = os.environ.get("TTL", "30s")
     report = with_cluster(
         ["--keepalive-sessions", sessions, "--ttl", ttl,
@@ -160,13 +161,19 @@ def tcp_set():
 
 def summary():
     rows = [json.loads(line) for line in open(OUT) if line.strip()]
-    for row in rows:
-        if row.get("kind") == "keepalive" and "error" not in row:
-            print(f"keepalive: {row['sessions']} sessions, TTL {row['ttl_ms']} ms: "
-                  f"{row['keepalives_per_second']}/s, p50 {row['p50_ms']} ms, "
-                  f"p99 {row['p99_ms']} ms, refused {row['refused']}, "
-                  f"expired {row['session_expired']}, log +{row['entries_appended']} entries, "
-                  f"servers {row['servers_us_per_keepalive']} us CPU per keepalive")
+    keepalive = [r for r in rows if r.get("kind") == "keepalive" and "error" not in r]
+    idle = [r for r in keepalive if r["sessions"] == 1]
+    for row in keepalive:
+        net = ""
+        if idle and row["sessions"] > 1 and row["answered"]:
+            extra = row["servers_cpu_s"] - idle[-1]["servers_cpu_s"] * row["seconds"] / idle[-1]["seconds"]
+            net = f" ({extra * 1e6 / row['answered']:.1f} us above the idle cluster's CPU)"
+        print(f"keepalive: {row['sessions']} sessions, TTL {row['ttl_ms']} ms: "
+              f"{row['keepalives_per_second']}/s, p50 {row['p50_ms']} ms, "
+              f"p99 {row['p99_ms']} ms, refused {row['refused']}, "
+              f"expired {row['session_expired']}, log +{row['entries_appended']} entries, "
+              f"servers {row['servers_cpu_s']} s CPU in {row['seconds']} s, "
+              f"{row['servers_us_per_keepalive']} us per keepalive{net}")
     for kind in ("uncontended", "contended"):
         for sessions in ("off", "on"):
             runs = [r for r in rows if r.get("kind") == kind and r.get("sessions") == sessions
@@ -200,6 +207,7 @@ def main():
           f"{subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
     if what in ("keepalive", "all"):
         keepalive_run()
+        keepalive_run(sessions="1")
     if what in ("tcp", "all"):
         tcp_set()
     print(f"end: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, "

@@ -129,7 +129,8 @@ pub struct KeepaliveResult {
     pub total: KeepaliveTally,
     /// How long registration took.
     pub registration: Duration,
-    /// The renewal phase: from its start to the end of the last keepalive.
+    /// The renewal phase: from its start to `duration` later, or the end of the last keepalive
+    /// if that came after.
     pub measured: Duration,
 }
 
@@ -287,6 +288,9 @@ async fn renew_share(
         let next = if when < place { place } else { when + period };
         due.push(Reverse((next, at)));
     }
+    // The phase lasts its whole duration even when this connection's last renewal came early:
+    // the servers' CPU is read at its end and divided by the keepalives of the whole phase.
+    tokio::time::sleep_until(tokio::time::Instant::from_std(end)).await;
     tally
 }
 
