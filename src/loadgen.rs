@@ -207,7 +207,8 @@ enum AttemptEnd {
     BackOff,
 }
 
-/// One closed-loop client: its connection, id, seqs and term.
+/// One closed-loop client: its connection, id, seqs and term. The keepalive workload uses one
+/// for a connection that carries many client ids (`hello` and `exchange` only).
 struct Session {
     options: ClientOptions,
     servers: Vec<String>,
@@ -281,23 +282,12 @@ impl Session {
         let secret = Some(secret);
         let mut tally = Tally::default();
         let mut turn = 0usize;
-        let renewal_period = self.ttl.map(|ttl| ttl / 3);
-        let mut next_keepalive = renewal_period.map(|period| Instant::now() + period);
+        let mut next_keepalive = self.ttl.map(|ttl| Instant::now() + ttl / 3);
         // Bounded by `end`: every operation ends within its own timeout.
         while Instant::now() < end {
-            if let (Some(due), Some(period)) = (next_keepalive, renewal_period)
-                && Instant::now() >= due
-            {
-                next_keepalive = Some(Instant::now() + period);
-                let start = Instant::now();
-                match self.exchange(&WireOp::Keepalive { client, secret }).await {
-                    Ok(Answer::KeptAlive { .. }) => tally.keepalive.record(micros(start)),
-                    Ok(other) => unreachable!("load: {other:?} accepted for a keepalive"),
-                    Err(kind) => {
-                        *tally.errors.entry(kind).or_default() += 1;
-                        progress.errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+            if next_keepalive.is_some_and(|due| Instant::now() >= due) {
+                next_keepalive = self.ttl.map(|ttl| Instant::now() + ttl / 3);
+                self.keep_alive(&mut tally, progress).await;
             }
             let lock = names[turn % names.len()].clone();
             turn = turn.wrapping_add(1);
@@ -343,6 +333,22 @@ impl Session {
             }
         }
         tally
+    }
+
+    /// One keepalive of this client's session, between two of its operations.
+    async fn keep_alive(&mut self, tally: &mut Tally, progress: &Progress) {
+        let Credential { id: client, secret } =
+            self.credential.expect("load: a registered session");
+        let secret = Some(secret);
+        let start = Instant::now();
+        match self.exchange(&WireOp::Keepalive { client, secret }).await {
+            Ok(Answer::KeptAlive { .. }) => tally.keepalive.record(micros(start)),
+            Ok(other) => unreachable!("load: {other:?} accepted for a keepalive"),
+            Err(kind) => {
+                *tally.errors.entry(kind).or_default() += 1;
+                progress.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Sends `op` under a new seq until it is answered, refused, or out of time. The error is

@@ -166,24 +166,12 @@ impl LogGrowth<'_> {
 /// Runs the keepalive workload and prints its report. Exit 0 if every session registered and
 /// every keepalive was answered `kept_alive`, 1 if not, 2 for bad flags or no cluster.
 pub fn run(options: &KeepaliveOptions) -> u8 {
-    if let Err(problem) = options.validate() {
-        eprintln!("error: {problem}");
-        return 2;
-    }
-    let tls = match options.tls.load() {
-        Ok(tls) => tls,
+    let (plan, tls) = match plan(options) {
+        Ok(planned) => planned,
         Err(problem) => {
             eprintln!("error: {problem}");
             return 2;
         }
-    };
-    let plan = KeepalivePlan {
-        servers: options.servers.clone(),
-        sessions: options.sessions,
-        connections: options.connections.min(options.sessions),
-        ttl: options.ttl,
-        duration: options.duration,
-        tls: tls.clone(),
     };
     let progress = Arc::new(KeepaliveProgress::default());
     let done = Arc::new(AtomicBool::new(false));
@@ -217,6 +205,31 @@ pub fn run(options: &KeepaliveOptions) -> u8 {
         }
     };
     let cpu = cpu.expect("keepalive: the renewal phase ended");
+    report(options, &result, cpu, snapshots)
+}
+
+/// The plan the flags ask for, and the TLS it speaks; `Err` names the flag at fault.
+fn plan(options: &KeepaliveOptions) -> Result<(KeepalivePlan, Option<ClientTls>), String> {
+    options.validate()?;
+    let tls = options.tls.load()?;
+    let plan = KeepalivePlan {
+        servers: options.servers.clone(),
+        sessions: options.sessions,
+        connections: options.connections.min(options.sessions),
+        ttl: options.ttl,
+        duration: options.duration,
+        tls: tls.clone(),
+    };
+    Ok((plan, tls))
+}
+
+/// Prints the report of a finished run and says how it ended (the exit code).
+fn report(
+    options: &KeepaliveOptions,
+    result: &KeepaliveResult,
+    cpu: (Option<Result<f64, String>>, f64),
+    snapshots: Vec<Snapshot>,
+) -> u8 {
     if result.total.registered == 0 {
         let reason = result.total.registration_failures.first();
         eprintln!(
@@ -228,7 +241,7 @@ pub fn run(options: &KeepaliveOptions) -> u8 {
     let [before, after] = <[Snapshot; 2]>::try_from(snapshots)
         .unwrap_or_else(|_| unreachable!("keepalive: a snapshot at each phase's end"));
     let report = Report {
-        result: &result,
+        result,
         cpu,
         log: LogGrowth {
             before: &before,
