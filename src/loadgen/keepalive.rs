@@ -218,8 +218,7 @@ async fn register_share(
                 progress.registered.fetch_add(1, Ordering::Relaxed);
                 slots.push(Slot {
                     credential,
-                    // `index / sessions` of the period, in whole nanoseconds.
-                    offset: plan.period().mul_f64(index as f64 / sessions as f64),
+                    offset: share_of_period(index, sessions, plan.period()),
                     last_sent: Instant::now(),
                 });
             }
@@ -245,7 +244,7 @@ async fn renew_share(
     let mut due: BinaryHeap<Reverse<(Instant, usize)>> = slots
         .iter()
         .enumerate()
-        .map(|(at, slot)| Reverse(((start + slot.offset).min(slot.last_sent + period), at)))
+        .map(|(at, slot)| Reverse((first_due(start + slot.offset, slot.last_sent, period), at)))
         .collect();
     // Bounded by `end`: every round moves one slot's due time on by a whole period, or drops
     // the slot, and every keepalive ends within its timeout.
@@ -282,11 +281,7 @@ async fn renew_share(
                 }
             }
         }
-        // The next renewal is at the session's place in the period, whatever this one's delay
-        // (a first renewal brought forward goes back to that place).
-        let place = start + slot.offset;
-        let next = if when < place { place } else { when + period };
-        due.push(Reverse((next, at)));
+        due.push(Reverse((next_due(when, start + slot.offset, period), at)));
     }
     // The phase lasts its whole duration even when this connection's last renewal came early:
     // the servers' CPU is read at its end and divided by the keepalives of the whole phase.
@@ -294,6 +289,68 @@ async fn renew_share(
     tally
 }
 
+/// Where in each period session `index` of `sessions` renews: `index / sessions` of it.
+fn share_of_period(index: u64, sessions: u64, period: Duration) -> Duration {
+    period.mul_f64(index as f64 / sessions as f64)
+}
+
+/// A session's first renewal: at `place`, its share of the first period, or a period after it
+/// registered if that is sooner, so that no session stays silent longer than a period however
+/// long registration took.
+fn first_due(place: Instant, registered_at: Instant, period: Duration) -> Instant {
+    place.min(registered_at + period)
+}
+
+/// After a renewal due `when`: the session's next place in the period, whatever this one's
+/// delay (a first renewal brought forward goes back to `place`, the first of its places).
+fn next_due(when: Instant, place: Instant, period: Duration) -> Instant {
+    if when < place { place } else { when + period }
+}
+
 fn micros_between(from: Instant, to: Instant) -> u64 {
     u64::try_from(to.saturating_duration_since(from).as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewals_are_spread_over_the_period_and_none_waits_longer_than_one() {
+        let plan = KeepalivePlan {
+            servers: vec!["127.0.0.1:1".into()],
+            sessions: 4,
+            connections: 1,
+            ttl: Duration::from_secs(30),
+            duration: Duration::from_secs(60),
+            tls: None,
+        };
+        let period = plan.period();
+        assert_eq!(period, Duration::from_secs(10));
+        let start = Instant::now() + Duration::from_secs(100);
+        // Four sessions take the period's quarters.
+        let places: Vec<Instant> = (0..4)
+            .map(|i| start + share_of_period(i, 4, period))
+            .collect();
+        for pair in places.windows(2) {
+            assert_eq!(pair[1] - pair[0], Duration::from_millis(2_500));
+        }
+        assert!(
+            places[3] < start + period,
+            "every place within the first period"
+        );
+        // Registered just before the start: each renews first at its place...
+        let just_before = start - Duration::from_millis(100);
+        for &place in &places {
+            assert_eq!(first_due(place, just_before, period), place);
+        }
+        // ...but one registered 8 s before the start cannot wait for its place at 7.5 s.
+        let early = start - Duration::from_secs(8);
+        assert_eq!(first_due(places[3], early, period), early + period);
+        // After that early renewal, the session goes back to its place, then every period
+        // from there, however late a renewal was sent.
+        let first = early + period;
+        assert_eq!(next_due(first, places[3], period), places[3]);
+        assert_eq!(next_due(places[3], places[3], period), places[3] + period);
+    }
 }
