@@ -15,9 +15,19 @@
 //! the reply judged by `client::judge_line`, a newer term adopted, `unavailable` backed off,
 //! silence retried at the next server, and an operation given up after its timeout.
 //!
+//! With sessions on (`LoadPlan::ttl`), every client registers with that TTL and sends a
+//! `keepalive` every TTL/3 between its operations, as the client library's background renewal
+//! does. Its writes renew the session on the leader too, so the keepalives are not needed to
+//! keep it alive under this load; they are sent anyway so that the figures include what a
+//! real session costs (the load of a client whose operations are sparse).
+//!
 //! Latencies go into a fixed-size log-linear [`Histogram`] per client (at most 3% error,
 //! constant memory however long the run), merged at the end. No per-operation samples are
 //! kept.
+//!
+//! [`keepalive`] is the other workload: many sessions, renewing only.
+
+pub mod keepalive;
 
 use crate::client::{ClientOptions, Credential, ResponseLines, Verdict, judge_line};
 use crate::net::protocol::{Answer, WireOp, WireRequest, encode_request_into};
@@ -48,6 +58,9 @@ pub struct LoadPlan {
     pub contended: bool,
     /// Speak TLS to the servers (each client its own TLS connection); `None` plain TCP.
     pub tls: Option<ClientTls>,
+    /// Sessions on: every client registers with this TTL and keeps its session alive with a
+    /// keepalive every TTL/3. `None`: sessions that never expire, and no keepalives.
+    pub ttl: Option<Duration>,
 }
 
 /// Counters every client bumps as it goes, for a progress display.
@@ -64,9 +77,12 @@ pub struct Tally {
     pub preempt_granted: Histogram,
     pub preempt_refused: Histogram,
     pub release: Histogram,
+    /// Keepalives answered `kept_alive` (sessions on only).
+    pub keepalive: Histogram,
     /// Releases answered `not_owner`: the lock was lost, which the bench never expects.
     pub not_owner: u64,
-    /// Failed operations by error kind (`timed_out`, `rejected`, `protocol`, ...).
+    /// Failed operations by kind: `timed_out`, `protocol`, or the code of a refusal for good
+    /// (`session_expired`, `unauthorized`, ...).
     pub errors: BTreeMap<&'static str, u64>,
 }
 
@@ -75,6 +91,7 @@ impl Tally {
         self.preempt_granted.merge(&other.preempt_granted);
         self.preempt_refused.merge(&other.preempt_refused);
         self.release.merge(&other.release);
+        self.keepalive.merge(&other.keepalive);
         self.not_owner += other.not_owner;
         for (kind, count) in &other.errors {
             *self.errors.entry(kind).or_default() += count;
@@ -134,9 +151,9 @@ pub fn run(
                 clock_sender.clone(),
             );
             let duration = plan.duration;
-            let tls = plan.tls.clone();
+            let (tls, ttl) = (plan.tls.clone(), plan.ttl);
             tasks.spawn(async move {
-                let mut session = Session::new(servers, tls);
+                let mut session = Session::new(servers, tls, ttl);
                 let registered = session.register().await;
                 // The first client through the barrier starts the clock for all.
                 if barrier.wait().await.is_leader() {
@@ -190,7 +207,8 @@ enum AttemptEnd {
     BackOff,
 }
 
-/// One closed-loop client: its connection, id, seqs and term.
+/// One closed-loop client: its connection, id, seqs and term. The keepalive workload uses one
+/// for a connection that carries many client ids (`hello` and `exchange` only).
 struct Session {
     options: ClientOptions,
     servers: Vec<String>,
@@ -203,10 +221,12 @@ struct Session {
     line: Vec<u8>,
     /// What went wrong last with a server, for the report when registration fails.
     last_problem: Option<String>,
+    /// The session TTL asked for at registration; `None` for a session that never expires.
+    ttl: Option<Duration>,
 }
 
 impl Session {
-    fn new(servers: Vec<String>, tls: Option<ClientTls>) -> Session {
+    fn new(servers: Vec<String>, tls: Option<ClientTls>, ttl: Option<Duration>) -> Session {
         Session {
             options: ClientOptions {
                 tls,
@@ -221,19 +241,25 @@ impl Session {
             term: 0,
             line: Vec::with_capacity(256),
             last_problem: None,
+            ttl,
         }
     }
 
     async fn register(&mut self) -> Result<(), String> {
+        let credential = self.hello().await?;
+        self.credential = Some(credential);
+        Ok(())
+    }
+
+    /// Registers a new client id, with this session's TTL. The connection's seqs, term and
+    /// index serve every id it registers: a seq only has to grow per client id.
+    async fn hello(&mut self) -> Result<Credential, String> {
         let hello = WireOp::Hello {
             nonce: rand::random(),
-            ttl_ms: None,
+            ttl_ms: self.ttl.map(|ttl| ttl.as_millis() as u64),
         };
         match self.exchange(&hello).await {
-            Ok(Answer::Welcome { client, secret, .. }) => {
-                self.credential = Some(Credential { id: client, secret });
-                Ok(())
-            }
+            Ok(Answer::Welcome { client, secret, .. }) => Ok(Credential { id: client, secret }),
             Ok(answer @ (Answer::Outcome(_) | Answer::Status(_) | Answer::KeptAlive { .. })) => {
                 unreachable!("load: {answer:?} accepted for a hello")
             }
@@ -256,8 +282,13 @@ impl Session {
         let secret = Some(secret);
         let mut tally = Tally::default();
         let mut turn = 0usize;
+        let mut next_keepalive = self.ttl.map(|ttl| Instant::now() + ttl / 3);
         // Bounded by `end`: every operation ends within its own timeout.
         while Instant::now() < end {
+            if next_keepalive.is_some_and(|due| Instant::now() >= due) {
+                next_keepalive = self.ttl.map(|ttl| Instant::now() + ttl / 3);
+                self.keep_alive(&mut tally, progress).await;
+            }
             let lock = names[turn % names.len()].clone();
             turn = turn.wrapping_add(1);
             let start = Instant::now();
@@ -302,6 +333,22 @@ impl Session {
             }
         }
         tally
+    }
+
+    /// One keepalive of this client's session, between two of its operations.
+    async fn keep_alive(&mut self, tally: &mut Tally, progress: &Progress) {
+        let Credential { id: client, secret } =
+            self.credential.expect("load: a registered session");
+        let secret = Some(secret);
+        let start = Instant::now();
+        match self.exchange(&WireOp::Keepalive { client, secret }).await {
+            Ok(Answer::KeptAlive { .. }) => tally.keepalive.record(micros(start)),
+            Ok(other) => unreachable!("load: {other:?} accepted for a keepalive"),
+            Err(kind) => {
+                *tally.errors.entry(kind).or_default() += 1;
+                progress.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Sends `op` under a new seq until it is answered, refused, or out of time. The error is
@@ -417,7 +464,8 @@ impl Session {
                 // load stays spread over the servers as planned.
                 Verdict::Redirect { .. } => Ok(AttemptEnd::Redirected),
                 Verdict::BackOff { .. } => Ok(AttemptEnd::BackOff),
-                Verdict::Rejected { .. } => Err("rejected"),
+                // By its code, so that a report can tell `session_expired` from the rest.
+                Verdict::Rejected { code, .. } => Err(code.name()),
             };
         }
     }

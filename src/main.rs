@@ -64,7 +64,8 @@ enum Command {
     /// spread across the servers, all driven from one thread so that the load generator takes
     /// little of the machine) preempt and, when granted, release for `--duration`.
     /// Uncontended, each uses its own `--locks` locks in turn; `--contended` puts every client
-    /// on one lock.
+    /// on one lock. `--ttl` turns sessions on; `--keepalive-sessions N --ttl D` instead
+    /// measures N sessions renewing; `--metrics` adds the servers' CPU per operation.
     /// Example: lockstep bench --servers 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003
     /// --clients 64 --duration 10s
     Bench(cli::bench::BenchArgs),

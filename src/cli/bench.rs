@@ -56,27 +56,99 @@ pub struct BenchArgs {
     /// TCP load: every client on one lock.
     #[arg(long)]
     contended: bool,
+    /// TCP: sessions on. Every load client registers with this session TTL and sends a
+    /// keepalive every TTL/3 between its operations, as the client library does; with
+    /// --keepalive-sessions, every session's TTL. Within 1s..=60m (the servers' default
+    /// --session-ttl-min/max) [default: sessions that never expire, no keepalives].
+    #[arg(long, value_name = "D", value_parser = crate::parse_duration_flag)]
+    ttl: Option<std::time::Duration>,
+    /// TCP: instead of the lock load, register N sessions (with --ttl) and renew each every
+    /// TTL/3, spread evenly, for --duration. Reports keepalives/s, latency, refusals, the
+    /// entries the leader's log gained meanwhile (keepalives should add none), and with
+    /// --metrics the servers' CPU per keepalive. --clients and --locks do not apply.
+    #[arg(long, value_name = "N")]
+    keepalive_sessions: Option<u32>,
+    /// --keepalive-sessions: the connections the sessions share, each with one request in
+    /// flight [default: 16].
+    #[arg(long, value_name = "N")]
+    connections: Option<u32>,
+    /// TCP: the servers' metrics addresses (HOST:PORT,..., as `server --metrics` or `cluster
+    /// up --metrics-base-port` serve them). Their CPU time is read when the measured period
+    /// starts and ends, and reported per operation answered.
+    #[arg(long, value_name = "HOST:PORT,...", value_parser = super::client::parse_server_list)]
+    metrics: Option<super::client::ServerList>,
     /// TCP load against a cluster with TLS.
     #[command(flatten)]
     tls: super::client::TlsFlags,
+}
+
+/// The flags that only a real cluster's bench reads, with their names, for the refusal.
+fn tcp_only_flags(args: &BenchArgs) -> Vec<&'static str> {
+    [
+        ("--ttl", args.ttl.is_some()),
+        ("--keepalive-sessions", args.keepalive_sessions.is_some()),
+        ("--connections", args.connections.is_some()),
+        ("--metrics", args.metrics.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, given)| given.then_some(name))
+    .collect()
+}
+
+/// `bench --servers HOST:PORT,...`: the keepalive workload, or the lock load.
+fn run_tcp(args: &BenchArgs, servers: &[String]) -> u8 {
+    let metrics = args
+        .metrics
+        .as_ref()
+        .map_or(Vec::new(), |list| list.0.clone());
+    let Some(sessions) = args.keepalive_sessions else {
+        if args.connections.is_some() {
+            eprintln!("error: --connections applies only with --keepalive-sessions");
+            return EXIT_BAD_INPUT;
+        }
+        return super::loadgen::run(&super::loadgen::LoadOptions {
+            servers: servers.to_vec(),
+            clients: args.clients,
+            duration: args.duration,
+            locks: args.locks,
+            contended: args.contended,
+            json: args.json,
+            tls: args.tls.clone(),
+            ttl: args.ttl,
+            metrics,
+        });
+    };
+    let Some(ttl) = args.ttl else {
+        eprintln!("error: --keepalive-sessions needs --ttl: a session without one never expires");
+        return EXIT_BAD_INPUT;
+    };
+    if args.contended {
+        eprintln!("error: --contended is a shape of the lock load, not of --keepalive-sessions");
+        return EXIT_BAD_INPUT;
+    }
+    use super::loadgen::keepalive::{CONNECTIONS_DEFAULT, KeepaliveOptions};
+    super::loadgen::keepalive::run(&KeepaliveOptions {
+        servers: servers.to_vec(),
+        sessions,
+        connections: args.connections.unwrap_or(CONNECTIONS_DEFAULT),
+        ttl,
+        duration: args.duration,
+        json: args.json,
+        tls: args.tls.clone(),
+        metrics,
+    })
 }
 
 pub fn run(args: BenchArgs) -> u8 {
     use lockstep::sim::bench::{explore_suite, linearizability_suite};
     let servers = match &args.servers {
         super::loadgen::BenchServers::Simulated(count) => *count,
-        super::loadgen::BenchServers::Tcp(list) => {
-            return super::loadgen::run(&super::loadgen::LoadOptions {
-                servers: list.0.clone(),
-                clients: args.clients,
-                duration: args.duration,
-                locks: args.locks,
-                contended: args.contended,
-                json: args.json,
-                tls: args.tls.clone(),
-            });
-        }
+        super::loadgen::BenchServers::Tcp(list) => return run_tcp(&args, &list.0),
     };
+    if let Some(flag) = tcp_only_flags(&args).first() {
+        eprintln!("error: {flag} applies only to a real cluster (--servers HOST:PORT,...)");
+        return EXIT_BAD_INPUT;
+    }
     let options = BenchOptions {
         simulated_seconds: args.seconds,
         servers,

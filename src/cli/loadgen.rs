@@ -1,10 +1,17 @@
 //! The TCP load generator behind `lockstep bench --servers HOST:PORT,...`: closed-loop clients
-//! against a real cluster, each a thread with its own `lockstep::client::Client`, preempting
-//! and (when granted) releasing as fast as the cluster answers.
+//! against a real cluster (`lockstep::loadgen`), preempting and (when granted) releasing as
+//! fast as the cluster answers, with sessions on if `--ttl` asks; or, with
+//! `--keepalive-sessions`, many sessions that only renew ([`keepalive`]).
 //!
-//! Latencies go into a fixed-size log-linear histogram per thread (at most 3% error, constant
+//! Latencies go into a fixed-size log-linear histogram per client (at most 3% error, constant
 //! memory however long the run), merged at the end. It must never hold more than that: no
 //! per-operation samples are kept.
+//!
+//! With `--metrics`, the servers' CPU time is read from their metrics endpoints
+//! (`lockstep_process_cpu_seconds_total`) when the measured period starts and ends, and divided
+//! by the operations answered: a figure a shared machine disturbs much less than a rate.
+
+pub mod keepalive;
 
 use super::client::{ServerList, parse_server_list};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -18,6 +25,10 @@ use std::time::{Duration, Instant};
 pub const CLIENTS_MAX: u32 = 1_024;
 /// Longest run.
 pub const DURATION_MAX: Duration = Duration::from_secs(3_600);
+/// Longest `--ttl`: the servers' default `--session-ttl-max`.
+pub const TTL_MAX: Duration = Duration::from_secs(3_600);
+/// How long reading one server's metrics or status may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `bench --servers`: a simulated cluster's size (the simulator suites), or the addresses of a
 /// real cluster (the TCP load generator).
@@ -46,6 +57,10 @@ pub struct LoadOptions {
     pub json: bool,
     /// `--tls-ca` and `--tls-server-name`.
     pub tls: super::client::TlsFlags,
+    /// `--ttl`: sessions on, with this TTL.
+    pub ttl: Option<Duration>,
+    /// `--metrics`: the servers' metrics addresses, for their CPU time.
+    pub metrics: Vec<String>,
 }
 
 impl LoadOptions {
@@ -59,8 +74,134 @@ impl LoadOptions {
         if self.duration < Duration::from_secs(1) || self.duration > DURATION_MAX {
             return Err("--duration must be within 1s..=60m".into());
         }
-        Ok(())
+        validate_ttl(self.ttl)
     }
+}
+
+/// `--ttl` within 1s..=60m (the servers' default bounds; under 1 s the flag's parser refuses).
+pub fn validate_ttl(ttl: Option<Duration>) -> Result<(), String> {
+    match ttl {
+        Some(ttl) if ttl < Duration::from_secs(1) || ttl > TTL_MAX => {
+            Err("--ttl must be within 1s..=60m".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The CPU seconds the servers behind `metrics` have used so far, summed: each one's
+/// `lockstep_process_cpu_seconds_total`. `Err` names the server that did not say.
+pub fn servers_cpu_seconds(metrics: &[String]) -> Result<f64, String> {
+    metrics.iter().try_fold(0.0, |sum, address| {
+        let text = scrape(address).map_err(|problem| format!("--metrics {address}: {problem}"))?;
+        let value = text
+            .lines()
+            .find_map(|line| line.strip_prefix("lockstep_process_cpu_seconds_total "))
+            .ok_or_else(|| {
+                format!(
+                    "--metrics {address}: no lockstep_process_cpu_seconds_total \
+                     (a server older than this bench?)"
+                )
+            })?;
+        let seconds: f64 = value.trim().parse().map_err(|_| {
+            format!("--metrics {address}: lockstep_process_cpu_seconds_total is {value:?}")
+        })?;
+        Ok(sum + seconds)
+    })
+}
+
+/// `GET /metrics` over plain HTTP/1.0, answered by one response that ends when the server
+/// closes the connection (it keeps none alive).
+fn scrape(address: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let socket = address
+        .to_socket_addrs()
+        .map_err(|error| error.to_string())?
+        .next()
+        .ok_or("no address")?;
+    let mut stream = std::net::TcpStream::connect_timeout(&socket, PROBE_TIMEOUT)
+        .map_err(|error| format!("cannot connect: {error}"))?;
+    stream
+        .set_read_timeout(Some(PROBE_TIMEOUT))
+        .and_then(|()| stream.set_write_timeout(Some(PROBE_TIMEOUT)))
+        .and_then(|()| write!(stream, "GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n"))
+        .map_err(|error| format!("sending failed: {error}"))?;
+    let mut text = String::new();
+    // Bounded by the read timeout and the server's bounded answer.
+    stream
+        .take(1 << 20)
+        .read_to_string(&mut text)
+        .map_err(|error| format!("reading failed: {error}"))?;
+    match text.lines().next() {
+        Some(status) if status.contains(" 200 ") => Ok(text),
+        status => Err(format!("answered {:?}", status.unwrap_or(""))),
+    }
+}
+
+/// The servers' CPU seconds at the start of a measured period, to subtract at its end.
+pub struct CpuMeter {
+    metrics: Vec<String>,
+    before: Option<Result<f64, String>>,
+    bench_before: f64,
+}
+
+impl CpuMeter {
+    pub fn new(metrics: &[String]) -> CpuMeter {
+        CpuMeter {
+            metrics: metrics.to_vec(),
+            before: None,
+            bench_before: 0.0,
+        }
+    }
+
+    /// Reads the servers' CPU time (if `--metrics` named them) and this process's own.
+    pub fn start(&mut self) {
+        if !self.metrics.is_empty() {
+            self.before = Some(servers_cpu_seconds(&self.metrics));
+        }
+        self.bench_before = lockstep::net::metrics::process_cpu_seconds();
+    }
+
+    /// The CPU seconds used since `start`: the servers' (`None` without `--metrics`, `Err` if a
+    /// server did not say) and the bench's own.
+    pub fn finish(&self) -> (Option<Result<f64, String>>, f64) {
+        let bench = lockstep::net::metrics::process_cpu_seconds() - self.bench_before;
+        let servers = self.before.as_ref().map(|before| {
+            let before = before.clone()?;
+            Ok(servers_cpu_seconds(&self.metrics)? - before)
+        });
+        (servers, bench)
+    }
+}
+
+/// The CPU figures of a report: seconds and microseconds per operation, or why there are none.
+pub fn cpu_json(cpu: &(Option<Result<f64, String>>, f64), operations: u64) -> serde_json::Value {
+    let per = |seconds: f64| (operations > 0).then(|| seconds * 1e6 / operations as f64);
+    let (servers, bench) = cpu;
+    let servers = match servers {
+        None => json!(null),
+        Some(Err(problem)) => json!({"error": problem}),
+        Some(Ok(seconds)) => json!({"seconds": seconds, "us_per_operation": per(*seconds)}),
+    };
+    json!({"servers": servers, "bench": {"seconds": bench, "us_per_operation": per(*bench)}})
+}
+
+/// The CPU figures for people.
+pub fn cpu_text(cpu: &(Option<Result<f64, String>>, f64), operations: u64, what: &str) -> String {
+    let per = |seconds: f64| {
+        if operations == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.1} µs per {what}", seconds * 1e6 / operations as f64)
+        }
+    };
+    let (servers, bench) = cpu;
+    let servers = match servers {
+        None => "not measured (--metrics)".to_string(),
+        Some(Err(problem)) => format!("unknown: {problem}"),
+        Some(Ok(seconds)) => format!("{seconds:.2}s, {}", per(*seconds)),
+    };
+    format!("servers {servers}; this bench {bench:.2}s, {}", per(*bench))
 }
 
 // ----- the run -----
@@ -85,23 +226,28 @@ pub fn run(options: &LoadOptions) -> u8 {
         locks: options.locks,
         contended: options.contended,
         tls,
+        ttl: options.ttl,
     };
     let progress = Arc::new(Progress::default());
     let done = Arc::new(AtomicBool::new(false));
     let (start_sender, start) = std::sync::mpsc::channel();
     let display = {
         let (progress, done, duration) = (progress.clone(), done.clone(), options.duration);
+        let mut meter = CpuMeter::new(&options.metrics);
         std::thread::spawn(move || {
-            if let Ok(clock) = start.recv() {
-                show_progress(duration, &progress, &done, clock);
-            }
+            let clock = start.recv().ok()?;
+            // Here, not in the runtime's thread: the clients are running already.
+            meter.start();
+            show_progress(duration, &progress, &done, clock);
+            Some(meter)
         })
     };
     let result = loadgen::run(&plan, progress, move |clock| {
         let _ = start_sender.send(clock);
     });
     done.store(true, Ordering::Relaxed);
-    let _ = display.join();
+    let meter = display.join().ok().flatten();
+    let cpu = meter.map(|meter| meter.finish());
     let result = match result {
         Ok(result) => result,
         Err(error) => {
@@ -116,7 +262,10 @@ pub fn run(options: &LoadOptions) -> u8 {
         );
         return 2;
     }
-    let report = Report { result: &result };
+    let report = Report {
+        result: &result,
+        cpu,
+    };
     if options.json {
         println!("{}", report.json(options));
     } else {
@@ -154,6 +303,8 @@ fn show_progress(duration: Duration, progress: &Progress, done: &AtomicBool, clo
 
 struct Report<'a> {
     result: &'a LoadResult,
+    /// The servers' and the bench's CPU seconds over the measured period.
+    cpu: Option<(Option<Result<f64, String>>, f64)>,
 }
 
 impl Report<'_> {
@@ -165,12 +316,18 @@ impl Report<'_> {
         count as f64 / self.result.measured.as_secs_f64().max(1e-9)
     }
 
-    fn latencies(&self) -> [(&'static str, &Histogram); 3] {
+    fn latencies(&self) -> [(&'static str, &Histogram); 4] {
         [
             ("preempt granted", &self.total().preempt_granted),
             ("preempt refused", &self.total().preempt_refused),
             ("release", &self.total().release),
+            ("keepalive", &self.total().keepalive),
         ]
+    }
+
+    /// Every request answered: what the servers' CPU is divided by, besides pairs.
+    fn answered(&self) -> u64 {
+        self.latencies().iter().map(|(_, h)| h.count()).sum()
     }
 
     fn render(&self, options: &LoadOptions) -> String {
@@ -199,6 +356,13 @@ impl Report<'_> {
             },
         ]);
         summary.push_record([
+            "sessions".to_string(),
+            match options.ttl {
+                Some(ttl) => format!("TTL {ttl:?}, a keepalive every {:?}", ttl / 3),
+                None => "never expire (no --ttl)".to_string(),
+            },
+        ]);
+        summary.push_record([
             "measured".to_string(),
             format!(
                 "{:.1}s (registration took {:.1}s before)",
@@ -218,6 +382,16 @@ impl Report<'_> {
             "refused preempts/s".to_string(),
             format!("{:.0}", self.rate(total.preempt_refused.count())),
         ]);
+        if let Some(cpu) = &self.cpu {
+            summary.push_record([
+                "CPU per pair".to_string(),
+                cpu_text(cpu, total.release.count(), "pair"),
+            ]);
+            summary.push_record([
+                "CPU per request answered".to_string(),
+                cpu_text(cpu, self.answered(), "request"),
+            ]);
+        }
         summary.push_record(["failures".to_string(), self.failures()]);
         let mut summary = summary.build();
         summary.with(Style::rounded());
@@ -284,6 +458,7 @@ impl Report<'_> {
             "servers": options.servers, "clients": options.clients,
             "contended": options.contended, "locks": options.locks,
             "tls": options.tls.tls_ca.is_some(),
+            "ttl_ms": options.ttl.map(|ttl| ttl.as_millis() as u64),
             "seconds": self.result.measured.as_secs_f64(),
             "pairs_per_second": self.rate(total.release.count()),
             "grants_per_second": self.rate(total.preempt_granted.count()),
@@ -291,6 +466,9 @@ impl Report<'_> {
             "errors": total.errors, "not_owner": total.not_owner,
             "registration_failures": self.result.registration_failures.len(),
             "latency": latency,
+            "requests_answered": self.answered(),
+            "cpu_per_pair": self.cpu.as_ref().map(|cpu| cpu_json(cpu, total.release.count())),
+            "cpu_per_request": self.cpu.as_ref().map(|cpu| cpu_json(cpu, self.answered())),
         })
     }
 }
