@@ -160,6 +160,7 @@ impl Refused {
             ServiceError::SeqReused { .. } => Some(Refused::SeqReused),
             ServiceError::SessionExpired { .. } => Some(Refused::SessionExpired),
             ServiceError::LockDelayed { .. }
+            | ServiceError::QueueFull { .. }
             | ServiceError::Unavailable
             | ServiceError::Overloaded
             | ServiceError::StaleRequest

@@ -1672,6 +1672,17 @@ impl Cluster {
                 entry,
                 result,
             } => self.observe_applied(number, log_index, &entry, &result),
+            ServerOutput::Woken {
+                index: log_index,
+                woken,
+            } => {
+                let now = self.now();
+                self.count_check(crate::sim::fairness::FIFO_FAIRNESS);
+                let verdict = self.mutual_exclusion.observe_woken(now, log_index, &woken);
+                if let Err(violation) = verdict {
+                    self.report_violation(violation);
+                }
+            }
         }
         Ok(())
     }
@@ -2104,6 +2115,9 @@ fn effect_name(output: &ServerOutput) -> String {
             ServerTimer::Heartbeat => "set heartbeat timer".to_string(),
         },
         ServerOutput::Applied { index, .. } => format!("apply entry {index}"),
+        ServerOutput::Woken { index, woken } => {
+            format!("wake {} (entry {index})", woken.client)
+        }
     }
 }
 

@@ -307,13 +307,24 @@ impl Runner<'_> {
                         lock: lock.clone(),
                         consistency: *consistency,
                     },
+                    OpKind::Acquire { wait_ms } => Operation::Acquire {
+                        lock: lock.clone(),
+                        wait_ms: *wait_ms,
+                    },
+                    OpKind::Cancel => Operation::Cancel { lock: lock.clone() },
                 };
+                // An acquire may take its whole wait: the client's own limit comes after it.
+                let timeout = timeout.or_else(|| {
+                    operation
+                        .acquire_wait()
+                        .map(|wait| wait + self.scenario.timing.client_timeout)
+                });
                 let source = Source::Script {
                     event_index: event.index,
                     expect: *expect,
                     at: event.at,
                 };
-                self.invoke(*client, operation, source, *timeout)?;
+                self.invoke(*client, operation, source, timeout)?;
             }
             Action::Keepalive { client } => self.cluster.keepalive(*client)?,
             Action::Write {
@@ -652,6 +663,10 @@ impl Runner<'_> {
             Outcome::NotOwner => "not_owner".into(),
             Outcome::Free => "free".into(),
             Outcome::Owner { owner, token } => format!("owner {} (token {token})", name(*owner)),
+            Outcome::Queued => "queued".into(),
+            Outcome::TimedOut => "timed_out".into(),
+            Outcome::Cancelled => "cancelled".into(),
+            Outcome::NotWaiting => "not_waiting".into(),
         }
     }
 
@@ -817,6 +832,8 @@ impl Runner<'_> {
                 let (op, consistency) = match &record.op {
                     Operation::Preempt { .. } => (HistoryOpKind::Preempt, None),
                     Operation::Release { .. } => (HistoryOpKind::Release, None),
+                    Operation::Acquire { .. } => (HistoryOpKind::Acquire, None),
+                    Operation::Cancel { .. } => (HistoryOpKind::Cancel, None),
                     Operation::Check { consistency, .. } => {
                         (HistoryOpKind::Check, Some(*consistency))
                     }
@@ -835,6 +852,11 @@ impl Runner<'_> {
                                 owner: number(owner),
                                 token: Some(token),
                             },
+                            Outcome::TimedOut => HistoryResult::TimedOut,
+                            Outcome::Cancelled => HistoryResult::Cancelled,
+                            Outcome::NotWaiting => HistoryResult::NotWaiting,
+                            // Never an answer: the table keeps it, the client hears what follows.
+                            Outcome::Queued => HistoryResult::Unknown,
                         };
                         (record.finished_at.map(Time::as_nanos), result)
                     }
@@ -995,6 +1017,9 @@ impl Runner<'_> {
             (Expect::NotOwner, Some(Ok(Outcome::NotOwner))) => true,
             (Expect::Free, Some(Ok(Outcome::Free))) => true,
             (Expect::Owner(n), Some(Ok(Outcome::Owner { owner, .. }))) => owner_is(*owner, n),
+            (Expect::TimedOut, Some(Ok(Outcome::TimedOut))) => true,
+            (Expect::Cancelled, Some(Ok(Outcome::Cancelled))) => true,
+            (Expect::NotWaiting, Some(Ok(Outcome::NotWaiting))) => true,
             _ => false,
         }
     }

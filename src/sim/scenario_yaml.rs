@@ -69,6 +69,9 @@ pub fn expect_text(expect: Expect) -> String {
         Expect::Unknown => "unknown".into(),
         Expect::Answered => "answered".into(),
         Expect::SessionExpired => "session_expired".into(),
+        Expect::TimedOut => "timeout".into(),
+        Expect::Cancelled => "cancelled".into(),
+        Expect::NotWaiting => "not_waiting".into(),
     }
 }
 
@@ -118,6 +121,10 @@ fn action_text(action: &Action) -> String {
                     Consistency::Linearizable => "linearizable",
                 };
                 let _ = write!(text, ", consistency: {level}");
+            }
+            if let OpKind::Acquire { wait_ms } = op {
+                let wait = std::time::Duration::from_millis(*wait_ms);
+                let _ = write!(text, ", wait: {}", duration_text(wait));
             }
             if let Some(timeout) = timeout {
                 let _ = write!(text, ", timeout: {}", duration_text(*timeout));

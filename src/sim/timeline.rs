@@ -600,11 +600,12 @@ fn op_rows(input: &TimelineInput<'_>, lanes: &Lanes, origin_ns: u64) -> OpRows {
                 .get(&input.names.name(op.client))
                 .expect("every client has a lane");
             let kind = match (op.op, op.consistency) {
-                (HistoryOpKind::Preempt, _) => 0,
+                (HistoryOpKind::Preempt | HistoryOpKind::Acquire, _) => 0,
                 (HistoryOpKind::Release, _) => 1,
                 (HistoryOpKind::Check, Some(Consistency::Local)) => 3,
                 (HistoryOpKind::Check, _) => 2,
                 (HistoryOpKind::Expire, _) => 4,
+                (HistoryOpKind::Cancel, _) => 1,
             };
             OpRow(
                 lane,
