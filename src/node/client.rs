@@ -285,6 +285,10 @@ pub struct Client {
     hello_nonce: Option<u64>,
     queue: VecDeque<Queued>,
     running: Option<Running>,
+    /// An acquire whose cancel is running, as (tag, seq): it completes with its own answer if
+    /// one comes first, else with what the cancel learns (`cancelled`, or unknown when the
+    /// cancel found no wait: the acquire was decided, and a retry of it would be stale).
+    cancelled_acquire: Option<(u64, u64)>,
     /// Index into `config.servers` of the server currently talked to.
     server_position: usize,
     /// Last sequence number used; operations use 1, 2, ... and hello uses 0.
@@ -326,6 +330,7 @@ impl Client {
             hello_nonce: None,
             queue: VecDeque::new(),
             running: None,
+            cancelled_acquire: None,
             server_position,
             last_seq: 0,
             seen_index: 0,
@@ -358,6 +363,8 @@ impl Client {
                         result: Err(ClientError::QueueFull),
                         index: None,
                     });
+                } else if self.cancels_running_acquire(&op) {
+                    self.interrupt_with_cancel(now, Queued { tag, op, timeout });
                 } else {
                     self.queue.push_back(Queued { tag, op, timeout });
                 }
@@ -438,6 +445,27 @@ impl Client {
         if self.id.is_some() && self.keepalives.iter().any(|k| k.seq == reply.seq) {
             self.term = self.term.max(reply.term);
             self.on_keepalive_reply(now, reply);
+            return;
+        }
+        if let (Some((tag, seq)), ReplyBody::Outcome(outcome)) =
+            (self.cancelled_acquire, &reply.body)
+            && reply.seq == seq
+            && !matches!(outcome, Outcome::Cancelled | Outcome::NotWaiting)
+            && outcome_fits(
+                &Operation::Acquire {
+                    lock: "-".into(),
+                    wait_ms: 0,
+                },
+                outcome,
+            )
+        {
+            // The acquire was decided before the cancel reached it: that is its answer.
+            self.cancelled_acquire = None;
+            self.seen_index = self.seen_index.max(reply.index);
+            let result = Ok(*outcome);
+            let index = Some(reply.index);
+            self.out
+                .push(ClientOutput::Completed { tag, result, index });
             return;
         }
         let Some(running) = &self.running else {
@@ -597,11 +625,47 @@ impl Client {
         });
     }
 
+    /// Whether `op` is a cancel of the acquire that runs now: it must not wait behind it.
+    fn cancels_running_acquire(&self, op: &Operation) -> bool {
+        let Operation::Cancel { lock } = op else {
+            return false;
+        };
+        self.id.is_some()
+            && self.cancelled_acquire.is_none()
+            && self
+                .running
+                .as_ref()
+                .is_some_and(|r| matches!(&r.op, Operation::Acquire { lock: l, .. } if l == lock))
+    }
+
+    /// Sends `cancel` at once, with a new seq, ahead of the queue; the running acquire waits
+    /// for its outcome aside (`cancelled_acquire`).
+    fn interrupt_with_cancel(&mut self, now: Time, cancel: Queued) {
+        let acquire = self.running.take().expect("an acquire runs");
+        self.cancelled_acquire = Some((acquire.tag, acquire.seq));
+        self.queue.push_front(cancel);
+        self.start_next(now);
+    }
+
     fn finish(&mut self, result: Result<Outcome, ClientError>, index: Option<LogIndex>) {
         let running = self
             .running
             .take()
             .expect("finishing with an operation running");
+        if let (Operation::Cancel { .. }, Some((tag, _))) = (&running.op, self.cancelled_acquire) {
+            // The cancel's answer says what became of the acquire it interrupted.
+            self.cancelled_acquire = None;
+            let (acquire_result, acquire_index) = match result {
+                Ok(Outcome::Cancelled) => (Ok(Outcome::Cancelled), index),
+                Err(ClientError::Refused(refused)) => (Err(ClientError::Refused(refused)), None),
+                _ => (Err(ClientError::TimedOut), None),
+            };
+            self.out.push(ClientOutput::Completed {
+                tag,
+                result: acquire_result,
+                index: acquire_index,
+            });
+        }
         self.retry_deadline = None;
         if self.id.is_none() {
             // The hello never came back; a later operation starts a fresh one.
@@ -779,6 +843,15 @@ pub fn outcome_fits(op: &Operation, outcome: &Outcome) -> bool {
         ) | (
             Operation::Check { .. },
             Outcome::Free | Outcome::Owner { .. }
+        ) | (
+            Operation::Acquire { .. },
+            Outcome::Granted { .. }
+                | Outcome::HeldBy { .. }
+                | Outcome::TimedOut
+                | Outcome::Cancelled
+        ) | (
+            Operation::Cancel { .. },
+            Outcome::Cancelled | Outcome::NotWaiting
         )
     )
 }

@@ -62,6 +62,7 @@ pub const EXPECTABLE: &[&str] = &[
     SESSION_EXPIRY,
     crate::sim::fairness::FIFO_FAIRNESS,
     crate::sim::fairness::NO_GRANT_AFTER_EXPIRY,
+    crate::sim::fairness::WAITERS_DECIDED,
     crate::sim::linearizability::LINEARIZABILITY,
     crate::sim::linearizability::MONOTONIC_READS,
 ];
@@ -816,6 +817,16 @@ impl MutualExclusion {
         self.queues.waiters()
     }
 
+    /// Whether any client ever waited in a queue.
+    pub fn queues_used(&self) -> bool {
+        self.queues.ever_used()
+    }
+
+    /// The liveness half of the queue checkers: see [`QueueModel::check_all_decided`].
+    pub fn check_all_decided(&self, now: Time) -> Result<(), Violation> {
+        self.queues.check_all_decided(now)
+    }
+
     /// The model takes a new grant: `client` holds `lock` with fencing token `token`.
     fn record_grant(&mut self, lock: &LockName, client: ClientId, token: LogIndex) {
         assert!(
@@ -1089,7 +1100,9 @@ impl MutualExclusion {
                 .get(lock)
                 .and_then(|grants| grants.get(&previous.token));
             match ended.and_then(|grant| grant.released_at) {
-                Some(released_at) if released_at < token => return Ok(()),
+                // Equal when a release handed the lock over inside its own entry: the
+                // release applies first, then the grant, at the one index.
+                Some(released_at) if released_at <= token => return Ok(()),
                 _ => format!(
                     "lock `{lock}` acknowledged to {client} with token {token} while {}'s grant \
                      (token {}) had no committed release before index {token}",
@@ -1134,7 +1147,10 @@ fn check_bookkeeping(
 ) -> Result<(), Violation> {
     match (command, result) {
         (Command::Noop, ApplyResult::Nothing) => Ok(()),
-        (Command::MarkSilent { .. } | Command::Revive { .. }, ApplyResult::Nothing) => Ok(()),
+        (
+            Command::MarkSilent { .. } | Command::Revive { .. } | Command::HandOver { .. },
+            ApplyResult::Nothing,
+        ) => Ok(()),
         (Command::Register { .. }, ApplyResult::Registered { .. }) => Ok(()),
         _ => Err(mismatched_result(now, index, command, result)),
     }

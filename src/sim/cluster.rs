@@ -1296,6 +1296,25 @@ impl Cluster {
         })
     }
 
+    /// Whether the reference model still has waiters in a queue (the run should not settle
+    /// before the leader decides them).
+    pub fn waiters_remain(&self) -> bool {
+        !self.mutual_exclusion.waiters().is_empty()
+    }
+
+    /// `waiters_decided`, at the end of a settled run: no waiter is left in a queue. Judges
+    /// nothing in a run where nobody ever waited.
+    pub fn check_waiters_decided(&mut self) {
+        if !self.mutual_exclusion.queues_used() {
+            return;
+        }
+        let now = self.now();
+        self.count_check(crate::sim::fairness::WAITERS_DECIDED);
+        if let Err(violation) = self.mutual_exclusion.check_all_decided(now) {
+            self.report_violation(violation);
+        }
+    }
+
     /// `session_expiry`'s liveness half, at the end of a settled run: see
     /// [`SessionExpiry::check_liveness`].
     pub fn check_sessions_expired(&mut self, faults_stopped: Time, bound: Duration) {
@@ -1678,6 +1697,7 @@ impl Cluster {
             } => {
                 let now = self.now();
                 self.count_check(crate::sim::fairness::FIFO_FAIRNESS);
+                self.count_check(crate::sim::fairness::NO_GRANT_AFTER_EXPIRY);
                 let verdict = self.mutual_exclusion.observe_woken(now, log_index, &woken);
                 if let Err(violation) = verdict {
                     self.report_violation(violation);

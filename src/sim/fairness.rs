@@ -17,6 +17,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 pub const FIFO_FAIRNESS: &str = "fifo_fairness";
 /// No grant to a session already expired or a waiter already timed out or cancelled.
 pub const NO_GRANT_AFTER_EXPIRY: &str = "no_grant_after_expiry";
+/// Once the run settles (faults healed, clients idle), every waiter was granted, timed out,
+/// cancelled or expired: none is left in a queue.
+pub const WAITERS_DECIDED: &str = "waiters_decided";
 
 /// One waiter in the model: the acquire `(client, seq)` and the index it committed at.
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
@@ -54,6 +57,11 @@ impl QueueModel {
 
     pub fn len(&self, lock: &str) -> usize {
         self.queues.get(lock).map_or(0, VecDeque::len)
+    }
+
+    /// Whether any client ever waited in a queue (runs without acquires judge nothing here).
+    pub fn ever_used(&self) -> bool {
+        !self.waiting.is_empty() || !self.decided.is_empty()
     }
 
     /// How many clients wait, in all queues.
@@ -178,6 +186,23 @@ impl QueueModel {
         Err(Violation::new(FIFO_FAIRNESS, now, message))
     }
 
+    /// The liveness half, at the end of a settled run: no waiter is left.
+    pub fn check_all_decided(&self, now: Time) -> Result<(), Violation> {
+        let left = self.waiters();
+        let Some((lock, first)) = left.first() else {
+            return Ok(());
+        };
+        let message = format!(
+            "{} waiter(s) still queued after the run settled, first {} seq {} on lock `{lock}` \
+             (enqueued at index {}): every waiter must be granted, time out or be cancelled",
+            left.len(),
+            first.client,
+            first.seq,
+            first.enqueued_at
+        );
+        Err(Violation::new(WAITERS_DECIDED, now, message))
+    }
+
     fn is_decided(&self, index: LogIndex, woken: &Woken) -> bool {
         self.decided
             .get(&index)
@@ -269,5 +294,21 @@ mod tests {
             .expect_err("granted after its session expired");
         assert_eq!(expired.invariant, NO_GRANT_AFTER_EXPIRY);
         assert_eq!(model.waiter_count(), 0);
+    }
+
+    /// A waiter nobody decided by the end of a settled run is a liveness failure.
+    #[test]
+    fn waiters_decided_catches_a_waiter_left_in_its_queue() {
+        let mut model = QueueModel::default();
+        let at = Time::from_nanos(1_000_000);
+        assert_eq!(model.check_all_decided(at), Ok(()));
+        model.enqueue(&LockName::from("a"), waiter(4, 2, 9));
+        let violation = model.check_all_decided(at).expect_err("c4 still waits");
+        assert_eq!(violation.invariant, WAITERS_DECIDED);
+        assert!(
+            violation.message.contains("client#4 seq 2"),
+            "{}",
+            violation.message
+        );
     }
 }

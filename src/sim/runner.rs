@@ -12,6 +12,7 @@
 use super::checkers::{self, Violation};
 use super::cluster::{ClientEvent, Cluster, ClusterSpec, Event, Restart};
 use super::durability;
+use super::fairness;
 use super::history::{HistoryOp, HistoryOpKind, HistoryResult};
 use super::lease::LeaseSafety;
 use super::linearizability;
@@ -528,7 +529,11 @@ impl Runner<'_> {
             self.cluster.write_resource(client, lock, token, None)?;
         }
         if let Some(op) = self.workload[position].next_op() {
-            self.invoke(client, op, Source::Workload, None)?;
+            // An acquire may take its whole wait: the client's own limit comes after it.
+            let timeout = op
+                .acquire_wait()
+                .map(|wait| wait + self.scenario.timing.client_timeout);
+            self.invoke(client, op, Source::Workload, timeout)?;
         }
         Ok(())
     }
@@ -686,7 +691,11 @@ impl Runner<'_> {
     fn settle_check(&mut self) -> Result<(), QueueFull> {
         let clients_idle =
             (1..=self.scenario.cluster.clients).all(|c| !self.cluster.client_is_busy(c));
-        if clients_idle && self.cluster.is_converged() && !self.cluster.sessions_await_expiry() {
+        let settled = clients_idle
+            && self.cluster.is_converged()
+            && !self.cluster.sessions_await_expiry()
+            && !self.cluster.waiters_remain();
+        if settled {
             self.settled = true;
             return Ok(());
         }
@@ -739,6 +748,7 @@ impl Runner<'_> {
             self.cluster
                 .check_sessions_expired(self.end_of_duration, bound);
         }
+        self.cluster.check_waiters_decided();
         if !self.cluster.is_converged() {
             let applied: Vec<String> = self
                 .cluster
@@ -1079,6 +1089,17 @@ impl Runner<'_> {
             .rogues
             .is_some()
             .then_some(checkers::ROGUE_ISOLATION);
+        // The queue checkers are listed only in runs where somebody waited in a queue.
+        let queues_used = [fairness::FIFO_FAIRNESS, fairness::WAITERS_DECIDED]
+            .iter()
+            .any(|name| self.cluster.checks_performed.contains_key(name));
+        let queue_checkers = [
+            fairness::FIFO_FAIRNESS,
+            fairness::NO_GRANT_AFTER_EXPIRY,
+            fairness::WAITERS_DECIDED,
+        ]
+        .into_iter()
+        .filter(|_| queues_used);
         let mut invariants: Vec<InvariantResult> = [
             checkers::ELECTION_SAFETY,
             checkers::STATE_MACHINE_SAFETY,
@@ -1093,6 +1114,7 @@ impl Runner<'_> {
         .into_iter()
         .chain(session_expiry)
         .chain(rogue_isolation)
+        .chain(queue_checkers)
         .map(|name| InvariantResult {
             name: name.to_string(),
             checks: self

@@ -309,6 +309,11 @@ pub struct Mix {
     pub check: f64,
     /// Fraction of checks that ask for linearizable consistency.
     pub linearizable: f64,
+    /// Weight of blocking acquires (0, the default, draws none: the draws of older scenarios
+    /// stay what they were).
+    pub acquire: f64,
+    /// Each acquire waits a uniform draw from 0 to this.
+    pub acquire_wait_ms: u64,
 }
 
 /// Why a scenario could not be loaded.
@@ -835,6 +840,8 @@ struct RawMix {
     release: Option<f64>,
     check: Option<f64>,
     linearizable: Option<f64>,
+    acquire: Option<f64>,
+    acquire_wait: Option<RawDuration>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -2413,6 +2420,8 @@ impl Checker {
                 release: 0.4,
                 check: 0.2,
                 linearizable: 0.0,
+                acquire: 0.0,
+                acquire_wait_ms: 0,
             }),
             Some(mix) => self.mix(mix),
         };
@@ -2483,8 +2492,40 @@ impl Checker {
             None => Some(0.0),
             Some(value) => self.probability("workload.mix.linearizable", value),
         };
-        let (preempt, release, check) = (preempt?, release?, check?);
-        if preempt + release + check <= 0.0 {
+        let acquire = match raw.acquire {
+            None => Some(0.0),
+            Some(value) if value.is_finite() && value >= 0.0 => Some(value),
+            Some(value) => {
+                let message = format!("{value} is not a weight (use a number >= 0)");
+                self.add("workload.mix.acquire", message);
+                None
+            }
+        };
+        let acquire_wait = match &raw.acquire_wait {
+            None => Some(Duration::from_secs(1)),
+            Some(wait) => self.duration("workload.mix.acquire_wait", wait),
+        };
+        if raw.acquire_wait.is_some() && raw.acquire.is_none_or(|weight| weight == 0.0) {
+            self.add(
+                "workload.mix.acquire_wait",
+                "given without an acquire weight above 0",
+            );
+        }
+        let (preempt, release, check, acquire) = (preempt?, release?, check?, acquire?);
+        let acquire_wait_ms = if acquire > 0.0 {
+            u64::try_from(acquire_wait?.as_millis()).unwrap_or(u64::MAX)
+        } else {
+            0
+        };
+        if acquire_wait_ms > ACQUIRE_WAIT_MAX.as_millis() as u64 {
+            let limit = show(ACQUIRE_WAIT_MAX);
+            self.add(
+                "workload.mix.acquire_wait",
+                format!("is above the limit of {limit}"),
+            );
+            return None;
+        }
+        if preempt + release + check + acquire <= 0.0 {
             self.add(
                 "workload.mix",
                 "weights sum to 0; at least one must be above 0",
@@ -2496,6 +2537,8 @@ impl Checker {
             release,
             check,
             linearizable: linearizable?,
+            acquire,
+            acquire_wait_ms,
         })
     }
 
@@ -2805,7 +2848,9 @@ expect_final: {a: free}
                 preempt: 0.4,
                 release: 0.4,
                 check: 0.2,
-                linearizable: 0.0
+                linearizable: 0.0,
+                acquire: 0.0,
+                acquire_wait_ms: 0,
             }
         );
         assert_eq!(

@@ -293,10 +293,21 @@ impl Scenario {
         if let Some(workload) = &self.workload {
             let clients: Vec<String> = workload.clients.iter().map(|c| format!("c{c}")).collect();
             let mix = workload.mix;
+            // Acquires only when drawn, so that older scenarios write back as they did.
+            let acquire = if mix.acquire > 0.0 {
+                let wait = Duration::from_millis(mix.acquire_wait_ms);
+                format!(
+                    ", acquire: {}, acquire_wait: {}",
+                    mix.acquire,
+                    duration_text(wait)
+                )
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
                 "workload: {{clients: [{}], ops: {}, locks: {}, mix: {{preempt: {}, release: {}, \
-                 check: {}, linearizable: {}}}, think: {{min: {}, max: {}}}}}",
+                 check: {}, linearizable: {}{acquire}}}, think: {{min: {}, max: {}}}}}",
                 clients.join(", "),
                 workload.ops,
                 workload.locks,
