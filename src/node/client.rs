@@ -1525,4 +1525,83 @@ mod tests {
             }
         )));
     }
+
+    /// A cancel does not wait behind the acquire it stops: it leaves at once with its own seq,
+    /// and the acquire completes with what the cancel learns. A cancel that finds no wait
+    /// leaves the acquire unknown: it was decided first, and a retry of it would be stale.
+    #[test]
+    fn a_cancel_interrupts_the_running_acquire_and_decides_its_answer() {
+        let mut client = registered_client_with_preempt_in_flight();
+        let granted = ClientReply {
+            seq: 1,
+            index: 3,
+            term: 1,
+            body: ReplyBody::Outcome(Outcome::Granted { token: 3 }),
+        };
+        let from = ServerId(2);
+        let _ = client.step(
+            at_ms(20),
+            ClientInput::Reply {
+                from,
+                reply: granted,
+            },
+        );
+        let acquire = Operation::Acquire {
+            lock: "b".into(),
+            wait_ms: 10_000,
+        };
+        let invoke = |tag, op| ClientInput::Invoke {
+            tag,
+            op,
+            timeout: None,
+        };
+        let outputs = client.step(at_ms(30), invoke(2, acquire.clone()));
+        assert_eq!(sends(&outputs)[0].1.seq, 2, "the acquire is sent");
+        let cancel = Operation::Cancel { lock: "b".into() };
+        let outputs = client.step(at_ms(40), invoke(3, cancel.clone()));
+        let sent = sends(&outputs);
+        assert_eq!(sent.len(), 1, "the cancel leaves at once: {outputs:?}");
+        assert_eq!(sent[0].1.seq, 3);
+        assert!(matches!(&sent[0].1.body, RequestBody::Op { op, .. } if *op == cancel));
+        let cancelled = ClientReply {
+            seq: 3,
+            index: 5,
+            term: 1,
+            body: ReplyBody::Outcome(Outcome::Cancelled),
+        };
+        let outputs = client.step(
+            at_ms(50),
+            ClientInput::Reply {
+                from,
+                reply: cancelled,
+            },
+        );
+        assert_eq!(
+            completed(&outputs),
+            vec![(2, Ok(Outcome::Cancelled)), (3, Ok(Outcome::Cancelled))]
+        );
+        // Again, but the acquire was decided before the cancel reached it.
+        let _ = client.step(at_ms(60), invoke(4, acquire));
+        let _ = client.step(at_ms(70), invoke(5, cancel));
+        let not_waiting = ClientReply {
+            seq: 5,
+            index: 7,
+            term: 1,
+            body: ReplyBody::Outcome(Outcome::NotWaiting),
+        };
+        let outputs = client.step(
+            at_ms(80),
+            ClientInput::Reply {
+                from,
+                reply: not_waiting,
+            },
+        );
+        assert_eq!(
+            completed(&outputs),
+            vec![
+                (4, Err(ClientError::TimedOut)),
+                (5, Ok(Outcome::NotWaiting))
+            ]
+        );
+    }
 }

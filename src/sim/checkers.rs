@@ -1769,6 +1769,137 @@ mod tests {
         violation
     }
 
+    // The blocking acquire: the model keeps the queues and judges the cluster's decisions.
+
+    fn acquire(client: ClientId, seq: u64, wait_ms: u64) -> Command {
+        Command::Acquire {
+            client,
+            seq,
+            lock: lock("a"),
+            wait_ms,
+        }
+    }
+
+    /// c1 holds a; c2 then c3 queue for it. A cluster whose release hands a to c3 (LIFO) is
+    /// caught by `fifo_fairness`; a cluster that acknowledges a grant to a waiter after its
+    /// committed timeout is caught by `mutual_exclusion`; the right report passes.
+    #[test]
+    fn a_hand_over_to_the_tail_breaks_fifo_fairness() {
+        let mut checker = two_registered_clients();
+        let c3 = ClientId(3);
+        let register = Command::Register {
+            nonce: 3,
+            secret: None,
+            ttl_ms: None,
+        };
+        commit(
+            &mut checker,
+            3,
+            register,
+            ApplyResult::Registered { client: c3 },
+        );
+        commit(&mut checker, 4, preempt(C1, 1, "a"), fresh(granted(4)));
+        commit(
+            &mut checker,
+            5,
+            acquire(C2, 1, 5_000),
+            fresh(Outcome::Queued),
+        );
+        commit(
+            &mut checker,
+            6,
+            acquire(c3, 1, 5_000),
+            fresh(Outcome::Queued),
+        );
+        commit(
+            &mut checker,
+            7,
+            release(C1, 2, "a"),
+            fresh(Outcome::Released),
+        );
+        let to_the_tail = Woken {
+            client: c3,
+            seq: 1,
+            lock: lock("a"),
+            decision: Decision::Granted { token: 7 },
+        };
+        let verdict = checker.observe_woken(at(7), 7, &to_the_tail);
+        expect_violation(verdict, crate::sim::fairness::FIFO_FAIRNESS, &["client#3"]);
+        let to_the_head = Woken {
+            client: C2,
+            ..to_the_tail
+        };
+        assert_eq!(checker.observe_woken(at(7), 7, &to_the_head), Ok(()));
+        let acquire_op = Operation::Acquire {
+            lock: lock("a"),
+            wait_ms: 5_000,
+        };
+        assert_eq!(
+            ack(&mut checker, 8, (C2, 1), acquire_op.clone(), granted(7)),
+            Ok(())
+        );
+        // c3 times out at 8 (committed); a later grant acknowledged to it is a lie.
+        let timeout = Command::Timeout {
+            client: c3,
+            seq: 1,
+            lock: lock("a"),
+        };
+        commit(&mut checker, 8, timeout, fresh(Outcome::TimedOut));
+        let verdict = ack(&mut checker, 9, (c3, 1), acquire_op, granted(9));
+        expect_violation(verdict, MUTUAL_EXCLUSION, &["timed out"]);
+        assert!(checker.waiters().is_empty());
+    }
+
+    /// A waiter whose session the committed log expired is never granted: a report that it
+    /// was breaks `no_grant_after_expiry`.
+    #[test]
+    fn a_grant_to_a_waiter_whose_session_expired_breaks_no_grant_after_expiry() {
+        let mut checker = MutualExclusion::new();
+        for (index, client, ttl_ms) in [(1, C1, None), (2, C2, Some(3_000))] {
+            let register = Command::Register {
+                nonce: index,
+                secret: None,
+                ttl_ms,
+            };
+            commit(
+                &mut checker,
+                index,
+                register,
+                ApplyResult::Registered { client },
+            );
+        }
+        commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(3)));
+        commit(
+            &mut checker,
+            4,
+            acquire(C2, 1, 60_000),
+            fresh(Outcome::Queued),
+        );
+        let expired = ApplyResult::Expired {
+            client: C2,
+            released: 0,
+        };
+        commit(&mut checker, 5, Command::Expire { client: C2 }, expired);
+        commit(
+            &mut checker,
+            6,
+            release(C1, 2, "a"),
+            fresh(Outcome::Released),
+        );
+        let granted_anyway = Woken {
+            client: C2,
+            seq: 1,
+            lock: lock("a"),
+            decision: Decision::Granted { token: 6 },
+        };
+        let verdict = checker.observe_woken(at(6), 6, &granted_anyway);
+        expect_violation(
+            verdict,
+            crate::sim::fairness::NO_GRANT_AFTER_EXPIRY,
+            &["client#2", "ended at index 5"],
+        );
+    }
+
     // Mutual exclusion, rejections: the model decides on its own which writes apply must
     // refuse (apply is total, docs/design.md), and fails a run whose table decides otherwise.
 
