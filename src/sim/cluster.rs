@@ -1698,6 +1698,7 @@ impl Cluster {
                 let now = self.now();
                 self.count_check(crate::sim::fairness::FIFO_FAIRNESS);
                 self.count_check(crate::sim::fairness::NO_GRANT_AFTER_EXPIRY);
+                self.fenced_writes.observe_woken(&woken);
                 let verdict = self.mutual_exclusion.observe_woken(now, log_index, &woken);
                 if let Err(violation) = verdict {
                     self.report_violation(violation);

@@ -622,7 +622,10 @@ impl Runner<'_> {
     /// Feeds `lease_safety` what an answer made client `client` believe about its locks.
     fn observe_belief(&mut self, client: u32, op: &Operation, outcome: &Outcome) {
         match (op, outcome) {
-            (Operation::Preempt { lock }, Outcome::Granted { token }) => {
+            (
+                Operation::Preempt { lock } | Operation::Acquire { lock, .. },
+                Outcome::Granted { token },
+            ) => {
                 *self
                     .cluster
                     .checks_performed
@@ -638,7 +641,10 @@ impl Runner<'_> {
                     self.cluster.report_violation(violation);
                 }
             }
-            (Operation::Preempt { lock }, Outcome::HeldBy { .. }) => {
+            (
+                Operation::Preempt { lock } | Operation::Acquire { lock, .. },
+                Outcome::HeldBy { .. } | Outcome::TimedOut | Outcome::Cancelled,
+            ) => {
                 self.lease_safety.forget(client, lock);
             }
             _ => {}
