@@ -732,12 +732,14 @@ impl LockTable {
             self.check_queue(lock);
         }
         for woken in &self.woken {
-            assert_ne!(
-                self.waiting.get(&woken.client),
-                Some(&woken.lock),
-                "lock table: {} was decided on {} but still waits there",
-                woken.client,
-                woken.lock
+            // The same client may wait again, on the same lock, with a newer acquire.
+            let still = self
+                .waiters(&woken.lock)
+                .any(|waiter| (waiter.client, waiter.seq) == (woken.client, woken.seq));
+            assert!(
+                !still,
+                "lock table: {} seq {} was decided on {} but still waits there",
+                woken.client, woken.seq, woken.lock
             );
         }
         debug_assert_eq!(

@@ -623,3 +623,36 @@ fn nobody_jumps_the_queue_of_a_lock_freed_by_expiry() {
         }]
     );
 }
+
+/// A client runs one operation at a time: a new acquire of the same lock, under a newer seq,
+/// means it gave up the old wait. The old one is decided `cancelled` and the new one goes to
+/// the tail, behind those who came in between.
+#[test]
+fn a_newer_acquire_of_the_same_lock_takes_a_new_place_at_the_tail() {
+    let mut table = LockTable::new();
+    for client in 1..=3 {
+        let _ = table.apply(client, &register_command(client));
+    }
+    let _ = table.apply(4, &acquire_command(1, 1, 0));
+    let _ = table.apply(5, &acquire_command(2, 1, LONG_WAIT_MS));
+    let _ = table.apply(6, &acquire_command(3, 1, LONG_WAIT_MS));
+    let again = table.apply(7, &acquire_command(2, 2, LONG_WAIT_MS));
+    assert!(matches!(
+        again,
+        ApplyResult::Outcome {
+            outcome: Outcome::Queued,
+            ..
+        }
+    ));
+    assert_eq!(
+        table.last_woken(),
+        &[Woken {
+            client: ClientId(2),
+            seq: 1,
+            lock: lock("a"),
+            decision: Decision::Cancelled,
+        }]
+    );
+    let order: Vec<(ClientId, u64)> = table.waiters("a").map(|w| (w.client, w.seq)).collect();
+    assert_eq!(order, vec![(ClientId(3), 1), (ClientId(2), 2)]);
+}

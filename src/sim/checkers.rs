@@ -621,7 +621,11 @@ impl MutualExclusion {
             }
             RequestKind::Release => {
                 self.check_release(now, request, outcome)?;
-                self.model_hand_over(request.lock, request.index);
+                // Only a release that released hands over: one refused `not_owner` of a lock
+                // freed by expiry leaves its queue to the leader's hand-over (lock-delay).
+                if outcome == Outcome::Released {
+                    self.model_hand_over(request.lock, request.index);
+                }
             }
             RequestKind::Acquire => {
                 self.model_hand_over(request.lock, request.index);
