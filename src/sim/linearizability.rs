@@ -2185,6 +2185,63 @@ mod tests {
         ]
     }
 
+    /// c1 holds a from 0; c2's acquire waits from 20 and is granted token 5 at 90. It is a
+    /// preempt that may take effect at any point before it returns: c1's release at 50-60
+    /// explains it. Without that release, the grant is a violation. A timed-out acquire and a
+    /// cancel took no effect, whatever the lock's state.
+    fn acquire_story(release: bool) -> Vec<HistoryOp> {
+        let op = |client, kind, call_ns, return_ns, result| HistoryOp {
+            client,
+            op: kind,
+            lock: "a".into(),
+            consistency: None,
+            call_ns,
+            return_ns: Some(return_ns),
+            result,
+            index: None,
+        };
+        let mut ops = vec![
+            op(
+                1,
+                HistoryOpKind::Preempt,
+                0,
+                10,
+                HistoryResult::Granted { token: 1 },
+            ),
+            op(
+                2,
+                HistoryOpKind::Acquire,
+                20,
+                90,
+                HistoryResult::Granted { token: 5 },
+            ),
+            op(3, HistoryOpKind::Acquire, 25, 80, HistoryResult::TimedOut),
+            op(3, HistoryOpKind::Cancel, 85, 88, HistoryResult::NotWaiting),
+        ];
+        if release {
+            ops.push(op(
+                1,
+                HistoryOpKind::Release,
+                50,
+                60,
+                HistoryResult::Released,
+            ));
+        }
+        ops
+    }
+
+    #[test]
+    fn an_acquire_granted_after_the_holders_release_is_linearizable_and_one_without_is_not() {
+        let report = check_history(&acquire_story(true));
+        assert!(report.violations.is_empty(), "{:?}", report.violations);
+        let report = check_history(&acquire_story(false));
+        assert_eq!(
+            report.violations.len(),
+            1,
+            "c2 was granted a while c1 still held it"
+        );
+    }
+
     #[test]
     fn an_expiry_frees_the_expired_sessions_lock_so_the_next_grant_is_explained() {
         let report = check_history(&expiry_story(15));
