@@ -138,6 +138,8 @@ prop_compose! {
                 sessions_ms,
                 pauses,
             }),
+            // The blocking acquire has its own stories and the explorer's swarm.
+            acquire: None,
         }
     }
 }

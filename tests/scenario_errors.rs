@@ -695,3 +695,42 @@ fn expect_violations_names_only_known_checkers_each_once() {
     );
     assert!(problems[1].starts_with("expect_violations[2]: convergence is listed twice"));
 }
+
+/// The blocking acquire's fields: an acquire must say how long it waits, only an acquire
+/// takes a wait, a wait has a bound, and each operation only expects its own answers.
+#[test]
+fn acquire_and_cancel_mistakes_are_named_at_their_place() {
+    let missing = yaml(&with_events(
+        "  - {at: 1s, client: c1, op: acquire, lock: a}\n",
+    ));
+    assert_single_problem(
+        &problems_of(missing),
+        "events[0].wait",
+        "how long it may wait",
+    );
+    let misplaced = yaml(&with_events(
+        "  - {at: 1s, client: c1, op: preempt, lock: a, wait: 2s}\n",
+    ));
+    assert_single_problem(&problems_of(misplaced), "events[0].wait", "only an acquire");
+    let too_long = yaml(&with_events(
+        "  - {at: 1s, client: c1, op: acquire, lock: a, wait: 2h}\n",
+    ));
+    assert!(
+        problems_of(too_long)
+            .iter()
+            .any(|p| p.starts_with("events[0].wait: "))
+    );
+    let wrong_answer = yaml(&with_events(
+        "  - {at: 1s, client: c1, op: cancel, lock: a, expect: granted}\n",
+    ));
+    assert_single_problem(
+        &problems_of(wrong_answer),
+        "events[0].expect",
+        "cancelled, not_waiting",
+    );
+    let fine = yaml(&with_events(
+        "  - {at: 1s, client: c1, op: acquire, lock: a, wait: 0s, expect: timeout}\n  - {at: \
+         2s, client: c1, op: cancel, lock: a, expect: not_waiting}\n",
+    ));
+    assert!(fine.is_ok(), "{fine:?}");
+}

@@ -162,7 +162,7 @@ impl Refusal {
         match error {
             ServiceError::NotLeader { .. } => Refusal::NotLeader,
             ServiceError::Unavailable => Refusal::Unavailable,
-            ServiceError::Overloaded => Refusal::Overloaded,
+            ServiceError::Overloaded | ServiceError::QueueFull { .. } => Refusal::Overloaded,
             ServiceError::StaleRequest => Refusal::StaleRequest,
             ServiceError::BadRequest { .. } => Refusal::BadRequest,
             ServiceError::UnknownClient { .. } => Refusal::UnknownClient,
@@ -456,7 +456,12 @@ impl ServerMetrics {
             }
             Outcome::HeldBy { .. } => self.record_refusal(Refusal::HeldBy),
             Outcome::NotOwner => self.record_refusal(Refusal::NotOwner),
-            Outcome::Free | Outcome::Owner { .. } => {}
+            Outcome::Free
+            | Outcome::Owner { .. }
+            | Outcome::Queued
+            | Outcome::TimedOut
+            | Outcome::Cancelled
+            | Outcome::NotWaiting => {}
         }
     }
 

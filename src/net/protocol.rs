@@ -170,9 +170,19 @@ impl WireRequest {
     }
 }
 
-impl From<ClientRequest> for WireRequest {
-    /// For a Rust client that runs the node's `Client` state machine over TCP.
-    fn from(request: ClientRequest) -> WireRequest {
+/// A node request that protocol version 2 has no line for.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("`{op}` has no request line in protocol version 2 yet (issue 12, section 4)")]
+pub struct NotOnTheWire {
+    pub op: &'static str,
+}
+
+impl TryFrom<ClientRequest> for WireRequest {
+    type Error = NotOnTheWire;
+
+    /// For a Rust client that runs the node's `Client` state machine over TCP. The blocking
+    /// `acquire` and its `cancel` run in the simulator only, for now: they are refused here.
+    fn try_from(request: ClientRequest) -> Result<WireRequest, NotOnTheWire> {
         let op = match request.body {
             RequestBody::Hello { nonce, ttl_ms } => WireOp::Hello { nonce, ttl_ms },
             RequestBody::Keepalive { client, secret } => WireOp::Keepalive { client, secret },
@@ -193,14 +203,17 @@ impl From<ClientRequest> for WireRequest {
                     lock,
                     consistency,
                 },
+                op @ (Operation::Acquire { .. } | Operation::Cancel { .. }) => {
+                    return Err(NotOnTheWire { op: op.kind_name() });
+                }
             },
         };
-        WireRequest {
+        Ok(WireRequest {
             seq: request.seq,
             seen_index: request.seen_index,
             term: request.term,
             op,
-        }
+        })
     }
 }
 
@@ -465,6 +478,14 @@ impl ErrorReply {
                     "the session of client id {} expired and its locks were released; nothing \
                      was done. Say hello again for a new id",
                     client.0
+                ),
+            ),
+            // A retryable refusal like `overloaded`, which is what version-2 clients know.
+            ServiceError::QueueFull { waiters_max } => (
+                ErrorCode::Overloaded,
+                format!(
+                    "the lock's queue already holds {waiters_max} waiters; nothing was done. \
+                     Back off, then retry the same seq"
                 ),
             ),
             ServiceError::LockDelayed { retry_after_ms } => (
@@ -962,6 +983,12 @@ fn outcome_fields(fields: &mut ReplyFields, outcome: Outcome) -> &'static str {
             fields.token = Some(token);
             "owner"
         }
+        // The blocking acquire's answers: the node sends them only to an acquire or cancel,
+        // which have no request line yet, so no version-2 client sees them.
+        Outcome::Queued => "queued",
+        Outcome::TimedOut => "timed_out",
+        Outcome::Cancelled => "cancelled",
+        Outcome::NotWaiting => "not_waiting",
     }
 }
 
@@ -1629,6 +1656,10 @@ fn decode_ok(ok: &str, fields: &ReplyFields) -> Result<WireReply, WireError> {
             owner: owner()?,
             token: token()?,
         },
+        "queued" => Outcome::Queued,
+        "timed_out" => Outcome::TimedOut,
+        "cancelled" => Outcome::Cancelled,
+        "not_waiting" => Outcome::NotWaiting,
         _ => {
             let message = format!("malformed reply: unknown ok value {}", quoted(ok));
             return Err(WireError::malformed(Some(seq), message));

@@ -160,6 +160,7 @@ impl Refused {
             ServiceError::SeqReused { .. } => Some(Refused::SeqReused),
             ServiceError::SessionExpired { .. } => Some(Refused::SessionExpired),
             ServiceError::LockDelayed { .. }
+            | ServiceError::QueueFull { .. }
             | ServiceError::Unavailable
             | ServiceError::Overloaded
             | ServiceError::StaleRequest
@@ -284,6 +285,10 @@ pub struct Client {
     hello_nonce: Option<u64>,
     queue: VecDeque<Queued>,
     running: Option<Running>,
+    /// An acquire whose cancel is running, as (tag, seq): it completes with its own answer if
+    /// one comes first, else with what the cancel learns (`cancelled`, or unknown when the
+    /// cancel found no wait: the acquire was decided, and a retry of it would be stale).
+    cancelled_acquire: Option<(u64, u64)>,
     /// Index into `config.servers` of the server currently talked to.
     server_position: usize,
     /// Last sequence number used; operations use 1, 2, ... and hello uses 0.
@@ -325,6 +330,7 @@ impl Client {
             hello_nonce: None,
             queue: VecDeque::new(),
             running: None,
+            cancelled_acquire: None,
             server_position,
             last_seq: 0,
             seen_index: 0,
@@ -357,6 +363,8 @@ impl Client {
                         result: Err(ClientError::QueueFull),
                         index: None,
                     });
+                } else if self.cancels_running_acquire(&op) {
+                    self.interrupt_with_cancel(now, Queued { tag, op, timeout });
                 } else {
                     self.queue.push_back(Queued { tag, op, timeout });
                 }
@@ -437,6 +445,27 @@ impl Client {
         if self.id.is_some() && self.keepalives.iter().any(|k| k.seq == reply.seq) {
             self.term = self.term.max(reply.term);
             self.on_keepalive_reply(now, reply);
+            return;
+        }
+        if let (Some((tag, seq)), ReplyBody::Outcome(outcome)) =
+            (self.cancelled_acquire, &reply.body)
+            && reply.seq == seq
+            && !matches!(outcome, Outcome::Cancelled | Outcome::NotWaiting)
+            && outcome_fits(
+                &Operation::Acquire {
+                    lock: "-".into(),
+                    wait_ms: 0,
+                },
+                outcome,
+            )
+        {
+            // The acquire was decided before the cancel reached it: that is its answer.
+            self.cancelled_acquire = None;
+            self.seen_index = self.seen_index.max(reply.index);
+            let result = Ok(*outcome);
+            let index = Some(reply.index);
+            self.out
+                .push(ClientOutput::Completed { tag, result, index });
             return;
         }
         let Some(running) = &self.running else {
@@ -596,11 +625,47 @@ impl Client {
         });
     }
 
+    /// Whether `op` is a cancel of the acquire that runs now: it must not wait behind it.
+    fn cancels_running_acquire(&self, op: &Operation) -> bool {
+        let Operation::Cancel { lock } = op else {
+            return false;
+        };
+        self.id.is_some()
+            && self.cancelled_acquire.is_none()
+            && self
+                .running
+                .as_ref()
+                .is_some_and(|r| matches!(&r.op, Operation::Acquire { lock: l, .. } if l == lock))
+    }
+
+    /// Sends `cancel` at once, with a new seq, ahead of the queue; the running acquire waits
+    /// for its outcome aside (`cancelled_acquire`).
+    fn interrupt_with_cancel(&mut self, now: Time, cancel: Queued) {
+        let acquire = self.running.take().expect("an acquire runs");
+        self.cancelled_acquire = Some((acquire.tag, acquire.seq));
+        self.queue.push_front(cancel);
+        self.start_next(now);
+    }
+
     fn finish(&mut self, result: Result<Outcome, ClientError>, index: Option<LogIndex>) {
         let running = self
             .running
             .take()
             .expect("finishing with an operation running");
+        if let (Operation::Cancel { .. }, Some((tag, _))) = (&running.op, self.cancelled_acquire) {
+            // The cancel's answer says what became of the acquire it interrupted.
+            self.cancelled_acquire = None;
+            let (acquire_result, acquire_index) = match result {
+                Ok(Outcome::Cancelled) => (Ok(Outcome::Cancelled), index),
+                Err(ClientError::Refused(refused)) => (Err(ClientError::Refused(refused)), None),
+                _ => (Err(ClientError::TimedOut), None),
+            };
+            self.out.push(ClientOutput::Completed {
+                tag,
+                result: acquire_result,
+                index: acquire_index,
+            });
+        }
         self.retry_deadline = None;
         if self.id.is_none() {
             // The hello never came back; a later operation starts a fresh one.
@@ -778,6 +843,15 @@ pub fn outcome_fits(op: &Operation, outcome: &Outcome) -> bool {
         ) | (
             Operation::Check { .. },
             Outcome::Free | Outcome::Owner { .. }
+        ) | (
+            Operation::Acquire { .. },
+            Outcome::Granted { .. }
+                | Outcome::HeldBy { .. }
+                | Outcome::TimedOut
+                | Outcome::Cancelled
+        ) | (
+            Operation::Cancel { .. },
+            Outcome::Cancelled | Outcome::NotWaiting
         )
     )
 }
@@ -1450,5 +1524,84 @@ mod tests {
                 ..
             }
         )));
+    }
+
+    /// A cancel does not wait behind the acquire it stops: it leaves at once with its own seq,
+    /// and the acquire completes with what the cancel learns. A cancel that finds no wait
+    /// leaves the acquire unknown: it was decided first, and a retry of it would be stale.
+    #[test]
+    fn a_cancel_interrupts_the_running_acquire_and_decides_its_answer() {
+        let mut client = registered_client_with_preempt_in_flight();
+        let granted = ClientReply {
+            seq: 1,
+            index: 3,
+            term: 1,
+            body: ReplyBody::Outcome(Outcome::Granted { token: 3 }),
+        };
+        let from = ServerId(2);
+        let _ = client.step(
+            at_ms(20),
+            ClientInput::Reply {
+                from,
+                reply: granted,
+            },
+        );
+        let acquire = Operation::Acquire {
+            lock: "b".into(),
+            wait_ms: 10_000,
+        };
+        let invoke = |tag, op| ClientInput::Invoke {
+            tag,
+            op,
+            timeout: None,
+        };
+        let outputs = client.step(at_ms(30), invoke(2, acquire.clone()));
+        assert_eq!(sends(&outputs)[0].1.seq, 2, "the acquire is sent");
+        let cancel = Operation::Cancel { lock: "b".into() };
+        let outputs = client.step(at_ms(40), invoke(3, cancel.clone()));
+        let sent = sends(&outputs);
+        assert_eq!(sent.len(), 1, "the cancel leaves at once: {outputs:?}");
+        assert_eq!(sent[0].1.seq, 3);
+        assert!(matches!(&sent[0].1.body, RequestBody::Op { op, .. } if *op == cancel));
+        let cancelled = ClientReply {
+            seq: 3,
+            index: 5,
+            term: 1,
+            body: ReplyBody::Outcome(Outcome::Cancelled),
+        };
+        let outputs = client.step(
+            at_ms(50),
+            ClientInput::Reply {
+                from,
+                reply: cancelled,
+            },
+        );
+        assert_eq!(
+            completed(&outputs),
+            vec![(2, Ok(Outcome::Cancelled)), (3, Ok(Outcome::Cancelled))]
+        );
+        // Again, but the acquire was decided before the cancel reached it.
+        let _ = client.step(at_ms(60), invoke(4, acquire));
+        let _ = client.step(at_ms(70), invoke(5, cancel));
+        let not_waiting = ClientReply {
+            seq: 5,
+            index: 7,
+            term: 1,
+            body: ReplyBody::Outcome(Outcome::NotWaiting),
+        };
+        let outputs = client.step(
+            at_ms(80),
+            ClientInput::Reply {
+                from,
+                reply: not_waiting,
+            },
+        );
+        assert_eq!(
+            completed(&outputs),
+            vec![
+                (4, Err(ClientError::TimedOut)),
+                (5, Ok(Outcome::NotWaiting))
+            ]
+        );
     }
 }

@@ -7,10 +7,10 @@
 
 use super::messages::{
     ApplyResult, ClientId, ClientSecret, Command, LOCK_NAME_BYTES_MAX, LockName, LogIndex, Outcome,
-    Rejection, ServiceError,
+    QUEUE_WAITERS_PER_LOCK_MAX, Rejection, ServiceError,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 /// Who holds a lock, and the fencing token of that grant.
 #[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
@@ -26,6 +26,45 @@ pub struct Holder {
 pub enum WriteKind {
     Preempt,
     Release,
+    Acquire,
+    Cancel,
+}
+
+/// One client waiting in a lock's FIFO queue (docs/design.md, "Fair blocking acquire").
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub struct Waiter {
+    pub client: ClientId,
+    /// The seq of the acquire that queued it: its deduplication record says `queued` until a
+    /// decision rewrites it.
+    pub seq: u64,
+    /// How long the client asked to wait; the leader times it out on its own clock.
+    pub wait_ms: u64,
+    /// The index of the `Acquire` entry that queued it: its place.
+    pub enqueued_at: LogIndex,
+}
+
+/// What applying one entry decided for a waiter. The leader answers the waiter's parked
+/// request with it; checkers read it from `ServerOutput::Woken`.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "decision")]
+pub enum Decision {
+    /// The waiter became the holder, with the deciding entry's index as its token.
+    Granted {
+        token: LogIndex,
+    },
+    TimedOut,
+    Cancelled,
+    /// Its session expired: removed from the queue, never granted.
+    SessionExpired,
+}
+
+/// A waiter that left its queue at the entry just applied, and why.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub struct Woken {
+    pub client: ClientId,
+    pub seq: u64,
+    pub lock: LockName,
+    pub decision: Decision,
 }
 
 /// The last request applied for one client. Clients run one operation at a time, so the last
@@ -114,6 +153,19 @@ pub struct LockTable {
     /// Order-independent digest of `locks`, kept up to date on every change so that replicas can
     /// be compared in O(1).
     locks_digest: u64,
+    /// The FIFO queue of each lock with waiters; never an empty queue. Absent in snapshots from
+    /// before queues, and not written while empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    queues: BTreeMap<LockName, VecDeque<Waiter>>,
+    /// The lock each waiting client waits for: at most one per client, since a client runs one
+    /// operation at a time. The index of `queues` by client.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    waiting: BTreeMap<ClientId, LockName>,
+    /// The waiters the last applied entry decided, in the order it decided them. Cleared at
+    /// every apply: a function of that entry and the state before it, the same on every
+    /// replica. Not part of the state (a snapshot does not carry it).
+    #[serde(skip)]
+    woken: Vec<Woken>,
 }
 
 impl LockTable {
@@ -139,6 +191,7 @@ impl LockTable {
             self.applied_index
         );
         self.applied_index = index;
+        self.woken.clear();
         let result = match command {
             Command::Noop => ApplyResult::Nothing,
             Command::Register { secret, ttl_ms, .. } => {
@@ -177,14 +230,34 @@ impl LockTable {
                 ApplyResult::Nothing
             }
             Command::Preempt { client, seq, lock } => {
-                self.apply_write(*client, *seq, (WriteKind::Preempt, lock), index)
+                self.apply_write(*client, *seq, (WriteKind::Preempt, lock), 0, index)
             }
             Command::Release { client, seq, lock } => {
-                self.apply_write(*client, *seq, (WriteKind::Release, lock), index)
+                self.apply_write(*client, *seq, (WriteKind::Release, lock), 0, index)
+            }
+            Command::Acquire {
+                client,
+                seq,
+                lock,
+                wait_ms,
+            } => self.apply_write(*client, *seq, (WriteKind::Acquire, lock), *wait_ms, index),
+            Command::Cancel { client, seq, lock } => {
+                self.apply_write(*client, *seq, (WriteKind::Cancel, lock), 0, index)
+            }
+            Command::Timeout { client, seq, lock } => self.time_out(*client, *seq, lock, index),
+            Command::HandOver { lock } => {
+                // Only ever grants the head of the queue, and only of a free lock.
+                let _ = self.hand_over_if_free(lock, index);
+                ApplyResult::Nothing
             }
         };
         let touched = match command {
-            Command::Preempt { lock, .. } | Command::Release { lock, .. } => Some(lock),
+            Command::Preempt { lock, .. }
+            | Command::Release { lock, .. }
+            | Command::Acquire { lock, .. }
+            | Command::Cancel { lock, .. }
+            | Command::Timeout { lock, .. }
+            | Command::HandOver { lock } => Some(lock),
             Command::Noop
             | Command::Register { .. }
             | Command::Expire { .. }
@@ -192,6 +265,7 @@ impl LockTable {
             | Command::Revive { .. } => None,
         };
         self.check_invariants(touched);
+        self.check_queue_invariants(touched, matches!(command, Command::Expire { .. }));
         result
     }
 
@@ -203,6 +277,7 @@ impl LockTable {
         client: ClientId,
         seq: u64,
         (kind, lock): (WriteKind, &LockName),
+        wait_ms: u64,
         index: LogIndex,
     ) -> ApplyResult {
         if !self.is_registered(client) {
@@ -238,9 +313,29 @@ impl LockTable {
             }
             None => {}
         }
+        if kind == WriteKind::Acquire && self.queue_is_full_for(client, lock, wait_ms) {
+            return ApplyResult::Rejected {
+                rejection: Rejection::QueueFull,
+            };
+        }
+        // A client runs one operation at a time: a newer write means it stopped waiting.
+        let abandoned = self.abandon_wait(client);
         let outcome = match kind {
-            WriteKind::Preempt => self.preempt(client, lock, index),
-            WriteKind::Release => self.release(client, lock),
+            WriteKind::Preempt => {
+                // Nobody jumps the queue: a free lock with waiters goes to the head first.
+                let _ = self.hand_over_if_free(lock, index);
+                self.preempt(client, lock, index)
+            }
+            WriteKind::Release => {
+                let outcome = self.release(client, lock);
+                if outcome == Outcome::Released {
+                    let _ = self.hand_over_if_free(lock, index);
+                }
+                outcome
+            }
+            WriteKind::Acquire => self.acquire(client, seq, lock, wait_ms, index),
+            WriteKind::Cancel if abandoned.as_ref() == Some(lock) => Outcome::Cancelled,
+            WriteKind::Cancel => Outcome::NotWaiting,
         };
         self.last_requests.insert(
             client,
@@ -279,6 +374,163 @@ impl LockTable {
         }
     }
 
+    /// A new acquire: granted if free (after any waiters, who come first), refused if held and
+    /// `wait_ms` is 0, queued at the tail otherwise.
+    fn acquire(
+        &mut self,
+        client: ClientId,
+        seq: u64,
+        lock: &LockName,
+        wait_ms: u64,
+        index: LogIndex,
+    ) -> Outcome {
+        let _ = self.hand_over_if_free(lock, index);
+        match self.preempt(client, lock, index) {
+            Outcome::HeldBy { .. } if wait_ms > 0 => {
+                assert!(
+                    !self.waiting.contains_key(&client),
+                    "lock table: {client} enqueues while still waiting (abandon_wait ran first)"
+                );
+                let waiter = Waiter {
+                    client,
+                    seq,
+                    wait_ms,
+                    enqueued_at: index,
+                };
+                self.queues
+                    .entry(lock.clone())
+                    .or_default()
+                    .push_back(waiter);
+                self.waiting.insert(client, lock.clone());
+                Outcome::Queued
+            }
+            decided => decided,
+        }
+    }
+
+    /// Whether an acquire of `lock` by `client` would join a queue already at its bound.
+    fn queue_is_full_for(&self, client: ClientId, lock: &LockName, wait_ms: u64) -> bool {
+        let held_by_other = self.locks.get(lock).is_some_and(|h| h.owner != client);
+        let length = self.queues.get(lock).map_or(0, VecDeque::len);
+        wait_ms > 0 && held_by_other && length >= QUEUE_WAITERS_PER_LOCK_MAX
+    }
+
+    /// Removes `client`'s waiter, if it has one, deciding it `cancelled`; returns its lock.
+    fn abandon_wait(&mut self, client: ClientId) -> Option<LockName> {
+        let lock = self.waiting.get(&client)?.clone();
+        let waiter = self.remove_waiter(client, &lock);
+        self.woken.push(Woken {
+            client,
+            seq: waiter.seq,
+            lock: lock.clone(),
+            decision: Decision::Cancelled,
+        });
+        Some(lock)
+    }
+
+    /// Takes `client`'s waiter out of `lock`'s queue. It MUST be there (`waiting` says so).
+    fn remove_waiter(&mut self, client: ClientId, lock: &LockName) -> Waiter {
+        let removed = self.waiting.remove(&client);
+        assert_eq!(
+            removed.as_ref(),
+            Some(lock),
+            "lock table: {client} not waiting on {lock}"
+        );
+        let queue = self
+            .queues
+            .get_mut(lock)
+            .expect("a waiting client's lock has a queue");
+        let position = queue
+            .iter()
+            .position(|waiter| waiter.client == client)
+            .expect("a waiting client is in its lock's queue");
+        let waiter = queue.remove(position).expect("position found just above");
+        if queue.is_empty() {
+            self.queues.remove(lock);
+        }
+        waiter
+    }
+
+    /// The leader's timeout of waiter (`client`, `seq`) on `lock`: removes it if it is still
+    /// queued; otherwise (granted, cancelled, expired first) applies to nothing.
+    fn time_out(
+        &mut self,
+        client: ClientId,
+        seq: u64,
+        lock: &LockName,
+        index: LogIndex,
+    ) -> ApplyResult {
+        let queued = self.queues.get(lock).is_some_and(|queue| {
+            queue
+                .iter()
+                .any(|waiter| (waiter.client, waiter.seq) == (client, seq))
+        });
+        if !queued {
+            return ApplyResult::Nothing;
+        }
+        let _ = self.remove_waiter(client, lock);
+        self.decide_waiter(client, seq, lock, Outcome::TimedOut, index);
+        self.woken.push(Woken {
+            client,
+            seq,
+            lock: lock.clone(),
+            decision: Decision::TimedOut,
+        });
+        ApplyResult::Outcome {
+            outcome: Outcome::TimedOut,
+            duplicate: false,
+        }
+    }
+
+    /// If `lock` is free and has waiters, grants it to the head, with `index` as its token.
+    fn hand_over_if_free(&mut self, lock: &LockName, index: LogIndex) -> Option<ClientId> {
+        if self.locks.contains_key(lock) {
+            return None;
+        }
+        let head = self.queues.get(lock)?.front()?.clone();
+        let _ = self.remove_waiter(head.client, lock);
+        let holder = Holder {
+            owner: head.client,
+            token: index,
+        };
+        self.locks_digest ^= holder_digest(lock, &holder);
+        self.locks.insert(lock.clone(), holder);
+        self.freed_by_expiry.remove(lock);
+        let granted = Outcome::Granted { token: index };
+        self.decide_waiter(head.client, head.seq, lock, granted, index);
+        self.woken.push(Woken {
+            client: head.client,
+            seq: head.seq,
+            lock: lock.clone(),
+            decision: Decision::Granted { token: index },
+        });
+        Some(head.client)
+    }
+
+    /// Rewrites a waiter's deduplication record, `queued`, to its decision, so that a retry
+    /// of the same seq hears it.
+    fn decide_waiter(
+        &mut self,
+        client: ClientId,
+        seq: u64,
+        lock: &LockName,
+        outcome: Outcome,
+        index: LogIndex,
+    ) {
+        let last = self
+            .last_requests
+            .get_mut(&client)
+            .expect("a waiter's acquire is recorded");
+        // Pair assertion with `acquire`: a waiter's record is its still-undecided acquire.
+        assert_eq!(
+            (last.seq, last.outcome),
+            (seq, Outcome::Queued),
+            "lock table: waiter {client} on {lock} has another last request"
+        );
+        last.outcome = outcome;
+        last.index = index;
+    }
+
     fn release(&mut self, client: ClientId, lock: &LockName) -> Outcome {
         match self.locks.get(lock) {
             Some(holder) if holder.owner == client => {
@@ -296,6 +548,16 @@ impl LockTable {
     fn expire(&mut self, client: ClientId, index: LogIndex) -> ApplyResult {
         if self.live_session_mut(client).is_none() {
             return ApplyResult::Nothing;
+        }
+        // A waiter of an expired session is never granted: it leaves its queue here.
+        if let Some(lock) = self.waiting.get(&client).cloned() {
+            let waiter = self.remove_waiter(client, &lock);
+            self.woken.push(Woken {
+                client,
+                seq: waiter.seq,
+                lock,
+                decision: Decision::SessionExpired,
+            });
         }
         let released: Vec<LockName> = self
             .locks
@@ -436,6 +698,105 @@ impl LockTable {
 
     pub fn client_count(&self) -> u64 {
         self.last_client_id
+    }
+
+    /// Every lock's queue of waiters, head first, in lock name order.
+    pub fn queues(&self) -> &BTreeMap<LockName, VecDeque<Waiter>> {
+        &self.queues
+    }
+
+    /// `lock`'s waiters, head first (empty when none).
+    pub fn waiters(&self, lock: &str) -> impl Iterator<Item = &Waiter> {
+        self.queues.get(lock).into_iter().flatten()
+    }
+
+    /// The lock `client` waits for, if it waits.
+    pub fn waiting_for(&self, client: ClientId) -> Option<&LockName> {
+        self.waiting.get(&client)
+    }
+
+    /// The waiters the entry applied last decided (granted, timed out, cancelled, expired).
+    pub fn last_woken(&self) -> &[Woken] {
+        &self.woken
+    }
+
+    /// Queue invariants (docs/design.md, "Fair blocking acquire"): checks the touched lock's
+    /// queue and those of the waiters the entry decided; after an expire (rare), every queue.
+    fn check_queue_invariants(&self, touched: Option<&LockName>, everything: bool) {
+        let mut locks: Vec<&LockName> = self.woken.iter().map(|woken| &woken.lock).collect();
+        locks.extend(touched);
+        if everything {
+            locks.extend(self.queues.keys());
+        }
+        for lock in locks {
+            self.check_queue(lock);
+        }
+        for woken in &self.woken {
+            // The same client may wait again, on the same lock, with a newer acquire.
+            let still = self
+                .waiters(&woken.lock)
+                .any(|waiter| (waiter.client, waiter.seq) == (woken.client, woken.seq));
+            assert!(
+                !still,
+                "lock table: {} seq {} was decided on {} but still waits there",
+                woken.client, woken.seq, woken.lock
+            );
+        }
+        debug_assert_eq!(
+            self.waiting.len(),
+            self.queues.values().map(VecDeque::len).sum::<usize>(),
+            "lock table: the index of waiters by client drifted from the queues"
+        );
+    }
+
+    fn check_queue(&self, lock: &LockName) {
+        let Some(queue) = self.queues.get(lock) else {
+            return;
+        };
+        assert!(!queue.is_empty(), "lock table: {lock} keeps an empty queue");
+        assert!(
+            queue.len() <= QUEUE_WAITERS_PER_LOCK_MAX,
+            "lock table: {lock}'s queue is over its bound"
+        );
+        let holder = self.locks.get(lock).map(|holder| holder.owner);
+        assert!(
+            holder.is_some() || self.freed_by_expiry.contains_key(lock),
+            "lock table: {lock} is free with waiters, and no expiry's lock-delay explains it"
+        );
+        for (position, waiter) in queue.iter().enumerate() {
+            let client = waiter.client;
+            assert_ne!(
+                Some(client),
+                holder,
+                "lock table: holder {client} queued on {lock}"
+            );
+            assert!(
+                queue.iter().skip(position + 1).all(|w| w.client != client),
+                "lock table: {client} is queued twice on {lock}"
+            );
+            assert_eq!(
+                self.waiting.get(&client),
+                Some(lock),
+                "lock table: {client} queued on {lock} but indexed elsewhere"
+            );
+            assert!(
+                !self.session_expired(client),
+                "lock table: {client} waits on {lock} after its session expired"
+            );
+            let last = self.last_requests.get(&client).map(|l| (l.seq, l.outcome));
+            assert_eq!(
+                last,
+                Some((waiter.seq, Outcome::Queued)),
+                "lock table: {client} waits on {lock} but its last request is not that acquire"
+            );
+        }
+        assert!(
+            queue
+                .iter()
+                .zip(queue.iter().skip(1))
+                .all(|(a, b)| a.enqueued_at < b.enqueued_at),
+            "lock table: {lock}'s queue is not in enqueue order"
+        );
     }
 
     /// Checks the one lock a command touched (checking every lock on every apply would make

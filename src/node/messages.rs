@@ -181,6 +181,9 @@ impl<'de> Deserialize<'de> for ClientSecret {
 /// Longest lock name, in bytes. The wire codec and scenario files use this very constant.
 pub const LOCK_NAME_BYTES_MAX: usize = 256;
 
+/// Most waiters one lock's queue holds; one more acquire is refused `queue_full`.
+pub const QUEUE_WAITERS_PER_LOCK_MAX: usize = 1_024;
+
 /// A lock's name. Shared, because the same name travels through log entries, messages and the
 /// lock table many times.
 pub type LockName = Arc<str>;
@@ -219,6 +222,17 @@ pub enum Operation {
         lock: LockName,
         consistency: Consistency,
     },
+    /// A blocking acquire (docs/design.md, "Fair blocking acquire"): granted at once if free;
+    /// otherwise queued in FIFO order for at most `wait_ms` (0: refused at once, like a
+    /// preempt).
+    Acquire {
+        lock: LockName,
+        wait_ms: u64,
+    },
+    /// Stops the client's wait for `lock`: its acquire is answered `cancelled`.
+    Cancel {
+        lock: LockName,
+    },
 }
 
 impl Operation {
@@ -226,10 +240,19 @@ impl Operation {
         match self {
             Operation::Preempt { lock } | Operation::Release { lock } => lock,
             Operation::Check { lock, .. } => lock,
+            Operation::Acquire { lock, .. } | Operation::Cancel { lock } => lock,
         }
     }
 
     /// True for the operations that go through the log: preempt and release.
+    /// An acquire's wait; `None` for every other operation.
+    pub fn acquire_wait(&self) -> Option<std::time::Duration> {
+        match self {
+            Operation::Acquire { wait_ms, .. } => Some(std::time::Duration::from_millis(*wait_ms)),
+            _ => None,
+        }
+    }
+
     pub fn is_write(&self) -> bool {
         !matches!(self, Operation::Check { .. })
     }
@@ -239,6 +262,8 @@ impl Operation {
             Operation::Preempt { .. } => "preempt",
             Operation::Release { .. } => "release",
             Operation::Check { .. } => "check",
+            Operation::Acquire { .. } => "acquire",
+            Operation::Cancel { .. } => "cancel",
         }
     }
 }
@@ -260,6 +285,16 @@ pub enum Outcome {
     Free,
     /// Check: `owner` holds the lock, granted with fencing token `token`.
     Owner { owner: ClientId, token: LogIndex },
+    /// Acquire: waiting in the lock's queue. Only the deduplication table holds it; the client
+    /// hears the decision that follows (`granted`, `timed_out`, `cancelled`).
+    Queued,
+    /// Acquire: the wait ran out on the leader's clock, committed; never granted after.
+    TimedOut,
+    /// Acquire stopped by its client's cancel (or any newer write of that client); also the
+    /// answer to a cancel that stopped one.
+    Cancelled,
+    /// Cancel: the client was not waiting for that lock.
+    NotWaiting,
 }
 
 /// A client request. `seq` is chosen by the client; replies echo it. A retry reuses the seq,
@@ -390,6 +425,8 @@ pub enum ServiceError {
     /// seq after `retry_after_ms`.
     #[error("the lock was freed by an expired session; retry after {retry_after_ms} ms")]
     LockDelayed { retry_after_ms: u64 },
+    #[error("the lock's queue already holds {waiters_max} waiters; retry later")]
+    QueueFull { waiters_max: u32 },
 }
 
 /// A command in the replicated log.
@@ -432,6 +469,30 @@ pub enum Command {
     /// this entry is committed, so that a later leader never trusts a mark an acknowledged
     /// renewal came after.
     Revive { client: ClientId },
+    /// A blocking acquire: grants a free lock, refuses a held one when `wait_ms` is 0, and
+    /// otherwise enqueues the client at the tail of the lock's FIFO queue.
+    Acquire {
+        client: ClientId,
+        seq: u64,
+        lock: LockName,
+        wait_ms: u64,
+    },
+    /// The leader's decision that the waiter (`client`, `seq`) on `lock` waited long enough.
+    /// Applies to nothing if the waiter was granted or left the queue first.
+    Timeout {
+        client: ClientId,
+        seq: u64,
+        lock: LockName,
+    },
+    /// A client's request to stop waiting for `lock`.
+    Cancel {
+        client: ClientId,
+        seq: u64,
+        lock: LockName,
+    },
+    /// The leader's hand-over of a lock freed by expiry to the head of its queue, once its
+    /// lock-delay passed. Applies to nothing if the lock is held or has no waiters.
+    HandOver { lock: LockName },
 }
 
 /// One session in a [`Command::MarkSilent`].
@@ -490,6 +551,8 @@ pub enum Rejection {
     BadLockName,
     /// The client's session expired earlier in the log.
     SessionExpired,
+    /// The lock's queue already holds [`QUEUE_WAITERS_PER_LOCK_MAX`] waiters.
+    QueueFull,
 }
 
 impl Rejection {
@@ -502,6 +565,9 @@ impl Rejection {
                 reason: format!("the lock name must be 1 to {LOCK_NAME_BYTES_MAX} bytes long"),
             },
             Rejection::SessionExpired => ServiceError::SessionExpired { client },
+            Rejection::QueueFull => ServiceError::QueueFull {
+                waiters_max: QUEUE_WAITERS_PER_LOCK_MAX as u32,
+            },
         }
     }
 }

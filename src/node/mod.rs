@@ -17,7 +17,7 @@ pub mod time;
 pub use client::{
     Client, ClientConfig, ClientError, ClientInput, ClientOutput, ClientTimer, Refused,
 };
-pub use lock_table::{Holder, LastRequest, LockTable, Settled, WriteKind};
+pub use lock_table::{Decision, Holder, LastRequest, LockTable, Settled, Waiter, Woken, WriteKind};
 pub use log::{DurableState, PersistOp, RaftLog};
 pub use messages::*;
 pub use server::{Role, Server, ServerConfig, ServerInput, ServerOutput, ServerTimer};

@@ -37,7 +37,7 @@
 //! server id and term on a violation: that is a bug, not bad input.
 
 use super::coverage::{Branch, Coverage};
-use super::lock_table::{LockTable, Settled, WriteKind};
+use super::lock_table::{LockTable, Settled, Woken, WriteKind};
 use super::log::{DurableState, PersistOp, RaftLog};
 use super::messages::{
     ApplyResult, CLIENT_SECRET_BYTES, ClientAddr, ClientId, ClientReply, ClientRequest,
@@ -45,6 +45,7 @@ use super::messages::{
     PeerMessage, ReplyBody, RequestBody, ServerId, ServiceError, Snapshot, Term,
 };
 use super::time::Time;
+use queue::QueueState;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sessions::{KeepaliveWaiter, SessionState};
@@ -209,6 +210,12 @@ pub enum ServerOutput {
         entry: Entry,
         result: ApplyResult,
     },
+    /// The entry applied at `index` (reported just before) decided a waiter of a lock's queue.
+    /// Informational, on every server: the fairness checkers use it.
+    Woken {
+        index: LogIndex,
+        woken: Woken,
+    },
 }
 
 /// The leader's view of one follower.
@@ -372,6 +379,8 @@ pub struct Server {
 
     /// Sessions: deadlines and keepalives (leader), silent-mark receipts (every server).
     sessions: SessionState,
+    /// Leader only: parked answers of queued acquires, and wait deadlines.
+    queues: QueueState,
 
     /// The `now` of the step under way, for the few deep helpers that need it.
     step_time: Time,
@@ -518,6 +527,7 @@ impl Server {
             snapshot: durable.snapshot.clone(),
             next_read_id: 1,
             sessions: SessionState::default(),
+            queues: QueueState::default(),
             step_time: now,
             coverage: Coverage::default(),
             persist_count: 0,
@@ -598,6 +608,7 @@ impl Server {
         // Session deadlines are looked at on the leader's steps (its heartbeat timer at least),
         // so that they fire in every driver without a timer of their own.
         self.tick_sessions(now);
+        self.tick_queues(now);
         // At most one vote per term: within a term, a cast vote never changes.
         if self.term == term_before && vote_before.is_some() {
             assert_eq!(
@@ -1312,9 +1323,11 @@ impl Server {
             }
             RequestBody::Op { client, secret, op } => (client, secret, op),
         };
-        let (kind, lock) = match op {
-            Operation::Preempt { lock } => (WriteKind::Preempt, lock),
-            Operation::Release { lock } => (WriteKind::Release, lock),
+        let (kind, lock, wait_ms) = match op {
+            Operation::Preempt { lock } => (WriteKind::Preempt, lock, 0),
+            Operation::Release { lock } => (WriteKind::Release, lock, 0),
+            Operation::Acquire { lock, wait_ms } => (WriteKind::Acquire, lock, wait_ms),
+            Operation::Cancel { lock } => (WriteKind::Cancel, lock, 0),
             Operation::Check { .. } => unreachable!("checks are never proposed"),
         };
         // Who asks comes first: a request that cannot prove it is its client learns nothing,
@@ -1330,7 +1343,8 @@ impl Server {
             // Even after the session expired: a retry of a write that took effect hears what
             // the write did, not that nothing was done.
             self.coverage.hit(Branch::ProposeReplayedAnswer);
-            self.reply_at(route, seq, body, index);
+            // A retried acquire still queued waits for its decision again (exactly-once).
+            self.answer_or_park(route, (client, seq), body, index);
             return;
         }
         if self.table.session_expired(client) {
@@ -1386,6 +1400,9 @@ impl Server {
                     self.append_request(route, seq, Command::Preempt { client, seq, lock });
                 }
             },
+            WriteKind::Acquire | WriteKind::Cancel => {
+                self.propose_queue_write(now, route, (client, seq), (kind, lock), wait_ms);
+            }
             WriteKind::Release if self.seq_reused_in_log(client, seq, &lock) => {
                 self.coverage.hit(Branch::ProposeSeqReused);
                 self.reply(route, seq, seq_reused);
@@ -1401,7 +1418,8 @@ impl Server {
                         lock: lock.clone(),
                     },
                 );
-                if self.role == Role::Leader {
+                // A lock with a queue goes to its head inside the release itself.
+                if self.role == Role::Leader && self.table.waiters(&lock).next().is_none() {
                     self.hand_over_to_waiter(&lock);
                 }
             }
@@ -1462,11 +1480,19 @@ impl Server {
                     seq: s,
                     lock: l,
                 } => (*c, *s) == (client, seq) && **l != *lock,
+                Command::Acquire {
+                    client: c, seq: s, ..
+                }
+                | Command::Cancel {
+                    client: c, seq: s, ..
+                } => (*c, *s) == (client, seq),
                 Command::Noop
                 | Command::Register { .. }
                 | Command::Expire { .. }
                 | Command::MarkSilent { .. }
-                | Command::Revive { .. } => false,
+                | Command::Revive { .. }
+                | Command::Timeout { .. }
+                | Command::HandOver { .. } => false,
             })
     }
 
@@ -1638,7 +1664,35 @@ impl Server {
                         return Projection::SeqReused;
                     }
                     if l == lock && owner == Some(*c) {
-                        owner = None;
+                        // With waiters, the release hands the lock to the head: conservatively
+                        // the table's head (a queued acquire in the log may be it instead).
+                        owner = self.table.waiters(lock).next().map(|waiter| waiter.client);
+                    }
+                }
+                Command::Acquire {
+                    client: c,
+                    seq: s,
+                    lock: l,
+                    ..
+                }
+                | Command::Cancel {
+                    client: c,
+                    seq: s,
+                    lock: l,
+                } => {
+                    if (*c, *s) == (client, seq) {
+                        return Projection::SeqReused;
+                    }
+                    if l == lock
+                        && owner.is_none()
+                        && matches!(entry.command, Command::Acquire { .. })
+                    {
+                        owner = Some(*c);
+                    }
+                }
+                Command::HandOver { lock: l } => {
+                    if l == lock && owner.is_none() {
+                        owner = self.table.waiters(lock).next().map(|waiter| waiter.client);
                     }
                 }
                 // An unapplied expire leaves the lock looking held: a preempt then waits for a
@@ -1647,7 +1701,8 @@ impl Server {
                 | Command::Register { .. }
                 | Command::Expire { .. }
                 | Command::MarkSilent { .. }
-                | Command::Revive { .. } => {}
+                | Command::Revive { .. }
+                | Command::Timeout { .. } => {}
             }
         }
         owner.map_or(Projection::Free, Projection::Owner)
@@ -2230,6 +2285,7 @@ impl Server {
         // Raft §5.4.2: a no-op of the new term lets earlier entries commit and reads start.
         let noop_index = self.append_as_leader(Command::Noop);
         self.sessions_on_leadership(now, noop_index);
+        self.queues_on_leadership();
         self.election_deadline = now + self.config.election_timeout_min;
         self.set_timer(ServerTimer::Election, self.election_deadline);
         self.advance_commit();
@@ -2291,6 +2347,7 @@ impl Server {
                     .map(ReadWaiter::Keepalive),
             )
             .collect();
+        self.queues_on_abdication();
         for waiter in waiters {
             self.fail_read(waiter);
         }
@@ -2471,18 +2528,27 @@ impl Server {
                 .map(|routes| (routes, self.answer_for(index, &entry.command, result)));
             // `Applied` before the answers it justifies: a driver that stops between two
             // effects must never have answered for an entry it did not report applied.
+            let client = command_client(&entry.command);
             self.out.push(ServerOutput::Applied {
                 index,
-                entry,
+                entry: entry.clone(),
                 result,
             });
             if let Some((routes, (Some(body), reply_index))) = answer {
                 for (route, seq) in routes {
-                    self.reply_at(route, seq, body.clone(), reply_index);
+                    match client {
+                        Some(client) => {
+                            self.answer_or_park(route, (client, seq), body.clone(), reply_index)
+                        }
+                        None => self.reply_at(route, seq, body.clone(), reply_index),
+                    }
                 }
             }
+            // After the entry's own answers: the waiters it decided (the new holder woken).
+            self.on_queue_entry_applied(index, &entry.command, self.step_time);
         }
         self.maybe_ready_sessions(self.step_time);
+        self.maybe_ready_queues(self.step_time);
         self.serve_confirmed_reads();
         self.serve_refusals();
         self.serve_keepalives();
@@ -2512,7 +2578,12 @@ impl Server {
                 secret: *secret,
             },
             (
-                Command::Preempt { client, seq, lock } | Command::Release { client, seq, lock },
+                Command::Preempt { client, seq, lock }
+                | Command::Release { client, seq, lock }
+                | Command::Acquire {
+                    client, seq, lock, ..
+                }
+                | Command::Cancel { client, seq, lock },
                 ApplyResult::Outcome {
                     outcome,
                     duplicate: true,
@@ -2520,6 +2591,8 @@ impl Server {
             ) => {
                 let kind = match command {
                     Command::Preempt { .. } => WriteKind::Preempt,
+                    Command::Acquire { .. } => WriteKind::Acquire,
+                    Command::Cancel { .. } => WriteKind::Cancel,
                     _ => WriteKind::Release,
                 };
                 return match self.table.settled(*client, *seq, kind, lock) {
@@ -2535,7 +2608,10 @@ impl Server {
             (_, ApplyResult::Outcome { outcome, .. }) => ReplyBody::Outcome(outcome),
             (_, ApplyResult::Stale) => ReplyBody::Error(ServiceError::StaleRequest),
             (
-                Command::Preempt { client, seq, .. } | Command::Release { client, seq, .. },
+                Command::Preempt { client, seq, .. }
+                | Command::Release { client, seq, .. }
+                | Command::Acquire { client, seq, .. }
+                | Command::Cancel { client, seq, .. },
                 ApplyResult::Rejected { rejection },
             ) => ReplyBody::Error(rejection.service_error(*client, *seq)),
             _ => return (None, index),
@@ -2771,6 +2847,7 @@ impl Server {
             "{id}: pending reads exceed their bound"
         );
         self.check_session_invariants();
+        self.check_queue_state_invariants();
     }
 }
 
@@ -2836,8 +2913,28 @@ fn bad_lock_name(request: &ClientRequest) -> Option<String> {
     }
 }
 
+/// The client whose request an entry is, for the writes a client asks for.
+fn command_client(command: &Command) -> Option<ClientId> {
+    match command {
+        Command::Preempt { client, .. }
+        | Command::Release { client, .. }
+        | Command::Acquire { client, .. }
+        | Command::Cancel { client, .. } => Some(*client),
+        Command::Noop
+        | Command::Register { .. }
+        | Command::Expire { .. }
+        | Command::MarkSilent { .. }
+        | Command::Revive { .. }
+        | Command::Timeout { .. }
+        | Command::HandOver { .. } => None,
+    }
+}
+
 #[path = "server_sessions.rs"]
 mod sessions;
+
+#[path = "server_queue.rs"]
+mod queue;
 
 pub use sessions::{shrink, stretch};
 

@@ -418,7 +418,7 @@ impl Server {
 
     /// Leader: appends a session entry nobody waits on, unless the uncommitted entries are at
     /// their bound (then the heartbeat tries again).
-    fn append_session_entry(&mut self, command: Command) -> Option<LogIndex> {
+    pub(super) fn append_session_entry(&mut self, command: Command) -> Option<LogIndex> {
         if self.log.last_index() - self.commit_index >= self.config.uncommitted_entries_max {
             self.coverage.hit(Branch::SessionsAppendDeferred);
             return None;

@@ -620,7 +620,7 @@ impl Network {
                 ServerOutput::SetTimer { timer, at } => {
                     self.timers.insert((id, *timer), *at);
                 }
-                ServerOutput::Applied { .. } => {}
+                ServerOutput::Applied { .. } | ServerOutput::Woken { .. } => {}
             }
         }
     }
@@ -2851,5 +2851,7 @@ fn with_the_unsafe_switch_a_repairing_server_votes_as_if_its_log_were_whole() {
 /// testing"), kept apart so that they read as one list.
 #[path = "server_mutation_tests.rs"]
 mod mutation_kills;
+#[path = "queue_tests.rs"]
+mod queues;
 #[path = "session_tests.rs"]
 mod sessions;

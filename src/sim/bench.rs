@@ -104,6 +104,8 @@ impl BenchOptions {
                     release: 0.4,
                     check: 0.2,
                     linearizable: 0.25,
+                    acquire: 0.0,
+                    acquire_wait_ms: 0,
                 },
                 think_min: Duration::from_millis(1),
                 think_max: Duration::from_millis(20),

@@ -12,10 +12,12 @@
 //! in the simulator, not in the system under test. Nothing here iterates a hash map.
 
 use crate::node::{
-    ApplyResult, ClientId, ClientReply, ClientRequest, ClientSecret, Command, Entry, Holder,
-    LOCK_NAME_BYTES_MAX, LockName, LockTable, LogIndex, Operation, Outcome, Rejection, ReplyBody,
-    RequestBody, Role, ServerId, Term, Time,
+    ApplyResult, ClientId, ClientReply, ClientRequest, ClientSecret, Command, Decision, Entry,
+    Holder, LOCK_NAME_BYTES_MAX, LockName, LockTable, LogIndex, Operation, Outcome,
+    QUEUE_WAITERS_PER_LOCK_MAX, Rejection, ReplyBody, RequestBody, Role, ServerId, Term, Time,
+    Woken,
 };
+use crate::sim::fairness::{ModelWaiter, QueueModel};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -58,6 +60,9 @@ pub const EXPECTABLE: &[&str] = &[
     FENCED_WRITES,
     LEASE_SAFETY,
     SESSION_EXPIRY,
+    crate::sim::fairness::FIFO_FAIRNESS,
+    crate::sim::fairness::NO_GRANT_AFTER_EXPIRY,
+    crate::sim::fairness::WAITERS_DECIDED,
     crate::sim::linearizability::LINEARIZABILITY,
     crate::sim::linearizability::MONOTONIC_READS,
 ];
@@ -347,6 +352,8 @@ impl StateMachineSafety {
 enum RequestKind {
     Preempt,
     Release,
+    Acquire,
+    Cancel,
 }
 
 impl RequestKind {
@@ -354,6 +361,8 @@ impl RequestKind {
         match self {
             RequestKind::Preempt => "preempt",
             RequestKind::Release => "release",
+            RequestKind::Acquire => "acquire",
+            RequestKind::Cancel => "cancel",
         }
     }
 }
@@ -402,6 +411,8 @@ pub struct MutualExclusion {
     registered_clients: u64,
     /// Clients registered with a session TTL, and whether an expire ended the session.
     sessions: BTreeMap<ClientId, bool>,
+    /// Reference model of the blocking acquire's FIFO queues (`sim::fairness`).
+    queues: QueueModel,
 }
 
 impl MutualExclusion {
@@ -431,9 +442,27 @@ impl MutualExclusion {
             self.last_index
         );
         self.last_index = index;
-        let (client, seq, lock, kind) = match command {
-            Command::Preempt { client, seq, lock } => (*client, *seq, lock, RequestKind::Preempt),
-            Command::Release { client, seq, lock } => (*client, *seq, lock, RequestKind::Release),
+        let (client, seq, lock, kind, wait_ms) = match command {
+            Command::Preempt { client, seq, lock } => {
+                (*client, *seq, lock, RequestKind::Preempt, 0)
+            }
+            Command::Release { client, seq, lock } => {
+                (*client, *seq, lock, RequestKind::Release, 0)
+            }
+            Command::Acquire {
+                client,
+                seq,
+                lock,
+                wait_ms,
+            } => (*client, *seq, lock, RequestKind::Acquire, *wait_ms),
+            Command::Cancel { client, seq, lock } => (*client, *seq, lock, RequestKind::Cancel, 0),
+            Command::Timeout { client, seq, lock } => {
+                return self.check_timeout(now, index, (*client, *seq, lock), result);
+            }
+            Command::HandOver { lock } => {
+                self.model_hand_over(lock, index);
+                return check_bookkeeping(now, index, command, result);
+            }
             Command::Register { ttl_ms, .. } => {
                 self.registered_clients += 1;
                 let client = ClientId(self.registered_clients);
@@ -457,7 +486,17 @@ impl MutualExclusion {
             seq,
             lock,
             kind,
+            wait_ms,
         };
+        let queue_full = self.queue_full(&request)
+            && !self.requests.contains_key(&(client, seq))
+            && *result
+                == (ApplyResult::Rejected {
+                    rejection: Rejection::QueueFull,
+                });
+        if queue_full {
+            return Ok(());
+        }
         if let Some(rejection) = self.expected_rejection(&request) {
             // Whatever the log holds, apply refuses it, the same way everywhere.
             if *result != (ApplyResult::Rejected { rejection }) {
@@ -520,6 +559,19 @@ impl MutualExclusion {
         (!same && !newer_exists).then_some(Rejection::SeqReused)
     }
 
+    /// An acquire that would join a queue already at its bound is refused, changing nothing
+    /// (and unlike the rejections above, only for a request not settled before).
+    fn queue_full(&self, request: &Request<'_>) -> bool {
+        let held_by_other = self
+            .holders
+            .get(request.lock)
+            .is_some_and(|holder| holder.owner != request.client);
+        request.kind == RequestKind::Acquire
+            && request.wait_ms > 0
+            && held_by_other
+            && self.queues.len(request.lock) >= QUEUE_WAITERS_PER_LOCK_MAX
+    }
+
     /// A request applied for the first time: its outcome must agree with the model, which then
     /// takes its effect.
     fn check_fresh(
@@ -555,9 +607,48 @@ impl MutualExclusion {
             );
             return Err(Violation::new(MUTUAL_EXCLUSION, now, message));
         }
+        // A client runs one operation at a time: any newer write ends its wait.
+        let abandoned = self.queues.waiting_for(request.client);
+        if abandoned.is_some() {
+            let _ = self
+                .queues
+                .decide(request.client, Decision::Cancelled, request.index);
+        }
         match request.kind {
-            RequestKind::Preempt => self.check_preempt(now, request, outcome)?,
-            RequestKind::Release => self.check_release(now, request, outcome)?,
+            RequestKind::Preempt => {
+                self.model_hand_over(request.lock, request.index);
+                self.check_preempt(now, request, outcome)?
+            }
+            RequestKind::Release => {
+                self.check_release(now, request, outcome)?;
+                // Only a release that released hands over: one refused `not_owner` of a lock
+                // freed by expiry leaves its queue to the leader's hand-over (lock-delay).
+                if outcome == Outcome::Released {
+                    self.model_hand_over(request.lock, request.index);
+                }
+            }
+            RequestKind::Acquire => {
+                self.model_hand_over(request.lock, request.index);
+                self.check_acquire(now, request, outcome)?
+            }
+            RequestKind::Cancel => {
+                let expected = match abandoned {
+                    Some((lock, _)) if lock == *request.lock => Outcome::Cancelled,
+                    _ => Outcome::NotWaiting,
+                };
+                if outcome != expected {
+                    let message = format!(
+                        "cancel of lock `{}` by {} at index {} answered {}, but the reference \
+                         model's queues say {}",
+                        request.lock,
+                        request.client,
+                        request.index,
+                        describe_outcome(&outcome),
+                        describe_outcome(&expected)
+                    );
+                    return Err(Violation::new(MUTUAL_EXCLUSION, now, message));
+                }
+            }
         }
         let committed = CommittedRequest {
             index: request.index,
@@ -623,6 +714,121 @@ impl MutualExclusion {
             ),
         };
         Err(Violation::new(MUTUAL_EXCLUSION, now, problem))
+    }
+
+    /// A new acquire: granted like a preempt when free or already the caller's, refused like
+    /// one when held and `wait_ms` is 0, queued at the tail otherwise.
+    fn check_acquire(
+        &mut self,
+        now: Time,
+        request: &Request<'_>,
+        outcome: Outcome,
+    ) -> Result<(), Violation> {
+        let holder = self.holders.get(request.lock).copied();
+        let queues_it = request.wait_ms > 0 && holder.is_some_and(|h| h.owner != request.client);
+        if !queues_it {
+            return self.check_preempt(now, request, outcome);
+        }
+        if outcome != Outcome::Queued {
+            let message = format!(
+                "acquire of lock `{}` by {} at index {} (wait {} ms) answered {}, but the \
+                 reference model has the lock {}: it must queue",
+                request.lock,
+                request.client,
+                request.index,
+                request.wait_ms,
+                describe_outcome(&outcome),
+                describe_model_holder(holder.as_ref())
+            );
+            return Err(Violation::new(MUTUAL_EXCLUSION, now, message));
+        }
+        let waiter = ModelWaiter {
+            client: request.client,
+            seq: request.seq,
+            enqueued_at: request.index,
+        };
+        self.queues.enqueue(request.lock, waiter);
+        Ok(())
+    }
+
+    /// A free lock with waiters goes to the head of its queue, with `index` as its token.
+    fn model_hand_over(&mut self, lock: &LockName, index: LogIndex) {
+        if self.holders.contains_key(lock) {
+            return;
+        }
+        let Some(head) = self.queues.head(lock) else {
+            return;
+        };
+        let granted = Outcome::Granted { token: index };
+        let decided = self
+            .queues
+            .decide(head.client, Decision::Granted { token: index }, index);
+        assert!(decided.is_some(), "mutual exclusion: the head is waiting");
+        self.record_grant(lock, head.client, index);
+        if let Some(request) = self.requests.get_mut(&(head.client, head.seq)) {
+            request.outcome = granted;
+        }
+    }
+
+    /// The leader's timeout of (`client`, `seq`) on `lock`: removes a waiter still queued
+    /// (`timed_out`); applies to nothing otherwise.
+    fn check_timeout(
+        &mut self,
+        now: Time,
+        index: LogIndex,
+        (client, seq, lock): (ClientId, u64, &LockName),
+        result: &ApplyResult,
+    ) -> Result<(), Violation> {
+        let queued = self.queues.waiting_for(client) == Some((lock.clone(), seq));
+        let expected = if queued {
+            let _ = self.queues.decide(client, Decision::TimedOut, index);
+            if let Some(request) = self.requests.get_mut(&(client, seq)) {
+                request.outcome = Outcome::TimedOut;
+            }
+            ApplyResult::Outcome {
+                outcome: Outcome::TimedOut,
+                duplicate: false,
+            }
+        } else {
+            ApplyResult::Nothing
+        };
+        if *result == expected {
+            return Ok(());
+        }
+        let message = format!(
+            "index {index}: timeout of {client} seq {seq} on lock `{lock}` produced {}, but the \
+             reference model expected {}",
+            describe_result(result),
+            describe_result(&expected)
+        );
+        Err(Violation::new(MUTUAL_EXCLUSION, now, message))
+    }
+
+    /// One server's report of a waiter the entry at `index` decided: `fifo_fairness` and
+    /// `no_grant_after_expiry` judge it against the model.
+    pub fn observe_woken(
+        &self,
+        now: Time,
+        index: LogIndex,
+        woken: &Woken,
+    ) -> Result<(), Violation> {
+        self.queues.observe_woken(now, index, woken)
+    }
+
+    /// The model's waiters still queued, for the liveness phase: every waiter must have been
+    /// granted, timed out or cancelled by then.
+    pub fn waiters(&self) -> Vec<(LockName, ModelWaiter)> {
+        self.queues.waiters()
+    }
+
+    /// Whether any client ever waited in a queue.
+    pub fn queues_used(&self) -> bool {
+        self.queues.ever_used()
+    }
+
+    /// The liveness half of the queue checkers: see [`QueueModel::check_all_decided`].
+    pub fn check_all_decided(&self, now: Time) -> Result<(), Violation> {
+        self.queues.check_all_decided(now)
     }
 
     /// The model takes a new grant: `client` holds `lock` with fencing token `token`.
@@ -722,6 +928,8 @@ impl MutualExclusion {
             return Err(Violation::new(MUTUAL_EXCLUSION, now, message));
         }
         self.sessions.insert(client, true);
+        self.queues.note_expired(client);
+        let _ = self.queues.decide(client, Decision::SessionExpired, index);
         let held: Vec<LockName> = self
             .holders
             .iter()
@@ -767,6 +975,7 @@ impl MutualExclusion {
             seq,
             lock,
             kind,
+            ..
         } = *request;
         let Some(first) = self.requests.get(&(client, seq)) else {
             let message = format!(
@@ -805,6 +1014,8 @@ impl MutualExclusion {
         let (kind, lock) = match op {
             Operation::Preempt { lock } => (RequestKind::Preempt, lock),
             Operation::Release { lock } => (RequestKind::Release, lock),
+            Operation::Acquire { lock, .. } => (RequestKind::Acquire, lock),
+            Operation::Cancel { lock } => (RequestKind::Cancel, lock),
             // Checks are reads, not in the log: the linearizability checker owns them.
             Operation::Check { .. } => return Ok(()),
         };
@@ -893,7 +1104,9 @@ impl MutualExclusion {
                 .get(lock)
                 .and_then(|grants| grants.get(&previous.token));
             match ended.and_then(|grant| grant.released_at) {
-                Some(released_at) if released_at < token => return Ok(()),
+                // Equal when a release handed the lock over inside its own entry: the
+                // release applies first, then the grant, at the one index.
+                Some(released_at) if released_at <= token => return Ok(()),
                 _ => format!(
                     "lock `{lock}` acknowledged to {client} with token {token} while {}'s grant \
                      (token {}) had no committed release before index {token}",
@@ -925,6 +1138,8 @@ struct Request<'a> {
     seq: u64,
     lock: &'a LockName,
     kind: RequestKind,
+    /// An acquire's wait; 0 for every other kind.
+    wait_ms: u64,
 }
 
 /// Noops and registrations touch no lock; they only need the matching kind of result.
@@ -936,7 +1151,10 @@ fn check_bookkeeping(
 ) -> Result<(), Violation> {
     match (command, result) {
         (Command::Noop, ApplyResult::Nothing) => Ok(()),
-        (Command::MarkSilent { .. } | Command::Revive { .. }, ApplyResult::Nothing) => Ok(()),
+        (
+            Command::MarkSilent { .. } | Command::Revive { .. } | Command::HandOver { .. },
+            ApplyResult::Nothing,
+        ) => Ok(()),
         (Command::Register { .. }, ApplyResult::Registered { .. }) => Ok(()),
         _ => Err(mismatched_result(now, index, command, result)),
     }
@@ -1229,9 +1447,15 @@ impl RogueIsolation {
             Command::Noop
             | Command::Expire { .. }
             | Command::MarkSilent { .. }
-            | Command::Revive { .. } => return Ok(()),
+            | Command::Revive { .. }
+            | Command::Timeout { .. }
+            | Command::HandOver { .. } => return Ok(()),
             Command::Preempt { client, seq, lock } => (*client, *seq, lock, RequestKind::Preempt),
             Command::Release { client, seq, lock } => (*client, *seq, lock, RequestKind::Release),
+            Command::Acquire {
+                client, seq, lock, ..
+            } => (*client, *seq, lock, RequestKind::Acquire),
+            Command::Cancel { client, seq, lock } => (*client, *seq, lock, RequestKind::Cancel),
         };
         let ApplyResult::Outcome { outcome, duplicate } = result else {
             // Rejected or stale: no effect on any lock.
@@ -1262,6 +1486,8 @@ fn write_kind(op: &Operation) -> Option<RequestKind> {
     match op {
         Operation::Preempt { .. } => Some(RequestKind::Preempt),
         Operation::Release { .. } => Some(RequestKind::Release),
+        Operation::Acquire { .. } => Some(RequestKind::Acquire),
+        Operation::Cancel { .. } => Some(RequestKind::Cancel),
         Operation::Check { .. } => None,
     }
 }
@@ -1348,6 +1574,10 @@ fn describe_outcome(outcome: &Outcome) -> String {
         Outcome::NotOwner => "not owner".to_string(),
         Outcome::Free => "free".to_string(),
         Outcome::Owner { owner, token } => format!("owned by {owner} (token {token})"),
+        Outcome::Queued => "queued".to_string(),
+        Outcome::TimedOut => "timed out".to_string(),
+        Outcome::Cancelled => "cancelled".to_string(),
+        Outcome::NotWaiting => "not waiting".to_string(),
     }
 }
 
@@ -1382,6 +1612,17 @@ fn describe_command(command: &Command) -> String {
         Command::Expire { client } => format!("expire {client}"),
         Command::MarkSilent { sessions } => format!("mark {} session(s) silent", sessions.len()),
         Command::Revive { client } => format!("revive {client}"),
+        Command::Acquire {
+            client,
+            seq,
+            lock,
+            wait_ms,
+        } => format!("acquire `{lock}` by {client} seq {seq} (wait {wait_ms} ms)"),
+        Command::Cancel { client, seq, lock } => format!("cancel `{lock}` by {client} seq {seq}"),
+        Command::Timeout { client, seq, lock } => {
+            format!("timeout of {client} seq {seq} on `{lock}`")
+        }
+        Command::HandOver { lock } => format!("hand `{lock}` to its queue's head"),
     }
 }
 
@@ -1530,6 +1771,137 @@ mod tests {
             );
         }
         violation
+    }
+
+    // The blocking acquire: the model keeps the queues and judges the cluster's decisions.
+
+    fn acquire(client: ClientId, seq: u64, wait_ms: u64) -> Command {
+        Command::Acquire {
+            client,
+            seq,
+            lock: lock("a"),
+            wait_ms,
+        }
+    }
+
+    /// c1 holds a; c2 then c3 queue for it. A cluster whose release hands a to c3 (LIFO) is
+    /// caught by `fifo_fairness`; a cluster that acknowledges a grant to a waiter after its
+    /// committed timeout is caught by `mutual_exclusion`; the right report passes.
+    #[test]
+    fn a_hand_over_to_the_tail_breaks_fifo_fairness() {
+        let mut checker = two_registered_clients();
+        let c3 = ClientId(3);
+        let register = Command::Register {
+            nonce: 3,
+            secret: None,
+            ttl_ms: None,
+        };
+        commit(
+            &mut checker,
+            3,
+            register,
+            ApplyResult::Registered { client: c3 },
+        );
+        commit(&mut checker, 4, preempt(C1, 1, "a"), fresh(granted(4)));
+        commit(
+            &mut checker,
+            5,
+            acquire(C2, 1, 5_000),
+            fresh(Outcome::Queued),
+        );
+        commit(
+            &mut checker,
+            6,
+            acquire(c3, 1, 5_000),
+            fresh(Outcome::Queued),
+        );
+        commit(
+            &mut checker,
+            7,
+            release(C1, 2, "a"),
+            fresh(Outcome::Released),
+        );
+        let to_the_tail = Woken {
+            client: c3,
+            seq: 1,
+            lock: lock("a"),
+            decision: Decision::Granted { token: 7 },
+        };
+        let verdict = checker.observe_woken(at(7), 7, &to_the_tail);
+        expect_violation(verdict, crate::sim::fairness::FIFO_FAIRNESS, &["client#3"]);
+        let to_the_head = Woken {
+            client: C2,
+            ..to_the_tail
+        };
+        assert_eq!(checker.observe_woken(at(7), 7, &to_the_head), Ok(()));
+        let acquire_op = Operation::Acquire {
+            lock: lock("a"),
+            wait_ms: 5_000,
+        };
+        assert_eq!(
+            ack(&mut checker, 8, (C2, 1), acquire_op.clone(), granted(7)),
+            Ok(())
+        );
+        // c3 times out at 8 (committed); a later grant acknowledged to it is a lie.
+        let timeout = Command::Timeout {
+            client: c3,
+            seq: 1,
+            lock: lock("a"),
+        };
+        commit(&mut checker, 8, timeout, fresh(Outcome::TimedOut));
+        let verdict = ack(&mut checker, 9, (c3, 1), acquire_op, granted(9));
+        expect_violation(verdict, MUTUAL_EXCLUSION, &["timed out"]);
+        assert!(checker.waiters().is_empty());
+    }
+
+    /// A waiter whose session the committed log expired is never granted: a report that it
+    /// was breaks `no_grant_after_expiry`.
+    #[test]
+    fn a_grant_to_a_waiter_whose_session_expired_breaks_no_grant_after_expiry() {
+        let mut checker = MutualExclusion::new();
+        for (index, client, ttl_ms) in [(1, C1, None), (2, C2, Some(3_000))] {
+            let register = Command::Register {
+                nonce: index,
+                secret: None,
+                ttl_ms,
+            };
+            commit(
+                &mut checker,
+                index,
+                register,
+                ApplyResult::Registered { client },
+            );
+        }
+        commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(3)));
+        commit(
+            &mut checker,
+            4,
+            acquire(C2, 1, 60_000),
+            fresh(Outcome::Queued),
+        );
+        let expired = ApplyResult::Expired {
+            client: C2,
+            released: 0,
+        };
+        commit(&mut checker, 5, Command::Expire { client: C2 }, expired);
+        commit(
+            &mut checker,
+            6,
+            release(C1, 2, "a"),
+            fresh(Outcome::Released),
+        );
+        let granted_anyway = Woken {
+            client: C2,
+            seq: 1,
+            lock: lock("a"),
+            decision: Decision::Granted { token: 6 },
+        };
+        let verdict = checker.observe_woken(at(6), 6, &granted_anyway);
+        expect_violation(
+            verdict,
+            crate::sim::fairness::NO_GRANT_AFTER_EXPIRY,
+            &["client#2", "ended at index 5"],
+        );
     }
 
     // Mutual exclusion, rejections: the model decides on its own which writes apply must

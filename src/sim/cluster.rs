@@ -1296,6 +1296,25 @@ impl Cluster {
         })
     }
 
+    /// Whether the reference model still has waiters in a queue (the run should not settle
+    /// before the leader decides them).
+    pub fn waiters_remain(&self) -> bool {
+        !self.mutual_exclusion.waiters().is_empty()
+    }
+
+    /// `waiters_decided`, at the end of a settled run: no waiter is left in a queue. Judges
+    /// nothing in a run where nobody ever waited.
+    pub fn check_waiters_decided(&mut self) {
+        if !self.mutual_exclusion.queues_used() {
+            return;
+        }
+        let now = self.now();
+        self.count_check(crate::sim::fairness::WAITERS_DECIDED);
+        if let Err(violation) = self.mutual_exclusion.check_all_decided(now) {
+            self.report_violation(violation);
+        }
+    }
+
     /// `session_expiry`'s liveness half, at the end of a settled run: see
     /// [`SessionExpiry::check_liveness`].
     pub fn check_sessions_expired(&mut self, faults_stopped: Time, bound: Duration) {
@@ -1672,6 +1691,19 @@ impl Cluster {
                 entry,
                 result,
             } => self.observe_applied(number, log_index, &entry, &result),
+            ServerOutput::Woken {
+                index: log_index,
+                woken,
+            } => {
+                let now = self.now();
+                self.count_check(crate::sim::fairness::FIFO_FAIRNESS);
+                self.count_check(crate::sim::fairness::NO_GRANT_AFTER_EXPIRY);
+                self.fenced_writes.observe_woken(&woken);
+                let verdict = self.mutual_exclusion.observe_woken(now, log_index, &woken);
+                if let Err(violation) = verdict {
+                    self.report_violation(violation);
+                }
+            }
         }
         Ok(())
     }
@@ -2104,6 +2136,9 @@ fn effect_name(output: &ServerOutput) -> String {
             ServerTimer::Heartbeat => "set heartbeat timer".to_string(),
         },
         ServerOutput::Applied { index, .. } => format!("apply entry {index}"),
+        ServerOutput::Woken { index, woken } => {
+            format!("wake {} (entry {index})", woken.client)
+        }
     }
 }
 

@@ -8,7 +8,15 @@
 //! {"client":"c2","op":"check","lock":"a","consistency":"linearizable","call":6000000,"return":7100000,"result":"owner","owner":"c1","token":12}
 //! {"client":"c1","op":"release","lock":"a","call":8000000,"return":null,"result":"unknown"}
 //! {"client":"c1","op":"expire","lock":"a","call":9100000,"return":9100000,"result":"expired"}
+//! {"client":"c2","op":"acquire","lock":"a","call":9000000,"return":9300000,"result":"granted","token":15}
+//! {"client":"c3","op":"acquire","lock":"a","call":9100000,"return":11200000,"result":"timed_out"}
+//! {"client":"c4","op":"cancel","lock":"a","call":9500000,"return":9900000,"result":"not_waiting"}
 //! ```
+//!
+//! An `acquire` (the blocking acquire) answers like a preempt (`granted`, `held_by`), or
+//! `timed_out` or `cancelled`, which took no effect: it is a preempt that may take effect at any
+//! point before it returns. A `cancel` answers `cancelled` or `not_waiting` and changes no
+//! holder.
 //!
 //! `"return": null` with `"result": "unknown"` marks an operation whose outcome the client never
 //! learned (timeout, crash, or still running at the end): it may or may not have taken effect.
@@ -37,6 +45,10 @@ pub enum HistoryOpKind {
     /// Not a client's call: the cluster expired the session of `client`, freeing `lock` if that
     /// session held it. Its `call` and `return` bound when the expiry took effect.
     Expire,
+    /// The blocking acquire: a preempt that may take effect at any point before it returns.
+    Acquire,
+    /// Stops a blocking acquire's wait; changes no holder.
+    Cancel,
 }
 
 impl HistoryOpKind {
@@ -46,6 +58,8 @@ impl HistoryOpKind {
             HistoryOpKind::Release => "release",
             HistoryOpKind::Check => "check",
             HistoryOpKind::Expire => "expire",
+            HistoryOpKind::Acquire => "acquire",
+            HistoryOpKind::Cancel => "cancel",
         }
     }
 
@@ -55,6 +69,8 @@ impl HistoryOpKind {
             "release" => Some(HistoryOpKind::Release),
             "check" => Some(HistoryOpKind::Check),
             "expire" => Some(HistoryOpKind::Expire),
+            "acquire" => Some(HistoryOpKind::Acquire),
+            "cancel" => Some(HistoryOpKind::Cancel),
             _ => None,
         }
     }
@@ -79,6 +95,12 @@ pub enum HistoryResult {
     Unknown,
     /// Expire: the session ended; the lock is free if that session held it.
     Expired,
+    /// Acquire: the wait ran out; no effect.
+    TimedOut,
+    /// Acquire: its client cancelled it; no effect. Cancel: it stopped a wait.
+    Cancelled,
+    /// Cancel: there was no wait to stop.
+    NotWaiting,
 }
 
 impl HistoryResult {
@@ -92,6 +114,9 @@ impl HistoryResult {
             HistoryResult::Owner { .. } => "owner",
             HistoryResult::Unknown => "unknown",
             HistoryResult::Expired => "expired",
+            HistoryResult::TimedOut => "timed_out",
+            HistoryResult::Cancelled => "cancelled",
+            HistoryResult::NotWaiting => "not_waiting",
         }
     }
 
@@ -99,8 +124,13 @@ impl HistoryResult {
     pub fn fits(self, kind: HistoryOpKind) -> bool {
         match self {
             HistoryResult::Granted { .. } | HistoryResult::HeldBy { .. } => {
-                kind == HistoryOpKind::Preempt
+                matches!(kind, HistoryOpKind::Preempt | HistoryOpKind::Acquire)
             }
+            HistoryResult::TimedOut => kind == HistoryOpKind::Acquire,
+            HistoryResult::Cancelled => {
+                matches!(kind, HistoryOpKind::Acquire | HistoryOpKind::Cancel)
+            }
+            HistoryResult::NotWaiting => kind == HistoryOpKind::Cancel,
             HistoryResult::Released | HistoryResult::NotOwner => kind == HistoryOpKind::Release,
             HistoryResult::Free | HistoryResult::Owner { .. } => kind == HistoryOpKind::Check,
             HistoryResult::Expired => kind == HistoryOpKind::Expire,
@@ -230,7 +260,14 @@ impl HistoryOp {
         }
         match (self.op, self.consistency) {
             (HistoryOpKind::Check, None) => return Err(HistoryProblem::MissingConsistency),
-            (HistoryOpKind::Preempt | HistoryOpKind::Release | HistoryOpKind::Expire, Some(_)) => {
+            (
+                HistoryOpKind::Preempt
+                | HistoryOpKind::Release
+                | HistoryOpKind::Expire
+                | HistoryOpKind::Acquire
+                | HistoryOpKind::Cancel,
+                Some(_),
+            ) => {
                 return Err(HistoryProblem::ConsistencyOnNonCheck(self.op.name()));
             }
             _ => {}
@@ -683,6 +720,9 @@ fn parse_result(
         "owner" => ("owner", true, true),
         "unknown" => ("unknown", false, false),
         "expired" => ("expired", false, false),
+        "timed_out" => ("timed_out", false, false),
+        "cancelled" => ("cancelled", false, false),
+        "not_waiting" => ("not_waiting", false, false),
         other => return Err(HistoryProblem::UnknownResult(other.into())),
     };
     if owner.is_some() && !takes_owner {
@@ -717,6 +757,9 @@ fn parse_result(
         ("not_owner", ..) => HistoryResult::NotOwner,
         ("free", ..) => HistoryResult::Free,
         ("expired", ..) => HistoryResult::Expired,
+        ("timed_out", ..) => HistoryResult::TimedOut,
+        ("cancelled", ..) => HistoryResult::Cancelled,
+        ("not_waiting", ..) => HistoryResult::NotWaiting,
         _ => HistoryResult::Unknown,
     })
 }

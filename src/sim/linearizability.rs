@@ -517,10 +517,10 @@ impl Action {
     /// The answered operation; `None` for an unknown result.
     fn answered(op: &HistoryOp) -> Option<Action> {
         match (op.op, op.result) {
-            (HistoryOpKind::Preempt, HistoryResult::Granted { token }) => {
+            (HistoryOpKind::Preempt | HistoryOpKind::Acquire, HistoryResult::Granted { token }) => {
                 Some(Action::Grant { token })
             }
-            (HistoryOpKind::Preempt, HistoryResult::HeldBy { owner }) => {
+            (HistoryOpKind::Preempt | HistoryOpKind::Acquire, HistoryResult::HeldBy { owner }) => {
                 Some(Action::Refuse { owner })
             }
             (HistoryOpKind::Release, HistoryResult::Released) => Some(Action::Release),
@@ -530,6 +530,8 @@ impl Action {
                 Some(Action::SeeOwner { owner, token })
             }
             (HistoryOpKind::Expire, HistoryResult::Expired) => Some(Action::Expire),
+            // No effect on the lock: nothing to place (`maybe` agrees).
+            (HistoryOpKind::Acquire | HistoryOpKind::Cancel, _) if Action::no_effect(op) => None,
             (_, HistoryResult::Unknown) => None,
             (kind, result) => unreachable!("validated: {} never answers {kind:?}", result.name()),
         }
@@ -537,12 +539,31 @@ impl Action {
 
     /// The operation as one that may or may not have taken effect; `None` for a check, which
     /// has no effect either way.
-    fn maybe(kind: HistoryOpKind) -> Option<Action> {
-        match kind {
-            HistoryOpKind::Preempt => Some(Action::MaybePreempt),
+    fn maybe(op: &HistoryOp) -> Option<Action> {
+        if Action::no_effect(op) {
+            return None;
+        }
+        match op.op {
+            // An acquire is a preempt that may take effect at any point before it returns.
+            HistoryOpKind::Preempt | HistoryOpKind::Acquire => Some(Action::MaybePreempt),
             HistoryOpKind::Release => Some(Action::MaybeRelease),
-            HistoryOpKind::Check => None,
+            HistoryOpKind::Check | HistoryOpKind::Cancel => None,
             HistoryOpKind::Expire => unreachable!("validated: an expiry is never unknown"),
+        }
+    }
+
+    /// An operation that changed no holder whatever happened: a cancel, and an acquire that
+    /// timed out or was cancelled (the table never grants such a waiter).
+    fn no_effect(op: &HistoryOp) -> bool {
+        match op.op {
+            HistoryOpKind::Cancel => true,
+            HistoryOpKind::Acquire => {
+                matches!(
+                    op.result,
+                    HistoryResult::TimedOut | HistoryResult::Cancelled
+                )
+            }
+            _ => false,
         }
     }
 }
@@ -1000,7 +1021,7 @@ impl Problem {
             // the problem, it does so as it really did. An unknown answer is never required.
             let (action, required) = match Action::answered(op) {
                 Some(action) => (Some(action), role == Role::Required),
-                None => (Action::maybe(op.op), false),
+                None => (Action::maybe(op), false),
             };
             if let Some(action) = action {
                 problem_ops.push(ProblemOp {
@@ -2076,17 +2097,22 @@ fn synthetic_apply(
     op: &HistoryOp,
 ) -> HistoryResult {
     match (op.op, *entry) {
-        (HistoryOpKind::Preempt, None) => {
+        (HistoryOpKind::Preempt | HistoryOpKind::Acquire, None) => {
             *entry = Some((op.client, *token_next));
             *token_next += 1;
             HistoryResult::Granted {
                 token: *token_next - 1,
             }
         }
-        (HistoryOpKind::Preempt, Some((owner, token))) if owner == op.client => {
+        (HistoryOpKind::Preempt | HistoryOpKind::Acquire, Some((owner, token)))
+            if owner == op.client =>
+        {
             HistoryResult::Granted { token }
         }
-        (HistoryOpKind::Preempt, Some((owner, _))) => HistoryResult::HeldBy { owner },
+        (HistoryOpKind::Preempt | HistoryOpKind::Acquire, Some((owner, _))) => {
+            HistoryResult::HeldBy { owner }
+        }
+        (HistoryOpKind::Cancel, _) => HistoryResult::NotWaiting,
         (HistoryOpKind::Release, Some((owner, _))) if owner == op.client => {
             *entry = None;
             HistoryResult::Released
@@ -2157,6 +2183,63 @@ mod tests {
                 HistoryResult::Expired,
             ),
         ]
+    }
+
+    /// c1 holds a from 0; c2's acquire waits from 20 and is granted token 5 at 90. It is a
+    /// preempt that may take effect at any point before it returns: c1's release at 50-60
+    /// explains it. Without that release, the grant is a violation. A timed-out acquire and a
+    /// cancel took no effect, whatever the lock's state.
+    fn acquire_story(release: bool) -> Vec<HistoryOp> {
+        let op = |client, kind, call_ns, return_ns, result| HistoryOp {
+            client,
+            op: kind,
+            lock: "a".into(),
+            consistency: None,
+            call_ns,
+            return_ns: Some(return_ns),
+            result,
+            index: None,
+        };
+        let mut ops = vec![
+            op(
+                1,
+                HistoryOpKind::Preempt,
+                0,
+                10,
+                HistoryResult::Granted { token: 1 },
+            ),
+            op(
+                2,
+                HistoryOpKind::Acquire,
+                20,
+                90,
+                HistoryResult::Granted { token: 5 },
+            ),
+            op(3, HistoryOpKind::Acquire, 25, 80, HistoryResult::TimedOut),
+            op(3, HistoryOpKind::Cancel, 85, 88, HistoryResult::NotWaiting),
+        ];
+        if release {
+            ops.push(op(
+                1,
+                HistoryOpKind::Release,
+                50,
+                60,
+                HistoryResult::Released,
+            ));
+        }
+        ops
+    }
+
+    #[test]
+    fn an_acquire_granted_after_the_holders_release_is_linearizable_and_one_without_is_not() {
+        let report = check_history(&acquire_story(true));
+        assert!(report.violations.is_empty(), "{:?}", report.violations);
+        let report = check_history(&acquire_story(false));
+        assert_eq!(
+            report.violations.len(),
+            1,
+            "c2 was granted a while c1 still held it"
+        );
     }
 
     #[test]
@@ -2557,7 +2640,9 @@ mod tests {
                         owner,
                         token: Some(token),
                     },
-                    (HistoryOpKind::Expire, _) => unreachable!("not drawn"),
+                    (HistoryOpKind::Expire | HistoryOpKind::Acquire | HistoryOpKind::Cancel, _) => {
+                        unreachable!("not drawn")
+                    }
                 };
                 let return_ns =
                     (result != HistoryResult::Unknown).then(|| call_ns + rng.random_range(0..8));
@@ -2785,7 +2870,7 @@ mod tests {
                 let mut state = state_of_start(furthest.start);
                 for step in &furthest.steps {
                     let action = Action::answered(&step.op)
-                        .or_else(|| Action::maybe(step.op.op))
+                        .or_else(|| Action::maybe(&step.op))
                         .expect("a placed operation acts");
                     state = state
                         .step(step.op.client, action)

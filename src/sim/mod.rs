@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod disk;
 pub mod durability;
 pub mod explore;
+pub mod fairness;
 pub mod guidance;
 pub mod history;
 pub mod lease;

@@ -79,7 +79,7 @@ impl FencedWrites {
     /// Feeds a committed entry, once per log index.
     pub fn observe_committed(&mut self, index: LogIndex, command: &Command, result: &ApplyResult) {
         if let (
-            Command::Preempt { client, lock, .. },
+            Command::Preempt { client, lock, .. } | Command::Acquire { client, lock, .. },
             ApplyResult::Outcome {
                 outcome: Outcome::Granted { token },
                 duplicate: false,
@@ -90,6 +90,15 @@ impl FencedWrites {
             if *token == index {
                 self.grants.insert((lock.clone(), *token), *client);
             }
+        }
+    }
+
+    /// A grant to the head of a lock's queue, inside a release or a hand-over entry, as a
+    /// server reported applying it.
+    pub fn observe_woken(&mut self, woken: &crate::node::Woken) {
+        if let crate::node::Decision::Granted { token } = woken.decision {
+            self.grants
+                .insert((woken.lock.clone(), token), woken.client);
         }
     }
 

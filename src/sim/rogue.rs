@@ -626,10 +626,11 @@ impl Rogue {
     fn other_write(&mut self, op: &Operation, own: bool) -> Operation {
         let lock = op.lock().clone();
         match (op, self.rng.random_bool(0.5)) {
-            (Operation::Preempt { .. }, true) => Operation::Release { lock },
-            (Operation::Release { .. }, true) | (Operation::Check { .. }, _) => {
-                Operation::Preempt { lock }
+            (Operation::Preempt { .. } | Operation::Acquire { .. }, true) => {
+                Operation::Release { lock }
             }
+            (Operation::Release { .. } | Operation::Cancel { .. }, true)
+            | (Operation::Check { .. }, _) => Operation::Preempt { lock },
             (_, false) => {
                 let mut other = if own {
                     self.own_lock()

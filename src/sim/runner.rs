@@ -12,6 +12,7 @@
 use super::checkers::{self, Violation};
 use super::cluster::{ClientEvent, Cluster, ClusterSpec, Event, Restart};
 use super::durability;
+use super::fairness;
 use super::history::{HistoryOp, HistoryOpKind, HistoryResult};
 use super::lease::LeaseSafety;
 use super::linearizability;
@@ -307,13 +308,24 @@ impl Runner<'_> {
                         lock: lock.clone(),
                         consistency: *consistency,
                     },
+                    OpKind::Acquire { wait_ms } => Operation::Acquire {
+                        lock: lock.clone(),
+                        wait_ms: *wait_ms,
+                    },
+                    OpKind::Cancel => Operation::Cancel { lock: lock.clone() },
                 };
+                // An acquire may take its whole wait: the client's own limit comes after it.
+                let timeout = timeout.or_else(|| {
+                    operation
+                        .acquire_wait()
+                        .map(|wait| wait + self.scenario.timing.client_timeout)
+                });
                 let source = Source::Script {
                     event_index: event.index,
                     expect: *expect,
                     at: event.at,
                 };
-                self.invoke(*client, operation, source, *timeout)?;
+                self.invoke(*client, operation, source, timeout)?;
             }
             Action::Keepalive { client } => self.cluster.keepalive(*client)?,
             Action::Write {
@@ -517,7 +529,11 @@ impl Runner<'_> {
             self.cluster.write_resource(client, lock, token, None)?;
         }
         if let Some(op) = self.workload[position].next_op() {
-            self.invoke(client, op, Source::Workload, None)?;
+            // An acquire may take its whole wait: the client's own limit comes after it.
+            let timeout = op
+                .acquire_wait()
+                .map(|wait| wait + self.scenario.timing.client_timeout);
+            self.invoke(client, op, Source::Workload, timeout)?;
         }
         Ok(())
     }
@@ -606,7 +622,10 @@ impl Runner<'_> {
     /// Feeds `lease_safety` what an answer made client `client` believe about its locks.
     fn observe_belief(&mut self, client: u32, op: &Operation, outcome: &Outcome) {
         match (op, outcome) {
-            (Operation::Preempt { lock }, Outcome::Granted { token }) => {
+            (
+                Operation::Preempt { lock } | Operation::Acquire { lock, .. },
+                Outcome::Granted { token },
+            ) => {
                 *self
                     .cluster
                     .checks_performed
@@ -622,7 +641,10 @@ impl Runner<'_> {
                     self.cluster.report_violation(violation);
                 }
             }
-            (Operation::Preempt { lock }, Outcome::HeldBy { .. }) => {
+            (
+                Operation::Preempt { lock } | Operation::Acquire { lock, .. },
+                Outcome::HeldBy { .. } | Outcome::TimedOut | Outcome::Cancelled,
+            ) => {
                 self.lease_safety.forget(client, lock);
             }
             _ => {}
@@ -652,6 +674,10 @@ impl Runner<'_> {
             Outcome::NotOwner => "not_owner".into(),
             Outcome::Free => "free".into(),
             Outcome::Owner { owner, token } => format!("owner {} (token {token})", name(*owner)),
+            Outcome::Queued => "queued".into(),
+            Outcome::TimedOut => "timed_out".into(),
+            Outcome::Cancelled => "cancelled".into(),
+            Outcome::NotWaiting => "not_waiting".into(),
         }
     }
 
@@ -671,7 +697,11 @@ impl Runner<'_> {
     fn settle_check(&mut self) -> Result<(), QueueFull> {
         let clients_idle =
             (1..=self.scenario.cluster.clients).all(|c| !self.cluster.client_is_busy(c));
-        if clients_idle && self.cluster.is_converged() && !self.cluster.sessions_await_expiry() {
+        let settled = clients_idle
+            && self.cluster.is_converged()
+            && !self.cluster.sessions_await_expiry()
+            && !self.cluster.waiters_remain();
+        if settled {
             self.settled = true;
             return Ok(());
         }
@@ -724,6 +754,7 @@ impl Runner<'_> {
             self.cluster
                 .check_sessions_expired(self.end_of_duration, bound);
         }
+        self.cluster.check_waiters_decided();
         if !self.cluster.is_converged() {
             let applied: Vec<String> = self
                 .cluster
@@ -817,6 +848,8 @@ impl Runner<'_> {
                 let (op, consistency) = match &record.op {
                     Operation::Preempt { .. } => (HistoryOpKind::Preempt, None),
                     Operation::Release { .. } => (HistoryOpKind::Release, None),
+                    Operation::Acquire { .. } => (HistoryOpKind::Acquire, None),
+                    Operation::Cancel { .. } => (HistoryOpKind::Cancel, None),
                     Operation::Check { consistency, .. } => {
                         (HistoryOpKind::Check, Some(*consistency))
                     }
@@ -835,6 +868,11 @@ impl Runner<'_> {
                                 owner: number(owner),
                                 token: Some(token),
                             },
+                            Outcome::TimedOut => HistoryResult::TimedOut,
+                            Outcome::Cancelled => HistoryResult::Cancelled,
+                            Outcome::NotWaiting => HistoryResult::NotWaiting,
+                            // Never an answer: the table keeps it, the client hears what follows.
+                            Outcome::Queued => HistoryResult::Unknown,
                         };
                         (record.finished_at.map(Time::as_nanos), result)
                     }
@@ -995,6 +1033,9 @@ impl Runner<'_> {
             (Expect::NotOwner, Some(Ok(Outcome::NotOwner))) => true,
             (Expect::Free, Some(Ok(Outcome::Free))) => true,
             (Expect::Owner(n), Some(Ok(Outcome::Owner { owner, .. }))) => owner_is(*owner, n),
+            (Expect::TimedOut, Some(Ok(Outcome::TimedOut))) => true,
+            (Expect::Cancelled, Some(Ok(Outcome::Cancelled))) => true,
+            (Expect::NotWaiting, Some(Ok(Outcome::NotWaiting))) => true,
             _ => false,
         }
     }
@@ -1054,6 +1095,17 @@ impl Runner<'_> {
             .rogues
             .is_some()
             .then_some(checkers::ROGUE_ISOLATION);
+        // The queue checkers are listed only in runs where somebody waited in a queue.
+        let queues_used = [fairness::FIFO_FAIRNESS, fairness::WAITERS_DECIDED]
+            .iter()
+            .any(|name| self.cluster.checks_performed.contains_key(name));
+        let queue_checkers = [
+            fairness::FIFO_FAIRNESS,
+            fairness::NO_GRANT_AFTER_EXPIRY,
+            fairness::WAITERS_DECIDED,
+        ]
+        .into_iter()
+        .filter(|_| queues_used);
         let mut invariants: Vec<InvariantResult> = [
             checkers::ELECTION_SAFETY,
             checkers::STATE_MACHINE_SAFETY,
@@ -1068,6 +1120,7 @@ impl Runner<'_> {
         .into_iter()
         .chain(session_expiry)
         .chain(rogue_isolation)
+        .chain(queue_checkers)
         .map(|name| InvariantResult {
             name: name.to_string(),
             checks: self

@@ -190,6 +190,12 @@ pub enum OpKind {
     Preempt,
     Release,
     Check,
+    /// The blocking acquire, waiting at most `wait_ms` in the lock's queue.
+    Acquire {
+        wait_ms: u64,
+    },
+    /// Stops the client's wait for the lock.
+    Cancel,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -247,6 +253,12 @@ pub enum Expect {
     Answered,
     /// Refused because the client's session ended (`session_expired`).
     SessionExpired,
+    /// An acquire whose wait ran out (`timed_out`; `timeout` is the client's own limit).
+    TimedOut,
+    /// An acquire stopped by a cancel, and the cancel that stopped it.
+    Cancelled,
+    /// A cancel that found no wait to stop.
+    NotWaiting,
 }
 
 /// What a scripted write is expected to come to.
@@ -297,6 +309,11 @@ pub struct Mix {
     pub check: f64,
     /// Fraction of checks that ask for linearizable consistency.
     pub linearizable: f64,
+    /// Weight of blocking acquires (0, the default, draws none: the draws of older scenarios
+    /// stay what they were).
+    pub acquire: f64,
+    /// Each acquire waits a uniform draw from 0 to this.
+    pub acquire_wait_ms: u64,
 }
 
 /// Why a scenario could not be loaded.
@@ -729,6 +746,8 @@ struct RawEvent {
     lock: Option<String>,
     consistency: Option<String>,
     timeout: Option<RawDuration>,
+    /// An acquire's wait (`wait: 2s`; 0s tries once, like a preempt).
+    wait: Option<RawDuration>,
     expect: Option<RawExpect>,
     crash: Option<RawCrash>,
     corrupt: Option<RawCorrupt>,
@@ -821,6 +840,8 @@ struct RawMix {
     release: Option<f64>,
     check: Option<f64>,
     linearizable: Option<f64>,
+    acquire: Option<f64>,
+    acquire_wait: Option<RawDuration>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -1076,6 +1097,37 @@ pub fn op_name(op: OpKind) -> &'static str {
         OpKind::Preempt => "preempt",
         OpKind::Release => "release",
         OpKind::Check => "check",
+        OpKind::Acquire { .. } => "acquire",
+        OpKind::Cancel => "cancel",
+    }
+}
+
+/// Every client operation a scenario event may name.
+const OPERATION_NAMES: &str = "preempt, release, check, acquire, cancel, keepalive or write";
+
+/// The longest wait an acquire may ask for in a scenario: a waiter always comes to a decision
+/// within a run.
+const ACQUIRE_WAIT_MAX: Duration = Duration::from_secs(3_600);
+
+impl Checker {
+    /// An acquire's required `wait` (0s allowed: try once), at most [`ACQUIRE_WAIT_MAX`].
+    fn acquire_wait(&mut self, place: &str, raw: Option<&RawDuration>) -> Option<OpKind> {
+        let place = format!("{place}.wait");
+        let Some(raw) = raw else {
+            self.add(
+                &place,
+                "missing: an acquire says how long it may wait (0s tries once)",
+            );
+            return None;
+        };
+        let wait = self.duration(&place, raw)?;
+        if wait > ACQUIRE_WAIT_MAX {
+            let limit = show(ACQUIRE_WAIT_MAX);
+            self.add(&place, format!("is above the limit of {limit} for a wait"));
+            return None;
+        }
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        Some(OpKind::Acquire { wait_ms })
     }
 }
 
@@ -1683,6 +1735,7 @@ impl Checker {
             ("lock", raw.lock.is_some()),
             ("consistency", raw.consistency.is_some()),
             ("timeout", raw.timeout.is_some()),
+            ("wait", raw.wait.is_some()),
             ("expect", raw.expect.is_some()),
         ]
         .into_iter()
@@ -1733,6 +1786,7 @@ impl Checker {
                 ("lock", raw.lock.is_some()),
                 ("consistency", raw.consistency.is_some()),
                 ("timeout", raw.timeout.is_some()),
+                ("wait", raw.wait.is_some()),
                 ("expect", raw.expect.is_some()),
             ] {
                 if present {
@@ -1753,21 +1807,21 @@ impl Checker {
             Some("preempt") => Some(OpKind::Preempt),
             Some("release") => Some(OpKind::Release),
             Some("check") => Some(OpKind::Check),
+            Some("acquire") => self.acquire_wait(place, raw.wait.as_ref()),
+            Some("cancel") => Some(OpKind::Cancel),
             Some(other) => {
-                let message = format!(
-                    "{other:?} is not an operation (preempt, release, check, keepalive or write)"
-                );
+                let message = format!("{other:?} is not an operation ({OPERATION_NAMES})");
                 self.add(&op_place, message);
                 None
             }
             None => {
-                self.add(
-                    &op_place,
-                    "missing (preempt, release, check, keepalive or write)",
-                );
+                self.add(&op_place, format!("missing ({OPERATION_NAMES})"));
                 None
             }
         };
+        if raw.wait.is_some() && !matches!(raw.op.as_deref(), Some("acquire")) {
+            self.add(&format!("{place}.wait"), "only an acquire takes a wait");
+        }
         let lock_place = format!("{place}.lock");
         let lock = self
             .required(&lock_place, raw.lock.as_ref())
@@ -1801,6 +1855,7 @@ impl Checker {
         for (field, present) in [
             ("consistency", raw.consistency.is_some()),
             ("timeout", raw.timeout.is_some()),
+            ("wait", raw.wait.is_some()),
         ] {
             if present {
                 let message = format!("a write takes no {field}");
@@ -1887,11 +1942,14 @@ impl Checker {
                     "unknown" => Some(Expect::Unknown),
                     "answered" => Some(Expect::Answered),
                     "session_expired" => Some(Expect::SessionExpired),
+                    "timed_out" | "timeout" => Some(Expect::TimedOut),
+                    "cancelled" => Some(Expect::Cancelled),
+                    "not_waiting" => Some(Expect::NotWaiting),
                     other => {
                         let message = format!(
                             "{other:?} is not an expectation (granted, released, not_owner, \
-                             free, unknown, answered, session_expired, {{held_by: cN}} or \
-                             {{owner: cN}})"
+                             free, timeout, cancelled, not_waiting, unknown, answered, \
+                             session_expired, {{held_by: cN}} or {{owner: cN}})"
                         );
                         self.add(place, message);
                         None
@@ -1936,6 +1994,17 @@ impl Checker {
                 matches!(expect, Expect::Free | Expect::Owner(_)),
                 "free, {owner: cN}",
             ),
+            OpKind::Acquire { .. } => (
+                matches!(
+                    expect,
+                    Expect::Granted | Expect::HeldBy(_) | Expect::TimedOut | Expect::Cancelled
+                ),
+                "granted, {held_by: cN}, timeout, cancelled",
+            ),
+            OpKind::Cancel => (
+                matches!(expect, Expect::Cancelled | Expect::NotWaiting),
+                "cancelled, not_waiting",
+            ),
         };
         if fits
             || matches!(
@@ -1952,6 +2021,9 @@ impl Checker {
             Expect::NotOwner => "not_owner",
             Expect::Free => "free",
             Expect::Owner(_) => "owner",
+            Expect::TimedOut => "timeout",
+            Expect::Cancelled => "cancelled",
+            Expect::NotWaiting => "not_waiting",
             Expect::Unknown | Expect::Answered | Expect::SessionExpired => {
                 unreachable!("these fit every operation")
             }
@@ -2348,6 +2420,8 @@ impl Checker {
                 release: 0.4,
                 check: 0.2,
                 linearizable: 0.0,
+                acquire: 0.0,
+                acquire_wait_ms: 0,
             }),
             Some(mix) => self.mix(mix),
         };
@@ -2418,8 +2492,40 @@ impl Checker {
             None => Some(0.0),
             Some(value) => self.probability("workload.mix.linearizable", value),
         };
-        let (preempt, release, check) = (preempt?, release?, check?);
-        if preempt + release + check <= 0.0 {
+        let acquire = match raw.acquire {
+            None => Some(0.0),
+            Some(value) if value.is_finite() && value >= 0.0 => Some(value),
+            Some(value) => {
+                let message = format!("{value} is not a weight (use a number >= 0)");
+                self.add("workload.mix.acquire", message);
+                None
+            }
+        };
+        let acquire_wait = match &raw.acquire_wait {
+            None => Some(Duration::from_secs(1)),
+            Some(wait) => self.duration("workload.mix.acquire_wait", wait),
+        };
+        if raw.acquire_wait.is_some() && raw.acquire.is_none_or(|weight| weight == 0.0) {
+            self.add(
+                "workload.mix.acquire_wait",
+                "given without an acquire weight above 0",
+            );
+        }
+        let (preempt, release, check, acquire) = (preempt?, release?, check?, acquire?);
+        let acquire_wait_ms = if acquire > 0.0 {
+            u64::try_from(acquire_wait?.as_millis()).unwrap_or(u64::MAX)
+        } else {
+            0
+        };
+        if acquire_wait_ms > ACQUIRE_WAIT_MAX.as_millis() as u64 {
+            let limit = show(ACQUIRE_WAIT_MAX);
+            self.add(
+                "workload.mix.acquire_wait",
+                format!("is above the limit of {limit}"),
+            );
+            return None;
+        }
+        if preempt + release + check + acquire <= 0.0 {
             self.add(
                 "workload.mix",
                 "weights sum to 0; at least one must be above 0",
@@ -2431,6 +2537,8 @@ impl Checker {
             release,
             check,
             linearizable: linearizable?,
+            acquire,
+            acquire_wait_ms,
         })
     }
 
@@ -2740,7 +2848,9 @@ expect_final: {a: free}
                 preempt: 0.4,
                 release: 0.4,
                 check: 0.2,
-                linearizable: 0.0
+                linearizable: 0.0,
+                acquire: 0.0,
+                acquire_wait_ms: 0,
             }
         );
         assert_eq!(

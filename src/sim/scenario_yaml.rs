@@ -69,6 +69,9 @@ pub fn expect_text(expect: Expect) -> String {
         Expect::Unknown => "unknown".into(),
         Expect::Answered => "answered".into(),
         Expect::SessionExpired => "session_expired".into(),
+        Expect::TimedOut => "timeout".into(),
+        Expect::Cancelled => "cancelled".into(),
+        Expect::NotWaiting => "not_waiting".into(),
     }
 }
 
@@ -118,6 +121,10 @@ fn action_text(action: &Action) -> String {
                     Consistency::Linearizable => "linearizable",
                 };
                 let _ = write!(text, ", consistency: {level}");
+            }
+            if let OpKind::Acquire { wait_ms } = op {
+                let wait = std::time::Duration::from_millis(*wait_ms);
+                let _ = write!(text, ", wait: {}", duration_text(wait));
             }
             if let Some(timeout) = timeout {
                 let _ = write!(text, ", timeout: {}", duration_text(*timeout));
@@ -286,10 +293,21 @@ impl Scenario {
         if let Some(workload) = &self.workload {
             let clients: Vec<String> = workload.clients.iter().map(|c| format!("c{c}")).collect();
             let mix = workload.mix;
+            // Acquires only when drawn, so that older scenarios write back as they did.
+            let acquire = if mix.acquire > 0.0 {
+                let wait = Duration::from_millis(mix.acquire_wait_ms);
+                format!(
+                    ", acquire: {}, acquire_wait: {}",
+                    mix.acquire,
+                    duration_text(wait)
+                )
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
                 "workload: {{clients: [{}], ops: {}, locks: {}, mix: {{preempt: {}, release: {}, \
-                 check: {}, linearizable: {}}}, think: {{min: {}, max: {}}}}}",
+                 check: {}, linearizable: {}{acquire}}}, think: {{min: {}, max: {}}}}}",
                 clients.join(", "),
                 workload.ops,
                 workload.locks,

@@ -156,6 +156,9 @@ pub struct Shape {
     /// Time faults and sessions (`None`: perfect clocks, no pauses, sessions that never
     /// expire).
     pub time: Option<TimeShape>,
+    /// Blocking acquires in the workload: (weight against the mix's others, longest wait in
+    /// ms); `None`: none.
+    pub acquire: Option<(u32, u32)>,
 }
 
 /// Time faults and sessions as plain numbers.
@@ -190,6 +193,8 @@ pub const DISK_SEED_PROBABILITY: f64 = 0.3;
 pub const BUGGIFY_SEED_PROBABILITY: f64 = 0.3;
 /// The share of seeds with drifting clocks, pauses and expiring sessions.
 pub const TIME_SEED_PROBABILITY: f64 = 0.3;
+/// Share of seeds whose workload draws blocking acquires.
+pub const ACQUIRE_SEED_PROBABILITY: f64 = 0.3;
 /// How often an election step crash arms its crash inside a step.
 const ELECTION_STEP_CRASHES: u64 = 10;
 /// The effect counts an election step crash cuts after. A vote that moves its voter to a new
@@ -302,6 +307,7 @@ impl Shape {
             disk: None,
             buggify_permille: None,
             time: None,
+            acquire: None,
         };
         // Drawn after everything else, for the same reason. The spread floor makes split
         // votes rarer, and a split vote with a restart inside it is what shows a server
@@ -353,6 +359,10 @@ impl Shape {
         // Drawn after BUGGIFY, for the same reason.
         if rng.random_bool(TIME_SEED_PROBABILITY) {
             shape.time = Some(draw_time(&mut rng));
+        }
+        // Drawn last, so that every other choice is what it was before acquires existed.
+        if rng.random_bool(ACQUIRE_SEED_PROBABILITY) {
+            shape.acquire = Some((rng.random_range(1..=10), rng.random_range(0..=3_000)));
         }
         shape
     }
@@ -434,6 +444,12 @@ impl Shape {
         );
         if let Some(entries) = self.snapshot_entries {
             let _ = write!(text, ", snapshot every {entries} entries");
+        }
+        if let Some((weight, wait_ms)) = self.acquire {
+            let _ = write!(
+                text,
+                ", acquires (weight {weight}, waits up to {wait_ms}ms)"
+            );
         }
         if let Some((torn_permille, corrupt_per_million)) = self.disk {
             let _ = write!(
@@ -643,9 +659,16 @@ impl Shape {
         } else {
             (preempt, release, check)
         };
+        let acquire = match self.acquire {
+            Some((weight, wait_ms)) => {
+                let wait = duration_text(Duration::from_millis(u64::from(wait_ms)));
+                format!(", acquire: {weight}, acquire_wait: {wait}")
+            }
+            None => String::new(),
+        };
         let _ = writeln!(
             out,
-            "workload: {{clients: [{}], ops: {}, locks: {}, mix: {{preempt: {}, release: {}, check: {}, linearizable: {}}}, think: {{min: 1ms, max: {}}}}}",
+            "workload: {{clients: [{}], ops: {}, locks: {}, mix: {{preempt: {}, release: {}, check: {}, linearizable: {}{acquire}}}, think: {{min: 1ms, max: {}}}}}",
             client_list.join(", "),
             self.workload_ops.clamp(1, scenario::WORKLOAD_OPS_MAX),
             self.locks.clamp(1, 64),

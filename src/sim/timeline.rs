@@ -37,10 +37,18 @@ pub const FORMAT: u32 = 1;
 const OP_ROWS_MAX: u32 = 4;
 
 /// Operation kinds as the page names them; [`OpRow`] refers to them by position.
-const OP_KINDS: [&str; 5] = ["preempt", "release", "check", "check (local)", "expire"];
+const OP_KINDS: [&str; 7] = [
+    "preempt",
+    "release",
+    "check",
+    "check (local)",
+    "expire",
+    "acquire",
+    "cancel",
+];
 
 /// Results as the page names (and colours) them; [`OpRow`] refers to them by position.
-const RESULTS: [&str; 8] = [
+const RESULTS: [&str; 11] = [
     "granted",
     "held_by",
     "released",
@@ -49,6 +57,9 @@ const RESULTS: [&str; 8] = [
     "owner",
     "unknown",
     "expired",
+    "timed_out",
+    "cancelled",
+    "not_waiting",
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -605,6 +616,8 @@ fn op_rows(input: &TimelineInput<'_>, lanes: &Lanes, origin_ns: u64) -> OpRows {
                 (HistoryOpKind::Check, Some(Consistency::Local)) => 3,
                 (HistoryOpKind::Check, _) => 2,
                 (HistoryOpKind::Expire, _) => 4,
+                (HistoryOpKind::Acquire, _) => 5,
+                (HistoryOpKind::Cancel, _) => 6,
             };
             OpRow(
                 lane,

@@ -81,7 +81,7 @@ impl WorkloadClient {
         }
         self.remaining -= 1;
         let mix = self.spec.mix;
-        let total = mix.preempt + mix.release + mix.check;
+        let total = mix.preempt + mix.release + mix.check + mix.acquire;
         let draw = self.rng.random_range(0.0..total);
         let random_lock = self.locks[self.rng.random_range(0..self.locks.len())].clone();
         let op = if draw < mix.preempt {
@@ -95,6 +95,13 @@ impl WorkloadClient {
                 .flatten();
             Operation::Release {
                 lock: own.unwrap_or(random_lock),
+            }
+        } else if draw >= mix.preempt + mix.release + mix.check {
+            // Only with an acquire weight: without one, no draw reaches here.
+            let wait_ms = self.rng.random_range(0..=mix.acquire_wait_ms);
+            Operation::Acquire {
+                lock: random_lock,
+                wait_ms,
             }
         } else {
             let consistency = if self.rng.random_bool(mix.linearizable.clamp(0.0, 1.0)) {
@@ -113,11 +120,17 @@ impl WorkloadClient {
     /// Learns from an outcome which locks the client holds.
     pub fn observe(&mut self, op: &Operation, outcome: &Outcome) {
         match (op, outcome) {
-            (Operation::Preempt { lock }, Outcome::Granted { token }) => {
+            (
+                Operation::Preempt { lock } | Operation::Acquire { lock, .. },
+                Outcome::Granted { token },
+            ) => {
                 self.held.insert(lock.clone(), *token);
             }
             (Operation::Release { lock }, Outcome::Released | Outcome::NotOwner)
-            | (Operation::Preempt { lock }, Outcome::HeldBy { .. }) => {
+            | (
+                Operation::Preempt { lock } | Operation::Acquire { lock, .. },
+                Outcome::HeldBy { .. } | Outcome::TimedOut | Outcome::Cancelled,
+            ) => {
                 self.held.remove(lock);
             }
             _ => {}
@@ -141,6 +154,8 @@ mod tests {
                 release: 0.4,
                 check: 0.2,
                 linearizable: 0.5,
+                acquire: 0.0,
+                acquire_wait_ms: 0,
             },
             think_min: Duration::from_millis(10),
             think_max: Duration::from_millis(20),

@@ -76,6 +76,8 @@ impl Honest {
             let sent_kind = match op {
                 Operation::Preempt { .. } => WriteKind::Preempt,
                 Operation::Release { .. } => WriteKind::Release,
+                Operation::Acquire { .. } => WriteKind::Acquire,
+                Operation::Cancel { .. } => WriteKind::Cancel,
                 Operation::Check { .. } => return false,
             };
             request.seq == seq && sent_kind == kind && **op.lock() == *lock
@@ -190,6 +192,7 @@ impl Cluster {
                     entry,
                     result,
                 } => self.on_applied(id, index, entry, result)?,
+                ServerOutput::Woken { .. } => {}
             }
         }
         Ok(())
@@ -306,6 +309,15 @@ impl Cluster {
                 Command::Release { client, seq, lock } => self
                     .honest_id(*client)
                     .is_some_and(|honest| honest.sent(*seq, WriteKind::Release, lock)),
+                Command::Acquire {
+                    client, seq, lock, ..
+                } => self
+                    .honest_id(*client)
+                    .is_some_and(|honest| honest.sent(*seq, WriteKind::Acquire, lock)),
+                // These clients never acquire: nothing is ever queued to time out or hand over.
+                Command::Cancel { .. } | Command::Timeout { .. } | Command::HandOver { .. } => {
+                    false
+                }
                 Command::Noop
                 | Command::Register { .. }
                 | Command::Expire { .. }

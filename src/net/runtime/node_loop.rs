@@ -334,6 +334,9 @@ impl NodeLoop {
                 } => {
                     tracing::trace!(index, command = ?entry.command, ?result, "applied");
                 }
+                ServerOutput::Woken { index, woken } => {
+                    tracing::trace!(index, ?woken, "waiter decided");
+                }
             }
         }
     }

@@ -357,6 +357,8 @@ fn scripted_op(
         OpKind::Preempt => HistoryOpKind::Preempt,
         OpKind::Release => HistoryOpKind::Release,
         OpKind::Check => HistoryOpKind::Check,
+        OpKind::Acquire { .. } => HistoryOpKind::Acquire,
+        OpKind::Cancel => HistoryOpKind::Cancel,
     };
     history
         .iter()

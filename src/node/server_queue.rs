@@ -1,0 +1,403 @@
+//! The fair blocking acquire on the server: proposing acquires and cancels, parking the
+//! answer of a queued acquire until its decision applies, timing waiters out, and handing a
+//! lock freed by expiry to its queue's head once the lock-delay passed.
+//!
+//! What is replicated and what is not (docs/design.md, "Fair blocking acquire"):
+//! - The queues, their order and every decision (grant, timeout, cancel, expiry) are in the
+//!   log and the lock table. A grant happens only at apply, to the head of the queue.
+//! - Parked answers and wait deadlines are the leader's volatile business, on its own clock.
+//!   A new leader restarts every inherited wait at its readiness (never early), and the
+//!   clients' retries (same seq) park their answers again.
+//!
+//! This is a child module of `server` so that it can keep the server's fields private; it must
+//! never read a clock: `now` comes with every call.
+
+use super::sessions::stretch;
+use super::{Projection, ReplyRoute, Role, Server};
+use crate::node::lock_table::{Decision, Woken, WriteKind};
+use crate::node::messages::{
+    ClientId, Command, LockName, LogIndex, Outcome, QUEUE_WAITERS_PER_LOCK_MAX, ReplyBody,
+    ServiceError,
+};
+use crate::node::time::Time;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// A queued acquire's answer, waiting at the leader for its decision to apply.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(super) struct Parked {
+    route: ReplyRoute,
+    seq: u64,
+}
+
+/// When the leader times out one waiter, on its own clock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct WaitDeadline {
+    seq: u64,
+    lock: LockName,
+    at: Time,
+    /// This leader appended the waiter's `Timeout`; it waits to apply.
+    timeout_appended: bool,
+}
+
+/// The leader's volatile queue state. Empty on every other server.
+#[derive(Clone, Debug, Default)]
+pub(super) struct QueueState {
+    /// Answers of queued acquires, by client (a client waits for at most one lock). Each is
+    /// waiting in the table with the same seq: bounded by the waiters.
+    parked: BTreeMap<ClientId, Parked>,
+    /// Wait deadlines of the table's waiters, once `ready`.
+    deadlines: BTreeMap<ClientId, WaitDeadline>,
+    /// Locks whose `HandOver` this leader appended and has not applied yet.
+    hand_overs_appended: BTreeSet<LockName>,
+    /// This leader applied its own no-op: the table holds every committed waiter.
+    ready: bool,
+    /// When waits and free locks with waiters are next looked at.
+    next_tick: Time,
+}
+
+/// Most `Timeout` and `HandOver` entries one look appends; the rest wait for the next one.
+const QUEUE_ENTRIES_PER_TICK_MAX: usize = 256;
+
+/// Which write of a client a (client, seq) in the unapplied log is, for an acquire or cancel
+/// about to be appended.
+enum InLog {
+    /// This very request: its entry answers it.
+    Same(LogIndex),
+    /// The seq names another write: refused `seq_reused`.
+    Other,
+}
+
+impl Server {
+    // ----- proposing -----
+
+    /// Leader: an acquire or cancel that `propose_request` authenticated, found unsettled,
+    /// of a live session and of this term. Appends it, unless its seq is in the log already,
+    /// its lock is in its lock-delay (acquire), or its queue is full (acquire).
+    pub(super) fn propose_queue_write(
+        &mut self,
+        now: Time,
+        route: ReplyRoute,
+        (client, seq): (ClientId, u64),
+        (kind, lock): (WriteKind, LockName),
+        wait_ms: u64,
+    ) {
+        assert!(
+            matches!(kind, WriteKind::Acquire | WriteKind::Cancel),
+            "{}: {kind:?} is not a queue write",
+            self.config.id
+        );
+        match self.queue_write_in_log(client, seq, kind, &lock) {
+            Some(InLog::Same(index)) => {
+                self.pending_replies
+                    .entry(index)
+                    .or_default()
+                    .push((route, seq));
+                return;
+            }
+            Some(InLog::Other) => {
+                let body = ReplyBody::Error(ServiceError::SeqReused { seq });
+                self.reply(route, seq, body);
+                return;
+            }
+            None => {}
+        }
+        let command = if kind == WriteKind::Acquire {
+            let free = matches!(self.projected_owner(client, seq, &lock), Projection::Free);
+            if free && let Some(remaining) = self.lock_delay_remaining(&lock, now) {
+                // As for a preempt: a lock freed by expiry goes to nobody new during its
+                // delay. Its waiters keep their places; this client retries the same seq.
+                let body = self.lock_delayed(remaining);
+                self.reply(route, seq, body);
+                return;
+            }
+            if self.table.waiters(&lock).count() >= QUEUE_WAITERS_PER_LOCK_MAX
+                && self.table.waiting_for(client) != Some(&lock)
+            {
+                let waiters_max = QUEUE_WAITERS_PER_LOCK_MAX as u32;
+                let body = ReplyBody::Error(ServiceError::QueueFull { waiters_max });
+                self.reply(route, seq, body);
+                return;
+            }
+            Command::Acquire {
+                client,
+                seq,
+                lock,
+                wait_ms,
+            }
+        } else {
+            Command::Cancel { client, seq, lock }
+        };
+        self.append_request(route, seq, command);
+    }
+
+    /// Whether the unapplied log holds (`client`, `seq`): as this very request, or as another.
+    /// Scans at most the uncommitted entries, which `uncommitted_entries_max` bounds.
+    fn queue_write_in_log(
+        &self,
+        client: ClientId,
+        seq: u64,
+        kind: WriteKind,
+        lock: &LockName,
+    ) -> Option<InLog> {
+        for (index, entry) in self.log.entries_after(self.table.applied_index()) {
+            let (entry_kind, entry_lock) = match &entry.command {
+                Command::Preempt {
+                    client: c,
+                    seq: s,
+                    lock: l,
+                } if (*c, *s) == (client, seq) => (WriteKind::Preempt, l),
+                Command::Release {
+                    client: c,
+                    seq: s,
+                    lock: l,
+                } if (*c, *s) == (client, seq) => (WriteKind::Release, l),
+                Command::Acquire {
+                    client: c,
+                    seq: s,
+                    lock: l,
+                    ..
+                } if (*c, *s) == (client, seq) => (WriteKind::Acquire, l),
+                Command::Cancel {
+                    client: c,
+                    seq: s,
+                    lock: l,
+                } if (*c, *s) == (client, seq) => (WriteKind::Cancel, l),
+                _ => continue,
+            };
+            return Some(if entry_kind == kind && entry_lock == lock {
+                InLog::Same(index)
+            } else {
+                InLog::Other
+            });
+        }
+        None
+    }
+
+    // ----- answering -----
+
+    /// Answers `body` to a write, unless it says `queued`: then the answer waits for the
+    /// waiter's decision (parked, replacing an older copy's route). A `queued` record of a
+    /// client no longer waiting is one whose session expired while it waited.
+    pub(super) fn answer_or_park(
+        &mut self,
+        route: ReplyRoute,
+        (client, seq): (ClientId, u64),
+        body: ReplyBody,
+        index: LogIndex,
+    ) {
+        if body != ReplyBody::Outcome(Outcome::Queued) {
+            self.reply_at(route, seq, body, index);
+        } else if self.table.waiting_for(client).is_none() {
+            let body = ReplyBody::Error(ServiceError::SessionExpired { client });
+            self.reply(route, seq, body);
+        } else if self.role == Role::Leader {
+            self.queues.parked.insert(client, Parked { route, seq });
+        }
+        // A follower never parks: it forwards writes, and only the leader answers them.
+    }
+
+    /// Every server, after applying the entry at `index`: reports the waiters it decided
+    /// (`Woken`, informational, after `Applied`). The leader also answers their parked
+    /// requests, the new holder only woken by a grant, and keeps its wait deadlines.
+    pub(super) fn on_queue_entry_applied(&mut self, index: LogIndex, command: &Command, now: Time) {
+        let woken: Vec<Woken> = self.table.last_woken().to_vec();
+        for decided in &woken {
+            self.out.push(super::ServerOutput::Woken {
+                index,
+                woken: decided.clone(),
+            });
+        }
+        if self.role != Role::Leader {
+            return;
+        }
+        for decided in woken {
+            if self
+                .queues
+                .deadlines
+                .get(&decided.client)
+                .is_some_and(|d| d.seq == decided.seq)
+            {
+                self.queues.deadlines.remove(&decided.client);
+            }
+            // The same entry may have parked the client's newer acquire: leave that one.
+            let parked = self.queues.parked.get(&decided.client).copied();
+            let Some(parked) = parked.filter(|parked| parked.seq == decided.seq) else {
+                continue;
+            };
+            self.queues.parked.remove(&decided.client);
+            let body = match decided.decision {
+                Decision::Granted { token } => ReplyBody::Outcome(Outcome::Granted { token }),
+                Decision::TimedOut => ReplyBody::Outcome(Outcome::TimedOut),
+                Decision::Cancelled => ReplyBody::Outcome(Outcome::Cancelled),
+                Decision::SessionExpired => ReplyBody::Error(ServiceError::SessionExpired {
+                    client: decided.client,
+                }),
+            };
+            self.reply_at(parked.route, parked.seq, body, index);
+        }
+        match command {
+            Command::HandOver { lock } => {
+                self.queues.hand_overs_appended.remove(lock);
+            }
+            // A timeout that applied to nothing (the waiter was decided first).
+            Command::Timeout { client, seq, .. }
+                if self
+                    .queues
+                    .deadlines
+                    .get(client)
+                    .is_some_and(|d| d.seq == *seq) =>
+            {
+                self.queues.deadlines.remove(client);
+            }
+            // A new waiter (a duplicate entry of a waiting acquire keeps its first deadline).
+            Command::Acquire {
+                client,
+                seq,
+                lock,
+                wait_ms,
+            } if self.queues.ready
+                && self.table.waiting_for(*client) == Some(lock)
+                && self
+                    .queues
+                    .deadlines
+                    .get(client)
+                    .is_none_or(|d| d.seq != *seq) =>
+            {
+                let at = now + stretch(Duration::from_millis(*wait_ms), self.drift());
+                let deadline = WaitDeadline {
+                    seq: *seq,
+                    lock: lock.clone(),
+                    at,
+                    timeout_appended: false,
+                };
+                self.queues.deadlines.insert(*client, deadline);
+            }
+            // An expiry frees locks that may have waiters: look at once, not a heartbeat later.
+            Command::Expire { .. } => self.queues.next_tick = now,
+            _ => {}
+        }
+    }
+
+    fn drift(&self) -> f64 {
+        self.config.max_clock_drift
+    }
+
+    // ----- leadership -----
+
+    /// A new leader: nothing tracked until its own no-op is applied.
+    pub(super) fn queues_on_leadership(&mut self) {
+        self.queues = QueueState::default();
+    }
+
+    /// Leadership lost: parked answers are dropped (their clients retry the same seq and find
+    /// their place at the next leader), and deadlines are forgotten.
+    pub(super) fn queues_on_abdication(&mut self) {
+        self.queues = QueueState::default();
+    }
+
+    /// Leader, after applying, once its sessions are ready (its no-op applied): every
+    /// inherited waiter's wait restarts now. Never early: the waiter enqueued before now.
+    pub(super) fn maybe_ready_queues(&mut self, now: Time) {
+        if self.role != Role::Leader || self.queues.ready || !self.sessions_ready() {
+            return;
+        }
+        self.queues.ready = true;
+        self.queues.next_tick = now;
+        let drift = self.drift();
+        for (lock, queue) in self.table.queues() {
+            for waiter in queue {
+                let at = now + stretch(Duration::from_millis(waiter.wait_ms), drift);
+                let deadline = WaitDeadline {
+                    seq: waiter.seq,
+                    lock: lock.clone(),
+                    at,
+                    timeout_appended: false,
+                };
+                self.queues.deadlines.insert(waiter.client, deadline);
+            }
+        }
+    }
+
+    // ----- the leader's look: timeouts and hand-overs after expiry -----
+
+    /// Leader, at every step but at most once per heartbeat interval (or at once after an
+    /// expiry applied): appends a `Timeout` for every waiter past its deadline, and a
+    /// `HandOver` for every free lock with waiters whose lock-delay passed.
+    pub(super) fn tick_queues(&mut self, now: Time) {
+        if self.role != Role::Leader || !self.queues.ready || now < self.queues.next_tick {
+            return;
+        }
+        self.queues.next_tick = now + self.config.heartbeat_interval;
+        let due: Vec<(ClientId, u64, LockName)> = self
+            .queues
+            .deadlines
+            .iter()
+            .filter(|(_, d)| !d.timeout_appended && now >= d.at)
+            .map(|(&client, d)| (client, d.seq, d.lock.clone()))
+            .take(QUEUE_ENTRIES_PER_TICK_MAX)
+            .collect();
+        for (client, seq, lock) in due {
+            if self
+                .append_session_entry(Command::Timeout { client, seq, lock })
+                .is_none()
+            {
+                return;
+            }
+            // A cluster of one applies the timeout as it appends it, which drops the deadline.
+            if let Some(deadline) = self.queues.deadlines.get_mut(&client) {
+                deadline.timeout_appended = true;
+            }
+        }
+        let free_with_waiters: Vec<LockName> = self
+            .table
+            .queues()
+            .keys()
+            .filter(|lock| self.table.holder(lock).is_none())
+            .filter(|lock| !self.queues.hand_overs_appended.contains(*lock))
+            .filter(|lock| self.lock_delay_remaining(lock, now).is_none())
+            .take(QUEUE_ENTRIES_PER_TICK_MAX)
+            .cloned()
+            .collect();
+        for lock in free_with_waiters {
+            let command = Command::HandOver { lock: lock.clone() };
+            if self.append_session_entry(command).is_none() {
+                return;
+            }
+            if self.table.waiters(&lock).next().is_some() && self.table.holder(&lock).is_none() {
+                self.queues.hand_overs_appended.insert(lock);
+            }
+        }
+    }
+
+    pub(super) fn check_queue_state_invariants(&self) {
+        let id = self.config.id;
+        if self.role != Role::Leader {
+            assert!(
+                self.queues.parked.is_empty() && self.queues.deadlines.is_empty(),
+                "{id}: a non-leader keeps parked acquires or wait deadlines"
+            );
+        }
+        // Pair assertion with `answer_or_park`: a parked answer belongs to a waiter in the
+        // table, with the same seq.
+        for (client, parked) in &self.queues.parked {
+            let waiter_seq = self
+                .table
+                .waiting_for(*client)
+                .and_then(|lock| self.table.waiters(lock).find(|w| w.client == *client))
+                .map(|waiter| waiter.seq);
+            assert_eq!(
+                waiter_seq,
+                Some(parked.seq),
+                "{id}: parks an answer for {client}, which is not waiting with that seq"
+            );
+        }
+        for (client, deadline) in &self.queues.deadlines {
+            assert!(
+                deadline.timeout_appended
+                    || self.table.waiting_for(*client) == Some(&deadline.lock),
+                "{id}: keeps a wait deadline for {client}, which does not wait"
+            );
+        }
+    }
+}
