@@ -66,19 +66,6 @@ fn granted(token: LogIndex) -> ReplyBody {
 }
 
 /// The index of the first entry in `server`'s log that `wanted` picks.
-fn find_entry(server: &Server, wanted: impl Fn(&Command) -> bool) -> Option<LogIndex> {
-    let log = server.log();
-    (log.base_index() + 1..=log.last_index())
-        .find(|&index| log.entry(index).is_some_and(|entry| wanted(&entry.command)))
-}
-
-fn count_entries(server: &Server, wanted: impl Fn(&Command) -> bool) -> usize {
-    let log = server.log();
-    (log.base_index() + 1..=log.last_index())
-        .filter(|&index| log.entry(index).is_some_and(|entry| wanted(&entry.command)))
-        .count()
-}
-
 /// Three clients on a three-server cluster led by s1: the holder holds `a`; the first and the
 /// second waiter queued behind it, in that order, and heard nothing yet.
 fn two_waiters_on_a(network: &mut Network) -> (ClientId, ClientId, ClientId) {
@@ -353,16 +340,11 @@ fn a_waiter_whose_session_expires_leaves_the_queue_and_is_never_granted() {
         FIRST,
         op(waiter, 1, acquire("a", LONG_WAIT_MS)),
     );
-    let start = network.now;
-    let mut expired = false;
-    for step in 1..=100 {
-        network.run_until(start + Duration::from_millis(100 * step));
-        if network.server(S1).lock_table().session_expired(waiter) {
-            expired = true;
-            break;
-        }
-    }
-    assert!(expired, "the silent waiter's session expires");
+    let end = network.now + Duration::from_secs(10);
+    let expired = run_until_true(&mut network, end, 100, |network| {
+        network.server(S1).lock_table().session_expired(waiter)
+    });
+    assert!(expired.is_some(), "the silent waiter's session expires");
     let answers = take_replies(&mut network);
     assert_eq!(
         answers,
@@ -404,16 +386,11 @@ fn the_holders_expiry_hands_the_lock_to_the_head_only_after_the_lock_delay() {
         FIRST,
         op(waiter, 1, acquire("a", LONG_WAIT_MS)),
     );
-    let start = network.now;
-    let mut expired_at = None;
-    for step in 1..=100 {
-        network.run_until(start + Duration::from_millis(50 * step));
-        if network.server(S1).lock_table().session_expired(holder) {
-            expired_at = Some(network.now);
-            break;
-        }
-    }
-    let expired_at = expired_at.expect("the holder's session expires");
+    let end = network.now + Duration::from_secs(5);
+    let expired_at = run_until_true(&mut network, end, 50, |network| {
+        network.server(S1).lock_table().session_expired(holder)
+    })
+    .expect("the holder's session expires");
     assert_eq!(
         take_replies(&mut network),
         vec![],

@@ -2847,6 +2847,41 @@ fn with_the_unsafe_switch_a_repairing_server_votes_as_if_its_log_were_whole() {
     let outputs = s3.step(ms(400), peer(S1, request_vote(4, 2, 1)));
     assert_eq!(sent(&outputs), vec![(S1, vote(4, true))]);
 }
+// ----- helpers shared by the session and queue stories -----
+
+/// The first index of `server`'s log whose entry `wanted` holds for.
+fn find_entry(server: &Server, wanted: impl Fn(&Command) -> bool) -> Option<LogIndex> {
+    let log = server.log();
+    (log.base_index() + 1..=log.last_index())
+        .find(|&index| log.entry(index).is_some_and(|entry| wanted(&entry.command)))
+}
+
+/// How many entries of `server`'s log `wanted` holds for.
+fn count_entries(server: &Server, wanted: impl Fn(&Command) -> bool) -> usize {
+    let log = server.log();
+    (log.base_index() + 1..=log.last_index())
+        .filter(|&index| log.entry(index).is_some_and(|entry| wanted(&entry.command)))
+        .count()
+}
+
+/// Runs virtual time in `step_ms` steps until `done` holds, at most until `end`; returns the
+/// time it first held.
+fn run_until_true(
+    network: &mut Network,
+    end: Time,
+    step_ms: u64,
+    mut done: impl FnMut(&Network) -> bool,
+) -> Option<Time> {
+    while network.now < end {
+        let next = (network.now + Duration::from_millis(step_ms)).min(end);
+        network.run_until(next);
+        if done(network) {
+            return Some(network.now);
+        }
+    }
+    None
+}
+
 /// Stories written to kill mutants that cargo-mutants found surviving (README, "Mutation
 /// testing"), kept apart so that they read as one list.
 #[path = "server_mutation_tests.rs"]

@@ -59,34 +59,7 @@ fn bodies(replies: &[(ClientAddr, ClientReply)]) -> Vec<ReplyBody> {
 
 /// Where `client`'s expire sits in `server`'s log, if it is there.
 fn expire_index(server: &Server, client: ClientId) -> Option<LogIndex> {
-    let log = server.log();
-    (log.base_index() + 1..=log.last_index())
-        .find(|&index| log.entry(index).map(|e| &e.command) == Some(&Command::Expire { client }))
-}
-
-fn count_entries(server: &Server, wanted: impl Fn(&Command) -> bool) -> usize {
-    let log = server.log();
-    (log.base_index() + 1..=log.last_index())
-        .filter(|&index| log.entry(index).is_some_and(|e| wanted(&e.command)))
-        .count()
-}
-
-/// Runs virtual time in `step_ms` steps until `done` holds, at most until `end`; returns the
-/// time it first held.
-fn run_until_true(
-    network: &mut Network,
-    end: Time,
-    step_ms: u64,
-    mut done: impl FnMut(&Network) -> bool,
-) -> Option<Time> {
-    while network.now < end {
-        let next = (network.now + Duration::from_millis(step_ms)).min(end);
-        network.run_until(next);
-        if done(network) {
-            return Some(network.now);
-        }
-    }
-    None
+    find_entry(server, |command| command == &Command::Expire { client })
 }
 
 fn the_leader(network: &Network) -> ServerId {
