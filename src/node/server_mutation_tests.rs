@@ -412,3 +412,77 @@ fn a_lock_name_of_exactly_the_limit_is_accepted() {
     );
     assert_eq!(persisted(&outputs).len(), 1);
 }
+
+/// A refusal by read never appends its preempt when the lock is about to be someone else's.
+/// Its read round may be confirmed after the holder's release applied but before the grant
+/// appended behind it did: the lock is free in the applied state, and an unapplied entry
+/// already gives it to another client. The refusal waits for that grant and is answered `held
+/// by` it with no entry of its own (no fsync, the point of refusing by read). Here client
+/// `late` is refused while a linearizable check's round is in flight, so it waits for the next
+/// round and is no contender the release could hand the lock to; `early` asks once the release
+/// applied, and is appended. (Mutant: the guard `owner != client && holder.is_none()` in
+/// `decide_refusal` made `false`, which appended the refused preempt for apply to refuse.)
+#[test]
+fn a_refusal_confirmed_between_a_release_and_the_next_grant_waits_and_appends_nothing() {
+    const LATE: ClientAddr = ClientAddr(9);
+    const READER: ClientAddr = ClientAddr(10);
+    let (mut leader, holder, early) = leader_with_a_held_lock();
+    let late = register(&mut leader, ms(FIRST_ELECTION_MS));
+    let reading = ms(FIRST_ELECTION_MS + 5);
+    let check_b = op(holder, 2, check("b", Consistency::Linearizable));
+    let outputs = leader.step(reading, from_client(READER, check_b));
+    let round = append_rounds(&outputs)[0].1;
+
+    let later = ms(FIRST_ELECTION_MS + 6);
+    let outputs = leader.step(later, from_client(LATE, op(late, 1, preempt("a"))));
+    assert!(
+        append_rounds(&outputs).is_empty(),
+        "it waits for the next round"
+    );
+    let _ = leader.step(
+        later,
+        from_client(CLIENT_AGAIN, op(holder, 3, release("a"))),
+    );
+    let release_index = leader.log().last_index();
+    let outputs = leader.step(later, peer(S2, append_ok(1, release_index, round)));
+    assert_eq!(
+        replies(&outputs),
+        vec![
+            (CLIENT_AGAIN, outcome(3, Outcome::Released)),
+            (READER, outcome(2, Outcome::Free))
+        ]
+    );
+    assert!(append_rounds(&outputs).iter().all(|&(_, r)| r == round + 1));
+
+    let outputs = leader.step(later, from_client(CLIENT, op(early, 1, preempt("a"))));
+    assert_eq!(
+        persisted(&outputs).len(),
+        1,
+        "the free lock's preempt is appended"
+    );
+    let grant_index = leader.log().last_index();
+    // s2 answers the next round's heartbeat, sent before the grant was appended.
+    let outputs = leader.step(later, peer(S2, append_ok(1, release_index, round + 1)));
+    assert!(replies(&outputs).is_empty(), "{outputs:?}");
+    assert!(persisted(&outputs).is_empty(), "{outputs:?}");
+    assert_eq!(
+        leader
+            .coverage()
+            .count(Branch::RefusalWaitsForUnappliedGrant),
+        1
+    );
+
+    let outputs = leader.step(later, peer(S2, append_ok(1, grant_index, round + 1)));
+    assert_eq!(
+        replies(&outputs),
+        vec![
+            (CLIENT, outcome(1, Outcome::Granted { token: grant_index })),
+            (LATE, outcome(1, Outcome::HeldBy { owner: early }))
+        ]
+    );
+    assert_eq!(
+        leader.log().last_index(),
+        grant_index,
+        "the refusal appended nothing"
+    );
+}
