@@ -819,7 +819,14 @@ impl MutualExclusion {
                 .grants
                 .get(lock)
                 .is_some_and(|grants| grants.values().any(|grant| grant.owner == *owner));
-            if *owner == client || !granted_to_owner {
+            if *owner == client {
+                let message = format!(
+                    "{acked} was refused without a log entry as held by {owner}, its own client: \
+                     a preempt of a lock its client holds is granted again"
+                );
+                return Err(Violation::new(MUTUAL_EXCLUSION, now, message));
+            }
+            if !granted_to_owner {
                 let message = format!(
                     "{acked} was refused without a log entry as held by {owner}, but no \
                      committed entry ever granted lock `{lock}` to {owner}"
@@ -2007,6 +2014,27 @@ mod tests {
         );
     }
 
+    /// A client holding a lock that preempts it again is granted it again (its own token), so
+    /// a refusal by read naming the asking client itself is wrong even though it was granted.
+    #[test]
+    fn a_refusal_by_read_naming_the_asking_client_itself_is_a_violation() {
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(3)));
+        expect_violation(
+            ack(&mut checker, 4, (C1, 2), preempt_op("a"), held_by(C1)),
+            MUTUAL_EXCLUSION,
+            &[
+                "client#1 seq 2 (preempt of lock `a`) was refused without a log entry as held by \
+               client#1, its own client",
+            ],
+        );
+        // Naming the holder, for another client, is a refusal like any other.
+        assert_eq!(
+            ack(&mut checker, 5, (C2, 1), preempt_op("a"), held_by(C1)),
+            Ok(())
+        );
+    }
+
     #[test]
     fn an_acknowledgement_that_differs_from_the_committed_outcome_is_a_violation() {
         let mut checker = two_registered_clients();
@@ -2269,6 +2297,125 @@ mod tests {
             ),
             MUTUAL_EXCLUSION,
             &["must be rejected (SeqReused)"],
+        );
+    }
+
+    // Mutual exclusion, sessions: an expire ends a live session, frees exactly its client's
+    // locks, and says how many; an expire of anything else changes nothing.
+
+    /// client#1 registered with a session (TTL 1 s) at index 1 and holding `a` (index 3);
+    /// client#2 registered without one at index 2 and holding `b` (index 4).
+    fn a_session_holder_and_a_plain_one() -> MutualExclusion {
+        let mut checker = MutualExclusion::new();
+        let register = |nonce, ttl_ms| Command::Register {
+            nonce,
+            secret: None,
+            ttl_ms,
+        };
+        commit(
+            &mut checker,
+            1,
+            register(1, Some(1_000)),
+            ApplyResult::Registered { client: C1 },
+        );
+        commit(
+            &mut checker,
+            2,
+            register(2, None),
+            ApplyResult::Registered { client: C2 },
+        );
+        commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(3)));
+        commit(&mut checker, 4, preempt(C2, 1, "b"), fresh(granted(4)));
+        checker
+    }
+
+    fn expired(client: ClientId, released: u32) -> ApplyResult {
+        ApplyResult::Expired { client, released }
+    }
+
+    #[test]
+    fn an_expire_frees_exactly_its_clients_locks_and_ends_its_session() {
+        let mut checker = a_session_holder_and_a_plain_one();
+        commit(
+            &mut checker,
+            5,
+            Command::Expire { client: C1 },
+            expired(C1, 1),
+        );
+        assert_eq!(checker.locks_held_by(C1), Vec::<LockName>::new());
+        assert_eq!(checker.locks_held_by(C2), vec![lock("b")]);
+        // `a` is free now: client#2 may have it, and its own `b` stays its own.
+        commit(&mut checker, 6, preempt(C2, 2, "a"), fresh(granted(6)));
+        commit(&mut checker, 7, preempt(C2, 3, "b"), fresh(granted(4)));
+        // A second expire of the ended session changes nothing.
+        commit(
+            &mut checker,
+            8,
+            Command::Expire { client: C1 },
+            ApplyResult::Nothing,
+        );
+        // The expired client's writes are refused at apply, everywhere.
+        expect_violation(
+            try_commit(&mut checker, 9, preempt(C1, 2, "c"), fresh(granted(9))),
+            MUTUAL_EXCLUSION,
+            &["must be rejected (SessionExpired)"],
+        );
+    }
+
+    #[test]
+    fn an_expire_that_miscounts_or_keeps_the_session_is_a_violation() {
+        let mut checker = a_session_holder_and_a_plain_one();
+        expect_violation(
+            try_commit(
+                &mut checker,
+                5,
+                Command::Expire { client: C1 },
+                expired(C1, 0),
+            ),
+            MUTUAL_EXCLUSION,
+            &[
+                "index 5: expire of client#1 produced expired client#1, releasing 0 lock(s)",
+                "the reference model has it release 1 lock(s)",
+            ],
+        );
+        let mut checker = a_session_holder_and_a_plain_one();
+        expect_violation(
+            try_commit(
+                &mut checker,
+                5,
+                Command::Expire { client: C1 },
+                ApplyResult::Nothing,
+            ),
+            MUTUAL_EXCLUSION,
+            &["expire of client#1 produced"],
+        );
+    }
+
+    #[test]
+    fn an_expire_of_a_client_without_a_live_session_that_releases_is_a_violation() {
+        let mut checker = a_session_holder_and_a_plain_one();
+        expect_violation(
+            try_commit(
+                &mut checker,
+                5,
+                Command::Expire { client: C2 },
+                expired(C2, 1),
+            ),
+            MUTUAL_EXCLUSION,
+            &["index 5: expire of client#2, which has no live session, produced"],
+        );
+        // Answered with nothing, it is fine, and client#2 still holds `b`.
+        let mut checker = a_session_holder_and_a_plain_one();
+        commit(
+            &mut checker,
+            5,
+            Command::Expire { client: C2 },
+            ApplyResult::Nothing,
+        );
+        expect_violation(
+            try_commit(&mut checker, 6, preempt(C1, 2, "b"), fresh(granted(6))),
+            MUTUAL_EXCLUSION,
+            &["lock `b` granted to client#1 at index 6"],
         );
     }
 
