@@ -2528,6 +2528,24 @@ mod tests {
         assert_eq!(checker.observe_rogue_reply(at(8), R1, 0, &error), Ok(()));
     }
 
+    /// Under its own identity a rogue is a client like any other: its preempt of a lock held
+    /// by someone else may be refused by the leader's read, with no entry for its seq. Any
+    /// other outcome with no committed entry behind it is a violation.
+    #[test]
+    fn the_rogues_own_preempt_may_be_refused_by_read_but_nothing_else_goes_without_an_entry() {
+        let mut checker = isolation_with_a_rogue();
+        checker.observe_rogue_request(R1, 0, &request(C3, Some(SECRET_ONE), 1, preempt_op("a")));
+        let refused = reply(1, ReplyBody::Outcome(held_by(C1)));
+        assert_eq!(checker.observe_rogue_reply(at(7), R1, 0, &refused), Ok(()));
+        checker.observe_rogue_request(R1, 1, &request(C3, Some(SECRET_ONE), 2, release_op("a")));
+        let not_owner = reply(2, ReplyBody::Outcome(Outcome::NotOwner));
+        expect_violation(
+            checker.observe_rogue_reply(at(8), R1, 1, &not_owner),
+            ROGUE_ISOLATION,
+            &["no entry for its seq was committed, yet it has an outcome"],
+        );
+    }
+
     #[test]
     fn a_forged_request_answered_with_an_outcome_is_caught_with_or_without_a_secret() {
         let mut checker = isolation_with_a_rogue();
