@@ -2276,6 +2276,24 @@ mod tests {
     }
 
     #[test]
+    fn a_divergence_of_exactly_the_listed_number_of_locks_lists_them_all_and_no_more() {
+        let grants: Vec<Command> = (1..=CONVERGENCE_DIFFERENCES_MAX as u64)
+            .map(|seq| preempt(C1, seq, &format!("lock{seq:02}")))
+            .collect();
+        let full = table_after(&grants);
+        let empty = table_after(&[]);
+        let violation = expect_violation(
+            check_convergence(at(100), &[(S1, &full), (S2, &empty)]),
+            CONVERGENCE,
+            &[
+                "10 locks differ",
+                "lock `lock10`: s1 has client#1 (token 12), s2 has free",
+            ],
+        );
+        assert!(!violation.message.contains("more"), "{violation}");
+    }
+
+    #[test]
     fn a_write_at_seq_u64_max_reused_for_another_lock_must_be_rejected_without_overflow() {
         let mut checker = two_registered_clients();
         commit(
