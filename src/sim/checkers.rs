@@ -1724,6 +1724,36 @@ mod tests {
         );
     }
 
+    /// Raft §7 meets §5.4: entries compacted into a new leader's snapshot are not in its log,
+    /// but the snapshot's last position is: its term must be the term of the entry applied
+    /// there.
+    #[test]
+    fn a_leader_whose_snapshot_ends_in_another_term_than_the_committed_entry_is_caught() {
+        let mut checker = StateMachineSafety::new();
+        let committed =
+            [preempt(C1, 1, "a"), preempt(C2, 1, "b")].map(|command| Entry { term: 1, command });
+        for (index, entry) in (1..).zip(&committed) {
+            let verdict = checker.observe_applied(at(5), S1, index, entry, &fresh(granted(index)));
+            assert_eq!(verdict, Ok(true));
+        }
+        let mut compacted = crate::node::RaftLog::new();
+        compacted.truncate_and_append(1, &committed);
+        compacted.compact_to(1, 1);
+        assert_eq!(
+            checker.check_leader_completeness(at(6), S2, 2, &compacted),
+            Ok(())
+        );
+        let other_term = crate::node::RaftLog::rebased(2, 2, crate::node::RaftLog::new());
+        expect_violation(
+            checker.check_leader_completeness(at(7), S3, 3, &other_term),
+            LEADER_COMPLETENESS,
+            &[
+                "s3 became leader of term 3 with a snapshot ending at index 2 of term 2, but s1 \
+                 applied an entry of term 1 there",
+            ],
+        );
+    }
+
     // State machine safety (Raft §5.4.3): the same entry and result at every index, everywhere.
 
     #[test]
