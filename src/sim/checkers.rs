@@ -2192,6 +2192,39 @@ mod tests {
     }
 
     #[test]
+    fn a_grant_acknowledged_before_the_previous_owners_release_committed_is_a_violation() {
+        // The pair of the commit-time check again, on its own: here client#1's release is
+        // committed, but only after the grant to client#2 (the model is bent by hand to let
+        // that history through commit time).
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(3)));
+        assert_eq!(
+            ack(&mut checker, 4, (C1, 1), preempt_op("a"), granted(3)),
+            Ok(())
+        );
+        let first = checker
+            .holders
+            .remove(&lock("a"))
+            .expect("client#1 holds `a`");
+        commit(&mut checker, 5, preempt(C2, 1, "a"), fresh(granted(5)));
+        checker.holders.insert(lock("a"), first);
+        commit(
+            &mut checker,
+            6,
+            release(C1, 2, "a"),
+            fresh(Outcome::Released),
+        );
+        expect_violation(
+            ack(&mut checker, 7, (C2, 1), preempt_op("a"), granted(5)),
+            MUTUAL_EXCLUSION,
+            &[
+                "lock `a` acknowledged to client#2 with token 5 while client#1's grant (token 3) \
+               had no committed release before index 5",
+            ],
+        );
+    }
+
+    #[test]
     fn lockstep_s_own_lock_table_agrees_with_the_reference_model() {
         // Pair check: the commit-time model and the replicated lock table decide alike.
         let commands = [
