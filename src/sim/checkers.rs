@@ -934,7 +934,8 @@ struct Request<'a> {
     kind: RequestKind,
 }
 
-/// Noops and registrations touch no lock; they only need the matching kind of result.
+/// Noops and session marks touch no lock; they only need the matching kind of result.
+/// (Registrations are judged in `observe_committed`, which numbers the clients.)
 fn check_bookkeeping(
     now: Time,
     index: LogIndex,
@@ -944,7 +945,6 @@ fn check_bookkeeping(
     match (command, result) {
         (Command::Noop, ApplyResult::Nothing) => Ok(()),
         (Command::MarkSilent { .. } | Command::Revive { .. }, ApplyResult::Nothing) => Ok(()),
-        (Command::Register { .. }, ApplyResult::Registered { .. }) => Ok(()),
         _ => Err(mismatched_result(now, index, command, result)),
     }
 }
