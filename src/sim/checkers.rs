@@ -2224,6 +2224,18 @@ mod tests {
         );
     }
 
+    /// The acknowledged-writes check finds a write's entry through this index: the first
+    /// commit of the request, which a retry committed again does not move.
+    #[test]
+    fn a_requests_committed_index_is_its_first_commit() {
+        let mut checker = two_registered_clients();
+        assert_eq!(checker.committed_index(C1, 1), None);
+        commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(3)));
+        commit(&mut checker, 4, preempt(C1, 1, "a"), duplicate(granted(3)));
+        assert_eq!(checker.committed_index(C1, 1), Some(3));
+        assert_eq!(checker.committed_index(C2, 1), None);
+    }
+
     #[test]
     fn lockstep_s_own_lock_table_agrees_with_the_reference_model() {
         // Pair check: the commit-time model and the replicated lock table decide alike.
