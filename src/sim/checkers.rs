@@ -2455,6 +2455,37 @@ mod tests {
         );
     }
 
+    /// Session marks (a silent session noted, a renewal of one) change no lock: they apply as
+    /// nothing, and a result of another kind is a violation.
+    #[test]
+    fn session_marks_apply_as_nothing_and_anything_else_is_a_violation() {
+        let mut checker = a_session_holder_and_a_plain_one();
+        let silent = Command::MarkSilent {
+            sessions: Vec::new(),
+        };
+        commit(&mut checker, 5, silent, ApplyResult::Nothing);
+        commit(
+            &mut checker,
+            6,
+            Command::Revive { client: C1 },
+            ApplyResult::Nothing,
+        );
+        assert_eq!(checker.locks_held_by(C1), vec![lock("a")]);
+        expect_violation(
+            try_commit(
+                &mut checker,
+                7,
+                Command::Revive { client: C1 },
+                expired(C1, 1),
+            ),
+            MUTUAL_EXCLUSION,
+            &[
+                "index 7: revive client#1 produced expired client#1, releasing 1 lock(s), which \
+               is not a result of that command",
+            ],
+        );
+    }
+
     #[test]
     fn an_expire_that_miscounts_or_keeps_the_session_is_a_violation() {
         let mut checker = a_session_holder_and_a_plain_one();
