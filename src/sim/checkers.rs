@@ -1622,6 +1622,15 @@ mod tests {
         );
     }
 
+    /// The limit is inclusive: a name of exactly `LOCK_NAME_BYTES_MAX` bytes is a lock like
+    /// any other, and granting it is no violation.
+    #[test]
+    fn a_lock_name_of_exactly_the_limit_that_applies_is_fine() {
+        let mut checker = two_registered_clients();
+        let longest = "x".repeat(LOCK_NAME_BYTES_MAX);
+        commit(&mut checker, 3, preempt(C1, 1, &longest), fresh(granted(3)));
+    }
+
     // Election safety (Raft §5.2): at most one leader per term.
 
     #[test]
