@@ -1968,6 +1968,35 @@ mod tests {
         );
     }
 
+    /// A committed preempt of a held lock is refused naming its holder, and only a preempt by
+    /// someone else: the holder's own preempt is granted again.
+    #[test]
+    fn a_refusal_naming_another_than_the_holder_or_the_holder_itself_is_a_violation() {
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(3)));
+        commit(&mut checker, 4, preempt(C2, 1, "a"), fresh(held_by(C1)));
+        expect_violation(
+            try_commit(
+                &mut checker,
+                5,
+                preempt(C2, 2, "a"),
+                fresh(held_by(ClientId(3))),
+            ),
+            MUTUAL_EXCLUSION,
+            &[
+                "preempt of lock `a` by client#2 at index 5 answered held by client#3, but the \
+               reference model has it held by client#1 since index 3",
+            ],
+        );
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(3)));
+        expect_violation(
+            try_commit(&mut checker, 4, preempt(C1, 2, "a"), fresh(held_by(C1))),
+            MUTUAL_EXCLUSION,
+            &["preempt of lock `a` by client#1 at index 4 answered held by client#1"],
+        );
+    }
+
     #[test]
     fn a_retry_answered_differently_from_its_first_commit_is_a_violation() {
         let mut checker = two_registered_clients();
