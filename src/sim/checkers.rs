@@ -2690,6 +2690,34 @@ mod tests {
         assert_eq!(checker.observe_rogue_reply(at(8), R1, 0, &error), Ok(()));
     }
 
+    /// A rogue may say hello more than once: every identity it was welcomed with is its own.
+    #[test]
+    fn a_rogue_welcomed_twice_acts_under_both_identities() {
+        let mut checker = isolation_with_a_rogue();
+        let register = Command::Register {
+            nonce: 4,
+            secret: None,
+            ttl_ms: None,
+        };
+        let c4 = ClientId(4);
+        let registered = ApplyResult::Registered { client: c4 };
+        assert_eq!(
+            checker.observe_committed(at(5), 5, &register, &registered),
+            Ok(())
+        );
+        checker.observe_rogue_welcome(R1, c4, SECRET_TWO);
+        checker.observe_rogue_request(R1, 0, &request(c4, Some(SECRET_TWO), 1, preempt_op("r1.b")));
+        let verdict =
+            checker.observe_committed(at(6), 6, &preempt(c4, 1, "r1.b"), &fresh(granted(6)));
+        assert_eq!(verdict, Ok(()));
+        let answer = reply(1, ReplyBody::Outcome(granted(6)));
+        assert_eq!(checker.observe_rogue_reply(at(7), R1, 0, &answer), Ok(()));
+        checker.observe_rogue_request(R1, 1, &request(C3, Some(SECRET_ONE), 1, preempt_op("r1.a")));
+        let verdict =
+            checker.observe_committed(at(8), 7, &preempt(C3, 1, "r1.a"), &fresh(granted(7)));
+        assert_eq!(verdict, Ok(()));
+    }
+
     /// Under its own identity a rogue is a client like any other: its preempt of a lock held
     /// by someone else may be refused by the leader's read, with no entry for its seq. Any
     /// other outcome with no committed entry behind it is a violation.
