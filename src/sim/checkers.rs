@@ -1745,6 +1745,7 @@ mod tests {
             let verdict = checker.observe_applied(at(5), S1, index, entry, &fresh(granted(index)));
             assert_eq!(verdict, Ok(true));
         }
+        assert_eq!(checker.committed_count(), 2);
         let mut compacted = crate::node::RaftLog::new();
         compacted.truncate_and_append(1, &committed);
         compacted.compact_to(1, 1);
