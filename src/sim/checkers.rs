@@ -1633,6 +1633,16 @@ mod tests {
 
     // Election safety (Raft §5.2): at most one leader per term.
 
+    /// What a failing run prints: the invariant, when, and what happened.
+    #[test]
+    fn a_violation_displays_its_invariant_time_and_message() {
+        let violation = Violation::new(CONVERGENCE, at(1_500), "s2 lags".to_string());
+        assert_eq!(
+            violation.to_string(),
+            "convergence violated at 1500.000ms: s2 lags"
+        );
+    }
+
     #[test]
     fn two_leaders_in_one_term_break_election_safety() {
         let mut checker = ElectionSafety::new();
