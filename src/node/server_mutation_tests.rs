@@ -486,3 +486,53 @@ fn a_refusal_confirmed_between_a_release_and_the_next_grant_waits_and_appends_no
         "the refusal appended nothing"
     );
 }
+
+/// A preempt of a lock that an unapplied entry grants to another client is refused by read,
+/// naming that client once the grant applies; the other client's entry is never taken for a
+/// copy of this request. (Mutant: `(c, s) == (client, seq) && l == lock` in `projected_owner`
+/// made `||`, which took any preempt of the lock for a copy.)
+#[test]
+fn a_preempt_behind_another_clients_unapplied_grant_is_refused_naming_it() {
+    const SECOND: ClientAddr = ClientAddr(9);
+    let mut leader = leader_of_three();
+    let now = ms(FIRST_ELECTION_MS);
+    let first = register(&mut leader, now);
+    let second = register(&mut leader, now);
+    let _ = leader.step(now, from_client(CLIENT, op(first, 1, preempt("a"))));
+    let grant_index = leader.log().last_index();
+    let later = ms(FIRST_ELECTION_MS + 5);
+    let outputs = leader.step(later, from_client(SECOND, op(second, 1, preempt("a"))));
+    assert!(
+        persisted(&outputs).is_empty(),
+        "refused by read: {outputs:?}"
+    );
+    let round = append_rounds(&outputs)[0].1;
+
+    let outputs = leader.step(later, peer(S2, append_ok(1, grant_index, round)));
+    assert_eq!(
+        replies(&outputs),
+        vec![
+            (CLIENT, outcome(1, Outcome::Granted { token: grant_index })),
+            (SECOND, outcome(1, Outcome::HeldBy { owner: first }))
+        ]
+    );
+    assert_eq!(leader.log().last_index(), grant_index);
+}
+
+/// The seed design's fixed initial leader is a shortcut for a first boot only. A server whose
+/// log is being repaired lost entries, perhaps a vote or a later term with them, so it never
+/// takes it, even when what is left is term 0 and an empty log: it starts its repair as a
+/// follower that has voted for no one. (Mutant: `last_index() == 0 && !durable.recovering`
+/// in `Server::build`'s first-boot test made `||`.)
+#[test]
+fn a_recovering_server_never_takes_the_initial_leader_shortcut() {
+    let mut config = config(S1, 3);
+    config.initial_leader = Some(S1);
+    let damaged = DurableState {
+        recovering: true,
+        ..DurableState::default()
+    };
+    let (server, _) = Server::new(config, damaged, 1, Time::ZERO);
+    assert_eq!(server.role(), Role::Follower);
+    assert_eq!(server.voted_for(), None);
+}
