@@ -487,36 +487,44 @@ fn a_refusal_confirmed_between_a_release_and_the_next_grant_waits_and_appends_no
     );
 }
 
-/// A preempt of a lock that an unapplied entry grants to another client is refused by read,
-/// naming that client once the grant applies; the other client's entry is never taken for a
-/// copy of this request. (Mutant: `(c, s) == (client, seq) && l == lock` in `projected_owner`
-/// made `||`, which took any preempt of the lock for a copy.)
+/// A preempt is refused by read only behind an unapplied grant of its own lock: an unapplied
+/// grant of another lock does not make a free one look held, so a preempt of it is appended at
+/// once; one behind another client's unapplied grant of the same lock is refused, naming that
+/// client once the grant applies. (Mutant: `l == lock && owner.is_none()` in
+/// `projected_owner` made `||`, which took a grant of any lock for one of this lock.)
 #[test]
-fn a_preempt_behind_another_clients_unapplied_grant_is_refused_naming_it() {
+fn a_preempt_is_refused_by_read_only_behind_an_unapplied_grant_of_its_own_lock() {
     const SECOND: ClientAddr = ClientAddr(9);
     let mut leader = leader_of_three();
     let now = ms(FIRST_ELECTION_MS);
     let first = register(&mut leader, now);
     let second = register(&mut leader, now);
-    let _ = leader.step(now, from_client(CLIENT, op(first, 1, preempt("a"))));
-    let grant_index = leader.log().last_index();
     let later = ms(FIRST_ELECTION_MS + 5);
+    let _ = leader.step(later, from_client(CLIENT, op(first, 1, preempt("b"))));
     let outputs = leader.step(later, from_client(SECOND, op(second, 1, preempt("a"))));
+    assert_eq!(persisted(&outputs).len(), 1, "`a` is free: {outputs:?}");
+    let a_index = leader.log().last_index();
+    let outputs = leader.step(later, from_client(CLIENT_AGAIN, op(first, 2, preempt("a"))));
     assert!(
         persisted(&outputs).is_empty(),
         "refused by read: {outputs:?}"
     );
     let round = append_rounds(&outputs)[0].1;
 
-    let outputs = leader.step(later, peer(S2, append_ok(1, grant_index, round)));
+    let outputs = leader.step(later, peer(S2, append_ok(1, a_index, round)));
     assert_eq!(
         replies(&outputs),
         vec![
-            (CLIENT, outcome(1, Outcome::Granted { token: grant_index })),
-            (SECOND, outcome(1, Outcome::HeldBy { owner: first }))
+            (CLIENT, outcome(1, Outcome::Granted { token: a_index - 1 })),
+            (SECOND, outcome(1, Outcome::Granted { token: a_index })),
+            (CLIENT_AGAIN, outcome(2, Outcome::HeldBy { owner: second }))
         ]
     );
-    assert_eq!(leader.log().last_index(), grant_index);
+    assert_eq!(
+        leader.log().last_index(),
+        a_index,
+        "the refusal appended nothing"
+    );
 }
 
 /// The seed design's fixed initial leader is a shortcut for a first boot only. A server whose

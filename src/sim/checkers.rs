@@ -2131,6 +2131,23 @@ mod tests {
         assert_eq!(checker.grants_acknowledged(), 0);
     }
 
+    /// An acknowledgement must match its committed request in operation and lock too, not
+    /// only in outcome: the same answer for another lock is another request's answer.
+    #[test]
+    fn an_acknowledgement_with_the_committed_outcome_but_another_lock_is_a_violation() {
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(3)));
+        expect_violation(
+            ack(&mut checker, 4, (C1, 1), preempt_op("b"), granted(3)),
+            MUTUAL_EXCLUSION,
+            &[
+                "client#1 seq 1 (preempt of lock `b`) was acknowledged as granted (token 3), but \
+               index 3 committed preempt of lock `a` as granted (token 3)",
+            ],
+        );
+        assert_eq!(checker.grants_acknowledged(), 0);
+    }
+
     #[test]
     fn acknowledged_grants_whose_tokens_go_backwards_across_owners_are_a_violation() {
         let mut checker = two_registered_clients();
