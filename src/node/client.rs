@@ -1386,6 +1386,20 @@ mod tests {
         )));
     }
 
+    /// Every keepalive takes a fresh seq, past the operations' ones, so that an answer names
+    /// the very send whose lease it grants (the lease counts from that send).
+    #[test]
+    fn every_keepalive_takes_a_fresh_seq() {
+        let (mut client, _) = client_with_session();
+        let first = client.step(at_ms(1_000), ClientInput::Timer(ClientTimer::Keepalive));
+        let again = client.step(at_ms(1_500), ClientInput::Timer(ClientTimer::Keepalive));
+        let seqs: Vec<u64> = [first, again]
+            .iter()
+            .map(|outputs| sends(outputs)[0].1.seq)
+            .collect();
+        assert_eq!(seqs, vec![2, 3], "the session's check took seq 1");
+    }
+
     /// Renewals that fail put the client in jeopardy (once) while its lease holds; when the
     /// lease runs out it reports `Expired`, forgets its id, and its next operation says hello.
     #[test]

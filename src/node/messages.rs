@@ -691,6 +691,26 @@ impl PeerMessage {
 mod tests {
     use super::*;
 
+    /// An AppendEntries from an older peer, which knows no `urgent`, is urgent: it is flushed
+    /// at once, as every append was before the field existed.
+    #[test]
+    fn an_append_entries_without_urgent_reads_as_urgent() {
+        let json = r#"{"append_entries":{"term":2,"prev_log_index":0,"prev_log_term":0,
+            "entries":[],"leader_commit":0,"round":7}}"#;
+        let message: PeerMessage = serde_json::from_str(json).expect("an older peer's append");
+        assert!(
+            matches!(
+                message,
+                PeerMessage::AppendEntries {
+                    urgent: true,
+                    round: 7,
+                    ..
+                }
+            ),
+            "{message:?}"
+        );
+    }
+
     #[test]
     fn a_secret_reads_back_from_its_hex_and_never_shows_in_debug() {
         let secret = ClientSecret::from_bytes([0xa5; CLIENT_SECRET_BYTES]);

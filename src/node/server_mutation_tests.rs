@@ -412,3 +412,135 @@ fn a_lock_name_of_exactly_the_limit_is_accepted() {
     );
     assert_eq!(persisted(&outputs).len(), 1);
 }
+
+/// A refusal by read never appends its preempt when the lock is about to be someone else's.
+/// Its read round may be confirmed after the holder's release applied but before the grant
+/// appended behind it did: the lock is free in the applied state, and an unapplied entry
+/// already gives it to another client. The refusal waits for that grant and is answered `held
+/// by` it with no entry of its own (no fsync, the point of refusing by read). Here client
+/// `late` is refused while a linearizable check's round is in flight, so it waits for the next
+/// round and is no contender the release could hand the lock to; `early` asks once the release
+/// applied, and is appended. (Mutant: the guard `owner != client && holder.is_none()` in
+/// `decide_refusal` made `false`, which appended the refused preempt for apply to refuse.)
+#[test]
+fn a_refusal_confirmed_between_a_release_and_the_next_grant_waits_and_appends_nothing() {
+    const LATE: ClientAddr = ClientAddr(9);
+    const READER: ClientAddr = ClientAddr(10);
+    let (mut leader, holder, early) = leader_with_a_held_lock();
+    let late = register(&mut leader, ms(FIRST_ELECTION_MS));
+    let reading = ms(FIRST_ELECTION_MS + 5);
+    let check_b = op(holder, 2, check("b", Consistency::Linearizable));
+    let outputs = leader.step(reading, from_client(READER, check_b));
+    let round = append_rounds(&outputs)[0].1;
+
+    let later = ms(FIRST_ELECTION_MS + 6);
+    let outputs = leader.step(later, from_client(LATE, op(late, 1, preempt("a"))));
+    assert!(
+        append_rounds(&outputs).is_empty(),
+        "it waits for the next round"
+    );
+    let _ = leader.step(
+        later,
+        from_client(CLIENT_AGAIN, op(holder, 3, release("a"))),
+    );
+    let release_index = leader.log().last_index();
+    let outputs = leader.step(later, peer(S2, append_ok(1, release_index, round)));
+    assert_eq!(
+        replies(&outputs),
+        vec![
+            (CLIENT_AGAIN, outcome(3, Outcome::Released)),
+            (READER, outcome(2, Outcome::Free))
+        ]
+    );
+    assert!(append_rounds(&outputs).iter().all(|&(_, r)| r == round + 1));
+
+    let outputs = leader.step(later, from_client(CLIENT, op(early, 1, preempt("a"))));
+    assert_eq!(
+        persisted(&outputs).len(),
+        1,
+        "the free lock's preempt is appended"
+    );
+    let grant_index = leader.log().last_index();
+    // s2 answers the next round's heartbeat, sent before the grant was appended.
+    let outputs = leader.step(later, peer(S2, append_ok(1, release_index, round + 1)));
+    assert!(replies(&outputs).is_empty(), "{outputs:?}");
+    assert!(persisted(&outputs).is_empty(), "{outputs:?}");
+    assert_eq!(
+        leader
+            .coverage()
+            .count(Branch::RefusalWaitsForUnappliedGrant),
+        1
+    );
+
+    let outputs = leader.step(later, peer(S2, append_ok(1, grant_index, round + 1)));
+    assert_eq!(
+        replies(&outputs),
+        vec![
+            (CLIENT, outcome(1, Outcome::Granted { token: grant_index })),
+            (LATE, outcome(1, Outcome::HeldBy { owner: early }))
+        ]
+    );
+    assert_eq!(
+        leader.log().last_index(),
+        grant_index,
+        "the refusal appended nothing"
+    );
+}
+
+/// A preempt is refused by read only behind an unapplied grant of its own lock: an unapplied
+/// grant of another lock does not make a free one look held, so a preempt of it is appended at
+/// once; one behind another client's unapplied grant of the same lock is refused, naming that
+/// client once the grant applies. (Mutant: `l == lock && owner.is_none()` in
+/// `projected_owner` made `||`, which took a grant of any lock for one of this lock.)
+#[test]
+fn a_preempt_is_refused_by_read_only_behind_an_unapplied_grant_of_its_own_lock() {
+    const SECOND: ClientAddr = ClientAddr(9);
+    let mut leader = leader_of_three();
+    let now = ms(FIRST_ELECTION_MS);
+    let first = register(&mut leader, now);
+    let second = register(&mut leader, now);
+    let later = ms(FIRST_ELECTION_MS + 5);
+    let _ = leader.step(later, from_client(CLIENT, op(first, 1, preempt("b"))));
+    let outputs = leader.step(later, from_client(SECOND, op(second, 1, preempt("a"))));
+    assert_eq!(persisted(&outputs).len(), 1, "`a` is free: {outputs:?}");
+    let a_index = leader.log().last_index();
+    let outputs = leader.step(later, from_client(CLIENT_AGAIN, op(first, 2, preempt("a"))));
+    assert!(
+        persisted(&outputs).is_empty(),
+        "refused by read: {outputs:?}"
+    );
+    let round = append_rounds(&outputs)[0].1;
+
+    let outputs = leader.step(later, peer(S2, append_ok(1, a_index, round)));
+    assert_eq!(
+        replies(&outputs),
+        vec![
+            (CLIENT, outcome(1, Outcome::Granted { token: a_index - 1 })),
+            (SECOND, outcome(1, Outcome::Granted { token: a_index })),
+            (CLIENT_AGAIN, outcome(2, Outcome::HeldBy { owner: second }))
+        ]
+    );
+    assert_eq!(
+        leader.log().last_index(),
+        a_index,
+        "the refusal appended nothing"
+    );
+}
+
+/// The seed design's fixed initial leader is a shortcut for a first boot only. A server whose
+/// log is being repaired lost entries, perhaps a vote or a later term with them, so it never
+/// takes it, even when what is left is term 0 and an empty log: it starts its repair as a
+/// follower that has voted for no one. (Mutant: `last_index() == 0 && !durable.recovering`
+/// in `Server::build`'s first-boot test made `||`.)
+#[test]
+fn a_recovering_server_never_takes_the_initial_leader_shortcut() {
+    let mut config = config(S1, 3);
+    config.initial_leader = Some(S1);
+    let damaged = DurableState {
+        recovering: true,
+        ..DurableState::default()
+    };
+    let (server, _) = Server::new(config, damaged, 1, Time::ZERO);
+    assert_eq!(server.role(), Role::Follower);
+    assert_eq!(server.voted_for(), None);
+}

@@ -1030,7 +1030,14 @@ impl MutualExclusion {
                 .grants
                 .get(lock)
                 .is_some_and(|grants| grants.values().any(|grant| grant.owner == *owner));
-            if *owner == client || !granted_to_owner {
+            if *owner == client {
+                let message = format!(
+                    "{acked} was refused without a log entry as held by {owner}, its own client: \
+                     a preempt of a lock its client holds is granted again"
+                );
+                return Err(Violation::new(MUTUAL_EXCLUSION, now, message));
+            }
+            if !granted_to_owner {
                 let message = format!(
                     "{acked} was refused without a log entry as held by {owner}, but no \
                      committed entry ever granted lock `{lock}` to {owner}"
@@ -1142,7 +1149,8 @@ struct Request<'a> {
     wait_ms: u64,
 }
 
-/// Noops and registrations touch no lock; they only need the matching kind of result.
+/// Noops and session marks touch no lock; they only need the matching kind of result.
+/// (Registrations are judged in `observe_committed`, which numbers the clients.)
 fn check_bookkeeping(
     now: Time,
     index: LogIndex,
@@ -1155,7 +1163,6 @@ fn check_bookkeeping(
             Command::MarkSilent { .. } | Command::Revive { .. } | Command::HandOver { .. },
             ApplyResult::Nothing,
         ) => Ok(()),
-        (Command::Register { .. }, ApplyResult::Registered { .. }) => Ok(()),
         _ => Err(mismatched_result(now, index, command, result)),
     }
 }
@@ -1987,7 +1994,26 @@ mod tests {
         );
     }
 
+    /// The limit is inclusive: a name of exactly `LOCK_NAME_BYTES_MAX` bytes is a lock like
+    /// any other, and granting it is no violation.
+    #[test]
+    fn a_lock_name_of_exactly_the_limit_that_applies_is_fine() {
+        let mut checker = two_registered_clients();
+        let longest = "x".repeat(LOCK_NAME_BYTES_MAX);
+        commit(&mut checker, 3, preempt(C1, 1, &longest), fresh(granted(3)));
+    }
+
     // Election safety (Raft §5.2): at most one leader per term.
+
+    /// What a failing run prints: the invariant, when, and what happened.
+    #[test]
+    fn a_violation_displays_its_invariant_time_and_message() {
+        let violation = Violation::new(CONVERGENCE, at(1_500), "s2 lags".to_string());
+        assert_eq!(
+            violation.to_string(),
+            "convergence violated at 1500.000ms: s2 lags"
+        );
+    }
 
     #[test]
     fn two_leaders_in_one_term_break_election_safety() {
@@ -2086,6 +2112,37 @@ mod tests {
             checker.check_leader_completeness(at(8), S3, 3, &empty),
             LEADER_COMPLETENESS,
             &["log has nothing"],
+        );
+    }
+
+    /// Raft §7 meets §5.4: entries compacted into a new leader's snapshot are not in its log,
+    /// but the snapshot's last position is: its term must be the term of the entry applied
+    /// there.
+    #[test]
+    fn a_leader_whose_snapshot_ends_in_another_term_than_the_committed_entry_is_caught() {
+        let mut checker = StateMachineSafety::new();
+        let committed =
+            [preempt(C1, 1, "a"), preempt(C2, 1, "b")].map(|command| Entry { term: 1, command });
+        for (index, entry) in (1..).zip(&committed) {
+            let verdict = checker.observe_applied(at(5), S1, index, entry, &fresh(granted(index)));
+            assert_eq!(verdict, Ok(true));
+        }
+        assert_eq!(checker.committed_count(), 2);
+        let mut compacted = crate::node::RaftLog::new();
+        compacted.truncate_and_append(1, &committed);
+        compacted.compact_to(1, 1);
+        assert_eq!(
+            checker.check_leader_completeness(at(6), S2, 2, &compacted),
+            Ok(())
+        );
+        let other_term = crate::node::RaftLog::rebased(2, 2, crate::node::RaftLog::new());
+        expect_violation(
+            checker.check_leader_completeness(at(7), S3, 3, &other_term),
+            LEADER_COMPLETENESS,
+            &[
+                "s3 became leader of term 3 with a snapshot ending at index 2 of term 2, but s1 \
+                 applied an entry of term 1 there",
+            ],
         );
     }
 
@@ -2294,6 +2351,35 @@ mod tests {
         );
     }
 
+    /// A committed preempt of a held lock is refused naming its holder, and only a preempt by
+    /// someone else: the holder's own preempt is granted again.
+    #[test]
+    fn a_refusal_naming_another_than_the_holder_or_the_holder_itself_is_a_violation() {
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(3)));
+        commit(&mut checker, 4, preempt(C2, 1, "a"), fresh(held_by(C1)));
+        expect_violation(
+            try_commit(
+                &mut checker,
+                5,
+                preempt(C2, 2, "a"),
+                fresh(held_by(ClientId(3))),
+            ),
+            MUTUAL_EXCLUSION,
+            &[
+                "preempt of lock `a` by client#2 at index 5 answered held by client#3, but the \
+               reference model has it held by client#1 since index 3",
+            ],
+        );
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(3)));
+        expect_violation(
+            try_commit(&mut checker, 4, preempt(C1, 2, "a"), fresh(held_by(C1))),
+            MUTUAL_EXCLUSION,
+            &["preempt of lock `a` by client#1 at index 4 answered held by client#1"],
+        );
+    }
+
     #[test]
     fn a_retry_answered_differently_from_its_first_commit_is_a_violation() {
         let mut checker = two_registered_clients();
@@ -2379,6 +2465,27 @@ mod tests {
         );
     }
 
+    /// A client holding a lock that preempts it again is granted it again (its own token), so
+    /// a refusal by read naming the asking client itself is wrong even though it was granted.
+    #[test]
+    fn a_refusal_by_read_naming_the_asking_client_itself_is_a_violation() {
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(3)));
+        expect_violation(
+            ack(&mut checker, 4, (C1, 2), preempt_op("a"), held_by(C1)),
+            MUTUAL_EXCLUSION,
+            &[
+                "client#1 seq 2 (preempt of lock `a`) was refused without a log entry as held by \
+               client#1, its own client",
+            ],
+        );
+        // Naming the holder, for another client, is a refusal like any other.
+        assert_eq!(
+            ack(&mut checker, 5, (C2, 1), preempt_op("a"), held_by(C1)),
+            Ok(())
+        );
+    }
+
     #[test]
     fn an_acknowledgement_that_differs_from_the_committed_outcome_is_a_violation() {
         let mut checker = two_registered_clients();
@@ -2391,6 +2498,23 @@ mod tests {
                 "acknowledged as granted (token 4)",
                 "index 4 committed preempt",
                 "held by client#1",
+            ],
+        );
+        assert_eq!(checker.grants_acknowledged(), 0);
+    }
+
+    /// An acknowledgement must match its committed request in operation and lock too, not
+    /// only in outcome: the same answer for another lock is another request's answer.
+    #[test]
+    fn an_acknowledgement_with_the_committed_outcome_but_another_lock_is_a_violation() {
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(3)));
+        expect_violation(
+            ack(&mut checker, 4, (C1, 1), preempt_op("b"), granted(3)),
+            MUTUAL_EXCLUSION,
+            &[
+                "client#1 seq 1 (preempt of lock `b`) was acknowledged as granted (token 3), but \
+               index 3 committed preempt of lock `a` as granted (token 3)",
             ],
         );
         assert_eq!(checker.grants_acknowledged(), 0);
@@ -2503,6 +2627,51 @@ mod tests {
                 "no committed release before index 5",
             ],
         );
+    }
+
+    #[test]
+    fn a_grant_acknowledged_before_the_previous_owners_release_committed_is_a_violation() {
+        // The pair of the commit-time check again, on its own: here client#1's release is
+        // committed, but only after the grant to client#2 (the model is bent by hand to let
+        // that history through commit time).
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(3)));
+        assert_eq!(
+            ack(&mut checker, 4, (C1, 1), preempt_op("a"), granted(3)),
+            Ok(())
+        );
+        let first = checker
+            .holders
+            .remove(&lock("a"))
+            .expect("client#1 holds `a`");
+        commit(&mut checker, 5, preempt(C2, 1, "a"), fresh(granted(5)));
+        checker.holders.insert(lock("a"), first);
+        commit(
+            &mut checker,
+            6,
+            release(C1, 2, "a"),
+            fresh(Outcome::Released),
+        );
+        expect_violation(
+            ack(&mut checker, 7, (C2, 1), preempt_op("a"), granted(5)),
+            MUTUAL_EXCLUSION,
+            &[
+                "lock `a` acknowledged to client#2 with token 5 while client#1's grant (token 3) \
+               had no committed release before index 5",
+            ],
+        );
+    }
+
+    /// The acknowledged-writes check finds a write's entry through this index: the first
+    /// commit of the request, which a retry committed again does not move.
+    #[test]
+    fn a_requests_committed_index_is_its_first_commit() {
+        let mut checker = two_registered_clients();
+        assert_eq!(checker.committed_index(C1, 1), None);
+        commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(3)));
+        commit(&mut checker, 4, preempt(C1, 1, "a"), duplicate(granted(3)));
+        assert_eq!(checker.committed_index(C1, 1), Some(3));
+        assert_eq!(checker.committed_index(C2, 1), None);
     }
 
     #[test]
@@ -2620,6 +2789,24 @@ mod tests {
     }
 
     #[test]
+    fn a_divergence_of_exactly_the_listed_number_of_locks_lists_them_all_and_no_more() {
+        let grants: Vec<Command> = (1..=CONVERGENCE_DIFFERENCES_MAX as u64)
+            .map(|seq| preempt(C1, seq, &format!("lock{seq:02}")))
+            .collect();
+        let full = table_after(&grants);
+        let empty = table_after(&[]);
+        let violation = expect_violation(
+            check_convergence(at(100), &[(S1, &full), (S2, &empty)]),
+            CONVERGENCE,
+            &[
+                "10 locks differ",
+                "lock `lock10`: s1 has client#1 (token 12), s2 has free",
+            ],
+        );
+        assert!(!violation.message.contains("more"), "{violation}");
+    }
+
+    #[test]
     fn a_write_at_seq_u64_max_reused_for_another_lock_must_be_rejected_without_overflow() {
         let mut checker = two_registered_clients();
         commit(
@@ -2641,6 +2828,156 @@ mod tests {
             ),
             MUTUAL_EXCLUSION,
             &["must be rejected (SeqReused)"],
+        );
+    }
+
+    // Mutual exclusion, sessions: an expire ends a live session, frees exactly its client's
+    // locks, and says how many; an expire of anything else changes nothing.
+
+    /// client#1 registered with a session (TTL 1 s) at index 1 and holding `a` (index 3);
+    /// client#2 registered without one at index 2 and holding `b` (index 4).
+    fn a_session_holder_and_a_plain_one() -> MutualExclusion {
+        let mut checker = MutualExclusion::new();
+        let register = |nonce, ttl_ms| Command::Register {
+            nonce,
+            secret: None,
+            ttl_ms,
+        };
+        commit(
+            &mut checker,
+            1,
+            register(1, Some(1_000)),
+            ApplyResult::Registered { client: C1 },
+        );
+        commit(
+            &mut checker,
+            2,
+            register(2, None),
+            ApplyResult::Registered { client: C2 },
+        );
+        commit(&mut checker, 3, preempt(C1, 1, "a"), fresh(granted(3)));
+        commit(&mut checker, 4, preempt(C2, 1, "b"), fresh(granted(4)));
+        checker
+    }
+
+    fn expired(client: ClientId, released: u32) -> ApplyResult {
+        ApplyResult::Expired { client, released }
+    }
+
+    #[test]
+    fn an_expire_frees_exactly_its_clients_locks_and_ends_its_session() {
+        let mut checker = a_session_holder_and_a_plain_one();
+        commit(
+            &mut checker,
+            5,
+            Command::Expire { client: C1 },
+            expired(C1, 1),
+        );
+        assert_eq!(checker.locks_held_by(C1), Vec::<LockName>::new());
+        assert_eq!(checker.locks_held_by(C2), vec![lock("b")]);
+        // `a` is free now: client#2 may have it, and its own `b` stays its own.
+        commit(&mut checker, 6, preempt(C2, 2, "a"), fresh(granted(6)));
+        commit(&mut checker, 7, preempt(C2, 3, "b"), fresh(granted(4)));
+        // A second expire of the ended session changes nothing.
+        commit(
+            &mut checker,
+            8,
+            Command::Expire { client: C1 },
+            ApplyResult::Nothing,
+        );
+        // The expired client's writes are refused at apply, everywhere.
+        expect_violation(
+            try_commit(&mut checker, 9, preempt(C1, 2, "c"), fresh(granted(9))),
+            MUTUAL_EXCLUSION,
+            &["must be rejected (SessionExpired)"],
+        );
+    }
+
+    /// Session marks (a silent session noted, a renewal of one) change no lock: they apply as
+    /// nothing, and a result of another kind is a violation.
+    #[test]
+    fn session_marks_apply_as_nothing_and_anything_else_is_a_violation() {
+        let mut checker = a_session_holder_and_a_plain_one();
+        let silent = Command::MarkSilent {
+            sessions: Vec::new(),
+        };
+        commit(&mut checker, 5, silent, ApplyResult::Nothing);
+        commit(
+            &mut checker,
+            6,
+            Command::Revive { client: C1 },
+            ApplyResult::Nothing,
+        );
+        assert_eq!(checker.locks_held_by(C1), vec![lock("a")]);
+        expect_violation(
+            try_commit(
+                &mut checker,
+                7,
+                Command::Revive { client: C1 },
+                expired(C1, 1),
+            ),
+            MUTUAL_EXCLUSION,
+            &[
+                "index 7: revive client#1 produced expired client#1, releasing 1 lock(s), which \
+               is not a result of that command",
+            ],
+        );
+    }
+
+    #[test]
+    fn an_expire_that_miscounts_or_keeps_the_session_is_a_violation() {
+        let mut checker = a_session_holder_and_a_plain_one();
+        expect_violation(
+            try_commit(
+                &mut checker,
+                5,
+                Command::Expire { client: C1 },
+                expired(C1, 0),
+            ),
+            MUTUAL_EXCLUSION,
+            &[
+                "index 5: expire of client#1 produced expired client#1, releasing 0 lock(s)",
+                "the reference model has it release 1 lock(s)",
+            ],
+        );
+        let mut checker = a_session_holder_and_a_plain_one();
+        expect_violation(
+            try_commit(
+                &mut checker,
+                5,
+                Command::Expire { client: C1 },
+                ApplyResult::Nothing,
+            ),
+            MUTUAL_EXCLUSION,
+            &["expire of client#1 produced"],
+        );
+    }
+
+    #[test]
+    fn an_expire_of_a_client_without_a_live_session_that_releases_is_a_violation() {
+        let mut checker = a_session_holder_and_a_plain_one();
+        expect_violation(
+            try_commit(
+                &mut checker,
+                5,
+                Command::Expire { client: C2 },
+                expired(C2, 1),
+            ),
+            MUTUAL_EXCLUSION,
+            &["index 5: expire of client#2, which has no live session, produced"],
+        );
+        // Answered with nothing, it is fine, and client#2 still holds `b`.
+        let mut checker = a_session_holder_and_a_plain_one();
+        commit(
+            &mut checker,
+            5,
+            Command::Expire { client: C2 },
+            ApplyResult::Nothing,
+        );
+        expect_violation(
+            try_commit(&mut checker, 6, preempt(C1, 2, "b"), fresh(granted(6))),
+            MUTUAL_EXCLUSION,
+            &["lock `b` granted to client#1 at index 6"],
         );
     }
 
@@ -2751,6 +3088,52 @@ mod tests {
         // Errors are always acceptable answers.
         let error = reply(1, ReplyBody::Error(crate::node::ServiceError::Overloaded));
         assert_eq!(checker.observe_rogue_reply(at(8), R1, 0, &error), Ok(()));
+    }
+
+    /// A rogue may say hello more than once: every identity it was welcomed with is its own.
+    #[test]
+    fn a_rogue_welcomed_twice_acts_under_both_identities() {
+        let mut checker = isolation_with_a_rogue();
+        let register = Command::Register {
+            nonce: 4,
+            secret: None,
+            ttl_ms: None,
+        };
+        let c4 = ClientId(4);
+        let registered = ApplyResult::Registered { client: c4 };
+        assert_eq!(
+            checker.observe_committed(at(5), 5, &register, &registered),
+            Ok(())
+        );
+        checker.observe_rogue_welcome(R1, c4, SECRET_TWO);
+        checker.observe_rogue_request(R1, 0, &request(c4, Some(SECRET_TWO), 1, preempt_op("r1.b")));
+        let verdict =
+            checker.observe_committed(at(6), 6, &preempt(c4, 1, "r1.b"), &fresh(granted(6)));
+        assert_eq!(verdict, Ok(()));
+        let answer = reply(1, ReplyBody::Outcome(granted(6)));
+        assert_eq!(checker.observe_rogue_reply(at(7), R1, 0, &answer), Ok(()));
+        checker.observe_rogue_request(R1, 1, &request(C3, Some(SECRET_ONE), 1, preempt_op("r1.a")));
+        let verdict =
+            checker.observe_committed(at(8), 7, &preempt(C3, 1, "r1.a"), &fresh(granted(7)));
+        assert_eq!(verdict, Ok(()));
+    }
+
+    /// Under its own identity a rogue is a client like any other: its preempt of a lock held
+    /// by someone else may be refused by the leader's read, with no entry for its seq. Any
+    /// other outcome with no committed entry behind it is a violation.
+    #[test]
+    fn the_rogues_own_preempt_may_be_refused_by_read_but_nothing_else_goes_without_an_entry() {
+        let mut checker = isolation_with_a_rogue();
+        checker.observe_rogue_request(R1, 0, &request(C3, Some(SECRET_ONE), 1, preempt_op("a")));
+        let refused = reply(1, ReplyBody::Outcome(held_by(C1)));
+        assert_eq!(checker.observe_rogue_reply(at(7), R1, 0, &refused), Ok(()));
+        checker.observe_rogue_request(R1, 1, &request(C3, Some(SECRET_ONE), 2, release_op("a")));
+        let not_owner = reply(2, ReplyBody::Outcome(Outcome::NotOwner));
+        expect_violation(
+            checker.observe_rogue_reply(at(8), R1, 1, &not_owner),
+            ROGUE_ISOLATION,
+            &["no entry for its seq was committed, yet it has an outcome"],
+        );
     }
 
     #[test]
