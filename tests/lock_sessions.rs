@@ -520,6 +520,22 @@ fn ttl_and_client_keepalive_work_end_to_end_and_bad_ttls_are_refused_naming_the_
     let said = text(&plain.stdout);
     assert!(said.contains("TTL is 5s"), "{said}");
     assert!(said.contains("believe it alive for"), "{said}");
+    // Servers that allow 9% of drift: the client shortens its lease by as much, to at most
+    // 5 s × 0.91 − 100 ms = 4,450 ms (at 1% it would be some 4,850).
+    let wide = lockstep(&[
+        "client",
+        "--servers",
+        &servers,
+        "--client",
+        &credential,
+        "--max-clock-drift",
+        "9%",
+        "--json",
+        "keepalive",
+    ]);
+    let json: Value = serde_json::from_slice(&wide.stdout).expect("one JSON object");
+    let lease_ms = json["lease_ms"].as_u64().expect("a lease");
+    assert!(lease_ms <= 4_450, "{json}");
 
     // `client` keeps no TTL by default; `lock` registers with 15 s unless told otherwise.
     let forever = lockstep(&["client", "--servers", &servers, "keepalive"]);
@@ -591,6 +607,19 @@ fn ttl_and_client_keepalive_work_end_to_end_and_bad_ttls_are_refused_naming_the_
         assert_eq!(output.status.code(), Some(2), "{said}");
         assert!(said.contains("--ttl"), "{said}");
         assert!(said.contains(what), "{said}");
+    }
+    for bad in ["10%", "0.1", "2", "lots"] {
+        let output = lockstep(&[
+            "client",
+            "--servers",
+            "127.0.0.1:1",
+            "--max-clock-drift",
+            bad,
+            "keepalive",
+        ]);
+        let said = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{bad}: {said}");
+        assert!(said.contains("--max-clock-drift"), "{bad}: {said}");
     }
     for bad in ["bogus", "0", "5", "0.5us"] {
         for command in [

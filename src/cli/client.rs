@@ -213,6 +213,17 @@ pub struct Connect {
     /// How long one operation may take, retries included.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
     pub timeout: Duration,
+    /// The drift bound the servers run with (their --max-clock-drift), as a fraction (0.01) or
+    /// a percentage (1%): the lease this client believes after a renewal is shortened by it.
+    /// Give the same bound as the servers: a smaller one makes the client trust its lease
+    /// longer than the servers promise it.
+    #[arg(
+        long,
+        value_name = "FRACTION",
+        default_value = "0.01",
+        value_parser = lockstep::net::runtime::config::parse_clock_drift
+    )]
+    pub max_clock_drift: u32,
     #[command(flatten)]
     pub tls: TlsFlags,
 }
@@ -303,6 +314,8 @@ impl Connect {
             credential: credential.map(|(credential, _)| credential),
             tls: self.tls.load().map_err(Error::InvalidInput)?,
             session_ttl: ttl.unwrap_or(default).duration(),
+            // Parts per million, as `parse_clock_drift` reads it.
+            max_clock_drift: f64::from(self.max_clock_drift) / 1_000_000.0,
             ..ClientOptions::default()
         };
         Client::new(self.servers.0.clone(), options)
