@@ -5,6 +5,7 @@
 //! blocking acquire") states the rules these stories check.
 
 use super::*;
+use crate::node::coverage::Branch;
 use crate::node::{Decision, LockTable, QUEUE_WAITERS_PER_LOCK_MAX, Rejection, Woken};
 
 /// Each story's clients connect from their own address, so that the answers say who was woken.
@@ -217,6 +218,11 @@ fn a_timeout_is_committed_and_the_timed_out_waiter_is_never_granted_afterwards()
         |command| matches!(command, Command::Timeout { client, .. } if *client == waiter),
     );
     assert!(timeout.is_some(), "the timeout is a log entry");
+    // The explorer's coverage names what happened: a timeout appended, a waiter timed out.
+    let coverage = network.server(S1).coverage();
+    assert_eq!(coverage.count(Branch::QueueTimeoutAppended), 1);
+    assert_eq!(coverage.count(Branch::QueueWaiterTimedOut), 1);
+    assert_eq!(coverage.count(Branch::QueueWaiterGranted), 0);
     let answers = send(&mut network, S1, HOLDER, op(holder, 2, release("a")));
     assert_eq!(
         answers,

@@ -14,6 +14,7 @@
 
 use super::sessions::stretch;
 use super::{Projection, ReplyRoute, Role, Server};
+use crate::node::coverage::Branch;
 use crate::node::lock_table::{Decision, Woken, WriteKind};
 use crate::node::messages::{
     ClientId, Command, LockName, LogIndex, Outcome, QUEUE_WAITERS_PER_LOCK_MAX, ReplyBody,
@@ -89,6 +90,7 @@ impl Server {
         );
         match self.queue_write_in_log(client, seq, kind, &lock) {
             Some(InLog::Same(index)) => {
+                self.coverage.hit(Branch::QueueRetryFoundInLog);
                 self.pending_replies
                     .entry(index)
                     .or_default()
@@ -96,6 +98,7 @@ impl Server {
                 return;
             }
             Some(InLog::Other) => {
+                self.coverage.hit(Branch::QueueSeqReused);
                 let body = ReplyBody::Error(ServiceError::SeqReused { seq });
                 self.reply(route, seq, body);
                 return;
@@ -107,6 +110,7 @@ impl Server {
             if free && let Some(remaining) = self.lock_delay_remaining(&lock, now) {
                 // As for a preempt: a lock freed by expiry goes to nobody new during its
                 // delay. Its waiters keep their places; this client retries the same seq.
+                self.coverage.hit(Branch::QueueLockDelayed);
                 let body = self.lock_delayed(remaining);
                 self.reply(route, seq, body);
                 return;
@@ -114,6 +118,7 @@ impl Server {
             if self.table.waiters(&lock).count() >= QUEUE_WAITERS_PER_LOCK_MAX
                 && self.table.waiting_for(client) != Some(&lock)
             {
+                self.coverage.hit(Branch::QueueFull);
                 let waiters_max = QUEUE_WAITERS_PER_LOCK_MAX as u32;
                 let body = ReplyBody::Error(ServiceError::QueueFull { waiters_max });
                 self.reply(route, seq, body);
@@ -211,6 +216,14 @@ impl Server {
         if self.role != Role::Leader {
             return;
         }
+        for decided in &woken {
+            self.coverage.hit(match decided.decision {
+                Decision::Granted { .. } => Branch::QueueWaiterGranted,
+                Decision::TimedOut => Branch::QueueWaiterTimedOut,
+                Decision::Cancelled => Branch::QueueWaiterCancelled,
+                Decision::SessionExpired => Branch::QueueWaiterExpired,
+            });
+        }
         for decided in woken {
             if self
                 .queues
@@ -304,6 +317,9 @@ impl Server {
         }
         self.queues.ready = true;
         self.queues.next_tick = now;
+        if !self.table.queues().is_empty() {
+            self.coverage.hit(Branch::QueueWaitsRestarted);
+        }
         let drift = self.drift();
         for (lock, queue) in self.table.queues() {
             for waiter in queue {
@@ -344,6 +360,7 @@ impl Server {
             {
                 return;
             }
+            self.coverage.hit(Branch::QueueTimeoutAppended);
             // A cluster of one applies the timeout as it appends it, which drops the deadline.
             if let Some(deadline) = self.queues.deadlines.get_mut(&client) {
                 deadline.timeout_appended = true;
@@ -364,6 +381,7 @@ impl Server {
             if self.append_session_entry(command).is_none() {
                 return;
             }
+            self.coverage.hit(Branch::QueueHandOverAppended);
             if self.table.waiters(&lock).next().is_some() && self.table.holder(&lock).is_none() {
                 self.queues.hand_overs_appended.insert(lock);
             }
