@@ -4,6 +4,7 @@
 //! These types are plain data. They carry no behaviour that could differ between the simulator
 //! and a real deployment, so the same bytes mean the same thing in both.
 
+use crate::node::lock_table::WriteKind;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::Arc;
@@ -493,6 +494,33 @@ pub enum Command {
     /// The leader's hand-over of a lock freed by expiry to the head of its queue, once its
     /// lock-delay passed. Applies to nothing if the lock is held or has no waiters.
     HandOver { lock: LockName },
+}
+
+impl Command {
+    /// The client write this entry carries: who asked, under which seq, what, and for which
+    /// lock. `None` for the entries no client's write is (no-ops, registrations, and the
+    /// leader's session and queue decisions).
+    pub fn client_write(&self) -> Option<(ClientId, u64, WriteKind, &LockName)> {
+        match self {
+            Command::Preempt { client, seq, lock } => {
+                Some((*client, *seq, WriteKind::Preempt, lock))
+            }
+            Command::Release { client, seq, lock } => {
+                Some((*client, *seq, WriteKind::Release, lock))
+            }
+            Command::Acquire {
+                client, seq, lock, ..
+            } => Some((*client, *seq, WriteKind::Acquire, lock)),
+            Command::Cancel { client, seq, lock } => Some((*client, *seq, WriteKind::Cancel, lock)),
+            Command::Noop
+            | Command::Register { .. }
+            | Command::Expire { .. }
+            | Command::MarkSilent { .. }
+            | Command::Revive { .. }
+            | Command::Timeout { .. }
+            | Command::HandOver { .. } => None,
+        }
+    }
 }
 
 /// One session in a [`Command::MarkSilent`].

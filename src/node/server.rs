@@ -1471,28 +1471,9 @@ impl Server {
     fn seq_reused_in_log(&self, client: ClientId, seq: u64, lock: &str) -> bool {
         self.log
             .entries_after(self.table.applied_index())
-            .any(|(_, entry)| match &entry.command {
-                Command::Preempt {
-                    client: c, seq: s, ..
-                } => (*c, *s) == (client, seq),
-                Command::Release {
-                    client: c,
-                    seq: s,
-                    lock: l,
-                } => (*c, *s) == (client, seq) && **l != *lock,
-                Command::Acquire {
-                    client: c, seq: s, ..
-                }
-                | Command::Cancel {
-                    client: c, seq: s, ..
-                } => (*c, *s) == (client, seq),
-                Command::Noop
-                | Command::Register { .. }
-                | Command::Expire { .. }
-                | Command::MarkSilent { .. }
-                | Command::Revive { .. }
-                | Command::Timeout { .. }
-                | Command::HandOver { .. } => false,
+            .filter_map(|(_, entry)| entry.command.client_write())
+            .any(|(c, s, kind, l)| {
+                (c, s) == (client, seq) && !(kind == WriteKind::Release && **l == *lock)
             })
     }
 
@@ -2528,7 +2509,7 @@ impl Server {
                 .map(|routes| (routes, self.answer_for(index, &entry.command, result)));
             // `Applied` before the answers it justifies: a driver that stops between two
             // effects must never have answered for an entry it did not report applied.
-            let client = command_client(&entry.command);
+            let client = entry.command.client_write().map(|(client, ..)| client);
             self.out.push(ServerOutput::Applied {
                 index,
                 entry: entry.clone(),
@@ -2589,12 +2570,7 @@ impl Server {
                     duplicate: true,
                 },
             ) => {
-                let kind = match command {
-                    Command::Preempt { .. } => WriteKind::Preempt,
-                    Command::Acquire { .. } => WriteKind::Acquire,
-                    Command::Cancel { .. } => WriteKind::Cancel,
-                    _ => WriteKind::Release,
-                };
+                let (_, _, kind, _) = command.client_write().expect("matched as a client write");
                 return match self.table.settled(*client, *seq, kind, lock) {
                     Some(Settled::Answered { index, .. }) => {
                         (Some(ReplyBody::Outcome(outcome)), index)
@@ -2910,23 +2886,6 @@ fn bad_lock_name(request: &ClientRequest) -> Option<String> {
         ))
     } else {
         None
-    }
-}
-
-/// The client whose request an entry is, for the writes a client asks for.
-fn command_client(command: &Command) -> Option<ClientId> {
-    match command {
-        Command::Preempt { client, .. }
-        | Command::Release { client, .. }
-        | Command::Acquire { client, .. }
-        | Command::Cancel { client, .. } => Some(*client),
-        Command::Noop
-        | Command::Register { .. }
-        | Command::Expire { .. }
-        | Command::MarkSilent { .. }
-        | Command::Revive { .. }
-        | Command::Timeout { .. }
-        | Command::HandOver { .. } => None,
     }
 }
 

@@ -145,38 +145,18 @@ impl Server {
         kind: WriteKind,
         lock: &LockName,
     ) -> Option<InLog> {
-        for (index, entry) in self.log.entries_after(self.table.applied_index()) {
-            let (entry_kind, entry_lock) = match &entry.command {
-                Command::Preempt {
-                    client: c,
-                    seq: s,
-                    lock: l,
-                } if (*c, *s) == (client, seq) => (WriteKind::Preempt, l),
-                Command::Release {
-                    client: c,
-                    seq: s,
-                    lock: l,
-                } if (*c, *s) == (client, seq) => (WriteKind::Release, l),
-                Command::Acquire {
-                    client: c,
-                    seq: s,
-                    lock: l,
-                    ..
-                } if (*c, *s) == (client, seq) => (WriteKind::Acquire, l),
-                Command::Cancel {
-                    client: c,
-                    seq: s,
-                    lock: l,
-                } if (*c, *s) == (client, seq) => (WriteKind::Cancel, l),
-                _ => continue,
-            };
-            return Some(if entry_kind == kind && entry_lock == lock {
-                InLog::Same(index)
-            } else {
-                InLog::Other
-            });
-        }
-        None
+        self.log
+            .entries_after(self.table.applied_index())
+            .find_map(|(index, entry)| {
+                let (c, s, entry_kind, entry_lock) = entry.command.client_write()?;
+                ((c, s) == (client, seq)).then(|| {
+                    if entry_kind == kind && entry_lock == lock {
+                        InLog::Same(index)
+                    } else {
+                        InLog::Other
+                    }
+                })
+            })
     }
 
     // ----- answering -----
