@@ -12,11 +12,11 @@
 
 mod common;
 
-use common::{Scratch, lockstep, text};
+use common::{Guarded, Scratch, all_listening, free_ports, lockstep, server_command, text};
 use serde_json::Value;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::TcpListener;
+use std::process::{Child, Stdio};
+use std::time::Duration;
 
 /// Runs `bench` with `args` against a port nobody listens on, which it must refuse before
 /// dialling; returns its exit code and stderr.
@@ -93,21 +93,11 @@ fn session_flags_that_make_no_sense_exit_2_naming_the_flag() {
     }
 }
 
-/// One server process; dropping it kills and reaps it.
-struct ServerProcess(Child);
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Three servers on free ports, each serving metrics too, with their data in `scratch`.
 struct Cluster {
     client_ports: Vec<u16>,
     metrics_ports: Vec<u16>,
-    _servers: Vec<ServerProcess>,
+    _servers: Vec<Guarded>,
 }
 
 impl Cluster {
@@ -117,10 +107,10 @@ impl Cluster {
         for attempt in 0..5 {
             let ports = free_ports(6);
             let (client_ports, metrics_ports) = (ports[..3].to_vec(), ports[3..].to_vec());
-            let mut servers: Vec<ServerProcess> = (0..3)
+            let mut servers: Vec<Guarded> = (0..3)
                 .map(|index| {
                     let data = scratch.0.join(format!("attempt-{attempt}-s{}", index + 1));
-                    ServerProcess(spawn_server(
+                    Guarded(spawn_server(
                         index,
                         &client_ports,
                         metrics_ports[index],
@@ -129,7 +119,7 @@ impl Cluster {
                     ))
                 })
                 .collect();
-            if servers_listen(&mut servers, &client_ports) {
+            if all_listening(&mut servers, &client_ports, Duration::from_secs(60)) {
                 return Cluster {
                     client_ports,
                     metrics_ports,
@@ -153,54 +143,14 @@ fn spawn_server(
     data: std::path::PathBuf,
     extra_args: &[&str],
 ) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_lockstep"));
+    let mut command = server_command(index, client_ports);
     command
-        .args(["server", "--id", &format!("s{}", index + 1)])
-        .args(["--listen", &format!("127.0.0.1:{}", client_ports[index])])
         .args(["--metrics", &format!("127.0.0.1:{metrics_port}")])
         .arg("--data-dir")
         .arg(data)
         .args(extra_args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
         .stderr(Stdio::null());
-    for (peer, port) in client_ports.iter().enumerate() {
-        if peer != index {
-            command.args(["--peer", &format!("s{}=127.0.0.1:{port}", peer + 1)]);
-        }
-    }
     command.spawn().expect("the lockstep binary starts")
-}
-
-/// True once every server accepts connections; false if one exited.
-fn servers_listen(servers: &mut [ServerProcess], ports: &[u16]) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for (server, port) in servers.iter_mut().zip(ports) {
-        let address = SocketAddr::from(([127, 0, 0, 1], *port));
-        // Bounded by the deadline.
-        loop {
-            if let Ok(Some(_)) = server.0.try_wait() {
-                return false;
-            }
-            if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "127.0.0.1:{port} never listened");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    true
-}
-
-/// Ports that were free a moment ago (all bound at once, so they differ).
-fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a loopback port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("an address").port())
-        .collect()
 }
 
 fn count(report: &Value, field: &str) -> u64 {

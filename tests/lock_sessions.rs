@@ -18,26 +18,16 @@
 
 mod common;
 
-use common::{Scratch, text};
+use common::{
+    Guarded as Process, Scratch, all_listening, free_ports, server_command, signal, text,
+};
 use lockstep::client::{Client, ClientOptions, LeaseState, Lost, Preempt, Release};
 use serde_json::Value;
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// A process this test started; dropping it thaws it, kills it and reaps it.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        signal(self.0.id(), libc::SIGCONT);
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A process that is not this test's child (the command of a killed `lockstep lock`, adopted
 /// by init): dropping it kills it.
@@ -46,16 +36,6 @@ struct Orphan(u32);
 impl Drop for Orphan {
     fn drop(&mut self) {
         signal(self.0, libc::SIGKILL);
-    }
-}
-
-fn signal(pid: u32, signal: libc::c_int) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return;
-    };
-    // SAFETY: kill(2) touches no memory; `pid` is a process this test started.
-    unsafe {
-        libc::kill(pid, signal);
     }
 }
 
@@ -87,18 +67,7 @@ impl Cluster {
     }
 
     fn wait_until_listening(&mut self) -> bool {
-        let deadline = Instant::now() + DEADLINE;
-        for (process, port) in self.servers.iter_mut().zip(&self.ports) {
-            let address = SocketAddr::from(([127, 0, 0, 1], *port));
-            while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
-                if let Ok(Some(_)) = process.0.try_wait() {
-                    return false;
-                }
-                assert!(Instant::now() < deadline, "{port} never listened");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        true
+        all_listening(&mut self.servers, &self.ports, DEADLINE)
     }
 
     /// A registration answered: a leader was elected and commits.
@@ -151,31 +120,13 @@ impl Cluster {
 fn spawn_server(dir: &Path, ports: &[u16], index: usize) -> Process {
     let id = format!("s{}", index + 1);
     let log = std::fs::File::create(dir.join(format!("{id}.log"))).expect("a log file");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_lockstep"));
+    let mut command = server_command(index, ports);
     command
-        .args(["server", "--id", &id])
-        .args(["--listen", &format!("127.0.0.1:{}", ports[index])])
         .arg("--data-dir")
         .arg(dir.join(&id))
         .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
         .stderr(Stdio::from(log));
-    for (peer, port) in ports.iter().enumerate().filter(|(peer, _)| *peer != index) {
-        command.args(["--peer", &format!("s{}=127.0.0.1:{port}", peer + 1)]);
-    }
     Process(command.spawn().expect("the lockstep binary starts"))
-}
-
-/// Ports that were free a moment ago (all bound at once, so they differ).
-fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|listener| listener.local_addr().expect("bound").port())
-        .collect()
 }
 
 /// Runs `lockstep` with `args` to its end.

@@ -1,13 +1,15 @@
 //! Helpers that several integration-test binaries share: running the built `lockstep`, scratch
-//! directories that remove themselves, the log entries storage stories write, and simulator
-//! runs traced to memory.
+//! directories that remove themselves, real server processes on free ports under guards that
+//! kill them, the log entries storage stories write, and simulator runs traced to memory.
 //!
 //! Each test binary compiles this module and uses only a part of it, hence the `allow` below.
 #![allow(dead_code)]
 
 use lockstep::node::{ClientId, Command, Entry, PersistOp, ServerId, Term};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command as Process, Output};
+use std::process::{Child, Command as Process, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// Runs the built binary with `args` and waits for it.
 pub fn lockstep(args: &[&str]) -> Output {
@@ -50,6 +52,80 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A process this test started; dropping it thaws it (a test may have frozen it with SIGSTOP),
+/// kills it and reaps it, so that it never outlives a failed assertion.
+pub struct Guarded(pub Child);
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        signal(self.0.id(), libc::SIGCONT);
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends `signal` to process `pid`; a pid that no longer exists is no error.
+pub fn signal(pid: u32, signal: libc::c_int) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: kill(2) touches no memory; `pid` is a process the test started.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
+/// Loopback ports that were free a moment ago (all bound at once, so they differ). Another
+/// process may take one before a server binds it: callers retry on new ports.
+pub fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|listener| listener.local_addr().expect("bound").port())
+        .collect()
+}
+
+/// `lockstep server` number `index` (s1, s2, ...) of the cluster whose client ports are
+/// `client_ports`, listening on its own and naming the others as peers, with no stdin or
+/// stdout. The caller adds the data directory, stderr and any other flag.
+pub fn server_command(index: usize, client_ports: &[u16]) -> Process {
+    let mut command = Process::new(env!("CARGO_BIN_EXE_lockstep"));
+    command
+        .args(["server", "--id", &format!("s{}", index + 1)])
+        .args(["--listen", &format!("127.0.0.1:{}", client_ports[index])])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    for (peer, port) in client_ports.iter().enumerate() {
+        if peer != index {
+            command.args(["--peer", &format!("s{}=127.0.0.1:{port}", peer + 1)]);
+        }
+    }
+    command
+}
+
+/// True once every server accepts connections on its port; false as soon as one has exited (a
+/// port taken before it bound: start again on new ports). Panics past `deadline`.
+pub fn all_listening(servers: &mut [Guarded], ports: &[u16], deadline: Duration) -> bool {
+    let give_up_at = Instant::now() + deadline;
+    for (server, port) in servers.iter_mut().zip(ports) {
+        let address = SocketAddr::from(([127, 0, 0, 1], *port));
+        // Bounded by the deadline.
+        while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
+            if let Ok(Some(_)) = server.0.try_wait() {
+                return false;
+            }
+            assert!(
+                Instant::now() < give_up_at,
+                "127.0.0.1:{port} never listened"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    true
 }
 
 /// A preempt of `lock` by `client` (seq `client * 10`), in `term`.
