@@ -857,6 +857,10 @@ pub fn outcome_fits(op: &Operation, outcome: &Outcome) -> bool {
 }
 
 #[cfg(test)]
+#[path = "client_mutation_tests.rs"]
+mod mutation_kills;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::node::messages::{ClientId, ServiceError};

@@ -2890,3 +2890,5 @@ mod mutation_kills;
 mod queues;
 #[path = "session_tests.rs"]
 mod sessions;
+#[path = "step_mutation_tests.rs"]
+mod step_mutation_kills;

@@ -1,0 +1,231 @@
+//! Stories that kill mutants of `src/node/client.rs` which survived every other test
+//! (docs/mutation-testing.md). They drive the client only through `Client::step` and read
+//! only its outputs and public observers. Each cites the mutant it was written for.
+
+use super::{Client, ClientConfig, ClientError, ClientInput, ClientOutput, ClientTimer, Refused};
+use crate::node::messages::{
+    ClientId, ClientReply, ClientSecret, Consistency, Operation, Outcome, ReplyBody, RequestBody,
+    ServerId, ServiceError,
+};
+use crate::node::time::Time;
+use std::time::Duration;
+
+/// The secret the welcomes below hand out.
+const SECRET: ClientSecret = ClientSecret::from_bytes([7; 16]);
+/// The session TTL of the stories with a session: renewals are due every TTL/3 = 1 s.
+const TTL: Duration = Duration::from_secs(3);
+
+fn at_ms(millis: u64) -> Time {
+    Time::ZERO + Duration::from_millis(millis)
+}
+
+fn reply_from_s2(client: &mut Client, at: u64, reply: ClientReply) -> Vec<ClientOutput> {
+    let from = ServerId(2);
+    client.step(at_ms(at), ClientInput::Reply { from, reply })
+}
+
+/// The requests the batch sends: (server, seq, whether it is a keepalive).
+fn sent(outputs: &[ClientOutput]) -> Vec<(ServerId, u64, bool)> {
+    let pick = |output: &ClientOutput| match output {
+        ClientOutput::Send { to, request } => Some((
+            *to,
+            request.seq,
+            matches!(request.body, RequestBody::Keepalive { .. }),
+        )),
+        _ => None,
+    };
+    outputs.iter().filter_map(pick).collect()
+}
+
+fn lease_renewed_until(outputs: &[ClientOutput]) -> Option<Time> {
+    outputs.iter().find_map(|output| match output {
+        ClientOutput::LeaseRenewed { valid_until, .. } => Some(*valid_until),
+        _ => None,
+    })
+}
+
+/// Client#9 of a three-server cluster, welcomed through s2 at 40 ms (its hello left at 0 ms),
+/// with `op` (operation 1, seq 1) sent right after the welcome. With `ttl`, it keeps a
+/// session of that TTL.
+fn welcomed_client(ttl: Option<Duration>, op: Operation) -> Client {
+    let mut config = ClientConfig::new(vec![ServerId(1), ServerId(2), ServerId(3)], ServerId(2));
+    config.session_ttl = ttl;
+    let mut client = Client::new(config, 5);
+    let invoke = ClientInput::Invoke {
+        tag: 1,
+        op,
+        timeout: None,
+    };
+    let outputs = client.step(at_ms(0), invoke);
+    let nonce = outputs
+        .iter()
+        .find_map(|output| match output {
+            ClientOutput::Send { request, .. } => match request.body {
+                RequestBody::Hello { nonce, .. } => Some(nonce),
+                _ => None,
+            },
+            _ => None,
+        })
+        .expect("an unregistered client says hello first");
+    let welcome = ClientReply {
+        index: 1,
+        term: 1,
+        seq: 0,
+        body: ReplyBody::Welcome {
+            nonce,
+            client: ClientId(9),
+            secret: SECRET,
+        },
+    };
+    let outputs = reply_from_s2(&mut client, 40, welcome);
+    assert_eq!(sent(&outputs), vec![(ServerId(2), 1, false)]);
+    client
+}
+
+/// Client#9 with a 3 s session whose first operation (a local check) was answered at 45 ms:
+/// idle, its lease running from the hello's send at 0 ms, its first keepalive due at 1 s.
+fn client_with_session() -> Client {
+    let check = Operation::Check {
+        lock: "a".into(),
+        consistency: Consistency::Local,
+    };
+    let mut client = welcomed_client(Some(TTL), check);
+    let answer = ClientReply {
+        index: 1,
+        term: 1,
+        seq: 1,
+        body: ReplyBody::Outcome(Outcome::Free),
+    };
+    let _ = reply_from_s2(&mut client, 45, answer);
+    assert!(!client.is_busy());
+    client
+}
+
+/// The client learns its id from the welcome, and says so: `Client::id` is what the simulator
+/// and the TCP driver record in histories and name in traces. A `session_expired` that does
+/// not answer the running request (a late answer to an earlier one) ends nothing: only the
+/// running request's answer speaks for the session the client holds now. (Mutants: `Client::id`
+/// made `None`; `self.id.is_some() && reply.seq == running.seq` in `on_reply`'s
+/// `session_expired` arm made `||`.)
+#[test]
+fn a_session_expired_answer_to_another_request_than_the_running_one_ends_nothing() {
+    let preempt = Operation::Preempt { lock: "a".into() };
+    let mut client = welcomed_client(None, preempt);
+    assert_eq!(client.id(), Some(ClientId(9)));
+    let late = ClientReply {
+        index: 1,
+        term: 1,
+        seq: 0,
+        body: ReplyBody::Error(ServiceError::SessionExpired {
+            client: ClientId(9),
+        }),
+    };
+    let outputs = reply_from_s2(&mut client, 50, late);
+    assert!(outputs.is_empty(), "nothing to do: {outputs:?}");
+    assert_eq!(client.id(), Some(ClientId(9)), "still registered");
+    assert!(client.is_busy(), "the preempt still waits for its answer");
+    // The running request's own answer does end the session.
+    let expired = ClientReply {
+        index: 1,
+        term: 1,
+        seq: 1,
+        body: ReplyBody::Error(ServiceError::SessionExpired {
+            client: ClientId(9),
+        }),
+    };
+    let outputs = reply_from_s2(&mut client, 60, expired);
+    assert!(outputs.iter().any(|output| matches!(
+        output,
+        ClientOutput::Completed {
+            tag: 1,
+            result: Err(ClientError::Refused(Refused::SessionExpired)),
+            ..
+        }
+    )));
+    assert_eq!(client.id(), None);
+}
+
+/// The contract lets late and spurious timers arrive: the keepalive timer is judged against
+/// the deadline the client set, not against its arrival. One that fires before the renewal is
+/// due (a deadline since replaced) sends nothing; one that fires after it (a busy driver)
+/// still sends the renewal. (Mutants: `now < at` in `on_keepalive_timer` made `now > at`; the
+/// `||` after it made `&&`.)
+#[test]
+fn a_keepalive_timer_sends_only_once_the_renewal_is_due_however_late_it_fires() {
+    let mut client = client_with_session();
+    let early = client.step(at_ms(900), ClientInput::Timer(ClientTimer::Keepalive));
+    assert!(sent(&early).is_empty(), "not due until 1 s: {early:?}");
+    let late = client.step(at_ms(1_200), ClientInput::Timer(ClientTimer::Keepalive));
+    assert_eq!(sent(&late), vec![(ServerId(2), 2, true)]);
+}
+
+/// `LeaseRule`: a renewal counts from its own send, even when its answer comes after a retry
+/// went out. The client remembers its last few keepalives (four), so the first one's answer,
+/// arriving after the retry, still renews the lease from 1 s: 1 s + 3 s × 0.99 − 100 ms. An
+/// error answering that older keepalive, by contrast, says nothing about the retry still on
+/// its way: the client neither moves to another server nor backs off. (Mutants: `>=` in
+/// `send_keepalive`'s bound made `<`, which remembered only the newest send; the match guard
+/// `newest && self.awaiting_keepalive` in `on_keepalive_reply` made `true`.)
+#[test]
+fn a_late_answer_to_an_earlier_keepalive_renews_from_its_send_and_a_late_error_changes_nothing() {
+    let mut client = client_with_session();
+    let first = client.step(at_ms(1_000), ClientInput::Timer(ClientTimer::Keepalive));
+    assert_eq!(sent(&first), vec![(ServerId(2), 2, true)]);
+    // Unanswered for a retry interval: the renewal goes to the next server.
+    let retry = client.step(at_ms(1_500), ClientInput::Timer(ClientTimer::Keepalive));
+    assert_eq!(sent(&retry), vec![(ServerId(3), 3, true)]);
+
+    let refused = ClientReply {
+        index: 1,
+        term: 1,
+        seq: 2,
+        body: ReplyBody::Error(ServiceError::Unavailable),
+    };
+    let outputs = reply_from_s2(&mut client, 1_550, refused);
+    assert!(outputs.is_empty(), "the retry still runs: {outputs:?}");
+
+    let kept_alive = ClientReply {
+        index: 1,
+        term: 1,
+        seq: 2,
+        body: ReplyBody::KeptAlive {
+            ttl_ms: Some(3_000),
+        },
+    };
+    let outputs = reply_from_s2(&mut client, 1_600, kept_alive);
+    assert_eq!(lease_renewed_until(&outputs), Some(at_ms(3_870)));
+    assert_eq!(client.lease_valid_until(), Some(at_ms(3_870)));
+    // The retry still waits: its own silence moves on to s1.
+    let next = client.step(at_ms(2_000), ClientInput::Timer(ClientTimer::Keepalive));
+    assert_eq!(sent(&next), vec![(ServerId(1), 4, true)]);
+}
+
+/// Only a write's answer must come from the attempt's term or later (an older attempt's
+/// refusal says nothing of whether the newer attempt was appended). A check is a read: an
+/// answer from a replica still in an older term is as good as any, and the client takes it.
+/// (Mutant: `Operation::is_write` made `true`, which made the client drop it and wait for a
+/// retry.)
+#[test]
+fn a_check_takes_an_answer_from_a_replica_still_in_an_older_term() {
+    let check = Operation::Check {
+        lock: "a".into(),
+        consistency: Consistency::Local,
+    };
+    let mut client = welcomed_client(None, check);
+    let from_term_0 = ClientReply {
+        index: 1,
+        term: 0,
+        seq: 1,
+        body: ReplyBody::Outcome(Outcome::Free),
+    };
+    let outputs = reply_from_s2(&mut client, 50, from_term_0);
+    assert!(outputs.iter().any(|output| matches!(
+        output,
+        ClientOutput::Completed {
+            tag: 1,
+            result: Ok(Outcome::Free),
+            ..
+        }
+    )));
+    assert!(!client.is_busy());
+}

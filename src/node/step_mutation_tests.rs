@@ -1,0 +1,779 @@
+//! Stories that kill mutants of `src/node` which survived every other test in the third
+//! mutation session (docs/mutation-testing.md). They drive servers only through
+//! `Server::new`/`Server::step` and read only their outputs and public observers (role, term,
+//! log, coverage, pending requests), so that they hold whatever the lock table's inside
+//! becomes. Each cites the rule it pins and the mutant it was written for.
+
+use super::*;
+use crate::node::coverage::Branch;
+use crate::node::messages::SilentSession;
+
+/// A follower of three (s2) that follows s1 in term 1 since `contact_ms`, its log empty.
+fn follower_hearing_s1_at(contact_ms: u64) -> Server {
+    let mut follower = boot(S2, 3);
+    let _ = follower.step(ms(contact_ms), peer(S1, append(1, (0, 0), Vec::new(), 0)));
+    assert_eq!(
+        (follower.role(), follower.term(), follower.leader()),
+        (Role::Follower, 1, Some(S1))
+    );
+    follower
+}
+
+fn pre_vote_granted(outputs: &[ServerOutput]) -> Option<bool> {
+    sent(outputs).into_iter().find_map(|(_, msg)| match msg {
+        PeerMessage::PreVoteResponse { granted, .. } => Some(granted),
+        _ => None,
+    })
+}
+
+/// Only the cluster's own peers speak Raft to a server: a message that names a sender outside
+/// the configuration, or the server itself, is bad input from the transport and is dropped,
+/// however high a term it carries. (Mutant: `from == id || !servers.contains(&from)` in
+/// `on_peer_message` made `&&`.)
+#[test]
+fn a_vote_request_from_outside_the_cluster_or_from_itself_is_dropped() {
+    let mut server = boot(S2, 3);
+    for stranger in [ServerId(9), S2] {
+        let outputs = server.step(ms(10), peer(stranger, request_vote(5, 7, 5)));
+        assert!(sent(&outputs).is_empty(), "{stranger}: {outputs:?}");
+        assert!(persisted(&outputs).is_empty(), "{stranger}: {outputs:?}");
+        assert_eq!((server.term(), server.voted_for()), (0, None));
+    }
+}
+
+/// Leader stickiness (thesis §4.2.3), at its boundary: a follower believes its leader alive
+/// for strictly less than the minimum election timeout (150 ms) after last hearing from it.
+/// At 159.999999 ms after contact at 10 ms it refuses a pre-vote; at 160 ms exactly the lease
+/// is over and it grants one. (Mutant: `now < at + election_timeout_min` in
+/// `in_leader_lease` made `<=`.)
+#[test]
+fn the_leader_lease_ends_exactly_one_minimum_election_timeout_after_contact() {
+    let mut follower = follower_hearing_s1_at(10);
+    let lease_end = ms(160);
+    let just_before = Time::from_nanos(lease_end.as_nanos() - 1);
+    let outputs = follower.step(just_before, peer(S3, pre_vote(2, 0, 0)));
+    assert_eq!(pre_vote_granted(&outputs), Some(false));
+    let outputs = follower.step(lease_end, peer(S3, pre_vote(2, 0, 0)));
+    assert_eq!(pre_vote_granted(&outputs), Some(true));
+    let coverage = follower.coverage();
+    assert_eq!(coverage.count(Branch::PreVoteRefusedLeaderLease), 1);
+    assert_eq!(coverage.count(Branch::PreVoteGranted), 1);
+}
+
+/// `pending_request_count` is what a driver reports as requests in flight (and what
+/// `pending_reads_max` bounds): a local check waiting at a follower for its replica to reach
+/// what its client has seen is one of them until it is answered. (Mutant: `+` before
+/// `confirmed_reads.len()` in `pending_read_count` made `*`.)
+#[test]
+fn a_local_check_waiting_for_its_replica_counts_as_a_pending_request() {
+    let owner = ClientId(1);
+    let mut follower = boot(S2, 3);
+    let _ = follower.step(
+        ms(10),
+        peer(S1, append(1, (0, 0), register_and_grant_a(owner), 3)),
+    );
+    assert_eq!(follower.pending_request_count(), 0);
+    let mut ahead = op(owner, 2, check("a", Consistency::Local));
+    ahead.seen_index = 4;
+    assert!(replies(&follower.step(ms(20), from_client(CLIENT, ahead))).is_empty());
+    assert_eq!(follower.pending_request_count(), 1);
+    // Entry 4 arrives and commits: the check is answered, and no longer pending.
+    let outputs = follower.step(ms(30), peer(S1, append(1, (3, 1), noops(&[1]), 4)));
+    assert_eq!(
+        replies(&outputs),
+        vec![(CLIENT, outcome(2, Outcome::Owner { owner, token: 3 }))]
+    );
+    assert_eq!(follower.pending_request_count(), 0);
+}
+
+/// The seed design's fixed leader (`initial_leader`) is for a first boot only: on an empty
+/// disk the named server starts as the term-1 leader at once, and the others follow it. A
+/// server whose disk holds a later term, even with an empty log (it voted, nothing more),
+/// must not fall back to term 1: it boots as an ordinary follower of its own term. (Mutants
+/// in `Server::build`'s `first_boot`: `durable.log.last_index() == 0` made `!=`, the `!`
+/// before `durable.recovering` deleted, and the first `&&` made `||`.)
+#[test]
+fn only_an_empty_disk_boots_straight_into_the_initial_leaders_term() {
+    let with_initial_leader = |id| ServerConfig {
+        initial_leader: Some(S1),
+        ..config(id, 3)
+    };
+    let (leader, _) = Server::new(with_initial_leader(S1), DurableState::default(), 1, ms(0));
+    assert_eq!((leader.role(), leader.term()), (Role::Leader, 1));
+    let (follower, _) = Server::new(with_initial_leader(S2), DurableState::default(), 2, ms(0));
+    assert_eq!(
+        (follower.role(), follower.term(), follower.leader()),
+        (Role::Follower, 1, Some(S1))
+    );
+
+    let voted_in_term_2 = disk(2, Some(S3), &[]);
+    let (restarted, _) = Server::new(with_initial_leader(S1), voted_in_term_2, 1, ms(0));
+    assert_eq!(
+        (restarted.role(), restarted.term(), restarted.voted_for()),
+        (Role::Follower, 2, Some(S3))
+    );
+}
+
+/// s1, the term-1 leader of three built from `tune`d configuration, elected at 300 ms with its
+/// no-op (index 1) committed.
+fn tuned_leader_of_three(tune: impl Fn(&mut ServerConfig)) -> Server {
+    let mut config = config(S1, 3);
+    tune(&mut config);
+    let (mut leader, _) = Server::new(config, DurableState::default(), 1, Time::ZERO);
+    let now = ms(FIRST_ELECTION_MS);
+    let _ = win_election(&mut leader, now, 3);
+    let _ = leader.step(now, peer(S2, append_ok(1, 1, 0)));
+    assert_eq!(leader.commit_index(), 1);
+    leader
+}
+
+/// Backpressure counts the entries appended but not yet committed, whatever the log's length:
+/// with `uncommitted_entries_max` 2 and two entries committed, two writes wait in the log
+/// and the third is refused `overloaded`. (Mutant: `last_index - commit_index` in
+/// `append_request` made `+`, which refused the first write of a log that had committed
+/// anything.)
+#[test]
+fn the_uncommitted_bound_counts_only_the_entries_past_the_commit_index() {
+    let mut leader = tuned_leader_of_three(|config| config.uncommitted_entries_max = 2);
+    let now = ms(FIRST_ELECTION_MS + 1);
+    let client = register(&mut leader, now);
+    assert_eq!(leader.commit_index(), 2);
+    for (seq, name) in [(1, "a"), (2, "b")] {
+        let outputs = leader.step(now, from_client(CLIENT, op(client, seq, preempt(name))));
+        assert!(replies(&outputs).is_empty(), "{name} waits in the log");
+    }
+    assert_eq!(leader.log().last_index(), 4);
+    let outputs = leader.step(now, from_client(CLIENT, op(client, 3, preempt("c"))));
+    assert_eq!(
+        replies(&outputs),
+        vec![(CLIENT, refusal(3, ServiceError::Overloaded))]
+    );
+}
+
+/// The snapshots one AppendEntries of `count` no-ops (term 1) after `prev` leads `follower`
+/// to take, the leader's commit index at the end of them.
+fn snapshots_taken(follower: &mut Server, now: Time, prev: LogIndex, count: usize) -> usize {
+    let entries = noops(&vec![1; count]);
+    let commit = prev + count as LogIndex;
+    let prev_term = if prev == 0 { 0 } else { 1 };
+    let outputs = follower.step(now, peer(S1, append(1, (prev, prev_term), entries, commit)));
+    outputs
+        .iter()
+        .filter(|output| matches!(output, ServerOutput::PersistSnapshot(_)))
+        .count()
+}
+
+/// Compaction (thesis §5.1) waits for `snapshot_entries_min` applied entries past the last
+/// snapshot, not past the start of the log: with a minimum of 3, a follower snapshots at 3,
+/// not at 4 or 5, and again at 6. (Mutant: `applied - base_index` in `maybe_compact` made
+/// `+`, which snapshotted after every entry once the first snapshot was taken.)
+#[test]
+fn after_a_snapshot_the_next_waits_for_the_minimum_of_new_entries() {
+    let mut config = config(S2, 3);
+    config.snapshot_entries_min = Some(3);
+    let (mut follower, _) = Server::new(config, DurableState::default(), 2, Time::ZERO);
+    let _ = follower.step(ms(10), peer(S1, append(1, (0, 0), Vec::new(), 0)));
+    let taken: Vec<usize> = (0..6)
+        .map(|prev| snapshots_taken(&mut follower, ms(20 + prev), prev, 1))
+        .collect();
+    assert_eq!(taken, vec![0, 0, 1, 0, 0, 1]);
+    assert_eq!(follower.log().base_index(), 6);
+}
+
+// ----- the log and the messages, through their public API -----
+
+/// `RaftLog::len` counts the entries held, not the ones compacted into the snapshot; and
+/// `entries_after` numbers what it yields by log index, before and after compaction (the
+/// leader's scans of the unapplied log report these indexes to clients). (Mutants:
+/// `RaftLog::len` made `1`; `base_index + skip` in `entries_after` made `*`.)
+#[test]
+fn the_log_counts_what_it_holds_and_numbers_what_it_yields_by_index() {
+    let mut log = RaftLog::new();
+    log.truncate_and_append(1, &noops(&[1, 1, 2, 2, 2]));
+    assert_eq!(log.len(), 5);
+    let indexes = |log: &RaftLog, after| log.entries_after(after).map(|(i, _)| i).collect();
+    let after_two: Vec<LogIndex> = indexes(&log, 2);
+    assert_eq!(after_two, vec![3, 4, 5]);
+    log.compact_to(2, 1);
+    assert_eq!(log.len(), 3);
+    let after_three: Vec<LogIndex> = indexes(&log, 3);
+    assert_eq!(after_three, vec![4, 5]);
+}
+
+/// A client secret is a credential: debug output (logs, traces, panics) never shows it, and a
+/// server id prints as the operator names it. (Mutants: both `fmt::Debug` impls made to write
+/// nothing.)
+#[test]
+fn debug_output_redacts_secrets_and_names_servers() {
+    let secret = ClientSecret::from_bytes([0xab; 16]);
+    assert_eq!(format!("{secret:?}"), "ClientSecret(<redacted>)");
+    assert_eq!(format!("{:?}", S3), "s3");
+    assert_eq!(format!("{:?}", vec![S1, S2]), "[s1, s2]");
+}
+
+/// Time bounds under clock drift (docs/design.md, "Sessions and leases"): waiting `stretch`ed
+/// time on a clock within 1% lasts at least the duration; a silence measured on such a clock
+/// is at least its `shrink`. (Mutants: `*` in `stretch` made `/`; `1.0 + drift` in `shrink`
+/// made `-`.)
+#[test]
+fn drift_stretches_waits_and_shrinks_measured_silences() {
+    let second = Duration::from_secs(1);
+    assert_eq!(
+        super::super::stretch(second, 0.01),
+        Duration::from_millis(1_010)
+    );
+    let shrunk = super::super::shrink(Duration::from_millis(1_010), 0.01);
+    assert_eq!(shrunk, second);
+    assert!(super::super::shrink(second, 0.01) < second);
+}
+
+// ----- replication -----
+
+/// The AppendEntries `outputs` send to `to`, as (prev_log_index, number of entries).
+fn appends_to(to: ServerId, outputs: &[ServerOutput]) -> Vec<(LogIndex, usize)> {
+    let pick = |(peer, msg): (ServerId, PeerMessage)| match msg {
+        PeerMessage::AppendEntries {
+            prev_log_index,
+            entries,
+            ..
+        } if peer == to => Some((prev_log_index, entries.len())),
+        _ => None,
+    };
+    sent(outputs).into_iter().filter_map(pick).collect()
+}
+
+/// Raft §5.3 with pipelined appends: answers may arrive out of order. A refusal that arrives
+/// late moves s2's `next_index` back, and the leader resends from there; a success for more
+/// entries that arrives after it moves `next_index` past everything s2 acknowledged, so the
+/// leader does not send those entries a third time. (Mutant: `match_index + 1` in
+/// `on_append_success` made `- 1`.)
+#[test]
+fn a_success_after_a_stale_refusal_moves_next_index_past_what_the_follower_holds() {
+    let mut leader = tuned_leader_of_three(|config| config.append_entries_max = 1);
+    let now = ms(FIRST_ELECTION_MS + 1);
+    for nonce in [1, 2, 3] {
+        let outputs = leader.step(now, from_client(CLIENT, hello(nonce)));
+        assert_eq!(appends_to(S2, &outputs), vec![(nonce, 1)], "pipelined");
+    }
+    let outputs = leader.step(now, peer(S2, append_refused(1, 2, None)));
+    assert_eq!(appends_to(S2, &outputs), vec![(1, 1)], "entry 2 again");
+    let outputs = leader.step(now, peer(S2, append_ok(1, 4, 0)));
+    assert_eq!(leader.commit_index(), 4);
+    assert_eq!(replies(&outputs).len(), 3, "three welcomes");
+    assert!(appends_to(S2, &outputs).is_empty(), "{outputs:?}");
+}
+
+/// How many `PersistSnapshot` outputs the batch holds.
+fn snapshots_in(outputs: &[ServerOutput]) -> usize {
+    outputs
+        .iter()
+        .filter(|output| matches!(output, ServerOutput::PersistSnapshot(_)))
+        .count()
+}
+
+/// BUGGIFY's odd snapshot (simulator only) snapshots applied state no snapshot holds yet. A
+/// heartbeat whose commit index the follower cannot use yet (it names entries the follower
+/// does not hold) applies nothing, and takes no second snapshot of the same index. (Mutant:
+/// `applied > base_index` in `maybe_compact` made `>=`.)
+#[test]
+fn an_odd_snapshot_is_never_taken_twice_of_the_same_index() {
+    let mut config = config(S2, 3);
+    config.buggify = Some(crate::node::server::Buggify {
+        seed: 7,
+        chance: 1.0,
+    });
+    let (mut follower, _) = Server::new(config, DurableState::default(), 2, Time::ZERO);
+    let outputs = follower.step(ms(10), peer(S1, append(1, (0, 0), noops(&[1, 1, 1]), 3)));
+    assert_eq!(
+        snapshots_in(&outputs),
+        1,
+        "at chance 1 the odd snapshot is taken"
+    );
+    assert_eq!(follower.log().base_index(), 3);
+    let outputs = follower.step(ms(20), peer(S1, append(1, (3, 1), Vec::new(), 5)));
+    assert_eq!(
+        follower.commit_index(),
+        3,
+        "entries 4 and 5 are not here yet"
+    );
+    assert_eq!(snapshots_in(&outputs), 0, "{outputs:?}");
+}
+
+// ----- preempts refused by read -----
+
+/// s1 leading three with `holder` holding `b` (index 4) and an unapplied grant of `a` to
+/// `holder` (index 5); `contender`'s preempt of `a` was refused by read and its round is
+/// confirmed, so it waits, in the leader's confirmed refusals, for index 5 to apply.
+fn leader_with_a_confirmed_refusal() -> (Server, ClientId, ClientId) {
+    const CONTENDER: ClientAddr = ClientAddr(9);
+    let mut leader = leader_of_three();
+    let now = ms(FIRST_ELECTION_MS + 1);
+    let holder = register(&mut leader, now);
+    let contender = register(&mut leader, now);
+    let _ = leader.step(now, from_client(CLIENT, op(holder, 1, preempt("b"))));
+    let _ = commit_through(&mut leader, 4, now);
+    let _ = leader.step(now, from_client(CLIENT, op(holder, 2, preempt("a"))));
+    assert_eq!(leader.log().last_index(), 5);
+    let later = ms(FIRST_ELECTION_MS + 2);
+    let outputs = leader.step(
+        later,
+        from_client(CONTENDER, op(contender, 1, preempt("a"))),
+    );
+    assert!(persisted(&outputs).is_empty(), "refused by read");
+    let round = append_rounds(&outputs)[0].1;
+    let outputs = leader.step(later, peer(S2, append_ok(1, 4, round)));
+    assert!(replies(&outputs).is_empty(), "index 5 decides: {outputs:?}");
+    (leader, holder, contender)
+}
+
+/// A confirmed refusal waiting for the grant ahead of it to apply is a request in flight
+/// (`pending_request_count`, which `pending_reads_max` bounds too). And a release of another
+/// lock hands nothing to it: only the waiters of the lock released are candidates. (Mutants:
+/// `+` before `refusals.len()` in `pending_read_count` made `*`; `&refusal.lock == lock` in
+/// `hand_over_to_waiter` made `!=`, which appended the contender's preempt of `a` behind a
+/// release of `b`.)
+#[test]
+fn a_confirmed_refusal_counts_as_pending_and_a_release_of_another_lock_leaves_it_waiting() {
+    let (mut leader, holder, _) = leader_with_a_confirmed_refusal();
+    assert_eq!(
+        leader.pending_request_count(),
+        2,
+        "the holder's preempt of `a` and the contender's refusal"
+    );
+    let now = ms(FIRST_ELECTION_MS + 3);
+    let _ = leader.step(now, from_client(CLIENT, op(holder, 3, release("b"))));
+    assert_eq!(
+        leader.log().last_index(),
+        6,
+        "the release, and nothing behind it"
+    );
+    assert_eq!(leader.coverage().count(Branch::HandOverBehindRelease), 0);
+    let outputs = commit_through(&mut leader, 6, now);
+    assert_eq!(
+        replies(&outputs),
+        vec![
+            (CLIENT, outcome(2, Outcome::Granted { token: 5 })),
+            (CLIENT, outcome(3, Outcome::Released)),
+            (ClientAddr(9), outcome(1, Outcome::HeldBy { owner: holder })),
+        ]
+    );
+    assert_eq!(leader.pending_request_count(), 0);
+}
+
+// ----- sessions -----
+
+/// Registers, through `leader`, a client with a session of `ttl_ms`, committing it by s2's
+/// acknowledgement at `now`; returns its id.
+fn register_with_ttl_at(leader: &mut Server, now: Time, ttl_ms: u64) -> ClientId {
+    let hello = ClientRequest {
+        body: RequestBody::Hello {
+            nonce: 5,
+            ttl_ms: Some(ttl_ms),
+        },
+        ..hello(5)
+    };
+    let _ = leader.step(now, from_client(CLIENT, hello));
+    let index = leader.log().last_index();
+    match replies(&commit_through(leader, index, now))[..] {
+        [
+            (
+                _,
+                ClientReply {
+                    body: ReplyBody::Welcome { client, .. },
+                    ..
+                },
+            ),
+        ] => client,
+        ref other => panic!("one welcome expected, got {other:?}"),
+    }
+}
+
+fn keepalive_of(client: ClientId, seq: u64) -> ClientRequest {
+    ClientRequest {
+        seq,
+        seen_index: 0,
+        term: 1,
+        body: RequestBody::Keepalive {
+            client,
+            secret: known_secret(client),
+        },
+    }
+}
+
+/// A session marked silent is revived through the log before a renewal is acknowledged; two
+/// keepalives confirmed by the same round share one revive: the second finds the first's
+/// revive in the unapplied log and waits for it. (Mutants: `pending_revive` made `None`, and
+/// its `entry.command == Command::Revive { client }` made `!=`: both appended a revive per
+/// keepalive.)
+#[test]
+fn keepalives_confirmed_together_share_one_revive() {
+    let mut network = Network::new(3);
+    network.elect(S1);
+    let hello = ClientRequest {
+        body: RequestBody::Hello {
+            nonce: 77,
+            ttl_ms: Some(3_000),
+        },
+        ..hello(77)
+    };
+    let client = match network.client(S1, hello)[..] {
+        [
+            (
+                _,
+                ClientReply {
+                    body: ReplyBody::Welcome { client, .. },
+                    ..
+                },
+            ),
+        ] => client,
+        ref other => panic!("one welcome expected, got {other:?}"),
+    };
+    let end = network.now + Duration::from_secs(5);
+    run_until_true(&mut network, end, 10, |network| {
+        let table = network.server(S1).lock_table();
+        table.session(client).is_some_and(|s| s.silent.is_some())
+    })
+    .expect("half a TTL of silence marks the session");
+    let _ = network.step(S1, from_client(CLIENT, keepalive_of(client, 1)));
+    let _ = network.step(S1, from_client(CLIENT_AGAIN, keepalive_of(client, 2)));
+    let _ = network.deliver_all();
+    let answers: Vec<ReplyBody> = std::mem::take(&mut network.replies)
+        .into_iter()
+        .map(|(_, reply)| reply.body)
+        .collect();
+    let kept_alive = ReplyBody::KeptAlive {
+        ttl_ms: Some(3_000),
+    };
+    assert_eq!(answers, vec![kept_alive.clone(), kept_alive]);
+    let revives = count_entries(network.server(S1), |c| *c == Command::Revive { client });
+    assert_eq!(revives, 1);
+}
+
+/// Session entries respect the bound on uncommitted entries like client writes: with
+/// `uncommitted_entries_max` 2 and two writes waiting uncommitted, an expire that falls due is
+/// deferred (the next heartbeat tries again), not appended past the bound. (Mutant:
+/// `last_index - commit_index` in `append_session_entry` made `/`.)
+#[test]
+fn an_expire_due_while_the_uncommitted_entries_are_at_their_bound_is_deferred() {
+    let mut leader = tuned_leader_of_three(|config| config.uncommitted_entries_max = 2);
+    let now = ms(FIRST_ELECTION_MS + 1);
+    let dying = register_with_ttl_at(&mut leader, now, 1_000);
+    let writer = register(&mut leader, now);
+    assert_eq!(leader.commit_index(), 3);
+    for (seq, name) in [(1, "a"), (2, "b")] {
+        let _ = leader.step(now, from_client(CLIENT, op(writer, seq, preempt(name))));
+    }
+    assert_eq!(leader.log().last_index(), 5);
+    assert!(
+        leader
+            .session_deadline(dying)
+            .is_some_and(|at| at < ms(2_000))
+    );
+    let _ = leader.step(ms(3_000), timer(ServerTimer::Heartbeat));
+    assert_eq!(
+        leader.log().last_index(),
+        5,
+        "nothing appended past the bound"
+    );
+    let coverage = leader.coverage();
+    assert_eq!(coverage.count(Branch::SessionsAppendDeferred), 1);
+    assert_eq!(coverage.count(Branch::SessionsExpireAppended), 0);
+}
+
+/// Lock-delay (Chubby's, Consul's) ends exactly `lock_delay` (stretched by the drift bound)
+/// after the expire applied: a preempt one nanosecond before is refused `lock_delayed`, one
+/// at the very instant is appended. (Mutant: `now < until` in `lock_delay_remaining` made
+/// `<=`.)
+#[test]
+fn lock_delay_ends_exactly_at_its_stretched_end() {
+    let mut leader = tuned_leader_of_three(|config| config.lock_delay = Duration::from_secs(2));
+    let now = ms(FIRST_ELECTION_MS + 1);
+    let dying = register_with_ttl_at(&mut leader, now, 1_000);
+    let waiter = register(&mut leader, now);
+    let _ = leader.step(now, from_client(CLIENT, op(dying, 1, preempt("a"))));
+    let _ = commit_through(&mut leader, 4, now);
+    let expired_at = ms(3_000);
+    let _ = leader.step(expired_at, timer(ServerTimer::Heartbeat));
+    let expire = leader.log().last_index();
+    assert_eq!(
+        leader.log().entry(expire).map(|entry| &entry.command),
+        Some(&Command::Expire { client: dying })
+    );
+    let _ = commit_through(&mut leader, expire, expired_at);
+    let delay_end = expired_at + super::super::stretch(Duration::from_secs(2), 0.01);
+    let just_before = Time::from_nanos(delay_end.as_nanos() - 1);
+    let outputs = leader.step(
+        just_before,
+        from_client(CLIENT, op(waiter, 1, preempt("a"))),
+    );
+    assert_eq!(
+        replies(&outputs),
+        vec![(
+            CLIENT,
+            refusal(1, ServiceError::LockDelayed { retry_after_ms: 1 })
+        )]
+    );
+    let outputs = leader.step(delay_end, from_client(CLIENT, op(waiter, 2, preempt("a"))));
+    assert!(replies(&outputs).is_empty(), "{outputs:?}");
+    assert_eq!(persisted(&outputs).len(), 1, "the preempt is appended");
+}
+
+/// A new leader learns when lock-delays end only once its own no-op is applied (its sessions
+/// are then ready). Until then a lock the applied state lists as freed by an expiry waits the
+/// whole delay: the expire may have applied a moment ago at the old leader. (Mutants: the
+/// match guard `!self.sessions.ready` in `lock_delay_remaining` made `false`, and its `!`
+/// deleted.)
+#[test]
+fn a_new_leader_not_yet_ready_holds_back_a_lock_freed_by_expiry_for_the_whole_delay() {
+    let (dying, waiter) = (ClientId(1), ClientId(2));
+    let register = |id, ttl_ms| Entry {
+        term: 1,
+        command: Command::Register {
+            nonce: 9,
+            secret: Some(secret_for(id)),
+            ttl_ms,
+        },
+    };
+    let entries = vec![
+        noop(1),
+        register(dying, Some(1_000)),
+        register(waiter, None),
+        Entry {
+            term: 1,
+            command: Command::Preempt {
+                client: dying,
+                seq: 1,
+                lock: lock("a"),
+            },
+        },
+        Entry {
+            term: 1,
+            command: Command::Expire { client: dying },
+        },
+    ];
+    let mut config = config(S2, 3);
+    config.lock_delay = Duration::from_secs(2);
+    let (mut server, _) = Server::new(config, DurableState::default(), 2, Time::ZERO);
+    let _ = server.step(ms(10), peer(S1, append(1, (0, 0), entries, 5)));
+    assert!(server.lock_table().session_expired(dying));
+    let _ = win_election(&mut server, ms(2_000), 3);
+    assert!(!server.sessions_ready(), "its no-op (6) is not applied yet");
+    let request = in_term(2, op(waiter, 1, preempt("a")));
+    let outputs = server.step(ms(2_001), from_client(CLIENT, request));
+    assert_eq!(
+        replies(&outputs),
+        vec![(
+            CLIENT,
+            refusal(
+                1,
+                ServiceError::LockDelayed {
+                    retry_after_ms: 2_000
+                }
+            )
+        )]
+    );
+    assert_eq!(server.log().last_index(), 6, "nothing appended");
+}
+
+/// A leader may count a silent session's deadline from when it appended the mark (its
+/// receipt), if that ends sooner. Receipts are pruned once there are many, but only those no
+/// mark can still use: a receipt of a mark not yet applied is kept. Here a follower receives
+/// 1,100 marks at 10 ms, the last marking the session silent for 1.5 s, and applies only the
+/// first entries; pruned then, it keeps every receipt; leader later, it counts the deadline
+/// from the last mark's receipt, and knows the session as marked already. (Mutants:
+/// `*index > applied` in `prune_receipts` made `==`, which dropped the receipts of unapplied
+/// marks; `marked: true` deleted from the session counted from its mark in
+/// `maybe_ready_sessions`, which marked it a second time.)
+#[test]
+fn pruning_keeps_the_receipts_of_marks_not_yet_applied() {
+    let client = ClientId(1);
+    let mark = |sessions| Entry {
+        term: 1,
+        command: Command::MarkSilent { sessions },
+    };
+    let mut entries = vec![
+        noop(1),
+        Entry {
+            term: 1,
+            command: Command::Register {
+                nonce: 9,
+                secret: Some(secret_for(client)),
+                ttl_ms: Some(3_000),
+            },
+        },
+    ];
+    entries.extend((0..1_099).map(|_| mark(Vec::new())));
+    entries.push(mark(vec![SilentSession {
+        client,
+        silent_ms: 1_500,
+    }]));
+    let last = entries.len() as LogIndex;
+    let mut server = boot(S2, 3);
+    let _ = server.step(ms(10), peer(S1, append(1, (0, 0), entries, 2)));
+    let _ = server.step(ms(20), peer(S1, append(1, (last, 1), Vec::new(), last)));
+    assert!(
+        server
+            .lock_table()
+            .session(client)
+            .is_some_and(|session| session.silent.is_some())
+    );
+    let _ = win_election(&mut server, ms(1_000), 3);
+    let _ = server.step(ms(1_000), peer(S3, append_ok(2, last + 1, 0)));
+    assert!(server.sessions_ready());
+    assert_eq!(server.coverage().count(Branch::SessionsFromSilentMark), 1);
+    // Counted from the mark, the session is already marked: no second mark, and not due yet
+    // (10 ms + (3 s - 1.5 s) x 1.01 = 1,525 ms): nothing but the no-op is appended.
+    assert_eq!(server.log().last_index(), last + 1);
+    let deadline = server.session_deadline(client).expect("tracked");
+    assert_eq!(
+        deadline,
+        ms(10) + super::super::stretch(Duration::from_millis(1_500), 0.01)
+    );
+}
+
+/// Apply is total, and so are answers: a write appended behind its client's own expire (the
+/// leader had not applied the expire when the write arrived) is rejected when it applies,
+/// and the client hears `session_expired` from that entry instead of nothing. (Mutant: the
+/// match arm for `ApplyResult::Rejected` in `answer_for` deleted, which left the client
+/// unanswered until its own timeout.)
+#[test]
+fn a_write_appended_behind_its_clients_expire_is_answered_session_expired() {
+    let mut leader = leader_of_three();
+    let now = ms(FIRST_ELECTION_MS + 1);
+    let dying = register_with_ttl_at(&mut leader, now, 1_000);
+    let expiring = ms(3_000);
+    let _ = leader.step(expiring, timer(ServerTimer::Heartbeat));
+    let expire = leader.log().last_index();
+    assert_eq!(
+        leader.log().entry(expire).map(|entry| &entry.command),
+        Some(&Command::Expire { client: dying })
+    );
+    let outputs = leader.step(expiring, from_client(CLIENT, op(dying, 1, preempt("a"))));
+    assert!(replies(&outputs).is_empty(), "{outputs:?}");
+    assert_eq!(leader.log().last_index(), expire + 1, "behind the expire");
+    let outputs = commit_through(&mut leader, expire + 1, expiring);
+    assert_eq!(
+        replies(&outputs),
+        vec![(
+            CLIENT,
+            refusal(1, ServiceError::SessionExpired { client: dying })
+        )]
+    );
+}
+
+/// A new leader authenticates a client whose registration it holds but has not applied yet
+/// (its own no-op is not committed): against that registration's secret, found by counting
+/// the registrations after the applied ones. Both clients' writes are appended, none refused.
+/// (Mutant: `next_id == client.0` in `authenticate` made `!=`, which checked each secret
+/// against another registration's.)
+#[test]
+fn a_new_leader_accepts_writes_from_clients_whose_registrations_it_has_not_applied() {
+    let (first, second) = (ClientId(1), ClientId(2));
+    let registration = |id| Entry {
+        term: 1,
+        command: Command::Register {
+            nonce: 9,
+            secret: Some(secret_for(id)),
+            ttl_ms: None,
+        },
+    };
+    let entries = vec![noop(1), registration(first), registration(second)];
+    let mut server = boot(S2, 3);
+    let _ = server.step(ms(10), peer(S1, append(1, (0, 0), entries, 1)));
+    assert_eq!(server.last_applied(), 1);
+    let _ = win_election(&mut server, ms(2_000), 3);
+    for (client, name) in [(second, "b"), (first, "a")] {
+        let request = in_term(2, op(client, 1, preempt(name)));
+        let outputs = server.step(ms(2_001), from_client(CLIENT, request));
+        assert!(replies(&outputs).is_empty(), "{client}: {outputs:?}");
+    }
+    assert_eq!(
+        server.log().last_index(),
+        6,
+        "the no-op (4), then both preempts"
+    );
+}
+
+/// A release by a client that does not hold the lock frees nothing (it applies as
+/// `not_owner`): a preempt queued behind it, of a lock another client holds, is still refused
+/// by read and appends nothing. (Mutant: `l == lock && owner == Some(*c)` in
+/// `projected_owner`'s release arm made `||`, which took any release of the lock for the
+/// holder's.)
+#[test]
+fn a_release_by_a_client_that_does_not_hold_the_lock_does_not_make_it_look_free() {
+    const STRANGER: ClientAddr = ClientAddr(9);
+    const CONTENDER: ClientAddr = ClientAddr(10);
+    let mut leader = leader_of_three();
+    let now = ms(FIRST_ELECTION_MS + 1);
+    let holder = register(&mut leader, now);
+    let stranger = register(&mut leader, now);
+    let contender = register(&mut leader, now);
+    let _ = leader.step(now, from_client(CLIENT, op(holder, 1, preempt("a"))));
+    let granted = leader.log().last_index();
+    let _ = commit_through(&mut leader, granted, now);
+    let _ = leader.step(now, from_client(STRANGER, op(stranger, 1, release("a"))));
+    let released = leader.log().last_index();
+    assert_eq!(released, granted + 1);
+    let outputs = leader.step(now, from_client(CONTENDER, op(contender, 1, preempt("a"))));
+    assert!(
+        persisted(&outputs).is_empty(),
+        "refused by read: {outputs:?}"
+    );
+    let round = append_rounds(&outputs)[0].1;
+    let outputs = leader.step(now, peer(S2, append_ok(1, released, round)));
+    assert_eq!(
+        replies(&outputs),
+        vec![
+            (STRANGER, outcome(1, Outcome::NotOwner)),
+            (CONTENDER, outcome(1, Outcome::HeldBy { owner: holder })),
+        ]
+    );
+    assert_eq!(leader.log().last_index(), released, "nothing appended");
+}
+
+/// A write a follower forwards (thesis §6.2) is the leader's to propose: the leader appends
+/// it, and once it commits, answers through the follower that forwarded it. (Mutant:
+/// `Server::on_forward` made to do nothing, which left forwarded writes unanswered.)
+#[test]
+fn a_forwarded_write_is_appended_and_answered_through_its_follower() {
+    let mut leader = leader_of_three();
+    let now = ms(FIRST_ELECTION_MS + 1);
+    let client = register(&mut leader, now);
+    let forward = PeerMessage::Forward {
+        client: CLIENT_AGAIN,
+        request: op(client, 1, preempt("a")),
+    };
+    let outputs = leader.step(now, peer(S2, forward));
+    assert_eq!(persisted(&outputs).len(), 1, "appended: {outputs:?}");
+    let index = leader.log().last_index();
+    let outputs = commit_through(&mut leader, index, now);
+    let answers: Vec<(ServerId, ClientAddr, ReplyBody)> = sent(&outputs)
+        .into_iter()
+        .filter_map(|(to, msg)| match msg {
+            PeerMessage::ForwardReply { client, reply } => Some((to, client, reply.body)),
+            _ => None,
+        })
+        .collect();
+    let granted = ReplyBody::Outcome(Outcome::Granted { token: index });
+    assert_eq!(answers, vec![(S2, CLIENT_AGAIN, granted)]);
+}
+
+/// A heartbeat whose commit index the follower already has applies nothing, so none of the
+/// work that follows applying runs for it: in particular BUGGIFY draws no odd snapshot for it.
+/// Checked for 32 seeds at chance one half, ten heartbeats each. (Mutant:
+/// `leader_commit > self.commit_index` in `on_append_entries` made `>=`, which ran the apply
+/// path, and its odd-snapshot draw, on every heartbeat.)
+#[test]
+fn a_heartbeat_that_commits_nothing_new_takes_no_odd_snapshot() {
+    for seed in 0..32 {
+        let mut config = config(S2, 3);
+        config.buggify = Some(crate::node::server::Buggify { seed, chance: 0.5 });
+        let (mut follower, _) = Server::new(config, DurableState::default(), 2, Time::ZERO);
+        let _ = follower.step(ms(10), peer(S1, append(1, (0, 0), noops(&[1, 1]), 2)));
+        for at in 20..30 {
+            let heartbeat = peer(S1, append(1, (2, 1), Vec::new(), 2));
+            let outputs = follower.step(ms(at), heartbeat);
+            assert_eq!(snapshots_in(&outputs), 0, "seed {seed} at {at} ms");
+        }
+    }
+}
