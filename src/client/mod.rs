@@ -247,6 +247,7 @@ pub fn rejection_advice(code: &ErrorCode) -> &'static str {
         }
         ErrorCode::NotLeader { .. }
         | ErrorCode::LockDelayed { .. }
+        | ErrorCode::QueueFull { .. }
         | ErrorCode::Unavailable
         | ErrorCode::Overloaded
         | ErrorCode::StaleRequest
@@ -691,7 +692,7 @@ impl Client {
         if !sent && !tried.is_empty() {
             return Error::NoServerReachable { tried };
         }
-        let is_write = matches!(op, WireOp::Preempt { .. } | WireOp::Release { .. });
+        let is_write = op.is_lock_write();
         Error::TimedOut {
             effect_unknown: sent && is_write,
             timeout: self.options.operation_timeout,
@@ -871,7 +872,7 @@ pub(crate) fn judge_line(
             ));
         }
     }
-    let is_write = matches!(op, WireOp::Preempt { .. } | WireOp::Release { .. });
+    let is_write = op.is_lock_write();
     let term = reply.term();
     if is_write && term < attempt_term {
         // Answers an attempt sent before we knew of `attempt_term`: only the current
@@ -898,7 +899,8 @@ pub(crate) fn judge_line(
             ErrorCode::NotLeader { .. }
             | ErrorCode::Unavailable
             | ErrorCode::Overloaded
-            | ErrorCode::LockDelayed { .. } => Verdict::BackOff { term },
+            | ErrorCode::LockDelayed { .. }
+            | ErrorCode::QueueFull { .. } => Verdict::BackOff { term },
             code @ (ErrorCode::StaleRequest
             | ErrorCode::BadRequest
             | ErrorCode::UnsupportedVersion { .. }
@@ -926,6 +928,16 @@ fn answer_fits(op: &WireOp, answer: &Answer) -> bool {
         }
         (WireOp::Check { .. }, Answer::Outcome(outcome)) => {
             matches!(outcome, Outcome::Free | Outcome::Owner { .. })
+        }
+        (WireOp::Acquire { .. }, Answer::Outcome(outcome)) => matches!(
+            outcome,
+            Outcome::Granted { .. }
+                | Outcome::HeldBy { .. }
+                | Outcome::TimedOut
+                | Outcome::Cancelled
+        ),
+        (WireOp::Cancel { .. }, Answer::Outcome(outcome)) => {
+            matches!(outcome, Outcome::Cancelled | Outcome::NotWaiting)
         }
         (WireOp::Status, Answer::Status(_)) => true,
         _ => false,
