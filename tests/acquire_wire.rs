@@ -459,3 +459,51 @@ fn a_lock_command_whose_wait_runs_out_exits_75_naming_the_holder() {
     );
     assert!(!ran.exists(), "the command never ran");
 }
+
+// ----- `lockstep bench --contended --acquire` -----
+
+#[test]
+fn the_acquire_bench_hands_one_lock_round_a_fair_line_and_reports_it() {
+    let cluster = Cluster::start("acquire-bench");
+    let servers = cluster.addresses().join(",");
+    let clients = 4u64;
+    let args = [
+        "bench",
+        "--servers",
+        &servers,
+        "--contended",
+        "--acquire",
+        "--clients",
+        "4",
+        "--duration",
+        "2s",
+        "--json",
+    ];
+    let output = common::lockstep(&args);
+    let stdout = common::text(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        common::text(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("a JSON report");
+    assert_eq!(report["acquire"], true);
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    assert!(
+        report["grants_per_second"].as_f64().unwrap_or(0.0) > 0.0,
+        "{report}"
+    );
+    let waited = &report["handoffs_waited"];
+    let acquires = waited["acquires"].as_u64().expect("a count");
+    assert!(acquires > clients, "every client went round: {report}");
+    assert_eq!(
+        report["latency"]["preempt_refused"]["count"], 0,
+        "nothing polls: {report}"
+    );
+    // In a FIFO line of four, an acquire waits behind the three others at most once each;
+    // a grant still on its way back when the acquire was sent may be counted too, hence the
+    // slack. A line that let anyone jump it would starve someone far beyond this.
+    let most = waited["max"].as_u64().expect("a maximum");
+    assert!(most <= 2 * (clients - 1), "{report}");
+}
