@@ -20,12 +20,14 @@
 //!   most once. Retries go to the next listed server after [`ClientOptions::attempt_timeout`]
 //!   of silence, a lost connection, or (after [`ClientOptions::error_backoff`]) an
 //!   `unavailable` or `overloaded`. A `not_leader` with a newer term makes the client adopt
-//!   the term and resend at once, to the leader's address when the reply names it.
+//!   the term and resend at once, to the leader's address when the reply names it. A waiting
+//!   [`Client::acquire`] is silent by design: it resends only after [`ACQUIRE_RESEND_AFTER`].
 //! - Replies whose seq is not the running operation's are ignored (late answers to earlier
-//!   operations). For preempt and release, replies whose term is below the one the current
-//!   attempt carried are ignored too: they answer an earlier attempt (docs/PROTOCOL.md, Terms).
-//! - [`Error::TimedOut`] after [`ClientOptions::operation_timeout`]: for a preempt or release
-//!   that was sent, the effect is unknown. Retrying it is a *new* operation with a new seq.
+//!   operations). For the writes (preempt, release, acquire, cancel), replies whose term is
+//!   below the one the current attempt carried are ignored too: they answer an earlier attempt (docs/PROTOCOL.md, Terms).
+//! - [`Error::TimedOut`] after [`ClientOptions::operation_timeout`] (for an acquire, its wait
+//!   plus that): for a write that was sent, the effect is unknown. Retrying it is a *new*
+//!   operation with a new seq.
 //!
 //! It must never panic on anything a server sends: a malformed response is
 //! [`Error::Protocol`].
