@@ -11,7 +11,9 @@
 //!   the acquire and relays the answer to the connection that asked;
 //! - a waiter with a one-second session waits several TTLs and is granted, not expired;
 //! - two `lockstep lock --wait` on one lock run their commands one after the other, in the
-//!   order they queued, and one whose wait runs out exits 75.
+//!   order they queued; one whose wait runs out exits 75 naming the holder; one interrupted
+//!   while it waits leaves the line and exits 130;
+//! - `bench --contended --acquire` serves a fair line and reports it.
 //!
 //! Order is established without sleeping on a guess: a waiter is known to be in line once the
 //! leader's commit index has moved past its `Acquire` entry (nothing else writes meanwhile).
@@ -506,4 +508,45 @@ fn the_acquire_bench_hands_one_lock_round_a_fair_line_and_reports_it() {
     // slack. A line that let anyone jump it would starve someone far beyond this.
     let most = waited["max"].as_u64().expect("a maximum");
     assert!(most <= 2 * (clients - 1), "{report}");
+}
+
+#[test]
+fn a_lock_command_interrupted_while_waiting_leaves_the_line_and_exits_130() {
+    let cluster = Cluster::start("lock-wait-interrupt");
+    let scratch = Scratch::new("lock-wait-interrupt-files");
+    let mut holder = registered(&cluster, None);
+    assert!(matches!(
+        holder.preempt("deploy"),
+        Ok(Preempt::Granted { .. })
+    ));
+    let servers = cluster.addresses().join(",");
+    let credential = registered(&cluster, None)
+        .credential()
+        .expect("registered")
+        .to_argument();
+    let ran = scratch.0.join("ran");
+    let touch = format!("touch '{}'", ran.display());
+    let stderr = scratch.0.join("lock.stderr");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lockstep"));
+    command
+        .args(["lock", "deploy", "--servers", &servers, "--wait", "60s"])
+        .args(["--", "sh", "-c", &touch])
+        .env("LOCKSTEP_CLIENT", credential)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&stderr).expect("a file")));
+    // With a credential, the first entry it writes is its acquire: then it is in line.
+    let mut waiter = cluster.until_committed_past(|| Process(command.spawn().expect("starts")));
+
+    common::signal(waiter.0.id(), libc::SIGINT);
+    assert_eq!(exit_code(&mut waiter, "lockstep lock"), Some(130));
+    // It left the line: the release hands the lock to nobody.
+    assert_eq!(holder.release("deploy"), Ok(Release::Released));
+    assert_eq!(
+        holder.check("deploy", Consistency::Linearizable),
+        Ok(Check::Free),
+        "{}",
+        std::fs::read_to_string(&stderr).unwrap_or_default()
+    );
+    assert!(!ran.exists(), "the command never ran");
 }
