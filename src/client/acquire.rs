@@ -95,7 +95,15 @@ impl Client {
             resend_after: self.options.attempt_timeout.max(ACQUIRE_RESEND_AFTER),
             stop: Some(stop),
         };
-        match self.exchange_paced(&op, seq, deadline, pace)? {
+        let answered = match self.exchange_paced(&op, seq, deadline, pace) {
+            // The time it had was the wait and the operation timeout, not the latter alone.
+            Err(Error::TimedOut { effect_unknown, .. }) => Err(Error::TimedOut {
+                effect_unknown,
+                timeout: wait + self.options.operation_timeout,
+            }),
+            other => other,
+        };
+        match answered? {
             Some((_, Answer::Outcome(outcome))) => Ok(acquired(outcome)),
             Some((_, answer)) => unreachable!("client: {answer:?} accepted for an acquire"),
             None => self.cancel_stopped_wait(credential, name),
