@@ -25,11 +25,20 @@
 //! constant memory however long the run), merged at the end. No per-operation samples are
 //! kept.
 //!
+//! With blocking acquires on (`LoadPlan::acquire`), every client takes its lock with an
+//! `acquire` that waits in the lock's line instead of a preempt, and releases it once granted:
+//! on one lock, each release hands the lock to the head of the line in the same log entry. It
+//! also counts, for every grant, how many grants this bench saw go to others while that
+//! acquire waited (the hand-offs it waited through): with a fair line and N clients, at most
+//! N - 1, give or take a grant that was on its way back when the acquire was sent.
+//!
 //! [`keepalive`] is the other workload: many sessions, renewing only.
 
 pub mod keepalive;
 
-use crate::client::{ClientOptions, Credential, ResponseLines, Verdict, judge_line};
+use crate::client::{
+    ACQUIRE_RESEND_AFTER, ClientOptions, Credential, ResponseLines, Verdict, judge_line,
+};
 use crate::net::protocol::{Answer, WireOp, WireRequest, encode_request_into};
 use crate::net::tls::ClientTls;
 use crate::net::tls::stream::NetStream;
@@ -43,6 +52,9 @@ use tokio::net::TcpStream;
 
 /// Bytes read from a socket at once. Responses are short; one read usually holds one.
 const READ_CHUNK_BYTES: usize = 4 * 1024;
+/// How long a bench acquire waits in line: far beyond what a fair line of even a thousand
+/// clients needs, so that a `timeout` means something is wrong (it is counted as a failure).
+const ACQUIRE_WAIT: Duration = Duration::from_secs(60);
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -61,6 +73,8 @@ pub struct LoadPlan {
     /// Sessions on: every client registers with this TTL and keeps its session alive with a
     /// keepalive every TTL/3. `None`: sessions that never expire, and no keepalives.
     pub ttl: Option<Duration>,
+    /// Blocking acquires (waiting in the lock's line) instead of preempts.
+    pub acquire: bool,
 }
 
 /// Counters every client bumps as it goes, for a progress display.
@@ -69,6 +83,9 @@ pub struct Progress {
     pub pairs: AtomicU64,
     pub refused: AtomicU64,
     pub errors: AtomicU64,
+    /// Acquires granted so far, by every client: how an acquire counts the hand-offs it
+    /// waited through.
+    pub acquire_grants: AtomicU64,
 }
 
 /// One client's results, or all clients' once merged.
@@ -76,6 +93,11 @@ pub struct Progress {
 pub struct Tally {
     pub preempt_granted: Histogram,
     pub preempt_refused: Histogram,
+    /// Acquires granted, from the first send to the grant (the wait in line included).
+    pub acquire_granted: Histogram,
+    /// For every granted acquire, the grants to other clients this bench saw while it waited:
+    /// a count, not microseconds.
+    pub handoffs_waited: Histogram,
     pub release: Histogram,
     /// Keepalives answered `kept_alive` (sessions on only).
     pub keepalive: Histogram,
@@ -90,6 +112,8 @@ impl Tally {
     pub fn merge(&mut self, other: &Tally) {
         self.preempt_granted.merge(&other.preempt_granted);
         self.preempt_refused.merge(&other.preempt_refused);
+        self.acquire_granted.merge(&other.acquire_granted);
+        self.handoffs_waited.merge(&other.handoffs_waited);
         self.release.merge(&other.release);
         self.keepalive.merge(&other.keepalive);
         self.not_owner += other.not_owner;
@@ -100,6 +124,11 @@ impl Tally {
 
     pub fn failures(&self) -> u64 {
         self.errors.values().sum::<u64>() + self.not_owner
+    }
+
+    /// Grants of either kind: with every client on one lock, the hand-offs.
+    pub fn grants(&self) -> u64 {
+        self.preempt_granted.count() + self.acquire_granted.count()
     }
 }
 
@@ -150,7 +179,7 @@ pub fn run(
                 clock.clone(),
                 clock_sender.clone(),
             );
-            let duration = plan.duration;
+            let (duration, acquire) = (plan.duration, plan.acquire);
             let (tls, ttl) = (plan.tls.clone(), plan.ttl);
             tasks.spawn(async move {
                 let mut session = Session::new(servers, tls, ttl);
@@ -162,7 +191,7 @@ pub fn run(
                 let start = clock_start(&mut clock).await;
                 match registered {
                     Ok(()) => Ok(session
-                        .closed_loop(&names, start + duration, &progress)
+                        .closed_loop(&names, start + duration, acquire, &progress)
                         .await),
                     Err(reason) => Err(reason),
                 }
@@ -270,11 +299,12 @@ impl Session {
         }
     }
 
-    /// Preempt, and release when granted, until `end`.
+    /// Preempt (or with `acquire`, acquire and wait), and release when granted, until `end`.
     async fn closed_loop(
         &mut self,
         names: &[LockName],
         end: Instant,
+        acquire: bool,
         progress: &Progress,
     ) -> Tally {
         let Credential { id: client, secret } =
@@ -291,6 +321,13 @@ impl Session {
             }
             let lock = names[turn % names.len()].clone();
             turn = turn.wrapping_add(1);
+            if acquire {
+                if !self.acquire(&lock, &mut tally, progress).await {
+                    continue;
+                }
+                self.release(lock, &mut tally, progress).await;
+                continue;
+            }
             let start = Instant::now();
             let preempt = WireOp::Preempt {
                 client,
@@ -313,26 +350,71 @@ impl Session {
                     continue;
                 }
             }
-            let start = Instant::now();
-            let release = WireOp::Release {
-                client,
-                secret,
-                lock,
-            };
-            match self.exchange(&release).await {
-                Ok(Answer::Outcome(Outcome::Released)) => {
-                    tally.release.record(micros(start));
-                    progress.pairs.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(Answer::Outcome(Outcome::NotOwner)) => tally.not_owner += 1,
-                Ok(other) => unreachable!("load: {other:?} accepted for a release"),
-                Err(kind) => {
-                    *tally.errors.entry(kind).or_default() += 1;
-                    progress.errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            self.release(lock, &mut tally, progress).await;
         }
         tally
+    }
+
+    /// One blocking acquire of `lock`, waiting in its line; true once granted. Counts the
+    /// grants to others it waited through.
+    async fn acquire(&mut self, lock: &LockName, tally: &mut Tally, progress: &Progress) -> bool {
+        let Credential { id: client, secret } =
+            self.credential.expect("load: a registered session");
+        let start = Instant::now();
+        let grants_before = progress.acquire_grants.load(Ordering::Relaxed);
+        let acquire = WireOp::Acquire {
+            client,
+            secret: Some(secret),
+            lock: lock.clone(),
+            wait_ms: ACQUIRE_WAIT.as_millis() as u64,
+        };
+        let pace = (
+            ACQUIRE_RESEND_AFTER,
+            ACQUIRE_WAIT + self.options.operation_timeout,
+        );
+        let failure = match self.exchange_paced(&acquire, pace).await {
+            Ok(Answer::Outcome(Outcome::Granted { .. })) => {
+                tally.acquire_granted.record(micros(start));
+                let grants_now = progress.acquire_grants.fetch_add(1, Ordering::Relaxed);
+                tally.handoffs_waited.record(grants_now - grants_before);
+                return true;
+            }
+            // Not granted within a minute of a fair line: counted as a failure.
+            Ok(Answer::Outcome(Outcome::TimedOut)) => "acquire_timeout",
+            Ok(Answer::Outcome(Outcome::Cancelled)) => "acquire_cancelled",
+            Ok(Answer::Outcome(Outcome::HeldBy { .. })) => {
+                unreachable!("load: held_by answers only an acquire that does not wait")
+            }
+            Ok(other) => unreachable!("load: {other:?} accepted for an acquire"),
+            Err(kind) => kind,
+        };
+        *tally.errors.entry(failure).or_default() += 1;
+        progress.errors.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
+    /// Gives `lock` back after a grant.
+    async fn release(&mut self, lock: LockName, tally: &mut Tally, progress: &Progress) {
+        let Credential { id: client, secret } =
+            self.credential.expect("load: a registered session");
+        let start = Instant::now();
+        let release = WireOp::Release {
+            client,
+            secret: Some(secret),
+            lock,
+        };
+        match self.exchange(&release).await {
+            Ok(Answer::Outcome(Outcome::Released)) => {
+                tally.release.record(micros(start));
+                progress.pairs.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Answer::Outcome(Outcome::NotOwner)) => tally.not_owner += 1,
+            Ok(other) => unreachable!("load: {other:?} accepted for a release"),
+            Err(kind) => {
+                *tally.errors.entry(kind).or_default() += 1;
+                progress.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// One keepalive of this client's session, between two of its operations.
@@ -354,9 +436,20 @@ impl Session {
     /// Sends `op` under a new seq until it is answered, refused, or out of time. The error is
     /// a kind for the tally.
     async fn exchange(&mut self, op: &WireOp) -> Result<Answer, &'static str> {
+        let pace = (self.options.attempt_timeout, self.options.operation_timeout);
+        self.exchange_paced(op, pace).await
+    }
+
+    /// [`Session::exchange`] that resends after `attempt_timeout` of silence and gives up
+    /// after `operation_timeout`: longer ones for an acquire, whose wait is silent.
+    async fn exchange_paced(
+        &mut self,
+        op: &WireOp,
+        (attempt_timeout, operation_timeout): (Duration, Duration),
+    ) -> Result<Answer, &'static str> {
         self.last_seq += 1;
         let seq = self.last_seq;
-        let deadline = Instant::now() + self.options.operation_timeout;
+        let deadline = Instant::now() + operation_timeout;
         // Bounded by the deadline: every round sends and waits, or pauses, or (after a
         // redirect) resends at once, which a newer term allows only finitely often.
         loop {
@@ -375,7 +468,7 @@ impl Session {
                 },
                 &mut self.line,
             );
-            let attempt_deadline = deadline.min(now + self.options.attempt_timeout);
+            let attempt_deadline = deadline.min(now + attempt_timeout);
             match self
                 .attempt(op, seq, attempt_term, attempt_deadline)
                 .await?

@@ -665,6 +665,19 @@ fn lock_table_server() -> FakeServer {
                     answer(request, "granted", 1, json!({"token": index}))
                 }
             },
+            // A fake without a line: a wait for a held lock runs out at once.
+            Some("acquire") => match locks.get(&lock) {
+                Some(&(owner, _)) if owner != client && request["wait_ms"] == 0 => {
+                    answer(request, "held_by", 1, json!({"owner": owner}))
+                }
+                Some(&(owner, _)) if owner != client => answer(request, "timeout", 1, json!({})),
+                Some(&(_, token)) => answer(request, "granted", 1, json!({"token": token})),
+                None => {
+                    locks.insert(lock, (client, index));
+                    answer(request, "granted", 1, json!({"token": index}))
+                }
+            },
+            Some("cancel") => answer(request, "not_waiting", 1, json!({})),
             Some("release") => match locks.get(&lock) {
                 Some(&(owner, _)) if owner == client => {
                     locks.remove(&lock);
@@ -1262,5 +1275,77 @@ fn the_tcp_bench_with_no_server_to_reach_exits_two_naming_the_address() {
     assert!(
         message.contains("no client could register") && message.contains(&address),
         "{message}"
+    );
+}
+
+#[test]
+fn a_silent_acquire_is_resent_with_its_seq_and_a_full_queue_is_waited_out_without_a_new_place() {
+    // The first attempt is parked forever (a leader that lost its leadership), the second
+    // finds the line full, the third is granted: one seq throughout, so one place at most.
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let counted = attempts.clone();
+    let server = FakeServer::start(registering(2, move |request| {
+        match (
+            request["op"].as_str(),
+            counted.fetch_add(1, Ordering::Relaxed),
+        ) {
+            (Some("acquire"), 0) => Act::Silence,
+            (Some("acquire"), 1) => {
+                let mut full = refusal(request, "queue_full", 2);
+                full["waiters_max"] = json!(1024);
+                Act::Say(vec![full])
+            }
+            (Some("acquire"), _) => {
+                Act::Say(vec![answer(request, "granted", 2, json!({"token": 21}))])
+            }
+            _ => Act::Silence,
+        }
+    }));
+    let mut client = client(&[&server], quick());
+    assert_eq!(
+        client.acquire("printer", Duration::from_secs(30)),
+        Ok(lockstep::client::Acquire::Granted { token: 21 })
+    );
+    let acquires: Vec<Value> = server
+        .requests()
+        .into_iter()
+        .filter(|request| request["op"] == "acquire")
+        .collect();
+    assert_eq!(acquires.len(), 3, "{acquires:?}");
+    for acquire in &acquires {
+        assert_eq!(seq(acquire), seq(&acquires[0]), "a retry reuses the seq");
+        assert_eq!(acquire["wait_ms"], 30_000);
+        assert_eq!(acquire["lock"], "printer");
+    }
+}
+
+#[test]
+fn an_acquire_that_times_out_or_is_cancelled_says_so_and_a_cancel_hears_not_waiting() {
+    let server = FakeServer::start(registering(2, |request| match request["op"].as_str() {
+        Some("acquire") if request["lock"] == "door" => {
+            Act::Say(vec![answer(request, "timeout", 2, json!({}))])
+        }
+        Some("acquire") => Act::Say(vec![answer(request, "cancelled", 2, json!({}))]),
+        Some("cancel") => Act::Say(vec![answer(request, "not_waiting", 2, json!({}))]),
+        _ => Act::Silence,
+    }));
+    let mut client = client(&[&server], quick());
+    let wait = Duration::from_secs(2);
+    assert_eq!(
+        client.acquire("door", wait),
+        Ok(lockstep::client::Acquire::TimedOut)
+    );
+    assert_eq!(
+        client.acquire("printer", wait),
+        Ok(lockstep::client::Acquire::Cancelled)
+    );
+    assert_eq!(
+        client.cancel("printer"),
+        Ok(lockstep::client::Cancel::NotWaiting)
+    );
+    let too_long = client.acquire("printer", Duration::from_secs(3_601));
+    assert!(
+        matches!(&too_long, Err(Error::InvalidInput(message)) if message.contains("3600000 ms")),
+        "{too_long:?}"
     );
 }

@@ -128,7 +128,7 @@ prop_compose! {
             rogues: rogues.map(|(count, rate_per_second)| RogueShape {
                 count,
                 rate_per_second,
-                mix: [1; 8],
+                mix: [1; lockstep::sim::rogue::AttackKind::ALL.len()],
             }),
             disk,
             buggify_permille,

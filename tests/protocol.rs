@@ -165,6 +165,34 @@ fn every_lock_request_round_trips_and_reaches_the_node_as_the_same_operation() {
                 consistency: Consistency::Linearizable,
             },
         ),
+        (
+            WireOp::Acquire {
+                client,
+                secret: Some(secret()),
+                lock: "a".into(),
+                wait_ms: 30_000,
+            },
+            concat!(
+                r#"{"seq":2,"op":"acquire","client":7,"secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","#,
+                r#""lock":"a","wait_ms":30000,"version":2,"seen_index":12}"#
+            ),
+            Operation::Acquire {
+                lock: "a".into(),
+                wait_ms: 30_000,
+            },
+        ),
+        (
+            WireOp::Cancel {
+                client,
+                secret: Some(secret()),
+                lock: "a".into(),
+            },
+            concat!(
+                r#"{"seq":2,"op":"cancel","client":7,"secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","#,
+                r#""lock":"a","version":2,"seen_index":12}"#
+            ),
+            Operation::Cancel { lock: "a".into() },
+        ),
     ];
     for (op, expected_line, node_op) in cases {
         let request = WireRequest {
@@ -558,7 +586,33 @@ fn every_response_kind_survives_a_round_trip() {
             code: ErrorCode::StaleRequest,
             message: "quotes \" and\nnewlines".into(),
         }),
+        WireReply::Error(ErrorReply {
+            seq: Some(4),
+            term: Some(7),
+            code: ErrorCode::QueueFull { waiters_max: 1_024 },
+            message: "full".into(),
+        }),
     ];
+    // The blocking acquire's answers, each as the line it is and back.
+    for (outcome, ok) in [
+        (
+            Outcome::Granted { token: 21 },
+            r#""ok":"granted","term":3,"token":21"#,
+        ),
+        (Outcome::TimedOut, r#""ok":"timeout","term":3"#),
+        (Outcome::Cancelled, r#""ok":"cancelled","term":3"#),
+        (Outcome::NotWaiting, r#""ok":"not_waiting","term":3"#),
+    ] {
+        let reply = WireReply::Ok {
+            seq: 5,
+            index: 21,
+            term: 3,
+            answer: Answer::Outcome(outcome),
+        };
+        let line = encode_wire_reply(&reply);
+        assert_eq!(text(&line), format!("{{\"seq\":5,{ok},\"index\":21}}\n"));
+        assert_eq!(decode_reply(&line), Ok(reply));
+    }
     for reply in replies {
         let line = encode_wire_reply(&reply);
         assert_eq!(decode_reply(&line), Ok(reply));
@@ -642,7 +696,7 @@ fn every_bad_line_gets_a_bad_request_that_says_what_is_wrong() {
         (
             r#"{"seq":3,"version":2}"#,
             Some(3),
-            "missing `op` (one of hello, keepalive, preempt, release, check or status)",
+            "missing `op` (one of hello, keepalive, preempt, release, check, acquire, cancel or status)",
         ),
         (
             r#"{"seq":3,"version":2,"op":7}"#,
@@ -653,6 +707,38 @@ fn every_bad_line_gets_a_bad_request_that_says_what_is_wrong() {
             r#"{"seq":3,"version":2,"op":"lock","lock":"a"}"#,
             Some(3),
             "unknown op `lock`",
+        ),
+        (
+            r#"{"seq":3,"version":2,"op":"acquire","client":7,"lock":"a"}"#,
+            Some(3),
+            "acquire needs `wait_ms` (how long to wait in the lock's queue, in milliseconds (0 \
+             tries once))",
+        ),
+        (
+            r#"{"seq":3,"version":2,"op":"acquire","client":7,"lock":"a","wait_ms":3600001}"#,
+            Some(3),
+            "`wait_ms` is 3600001, above the limit of 3600000 (one hour)",
+        ),
+        (
+            r#"{"seq":3,"version":2,"op":"acquire","client":7,"lock":"a","wait_ms":-1}"#,
+            Some(3),
+            "`wait_ms` must be how long to wait in the lock's queue",
+        ),
+        (
+            r#"{"seq":3,"version":2,"op":"cancel","client":7,"lock":"a","wait_ms":1}"#,
+            Some(3),
+            "unknown field `wait_ms` for cancel (it takes seq, op, version, seen_index, term, \
+             client, secret, lock)",
+        ),
+        (
+            r#"{"seq":3,"version":2,"op":"preempt","client":7,"lock":"a","wait_ms":1}"#,
+            Some(3),
+            "unknown field `wait_ms` for preempt",
+        ),
+        (
+            r#"{"seq":3,"version":2,"op":"cancel","client":7}"#,
+            Some(3),
+            "cancel needs `lock`",
         ),
         (
             r#"{"seq":3,"version":2,"op":"preempt","client":7}"#,
@@ -1362,7 +1448,8 @@ fn the_1_mib_rule_holds_however_the_bytes_arrive() {
 // ----- the documented session -----
 
 /// What a person typed into `nc`, and what the server answered: either the node's reply, or
-/// the refusal the codec itself produces.
+/// the refusal the codec itself produces. An acquire that waits is answered later: its line
+/// is an exchange with nothing `printed`, and its late answer one with nothing `typed`.
 struct Exchange {
     typed: &'static str,
     node: Option<ClientReply>,
@@ -1592,7 +1679,104 @@ fn session() -> Vec<Exchange> {
             ),
         },
     ]
+    .into_iter()
+    .chain(waiting_session())
+    .collect()
 }
+
+/// The session's second part: acquires that wait in line, time out and are cancelled.
+fn waiting_session() -> Vec<Exchange> {
+    let reply =
+        |seq, index, outcome| in_term(3, node_reply(seq, index, ReplyBody::Outcome(outcome)));
+    vec![
+        Exchange {
+            typed: concat!(
+                r#"{"seq":10,"op":"acquire","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"scanner","wait_ms":30000,"#,
+                r#""seen_index":17,"term":3}"#
+            ),
+            node: Some(reply(10, 21, Outcome::Granted { token: 21 })),
+            printed: r#"{"seq":10,"ok":"granted","term":3,"token":21,"index":21}"#,
+        },
+        Exchange {
+            typed: concat!(
+                r#"{"seq":11,"op":"acquire","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"door","wait_ms":2000,"#,
+                r#""seen_index":21,"term":3}"#
+            ),
+            node: Some(reply(11, 23, Outcome::TimedOut)),
+            printed: r#"{"seq":11,"ok":"timeout","term":3,"index":23}"#,
+        },
+        Exchange {
+            typed: concat!(
+                r#"{"seq":12,"op":"acquire","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"door","wait_ms":60000,"#,
+                r#""seen_index":23,"term":3}"#
+            ),
+            node: None,
+            printed: "",
+        },
+        Exchange {
+            typed: concat!(
+                r#"{"seq":13,"op":"cancel","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"door","#,
+                r#""seen_index":23,"term":3}"#
+            ),
+            node: Some(reply(12, 25, Outcome::Cancelled)),
+            printed: r#"{"seq":12,"ok":"cancelled","term":3,"index":25}"#,
+        },
+        Exchange {
+            typed: "",
+            node: Some(reply(13, 25, Outcome::Cancelled)),
+            printed: r#"{"seq":13,"ok":"cancelled","term":3,"index":25}"#,
+        },
+        Exchange {
+            typed: concat!(
+                r#"{"seq":14,"op":"cancel","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"door","#,
+                r#""seen_index":25,"term":3}"#
+            ),
+            node: Some(reply(14, 26, Outcome::NotWaiting)),
+            printed: r#"{"seq":14,"ok":"not_waiting","term":3,"index":26}"#,
+        },
+        Exchange {
+            typed: concat!(
+                r#"{"seq":15,"op":"acquire","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"door","wait_ms":7200000,"#,
+                r#""seen_index":26,"term":3}"#
+            ),
+            node: None,
+            printed: concat!(
+                r#"{"seq":15,"error":"bad_request","message":"`wait_ms` is 7200000, above the "#,
+                r#"limit of 3600000 (one hour); wait at most that long, and acquire again if the "#,
+                r#"wait runs out"}"#
+            ),
+        },
+        Exchange {
+            typed: concat!(
+                r#"{"seq":15,"op":"acquire","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"stapler","wait_ms":5000,"#,
+                r#""seen_index":26,"term":3}"#
+            ),
+            node: Some(in_term(
+                3,
+                node_reply(
+                    15,
+                    26,
+                    ReplyBody::Error(ServiceError::QueueFull { waiters_max: 1024 }),
+                ),
+            )),
+            printed: concat!(
+                r#"{"seq":15,"error":"queue_full","term":3,"message":"the lock's queue already "#,
+                r#"holds 1024 waiters; nothing was done. Back off, then retry the same seq (any "#,
+                r#"server gives the same answer until the queue drains)","waiters_max":1024}"#
+            ),
+        },
+    ]
+}
+
+/// The version 1 hello of the session, whose refusal the reference also shows elsewhere.
+const VERSION_1_HELLO: &str = r#"{"seq":9,"op":"hello"}"#;
 
 /// The lines of docs/PROTOCOL.md's session transcript: the code block after "## An nc
 /// session", without its `$ nc` line.
@@ -1620,19 +1804,46 @@ fn documented_session() -> Vec<&'static str> {
 #[test]
 fn the_nc_session_in_the_protocol_reference_is_what_the_codec_says() {
     let mut expected = Vec::new();
+    // Seqs typed and not answered yet, oldest first: every answer printed answers one of them
+    // (an acquire that waits is answered after later lines), and none is left at the end.
+    let mut unanswered: Vec<u64> = Vec::new();
     for exchange in session() {
-        let printed = match (decode_request(exchange.typed.as_bytes()), exchange.node) {
-            (Ok(request), Some(reply)) => {
-                assert_eq!(reply.seq, request.seq, "the reply echoes the seq");
-                encode_reply_with(&reply, &addresses)
+        if !exchange.typed.is_empty() {
+            match decode_request(exchange.typed.as_bytes()) {
+                Ok(request) => {
+                    let waits = matches!(request.op, WireOp::Acquire { .. });
+                    assert!(
+                        waits || !exchange.printed.is_empty(),
+                        "only a waiting acquire goes unanswered: {}",
+                        exchange.typed
+                    );
+                    assert!(exchange.node.is_some() || exchange.printed.is_empty());
+                    unanswered.push(request.seq);
+                }
+                Err(error) => {
+                    assert!(exchange.node.is_none(), "{}", exchange.typed);
+                    let refused = encode_error(&ErrorReply::from(error));
+                    assert_eq!(text(&refused), format!("{}\n", exchange.printed));
+                }
             }
-            (Err(error), None) => encode_error(&ErrorReply::from(error)),
-            (decoded, node) => panic!("{}: decoded {decoded:?}, node {node:?}", exchange.typed),
-        };
-        assert_eq!(text(&printed), format!("{}\n", exchange.printed));
-        expected.push(exchange.typed);
-        expected.push(exchange.printed);
+        }
+        if let Some(reply) = &exchange.node {
+            let at = unanswered.iter().position(|&seq| seq == reply.seq);
+            let at = at.unwrap_or_else(|| panic!("{} answers nothing typed", exchange.printed));
+            unanswered.remove(at);
+            let printed = encode_reply_with(reply, &addresses);
+            assert_eq!(text(&printed), format!("{}\n", exchange.printed));
+        }
+        for line in [exchange.typed, exchange.printed] {
+            if !line.is_empty() {
+                expected.push(line);
+            }
+        }
     }
+    assert!(
+        unanswered.is_empty(),
+        "every request was answered: {unanswered:?}"
+    );
     let documented = documented_session();
     for (at, (documented, expected)) in documented.iter().zip(&expected).enumerate() {
         assert_eq!(
@@ -1654,10 +1865,11 @@ fn the_reference_shows_the_codecs_lines_wherever_it_shows_a_welcome_or_a_version
     // Outside the session, the reference quotes lines too: the welcome and the version 1
     // refusal must be the codec's own.
     let session = session();
-    for line in [
-        session[0].printed,
-        session.last().expect("a session").printed,
-    ] {
+    let version_1 = session
+        .iter()
+        .find(|exchange| exchange.typed == VERSION_1_HELLO)
+        .expect("the session shows a version 1 hello");
+    for line in [session[0].printed, version_1.printed] {
         let copies = PROTOCOL_MD.lines().filter(|&shown| shown == line).count();
         assert!(
             copies >= 2,
@@ -1732,7 +1944,7 @@ fn a_status_request_with_anything_else_or_without_its_version_is_refused() {
     let capital = refusal(r#"{"seq":5,"op":"Status","version":2}"#);
     assert!(
         capital.contains(
-            "unknown op `Status` (expected hello, keepalive, preempt, release, check or status)"
+            "unknown op `Status` (expected hello, keepalive, preempt, release, check, acquire, cancel or status)"
         ),
         "{capital}"
     );

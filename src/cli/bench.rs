@@ -56,6 +56,13 @@ pub struct BenchArgs {
     /// TCP load: every client on one lock.
     #[arg(long)]
     contended: bool,
+    /// TCP load: take the lock with blocking acquires (each client waits in the lock's fair
+    /// line, and a release hands the lock to the next waiter in the same log entry) instead
+    /// of preempts that are refused while the lock is held. With --contended, reports the
+    /// hand-offs per second, the most hand-offs any acquire waited through (fair: at most
+    /// --clients - 1), and with --metrics the servers' CPU per hand-off.
+    #[arg(long)]
+    acquire: bool,
     /// TCP: sessions on. Every load client registers with this session TTL and sends a
     /// keepalive every TTL/3 between its operations, as the client library does; with
     /// --keepalive-sessions, every session's TTL. Within 1s..=60m (the servers' default
@@ -89,6 +96,7 @@ fn tcp_only_flags(args: &BenchArgs) -> Vec<&'static str> {
         ("--keepalive-sessions", args.keepalive_sessions.is_some()),
         ("--connections", args.connections.is_some()),
         ("--metrics", args.metrics.is_some()),
+        ("--acquire", args.acquire),
     ]
     .into_iter()
     .filter_map(|(name, given)| given.then_some(name))
@@ -116,14 +124,18 @@ fn run_tcp(args: &BenchArgs, servers: &[String]) -> u8 {
             tls: args.tls.clone(),
             ttl: args.ttl,
             metrics,
+            acquire: args.acquire,
         });
     };
     let Some(ttl) = args.ttl else {
         eprintln!("error: --keepalive-sessions needs --ttl: a session without one never expires");
         return EXIT_BAD_INPUT;
     };
-    if args.contended {
-        eprintln!("error: --contended is a shape of the lock load, not of --keepalive-sessions");
+    if args.contended || args.acquire {
+        eprintln!(
+            "error: --contended and --acquire are shapes of the lock load, not of \
+             --keepalive-sessions"
+        );
         return EXIT_BAD_INPUT;
     }
     use super::loadgen::keepalive::{CONNECTIONS_DEFAULT, KeepaliveOptions};

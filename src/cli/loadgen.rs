@@ -1,6 +1,7 @@
 //! The TCP load generator behind `lockstep bench --servers HOST:PORT,...`: closed-loop clients
-//! against a real cluster (`lockstep::loadgen`), preempting and (when granted) releasing as
-//! fast as the cluster answers, with sessions on if `--ttl` asks; or, with
+//! against a real cluster (`lockstep::loadgen`), preempting (or with `--acquire`, waiting in
+//! the lock's line with blocking acquires) and (when granted) releasing as fast as the cluster
+//! answers, with sessions on if `--ttl` asks; or, with
 //! `--keepalive-sessions`, many sessions that only renew ([`keepalive`]).
 //!
 //! Latencies go into a fixed-size log-linear histogram per client (at most 3% error, constant
@@ -61,6 +62,8 @@ pub struct LoadOptions {
     pub ttl: Option<Duration>,
     /// `--metrics`: the servers' metrics addresses, for their CPU time.
     pub metrics: Vec<String>,
+    /// `--acquire`: blocking acquires instead of preempts.
+    pub acquire: bool,
 }
 
 impl LoadOptions {
@@ -227,6 +230,7 @@ pub fn run(options: &LoadOptions) -> u8 {
         contended: options.contended,
         tls,
         ttl: options.ttl,
+        acquire: options.acquire,
     };
     let progress = Arc::new(Progress::default());
     let done = Arc::new(AtomicBool::new(false));
@@ -316,10 +320,11 @@ impl Report<'_> {
         count as f64 / self.result.measured.as_secs_f64().max(1e-9)
     }
 
-    fn latencies(&self) -> [(&'static str, &Histogram); 4] {
+    fn latencies(&self) -> [(&'static str, &Histogram); 5] {
         [
             ("preempt granted", &self.total().preempt_granted),
             ("preempt refused", &self.total().preempt_refused),
+            ("acquire granted", &self.total().acquire_granted),
             ("release", &self.total().release),
             ("keepalive", &self.total().keepalive),
         ]
@@ -342,6 +347,11 @@ impl Report<'_> {
                 "{} clients, {} locks each (uncontended)",
                 options.clients, options.locks
             )
+        };
+        let shape = if options.acquire {
+            format!("{shape}, blocking acquire + release")
+        } else {
+            format!("{shape}, preempt + release")
         };
         summary.push_record(["workload".to_string(), shape]);
         summary.push_record([
@@ -376,8 +386,21 @@ impl Report<'_> {
         ]);
         summary.push_record([
             "hand-offs/s (grants)".to_string(),
-            format!("{:.0}", self.rate(total.preempt_granted.count())),
+            format!("{:.0}", self.rate(total.grants())),
         ]);
+        if options.acquire {
+            let waited = &total.handoffs_waited;
+            summary.push_record([
+                "hand-offs an acquire waited through".to_string(),
+                format!(
+                    "max {}, p99 {}, p50 {} (fair: at most clients - 1 = {})",
+                    waited.max(),
+                    waited.quantile(0.99),
+                    waited.quantile(0.5),
+                    options.clients.saturating_sub(1)
+                ),
+            ]);
+        }
         summary.push_record([
             "refused preempts/s".to_string(),
             format!("{:.0}", self.rate(total.preempt_refused.count())),
@@ -386,6 +409,10 @@ impl Report<'_> {
             summary.push_record([
                 "CPU per pair".to_string(),
                 cpu_text(cpu, total.release.count(), "pair"),
+            ]);
+            summary.push_record([
+                "CPU per hand-off".to_string(),
+                cpu_text(cpu, total.grants(), "hand-off"),
             ]);
             summary.push_record([
                 "CPU per request answered".to_string(),
@@ -461,13 +488,19 @@ impl Report<'_> {
             "ttl_ms": options.ttl.map(|ttl| ttl.as_millis() as u64),
             "seconds": self.result.measured.as_secs_f64(),
             "pairs_per_second": self.rate(total.release.count()),
-            "grants_per_second": self.rate(total.preempt_granted.count()),
+            "acquire": options.acquire,
+            "grants_per_second": self.rate(total.grants()),
+            "handoffs_waited": json!({"max": total.handoffs_waited.max(),
+                "p99": total.handoffs_waited.quantile(0.99),
+                "p50": total.handoffs_waited.quantile(0.5),
+                "acquires": total.handoffs_waited.count()}),
             "refused_per_second": self.rate(total.preempt_refused.count()),
             "errors": total.errors, "not_owner": total.not_owner,
             "registration_failures": self.result.registration_failures.len(),
             "latency": latency,
             "requests_answered": self.answered(),
             "cpu_per_pair": self.cpu.as_ref().map(|cpu| cpu_json(cpu, total.release.count())),
+            "cpu_per_handoff": self.cpu.as_ref().map(|cpu| cpu_json(cpu, total.grants())),
             "cpu_per_request": self.cpu.as_ref().map(|cpu| cpu_json(cpu, self.answered())),
         })
     }

@@ -1,8 +1,9 @@
 //! `lockstep lock NAME -- COMMAND...`: run a command while holding a lock, like `flock`,
 //! `etcdctl lock` or `consul lock`.
 //!
-//! Takes the lock (retrying with a capped, jittered back-off while another client holds it,
-//! for up to `--wait`, forever by default), runs the command with the fencing token in its
+//! Takes the lock with the protocol's blocking `acquire` (waiting in the lock's fair FIFO line
+//! while another client holds it, for up to `--wait`, forever by default: no polling), runs
+//! the command with the fencing token in its
 //! environment, and releases the lock when the command ends, fails, or lockstep is
 //! interrupted. It must never leave the lock held behind it while it can still reach the
 //! cluster: every path out after a grant goes through [`HeldLock`], whose `Drop` releases.
@@ -19,9 +20,9 @@ use super::client::{
     register_if_new, shown,
 };
 use clap::{Args, ValueEnum};
-use lockstep::client::{Client, Error, LeaseState, Lost, Preempt, Release, SessionKeeper};
-use lockstep::net::protocol::ErrorCode;
-use rand::RngExt;
+use lockstep::client::{Acquire, Check, Client, Error, LeaseState, Lost, Release, SessionKeeper};
+use lockstep::net::protocol::{ACQUIRE_WAIT_MS_MAX, ErrorCode};
+use lockstep::node::Consistency;
 use std::ffi::OsString;
 use std::process::{Child, Command, ExitStatus};
 use std::sync::Arc;
@@ -40,10 +41,7 @@ pub const EXIT_NOT_FOUND: u8 = 127;
 /// Interrupted (SIGINT or SIGTERM) before the command started: 128 + SIGINT.
 pub const EXIT_INTERRUPTED: u8 = 130;
 
-/// First pause after `held_by`; it doubles up to [`RETRY_PAUSE_MAX`].
-const RETRY_PAUSE_MIN: Duration = Duration::from_millis(25);
-const RETRY_PAUSE_MAX: Duration = Duration::from_secs(1);
-/// How often the waits look at the interrupt flag and the child.
+/// How often the command's wait looks at the interrupt flag and the child.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// The session TTL of a new client without `--ttl`: Consul's `consul lock` session is 15 s;
 /// short enough that a killed run frees its lock soon, long enough to ride out a leader
@@ -99,8 +97,10 @@ pub struct LockArgs {
     pub name: String,
     #[command(flatten)]
     pub connect: Connect,
-    /// How long to wait for the lock while another client holds it (0 tries once).
-    /// Default: wait forever, like flock.
+    /// How long to wait for the lock while another client holds it (0 tries once), in the
+    /// lock's fair line: a blocking acquire, served in the order the waiters came, woken only
+    /// when the lock is handed to it (no polling). Default: wait forever, like flock (in
+    /// one-hour acquires, the protocol's longest wait, each joining the line again at its end).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub wait: Option<Duration>,
     /// The TTL of the new client's session (`15s`, `2m`), or `none` for a session that never
@@ -125,9 +125,9 @@ enum Acquired {
     Granted {
         token: u64,
     },
-    /// Still held by `holder` when `--wait` ran out.
+    /// Not granted within `--wait`; `holder` held it when the wait ran out, if anyone did.
     NotWithin {
-        holder: u64,
+        holder: Option<u64>,
     },
     Interrupted,
     /// The session's lease was lost while waiting.
@@ -249,10 +249,14 @@ fn granted_token(acquired: Acquired, client: &mut Client, args: &LockArgs) -> Re
     match acquired {
         Acquired::Granted { token } => Ok(token),
         Acquired::NotWithin { holder } => {
+            let holder = holder.map_or_else(
+                || "it was just released, but not to this client".to_string(),
+                |holder| format!("client {holder} holds it"),
+            );
             eprintln!(
-                "lockstep: `{}` not acquired within {:?}: client {holder} holds it",
+                "lockstep: `{}` not acquired within {}: {holder}",
                 args.name,
-                args.wait.unwrap_or_default()
+                shown(args.wait.unwrap_or_default())
             );
             Err(EXIT_NOT_ACQUIRED)
         }
@@ -323,8 +327,9 @@ fn start_session(args: &LockArgs) -> Result<(Client, SessionKeeper), u8> {
     }
 }
 
-/// Preempts with a new seq each round until granted, `wait` runs out, an interrupt, or the
-/// session's lease is lost.
+/// Waits in the lock's line (blocking acquires, one hour at most each, the protocol's bound)
+/// until granted, `wait` runs out, an interrupt, or the session's lease is lost. An interrupt
+/// or a lost lease cancels the wait at once.
 fn acquire(
     client: &mut Client,
     name: &str,
@@ -333,36 +338,83 @@ fn acquire(
     keeper: &SessionKeeper,
 ) -> Acquired {
     let give_up_at = wait.map(|wait| Instant::now() + wait);
-    let mut pause = RETRY_PAUSE_MIN;
-    let mut rng = rand::rng();
-    // Bounded by `wait` (forever without it, like flock), the interrupt flag and the lease.
+    let longest = Duration::from_millis(ACQUIRE_WAIT_MS_MAX);
+    let mut stop =
+        || interrupted.load(Ordering::SeqCst) || matches!(keeper.state(), LeaseState::Lost(_));
+    // Bounded by `wait` (forever without it, like flock), the interrupt flag and the lease:
+    // each round is one acquire of at most an hour.
     loop {
-        if interrupted.load(Ordering::SeqCst) {
-            return Acquired::Interrupted;
-        }
-        if let LeaseState::Lost(lost) = keeper.state() {
-            return Acquired::LeaseLost(lost);
-        }
-        let holder = match client.preempt(name) {
-            Ok(Preempt::Granted { token }) => return Acquired::Granted { token },
-            Ok(Preempt::HeldBy { owner }) => owner.0,
+        let remaining =
+            give_up_at.map_or(longest, |at| at.saturating_duration_since(Instant::now()));
+        // The round waits all that is left, unless that is over the protocol's bound (or,
+        // without --wait, forever).
+        let last_round = give_up_at.is_some() && remaining <= longest;
+        let remaining = remaining.min(longest);
+        let answer = match client.acquire_until(name, remaining, &mut stop) {
+            Ok(answer) => answer,
             Err(Error::Rejected {
                 code: ErrorCode::SessionExpired,
                 ..
             }) => return Acquired::LeaseLost(Lost::SessionExpired),
             Err(error) => return Acquired::Failed(error),
         };
-        let now = Instant::now();
-        if give_up_at.is_some_and(|at| now >= at) {
-            return Acquired::NotWithin { holder };
+        if stop() {
+            return stopped(client, name, answer, interrupted, keeper);
         }
-        // Jitter spreads waiting clients apart, so that a release is not met by a stampede.
-        let jittered = pause.mul_f64(rng.random_range(0.5..1.0));
-        let until = give_up_at.map_or(now + jittered, |at| at.min(now + jittered));
-        while Instant::now() < until && !interrupted.load(Ordering::SeqCst) {
-            std::thread::sleep(POLL_INTERVAL.min(until.saturating_duration_since(Instant::now())));
+        match answer {
+            Acquire::Granted { token } => return Acquired::Granted { token },
+            Acquire::HeldBy { owner } => {
+                return Acquired::NotWithin {
+                    holder: Some(owner.0),
+                };
+            }
+            Acquire::TimedOut if last_round => {
+                return Acquired::NotWithin {
+                    holder: holder(client, name),
+                };
+            }
+            // An hour-long round ran out: join the line again.
+            Acquire::TimedOut => {}
+            Acquire::Cancelled => {
+                return Acquired::Failed(Error::InvalidInput(
+                    "the wait was cancelled by another process acting as this client".into(),
+                ));
+            }
         }
-        pause = (pause * 2).min(RETRY_PAUSE_MAX);
+    }
+}
+
+/// The wait ended because of an interrupt or a lost lease. A grant that came first is given
+/// back after an interrupt (nothing will run under it), and left alone after a lost lease (it
+/// may be someone else's by now).
+fn stopped(
+    client: &mut Client,
+    name: &str,
+    answer: Acquire,
+    interrupted: &AtomicBool,
+    keeper: &SessionKeeper,
+) -> Acquired {
+    if let LeaseState::Lost(lost) = keeper.state() {
+        return Acquired::LeaseLost(lost);
+    }
+    if let Acquire::Granted { .. } = answer
+        && interrupted.load(Ordering::SeqCst)
+    {
+        HeldLock {
+            client,
+            name,
+            released: false,
+        }
+        .release();
+    }
+    Acquired::Interrupted
+}
+
+/// Who holds `name` now, for the message after a wait ran out (best effort).
+fn holder(client: &mut Client, name: &str) -> Option<u64> {
+    match client.check(name, Consistency::Local) {
+        Ok(Check::Owner { owner, .. }) => Some(owner.0),
+        Ok(Check::Free) | Err(_) => None,
     }
 }
 

@@ -20,16 +20,19 @@
 //!   most once. Retries go to the next listed server after [`ClientOptions::attempt_timeout`]
 //!   of silence, a lost connection, or (after [`ClientOptions::error_backoff`]) an
 //!   `unavailable` or `overloaded`. A `not_leader` with a newer term makes the client adopt
-//!   the term and resend at once, to the leader's address when the reply names it.
+//!   the term and resend at once, to the leader's address when the reply names it. A waiting
+//!   [`Client::acquire`] is silent by design: it resends only after [`ACQUIRE_RESEND_AFTER`].
 //! - Replies whose seq is not the running operation's are ignored (late answers to earlier
-//!   operations). For preempt and release, replies whose term is below the one the current
-//!   attempt carried are ignored too: they answer an earlier attempt (docs/PROTOCOL.md, Terms).
-//! - [`Error::TimedOut`] after [`ClientOptions::operation_timeout`]: for a preempt or release
-//!   that was sent, the effect is unknown. Retrying it is a *new* operation with a new seq.
+//!   operations). For the writes (preempt, release, acquire, cancel), replies whose term is
+//!   below the one the current attempt carried are ignored too: they answer an earlier attempt (docs/PROTOCOL.md, Terms).
+//! - [`Error::TimedOut`] after [`ClientOptions::operation_timeout`] (for an acquire, its wait
+//!   plus that): for a write that was sent, the effect is unknown. Retrying it is a *new*
+//!   operation with a new seq.
 //!
 //! It must never panic on anything a server sends: a malformed response is
 //! [`Error::Protocol`].
 
+mod acquire;
 mod connection;
 mod keepalive;
 mod status;
@@ -40,6 +43,7 @@ use crate::net::protocol::{
 };
 pub use crate::net::tls::ClientTls;
 use crate::node::{ClientId, ClientSecret, Consistency, LockName, LogIndex, Outcome, Term};
+pub use acquire::{ACQUIRE_RESEND_AFTER, Acquire, Cancel};
 pub(crate) use connection::ResponseLines;
 use connection::{Connection, ConnectionError};
 pub use keepalive::{LeaseState, Lost, SessionKeeper};
@@ -247,6 +251,7 @@ pub fn rejection_advice(code: &ErrorCode) -> &'static str {
         }
         ErrorCode::NotLeader { .. }
         | ErrorCode::LockDelayed { .. }
+        | ErrorCode::QueueFull { .. }
         | ErrorCode::Unavailable
         | ErrorCode::Overloaded
         | ErrorCode::StaleRequest
@@ -334,7 +339,22 @@ enum AttemptEnd {
     /// `unavailable`, `overloaded`, or a `not_leader` that names no newer term: back off, then
     /// the next server.
     BackOff,
+    /// The caller's stop condition held while the attempt waited (see [`Pace::stop`]).
+    Stopped,
 }
+
+/// How an exchange waits for its answer. Every operation but a waiting acquire resends after
+/// [`ClientOptions::attempt_timeout`] of silence and cannot be stopped.
+pub(crate) struct Pace<'a> {
+    /// Silence after which the same seq is sent again, to the next server.
+    resend_after: Duration,
+    /// Looked at every [`STOP_POLL_INTERVAL`] while waiting; once true, the exchange ends
+    /// without an answer.
+    stop: Option<&'a mut dyn FnMut() -> bool>,
+}
+
+/// How often a stoppable wait looks at its stop condition.
+const STOP_POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 pub struct Client {
     options: ClientOptions,
@@ -617,6 +637,22 @@ impl Client {
         seq: u64,
         deadline: Instant,
     ) -> Result<(LogIndex, Answer), Error> {
+        let pace = Pace {
+            resend_after: self.options.attempt_timeout,
+            stop: None,
+        };
+        let answered = self.exchange_paced(op, seq, deadline, pace)?;
+        Ok(answered.expect("an exchange without a stop condition ends answered or failed"))
+    }
+
+    /// [`Client::exchange`] at `pace`: `None` when its stop condition ended it unanswered.
+    fn exchange_paced(
+        &mut self,
+        op: &WireOp,
+        seq: u64,
+        deadline: Instant,
+        mut pace: Pace<'_>,
+    ) -> Result<Option<(LogIndex, Answer)>, Error> {
         let mut sent = false;
         let mut unreachable: Vec<Unreachable> = Vec::new();
         let mut failed_connects = 0usize;
@@ -651,9 +687,11 @@ impl Client {
                 }
             };
             sent = true;
-            let attempt_deadline = deadline.min(now + self.options.attempt_timeout);
-            match self.await_answer(position, op, seq, attempt_term, attempt_deadline)? {
-                AttemptEnd::Answered { index, answer } => return Ok((index, answer)),
+            let attempt_deadline = deadline.min(now + pace.resend_after);
+            let stop = pace.stop.as_deref_mut();
+            match self.await_answer(position, (op, seq, attempt_term), attempt_deadline, stop)? {
+                AttemptEnd::Answered { index, answer } => return Ok(Some((index, answer))),
+                AttemptEnd::Stopped => return Ok(None),
                 AttemptEnd::Redirected => failed_connects = 0,
                 AttemptEnd::Silence => {
                     failed_connects = 0;
@@ -691,7 +729,7 @@ impl Client {
         if !sent && !tried.is_empty() {
             return Error::NoServerReachable { tried };
         }
-        let is_write = matches!(op, WireOp::Preempt { .. } | WireOp::Release { .. });
+        let is_write = op.is_lock_write();
         Error::TimedOut {
             effect_unknown: sent && is_write,
             timeout: self.options.operation_timeout,
@@ -725,23 +763,31 @@ impl Client {
         }
     }
 
-    /// Reads the server at `position` until the attempt is answered or `attempt_deadline`.
+    /// Reads the server at `position` until the attempt is answered, `attempt_deadline`, or
+    /// (looked at every [`STOP_POLL_INTERVAL`]) `stop` holds.
     fn await_answer(
         &mut self,
         position: usize,
-        op: &WireOp,
-        seq: u64,
-        attempt_term: Term,
+        (op, seq, attempt_term): (&WireOp, u64, Term),
         attempt_deadline: Instant,
+        mut stop: Option<&mut (dyn FnMut() -> bool + '_)>,
     ) -> Result<AttemptEnd, Error> {
         // Bounded by the deadline (each receive waits at most until it) and by the
         // connection's queue of lines.
         loop {
+            if stop.as_mut().is_some_and(|stop| stop()) {
+                return Ok(AttemptEnd::Stopped);
+            }
+            let slice_deadline = match stop {
+                Some(_) => attempt_deadline.min(Instant::now() + STOP_POLL_INTERVAL),
+                None => attempt_deadline,
+            };
             let connection = self.connections[position]
                 .as_mut()
                 .expect("awaiting an answer on an open connection");
-            let line = match connection.receive(attempt_deadline) {
+            let line = match connection.receive(slice_deadline) {
                 Ok(Some(line)) => line,
+                Ok(None) if Instant::now() < attempt_deadline => continue,
                 Ok(None) => return Ok(AttemptEnd::Silence),
                 Err(ConnectionError::Broken(_)) => return Ok(AttemptEnd::Broken),
                 Err(ConnectionError::Protocol(message)) => {
@@ -871,7 +917,7 @@ pub(crate) fn judge_line(
             ));
         }
     }
-    let is_write = matches!(op, WireOp::Preempt { .. } | WireOp::Release { .. });
+    let is_write = op.is_lock_write();
     let term = reply.term();
     if is_write && term < attempt_term {
         // Answers an attempt sent before we knew of `attempt_term`: only the current
@@ -898,7 +944,8 @@ pub(crate) fn judge_line(
             ErrorCode::NotLeader { .. }
             | ErrorCode::Unavailable
             | ErrorCode::Overloaded
-            | ErrorCode::LockDelayed { .. } => Verdict::BackOff { term },
+            | ErrorCode::LockDelayed { .. }
+            | ErrorCode::QueueFull { .. } => Verdict::BackOff { term },
             code @ (ErrorCode::StaleRequest
             | ErrorCode::BadRequest
             | ErrorCode::UnsupportedVersion { .. }
@@ -926,6 +973,16 @@ fn answer_fits(op: &WireOp, answer: &Answer) -> bool {
         }
         (WireOp::Check { .. }, Answer::Outcome(outcome)) => {
             matches!(outcome, Outcome::Free | Outcome::Owner { .. })
+        }
+        (WireOp::Acquire { .. }, Answer::Outcome(outcome)) => matches!(
+            outcome,
+            Outcome::Granted { .. }
+                | Outcome::HeldBy { .. }
+                | Outcome::TimedOut
+                | Outcome::Cancelled
+        ),
+        (WireOp::Cancel { .. }, Answer::Outcome(outcome)) => {
+            matches!(outcome, Outcome::Cancelled | Outcome::NotWaiting)
         }
         (WireOp::Status, Answer::Status(_)) => true,
         _ => false,

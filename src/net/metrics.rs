@@ -102,10 +102,11 @@ pub enum Refusal {
     SeqReused,
     SessionExpired,
     LockDelayed,
+    QueueFull,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 13] = [
+    pub const ALL: [Refusal; 14] = [
         Refusal::HeldBy,
         Refusal::NotOwner,
         Refusal::NotLeader,
@@ -119,6 +120,7 @@ impl Refusal {
         Refusal::SeqReused,
         Refusal::SessionExpired,
         Refusal::LockDelayed,
+        Refusal::QueueFull,
     ];
 
     /// The label value: the outcome's or error code's name on the wire.
@@ -137,6 +139,7 @@ impl Refusal {
             Refusal::SeqReused => "seq_reused",
             Refusal::SessionExpired => "session_expired",
             Refusal::LockDelayed => "lock_delayed",
+            Refusal::QueueFull => "queue_full",
         }
     }
 
@@ -154,6 +157,7 @@ impl Refusal {
             ErrorCode::SeqReused => Refusal::SeqReused,
             ErrorCode::SessionExpired => Refusal::SessionExpired,
             ErrorCode::LockDelayed { .. } => Refusal::LockDelayed,
+            ErrorCode::QueueFull { .. } => Refusal::QueueFull,
         }
     }
 
@@ -162,7 +166,8 @@ impl Refusal {
         match error {
             ServiceError::NotLeader { .. } => Refusal::NotLeader,
             ServiceError::Unavailable => Refusal::Unavailable,
-            ServiceError::Overloaded | ServiceError::QueueFull { .. } => Refusal::Overloaded,
+            ServiceError::Overloaded => Refusal::Overloaded,
+            ServiceError::QueueFull { .. } => Refusal::QueueFull,
             ServiceError::StaleRequest => Refusal::StaleRequest,
             ServiceError::BadRequest { .. } => Refusal::BadRequest,
             ServiceError::UnknownClient { .. } => Refusal::UnknownClient,
@@ -185,16 +190,21 @@ pub enum RequestKind {
     CheckLocal,
     CheckLinearizable,
     Keepalive,
+    /// Timed from the line to the decision: a queued acquire's time includes its wait.
+    Acquire,
+    Cancel,
 }
 
 impl RequestKind {
-    pub const ALL: [RequestKind; 6] = [
+    pub const ALL: [RequestKind; 8] = [
         RequestKind::Hello,
         RequestKind::Preempt,
         RequestKind::Release,
         RequestKind::CheckLocal,
         RequestKind::CheckLinearizable,
         RequestKind::Keepalive,
+        RequestKind::Acquire,
+        RequestKind::Cancel,
     ];
 
     pub fn name(self) -> &'static str {
@@ -205,6 +215,8 @@ impl RequestKind {
             RequestKind::CheckLocal => "check_local",
             RequestKind::CheckLinearizable => "check_linearizable",
             RequestKind::Keepalive => "keepalive",
+            RequestKind::Acquire => "acquire",
+            RequestKind::Cancel => "cancel",
         }
     }
 
@@ -216,6 +228,8 @@ impl RequestKind {
             WireOp::Keepalive { .. } => Some(RequestKind::Keepalive),
             WireOp::Preempt { .. } => Some(RequestKind::Preempt),
             WireOp::Release { .. } => Some(RequestKind::Release),
+            WireOp::Acquire { .. } => Some(RequestKind::Acquire),
+            WireOp::Cancel { .. } => Some(RequestKind::Cancel),
             WireOp::Check {
                 consistency: Consistency::Local,
                 ..

@@ -38,6 +38,9 @@ use crate::node::{
     ClientId, ClientReply, ClientRequest, ClientSecret, Consistency, LockName, LogIndex, Operation,
     Outcome, ReplyBody, RequestBody, Role, ServerId, ServiceError, Term,
 };
+
+/// Longest wait an `acquire` may ask for: the node's own bound, which scenario files share.
+pub use crate::node::ACQUIRE_WAIT_MS_MAX;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -103,6 +106,21 @@ pub enum WireOp {
         lock: LockName,
         consistency: Consistency,
     },
+    /// `"op":"acquire"`: the blocking acquire. Granted at once when free; otherwise queued for
+    /// at most `wait_ms` (0 tries once, like a preempt; at most [`ACQUIRE_WAIT_MS_MAX`]). The
+    /// answer comes when the wait is decided, possibly much later.
+    Acquire {
+        client: ClientId,
+        secret: Option<ClientSecret>,
+        lock: LockName,
+        wait_ms: u64,
+    },
+    /// `"op":"cancel"`: stops the client's wait for `lock`.
+    Cancel {
+        client: ClientId,
+        secret: Option<ClientSecret>,
+        lock: LockName,
+    },
     /// `"op":"status"`: how the answering server is doing. It takes no other field (`seen_index`
     /// and `term` are accepted and ignored) and is answered by the server itself, never
     /// forwarded and never seen by the node.
@@ -118,8 +136,22 @@ impl WireOp {
             WireOp::Preempt { .. } => "preempt",
             WireOp::Release { .. } => "release",
             WireOp::Check { .. } => "check",
+            WireOp::Acquire { .. } => "acquire",
+            WireOp::Cancel { .. } => "cancel",
             WireOp::Status => "status",
         }
+    }
+
+    /// True for the requests that go through the log and are carried out only by the leader
+    /// of the request's term: their answers from an older term are not the current attempt's.
+    pub fn is_lock_write(&self) -> bool {
+        matches!(
+            self,
+            WireOp::Preempt { .. }
+                | WireOp::Release { .. }
+                | WireOp::Acquire { .. }
+                | WireOp::Cancel { .. }
+        )
     }
 }
 
@@ -160,6 +192,25 @@ impl WireRequest {
                 secret,
                 op: Operation::Check { lock, consistency },
             },
+            WireOp::Acquire {
+                client,
+                secret,
+                lock,
+                wait_ms,
+            } => RequestBody::Op {
+                client,
+                secret,
+                op: Operation::Acquire { lock, wait_ms },
+            },
+            WireOp::Cancel {
+                client,
+                secret,
+                lock,
+            } => RequestBody::Op {
+                client,
+                secret,
+                op: Operation::Cancel { lock },
+            },
         };
         Some(ClientRequest {
             seq: self.seq,
@@ -180,8 +231,9 @@ pub struct NotOnTheWire {
 impl TryFrom<ClientRequest> for WireRequest {
     type Error = NotOnTheWire;
 
-    /// For a Rust client that runs the node's `Client` state machine over TCP. The blocking
-    /// `acquire` and its `cancel` run in the simulator only, for now: they are refused here.
+    /// For a Rust client that runs the node's `Client` state machine over TCP. Every node
+    /// request has a line today; the error stays for operations the node learns before the
+    /// wire does.
     fn try_from(request: ClientRequest) -> Result<WireRequest, NotOnTheWire> {
         let op = match request.body {
             RequestBody::Hello { nonce, ttl_ms } => WireOp::Hello { nonce, ttl_ms },
@@ -203,9 +255,17 @@ impl TryFrom<ClientRequest> for WireRequest {
                     lock,
                     consistency,
                 },
-                op @ (Operation::Acquire { .. } | Operation::Cancel { .. }) => {
-                    return Err(NotOnTheWire { op: op.kind_name() });
-                }
+                Operation::Acquire { lock, wait_ms } => WireOp::Acquire {
+                    client,
+                    secret,
+                    lock,
+                    wait_ms,
+                },
+                Operation::Cancel { lock } => WireOp::Cancel {
+                    client,
+                    secret,
+                    lock,
+                },
             },
         };
         Ok(WireRequest {
@@ -262,7 +322,9 @@ pub enum Answer {
         nonce: u64,
         secret: ClientSecret,
     },
-    /// `"ok":"granted"`, `"held_by"`, `"released"`, `"not_owner"`, `"free"` or `"owner"`.
+    /// `"ok":"granted"`, `"held_by"`, `"released"`, `"not_owner"`, `"free"`, `"owner"`, and
+    /// for the blocking acquire `"timeout"` (`Outcome::TimedOut`), `"cancelled"` and
+    /// `"not_waiting"`.
     Outcome(Outcome),
     /// `"ok":"status"`: the answer to status. The reply's `term` is the server's term and its
     /// `index` the server's applied index.
@@ -377,6 +439,10 @@ pub enum ErrorCode {
     /// The lock was freed by an expired session less than the server's lock-delay ago.
     /// Nothing was applied: retry the same seq after `retry_after_ms`.
     LockDelayed { retry_after_ms: u64 },
+    /// The lock's queue already holds `waiters_max` waiters: the acquire was not queued and
+    /// nothing changed. Retryable after a back-off (the queue drains as waiters are served),
+    /// but about this lock, not this server: another server gives the same answer.
+    QueueFull { waiters_max: u32 },
 }
 
 impl ErrorCode {
@@ -394,6 +460,7 @@ impl ErrorCode {
             ErrorCode::SeqReused => "seq_reused",
             ErrorCode::SessionExpired => "session_expired",
             ErrorCode::LockDelayed { .. } => "lock_delayed",
+            ErrorCode::QueueFull { .. } => "queue_full",
         }
     }
 }
@@ -480,12 +547,14 @@ impl ErrorReply {
                     client.0
                 ),
             ),
-            // A retryable refusal like `overloaded`, which is what version-2 clients know.
             ServiceError::QueueFull { waiters_max } => (
-                ErrorCode::Overloaded,
+                ErrorCode::QueueFull {
+                    waiters_max: *waiters_max,
+                },
                 format!(
                     "the lock's queue already holds {waiters_max} waiters; nothing was done. \
-                     Back off, then retry the same seq"
+                     Back off, then retry the same seq (any server gives the same answer until \
+                     the queue drains)"
                 ),
             ),
             ServiceError::LockDelayed { retry_after_ms } => (
@@ -687,6 +756,8 @@ struct RequestFields<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     consistency: Option<Consistency>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    wait_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     version: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     nonce: Option<u64>,
@@ -775,6 +846,8 @@ struct ReplyFields<'a> {
     ttl_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_after_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waiters_max: Option<u32>,
 }
 
 /// One line: the JSON object and its newline.
@@ -839,10 +912,26 @@ pub fn encode_request_into(request: &WireRequest, out: &mut Vec<u8>) {
             client,
             secret,
             lock,
+        }
+        | WireOp::Cancel {
+            client,
+            secret,
+            lock,
         } => {
             fields.client = Some(client.0);
             fields.secret = *secret;
             fields.lock = Some(lock);
+        }
+        WireOp::Acquire {
+            client,
+            secret,
+            lock,
+            wait_ms,
+        } => {
+            fields.client = Some(client.0);
+            fields.secret = *secret;
+            fields.lock = Some(lock);
+            fields.wait_ms = Some(*wait_ms);
         }
         WireOp::Check {
             client,
@@ -894,6 +983,7 @@ pub fn encode_error(error: &ErrorReply) -> Vec<u8> {
         }
         ErrorCode::UnsupportedVersion { supported } => fields.version = Some(*supported),
         ErrorCode::LockDelayed { retry_after_ms } => fields.retry_after_ms = Some(*retry_after_ms),
+        ErrorCode::QueueFull { waiters_max } => fields.waiters_max = Some(*waiters_max),
         ErrorCode::SessionExpired
         | ErrorCode::Unavailable
         | ErrorCode::Overloaded
@@ -983,10 +1073,11 @@ fn outcome_fields(fields: &mut ReplyFields, outcome: Outcome) -> &'static str {
             fields.token = Some(token);
             "owner"
         }
-        // The blocking acquire's answers: the node sends them only to an acquire or cancel,
-        // which have no request line yet, so no version-2 client sees them.
+        // The blocking acquire's answers, to an acquire or a cancel only. `queued` never
+        // reaches a client (the node parks a queued acquire's answer until it is decided); it
+        // is written all the same, so that encoding is total.
         Outcome::Queued => "queued",
-        Outcome::TimedOut => "timed_out",
+        Outcome::TimedOut => "timeout",
         Outcome::Cancelled => "cancelled",
         Outcome::NotWaiting => "not_waiting",
     }
@@ -1114,6 +1205,7 @@ enum TypedField {
     Secret,
     Lock,
     Consistency,
+    WaitMs,
     Nonce,
     TtlMs,
     SeenIndex,
@@ -1133,6 +1225,7 @@ struct TypedFields<'a> {
     secret: Option<Cow<'a, str>>,
     lock: Option<Cow<'a, str>>,
     consistency: Option<Cow<'a, str>>,
+    wait_ms: Option<u64>,
     nonce: Option<u64>,
     ttl_ms: Option<u64>,
     seen_index: Option<u64>,
@@ -1149,7 +1242,8 @@ impl<'a> TypedFields<'a> {
         let lock_fields = self.client.is_some()
             || self.secret.is_some()
             || self.lock.is_some()
-            || self.consistency.is_some();
+            || self.consistency.is_some()
+            || self.wait_ms.is_some();
         let hello_fields = self.nonce.is_some() || self.ttl_ms.is_some();
         let op = match self.op.as_deref()? {
             "hello" if !lock_fields => WireOp::Hello {
@@ -1157,7 +1251,12 @@ impl<'a> TypedFields<'a> {
                 ttl_ms: self.ttl_ms,
             },
             "status" if !lock_fields && !hello_fields => WireOp::Status,
-            "keepalive" if !hello_fields && self.lock.is_none() && self.consistency.is_none() => {
+            "keepalive"
+                if !hello_fields
+                    && self.lock.is_none()
+                    && self.consistency.is_none()
+                    && self.wait_ms.is_none() =>
+            {
                 WireOp::Keepalive {
                     client: ClientId(self.client.filter(|&client| client != 0)?),
                     secret: match self.secret.as_deref() {
@@ -1166,7 +1265,7 @@ impl<'a> TypedFields<'a> {
                     },
                 }
             }
-            name @ ("preempt" | "release" | "check") if !hello_fields => {
+            name @ ("preempt" | "release" | "check" | "acquire" | "cancel") if !hello_fields => {
                 let client = ClientId(self.client.filter(|&client| client != 0)?);
                 let secret = match self.secret.as_deref() {
                     None => None,
@@ -1177,7 +1276,21 @@ impl<'a> TypedFields<'a> {
                     return None;
                 }
                 let lock = LockName::from(lock);
+                if name != "acquire" && self.wait_ms.is_some() {
+                    return None;
+                }
                 match name {
+                    "acquire" if self.consistency.is_none() => WireOp::Acquire {
+                        client,
+                        secret,
+                        lock,
+                        wait_ms: self.wait_ms.filter(|&wait| wait <= ACQUIRE_WAIT_MS_MAX)?,
+                    },
+                    "cancel" if self.consistency.is_none() => WireOp::Cancel {
+                        client,
+                        secret,
+                        lock,
+                    },
                     "preempt" if self.consistency.is_none() => WireOp::Preempt {
                         client,
                         secret,
@@ -1241,6 +1354,7 @@ impl<'de> Deserialize<'de> for TypedFields<'de> {
                         TypedField::Consistency => {
                             fill_text(&mut fields.consistency, &mut access)?;
                         }
+                        TypedField::WaitMs => fill(&mut fields.wait_ms, &mut access)?,
                         TypedField::Nonce => fill(&mut fields.nonce, &mut access)?,
                         TypedField::TtlMs => fill(&mut fields.ttl_ms, &mut access)?,
                         TypedField::SeenIndex => fill(&mut fields.seen_index, &mut access)?,
@@ -1373,13 +1487,14 @@ fn op_fields(op: &str) -> &'static str {
         "hello" => "nonce, ttl_ms",
         "keepalive" => "client, secret",
         "check" => "client, secret, lock, consistency",
+        "acquire" => "client, secret, lock, wait_ms",
         "status" => "nothing else",
         _ => "client, secret, lock",
     }
 }
 
 const COMMON_FIELDS: &str = "seq, op, version, seen_index, term";
-const OP_NAMES: &str = "hello, keepalive, preempt, release, check or status";
+const OP_NAMES: &str = "hello, keepalive, preempt, release, check, acquire, cancel or status";
 
 impl RequestReader {
     fn error(&self, message: String) -> WireError {
@@ -1448,7 +1563,7 @@ impl RequestReader {
                 return Ok(WireOp::Keepalive { client, secret });
             }
             "status" => return Ok(WireOp::Status),
-            "preempt" | "release" | "check" => name,
+            "preempt" | "release" | "check" | "acquire" | "cancel" => name,
             _ => {
                 let got = quoted(&name);
                 return Err(self.error(format!("unknown op {got} (expected {OP_NAMES})")));
@@ -1464,6 +1579,17 @@ impl RequestReader {
                 lock,
             },
             "release" => WireOp::Release {
+                client,
+                secret,
+                lock,
+            },
+            "acquire" => WireOp::Acquire {
+                client,
+                secret,
+                lock,
+                wait_ms: self.wait_ms()?,
+            },
+            "cancel" => WireOp::Cancel {
                 client,
                 secret,
                 lock,
@@ -1524,6 +1650,19 @@ impl RequestReader {
             )));
         }
         Ok(Arc::from(name))
+    }
+
+    /// An acquire's required wait, in milliseconds, at most [`ACQUIRE_WAIT_MS_MAX`].
+    fn wait_ms(&mut self) -> Result<u64, WireError> {
+        const WHAT: &str = "how long to wait in the lock's queue, in milliseconds (0 tries once)";
+        match self.whole_number("wait_ms", WHAT)? {
+            None => Err(self.error(format!("acquire needs `wait_ms` ({WHAT})"))),
+            Some(wait_ms) if wait_ms > ACQUIRE_WAIT_MS_MAX => Err(self.error(format!(
+                "`wait_ms` is {wait_ms}, above the limit of {ACQUIRE_WAIT_MS_MAX} (one hour); \
+                 wait at most that long, and acquire again if the wait runs out"
+            ))),
+            Some(wait_ms) => Ok(wait_ms),
+        }
     }
 
     /// A missing consistency means local, the node's default.
@@ -1657,7 +1796,7 @@ fn decode_ok(ok: &str, fields: &ReplyFields) -> Result<WireReply, WireError> {
             token: token()?,
         },
         "queued" => Outcome::Queued,
-        "timed_out" => Outcome::TimedOut,
+        "timeout" => Outcome::TimedOut,
         "cancelled" => Outcome::Cancelled,
         "not_waiting" => Outcome::NotWaiting,
         _ => {
@@ -1767,6 +1906,9 @@ fn decode_error(error: &str, fields: &ReplyFields) -> Result<WireReply, WireErro
         "unauthorized" => ErrorCode::Unauthorized,
         "seq_reused" => ErrorCode::SeqReused,
         "session_expired" => ErrorCode::SessionExpired,
+        "queue_full" => ErrorCode::QueueFull {
+            waiters_max: fields.waiters_max.ok_or_else(|| missing("waiters_max"))?,
+        },
         "lock_delayed" => ErrorCode::LockDelayed {
             retry_after_ms: fields
                 .retry_after_ms
@@ -2060,6 +2202,23 @@ mod tests {
                 lock: LockName::from("x".repeat(LOCK_NAME_BYTES_MAX)),
                 consistency: Consistency::Linearizable,
             },
+            WireOp::Acquire {
+                client,
+                secret,
+                lock: lock.clone(),
+                wait_ms: 0,
+            },
+            WireOp::Acquire {
+                client,
+                secret,
+                lock: lock.clone(),
+                wait_ms: ACQUIRE_WAIT_MS_MAX,
+            },
+            WireOp::Cancel {
+                client,
+                secret,
+                lock: lock.clone(),
+            },
         ];
         for op in ops {
             let request = WireRequest {
@@ -2105,6 +2264,14 @@ mod tests {
             r#"{"seq":1,"op":"release","version":2,"client":7,"lock":"a","consistency":"local"}"#,
             r#"{"seq":1,"op":"check","version":2,"client":7,"lock":"a","consistency":"fresh"}"#,
             r#"{"seq":1,"op":"grab","version":2,"client":7,"lock":"a"}"#,
+            r#"{"seq":1,"op":"acquire","version":2,"client":7,"lock":"a"}"#,
+            r#"{"seq":1,"op":"acquire","version":2,"client":7,"lock":"a","wait_ms":3600001}"#,
+            r#"{"seq":1,"op":"acquire","version":2,"client":7,"lock":"a","wait_ms":-1}"#,
+            r#"{"seq":1,"op":"acquire","version":2,"client":7,"lock":"a","wait_ms":"1s"}"#,
+            r#"{"seq":1,"op":"cancel","version":2,"client":7,"lock":"a","wait_ms":5}"#,
+            r#"{"seq":1,"op":"preempt","version":2,"client":7,"lock":"a","wait_ms":5}"#,
+            r#"{"seq":1,"op":"keepalive","version":2,"client":7,"wait_ms":5}"#,
+            r#"{"seq":1,"op":"cancel","version":2,"client":7}"#,
             r#"{"op":"status","version":2}"#,
             // The values they allow.
             r#"{"seq":1,"op":"preempt","version":2,"client":0,"lock":"a"}"#,
@@ -2141,6 +2308,7 @@ mod tests {
             "secret",
             "lock",
             "consistency",
+            "wait_ms",
             "nonce",
             "ttl_ms",
             "seen_index",
@@ -2172,6 +2340,10 @@ mod tests {
             "\"preempt\"".into(),
             "\"release\"".into(),
             "\"check\"".into(),
+            "\"acquire\"".into(),
+            "\"cancel\"".into(),
+            "3600000".into(),
+            "3600001".into(),
             "\"Hello\"".into(),
             "\"local\"".into(),
             "\"linearizable\"".into(),
@@ -2240,6 +2412,8 @@ mod tests {
             "release",
             "check",
             "keepalive",
+            "acquire",
+            "cancel",
             "Hello",
             "grab",
         ]);
@@ -2260,6 +2434,11 @@ mod tests {
                 0.3,
                 text(&["linearizable", "local", "fresh"]),
             ),
+            known_field(
+                "wait_ms",
+                0.3,
+                numbers(&["1000", "0", "3600000", "3600001", big[0], "-5"]),
+            ),
             known_field("nonce", 0.3, numbers(&["9", "0", "null", "-0"])),
             known_field("ttl_ms", 0.3, numbers(&["3000", "0", "null", big[0]])),
             known_field("seen_index", 0.3, numbers(&["4", big[0], "1e1"])),
@@ -2268,8 +2447,20 @@ mod tests {
         let extra = proptest::collection::vec(field_strategy(), 0..2);
         let fields = (known, extra)
             .prop_map(|(known, extra)| {
-                let (seq, op, version, client, secret, lock, consistency, nonce, ttl, seen, term) =
-                    known;
+                let (
+                    seq,
+                    op,
+                    version,
+                    client,
+                    secret,
+                    lock,
+                    consistency,
+                    wait,
+                    nonce,
+                    ttl,
+                    seen,
+                    term,
+                ) = known;
                 [
                     seq,
                     op,
@@ -2278,6 +2469,7 @@ mod tests {
                     secret,
                     lock,
                     consistency,
+                    wait,
                     nonce,
                     ttl,
                     seen,

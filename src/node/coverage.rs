@@ -136,6 +136,7 @@ branches! {
     QueueSeqReused => "queue.seq_reused",
     QueueLockDelayed => "queue.lock_delayed",
     QueueFull => "queue.full",
+    QueueBadWait => "queue.bad_wait",
     QueueWaiterGranted => "queue.waiter_granted",
     QueueWaiterTimedOut => "queue.waiter_timed_out",
     QueueWaiterCancelled => "queue.waiter_cancelled",

@@ -185,6 +185,14 @@ pub const LOCK_NAME_BYTES_MAX: usize = 256;
 /// Most waiters one lock's queue holds; one more acquire is refused `queue_full`.
 pub const QUEUE_WAITERS_PER_LOCK_MAX: usize = 1_024;
 
+/// Longest wait an acquire may ask for, in milliseconds: one hour. A longer one is refused
+/// `bad_request` before anything reaches the log. Why a bound at all: a waiter whose client
+/// went away (its connection closed, its process killed without a session TTL) keeps its place
+/// until its wait runs out, so the bound is how long a forgotten waiter can hold up a queue.
+/// An hour is far beyond any wait worth blocking a thread for; a client that means to wait
+/// longer acquires again when its wait runs out (`lockstep lock` does so without `--wait`).
+pub const ACQUIRE_WAIT_MS_MAX: u64 = 3_600_000;
+
 /// A lock's name. Shared, because the same name travels through log entries, messages and the
 /// lock table many times.
 pub type LockName = Arc<str>;

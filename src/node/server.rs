@@ -2866,7 +2866,9 @@ impl Server {
             return sessions::bad_ttl(*ttl_ms, &self.config)
                 .map(|reason| (Branch::HelloBadTtl, reason));
         }
-        bad_lock_name(request).map(|reason| (Branch::WriteBadLockName, reason))
+        bad_lock_name(request)
+            .map(|reason| (Branch::WriteBadLockName, reason))
+            .or_else(|| queue::bad_wait(request).map(|reason| (Branch::QueueBadWait, reason)))
     }
 }
 

@@ -17,8 +17,8 @@ use super::{Projection, ReplyRoute, Role, Server};
 use crate::node::coverage::Branch;
 use crate::node::lock_table::{Decision, Woken, WriteKind};
 use crate::node::messages::{
-    ClientId, Command, LockName, LogIndex, Outcome, QUEUE_WAITERS_PER_LOCK_MAX, ReplyBody,
-    ServiceError,
+    ACQUIRE_WAIT_MS_MAX, ClientId, ClientRequest, Command, LockName, LogIndex, Operation, Outcome,
+    QUEUE_WAITERS_PER_LOCK_MAX, ReplyBody, RequestBody, ServiceError,
 };
 use crate::node::time::Time;
 use std::collections::{BTreeMap, BTreeSet};
@@ -67,6 +67,22 @@ enum InLog {
     Same(LogIndex),
     /// The seq names another write: refused `seq_reused`.
     Other,
+}
+
+/// Why an acquire's wait is refused, if it is: over [`ACQUIRE_WAIT_MS_MAX`]. Checked with the
+/// lock name, before anything is forwarded or appended, so an absurd wait never reaches the
+/// log (the wire codec refuses it first; this is the node's own guard).
+pub(super) fn bad_wait(request: &ClientRequest) -> Option<String> {
+    let RequestBody::Op {
+        op: Operation::Acquire { wait_ms, .. },
+        ..
+    } = &request.body
+    else {
+        return None;
+    };
+    (*wait_ms > ACQUIRE_WAIT_MS_MAX).then(|| {
+        format!("the wait is {wait_ms} ms; an acquire waits at most {ACQUIRE_WAIT_MS_MAX} ms")
+    })
 }
 
 impl Server {
@@ -397,5 +413,36 @@ impl Server {
                 "{id}: keeps a wait deadline for {client}, which does not wait"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod wait_bound_tests {
+    use super::*;
+    use crate::node::ClientSecret;
+
+    fn acquire(wait_ms: u64) -> ClientRequest {
+        ClientRequest {
+            seq: 3,
+            seen_index: 0,
+            term: 1,
+            body: RequestBody::Op {
+                client: ClientId(7),
+                secret: Some(ClientSecret::from_bytes([7; 16])),
+                op: Operation::Acquire {
+                    lock: "a".into(),
+                    wait_ms,
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn a_wait_up_to_an_hour_passes_and_one_millisecond_more_is_refused_naming_the_bound() {
+        assert_eq!(bad_wait(&acquire(0)), None);
+        assert_eq!(bad_wait(&acquire(ACQUIRE_WAIT_MS_MAX)), None);
+        let refused = bad_wait(&acquire(ACQUIRE_WAIT_MS_MAX + 1)).expect("over the bound");
+        assert!(refused.contains("at most 3600000 ms"), "{refused}");
+        assert!(bad_wait(&acquire(u64::MAX)).is_some());
     }
 }

@@ -1205,6 +1205,9 @@ struct RogueRequest {
     op: &'static str,
     write: Option<RequestKind>,
     lock: Option<LockName>,
+    /// An acquire whose wait is over [`crate::node::ACQUIRE_WAIT_MS_MAX`]: refused before the
+    /// log, whoever sends it.
+    wait_over_bound: bool,
 }
 
 impl RogueRequest {
@@ -1286,6 +1289,7 @@ impl RogueIsolation {
                 op: "hello",
                 write: None,
                 lock: None,
+                wait_over_bound: false,
             },
             RequestBody::Op { client, secret, op } => {
                 let owned = self
@@ -1315,6 +1319,7 @@ impl RogueIsolation {
                     op: op.kind_name(),
                     write,
                     lock: well_formed.then(|| name.clone()),
+                    wait_over_bound: wait_over_bound(op),
                 }
             }
         };
@@ -1372,6 +1377,9 @@ impl RogueIsolation {
             Credential::Own if sent.lock.is_none() => {
                 Some("its lock name breaks the limit, so it must be refused (bad_request)".into())
             }
+            Credential::Own if sent.wait_over_bound => Some(
+                "its wait is over the one-hour bound, so it must be refused (bad_request)".into(),
+            ),
             Credential::Own => self.own_outcome_problem(sent, &outcome, reply.index),
         };
         match problem {
@@ -1397,6 +1405,14 @@ impl RogueIsolation {
             ("preempt", Outcome::Granted { .. } | Outcome::HeldBy { .. })
                 | ("release", Outcome::Released | Outcome::NotOwner)
                 | ("check", Outcome::Free | Outcome::Owner { .. })
+                | (
+                    "acquire",
+                    Outcome::Granted { .. }
+                        | Outcome::HeldBy { .. }
+                        | Outcome::TimedOut
+                        | Outcome::Cancelled
+                )
+                | ("cancel", Outcome::Cancelled | Outcome::NotWaiting)
         );
         if !fits {
             return Some(format!("that is no answer to a {}", sent.op));
@@ -1464,6 +1480,18 @@ impl RogueIsolation {
             } => (*client, *seq, lock, RequestKind::Acquire),
             Command::Cancel { client, seq, lock } => (*client, *seq, lock, RequestKind::Cancel),
         };
+        if let Command::Acquire { wait_ms, .. } = command
+            && *wait_ms > crate::node::ACQUIRE_WAIT_MS_MAX
+        {
+            // Whoever sent it, servers refuse such a wait before the log.
+            let message = format!(
+                "index {index} committed {} with a wait of {wait_ms} ms, over the bound of {} \
+                 ms that servers check before the log",
+                describe_command(command),
+                crate::node::ACQUIRE_WAIT_MS_MAX
+            );
+            return Err(Violation::new(ROGUE_ISOLATION, now, message));
+        }
         let ApplyResult::Outcome { outcome, duplicate } = result else {
             // Rejected or stale: no effect on any lock.
             return Ok(());
@@ -1487,6 +1515,10 @@ impl RogueIsolation {
         );
         Err(Violation::new(ROGUE_ISOLATION, now, message))
     }
+}
+
+fn wait_over_bound(op: &Operation) -> bool {
+    matches!(op, Operation::Acquire { wait_ms, .. } if *wait_ms > crate::node::ACQUIRE_WAIT_MS_MAX)
 }
 
 fn write_kind(op: &Operation) -> Option<RequestKind> {
@@ -3133,6 +3165,51 @@ mod tests {
             checker.observe_rogue_reply(at(8), R1, 1, &not_owner),
             ROGUE_ISOLATION,
             &["no entry for its seq was committed, yet it has an outcome"],
+        );
+    }
+
+    /// The blocking acquire under the rogue's own identity: its answers fit an acquire, and an
+    /// absurd wait must be refused before the log, in its answer and in the log alike.
+    #[test]
+    fn the_rogues_absurd_wait_must_be_refused_and_never_reach_the_log() {
+        let mut checker = isolation_with_a_rogue();
+        let acquire = |wait_ms| Operation::Acquire {
+            lock: lock("r1.a"),
+            wait_ms,
+        };
+        let bound = crate::node::ACQUIRE_WAIT_MS_MAX;
+        checker.observe_rogue_request(R1, 0, &request(C3, Some(SECRET_ONE), 1, acquire(500)));
+        let command = Command::Acquire {
+            client: C3,
+            seq: 1,
+            lock: lock("r1.a"),
+            wait_ms: 500,
+        };
+        let verdict = checker.observe_committed(at(6), 5, &command, &fresh(granted(5)));
+        assert_eq!(verdict, Ok(()), "its own acquire with a wait in bounds");
+        let answer = reply(1, ReplyBody::Outcome(granted(5)));
+        assert_eq!(checker.observe_rogue_reply(at(7), R1, 0, &answer), Ok(()));
+
+        checker.observe_rogue_request(R1, 1, &request(C3, Some(SECRET_ONE), 2, acquire(u64::MAX)));
+        let refused = reply(2, ReplyBody::Outcome(Outcome::TimedOut));
+        expect_violation(
+            checker.observe_rogue_reply(at(8), R1, 1, &refused),
+            ROGUE_ISOLATION,
+            &["r1's acquire of `r1.a` seq 2", "over the one-hour bound"],
+        );
+        let absurd = Command::Acquire {
+            client: C3,
+            seq: 2,
+            lock: lock("r1.a"),
+            wait_ms: bound + 1,
+        };
+        let rejected = ApplyResult::Rejected {
+            rejection: Rejection::SeqReused,
+        };
+        expect_violation(
+            checker.observe_committed(at(9), 6, &absurd, &rejected),
+            ROGUE_ISOLATION,
+            &["index 6", "wait of 3600001 ms"],
         );
     }
 

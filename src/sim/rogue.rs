@@ -12,9 +12,9 @@
 //! `rogue_isolation` checker's job. Every list a rogue keeps is bounded.
 
 use crate::node::{
-    CLIENT_SECRET_BYTES, ClientId, ClientReply, ClientRequest, ClientSecret, Consistency,
-    LOCK_NAME_BYTES_MAX, LockName, LogIndex, Operation, Outcome, ReplyBody, RequestBody, ServerId,
-    Term,
+    ACQUIRE_WAIT_MS_MAX, CLIENT_SECRET_BYTES, ClientId, ClientReply, ClientRequest, ClientSecret,
+    Consistency, LOCK_NAME_BYTES_MAX, LockName, LogIndex, Operation, Outcome, ReplyBody,
+    RequestBody, ServerId, Term,
 };
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
@@ -42,6 +42,10 @@ const HONEST_LOCKS_MAX: usize = 32;
 const OWN_EARLY_MAX: usize = 16;
 /// A rogue's own most recent requests, kept for replay and seq reuse.
 const OWN_RECENT_MAX: usize = 64;
+/// Longest wait of a queue write the rogue sends under its own identity and means to be
+/// served: short, so that a waiter of its own never outlives a run (absurd waits excepted,
+/// which must be refused before the log).
+const OWN_WAIT_MS_MAX: u64 = 500;
 
 /// The attacks a rogue draws from.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -65,10 +69,15 @@ pub enum AttackKind {
     BadName,
     /// One of the rogue's own requests replayed verbatim, from much earlier or recently.
     ReplayOwn,
+    /// The blocking acquire's writes, `acquire` and `cancel`: on honest locks as an honest
+    /// client (forged or missing secret) or as an id no hello issued, under a seq the rogue or
+    /// an honest client already used for another write, and under its own identity with an
+    /// absurd wait (over [`ACQUIRE_WAIT_MS_MAX`], up to `u64::MAX`).
+    QueueWrite,
 }
 
 impl AttackKind {
-    pub const ALL: [AttackKind; 8] = [
+    pub const ALL: [AttackKind; 9] = [
         AttackKind::UnknownId,
         AttackKind::ForgedId,
         AttackKind::ReplayHonest,
@@ -77,6 +86,7 @@ impl AttackKind {
         AttackKind::WildFields,
         AttackKind::BadName,
         AttackKind::ReplayOwn,
+        AttackKind::QueueWrite,
     ];
 
     /// The name scenario files use.
@@ -90,6 +100,7 @@ impl AttackKind {
             AttackKind::WildFields => "wild_fields",
             AttackKind::BadName => "bad_name",
             AttackKind::ReplayOwn => "replay_own",
+            AttackKind::QueueWrite => "queue_write",
         }
     }
 
@@ -318,6 +329,7 @@ impl Rogue {
             AttackKind::WildFields => self.wild_fields(),
             AttackKind::BadName => self.bad_name(),
             AttackKind::ReplayOwn => self.replay_own(),
+            AttackKind::QueueWrite => self.queue_write(),
         }
     }
 
@@ -495,6 +507,112 @@ impl Rogue {
         }
         let op = self.own_op();
         let seq = self.fresh_seq();
+        let request = self.op_request(seq, own.client, Some(own.secret), op);
+        self.remember_own(&request);
+        Some(request)
+    }
+
+    /// An `acquire` or `cancel` that must change nothing: forged, of an unknown id, under a
+    /// reused seq, or with an absurd wait.
+    fn queue_write(&mut self) -> Option<ClientRequest> {
+        match self.rng.random_range(0..4) {
+            0 => {
+                let mut request = self.forged_id()?;
+                request.body = self.as_queue_write(request.body);
+                Some(request)
+            }
+            1 => {
+                let mut request = self.unknown_id()?;
+                request.body = self.as_queue_write(request.body);
+                Some(request)
+            }
+            2 => self.reused_seq_queue_write(),
+            _ => self.absurd_wait(),
+        }
+    }
+
+    /// `body`'s operation turned into an acquire (with any wait, absurd ones included) or a
+    /// cancel of the same lock, under the same id and secret.
+    fn as_queue_write(&mut self, body: RequestBody) -> RequestBody {
+        let RequestBody::Op { client, secret, op } = body else {
+            return body;
+        };
+        let lock = op.lock().clone();
+        let op = if self.rng.random_bool(0.7) {
+            let wait_ms = match self.rng.random_range(0..4) {
+                0 => 0,
+                1 => self.rng.random_range(1..=10_000),
+                2 => ACQUIRE_WAIT_MS_MAX,
+                _ => u64::MAX,
+            };
+            Operation::Acquire { lock, wait_ms }
+        } else {
+            Operation::Cancel { lock }
+        };
+        RequestBody::Op { client, secret, op }
+    }
+
+    /// An acquire or cancel under a seq already used for another write: one of its own (under
+    /// its own identity, on its own locks), or an honest client's (under that client's id,
+    /// without its secret).
+    fn reused_seq_queue_write(&mut self) -> Option<ClientRequest> {
+        let own_write = self
+            .pick_own()
+            .filter(|request| matches!(&request.body, RequestBody::Op { op, .. } if op.is_write()));
+        if let Some(earlier) = own_write.filter(|_| self.rng.random_bool(0.5)) {
+            let RequestBody::Op { client, secret, op } = earlier.body else {
+                unreachable!("filtered to writes");
+            };
+            let other = self.other_queue_write(&op, true);
+            return Some(self.op_request(earlier.seq, client, secret, other));
+        }
+        let sniffed = self.pick_sniffed()?;
+        let other = self.other_queue_write(&sniffed.op, false);
+        let secret = self.random_or_missing_secret();
+        Some(self.op_request(sniffed.seq, sniffed.client, secret, other))
+    }
+
+    /// An acquire or cancel that differs from `op` in kind or lock. On its own locks when
+    /// `own` (with a short wait, so that its own waiter never outlives a run), else on honest
+    /// ones.
+    fn other_queue_write(&mut self, op: &Operation, own: bool) -> Operation {
+        let mut lock = if own {
+            self.own_lock()
+        } else {
+            self.honest_lock()
+        };
+        let wait_ms = self.rng.random_range(0..=OWN_WAIT_MS_MAX);
+        match op {
+            Operation::Acquire { lock: used, .. } if *used == lock => Operation::Cancel { lock },
+            Operation::Cancel { lock: used } if *used == lock => {
+                Operation::Acquire { lock, wait_ms }
+            }
+            Operation::Acquire { .. } | Operation::Cancel { .. } => {
+                lock = Arc::from(format!("{lock}.other").as_str());
+                Operation::Acquire { lock, wait_ms }
+            }
+            Operation::Preempt { .. } | Operation::Release { .. } | Operation::Check { .. } => {
+                if self.rng.random_bool(0.5) {
+                    Operation::Acquire { lock, wait_ms }
+                } else {
+                    Operation::Cancel { lock }
+                }
+            }
+        }
+    }
+
+    /// Its own acquire, fresh seq, with a wait over the protocol's bound: refused before the
+    /// log (`bad_request`), never queued.
+    fn absurd_wait(&mut self) -> Option<ClientRequest> {
+        let own = *self.identities.first()?;
+        let wait_ms = match self.rng.random_range(0..3) {
+            0 => ACQUIRE_WAIT_MS_MAX + 1,
+            1 => ACQUIRE_WAIT_MS_MAX.saturating_mul(24 * 365),
+            _ => u64::MAX,
+        };
+        let lock = self.any_lock();
+        let seq = self.fresh_seq();
+        let op = Operation::Acquire { lock, wait_ms };
         let request = self.op_request(seq, own.client, Some(own.secret), op);
         self.remember_own(&request);
         Some(request)
