@@ -10,8 +10,8 @@ use lockstep::net::protocol::{
     encode_wire_reply, parse_role, role_name,
 };
 use lockstep::node::{
-    ClientId, ClientReply, ClientRequest, ClientSecret, Consistency, Operation, Outcome, ReplyBody,
-    RequestBody, Role, ServerId, ServiceError,
+    Claim, ClientId, ClientReply, ClientRequest, ClientSecret, Consistency, Operation, Outcome,
+    ReplyBody, RequestBody, Role, ServerId, ServiceError,
 };
 
 const PROTOCOL_MD: &str = include_str!("../docs/PROTOCOL.md");
@@ -119,7 +119,10 @@ fn every_lock_request_round_trips_and_reaches_the_node_as_the_same_operation() {
                 r#"{"seq":2,"op":"preempt","client":7,"secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","#,
                 r#""lock":"a","version":2,"seen_index":12}"#
             ),
-            Operation::Preempt { lock: "a".into() },
+            Operation::Preempt {
+                lock: "a".into(),
+                claim: Claim::EXCLUSIVE,
+            },
         ),
         (
             WireOp::Release {
@@ -301,7 +304,10 @@ fn the_node_clients_requests_survive_the_wire_unchanged() {
             u64::MAX,
             u64::MAX,
             u64::MAX,
-            Operation::Preempt { lock: "ü".into() },
+            Operation::Preempt {
+                lock: "ü".into(),
+                claim: Claim::EXCLUSIVE,
+            },
         ),
         client_op(
             3,

@@ -35,8 +35,8 @@
 //! per connection.
 
 use crate::node::{
-    ClientId, ClientReply, ClientRequest, ClientSecret, Consistency, LockName, LogIndex, Operation,
-    Outcome, ReplyBody, RequestBody, Role, ServerId, ServiceError, Term,
+    Claim, ClientId, ClientReply, ClientRequest, ClientSecret, Consistency, LockName, LogIndex,
+    Operation, Outcome, ReplyBody, RequestBody, Role, ServerId, ServiceError, Term,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -139,7 +139,10 @@ impl WireRequest {
             } => RequestBody::Op {
                 client,
                 secret,
-                op: Operation::Preempt { lock },
+                op: Operation::Preempt {
+                    lock,
+                    claim: Claim::EXCLUSIVE,
+                },
             },
             WireOp::Release {
                 client,
@@ -187,7 +190,14 @@ impl TryFrom<ClientRequest> for WireRequest {
             RequestBody::Hello { nonce, ttl_ms } => WireOp::Hello { nonce, ttl_ms },
             RequestBody::Keepalive { client, secret } => WireOp::Keepalive { client, secret },
             RequestBody::Op { client, secret, op } => match op {
-                Operation::Preempt { lock } => WireOp::Preempt {
+                // Modes and permits have no wire field yet (issue 12 §4): refused, never
+                // silently sent as an exclusive preempt.
+                Operation::Preempt { claim, .. } if !claim.is_default() => {
+                    return Err(NotOnTheWire {
+                        op: "shared or semaphore preempt",
+                    });
+                }
+                Operation::Preempt { lock, .. } => WireOp::Preempt {
                     client,
                     secret,
                     lock,
@@ -989,6 +999,11 @@ fn outcome_fields(fields: &mut ReplyFields, outcome: Outcome) -> &'static str {
         Outcome::TimedOut => "timed_out",
         Outcome::Cancelled => "cancelled",
         Outcome::NotWaiting => "not_waiting",
+        // Shared locks and semaphores: claims have no request line yet (`NotOnTheWire`), so
+        // a TCP cluster never has shared holders or declared permits, and no version-2
+        // client sees these. Their fields (`holders`, `permits`) come with issue 12 §4.
+        Outcome::PermitsMismatch { .. } => "permits_mismatch",
+        Outcome::Shared { .. } => "shared",
     }
 }
 

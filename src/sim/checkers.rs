@@ -12,8 +12,8 @@
 //! in the simulator, not in the system under test. Nothing here iterates a hash map.
 
 use crate::node::{
-    ApplyResult, ClientId, ClientReply, ClientRequest, ClientSecret, Command, Decision, Entry,
-    Holder, LOCK_NAME_BYTES_MAX, LockName, LockTable, LogIndex, Operation, Outcome,
+    ApplyResult, Claim, ClientId, ClientReply, ClientRequest, ClientSecret, Command, Decision,
+    Entry, Holder, LOCK_NAME_BYTES_MAX, LockName, LockTable, LogIndex, Mode, Operation, Outcome,
     QUEUE_WAITERS_PER_LOCK_MAX, Rejection, ReplyBody, RequestBody, Role, ServerId, Term, Time,
     Woken,
 };
@@ -443,9 +443,9 @@ impl MutualExclusion {
         );
         self.last_index = index;
         let (client, seq, lock, kind, wait_ms) = match command {
-            Command::Preempt { client, seq, lock } => {
-                (*client, *seq, lock, RequestKind::Preempt, 0)
-            }
+            Command::Preempt {
+                client, seq, lock, ..
+            } => (*client, *seq, lock, RequestKind::Preempt, 0),
             Command::Release { client, seq, lock } => {
                 (*client, *seq, lock, RequestKind::Release, 0)
             }
@@ -454,6 +454,7 @@ impl MutualExclusion {
                 seq,
                 lock,
                 wait_ms,
+                ..
             } => (*client, *seq, lock, RequestKind::Acquire, *wait_ms),
             Command::Cancel { client, seq, lock } => (*client, *seq, lock, RequestKind::Cancel, 0),
             Command::Timeout { client, seq, lock } => {
@@ -1012,7 +1013,7 @@ impl MutualExclusion {
         outcome: &Outcome,
     ) -> Result<(), Violation> {
         let (kind, lock) = match op {
-            Operation::Preempt { lock } => (RequestKind::Preempt, lock),
+            Operation::Preempt { lock, .. } => (RequestKind::Preempt, lock),
             Operation::Release { lock } => (RequestKind::Release, lock),
             Operation::Acquire { lock, .. } => (RequestKind::Acquire, lock),
             Operation::Cancel { lock } => (RequestKind::Cancel, lock),
@@ -1457,7 +1458,9 @@ impl RogueIsolation {
             | Command::Revive { .. }
             | Command::Timeout { .. }
             | Command::HandOver { .. } => return Ok(()),
-            Command::Preempt { client, seq, lock } => (*client, *seq, lock, RequestKind::Preempt),
+            Command::Preempt {
+                client, seq, lock, ..
+            } => (*client, *seq, lock, RequestKind::Preempt),
             Command::Release { client, seq, lock } => (*client, *seq, lock, RequestKind::Release),
             Command::Acquire {
                 client, seq, lock, ..
@@ -1585,6 +1588,15 @@ fn describe_outcome(outcome: &Outcome) -> String {
         Outcome::TimedOut => "timed out".to_string(),
         Outcome::Cancelled => "cancelled".to_string(),
         Outcome::NotWaiting => "not waiting".to_string(),
+        Outcome::PermitsMismatch {
+            permits: Some(permits),
+        } => {
+            format!("permits mismatch (in use with {permits} permits)")
+        }
+        Outcome::PermitsMismatch { permits: None } => {
+            "permits mismatch (in use as a plain lock)".to_string()
+        }
+        Outcome::Shared { holders, .. } => format!("held shared by {holders}"),
     }
 }
 
@@ -1610,11 +1622,29 @@ fn describe_result(result: &ApplyResult) -> String {
     }
 }
 
+/// A claim as a message suffix: nothing for a plain exclusive one, so old messages read as
+/// before.
+fn describe_claim(claim: &Claim) -> String {
+    match (claim.mode, claim.permits) {
+        (Mode::Exclusive, None) => String::new(),
+        (Mode::Shared, None) => " shared".to_string(),
+        (mode, Some(permits)) => format!(" {mode:?} of {permits} permits").to_lowercase(),
+    }
+}
+
 fn describe_command(command: &Command) -> String {
     match command {
         Command::Noop => "noop".to_string(),
         Command::Register { nonce, .. } => format!("register (nonce {nonce})"),
-        Command::Preempt { client, seq, lock } => format!("preempt `{lock}` by {client} seq {seq}"),
+        Command::Preempt {
+            client,
+            seq,
+            lock,
+            claim,
+        } => format!(
+            "preempt `{lock}` by {client} seq {seq}{}",
+            describe_claim(claim)
+        ),
         Command::Release { client, seq, lock } => format!("release `{lock}` by {client} seq {seq}"),
         Command::Expire { client } => format!("expire {client}"),
         Command::MarkSilent { sessions } => format!("mark {} session(s) silent", sessions.len()),
@@ -1624,7 +1654,11 @@ fn describe_command(command: &Command) -> String {
             seq,
             lock,
             wait_ms,
-        } => format!("acquire `{lock}` by {client} seq {seq} (wait {wait_ms} ms)"),
+            claim,
+        } => format!(
+            "acquire `{lock}` by {client} seq {seq} (wait {wait_ms} ms){}",
+            describe_claim(claim)
+        ),
         Command::Cancel { client, seq, lock } => format!("cancel `{lock}` by {client} seq {seq}"),
         Command::Timeout { client, seq, lock } => {
             format!("timeout of {client} seq {seq} on `{lock}`")
@@ -1664,6 +1698,7 @@ mod tests {
             client,
             seq,
             lock: lock(name),
+            claim: Claim::EXCLUSIVE,
         }
     }
 
@@ -1698,7 +1733,10 @@ mod tests {
     }
 
     fn preempt_op(name: &str) -> Operation {
-        Operation::Preempt { lock: lock(name) }
+        Operation::Preempt {
+            lock: lock(name),
+            claim: Claim::EXCLUSIVE,
+        }
     }
 
     fn release_op(name: &str) -> Operation {
@@ -1788,6 +1826,7 @@ mod tests {
             seq,
             lock: lock("a"),
             wait_ms,
+            claim: Claim::EXCLUSIVE,
         }
     }
 
@@ -1844,6 +1883,7 @@ mod tests {
         let acquire_op = Operation::Acquire {
             lock: lock("a"),
             wait_ms: 5_000,
+            claim: Claim::EXCLUSIVE,
         };
         assert_eq!(
             ack(&mut checker, 8, (C2, 1), acquire_op.clone(), granted(7)),

@@ -101,6 +101,10 @@ pub enum HistoryResult {
     Cancelled,
     /// Cancel: there was no wait to stop.
     NotWaiting,
+    /// Preempt or acquire: the lock is in use with other permits (`None`: a plain lock).
+    PermitsMismatch { permits: Option<u32> },
+    /// Check: `holders` clients hold the lock in shared mode.
+    Shared { holders: u32 },
 }
 
 impl HistoryResult {
@@ -117,6 +121,8 @@ impl HistoryResult {
             HistoryResult::TimedOut => "timed_out",
             HistoryResult::Cancelled => "cancelled",
             HistoryResult::NotWaiting => "not_waiting",
+            HistoryResult::PermitsMismatch { .. } => "permits_mismatch",
+            HistoryResult::Shared { .. } => "shared",
         }
     }
 
@@ -131,6 +137,10 @@ impl HistoryResult {
                 matches!(kind, HistoryOpKind::Acquire | HistoryOpKind::Cancel)
             }
             HistoryResult::NotWaiting => kind == HistoryOpKind::Cancel,
+            HistoryResult::PermitsMismatch { .. } => {
+                matches!(kind, HistoryOpKind::Preempt | HistoryOpKind::Acquire)
+            }
+            HistoryResult::Shared { .. } => kind == HistoryOpKind::Check,
             HistoryResult::Released | HistoryResult::NotOwner => kind == HistoryOpKind::Release,
             HistoryResult::Free | HistoryResult::Owner { .. } => kind == HistoryOpKind::Check,
             HistoryResult::Expired => kind == HistoryOpKind::Expire,

@@ -160,12 +160,14 @@ impl FencedWrites {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::Claim;
 
     fn grant(checker: &mut FencedWrites, client: u64, lock: &str, token: LogIndex) {
         let command = Command::Preempt {
             client: ClientId(client),
             seq: 1,
             lock: LockName::from(lock),
+            claim: Claim::EXCLUSIVE,
         };
         let result = ApplyResult::Outcome {
             outcome: Outcome::Granted { token },

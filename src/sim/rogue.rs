@@ -12,7 +12,7 @@
 //! `rogue_isolation` checker's job. Every list a rogue keeps is bounded.
 
 use crate::node::{
-    CLIENT_SECRET_BYTES, ClientId, ClientReply, ClientRequest, ClientSecret, Consistency,
+    CLIENT_SECRET_BYTES, Claim, ClientId, ClientReply, ClientRequest, ClientSecret, Consistency,
     LOCK_NAME_BYTES_MAX, LockName, LogIndex, Operation, Outcome, ReplyBody, RequestBody, ServerId,
     Term,
 };
@@ -471,7 +471,10 @@ impl Rogue {
         };
         let lock: LockName = Arc::from(name.as_str());
         let op = match self.rng.random_range(0..3) {
-            0 => Operation::Preempt { lock },
+            0 => Operation::Preempt {
+                lock,
+                claim: Claim::EXCLUSIVE,
+            },
             1 => Operation::Release { lock },
             _ => Operation::Check {
                 lock,
@@ -603,7 +606,10 @@ impl Rogue {
         let lock = self.honest_lock();
         match self.rng.random_range(0..5) {
             0 | 1 => Operation::Release { lock },
-            2 | 3 => Operation::Preempt { lock },
+            2 | 3 => Operation::Preempt {
+                lock,
+                claim: Claim::EXCLUSIVE,
+            },
             _ => Operation::Check {
                 lock,
                 consistency: Consistency::Linearizable,
@@ -615,7 +621,10 @@ impl Rogue {
     fn own_op(&mut self) -> Operation {
         let lock = self.own_lock();
         if self.rng.random_bool(0.5) {
-            Operation::Preempt { lock }
+            Operation::Preempt {
+                lock,
+                claim: Claim::EXCLUSIVE,
+            }
         } else {
             Operation::Release { lock }
         }
@@ -630,7 +639,10 @@ impl Rogue {
                 Operation::Release { lock }
             }
             (Operation::Release { .. } | Operation::Cancel { .. }, true)
-            | (Operation::Check { .. }, _) => Operation::Preempt { lock },
+            | (Operation::Check { .. }, _) => Operation::Preempt {
+                lock,
+                claim: Claim::EXCLUSIVE,
+            },
             (_, false) => {
                 let mut other = if own {
                     self.own_lock()
@@ -641,7 +653,10 @@ impl Rogue {
                     other = Arc::from(format!("{lock}.other").as_str());
                 }
                 match op {
-                    Operation::Preempt { .. } => Operation::Preempt { lock: other },
+                    Operation::Preempt { .. } => Operation::Preempt {
+                        lock: other,
+                        claim: Claim::EXCLUSIVE,
+                    },
                     _ => Operation::Release { lock: other },
                 }
             }

@@ -31,7 +31,8 @@ use super::trace::{self, Recorder, TraceEvent};
 use super::workload::WorkloadClient;
 use crate::net::Endpoint;
 use crate::node::{
-    ClientError, Consistency, LockName, LogIndex, Operation, Outcome, Refused, ServerId, Time,
+    Claim, ClientError, Consistency, LockName, LogIndex, Operation, Outcome, Refused, ServerId,
+    Time,
 };
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -302,7 +303,10 @@ impl Runner<'_> {
                 expect,
             } => {
                 let operation = match op {
-                    OpKind::Preempt => Operation::Preempt { lock: lock.clone() },
+                    OpKind::Preempt => Operation::Preempt {
+                        lock: lock.clone(),
+                        claim: Claim::EXCLUSIVE,
+                    },
                     OpKind::Release => Operation::Release { lock: lock.clone() },
                     OpKind::Check => Operation::Check {
                         lock: lock.clone(),
@@ -311,6 +315,7 @@ impl Runner<'_> {
                     OpKind::Acquire { wait_ms } => Operation::Acquire {
                         lock: lock.clone(),
                         wait_ms: *wait_ms,
+                        claim: Claim::EXCLUSIVE,
                     },
                     OpKind::Cancel => Operation::Cancel { lock: lock.clone() },
                 };
@@ -623,7 +628,7 @@ impl Runner<'_> {
     fn observe_belief(&mut self, client: u32, op: &Operation, outcome: &Outcome) {
         match (op, outcome) {
             (
-                Operation::Preempt { lock } | Operation::Acquire { lock, .. },
+                Operation::Preempt { lock, .. } | Operation::Acquire { lock, .. },
                 Outcome::Granted { token },
             ) => {
                 *self
@@ -642,7 +647,7 @@ impl Runner<'_> {
                 }
             }
             (
-                Operation::Preempt { lock } | Operation::Acquire { lock, .. },
+                Operation::Preempt { lock, .. } | Operation::Acquire { lock, .. },
                 Outcome::HeldBy { .. } | Outcome::TimedOut | Outcome::Cancelled,
             ) => {
                 self.lease_safety.forget(client, lock);
@@ -678,6 +683,13 @@ impl Runner<'_> {
             Outcome::TimedOut => "timed_out".into(),
             Outcome::Cancelled => "cancelled".into(),
             Outcome::NotWaiting => "not_waiting".into(),
+            Outcome::PermitsMismatch {
+                permits: Some(permits),
+            } => {
+                format!("permits_mismatch (in use with {permits})")
+            }
+            Outcome::PermitsMismatch { permits: None } => "permits_mismatch (plain lock)".into(),
+            Outcome::Shared { holders, .. } => format!("shared ({holders} holders)"),
         }
     }
 
@@ -871,6 +883,10 @@ impl Runner<'_> {
                             Outcome::TimedOut => HistoryResult::TimedOut,
                             Outcome::Cancelled => HistoryResult::Cancelled,
                             Outcome::NotWaiting => HistoryResult::NotWaiting,
+                            Outcome::PermitsMismatch { permits } => {
+                                HistoryResult::PermitsMismatch { permits }
+                            }
+                            Outcome::Shared { holders, .. } => HistoryResult::Shared { holders },
                             // Never an answer: the table keeps it, the client hears what follows.
                             Outcome::Queued => HistoryResult::Unknown,
                         };

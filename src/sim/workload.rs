@@ -3,7 +3,7 @@
 //! client.
 
 use super::scenario::WorkloadSpec;
-use crate::node::{Consistency, LockName, LogIndex, Operation, Outcome};
+use crate::node::{Claim, Consistency, LockName, LogIndex, Operation, Outcome};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -85,7 +85,10 @@ impl WorkloadClient {
         let draw = self.rng.random_range(0.0..total);
         let random_lock = self.locks[self.rng.random_range(0..self.locks.len())].clone();
         let op = if draw < mix.preempt {
-            Operation::Preempt { lock: random_lock }
+            Operation::Preempt {
+                lock: random_lock,
+                claim: Claim::EXCLUSIVE,
+            }
         } else if draw < mix.preempt + mix.release {
             let own = (!self.held.is_empty() && self.rng.random_bool(RELEASE_OWN_LOCK_PROBABILITY))
                 .then(|| {
@@ -102,6 +105,7 @@ impl WorkloadClient {
             Operation::Acquire {
                 lock: random_lock,
                 wait_ms,
+                claim: Claim::EXCLUSIVE,
             }
         } else {
             let consistency = if self.rng.random_bool(mix.linearizable.clamp(0.0, 1.0)) {
@@ -121,14 +125,14 @@ impl WorkloadClient {
     pub fn observe(&mut self, op: &Operation, outcome: &Outcome) {
         match (op, outcome) {
             (
-                Operation::Preempt { lock } | Operation::Acquire { lock, .. },
+                Operation::Preempt { lock, .. } | Operation::Acquire { lock, .. },
                 Outcome::Granted { token },
             ) => {
                 self.held.insert(lock.clone(), *token);
             }
             (Operation::Release { lock }, Outcome::Released | Outcome::NotOwner)
             | (
-                Operation::Preempt { lock } | Operation::Acquire { lock, .. },
+                Operation::Preempt { lock, .. } | Operation::Acquire { lock, .. },
                 Outcome::HeldBy { .. } | Outcome::TimedOut | Outcome::Cancelled,
             ) => {
                 self.held.remove(lock);
