@@ -580,6 +580,7 @@ pub fn without_client(scenario: &Scenario, k: u32) -> Scenario {
                     consistency,
                     timeout,
                     expect,
+                    claim,
                 } => {
                     let expect = match expect {
                         Some(Expect::HeldBy(n) | Expect::Owner(n)) if *n == k => None,
@@ -594,6 +595,7 @@ pub fn without_client(scenario: &Scenario, k: u32) -> Scenario {
                         consistency: *consistency,
                         timeout: *timeout,
                         expect,
+                        claim: *claim,
                     }
                 }
                 other => renumber_action(other, removed)?,

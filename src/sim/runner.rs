@@ -31,8 +31,7 @@ use super::trace::{self, Recorder, TraceEvent};
 use super::workload::WorkloadClient;
 use crate::net::Endpoint;
 use crate::node::{
-    Claim, ClientError, Consistency, LockName, LogIndex, Operation, Outcome, Refused, ServerId,
-    Time,
+    ClientError, Consistency, LockName, LogIndex, Operation, Outcome, Refused, ServerId, Time,
 };
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -301,11 +300,12 @@ impl Runner<'_> {
                 consistency,
                 timeout,
                 expect,
+                claim,
             } => {
                 let operation = match op {
                     OpKind::Preempt => Operation::Preempt {
                         lock: lock.clone(),
-                        claim: Claim::EXCLUSIVE,
+                        claim: *claim,
                     },
                     OpKind::Release => Operation::Release { lock: lock.clone() },
                     OpKind::Check => Operation::Check {
@@ -315,7 +315,7 @@ impl Runner<'_> {
                     OpKind::Acquire { wait_ms } => Operation::Acquire {
                         lock: lock.clone(),
                         wait_ms: *wait_ms,
-                        claim: Claim::EXCLUSIVE,
+                        claim: *claim,
                     },
                     OpKind::Cancel => Operation::Cancel { lock: lock.clone() },
                 };
@@ -628,7 +628,7 @@ impl Runner<'_> {
     fn observe_belief(&mut self, client: u32, op: &Operation, outcome: &Outcome) {
         match (op, outcome) {
             (
-                Operation::Preempt { lock, .. } | Operation::Acquire { lock, .. },
+                Operation::Preempt { lock, claim } | Operation::Acquire { lock, claim, .. },
                 Outcome::Granted { token },
             ) => {
                 *self
@@ -637,18 +637,23 @@ impl Runner<'_> {
                     .entry(checkers::LEASE_SAFETY)
                     .or_default() += 1;
                 let cluster = &self.cluster;
-                let verdict =
-                    self.lease_safety
-                        .observe_grant(cluster.now(), client, lock, *token, |other| {
-                            cluster.client_believes_in_session(other)
-                        });
+                let verdict = self.lease_safety.observe_claimed_grant(
+                    cluster.now(),
+                    (client, *claim),
+                    lock,
+                    *token,
+                    |other| cluster.client_believes_in_session(other),
+                );
                 if let Err(violation) = verdict {
                     self.cluster.report_violation(violation);
                 }
             }
             (
                 Operation::Preempt { lock, .. } | Operation::Acquire { lock, .. },
-                Outcome::HeldBy { .. } | Outcome::TimedOut | Outcome::Cancelled,
+                Outcome::HeldBy { .. }
+                | Outcome::TimedOut
+                | Outcome::Cancelled
+                | Outcome::PermitsMismatch { .. },
             ) => {
                 self.lease_safety.forget(client, lock);
             }

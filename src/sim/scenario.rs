@@ -11,7 +11,7 @@
 use super::disk::DiskFaults;
 use super::rogue::{AttackKind, ROGUE_RATE_MAX, ROGUES_MAX, RogueSpec};
 use crate::net::{Endpoint, LatencyTail, NetworkParams};
-use crate::node::{Consistency, LockName, ServerId};
+use crate::node::{Claim, Consistency, LockName, Mode, PERMITS_MAX, ServerId};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use std::collections::{BTreeMap, BTreeSet};
@@ -130,6 +130,9 @@ pub enum Action {
         consistency: Consistency,
         timeout: Option<Duration>,
         expect: Option<Expect>,
+        /// `mode: shared` and `permits: N` of a preempt or acquire; exclusive and none for
+        /// every other operation (docs/design.md, "Shared locks and semaphores").
+        claim: Claim,
     },
     /// The client renews its session now (`{client: c1, op: keepalive}`), besides the renewals
     /// it sends on its own. Nothing to expect: its lease, not an answer, is what it changes.
@@ -748,6 +751,11 @@ struct RawEvent {
     timeout: Option<RawDuration>,
     /// An acquire's wait (`wait: 2s`; 0s tries once, like a preempt).
     wait: Option<RawDuration>,
+    /// A preempt's or acquire's mode: `shared` or `exclusive`.
+    mode: Option<String>,
+    /// A preempt's or acquire's semaphore permits; signed and wide, so that `permits: -1`
+    /// reaches validation and gets its bounds.
+    permits: Option<i64>,
     expect: Option<RawExpect>,
     crash: Option<RawCrash>,
     corrupt: Option<RawCorrupt>,
@@ -1787,6 +1795,8 @@ impl Checker {
                 ("consistency", raw.consistency.is_some()),
                 ("timeout", raw.timeout.is_some()),
                 ("wait", raw.wait.is_some()),
+                ("mode", raw.mode.is_some()),
+                ("permits", raw.permits.is_some()),
                 ("expect", raw.expect.is_some()),
             ] {
                 if present {
@@ -1822,6 +1832,7 @@ impl Checker {
         if raw.wait.is_some() && !matches!(raw.op.as_deref(), Some("acquire")) {
             self.add(&format!("{place}.wait"), "only an acquire takes a wait");
         }
+        let claim = self.claim(place, raw);
         let lock_place = format!("{place}.lock");
         let lock = self
             .required(&lock_place, raw.lock.as_ref())
@@ -1846,6 +1857,49 @@ impl Checker {
             consistency: consistency?,
             timeout: timeout?,
             expect: expect?,
+            claim: claim?,
+        })
+    }
+
+    /// A preempt's or acquire's `mode` and `permits`. `permits` without `mode` is shared: one
+    /// permit of the semaphore, which is what a semaphore acquire takes.
+    fn claim(&mut self, place: &str, raw: &RawEvent) -> Option<Claim> {
+        let claims = matches!(raw.op.as_deref(), Some("preempt" | "acquire"));
+        for (field, present) in [
+            ("mode", raw.mode.is_some()),
+            ("permits", raw.permits.is_some()),
+        ] {
+            if present && !claims {
+                self.add(
+                    &format!("{place}.{field}"),
+                    format!("only a preempt or an acquire takes a {field}"),
+                );
+            }
+        }
+        let mode = match raw.mode.as_deref() {
+            None if raw.permits.is_some() => Some(Mode::Shared),
+            None | Some("exclusive") => Some(Mode::Exclusive),
+            Some("shared") => Some(Mode::Shared),
+            Some(other) => {
+                let message = format!("{other:?} is not a mode (shared or exclusive)");
+                self.add(&format!("{place}.mode"), message);
+                None
+            }
+        };
+        let permits = match raw.permits {
+            None => Some(None),
+            Some(permits) if (1..=i64::from(PERMITS_MAX)).contains(&permits) => {
+                Some(u32::try_from(permits).ok())
+            }
+            Some(permits) => {
+                let message = format!("{permits} is out of range: permits are 1 to {PERMITS_MAX}");
+                self.add(&format!("{place}.permits"), message);
+                None
+            }
+        };
+        Some(Claim {
+            mode: mode?,
+            permits: permits?,
         })
     }
 
@@ -2877,6 +2931,7 @@ expect_final: {a: free}
                 consistency: Consistency::Local,
                 timeout: None,
                 expect: Some(Expect::HeldBy(1)),
+                claim: Claim::EXCLUSIVE,
             }
         );
         assert_eq!(
@@ -2892,6 +2947,7 @@ expect_final: {a: free}
                 consistency: Consistency::Linearizable,
                 timeout: None,
                 expect: Some(Expect::Owner(1)),
+                claim: Claim::EXCLUSIVE,
             }
         );
         assert_eq!(
