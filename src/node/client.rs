@@ -837,19 +837,20 @@ pub fn outcome_fits(op: &Operation, outcome: &Outcome) -> bool {
         (op, outcome),
         (
             Operation::Preempt { .. },
-            Outcome::Granted { .. } | Outcome::HeldBy { .. }
+            Outcome::Granted { .. } | Outcome::HeldBy { .. } | Outcome::PermitsMismatch { .. }
         ) | (
             Operation::Release { .. },
             Outcome::Released | Outcome::NotOwner
         ) | (
             Operation::Check { .. },
-            Outcome::Free | Outcome::Owner { .. }
+            Outcome::Free | Outcome::Owner { .. } | Outcome::Shared { .. }
         ) | (
             Operation::Acquire { .. },
             Outcome::Granted { .. }
                 | Outcome::HeldBy { .. }
                 | Outcome::TimedOut
                 | Outcome::Cancelled
+                | Outcome::PermitsMismatch { .. }
         ) | (
             Operation::Cancel { .. },
             Outcome::Cancelled | Outcome::NotWaiting

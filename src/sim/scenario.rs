@@ -262,6 +262,10 @@ pub enum Expect {
     Cancelled,
     /// A cancel that found no wait to stop.
     NotWaiting,
+    /// A preempt or acquire naming permits other than those the lock in use declared.
+    PermitsMismatch,
+    /// A check of a lock held in shared mode.
+    Shared,
 }
 
 /// What a scripted write is expected to come to.
@@ -1999,11 +2003,14 @@ impl Checker {
                     "timed_out" | "timeout" => Some(Expect::TimedOut),
                     "cancelled" => Some(Expect::Cancelled),
                     "not_waiting" => Some(Expect::NotWaiting),
+                    "permits_mismatch" => Some(Expect::PermitsMismatch),
+                    "shared" => Some(Expect::Shared),
                     other => {
                         let message = format!(
                             "{other:?} is not an expectation (granted, released, not_owner, \
-                             free, timeout, cancelled, not_waiting, unknown, answered, \
-                             session_expired, {{held_by: cN}} or {{owner: cN}})"
+                             free, timeout, cancelled, not_waiting, permits_mismatch, shared, \
+                             unknown, answered, session_expired, {{held_by: cN}} or \
+                             {{owner: cN}})"
                         );
                         self.add(place, message);
                         None
@@ -2037,23 +2044,30 @@ impl Checker {
     fn expect_fitting(&mut self, place: &str, expect: Expect, op: OpKind) -> Option<Expect> {
         let (fits, expected) = match op {
             OpKind::Preempt => (
-                matches!(expect, Expect::Granted | Expect::HeldBy(_)),
-                "granted, {held_by: cN}",
+                matches!(
+                    expect,
+                    Expect::Granted | Expect::HeldBy(_) | Expect::PermitsMismatch
+                ),
+                "granted, {held_by: cN}, permits_mismatch",
             ),
             OpKind::Release => (
                 matches!(expect, Expect::Released | Expect::NotOwner),
                 "released, not_owner",
             ),
             OpKind::Check => (
-                matches!(expect, Expect::Free | Expect::Owner(_)),
-                "free, {owner: cN}",
+                matches!(expect, Expect::Free | Expect::Owner(_) | Expect::Shared),
+                "free, {owner: cN}, shared",
             ),
             OpKind::Acquire { .. } => (
                 matches!(
                     expect,
-                    Expect::Granted | Expect::HeldBy(_) | Expect::TimedOut | Expect::Cancelled
+                    Expect::Granted
+                        | Expect::HeldBy(_)
+                        | Expect::TimedOut
+                        | Expect::Cancelled
+                        | Expect::PermitsMismatch
                 ),
-                "granted, {held_by: cN}, timeout, cancelled",
+                "granted, {held_by: cN}, timeout, cancelled, permits_mismatch",
             ),
             OpKind::Cancel => (
                 matches!(expect, Expect::Cancelled | Expect::NotWaiting),
@@ -2078,6 +2092,8 @@ impl Checker {
             Expect::TimedOut => "timeout",
             Expect::Cancelled => "cancelled",
             Expect::NotWaiting => "not_waiting",
+            Expect::PermitsMismatch => "permits_mismatch",
+            Expect::Shared => "shared",
             Expect::Unknown | Expect::Answered | Expect::SessionExpired => {
                 unreachable!("these fit every operation")
             }

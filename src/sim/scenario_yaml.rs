@@ -72,6 +72,8 @@ pub fn expect_text(expect: Expect) -> String {
         Expect::TimedOut => "timeout".into(),
         Expect::Cancelled => "cancelled".into(),
         Expect::NotWaiting => "not_waiting".into(),
+        Expect::PermitsMismatch => "permits_mismatch".into(),
+        Expect::Shared => "shared".into(),
     }
 }
 
