@@ -1765,7 +1765,10 @@ impl RogueIsolation {
             (sent.op, outcome),
             ("preempt", Outcome::Granted { .. } | Outcome::HeldBy { .. })
                 | ("release", Outcome::Released | Outcome::NotOwner)
-                | ("check", Outcome::Free | Outcome::Owner { .. })
+                | (
+                    "check",
+                    Outcome::Free | Outcome::Owner { .. } | Outcome::Shared { .. }
+                )
         );
         if !fits {
             return Some(format!("that is no answer to a {}", sent.op));

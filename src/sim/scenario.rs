@@ -321,6 +321,12 @@ pub struct Mix {
     pub acquire: f64,
     /// Each acquire waits a uniform draw from 0 to this.
     pub acquire_wait_ms: u64,
+    /// Fraction of preempts and acquires that claim shared mode (0, the default, draws
+    /// nothing: the draws of older scenarios stay what they were).
+    pub shared: f64,
+    /// The permits every shared claim names (a semaphore of that many); `None`: readers of
+    /// a readers-writer lock.
+    pub permits: Option<u32>,
 }
 
 /// Why a scenario could not be loaded.
@@ -854,6 +860,8 @@ struct RawMix {
     linearizable: Option<f64>,
     acquire: Option<f64>,
     acquire_wait: Option<RawDuration>,
+    shared: Option<f64>,
+    permits: Option<i64>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -2492,6 +2500,8 @@ impl Checker {
                 linearizable: 0.0,
                 acquire: 0.0,
                 acquire_wait_ms: 0,
+                shared: 0.0,
+                permits: None,
             }),
             Some(mix) => self.mix(mix),
         };
@@ -2602,6 +2612,22 @@ impl Checker {
             );
             return None;
         }
+        let shared = raw.shared.unwrap_or(0.0);
+        if !(0.0..=1.0).contains(&shared) {
+            self.add("workload.mix.shared", "is a fraction, 0 to 1");
+            return None;
+        }
+        let permits = match raw.permits {
+            None => None,
+            Some(permits) if (1..=i64::from(PERMITS_MAX)).contains(&permits) && shared > 0.0 => {
+                u32::try_from(permits).ok()
+            }
+            Some(_) => {
+                let message = format!("1 to {PERMITS_MAX}, and only with a shared fraction");
+                self.add("workload.mix.permits", message);
+                return None;
+            }
+        };
         Some(Mix {
             preempt,
             release,
@@ -2609,6 +2635,8 @@ impl Checker {
             linearizable: linearizable?,
             acquire,
             acquire_wait_ms,
+            shared,
+            permits,
         })
     }
 
@@ -2921,6 +2949,8 @@ expect_final: {a: free}
                 linearizable: 0.0,
                 acquire: 0.0,
                 acquire_wait_ms: 0,
+                shared: 0.0,
+                permits: None,
             }
         );
         assert_eq!(
