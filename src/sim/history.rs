@@ -952,6 +952,36 @@ mod tests {
     }
 
     #[test]
+    fn shared_claims_and_answers_read_and_write_back_byte_for_byte() {
+        let text = r#"{"client":"c2","op":"acquire","lock":"pool","mode":"shared","permits":2,"call":9,"return":10,"result":"granted","token":18}
+{"client":"c3","op":"preempt","lock":"pool","mode":"shared","permits":3,"call":11,"return":12,"result":"permits_mismatch"}
+{"client":"c5","op":"check","lock":"a","consistency":"linearizable","call":13,"return":14,"result":"shared","holders":2}
+{"client":"c4","op":"preempt","lock":"pool","mode":"exclusive","permits":3,"call":15,"return":16,"result":"granted","token":24}
+"#;
+        let ops = read_jsonl(text).expect("reads");
+        assert_eq!(ops[0].claim, Claim::semaphore(2));
+        assert_eq!(ops[2].result, HistoryResult::Shared { holders: 2 });
+        assert_eq!(ops[3].claim.mode, Mode::Exclusive);
+        let mut written = Vec::new();
+        write_jsonl(&ops, &mut written).expect("writes to memory");
+        assert_eq!(String::from_utf8(written).expect("utf-8"), text);
+        let permits_alone = r#"{"client":"c1","op":"preempt","lock":"p","permits":4,"call":1,"return":2,"result":"granted","token":3}"#;
+        let ops = read_jsonl(permits_alone).expect("reads");
+        assert_eq!(
+            ops[0].claim,
+            Claim::semaphore(4),
+            "permits alone read as shared"
+        );
+        for bad in [
+            r#"{"client":"c1","op":"release","lock":"p","mode":"shared","call":1,"return":2,"result":"released"}"#,
+            r#"{"client":"c1","op":"preempt","lock":"p","permits":0,"call":1,"return":2,"result":"granted","token":3}"#,
+            r#"{"client":"c1","op":"check","lock":"p","consistency":"local","call":1,"return":2,"result":"shared"}"#,
+        ] {
+            assert!(read_jsonl(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn an_owner_answer_without_a_token_is_read() {
         let line = r#"{"client":"c2","op":"check","lock":"a","consistency":"local","call":1,"return":2,"result":"owner","owner":"c1"}"#;
         let ops = read_jsonl(line).expect("reads");

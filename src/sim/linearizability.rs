@@ -2170,6 +2170,36 @@ pub fn bench(
 mod tests {
     use super::*;
 
+    /// Two readers granted together would be a violation to a one-holder model; the checker
+    /// names their lock as not modelled instead, and still judges the plain lock beside it.
+    #[test]
+    fn a_shared_lock_is_named_unmodelled_and_a_plain_lock_beside_it_is_still_judged() {
+        let op = |client, lock: &str, claim, call_ns, token| HistoryOp {
+            client,
+            op: HistoryOpKind::Preempt,
+            lock: lock.into(),
+            consistency: None,
+            call_ns,
+            return_ns: Some(call_ns + 5),
+            result: HistoryResult::Granted { token },
+            index: None,
+            claim,
+        };
+        let history = vec![
+            op(1, "readers", Claim::SHARED, 0, 1),
+            op(2, "readers", Claim::SHARED, 10, 2),
+            op(1, "plain", Claim::EXCLUSIVE, 20, 3),
+            op(2, "plain", Claim::EXCLUSIVE, 30, 4),
+        ];
+        let report = check_history(&history);
+        assert_eq!(report.unmodelled_locks, vec!["readers".to_string()]);
+        assert_eq!(report.violations.len(), 1, "{report:?}");
+        assert!(matches!(
+            &report.violations[0],
+            LinearizabilityViolation::NotLinearizable { lock, .. } if lock == "plain"
+        ));
+    }
+
     fn expiry_story(expire_at_ns: u64) -> Vec<HistoryOp> {
         let op = |client, kind, call_ns, return_ns, result| HistoryOp {
             client,
