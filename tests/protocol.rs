@@ -1946,3 +1946,43 @@ fn sessions_travel_as_a_ttl_on_hello_a_keepalive_and_two_new_refusals() {
         "a lock_delayed without retry_after_ms is malformed"
     );
 }
+
+/// Protocol version 2 has no field for a claim's mode or permits (issue 12 §4): a shared or
+/// semaphore claim is refused by the encoder, never sent as a plain exclusive preempt, and a
+/// line that names `mode` or `permits` is refused by the decoder.
+#[test]
+fn a_shared_or_semaphore_claim_is_not_on_the_wire_in_either_direction() {
+    for claim in [Claim::SHARED, Claim::semaphore(3)] {
+        let preempt = client_op(
+            2,
+            0,
+            7,
+            Operation::Preempt {
+                lock: "a".into(),
+                claim,
+            },
+        );
+        let refused = WireRequest::try_from(preempt).expect_err("no line for a claim");
+        assert_eq!(refused.op, "shared or semaphore preempt");
+        let acquire = client_op(
+            3,
+            0,
+            7,
+            Operation::Acquire {
+                lock: "a".into(),
+                wait_ms: 0,
+                claim,
+            },
+        );
+        assert!(WireRequest::try_from(acquire).is_err());
+    }
+    for field in [r#""mode":"shared""#, r#""permits":3"#] {
+        let line = format!(
+            r#"{{"seq":2,"op":"preempt","version":2,"client":7,"secret":"{SECRET_HEX}","lock":"a",{field}}}"#
+        );
+        assert!(
+            decode_request(line.as_bytes()).is_err(),
+            "{line} must be refused"
+        );
+    }
+}
