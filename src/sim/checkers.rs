@@ -1243,6 +1243,23 @@ impl MutualExclusion {
             || self.permits.contains_key(request.lock)
     }
 
+    /// The claim a committed grant of `lock` to `client` with `token` holds the lock in: the
+    /// mode it was granted in (a claim answered with a grant the client already had keeps
+    /// that grant's mode, whatever it asked), with the lock's declared permits.
+    pub fn granted_claim(&self, lock: &str, client: ClientId, token: LogIndex) -> Claim {
+        let shared = self
+            .shared_grants
+            .get(lock)
+            .is_some_and(|grants| grants.contains_key(&(token, client)));
+        if !shared {
+            return Claim::EXCLUSIVE;
+        }
+        Claim {
+            mode: Mode::Shared,
+            permits: self.permits.get(lock).copied(),
+        }
+    }
+
     /// Every holder of `lock` in the model, in grant order.
     fn model_holders(&self, lock: &str) -> Vec<Holder> {
         match self.holders.get(lock) {

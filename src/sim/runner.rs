@@ -629,9 +629,12 @@ impl Runner<'_> {
     fn observe_belief(&mut self, client: u32, op: &Operation, outcome: &Outcome) {
         match (op, outcome) {
             (
-                Operation::Preempt { lock, claim } | Operation::Acquire { lock, claim, .. },
+                Operation::Preempt { lock, .. } | Operation::Acquire { lock, .. },
                 Outcome::Granted { token },
             ) => {
+                // The mode the grant holds, which the committed log decided: a holder that
+                // asks again in another mode keeps the one it has.
+                let claim = self.cluster.granted_claim(client, lock, *token);
                 *self
                     .cluster
                     .checks_performed
@@ -640,7 +643,7 @@ impl Runner<'_> {
                 let cluster = &self.cluster;
                 let verdict = self.lease_safety.observe_claimed_grant(
                     cluster.now(),
-                    (client, *claim),
+                    (client, claim),
                     lock,
                     *token,
                     |other| cluster.client_believes_in_session(other),

@@ -319,10 +319,16 @@ impl Scenario {
             } else {
                 String::new()
             };
+            // Shared claims likewise only when drawn.
+            let shared = match (mix.shared > 0.0, mix.permits) {
+                (false, _) => String::new(),
+                (true, None) => format!(", shared: {}", mix.shared),
+                (true, Some(permits)) => format!(", shared: {}, permits: {permits}", mix.shared),
+            };
             let _ = writeln!(
                 out,
                 "workload: {{clients: [{}], ops: {}, locks: {}, mix: {{preempt: {}, release: {}, \
-                 check: {}, linearizable: {}{acquire}}}, think: {{min: {}, max: {}}}}}",
+                 check: {}, linearizable: {}{acquire}{shared}}}, think: {{min: {}, max: {}}}}}",
                 clients.join(", "),
                 workload.ops,
                 workload.locks,
