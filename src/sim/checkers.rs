@@ -2334,6 +2334,46 @@ mod tests {
         ));
     }
 
+    /// A holder that claims again in another mode keeps the mode it has: lease_safety asks the
+    /// model which mode a grant holds (explorer seeds 1638 and 1906 found the checker taking
+    /// the asked mode instead).
+    #[test]
+    fn a_grant_answered_again_to_an_exclusive_claim_keeps_its_shared_mode() {
+        let mut checker = two_registered_clients();
+        commit(
+            &mut checker,
+            3,
+            claim(C1, 1, Claim::semaphore(2)),
+            fresh(granted(3)),
+        );
+        commit(
+            &mut checker,
+            4,
+            claim(C1, 2, Claim::EXCLUSIVE),
+            fresh(granted(3)),
+        );
+        assert_eq!(checker.granted_claim("a", C1, 3), Claim::semaphore(2));
+        commit(
+            &mut checker,
+            5,
+            claim(C2, 1, Claim::EXCLUSIVE),
+            fresh(held_by(C1)),
+        );
+        commit(
+            &mut checker,
+            6,
+            release(C1, 3, "a"),
+            fresh(Outcome::Released),
+        );
+        commit(
+            &mut checker,
+            7,
+            claim(C2, 2, Claim::EXCLUSIVE),
+            fresh(granted(7)),
+        );
+        assert_eq!(checker.granted_claim("a", C2, 7), Claim::EXCLUSIVE);
+    }
+
     #[test]
     fn permits_that_disagree_must_be_refused() {
         let mut checker = two_registered_clients();
