@@ -2,7 +2,7 @@
 //! checker must accept, what it must reject, and what it must leave to the monotonic-reads check.
 //! Times in the stories are milliseconds.
 
-use lockstep::node::Consistency;
+use lockstep::node::{Claim, Consistency};
 use lockstep::sim::history::{
     HistoryOp, HistoryOpKind, HistoryProblem, HistoryResult, read_jsonl, write_jsonl,
 };
@@ -30,6 +30,7 @@ fn op(
         return_ns: return_ms.map(|ms| ms * MS),
         result,
         index: None,
+        claim: Claim::EXCLUSIVE,
     }
 }
 

@@ -10,8 +10,8 @@ use lockstep::net::protocol::{
     encode_wire_reply, parse_role, role_name,
 };
 use lockstep::node::{
-    ClientId, ClientReply, ClientRequest, ClientSecret, Consistency, Operation, Outcome, ReplyBody,
-    RequestBody, Role, ServerId, ServiceError,
+    Claim, ClientId, ClientReply, ClientRequest, ClientSecret, Consistency, Operation, Outcome,
+    ReplyBody, RequestBody, Role, ServerId, ServiceError,
 };
 
 const PROTOCOL_MD: &str = include_str!("../docs/PROTOCOL.md");
@@ -119,7 +119,10 @@ fn every_lock_request_round_trips_and_reaches_the_node_as_the_same_operation() {
                 r#"{"seq":2,"op":"preempt","client":7,"secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","#,
                 r#""lock":"a","version":2,"seen_index":12}"#
             ),
-            Operation::Preempt { lock: "a".into() },
+            Operation::Preempt {
+                lock: "a".into(),
+                claim: Claim::EXCLUSIVE,
+            },
         ),
         (
             WireOp::Release {
@@ -179,6 +182,7 @@ fn every_lock_request_round_trips_and_reaches_the_node_as_the_same_operation() {
             Operation::Acquire {
                 lock: "a".into(),
                 wait_ms: 30_000,
+                claim: Claim::EXCLUSIVE,
             },
         ),
         (
@@ -329,7 +333,10 @@ fn the_node_clients_requests_survive_the_wire_unchanged() {
             u64::MAX,
             u64::MAX,
             u64::MAX,
-            Operation::Preempt { lock: "ü".into() },
+            Operation::Preempt {
+                lock: "ü".into(),
+                claim: Claim::EXCLUSIVE,
+            },
         ),
         client_op(
             3,
@@ -2151,4 +2158,44 @@ fn sessions_travel_as_a_ttl_on_hello_a_keepalive_and_two_new_refusals() {
         decode_reply(br#"{"seq":7,"error":"lock_delayed","term":2,"message":"m"}"#).is_err(),
         "a lock_delayed without retry_after_ms is malformed"
     );
+}
+
+/// Protocol version 2 has no field for a claim's mode or permits (issue 12 §4): a shared or
+/// semaphore claim is refused by the encoder, never sent as a plain exclusive preempt, and a
+/// line that names `mode` or `permits` is refused by the decoder.
+#[test]
+fn a_shared_or_semaphore_claim_is_not_on_the_wire_in_either_direction() {
+    for claim in [Claim::SHARED, Claim::semaphore(3)] {
+        let preempt = client_op(
+            2,
+            0,
+            7,
+            Operation::Preempt {
+                lock: "a".into(),
+                claim,
+            },
+        );
+        let refused = WireRequest::try_from(preempt).expect_err("no line for a claim");
+        assert_eq!(refused.op, "shared or semaphore preempt");
+        let acquire = client_op(
+            3,
+            0,
+            7,
+            Operation::Acquire {
+                lock: "a".into(),
+                wait_ms: 0,
+                claim,
+            },
+        );
+        assert!(WireRequest::try_from(acquire).is_err());
+    }
+    for field in [r#""mode":"shared""#, r#""permits":3"#] {
+        let line = format!(
+            r#"{{"seq":2,"op":"preempt","version":2,"client":7,"secret":"{SECRET_HEX}","lock":"a",{field}}}"#
+        );
+        assert!(
+            decode_request(line.as_bytes()).is_err(),
+            "{line} must be refused"
+        );
+    }
 }

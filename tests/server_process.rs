@@ -1962,7 +1962,7 @@ fn bad_tls_flags_exit_2_and_name_the_file() {
 /// appends any more: a preempt by a client id no hello issued (the poison line), a lock name
 /// over the limit, and client#1's seq 1 again for another operation.
 fn poisoned_log() -> Vec<lockstep::node::Entry> {
-    use lockstep::node::{ClientId, ClientSecret, Command as Cmd, Entry};
+    use lockstep::node::{Claim, ClientId, ClientSecret, Command as Cmd, Entry};
     let at_term_1 = |command| Entry { term: 1, command };
     vec![
         at_term_1(Cmd::Noop),
@@ -1975,16 +1975,19 @@ fn poisoned_log() -> Vec<lockstep::node::Entry> {
             client: ClientId(1),
             seq: 1,
             lock: "held".into(),
+            claim: Claim::EXCLUSIVE,
         }),
         at_term_1(Cmd::Preempt {
             client: ClientId(999_999),
             seq: 2,
             lock: "ghost".into(),
+            claim: Claim::EXCLUSIVE,
         }),
         at_term_1(Cmd::Preempt {
             client: ClientId(1),
             seq: 2,
             lock: "x".repeat(300).into(),
+            claim: Claim::EXCLUSIVE,
         }),
         at_term_1(Cmd::Release {
             client: ClientId(1),

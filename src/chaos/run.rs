@@ -26,7 +26,7 @@ use super::schedule::{self, Action, NemesisKind, PlannedFault, Target, names, se
 use super::verdict::{self, CheckOutcome, RunFindings};
 use super::workload::{self, ClientPlan, LiveCounters, Observed, Recorded};
 use crate::client::{Client, ClientOptions, Credential};
-use crate::node::{ClientId, Consistency};
+use crate::node::{Claim, ClientId, Consistency};
 use crate::sim::history::{HistoryOp, HistoryOpKind, HistoryResult};
 use crate::sim::linearizability::LinearizabilityReport;
 use crate::sim::timeline;
@@ -1239,6 +1239,7 @@ fn to_history(
                 return_ns: op.return_ns,
                 result,
                 index: op.index,
+                claim: Claim::EXCLUSIVE,
             }
         })
         .collect()

@@ -470,6 +470,8 @@ impl ServerMetrics {
             }
             Outcome::HeldBy { .. } => self.record_refusal(Refusal::HeldBy),
             Outcome::NotOwner => self.record_refusal(Refusal::NotOwner),
+            // Never on the wire yet (claims are `NotOnTheWire`), so no refusal kind for it.
+            Outcome::PermitsMismatch { .. } | Outcome::Shared { .. } => {}
             Outcome::Free
             | Outcome::Owner { .. }
             | Outcome::Queued

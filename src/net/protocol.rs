@@ -35,8 +35,8 @@
 //! per connection.
 
 use crate::node::{
-    ClientId, ClientReply, ClientRequest, ClientSecret, Consistency, LockName, LogIndex, Operation,
-    Outcome, ReplyBody, RequestBody, Role, ServerId, ServiceError, Term,
+    Claim, ClientId, ClientReply, ClientRequest, ClientSecret, Consistency, LockName, LogIndex,
+    Operation, Outcome, ReplyBody, RequestBody, Role, ServerId, ServiceError, Term,
 };
 
 /// Longest wait an `acquire` may ask for: the node's own bound, which scenario files share.
@@ -171,7 +171,10 @@ impl WireRequest {
             } => RequestBody::Op {
                 client,
                 secret,
-                op: Operation::Preempt { lock },
+                op: Operation::Preempt {
+                    lock,
+                    claim: Claim::EXCLUSIVE,
+                },
             },
             WireOp::Release {
                 client,
@@ -200,7 +203,11 @@ impl WireRequest {
             } => RequestBody::Op {
                 client,
                 secret,
-                op: Operation::Acquire { lock, wait_ms },
+                op: Operation::Acquire {
+                    lock,
+                    wait_ms,
+                    claim: Claim::EXCLUSIVE,
+                },
             },
             WireOp::Cancel {
                 client,
@@ -239,7 +246,14 @@ impl TryFrom<ClientRequest> for WireRequest {
             RequestBody::Hello { nonce, ttl_ms } => WireOp::Hello { nonce, ttl_ms },
             RequestBody::Keepalive { client, secret } => WireOp::Keepalive { client, secret },
             RequestBody::Op { client, secret, op } => match op {
-                Operation::Preempt { lock } => WireOp::Preempt {
+                // Modes and permits have no wire field yet (issue 12 §4): refused, never
+                // silently sent as an exclusive preempt.
+                Operation::Preempt { claim, .. } if !claim.is_default() => {
+                    return Err(NotOnTheWire {
+                        op: "shared or semaphore preempt",
+                    });
+                }
+                Operation::Preempt { lock, .. } => WireOp::Preempt {
                     client,
                     secret,
                     lock,
@@ -255,7 +269,12 @@ impl TryFrom<ClientRequest> for WireRequest {
                     lock,
                     consistency,
                 },
-                Operation::Acquire { lock, wait_ms } => WireOp::Acquire {
+                Operation::Acquire { claim, .. } if !claim.is_default() => {
+                    return Err(NotOnTheWire {
+                        op: "shared or semaphore acquire",
+                    });
+                }
+                Operation::Acquire { lock, wait_ms, .. } => WireOp::Acquire {
                     client,
                     secret,
                     lock,
@@ -1080,6 +1099,11 @@ fn outcome_fields(fields: &mut ReplyFields, outcome: Outcome) -> &'static str {
         Outcome::TimedOut => "timeout",
         Outcome::Cancelled => "cancelled",
         Outcome::NotWaiting => "not_waiting",
+        // Shared locks and semaphores: claims have no request line yet (`NotOnTheWire`), so
+        // a TCP cluster never has shared holders or declared permits, and no version-2
+        // client sees these. Their fields (`holders`, `permits`) come with issue 12 §4.
+        Outcome::PermitsMismatch { .. } => "permits_mismatch",
+        Outcome::Shared { .. } => "shared",
     }
 }
 

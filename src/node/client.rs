@@ -20,8 +20,8 @@
 //!   happens: the client behaves exactly as it did before sessions.
 
 use super::messages::{
-    ClientId, ClientReply, ClientRequest, ClientSecret, LogIndex, Operation, Outcome, ReplyBody,
-    RequestBody, ServerId, ServiceError, Term,
+    Claim, ClientId, ClientReply, ClientRequest, ClientSecret, LogIndex, Operation, Outcome,
+    ReplyBody, RequestBody, ServerId, ServiceError, Term,
 };
 use super::time::Time;
 use rand::{RngExt, SeedableRng};
@@ -455,6 +455,7 @@ impl Client {
                 &Operation::Acquire {
                     lock: "-".into(),
                     wait_ms: 0,
+                    claim: Claim::EXCLUSIVE,
                 },
                 outcome,
             )
@@ -836,19 +837,20 @@ pub fn outcome_fits(op: &Operation, outcome: &Outcome) -> bool {
         (op, outcome),
         (
             Operation::Preempt { .. },
-            Outcome::Granted { .. } | Outcome::HeldBy { .. }
+            Outcome::Granted { .. } | Outcome::HeldBy { .. } | Outcome::PermitsMismatch { .. }
         ) | (
             Operation::Release { .. },
             Outcome::Released | Outcome::NotOwner
         ) | (
             Operation::Check { .. },
-            Outcome::Free | Outcome::Owner { .. }
+            Outcome::Free | Outcome::Owner { .. } | Outcome::Shared { .. }
         ) | (
             Operation::Acquire { .. },
             Outcome::Granted { .. }
                 | Outcome::HeldBy { .. }
                 | Outcome::TimedOut
                 | Outcome::Cancelled
+                | Outcome::PermitsMismatch { .. }
         ) | (
             Operation::Cancel { .. },
             Outcome::Cancelled | Outcome::NotWaiting
@@ -874,7 +876,10 @@ mod tests {
     }
 
     fn preempt(lock: &str) -> Operation {
-        Operation::Preempt { lock: lock.into() }
+        Operation::Preempt {
+            lock: lock.into(),
+            claim: Claim::EXCLUSIVE,
+        }
     }
 
     fn sends(outputs: &[ClientOutput]) -> Vec<(ServerId, ClientRequest)> {
@@ -1567,6 +1572,7 @@ mod tests {
         let acquire = Operation::Acquire {
             lock: "b".into(),
             wait_ms: 10_000,
+            claim: Claim::EXCLUSIVE,
         };
         let invoke = |tag, op| ClientInput::Invoke {
             tag,

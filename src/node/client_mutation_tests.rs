@@ -4,8 +4,8 @@
 
 use super::{Client, ClientConfig, ClientError, ClientInput, ClientOutput, ClientTimer, Refused};
 use crate::node::messages::{
-    ClientId, ClientReply, ClientSecret, Consistency, Operation, Outcome, ReplyBody, RequestBody,
-    ServerId, ServiceError,
+    Claim, ClientId, ClientReply, ClientSecret, Consistency, Operation, Outcome, ReplyBody,
+    RequestBody, ServerId, ServiceError,
 };
 use crate::node::time::Time;
 use std::time::Duration;
@@ -109,7 +109,10 @@ fn client_with_session() -> Client {
 /// `session_expired` arm made `||`.)
 #[test]
 fn a_session_expired_answer_to_another_request_than_the_running_one_ends_nothing() {
-    let preempt = Operation::Preempt { lock: "a".into() };
+    let preempt = Operation::Preempt {
+        lock: "a".into(),
+        claim: Claim::EXCLUSIVE,
+    };
     let mut client = welcomed_client(None, preempt);
     assert_eq!(client.id(), Some(ClientId(9)));
     let late = ClientReply {

@@ -6,8 +6,9 @@
 //! no time, no randomness, no server-local state.
 
 use super::messages::{
-    ApplyResult, ClientId, ClientSecret, Command, LOCK_NAME_BYTES_MAX, LockName, LogIndex, Outcome,
-    QUEUE_WAITERS_PER_LOCK_MAX, Rejection, ServiceError,
+    ApplyResult, Claim, ClientId, ClientSecret, Command, LOCK_NAME_BYTES_MAX, LockName, LogIndex,
+    Mode, Outcome, QUEUE_WAITERS_PER_LOCK_MAX, Rejection, SHARED_HOLDERS_PER_LOCK_MAX,
+    ServiceError,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
@@ -41,6 +42,9 @@ pub struct Waiter {
     pub wait_ms: u64,
     /// The index of the `Acquire` entry that queued it: its place.
     pub enqueued_at: LogIndex,
+    /// The mode it will hold the lock in. Absent (exclusive) in snapshots from before modes.
+    #[serde(default, skip_serializing_if = "Mode::is_exclusive")]
+    pub mode: Mode,
 }
 
 /// What applying one entry decided for a waiter. The leader answers the waiter's parked
@@ -166,6 +170,15 @@ pub struct LockTable {
     /// replica. Not part of the state (a snapshot does not carry it).
     #[serde(skip)]
     woken: Vec<Woken>,
+    /// The holders of each lock held in shared mode, in grant order; never an empty list, and
+    /// never a lock that `locks` holds exclusively (docs/design.md, "Shared locks and
+    /// semaphores"). Absent in snapshots from before modes, and not written while empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    shared_holders: BTreeMap<LockName, Vec<Holder>>,
+    /// The permits declared for each semaphore in use (held or queued for); forgotten when the
+    /// name is free. A lock in use without an entry here is a plain lock.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    permits: BTreeMap<LockName, u32>,
 }
 
 impl LockTable {
@@ -229,25 +242,40 @@ impl LockTable {
                 }
                 ApplyResult::Nothing
             }
-            Command::Preempt { client, seq, lock } => {
-                self.apply_write(*client, *seq, (WriteKind::Preempt, lock), 0, index)
-            }
+            Command::Preempt {
+                client,
+                seq,
+                lock,
+                claim,
+            } => self.apply_write(
+                *client,
+                *seq,
+                (WriteKind::Preempt, lock),
+                (0, *claim),
+                index,
+            ),
             Command::Release { client, seq, lock } => {
-                self.apply_write(*client, *seq, (WriteKind::Release, lock), 0, index)
+                let request = (0, Claim::EXCLUSIVE);
+                self.apply_write(*client, *seq, (WriteKind::Release, lock), request, index)
             }
             Command::Acquire {
                 client,
                 seq,
                 lock,
                 wait_ms,
-            } => self.apply_write(*client, *seq, (WriteKind::Acquire, lock), *wait_ms, index),
+                claim,
+            } => {
+                let request = (*wait_ms, *claim);
+                self.apply_write(*client, *seq, (WriteKind::Acquire, lock), request, index)
+            }
             Command::Cancel { client, seq, lock } => {
-                self.apply_write(*client, *seq, (WriteKind::Cancel, lock), 0, index)
+                let request = (0, Claim::EXCLUSIVE);
+                self.apply_write(*client, *seq, (WriteKind::Cancel, lock), request, index)
             }
             Command::Timeout { client, seq, lock } => self.time_out(*client, *seq, lock, index),
             Command::HandOver { lock } => {
-                // Only ever grants the head of the queue, and only of a free lock.
-                let _ = self.hand_over_if_free(lock, index);
+                // Only ever grants from the head of the queue, and only what fits.
+                let _ = self.hand_over(lock, index);
                 ApplyResult::Nothing
             }
         };
@@ -264,6 +292,9 @@ impl LockTable {
             | Command::MarkSilent { .. }
             | Command::Revive { .. } => None,
         };
+        if let Some(lock) = touched {
+            self.forget_permits_if_unused(lock);
+        }
         self.check_invariants(touched);
         self.check_queue_invariants(touched, matches!(command, Command::Expire { .. }));
         result
@@ -277,7 +308,7 @@ impl LockTable {
         client: ClientId,
         seq: u64,
         (kind, lock): (WriteKind, &LockName),
-        wait_ms: u64,
+        (wait_ms, claim): (u64, Claim),
         index: LogIndex,
     ) -> ApplyResult {
         if !self.is_registered(client) {
@@ -288,6 +319,11 @@ impl LockTable {
         if lock.is_empty() || lock.len() > LOCK_NAME_BYTES_MAX {
             return ApplyResult::Rejected {
                 rejection: Rejection::BadLockName,
+            };
+        }
+        if !claim.permits_are_valid() {
+            return ApplyResult::Rejected {
+                rejection: Rejection::BadPermits,
             };
         }
         if self.session_expired(client) {
@@ -319,21 +355,21 @@ impl LockTable {
             };
         }
         // A client runs one operation at a time: a newer write means it stopped waiting.
-        let abandoned = self.abandon_wait(client);
+        let abandoned = self.abandon_wait(client, index);
         let outcome = match kind {
             WriteKind::Preempt => {
-                // Nobody jumps the queue: a free lock with waiters goes to the head first.
-                let _ = self.hand_over_if_free(lock, index);
-                self.preempt(client, lock, index)
+                // Nobody jumps the queue: a lock with room for its head goes to the head first.
+                let _ = self.hand_over(lock, index);
+                self.preempt(client, lock, claim, index)
             }
             WriteKind::Release => {
                 let outcome = self.release(client, lock);
                 if outcome == Outcome::Released {
-                    let _ = self.hand_over_if_free(lock, index);
+                    let _ = self.hand_over(lock, index);
                 }
                 outcome
             }
-            WriteKind::Acquire => self.acquire(client, seq, lock, wait_ms, index),
+            WriteKind::Acquire => self.acquire((client, seq), lock, (wait_ms, claim), index),
             WriteKind::Cancel if abandoned.as_ref() == Some(lock) => Outcome::Cancelled,
             WriteKind::Cancel => Outcome::NotWaiting,
         };
@@ -352,40 +388,124 @@ impl LockTable {
         }
     }
 
-    fn preempt(&mut self, client: ClientId, lock: &LockName, index: LogIndex) -> Outcome {
-        match self.locks.get(lock) {
-            // Preempting a lock you hold is idempotent: same token.
-            Some(holder) if holder.owner == client => Outcome::Granted {
+    /// Grants `claim` at once if the queue is empty and it fits; refuses it otherwise
+    /// (docs/design.md, "Shared locks and semaphores"). Callers hand over first.
+    fn preempt(
+        &mut self,
+        client: ClientId,
+        lock: &LockName,
+        claim: Claim,
+        index: LogIndex,
+    ) -> Outcome {
+        // Claiming a lock you hold is idempotent, in whatever mode: same token, no upgrade.
+        if let Some(holder) = self.holding(client, lock) {
+            return Outcome::Granted {
                 token: holder.token,
-            },
-            Some(holder) => Outcome::HeldBy {
-                owner: holder.owner,
-            },
-            None => {
-                let holder = Holder {
-                    owner: client,
-                    token: index,
-                };
-                self.locks_digest ^= holder_digest(lock, &holder);
-                self.locks.insert(lock.clone(), holder);
-                self.freed_by_expiry.remove(lock);
-                Outcome::Granted { token: index }
-            }
+            };
         }
+        if let Some(permits) = claim.permits
+            && self.in_use(lock)
+            && self.permits.get(lock) != Some(&permits)
+        {
+            return Outcome::PermitsMismatch {
+                permits: self.permits.get(lock).copied(),
+            };
+        }
+        if self.queues.contains_key(lock) || !self.fits(lock, claim.mode) {
+            // Hand-over ran first, so a queue that is left has a head that does not fit: the
+            // lock has holders (the free-with-waiters case grants the head above).
+            let owner = self
+                .first_holder(lock)
+                .expect("lock table: a claim that does not fit has holders in its way");
+            return Outcome::HeldBy { owner };
+        }
+        if !self.in_use(lock)
+            && let Some(permits) = claim.permits
+        {
+            self.permits.insert(lock.clone(), permits);
+        }
+        self.grant(lock, client, claim.mode, index);
+        Outcome::Granted { token: index }
+    }
+
+    /// Makes `client` a holder of `lock` in `mode`, with token `index`. The caller checked
+    /// that it fits.
+    fn grant(&mut self, lock: &LockName, client: ClientId, mode: Mode, index: LogIndex) {
+        assert!(
+            self.fits(lock, mode),
+            "lock table: granting {lock} to {client} in {mode:?}, which does not fit"
+        );
+        let holder = Holder {
+            owner: client,
+            token: index,
+        };
+        self.locks_digest ^= holding_digest(lock, &holder, mode);
+        match mode {
+            Mode::Exclusive => {
+                self.locks.insert(lock.clone(), holder);
+            }
+            Mode::Shared => self
+                .shared_holders
+                .entry(lock.clone())
+                .or_default()
+                .push(holder),
+        }
+        self.freed_by_expiry.remove(lock);
+    }
+
+    /// Whether a holder in `mode` fits beside `lock`'s holders: exclusive takes the whole
+    /// capacity, shared one unit of it.
+    fn fits(&self, lock: &str, mode: Mode) -> bool {
+        if self.locks.contains_key(lock) {
+            return false;
+        }
+        let shared = self.shared_holders.get(lock).map_or(0, Vec::len);
+        match mode {
+            Mode::Exclusive => shared == 0,
+            Mode::Shared => shared < self.capacity(lock) as usize,
+        }
+    }
+
+    /// How many units `lock` has: its declared permits, or the holder bound.
+    fn capacity(&self, lock: &str) -> u32 {
+        Claim::capacity(self.permits.get(lock).copied())
+    }
+
+    /// Whether `lock` has a holder or a waiter: while it does, its declared permits stand.
+    fn in_use(&self, lock: &str) -> bool {
+        self.locks.contains_key(lock)
+            || self.shared_holders.contains_key(lock)
+            || self.queues.contains_key(lock)
+    }
+
+    /// Drops `lock`'s declared permits once nobody holds or waits for it.
+    fn forget_permits_if_unused(&mut self, lock: &str) {
+        if !self.in_use(lock) {
+            self.permits.remove(lock);
+        }
+    }
+
+    /// `client`'s grant of `lock`, in either mode.
+    fn holding(&self, client: ClientId, lock: &str) -> Option<Holder> {
+        self.holders(lock).into_iter().find(|h| h.owner == client)
+    }
+
+    /// The earliest-granted holder of `lock`: the one a refusal names.
+    fn first_holder(&self, lock: &str) -> Option<ClientId> {
+        self.holders(lock).first().map(|holder| holder.owner)
     }
 
     /// A new acquire: granted if free (after any waiters, who come first), refused if held and
     /// `wait_ms` is 0, queued at the tail otherwise.
     fn acquire(
         &mut self,
-        client: ClientId,
-        seq: u64,
+        (client, seq): (ClientId, u64),
         lock: &LockName,
-        wait_ms: u64,
+        (wait_ms, claim): (u64, Claim),
         index: LogIndex,
     ) -> Outcome {
-        let _ = self.hand_over_if_free(lock, index);
-        match self.preempt(client, lock, index) {
+        let _ = self.hand_over(lock, index);
+        match self.preempt(client, lock, claim, index) {
             Outcome::HeldBy { .. } if wait_ms > 0 => {
                 assert!(
                     !self.waiting.contains_key(&client),
@@ -396,6 +516,7 @@ impl LockTable {
                     seq,
                     wait_ms,
                     enqueued_at: index,
+                    mode: claim.mode,
                 };
                 self.queues
                     .entry(lock.clone())
@@ -410,13 +531,14 @@ impl LockTable {
 
     /// Whether an acquire of `lock` by `client` would join a queue already at its bound.
     fn queue_is_full_for(&self, client: ClientId, lock: &LockName, wait_ms: u64) -> bool {
-        let held_by_other = self.locks.get(lock).is_some_and(|h| h.owner != client);
+        let holders = self.holders(lock);
+        let held_by_other = !holders.is_empty() && holders.iter().all(|h| h.owner != client);
         let length = self.queues.get(lock).map_or(0, VecDeque::len);
         wait_ms > 0 && held_by_other && length >= QUEUE_WAITERS_PER_LOCK_MAX
     }
 
     /// Removes `client`'s waiter, if it has one, deciding it `cancelled`; returns its lock.
-    fn abandon_wait(&mut self, client: ClientId) -> Option<LockName> {
+    fn abandon_wait(&mut self, client: ClientId, index: LogIndex) -> Option<LockName> {
         let lock = self.waiting.get(&client)?.clone();
         let waiter = self.remove_waiter(client, &lock);
         self.woken.push(Woken {
@@ -425,7 +547,20 @@ impl LockTable {
             lock: lock.clone(),
             decision: Decision::Cancelled,
         });
+        self.after_waiter_left(&lock, index);
         Some(lock)
+    }
+
+    /// A waiter left `lock`'s queue without being granted. With modes, the waiter behind it
+    /// may fit where it did not (a reader behind a writer that left, while readers hold):
+    /// it is granted now, unless the lock waits for its lock-delay (the leader's `HandOver`
+    /// grants it then). Never grants anything for an exclusive-only queue, whose head waits
+    /// for a holder that is still there.
+    fn after_waiter_left(&mut self, lock: &LockName, index: LogIndex) {
+        if !self.freed_by_expiry.contains_key(lock) {
+            let _ = self.hand_over(lock, index);
+        }
+        self.forget_permits_if_unused(lock);
     }
 
     /// Takes `client`'s waiter out of `lock`'s queue. It MUST be there (`waiting` says so).
@@ -476,35 +611,52 @@ impl LockTable {
             lock: lock.clone(),
             decision: Decision::TimedOut,
         });
+        self.after_waiter_left(lock, index);
         ApplyResult::Outcome {
             outcome: Outcome::TimedOut,
             duplicate: false,
         }
     }
 
-    /// If `lock` is free and has waiters, grants it to the head, with `index` as its token.
-    fn hand_over_if_free(&mut self, lock: &LockName, index: LogIndex) -> Option<ClientId> {
-        if self.locks.contains_key(lock) {
-            return None;
+    /// Grants `lock` to waiters from the head of its queue while the head fits, with `index`
+    /// as their token: an exclusive head alone, once the lock is free; a run of shared heads
+    /// together, up to the capacity. Returns how many it granted.
+    fn hand_over(&mut self, lock: &LockName, index: LogIndex) -> usize {
+        let mut granted = 0;
+        // Each grant takes at least one unit of a capacity of at most the holder bound.
+        for _ in 0..=SHARED_HOLDERS_PER_LOCK_MAX {
+            let Some(head) = self
+                .queues
+                .get(lock)
+                .and_then(|queue| queue.front())
+                .cloned()
+            else {
+                break;
+            };
+            if !self.fits(lock, head.mode) {
+                break;
+            }
+            let _ = self.remove_waiter(head.client, lock);
+            self.grant(lock, head.client, head.mode, index);
+            let outcome = Outcome::Granted { token: index };
+            self.decide_waiter(head.client, head.seq, lock, outcome, index);
+            self.woken.push(Woken {
+                client: head.client,
+                seq: head.seq,
+                lock: lock.clone(),
+                decision: Decision::Granted { token: index },
+            });
+            granted += 1;
         }
-        let head = self.queues.get(lock)?.front()?.clone();
-        let _ = self.remove_waiter(head.client, lock);
-        let holder = Holder {
-            owner: head.client,
-            token: index,
-        };
-        self.locks_digest ^= holder_digest(lock, &holder);
-        self.locks.insert(lock.clone(), holder);
-        self.freed_by_expiry.remove(lock);
-        let granted = Outcome::Granted { token: index };
-        self.decide_waiter(head.client, head.seq, lock, granted, index);
-        self.woken.push(Woken {
-            client: head.client,
-            seq: head.seq,
-            lock: lock.clone(),
-            decision: Decision::Granted { token: index },
-        });
-        Some(head.client)
+        granted
+    }
+
+    /// Whether the head of `lock`'s queue would be granted if an entry handed the lock over
+    /// now: the leader appends a `HandOver` for such a lock once its lock-delay has passed.
+    pub fn head_fits(&self, lock: &str) -> bool {
+        self.waiters(lock)
+            .next()
+            .is_some_and(|head| self.fits(lock, head.mode))
     }
 
     /// Rewrites a waiter's deduplication record, `queued`, to its decision, so that a retry
@@ -531,15 +683,37 @@ impl LockTable {
         last.index = index;
     }
 
+    /// Removes `client`'s holding of `lock`, in whichever mode; other shared holders keep
+    /// theirs.
     fn release(&mut self, client: ClientId, lock: &LockName) -> Outcome {
-        match self.locks.get(lock) {
-            Some(holder) if holder.owner == client => {
-                self.locks_digest ^= holder_digest(lock, holder);
-                self.locks.remove(lock);
-                Outcome::Released
-            }
-            _ => Outcome::NotOwner,
+        if self.remove_holding(client, lock) {
+            Outcome::Released
+        } else {
+            Outcome::NotOwner
         }
+    }
+
+    /// Takes `client` out of `lock`'s holders; false if it held nothing there.
+    fn remove_holding(&mut self, client: ClientId, lock: &LockName) -> bool {
+        if let Some(holder) = self.locks.get(lock).copied()
+            && holder.owner == client
+        {
+            self.locks_digest ^= holding_digest(lock, &holder, Mode::Exclusive);
+            self.locks.remove(lock);
+            return true;
+        }
+        let Some(holders) = self.shared_holders.get_mut(lock) else {
+            return false;
+        };
+        let Some(position) = holders.iter().position(|h| h.owner == client) else {
+            return false;
+        };
+        let holder = holders.remove(position);
+        if holders.is_empty() {
+            self.shared_holders.remove(lock);
+        }
+        self.locks_digest ^= holding_digest(lock, &holder, Mode::Shared);
+        true
     }
 
     /// Ends `client`'s session: releases every lock it holds and records them. A client that is
@@ -555,20 +729,34 @@ impl LockTable {
             self.woken.push(Woken {
                 client,
                 seq: waiter.seq,
-                lock,
+                lock: lock.clone(),
                 decision: Decision::SessionExpired,
             });
+            self.after_waiter_left(&lock, index);
         }
-        let released: Vec<LockName> = self
+        // Exclusive and shared holdings, in name order (both maps are name-ordered).
+        let mut released: Vec<LockName> = self
             .locks
             .iter()
             .filter(|(_, holder)| holder.owner == client)
             .map(|(lock, _)| lock.clone())
             .collect();
+        released.extend(
+            self.shared_holders
+                .iter()
+                .filter(|(_, holders)| holders.iter().any(|h| h.owner == client))
+                .map(|(lock, _)| lock.clone()),
+        );
+        released.sort();
         for lock in &released {
-            let holder = self.locks.remove(lock).expect("collected from the map");
-            self.locks_digest ^= holder_digest(lock, &holder);
+            let removed = self.remove_holding(client, lock);
+            assert!(
+                removed,
+                "lock table: {client} held {lock}, collected just above"
+            );
+            // Also when other shared holders remain: the freed unit waits for lock-delay.
             self.freed_by_expiry.insert(lock.clone(), index);
+            self.forget_permits_if_unused(lock);
         }
         let count = u32::try_from(released.len()).unwrap_or(u32::MAX);
         let session = self
@@ -580,6 +768,13 @@ impl LockTable {
         assert!(
             self.locks.values().all(|holder| holder.owner != client),
             "lock table: {client} still holds a lock after its expire at {index}"
+        );
+        assert!(
+            self.shared_holders
+                .values()
+                .flatten()
+                .all(|h| h.owner != client),
+            "lock table: {client} still holds a shared lock after its expire at {index}"
         );
         ApplyResult::Expired {
             client,
@@ -617,17 +812,54 @@ impl LockTable {
 
     /// Answers a check from this replica's applied state.
     pub fn check(&self, lock: &str) -> Outcome {
-        match self.locks.get(lock) {
-            Some(holder) => Outcome::Owner {
+        if let Some(holder) = self.locks.get(lock) {
+            return Outcome::Owner {
                 owner: holder.owner,
                 token: holder.token,
+            };
+        }
+        match self.shared_holders.get(lock) {
+            Some(holders) => Outcome::Shared {
+                holders: u32::try_from(holders.len()).unwrap_or(u32::MAX),
+                permits: self.permits.get(lock).copied(),
             },
             None => Outcome::Free,
         }
     }
 
+    /// The exclusive holder of `lock`; `None` when it is free or held in shared mode (see
+    /// [`LockTable::holders`]).
     pub fn holder(&self, lock: &str) -> Option<Holder> {
         self.locks.get(lock).copied()
+    }
+
+    /// Every holder of `lock`, in either mode, in grant order (empty when free).
+    pub fn holders(&self, lock: &str) -> Vec<Holder> {
+        match self.locks.get(lock) {
+            Some(holder) => vec![*holder],
+            None => self.shared_holders.get(lock).cloned().unwrap_or_default(),
+        }
+    }
+
+    /// The mode `lock` is held in; `None` when it is free.
+    pub fn held_mode(&self, lock: &str) -> Option<Mode> {
+        if self.locks.contains_key(lock) {
+            Some(Mode::Exclusive)
+        } else if self.shared_holders.contains_key(lock) {
+            Some(Mode::Shared)
+        } else {
+            None
+        }
+    }
+
+    /// Every lock held in shared mode, with its holders in grant order, in name order.
+    pub fn shared_holders(&self) -> &BTreeMap<LockName, Vec<Holder>> {
+        &self.shared_holders
+    }
+
+    /// The permits declared for `lock` while it is in use; `None` for a plain lock.
+    pub fn declared_permits(&self, lock: &str) -> Option<u32> {
+        self.permits.get(lock).copied()
     }
 
     /// What was already decided for the write `(client, seq, kind, lock)`, judged by the
@@ -686,7 +918,7 @@ impl LockTable {
         self.applied_index
     }
 
-    /// All held locks, in name order.
+    /// All locks held exclusively, in name order (shared ones: [`LockTable::shared_holders`]).
     pub fn locks(&self) -> &BTreeMap<LockName, Holder> {
         &self.locks
     }
@@ -758,16 +990,15 @@ impl LockTable {
             queue.len() <= QUEUE_WAITERS_PER_LOCK_MAX,
             "lock table: {lock}'s queue is over its bound"
         );
-        let holder = self.locks.get(lock).map(|holder| holder.owner);
         assert!(
-            holder.is_some() || self.freed_by_expiry.contains_key(lock),
-            "lock table: {lock} is free with waiters, and no expiry's lock-delay explains it"
+            !self.head_fits(lock) || self.freed_by_expiry.contains_key(lock),
+            "lock table: {lock}'s head fits beside its holders, and no expiry's lock-delay explains it"
         );
+        let holders = self.holders(lock);
         for (position, waiter) in queue.iter().enumerate() {
             let client = waiter.client;
-            assert_ne!(
-                Some(client),
-                holder,
+            assert!(
+                holders.iter().all(|holder| holder.owner != client),
                 "lock table: holder {client} queued on {lock}"
             );
             assert!(
@@ -802,6 +1033,9 @@ impl LockTable {
     /// Checks the one lock a command touched (checking every lock on every apply would make
     /// applying O(locks)), plus the table-wide digest in debug builds.
     fn check_invariants(&self, touched: Option<&LockName>) {
+        if let Some(lock) = touched {
+            self.check_shared_invariants(lock);
+        }
         if let Some((lock, holder)) = touched.and_then(|lock| self.locks.get_key_value(lock)) {
             assert!(
                 holder.token <= self.applied_index,
@@ -829,9 +1063,81 @@ impl LockTable {
             self.locks_digest,
             self.locks
                 .iter()
-                .fold(0, |acc, (lock, holder)| acc ^ holder_digest(lock, holder)),
+                .fold(0, |acc, (lock, holder)| acc ^ holder_digest(lock, holder))
+                ^ self.shared_holders.iter().fold(0, |acc, (lock, holders)| {
+                    holders.iter().fold(acc, |acc, holder| {
+                        acc ^ holding_digest(lock, holder, Mode::Shared)
+                    })
+                }),
             "lock table: incremental digest drifted from the map"
         );
+    }
+
+    /// The holders of `lock` never exceed what the modes and permits allow (docs/design.md,
+    /// "Shared locks and semaphores"), and each is a live client holding it once.
+    fn check_shared_invariants(&self, lock: &LockName) {
+        if let Some(permits) = self.permits.get(lock) {
+            assert!(
+                self.in_use(lock),
+                "lock table: {lock} keeps declared permits {permits} while unused"
+            );
+            assert!(
+                Claim::semaphore(*permits).permits_are_valid(),
+                "lock table: {lock} declares permits {permits}, out of range"
+            );
+        }
+        let Some(holders) = self.shared_holders.get(lock) else {
+            return;
+        };
+        assert!(
+            !holders.is_empty(),
+            "lock table: {lock} keeps an empty holder list"
+        );
+        assert!(
+            !self.locks.contains_key(lock),
+            "lock table: {lock} is held exclusively and shared at once"
+        );
+        assert!(
+            holders.len() <= self.capacity(lock) as usize,
+            "lock table: {lock} has {} shared holders, over its capacity {}",
+            holders.len(),
+            self.capacity(lock)
+        );
+        for (position, holder) in holders.iter().enumerate() {
+            assert!(
+                holders
+                    .iter()
+                    .skip(position + 1)
+                    .all(|h| h.owner != holder.owner),
+                "lock table: {} holds {lock} twice",
+                holder.owner
+            );
+            assert!(
+                holder.token <= self.applied_index,
+                "lock table: {lock} has a shared token beyond the applied index"
+            );
+            // Pair assertion with `expire`: an expired client holds nothing.
+            assert!(
+                !self.session_expired(holder.owner),
+                "lock table: {} holds {lock} shared after its session expired",
+                holder.owner
+            );
+        }
+        assert!(
+            holders
+                .windows(2)
+                .all(|pair| pair[0].token <= pair[1].token),
+            "lock table: {lock}'s shared holders are not in grant order"
+        );
+    }
+}
+
+/// The digest of one holding: an exclusive one digests as the lock map always did (so tables
+/// without shared locks keep their digests), a shared one is told apart by a rotation.
+fn holding_digest(lock: &str, holder: &Holder, mode: Mode) -> u64 {
+    match mode {
+        Mode::Exclusive => holder_digest(lock, holder),
+        Mode::Shared => holder_digest(lock, holder).rotate_left(29),
     }
 }
 
@@ -867,6 +1173,7 @@ mod tests {
             client: ClientId(client),
             seq,
             lock: lock(name),
+            claim: Claim::EXCLUSIVE,
         }
     }
 

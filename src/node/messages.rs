@@ -193,6 +193,84 @@ pub const QUEUE_WAITERS_PER_LOCK_MAX: usize = 1_024;
 /// longer acquires again when its wait runs out (`lockstep lock` does so without `--wait`).
 pub const ACQUIRE_WAIT_MS_MAX: u64 = 3_600_000;
 
+/// Most holders one lock has at once, and so the capacity of a lock that declared no permits
+/// (docs/design.md, "Shared locks and semaphores").
+pub const SHARED_HOLDERS_PER_LOCK_MAX: u32 = 64;
+
+/// Largest `permits` a claim may name: a semaphore never holds more than a plain lock can.
+pub const PERMITS_MAX: u32 = SHARED_HOLDERS_PER_LOCK_MAX;
+
+/// How a holder holds a lock: alone, or together with other shared holders.
+#[derive(
+    Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Takes the lock's whole capacity: one holder (a writer). All there was before modes.
+    #[default]
+    Exclusive,
+    /// Takes one unit of the capacity (a reader, or one permit of a semaphore).
+    Shared,
+}
+
+impl Mode {
+    pub fn is_exclusive(&self) -> bool {
+        *self == Mode::Exclusive
+    }
+}
+
+/// What a preempt or an acquire claims: its mode, and the permits it declares the lock to have
+/// (docs/design.md, "Shared locks and semaphores"). The default, exclusive with no permits, is
+/// the claim every request made before modes existed; it is left out of serialized entries so
+/// they read and write as before.
+///
+/// Contract: `permits`, when given, MUST be within `1..=PERMITS_MAX` to be appended; apply
+/// rejects any other value (`Rejection::BadPermits`) rather than trusting it.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, Default, Serialize, Deserialize)]
+pub struct Claim {
+    #[serde(default, skip_serializing_if = "Mode::is_exclusive")]
+    pub mode: Mode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permits: Option<u32>,
+}
+
+impl Claim {
+    /// Exclusive, no permits: a plain lock, as before modes.
+    pub const EXCLUSIVE: Claim = Claim {
+        mode: Mode::Exclusive,
+        permits: None,
+    };
+
+    /// Shared, no permits: a reader of a readers-writer lock.
+    pub const SHARED: Claim = Claim {
+        mode: Mode::Shared,
+        permits: None,
+    };
+
+    /// One permit of a semaphore of `permits`.
+    pub fn semaphore(permits: u32) -> Claim {
+        Claim {
+            mode: Mode::Shared,
+            permits: Some(permits),
+        }
+    }
+
+    pub fn is_default(&self) -> bool {
+        *self == Claim::EXCLUSIVE
+    }
+
+    /// Whether the declared permits, if any, are within the limits.
+    pub fn permits_are_valid(&self) -> bool {
+        self.permits
+            .is_none_or(|permits| (1..=PERMITS_MAX).contains(&permits))
+    }
+
+    /// How many units a lock declared with `permits` has: its permits, or the holder bound.
+    pub fn capacity(permits: Option<u32>) -> u32 {
+        permits.unwrap_or(SHARED_HOLDERS_PER_LOCK_MAX)
+    }
+}
+
 /// A lock's name. Shared, because the same name travels through log entries, messages and the
 /// lock table many times.
 pub type LockName = Arc<str>;
@@ -223,6 +301,8 @@ pub enum Consistency {
 pub enum Operation {
     Preempt {
         lock: LockName,
+        #[serde(default, skip_serializing_if = "Claim::is_default")]
+        claim: Claim,
     },
     Release {
         lock: LockName,
@@ -237,6 +317,8 @@ pub enum Operation {
     Acquire {
         lock: LockName,
         wait_ms: u64,
+        #[serde(default, skip_serializing_if = "Claim::is_default")]
+        claim: Claim,
     },
     /// Stops the client's wait for `lock`: its acquire is answered `cancelled`.
     Cancel {
@@ -247,7 +329,7 @@ pub enum Operation {
 impl Operation {
     pub fn lock(&self) -> &LockName {
         match self {
-            Operation::Preempt { lock } | Operation::Release { lock } => lock,
+            Operation::Preempt { lock, .. } | Operation::Release { lock } => lock,
             Operation::Check { lock, .. } => lock,
             Operation::Acquire { lock, .. } | Operation::Cancel { lock } => lock,
         }
@@ -304,6 +386,11 @@ pub enum Outcome {
     Cancelled,
     /// Cancel: the client was not waiting for that lock.
     NotWaiting,
+    /// Preempt or acquire refused: the lock is in use with other permits declared (`None`: a
+    /// plain lock, no permits). Nothing changed.
+    PermitsMismatch { permits: Option<u32> },
+    /// Check: `holders` clients hold the lock in shared mode; `permits` as declared.
+    Shared { holders: u32, permits: Option<u32> },
 }
 
 /// A client request. `seq` is chosen by the client; replies echo it. A retry reuses the seq,
@@ -459,6 +546,9 @@ pub enum Command {
         client: ClientId,
         seq: u64,
         lock: LockName,
+        /// Absent (exclusive, no permits) in every entry written before modes.
+        #[serde(default, skip_serializing_if = "Claim::is_default")]
+        claim: Claim,
     },
     Release {
         client: ClientId,
@@ -485,6 +575,9 @@ pub enum Command {
         seq: u64,
         lock: LockName,
         wait_ms: u64,
+        /// Absent (exclusive, no permits) in every entry written before modes.
+        #[serde(default, skip_serializing_if = "Claim::is_default")]
+        claim: Claim,
     },
     /// The leader's decision that the waiter (`client`, `seq`) on `lock` waited long enough.
     /// Applies to nothing if the waiter was granted or left the queue first.
@@ -510,9 +603,9 @@ impl Command {
     /// leader's session and queue decisions).
     pub fn client_write(&self) -> Option<(ClientId, u64, WriteKind, &LockName)> {
         match self {
-            Command::Preempt { client, seq, lock } => {
-                Some((*client, *seq, WriteKind::Preempt, lock))
-            }
+            Command::Preempt {
+                client, seq, lock, ..
+            } => Some((*client, *seq, WriteKind::Preempt, lock)),
             Command::Release { client, seq, lock } => {
                 Some((*client, *seq, WriteKind::Release, lock))
             }
@@ -589,6 +682,8 @@ pub enum Rejection {
     SessionExpired,
     /// The lock's queue already holds [`QUEUE_WAITERS_PER_LOCK_MAX`] waiters.
     QueueFull,
+    /// The claim's permits are outside `1..=PERMITS_MAX`.
+    BadPermits,
 }
 
 impl Rejection {
@@ -603,6 +698,9 @@ impl Rejection {
             Rejection::SessionExpired => ServiceError::SessionExpired { client },
             Rejection::QueueFull => ServiceError::QueueFull {
                 waiters_max: QUEUE_WAITERS_PER_LOCK_MAX as u32,
+            },
+            Rejection::BadPermits => ServiceError::BadRequest {
+                reason: format!("permits must be 1 to {PERMITS_MAX}"),
             },
         }
     }

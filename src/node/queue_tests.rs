@@ -6,7 +6,7 @@
 
 use super::*;
 use crate::node::coverage::Branch;
-use crate::node::{Decision, LockTable, QUEUE_WAITERS_PER_LOCK_MAX, Rejection, Woken};
+use crate::node::{Claim, Decision, LockTable, QUEUE_WAITERS_PER_LOCK_MAX, Rejection, Woken};
 
 /// Each story's clients connect from their own address, so that the answers say who was woken.
 const HOLDER: ClientAddr = ClientAddr(101);
@@ -19,6 +19,7 @@ fn acquire(name: &str, wait_ms: u64) -> Operation {
     Operation::Acquire {
         lock: lock(name),
         wait_ms,
+        claim: Claim::EXCLUSIVE,
     }
 }
 
@@ -448,6 +449,7 @@ fn acquire_command(client: u64, seq: u64, wait_ms: u64) -> Command {
         seq,
         lock: lock("a"),
         wait_ms,
+        claim: Claim::EXCLUSIVE,
     }
 }
 
@@ -588,6 +590,7 @@ fn nobody_jumps_the_queue_of_a_lock_freed_by_expiry() {
         client: ClientId(3),
         seq: 1,
         lock: lock("a"),
+        claim: Claim::EXCLUSIVE,
     };
     assert_eq!(
         table.apply(7, &jumper),

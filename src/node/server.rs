@@ -40,9 +40,9 @@ use super::coverage::{Branch, Coverage};
 use super::lock_table::{LockTable, Settled, Woken, WriteKind};
 use super::log::{DurableState, PersistOp, RaftLog};
 use super::messages::{
-    ApplyResult, CLIENT_SECRET_BYTES, ClientAddr, ClientId, ClientReply, ClientRequest,
+    ApplyResult, CLIENT_SECRET_BYTES, Claim, ClientAddr, ClientId, ClientReply, ClientRequest,
     ClientSecret, Command, Entry, LOCK_NAME_BYTES_MAX, LockName, LogIndex, Operation, Outcome,
-    PeerMessage, ReplyBody, RequestBody, ServerId, ServiceError, Snapshot, Term,
+    PeerMessage, Rejection, ReplyBody, RequestBody, ServerId, ServiceError, Snapshot, Term,
 };
 use super::time::Time;
 use queue::QueueState;
@@ -1323,11 +1323,15 @@ impl Server {
             }
             RequestBody::Op { client, secret, op } => (client, secret, op),
         };
-        let (kind, lock, wait_ms) = match op {
-            Operation::Preempt { lock } => (WriteKind::Preempt, lock, 0),
-            Operation::Release { lock } => (WriteKind::Release, lock, 0),
-            Operation::Acquire { lock, wait_ms } => (WriteKind::Acquire, lock, wait_ms),
-            Operation::Cancel { lock } => (WriteKind::Cancel, lock, 0),
+        let (kind, lock, wait_ms, claim) = match op {
+            Operation::Preempt { lock, claim } => (WriteKind::Preempt, lock, 0, claim),
+            Operation::Release { lock } => (WriteKind::Release, lock, 0, Claim::EXCLUSIVE),
+            Operation::Acquire {
+                lock,
+                wait_ms,
+                claim,
+            } => (WriteKind::Acquire, lock, wait_ms, claim),
+            Operation::Cancel { lock } => (WriteKind::Cancel, lock, 0, Claim::EXCLUSIVE),
             Operation::Check { .. } => unreachable!("checks are never proposed"),
         };
         // Who asks comes first: a request that cannot prove it is its client learns nothing,
@@ -1362,8 +1366,18 @@ impl Server {
             self.reply(route, seq, body);
             return;
         }
+        if !claim.permits_are_valid() {
+            let body = ReplyBody::Error(Rejection::BadPermits.service_error(client, seq));
+            self.reply(route, seq, body);
+            return;
+        }
         let seq_reused = ReplyBody::Error(ServiceError::SeqReused { seq });
         match kind {
+            // A shared or semaphore claim: apply decides it (docs/design.md, "Shared locks and
+            // semaphores", the leader), with no refusal by read.
+            WriteKind::Preempt if !claim.is_default() => {
+                self.propose_claim(now, route, (client, seq), lock, claim);
+            }
             // One scan of the unapplied log answers both questions: is this seq there with
             // another write, and who will hold the lock once it applies.
             WriteKind::Preempt => match self.projected_owner(client, seq, &lock) {
@@ -1397,11 +1411,19 @@ impl Server {
                 // copy decides the answer).
                 Projection::Free | Projection::Owner(_) | Projection::InLog(_) => {
                     self.coverage.hit(Branch::ProposePreemptAppended);
-                    self.append_request(route, seq, Command::Preempt { client, seq, lock });
+                    let claim = Claim::EXCLUSIVE;
+                    let command = Command::Preempt {
+                        client,
+                        seq,
+                        lock,
+                        claim,
+                    };
+                    self.append_request(route, seq, command);
                 }
             },
             WriteKind::Acquire | WriteKind::Cancel => {
-                self.propose_queue_write(now, route, (client, seq), (kind, lock), wait_ms);
+                let request = (kind, lock, claim);
+                self.propose_queue_write(now, route, (client, seq), request, wait_ms);
             }
             WriteKind::Release if self.seq_reused_in_log(client, seq, &lock) => {
                 self.coverage.hit(Branch::ProposeSeqReused);
@@ -1540,6 +1562,7 @@ impl Server {
                     client,
                     seq,
                     lock: refusal.lock,
+                    claim: Claim::EXCLUSIVE,
                 },
             );
             return;
@@ -1613,6 +1636,43 @@ impl Server {
         Some((body, refused.index))
     }
 
+    /// Leader: a preempt claiming shared mode or permits, authenticated, unsettled, of a live
+    /// session and of this term. The refusal by read needs one projected owner, which a shared
+    /// lock does not have, so the claim is appended and apply decides it; a copy already in
+    /// the log is appended again and applies as a duplicate, with the same answer. A lock in
+    /// its lock-delay (freed, or a unit of it freed, by an expiry) goes to nobody new.
+    fn propose_claim(
+        &mut self,
+        now: Time,
+        route: ReplyRoute,
+        (client, seq): (ClientId, u64),
+        lock: LockName,
+        claim: Claim,
+    ) {
+        if self.projected_owner(client, seq, &lock) == Projection::SeqReused {
+            self.coverage.hit(Branch::ProposeSeqReused);
+            self.reply(
+                route,
+                seq,
+                ReplyBody::Error(ServiceError::SeqReused { seq }),
+            );
+            return;
+        }
+        if let Some(remaining) = self.lock_delay_remaining(&lock, now) {
+            let body = self.lock_delayed(remaining);
+            self.reply(route, seq, body);
+            return;
+        }
+        self.coverage.hit(Branch::ProposePreemptAppended);
+        let command = Command::Preempt {
+            client,
+            seq,
+            lock,
+            claim,
+        };
+        self.append_request(route, seq, command);
+    }
+
     /// Who holds `lock` after every entry in the log applies, unless the preempt (`client`,
     /// `seq`, `lock`) is itself in the unapplied part of the log, or its seq is there with
     /// another operation or lock. Scans at most the uncommitted entries, which
@@ -1621,10 +1681,13 @@ impl Server {
         let mut owner = self.table.holder(lock).map(|holder| holder.owner);
         for (index, entry) in self.log.entries_after(self.table.applied_index()) {
             match &entry.command {
+                // A shared claim in the log counts as an owner too: conservative, since an
+                // exclusive preempt behind it is then decided after a read or at apply.
                 Command::Preempt {
                     client: c,
                     seq: s,
                     lock: l,
+                    ..
                 } => {
                     if (*c, *s) == (client, seq) && l == lock {
                         return Projection::InLog(index);
@@ -1732,7 +1795,14 @@ impl Server {
                 // The holder's release is in the log: queue right behind it, so the lock
                 // changes hands in the release's own replication round.
                 self.coverage.hit(Branch::RefusalFreeAppended);
-                self.append_request(route, seq, Command::Preempt { client, seq, lock });
+                let claim = Claim::EXCLUSIVE;
+                let command = Command::Preempt {
+                    client,
+                    seq,
+                    lock,
+                    claim,
+                };
+                self.append_request(route, seq, command);
             }
             _ if holder.is_some_and(|owner| owner != client)
                 && (self.refused.len() < REFUSED_CLIENTS_MAX
@@ -1764,7 +1834,14 @@ impl Server {
             }
             _ => {
                 self.coverage.hit(Branch::RefusalAppendedOwn);
-                self.append_request(route, seq, Command::Preempt { client, seq, lock })
+                let claim = Claim::EXCLUSIVE;
+                let command = Command::Preempt {
+                    client,
+                    seq,
+                    lock,
+                    claim,
+                };
+                self.append_request(route, seq, command)
             }
         }
     }
@@ -2559,7 +2636,9 @@ impl Server {
                 secret: *secret,
             },
             (
-                Command::Preempt { client, seq, lock }
+                Command::Preempt {
+                    client, seq, lock, ..
+                }
                 | Command::Release { client, seq, lock }
                 | Command::Acquire {
                     client, seq, lock, ..

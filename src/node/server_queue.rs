@@ -17,8 +17,8 @@ use super::{Projection, ReplyRoute, Role, Server};
 use crate::node::coverage::Branch;
 use crate::node::lock_table::{Decision, Woken, WriteKind};
 use crate::node::messages::{
-    ACQUIRE_WAIT_MS_MAX, ClientId, ClientRequest, Command, LockName, LogIndex, Operation, Outcome,
-    QUEUE_WAITERS_PER_LOCK_MAX, ReplyBody, RequestBody, ServiceError,
+    ACQUIRE_WAIT_MS_MAX, Claim, ClientId, ClientRequest, Command, LockName, LogIndex, Operation,
+    Outcome, QUEUE_WAITERS_PER_LOCK_MAX, ReplyBody, RequestBody, ServiceError,
 };
 use crate::node::time::Time;
 use std::collections::{BTreeMap, BTreeSet};
@@ -96,7 +96,7 @@ impl Server {
         now: Time,
         route: ReplyRoute,
         (client, seq): (ClientId, u64),
-        (kind, lock): (WriteKind, LockName),
+        (kind, lock, claim): (WriteKind, LockName, Claim),
         wait_ms: u64,
     ) {
         assert!(
@@ -123,7 +123,10 @@ impl Server {
         }
         let command = if kind == WriteKind::Acquire {
             let free = matches!(self.projected_owner(client, seq, &lock), Projection::Free);
-            if free && let Some(remaining) = self.lock_delay_remaining(&lock, now) {
+            // A shared claim may fit beside holders, so it is gated whenever the lock (or a
+            // unit of it) is in its lock-delay, not only when the lock looks free.
+            let gated = free || !claim.is_default();
+            if gated && let Some(remaining) = self.lock_delay_remaining(&lock, now) {
                 // As for a preempt: a lock freed by expiry goes to nobody new during its
                 // delay. Its waiters keep their places; this client retries the same seq.
                 self.coverage.hit(Branch::QueueLockDelayed);
@@ -145,6 +148,7 @@ impl Server {
                 seq,
                 lock,
                 wait_ms,
+                claim,
             }
         } else {
             Command::Cancel { client, seq, lock }
@@ -265,6 +269,7 @@ impl Server {
                 seq,
                 lock,
                 wait_ms,
+                ..
             } if self.queues.ready
                 && self.table.waiting_for(*client) == Some(lock)
                 && self
@@ -366,7 +371,7 @@ impl Server {
             .table
             .queues()
             .keys()
-            .filter(|lock| self.table.holder(lock).is_none())
+            .filter(|lock| self.table.head_fits(lock))
             .filter(|lock| !self.queues.hand_overs_appended.contains(*lock))
             .filter(|lock| self.lock_delay_remaining(lock, now).is_none())
             .take(QUEUE_ENTRIES_PER_TICK_MAX)
@@ -378,7 +383,7 @@ impl Server {
                 return;
             }
             self.coverage.hit(Branch::QueueHandOverAppended);
-            if self.table.waiters(&lock).next().is_some() && self.table.holder(&lock).is_none() {
+            if self.table.head_fits(&lock) {
                 self.queues.hand_overs_appended.insert(lock);
             }
         }
@@ -432,6 +437,7 @@ mod wait_bound_tests {
                 op: Operation::Acquire {
                     lock: "a".into(),
                     wait_ms,
+                    claim: Claim::EXCLUSIVE,
                 },
             },
         }

@@ -9,7 +9,7 @@ use super::{Role, Server, ServerConfig, ServerInput, ServerOutput, ServerTimer};
 use crate::node::lock_table::Holder;
 use crate::node::log::{DurableState, PersistOp, RaftLog};
 use crate::node::messages::{
-    ApplyResult, ClientAddr, ClientId, ClientReply, ClientRequest, ClientSecret, Command,
+    ApplyResult, Claim, ClientAddr, ClientId, ClientReply, ClientRequest, ClientSecret, Command,
     Consistency, Entry, LOCK_NAME_BYTES_MAX, LockName, LogIndex, Operation, Outcome, PeerMessage,
     ReplyBody, RequestBody, ServerId, ServiceError, Term,
 };
@@ -106,6 +106,7 @@ fn register_and_grant_a(owner: ClientId) -> Vec<Entry> {
         client: owner,
         seq: 1,
         lock: lock("a"),
+        claim: Claim::EXCLUSIVE,
     };
     vec![
         noop(1),
@@ -362,7 +363,10 @@ fn in_term(term: Term, request: ClientRequest) -> ClientRequest {
 }
 
 fn preempt(name: &str) -> Operation {
-    Operation::Preempt { lock: lock(name) }
+    Operation::Preempt {
+        lock: lock(name),
+        claim: Claim::EXCLUSIVE,
+    }
 }
 
 fn release(name: &str) -> Operation {
@@ -2142,6 +2146,7 @@ fn a_release_hands_the_lock_to_a_contender_still_waiting_for_its_refusal() {
         client: contender,
         seq: 1,
         lock: lock("a"),
+        claim: Claim::EXCLUSIVE,
     };
     assert_eq!(
         persisted(&outputs),
@@ -2890,5 +2895,7 @@ mod mutation_kills;
 mod queues;
 #[path = "session_tests.rs"]
 mod sessions;
+#[path = "shared_tests.rs"]
+mod shared;
 #[path = "step_mutation_tests.rs"]
 mod step_mutation_kills;

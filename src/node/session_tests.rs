@@ -4,7 +4,7 @@
 //! docs/design.md ("Sessions and leases") states the rules these stories check.
 
 use super::*;
-use crate::node::messages::SilentSession;
+use crate::node::messages::{Claim, SilentSession};
 
 /// The TTL most stories ask for.
 const TTL_MS: u64 = 3_000;
@@ -626,6 +626,7 @@ fn odd_session_entries_apply_to_a_deterministic_no_op() {
         client: ClientId(client),
         seq,
         lock: lock(if client == 1 { "a" } else { "b" }),
+        claim: Claim::EXCLUSIVE,
     };
     assert!(matches!(
         table.apply(3, &grant(1, 1)),

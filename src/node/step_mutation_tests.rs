@@ -6,7 +6,7 @@
 
 use super::*;
 use crate::node::coverage::Branch;
-use crate::node::messages::SilentSession;
+use crate::node::messages::{Claim, SilentSession};
 
 /// A follower of three (s2) that follows s1 in term 1 since `contact_ms`, its log empty.
 fn follower_hearing_s1_at(contact_ms: u64) -> Server {
@@ -544,6 +544,7 @@ fn a_new_leader_not_yet_ready_holds_back_a_lock_freed_by_expiry_for_the_whole_de
                 client: dying,
                 seq: 1,
                 lock: lock("a"),
+                claim: Claim::EXCLUSIVE,
             },
         },
         Entry {

@@ -106,6 +106,8 @@ impl BenchOptions {
                     linearizable: 0.25,
                     acquire: 0.0,
                     acquire_wait_ms: 0,
+                    shared: 0.0,
+                    permits: None,
                 },
                 think_min: Duration::from_millis(1),
                 think_max: Duration::from_millis(20),

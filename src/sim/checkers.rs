@@ -12,10 +12,10 @@
 //! in the simulator, not in the system under test. Nothing here iterates a hash map.
 
 use crate::node::{
-    ApplyResult, ClientId, ClientReply, ClientRequest, ClientSecret, Command, Decision, Entry,
-    Holder, LOCK_NAME_BYTES_MAX, LockName, LockTable, LogIndex, Operation, Outcome,
-    QUEUE_WAITERS_PER_LOCK_MAX, Rejection, ReplyBody, RequestBody, Role, ServerId, Term, Time,
-    Woken,
+    ApplyResult, Claim, ClientId, ClientReply, ClientRequest, ClientSecret, Command, Decision,
+    Entry, Holder, LOCK_NAME_BYTES_MAX, LockName, LockTable, LogIndex, Mode, Operation, Outcome,
+    QUEUE_WAITERS_PER_LOCK_MAX, Rejection, ReplyBody, RequestBody, Role,
+    SHARED_HOLDERS_PER_LOCK_MAX, ServerId, Term, Time, Woken,
 };
 use crate::sim::fairness::{ModelWaiter, QueueModel};
 use std::collections::{BTreeMap, BTreeSet};
@@ -413,16 +413,36 @@ pub struct MutualExclusion {
     sessions: BTreeMap<ClientId, bool>,
     /// Reference model of the blocking acquire's FIFO queues (`sim::fairness`).
     queues: QueueModel,
+    /// Reference model of the locks held in shared mode: their holders, in grant order.
+    /// `holders` has the exclusive ones; a lock is in one map or the other, never both.
+    shared: BTreeMap<LockName, Vec<Holder>>,
+    /// The permits declared for each lock in use (held or queued for).
+    permits: BTreeMap<LockName, u32>,
+    /// Locks a committed expire freed (wholly or a unit of), not granted since: the table
+    /// leaves them to the leader's hand-over (lock-delay).
+    freed_by_expiry: BTreeSet<LockName>,
+    /// Every shared grant ever committed, per lock, by token and holder: readers handed a
+    /// lock together share a token.
+    shared_grants: BTreeMap<LockName, BTreeMap<(LogIndex, ClientId), Grant>>,
 }
 
 impl MutualExclusion {
     /// The locks the reference model has `client` holding now, in name order.
     pub fn locks_held_by(&self, client: ClientId) -> Vec<LockName> {
-        self.holders
+        let mut locks: Vec<LockName> = self
+            .holders
             .iter()
             .filter(|(_, holder)| holder.owner == client)
             .map(|(lock, _)| lock.clone())
-            .collect()
+            .collect();
+        locks.extend(
+            self.shared
+                .iter()
+                .filter(|(_, holders)| holders.iter().any(|h| h.owner == client))
+                .map(|(lock, _)| lock.clone()),
+        );
+        locks.sort();
+        locks
     }
 
     pub fn new() -> MutualExclusion {
@@ -442,25 +462,39 @@ impl MutualExclusion {
             self.last_index
         );
         self.last_index = index;
-        let (client, seq, lock, kind, wait_ms) = match command {
-            Command::Preempt { client, seq, lock } => {
-                (*client, *seq, lock, RequestKind::Preempt, 0)
-            }
+        let plain = Claim::EXCLUSIVE;
+        let (client, seq, lock, kind, (wait_ms, claim)) = match command {
+            Command::Preempt {
+                client,
+                seq,
+                lock,
+                claim,
+            } => (*client, *seq, lock, RequestKind::Preempt, (0, *claim)),
             Command::Release { client, seq, lock } => {
-                (*client, *seq, lock, RequestKind::Release, 0)
+                (*client, *seq, lock, RequestKind::Release, (0, plain))
             }
             Command::Acquire {
                 client,
                 seq,
                 lock,
                 wait_ms,
-            } => (*client, *seq, lock, RequestKind::Acquire, *wait_ms),
-            Command::Cancel { client, seq, lock } => (*client, *seq, lock, RequestKind::Cancel, 0),
+                claim,
+            } => (
+                *client,
+                *seq,
+                lock,
+                RequestKind::Acquire,
+                (*wait_ms, *claim),
+            ),
+            Command::Cancel { client, seq, lock } => {
+                (*client, *seq, lock, RequestKind::Cancel, (0, plain))
+            }
             Command::Timeout { client, seq, lock } => {
                 return self.check_timeout(now, index, (*client, *seq, lock), result);
             }
             Command::HandOver { lock } => {
                 self.model_hand_over(lock, index);
+                self.forget_permits_if_unused(lock);
                 return check_bookkeeping(now, index, command, result);
             }
             Command::Register { ttl_ms, .. } => {
@@ -487,6 +521,7 @@ impl MutualExclusion {
             lock,
             kind,
             wait_ms,
+            claim,
         };
         let queue_full = self.queue_full(&request)
             && !self.requests.contains_key(&(client, seq))
@@ -544,6 +579,9 @@ impl MutualExclusion {
         if request.lock.is_empty() || request.lock.len() > LOCK_NAME_BYTES_MAX {
             return Some(Rejection::BadLockName);
         }
+        if !request.claim.permits_are_valid() {
+            return Some(Rejection::BadPermits);
+        }
         if self.sessions.get(&request.client) == Some(&true) {
             return Some(Rejection::SessionExpired);
         }
@@ -562,10 +600,9 @@ impl MutualExclusion {
     /// An acquire that would join a queue already at its bound is refused, changing nothing
     /// (and unlike the rejections above, only for a request not settled before).
     fn queue_full(&self, request: &Request<'_>) -> bool {
-        let held_by_other = self
-            .holders
-            .get(request.lock)
-            .is_some_and(|holder| holder.owner != request.client);
+        let holders = self.model_holders(request.lock);
+        let held_by_other =
+            !holders.is_empty() && holders.iter().all(|holder| holder.owner != request.client);
         request.kind == RequestKind::Acquire
             && request.wait_ms > 0
             && held_by_other
@@ -609,15 +646,24 @@ impl MutualExclusion {
         }
         // A client runs one operation at a time: any newer write ends its wait.
         let abandoned = self.queues.waiting_for(request.client);
-        if abandoned.is_some() {
+        if let Some((left, _)) = &abandoned {
             let _ = self
                 .queues
                 .decide(request.client, Decision::Cancelled, request.index);
+            self.after_waiter_left(left, request.index);
         }
         match request.kind {
-            RequestKind::Preempt => {
+            // Hand-over first, as the table does: whether the claim leaves the plain path
+            // depends on who holds the lock after it.
+            RequestKind::Preempt | RequestKind::Acquire => {
                 self.model_hand_over(request.lock, request.index);
-                self.check_preempt(now, request, outcome)?
+                if self.claims_shared(request) {
+                    self.check_claim(now, request, outcome)?
+                } else if request.kind == RequestKind::Preempt {
+                    self.check_preempt(now, request, outcome)?
+                } else {
+                    self.check_acquire(now, request, outcome)?
+                }
             }
             RequestKind::Release => {
                 self.check_release(now, request, outcome)?;
@@ -626,10 +672,6 @@ impl MutualExclusion {
                 if outcome == Outcome::Released {
                     self.model_hand_over(request.lock, request.index);
                 }
-            }
-            RequestKind::Acquire => {
-                self.model_hand_over(request.lock, request.index);
-                self.check_acquire(now, request, outcome)?
             }
             RequestKind::Cancel => {
                 let expected = match abandoned {
@@ -658,6 +700,7 @@ impl MutualExclusion {
         };
         self.requests
             .insert((request.client, request.seq), committed);
+        self.forget_permits_if_unused(request.lock);
         Ok(())
     }
 
@@ -746,28 +789,43 @@ impl MutualExclusion {
             client: request.client,
             seq: request.seq,
             enqueued_at: request.index,
+            mode: Mode::Exclusive,
         };
         self.queues.enqueue(request.lock, waiter);
         Ok(())
     }
 
-    /// A free lock with waiters goes to the head of its queue, with `index` as its token.
+    /// Waiters from the head of `lock`'s queue are granted while the head fits, with `index`
+    /// as their token: an exclusive head alone once the lock is free, a run of shared heads
+    /// up to the capacity.
     fn model_hand_over(&mut self, lock: &LockName, index: LogIndex) {
-        if self.holders.contains_key(lock) {
-            return;
+        // Each grant takes at least one unit of a capacity of at most the holder bound.
+        for _ in 0..=SHARED_HOLDERS_PER_LOCK_MAX {
+            let Some(head) = self.queues.head(lock) else {
+                return;
+            };
+            if !self.fits(lock, head.mode) {
+                return;
+            }
+            let granted = Outcome::Granted { token: index };
+            let decided =
+                self.queues
+                    .decide(head.client, Decision::Granted { token: index }, index);
+            assert!(decided.is_some(), "mutual exclusion: the head is waiting");
+            self.record_grant_in(lock, head.client, index, head.mode);
+            if let Some(request) = self.requests.get_mut(&(head.client, head.seq)) {
+                request.outcome = granted;
+            }
         }
-        let Some(head) = self.queues.head(lock) else {
-            return;
-        };
-        let granted = Outcome::Granted { token: index };
-        let decided = self
-            .queues
-            .decide(head.client, Decision::Granted { token: index }, index);
-        assert!(decided.is_some(), "mutual exclusion: the head is waiting");
-        self.record_grant(lock, head.client, index);
-        if let Some(request) = self.requests.get_mut(&(head.client, head.seq)) {
-            request.outcome = granted;
+    }
+
+    /// A waiter left `lock`'s queue ungranted: the table grants what now fits, unless the lock
+    /// waits for the leader's hand-over after an expiry.
+    fn after_waiter_left(&mut self, lock: &LockName, index: LogIndex) {
+        if !self.freed_by_expiry.contains(lock) {
+            self.model_hand_over(lock, index);
         }
+        self.forget_permits_if_unused(lock);
     }
 
     /// The leader's timeout of (`client`, `seq`) on `lock`: removes a waiter still queued
@@ -782,6 +840,7 @@ impl MutualExclusion {
         let queued = self.queues.waiting_for(client) == Some((lock.clone(), seq));
         let expected = if queued {
             let _ = self.queues.decide(client, Decision::TimedOut, index);
+            self.after_waiter_left(lock, index);
             if let Some(request) = self.requests.get_mut(&(client, seq)) {
                 request.outcome = Outcome::TimedOut;
             }
@@ -831,23 +890,44 @@ impl MutualExclusion {
         self.queues.check_all_decided(now)
     }
 
-    /// The model takes a new grant: `client` holds `lock` with fencing token `token`.
+    /// The model takes a new exclusive grant: `client` holds `lock` with fencing token `token`.
     fn record_grant(&mut self, lock: &LockName, client: ClientId, token: LogIndex) {
+        self.record_grant_in(lock, client, token, Mode::Exclusive);
+    }
+
+    /// The model takes a new grant in `mode`. The model grants only what fits.
+    fn record_grant_in(&mut self, lock: &LockName, client: ClientId, token: LogIndex, mode: Mode) {
         assert!(
-            !self.holders.contains_key(lock),
-            "mutual exclusion: granting a held lock"
+            self.fits(lock, mode),
+            "mutual exclusion: granting `{lock}` in {mode:?}, which does not fit"
         );
-        self.holders.insert(
-            lock.clone(),
-            Holder {
-                owner: client,
-                token,
-            },
-        );
+        let holder = Holder {
+            owner: client,
+            token,
+        };
+        match mode {
+            Mode::Exclusive => {
+                self.holders.insert(lock.clone(), holder);
+            }
+            Mode::Shared => self.shared.entry(lock.clone()).or_default().push(holder),
+        }
+        self.freed_by_expiry.remove(lock);
         let grant = Grant {
             owner: client,
             released_at: None,
         };
+        if mode == Mode::Shared {
+            let previous = self
+                .shared_grants
+                .entry(lock.clone())
+                .or_default()
+                .insert((token, client), grant);
+            assert!(
+                previous.is_none(),
+                "mutual exclusion: {client} granted `{lock}` twice with token {token}"
+            );
+            return;
+        }
         let previous = self
             .grants
             .entry(lock.clone())
@@ -872,6 +952,9 @@ impl MutualExclusion {
             lock,
             ..
         } = *request;
+        if self.shared.contains_key(lock) {
+            return self.check_shared_release(now, request, outcome);
+        }
         let holder = self.holders.get(lock).copied();
         let holds = holder.is_some_and(|held| held.owner == client);
         let problem = match outcome {
@@ -929,22 +1012,24 @@ impl MutualExclusion {
         }
         self.sessions.insert(client, true);
         self.queues.note_expired(client);
-        let _ = self.queues.decide(client, Decision::SessionExpired, index);
-        let held: Vec<LockName> = self
-            .holders
-            .iter()
-            .filter(|(_, holder)| holder.owner == client)
-            .map(|(lock, _)| lock.clone())
-            .collect();
+        if let Some((left, _)) = self.queues.decide(client, Decision::SessionExpired, index) {
+            self.after_waiter_left(&left, index);
+        }
+        let held = self.locks_held_by(client);
         for lock in &held {
-            let holder = self.holders.remove(lock).expect("collected from the model");
-            if let Some(grant) = self
-                .grants
-                .get_mut(lock)
-                .and_then(|grants| grants.get_mut(&holder.token))
-            {
-                grant.released_at = Some(index);
+            if let Some(holder) = self.holders.remove(lock) {
+                if let Some(grant) = self
+                    .grants
+                    .get_mut(lock)
+                    .and_then(|grants| grants.get_mut(&holder.token))
+                {
+                    grant.released_at = Some(index);
+                }
+            } else {
+                self.remove_shared_holder(lock, client, index);
             }
+            self.freed_by_expiry.insert(lock.clone());
+            self.forget_permits_if_unused(lock);
         }
         let expected = ApplyResult::Expired {
             client,
@@ -1012,7 +1097,7 @@ impl MutualExclusion {
         outcome: &Outcome,
     ) -> Result<(), Violation> {
         let (kind, lock) = match op {
-            Operation::Preempt { lock } => (RequestKind::Preempt, lock),
+            Operation::Preempt { lock, .. } => (RequestKind::Preempt, lock),
             Operation::Release { lock } => (RequestKind::Release, lock),
             Operation::Acquire { lock, .. } => (RequestKind::Acquire, lock),
             Operation::Cancel { lock } => (RequestKind::Cancel, lock),
@@ -1081,6 +1166,13 @@ impl MutualExclusion {
         lock: &LockName,
         token: LogIndex,
     ) -> Result<(), Violation> {
+        if self
+            .shared_grants
+            .get(lock)
+            .is_some_and(|grants| grants.contains_key(&(token, client)))
+        {
+            return self.check_acknowledged_shared_grant(now, client, lock, token);
+        }
         let grant = self.grants.get(lock).and_then(|grants| grants.get(&token));
         // Pair assertion with the commit-time check: the acked grant is one the model made.
         assert!(
@@ -1137,6 +1229,298 @@ impl MutualExclusion {
     }
 }
 
+/// Shared locks and semaphores in the reference model (docs/design.md, "Shared locks and
+/// semaphores"): mutual exclusion becomes "never more holders than the mode or permits allow".
+/// The model decides every claim by the one capacity rule, on its own state, and the cluster's
+/// outcome must be that decision.
+impl MutualExclusion {
+    /// Whether `request` leaves the plain exclusive path: it claims shared mode or permits, or
+    /// its lock is held shared or declared a semaphore. A run without modes never does, so its
+    /// checks and messages are those from before modes.
+    fn claims_shared(&self, request: &Request<'_>) -> bool {
+        !request.claim.is_default()
+            || self.shared.contains_key(request.lock)
+            || self.permits.contains_key(request.lock)
+    }
+
+    /// The claim a committed grant of `lock` to `client` with `token` holds the lock in: the
+    /// mode it was granted in (a claim answered with a grant the client already had keeps
+    /// that grant's mode, whatever it asked), with the lock's declared permits.
+    pub fn granted_claim(&self, lock: &str, client: ClientId, token: LogIndex) -> Claim {
+        let shared = self
+            .shared_grants
+            .get(lock)
+            .is_some_and(|grants| grants.contains_key(&(token, client)));
+        if !shared {
+            return Claim::EXCLUSIVE;
+        }
+        Claim {
+            mode: Mode::Shared,
+            permits: self.permits.get(lock).copied(),
+        }
+    }
+
+    /// Every holder of `lock` in the model, in grant order.
+    fn model_holders(&self, lock: &str) -> Vec<Holder> {
+        match self.holders.get(lock) {
+            Some(holder) => vec![*holder],
+            None => self.shared.get(lock).cloned().unwrap_or_default(),
+        }
+    }
+
+    /// How many units `lock` has: its declared permits, or the holder bound.
+    fn capacity(&self, lock: &str) -> u32 {
+        Claim::capacity(self.permits.get(lock).copied())
+    }
+
+    /// Whether a holder in `mode` fits beside `lock`'s holders.
+    fn fits(&self, lock: &str, mode: Mode) -> bool {
+        if self.holders.contains_key(lock) {
+            return false;
+        }
+        let shared = self.shared.get(lock).map_or(0, Vec::len);
+        match mode {
+            Mode::Exclusive => shared == 0,
+            Mode::Shared => shared < self.capacity(lock) as usize,
+        }
+    }
+
+    fn forget_permits_if_unused(&mut self, lock: &str) {
+        let in_use = self.holders.contains_key(lock)
+            || self.shared.contains_key(lock)
+            || self.queues.len(lock) > 0;
+        if !in_use {
+            self.permits.remove(lock);
+        }
+    }
+
+    /// What the model decides for a new claim, and what it would take effect as.
+    fn decide_claim(&self, request: &Request<'_>) -> Outcome {
+        let Request {
+            client,
+            lock,
+            claim,
+            index,
+            ..
+        } = *request;
+        let holders = self.model_holders(lock);
+        if let Some(own) = holders.iter().find(|h| h.owner == client) {
+            return Outcome::Granted { token: own.token };
+        }
+        let in_use = !holders.is_empty() || self.queues.len(lock) > 0;
+        if let Some(permits) = claim.permits
+            && in_use
+            && self.permits.get(lock) != Some(&permits)
+        {
+            return Outcome::PermitsMismatch {
+                permits: self.permits.get(lock).copied(),
+            };
+        }
+        if self.queues.len(lock) > 0 || !self.fits(lock, claim.mode) {
+            let owner = holders.first().map(|holder| holder.owner).expect(
+                "mutual exclusion: hand-over ran first, so a claim that waits waits for holders",
+            );
+            return if request.kind == RequestKind::Acquire && request.wait_ms > 0 {
+                Outcome::Queued
+            } else {
+                Outcome::HeldBy { owner }
+            };
+        }
+        Outcome::Granted { token: index }
+    }
+
+    /// A new preempt or acquire off the plain exclusive path: the outcome must be the model's
+    /// decision, which the model then takes.
+    fn check_claim(
+        &mut self,
+        now: Time,
+        request: &Request<'_>,
+        outcome: Outcome,
+    ) -> Result<(), Violation> {
+        let expected = self.decide_claim(request);
+        if outcome != expected {
+            return Err(self.claim_violation(now, request, outcome, expected));
+        }
+        let Request {
+            client,
+            lock,
+            claim,
+            index,
+            ..
+        } = *request;
+        match expected {
+            Outcome::Granted { token } if token == index => {
+                if !self.shared.contains_key(lock)
+                    && !self.holders.contains_key(lock)
+                    && self.queues.len(lock) == 0
+                    && let Some(permits) = claim.permits
+                {
+                    self.permits.insert(lock.clone(), permits);
+                }
+                self.record_grant_in(lock, client, index, claim.mode);
+            }
+            // Queued only behind holders: the name is in use, its permits already declared.
+            Outcome::Queued => {
+                let waiter = ModelWaiter {
+                    client,
+                    seq: request.seq,
+                    enqueued_at: index,
+                    mode: claim.mode,
+                };
+                self.queues.enqueue(lock, waiter);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Words a claim's wrong outcome: above all, a grant beyond what the mode or permits
+    /// allow.
+    fn claim_violation(
+        &self,
+        now: Time,
+        request: &Request<'_>,
+        outcome: Outcome,
+        expected: Outcome,
+    ) -> Violation {
+        let Request {
+            client,
+            lock,
+            claim,
+            index,
+            ..
+        } = *request;
+        let holders = self.model_holders(lock);
+        let listed: Vec<String> = holders
+            .iter()
+            .map(|h| format!("{} (token {})", h.owner, h.token))
+            .collect();
+        let held = if self.holders.contains_key(lock) {
+            format!("held exclusively by {}", listed.join(", "))
+        } else if holders.is_empty() {
+            "free".to_string()
+        } else {
+            format!(
+                "held shared by {} of {} allowed: {}",
+                holders.len(),
+                self.capacity(lock),
+                listed.join(", ")
+            )
+        };
+        let mode = match claim.mode {
+            Mode::Exclusive => "exclusive",
+            Mode::Shared => "shared",
+        };
+        let beyond_capacity = matches!(outcome, Outcome::Granted { .. })
+            && matches!(expected, Outcome::HeldBy { .. } | Outcome::Queued);
+        let message = if beyond_capacity {
+            format!(
+                "lock `{lock}` granted to {client} in {mode} mode at index {index} while the \
+                 reference model has it {held}, queue of {}: more holders than the mode or \
+                 permits allow",
+                self.queues.len(lock)
+            )
+        } else {
+            format!(
+                "{mode} {} of lock `{lock}` by {client} at index {index} answered {}, but the \
+                 reference model has it {held} and expects {}",
+                request.kind.name(),
+                describe_outcome(&outcome),
+                describe_outcome(&expected)
+            )
+        };
+        Violation::new(MUTUAL_EXCLUSION, now, message)
+    }
+
+    /// A release of a lock held shared: releases the client's holding if it has one.
+    fn check_shared_release(
+        &mut self,
+        now: Time,
+        request: &Request<'_>,
+        outcome: Outcome,
+    ) -> Result<(), Violation> {
+        let Request {
+            index,
+            client,
+            lock,
+            ..
+        } = *request;
+        let holds = self.model_holders(lock).iter().any(|h| h.owner == client);
+        let expected = if holds {
+            Outcome::Released
+        } else {
+            Outcome::NotOwner
+        };
+        if outcome != expected {
+            let message = format!(
+                "release of lock `{lock}` by {client} at index {index} answered {}, but the \
+                 reference model has {} shared holders and expects {}",
+                describe_outcome(&outcome),
+                self.model_holders(lock).len(),
+                describe_outcome(&expected)
+            );
+            return Err(Violation::new(MUTUAL_EXCLUSION, now, message));
+        }
+        if holds {
+            self.remove_shared_holder(lock, client, index);
+        }
+        Ok(())
+    }
+
+    /// Ends `client`'s shared grant of `lock` at `index`. It MUST hold it.
+    fn remove_shared_holder(&mut self, lock: &LockName, client: ClientId, index: LogIndex) {
+        let holders = self
+            .shared
+            .get_mut(lock)
+            .expect("mutual exclusion: a shared holder's lock is held shared");
+        let position = holders
+            .iter()
+            .position(|h| h.owner == client)
+            .expect("mutual exclusion: the client holds the lock");
+        let holder = holders.remove(position);
+        if holders.is_empty() {
+            self.shared.remove(lock);
+        }
+        let grant = self
+            .shared_grants
+            .get_mut(lock)
+            .and_then(|grants| grants.get_mut(&(holder.token, client)))
+            .expect("mutual exclusion: a shared holding without its grant record");
+        grant.released_at = Some(index);
+    }
+
+    /// An acknowledged shared grant: readers may overlap one another, but not a writer. The
+    /// latest exclusive grant acknowledged before it must have a committed release at or
+    /// before its token (fencing: its token is above the writer's).
+    fn check_acknowledged_shared_grant(
+        &mut self,
+        now: Time,
+        client: ClientId,
+        lock: &LockName,
+        token: LogIndex,
+    ) -> Result<(), Violation> {
+        let Some(writer) = self.acknowledged_grants.get(lock).copied() else {
+            return Ok(());
+        };
+        let released_at = self
+            .grants
+            .get(lock)
+            .and_then(|grants| grants.get(&writer.token))
+            .and_then(|grant| grant.released_at);
+        match released_at {
+            Some(released_at) if released_at <= token && writer.token < token => Ok(()),
+            _ => {
+                let message = format!(
+                    "lock `{lock}` acknowledged to {client} in shared mode with token {token} \
+                     while {}'s exclusive grant (token {}) had no committed release before it",
+                    writer.owner, writer.token
+                );
+                Err(Violation::new(MUTUAL_EXCLUSION, now, message))
+            }
+        }
+    }
+}
+
 /// One committed lock request, as `observe_committed` unpacked it.
 #[derive(Copy, Clone, Debug)]
 struct Request<'a> {
@@ -1147,6 +1531,8 @@ struct Request<'a> {
     kind: RequestKind,
     /// An acquire's wait; 0 for every other kind.
     wait_ms: u64,
+    /// A preempt's or acquire's claim; exclusive with no permits for every other kind.
+    claim: Claim,
 }
 
 /// Noops and session marks touch no lock; they only need the matching kind of result.
@@ -1404,13 +1790,17 @@ impl RogueIsolation {
             (sent.op, outcome),
             ("preempt", Outcome::Granted { .. } | Outcome::HeldBy { .. })
                 | ("release", Outcome::Released | Outcome::NotOwner)
-                | ("check", Outcome::Free | Outcome::Owner { .. })
+                | (
+                    "check",
+                    Outcome::Free | Outcome::Owner { .. } | Outcome::Shared { .. }
+                )
                 | (
                     "acquire",
                     Outcome::Granted { .. }
                         | Outcome::HeldBy { .. }
                         | Outcome::TimedOut
                         | Outcome::Cancelled
+                        | Outcome::PermitsMismatch { .. }
                 )
                 | ("cancel", Outcome::Cancelled | Outcome::NotWaiting)
         );
@@ -1473,7 +1863,9 @@ impl RogueIsolation {
             | Command::Revive { .. }
             | Command::Timeout { .. }
             | Command::HandOver { .. } => return Ok(()),
-            Command::Preempt { client, seq, lock } => (*client, *seq, lock, RequestKind::Preempt),
+            Command::Preempt {
+                client, seq, lock, ..
+            } => (*client, *seq, lock, RequestKind::Preempt),
             Command::Release { client, seq, lock } => (*client, *seq, lock, RequestKind::Release),
             Command::Acquire {
                 client, seq, lock, ..
@@ -1617,6 +2009,15 @@ fn describe_outcome(outcome: &Outcome) -> String {
         Outcome::TimedOut => "timed out".to_string(),
         Outcome::Cancelled => "cancelled".to_string(),
         Outcome::NotWaiting => "not waiting".to_string(),
+        Outcome::PermitsMismatch {
+            permits: Some(permits),
+        } => {
+            format!("permits mismatch (in use with {permits} permits)")
+        }
+        Outcome::PermitsMismatch { permits: None } => {
+            "permits mismatch (in use as a plain lock)".to_string()
+        }
+        Outcome::Shared { holders, .. } => format!("held shared by {holders}"),
     }
 }
 
@@ -1642,11 +2043,29 @@ fn describe_result(result: &ApplyResult) -> String {
     }
 }
 
+/// A claim as a message suffix: nothing for a plain exclusive one, so old messages read as
+/// before.
+fn describe_claim(claim: &Claim) -> String {
+    match (claim.mode, claim.permits) {
+        (Mode::Exclusive, None) => String::new(),
+        (Mode::Shared, None) => " shared".to_string(),
+        (mode, Some(permits)) => format!(" {mode:?} of {permits} permits").to_lowercase(),
+    }
+}
+
 fn describe_command(command: &Command) -> String {
     match command {
         Command::Noop => "noop".to_string(),
         Command::Register { nonce, .. } => format!("register (nonce {nonce})"),
-        Command::Preempt { client, seq, lock } => format!("preempt `{lock}` by {client} seq {seq}"),
+        Command::Preempt {
+            client,
+            seq,
+            lock,
+            claim,
+        } => format!(
+            "preempt `{lock}` by {client} seq {seq}{}",
+            describe_claim(claim)
+        ),
         Command::Release { client, seq, lock } => format!("release `{lock}` by {client} seq {seq}"),
         Command::Expire { client } => format!("expire {client}"),
         Command::MarkSilent { sessions } => format!("mark {} session(s) silent", sessions.len()),
@@ -1656,7 +2075,11 @@ fn describe_command(command: &Command) -> String {
             seq,
             lock,
             wait_ms,
-        } => format!("acquire `{lock}` by {client} seq {seq} (wait {wait_ms} ms)"),
+            claim,
+        } => format!(
+            "acquire `{lock}` by {client} seq {seq} (wait {wait_ms} ms){}",
+            describe_claim(claim)
+        ),
         Command::Cancel { client, seq, lock } => format!("cancel `{lock}` by {client} seq {seq}"),
         Command::Timeout { client, seq, lock } => {
             format!("timeout of {client} seq {seq} on `{lock}`")
@@ -1696,6 +2119,7 @@ mod tests {
             client,
             seq,
             lock: lock(name),
+            claim: Claim::EXCLUSIVE,
         }
     }
 
@@ -1730,7 +2154,10 @@ mod tests {
     }
 
     fn preempt_op(name: &str) -> Operation {
-        Operation::Preempt { lock: lock(name) }
+        Operation::Preempt {
+            lock: lock(name),
+            claim: Claim::EXCLUSIVE,
+        }
     }
 
     fn release_op(name: &str) -> Operation {
@@ -1820,7 +2247,186 @@ mod tests {
             seq,
             lock: lock("a"),
             wait_ms,
+            claim: Claim::EXCLUSIVE,
         }
+    }
+
+    // ----- shared locks and semaphores -----
+
+    fn claim(client: ClientId, seq: u64, claim: Claim) -> Command {
+        Command::Preempt {
+            client,
+            seq,
+            lock: lock("a"),
+            claim,
+        }
+    }
+
+    /// A checker that has seen clients 1 to 3 register at indexes 1 to 3.
+    fn three_registered_clients() -> MutualExclusion {
+        let mut checker = two_registered_clients();
+        let register = Command::Register {
+            nonce: 3,
+            secret: None,
+            ttl_ms: None,
+        };
+        let registered = ApplyResult::Registered {
+            client: ClientId(3),
+        };
+        commit(&mut checker, 3, register, registered);
+        checker
+    }
+
+    fn assert_too_many_holders(verdict: Result<(), Violation>) {
+        let violation = verdict.expect_err("a grant beyond the mode or permits");
+        assert_eq!(violation.invariant, MUTUAL_EXCLUSION);
+        assert!(
+            violation
+                .message
+                .contains("more holders than the mode or permits allow"),
+            "{violation:?}"
+        );
+    }
+
+    #[test]
+    fn readers_together_pass_and_a_third_reader_of_a_semaphore_of_two_is_caught() {
+        let mut checker = three_registered_clients();
+        let permit = Claim::semaphore(2);
+        commit(&mut checker, 4, claim(C1, 1, permit), fresh(granted(4)));
+        commit(&mut checker, 5, claim(C2, 1, permit), fresh(granted(5)));
+        assert_too_many_holders(try_commit(
+            &mut checker,
+            6,
+            claim(ClientId(3), 1, permit),
+            fresh(granted(6)),
+        ));
+    }
+
+    #[test]
+    fn a_second_writer_beside_a_writer_that_chose_a_mode_is_caught() {
+        let mut checker = two_registered_clients();
+        let writer = Claim {
+            mode: Mode::Exclusive,
+            permits: Some(4),
+        };
+        commit(&mut checker, 3, claim(C1, 1, writer), fresh(granted(3)));
+        assert_too_many_holders(try_commit(
+            &mut checker,
+            4,
+            claim(C2, 1, writer),
+            fresh(granted(4)),
+        ));
+    }
+
+    #[test]
+    fn a_writer_granted_beside_a_reader_is_caught_and_the_refusal_passes() {
+        let mut checker = two_registered_clients();
+        commit(
+            &mut checker,
+            3,
+            claim(C1, 1, Claim::SHARED),
+            fresh(granted(3)),
+        );
+        let mut refused = checker.clone();
+        commit(
+            &mut refused,
+            4,
+            claim(C2, 1, Claim::EXCLUSIVE),
+            fresh(held_by(C1)),
+        );
+        assert_too_many_holders(try_commit(
+            &mut checker,
+            4,
+            claim(C2, 1, Claim::EXCLUSIVE),
+            fresh(granted(4)),
+        ));
+    }
+
+    #[test]
+    fn a_reader_granted_past_a_waiting_writer_is_caught() {
+        let mut checker = three_registered_clients();
+        commit(
+            &mut checker,
+            4,
+            claim(C1, 1, Claim::SHARED),
+            fresh(granted(4)),
+        );
+        let writer_waits = Command::Acquire {
+            client: C2,
+            seq: 1,
+            lock: lock("a"),
+            wait_ms: 1_000,
+            claim: Claim::EXCLUSIVE,
+        };
+        commit(&mut checker, 5, writer_waits, fresh(Outcome::Queued));
+        assert_too_many_holders(try_commit(
+            &mut checker,
+            6,
+            claim(ClientId(3), 1, Claim::SHARED),
+            fresh(granted(6)),
+        ));
+    }
+
+    /// A holder that claims again in another mode keeps the mode it has: lease_safety asks the
+    /// model which mode a grant holds (explorer seeds 1638 and 1906 found the checker taking
+    /// the asked mode instead).
+    #[test]
+    fn a_grant_answered_again_to_an_exclusive_claim_keeps_its_shared_mode() {
+        let mut checker = two_registered_clients();
+        commit(
+            &mut checker,
+            3,
+            claim(C1, 1, Claim::semaphore(2)),
+            fresh(granted(3)),
+        );
+        commit(
+            &mut checker,
+            4,
+            claim(C1, 2, Claim::EXCLUSIVE),
+            fresh(granted(3)),
+        );
+        assert_eq!(checker.granted_claim("a", C1, 3), Claim::semaphore(2));
+        commit(
+            &mut checker,
+            5,
+            claim(C2, 1, Claim::EXCLUSIVE),
+            fresh(held_by(C1)),
+        );
+        commit(
+            &mut checker,
+            6,
+            release(C1, 3, "a"),
+            fresh(Outcome::Released),
+        );
+        commit(
+            &mut checker,
+            7,
+            claim(C2, 2, Claim::EXCLUSIVE),
+            fresh(granted(7)),
+        );
+        assert_eq!(checker.granted_claim("a", C2, 7), Claim::EXCLUSIVE);
+    }
+
+    #[test]
+    fn permits_that_disagree_must_be_refused() {
+        let mut checker = two_registered_clients();
+        commit(
+            &mut checker,
+            3,
+            claim(C1, 1, Claim::semaphore(3)),
+            fresh(granted(3)),
+        );
+        let violation = try_commit(
+            &mut checker,
+            4,
+            claim(C2, 1, Claim::semaphore(5)),
+            fresh(granted(4)),
+        )
+        .expect_err("5 permits named while 3 are declared");
+        assert!(
+            violation.message.contains("permits mismatch"),
+            "{violation:?}"
+        );
     }
 
     /// c1 holds a; c2 then c3 queue for it. A cluster whose release hands a to c3 (LIFO) is
@@ -1876,6 +2482,7 @@ mod tests {
         let acquire_op = Operation::Acquire {
             lock: lock("a"),
             wait_ms: 5_000,
+            claim: Claim::EXCLUSIVE,
         };
         assert_eq!(
             ack(&mut checker, 8, (C2, 1), acquire_op.clone(), granted(7)),
@@ -3176,6 +3783,7 @@ mod tests {
         let acquire = |wait_ms| Operation::Acquire {
             lock: lock("r1.a"),
             wait_ms,
+            claim: Claim::EXCLUSIVE,
         };
         let bound = crate::node::ACQUIRE_WAIT_MS_MAX;
         checker.observe_rogue_request(R1, 0, &request(C3, Some(SECRET_ONE), 1, acquire(500)));
@@ -3184,6 +3792,7 @@ mod tests {
             seq: 1,
             lock: lock("r1.a"),
             wait_ms: 500,
+            claim: Claim::EXCLUSIVE,
         };
         let verdict = checker.observe_committed(at(6), 5, &command, &fresh(granted(5)));
         assert_eq!(verdict, Ok(()), "its own acquire with a wait in bounds");
@@ -3202,6 +3811,7 @@ mod tests {
             seq: 2,
             lock: lock("r1.a"),
             wait_ms: bound + 1,
+            claim: Claim::EXCLUSIVE,
         };
         let rejected = ApplyResult::Rejected {
             rejection: Rejection::SeqReused,

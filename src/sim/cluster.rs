@@ -32,7 +32,7 @@ use crate::node::client::Client;
 use crate::node::coverage::Coverage;
 use crate::node::server::Buggify;
 use crate::node::{
-    ClientAddr, ClientConfig, ClientError, ClientId, ClientInput, ClientOutput, ClientReply,
+    Claim, ClientAddr, ClientConfig, ClientError, ClientId, ClientInput, ClientOutput, ClientReply,
     ClientTimer, LockName, LogIndex, Operation, Outcome, PeerMessage, PersistOp, ReplyBody,
     RequestBody, Role, Server, ServerConfig, ServerId, ServerInput, ServerOutput, ServerTimer,
     Time,
@@ -664,6 +664,17 @@ impl Cluster {
     /// The scenario name (`cN`) of a cluster-assigned client id, if known.
     pub fn client_number(&self, id: ClientId) -> Option<u32> {
         self.client_numbers.get(&id).copied()
+    }
+
+    /// The claim that a committed grant of `lock` with `token` to scenario client `client`
+    /// (under any of its sessions) holds the lock in, as the reference model decided it.
+    pub fn granted_claim(&self, client: u32, lock: &str, token: LogIndex) -> Claim {
+        self.client_numbers
+            .iter()
+            .filter(|(_, number)| **number == client)
+            .map(|(id, _)| self.mutual_exclusion.granted_claim(lock, *id, token))
+            .find(|claim| !claim.is_default())
+            .unwrap_or(Claim::EXCLUSIVE)
     }
 
     pub fn client_is_busy(&self, client: u32) -> bool {

@@ -580,6 +580,7 @@ pub fn without_client(scenario: &Scenario, k: u32) -> Scenario {
                     consistency,
                     timeout,
                     expect,
+                    claim,
                 } => {
                     let expect = match expect {
                         Some(Expect::HeldBy(n) | Expect::Owner(n)) if *n == k => None,
@@ -594,6 +595,7 @@ pub fn without_client(scenario: &Scenario, k: u32) -> Scenario {
                         consistency: *consistency,
                         timeout: *timeout,
                         expect,
+                        claim: *claim,
                     }
                 }
                 other => renumber_action(other, removed)?,
@@ -1209,6 +1211,7 @@ pub fn human_duration(duration: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::Claim;
     use crate::sim::scenario::parse_str;
 
     fn scenario(text: &str) -> Scenario {
@@ -1343,6 +1346,7 @@ workload: {clients: [c3], ops: 40, locks: 2}
             return_ns: Some(return_ns),
             result: HistoryResult::Granted { token },
             index: None,
+            claim: Claim::EXCLUSIVE,
         };
         // Two overlapping grants to different clients: the window is both, ending at 9 ms; a
         // later, unrelated grant on another lock does not move the moment.

@@ -10,7 +10,7 @@
 //! decided (`ServerOutput::Woken`); each report must be one the model decided at that index.
 
 use super::checkers::Violation;
-use crate::node::{ClientId, Decision, LockName, LogIndex, Time, Woken};
+use crate::node::{ClientId, Decision, LockName, LogIndex, Mode, Time, Woken};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Grants go to waiters in the order their enqueue entries committed, none skipped.
@@ -27,6 +27,8 @@ pub struct ModelWaiter {
     pub client: ClientId,
     pub seq: u64,
     pub enqueued_at: LogIndex,
+    /// The mode it will hold the lock in: a run of shared heads is granted together.
+    pub mode: Mode,
 }
 
 /// The model's queues and the decisions it made.
@@ -232,6 +234,7 @@ mod tests {
             client: ClientId(client),
             seq,
             enqueued_at,
+            mode: Mode::Exclusive,
         }
     }
 

@@ -29,7 +29,7 @@
 //! line, the field and the problem. Writing checks every operation with the same rules as reading
 //! (a pair assertion), so whatever [`write_jsonl`] accepts, [`read_jsonl`] reads back unchanged.
 
-use crate::node::Consistency;
+use crate::node::{Claim, Consistency, Mode, PERMITS_MAX};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -101,6 +101,10 @@ pub enum HistoryResult {
     Cancelled,
     /// Cancel: there was no wait to stop.
     NotWaiting,
+    /// Preempt or acquire: the lock is in use with other permits (`None`: a plain lock).
+    PermitsMismatch { permits: Option<u32> },
+    /// Check: `holders` clients hold the lock in shared mode.
+    Shared { holders: u32 },
 }
 
 impl HistoryResult {
@@ -117,6 +121,8 @@ impl HistoryResult {
             HistoryResult::TimedOut => "timed_out",
             HistoryResult::Cancelled => "cancelled",
             HistoryResult::NotWaiting => "not_waiting",
+            HistoryResult::PermitsMismatch { .. } => "permits_mismatch",
+            HistoryResult::Shared { .. } => "shared",
         }
     }
 
@@ -131,6 +137,10 @@ impl HistoryResult {
                 matches!(kind, HistoryOpKind::Acquire | HistoryOpKind::Cancel)
             }
             HistoryResult::NotWaiting => kind == HistoryOpKind::Cancel,
+            HistoryResult::PermitsMismatch { .. } => {
+                matches!(kind, HistoryOpKind::Preempt | HistoryOpKind::Acquire)
+            }
+            HistoryResult::Shared { .. } => kind == HistoryOpKind::Check,
             HistoryResult::Released | HistoryResult::NotOwner => kind == HistoryOpKind::Release,
             HistoryResult::Free | HistoryResult::Owner { .. } => kind == HistoryOpKind::Check,
             HistoryResult::Expired => kind == HistoryOpKind::Expire,
@@ -237,6 +247,10 @@ pub struct HistoryOp {
     /// anything its client had already seen (a stale `free` included). Only answered
     /// operations carry one.
     pub index: Option<u64>,
+    /// A preempt's or acquire's mode and permits (docs/design.md, "Shared locks and
+    /// semaphores"); exclusive with no permits for every other operation, and in histories
+    /// from before modes. Written as `mode` and `permits`, only when not the default.
+    pub claim: Claim,
 }
 
 impl HistoryOp {
@@ -451,16 +465,19 @@ pub struct History {
 }
 
 /// The fields of the format, in the order [`write_jsonl`] writes them.
-pub const FIELDS: [&str; 10] = [
+pub const FIELDS: [&str; 13] = [
     "client",
     "op",
     "lock",
+    "mode",
+    "permits",
     "consistency",
     "call",
     "return",
     "result",
     "owner",
     "token",
+    "holders",
     "index",
 ];
 
@@ -607,7 +624,32 @@ fn parse_line(
         field: "token",
         expected: "a whole number, 0 or more",
     })?;
-    let result = parse_result(result_name, owner.map(|name| names.number(name)), token)?;
+    let holders = time_field(&fields, "holders").map_err(|_| HistoryProblem::WrongType {
+        field: "holders",
+        expected: "a whole number, 0 or more",
+    })?;
+    let result = match (result_name, holders) {
+        ("shared", Some(holders)) => HistoryResult::Shared {
+            holders: u32::try_from(holders).map_err(|_| HistoryProblem::WrongType {
+                field: "holders",
+                expected: "a number of holders",
+            })?,
+        },
+        ("shared", None) => {
+            return Err(HistoryProblem::MissingField {
+                result: "shared",
+                field: "holders",
+            });
+        }
+        (_, Some(_)) => {
+            return Err(HistoryProblem::UnexpectedField {
+                result: "not shared",
+                field: "holders",
+            });
+        }
+        (_, None) => parse_result(result_name, owner.map(|name| names.number(name)), token)?,
+    };
+    let claim = parse_claim(&fields, op)?;
     let index = time_field(&fields, "index").map_err(|_| HistoryProblem::WrongType {
         field: "index",
         expected: "a whole number, 0 or more",
@@ -621,10 +663,56 @@ fn parse_line(
         return_ns,
         result,
         index,
+        claim,
     };
     // Provisional numbers start at 0: the final ones are checked once they are settled.
     history_op.validate_shape()?;
     Ok(history_op)
+}
+
+/// The `mode` and `permits` of a preempt or acquire: `permits` without `mode` is shared, as in
+/// scenario files; either on another operation is refused.
+fn parse_claim(fields: &Map<String, Value>, op: HistoryOpKind) -> Result<Claim, HistoryProblem> {
+    let mode_text = text_field(fields, "mode")?;
+    let permits = time_field(fields, "permits").map_err(|_| HistoryProblem::WrongType {
+        field: "permits",
+        expected: "a whole number of permits, 1 or more",
+    })?;
+    let claims = matches!(op, HistoryOpKind::Preempt | HistoryOpKind::Acquire);
+    if !claims && (mode_text.is_some() || permits.is_some()) {
+        return Err(HistoryProblem::WrongType {
+            field: if mode_text.is_some() {
+                "mode"
+            } else {
+                "permits"
+            },
+            expected: "absent: only a preempt or an acquire has a mode or permits",
+        });
+    }
+    let mode = match mode_text {
+        None if permits.is_some() => Mode::Shared,
+        None | Some("exclusive") => Mode::Exclusive,
+        Some("shared") => Mode::Shared,
+        Some(_) => {
+            return Err(HistoryProblem::WrongType {
+                field: "mode",
+                expected: "shared or exclusive",
+            });
+        }
+    };
+    let permits = match permits {
+        None => None,
+        Some(permits) if (1..=u64::from(PERMITS_MAX)).contains(&permits) => {
+            u32::try_from(permits).ok()
+        }
+        Some(_) => {
+            return Err(HistoryProblem::WrongType {
+                field: "permits",
+                expected: "1 to 64 permits",
+            });
+        }
+    };
+    Ok(Claim { mode, permits })
 }
 
 /// A string field; `null` or absent is `None`.
@@ -663,6 +751,10 @@ struct RawLine {
     op: &'static str,
     lock: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    mode: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    permits: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     consistency: Option<&'static str>,
     call: u64,
     #[serde(rename = "return")]
@@ -672,6 +764,8 @@ struct RawLine {
     owner: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    holders: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     index: Option<u64>,
 }
@@ -684,16 +778,28 @@ impl RawLine {
             HistoryResult::Owner { owner, token } => (Some(owner), token),
             _ => (None, None),
         };
+        // The mode only when not the default; `permits` alone would read back as shared.
+        let mode = (!op.claim.is_default()).then_some(match op.claim.mode {
+            Mode::Exclusive => "exclusive",
+            Mode::Shared => "shared",
+        });
+        let holders = match op.result {
+            HistoryResult::Shared { holders } => Some(holders),
+            _ => None,
+        };
         RawLine {
             client: names.name(op.client).into_owned(),
             op: op.op.name(),
             lock: op.lock,
+            mode,
+            permits: op.claim.permits,
             consistency: op.consistency.map(consistency_name),
             call: op.call_ns,
             return_ns: op.return_ns,
             result: op.result.name(),
             owner: owner.map(|owner| names.name(owner).into_owned()),
             token,
+            holders,
             index: op.index,
         }
     }
@@ -723,6 +829,7 @@ fn parse_result(
         "timed_out" => ("timed_out", false, false),
         "cancelled" => ("cancelled", false, false),
         "not_waiting" => ("not_waiting", false, false),
+        "permits_mismatch" => ("permits_mismatch", false, false),
         other => return Err(HistoryProblem::UnknownResult(other.into())),
     };
     if owner.is_some() && !takes_owner {
@@ -760,6 +867,8 @@ fn parse_result(
         ("timed_out", ..) => HistoryResult::TimedOut,
         ("cancelled", ..) => HistoryResult::Cancelled,
         ("not_waiting", ..) => HistoryResult::NotWaiting,
+        // The declared permits are not in the history: the claim and the checkers have them.
+        ("permits_mismatch", ..) => HistoryResult::PermitsMismatch { permits: None },
         _ => HistoryResult::Unknown,
     })
 }
@@ -840,6 +949,36 @@ mod tests {
         let mut written = Vec::new();
         write_jsonl(&ops, &mut written).expect("writes to memory");
         assert_eq!(String::from_utf8(written).expect("utf-8"), EXAMPLE);
+    }
+
+    #[test]
+    fn shared_claims_and_answers_read_and_write_back_byte_for_byte() {
+        let text = r#"{"client":"c2","op":"acquire","lock":"pool","mode":"shared","permits":2,"call":9,"return":10,"result":"granted","token":18}
+{"client":"c3","op":"preempt","lock":"pool","mode":"shared","permits":3,"call":11,"return":12,"result":"permits_mismatch"}
+{"client":"c5","op":"check","lock":"a","consistency":"linearizable","call":13,"return":14,"result":"shared","holders":2}
+{"client":"c4","op":"preempt","lock":"pool","mode":"exclusive","permits":3,"call":15,"return":16,"result":"granted","token":24}
+"#;
+        let ops = read_jsonl(text).expect("reads");
+        assert_eq!(ops[0].claim, Claim::semaphore(2));
+        assert_eq!(ops[2].result, HistoryResult::Shared { holders: 2 });
+        assert_eq!(ops[3].claim.mode, Mode::Exclusive);
+        let mut written = Vec::new();
+        write_jsonl(&ops, &mut written).expect("writes to memory");
+        assert_eq!(String::from_utf8(written).expect("utf-8"), text);
+        let permits_alone = r#"{"client":"c1","op":"preempt","lock":"p","permits":4,"call":1,"return":2,"result":"granted","token":3}"#;
+        let ops = read_jsonl(permits_alone).expect("reads");
+        assert_eq!(
+            ops[0].claim,
+            Claim::semaphore(4),
+            "permits alone read as shared"
+        );
+        for bad in [
+            r#"{"client":"c1","op":"release","lock":"p","mode":"shared","call":1,"return":2,"result":"released"}"#,
+            r#"{"client":"c1","op":"preempt","lock":"p","permits":0,"call":1,"return":2,"result":"granted","token":3}"#,
+            r#"{"client":"c1","op":"check","lock":"p","consistency":"local","call":1,"return":2,"result":"shared"}"#,
+        ] {
+            assert!(read_jsonl(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -1062,6 +1201,7 @@ mod tests {
             return_ns: Some(2),
             result: HistoryResult::Free,
             index: None,
+            claim: Claim::EXCLUSIVE,
         };
         let mut written = Vec::new();
         let error = write_jsonl(&[op], &mut written).expect_err("free does not answer a release");

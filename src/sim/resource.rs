@@ -12,7 +12,12 @@
 //! lets a stale write through is caught:
 //! - the resource never accepts a write whose token is lower than one it already accepted for
 //!   that lock;
-//! - every accepted write came from the client that the committed log granted that token to.
+//! - every accepted write came from a client that the committed log granted that token to
+//!   (one client, or several shared holders handed a lock together in one entry).
+//!
+//! Shared holders (docs/design.md, "Shared locks and semaphores") write with their own tokens
+//! like anyone: a reader whose token is older than one already accepted is rejected, which is
+//! the resource doing its job, not a violation.
 
 use super::checkers::{FENCED_WRITES, Violation};
 use crate::node::{ApplyResult, ClientId, Command, LockName, LogIndex, Outcome, Time};
@@ -68,9 +73,10 @@ impl FencedResource {
 /// The `fenced_writes` checker: see the module documentation.
 #[derive(Clone, Debug, Default)]
 pub struct FencedWrites {
-    /// (lock, token) -> the client the committed log granted it to. Grants below a lock's
+    /// (lock, token) -> the clients the committed log granted it to: one, or the shared
+    /// holders one entry granted together (at most the holder bound). Grants below a lock's
     /// highest accepted token can never be accepted again, and are forgotten.
-    grants: BTreeMap<(LockName, LogIndex), ClientId>,
+    grants: BTreeMap<(LockName, LogIndex), Vec<ClientId>>,
     /// Per lock, the highest token of an accepted write.
     highest_accepted: BTreeMap<LockName, LogIndex>,
 }
@@ -88,7 +94,7 @@ impl FencedWrites {
         {
             // A preempt by the lock's own holder is granted again with its first token.
             if *token == index {
-                self.grants.insert((lock.clone(), *token), *client);
+                self.record_grant(lock, *token, *client);
             }
         }
     }
@@ -97,8 +103,15 @@ impl FencedWrites {
     /// server reported applying it.
     pub fn observe_woken(&mut self, woken: &crate::node::Woken) {
         if let crate::node::Decision::Granted { token } = woken.decision {
-            self.grants
-                .insert((woken.lock.clone(), token), woken.client);
+            self.record_grant(&woken.lock, token, woken.client);
+        }
+    }
+
+    /// Every server reports the same grants: each client is listed once per token.
+    fn record_grant(&mut self, lock: &LockName, token: LogIndex, client: ClientId) {
+        let granted = self.grants.entry((lock.clone(), token)).or_default();
+        if !granted.contains(&client) {
+            granted.push(client);
         }
     }
 
@@ -119,15 +132,18 @@ impl FencedWrites {
             });
         }
         match self.grants.get(&(lock.clone(), write.token)) {
-            Some(granted) if *granted == write.client => {}
+            Some(granted) if granted.contains(&write.client) => {}
             Some(granted) => {
+                let names: Vec<String> = granted.iter().map(ToString::to_string).collect();
                 return Err(Violation {
                     invariant: FENCED_WRITES,
                     at: now,
                     message: format!(
                         "the resource accepted {}'s write to `{lock}` with token {}, which the \
-                         log granted to {granted}",
-                        write.client, write.token
+                         log granted to {}",
+                        write.client,
+                        write.token,
+                        names.join(" and ")
                     ),
                 });
             }
@@ -160,12 +176,14 @@ impl FencedWrites {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::Claim;
 
     fn grant(checker: &mut FencedWrites, client: u64, lock: &str, token: LogIndex) {
         let command = Command::Preempt {
             client: ClientId(client),
             seq: 1,
             lock: LockName::from(lock),
+            claim: Claim::EXCLUSIVE,
         };
         let result = ApplyResult::Outcome {
             outcome: Outcome::Granted { token },

@@ -12,9 +12,9 @@
 //! `rogue_isolation` checker's job. Every list a rogue keeps is bounded.
 
 use crate::node::{
-    ACQUIRE_WAIT_MS_MAX, CLIENT_SECRET_BYTES, ClientId, ClientReply, ClientRequest, ClientSecret,
-    Consistency, LOCK_NAME_BYTES_MAX, LockName, LogIndex, Operation, Outcome, ReplyBody,
-    RequestBody, ServerId, Term,
+    ACQUIRE_WAIT_MS_MAX, CLIENT_SECRET_BYTES, Claim, ClientId, ClientReply, ClientRequest,
+    ClientSecret, Consistency, LOCK_NAME_BYTES_MAX, LockName, LogIndex, Operation, Outcome,
+    ReplyBody, RequestBody, ServerId, Term,
 };
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
@@ -483,7 +483,10 @@ impl Rogue {
         };
         let lock: LockName = Arc::from(name.as_str());
         let op = match self.rng.random_range(0..3) {
-            0 => Operation::Preempt { lock },
+            0 => Operation::Preempt {
+                lock,
+                claim: Claim::EXCLUSIVE,
+            },
             1 => Operation::Release { lock },
             _ => Operation::Check {
                 lock,
@@ -545,7 +548,11 @@ impl Rogue {
                 2 => ACQUIRE_WAIT_MS_MAX,
                 _ => u64::MAX,
             };
-            Operation::Acquire { lock, wait_ms }
+            Operation::Acquire {
+                lock,
+                wait_ms,
+                claim: Claim::EXCLUSIVE,
+            }
         } else {
             Operation::Cancel { lock }
         };
@@ -584,16 +591,26 @@ impl Rogue {
         let wait_ms = self.rng.random_range(0..=OWN_WAIT_MS_MAX);
         match op {
             Operation::Acquire { lock: used, .. } if *used == lock => Operation::Cancel { lock },
-            Operation::Cancel { lock: used } if *used == lock => {
-                Operation::Acquire { lock, wait_ms }
-            }
+            Operation::Cancel { lock: used } if *used == lock => Operation::Acquire {
+                lock,
+                wait_ms,
+                claim: Claim::EXCLUSIVE,
+            },
             Operation::Acquire { .. } | Operation::Cancel { .. } => {
                 lock = Arc::from(format!("{lock}.other").as_str());
-                Operation::Acquire { lock, wait_ms }
+                Operation::Acquire {
+                    lock,
+                    wait_ms,
+                    claim: Claim::EXCLUSIVE,
+                }
             }
             Operation::Preempt { .. } | Operation::Release { .. } | Operation::Check { .. } => {
                 if self.rng.random_bool(0.5) {
-                    Operation::Acquire { lock, wait_ms }
+                    Operation::Acquire {
+                        lock,
+                        wait_ms,
+                        claim: Claim::EXCLUSIVE,
+                    }
                 } else {
                     Operation::Cancel { lock }
                 }
@@ -612,7 +629,11 @@ impl Rogue {
         };
         let lock = self.any_lock();
         let seq = self.fresh_seq();
-        let op = Operation::Acquire { lock, wait_ms };
+        let op = Operation::Acquire {
+            lock,
+            wait_ms,
+            claim: Claim::EXCLUSIVE,
+        };
         let request = self.op_request(seq, own.client, Some(own.secret), op);
         self.remember_own(&request);
         Some(request)
@@ -721,7 +742,10 @@ impl Rogue {
         let lock = self.honest_lock();
         match self.rng.random_range(0..5) {
             0 | 1 => Operation::Release { lock },
-            2 | 3 => Operation::Preempt { lock },
+            2 | 3 => Operation::Preempt {
+                lock,
+                claim: Claim::EXCLUSIVE,
+            },
             _ => Operation::Check {
                 lock,
                 consistency: Consistency::Linearizable,
@@ -733,7 +757,10 @@ impl Rogue {
     fn own_op(&mut self) -> Operation {
         let lock = self.own_lock();
         if self.rng.random_bool(0.5) {
-            Operation::Preempt { lock }
+            Operation::Preempt {
+                lock,
+                claim: Claim::EXCLUSIVE,
+            }
         } else {
             Operation::Release { lock }
         }
@@ -748,7 +775,10 @@ impl Rogue {
                 Operation::Release { lock }
             }
             (Operation::Release { .. } | Operation::Cancel { .. }, true)
-            | (Operation::Check { .. }, _) => Operation::Preempt { lock },
+            | (Operation::Check { .. }, _) => Operation::Preempt {
+                lock,
+                claim: Claim::EXCLUSIVE,
+            },
             (_, false) => {
                 let mut other = if own {
                     self.own_lock()
@@ -759,7 +789,10 @@ impl Rogue {
                     other = Arc::from(format!("{lock}.other").as_str());
                 }
                 match op {
-                    Operation::Preempt { .. } => Operation::Preempt { lock: other },
+                    Operation::Preempt { .. } => Operation::Preempt {
+                        lock: other,
+                        claim: Claim::EXCLUSIVE,
+                    },
                     _ => Operation::Release { lock: other },
                 }
             }

@@ -31,7 +31,8 @@ use super::trace::{self, Recorder, TraceEvent};
 use super::workload::WorkloadClient;
 use crate::net::Endpoint;
 use crate::node::{
-    ClientError, Consistency, LockName, LogIndex, Operation, Outcome, Refused, ServerId, Time,
+    Claim, ClientError, Consistency, LockName, LogIndex, Operation, Outcome, Refused, ServerId,
+    Time,
 };
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -300,9 +301,13 @@ impl Runner<'_> {
                 consistency,
                 timeout,
                 expect,
+                claim,
             } => {
                 let operation = match op {
-                    OpKind::Preempt => Operation::Preempt { lock: lock.clone() },
+                    OpKind::Preempt => Operation::Preempt {
+                        lock: lock.clone(),
+                        claim: *claim,
+                    },
                     OpKind::Release => Operation::Release { lock: lock.clone() },
                     OpKind::Check => Operation::Check {
                         lock: lock.clone(),
@@ -311,6 +316,7 @@ impl Runner<'_> {
                     OpKind::Acquire { wait_ms } => Operation::Acquire {
                         lock: lock.clone(),
                         wait_ms: *wait_ms,
+                        claim: *claim,
                     },
                     OpKind::Cancel => Operation::Cancel { lock: lock.clone() },
                 };
@@ -623,27 +629,35 @@ impl Runner<'_> {
     fn observe_belief(&mut self, client: u32, op: &Operation, outcome: &Outcome) {
         match (op, outcome) {
             (
-                Operation::Preempt { lock } | Operation::Acquire { lock, .. },
+                Operation::Preempt { lock, .. } | Operation::Acquire { lock, .. },
                 Outcome::Granted { token },
             ) => {
+                // The mode the grant holds, which the committed log decided: a holder that
+                // asks again in another mode keeps the one it has.
+                let claim = self.cluster.granted_claim(client, lock, *token);
                 *self
                     .cluster
                     .checks_performed
                     .entry(checkers::LEASE_SAFETY)
                     .or_default() += 1;
                 let cluster = &self.cluster;
-                let verdict =
-                    self.lease_safety
-                        .observe_grant(cluster.now(), client, lock, *token, |other| {
-                            cluster.client_believes_in_session(other)
-                        });
+                let verdict = self.lease_safety.observe_claimed_grant(
+                    cluster.now(),
+                    (client, claim),
+                    lock,
+                    *token,
+                    |other| cluster.client_believes_in_session(other),
+                );
                 if let Err(violation) = verdict {
                     self.cluster.report_violation(violation);
                 }
             }
             (
-                Operation::Preempt { lock } | Operation::Acquire { lock, .. },
-                Outcome::HeldBy { .. } | Outcome::TimedOut | Outcome::Cancelled,
+                Operation::Preempt { lock, .. } | Operation::Acquire { lock, .. },
+                Outcome::HeldBy { .. }
+                | Outcome::TimedOut
+                | Outcome::Cancelled
+                | Outcome::PermitsMismatch { .. },
             ) => {
                 self.lease_safety.forget(client, lock);
             }
@@ -678,6 +692,13 @@ impl Runner<'_> {
             Outcome::TimedOut => "timed_out".into(),
             Outcome::Cancelled => "cancelled".into(),
             Outcome::NotWaiting => "not_waiting".into(),
+            Outcome::PermitsMismatch {
+                permits: Some(permits),
+            } => {
+                format!("permits_mismatch (in use with {permits})")
+            }
+            Outcome::PermitsMismatch { permits: None } => "permits_mismatch (plain lock)".into(),
+            Outcome::Shared { holders, .. } => format!("shared ({holders} holders)"),
         }
     }
 
@@ -802,9 +823,16 @@ impl Runner<'_> {
             .iter()
             .filter(|op| op.consistency == Some(Consistency::Local))
             .count();
-        let others = history.len() - local_reads;
-        self.history_checks = Some((others as u64, local_reads as u64));
         let report = linearizability::check_history(&history);
+        // Operations on shared locks and semaphores are not searched (the model knows one
+        // holder): they do not count as checked.
+        let unmodelled = history
+            .iter()
+            .filter(|op| op.consistency != Some(Consistency::Local))
+            .filter(|op| report.unmodelled_locks.contains(&op.lock))
+            .count();
+        let others = history.len() - local_reads - unmodelled;
+        self.history_checks = Some((others as u64, local_reads as u64));
         let now = self.cluster.now();
         if let Some(violation) = report.violations.first() {
             self.cluster.report_violation(Violation {
@@ -871,6 +899,10 @@ impl Runner<'_> {
                             Outcome::TimedOut => HistoryResult::TimedOut,
                             Outcome::Cancelled => HistoryResult::Cancelled,
                             Outcome::NotWaiting => HistoryResult::NotWaiting,
+                            Outcome::PermitsMismatch { permits } => {
+                                HistoryResult::PermitsMismatch { permits }
+                            }
+                            Outcome::Shared { holders, .. } => HistoryResult::Shared { holders },
                             // Never an answer: the table keeps it, the client hears what follows.
                             Outcome::Queued => HistoryResult::Unknown,
                         };
@@ -887,6 +919,12 @@ impl Runner<'_> {
                     return_ns,
                     result,
                     index: record.index.filter(|_| return_ns.is_some()),
+                    claim: match &record.op {
+                        Operation::Preempt { claim, .. } | Operation::Acquire { claim, .. } => {
+                            *claim
+                        }
+                        _ => Claim::EXCLUSIVE,
+                    },
                 })
             })
             .chain(self.expiry_history(number))
@@ -911,6 +949,7 @@ impl Runner<'_> {
                     return_ns: Some(at.as_nanos()),
                     result: HistoryResult::Expired,
                     index: None,
+                    claim: Claim::EXCLUSIVE,
                 })
             })
             .collect()
@@ -1036,6 +1075,8 @@ impl Runner<'_> {
             (Expect::TimedOut, Some(Ok(Outcome::TimedOut))) => true,
             (Expect::Cancelled, Some(Ok(Outcome::Cancelled))) => true,
             (Expect::NotWaiting, Some(Ok(Outcome::NotWaiting))) => true,
+            (Expect::PermitsMismatch, Some(Ok(Outcome::PermitsMismatch { .. }))) => true,
+            (Expect::Shared, Some(Ok(Outcome::Shared { .. }))) => true,
             _ => false,
         }
     }

@@ -11,7 +11,7 @@
 use super::disk::DiskFaults;
 use super::rogue::{AttackKind, ROGUE_RATE_MAX, ROGUES_MAX, RogueSpec};
 use crate::net::{Endpoint, LatencyTail, NetworkParams};
-use crate::node::{Consistency, LockName, ServerId};
+use crate::node::{Claim, Consistency, LockName, Mode, PERMITS_MAX, ServerId};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use std::collections::{BTreeMap, BTreeSet};
@@ -130,6 +130,9 @@ pub enum Action {
         consistency: Consistency,
         timeout: Option<Duration>,
         expect: Option<Expect>,
+        /// `mode: shared` and `permits: N` of a preempt or acquire; exclusive and none for
+        /// every other operation (docs/design.md, "Shared locks and semaphores").
+        claim: Claim,
     },
     /// The client renews its session now (`{client: c1, op: keepalive}`), besides the renewals
     /// it sends on its own. Nothing to expect: its lease, not an answer, is what it changes.
@@ -259,6 +262,10 @@ pub enum Expect {
     Cancelled,
     /// A cancel that found no wait to stop.
     NotWaiting,
+    /// A preempt or acquire naming permits other than those the lock in use declared.
+    PermitsMismatch,
+    /// A check of a lock held in shared mode.
+    Shared,
 }
 
 /// What a scripted write is expected to come to.
@@ -314,6 +321,12 @@ pub struct Mix {
     pub acquire: f64,
     /// Each acquire waits a uniform draw from 0 to this.
     pub acquire_wait_ms: u64,
+    /// Fraction of preempts and acquires that claim shared mode (0, the default, draws
+    /// nothing: the draws of older scenarios stay what they were).
+    pub shared: f64,
+    /// The permits every shared claim names (a semaphore of that many); `None`: readers of
+    /// a readers-writer lock.
+    pub permits: Option<u32>,
 }
 
 /// Why a scenario could not be loaded.
@@ -748,6 +761,11 @@ struct RawEvent {
     timeout: Option<RawDuration>,
     /// An acquire's wait (`wait: 2s`; 0s tries once, like a preempt).
     wait: Option<RawDuration>,
+    /// A preempt's or acquire's mode: `shared` or `exclusive`.
+    mode: Option<String>,
+    /// A preempt's or acquire's semaphore permits; signed and wide, so that `permits: -1`
+    /// reaches validation and gets its bounds.
+    permits: Option<i64>,
     expect: Option<RawExpect>,
     crash: Option<RawCrash>,
     corrupt: Option<RawCorrupt>,
@@ -842,6 +860,8 @@ struct RawMix {
     linearizable: Option<f64>,
     acquire: Option<f64>,
     acquire_wait: Option<RawDuration>,
+    shared: Option<f64>,
+    permits: Option<i64>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -1787,6 +1807,8 @@ impl Checker {
                 ("consistency", raw.consistency.is_some()),
                 ("timeout", raw.timeout.is_some()),
                 ("wait", raw.wait.is_some()),
+                ("mode", raw.mode.is_some()),
+                ("permits", raw.permits.is_some()),
                 ("expect", raw.expect.is_some()),
             ] {
                 if present {
@@ -1822,6 +1844,7 @@ impl Checker {
         if raw.wait.is_some() && !matches!(raw.op.as_deref(), Some("acquire")) {
             self.add(&format!("{place}.wait"), "only an acquire takes a wait");
         }
+        let claim = self.claim(place, raw);
         let lock_place = format!("{place}.lock");
         let lock = self
             .required(&lock_place, raw.lock.as_ref())
@@ -1846,6 +1869,49 @@ impl Checker {
             consistency: consistency?,
             timeout: timeout?,
             expect: expect?,
+            claim: claim?,
+        })
+    }
+
+    /// A preempt's or acquire's `mode` and `permits`. `permits` without `mode` is shared: one
+    /// permit of the semaphore, which is what a semaphore acquire takes.
+    fn claim(&mut self, place: &str, raw: &RawEvent) -> Option<Claim> {
+        let claims = matches!(raw.op.as_deref(), Some("preempt" | "acquire"));
+        for (field, present) in [
+            ("mode", raw.mode.is_some()),
+            ("permits", raw.permits.is_some()),
+        ] {
+            if present && !claims {
+                self.add(
+                    &format!("{place}.{field}"),
+                    format!("only a preempt or an acquire takes a {field}"),
+                );
+            }
+        }
+        let mode = match raw.mode.as_deref() {
+            None if raw.permits.is_some() => Some(Mode::Shared),
+            None | Some("exclusive") => Some(Mode::Exclusive),
+            Some("shared") => Some(Mode::Shared),
+            Some(other) => {
+                let message = format!("{other:?} is not a mode (shared or exclusive)");
+                self.add(&format!("{place}.mode"), message);
+                None
+            }
+        };
+        let permits = match raw.permits {
+            None => Some(None),
+            Some(permits) if (1..=i64::from(PERMITS_MAX)).contains(&permits) => {
+                Some(u32::try_from(permits).ok())
+            }
+            Some(permits) => {
+                let message = format!("{permits} is out of range: permits are 1 to {PERMITS_MAX}");
+                self.add(&format!("{place}.permits"), message);
+                None
+            }
+        };
+        Some(Claim {
+            mode: mode?,
+            permits: permits?,
         })
     }
 
@@ -1945,11 +2011,14 @@ impl Checker {
                     "timed_out" | "timeout" => Some(Expect::TimedOut),
                     "cancelled" => Some(Expect::Cancelled),
                     "not_waiting" => Some(Expect::NotWaiting),
+                    "permits_mismatch" => Some(Expect::PermitsMismatch),
+                    "shared" => Some(Expect::Shared),
                     other => {
                         let message = format!(
                             "{other:?} is not an expectation (granted, released, not_owner, \
-                             free, timeout, cancelled, not_waiting, unknown, answered, \
-                             session_expired, {{held_by: cN}} or {{owner: cN}})"
+                             free, timeout, cancelled, not_waiting, permits_mismatch, shared, \
+                             unknown, answered, session_expired, {{held_by: cN}} or \
+                             {{owner: cN}})"
                         );
                         self.add(place, message);
                         None
@@ -1983,23 +2052,30 @@ impl Checker {
     fn expect_fitting(&mut self, place: &str, expect: Expect, op: OpKind) -> Option<Expect> {
         let (fits, expected) = match op {
             OpKind::Preempt => (
-                matches!(expect, Expect::Granted | Expect::HeldBy(_)),
-                "granted, {held_by: cN}",
+                matches!(
+                    expect,
+                    Expect::Granted | Expect::HeldBy(_) | Expect::PermitsMismatch
+                ),
+                "granted, {held_by: cN}, permits_mismatch",
             ),
             OpKind::Release => (
                 matches!(expect, Expect::Released | Expect::NotOwner),
                 "released, not_owner",
             ),
             OpKind::Check => (
-                matches!(expect, Expect::Free | Expect::Owner(_)),
-                "free, {owner: cN}",
+                matches!(expect, Expect::Free | Expect::Owner(_) | Expect::Shared),
+                "free, {owner: cN}, shared",
             ),
             OpKind::Acquire { .. } => (
                 matches!(
                     expect,
-                    Expect::Granted | Expect::HeldBy(_) | Expect::TimedOut | Expect::Cancelled
+                    Expect::Granted
+                        | Expect::HeldBy(_)
+                        | Expect::TimedOut
+                        | Expect::Cancelled
+                        | Expect::PermitsMismatch
                 ),
-                "granted, {held_by: cN}, timeout, cancelled",
+                "granted, {held_by: cN}, timeout, cancelled, permits_mismatch",
             ),
             OpKind::Cancel => (
                 matches!(expect, Expect::Cancelled | Expect::NotWaiting),
@@ -2024,6 +2100,8 @@ impl Checker {
             Expect::TimedOut => "timeout",
             Expect::Cancelled => "cancelled",
             Expect::NotWaiting => "not_waiting",
+            Expect::PermitsMismatch => "permits_mismatch",
+            Expect::Shared => "shared",
             Expect::Unknown | Expect::Answered | Expect::SessionExpired => {
                 unreachable!("these fit every operation")
             }
@@ -2422,6 +2500,8 @@ impl Checker {
                 linearizable: 0.0,
                 acquire: 0.0,
                 acquire_wait_ms: 0,
+                shared: 0.0,
+                permits: None,
             }),
             Some(mix) => self.mix(mix),
         };
@@ -2532,6 +2612,22 @@ impl Checker {
             );
             return None;
         }
+        let shared = raw.shared.unwrap_or(0.0);
+        if !(0.0..=1.0).contains(&shared) {
+            self.add("workload.mix.shared", "is a fraction, 0 to 1");
+            return None;
+        }
+        let permits = match raw.permits {
+            None => None,
+            Some(permits) if (1..=i64::from(PERMITS_MAX)).contains(&permits) && shared > 0.0 => {
+                u32::try_from(permits).ok()
+            }
+            Some(_) => {
+                let message = format!("1 to {PERMITS_MAX}, and only with a shared fraction");
+                self.add("workload.mix.permits", message);
+                return None;
+            }
+        };
         Some(Mix {
             preempt,
             release,
@@ -2539,6 +2635,8 @@ impl Checker {
             linearizable: linearizable?,
             acquire,
             acquire_wait_ms,
+            shared,
+            permits,
         })
     }
 
@@ -2851,6 +2949,8 @@ expect_final: {a: free}
                 linearizable: 0.0,
                 acquire: 0.0,
                 acquire_wait_ms: 0,
+                shared: 0.0,
+                permits: None,
             }
         );
         assert_eq!(
@@ -2877,6 +2977,7 @@ expect_final: {a: free}
                 consistency: Consistency::Local,
                 timeout: None,
                 expect: Some(Expect::HeldBy(1)),
+                claim: Claim::EXCLUSIVE,
             }
         );
         assert_eq!(
@@ -2892,6 +2993,7 @@ expect_final: {a: free}
                 consistency: Consistency::Linearizable,
                 timeout: None,
                 expect: Some(Expect::Owner(1)),
+                claim: Claim::EXCLUSIVE,
             }
         );
         assert_eq!(

@@ -9,7 +9,7 @@ use super::scenario::{
     Action, CrashTarget, Expect, FinalState, IsolateTarget, OpKind, RestartTarget, Scenario,
 };
 use crate::net::Endpoint;
-use crate::node::Consistency;
+use crate::node::{Consistency, Mode};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -72,6 +72,8 @@ pub fn expect_text(expect: Expect) -> String {
         Expect::TimedOut => "timeout".into(),
         Expect::Cancelled => "cancelled".into(),
         Expect::NotWaiting => "not_waiting".into(),
+        Expect::PermitsMismatch => "permits_mismatch".into(),
+        Expect::Shared => "shared".into(),
     }
 }
 
@@ -112,9 +114,22 @@ fn action_text(action: &Action) -> String {
             consistency,
             timeout,
             expect,
+            claim,
         } => {
             let op_name = super::scenario::op_name(*op);
             let mut text = format!("client: c{client}, op: {op_name}, lock: {}", quoted(lock));
+            // Written only when not the default, so that scenarios without claims read as
+            // before; the mode always, since `permits` alone reads as shared.
+            if !claim.is_default() {
+                let mode = match claim.mode {
+                    Mode::Exclusive => "exclusive",
+                    Mode::Shared => "shared",
+                };
+                let _ = write!(text, ", mode: {mode}");
+            }
+            if let Some(permits) = claim.permits {
+                let _ = write!(text, ", permits: {permits}");
+            }
             if *op == OpKind::Check {
                 let level = match consistency {
                     Consistency::Local => "local",
@@ -304,10 +319,16 @@ impl Scenario {
             } else {
                 String::new()
             };
+            // Shared claims likewise only when drawn.
+            let shared = match (mix.shared > 0.0, mix.permits) {
+                (false, _) => String::new(),
+                (true, None) => format!(", shared: {}", mix.shared),
+                (true, Some(permits)) => format!(", shared: {}, permits: {permits}", mix.shared),
+            };
             let _ = writeln!(
                 out,
                 "workload: {{clients: [{}], ops: {}, locks: {}, mix: {{preempt: {}, release: {}, \
-                 check: {}, linearizable: {}{acquire}}}, think: {{min: {}, max: {}}}}}",
+                 check: {}, linearizable: {}{acquire}{shared}}}, think: {{min: {}, max: {}}}}}",
                 clients.join(", "),
                 workload.ops,
                 workload.locks,

@@ -159,6 +159,9 @@ pub struct Shape {
     /// Blocking acquires in the workload: (weight against the mix's others, longest wait in
     /// ms); `None`: none.
     pub acquire: Option<(u32, u32)>,
+    /// Shared claims in the workload: (percent of preempts and acquires that claim shared,
+    /// permits they name, 0 for none); `None`: every claim exclusive.
+    pub shared: Option<(u32, u32)>,
 }
 
 /// Time faults and sessions as plain numbers.
@@ -195,6 +198,8 @@ pub const BUGGIFY_SEED_PROBABILITY: f64 = 0.3;
 pub const TIME_SEED_PROBABILITY: f64 = 0.3;
 /// Share of seeds whose workload draws blocking acquires.
 pub const ACQUIRE_SEED_PROBABILITY: f64 = 0.3;
+/// Share of seeds whose workload claims shared locks or semaphores.
+pub const SHARED_SEED_PROBABILITY: f64 = 0.3;
 /// How often an election step crash arms its crash inside a step.
 const ELECTION_STEP_CRASHES: u64 = 10;
 /// The effect counts an election step crash cuts after. A vote that moves its voter to a new
@@ -308,6 +313,7 @@ impl Shape {
             buggify_permille: None,
             time: None,
             acquire: None,
+            shared: None,
         };
         // Drawn after everything else, for the same reason. The spread floor makes split
         // votes rarer, and a split vote with a restart inside it is what shows a server
@@ -363,6 +369,16 @@ impl Shape {
         // Drawn last, so that every other choice is what it was before acquires existed.
         if rng.random_bool(ACQUIRE_SEED_PROBABILITY) {
             shape.acquire = Some((rng.random_range(1..=10), rng.random_range(0..=3_000)));
+        }
+        // Drawn last, so that every other choice is what it was before shared locks existed.
+        // Half the sharing seeds are semaphores of 1 to 4 permits, half readers-writer locks.
+        if rng.random_bool(SHARED_SEED_PROBABILITY) {
+            let permits = if rng.random_bool(0.5) {
+                rng.random_range(1..=4)
+            } else {
+                0
+            };
+            shape.shared = Some((rng.random_range(20..=80), permits));
         }
         shape
     }
@@ -450,6 +466,12 @@ impl Shape {
                 text,
                 ", acquires (weight {weight}, waits up to {wait_ms}ms)"
             );
+        }
+        if let Some((percent, permits)) = self.shared {
+            let _ = write!(text, ", {percent}% shared claims");
+            if permits > 0 {
+                let _ = write!(text, " of {permits} permits");
+            }
         }
         if let Some((torn_permille, corrupt_per_million)) = self.disk {
             let _ = write!(
@@ -666,9 +688,19 @@ impl Shape {
             }
             None => String::new(),
         };
+        let shared = match self.shared {
+            Some((percent, 0)) => format!(", shared: {}", f64::from(percent) / 100.0),
+            Some((percent, permits)) => {
+                format!(
+                    ", shared: {}, permits: {permits}",
+                    f64::from(percent) / 100.0
+                )
+            }
+            None => String::new(),
+        };
         let _ = writeln!(
             out,
-            "workload: {{clients: [{}], ops: {}, locks: {}, mix: {{preempt: {}, release: {}, check: {}, linearizable: {}{acquire}}}, think: {{min: 1ms, max: {}}}}}",
+            "workload: {{clients: [{}], ops: {}, locks: {}, mix: {{preempt: {}, release: {}, check: {}, linearizable: {}{acquire}{shared}}}, think: {{min: 1ms, max: {}}}}}",
             client_list.join(", "),
             self.workload_ops.clamp(1, scenario::WORKLOAD_OPS_MAX),
             self.locks.clamp(1, 64),

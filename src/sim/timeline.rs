@@ -48,7 +48,7 @@ const OP_KINDS: [&str; 7] = [
 ];
 
 /// Results as the page names (and colours) them; [`OpRow`] refers to them by position.
-const RESULTS: [&str; 11] = [
+const RESULTS: [&str; 13] = [
     "granted",
     "held_by",
     "released",
@@ -60,6 +60,8 @@ const RESULTS: [&str; 11] = [
     "timed_out",
     "cancelled",
     "not_waiting",
+    "permits_mismatch",
+    "shared",
 ];
 
 // ---------------------------------------------------------------------------------------------

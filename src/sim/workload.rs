@@ -3,7 +3,7 @@
 //! client.
 
 use super::scenario::WorkloadSpec;
-use crate::node::{Consistency, LockName, LogIndex, Operation, Outcome};
+use crate::node::{Claim, Consistency, LockName, LogIndex, Mode, Operation, Outcome};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -85,7 +85,11 @@ impl WorkloadClient {
         let draw = self.rng.random_range(0.0..total);
         let random_lock = self.locks[self.rng.random_range(0..self.locks.len())].clone();
         let op = if draw < mix.preempt {
-            Operation::Preempt { lock: random_lock }
+            let claim = self.draw_claim();
+            Operation::Preempt {
+                lock: random_lock,
+                claim,
+            }
         } else if draw < mix.preempt + mix.release {
             let own = (!self.held.is_empty() && self.rng.random_bool(RELEASE_OWN_LOCK_PROBABILITY))
                 .then(|| {
@@ -99,9 +103,11 @@ impl WorkloadClient {
         } else if draw >= mix.preempt + mix.release + mix.check {
             // Only with an acquire weight: without one, no draw reaches here.
             let wait_ms = self.rng.random_range(0..=mix.acquire_wait_ms);
+            let claim = self.draw_claim();
             Operation::Acquire {
                 lock: random_lock,
                 wait_ms,
+                claim,
             }
         } else {
             let consistency = if self.rng.random_bool(mix.linearizable.clamp(0.0, 1.0)) {
@@ -117,18 +123,32 @@ impl WorkloadClient {
         Some(op)
     }
 
+    /// A preempt's or acquire's claim: shared (naming the mix's permits) for the mix's
+    /// `shared` fraction. Draws nothing when that fraction is 0, so that workloads without
+    /// modes draw exactly what they did before modes existed.
+    fn draw_claim(&mut self) -> Claim {
+        let mix = self.spec.mix;
+        if mix.shared <= 0.0 || !self.rng.random_bool(mix.shared.min(1.0)) {
+            return Claim::EXCLUSIVE;
+        }
+        Claim {
+            mode: Mode::Shared,
+            permits: mix.permits,
+        }
+    }
+
     /// Learns from an outcome which locks the client holds.
     pub fn observe(&mut self, op: &Operation, outcome: &Outcome) {
         match (op, outcome) {
             (
-                Operation::Preempt { lock } | Operation::Acquire { lock, .. },
+                Operation::Preempt { lock, .. } | Operation::Acquire { lock, .. },
                 Outcome::Granted { token },
             ) => {
                 self.held.insert(lock.clone(), *token);
             }
             (Operation::Release { lock }, Outcome::Released | Outcome::NotOwner)
             | (
-                Operation::Preempt { lock } | Operation::Acquire { lock, .. },
+                Operation::Preempt { lock, .. } | Operation::Acquire { lock, .. },
                 Outcome::HeldBy { .. } | Outcome::TimedOut | Outcome::Cancelled,
             ) => {
                 self.held.remove(lock);
@@ -156,6 +176,8 @@ mod tests {
                 linearizable: 0.5,
                 acquire: 0.0,
                 acquire_wait_ms: 0,
+                shared: 0.0,
+                permits: None,
             },
             think_min: Duration::from_millis(10),
             think_max: Duration::from_millis(20),

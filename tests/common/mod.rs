@@ -5,7 +5,7 @@
 //! Each test binary compiles this module and uses only a part of it, hence the `allow` below.
 #![allow(dead_code)]
 
-use lockstep::node::{ClientId, Command, Entry, PersistOp, ServerId, Term};
+use lockstep::node::{Claim, ClientId, Command, Entry, PersistOp, ServerId, Term};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command as Process, Output, Stdio};
@@ -136,6 +136,7 @@ pub fn preempt(term: Term, client: u64, lock: &str) -> Entry {
             client: ClientId(client),
             seq: client * 10,
             lock: lock.into(),
+            claim: Claim::EXCLUSIVE,
         },
     }
 }

@@ -10,7 +10,7 @@ use lockstep::net::peer::frame::{
     FRAME_BYTES_MAX, FrameDecoder, FrameError, LENGTH_PREFIX_BYTES, PeerFrame, decode_peer_frame,
     encode_peer_frame,
 };
-use lockstep::node::{ClientId, Command, Entry, PeerMessage};
+use lockstep::node::{Claim, ClientId, Command, Entry, PeerMessage};
 
 /// A small limit, so that random lengths cross it often.
 const SMALL_FRAME_BYTES_MAX: usize = 64;
@@ -27,6 +27,7 @@ fn valid_frames() -> Vec<Vec<PeerFrame>> {
                 client: ClientId(7),
                 seq: 3,
                 lock: "printer".into(),
+                claim: Claim::EXCLUSIVE,
             },
         },
     ];

@@ -32,7 +32,7 @@
 use crate::harness::{self, Case, Materialized, Script, Target};
 use lockstep::net::protocol::decode_request;
 use lockstep::node::{
-    ApplyResult, ClientAddr, ClientId, ClientReply, ClientRequest, ClientSecret, Command,
+    ApplyResult, Claim, ClientAddr, ClientId, ClientReply, ClientRequest, ClientSecret, Command,
     Consistency, Entry, Holder, LOCK_NAME_BYTES_MAX, LockName, LockTable, LogIndex, Operation,
     Outcome, PeerMessage, ReplyBody, RequestBody, Role, Server, ServerConfig, ServerId,
     ServerInput, ServerOutput, ServerTimer, Term, Time, WriteKind,
@@ -303,7 +303,9 @@ impl Cluster {
         let after = self.honest_locks(&self.shadow);
         if before != after {
             let by_its_client = match &entry.command {
-                Command::Preempt { client, seq, lock } => self
+                Command::Preempt {
+                    client, seq, lock, ..
+                } => self
                     .honest_id(*client)
                     .is_some_and(|honest| honest.sent(*seq, WriteKind::Preempt, lock)),
                 Command::Release { client, seq, lock } => self
@@ -587,7 +589,10 @@ fn hostile_lock(script: &mut Script<'_>) -> LockName {
 fn hostile_operation(script: &mut Script<'_>) -> Operation {
     let lock = hostile_lock(script);
     match script.byte() % 4 {
-        0 => Operation::Preempt { lock },
+        0 => Operation::Preempt {
+            lock,
+            claim: Claim::EXCLUSIVE,
+        },
         1 => Operation::Release { lock },
         2 => Operation::Check {
             lock,
@@ -726,7 +731,10 @@ fn honest_operation(cluster: &mut Cluster, script: &mut Script<'_>) -> Result<()
     let client = usize::from(script.byte()) % cluster.honest.len();
     let lock = LockName::from(*script.pick(&LOCKS));
     let op = match script.byte() % 5 {
-        0 | 1 => Operation::Preempt { lock },
+        0 | 1 => Operation::Preempt {
+            lock,
+            claim: Claim::EXCLUSIVE,
+        },
         2 | 3 => Operation::Release { lock },
         choice => Operation::Check {
             lock,
@@ -828,6 +836,7 @@ fn server_step() {
             secret: Some(honest.secret),
             op: Operation::Preempt {
                 lock: LockName::from("a"),
+                claim: Claim::EXCLUSIVE,
             },
         },
     };

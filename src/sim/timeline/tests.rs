@@ -3,6 +3,7 @@
 //! names no address. (tests/html_timeline.rs loads the same pages in headless Chromium.)
 
 use super::*;
+use crate::node::Claim;
 use crate::sim::history::{HistoryOp, HistoryOpKind, HistoryResult};
 use crate::sim::linearizability::check_history;
 use crate::sim::runner::{self, RunOptions};
@@ -183,6 +184,7 @@ fn op(
         return_ns,
         result,
         index: None,
+        claim: Claim::EXCLUSIVE,
     }
 }
 

@@ -63,7 +63,9 @@
     expired: '#8d6e63',
     timed_out: '#9e9d24',
     cancelled: '#78909c',
-    not_waiting: '#bdbdbd'
+    not_waiting: '#bdbdbd',
+    permits_mismatch: '#d81b60',
+    shared: '#7cb342'
   };
   var KIND_PALETTE = [
     '#3f6fb5', '#7b4fb3', '#2a9d8f', '#b5651d', '#c2185b', '#5d7d2a', '#6d4c41',
