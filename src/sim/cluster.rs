@@ -1704,6 +1704,7 @@ impl Cluster {
                     self.report_violation(violation);
                 }
             }
+            ServerOutput::Watch { .. } => {}
         }
         Ok(())
     }
@@ -2139,6 +2140,7 @@ fn effect_name(output: &ServerOutput) -> String {
         ServerOutput::Woken { index, woken } => {
             format!("wake {} (entry {index})", woken.client)
         }
+        ServerOutput::Watch { reply, .. } => format!("watch reply to watch {}", reply.id()),
     }
 }
 
