@@ -913,6 +913,7 @@ pub fn run_drawn(
         .and_then(|()| {
             let mut out = std::io::BufWriter::new(std::fs::File::create(&history_path)?);
             super::history::write_jsonl(&report.history, &mut out)?;
+            super::watch::write_jsonl(&report.watch_history, &mut out)?;
             std::io::Write::flush(&mut out)
         })
         .and_then(|()| write_timeline(&minimized.scenario, &html_path));
