@@ -140,6 +140,8 @@ prop_compose! {
             }),
             // The blocking acquire has its own stories and the explorer's swarm.
             acquire: None,
+            // So have watches (`sim::watch`, scenario 19).
+            watches: Vec::new(),
         }
     }
 }
