@@ -573,6 +573,16 @@ pub fn without_client(scenario: &Scenario, k: u32) -> Scenario {
         .filter_map(|event| {
             let action = match &event.action {
                 Action::ClientOp { client, .. } if *client == k => return None,
+                Action::Watch { client, .. } if *client == k => return None,
+                Action::Watch {
+                    client,
+                    target,
+                    from,
+                } => Action::Watch {
+                    client: shift(*client),
+                    target: target.clone(),
+                    from: *from,
+                },
                 Action::ClientOp {
                     client,
                     op,
