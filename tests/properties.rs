@@ -142,6 +142,8 @@ prop_compose! {
             acquire: None,
             // Shared locks and semaphores too.
             shared: None,
+            // So have watches (`sim::watch`, scenario 20).
+            watches: Vec::new(),
         }
     }
 }

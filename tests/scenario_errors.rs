@@ -734,3 +734,38 @@ fn acquire_and_cancel_mistakes_are_named_at_their_place() {
     ));
     assert!(fine.is_ok(), "{fine:?}");
 }
+
+/// A watch names a lock or a prefix, not both; `from` is a log index; it expects nothing; and
+/// only a watch takes a prefix.
+#[test]
+fn a_watch_with_both_targets_a_zero_from_an_expect_or_a_prefix_elsewhere_is_refused() {
+    let both = "  - {at: 1s, client: c1, op: watch, lock: a, prefix: w}\n";
+    let problems = problems_of(yaml(&with_events(both)));
+    assert_single_problem(&problems, "events[0]", "a lock or a prefix, not both");
+
+    let zero = "  - {at: 1s, client: c1, op: watch, lock: a, from: 0}\n";
+    let problems = problems_of(yaml(&with_events(zero)));
+    assert_single_problem(&problems, "events[0].from", "not a log index");
+
+    let expecting = "  - {at: 1s, client: c1, op: watch, prefix: w, expect: granted}\n";
+    let problems = problems_of(yaml(&with_events(expecting)));
+    assert_single_problem(&problems, "events[0].expect", "a watch takes no expect");
+
+    let stray = "  - {at: 1s, client: c1, op: preempt, lock: a, prefix: w}\n";
+    let problems = problems_of(yaml(&with_events(stray)));
+    assert_single_problem(&problems, "events[0].prefix", "only a watch takes a prefix");
+
+    let neither = "  - {at: 1s, client: c1, op: watch}\n";
+    let problems = problems_of(yaml(&with_events(neither)));
+    assert_single_problem(&problems, "events[0]", "needs a lock or a prefix");
+}
+
+/// A watch round-trips through the YAML the minimizer writes.
+#[test]
+fn a_watch_survives_the_yaml_round_trip() {
+    let events = "  - {at: 1s, client: c2, op: watch, prefix: w, from: 4}\n  \
+                  - {at: 2s, client: c3, op: watch, lock: a}\n";
+    let scenario = yaml(&with_events(events)).expect("valid");
+    let again = yaml(&scenario.to_yaml()).expect("its own YAML reads back");
+    assert_eq!(again.events, scenario.events);
+}

@@ -183,6 +183,7 @@ fn history_file(path: &std::path::Path, scenario: &str, scenario_count: usize) -
 fn write_history(path: &std::path::Path, report: &RunReport) -> std::io::Result<()> {
     let mut out = BufWriter::new(File::create(path)?);
     lockstep::sim::history::write_jsonl(&report.history, &mut out)?;
+    lockstep::sim::watch::write_jsonl(&report.watch_history, &mut out)?;
     out.flush()
 }
 

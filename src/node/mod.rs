@@ -13,6 +13,7 @@ pub mod log;
 pub mod messages;
 pub mod server;
 pub mod time;
+pub mod watch;
 
 pub use client::{
     Client, ClientConfig, ClientError, ClientInput, ClientOutput, ClientTimer, Refused,

@@ -45,6 +45,7 @@ use super::messages::{
     PeerMessage, Rejection, ReplyBody, RequestBody, ServerId, ServiceError, Snapshot, Term,
 };
 use super::time::Time;
+use super::watch::{WatchInput, WatchReply, WatchState};
 use queue::QueueState;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -181,6 +182,9 @@ pub enum ServerInput {
     Persisted {
         through: u64,
     },
+    /// A connection starts, stops or acknowledges a watch, or closed (docs/design.md,
+    /// "Watches").
+    Watch(WatchInput),
 }
 
 /// An effect for the driver to carry out, in order. See the module's calling contract.
@@ -215,6 +219,11 @@ pub enum ServerOutput {
     Woken {
         index: LogIndex,
         woken: Woken,
+    },
+    /// For the watcher on connection `to`, in order: a watch's start, its events, its end.
+    Watch {
+        to: ClientAddr,
+        reply: WatchReply,
     },
 }
 
@@ -381,6 +390,8 @@ pub struct Server {
     sessions: SessionState,
     /// Leader only: parked answers of queued acquires, and wait deadlines.
     queues: QueueState,
+    /// Every server: the watches it serves and the ring of recent changes.
+    watches: WatchState,
 
     /// The `now` of the step under way, for the few deep helpers that need it.
     step_time: Time,
@@ -528,6 +539,7 @@ impl Server {
             next_read_id: 1,
             sessions: SessionState::default(),
             queues: QueueState::default(),
+            watches: WatchState::new(commit_index),
             step_time: now,
             coverage: Coverage::default(),
             persist_count: 0,
@@ -602,6 +614,7 @@ impl Server {
                 }
                 self.advance_commit();
             }
+            ServerInput::Watch(input) => self.watches.on_input(input, &self.table, &mut self.out),
         }
         self.expire_local_checks(now);
         self.finish_repair_if_done();
@@ -1023,6 +1036,7 @@ impl Server {
             }
             self.log.compact_to(index, snapshot.last_included_term);
             self.table = snapshot.table.clone();
+            self.watches.on_snapshot_installed(index, &mut self.out);
             self.commit_index = index;
             self.snapshot = Some(snapshot.clone());
             self.persist_count += 1;
@@ -2572,6 +2586,7 @@ impl Server {
                 .entry(index)
                 .expect("committed entries are in the log")
                 .clone();
+            let watched_before = WatchState::touched_views(&self.table, &entry.command);
             let result = self.table.apply(index, &entry.command);
             if matches!(result, ApplyResult::Rejected { .. }) {
                 self.coverage.hit(Branch::ApplyRejected);
@@ -2604,6 +2619,8 @@ impl Server {
             }
             // After the entry's own answers: the waiters it decided (the new holder woken).
             self.on_queue_entry_applied(index, &entry.command, self.step_time);
+            let table = &self.table;
+            (self.watches).on_applied(index, &entry.command, watched_before, table, &mut self.out);
         }
         self.maybe_ready_sessions(self.step_time);
         self.maybe_ready_queues(self.step_time);
@@ -2799,6 +2816,7 @@ impl Server {
 
     fn check_invariants(&self) {
         let id = self.config.id;
+        self.watches.check_invariants(self.table.applied_index());
         assert!(
             !self.repair_forbids_votes() || self.role == Role::Follower,
             "{id}: repairing a damaged log, yet {:?}",

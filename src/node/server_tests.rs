@@ -524,6 +524,8 @@ struct Network {
     /// Servers cut off from everyone: messages to or from them are dropped.
     isolated: BTreeSet<ServerId>,
     replies: Vec<(ClientAddr, ClientReply)>,
+    /// What each server told its watchers, in order.
+    watch_replies: Vec<(ServerId, ClientAddr, crate::node::watch::WatchReply)>,
     deliveries: usize,
     boots: u64,
 }
@@ -548,6 +550,7 @@ impl Network {
             in_flight: VecDeque::new(),
             isolated: BTreeSet::new(),
             replies: Vec::new(),
+            watch_replies: Vec::new(),
             deliveries: 0,
             boots: 0,
         };
@@ -623,6 +626,9 @@ impl Network {
                 }
                 ServerOutput::SetTimer { timer, at } => {
                     self.timers.insert((id, *timer), *at);
+                }
+                ServerOutput::Watch { to, reply } => {
+                    self.watch_replies.push((id, *to, reply.clone()));
                 }
                 ServerOutput::Applied { .. } | ServerOutput::Woken { .. } => {}
             }
@@ -2891,6 +2897,9 @@ fn run_until_true(
 /// testing"), kept apart so that they read as one list.
 #[path = "server_mutation_tests.rs"]
 mod mutation_kills;
+#[path = "watch_tests.rs"]
+mod watch_tests;
+
 #[path = "queue_tests.rs"]
 mod queues;
 #[path = "session_tests.rs"]

@@ -63,6 +63,7 @@ pub const EXPECTABLE: &[&str] = &[
     crate::sim::fairness::FIFO_FAIRNESS,
     crate::sim::fairness::NO_GRANT_AFTER_EXPIRY,
     crate::sim::fairness::WAITERS_DECIDED,
+    crate::sim::watch::WATCH_STREAMS,
     crate::sim::linearizability::LINEARIZABILITY,
     crate::sim::linearizability::MONOTONIC_READS,
 ];

@@ -116,6 +116,8 @@ pub enum Event {
     EndOfDuration,
     /// Periodic check, after the duration, of whether the run has settled.
     SettleCheck,
+    /// A watcher acknowledges what it heard and looks at its connection (`sim::watch`).
+    WatchTick(u32),
 }
 
 /// How the cluster is built.
@@ -348,6 +350,8 @@ pub struct Cluster {
     acknowledged_writes: AcknowledgedWrites,
     pub recorder: Recorder,
     pub network_stats: NetworkStats,
+    /// The run's watchers (`sim::watch`); none unless the scenario watches.
+    pub watchers: super::watch::SimWatchers,
     /// Observations fed to the checkers, for the summary.
     pub checks_performed: BTreeMap<&'static str, u64>,
     pub max_term: u64,
@@ -536,6 +540,7 @@ impl Cluster {
             recorder,
             network_stats: NetworkStats::default(),
             checks_performed: BTreeMap::new(),
+            watchers: super::watch::SimWatchers::default(),
             max_term: 0,
             leaders: Vec::new(),
             client_numbers: BTreeMap::new(),
@@ -635,7 +640,33 @@ impl Cluster {
     }
 
     /// Records a fault the cluster applied on its own: in the trace now, and for the runner.
-    fn note_fault(&mut self, description: String) {
+    /// The incarnation of server `number` if a watch can be served there now: it is up and
+    /// not paused (`sim::watch`).
+    pub fn watchable_incarnation(&self, number: u32) -> Option<u32> {
+        let slot = &self.servers[(number - 1) as usize];
+        let paused = self.is_paused(server_endpoint(number));
+        slot.node
+            .as_ref()
+            .filter(|_| !paused)
+            .map(|_| slot.incarnation)
+    }
+
+    /// Hands a watcher's input to server `number` (`sim::watch`); nothing if it is down.
+    pub fn step_watch(
+        &mut self,
+        number: u32,
+        input: crate::node::watch::WatchInput,
+    ) -> Result<(), QueueFull> {
+        self.step_server(number, ServerInput::Watch(input))
+    }
+
+    /// The command committed at `index`, as the first server to apply it reported it.
+    pub fn committed_command(&self, index: LogIndex) -> Option<&crate::node::Command> {
+        let committed = self.state_machine_safety.committed(index);
+        committed.map(|(entry, _)| &entry.command)
+    }
+
+    pub(crate) fn note_fault(&mut self, description: String) {
         let now = self.now();
         let event = TraceEvent::Fault {
             fault: description.clone(),
@@ -965,6 +996,7 @@ impl Cluster {
                 self.fire_client_timer(client, timer)
             }
             Event::Resume(node) => self.resume(node),
+            Event::WatchTick(watcher) => super::watch::tick(self, watcher),
             Event::ResourceWrite(write) => {
                 self.resource_write_arrives(&write);
                 Ok(())
@@ -1715,6 +1747,11 @@ impl Cluster {
                     self.report_violation(violation);
                 }
             }
+            ServerOutput::Watch { to, reply } => {
+                let (now, network) = (self.now(), &self.network);
+                let reachable = |client| network.can_deliver(from, Endpoint::Client(client));
+                self.watchers.on_reply(now, number, to, reply, reachable);
+            }
         }
         Ok(())
     }
@@ -2150,6 +2187,7 @@ fn effect_name(output: &ServerOutput) -> String {
         ServerOutput::Woken { index, woken } => {
             format!("wake {} (entry {index})", woken.client)
         }
+        ServerOutput::Watch { reply, .. } => format!("watch reply to watch {}", reply.id()),
     }
 }
 

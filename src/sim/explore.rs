@@ -573,6 +573,16 @@ pub fn without_client(scenario: &Scenario, k: u32) -> Scenario {
         .filter_map(|event| {
             let action = match &event.action {
                 Action::ClientOp { client, .. } if *client == k => return None,
+                Action::Watch { client, .. } if *client == k => return None,
+                Action::Watch {
+                    client,
+                    target,
+                    from,
+                } => Action::Watch {
+                    client: shift(*client),
+                    target: target.clone(),
+                    from: *from,
+                },
                 Action::ClientOp {
                     client,
                     op,
@@ -915,6 +925,7 @@ pub fn run_drawn(
         .and_then(|()| {
             let mut out = std::io::BufWriter::new(std::fs::File::create(&history_path)?);
             super::history::write_jsonl(&report.history, &mut out)?;
+            super::watch::write_jsonl(&report.watch_history, &mut out)?;
             std::io::Write::flush(&mut out)
         })
         .and_then(|()| write_timeline(&minimized.scenario, &html_path));

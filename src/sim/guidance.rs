@@ -232,6 +232,7 @@ pub fn mutate(parent: &Shape, seed: u64, bounds: &SwarmBounds, rng: &mut ChaCha8
                 child.linearizable_percent = donor.linearizable_percent;
                 child.think_max_ms = donor.think_max_ms;
                 child.acquire = donor.acquire;
+                child.watches = donor.watches.clone();
             }
             4 => child.election_timeout_ms = donor.election_timeout_ms,
             5 => {

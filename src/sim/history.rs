@@ -464,6 +464,10 @@ pub struct History {
     pub unknown_fields: BTreeMap<String, usize>,
 }
 
+/// The `op` of the lines that say what a watcher heard (README, "Histories"): skipped by
+/// [`read_history`], since no operation checker judges them.
+pub const WATCH_OP: &str = "watch";
+
 /// The fields of the format, in the order [`write_jsonl`] writes them.
 pub const FIELDS: [&str; 13] = [
     "client",
@@ -503,7 +507,8 @@ pub fn read_history(text: &str) -> Result<History, HistoryError> {
             line: line_number,
             problem,
         })?;
-        ops.push(op);
+        // A watch line (`sim::watch`) is judged by `watch_streams`, not by these checkers.
+        ops.extend(op);
     }
     let (numbers, clients) = names.settle();
     for op in &mut ops {
@@ -580,7 +585,7 @@ fn parse_line(
     line: &str,
     names: &mut NameTable,
     mut unknown: impl FnMut(&str),
-) -> Result<HistoryOp, HistoryProblem> {
+) -> Result<Option<HistoryOp>, HistoryProblem> {
     let value: Value = serde_json::from_str(line).map_err(|error| {
         // serde_json says "at line 1 column N"; within one line only the column means anything.
         let text = error.to_string();
@@ -592,6 +597,9 @@ fn parse_line(
     let Value::Object(fields) = value else {
         return Err(HistoryProblem::NotAnObject);
     };
+    if fields.get("op").and_then(Value::as_str) == Some(WATCH_OP) {
+        return Ok(None);
+    }
     fields
         .keys()
         .filter(|key| !FIELDS.contains(&key.as_str()))
@@ -667,7 +675,7 @@ fn parse_line(
     };
     // Provisional numbers start at 0: the final ones are checked once they are settled.
     history_op.validate_shape()?;
-    Ok(history_op)
+    Ok(Some(history_op))
 }
 
 /// The `mode` and `permits` of a preempt or acquire: `permits` without `mode` is shared, as in

@@ -31,6 +31,7 @@ pub mod shard;
 pub mod swarm;
 pub mod timeline;
 pub mod trace;
+pub mod watch;
 pub mod workload;
 
 /// Serialises a `Duration` as fractional milliseconds (for reports and traces).

@@ -114,6 +114,9 @@ pub struct RunReport {
     /// What the clients observed, for `--history` (not part of the JSON summary).
     #[serde(skip)]
     pub history: Vec<super::history::HistoryOp>,
+    /// What the watchers heard (`sim::watch::history_lines`), written after `history`.
+    #[serde(skip)]
+    pub watch_history: Vec<serde_json::Value>,
     /// The protocol branches every server took, summed (not part of the JSON summary: the
     /// explorer sums it over seeds and names what no seed reached).
     #[serde(skip)]

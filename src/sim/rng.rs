@@ -46,6 +46,9 @@ pub enum Stream {
     /// The explorer's coverage guidance for a seed: whether it is guided, and how
     /// (`sim::guidance`), apart from `Swarm` so that a seed's own draw stays what it was.
     Guidance,
+    /// The explorer's watchers for a seed (`sim::swarm`), apart from `Swarm` for the same
+    /// reason.
+    Watch,
 }
 
 impl Stream {
@@ -70,6 +73,7 @@ impl Stream {
             Stream::Clock => 11 << 48,
             Stream::Resource => 12 << 48,
             Stream::Guidance => 13 << 48,
+            Stream::Watch => 14 << 48,
         }
     }
 }

@@ -194,6 +194,7 @@ pub fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, RunErr
     let mut report = runner.report(wall_start);
     report.trace_events_written = runner.cluster.recorder.finish()?;
     report.history = runner.history();
+    report.watch_history = runner.watch_history();
     report.trace = runner.cluster.recorder.take_kept();
     Ok(report)
 }
@@ -334,6 +335,20 @@ impl Runner<'_> {
                 self.invoke(*client, operation, source, timeout)?;
             }
             Action::Keepalive { client } => self.cluster.keepalive(*client)?,
+            Action::Watch {
+                client,
+                target,
+                from,
+            } => {
+                let first_server = self.scenario.cluster.connect[client].0;
+                super::watch::start(
+                    &mut self.cluster,
+                    *client,
+                    target.clone(),
+                    *from,
+                    first_server,
+                )?;
+            }
             Action::Write {
                 client,
                 lock,
@@ -740,6 +755,21 @@ impl Runner<'_> {
         if self.check_linearizability && !self.check_history() {
             return;
         }
+        if !self.cluster.watchers.is_empty() {
+            match super::watch::final_check(&self.cluster, self.cluster.now()) {
+                Ok(events) => {
+                    *self
+                        .cluster
+                        .checks_performed
+                        .entry(super::watch::WATCH_STREAMS)
+                        .or_default() += events;
+                }
+                Err(violation) => {
+                    self.cluster.report_violation(violation);
+                    return;
+                }
+            }
+        }
         if let Err(violation) = self.cluster.check_acknowledged_writes() {
             self.cluster.report_violation(violation);
             return;
@@ -855,6 +885,15 @@ impl Runner<'_> {
             return false;
         }
         true
+    }
+
+    /// What the watchers heard, with clients named as in [`Runner::history`].
+    fn watch_history(&self) -> Vec<serde_json::Value> {
+        let name = |id: crate::node::ClientId| match self.cluster.history_client(id) {
+            Some(number) => format!("c{number}"),
+            None => id.to_string(),
+        };
+        super::watch::history_lines(&self.cluster.watchers, name)
     }
 
     /// The history the clients observed: every operation that was sent, in invocation order.
@@ -1147,6 +1186,9 @@ impl Runner<'_> {
         ]
         .into_iter()
         .filter(|_| queues_used);
+        // Listed only in runs with watchers.
+        let watch_streams =
+            (!self.cluster.watchers.is_empty()).then_some(super::watch::WATCH_STREAMS);
         let mut invariants: Vec<InvariantResult> = [
             checkers::ELECTION_SAFETY,
             checkers::STATE_MACHINE_SAFETY,
@@ -1162,6 +1204,7 @@ impl Runner<'_> {
         .chain(session_expiry)
         .chain(rogue_isolation)
         .chain(queue_checkers)
+        .chain(watch_streams)
         .map(|name| InvariantResult {
             name: name.to_string(),
             checks: self
@@ -1248,6 +1291,7 @@ impl Runner<'_> {
             violation,
             trace_events_written: 0,
             history: Vec::new(),
+            watch_history: Vec::new(),
             trace: None,
         }
     }

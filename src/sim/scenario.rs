@@ -139,6 +139,14 @@ pub enum Action {
     Keepalive {
         client: u32,
     },
+    /// `{client: c3, op: watch, lock: a}` (or `prefix: w`; optionally `from: 12`): the client
+    /// watches through a connection of its own, resuming on another server when it breaks or
+    /// goes silent (`sim::watch`). What it hears goes into the history.
+    Watch {
+        client: u32,
+        target: crate::node::watch::WatchTarget,
+        from: Option<u64>,
+    },
     /// `{client: c1, op: write, lock: a}`: the application writes to the fenced resource under
     /// `lock`, with the token of its client's grant, if the client believes at this moment
     /// that it holds the lock (acknowledged grant, not released, session believed alive by its
@@ -766,6 +774,10 @@ struct RawEvent {
     /// A preempt's or acquire's semaphore permits; signed and wide, so that `permits: -1`
     /// reaches validation and gets its bounds.
     permits: Option<i64>,
+    /// A watch's prefix, instead of a lock (`prefix: w`).
+    prefix: Option<String>,
+    /// A watch's first index (`from: 12`). Signed, so that -1 reaches validation.
+    from: Option<i64>,
     expect: Option<RawExpect>,
     crash: Option<RawCrash>,
     corrupt: Option<RawCorrupt>,
@@ -1123,7 +1135,7 @@ pub fn op_name(op: OpKind) -> &'static str {
 }
 
 /// Every client operation a scenario event may name.
-const OPERATION_NAMES: &str = "preempt, release, check, acquire, cancel, keepalive or write";
+const OPERATION_NAMES: &str = "preempt, release, check, acquire, cancel, keepalive, write or watch";
 
 /// The longest wait an acquire may ask for in a scenario: a waiter always comes to a decision
 /// within a run.
@@ -1824,6 +1836,20 @@ impl Checker {
         if raw.op.as_deref() == Some("write") {
             return self.write_op(place, raw, client);
         }
+        if raw.op.as_deref() == Some("watch") {
+            return self.watch_op(place, raw, client);
+        }
+        for (field, present) in [
+            ("prefix", raw.prefix.is_some()),
+            ("from", raw.from.is_some()),
+        ] {
+            if present {
+                self.add(
+                    &format!("{place}.{field}"),
+                    format!("only a watch takes a {field}"),
+                );
+            }
+        }
         let op_place = format!("{place}.op");
         let op = match raw.op.as_deref() {
             Some("preempt") => Some(OpKind::Preempt),
@@ -1912,6 +1938,60 @@ impl Checker {
         Some(Claim {
             mode: mode?,
             permits: permits?,
+        })
+    }
+
+    /// `{client, op: watch, lock | prefix, from}`: a lock or a prefix, not both; `from` a log
+    /// index of at least 1.
+    fn watch_op(&mut self, place: &str, raw: &RawEvent, client: Option<u32>) -> Option<Action> {
+        use crate::node::watch::{WATCH_PREFIX_BYTES_MAX, WatchTarget};
+        for (field, present) in [
+            ("consistency", raw.consistency.is_some()),
+            ("timeout", raw.timeout.is_some()),
+            ("wait", raw.wait.is_some()),
+            ("expect", raw.expect.is_some()),
+        ] {
+            if present {
+                let message = format!("a watch takes no {field} (it streams changes)");
+                self.add(&format!("{place}.{field}"), message);
+            }
+        }
+        let target = match (&raw.lock, &raw.prefix) {
+            (Some(lock), None) => {
+                let lock = self.lock_name(&format!("{place}.lock"), lock)?;
+                Some(WatchTarget::Lock(lock))
+            }
+            (None, Some(prefix)) if prefix.len() > WATCH_PREFIX_BYTES_MAX => {
+                let message = format!(
+                    "is {} bytes long; a prefix is at most {WATCH_PREFIX_BYTES_MAX}",
+                    prefix.len()
+                );
+                self.add(&format!("{place}.prefix"), message);
+                None
+            }
+            (None, Some(prefix)) => Some(WatchTarget::Prefix(prefix.clone())),
+            (Some(_), Some(_)) => {
+                self.add(place, "a watch names a lock or a prefix, not both");
+                None
+            }
+            (None, None) => {
+                self.add(place, "a watch needs a lock or a prefix");
+                None
+            }
+        };
+        let from = match raw.from {
+            None => Some(None),
+            Some(index) if index >= 1 => Some(Some(index as u64)),
+            Some(index) => {
+                let message = format!("{index} is not a log index (1 or more)");
+                self.add(&format!("{place}.from"), message);
+                None
+            }
+        };
+        Some(Action::Watch {
+            client: client?,
+            target: target?,
+            from: from?,
         })
     }
 

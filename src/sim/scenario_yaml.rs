@@ -96,6 +96,24 @@ pub fn rogues_text(rogues: &RogueSpec) -> String {
 fn action_text(action: &Action) -> String {
     match action {
         Action::Keepalive { client } => format!("client: c{client}, op: keepalive"),
+        Action::Watch {
+            client,
+            target,
+            from,
+        } => {
+            let mut text = match target {
+                crate::node::watch::WatchTarget::Lock(lock) => {
+                    format!("client: c{client}, op: watch, lock: {}", quoted(lock))
+                }
+                crate::node::watch::WatchTarget::Prefix(prefix) => {
+                    format!("client: c{client}, op: watch, prefix: {}", quoted(prefix))
+                }
+            };
+            if let Some(from) = from {
+                let _ = write!(text, ", from: {from}");
+            }
+            text
+        }
         Action::Write {
             client,
             lock,

@@ -162,6 +162,21 @@ pub struct Shape {
     /// Shared claims in the workload: (percent of preempts and acquires that claim shared,
     /// permits they name, 0 for none); `None`: every claim exclusive.
     pub shared: Option<(u32, u32)>,
+    /// Watchers (`sim::watch`), drawn from a stream of their own: empty in most seeds.
+    pub watches: Vec<WatchShape>,
+}
+
+/// One watcher of a swarm seed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WatchShape {
+    /// When it starts, in thousandths of the safety phase.
+    pub at_permille: u32,
+    /// Its client (1-based, modulo the clients).
+    pub client: u32,
+    /// The lock `w<N>` it watches, or `None` for every workload lock (`prefix: w`).
+    pub lock: Option<u32>,
+    /// It starts from index 1 (everything, or `compacted`) instead of from now.
+    pub from_start: bool,
 }
 
 /// Time faults and sessions as plain numbers.
@@ -200,6 +215,8 @@ pub const TIME_SEED_PROBABILITY: f64 = 0.3;
 pub const ACQUIRE_SEED_PROBABILITY: f64 = 0.3;
 /// Share of seeds whose workload claims shared locks or semaphores.
 pub const SHARED_SEED_PROBABILITY: f64 = 0.3;
+/// Share of seeds with watchers.
+pub const WATCH_SEED_PROBABILITY: f64 = 0.3;
 /// How often an election step crash arms its crash inside a step.
 const ELECTION_STEP_CRASHES: u64 = 10;
 /// The effect counts an election step crash cuts after. A vote that moves its voter to a new
@@ -314,6 +331,7 @@ impl Shape {
             time: None,
             acquire: None,
             shared: None,
+            watches: Vec::new(),
         };
         // Drawn after everything else, for the same reason. The spread floor makes split
         // votes rarer, and a split vote with a restart inside it is what shows a server
@@ -380,6 +398,9 @@ impl Shape {
             };
             shape.shared = Some((rng.random_range(20..=80), permits));
         }
+        // From a stream of their own, so that every swarm draw above is what it was before
+        // watches existed.
+        shape.watches = draw_watches(&mut Streams::new(seed).rng_for(Stream::Watch));
         shape
     }
 
@@ -472,6 +493,9 @@ impl Shape {
             if permits > 0 {
                 let _ = write!(text, " of {permits} permits");
             }
+        }
+        if !self.watches.is_empty() {
+            let _ = write!(text, ", {} watcher(s)", self.watches.len());
         }
         if let Some((torn_permille, corrupt_per_million)) = self.disk {
             let _ = write!(
@@ -669,6 +693,16 @@ impl Shape {
             );
             events.push((safety + PROBE_DELAY, probe));
         }
+        for watch in &self.watches {
+            let at = safety.mul_f64(f64::from(watch.at_permille.min(999)) / 1000.0);
+            let client = watch.client % clients + 1;
+            let target = match watch.lock {
+                Some(lock) => format!("lock: w{}", lock % self.locks.clamp(1, 64) + 1),
+                None => "prefix: w".to_string(),
+            };
+            let from = if watch.from_start { ", from: 1" } else { "" };
+            events.push((at, format!("client: c{client}, op: watch, {target}{from}")));
+        }
         events.sort_by_key(|(at, _)| *at);
         let _ = writeln!(out, "events:");
         for (at, text) in events {
@@ -753,6 +787,21 @@ fn step_crash_text(server: u32, after_effects: u32, restart_ms: u32) -> String {
 /// Time faults for a seed: a drift bound up to 2% (nodes' rates drawn within it), sessions
 /// of 1 to 4 s with a lock-delay up to 1 s in most, and up to three pauses of a server or
 /// client for up to 4 s.
+/// The watchers of a seed: none in most, one to three in [`WATCH_SEED_PROBABILITY`] of them.
+fn draw_watches(rng: &mut ChaCha8Rng) -> Vec<WatchShape> {
+    if !rng.random_bool(WATCH_SEED_PROBABILITY) {
+        return Vec::new();
+    }
+    (0..rng.random_range(1..=3u32))
+        .map(|_| WatchShape {
+            at_permille: rng.random_range(0..500),
+            client: rng.random_range(0..8),
+            lock: rng.random_bool(0.5).then(|| rng.random_range(0..8)),
+            from_start: rng.random_bool(0.3),
+        })
+        .collect()
+}
+
 fn draw_time(rng: &mut ChaCha8Rng) -> TimeShape {
     let sessions_ms = rng
         .random_bool(0.8)

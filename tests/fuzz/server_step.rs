@@ -192,7 +192,7 @@ impl Cluster {
                     entry,
                     result,
                 } => self.on_applied(id, index, entry, result)?,
-                ServerOutput::Woken { .. } => {}
+                ServerOutput::Woken { .. } | ServerOutput::Watch { .. } => {}
             }
         }
         Ok(())

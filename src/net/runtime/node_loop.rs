@@ -337,6 +337,11 @@ impl NodeLoop {
                 ServerOutput::Woken { index, woken } => {
                     tracing::trace!(index, ?woken, "waiter decided");
                 }
+                // No connection can start a watch until the wire protocol carries it
+                // (docs/design.md, "Watches"), so there is no watcher to write to.
+                ServerOutput::Watch { to, reply } => {
+                    tracing::debug!(?to, id = reply.id(), "watch reply with no watcher dropped");
+                }
             }
         }
     }
