@@ -1425,14 +1425,7 @@ impl Server {
                 // copy decides the answer).
                 Projection::Free | Projection::Owner(_) | Projection::InLog(_) => {
                     self.coverage.hit(Branch::ProposePreemptAppended);
-                    let claim = Claim::EXCLUSIVE;
-                    let command = Command::Preempt {
-                        client,
-                        seq,
-                        lock,
-                        claim,
-                    };
-                    self.append_request(route, seq, command);
+                    self.append_exclusive_preempt(route, client, seq, lock);
                 }
             },
             WriteKind::Acquire | WriteKind::Cancel => {
@@ -1809,14 +1802,7 @@ impl Server {
                 // The holder's release is in the log: queue right behind it, so the lock
                 // changes hands in the release's own replication round.
                 self.coverage.hit(Branch::RefusalFreeAppended);
-                let claim = Claim::EXCLUSIVE;
-                let command = Command::Preempt {
-                    client,
-                    seq,
-                    lock,
-                    claim,
-                };
-                self.append_request(route, seq, command);
+                self.append_exclusive_preempt(route, client, seq, lock);
             }
             _ if holder.is_some_and(|owner| owner != client)
                 && (self.refused.len() < REFUSED_CLIENTS_MAX
@@ -1848,14 +1834,7 @@ impl Server {
             }
             _ => {
                 self.coverage.hit(Branch::RefusalAppendedOwn);
-                let claim = Claim::EXCLUSIVE;
-                let command = Command::Preempt {
-                    client,
-                    seq,
-                    lock,
-                    claim,
-                };
-                self.append_request(route, seq, command)
+                self.append_exclusive_preempt(route, client, seq, lock)
             }
         }
     }
@@ -1883,6 +1862,25 @@ impl Server {
     }
 
     /// Leader: appends a write and remembers where its answer goes.
+    /// Appends a plain (exclusive) preempt: the leader's refusal-by-read paths only ever see
+    /// exclusive claims, since a shared claim skips the read and is decided at apply.
+    fn append_exclusive_preempt(
+        &mut self,
+        route: ReplyRoute,
+        client: ClientId,
+        seq: u64,
+        lock: LockName,
+    ) {
+        let claim = Claim::EXCLUSIVE;
+        let command = Command::Preempt {
+            client,
+            seq,
+            lock,
+            claim,
+        };
+        self.append_request(route, seq, command);
+    }
+
     fn append_request(&mut self, route: ReplyRoute, seq: u64, command: Command) {
         if self.log.last_index() - self.commit_index >= self.config.uncommitted_entries_max {
             self.reply(route, seq, ReplyBody::Error(ServiceError::Overloaded));
