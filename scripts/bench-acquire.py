@@ -20,13 +20,10 @@ with every run and a summary (medians) at the end.
 
 import json
 import os
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
-import tempfile
 import time
+
+import bench_cluster
 
 BIN = os.environ.get("BIN", "target/release/lockstep")
 BASE = int(os.environ.get("BASE_PORT", "7751"))
@@ -34,53 +31,11 @@ ROUNDS = int(os.environ.get("ROUNDS", "3"))
 DURATION = os.environ.get("DURATION", "10s")
 CLIENTS = os.environ.get("CLIENTS", "16")
 OUT = os.environ.get("OUT", f"/tmp/bench-acquire-{time.strftime('%H%M%S')}.jsonl")
-PORTS = [BASE, BASE + 1, BASE + 2]
-METRICS = [BASE + 100, BASE + 101, BASE + 102]
-
-
-def addresses(ports):
-    return ",".join(f"127.0.0.1:{port}" for port in ports)
-
-
-def wait_ports(ports, timeout_s=30):
-    end = time.time() + timeout_s
-    for port in ports:
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.5).close()
-                break
-            except OSError:
-                if time.time() > end:
-                    raise SystemExit(f"127.0.0.1:{port} never listened")
-                time.sleep(0.1)
 
 
 def with_cluster(bench_args):
     """Runs `bench bench_args --json` against a fresh cluster; returns its JSON report."""
-    data = tempfile.mkdtemp(prefix="bench-acquire-")
-    cluster = subprocess.Popen(
-        [BIN, "cluster", "up", "--servers", "3", "--dir", data,
-         "--base-port", str(BASE), "--metrics-base-port", str(METRICS[0])],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_ports(PORTS + METRICS)
-        time.sleep(1.5)  # a leader elected
-        bench = subprocess.run(
-            [BIN, "bench", "--servers", addresses(PORTS), "--metrics", addresses(METRICS),
-             "--json"] + bench_args,
-            capture_output=True, text=True)
-        try:
-            return json.loads(bench.stdout)
-        except json.JSONDecodeError:
-            return {"error": (bench.stdout + bench.stderr)[-400:], "exit": bench.returncode}
-    finally:
-        cluster.send_signal(signal.SIGINT)
-        try:
-            cluster.wait(15)
-        except subprocess.TimeoutExpired:
-            cluster.kill()
-            cluster.wait()
-        shutil.rmtree(data, ignore_errors=True)
+    return bench_cluster.with_cluster(BIN, BASE, bench_args, "bench-acquire-")
 
 
 def load_average():

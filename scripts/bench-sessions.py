@@ -29,65 +29,21 @@ Starts and ends with the date and `uptime` (the machine's load), and ends with a
 
 import json
 import os
-import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
+
+import bench_cluster
 
 BIN = os.environ.get("BIN", "target/release/lockstep")
 BASE = int(os.environ.get("BASE_PORT", "7651"))
 OUT = os.environ.get("OUT", f"/tmp/bench-sessions-{time.strftime('%H%M%S')}.jsonl")
-CLIENTS = [BASE, BASE + 1, BASE + 2]
-METRICS = [BASE + 100, BASE + 101, BASE + 102]
-
-
-def addresses(ports):
-    return ",".join(f"127.0.0.1:{port}" for port in ports)
-
-
-def wait_ports(ports, timeout_s=30):
-    end = time.time() + timeout_s
-    for port in ports:
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.5).close()
-                break
-            except OSError:
-                if time.time() > end:
-                    raise SystemExit(f"127.0.0.1:{port} never listened")
-                time.sleep(0.1)
 
 
 def with_cluster(bench_args):
     """Runs `bench bench_args --json` against a fresh cluster; returns its JSON report."""
-    data = tempfile.mkdtemp(prefix="bench-sessions-")
-    cluster = subprocess.Popen(
-        [BIN, "cluster", "up", "--servers", "3", "--dir", data,
-         "--base-port", str(BASE), "--metrics-base-port", str(METRICS[0])],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_ports(CLIENTS + METRICS)
-        time.sleep(1.5)  # a leader elected
-        bench = subprocess.run(
-            [BIN, "bench", "--servers", addresses(CLIENTS), "--metrics", addresses(METRICS),
-             "--json"] + bench_args,
-            capture_output=True, text=True)
-        try:
-            return json.loads(bench.stdout)
-        except json.JSONDecodeError:
-            return {"error": (bench.stdout + bench.stderr)[-400:], "exit": bench.returncode}
-    finally:
-        cluster.send_signal(signal.SIGINT)
-        try:
-            cluster.wait(15)
-        except subprocess.TimeoutExpired:
-            cluster.kill()
-            cluster.wait()
-        shutil.rmtree(data, ignore_errors=True)
+    return bench_cluster.with_cluster(BIN, BASE, bench_args, "bench-sessions-")
 
 
 def record(line):
