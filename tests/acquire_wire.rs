@@ -22,12 +22,11 @@
 
 mod common;
 
-use common::{Guarded as Process, Scratch, all_listening, free_ports, server_command};
-use lockstep::client::{
-    Acquire, Cancel, Check, Client, ClientOptions, Preempt, Release, server_status,
-};
+use common::cluster::{Cluster, client_of};
+use common::{Guarded as Process, Scratch};
+use lockstep::client::{Acquire, Cancel, Check, Client, ClientOptions, Preempt, Release};
 use lockstep::net::protocol::ErrorCode;
-use lockstep::node::{Consistency, Role};
+use lockstep::node::Consistency;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
@@ -35,131 +34,6 @@ use std::time::{Duration, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const LONG_WAIT: Duration = Duration::from_secs(60);
-
-struct Cluster {
-    dir: Scratch,
-    ports: Vec<u16>,
-    servers: Vec<Process>,
-}
-
-impl Cluster {
-    /// Three servers on free ports, with a leader. A port taken between choosing and binding
-    /// makes a server exit at once; then the whole cluster is retried on new ports.
-    fn start(name: &str) -> Cluster {
-        for attempt in 0..5 {
-            let dir = Scratch::new(&format!("{name}-{attempt}"));
-            let ports = free_ports(3);
-            let servers = (0..3).map(|index| spawn_server(&dir.0, &ports, index));
-            let mut cluster = Cluster {
-                servers: servers.collect(),
-                dir,
-                ports,
-            };
-            if all_listening(&mut cluster.servers, &cluster.ports, DEADLINE) {
-                let mut client = cluster.client(None);
-                if let Err(error) = client.register() {
-                    panic!("no leader within {DEADLINE:?}: {error}\n{}", cluster.logs());
-                }
-                return cluster;
-            }
-        }
-        panic!("could not start a cluster on free ports after 5 attempts");
-    }
-
-    fn addresses(&self) -> Vec<String> {
-        self.ports
-            .iter()
-            .map(|port| format!("127.0.0.1:{port}"))
-            .collect()
-    }
-
-    fn client(&self, ttl: Option<Duration>) -> Client {
-        client_of(self.addresses(), ttl)
-    }
-
-    /// The server that leads now, and one that follows it, by their own `status`.
-    fn leader_and_follower(&self) -> (String, String) {
-        let give_up_at = Instant::now() + DEADLINE;
-        // Bounded by the deadline.
-        loop {
-            let reports: Vec<_> = self
-                .addresses()
-                .into_iter()
-                .filter_map(|address| {
-                    let report = server_status(&address, None, Duration::from_secs(2)).ok()?;
-                    Some((address, report.status.role, report.status.leader))
-                })
-                .collect();
-            let leader = reports.iter().find(|(_, role, _)| *role == Role::Leader);
-            let follower = reports
-                .iter()
-                .find(|(_, role, leader)| *role == Role::Follower && leader.is_some());
-            if let (Some(leader), Some(follower)) = (leader, follower) {
-                return (leader.0.clone(), follower.0.clone());
-            }
-            assert!(
-                Instant::now() < give_up_at,
-                "no settled leader: {reports:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// The leader's commit index now.
-    fn commit_index(&self) -> u64 {
-        let (leader, _) = self.leader_and_follower();
-        server_status(&leader, None, Duration::from_secs(5))
-            .expect("the leader answers status")
-            .status
-            .commit_index
-    }
-
-    /// Runs `start`, then waits until the leader committed something past `before`: the
-    /// waiter's `Acquire` entry, since nobody else writes meanwhile.
-    fn until_committed_past<T>(&self, start: impl FnOnce() -> T) -> T {
-        let before = self.commit_index();
-        let started = start();
-        let give_up_at = Instant::now() + DEADLINE;
-        // Bounded by the deadline.
-        while self.commit_index() <= before {
-            assert!(
-                Instant::now() < give_up_at,
-                "the acquire never reached the log"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        started
-    }
-
-    fn logs(&self) -> String {
-        (1..=3)
-            .map(|id| {
-                let log = std::fs::read_to_string(self.dir.0.join(format!("s{id}.log")));
-                format!("--- s{id} ---\n{}", log.unwrap_or_default())
-            })
-            .collect()
-    }
-}
-
-fn spawn_server(dir: &Path, ports: &[u16], index: usize) -> Process {
-    let id = format!("s{}", index + 1);
-    let log = std::fs::File::create(dir.join(format!("{id}.log"))).expect("a log file");
-    let mut command = server_command(index, ports);
-    command
-        .arg("--data-dir")
-        .arg(dir.join(&id))
-        .stderr(Stdio::from(log));
-    Process(command.spawn().expect("the lockstep binary starts"))
-}
-
-fn client_of(servers: Vec<String>, ttl: Option<Duration>) -> Client {
-    let options = ClientOptions {
-        operation_timeout: DEADLINE,
-        session_ttl: ttl,
-        ..ClientOptions::default()
-    };
-    Client::new(servers, options).expect("valid addresses")
-}
 
 /// A client registered now, so that registering does not count as the next write.
 fn registered(cluster: &Cluster, ttl: Option<Duration>) -> Client {
@@ -367,7 +241,7 @@ fn two_lock_commands_waiting_on_one_lock_run_in_the_order_they_queued() {
         holder.preempt("deploy"),
         Ok(Preempt::Granted { .. })
     ));
-    let servers = cluster.addresses().join(",");
+    let servers = cluster.servers_flag();
     // Each run appends its name and fencing token to `order.txt` while it holds the lock.
     let start = |name: &str| {
         let credential = registered(&cluster, None)
@@ -435,7 +309,7 @@ fn a_lock_command_whose_wait_runs_out_exits_75_naming_the_holder() {
         Ok(Preempt::Granted { .. })
     ));
     let holder_id = holder.client_id().expect("registered").0;
-    let servers = cluster.addresses().join(",");
+    let servers = cluster.servers_flag();
     let ran = scratch.0.join("ran");
     let stderr = scratch.0.join("lock.stderr");
     let touch = format!("touch '{}'", ran.display());
@@ -467,7 +341,7 @@ fn a_lock_command_whose_wait_runs_out_exits_75_naming_the_holder() {
 #[test]
 fn the_acquire_bench_hands_one_lock_round_a_fair_line_and_reports_it() {
     let cluster = Cluster::start("acquire-bench");
-    let servers = cluster.addresses().join(",");
+    let servers = cluster.servers_flag();
     let clients = 4u64;
     let args = [
         "bench",
@@ -519,7 +393,7 @@ fn a_lock_command_interrupted_while_waiting_leaves_the_line_and_exits_130() {
         holder.preempt("deploy"),
         Ok(Preempt::Granted { .. })
     ));
-    let servers = cluster.addresses().join(",");
+    let servers = cluster.servers_flag();
     let credential = registered(&cluster, None)
         .credential()
         .expect("registered")

@@ -18,10 +18,9 @@
 
 mod common;
 
-use common::{
-    Guarded as Process, Scratch, all_listening, free_ports, server_command, signal, text,
-};
-use lockstep::client::{Client, ClientOptions, LeaseState, Lost, Preempt, Release};
+use common::cluster::Cluster;
+use common::{Guarded as Process, Scratch, signal, text};
+use lockstep::client::{LeaseState, Lost, Preempt, Release};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -37,96 +36,6 @@ impl Drop for Orphan {
     fn drop(&mut self) {
         signal(self.0, libc::SIGKILL);
     }
-}
-
-struct Cluster {
-    dir: Scratch,
-    ports: Vec<u16>,
-    servers: Vec<Process>,
-}
-
-impl Cluster {
-    /// Three servers on free ports, with a leader. A port taken between choosing and binding
-    /// makes a server exit at once; then the whole cluster is retried on new ports.
-    fn start(name: &str) -> Cluster {
-        for attempt in 0..5 {
-            let dir = Scratch::new(&format!("{name}-{attempt}"));
-            let ports = free_ports(3);
-            let servers = (0..3).map(|index| spawn_server(&dir.0, &ports, index));
-            let mut cluster = Cluster {
-                servers: servers.collect(),
-                dir,
-                ports,
-            };
-            if cluster.wait_until_listening() {
-                cluster.wait_for_a_leader();
-                return cluster;
-            }
-        }
-        panic!("could not start a cluster on free ports after 5 attempts");
-    }
-
-    fn wait_until_listening(&mut self) -> bool {
-        all_listening(&mut self.servers, &self.ports, DEADLINE)
-    }
-
-    /// A registration answered: a leader was elected and commits.
-    fn wait_for_a_leader(&self) {
-        let mut client = self.client(None);
-        if let Err(error) = client.register() {
-            panic!("no leader within {DEADLINE:?}: {error}\n{}", self.logs());
-        }
-    }
-
-    fn addresses(&self) -> String {
-        self.servers_list().join(",")
-    }
-
-    fn servers_list(&self) -> Vec<String> {
-        self.ports
-            .iter()
-            .map(|port| format!("127.0.0.1:{port}"))
-            .collect()
-    }
-
-    /// A library client of every server, registering with a session of `ttl`.
-    fn client(&self, ttl: Option<Duration>) -> Client {
-        let options = ClientOptions {
-            operation_timeout: DEADLINE,
-            session_ttl: ttl,
-            ..ClientOptions::default()
-        };
-        Client::new(self.servers_list(), options).expect("valid addresses")
-    }
-
-    /// Freezes every server, as a partition from the client would: connections are accepted
-    /// by the kernel and never answered. The guards thaw them.
-    fn freeze(&self) {
-        for server in &self.servers {
-            signal(server.0.id(), libc::SIGSTOP);
-        }
-    }
-
-    fn logs(&self) -> String {
-        (1..=3)
-            .map(|id| {
-                let log = std::fs::read_to_string(self.dir.0.join(format!("s{id}.log")));
-                format!("--- s{id} ---\n{}", log.unwrap_or_default())
-            })
-            .collect()
-    }
-}
-
-fn spawn_server(dir: &Path, ports: &[u16], index: usize) -> Process {
-    let id = format!("s{}", index + 1);
-    let log = std::fs::File::create(dir.join(format!("{id}.log"))).expect("a log file");
-    let mut command = server_command(index, ports);
-    command
-        .arg("--data-dir")
-        .arg(dir.join(&id))
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::from(log));
-    Process(command.spawn().expect("the lockstep binary starts"))
 }
 
 /// Runs `lockstep` with `args` to its end.
@@ -293,7 +202,7 @@ fn a_keeper_for_a_session_without_ttl_is_unbounded_and_an_expired_session_is_ref
 fn a_lock_command_killed_with_sigkill_frees_its_lock_for_the_next_with_a_larger_token() {
     let cluster = Cluster::start("lock-killed");
     let scratch = Scratch::new("lock-killed-files");
-    let servers = cluster.addresses();
+    let servers = cluster.servers_flag();
     let (pid_file, token_file) = (
         scratch_path(&scratch, "pid"),
         scratch_path(&scratch, "token"),
@@ -375,7 +284,7 @@ fn trapping_script(ready: &Path, stopped: &Path) -> String {
 fn a_lock_command_whose_lease_is_lost_stops_its_command_as_on_lost_says_and_exits_76() {
     let cluster = Cluster::start("lock-lost");
     let scratch = Scratch::new("lock-lost-files");
-    let servers = cluster.addresses();
+    let servers = cluster.servers_flag();
     // `printer` with the default --on-lost term, `plotter` with --on-lost kill.
     let mut runs = Vec::new();
     for (lock, on_lost) in [("printer", "term"), ("plotter", "kill")] {
@@ -429,7 +338,7 @@ fn a_lock_command_whose_lease_is_lost_stops_its_command_as_on_lost_says_and_exit
 #[test]
 fn ttl_and_client_keepalive_work_end_to_end_and_bad_ttls_are_refused_naming_the_flag() {
     let cluster = Cluster::start("ttl-flags");
-    let servers = cluster.addresses();
+    let servers = cluster.servers_flag();
 
     // A new client with a 5 s session; keepalive reports the TTL and the lease left.
     let taken = lockstep(&[

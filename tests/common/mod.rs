@@ -5,6 +5,8 @@
 //! Each test binary compiles this module and uses only a part of it, hence the `allow` below.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use lockstep::node::{Claim, ClientId, Command, Entry, PersistOp, ServerId, Term};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
