@@ -203,6 +203,37 @@ fn a_late_answer_to_an_earlier_keepalive_renews_from_its_send_and_a_late_error_c
     assert_eq!(sent(&next), vec![(ServerId(1), 4, true)]);
 }
 
+/// Jeopardy means "the lease still holds but a renewal failed": a renewal refused while the
+/// lease holds (a millisecond before its end) announces it, with the lease's end; one refused
+/// at the very instant the lease ends announces nothing, since the lease is over, not in
+/// danger (the `LeaseEnd` timer due at that instant ends the session). The hello left at 0 ms,
+/// so the lease ends at 3 s x 0.99 - 100 ms = 2,870 ms. (Mutant: `now < until` in
+/// `renewal_failed` made `<=`.)
+#[test]
+fn a_renewal_refused_at_the_instant_the_lease_ends_is_no_jeopardy() {
+    let lease_end = at_ms(2_870);
+    for (refused_at_ms, jeopardy) in [(2_869, Some(lease_end)), (2_870, None)] {
+        let mut client = client_with_session();
+        let keepalive = client.step(at_ms(1_000), ClientInput::Timer(ClientTimer::Keepalive));
+        assert_eq!(sent(&keepalive), vec![(ServerId(2), 2, true)]);
+        let refused = ClientReply {
+            index: 1,
+            term: 1,
+            seq: 2,
+            body: ReplyBody::Error(ServiceError::Overloaded),
+        };
+        let outputs = reply_from_s2(&mut client, refused_at_ms, refused);
+        let announced = outputs.iter().find_map(|output| match output {
+            ClientOutput::Jeopardy { valid_until, .. } => Some(*valid_until),
+            _ => None,
+        });
+        assert_eq!(
+            announced, jeopardy,
+            "refused at {refused_at_ms} ms: {outputs:?}"
+        );
+    }
+}
+
 /// Only a write's answer must come from the attempt's term or later (an older attempt's
 /// refusal says nothing of whether the newer attempt was appended). A check is a read: an
 /// answer from a replica still in an older term is as good as any, and the client takes it.

@@ -1161,6 +1161,10 @@ fn holder_digest(lock: &str, holder: &Holder) -> u64 {
 }
 
 #[cfg(test)]
+#[path = "lock_table_mutation_tests.rs"]
+mod mutation_kills;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
