@@ -778,3 +778,53 @@ fn a_heartbeat_that_commits_nothing_new_takes_no_odd_snapshot() {
         }
     }
 }
+
+/// Handing a released lock to a preempt waiting in a read round respects lock-delay: when the
+/// lock is free only because its holder's session expired, and the delay still runs, nobody
+/// gets it yet, not even the contender that asked first. Here the contender's preempt of `a`
+/// waits in a read round (`a` was held) when the holder's session expires; then a client that
+/// never held `a` releases it. The release is appended alone, nothing behind it. (Mutant: the
+/// match guard `self.lock_delay_remaining(lock, self.step_time).is_some()` in
+/// `hand_over_to_waiter` made `false`, which appended the contender's preempt right behind the
+/// release, inside the lock-delay.)
+#[test]
+fn a_release_during_lock_delay_hands_the_lock_to_no_waiting_preempt() {
+    const CONTENDER: ClientAddr = ClientAddr(9);
+    const STRANGER: ClientAddr = ClientAddr(10);
+    let mut leader = tuned_leader_of_three(|config| config.lock_delay = Duration::from_secs(2));
+    let now = ms(FIRST_ELECTION_MS + 1);
+    let dying = register_with_ttl_at(&mut leader, now, 1_000);
+    let contender = register(&mut leader, now);
+    let stranger = register(&mut leader, now);
+    let _ = leader.step(now, from_client(CLIENT, op(dying, 1, preempt("a"))));
+    let granted = leader.log().last_index();
+    let _ = commit_through(&mut leader, granted, now);
+    let outputs = leader.step(now, from_client(CONTENDER, op(contender, 1, preempt("a"))));
+    assert!(
+        persisted(&outputs).is_empty(),
+        "refused by read, its round unconfirmed"
+    );
+
+    let expired_at = ms(3_000);
+    let _ = leader.step(expired_at, timer(ServerTimer::Heartbeat));
+    let expire = leader.log().last_index();
+    assert_eq!(
+        leader.log().entry(expire).map(|entry| &entry.command),
+        Some(&Command::Expire { client: dying })
+    );
+    let _ = commit_through(&mut leader, expire, expired_at);
+    assert_eq!(
+        leader.lock_table().check("a"),
+        Outcome::Free,
+        "freed by the expiry"
+    );
+
+    let later = expired_at + Duration::from_millis(10);
+    let _ = leader.step(later, from_client(STRANGER, op(stranger, 1, release("a"))));
+    assert_eq!(
+        leader.log().last_index(),
+        expire + 1,
+        "the release, nothing behind it"
+    );
+    assert_eq!(leader.coverage().count(Branch::HandOverBehindRelease), 0);
+}
