@@ -828,3 +828,37 @@ fn a_release_during_lock_delay_hands_the_lock_to_no_waiting_preempt() {
     );
     assert_eq!(leader.coverage().count(Branch::HandOverBehindRelease), 0);
 }
+
+/// The leader's session work runs at every step, but at most once per heartbeat interval
+/// (`tick_sessions`): a session whose deadline passes between two ticks is expired at the next
+/// tick, not by whatever step comes first. Here the tick just before the deadline finds
+/// nothing due; an acknowledgement from s2 one millisecond after the deadline appends nothing;
+/// the next heartbeat, a full interval after that tick, appends the expire. (Mutant:
+/// `|| now < self.sessions.next_tick` in `tick_sessions` made `&&`, which let a leader with
+/// sessions run the tick at every step.)
+#[test]
+fn a_session_past_its_deadline_is_expired_at_the_next_tick_not_at_any_step() {
+    let mut leader = leader_of_three();
+    let now = ms(FIRST_ELECTION_MS + 1);
+    let dying = register_with_ttl_at(&mut leader, now, 1_000);
+    let deadline = leader
+        .session_deadline(dying)
+        .expect("a ready leader tracks it");
+    let tick_at = Time::from_nanos(deadline.as_nanos() - 1_000_000);
+    let _ = leader.step(tick_at, timer(ServerTimer::Heartbeat));
+    let before = leader.log().last_index();
+    let _ = commit_through(&mut leader, before, tick_at);
+
+    let just_after = deadline + Duration::from_millis(1);
+    let _ = leader.step(just_after, peer(S2, append_ok(1, before, 0)));
+    assert_eq!(leader.log().last_index(), before, "not a tick yet");
+
+    let next_tick = tick_at + Duration::from_millis(50);
+    let _ = leader.step(next_tick, timer(ServerTimer::Heartbeat));
+    let expire = leader.log().last_index();
+    assert_eq!(expire, before + 1);
+    assert_eq!(
+        leader.log().entry(expire).map(|entry| &entry.command),
+        Some(&Command::Expire { client: dying })
+    );
+}
