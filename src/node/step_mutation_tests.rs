@@ -862,3 +862,38 @@ fn a_session_past_its_deadline_is_expired_at_the_next_tick_not_at_any_step() {
         Some(&Command::Expire { client: dying })
     );
 }
+
+/// Lock-delay is about locks an expiry freed, and nothing else: a new leader that is not yet
+/// ready holds back a lock the applied state lists as freed by an expiry (the story above), but
+/// a lock nobody ever held is granted at once, delay configured or not. (Mutant: `||` in
+/// `lock_delay_remaining`'s first test made `&&`, which, with a delay configured, held back
+/// every free lock while the leader was not ready.)
+#[test]
+fn a_new_leader_not_yet_ready_grants_a_lock_no_expiry_freed_without_delay() {
+    let waiter = ClientId(1);
+    let entries = vec![
+        noop(1),
+        Entry {
+            term: 1,
+            command: Command::Register {
+                nonce: 9,
+                secret: Some(secret_for(waiter)),
+                ttl_ms: None,
+            },
+        },
+    ];
+    let mut config = config(S2, 3);
+    config.lock_delay = Duration::from_secs(2);
+    let (mut server, _) = Server::new(config, DurableState::default(), 2, Time::ZERO);
+    let _ = server.step(ms(10), peer(S1, append(1, (0, 0), entries, 2)));
+    let _ = win_election(&mut server, ms(2_000), 3);
+    assert!(!server.sessions_ready(), "its no-op (3) is not applied yet");
+    let request = in_term(2, op(waiter, 1, preempt("b")));
+    let outputs = server.step(ms(2_001), from_client(CLIENT, request));
+    assert!(replies(&outputs).is_empty(), "not refused: {outputs:?}");
+    assert_eq!(
+        server.log().last_index(),
+        4,
+        "the preempt is appended behind the no-op"
+    );
+}
