@@ -897,3 +897,44 @@ fn a_new_leader_not_yet_ready_grants_a_lock_no_expiry_freed_without_delay() {
         "the preempt is appended behind the no-op"
     );
 }
+
+/// Once a lock-delay has run out, the leader forgets it at its next session tick, and the
+/// lock, still listed as freed by the expiry because nobody has taken it since, is granted to
+/// the next preempt without a new delay. (Mutant: the match guard `!self.sessions.ready` in
+/// `lock_delay_remaining` made `true`, which held such a lock back for a whole new delay at
+/// every preempt, for ever.)
+#[test]
+fn a_lock_whose_delay_ran_out_and_was_forgotten_is_granted_at_once() {
+    let mut leader = tuned_leader_of_three(|config| config.lock_delay = Duration::from_secs(2));
+    let now = ms(FIRST_ELECTION_MS + 1);
+    let dying = register_with_ttl_at(&mut leader, now, 1_000);
+    let waiter = register(&mut leader, now);
+    // A session still alive keeps the leader's session tick running (it idles without any).
+    let _living = register_with_ttl_at(&mut leader, now, 60_000);
+    let _ = leader.step(now, from_client(CLIENT, op(dying, 1, preempt("a"))));
+    let granted = leader.log().last_index();
+    let _ = commit_through(&mut leader, granted, now);
+    let expired_at = ms(3_000);
+    let _ = leader.step(expired_at, timer(ServerTimer::Heartbeat));
+    let expire = leader.log().last_index();
+    assert_eq!(
+        leader.log().entry(expire).map(|entry| &entry.command),
+        Some(&Command::Expire { client: dying })
+    );
+    let _ = commit_through(&mut leader, expire, expired_at);
+    assert!(leader.lock_table().freed_by_expiry().contains_key("a"));
+
+    let delay_end = expired_at + super::super::stretch(Duration::from_secs(2), 0.01);
+    let _ = leader.step(
+        delay_end + Duration::from_millis(100),
+        timer(ServerTimer::Heartbeat),
+    );
+    let later = delay_end + Duration::from_millis(200);
+    let outputs = leader.step(later, from_client(CLIENT, op(waiter, 1, preempt("a"))));
+    assert!(replies(&outputs).is_empty(), "not refused: {outputs:?}");
+    assert_eq!(
+        leader.log().last_index(),
+        expire + 1,
+        "the preempt is appended"
+    );
+}
