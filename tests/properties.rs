@@ -13,7 +13,7 @@ mod common;
 
 use lockstep::sim::explore;
 use lockstep::sim::swarm::{
-    Fault, FaultKind, RogueShape, Shape, TimeShape, election_spread_floor_ms,
+    Fault, FaultKind, RogueShape, Shape, TimeShape, WatchShape, election_spread_floor_ms,
 };
 use proptest::prelude::*;
 
@@ -65,11 +65,41 @@ fn fault() -> impl Strategy<Value = Fault> {
     (0..1000u32, fault_kind()).prop_map(|(at_permille, kind)| Fault { at_permille, kind })
 }
 
+/// A watcher: when it starts (thousandths of the safety phase), its client, the lock `w<N>` it
+/// watches or every workload lock, and whether it starts from index 1 or from now.
+fn watch() -> impl Strategy<Value = WatchShape> {
+    (
+        0..500u32,
+        0..20u32,
+        proptest::option::of(0..6u32),
+        any::<bool>(),
+    )
+        .prop_map(|(at_permille, client, lock, from_start)| WatchShape {
+            at_permille,
+            client,
+            lock,
+            from_start,
+        })
+}
+
+/// The waiting and sharing half of a workload (issue 12): perhaps blocking acquires (their
+/// weight against the mix and their longest wait in ms), perhaps shared claims (the percent of
+/// claims that are shared, and the permits they name, 0 for a readers-writer lock), and up to
+/// three watchers. Each is absent in some cases, so that shrinking can drop it.
+fn waiting_and_sharing()
+-> impl Strategy<Value = (Option<(u32, u32)>, Option<(u32, u32)>, Vec<WatchShape>)> {
+    (
+        proptest::option::of((1..=10u32, 0..=3_000u32)),
+        proptest::option::of((20..=80u32, prop_oneof![Just(0u32), 1..=4u32])),
+        proptest::collection::vec(watch(), 0..=3),
+    )
+}
+
 prop_compose! {
     /// 1 to 7 servers, 1 to 20 clients, a random network, up to 12 faults of every kind
     /// (symmetric and one-way partitions, isolating the leader, crashes and restarts, crashes
     /// inside a step, network changes), perhaps faulty disks, perhaps BUGGIFY, and a random
-    /// workload.
+    /// workload, with blocking acquires, shared claims and watchers in some cases.
     fn shape()(
         seed in any::<u64>(),
         servers in 1..=7u32,
@@ -96,12 +126,14 @@ prop_compose! {
             proptest::option::of((1_000..=4_000u32, 0..=1_000u32)),
             proptest::collection::vec((0..1000u32, 0..64u32, 100..=4_000u32), 0..3),
         )),
+        waiting_and_sharing in waiting_and_sharing(),
     ) -> Shape {
         // As in the explorer: a spread below a round trip can split the vote for good, and
         // then the liveness phase would fail a protocol Raft promises nothing for.
         let (election_min_ms, election_spread_ms) = election_timeout_ms;
         let spread_floor_ms =
             election_spread_floor_ms(latency_min_ms + latency_spread_ms);
+        let (acquire, shared, watches) = waiting_and_sharing;
         Shape {
             seed,
             servers,
@@ -138,12 +170,9 @@ prop_compose! {
                 sessions_ms,
                 pauses,
             }),
-            // The blocking acquire has its own stories and the explorer's swarm.
-            acquire: None,
-            // Shared locks and semaphores too.
-            shared: None,
-            // So have watches (`sim::watch`, scenario 20).
-            watches: Vec::new(),
+            acquire,
+            shared,
+            watches,
         }
     }
 }
