@@ -65,6 +65,9 @@ fn fault() -> impl Strategy<Value = Fault> {
     (0..1000u32, fault_kind()).prop_map(|(at_permille, kind)| Fault { at_permille, kind })
 }
 
+/// `Shape`'s `acquire`, `shared` and `watches`, drawn together.
+type WaitingAndSharing = (Option<(u32, u32)>, Option<(u32, u32)>, Vec<WatchShape>);
+
 /// A watcher: when it starts (thousandths of the safety phase), its client, the lock `w<N>` it
 /// watches or every workload lock, and whether it starts from index 1 or from now.
 fn watch() -> impl Strategy<Value = WatchShape> {
@@ -86,8 +89,7 @@ fn watch() -> impl Strategy<Value = WatchShape> {
 /// weight against the mix and their longest wait in ms), perhaps shared claims (the percent of
 /// claims that are shared, and the permits they name, 0 for a readers-writer lock), and up to
 /// three watchers. Each is absent in some cases, so that shrinking can drop it.
-fn waiting_and_sharing()
--> impl Strategy<Value = (Option<(u32, u32)>, Option<(u32, u32)>, Vec<WatchShape>)> {
+fn waiting_and_sharing() -> impl Strategy<Value = WaitingAndSharing> {
     (
         proptest::option::of((1..=10u32, 0..=3_000u32)),
         proptest::option::of((20..=80u32, prop_oneof![Just(0u32), 1..=4u32])),
