@@ -67,10 +67,14 @@ impl WatchTarget {
     }
 }
 
-/// What a watcher can know of one lock: its holder and how many wait for it.
-#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, Default, Serialize, Deserialize)]
+/// What a watcher can know of one lock: every holder and how many wait for it.
+///
+/// `holders` is sorted by token, then owner: grant order, with shared holders granted in one
+/// entry (same token) by client id, so two replicas' views of one state are equal. An
+/// exclusive lock has one holder; a shared lock or semaphore has one per reader or permit.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Default, Serialize, Deserialize)]
 pub struct LockView {
-    pub holder: Option<Holder>,
+    pub holders: Vec<Holder>,
     pub waiters: u32,
 }
 
@@ -79,21 +83,32 @@ impl LockView {
     pub fn of(table: &LockTable, lock: &str) -> LockView {
         let waiters = table.queues().get(lock).map_or(0, VecDeque::len);
         LockView {
-            holder: table.holder(lock),
+            holders: sorted_holders(table.holders(lock)),
             waiters: u32::try_from(waiters).expect("queues are bounded far below u32::MAX"),
         }
     }
+
+    /// Whether nobody holds the lock and nobody waits for it.
+    pub fn is_free(&self) -> bool {
+        self.holders.is_empty() && self.waiters == 0
+    }
+}
+
+/// `holders` in a view's order: by token, then owner.
+pub fn sorted_holders(mut holders: Vec<Holder>) -> Vec<Holder> {
+    holders.sort_by_key(|holder| (holder.token, holder.owner));
+    holders
 }
 
 /// One fact about a lock that a committed entry made true.
 #[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "change")]
 pub enum Change {
-    /// The lock has a new holder, with this fencing token.
+    /// The lock has a new holder (one of several, for a shared lock), with this fencing token.
     Granted { owner: ClientId, token: LogIndex },
-    /// Its holder released it.
+    /// This holder released it.
     Released { owner: ClientId },
-    /// Its holder's session ended, and with it the lock.
+    /// This holder's session ended, and with it its hold of the lock.
     Expired { owner: ClientId },
     /// The number of waiters in its queue changed to this.
     Queue { waiters: u32 },
@@ -108,7 +123,8 @@ pub struct LockChange {
 }
 
 /// What one watch gets for one log index: the changes at that index of the locks it covers,
-/// in lock-name order (per lock: released or expired, then granted, then queue).
+/// in lock-name order (per lock, as [`lock_changes`] orders them: released or expired holders,
+/// then granted ones, then queue).
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub struct WatchEvent {
     pub index: LogIndex,
@@ -220,7 +236,7 @@ pub enum WatchRefusal {
 
 /// The locks applying `command` to `table` may change: its own lock and those of the client it
 /// names (the lock it waits for, which any newer write of it leaves; for an expiry, every lock
-/// it holds). Nothing else changes at apply.
+/// it holds, exclusively or shared). Nothing else changes at apply.
 pub fn touched_locks(table: &LockTable, command: &Command) -> Vec<LockName> {
     let mut locks: Vec<LockName> = Vec::new();
     match command {
@@ -228,6 +244,9 @@ pub fn touched_locks(table: &LockTable, command: &Command) -> Vec<LockName> {
             locks.extend(table.waiting_for(*client).cloned());
             let held = table.locks().iter().filter(|(_, h)| h.owner == *client);
             locks.extend(held.map(|(lock, _)| lock.clone()));
+            let shared = (table.shared_holders().iter())
+                .filter(|(_, holders)| holders.iter().any(|h| h.owner == *client));
+            locks.extend(shared.map(|(lock, _)| lock.clone()));
         }
         Command::Timeout { lock, .. } | Command::HandOver { lock } => locks.push(lock.clone()),
         Command::Noop
@@ -249,23 +268,25 @@ pub fn touched_locks(table: &LockTable, command: &Command) -> Vec<LockName> {
 }
 
 /// THE function that says what changed about one lock when `command` was applied: from its
-/// view `before` and `after`. A lost holder was released, or expired if `command` is an expiry.
+/// view `before` and `after`. Each holder (owner and token) in `before` but not in `after` was
+/// released, or expired if `command` is an expiry; each in `after` but not in `before` was
+/// granted. Order: every lost holder, then every new one, each in the views' order (token,
+/// then owner), then the queue length. An exclusive lock has at most one of each, so its
+/// changes read `released`/`expired`, `granted`, `queue`.
 #[must_use]
 pub fn lock_changes(command: &Command, before: &LockView, after: &LockView) -> Vec<Change> {
     let mut changes = Vec::new();
-    if before.holder != after.holder {
-        if let Some(lost) = before.holder {
-            changes.push(match command {
-                Command::Expire { .. } => Change::Expired { owner: lost.owner },
-                _ => Change::Released { owner: lost.owner },
-            });
-        }
-        if let Some(holder) = after.holder {
-            changes.push(Change::Granted {
-                owner: holder.owner,
-                token: holder.token,
-            });
-        }
+    for lost in before.holders.iter().filter(|h| !after.holders.contains(h)) {
+        changes.push(match command {
+            Command::Expire { .. } => Change::Expired { owner: lost.owner },
+            _ => Change::Released { owner: lost.owner },
+        });
+    }
+    for gained in after.holders.iter().filter(|h| !before.holders.contains(h)) {
+        changes.push(Change::Granted {
+            owner: gained.owner,
+            token: gained.token,
+        });
     }
     if before.waiters != after.waiters {
         changes.push(Change::Queue {
@@ -632,8 +653,10 @@ pub fn current_state(table: &LockTable, target: &WatchTarget) -> Vec<LockState> 
             let under = |name: &&LockName| name.starts_with(prefix.as_str());
             let from = (Bound::Included(prefix.as_str()), Bound::Unbounded);
             let held = table.locks().range::<str, _>(from).map(|(l, _)| l);
+            let shared = table.shared_holders().range::<str, _>(from).map(|(l, _)| l);
             let queued = table.queues().range::<str, _>(from).map(|(l, _)| l);
             let mut locks: Vec<&LockName> = held.take_while(under).collect();
+            locks.extend(shared.take_while(under));
             locks.extend(queued.take_while(under));
             locks.sort();
             locks.dedup();
