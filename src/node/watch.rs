@@ -13,7 +13,10 @@
 //! [`lock_changes`], from the lock's [`LockView`] before and after apply.
 
 use super::lock_table::{Holder, LockTable};
-use super::messages::{ClientAddr, ClientId, Command, LOCK_NAME_BYTES_MAX, LockName, LogIndex};
+use super::messages::{
+    ClientAddr, ClientId, ClientSecret, Command, LOCK_NAME_BYTES_MAX, LockName, LogIndex,
+    ServiceError,
+};
 use super::server::ServerOutput;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
@@ -139,18 +142,30 @@ pub struct LockState {
     pub view: LockView,
 }
 
+/// Who asks for a watch, as a request line names it: checked like a `check`'s credentials,
+/// against the registrations this server has applied (a watch reveals what a check does).
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub struct WatchCredential {
+    pub client: ClientId,
+    pub secret: Option<ClientSecret>,
+}
+
 /// What the driver tells the server about watches. `from` is the connection; `id` the watch's
 /// id, chosen by the client, unique on its connection.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum WatchInput {
     /// Starts a watch: from `from_index` (changes at indexes >= it), or from now (`None`).
+    /// `credential`: the TCP driver MUST pass the request's; `None` is for a driver whose
+    /// watchers are its own (the simulator's, which belong to scenario clients).
     Start {
         from: ClientAddr,
         id: u64,
         target: WatchTarget,
         from_index: Option<LogIndex>,
+        credential: Option<WatchCredential>,
     },
-    /// The client stops the watch: answered `cancelled { stopped }`.
+    /// The client stops the watch: answered `cancelled { stopped }`, also when no watch has
+    /// that id (any more), so that every stop gets an answer.
     Stop { from: ClientAddr, id: u64 },
     /// The events of the watch through `through` left the driver: more may be sent.
     Acknowledge {
@@ -231,6 +246,13 @@ pub enum WatchRefusal {
     IdInUse,
     BadTarget {
         reason: String,
+    },
+    /// The credential's secret is not the one its client was registered with.
+    Unauthorized,
+    /// No registration this server applied issued the client id (a follower may not have
+    /// applied it yet: ask again, or another server).
+    UnknownClient {
+        client: ClientId,
     },
 }
 
@@ -436,12 +458,19 @@ impl WatchState {
                 id,
                 target,
                 from_index,
-            } => self.start(from, id, target, from_index, table, out),
-            WatchInput::Stop { from, id } => {
-                if self.watches.remove(&(from, id)).is_some() {
-                    let reason = WatchCancel::Stopped;
-                    push(out, from, WatchReply::Cancelled { id, reason });
+                credential,
+            } => {
+                if let Some(refusal) = credential.and_then(|c| credential_refusal(table, c)) {
+                    push(out, from, WatchReply::Refused { id, refusal });
+                    return;
                 }
+                self.start(from, id, target, from_index, table, out);
+            }
+            WatchInput::Stop { from, id } => {
+                // Idempotent: a watch already ended (fell behind) is stopped all the same.
+                self.watches.remove(&(from, id));
+                let reason = WatchCancel::Stopped;
+                push(out, from, WatchReply::Cancelled { id, reason });
             }
             WatchInput::Acknowledge { from, id, through } => {
                 let Some(watch) = self.watches.get_mut(&(from, id)) else {
@@ -633,6 +662,15 @@ impl WatchState {
             .all(|(a, b)| a < b);
             assert!(increasing, "watch {id}: unacknowledged out of order");
         }
+    }
+}
+
+/// Why `credential` may not watch here, if it may not.
+fn credential_refusal(table: &LockTable, credential: WatchCredential) -> Option<WatchRefusal> {
+    match table.authenticate(credential.client, credential.secret) {
+        Ok(()) => None,
+        Err(ServiceError::UnknownClient { client }) => Some(WatchRefusal::UnknownClient { client }),
+        Err(_) => Some(WatchRefusal::Unauthorized),
     }
 }
 

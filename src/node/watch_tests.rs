@@ -9,10 +9,10 @@
 use super::*;
 use crate::node::watch::{
     Change, LockChange, LockState, LockView, WATCH_EVENTS_UNACKNOWLEDGED_MAX,
-    WATCH_HISTORY_CHANGES_MAX, WATCHES_PER_CONNECTION_MAX, WatchCancel, WatchEvent, WatchInput,
-    WatchRefusal, WatchReply, WatchState, WatchTarget, lock_changes,
+    WATCH_HISTORY_CHANGES_MAX, WATCHES_PER_CONNECTION_MAX, WatchCancel, WatchCredential,
+    WatchEvent, WatchInput, WatchRefusal, WatchReply, WatchState, WatchTarget, lock_changes,
 };
-use crate::node::{Claim, Holder, LockTable};
+use crate::node::{Claim, ClientSecret, Holder, LockTable};
 
 const WATCHER: ClientAddr = ClientAddr(201);
 
@@ -63,6 +63,7 @@ impl Replica {
             id,
             target,
             from_index,
+            credential: None,
         });
     }
 
@@ -250,6 +251,67 @@ fn lock_changes_names_nothing_for_an_unchanged_lock_and_expired_only_for_an_expi
         lock_changes(&noop, &held, &freed)[0],
         Change::Released { owner: ClientId(1) }
     );
+}
+
+// ----- credentials -----
+
+/// A watch from the wire names its client and secret: a wrong secret and a client id no
+/// applied registration issued are refused, with nothing registered; the right secret starts
+/// the watch. A stop is answered even for an id with no watch.
+#[test]
+fn a_watch_with_credentials_is_authenticated_like_a_check() {
+    let mut replica = Replica::new();
+    let secret = ClientSecret::from_bytes([7; 16]);
+    let _ = replica.apply(Command::Register {
+        nonce: 1,
+        secret: Some(secret),
+        ttl_ms: None,
+    });
+    let client = ClientId(replica.table.client_count());
+    let mut start = |id, client, secret| {
+        replica.input(WatchInput::Start {
+            from: WATCHER,
+            id,
+            target: on("a"),
+            from_index: None,
+            credential: Some(WatchCredential { client, secret }),
+        });
+        replica.told()
+    };
+    let wrong = Some(ClientSecret::from_bytes([8; 16]));
+    let refused = |id, refusal| vec![WatchReply::Refused { id, refusal }];
+    assert_eq!(
+        start(1, client, wrong),
+        refused(1, WatchRefusal::Unauthorized)
+    );
+    assert_eq!(
+        start(2, client, None),
+        refused(2, WatchRefusal::Unauthorized)
+    );
+    let stranger = ClientId(9);
+    let unknown = WatchRefusal::UnknownClient { client: stranger };
+    assert_eq!(start(3, stranger, Some(secret)), refused(3, unknown));
+    let started = start(4, client, Some(secret));
+    assert!(
+        matches!(started.as_slice(), [WatchReply::Current { id: 4, .. }]),
+        "{started:?}"
+    );
+    assert_eq!(
+        replica.watches.watch_count(),
+        1,
+        "only the authenticated one"
+    );
+
+    replica.input(WatchInput::Stop {
+        from: WATCHER,
+        id: 1,
+    });
+    let stopped = WatchReply::Cancelled {
+        id: 1,
+        reason: WatchCancel::Stopped,
+    };
+    assert_eq!(replica.told(), vec![stopped]);
+    assert_eq!(replica.watches.watch_count(), 1, "watch 4 untouched");
 }
 
 // ----- shared holders -----
@@ -645,6 +707,7 @@ fn start_watch(
         id: 1,
         target: on("a"),
         from_index,
+        credential: None,
     };
     let _ = network.step(server, ServerInput::Watch(start));
     watch_replies_of(network, server)

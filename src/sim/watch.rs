@@ -220,6 +220,7 @@ fn connect(cluster: &mut Cluster, number: usize, server: u32) -> Result<(), Queu
         id: 1,
         target,
         from_index: from,
+        credential: None,
     };
     cluster.step_watch(server, input)
 }

@@ -1,0 +1,387 @@
+//! Watches over TCP, against three real `lockstep server` processes on free 127.0.0.1 ports:
+//! the `watch` and `unwatch` lines typed raw, the library's [`Watch`] iterator, and
+//! `lockstep watch`.
+//!
+//! Stories:
+//! - a watch typed on a raw connection to a follower sees a grant and a release with their
+//!   indexes; `unwatch` stops it; a wrong secret is refused `unauthorized`, an empty lock name
+//!   `bad_request`;
+//! - the library's watch yields the starting state, then a grant, a release, a second grant and
+//!   that holder's expiry, in log order;
+//! - the server the library watches through is killed mid-stream: the watch resumes on another
+//!   server, and the indexes it yields go on without a gap or a repeat;
+//! - `lockstep watch` prints a grant and a release another client makes, in order, and exits 0
+//!   on SIGTERM; it exits with its own codes for a bad flag and an unreachable cluster.
+//!
+//! Every process is killed and reaped by a guard even when an assertion fails; nothing is
+//! asserted about timing (waits are for what must happen, bounded by a generous deadline).
+
+mod common;
+
+use common::{Guarded as Process, Scratch, all_listening, free_ports, server_command};
+use lockstep::client::{
+    Change, Client, ClientOptions, Preempt, Release, Watch, WatchEvent, WatchTarget, server_status,
+};
+use lockstep::node::Role;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+struct Cluster {
+    dir: Scratch,
+    ports: Vec<u16>,
+    servers: Vec<Process>,
+}
+
+impl Cluster {
+    /// Three servers on free ports, with a leader. A port taken between choosing and binding
+    /// makes a server exit at once; then the whole cluster is retried on new ports.
+    fn start(name: &str) -> Cluster {
+        for attempt in 0..5 {
+            let dir = Scratch::new(&format!("{name}-{attempt}"));
+            let ports = free_ports(3);
+            let servers = (0..3).map(|index| spawn_server(&dir.0, &ports, index));
+            let mut cluster = Cluster {
+                servers: servers.collect(),
+                dir,
+                ports,
+            };
+            if all_listening(&mut cluster.servers, &cluster.ports, DEADLINE) {
+                let mut client = cluster.client(None);
+                if let Err(error) = client.register() {
+                    panic!("no leader within {DEADLINE:?}: {error}\n{}", cluster.logs());
+                }
+                return cluster;
+            }
+        }
+        panic!("could not start a cluster on free ports after 5 attempts");
+    }
+
+    fn addresses(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect()
+    }
+
+    fn client(&self, ttl: Option<Duration>) -> Client {
+        client_of(self.addresses(), ttl)
+    }
+
+    /// A server that follows a known leader, by its own `status`.
+    fn follower(&self) -> String {
+        let give_up_at = Instant::now() + DEADLINE;
+        // Bounded by the deadline.
+        loop {
+            for address in self.addresses() {
+                let Ok(report) = server_status(&address, None, Duration::from_secs(2)) else {
+                    continue;
+                };
+                if report.status.role == Role::Follower && report.status.leader.is_some() {
+                    return address;
+                }
+            }
+            assert!(Instant::now() < give_up_at, "no follower with a leader");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the server at `address` has applied `index`: a follower knows a client
+    /// only once it applied the client's registration.
+    fn until_applied(&self, address: &str, index: u64) {
+        let give_up_at = Instant::now() + DEADLINE;
+        // Bounded by the deadline.
+        while server_status(address, None, Duration::from_secs(2))
+            .map_or(true, |report| report.applied_index < index)
+        {
+            assert!(
+                Instant::now() < give_up_at,
+                "{address} never applied {index}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Kills the server listening at `address`.
+    fn kill(&mut self, address: &str) {
+        let position = (self.addresses().iter())
+            .position(|listed| listed == address)
+            .expect("a listed server");
+        let server = &mut self.servers[position].0;
+        server.kill().expect("kill the server");
+        server.wait().expect("reap the server");
+    }
+
+    fn logs(&self) -> String {
+        (1..=3)
+            .map(|id| {
+                let log = std::fs::read_to_string(self.dir.0.join(format!("s{id}.log")));
+                format!("--- s{id} ---\n{}", log.unwrap_or_default())
+            })
+            .collect()
+    }
+}
+
+fn spawn_server(dir: &Path, ports: &[u16], index: usize) -> Process {
+    let id = format!("s{}", index + 1);
+    let log = std::fs::File::create(dir.join(format!("{id}.log"))).expect("a log file");
+    let mut command = server_command(index, ports);
+    command
+        .arg("--data-dir")
+        .arg(dir.join(&id))
+        .stderr(Stdio::from(log));
+    Process(command.spawn().expect("the lockstep binary starts"))
+}
+
+fn client_of(servers: Vec<String>, ttl: Option<Duration>) -> Client {
+    let options = ClientOptions {
+        operation_timeout: DEADLINE,
+        session_ttl: ttl,
+        ..ClientOptions::default()
+    };
+    Client::new(servers, options).expect("valid addresses")
+}
+
+fn registered(cluster: &Cluster, ttl: Option<Duration>) -> Client {
+    let mut client = cluster.client(ttl);
+    client.register().expect("registered");
+    client
+}
+
+fn granted(client: &mut Client, lock: &str) -> u64 {
+    match client.preempt(lock) {
+        Ok(Preempt::Granted { token }) => token,
+        other => panic!("{lock} should be free: {other:?}"),
+    }
+}
+
+/// The next item of `watch`, which must come.
+fn next_item(watch: &mut Watch) -> WatchEvent {
+    let item = watch.poll(Instant::now() + DEADLINE);
+    item.expect("the watch goes on")
+        .expect("an item before the deadline")
+}
+
+/// The next changes of `watch`: each item's changes, flattened, until `count` are in.
+fn next_changes(watch: &mut Watch, count: usize) -> Vec<(u64, Change)> {
+    let mut seen = Vec::new();
+    // Bounded by `count` and the deadline of each item.
+    while seen.len() < count {
+        match next_item(watch) {
+            WatchEvent::Changes { index, changes } => {
+                seen.extend(changes.into_iter().map(|change| (index, change.change)));
+            }
+            state => panic!("a state in the middle of a live watch: {state:?}"),
+        }
+    }
+    seen
+}
+
+// ----- the raw protocol -----
+
+/// A connection that types lines and reads them back, like `nc`.
+struct Typed {
+    writer: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Typed {
+    fn open(address: &str) -> Typed {
+        let stream = TcpStream::connect(address).expect("connect");
+        stream
+            .set_read_timeout(Some(DEADLINE))
+            .expect("a read timeout");
+        Typed {
+            reader: BufReader::new(stream.try_clone().expect("a second handle")),
+            writer: stream,
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        self.writer
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("typed");
+    }
+
+    fn read_line(&mut self) -> serde_json::Value {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("a line comes");
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("a JSON line: {line:?}"))
+    }
+
+    /// The next watch line (skipping responses).
+    fn read_watch_line(&mut self) -> serde_json::Value {
+        // Bounded by the read timeout: each round reads a line or fails.
+        loop {
+            let line = self.read_line();
+            if line.get("watch").is_some() {
+                return line;
+            }
+        }
+    }
+}
+
+/// On a raw connection to a follower: a watch starts from the current state, hears a grant
+/// and a release with their log indexes, and stops on `unwatch`; a wrong secret and an empty
+/// lock name are refused, each in its own way.
+#[test]
+fn a_watch_typed_on_a_follower_hears_a_grant_and_a_release_then_stops() {
+    let cluster = Cluster::start("watch-raw");
+    let mut holder = registered(&cluster, None);
+    let credential = holder.credential().expect("registered");
+    let (client, secret) = (credential.id.0, credential.secret.to_hex());
+    let follower = cluster.follower();
+    let registered_at = holder.last_answer_index().expect("the welcome's index");
+    cluster.until_applied(&follower, registered_at);
+    let mut typed = Typed::open(&follower);
+
+    typed.type_line(&format!(
+        r#"{{"seq":1,"op":"watch","version":2,"client":{client},"secret":"{secret}","id":5,"lock":"printer"}}"#
+    ));
+    let start = typed.read_watch_line();
+    assert_eq!(start["watch"], 5, "{start}");
+    assert_eq!(start["start"], "current", "{start}");
+    assert_eq!(
+        start["state"],
+        serde_json::json!([{"lock": "printer", "holders": [], "waiters": 0}])
+    );
+
+    let token = granted(&mut holder, "printer");
+    let grant = typed.read_watch_line();
+    let expected = serde_json::json!([{"lock": "printer", "change": "granted", "owner": client, "token": token}]);
+    assert_eq!(grant["changes"], expected, "{grant}");
+    assert_eq!(grant["index"], token, "a grant's token is its index");
+    assert_eq!(holder.release("printer"), Ok(Release::Released));
+    let release = typed.read_watch_line();
+    let expected = serde_json::json!([{"lock": "printer", "change": "released", "owner": client}]);
+    assert_eq!(release["changes"], expected, "{release}");
+    assert!(release["index"].as_u64() > Some(token), "{release}");
+
+    typed.type_line(r#"{"seq":2,"op":"unwatch","version":2,"id":5}"#);
+    assert_eq!(
+        typed.read_watch_line(),
+        serde_json::json!({"watch": 5, "end": "stopped"})
+    );
+    let wrong = "0".repeat(32);
+    typed.type_line(&format!(
+        r#"{{"seq":3,"op":"watch","version":2,"client":{client},"secret":"{wrong}","id":6,"lock":"printer"}}"#
+    ));
+    assert_eq!(
+        typed.read_watch_line(),
+        serde_json::json!({"watch": 6, "end": "unauthorized"})
+    );
+    typed.type_line(&format!(
+        r#"{{"seq":4,"op":"watch","version":2,"client":{client},"secret":"{secret}","id":7,"lock":""}}"#
+    ));
+    let refused = typed.read_line();
+    assert_eq!(refused["seq"], 4, "{refused}");
+    assert_eq!(refused["error"], "bad_request", "{refused}");
+}
+
+// ----- the library -----
+
+/// The library's watch: the starting state (free), then a grant, a release, a second grant
+/// and, once its holder falls silent past its one-second session, that holder's expiry, each
+/// at a higher index than the one before.
+#[test]
+fn the_library_watch_yields_a_grant_a_release_and_an_expiry_in_log_order() {
+    let cluster = Cluster::start("watch-library");
+    let mut watcher = registered(&cluster, None);
+    let mut watch = watcher
+        .watch(WatchTarget::Lock("printer".into()), None)
+        .expect("a server starts the watch");
+    let WatchEvent::State {
+        locks, compacted, ..
+    } = next_item(&mut watch)
+    else {
+        panic!("a watch from now starts with the state");
+    };
+    assert_eq!(compacted, None);
+    assert!(
+        locks.iter().all(|lock| lock.view.holders.is_empty()),
+        "{locks:?}"
+    );
+
+    let mut holder = registered(&cluster, Some(Duration::from_secs(1)));
+    let owner = holder.client_id().expect("registered");
+    let first = granted(&mut holder, "printer");
+    assert_eq!(holder.release("printer"), Ok(Release::Released));
+    let second = granted(&mut holder, "printer");
+    drop(holder); // silent from now on: its session expires
+
+    let seen = next_changes(&mut watch, 4);
+    let changes: Vec<Change> = seen.iter().map(|(_, change)| *change).collect();
+    assert_eq!(
+        changes,
+        vec![
+            Change::Granted {
+                owner,
+                token: first
+            },
+            Change::Released { owner },
+            Change::Granted {
+                owner,
+                token: second
+            },
+            Change::Expired { owner },
+        ]
+    );
+    let indexes: Vec<u64> = seen.iter().map(|(index, _)| *index).collect();
+    assert!(
+        indexes.windows(2).all(|pair| pair[0] < pair[1]),
+        "{indexes:?}"
+    );
+    assert_eq!(indexes[0], first);
+    assert_eq!(indexes[2], second);
+}
+
+/// The server the watch is served by is killed between two grants: the watch resumes on
+/// another server from the index after the last item it yielded, and what it yields after
+/// goes on in order with nothing missed or repeated: every grant and release of the story,
+/// exactly once.
+#[test]
+fn the_library_watch_resumes_on_another_server_when_its_server_dies() {
+    let mut cluster = Cluster::start("watch-failover");
+    let mut watcher = registered(&cluster, None);
+    let mut watch = watcher
+        .watch(WatchTarget::Prefix("job-".into()), None)
+        .expect("a server starts the watch");
+    assert!(matches!(next_item(&mut watch), WatchEvent::State { .. }));
+    let mut holder = registered(&cluster, None);
+    let owner = holder.client_id().expect("registered");
+
+    let before = granted(&mut holder, "job-1");
+    let heard = next_changes(&mut watch, 1);
+    assert_eq!(heard[0].0, before);
+    let watched_on = watch.server().expect("connected").to_string();
+    cluster.kill(&watched_on);
+
+    // Written while the watch has no server, or a new one: it must hear each exactly once.
+    let mut expected = vec![(
+        before,
+        Change::Granted {
+            owner,
+            token: before,
+        },
+    )];
+    for lock in ["job-2", "job-3"] {
+        let token = granted(&mut holder, lock);
+        expected.push((token, Change::Granted { owner, token }));
+    }
+    assert_eq!(holder.release("job-1"), Ok(Release::Released));
+    let after = next_changes(&mut watch, 3);
+    assert_ne!(watch.server(), Some(watched_on.as_str()), "it moved on");
+    let mut all = heard;
+    all.extend(after);
+    assert_eq!(all[..3], expected[..], "{}", cluster.logs());
+    assert_eq!(all[3].1, Change::Released { owner });
+    let indexes: Vec<u64> = all.iter().map(|(index, _)| *index).collect();
+    assert!(
+        indexes.windows(2).all(|pair| pair[0] < pair[1]),
+        "in order, none twice: {indexes:?}"
+    );
+}
