@@ -385,3 +385,114 @@ fn the_library_watch_resumes_on_another_server_when_its_server_dies() {
         "in order, none twice: {indexes:?}"
     );
 }
+
+// ----- lockstep watch -----
+
+/// The lines a child prints on stdout, read on a thread of their own so that a silent child
+/// fails the test at the deadline instead of hanging it.
+fn stdout_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("a piped stdout");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+fn next_json(lines: &std::sync::mpsc::Receiver<String>) -> serde_json::Value {
+    let line = lines
+        .recv_timeout(DEADLINE)
+        .expect("a line before the deadline");
+    serde_json::from_str(&line).unwrap_or_else(|_| panic!("a JSON line: {line:?}"))
+}
+
+/// `lockstep watch printer --json`: the state first, then another client's grant and release
+/// of `printer`, in order, with their indexes; SIGTERM ends it with status 0. No line carries
+/// the watcher's secret.
+#[test]
+fn lockstep_watch_prints_a_grant_and_a_release_in_order_and_exits_0_on_sigterm() {
+    let cluster = Cluster::start("watch-cli");
+    let servers = cluster.addresses().join(",");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_lockstep"));
+    command
+        .args(["watch", "printer", "--json", "--servers", &servers])
+        .env_remove("LOCKSTEP_CLIENT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut watcher = Process(command.spawn().expect("lockstep watch starts"));
+    let lines = stdout_lines(&mut watcher.0);
+    let state = next_json(&lines);
+    assert_eq!(state["state"], "current", "{state}");
+    assert_eq!(
+        state["locks"],
+        serde_json::json!([{"lock": "printer", "holders": [], "waiters": 0}])
+    );
+
+    let mut other = registered(&cluster, None);
+    let owner = other.client_id().expect("registered").0;
+    let token = granted(&mut other, "printer");
+    assert_eq!(other.release("printer"), Ok(Release::Released));
+    let grant = next_json(&lines);
+    let expected = serde_json::json!({"index": token, "lock": "printer", "change": "granted", "owner": owner, "token": token});
+    assert_eq!(grant, expected);
+    let release = next_json(&lines);
+    assert_eq!(release["change"], "released", "{release}");
+    assert_eq!(release["owner"], owner, "{release}");
+    assert!(release["index"].as_u64() > Some(token), "{release}");
+
+    common::signal(watcher.0.id(), libc::SIGTERM);
+    let status = watcher.0.wait().expect("it ends");
+    let mut stderr = String::new();
+    let _ = std::io::Read::read_to_string(
+        watcher.0.stderr.as_mut().expect("a piped stderr"),
+        &mut stderr,
+    );
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("registered as client"), "{stderr}");
+}
+
+/// A bad flag is exit 2, naming it; a cluster nobody answers for is exit 3 after --timeout.
+#[test]
+fn lockstep_watch_exits_2_on_a_bad_flag_and_3_on_an_unreachable_cluster() {
+    let bad = common::lockstep(&[
+        "watch",
+        "printer",
+        "--from",
+        "soon",
+        "--servers",
+        "127.0.0.1:1",
+    ]);
+    assert_eq!(bad.status.code(), Some(2), "{}", common::text(&bad.stderr));
+    assert!(common::text(&bad.stderr).contains("--from"));
+    let empty = common::lockstep(&["watch", "", "--servers", "127.0.0.1:1"]);
+    assert_eq!(
+        empty.status.code(),
+        Some(2),
+        "{}",
+        common::text(&empty.stderr)
+    );
+    assert!(common::text(&empty.stderr).contains("the lock name is empty"));
+
+    let port = free_ports(1)[0]; // free a moment ago: nobody listens there
+    let address = format!("127.0.0.1:{port}");
+    let credential = format!("7:{}", "0".repeat(32));
+    let unreachable = common::lockstep(&[
+        "watch",
+        "printer",
+        "--servers",
+        &address,
+        "--client",
+        &credential,
+        "--timeout",
+        "1s",
+    ]);
+    let stderr = common::text(&unreachable.stderr);
+    assert_eq!(unreachable.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("no server could be reached"), "{stderr}");
+}
