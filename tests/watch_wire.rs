@@ -496,3 +496,72 @@ fn lockstep_watch_exits_2_on_a_bad_flag_and_3_on_an_unreachable_cluster() {
     assert_eq!(unreachable.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("no server could be reached"), "{stderr}");
 }
+
+/// A closed connection's watches end on the server: 64 connections holding 16 watches each
+/// fill the server (1,024: a 65th connection's watch is refused `too_many_watches` with that
+/// max); once they close, 64 new connections get their 16 each again.
+#[test]
+fn a_closed_connections_watches_end_so_the_server_serves_new_ones() {
+    let cluster = Cluster::start("watch-close");
+    let mut holder = registered(&cluster, None);
+    let credential = holder.credential().expect("registered");
+    let (client, secret) = (credential.id.0, credential.secret.to_hex());
+    let _ = holder
+        .preempt("printer")
+        .expect("the leader knows the client");
+    let leader = (cluster.addresses().into_iter())
+        .find(|address| {
+            server_status(address, None, Duration::from_secs(2))
+                .is_ok_and(|report| report.status.role == Role::Leader)
+        })
+        .expect("a leader");
+    let watch_line = |id: u64| {
+        format!(
+            r#"{{"seq":{id},"op":"watch","version":2,"client":{client},"secret":"{secret}","id":{id},"lock":"printer"}}"#
+        )
+    };
+    let mut full: Vec<Typed> = (0..64).map(|_| Typed::open(&leader)).collect();
+    for connection in &mut full {
+        for id in 0..16 {
+            connection.type_line(&watch_line(id));
+        }
+        for id in 0..16 {
+            let start = connection.read_watch_line();
+            assert_eq!(
+                (&start["watch"], &start["start"]),
+                (&id.into(), &"current".into())
+            );
+        }
+    }
+    let mut one_more = Typed::open(&leader);
+    one_more.type_line(&watch_line(0));
+    let refused = one_more.read_watch_line();
+    assert_eq!(
+        refused,
+        serde_json::json!({"watch": 0, "end": "too_many_watches", "max": 1024})
+    );
+    drop(full);
+
+    // The server hears of each close from the connection's reader, in its own time: a watch
+    // refused for the server's bound meanwhile is asked for again, until the deadline.
+    let give_up_at = Instant::now() + DEADLINE;
+    let mut refilled = Vec::new();
+    for _ in 0..64 {
+        let mut connection = Typed::open(&leader);
+        for id in 0..16 {
+            // Bounded by the deadline.
+            loop {
+                connection.type_line(&watch_line(id));
+                let start = connection.read_watch_line();
+                if start["start"] == "current" {
+                    break;
+                }
+                assert_eq!(start["max"], 1024, "{start}");
+                assert!(Instant::now() < give_up_at, "closed watches never ended");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        refilled.push(connection); // open until the test ends
+    }
+    assert_eq!(refilled.len(), 64);
+}
