@@ -18,6 +18,10 @@
 //! Client side: [`encode_request`] (or [`encode_request_into`] a reused buffer), then
 //! [`LineDecoder`] and [`decode_reply`] on what comes back.
 //!
+//! Watches (the `watch` module): `watch` and `unwatch` decode to [`WireOp::Watch`], which the
+//! front end hands the node as a `WatchInput`; the server's watch lines, which carry the
+//! watch's id instead of a seq, are [`encode_watch_reply`] and [`decode_watch_line`].
+//!
 //! One request never reaches the node: `status` ([`WireOp::Status`]) asks the answering server
 //! about itself (role, term, indexes, uptime), and the server's front end answers it from what
 //! the node task last published ([`WireReply::status`]). It needs no client id or secret: it

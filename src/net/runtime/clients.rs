@@ -7,7 +7,8 @@
 //! A connection that sends nothing for the idle timeout is closed.
 //!
 //! A `status` request never reaches the node: the reader answers it from what the node task
-//! last published ([`ServerMetrics`]).
+//! last published ([`ServerMetrics`]). A `watch` or `unwatch` reaches it as a `WatchInput`,
+//! not a request, and its lines come back through the same queue (the `watch` module).
 //!
 //! Every answer is counted ([`ServerMetrics::record_outcome`], `record_refusal`), and every
 //! request the node serves is timed from its line being read to its answer reaching the
