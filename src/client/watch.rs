@@ -163,7 +163,7 @@ impl Client {
         // Bounded by the operation timeout: `poll` fails once no server served it that long.
         while !watch.connection.as_ref().is_some_and(|live| live.started) {
             if let Some(item) = watch.poll_once(Instant::now() + self.options.attempt_timeout)? {
-                watch.ready.push_back(item);
+                watch.ready.push_front(item); // for the caller's first `next`
             }
         }
         Ok(watch)
