@@ -41,10 +41,15 @@ impl Cluster {
     /// Three servers on free ports, with a leader. A port taken between choosing and binding
     /// makes a server exit at once; then the whole cluster is retried on new ports.
     fn start(name: &str) -> Cluster {
+        Cluster::start_with(name, &[])
+    }
+
+    /// [`Cluster::start`] with `flags` given to every server.
+    fn start_with(name: &str, flags: &'static [&'static str]) -> Cluster {
         for attempt in 0..5 {
             let dir = Scratch::new(&format!("{name}-{attempt}"));
             let ports = free_ports(3);
-            let servers = (0..3).map(|index| spawn_server(&dir.0, &ports, index));
+            let servers = (0..3).map(|index| spawn_server(&dir.0, &ports, index, flags));
             let mut cluster = Cluster {
                 servers: servers.collect(),
                 dir,
@@ -126,11 +131,12 @@ impl Cluster {
     }
 }
 
-fn spawn_server(dir: &Path, ports: &[u16], index: usize) -> Process {
+fn spawn_server(dir: &Path, ports: &[u16], index: usize, flags: &[&str]) -> Process {
     let id = format!("s{}", index + 1);
     let log = std::fs::File::create(dir.join(format!("{id}.log"))).expect("a log file");
     let mut command = server_command(index, ports);
     command
+        .args(flags)
         .arg("--data-dir")
         .arg(dir.join(&id))
         .stderr(Stdio::from(log));
@@ -564,4 +570,77 @@ fn a_closed_connections_watches_end_so_the_server_serves_new_ones() {
         refilled.push(connection); // open until the test ends
     }
     assert_eq!(refilled.len(), 64);
+}
+
+/// A server restarted from its snapshot keeps no change at or below it: the library's watch
+/// from index 1 on that server gets the state to start from, marked compacted, as a typed item,
+/// and every lock in it is one the story's client took; the watch then goes on live.
+#[test]
+fn a_library_watch_from_an_index_the_server_no_longer_keeps_starts_from_a_compacted_state() {
+    let flags: &'static [&'static str] = &["--snapshot-entries", "4"];
+    let mut cluster = Cluster::start_with("watch-compacted", flags);
+    let mut holder = registered(&cluster, None);
+    let owner = holder.client_id().expect("registered");
+    for lock in ["a", "b", "c", "d", "e", "f"] {
+        let _ = granted(&mut holder, lock);
+    }
+    let last = holder.last_answer_index().expect("an answer");
+    let restarted = cluster.addresses()[2].clone();
+    cluster.until_applied(&restarted, last);
+    cluster.kill(&restarted);
+    cluster.servers[2] = spawn_server(&cluster.dir.0, &cluster.ports, 2, flags);
+    assert!(all_listening(
+        &mut cluster.servers[2..],
+        &cluster.ports[2..],
+        DEADLINE
+    ));
+
+    let options = ClientOptions {
+        operation_timeout: DEADLINE,
+        credential: holder.credential(),
+        ..ClientOptions::default()
+    };
+    let mut watcher = Client::new(vec![restarted], options).expect("an address");
+    let mut watch = watcher
+        .watch(WatchTarget::Prefix(String::new()), Some(1))
+        .expect("the restarted server starts the watch");
+    let WatchEvent::State {
+        index,
+        locks,
+        compacted: Some(kept_after),
+    } = next_item(&mut watch)
+    else {
+        panic!("a watch from 1 on a server restarted from a snapshot is compacted");
+    };
+    assert!(
+        kept_after >= 4 && kept_after <= index,
+        "{kept_after} {index}"
+    );
+    for lock in &locks {
+        let holders: Vec<_> = lock.view.holders.iter().map(|h| h.owner).collect();
+        assert_eq!(holders, vec![owner], "{locks:?}");
+    }
+    // Then live, from after the state: the grants the server applied while it caught up (if
+    // it was behind), then a new one, each once and in order.
+    let token = granted(&mut holder, "g");
+    let mut after = Vec::new();
+    // Bounded by the story's seven grants and each item's deadline.
+    while after.last().is_none_or(|(at, _)| *at < token) {
+        after.extend(next_changes(&mut watch, 1));
+        assert!(after.len() <= 7, "{after:?}");
+    }
+    assert_eq!(
+        after.last(),
+        Some(&(token, Change::Granted { owner, token }))
+    );
+    let indexes: Vec<u64> = after.iter().map(|(at, _)| *at).collect();
+    assert!(indexes[0] > index, "{indexes:?} after {index}");
+    assert!(
+        indexes.windows(2).all(|pair| pair[0] < pair[1]),
+        "{indexes:?}"
+    );
+    let grants = after
+        .iter()
+        .all(|(_, change)| matches!(change, Change::Granted { .. }));
+    assert!(grants, "{after:?}");
 }
