@@ -145,3 +145,162 @@ impl WatchAcknowledgements {
         !(self.watched && context.registry.watch_overflowed(from))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The connection's writer acknowledges a watch's events only once they are written to the
+    //! socket, and closes a connection whose queue a watch line did not fit. Driven through a
+    //! 64-byte in-memory pipe on a current-thread runtime: the writer blocks on the full pipe
+    //! until the test reads, so nothing depends on timing.
+
+    use super::super::{ClientContext, ClientRegistry, Outgoing, write_replies};
+    use crate::net::metrics::{NodeState, ServerMetrics};
+    use crate::node::watch::{Change, LockChange, WatchEvent, WatchInput, WatchReply};
+    use crate::node::{ClientAddr, ClientId, Role, ServerId, ServerInput};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, AtomicUsize};
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+    use tokio::sync::mpsc;
+
+    const CONNECTION: ClientAddr = ClientAddr(3);
+
+    fn context(inputs: mpsc::Sender<ServerInput>) -> Arc<ClientContext> {
+        let initial = NodeState {
+            role: Role::Follower,
+            term: 1,
+            leader: None,
+            commit_index: 0,
+            applied_index: 0,
+            last_index: 0,
+            snapshot_index: 0,
+        };
+        Arc::new(ClientContext {
+            inputs,
+            registry: ClientRegistry::default(),
+            idle_timeout: Duration::from_secs(300),
+            next_addr: AtomicU64::new(1),
+            overloaded_answers: AtomicU64::new(0),
+            term: Arc::new(AtomicU64::new(1)),
+            addresses: BTreeMap::new(),
+            metrics: Arc::new(ServerMetrics::new(ServerId(1), initial)),
+        })
+    }
+
+    fn event(index: u64) -> Outgoing {
+        let change = Change::Released { owner: ClientId(7) };
+        let changes = vec![LockChange {
+            lock: "printer".into(),
+            change,
+        }];
+        Outgoing::Watch(WatchReply::Event {
+            id: 1,
+            event: WatchEvent { index, changes },
+        })
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+    }
+
+    /// Lets every other task run until it waits.
+    async fn settle() {
+        for _ in 0..64 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[test]
+    fn events_are_acknowledged_only_once_written_to_the_socket() {
+        runtime().block_on(async {
+            let (inputs, mut node) = mpsc::channel(16);
+            let context = context(inputs);
+            let (socket, mut client_side) = tokio::io::duplex(64);
+            let (queue, receiver) = mpsc::channel(16);
+            let in_flight = Arc::new(AtomicUsize::new(0));
+            let writer = tokio::spawn(write_replies(
+                CONNECTION,
+                socket,
+                receiver,
+                in_flight,
+                Arc::default(),
+                Arc::clone(&context),
+            ));
+            for index in [5, 6, 9] {
+                queue.send(event(index)).await.expect("queued");
+            }
+            settle().await;
+            assert!(
+                node.try_recv().is_err(),
+                "nothing acknowledged while the pipe is full"
+            );
+
+            let mut read = vec![0u8; 4096];
+            let mut text = String::new();
+            // Bounded: three short lines.
+            while text.matches('\n').count() < 3 {
+                let count = client_side.read(&mut read).await.expect("reads");
+                text.push_str(std::str::from_utf8(&read[..count]).expect("UTF-8"));
+            }
+            settle().await;
+            let acknowledged = node.try_recv().expect("acknowledged once written");
+            let expected = WatchInput::Acknowledge {
+                from: CONNECTION,
+                id: 1,
+                through: 9,
+            };
+            assert!(
+                matches!(&acknowledged, ServerInput::Watch(input) if *input == expected),
+                "{acknowledged:?}"
+            );
+            assert!(
+                node.try_recv().is_err(),
+                "one acknowledgement per watch and batch"
+            );
+            drop(queue);
+            writer.await.expect("the writer ends with its queue");
+        });
+    }
+
+    #[test]
+    fn a_connection_whose_queue_overflowed_a_watch_line_is_closed() {
+        runtime().block_on(async {
+            let (inputs, _node) = mpsc::channel(16);
+            let context = context(inputs);
+            let (socket, mut client_side) = tokio::io::duplex(4096);
+            let (queue, receiver) = mpsc::channel(1);
+            context.registry.lock().insert(CONNECTION, queue.clone());
+            let writer = tokio::spawn(write_replies(
+                CONNECTION,
+                socket,
+                receiver,
+                Arc::new(AtomicUsize::new(0)),
+                Arc::default(),
+                Arc::clone(&context),
+            ));
+            // The queue holds one line; the node task's second does not fit and is dropped.
+            let full = (0..2).map(|index| match event(index + 1) {
+                Outgoing::Watch(reply) => reply,
+                _ => unreachable!("an event"),
+            });
+            for reply in full {
+                super::deliver_watch_reply(&context.registry, CONNECTION, reply);
+            }
+            settle().await;
+            let mut written = Vec::new();
+            client_side
+                .read_to_end(&mut written)
+                .await
+                .expect("the writer closes the connection");
+            let text = String::from_utf8(written).expect("UTF-8");
+            assert_eq!(text.lines().count(), 1, "only the line that fit: {text}");
+            assert!(text.contains(r#""index":1"#), "{text}");
+            drop(queue);
+            context.registry.lock().remove(&CONNECTION);
+            writer.await.expect("the writer ended");
+        });
+    }
+}
