@@ -418,8 +418,8 @@ fn next_json(lines: &std::sync::mpsc::Receiver<String>) -> serde_json::Value {
 }
 
 /// `lockstep watch printer --json`: the state first, then another client's grant and release
-/// of `printer`, in order, with their indexes; SIGTERM ends it with status 0. No line carries
-/// the watcher's secret.
+/// of `printer`, in order, with their indexes; SIGTERM ends it with status 0. A client id the
+/// cluster never issued is refused: exit 1.
 #[test]
 fn lockstep_watch_prints_a_grant_and_a_release_in_order_and_exits_0_on_sigterm() {
     let cluster = Cluster::start("watch-cli");
@@ -461,6 +461,21 @@ fn lockstep_watch_prints_a_grant_and_a_release_in_order_and_exits_0_on_sigterm()
     );
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("registered as client"), "{stderr}");
+
+    let stranger = format!("70:{}", "0".repeat(32));
+    let refused = common::lockstep(&[
+        "watch",
+        "printer",
+        "--servers",
+        &servers,
+        "--client",
+        &stranger,
+        "--timeout",
+        "2s",
+    ]);
+    let stderr = common::text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("unknown_client"), "{stderr}");
 }
 
 /// A bad flag is exit 2, naming it; a cluster nobody answers for is exit 3 after --timeout.

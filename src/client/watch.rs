@@ -25,8 +25,8 @@
 //! - When the server no longer keeps the changes it needs (`compacted`), the next item is a
 //!   [`WatchEvent::State`] with `compacted` set: the state to start from again.
 //! - No server for [`ClientOptions::operation_timeout`] yields one `Err`; the next call tries
-//!   again. A refusal that cannot change (`unauthorized`, a target the server refuses) yields
-//!   its `Err` and then the iterator ends.
+//!   again. A refusal that cannot change (`unauthorized`, a target the server refuses, a client
+//!   id still unknown after the operation timeout) yields its `Err` and then the iterator ends.
 //! - Every [`WATCH_KEEPALIVE_EVERY`] of silence the watch sends a `status`, so that the
 //!   server's idle timeout never closes a quiet watch.
 
@@ -96,6 +96,10 @@ pub struct Watch {
     finished: bool,
     /// Whether the next connection reopens the same server after a break.
     connection_retry: bool,
+    /// A server said it never issued the client id: once no server served the watch for the
+    /// operation timeout, this is the error (the id is unknown everywhere, not just on a
+    /// follower that lags).
+    unknown_client: Option<Error>,
 }
 
 /// The connection a watch is served on.
@@ -159,6 +163,7 @@ impl Client {
             tried: Vec::new(),
             finished: false,
             connection_retry: false,
+            unknown_client: None,
         };
         // Bounded by the operation timeout: `poll` fails once no server served it that long.
         while !watch.connection.as_ref().is_some_and(|live| live.started) {
@@ -244,6 +249,9 @@ impl Watch {
         }
         self.unserved_since = None;
         let tried = std::mem::take(&mut self.tried);
+        if let Some(unknown) = self.unknown_client.take() {
+            return Err(unknown);
+        }
         Err(match tried.is_empty() {
             true => Error::TimedOut {
                 effect_unknown: false,
@@ -425,10 +433,18 @@ impl Watch {
             WatchRefusal::TooManyWatches { max } => Next::Elsewhere {
                 reason: format!("too many watches (at most {max})"),
             },
-            // A follower that has not applied this client's registration yet.
-            WatchRefusal::UnknownClient { client } => Next::Elsewhere {
-                reason: format!("client {} is unknown to this server", client.0),
-            },
+            // A follower that has not applied this client's registration yet, or a client id
+            // this cluster never issued: the operation timeout tells them apart.
+            WatchRefusal::UnknownClient { client } => {
+                let message = format!("no hello issued client id {} on this cluster", client.0);
+                self.unknown_client = Some(Error::Rejected {
+                    code: ErrorCode::UnknownClient,
+                    message,
+                });
+                Next::Elsewhere {
+                    reason: format!("client {} is unknown to this server", client.0),
+                }
+            }
             WatchRefusal::Unauthorized => Next::Fail(Error::Rejected {
                 code: ErrorCode::Unauthorized,
                 message: "the secret is not the one this client id was registered with".into(),
@@ -466,6 +482,7 @@ impl Watch {
 
     fn served(&mut self) {
         self.unserved_since = None;
+        self.unknown_client = None;
         self.tried.clear();
     }
 
