@@ -90,15 +90,10 @@ impl LockView {
             waiters: u32::try_from(waiters).expect("queues are bounded far below u32::MAX"),
         }
     }
-
-    /// Whether nobody holds the lock and nobody waits for it.
-    pub fn is_free(&self) -> bool {
-        self.holders.is_empty() && self.waiters == 0
-    }
 }
 
 /// `holders` in a view's order: by token, then owner.
-pub fn sorted_holders(mut holders: Vec<Holder>) -> Vec<Holder> {
+fn sorted_holders(mut holders: Vec<Holder>) -> Vec<Holder> {
     holders.sort_by_key(|holder| (holder.token, holder.owner));
     holders
 }
