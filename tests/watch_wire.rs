@@ -231,6 +231,12 @@ impl Typed {
     }
 }
 
+/// A `watch` request line as a person would type it.
+fn watch_request(seq: u64, client: u64, secret: &str, id: u64, lock: &str) -> String {
+    let who = format!(r#""client":{client},"secret":"{secret}""#);
+    format!(r#"{{"seq":{seq},"op":"watch","version":2,{who},"id":{id},"lock":"{lock}"}}"#)
+}
+
 /// On a raw connection to a follower: a watch starts from the current state, hears a grant
 /// and a release with their log indexes, and stops on `unwatch`; a wrong secret and an empty
 /// lock name are refused, each in its own way.
@@ -245,9 +251,7 @@ fn a_watch_typed_on_a_follower_hears_a_grant_and_a_release_then_stops() {
     cluster.until_applied(&follower, registered_at);
     let mut typed = Typed::open(&follower);
 
-    typed.type_line(&format!(
-        r#"{{"seq":1,"op":"watch","version":2,"client":{client},"secret":"{secret}","id":5,"lock":"printer"}}"#
-    ));
+    typed.type_line(&watch_request(1, client, &secret, 5, "printer"));
     let start = typed.read_watch_line();
     assert_eq!(start["watch"], 5, "{start}");
     assert_eq!(start["start"], "current", "{start}");
@@ -258,7 +262,9 @@ fn a_watch_typed_on_a_follower_hears_a_grant_and_a_release_then_stops() {
 
     let token = granted(&mut holder, "printer");
     let grant = typed.read_watch_line();
-    let expected = serde_json::json!([{"lock": "printer", "change": "granted", "owner": client, "token": token}]);
+    let expected = serde_json::json!([
+        {"lock": "printer", "change": "granted", "owner": client, "token": token}
+    ]);
     assert_eq!(grant["changes"], expected, "{grant}");
     assert_eq!(grant["index"], token, "a grant's token is its index");
     assert_eq!(holder.release("printer"), Ok(Release::Released));
@@ -273,16 +279,12 @@ fn a_watch_typed_on_a_follower_hears_a_grant_and_a_release_then_stops() {
         serde_json::json!({"watch": 5, "end": "stopped"})
     );
     let wrong = "0".repeat(32);
-    typed.type_line(&format!(
-        r#"{{"seq":3,"op":"watch","version":2,"client":{client},"secret":"{wrong}","id":6,"lock":"printer"}}"#
-    ));
+    typed.type_line(&watch_request(3, client, &wrong, 6, "printer"));
     assert_eq!(
         typed.read_watch_line(),
         serde_json::json!({"watch": 6, "end": "unauthorized"})
     );
-    typed.type_line(&format!(
-        r#"{{"seq":4,"op":"watch","version":2,"client":{client},"secret":"{secret}","id":7,"lock":""}}"#
-    ));
+    typed.type_line(&watch_request(4, client, &secret, 7, ""));
     let refused = typed.read_line();
     assert_eq!(refused["seq"], 4, "{refused}");
     assert_eq!(refused["error"], "bad_request", "{refused}");
@@ -445,7 +447,9 @@ fn lockstep_watch_prints_a_grant_and_a_release_in_order_and_exits_0_on_sigterm()
     let token = granted(&mut other, "printer");
     assert_eq!(other.release("printer"), Ok(Release::Released));
     let grant = next_json(&lines);
-    let expected = serde_json::json!({"index": token, "lock": "printer", "change": "granted", "owner": owner, "token": token});
+    let expected = serde_json::json!({
+        "index": token, "lock": "printer", "change": "granted", "owner": owner, "token": token
+    });
     assert_eq!(grant, expected);
     let release = next_json(&lines);
     assert_eq!(release["change"], "released", "{release}");
@@ -536,11 +540,7 @@ fn a_closed_connections_watches_end_so_the_server_serves_new_ones() {
                 .is_ok_and(|report| report.status.role == Role::Leader)
         })
         .expect("a leader");
-    let watch_line = |id: u64| {
-        format!(
-            r#"{{"seq":{id},"op":"watch","version":2,"client":{client},"secret":"{secret}","id":{id},"lock":"printer"}}"#
-        )
-    };
+    let watch_line = |id: u64| watch_request(id, client, &secret, id, "printer");
     let mut full: Vec<Typed> = (0..64).map(|_| Typed::open(&leader)).collect();
     for connection in &mut full {
         for id in 0..16 {
