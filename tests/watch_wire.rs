@@ -9,7 +9,10 @@
 //! - the library's watch yields the starting state, then a grant, a release, a second grant and
 //!   that holder's expiry, in log order;
 //! - the server the library watches through is killed mid-stream: the watch resumes on another
-//!   server, and the indexes it yields go on without a gap or a repeat;
+//!   server, and the indexes it yields go on without a gap or a repeat; paused (SIGSTOP), it
+//!   does not answer the watch's `status` after a silence, and the watch resumes elsewhere;
+//! - a server restarted from its snapshot answers a watch from index 1 `compacted`;
+//! - a closed connection's watches end, freeing a full server;
 //! - `lockstep watch` prints a grant and a release another client makes, in order, and exits 0
 //!   on SIGTERM; it exits with its own codes for a bad flag and an unreachable cluster.
 //!
@@ -109,6 +112,15 @@ impl Cluster {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Pauses the server listening at `address` (SIGSTOP): its connections stay open and
+    /// silent. The guard resumes it before killing it.
+    fn pause(&self, address: &str) {
+        let position = (self.addresses().iter())
+            .position(|listed| listed == address)
+            .expect("a listed server");
+        common::signal(self.servers[position].0.id(), libc::SIGSTOP);
     }
 
     /// Kills the server listening at `address`.
@@ -391,6 +403,37 @@ fn the_library_watch_resumes_on_another_server_when_its_server_dies() {
     assert!(
         indexes.windows(2).all(|pair| pair[0] < pair[1]),
         "in order, none twice: {indexes:?}"
+    );
+}
+
+/// A paused server (SIGSTOP) keeps the watch's connection open and says nothing: after a
+/// second of silence the watch asks it for its status, hears no answer, and resumes on another
+/// server, where the release made meanwhile reaches it, once.
+#[test]
+fn the_library_watch_leaves_a_paused_server_and_resumes_on_another() {
+    let cluster = Cluster::start("watch-paused");
+    let mut watcher = registered(&cluster, None);
+    let mut watch = watcher
+        .watch(WatchTarget::Lock("printer".into()), None)
+        .expect("a server starts the watch");
+    watch.set_keepalive_every(Duration::from_secs(1));
+    assert!(matches!(next_item(&mut watch), WatchEvent::State { .. }));
+    let mut holder = registered(&cluster, None);
+    let owner = holder.client_id().expect("registered");
+    let token = granted(&mut holder, "printer");
+    let grant = Change::Granted { owner, token };
+    assert_eq!(next_changes(&mut watch, 1), vec![(token, grant)]);
+
+    let paused = watch.server().expect("connected").to_string();
+    cluster.pause(&paused);
+    assert_eq!(holder.release("printer"), Ok(Release::Released));
+    let released = next_changes(&mut watch, 1);
+    assert_eq!(released[0].1, Change::Released { owner }, "{released:?}");
+    assert!(released[0].0 > token, "{released:?}");
+    assert_ne!(
+        watch.server(),
+        Some(paused.as_str()),
+        "it left the paused server"
     );
 }
 

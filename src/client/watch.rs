@@ -27,18 +27,21 @@
 //! - No server for [`ClientOptions::operation_timeout`] yields one `Err`; the next call tries
 //!   again. A refusal that cannot change (`unauthorized`, a target the server refuses, a client
 //!   id still unknown after the operation timeout) yields its `Err` and then the iterator ends.
-//! - Every [`WATCH_KEEPALIVE_EVERY`] of silence the watch sends a `status`, so that the
-//!   server's idle timeout never closes a quiet watch.
+//! - Every [`WATCH_KEEPALIVE_EVERY`] of silence ([`Watch::set_keepalive_every`]) the watch
+//!   sends a `status`, so that the server's idle timeout never closes a quiet watch. A server
+//!   that does not answer it within the attempt timeout (paused, hung, cut off) or answers that
+//!   it knows no leader (a follower cut off from the cluster, whose changes may have stopped) is
+//!   left for the next one, where the watch resumes: quiet must mean no changes.
 
 use super::connection::{Connection, ConnectionError};
 use super::{Client, ClientOptions, Credential, Error, Unreachable, note_unreachable, pause};
 use crate::net::protocol::{
-    ErrorCode, WatchRequest, WireOp, WireReply, WireRequest, decode_reply, decode_watch_line,
-    encode_request, is_watch_line,
+    Answer, ErrorCode, ServerStatus, WatchRequest, WireOp, WireReply, WireRequest, decode_reply,
+    decode_watch_line, encode_request, is_watch_line,
 };
-use crate::node::LogIndex;
 pub use crate::node::watch::{Change, LockChange, LockState, LockView, WatchTarget};
 use crate::node::watch::{WATCH_PREFIX_BYTES_MAX, WatchCancel, WatchRefusal, WatchReply};
+use crate::node::{LogIndex, Role};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -96,6 +99,8 @@ pub struct Watch {
     finished: bool,
     /// Whether the next connection reopens the same server after a break.
     connection_retry: bool,
+    /// Silence after which the server is asked for its `status`.
+    keepalive_every: Duration,
     /// A server said it never issued the client id: once no server served the watch for the
     /// operation timeout, this is the error (the id is unknown everywhere, not just on a
     /// follower that lags).
@@ -111,6 +116,8 @@ struct Live {
     started: bool,
     /// When anything last came, or the watch request left.
     heard_at: Instant,
+    /// The seq of the `status` sent for silence and not answered yet, and when it left.
+    status_asked: Option<(u64, Instant)>,
     /// Whether this connection was reopened on the same server after a break (the next break
     /// moves on).
     retried: bool,
@@ -164,6 +171,7 @@ impl Client {
             finished: false,
             connection_retry: false,
             unknown_client: None,
+            keepalive_every: WATCH_KEEPALIVE_EVERY,
         };
         // Bounded by the operation timeout: `poll` fails once no server served it that long.
         while !watch.connection.as_ref().is_some_and(|live| live.started) {
@@ -187,6 +195,14 @@ impl Watch {
         self.connection
             .as_ref()
             .map(|_| self.servers[self.position].as_str())
+    }
+
+    /// Asks the server for its `status` after `every` of silence (default
+    /// [`WATCH_KEEPALIVE_EVERY`]): how soon a paused server or a cut-off follower is left.
+    /// Keep it under the servers' client idle timeout (300 s by default).
+    pub fn set_keepalive_every(&mut self, every: Duration) {
+        assert!(!every.is_zero(), "watch: a zero keepalive interval");
+        self.keepalive_every = every;
     }
 
     /// The next item, waiting at most until `deadline`: `Ok(None)` if none came by then.
@@ -302,6 +318,7 @@ impl Watch {
             id: self.last_seq,
             started: false,
             heard_at: Instant::now(),
+            status_asked: None,
             retried: std::mem::take(&mut self.connection_retry),
         };
         let deadline = Instant::now() + self.options.attempt_timeout;
@@ -318,16 +335,22 @@ impl Watch {
     fn read(&mut self, deadline: Instant) -> Next {
         let live = self.connection.as_mut().expect("reading a live watch");
         let attempt_timeout = self.options.attempt_timeout;
-        let quiet_until = match live.started {
-            true => live.heard_at + WATCH_KEEPALIVE_EVERY,
-            false => live.heard_at + attempt_timeout,
+        let quiet_until = match (live.started, live.status_asked) {
+            (false, _) => live.heard_at + attempt_timeout,
+            (true, Some((_, asked_at))) => asked_at + attempt_timeout,
+            (true, None) => live.heard_at + self.keepalive_every,
         };
         let line = match live.connection.receive(deadline.min(quiet_until)) {
             Ok(Some(line)) => line,
             Ok(None) if Instant::now() < quiet_until => return Next::Continue,
-            Ok(None) if !live.started => {
+            Ok(None) if !live.started || live.status_asked.is_some() => {
+                let what = if live.started {
+                    "a status"
+                } else {
+                    "the watch"
+                };
                 return Next::Elsewhere {
-                    reason: format!("no answer to the watch within {attempt_timeout:?}"),
+                    reason: format!("no answer to {what} within {attempt_timeout:?}"),
                 };
             }
             Ok(None) => return self.keep_alive(),
@@ -349,7 +372,7 @@ impl Watch {
         }
     }
 
-    /// Sends a `status`, whose answer only shows that the connection is alive.
+    /// Sends a `status`: its answer shows the server is alive and knows a leader.
     fn keep_alive(&mut self) -> Next {
         self.last_seq += 1;
         let request = WireRequest {
@@ -359,7 +382,7 @@ impl Watch {
             op: WireOp::Status,
         };
         let live = self.connection.as_mut().expect("a live watch");
-        live.heard_at = Instant::now();
+        live.status_asked = Some((self.last_seq, Instant::now()));
         let deadline = Instant::now() + self.options.attempt_timeout;
         match live.connection.send(&encode_request(&request), deadline) {
             Ok(()) => Next::Continue,
@@ -463,8 +486,14 @@ impl Watch {
             Ok(reply) => reply,
             Err(error) => return Next::Fail(self.protocol_error(error.message)),
         };
-        let WireReply::Error(error) = reply else {
-            return Next::Continue; // a keepalive's status
+        let error = match reply {
+            WireReply::Error(error) => error,
+            WireReply::Ok {
+                seq,
+                answer: Answer::Status(status),
+                ..
+            } => return self.on_status(seq, status),
+            WireReply::Ok { .. } => return Next::Continue, // not ours
         };
         if error.seq != Some(id) {
             return Next::Continue;
@@ -478,6 +507,22 @@ impl Watch {
                 message: error.message,
             }),
         }
+    }
+
+    /// The answer to a `status` sent for silence: the server is alive; it is left if it knows
+    /// no leader, since a follower cut off from the cluster applies nothing new.
+    fn on_status(&mut self, seq: u64, status: ServerStatus) -> Next {
+        let live = self.connection.as_mut().expect("a live watch");
+        if live.status_asked.is_none_or(|(asked, _)| asked != seq) {
+            return Next::Continue; // an earlier keepalive's
+        }
+        live.status_asked = None;
+        if status.role != Role::Leader && status.leader.is_none() {
+            return Next::Elsewhere {
+                reason: "the server knows no leader, so its changes may have stopped".into(),
+            };
+        }
+        Next::Continue
     }
 
     fn served(&mut self) {
