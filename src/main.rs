@@ -81,6 +81,11 @@ enum Command {
     Client(cli::client::ClientArgs),
     /// Run a command while holding a lock (like flock), then release it.
     Lock(cli::lock::LockArgs),
+    /// Print every change of a lock (or of the locks under a prefix) as it is committed: who
+    /// was granted it with which token, released it, lost it to an expiry, how many wait.
+    /// Resumes on another server across a failover without a gap. Example: lockstep watch
+    /// printer --servers 127.0.0.1:7001,127.0.0.1:7002
+    Watch(cli::watch::WatchArgs),
     /// Show each server of a real cluster in a table: role, term, leader, commit and applied
     /// index, log entries, lag behind the leader, uptime (--json for JSON).
     Status(cli::status::StatusArgs),
@@ -132,6 +137,7 @@ fn main() -> ExitCode {
         Command::Cluster { command } => cli::cluster::run(command),
         Command::Client(args) => cli::client::run(args),
         Command::Lock(args) => cli::lock::run(args),
+        Command::Watch(args) => cli::watch::run(args),
         Command::Check(args) => cli::check::run(args),
         Command::Status(args) => cli::status::run(args),
         #[cfg(unix)]

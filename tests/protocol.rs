@@ -703,7 +703,7 @@ fn every_bad_line_gets_a_bad_request_that_says_what_is_wrong() {
         (
             r#"{"seq":3,"version":2}"#,
             Some(3),
-            "missing `op` (one of hello, keepalive, preempt, release, check, acquire, cancel or status)",
+            "missing `op` (one of hello, keepalive, preempt, release, check, acquire, cancel, status, watch or unwatch)",
         ),
         (
             r#"{"seq":3,"version":2,"op":7}"#,
@@ -1951,7 +1951,7 @@ fn a_status_request_with_anything_else_or_without_its_version_is_refused() {
     let capital = refusal(r#"{"seq":5,"op":"Status","version":2}"#);
     assert!(
         capital.contains(
-            "unknown op `Status` (expected hello, keepalive, preempt, release, check, acquire, cancel or status)"
+            "unknown op `Status` (expected hello, keepalive, preempt, release, check, acquire, cancel, status, watch or unwatch)"
         ),
         "{capital}"
     );
@@ -2197,5 +2197,281 @@ fn a_shared_or_semaphore_claim_is_not_on_the_wire_in_either_direction() {
             decode_request(line.as_bytes()).is_err(),
             "{line} must be refused"
         );
+    }
+}
+
+// ----- watches (issue 12 §2) -----
+
+/// What one watch line or response of the watching session stands for.
+enum WatchPrinted {
+    /// A watch line the node's reply encodes to.
+    Watch(lockstep::node::watch::WatchReply),
+    /// A response the node's reply encodes to.
+    Node(ClientReply),
+    /// The codec's own refusal of the line typed just before.
+    Refused,
+}
+
+fn scanner_state(owner: u64, token: u64) -> Vec<lockstep::node::watch::LockState> {
+    use lockstep::node::watch::{LockState, LockView};
+    let holders = vec![lockstep::node::Holder {
+        owner: ClientId(owner),
+        token,
+    }];
+    vec![LockState {
+        lock: "scanner".into(),
+        view: LockView {
+            holders,
+            waiters: 0,
+        },
+    }]
+}
+
+/// The session's watching part: what was typed, then what was printed for it.
+fn watch_session() -> Vec<(&'static str, Vec<WatchPrinted>)> {
+    use lockstep::node::watch::{
+        Change, LockChange, WatchCancel, WatchEvent, WatchRefusal, WatchReply,
+    };
+    let event = |id, index, change| {
+        let changes = vec![LockChange {
+            lock: "scanner".into(),
+            change,
+        }];
+        WatchPrinted::Watch(WatchReply::Event {
+            id,
+            event: WatchEvent { index, changes },
+        })
+    };
+    let released = |id| event(id, 27, Change::Released { owner: ClientId(7) });
+    let granted = |id| {
+        let owner = ClientId(9);
+        event(id, 28, Change::Granted { owner, token: 28 })
+    };
+    let release_reply = in_term(3, outcome(17, 27, Outcome::Released));
+    let current = WatchReply::Current {
+        id: 1,
+        index: 26,
+        state: scanner_state(7, 21),
+        compacted: None,
+    };
+    let compacted = WatchReply::Current {
+        id: 3,
+        index: 28,
+        state: scanner_state(9, 28),
+        compacted: Some(20),
+    };
+    let stopped = WatchReply::Cancelled {
+        id: 1,
+        reason: WatchCancel::Stopped,
+    };
+    let in_use = WatchReply::Refused {
+        id: 2,
+        refusal: WatchRefusal::IdInUse,
+    };
+    let resumed = WatchReply::Resumed { id: 2, index: 28 };
+    vec![
+        ("watch 1", vec![WatchPrinted::Watch(current)]),
+        (
+            "release",
+            vec![released(1), WatchPrinted::Node(release_reply)],
+        ),
+        ("", vec![granted(1)]),
+        ("unwatch", vec![WatchPrinted::Watch(stopped)]),
+        (
+            "watch 2",
+            vec![WatchPrinted::Watch(resumed), released(2), granted(2)],
+        ),
+        ("watch 3", vec![WatchPrinted::Watch(compacted)]),
+        ("both", vec![WatchPrinted::Refused]),
+        ("id 2 again", vec![WatchPrinted::Watch(in_use)]),
+    ]
+}
+
+/// The lines of the watching part of docs/PROTOCOL.md's session.
+fn documented_watch_session() -> Vec<&'static str> {
+    let section = PROTOCOL_MD
+        .split_once("\n### The session goes on: watching a lock\n")
+        .expect("docs/PROTOCOL.md's session goes on with a watch")
+        .1;
+    let block = section.split_once("```\n").expect("a code block").1;
+    block
+        .split_once("\n```")
+        .expect("the block ends")
+        .0
+        .lines()
+        .collect()
+}
+
+/// docs/PROTOCOL.md's watching session, line by line: each typed line decodes (a watch to a
+/// watch request, a refusal to the printed `bad_request`), each printed watch line is the
+/// codec's encoding of the node's watch reply and decodes back to it, each response the
+/// codec's encoding of the node's reply.
+#[test]
+fn the_watching_part_of_the_nc_session_is_what_the_codec_says() {
+    use lockstep::net::protocol::{decode_watch_line, encode_watch_reply, is_watch_line};
+    let documented = documented_watch_session();
+    let mut lines = documented.iter();
+    let mut last_typed_error = None;
+    for (what, printed) in watch_session() {
+        if !what.is_empty() {
+            let typed = lines.next().expect("a typed line");
+            match decode_request(typed.as_bytes()) {
+                Ok(request) => {
+                    let watching = matches!(request.op, WireOp::Watch(_));
+                    assert!(watching || what == "release", "{what}: {typed}");
+                    last_typed_error = None;
+                }
+                Err(error) => last_typed_error = Some(error),
+            }
+        }
+        for answer in printed {
+            let line = *lines.next().expect("a printed line");
+            let expected = match &answer {
+                WatchPrinted::Watch(reply) => {
+                    assert!(is_watch_line(line.as_bytes()), "{line}");
+                    let decoded = decode_watch_line(line.as_bytes()).expect("it decodes");
+                    assert_eq!(&decoded, reply, "{line}");
+                    encode_watch_reply(reply)
+                }
+                WatchPrinted::Node(reply) => {
+                    assert!(!is_watch_line(line.as_bytes()), "{line}");
+                    encode_reply_with(reply, &addresses)
+                }
+                WatchPrinted::Refused => {
+                    let error = last_typed_error
+                        .take()
+                        .expect("the line before was refused");
+                    encode_error(&ErrorReply::from(error))
+                }
+            };
+            assert_eq!(text(&expected), format!("{line}\n"), "{what}");
+        }
+    }
+    assert_eq!(lines.next(), None, "every documented line is checked");
+}
+
+/// What the codec refuses of a watch before it reaches a node, each with its reason.
+#[test]
+fn a_watch_that_could_never_be_served_is_refused_by_the_codec_with_its_reason() {
+    let start = r#"{"seq":3,"op":"watch","version":2,"client":7,"#;
+    let long = "x".repeat(LOCK_NAME_BYTES_MAX + 1);
+    let cases = [
+        (r#""id":1,"lock":"""#.to_string(), "`lock` cannot be empty"),
+        (
+            format!(r#""id":1,"lock":"{long}""#),
+            "above the limit of 256",
+        ),
+        (
+            format!(r#""id":1,"prefix":"{long}""#),
+            "`prefix` is 257 bytes",
+        ),
+        (r#""id":1"#.to_string(), "watch needs `lock`"),
+        (r#""lock":"a""#.to_string(), "watch needs `id`"),
+        (
+            r#""id":1,"prefix":3"#.to_string(),
+            "`prefix` must be a string",
+        ),
+        (
+            r#""id":1,"lock":"a","from":-1"#.to_string(),
+            "`from` must be",
+        ),
+        (
+            r#""id":1,"lock":"a","wait_ms":5"#.to_string(),
+            "unknown field `wait_ms`",
+        ),
+    ];
+    for (fields, reason) in cases {
+        let line = format!("{start}{fields}}}");
+        let error = decode_request(line.as_bytes()).expect_err(&line);
+        assert_eq!(error.seq, Some(3), "{line}");
+        assert!(error.message.contains(reason), "{line}: {}", error.message);
+    }
+    let no_client = r#"{"seq":3,"op":"watch","version":2,"id":1,"lock":"a"}"#;
+    let error = decode_request(no_client.as_bytes()).expect_err("no client");
+    assert!(error.message.contains("watch needs `client`"), "{error}");
+    let unwatch_with_lock = r#"{"seq":4,"op":"unwatch","version":2,"id":1,"lock":"a"}"#;
+    let error = decode_request(unwatch_with_lock.as_bytes()).expect_err("lock on unwatch");
+    assert!(
+        error
+            .message
+            .contains("it takes seq, op, version, seen_index, term, id")
+    );
+}
+
+/// Every watch request round-trips through the encoder, the empty prefix included, and a
+/// watch never becomes a node request.
+#[test]
+fn every_watch_request_round_trips_and_never_becomes_a_node_request() {
+    use lockstep::net::protocol::WatchRequest;
+    use lockstep::node::watch::WatchTarget;
+    let requests = [
+        WatchRequest::Start {
+            client: ClientId(7),
+            secret: Some(secret()),
+            id: 1,
+            target: WatchTarget::Lock("scanner".into()),
+            from: None,
+        },
+        WatchRequest::Start {
+            client: ClientId(7),
+            secret: Some(secret()),
+            id: 2,
+            target: WatchTarget::Prefix(String::new()),
+            from: Some(40),
+        },
+        WatchRequest::Stop { id: 2 },
+    ];
+    for watch in requests {
+        let request = WireRequest {
+            seq: 5,
+            seen_index: 9,
+            term: 3,
+            op: WireOp::Watch(watch),
+        };
+        let line = encode_request(&request);
+        assert_eq!(
+            decode_request(&line),
+            Ok(request.clone()),
+            "{}",
+            text(&line)
+        );
+        assert_eq!(request.into_client_request(), None);
+    }
+}
+
+/// Every ending a watch line can carry round-trips, and a line that lacks what its ending
+/// needs is refused, never guessed.
+#[test]
+fn every_watch_ending_round_trips_and_an_incomplete_one_is_refused() {
+    use lockstep::net::protocol::{decode_watch_line, encode_watch_reply};
+    use lockstep::node::watch::{WatchCancel, WatchRefusal, WatchReply};
+    let refused = |refusal| WatchReply::Refused { id: 4, refusal };
+    let endings = [
+        WatchReply::Cancelled {
+            id: 4,
+            reason: WatchCancel::FellBehind { kept_after: 40 },
+        },
+        refused(WatchRefusal::TooManyWatches { max: 16 }),
+        refused(WatchRefusal::BadTarget {
+            reason: "the lock name is empty".into(),
+        }),
+        refused(WatchRefusal::Unauthorized),
+        refused(WatchRefusal::UnknownClient {
+            client: ClientId(70),
+        }),
+    ];
+    for reply in endings {
+        let line = encode_watch_reply(&reply);
+        assert_eq!(decode_watch_line(&line), Ok(reply), "{}", text(&line));
+    }
+    for broken in [
+        r#"{"watch":4,"end":"fell_behind"}"#,
+        r#"{"watch":4,"end":"too_many_watches"}"#,
+        r#"{"watch":4,"end":"vanished"}"#,
+        r#"{"watch":4,"start":"resumed"}"#,
+        r#"{"watch":4,"index":3}"#,
+        r#"{"watch":4,"start":"compacted","index":3,"state":[]}"#,
+    ] {
+        assert!(decode_watch_line(broken.as_bytes()).is_err(), "{broken}");
     }
 }

@@ -3,7 +3,7 @@
 //! `lockstep::net::runtime`, the client in `lockstep::client`, the TCP load generator in
 //! `lockstep::loadgen`, the simulator and explorer in `lockstep::sim`.
 //! - `server`, `cluster up`: run servers.
-//! - `client`, `lock`: talk to them.
+//! - `client`, `lock`: talk to them; `watch`: follow a lock's changes.
 //! - `bench`: measure the simulator's suites, or (`bench --servers`, in `loadgen`) load a real
 //!   cluster.
 //! - `run`: play scenario files through the simulator (`lockstep::sim::runner`).
@@ -24,6 +24,7 @@ pub mod lock;
 pub mod run;
 pub mod server;
 pub mod status;
+pub mod watch;
 
 use std::process::Child;
 

@@ -36,6 +36,7 @@ mod acquire;
 mod connection;
 mod keepalive;
 mod status;
+mod watch;
 
 use crate::net::protocol::{
     Answer, ErrorCode, LOCK_NAME_BYTES_MAX, WireErrorKind, WireOp, WireReply, WireRequest,
@@ -49,6 +50,9 @@ use connection::{Connection, ConnectionError};
 pub use keepalive::{LeaseState, Lost, SessionKeeper};
 pub use status::{StatusReport, server_status};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+pub use watch::{
+    Change, LockChange, LockState, LockView, WATCH_KEEPALIVE_EVERY, Watch, WatchEvent, WatchTarget,
+};
 
 /// Most server addresses a client keeps: the listed ones plus leaders named by `not_leader`.
 pub const SERVERS_MAX: usize = 64;

@@ -238,7 +238,7 @@ impl RequestKind {
                 consistency: Consistency::Linearizable,
                 ..
             } => Some(RequestKind::CheckLinearizable),
-            WireOp::Status => None,
+            WireOp::Status | WireOp::Watch(_) => None,
         }
     }
 }

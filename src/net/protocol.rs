@@ -18,6 +18,10 @@
 //! Client side: [`encode_request`] (or [`encode_request_into`] a reused buffer), then
 //! [`LineDecoder`] and [`decode_reply`] on what comes back.
 //!
+//! Watches (the `watch` module): `watch` and `unwatch` decode to [`WireOp::Watch`], which the
+//! front end hands the node as a `WatchInput`; the server's watch lines, which carry the
+//! watch's id instead of a seq, are [`encode_watch_reply`] and [`decode_watch_line`].
+//!
 //! One request never reaches the node: `status` ([`WireOp::Status`]) asks the answering server
 //! about itself (role, term, indexes, uptime), and the server's front end answers it from what
 //! the node task last published ([`WireReply::status`]). It needs no client id or secret: it
@@ -45,6 +49,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::sync::Arc;
+
+mod watch;
+pub use watch::{
+    WatchRequest, decode_watch_line, encode_watch_reply, end_name as watch_end_name, is_watch_line,
+};
 
 /// The protocol version this codec speaks. A request without `version` means version 1, which
 /// is refused: version 2 added the client secret.
@@ -125,6 +134,9 @@ pub enum WireOp {
     /// and `term` are accepted and ignored) and is answered by the server itself, never
     /// forwarded and never seen by the node.
     Status,
+    /// `"op":"watch"` or `"op":"unwatch"`: a watch on this connection (docs/PROTOCOL.md,
+    /// "watch"). The front end hands it to the node as a `WatchInput`, never as a request.
+    Watch(WatchRequest),
 }
 
 impl WireOp {
@@ -139,6 +151,7 @@ impl WireOp {
             WireOp::Acquire { .. } => "acquire",
             WireOp::Cancel { .. } => "cancel",
             WireOp::Status => "status",
+            WireOp::Watch(watch) => watch.op_name(),
         }
     }
 
@@ -157,11 +170,11 @@ impl WireOp {
 
 impl WireRequest {
     /// The node's request, or `None` for a `status`, which the server's front end answers
-    /// itself. The client id comes from the line itself, so the conversion needs nothing from
+    /// itself, and for a `watch` or `unwatch`, which it hands the node as a `WatchInput`. The client id comes from the line itself, so the conversion needs nothing from
     /// the connection.
     pub fn into_client_request(self) -> Option<ClientRequest> {
         let body = match self.op {
-            WireOp::Status => return None,
+            WireOp::Status | WireOp::Watch(_) => return None,
             WireOp::Hello { nonce, ttl_ms } => RequestBody::Hello { nonce, ttl_ms },
             WireOp::Keepalive { client, secret } => RequestBody::Keepalive { client, secret },
             WireOp::Preempt {
@@ -914,6 +927,7 @@ pub fn encode_request_into(request: &WireRequest, out: &mut Vec<u8>) {
     };
     match &request.op {
         WireOp::Status => {}
+        WireOp::Watch(watch) => return watch::encode_watch_request(request, watch, out),
         WireOp::Hello { nonce, ttl_ms } => {
             fields.nonce = Some(*nonce);
             fields.ttl_ms = *ttl_ms;
@@ -1513,12 +1527,15 @@ fn op_fields(op: &str) -> &'static str {
         "check" => "client, secret, lock, consistency",
         "acquire" => "client, secret, lock, wait_ms",
         "status" => "nothing else",
+        "watch" => watch::WATCH_FIELDS,
+        "unwatch" => watch::UNWATCH_FIELDS,
         _ => "client, secret, lock",
     }
 }
 
 const COMMON_FIELDS: &str = "seq, op, version, seen_index, term";
-const OP_NAMES: &str = "hello, keepalive, preempt, release, check, acquire, cancel or status";
+const OP_NAMES: &str =
+    "hello, keepalive, preempt, release, check, acquire, cancel, status, watch or unwatch";
 
 impl RequestReader {
     fn error(&self, message: String) -> WireError {
@@ -1587,6 +1604,8 @@ impl RequestReader {
                 return Ok(WireOp::Keepalive { client, secret });
             }
             "status" => return Ok(WireOp::Status),
+            "watch" => return self.watch_op(),
+            "unwatch" => return self.unwatch_op(),
             "preempt" | "release" | "check" | "acquire" | "cancel" => name,
             _ => {
                 let got = quoted(&name);

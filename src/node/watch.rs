@@ -13,7 +13,10 @@
 //! [`lock_changes`], from the lock's [`LockView`] before and after apply.
 
 use super::lock_table::{Holder, LockTable};
-use super::messages::{ClientAddr, ClientId, Command, LOCK_NAME_BYTES_MAX, LockName, LogIndex};
+use super::messages::{
+    ClientAddr, ClientId, ClientSecret, Command, LOCK_NAME_BYTES_MAX, LockName, LogIndex,
+    ServiceError,
+};
 use super::server::ServerOutput;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
@@ -67,10 +70,14 @@ impl WatchTarget {
     }
 }
 
-/// What a watcher can know of one lock: its holder and how many wait for it.
-#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, Default, Serialize, Deserialize)]
+/// What a watcher can know of one lock: every holder and how many wait for it.
+///
+/// `holders` is sorted by token, then owner: grant order, with shared holders granted in one
+/// entry (same token) by client id, so two replicas' views of one state are equal. An
+/// exclusive lock has one holder; a shared lock or semaphore has one per reader or permit.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Default, Serialize, Deserialize)]
 pub struct LockView {
-    pub holder: Option<Holder>,
+    pub holders: Vec<Holder>,
     pub waiters: u32,
 }
 
@@ -79,21 +86,27 @@ impl LockView {
     pub fn of(table: &LockTable, lock: &str) -> LockView {
         let waiters = table.queues().get(lock).map_or(0, VecDeque::len);
         LockView {
-            holder: table.holder(lock),
+            holders: sorted_holders(table.holders(lock)),
             waiters: u32::try_from(waiters).expect("queues are bounded far below u32::MAX"),
         }
     }
+}
+
+/// `holders` in a view's order: by token, then owner.
+fn sorted_holders(mut holders: Vec<Holder>) -> Vec<Holder> {
+    holders.sort_by_key(|holder| (holder.token, holder.owner));
+    holders
 }
 
 /// One fact about a lock that a committed entry made true.
 #[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "change")]
 pub enum Change {
-    /// The lock has a new holder, with this fencing token.
+    /// The lock has a new holder (one of several, for a shared lock), with this fencing token.
     Granted { owner: ClientId, token: LogIndex },
-    /// Its holder released it.
+    /// This holder released it.
     Released { owner: ClientId },
-    /// Its holder's session ended, and with it the lock.
+    /// This holder's session ended, and with it its hold of the lock.
     Expired { owner: ClientId },
     /// The number of waiters in its queue changed to this.
     Queue { waiters: u32 },
@@ -108,7 +121,8 @@ pub struct LockChange {
 }
 
 /// What one watch gets for one log index: the changes at that index of the locks it covers,
-/// in lock-name order (per lock: released or expired, then granted, then queue).
+/// in lock-name order (per lock, as [`lock_changes`] orders them: released or expired holders,
+/// then granted ones, then queue).
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub struct WatchEvent {
     pub index: LogIndex,
@@ -123,18 +137,30 @@ pub struct LockState {
     pub view: LockView,
 }
 
+/// Who asks for a watch, as a request line names it: checked like a `check`'s credentials,
+/// against the registrations this server has applied (a watch reveals what a check does).
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub struct WatchCredential {
+    pub client: ClientId,
+    pub secret: Option<ClientSecret>,
+}
+
 /// What the driver tells the server about watches. `from` is the connection; `id` the watch's
 /// id, chosen by the client, unique on its connection.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum WatchInput {
     /// Starts a watch: from `from_index` (changes at indexes >= it), or from now (`None`).
+    /// `credential`: the TCP driver MUST pass the request's; `None` is for a driver whose
+    /// watchers are its own (the simulator's, which belong to scenario clients).
     Start {
         from: ClientAddr,
         id: u64,
         target: WatchTarget,
         from_index: Option<LogIndex>,
+        credential: Option<WatchCredential>,
     },
-    /// The client stops the watch: answered `cancelled { stopped }`.
+    /// The client stops the watch: answered `cancelled { stopped }`, also when no watch has
+    /// that id (any more), so that every stop gets an answer.
     Stop { from: ClientAddr, id: u64 },
     /// The events of the watch through `through` left the driver: more may be sent.
     Acknowledge {
@@ -216,11 +242,18 @@ pub enum WatchRefusal {
     BadTarget {
         reason: String,
     },
+    /// The credential's secret is not the one its client was registered with.
+    Unauthorized,
+    /// No registration this server applied issued the client id (a follower may not have
+    /// applied it yet: ask again, or another server).
+    UnknownClient {
+        client: ClientId,
+    },
 }
 
 /// The locks applying `command` to `table` may change: its own lock and those of the client it
 /// names (the lock it waits for, which any newer write of it leaves; for an expiry, every lock
-/// it holds). Nothing else changes at apply.
+/// it holds, exclusively or shared). Nothing else changes at apply.
 pub fn touched_locks(table: &LockTable, command: &Command) -> Vec<LockName> {
     let mut locks: Vec<LockName> = Vec::new();
     match command {
@@ -228,6 +261,9 @@ pub fn touched_locks(table: &LockTable, command: &Command) -> Vec<LockName> {
             locks.extend(table.waiting_for(*client).cloned());
             let held = table.locks().iter().filter(|(_, h)| h.owner == *client);
             locks.extend(held.map(|(lock, _)| lock.clone()));
+            let shared = (table.shared_holders().iter())
+                .filter(|(_, holders)| holders.iter().any(|h| h.owner == *client));
+            locks.extend(shared.map(|(lock, _)| lock.clone()));
         }
         Command::Timeout { lock, .. } | Command::HandOver { lock } => locks.push(lock.clone()),
         Command::Noop
@@ -249,23 +285,25 @@ pub fn touched_locks(table: &LockTable, command: &Command) -> Vec<LockName> {
 }
 
 /// THE function that says what changed about one lock when `command` was applied: from its
-/// view `before` and `after`. A lost holder was released, or expired if `command` is an expiry.
+/// view `before` and `after`. Each holder (owner and token) in `before` but not in `after` was
+/// released, or expired if `command` is an expiry; each in `after` but not in `before` was
+/// granted. Order: every lost holder, then every new one, each in the views' order (token,
+/// then owner), then the queue length. An exclusive lock has at most one of each, so its
+/// changes read `released`/`expired`, `granted`, `queue`.
 #[must_use]
 pub fn lock_changes(command: &Command, before: &LockView, after: &LockView) -> Vec<Change> {
     let mut changes = Vec::new();
-    if before.holder != after.holder {
-        if let Some(lost) = before.holder {
-            changes.push(match command {
-                Command::Expire { .. } => Change::Expired { owner: lost.owner },
-                _ => Change::Released { owner: lost.owner },
-            });
-        }
-        if let Some(holder) = after.holder {
-            changes.push(Change::Granted {
-                owner: holder.owner,
-                token: holder.token,
-            });
-        }
+    for lost in before.holders.iter().filter(|h| !after.holders.contains(h)) {
+        changes.push(match command {
+            Command::Expire { .. } => Change::Expired { owner: lost.owner },
+            _ => Change::Released { owner: lost.owner },
+        });
+    }
+    for gained in after.holders.iter().filter(|h| !before.holders.contains(h)) {
+        changes.push(Change::Granted {
+            owner: gained.owner,
+            token: gained.token,
+        });
     }
     if before.waiters != after.waiters {
         changes.push(Change::Queue {
@@ -415,12 +453,19 @@ impl WatchState {
                 id,
                 target,
                 from_index,
-            } => self.start(from, id, target, from_index, table, out),
-            WatchInput::Stop { from, id } => {
-                if self.watches.remove(&(from, id)).is_some() {
-                    let reason = WatchCancel::Stopped;
-                    push(out, from, WatchReply::Cancelled { id, reason });
+                credential,
+            } => {
+                if let Some(refusal) = credential.and_then(|c| credential_refusal(table, c)) {
+                    push(out, from, WatchReply::Refused { id, refusal });
+                    return;
                 }
+                self.start(from, id, target, from_index, table, out);
+            }
+            WatchInput::Stop { from, id } => {
+                // Idempotent: a watch already ended (fell behind) is stopped all the same.
+                self.watches.remove(&(from, id));
+                let reason = WatchCancel::Stopped;
+                push(out, from, WatchReply::Cancelled { id, reason });
             }
             WatchInput::Acknowledge { from, id, through } => {
                 let Some(watch) = self.watches.get_mut(&(from, id)) else {
@@ -615,6 +660,15 @@ impl WatchState {
     }
 }
 
+/// Why `credential` may not watch here, if it may not.
+fn credential_refusal(table: &LockTable, credential: WatchCredential) -> Option<WatchRefusal> {
+    match table.authenticate(credential.client, credential.secret) {
+        Ok(()) => None,
+        Err(ServiceError::UnknownClient { client }) => Some(WatchRefusal::UnknownClient { client }),
+        Err(_) => Some(WatchRefusal::Unauthorized),
+    }
+}
+
 fn push(out: &mut Vec<ServerOutput>, to: ClientAddr, reply: WatchReply) {
     out.push(ServerOutput::Watch { to, reply });
 }
@@ -632,8 +686,10 @@ pub fn current_state(table: &LockTable, target: &WatchTarget) -> Vec<LockState> 
             let under = |name: &&LockName| name.starts_with(prefix.as_str());
             let from = (Bound::Included(prefix.as_str()), Bound::Unbounded);
             let held = table.locks().range::<str, _>(from).map(|(l, _)| l);
+            let shared = table.shared_holders().range::<str, _>(from).map(|(l, _)| l);
             let queued = table.queues().range::<str, _>(from).map(|(l, _)| l);
             let mut locks: Vec<&LockName> = held.take_while(under).collect();
+            locks.extend(shared.take_while(under));
             locks.extend(queued.take_while(under));
             locks.sort();
             locks.dedup();

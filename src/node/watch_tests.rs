@@ -9,10 +9,10 @@
 use super::*;
 use crate::node::watch::{
     Change, LockChange, LockState, LockView, WATCH_EVENTS_UNACKNOWLEDGED_MAX,
-    WATCH_HISTORY_CHANGES_MAX, WATCHES_PER_CONNECTION_MAX, WatchCancel, WatchEvent, WatchInput,
-    WatchRefusal, WatchReply, WatchState, WatchTarget, lock_changes,
+    WATCH_HISTORY_CHANGES_MAX, WATCHES_PER_CONNECTION_MAX, WatchCancel, WatchCredential,
+    WatchEvent, WatchInput, WatchRefusal, WatchReply, WatchState, WatchTarget, lock_changes,
 };
-use crate::node::{Claim, Holder, LockTable};
+use crate::node::{Claim, ClientSecret, Holder, LockTable};
 
 const WATCHER: ClientAddr = ClientAddr(201);
 
@@ -63,6 +63,7 @@ impl Replica {
             id,
             target,
             from_index,
+            credential: None,
         });
     }
 
@@ -227,10 +228,10 @@ fn a_waiter_that_moves_on_shortens_the_queue_it_left() {
 #[test]
 fn lock_changes_names_nothing_for_an_unchanged_lock_and_expired_only_for_an_expiry() {
     let held = LockView {
-        holder: Some(Holder {
+        holders: vec![Holder {
             owner: ClientId(1),
             token: 3,
-        }),
+        }],
         waiters: 2,
     };
     let noop = Command::Noop;
@@ -252,6 +253,205 @@ fn lock_changes_names_nothing_for_an_unchanged_lock_and_expired_only_for_an_expi
     );
 }
 
+// ----- credentials -----
+
+/// A watch from the wire names its client and secret: a wrong secret and a client id no
+/// applied registration issued are refused, with nothing registered; the right secret starts
+/// the watch. A stop is answered even for an id with no watch.
+#[test]
+fn a_watch_with_credentials_is_authenticated_like_a_check() {
+    let mut replica = Replica::new();
+    let secret = ClientSecret::from_bytes([7; 16]);
+    let _ = replica.apply(Command::Register {
+        nonce: 1,
+        secret: Some(secret),
+        ttl_ms: None,
+    });
+    let client = ClientId(replica.table.client_count());
+    let mut start = |id, client, secret| {
+        replica.input(WatchInput::Start {
+            from: WATCHER,
+            id,
+            target: on("a"),
+            from_index: None,
+            credential: Some(WatchCredential { client, secret }),
+        });
+        replica.told()
+    };
+    let wrong = Some(ClientSecret::from_bytes([8; 16]));
+    let refused = |id, refusal| vec![WatchReply::Refused { id, refusal }];
+    assert_eq!(
+        start(1, client, wrong),
+        refused(1, WatchRefusal::Unauthorized)
+    );
+    assert_eq!(
+        start(2, client, None),
+        refused(2, WatchRefusal::Unauthorized)
+    );
+    let stranger = ClientId(9);
+    let unknown = WatchRefusal::UnknownClient { client: stranger };
+    assert_eq!(start(3, stranger, Some(secret)), refused(3, unknown));
+    let started = start(4, client, Some(secret));
+    assert!(
+        matches!(started.as_slice(), [WatchReply::Current { id: 4, .. }]),
+        "{started:?}"
+    );
+    assert_eq!(
+        replica.watches.watch_count(),
+        1,
+        "only the authenticated one"
+    );
+
+    replica.input(WatchInput::Stop {
+        from: WATCHER,
+        id: 1,
+    });
+    let stopped = WatchReply::Cancelled {
+        id: 1,
+        reason: WatchCancel::Stopped,
+    };
+    assert_eq!(replica.told(), vec![stopped]);
+    assert_eq!(replica.watches.watch_count(), 1, "watch 4 untouched");
+}
+
+// ----- shared holders -----
+
+fn claim_by(client: ClientId, seq: u64, name: &str, claim: Claim, wait_ms: u64) -> Command {
+    Command::Acquire {
+        client,
+        seq,
+        lock: lock(name),
+        wait_ms,
+        claim,
+    }
+}
+
+fn granted(owner: ClientId, token: LogIndex) -> LockChange {
+    change("a", Change::Granted { owner, token })
+}
+
+/// Readers share a lock: each grant, release and expiry of one of them is its own change, the
+/// others untouched; the writer queued behind them is granted when the last leaves; its release
+/// hands the lock to the two readers queued behind it in one entry: one `granted` each, with
+/// the same token, in client order, then the queue.
+#[test]
+fn every_shared_holder_that_comes_or_goes_is_its_own_change() {
+    let mut replica = Replica::new();
+    let [r1, r2, writer, r3, r4] = [(); 5].map(|()| replica.register());
+    replica.watch(1, on("a"), None);
+    let _ = replica.told();
+
+    let first_at = replica.apply(claim_by(r1, 1, "a", Claim::SHARED, 0));
+    let second_at = replica.apply(claim_by(r2, 1, "a", Claim::SHARED, 0));
+    assert_eq!(
+        replica.told(),
+        vec![
+            event(1, first_at, vec![granted(r1, first_at)]),
+            event(1, second_at, vec![granted(r2, second_at)]),
+        ]
+    );
+    let _ = replica.apply(claim_by(writer, 1, "a", Claim::EXCLUSIVE, 60_000));
+    let _ = replica.apply(claim_by(r3, 1, "a", Claim::SHARED, 60_000));
+    let _ = replica.apply(claim_by(r4, 1, "a", Claim::SHARED, 60_000));
+    let _ = replica.told();
+
+    let released_at = replica.apply(release_by(r1, 2, "a"));
+    let released = change("a", Change::Released { owner: r1 });
+    assert_eq!(replica.told(), vec![event(1, released_at, vec![released])]);
+    let expired_at = replica.apply(Command::Expire { client: r2 });
+    let expired = change("a", Change::Expired { owner: r2 });
+    assert_eq!(replica.told(), vec![event(1, expired_at, vec![expired])]);
+    let handed_at = replica.apply(Command::HandOver { lock: lock("a") });
+    let two_left = change("a", Change::Queue { waiters: 2 });
+    assert_eq!(
+        replica.told(),
+        vec![event(
+            1,
+            handed_at,
+            vec![granted(writer, handed_at), two_left]
+        )]
+    );
+
+    let run_at = replica.apply(release_by(writer, 2, "a"));
+    let run = vec![
+        change("a", Change::Released { owner: writer }),
+        granted(r3, run_at),
+        granted(r4, run_at),
+        change("a", Change::Queue { waiters: 0 }),
+    ];
+    assert_eq!(replica.told(), vec![event(1, run_at, run)]);
+}
+
+/// A watch started on a lock held shared gets every holder in its starting state, in token
+/// order, by name and under a prefix.
+#[test]
+fn the_starting_state_of_a_shared_lock_lists_every_holder() {
+    let mut replica = Replica::new();
+    let [r1, r2] = [(); 2].map(|()| replica.register());
+    let first_at = replica.apply(claim_by(r1, 1, "a", Claim::SHARED, 0));
+    let second_at = replica.apply(claim_by(r2, 1, "a", Claim::SHARED, 0));
+    let holders = vec![
+        Holder {
+            owner: r1,
+            token: first_at,
+        },
+        Holder {
+            owner: r2,
+            token: second_at,
+        },
+    ];
+    let state = vec![LockState {
+        lock: lock("a"),
+        view: LockView {
+            holders,
+            waiters: 0,
+        },
+    }];
+    for (id, target) in [(1, on("a")), (2, WatchTarget::Prefix(String::new()))] {
+        replica.watch(id, target, None);
+        let current = WatchReply::Current {
+            id,
+            index: second_at,
+            state: state.clone(),
+            compacted: None,
+        };
+        assert_eq!(replica.told(), vec![current]);
+    }
+}
+
+/// `lock_changes` on shared views: holders that stay are no change; those that leave come
+/// before those that arrive, each in token-then-owner order.
+#[test]
+fn lock_changes_lists_leavers_then_arrivals_in_token_then_owner_order() {
+    let holder = |owner, token| Holder {
+        owner: ClientId(owner),
+        token,
+    };
+    let before = LockView {
+        holders: vec![holder(4, 3), holder(2, 5), holder(1, 7)],
+        waiters: 0,
+    };
+    let after = LockView {
+        holders: vec![holder(2, 5), holder(3, 9), holder(6, 9)],
+        waiters: 0,
+    };
+    assert_eq!(
+        lock_changes(&Command::Noop, &before, &after),
+        vec![
+            Change::Released { owner: ClientId(4) },
+            Change::Released { owner: ClientId(1) },
+            Change::Granted {
+                owner: ClientId(3),
+                token: 9
+            },
+            Change::Granted {
+                owner: ClientId(6),
+                token: 9
+            },
+        ]
+    );
+}
+
 // ----- prefixes -----
 
 /// A prefix watch hears every lock under it, several in one event when one entry changes
@@ -265,10 +465,10 @@ fn a_prefix_watch_hears_every_lock_under_it_and_nothing_else() {
     let held = LockState {
         lock: lock("w1"),
         view: LockView {
-            holder: Some(Holder {
+            holders: vec![Holder {
                 owner: client,
                 token: 2,
-            }),
+            }],
             waiters: 0,
         },
     };
@@ -507,6 +707,7 @@ fn start_watch(
         id: 1,
         target: on("a"),
         from_index,
+        credential: None,
     };
     let _ = network.step(server, ServerInput::Watch(start));
     watch_replies_of(network, server)

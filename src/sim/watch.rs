@@ -220,6 +220,7 @@ fn connect(cluster: &mut Cluster, number: usize, server: u32) -> Result<(), Queu
         id: 1,
         target,
         from_index: from,
+        credential: None,
     };
     cluster.step_watch(server, input)
 }
@@ -318,11 +319,18 @@ fn target_key(target: &WatchTarget) -> String {
     }
 }
 
-/// Every lock `table` knows of (held or queued for), with its holder and queue length.
+/// Every lock `table` knows of (held in either mode, or queued for), with all its holders and
+/// its queue length. Read from the table's maps directly, not through `LockView::of`.
 fn all_views(table: &LockTable) -> BTreeMap<LockName, LockView> {
     let mut views: BTreeMap<LockName, LockView> = BTreeMap::new();
     for (lock, holder) in table.locks() {
-        views.entry(lock.clone()).or_default().holder = Some(*holder);
+        views.entry(lock.clone()).or_default().holders.push(*holder);
+    }
+    for (lock, holders) in table.shared_holders() {
+        let view = views.entry(lock.clone()).or_default();
+        view.holders.extend(holders.iter().copied());
+        view.holders
+            .sort_by_key(|holder| (holder.token, holder.owner));
     }
     for (lock, queue) in table.queues() {
         let waiters = u32::try_from(queue.len()).unwrap_or(u32::MAX);
@@ -331,35 +339,36 @@ fn all_views(table: &LockTable) -> BTreeMap<LockName, LockView> {
     views
 }
 
-/// The changes between two full views of the table, for the entry `command`.
+/// The changes between two full views of the table, for the entry `command`: per lock, every
+/// holder that left (expired under an expiry, else released), every holder that came, then the
+/// queue length, each in token-then-owner order.
 fn diff(
     command: &Command,
     before: &BTreeMap<LockName, LockView>,
     after: &BTreeMap<LockName, LockView>,
 ) -> Vec<LockChange> {
     let names: BTreeSet<&LockName> = before.keys().chain(after.keys()).collect();
+    let empty = LockView::default();
     let mut changes = Vec::new();
     for name in names {
-        let old = before.get(name).copied().unwrap_or_default();
-        let new = after.get(name).copied().unwrap_or_default();
+        let old = before.get(name).unwrap_or(&empty);
+        let new = after.get(name).unwrap_or(&empty);
         let mut push = |change| {
             changes.push(LockChange {
                 lock: name.clone(),
                 change,
             })
         };
-        if old.holder != new.holder {
-            if let Some(lost) = old.holder {
-                let expiry = matches!(command, Command::Expire { .. });
-                push(match expiry {
-                    true => Change::Expired { owner: lost.owner },
-                    false => Change::Released { owner: lost.owner },
-                });
-            }
-            if let Some(holder) = new.holder {
-                let (owner, token) = (holder.owner, holder.token);
-                push(Change::Granted { owner, token });
-            }
+        let expiry = matches!(command, Command::Expire { .. });
+        for lost in old.holders.iter().filter(|h| !new.holders.contains(h)) {
+            push(match expiry {
+                true => Change::Expired { owner: lost.owner },
+                false => Change::Released { owner: lost.owner },
+            });
+        }
+        for holder in new.holders.iter().filter(|h| !old.holders.contains(h)) {
+            let (owner, token) = (holder.owner, holder.token);
+            push(Change::Granted { owner, token });
         }
         if old.waiters != new.waiters {
             push(Change::Queue {
@@ -374,13 +383,13 @@ fn state_of(views: &BTreeMap<LockName, LockView>, target: &WatchTarget) -> Vec<L
     match target {
         WatchTarget::Lock(lock) => vec![LockState {
             lock: lock.clone(),
-            view: views.get(lock).copied().unwrap_or_default(),
+            view: views.get(lock).cloned().unwrap_or_default(),
         }],
         WatchTarget::Prefix(_) => (views.iter())
             .filter(|(lock, _)| target.covers(lock))
             .map(|(lock, view)| LockState {
                 lock: lock.clone(),
-                view: *view,
+                view: view.clone(),
             })
             .collect(),
     }
@@ -623,11 +632,10 @@ fn describe_line(
 }
 
 fn lock_state_json(state: &LockState, name: &dyn Fn(ClientId) -> String) -> Value {
-    let holder = state
-        .view
-        .holder
-        .map(|holder| json!({"owner": name(holder.owner), "token": holder.token}));
-    json!({"lock": &*state.lock, "holder": holder, "waiters": state.view.waiters})
+    let holders: Vec<Value> = (state.view.holders.iter())
+        .map(|holder| json!({"owner": name(holder.owner), "token": holder.token}))
+        .collect();
+    json!({"lock": &*state.lock, "holders": holders, "waiters": state.view.waiters})
 }
 
 fn change_json(change: &LockChange, name: &dyn Fn(ClientId) -> String) -> Value {

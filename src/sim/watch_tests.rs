@@ -219,10 +219,10 @@ fn a_resumed_stream_passes_and_a_compacted_restart_passes_with_the_true_state() 
         state: vec![LockState {
             lock: lock("a"),
             view: LockView {
-                holder: Some(Holder {
+                holders: vec![Holder {
                     owner: C2,
                     token: 5,
-                }),
+                }],
                 waiters: 0,
             },
         }],
@@ -243,10 +243,10 @@ fn a_prefix_stream_that_leaves_out_a_lock_under_it_has_a_gap() {
         state: vec![LockState {
             lock: lock("a"),
             view: LockView {
-                holder: Some(Holder {
+                holders: vec![Holder {
                     owner: C1,
                     token: 3,
-                }),
+                }],
                 waiters: 1,
             },
         }],
@@ -277,6 +277,85 @@ fn a_prefix_stream_that_leaves_out_a_lock_under_it_has_a_gap() {
     );
     let message = check(vec![start, b], everything).expect_err("5 is missing");
     assert!(message.contains("a gap"), "{message}");
+}
+
+// ----- shared holders -----
+
+/// Two readers share a (3, 4); c1 releases its hold (5); c2 keeps its own.
+fn shared_log() -> Vec<Command> {
+    let register = Command::Register {
+        nonce: 1,
+        secret: None,
+        ttl_ms: None,
+    };
+    let shared = |client| Command::Preempt {
+        client,
+        seq: 1,
+        lock: lock("a"),
+        claim: Claim::SHARED,
+    };
+    let release = Command::Release {
+        client: C1,
+        seq: 2,
+        lock: lock("a"),
+    };
+    vec![register.clone(), register, shared(C1), shared(C2), release]
+}
+
+fn check_shared(replies: Vec<WatchReply>) -> Result<u64, String> {
+    let log = shared_log();
+    let stream = Stream {
+        name: "watch 1 of c3".into(),
+        target: on_a(),
+        first_from: None,
+        replies: replies.into_iter().map(|reply| (1, reply)).collect(),
+    };
+    let committed = |index: LogIndex| log.get(usize::try_from(index).ok()? - 1);
+    check_streams(committed, &[stream])
+}
+
+fn shared_grant(owner: ClientId, token: LogIndex) -> WatchReply {
+    event(token, vec![("a", Change::Granted { owner, token })])
+}
+
+/// The replay sees shared holders: the true stream (one grant per reader, then one reader's
+/// release) passes, and a stream that leaves out the second reader's grant has a gap.
+#[test]
+fn a_missing_shared_grant_is_caught() {
+    let released = event(5, vec![("a", Change::Released { owner: C1 })]);
+    let whole = vec![
+        start_at_two(),
+        shared_grant(C1, 3),
+        shared_grant(C2, 4),
+        released.clone(),
+    ];
+    assert_eq!(check_shared(whole), Ok(3));
+    let missing = vec![start_at_two(), shared_grant(C1, 3), released];
+    let message = check_shared(missing).expect_err("c2's grant at 4 is missing");
+    assert!(message.contains("a gap"), "{message}");
+    assert!(message.contains("owner: ClientId(2)"), "{message}");
+}
+
+/// A starting state that names one reader of a lock two hold is a state the log never had.
+#[test]
+fn a_start_that_hides_a_shared_holder_is_caught() {
+    let holder = |owner, token| Holder { owner, token };
+    let start = |holders| WatchReply::Current {
+        id: 1,
+        index: 4,
+        state: vec![LockState {
+            lock: lock("a"),
+            view: LockView {
+                holders,
+                waiters: 0,
+            },
+        }],
+        compacted: None,
+    };
+    let both = vec![holder(C1, 3), holder(C2, 4)];
+    assert_eq!(check_shared(vec![start(both)]), Ok(0));
+    let message = check_shared(vec![start(vec![holder(C1, 3)])]).expect_err("c2 hidden");
+    assert!(message.contains("the committed log has"), "{message}");
 }
 
 // ----- the shipped scenario -----

@@ -7,7 +7,8 @@
 //! A connection that sends nothing for the idle timeout is closed.
 //!
 //! A `status` request never reaches the node: the reader answers it from what the node task
-//! last published ([`ServerMetrics`]).
+//! last published ([`ServerMetrics`]). A `watch` or `unwatch` reaches it as a `WatchInput`,
+//! not a request, and its lines come back through the same queue (the `watch` module).
 //!
 //! Every answer is counted ([`ServerMetrics::record_outcome`], `record_refusal`), and every
 //! request the node serves is timed from its line being read to its answer reaching the
@@ -31,6 +32,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+mod watch;
+pub use watch::deliver_watch_reply;
+
 /// Replies and error lines waiting for one connection's writer.
 pub const REPLY_QUEUE_MAX: usize = 4_096;
 /// After a client closes its sending side, how long its answers may still take to come back.
@@ -48,12 +52,16 @@ pub enum Outgoing {
     Reply(ClientReply),
     /// A line the front end answered itself (a bad request, overloaded), newline included.
     Line(Vec<u8>),
+    /// A watch line for one of this connection's watches (`watch` module).
+    Watch(crate::node::watch::WatchReply),
 }
 
 /// Open connections by address, for the node task's replies.
 #[derive(Clone, Default, Debug)]
 pub struct ClientRegistry {
     connections: Arc<Mutex<HashMap<ClientAddr, mpsc::Sender<Outgoing>>>>,
+    /// Connections a watch line did not fit: their writers close them (`watch` module).
+    watch_overflows: Arc<Mutex<std::collections::BTreeSet<ClientAddr>>>,
 }
 
 impl ClientRegistry {
@@ -146,6 +154,7 @@ pub async fn serve_client<R, W>(
     let previous = context.registry.lock().insert(addr, sender.clone());
     assert!(previous.is_none(), "client address {addr:?} reused");
     let writer_task = tokio::spawn(write_replies(
+        addr,
         writer,
         receiver,
         Arc::clone(&in_flight),
@@ -158,6 +167,7 @@ pub async fn serve_client<R, W>(
         context: Arc::clone(&context),
         in_flight: Arc::clone(&in_flight),
         times,
+        watched: false,
     };
     let end = connection.read_requests(reader, already_read).await;
     tracing::debug!(client = addr.0, ?end, "client connection ending");
@@ -169,6 +179,7 @@ pub async fn serve_client<R, W>(
         }
     }
     context.registry.lock().remove(&addr);
+    connection.close_watches().await;
     drop(connection);
     // The writer ends once the queue is drained and every sender is gone.
     let _ = writer_task.await;
@@ -190,6 +201,8 @@ struct Connection {
     /// Requests handed to the node and not yet answered.
     in_flight: Arc<AtomicUsize>,
     times: SharedTimes,
+    /// Whether a watch was ever asked for here: the node is told when the connection closes.
+    watched: bool,
 }
 
 impl Connection {
@@ -240,6 +253,9 @@ impl Connection {
             Err(error) => return self.answer(&ErrorReply::from(error)).await,
         };
         let seq = request.seq;
+        if let crate::net::protocol::WireOp::Watch(watch) = request.op {
+            return self.on_watch(seq, watch).await;
+        }
         let kind = RequestKind::of(&request.op);
         let Some(request) = request.into_client_request() else {
             return self.answer_status(seq).await;
@@ -310,6 +326,7 @@ fn record_reply(metrics: &ServerMetrics, times: &SharedTimes, reply: &ClientRepl
 
 /// Writes everything that is ready in one go, then flushes when the queue is momentarily empty.
 async fn write_replies<W: AsyncWrite + Unpin>(
+    addr: ClientAddr,
     mut writer: W,
     mut receiver: mpsc::Receiver<Outgoing>,
     in_flight: Arc<AtomicUsize>,
@@ -318,6 +335,7 @@ async fn write_replies<W: AsyncWrite + Unpin>(
 ) {
     let lookup = |server| context.address_of(server);
     let mut buffer = Vec::with_capacity(16 * 1024);
+    let mut watch_acknowledgements = watch::WatchAcknowledgements::default();
     while let Some(first) = receiver.recv().await {
         let mut next = Some(first);
         while let Some(outgoing) = next.take() {
@@ -330,6 +348,10 @@ async fn write_replies<W: AsyncWrite + Unpin>(
                     buffer.extend_from_slice(&encode_reply_with(&reply, &lookup));
                 }
                 Outgoing::Line(line) => buffer.extend_from_slice(&line),
+                Outgoing::Watch(reply) => {
+                    watch_acknowledgements.note(&reply);
+                    buffer.extend_from_slice(&crate::net::protocol::encode_watch_reply(&reply));
+                }
             }
             if buffer.len() < WRITE_BATCH_BYTES_MAX {
                 next = receiver.try_recv().ok();
@@ -341,6 +363,9 @@ async fn write_replies<W: AsyncWrite + Unpin>(
             return;
         }
         buffer.clear();
+        if !watch_acknowledgements.send(&context, addr).await {
+            break; // a watch line was lost: the connection ends so that its client resumes
+        }
     }
     let _ = writer.shutdown().await;
 }

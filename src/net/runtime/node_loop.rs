@@ -337,10 +337,9 @@ impl NodeLoop {
                 ServerOutput::Woken { index, woken } => {
                     tracing::trace!(index, ?woken, "waiter decided");
                 }
-                // No connection can start a watch until the wire protocol carries it
-                // (docs/design.md, "Watches"), so there is no watcher to write to.
+                // From applied (so committed) state: it never waits for the round's sync.
                 ServerOutput::Watch { to, reply } => {
-                    tracing::debug!(?to, id = reply.id(), "watch reply with no watcher dropped");
+                    super::clients::deliver_watch_reply(&self.clients, to, reply);
                 }
             }
         }

@@ -1,0 +1,704 @@
+//! Watches over TCP, against three real `lockstep server` processes on free 127.0.0.1 ports:
+//! the `watch` and `unwatch` lines typed raw, the library's [`Watch`] iterator, and
+//! `lockstep watch`.
+//!
+//! Stories:
+//! - a watch typed on a raw connection to a follower sees a grant and a release with their
+//!   indexes; `unwatch` stops it; a wrong secret is refused `unauthorized`, an empty lock name
+//!   `bad_request`;
+//! - the library's watch yields the starting state, then a grant, a release, a second grant and
+//!   that holder's expiry, in log order;
+//! - the server the library watches through is killed mid-stream: the watch resumes on another
+//!   server, and the indexes it yields go on without a gap or a repeat; paused (SIGSTOP), it
+//!   does not answer the watch's `status` after a silence, and the watch resumes elsewhere;
+//! - a server restarted from its snapshot answers a watch from index 1 `compacted`;
+//! - a closed connection's watches end, freeing a full server;
+//! - `lockstep watch` prints a grant and a release another client makes, in order, and exits 0
+//!   on SIGTERM; it exits with its own codes for a bad flag and an unreachable cluster.
+//!
+//! Every process is killed and reaped by a guard even when an assertion fails; nothing is
+//! asserted about timing (waits are for what must happen, bounded by a generous deadline).
+
+mod common;
+
+use common::{Guarded as Process, Scratch, all_listening, free_ports, server_command};
+use lockstep::client::{
+    Change, Client, ClientOptions, Preempt, Release, Watch, WatchEvent, WatchTarget, server_status,
+};
+use lockstep::node::Role;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+struct Cluster {
+    dir: Scratch,
+    ports: Vec<u16>,
+    servers: Vec<Process>,
+}
+
+impl Cluster {
+    /// Three servers on free ports, with a leader. A port taken between choosing and binding
+    /// makes a server exit at once; then the whole cluster is retried on new ports.
+    fn start(name: &str) -> Cluster {
+        Cluster::start_with(name, &[])
+    }
+
+    /// [`Cluster::start`] with `flags` given to every server.
+    fn start_with(name: &str, flags: &'static [&'static str]) -> Cluster {
+        for attempt in 0..5 {
+            let dir = Scratch::new(&format!("{name}-{attempt}"));
+            let ports = free_ports(3);
+            let servers = (0..3).map(|index| spawn_server(&dir.0, &ports, index, flags));
+            let mut cluster = Cluster {
+                servers: servers.collect(),
+                dir,
+                ports,
+            };
+            if all_listening(&mut cluster.servers, &cluster.ports, DEADLINE) {
+                let mut client = cluster.client(None);
+                if let Err(error) = client.register() {
+                    panic!("no leader within {DEADLINE:?}: {error}\n{}", cluster.logs());
+                }
+                return cluster;
+            }
+        }
+        panic!("could not start a cluster on free ports after 5 attempts");
+    }
+
+    fn addresses(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect()
+    }
+
+    fn client(&self, ttl: Option<Duration>) -> Client {
+        client_of(self.addresses(), ttl)
+    }
+
+    /// A server that follows a known leader, by its own `status`.
+    fn follower(&self) -> String {
+        let give_up_at = Instant::now() + DEADLINE;
+        // Bounded by the deadline.
+        loop {
+            for address in self.addresses() {
+                let Ok(report) = server_status(&address, None, Duration::from_secs(2)) else {
+                    continue;
+                };
+                if report.status.role == Role::Follower && report.status.leader.is_some() {
+                    return address;
+                }
+            }
+            assert!(Instant::now() < give_up_at, "no follower with a leader");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the server at `address` has applied `index`: a follower knows a client
+    /// only once it applied the client's registration.
+    fn until_applied(&self, address: &str, index: u64) {
+        let give_up_at = Instant::now() + DEADLINE;
+        // Bounded by the deadline.
+        while server_status(address, None, Duration::from_secs(2))
+            .map_or(true, |report| report.applied_index < index)
+        {
+            assert!(
+                Instant::now() < give_up_at,
+                "{address} never applied {index}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Pauses the server listening at `address` (SIGSTOP): its connections stay open and
+    /// silent. The guard resumes it before killing it.
+    fn pause(&self, address: &str) {
+        let position = (self.addresses().iter())
+            .position(|listed| listed == address)
+            .expect("a listed server");
+        common::signal(self.servers[position].0.id(), libc::SIGSTOP);
+    }
+
+    /// Kills the server listening at `address`.
+    fn kill(&mut self, address: &str) {
+        let position = (self.addresses().iter())
+            .position(|listed| listed == address)
+            .expect("a listed server");
+        let server = &mut self.servers[position].0;
+        server.kill().expect("kill the server");
+        server.wait().expect("reap the server");
+    }
+
+    fn logs(&self) -> String {
+        (1..=3)
+            .map(|id| {
+                let log = std::fs::read_to_string(self.dir.0.join(format!("s{id}.log")));
+                format!("--- s{id} ---\n{}", log.unwrap_or_default())
+            })
+            .collect()
+    }
+}
+
+fn spawn_server(dir: &Path, ports: &[u16], index: usize, flags: &[&str]) -> Process {
+    let id = format!("s{}", index + 1);
+    let log = std::fs::File::create(dir.join(format!("{id}.log"))).expect("a log file");
+    let mut command = server_command(index, ports);
+    command
+        .args(flags)
+        .arg("--data-dir")
+        .arg(dir.join(&id))
+        .stderr(Stdio::from(log));
+    Process(command.spawn().expect("the lockstep binary starts"))
+}
+
+fn client_of(servers: Vec<String>, ttl: Option<Duration>) -> Client {
+    let options = ClientOptions {
+        operation_timeout: DEADLINE,
+        session_ttl: ttl,
+        ..ClientOptions::default()
+    };
+    Client::new(servers, options).expect("valid addresses")
+}
+
+fn registered(cluster: &Cluster, ttl: Option<Duration>) -> Client {
+    let mut client = cluster.client(ttl);
+    client.register().expect("registered");
+    client
+}
+
+fn granted(client: &mut Client, lock: &str) -> u64 {
+    match client.preempt(lock) {
+        Ok(Preempt::Granted { token }) => token,
+        other => panic!("{lock} should be free: {other:?}"),
+    }
+}
+
+/// The next item of `watch`, which must come.
+fn next_item(watch: &mut Watch) -> WatchEvent {
+    let item = watch.poll(Instant::now() + DEADLINE);
+    item.expect("the watch goes on")
+        .expect("an item before the deadline")
+}
+
+/// The next changes of `watch`: each item's changes, flattened, until `count` are in.
+fn next_changes(watch: &mut Watch, count: usize) -> Vec<(u64, Change)> {
+    let mut seen = Vec::new();
+    // Bounded by `count` and the deadline of each item.
+    while seen.len() < count {
+        match next_item(watch) {
+            WatchEvent::Changes { index, changes } => {
+                seen.extend(changes.into_iter().map(|change| (index, change.change)));
+            }
+            state => panic!("a state in the middle of a live watch: {state:?}"),
+        }
+    }
+    seen
+}
+
+// ----- the raw protocol -----
+
+/// A connection that types lines and reads them back, like `nc`.
+struct Typed {
+    writer: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Typed {
+    fn open(address: &str) -> Typed {
+        let stream = TcpStream::connect(address).expect("connect");
+        stream
+            .set_read_timeout(Some(DEADLINE))
+            .expect("a read timeout");
+        Typed {
+            reader: BufReader::new(stream.try_clone().expect("a second handle")),
+            writer: stream,
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        self.writer
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("typed");
+    }
+
+    fn read_line(&mut self) -> serde_json::Value {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("a line comes");
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("a JSON line: {line:?}"))
+    }
+
+    /// The next watch line (skipping responses).
+    fn read_watch_line(&mut self) -> serde_json::Value {
+        // Bounded by the read timeout: each round reads a line or fails.
+        loop {
+            let line = self.read_line();
+            if line.get("watch").is_some() {
+                return line;
+            }
+        }
+    }
+}
+
+/// A `watch` request line as a person would type it.
+fn watch_request(seq: u64, client: u64, secret: &str, id: u64, lock: &str) -> String {
+    let who = format!(r#""client":{client},"secret":"{secret}""#);
+    format!(r#"{{"seq":{seq},"op":"watch","version":2,{who},"id":{id},"lock":"{lock}"}}"#)
+}
+
+/// On a raw connection to a follower: a watch starts from the current state, hears a grant
+/// and a release with their log indexes, and stops on `unwatch`; a wrong secret and an empty
+/// lock name are refused, each in its own way.
+#[test]
+fn a_watch_typed_on_a_follower_hears_a_grant_and_a_release_then_stops() {
+    let cluster = Cluster::start("watch-raw");
+    let mut holder = registered(&cluster, None);
+    let credential = holder.credential().expect("registered");
+    let (client, secret) = (credential.id.0, credential.secret.to_hex());
+    let follower = cluster.follower();
+    let registered_at = holder.last_answer_index().expect("the welcome's index");
+    cluster.until_applied(&follower, registered_at);
+    let mut typed = Typed::open(&follower);
+
+    typed.type_line(&watch_request(1, client, &secret, 5, "printer"));
+    let start = typed.read_watch_line();
+    assert_eq!(start["watch"], 5, "{start}");
+    assert_eq!(start["start"], "current", "{start}");
+    assert_eq!(
+        start["state"],
+        serde_json::json!([{"lock": "printer", "holders": [], "waiters": 0}])
+    );
+
+    let token = granted(&mut holder, "printer");
+    let grant = typed.read_watch_line();
+    let expected = serde_json::json!([
+        {"lock": "printer", "change": "granted", "owner": client, "token": token}
+    ]);
+    assert_eq!(grant["changes"], expected, "{grant}");
+    assert_eq!(grant["index"], token, "a grant's token is its index");
+    assert_eq!(holder.release("printer"), Ok(Release::Released));
+    let release = typed.read_watch_line();
+    let expected = serde_json::json!([{"lock": "printer", "change": "released", "owner": client}]);
+    assert_eq!(release["changes"], expected, "{release}");
+    assert!(release["index"].as_u64() > Some(token), "{release}");
+
+    typed.type_line(r#"{"seq":2,"op":"unwatch","version":2,"id":5}"#);
+    assert_eq!(
+        typed.read_watch_line(),
+        serde_json::json!({"watch": 5, "end": "stopped"})
+    );
+    let wrong = "0".repeat(32);
+    typed.type_line(&watch_request(3, client, &wrong, 6, "printer"));
+    assert_eq!(
+        typed.read_watch_line(),
+        serde_json::json!({"watch": 6, "end": "unauthorized"})
+    );
+    typed.type_line(&watch_request(4, client, &secret, 7, ""));
+    let refused = typed.read_line();
+    assert_eq!(refused["seq"], 4, "{refused}");
+    assert_eq!(refused["error"], "bad_request", "{refused}");
+}
+
+// ----- the library -----
+
+/// The library's watch: the starting state (free), then a grant, a release, a second grant
+/// and, once its holder falls silent past its one-second session, that holder's expiry, each
+/// at a higher index than the one before.
+#[test]
+fn the_library_watch_yields_a_grant_a_release_and_an_expiry_in_log_order() {
+    let cluster = Cluster::start("watch-library");
+    let mut watcher = registered(&cluster, None);
+    let mut watch = watcher
+        .watch(WatchTarget::Lock("printer".into()), None)
+        .expect("a server starts the watch");
+    let WatchEvent::State {
+        locks, compacted, ..
+    } = next_item(&mut watch)
+    else {
+        panic!("a watch from now starts with the state");
+    };
+    assert_eq!(compacted, None);
+    assert!(
+        locks.iter().all(|lock| lock.view.holders.is_empty()),
+        "{locks:?}"
+    );
+
+    let mut holder = registered(&cluster, Some(Duration::from_secs(1)));
+    let owner = holder.client_id().expect("registered");
+    let first = granted(&mut holder, "printer");
+    assert_eq!(holder.release("printer"), Ok(Release::Released));
+    let second = granted(&mut holder, "printer");
+    drop(holder); // silent from now on: its session expires
+
+    let seen = next_changes(&mut watch, 4);
+    let changes: Vec<Change> = seen.iter().map(|(_, change)| *change).collect();
+    assert_eq!(
+        changes,
+        vec![
+            Change::Granted {
+                owner,
+                token: first
+            },
+            Change::Released { owner },
+            Change::Granted {
+                owner,
+                token: second
+            },
+            Change::Expired { owner },
+        ]
+    );
+    let indexes: Vec<u64> = seen.iter().map(|(index, _)| *index).collect();
+    assert!(
+        indexes.windows(2).all(|pair| pair[0] < pair[1]),
+        "{indexes:?}"
+    );
+    assert_eq!(indexes[0], first);
+    assert_eq!(indexes[2], second);
+}
+
+/// The server the watch is served by is killed between two grants: the watch resumes on
+/// another server from the index after the last item it yielded, and what it yields after
+/// goes on in order with nothing missed or repeated: every grant and release of the story,
+/// exactly once.
+#[test]
+fn the_library_watch_resumes_on_another_server_when_its_server_dies() {
+    let mut cluster = Cluster::start("watch-failover");
+    let mut watcher = registered(&cluster, None);
+    let mut watch = watcher
+        .watch(WatchTarget::Prefix("job-".into()), None)
+        .expect("a server starts the watch");
+    assert!(matches!(next_item(&mut watch), WatchEvent::State { .. }));
+    let mut holder = registered(&cluster, None);
+    let owner = holder.client_id().expect("registered");
+
+    let before = granted(&mut holder, "job-1");
+    let heard = next_changes(&mut watch, 1);
+    assert_eq!(heard[0].0, before);
+    let watched_on = watch.server().expect("connected").to_string();
+    cluster.kill(&watched_on);
+
+    // Written while the watch has no server, or a new one: it must hear each exactly once.
+    let mut expected = vec![(
+        before,
+        Change::Granted {
+            owner,
+            token: before,
+        },
+    )];
+    for lock in ["job-2", "job-3"] {
+        let token = granted(&mut holder, lock);
+        expected.push((token, Change::Granted { owner, token }));
+    }
+    assert_eq!(holder.release("job-1"), Ok(Release::Released));
+    let after = next_changes(&mut watch, 3);
+    assert_ne!(watch.server(), Some(watched_on.as_str()), "it moved on");
+    let mut all = heard;
+    all.extend(after);
+    assert_eq!(all[..3], expected[..], "{}", cluster.logs());
+    assert_eq!(all[3].1, Change::Released { owner });
+    let indexes: Vec<u64> = all.iter().map(|(index, _)| *index).collect();
+    assert!(
+        indexes.windows(2).all(|pair| pair[0] < pair[1]),
+        "in order, none twice: {indexes:?}"
+    );
+}
+
+/// A paused server (SIGSTOP) keeps the watch's connection open and says nothing: after a
+/// second of silence the watch asks it for its status, hears no answer, and resumes on another
+/// server, where the release made meanwhile reaches it, once.
+#[test]
+fn the_library_watch_leaves_a_paused_server_and_resumes_on_another() {
+    let cluster = Cluster::start("watch-paused");
+    let mut watcher = registered(&cluster, None);
+    let mut watch = watcher
+        .watch(WatchTarget::Lock("printer".into()), None)
+        .expect("a server starts the watch");
+    watch.set_keepalive_every(Duration::from_secs(1));
+    assert!(matches!(next_item(&mut watch), WatchEvent::State { .. }));
+    let mut holder = registered(&cluster, None);
+    let owner = holder.client_id().expect("registered");
+    let token = granted(&mut holder, "printer");
+    let grant = Change::Granted { owner, token };
+    assert_eq!(next_changes(&mut watch, 1), vec![(token, grant)]);
+
+    let paused = watch.server().expect("connected").to_string();
+    cluster.pause(&paused);
+    assert_eq!(holder.release("printer"), Ok(Release::Released));
+    let released = next_changes(&mut watch, 1);
+    assert_eq!(released[0].1, Change::Released { owner }, "{released:?}");
+    assert!(released[0].0 > token, "{released:?}");
+    assert_ne!(
+        watch.server(),
+        Some(paused.as_str()),
+        "it left the paused server"
+    );
+}
+
+// ----- lockstep watch -----
+
+/// The lines a child prints on stdout, read on a thread of their own so that a silent child
+/// fails the test at the deadline instead of hanging it.
+fn stdout_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("a piped stdout");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+fn next_json(lines: &std::sync::mpsc::Receiver<String>) -> serde_json::Value {
+    let line = lines
+        .recv_timeout(DEADLINE)
+        .expect("a line before the deadline");
+    serde_json::from_str(&line).unwrap_or_else(|_| panic!("a JSON line: {line:?}"))
+}
+
+/// `lockstep watch printer --json`: the state first, then another client's grant and release
+/// of `printer`, in order, with their indexes; SIGTERM ends it with status 0. A client id the
+/// cluster never issued is refused: exit 1.
+#[test]
+fn lockstep_watch_prints_a_grant_and_a_release_in_order_and_exits_0_on_sigterm() {
+    let cluster = Cluster::start("watch-cli");
+    let servers = cluster.addresses().join(",");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_lockstep"));
+    command
+        .args(["watch", "printer", "--json", "--servers", &servers])
+        .env_remove("LOCKSTEP_CLIENT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut watcher = Process(command.spawn().expect("lockstep watch starts"));
+    let lines = stdout_lines(&mut watcher.0);
+    let state = next_json(&lines);
+    assert_eq!(state["state"], "current", "{state}");
+    assert_eq!(
+        state["locks"],
+        serde_json::json!([{"lock": "printer", "holders": [], "waiters": 0}])
+    );
+
+    let mut other = registered(&cluster, None);
+    let owner = other.client_id().expect("registered").0;
+    let token = granted(&mut other, "printer");
+    assert_eq!(other.release("printer"), Ok(Release::Released));
+    let grant = next_json(&lines);
+    let expected = serde_json::json!({
+        "index": token, "lock": "printer", "change": "granted", "owner": owner, "token": token
+    });
+    assert_eq!(grant, expected);
+    let release = next_json(&lines);
+    assert_eq!(release["change"], "released", "{release}");
+    assert_eq!(release["owner"], owner, "{release}");
+    assert!(release["index"].as_u64() > Some(token), "{release}");
+
+    common::signal(watcher.0.id(), libc::SIGTERM);
+    let status = watcher.0.wait().expect("it ends");
+    let mut stderr = String::new();
+    let _ = std::io::Read::read_to_string(
+        watcher.0.stderr.as_mut().expect("a piped stderr"),
+        &mut stderr,
+    );
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("registered as client"), "{stderr}");
+
+    let stranger = format!("70:{}", "0".repeat(32));
+    let refused = common::lockstep(&[
+        "watch",
+        "printer",
+        "--servers",
+        &servers,
+        "--client",
+        &stranger,
+        "--timeout",
+        "2s",
+    ]);
+    let stderr = common::text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("unknown_client"), "{stderr}");
+}
+
+/// A bad flag is exit 2, naming it; a cluster nobody answers for is exit 3 after --timeout.
+#[test]
+fn lockstep_watch_exits_2_on_a_bad_flag_and_3_on_an_unreachable_cluster() {
+    let bad = common::lockstep(&[
+        "watch",
+        "printer",
+        "--from",
+        "soon",
+        "--servers",
+        "127.0.0.1:1",
+    ]);
+    assert_eq!(bad.status.code(), Some(2), "{}", common::text(&bad.stderr));
+    assert!(common::text(&bad.stderr).contains("--from"));
+    let empty = common::lockstep(&["watch", "", "--servers", "127.0.0.1:1"]);
+    assert_eq!(
+        empty.status.code(),
+        Some(2),
+        "{}",
+        common::text(&empty.stderr)
+    );
+    assert!(common::text(&empty.stderr).contains("the lock name is empty"));
+
+    let port = free_ports(1)[0]; // free a moment ago: nobody listens there
+    let address = format!("127.0.0.1:{port}");
+    let credential = format!("7:{}", "0".repeat(32));
+    let unreachable = common::lockstep(&[
+        "watch",
+        "printer",
+        "--servers",
+        &address,
+        "--client",
+        &credential,
+        "--timeout",
+        "1s",
+    ]);
+    let stderr = common::text(&unreachable.stderr);
+    assert_eq!(unreachable.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("no server could be reached"), "{stderr}");
+}
+
+/// A closed connection's watches end on the server: 64 connections holding 16 watches each
+/// fill the server (1,024: a 65th connection's watch is refused `too_many_watches` with that
+/// max); once they close, 64 new connections get their 16 each again.
+#[test]
+fn a_closed_connections_watches_end_so_the_server_serves_new_ones() {
+    let cluster = Cluster::start("watch-close");
+    let mut holder = registered(&cluster, None);
+    let credential = holder.credential().expect("registered");
+    let (client, secret) = (credential.id.0, credential.secret.to_hex());
+    let _ = holder
+        .preempt("printer")
+        .expect("the leader knows the client");
+    let leader = (cluster.addresses().into_iter())
+        .find(|address| {
+            server_status(address, None, Duration::from_secs(2))
+                .is_ok_and(|report| report.status.role == Role::Leader)
+        })
+        .expect("a leader");
+    let watch_line = |id: u64| watch_request(id, client, &secret, id, "printer");
+    let mut full: Vec<Typed> = (0..64).map(|_| Typed::open(&leader)).collect();
+    for connection in &mut full {
+        for id in 0..16 {
+            connection.type_line(&watch_line(id));
+        }
+        for id in 0..16 {
+            let start = connection.read_watch_line();
+            assert_eq!(
+                (&start["watch"], &start["start"]),
+                (&id.into(), &"current".into())
+            );
+        }
+    }
+    let mut one_more = Typed::open(&leader);
+    one_more.type_line(&watch_line(0));
+    let refused = one_more.read_watch_line();
+    assert_eq!(
+        refused,
+        serde_json::json!({"watch": 0, "end": "too_many_watches", "max": 1024})
+    );
+    drop(full);
+
+    // The server hears of each close from the connection's reader, in its own time: a watch
+    // refused for the server's bound meanwhile is asked for again, until the deadline.
+    let give_up_at = Instant::now() + DEADLINE;
+    let mut refilled = Vec::new();
+    for _ in 0..64 {
+        let mut connection = Typed::open(&leader);
+        for id in 0..16 {
+            // Bounded by the deadline.
+            loop {
+                connection.type_line(&watch_line(id));
+                let start = connection.read_watch_line();
+                if start["start"] == "current" {
+                    break;
+                }
+                assert_eq!(start["max"], 1024, "{start}");
+                assert!(Instant::now() < give_up_at, "closed watches never ended");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        refilled.push(connection); // open until the test ends
+    }
+    assert_eq!(refilled.len(), 64);
+}
+
+/// A server restarted from its snapshot keeps no change at or below it: the library's watch
+/// from index 1 on that server gets the state to start from, marked compacted, as a typed item,
+/// and every lock in it is one the story's client took; the watch then goes on live.
+#[test]
+fn a_library_watch_from_an_index_the_server_no_longer_keeps_starts_from_a_compacted_state() {
+    let flags: &'static [&'static str] = &["--snapshot-entries", "4"];
+    let mut cluster = Cluster::start_with("watch-compacted", flags);
+    let mut holder = registered(&cluster, None);
+    let owner = holder.client_id().expect("registered");
+    for lock in ["a", "b", "c", "d", "e", "f"] {
+        let _ = granted(&mut holder, lock);
+    }
+    let last = holder.last_answer_index().expect("an answer");
+    let restarted = cluster.addresses()[2].clone();
+    cluster.until_applied(&restarted, last);
+    cluster.kill(&restarted);
+    cluster.servers[2] = spawn_server(&cluster.dir.0, &cluster.ports, 2, flags);
+    assert!(all_listening(
+        &mut cluster.servers[2..],
+        &cluster.ports[2..],
+        DEADLINE
+    ));
+
+    let options = ClientOptions {
+        operation_timeout: DEADLINE,
+        credential: holder.credential(),
+        ..ClientOptions::default()
+    };
+    let mut watcher = Client::new(vec![restarted], options).expect("an address");
+    let mut watch = watcher
+        .watch(WatchTarget::Prefix(String::new()), Some(1))
+        .expect("the restarted server starts the watch");
+    let WatchEvent::State {
+        index,
+        locks,
+        compacted: Some(kept_after),
+    } = next_item(&mut watch)
+    else {
+        panic!("a watch from 1 on a server restarted from a snapshot is compacted");
+    };
+    assert!(
+        kept_after >= 4 && kept_after <= index,
+        "{kept_after} {index}"
+    );
+    for lock in &locks {
+        let holders: Vec<_> = lock.view.holders.iter().map(|h| h.owner).collect();
+        assert_eq!(holders, vec![owner], "{locks:?}");
+    }
+    // Then live, from after the state: the grants the server applied while it caught up (if
+    // it was behind), then a new one, each once and in order.
+    let token = granted(&mut holder, "g");
+    let mut after = Vec::new();
+    // Bounded by the story's seven grants and each item's deadline.
+    while after.last().is_none_or(|(at, _)| *at < token) {
+        after.extend(next_changes(&mut watch, 1));
+        assert!(after.len() <= 7, "{after:?}");
+    }
+    assert_eq!(
+        after.last(),
+        Some(&(token, Change::Granted { owner, token }))
+    );
+    let indexes: Vec<u64> = after.iter().map(|(at, _)| *at).collect();
+    assert!(indexes[0] > index, "{indexes:?} after {index}");
+    assert!(
+        indexes.windows(2).all(|pair| pair[0] < pair[1]),
+        "{indexes:?}"
+    );
+    let grants = after
+        .iter()
+        .all(|(_, change)| matches!(change, Change::Granted { .. }));
+    assert!(grants, "{after:?}");
+}
