@@ -447,8 +447,11 @@ fn no_listening_server_is_reported_with_every_address_tried() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.local_addr().expect("address").to_string()
     };
+    // The client tries the closed port again and again until this runs out (so the test takes
+    // this long): long enough for at least one attempt to be refused on a loaded machine,
+    // where 300 ms once was not.
     let options = ClientOptions {
-        operation_timeout: Duration::from_millis(300),
+        operation_timeout: Duration::from_secs(1),
         ..quick()
     };
     let mut client = Client::new(vec![closed.clone()], options).expect("valid");
@@ -544,7 +547,13 @@ fn refusals_of_who_is_asking_and_of_a_reused_seq_are_surfaced_with_advice_not_re
                 })
             })
             .collect();
-        let mut client = client(&[&refusing, &others[0], &others[1]], quick());
+        // A generous attempt time-out: on a loaded machine the fake's answer can take longer
+        // than quick()'s 100 ms, and a client that gave up on it would rightly try the others.
+        let patient = ClientOptions {
+            attempt_timeout: Duration::from_secs(2),
+            ..quick()
+        };
+        let mut client = client(&[&refusing, &others[0], &others[1]], patient);
         let operations: [(&str, Operation); 3] = [
             (
                 "preempt",
