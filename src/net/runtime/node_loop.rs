@@ -28,7 +28,8 @@
 //! many persist outputs are now durable. Nothing a job holds leaves before its sync.
 //!
 //! When every job taken is non-urgent (appends from a leader that is not counting on this
-//! server to commit them), the sync first waits up to `LAZY_SYNC_WINDOW` for more work, and
+//! server to commit them, or, on a leader, appends of acquires that queue: see
+//! `Server::prompt_through`), the sync first waits up to `LAZY_SYNC_WINDOW` for more work, and
 //! urgent work ends the wait: see `PeerMessage::AppendEntries::urgent`.
 //!
 //! A storage error ends both: the `Wal` is poisoned, and a server that cannot persist must not
@@ -250,8 +251,10 @@ impl NodeLoop {
             // confirming heartbeat round.
             let now = self.clock.now();
             for input in batch.drain(..) {
-                let may_wait = is_lazy_append(&input);
+                let lazy_append = is_lazy_append(&input);
+                let prompt_before = self.server.prompt_through();
                 let outputs = self.server.step(now, input);
+                let may_wait = lazy_append || self.leader_step_may_wait(prompt_before, &outputs);
                 self.take_outputs(outputs, may_wait);
             }
             self.fire_due_timers();
@@ -262,6 +265,20 @@ impl NodeLoop {
             tokio::task::yield_now().await;
         }
         tracing::debug!(stats = ?self.stats, "node loop stopped");
+    }
+
+    /// Whether a leader's step only appended entries nobody waits for promptly (acquires that
+    /// queue: `Server::prompt_through` did not move), so that its sync may wait to share a
+    /// flush with the next hand-over's, as a follower's lazy append does. Anything else it
+    /// persisted (a term, a vote) is urgent.
+    fn leader_step_may_wait(&self, prompt_before: LogIndex, outputs: &[ServerOutput]) -> bool {
+        self.server.role() == Role::Leader
+            && self.server.prompt_through() == prompt_before
+            && outputs.iter().all(|output| match output {
+                ServerOutput::Persist(op) => matches!(op, PersistOp::Append { .. }),
+                ServerOutput::PersistSnapshot(_) => false,
+                _ => true,
+            })
     }
 
     fn drain_ready(&mut self, batch: &mut Vec<ServerInput>) {
