@@ -105,6 +105,36 @@ fn two_waiters_on_a(network: &mut Network) -> (ClientId, ClientId, ClientId) {
 
 // ----- hand-over -----
 
+/// An acquire that may not wait is refused at its commit, so, unlike one that queues, its
+/// client waits for that commit: its appends stay urgent.
+#[test]
+fn an_acquire_that_may_not_wait_stays_urgent_behind_a_holder() {
+    let mut network = Network::new(3);
+    network.elect(S1);
+    let holder = register_client(&mut network, S1, None);
+    let impatient = register_client(&mut network, S1, None);
+    let _ = send(&mut network, S1, HOLDER, op(holder, 1, preempt("a")));
+    let outputs = network.step(S1, from_client(FIRST, op(impatient, 1, acquire("a", 0))));
+    assert!(
+        urgency(&outputs).contains(&(S2, true)),
+        "{:?}",
+        urgency(&outputs)
+    );
+    assert_eq!(
+        network.server(S1).prompt_through(),
+        network.server(S1).log().last_index()
+    );
+    let _ = network.deliver_all();
+    let answers = take_replies(&mut network);
+    assert!(
+        matches!(
+            answers[..],
+            [(FIRST, ReplyBody::Outcome(Outcome::HeldBy { .. }))]
+        ),
+        "{answers:?}"
+    );
+}
+
 /// An acquire that queues behind a holder is answered only by a later entry (the release that
 /// hands it the lock), which commits it too. So its appends may wait to share a disk flush: the
 /// leader marks them non-urgent for every follower and leaves `prompt_through` where it was,

@@ -125,9 +125,11 @@ impl Server {
         let command = if kind == WriteKind::Acquire {
             let projection = self.projected_owner(client, seq, &lock);
             let free = matches!(projection, Projection::Free);
-            // Behind another holder, an exclusive acquire queues: nobody waits for its commit.
+            // Behind another holder, an exclusive acquire that may wait queues: nobody waits
+            // for its commit. (One that may not wait is refused at its commit.)
             if matches!(projection, Projection::Owner(owner) if owner != client)
                 && claim.is_default()
+                && wait_ms > 0
             {
                 promptness = Promptness::Queues;
             }
