@@ -171,6 +171,7 @@ def run(binary, label, kind, round_number):
         line.update({
             "p99_ms": (report.get("latency", {}).get("preempt_granted") or {}).get("p99_ms"),
             "waited_max": (report.get("handoffs_waited") or {}).get("max"),
+            "waited_p99": (report.get("handoffs_waited") or {}).get("p99"),
             "refused_per_second": round(report.get("refused_per_second") or 0),
             "servers_us": per_unit(sum(cpu(p, n) for p in pids for n in ("net", "log"))),
             "leader_us": per_unit(cpu(leader, "net") + cpu(leader, "log")) if leader else None,
