@@ -30,7 +30,8 @@
 //! When every job taken is non-urgent (appends from a leader that is not counting on this
 //! server to commit them, or, on a leader, appends of acquires that queue: see
 //! `Server::prompt_through`), the sync first waits up to `LAZY_SYNC_WINDOW` for more work, and
-//! urgent work ends the wait: see `PeerMessage::AppendEntries::urgent`.
+//! urgent work ends the wait: see `PeerMessage::AppendEntries::urgent`. Work that may wait does
+//! not wake it meanwhile (`job_queue`).
 //!
 //! A storage error ends both: the `Wal` is poisoned, and a server that cannot persist must not
 //! keep answering. Nothing the failed job held is sent.
