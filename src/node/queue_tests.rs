@@ -105,6 +105,103 @@ fn two_waiters_on_a(network: &mut Network) -> (ClientId, ClientId, ClientId) {
 
 // ----- hand-over -----
 
+/// An acquire that may not wait is refused at its commit, so, unlike one that queues, its
+/// client waits for that commit: its appends stay urgent.
+#[test]
+fn an_acquire_that_may_not_wait_stays_urgent_behind_a_holder() {
+    let mut network = Network::new(3);
+    network.elect(S1);
+    let holder = register_client(&mut network, S1, None);
+    let impatient = register_client(&mut network, S1, None);
+    let _ = send(&mut network, S1, HOLDER, op(holder, 1, preempt("a")));
+    let outputs = network.step(S1, from_client(FIRST, op(impatient, 1, acquire("a", 0))));
+    assert!(
+        urgency(&outputs).contains(&(S2, true)),
+        "{:?}",
+        urgency(&outputs)
+    );
+    assert_eq!(
+        network.server(S1).prompt_through(),
+        network.server(S1).log().last_index()
+    );
+    let _ = network.deliver_all();
+    let answers = take_replies(&mut network);
+    assert!(
+        matches!(
+            answers[..],
+            [(FIRST, ReplyBody::Outcome(Outcome::HeldBy { .. }))]
+        ),
+        "{answers:?}"
+    );
+}
+
+/// An acquire that queues behind a holder is answered only by a later entry (the release that
+/// hands it the lock), which commits it too. So its appends may wait to share a disk flush: the
+/// leader marks them non-urgent for every follower and leaves `prompt_through` where it was,
+/// which tells the driver its own sync may wait as well. The acquire of a free lock and the
+/// release that hands over are answered at their commit, and stay urgent.
+#[test]
+fn the_appends_of_an_acquire_that_queues_may_wait_and_the_hand_over_does_not() {
+    let mut network = Network::new(3);
+    network.elect(S1);
+    let holder = register_client(&mut network, S1, None);
+    let waiter = register_client(&mut network, S1, None);
+
+    let outputs = network.step(
+        S1,
+        from_client(HOLDER, op(holder, 1, acquire("a", LONG_WAIT_MS))),
+    );
+    assert!(
+        urgency(&outputs).contains(&(S2, true)),
+        "a free lock's acquire is urgent: {:?}",
+        urgency(&outputs)
+    );
+    let last = network.server(S1).log().last_index();
+    assert_eq!(network.server(S1).prompt_through(), last);
+    let _ = network.deliver_all();
+    let _ = take_replies(&mut network);
+
+    let outputs = network.step(
+        S1,
+        from_client(FIRST, op(waiter, 1, acquire("a", LONG_WAIT_MS))),
+    );
+    assert_eq!(
+        urgency(&outputs),
+        vec![(S2, false), (S3, false)],
+        "an acquire that queues may wait on every follower"
+    );
+    assert_eq!(network.server(S1).log().last_index(), last + 1);
+    assert_eq!(
+        network.server(S1).prompt_through(),
+        last,
+        "nobody waits promptly for the queued acquire"
+    );
+    let _ = network.deliver_all();
+    assert_eq!(
+        take_replies(&mut network),
+        vec![],
+        "the waiter hears nothing yet"
+    );
+
+    let outputs = network.step(S1, from_client(HOLDER, op(holder, 2, release("a"))));
+    assert!(
+        urgency(&outputs).contains(&(S2, true)),
+        "the hand-over is urgent: {:?}",
+        urgency(&outputs)
+    );
+    assert_eq!(network.server(S1).prompt_through(), last + 2);
+    let _ = network.deliver_all();
+    let answers = take_replies(&mut network);
+    assert_eq!(
+        answers,
+        vec![
+            (HOLDER, ReplyBody::Outcome(Outcome::Released)),
+            (FIRST, granted(last + 2)),
+        ],
+        "the release committed the queued acquire with it"
+    );
+}
+
 /// The first promise: a release hands the lock to the head of the queue in the same
 /// log entry (one replication round per hand-off), and only the new holder is woken.
 #[test]

@@ -364,6 +364,13 @@ pub struct Server {
     /// Leader only: where to send the result of the write at each log index, and the request
     /// seq to echo.
     pending_replies: BTreeMap<LogIndex, Vec<(ReplyRoute, u64)>>,
+    /// Leader only: the last index of its log whose commit someone waits for promptly. The
+    /// entries after it are acquires that queue behind a holder: their client hears nothing
+    /// until a later entry hands it the lock, and committing that entry commits them too. So
+    /// their appends may wait, a bounded while, to share a disk flush with what follows
+    /// (`AppendEntries::urgent` false; the driver reads [`Server::prompt_through`]), instead of
+    /// taking a flush of their own that the next hand-over's flush would queue behind.
+    prompt_through: LogIndex,
     /// Leader only: reads that arrived before an entry of this term was committed.
     reads_awaiting_commit: Vec<ReadWaiter>,
     /// Leader only: reads waiting for a majority to acknowledge a round.
@@ -528,6 +535,7 @@ impl Server {
             round: 0,
             commit_index_at_election: 0,
             pending_replies: BTreeMap::new(),
+            prompt_through: 0,
             reads_awaiting_commit: Vec::new(),
             read_batches: VecDeque::new(),
             next_round_reads: Vec::new(),
@@ -668,6 +676,12 @@ impl Server {
     }
     pub fn commit_index(&self) -> LogIndex {
         self.commit_index
+    }
+    /// Leader: the last log index whose commit someone waits for promptly; appends past it
+    /// (acquires that queue) may wait a bounded while to share a flush. A driver holds its own
+    /// sync of a leader's step that appended nothing up to a new `prompt_through`.
+    pub fn prompt_through(&self) -> LogIndex {
+        self.prompt_through
     }
     pub fn last_applied(&self) -> LogIndex {
         self.table.applied_index()
@@ -1882,11 +1896,23 @@ impl Server {
     }
 
     fn append_request(&mut self, route: ReplyRoute, seq: u64, command: Command) {
+        self.append_request_with(route, seq, command, Promptness::Prompt);
+    }
+
+    /// `append_request` for an entry whose commit nobody waits for promptly (see
+    /// `prompt_through`): its appends may wait to share a flush.
+    fn append_request_with(
+        &mut self,
+        route: ReplyRoute,
+        seq: u64,
+        command: Command,
+        promptness: Promptness,
+    ) {
         if self.log.last_index() - self.commit_index >= self.config.uncommitted_entries_max {
             self.reply(route, seq, ReplyBody::Error(ServiceError::Overloaded));
             return;
         }
-        let index = self.append_as_leader(command);
+        let index = self.append_as_leader_with(command, promptness);
         self.pending_replies
             .entry(index)
             .or_default()
@@ -2452,7 +2478,14 @@ impl Server {
     // ----- replication -----
 
     fn append_as_leader(&mut self, command: Command) -> LogIndex {
+        self.append_as_leader_with(command, Promptness::Prompt)
+    }
+
+    fn append_as_leader_with(&mut self, command: Command, promptness: Promptness) -> LogIndex {
         let index = self.log.last_index() + 1;
+        if promptness == Promptness::Prompt {
+            self.prompt_through = index;
+        }
         let entry = Entry {
             term: self.term,
             command,
@@ -2513,6 +2546,7 @@ impl Server {
             .expect("leader tracks every peer");
         let entries = self.log.entries_from(progress.next_index, batch_max);
         progress.next_index += entries.len() as LogIndex;
+        let urgent = self.counts_on(peer) && self.append_is_prompt(prev_log_index, &entries);
         let msg = PeerMessage::AppendEntries {
             term: self.term,
             prev_log_index,
@@ -2520,7 +2554,7 @@ impl Server {
             entries,
             leader_commit: self.commit_index,
             round: self.round,
-            urgent: self.counts_on(peer),
+            urgent,
         };
         self.send(peer, msg);
     }
@@ -2541,6 +2575,13 @@ impl Server {
             })
             .count();
         ahead < self.quorum_size() - 1
+    }
+
+    /// Whether an append of `entries` after `prev_log_index` carries anything someone waits
+    /// for promptly: an entry up to `prompt_through`, or a read round being confirmed. An
+    /// append of queued acquires alone is not (`prompt_through`); heartbeats stay as they were.
+    fn append_is_prompt(&self, prev_log_index: LogIndex, entries: &[Entry]) -> bool {
+        entries.is_empty() || prev_log_index < self.prompt_through || !self.read_batches.is_empty()
     }
 
     /// Raft §5.3/§5.4.2: commit the highest index stored on a majority, but only by counting
@@ -2841,6 +2882,10 @@ impl Server {
             "{id}: commit index beyond the log"
         );
         assert!(
+            self.role != Role::Leader || self.prompt_through <= self.log.last_index(),
+            "{id}: a leader waits promptly for an entry beyond its log"
+        );
+        assert!(
             self.table.applied_index() <= self.commit_index,
             "{id}: applied beyond the commit index"
         );
@@ -2935,6 +2980,15 @@ struct RefusedByRead {
     owner: ClientId,
     /// The applied index the refusal reflected.
     index: LogIndex,
+}
+
+/// Whether a leader's new entry is one whose commit someone waits for promptly (see
+/// `Server::prompt_through`).
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+enum Promptness {
+    Prompt,
+    /// An acquire that queues behind another holder: only a later entry answers it.
+    Queues,
 }
 
 /// Who will hold a lock once the log applies, as `Server::projected_owner` sees it.

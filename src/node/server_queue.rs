@@ -13,7 +13,7 @@
 //! never read a clock: `now` comes with every call.
 
 use super::sessions::stretch;
-use super::{Projection, ReplyRoute, Role, Server};
+use super::{Projection, Promptness, ReplyRoute, Role, Server};
 use crate::node::coverage::Branch;
 use crate::node::lock_table::{Decision, Woken, WriteKind};
 use crate::node::messages::{
@@ -121,8 +121,18 @@ impl Server {
             }
             None => {}
         }
+        let mut promptness = Promptness::Prompt;
         let command = if kind == WriteKind::Acquire {
-            let free = matches!(self.projected_owner(client, seq, &lock), Projection::Free);
+            let projection = self.projected_owner(client, seq, &lock);
+            let free = matches!(projection, Projection::Free);
+            // Behind another holder, an exclusive acquire that may wait queues: nobody waits
+            // for its commit. (One that may not wait is refused at its commit.)
+            if matches!(projection, Projection::Owner(owner) if owner != client)
+                && claim.is_default()
+                && wait_ms > 0
+            {
+                promptness = Promptness::Queues;
+            }
             // A shared claim may fit beside holders, so it is gated whenever the lock (or a
             // unit of it) is in its lock-delay, not only when the lock looks free.
             let gated = free || !claim.is_default();
@@ -153,7 +163,7 @@ impl Server {
         } else {
             Command::Cancel { client, seq, lock }
         };
-        self.append_request(route, seq, command);
+        self.append_request_with(route, seq, command, promptness);
     }
 
     /// Whether the unapplied log holds (`client`, `seq`): as this very request, or as another.

@@ -25,6 +25,7 @@
 
 pub mod clients;
 pub mod config;
+mod job_queue;
 pub mod node_loop;
 
 pub use config::{ConfigError, ConfigOverrides, ServerProcessConfig};

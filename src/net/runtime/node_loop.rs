@@ -28,13 +28,16 @@
 //! many persist outputs are now durable. Nothing a job holds leaves before its sync.
 //!
 //! When every job taken is non-urgent (appends from a leader that is not counting on this
-//! server to commit them), the sync first waits up to `LAZY_SYNC_WINDOW` for more work, and
-//! urgent work ends the wait: see `PeerMessage::AppendEntries::urgent`.
+//! server to commit them, or, on a leader, appends of acquires that queue: see
+//! `Server::prompt_through`), the sync first waits up to `LAZY_SYNC_WINDOW` for more work, and
+//! urgent work ends the wait: see `PeerMessage::AppendEntries::urgent`. Work that may wait does
+//! not wake it meanwhile (`job_queue`).
 //!
 //! A storage error ends both: the `Wal` is poisoned, and a server that cannot persist must not
 //! keep answering. Nothing the failed job held is sent.
 
 use super::clients::{ClientRegistry, Outgoing};
+use super::job_queue::{self, JobReceiver, JobSender};
 use crate::net::metrics::{NodeState, Publisher, ServerMetrics};
 use crate::net::peer::PeerSender;
 use crate::node::{
@@ -45,7 +48,6 @@ use crate::storage::{StorageError, Wal};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc as tokio_mpsc;
 
@@ -154,7 +156,7 @@ pub struct NodeLoop {
     pub stop: Arc<AtomicBool>,
     /// Where the node's term is published for the client front end.
     pub term: Arc<AtomicU64>,
-    jobs: Sender<LogJob>,
+    jobs: JobSender<LogJob>,
     /// Persist outputs seen so far (`ServerInput::Persisted` counts the same way).
     persist_count: u64,
     election_at: Option<Time>,
@@ -192,7 +194,7 @@ impl NodeLoop {
         let leadership = Leadership::of(&server);
         // Unbounded, so that the node task never waits for the disk; the leader's
         // `uncommitted_entries_max` bounds how far ahead of it the node can run.
-        let (jobs, job_receiver) = std::sync::mpsc::channel();
+        let (jobs, job_receiver) = job_queue::channel();
         let writer = LogWriter::new(
             wal,
             job_receiver,
@@ -250,8 +252,10 @@ impl NodeLoop {
             // confirming heartbeat round.
             let now = self.clock.now();
             for input in batch.drain(..) {
-                let may_wait = is_lazy_append(&input);
+                let lazy_append = is_lazy_append(&input);
+                let prompt_before = self.server.prompt_through();
                 let outputs = self.server.step(now, input);
+                let may_wait = lazy_append || self.leader_step_may_wait(prompt_before, &outputs);
                 self.take_outputs(outputs, may_wait);
             }
             self.fire_due_timers();
@@ -262,6 +266,20 @@ impl NodeLoop {
             tokio::task::yield_now().await;
         }
         tracing::debug!(stats = ?self.stats, "node loop stopped");
+    }
+
+    /// Whether a leader's step only appended entries nobody waits for promptly (acquires that
+    /// queue: `Server::prompt_through` did not move), so that its sync may wait to share a
+    /// flush with the next hand-over's, as a follower's lazy append does. Anything else it
+    /// persisted (a term, a vote) is urgent.
+    fn leader_step_may_wait(&self, prompt_before: LogIndex, outputs: &[ServerOutput]) -> bool {
+        self.server.role() == Role::Leader
+            && self.server.prompt_through() == prompt_before
+            && outputs.iter().all(|output| match output {
+                ServerOutput::Persist(op) => matches!(op, PersistOp::Append { .. }),
+                ServerOutput::PersistSnapshot(_) => false,
+                _ => true,
+            })
     }
 
     fn drain_ready(&mut self, batch: &mut Vec<ServerInput>) {
@@ -391,7 +409,8 @@ impl NodeLoop {
                 persisted_through: self.persist_count,
             };
             self.stats.jobs += 1;
-            if self.jobs.send(job).is_err() {
+            let urgent = job.urgent;
+            if self.jobs.send(job, urgent).is_err() {
                 return false;
             }
         }
@@ -499,7 +518,7 @@ fn deliver_replies(
 /// The log thread: see the module documentation.
 pub struct LogWriter {
     wal: Wal,
-    jobs: Receiver<LogJob>,
+    jobs: JobReceiver<LogJob>,
     /// The node's input queue, for `ServerInput::Persisted`.
     inputs: tokio_mpsc::Sender<ServerInput>,
     peers: PeerSender,
@@ -517,7 +536,7 @@ pub struct LogWriter {
 impl LogWriter {
     fn new(
         wal: Wal,
-        jobs: Receiver<LogJob>,
+        jobs: JobReceiver<LogJob>,
         inputs: tokio_mpsc::Sender<ServerInput>,
         peers: PeerSender,
         stop: Arc<AtomicBool>,
@@ -555,30 +574,15 @@ impl LogWriter {
 
     fn write_jobs(&mut self) -> Result<(), StorageError> {
         let mut jobs = Vec::with_capacity(JOBS_PER_SYNC_MAX);
-        while let Ok(first) = self.jobs.recv() {
+        while let Some(first) = self.jobs.recv() {
             self.take_job(first, &mut jobs)?;
-            while jobs.len() < JOBS_PER_SYNC_MAX {
-                match self.jobs.try_recv() {
-                    Ok(job) => self.take_job(job, &mut jobs)?,
-                    Err(_) => break,
-                }
-            }
+            self.take_ready_jobs(&mut jobs)?;
             if !jobs.iter().any(|job| job.urgent) && self.has_unsynced() {
-                // Only non-urgent work to sync: wait for more to share the flush, until
-                // urgent work arrives or the window closes. Bounded by the window and by
-                // JOBS_PER_SYNC_MAX.
-                let deadline = Instant::now() + LAZY_SYNC_WINDOW;
-                while jobs.len() < JOBS_PER_SYNC_MAX {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    let Ok(job) = self.jobs.recv_timeout(left) else {
-                        break;
-                    };
-                    let urgent = job.urgent;
-                    self.take_job(job, &mut jobs)?;
-                    if urgent {
-                        break;
-                    }
-                }
+                // Only non-urgent work to sync: sleep until urgent work arrives or the window
+                // closes (not woken by more work that may wait), then let all that came
+                // share the flush. Bounded by the window and by JOBS_PER_SYNC_MAX.
+                self.jobs.wait_for_urgent(Instant::now() + LAZY_SYNC_WINDOW);
+                self.take_ready_jobs(&mut jobs)?;
                 self.lazy_syncs += 1;
             }
             self.write_unwritten()?;
@@ -610,6 +614,17 @@ impl LogWriter {
                     .inputs
                     .blocking_send(ServerInput::Persisted { through });
             }
+        }
+        Ok(())
+    }
+
+    /// Takes the jobs already queued, up to [`JOBS_PER_SYNC_MAX`] in all.
+    fn take_ready_jobs(&mut self, jobs: &mut Vec<LogJob>) -> Result<(), StorageError> {
+        while jobs.len() < JOBS_PER_SYNC_MAX {
+            let Some(job) = self.jobs.try_recv() else {
+                break;
+            };
+            self.take_job(job, jobs)?;
         }
         Ok(())
     }
@@ -779,9 +794,13 @@ mod tests {
     /// node's input queue.
     fn writer(
         directory: &crate::storage::test_directory::TestDirectory,
-    ) -> (LogWriter, Sender<LogJob>, tokio_mpsc::Receiver<ServerInput>) {
+    ) -> (
+        LogWriter,
+        JobSender<LogJob>,
+        tokio_mpsc::Receiver<ServerInput>,
+    ) {
         let (wal, _recovery) = Wal::open(directory.path()).expect("test: open a log");
-        let (job_sender, jobs) = std::sync::mpsc::channel();
+        let (job_sender, jobs) = job_queue::channel();
         let (inputs, input_receiver) = tokio_mpsc::channel(16);
         let identity = crate::net::peer::PeerIdentity {
             cluster_id: "test".into(),
@@ -841,8 +860,10 @@ mod tests {
     fn a_non_urgent_append_waits_for_urgent_work_and_shares_its_sync() {
         let directory = crate::storage::test_directory::TestDirectory::new("lazy-then-urgent");
         let (mut writer, jobs, mut inputs) = writer(&directory);
-        jobs.send(job(false, 1, 1)).unwrap();
-        jobs.send(job(true, 2, 2)).unwrap();
+        jobs.send(job(false, 1, 1), false)
+            .unwrap_or_else(|_| panic!("test: send"));
+        jobs.send(job(true, 2, 2), true)
+            .unwrap_or_else(|_| panic!("test: send"));
         drop(jobs);
         writer.write_jobs().expect("test: write");
         assert_eq!(writer.syncs, 1, "one flush for both");
@@ -857,7 +878,8 @@ mod tests {
     fn a_non_urgent_append_alone_still_becomes_durable_after_its_wait() {
         let directory = crate::storage::test_directory::TestDirectory::new("lazy-alone");
         let (mut writer, jobs, mut inputs) = writer(&directory);
-        jobs.send(job(false, 1, 1)).unwrap();
+        jobs.send(job(false, 1, 1), false)
+            .unwrap_or_else(|_| panic!("test: send"));
         // The sender stays open, so the writer waits out its window for company.
         let handle = std::thread::spawn(move || {
             writer.write_jobs().expect("test: write");
@@ -882,13 +904,14 @@ mod tests {
     fn a_non_urgent_round_with_nothing_to_sync_does_not_wait() {
         let directory = crate::storage::test_directory::TestDirectory::new("lazy-empty");
         let (mut writer, jobs, mut inputs) = writer(&directory);
-        jobs.send(LogJob {
+        let nothing = LogJob {
             urgent: false,
             ops: Vec::new(),
             held: Vec::new(),
             persisted_through: 0,
-        })
-        .unwrap();
+        };
+        jobs.send(nothing, false)
+            .unwrap_or_else(|_| panic!("test: send"));
         drop(jobs);
         writer.write_jobs().expect("test: write");
         assert_eq!((writer.syncs, writer.lazy_syncs), (0, 0));
@@ -903,7 +926,8 @@ mod tests {
         let (writer, jobs, mut inputs) = writer(&directory);
         let stop = Arc::clone(&writer.stop);
         // Index 5 of an empty log: the log refuses the batch, as it would a failed write.
-        jobs.send(job(true, 5, 1)).unwrap();
+        jobs.send(job(true, 5, 1), true)
+            .unwrap_or_else(|_| panic!("test: send"));
         drop(jobs);
         let result = writer.run();
         assert!(
