@@ -1372,6 +1372,7 @@ impl<'a> TypedFields<'a> {
             "status" if !lock_fields && !hello_fields => WireOp::Status,
             "keepalive"
                 if !hello_fields
+                    && !claim_fields
                     && self.lock.is_none()
                     && self.consistency.is_none()
                     && self.wait_ms.is_none() =>
@@ -2473,6 +2474,7 @@ mod tests {
             r#"{"seq":1,"op":"preempt","version":2,"client":7,"lock":"a","mode":"Shared"}"#,
             r#"{"seq":1,"op":"check","version":2,"client":7,"lock":"a","mode":"shared"}"#,
             r#"{"seq":1,"op":"cancel","version":2,"client":7,"lock":"a","permits":2}"#,
+            r#"{"seq":1,"op":"keepalive","version":2,"client":7,"mode":"shared"}"#,
             // Not one object.
             r#"[{"seq":1,"op":"hello","version":2}]"#,
             r#"{"seq":1,"op":"hello","version":2} {}"#,
