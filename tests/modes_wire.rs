@@ -3,9 +3,10 @@
 //! and `lockstep lock --shared` / `--permits`.
 //!
 //! Stories:
-//! - two readers hold one lock at once, each with a token of its own; a writer waits behind
-//!   them, a reader that comes after the writer does not overtake it, and the writer is granted
-//!   once both readers released;
+//! - two readers hold one lock at once, each with a token of its own (a check, from the library
+//!   and from `lockstep client check`, counts them); a writer waits behind them, a reader that
+//!   comes after the writer does not overtake it, and the writer is granted once both readers
+//!   released;
 //! - a semaphore of 3 holds three clients, refuses a fourth (`held_by`), refuses other permits
 //!   (`permits_mismatch`, also to an acquire, which is then not queued), and hands a freed
 //!   permit to the fourth waiting in line;
@@ -186,6 +187,28 @@ fn two_readers_hold_at_once_and_a_writer_waits_for_both_and_is_not_overtaken() {
             holders: 2,
             permits: None
         })
+    );
+
+    // `lockstep client check` says the same, in a sentence and in JSON.
+    let servers = cluster.addresses().join(",");
+    let checked = common::lockstep(&[
+        "client",
+        "--servers",
+        &servers,
+        "--json",
+        "check",
+        "catalog",
+        "--linearizable",
+    ]);
+    let json: serde_json::Value =
+        serde_json::from_slice(&checked.stdout).expect("one JSON object on stdout");
+    assert_eq!(json["result"], "shared", "{json}");
+    assert_eq!(json["holders"], 2, "{json}");
+    let sentence = common::lockstep(&["client", "--servers", &servers, "check", "catalog"]);
+    let sentence = common::text(&sentence.stdout);
+    assert!(
+        sentence.contains("held shared: 2 client(s) hold `catalog` together"),
+        "{sentence}"
     );
 
     let mut writer = cluster.registered();
