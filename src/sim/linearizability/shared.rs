@@ -59,7 +59,9 @@ enum Declared {
 /// One lock of the sequential lock table, with modes.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub(super) struct SharedState {
-    /// In grant order: one exclusive holder, or shared holders within the capacity.
+    /// By owner: one exclusive holder, or shared holders within the capacity. Not in grant
+    /// order, so that the order in which concurrent grants are tried does not make states that
+    /// differ only in it (tokens say who came first, where it matters).
     holds: Vec<SharedHold>,
     permits: Declared,
     /// Every token granted from here on is at least this, but for [`Self::run_token`].
@@ -204,11 +206,10 @@ impl SharedState {
                 if mine.is_some() || self.mismatch(claim) || !self.fits(claim) {
                     return Some(self.clone());
                 }
-                let token_min = match claim.mode {
-                    Mode::Shared => self.run_token.unwrap_or(self.token_next_min),
-                    Mode::Exclusive => self.token_next_min,
-                };
-                Some(self.granted(client, HoldToken::AtLeast(token_min), claim))
+                // Any token: the search places an unknown claim only when an answer needs it
+                // (`SharedSearch::needed`), which may be long after it took effect, when the
+                // bounds of that moment no longer tell what its token was.
+                Some(self.granted(client, HoldToken::AtLeast(0), claim))
             }
             SharedAction::MaybeRelease | SharedAction::Expire => {
                 Some(mine.map_or_else(|| self.clone(), |at| self.without(at)))
@@ -266,23 +267,22 @@ impl SharedState {
             Declared::Unseen if claim.permits.is_some() => Declared::Known(claim.permits),
             _ => after.permits,
         };
-        after.holds.push(SharedHold {
-            owner: client,
-            token,
-            mode: claim.mode,
-        });
+        let at = after.holds.partition_point(|hold| hold.owner < client);
+        after.holds.insert(
+            at,
+            SharedHold {
+                owner: client,
+                token,
+                mode: claim.mode,
+            },
+        );
         match token {
             HoldToken::Known(token) => {
                 let token = u128::from(token);
                 after.token_next_min = after.token_next_min.max(token + 1);
                 after.run_token = (claim.mode == Mode::Shared).then_some(token);
             }
-            HoldToken::AtLeast(token_min) => {
-                after.token_next_min = after.token_next_min.max(token_min + 1);
-                if claim.mode == Mode::Exclusive {
-                    after.run_token = None;
-                }
-            }
+            HoldToken::AtLeast(_) => {}
         }
         after
     }
@@ -313,16 +313,17 @@ impl SharedState {
         after
     }
 
-    /// Whether `owner` holds the lock and may be the earliest-granted holder: the first in
-    /// grant order, or one granted by the same entry (the same token) as the first.
+    /// Whether `owner` holds the lock and may be the earliest-granted holder: tokens rise in
+    /// grant order (holders granted by one entry share it), so no other holder's token may be
+    /// known to be lower.
     fn may_be_earliest(&self, owner: u32) -> bool {
-        let Some(at) = self.holds.iter().position(|hold| hold.owner == owner) else {
+        let Some(hold) = self.holds.iter().find(|hold| hold.owner == owner) else {
             return false;
         };
-        let token = self.holds[at].token;
-        self.holds[..at]
+        !self
+            .holds
             .iter()
-            .all(|before| tokens_may_match(before.token, token))
+            .any(|other| known_lower(other.token, hold.token))
     }
 
     pub(super) fn view(&self) -> LockView {
@@ -353,13 +354,12 @@ fn known(token: HoldToken) -> Option<u64> {
     }
 }
 
-/// Whether two holds may carry the same token (granted by one entry).
-fn tokens_may_match(first: HoldToken, second: HoldToken) -> bool {
+/// Whether `first` is certainly lower than `second`.
+fn known_lower(first: HoldToken, second: HoldToken) -> bool {
     match (first, second) {
-        (HoldToken::Known(a), HoldToken::Known(b)) => a == b,
-        (HoldToken::AtLeast(min), HoldToken::Known(token))
-        | (HoldToken::Known(token), HoldToken::AtLeast(min)) => u128::from(token) >= min,
-        (HoldToken::AtLeast(_), HoldToken::AtLeast(_)) => true,
+        (HoldToken::Known(a), HoldToken::Known(b)) => a < b,
+        (HoldToken::Known(a), HoldToken::AtLeast(min)) => u128::from(a) < min,
+        (HoldToken::AtLeast(_), _) => false,
     }
 }
 
@@ -412,11 +412,27 @@ impl SharedProblem {
     }
 }
 
+/// Who the answers that may come next need to be holding ([`SharedSearch::needed`]).
+#[derive(Default)]
+struct Needed {
+    clients: Vec<u32>,
+    /// A `shared` answer counts more holders than there are.
+    anyone: bool,
+}
+
+impl Needed {
+    fn holds(&self, client: u32) -> bool {
+        self.anyone || self.clients.contains(&client)
+    }
+}
+
 /// A placed operation and what to restore when it is taken back.
 struct SharedFrame {
     op: usize,
     state_before: SharedState,
     placed_call_max_before: u64,
+    /// A free read ([`SharedSearch::free_read`]): never worth trying anything else in its place.
+    forced: bool,
 }
 
 /// A configuration already explored: which operations are placed, and the lock after them.
@@ -468,6 +484,57 @@ impl<'p> SharedSearch<'p> {
             .unwrap_or(u64::MAX)
     }
 
+    /// A required answer that can be placed now without changing the state or closing any
+    /// optional operation's window (its call is no later than one already placed). Placing it
+    /// now is as good as placing it later: whatever order places it later, moving it here
+    /// breaks no real-time order and leaves every later step as it was. So the search places it
+    /// without trying alternatives in its place.
+    fn free_read(&self, state: &SharedState) -> Option<usize> {
+        let frontier_ns = self.frontier_ns();
+        (0..self.ops.len())
+            .take_while(|&op| self.ops[op].call_ns <= frontier_ns)
+            .find(|&op| {
+                let candidate = self.ops[op];
+                candidate.required
+                    && !self.is_placed(op)
+                    && candidate.call_ns <= self.placed_call_max
+                    && state.step(candidate.client, candidate.action).as_ref() == Some(state)
+            })
+    }
+
+    /// What the required answers that may come next need of holders. An unknown claim is tried
+    /// only for them: placed where nothing needs it, its hold could only stand in the way
+    /// (a claim fits less, `free` and `owner` answers fail), so it can wait until something
+    /// needs it, or never take effect. Tokens do not tell against waiting: an unknown claim's
+    /// token is any ([`SharedAction::MaybeClaim`]).
+    fn needed(&self, state: &SharedState, frontier_ns: u64) -> Needed {
+        let mut needed = Needed::default();
+        for op in (0..self.ops.len()).take_while(|&op| self.ops[op].call_ns <= frontier_ns) {
+            let candidate = self.ops[op];
+            if !candidate.required || self.is_placed(op) {
+                continue;
+            }
+            match candidate.action {
+                SharedAction::Grant { .. } | SharedAction::Release => {
+                    needed.clients.push(candidate.client);
+                }
+                SharedAction::Refuse { owner, .. } | SharedAction::SeeOwner { owner, .. } => {
+                    needed.clients.push(owner);
+                }
+                SharedAction::SeeShared { holders } if holders as usize > state.holds.len() => {
+                    needed.anyone = true;
+                }
+                // A never-used name takes any claim's permits; one an unknown claim declared
+                // may refuse others.
+                SharedAction::Mismatch { .. } if state.permits == Declared::Fresh => {
+                    needed.anyone = true;
+                }
+                _ => {}
+            }
+        }
+        needed
+    }
+
     /// The next operation from `from` on that can be placed in `state`, with the state after
     /// it, and not yet explored in this configuration.
     fn next_candidate(
@@ -477,10 +544,29 @@ impl<'p> SharedSearch<'p> {
         budget: &Budget,
     ) -> Result<Option<(usize, SharedState)>, ()> {
         let frontier_ns = self.frontier_ns();
-        for op in from..self.ops.len() {
+        let needed = self.needed(state, frontier_ns);
+        // Unknown operations of one client with one action are interchangeable: the earliest
+        // called can take effect whenever a later one could. Only the earliest is tried.
+        let mut unknown_seen: Vec<(u32, SharedAction)> = Vec::new();
+        for op in 0..self.ops.len() {
             let candidate = self.ops[op];
             if candidate.call_ns > frontier_ns {
                 break;
+            }
+            if candidate.return_ns.is_none() && !self.is_placed(op) {
+                if matches!(candidate.action, SharedAction::MaybeClaim { .. })
+                    && !needed.holds(candidate.client)
+                {
+                    continue;
+                }
+                let key = (candidate.client, candidate.action);
+                if unknown_seen.contains(&key) {
+                    continue;
+                }
+                unknown_seen.push(key);
+            }
+            if op < from {
+                continue;
             }
             let window_open = candidate
                 .return_ns
@@ -524,13 +610,23 @@ impl<'p> SharedSearch<'p> {
             if !budget.take_step() {
                 return Verdict::Inconclusive;
             }
-            match self.next_candidate(&state, from, budget) {
+            let free_read = if from == 0 {
+                self.free_read(&state)
+            } else {
+                None
+            };
+            let next = match free_read {
+                Some(op) => Ok(Some((op, state.clone()))),
+                None => self.next_candidate(&state, from, budget),
+            };
+            match next {
                 Err(()) => return Verdict::Inconclusive,
                 Ok(Some((op, after))) => {
                     stack.push(SharedFrame {
                         op,
                         state_before: std::mem::replace(&mut state, after),
                         placed_call_max_before: self.placed_call_max,
+                        forced: free_read.is_some(),
                     });
                     self.flip(op);
                     self.placed_call_max = self.placed_call_max.max(self.ops[op].call_ns);
@@ -541,16 +637,23 @@ impl<'p> SharedSearch<'p> {
                     from = 0;
                 }
                 Ok(None) => {
-                    let Some(frame) = stack.pop() else {
-                        return Verdict::NotLinearizable;
-                    };
-                    self.flip(frame.op);
-                    if self.ops[frame.op].required {
-                        self.required_left += 1;
+                    // Takes back free reads along with what came before them: nothing else was
+                    // worth trying in their place.
+                    loop {
+                        let Some(frame) = stack.pop() else {
+                            return Verdict::NotLinearizable;
+                        };
+                        self.flip(frame.op);
+                        if self.ops[frame.op].required {
+                            self.required_left += 1;
+                        }
+                        self.placed_call_max = frame.placed_call_max_before;
+                        state = frame.state_before;
+                        from = frame.op + 1;
+                        if !frame.forced {
+                            break;
+                        }
                     }
-                    self.placed_call_max = frame.placed_call_max_before;
-                    state = frame.state_before;
-                    from = frame.op + 1;
                 }
             }
         }
