@@ -42,7 +42,7 @@ use crate::client::{
 use crate::net::protocol::{Answer, WireOp, WireRequest, encode_request_into};
 use crate::net::tls::ClientTls;
 use crate::net::tls::stream::NetStream;
-use crate::node::{LockName, LogIndex, Outcome, Term};
+use crate::node::{Claim, LockName, LogIndex, Outcome, Term};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -333,6 +333,7 @@ impl Session {
                 client,
                 secret,
                 lock: lock.clone(),
+                claim: Claim::EXCLUSIVE,
             };
             match self.exchange(&preempt).await {
                 Ok(Answer::Outcome(Outcome::Granted { .. })) => {
@@ -367,6 +368,7 @@ impl Session {
             secret: Some(secret),
             lock: lock.clone(),
             wait_ms: ACQUIRE_WAIT.as_millis() as u64,
+            claim: Claim::EXCLUSIVE,
         };
         let pace = (
             ACQUIRE_RESEND_AFTER,

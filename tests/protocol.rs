@@ -10,8 +10,8 @@ use lockstep::net::protocol::{
     encode_wire_reply, parse_role, role_name,
 };
 use lockstep::node::{
-    Claim, ClientId, ClientReply, ClientRequest, ClientSecret, Consistency, Operation, Outcome,
-    ReplyBody, RequestBody, Role, ServerId, ServiceError,
+    Claim, ClientId, ClientReply, ClientRequest, ClientSecret, Consistency, Mode, Operation,
+    Outcome, ReplyBody, RequestBody, Role, ServerId, ServiceError,
 };
 
 const PROTOCOL_MD: &str = include_str!("../docs/PROTOCOL.md");
@@ -114,6 +114,7 @@ fn every_lock_request_round_trips_and_reaches_the_node_as_the_same_operation() {
                 client,
                 secret: Some(secret()),
                 lock: "a".into(),
+                claim: Claim::EXCLUSIVE,
             },
             concat!(
                 r#"{"seq":2,"op":"preempt","client":7,"secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","#,
@@ -174,6 +175,7 @@ fn every_lock_request_round_trips_and_reaches_the_node_as_the_same_operation() {
                 secret: Some(secret()),
                 lock: "a".into(),
                 wait_ms: 30_000,
+                claim: Claim::EXCLUSIVE,
             },
             concat!(
                 r#"{"seq":2,"op":"acquire","client":7,"secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","#,
@@ -196,6 +198,64 @@ fn every_lock_request_round_trips_and_reaches_the_node_as_the_same_operation() {
                 r#""lock":"a","version":2,"seen_index":12}"#
             ),
             Operation::Cancel { lock: "a".into() },
+        ),
+        (
+            WireOp::Preempt {
+                client,
+                secret: Some(secret()),
+                lock: "a".into(),
+                claim: Claim::SHARED,
+            },
+            concat!(
+                r#"{"seq":2,"op":"preempt","client":7,"secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","#,
+                r#""lock":"a","mode":"shared","version":2,"seen_index":12}"#
+            ),
+            Operation::Preempt {
+                lock: "a".into(),
+                claim: Claim::SHARED,
+            },
+        ),
+        (
+            WireOp::Acquire {
+                client,
+                secret: Some(secret()),
+                lock: "a".into(),
+                wait_ms: 30_000,
+                claim: Claim::semaphore(3),
+            },
+            concat!(
+                r#"{"seq":2,"op":"acquire","client":7,"secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","#,
+                r#""lock":"a","wait_ms":30000,"mode":"shared","permits":3,"version":2,"#,
+                r#""seen_index":12}"#
+            ),
+            Operation::Acquire {
+                lock: "a".into(),
+                wait_ms: 30_000,
+                claim: Claim::semaphore(3),
+            },
+        ),
+        (
+            // A writer that drains a semaphore: exclusive, so `mode` is written out.
+            WireOp::Preempt {
+                client,
+                secret: Some(secret()),
+                lock: "a".into(),
+                claim: Claim {
+                    mode: Mode::Exclusive,
+                    permits: Some(3),
+                },
+            },
+            concat!(
+                r#"{"seq":2,"op":"preempt","client":7,"secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","#,
+                r#""lock":"a","mode":"exclusive","permits":3,"version":2,"seen_index":12}"#
+            ),
+            Operation::Preempt {
+                lock: "a".into(),
+                claim: Claim {
+                    mode: Mode::Exclusive,
+                    permits: Some(3),
+                },
+            },
         ),
     ];
     for (op, expected_line, node_op) in cases {
@@ -271,6 +331,7 @@ fn encoding_into_a_reused_buffer_appends_the_same_line() {
             client: ClientId(7),
             secret: Some(secret()),
             lock: "printer".into(),
+            claim: Claim::EXCLUSIVE,
         },
     };
     let mut buffer = b"left over".to_vec();
@@ -796,7 +857,7 @@ fn every_bad_line_gets_a_bad_request_that_says_what_is_wrong() {
             r#"{"seq":3,"version":2,"op":"preempt","client":7,"lock":"a","consistency":"local"}"#,
             Some(3),
             "unknown field `consistency` for preempt (it takes seq, op, version, seen_index, \
-             term, client, secret, lock)",
+             term, client, secret, lock, mode, permits)",
         ),
         (
             r#"{"seq":3,"version":2,"op":"hello","client":7}"#,
@@ -1588,8 +1649,8 @@ fn session() -> Vec<Exchange> {
             node: Some(refused(7, 17, ServiceError::SeqReused { seq: 7 })),
             printed: concat!(
                 r#"{"seq":7,"error":"seq_reused","term":3,"message":"seq 7 was already used "#,
-                r#"by this client for another operation or lock; nothing was done. A retry "#,
-                r#"repeats its operation exactly; a new operation takes a new, higher seq"}"#
+                r#"by this client for another operation, lock or claim; nothing was done. A "#,
+                r#"retry repeats its operation exactly; a new operation takes a new, higher seq"}"#
             ),
         },
         Exchange {
@@ -1688,6 +1749,7 @@ fn session() -> Vec<Exchange> {
     ]
     .into_iter()
     .chain(waiting_session())
+    .chain(shared_session())
     .collect()
 }
 
@@ -1777,6 +1839,144 @@ fn waiting_session() -> Vec<Exchange> {
                 r#"{"seq":15,"error":"queue_full","term":3,"message":"the lock's queue already "#,
                 r#"holds 1024 waiters; nothing was done. Back off, then retry the same seq (any "#,
                 r#"server gives the same answer until the queue drains)","waiters_max":1024}"#
+            ),
+        },
+    ]
+}
+
+/// The second identity of the session's third part, a writer.
+const WRITER_SECRET_HEX: &str = "9e8d7c6b5a4f30211203f4e5d6c7b8a9";
+
+/// The session's third part: two readers share a lock, a writer queues behind them and is
+/// granted on their release, a semaphore of 2 refuses a third holder, and claims that disagree
+/// with the lock's permits or with their own seq are refused.
+fn shared_session() -> Vec<Exchange> {
+    let reply =
+        |seq, index, outcome| in_term(3, node_reply(seq, index, ReplyBody::Outcome(outcome)));
+    let writer_welcome = ReplyBody::Welcome {
+        nonce: 2,
+        client: ClientId(11),
+        secret: ClientSecret::parse_hex(WRITER_SECRET_HEX).expect("32 hex digits"),
+    };
+    vec![
+        Exchange {
+            typed: concat!(
+                r#"{"seq":16,"op":"preempt","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"shelf","mode":"shared","#,
+                r#""seen_index":26,"term":3}"#
+            ),
+            node: Some(reply(16, 28, Outcome::Granted { token: 28 })),
+            printed: r#"{"seq":16,"ok":"granted","term":3,"token":28,"index":28}"#,
+        },
+        Exchange {
+            typed: concat!(
+                r#"{"seq":17,"op":"check","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"shelf","#,
+                r#""seen_index":28,"term":3}"#
+            ),
+            node: Some(reply(
+                17,
+                28,
+                Outcome::Shared {
+                    holders: 2,
+                    permits: None,
+                },
+            )),
+            printed: r#"{"seq":17,"ok":"shared","term":3,"holders":2,"index":28}"#,
+        },
+        Exchange {
+            typed: r#"{"seq":1,"op":"hello","version":2,"nonce":2}"#,
+            node: Some(in_term(3, node_reply(1, 29, writer_welcome))),
+            printed: concat!(
+                r#"{"seq":1,"ok":"welcome","term":3,"client":11,"#,
+                r#""secret":"9e8d7c6b5a4f30211203f4e5d6c7b8a9","version":2,"nonce":2,"index":29}"#
+            ),
+        },
+        Exchange {
+            typed: concat!(
+                r#"{"seq":2,"op":"acquire","version":2,"client":11,"#,
+                r#""secret":"9e8d7c6b5a4f30211203f4e5d6c7b8a9","lock":"shelf","wait_ms":60000,"#,
+                r#""seen_index":29,"term":3}"#
+            ),
+            node: None,
+            printed: "",
+        },
+        Exchange {
+            typed: concat!(
+                r#"{"seq":18,"op":"release","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"shelf","#,
+                r#""seen_index":29,"term":3}"#
+            ),
+            node: Some(reply(18, 31, Outcome::Released)),
+            printed: r#"{"seq":18,"ok":"released","term":3,"index":31}"#,
+        },
+        Exchange {
+            typed: "",
+            node: Some(reply(2, 32, Outcome::Granted { token: 32 })),
+            printed: r#"{"seq":2,"ok":"granted","term":3,"token":32,"index":32}"#,
+        },
+        Exchange {
+            typed: concat!(
+                r#"{"seq":19,"op":"preempt","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"tape","permits":2,"#,
+                r#""seen_index":32,"term":3}"#
+            ),
+            node: Some(reply(19, 33, Outcome::Granted { token: 33 })),
+            printed: r#"{"seq":19,"ok":"granted","term":3,"token":33,"index":33}"#,
+        },
+        Exchange {
+            typed: concat!(
+                r#"{"seq":3,"op":"preempt","version":2,"client":11,"#,
+                r#""secret":"9e8d7c6b5a4f30211203f4e5d6c7b8a9","lock":"tape","permits":2,"#,
+                r#""seen_index":33,"term":3}"#
+            ),
+            node: Some(reply(3, 34, Outcome::HeldBy { owner: ClientId(9) })),
+            printed: r#"{"seq":3,"ok":"held_by","term":3,"owner":9,"index":34}"#,
+        },
+        Exchange {
+            typed: concat!(
+                r#"{"seq":4,"op":"acquire","version":2,"client":11,"#,
+                r#""secret":"9e8d7c6b5a4f30211203f4e5d6c7b8a9","lock":"tape","permits":3,"#,
+                r#""wait_ms":10000,"seen_index":34,"term":3}"#
+            ),
+            node: Some(reply(4, 35, Outcome::PermitsMismatch { permits: Some(2) })),
+            printed: concat!(
+                r#"{"seq":4,"error":"permits_mismatch","term":3,"permits":2,"message":"the lock "#,
+                r#"is in use as a semaphore of 2 permits, and your claim named other permits; "#,
+                r#"nothing was done. Claim with the lock's permits (or none), or wait until it "#,
+                r#"is free; a retry of this seq gets this answer again"}"#
+            ),
+        },
+        Exchange {
+            typed: concat!(
+                r#"{"seq":5,"op":"acquire","version":2,"client":11,"#,
+                r#""secret":"9e8d7c6b5a4f30211203f4e5d6c7b8a9","lock":"tape","permits":100,"#,
+                r#""wait_ms":10000,"seen_index":34,"term":3}"#
+            ),
+            node: None,
+            printed: concat!(
+                r#"{"seq":5,"error":"bad_request","message":"`permits` is 100; it must be 1 to "#,
+                r#"64, the most holders a lock has at once"}"#
+            ),
+        },
+        Exchange {
+            typed: concat!(
+                r#"{"seq":19,"op":"preempt","version":2,"client":7,"#,
+                r#""secret":"5f3a9c0e7b2d4186a1c3e5f7092b4d6e","lock":"tape","#,
+                r#""seen_index":34,"term":3}"#
+            ),
+            node: Some(in_term(
+                3,
+                node_reply(
+                    19,
+                    34,
+                    ReplyBody::Error(ServiceError::SeqReused { seq: 19 }),
+                ),
+            )),
+            printed: concat!(
+                r#"{"seq":19,"error":"seq_reused","term":3,"message":"seq 19 was already used by "#,
+                r#"this client for another operation, lock or claim; nothing was done. A retry "#,
+                r#"repeats its operation exactly; a new operation takes a new, higher seq"}"#
             ),
         },
     ]
@@ -2160,44 +2360,121 @@ fn sessions_travel_as_a_ttl_on_hello_a_keepalive_and_two_new_refusals() {
     );
 }
 
-/// Protocol version 2 has no field for a claim's mode or permits (issue 12 §4): a shared or
-/// semaphore claim is refused by the encoder, never sent as a plain exclusive preempt, and a
-/// line that names `mode` or `permits` is refused by the decoder.
+/// Shared locks and semaphores on the wire (docs/PROTOCOL.md, "Shared locks and semaphores"):
+/// every node claim has a line, `permits` alone reads as shared, and a bad `mode` or
+/// `permits` is a `bad_request` that names the field and its bound, before any node sees it.
 #[test]
-fn a_shared_or_semaphore_claim_is_not_on_the_wire_in_either_direction() {
-    for claim in [Claim::SHARED, Claim::semaphore(3)] {
-        let preempt = client_op(
-            2,
-            0,
-            7,
+fn claims_travel_both_ways_and_bad_ones_are_refused_naming_the_bound() {
+    for claim in [Claim::SHARED, Claim::semaphore(3), Claim::EXCLUSIVE] {
+        for op in [
             Operation::Preempt {
                 lock: "a".into(),
                 claim,
             },
-        );
-        let refused = WireRequest::try_from(preempt).expect_err("no line for a claim");
-        assert_eq!(refused.op, "shared or semaphore preempt");
-        let acquire = client_op(
-            3,
-            0,
-            7,
             Operation::Acquire {
                 lock: "a".into(),
                 wait_ms: 0,
                 claim,
             },
-        );
-        assert!(WireRequest::try_from(acquire).is_err());
+        ] {
+            let node = client_op(2, 0, 7, op);
+            let wire = WireRequest::try_from(node.clone()).expect("every claim has a line");
+            let line = encode_request(&wire);
+            let back = decode_request(&line).expect("an encoded claim decodes");
+            assert_eq!(back.into_client_request(), Some(node), "{}", text(&line));
+        }
     }
-    for field in [r#""mode":"shared""#, r#""permits":3"#] {
-        let line = format!(
-            r#"{{"seq":2,"op":"preempt","version":2,"client":7,"secret":"{SECRET_HEX}","lock":"a",{field}}}"#
-        );
+    let line = |fields: &str| {
+        format!(
+            r#"{{"seq":2,"op":"preempt","version":2,"client":7,"secret":"{SECRET_HEX}","lock":"a",{fields}}}"#
+        )
+    };
+    let permits_alone = decode_request(line(r#""permits":2"#).as_bytes()).expect("decodes");
+    assert!(
+        matches!(permits_alone.op, WireOp::Preempt { claim, .. } if claim == Claim::semaphore(2)),
+        "permits without a mode is one permit: {permits_alone:?}"
+    );
+    let refusals = [
+        (r#""permits":0"#, "`permits` is 0; it must be 1 to 64"),
+        (r#""permits":65"#, "`permits` is 65; it must be 1 to 64"),
+        (
+            r#""permits":-1"#,
+            "`permits` must be how many holders the lock allows at once",
+        ),
+        (
+            r#""mode":"reader""#,
+            r#"`mode` must be "exclusive" (one holder) or "shared" (many); got the string `reader`"#,
+        ),
+        (r#""mode":true"#, "got true"),
+    ];
+    for (fields, expected) in refusals {
+        let refused = decode_request(line(fields).as_bytes()).expect_err(fields);
+        assert_eq!(refused.seq, Some(2), "{fields}");
         assert!(
-            decode_request(line.as_bytes()).is_err(),
-            "{line} must be refused"
+            refused.message.contains(expected),
+            "{fields}: {}",
+            refused.message
         );
+        let careful = lockstep::net::protocol::decode_request_carefully(line(fields).as_bytes());
+        assert_eq!(careful, Err(refused), "both decoders agree on {fields}");
     }
+    // Only preempt and acquire take a claim: a release names no mode.
+    let release = format!(
+        r#"{{"seq":2,"op":"release","version":2,"client":7,"secret":"{SECRET_HEX}","lock":"a","mode":"shared"}}"#
+    );
+    let refused = decode_request(release.as_bytes()).expect_err("a release with a mode");
+    assert!(
+        refused.message.contains("unknown field `mode` for release"),
+        "{}",
+        refused.message
+    );
+}
+
+/// A shared lock's check answers how many hold it and its permits; a permits mismatch is an
+/// error code with the permits in force; both decode back to what the node said.
+#[test]
+fn a_shared_check_and_a_permits_mismatch_round_trip_as_the_node_said_them() {
+    let shared = node_reply(
+        4,
+        31,
+        ReplyBody::Outcome(Outcome::Shared {
+            holders: 2,
+            permits: Some(3),
+        }),
+    );
+    let line = encode_reply(&shared);
+    assert_eq!(
+        text(&line),
+        "{\"seq\":4,\"ok\":\"shared\",\"term\":2,\"holders\":2,\"permits\":3,\"index\":31}\n"
+    );
+    let WireReply::Ok { answer, .. } = decode_reply(&line).expect("decodes") else {
+        panic!("an ok reply");
+    };
+    assert_eq!(
+        answer,
+        Answer::Outcome(Outcome::Shared {
+            holders: 2,
+            permits: Some(3)
+        })
+    );
+    for permits in [Some(2), None] {
+        let mismatch = node_reply(
+            5,
+            32,
+            ReplyBody::Outcome(Outcome::PermitsMismatch { permits }),
+        );
+        let line = encode_reply(&mismatch);
+        let WireReply::Error(error) = decode_reply(&line).expect("decodes") else {
+            panic!("permits_mismatch is an error on the wire: {}", text(&line));
+        };
+        assert_eq!(error.code, ErrorCode::PermitsMismatch { permits });
+        assert_eq!(error.term, Some(2));
+        assert_eq!(text(&line).contains("\"permits\":"), permits.is_some());
+    }
+    assert!(
+        decode_reply(br#"{"seq":4,"ok":"shared","term":2,"index":31}"#).is_err(),
+        "a shared answer without holders is malformed"
+    );
 }
 
 // ----- watches (issue 12 §2) -----
@@ -2242,22 +2519,22 @@ fn watch_session() -> Vec<(&'static str, Vec<WatchPrinted>)> {
             event: WatchEvent { index, changes },
         })
     };
-    let released = |id| event(id, 27, Change::Released { owner: ClientId(7) });
+    let released = |id| event(id, 35, Change::Released { owner: ClientId(7) });
     let granted = |id| {
         let owner = ClientId(9);
-        event(id, 28, Change::Granted { owner, token: 28 })
+        event(id, 36, Change::Granted { owner, token: 36 })
     };
-    let release_reply = in_term(3, outcome(17, 27, Outcome::Released));
+    let release_reply = in_term(3, outcome(21, 35, Outcome::Released));
     let current = WatchReply::Current {
         id: 1,
-        index: 26,
+        index: 34,
         state: scanner_state(7, 21),
         compacted: None,
     };
     let compacted = WatchReply::Current {
         id: 3,
-        index: 28,
-        state: scanner_state(9, 28),
+        index: 36,
+        state: scanner_state(9, 36),
         compacted: Some(20),
     };
     let stopped = WatchReply::Cancelled {
@@ -2268,7 +2545,7 @@ fn watch_session() -> Vec<(&'static str, Vec<WatchPrinted>)> {
         id: 2,
         refusal: WatchRefusal::IdInUse,
     };
-    let resumed = WatchReply::Resumed { id: 2, index: 28 };
+    let resumed = WatchReply::Resumed { id: 2, index: 36 };
     vec![
         ("watch 1", vec![WatchPrinted::Watch(current)]),
         (

@@ -630,6 +630,7 @@ fn holder(client: &mut Client, lock: &str) -> Option<(u64, u64)> {
     match client.check(lock, Consistency::Linearizable) {
         Ok(Check::Owner { owner, token }) => Some((owner.0, token)),
         Ok(Check::Free) => None,
+        Ok(shared @ Check::Shared { .. }) => panic!("nobody here claims {lock} shared: {shared:?}"),
         Err(error) => panic!("check of {lock}: {error}"),
     }
 }
@@ -2481,6 +2482,7 @@ fn a_dead_clients_session_expires_and_another_client_takes_its_lock_with_a_large
         match other.preempt("a") {
             Ok(Preempt::Granted { token }) => break token,
             Ok(Preempt::HeldBy { owner }) => assert_eq!(owner, credential.id),
+            Ok(other @ Preempt::PermitsMismatch { .. }) => panic!("no permits named: {other:?}"),
             Err(error) => panic!("preempt of a: {error}"),
         }
         assert!(

@@ -13,7 +13,7 @@ use crate::client::{Client, ClientOptions, Credential};
 use crate::net::protocol::{
     ErrorCode, WireOp, WireReply, WireRequest, decode_reply, encode_request,
 };
-use crate::node::{Consistency, LockName};
+use crate::node::{Claim, Consistency, LockName};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,6 +57,7 @@ fn ask_leader(address: SocketAddr, credential: Credential, seq: u64) -> Option<(
             client: credential.id,
             secret: Some(credential.secret),
             lock: LockName::from(PROBE_LOCK),
+            claim: Claim::EXCLUSIVE,
         },
     };
     let mut stream = TcpStream::connect_timeout(&address, LEADER_QUESTION_TIMEOUT).ok()?;

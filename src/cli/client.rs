@@ -520,6 +520,23 @@ fn preempted(name: &str, preempt: Preempt) -> Report {
             ),
             json: json!({"result": "held_by", "owner": owner.0}),
         },
+        // This command claims no permits; said plainly all the same, should a cluster say it.
+        Preempt::PermitsMismatch { permits } => Report {
+            code: EXIT_REFUSED,
+            sentence: format!(
+                "permits mismatch: `{name}` is in use with {}; you did not get it",
+                permits_shown(permits)
+            ),
+            json: json!({"result": "permits_mismatch", "permits": permits}),
+        },
+    }
+}
+
+/// Declared permits as a sentence says them.
+fn permits_shown(permits: Option<u32>) -> String {
+    match permits {
+        Some(permits) => format!("{permits} permits"),
+        None => "no permits (a plain lock)".to_string(),
     }
 }
 
@@ -588,6 +605,14 @@ fn checked(name: &str, check: Check) -> Report {
                 owner.0
             ),
             json: json!({"result": "owner", "owner": owner.0, "token": token}),
+        },
+        Check::Shared { holders, permits } => Report {
+            code: EXIT_OK,
+            sentence: format!(
+                "held shared: {holders} client(s) hold `{name}` together ({})",
+                permits_shown(permits)
+            ),
+            json: json!({"result": "shared", "holders": holders, "permits": permits}),
         },
     }
 }

@@ -14,13 +14,20 @@
 //! without a renewal, or the cluster answered `session_expired`), it says why, stops the
 //! command (`--on-lost`, `--kill-after`) and exits [`EXIT_LEASE_LOST`] without releasing:
 //! the lock may already be someone else's.
+//!
+//! `--shared` and `--permits N` take the lock as a reader (beside other readers, never beside a
+//! writer) or as one of N holders of a semaphore (docs/design.md, "Shared locks and
+//! semaphores"); every mode waits in the same fair line.
 
 use super::client::{
     CLIENT_ENV, Connect, EXIT_ERROR, Ttl, parse_duration, parse_lock_name, parse_ttl,
     register_if_new, shown,
 };
 use clap::{Args, ValueEnum};
-use lockstep::client::{Acquire, Check, Client, Error, LeaseState, Lost, Release, SessionKeeper};
+use lockstep::client::{
+    Acquire, Check, Claim, Client, Error, LeaseState, Lost, Mode, PERMITS_MAX, Release,
+    SessionKeeper,
+};
 use lockstep::net::protocol::{ACQUIRE_WAIT_MS_MAX, ErrorCode};
 use lockstep::node::Consistency;
 use std::ffi::OsString;
@@ -34,6 +41,10 @@ pub const EXIT_NOT_ACQUIRED: u8 = 75;
 /// The session's lease was lost (while waiting for the lock or while the command ran): the
 /// command was stopped and the lock not released.
 pub const EXIT_LEASE_LOST: u8 = 76;
+/// The lock is in use with other permits than `--permits` named (or with permits, when none
+/// were named): EX_CONFIG from sysexits.h, since waiting will not fix it while others use the
+/// lock under their permits.
+pub const EXIT_PERMITS_MISMATCH: u8 = 78;
 /// The command exists but cannot be run (as shells do).
 pub const EXIT_CANNOT_EXECUTE: u8 = 126;
 /// The command was not found (as shells do).
@@ -62,6 +73,19 @@ pub enum OnLost {
   lockstep lock backup --servers 127.0.0.1:7001,127.0.0.1:7002 -- ./backup.sh --full
   lockstep lock deploy --servers 10.0.0.1:7100 --wait 30s -- make deploy
   LOCKSTEP_CLIENT=7:SECRET lockstep lock deploy --servers 10.0.0.1:7100 -- make deploy
+  lockstep lock catalog --shared --servers 10.0.0.1:7100 -- ./read-catalog.sh
+  lockstep lock catalog --servers 10.0.0.1:7100 -- ./rewrite-catalog.sh
+  lockstep lock gpu --permits 4 --servers 10.0.0.1:7100 -- ./train.sh
+
+Modes: without --shared, lockstep holds the lock alone (a writer). With --shared, it holds it
+beside any number of other --shared holders (readers, up to 64), but never beside a writer:
+in the examples, any number of read-catalog.sh run together, and rewrite-catalog.sh runs
+alone. With --permits N the lock is a semaphore of N: at most N holders at once, each taking
+one permit (--permits implies --shared; add --exclusive to take all N permits at once, say for
+maintenance). Every mode waits in the same fair line, in arrival order: a writer waiting
+behind readers is not overtaken by readers that come after it. Every holder gets its own
+fencing token. While a lock is in use, every --permits must name the same N (and a lock used
+without --permits takes none): a different N is refused at once, exit 78.
 
 Without a credential (--client ID:SECRET, --client-file PATH or LOCKSTEP_CLIENT=ID:SECRET),
 lockstep registers a new client and prints its credential once, on stderr, before it waits
@@ -87,10 +111,11 @@ holds the lock until someone releases it with its credential).
 
 Exit codes: the command's own; 128+N if a signal N killed it; 75 the lock was not acquired
 within --wait (the message names the holder); 76 the session's lease was lost (the command was
-stopped, the lock not released); 126 the command cannot be executed; 127 the command was not
+stopped, the lock not released); 78 the lock is in use with other permits than --permits
+named (the message says which); 126 the command cannot be executed; 127 the command was not
 found; 130 interrupted while waiting for the lock; 2 any other error (bad input such as a
 malformed credential or --ttl, no server reachable, timeout, a refusal such as unauthorized
-or a TTL outside the servers' bounds).")]
+or a TTL outside the servers' bounds, --permits outside 1 to 64, --shared with --exclusive).")]
 pub struct LockArgs {
     /// The lock to hold while the command runs.
     #[arg(value_parser = parse_lock_name)]
@@ -103,6 +128,17 @@ pub struct LockArgs {
     /// one-hour acquires, the protocol's longest wait, each joining the line again at its end).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub wait: Option<Duration>,
+    /// Hold the lock shared: beside other --shared holders (readers), never beside a writer
+    /// (a run without --shared). See "Modes" below.
+    #[arg(long, conflicts_with = "exclusive")]
+    pub shared: bool,
+    /// Hold the lock alone (the default). With --permits, takes all N permits at once.
+    #[arg(long)]
+    pub exclusive: bool,
+    /// The lock is a semaphore of N permits (1 to 64): at most N holders at once, each taking
+    /// one. Implies --shared unless --exclusive is given. Every holder must name the same N.
+    #[arg(long, value_name = "N", value_parser = parse_permits)]
+    pub permits: Option<u32>,
     /// The TTL of the new client's session (`15s`, `2m`), or `none` for a session that never
     /// expires. Default: 15s. Only for a new client: refused with a credential, whose session
     /// keeps the TTL it was registered with (and is kept alive all the same).
@@ -120,14 +156,43 @@ pub struct LockArgs {
     pub command: Vec<OsString>,
 }
 
+/// `--permits`: a whole number from 1 to [`PERMITS_MAX`].
+fn parse_permits(text: &str) -> Result<u32, String> {
+    match text.trim().parse::<u32>() {
+        Ok(permits) if (1..=PERMITS_MAX).contains(&permits) => Ok(permits),
+        _ => Err(format!(
+            "`{text}` is not a number of permits: a semaphore has 1 to {PERMITS_MAX} permits"
+        )),
+    }
+}
+
+impl LockArgs {
+    /// What the flags claim: `--permits` alone is one permit (shared), as on the wire.
+    pub fn claim(&self) -> Claim {
+        let mode = if self.shared || (self.permits.is_some() && !self.exclusive) {
+            Mode::Shared
+        } else {
+            Mode::Exclusive
+        };
+        Claim {
+            mode,
+            permits: self.permits,
+        }
+    }
+}
+
 /// How acquiring ended.
 enum Acquired {
     Granted {
         token: u64,
     },
-    /// Not granted within `--wait`; `holder` held it when the wait ran out, if anyone did.
+    /// Not granted within `--wait`; `holder` says who held it when the wait ran out.
     NotWithin {
-        holder: Option<u64>,
+        holder: String,
+    },
+    /// The lock is in use with these permits (`None`: none), not those claimed.
+    PermitsMismatch {
+        permits: Option<u32>,
     },
     Interrupted,
     /// The session's lease was lost while waiting.
@@ -203,7 +268,13 @@ pub fn run(args: LockArgs) -> u8 {
         Ok(started) => started,
         Err(code) => return code,
     };
-    let acquired = acquire(&mut client, &args.name, args.wait, &interrupted, &keeper);
+    let acquired = acquire(
+        &mut client,
+        (&args.name, args.claim()),
+        args.wait,
+        &interrupted,
+        &keeper,
+    );
     let token = match granted_token(acquired, &mut client, &args) {
         Ok(token) => token,
         Err(code) => return code,
@@ -249,16 +320,28 @@ fn granted_token(acquired: Acquired, client: &mut Client, args: &LockArgs) -> Re
     match acquired {
         Acquired::Granted { token } => Ok(token),
         Acquired::NotWithin { holder } => {
-            let holder = holder.map_or_else(
-                || "it was just released, but not to this client".to_string(),
-                |holder| format!("client {holder} holds it"),
-            );
             eprintln!(
                 "lockstep: `{}` not acquired within {}: {holder}",
                 args.name,
                 shown(args.wait.unwrap_or_default())
             );
             Err(EXIT_NOT_ACQUIRED)
+        }
+        Acquired::PermitsMismatch { permits } => {
+            let declared = match permits {
+                Some(permits) => format!("as a semaphore of {permits} permits"),
+                None => "without permits".to_string(),
+            };
+            let asked = match args.permits {
+                Some(permits) => format!("--permits {permits}"),
+                None => "no --permits".to_string(),
+            };
+            eprintln!(
+                "lockstep: `{}` is in use {declared}, and this run named {asked}: every holder \
+                 of a lock in use must name the same permits; nothing was taken",
+                args.name
+            );
+            Err(EXIT_PERMITS_MISMATCH)
         }
         Acquired::Interrupted => {
             eprintln!("lockstep: interrupted while waiting for `{}`", args.name);
@@ -332,7 +415,7 @@ fn start_session(args: &LockArgs) -> Result<(Client, SessionKeeper), u8> {
 /// or a lost lease cancels the wait at once.
 fn acquire(
     client: &mut Client,
-    name: &str,
+    (name, claim): (&str, Claim),
     wait: Option<Duration>,
     interrupted: &AtomicBool,
     keeper: &SessionKeeper,
@@ -350,7 +433,7 @@ fn acquire(
         // without --wait, forever).
         let last_round = give_up_at.is_some() && remaining <= longest;
         let remaining = remaining.min(longest);
-        let answer = match client.acquire_until(name, remaining, &mut stop) {
+        let answer = match client.acquire_with_until(name, remaining, claim, &mut stop) {
             Ok(answer) => answer,
             Err(Error::Rejected {
                 code: ErrorCode::SessionExpired,
@@ -365,9 +448,10 @@ fn acquire(
             Acquire::Granted { token } => return Acquired::Granted { token },
             Acquire::HeldBy { owner } => {
                 return Acquired::NotWithin {
-                    holder: Some(owner.0),
+                    holder: format!("client {} holds it (the earliest, if several do)", owner.0),
                 };
             }
+            Acquire::PermitsMismatch { permits } => return Acquired::PermitsMismatch { permits },
             Acquire::TimedOut if last_round => {
                 return Acquired::NotWithin {
                     holder: holder(client, name),
@@ -411,10 +495,11 @@ fn stopped(
 }
 
 /// Who holds `name` now, for the message after a wait ran out (best effort).
-fn holder(client: &mut Client, name: &str) -> Option<u64> {
+fn holder(client: &mut Client, name: &str) -> String {
     match client.check(name, Consistency::Local) {
-        Ok(Check::Owner { owner, .. }) => Some(owner.0),
-        Ok(Check::Free) | Err(_) => None,
+        Ok(Check::Owner { owner, .. }) => format!("client {} holds it", owner.0),
+        Ok(Check::Shared { holders, .. }) => format!("{holders} client(s) hold it shared"),
+        Ok(Check::Free) | Err(_) => "it was just released, but not to this client".to_string(),
     }
 }
 

@@ -9,9 +9,9 @@
 //!
 //! [`ClientOptions::operation_timeout`]: super::ClientOptions::operation_timeout
 
-use super::{Check, Client, Credential, Error, Pace};
+use super::{Check, Client, Credential, Error, Pace, Release};
 use crate::net::protocol::{ACQUIRE_WAIT_MS_MAX, Answer, WireOp};
-use crate::node::{Consistency, LockName, LogIndex, Outcome};
+use crate::node::{Claim, Consistency, LockName, LogIndex, Outcome};
 use std::time::{Duration, Instant};
 
 /// Silence after which a waiting acquire is sent again (same seq): long enough that a wait
@@ -24,8 +24,12 @@ pub const ACQUIRE_RESEND_AFTER: Duration = Duration::from_secs(2);
 pub enum Acquire {
     /// You hold the lock, at once or after waiting in its line; `token` is its fencing token.
     Granted { token: LogIndex },
-    /// Only with a wait of zero: another client holds the lock.
+    /// Only with a wait of zero: another client holds the lock (or, for a shared claim, the
+    /// holders leave no room); `owner` is its earliest-granted holder.
     HeldBy { owner: crate::node::ClientId },
+    /// The lock is in use with other permits than the claim named (`None`: a plain lock). Not
+    /// queued; nothing changed. See [`Client::preempt_with`].
+    PermitsMismatch { permits: Option<u32> },
     /// The wait ran out before the lock came to you: you left the line and will not be
     /// granted by this acquire.
     TimedOut,
@@ -55,11 +59,25 @@ impl Client {
     /// operation timeout is [`Error::TimedOut`] (the client may still be in the line until
     /// its wait runs out on the cluster, or may even have been granted).
     pub fn acquire(&mut self, name: &str, wait: Duration) -> Result<Acquire, Error> {
+        self.acquire_with(name, wait, Claim::EXCLUSIVE)
+    }
+
+    /// [`Client::acquire`] under `claim`: [`Claim::SHARED`] waits to read beside other
+    /// readers, [`Claim::semaphore`]`(n)` for one of `n` permits (see
+    /// [`Client::preempt_with`]). One FIFO line serves every mode: a shared claim queued behind
+    /// a waiting writer waits for it, so writers are not starved. Each holder granted gets its
+    /// own token; shared waiters handed the lock by one release share that release's index.
+    pub fn acquire_with(
+        &mut self,
+        name: &str,
+        wait: Duration,
+        claim: Claim,
+    ) -> Result<Acquire, Error> {
         let _keeper = match self.options.session_ttl {
             Some(_) if !wait.is_zero() => Some(self.keep_session_alive()?),
             _ => None,
         };
-        self.acquire_until(name, wait, &mut || false)
+        self.acquire_with_until(name, wait, claim, &mut || false)
     }
 
     /// [`Client::acquire`] that also ends when `stop` returns true (looked at every 20 ms
@@ -73,6 +91,18 @@ impl Client {
         wait: Duration,
         stop: &mut dyn FnMut() -> bool,
     ) -> Result<Acquire, Error> {
+        self.acquire_with_until(name, wait, Claim::EXCLUSIVE, stop)
+    }
+
+    /// [`Client::acquire_until`] under `claim` (see [`Client::acquire_with`]).
+    pub fn acquire_with_until(
+        &mut self,
+        name: &str,
+        wait: Duration,
+        claim: Claim,
+        stop: &mut dyn FnMut() -> bool,
+    ) -> Result<Acquire, Error> {
+        super::modes::check_claim(claim)?;
         let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
         if wait_ms > ACQUIRE_WAIT_MS_MAX {
             return Err(Error::InvalidInput(format!(
@@ -89,6 +119,7 @@ impl Client {
             secret: Some(credential.secret),
             lock: lock.clone(),
             wait_ms,
+            claim,
         };
         let seq = self.next_seq();
         let pace = Pace {
@@ -103,7 +134,14 @@ impl Client {
             }),
             other => other,
         };
-        match answered? {
+        let answered = match answered {
+            Err(error) => match super::modes::permits_mismatch(&error) {
+                Some(permits) => return Ok(Acquire::PermitsMismatch { permits }),
+                None => return Err(error),
+            },
+            Ok(answered) => answered,
+        };
+        match answered {
             Some((_, Answer::Outcome(outcome))) => Ok(acquired(outcome)),
             Some((_, answer)) => unreachable!("client: {answer:?} accepted for an acquire"),
             None => self.cancel_stopped_wait(credential, name),
@@ -143,6 +181,12 @@ impl Client {
                     Ok(Acquire::Granted { token })
                 }
                 Check::Owner { .. } | Check::Free => Ok(Acquire::TimedOut),
+                // A check of a shared lock counts its holders without naming them: give back
+                // a grant that may have come just before the cancel, as the stop asked.
+                Check::Shared { .. } => match self.release(name)? {
+                    Release::Released => Ok(Acquire::Cancelled),
+                    Release::NotOwner => Ok(Acquire::TimedOut),
+                },
             },
         }
     }

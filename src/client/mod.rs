@@ -35,6 +35,7 @@
 mod acquire;
 mod connection;
 mod keepalive;
+mod modes;
 mod status;
 mod watch;
 
@@ -43,6 +44,8 @@ use crate::net::protocol::{
     decode_reply, encode_request_into,
 };
 pub use crate::net::tls::ClientTls;
+/// What a preempt or an acquire claims: see [`Client::preempt_with`].
+pub use crate::node::{Claim, Mode, PERMITS_MAX};
 use crate::node::{ClientId, ClientSecret, Consistency, LockName, LogIndex, Outcome, Term};
 pub use acquire::{ACQUIRE_RESEND_AFTER, Acquire, Cancel};
 pub(crate) use connection::ResponseLines;
@@ -165,8 +168,12 @@ pub struct KeptAlive {
 pub enum Preempt {
     /// You hold the lock; `token` is its fencing token.
     Granted { token: LogIndex },
-    /// Another client holds it.
+    /// Another client holds it, or (shared or semaphore) the holders leave no room for your
+    /// claim, or others wait in its line before you: `owner` is its earliest-granted holder.
     HeldBy { owner: ClientId },
+    /// The lock is in use with other permits than your claim named (`None`: a plain lock).
+    /// Nothing changed; see [`Client::preempt_with`].
+    PermitsMismatch { permits: Option<u32> },
 }
 
 /// The answer to a release.
@@ -181,7 +188,17 @@ pub enum Release {
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 pub enum Check {
     Free,
-    Owner { owner: ClientId, token: LogIndex },
+    /// Held exclusively by `owner`, granted with fencing token `token`.
+    Owner {
+        owner: ClientId,
+        token: LogIndex,
+    },
+    /// Held in shared mode by `holders` clients; `permits` as declared (`None`: a plain
+    /// readers-writer lock). Each holder learned its own token from its grant.
+    Shared {
+        holders: u32,
+        permits: Option<u32>,
+    },
 }
 
 /// A server that could not be reached, and why.
@@ -252,6 +269,9 @@ pub fn rejection_advice(code: &ErrorCode) -> &'static str {
             ". The cluster heard no keepalive within the session's TTL and released this \
              client's locks: register a new client (leave the credential out) and take them \
              again; their new fencing tokens will be larger"
+        }
+        ErrorCode::PermitsMismatch { .. } => {
+            ". Every claim on a lock in use must name the permits it was declared with, or none"
         }
         ErrorCode::NotLeader { .. }
         | ErrorCode::LockDelayed { .. }
@@ -535,18 +555,10 @@ impl Client {
             .map(|credential| credential.id)
     }
 
-    /// Tries to take lock `name`.
+    /// Tries to take lock `name` exclusively (one holder). [`Client::preempt_with`] takes it
+    /// shared, or one permit of a semaphore.
     pub fn preempt(&mut self, name: &str) -> Result<Preempt, Error> {
-        let op = |Credential { id, secret }, lock| WireOp::Preempt {
-            client: id,
-            secret: Some(secret),
-            lock,
-        };
-        match self.run(name, op)? {
-            Outcome::Granted { token } => Ok(Preempt::Granted { token }),
-            Outcome::HeldBy { owner } => Ok(Preempt::HeldBy { owner }),
-            other => unreachable!("client: {other:?} was accepted as a preempt's answer"),
-        }
+        self.preempt_with(name, Claim::EXCLUSIVE)
     }
 
     /// Gives lock `name` back.
@@ -574,6 +586,7 @@ impl Client {
         match self.run(name, op)? {
             Outcome::Free => Ok(Check::Free),
             Outcome::Owner { owner, token } => Ok(Check::Owner { owner, token }),
+            Outcome::Shared { holders, permits } => Ok(Check::Shared { holders, permits }),
             other => unreachable!("client: {other:?} was accepted as a check's answer"),
         }
     }
@@ -956,6 +969,7 @@ pub(crate) fn judge_line(
             | ErrorCode::UnknownClient
             | ErrorCode::Unauthorized
             | ErrorCode::SessionExpired
+            | ErrorCode::PermitsMismatch { .. }
             | ErrorCode::SeqReused) => Verdict::Rejected {
                 code,
                 message: error.message,
@@ -975,9 +989,10 @@ fn answer_fits(op: &WireOp, answer: &Answer) -> bool {
         (WireOp::Release { .. }, Answer::Outcome(outcome)) => {
             matches!(outcome, Outcome::Released | Outcome::NotOwner)
         }
-        (WireOp::Check { .. }, Answer::Outcome(outcome)) => {
-            matches!(outcome, Outcome::Free | Outcome::Owner { .. })
-        }
+        (WireOp::Check { .. }, Answer::Outcome(outcome)) => matches!(
+            outcome,
+            Outcome::Free | Outcome::Owner { .. } | Outcome::Shared { .. }
+        ),
         (WireOp::Acquire { .. }, Answer::Outcome(outcome)) => matches!(
             outcome,
             Outcome::Granted { .. }
@@ -1133,13 +1148,29 @@ mod tests {
         let preempt = WireOp::Preempt {
             client: ClientId(1),
             secret: None,
-            lock,
+            lock: lock.clone(),
+            claim: Claim::SHARED,
         };
         assert!(answer_fits(
             &preempt,
             &Answer::Outcome(Outcome::Granted { token: 1 })
         ));
         assert!(!answer_fits(&preempt, &Answer::Outcome(Outcome::Free)));
+        let check = WireOp::Check {
+            client: ClientId(1),
+            secret: None,
+            lock,
+            consistency: Consistency::Local,
+        };
+        let shared = Answer::Outcome(Outcome::Shared {
+            holders: 2,
+            permits: None,
+        });
+        assert!(answer_fits(&check, &shared), "a check may find readers");
+        assert!(
+            !answer_fits(&preempt, &shared),
+            "a preempt never answers with a count"
+        );
         let hello = WireOp::Hello {
             nonce: 5,
             ttl_ms: None,

@@ -103,10 +103,11 @@ pub enum Refusal {
     SessionExpired,
     LockDelayed,
     QueueFull,
+    PermitsMismatch,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 14] = [
+    pub const ALL: [Refusal; 15] = [
         Refusal::HeldBy,
         Refusal::NotOwner,
         Refusal::NotLeader,
@@ -121,6 +122,7 @@ impl Refusal {
         Refusal::SessionExpired,
         Refusal::LockDelayed,
         Refusal::QueueFull,
+        Refusal::PermitsMismatch,
     ];
 
     /// The label value: the outcome's or error code's name on the wire.
@@ -140,6 +142,7 @@ impl Refusal {
             Refusal::SessionExpired => "session_expired",
             Refusal::LockDelayed => "lock_delayed",
             Refusal::QueueFull => "queue_full",
+            Refusal::PermitsMismatch => "permits_mismatch",
         }
     }
 
@@ -158,6 +161,7 @@ impl Refusal {
             ErrorCode::SessionExpired => Refusal::SessionExpired,
             ErrorCode::LockDelayed { .. } => Refusal::LockDelayed,
             ErrorCode::QueueFull { .. } => Refusal::QueueFull,
+            ErrorCode::PermitsMismatch { .. } => Refusal::PermitsMismatch,
         }
     }
 
@@ -470,9 +474,10 @@ impl ServerMetrics {
             }
             Outcome::HeldBy { .. } => self.record_refusal(Refusal::HeldBy),
             Outcome::NotOwner => self.record_refusal(Refusal::NotOwner),
-            // Never on the wire yet (claims are `NotOnTheWire`), so no refusal kind for it.
-            Outcome::PermitsMismatch { .. } | Outcome::Shared { .. } => {}
-            Outcome::Free
+            // An outcome in the node, an error code on the wire: counted under its code's name.
+            Outcome::PermitsMismatch { .. } => self.record_refusal(Refusal::PermitsMismatch),
+            Outcome::Shared { .. }
+            | Outcome::Free
             | Outcome::Owner { .. }
             | Outcome::Queued
             | Outcome::TimedOut

@@ -40,7 +40,8 @@
 
 use crate::node::{
     Claim, ClientId, ClientReply, ClientRequest, ClientSecret, Consistency, LockName, LogIndex,
-    Operation, Outcome, ReplyBody, RequestBody, Role, ServerId, ServiceError, Term,
+    Mode, Operation, Outcome, PERMITS_MAX, ReplyBody, RequestBody, Role, ServerId, ServiceError,
+    Term,
 };
 
 /// Longest wait an `acquire` may ask for: the node's own bound, which scenario files share.
@@ -99,10 +100,13 @@ pub enum WireOp {
         client: ClientId,
         secret: Option<ClientSecret>,
     },
+    /// `"op":"preempt"`: takes the lock at once or is refused. `claim` is the optional `mode`
+    /// and `permits` fields (docs/PROTOCOL.md, "Shared locks and semaphores").
     Preempt {
         client: ClientId,
         secret: Option<ClientSecret>,
         lock: LockName,
+        claim: Claim,
     },
     Release {
         client: ClientId,
@@ -123,6 +127,7 @@ pub enum WireOp {
         secret: Option<ClientSecret>,
         lock: LockName,
         wait_ms: u64,
+        claim: Claim,
     },
     /// `"op":"cancel"`: stops the client's wait for `lock`.
     Cancel {
@@ -181,13 +186,11 @@ impl WireRequest {
                 client,
                 secret,
                 lock,
+                claim,
             } => RequestBody::Op {
                 client,
                 secret,
-                op: Operation::Preempt {
-                    lock,
-                    claim: Claim::EXCLUSIVE,
-                },
+                op: Operation::Preempt { lock, claim },
             },
             WireOp::Release {
                 client,
@@ -213,13 +216,14 @@ impl WireRequest {
                 secret,
                 lock,
                 wait_ms,
+                claim,
             } => RequestBody::Op {
                 client,
                 secret,
                 op: Operation::Acquire {
                     lock,
                     wait_ms,
-                    claim: Claim::EXCLUSIVE,
+                    claim,
                 },
             },
             WireOp::Cancel {
@@ -259,17 +263,11 @@ impl TryFrom<ClientRequest> for WireRequest {
             RequestBody::Hello { nonce, ttl_ms } => WireOp::Hello { nonce, ttl_ms },
             RequestBody::Keepalive { client, secret } => WireOp::Keepalive { client, secret },
             RequestBody::Op { client, secret, op } => match op {
-                // Modes and permits have no wire field yet (issue 12 §4): refused, never
-                // silently sent as an exclusive preempt.
-                Operation::Preempt { claim, .. } if !claim.is_default() => {
-                    return Err(NotOnTheWire {
-                        op: "shared or semaphore preempt",
-                    });
-                }
-                Operation::Preempt { lock, .. } => WireOp::Preempt {
+                Operation::Preempt { lock, claim } => WireOp::Preempt {
                     client,
                     secret,
                     lock,
+                    claim,
                 },
                 Operation::Release { lock } => WireOp::Release {
                     client,
@@ -282,16 +280,16 @@ impl TryFrom<ClientRequest> for WireRequest {
                     lock,
                     consistency,
                 },
-                Operation::Acquire { claim, .. } if !claim.is_default() => {
-                    return Err(NotOnTheWire {
-                        op: "shared or semaphore acquire",
-                    });
-                }
-                Operation::Acquire { lock, wait_ms, .. } => WireOp::Acquire {
+                Operation::Acquire {
+                    lock,
+                    wait_ms,
+                    claim,
+                } => WireOp::Acquire {
                     client,
                     secret,
                     lock,
                     wait_ms,
+                    claim,
                 },
                 Operation::Cancel { lock } => WireOp::Cancel {
                     client,
@@ -462,7 +460,8 @@ pub enum ErrorCode {
     UnknownClient,
     /// The request's secret is missing or wrong for its client id. Nothing was applied.
     Unauthorized,
-    /// The client already used this seq for another operation or lock. Nothing was applied:
+    /// The client already used this seq for another operation, lock or claim (mode and
+    /// permits). Nothing was applied:
     /// a retry repeats its operation exactly, a new operation takes a new seq.
     SeqReused,
     /// The client's session expired and its locks were released. Nothing was applied: say
@@ -475,6 +474,12 @@ pub enum ErrorCode {
     /// nothing changed. Retryable after a back-off (the queue drains as waiters are served),
     /// but about this lock, not this server: another server gives the same answer.
     QueueFull { waiters_max: u32 },
+    /// A preempt or acquire named other `permits` than the lock's, which is in use: `permits`
+    /// is the declaration in force (`None`: a plain lock, no permits). Decided by the lock
+    /// table and remembered under the seq like `held_by`, so a retry of the same seq gets it
+    /// again; a new request (new seq) with matching permits, or once the lock is free, may
+    /// succeed.
+    PermitsMismatch { permits: Option<u32> },
 }
 
 impl ErrorCode {
@@ -493,6 +498,7 @@ impl ErrorCode {
             ErrorCode::SessionExpired => "session_expired",
             ErrorCode::LockDelayed { .. } => "lock_delayed",
             ErrorCode::QueueFull { .. } => "queue_full",
+            ErrorCode::PermitsMismatch { .. } => "permits_mismatch",
         }
     }
 }
@@ -566,9 +572,9 @@ impl ErrorReply {
             ServiceError::SeqReused { seq } => (
                 ErrorCode::SeqReused,
                 format!(
-                    "seq {seq} was already used by this client for another operation or lock; \
-                     nothing was done. A retry repeats its operation exactly; a new operation \
-                     takes a new, higher seq"
+                    "seq {seq} was already used by this client for another operation, lock or \
+                     claim; nothing was done. A retry repeats its operation exactly; a new \
+                     operation takes a new, higher seq"
                 ),
             ),
             ServiceError::SessionExpired { client } => (
@@ -604,6 +610,26 @@ impl ErrorReply {
             term: Some(term),
             code,
             message,
+        }
+    }
+
+    /// The lock table's `permits_mismatch` outcome as the wire carries it: an error, since
+    /// the client asked for something that cannot be had under those permits, and a retry of
+    /// the same request never changes that (docs/PROTOCOL.md, "Shared locks and semaphores").
+    pub fn permits_mismatch(seq: u64, term: Term, permits: Option<u32>) -> ErrorReply {
+        let declared = match permits {
+            Some(permits) => format!("a semaphore of {permits} permits"),
+            None => "a plain lock (no permits)".to_string(),
+        };
+        ErrorReply {
+            seq: Some(seq),
+            term: Some(term),
+            code: ErrorCode::PermitsMismatch { permits },
+            message: format!(
+                "the lock is in use as {declared}, and your claim named other permits; nothing \
+                 was done. Claim with the lock's permits (or none), or wait until it is free; a \
+                 retry of this seq gets this answer again"
+            ),
         }
     }
 
@@ -693,6 +719,11 @@ impl WireReply {
                 nonce: *nonce,
                 secret: *secret,
             },
+            ReplyBody::Outcome(Outcome::PermitsMismatch { permits }) => {
+                return WireReply::Error(ErrorReply::permits_mismatch(
+                    reply.seq, reply.term, *permits,
+                ));
+            }
             ReplyBody::Outcome(outcome) => Answer::Outcome(*outcome),
             ReplyBody::KeptAlive { ttl_ms } => Answer::KeptAlive { ttl_ms: *ttl_ms },
             ReplyBody::Error(error) => {
@@ -790,6 +821,10 @@ struct RequestFields<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     wait_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    mode: Option<Mode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    permits: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     version: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     nonce: Option<u64>,
@@ -833,6 +868,10 @@ struct ReplyFields<'a> {
     owner: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    holders: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    permits: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     leader: Option<u32>,
     #[serde(
@@ -940,8 +979,14 @@ pub fn encode_request_into(request: &WireRequest, out: &mut Vec<u8>) {
             client,
             secret,
             lock,
+            claim,
+        } => {
+            fields.client = Some(client.0);
+            fields.secret = *secret;
+            fields.lock = Some(lock);
+            write_claim(&mut fields, *claim);
         }
-        | WireOp::Release {
+        WireOp::Release {
             client,
             secret,
             lock,
@@ -960,11 +1005,13 @@ pub fn encode_request_into(request: &WireRequest, out: &mut Vec<u8>) {
             secret,
             lock,
             wait_ms,
+            claim,
         } => {
             fields.client = Some(client.0);
             fields.secret = *secret;
             fields.lock = Some(lock);
             fields.wait_ms = Some(*wait_ms);
+            write_claim(&mut fields, *claim);
         }
         WireOp::Check {
             client,
@@ -979,6 +1026,16 @@ pub fn encode_request_into(request: &WireRequest, out: &mut Vec<u8>) {
         }
     }
     append_line(&fields, out);
+}
+
+/// A claim's fields: none for the default (exclusive, no permits), so that a plain request
+/// reads as before modes; otherwise `mode` always, since `permits` alone reads as shared.
+fn write_claim(fields: &mut RequestFields, claim: Claim) {
+    if claim.is_default() {
+        return;
+    }
+    fields.mode = Some(claim.mode);
+    fields.permits = claim.permits;
 }
 
 /// The node's reply as a response line, with its trailing newline. A `not_leader` names no
@@ -1017,6 +1074,7 @@ pub fn encode_error(error: &ErrorReply) -> Vec<u8> {
         ErrorCode::UnsupportedVersion { supported } => fields.version = Some(*supported),
         ErrorCode::LockDelayed { retry_after_ms } => fields.retry_after_ms = Some(*retry_after_ms),
         ErrorCode::QueueFull { waiters_max } => fields.waiters_max = Some(*waiters_max),
+        ErrorCode::PermitsMismatch { permits } => fields.permits = *permits,
         ErrorCode::SessionExpired
         | ErrorCode::Unavailable
         | ErrorCode::Overloaded
@@ -1048,6 +1106,10 @@ pub fn encode_wire_reply(reply: &WireReply) -> Vec<u8> {
             answer,
         } => (*seq, *index, *term, answer),
     };
+    if let Answer::Outcome(Outcome::PermitsMismatch { permits }) = answer {
+        // An error on the wire, whichever way it reached the encoder.
+        return encode_error(&ErrorReply::permits_mismatch(seq, term, *permits));
+    }
     let mut fields = ReplyFields {
         seq: Some(seq),
         index: Some(index),
@@ -1113,11 +1175,18 @@ fn outcome_fields(fields: &mut ReplyFields, outcome: Outcome) -> &'static str {
         Outcome::TimedOut => "timeout",
         Outcome::Cancelled => "cancelled",
         Outcome::NotWaiting => "not_waiting",
-        // Shared locks and semaphores: claims have no request line yet (`NotOnTheWire`), so
-        // a TCP cluster never has shared holders or declared permits, and no version-2
-        // client sees these. Their fields (`holders`, `permits`) come with issue 12 §4.
-        Outcome::PermitsMismatch { .. } => "permits_mismatch",
-        Outcome::Shared { .. } => "shared",
+        // Sent as an error (`encode_wire_reply` takes it first); written here all the same,
+        // so that this function is total.
+        Outcome::PermitsMismatch { permits } => {
+            fields.permits = permits;
+            "permits_mismatch"
+        }
+        // A check of a lock held in shared mode: how many hold it, and its declared permits.
+        Outcome::Shared { holders, permits } => {
+            fields.holders = Some(holders);
+            fields.permits = permits;
+            "shared"
+        }
     }
 }
 
@@ -1244,6 +1313,8 @@ enum TypedField {
     Lock,
     Consistency,
     WaitMs,
+    Mode,
+    Permits,
     Nonce,
     TtlMs,
     SeenIndex,
@@ -1264,6 +1335,8 @@ struct TypedFields<'a> {
     lock: Option<Cow<'a, str>>,
     consistency: Option<Cow<'a, str>>,
     wait_ms: Option<u64>,
+    mode: Option<Cow<'a, str>>,
+    permits: Option<u64>,
     nonce: Option<u64>,
     ttl_ms: Option<u64>,
     seen_index: Option<u64>,
@@ -1271,17 +1344,39 @@ struct TypedFields<'a> {
 }
 
 impl<'a> TypedFields<'a> {
+    /// The claim the `mode` and `permits` fields make, by the careful decoder's rules
+    /// ([`RequestReader::claim`]), or `None` if it would refuse them.
+    fn claim(&self) -> Option<Claim> {
+        let permits = match self.permits {
+            None => None,
+            Some(permits) => Some(
+                u32::try_from(permits)
+                    .ok()
+                    .filter(|permits| (1..=PERMITS_MAX).contains(permits))?,
+            ),
+        };
+        let mode = match self.mode.as_deref() {
+            None if permits.is_some() => Mode::Shared,
+            None | Some("exclusive") => Mode::Exclusive,
+            Some("shared") => Mode::Shared,
+            Some(_) => return None,
+        };
+        Some(Claim { mode, permits })
+    }
+
     /// The request these fields make, by the careful decoder's rules, or `None` if it would
     /// refuse them.
     fn into_request(self) -> Option<WireRequest> {
         if self.version? != u64::from(PROTOCOL_VERSION) {
             return None;
         }
+        let claim_fields = self.mode.is_some() || self.permits.is_some();
         let lock_fields = self.client.is_some()
             || self.secret.is_some()
             || self.lock.is_some()
             || self.consistency.is_some()
-            || self.wait_ms.is_some();
+            || self.wait_ms.is_some()
+            || claim_fields;
         let hello_fields = self.nonce.is_some() || self.ttl_ms.is_some();
         let op = match self.op.as_deref()? {
             "hello" if !lock_fields => WireOp::Hello {
@@ -1291,6 +1386,7 @@ impl<'a> TypedFields<'a> {
             "status" if !lock_fields && !hello_fields => WireOp::Status,
             "keepalive"
                 if !hello_fields
+                    && !claim_fields
                     && self.lock.is_none()
                     && self.consistency.is_none()
                     && self.wait_ms.is_none() =>
@@ -1317,12 +1413,17 @@ impl<'a> TypedFields<'a> {
                 if name != "acquire" && self.wait_ms.is_some() {
                     return None;
                 }
+                if !matches!(name, "acquire" | "preempt") && claim_fields {
+                    return None;
+                }
+                let claim = self.claim()?;
                 match name {
                     "acquire" if self.consistency.is_none() => WireOp::Acquire {
                         client,
                         secret,
                         lock,
                         wait_ms: self.wait_ms.filter(|&wait| wait <= ACQUIRE_WAIT_MS_MAX)?,
+                        claim,
                     },
                     "cancel" if self.consistency.is_none() => WireOp::Cancel {
                         client,
@@ -1333,6 +1434,7 @@ impl<'a> TypedFields<'a> {
                         client,
                         secret,
                         lock,
+                        claim,
                     },
                     "release" if self.consistency.is_none() => WireOp::Release {
                         client,
@@ -1393,6 +1495,8 @@ impl<'de> Deserialize<'de> for TypedFields<'de> {
                             fill_text(&mut fields.consistency, &mut access)?;
                         }
                         TypedField::WaitMs => fill(&mut fields.wait_ms, &mut access)?,
+                        TypedField::Mode => fill_text(&mut fields.mode, &mut access)?,
+                        TypedField::Permits => fill(&mut fields.permits, &mut access)?,
                         TypedField::Nonce => fill(&mut fields.nonce, &mut access)?,
                         TypedField::TtlMs => fill(&mut fields.ttl_ms, &mut access)?,
                         TypedField::SeenIndex => fill(&mut fields.seen_index, &mut access)?,
@@ -1525,7 +1629,8 @@ fn op_fields(op: &str) -> &'static str {
         "hello" => "nonce, ttl_ms",
         "keepalive" => "client, secret",
         "check" => "client, secret, lock, consistency",
-        "acquire" => "client, secret, lock, wait_ms",
+        "preempt" => "client, secret, lock, mode, permits",
+        "acquire" => "client, secret, lock, wait_ms, mode, permits",
         "status" => "nothing else",
         "watch" => watch::WATCH_FIELDS,
         "unwatch" => watch::UNWATCH_FIELDS,
@@ -1620,6 +1725,7 @@ impl RequestReader {
                 client,
                 secret,
                 lock,
+                claim: self.claim()?,
             },
             "release" => WireOp::Release {
                 client,
@@ -1631,6 +1737,7 @@ impl RequestReader {
                 secret,
                 lock,
                 wait_ms: self.wait_ms()?,
+                claim: self.claim()?,
             },
             "cancel" => WireOp::Cancel {
                 client,
@@ -1706,6 +1813,39 @@ impl RequestReader {
             ))),
             Some(wait_ms) => Ok(wait_ms),
         }
+    }
+
+    /// A preempt's or acquire's claim: `mode` (`exclusive`, the default, or `shared`) and
+    /// `permits` (1 to [`PERMITS_MAX`]), both optional. `permits` without a `mode` is shared,
+    /// since taking one permit is what a semaphore claim is (docs/design.md, "Shared locks and
+    /// semaphores"). Out-of-range permits are refused here, before anything reaches the log.
+    fn claim(&mut self) -> Result<Claim, WireError> {
+        const PERMITS: &str = "how many holders the lock allows at once (a semaphore)";
+        let permits = match self.whole_number("permits", PERMITS)? {
+            None => None,
+            Some(permits) => match u32::try_from(permits) {
+                Ok(permits) if (1..=PERMITS_MAX).contains(&permits) => Some(permits),
+                _ => {
+                    return Err(self.error(format!(
+                        "`permits` is {permits}; it must be 1 to {PERMITS_MAX}, the most holders \
+                         a lock has at once"
+                    )));
+                }
+            },
+        };
+        let mode = match self.map.remove("mode") {
+            None if permits.is_some() => Mode::Shared,
+            None => Mode::Exclusive,
+            Some(Value::String(text)) if text == "exclusive" => Mode::Exclusive,
+            Some(Value::String(text)) if text == "shared" => Mode::Shared,
+            Some(other) => {
+                let got = describe(&other);
+                return Err(self.error(format!(
+                    r#"`mode` must be "exclusive" (one holder) or "shared" (many); got {got}"#
+                )));
+            }
+        };
+        Ok(Claim { mode, permits })
     }
 
     /// A missing consistency means local, the node's default.
@@ -1842,6 +1982,10 @@ fn decode_ok(ok: &str, fields: &ReplyFields) -> Result<WireReply, WireError> {
         "timeout" => Outcome::TimedOut,
         "cancelled" => Outcome::Cancelled,
         "not_waiting" => Outcome::NotWaiting,
+        "shared" => Outcome::Shared {
+            holders: fields.holders.ok_or_else(|| missing("holders"))?,
+            permits: fields.permits,
+        },
         _ => {
             let message = format!("malformed reply: unknown ok value {}", quoted(ok));
             return Err(WireError::malformed(Some(seq), message));
@@ -1956,6 +2100,9 @@ fn decode_error(error: &str, fields: &ReplyFields) -> Result<WireReply, WireErro
             retry_after_ms: fields
                 .retry_after_ms
                 .ok_or_else(|| missing("retry_after_ms"))?,
+        },
+        "permits_mismatch" => ErrorCode::PermitsMismatch {
+            permits: fields.permits,
         },
         "unsupported_version" => ErrorCode::UnsupportedVersion {
             supported: fields.version.ok_or_else(|| missing("version"))?,
@@ -2233,6 +2380,22 @@ mod tests {
                 client,
                 secret,
                 lock: lock.clone(),
+                claim: Claim::EXCLUSIVE,
+            },
+            WireOp::Preempt {
+                client,
+                secret,
+                lock: lock.clone(),
+                claim: Claim::SHARED,
+            },
+            WireOp::Preempt {
+                client,
+                secret,
+                lock: lock.clone(),
+                claim: Claim {
+                    mode: Mode::Exclusive,
+                    permits: Some(PERMITS_MAX),
+                },
             },
             WireOp::Release {
                 client,
@@ -2250,12 +2413,14 @@ mod tests {
                 secret,
                 lock: lock.clone(),
                 wait_ms: 0,
+                claim: Claim::EXCLUSIVE,
             },
             WireOp::Acquire {
                 client,
                 secret,
                 lock: lock.clone(),
                 wait_ms: ACQUIRE_WAIT_MS_MAX,
+                claim: Claim::semaphore(1),
             },
             WireOp::Cancel {
                 client,
@@ -2323,6 +2488,12 @@ mod tests {
             r#"{"seq":1,"op":"preempt","version":2,"client":7}"#,
             r#"{"seq":1,"op":"preempt","version":2,"client":7,"lock":"a","secret":"+f"}"#,
             r#"{"seq":1,"op":"preempt","version":2,"client":7,"lock":"a","secret":7}"#,
+            r#"{"seq":1,"op":"preempt","version":2,"client":7,"lock":"a","permits":0}"#,
+            r#"{"seq":1,"op":"acquire","version":2,"client":7,"lock":"a","wait_ms":0,"permits":65}"#,
+            r#"{"seq":1,"op":"preempt","version":2,"client":7,"lock":"a","mode":"Shared"}"#,
+            r#"{"seq":1,"op":"check","version":2,"client":7,"lock":"a","mode":"shared"}"#,
+            r#"{"seq":1,"op":"cancel","version":2,"client":7,"lock":"a","permits":2}"#,
+            r#"{"seq":1,"op":"keepalive","version":2,"client":7,"mode":"shared"}"#,
             // Not one object.
             r#"[{"seq":1,"op":"hello","version":2}]"#,
             r#"{"seq":1,"op":"hello","version":2} {}"#,
@@ -2352,6 +2523,8 @@ mod tests {
             "lock",
             "consistency",
             "wait_ms",
+            "mode",
+            "permits",
             "nonce",
             "ttl_ms",
             "seen_index",
@@ -2387,6 +2560,11 @@ mod tests {
             "\"cancel\"".into(),
             "3600000".into(),
             "3600001".into(),
+            "64".into(),
+            "65".into(),
+            "4294967297".into(),
+            "\"shared\"".into(),
+            "\"exclusive\"".into(),
             "\"Hello\"".into(),
             "\"local\"".into(),
             "\"linearizable\"".into(),
@@ -2487,9 +2665,14 @@ mod tests {
             known_field("seen_index", 0.3, numbers(&["4", big[0], "1e1"])),
             known_field("term", 0.3, numbers(&["2", "0", "[]"])),
         );
+        // Apart, since proptest's tuples stop at twelve.
+        let claim = (
+            known_field("mode", 0.3, text(&["shared", "exclusive", "reader"])),
+            known_field("permits", 0.3, numbers(&["3", "0", "64", "65", "-1"])),
+        );
         let extra = proptest::collection::vec(field_strategy(), 0..2);
-        let fields = (known, extra)
-            .prop_map(|(known, extra)| {
+        let fields = (known, claim, extra)
+            .prop_map(|(known, (mode, permits), extra)| {
                 let (
                     seq,
                     op,
@@ -2517,6 +2700,8 @@ mod tests {
                     ttl,
                     seen,
                     term,
+                    mode,
+                    permits,
                 ]
                 .into_iter()
                 .flatten()

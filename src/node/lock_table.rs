@@ -90,6 +90,12 @@ pub struct LastRequest {
     /// original did. 0 in old snapshots.
     #[serde(default)]
     pub index: LogIndex,
+    /// The claim (mode and permits) of that seq's preempt or acquire: a retry must repeat it,
+    /// or it is refused `SeqReused` like a retry naming another lock. Absent when it is the
+    /// default (exclusive, no permits): every record from before modes, and every release and
+    /// cancel, so that those serialize as before.
+    #[serde(default, skip_serializing_if = "Claim::is_default")]
+    pub claim: Claim,
 }
 
 /// What the table already decided for a request `(client, seq, write)`, if anything.
@@ -334,7 +340,7 @@ impl LockTable {
                 rejection: Rejection::SessionExpired,
             };
         }
-        match self.settled(client, seq, kind, lock) {
+        match self.settled(client, seq, kind, lock, claim) {
             Some(Settled::Answered { outcome, .. }) => {
                 return ApplyResult::Outcome {
                     outcome,
@@ -380,6 +386,7 @@ impl LockTable {
                 outcome,
                 write: Some((kind, lock.clone())),
                 index,
+                claim,
             },
         );
         ApplyResult::Outcome {
@@ -862,14 +869,15 @@ impl LockTable {
         self.permits.get(lock).copied()
     }
 
-    /// What was already decided for the write `(client, seq, kind, lock)`, judged by the
-    /// client's last applied request.
+    /// What was already decided for the write `(client, seq, kind, lock)` claiming `claim`
+    /// (the default for a release or a cancel), judged by the client's last applied request.
     pub fn settled(
         &self,
         client: ClientId,
         seq: u64,
         kind: WriteKind,
         lock: &str,
+        claim: Claim,
     ) -> Option<Settled> {
         let last = self.last_requests.get(&client)?;
         if seq < last.seq {
@@ -883,6 +891,12 @@ impl LockTable {
             None => {}
             Some((last_kind, last_lock)) if *last_kind == kind && **last_lock == *lock => {}
             Some(_) => return Some(Settled::SeqReused),
+        }
+        // The same operation on the same lock in another mode or with other permits is another
+        // request: answering it with the first one's outcome would tell a reader it holds a
+        // lock it was granted as a writer, or the reverse.
+        if last.claim != claim {
+            return Some(Settled::SeqReused);
         }
         Some(Settled::Answered {
             outcome: last.outcome,
@@ -1329,7 +1343,7 @@ mod tests {
         assert_eq!(table.apply(6, &preempt(1, 1, "a")), ApplyResult::Stale);
         assert_eq!(table.check("a"), Outcome::Free);
         assert_eq!(
-            table.settled(ClientId(1), 2, WriteKind::Release, "a"),
+            table.settled(ClientId(1), 2, WriteKind::Release, "a", Claim::EXCLUSIVE),
             Some(Settled::Answered {
                 outcome: Outcome::Released,
                 index: 4
@@ -1337,7 +1351,7 @@ mod tests {
             "the answer is remembered with the index it was decided at"
         );
         assert_eq!(
-            table.settled(ClientId(1), 1, WriteKind::Preempt, "a"),
+            table.settled(ClientId(1), 1, WriteKind::Preempt, "a", Claim::EXCLUSIVE),
             Some(Settled::Stale)
         );
     }
@@ -1436,7 +1450,7 @@ mod tests {
             }
         );
         assert_eq!(
-            table.settled(ClientId(1), 10, WriteKind::Release, "a"),
+            table.settled(ClientId(1), 10, WriteKind::Release, "a", Claim::EXCLUSIVE),
             Some(Settled::SeqReused)
         );
     }
@@ -1488,7 +1502,7 @@ mod tests {
         let table: LockTable = serde_json::from_str(old).expect("the old format loads");
         assert!(table.is_registered(ClientId(2)));
         assert_eq!(
-            table.settled(ClientId(1), 4, WriteKind::Release, "b"),
+            table.settled(ClientId(1), 4, WriteKind::Release, "b", Claim::EXCLUSIVE),
             Some(Settled::Answered {
                 outcome: Outcome::Granted { token: 3 },
                 index: 0

@@ -1371,7 +1371,7 @@ impl Server {
         }
         // Any write renews its client's session on this leader (volatile only).
         self.renew_session(client, now);
-        if let Some((body, index)) = self.settled_answer(client, seq, kind, &lock) {
+        if let Some((body, index)) = self.settled_answer(client, seq, (kind, claim), &lock) {
             // Even after the session expired: a retry of a write that took effect hears what
             // the write did, not that nothing was done.
             self.coverage.hit(Branch::ProposeReplayedAnswer);
@@ -1552,7 +1552,7 @@ impl Server {
         }
         for (client, seq) in candidates {
             let settled = self
-                .settled_answer(client, seq, WriteKind::Preempt, lock)
+                .settled_answer(client, seq, (WriteKind::Preempt, Claim::EXCLUSIVE), lock)
                 .is_some();
             if !settled {
                 match self.projected_owner(client, seq, lock) {
@@ -1622,11 +1622,11 @@ impl Server {
         &self,
         client: ClientId,
         seq: u64,
-        kind: WriteKind,
+        (kind, claim): (WriteKind, Claim),
         lock: &str,
     ) -> Option<(ReplyBody, LogIndex)> {
         let applied = self.table.applied_index();
-        match self.table.settled(client, seq, kind, lock) {
+        match self.table.settled(client, seq, kind, lock, claim) {
             Some(Settled::Answered { outcome, index }) => {
                 return Some((ReplyBody::Outcome(outcome), index));
             }
@@ -1647,7 +1647,8 @@ impl Server {
         if seq > refused.seq {
             return None;
         }
-        if kind != WriteKind::Preempt || *refused.lock != *lock {
+        // A refusal by read was of an exclusive preempt: a claim under its seq is another request.
+        if kind != WriteKind::Preempt || *refused.lock != *lock || !claim.is_default() {
             let body = ReplyBody::Error(ServiceError::SeqReused { seq });
             return Some((body, applied));
         }
@@ -1784,7 +1785,9 @@ impl Server {
             lock,
             ..
         } = refusal;
-        if let Some((body, index)) = self.settled_answer(client, seq, WriteKind::Preempt, &lock) {
+        // Refusals by read are of exclusive preempts only: a claim is appended instead.
+        let write = (WriteKind::Preempt, Claim::EXCLUSIVE);
+        if let Some((body, index)) = self.settled_answer(client, seq, write, &lock) {
             self.coverage.hit(Branch::RefusalReplayed);
             self.reply_at(route, seq, body, index);
             return;
@@ -2706,7 +2709,11 @@ impl Server {
                 },
             ) => {
                 let (_, _, kind, _) = command.client_write().expect("matched as a client write");
-                return match self.table.settled(*client, *seq, kind, lock) {
+                let claim = match command {
+                    Command::Preempt { claim, .. } | Command::Acquire { claim, .. } => *claim,
+                    _ => Claim::EXCLUSIVE,
+                };
+                return match self.table.settled(*client, *seq, kind, lock, claim) {
                     Some(Settled::Answered { index, .. }) => {
                         (Some(ReplyBody::Outcome(outcome)), index)
                     }

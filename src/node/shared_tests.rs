@@ -6,7 +6,7 @@
 //! live; the last ones go through a leader, to show a claim on its way to the log.
 
 use super::*;
-use crate::node::{Claim, Decision, LockTable, Mode, PERMITS_MAX, Rejection, WriteKind};
+use crate::node::{Claim, Decision, LockTable, Mode, PERMITS_MAX, Rejection, Settled, WriteKind};
 
 const LONG_WAIT_MS: u64 = 60_000;
 
@@ -421,7 +421,9 @@ fn permits_out_of_range_are_rejected_at_apply_and_change_nothing() {
     }
     assert_eq!(story.table.check("pool"), Outcome::Free);
     assert_eq!(
-        story.table.settled(c(1), 1, WriteKind::Preempt, "pool"),
+        story
+            .table
+            .settled(c(1), 1, WriteKind::Preempt, "pool", Claim::EXCLUSIVE),
         None,
         "a rejected entry records no answer"
     );
@@ -462,6 +464,53 @@ fn a_retried_shared_claim_is_answered_from_its_record_and_never_holds_twice() {
         "a retried acquire finds its place"
     );
     assert_eq!(story.waiters("a"), vec![c(2)], "one place, not two");
+}
+
+#[test]
+fn a_retry_naming_another_mode_or_other_permits_is_a_reused_seq_and_changes_nothing() {
+    // Exactly-once covers the claim: seq 1 was a reader's preempt, so an exclusive "retry" of
+    // it is another request under an old seq, and hearing "granted" would make the client
+    // believe it writes alone.
+    let mut story = Story::with_clients(2);
+    let token = story.next_index();
+    assert_eq!(
+        story.outcome(&claim_preempt(1, 1, "a", Claim::SHARED)),
+        Outcome::Granted { token }
+    );
+    for other in [Claim::EXCLUSIVE, Claim::semaphore(2)] {
+        assert_eq!(
+            story.apply(&claim_preempt(1, 1, "a", other)),
+            ApplyResult::Rejected {
+                rejection: Rejection::SeqReused
+            },
+            "{other:?} under the seq of a shared claim"
+        );
+        assert_eq!(
+            story.table.settled(c(1), 1, WriteKind::Preempt, "a", other),
+            Some(Settled::SeqReused)
+        );
+    }
+    assert_eq!(
+        story
+            .table
+            .settled(c(1), 1, WriteKind::Preempt, "a", Claim::SHARED),
+        Some(Settled::Answered {
+            outcome: Outcome::Granted { token },
+            index: token
+        }),
+        "the same claim is still a retry"
+    );
+    // An acquire of a semaphore, retried as a preempt-like claim of other permits.
+    let _ = story.outcome(&claim_acquire(2, 1, "pool", Claim::semaphore(3)));
+    assert_eq!(
+        story.apply(&claim_acquire(2, 1, "pool", Claim::semaphore(4))),
+        ApplyResult::Rejected {
+            rejection: Rejection::SeqReused
+        }
+    );
+    assert_eq!(story.holders("a"), vec![c(1)]);
+    assert_eq!(story.table.held_mode("a"), Some(Mode::Shared));
+    assert_eq!(story.holders("pool"), vec![c(2)]);
 }
 
 #[test]

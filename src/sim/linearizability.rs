@@ -24,6 +24,8 @@
 //! An unknown preempt that takes a free lock gives its client the lock under a token nobody has
 //! seen; a later `granted` or `owner` answer naming that hold fixes the token.
 
+mod shared;
+
 use super::history::{ClientNames, HistoryOp, HistoryOpKind, HistoryResult, milliseconds};
 use crate::node::{Claim, Consistency};
 use rand::{RngExt, SeedableRng};
@@ -86,11 +88,6 @@ pub struct LinearizabilityReport {
     /// The deadline ([`CheckLimits::deadline`]) passed before every lock was decided. The locks
     /// left are in `inconclusive_locks`; violations found before it are still reported.
     pub timed_out: bool,
-    /// Locks with a shared or semaphore claim (or a `shared` or `permits_mismatch` answer),
-    /// which the sequential model does not cover yet: it knows one holder per lock. They are
-    /// not searched, by name; `mutual_exclusion`, `fifo_fairness` and `lease_safety` judge
-    /// them instead. Not a failure, and not a pass either: reports say so.
-    pub unmodelled_locks: Vec<String>,
 }
 
 impl LinearizabilityReport {
@@ -147,11 +144,20 @@ impl LinearizabilityViolation {
 }
 
 /// What a lock looks like to a partial linearization: free, or held by a client under a token
-/// (`None`: a token nobody saw, granted by a preempt whose result is unknown).
-#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+/// (`None`: a token nobody saw, granted by a preempt whose result is unknown), or held in
+/// shared mode by several clients, each under its own token.
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub enum LockView {
     Free,
-    Held { owner: u32, token: Option<u64> },
+    Held {
+        owner: u32,
+        token: Option<u64>,
+    },
+    /// Shared holders in grant order, and the declared permits (`None`: a plain lock).
+    Shared {
+        holders: Vec<(u32, Option<u64>)>,
+        permits: Option<u32>,
+    },
 }
 
 impl LockView {
@@ -168,16 +174,26 @@ impl LockView {
         }
     }
 
-    /// `free`, `held by c1 (token 4)`, `held by c1 (token unseen)`, with names from `names`.
-    pub fn render(self, names: &ClientNames) -> String {
+    /// `free`, `held by c1 (token 4)`, `held by c1 (token unseen)`, `shared by c1 (token 4),
+    /// c2 (token unseen) of 3 permits`, with names from `names`.
+    pub fn render(&self, names: &ClientNames) -> String {
+        let token_text = |token: Option<u64>| match token {
+            Some(token) => format!("token {token}"),
+            None => "token unseen".to_string(),
+        };
         match self {
             LockView::Free => "free".into(),
-            LockView::Held {
-                owner,
-                token: Some(token),
-            } => format!("held by {} (token {token})", names.name(owner)),
-            LockView::Held { owner, token: None } => {
-                format!("held by {} (token unseen)", names.name(owner))
+            LockView::Shared { holders, permits } => {
+                let holders: Vec<String> = holders
+                    .iter()
+                    .map(|&(owner, token)| format!("{} ({})", names.name(owner), token_text(token)))
+                    .collect();
+                let permits =
+                    permits.map_or(String::new(), |permits| format!(" of {permits} permits"));
+                format!("shared by {}{permits}", holders.join(", "))
+            }
+            LockView::Held { owner, token } => {
+                format!("held by {} ({})", names.name(*owner), token_text(*token))
             }
         }
     }
@@ -337,20 +353,22 @@ pub fn check_named_history(
     }
     let mut violations = Vec::new();
     let mut inconclusive_locks = Vec::new();
-    let mut unmodelled_locks = Vec::new();
     let mut timed_out = false;
     for (lock, lock_ops) in &by_lock {
-        if lock_ops.iter().any(|op| claims_sharing(op)) {
-            unmodelled_locks.push((*lock).to_string());
-            continue;
-        }
         // Once the deadline has passed, no search could take a step: the rest are undecided.
         if timed_out {
             inconclusive_locks.push((*lock).to_string());
             continue;
         }
         let history = LockHistory::new(lock_ops, names);
-        match history.check(limits) {
+        // A lock anyone claims shared or with permits needs the model with many holders; the
+        // others keep the single-holder one, whose search is tuned for it.
+        let verdict = if lock_ops.iter().any(|op| claims_sharing(op)) {
+            shared::check(&history, limits)
+        } else {
+            history.check(limits)
+        };
+        match verdict {
             LockVerdict::Linearizable => {}
             LockVerdict::Inconclusive => {
                 // Out of steps or memo, or out of time: only the clock can tell which.
@@ -377,11 +395,10 @@ pub fn check_named_history(
         violations,
         inconclusive_locks,
         timed_out,
-        unmodelled_locks,
     }
 }
 
-/// Whether `op` belongs to a shared lock or a semaphore, which the model does not cover.
+/// Whether `op` belongs to a shared lock or a semaphore, which [`shared`] models.
 fn claims_sharing(op: &HistoryOp) -> bool {
     !op.claim.is_default()
         || matches!(
@@ -2170,34 +2187,237 @@ pub fn bench(
 mod tests {
     use super::*;
 
-    /// Two readers granted together would be a violation to a one-holder model; the checker
-    /// names their lock as not modelled instead, and still judges the plain lock beside it.
-    #[test]
-    fn a_shared_lock_is_named_unmodelled_and_a_plain_lock_beside_it_is_still_judged() {
-        let op = |client, lock: &str, claim, call_ns, token| HistoryOp {
+    fn claim_op(
+        (client, kind, claim): (u32, HistoryOpKind, Claim),
+        (call_ns, return_ns): (u64, u64),
+        result: HistoryResult,
+    ) -> HistoryOp {
+        HistoryOp {
             client,
-            op: HistoryOpKind::Preempt,
-            lock: lock.into(),
-            consistency: None,
+            op: kind,
+            lock: "shelf".into(),
+            consistency: (kind == HistoryOpKind::Check).then_some(Consistency::Linearizable),
             call_ns,
-            return_ns: Some(call_ns + 5),
-            result: HistoryResult::Granted { token },
+            return_ns: Some(return_ns),
+            result,
             index: None,
             claim,
-        };
+        }
+    }
+
+    /// Two readers together, a writer queued behind them and granted on the last release (a
+    /// run of two readers after it sharing one token), a check counting them, and a semaphore
+    /// refusing a claim of other permits: every answer is the lock table's.
+    #[test]
+    fn a_shared_lock_whose_history_the_lock_table_explains_passes() {
+        use HistoryOpKind::{Acquire, Check, Preempt, Release};
+        let (reader, writer) = (Claim::SHARED, Claim::EXCLUSIVE);
         let history = vec![
-            op(1, "readers", Claim::SHARED, 0, 1),
-            op(2, "readers", Claim::SHARED, 10, 2),
-            op(1, "plain", Claim::EXCLUSIVE, 20, 3),
-            op(2, "plain", Claim::EXCLUSIVE, 30, 4),
+            claim_op(
+                (1, Preempt, reader),
+                (0, 5),
+                HistoryResult::Granted { token: 3 },
+            ),
+            claim_op(
+                (2, Preempt, reader),
+                (10, 15),
+                HistoryResult::Granted { token: 4 },
+            ),
+            claim_op(
+                (4, Check, writer),
+                (16, 18),
+                HistoryResult::Shared { holders: 2 },
+            ),
+            // The writer waits from 20 to 45, granted by c2's release at index 9.
+            claim_op(
+                (3, Acquire, writer),
+                (20, 45),
+                HistoryResult::Granted { token: 9 },
+            ),
+            claim_op((1, Release, writer), (25, 30), HistoryResult::Released),
+            claim_op(
+                (5, Preempt, reader),
+                (32, 34),
+                HistoryResult::HeldBy { owner: 2 },
+            ),
+            claim_op((2, Release, writer), (35, 40), HistoryResult::Released),
+            // Two readers waiting behind the writer are handed the lock by its release, in one
+            // entry: the same token.
+            claim_op(
+                (1, Acquire, reader),
+                (50, 70),
+                HistoryResult::Granted { token: 12 },
+            ),
+            claim_op(
+                (2, Acquire, reader),
+                (51, 71),
+                HistoryResult::Granted { token: 12 },
+            ),
+            claim_op((3, Release, writer), (55, 60), HistoryResult::Released),
+            claim_op(
+                (4, Check, writer),
+                (72, 74),
+                HistoryResult::Shared { holders: 2 },
+            ),
+            claim_op((1, Release, writer), (75, 76), HistoryResult::Released),
+            claim_op((2, Release, writer), (77, 78), HistoryResult::Released),
+            claim_op((4, Check, writer), (79, 80), HistoryResult::Free),
+            claim_op(
+                (1, Preempt, Claim::semaphore(2)),
+                (90, 91),
+                HistoryResult::Granted { token: 20 },
+            ),
+            claim_op(
+                (2, Preempt, Claim::semaphore(3)),
+                (92, 93),
+                HistoryResult::PermitsMismatch { permits: Some(2) },
+            ),
+            claim_op(
+                (2, Preempt, Claim::semaphore(2)),
+                (94, 95),
+                HistoryResult::Granted { token: 22 },
+            ),
+            claim_op(
+                (3, Preempt, Claim::semaphore(2)),
+                (96, 97),
+                HistoryResult::HeldBy { owner: 1 },
+            ),
         ];
         let report = check_history(&history);
-        assert_eq!(report.unmodelled_locks, vec!["readers".to_string()]);
-        assert_eq!(report.violations.len(), 1, "{report:?}");
-        assert!(matches!(
-            &report.violations[0],
-            LinearizabilityViolation::NotLinearizable { lock, .. } if lock == "plain"
-        ));
+        assert!(report.passed(), "{report:#?}");
+        assert_eq!(report.operations_checked, history.len());
+    }
+
+    /// The same lock with one answer changed at a time: each change is something no lock table
+    /// could have said, and each is flagged, at the answer that cannot be placed.
+    #[test]
+    fn shared_histories_the_lock_table_cannot_explain_are_flagged() {
+        use HistoryOpKind::{Check, Preempt, Release};
+        let semaphore = Claim::semaphore(2);
+        let granted = |token| HistoryResult::Granted { token };
+        let stories: [(&str, Vec<HistoryOp>, usize); 6] = [
+            (
+                "three holders of a semaphore of two",
+                vec![
+                    claim_op((1, Preempt, semaphore), (0, 5), granted(3)),
+                    claim_op((2, Preempt, semaphore), (10, 15), granted(4)),
+                    claim_op((3, Preempt, semaphore), (20, 25), granted(5)),
+                ],
+                2,
+            ),
+            (
+                "a writer holding while a reader holds",
+                vec![
+                    claim_op((1, Preempt, Claim::SHARED), (0, 5), granted(3)),
+                    claim_op((2, Preempt, Claim::EXCLUSIVE), (10, 15), granted(4)),
+                ],
+                1,
+            ),
+            (
+                "a release by a client that holds nothing",
+                vec![
+                    claim_op((1, Preempt, Claim::SHARED), (0, 5), granted(3)),
+                    claim_op(
+                        (2, Release, Claim::EXCLUSIVE),
+                        (10, 15),
+                        HistoryResult::Released,
+                    ),
+                ],
+                1,
+            ),
+            (
+                "a mismatch for the permits in force",
+                vec![
+                    claim_op((1, Preempt, semaphore), (0, 5), granted(3)),
+                    claim_op(
+                        (2, Preempt, semaphore),
+                        (10, 15),
+                        HistoryResult::PermitsMismatch { permits: Some(2) },
+                    ),
+                ],
+                1,
+            ),
+            (
+                "held_by naming a later reader, not the earliest",
+                vec![
+                    claim_op((1, Preempt, Claim::SHARED), (0, 5), granted(3)),
+                    claim_op((2, Preempt, Claim::SHARED), (10, 15), granted(4)),
+                    claim_op(
+                        (3, Preempt, Claim::EXCLUSIVE),
+                        (20, 25),
+                        HistoryResult::HeldBy { owner: 2 },
+                    ),
+                ],
+                2,
+            ),
+            (
+                "a count of holders that is off",
+                vec![
+                    claim_op((1, Preempt, Claim::SHARED), (0, 5), granted(3)),
+                    claim_op((2, Preempt, Claim::SHARED), (10, 15), granted(4)),
+                    claim_op(
+                        (3, Check, Claim::EXCLUSIVE),
+                        (20, 25),
+                        HistoryResult::Shared { holders: 3 },
+                    ),
+                ],
+                2,
+            ),
+        ];
+        for (story, history, culprit) in stories {
+            let report = check_history(&history);
+            let [
+                LinearizabilityViolation::NotLinearizable {
+                    window,
+                    culprit: found,
+                    furthest,
+                    ..
+                },
+            ] = report.violations.as_slice()
+            else {
+                panic!("{story}: one violation expected: {report:#?}");
+            };
+            assert_eq!(window[*found], history[culprit], "{story}");
+            assert_eq!(
+                furthest.unplaced,
+                vec![history[culprit].clone()],
+                "{story}: everything before the culprit is explained"
+            );
+        }
+    }
+
+    /// A semaphore's furthest linearization shows its holders, as a report prints them.
+    #[test]
+    fn a_shared_failure_shows_the_holders_it_got_to() {
+        let semaphore = Claim::semaphore(2);
+        let history = vec![
+            claim_op(
+                (1, HistoryOpKind::Preempt, semaphore),
+                (0, 5),
+                HistoryResult::Granted { token: 3 },
+            ),
+            claim_op(
+                (2, HistoryOpKind::Preempt, semaphore),
+                (10, 15),
+                HistoryResult::Granted { token: 4 },
+            ),
+            claim_op(
+                (3, HistoryOpKind::Preempt, semaphore),
+                (20, 25),
+                HistoryResult::Granted { token: 5 },
+            ),
+        ];
+        let report = check_history(&history);
+        let Some(LinearizabilityViolation::NotLinearizable { furthest, .. }) =
+            report.violations.first()
+        else {
+            panic!("three holders of two permits: {report:#?}");
+        };
+        let last = furthest.steps.last().expect("two grants placed");
+        assert_eq!(
+            last.after.render(ClientNames::simulator()),
+            "shared by c1 (token 3), c2 (token 4) of 2 permits"
+        );
     }
 
     fn expiry_story(expire_at_ns: u64) -> Vec<HistoryOp> {
@@ -2862,7 +3082,7 @@ mod tests {
         let placed: Vec<(&HistoryOp, LockView)> = furthest
             .steps
             .iter()
-            .map(|step| (&step.op, step.after))
+            .map(|step| (&step.op, step.after.clone()))
             .collect();
         let held = LockView::Held {
             owner: 1,
@@ -2877,7 +3097,7 @@ mod tests {
                 token: None
             }
         );
-        assert_eq!(placed, vec![(&history[1], held)]);
+        assert_eq!(placed, vec![(&history[1], held.clone())]);
         assert_eq!(furthest.unplaced, vec![history[2].clone()]);
         assert!(!furthest.cut_short);
         assert_eq!(
@@ -2901,7 +3121,9 @@ mod tests {
                 }),
                 token_next_min: 1,
             },
-            LockView::Held { token: Some(_), .. } => panic!("a search starts from unseen tokens"),
+            LockView::Held { token: Some(_), .. } | LockView::Shared { .. } => {
+                panic!("a single-holder search starts from one unseen token or none")
+            }
         }
     }
 
@@ -2924,7 +3146,7 @@ mod tests {
                     continue;
                 };
                 assert!(!furthest.cut_short);
-                let mut state = state_of_start(furthest.start);
+                let mut state = state_of_start(furthest.start.clone());
                 for step in &furthest.steps {
                     let action = Action::answered(&step.op)
                         .or_else(|| Action::maybe(&step.op))
