@@ -568,3 +568,21 @@ fn a_reused_token_in_a_synthetic_history_is_caught() {
         );
     }
 }
+
+/// The history the explorer wrote for seed 296481 (main 542cdb9, `explore --seeds 100000 --from
+/// 200000`), flagged on lock `w3` by a search cut that never tried c3's unanswered claim of 4
+/// permits: only that claim's declaration, kept by c1001's wait through c3's expiry, explains
+/// later claims of 4 permits hearing `held_by c1001`. The history is legal.
+#[test]
+fn seed_296481s_hand_over_after_an_expiry_is_linearizable() {
+    let text = include_str!("explorer-finds/296481.history.jsonl");
+    let ops = read_jsonl(text).expect("the explorer's history reads");
+    let report = check_history(&ops);
+    // Passed: no violation, and no lock left without a verdict.
+    assert!(
+        report.passed(),
+        "{:?} {:?}",
+        report.violations.first().map(|v| v.to_string()),
+        report.inconclusive_locks
+    );
+}

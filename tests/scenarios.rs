@@ -456,3 +456,14 @@ fn twenty_waiters_are_served_in_the_order_they_asked_across_the_leader_crash() {
         "the crash falls mid-line: {granted_before_crash} of 20 granted before it"
     );
 }
+
+/// Seed 296481, minimized by the explorer (tests/explorer-finds/296481.yaml): a shared claim
+/// unanswered, its session expired, a plain acquire handed the lock behind it. The shared model's
+/// search once called the history wrong; it is legal, and the run passes.
+#[test]
+fn explorer_find_296481_a_hand_over_after_an_expiry_passes() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/explorer-finds/296481.yaml");
+    let scenario = scenario::load_file(&path).unwrap_or_else(|error| panic!("{error}"));
+    let report = runner::run(&scenario, RunOptions::default()).expect("no trace, no I/O");
+    assert!(report.passed, "{}", report.render());
+}

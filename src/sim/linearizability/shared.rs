@@ -416,7 +416,9 @@ impl SharedProblem {
 #[derive(Default)]
 struct Needed {
     clients: Vec<u32>,
-    /// A `shared` answer counts more holders than there are.
+    /// Any client's unknown claim may be needed: a `shared` answer counts more holders than
+    /// there are, or the name is fresh and a claim's declaration may explain what comes next
+    /// (a `permits_mismatch`, or a refusal or grant that a plain declaration would rule out).
     anyone: bool,
 }
 
@@ -507,8 +509,20 @@ impl<'p> SharedSearch<'p> {
     /// (a claim fits less, `free` and `owner` answers fail), so it can wait until something
     /// needs it, or never take effect. Tokens do not tell against waiting: an unknown claim's
     /// token is any ([`SharedAction::MaybeClaim`]).
+    ///
+    /// Except on a never-used name: there a claim also declares the name's permits, and once its
+    /// hold is gone (an expiry, a release) the name is [`Declared::Unseen`], in use by waiters
+    /// the model cannot see, not fresh. That is more permissive than fresh, not less: a plain
+    /// grant no longer declares the name plain, so a later claim naming permits is not owed a
+    /// `permits_mismatch`. Seed 296481: c3's unknown shared claim of 4 permits, expired; c1's
+    /// unknown plain acquire, waiting behind it, handed the lock at the expiry; then a claim of
+    /// 4 permits answered `held_by c1`. No answer needs c3 to hold, yet only its declaration
+    /// explains that one. So while the name is fresh, every unknown claim is tried.
     fn needed(&self, state: &SharedState, frontier_ns: u64) -> Needed {
-        let mut needed = Needed::default();
+        let mut needed = Needed {
+            anyone: state.permits == Declared::Fresh,
+            ..Needed::default()
+        };
         for op in (0..self.ops.len()).take_while(|&op| self.ops[op].call_ns <= frontier_ns) {
             let candidate = self.ops[op];
             if !candidate.required || self.is_placed(op) {
@@ -522,11 +536,6 @@ impl<'p> SharedSearch<'p> {
                     needed.clients.push(owner);
                 }
                 SharedAction::SeeShared { holders } if holders as usize > state.holds.len() => {
-                    needed.anyone = true;
-                }
-                // A never-used name takes any claim's permits; one an unknown claim declared
-                // may refuse others.
-                SharedAction::Mismatch { .. } if state.permits == Declared::Fresh => {
                     needed.anyone = true;
                 }
                 _ => {}
@@ -1077,5 +1086,106 @@ mod tests {
             empty.step(3, grant(6, Claim::semaphore(3))).is_some(),
             "a free name takes new permits"
         );
+    }
+
+    /// Seed 296481's lock `w3`, cut to its story (times in ms): c3's shared claim of 4 permits
+    /// goes unanswered (its session expires at 100); c1's plain acquire waits behind it,
+    /// unanswered; at c3's expiry the table hands c1 the lock; claims of 4 permits then hear
+    /// `held_by c1`, not `permits_mismatch`, because c3 declared 4 and c1's wait kept the name
+    /// in use. No answer needs c3 to hold, yet only c3's claim explains them.
+    fn hand_over_after_an_expiry(with_c3_claim: bool) -> Vec<HistoryOp> {
+        let op = |client, kind, claim, call_ms: u64, return_ms: Option<u64>, result| HistoryOp {
+            client,
+            op: kind,
+            lock: "w3".into(),
+            consistency: None,
+            call_ns: call_ms * 1_000_000,
+            return_ns: return_ms.map(|ms| ms * 1_000_000),
+            result,
+            index: None,
+            claim,
+        };
+        let four = Claim {
+            mode: Mode::Shared,
+            permits: Some(4),
+        };
+        let mut history = Vec::new();
+        if with_c3_claim {
+            history.push(op(
+                3,
+                HistoryOpKind::Preempt,
+                four,
+                1,
+                None,
+                HistoryResult::Unknown,
+            ));
+        }
+        history.extend([
+            op(
+                4,
+                HistoryOpKind::Acquire,
+                four,
+                20,
+                None,
+                HistoryResult::Unknown,
+            ),
+            op(
+                1,
+                HistoryOpKind::Acquire,
+                Claim::EXCLUSIVE,
+                30,
+                None,
+                HistoryResult::Unknown,
+            ),
+            op(
+                3,
+                HistoryOpKind::Expire,
+                Claim::EXCLUSIVE,
+                100,
+                Some(100),
+                HistoryResult::Expired,
+            ),
+            op(
+                5,
+                HistoryOpKind::Preempt,
+                four,
+                110,
+                Some(140),
+                HistoryResult::HeldBy { owner: 1 },
+            ),
+            op(
+                6,
+                HistoryOpKind::Preempt,
+                Claim::EXCLUSIVE,
+                120,
+                Some(130),
+                HistoryResult::HeldBy { owner: 1 },
+            ),
+        ]);
+        history
+    }
+
+    #[test]
+    fn an_unknown_claim_that_declared_the_permits_explains_a_hand_over_after_its_expiry() {
+        let report = check_history(&hand_over_after_an_expiry(true));
+        assert!(
+            report.passed(),
+            "{:?}",
+            report.violations.first().map(|v| v.to_string())
+        );
+    }
+
+    /// Without c3's claim, nobody declared 4 permits before c1's plain grant did declare the
+    /// name plain: the claim of 4 permits was owed `permits_mismatch`.
+    #[test]
+    fn without_that_claim_the_same_refusal_of_four_permits_is_a_violation() {
+        let report = check_history(&hand_over_after_an_expiry(false));
+        assert!(!report.passed(), "a refusal no declaration explains");
+        let violation = report
+            .violations
+            .first()
+            .expect("one violation")
+            .to_string();
+        assert!(violation.contains("c5 preempt"), "{violation}");
     }
 }
