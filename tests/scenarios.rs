@@ -467,3 +467,24 @@ fn explorer_find_296481_a_hand_over_after_an_expiry_passes() {
     let report = runner::run(&scenario, RunOptions::default()).expect("no trace, no I/O");
     assert!(report.passed, "{}", report.render());
 }
+
+/// Explorer find, seed 281259 (tests/explorer-finds/281259.yaml has the story): a term that
+/// only the log held, kept whole by a crash inside a step, must survive damage found in an
+/// earlier record at a later start, as `Wal::open` makes it survive by writing the hard-state
+/// file. Before the fix s5 came back repairing at its leader's own term and was never repaired
+/// (convergence failed with s5 at applied index 0); now it repairs one term above it.
+#[test]
+fn explorer_find_281259_a_repairing_server_comes_back_above_the_term_it_acknowledged_in() {
+    use lockstep::node::coverage::Branch;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/explorer-finds/281259.yaml");
+    let scenario = scenario::load_file(&path).unwrap_or_else(|error| panic!("{error}"));
+    let report = runner::run(&scenario, RunOptions::default()).expect("no trace");
+    assert!(report.passed, "{}", report.render());
+    assert!(
+        report.faults.iter().any(|fault| fault
+            .contains("s5 recovered its disk: repairing from peers: term 3, 46 entries kept")),
+        "s5 repairs from the term it acknowledged entries in: {:#?}",
+        report.faults
+    );
+    assert!(report.coverage.count(Branch::RecoveryCompleted) >= 1);
+}

@@ -16,7 +16,8 @@
 //!   damages the record that holds a given log entry, whichever it is; it too shows at the
 //!   server's next start.
 //! - Term, vote and the repair flag are also kept in a small hard-state file, as `Wal` keeps
-//!   them (`storage::hard_state`), written when a sync covers a `HardState` record. It is never
+//!   them (`storage::hard_state`), written when a sync covers a `HardState` record, and at a
+//!   start that finds the log's hard state newer than the file's (as `Wal::open`). It is never
 //!   damaged here: `Wal::open` refuses a log damaged while both of the file's slots are, and
 //!   the simulator does not draw that double fault.
 //! - Recovery does what `Wal::open` does. In a cluster of more than one server (the disk is
@@ -369,6 +370,10 @@ impl SimDisk {
             self.state.term = merged.term;
             self.state.voted_for = merged.voted_for;
             self.state.recovering = merged.recovering;
+            // As `Wal::open`: a log ahead of the file (a crash kept an unsynced hard state
+            // whole) writes the file, so that damage found at a later start, in a record before
+            // that hard state, cannot take back a term the server has acted in since.
+            self.hard_state_file = merged;
         }
         Recovery::Started {
             state: self.state.clone(),
@@ -847,6 +852,41 @@ mod tests {
         let (state, _) = dropped(disk.recover(NO_FAULTS, &mut rng));
         assert_eq!((state.term, state.voted_for), (2, Some(ServerId(3))));
         assert!(!state.recovering);
+    }
+
+    /// `Wal::open` writes the hard-state file when the log is ahead of it, so a hard state
+    /// that only the log held (a crash kept an unsynced batch whole) is in the file from that
+    /// start on: damage found at a later start, in a record before it, cannot take it back.
+    /// Without that, a server that acknowledged entries in a term comes back repairing one term
+    /// too low, equal to its leader's, which never steps down and never repairs it (seed 281259
+    /// of the explorer: a follower stuck at applied index 0 through the settle phase).
+    #[test]
+    fn a_hard_state_recovered_from_the_log_survives_damage_found_at_a_later_start() {
+        let mut disk = SimDisk::new(true);
+        let mut rng = rng();
+        disk.write(vote(1, 1));
+        disk.write(append(1, 2));
+        disk.sync();
+        disk.write(vote(2, 3));
+        assert_eq!(
+            disk.crash(NO_FAULTS, &mut rng),
+            None,
+            "the batch survives whole"
+        );
+        let (state, _) = dropped(disk.recover(NO_FAULTS, &mut rng));
+        assert_eq!((state.term, state.voted_for), (2, Some(ServerId(3))));
+        assert_eq!(
+            disk.corrupt_entry(1),
+            Ok("record 1 (entries 1-2)".to_string())
+        );
+        let (state, lost) = dropped(disk.recover(NO_FAULTS, &mut rng));
+        assert!(state.recovering);
+        assert_eq!(lost, vec![(1, 1), (2, 1)]);
+        assert_eq!(
+            (state.term, state.voted_for),
+            (2, Some(ServerId(3))),
+            "the cut took the log's record of term 2, not the file's"
+        );
     }
 
     #[test]
