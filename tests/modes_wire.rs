@@ -22,11 +22,10 @@
 
 mod common;
 
-use common::{Guarded as Process, Scratch, all_listening, free_ports, server_command};
-use lockstep::client::{
-    Acquire, Check, Claim, Client, ClientOptions, Error, Preempt, Release, server_status,
-};
-use lockstep::node::{Consistency, Role};
+use common::cluster::Cluster;
+use common::{Guarded as Process, Scratch};
+use lockstep::client::{Acquire, Check, Claim, Client, Error, Preempt, Release};
+use lockstep::node::Consistency;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -37,118 +36,11 @@ use std::time::{Duration, Instant};
 const DEADLINE: Duration = Duration::from_secs(60);
 const LONG_WAIT: Duration = Duration::from_secs(60);
 
-struct Cluster {
-    dir: Scratch,
-    ports: Vec<u16>,
-    servers: Vec<Process>,
-}
-
-impl Cluster {
-    /// Three servers on free ports, with a leader. A port taken between choosing and binding
-    /// makes a server exit at once; then the whole cluster is retried on new ports.
-    fn start(name: &str) -> Cluster {
-        for attempt in 0..5 {
-            let dir = Scratch::new(&format!("{name}-{attempt}"));
-            let ports = free_ports(3);
-            let servers = (0..3).map(|index| spawn_server(&dir.0, &ports, index));
-            let mut cluster = Cluster {
-                servers: servers.collect(),
-                dir,
-                ports,
-            };
-            if all_listening(&mut cluster.servers, &cluster.ports, DEADLINE) {
-                if let Err(error) = cluster.client().register() {
-                    panic!("no leader within {DEADLINE:?}: {error}\n{}", cluster.logs());
-                }
-                return cluster;
-            }
-        }
-        panic!("could not start a cluster on free ports after 5 attempts");
-    }
-
-    fn addresses(&self) -> Vec<String> {
-        self.ports
-            .iter()
-            .map(|port| format!("127.0.0.1:{port}"))
-            .collect()
-    }
-
-    fn client(&self) -> Client {
-        let options = ClientOptions {
-            operation_timeout: DEADLINE,
-            ..ClientOptions::default()
-        };
-        Client::new(self.addresses(), options).expect("valid addresses")
-    }
-
-    /// A client registered now, so that registering does not count as the next write.
-    fn registered(&self) -> Client {
-        let mut client = self.client();
-        client.register().expect("registered");
-        client
-    }
-
-    /// The server that leads now, by the servers' own `status`.
-    fn leader(&self) -> String {
-        let give_up_at = Instant::now() + DEADLINE;
-        // Bounded by the deadline.
-        loop {
-            let leader = self.addresses().into_iter().find(|address| {
-                server_status(address, None, Duration::from_secs(2))
-                    .is_ok_and(|report| report.status.role == Role::Leader)
-            });
-            if let Some(leader) = leader {
-                return leader;
-            }
-            assert!(Instant::now() < give_up_at, "no leader\n{}", self.logs());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn commit_index(&self) -> u64 {
-        server_status(&self.leader(), None, Duration::from_secs(5))
-            .expect("the leader answers status")
-            .status
-            .commit_index
-    }
-
-    /// Runs `start`, then waits until the leader committed something past what it had: the
-    /// waiter's `Acquire` entry, since nobody else writes meanwhile.
-    fn until_committed_past<T>(&self, start: impl FnOnce() -> T) -> T {
-        let before = self.commit_index();
-        let started = start();
-        let give_up_at = Instant::now() + DEADLINE;
-        // Bounded by the deadline.
-        while self.commit_index() <= before {
-            assert!(
-                Instant::now() < give_up_at,
-                "the acquire never reached the log\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        started
-    }
-
-    fn logs(&self) -> String {
-        (1..=3)
-            .map(|id| {
-                let log = std::fs::read_to_string(self.dir.0.join(format!("s{id}.log")));
-                format!("--- s{id} ---\n{}", log.unwrap_or_default())
-            })
-            .collect()
-    }
-}
-
-fn spawn_server(dir: &Path, ports: &[u16], index: usize) -> Process {
-    let id = format!("s{}", index + 1);
-    let log = std::fs::File::create(dir.join(format!("{id}.log"))).expect("a log file");
-    let mut command = server_command(index, ports);
-    command
-        .arg("--data-dir")
-        .arg(dir.join(&id))
-        .stderr(Stdio::from(log));
-    Process(command.spawn().expect("the lockstep binary starts"))
+/// A client registered now, so that registering does not count as the next write.
+fn registered(cluster: &Cluster) -> Client {
+    let mut client = cluster.client(None);
+    client.register().expect("registered");
+    client
 }
 
 /// `client` acquiring `lock` under `claim` for [`LONG_WAIT`] on a thread of its own; the join
@@ -172,15 +64,15 @@ fn granted(answer: Result<Preempt, Error>) -> u64 {
 #[test]
 fn two_readers_hold_at_once_and_a_writer_waits_for_both_and_is_not_overtaken() {
     let cluster = Cluster::start("modes-readers");
-    let mut first = cluster.registered();
-    let mut second = cluster.registered();
+    let mut first = registered(&cluster);
+    let mut second = registered(&cluster);
     let first_token = granted(first.preempt_with("catalog", Claim::SHARED));
     let second_token = granted(second.preempt_with("catalog", Claim::SHARED));
     assert!(
         second_token > first_token,
         "each reader has its own token: {first_token} then {second_token}"
     );
-    let mut observer = cluster.registered();
+    let mut observer = registered(&cluster);
     assert_eq!(
         observer.check("catalog", Consistency::Linearizable),
         Ok(Check::Shared {
@@ -211,7 +103,7 @@ fn two_readers_hold_at_once_and_a_writer_waits_for_both_and_is_not_overtaken() {
         "{sentence}"
     );
 
-    let mut writer = cluster.registered();
+    let mut writer = registered(&cluster);
     assert_eq!(
         writer.preempt("catalog"),
         Ok(Preempt::HeldBy {
@@ -220,7 +112,7 @@ fn two_readers_hold_at_once_and_a_writer_waits_for_both_and_is_not_overtaken() {
         "a writer is refused while readers hold it, naming the earliest reader"
     );
     let writer = cluster.until_committed_past(|| waiting(writer, "catalog", Claim::EXCLUSIVE));
-    let mut late_reader = cluster.registered();
+    let mut late_reader = registered(&cluster);
     assert!(
         matches!(
             late_reader.preempt_with("catalog", Claim::SHARED),
@@ -262,7 +154,7 @@ fn two_readers_hold_at_once_and_a_writer_waits_for_both_and_is_not_overtaken() {
 #[test]
 fn a_semaphore_of_three_holds_three_refuses_a_fourth_and_other_permits() {
     let cluster = Cluster::start("modes-semaphore");
-    let mut holders: Vec<Client> = (0..3).map(|_| cluster.registered()).collect();
+    let mut holders: Vec<Client> = (0..3).map(|_| registered(&cluster)).collect();
     let tokens: Vec<u64> = holders
         .iter_mut()
         .map(|holder| granted(holder.preempt_with("gpu", Claim::semaphore(3))))
@@ -271,7 +163,7 @@ fn a_semaphore_of_three_holds_three_refuses_a_fourth_and_other_permits() {
         tokens.windows(2).all(|pair| pair[0] < pair[1]),
         "three holders, three tokens of their own: {tokens:?}"
     );
-    let mut fourth = cluster.registered();
+    let mut fourth = registered(&cluster);
     assert_eq!(
         fourth.check("gpu", Consistency::Linearizable),
         Ok(Check::Shared {
@@ -312,7 +204,7 @@ fn a_semaphore_of_three_holds_three_refuses_a_fourth_and_other_permits() {
         panic!("the freed permit goes to the waiter: {answer:?}");
     };
     assert!(fourth_token > tokens[2]);
-    let mut observer = cluster.registered();
+    let mut observer = registered(&cluster);
     assert_eq!(
         observer.check("gpu", Consistency::Linearizable),
         Ok(Check::Shared {
@@ -357,7 +249,7 @@ impl Line {
 #[test]
 fn over_raw_lines_a_claim_is_part_of_its_seq_and_permits_are_bounded_before_the_log() {
     let cluster = Cluster::start("modes-lines");
-    let mut line = Line::open(&cluster.leader());
+    let mut line = Line::open(&cluster.leader_and_follower().0);
     let welcome = line.exchange(r#"{"seq":1,"op":"hello","version":2}"#);
     let client = welcome["client"].as_u64().expect("a client id");
     let secret = welcome["secret"].as_str().expect("a secret").to_string();
@@ -433,8 +325,7 @@ fn lock_command(
     flags: &[&str],
     script: &str,
 ) -> Command {
-    let credential = cluster
-        .registered()
+    let credential = registered(cluster)
         .credential()
         .expect("registered")
         .to_argument();
@@ -527,7 +418,7 @@ fn two_shared_lock_commands_run_together_while_an_exclusive_one_waits_for_both()
         runs[2].1 > runs[0].1.max(runs[1].1),
         "the writer's token exceeds the readers': {runs:?}"
     );
-    let mut observer = cluster.registered();
+    let mut observer = registered(&cluster);
     assert_eq!(
         observer.check("catalog", Consistency::Linearizable),
         Ok(Check::Free),
@@ -539,7 +430,7 @@ fn two_shared_lock_commands_run_together_while_an_exclusive_one_waits_for_both()
 fn a_lock_command_whose_permits_disagree_with_the_lock_in_use_exits_78_and_runs_nothing() {
     let cluster = Cluster::start("modes-lock-mismatch");
     let scratch = Scratch::new("modes-lock-mismatch-files");
-    let mut holder = cluster.registered();
+    let mut holder = registered(&cluster);
     let _ = granted(holder.preempt_with("gpu", Claim::semaphore(3)));
     let ran = scratch.0.join("ran");
     let touch = format!("touch '{}'", ran.display());
