@@ -21,148 +21,18 @@
 
 mod common;
 
-use common::{Guarded as Process, Scratch, all_listening, free_ports, server_command};
+use common::cluster::{CLUSTER_DEADLINE, Cluster};
+use common::{Guarded as Process, free_ports};
 use lockstep::client::{
     Change, Client, ClientOptions, Preempt, Release, Watch, WatchEvent, WatchTarget, server_status,
 };
 use lockstep::node::Role;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-const DEADLINE: Duration = Duration::from_secs(60);
-
-struct Cluster {
-    dir: Scratch,
-    ports: Vec<u16>,
-    servers: Vec<Process>,
-}
-
-impl Cluster {
-    /// Three servers on free ports, with a leader. A port taken between choosing and binding
-    /// makes a server exit at once; then the whole cluster is retried on new ports.
-    fn start(name: &str) -> Cluster {
-        Cluster::start_with(name, &[])
-    }
-
-    /// [`Cluster::start`] with `flags` given to every server.
-    fn start_with(name: &str, flags: &'static [&'static str]) -> Cluster {
-        for attempt in 0..5 {
-            let dir = Scratch::new(&format!("{name}-{attempt}"));
-            let ports = free_ports(3);
-            let servers = (0..3).map(|index| spawn_server(&dir.0, &ports, index, flags));
-            let mut cluster = Cluster {
-                servers: servers.collect(),
-                dir,
-                ports,
-            };
-            if all_listening(&mut cluster.servers, &cluster.ports, DEADLINE) {
-                let mut client = cluster.client(None);
-                if let Err(error) = client.register() {
-                    panic!("no leader within {DEADLINE:?}: {error}\n{}", cluster.logs());
-                }
-                return cluster;
-            }
-        }
-        panic!("could not start a cluster on free ports after 5 attempts");
-    }
-
-    fn addresses(&self) -> Vec<String> {
-        self.ports
-            .iter()
-            .map(|port| format!("127.0.0.1:{port}"))
-            .collect()
-    }
-
-    fn client(&self, ttl: Option<Duration>) -> Client {
-        client_of(self.addresses(), ttl)
-    }
-
-    /// A server that follows a known leader, by its own `status`.
-    fn follower(&self) -> String {
-        let give_up_at = Instant::now() + DEADLINE;
-        // Bounded by the deadline.
-        loop {
-            for address in self.addresses() {
-                let Ok(report) = server_status(&address, None, Duration::from_secs(2)) else {
-                    continue;
-                };
-                if report.status.role == Role::Follower && report.status.leader.is_some() {
-                    return address;
-                }
-            }
-            assert!(Instant::now() < give_up_at, "no follower with a leader");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Waits until the server at `address` has applied `index`: a follower knows a client
-    /// only once it applied the client's registration.
-    fn until_applied(&self, address: &str, index: u64) {
-        let give_up_at = Instant::now() + DEADLINE;
-        // Bounded by the deadline.
-        while server_status(address, None, Duration::from_secs(2))
-            .map_or(true, |report| report.applied_index < index)
-        {
-            assert!(
-                Instant::now() < give_up_at,
-                "{address} never applied {index}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Pauses the server listening at `address` (SIGSTOP): its connections stay open and
-    /// silent. The guard resumes it before killing it.
-    fn pause(&self, address: &str) {
-        let position = (self.addresses().iter())
-            .position(|listed| listed == address)
-            .expect("a listed server");
-        common::signal(self.servers[position].0.id(), libc::SIGSTOP);
-    }
-
-    /// Kills the server listening at `address`.
-    fn kill(&mut self, address: &str) {
-        let position = (self.addresses().iter())
-            .position(|listed| listed == address)
-            .expect("a listed server");
-        let server = &mut self.servers[position].0;
-        server.kill().expect("kill the server");
-        server.wait().expect("reap the server");
-    }
-
-    fn logs(&self) -> String {
-        (1..=3)
-            .map(|id| {
-                let log = std::fs::read_to_string(self.dir.0.join(format!("s{id}.log")));
-                format!("--- s{id} ---\n{}", log.unwrap_or_default())
-            })
-            .collect()
-    }
-}
-
-fn spawn_server(dir: &Path, ports: &[u16], index: usize, flags: &[&str]) -> Process {
-    let id = format!("s{}", index + 1);
-    let log = std::fs::File::create(dir.join(format!("{id}.log"))).expect("a log file");
-    let mut command = server_command(index, ports);
-    command
-        .args(flags)
-        .arg("--data-dir")
-        .arg(dir.join(&id))
-        .stderr(Stdio::from(log));
-    Process(command.spawn().expect("the lockstep binary starts"))
-}
-
-fn client_of(servers: Vec<String>, ttl: Option<Duration>) -> Client {
-    let options = ClientOptions {
-        operation_timeout: DEADLINE,
-        session_ttl: ttl,
-        ..ClientOptions::default()
-    };
-    Client::new(servers, options).expect("valid addresses")
-}
+const DEADLINE: Duration = CLUSTER_DEADLINE;
 
 fn registered(cluster: &Cluster, ttl: Option<Duration>) -> Client {
     let mut client = cluster.client(ttl);
@@ -258,7 +128,7 @@ fn a_watch_typed_on_a_follower_hears_a_grant_and_a_release_then_stops() {
     let mut holder = registered(&cluster, None);
     let credential = holder.credential().expect("registered");
     let (client, secret) = (credential.id.0, credential.secret.to_hex());
-    let follower = cluster.follower();
+    let follower = cluster.leader_and_follower().1;
     let registered_at = holder.last_answer_index().expect("the welcome's index");
     cluster.until_applied(&follower, registered_at);
     let mut typed = Typed::open(&follower);
@@ -646,12 +516,7 @@ fn a_library_watch_from_an_index_the_server_no_longer_keeps_starts_from_a_compac
     let restarted = cluster.addresses()[2].clone();
     cluster.until_applied(&restarted, last);
     cluster.kill(&restarted);
-    cluster.servers[2] = spawn_server(&cluster.dir.0, &cluster.ports, 2, flags);
-    assert!(all_listening(
-        &mut cluster.servers[2..],
-        &cluster.ports[2..],
-        DEADLINE
-    ));
+    cluster.restart(&restarted);
 
     let options = ClientOptions {
         operation_timeout: DEADLINE,

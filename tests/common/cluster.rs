@@ -31,20 +31,28 @@ pub struct Cluster {
     servers: Vec<Guarded>,
     ports: Vec<u16>,
     dir: Scratch,
+    /// Given to every server, also when restarted.
+    flags: Vec<String>,
 }
 
 impl Cluster {
     /// Three servers with a leader, in a scratch directory named after `name` (unique per
     /// test in a binary).
     pub fn start(name: &str) -> Cluster {
+        Cluster::start_with(name, &[])
+    }
+
+    /// [`Cluster::start`] with `flags` given to every server.
+    pub fn start_with(name: &str, flags: &[&str]) -> Cluster {
         for attempt in 0..5 {
             let dir = Scratch::new(&format!("{name}-{attempt}"));
             let ports = free_ports(3);
-            let servers = (0..3).map(|index| spawn_server(&dir.0, &ports, index));
+            let servers = (0..3).map(|index| spawn_server(&dir.0, &ports, index, flags));
             let mut cluster = Cluster {
                 servers: servers.collect(),
                 ports,
                 dir,
+                flags: flags.iter().map(ToString::to_string).collect(),
             };
             if all_listening(&mut cluster.servers, &cluster.ports, CLUSTER_DEADLINE) {
                 cluster.wait_for_a_leader();
@@ -149,6 +157,60 @@ impl Cluster {
         }
     }
 
+    /// Waits until the server at `address` has applied `index` (a follower knows a client only
+    /// once it applied the client's registration).
+    pub fn until_applied(&self, address: &str, index: u64) {
+        let give_up_at = Instant::now() + CLUSTER_DEADLINE;
+        // Bounded by the deadline.
+        while server_status(address, None, Duration::from_secs(2))
+            .map_or(true, |report| report.applied_index < index)
+        {
+            assert!(
+                Instant::now() < give_up_at,
+                "{address} never applied {index}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Pauses the server listening at `address` (SIGSTOP): its connections stay open and
+    /// silent. Dropping the cluster thaws it.
+    pub fn pause(&self, address: &str) {
+        signal(self.servers[self.position(address)].0.id(), libc::SIGSTOP);
+    }
+
+    /// Kills the server listening at `address`, and reaps it.
+    pub fn kill(&mut self, address: &str) {
+        let position = self.position(address);
+        let server = &mut self.servers[position].0;
+        server.kill().expect("kill the server");
+        server.wait().expect("reap the server");
+    }
+
+    /// Starts the server at `address` again (killed before, by [`Cluster::kill`]) on its data
+    /// directory, and waits until it listens.
+    pub fn restart(&mut self, address: &str) {
+        let position = self.position(address);
+        let flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
+        self.servers[position] = spawn_server(&self.dir.0, &self.ports, position, &flags);
+        assert!(
+            all_listening(
+                &mut self.servers[position..=position],
+                &self.ports[position..=position],
+                CLUSTER_DEADLINE
+            ),
+            "{address} did not listen again\n{}",
+            self.logs()
+        );
+    }
+
+    /// Which of s1 to s3 listens at `address`.
+    fn position(&self, address: &str) -> usize {
+        (self.addresses().iter())
+            .position(|listed| listed == address)
+            .expect("a listed server")
+    }
+
     /// Every server's stderr log, for failure messages.
     pub fn logs(&self) -> String {
         (1..=3)
@@ -170,13 +232,14 @@ pub fn client_of(servers: Vec<String>, ttl: Option<Duration>) -> Client {
     Client::new(servers, options).expect("valid addresses")
 }
 
-/// Server `index` (s1 is 0) of the cluster on `ports`, with its data directory and stderr log
-/// in `dir`.
-fn spawn_server(dir: &Path, ports: &[u16], index: usize) -> Guarded {
+/// Server `index` (s1 is 0) of the cluster on `ports`, with `flags`, its data directory and
+/// its stderr log in `dir`.
+fn spawn_server(dir: &Path, ports: &[u16], index: usize, flags: &[&str]) -> Guarded {
     let id = format!("s{}", index + 1);
     let log = std::fs::File::create(dir.join(format!("{id}.log"))).expect("a log file");
     let mut command = server_command(index, ports);
     command
+        .args(flags)
         .arg("--data-dir")
         .arg(dir.join(&id))
         .env("RUST_LOG", "info")
