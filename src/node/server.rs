@@ -45,7 +45,7 @@ use super::messages::{
     PeerMessage, Rejection, ReplyBody, RequestBody, ServerId, ServiceError, Snapshot, Term,
 };
 use super::time::Time;
-use super::watch::{WatchInput, WatchReply, WatchState};
+use super::watch::{WatchInput, WatchRefusal, WatchReply, WatchState};
 use queue::QueueState;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -622,7 +622,11 @@ impl Server {
                 }
                 self.advance_commit();
             }
-            ServerInput::Watch(input) => self.watches.on_input(input, &self.table, &mut self.out),
+            ServerInput::Watch(input) => {
+                let before = self.out.len();
+                self.watches.on_input(input, &self.table, &mut self.out);
+                self.count_watch_refusals(before);
+            }
         }
         self.expire_local_checks(now);
         self.finish_repair_if_done();
@@ -2037,6 +2041,27 @@ impl Server {
 
     /// Gives up on local checks whose replica did not catch up in time. Runs on every step;
     /// a server with waiting reads steps at least every election timeout (its timer).
+    /// Counts the watch refusals among this step's outputs from `from` on (`node::watch`
+    /// decides them; coverage is counted here, where the counters are).
+    fn count_watch_refusals(&mut self, from: usize) {
+        for output in &self.out[from..] {
+            let ServerOutput::Watch {
+                reply: WatchReply::Refused { refusal, .. },
+                ..
+            } = output
+            else {
+                continue;
+            };
+            self.coverage.hit(match refusal {
+                WatchRefusal::Unauthorized => Branch::WatchRefusedUnauthorized,
+                WatchRefusal::UnknownClient { .. } => Branch::WatchRefusedUnknownClient,
+                WatchRefusal::BadTarget { .. } => Branch::WatchRefusedBadTarget,
+                WatchRefusal::IdInUse => Branch::WatchRefusedIdInUse,
+                WatchRefusal::TooManyWatches { .. } => Branch::WatchRefusedTooManyWatches,
+            });
+        }
+    }
+
     fn expire_local_checks(&mut self, now: Time) {
         if self
             .confirmed_reads
