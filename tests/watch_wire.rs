@@ -6,6 +6,8 @@
 //! - a watch typed on a raw connection to a follower sees a grant and a release with their
 //!   indexes; `unwatch` stops it; a wrong secret is refused `unauthorized`, an empty lock name
 //!   `bad_request`;
+//! - a rogue's watch as another client (wrong secret) or as an id no hello issued is refused,
+//!   and its `unwatch` of that client's watch id stops nothing of that client's;
 //! - the library's watch yields the starting state, then a grant, a release, a second grant and
 //!   that holder's expiry, in log order;
 //! - the server the library watches through is killed mid-stream: the watch resumes on another
@@ -170,6 +172,63 @@ fn a_watch_typed_on_a_follower_hears_a_grant_and_a_release_then_stops() {
     let refused = typed.read_line();
     assert_eq!(refused["seq"], 4, "{refused}");
     assert_eq!(refused["error"], "bad_request", "{refused}");
+}
+
+/// A rogue on a connection of its own attacks c1's watch: it watches as c1 with a wrong
+/// secret (`unauthorized`) and as a client no hello issued (`unknown_client`), and sends
+/// `unwatch` with the id of c1's watch, which stops nothing but a watch of its own connection
+/// (`stopped`, for an id it never had). c1's watch hears every change before and after, and
+/// the rogue's connection hears none of them.
+#[test]
+fn a_forged_watch_and_unwatch_are_refused_and_the_honest_watch_keeps_streaming() {
+    let cluster = Cluster::start("watch-forged");
+    let mut honest = registered(&cluster, None);
+    let credential = honest.credential().expect("registered");
+    let (client, secret) = (credential.id.0, credential.secret.to_hex());
+    let (leader, _) = cluster.leader_and_follower();
+    let mut watcher = Typed::open(&leader);
+    watcher.type_line(&watch_request(1, client, &secret, 5, "printer"));
+    assert_eq!(watcher.read_watch_line()["start"], "current");
+    let first = granted(&mut honest, "printer");
+    assert_eq!(watcher.read_watch_line()["index"], first);
+
+    let mut rogue = Typed::open(&leader);
+    let wrong = "0".repeat(32);
+    rogue.type_line(&watch_request(1, client, &wrong, 5, "printer"));
+    assert_eq!(
+        rogue.read_watch_line(),
+        serde_json::json!({"watch": 5, "end": "unauthorized"})
+    );
+    let stranger = client + 1_000;
+    rogue.type_line(&watch_request(2, stranger, &wrong, 6, ""));
+    let refused = rogue.read_line();
+    assert_eq!(refused["error"], "bad_request", "an empty name is refused first: {refused}");
+    let prefix = format!(
+        r#"{{"seq":3,"op":"watch","version":2,"client":{stranger},"secret":"{wrong}","id":6,"prefix":""}}"#
+    );
+    rogue.type_line(&prefix);
+    assert_eq!(
+        rogue.read_watch_line(),
+        serde_json::json!({"watch": 6, "end": "unknown_client", "client": stranger})
+    );
+    rogue.type_line(r#"{"seq":4,"op":"unwatch","version":2,"id":5}"#);
+    assert_eq!(
+        rogue.read_watch_line(),
+        serde_json::json!({"watch": 5, "end": "stopped"})
+    );
+
+    // c1's watch goes on: the release and the next grant reach it, in order.
+    assert_eq!(honest.release("printer"), Ok(Release::Released));
+    let second = granted(&mut honest, "printer");
+    let release = watcher.read_watch_line();
+    let expected = serde_json::json!([{"lock": "printer", "change": "released", "owner": client}]);
+    assert_eq!((&release["watch"], &release["changes"]), (&5.into(), &expected));
+    let grant = watcher.read_watch_line();
+    assert_eq!((&grant["watch"], &grant["index"]), (&5.into(), &second.into()));
+    // And the rogue heard none of it: the next line on its connection is its status answer.
+    rogue.type_line(r#"{"seq":5,"op":"status","version":2}"#);
+    let answer = rogue.read_line();
+    assert_eq!(answer["seq"], 5, "no watch line for the rogue: {answer}");
 }
 
 // ----- the library -----
