@@ -377,6 +377,8 @@ struct CommittedRequest {
     index: LogIndex,
     kind: RequestKind,
     lock: LockName,
+    /// Its claim: the same seq with another mode or other permits is another request.
+    claim: Claim,
     outcome: Outcome,
 }
 
@@ -597,7 +599,9 @@ impl MutualExclusion {
                 .next()
                 .is_some()
         });
-        let same = first.kind == request.kind && first.lock == *request.lock;
+        let same = first.kind == request.kind
+            && first.lock == *request.lock
+            && first.claim == request.claim;
         (!same && !newer_exists).then_some(Rejection::SeqReused)
     }
 
@@ -700,6 +704,7 @@ impl MutualExclusion {
             index: request.index,
             kind: request.kind,
             lock: request.lock.clone(),
+            claim: request.claim,
             outcome,
         };
         self.requests

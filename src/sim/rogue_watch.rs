@@ -282,7 +282,10 @@ impl Rogue {
             mode,
             permits: Some(permits),
         };
-        let lock = self.any_lock();
+        // Its own locks only: a later attack reuses this seq with valid permits, which must
+        // not make it a holder of an honest lock (that would be a client's right, and would
+        // leave the honest history incomplete).
+        let lock = self.own_lock();
         let op = self.claim_op(lock, claim, super::OWN_WAIT_MS_MAX);
         let seq = self.fresh_seq();
         let request = self.op_request(seq, own.client, Some(own.secret), op);
