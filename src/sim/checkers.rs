@@ -1649,7 +1649,7 @@ pub struct RogueIsolation {
     /// Every rogue request, by (rogue, connection).
     rogue_requests: BTreeMap<(u32, u32), RogueRequest>,
     /// The first write committed with an effect per (client, seq), its claim, and its index.
-    first_commits: BTreeMap<(ClientId, u64), (RequestKind, LockName, Option<ClaimKey>, LogIndex)>,
+    first_commits: BTreeMap<(ClientId, u64), FirstCommit>,
     /// Rogue watches (`checkers_rogue_watches_modes.rs`).
     rogue_watches: BTreeMap<
         checkers_rogue_watches_modes::RogueWatchKey,
@@ -1964,6 +1964,10 @@ impl RogueIsolation {
         Err(Violation::new(ROGUE_ISOLATION, now, message))
     }
 }
+
+/// The first write committed with an effect under a (client, seq): its kind, lock, claim
+/// and index.
+type FirstCommit = (RequestKind, LockName, Option<ClaimKey>, LogIndex);
 
 /// A preempt's or acquire's claim as the checker compares it (`Claim` has no order).
 #[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -2724,6 +2728,30 @@ mod tests {
             fresh(Outcome::Released),
         );
         commit(&mut checker, 6, preempt(C1, 10, "b"), ApplyResult::Stale);
+    }
+
+    /// A claim is part of the request: seq 10 sent again as a shared claim of the same lock
+    /// is another request, which apply must refuse, not answer from the cache (and refusing
+    /// it is right, not a false rejection).
+    #[test]
+    fn a_seq_reused_with_another_claim_must_be_rejected_and_may_be() {
+        let shared = |seq| Command::Preempt {
+            client: C1,
+            seq,
+            lock: lock("a"),
+            claim: Claim::SHARED,
+        };
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, preempt(C1, 10, "a"), fresh(granted(3)));
+        expect_violation(
+            try_commit(&mut checker, 4, shared(10), duplicate(granted(3))),
+            MUTUAL_EXCLUSION,
+            &["must be rejected (SeqReused)"],
+        );
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, preempt(C1, 10, "a"), fresh(granted(3)));
+        commit(&mut checker, 4, shared(10), rejected(Rejection::SeqReused));
+        commit(&mut checker, 5, preempt(C1, 10, "a"), duplicate(granted(3)));
     }
 
     #[test]
