@@ -207,6 +207,50 @@ fn rogue_clients_attacking_through_a_crash_and_a_partition_leave_honest_locks_in
     assert!(report.history.iter().all(|op| op.client <= 3));
 }
 
+/// Scenario 23: rogues that watch and claim modes. Every watch refusal of the node is
+/// reached, the honest watchers' streams are judged and hold, and nothing the rogues did
+/// shows in the honest history or the final state.
+#[test]
+fn rogues_attacking_watches_and_modes_reach_every_watch_refusal_and_change_nothing() {
+    use lockstep::node::coverage::Branch;
+    let scenario = shipped("23-rogue-watches-and-modes.yaml");
+    let report = runner::run(&scenario, RunOptions::default()).expect("no trace");
+    assert!(report.passed, "{}", report.render());
+    let rogues = report.rogues.as_ref().expect("the scenario has rogues");
+    assert!(
+        rogues.sent.get("watch").is_some_and(|&n| n > 200),
+        "{rogues:?}"
+    );
+    assert!(
+        rogues.sent.get("mode_claim").is_some_and(|&n| n > 200),
+        "{rogues:?}"
+    );
+    assert!(
+        rogues.watch_refusals > 100 && rogues.watch_lines > 100,
+        "{rogues:?}"
+    );
+    for branch in [
+        Branch::WatchRefusedUnauthorized,
+        Branch::WatchRefusedUnknownClient,
+        Branch::WatchRefusedBadTarget,
+        Branch::WatchRefusedIdInUse,
+        Branch::WatchRefusedTooManyWatches,
+    ] {
+        assert!(
+            report.coverage.count(branch) > 0,
+            "{} never reached",
+            branch.name()
+        );
+    }
+    for name in ["rogue_isolation", "watch_streams", "mutual_exclusion"] {
+        let invariant = (report.invariants.iter())
+            .find(|invariant| invariant.name == name)
+            .expect("listed");
+        assert!(invariant.held && invariant.checks > 100, "{invariant:?}");
+    }
+    assert!(report.history.iter().all(|op| op.client <= 5));
+}
+
 #[test]
 fn a_run_with_rogues_is_byte_identical_for_one_seed() {
     let scenario = shipped("11-rogue-clients.yaml");

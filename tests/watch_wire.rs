@@ -6,6 +6,8 @@
 //! - a watch typed on a raw connection to a follower sees a grant and a release with their
 //!   indexes; `unwatch` stops it; a wrong secret is refused `unauthorized`, an empty lock name
 //!   `bad_request`;
+//! - a rogue's watch as another client (wrong secret) or as an id no hello issued is refused,
+//!   and its `unwatch` of that client's watch id stops nothing of that client's;
 //! - the library's watch yields the starting state, then a grant, a release, a second grant and
 //!   that holder's expiry, in log order;
 //! - the server the library watches through is killed mid-stream: the watch resumes on another
@@ -13,6 +15,8 @@
 //!   does not answer the watch's `status` after a silence, and the watch resumes elsewhere;
 //! - a server restarted from its snapshot answers a watch from index 1 `compacted`;
 //! - a closed connection's watches end, freeing a full server;
+//! - a watcher that stops reading while thousands of events come is held back, the server
+//!   serves everyone else meanwhile, and the watcher then gets every event once, in order;
 //! - `lockstep watch` prints a grant and a release another client makes, in order, and exits 0
 //!   on SIGTERM; it exits with its own codes for a bad flag and an unreachable cluster.
 //!
@@ -170,6 +174,169 @@ fn a_watch_typed_on_a_follower_hears_a_grant_and_a_release_then_stops() {
     let refused = typed.read_line();
     assert_eq!(refused["seq"], 4, "{refused}");
     assert_eq!(refused["error"], "bad_request", "{refused}");
+}
+
+/// A rogue on a connection of its own attacks c1's watch: it watches as c1 with a wrong
+/// secret (`unauthorized`) and as a client no hello issued (`unknown_client`), and sends
+/// `unwatch` with the id of c1's watch, which stops nothing but a watch of its own connection
+/// (`stopped`, for an id it never had). c1's watch hears every change before and after, and
+/// the rogue's connection hears none of them.
+#[test]
+fn a_forged_watch_and_unwatch_are_refused_and_the_honest_watch_keeps_streaming() {
+    let cluster = Cluster::start("watch-forged");
+    let mut honest = registered(&cluster, None);
+    let credential = honest.credential().expect("registered");
+    let (client, secret) = (credential.id.0, credential.secret.to_hex());
+    let (leader, _) = cluster.leader_and_follower();
+    let mut watcher = Typed::open(&leader);
+    watcher.type_line(&watch_request(1, client, &secret, 5, "printer"));
+    assert_eq!(watcher.read_watch_line()["start"], "current");
+    let first = granted(&mut honest, "printer");
+    assert_eq!(watcher.read_watch_line()["index"], first);
+
+    let mut rogue = Typed::open(&leader);
+    let wrong = "0".repeat(32);
+    rogue.type_line(&watch_request(1, client, &wrong, 5, "printer"));
+    assert_eq!(
+        rogue.read_watch_line(),
+        serde_json::json!({"watch": 5, "end": "unauthorized"})
+    );
+    let stranger = client + 1_000;
+    rogue.type_line(&watch_request(2, stranger, &wrong, 6, ""));
+    let refused = rogue.read_line();
+    assert_eq!(
+        refused["error"], "bad_request",
+        "an empty name is refused first: {refused}"
+    );
+    let prefix = format!(
+        r#"{{"seq":3,"op":"watch","version":2,"client":{stranger},"secret":"{wrong}","id":6,"prefix":""}}"#
+    );
+    rogue.type_line(&prefix);
+    assert_eq!(
+        rogue.read_watch_line(),
+        serde_json::json!({"watch": 6, "end": "unknown_client", "client": stranger})
+    );
+    rogue.type_line(r#"{"seq":4,"op":"unwatch","version":2,"id":5}"#);
+    assert_eq!(
+        rogue.read_watch_line(),
+        serde_json::json!({"watch": 5, "end": "stopped"})
+    );
+
+    // c1's watch goes on: the release and the next grant reach it, in order.
+    assert_eq!(honest.release("printer"), Ok(Release::Released));
+    let second = granted(&mut honest, "printer");
+    let release = watcher.read_watch_line();
+    let expected = serde_json::json!([{"lock": "printer", "change": "released", "owner": client}]);
+    assert_eq!(
+        (&release["watch"], &release["changes"]),
+        (&5.into(), &expected)
+    );
+    let grant = watcher.read_watch_line();
+    assert_eq!(
+        (&grant["watch"], &grant["index"]),
+        (&5.into(), &second.into())
+    );
+    // And the rogue heard none of it: the next line on its connection is its status answer.
+    rogue.type_line(r#"{"seq":5,"op":"status","version":2}"#);
+    let answer = rogue.read_line();
+    assert_eq!(answer["seq"], 5, "no watch line for the rogue: {answer}");
+}
+
+/// A connection to `address` whose socket asks the kernel for a receive buffer of 4 KiB, so
+/// that a watcher that stops reading fills it, and then the server's side, after a few
+/// dozen events instead of after megabytes.
+fn connect_with_a_small_receive_buffer(address: &str) -> Typed {
+    use std::os::fd::FromRawFd;
+    let address: std::net::SocketAddrV4 = address.parse().expect("an IPv4 address");
+    let size: libc::c_int = 4096;
+    let socket_address = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: address.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*address.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: a fresh socket, options and address passed with their own sizes, and the
+    // descriptor handed to the TcpStream that owns (and closes) it from then on.
+    let stream = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0, "a socket");
+        let set = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(set, 0, "SO_RCVBUF set");
+        let connected = libc::connect(
+            fd,
+            (&raw const socket_address).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(connected, 0, "connected to {address}");
+        TcpStream::from_raw_fd(fd)
+    };
+    stream
+        .set_read_timeout(Some(DEADLINE))
+        .expect("a read timeout");
+    Typed {
+        reader: BufReader::new(stream.try_clone().expect("a second handle")),
+        writer: stream,
+    }
+}
+
+/// A watcher that stops reading (PROTOCOL.md, `watch`, "a slow reader") while 3,000 locks under
+/// its prefix are granted: far more than its socket holds, so the server holds the watch at
+/// its bound of events in flight instead of buffering them. Meanwhile the cluster goes on
+/// serving everyone else (every preempt is granted), and when the watcher reads again it gets
+/// every grant, once, in log order: held back, never dropped, and never ended (the 3,000 changes
+/// fit the 16,384 a server keeps, so it does not fall behind).
+#[test]
+fn a_watcher_that_stops_reading_is_held_back_and_then_gets_every_event_in_order() {
+    const LOCKS: u64 = 3_000;
+    let cluster = Cluster::start("watch-slow-reader");
+    let mut holder = registered(&cluster, None);
+    let credential = holder.credential().expect("registered");
+    let (client, secret) = (credential.id.0, credential.secret.to_hex());
+    let _ = granted(&mut holder, "warm-up");
+    let (leader, _) = cluster.leader_and_follower();
+    let mut watcher = connect_with_a_small_receive_buffer(&leader);
+    let prefix = format!(
+        r#"{{"seq":1,"op":"watch","version":2,"client":{client},"secret":"{secret}","id":1,"prefix":"job-"}}"#
+    );
+    watcher.type_line(&prefix);
+    assert_eq!(watcher.read_watch_line()["start"], "current");
+
+    // The watcher reads nothing from here on, while the library client (which retries
+    // through a change of leader) grants every job lock.
+    for job in 0..LOCKS {
+        let _ = granted(&mut holder, &format!("job-{job}"));
+    }
+
+    let mut granted_jobs = std::collections::BTreeSet::new();
+    let mut last_index = 0;
+    // Bounded by LOCKS events, each read within the read timeout.
+    while granted_jobs.len() < LOCKS as usize {
+        let line = watcher.read_watch_line();
+        let index = line["index"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("an event: {line}"));
+        assert!(
+            index > last_index,
+            "in log order, none twice: {index} after {last_index}"
+        );
+        last_index = index;
+        for change in line["changes"].as_array().expect("changes") {
+            assert_eq!(change["change"], "granted", "{change}");
+            let lock = change["lock"].as_str().expect("a lock").to_string();
+            assert!(granted_jobs.insert(lock.clone()), "{lock} heard twice");
+        }
+    }
+    let expected: std::collections::BTreeSet<String> =
+        (0..LOCKS).map(|job| format!("job-{job}")).collect();
+    assert_eq!(granted_jobs, expected);
 }
 
 // ----- the library -----

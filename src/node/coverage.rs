@@ -149,6 +149,11 @@ branches! {
     BuggifySkippedHeartbeat => "buggify.skipped_heartbeat",
     BuggifyOddSnapshot => "buggify.odd_snapshot",
     BuggifyResent => "buggify.resent",
+    WatchRefusedUnauthorized => "watch.refused_unauthorized",
+    WatchRefusedUnknownClient => "watch.refused_unknown_client",
+    WatchRefusedBadTarget => "watch.refused_bad_target",
+    WatchRefusedIdInUse => "watch.refused_id_in_use",
+    WatchRefusedTooManyWatches => "watch.refused_too_many_watches",
 }
 
 const BRANCH_COUNT: usize = Branch::ALL.len();

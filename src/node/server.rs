@@ -45,7 +45,7 @@ use super::messages::{
     PeerMessage, Rejection, ReplyBody, RequestBody, ServerId, ServiceError, Snapshot, Term,
 };
 use super::time::Time;
-use super::watch::{WatchInput, WatchReply, WatchState};
+use super::watch::{WatchInput, WatchRefusal, WatchReply, WatchState};
 use queue::QueueState;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -622,7 +622,11 @@ impl Server {
                 }
                 self.advance_commit();
             }
-            ServerInput::Watch(input) => self.watches.on_input(input, &self.table, &mut self.out),
+            ServerInput::Watch(input) => {
+                let before = self.out.len();
+                self.watches.on_input(input, &self.table, &mut self.out);
+                self.count_watch_refusals(before);
+            }
         }
         self.expire_local_checks(now);
         self.finish_repair_if_done();
@@ -1408,7 +1412,7 @@ impl Server {
             }
             // One scan of the unapplied log answers both questions: is this seq there with
             // another write, and who will hold the lock once it applies.
-            WriteKind::Preempt => match self.projected_owner(client, seq, &lock) {
+            WriteKind::Preempt => match self.projected_owner(client, seq, &lock, claim) {
                 Projection::SeqReused => {
                     self.coverage.hit(Branch::ProposeSeqReused);
                     self.reply(route, seq, seq_reused)
@@ -1555,7 +1559,7 @@ impl Server {
                 .settled_answer(client, seq, (WriteKind::Preempt, Claim::EXCLUSIVE), lock)
                 .is_some();
             if !settled {
-                match self.projected_owner(client, seq, lock) {
+                match self.projected_owner(client, seq, lock, Claim::EXCLUSIVE) {
                     // Freed by an expiry still in its lock-delay: nobody gets it yet.
                     Projection::Free
                         if self.lock_delay_remaining(lock, self.step_time).is_some() =>
@@ -1671,7 +1675,7 @@ impl Server {
         lock: LockName,
         claim: Claim,
     ) {
-        if self.projected_owner(client, seq, &lock) == Projection::SeqReused {
+        if self.projected_owner(client, seq, &lock, claim) == Projection::SeqReused {
             self.coverage.hit(Branch::ProposeSeqReused);
             self.reply(
                 route,
@@ -1696,10 +1700,17 @@ impl Server {
     }
 
     /// Who holds `lock` after every entry in the log applies, unless the preempt (`client`,
-    /// `seq`, `lock`) is itself in the unapplied part of the log, or its seq is there with
-    /// another operation or lock. Scans at most the uncommitted entries, which
-    /// `uncommitted_entries_max` bounds.
-    fn projected_owner(&self, client: ClientId, seq: u64, lock: &LockName) -> Projection {
+    /// `seq`, `lock`, `claim`) is itself in the unapplied part of the log, or its seq is there
+    /// with another operation, lock or claim (a copy in another mode or with other permits is
+    /// another request, whose answer is not this one's). Scans at most the uncommitted
+    /// entries, which `uncommitted_entries_max` bounds.
+    fn projected_owner(
+        &self,
+        client: ClientId,
+        seq: u64,
+        lock: &LockName,
+        claim: Claim,
+    ) -> Projection {
         let mut owner = self.table.holder(lock).map(|holder| holder.owner);
         for (index, entry) in self.log.entries_after(self.table.applied_index()) {
             match &entry.command {
@@ -1709,9 +1720,9 @@ impl Server {
                     client: c,
                     seq: s,
                     lock: l,
-                    ..
+                    claim: in_log,
                 } => {
-                    if (*c, *s) == (client, seq) && l == lock {
+                    if (*c, *s) == (client, seq) && l == lock && *in_log == claim {
                         return Projection::InLog(index);
                     }
                     if (*c, *s) == (client, seq) {
@@ -1793,7 +1804,7 @@ impl Server {
             return;
         }
         let holder = self.table.holder(&lock).map(|holder| holder.owner);
-        match self.projected_owner(client, seq, &lock) {
+        match self.projected_owner(client, seq, &lock, Claim::EXCLUSIVE) {
             Projection::InLog(index) => {
                 self.coverage.hit(Branch::RefusalCopyInLog);
                 // A copy was appended meanwhile: its result is the answer.
@@ -2037,6 +2048,27 @@ impl Server {
 
     /// Gives up on local checks whose replica did not catch up in time. Runs on every step;
     /// a server with waiting reads steps at least every election timeout (its timer).
+    /// Counts the watch refusals among this step's outputs from `from` on (`node::watch`
+    /// decides them; coverage is counted here, where the counters are).
+    fn count_watch_refusals(&mut self, from: usize) {
+        for output in &self.out[from..] {
+            let ServerOutput::Watch {
+                reply: WatchReply::Refused { refusal, .. },
+                ..
+            } = output
+            else {
+                continue;
+            };
+            self.coverage.hit(match refusal {
+                WatchRefusal::Unauthorized => Branch::WatchRefusedUnauthorized,
+                WatchRefusal::UnknownClient { .. } => Branch::WatchRefusedUnknownClient,
+                WatchRefusal::BadTarget { .. } => Branch::WatchRefusedBadTarget,
+                WatchRefusal::IdInUse => Branch::WatchRefusedIdInUse,
+                WatchRefusal::TooManyWatches { .. } => Branch::WatchRefusedTooManyWatches,
+            });
+        }
+    }
+
     fn expire_local_checks(&mut self, now: Time) {
         if self
             .confirmed_reads

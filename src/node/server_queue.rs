@@ -104,7 +104,7 @@ impl Server {
             "{}: {kind:?} is not a queue write",
             self.config.id
         );
-        match self.queue_write_in_log(client, seq, kind, &lock) {
+        match self.queue_write_in_log(client, seq, (kind, claim), &lock) {
             Some(InLog::Same(index)) => {
                 self.coverage.hit(Branch::QueueRetryFoundInLog);
                 self.pending_replies
@@ -123,7 +123,7 @@ impl Server {
         }
         let mut promptness = Promptness::Prompt;
         let command = if kind == WriteKind::Acquire {
-            let projection = self.projected_owner(client, seq, &lock);
+            let projection = self.projected_owner(client, seq, &lock, claim);
             let free = matches!(projection, Projection::Free);
             // Behind another holder, an exclusive acquire that may wait queues: nobody waits
             // for its commit. (One that may not wait is refused at its commit.)
@@ -168,11 +168,13 @@ impl Server {
 
     /// Whether the unapplied log holds (`client`, `seq`): as this very request, or as another.
     /// Scans at most the uncommitted entries, which `uncommitted_entries_max` bounds.
+    /// A copy with another claim (mode or permits) is another request: answering it with that
+    /// entry's outcome would tell a writer it holds a lock granted to a reader.
     fn queue_write_in_log(
         &self,
         client: ClientId,
         seq: u64,
-        kind: WriteKind,
+        (kind, claim): (WriteKind, Claim),
         lock: &LockName,
     ) -> Option<InLog> {
         self.log
@@ -180,7 +182,8 @@ impl Server {
             .find_map(|(index, entry)| {
                 let (c, s, entry_kind, entry_lock) = entry.command.client_write()?;
                 ((c, s) == (client, seq)).then(|| {
-                    if entry_kind == kind && entry_lock == lock {
+                    let same_claim = entry.command.claim_or_default() == claim;
+                    if entry_kind == kind && entry_lock == lock && same_claim {
                         InLog::Same(index)
                     } else {
                         InLog::Other

@@ -2527,6 +2527,63 @@ fn a_request_with_a_wrong_or_missing_secret_is_unauthorized_and_changes_nothing(
     assert_eq!(leader.log().last_index(), grant + 1);
 }
 
+/// Found by the explorer's rogues (`mode_claim`; seeds 157 and 344 of a 20,000-seed run on the
+/// branch that added them): a seq still in the unapplied log, sent again with another mode or
+/// other permits, was attached to that entry (or appended beside it) and could be told its
+/// outcome, a reader's grant answering a writer. PROTOCOL.md: the same seq with another claim
+/// is `seq_reused`, before the log as once applied.
+#[test]
+fn a_seq_in_the_log_reused_with_another_claim_is_refused_not_told_that_entrys_answer() {
+    let now = ms(FIRST_ELECTION_MS + 10);
+    let mut leader = leader_of_three();
+    let owner = register(&mut leader, now);
+    let claim_of = |claim: Claim| Operation::Preempt {
+        lock: LockName::from("a"),
+        claim,
+    };
+    let _ = leader.step(
+        now,
+        from_client(CLIENT, op(owner, 10, claim_of(Claim::SHARED))),
+    );
+    let shared = leader.log().last_index();
+    for other in [preempt("a"), claim_of(Claim::semaphore(3))] {
+        let outputs = leader.step(now, from_client(CLIENT, op(owner, 10, other)));
+        assert_eq!(
+            replies(&outputs),
+            vec![(CLIENT, refusal(10, ServiceError::SeqReused { seq: 10 }))]
+        );
+    }
+    assert_eq!(
+        leader.log().last_index(),
+        shared,
+        "nothing appended beside it"
+    );
+    let acquire_of = |claim: Claim| Operation::Acquire {
+        lock: LockName::from("b"),
+        wait_ms: 1_000,
+        claim,
+    };
+    let _ = leader.step(
+        now,
+        from_client(CLIENT, op(owner, 11, acquire_of(Claim::semaphore(2)))),
+    );
+    let queued = leader.log().last_index();
+    let other = acquire_of(Claim::semaphore(3));
+    let outputs = leader.step(now, from_client(CLIENT, op(owner, 11, other)));
+    assert_eq!(
+        replies(&outputs),
+        vec![(CLIENT, refusal(11, ServiceError::SeqReused { seq: 11 }))]
+    );
+    assert_eq!(leader.log().last_index(), queued);
+    // The same claim again is a retry: it waits for that entry's answer, appending nothing.
+    let outputs = leader.step(
+        now,
+        from_client(CLIENT, op(owner, 11, acquire_of(Claim::semaphore(2)))),
+    );
+    assert!(replies(&outputs).is_empty());
+    assert_eq!(leader.log().last_index(), queued);
+}
+
 /// Issue 10, item 3: a client reusing seq 10 for a release was answered `granted` and nothing
 /// was released. A seq names one request, whether it is still in the log or already applied.
 #[test]

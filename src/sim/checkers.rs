@@ -21,6 +21,9 @@ use crate::sim::fairness::{ModelWaiter, QueueModel};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+#[path = "checkers_rogue_watches_modes.rs"]
+mod checkers_rogue_watches_modes;
+
 /// At most one leader per term (Raft §5.2).
 pub const ELECTION_SAFETY: &str = "election_safety";
 /// Every server applies the same entry with the same result at each index (Raft §5.4.3).
@@ -374,6 +377,8 @@ struct CommittedRequest {
     index: LogIndex,
     kind: RequestKind,
     lock: LockName,
+    /// Its claim: the same seq with another mode or other permits is another request.
+    claim: Claim,
     outcome: Outcome,
 }
 
@@ -594,7 +599,9 @@ impl MutualExclusion {
                 .next()
                 .is_some()
         });
-        let same = first.kind == request.kind && first.lock == *request.lock;
+        let same = first.kind == request.kind
+            && first.lock == *request.lock
+            && first.claim == request.claim;
         (!same && !newer_exists).then_some(Rejection::SeqReused)
     }
 
@@ -697,6 +704,7 @@ impl MutualExclusion {
             index: request.index,
             kind: request.kind,
             lock: request.lock.clone(),
+            claim: request.claim,
             outcome,
         };
         self.requests
@@ -1595,6 +1603,8 @@ struct RogueRequest {
     /// An acquire whose wait is over [`crate::node::ACQUIRE_WAIT_MS_MAX`]: refused before the
     /// log, whoever sends it.
     wait_over_bound: bool,
+    /// A preempt's or acquire's claim.
+    claim: Option<ClaimKey>,
 }
 
 impl RogueRequest {
@@ -1631,14 +1641,20 @@ impl RogueRequest {
 /// connection number), and every committed index exactly once, in increasing order.
 #[derive(Clone, Debug, Default)]
 pub struct RogueIsolation {
-    /// Writes sent with a credential their sender holds.
-    authentic_writes: BTreeSet<(ClientId, u64, RequestKind, LockName)>,
+    /// Writes sent with a credential their sender holds, with their claim (a preempt's or
+    /// acquire's mode and permits are part of what was sent).
+    authentic_writes: BTreeSet<(ClientId, u64, RequestKind, LockName, Option<ClaimKey>)>,
     /// The identities each rogue's welcomes gave it.
     rogue_credentials: BTreeMap<u32, Vec<(ClientId, ClientSecret)>>,
     /// Every rogue request, by (rogue, connection).
     rogue_requests: BTreeMap<(u32, u32), RogueRequest>,
-    /// The first write committed with an effect per (client, seq), and its index.
-    first_commits: BTreeMap<(ClientId, u64), (RequestKind, LockName, LogIndex)>,
+    /// The first write committed with an effect per (client, seq), its claim, and its index.
+    first_commits: BTreeMap<(ClientId, u64), FirstCommit>,
+    /// Rogue watches (`checkers_rogue_watches_modes.rs`).
+    rogue_watches: BTreeMap<
+        checkers_rogue_watches_modes::RogueWatchKey,
+        checkers_rogue_watches_modes::RogueWatchSlot,
+    >,
     registered_clients: u64,
     last_index: LogIndex,
 }
@@ -1653,7 +1669,7 @@ impl RogueIsolation {
         if let RequestBody::Op { client, op, .. } = &request.body
             && let Some(kind) = write_kind(op)
         {
-            let key = (*client, request.seq, kind, op.lock().clone());
+            let key = (*client, request.seq, kind, op.lock().clone(), claim_key(op));
             self.authentic_writes.insert(key);
         }
     }
@@ -1677,6 +1693,7 @@ impl RogueIsolation {
                 write: None,
                 lock: None,
                 wait_over_bound: false,
+                claim: None,
             },
             RequestBody::Op { client, secret, op } => {
                 let owned = self
@@ -1696,7 +1713,7 @@ impl RogueIsolation {
                 let well_formed = !name.is_empty() && name.len() <= LOCK_NAME_BYTES_MAX;
                 let write = write_kind(op);
                 if let (Credential::Own, true, Some(kind)) = (credential, well_formed, write) {
-                    let key = (*client, request.seq, kind, name.clone());
+                    let key = (*client, request.seq, kind, name.clone(), claim_key(op));
                     self.authentic_writes.insert(key);
                 }
                 RogueRequest {
@@ -1707,6 +1724,7 @@ impl RogueIsolation {
                     write,
                     lock: well_formed.then(|| name.clone()),
                     wait_over_bound: wait_over_bound(op),
+                    claim: claim_key(op),
                 }
             }
         };
@@ -1767,6 +1785,12 @@ impl RogueIsolation {
             Credential::Own if sent.wait_over_bound => Some(
                 "its wait is over the one-hour bound, so it must be refused (bad_request)".into(),
             ),
+            Credential::Own if sent.claim.is_some_and(|claim| !claim.permits_are_valid()) => {
+                Some(format!(
+                    "its permits are outside 1 to {}, so it must be refused (bad_request)",
+                    crate::node::PERMITS_MAX
+                ))
+            }
             Credential::Own => self.own_outcome_problem(sent, &outcome, reply.index),
         };
         match problem {
@@ -1789,8 +1813,10 @@ impl RogueIsolation {
     ) -> Option<String> {
         let fits = matches!(
             (sent.op, outcome),
-            ("preempt", Outcome::Granted { .. } | Outcome::HeldBy { .. })
-                | ("release", Outcome::Released | Outcome::NotOwner)
+            (
+                "preempt",
+                Outcome::Granted { .. } | Outcome::HeldBy { .. } | Outcome::PermitsMismatch { .. }
+            ) | ("release", Outcome::Released | Outcome::NotOwner)
                 | (
                     "check",
                     Outcome::Free | Outcome::Owner { .. } | Outcome::Shared { .. }
@@ -1814,15 +1840,18 @@ impl RogueIsolation {
             // replayed answer of this very request, refused then, before the seq was reused
             // (a leader that slept through the reuse answers a retry from its cache, with the
             // original answer and index, as the protocol says a replay must).
-            Some((_, _, index))
+            Some((_, _, _, index))
                 if matches!(outcome, Outcome::HeldBy { .. }) && answered_at < *index =>
             {
                 None
             }
-            Some((first_kind, first_lock, index)) if (first_kind, first_lock) != (&kind, lock) => {
+            Some((first_kind, first_lock, first_claim, index))
+                if (first_kind, first_lock, first_claim) != (&kind, lock, &sent.claim) =>
+            {
+                let claim = first_claim.map_or(String::new(), |claim| claim.describe());
                 Some(format!(
-                    "seq {} was first committed at index {index} as a {} of `{first_lock}`, so \
-                     this other write must be refused (seq_reused), not given its answer",
+                    "seq {} was first committed at index {index} as a {} of `{first_lock}`{claim}, \
+                     so this other write must be refused (seq_reused), not given its answer",
                     sent.seq,
                     first_kind.name()
                 ))
@@ -1885,6 +1914,17 @@ impl RogueIsolation {
             );
             return Err(Violation::new(ROGUE_ISOLATION, now, message));
         }
+        let claim = command_claim_key(command);
+        if claim.is_some_and(|claim| !claim.permits_are_valid()) {
+            // Whoever sent it, servers refuse such permits before the log.
+            let message = format!(
+                "index {index} committed {}, with permits outside 1 to {} that servers check \
+                 before the log",
+                describe_command(command),
+                crate::node::PERMITS_MAX
+            );
+            return Err(Violation::new(ROGUE_ISOLATION, now, message));
+        }
         let ApplyResult::Outcome { outcome, duplicate } = result else {
             // Rejected or stale: no effect on any lock.
             return Ok(());
@@ -1892,13 +1932,28 @@ impl RogueIsolation {
         if !duplicate {
             self.first_commits
                 .entry((client, seq))
-                .or_insert_with(|| (kind, lock.clone(), index));
+                .or_insert_with(|| (kind, lock.clone(), claim, index));
         }
         if self
             .authentic_writes
-            .contains(&(client, seq, kind, lock.clone()))
+            .contains(&(client, seq, kind, lock.clone(), claim))
         {
             return Ok(());
+        }
+        let sent_claims: Vec<String> = (self.authentic_writes)
+            .range((client, seq, kind, lock.clone(), None)..)
+            .take_while(|(c, s, k, l, _)| (*c, *s, *k, l) == (client, seq, kind, lock))
+            .map(|(_, _, _, _, claim)| claim.map_or("no claim".into(), |claim| claim.describe()))
+            .collect();
+        if !sent_claims.is_empty() {
+            let message = format!(
+                "index {index} committed {} as {}, but {client} sent that seq with{}: someone \
+                 else changed its mode or permits",
+                describe_command(command),
+                describe_outcome(outcome),
+                sent_claims.join(" or")
+            );
+            return Err(Violation::new(ROGUE_ISOLATION, now, message));
         }
         let message = format!(
             "index {index} committed {} as {}, but nobody holding {client}'s secret sent that \
@@ -1907,6 +1962,58 @@ impl RogueIsolation {
             describe_outcome(outcome)
         );
         Err(Violation::new(ROGUE_ISOLATION, now, message))
+    }
+}
+
+/// The first write committed with an effect under a (client, seq): its kind, lock, claim
+/// and index.
+type FirstCommit = (RequestKind, LockName, Option<ClaimKey>, LogIndex);
+
+/// A preempt's or acquire's claim as the checker compares it (`Claim` has no order).
+#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Debug)]
+struct ClaimKey {
+    shared: bool,
+    permits: Option<u32>,
+}
+
+impl ClaimKey {
+    fn of(claim: &Claim) -> ClaimKey {
+        ClaimKey {
+            shared: claim.mode == crate::node::Mode::Shared,
+            permits: claim.permits,
+        }
+    }
+
+    fn permits_are_valid(self) -> bool {
+        self.permits
+            .is_none_or(|permits| (1..=crate::node::PERMITS_MAX).contains(&permits))
+    }
+
+    /// " (shared, 3 permits)".
+    fn describe(self) -> String {
+        let mode = if self.shared { "shared" } else { "exclusive" };
+        match self.permits {
+            Some(permits) => format!(" ({mode}, {permits} permits)"),
+            None => format!(" ({mode})"),
+        }
+    }
+}
+
+fn claim_key(op: &Operation) -> Option<ClaimKey> {
+    match op {
+        Operation::Preempt { claim, .. } | Operation::Acquire { claim, .. } => {
+            Some(ClaimKey::of(claim))
+        }
+        _ => None,
+    }
+}
+
+fn command_claim_key(command: &Command) -> Option<ClaimKey> {
+    match command {
+        Command::Preempt { claim, .. } | Command::Acquire { claim, .. } => {
+            Some(ClaimKey::of(claim))
+        }
+        _ => None,
     }
 }
 
@@ -2104,14 +2211,14 @@ mod tests {
     const S1: ServerId = ServerId(1);
     const S2: ServerId = ServerId(2);
     const S3: ServerId = ServerId(3);
-    const C1: ClientId = ClientId(1);
+    pub(super) const C1: ClientId = ClientId(1);
     const C2: ClientId = ClientId(2);
 
     fn at(millis: u64) -> Time {
         Time::from_nanos(millis * 1_000_000)
     }
 
-    fn lock(name: &str) -> LockName {
+    pub(super) fn lock(name: &str) -> LockName {
         LockName::from(name)
     }
 
@@ -2132,7 +2239,7 @@ mod tests {
         }
     }
 
-    fn fresh(outcome: Outcome) -> ApplyResult {
+    pub(super) fn fresh(outcome: Outcome) -> ApplyResult {
         ApplyResult::Outcome {
             outcome,
             duplicate: false,
@@ -2146,7 +2253,7 @@ mod tests {
         }
     }
 
-    fn granted(token: LogIndex) -> Outcome {
+    pub(super) fn granted(token: LogIndex) -> Outcome {
         Outcome::Granted { token }
     }
 
@@ -2621,6 +2728,30 @@ mod tests {
             fresh(Outcome::Released),
         );
         commit(&mut checker, 6, preempt(C1, 10, "b"), ApplyResult::Stale);
+    }
+
+    /// A claim is part of the request: seq 10 sent again as a shared claim of the same lock
+    /// is another request, which apply must refuse, not answer from the cache (and refusing
+    /// it is right, not a false rejection).
+    #[test]
+    fn a_seq_reused_with_another_claim_must_be_rejected_and_may_be() {
+        let shared = |seq| Command::Preempt {
+            client: C1,
+            seq,
+            lock: lock("a"),
+            claim: Claim::SHARED,
+        };
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, preempt(C1, 10, "a"), fresh(granted(3)));
+        expect_violation(
+            try_commit(&mut checker, 4, shared(10), duplicate(granted(3))),
+            MUTUAL_EXCLUSION,
+            &["must be rejected (SeqReused)"],
+        );
+        let mut checker = two_registered_clients();
+        commit(&mut checker, 3, preempt(C1, 10, "a"), fresh(granted(3)));
+        commit(&mut checker, 4, shared(10), rejected(Rejection::SeqReused));
+        commit(&mut checker, 5, preempt(C1, 10, "a"), duplicate(granted(3)));
     }
 
     #[test]
@@ -3624,13 +3755,13 @@ mod tests {
     // Rogue isolation: rogues change no one else's locks and are never answered as if a
     // request they cannot make had succeeded.
 
-    const R1: u32 = 1;
-    const SECRET_ONE: ClientSecret = ClientSecret::from_bytes([1; 16]);
-    const SECRET_TWO: ClientSecret = ClientSecret::from_bytes([2; 16]);
+    pub(super) const R1: u32 = 1;
+    pub(super) const SECRET_ONE: ClientSecret = ClientSecret::from_bytes([1; 16]);
+    pub(super) const SECRET_TWO: ClientSecret = ClientSecret::from_bytes([2; 16]);
     /// The rogue's own identity: client#3.
-    const C3: ClientId = ClientId(3);
+    pub(super) const C3: ClientId = ClientId(3);
 
-    fn request(
+    pub(super) fn request(
         client: ClientId,
         secret: Option<ClientSecret>,
         seq: u64,
@@ -3644,7 +3775,7 @@ mod tests {
         }
     }
 
-    fn reply(seq: u64, body: ReplyBody) -> ClientReply {
+    pub(super) fn reply(seq: u64, body: ReplyBody) -> ClientReply {
         ClientReply {
             seq,
             index: 5,
@@ -3655,7 +3786,7 @@ mod tests {
 
     /// Three registrations committed (client#1 and #2 honest, client#3 the rogue's), c1's
     /// preempt of `a` seq 1 sent and committed as granted at index 4.
-    fn isolation_with_a_rogue() -> RogueIsolation {
+    pub(super) fn isolation_with_a_rogue() -> RogueIsolation {
         let mut checker = RogueIsolation::new();
         for index in 1..=3 {
             let register = Command::Register {

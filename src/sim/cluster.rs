@@ -24,13 +24,16 @@ use super::durability::{ACKNOWLEDGED_WRITES_SURVIVE, AcknowledgedWrites, FinalRe
 use super::queue::{EventQueue, QueueFull};
 use super::resource::{FencedResource, FencedWrites, ResourceWrite, WriteVerdict};
 use super::rng::{Stream, Streams};
-use super::rogue::{AttackKind, Rogue, RogueSpec};
+use super::rogue::{
+    AttackKind, Rogue, RogueSpec, RogueWatch, RogueWatchLine, Sent, WATCH_CONNECTION,
+};
 use super::session_expiry::SessionExpiry;
 use super::trace::{Payload, Recorder, TraceEvent};
 use crate::net::{Endpoint, NetworkParams, SimNetwork, Transmission};
 use crate::node::client::Client;
 use crate::node::coverage::Coverage;
 use crate::node::server::Buggify;
+use crate::node::watch::{WatchCredential, WatchInput, WatchReply};
 use crate::node::{
     Claim, ClientAddr, ClientConfig, ClientError, ClientId, ClientInput, ClientOutput, ClientReply,
     ClientTimer, LockName, LogIndex, Operation, Outcome, PeerMessage, PersistOp, ReplyBody,
@@ -187,6 +190,18 @@ pub struct RogueStats {
     pub errors: u64,
     pub welcomes: u64,
     pub outcomes: u64,
+    /// Watch lines: refusals of rogues' watches, other lines to them (starts, events, ends),
+    /// and rogue watch lines that found their server down or cut off.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub watch_refusals: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub watch_lines: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub watch_lines_lost: u64,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 /// The rogues and what watches them.
@@ -755,16 +770,94 @@ impl Cluster {
         let next = now + Duration::from_nanos(rogue.gap_nanos(rate));
         let kind = attack.kind.map_or("hello", AttackKind::name);
         *rogues.stats.sent.entry(kind).or_insert(0) += 1;
+        let request = match attack.sent {
+            Sent::Request(request) => request,
+            Sent::Watch(watch) => {
+                self.rogue_watch(number, attack.to.0, connection, watch)?;
+                return self.queue.push(next, Event::RogueAttack(number));
+            }
+        };
         rogues
             .isolation
-            .observe_rogue_request(number, connection, &attack.request);
+            .observe_rogue_request(number, connection, &request);
         self.transmit(
             Endpoint::Rogue(number),
             Endpoint::Server(attack.to),
-            Payload::Request(attack.request),
+            Payload::Request(request),
             Some(connection),
         )?;
         self.queue.push(next, Event::RogueAttack(number))
+    }
+
+    /// Rogue `number`'s watch line reaches `server` at once, if it is up and reachable, as a
+    /// watcher's does (`sim::watch`): on the rogue's watch connection, or on a connection of
+    /// its own (number `connection`) that closes right after.
+    fn rogue_watch(
+        &mut self,
+        number: u32,
+        server: u32,
+        connection: u32,
+        watch: RogueWatch,
+    ) -> Result<(), QueueFull> {
+        let connection = if watch.long_lived {
+            WATCH_CONNECTION
+        } else {
+            connection
+        };
+        let reachable = (self.network)
+            .can_deliver(Endpoint::Rogue(number), server_endpoint(server))
+            && self.watchable_incarnation(server).is_some();
+        let Some(rogues) = self.rogues.as_mut() else {
+            unreachable!("a rogue watches only in a cluster with rogues");
+        };
+        if !reachable {
+            rogues.stats.watch_lines_lost += 1;
+            return Ok(());
+        }
+        let from = rogue_address(number, connection);
+        let input = match watch.line {
+            RogueWatchLine::Start {
+                id,
+                target,
+                from_index,
+                client,
+                secret,
+            } => {
+                let start = (number, server, connection, id);
+                (rogues.isolation).observe_rogue_watch_start(start, client, secret, &target);
+                WatchInput::Start {
+                    from,
+                    id,
+                    target,
+                    from_index,
+                    credential: Some(WatchCredential { client, secret }),
+                }
+            }
+            RogueWatchLine::Stop { id } => WatchInput::Stop { from, id },
+        };
+        self.step_watch(server, input)?;
+        if !watch.long_lived && self.watchable_incarnation(server).is_some() {
+            self.step_watch(server, WatchInput::Closed { from })?;
+        }
+        Ok(())
+    }
+
+    /// A watch line from `server` to rogue `number`'s `connection`: the checker judges it.
+    fn rogue_watch_reply(&mut self, server: u32, number: u32, connection: u32, reply: &WatchReply) {
+        let now = self.now();
+        let Some(rogues) = self.rogues.as_mut() else {
+            unreachable!("watch lines reach rogues only in a cluster with rogues");
+        };
+        match reply {
+            WatchReply::Refused { .. } => rogues.stats.watch_refusals += 1,
+            _ => rogues.stats.watch_lines += 1,
+        }
+        let start = (number, server, connection, reply.id());
+        let verdict = (rogues.isolation).observe_rogue_watch_reply(now, start, reply);
+        self.count_check(checkers::ROGUE_ISOLATION);
+        if let Err(violation) = verdict {
+            self.report_violation(violation);
+        }
     }
 
     /// A reply reached rogue `number` on `connection`: the rogue learns from it, the checker
@@ -1747,7 +1840,18 @@ impl Cluster {
                     self.report_violation(violation);
                 }
             }
+            ServerOutput::Watch { to, reply } if rogue_of(to).is_some() => {
+                let (rogue, connection) = rogue_of(to).expect("matched");
+                self.rogue_watch_reply(number, rogue, connection, &reply);
+            }
             ServerOutput::Watch { to, reply } => {
+                let now = self.now();
+                if let Some(rogues) = self.rogues.as_ref() {
+                    let verdict = rogues.isolation.observe_honest_watch_reply(now, &reply);
+                    if let Err(violation) = verdict {
+                        self.report_violation(violation);
+                    }
+                }
                 let (now, network) = (self.now(), &self.network);
                 let reachable = |client| network.can_deliver(from, Endpoint::Client(client));
                 self.watchers.on_reply(now, number, to, reply, reachable);

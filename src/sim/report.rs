@@ -280,6 +280,15 @@ impl RunReport {
                 "answered: {} errors, {} welcomes, {} outcomes",
                 rogues.errors, rogues.welcomes, rogues.outcomes
             );
+            let watch_lines = rogues.watch_refusals + rogues.watch_lines + rogues.watch_lines_lost;
+            if watch_lines > 0 {
+                let _ = write!(
+                    text,
+                    "\nwatch lines: {} refusals, {} others heard, {} sent to a server down or \
+                     cut off",
+                    rogues.watch_refusals, rogues.watch_lines, rogues.watch_lines_lost
+                );
+            }
             rows.insert(rows.len() - 2, ("rogue requests", text));
         }
         let mut builder = Builder::default();

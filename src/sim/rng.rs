@@ -49,6 +49,9 @@ pub enum Stream {
     /// The explorer's watchers for a seed (`sim::swarm`), apart from `Swarm` for the same
     /// reason.
     Watch,
+    /// The explorer's weights for the attack kinds added after watches (`sim::swarm`), apart
+    /// from `Swarm` so that a seed's other draws stay what they were.
+    RogueSwarm,
 }
 
 impl Stream {
@@ -74,6 +77,7 @@ impl Stream {
             Stream::Resource => 12 << 48,
             Stream::Guidance => 13 << 48,
             Stream::Watch => 14 << 48,
+            Stream::RogueSwarm => 15 << 48,
         }
     }
 }

@@ -21,6 +21,10 @@ use rand_chacha::ChaCha8Rng;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+#[path = "rogue_watch.rs"]
+mod watch_and_modes;
+pub use watch_and_modes::{RogueWatch, RogueWatchLine, WATCH_CONNECTION};
+
 /// Most rogues a scenario may have.
 pub const ROGUES_MAX: u32 = 16;
 /// Highest attack rate of one rogue, in requests per second.
@@ -74,10 +78,27 @@ pub enum AttackKind {
     /// an honest client already used for another write, and under its own identity with an
     /// absurd wait (over [`ACQUIRE_WAIT_MS_MAX`], up to `u64::MAX`).
     QueueWrite,
+    /// `watch` and `unwatch` lines (`node::watch`): watches of honest names and prefixes under
+    /// ids no hello issued or honest ids with a missing or random secret; unwatches of honest
+    /// watchers' ids; and under its own identity, on its one long-lived watch connection,
+    /// watches with honest watchers' ids, from index 0 or a huge one, more than a connection
+    /// may hold, and with bad targets (empty, over the limit). See `rogue_watch.rs`.
+    Watch,
+    /// Preempts and acquires with a mode and permits: shared claims and permits 0, 1, 64, 65
+    /// and `u32::MAX`, or an honest lock's declared permits give or take one, under forged and
+    /// unknown ids; under its own identity, permits out of bounds, claims that mismatch its own
+    /// semaphore's permits, claims that would turn its own exclusive hold shared, and seqs
+    /// reused with another mode or other permits. See `rogue_watch.rs`.
+    ModeClaim,
 }
 
 impl AttackKind {
-    pub const ALL: [AttackKind; 9] = [
+    /// The kinds from before watches and modes existed: a mix that leaves the others out
+    /// draws exactly what it drew then, so such scenarios keep their traces.
+    pub const KINDS_BEFORE_WATCHES: usize = 9;
+
+    /// Appended kinds go at the end, so that weights and scenario files keep their meaning.
+    pub const ALL: [AttackKind; 11] = [
         AttackKind::UnknownId,
         AttackKind::ForgedId,
         AttackKind::ReplayHonest,
@@ -87,6 +108,8 @@ impl AttackKind {
         AttackKind::BadName,
         AttackKind::ReplayOwn,
         AttackKind::QueueWrite,
+        AttackKind::Watch,
+        AttackKind::ModeClaim,
     ];
 
     /// The name scenario files use.
@@ -101,6 +124,8 @@ impl AttackKind {
             AttackKind::BadName => "bad_name",
             AttackKind::ReplayOwn => "replay_own",
             AttackKind::QueueWrite => "queue_write",
+            AttackKind::Watch => "watch",
+            AttackKind::ModeClaim => "mode_claim",
         }
     }
 
@@ -122,8 +147,20 @@ pub struct RogueSpec {
 }
 
 impl RogueSpec {
+    /// The mix of a scenario that names none: every kind from before watches and modes,
+    /// equally often (so that its trace is what it was then); `watch` and `mode_claim` are
+    /// named to be drawn.
+    pub const EVEN_MIX: [f64; AttackKind::ALL.len()] = {
+        let mut mix = [0.0; AttackKind::ALL.len()];
+        let mut kind = 0;
+        while kind < AttackKind::KINDS_BEFORE_WATCHES {
+            mix[kind] = 1.0;
+            kind += 1;
+        }
+        mix
+    };
     /// Every attack kind, equally often.
-    pub const EVEN_MIX: [f64; AttackKind::ALL.len()] = [1.0; AttackKind::ALL.len()];
+    pub const ALL_KINDS_MIX: [f64; AttackKind::ALL.len()] = [1.0; AttackKind::ALL.len()];
 }
 
 /// An honest request as a rogue saw it: everything but the secret, which it cannot see.
@@ -143,13 +180,21 @@ struct Identity {
     secret: ClientSecret,
 }
 
-/// One request a rogue sends.
+/// What a rogue sends: a request line, or a watch line, which servers take apart from
+/// requests (`node::watch`).
+#[derive(Clone, Debug)]
+pub enum Sent {
+    Request(ClientRequest),
+    Watch(RogueWatch),
+}
+
+/// One line a rogue sends.
 #[derive(Clone, Debug)]
 pub struct Attack {
     /// `None` for a hello: the rogue registering an identity of its own.
     pub kind: Option<AttackKind>,
     pub to: ServerId,
-    pub request: ClientRequest,
+    pub sent: Sent,
 }
 
 /// One rogue client.
@@ -284,20 +329,27 @@ impl Rogue {
         assert!(!self.is_spent(), "a spent rogue sends nothing");
         let to = ServerId(self.rng.random_range(1..=self.servers));
         let wants_identity = self.identities.len() < IDENTITIES_WANTED;
-        let (kind, request) = if wants_identity && self.sent.is_multiple_of(HELLO_EVERY_REQUESTS) {
-            (None, self.hello())
+        let (kind, sent) = if wants_identity && self.sent.is_multiple_of(HELLO_EVERY_REQUESTS) {
+            (None, Sent::Request(self.hello()))
         } else {
             let kind = self.draw_kind();
             match self.attack(kind) {
-                Some(request) => (Some(kind), request),
+                Some(sent) => (Some(kind), sent),
                 None => {
                     let request = self.unknown_id().expect("always possible");
-                    (Some(AttackKind::UnknownId), request)
+                    (Some(AttackKind::UnknownId), Sent::Request(request))
                 }
             }
         };
         self.sent += 1;
-        Attack { kind, to, request }
+        // Its watch connection goes to one server, where its watches pile up past the bound.
+        let to = match &sent {
+            Sent::Watch(watch) if watch.long_lived => {
+                ServerId(1 + (self.number - 1) % self.servers)
+            }
+            _ => to,
+        };
+        Attack { kind, to, sent }
     }
 
     fn draw_kind(&mut self) -> AttackKind {
@@ -319,8 +371,8 @@ impl Rogue {
 
     /// The request of attack `kind`, or `None` if the rogue lacks what it needs (an identity,
     /// sniffed traffic) yet.
-    fn attack(&mut self, kind: AttackKind) -> Option<ClientRequest> {
-        match kind {
+    fn attack(&mut self, kind: AttackKind) -> Option<Sent> {
+        let request = match kind {
             AttackKind::UnknownId => self.unknown_id(),
             AttackKind::ForgedId => self.forged_id(),
             AttackKind::ReplayHonest => self.replay_honest(),
@@ -330,7 +382,10 @@ impl Rogue {
             AttackKind::BadName => self.bad_name(),
             AttackKind::ReplayOwn => self.replay_own(),
             AttackKind::QueueWrite => self.queue_write(),
-        }
+            AttackKind::Watch => return self.watch_attack().map(Sent::Watch),
+            AttackKind::ModeClaim => self.mode_claim(),
+        };
+        request.map(Sent::Request)
     }
 
     fn hello(&mut self) -> ClientRequest {
@@ -806,7 +861,7 @@ mod tests {
     use crate::node::ServiceError;
     use rand::SeedableRng;
 
-    fn rogue(seed: u64, mix: [f64; AttackKind::ALL.len()]) -> Rogue {
+    pub(super) fn rogue(seed: u64, mix: [f64; AttackKind::ALL.len()]) -> Rogue {
         let spec = RogueSpec {
             clients: 1,
             rate_per_second: 20.0,
@@ -815,7 +870,7 @@ mod tests {
         Rogue::new(1, 3, &spec, ChaCha8Rng::seed_from_u64(seed))
     }
 
-    fn welcome(rogue: &mut Rogue, client: u64) {
+    pub(super) fn welcome(rogue: &mut Rogue, client: u64) {
         let nonce = *rogue.hello_nonces.last().expect("a hello was sent");
         rogue.on_reply(&ClientReply {
             seq: 1,
@@ -831,10 +886,16 @@ mod tests {
 
     #[test]
     fn a_rogue_says_hello_first_and_then_attacks_with_what_it_learned() {
-        let mut rogue = rogue(5, RogueSpec::EVEN_MIX);
+        let mut rogue = rogue(5, RogueSpec::ALL_KINDS_MIX);
         let first = rogue.next_attack();
         assert!(first.kind.is_none(), "the first request is a hello");
-        assert!(matches!(first.request.body, RequestBody::Hello { .. }));
+        assert!(matches!(
+            first.sent,
+            Sent::Request(ClientRequest {
+                body: RequestBody::Hello { .. },
+                ..
+            })
+        ));
         welcome(&mut rogue, 7);
         rogue.sniff(
             ClientId(2),
@@ -850,8 +911,19 @@ mod tests {
             let attack = rogue.next_attack();
             assert!((1..=3).contains(&attack.to.0));
             kinds.insert(attack.kind);
-            if let RequestBody::Op { client, secret, .. } = &attack.request.body
-                && *client == ClientId(2)
+            let secret = match &attack.sent {
+                Sent::Request(ClientRequest {
+                    body: RequestBody::Op { client, secret, .. },
+                    ..
+                }) => Some((*client, *secret)),
+                Sent::Watch(RogueWatch {
+                    line: RogueWatchLine::Start { client, secret, .. },
+                    ..
+                }) => Some((*client, *secret)),
+                _ => None,
+            };
+            if let Some((client, secret)) = secret
+                && client == ClientId(2)
             {
                 // It was never given client#2's secret, so it can never send it.
                 let honest = ClientSecret::from_bytes([2; CLIENT_SECRET_BYTES]);
@@ -875,8 +947,9 @@ mod tests {
         welcome(&mut huge, 4);
         for _ in 0..50 {
             let attack = huge.next_attack();
-            if attack.kind == Some(AttackKind::HugeSeq) {
-                assert!(attack.request.seq >= 1 << 63, "{}", attack.request.seq);
+            if let (Some(AttackKind::HugeSeq), Sent::Request(request)) = (attack.kind, attack.sent)
+            {
+                assert!(request.seq >= 1 << 63, "{}", request.seq);
             }
         }
         let mut names = rogue(2, {
@@ -888,7 +961,11 @@ mod tests {
         welcome(&mut names, 4);
         let mut lengths = std::collections::BTreeSet::new();
         for _ in 0..100 {
-            if let RequestBody::Op { op, .. } = names.next_attack().request.body {
+            if let Sent::Request(ClientRequest {
+                body: RequestBody::Op { op, .. },
+                ..
+            }) = names.next_attack().sent
+            {
                 lengths.insert(op.lock().len());
             }
         }

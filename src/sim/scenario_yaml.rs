@@ -80,10 +80,11 @@ pub fn expect_text(expect: Expect) -> String {
 /// The `rogues` line: clients, rate and every attack kind's weight, so that it loads back
 /// into an equal spec.
 pub fn rogues_text(rogues: &RogueSpec) -> String {
-    let weights: Vec<String> = AttackKind::ALL
-        .iter()
-        .zip(rogues.mix)
-        .map(|(kind, weight)| format!("{}: {weight}", kind.name()))
+    // A kind added after watches is written only when it is on, so that the text of a mix
+    // without it is what it was.
+    let weights: Vec<String> = (AttackKind::ALL.iter().zip(rogues.mix).enumerate())
+        .filter(|(at, (_, weight))| *at < AttackKind::KINDS_BEFORE_WATCHES || *weight > 0.0)
+        .map(|(_, (kind, weight))| format!("{}: {weight}", kind.name()))
         .collect();
     format!(
         "rogues: {{clients: {}, rate: {}/s, mix: {{{}}}}}",

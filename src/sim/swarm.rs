@@ -348,18 +348,30 @@ impl Shape {
         // before rogues existed. Half the rogue seeds attack with every kind, the other half
         // with a few kinds, so that a rare kind is not always drowned by the common ones.
         if rng.random_bool(ROGUE_SEED_PROBABILITY) {
+            // The kinds from before watches are drawn from this stream as they were; the later
+            // ones from a stream of their own, so that every draw here is what it was.
+            let before = AttackKind::KINDS_BEFORE_WATCHES;
             let mut mix = [1; AttackKind::ALL.len()];
-            if rng.random_bool(0.5) {
-                for weight in &mut mix {
+            let few = rng.random_bool(0.5);
+            if few {
+                for weight in &mut mix[..before] {
                     *weight = if rng.random_bool(0.4) {
                         rng.random_range(1..=5)
                     } else {
                         0
                     };
                 }
-                if mix.iter().all(|weight| *weight == 0) {
-                    mix[rng.random_range(0..AttackKind::ALL.len())] = 1;
+                if mix[..before].iter().all(|weight| *weight == 0) {
+                    mix[rng.random_range(0..before)] = 1;
                 }
+            }
+            let mut later = Streams::new(seed).rng_for(Stream::RogueSwarm);
+            for weight in &mut mix[before..] {
+                *weight = match few {
+                    false => 1,
+                    true if later.random_bool(0.4) => later.random_range(1..=5),
+                    true => 0,
+                };
             }
             shape.rogues = Some(RogueShape {
                 count: rng.random_range(1..=3),
