@@ -292,7 +292,6 @@ impl RunningServer {
             server,
             recovered.wal,
             input_receiver,
-            input_sender.clone(),
             peers,
             registry.clone(),
             clock,
