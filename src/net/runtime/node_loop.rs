@@ -550,8 +550,8 @@ fn is_lazy_append(input: &ServerInput) -> bool {
 }
 
 /// Hands replies to their connections; a closed connection is gone from the registry and its
-/// reply is dropped (the client retries).
-fn deliver_replies(
+/// reply is dropped (the client retries). Returns how many were dropped for a full queue.
+pub(super) fn deliver_replies(
     clients: &ClientRegistry,
     replies: Vec<(crate::node::ClientAddr, crate::node::ClientReply)>,
 ) -> u64 {
