@@ -6,7 +6,8 @@ clients on one lock) and contended blocking acquire (`--contended --acquire`).
 usage: scripts/bench-compare.py BIN_A BIN_B [BIN_C ...]
 
 Environment (all optional):
-  BASE_PORT=7801        clients on BASE_PORT..+2, metrics on BASE_PORT+100..+102
+  BASE_PORT=7801        clients on BASE_PORT..+2, metrics on BASE_PORT+METRICS_OFFSET..+2
+  METRICS_OFFSET=100    (a smaller one keeps a run inside a port range of 100)
   ROUNDS=3 DURATION=10  (seconds)
   KINDS=uncontended,polling,acquire
   OUT=/tmp/bench-compare-<time>.jsonl   raw results, one JSON line per run
@@ -37,6 +38,7 @@ import bench_cluster
 
 HZ = os.sysconf("SC_CLK_TCK")
 BASE = int(os.environ.get("BASE_PORT", "7801"))
+METRICS_OFFSET = int(os.environ.get("METRICS_OFFSET", "100"))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 DURATION = int(os.environ.get("DURATION", "10"))
 KINDS = os.environ.get("KINDS", "uncontended,polling,acquire").split(",")
@@ -109,7 +111,7 @@ def server_pids(cluster_pid):
 
 def measure(binary, ports, pids, kind):
     """Runs the bench once; returns its report and what the servers did meanwhile."""
-    metrics = {port: port + 100 for port in ports}
+    metrics = {port: port + METRICS_OFFSET for port in ports}
     before = {port: (threads(pid), scrape(metrics[port])) for port, pid in pids.items()}
     bench = subprocess.Popen(
         [binary, "bench", "--servers", bench_cluster.addresses(ports), "--duration",
@@ -130,10 +132,10 @@ def run(binary, label, kind, round_number):
     data = tempfile.mkdtemp(prefix="bench-compare-")
     cluster = subprocess.Popen(
         [binary, "cluster", "up", "--servers", "3", "--dir", data, "--base-port", str(BASE),
-         "--metrics-base-port", str(BASE + 100)],
+         "--metrics-base-port", str(BASE + METRICS_OFFSET)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        bench_cluster.wait_ports(ports + [port + 100 for port in ports])
+        bench_cluster.wait_ports(ports + [port + METRICS_OFFSET for port in ports])
         time.sleep(1.5)  # a leader elected
         pids = server_pids(cluster.pid)
         leader = leader_port(binary, ports)

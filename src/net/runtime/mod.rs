@@ -33,7 +33,9 @@ pub use config::{ConfigError, ConfigOverrides, ServerProcessConfig};
 use crate::net::metrics::{NodeState, ServerMetrics};
 use crate::net::peer::{self, PeerFrame, PeerIdentity, Sniffed};
 use crate::net::protocol::{ErrorCode, ErrorReply, encode_error};
-use crate::node::{DurableState, RaftLog, Server, ServerConfig, ServerInput, Snapshot};
+use crate::node::{
+    DurableState, PeerMessage, RaftLog, Server, ServerConfig, ServerInput, Snapshot,
+};
 use crate::storage::{SNAPSHOT_FILE_NAME, StorageError, Wal, WalOptions};
 use clients::{ClientContext, ClientRegistry};
 use node_loop::{Clock, NodeLoop};
@@ -292,7 +294,6 @@ impl RunningServer {
             server,
             recovered.wal,
             input_receiver,
-            input_sender.clone(),
             peers,
             registry.clone(),
             clock,
@@ -451,6 +452,7 @@ async fn accept_loop(
                 identity,
                 inputs,
                 peer_drops,
+                clients: context.registry.clone(),
             };
             match acceptor {
                 None => serve_connection(stream, remote, context, peer).await,
@@ -467,6 +469,8 @@ struct PeerSide {
     identity: Arc<PeerIdentity>,
     inputs: tokio::sync::mpsc::Sender<ServerInput>,
     peer_drops: Arc<AtomicU64>,
+    /// Where a leader's answer to a forwarded request goes straight to (see [`relay`]).
+    clients: ClientRegistry,
 }
 
 /// Reads until the first bytes tell a peer from a client, within `timeout` per read. `None`
@@ -613,6 +617,28 @@ async fn refuse_plaintext(mut stream: TcpStream, remote: std::net::SocketAddr) {
     .await;
 }
 
+/// Hands a leader's answer to a forwarded request (`PeerMessage::ForwardReply`) straight to
+/// the client's connection, as the node would; gives any other message back for the node.
+///
+/// Why: the node passes a `ForwardReply` through unchanged (`Server::step` turns it into the
+/// `Reply` it carries, whatever its state), and the answer comes from a committed entry, so it
+/// depends on nothing of this server's. Through the node it waited for the node task's next
+/// round, behind whatever else that round stepped (the append that carries the same commit,
+/// typically): a task hop and a round on the chain of every hand-off to a client of a
+/// follower. Answers on one connection may come back in any order (docs/PROTOCOL.md,
+/// pipelining), so overtaking a reply the node still holds is allowed.
+fn relay(clients: &ClientRegistry, msg: PeerMessage) -> Option<PeerMessage> {
+    match msg {
+        PeerMessage::ForwardReply { client, reply } => {
+            // A connection gone or full drops the answer, as the node's delivery does: the
+            // client retries.
+            let _ = node_loop::deliver_replies(clients, vec![(client, reply)]);
+            None
+        }
+        other => Some(other),
+    }
+}
+
 /// Serves an inbound peer connection, plain or TLS, whose first bytes `first` were read.
 async fn serve_peer<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
@@ -624,8 +650,12 @@ async fn serve_peer<S: AsyncRead + AsyncWrite + Unpin>(
         identity,
         inputs,
         peer_drops,
+        clients,
     } = peer;
     let deliver = move |from, msg| {
+        let Some(msg) = relay(&clients, msg) else {
+            return;
+        };
         if inputs.try_send(ServerInput::Peer { from, msg }).is_err() {
             // Raft tolerates loss; a full queue means the node is behind.
             let dropped = peer_drops.fetch_add(1, Ordering::Relaxed) + 1;
@@ -647,6 +677,46 @@ mod tests {
     use super::*;
     use crate::node::{Command, Entry, LockTable, PersistOp, ServerId};
     use std::collections::BTreeMap;
+
+    /// A leader's answer to a forwarded request goes straight to the client's connection; every
+    /// other peer message, and an answer for a connection that is gone, reaches nobody but the
+    /// node (or nobody at all).
+    #[test]
+    fn a_forwarded_answer_is_relayed_to_its_connection_without_the_node() {
+        use crate::node::{ClientAddr, ClientReply, Outcome, ReplyBody};
+        let clients = ClientRegistry::default();
+        let (connection, mut written) = tokio::sync::mpsc::channel(4);
+        clients.lock().insert(ClientAddr(7), connection);
+        let reply = ClientReply {
+            seq: 3,
+            index: 12,
+            term: 2,
+            body: ReplyBody::Outcome(Outcome::Granted { token: 12 }),
+        };
+        let forwarded = PeerMessage::ForwardReply {
+            client: ClientAddr(7),
+            reply: reply.clone(),
+        };
+        assert_eq!(relay(&clients, forwarded), None, "not for the node");
+        match written.try_recv() {
+            Ok(clients::Outgoing::Reply(relayed)) => assert_eq!(relayed, reply),
+            _ => panic!("the answer did not reach the connection"),
+        }
+        let gone = PeerMessage::ForwardReply {
+            client: ClientAddr(8),
+            reply,
+        };
+        assert_eq!(relay(&clients, gone), None, "dropped: the client retries");
+        assert!(
+            written.try_recv().is_err(),
+            "nothing for another connection"
+        );
+        let vote = PeerMessage::VoteResponse {
+            term: 2,
+            granted: true,
+        };
+        assert_eq!(relay(&clients, vote.clone()), Some(vote), "the node's");
+    }
 
     fn config_for(data_dir: PathBuf) -> ServerProcessConfig {
         ServerProcessConfig {

@@ -24,8 +24,14 @@
 //!
 //! # The log thread
 //! Takes every job that is ready, appends their operations, syncs once (group commit across
-//! node rounds), sends the jobs' waiting messages in order, and reports to the node how
-//! many persist outputs are now durable. Nothing a job holds leaves before its sync.
+//! node rounds), and hands the node task one [`Durable`] report: how many persist outputs are
+//! now durable, and the jobs' waiting messages in order, which the node task sends before it
+//! steps anything else. Nothing a job holds leaves before its sync.
+//!
+//! One report per sync wakes the network thread once. (The log thread used to queue the
+//! waiting messages on the peer queues itself and then report: two cross-thread wake-ups of
+//! the network thread per sync, each an `eventfd` write and a loop of the runtime, on the
+//! chain of every hand-off on the follower that acknowledges it.)
 //!
 //! When every job taken is non-urgent (appends from a leader that is not counting on this
 //! server to commit them, or, on a leader, appends of acquires that queue: see
@@ -134,6 +140,18 @@ enum LogOp {
     Snapshot(Arc<Snapshot>),
 }
 
+/// What one sync made durable, from the log thread to the node task.
+struct Durable {
+    /// Persist outputs now durable, counted as [`LogJob::persisted_through`].
+    through: u64,
+    /// The synced jobs' held messages, in order: they may leave now.
+    held: Vec<(ServerId, PeerMessage)>,
+}
+
+/// Reports waiting for the node task. The log thread blocks when it is full, which only
+/// happens when the node task has fallen that many syncs behind.
+const DURABLE_REPORTS_MAX: usize = 64;
+
 /// One node round's work for the log thread.
 struct LogJob {
     /// Whether anything in the round wants its sync at once: everything but appends the leader
@@ -150,6 +168,8 @@ struct LogJob {
 pub struct NodeLoop {
     pub server: Server,
     pub inputs: tokio_mpsc::Receiver<ServerInput>,
+    /// The log thread's reports (see [`Durable`]).
+    durable: tokio_mpsc::Receiver<Durable>,
     pub peers: PeerSender,
     pub clients: ClientRegistry,
     pub clock: Clock,
@@ -159,6 +179,8 @@ pub struct NodeLoop {
     jobs: JobSender<LogJob>,
     /// Persist outputs seen so far (`ServerInput::Persisted` counts the same way).
     persist_count: u64,
+    /// The last `through` stepped as `ServerInput::Persisted`.
+    durable_through: u64,
     election_at: Option<Time>,
     heartbeat_at: Option<Time>,
     pending_ops: Vec<LogOp>,
@@ -183,7 +205,6 @@ impl NodeLoop {
         server: Server,
         wal: Wal,
         inputs: tokio_mpsc::Receiver<ServerInput>,
-        input_sender: tokio_mpsc::Sender<ServerInput>,
         peers: PeerSender,
         clients: ClientRegistry,
         clock: Clock,
@@ -195,17 +216,18 @@ impl NodeLoop {
         // Unbounded, so that the node task never waits for the disk; the leader's
         // `uncommitted_entries_max` bounds how far ahead of it the node can run.
         let (jobs, job_receiver) = job_queue::channel();
+        let (durable_sender, durable) = tokio_mpsc::channel(DURABLE_REPORTS_MAX);
         let writer = LogWriter::new(
             wal,
             job_receiver,
-            input_sender,
-            peers.clone(),
+            durable_sender,
             Arc::clone(&stop),
             Arc::clone(&metrics),
         );
         let node_loop = NodeLoop {
             server,
             inputs,
+            durable,
             peers,
             clients,
             clock,
@@ -213,6 +235,7 @@ impl NodeLoop {
             term,
             jobs,
             persist_count: 0,
+            durable_through: 0,
             election_at: None,
             heartbeat_at: None,
             pending_ops: Vec::new(),
@@ -241,10 +264,19 @@ impl NodeLoop {
         // Bounded by the process's life: every round waits at most IDLE_WAIT_MAX.
         while !self.stop.load(Ordering::Relaxed) {
             let wait = self.time_to_next_deadline().min(IDLE_WAIT_MAX);
-            match tokio::time::timeout(wait, self.inputs.recv()).await {
-                Ok(Some(input)) => batch.push(input),
-                Ok(None) => break,
-                Err(_elapsed) => {}
+            tokio::select! {
+                // A sync's report first: its messages are on the chain of a commit.
+                biased;
+                report = self.durable.recv() => match report {
+                    Some(report) => self.take_durable(report, &mut batch),
+                    // The log thread is gone: it failed or stopped.
+                    None => break,
+                },
+                input = self.inputs.recv() => match input {
+                    Some(input) => batch.push(input),
+                    None => break,
+                },
+                () = tokio::time::sleep(wait) => {}
             }
             self.drain_ready(&mut batch);
             self.stats.inputs += batch.len() as u64;
@@ -282,7 +314,27 @@ impl NodeLoop {
             })
     }
 
+    /// Sends a sync's held messages, in order, and queues its durability report as an input.
+    fn take_durable(&mut self, report: Durable, batch: &mut Vec<ServerInput>) {
+        for (to, msg) in report.held {
+            self.peers.send(to, msg);
+        }
+        if report.through > self.durable_through {
+            self.durable_through = report.through;
+            batch.push(ServerInput::Persisted {
+                through: report.through,
+            });
+        }
+    }
+
     fn drain_ready(&mut self, batch: &mut Vec<ServerInput>) {
+        // Bounded: the log thread sends at most one report per sync.
+        while batch.len() < BATCH_INPUTS_MAX {
+            match self.durable.try_recv() {
+                Ok(report) => self.take_durable(report, batch),
+                Err(_) => break,
+            }
+        }
         while batch.len() < BATCH_INPUTS_MAX {
             match self.inputs.try_recv() {
                 Ok(input) => batch.push(input),
@@ -498,8 +550,8 @@ fn is_lazy_append(input: &ServerInput) -> bool {
 }
 
 /// Hands replies to their connections; a closed connection is gone from the registry and its
-/// reply is dropped (the client retries).
-fn deliver_replies(
+/// reply is dropped (the client retries). Returns how many were dropped for a full queue.
+pub(super) fn deliver_replies(
     clients: &ClientRegistry,
     replies: Vec<(crate::node::ClientAddr, crate::node::ClientReply)>,
 ) -> u64 {
@@ -519,9 +571,8 @@ fn deliver_replies(
 pub struct LogWriter {
     wal: Wal,
     jobs: JobReceiver<LogJob>,
-    /// The node's input queue, for `ServerInput::Persisted`.
-    inputs: tokio_mpsc::Sender<ServerInput>,
-    peers: PeerSender,
+    /// Where each sync's [`Durable`] report goes.
+    reports: tokio_mpsc::Sender<Durable>,
     stop: Arc<AtomicBool>,
     reported_through: u64,
     syncs: u64,
@@ -537,8 +588,7 @@ impl LogWriter {
     fn new(
         wal: Wal,
         jobs: JobReceiver<LogJob>,
-        inputs: tokio_mpsc::Sender<ServerInput>,
-        peers: PeerSender,
+        reports: tokio_mpsc::Sender<Durable>,
         stop: Arc<AtomicBool>,
         metrics: Arc<ServerMetrics>,
     ) -> LogWriter {
@@ -546,8 +596,7 @@ impl LogWriter {
         LogWriter {
             wal,
             jobs,
-            inputs,
-            peers,
+            reports,
             stop,
             reported_through: 0,
             syncs: 0,
@@ -599,20 +648,17 @@ impl LogWriter {
                 "held effects leave only after a sync"
             );
             let mut through = self.reported_through;
+            let mut held = Vec::new();
             for job in jobs.drain(..) {
                 assert!(job.ops.is_empty(), "every operation was written");
-                for (to, msg) in job.held {
-                    self.peers.send(to, msg);
-                }
+                held.extend(job.held);
                 through = through.max(job.persisted_through);
             }
-            if through > self.reported_through {
+            if through > self.reported_through || !held.is_empty() {
                 self.reported_through = through;
                 // Blocking is fine: the node task never waits for this thread. A node that
                 // has stopped no longer needs the report.
-                let _ = self
-                    .inputs
-                    .blocking_send(ServerInput::Persisted { through });
+                let _ = self.reports.blocking_send(Durable { through, held });
             }
         }
         Ok(())
@@ -790,26 +836,14 @@ mod tests {
         assert!(!is_lazy_append(&ServerInput::Timer(ServerTimer::Election)));
     }
 
-    /// A log writer over a fresh log, with no peers; returns it with the job queue and the
-    /// node's input queue.
+    /// A log writer over a fresh log; returns it with the job queue and the queue of its
+    /// reports to the node task.
     fn writer(
         directory: &crate::storage::test_directory::TestDirectory,
-    ) -> (
-        LogWriter,
-        JobSender<LogJob>,
-        tokio_mpsc::Receiver<ServerInput>,
-    ) {
+    ) -> (LogWriter, JobSender<LogJob>, tokio_mpsc::Receiver<Durable>) {
         let (wal, _recovery) = Wal::open(directory.path()).expect("test: open a log");
         let (job_sender, jobs) = job_queue::channel();
-        let (inputs, input_receiver) = tokio_mpsc::channel(16);
-        let identity = crate::net::peer::PeerIdentity {
-            cluster_id: "test".into(),
-            me: ServerId(1),
-            servers: vec![ServerId(1)],
-            secret: None,
-            tls: None,
-            timing: crate::net::peer::PeerTiming::default(),
-        };
+        let (reports, report_receiver) = tokio_mpsc::channel(16);
         let initial = NodeState {
             role: crate::node::Role::Follower,
             term: 0,
@@ -822,12 +856,11 @@ mod tests {
         let writer = LogWriter::new(
             wal,
             jobs,
-            inputs,
-            crate::net::peer::spawn_outbound(&identity, &BTreeMap::new()),
+            reports,
             Arc::new(AtomicBool::new(false)),
             Arc::new(ServerMetrics::new(ServerId(1), initial)),
         );
-        (writer, job_sender, input_receiver)
+        (writer, job_sender, report_receiver)
     }
 
     fn job(urgent: bool, first_index: LogIndex, persisted_through: u64) -> LogJob {
@@ -845,13 +878,11 @@ mod tests {
         }
     }
 
-    fn reports(inputs: &mut tokio_mpsc::Receiver<ServerInput>) -> Vec<u64> {
+    /// The `through` of every report the log thread sent, in order.
+    fn reports(reports: &mut tokio_mpsc::Receiver<Durable>) -> Vec<u64> {
         let mut through = Vec::new();
-        while let Ok(input) = inputs.try_recv() {
-            match input {
-                ServerInput::Persisted { through: count } => through.push(count),
-                other => panic!("the log thread sent {other:?}"),
-            }
+        while let Ok(report) = reports.try_recv() {
+            through.push(report.through);
         }
         through
     }
@@ -874,6 +905,72 @@ mod tests {
         assert_eq!(reports(&mut inputs), vec![2]);
     }
 
+    /// An acknowledgement leaves only through the report of the sync that made its append
+    /// durable, in the order the jobs held it, and one report carries a whole group commit.
+    #[test]
+    fn held_messages_come_back_with_the_report_of_their_sync_in_order() {
+        let directory = crate::storage::test_directory::TestDirectory::new("held-in-report");
+        let (mut writer, jobs, mut reports) = writer(&directory);
+        let ack = |match_index| PeerMessage::AppendResponse {
+            term: 2,
+            success: true,
+            match_index,
+            conflict_index: 0,
+            conflict_term: None,
+            round: 0,
+        };
+        let mut first = job(true, 1, 1);
+        first.held.push((ServerId(2), ack(1)));
+        let mut second = job(true, 2, 2);
+        second.held.push((ServerId(3), ack(2)));
+        jobs.send(first, true)
+            .unwrap_or_else(|_| panic!("test: send"));
+        jobs.send(second, true)
+            .unwrap_or_else(|_| panic!("test: send"));
+        drop(jobs);
+        writer.write_jobs().expect("test: write");
+        assert_eq!(writer.syncs, 1, "one group commit");
+        let report = reports.try_recv().expect("a report");
+        assert_eq!(report.through, 2);
+        assert_eq!(
+            report.held,
+            vec![(ServerId(2), ack(1)), (ServerId(3), ack(2))],
+            "both acknowledgements, in order"
+        );
+        assert!(reports.try_recv().is_err(), "one report per sync");
+        drop(writer);
+        let (_wal, recovery) = Wal::open(directory.path()).expect("test: reopen");
+        assert_eq!(recovery.state.log.len(), 2, "what they promise is on disk");
+    }
+
+    /// A round that persisted nothing but holds a message (a refused vote) still gets it sent,
+    /// without claiming anything new durable.
+    #[test]
+    fn a_held_message_without_log_work_is_reported_without_a_sync() {
+        let directory = crate::storage::test_directory::TestDirectory::new("held-only");
+        let (mut writer, jobs, mut reports) = writer(&directory);
+        let refusal = PeerMessage::VoteResponse {
+            term: 3,
+            granted: false,
+        };
+        let vote_only = LogJob {
+            urgent: true,
+            ops: Vec::new(),
+            held: vec![(ServerId(2), refusal.clone())],
+            persisted_through: 0,
+        };
+        jobs.send(vote_only, true)
+            .unwrap_or_else(|_| panic!("test: send"));
+        drop(jobs);
+        writer.write_jobs().expect("test: write");
+        assert_eq!(writer.syncs, 0, "nothing to sync");
+        let report = reports.try_recv().expect("a report");
+        assert_eq!(
+            (report.through, report.held),
+            (0, vec![(ServerId(2), refusal)])
+        );
+    }
+
     #[test]
     fn a_non_urgent_append_alone_still_becomes_durable_after_its_wait() {
         let directory = crate::storage::test_directory::TestDirectory::new("lazy-alone");
@@ -885,11 +982,8 @@ mod tests {
             writer.write_jobs().expect("test: write");
             writer
         });
-        let first = inputs.blocking_recv();
-        assert!(
-            matches!(first, Some(ServerInput::Persisted { through: 1 })),
-            "reported durable: {first:?}"
-        );
+        let first = inputs.blocking_recv().map(|report| report.through);
+        assert_eq!(first, Some(1), "reported durable");
         drop(jobs);
         let writer = handle.join().expect("test: the log thread");
         assert_eq!((writer.syncs, writer.lazy_syncs), (1, 1));
