@@ -2194,19 +2194,39 @@ impl LineDecoder {
 
     /// Takes the next bytes of the stream; returns the events they complete.
     #[must_use]
-    pub fn feed(&mut self, mut bytes: &[u8]) -> Vec<LineEvent> {
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<LineEvent> {
         let mut events = Vec::new();
+        self.feed_into(bytes, &mut events);
+        events
+    }
+
+    /// [`LineDecoder::feed`], appending the events to `events`, so that a connection reuses one
+    /// vector for every read.
+    pub fn feed_into(&mut self, mut bytes: &[u8], events: &mut Vec<LineEvent>) {
         // Bounded: every round consumes at least one byte.
         while !bytes.is_empty() {
             let (segment, ends_line, rest) = match bytes.iter().position(|&b| b == b'\n') {
                 Some(at) => (&bytes[..at], true, &bytes[at + 1..]),
                 None => (bytes, false, &bytes[bytes.len()..]),
             };
-            self.take_segment(segment, ends_line, &mut events);
+            self.take_segment(segment, ends_line, events);
             bytes = rest;
         }
         self.check_invariants();
-        events
+    }
+
+    /// Gives back a line this decoder returned, once read, so that its allocation holds the
+    /// next line instead of a fresh one. Kept only while no line is being gathered and when its
+    /// allocation is within the line limit, so the memory bound stands.
+    pub fn recycle(&mut self, mut line: Vec<u8>) {
+        if self.buffer.capacity() == 0
+            && self.state == FrameState::Reading
+            && line.capacity() <= self.line_bytes_max
+        {
+            line.clear();
+            self.buffer = line;
+        }
+        self.check_invariants();
     }
 
     /// A stretch of bytes without a newline, and whether a newline followed it.
@@ -2333,6 +2353,33 @@ mod tests {
         }
         assert_eq!(decoder.feed(b"x\n"), vec![LineEvent::Line(vec![b'x'; 100])]);
         assert!(!decoder.is_mid_line());
+    }
+
+    #[test]
+    fn a_recycled_line_holds_the_next_one_and_never_breaks_the_bound() {
+        let mut decoder = LineDecoder::with_limits(100, 1_000);
+        let mut events = Vec::new();
+        decoder.feed_into(b"first\nsec", &mut events);
+        assert_eq!(events, vec![LineEvent::Line(b"first".to_vec())]);
+        // Mid-line: the decoder keeps its own buffer, and the given one goes.
+        let Some(LineEvent::Line(first)) = events.pop() else {
+            unreachable!("one line above")
+        };
+        decoder.recycle(first);
+        decoder.feed_into(b"ond\n", &mut events);
+        assert_eq!(events, vec![LineEvent::Line(b"second".to_vec())]);
+        // Between lines: the next line is gathered in the given allocation.
+        let Some(LineEvent::Line(second)) = events.pop() else {
+            unreachable!("one line above")
+        };
+        let allocation = second.as_ptr();
+        decoder.recycle(second);
+        assert!(!decoder.is_mid_line(), "a recycled line is emptied");
+        decoder.feed_into(b"third\n", &mut events);
+        assert!(matches!(&events[..], [LineEvent::Line(line)] if line.as_ptr() == allocation));
+        // An allocation past the line limit is not kept.
+        decoder.recycle(Vec::with_capacity(101));
+        assert_eq!(decoder.buffer_capacity_bytes(), 0);
     }
 
     #[test]

@@ -185,6 +185,45 @@ pub async fn serve_client<R, W>(
     let _ = writer_task.await;
 }
 
+/// A connection's idle timeout, armed once and moved lazily: a read only notes the time, and
+/// the timer, when it fires, sleeps on to the last read's deadline if there was one since.
+/// (A fresh `tokio::time::timeout` around every read put each request through the timer
+/// wheel twice, to insert and to remove it.)
+struct IdleTimer {
+    timeout: Duration,
+    last_activity: Instant,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleTimer {
+    fn new(timeout: Duration) -> IdleTimer {
+        let now = Instant::now();
+        IdleTimer {
+            timeout,
+            last_activity: now,
+            sleep: Box::pin(tokio::time::sleep_until((now + timeout).into())),
+        }
+    }
+
+    fn note_activity(&mut self) {
+        self.last_activity = Instant::now();
+    }
+
+    /// Completes once `timeout` has passed since the last activity. Cancel-safe.
+    async fn expired(&mut self) {
+        // At most two rounds: no read happens while this future runs, so after one reset
+        // the deadline stands.
+        loop {
+            (&mut self.sleep).await;
+            let deadline = self.last_activity + self.timeout;
+            if Instant::now() >= deadline {
+                return;
+            }
+            self.sleep.as_mut().reset(deadline.into());
+        }
+    }
+}
+
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 enum End {
     HalfClosed,
@@ -210,29 +249,37 @@ impl Connection {
         let mut decoder = LineDecoder::new();
         let mut chunk = vec![0u8; READ_CHUNK_BYTES];
         let mut bytes = first;
+        let mut idle = IdleTimer::new(self.context.idle_timeout);
+        let mut events = Vec::new();
         // Bounded by the connection's life: each round reads at least one byte or ends.
         loop {
-            for event in decoder.feed(&bytes) {
-                if let Some(end) = self.on_event(event).await {
+            decoder.feed_into(&bytes, &mut events);
+            for event in events.drain(..) {
+                if let Some(end) = self.on_event(event, &mut decoder).await {
                     return end;
                 }
             }
             if !decoder.is_usable() {
                 return End::Abandoned;
             }
-            let read = tokio::time::timeout(self.context.idle_timeout, reader.read(&mut chunk));
-            let read = match read.await {
-                Err(_) => return End::Idle,
-                Ok(Ok(0)) => return End::HalfClosed,
-                Ok(Ok(read)) => read,
-                Ok(Err(_)) => return End::Failed,
+            let read = tokio::select! {
+                biased;
+                read = reader.read(&mut chunk) => read,
+                () = idle.expired() => return End::Idle,
             };
+            let read = match read {
+                Ok(0) => return End::HalfClosed,
+                Ok(read) => read,
+                Err(_) => return End::Failed,
+            };
+            idle.note_activity();
             bytes.clear();
             bytes.extend_from_slice(&chunk[..read]);
         }
     }
 
-    async fn on_event(&mut self, event: LineEvent) -> Option<End> {
+    /// Answers or hands on one line; the line's allocation goes back to `decoder` for the next.
+    async fn on_event(&mut self, event: LineEvent, decoder: &mut LineDecoder) -> Option<End> {
         let line = match event {
             LineEvent::Line(line) => line,
             LineEvent::TooLong => {
@@ -248,7 +295,9 @@ impl Connection {
             }
         };
         let read_at = Instant::now();
-        let request = match decode_request(&line) {
+        let decoded = decode_request(&line);
+        decoder.recycle(line);
+        let request = match decoded {
             Ok(request) => request,
             Err(error) => return self.answer(&ErrorReply::from(error)).await,
         };
