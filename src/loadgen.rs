@@ -252,6 +252,41 @@ struct Session {
     last_problem: Option<String>,
     /// The session TTL asked for at registration; `None` for a session that never expires.
     ttl: Option<Duration>,
+    /// The attempts' deadlines, one timer for all of them.
+    alarm: Alarm,
+}
+
+/// One session's timer for its attempts' deadlines, armed lazily: an attempt whose deadline
+/// is later than the armed one leaves the timer alone, and only re-arms it if the timer fires
+/// before the attempt is over. Nearly every attempt is answered long before its deadline, so
+/// nearly none touches the timer wheel; a fresh `timeout_at` per attempt put every request
+/// through it twice (to insert and to remove).
+struct Alarm {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Alarm {
+    fn new() -> Alarm {
+        Alarm {
+            sleep: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
+        }
+    }
+
+    /// Completes at `deadline` (or at once if it has passed). Cancel-safe.
+    async fn until(&mut self, deadline: Instant) {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        // At most three rounds: an earlier armed deadline passes, the timer is re-armed for
+        // `deadline` itself, and that passes.
+        loop {
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            if self.sleep.is_elapsed() || self.sleep.deadline() > deadline {
+                self.sleep.as_mut().reset(deadline);
+            }
+            (&mut self.sleep).await;
+        }
+    }
 }
 
 impl Session {
@@ -271,6 +306,7 @@ impl Session {
             line: Vec::with_capacity(256),
             last_problem: None,
             ttl,
+            alarm: Alarm::new(),
         }
     }
 
@@ -538,17 +574,22 @@ impl Session {
         }
         // Bounded by the attempt's deadline and the connection's queue of lines.
         loop {
-            let line = match tokio::time::timeout_at(until, connection.receive()).await {
-                Err(_) => {
+            let received = tokio::select! {
+                biased;
+                received = connection.receive() => Some(received),
+                () = self.alarm.until(attempt_deadline) => None,
+            };
+            let line = match received {
+                None => {
                     self.last_problem = Some(format!("{address}: no answer in time"));
                     return Ok(AttemptEnd::Moved);
                 }
-                Ok(Err(ConnectionError::Broken)) => {
+                Some(Err(ConnectionError::Broken)) => {
                     self.last_problem = Some(format!("{address}: the connection closed"));
                     return Ok(AttemptEnd::Moved);
                 }
-                Ok(Err(ConnectionError::Protocol)) => return Err("protocol"),
-                Ok(Ok(line)) => line,
+                Some(Err(ConnectionError::Protocol)) => return Err("protocol"),
+                Some(Ok(line)) => line,
             };
             let verdict = judge_line(&line, op, seq, attempt_term).map_err(|_| "protocol")?;
             self.term = self.term.max(verdict.term().unwrap_or(0));
