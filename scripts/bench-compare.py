@@ -18,6 +18,7 @@ odd rounds and reversed in even ones. Besides the rates, each run records what a
 moves far less than rates, per pair (uncontended) or per hand-off (contended):
   - the servers' CPU (all three, from /proc), the leader's alone, and the three log threads';
   - the load generator's CPU;
+  - the user-space share of both (servers_user_us, bench_user_us), where the codec shows;
   - fsyncs on each server and log entries committed (from the servers' metrics);
   - context switches of each server's network thread and log thread (from /proc).
 It starts with the load average and a lone 200-byte fdatasync probe, and ends with medians.
@@ -73,6 +74,16 @@ def threads(pid):
     return out
 
 
+def user_system(pid):
+    """CPU seconds of process `pid` in user space and in the kernel (all its threads)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return (0.0, 0.0)
+    return (int(fields[11]) / HZ, int(fields[12]) / HZ)
+
+
 def scrape(port):
     wanted = ("lockstep_fsync_duration_seconds_count", "lockstep_commit_index")
     try:
@@ -118,6 +129,7 @@ def measure(binary, ports, pids, kind):
          f"{DURATION}s", "--json"] + LOAD[kind],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _, _, usage = os.wait4(bench.pid, 0)
+    measure.bench_user_s = usage.ru_utime
     after = {port: (threads(pid), scrape(metrics[port])) for port, pid in pids.items()}
     output = bench.stdout.read()
     try:
@@ -139,7 +151,9 @@ def run(binary, label, kind, round_number):
         time.sleep(1.5)  # a leader elected
         pids = server_pids(cluster.pid)
         leader = leader_port(binary, ports)
+        split_before = {port: user_system(pid) for port, pid in pids.items()}
         report, before, after, bench_cpu_s = measure(binary, ports, pids, kind)
+        split_after = {port: user_system(pid) for port, pid in pids.items()}
     finally:
         cluster.send_signal(signal.SIGINT)
         try:
@@ -179,6 +193,10 @@ def run(binary, label, kind, round_number):
             "leader_us": per_unit(cpu(leader, "net") + cpu(leader, "log")) if leader else None,
             "log_threads_us": per_unit(sum(cpu(p, "log") for p in pids)),
             "bench_us": per_unit(bench_cpu_s),
+            # User space alone: where codec and bookkeeping costs show, undiluted by TCP.
+            "servers_user_us": per_unit(sum(split_after[p][0] - split_before[p][0]
+                                            for p in pids)),
+            "bench_user_us": per_unit(measure.bench_user_s),
             "entries": round(metric(leader, "lockstep_commit_index") / done, 2) if leader else None,
             "fsyncs": {role(p): round(metric(p, "lockstep_fsync_duration_seconds_count") / done, 2)
                        for p in pids},
@@ -224,7 +242,9 @@ def summary(lines, labels):
             print(f"{kind:11} {label}: {len(mine)} runs, {rates[0]} to {rates[-1]}/s, median "
                   f"{median('rate'):.0f}; CPU per unit (medians): servers "
                   f"{median('servers_us'):.1f} us (leader {median('leader_us'):.1f}, log threads "
-                  f"{median('log_threads_us'):.1f}), load generator {median('bench_us'):.1f} us")
+                  f"{median('log_threads_us'):.1f}), load generator {median('bench_us'):.1f} us; "
+                  f"user space alone: servers {median('servers_user_us'):.1f} us, load "
+                  f"generator {median('bench_user_us'):.1f} us")
 
 
 def main():
