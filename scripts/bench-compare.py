@@ -11,6 +11,7 @@ Environment (all optional):
   ROUNDS=3 DURATION=10  (seconds)
   KINDS=uncontended,polling,acquire
   OUT=/tmp/bench-compare-<time>.jsonl   raw results, one JSON line per run
+  TLS=1                 `cluster up --tls`, and the bench and status with `--tls-ca`
 
 Every run gets its own fresh `cluster up --servers 3 --metrics-base-port` of the build under
 test, and that build's own `bench`. Per round and workload the builds run in the given order in
@@ -43,6 +44,7 @@ METRICS_OFFSET = int(os.environ.get("METRICS_OFFSET", "100"))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 DURATION = int(os.environ.get("DURATION", "10"))
 KINDS = os.environ.get("KINDS", "uncontended,polling,acquire").split(",")
+TLS = os.environ.get("TLS") == "1"
 OUT = os.environ.get("OUT", f"/tmp/bench-compare-{time.strftime('%H%M%S')}.jsonl")
 LOAD = {
     "uncontended": ["--clients", "64", "--locks", "4"],
@@ -98,9 +100,9 @@ def scrape(port):
     return values
 
 
-def leader_port(binary, ports):
+def leader_port(binary, ports, client_flags=()):
     status = subprocess.run([binary, "status", "--servers", bench_cluster.addresses(ports),
-                             "--json"], capture_output=True, text=True)
+                             "--json", *client_flags], capture_output=True, text=True)
     for row in json.loads(status.stdout).get("servers", []):
         if row.get("role") == "leader":
             return int(str(row["address"]).rsplit(":", 1)[1])
@@ -120,13 +122,13 @@ def server_pids(cluster_pid):
     return pids
 
 
-def measure(binary, ports, pids, kind):
+def measure(binary, ports, pids, kind, client_flags=()):
     """Runs the bench once; returns its report and what the servers did meanwhile."""
     metrics = {port: port + METRICS_OFFSET for port in ports}
     before = {port: (threads(pid), scrape(metrics[port])) for port, pid in pids.items()}
     bench = subprocess.Popen(
         [binary, "bench", "--servers", bench_cluster.addresses(ports), "--duration",
-         f"{DURATION}s", "--json"] + LOAD[kind],
+         f"{DURATION}s", "--json", *client_flags] + LOAD[kind],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _, _, usage = os.wait4(bench.pid, 0)
     measure.bench_user_s = usage.ru_utime
@@ -144,15 +146,16 @@ def run(binary, label, kind, round_number):
     data = tempfile.mkdtemp(prefix="bench-compare-")
     cluster = subprocess.Popen(
         [binary, "cluster", "up", "--servers", "3", "--dir", data, "--base-port", str(BASE),
-         "--metrics-base-port", str(BASE + METRICS_OFFSET)],
+         "--metrics-base-port", str(BASE + METRICS_OFFSET)] + (["--tls"] if TLS else []),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client_flags = ["--tls-ca", os.path.join(data, "tls", "ca.pem")] if TLS else []
     try:
         bench_cluster.wait_ports(ports + [port + METRICS_OFFSET for port in ports])
         time.sleep(1.5)  # a leader elected
         pids = server_pids(cluster.pid)
-        leader = leader_port(binary, ports)
+        leader = leader_port(binary, ports, client_flags)
         split_before = {port: user_system(pid) for port, pid in pids.items()}
-        report, before, after, bench_cpu_s = measure(binary, ports, pids, kind)
+        report, before, after, bench_cpu_s = measure(binary, ports, pids, kind, client_flags)
         split_after = {port: user_system(pid) for port, pid in pids.items()}
     finally:
         cluster.send_signal(signal.SIGINT)
