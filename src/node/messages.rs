@@ -598,9 +598,6 @@ pub enum Command {
 }
 
 impl Command {
-    /// The client write this entry carries: who asked, under which seq, what, and for which
-    /// lock. `None` for the entries no client's write is (no-ops, registrations, and the
-    /// leader's session and queue decisions).
     /// A preempt's or acquire's claim; the default (exclusive, no permits) for anything else.
     pub fn claim_or_default(&self) -> Claim {
         match self {
@@ -609,6 +606,9 @@ impl Command {
         }
     }
 
+    /// The client write this entry carries: who asked, under which seq, what, and for which
+    /// lock. `None` for the entries no client's write is (no-ops, registrations, and the
+    /// leader's session and queue decisions).
     pub fn client_write(&self) -> Option<(ClientId, u64, WriteKind, &LockName)> {
         match self {
             Command::Preempt {

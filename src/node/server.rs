@@ -2046,8 +2046,6 @@ impl Server {
         }
     }
 
-    /// Gives up on local checks whose replica did not catch up in time. Runs on every step;
-    /// a server with waiting reads steps at least every election timeout (its timer).
     /// Counts the watch refusals among this step's outputs from `from` on (`node::watch`
     /// decides them; coverage is counted here, where the counters are).
     fn count_watch_refusals(&mut self, from: usize) {
@@ -2069,6 +2067,8 @@ impl Server {
         }
     }
 
+    /// Gives up on local checks whose replica did not catch up in time. Runs on every step;
+    /// a server with waiting reads steps at least every election timeout (its timer).
     fn expire_local_checks(&mut self, now: Time) {
         if self
             .confirmed_reads
