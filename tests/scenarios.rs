@@ -1,7 +1,9 @@
 //! Every shipped scenario passes, and a run is a pure function of its scenario and seed.
 
+use lockstep::net::sim::Endpoint;
 use lockstep::sim::runner::{self, RunOptions};
 use lockstep::sim::scenario::{self, Scenario};
+use lockstep::sim::trace::TraceEvent;
 use std::path::Path;
 
 mod common;
@@ -531,4 +533,62 @@ fn explorer_find_281259_a_repairing_server_comes_back_above_the_term_it_acknowle
         report.faults
     );
     assert!(report.coverage.count(Branch::RecoveryCompleted) >= 1);
+}
+
+/// Explorer find, seed 324037 (tests/explorer-finds/324037.yaml has the story): a rogue's
+/// acquire under an older seq than the one it waits with applies to nothing, and the leader
+/// must keep the deadline of the waiter it has, not of the stale entry. Before the fix s3
+/// failed its queue invariant ("keeps a wait deadline for client#9, which does not wait").
+#[test]
+fn explorer_find_324037_a_stale_acquire_leaves_the_waiters_deadline_alone() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/explorer-finds/324037.yaml");
+    let scenario = scenario::load_file(&path).unwrap_or_else(|error| panic!("{error}"));
+    let report = runner::run(&scenario, RunOptions::default()).expect("no trace");
+    assert!(report.passed, "{}", report.render());
+}
+
+/// Rogues stop at `rogues.until`: the swarm sets it where its liveness phase starts, so that
+/// the liveness probes judge a cluster the faults left alone. A flood of writes under the
+/// rogues' own identities is load, and with one entry per append it once kept a client's
+/// keepalive waiting past its lease in the liveness phase (explorer seed 324232).
+#[test]
+fn rogues_fall_silent_at_their_until_time() {
+    let text = "name: rogues-until\ndescription: rogues stop at one second\nseed: 5\nduration: 3s\nsettle: 2s\n\
+                cluster: {servers: 3, clients: 2}\n\
+                workload: {clients: [c1, c2], ops: 40, locks: 2}\n\
+                rogues: {clients: 2, rate: 50/s, until: 1s}\n";
+    let scenario = scenario::parse_str(text, scenario::Format::Yaml, "rogues-until.yaml")
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert!(
+        scenario.to_yaml().contains("until: 1000ms"),
+        "{}",
+        scenario.to_yaml()
+    );
+    let options = RunOptions {
+        keep_trace_events: Some(1_000_000),
+        ..RunOptions::default()
+    };
+    let report = runner::run(&scenario, options).expect("no trace file");
+    assert!(report.passed, "{}", report.render());
+    let trace = report.trace.expect("kept");
+    let rogue_sends: Vec<_> = (trace.events.iter())
+        .filter_map(|(at, event)| match event {
+            TraceEvent::Send {
+                from: Endpoint::Rogue(_),
+                ..
+            } => Some(at.as_nanos()),
+            _ => None,
+        })
+        .collect();
+    let until_ns = 1_000_000_000;
+    assert!(
+        rogue_sends.iter().filter(|at| **at < until_ns).count() > 20,
+        "the rogues attack before their until time: {} sends",
+        rogue_sends.len()
+    );
+    assert_eq!(
+        rogue_sends.iter().filter(|at| **at >= until_ns).count(),
+        0,
+        "nothing from a rogue once its until time has come"
+    );
 }

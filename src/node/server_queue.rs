@@ -277,6 +277,9 @@ impl Server {
                 self.queues.deadlines.remove(client);
             }
             // A new waiter (a duplicate entry of a waiting acquire keeps its first deadline).
+            // The waiter must be this entry's: an acquire under an older seq applies to nothing
+            // (stale) while the client waits on the same lock under a newer one, whose
+            // deadline stays (explorer seed 324037).
             Command::Acquire {
                 client,
                 seq,
@@ -285,6 +288,10 @@ impl Server {
                 ..
             } if self.queues.ready
                 && self.table.waiting_for(*client) == Some(lock)
+                && self
+                    .table
+                    .waiters(lock)
+                    .any(|waiter| waiter.client == *client && waiter.seq == *seq)
                 && self
                     .queues
                     .deadlines

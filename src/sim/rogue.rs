@@ -20,6 +20,7 @@ use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[path = "rogue_watch.rs"]
 mod watch_and_modes;
@@ -144,6 +145,11 @@ pub struct RogueSpec {
     pub rate_per_second: f64,
     /// Weight of each attack kind, in [`AttackKind::ALL`] order. At least one is above 0.
     pub mix: [f64; AttackKind::ALL.len()],
+    /// Rogues send nothing from this time on (`rogues.until`); `None`: until the end of the
+    /// duration, like the workload. The swarm stops them where its liveness phase starts: a
+    /// flood of writes under a rogue's own identity is a load, and the liveness phase judges
+    /// a cluster that the faults have left alone.
+    pub until: Option<Duration>,
 }
 
 impl RogueSpec {
@@ -866,6 +872,7 @@ mod tests {
             clients: 1,
             rate_per_second: 20.0,
             mix,
+            until: None,
         };
         Rogue::new(1, 3, &spec, ChaCha8Rng::seed_from_u64(seed))
     }

@@ -218,7 +218,12 @@ impl Runner<'_> {
             }
         }
         // Rogues attack until the end of the duration, like the faults and the workload.
-        self.cluster.start_rogues(self.end_of_duration)?;
+        let rogues_until = (self.scenario.rogues.as_ref())
+            .and_then(|rogues| rogues.until)
+            .map_or(self.end_of_duration, |until| {
+                Time::from_duration(until).min(self.end_of_duration)
+            });
+        self.cluster.start_rogues(rogues_until)?;
         self.cluster
             .queue
             .push(self.end_of_duration, Event::EndOfDuration)?;

@@ -662,6 +662,7 @@ struct RawRogues {
     clients: Option<i64>,
     rate: Option<String>,
     mix: Option<BTreeMap<String, f64>>,
+    until: Option<RawDuration>,
 }
 
 /// Counts are signed and wide so that `servers: -1` or `servers: 99` reaches validation and
@@ -2733,10 +2734,15 @@ impl Checker {
             None => Some(RogueSpec::EVEN_MIX),
             Some(mix) => self.attack_mix(mix),
         };
+        let until = match &raw.until {
+            None => Some(None),
+            Some(until) => self.duration("rogues.until", until).map(Some),
+        };
         Some(RogueSpec {
             clients: clients?,
             rate_per_second: rate?,
             mix: mix?,
+            until: until?,
         })
     }
 

@@ -86,8 +86,12 @@ pub fn rogues_text(rogues: &RogueSpec) -> String {
         .filter(|(at, (_, weight))| *at < AttackKind::KINDS_BEFORE_WATCHES || *weight > 0.0)
         .map(|(_, (kind, weight))| format!("{}: {weight}", kind.name()))
         .collect();
+    let until = rogues
+        .until
+        .map(|until| format!(", until: {}", duration_text(until)))
+        .unwrap_or_default();
     format!(
-        "rogues: {{clients: {}, rate: {}/s, mix: {{{}}}}}",
+        "rogues: {{clients: {}, rate: {}/s, mix: {{{}}}{until}}}",
         rogues.clients,
         rogues.rate_per_second,
         weights.join(", ")

@@ -765,6 +765,8 @@ impl Shape {
                 clients: rogues.count.clamp(1, ROGUES_MAX),
                 rate_per_second: f64::from(rogues.rate_per_second.clamp(1, 1_000)),
                 mix,
+                // Quiet from the liveness phase on (see `RogueSpec::until`).
+                until: Some(Duration::from_secs(u64::from(self.safety_seconds.max(1)))),
             };
             let _ = writeln!(out, "{}", rogues_text(&spec));
         }
