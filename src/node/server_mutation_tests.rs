@@ -544,3 +544,77 @@ fn a_recovering_server_never_takes_the_initial_leader_shortcut() {
     assert_eq!(server.role(), Role::Follower);
     assert_eq!(server.voted_for(), None);
 }
+
+/// A refused client may hold the lock itself by the time its refusal is decided: it was
+/// queued for the lock, asked to preempt it meanwhile and was refused by read, and the
+/// holder's release handed the lock to it in the very answer that confirmed the read. The
+/// lock is its own in the applied state and nothing in the log changes that, so the refused
+/// preempt is appended like any preempt of a lock already one's own, and the client hears
+/// `granted` when that entry applies. (Mutant: the guard `owner != client && holder.is_none()`
+/// in `decide_refusal` made `true`, which parked the refusal behind the applied log again and
+/// again: the client never heard back.)
+#[test]
+fn a_refused_client_handed_the_lock_meanwhile_is_answered_from_its_own_entry() {
+    const PREEMPTING: ClientAddr = ClientAddr(9);
+    let (mut leader, holder, waiter) = leader_with_a_held_lock();
+    let queuing = ms(FIRST_ELECTION_MS + 5);
+    let wait = Operation::Acquire {
+        lock: lock("a"),
+        wait_ms: 60_000,
+        claim: crate::node::Claim::EXCLUSIVE,
+    };
+    let _ = leader.step(queuing, from_client(CLIENT, op(waiter, 1, wait)));
+    let queued = leader.log().last_index();
+    let outputs = commit_through(&mut leader, queued, queuing);
+    assert!(replies(&outputs).is_empty(), "a waiter hears nothing yet");
+
+    let asking = ms(FIRST_ELECTION_MS + 6);
+    let outputs = leader.step(asking, from_client(PREEMPTING, op(waiter, 2, preempt("a"))));
+    assert!(
+        persisted(&outputs).is_empty(),
+        "refused by read: {outputs:?}"
+    );
+    let round = append_rounds(&outputs)[0].1;
+    let _ = leader.step(
+        asking,
+        from_client(CLIENT_AGAIN, op(holder, 2, release("a"))),
+    );
+    let release_index = leader.log().last_index();
+    // s2's answer to the read's heartbeat holds the release: it applies and hands `a` to the
+    // waiter, and the refusal, confirmed by the same answer, is decided with the waiter
+    // holding `a`.
+    let outputs = leader.step(asking, peer(S2, append_ok(1, release_index, round)));
+    assert_eq!(
+        replies(&outputs),
+        vec![
+            (CLIENT_AGAIN, outcome(2, Outcome::Released)),
+            (
+                CLIENT,
+                outcome(
+                    1,
+                    Outcome::Granted {
+                        token: release_index
+                    }
+                )
+            )
+        ]
+    );
+    assert_eq!(
+        leader.log().last_index(),
+        release_index + 1,
+        "the refused preempt is appended: {outputs:?}"
+    );
+    let outputs = commit_through(&mut leader, release_index + 1, asking);
+    assert_eq!(
+        replies(&outputs),
+        vec![(
+            PREEMPTING,
+            outcome(
+                2,
+                Outcome::Granted {
+                    token: release_index
+                }
+            )
+        )]
+    );
+}
