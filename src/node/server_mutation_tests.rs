@@ -618,3 +618,51 @@ fn a_refused_client_handed_the_lock_meanwhile_is_answered_from_its_own_entry() {
         )]
     );
 }
+
+/// A retry of a preempt refused by read waits in its own read round. When the holder's
+/// release is appended, the first copy is handed the lock right behind it; the retry,
+/// confirmed later while the release is still unapplied, must be answered by that appended
+/// copy, `granted` with the first, not `held by` the holder on its way out. (Mutant: the match
+/// arm `Projection::InLog` in `decide_refusal` deleted, which refused the retry by read with
+/// the holder's name while its own copy was about to be granted.)
+#[test]
+fn a_retry_confirmed_after_its_copy_was_handed_the_lock_is_answered_by_that_copy() {
+    const RETRY: ClientAddr = ClientAddr(9);
+    let (mut leader, holder, contender) = leader_with_a_held_lock();
+    let asking = ms(FIRST_ELECTION_MS + 5);
+    let outputs = leader.step(asking, from_client(CLIENT, op(contender, 1, preempt("a"))));
+    let round = append_rounds(&outputs)[0].1;
+    let outputs = leader.step(asking, from_client(RETRY, op(contender, 1, preempt("a"))));
+    assert!(outputs.is_empty(), "the retry waits for the next round");
+    let _ = leader.step(
+        asking,
+        from_client(CLIENT_AGAIN, op(holder, 2, release("a"))),
+    );
+    let handed = leader.log().last_index();
+    assert_eq!(
+        leader.coverage().count(Branch::HandOverBehindRelease),
+        1,
+        "the first copy follows the release"
+    );
+    // s2 confirms both read rounds but holds nothing new: the release is not applied.
+    let committed = leader.commit_index();
+    let _ = leader.step(asking, peer(S2, append_ok(1, committed, round)));
+    let outputs = leader.step(asking, peer(S2, append_ok(1, committed, round + 1)));
+    assert_eq!(
+        replies(&outputs),
+        vec![],
+        "answered by the copy, once it applies"
+    );
+
+    let outputs = commit_through(&mut leader, handed, asking);
+    let granted = outcome(1, Outcome::Granted { token: handed });
+    assert_eq!(
+        replies(&outputs),
+        vec![
+            (CLIENT_AGAIN, outcome(2, Outcome::Released)),
+            (CLIENT, granted.clone()),
+            (RETRY, granted)
+        ]
+    );
+    assert_eq!(leader.coverage().count(Branch::RefusalCopyInLog), 1);
+}
