@@ -938,3 +938,69 @@ fn a_lock_whose_delay_ran_out_and_was_forgotten_is_granted_at_once() {
         "the preempt is appended"
     );
 }
+
+/// A lock's queue is bounded (`QUEUE_WAITERS_PER_LOCK_MAX`), and the leader says so before
+/// the log: a new client's acquire behind a full queue is refused `queue_full` at once, with
+/// no entry (no fsync, no round). Here a follower holds a log where client 1 holds `a` and
+/// 1,024 clients wait for it; elected leader, it refuses the 1,025th waiter straight away.
+/// (Mutant: `waiting_for(client) != Some(&lock)` in `propose_queue_write` made `==`, which
+/// let the newcomer through to the log and refused only a client already waiting.)
+#[test]
+fn a_leader_refuses_a_waiter_past_a_full_queue_before_the_log() {
+    let waiters = crate::node::QUEUE_WAITERS_PER_LOCK_MAX as u64;
+    let newcomer = ClientId(waiters + 2);
+    let mut entries = vec![noop(1)];
+    entries.extend((1..=newcomer.0).map(|id| Entry {
+        term: 1,
+        command: Command::Register {
+            nonce: id,
+            secret: Some(secret_for(ClientId(id))),
+            ttl_ms: None,
+        },
+    }));
+    entries.push(Entry {
+        term: 1,
+        command: Command::Preempt {
+            client: ClientId(1),
+            seq: 1,
+            lock: lock("a"),
+            claim: Claim::EXCLUSIVE,
+        },
+    });
+    entries.extend((2..=waiters + 1).map(|client| Entry {
+        term: 1,
+        command: Command::Acquire {
+            client: ClientId(client),
+            seq: 1,
+            lock: lock("a"),
+            wait_ms: 60_000,
+            claim: Claim::EXCLUSIVE,
+        },
+    }));
+    let last = entries.len() as LogIndex;
+    let mut server = boot(S2, 3);
+    let _ = server.step(ms(10), peer(S1, append(1, (0, 0), entries, last)));
+    assert_eq!(server.lock_table().waiters("a").count() as u64, waiters);
+    let _ = win_election(&mut server, ms(1_000), 3);
+    let _ = server.step(ms(1_000), peer(S3, append_ok(2, last + 1, 0)));
+    assert_eq!(server.last_applied(), last + 1, "its no-op applied");
+
+    let wait = Operation::Acquire {
+        lock: lock("a"),
+        wait_ms: 60_000,
+        claim: Claim::EXCLUSIVE,
+    };
+    let outputs = server.step(
+        ms(1_001),
+        from_client(CLIENT, in_term(2, op(newcomer, 1, wait))),
+    );
+    let full = ServiceError::QueueFull {
+        waiters_max: waiters as u32,
+    };
+    assert_eq!(replies(&outputs), vec![(CLIENT, refusal(1, full))]);
+    assert!(
+        persisted(&outputs).is_empty(),
+        "nothing appended: {outputs:?}"
+    );
+    assert_eq!(server.coverage().count(Branch::QueueFull), 1);
+}
