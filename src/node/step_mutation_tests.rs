@@ -1004,3 +1004,71 @@ fn a_leader_refuses_a_waiter_past_a_full_queue_before_the_log() {
     );
     assert_eq!(server.coverage().count(Branch::QueueFull), 1);
 }
+
+fn wait_for_a(wait_ms: u64) -> Operation {
+    Operation::Acquire {
+        lock: lock("a"),
+        wait_ms,
+        claim: Claim::EXCLUSIVE,
+    }
+}
+
+/// A waiter's timeout entry may apply to nothing: here the waiter cancelled and queued again
+/// (a new acquire, a new seq) before the leader's timeout of its first wait applied. That
+/// stale timeout must leave the new wait's deadline alone, so the new wait still times out on
+/// time. (Mutant: the guard `deadlines.get(client).is_some_and(|d| d.seq == *seq)` on a
+/// timeout in `on_queue_entry_applied` made `true`, which dropped the new wait's deadline:
+/// no timeout was ever appended for it, and its client waited past its own limit.)
+#[test]
+fn a_stale_timeout_leaves_the_next_waits_deadline_alone() {
+    let (mut leader, _holder, waiter) = leader_with_a_held_lock();
+    let queuing = ms(FIRST_ELECTION_MS + 5);
+    let _ = leader.step(queuing, from_client(CLIENT, op(waiter, 1, wait_for_a(100))));
+    let queued = leader.log().last_index();
+    let outputs = commit_through(&mut leader, queued, queuing);
+    assert!(replies(&outputs).is_empty(), "queued: {outputs:?}");
+
+    let again = ms(FIRST_ELECTION_MS + 20);
+    let cancel = Operation::Cancel { lock: lock("a") };
+    let _ = leader.step(again, from_client(CLIENT, op(waiter, 2, cancel)));
+    let _ = leader.step(again, from_client(CLIENT, op(waiter, 3, wait_for_a(1_000))));
+    let requeued = leader.log().last_index();
+    let first_wait_over = ms(FIRST_ELECTION_MS + 200);
+    let _ = leader.step(first_wait_over, timer(ServerTimer::Heartbeat));
+    let stale = Command::Timeout {
+        client: waiter,
+        seq: 1,
+        lock: lock("a"),
+    };
+    assert_eq!(
+        leader.log().entry(requeued + 1).map(|e| &e.command),
+        Some(&stale),
+        "the first wait's timeout, appended before the cancel applied"
+    );
+    let outputs = commit_through(&mut leader, requeued + 1, first_wait_over);
+    assert_eq!(
+        replies(&outputs),
+        vec![
+            (CLIENT, outcome(2, Outcome::Cancelled)),
+            (CLIENT, outcome(1, Outcome::Cancelled))
+        ]
+    );
+
+    let second_wait_over = ms(FIRST_ELECTION_MS + 1_300);
+    let _ = leader.step(second_wait_over, timer(ServerTimer::Heartbeat));
+    let due = Command::Timeout {
+        client: waiter,
+        seq: 3,
+        lock: lock("a"),
+    };
+    assert_eq!(
+        leader.log().entry(requeued + 2).map(|e| &e.command),
+        Some(&due),
+        "the second wait times out on time"
+    );
+    let outputs = commit_through(&mut leader, requeued + 2, second_wait_over);
+    assert_eq!(
+        replies(&outputs),
+        vec![(CLIENT, outcome(3, Outcome::TimedOut))]
+    );
+}
