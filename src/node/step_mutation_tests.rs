@@ -1072,3 +1072,26 @@ fn a_stale_timeout_leaves_the_next_waits_deadline_alone() {
         vec![(CLIENT, outcome(3, Outcome::TimedOut))]
     );
 }
+
+/// Pre-vote (thesis §9.6) asks "would you vote for me in term T?", where T is one past the
+/// asker's term: only a T past the voter's own term can win a vote, so a pre-vote for the
+/// voter's current term is refused as stale (its asker is a term behind), and one for the
+/// next term is granted. Here s2 follows s1 in term 1 and its lease ran out. (Mutant:
+/// `term > self.term` in `on_pre_vote` made `>=`, which granted the pre-vote for term 1.)
+#[test]
+fn a_pre_vote_for_the_voters_own_term_is_refused_as_stale() {
+    let mut follower = follower_hearing_s1_at(10);
+    let lease_over = ms(500);
+    let outputs = follower.step(lease_over, peer(S3, pre_vote(1, 0, 0)));
+    assert_eq!(pre_vote_granted(&outputs), Some(false));
+    let outputs = follower.step(lease_over, peer(S3, pre_vote(2, 0, 0)));
+    assert_eq!(pre_vote_granted(&outputs), Some(true));
+    let coverage = follower.coverage();
+    assert_eq!(coverage.count(Branch::PreVoteRefusedStaleTerm), 1);
+    assert_eq!(coverage.count(Branch::PreVoteGranted), 1);
+    assert_eq!(
+        (follower.term(), follower.voted_for()),
+        (1, None),
+        "a pre-vote changes nothing"
+    );
+}
