@@ -1095,3 +1095,38 @@ fn a_pre_vote_for_the_voters_own_term_is_refused_as_stale() {
         "a pre-vote changes nothing"
     );
 }
+
+/// A waiter's limit is measured on the leader's clock, which may run fast by up to
+/// `max_clock_drift` (1% here): so the leader stretches the wait before it gives up on the
+/// waiter, as it does every wait it times. A 1 s wait queued at 305 ms is not timed out at
+/// 1,305 ms (its limit stretched ends at 1,315 ms), but at the next tick, a heartbeat
+/// interval later. (Mutant: `Server::drift` in `server_queue.rs` made `0.0`,
+/// which timed waiters out by the raw limit: early by a fast clock's measure.)
+#[test]
+fn a_waiters_limit_is_stretched_by_the_clock_drift_before_it_times_out() {
+    let (mut leader, _holder, waiter) = leader_with_a_held_lock();
+    let queuing = ms(FIRST_ELECTION_MS + 5);
+    let _ = leader.step(
+        queuing,
+        from_client(CLIENT, op(waiter, 1, wait_for_a(1_000))),
+    );
+    let queued = leader.log().last_index();
+    let _ = commit_through(&mut leader, queued, queuing);
+
+    let _ = leader.step(ms(FIRST_ELECTION_MS + 1_005), timer(ServerTimer::Heartbeat));
+    assert_eq!(
+        leader.log().last_index(),
+        queued,
+        "not yet: 1 s stretched by 1%"
+    );
+    let _ = leader.step(ms(FIRST_ELECTION_MS + 1_060), timer(ServerTimer::Heartbeat));
+    let timeout = Command::Timeout {
+        client: waiter,
+        seq: 1,
+        lock: lock("a"),
+    };
+    assert_eq!(
+        leader.log().entry(queued + 1).map(|e| &e.command),
+        Some(&timeout)
+    );
+}
