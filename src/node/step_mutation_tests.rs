@@ -1130,3 +1130,32 @@ fn a_waiters_limit_is_stretched_by_the_clock_drift_before_it_times_out() {
         Some(&timeout)
     );
 }
+
+/// A preempt's seq is "reused" only when its own client used that seq for another write: an
+/// unapplied acquire of another client, with whatever seq, says nothing about it. Here the
+/// holder of `a` preempts `b` while a waiter's acquire of `a` is still unapplied: the preempt
+/// is appended. (Mutant: `(*c, *s) == (client, seq)` in `projected_owner`'s acquire arm made
+/// `!=`, which refused the preempt `seq_reused` because of another client's acquire.)
+#[test]
+fn another_clients_unapplied_acquire_does_not_make_a_preempt_seq_reused() {
+    let (mut leader, holder, waiter) = leader_with_a_held_lock();
+    let now = ms(FIRST_ELECTION_MS + 5);
+    let _ = leader.step(now, from_client(CLIENT, op(waiter, 1, wait_for_a(1_000))));
+    let acquire_index = leader.log().last_index();
+    let outputs = leader.step(now, from_client(CLIENT_AGAIN, op(holder, 2, preempt("b"))));
+    assert_eq!(replies(&outputs), vec![], "{outputs:?}");
+    assert_eq!(persisted(&outputs).len(), 1, "appended: {outputs:?}");
+    let outputs = commit_through(&mut leader, acquire_index + 1, now);
+    assert_eq!(
+        replies(&outputs),
+        vec![(
+            CLIENT_AGAIN,
+            outcome(
+                2,
+                Outcome::Granted {
+                    token: acquire_index + 1
+                }
+            )
+        )]
+    );
+}
