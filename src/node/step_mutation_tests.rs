@@ -1017,8 +1017,9 @@ fn wait_for_a(wait_ms: u64) -> Operation {
 /// (a new acquire, a new seq) before the leader's timeout of its first wait applied. That
 /// stale timeout must leave the new wait's deadline alone, so the new wait still times out on
 /// time. (Mutant: the guard `deadlines.get(client).is_some_and(|d| d.seq == *seq)` on a
-/// timeout in `on_queue_entry_applied` made `true`, which dropped the new wait's deadline:
-/// no timeout was ever appended for it, and its client waited past its own limit.)
+/// timeout in `on_queue_entry_applied` made `true`, and its `d.seq == *seq` made `!=`: both
+/// dropped the new wait's deadline, so no timeout was ever appended for it, and its client
+/// waited past its own limit.)
 #[test]
 fn a_stale_timeout_leaves_the_next_waits_deadline_alone() {
     let (mut leader, _holder, waiter) = leader_with_a_held_lock();
