@@ -1160,3 +1160,77 @@ fn another_clients_unapplied_acquire_does_not_make_a_preempt_seq_reused() {
         )]
     );
 }
+
+/// A preempt of a lock its client already holds needs no read: nothing another client does
+/// can be its answer, so it is appended at once, in the same step, and answered `granted`
+/// with the holder's token when it applies. (Mutant: the guard `owner != client` on
+/// `Projection::Owner` in `propose_request` made `true`, which sent such a preempt through a
+/// read round first.)
+#[test]
+fn a_preempt_of_a_lock_its_client_holds_is_appended_without_a_read() {
+    let (mut leader, holder, _) = leader_with_a_held_lock();
+    let now = ms(FIRST_ELECTION_MS + 5);
+    let outputs = leader.step(now, from_client(CLIENT_AGAIN, op(holder, 2, preempt("a"))));
+    assert_eq!(
+        persisted(&outputs).len(),
+        1,
+        "appended at once: {outputs:?}"
+    );
+    let coverage = leader.coverage();
+    assert_eq!(coverage.count(Branch::ProposePreemptRefusedByRead), 0);
+    let appended = leader.log().last_index();
+    let outputs = commit_through(&mut leader, appended, now);
+    assert_eq!(
+        replies(&outputs),
+        vec![(CLIENT_AGAIN, outcome(2, Outcome::Granted { token: 3 }))]
+    );
+}
+
+/// A queue write's seq is "reused" only when its own client used that seq for another
+/// write: another client's unapplied acquire, of another lock, says nothing about it. Here
+/// a waiter's acquire of `a` is unapplied when the holder of `a` acquires `b`: that acquire is
+/// appended and granted. (Mutant: `(c, s) == (client, seq)` in `queue_write_in_log` made
+/// `!=`, which took the waiter's entry for the holder's own and refused `seq_reused`.)
+#[test]
+fn another_clients_unapplied_acquire_does_not_make_an_acquire_seq_reused() {
+    let (mut leader, holder, waiter) = leader_with_a_held_lock();
+    let now = ms(FIRST_ELECTION_MS + 5);
+    let _ = leader.step(now, from_client(CLIENT, op(waiter, 1, wait_for_a(1_000))));
+    let wait_b = Operation::Acquire {
+        lock: lock("b"),
+        wait_ms: 1_000,
+        claim: Claim::EXCLUSIVE,
+    };
+    let outputs = leader.step(now, from_client(CLIENT_AGAIN, op(holder, 2, wait_b)));
+    assert_eq!(replies(&outputs), vec![], "{outputs:?}");
+    assert_eq!(persisted(&outputs).len(), 1, "appended: {outputs:?}");
+    let appended = leader.log().last_index();
+    let outputs = commit_through(&mut leader, appended, now);
+    assert_eq!(
+        replies(&outputs),
+        vec![(
+            CLIENT_AGAIN,
+            outcome(2, Outcome::Granted { token: appended })
+        )]
+    );
+}
+
+/// The bound on uncommitted entries counts the entries past the commit index, not the log:
+/// a leader whose log is all committed appends a due expire however long that log is. Here
+/// the bound is 2 and the log holds 4 committed entries. (Mutant: `last_index -
+/// commit_index` in `append_session_entry` made `+`, which deferred every session entry once
+/// the last index plus the commit index reached the bound.)
+#[test]
+fn a_due_expire_is_appended_when_every_entry_is_committed_however_long_the_log() {
+    let mut leader = tuned_leader_of_three(|config| config.uncommitted_entries_max = 2);
+    let now = ms(FIRST_ELECTION_MS + 1);
+    let dying = register_with_ttl_at(&mut leader, now, 1_000);
+    let _ = register(&mut leader, now);
+    assert_eq!((leader.commit_index(), leader.log().last_index()), (3, 3));
+    let _ = leader.step(ms(3_000), timer(ServerTimer::Heartbeat));
+    assert_eq!(
+        leader.log().entry(4).map(|entry| &entry.command),
+        Some(&Command::Expire { client: dying })
+    );
+    assert_eq!(leader.coverage().count(Branch::SessionsAppendDeferred), 0);
+}
