@@ -666,3 +666,33 @@ fn a_retry_confirmed_after_its_copy_was_handed_the_lock_is_answered_by_that_copy
     );
     assert_eq!(leader.coverage().count(Branch::RefusalCopyInLog), 1);
 }
+
+fn read_index_request_id(outputs: &[ServerOutput]) -> u64 {
+    match sent(outputs).as_slice() {
+        [(S1, PeerMessage::ReadIndexRequest { id })] => *id,
+        other => panic!("expected one read-index request to s1, got {other:?}"),
+    }
+}
+
+/// Thesis §6.4: a follower forwards each linearizable check to the leader under its own id,
+/// so two checks in flight at once are each answered when the leader's answer for its id
+/// comes back, in whatever order. (Mutant: `next_read_id += 1` in `start_linearizable_check`
+/// made `*=`, which gave every forwarded check the same id: the second replaced the first,
+/// and the first client was never answered.)
+#[test]
+fn two_checks_forwarded_at_once_are_each_answered_by_their_own_read_index() {
+    const SECOND: ClientAddr = ClientAddr(9);
+    let owner = ClientId(1);
+    let mut follower = follower_with_committed_grant(owner);
+    let read = |seq| op(owner, seq, check("a", Consistency::Linearizable));
+    let first = read_index_request_id(&follower.step(ms(12), from_client(CLIENT, read(5))));
+    let second = read_index_request_id(&follower.step(ms(12), from_client(SECOND, read(6))));
+    assert_ne!(first, second);
+
+    let held = Outcome::Owner { owner, token: 3 };
+    let index = |id| PeerMessage::ReadIndexResponse { id, index: Some(3) };
+    let outputs = follower.step(ms(13), peer(S1, index(second)));
+    assert_eq!(replies(&outputs), vec![(SECOND, outcome(6, held.clone()))]);
+    let outputs = follower.step(ms(13), peer(S1, index(first)));
+    assert_eq!(replies(&outputs), vec![(CLIENT, outcome(5, held))]);
+}

@@ -1234,3 +1234,30 @@ fn a_due_expire_is_appended_when_every_entry_is_committed_however_long_the_log()
     );
     assert_eq!(leader.coverage().count(Branch::SessionsAppendDeferred), 0);
 }
+
+/// Only an unapplied acquire of the same lock may make a free lock look taken: a waiter's
+/// unapplied acquire of `b` says nothing about `c`, so the holder's preempt of the free `c` is
+/// appended at once, with no read. (Mutant: `l == lock` in `projected_owner`'s acquire arm
+/// made `!=`, which took an acquire of any other lock for one of this lock and refused the
+/// preempt by read.)
+#[test]
+fn an_unapplied_acquire_of_another_lock_leaves_a_free_lock_free() {
+    let (mut leader, holder, waiter) = leader_with_a_held_lock();
+    let now = ms(FIRST_ELECTION_MS + 5);
+    let wait_b = Operation::Acquire {
+        lock: lock("b"),
+        wait_ms: 1_000,
+        claim: Claim::EXCLUSIVE,
+    };
+    let _ = leader.step(now, from_client(CLIENT, op(waiter, 1, wait_b)));
+    let outputs = leader.step(now, from_client(CLIENT_AGAIN, op(holder, 2, preempt("c"))));
+    assert_eq!(
+        persisted(&outputs).len(),
+        1,
+        "appended at once: {outputs:?}"
+    );
+    assert_eq!(
+        leader.coverage().count(Branch::ProposePreemptRefusedByRead),
+        0
+    );
+}
