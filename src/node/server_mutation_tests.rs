@@ -692,7 +692,7 @@ fn two_checks_forwarded_at_once_are_each_answered_by_their_own_read_index() {
     let held = Outcome::Owner { owner, token: 3 };
     let index = |id| PeerMessage::ReadIndexResponse { id, index: Some(3) };
     let outputs = follower.step(ms(13), peer(S1, index(second)));
-    assert_eq!(replies(&outputs), vec![(SECOND, outcome(6, held.clone()))]);
+    assert_eq!(replies(&outputs), vec![(SECOND, outcome(6, held))]);
     let outputs = follower.step(ms(13), peer(S1, index(first)));
     assert_eq!(replies(&outputs), vec![(CLIENT, outcome(5, held))]);
 }
