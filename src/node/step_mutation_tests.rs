@@ -128,21 +128,24 @@ fn tuned_leader_of_three(tune: impl Fn(&mut ServerConfig)) -> Server {
 }
 
 /// Backpressure counts the entries appended but not yet committed, whatever the log's length:
-/// with `uncommitted_entries_max` 2 and two entries committed, two writes wait in the log
+/// with `uncommitted_entries_max` 2 and three entries committed, two writes wait in the log
 /// and the third is refused `overloaded`. (Mutant: `last_index - commit_index` in
 /// `append_request` made `+`, which refused the first write of a log that had committed
-/// anything.)
+/// anything; made `/` in `append_request_with`, which divided instead of counting.)
 #[test]
 fn the_uncommitted_bound_counts_only_the_entries_past_the_commit_index() {
     let mut leader = tuned_leader_of_three(|config| config.uncommitted_entries_max = 2);
     let now = ms(FIRST_ELECTION_MS + 1);
     let client = register(&mut leader, now);
-    assert_eq!(leader.commit_index(), 2);
+    // A second registration, so that the log's length over its commit index (5 / 3) is not
+    // the count past it (2).
+    let _ = register(&mut leader, now);
+    assert_eq!(leader.commit_index(), 3);
     for (seq, name) in [(1, "a"), (2, "b")] {
         let outputs = leader.step(now, from_client(CLIENT, op(client, seq, preempt(name))));
         assert!(replies(&outputs).is_empty(), "{name} waits in the log");
     }
-    assert_eq!(leader.log().last_index(), 4);
+    assert_eq!(leader.log().last_index(), 5);
     let outputs = leader.step(now, from_client(CLIENT, op(client, 3, preempt("c"))));
     assert_eq!(
         replies(&outputs),
