@@ -263,3 +263,59 @@ fn a_check_takes_an_answer_from_a_replica_still_in_an_older_term() {
     )));
     assert!(!client.is_busy());
 }
+
+/// A welcome names the hello it answers by its nonce, and a client takes only the one that
+/// answers its own hello: a welcome carrying another nonce (a late answer to a hello this
+/// client no longer waits for, or one meant for another connection) registers nothing and
+/// sends nothing; the client's own welcome, after it, registers it. (Mutant:
+/// `self.id.is_none() && self.hello_nonce == Some(nonce)` in `on_reply` made `||`, which took
+/// any welcome while unregistered, and with it another registration's id.)
+#[test]
+fn a_welcome_for_another_hello_is_ignored() {
+    let config = ClientConfig::new(vec![ServerId(1), ServerId(2), ServerId(3)], ServerId(2));
+    let mut client = Client::new(config, 5);
+    let check = Operation::Check {
+        lock: "a".into(),
+        consistency: Consistency::Local,
+    };
+    let invoke = ClientInput::Invoke {
+        tag: 1,
+        op: check,
+        timeout: None,
+    };
+    let outputs = client.step(at_ms(0), invoke);
+    let nonce = outputs
+        .iter()
+        .find_map(|output| match output {
+            ClientOutput::Send { request, .. } => match request.body {
+                RequestBody::Hello { nonce, .. } => Some(nonce),
+                _ => None,
+            },
+            _ => None,
+        })
+        .expect("an unregistered client says hello first");
+    let welcome = |nonce, client| ClientReply {
+        index: 1,
+        term: 1,
+        seq: 0,
+        body: ReplyBody::Welcome {
+            nonce,
+            client,
+            secret: SECRET,
+        },
+    };
+    let outputs = reply_from_s2(&mut client, 30, welcome(nonce.wrapping_add(1), ClientId(4)));
+    assert!(outputs.is_empty(), "{outputs:?}");
+    assert_eq!(client.id(), None);
+
+    let outputs = reply_from_s2(&mut client, 40, welcome(nonce, ClientId(9)));
+    assert!(
+        outputs.iter().any(|output| matches!(
+            output,
+            ClientOutput::Registered { client } if *client == ClientId(9)
+        )),
+        "{outputs:?}"
+    );
+    assert_eq!(client.id(), Some(ClientId(9)));
+    assert_eq!(sent(&outputs), vec![(ServerId(2), 1, false)]);
+}

@@ -125,11 +125,18 @@ impl RaftLog {
         let Some(term) = self.term_at(index) else {
             return index;
         };
-        let mut first = index;
-        while first > self.first_index() && self.term_at(first - 1) == Some(term) {
-            first -= 1;
-        }
-        first
+        // The entries held before `index`, newest first: a scan of a slice, so it ends within
+        // the log whatever the arithmetic (a counted-down index would loop for ever if it
+        // stopped going down).
+        let held_before = usize::try_from(index.saturating_sub(self.first_index()))
+            .unwrap_or(usize::MAX)
+            .min(self.entries.len());
+        let same_term = self.entries[..held_before]
+            .iter()
+            .rev()
+            .take_while(|entry| entry.term == term)
+            .count();
+        index - same_term as LogIndex
     }
 
     /// The last index holding an entry of `term`, if any.
@@ -325,6 +332,32 @@ mod tests {
         assert_eq!(log.first_index_of_term_at(2), 1);
         assert_eq!(log.last_index_of_term(1), Some(2));
         assert_eq!(log.entries_from(2, 10).len(), 2);
+    }
+
+    /// The conflict hint of Raft §5.3's optimisation: the first index of the run of entries
+    /// with the term of the entry at `index`, looking back no further than the first entry
+    /// held; an index the log does not hold is its own answer.
+    #[test]
+    fn the_first_index_of_a_terms_run_is_found_within_the_log_held() {
+        let log = log_of_terms(&[1, 1, 2, 2, 2, 3]);
+        assert_eq!(log.first_index_of_term_at(5), 3, "the run 3..=5 of term 2");
+        assert_eq!(log.first_index_of_term_at(3), 3, "its first entry");
+        assert_eq!(log.first_index_of_term_at(2), 1, "the run at the start");
+        assert_eq!(log.first_index_of_term_at(6), 6, "a run of one");
+        assert_eq!(log.first_index_of_term_at(9), 9, "not held");
+
+        let mut compacted = log_of_terms(&[1, 1, 2, 2, 2, 3]);
+        compacted.compact_to(3, 2);
+        assert_eq!(
+            compacted.first_index_of_term_at(5),
+            4,
+            "not before the first held"
+        );
+        assert_eq!(
+            compacted.first_index_of_term_at(3),
+            3,
+            "the base is its own answer"
+        );
     }
 
     #[test]

@@ -544,3 +544,155 @@ fn a_recovering_server_never_takes_the_initial_leader_shortcut() {
     assert_eq!(server.role(), Role::Follower);
     assert_eq!(server.voted_for(), None);
 }
+
+/// A refused client may hold the lock itself by the time its refusal is decided: it was
+/// queued for the lock, asked to preempt it meanwhile and was refused by read, and the
+/// holder's release handed the lock to it in the very answer that confirmed the read. The
+/// lock is its own in the applied state and nothing in the log changes that, so the refused
+/// preempt is appended like any preempt of a lock already one's own, and the client hears
+/// `granted` when that entry applies. (Mutant: the guard `owner != client && holder.is_none()`
+/// in `decide_refusal` made `true`, which parked the refusal behind the applied log again and
+/// again: the client never heard back.)
+#[test]
+fn a_refused_client_handed_the_lock_meanwhile_is_answered_from_its_own_entry() {
+    const PREEMPTING: ClientAddr = ClientAddr(9);
+    let (mut leader, holder, waiter) = leader_with_a_held_lock();
+    let queuing = ms(FIRST_ELECTION_MS + 5);
+    let wait = Operation::Acquire {
+        lock: lock("a"),
+        wait_ms: 60_000,
+        claim: crate::node::Claim::EXCLUSIVE,
+    };
+    let _ = leader.step(queuing, from_client(CLIENT, op(waiter, 1, wait)));
+    let queued = leader.log().last_index();
+    let outputs = commit_through(&mut leader, queued, queuing);
+    assert!(replies(&outputs).is_empty(), "a waiter hears nothing yet");
+
+    let asking = ms(FIRST_ELECTION_MS + 6);
+    let outputs = leader.step(asking, from_client(PREEMPTING, op(waiter, 2, preempt("a"))));
+    assert!(
+        persisted(&outputs).is_empty(),
+        "refused by read: {outputs:?}"
+    );
+    let round = append_rounds(&outputs)[0].1;
+    let _ = leader.step(
+        asking,
+        from_client(CLIENT_AGAIN, op(holder, 2, release("a"))),
+    );
+    let release_index = leader.log().last_index();
+    // s2's answer to the read's heartbeat holds the release: it applies and hands `a` to the
+    // waiter, and the refusal, confirmed by the same answer, is decided with the waiter
+    // holding `a`.
+    let outputs = leader.step(asking, peer(S2, append_ok(1, release_index, round)));
+    assert_eq!(
+        replies(&outputs),
+        vec![
+            (CLIENT_AGAIN, outcome(2, Outcome::Released)),
+            (
+                CLIENT,
+                outcome(
+                    1,
+                    Outcome::Granted {
+                        token: release_index
+                    }
+                )
+            )
+        ]
+    );
+    assert_eq!(
+        leader.log().last_index(),
+        release_index + 1,
+        "the refused preempt is appended: {outputs:?}"
+    );
+    let outputs = commit_through(&mut leader, release_index + 1, asking);
+    assert_eq!(
+        replies(&outputs),
+        vec![(
+            PREEMPTING,
+            outcome(
+                2,
+                Outcome::Granted {
+                    token: release_index
+                }
+            )
+        )]
+    );
+}
+
+/// A retry of a preempt refused by read waits in its own read round. When the holder's
+/// release is appended, the first copy is handed the lock right behind it; the retry,
+/// confirmed later while the release is still unapplied, must be answered by that appended
+/// copy, `granted` with the first, not `held by` the holder on its way out. (Mutant: the match
+/// arm `Projection::InLog` in `decide_refusal` deleted, which refused the retry by read with
+/// the holder's name while its own copy was about to be granted.)
+#[test]
+fn a_retry_confirmed_after_its_copy_was_handed_the_lock_is_answered_by_that_copy() {
+    const RETRY: ClientAddr = ClientAddr(9);
+    let (mut leader, holder, contender) = leader_with_a_held_lock();
+    let asking = ms(FIRST_ELECTION_MS + 5);
+    let outputs = leader.step(asking, from_client(CLIENT, op(contender, 1, preempt("a"))));
+    let round = append_rounds(&outputs)[0].1;
+    let outputs = leader.step(asking, from_client(RETRY, op(contender, 1, preempt("a"))));
+    assert!(outputs.is_empty(), "the retry waits for the next round");
+    let _ = leader.step(
+        asking,
+        from_client(CLIENT_AGAIN, op(holder, 2, release("a"))),
+    );
+    let handed = leader.log().last_index();
+    assert_eq!(
+        leader.coverage().count(Branch::HandOverBehindRelease),
+        1,
+        "the first copy follows the release"
+    );
+    // s2 confirms both read rounds but holds nothing new: the release is not applied.
+    let committed = leader.commit_index();
+    let _ = leader.step(asking, peer(S2, append_ok(1, committed, round)));
+    let outputs = leader.step(asking, peer(S2, append_ok(1, committed, round + 1)));
+    assert_eq!(
+        replies(&outputs),
+        vec![],
+        "answered by the copy, once it applies"
+    );
+
+    let outputs = commit_through(&mut leader, handed, asking);
+    let granted = outcome(1, Outcome::Granted { token: handed });
+    assert_eq!(
+        replies(&outputs),
+        vec![
+            (CLIENT_AGAIN, outcome(2, Outcome::Released)),
+            (CLIENT, granted.clone()),
+            (RETRY, granted)
+        ]
+    );
+    assert_eq!(leader.coverage().count(Branch::RefusalCopyInLog), 1);
+}
+
+fn read_index_request_id(outputs: &[ServerOutput]) -> u64 {
+    match sent(outputs).as_slice() {
+        [(S1, PeerMessage::ReadIndexRequest { id })] => *id,
+        other => panic!("expected one read-index request to s1, got {other:?}"),
+    }
+}
+
+/// Thesis §6.4: a follower forwards each linearizable check to the leader under its own id,
+/// so two checks in flight at once are each answered when the leader's answer for its id
+/// comes back, in whatever order. (Mutant: `next_read_id += 1` in `start_linearizable_check`
+/// made `*=`, which gave every forwarded check the same id: the second replaced the first,
+/// and the first client was never answered.)
+#[test]
+fn two_checks_forwarded_at_once_are_each_answered_by_their_own_read_index() {
+    const SECOND: ClientAddr = ClientAddr(9);
+    let owner = ClientId(1);
+    let mut follower = follower_with_committed_grant(owner);
+    let read = |seq| op(owner, seq, check("a", Consistency::Linearizable));
+    let first = read_index_request_id(&follower.step(ms(12), from_client(CLIENT, read(5))));
+    let second = read_index_request_id(&follower.step(ms(12), from_client(SECOND, read(6))));
+    assert_ne!(first, second);
+
+    let held = Outcome::Owner { owner, token: 3 };
+    let index = |id| PeerMessage::ReadIndexResponse { id, index: Some(3) };
+    let outputs = follower.step(ms(13), peer(S1, index(second)));
+    assert_eq!(replies(&outputs), vec![(SECOND, outcome(6, held))]);
+    let outputs = follower.step(ms(13), peer(S1, index(first)));
+    assert_eq!(replies(&outputs), vec![(CLIENT, outcome(5, held))]);
+}

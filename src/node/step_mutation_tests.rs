@@ -128,21 +128,24 @@ fn tuned_leader_of_three(tune: impl Fn(&mut ServerConfig)) -> Server {
 }
 
 /// Backpressure counts the entries appended but not yet committed, whatever the log's length:
-/// with `uncommitted_entries_max` 2 and two entries committed, two writes wait in the log
+/// with `uncommitted_entries_max` 2 and three entries committed, two writes wait in the log
 /// and the third is refused `overloaded`. (Mutant: `last_index - commit_index` in
 /// `append_request` made `+`, which refused the first write of a log that had committed
-/// anything.)
+/// anything; made `/` in `append_request_with`, which divided instead of counting.)
 #[test]
 fn the_uncommitted_bound_counts_only_the_entries_past_the_commit_index() {
     let mut leader = tuned_leader_of_three(|config| config.uncommitted_entries_max = 2);
     let now = ms(FIRST_ELECTION_MS + 1);
     let client = register(&mut leader, now);
-    assert_eq!(leader.commit_index(), 2);
+    // A second registration, so that the log's length over its commit index (5 / 3) is not
+    // the count past it (2).
+    let _ = register(&mut leader, now);
+    assert_eq!(leader.commit_index(), 3);
     for (seq, name) in [(1, "a"), (2, "b")] {
         let outputs = leader.step(now, from_client(CLIENT, op(client, seq, preempt(name))));
         assert!(replies(&outputs).is_empty(), "{name} waits in the log");
     }
-    assert_eq!(leader.log().last_index(), 4);
+    assert_eq!(leader.log().last_index(), 5);
     let outputs = leader.step(now, from_client(CLIENT, op(client, 3, preempt("c"))));
     assert_eq!(
         replies(&outputs),
@@ -936,5 +939,328 @@ fn a_lock_whose_delay_ran_out_and_was_forgotten_is_granted_at_once() {
         leader.log().last_index(),
         expire + 1,
         "the preempt is appended"
+    );
+}
+
+/// A lock's queue is bounded (`QUEUE_WAITERS_PER_LOCK_MAX`), and the leader says so before
+/// the log: a new client's acquire behind a full queue is refused `queue_full` at once, with
+/// no entry (no fsync, no round). Here a follower holds a log where client 1 holds `a` and
+/// 1,024 clients wait for it; elected leader, it refuses the 1,025th waiter straight away.
+/// (Mutant: `waiting_for(client) != Some(&lock)` in `propose_queue_write` made `==`, which
+/// let the newcomer through to the log and refused only a client already waiting.)
+#[test]
+fn a_leader_refuses_a_waiter_past_a_full_queue_before_the_log() {
+    let waiters = crate::node::QUEUE_WAITERS_PER_LOCK_MAX as u64;
+    let newcomer = ClientId(waiters + 2);
+    let mut entries = vec![noop(1)];
+    entries.extend((1..=newcomer.0).map(|id| Entry {
+        term: 1,
+        command: Command::Register {
+            nonce: id,
+            secret: Some(secret_for(ClientId(id))),
+            ttl_ms: None,
+        },
+    }));
+    entries.push(Entry {
+        term: 1,
+        command: Command::Preempt {
+            client: ClientId(1),
+            seq: 1,
+            lock: lock("a"),
+            claim: Claim::EXCLUSIVE,
+        },
+    });
+    entries.extend((2..=waiters + 1).map(|client| Entry {
+        term: 1,
+        command: Command::Acquire {
+            client: ClientId(client),
+            seq: 1,
+            lock: lock("a"),
+            wait_ms: 60_000,
+            claim: Claim::EXCLUSIVE,
+        },
+    }));
+    let last = entries.len() as LogIndex;
+    let mut server = boot(S2, 3);
+    let _ = server.step(ms(10), peer(S1, append(1, (0, 0), entries, last)));
+    assert_eq!(server.lock_table().waiters("a").count() as u64, waiters);
+    let _ = win_election(&mut server, ms(1_000), 3);
+    let _ = server.step(ms(1_000), peer(S3, append_ok(2, last + 1, 0)));
+    assert_eq!(server.last_applied(), last + 1, "its no-op applied");
+
+    let wait = Operation::Acquire {
+        lock: lock("a"),
+        wait_ms: 60_000,
+        claim: Claim::EXCLUSIVE,
+    };
+    let outputs = server.step(
+        ms(1_001),
+        from_client(CLIENT, in_term(2, op(newcomer, 1, wait))),
+    );
+    let full = ServiceError::QueueFull {
+        waiters_max: waiters as u32,
+    };
+    assert_eq!(replies(&outputs), vec![(CLIENT, refusal(1, full))]);
+    assert!(
+        persisted(&outputs).is_empty(),
+        "nothing appended: {outputs:?}"
+    );
+    assert_eq!(server.coverage().count(Branch::QueueFull), 1);
+}
+
+fn wait_for_a(wait_ms: u64) -> Operation {
+    Operation::Acquire {
+        lock: lock("a"),
+        wait_ms,
+        claim: Claim::EXCLUSIVE,
+    }
+}
+
+/// A waiter's timeout entry may apply to nothing: here the waiter cancelled and queued again
+/// (a new acquire, a new seq) before the leader's timeout of its first wait applied. That
+/// stale timeout must leave the new wait's deadline alone, so the new wait still times out on
+/// time. (Mutant: the guard `deadlines.get(client).is_some_and(|d| d.seq == *seq)` on a
+/// timeout in `on_queue_entry_applied` made `true`, and its `d.seq == *seq` made `!=`: both
+/// dropped the new wait's deadline, so no timeout was ever appended for it, and its client
+/// waited past its own limit.)
+#[test]
+fn a_stale_timeout_leaves_the_next_waits_deadline_alone() {
+    let (mut leader, _holder, waiter) = leader_with_a_held_lock();
+    let queuing = ms(FIRST_ELECTION_MS + 5);
+    let _ = leader.step(queuing, from_client(CLIENT, op(waiter, 1, wait_for_a(100))));
+    let queued = leader.log().last_index();
+    let outputs = commit_through(&mut leader, queued, queuing);
+    assert!(replies(&outputs).is_empty(), "queued: {outputs:?}");
+
+    let again = ms(FIRST_ELECTION_MS + 20);
+    let cancel = Operation::Cancel { lock: lock("a") };
+    let _ = leader.step(again, from_client(CLIENT, op(waiter, 2, cancel)));
+    let _ = leader.step(again, from_client(CLIENT, op(waiter, 3, wait_for_a(1_000))));
+    let requeued = leader.log().last_index();
+    let first_wait_over = ms(FIRST_ELECTION_MS + 200);
+    let _ = leader.step(first_wait_over, timer(ServerTimer::Heartbeat));
+    let stale = Command::Timeout {
+        client: waiter,
+        seq: 1,
+        lock: lock("a"),
+    };
+    assert_eq!(
+        leader.log().entry(requeued + 1).map(|e| &e.command),
+        Some(&stale),
+        "the first wait's timeout, appended before the cancel applied"
+    );
+    let outputs = commit_through(&mut leader, requeued + 1, first_wait_over);
+    assert_eq!(
+        replies(&outputs),
+        vec![
+            (CLIENT, outcome(2, Outcome::Cancelled)),
+            (CLIENT, outcome(1, Outcome::Cancelled))
+        ]
+    );
+
+    let second_wait_over = ms(FIRST_ELECTION_MS + 1_300);
+    let _ = leader.step(second_wait_over, timer(ServerTimer::Heartbeat));
+    let due = Command::Timeout {
+        client: waiter,
+        seq: 3,
+        lock: lock("a"),
+    };
+    assert_eq!(
+        leader.log().entry(requeued + 2).map(|e| &e.command),
+        Some(&due),
+        "the second wait times out on time"
+    );
+    let outputs = commit_through(&mut leader, requeued + 2, second_wait_over);
+    assert_eq!(
+        replies(&outputs),
+        vec![(CLIENT, outcome(3, Outcome::TimedOut))]
+    );
+}
+
+/// Pre-vote (thesis §9.6) asks "would you vote for me in term T?", where T is one past the
+/// asker's term: only a T past the voter's own term can win a vote, so a pre-vote for the
+/// voter's current term is refused as stale (its asker is a term behind), and one for the
+/// next term is granted. Here s2 follows s1 in term 1 and its lease ran out. (Mutant:
+/// `term > self.term` in `on_pre_vote` made `>=`, which granted the pre-vote for term 1.)
+#[test]
+fn a_pre_vote_for_the_voters_own_term_is_refused_as_stale() {
+    let mut follower = follower_hearing_s1_at(10);
+    let lease_over = ms(500);
+    let outputs = follower.step(lease_over, peer(S3, pre_vote(1, 0, 0)));
+    assert_eq!(pre_vote_granted(&outputs), Some(false));
+    let outputs = follower.step(lease_over, peer(S3, pre_vote(2, 0, 0)));
+    assert_eq!(pre_vote_granted(&outputs), Some(true));
+    let coverage = follower.coverage();
+    assert_eq!(coverage.count(Branch::PreVoteRefusedStaleTerm), 1);
+    assert_eq!(coverage.count(Branch::PreVoteGranted), 1);
+    assert_eq!(
+        (follower.term(), follower.voted_for()),
+        (1, None),
+        "a pre-vote changes nothing"
+    );
+}
+
+/// A waiter's limit is measured on the leader's clock, which may run fast by up to
+/// `max_clock_drift` (1% here): so the leader stretches the wait before it gives up on the
+/// waiter, as it does every wait it times. A 1 s wait queued at 305 ms is not timed out at
+/// 1,305 ms (its limit stretched ends at 1,315 ms), but at the next tick, a heartbeat
+/// interval later. (Mutant: `Server::drift` in `server_queue.rs` made `0.0`,
+/// which timed waiters out by the raw limit: early by a fast clock's measure.)
+#[test]
+fn a_waiters_limit_is_stretched_by_the_clock_drift_before_it_times_out() {
+    let (mut leader, _holder, waiter) = leader_with_a_held_lock();
+    let queuing = ms(FIRST_ELECTION_MS + 5);
+    let _ = leader.step(
+        queuing,
+        from_client(CLIENT, op(waiter, 1, wait_for_a(1_000))),
+    );
+    let queued = leader.log().last_index();
+    let _ = commit_through(&mut leader, queued, queuing);
+
+    let _ = leader.step(ms(FIRST_ELECTION_MS + 1_005), timer(ServerTimer::Heartbeat));
+    assert_eq!(
+        leader.log().last_index(),
+        queued,
+        "not yet: 1 s stretched by 1%"
+    );
+    let _ = leader.step(ms(FIRST_ELECTION_MS + 1_060), timer(ServerTimer::Heartbeat));
+    let timeout = Command::Timeout {
+        client: waiter,
+        seq: 1,
+        lock: lock("a"),
+    };
+    assert_eq!(
+        leader.log().entry(queued + 1).map(|e| &e.command),
+        Some(&timeout)
+    );
+}
+
+/// A preempt's seq is "reused" only when its own client used that seq for another write: an
+/// unapplied acquire of another client, with whatever seq, says nothing about it. Here the
+/// holder of `a` preempts `b` while a waiter's acquire of `a` is still unapplied: the preempt
+/// is appended. (Mutant: `(*c, *s) == (client, seq)` in `projected_owner`'s acquire arm made
+/// `!=`, which refused the preempt `seq_reused` because of another client's acquire.)
+#[test]
+fn another_clients_unapplied_acquire_does_not_make_a_preempt_seq_reused() {
+    let (mut leader, holder, waiter) = leader_with_a_held_lock();
+    let now = ms(FIRST_ELECTION_MS + 5);
+    let _ = leader.step(now, from_client(CLIENT, op(waiter, 1, wait_for_a(1_000))));
+    let acquire_index = leader.log().last_index();
+    let outputs = leader.step(now, from_client(CLIENT_AGAIN, op(holder, 2, preempt("b"))));
+    assert_eq!(replies(&outputs), vec![], "{outputs:?}");
+    assert_eq!(persisted(&outputs).len(), 1, "appended: {outputs:?}");
+    let outputs = commit_through(&mut leader, acquire_index + 1, now);
+    assert_eq!(
+        replies(&outputs),
+        vec![(
+            CLIENT_AGAIN,
+            outcome(
+                2,
+                Outcome::Granted {
+                    token: acquire_index + 1
+                }
+            )
+        )]
+    );
+}
+
+/// A preempt of a lock its client already holds needs no read: nothing another client does
+/// can be its answer, so it is appended at once, in the same step, and answered `granted`
+/// with the holder's token when it applies. (Mutant: the guard `owner != client` on
+/// `Projection::Owner` in `propose_request` made `true`, which sent such a preempt through a
+/// read round first.)
+#[test]
+fn a_preempt_of_a_lock_its_client_holds_is_appended_without_a_read() {
+    let (mut leader, holder, _) = leader_with_a_held_lock();
+    let now = ms(FIRST_ELECTION_MS + 5);
+    let outputs = leader.step(now, from_client(CLIENT_AGAIN, op(holder, 2, preempt("a"))));
+    assert_eq!(
+        persisted(&outputs).len(),
+        1,
+        "appended at once: {outputs:?}"
+    );
+    let coverage = leader.coverage();
+    assert_eq!(coverage.count(Branch::ProposePreemptRefusedByRead), 0);
+    let appended = leader.log().last_index();
+    let outputs = commit_through(&mut leader, appended, now);
+    assert_eq!(
+        replies(&outputs),
+        vec![(CLIENT_AGAIN, outcome(2, Outcome::Granted { token: 3 }))]
+    );
+}
+
+/// A queue write's seq is "reused" only when its own client used that seq for another
+/// write: another client's unapplied acquire, of another lock, says nothing about it. Here
+/// a waiter's acquire of `a` is unapplied when the holder of `a` acquires `b`: that acquire is
+/// appended and granted. (Mutant: `(c, s) == (client, seq)` in `queue_write_in_log` made
+/// `!=`, which took the waiter's entry for the holder's own and refused `seq_reused`.)
+#[test]
+fn another_clients_unapplied_acquire_does_not_make_an_acquire_seq_reused() {
+    let (mut leader, holder, waiter) = leader_with_a_held_lock();
+    let now = ms(FIRST_ELECTION_MS + 5);
+    let _ = leader.step(now, from_client(CLIENT, op(waiter, 1, wait_for_a(1_000))));
+    let wait_b = Operation::Acquire {
+        lock: lock("b"),
+        wait_ms: 1_000,
+        claim: Claim::EXCLUSIVE,
+    };
+    let outputs = leader.step(now, from_client(CLIENT_AGAIN, op(holder, 2, wait_b)));
+    assert_eq!(replies(&outputs), vec![], "{outputs:?}");
+    assert_eq!(persisted(&outputs).len(), 1, "appended: {outputs:?}");
+    let appended = leader.log().last_index();
+    let outputs = commit_through(&mut leader, appended, now);
+    assert_eq!(
+        replies(&outputs),
+        vec![(
+            CLIENT_AGAIN,
+            outcome(2, Outcome::Granted { token: appended })
+        )]
+    );
+}
+
+/// The bound on uncommitted entries counts the entries past the commit index, not the log:
+/// a leader whose log is all committed appends a due expire however long that log is. Here
+/// the bound is 2 and the log holds 4 committed entries. (Mutant: `last_index -
+/// commit_index` in `append_session_entry` made `+`, which deferred every session entry once
+/// the last index plus the commit index reached the bound.)
+#[test]
+fn a_due_expire_is_appended_when_every_entry_is_committed_however_long_the_log() {
+    let mut leader = tuned_leader_of_three(|config| config.uncommitted_entries_max = 2);
+    let now = ms(FIRST_ELECTION_MS + 1);
+    let dying = register_with_ttl_at(&mut leader, now, 1_000);
+    let _ = register(&mut leader, now);
+    assert_eq!((leader.commit_index(), leader.log().last_index()), (3, 3));
+    let _ = leader.step(ms(3_000), timer(ServerTimer::Heartbeat));
+    assert_eq!(
+        leader.log().entry(4).map(|entry| &entry.command),
+        Some(&Command::Expire { client: dying })
+    );
+    assert_eq!(leader.coverage().count(Branch::SessionsAppendDeferred), 0);
+}
+
+/// Only an unapplied acquire of the same lock may make a free lock look taken: a waiter's
+/// unapplied acquire of `b` says nothing about `c`, so the holder's preempt of the free `c` is
+/// appended at once, with no read. (Mutant: `l == lock` in `projected_owner`'s acquire arm
+/// made `!=`, which took an acquire of any other lock for one of this lock and refused the
+/// preempt by read.)
+#[test]
+fn an_unapplied_acquire_of_another_lock_leaves_a_free_lock_free() {
+    let (mut leader, holder, waiter) = leader_with_a_held_lock();
+    let now = ms(FIRST_ELECTION_MS + 5);
+    let wait_b = Operation::Acquire {
+        lock: lock("b"),
+        wait_ms: 1_000,
+        claim: Claim::EXCLUSIVE,
+    };
+    let _ = leader.step(now, from_client(CLIENT, op(waiter, 1, wait_b)));
+    let outputs = leader.step(now, from_client(CLIENT_AGAIN, op(holder, 2, preempt("c"))));
+    assert_eq!(
+        persisted(&outputs).len(),
+        1,
+        "appended at once: {outputs:?}"
+    );
+    assert_eq!(
+        leader.coverage().count(Branch::ProposePreemptRefusedByRead),
+        0
     );
 }

@@ -818,3 +818,6 @@ fn a_follower_installing_a_snapshot_cancels_the_watches_it_can_no_longer_serve()
         "got {told:?}"
     );
 }
+
+#[path = "watch_mutation_tests.rs"]
+mod mutation_kills;
