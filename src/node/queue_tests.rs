@@ -530,6 +530,49 @@ fn the_holders_expiry_hands_the_lock_to_the_head_only_after_the_lock_delay() {
     );
 }
 
+/// Without a lock-delay, a holder's expiry leaves its lock free with a line: the leader looks
+/// at its queues in the very step that applies the expiry, not at its next tick, and appends
+/// the hand-over to the head at once. (Mutant: the `Command::Expire` arm of
+/// `on_queue_entry_applied` deleted, which left the freed lock idle until the next tick.)
+#[test]
+fn without_a_lock_delay_the_hand_over_follows_the_expiry_in_the_same_step() {
+    let disks = (0..3).map(|_| DurableState::default()).collect();
+    let mut network = Network::from_disks(disks, |config| {
+        assert!(config.lock_delay.is_zero(), "no lock-delay by default");
+    });
+    network.elect(S1);
+    let holder = register_client(&mut network, S1, Some(3_000));
+    let waiter = register_client(&mut network, S1, None);
+    let _ = send(&mut network, S1, HOLDER, op(holder, 1, preempt("a")));
+    let answers = send(
+        &mut network,
+        S1,
+        FIRST,
+        op(waiter, 1, acquire("a", LONG_WAIT_MS)),
+    );
+    assert_eq!(answers, vec![], "the waiter queues");
+    // One millisecond at a time, so that the check below sees the step of the expiry.
+    let end = network.now + Duration::from_secs(5);
+    let _ = run_until_true(&mut network, end, 1, |network| {
+        network.server(S1).lock_table().session_expired(holder)
+    })
+    .expect("the holder's session expires");
+    let hand_over = find_entry(network.server(S1), |command| {
+        matches!(command, Command::HandOver { .. })
+    })
+    .expect("the hand-over is appended in the step that applied the expiry");
+    let expire = find_entry(network.server(S1), |command| {
+        command == &Command::Expire { client: holder }
+    })
+    .expect("the expire");
+    assert_eq!(hand_over, expire + 1, "nothing between them");
+    network.heartbeat(S1);
+    assert_eq!(
+        take_replies(&mut network),
+        vec![(FIRST, granted(hand_over))]
+    );
+}
+
 // ----- the lock table alone: bounds and totality -----
 
 fn register_command(client: u64) -> Command {

@@ -366,6 +366,47 @@ fn a_ttl_outside_the_servers_bounds_is_refused_naming_them() {
     assert_eq!(network.server(S1).lock_table().client_count(), 0);
 }
 
+/// A keepalive is answered once its round is confirmed and the log it arrived behind is
+/// applied; a write appended after it and applied before its round confirms does not hold it
+/// back. Here the round's own heartbeats are lost, and the round is confirmed by the answers to
+/// the next write's append, in the same step that applies that write: the keepalive, waiting
+/// for less than what is applied, is answered there. (Mutant: `k.serve_index > applied` in
+/// `serve_keepalives`'s early return made `<`, which skipped every keepalive already served
+/// by the applied log until one arrived that was not.)
+#[test]
+fn a_keepalive_confirmed_after_a_later_write_applied_is_answered_at_once() {
+    let mut network = Network::new(3);
+    network.elect(S1);
+    let client = register_with_ttl(&mut network, S1, TTL_MS);
+    let writer = register_with_ttl(&mut network, S1, TTL_MS);
+    let outputs = network.step(S1, from_client(CLIENT, keepalive(client, 1)));
+    assert!(replies(&outputs).is_empty(), "waits for its round");
+    let heartbeats = std::mem::take(&mut network.in_flight);
+    assert!(
+        heartbeats.len() == 2
+            && heartbeats.iter().all(|envelope| matches!(
+                &envelope.msg,
+                PeerMessage::AppendEntries { entries, .. } if entries.is_empty()
+            )),
+        "the round's heartbeats, lost here: {heartbeats:?}"
+    );
+    let write = op(writer, 1, preempt("a"));
+    let replies = network.client(S1, write);
+    let mut answers = bodies(&replies);
+    answers.sort_by_key(|body| matches!(body, ReplyBody::KeptAlive { .. }));
+    let grant = network.server(S1).log().last_index();
+    assert_eq!(network.server(S1).lock_table().applied_index(), grant);
+    assert_eq!(
+        answers,
+        vec![
+            ReplyBody::Outcome(Outcome::Granted { token: grant }),
+            ReplyBody::KeptAlive {
+                ttl_ms: Some(TTL_MS)
+            },
+        ]
+    );
+}
+
 /// Read rounds push the leader's heartbeat timer back, so a flood of keepalives keeps it from
 /// ever firing. Deadlines are looked at on every step of the leader, not only on that timer:
 /// a dead client's session expires on time while a live one renews every 30 ms.
