@@ -9,8 +9,9 @@
 use super::*;
 use crate::node::watch::{
     Change, LockChange, LockState, LockView, WATCH_EVENTS_UNACKNOWLEDGED_MAX,
-    WATCH_HISTORY_CHANGES_MAX, WATCHES_PER_CONNECTION_MAX, WatchCancel, WatchCredential,
-    WatchEvent, WatchInput, WatchRefusal, WatchReply, WatchState, WatchTarget, lock_changes,
+    WATCH_HISTORY_CHANGES_MAX, WATCH_PREFIX_BYTES_MAX, WATCHES_PER_CONNECTION_MAX, WatchCancel,
+    WatchCredential, WatchEvent, WatchInput, WatchRefusal, WatchReply, WatchState, WatchTarget,
+    lock_changes,
 };
 use crate::node::{Claim, ClientSecret, Holder, LockTable};
 
@@ -679,8 +680,19 @@ fn refusals_register_nothing_and_a_stop_is_answered() {
         refusal: WatchRefusal::IdInUse,
     };
     assert_eq!(replica.told(), vec![in_use]);
+    // The names' bounds, one byte past each (a lock name and a prefix of 257 bytes) and at
+    // each exactly (256: watched). The codec refuses such lines before the node; the node
+    // refuses them again, since a driver may not. (Mutant: `name.len() > LOCK_NAME_BYTES_MAX`
+    // in `WatchTarget::problem` made `==`.)
+    let over = LOCK_NAME_BYTES_MAX + 1;
     replica.watch(0, on(""), None);
     replica.watch(0, WatchTarget::Prefix("p".repeat(300)), None);
+    replica.watch(0, on(&"n".repeat(over)), None);
+    replica.watch(
+        0,
+        WatchTarget::Prefix("p".repeat(WATCH_PREFIX_BYTES_MAX + 1)),
+        None,
+    );
     let refusals = replica.told();
     assert!(refusals.iter().all(|reply| matches!(
         reply,
@@ -689,10 +701,28 @@ fn refusals_register_nothing_and_a_stop_is_answered() {
             ..
         }
     )));
-    assert_eq!(refusals.len(), 2);
+    assert_eq!(refusals.len(), 4);
     replica.input(WatchInput::Closed { from: WATCHER });
     assert_eq!(replica.told(), vec![], "a closed connection hears nothing");
     assert_eq!(replica.watches.watch_count(), 0);
+    replica.watch(0, on(&"n".repeat(LOCK_NAME_BYTES_MAX)), None);
+    replica.watch(
+        1,
+        WatchTarget::Prefix("p".repeat(WATCH_PREFIX_BYTES_MAX)),
+        None,
+    );
+    let started = replica.told();
+    assert!(
+        !started
+            .iter()
+            .any(|reply| matches!(reply, WatchReply::Refused { .. })),
+        "{started:?}"
+    );
+    assert_eq!(
+        replica.watches.watch_count(),
+        2,
+        "both names at their bound are watched"
+    );
 }
 
 // ----- servers -----
