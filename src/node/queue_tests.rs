@@ -636,13 +636,24 @@ fn a_full_queue_refuses_the_next_waiter_with_a_typed_refusal() {
         }
     );
     assert_eq!(table.waiting_for(ClientId(clients)), None);
+    // An acquire that will not wait (`wait` 0, a try like preempt) joins no queue, so a full
+    // one does not refuse it: it hears who holds the lock. (Mutant: `wait_ms > 0` in
+    // `queue_is_full_for` made `>=`.)
+    let try_once = apply(&mut table, acquire_command(clients, 2, 0));
+    assert_eq!(
+        try_once,
+        ApplyResult::Outcome {
+            outcome: Outcome::HeldBy { owner: ClientId(1) },
+            duplicate: false,
+        }
+    );
     let cancel = Command::Cancel {
         client: ClientId(2),
         seq: 2,
         lock: lock("a"),
     };
     let _ = apply(&mut table, cancel);
-    let result = apply(&mut table, acquire_command(clients, 2, LONG_WAIT_MS));
+    let result = apply(&mut table, acquire_command(clients, 3, LONG_WAIT_MS));
     assert!(matches!(
         result,
         ApplyResult::Outcome {
