@@ -2351,6 +2351,17 @@ fn a_follower_behind_the_compaction_point_installs_the_leaders_snapshot() {
         follower.log().base_index() >= 3,
         "s3 installed the snapshot"
     );
+    // Counted as installed, not as already covered. (Mutant: `index > self.commit_index` in
+    // `on_install_snapshot`'s coverage made `<`.)
+    let coverage = follower.coverage();
+    assert_eq!(
+        coverage.count(crate::node::coverage::Branch::InstallSnapshotInstalled),
+        1
+    );
+    assert_eq!(
+        coverage.count(crate::node::coverage::Branch::InstallSnapshotAlreadyCovered),
+        0
+    );
     assert_eq!(
         network
             .disk(S3)
