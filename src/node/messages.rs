@@ -833,6 +833,27 @@ impl PeerMessage {
 mod tests {
     use super::*;
 
+    /// Entries and snapshots written before modes existed hold no `mode`, and those written
+    /// now leave it out when it is the default (exclusive), so both read and write as before:
+    /// only a shared claim names its mode. (Mutant: `Mode::is_exclusive` made `false`, which
+    /// wrote `"mode":"exclusive"` into every claim that declares permits.)
+    #[test]
+    fn a_claim_names_its_mode_only_when_shared() {
+        let exclusive_of_three = Claim {
+            mode: Mode::Exclusive,
+            permits: Some(3),
+        };
+        let written = serde_json::to_value(exclusive_of_three).expect("a claim serializes");
+        assert_eq!(written, serde_json::json!({ "permits": 3 }));
+        let written = serde_json::to_value(Claim::semaphore(3)).expect("a claim serializes");
+        assert_eq!(
+            written,
+            serde_json::json!({ "mode": "shared", "permits": 3 })
+        );
+        let read: Claim = serde_json::from_value(serde_json::json!({})).expect("an old claim");
+        assert_eq!(read, Claim::EXCLUSIVE);
+    }
+
     /// An AppendEntries from an older peer, which knows no `urgent`, is urgent: it is flushed
     /// at once, as every append was before the field existed.
     #[test]
