@@ -293,6 +293,23 @@ mod tests {
     use super::*;
     use crate::node::messages::Command;
 
+    /// `len` and `is_empty` count the entries held, not the index: a log compacted through its
+    /// last entry holds none, though its last index is not 0. (Mutant: `RaftLog::is_empty` made
+    /// `true`.)
+    #[test]
+    fn a_log_is_empty_when_it_holds_no_entry_whatever_its_last_index() {
+        let mut log = RaftLog::new();
+        assert!(log.is_empty());
+        assert_eq!(log.len(), 0);
+        log = log_of_terms(&[1, 1, 2]);
+        assert!(!log.is_empty());
+        assert_eq!(log.len(), 3);
+        log.compact_to(3, 2);
+        assert_eq!(log.last_index(), 3);
+        assert!(log.is_empty());
+        assert_eq!(log.len(), 0);
+    }
+
     /// Raft §5.4.1: compare last terms first, then lengths.
     #[test]
     fn up_to_date_compares_last_term_then_length() {

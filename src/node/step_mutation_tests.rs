@@ -579,6 +579,65 @@ fn a_new_leader_not_yet_ready_holds_back_a_lock_freed_by_expiry_for_the_whole_de
     assert_eq!(server.log().last_index(), 6, "nothing appended");
 }
 
+/// A new leader hands a lock freed by an expiry to the head of its line only once its queues
+/// are ready (its own no-op applied): before that, its applied state may be behind its log,
+/// which can already hold the old leader's hand-over. At the election it appends its no-op
+/// and nothing else; once the no-op applies, the hand-over follows. (Mutant: `role != Leader
+/// || !queues.ready` in `tick_queues` made `&&`, which let a leader not yet ready append.)
+#[test]
+fn a_new_leader_appends_no_hand_over_before_its_queues_are_ready() {
+    let (dying, waiter) = (ClientId(1), ClientId(2));
+    let register = |id, ttl_ms| Entry {
+        term: 1,
+        command: Command::Register {
+            nonce: 9,
+            secret: Some(secret_for(id)),
+            ttl_ms,
+        },
+    };
+    let in_term_1 = |command| Entry { term: 1, command };
+    let entries = vec![
+        noop(1),
+        register(dying, Some(1_000)),
+        register(waiter, None),
+        in_term_1(Command::Preempt {
+            client: dying,
+            seq: 1,
+            lock: lock("a"),
+            claim: Claim::EXCLUSIVE,
+        }),
+        in_term_1(Command::Acquire {
+            client: waiter,
+            seq: 1,
+            lock: lock("a"),
+            wait_ms: 60_000,
+            claim: Claim::EXCLUSIVE,
+        }),
+        in_term_1(Command::Expire { client: dying }),
+    ];
+    let last = entries.len() as LogIndex;
+    let mut server = boot(S2, 3);
+    let _ = server.step(ms(10), peer(S1, append(1, (0, 0), entries, last)));
+    assert_eq!(
+        server.lock_table().check("a"),
+        Outcome::Free,
+        "freed by the expiry"
+    );
+    assert_eq!(server.lock_table().waiting_for(waiter), Some(&lock("a")));
+    let _ = win_election(&mut server, ms(2_000), 3);
+    assert_eq!(
+        server.log().last_index(),
+        last + 1,
+        "its no-op, nothing else"
+    );
+    let _ = server.step(ms(2_000), peer(S3, append_ok(2, last + 1, 0)));
+    assert_eq!(
+        server.log().entry(last + 2).map(|entry| &entry.command),
+        Some(&Command::HandOver { lock: lock("a") }),
+        "ready, it hands the lock over"
+    );
+}
+
 /// A leader may count a silent session's deadline from when it appended the mark (its
 /// receipt), if that ends sooner. Receipts are pruned once there are many, but only those no
 /// mark can still use: a receipt of a mark not yet applied is kept. Here a follower receives
