@@ -2449,6 +2449,67 @@ fn a_leader_counts_its_own_entries_toward_a_majority_only_once_they_are_durable(
     assert_eq!(leader.commit_index(), 2);
 }
 
+/// How many of `outputs` a driver numbers as persists: the server's reports name them by count.
+fn persist_outputs(outputs: &[ServerOutput]) -> u64 {
+    let persists = outputs.iter().filter(|output| {
+        matches!(
+            output,
+            ServerOutput::Persist(_) | ServerOutput::PersistSnapshot(_)
+        )
+    });
+    persists.count() as u64
+}
+
+/// The driver numbers every `Persist` and `PersistSnapshot` in order, and reports durability
+/// by that number; a snapshot is one of them. After a snapshot, a report through the first of
+/// two appends makes that one durable and not the second: a follower's acknowledgement of the
+/// second does not commit it while the leader's own copy is not durable. (Mutant: the
+/// snapshot's `persist_count += 1` in `maybe_compact` made `-=`, which numbered the appends
+/// after it two lower than the driver did, so a report covered appends it did not name.)
+#[test]
+fn after_a_snapshot_a_durability_report_covers_exactly_the_persists_it_counts() {
+    let mut config = config(S1, 3);
+    config.durability_reported = true;
+    config.snapshot_entries_min = Some(3);
+    let (mut leader, _) = Server::new(config, DurableState::default(), 1, Time::ZERO);
+    let now = ms(FIRST_ELECTION_MS);
+    let mut numbered = persist_outputs(&win_election(&mut leader, now, 3));
+    let mut snapshots = 0;
+    for nonce in 1..=6 {
+        let mut outputs = leader.step(now, from_client(CLIENT, hello(nonce)));
+        numbered += persist_outputs(&outputs);
+        let durable = leader.step(now, ServerInput::Persisted { through: numbered });
+        numbered += persist_outputs(&durable);
+        outputs.extend(durable);
+        let last = leader.log().last_index();
+        let acked = leader.step(now, peer(S2, append_ok(1, last, 0)));
+        numbered += persist_outputs(&acked);
+        outputs.extend(acked);
+        assert_eq!(leader.commit_index(), last);
+        snapshots += outputs
+            .iter()
+            .filter(|output| matches!(output, ServerOutput::PersistSnapshot(_)))
+            .count();
+    }
+    assert!(snapshots > 0, "the leader snapshotted");
+    let committed = leader.commit_index();
+    numbered += persist_outputs(&leader.step(now, from_client(CLIENT, hello(100))));
+    let first = numbered;
+    numbered += persist_outputs(&leader.step(now, from_client(CLIENT, hello(101))));
+    assert_eq!(numbered, first + 1, "one persist per append");
+    let (x, y) = (committed + 1, committed + 2);
+    assert_eq!(leader.log().last_index(), y);
+    let _ = leader.step(now, ServerInput::Persisted { through: first });
+    let _ = leader.step(now, peer(S2, append_ok(1, y, 0)));
+    assert_eq!(
+        leader.commit_index(),
+        x,
+        "the second append is not durable at s1 yet"
+    );
+    let _ = leader.step(now, ServerInput::Persisted { through: numbered });
+    assert_eq!(leader.commit_index(), y);
+}
+
 // ----- hostile clients (issue 10): refused before the log, and nothing changes -----
 
 /// `request` carrying `secret` instead of the one its client was issued.
