@@ -638,6 +638,27 @@ fn a_new_leader_appends_no_hand_over_before_its_queues_are_ready() {
     );
 }
 
+/// Raft §5.1: a candidate that hears of a later term from a voter, even in a refusal, stops
+/// its election and follows that term with no vote cast; a refusal of its own term changes
+/// nothing. (Mutant: `term > self.term` in `on_vote_response` made `<`, which kept the
+/// candidate campaigning in a term the cluster had left.)
+#[test]
+fn a_candidate_told_of_a_later_term_by_a_vote_refusal_steps_down_to_it() {
+    let mut candidate = boot(S1, 3);
+    let now = ms(FIRST_ELECTION_MS);
+    let _ = candidate.step(now, timer(ServerTimer::Election));
+    let _ = candidate.step(now, peer(S2, pre_vote_answer(1, true)));
+    assert_eq!((candidate.role(), candidate.term()), (Role::Candidate, 1));
+    let _ = candidate.step(now, peer(S2, vote(1, false)));
+    assert_eq!((candidate.role(), candidate.term()), (Role::Candidate, 1));
+    let _ = candidate.step(now, peer(S3, vote(5, false)));
+    assert_eq!(
+        (candidate.role(), candidate.term(), candidate.voted_for()),
+        (Role::Follower, 5, None)
+    );
+    assert_eq!(candidate.coverage().count(Branch::VoteResponseNewerTerm), 1);
+}
+
 /// A leader may count a silent session's deadline from when it appended the mark (its
 /// receipt), if that ends sooner. Receipts are pruned once there are many, but only those no
 /// mark can still use: a receipt of a mark not yet applied is kept. Here a follower receives
