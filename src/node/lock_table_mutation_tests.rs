@@ -52,3 +52,43 @@ fn the_table_checks_the_lock_an_apply_touched_and_panics_on_a_holder_from_the_fu
     };
     let _ = table.apply(4, &preempt);
 }
+
+/// The same for a lock's line: after every apply that touches a lock with waiters, the table
+/// checks the line against the holders and its index of who waits where. A holder that also
+/// waits in its own lock's line cannot be made by any apply, so the story plants one (kept in
+/// the index, so that only the line's own check can see it), then c2's retry touches the lock.
+/// (Mutant: `LockTable::check_queue` made `()`.)
+#[test]
+#[should_panic(expected = "lock table: holder client#1 queued on a")]
+fn the_table_checks_a_touched_locks_line_and_panics_on_a_holder_waiting_in_it() {
+    let mut table = table_with_a_held_by_c1();
+    let acquire = Command::Acquire {
+        client: ClientId(2),
+        seq: 1,
+        lock: LockName::from("a"),
+        wait_ms: 60_000,
+        claim: Claim::EXCLUSIVE,
+    };
+    let queued = table.apply(4, &acquire);
+    assert!(
+        matches!(
+            queued,
+            ApplyResult::Outcome {
+                outcome: Outcome::Queued,
+                ..
+            }
+        ),
+        "{queued:?}"
+    );
+    let holder_in_line = Waiter {
+        client: ClientId(1),
+        seq: 2,
+        wait_ms: 60_000,
+        enqueued_at: 4,
+        mode: Mode::Exclusive,
+    };
+    let line = table.queues.get_mut("a").expect("c2 waits for a");
+    line.push_back(holder_in_line);
+    table.waiting.insert(ClientId(1), LockName::from("a"));
+    let _ = table.apply(5, &acquire);
+}
