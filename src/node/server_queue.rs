@@ -442,6 +442,32 @@ impl Server {
 }
 
 #[cfg(test)]
+mod invariant_tests {
+    use super::*;
+    use crate::node::{DurableState, ServerConfig, ServerId, ServerInput, ServerTimer};
+
+    /// The queue state is the leader's alone, and every step checks it: a wait deadline kept
+    /// by a follower cannot be made by any input, so the story plants one in a follower's
+    /// private state, and its next step, whatever it is, panics naming the broken rule.
+    /// (Mutant: `Server::check_queue_state_invariants` made `()`.)
+    #[test]
+    #[should_panic(expected = "s2: a non-leader keeps parked acquires or wait deadlines")]
+    fn a_follower_planted_with_a_wait_deadline_panics_at_its_next_step() {
+        let servers = vec![ServerId(1), ServerId(2), ServerId(3)];
+        let config = ServerConfig::new(ServerId(2), servers);
+        let (mut follower, _) = Server::new(config, DurableState::default(), 2, Time::ZERO);
+        let planted = WaitDeadline {
+            seq: 1,
+            lock: "a".into(),
+            at: Time::ZERO,
+            timeout_appended: false,
+        };
+        follower.queues.deadlines.insert(ClientId(9), planted);
+        let _ = follower.step(Time::ZERO, ServerInput::Timer(ServerTimer::Heartbeat));
+    }
+}
+
+#[cfg(test)]
 mod wait_bound_tests {
     use super::*;
     use crate::node::ClientSecret;
