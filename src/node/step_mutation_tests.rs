@@ -715,6 +715,77 @@ fn pruning_keeps_the_receipts_of_marks_not_yet_applied() {
     );
 }
 
+/// A receipt says when this server appended a silent mark at an index. A snapshot that
+/// replaces a log not holding the snapshot's last entry makes every receipt suspect: the entry
+/// at a receipt's index may now be another (here the snapshot's own mark at index 3, where s2
+/// had received term 1's mark at 10 ms). Leader later, s2 must not count the session from that
+/// stale receipt, which would end it 1.5 s after 10 ms, long before its TTL from the takeover.
+/// (Mutant: `Server::forget_all_receipts` made `()`.)
+#[test]
+fn a_snapshot_that_replaces_the_log_drops_the_receipts_of_its_marks() {
+    let client = ClientId(1);
+    let registration = Command::Register {
+        nonce: 9,
+        secret: Some(secret_for(client)),
+        ttl_ms: Some(3_000),
+    };
+    let mark = Command::MarkSilent {
+        sessions: vec![SilentSession {
+            client,
+            silent_ms: 1_500,
+        }],
+    };
+    let in_term_1 = |command| Entry { term: 1, command };
+    let entries = vec![
+        noop(1),
+        in_term_1(registration.clone()),
+        in_term_1(mark.clone()),
+    ];
+    let mut server = boot(S2, 3);
+    let _ = server.step(ms(10), peer(S1, append(1, (0, 0), entries, 2)));
+    assert_eq!(
+        server.log().last_index(),
+        3,
+        "term 1's mark received at 10 ms"
+    );
+
+    let mut table = crate::node::LockTable::new();
+    for (index, command) in [
+        (1, Command::Noop),
+        (2, registration),
+        (3, mark),
+        (4, Command::Noop),
+    ] {
+        let _ = table.apply(index, &command);
+    }
+    let snapshot = crate::node::messages::Snapshot {
+        last_included_index: 4,
+        last_included_term: 2,
+        table,
+    };
+    let install = PeerMessage::InstallSnapshot {
+        term: 2,
+        snapshot: std::sync::Arc::new(snapshot),
+        round: 1,
+    };
+    let _ = server.step(ms(500), peer(S3, install));
+    assert_eq!(
+        (server.log().base_index(), server.log().last_index()),
+        (4, 4)
+    );
+
+    let takeover = ms(1_000);
+    let _ = win_election(&mut server, takeover, 3);
+    let _ = server.step(takeover, peer(S3, append_ok(3, 5, 0)));
+    assert!(server.sessions_ready());
+    assert_eq!(server.coverage().count(Branch::SessionsFromSilentMark), 0);
+    let deadline = server.session_deadline(client).expect("tracked");
+    assert!(
+        deadline >= takeover + Duration::from_millis(3_000),
+        "a whole TTL from the takeover, not from a stale receipt: {deadline}"
+    );
+}
+
 /// Apply is total, and so are answers: a write appended behind its client's own expire (the
 /// leader had not applied the expire when the write arrived) is rejected when it applies,
 /// and the client hears `session_expired` from that entry instead of nothing. (Mutant: the
