@@ -659,6 +659,60 @@ fn a_candidate_told_of_a_later_term_by_a_vote_refusal_steps_down_to_it() {
     assert_eq!(candidate.coverage().count(Branch::VoteResponseNewerTerm), 1);
 }
 
+/// A leader projects who will hold a lock once its log applies, to refuse a preempt of a lock
+/// that will be held without appending it. A hand-over in the log gives the lock to the head
+/// of its line only if nothing earlier in the log already claimed it: here the old leader's
+/// unapplied preempt by c3 comes first, so the lock will be c3's whatever the hand-over finds,
+/// and c4's preempt waits for a read instead of going into the log. (Mutant: `l == lock &&
+/// owner.is_none()` in `projected_owner`'s hand-over arm made `||`, which let the hand-over
+/// replace c3 by the line's head, here nobody, so the lock looked free.)
+#[test]
+fn a_hand_over_in_the_log_does_not_replace_an_earlier_unapplied_claim() {
+    let (c3, c4) = (ClientId(1), ClientId(2));
+    let register = |id| Entry {
+        term: 1,
+        command: Command::Register {
+            nonce: 9,
+            secret: Some(secret_for(id)),
+            ttl_ms: None,
+        },
+    };
+    let in_term_1 = |command| Entry { term: 1, command };
+    let entries = vec![
+        noop(1),
+        register(c3),
+        register(c4),
+        in_term_1(Command::Preempt {
+            client: c3,
+            seq: 1,
+            lock: lock("a"),
+            claim: Claim::EXCLUSIVE,
+        }),
+        in_term_1(Command::HandOver { lock: lock("a") }),
+    ];
+    let mut server = boot(S2, 3);
+    let _ = server.step(ms(10), peer(S1, append(1, (0, 0), entries, 3)));
+    assert_eq!(
+        server.lock_table().check("a"),
+        Outcome::Free,
+        "applied: free"
+    );
+    let now = ms(1_000);
+    let _ = win_election(&mut server, now, 3);
+    let last = server.log().last_index();
+    let outputs = server.step(
+        now,
+        from_client(CLIENT, in_term(2, op(c4, 1, preempt("a")))),
+    );
+    assert!(persisted(&outputs).is_empty(), "{outputs:?}");
+    assert!(replies(&outputs).is_empty(), "{outputs:?}");
+    assert_eq!(
+        server.log().last_index(),
+        last,
+        "not appended: c3 will hold a"
+    );
+}
+
 /// A leader may count a silent session's deadline from when it appended the mark (its
 /// receipt), if that ends sooner. Receipts are pruned once there are many, but only those no
 /// mark can still use: a receipt of a mark not yet applied is kept. Here a follower receives
