@@ -335,7 +335,6 @@ impl Operation {
         }
     }
 
-    /// True for the operations that go through the log: preempt and release.
     /// An acquire's wait; `None` for every other operation.
     pub fn acquire_wait(&self) -> Option<std::time::Duration> {
         match self {
@@ -344,6 +343,7 @@ impl Operation {
         }
     }
 
+    /// True for the operations that go through the log: all but `check`.
     pub fn is_write(&self) -> bool {
         !matches!(self, Operation::Check { .. })
     }
@@ -832,6 +832,28 @@ impl PeerMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The simulator's clients wait for an acquire's answer as long as it asked to wait:
+    /// `acquire_wait` is that wait, and no other operation has one. (Mutant: its
+    /// `Operation::Acquire` arm deleted.)
+    #[test]
+    fn only_an_acquire_has_a_wait() {
+        let acquire = Operation::Acquire {
+            lock: "a".into(),
+            wait_ms: 1_500,
+            claim: Claim::EXCLUSIVE,
+        };
+        assert_eq!(
+            acquire.acquire_wait(),
+            Some(std::time::Duration::from_millis(1_500))
+        );
+        let preempt = Operation::Preempt {
+            lock: "a".into(),
+            claim: Claim::EXCLUSIVE,
+        };
+        assert_eq!(preempt.acquire_wait(), None);
+        assert_eq!(Operation::Cancel { lock: "a".into() }.acquire_wait(), None);
+    }
 
     /// Entries and snapshots written before modes existed hold no `mode`, and those written
     /// now leave it out when it is the default (exclusive), so both read and write as before:
