@@ -713,6 +713,26 @@ fn a_hand_over_in_the_log_does_not_replace_an_earlier_unapplied_claim() {
     );
 }
 
+/// A new leader's sessions are ready once its no-op is applied, whether the no-op commits
+/// alone or together with the writes appended behind it: here a hello arrives before the
+/// no-op commits, and one acknowledgement commits both. (Mutant: `applied_index() <
+/// noop_index` in `maybe_ready_sessions` made `>`, which left the sessions of a leader whose
+/// no-op applied with a later entry never ready: no keepalive answered, no session expired.)
+#[test]
+fn a_leader_whose_no_op_commits_with_a_later_write_has_its_sessions_ready() {
+    let mut leader = boot(S1, 3);
+    let now = ms(FIRST_ELECTION_MS);
+    let _ = win_election(&mut leader, now, 3);
+    assert_eq!(leader.log().last_index(), 1, "the no-op");
+    let _ = leader.step(now, from_client(CLIENT, hello(7)));
+    assert_eq!(leader.log().last_index(), 2, "the hello, behind it");
+    assert!(!leader.sessions_ready());
+    let _ = leader.step(now, peer(S2, append_ok(1, 2, 0)));
+    assert_eq!(leader.lock_table().applied_index(), 2);
+    assert!(leader.sessions_ready());
+    assert_eq!(leader.coverage().count(Branch::SessionsReady), 1);
+}
+
 /// A leader may count a silent session's deadline from when it appended the mark (its
 /// receipt), if that ends sooner. Receipts are pruned once there are many, but only those no
 /// mark can still use: a receipt of a mark not yet applied is kept. Here a follower receives
