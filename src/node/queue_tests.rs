@@ -647,6 +647,14 @@ fn a_full_queue_refuses_the_next_waiter_with_a_typed_refusal() {
             duplicate: false,
         }
     );
+    // Nor does it refuse the holder itself, which needs no place in the line: it already has
+    // the lock. (Mutant: `!holders.is_empty() && ...` in `queue_is_full_for` made `||`.)
+    let holder_again = apply(&mut table, acquire_command(1, 2, LONG_WAIT_MS));
+    assert!(
+        matches!(holder_again, ApplyResult::Outcome { .. }),
+        "{holder_again:?}"
+    );
+    assert_eq!(table.waiting_for(ClientId(1)), None);
     let cancel = Command::Cancel {
         client: ClientId(2),
         seq: 2,

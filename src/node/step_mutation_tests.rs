@@ -733,6 +733,65 @@ fn a_leader_whose_no_op_commits_with_a_later_write_has_its_sessions_ready() {
     assert_eq!(leader.coverage().count(Branch::SessionsReady), 1);
 }
 
+/// The other half of the hand-over arm: a hand-over of the very lock, with nothing earlier in
+/// the log claiming it, gives it to the head of its line. Here the lock was freed by its
+/// holder's expiry (applied) and the old leader's hand-over is not applied yet: c's preempt
+/// would find the lock the waiter's, so it waits for a read instead of going into the log.
+/// (Mutant: `l == lock` in `projected_owner`'s hand-over arm made `!=`, which took the lock
+/// for free.)
+#[test]
+fn an_unapplied_hand_over_makes_a_freed_lock_its_heads() {
+    let (dying, waiter, c) = (ClientId(1), ClientId(2), ClientId(3));
+    let register = |id, ttl_ms| Entry {
+        term: 1,
+        command: Command::Register {
+            nonce: 9,
+            secret: Some(secret_for(id)),
+            ttl_ms,
+        },
+    };
+    let in_term_1 = |command| Entry { term: 1, command };
+    let entries = vec![
+        noop(1),
+        register(dying, Some(1_000)),
+        register(waiter, None),
+        register(c, None),
+        in_term_1(Command::Preempt {
+            client: dying,
+            seq: 1,
+            lock: lock("a"),
+            claim: Claim::EXCLUSIVE,
+        }),
+        in_term_1(Command::Acquire {
+            client: waiter,
+            seq: 1,
+            lock: lock("a"),
+            wait_ms: 60_000,
+            claim: Claim::EXCLUSIVE,
+        }),
+        in_term_1(Command::Expire { client: dying }),
+        in_term_1(Command::HandOver { lock: lock("a") }),
+    ];
+    let mut server = boot(S2, 3);
+    let _ = server.step(ms(10), peer(S1, append(1, (0, 0), entries, 7)));
+    assert_eq!(
+        server.lock_table().check("a"),
+        Outcome::Free,
+        "freed by the expiry"
+    );
+    let now = ms(1_000);
+    let _ = win_election(&mut server, now, 3);
+    let last = server.log().last_index();
+    let outputs = server.step(now, from_client(CLIENT, in_term(2, op(c, 1, preempt("a")))));
+    assert!(persisted(&outputs).is_empty(), "{outputs:?}");
+    assert!(replies(&outputs).is_empty(), "{outputs:?}");
+    assert_eq!(
+        server.log().last_index(),
+        last,
+        "not appended: the waiter will hold a"
+    );
+}
+
 /// A leader may count a silent session's deadline from when it appended the mark (its
 /// receipt), if that ends sooner. Receipts are pruned once there are many, but only those no
 /// mark can still use: a receipt of a mark not yet applied is kept. Here a follower receives
