@@ -1046,6 +1046,63 @@ fn a_forwarded_write_is_appended_and_answered_through_its_follower() {
     assert_eq!(answers, vec![(S2, CLIENT_AGAIN, granted)]);
 }
 
+/// Only writes are forwarded: a follower answers a local check itself and asks the leader
+/// for a read index for a linearizable one. A forward that carries a check is malformed, and
+/// the leader answers it `unavailable` through the follower, neither appending nor reading for
+/// it. (Mutant: `self.role == Role::Leader && is_write` in `on_forward` made `||`.)
+#[test]
+fn a_forwarded_check_is_answered_unavailable_and_nothing_else() {
+    let mut leader = leader_of_three();
+    let now = ms(FIRST_ELECTION_MS + 1);
+    let client = register(&mut leader, now);
+    let last = leader.log().last_index();
+    let forward = PeerMessage::Forward {
+        client: CLIENT_AGAIN,
+        request: op(client, 1, check("a", Consistency::Linearizable)),
+    };
+    let outputs = leader.step(now, peer(S2, forward));
+    let answers: Vec<(ServerId, ClientAddr, ReplyBody)> = sent(&outputs)
+        .into_iter()
+        .filter_map(|(to, msg)| match msg {
+            PeerMessage::ForwardReply { client, reply } => Some((to, client, reply.body)),
+            _ => None,
+        })
+        .collect();
+    let unavailable = ReplyBody::Error(ServiceError::Unavailable);
+    assert_eq!(answers, vec![(S2, CLIENT_AGAIN, unavailable)]);
+    assert!(persisted(&outputs).is_empty());
+    assert_eq!(leader.log().last_index(), last);
+    assert_eq!(leader.pending_request_count(), 0, "no read started for it");
+}
+
+/// The leader's side of the rule below: an acknowledgement that moves no commit index applies
+/// nothing, so it draws no odd snapshot either. Checked for 32 seeds at chance one half, ten
+/// repeated acknowledgements each. (Mutant: `majority_index > self.commit_index` in
+/// `advance_commit` made `>=`, which ran the apply path, and its draw, on every such ack.)
+#[test]
+fn an_acknowledgement_that_commits_nothing_new_takes_no_odd_snapshot() {
+    for seed in 0..32 {
+        let mut config = config(S1, 3);
+        config.buggify = Some(crate::node::server::Buggify { seed, chance: 0.5 });
+        let (mut leader, _) = Server::new(config, DurableState::default(), 1, Time::ZERO);
+        let now = ms(FIRST_ELECTION_MS);
+        let _ = win_election(&mut leader, now, 3);
+        let _ = leader.step(now, peer(S2, append_ok(1, 1, 0)));
+        assert_eq!(leader.commit_index(), 1, "seed {seed}");
+        let base = leader.log().base_index();
+        for _ in 0..10 {
+            let outputs = leader.step(now, peer(S2, append_ok(1, 1, 0)));
+            assert!(
+                !outputs
+                    .iter()
+                    .any(|output| matches!(output, ServerOutput::PersistSnapshot(_))),
+                "seed {seed}: {outputs:?}"
+            );
+        }
+        assert_eq!(leader.log().base_index(), base, "seed {seed}");
+    }
+}
+
 /// A heartbeat whose commit index the follower already has applies nothing, so none of the
 /// work that follows applying runs for it: in particular BUGGIFY draws no odd snapshot for it.
 /// Checked for 32 seeds at chance one half, ten heartbeats each. (Mutant:
