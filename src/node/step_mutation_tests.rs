@@ -982,6 +982,57 @@ fn a_new_leader_accepts_writes_from_clients_whose_registrations_it_has_not_appli
     );
 }
 
+/// Hand-over on release (docs/design.md) picks a contender from the read round in flight. A
+/// contender that arrived while another round was in flight waits for the next one; if the
+/// holder's release is in the log when that round confirms, the lock will be free, and the
+/// leader appends the contender's preempt behind the release instead of answering `held_by`
+/// from the applied state. (Mutant: the `Projection::Free` arm of `decide_refusal` deleted,
+/// which answered `held_by` by the releasing holder.)
+#[test]
+fn a_refused_preempt_whose_lock_is_released_meanwhile_is_appended_behind_the_release() {
+    const READER: ClientAddr = ClientAddr(9);
+    const CONTENDER: ClientAddr = ClientAddr(10);
+    let mut leader = leader_of_three();
+    let now = ms(FIRST_ELECTION_MS + 1);
+    let holder = register(&mut leader, now);
+    let contender = register(&mut leader, now);
+    let reader = register(&mut leader, now);
+    let _ = leader.step(now, from_client(CLIENT, op(holder, 1, preempt("a"))));
+    let granted = leader.log().last_index();
+    let _ = commit_through(&mut leader, granted, now);
+    let outputs = leader.step(
+        now,
+        from_client(READER, op(reader, 1, check("x", Consistency::Linearizable))),
+    );
+    let first_round = append_rounds(&outputs)[0].1;
+    let later = now + Duration::from_micros(1);
+    let request = op(contender, 1, preempt("a"));
+    let outputs = leader.step(later, from_client(CONTENDER, request));
+    assert!(persisted(&outputs).is_empty(), "waits for the next round");
+    let _ = leader.step(later, from_client(CLIENT, op(holder, 2, release("a"))));
+    let released = leader.log().last_index();
+    assert_eq!(released, granted + 1, "nothing handed over at the release");
+    // s2 confirms the first round, then the contender's, acknowledging only what it held
+    // before the release.
+    let outputs = leader.step(later, peer(S2, append_ok(1, granted, first_round)));
+    assert_eq!(replies(&outputs), vec![(READER, outcome(1, Outcome::Free))]);
+    let second_round = append_rounds(&outputs)[0].1;
+    assert!(second_round > first_round);
+    let outputs = leader.step(later, peer(S2, append_ok(1, granted, second_round)));
+    assert!(replies(&outputs).is_empty(), "{outputs:?}");
+    assert_eq!(
+        leader.log().entry(released + 1).map(|entry| &entry.command),
+        Some(&Command::Preempt {
+            client: contender,
+            seq: 1,
+            lock: lock("a"),
+            claim: Claim::EXCLUSIVE,
+        }),
+        "appended behind the release"
+    );
+    assert_eq!(leader.coverage().count(Branch::RefusalFreeAppended), 1);
+}
+
 /// A release by a client that does not hold the lock frees nothing (it applies as
 /// `not_owner`): a preempt queued behind it, of a lock another client holds, is still refused
 /// by read and appends nothing. (Mutant: `l == lock && owner == Some(*c)` in
