@@ -26,6 +26,59 @@ fn pre_vote_granted(outputs: &[ServerOutput]) -> Option<bool> {
     })
 }
 
+/// An entry of term 1 registering `id` with its test secret, and a session of `ttl_ms` if any.
+fn registration(id: ClientId, ttl_ms: Option<u64>) -> Entry {
+    in_term_1(Command::Register {
+        nonce: 9,
+        secret: Some(secret_for(id)),
+        ttl_ms,
+    })
+}
+
+fn in_term_1(command: Command) -> Entry {
+    Entry { term: 1, command }
+}
+
+fn exclusive_preempt(client: ClientId, name: &str) -> Command {
+    Command::Preempt {
+        client,
+        seq: 1,
+        lock: lock(name),
+        claim: Claim::EXCLUSIVE,
+    }
+}
+
+/// An exclusive acquire under seq 1 that waits a minute.
+fn long_acquire(client: ClientId, name: &str) -> Command {
+    Command::Acquire {
+        client,
+        seq: 1,
+        lock: lock(name),
+        wait_ms: 60_000,
+        claim: Claim::EXCLUSIVE,
+    }
+}
+
+/// s2, which received `entries` from s1 in term 1 at 10 ms with `commit` of them committed,
+/// then won the election of term 2 at 1 s: its no-op appended, not yet committed.
+fn leader_in_term_2_over(entries: Vec<Entry>, commit: LogIndex) -> Server {
+    let mut server = boot(S2, 3);
+    let _ = server.step(ms(10), peer(S1, append(1, (0, 0), entries, commit)));
+    let _ = win_election(&mut server, ms(1_000), 3);
+    server
+}
+
+/// `client`'s preempt of `a`, at the leader at 1 s: neither appended nor answered (it waits
+/// for a read), because the projected owner is someone else.
+fn assert_a_preempt_waits_for_a_read(leader: &mut Server, client: ClientId, why: &str) {
+    let last = leader.log().last_index();
+    let request = in_term(2, op(client, 1, preempt("a")));
+    let outputs = leader.step(ms(1_000), from_client(CLIENT, request));
+    assert!(persisted(&outputs).is_empty(), "{why}: {outputs:?}");
+    assert!(replies(&outputs).is_empty(), "{why}: {outputs:?}");
+    assert_eq!(leader.log().last_index(), last, "{why}");
+}
+
 /// Only the cluster's own peers speak Raft to a server: a message that names a sender outside
 /// the configuration, or the server itself, is bad input from the transport and is dropped,
 /// however high a term it carries. (Mutant: `from == id || !servers.contains(&from)` in
@@ -587,32 +640,12 @@ fn a_new_leader_not_yet_ready_holds_back_a_lock_freed_by_expiry_for_the_whole_de
 #[test]
 fn a_new_leader_appends_no_hand_over_before_its_queues_are_ready() {
     let (dying, waiter) = (ClientId(1), ClientId(2));
-    let register = |id, ttl_ms| Entry {
-        term: 1,
-        command: Command::Register {
-            nonce: 9,
-            secret: Some(secret_for(id)),
-            ttl_ms,
-        },
-    };
-    let in_term_1 = |command| Entry { term: 1, command };
     let entries = vec![
         noop(1),
-        register(dying, Some(1_000)),
-        register(waiter, None),
-        in_term_1(Command::Preempt {
-            client: dying,
-            seq: 1,
-            lock: lock("a"),
-            claim: Claim::EXCLUSIVE,
-        }),
-        in_term_1(Command::Acquire {
-            client: waiter,
-            seq: 1,
-            lock: lock("a"),
-            wait_ms: 60_000,
-            claim: Claim::EXCLUSIVE,
-        }),
+        registration(dying, Some(1_000)),
+        registration(waiter, None),
+        in_term_1(exclusive_preempt(dying, "a")),
+        in_term_1(long_acquire(waiter, "a")),
         in_term_1(Command::Expire { client: dying }),
     ];
     let last = entries.len() as LogIndex;
@@ -669,48 +702,20 @@ fn a_candidate_told_of_a_later_term_by_a_vote_refusal_steps_down_to_it() {
 #[test]
 fn a_hand_over_in_the_log_does_not_replace_an_earlier_unapplied_claim() {
     let (c3, c4) = (ClientId(1), ClientId(2));
-    let register = |id| Entry {
-        term: 1,
-        command: Command::Register {
-            nonce: 9,
-            secret: Some(secret_for(id)),
-            ttl_ms: None,
-        },
-    };
-    let in_term_1 = |command| Entry { term: 1, command };
     let entries = vec![
         noop(1),
-        register(c3),
-        register(c4),
-        in_term_1(Command::Preempt {
-            client: c3,
-            seq: 1,
-            lock: lock("a"),
-            claim: Claim::EXCLUSIVE,
-        }),
+        registration(c3, None),
+        registration(c4, None),
+        in_term_1(exclusive_preempt(c3, "a")),
         in_term_1(Command::HandOver { lock: lock("a") }),
     ];
-    let mut server = boot(S2, 3);
-    let _ = server.step(ms(10), peer(S1, append(1, (0, 0), entries, 3)));
+    let mut server = leader_in_term_2_over(entries, 3);
     assert_eq!(
         server.lock_table().check("a"),
         Outcome::Free,
         "applied: free"
     );
-    let now = ms(1_000);
-    let _ = win_election(&mut server, now, 3);
-    let last = server.log().last_index();
-    let outputs = server.step(
-        now,
-        from_client(CLIENT, in_term(2, op(c4, 1, preempt("a")))),
-    );
-    assert!(persisted(&outputs).is_empty(), "{outputs:?}");
-    assert!(replies(&outputs).is_empty(), "{outputs:?}");
-    assert_eq!(
-        server.log().last_index(),
-        last,
-        "not appended: c3 will hold a"
-    );
+    assert_a_preempt_waits_for_a_read(&mut server, c4, "not appended: c3 will hold a");
 }
 
 /// A new leader's sessions are ready once its no-op is applied, whether the no-op commits
@@ -742,54 +747,23 @@ fn a_leader_whose_no_op_commits_with_a_later_write_has_its_sessions_ready() {
 #[test]
 fn an_unapplied_hand_over_makes_a_freed_lock_its_heads() {
     let (dying, waiter, c) = (ClientId(1), ClientId(2), ClientId(3));
-    let register = |id, ttl_ms| Entry {
-        term: 1,
-        command: Command::Register {
-            nonce: 9,
-            secret: Some(secret_for(id)),
-            ttl_ms,
-        },
-    };
-    let in_term_1 = |command| Entry { term: 1, command };
     let entries = vec![
         noop(1),
-        register(dying, Some(1_000)),
-        register(waiter, None),
-        register(c, None),
-        in_term_1(Command::Preempt {
-            client: dying,
-            seq: 1,
-            lock: lock("a"),
-            claim: Claim::EXCLUSIVE,
-        }),
-        in_term_1(Command::Acquire {
-            client: waiter,
-            seq: 1,
-            lock: lock("a"),
-            wait_ms: 60_000,
-            claim: Claim::EXCLUSIVE,
-        }),
+        registration(dying, Some(1_000)),
+        registration(waiter, None),
+        registration(c, None),
+        in_term_1(exclusive_preempt(dying, "a")),
+        in_term_1(long_acquire(waiter, "a")),
         in_term_1(Command::Expire { client: dying }),
         in_term_1(Command::HandOver { lock: lock("a") }),
     ];
-    let mut server = boot(S2, 3);
-    let _ = server.step(ms(10), peer(S1, append(1, (0, 0), entries, 7)));
+    let mut server = leader_in_term_2_over(entries, 7);
     assert_eq!(
         server.lock_table().check("a"),
         Outcome::Free,
         "freed by the expiry"
     );
-    let now = ms(1_000);
-    let _ = win_election(&mut server, now, 3);
-    let last = server.log().last_index();
-    let outputs = server.step(now, from_client(CLIENT, in_term(2, op(c, 1, preempt("a")))));
-    assert!(persisted(&outputs).is_empty(), "{outputs:?}");
-    assert!(replies(&outputs).is_empty(), "{outputs:?}");
-    assert_eq!(
-        server.log().last_index(),
-        last,
-        "not appended: the waiter will hold a"
-    );
+    assert_a_preempt_waits_for_a_read(&mut server, c, "not appended: the waiter will hold a");
 }
 
 /// A leader may count a silent session's deadline from when it appended the mark (its
