@@ -961,6 +961,13 @@ impl LockTable {
         self.waiting.get(&client)
     }
 
+    /// `client`'s place in a line, if it waits: the lock, and its waiter there.
+    pub fn waiter_of(&self, client: ClientId) -> Option<(&LockName, &Waiter)> {
+        let lock = self.waiting.get(&client)?;
+        let waiter = self.waiters(lock).find(|waiter| waiter.client == client)?;
+        Some((lock, waiter))
+    }
+
     /// The waiters the entry applied last decided (granted, timed out, cancelled, expired).
     pub fn last_woken(&self) -> &[Woken] {
         &self.woken

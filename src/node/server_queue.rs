@@ -287,11 +287,10 @@ impl Server {
                 wait_ms,
                 ..
             } if self.queues.ready
-                && self.table.waiting_for(*client) == Some(lock)
                 && self
                     .table
-                    .waiters(lock)
-                    .any(|waiter| waiter.client == *client && waiter.seq == *seq)
+                    .waiter_of(*client)
+                    .is_some_and(|(waits_for, waiter)| waits_for == lock && waiter.seq == *seq)
                 && self
                     .queues
                     .deadlines
@@ -420,11 +419,7 @@ impl Server {
         // Pair assertion with `answer_or_park`: a parked answer belongs to a waiter in the
         // table, with the same seq.
         for (client, parked) in &self.queues.parked {
-            let waiter_seq = self
-                .table
-                .waiting_for(*client)
-                .and_then(|lock| self.table.waiters(lock).find(|w| w.client == *client))
-                .map(|waiter| waiter.seq);
+            let waiter_seq = self.table.waiter_of(*client).map(|(_, waiter)| waiter.seq);
             assert_eq!(
                 waiter_seq,
                 Some(parked.seq),

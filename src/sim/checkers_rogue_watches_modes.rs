@@ -15,7 +15,9 @@
 //!   event is `watch_streams`' job, which stays on in runs with rogues.
 
 use super::{Credential, ROGUE_ISOLATION, RogueIsolation, Violation};
-use crate::node::watch::{WatchCancel, WatchRefusal, WatchReply, WatchTarget};
+use crate::node::watch::{
+    WATCH_PREFIX_BYTES_MAX, WatchCancel, WatchRefusal, WatchReply, WatchTarget,
+};
 use crate::node::{ClientId, ClientSecret, LOCK_NAME_BYTES_MAX, Time};
 
 /// A rogue watch, by (rogue, server, connection, watch id): a connection is per server.
@@ -43,7 +45,7 @@ pub(super) struct RogueWatchSlot {
 fn target_ok(target: &WatchTarget) -> bool {
     match target {
         WatchTarget::Lock(name) => !name.is_empty() && name.len() <= LOCK_NAME_BYTES_MAX,
-        WatchTarget::Prefix(prefix) => prefix.len() <= LOCK_NAME_BYTES_MAX,
+        WatchTarget::Prefix(prefix) => prefix.len() <= WATCH_PREFIX_BYTES_MAX,
     }
 }
 
