@@ -44,10 +44,9 @@ fn lease_renewed_until(outputs: &[ClientOutput]) -> Option<Time> {
     })
 }
 
-/// Client#9 of a three-server cluster, welcomed through s2 at 40 ms (its hello left at 0 ms),
-/// with `op` (operation 1, seq 1) sent right after the welcome. With `ttl`, it keeps a
-/// session of that TTL.
-fn welcomed_client(ttl: Option<Duration>, op: Operation) -> Client {
+/// A client of s1..s3 (s2 first) with a session of `ttl`, asked at 0 ms to run `op`: not yet
+/// registered, it has sent its hello; returns it with that hello's nonce.
+fn saying_hello(ttl: Option<Duration>, op: Operation) -> (Client, u64) {
     let mut config = ClientConfig::new(vec![ServerId(1), ServerId(2), ServerId(3)], ServerId(2));
     config.session_ttl = ttl;
     let mut client = Client::new(config, 5);
@@ -67,6 +66,14 @@ fn welcomed_client(ttl: Option<Duration>, op: Operation) -> Client {
             _ => None,
         })
         .expect("an unregistered client says hello first");
+    (client, nonce)
+}
+
+/// Client#9 of a three-server cluster, welcomed through s2 at 40 ms (its hello left at 0 ms),
+/// with `op` (operation 1, seq 1) sent right after the welcome. With `ttl`, it keeps a
+/// session of that TTL.
+fn welcomed_client(ttl: Option<Duration>, op: Operation) -> Client {
+    let (mut client, nonce) = saying_hello(ttl, op);
     let welcome = ClientReply {
         index: 1,
         term: 1,
@@ -272,28 +279,11 @@ fn a_check_takes_an_answer_from_a_replica_still_in_an_older_term() {
 /// any welcome while unregistered, and with it another registration's id.)
 #[test]
 fn a_welcome_for_another_hello_is_ignored() {
-    let config = ClientConfig::new(vec![ServerId(1), ServerId(2), ServerId(3)], ServerId(2));
-    let mut client = Client::new(config, 5);
     let check = Operation::Check {
         lock: "a".into(),
         consistency: Consistency::Local,
     };
-    let invoke = ClientInput::Invoke {
-        tag: 1,
-        op: check,
-        timeout: None,
-    };
-    let outputs = client.step(at_ms(0), invoke);
-    let nonce = outputs
-        .iter()
-        .find_map(|output| match output {
-            ClientOutput::Send { request, .. } => match request.body {
-                RequestBody::Hello { nonce, .. } => Some(nonce),
-                _ => None,
-            },
-            _ => None,
-        })
-        .expect("an unregistered client says hello first");
+    let (mut client, nonce) = saying_hello(None, check);
     let welcome = |nonce, client| ClientReply {
         index: 1,
         term: 1,
