@@ -39,6 +39,7 @@ pub mod keepalive;
 use crate::client::{
     ACQUIRE_RESEND_AFTER, ClientOptions, Credential, ResponseLines, Verdict, judge_line,
 };
+use crate::net::alarm::Alarm;
 use crate::net::protocol::{Answer, WireOp, WireRequest, encode_request_into};
 use crate::net::tls::ClientTls;
 use crate::net::tls::stream::NetStream;
@@ -252,41 +253,9 @@ struct Session {
     last_problem: Option<String>,
     /// The session TTL asked for at registration; `None` for a session that never expires.
     ttl: Option<Duration>,
-    /// The attempts' deadlines, one timer for all of them.
+    /// The attempts' deadlines, one timer for all of them: nearly every attempt is answered
+    /// long before its deadline, so nearly none touches the timer wheel.
     alarm: Alarm,
-}
-
-/// One session's timer for its attempts' deadlines, armed lazily: an attempt whose deadline
-/// is later than the armed one leaves the timer alone, and only re-arms it if the timer fires
-/// before the attempt is over. Nearly every attempt is answered long before its deadline, so
-/// nearly none touches the timer wheel; a fresh `timeout_at` per attempt put every request
-/// through it twice (to insert and to remove).
-struct Alarm {
-    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
-}
-
-impl Alarm {
-    fn new() -> Alarm {
-        Alarm {
-            sleep: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
-        }
-    }
-
-    /// Completes at `deadline` (or at once if it has passed). Cancel-safe.
-    async fn until(&mut self, deadline: Instant) {
-        let deadline = tokio::time::Instant::from_std(deadline);
-        // At most three rounds: an earlier armed deadline passes, the timer is re-armed for
-        // `deadline` itself, and that passes.
-        loop {
-            if tokio::time::Instant::now() >= deadline {
-                return;
-            }
-            if self.sleep.is_elapsed() || self.sleep.deadline() > deadline {
-                self.sleep.as_mut().reset(deadline);
-            }
-            (&mut self.sleep).await;
-        }
-    }
 }
 
 impl Session {

@@ -9,9 +9,12 @@
 //!   configurations, and a tokio stream with or without TLS.
 //! - [`metrics`]: what a server tells operators: Prometheus metrics over HTTP (`--metrics`)
 //!   and the state a `status` request reports.
+//! - [`alarm`]: one lazily re-armed timer for deadlines that nearly never fire (idle
+//!   connections, the load generator's attempts).
 //! - [`runtime`]: the server process: the node and its write-ahead log on one thread, clients
 //!   and peers on tokio, all on one listening port.
 
+pub mod alarm;
 pub mod metrics;
 pub mod peer;
 pub mod protocol;

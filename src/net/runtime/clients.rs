@@ -19,6 +19,7 @@
 //! and retries the same seq, which is exactly-once), the table of request times, and the
 //! number of connections.
 
+use crate::net::alarm::Alarm;
 use crate::net::metrics::{Refusal, RequestKind, ServerMetrics};
 use crate::net::protocol::{
     ErrorReply, LineDecoder, LineEvent, WireError, WireReply, decode_request, encode_error,
@@ -185,23 +186,22 @@ pub async fn serve_client<R, W>(
     let _ = writer_task.await;
 }
 
-/// A connection's idle timeout, armed once and moved lazily: a read only notes the time, and
-/// the timer, when it fires, sleeps on to the last read's deadline if there was one since.
-/// (A fresh `tokio::time::timeout` around every read put each request through the timer
-/// wheel twice, to insert and to remove it.)
+/// A connection's idle timeout, on one [`Alarm`]: a read only notes the time, and the alarm,
+/// when it fires, sleeps on to the last read's deadline if there was one since. (A fresh
+/// `tokio::time::timeout` around every read put each request through the timer wheel twice,
+/// to insert and to remove it.)
 struct IdleTimer {
     timeout: Duration,
     last_activity: Instant,
-    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    alarm: Alarm,
 }
 
 impl IdleTimer {
     fn new(timeout: Duration) -> IdleTimer {
-        let now = Instant::now();
         IdleTimer {
             timeout,
-            last_activity: now,
-            sleep: Box::pin(tokio::time::sleep_until((now + timeout).into())),
+            last_activity: Instant::now(),
+            alarm: Alarm::new(),
         }
     }
 
@@ -209,18 +209,10 @@ impl IdleTimer {
         self.last_activity = Instant::now();
     }
 
-    /// Completes once `timeout` has passed since the last activity. Cancel-safe.
+    /// Completes once `timeout` has passed since the last activity. Cancel-safe. No read
+    /// happens while this future runs, so the deadline it waits for stands.
     async fn expired(&mut self) {
-        // At most two rounds: no read happens while this future runs, so after one reset
-        // the deadline stands.
-        loop {
-            (&mut self.sleep).await;
-            let deadline = self.last_activity + self.timeout;
-            if Instant::now() >= deadline {
-                return;
-            }
-            self.sleep.as_mut().reset(deadline.into());
-        }
+        self.alarm.until(self.last_activity + self.timeout).await;
     }
 }
 
