@@ -425,6 +425,16 @@ fn a_retried_acquire_after_failover_finds_its_place_and_never_gets_a_second_one(
         .map(|w| w.client)
         .collect();
     assert_eq!(queued, vec![second]);
+    // Coverage names the takeover that restarted inherited waits, and only that one: s1 came
+    // to power over an empty table. (Mutant: `!` deleted from the emptiness test in
+    // `maybe_ready_queues`.)
+    let restarted = |server| {
+        network
+            .server(server)
+            .coverage()
+            .count(Branch::QueueWaitsRestarted)
+    };
+    assert_eq!((restarted(S1), restarted(S2)), (0, 1));
 }
 
 // ----- sessions and lock-delay -----

@@ -696,3 +696,46 @@ fn two_checks_forwarded_at_once_are_each_answered_by_their_own_read_index() {
     let outputs = follower.step(ms(13), peer(S1, index(first)));
     assert_eq!(replies(&outputs), vec![(CLIENT, outcome(5, held))]);
 }
+
+/// Thesis §6.3 for a release still in the log: a retry of that very release (its seq, its
+/// lock), say through another connection after a time-out, is the same operation. It is
+/// appended again and the first copy to apply answers both, as `Released`. The same seq used
+/// to release another lock is another operation under a used seq: `seq reused` at once, and
+/// nothing appended, because the first copy to apply would otherwise answer it too.
+/// (Mutant: `**l == *lock` in `seq_reused_in_log` made `!=`, which refused the retry and
+/// appended the reuse.)
+#[test]
+fn a_retried_release_still_in_the_log_is_appended_again_but_its_seq_reused_for_another_lock_is_refused()
+ {
+    let (mut leader, holder, _) = leader_with_a_held_lock();
+    let now = ms(FIRST_ELECTION_MS + 5);
+    let first = leader.step(now, from_client(CLIENT, op(holder, 2, release("a"))));
+    assert!(replies(&first).is_empty(), "answered once committed");
+    assert_eq!(leader.log().last_index(), 5);
+
+    let retry = leader.step(now, from_client(CLIENT_AGAIN, op(holder, 2, release("a"))));
+    assert!(
+        replies(&retry).is_empty(),
+        "the retry is not refused: {retry:?}"
+    );
+    assert_eq!(leader.log().last_index(), 6, "the retry is appended too");
+
+    let reuse = leader.step(now, from_client(CLIENT_AGAIN, op(holder, 2, release("b"))));
+    assert_eq!(
+        replies(&reuse),
+        vec![(CLIENT_AGAIN, refusal(2, ServiceError::SeqReused { seq: 2 }))]
+    );
+    assert!(persisted(&reuse).is_empty(), "nothing reaches the log");
+
+    let committed = commit_through(&mut leader, 6, now);
+    let mut answers = replies(&committed);
+    answers.sort_by_key(|(addr, _)| addr.0);
+    assert_eq!(
+        answers,
+        vec![
+            (CLIENT, outcome(2, Outcome::Released)),
+            (CLIENT_AGAIN, outcome(2, Outcome::Released)),
+        ]
+    );
+    assert_eq!(leader.lock_table().holder("a"), None);
+}
