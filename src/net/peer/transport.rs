@@ -811,11 +811,19 @@ mod tests {
     /// s2 dials s1 and is accepted. While s2 keeps talking (keepalives every few ms), s1 keeps
     /// the link, and s1 itself sends keepalives back; once s2 falls silent, s1 drops the link
     /// and says why.
+    ///
+    /// Under tokio's paused clock: the seconds of talk and silence pass at once, and no busy
+    /// machine can stretch them.
     #[test]
     fn an_acceptor_keeps_a_talking_link_and_drops_a_silent_one() {
-        runtime().block_on(async {
+        let paused = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        paused.block_on(async {
             let (acceptor_end, mut connector_end) = tokio::io::duplex(64 * 1024);
-            // A slow heartbeat, so that a busy machine cannot make a talking link look silent.
+            // A heartbeat of 200 ms: a silence bound of 1.2 s.
             let s1 = Arc::new(identity(1, 200));
             let served = tokio::spawn(serve_inbound(acceptor_end, Vec::new(), s1, |_, _| {}));
             let connector =
