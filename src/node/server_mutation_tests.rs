@@ -739,3 +739,40 @@ fn a_retried_release_still_in_the_log_is_appended_again_but_its_seq_reused_for_a
     );
     assert_eq!(leader.lock_table().holder("a"), None);
 }
+
+/// BUGGIFY's spurious election timer (README, "Protocol coverage and BUGGIFY") is early, never
+/// late: anywhere from one heartbeat to the configured minimum, so it only ever tests an
+/// election sooner than the real timer would start one. Fifty heartbeats at chance 1 each
+/// re-arm it inside that span, and they spread over it rather than sitting at one end.
+/// (Mutant: `min - floor` for the span made `min + floor`, which let it run past the minimum.)
+#[test]
+fn a_spurious_election_timer_fires_between_one_heartbeat_and_the_minimum_timeout() {
+    let mut follower = boot_buggified(S2, 1.0);
+    let config = config(S2, 3);
+    let (floor, ceiling) = (config.heartbeat_interval, config.election_timeout_min);
+    let _ = follower.step(ms(10), peer(S1, append(1, (0, 0), noops(&[1]), 1)));
+    let spurious = |server: &Server| {
+        server
+            .coverage()
+            .count(Branch::BuggifySpuriousElectionTimer)
+    };
+    let before = spurious(&follower);
+    let mut timeouts = Vec::new();
+    for beat in 1..=50 {
+        let now = ms(10 + beat * 20);
+        let outputs = follower.step(now, peer(S1, append(1, (1, 1), Vec::new(), 1)));
+        let deadline = timer_at(&outputs, ServerTimer::Election).expect("re-armed");
+        timeouts.push(deadline.saturating_since(now));
+    }
+    assert_eq!(follower.role(), Role::Follower);
+    for timeout in &timeouts {
+        assert!(
+            (floor..=ceiling).contains(timeout),
+            "{timeout:?} outside {floor:?}..={ceiling:?}"
+        );
+    }
+    let middle = floor + (ceiling - floor) / 2;
+    assert!(timeouts.iter().any(|timeout| *timeout < middle));
+    assert!(timeouts.iter().any(|timeout| *timeout > middle));
+    assert_eq!(spurious(&follower) - before, 50);
+}
