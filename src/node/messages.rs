@@ -141,12 +141,6 @@ impl PartialEq for ClientSecret {
     }
 }
 
-impl std::hash::Hash for ClientSecret {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
-    }
-}
-
 impl fmt::Debug for ClientSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ClientSecret(<redacted>)")
@@ -526,7 +520,7 @@ pub enum ServiceError {
 }
 
 /// A command in the replicated log.
-#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Command {
     /// Appended by every new leader, so that it can commit entries of earlier terms (Raft §5.4.2)
@@ -641,7 +635,7 @@ pub struct SilentSession {
 }
 
 /// One log entry.
-#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Entry {
     pub term: Term,
     pub command: Command,
