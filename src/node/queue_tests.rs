@@ -437,6 +437,60 @@ fn a_retried_acquire_after_failover_finds_its_place_and_never_gets_a_second_one(
     assert_eq!((restarted(S1), restarted(S2)), (0, 1));
 }
 
+/// A stale acquire of the lock a client waits for (an older seq, as a rogue or a confused
+/// client sends it) is refused `stale` once the newer one applied. Sent while the newer one is
+/// still in the log, it is appended behind it and applies as stale: the wait it does not own
+/// keeps its place and its own deadline, and the stale one's shorter wait never times the real
+/// waiter out. (Explorer seed 324037, replayed by tests/scenarios.rs. Mutant: `waits_for ==
+/// lock && waiter.seq == *seq` in `on_queue_entry_applied` made `||`, which let the stale seq
+/// replace the deadline.)
+#[test]
+fn a_stale_acquire_of_the_awaited_lock_leaves_the_wait_and_its_deadline_alone() {
+    let mut network = Network::new(3);
+    let (_, first, second) = two_waiters_on_a(&mut network);
+    let appended = network.server(S1).log().last_index();
+    let newer = op(first, 3, acquire("a", 3_000));
+    let stale = op(first, 2, acquire("a", 1_000));
+    let asked_at = network.now;
+    let _ = network.step(S1, from_client(FIRST, newer));
+    let _ = network.step(S1, from_client(FIRST, stale));
+    assert_eq!(
+        network.server(S1).log().last_index(),
+        appended + 2,
+        "both in the log before either applies"
+    );
+    let _ = network.deliver_all();
+    let answers = take_replies(&mut network);
+    assert!(
+        answers.iter().all(|(to, _)| *to == FIRST),
+        "nobody else is woken: {answers:?}"
+    );
+    let waiters = |network: &Network| -> Vec<(ClientId, u64)> {
+        let table = network.server(S1).lock_table();
+        table.waiters("a").map(|w| (w.client, w.seq)).collect()
+    };
+    assert_eq!(waiters(&network), vec![(second, 1), (first, 3)]);
+
+    // Past the stale acquire's second the real wait goes on, and it ends at its own three.
+    network.run_until(asked_at + Duration::from_millis(2_000));
+    assert_eq!(waiters(&network), vec![(second, 1), (first, 3)]);
+    let early = take_replies(&mut network);
+    assert!(early.is_empty(), "no waiter was timed out: {early:?}");
+    network.run_until(asked_at + Duration::from_millis(3_300));
+    assert_eq!(
+        take_replies(&mut network),
+        vec![(FIRST, ReplyBody::Outcome(Outcome::TimedOut))]
+    );
+    assert_eq!(waiters(&network), vec![(second, 1)]);
+
+    // Once the newer one applied, the stale seq is refused before the log.
+    let answers = send(&mut network, S1, FIRST, op(first, 2, acquire("a", 1_000)));
+    assert_eq!(
+        answers,
+        vec![(FIRST, ReplyBody::Error(ServiceError::StaleRequest))]
+    );
+}
+
 // ----- sessions and lock-delay -----
 
 /// A waiter whose session expires is removed from every queue and hears `session_expired`; a
