@@ -92,3 +92,22 @@ fn the_table_checks_a_touched_locks_line_and_panics_on_a_holder_waiting_in_it() 
     table.waiting.insert(ClientId(1), LockName::from("a"));
     let _ = table.apply(5, &acquire);
 }
+
+/// The same for what a lock declares: after every apply that touches a lock, the table checks
+/// its shared holders and its declared permits against their bounds. A count of permits out
+/// of range cannot be declared through any apply (the claim is refused before it reaches the
+/// log), so the story plants one, 0 on c1's `a`, then c2's preempt of `a` touches it. (Mutant:
+/// `LockTable::check_shared_invariants` made `()`.)
+#[test]
+#[should_panic(expected = "lock table: a declares permits 0, out of range")]
+fn the_table_checks_a_touched_locks_declared_permits_and_panics_on_a_count_out_of_range() {
+    let mut table = table_with_a_held_by_c1();
+    table.permits.insert(LockName::from("a"), 0);
+    let preempt = Command::Preempt {
+        client: ClientId(2),
+        seq: 1,
+        lock: LockName::from("a"),
+        claim: Claim::EXCLUSIVE,
+    };
+    let _ = table.apply(4, &preempt);
+}
