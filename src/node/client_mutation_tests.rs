@@ -309,3 +309,48 @@ fn a_welcome_for_another_hello_is_ignored() {
     assert_eq!(client.id(), Some(ClientId(9)));
     assert_eq!(sent(&outputs), vec![(ServerId(2), 1, false)]);
 }
+
+/// A cancel interrupts only an acquire that is on its way. Before the welcome the client has
+/// no id and the acquire has not left, so there is no wait to stop: the cancel queues behind
+/// it, and after the welcome the acquire goes first, as seq 1. (Mutant: `id.is_some() &&
+/// cancelled_acquire.is_none() && running is that acquire` in `cancels_running_acquire` made
+/// `... || running is that acquire`, which put the cancel first and set the acquire aside
+/// unsent.)
+#[test]
+fn a_cancel_invoked_before_the_welcome_waits_behind_the_acquire_it_names() {
+    let acquire = Operation::Acquire {
+        lock: "b".into(),
+        wait_ms: 10_000,
+        claim: Claim::EXCLUSIVE,
+    };
+    let (mut client, nonce) = saying_hello(None, acquire.clone());
+    let cancel = ClientInput::Invoke {
+        tag: 2,
+        op: Operation::Cancel { lock: "b".into() },
+        timeout: None,
+    };
+    let outputs = client.step(at_ms(10), cancel);
+    assert_eq!(sent(&outputs), vec![], "nothing leaves before the welcome");
+    let welcome = ClientReply {
+        index: 1,
+        term: 1,
+        seq: 0,
+        body: ReplyBody::Welcome {
+            nonce,
+            client: ClientId(9),
+            secret: SECRET,
+        },
+    };
+    let outputs = reply_from_s2(&mut client, 40, welcome);
+    let requests: Vec<(u64, RequestBody)> = outputs
+        .iter()
+        .filter_map(|output| match output {
+            ClientOutput::Send { request, .. } => Some((request.seq, request.body.clone())),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(&requests[..], [(1, RequestBody::Op { op, .. })] if *op == acquire),
+        "the acquire leaves first: {requests:?}"
+    );
+}
