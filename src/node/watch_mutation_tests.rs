@@ -39,3 +39,38 @@ fn the_watch_history_holds_exactly_its_bound_of_changes() {
         "one past it, the oldest goes"
     );
 }
+
+/// Every reply names the watch it answers, whatever its kind: a connection multiplexes its
+/// watches by that id, and the wire codec and the client library route each line by it.
+/// (Mutant: `WatchReply::id` made `0`; the integration tests of the codec also catch it.)
+#[test]
+fn every_watch_reply_names_its_watch() {
+    let id = 42;
+    let replies = [
+        WatchReply::Current {
+            id,
+            index: 3,
+            state: Vec::new(),
+            compacted: None,
+        },
+        WatchReply::Resumed { id, index: 3 },
+        WatchReply::Event {
+            id,
+            event: WatchEvent {
+                index: 4,
+                changes: Vec::new(),
+            },
+        },
+        WatchReply::Cancelled {
+            id,
+            reason: WatchCancel::Stopped,
+        },
+        WatchReply::Refused {
+            id,
+            refusal: WatchRefusal::IdInUse,
+        },
+    ];
+    for reply in &replies {
+        assert_eq!(reply.id(), id, "{reply:?}");
+    }
+}
