@@ -776,3 +776,20 @@ fn a_spurious_election_timer_fires_between_one_heartbeat_and_the_minimum_timeout
     assert!(timeouts.iter().any(|timeout| *timeout > middle));
     assert_eq!(spurious(&follower) - before, 50);
 }
+
+/// Raft §5.3: a refusal only ever moves a follower's next index back to just past what that
+/// follower is known to match. A late refusal (from a round before the follower caught up,
+/// delivered after its acknowledgement) hints at index 2, but s2 already matched the whole
+/// log: the leader resends nothing it knows s2 holds. (Mutant: the floor `match_index + 1` in
+/// `on_append_failure` made `match_index * 1`, which resent s2's last entry.)
+#[test]
+fn a_late_refusal_never_moves_next_below_what_the_follower_matched() {
+    let mut leader = boot_from(S1, 3, disk(4, None, &[1, 1, 3, 3, 4, 4]));
+    let now = ms(FIRST_ELECTION_MS);
+    let _ = win_election(&mut leader, now, 3);
+    assert_eq!(leader.log().last_index(), 7, "its no-op at 7");
+    let _ = leader.step(now, peer(S2, append_ok(5, 7, 0)));
+    assert_eq!(leader.commit_index(), 7);
+    let outputs = leader.step(now, peer(S2, append_refused(5, 2, None)));
+    assert_eq!(sent(&outputs), vec![(S2, append(5, (7, 5), Vec::new(), 7))]);
+}

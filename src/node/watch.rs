@@ -697,3 +697,7 @@ pub fn current_state(table: &LockTable, target: &WatchTarget) -> Vec<LockState> 
         }
     }
 }
+
+#[cfg(test)]
+#[path = "watch_invariant_tests.rs"]
+mod invariant_tests;
