@@ -1,9 +1,11 @@
-//! Stories that kill mutants of `src/node/watch.rs` which survived every other test
-//! (docs/mutation-testing.md). Like the first stories of `watch_tests`, they drive a bare
-//! `LockTable` and `WatchState` entry by entry through that module's `Replica`. Each cites the
+//! Stories that kill mutants of `src/node/watch.rs` (and of the server's watch plumbing)
+//! which survived every other test (docs/mutation-testing.md). Like the stories of
+//! `watch_tests`, most drive a bare `LockTable` and `WatchState` entry by entry through that
+//! module's `Replica`; the last drives servers through the in-test `Network`. Each cites the
 //! mutant it was written for.
 
 use super::*;
+use crate::node::coverage::Branch;
 
 /// The watch history holds up to `WATCH_HISTORY_CHANGES_MAX` changes: at exactly the bound it
 /// drops nothing, and a watch may still resume from the very first change; one change more
@@ -73,4 +75,51 @@ fn every_watch_reply_names_its_watch() {
     for reply in &replies {
         assert_eq!(reply.id(), id, "{reply:?}");
     }
+}
+
+/// The explorer's coverage names every watch refusal a server makes (README, "Protocol
+/// coverage"), each by its reason: a reused id is `watch.refused_id_in_use` and an empty
+/// lock name `watch.refused_bad_target`, and a watch that starts counts no refusal.
+/// (Mutant: `Server::count_watch_refusals` made `()`.)
+#[test]
+fn a_server_counts_each_watch_refusal_by_its_reason() {
+    let mut network = Network::new(3);
+    network.elect(S1);
+    let started = start_watch(&mut network, S1, None);
+    assert!(matches!(started[..], [WatchReply::Current { .. }]));
+    let again = start_watch(&mut network, S1, None);
+    let in_use = WatchReply::Refused {
+        id: 1,
+        refusal: WatchRefusal::IdInUse,
+    };
+    assert_eq!(again, vec![in_use]);
+    let empty_name = WatchInput::Start {
+        from: WATCHER,
+        id: 2,
+        target: on(""),
+        from_index: None,
+        credential: None,
+    };
+    let _ = network.step(S1, ServerInput::Watch(empty_name));
+    let told = watch_replies_of(&mut network, S1);
+    assert!(
+        matches!(
+            told[..],
+            [WatchReply::Refused {
+                id: 2,
+                refusal: WatchRefusal::BadTarget { .. }
+            }]
+        ),
+        "{told:?}"
+    );
+    let coverage = network.server(S1).coverage();
+    let counts = [
+        Branch::WatchRefusedIdInUse,
+        Branch::WatchRefusedBadTarget,
+        Branch::WatchRefusedUnauthorized,
+        Branch::WatchRefusedUnknownClient,
+        Branch::WatchRefusedTooManyWatches,
+    ]
+    .map(|branch| coverage.count(branch));
+    assert_eq!(counts, [1, 1, 0, 0, 0]);
 }
