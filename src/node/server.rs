@@ -1465,8 +1465,9 @@ impl Server {
                         lock: lock.clone(),
                     },
                 );
-                // A lock with a queue goes to its head inside the release itself.
-                if self.role == Role::Leader && self.table.waiters(&lock).next().is_none() {
+                // A lock with a queue goes to its head inside the release itself. (Only a
+                // leader proposes: asserted on entry, and appending never changes the role.)
+                if self.table.waiters(&lock).next().is_none() {
                     self.hand_over_to_waiter(&lock);
                 }
             }
