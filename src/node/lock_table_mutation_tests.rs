@@ -111,3 +111,22 @@ fn the_table_checks_a_touched_locks_declared_permits_and_panics_on_a_count_out_o
     };
     let _ = table.apply(4, &preempt);
 }
+
+/// The table keeps a digest of every holding, updated by each grant and release (the
+/// simulator compares replicas by it). In debug builds each apply also derives it afresh
+/// from the maps, while the table is small enough for that to be cheap: a digest that drifted
+/// (planted here, since no apply can make one) panics at the next apply, whatever lock it
+/// touches. (Written with the bound on that re-check, against its `<=` made `>`.)
+#[test]
+#[should_panic(expected = "lock table: incremental digest drifted from the map")]
+fn a_small_table_rechecks_its_digest_at_every_apply() {
+    let mut table = table_with_a_held_by_c1();
+    table.locks_digest ^= 1;
+    let preempt = Command::Preempt {
+        client: ClientId(2),
+        seq: 1,
+        lock: LockName::from("b"),
+        claim: Claim::EXCLUSIVE,
+    };
+    let _ = table.apply(4, &preempt);
+}

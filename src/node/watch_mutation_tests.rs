@@ -123,3 +123,34 @@ fn a_server_counts_each_watch_refusal_by_its_reason() {
     .map(|branch| coverage.count(branch));
     assert_eq!(counts, [1, 1, 0, 0, 0]);
 }
+
+/// One entry can carry more changes than the whole history's bound: the expiry of a client
+/// holding 16,385 locks releases them all at once. The history then keeps that entry alone
+/// (the newest always stays), dropping everything older, so a watch that has heard all the
+/// older entries it covers goes on: a watch of one of the locks hears it expire, and a
+/// watch of a lock nobody touched stays live and hears nothing. (Mutants: `ring.len() > 1`
+/// in `on_applied`'s trimming loop made `>= 1`, which dropped the newest entry too; and a
+/// caught-up watch's cursor `applied + 1` in `pump` made `applied * 1`, which left it on the
+/// last entry it had seen, so that dropping that entry cancelled the watch as fallen behind.)
+#[test]
+fn an_entry_bigger_than_the_history_stays_and_caught_up_watches_go_on() {
+    let mut replica = Replica::new();
+    let client = replica.register();
+    replica.watch(1, on("l1"), None);
+    replica.watch(2, on("a"), None);
+    let locks = WATCH_HISTORY_CHANGES_MAX as u64 + 1;
+    let mut last = 0;
+    for seq in 1..=locks {
+        last = replica.apply(preempt_by(client, seq, &format!("l{seq}")));
+    }
+    let _ = replica.told();
+    let expire = replica.apply(Command::Expire { client });
+    assert_eq!(
+        replica.watches.kept_after(),
+        last,
+        "everything before the expiry dropped, the expiry kept"
+    );
+    let expired = change("l1", Change::Expired { owner: client });
+    assert_eq!(replica.told(), vec![event(1, expire, vec![expired])]);
+    assert_eq!(replica.watches.watch_count(), 2, "both watches go on");
+}
