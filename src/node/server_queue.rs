@@ -237,6 +237,9 @@ impl Server {
                 Decision::SessionExpired => Branch::QueueWaiterExpired,
             });
         }
+        // Every waiter leaves its queue through a decision the table wakes it with, its
+        // timeout's included: this is where its deadline goes. (A timeout that applies to
+        // nothing found its waiter decided earlier, and the deadline gone with it.)
         for decided in woken {
             if self
                 .queues
@@ -265,16 +268,6 @@ impl Server {
         match command {
             Command::HandOver { lock } => {
                 self.queues.hand_overs_appended.remove(lock);
-            }
-            // A timeout that applied to nothing (the waiter was decided first).
-            Command::Timeout { client, seq, .. }
-                if self
-                    .queues
-                    .deadlines
-                    .get(client)
-                    .is_some_and(|d| d.seq == *seq) =>
-            {
-                self.queues.deadlines.remove(client);
             }
             // A new waiter (a duplicate entry of a waiting acquire keeps its first deadline).
             // The waiter must be this entry's: an acquire under an older seq applies to nothing
