@@ -793,3 +793,19 @@ fn a_late_refusal_never_moves_next_below_what_the_follower_matched() {
     let outputs = leader.step(now, peer(S2, append_refused(5, 2, None)));
     assert_eq!(sent(&outputs), vec![(S2, append(5, (7, 5), Vec::new(), 7))]);
 }
+
+/// The repair's own term counts as after the damage: s3 moved to term 3 when it found its log
+/// damaged, so a leader elected in term 3 (s1, with s2's vote) was elected without s3 and
+/// held every committed entry. Its no-op of term 3 committing ends the repair. (Mutant:
+/// `committed_term < repair_term` in `finish_repair_if_done` made `<=`, which waited for a
+/// later term.)
+#[test]
+fn a_repair_ends_when_an_entry_of_its_own_term_commits() {
+    let (mut s3, _) = Server::new(config(S3, 3), damaged_disk(), 3, Time::ZERO);
+    assert!((s3.term(), s3.is_recovering()) == (3, true));
+    let outputs = s3.step(ms(10), peer(S1, append(3, (2, 1), noops(&[2, 3]), 4)));
+    assert_eq!(sent(&outputs), vec![(S1, append_ok(3, 4, 0))]);
+    assert_eq!(s3.commit_index(), 4);
+    assert!(!s3.is_recovering());
+    assert_eq!(s3.coverage().count(Branch::RecoveryCompleted), 1);
+}
