@@ -1388,7 +1388,8 @@ fn wait_for_a(wait_ms: u64) -> Operation {
 /// time. (Mutant: the guard `deadlines.get(client).is_some_and(|d| d.seq == *seq)` on a
 /// timeout in `on_queue_entry_applied` made `true`, and its `d.seq == *seq` made `!=`: both
 /// dropped the new wait's deadline, so no timeout was ever appended for it, and its client
-/// waited past its own limit.)
+/// waited past its own limit. That arm is gone since: it never matched, as every deadline
+/// leaves with its waiter's woken decision; the story stays, for the rule.)
 #[test]
 fn a_stale_timeout_leaves_the_next_waits_deadline_alone() {
     let (mut leader, _holder, waiter) = leader_with_a_held_lock();
