@@ -1631,3 +1631,76 @@ fn an_unapplied_acquire_of_another_lock_leaves_a_free_lock_free() {
         0
     );
 }
+
+/// A leader remembers a refusal by read for at most `REFUSED_CLIENTS_MAX` clients: 65,536
+/// contenders for a held lock, refused in one read round, are each answered `held_by` at once
+/// and remembered; the 65,537th of the same round goes through the log instead (correct, only
+/// slower), and waits for its entry. A client already remembered is still answered by read
+/// when the memory is full: its refusal takes no new room. (Mutants: `refused.len() <
+/// REFUSED_CLIENTS_MAX` in `decide_refusal` made `<=` and `==`; and `owner != client &&
+/// holder.is_none()` on the arm after it made `||`, which parked the contender past the bound
+/// as if an unapplied grant were coming. The memory's bound made them slow to reach: the
+/// story takes 0.6 s in a debug build.)
+#[test]
+fn a_leader_remembers_refusals_by_read_for_at_most_its_bound_of_clients() {
+    let bound = crate::node::server::REFUSED_CLIENTS_MAX as u64;
+    let holder = ClientId(1);
+    let contenders = (2..=bound + 2).map(ClientId);
+    let mut entries = vec![noop(1)];
+    entries.extend((1..=bound + 2).map(|id| registration(ClientId(id), None)));
+    entries.push(in_term_1(exclusive_preempt(holder, "a")));
+    let last = entries.len() as LogIndex;
+    let mut config = config(S2, 3);
+    config.pending_reads_max = 2 * bound as usize;
+    let (mut server, _) = Server::new(config, DurableState::default(), 2, Time::ZERO);
+    let _ = server.step(ms(10), peer(S1, append(1, (0, 0), entries, last)));
+    let _ = win_election(&mut server, ms(1_000), 3);
+    let _ = server.step(ms(1_000), peer(S3, append_ok(2, last + 1, 0)));
+    assert_eq!(server.last_applied(), last + 1, "its no-op applied");
+
+    // Every contender at one `now`: one read round for all.
+    let now = ms(1_001);
+    let mut rounds = Vec::new();
+    for contender in contenders.clone() {
+        let preempt = in_term(2, op(contender, 1, preempt("a")));
+        let outputs = server.step(now, from_client(CLIENT, preempt));
+        rounds.extend(append_rounds(&outputs));
+    }
+    let round = rounds.first().expect("a read round").1;
+    let confirmed = server.step(now, peer(S3, append_ok(2, last + 1, round)));
+    let held_by = ReplyBody::Outcome(Outcome::HeldBy { owner: holder });
+    let answered: Vec<u64> = replies(&confirmed)
+        .iter()
+        .filter(|(_, reply)| reply.body == held_by)
+        .map(|(_, reply)| reply.seq)
+        .collect();
+    assert_eq!(answered.len() as u64, bound, "the first {bound} at once");
+    let coverage = server.coverage();
+    assert_eq!(coverage.count(Branch::RefusalHeld), bound);
+    assert_eq!(coverage.count(Branch::RefusalAppendedOwn), 1);
+    let newest = server.log().entry(server.log().last_index());
+    let past_the_bound = ClientId(bound + 2);
+    assert!(
+        matches!(newest.map(|e| &e.command), Some(Command::Preempt { client, .. }) if *client == past_the_bound),
+        "the last contender's preempt is appended: {newest:?}"
+    );
+
+    let committed = server.step(now, peer(S3, append_ok(2, last + 2, 0)));
+    assert_eq!(
+        replies(&committed),
+        vec![(CLIENT, outcome(1, Outcome::HeldBy { owner: holder }))],
+        "the last contender, answered from its entry"
+    );
+
+    // A remembered client, refused again under a new seq while the memory is full.
+    let later = ms(1_002);
+    let again = in_term(2, op(ClientId(2), 2, preempt("a")));
+    let outputs = server.step(later, from_client(CLIENT, again));
+    let round = append_rounds(&outputs).first().expect("a read round").1;
+    let confirmed = server.step(later, peer(S3, append_ok(2, last + 2, round)));
+    assert_eq!(
+        replies(&confirmed),
+        vec![(CLIENT, outcome(2, Outcome::HeldBy { owner: holder }))]
+    );
+    assert_eq!(server.coverage().count(Branch::RefusalHeld), bound + 1);
+}
