@@ -592,6 +592,48 @@ fn the_holders_expiry_hands_the_lock_to_the_head_only_after_the_lock_delay() {
         take_replies(&mut network),
         vec![(FIRST, granted(hand_over))]
     );
+
+    // The same lock, freed by a second expiry, is handed over again: a hand-over, once
+    // applied, no longer counts as one in flight. (Mutant: the `HandOver` arm of
+    // `on_queue_entry_applied` deleted, which kept `a` marked as handed over for good.)
+    let second_holder = register_client(&mut network, S1, Some(3_000));
+    let answers = send(&mut network, S1, FIRST, op(waiter, 2, release("a")));
+    assert_eq!(
+        answers,
+        vec![(FIRST, ReplyBody::Outcome(Outcome::Released))]
+    );
+    let answers = send(&mut network, S1, HOLDER, op(second_holder, 1, preempt("a")));
+    assert!(
+        matches!(
+            answers[..],
+            [(HOLDER, ReplyBody::Outcome(Outcome::Granted { .. }))]
+        ),
+        "{answers:?}"
+    );
+    let retry = op(latecomer, 1, acquire("a", LONG_WAIT_MS));
+    assert_eq!(send(&mut network, S1, SECOND, retry), vec![], "it waits");
+    let end = network.now + Duration::from_secs(5);
+    let expired_at = run_until_true(&mut network, end, 50, |network| {
+        network
+            .server(S1)
+            .lock_table()
+            .session_expired(second_holder)
+    })
+    .expect("the second holder's session expires");
+    network.run_until(expired_at + Duration::from_millis(2_300));
+    let second_hand_over = network.server(S1).log().last_index();
+    assert!(matches!(
+        network
+            .server(S1)
+            .log()
+            .entry(second_hand_over)
+            .map(|e| &e.command),
+        Some(Command::HandOver { .. })
+    ));
+    assert_eq!(
+        take_replies(&mut network),
+        vec![(SECOND, granted(second_hand_over))]
+    );
 }
 
 /// Without a lock-delay, a holder's expiry leaves its lock free with a line: the leader looks
