@@ -354,3 +354,35 @@ fn a_cancel_invoked_before_the_welcome_waits_behind_the_acquire_it_names() {
         "the acquire leaves first: {requests:?}"
     );
 }
+
+/// Only an acquire can be interrupted by a cancel: a cancel invoked while a preempt runs is an
+/// ordinary operation, and waits its turn behind it. (Mutant: `id.is_some() &&
+/// cancelled_acquire.is_none()` in `cancels_running_acquire` made `||`, which let a
+/// registered client's cancel jump any running operation.)
+#[test]
+fn a_cancel_invoked_while_a_preempt_runs_waits_its_turn() {
+    let preempt = Operation::Preempt {
+        lock: "b".into(),
+        claim: Claim::EXCLUSIVE,
+    };
+    let mut client = welcomed_client(None, preempt);
+    let cancel = ClientInput::Invoke {
+        tag: 2,
+        op: Operation::Cancel { lock: "b".into() },
+        timeout: None,
+    };
+    let outputs = client.step(at_ms(50), cancel);
+    assert_eq!(sent(&outputs), vec![], "the preempt still runs");
+    let granted = ClientReply {
+        index: 2,
+        term: 1,
+        seq: 1,
+        body: ReplyBody::Outcome(Outcome::Granted { token: 2 }),
+    };
+    let outputs = reply_from_s2(&mut client, 60, granted);
+    assert_eq!(
+        sent(&outputs),
+        vec![(ServerId(2), 2, false)],
+        "then the cancel"
+    );
+}
