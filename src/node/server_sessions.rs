@@ -544,6 +544,12 @@ impl Server {
             .map(|session| session.deadline(self.config.max_clock_drift))
     }
 
+    /// For tests: how many silent-mark receipts this server keeps (memory the node bounds).
+    #[cfg(test)]
+    pub(super) fn receipt_count(&self) -> usize {
+        self.sessions.receipts.len()
+    }
+
     /// Whether this server (leader) has set up its session deadlines.
     pub fn sessions_ready(&self) -> bool {
         self.sessions.ready

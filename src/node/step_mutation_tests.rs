@@ -1704,3 +1704,28 @@ fn a_leader_remembers_refusals_by_read_for_at_most_its_bound_of_clients() {
     );
     assert_eq!(server.coverage().count(Branch::RefusalHeld), bound + 1);
 }
+
+/// Every server notes its own clock when it appends a silent mark (a receipt), so that as a
+/// later leader it can restart a silent session's deadline from the mark. A receipt of a mark
+/// no session refers to any more is useless, and past `RECEIPTS_MAX` such receipts are
+/// dropped: 1,100 marks of one client's silence, all applied, leave only the receipt of the
+/// latest, the one in force. (Mutants: `prune_receipts` made `()`, and its `len <=
+/// RECEIPTS_MAX` made `>`, which kept every receipt: memory only, so no answer showed it.)
+#[test]
+fn receipts_of_marks_no_session_refers_to_are_dropped_past_their_bound() {
+    let client = ClientId(1);
+    let marks = 1_100;
+    let mark = Command::MarkSilent {
+        sessions: vec![SilentSession {
+            client,
+            silent_ms: 1_500,
+        }],
+    };
+    let mut entries = vec![noop(1), registration(client, Some(3_000))];
+    entries.extend((0..marks).map(|_| in_term_1(mark.clone())));
+    let last = entries.len() as LogIndex;
+    let mut server = boot(S2, 3);
+    let _ = server.step(ms(10), peer(S1, append(1, (0, 0), entries, last)));
+    assert_eq!(server.last_applied(), last);
+    assert_eq!(server.receipt_count(), 1, "only the mark in force");
+}
