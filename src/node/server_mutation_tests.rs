@@ -809,3 +809,63 @@ fn a_repair_ends_when_an_entry_of_its_own_term_commits() {
     assert!(!s3.is_recovering());
     assert_eq!(s3.coverage().count(Branch::RecoveryCompleted), 1);
 }
+
+/// Raft §7, pipelined: once the leader has sent a follower its snapshot, it assumes the
+/// snapshot arrives, as it does for appends, and carries on from the entry after it. A
+/// heartbeat while the snapshot is still on its way is an append from the snapshot's index,
+/// not a second copy of the snapshot. (Mutant: `last_included_index + 1` as the follower's
+/// next index in `send_append` made `* 1`, which resent the whole snapshot every heartbeat
+/// until it was acknowledged.)
+#[test]
+fn a_heartbeat_after_a_snapshot_sent_appends_from_the_snapshot_index() {
+    let mut network = Network::from_disks(vec![DurableState::default(); 3], |config| {
+        config.snapshot_entries_min = Some(3);
+    });
+    network.elect(S1);
+    network.isolate(S3);
+    let client = match network.client(S1, hello(42)).as_slice() {
+        [(_, reply)] => match reply.body {
+            ReplyBody::Welcome { client, .. } => client,
+            ref other => panic!("a welcome expected, got {other:?}"),
+        },
+        other => panic!("one welcome expected, got {other:?}"),
+    };
+    let _ = network.client(S1, op(client, 1, preempt("a")));
+    let _ = network.client(S1, op(client, 2, preempt("b")));
+    let base = network.server(S1).log().base_index();
+    assert!(base >= 3, "the leader compacted its log");
+    network.heal();
+
+    // Deliver until the leader has sent s3 its snapshot, and hold that one back.
+    let _ = network.fire(S1, ServerTimer::Heartbeat);
+    let snapshot_to_s3 = |envelope: &Envelope| {
+        envelope.to == S3 && matches!(envelope.msg, PeerMessage::InstallSnapshot { .. })
+    };
+    for _ in 0..100 {
+        if network.in_flight.iter().any(snapshot_to_s3) {
+            break;
+        }
+        let _ = network
+            .deliver_next()
+            .expect("the snapshot is sent before all goes quiet");
+    }
+    assert!(network.in_flight.iter().any(snapshot_to_s3));
+    let outputs = network.fire(S1, ServerTimer::Heartbeat);
+    let to_s3: Vec<PeerMessage> = sent(&outputs)
+        .into_iter()
+        .filter(|(to, _)| *to == S3)
+        .map(|(_, msg)| msg)
+        .collect();
+    assert!(
+        matches!(
+            to_s3[..],
+            [PeerMessage::AppendEntries { prev_log_index, .. }] if prev_log_index == base
+        ),
+        "an append from the snapshot's index {base}: {to_s3:?}"
+    );
+    network.deliver_all();
+    assert_eq!(
+        network.server(S3).lock_table(),
+        network.server(S1).lock_table()
+    );
+}
