@@ -435,6 +435,13 @@ fn a_retried_acquire_after_failover_finds_its_place_and_never_gets_a_second_one(
             .count(Branch::QueueWaitsRestarted)
     };
     assert_eq!((restarted(S1), restarted(S2)), (0, 1));
+    // s1, back in touch, steps down, and keeps nothing of the waits it led: the answers it
+    // parked and the deadlines it kept are the new leader's business now (its invariants
+    // check that a follower holds neither). (Mutant: `queues_on_abdication` made `()`.)
+    network.heal();
+    network.heartbeat(S2);
+    assert_eq!(network.server(S1).role(), Role::Follower);
+    assert_eq!(network.server(S1).term(), term);
 }
 
 /// A stale acquire of the lock a client waits for (an older seq, as a rogue or a confused

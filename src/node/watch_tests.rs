@@ -591,6 +591,21 @@ fn a_watch_from_a_compacted_index_gets_the_current_state_and_says_compacted() {
         &replica.told()[..],
         [WatchReply::Event { event, .. }] if event.index == next
     ));
+    // At the bound itself: the change at `kept_after` is gone too, so a watch from it is told
+    // `compacted`; from the index after it, the ring holds everything, and the watch resumes.
+    // (Mutant: `first > self.kept_after` in `WatchState::start` made `>=`, which resumed a
+    // watch over the missing change.)
+    let kept_after = replica.watches.kept_after();
+    replica.watch(2, on("a"), Some(kept_after));
+    assert!(matches!(
+        &replica.told()[..],
+        [WatchReply::Current { id: 2, compacted: Some(k), .. }] if *k == kept_after
+    ));
+    replica.watch(3, on("a"), Some(kept_after + 1));
+    assert!(matches!(
+        &replica.told()[..],
+        [WatchReply::Resumed { id: 3, .. }, ..]
+    ));
 }
 
 // ----- bounds -----
