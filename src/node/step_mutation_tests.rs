@@ -1709,8 +1709,10 @@ fn a_leader_remembers_refusals_by_read_for_at_most_its_bound_of_clients() {
 /// later leader it can restart a silent session's deadline from the mark. A receipt of a mark
 /// no session refers to any more is useless, and past `RECEIPTS_MAX` such receipts are
 /// dropped: 1,100 marks of one client's silence, all applied, leave only the receipt of the
-/// latest, the one in force. (Mutants: `prune_receipts` made `()`, and its `len <=
-/// RECEIPTS_MAX` made `>`, which kept every receipt: memory only, so no answer showed it.)
+/// latest, the one in force, and not that of the newest entry, a mark of nobody. (Mutants:
+/// `prune_receipts` made `()`, and its `len <= RECEIPTS_MAX` made `>`, which kept every
+/// receipt: memory only, so no answer showed it; and `*index > applied` made `>=` and `==`,
+/// which kept the newest.)
 #[test]
 fn receipts_of_marks_no_session_refers_to_are_dropped_past_their_bound() {
     let client = ClientId(1);
@@ -1723,6 +1725,15 @@ fn receipts_of_marks_no_session_refers_to_are_dropped_past_their_bound() {
     };
     let mut entries = vec![noop(1), registration(client, Some(3_000))];
     entries.extend((0..marks).map(|_| in_term_1(mark.clone())));
+    // Last, a mark of a client no registration made: it applies to nothing, and no session
+    // refers to it, though it is the newest applied.
+    let stranger = Command::MarkSilent {
+        sessions: vec![SilentSession {
+            client: ClientId(77),
+            silent_ms: 1_500,
+        }],
+    };
+    entries.push(in_term_1(stranger));
     let last = entries.len() as LogIndex;
     let mut server = boot(S2, 3);
     let _ = server.step(ms(10), peer(S1, append(1, (0, 0), entries, last)));
