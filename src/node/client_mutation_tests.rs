@@ -386,3 +386,57 @@ fn a_cancel_invoked_while_a_preempt_runs_waits_its_turn() {
         "then the cancel"
     );
 }
+
+/// A cancel races the acquire it interrupts: if the acquire's own answer comes first, and it
+/// is a decision (here `granted`), that is the acquire's answer, at once; the cancel then
+/// finds no wait (`not_waiting`) and completes on its own. (Mutant: `!matches!(outcome,
+/// Cancelled | NotWaiting)` in `on_reply` made `matches!`, which ignored the grant, so the
+/// acquire ended unknown though the client held the lock.)
+#[test]
+fn an_acquire_granted_before_its_cancel_arrives_completes_with_its_grant() {
+    let acquire = Operation::Acquire {
+        lock: "b".into(),
+        wait_ms: 10_000,
+        claim: Claim::EXCLUSIVE,
+    };
+    let mut client = welcomed_client(None, acquire);
+    let cancel = ClientInput::Invoke {
+        tag: 2,
+        op: Operation::Cancel { lock: "b".into() },
+        timeout: None,
+    };
+    let outputs = client.step(at_ms(50), cancel);
+    assert_eq!(
+        sent(&outputs),
+        vec![(ServerId(2), 2, false)],
+        "the cancel leaves"
+    );
+    let completed = |outputs: &[ClientOutput]| -> Vec<(u64, Result<Outcome, ClientError>)> {
+        outputs
+            .iter()
+            .filter_map(|output| match output {
+                ClientOutput::Completed { tag, result, .. } => Some((*tag, *result)),
+                _ => None,
+            })
+            .collect()
+    };
+    let granted = ClientReply {
+        index: 2,
+        term: 1,
+        seq: 1,
+        body: ReplyBody::Outcome(Outcome::Granted { token: 2 }),
+    };
+    let outputs = reply_from_s2(&mut client, 60, granted);
+    assert_eq!(
+        completed(&outputs),
+        vec![(1, Ok(Outcome::Granted { token: 2 }))]
+    );
+    let not_waiting = ClientReply {
+        index: 3,
+        term: 1,
+        seq: 2,
+        body: ReplyBody::Outcome(Outcome::NotWaiting),
+    };
+    let outputs = reply_from_s2(&mut client, 70, not_waiting);
+    assert_eq!(completed(&outputs), vec![(2, Ok(Outcome::NotWaiting))]);
+}
