@@ -286,7 +286,7 @@ impl LockTable {
             Command::Timeout { client, seq, lock } => self.time_out(*client, *seq, lock, index),
             Command::HandOver { lock } => {
                 // Only ever grants from the head of the queue, and only what fits.
-                let _ = self.hand_over(lock, index);
+                self.hand_over(lock, index);
                 ApplyResult::Nothing
             }
         };
@@ -370,13 +370,13 @@ impl LockTable {
         let outcome = match kind {
             WriteKind::Preempt => {
                 // Nobody jumps the queue: a lock with room for its head goes to the head first.
-                let _ = self.hand_over(lock, index);
+                self.hand_over(lock, index);
                 self.preempt(client, lock, claim, index)
             }
             WriteKind::Release => {
                 let outcome = self.release(client, lock);
                 if outcome == Outcome::Released {
-                    let _ = self.hand_over(lock, index);
+                    self.hand_over(lock, index);
                 }
                 outcome
             }
@@ -516,7 +516,7 @@ impl LockTable {
         (wait_ms, claim): (u64, Claim),
         index: LogIndex,
     ) -> Outcome {
-        let _ = self.hand_over(lock, index);
+        self.hand_over(lock, index);
         match self.preempt(client, lock, claim, index) {
             Outcome::HeldBy { .. } if wait_ms > 0 => {
                 assert!(
@@ -570,7 +570,7 @@ impl LockTable {
     /// for a holder that is still there.
     fn after_waiter_left(&mut self, lock: &LockName, index: LogIndex) {
         if !self.freed_by_expiry.contains_key(lock) {
-            let _ = self.hand_over(lock, index);
+            self.hand_over(lock, index);
         }
         self.forget_permits_if_unused(lock);
     }
@@ -632,9 +632,8 @@ impl LockTable {
 
     /// Grants `lock` to waiters from the head of its queue while the head fits, with `index`
     /// as their token: an exclusive head alone, once the lock is free; a run of shared heads
-    /// together, up to the capacity. Returns how many it granted.
-    fn hand_over(&mut self, lock: &LockName, index: LogIndex) -> usize {
-        let mut granted = 0;
+    /// together, up to the capacity. Each grant is in `woken`.
+    fn hand_over(&mut self, lock: &LockName, index: LogIndex) {
         // Each grant takes at least one unit of a capacity of at most the holder bound.
         for _ in 0..=SHARED_HOLDERS_PER_LOCK_MAX {
             let Some(head) = self
@@ -658,9 +657,7 @@ impl LockTable {
                 lock: lock.clone(),
                 decision: Decision::Granted { token: index },
             });
-            granted += 1;
         }
-        granted
     }
 
     /// Whether the head of `lock`'s queue would be granted if an entry handed the lock over
