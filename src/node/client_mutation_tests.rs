@@ -69,12 +69,9 @@ fn saying_hello(ttl: Option<Duration>, op: Operation) -> (Client, u64) {
     (client, nonce)
 }
 
-/// Client#9 of a three-server cluster, welcomed through s2 at 40 ms (its hello left at 0 ms),
-/// with `op` (operation 1, seq 1) sent right after the welcome. With `ttl`, it keeps a
-/// session of that TTL.
-fn welcomed_client(ttl: Option<Duration>, op: Operation) -> Client {
-    let (mut client, nonce) = saying_hello(ttl, op);
-    let welcome = ClientReply {
+/// The welcome of client#9, answering the hello that carried `nonce`.
+fn welcome(nonce: u64) -> ClientReply {
+    ClientReply {
         index: 1,
         term: 1,
         seq: 0,
@@ -83,8 +80,42 @@ fn welcomed_client(ttl: Option<Duration>, op: Operation) -> Client {
             client: ClientId(9),
             secret: SECRET,
         },
+    }
+}
+
+/// An acquire of `b` that may wait 10 s.
+fn acquire_b() -> Operation {
+    Operation::Acquire {
+        lock: "b".into(),
+        wait_ms: 10_000,
+        claim: Claim::EXCLUSIVE,
+    }
+}
+
+/// The user asks, as operation `tag`, to cancel a wait for `b`.
+fn cancel_b(tag: u64) -> ClientInput {
+    ClientInput::Invoke {
+        tag,
+        op: Operation::Cancel { lock: "b".into() },
+        timeout: None,
+    }
+}
+
+/// What the batch completed: (operation, result).
+fn completed(outputs: &[ClientOutput]) -> Vec<(u64, Result<Outcome, ClientError>)> {
+    let pick = |output: &ClientOutput| match output {
+        ClientOutput::Completed { tag, result, .. } => Some((*tag, *result)),
+        _ => None,
     };
-    let outputs = reply_from_s2(&mut client, 40, welcome);
+    outputs.iter().filter_map(pick).collect()
+}
+
+/// Client#9 of a three-server cluster, welcomed through s2 at 40 ms (its hello left at 0 ms),
+/// with `op` (operation 1, seq 1) sent right after the welcome. With `ttl`, it keeps a
+/// session of that TTL.
+fn welcomed_client(ttl: Option<Duration>, op: Operation) -> Client {
+    let (mut client, nonce) = saying_hello(ttl, op);
+    let outputs = reply_from_s2(&mut client, 40, welcome(nonce));
     assert_eq!(sent(&outputs), vec![(ServerId(2), 1, false)]);
     client
 }
@@ -318,30 +349,11 @@ fn a_welcome_for_another_hello_is_ignored() {
 /// unsent.)
 #[test]
 fn a_cancel_invoked_before_the_welcome_waits_behind_the_acquire_it_names() {
-    let acquire = Operation::Acquire {
-        lock: "b".into(),
-        wait_ms: 10_000,
-        claim: Claim::EXCLUSIVE,
-    };
+    let acquire = acquire_b();
     let (mut client, nonce) = saying_hello(None, acquire.clone());
-    let cancel = ClientInput::Invoke {
-        tag: 2,
-        op: Operation::Cancel { lock: "b".into() },
-        timeout: None,
-    };
-    let outputs = client.step(at_ms(10), cancel);
+    let outputs = client.step(at_ms(10), cancel_b(2));
     assert_eq!(sent(&outputs), vec![], "nothing leaves before the welcome");
-    let welcome = ClientReply {
-        index: 1,
-        term: 1,
-        seq: 0,
-        body: ReplyBody::Welcome {
-            nonce,
-            client: ClientId(9),
-            secret: SECRET,
-        },
-    };
-    let outputs = reply_from_s2(&mut client, 40, welcome);
+    let outputs = reply_from_s2(&mut client, 40, welcome(nonce));
     let requests: Vec<(u64, RequestBody)> = outputs
         .iter()
         .filter_map(|output| match output {
@@ -366,12 +378,7 @@ fn a_cancel_invoked_while_a_preempt_runs_waits_its_turn() {
         claim: Claim::EXCLUSIVE,
     };
     let mut client = welcomed_client(None, preempt);
-    let cancel = ClientInput::Invoke {
-        tag: 2,
-        op: Operation::Cancel { lock: "b".into() },
-        timeout: None,
-    };
-    let outputs = client.step(at_ms(50), cancel);
+    let outputs = client.step(at_ms(50), cancel_b(2));
     assert_eq!(sent(&outputs), vec![], "the preempt still runs");
     let granted = ClientReply {
         index: 2,
@@ -394,32 +401,13 @@ fn a_cancel_invoked_while_a_preempt_runs_waits_its_turn() {
 /// acquire ended unknown though the client held the lock.)
 #[test]
 fn an_acquire_granted_before_its_cancel_arrives_completes_with_its_grant() {
-    let acquire = Operation::Acquire {
-        lock: "b".into(),
-        wait_ms: 10_000,
-        claim: Claim::EXCLUSIVE,
-    };
-    let mut client = welcomed_client(None, acquire);
-    let cancel = ClientInput::Invoke {
-        tag: 2,
-        op: Operation::Cancel { lock: "b".into() },
-        timeout: None,
-    };
-    let outputs = client.step(at_ms(50), cancel);
+    let mut client = welcomed_client(None, acquire_b());
+    let outputs = client.step(at_ms(50), cancel_b(2));
     assert_eq!(
         sent(&outputs),
         vec![(ServerId(2), 2, false)],
         "the cancel leaves"
     );
-    let completed = |outputs: &[ClientOutput]| -> Vec<(u64, Result<Outcome, ClientError>)> {
-        outputs
-            .iter()
-            .filter_map(|output| match output {
-                ClientOutput::Completed { tag, result, .. } => Some((*tag, *result)),
-                _ => None,
-            })
-            .collect()
-    };
     let granted = ClientReply {
         index: 2,
         term: 1,

@@ -34,6 +34,16 @@ fn table_with_a_held_by_c1() -> LockTable {
     table
 }
 
+/// c2's first request: a preempt of `lock`.
+fn c2_preempts(lock: &str) -> Command {
+    Command::Preempt {
+        client: ClientId(2),
+        seq: 1,
+        lock: LockName::from(lock),
+        claim: Claim::EXCLUSIVE,
+    }
+}
+
 /// A broken invariant is a bug, and the table finds it at the next apply that touches the
 /// lock, whatever that apply is: here a holder whose token lies beyond the applied index (a
 /// grant from the future), which no apply can make, so the story plants it by hand, then c2
@@ -44,13 +54,7 @@ fn table_with_a_held_by_c1() -> LockTable {
 fn the_table_checks_the_lock_an_apply_touched_and_panics_on_a_holder_from_the_future() {
     let mut table = table_with_a_held_by_c1();
     table.locks.get_mut("a").expect("c1 holds a").token = 99;
-    let preempt = Command::Preempt {
-        client: ClientId(2),
-        seq: 1,
-        lock: LockName::from("a"),
-        claim: Claim::EXCLUSIVE,
-    };
-    let _ = table.apply(4, &preempt);
+    let _ = table.apply(4, &c2_preempts("a"));
 }
 
 /// The same for a lock's line: after every apply that touches a lock with waiters, the table
@@ -103,13 +107,7 @@ fn the_table_checks_a_touched_locks_line_and_panics_on_a_holder_waiting_in_it() 
 fn the_table_checks_a_touched_locks_declared_permits_and_panics_on_a_count_out_of_range() {
     let mut table = table_with_a_held_by_c1();
     table.permits.insert(LockName::from("a"), 0);
-    let preempt = Command::Preempt {
-        client: ClientId(2),
-        seq: 1,
-        lock: LockName::from("a"),
-        claim: Claim::EXCLUSIVE,
-    };
-    let _ = table.apply(4, &preempt);
+    let _ = table.apply(4, &c2_preempts("a"));
 }
 
 /// The table keeps a digest of every holding, updated by each grant and release (the
@@ -122,11 +120,5 @@ fn the_table_checks_a_touched_locks_declared_permits_and_panics_on_a_count_out_o
 fn a_small_table_rechecks_its_digest_at_every_apply() {
     let mut table = table_with_a_held_by_c1();
     table.locks_digest ^= 1;
-    let preempt = Command::Preempt {
-        client: ClientId(2),
-        seq: 1,
-        lock: LockName::from("b"),
-        claim: Claim::EXCLUSIVE,
-    };
-    let _ = table.apply(4, &preempt);
+    let _ = table.apply(4, &c2_preempts("b"));
 }
