@@ -871,7 +871,8 @@ mod tests {
         vec![ServerId(1), ServerId(2), ServerId(3)]
     }
 
-    fn at_ms(ms: u64) -> Time {
+    /// `ms` milliseconds after time zero. Shared with the mutation stories.
+    pub(super) fn at_ms(ms: u64) -> Time {
         Time::ZERO + Duration::from_millis(ms)
     }
 
@@ -892,7 +893,8 @@ mod tests {
             .collect()
     }
 
-    fn completed(outputs: &[ClientOutput]) -> Vec<(u64, Result<Outcome, ClientError>)> {
+    /// What the batch completed: (operation, result). Shared with the mutation stories.
+    pub(super) fn completed(outputs: &[ClientOutput]) -> Vec<(u64, Result<Outcome, ClientError>)> {
         outputs
             .iter()
             .filter_map(|o| match o {

@@ -2,6 +2,7 @@
 //! (docs/mutation-testing.md). They drive the client only through `Client::step` and read
 //! only its outputs and public observers. Each cites the mutant it was written for.
 
+use super::tests::{at_ms, completed};
 use super::{Client, ClientConfig, ClientError, ClientInput, ClientOutput, ClientTimer, Refused};
 use crate::node::messages::{
     Claim, ClientId, ClientReply, ClientSecret, Consistency, Operation, Outcome, ReplyBody,
@@ -14,10 +15,6 @@ use std::time::Duration;
 const SECRET: ClientSecret = ClientSecret::from_bytes([7; 16]);
 /// The session TTL of the stories with a session: renewals are due every TTL/3 = 1 s.
 const TTL: Duration = Duration::from_secs(3);
-
-fn at_ms(millis: u64) -> Time {
-    Time::ZERO + Duration::from_millis(millis)
-}
 
 fn reply_from_s2(client: &mut Client, at: u64, reply: ClientReply) -> Vec<ClientOutput> {
     let from = ServerId(2);
@@ -99,15 +96,6 @@ fn cancel_b(tag: u64) -> ClientInput {
         op: Operation::Cancel { lock: "b".into() },
         timeout: None,
     }
-}
-
-/// What the batch completed: (operation, result).
-fn completed(outputs: &[ClientOutput]) -> Vec<(u64, Result<Outcome, ClientError>)> {
-    let pick = |output: &ClientOutput| match output {
-        ClientOutput::Completed { tag, result, .. } => Some((*tag, *result)),
-        _ => None,
-    };
-    outputs.iter().filter_map(pick).collect()
 }
 
 /// Client#9 of a three-server cluster, welcomed through s2 at 40 ms (its hello left at 0 ms),
