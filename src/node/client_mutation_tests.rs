@@ -5,8 +5,8 @@
 use super::tests::{at_ms, completed};
 use super::{Client, ClientConfig, ClientError, ClientInput, ClientOutput, ClientTimer, Refused};
 use crate::node::messages::{
-    Claim, ClientId, ClientReply, ClientSecret, Consistency, Operation, Outcome, ReplyBody,
-    RequestBody, ServerId, ServiceError,
+    Claim, ClientId, ClientReply, ClientSecret, Consistency, LogIndex, Operation, Outcome,
+    ReplyBody, RequestBody, ServerId, ServiceError,
 };
 use crate::node::time::Time;
 use std::time::Duration;
@@ -80,6 +80,16 @@ fn welcome(nonce: u64) -> ClientReply {
     }
 }
 
+/// An answer in term 1 to operation `seq`, reflecting the state at `index`.
+fn answer(seq: u64, index: LogIndex, outcome: Outcome) -> ClientReply {
+    ClientReply {
+        index,
+        term: 1,
+        seq,
+        body: ReplyBody::Outcome(outcome),
+    }
+}
+
 /// An acquire of `b` that may wait 10 s.
 fn acquire_b() -> Operation {
     Operation::Acquire {
@@ -116,13 +126,7 @@ fn client_with_session() -> Client {
         consistency: Consistency::Local,
     };
     let mut client = welcomed_client(Some(TTL), check);
-    let answer = ClientReply {
-        index: 1,
-        term: 1,
-        seq: 1,
-        body: ReplyBody::Outcome(Outcome::Free),
-    };
-    let _ = reply_from_s2(&mut client, 45, answer);
+    let _ = reply_from_s2(&mut client, 45, answer(1, 1, Outcome::Free));
     assert!(!client.is_busy());
     client
 }
@@ -368,12 +372,7 @@ fn a_cancel_invoked_while_a_preempt_runs_waits_its_turn() {
     let mut client = welcomed_client(None, preempt);
     let outputs = client.step(at_ms(50), cancel_b(2));
     assert_eq!(sent(&outputs), vec![], "the preempt still runs");
-    let granted = ClientReply {
-        index: 2,
-        term: 1,
-        seq: 1,
-        body: ReplyBody::Outcome(Outcome::Granted { token: 2 }),
-    };
+    let granted = answer(1, 2, Outcome::Granted { token: 2 });
     let outputs = reply_from_s2(&mut client, 60, granted);
     assert_eq!(
         sent(&outputs),
@@ -396,23 +395,13 @@ fn an_acquire_granted_before_its_cancel_arrives_completes_with_its_grant() {
         vec![(ServerId(2), 2, false)],
         "the cancel leaves"
     );
-    let granted = ClientReply {
-        index: 2,
-        term: 1,
-        seq: 1,
-        body: ReplyBody::Outcome(Outcome::Granted { token: 2 }),
-    };
+    let granted = answer(1, 2, Outcome::Granted { token: 2 });
     let outputs = reply_from_s2(&mut client, 60, granted);
     assert_eq!(
         completed(&outputs),
         vec![(1, Ok(Outcome::Granted { token: 2 }))]
     );
-    let not_waiting = ClientReply {
-        index: 3,
-        term: 1,
-        seq: 2,
-        body: ReplyBody::Outcome(Outcome::NotWaiting),
-    };
+    let not_waiting = answer(2, 3, Outcome::NotWaiting);
     let outputs = reply_from_s2(&mut client, 70, not_waiting);
     assert_eq!(completed(&outputs), vec![(2, Ok(Outcome::NotWaiting))]);
 }

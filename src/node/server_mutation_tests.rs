@@ -82,16 +82,7 @@ fn entries_past_a_duplicate_prefix_count_as_appended_not_as_a_conflict() {
 fn a_snapshot_ending_at_the_commit_index_is_already_covered() {
     let owner = ClientId(1);
     let mut follower = follower_with_committed_grant(owner);
-    let snapshot = crate::node::messages::Snapshot {
-        last_included_index: 3,
-        last_included_term: 1,
-        table: follower.table.clone(),
-    };
-    let install = PeerMessage::InstallSnapshot {
-        term: 1,
-        snapshot: std::sync::Arc::new(snapshot),
-        round: 1,
-    };
+    let install = install_snapshot(1, (3, 1), follower.table.clone(), 1);
     let outputs = follower.step(ms(30), peer(S1, install));
     assert!(
         !outputs
@@ -152,16 +143,7 @@ fn a_durability_report_counts_an_installed_snapshot_among_the_writes() {
     config.durability_reported = true;
     let (mut s1, mut outputs) = Server::new(config, DurableState::default(), 1, Time::ZERO);
     let table = follower_with_committed_grant(ClientId(1)).table.clone();
-    let snapshot = crate::node::messages::Snapshot {
-        last_included_index: 3,
-        last_included_term: 1,
-        table,
-    };
-    let install = PeerMessage::InstallSnapshot {
-        term: 1,
-        snapshot: std::sync::Arc::new(snapshot),
-        round: 0,
-    };
+    let install = install_snapshot(1, (3, 1), table, 0);
     outputs.extend(s1.step(ms(10), peer(S2, install)));
     assert_eq!(s1.commit_index(), 3);
     let election = win_election(&mut s1, ms(1_000), 3);

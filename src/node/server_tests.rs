@@ -326,6 +326,26 @@ fn append_refused(
     }
 }
 
+/// A leader's InstallSnapshot in `term` of `table` as of `(index, term)` of its log, in its
+/// heartbeat round `round`.
+fn install_snapshot(
+    term: Term,
+    (last_included_index, last_included_term): (LogIndex, Term),
+    table: crate::node::LockTable,
+    round: u64,
+) -> PeerMessage {
+    let snapshot = crate::node::messages::Snapshot {
+        last_included_index,
+        last_included_term,
+        table,
+    };
+    PeerMessage::InstallSnapshot {
+        term,
+        snapshot: std::sync::Arc::new(snapshot),
+        round,
+    }
+}
+
 fn from_client(from: ClientAddr, request: ClientRequest) -> ServerInput {
     ServerInput::Client { from, request }
 }

@@ -35,6 +35,16 @@ fn registration(id: ClientId, ttl_ms: Option<u64>) -> Entry {
     })
 }
 
+/// A silent mark of `client`, silent for 1.5 s.
+fn silent_for_1_5_s(client: ClientId) -> Command {
+    Command::MarkSilent {
+        sessions: vec![SilentSession {
+            client,
+            silent_ms: 1_500,
+        }],
+    }
+}
+
 fn in_term_1(command: Command) -> Entry {
     Entry { term: 1, command }
 }
@@ -836,13 +846,7 @@ fn a_snapshot_that_replaces_the_log_drops_the_receipts_of_its_marks() {
         secret: Some(secret_for(client)),
         ttl_ms: Some(3_000),
     };
-    let mark = Command::MarkSilent {
-        sessions: vec![SilentSession {
-            client,
-            silent_ms: 1_500,
-        }],
-    };
-    let in_term_1 = |command| Entry { term: 1, command };
+    let mark = silent_for_1_5_s(client);
     let entries = vec![
         noop(1),
         in_term_1(registration.clone()),
@@ -865,16 +869,7 @@ fn a_snapshot_that_replaces_the_log_drops_the_receipts_of_its_marks() {
     ] {
         let _ = table.apply(index, &command);
     }
-    let snapshot = crate::node::messages::Snapshot {
-        last_included_index: 4,
-        last_included_term: 2,
-        table,
-    };
-    let install = PeerMessage::InstallSnapshot {
-        term: 2,
-        snapshot: std::sync::Arc::new(snapshot),
-        round: 1,
-    };
+    let install = install_snapshot(2, (4, 2), table, 1);
     let _ = server.step(ms(500), peer(S3, install));
     assert_eq!(
         (server.log().base_index(), server.log().last_index()),
@@ -1716,24 +1711,11 @@ fn a_leader_remembers_refusals_by_read_for_at_most_its_bound_of_clients() {
 #[test]
 fn receipts_of_marks_no_session_refers_to_are_dropped_past_their_bound() {
     let client = ClientId(1);
-    let marks = 1_100;
-    let mark = Command::MarkSilent {
-        sessions: vec![SilentSession {
-            client,
-            silent_ms: 1_500,
-        }],
-    };
     let mut entries = vec![noop(1), registration(client, Some(3_000))];
-    entries.extend((0..marks).map(|_| in_term_1(mark.clone())));
+    entries.extend((0..1_100).map(|_| in_term_1(silent_for_1_5_s(client))));
     // Last, a mark of a client no registration made: it applies to nothing, and no session
     // refers to it, though it is the newest applied.
-    let stranger = Command::MarkSilent {
-        sessions: vec![SilentSession {
-            client: ClientId(77),
-            silent_ms: 1_500,
-        }],
-    };
-    entries.push(in_term_1(stranger));
+    entries.push(in_term_1(silent_for_1_5_s(ClientId(77))));
     let last = entries.len() as LogIndex;
     let mut server = boot(S2, 3);
     let _ = server.step(ms(10), peer(S1, append(1, (0, 0), entries, last)));
