@@ -405,3 +405,27 @@ fn an_acquire_granted_before_its_cancel_arrives_completes_with_its_grant() {
     let outputs = reply_from_s2(&mut client, 70, not_waiting);
     assert_eq!(completed(&outputs), vec![(2, Ok(Outcome::NotWaiting))]);
 }
+
+/// A cancel refused for good (here `unauthorized`: the server does not take this client's
+/// secret) says the same of the acquire it interrupted, which went out under that secret too:
+/// both complete with the refusal, and the user does not take the acquire for merely timed
+/// out, to be retried. (Mutant: the `Err(ClientError::Refused(refused))` arm of `finish`'s
+/// cancel branch deleted, which ended the acquire `timed_out`.)
+#[test]
+fn a_cancel_refused_for_good_ends_its_acquire_with_the_same_refusal() {
+    let mut client = welcomed_client(None, acquire_b());
+    let outputs = client.step(at_ms(50), cancel_b(2));
+    assert_eq!(sent(&outputs), vec![(ServerId(2), 2, false)]);
+    let refused = ClientReply {
+        index: 1,
+        term: 1,
+        seq: 2,
+        body: ReplyBody::Error(ServiceError::Unauthorized),
+    };
+    let outputs = reply_from_s2(&mut client, 60, refused);
+    let unauthorized = || Err(ClientError::Refused(Refused::Unauthorized));
+    assert_eq!(
+        completed(&outputs),
+        vec![(1, unauthorized()), (2, unauthorized())]
+    );
+}

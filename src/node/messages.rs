@@ -952,4 +952,90 @@ mod tests {
             assert!(!error.contains(&text) || text.is_empty(), "{error}");
         }
     }
+
+    /// Traces, statistics and the TCP transport's metrics name a peer message by
+    /// `kind_name`; it must be the name the message carries on the wire, one per kind, so
+    /// that a trace line and a captured frame agree. (Mutant: `kind_name` made `"xyzzy"`.)
+    #[test]
+    fn a_peer_message_is_named_as_on_the_wire() {
+        let request = ClientRequest {
+            seq: 1,
+            seen_index: 0,
+            term: 1,
+            body: RequestBody::Hello {
+                nonce: 5,
+                ttl_ms: None,
+            },
+        };
+        let reply = ClientReply {
+            seq: 1,
+            index: 0,
+            term: 1,
+            body: ReplyBody::Error(ServiceError::Unavailable),
+        };
+        let snapshot = Snapshot {
+            last_included_index: 0,
+            last_included_term: 0,
+            table: crate::node::LockTable::new(),
+        };
+        let (term, client) = (1, ClientAddr(7));
+        let messages = [
+            PeerMessage::PreVote {
+                term,
+                last_log_index: 0,
+                last_log_term: 0,
+            },
+            PeerMessage::PreVoteResponse {
+                term,
+                granted: true,
+            },
+            PeerMessage::RequestVote {
+                term,
+                last_log_index: 0,
+                last_log_term: 0,
+            },
+            PeerMessage::VoteResponse {
+                term,
+                granted: true,
+            },
+            PeerMessage::AppendEntries {
+                term,
+                prev_log_index: 0,
+                prev_log_term: 0,
+                entries: Vec::new(),
+                leader_commit: 0,
+                round: 0,
+                urgent: true,
+            },
+            PeerMessage::AppendResponse {
+                term,
+                success: true,
+                match_index: 0,
+                conflict_index: 0,
+                conflict_term: None,
+                round: 0,
+            },
+            PeerMessage::Forward { client, request },
+            PeerMessage::ForwardReply { client, reply },
+            PeerMessage::ReadIndexRequest { id: 1 },
+            PeerMessage::ReadIndexResponse { id: 1, index: None },
+            PeerMessage::InstallSnapshot {
+                term,
+                snapshot: Arc::new(snapshot),
+                round: 0,
+            },
+        ];
+        let mut names = std::collections::BTreeSet::new();
+        for message in &messages {
+            let wire = serde_json::to_value(message).expect("serializes");
+            let tags: Vec<&String> = wire
+                .as_object()
+                .expect("one tagged object")
+                .keys()
+                .collect();
+            assert_eq!(tags, vec![message.kind_name()], "{message:?}");
+            names.insert(message.kind_name());
+        }
+        assert_eq!(names.len(), messages.len(), "one name per kind");
+    }
 }

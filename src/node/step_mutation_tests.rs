@@ -1722,3 +1722,84 @@ fn receipts_of_marks_no_session_refers_to_are_dropped_past_their_bound() {
     assert_eq!(server.last_applied(), last);
     assert_eq!(server.receipt_count(), 1, "only the mark in force");
 }
+
+/// A receipt belongs to the entry this server appended at its index. When a new leader cuts
+/// back an uncommitted tail, the receipts of the marks cut off go with it: here s2 received
+/// term 1's mark at index 4, and term 2's leader replaces indices 3 and 4 with its one no-op.
+/// A receipt kept beyond the log would describe no entry at all, and the server's own check
+/// forbids it. (Mutant: `Server::forget_receipts_from` made `()`.)
+#[test]
+fn a_tail_cut_back_by_a_new_leader_takes_the_receipts_of_its_marks() {
+    let client = ClientId(1);
+    let entries = vec![
+        noop(1),
+        registration(client, Some(3_000)),
+        noop(1),
+        in_term_1(silent_for_1_5_s(client)),
+    ];
+    let mut server = boot(S2, 3);
+    let _ = server.step(ms(10), peer(S1, append(1, (0, 0), entries, 2)));
+    assert_eq!(server.receipt_count(), 1, "term 1's mark at index 4");
+
+    let _ = server.step(ms(500), peer(S3, append(2, (2, 1), vec![noop(2)], 2)));
+    assert_eq!(
+        terms_of(&server),
+        vec![1, 1, 2],
+        "indices 3 and 4 replaced by one"
+    );
+    assert_eq!(server.receipt_count(), 0, "the cut mark's receipt is gone");
+}
+
+/// A shared acquire is held back by lock-delay even when the lock does not look free: here
+/// the old leader appended a waiter's acquire of `a` behind the expire that freed it, and the
+/// new leader, not yet ready, is asked for a shared claim of `a`. A unit freed by an expiry
+/// goes to nobody new during its delay, whoever else waits or holds, so the reader hears
+/// `lock_delayed` and nothing is appended. (Mutant: `!` deleted from `!claim.is_default()` in
+/// `propose_queue_write`, which gated such an acquire only when the lock looked free.)
+#[test]
+fn a_shared_acquire_behind_a_waiter_still_waits_out_the_lock_delay() {
+    let (dying, waiter, reader) = (ClientId(1), ClientId(2), ClientId(3));
+    let entries = vec![
+        noop(1),
+        registration(dying, Some(1_000)),
+        registration(waiter, None),
+        registration(reader, None),
+        in_term_1(exclusive_preempt(dying, "a")),
+        in_term_1(Command::Expire { client: dying }),
+        in_term_1(long_acquire(waiter, "a")),
+    ];
+    let mut config = config(S2, 3);
+    config.lock_delay = Duration::from_secs(2);
+    let (mut server, _) = Server::new(config, DurableState::default(), 2, Time::ZERO);
+    let _ = server.step(ms(10), peer(S1, append(1, (0, 0), entries, 6)));
+    assert!(server.lock_table().session_expired(dying));
+    let _ = win_election(&mut server, ms(2_000), 3);
+    assert_eq!(
+        server.log().last_index(),
+        8,
+        "the waiter's acquire (7), then the no-op"
+    );
+
+    let shared = Operation::Acquire {
+        lock: lock("a"),
+        wait_ms: 60_000,
+        claim: Claim::SHARED,
+    };
+    let outputs = server.step(
+        ms(2_001),
+        from_client(CLIENT, in_term(2, op(reader, 1, shared))),
+    );
+    assert_eq!(
+        replies(&outputs),
+        vec![(
+            CLIENT,
+            refusal(
+                1,
+                ServiceError::LockDelayed {
+                    retry_after_ms: 2_000
+                }
+            )
+        )]
+    );
+    assert_eq!(server.log().last_index(), 8, "nothing appended");
+}
