@@ -2417,7 +2417,6 @@ impl Server {
         // Raft §5.4.2: a no-op of the new term lets earlier entries commit and reads start.
         let noop_index = self.append_as_leader(Command::Noop);
         self.sessions_on_leadership(now, noop_index);
-        self.queues_on_leadership();
         self.election_deadline = now + self.config.election_timeout_min;
         self.set_timer(ServerTimer::Election, self.election_deadline);
         self.advance_commit();

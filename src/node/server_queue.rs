@@ -311,13 +311,10 @@ impl Server {
 
     // ----- leadership -----
 
-    /// A new leader: nothing tracked until its own no-op is applied.
-    pub(super) fn queues_on_leadership(&mut self) {
-        self.queues = QueueState::default();
-    }
-
     /// Leadership lost: parked answers are dropped (their clients retry the same seq and find
-    /// their place at the next leader), and deadlines are forgotten.
+    /// their place at the next leader), and deadlines are forgotten. A new leader starts from
+    /// what this left (the invariants hold every non-leader to it): nothing tracked until its
+    /// own no-op is applied.
     pub(super) fn queues_on_abdication(&mut self) {
         self.queues = QueueState::default();
     }
@@ -407,6 +404,10 @@ impl Server {
             assert!(
                 self.queues.parked.is_empty() && self.queues.deadlines.is_empty(),
                 "{id}: a non-leader keeps parked acquires or wait deadlines"
+            );
+            assert!(
+                !self.queues.ready && self.queues.hand_overs_appended.is_empty(),
+                "{id}: a non-leader keeps its queues ready or hand-overs in flight"
             );
         }
         // Pair assertion with `answer_or_park`: a parked answer belongs to a waiter in the
