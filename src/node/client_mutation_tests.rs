@@ -90,6 +90,16 @@ fn answer(seq: u64, index: LogIndex, outcome: Outcome) -> ClientReply {
     }
 }
 
+/// A refusal in term 1 of operation `seq`.
+fn refusal(seq: u64, error: ServiceError) -> ClientReply {
+    ClientReply {
+        index: 1,
+        term: 1,
+        seq,
+        body: ReplyBody::Error(error),
+    }
+}
+
 /// An acquire of `b` that may wait 10 s.
 fn acquire_b() -> Operation {
     Operation::Acquire {
@@ -145,27 +155,23 @@ fn a_session_expired_answer_to_another_request_than_the_running_one_ends_nothing
     };
     let mut client = welcomed_client(None, preempt);
     assert_eq!(client.id(), Some(ClientId(9)));
-    let late = ClientReply {
-        index: 1,
-        term: 1,
-        seq: 0,
-        body: ReplyBody::Error(ServiceError::SessionExpired {
+    let late = refusal(
+        0,
+        ServiceError::SessionExpired {
             client: ClientId(9),
-        }),
-    };
+        },
+    );
     let outputs = reply_from_s2(&mut client, 50, late);
     assert!(outputs.is_empty(), "nothing to do: {outputs:?}");
     assert_eq!(client.id(), Some(ClientId(9)), "still registered");
     assert!(client.is_busy(), "the preempt still waits for its answer");
     // The running request's own answer does end the session.
-    let expired = ClientReply {
-        index: 1,
-        term: 1,
-        seq: 1,
-        body: ReplyBody::Error(ServiceError::SessionExpired {
+    let expired = refusal(
+        1,
+        ServiceError::SessionExpired {
             client: ClientId(9),
-        }),
-    };
+        },
+    );
     let outputs = reply_from_s2(&mut client, 60, expired);
     assert!(outputs.iter().any(|output| matches!(
         output,
@@ -208,12 +214,7 @@ fn a_late_answer_to_an_earlier_keepalive_renews_from_its_send_and_a_late_error_c
     let retry = client.step(at_ms(1_500), ClientInput::Timer(ClientTimer::Keepalive));
     assert_eq!(sent(&retry), vec![(ServerId(3), 3, true)]);
 
-    let refused = ClientReply {
-        index: 1,
-        term: 1,
-        seq: 2,
-        body: ReplyBody::Error(ServiceError::Unavailable),
-    };
+    let refused = refusal(2, ServiceError::Unavailable);
     let outputs = reply_from_s2(&mut client, 1_550, refused);
     assert!(outputs.is_empty(), "the retry still runs: {outputs:?}");
 
@@ -246,12 +247,7 @@ fn a_renewal_refused_at_the_instant_the_lease_ends_is_no_jeopardy() {
         let mut client = client_with_session();
         let keepalive = client.step(at_ms(1_000), ClientInput::Timer(ClientTimer::Keepalive));
         assert_eq!(sent(&keepalive), vec![(ServerId(2), 2, true)]);
-        let refused = ClientReply {
-            index: 1,
-            term: 1,
-            seq: 2,
-            body: ReplyBody::Error(ServiceError::Overloaded),
-        };
+        let refused = refusal(2, ServiceError::Overloaded);
         let outputs = reply_from_s2(&mut client, refused_at_ms, refused);
         let announced = outputs.iter().find_map(|output| match output {
             ClientOutput::Jeopardy { valid_until, .. } => Some(*valid_until),
@@ -416,12 +412,7 @@ fn a_cancel_refused_for_good_ends_its_acquire_with_the_same_refusal() {
     let mut client = welcomed_client(None, acquire_b());
     let outputs = client.step(at_ms(50), cancel_b(2));
     assert_eq!(sent(&outputs), vec![(ServerId(2), 2, false)]);
-    let refused = ClientReply {
-        index: 1,
-        term: 1,
-        seq: 2,
-        body: ReplyBody::Error(ServiceError::Unauthorized),
-    };
+    let refused = refusal(2, ServiceError::Unauthorized);
     let outputs = reply_from_s2(&mut client, 60, refused);
     let unauthorized = || Err(ClientError::Refused(Refused::Unauthorized));
     assert_eq!(
