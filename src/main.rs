@@ -52,7 +52,8 @@ enum Command {
     /// and how often, crashes inside a step and faulty disks for a share of seeds, workload
     /// mix), runs a safety phase under faults, then a liveness phase on a healed, restarted
     /// cluster in which every client's probe must be answered and every replica converge.
-    /// Ctrl-C stops cleanly and still prints the summary.
+    /// Ctrl-C stops cleanly and still prints the summary. Progress is a bar on a terminal;
+    /// elsewhere (a batch job, a pipe) a line on stderr every 30 s.
     ///
     /// Exit codes: 0 no seed failed, 1 some seed failed, 2 bad arguments.
     Explore(cli::explore::ExploreArgs),

@@ -11,6 +11,7 @@ use lockstep::sim::guidance::{self, FirstReach, GuidanceSettings};
 use lockstep::sim::shard::{self, ExploreConfig, MergedSummary, SeedRange, Shard, ShardContext};
 use lockstep::sim::swarm::SwarmBounds;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 #[derive(Args)]
 pub struct ExploreArgs {
@@ -228,6 +229,8 @@ fn run_seeds(args: &ExploreArgs, options: ExploreOptions, context: ShardContext)
         .progress_chars("=> "),
     );
     bar.set_message("0 failed");
+    // Without a terminal the bar draws nothing: a batch job's log gets a line now and then.
+    let mut plain = PlainProgress::new(Instant::now(), PLAIN_PROGRESS_EVERY);
     // With --json, stdout carries only the JSON document, so that it can go to a file.
     let say = |line: String| {
         if !bar.is_hidden() {
@@ -255,6 +258,12 @@ fn run_seeds(args: &ExploreArgs, options: ExploreOptions, context: ShardContext)
         }
         Progress::Finished(result) => {
             bar.inc(1);
+            if bar.is_hidden()
+                && let Some(line) =
+                    plain.tick(Instant::now(), bar.position(), options.seeds, failed)
+            {
+                eprintln!("{line}");
+            }
             if result.failure.is_some() {
                 say(render_minimized(result));
             } else if args.verbose {
@@ -281,6 +290,51 @@ fn run_seeds(args: &ExploreArgs, options: ExploreOptions, context: ShardContext)
         EXIT_FAIL
     } else {
         EXIT_PASS
+    }
+}
+
+/// How often a run without a terminal reports its progress.
+const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(30);
+
+/// Progress as plain lines, for runs whose stderr is no terminal (a Kubernetes or Slurm job's
+/// log, a pipe), where the bar draws nothing: one line per `every` of wall time, at the first
+/// seed finished after each mark.
+struct PlainProgress {
+    started: Instant,
+    every: Duration,
+    next: Duration,
+}
+
+impl PlainProgress {
+    fn new(started: Instant, every: Duration) -> PlainProgress {
+        PlainProgress {
+            started,
+            every,
+            next: every,
+        }
+    }
+
+    /// The line to print now, if a mark has passed since the last one.
+    fn tick(&mut self, now: Instant, done: u64, seeds: u64, failed: u64) -> Option<String> {
+        let elapsed = now.saturating_duration_since(self.started);
+        if elapsed < self.next {
+            return None;
+        }
+        // Marks missed while one seed ran long are skipped, not printed in a burst.
+        while self.next <= elapsed {
+            self.next += self.every;
+        }
+        let per_s = done as f64 / elapsed.as_secs_f64().max(f64::EPSILON);
+        let left = seeds.saturating_sub(done);
+        let eta = if per_s > 0.0 {
+            format!("{:.0}s", left as f64 / per_s)
+        } else {
+            "?".to_string()
+        };
+        Some(format!(
+            "progress: {done}/{seeds} seeds in {:.0}s, {per_s:.1} seeds/s, {failed} failed, eta {eta}",
+            elapsed.as_secs_f64()
+        ))
     }
 }
 
@@ -739,6 +793,26 @@ fn merged_verdict(merged: &MergedSummary) -> String {
 mod tests {
     use super::*;
     use lockstep::sim::explore::{CutShort, Failure, Minimization};
+
+    /// A batch job's log hears from a long run every 30 s: one line at the first seed after
+    /// each mark, with the rate and what is left; none between marks, and no burst for marks
+    /// a long seed ran past.
+    #[test]
+    fn without_a_terminal_progress_is_a_line_every_thirty_seconds() {
+        let started = Instant::now();
+        let at = |secs: u64| started + Duration::from_secs(secs);
+        let mut plain = PlainProgress::new(started, PLAIN_PROGRESS_EVERY);
+        assert_eq!(plain.tick(at(29), 2_900, 100_000, 0), None);
+        assert_eq!(
+            plain.tick(at(30), 3_000, 100_000, 1).as_deref(),
+            Some("progress: 3000/100000 seeds in 30s, 100.0 seeds/s, 1 failed, eta 970s")
+        );
+        assert_eq!(plain.tick(at(45), 4_500, 100_000, 1), None);
+        // One seed ran from 50 s to 95 s: the marks at 60 s and 90 s give one line.
+        assert!(plain.tick(at(95), 5_000, 100_000, 1).is_some());
+        assert_eq!(plain.tick(at(110), 6_000, 100_000, 1), None);
+        assert!(plain.tick(at(120), 6_100, 100_000, 1).is_some());
+    }
 
     #[test]
     fn the_summary_gives_the_first_failure_both_ways_and_what_minimizing_spent() {
