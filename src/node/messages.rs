@@ -211,6 +211,14 @@ impl Mode {
     pub fn is_exclusive(&self) -> bool {
         *self == Mode::Exclusive
     }
+
+    /// The mode as the wire and the docs name it, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Exclusive => "exclusive",
+            Mode::Shared => "shared",
+        }
+    }
 }
 
 /// What a preempt or an acquire claims: its mode, and the permits it declares the lock to have
@@ -689,6 +697,18 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// The rejection as entries and traces name it (its serialized form), for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Rejection::UnknownClient => "unknown_client",
+            Rejection::SeqReused => "seq_reused",
+            Rejection::BadLockName => "bad_lock_name",
+            Rejection::SessionExpired => "session_expired",
+            Rejection::QueueFull => "queue_full",
+            Rejection::BadPermits => "bad_permits",
+        }
+    }
+
     /// The error a client hears for a request its entry was rejected for.
     pub fn service_error(self, client: ClientId, seq: u64) -> ServiceError {
         match self {
@@ -950,6 +970,24 @@ mod tests {
         for text in refused {
             let error = ClientSecret::parse_hex(&text).expect_err(&text);
             assert!(!error.contains(&text) || text.is_empty(), "{error}");
+        }
+    }
+
+    /// Checker messages name modes and rejections as the wire does, not by their Rust names.
+    #[test]
+    fn modes_and_rejections_are_named_as_serialized() {
+        for mode in [Mode::Exclusive, Mode::Shared] {
+            assert_eq!(serde_json::to_value(mode).unwrap(), mode.name());
+        }
+        for rejection in [
+            Rejection::UnknownClient,
+            Rejection::SeqReused,
+            Rejection::BadLockName,
+            Rejection::SessionExpired,
+            Rejection::QueueFull,
+            Rejection::BadPermits,
+        ] {
+            assert_eq!(serde_json::to_value(rejection).unwrap(), rejection.name());
         }
     }
 

@@ -542,8 +542,9 @@ impl MutualExclusion {
             // Whatever the log holds, apply refuses it, the same way everywhere.
             if *result != (ApplyResult::Rejected { rejection }) {
                 let message = format!(
-                    "index {index}: {} must be rejected ({rejection:?}), yet it produced {}",
+                    "index {index}: {} must be rejected ({}), yet it produced {}",
                     describe_command(command),
+                    rejection.name(),
                     describe_result(result)
                 );
                 return Err(Violation::new(MUTUAL_EXCLUSION, now, message));
@@ -553,9 +554,10 @@ impl MutualExclusion {
         match *result {
             ApplyResult::Rejected { rejection } => {
                 let message = format!(
-                    "index {index}: {} was rejected ({rejection:?}), but nothing about it is \
+                    "index {index}: {} was rejected ({}), but nothing about it is \
                      wrong",
-                    describe_command(command)
+                    describe_command(command),
+                    rejection.name()
                 );
                 Err(Violation::new(MUTUAL_EXCLUSION, now, message))
             }
@@ -908,7 +910,8 @@ impl MutualExclusion {
     fn record_grant_in(&mut self, lock: &LockName, client: ClientId, token: LogIndex, mode: Mode) {
         assert!(
             self.fits(lock, mode),
-            "mutual exclusion: granting `{lock}` in {mode:?}, which does not fit"
+            "mutual exclusion: granting `{lock}` in {} mode, which does not fit",
+            mode.name()
         );
         let holder = Holder {
             owner: client,
@@ -2144,7 +2147,9 @@ fn describe_result(result: &ApplyResult) -> String {
             format!("{} (duplicate)", describe_outcome(outcome))
         }
         ApplyResult::Stale => "stale (no effect)".to_string(),
-        ApplyResult::Rejected { rejection } => format!("rejected ({rejection:?}, no effect)"),
+        ApplyResult::Rejected { rejection } => {
+            format!("rejected ({}, no effect)", rejection.name())
+        }
         ApplyResult::Expired { client, released } => {
             format!("expired {client}, releasing {released} lock(s)")
         }
@@ -2157,7 +2162,7 @@ fn describe_claim(claim: &Claim) -> String {
     match (claim.mode, claim.permits) {
         (Mode::Exclusive, None) => String::new(),
         (Mode::Shared, None) => " shared".to_string(),
-        (mode, Some(permits)) => format!(" {mode:?} of {permits} permits").to_lowercase(),
+        (mode, Some(permits)) => format!(" {} of {permits} permits", mode.name()),
     }
 }
 
@@ -2676,7 +2681,7 @@ mod tests {
                 fresh(granted(3)),
             ),
             MUTUAL_EXCLUSION,
-            &["index 3", "must be rejected (UnknownClient)", "granted"],
+            &["index 3", "must be rejected (unknown_client)", "granted"],
         );
         let mut checker = two_registered_clients();
         commit(
@@ -2698,7 +2703,7 @@ mod tests {
                 rejected(Rejection::UnknownClient),
             ),
             MUTUAL_EXCLUSION,
-            &["was rejected (UnknownClient)", "nothing about it is wrong"],
+            &["was rejected (unknown_client)", "nothing about it is wrong"],
         );
     }
 
@@ -2710,7 +2715,7 @@ mod tests {
         expect_violation(
             try_commit(&mut checker, 4, release(C1, 10, "a"), duplicate(granted(3))),
             MUTUAL_EXCLUSION,
-            &["must be rejected (SeqReused)"],
+            &["must be rejected (seq_reused)"],
         );
         let mut checker = two_registered_clients();
         commit(&mut checker, 3, preempt(C1, 10, "a"), fresh(granted(3)));
@@ -2746,7 +2751,7 @@ mod tests {
         expect_violation(
             try_commit(&mut checker, 4, shared(10), duplicate(granted(3))),
             MUTUAL_EXCLUSION,
-            &["must be rejected (SeqReused)"],
+            &["must be rejected (seq_reused)"],
         );
         let mut checker = two_registered_clients();
         commit(&mut checker, 3, preempt(C1, 10, "a"), fresh(granted(3)));
@@ -2761,7 +2766,7 @@ mod tests {
         expect_violation(
             try_commit(&mut checker, 3, preempt(C1, 1, &long), fresh(granted(3))),
             MUTUAL_EXCLUSION,
-            &["must be rejected (BadLockName)"],
+            &["must be rejected (bad_lock_name)"],
         );
     }
 
@@ -3598,7 +3603,7 @@ mod tests {
                 fresh(Outcome::Released),
             ),
             MUTUAL_EXCLUSION,
-            &["must be rejected (SeqReused)"],
+            &["must be rejected (seq_reused)"],
         );
     }
 
@@ -3660,7 +3665,7 @@ mod tests {
         expect_violation(
             try_commit(&mut checker, 9, preempt(C1, 2, "c"), fresh(granted(9))),
             MUTUAL_EXCLUSION,
-            &["must be rejected (SessionExpired)"],
+            &["must be rejected (session_expired)"],
         );
     }
 

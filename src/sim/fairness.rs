@@ -216,10 +216,13 @@ fn describe(decisions: &[Woken]) -> String {
     let parts: Vec<String> = decisions
         .iter()
         .map(|w| {
-            format!(
-                "{:?} for {} seq {} on `{}`",
-                w.decision, w.client, w.seq, w.lock
-            )
+            let decision = match w.decision {
+                Decision::Granted { token } => format!("granted (token {token})"),
+                Decision::TimedOut => "timed_out".to_string(),
+                Decision::Cancelled => "cancelled".to_string(),
+                Decision::SessionExpired => "session_expired".to_string(),
+            };
+            format!("{decision} for {} seq {} on `{}`", w.client, w.seq, w.lock)
         })
         .collect();
     parts.join("; ")

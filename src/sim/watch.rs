@@ -460,6 +460,11 @@ pub fn check_streams<'a>(
     Ok(checked)
 }
 
+/// Changes as a watcher reads them on the wire (one JSON array), for violation messages.
+fn wire(changes: &[LockChange]) -> String {
+    serde_json::to_string(changes).expect("lock changes serialise")
+}
+
 fn covered(target: &WatchTarget, changes: &[LockChange]) -> Vec<LockChange> {
     let covered = changes.iter().filter(|change| target.covers(&change.lock));
     covered.cloned().collect()
@@ -508,15 +513,17 @@ fn check_stream(reference: &Reference, stream: &Stream) -> Result<u64, String> {
                 if let Some((at, lost)) = missed {
                     return Err(format!(
                         "{name}: a gap: s{server} sent event {index} after {through}, but the \
-                         committed log changed {lost:?} at {at}"
+                         committed log changed {} at {at}",
+                        wire(&lost)
                     ));
                 }
                 let expected = reference.changes.get(&index).map(Vec::as_slice);
                 let expected = covered(&stream.target, expected.unwrap_or_default());
                 if event.changes != expected {
                     return Err(format!(
-                        "{name}: s{server} sent {:?} at {index}; the committed log changed {:?}",
-                        event.changes, expected
+                        "{name}: s{server} sent {} at {index}; the committed log changed {}",
+                        wire(&event.changes),
+                        wire(&expected)
                     ));
                 }
                 known = Some(index);

@@ -333,7 +333,7 @@ fn a_missing_shared_grant_is_caught() {
     let missing = vec![start_at_two(), shared_grant(C1, 3), released];
     let message = check_shared(missing).expect_err("c2's grant at 4 is missing");
     assert!(message.contains("a gap"), "{message}");
-    assert!(message.contains("owner: ClientId(2)"), "{message}");
+    assert!(message.contains(r#""owner":2"#), "{message}");
 }
 
 /// A starting state that names one reader of a lock two hold is a state the log never had.
