@@ -243,8 +243,9 @@ fn a_forged_watch_and_unwatch_are_refused_and_the_honest_watch_keeps_streaming()
 }
 
 /// A connection to `address` whose socket asks the kernel for a receive buffer of 4 KiB, so
-/// that a watcher that stops reading fills it, and then the server's side, after a few
-/// dozen events instead of after megabytes.
+/// that a watcher that stops reading fills its own side at once. (The server's side is the
+/// kernel's to size: Linux grows it up to `tcp_wmem`'s maximum, 4 MiB by default, which holds
+/// tens of thousands of events before the server's bound of events in flight holds the watch.)
 fn connect_with_a_small_receive_buffer(address: &str) -> Typed {
     use std::os::fd::FromRawFd;
     let address: std::net::SocketAddrV4 = address.parse().expect("an IPv4 address");
@@ -288,11 +289,12 @@ fn connect_with_a_small_receive_buffer(address: &str) -> Typed {
 }
 
 /// A watcher that stops reading (PROTOCOL.md, `watch`, "a slow reader") while 3,000 locks under
-/// its prefix are granted: far more than its socket holds, so the server holds the watch at
-/// its bound of events in flight instead of buffering them. Meanwhile the cluster goes on
-/// serving everyone else (every preempt is granted), and when the watcher reads again it gets
-/// every grant, once, in log order: held back, never dropped, and never ended (the 3,000 changes
-/// fit the 16,384 a server keeps, so it does not fall behind).
+/// its prefix are granted: far more than its own receive buffer holds, so the events wait on
+/// the server's side, in the kernel's send buffer and, once that is full, at the node's bound
+/// of events in flight. Meanwhile the cluster goes on serving everyone else (every preempt is
+/// granted), and when the watcher reads again it gets every grant, once, in log order: never
+/// dropped, and never ended (the 3,000 changes fit the 16,384 a server keeps, so it does not
+/// fall behind).
 #[test]
 fn a_watcher_that_stops_reading_is_held_back_and_then_gets_every_event_in_order() {
     const LOCKS: u64 = 3_000;
