@@ -45,6 +45,15 @@ fn silent_for_1_5_s(client: ClientId) -> Command {
     }
 }
 
+/// Term 1's first entries: `dying` registers with a one-second session, then each of
+/// `others` without one, and `dying` takes `a`.
+fn dying_holds_a_among(dying: ClientId, others: &[ClientId]) -> Vec<Entry> {
+    let mut entries = vec![noop(1), registration(dying, Some(1_000))];
+    entries.extend(others.iter().map(|&other| registration(other, None)));
+    entries.push(in_term_1(exclusive_preempt(dying, "a")));
+    entries
+}
+
 fn in_term_1(command: Command) -> Entry {
     Entry { term: 1, command }
 }
@@ -650,14 +659,11 @@ fn a_new_leader_not_yet_ready_holds_back_a_lock_freed_by_expiry_for_the_whole_de
 #[test]
 fn a_new_leader_appends_no_hand_over_before_its_queues_are_ready() {
     let (dying, waiter) = (ClientId(1), ClientId(2));
-    let entries = vec![
-        noop(1),
-        registration(dying, Some(1_000)),
-        registration(waiter, None),
-        in_term_1(exclusive_preempt(dying, "a")),
+    let mut entries = dying_holds_a_among(dying, &[waiter]);
+    entries.extend([
         in_term_1(long_acquire(waiter, "a")),
         in_term_1(Command::Expire { client: dying }),
-    ];
+    ]);
     let last = entries.len() as LogIndex;
     let mut server = boot(S2, 3);
     let _ = server.step(ms(10), peer(S1, append(1, (0, 0), entries, last)));
@@ -757,16 +763,12 @@ fn a_leader_whose_no_op_commits_with_a_later_write_has_its_sessions_ready() {
 #[test]
 fn an_unapplied_hand_over_makes_a_freed_lock_its_heads() {
     let (dying, waiter, c) = (ClientId(1), ClientId(2), ClientId(3));
-    let entries = vec![
-        noop(1),
-        registration(dying, Some(1_000)),
-        registration(waiter, None),
-        registration(c, None),
-        in_term_1(exclusive_preempt(dying, "a")),
+    let mut entries = dying_holds_a_among(dying, &[waiter, c]);
+    entries.extend([
         in_term_1(long_acquire(waiter, "a")),
         in_term_1(Command::Expire { client: dying }),
         in_term_1(Command::HandOver { lock: lock("a") }),
-    ];
+    ]);
     let mut server = leader_in_term_2_over(entries, 7);
     assert_eq!(
         server.lock_table().check("a"),
@@ -1759,15 +1761,11 @@ fn a_tail_cut_back_by_a_new_leader_takes_the_receipts_of_its_marks() {
 #[test]
 fn a_shared_acquire_behind_a_waiter_still_waits_out_the_lock_delay() {
     let (dying, waiter, reader) = (ClientId(1), ClientId(2), ClientId(3));
-    let entries = vec![
-        noop(1),
-        registration(dying, Some(1_000)),
-        registration(waiter, None),
-        registration(reader, None),
-        in_term_1(exclusive_preempt(dying, "a")),
+    let mut entries = dying_holds_a_among(dying, &[waiter, reader]);
+    entries.extend([
         in_term_1(Command::Expire { client: dying }),
         in_term_1(long_acquire(waiter, "a")),
-    ];
+    ]);
     let mut config = config(S2, 3);
     config.lock_delay = Duration::from_secs(2);
     let (mut server, _) = Server::new(config, DurableState::default(), 2, Time::ZERO);
