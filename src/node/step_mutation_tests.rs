@@ -593,6 +593,25 @@ fn lock_delay_ends_exactly_at_its_stretched_end() {
     assert_eq!(persisted(&outputs).len(), 1, "the preempt is appended");
 }
 
+/// s2 with a lock-delay of 2 s, which received `entries` from s1 in term 1 at 10 ms (`commit`
+/// of them committed) and won term 2's election at 2 s: leader, its no-op not yet applied.
+fn leader_not_ready_with_a_2_s_lock_delay(entries: Vec<Entry>, commit: LogIndex) -> Server {
+    let mut config = config(S2, 3);
+    config.lock_delay = Duration::from_secs(2);
+    let (mut server, _) = Server::new(config, DurableState::default(), 2, Time::ZERO);
+    let _ = server.step(ms(10), peer(S1, append(1, (0, 0), entries, commit)));
+    let _ = win_election(&mut server, ms(2_000), 3);
+    server
+}
+
+/// The only answer is `lock_delayed` for the whole 2 s delay, to operation 1 from `CLIENT`.
+fn assert_lock_delayed_2_s(outputs: &[ServerOutput]) {
+    let delayed = ServiceError::LockDelayed {
+        retry_after_ms: 2_000,
+    };
+    assert_eq!(replies(outputs), vec![(CLIENT, refusal(1, delayed))]);
+}
+
 /// A new leader learns when lock-delays end only once its own no-op is applied (its sessions
 /// are then ready). Until then a lock the applied state lists as freed by an expiry waits the
 /// whole delay: the expire may have applied a moment ago at the old leader. (Mutants: the
@@ -601,53 +620,14 @@ fn lock_delay_ends_exactly_at_its_stretched_end() {
 #[test]
 fn a_new_leader_not_yet_ready_holds_back_a_lock_freed_by_expiry_for_the_whole_delay() {
     let (dying, waiter) = (ClientId(1), ClientId(2));
-    let register = |id, ttl_ms| Entry {
-        term: 1,
-        command: Command::Register {
-            nonce: 9,
-            secret: Some(secret_for(id)),
-            ttl_ms,
-        },
-    };
-    let entries = vec![
-        noop(1),
-        register(dying, Some(1_000)),
-        register(waiter, None),
-        Entry {
-            term: 1,
-            command: Command::Preempt {
-                client: dying,
-                seq: 1,
-                lock: lock("a"),
-                claim: Claim::EXCLUSIVE,
-            },
-        },
-        Entry {
-            term: 1,
-            command: Command::Expire { client: dying },
-        },
-    ];
-    let mut config = config(S2, 3);
-    config.lock_delay = Duration::from_secs(2);
-    let (mut server, _) = Server::new(config, DurableState::default(), 2, Time::ZERO);
-    let _ = server.step(ms(10), peer(S1, append(1, (0, 0), entries, 5)));
+    let mut entries = dying_holds_a_among(dying, &[waiter]);
+    entries.push(in_term_1(Command::Expire { client: dying }));
+    let mut server = leader_not_ready_with_a_2_s_lock_delay(entries, 5);
     assert!(server.lock_table().session_expired(dying));
-    let _ = win_election(&mut server, ms(2_000), 3);
     assert!(!server.sessions_ready(), "its no-op (6) is not applied yet");
     let request = in_term(2, op(waiter, 1, preempt("a")));
     let outputs = server.step(ms(2_001), from_client(CLIENT, request));
-    assert_eq!(
-        replies(&outputs),
-        vec![(
-            CLIENT,
-            refusal(
-                1,
-                ServiceError::LockDelayed {
-                    retry_after_ms: 2_000
-                }
-            )
-        )]
-    );
+    assert_lock_delayed_2_s(&outputs);
     assert_eq!(server.log().last_index(), 6, "nothing appended");
 }
 
@@ -1351,11 +1331,7 @@ fn a_leader_refuses_a_waiter_past_a_full_queue_before_the_log() {
     let _ = server.step(ms(1_000), peer(S3, append_ok(2, last + 1, 0)));
     assert_eq!(server.last_applied(), last + 1, "its no-op applied");
 
-    let wait = Operation::Acquire {
-        lock: lock("a"),
-        wait_ms: 60_000,
-        claim: Claim::EXCLUSIVE,
-    };
+    let wait = wait_for_a(60_000);
     let outputs = server.step(
         ms(1_001),
         from_client(CLIENT, in_term(2, op(newcomer, 1, wait))),
@@ -1372,10 +1348,14 @@ fn a_leader_refuses_a_waiter_past_a_full_queue_before_the_log() {
 }
 
 fn wait_for_a(wait_ms: u64) -> Operation {
+    wait_for_a_as(Claim::EXCLUSIVE, wait_ms)
+}
+
+fn wait_for_a_as(claim: Claim, wait_ms: u64) -> Operation {
     Operation::Acquire {
         lock: lock("a"),
         wait_ms,
-        claim: Claim::EXCLUSIVE,
+        claim,
     }
 }
 
@@ -1766,38 +1746,19 @@ fn a_shared_acquire_behind_a_waiter_still_waits_out_the_lock_delay() {
         in_term_1(Command::Expire { client: dying }),
         in_term_1(long_acquire(waiter, "a")),
     ]);
-    let mut config = config(S2, 3);
-    config.lock_delay = Duration::from_secs(2);
-    let (mut server, _) = Server::new(config, DurableState::default(), 2, Time::ZERO);
-    let _ = server.step(ms(10), peer(S1, append(1, (0, 0), entries, 6)));
+    let mut server = leader_not_ready_with_a_2_s_lock_delay(entries, 6);
     assert!(server.lock_table().session_expired(dying));
-    let _ = win_election(&mut server, ms(2_000), 3);
     assert_eq!(
         server.log().last_index(),
         8,
         "the waiter's acquire (7), then the no-op"
     );
 
-    let shared = Operation::Acquire {
-        lock: lock("a"),
-        wait_ms: 60_000,
-        claim: Claim::SHARED,
-    };
+    let shared = wait_for_a_as(Claim::SHARED, 60_000);
     let outputs = server.step(
         ms(2_001),
         from_client(CLIENT, in_term(2, op(reader, 1, shared))),
     );
-    assert_eq!(
-        replies(&outputs),
-        vec![(
-            CLIENT,
-            refusal(
-                1,
-                ServiceError::LockDelayed {
-                    retry_after_ms: 2_000
-                }
-            )
-        )]
-    );
+    assert_lock_delayed_2_s(&outputs);
     assert_eq!(server.log().last_index(), 8, "nothing appended");
 }
