@@ -876,7 +876,8 @@ mod tests {
         Time::ZERO + Duration::from_millis(ms)
     }
 
-    fn preempt(lock: &str) -> Operation {
+    /// An exclusive preempt of `lock`. Shared with the mutation stories.
+    pub(super) fn preempt(lock: &str) -> Operation {
         Operation::Preempt {
             lock: lock.into(),
             claim: Claim::EXCLUSIVE,

@@ -2,7 +2,7 @@
 //! (docs/mutation-testing.md). They drive the client only through `Client::step` and read
 //! only its outputs and public observers. Each cites the mutant it was written for.
 
-use super::tests::{at_ms, completed};
+use super::tests::{at_ms, completed, preempt};
 use super::{Client, ClientConfig, ClientError, ClientInput, ClientOutput, ClientTimer, Refused};
 use crate::node::messages::{
     Claim, ClientId, ClientReply, ClientSecret, Consistency, LogIndex, Operation, Outcome,
@@ -149,11 +149,7 @@ fn client_with_session() -> Client {
 /// `session_expired` arm made `||`.)
 #[test]
 fn a_session_expired_answer_to_another_request_than_the_running_one_ends_nothing() {
-    let preempt = Operation::Preempt {
-        lock: "a".into(),
-        claim: Claim::EXCLUSIVE,
-    };
-    let mut client = welcomed_client(None, preempt);
+    let mut client = welcomed_client(None, preempt("a"));
     assert_eq!(client.id(), Some(ClientId(9)));
     let late = refusal(
         0,
@@ -361,11 +357,7 @@ fn a_cancel_invoked_before_the_welcome_waits_behind_the_acquire_it_names() {
 /// registered client's cancel jump any running operation.)
 #[test]
 fn a_cancel_invoked_while_a_preempt_runs_waits_its_turn() {
-    let preempt = Operation::Preempt {
-        lock: "b".into(),
-        claim: Claim::EXCLUSIVE,
-    };
-    let mut client = welcomed_client(None, preempt);
+    let mut client = welcomed_client(None, preempt("b"));
     let outputs = client.step(at_ms(50), cancel_b(2));
     assert_eq!(sent(&outputs), vec![], "the preempt still runs");
     let granted = answer(1, 2, Outcome::Granted { token: 2 });
