@@ -33,14 +33,7 @@ fn register_client(network: &mut Network, leader: ServerId, ttl_ms: Option<u64>)
         body: RequestBody::Hello { nonce: 5, ttl_ms },
         ..hello(5)
     };
-    let replies = network.client(leader, request);
-    match &replies[..] {
-        [(_, reply)] => match reply.body {
-            ReplyBody::Welcome { client, .. } => client,
-            ref other => panic!("a welcome expected, got {other:?}"),
-        },
-        other => panic!("one reply expected, got {other:?}"),
-    }
+    network.welcome(leader, request)
 }
 
 /// `request` from `from` to server `id`, then every message it causes; returns every reply

@@ -800,18 +800,7 @@ fn a_repair_ends_when_an_entry_of_its_own_term_commits() {
 /// until it was acknowledged.)
 #[test]
 fn a_heartbeat_after_a_snapshot_sent_appends_from_the_snapshot_index() {
-    let mut network = Network::from_disks(vec![DurableState::default(); 3], |config| {
-        config.snapshot_entries_min = Some(3);
-    });
-    network.elect(S1);
-    network.isolate(S3);
-    let client = match network.client(S1, hello(42)).as_slice() {
-        [(_, reply)] => match reply.body {
-            ReplyBody::Welcome { client, .. } => client,
-            ref other => panic!("a welcome expected, got {other:?}"),
-        },
-        other => panic!("one welcome expected, got {other:?}"),
-    };
+    let (mut network, client) = snapshotting_with_s3_cut_off();
     let _ = network.client(S1, op(client, 1, preempt("a")));
     let _ = network.client(S1, op(client, 2, preempt("b")));
     let base = network.server(S1).log().base_index();

@@ -741,6 +741,18 @@ impl Network {
         let _ = self.deliver_all();
         std::mem::take(&mut self.replies)
     }
+
+    /// Sends `hello` (a hello request) to server `id`, which must answer it with one welcome;
+    /// returns the client id it gave.
+    fn welcome(&mut self, id: ServerId, hello: ClientRequest) -> ClientId {
+        match self.client(id, hello).as_slice() {
+            [(_, reply)] => match reply.body {
+                ReplyBody::Welcome { client, .. } => client,
+                ref other => panic!("a welcome expected, got {other:?}"),
+            },
+            other => panic!("one welcome expected, got {other:?}"),
+        }
+    }
 }
 
 // ----- §5.2 and §5.4.1: votes -----
@@ -2314,28 +2326,24 @@ fn a_lock_name_over_the_limit_is_a_bad_request() {
 
 // ----- §7: snapshots and log compaction -----
 
-/// A leader that snapshots every 3 applied entries compacts its log and makes the snapshot
-/// durable; a follower whose next entry is compacted away is sent the snapshot, installs it,
-/// persists it before acknowledging, and ends with the leader's lock table.
-#[test]
-fn a_follower_behind_the_compaction_point_installs_the_leaders_snapshot() {
+/// Three servers that snapshot every 3 applied entries, s1 leading and s3 cut off, and the
+/// client s1 welcomed (entry 2).
+fn snapshotting_with_s3_cut_off() -> (Network, ClientId) {
     let mut network = Network::from_disks(vec![DurableState::default(); 3], |config| {
         config.snapshot_entries_min = Some(3);
     });
     network.elect(S1);
     network.isolate(S3);
-    let client = match network.client(S1, hello(42)).as_slice() {
-        [
-            (
-                _,
-                ClientReply {
-                    body: ReplyBody::Welcome { client, .. },
-                    ..
-                },
-            ),
-        ] => *client,
-        other => panic!("one welcome expected, got {other:?}"),
-    };
+    let client = network.welcome(S1, hello(42));
+    (network, client)
+}
+
+/// A leader that snapshots every 3 applied entries compacts its log and makes the snapshot
+/// durable; a follower whose next entry is compacted away is sent the snapshot, installs it,
+/// persists it before acknowledging, and ends with the leader's lock table.
+#[test]
+fn a_follower_behind_the_compaction_point_installs_the_leaders_snapshot() {
+    let (mut network, client) = snapshotting_with_s3_cut_off();
     let granted = network.client(S1, op(client, 1, preempt("a")));
     assert_eq!(
         granted,

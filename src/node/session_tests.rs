@@ -35,19 +35,7 @@ fn keepalive(client: ClientId, seq: u64) -> ClientRequest {
 
 /// Registers a client with a session of `ttl_ms` through `leader`; returns its id.
 fn register_with_ttl(network: &mut Network, leader: ServerId, ttl_ms: u64) -> ClientId {
-    let replies = network.client(leader, hello_with_ttl(77, ttl_ms));
-    match &replies[..] {
-        [
-            (
-                _,
-                ClientReply {
-                    body: ReplyBody::Welcome { client, .. },
-                    ..
-                },
-            ),
-        ] => *client,
-        other => panic!("one welcome expected, got {other:?}"),
-    }
+    network.welcome(leader, hello_with_ttl(77, ttl_ms))
 }
 
 fn bodies(replies: &[(ClientAddr, ClientReply)]) -> Vec<ReplyBody> {

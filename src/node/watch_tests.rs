@@ -766,14 +766,7 @@ fn watch_replies_of(network: &mut Network, server: ServerId) -> Vec<WatchReply> 
 }
 
 fn registered(network: &mut Network) -> ClientId {
-    let replies = network.client(S1, hello(9));
-    match &replies[..] {
-        [(_, reply)] => match reply.body {
-            ReplyBody::Welcome { client, .. } => client,
-            ref other => panic!("a welcome expected, got {other:?}"),
-        },
-        other => panic!("one reply expected, got {other:?}"),
-    }
+    network.welcome(S1, hello(9))
 }
 
 /// A follower serves a watch from its own applied state: it says nothing of the grant the
